@@ -1,0 +1,64 @@
+# Bonito task runner. `make run` and `make test` are the two commands in the README.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+WEB_CONCURRENCY ?= 2
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: run serve test lint fmt check migrate demo worker venv clean
+
+# The virtualenv is rebuilt whenever the pinned requirements change.
+$(BIN)/.installed: requirements.txt constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+venv: $(BIN)/.installed
+
+migrate: venv
+	@mkdir -p var
+	$(BIN)/python manage.py migrate --noinput
+
+demo: migrate
+	$(BIN)/python manage.py demo
+
+# Embedded defaults: SQLite under var/, no Redis, a Celery worker + beat on a
+# broker that needs no server, and the dev server with the demo org ready.
+run: export DEBUG ?= 1
+run: migrate
+	@$(BIN)/python manage.py demo
+	@echo "Serving on http://127.0.0.1:$(PORT)/  (Ctrl-C stops the server and the worker)"
+	@$(BIN)/celery -A bonito worker -B --loglevel=warning --concurrency=1 -s var/celerybeat-schedule & \
+	worker=$$!; trap 'kill -TERM $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT; \
+	$(BIN)/uvicorn bonito.asgi:application --host 127.0.0.1 --port $(PORT) --reload \
+	  --reload-dir bonito --reload-dir orgs --reload-dir gateway --reload-dir governance \
+	  --reload-dir billing --reload-dir agents --reload-dir templates
+
+# Production server: no demo, no autoreload, WEB_CONCURRENCY workers.
+serve: migrate
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	exec $(BIN)/uvicorn bonito.asgi:application --host $${HOST:-127.0.0.1} --port $(PORT) \
+	  --workers $(WEB_CONCURRENCY) --no-access-log --loop uvloop --http httptools
+
+worker: venv
+	$(BIN)/celery -A bonito worker -B --loglevel=info
+
+# Tests run on the embedded defaults unless DATABASE_URL / REDIS_URL are set.
+test: export SECRET_KEY ?= insecure-test-only-secret-key-for-the-suite-0123456789
+test: venv
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+fmt: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) var

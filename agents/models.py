@@ -1,0 +1,1 @@
+# VPC agents and their bt- org tokens arrive with the agent issue.

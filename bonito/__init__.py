@@ -1,0 +1,5 @@
+"""Bonito: a self-hostable AI gateway platform."""
+
+from .celery import app as celery_app
+
+__all__ = ("celery_app",)

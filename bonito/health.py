@@ -1,0 +1,80 @@
+"""Liveness and readiness of the process and the services it depends on."""
+
+import os
+
+from django.conf import settings
+from django.db import connection
+from django.http import JsonResponse
+
+
+def check_database() -> tuple[bool, str]:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+        return True, connection.vendor
+    except Exception as exc:  # any driver error means "not ready"
+        return (
+            False,
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreachable'}",
+        )
+
+
+def _redis_ping(url: str) -> tuple[bool, str]:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        try:
+            client.ping()
+        finally:
+            client.close()
+        return True, "ok"
+    except Exception as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+
+
+def check_redis() -> tuple[bool, str] | None:
+    """None when Redis is not configured (the embedded default)."""
+    if not settings.REDIS_URL:
+        return None
+    return _redis_ping(settings.REDIS_URL)
+
+
+def check_broker() -> tuple[bool, str]:
+    url = settings.CELERY_BROKER_URL
+    if url.startswith("filesystem://"):
+        folder = settings.BROKER_DIR
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return False, f"broker folder {folder}: {exc.strerror}"
+        if not os.access(folder, os.W_OK):
+            return False, f"broker folder {folder} is not writable"
+        return True, "filesystem"
+    if url.startswith(("redis://", "rediss://")):
+        return _redis_ping(url)
+    return True, "not checked"
+
+
+def system_status() -> dict:
+    checks = {"database": check_database(), "broker": check_broker()}
+    redis_state = check_redis()
+    if redis_state is not None:
+        checks["redis"] = redis_state
+    return {name: {"ok": ok, "detail": detail} for name, (ok, detail) in checks.items()}
+
+
+def health(request):
+    return JsonResponse({"status": "ok"})
+
+
+def ready(request):
+    services = system_status()
+    failing = [name for name, state in services.items() if not state["ok"]]
+    body = {"status": "ready" if not failing else "unavailable", "services": services}
+    if failing:
+        body["reason"] = ", ".join(
+            f"{name} is down ({services[name]['detail']})" for name in failing
+        )
+    return JsonResponse(body, status=503 if failing else 200)

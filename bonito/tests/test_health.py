@@ -1,0 +1,53 @@
+import socket
+
+import pytest
+
+
+def _closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_health_is_always_200(client):
+    response = client.get("/api/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.django_db
+def test_ready_reports_each_service(client):
+    response = client.get("/api/ready")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ready"
+    assert body["services"]["database"]["ok"] is True
+    assert body["services"]["broker"]["ok"] is True
+
+
+@pytest.mark.django_db
+def test_ready_is_503_with_the_reason_when_redis_is_dead(client, settings):
+    dead = f"redis://127.0.0.1:{_closed_port()}/0"
+    settings.REDIS_URL = dead
+    response = client.get("/api/ready")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["services"]["redis"]["ok"] is False
+    assert "redis is down" in body["reason"]
+    assert "ConnectionError" in body["reason"]
+
+
+@pytest.mark.django_db
+def test_ready_is_503_when_the_broker_is_dead(client, settings):
+    settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{_closed_port()}/0"
+    response = client.get("/api/ready")
+    assert response.status_code == 503
+    assert "broker is down" in response.json()["reason"]
+
+
+def test_a_foreign_host_header_gets_400(client):
+    assert client.get("/api/health", HTTP_HOST="evil.example.com").status_code == 400
+
+
+def test_localhost_is_allowed_by_default(client):
+    assert client.get("/api/health", HTTP_HOST="localhost").status_code == 200

@@ -1,0 +1,92 @@
+"""The cast every test can use.
+
+alice: admin of Acme (org A); bob: member of Acme; vera: viewer of Acme;
+charlie: admin of Globex (org B), the outsider who must never see Acme's objects.
+"""
+
+import pytest
+
+from governance.audit import Actor
+from orgs import services
+from orgs.models import Role
+
+PASSWORD = "correct-horse-battery-staple"
+SETUP = Actor(via="test-setup")
+
+
+@pytest.fixture(autouse=True)
+def _plain_http(settings):
+    # The suite speaks plain HTTP to the test client; production redirects to HTTPS.
+    settings.SECURE_SSL_REDIRECT = False
+
+
+@pytest.fixture
+def org_a(db):
+    return services.org_create(actor=SETUP, name="Acme Corp", slug="acme", tier="pro")
+
+
+@pytest.fixture
+def org_b(db):
+    return services.org_create(actor=SETUP, name="Globex", slug="globex", tier="free")
+
+
+def _member(org, email, role):
+    user = services.user_create(
+        actor=SETUP, email=email, password=PASSWORD, name=email.split("@")[0].title()
+    )
+    services.membership_add(actor=SETUP, org=org, user=user, role=role)
+    return user
+
+
+@pytest.fixture
+def alice(org_a):
+    return _member(org_a, "alice@acme.test", Role.ADMIN)
+
+
+@pytest.fixture
+def bob(org_a, alice):
+    return _member(org_a, "bob@acme.test", Role.MEMBER)
+
+
+@pytest.fixture
+def vera(org_a, alice):
+    return _member(org_a, "vera@acme.test", Role.VIEWER)
+
+
+@pytest.fixture
+def charlie(org_b):
+    return _member(org_b, "charlie@globex.test", Role.ADMIN)
+
+
+def _client_for(client_class, user):
+    c = client_class()
+    c.force_login(user)
+    return c
+
+
+@pytest.fixture
+def alice_client(alice):
+    from django.test import Client
+
+    return _client_for(Client, alice)
+
+
+@pytest.fixture
+def bob_client(bob):
+    from django.test import Client
+
+    return _client_for(Client, bob)
+
+
+@pytest.fixture
+def vera_client(vera):
+    from django.test import Client
+
+    return _client_for(Client, vera)
+
+
+@pytest.fixture
+def charlie_client(charlie):
+    from django.test import Client
+
+    return _client_for(Client, charlie)

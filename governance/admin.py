@@ -1,0 +1,31 @@
+from django.contrib import admin
+
+from .models import AuditLog
+
+
+@admin.register(AuditLog)
+class AuditLogAdmin(admin.ModelAdmin):
+    list_display = [
+        "created_at",
+        "actor_label",
+        "org",
+        "action",
+        "target_type",
+        "target_repr",
+        "ip",
+    ]
+    list_filter = ["action", "target_type", "org", "created_at"]
+    search_fields = ["actor_label", "action", "target_repr", "target_id"]
+    date_hierarchy = "created_at"
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

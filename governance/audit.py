@@ -1,0 +1,72 @@
+"""Writing audit rows. Callers are service functions, inside their own transaction."""
+
+import re
+from dataclasses import dataclass
+
+from .models import AuditLog
+
+REDACTED = "[redacted]"
+_SECRET_NAME = re.compile(
+    r"(secret|password|passwd|token|api_?key|credential|authorization|private|cert_key|hash)", re.I
+)
+_SECRET_VALUE = re.compile(r"\b(bn|rt|bt|sk|pat|inv)-[A-Za-z0-9_\-]{12,}|AKIA[0-9A-Z]{16}")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is making a change and from where; passed into every service function."""
+
+    user: object = None
+    ip: str | None = None
+    via: str = "web"
+
+    @property
+    def label(self) -> str:
+        if self.user is not None and getattr(self.user, "is_authenticated", False):
+            return self.user.email
+        return self.via
+
+    @classmethod
+    def from_request(cls, request, via="web"):
+        user = request.user if request.user.is_authenticated else None
+        return cls(user=user, ip=request.META.get("REMOTE_ADDR"), via=via)
+
+
+SYSTEM = Actor(via="system")
+
+
+def scrub(value):
+    """Remove secrets from a before/after summary, recursively."""
+    if isinstance(value, dict):
+        return {
+            k: (
+                REDACTED
+                if _SECRET_NAME.search(str(k)) and v not in (None, "", [], {})
+                else scrub(v)
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [scrub(v) for v in value]
+    if isinstance(value, str):
+        return _SECRET_VALUE.sub(REDACTED, value)
+    return value
+
+
+def audit_record(*, actor: Actor, org, action: str, target, before=None, after=None) -> AuditLog:
+    changes = {}
+    if before is not None:
+        changes["before"] = scrub(before)
+    if after is not None:
+        changes["after"] = scrub(after)
+    return AuditLog.objects.create(
+        org=org,
+        actor=actor.user if getattr(actor.user, "pk", None) else None,
+        actor_label=actor.label,
+        action=action,
+        target_type=target.__class__.__name__.lower() if target is not None else "",
+        target_id=str(getattr(target, "pk", "") or ""),
+        target_repr=_SECRET_VALUE.sub(REDACTED, str(target))[:254] if target is not None else "",
+        changes=changes,
+        ip=actor.ip,
+    )

@@ -1,0 +1,91 @@
+"""Declarative set-up from a YAML file (`manage.py apply_config`), GitOps style.
+
+Each section converges the database to what the file says for the objects it names;
+objects the file does not mention are left alone. Later issues add sections.
+"""
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from governance.audit import Actor
+
+from . import services
+from .models import Membership, Organization, Role, Team, User
+
+ORG_KEYS = {"slug", "name", "tier", "deployment_mode", "teams", "members"}
+
+
+class ConfigError(ValueError):
+    """The file is not valid; the message says where."""
+
+
+def _require(mapping, key, where):
+    if key not in mapping or mapping[key] in (None, ""):
+        raise ConfigError(f"{where}: '{key}' is required.")
+    return mapping[key]
+
+
+def _apply_org(actor, spec, where, extensions):
+    unknown = set(spec) - ORG_KEYS - set(extensions)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}.")
+    slug = _require(spec, "slug", where)
+    org = Organization.objects.filter(slug=slug).first()
+    fields = {k: spec[k] for k in ("name", "tier", "deployment_mode") if k in spec}
+    if org is None:
+        org = services.org_create(
+            actor=actor,
+            slug=slug,
+            name=_require(spec, "name", where),
+            **{k: v for k, v in fields.items() if k != "name"},
+        )
+    else:
+        services.org_update(actor=actor, org=org, **fields)
+
+    for i, team_spec in enumerate(spec.get("teams") or []):
+        team_spec = {"name": team_spec} if isinstance(team_spec, str) else team_spec
+        name = _require(team_spec, "name", f"{where}.teams[{i}]")
+        if not Team.objects.for_org(org).filter(name=name).exists():
+            services.team_create(
+                actor=actor, org=org, name=name, description=team_spec.get("description", "")
+            )
+
+    for i, member in enumerate(spec.get("members") or []):
+        mwhere = f"{where}.members[{i}]"
+        email = str(_require(member, "email", mwhere)).lower()
+        role = member.get("role", Role.MEMBER)
+        if role not in Role.values:
+            raise ConfigError(f"{mwhere}: role must be admin, member or viewer, not {role!r}.")
+        team = None
+        if member.get("team"):
+            team = Team.objects.for_org(org).filter(name=member["team"]).first()
+            if team is None:
+                raise ConfigError(f"{mwhere}: team {member['team']!r} is not defined in this org.")
+        user = User.objects.filter(email__iexact=email).first() or services.user_create(
+            actor=actor, email=email, password=member.get("password"), name=member.get("name", "")
+        )
+        existing = Membership.objects.for_org(org).filter(user=user).first()
+        if existing is None:
+            services.membership_add(actor=actor, org=org, user=user, role=role, team=team)
+        elif (existing.role, existing.team_id) != (role, team.id if team else None):
+            services.membership_set_role(actor=actor, membership=existing, role=role, team=team)
+
+    for name, apply in extensions.items():
+        if name in spec:
+            apply(actor=actor, org=org, spec=spec[name], where=f"{where}.{name}")
+    return org
+
+
+def config_apply(*, actor: Actor, data, extensions=None) -> list[Organization]:
+    """Apply a parsed config file in one transaction: all of it or none of it."""
+    if not isinstance(data, dict) or not isinstance(data.get("orgs"), list):
+        raise ConfigError("The file must be a mapping with an 'orgs:' list.")
+    extensions = extensions or {}
+    try:
+        with transaction.atomic():
+            return [
+                _apply_org(actor, spec, f"orgs[{i}]", extensions)
+                for i, spec in enumerate(data["orgs"])
+            ]
+    except ValidationError as exc:
+        raise ConfigError("; ".join(exc.messages)) from exc

@@ -1,0 +1,37 @@
+from pathlib import Path
+
+import yaml
+from django.core.management.base import BaseCommand, CommandError
+
+from governance.audit import Actor
+from orgs.config import ConfigError, config_apply
+
+
+def config_extensions():
+    """Sections other apps add to the config file, in the order they apply."""
+    from gateway.config import EXTENSIONS
+
+    return EXTENSIONS
+
+
+class Command(BaseCommand):
+    help = "Apply a declarative YAML config (orgs, teams, members, …). All of it or none of it."
+
+    def add_arguments(self, parser):
+        parser.add_argument("file")
+
+    def handle(self, *args, **opts):
+        path = Path(opts["file"])
+        try:
+            data = yaml.safe_load(path.read_text())
+        except FileNotFoundError as exc:
+            raise CommandError(f"{path}: no such file.") from exc
+        except yaml.YAMLError as exc:
+            raise CommandError(f"{path}: not valid YAML: {exc}") from exc
+        try:
+            orgs = config_apply(
+                actor=Actor(via="apply_config"), data=data, extensions=config_extensions()
+            )
+        except ConfigError as exc:
+            raise CommandError(f"{path}: {exc}") from exc
+        self.stdout.write(f"Applied {path}: {', '.join(o.slug for o in orgs) or 'no orgs'}.")

@@ -1,0 +1,68 @@
+import json
+import os
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection, transaction
+
+from gateway.demo import demo_gateway_setup
+from governance.audit import Actor
+from orgs import services
+from orgs.models import Membership, Organization, Role, User
+
+DEMO_SLUG = "demo"
+DEMO_EMAIL = "admin@demo.bonito.local"
+DEMO_PASSWORD = os.environ.get("BONITO_DEMO_PASSWORD", "bonito-demo-password")
+
+
+class Command(BaseCommand):
+    help = "Create (idempotently) the demo org and admin, and print a fresh bn- key."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--json", action="store_true", help="print one JSON line")
+        parser.add_argument("--force", action="store_true", help="allow a non-SQLite database")
+
+    def handle(self, *args, **opts):
+        if connection.vendor != "sqlite" and not opts["force"]:
+            raise CommandError(
+                f"demo creates a known admin password; refusing to run on a {connection.vendor} "
+                "database. Pass --force if this really is a throwaway install."
+            )
+        actor = Actor(via="demo")
+        with transaction.atomic():
+            user = User.objects.filter(email=DEMO_EMAIL).first()
+            if user is None:
+                user = services.user_create(
+                    actor=actor, email=DEMO_EMAIL, password=DEMO_PASSWORD, name="Demo Admin"
+                )
+            user.set_password(DEMO_PASSWORD)
+            user.is_staff = user.is_superuser = True
+            user.save()
+            org = Organization.objects.filter(slug=DEMO_SLUG).first()
+            if org is None:
+                org = services.org_create(actor=actor, name="Demo Org", slug=DEMO_SLUG, tier="pro")
+            if not Membership.objects.filter(org=org, user=user, role=Role.ADMIN).exists():
+                services.membership_add(actor=actor, org=org, user=user, role=Role.ADMIN)
+            raw_key = demo_gateway_setup(actor=actor, org=org)
+        base_url = f"{settings.PUBLIC_BASE_URL}/v1"
+        if opts["json"]:
+            self.stdout.write(
+                json.dumps(
+                    {
+                        "org": org.slug,
+                        "admin_email": DEMO_EMAIL,
+                        "admin_password": DEMO_PASSWORD,
+                        "api_key": raw_key,
+                        "base_url": base_url,
+                    }
+                )
+            )
+            return
+        root = settings.PUBLIC_BASE_URL
+        self.stdout.write(
+            "\nBonito demo is ready.\n"
+            f"  Dashboard:      {root}/  (sign in as {DEMO_EMAIL} / {DEMO_PASSWORD})\n"
+            f"  Platform admin: {root}/admin/\n"
+            f"  Gateway:        {base_url}\n"
+            f"  API key:        {raw_key}\n"
+        )

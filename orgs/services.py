@@ -1,0 +1,317 @@
+"""Writes to orgs, users, memberships, teams and invitations. Each one audits itself."""
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
+from django.db import transaction
+from django.template.loader import render_to_string
+from django.utils import timezone
+from django.utils.text import slugify
+
+from governance.audit import Actor, audit_record
+
+from .models import Invitation, Membership, Organization, Role, Team, User, hash_token
+
+
+def _org_summary(org):
+    return {
+        "slug": org.slug,
+        "name": org.name,
+        "tier": org.tier,
+        "deployment_mode": org.deployment_mode,
+    }
+
+
+@transaction.atomic
+def org_create(
+    *,
+    actor: Actor,
+    name: str,
+    slug: str = "",
+    tier: str = "free",
+    deployment_mode: str = "shared",
+    owner: User | None = None,
+) -> Organization:
+    org = Organization(
+        name=name, slug=slug or slugify(name), tier=tier, deployment_mode=deployment_mode
+    )
+    org.full_clean()
+    org.save()
+    audit_record(actor=actor, org=org, action="org.create", target=org, after=_org_summary(org))
+    if owner is not None:
+        membership_add(actor=actor, org=org, user=owner, role=Role.ADMIN)
+    return org
+
+
+@transaction.atomic
+def org_update(*, actor: Actor, org: Organization, **fields) -> Organization:
+    before = _org_summary(org)
+    for name, value in fields.items():
+        if name not in ("name", "tier", "deployment_mode"):
+            raise ValidationError(f"{name} cannot be changed here.")
+        setattr(org, name, value)
+    org.full_clean()
+    org.save()
+    after = _org_summary(org)
+    if after != before:
+        audit_record(
+            actor=actor, org=org, action="org.update", target=org, before=before, after=after
+        )
+    return org
+
+
+@transaction.atomic
+def user_create(*, actor: Actor, email: str, password: str | None = None, name: str = "") -> User:
+    email = User.objects.normalize_email(email).lower()
+    if User.objects.filter(email__iexact=email).exists():
+        raise ValidationError(f"A user with email {email} already exists.")
+    user = User.objects.create_user(email=email, password=password, name=name)
+    audit_record(
+        actor=actor,
+        org=None,
+        action="user.create",
+        target=user,
+        after={"email": user.email, "platform_admin": user.is_superuser},
+    )
+    return user
+
+
+def user_sync_platform_admin(*, user: User) -> None:
+    """Apply ADMIN_EMAILS at login: grant, or take back rights the list once gave."""
+    with transaction.atomic():
+        before = user.is_superuser
+        if user.apply_platform_admin_list():
+            user.save(update_fields=["is_staff", "is_superuser", "admin_from_env"])
+            audit_record(
+                actor=Actor(via="ADMIN_EMAILS"),
+                org=None,
+                action="user.platform_admin." + ("grant" if user.is_superuser else "revoke"),
+                target=user,
+                before={"platform_admin": before},
+                after={"platform_admin": user.is_superuser},
+            )
+
+
+@transaction.atomic
+def membership_add(
+    *,
+    actor: Actor,
+    org: Organization,
+    user: User,
+    role: str = Role.MEMBER,
+    team: Team | None = None,
+) -> Membership:
+    if team is not None and team.org_id != org.id:
+        raise ValidationError("That team belongs to another organization.")
+    membership, created = Membership.objects.get_or_create(
+        org=org, user=user, defaults={"role": role, "team": team}
+    )
+    if not created:
+        return membership_set_role(actor=actor, membership=membership, role=role, team=team)
+    audit_record(
+        actor=actor,
+        org=org,
+        action="membership.add",
+        target=membership,
+        after={"user": user.email, "role": role, "team": team.name if team else None},
+    )
+    return membership
+
+
+def _last_admin(membership: Membership) -> bool:
+    return (
+        membership.role == Role.ADMIN
+        and not Membership.objects.for_org(membership.org)
+        .filter(role=Role.ADMIN)
+        .exclude(pk=membership.pk)
+        .exists()
+    )
+
+
+@transaction.atomic
+def membership_set_role(
+    *, actor: Actor, membership: Membership, role: str, team: Team | None = None
+) -> Membership:
+    if role not in Role.values:
+        raise ValidationError(f"Unknown role {role!r}; use admin, member or viewer.")
+    if role != Role.ADMIN and _last_admin(membership):
+        raise ValidationError("An organization must keep at least one admin.")
+    if team is not None and team.org_id != membership.org_id:
+        raise ValidationError("That team belongs to another organization.")
+    before = {"role": membership.role, "team": membership.team.name if membership.team else None}
+    membership.role = role
+    membership.team = team
+    membership.save(update_fields=["role", "team"])
+    after = {"role": role, "team": team.name if team else None}
+    if before != after:
+        audit_record(
+            actor=actor,
+            org=membership.org,
+            action="membership.update",
+            target=membership,
+            before=before,
+            after=after,
+        )
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, actor: Actor, membership: Membership) -> None:
+    if _last_admin(membership):
+        raise ValidationError("An organization must keep at least one admin.")
+    audit_record(
+        actor=actor,
+        org=membership.org,
+        action="membership.remove",
+        target=membership,
+        before={"user": membership.user.email, "role": membership.role},
+    )
+    membership.delete()
+
+
+@transaction.atomic
+def team_create(*, actor: Actor, org: Organization, name: str, description: str = "") -> Team:
+    team = Team(org=org, name=name.strip(), description=description)
+    team.full_clean()
+    team.save()
+    audit_record(actor=actor, org=org, action="team.create", target=team, after={"name": team.name})
+    return team
+
+
+@transaction.atomic
+def team_delete(*, actor: Actor, team: Team) -> None:
+    audit_record(
+        actor=actor, org=team.org, action="team.delete", target=team, before={"name": team.name}
+    )
+    team.delete()
+
+
+@transaction.atomic
+def invitation_create(
+    *,
+    actor: Actor,
+    org: Organization,
+    email: str,
+    role: str = Role.MEMBER,
+    team: Team | None = None,
+    base_url: str | None = None,
+) -> tuple[Invitation, str]:
+    """Create an invitation and email its link; returns (invitation, raw token)."""
+    email = User.objects.normalize_email(email).lower()
+    if role not in Role.values:
+        raise ValidationError(f"Unknown role {role!r}; use admin, member or viewer.")
+    if Membership.objects.for_org(org).filter(user__email__iexact=email).exists():
+        raise ValidationError(f"{email} is already a member of {org.name}.")
+    raw = Invitation.new_token()
+    invitation = Invitation.objects.create(
+        org=org,
+        email=email,
+        role=role,
+        team=team,
+        token_hash=hash_token(raw),
+        invited_by=actor.user,
+        expires_at=Invitation.default_expiry(),
+    )
+    audit_record(
+        actor=actor,
+        org=org,
+        action="invitation.create",
+        target=invitation,
+        after={"email": email, "role": role},
+    )
+    link = f"{(base_url or settings.PUBLIC_BASE_URL).rstrip('/')}/invite/{raw}/"
+    context = {"org": org, "link": link, "invitation": invitation, "inviter": actor.label}
+    transaction.on_commit(
+        lambda: send_mail(
+            subject=f"You are invited to {org.name} on Bonito",
+            message=render_to_string("emails/invitation.txt", context),
+            from_email=None,
+            recipient_list=[email],
+        )
+    )
+    return invitation, raw
+
+
+class InvitationError(Exception):
+    """An invitation link that cannot be used; the message is shown to the visitor."""
+
+
+def invitation_lookup(raw: str) -> Invitation:
+    invitation = Invitation.objects.select_related("org").filter(token_hash=hash_token(raw)).first()
+    if invitation is None:
+        raise InvitationError(
+            "This invitation link is not valid. Ask an admin of the organization for a new one."
+        )
+    if invitation.accepted_at:
+        raise InvitationError(
+            "This invitation has already been used. Each invitation link works once."
+        )
+    if invitation.revoked_at:
+        raise InvitationError("This invitation was revoked by an admin of the organization.")
+    if invitation.expires_at <= timezone.now():
+        raise InvitationError(
+            "This invitation has expired. Ask an admin of the organization for a new one."
+        )
+    return invitation
+
+
+@transaction.atomic
+def invitation_accept(
+    *,
+    actor: Actor,
+    raw_token: str,
+    user: User | None = None,
+    password: str | None = None,
+    name: str = "",
+) -> Membership:
+    """Accept an invitation as the signed-in user, or by creating the invited user."""
+    # Lock the row so two clicks on the same link cannot both succeed.
+    invitation = invitation_lookup(raw_token)
+    invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
+    if invitation.accepted_at:
+        raise InvitationError(
+            "This invitation has already been used. Each invitation link works once."
+        )
+    if user is None:
+        user = User.objects.filter(email__iexact=invitation.email).first()
+        if user is None:
+            user = user_create(actor=actor, email=invitation.email, password=password, name=name)
+        elif password is not None:
+            raise InvitationError(
+                "An account with this email exists; sign in first, then open the link again."
+            )
+    elif user.email.lower() != invitation.email.lower():
+        raise InvitationError(
+            f"This invitation is for {invitation.email}, but you are signed in as {user.email}."
+        )
+    invitation.accepted_at = timezone.now()
+    invitation.accepted_by = user
+    invitation.save(update_fields=["accepted_at", "accepted_by"])
+    membership = membership_add(
+        actor=Actor(user=user, ip=actor.ip, via=actor.via),
+        org=invitation.org,
+        user=user,
+        role=invitation.role,
+        team=invitation.team,
+    )
+    audit_record(
+        actor=Actor(user=user, ip=actor.ip),
+        org=invitation.org,
+        action="invitation.accept",
+        target=invitation,
+        after={"email": invitation.email, "role": invitation.role},
+    )
+    return membership
+
+
+@transaction.atomic
+def invitation_revoke(*, actor: Actor, invitation: Invitation) -> None:
+    invitation.revoked_at = timezone.now()
+    invitation.save(update_fields=["revoked_at"])
+    audit_record(
+        actor=actor,
+        org=invitation.org,
+        action="invitation.revoke",
+        target=invitation,
+        before={"email": invitation.email},
+    )

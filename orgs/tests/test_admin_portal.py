@@ -1,0 +1,88 @@
+import pytest
+from django.test import Client
+
+from governance.models import AuditLog
+from orgs.models import User
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(db):
+    user = User.objects.create_superuser(email="root@bonito.test", password="x-long-password-1")
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_system_page_shows_counts_and_health(admin_client, alice, charlie):
+    response = admin_client.get("/admin/system/")
+    assert response.status_code == 200
+    counts = response.context["counts"]
+    assert counts["organizations"] == 2
+    assert counts["users"] == 3  # root, alice, charlie
+    assert "active API keys" in counts and "requests today" in counts
+    assert response.context["services"]["database"]["ok"] is True
+
+
+def test_organization_list_shows_tier_and_member_count(admin_client, alice, bob):
+    response = admin_client.get("/admin/orgs/organization/")
+    assert response.status_code == 200
+    assert b"Acme Corp" in response.content
+    assert response.context["cl"].result_list[0]._members == 2
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/orgs/user/",
+        "/admin/orgs/membership/",
+        "/admin/orgs/team/",
+        "/admin/orgs/invitation/",
+        "/admin/governance/auditlog/",
+    ],
+)
+def test_admin_lists_answer(admin_client, alice, path):
+    assert admin_client.get(path).status_code == 200
+
+
+def test_audit_log_is_read_only_in_the_admin(admin_client, alice):
+    row = AuditLog.objects.first()
+    assert admin_client.get("/admin/governance/auditlog/add/").status_code == 403
+    response = admin_client.post(f"/admin/governance/auditlog/{row.pk}/change/", {"action": "x"})
+    assert response.status_code == 403
+    assert (
+        admin_client.post(
+            f"/admin/governance/auditlog/{row.pk}/delete/", {"post": "yes"}
+        ).status_code
+        == 403
+    )
+    row.refresh_from_db()
+    assert row.action != "x"
+
+
+def test_audit_log_is_filterable(admin_client, alice):
+    response = admin_client.get("/admin/governance/auditlog/?action=membership.add")
+    assert response.status_code == 200
+    assert {r.action for r in response.context["cl"].result_list} == {"membership.add"}
+
+
+def test_creating_an_org_in_the_admin_is_audited(admin_client):
+    response = admin_client.post(
+        "/admin/orgs/organization/add/",
+        {
+            "name": "Initech",
+            "slug": "initech",
+            "tier": "pro",
+            "deployment_mode": "shared",
+            "memberships-TOTAL_FORMS": "0",
+            "memberships-INITIAL_FORMS": "0",
+        },
+    )
+    assert response.status_code == 302, response.content[:2000]
+    row = AuditLog.objects.get(action="org.create", target_repr="Initech")
+    assert row.actor_label == "root@bonito.test"
+
+
+def test_org_members_cannot_open_the_admin(alice_client):
+    assert alice_client.get("/admin/").status_code == 302

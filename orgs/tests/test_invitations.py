@@ -1,0 +1,110 @@
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.urls import reverse
+from django.utils import timezone
+
+from governance.audit import Actor
+from governance.models import AuditLog
+from orgs import services
+from orgs.models import Invitation, Membership, User
+
+pytestmark = pytest.mark.django_db
+
+
+def _invite(org, alice, email="newbie@acme.test", role="member"):
+    return services.invitation_create(actor=Actor(user=alice), org=org, email=email, role=role)
+
+
+def _token_from_mail():
+    body = mail.outbox[-1].body
+    return body.split("/invite/")[1].split("/")[0]
+
+
+def test_it_emails_a_single_use_link(alice_client, org_a, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        alice_client.post(
+            reverse("team", args=[org_a.slug]), {"email": "newbie@acme.test", "role": "viewer"}
+        )
+    assert len(mail.outbox) == 1
+    assert mail.outbox[0].to == ["newbie@acme.test"]
+    token = _token_from_mail()
+    invitation = Invitation.objects.get(email="newbie@acme.test")
+    assert token not in invitation.token_hash  # only the hash is stored
+
+
+def test_a_new_user_accepts_and_lands_in_the_org(client, alice, org_a):
+    _inv, token = _invite(org_a, alice, role="viewer")
+    response = client.post(
+        reverse("invitation_accept", args=[token]),
+        {"name": "New Bie", "password": "a-long-new-password-1"},
+    )
+    assert response.status_code == 302
+    user = User.objects.get(email="newbie@acme.test")
+    assert Membership.objects.get(org=org_a, user=user).role == "viewer"
+    assert client.get(reverse("overview", args=[org_a.slug])).status_code == 200
+
+
+def test_a_reused_link_is_refused_clearly(client, alice, org_a):
+    _inv, token = _invite(org_a, alice)
+    client.post(reverse("invitation_accept", args=[token]), {"password": "a-long-new-password-1"})
+    other = client.__class__()
+    response = other.post(
+        reverse("invitation_accept", args=[token]), {"password": "another-password-22"}
+    )
+    assert response.status_code == 410
+    assert b"already been used" in response.content
+    assert Membership.objects.filter(org=org_a, user__email="newbie@acme.test").count() == 1
+
+
+def test_an_expired_link_is_refused_clearly(client, alice, org_a):
+    invitation, token = _invite(org_a, alice)
+    Invitation.objects.filter(pk=invitation.pk).update(
+        expires_at=timezone.now() - timedelta(minutes=1)
+    )
+    response = client.get(reverse("invitation_accept", args=[token]))
+    assert response.status_code == 410
+    assert b"expired" in response.content
+    response = client.post(
+        reverse("invitation_accept", args=[token]), {"password": "a-long-new-password-1"}
+    )
+    assert response.status_code == 410
+    assert not User.objects.filter(email="newbie@acme.test").exists()
+
+
+def test_a_made_up_token_is_refused(client, db):
+    response = client.get(reverse("invitation_accept", args=["inv-not-a-real-token"]))
+    assert response.status_code == 410
+    assert b"not valid" in response.content
+
+
+def test_a_revoked_link_is_refused(client, alice, org_a):
+    invitation, token = _invite(org_a, alice)
+    services.invitation_revoke(actor=Actor(user=alice), invitation=invitation)
+    assert b"revoked" in client.get(reverse("invitation_accept", args=[token])).content
+
+
+def test_a_signed_in_user_with_another_email_cannot_take_it(charlie_client, alice, org_a):
+    _inv, token = _invite(org_a, alice)
+    response = charlie_client.post(reverse("invitation_accept", args=[token]))
+    assert response.status_code == 410
+    assert b"signed in as charlie@globex.test" in response.content
+    assert not Membership.objects.filter(org=org_a, user__email="charlie@globex.test").exists()
+
+
+def test_accepting_is_audited(client, alice, org_a):
+    _inv, token = _invite(org_a, alice)
+    client.post(reverse("invitation_accept", args=[token]), {"password": "a-long-new-password-1"})
+    actions = list(AuditLog.objects.for_org(org_a).values_list("action", flat=True))
+    assert "invitation.create" in actions and "invitation.accept" in actions
+    row = AuditLog.objects.get(action="invitation.create")
+    assert token not in str(row.changes) and token not in row.target_repr
+
+
+def test_charlie_cannot_revoke_alices_invitation(charlie_client, alice, org_a, org_b):
+    invitation, _token = _invite(org_a, alice)
+    url = reverse("invitation_revoke", args=[org_b.slug, invitation.id])
+    assert charlie_client.post(url).status_code == 404
+    invitation.refresh_from_db()
+    assert invitation.revoked_at is None

@@ -1,0 +1,216 @@
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from governance.audit import Actor
+
+from . import services
+from .forms import AcceptInvitationForm, InviteForm, OrgSettingsForm, RoleForm, TeamForm
+from .models import Invitation, Membership, Team
+from .permissions import org_view
+
+
+def _errors(exc: ValidationError) -> str:
+    return " ".join(exc.messages)
+
+
+def home(request):
+    if not request.user.is_authenticated:
+        return redirect("login")
+    slug = request.session.get("current_org")
+    membership = Membership.objects.filter(user=request.user).select_related("org")
+    chosen = membership.filter(org__slug=slug).first() if slug else None
+    chosen = chosen or membership.first()
+    if chosen is None:
+        return render(request, "orgs/no_org.html")
+    return redirect("overview", org_slug=chosen.org.slug)
+
+
+@login_required
+def org_switcher(request):
+    return render(request, "orgs/switcher.html")
+
+
+@org_view()
+def overview(request):
+    return render(request, "orgs/overview.html", {"section": "overview"})
+
+
+def section_placeholder(section: str, title: str, empty: str):
+    """Sections that later issues fill in; until then they say what will live there."""
+
+    @org_view()
+    def view(request):
+        return render(
+            request, "orgs/section.html", {"section": section, "title": title, "empty": empty}
+        )
+
+    view.__name__ = f"{section}_view"
+    return view
+
+
+@org_view(write_role="admin")
+def team(request):
+    org = request.org
+    if request.method == "POST":
+        form = InviteForm(request.POST, org=org)
+        if form.is_valid():
+            try:
+                services.invitation_create(
+                    actor=Actor.from_request(request),
+                    org=org,
+                    email=form.cleaned_data["email"],
+                    role=form.cleaned_data["role"],
+                    team=form.cleaned_data["team"],
+                    base_url=request.build_absolute_uri("/"),
+                )
+            except ValidationError as exc:
+                form.add_error("email", _errors(exc))
+            else:
+                messages.success(request, f"Invitation sent to {form.cleaned_data['email']}.")
+                return redirect("team", org_slug=org.slug)
+    else:
+        form = InviteForm(org=org)
+    return render(
+        request,
+        "orgs/team.html",
+        {
+            "section": "team",
+            "members": Membership.objects.for_org(org).select_related("user", "team"),
+            "invitations": Invitation.objects.for_org(org).pending(),
+            "teams": Team.objects.for_org(org),
+            "invite_form": form,
+            "team_form": TeamForm(),
+            "roles": RoleForm.base_fields["role"].choices,
+        },
+    )
+
+
+@require_POST
+@org_view(role="admin")
+def member_role(request, membership_id):
+    membership = get_object_or_404(Membership.objects.for_org(request.org), pk=membership_id)
+    form = RoleForm(request.POST)
+    if form.is_valid():
+        try:
+            services.membership_set_role(
+                actor=Actor.from_request(request),
+                membership=membership,
+                role=form.cleaned_data["role"],
+                team=membership.team,
+            )
+            messages.success(
+                request, f"{membership.user.email} is now {form.cleaned_data['role']}."
+            )
+        except ValidationError as exc:
+            messages.error(request, _errors(exc))
+    else:
+        messages.error(request, "Choose admin, member or viewer.")
+    return redirect("team", org_slug=request.org.slug)
+
+
+@require_POST
+@org_view(role="admin")
+def member_remove(request, membership_id):
+    membership = get_object_or_404(Membership.objects.for_org(request.org), pk=membership_id)
+    try:
+        services.membership_remove(actor=Actor.from_request(request), membership=membership)
+        messages.success(request, f"{membership.user.email} was removed.")
+    except ValidationError as exc:
+        messages.error(request, _errors(exc))
+    return redirect("team", org_slug=request.org.slug)
+
+
+@require_POST
+@org_view(role="admin")
+def team_create(request):
+    form = TeamForm(request.POST)
+    if form.is_valid():
+        try:
+            services.team_create(
+                actor=Actor.from_request(request), org=request.org, **form.cleaned_data
+            )
+            messages.success(request, f"Team {form.cleaned_data['name']} created.")
+        except ValidationError as exc:
+            messages.error(request, _errors(exc))
+    else:
+        messages.error(request, "A team needs a name.")
+    return redirect("team", org_slug=request.org.slug)
+
+
+@require_POST
+@org_view(role="admin")
+def team_delete(request, team_id):
+    obj = get_object_or_404(Team.objects.for_org(request.org), pk=team_id)
+    services.team_delete(actor=Actor.from_request(request), team=obj)
+    messages.success(request, f"Team {obj.name} deleted.")
+    return redirect("team", org_slug=request.org.slug)
+
+
+@require_POST
+@org_view(role="admin")
+def invitation_revoke(request, invitation_id):
+    invitation = get_object_or_404(Invitation.objects.for_org(request.org), pk=invitation_id)
+    services.invitation_revoke(actor=Actor.from_request(request), invitation=invitation)
+    messages.success(request, f"Invitation for {invitation.email} revoked.")
+    return redirect("team", org_slug=request.org.slug)
+
+
+@org_view(write_role="admin")
+def org_settings(request):
+    org = request.org
+    if request.method == "POST":
+        form = OrgSettingsForm(request.POST, instance=org)
+        if form.is_valid():
+            services.org_update(
+                actor=Actor.from_request(request), org=org, name=form.cleaned_data["name"]
+            )
+            messages.success(request, "Settings saved.")
+            return redirect("settings", org_slug=org.slug)
+        org.refresh_from_db()
+    else:
+        form = OrgSettingsForm(instance=org)
+    return render(request, "orgs/settings.html", {"section": "settings", "form": form})
+
+
+def invitation_accept(request, token):
+    try:
+        invitation = services.invitation_lookup(token)
+    except services.InvitationError as exc:
+        return render(request, "orgs/invitation_error.html", {"message": str(exc)}, status=410)
+    form = AcceptInvitationForm(request.POST or None)
+    needs_account = not request.user.is_authenticated
+    if request.method == "POST":
+        actor = Actor.from_request(request)
+        try:
+            if needs_account:
+                if not form.is_valid():
+                    raise ValidationError("Choose a password of at least 8 characters.")
+                validate_password(form.cleaned_data["password"])
+                membership = services.invitation_accept(
+                    actor=actor,
+                    raw_token=token,
+                    password=form.cleaned_data["password"],
+                    name=form.cleaned_data["name"],
+                )
+                login(request, membership.user, backend="django.contrib.auth.backends.ModelBackend")
+            else:
+                membership = services.invitation_accept(
+                    actor=actor, raw_token=token, user=request.user
+                )
+        except services.InvitationError as exc:
+            return render(request, "orgs/invitation_error.html", {"message": str(exc)}, status=410)
+        except ValidationError as exc:
+            form.add_error(None, _errors(exc))
+        else:
+            messages.success(request, f"Welcome to {membership.org.name}.")
+            return redirect("overview", org_slug=membership.org.slug)
+    return render(
+        request,
+        "orgs/invitation_accept.html",
+        {"invitation": invitation, "form": form, "needs_account": needs_account},
+    )
