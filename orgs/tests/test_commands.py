@@ -35,8 +35,8 @@ def test_create_user_reads_the_password_from_the_environment(monkeypatch, org_a)
 
 
 def test_demo_is_idempotent_and_prints_json(settings):
-    first = json.loads(_call("demo", "--json"))
-    second = json.loads(_call("demo", "--json"))
+    first = json.loads(_call("demo", "--json", "--force"))
+    second = json.loads(_call("demo", "--json", "--force"))
     assert set(first) == {"org", "admin_email", "admin_password", "api_key", "base_url"}
     assert first["org"] == second["org"] == "demo"
     assert first["api_key"] != second["api_key"]
