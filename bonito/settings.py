@@ -182,8 +182,8 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
-# /api/health and /api/ready answer plain HTTP for load balancers and probes.
-SECURE_REDIRECT_EXEMPT = [r"^api/health$", r"^api/ready$"]
+# Probes and API clients are never redirected: a redirected POST loses its body.
+SECURE_REDIRECT_EXEMPT = [r"^api/health$", r"^api/ready$", r"^v1/"]
 
 SILENCED_SYSTEM_CHECKS = env.list("SILENCED_SYSTEM_CHECKS", default=["security.W021"])
 
@@ -198,3 +198,17 @@ LOGGING = {
 
 # Keys are stored as HMAC-SHA256 under this secret; changing it invalidates every key.
 KEY_HASH_SECRET = env.str("KEY_HASH_SECRET", default=SECRET_KEY)
+# Fernet keys (comma-separated, newest first) that encrypt provider credentials at rest.
+# Unset: one key derived from SECRET_KEY. Generate one with
+#   python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"
+ENCRYPTION_KEYS = env.list("ENCRYPTION_KEYS", default=[])
+
+# Gateway (/v1) data plane.
+GATEWAY_MAX_BODY_BYTES = env.int("GATEWAY_MAX_BODY_BYTES", default=10 * 1024 * 1024)
+GATEWAY_PASSTHROUGH = env.bool("GATEWAY_PASSTHROUGH", default=True)
+GATEWAY_RETRY_ROUNDS = env.int("GATEWAY_RETRY_ROUNDS", default=2)
+GATEWAY_REQUEST_TIMEOUT_S = env.float("GATEWAY_REQUEST_TIMEOUT_S", default=120.0)
+GATEWAY_SNAPSHOT_POLL_S = env.float("GATEWAY_SNAPSHOT_POLL_S", default=0.5)
+GATEWAY_SPOOL_DIR = Path(env.str("GATEWAY_SPOOL_DIR", default=str(VAR_DIR / "spool" / "usage")))
+# Django itself must not refuse /v1 bodies below the gateway's own cap.
+DATA_UPLOAD_MAX_MEMORY_SIZE = GATEWAY_MAX_BODY_BYTES + 1024

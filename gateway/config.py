@@ -1,3 +1,137 @@
-"""Gateway sections of the apply_config file (providers, deployments, policy, routing)."""
+"""Gateway sections of the apply_config file: providers, deployments, policy, routing
+policies and gateway settings. See docs/config.md for the schema."""
 
-EXTENSIONS: dict = {}
+import os
+
+from governance import services as governance_services
+from orgs.config import ConfigError
+
+from . import services
+from .models import ProviderConnection
+
+PROVIDER_KEYS = {"name", "kind", "api_base", "api_key", "credentials", "settings", "is_active"}
+DEPLOYMENT_KEYS = {
+    "model",
+    "provider",
+    "upstream_model",
+    "region",
+    "weight",
+    "priority",
+    "is_active",
+    "input_price_per_mtok",
+    "output_price_per_mtok",
+}
+ROUTING_KEYS = {"name", "strategy", "models", "weights", "is_active"}
+
+
+def _secret(value, where):
+    """A literal, or env:NAME read from the environment now (so files hold no secrets)."""
+    if isinstance(value, str) and value.startswith("env:"):
+        name = value[4:]
+        if name not in os.environ:
+            raise ConfigError(f"{where}: environment variable {name} is not set.")
+        return os.environ[name]
+    return value
+
+
+def _check_keys(spec, allowed, where):
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: must be a mapping.")
+    unknown = set(spec) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}.")
+
+
+def apply_providers(*, actor, org, spec, where):
+    for i, p in enumerate(spec or []):
+        pwhere = f"{where}[{i}]"
+        _check_keys(p, PROVIDER_KEYS, pwhere)
+        for required in ("name", "kind"):
+            if not p.get(required):
+                raise ConfigError(f"{pwhere}: '{required}' is required.")
+        if p["kind"] not in ProviderConnection.Kind.values:
+            raise ConfigError(
+                f"{pwhere}: kind must be one of {', '.join(ProviderConnection.Kind.values)}."
+            )
+        credentials = None
+        if "credentials" in p or "api_key" in p:
+            credentials = {
+                k: _secret(v, f"{pwhere}.credentials.{k}")
+                for k, v in (p.get("credentials") or {}).items()
+            }
+            if "api_key" in p:
+                credentials["api_key"] = _secret(p["api_key"], f"{pwhere}.api_key")
+        services.provider_save(
+            actor=actor,
+            org=org,
+            name=p["name"],
+            kind=p["kind"],
+            api_base=p.get("api_base", ""),
+            settings=p.get("settings") or {},
+            credentials=credentials,
+            is_active=p.get("is_active", True),
+        )
+
+
+def apply_deployments(*, actor, org, spec, where):
+    for i, d in enumerate(spec or []):
+        dwhere = f"{where}[{i}]"
+        _check_keys(d, DEPLOYMENT_KEYS, dwhere)
+        for required in ("model", "provider", "upstream_model"):
+            if not d.get(required):
+                raise ConfigError(f"{dwhere}: '{required}' is required.")
+        provider = ProviderConnection.objects.for_org(org).filter(name=d["provider"]).first()
+        if provider is None:
+            raise ConfigError(f"{dwhere}: provider {d['provider']!r} is not defined in this org.")
+        services.deployment_save(
+            actor=actor,
+            org=org,
+            model_name=d["model"],
+            provider=provider,
+            upstream_model=d["upstream_model"],
+            region=d.get("region", ""),
+            weight=d.get("weight", 1),
+            priority=d.get("priority"),
+            is_active=d.get("is_active", True),
+            input_price_per_mtok=d.get("input_price_per_mtok"),
+            output_price_per_mtok=d.get("output_price_per_mtok"),
+        )
+
+
+def apply_policy(*, actor, org, spec, where):
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: must be a mapping.")
+    governance_services.policy_set(actor=actor, org=org, **spec)
+
+
+def apply_routing_policies(*, actor, org, spec, where):
+    for i, r in enumerate(spec or []):
+        rwhere = f"{where}[{i}]"
+        _check_keys(r, ROUTING_KEYS, rwhere)
+        if not r.get("name"):
+            raise ConfigError(f"{rwhere}: 'name' is required.")
+        governance_services.routing_policy_save(
+            actor=actor,
+            org=org,
+            name=r["name"],
+            strategy=r.get("strategy", "failover"),
+            models=r.get("models") or [],
+            weights=r.get("weights"),
+            is_active=r.get("is_active", True),
+        )
+
+
+def apply_gateway(*, actor, org, spec, where):
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: must be a mapping.")
+    services.gateway_config_set(actor=actor, org=org, **spec)
+
+
+# Order matters: deployments name providers; routing policies name models.
+EXTENSIONS = {
+    "providers": apply_providers,
+    "deployments": apply_deployments,
+    "policy": apply_policy,
+    "routing_policies": apply_routing_policies,
+    "gateway": apply_gateway,
+}

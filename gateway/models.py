@@ -35,6 +35,13 @@ class ApiKey(models.Model):
     allowed_models = models.JSONField(default=list, blank=True)
     allowed_providers = models.JSONField(default=list, blank=True)
     team = models.ForeignKey("orgs.Team", null=True, blank=True, on_delete=models.SET_NULL)
+    routing_policy = models.ForeignKey(
+        "governance.RoutingPolicy",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="keys",
+    )
     rpm_limit = models.PositiveIntegerField(null=True, blank=True)
     tpm_limit = models.PositiveIntegerField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
@@ -64,3 +71,144 @@ class ApiKey(models.Model):
         import hmac
 
         return hmac.compare_digest(self.key_hash, keys.digest(raw, key_hash_secret()))
+
+
+class ProviderConnection(models.Model):
+    """An org's account at a model provider. Credentials are encrypted at rest."""
+
+    class Kind(models.TextChoices):
+        OPENAI = "openai", "OpenAI"
+        AZURE_OPENAI = "azure_openai", "Azure OpenAI"
+        BEDROCK = "bedrock", "AWS Bedrock"
+        VERTEX = "vertex", "GCP Vertex AI"
+        ANTHROPIC = "anthropic", "Anthropic"
+        OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible (vLLM, Ollama, …)"
+        MOCK = "mock", "Mock (built-in, deterministic)"
+
+    org = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="providers")
+    name = models.SlugField(max_length=63)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    api_base = models.URLField(max_length=500, blank=True)
+    # Non-secret settings: api_version (Azure), aws_region_name, vertex_project, vertex_location…
+    settings = models.JSONField(default=dict, blank=True)
+    credentials_encrypted = models.TextField(blank=True, editable=False)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = OrgScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["org", "name"], name="provider_unique_name")]
+
+    def __str__(self):
+        return f"{self.name} ({self.get_kind_display()})"
+
+    def set_credentials(self, credentials: dict) -> None:
+        from .crypto import encrypt_json
+
+        self.credentials_encrypted = encrypt_json(credentials) if credentials else ""
+
+    def get_credentials(self) -> dict:
+        from .crypto import decrypt_json
+
+        return decrypt_json(self.credentials_encrypted) if self.credentials_encrypted else {}
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.credentials_encrypted)
+
+
+class Deployment(models.Model):
+    """A public model name served by one provider connection's upstream model."""
+
+    org = models.ForeignKey(
+        "orgs.Organization", on_delete=models.CASCADE, related_name="deployments"
+    )
+    model_name = models.CharField(max_length=200)
+    provider = models.ForeignKey(
+        ProviderConnection, on_delete=models.CASCADE, related_name="deployments"
+    )
+    upstream_model = models.CharField(max_length=200)
+    region = models.CharField(max_length=50, blank=True)
+    # USD per million tokens; empty means LiteLLM's price for the upstream model.
+    input_price_per_mtok = models.DecimalField(
+        max_digits=12, decimal_places=6, null=True, blank=True
+    )
+    output_price_per_mtok = models.DecimalField(
+        max_digits=12, decimal_places=6, null=True, blank=True
+    )
+    weight = models.PositiveIntegerField(default=1)
+    priority = models.PositiveIntegerField(default=0, help_text="failover order, lowest first")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = OrgScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["model_name", "priority", "id"]
+
+    def __str__(self):
+        return f"{self.model_name} → {self.provider.name}/{self.upstream_model}"
+
+
+class GatewayConfig(models.Model):
+    """Org-level gateway settings (the seed's gateway_configs)."""
+
+    class Strategy(models.TextChoices):
+        FAILOVER = "failover", "Failover"
+        ROUND_ROBIN = "round_robin", "Round robin"
+        WEIGHTED = "weighted", "Weighted (A/B)"
+        COST_OPTIMIZED = "cost_optimized", "Cost optimized"
+        LATENCY_OPTIMIZED = "latency_optimized", "Latency optimized"
+        LEAST_BUSY = "least_busy", "Least busy"
+
+    org = models.OneToOneField(
+        "orgs.Organization", on_delete=models.CASCADE, related_name="gateway_config"
+    )
+    default_strategy = models.CharField(
+        max_length=20, choices=Strategy.choices, default=Strategy.FAILOVER
+    )
+    enabled_providers = models.JSONField(default=list, blank=True, help_text="empty: all")
+    fallback_models = models.JSONField(default=list, blank=True)
+    org_rpm_limit = models.PositiveIntegerField(null=True, blank=True)
+    org_tpm_limit = models.PositiveIntegerField(null=True, blank=True)
+    default_key_rpm = models.PositiveIntegerField(
+        null=True, blank=True, help_text="empty: the tier's default"
+    )
+    default_key_tpm = models.PositiveIntegerField(null=True, blank=True)
+    request_timeout_s = models.PositiveIntegerField(default=120)
+
+    objects = OrgScopedQuerySet.as_manager()
+
+    def __str__(self):
+        return f"gateway config of {self.org}"
+
+
+class ModelCatalogEntry(models.Model):
+    """LiteLLM's price map, loaded from the copy bundled with litellm (no network)."""
+
+    name = models.CharField(max_length=255, unique=True)
+    provider = models.CharField(max_length=100, blank=True)
+    mode = models.CharField(max_length=50, blank=True)
+    input_cost_per_token = models.FloatField(null=True, blank=True)
+    output_cost_per_token = models.FloatField(null=True, blank=True)
+    max_input_tokens = models.PositiveIntegerField(null=True, blank=True)
+    max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "model catalog"
+
+    def __str__(self):
+        return self.name
+
+
+class ConfigVersion(models.Model):
+    """A single counter; bumped in the same transaction as any change workers must see."""
+
+    version = models.PositiveBigIntegerField(default=0)
+    changed_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"config version {self.version}"

@@ -7,7 +7,8 @@ from django.utils import timezone
 from governance.audit import Actor, audit_record
 
 from . import keys
-from .models import ApiKey
+from .models import ApiKey, Deployment, GatewayConfig, ProviderConnection
+from .snapshot_builder import config_version_bump
 
 
 def _key_summary(key: ApiKey) -> dict:
@@ -60,6 +61,7 @@ def api_key_create(
     key.full_clean(exclude=["key_hash"])
     key.save()
     audit_record(actor=actor, org=org, action="api_key.create", target=key, after=_key_summary(key))
+    config_version_bump()
     return key, raw
 
 
@@ -72,3 +74,187 @@ def api_key_revoke(*, actor: Actor, key: ApiKey) -> ApiKey:
             actor=actor, org=key.org, action="api_key.revoke", target=key, before=_key_summary(key)
         )
     return key
+
+
+def _provider_summary(p: ProviderConnection) -> dict:
+    return {
+        "name": p.name,
+        "kind": p.kind,
+        "api_base": p.api_base,
+        "settings": p.settings,
+        "is_active": p.is_active,
+        "credentials": "set" if p.has_credentials else "none",
+    }
+
+
+@transaction.atomic
+def provider_save(
+    *,
+    actor: Actor,
+    org,
+    name: str,
+    kind: str,
+    api_base: str = "",
+    settings: dict | None = None,
+    credentials: dict | None = None,
+    is_active: bool = True,
+) -> ProviderConnection:
+    """Create or update a provider connection. ``credentials=None`` keeps the stored ones."""
+    provider = ProviderConnection.objects.for_org(org).filter(name=name).first()
+    before = _provider_summary(provider) if provider else None
+    provider = provider or ProviderConnection(org=org, name=name)
+    provider.kind, provider.api_base, provider.is_active = kind, api_base or "", is_active
+    provider.settings = settings or {}
+    if credentials is not None:
+        provider.set_credentials(credentials)
+    provider.full_clean()
+    provider.save()
+    after = _provider_summary(provider)
+    if after != before or credentials is not None:
+        action = "provider.update" if before else "provider.create"
+        if before and credentials is not None:
+            after = {**after, "credentials": "changed"}
+        audit_record(
+            actor=actor, org=org, action=action, target=provider, before=before, after=after
+        )
+        config_version_bump()
+    return provider
+
+
+@transaction.atomic
+def provider_delete(*, actor: Actor, provider: ProviderConnection) -> None:
+    audit_record(
+        actor=actor,
+        org=provider.org,
+        action="provider.delete",
+        target=provider,
+        before=_provider_summary(provider),
+    )
+    provider.delete()
+    config_version_bump()
+
+
+def _deployment_summary(d: Deployment) -> dict:
+    return {
+        "model": d.model_name,
+        "provider": d.provider.name,
+        "upstream_model": d.upstream_model,
+        "region": d.region,
+        "weight": d.weight,
+        "priority": d.priority,
+        "is_active": d.is_active,
+        "input_price_per_mtok": str(d.input_price_per_mtok)
+        if d.input_price_per_mtok is not None
+        else None,
+        "output_price_per_mtok": str(d.output_price_per_mtok)
+        if d.output_price_per_mtok is not None
+        else None,
+    }
+
+
+@transaction.atomic
+def deployment_save(
+    *,
+    actor: Actor,
+    org,
+    model_name: str,
+    provider: ProviderConnection,
+    upstream_model: str,
+    region: str = "",
+    weight: int = 1,
+    priority: int | None = None,
+    is_active: bool = True,
+    input_price_per_mtok=None,
+    output_price_per_mtok=None,
+    deployment: Deployment | None = None,
+) -> Deployment:
+    """Create a deployment, or update ``deployment``; the same (model, provider, upstream) is updated."""
+    if provider.org_id != org.id:
+        raise ValidationError("That provider belongs to another organization.")
+    if deployment is None:
+        deployment = (
+            Deployment.objects.for_org(org)
+            .filter(model_name=model_name, provider=provider, upstream_model=upstream_model)
+            .first()
+        )
+    before = _deployment_summary(deployment) if deployment else None
+    if deployment is None:
+        deployment = Deployment(org=org)
+        if priority is None:
+            priority = Deployment.objects.for_org(org).filter(model_name=model_name).count()
+    deployment.model_name, deployment.provider, deployment.upstream_model = (
+        model_name,
+        provider,
+        upstream_model,
+    )
+    deployment.region, deployment.weight, deployment.is_active = region or "", weight, is_active
+    if priority is not None:
+        deployment.priority = priority
+    deployment.input_price_per_mtok, deployment.output_price_per_mtok = (
+        input_price_per_mtok,
+        output_price_per_mtok,
+    )
+    deployment.full_clean()
+    deployment.save()
+    after = _deployment_summary(deployment)
+    if after != before:
+        audit_record(
+            actor=actor,
+            org=org,
+            action="deployment.update" if before else "deployment.create",
+            target=deployment,
+            before=before,
+            after=after,
+        )
+        config_version_bump()
+    return deployment
+
+
+@transaction.atomic
+def deployment_delete(*, actor: Actor, deployment: Deployment) -> None:
+    audit_record(
+        actor=actor,
+        org=deployment.org,
+        action="deployment.delete",
+        target=deployment,
+        before=_deployment_summary(deployment),
+    )
+    deployment.delete()
+    config_version_bump()
+
+
+GATEWAY_CONFIG_FIELDS = (
+    "default_strategy",
+    "enabled_providers",
+    "fallback_models",
+    "org_rpm_limit",
+    "org_tpm_limit",
+    "default_key_rpm",
+    "default_key_tpm",
+    "request_timeout_s",
+)
+
+
+@transaction.atomic
+def gateway_config_set(*, actor: Actor, org, **fields) -> GatewayConfig:
+    unknown = set(fields) - set(GATEWAY_CONFIG_FIELDS)
+    if unknown:
+        raise ValidationError(f"Unknown gateway setting(s): {', '.join(sorted(unknown))}.")
+    config, _ = GatewayConfig.objects.get_or_create(org=org)
+    before = {f: getattr(config, f) for f in GATEWAY_CONFIG_FIELDS}
+    for name, value in fields.items():
+        setattr(config, name, value)
+    config.full_clean()
+    config.save()
+    after = {f: getattr(config, f) for f in GATEWAY_CONFIG_FIELDS}
+    if after != before:
+        audit_record(
+            actor=actor,
+            org=org,
+            action="gateway_config.update",
+            target=config,
+            before=before,
+            after=after,
+        )
+        config_version_bump()
+    return config

@@ -8,6 +8,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.text import slugify
 
+from gateway.snapshot_builder import config_version_bump
 from governance.audit import Actor, audit_record
 
 from .models import Invitation, Membership, Organization, Role, Team, User, hash_token
@@ -38,6 +39,7 @@ def org_create(
     org.full_clean()
     org.save()
     audit_record(actor=actor, org=org, action="org.create", target=org, after=_org_summary(org))
+    config_version_bump()
     if owner is not None:
         membership_add(actor=actor, org=org, user=owner, role=Role.ADMIN)
     return org

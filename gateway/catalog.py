@@ -1,0 +1,49 @@
+"""Seeding the model catalog from LiteLLM's bundled price map."""
+
+from django.db import transaction
+
+from .pricing import litellm_price_map
+
+
+def _int(value):
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+@transaction.atomic
+def model_catalog_sync(model_class=None) -> int:
+    from .models import ModelCatalogEntry
+
+    model_class = model_class or ModelCatalogEntry
+    rows = []
+    for name, entry in litellm_price_map().items():
+        if not isinstance(entry, dict) or len(name) > 255:
+            continue
+        rows.append(
+            model_class(
+                name=name,
+                provider=str(entry.get("litellm_provider") or "")[:100],
+                mode=str(entry.get("mode") or "")[:50],
+                input_cost_per_token=entry.get("input_cost_per_token"),
+                output_cost_per_token=entry.get("output_cost_per_token"),
+                max_input_tokens=_int(entry.get("max_input_tokens")),
+                max_output_tokens=_int(entry.get("max_output_tokens")),
+            )
+        )
+    model_class.objects.bulk_create(
+        rows,
+        batch_size=500,
+        update_conflicts=True,
+        unique_fields=["name"],
+        update_fields=[
+            "provider",
+            "mode",
+            "input_cost_per_token",
+            "output_cost_per_token",
+            "max_input_tokens",
+            "max_output_tokens",
+        ],
+    )
+    return len(rows)

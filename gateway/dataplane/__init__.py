@@ -1,0 +1,5 @@
+"""The /v1 data plane. Pure Python over an in-memory snapshot: no ORM, no Django models.
+
+The same modules serve in the control plane and inside a customer's VPC agent; they
+depend on two seams only: a config snapshot (state.py) and a usage sink (usage.py).
+"""

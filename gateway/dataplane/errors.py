@@ -1,0 +1,69 @@
+"""OpenAI-shaped errors, with the statuses the official SDKs map to their exception classes."""
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class GatewayError(Exception):
+    status: int
+    message: str
+    type: str = "invalid_request_error"
+    code: str | None = None
+    param: str | None = None
+    headers: dict = field(default_factory=dict)
+    # Recorded in the usage row; defaults to the code.
+    error_type: str | None = None
+
+    def body(self) -> dict:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    @property
+    def usage_error_type(self) -> str:
+        return self.error_type or self.code or self.type
+
+
+def bad_request(message, param=None, code=None):
+    return GatewayError(400, message, "invalid_request_error", code, param)
+
+
+def invalid_key(
+    message="Incorrect API key provided. Create a bn- key in the Bonito dashboard (Keys).",
+):
+    return GatewayError(401, message, "invalid_request_error", "invalid_api_key")
+
+
+def not_permitted(message, param="model"):
+    return GatewayError(403, message, "permission_error", "model_not_permitted", param)
+
+
+def model_not_found(model):
+    return GatewayError(
+        404,
+        f"The model `{model}` does not exist or you do not have access to it.",
+        "invalid_request_error",
+        "model_not_found",
+        "model",
+    )
+
+
+def rate_limited(message, retry_after_s: float, code="rate_limit_exceeded", headers=None):
+    retry = max(1, int(retry_after_s + 0.999))
+    return GatewayError(
+        429, message, "requests", code, None, {"Retry-After": str(retry), **(headers or {})}
+    )
+
+
+def too_large(limit_bytes):
+    return GatewayError(
+        413,
+        f"Request body is larger than the {limit_bytes} bytes this gateway accepts.",
+        "invalid_request_error",
+        "request_too_large",
+    )

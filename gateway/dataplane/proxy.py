@@ -1,0 +1,659 @@
+"""One /v1 request, end to end: key, policy, limits, routing, the call, the usage record."""
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+
+from . import errors, keys_check, routing, state, tokens
+from .errors import GatewayError
+from .limits import Bucket, Limiter, SpendReservation
+from .snapshot import DeploymentInfo, KeyInfo, OrgInfo, Snapshot
+from .upstream import StreamBroken, UpstreamError, Upstreams
+from .usage import UsageSink
+
+log = logging.getLogger("bonito.gateway")
+
+TIER_KEY_RPM = {"free": 30, "pro": 300, "enterprise": None}
+# Fields that steer where or how a provider is called: a client may never set them.
+FORBIDDEN_FIELDS = frozenset(
+    {
+        "api_base",
+        "base_url",
+        "api_key",
+        "api_version",
+        "organization",
+        "extra_headers",
+        "extra_body",
+        "extra_query",
+        "headers",
+        "custom_llm_provider",
+        "azure_ad_token",
+        "azure_ad_token_provider",
+        "deployment_id",
+        "timeout",
+        "num_retries",
+        "fallbacks",
+        "model_list",
+        "mock_response",
+        "input_cost_per_token",
+        "output_cost_per_token",
+        "proxy_server_request",
+        "client",
+    }
+)
+FORBIDDEN_PREFIXES = ("litellm_", "aws_", "vertex_", "azure_", "api_")
+ENDPOINT_NEEDS = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
+
+
+@dataclass(slots=True)
+class Incoming:
+    endpoint: str  # chat | completions | embeddings | models | model
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes = b""
+    model_id: str | None = None
+    too_large: bool = False
+
+
+@dataclass(slots=True)
+class Outgoing:
+    status: int
+    body: bytes
+    headers: dict = field(default_factory=dict)
+    stream: AsyncIterator[bytes] | None = None
+
+
+@dataclass(slots=True)
+class Ctx:
+    """What one request learned on its way through, for its headers and its usage record."""
+
+    request_id: str
+    endpoint: str
+    t0: float
+    key: KeyInfo | None = None
+    org: OrgInfo | None = None
+    model_requested: str = ""
+    dep: DeploymentInfo | None = None
+    model_used: str = ""
+    upstream_s: float = 0.0
+    ttft_ms: int | None = None
+    headers: dict = field(default_factory=dict)
+
+
+class Gateway:
+    def __init__(
+        self,
+        *,
+        limiter: Limiter,
+        sink: UsageSink,
+        upstreams: Upstreams | None = None,
+        max_body_bytes: int = 10 * 1024 * 1024,
+        retry_rounds: int = 2,
+        backoff_s: float = 0.1,
+        source: str = "shared_gateway",
+    ):
+        self.limiter = limiter
+        self.sink = sink
+        self.upstreams = upstreams or Upstreams()
+        self.health = routing.DeploymentHealth()
+        self.max_body_bytes = max_body_bytes
+        self.retry_rounds = retry_rounds
+        self.backoff_s = backoff_s
+        self.source = source
+
+    # ------------------------------------------------------------------ entry point
+    async def handle(self, req: Incoming) -> Outgoing:
+        ctx = Ctx(
+            request_id=_request_id(req.headers), endpoint=req.endpoint, t0=time.perf_counter()
+        )
+        try:
+            snap = state.current() or await asyncio.to_thread(state.ensure_started)
+            if snap is None:
+                raise GatewayError(
+                    503,
+                    "The gateway is starting and has no configuration yet; retry shortly.",
+                    "server_error",
+                    "gateway_not_ready",
+                    headers={"Retry-After": "1"},
+                )
+            ctx.key, ctx.org = self._authenticate(req.headers, snap)
+        except GatewayError as exc:
+            return self._error_response(ctx, exc)  # no valid key: nothing to record
+        try:
+            if req.endpoint in ("models", "model"):
+                out = self._models(ctx, req.model_id)
+                self._record(ctx, "success", 200)
+                return out
+            return await self._proxy(ctx, req)
+        except GatewayError as exc:
+            self._record(
+                ctx, "rejected" if exc.status < 500 else "error", exc.status, exc.usage_error_type
+            )
+            return self._error_response(ctx, exc)
+
+    # ------------------------------------------------------------------ auth and policy
+    def _authenticate(self, headers, snap: Snapshot) -> tuple[KeyInfo, OrgInfo]:
+        raw = _bearer(headers)
+        if raw is None:
+            raise errors.invalid_key(
+                "You didn't provide an API key. Send it as 'Authorization: Bearer bn-…'."
+            )
+        key = keys_check.lookup(raw, snap)
+        if key is None:
+            raise errors.invalid_key()
+        if key.revoked:
+            raise errors.invalid_key("This API key has been revoked.")
+        if key.expires_at is not None and key.expires_at <= time.time():
+            when = datetime.fromtimestamp(key.expires_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+            raise errors.invalid_key(f"This API key expired on {when}.")
+        org = snap.orgs.get(key.org_id)
+        if org is None:
+            raise errors.invalid_key()
+        return key, org
+
+    def _permitted_models(self, key: KeyInfo, org: OrgInfo) -> list[str]:
+        if key.routing_policy:
+            policy = org.routing_policies.get(key.routing_policy)
+            names = list(policy.models) if policy else []
+        else:
+            names = list(org.deployments)
+        return [
+            m
+            for m in names
+            if keys_check.model_permitted(key, org, m)
+            and any(
+                keys_check.deployment_permitted(key, org, d) for d in org.deployments.get(m, ())
+            )
+        ]
+
+    def _candidates(self, ctx: Ctx, model: str) -> list[DeploymentInfo]:
+        key, org = ctx.key, ctx.org
+        if key.routing_policy:
+            policy = org.routing_policies.get(key.routing_policy)
+            if policy is None:
+                raise GatewayError(
+                    503,
+                    f"The routing policy '{key.routing_policy}' of this key no longer exists.",
+                    "server_error",
+                    "routing_policy_missing",
+                )
+            names, strategy = list(policy.models), policy.strategy
+        else:
+            if model not in org.deployments:
+                raise errors.model_not_found(model)
+            names, strategy = [model], org.strategy
+        primary: list[DeploymentInfo] = []
+        refused = None
+        for name in names:
+            if not keys_check.model_permitted(key, org, name):
+                refused = refused or errors.not_permitted(
+                    f"This key is not allowed to use the model `{name}` (org policy or key scope)."
+                )
+                continue
+            deps = [
+                d
+                for d in org.deployments.get(name, ())
+                if keys_check.deployment_permitted(key, org, d)
+            ]
+            if not deps and org.deployments.get(name):
+                refused = refused or errors.not_permitted(
+                    f"No deployment of `{name}` is in a provider or region this key and org allow."
+                )
+            primary.extend(deps)
+        if not primary:
+            if refused:
+                raise refused
+            raise GatewayError(
+                503,
+                f"The model `{model}` has no active deployment. Add one under Providers.",
+                "server_error",
+                "no_deployment",
+                "model",
+            )
+        ordered = routing.order(strategy, primary, self.health)
+        for fallback in org.fallback_models:
+            if fallback in names or not keys_check.model_permitted(key, org, fallback):
+                continue
+            deps = [
+                d
+                for d in org.deployments.get(fallback, ())
+                if keys_check.deployment_permitted(key, org, d)
+            ]
+            ordered.extend(routing.order("failover", deps, self.health))
+        return ordered
+
+    # ------------------------------------------------------------------ proxying
+    async def _proxy(self, ctx: Ctx, req: Incoming) -> Outgoing:
+        if req.too_large:
+            raise errors.too_large(self.max_body_bytes)
+        body = _parse_body(req.body, req.endpoint)
+        ctx.model_requested = body["model"]
+        candidates = self._candidates(ctx, body["model"])
+        stream = bool(body.get("stream")) and req.endpoint != "embeddings"
+
+        prompt_est = tokens.estimate_prompt_tokens(req.body)
+        out_est = (
+            0
+            if req.endpoint == "embeddings"
+            else int(
+                body.get("max_completion_tokens")
+                or body.get("max_tokens")
+                or ctx.org.default_max_tokens
+            )
+        )
+        spend = None
+        if ctx.org.spend_cap is not None:
+            reserve = prompt_est * max(d.input_cost for d in candidates) + out_est * max(
+                d.output_cost for d in candidates
+            )
+            spend = SpendReservation(
+                ctx.org.id, ctx.org.spend_cap, reserve, ctx.org.spent_this_month
+            )
+        buckets = self._buckets(ctx.key, ctx.org, prompt_est + out_est)
+        verdict = await self.limiter.acquire(buckets, spend)
+        ctx.headers.update(_ratelimit_headers(buckets, verdict.remaining))
+        if not verdict.allowed:
+            if verdict.spend_exceeded:
+                raise GatewayError(
+                    429,
+                    f"The monthly spend cap of ${ctx.org.spend_cap:,.2f} for this organization is reached "
+                    f"(spent ${verdict.spent:,.2f}). Requests are refused until an admin raises the cap or the "
+                    "month ends.",
+                    "insufficient_quota",
+                    "spend_cap_exceeded",
+                    headers={"Retry-After": str(int(verdict.retry_after_s))},
+                )
+            b = verdict.failed
+            raise errors.rate_limited(
+                f"Rate limit reached: {b.capacity} {b.label} per minute"
+                f"{' for this key' if b.key.startswith('bonito:rl:k') else ' for this organization'}. "
+                f"Retry after {max(1, round(verdict.retry_after_s))}s.",
+                verdict.retry_after_s,
+                headers=ctx.headers,
+            )
+
+        upstream_body = {k: v for k, v in body.items() if k != "model"}
+        client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        if stream:
+            upstream_body["stream_options"] = {
+                **(body.get("stream_options") or {}),
+                "include_usage": True,
+            }
+        try:
+            if stream:
+                return await self._stream(
+                    ctx,
+                    req.endpoint,
+                    candidates,
+                    upstream_body,
+                    client_wants_usage,
+                    spend,
+                    verdict.backend,
+                )
+            return await self._call(
+                ctx, req.endpoint, candidates, upstream_body, spend, verdict.backend
+            )
+        except BaseException:
+            if spend is not None and ctx.dep is None:
+                self.limiter.settle(spend, 0.0, verdict.backend)
+            raise
+
+    def _buckets(self, key: KeyInfo, org: OrgInfo, token_cost: int) -> list[Bucket]:
+        out = []
+        rpm = key.rpm or org.key_rpm or TIER_KEY_RPM.get(org.tier)
+        tpm = key.tpm or org.key_tpm
+        if rpm:
+            out.append(Bucket(f"bonito:rl:k:{key.id}:r", rpm, 1, "requests"))
+        if tpm:
+            out.append(Bucket(f"bonito:rl:k:{key.id}:t", tpm, token_cost, "tokens"))
+        if org.rpm:
+            out.append(Bucket(f"bonito:rl:o:{org.id}:r", org.rpm, 1, "org requests"))
+        if org.tpm:
+            out.append(Bucket(f"bonito:rl:o:{org.id}:t", org.tpm, token_cost, "org tokens"))
+        return out
+
+    async def _attempts(self, ctx: Ctx, candidates: list[DeploymentInfo], attempt):
+        """Run ``attempt(dep, timeout)`` over the candidates with failover, backoff and a deadline."""
+        deadline = time.monotonic() + ctx.org.timeout_s
+        last: UpstreamError | None = None
+        for round_no in range(self.retry_rounds):
+            for dep in candidates:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                health = self.health.get(dep.id)
+                health.in_flight += 1
+                started = time.perf_counter()
+                try:
+                    result = await attempt(dep, remaining)
+                except UpstreamError as exc:
+                    self.health.failure(dep.id, exc.retry_after)
+                    if not exc.retryable:
+                        ctx.dep, ctx.model_used = dep, dep.model
+                        raise _passthrough_error(exc) from exc
+                    log.info("deployment %s failed (%s); trying the next one", dep.label, exc)
+                    last = exc
+                    continue
+                finally:
+                    health.in_flight -= 1
+                    ctx.upstream_s += time.perf_counter() - started
+                self.health.success(dep.id, (time.perf_counter() - started) * 1000)
+                ctx.dep, ctx.model_used = dep, dep.model
+                return result
+            if round_no + 1 < self.retry_rounds:
+                wait = min(
+                    max(last.retry_after or 0.0, self.backoff_s * 2**round_no) if last else 0.0,
+                    max(0.0, deadline - time.monotonic()),
+                )
+                if wait >= deadline - time.monotonic():
+                    break
+                await asyncio.sleep(wait)
+        if last is not None and last.timeout:
+            raise GatewayError(
+                504,
+                "Every deployment of this model timed out.",
+                "server_error",
+                "upstream_timeout",
+                error_type="upstream_timeout",
+            )
+        raise GatewayError(
+            502,
+            f"Every deployment of this model failed; last error: {last}."
+            if last
+            else "No deployment could be tried before the deadline.",
+            "server_error",
+            "upstream_error",
+            error_type="upstream_error",
+        )
+
+    async def _call(self, ctx, endpoint, candidates, upstream_body, spend, backend) -> Outgoing:
+        async def attempt(dep, timeout):
+            return await self.upstreams.for_deployment(dep).call(
+                endpoint, dep, upstream_body, timeout
+            )
+
+        data = await self._attempts(ctx, candidates, attempt)
+        usage = data.get("usage") or {}
+        input_tokens = int(usage.get("prompt_tokens") or 0)
+        output_tokens = int(usage.get("completion_tokens") or 0)
+        cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+        cost = input_tokens * ctx.dep.input_cost + output_tokens * ctx.dep.output_cost
+        if spend is not None:
+            self.limiter.settle(spend, cost, backend)
+        self._record(
+            ctx,
+            "success",
+            200,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cached_tokens=cached,
+            cost=cost,
+        )
+        return Outgoing(
+            200, orjson.dumps(data), self._headers(ctx, {"Content-Type": "application/json"})
+        )
+
+    async def _stream(
+        self, ctx, endpoint, candidates, upstream_body, client_wants_usage, spend, backend
+    ) -> Outgoing:
+        async def attempt(dep, timeout):
+            chunks = self.upstreams.for_deployment(dep).stream(
+                endpoint, dep, upstream_body, timeout
+            )
+            try:
+                first = await chunks.__anext__()
+            except StopAsyncIteration:
+                first = None
+            except BaseException:
+                await chunks.aclose()
+                raise
+            return chunks, first
+
+        chunks, first = await self._attempts(ctx, candidates, attempt)
+        ctx.ttft_ms = int((time.perf_counter() - ctx.t0) * 1000)
+        headers = self._headers(
+            ctx,
+            {
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            },
+        )
+        return Outgoing(
+            200,
+            b"",
+            headers,
+            self._relay(ctx, chunks, first, upstream_body, client_wants_usage, spend, backend),
+        )
+
+    async def _relay(self, ctx, chunks, first, upstream_body, client_wants_usage, spend, backend):
+        usage = None
+        text_parts: list[str] = []
+        status, http_status, error_type = "success", 200, ""
+        pending = [first] if first is not None else []
+        try:
+            while True:
+                if pending:
+                    item = pending.pop()
+                else:
+                    try:
+                        item = await chunks.__anext__()
+                    except StopAsyncIteration:
+                        break
+                raw, chunk = item
+                if isinstance(chunk, dict):
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                    for choice in chunk.get("choices") or ():
+                        delta = choice.get("delta") or {}
+                        piece = delta.get("content") if isinstance(delta, dict) else None
+                        piece = piece if piece is not None else choice.get("text")
+                        if isinstance(piece, str):
+                            text_parts.append(piece)
+                    if not client_wants_usage and "usage" in chunk:
+                        # We asked the upstream for usage; this client did not.
+                        if not chunk.get("choices"):
+                            continue
+                        raw = (
+                            b"data: "
+                            + orjson.dumps({k: v for k, v in chunk.items() if k != "usage"})
+                            + b"\n\n"
+                        )
+                yield raw
+            yield b"data: [DONE]\n\n"
+        except StreamBroken as exc:
+            status, http_status, error_type = "error", 502, "stream_broken"
+            err = {
+                "error": {
+                    "message": f"The upstream stream broke: {exc}",
+                    "type": "server_error",
+                    "param": None,
+                    "code": "stream_broken",
+                }
+            }
+            yield b"data: " + orjson.dumps(err) + b"\n\n"
+        except (asyncio.CancelledError, GeneratorExit):
+            status, http_status, error_type = "error", 499, "client_disconnected"
+            raise
+        finally:
+            await chunks.aclose()  # cancels the upstream call when the client went away
+            if usage:
+                input_tokens = int(usage.get("prompt_tokens") or 0)
+                output_tokens = int(usage.get("completion_tokens") or 0)
+            else:
+                input_tokens = tokens.count_prompt_tokens(upstream_body)
+                output_tokens = tokens.count_tokens("".join(text_parts))
+            cost = input_tokens * ctx.dep.input_cost + output_tokens * ctx.dep.output_cost
+            if spend is not None:
+                self.limiter.settle(spend, cost, backend)
+            self._record(
+                ctx,
+                status,
+                http_status,
+                error_type,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cost=cost,
+            )
+
+    # ------------------------------------------------------------------ models
+    def _models(self, ctx: Ctx, model_id: str | None) -> Outgoing:
+        names = self._permitted_models(ctx.key, ctx.org)
+
+        def card(name):
+            return {"id": name, "object": "model", "created": 0, "owned_by": ctx.org.slug}
+
+        if model_id is None:
+            payload = {"object": "list", "data": [card(n) for n in names]}
+        else:
+            ctx.model_requested = model_id
+            if model_id not in names:
+                raise errors.model_not_found(model_id)
+            payload = card(model_id)
+        return Outgoing(
+            200, orjson.dumps(payload), self._headers(ctx, {"Content-Type": "application/json"})
+        )
+
+    # ------------------------------------------------------------------ responses and records
+    def _headers(self, ctx: Ctx, extra: dict) -> dict:
+        overhead_ms = (time.perf_counter() - ctx.t0 - ctx.upstream_s) * 1000
+        headers = {
+            **extra,
+            **ctx.headers,
+            "x-request-id": ctx.request_id,
+            "x-bonito-overhead-ms": f"{overhead_ms:.2f}",
+        }
+        if ctx.dep is not None:
+            headers["x-bonito-model-used"] = ctx.dep.model
+            headers["x-bonito-provider"] = ctx.dep.provider
+        return headers
+
+    def _error_response(self, ctx: Ctx, exc: GatewayError) -> Outgoing:
+        headers = self._headers(ctx, {"Content-Type": "application/json", **exc.headers})
+        return Outgoing(exc.status, orjson.dumps(exc.body()), headers)
+
+    def _record(
+        self,
+        ctx: Ctx,
+        status: str,
+        http_status: int,
+        error_type: str = "",
+        *,
+        input_tokens=0,
+        output_tokens=0,
+        cached_tokens=0,
+        cost=0.0,
+    ) -> None:
+        if ctx.key is None:
+            return
+        self.sink.submit(
+            {
+                "id": str(uuid.uuid4()),
+                "org_id": ctx.key.org_id,
+                "key_id": ctx.key.id,
+                "team_id": ctx.key.team_id,
+                "endpoint": ctx.endpoint,
+                "model_requested": ctx.model_requested[:200],
+                "model_used": ctx.model_used,
+                "provider": ctx.dep.provider if ctx.dep else "",
+                "deployment": ctx.dep.label if ctx.dep else "",
+                "input_tokens": input_tokens,
+                "output_tokens": output_tokens,
+                "cached_tokens": cached_tokens,
+                "cost": round(cost, 8),
+                "latency_ms": int((time.perf_counter() - ctx.t0) * 1000),
+                "ttft_ms": ctx.ttft_ms,
+                "status": status,
+                "http_status": http_status,
+                "error_type": error_type,
+                "request_id": ctx.request_id[:128],
+                "source": self.source,
+                "created_at": datetime.now(UTC).isoformat(),
+            }
+        )
+
+
+def _request_id(headers) -> str:
+    rid = headers.get("x-request-id", "")
+    if rid and len(rid) <= 128 and rid.isascii() and rid.isprintable():
+        return rid
+    return "req_" + uuid.uuid4().hex
+
+
+def _bearer(headers) -> str | None:
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return headers.get("api-key") or None  # Azure-style clients
+
+
+def _parse_body(raw: bytes, endpoint: str) -> dict:
+    if not raw:
+        raise errors.bad_request("The request body is empty; send a JSON object.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise errors.bad_request(f"The request body is not valid JSON: {exc}.") from exc
+    if not isinstance(body, dict):
+        raise errors.bad_request("The request body must be a JSON object.")
+    for name in body:
+        if name in FORBIDDEN_FIELDS or name.startswith(FORBIDDEN_PREFIXES):
+            raise errors.bad_request(
+                f"'{name}' cannot be set by a client: provider settings come from the org's configuration.",
+                param=name,
+                code="forbidden_parameter",
+            )
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise errors.bad_request("'model' is required and must be a string.", param="model")
+    needed = ENDPOINT_NEEDS[endpoint]
+    value = body.get(needed)
+    if value is None or value == [] or value == "":
+        raise errors.bad_request(f"'{needed}' is required.", param=needed)
+    if endpoint == "chat" and not isinstance(value, list):
+        raise errors.bad_request("'messages' must be a list of messages.", param="messages")
+    if (
+        "max_tokens" in body
+        and body["max_tokens"] is not None
+        and (not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1)
+    ):
+        raise errors.bad_request("'max_tokens' must be a positive integer.", param="max_tokens")
+    return body
+
+
+def _ratelimit_headers(buckets: list[Bucket], remaining: dict) -> dict:
+    out = {}
+    for b in buckets:
+        if b.label not in ("requests", "tokens"):
+            continue
+        left = max(0, remaining.get(b.label, b.capacity))
+        reset_s = (b.capacity - left) * 60 / b.capacity
+        out[f"x-ratelimit-limit-{b.label}"] = str(b.capacity)
+        out[f"x-ratelimit-remaining-{b.label}"] = str(left)
+        out[f"x-ratelimit-reset-{b.label}"] = f"{reset_s:.3g}s"
+    return out
+
+
+def _passthrough_error(exc: UpstreamError) -> GatewayError:
+    body = exc.body.get("error") if isinstance(exc.body, dict) else None
+    if isinstance(body, dict):
+        return GatewayError(
+            exc.status,
+            str(body.get("message") or exc),
+            body.get("type") or "invalid_request_error",
+            body.get("code"),
+            body.get("param"),
+            error_type="upstream_" + str(exc.status),
+        )
+    return GatewayError(
+        exc.status or 502,
+        str(exc),
+        "invalid_request_error",
+        None,
+        error_type="upstream_" + str(exc.status),
+    )

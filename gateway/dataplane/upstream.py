@@ -1,0 +1,430 @@
+"""Calling providers: a pooled pass-through for OpenAI-shaped upstreams, LiteLLM for the
+rest (and for everything when pass-through is off), and the built-in mock."""
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import orjson
+
+from .snapshot import DeploymentInfo
+
+log = logging.getLogger("bonito.gateway.upstream")
+
+PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
+OPENAI_BASE = "https://api.openai.com/v1"
+LITELLM_PREFIX = {
+    "openai": "openai",
+    "openai_compatible": "openai",
+    "azure_openai": "azure",
+    "bedrock": "bedrock",
+    "vertex": "vertex_ai",
+    "anthropic": "anthropic",
+}
+
+
+class UpstreamError(Exception):
+    """A provider call that failed. ``retryable`` decides failover."""
+
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        *,
+        body: dict | None = None,
+        retry_after: float | None = None,
+        timeout: bool = False,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.body = body
+        self.retry_after = retry_after
+        self.timeout = timeout
+
+    @property
+    def retryable(self) -> bool:
+        return (
+            self.timeout
+            or self.status is None
+            or self.status in (408, 409, 429)
+            or self.status >= 500
+        )
+
+
+class StreamBroken(Exception):
+    """The upstream failed after the first chunk was forwarded; no failover is possible."""
+
+
+def _retry_after(headers) -> float | None:
+    value = headers.get("retry-after") or headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _error_message(body, status) -> str:
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return str(body["error"].get("message") or f"upstream status {status}")
+    return f"upstream status {status}"
+
+
+class PassthroughAdapter:
+    """Direct HTTP to OpenAI-compatible upstreams over a pooled aiohttp session."""
+
+    def __init__(self):
+        self._sessions: dict[int, object] = {}
+
+    def _session(self):
+        import aiohttp
+
+        loop = asyncio.get_running_loop()
+        session = self._sessions.get(id(loop))
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
+            session = aiohttp.ClientSession(
+                connector=connector,
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+                auto_decompress=True,
+            )
+            self._sessions[id(loop)] = session
+        return session
+
+    def _request(self, endpoint, dep: DeploymentInfo, body: dict):
+        base = (dep.api_base or (OPENAI_BASE if dep.kind == "openai" else "")).rstrip("/")
+        headers = {"Content-Type": "application/json"}
+        api_key = dep.credentials.get("api_key")
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        return base + PATHS[endpoint], headers, orjson.dumps({**body, "model": dep.upstream_model})
+
+    async def _post(self, endpoint, dep, body, timeout, stream):
+        import aiohttp
+
+        url, headers, data = self._request(endpoint, dep, body)
+        tmo = aiohttp.ClientTimeout(
+            total=None if stream else timeout, sock_connect=min(10.0, timeout), sock_read=timeout
+        )
+        try:
+            resp = await self._session().post(url, data=data, headers=headers, timeout=tmo)
+        except TimeoutError as exc:
+            raise UpstreamError(f"{dep.label} timed out", timeout=True) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"{dep.label} unreachable: {type(exc).__name__}") from exc
+        if resp.status >= 400:
+            try:
+                raw = await resp.read()
+                parsed = orjson.loads(raw) if raw else None
+            except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError):
+                parsed = None
+            finally:
+                resp.release()
+            raise UpstreamError(
+                _error_message(parsed, resp.status),
+                resp.status,
+                body=parsed if isinstance(parsed, dict) else None,
+                retry_after=_retry_after(resp.headers),
+            )
+        return resp
+
+    async def call(self, endpoint, dep, body, timeout) -> dict:
+        import aiohttp
+
+        resp = await self._post(endpoint, dep, body, timeout, stream=False)
+        try:
+            return orjson.loads(await resp.read())
+        except TimeoutError as exc:
+            raise UpstreamError(f"{dep.label} timed out", timeout=True) from exc
+        except (aiohttp.ClientError, orjson.JSONDecodeError) as exc:
+            raise UpstreamError(
+                f"{dep.label} sent a broken response: {type(exc).__name__}"
+            ) from exc
+        finally:
+            resp.release()
+
+    async def stream(
+        self, endpoint, dep, body, timeout
+    ) -> AsyncIterator[tuple[bytes, dict | None]]:
+        """Yield (SSE event bytes, parsed chunk) as each event arrives."""
+        import aiohttp
+
+        resp = await self._post(endpoint, dep, body, timeout, stream=True)
+        started = False
+        try:
+            async for line in resp.content:
+                if not line.startswith(b"data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == b"[DONE]":
+                    break
+                try:
+                    chunk = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    chunk = None
+                started = True
+                yield b"data: " + payload + b"\n\n", chunk
+        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+            if started:
+                raise StreamBroken(f"{dep.label} stream broke: {type(exc).__name__}") from exc
+            raise UpstreamError(
+                f"{dep.label} stream failed: {type(exc).__name__}",
+                timeout=isinstance(exc, TimeoutError),
+            ) from exc
+        finally:
+            resp.release()
+            resp.close()
+
+
+# litellm routes any chat request with tools through its proxy's MCP handler, which needs
+# the `mcp` package of litellm[proxy]; we never use MCP tools, so skip that hop.
+_NO_MCP = {"_skip_mcp_handler": True}
+
+
+class LiteLLMAdapter:
+    """Provider calls through litellm (imported on first use: it is slow to import)."""
+
+    _litellm = None
+
+    @classmethod
+    def _lib(cls):
+        if cls._litellm is None:
+            import litellm
+
+            litellm.telemetry = False
+            litellm.suppress_debug_info = True
+            litellm.set_verbose = False
+            litellm.callbacks = []
+            litellm.success_callback = []
+            litellm.failure_callback = []
+            logging.getLogger("LiteLLM").setLevel(logging.WARNING)
+            cls._litellm = litellm
+        return cls._litellm
+
+    @staticmethod
+    def _kwargs(dep: DeploymentInfo, body: dict, timeout: float) -> dict:
+        kwargs = {k: v for k, v in body.items() if k != "model"}
+        kwargs["model"] = f"{LITELLM_PREFIX[dep.kind]}/{dep.upstream_model}"
+        kwargs["timeout"] = timeout
+        kwargs["num_retries"] = 0
+        creds, cfg = dep.credentials, dep.settings
+        if dep.api_base:
+            kwargs["api_base"] = dep.api_base
+        if creds.get("api_key"):
+            kwargs["api_key"] = creds["api_key"]
+        if dep.kind == "azure_openai":
+            kwargs["api_version"] = cfg.get("api_version", "2024-10-21")
+        elif dep.kind == "bedrock":
+            for name in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token"):
+                if creds.get(name):
+                    kwargs[name] = creds[name]
+            kwargs["aws_region_name"] = dep.region or cfg.get("aws_region_name", "us-east-1")
+        elif dep.kind == "vertex":
+            kwargs["vertex_project"] = cfg.get("vertex_project")
+            kwargs["vertex_location"] = dep.region or cfg.get("vertex_location", "us-central1")
+            if creds.get("service_account_json"):
+                kwargs["vertex_credentials"] = creds["service_account_json"]
+        return kwargs
+
+    def _error(self, exc: Exception, dep: DeploymentInfo) -> UpstreamError:
+        lib = self._lib()
+        try:
+            status = int(getattr(exc, "status_code", None) or 0) or None
+        except (TypeError, ValueError):
+            status = None
+        timeout = isinstance(exc, lib.Timeout | asyncio.TimeoutError) or status == 408
+        # litellm keeps the provider's error object in .body; its own message may hold the
+        # prompt (debug info), so it is never used.
+        err = getattr(exc, "body", None)
+        body = {"error": err} if isinstance(err, dict) and err.get("message") else None
+        message = (
+            _error_message(body, status) if body else f"{dep.label} failed: {type(exc).__name__}"
+        )
+        headers = getattr(exc, "litellm_response_headers", None)
+        retry_after = _retry_after(headers) if headers is not None else None
+        return UpstreamError(message, status, body=body, retry_after=retry_after, timeout=timeout)
+
+    async def call(self, endpoint, dep, body, timeout) -> dict:
+        lib = self._lib()
+        kwargs = self._kwargs(dep, body, timeout)
+        fn = {
+            "chat": lib.acompletion,
+            "completions": lib.atext_completion,
+            "embeddings": lib.aembedding,
+        }[endpoint]
+        if endpoint == "chat":
+            kwargs.update(_NO_MCP)
+        try:
+            resp = await fn(**kwargs)
+        except Exception as exc:
+            raise self._error(exc, dep) from exc
+        return resp.model_dump(exclude_none=True) if hasattr(resp, "model_dump") else dict(resp)
+
+    async def stream(
+        self, endpoint, dep, body, timeout
+    ) -> AsyncIterator[tuple[bytes, dict | None]]:
+        lib = self._lib()
+        kwargs = self._kwargs(dep, body, timeout)
+        fn = lib.acompletion if endpoint == "chat" else lib.atext_completion
+        if endpoint == "chat":
+            kwargs.update(_NO_MCP)
+        try:
+            resp = await fn(**kwargs)
+        except Exception as exc:
+            raise self._error(exc, dep) from exc
+        started = False
+        try:
+            async for chunk in resp:
+                data = chunk.model_dump(exclude_none=True)
+                started = True
+                usage = data.pop("usage", None) if data.get("choices") else None
+                yield b"data: " + orjson.dumps(data) + b"\n\n", data
+                if usage:
+                    # OpenAI sends usage in a final chunk of its own, with no choices.
+                    tail = {**data, "choices": [], "usage": usage}
+                    yield b"data: " + orjson.dumps(tail) + b"\n\n", tail
+        except Exception as exc:
+            if started:
+                raise StreamBroken(f"{dep.label} stream broke: {type(exc).__name__}") from exc
+            raise self._error(exc, dep) from exc
+
+
+class MockAdapter:
+    """Built-in deterministic provider: answers at once, no network."""
+
+    @staticmethod
+    def _reply(body: dict, dep: DeploymentInfo) -> str:
+        last = ""
+        for message in body.get("messages") or ():
+            if isinstance(message, dict) and message.get("role") == "user":
+                content = message.get("content")
+                last = (
+                    content
+                    if isinstance(content, str)
+                    else " ".join(p.get("text", "") for p in content or () if isinstance(p, dict))
+                )
+        if not last and isinstance(body.get("prompt"), str):
+            last = body["prompt"]
+        return f"Hello from Bonito's mock model {dep.upstream_model}. You said: {last[:200]}"
+
+    @staticmethod
+    def _words(text: str) -> int:
+        return max(1, len(text.split()))
+
+    def _usage(self, body, reply):
+        prompt = self._words(
+            " ".join(
+                str(m.get("content", "")) for m in body.get("messages") or () if isinstance(m, dict)
+            )
+            + str(body.get("prompt") or "")
+        )
+        completion = self._words(reply)
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+
+    async def call(self, endpoint, dep, body, timeout) -> dict:
+        created = int(time.time())
+        if endpoint == "embeddings":
+            inputs = body.get("input")
+            inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
+            data = []
+            for i, text in enumerate(inputs):
+                digest = hashlib.sha256(str(text).encode()).digest()
+                data.append(
+                    {
+                        "object": "embedding",
+                        "index": i,
+                        "embedding": [round(b / 255 - 0.5, 6) for b in digest[:16]],
+                    }
+                )
+            tokens = sum(self._words(str(t)) for t in inputs)
+            return {
+                "object": "list",
+                "data": data,
+                "model": dep.upstream_model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        reply = self._reply(body, dep)
+        usage = self._usage(body, reply)
+        rid = (
+            "mock-"
+            + hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:24]
+        )
+        if endpoint == "completions":
+            return {
+                "id": rid,
+                "object": "text_completion",
+                "created": created,
+                "model": dep.upstream_model,
+                "choices": [{"index": 0, "text": reply, "finish_reason": "stop", "logprobs": None}],
+                "usage": usage,
+            }
+        return {
+            "id": rid,
+            "object": "chat.completion",
+            "created": created,
+            "model": dep.upstream_model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": usage,
+        }
+
+    async def stream(self, endpoint, dep, body, timeout):
+        full = await self.call(endpoint, dep, body, timeout)
+        words = self._reply(body, dep).split(" ")
+        base = {"id": full["id"], "created": full["created"], "model": dep.upstream_model}
+        for i, word in enumerate(words):
+            piece = word if i == 0 else " " + word
+            if endpoint == "chat":
+                delta = {"content": piece} if i else {"role": "assistant", "content": piece}
+                chunk = {
+                    **base,
+                    "object": "chat.completion.chunk",
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+                }
+            else:
+                chunk = {
+                    **base,
+                    "object": "text_completion",
+                    "choices": [{"index": 0, "text": piece, "finish_reason": None}],
+                }
+            yield b"data: " + orjson.dumps(chunk) + b"\n\n", chunk
+        last = {
+            **base,
+            "object": "chat.completion.chunk" if endpoint == "chat" else "text_completion",
+            "choices": [
+                {"index": 0, "delta": {}, "finish_reason": "stop"}
+                if endpoint == "chat"
+                else {"index": 0, "text": "", "finish_reason": "stop"}
+            ],
+        }
+        yield b"data: " + orjson.dumps(last) + b"\n\n", last
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage_chunk = {**base, "object": last["object"], "choices": [], "usage": full["usage"]}
+            yield b"data: " + orjson.dumps(usage_chunk) + b"\n\n", usage_chunk
+
+
+class Upstreams:
+    """Picks the adapter for a deployment."""
+
+    def __init__(self, passthrough: bool = True):
+        self.passthrough = passthrough
+        self.http = PassthroughAdapter()
+        self.litellm = LiteLLMAdapter()
+        self.mock = MockAdapter()
+
+    def for_deployment(self, dep: DeploymentInfo):
+        if dep.kind == "mock":
+            return self.mock
+        if self.passthrough and dep.kind in ("openai", "openai_compatible"):
+            return self.http
+        return self.litellm

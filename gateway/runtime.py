@@ -1,0 +1,32 @@
+"""Control-plane wiring of the data plane: one Gateway per process."""
+
+from functools import cache
+
+from django.conf import settings
+
+from .dataplane import state
+from .dataplane.limits import Limiter
+from .dataplane.proxy import Gateway
+from .dataplane.upstream import Upstreams
+from .dataplane.usage import UsageSink
+
+
+@cache
+def refresher():
+    from .snapshot_builder import SnapshotRefresher
+
+    return SnapshotRefresher(interval=settings.GATEWAY_SNAPSHOT_POLL_S)
+
+
+@cache
+def gateway() -> Gateway:
+    from billing.usage_writer import write_usage
+
+    state.set_starter(refresher().start)
+    return Gateway(
+        limiter=Limiter(settings.REDIS_URL),
+        sink=UsageSink(write_usage, settings.GATEWAY_SPOOL_DIR),
+        upstreams=Upstreams(passthrough=settings.GATEWAY_PASSTHROUGH),
+        max_body_bytes=settings.GATEWAY_MAX_BODY_BYTES,
+        retry_rounds=settings.GATEWAY_RETRY_ROUNDS,
+    )

@@ -1,0 +1,200 @@
+"""Control plane: build the data plane's snapshot from the database and keep it fresh.
+
+A background thread per process polls one integer (ConfigVersion) and rebuilds when it
+changes, so a revoked key or a new policy is enforced everywhere within about a second,
+and the request path never touches the database.
+"""
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.db.models import F, Sum
+
+from .dataplane import state
+from .dataplane.snapshot import DeploymentInfo, KeyInfo, OrgInfo, RoutingPolicyInfo, Snapshot
+from .models import ApiKey, ConfigVersion, Deployment, GatewayConfig, key_hash_secret
+from .pricing import price_per_token
+
+log = logging.getLogger("bonito.gateway.snapshot")
+
+
+def config_version_bump() -> None:
+    """Call inside the transaction that changes anything the data plane reads."""
+    if not ConfigVersion.objects.filter(pk=1).update(version=F("version") + 1):
+        ConfigVersion.objects.get_or_create(pk=1, defaults={"version": 1})
+
+
+def current_version() -> int:
+    row = ConfigVersion.objects.filter(pk=1).values_list("version", flat=True).first()
+    return row or 0
+
+
+def current_stamp() -> tuple:
+    """The version and when it moved: a stamp that changes on every bump, even after a reset."""
+    return ConfigVersion.objects.filter(pk=1).values_list("version", "changed_at").first() or (
+        0,
+        None,
+    )
+
+
+def _ts(dt) -> float | None:
+    return dt.timestamp() if dt else None
+
+
+def _month_spend() -> dict[int, float]:
+    from billing.models import UsageRecord
+
+    start = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    rows = (
+        UsageRecord.objects.filter(created_at__gte=start)
+        .values("org_id")
+        .annotate(total=Sum("cost"))
+    )
+    return {r["org_id"]: float(r["total"] or 0) for r in rows}
+
+
+def build_snapshot(version: int | None = None) -> Snapshot:
+    from governance.models import Policy, RoutingPolicy
+    from orgs.models import Organization
+
+    with transaction.atomic():
+        version = current_version() if version is None else version
+        keys = {}
+        for k in ApiKey.objects.select_related("routing_policy"):
+            keys[k.key_hash] = KeyInfo(
+                id=k.id,
+                org_id=k.org_id,
+                name=k.name,
+                hash=k.key_hash,
+                kind=k.kind,
+                team_id=k.team_id,
+                allowed_models=frozenset(k.allowed_models or ()),
+                allowed_providers=frozenset(k.allowed_providers or ()),
+                rpm=k.rpm_limit,
+                tpm=k.tpm_limit,
+                expires_at=_ts(k.expires_at),
+                revoked=k.revoked_at is not None,
+                routing_policy=k.routing_policy.name if k.routing_policy else None,
+            )
+        deployments: dict[int, dict[str, list]] = {}
+        for d in Deployment.objects.filter(is_active=True, provider__is_active=True).select_related(
+            "provider"
+        ):
+            p = d.provider
+            input_cost, output_cost = price_per_token(d)
+            info = DeploymentInfo(
+                id=d.id,
+                model=d.model_name,
+                provider=p.name,
+                kind=p.kind,
+                upstream_model=d.upstream_model,
+                api_base=p.api_base,
+                region=d.region,
+                input_cost=input_cost,
+                output_cost=output_cost,
+                weight=d.weight,
+                priority=d.priority,
+                settings=dict(p.settings or {}),
+                credentials=p.get_credentials(),
+            )
+            deployments.setdefault(d.org_id, {}).setdefault(d.model_name, []).append(info)
+        policies = {p.org_id: p for p in Policy.objects.all()}
+        configs = {c.org_id: c for c in GatewayConfig.objects.all()}
+        routing: dict[int, dict] = {}
+        for rp in RoutingPolicy.objects.filter(is_active=True):
+            routing.setdefault(rp.org_id, {})[rp.name] = RoutingPolicyInfo(
+                name=rp.name,
+                strategy=rp.strategy,
+                models=tuple(rp.model_names),
+                weights=dict(rp.weights or {}),
+            )
+        spend = _month_spend()
+        orgs = {}
+        for org in Organization.objects.all():
+            pol, cfg = policies.get(org.id), configs.get(org.id)
+            deps = {
+                m: tuple(sorted(v, key=lambda d: (d.priority, d.id)))
+                for m, v in deployments.get(org.id, {}).items()
+            }
+            orgs[org.id] = OrgInfo(
+                id=org.id,
+                slug=org.slug,
+                tier=org.tier,
+                allowed_models=frozenset(pol.allowed_models if pol else ()),
+                denied_models=frozenset(pol.denied_models if pol else ()),
+                allowed_providers=frozenset(pol.allowed_providers if pol else ()),
+                denied_providers=frozenset(pol.denied_providers if pol else ()),
+                allowed_regions=frozenset(pol.allowed_regions if pol else ()),
+                enabled_providers=frozenset(cfg.enabled_providers if cfg else ()),
+                spend_cap=float(pol.monthly_spend_cap_usd)
+                if pol and pol.monthly_spend_cap_usd is not None
+                else None,
+                spent_this_month=spend.get(org.id, 0.0),
+                default_max_tokens=pol.default_max_tokens_estimate if pol else 1024,
+                strategy=cfg.default_strategy if cfg else "failover",
+                fallback_models=tuple(cfg.fallback_models if cfg else ()),
+                rpm=cfg.org_rpm_limit if cfg else None,
+                tpm=cfg.org_tpm_limit if cfg else None,
+                key_rpm=cfg.default_key_rpm if cfg else None,
+                key_tpm=cfg.default_key_tpm if cfg else None,
+                timeout_s=float(cfg.request_timeout_s)
+                if cfg
+                else settings.GATEWAY_REQUEST_TIMEOUT_S,
+                deployments=deps,
+                routing_policies=routing.get(org.id, {}),
+            )
+    return Snapshot(
+        version=version, keys=keys, orgs=orgs, hash_secret=key_hash_secret(), built_at=time.time()
+    )
+
+
+class SnapshotRefresher:
+    """One per process: builds the first snapshot, then rebuilds whenever the version moves."""
+
+    def __init__(self, interval: float):
+        self.interval = interval
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._last_full = 0.0
+        self._stamp = None
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="bonito-snapshot", daemon=True
+                )
+                self._thread.start()
+
+    def refresh_once(self) -> None:
+        close_old_connections()
+        stamp = current_stamp()
+        # Rebuild on a version change, and every minute anyway so month-to-date spend stays fresh.
+        if state.current() is None or stamp != self._stamp or time.time() - self._last_full > 60:
+            state.publish(build_snapshot(stamp[0]))
+            self._stamp, self._last_full = stamp, time.time()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.refresh_once()
+            except Exception as exc:  # the DB is down: keep serving the last snapshot
+                log.warning(
+                    "snapshot refresh failed (%s: %s); serving the last one",
+                    type(exc).__name__,
+                    exc,
+                )
+                try:
+                    connection.close()
+                except Exception:
+                    log.debug("closing the broken connection failed", exc_info=True)
+            time.sleep(self.interval)
+
+
+def spend_decimal(value: float) -> Decimal:
+    return Decimal(str(round(value, 8)))

@@ -1,0 +1,183 @@
+import socket
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from gateway import runtime, services
+from gateway.dataplane import state
+from gateway.snapshot_builder import build_snapshot
+from gateway.tests.fake_upstream import FakeUpstream
+from governance.audit import Actor
+
+ACTOR = Actor(via="test")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def fake_upstream_server():
+    return FakeUpstream().start()
+
+
+@pytest.fixture
+def fake_upstream(fake_upstream_server):
+    fake_upstream_server.reset()
+    yield fake_upstream_server
+    fake_upstream_server.reset()
+
+
+class LiveServer:
+    """uvicorn serving bonito.asgi in a thread of the test process (shares the test DB)."""
+
+    def __init__(self):
+        import uvicorn
+
+        from bonito.asgi import application
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            application,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="off",
+            loop="asyncio",
+            http="h11",
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="live-gateway", daemon=True)
+        self.thread.start()
+        deadline = time.time() + 15
+        while not self.server.started and time.time() < deadline:
+            time.sleep(0.02)
+
+
+@pytest.fixture(scope="session")
+def live_server_thread(django_db_setup, django_db_blocker):
+    return LiveServer()
+
+
+def refresh_snapshot():
+    """Publish a snapshot of the DB now (tests do not wait for the background poller)."""
+    runtime.gateway()
+    state.publish(build_snapshot())
+
+
+@pytest.fixture
+def gw(tmp_path):
+    """The process's gateway, reset between tests: limits, health, spool, pass-through on."""
+    g = runtime.gateway()
+    g.sink.spool_dir = tmp_path / "spool"
+    from gateway.dataplane.limits import LocalLimiter
+    from gateway.dataplane.routing import DeploymentHealth
+
+    g.limiter.local = LocalLimiter()
+    g.limiter._down_until = 0.0
+    g.health = DeploymentHealth()
+    g.upstreams.passthrough = True
+    g.backoff_s = 0.01
+    yield g
+    g.sink.flush()
+    g.upstreams.passthrough = True
+
+
+@pytest.fixture(params=["passthrough", "litellm"])
+def mode(request, gw):
+    """Run a test through both provider paths: they must behave the same."""
+    gw.upstreams.passthrough = request.param == "passthrough"
+    return request.param
+
+
+def _redis_cleanup():
+    from django.conf import settings
+
+    if settings.REDIS_URL:
+        import redis
+
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        for key in client.scan_iter("bonito:*"):
+            client.delete(key)
+
+
+@pytest.fixture
+def acme(transactional_db, org_a, alice, fake_upstream, gw, live_server_thread):
+    """Alice's org wired to the fake upstream, with a key, served by a live gateway."""
+    _redis_cleanup()
+    fake = services.provider_save(
+        actor=ACTOR,
+        org=org_a,
+        name="fake",
+        kind="openai_compatible",
+        api_base=fake_upstream.url,
+        credentials={"api_key": "sk-fake-upstream-credential"},
+    )
+    fake2 = services.provider_save(
+        actor=ACTOR,
+        org=org_a,
+        name="fake2",
+        kind="openai_compatible",
+        api_base=fake_upstream.url,
+        credentials={"api_key": "sk-fake-upstream-credential"},
+    )
+    deps = {
+        "chat-small": services.deployment_save(
+            actor=ACTOR,
+            org=org_a,
+            model_name="chat-small",
+            provider=fake,
+            upstream_model="gpt-4o-mini",
+        ),
+        "embed-small": services.deployment_save(
+            actor=ACTOR,
+            org=org_a,
+            model_name="embed-small",
+            provider=fake,
+            upstream_model="text-embedding-3-small",
+        ),
+        "ha-primary": services.deployment_save(
+            actor=ACTOR,
+            org=org_a,
+            model_name="ha-chat",
+            provider=fake,
+            upstream_model="primary-model",
+            priority=0,
+        ),
+        "ha-secondary": services.deployment_save(
+            actor=ACTOR,
+            org=org_a,
+            model_name="ha-chat",
+            provider=fake2,
+            upstream_model="secondary-model",
+            priority=1,
+        ),
+    }
+    key, raw = services.api_key_create(actor=ACTOR, org=org_a, name="app")
+    refresh_snapshot()
+    yield SimpleNamespace(
+        org=org_a,
+        alice=alice,
+        key=key,
+        raw=raw,
+        url=live_server_thread.url,
+        base_url=live_server_thread.url + "/v1",
+        fake=fake_upstream,
+        deployments=deps,
+        providers={"fake": fake, "fake2": fake2},
+    )
+    gw.sink.flush()
+    _redis_cleanup()
+
+
+def usage_rows(org=None):
+    from billing.models import UsageRecord
+
+    runtime.gateway().sink.flush()
+    qs = UsageRecord.objects.order_by("created_at")
+    return list(qs.filter(org=org) if org is not None else qs)

@@ -1,0 +1,218 @@
+"""A fake OpenAI-compatible upstream, driven over real HTTP.
+
+Behaviour per upstream model name: latency, an injected status (429/500/…), a number of
+failures before succeeding, a hang (timeout), a stream that resets mid-way, and whether
+usage is reported. Run it alone with `python -m gateway.tests.fake_upstream --port 18081`.
+"""
+
+import argparse
+import asyncio
+import json
+import threading
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+
+
+@dataclass
+class Behaviour:
+    status: int = 200
+    fail_times: int | None = None  # fail this many times with ``status``, then succeed
+    latency: float = 0.0
+    hang: bool = False  # never answer (the gateway's timeout fires)
+    retry_after: str | None = None
+    error_message: str = "injected failure"
+    error_code: str | None = None
+    stream_chunks: int = 5
+    chunk_delay: float = 0.0
+    reset_after_chunks: int | None = None  # drop the connection mid-stream
+    report_usage: bool = True
+
+
+class FakeUpstream:
+    def __init__(self):
+        self.behaviours: dict[str, Behaviour] = {}
+        self.requests: list[dict] = []
+        self.url = ""
+        self._loop = None
+        self._runner = None
+        self.cancelled_streams = 0
+
+    def reset(self):
+        self.behaviours.clear()
+        self.requests.clear()
+        self.cancelled_streams = 0
+
+    def behaviour(self, model) -> Behaviour:
+        return self.behaviours.get(model, Behaviour())
+
+    # ---------------------------------------------------------------- HTTP handlers
+    async def _handle(self, request: web.Request, endpoint: str):
+        body = await request.json()
+        self.requests.append({"endpoint": endpoint, "body": body, "headers": dict(request.headers)})
+        model = body.get("model", "")
+        b = self.behaviour(model)
+        if b.hang:
+            await asyncio.sleep(3600)
+        if b.latency:
+            await asyncio.sleep(b.latency)
+        failing = b.status != 200 and (b.fail_times is None or b.fail_times > 0)
+        if failing:
+            if b.fail_times is not None:
+                b.fail_times -= 1
+            headers = {"Retry-After": b.retry_after} if b.retry_after else {}
+            return web.json_response(
+                {
+                    "error": {
+                        "message": b.error_message,
+                        "type": "invalid_request_error" if b.status < 500 else "server_error",
+                        "param": None,
+                        "code": b.error_code,
+                    }
+                },
+                status=b.status,
+                headers=headers,
+            )
+        if endpoint == "embeddings":
+            inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+            return web.json_response(
+                {
+                    "object": "list",
+                    "model": model,
+                    "data": [
+                        {"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
+                        for i, _ in enumerate(inputs)
+                    ],
+                    "usage": {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)},
+                }
+            )
+        words = [f"word{i}" for i in range(b.stream_chunks)]
+        usage = {
+            "prompt_tokens": 11,
+            "completion_tokens": len(words),
+            "total_tokens": 11 + len(words),
+        }
+        if body.get("stream"):
+            return await self._stream(request, endpoint, body, b, words, usage)
+        payload = {"id": "chatcmpl-fake", "created": int(time.time()), "model": model}
+        if endpoint == "chat":
+            message = {"role": "assistant", "content": " ".join(words)}
+            if body.get("tools"):
+                message = {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {
+                                "name": body["tools"][0]["function"]["name"],
+                                "arguments": '{"city": "Paris"}',
+                            },
+                        }
+                    ],
+                }
+            payload.update(
+                object="chat.completion",
+                choices=[{"index": 0, "message": message, "finish_reason": "stop"}],
+            )
+        else:
+            payload.update(
+                object="text_completion",
+                choices=[
+                    {"index": 0, "text": " ".join(words), "finish_reason": "stop", "logprobs": None}
+                ],
+            )
+        if b.report_usage:
+            payload["usage"] = usage
+        return web.json_response(payload)
+
+    async def _stream(self, request, endpoint, body, b: Behaviour, words, usage):
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        obj = "chat.completion.chunk" if endpoint == "chat" else "text_completion"
+        try:
+            for i, word in enumerate(words):
+                if b.reset_after_chunks is not None and i >= b.reset_after_chunks:
+                    request.transport.close()  # a mid-stream connection reset
+                    return resp
+                piece = word if i == 0 else " " + word
+                choice = (
+                    {"index": 0, "delta": {"content": piece}, "finish_reason": None}
+                    if endpoint == "chat"
+                    else {"index": 0, "text": piece, "finish_reason": None}
+                )
+                chunk = {
+                    "id": "chatcmpl-fake",
+                    "object": obj,
+                    "created": 0,
+                    "model": body["model"],
+                    "choices": [choice],
+                }
+                await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                if b.chunk_delay:
+                    await asyncio.sleep(b.chunk_delay)
+            done = (
+                {"index": 0, "delta": {}, "finish_reason": "stop"}
+                if endpoint == "chat"
+                else {"index": 0, "text": "", "finish_reason": "stop"}
+            )
+            await resp.write(
+                f"data: {json.dumps({'id': 'chatcmpl-fake', 'object': obj, 'created': 0, 'model': body['model'], 'choices': [done]})}\n\n".encode()
+            )
+            if b.report_usage and (body.get("stream_options") or {}).get("include_usage"):
+                last = {
+                    "id": "chatcmpl-fake",
+                    "object": obj,
+                    "created": 0,
+                    "model": body["model"],
+                    "choices": [],
+                    "usage": usage,
+                }
+                await resp.write(f"data: {json.dumps(last)}\n\n".encode())
+            await resp.write(b"data: [DONE]\n\n")
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.cancelled_streams += 1
+            raise
+        return resp
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", lambda r: self._handle(r, "chat"))
+        app.router.add_post("/v1/completions", lambda r: self._handle(r, "completions"))
+        app.router.add_post("/v1/embeddings", lambda r: self._handle(r, "embeddings"))
+        return app
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self, port: int = 0) -> "FakeUpstream":
+        started = threading.Event()
+
+        def run():
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+            self._runner = web.AppRunner(self.app(), handle_signals=False)
+            self._loop.run_until_complete(self._runner.setup())
+            site = web.TCPSite(self._runner, "127.0.0.1", port)
+            self._loop.run_until_complete(site.start())
+            sock_port = site._server.sockets[0].getsockname()[1]
+            self.url = f"http://127.0.0.1:{sock_port}/v1"
+            started.set()
+            self._loop.run_forever()
+
+        threading.Thread(target=run, name="fake-upstream", daemon=True).start()
+        started.wait(10)
+        return self
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=18081)
+    args = parser.parse_args()
+    fake = FakeUpstream().start(args.port)
+    print(f"fake upstream on {fake.url}", flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Writes to org policies and routing policies. Each one audits itself and bumps the
+config version so every gateway worker enforces the change within seconds."""
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from gateway.snapshot_builder import config_version_bump
+
+from .audit import Actor, audit_record
+from .models import Policy, RoutingPolicy
+
+POLICY_FIELDS = (
+    "allowed_models",
+    "denied_models",
+    "allowed_providers",
+    "denied_providers",
+    "allowed_regions",
+    "monthly_spend_cap_usd",
+    "default_max_tokens_estimate",
+)
+STRATEGIES = {value for value, _label in RoutingPolicy.STRATEGIES}
+
+
+def _policy_summary(p: Policy) -> dict:
+    out = {f: getattr(p, f) for f in POLICY_FIELDS}
+    cap = out["monthly_spend_cap_usd"]
+    out["monthly_spend_cap_usd"] = str(cap) if cap is not None else None
+    return out
+
+
+@transaction.atomic
+def policy_set(*, actor: Actor, org, **fields) -> Policy:
+    unknown = set(fields) - set(POLICY_FIELDS)
+    if unknown:
+        raise ValidationError(f"Unknown policy field(s): {', '.join(sorted(unknown))}.")
+    for name in (
+        "allowed_models",
+        "denied_models",
+        "allowed_providers",
+        "denied_providers",
+        "allowed_regions",
+    ):
+        if name in fields:
+            value = fields[name] or []
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise ValidationError(f"{name} must be a list of names.")
+            fields[name] = sorted(set(value))
+    policy, _ = Policy.objects.get_or_create(org=org)
+    before = _policy_summary(policy)
+    for name, value in fields.items():
+        setattr(policy, name, value)
+    policy.full_clean()
+    policy.save()
+    policy.refresh_from_db()
+    after = _policy_summary(policy)
+    if after != before:
+        audit_record(
+            actor=actor, org=org, action="policy.update", target=policy, before=before, after=after
+        )
+        config_version_bump()
+    return policy
+
+
+def _routing_summary(rp: RoutingPolicy) -> dict:
+    return {
+        "name": rp.name,
+        "strategy": rp.strategy,
+        "models": rp.model_names,
+        "weights": rp.weights,
+        "is_active": rp.is_active,
+    }
+
+
+@transaction.atomic
+def routing_policy_save(
+    *,
+    actor: Actor,
+    org,
+    name: str,
+    strategy: str = "failover",
+    models=(),
+    weights: dict | None = None,
+    is_active: bool = True,
+) -> RoutingPolicy:
+    if strategy not in STRATEGIES:
+        raise ValidationError(
+            f"Unknown strategy {strategy!r}; use one of {', '.join(sorted(STRATEGIES))}."
+        )
+    if not models:
+        raise ValidationError("A routing policy needs at least one model.")
+    rp = RoutingPolicy.objects.for_org(org).filter(name=name).first()
+    before = _routing_summary(rp) if rp else None
+    rp = rp or RoutingPolicy(org=org, name=name)
+    rp.strategy, rp.model_names, rp.weights, rp.is_active = (
+        strategy,
+        list(models),
+        dict(weights or {}),
+        is_active,
+    )
+    rp.full_clean()
+    rp.save()
+    after = _routing_summary(rp)
+    if after != before:
+        audit_record(
+            actor=actor,
+            org=org,
+            action="routing_policy.update" if before else "routing_policy.create",
+            target=rp,
+            before=before,
+            after=after,
+        )
+        config_version_bump()
+    return rp
+
+
+@transaction.atomic
+def routing_policy_delete(*, actor: Actor, routing_policy: RoutingPolicy) -> None:
+    if routing_policy.keys.filter(revoked_at__isnull=True).exists():
+        raise ValidationError("Revoke the rt- keys that use this routing policy first.")
+    audit_record(
+        actor=actor,
+        org=routing_policy.org,
+        action="routing_policy.delete",
+        target=routing_policy,
+        before=_routing_summary(routing_policy),
+    )
+    routing_policy.delete()
+    config_version_bump()
