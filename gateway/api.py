@@ -2,6 +2,7 @@
 
 import orjson
 from django.http import HttpResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI
 
 from .dataplane.proxy import Incoming, Outgoing
@@ -32,7 +33,7 @@ async def _handle(request, endpoint, model_id=None):
         headers=_headers(request),
         body=request.body if request.method == "POST" else b"",
         model_id=model_id,
-        too_large=request.scope.get("bonito.body_too_large", False),
+        too_large=getattr(request, "scope", {}).get("bonito.body_too_large", False),
     )
     return _respond(await gateway().handle(incoming))
 
@@ -93,6 +94,7 @@ def method_not_allowed(request):
     return response
 
 
+@csrf_exempt
 def not_found(request, rest=""):
     body = (
         b'{"error": {"message": "Unknown path /v1/'

@@ -45,7 +45,16 @@ class BodyLimit:
             "headers": [(k, v) for k, v in scope["headers"] if k != b"content-length"],
         }
 
+        sent = False
+
         async def empty():
-            return {"type": "http.request", "body": b"", "more_body": False}
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            while True:  # what is left of the body is discarded, never stored
+                message = await receive()
+                if message["type"] != "http.request":
+                    return message
 
         return await self.app(scope, empty, send)

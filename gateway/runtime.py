@@ -11,11 +11,18 @@ from .dataplane.upstream import Upstreams
 from .dataplane.usage import UsageSink
 
 
+def _prewarm(snapshot) -> None:
+    kinds = {
+        d.kind for org in snapshot.orgs.values() for deps in org.deployments.values() for d in deps
+    }
+    gateway().upstreams.prewarm(kinds)
+
+
 @cache
 def refresher():
     from .snapshot_builder import SnapshotRefresher
 
-    return SnapshotRefresher(interval=settings.GATEWAY_SNAPSHOT_POLL_S)
+    return SnapshotRefresher(interval=settings.GATEWAY_SNAPSHOT_POLL_S, on_publish=_prewarm)
 
 
 @cache

@@ -22,6 +22,7 @@ def _key_summary(key: ApiKey) -> dict:
         "rpm_limit": key.rpm_limit,
         "tpm_limit": key.tpm_limit,
         "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+        "routing_policy": key.routing_policy.name if key.routing_policy else None,
     }
 
 
@@ -37,11 +38,16 @@ def api_key_create(
     rpm_limit=None,
     tpm_limit=None,
     expires_at=None,
-    kind: str = ApiKey.Kind.STANDARD,
+    routing_policy=None,
 ) -> tuple[ApiKey, str]:
-    """Create a key; returns (key, raw). The raw key exists only in this return value."""
+    """Create a key; returns (key, raw). The raw key exists only in this return value.
+
+    With a routing policy the key is an rt- key that routes through that policy."""
     if team is not None and team.org_id != org.id:
         raise ValidationError("That team belongs to another organization.")
+    if routing_policy is not None and routing_policy.org_id != org.id:
+        raise ValidationError("That routing policy belongs to another organization.")
+    kind = ApiKey.Kind.ROUTING if routing_policy is not None else ApiKey.Kind.STANDARD
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationError("The expiry must be in the future.")
     raw = keys.generate(f"{kind}-")
@@ -55,6 +61,7 @@ def api_key_create(
         rpm_limit=rpm_limit,
         tpm_limit=tpm_limit,
         expires_at=expires_at,
+        routing_policy=routing_policy,
         created_by=actor.user if getattr(actor.user, "pk", None) else None,
     )
     key.set_raw(raw)
@@ -73,6 +80,7 @@ def api_key_revoke(*, actor: Actor, key: ApiKey) -> ApiKey:
         audit_record(
             actor=actor, org=key.org, action="api_key.revoke", target=key, before=_key_summary(key)
         )
+        config_version_bump()
     return key
 
 
@@ -105,14 +113,15 @@ def provider_save(
     provider = provider or ProviderConnection(org=org, name=name)
     provider.kind, provider.api_base, provider.is_active = kind, api_base or "", is_active
     provider.settings = settings or {}
-    if credentials is not None:
+    credentials_changed = credentials is not None and credentials != provider.get_credentials()
+    if credentials_changed:
         provider.set_credentials(credentials)
     provider.full_clean()
     provider.save()
     after = _provider_summary(provider)
-    if after != before or credentials is not None:
+    if after != before or credentials_changed:
         action = "provider.update" if before else "provider.create"
-        if before and credentials is not None:
+        if before and credentials_changed:
             after = {**after, "credentials": "changed"}
         audit_record(
             actor=actor, org=org, action=action, target=provider, before=before, after=after

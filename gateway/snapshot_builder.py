@@ -156,8 +156,9 @@ def build_snapshot(version: int | None = None) -> Snapshot:
 class SnapshotRefresher:
     """One per process: builds the first snapshot, then rebuilds whenever the version moves."""
 
-    def __init__(self, interval: float):
+    def __init__(self, interval: float, on_publish=None):
         self.interval = interval
+        self.on_publish = on_publish  # runs in this thread before the snapshot goes live
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._last_full = 0.0
@@ -176,7 +177,10 @@ class SnapshotRefresher:
         stamp = current_stamp()
         # Rebuild on a version change, and every minute anyway so month-to-date spend stays fresh.
         if state.current() is None or stamp != self._stamp or time.time() - self._last_full > 60:
-            state.publish(build_snapshot(stamp[0]))
+            snap = build_snapshot(stamp[0])
+            if self.on_publish is not None:
+                self.on_publish(snap)
+            state.publish(snap)
             self._stamp, self._last_full = stamp, time.time()
 
     def _run(self) -> None:

@@ -59,6 +59,7 @@ def org_update(*, actor: Actor, org: Organization, **fields) -> Organization:
         audit_record(
             actor=actor, org=org, action="org.update", target=org, before=before, after=after
         )
+        config_version_bump()
     return org
 
 

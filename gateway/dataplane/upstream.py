@@ -422,6 +422,18 @@ class Upstreams:
         self.litellm = LiteLLMAdapter()
         self.mock = MockAdapter()
 
+    def needs_litellm(self, kinds) -> bool:
+        return any(
+            k != "mock" and (not self.passthrough or k not in ("openai", "openai_compatible"))
+            for k in kinds
+        )
+
+    def prewarm(self, kinds=("openai",)) -> None:
+        """Import litellm now, off the event loop, if these provider kinds will need it
+        (its import takes seconds and would otherwise stall the first request)."""
+        if self.needs_litellm(kinds):
+            self.litellm._lib()
+
     def for_deployment(self, dep: DeploymentInfo):
         if dep.kind == "mock":
             return self.mock

@@ -92,6 +92,7 @@ def gw(tmp_path):
 def mode(request, gw):
     """Run a test through both provider paths: they must behave the same."""
     gw.upstreams.passthrough = request.param == "passthrough"
+    gw.upstreams.prewarm()
     return request.param
 
 

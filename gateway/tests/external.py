@@ -1,0 +1,187 @@
+"""Bonito in separate processes, on a database of its own, for tests that need real
+worker processes or a database that goes away."""
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class TcpProxy:
+    """A TCP forwarder on loopback that a test can cut and restore (a dead database)."""
+
+    def __init__(self, target_host: str, target_port: int):
+        self.target = (target_host, target_port)
+        self.loop = asyncio.new_event_loop()
+        self.server = None
+        self.port = None
+        self.writers: set = set()
+        threading.Thread(target=self.loop.run_forever, daemon=True, name="tcp-proxy").start()
+
+    async def _pipe(self, reader, writer):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, reader, writer):
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self.writers |= {writer, up_writer}
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    async def _start(self):
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port or 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _stop(self):
+        self.server.close()
+        for w in list(self.writers):
+            w.close()
+        self.writers.clear()
+
+    def start(self):
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(5)
+        return self
+
+    def stop(self):
+        asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(5)
+
+
+class ExternalBonito:
+    """Its own database (SQLite file, or a fresh PostgreSQL database behind a TcpProxy)."""
+
+    def __init__(self, tmp: Path, redis_url: str = ""):
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen] = []
+        self.pg_url = (
+            os.environ.get("DATABASE_URL", "")
+            if os.environ.get("DATABASE_URL", "").startswith("postgres")
+            else ""
+        )
+        self.env = {
+            **os.environ,
+            "SECRET_KEY": "external-test-secret-key-0123456789abcdefghijklmnop",
+            "DEBUG": "0",
+            "SECURE_SSL_REDIRECT": "0",
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "GATEWAY_SPOOL_DIR": str(tmp / "spool"),
+            "GATEWAY_SNAPSHOT_POLL_S": "0.3",
+            "REDIS_URL": redis_url,
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        if self.pg_url:
+            import psycopg
+
+            self.db_name = "bonito_ext_" + uuid.uuid4().hex[:10]
+            base = self.pg_url.rsplit("/", 1)[0]
+            with psycopg.connect(self.pg_url, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{self.db_name}"')
+            host_port = base.split("@")[-1]
+            host, port = host_port.split(":") if ":" in host_port else (host_port, "5432")
+            self.proxy = TcpProxy(host, int(port)).start()
+            creds = base.split("//", 1)[1].rsplit("@", 1)[0]
+            self.direct_url = f"{base}/{self.db_name}"
+            self.env["DATABASE_URL"] = (
+                f"postgres://{creds}@127.0.0.1:{self.proxy.port}/{self.db_name}"
+            )
+        else:
+            self.db_dir = tmp / "db"
+            self.db_dir.mkdir()
+            self.env["DATABASE_URL"] = f"sqlite:///{self.db_dir / 'bonito.sqlite3'}"
+
+    def manage(self, *args, input_env=None) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env={**self.env, **(input_env or {})},
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    def serve(self, port: int) -> str:
+        log = open(self.tmp / f"server-{port}.log", "w")  # noqa: SIM115 - kept open for the process
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bonito.asgi:application",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.procs.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(url + "/api/health", timeout=1).status_code == 200:
+                    return url
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise AssertionError((self.tmp / f"server-{port}.log").read_text())
+
+    def db_down(self):
+        if self.pg_url:
+            self.proxy.stop()
+        else:  # the whole folder (database, WAL and shared memory files) goes away
+            self.db_dir.rename(self.tmp / "db-away")
+
+    def db_up(self):
+        if self.pg_url:
+            self.proxy.start()
+        else:
+            (self.tmp / "db-away").rename(self.db_dir)
+
+    def count_usage(self) -> int:
+        if self.pg_url:
+            import psycopg
+
+            with psycopg.connect(self.direct_url) as conn:
+                return conn.execute("SELECT count(*) FROM gateway_requests").fetchone()[0]
+        import sqlite3
+
+        with sqlite3.connect(self.db_dir / "bonito.sqlite3") as conn:
+            return conn.execute("SELECT count(*) FROM gateway_requests").fetchone()[0]
+
+    def close(self):
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if self.pg_url:
+            import psycopg
+
+            self.proxy.stop()
+            with psycopg.connect(self.pg_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+        shutil.rmtree(self.tmp / "db-away", ignore_errors=True)

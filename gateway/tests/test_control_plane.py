@@ -1,0 +1,164 @@
+"""Control-plane writes: credentials encrypted, audit rows without secrets, version bumps,
+apply_config sections, create_api_key, and the demo's working key."""
+
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from gateway import services
+from gateway.models import ApiKey, ConfigVersion, Deployment, ProviderConnection
+from gateway.snapshot_builder import build_snapshot
+from gateway.tests.conftest import ACTOR
+from gateway.tests.test_processes import ISSUE_EXAMPLE
+from governance.models import AuditLog, Policy, RoutingPolicy
+
+pytestmark = pytest.mark.django_db
+
+
+def _call(*args, **kwargs):
+    out, err = StringIO(), StringIO()
+    call_command(*args, stdout=out, stderr=err, **kwargs)
+    return out.getvalue(), err.getvalue()
+
+
+def test_credentials_are_encrypted_at_rest_and_never_audited(org_a):
+    provider = services.provider_save(
+        actor=ACTOR,
+        org=org_a,
+        name="oai",
+        kind="openai",
+        credentials={"api_key": "sk-live-credential-abcdef"},
+    )
+    stored = ProviderConnection.objects.values_list("credentials_encrypted", flat=True).get(
+        pk=provider.pk
+    )
+    assert "sk-live-credential-abcdef" not in stored
+    assert provider.get_credentials() == {"api_key": "sk-live-credential-abcdef"}
+    rows = AuditLog.objects.filter(action__startswith="provider.")
+    assert rows and all("sk-live" not in json.dumps(r.changes) for r in rows)
+
+
+def test_changes_bump_the_config_version(org_a):
+    before = ConfigVersion.objects.get(pk=1).version
+    key, _raw = services.api_key_create(actor=ACTOR, org=org_a, name="k")
+    services.api_key_revoke(actor=ACTOR, key=key)
+    assert ConfigVersion.objects.get(pk=1).version == before + 2
+    assert build_snapshot().keys[key.key_hash].revoked is True
+
+
+def test_the_issue_example_applies_exactly_as_written(tmp_path, monkeypatch, db):
+    monkeypatch.setenv("FAKE_API_KEY", "sk-from-the-environment")
+    path = tmp_path / "bonito.yaml"
+    path.write_text(ISSUE_EXAMPLE)
+    _call("apply_config", str(path))
+    provider = ProviderConnection.objects.get(org__slug="acme", name="fake")
+    assert provider.kind == "openai_compatible" and provider.api_base == "http://127.0.0.1:18081/v1"
+    assert provider.get_credentials() == {"api_key": "sk-from-the-environment"}
+    assert sorted(Deployment.objects.values_list("model_name", flat=True)) == [
+        "chat-small",
+        "embed-small",
+        "ha-chat",
+    ]
+    policy = Policy.objects.get(org__slug="acme")
+    assert (
+        policy.allowed_models == ["chat-small", "embed-small", "ha-chat"]
+        and policy.monthly_spend_cap_usd == 50
+    )
+    assert RoutingPolicy.objects.get(name="ha").model_names == ["ha-chat"]
+    audit_rows = AuditLog.objects.count()
+    _call("apply_config", str(path))  # idempotent
+    assert AuditLog.objects.count() == audit_rows
+    assert "sk-from-the-environment" not in json.dumps(
+        list(AuditLog.objects.values("changes", "target_repr"))
+    )
+
+
+def test_apply_config_names_a_missing_environment_variable(tmp_path, monkeypatch, db):
+    monkeypatch.delenv("FAKE_API_KEY", raising=False)
+    path = tmp_path / "bonito.yaml"
+    path.write_text(ISSUE_EXAMPLE)
+    with pytest.raises(
+        CommandError,
+        match=r"orgs\[0\]\.providers\[0\]\.api_key: environment variable FAKE_API_KEY is not set",
+    ):
+        _call("apply_config", str(path))
+
+
+@pytest.mark.parametrize(
+    "fragment,message",
+    [
+        (
+            "deployments: [{model: x, provider: nope, upstream_model: y}]",
+            "provider 'nope' is not defined",
+        ),
+        ("providers: [{name: p, kind: watson}]", "kind must be one of"),
+        (
+            "routing_policies: [{name: r, strategy: psychic, models: [x]}]",
+            "Unknown strategy 'psychic'",
+        ),
+        ("policy: {allowed_models: chat}", "allowed_models must be a list"),
+    ],
+)
+def test_apply_config_explains_bad_gateway_sections(tmp_path, db, fragment, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"orgs:\n  - slug: acme\n    name: Acme\n    {fragment}\n")
+    with pytest.raises(CommandError, match=message):
+        _call("apply_config", str(path))
+
+
+def test_create_api_key_prints_the_raw_key_alone_on_the_last_line(org_a, db):
+    out, err = _call(
+        "create_api_key",
+        "--org",
+        "acme",
+        "--name",
+        "ci",
+        "--models",
+        "a,b",
+        "--rpm",
+        "10",
+        "--expires",
+        "2099-01-31",
+    )
+    raw = out.strip().splitlines()[-1]
+    assert raw.startswith("bn-") and len(raw.split()) == 1
+    key = ApiKey.objects.get(name="ci")
+    assert key.matches(raw) and key.allowed_models == ["a", "b"] and key.rpm_limit == 10
+    assert key.expires_at.year == 2099
+    assert raw not in err
+
+
+def test_create_api_key_refuses_unknown_orgs(db):
+    with pytest.raises(CommandError, match="No organization"):
+        _call("create_api_key", "--org", "nope", "--name", "x")
+
+
+@pytest.mark.django_db(transaction=True)  # the usage writer thread must see the demo org
+def test_the_demo_key_answers_at_once(client):
+    from gateway import runtime
+    from gateway.dataplane import state
+
+    raw = json.loads(_call("demo", "--json", "--force")[0])["api_key"]
+    runtime.gateway()
+    state.publish(build_snapshot())
+    response = client.post(
+        "/v1/chat/completions",
+        data={"model": "demo-chat", "messages": [{"role": "user", "content": "hello"}]},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {raw}",
+    )
+    assert response.status_code == 200
+    assert "You said: hello" in response.json()["choices"][0]["message"]["content"]
+    response = client.post(
+        "/v1/embeddings",
+        data={"model": "demo-embed", "input": "hi"},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {raw}",
+    )
+    assert response.status_code == 200 and len(response.json()["data"][0]["embedding"]) == 16
+    assert runtime.gateway().sink.flush()
+    from billing.models import UsageRecord
+
+    assert sorted(UsageRecord.objects.values_list("endpoint", flat=True)) == ["chat", "embeddings"]

@@ -1,0 +1,221 @@
+"""Key format and the routing strategies (pure data-plane behaviour), plus rt- keys and
+fallback models through a live gateway."""
+
+import collections
+
+import openai
+import pytest
+
+from gateway import keys
+from gateway.dataplane import routing
+from gateway.dataplane.snapshot import DeploymentInfo, snapshot_from_dict, snapshot_to_dict
+from gateway.tests.conftest import ACTOR, refresh_snapshot, usage_rows
+from gateway.tests.fake_upstream import Behaviour
+
+
+def test_a_key_has_over_128_random_bits_and_a_checksum():
+    raw = keys.generate("bn-")
+    assert raw.startswith("bn-") and keys.well_formed(raw)
+    assert (keys.BODY_LEN * 5.954) > 128  # log2(62) bits per character
+    assert len({keys.generate() for _ in range(1000)}) == 1000
+
+
+@pytest.mark.parametrize(
+    "mutation",
+    [
+        lambda k: k[:-1] + ("0" if k[-1] != "0" else "1"),  # checksum
+        lambda k: k[:5] + ("a" if k[5] != "a" else "b") + k[6:],  # body
+        lambda k: k + "x",
+        lambda k: "sk-" + k[3:],
+        lambda k: k.replace("bn-", "rt-"),
+    ],
+)
+def test_a_mangled_key_is_not_well_formed(mutation):
+    assert not keys.well_formed(mutation(keys.generate("bn-")))
+
+
+def test_keys_are_stored_as_hmac_and_shown_as_prefix_and_last4():
+    raw = keys.generate("bn-")
+    digest = keys.digest(raw, b"secret")
+    assert raw not in digest and len(digest) == 64
+    assert keys.digest(raw, b"other") != digest
+    prefix, last4 = keys.display(raw)
+    assert raw.startswith(prefix) and raw.endswith(last4) and len(prefix) == 7
+
+
+def _dep(i, **kw):
+    return DeploymentInfo(
+        id=i, model="m", provider=f"p{i}", kind="openai", upstream_model=f"u{i}", **kw
+    )
+
+
+def test_failover_keeps_the_listed_order_and_moves_cooling_deployments_last():
+    health = routing.DeploymentHealth()
+    deps = [_dep(1), _dep(2), _dep(3)]
+    assert [d.id for d in routing.order("failover", deps, health)] == [1, 2, 3]
+    for _ in range(routing.FAILURES_TO_OPEN):
+        health.failure(1)
+    assert [d.id for d in routing.order("failover", deps, health)] == [2, 3, 1]
+    health.success(1, 10)
+    assert [d.id for d in routing.order("failover", deps, health)] == [1, 2, 3]
+
+
+def test_a_retry_after_cools_a_deployment_at_once():
+    health = routing.DeploymentHealth()
+    health.failure(1, retry_after_s=5)
+    assert health.cooling(1)
+
+
+def test_round_robin_rotates():
+    health = routing.DeploymentHealth()
+    firsts = [
+        routing.order("round_robin", [_dep(1), _dep(2), _dep(3)], health)[0].id for _ in range(6)
+    ]
+    assert firsts == [1, 2, 3, 1, 2, 3]
+
+
+def test_weighted_follows_the_weights():
+    health = routing.DeploymentHealth()
+    deps = [_dep(1, weight=9), _dep(2, weight=1)]
+    counts = collections.Counter(routing.order("weighted", deps, health)[0].id for _ in range(2000))
+    assert 0.85 < counts[1] / 2000 < 0.95
+
+
+def test_cost_optimized_picks_the_cheapest():
+    deps = [_dep(1, input_cost=3e-6, output_cost=1e-5), _dep(2, input_cost=1e-7, output_cost=4e-7)]
+    assert routing.order("cost_optimized", deps, routing.DeploymentHealth())[0].id == 2
+
+
+def test_latency_optimized_picks_the_fastest_observed():
+    health = routing.DeploymentHealth()
+    health.success(1, 300)
+    health.success(2, 40)
+    assert routing.order("latency_optimized", [_dep(1), _dep(2)], health)[0].id == 2
+
+
+def test_least_busy_picks_the_fewest_in_flight():
+    health = routing.DeploymentHealth()
+    health.get(1).in_flight = 4
+    health.get(2).in_flight = 1
+    assert routing.order("least_busy", [_dep(1), _dep(2)], health)[0].id == 2
+
+
+def test_snapshot_survives_a_json_round_trip_without_credentials(acme):
+    from gateway.dataplane import state
+
+    snap = state.current()
+    data = snapshot_to_dict(snap)
+    assert "sk-fake-upstream-credential" not in str(data)
+    again = snapshot_from_dict(data, snap.hash_secret)
+    assert again.keys == snap.keys
+    org = again.orgs[acme.org.id]
+    assert [d.upstream_model for d in org.deployments["ha-chat"]] == [
+        "primary-model",
+        "secondary-model",
+    ]
+
+
+def test_an_rt_key_routes_through_its_policy(acme, gw):
+    from gateway import services
+    from governance import services as gov
+
+    policy = gov.routing_policy_save(
+        actor=ACTOR, org=acme.org, name="ha", strategy="failover", models=["ha-chat", "chat-small"]
+    )
+    key, raw = services.api_key_create(
+        actor=ACTOR, org=acme.org, name="router", routing_policy=policy
+    )
+    assert raw.startswith("rt-") and key.kind == "rt"
+    refresh_snapshot()
+    acme.fake.behaviours["primary-model"] = Behaviour(status=500)
+    acme.fake.behaviours["secondary-model"] = Behaviour(status=500)
+    client = openai.OpenAI(base_url=acme.base_url, api_key=raw, max_retries=0)
+    response = client.chat.completions.with_raw_response.create(
+        model="anything", messages=[{"role": "user", "content": "x"}]
+    )
+    assert response.headers["x-bonito-model-used"] == "chat-small"  # the policy's second model
+    assert sorted(m.id for m in client.models.list()) == ["chat-small", "ha-chat"]
+    [row] = [r for r in usage_rows(acme.org) if r.endpoint == "chat"]
+    assert (row.model_requested, row.model_used) == ("anything", "chat-small")
+
+
+def test_org_fallback_models_serve_when_a_model_is_down(acme, gw):
+    from gateway import services
+
+    services.gateway_config_set(actor=ACTOR, org=acme.org, fallback_models=["chat-small"])
+    refresh_snapshot()
+    acme.fake.behaviours["primary-model"] = Behaviour(status=500)
+    acme.fake.behaviours["secondary-model"] = Behaviour(status=429, retry_after="1")
+    client = openai.OpenAI(base_url=acme.base_url, api_key=acme.raw, max_retries=0)
+    response = client.chat.completions.with_raw_response.create(
+        model="ha-chat", messages=[{"role": "user", "content": "x"}]
+    )
+    assert response.headers["x-bonito-model-used"] == "chat-small"
+    assert [r.model_used for r in usage_rows(acme.org) if r.endpoint == "chat"] == ["chat-small"]
+
+
+def test_a_key_scoped_to_providers_only_reaches_those(acme, gw):
+    from gateway import services
+
+    _key, raw = services.api_key_create(
+        actor=ACTOR, org=acme.org, name="p2", allowed_providers=["fake2"]
+    )
+    refresh_snapshot()
+    client = openai.OpenAI(base_url=acme.base_url, api_key=raw, max_retries=0)
+    assert [m.id for m in client.models.list()] == ["ha-chat"]
+    response = client.chat.completions.with_raw_response.create(
+        model="ha-chat", messages=[{"role": "user", "content": "x"}]
+    )
+    assert response.headers["x-bonito-provider"] == "fake2"
+    with pytest.raises(openai.PermissionDeniedError, match="provider or region"):
+        client.chat.completions.create(
+            model="chat-small", messages=[{"role": "user", "content": "x"}]
+        )
+
+
+def test_a_key_cannot_widen_the_org_policy(acme, gw):
+    from gateway import services
+    from governance import services as gov
+
+    gov.policy_set(
+        actor=ACTOR, org=acme.org, allowed_models=["chat-small"], denied_providers=["fake2"]
+    )
+    _key, raw = services.api_key_create(
+        actor=ACTOR, org=acme.org, name="wide", allowed_models=["chat-small", "ha-chat"]
+    )
+    refresh_snapshot()
+    client = openai.OpenAI(base_url=acme.base_url, api_key=raw, max_retries=0)
+    assert [m.id for m in client.models.list()] == ["chat-small"]
+    with pytest.raises(openai.PermissionDeniedError):
+        client.chat.completions.create(model="ha-chat", messages=[{"role": "user", "content": "x"}])
+
+
+def test_allowed_regions_filter_deployments(acme, gw):
+    from gateway import services
+    from governance import services as gov
+
+    services.deployment_save(
+        actor=ACTOR,
+        org=acme.org,
+        model_name="ha-chat",
+        provider=acme.providers["fake"],
+        upstream_model="primary-model",
+        region="us-east-1",
+        deployment=acme.deployments["ha-primary"],
+    )
+    services.deployment_save(
+        actor=ACTOR,
+        org=acme.org,
+        model_name="ha-chat",
+        provider=acme.providers["fake2"],
+        upstream_model="secondary-model",
+        region="eu-west-1",
+        deployment=acme.deployments["ha-secondary"],
+    )
+    gov.policy_set(actor=ACTOR, org=acme.org, allowed_regions=["eu-west-1"])
+    refresh_snapshot()
+    client = openai.OpenAI(base_url=acme.base_url, api_key=acme.raw, max_retries=0)
+    response = client.chat.completions.with_raw_response.create(
+        model="ha-chat", messages=[{"role": "user", "content": "x"}]
+    )
+    assert response.headers["x-bonito-provider"] == "fake2"

@@ -1,0 +1,169 @@
+"""Rate limits and spend caps under concurrency, with Redis and without it."""
+
+import asyncio
+import os
+import socket
+from decimal import Decimal
+
+import httpx
+import pytest
+import redis as redis_lib
+
+from gateway.dataplane.limits import Bucket, Limiter, SpendReservation
+from gateway.models import ApiKey
+from gateway.tests.conftest import refresh_snapshot, usage_rows
+from governance import services as governance_services
+from governance.audit import Actor
+
+BODY = {"model": "chat-small", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def _redis_url():
+    """The suite's Redis (REDIS_URL), else the machine's local one, else None."""
+    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/3"
+    try:
+        redis_lib.Redis.from_url(url, socket_connect_timeout=0.5).ping()
+        return url
+    except redis_lib.RedisError:
+        return None
+
+
+def _dead_redis_url():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"redis://127.0.0.1:{s.getsockname()[1]}/0"
+
+
+async def _burst(acme, n, body=BODY):
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=n)) as client:
+        responses = await asyncio.gather(
+            *[
+                client.post(
+                    acme.base_url + "/chat/completions",
+                    json=body,
+                    headers={"Authorization": f"Bearer {acme.raw}"},
+                )
+                for _ in range(n)
+            ]
+        )
+    return [r.status_code for r in responses]
+
+
+@pytest.fixture(params=["local", "redis"])
+def backend(request, gw):
+    """Each limit test runs on per-process limits and on Redis (when one is reachable)."""
+    if request.param == "redis":
+        url = _redis_url()
+        if url is None:
+            pytest.skip("no Redis reachable on this machine")
+        gw.limiter = Limiter(url)
+        client = redis_lib.Redis.from_url(url)
+        for key in client.scan_iter("bonito:*"):
+            client.delete(key)
+    else:
+        gw.limiter = Limiter("")
+    yield request.param
+    gw.limiter = Limiter(_settings_redis())
+
+
+def _settings_redis():
+    from django.conf import settings
+
+    return settings.REDIS_URL
+
+
+def test_2n_concurrent_requests_against_a_limit_of_n_let_exactly_n_through(acme, backend):
+    ApiKey.objects.filter(pk=acme.key.pk).update(rpm_limit=5)
+    refresh_snapshot()
+    statuses = asyncio.run(_burst(acme, 10))
+    assert sorted(statuses) == [200] * 5 + [429] * 5
+    rows = usage_rows(acme.org)
+    assert len(rows) == 10  # rejected requests are recorded too
+    assert sorted(r.status for r in rows) == ["rejected"] * 5 + ["success"] * 5
+
+
+def test_tpm_limits_count_tokens(acme, backend):
+    ApiKey.objects.filter(pk=acme.key.pk).update(tpm_limit=100)
+    refresh_snapshot()
+    # Each request reserves its prompt estimate plus max_tokens (5) against 100 tokens/min.
+    statuses = asyncio.run(_burst(acme, 6, {**BODY, "max_tokens": 40}))
+    assert statuses.count(200) == 1 and statuses.count(429) == 5
+
+
+def test_spend_cap_holds_under_parallel_requests(acme, backend):
+    from gateway import services
+    from gateway.tests.conftest import ACTOR
+
+    # $1000 per million tokens: each request (11 in + 5 out) really costs $0.016.
+    services.deployment_save(
+        actor=ACTOR,
+        org=acme.org,
+        model_name="chat-small",
+        provider=acme.providers["fake"],
+        upstream_model="gpt-4o-mini",
+        input_price_per_mtok=Decimal(1000),
+        output_price_per_mtok=Decimal(1000),
+        deployment=acme.deployments["chat-small"],
+    )
+    governance_services.policy_set(
+        actor=Actor(via="test"), org=acme.org, monthly_spend_cap_usd=Decimal("0.10")
+    )
+    refresh_snapshot()
+    for _ in range(4):
+        asyncio.run(_burst(acme, 10))
+    rows = usage_rows(acme.org)
+    spent = sum(r.cost for r in rows if r.status == "success")
+    reservation = Decimal("0.001") * (
+        len(b'{"model":"chat-small","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}')
+        // 3
+        + 16
+        + 5
+    )
+    assert Decimal("0.10") <= spent <= Decimal("0.10") + reservation
+    refused = [r for r in rows if r.status == "rejected"]
+    assert refused and all(r.error_type == "spend_cap_exceeded" for r in refused)
+
+
+def test_a_dead_redis_still_serves_requests_with_local_limits(acme, gw):
+    gw.limiter = Limiter(_dead_redis_url())
+    ApiKey.objects.filter(pk=acme.key.pk).update(rpm_limit=3)
+    refresh_snapshot()
+    statuses = asyncio.run(_burst(acme, 5))
+    assert sorted(statuses) == [200] * 3 + [429] * 2
+    assert gw.limiter.redis_available() is False  # it noticed, and stopped trying for a while
+    gw.limiter = Limiter(_settings_redis())
+
+
+def test_exact_limits_across_processes_share_redis():
+    """Two limiters (two worker processes) on one Redis: still exactly N pass."""
+    url = _redis_url()
+    if url is None:
+        pytest.skip("no Redis reachable on this machine")
+    client = redis_lib.Redis.from_url(url)
+    for key in client.scan_iter("bonito:rl:k:cross*"):
+        client.delete(key)
+    workers = [Limiter(url), Limiter(url)]
+
+    async def run():
+        buckets = [Bucket("bonito:rl:k:cross:r", 7, 1, "requests")]
+        results = await asyncio.gather(*[workers[i % 2].acquire(buckets, None) for i in range(14)])
+        return [r.allowed for r in results], {r.backend for r in results}
+
+    allowed, backends = asyncio.run(run())
+    assert allowed.count(True) == 7 and backends == {"redis"}
+
+
+def test_spend_reservations_across_processes_overshoot_by_at_most_one():
+    url = _redis_url()
+    if url is None:
+        pytest.skip("no Redis reachable on this machine")
+    workers = [Limiter(url), Limiter(url)]
+    spend = SpendReservation(org_id=987654, cap=1.0, reserve=0.3, baseline=0.0)
+    redis_lib.Redis.from_url(url).delete(spend.key)
+
+    async def run():
+        return await asyncio.gather(*[workers[i % 2].acquire([], spend) for i in range(10)])
+
+    results = asyncio.run(run())
+    assert sum(r.allowed for r in results) == 4  # 0, 0.3, 0.6, 0.9 pass; at 1.2 the cap is reached
+    assert max(r.spent for r in results if r.allowed) <= 1.0 + 0.3
