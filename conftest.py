@@ -14,6 +14,15 @@ PASSWORD = "correct-horse-battery-staple"
 SETUP = Actor(via="test-setup")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _stop_gateway_threads(django_db_setup):
+    # Before the test database is dropped, the gateway's background threads let go of it.
+    yield
+    from gateway import runtime
+
+    runtime.shutdown()
+
+
 @pytest.fixture(autouse=True)
 def _plain_http(settings):
     # The suite speaks plain HTTP to the test client; production redirects to HTTPS.

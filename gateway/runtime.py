@@ -3,6 +3,7 @@
 from functools import cache
 
 from django.conf import settings
+from django.db import connection
 
 from .dataplane import state
 from .dataplane.limits import Limiter
@@ -32,8 +33,20 @@ def gateway() -> Gateway:
     state.set_starter(refresher().start)
     return Gateway(
         limiter=Limiter(settings.REDIS_URL),
-        sink=UsageSink(write_usage, settings.GATEWAY_SPOOL_DIR),
+        sink=UsageSink(write_usage, settings.GATEWAY_SPOOL_DIR, on_stop=close_db_connection),
         upstreams=Upstreams(passthrough=settings.GATEWAY_PASSTHROUGH),
         max_body_bytes=settings.GATEWAY_MAX_BODY_BYTES,
         retry_rounds=settings.GATEWAY_RETRY_ROUNDS,
     )
+
+
+def close_db_connection() -> None:
+    connection.close()
+
+
+def shutdown() -> None:
+    """Stop this process's background threads (they close their DB connections)."""
+    if refresher.cache_info().currsize:
+        refresher().stop()
+    if gateway.cache_info().currsize:
+        gateway().sink.stop()

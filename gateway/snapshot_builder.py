@@ -163,6 +163,7 @@ class SnapshotRefresher:
         self._lock = threading.Lock()
         self._last_full = 0.0
         self._stamp = None
+        self._stop = threading.Event()
 
     def start(self) -> None:
         with self._lock:
@@ -184,7 +185,7 @@ class SnapshotRefresher:
             self._stamp, self._last_full = stamp, time.time()
 
     def _run(self) -> None:
-        while True:
+        while not self._stop.is_set():
             try:
                 self.refresh_once()
             except Exception as exc:  # the DB is down: keep serving the last snapshot
@@ -197,7 +198,14 @@ class SnapshotRefresher:
                     connection.close()
                 except Exception:
                     log.debug("closing the broken connection failed", exc_info=True)
-            time.sleep(self.interval)
+            self._stop.wait(self.interval)
+        connection.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
 
 
 def spend_decimal(value: float) -> Decimal:

@@ -432,9 +432,35 @@ class Gateway:
         )
 
     async def _relay(self, ctx, chunks, first, upstream_body, client_wants_usage, spend, backend):
-        usage = None
-        text_parts: list[str] = []
-        status, http_status, error_type = "success", 200, ""
+        seen = {"usage": None, "text": []}
+        recorded = False
+
+        async def account(status, http_status, error_type=""):
+            # Recorded before the stream's last bytes go out, so a client that has seen
+            # [DONE] can count on its usage row being on its way.
+            nonlocal recorded
+            recorded = True
+            await chunks.aclose()  # also cancels the upstream call when the client went away
+            usage = seen["usage"]
+            if usage:
+                input_tokens = int(usage.get("prompt_tokens") or 0)
+                output_tokens = int(usage.get("completion_tokens") or 0)
+            else:
+                input_tokens = tokens.count_prompt_tokens(upstream_body)
+                output_tokens = tokens.count_tokens("".join(seen["text"]))
+            cost = input_tokens * ctx.dep.input_cost + output_tokens * ctx.dep.output_cost
+            if spend is not None:
+                self.limiter.settle(spend, cost, backend)
+            self._record(
+                ctx,
+                status,
+                http_status,
+                error_type,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cost=cost,
+            )
+
         pending = [first] if first is not None else []
         try:
             while True:
@@ -448,13 +474,13 @@ class Gateway:
                 raw, chunk = item
                 if isinstance(chunk, dict):
                     if chunk.get("usage"):
-                        usage = chunk["usage"]
+                        seen["usage"] = chunk["usage"]
                     for choice in chunk.get("choices") or ():
                         delta = choice.get("delta") or {}
                         piece = delta.get("content") if isinstance(delta, dict) else None
                         piece = piece if piece is not None else choice.get("text")
                         if isinstance(piece, str):
-                            text_parts.append(piece)
+                            seen["text"].append(piece)
                     if not client_wants_usage and "usage" in chunk:
                         # We asked the upstream for usage; this client did not.
                         if not chunk.get("choices"):
@@ -465,9 +491,10 @@ class Gateway:
                             + b"\n\n"
                         )
                 yield raw
+            await account("success", 200)
             yield b"data: [DONE]\n\n"
         except StreamBroken as exc:
-            status, http_status, error_type = "error", 502, "stream_broken"
+            await account("error", 502, "stream_broken")
             err = {
                 "error": {
                     "message": f"The upstream stream broke: {exc}",
@@ -477,29 +504,9 @@ class Gateway:
                 }
             }
             yield b"data: " + orjson.dumps(err) + b"\n\n"
-        except (asyncio.CancelledError, GeneratorExit):
-            status, http_status, error_type = "error", 499, "client_disconnected"
-            raise
         finally:
-            await chunks.aclose()  # cancels the upstream call when the client went away
-            if usage:
-                input_tokens = int(usage.get("prompt_tokens") or 0)
-                output_tokens = int(usage.get("completion_tokens") or 0)
-            else:
-                input_tokens = tokens.count_prompt_tokens(upstream_body)
-                output_tokens = tokens.count_tokens("".join(text_parts))
-            cost = input_tokens * ctx.dep.input_cost + output_tokens * ctx.dep.output_cost
-            if spend is not None:
-                self.limiter.settle(spend, cost, backend)
-            self._record(
-                ctx,
-                status,
-                http_status,
-                error_type,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                cost=cost,
-            )
+            if not recorded:  # the client went away (cancelled), or something unexpected broke
+                await account("error", 499, "client_disconnected")
 
     # ------------------------------------------------------------------ models
     def _models(self, ctx: Ctx, model_id: str | None) -> Outgoing:

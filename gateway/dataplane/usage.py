@@ -25,8 +25,10 @@ class UsageSink:
         batch_size: int = 500,
         flush_interval: float = 0.2,
         retry_interval: float = 1.0,
+        on_stop=None,
     ):
         self.writer = writer
+        self.on_stop = on_stop  # e.g. close the writer's database connection
         self.spool_dir = Path(spool_dir)
         self.batch_size = batch_size
         self.flush_interval = flush_interval
@@ -38,6 +40,7 @@ class UsageSink:
         self._submitted = 0
         self._done = 0
         self._seq = 0
+        self._stopping = threading.Event()
         self.written = 0
         self.spooled = 0
 
@@ -72,7 +75,7 @@ class UsageSink:
         return batch
 
     def _run(self):
-        while True:
+        while not self._stopping.is_set():
             batch = self._take_batch(self.flush_interval)
             self._drain_spool()
             if batch:
@@ -81,7 +84,9 @@ class UsageSink:
                     self._done += len(batch)
                     self._progress.notify_all()
             elif self._spool_files():
-                time.sleep(self.retry_interval)
+                self._stopping.wait(self.retry_interval)
+        if self.on_stop is not None:
+            self.on_stop()
 
     def _write_or_spool(self, batch: list[dict]) -> None:
         # While anything is spooled, new batches queue behind it to keep the order.
@@ -139,6 +144,15 @@ class UsageSink:
         target = self._submitted
         with self._progress:
             return self._progress.wait_for(lambda: self._done >= target, timeout)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Write what is queued, then end the background thread."""
+        self.flush(timeout)
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self._stopping.clear()
 
     def close(self) -> None:
         batch = []

@@ -86,3 +86,46 @@ def test_creating_an_org_in_the_admin_is_audited(admin_client):
 
 def test_org_members_cannot_open_the_admin(alice_client):
     assert alice_client.get("/admin/").status_code == 302
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/gateway/apikey/",
+        "/admin/gateway/providerconnection/",
+        "/admin/gateway/deployment/",
+        "/admin/gateway/modelcatalogentry/",
+        "/admin/governance/policy/",
+        "/admin/governance/routingpolicy/",
+        "/admin/billing/usagerecord/",
+    ],
+)
+def test_gateway_admin_lists_answer(admin_client, path):
+    assert admin_client.get(path).status_code == 200
+
+
+def test_provider_credentials_never_render_in_the_admin(admin_client, org_a):
+    from gateway import services
+    from governance.audit import Actor
+
+    provider = services.provider_save(
+        actor=Actor(via="test"),
+        org=org_a,
+        name="oai",
+        kind="openai",
+        credentials={"api_key": "sk-admin-must-not-see-this"},
+    )
+    page = admin_client.get(f"/admin/gateway/providerconnection/{provider.pk}/change/").content
+    assert b"sk-admin-must-not-see-this" not in page
+    assert provider.credentials_encrypted.encode() not in page
+
+
+def test_revoking_a_key_from_the_admin_is_audited(admin_client, org_a):
+    from gateway import services
+    from gateway.models import ApiKey
+    from governance.audit import Actor
+
+    key, _raw = services.api_key_create(actor=Actor(via="test"), org=org_a, name="k")
+    admin_client.post("/admin/gateway/apikey/", {"action": "revoke", "_selected_action": [key.pk]})
+    assert ApiKey.objects.get(pk=key.pk).revoked_at is not None
+    assert AuditLog.objects.filter(action="api_key.revoke", actor_label="root@bonito.test").exists()
