@@ -8,7 +8,7 @@ WEB_CONCURRENCY ?= 2
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run serve test lint fmt check migrate demo worker venv clean
+.PHONY: run serve test lint fmt check migrate demo worker venv clean bench bench-smoke bench-deps
 
 # The virtualenv is rebuilt whenever the pinned requirements change.
 $(BIN)/.installed: requirements.txt constraints.txt
@@ -62,3 +62,19 @@ fmt: venv
 
 clean:
 	rm -rf $(VENV) var
+
+# The benchmark against the LiteLLM proxy (its own venv, .venv-bench). See docs/benchmarks.md.
+.venv-bench/.installed: bench/requirements-litellm.txt
+	@test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/pip install --quiet --disable-pip-version-check -r bench/requirements-litellm.txt
+	@touch $@
+
+bench-deps:
+	@command -v wrk >/dev/null && command -v h2load >/dev/null && command -v nginx >/dev/null || \
+	  (apt-get install -y -q nginx-light wrk nghttp2-client curl >/dev/null)
+
+bench: venv .venv-bench/.installed bench-deps
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-smoke: venv .venv-bench/.installed bench-deps
+	$(BIN)/python bench/run.py --smoke --out var/bench/smoke.json
