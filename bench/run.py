@@ -8,6 +8,7 @@ working in CI; its numbers mean nothing.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -281,10 +282,8 @@ class Procs:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(15)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def stop_all(self):
         for proc in reversed(self.procs):
@@ -434,7 +433,7 @@ def main():
             stdout=open(tmp / "bonito.log", "w"),
             stderr=subprocess.STDOUT,
         )  # noqa: SIM115
-        cold = wait_ok(f"http://127.0.0.1:{port}/v1/models", key)
+        wait_ok(f"http://127.0.0.1:{port}/v1/models", key)
         results["bonito_cold_start_s"] = round(time.monotonic() - started, 3)
         procs.stop(bonito)
         # The measured server is started the production way: make serve, one worker.
@@ -508,7 +507,7 @@ def main():
             targets["litellm"] = (ll_url, ll_url, master, litellm)
 
         # ---------------------------------------------------------------- measure
-        for name, (url, sse_url, k, proc) in targets.items():
+        for name, (url, _sse_url, k, _proc) in targets.items():
             body = CHAT if name != "upstream" else {**CHAT, "model": "gpt-4o-mini"}
             wrk(url, k, body, 4, 1)  # warm-up
             c1 = wrk(url, k, body, 1, secs, threads=1)
@@ -517,7 +516,7 @@ def main():
         bonito_max = results["targets"]["bonito"]["c32"]["rps"]
         rate = 0.6 * bonito_max
         results["fixed_rate_rps"] = round(rate, 1)
-        for name, (url, sse_url, k, proc) in targets.items():
+        for name, (url, sse_url, k, _proc) in targets.items():
             body = CHAT if name != "upstream" else {**CHAT, "model": "gpt-4o-mini"}
             p50 = results["targets"][name]["c1"]["p50_ms"] or 1.0
             delay = max(0.0, 8 * 1000 / rate - p50)
