@@ -11,6 +11,17 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi = get_asgi_application()
 
-from gateway.asgi_limits import BodyLimit  # noqa: E402
+from django.http.request import split_domain_port, validate_host  # noqa: E402
 
-application = ProtocolTypeRouter({"http": BodyLimit(django_asgi, settings.GATEWAY_MAX_BODY_BYTES)})
+from gateway.asgi_v1 import V1App  # noqa: E402
+
+
+def _host_allowed(host: str) -> bool:
+    domain, _port = split_domain_port(host)
+    return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
+
+
+# /v1 is served by a lean ASGI app; everything else by Django (and channels later).
+application = ProtocolTypeRouter(
+    {"http": V1App(django_asgi, settings.GATEWAY_MAX_BODY_BYTES, _host_allowed)}
+)

@@ -33,7 +33,12 @@ def gateway() -> Gateway:
     state.set_starter(refresher().start)
     return Gateway(
         limiter=Limiter(settings.REDIS_URL),
-        sink=UsageSink(write_usage, settings.GATEWAY_SPOOL_DIR, on_stop=close_db_connection),
+        sink=UsageSink(
+            write_usage,
+            settings.GATEWAY_SPOOL_DIR,
+            on_stop=close_db_connection,
+            on_idle=close_db_connection,
+        ),
         upstreams=Upstreams(passthrough=settings.GATEWAY_PASSTHROUGH),
         max_body_bytes=settings.GATEWAY_MAX_BODY_BYTES,
         retry_rounds=settings.GATEWAY_RETRY_ROUNDS,

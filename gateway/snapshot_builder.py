@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F, Sum
 
 from .dataplane import state
@@ -174,8 +174,7 @@ class SnapshotRefresher:
                 self._thread.start()
 
     def refresh_once(self) -> None:
-        close_old_connections()
-        stamp = current_stamp()
+        stamp = current_stamp()  # this thread keeps its connection; errors drop it
         # Rebuild on a version change, and every minute anyway so month-to-date spend stays fresh.
         if state.current() is None or stamp != self._stamp or time.time() - self._last_full > 60:
             snap = build_snapshot(stamp[0])

@@ -26,9 +26,14 @@ class UsageSink:
         flush_interval: float = 0.2,
         retry_interval: float = 1.0,
         on_stop=None,
+        on_idle=None,
     ):
         self.writer = writer
         self.on_stop = on_stop  # e.g. close the writer's database connection
+        # Called once when traffic pauses: the connection is held while batches flow and
+        # let go when idle (no idle connections held; a replaced database is noticed).
+        self.on_idle = on_idle
+        self._busy = False
         self.spool_dir = Path(spool_dir)
         self.batch_size = batch_size
         self.flush_interval = flush_interval
@@ -79,12 +84,17 @@ class UsageSink:
             batch = self._take_batch(self.flush_interval)
             self._drain_spool()
             if batch:
+                self._busy = True
                 self._write_or_spool(batch)
                 with self._progress:
                     self._done += len(batch)
                     self._progress.notify_all()
             elif self._spool_files():
                 self._stopping.wait(self.retry_interval)
+            elif self._busy:
+                self._busy = False
+                if self.on_idle is not None:
+                    self.on_idle()
         if self.on_stop is not None:
             self.on_stop()
 

@@ -136,29 +136,27 @@ def test_create_api_key_refuses_unknown_orgs(db):
 
 
 @pytest.mark.django_db(transaction=True)  # the usage writer thread must see the demo org
-def test_the_demo_key_answers_at_once(client):
-    from gateway import runtime
+def test_the_demo_key_answers_at_once(live_server_thread, gw):
+    import httpx
+
+    from billing.models import UsageRecord
     from gateway.dataplane import state
 
     raw = json.loads(_call("demo", "--json", "--force")[0])["api_key"]
-    runtime.gateway()
     state.publish(build_snapshot())
-    response = client.post(
-        "/v1/chat/completions",
-        data={"model": "demo-chat", "messages": [{"role": "user", "content": "hello"}]},
-        content_type="application/json",
-        HTTP_AUTHORIZATION=f"Bearer {raw}",
+    headers = {"Authorization": f"Bearer {raw}"}
+    response = httpx.post(
+        live_server_thread.url + "/v1/chat/completions",
+        headers=headers,
+        json={"model": "demo-chat", "messages": [{"role": "user", "content": "hello"}]},
     )
     assert response.status_code == 200
     assert "You said: hello" in response.json()["choices"][0]["message"]["content"]
-    response = client.post(
-        "/v1/embeddings",
-        data={"model": "demo-embed", "input": "hi"},
-        content_type="application/json",
-        HTTP_AUTHORIZATION=f"Bearer {raw}",
+    response = httpx.post(
+        live_server_thread.url + "/v1/embeddings",
+        headers=headers,
+        json={"model": "demo-embed", "input": "hi"},
     )
     assert response.status_code == 200 and len(response.json()["data"][0]["embedding"]) == 16
-    assert runtime.gateway().sink.flush()
-    from billing.models import UsageRecord
-
+    assert gw.sink.flush()
     assert sorted(UsageRecord.objects.values_list("endpoint", flat=True)) == ["chat", "embeddings"]

@@ -136,3 +136,13 @@ def test_no_key_or_credential_lands_in_logs_or_errors(acme, caplog):
     assert acme.raw not in text
     assert "sk-fake-upstream-credential" not in text
     assert "secret prompt" not in text
+
+
+def test_a_foreign_host_header_is_refused_on_v1(acme):
+    response = httpx.post(
+        acme.base_url + "/chat/completions",
+        headers={"Host": "evil.example.com", "Authorization": f"Bearer {acme.raw}"},
+        json={"model": "chat-small"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_host"

@@ -98,6 +98,9 @@ def test_requests_succeed_while_the_database_is_down_and_usage_arrives_later(
     assert bonito.count_usage() == 3
     assert upstream_18081.requests[-1]["headers"]["Authorization"] == "Bearer sk-from-env-123"
 
+    time.sleep(
+        0.5
+    )  # traffic paused: the writer let go of its connection (a SQLite file stays open otherwise)
     bonito.db_down()
     statuses = [_chat(url, key).status_code for _ in range(20)]
     assert statuses == [200] * 20

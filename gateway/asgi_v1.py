@@ -1,0 +1,152 @@
+"""/v1 as a plain ASGI app: no Django middleware, no thread hops on the hot path.
+
+Django's handler costs several thread-pool round trips per request (middleware written
+for sync code, request signals, a per-request executor); measured in docs/benchmarks.md,
+it capped /v1 near 200 requests/s on one worker. Everything else still goes to Django.
+"""
+
+import asyncio
+import contextlib
+
+import orjson
+
+from .dataplane.proxy import Incoming, Outgoing
+from .runtime import gateway
+
+ROUTES = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+    "/v1/models": "models",
+}
+SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin")]
+
+
+def _error(status: int, message: str, code: str, extra_headers=()) -> Outgoing:
+    body = orjson.dumps(
+        {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": code,
+            }
+        }
+    )
+    return Outgoing(status, body, {"Content-Type": "application/json", **dict(extra_headers)})
+
+
+class V1App:
+    def __init__(self, fallback, max_body_bytes: int, allowed_hosts):
+        self.fallback = fallback  # Django, for everything that is not /v1
+        self.max_body_bytes = max_body_bytes
+        self.allowed_hosts = allowed_hosts
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            return await self.fallback(scope, receive, send)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        if not self.allowed_hosts(headers.get("host", "")):
+            return await self._send(send, _error(400, "Invalid Host header.", "invalid_host"))
+        path, method = scope["path"], scope["method"]
+        endpoint, model_id = ROUTES.get(path), None
+        if endpoint is None and path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
+            endpoint, model_id = "model", path[len("/v1/models/") :]
+        if endpoint is None:
+            return await self._send(
+                send,
+                _error(
+                    404,
+                    f"Unknown path {path[:200]}. See the OpenAI API reference for supported endpoints.",
+                    "unknown_url",
+                ),
+            )
+        wanted = "GET" if endpoint in ("models", "model") else "POST"
+        if method != wanted:
+            return await self._send(
+                send,
+                _error(
+                    405,
+                    f"{method} is not allowed on {path}; use {wanted}.",
+                    "method_not_allowed",
+                    {"Allow": wanted},
+                ),
+            )
+        body, too_large = b"", False
+        if wanted == "POST":
+            body, too_large = await self._read_body(headers, receive)
+            if body is None:
+                return  # the client left before sending its body
+        out = await gateway().handle(
+            Incoming(
+                endpoint=endpoint,
+                headers=headers,
+                body=body,
+                model_id=model_id,
+                too_large=too_large,
+            )
+        )
+        if out.stream is None:
+            return await self._send(send, out)
+        await self._stream(out, receive, send)
+
+    async def _read_body(self, headers, receive):
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
+            return b"", True  # refused before reading; the rest of the body is never read
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None, False
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return b"", True
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(chunks), False
+
+    @staticmethod
+    def _start(out: Outgoing) -> dict:
+        raw = [
+            (k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in out.headers.items()
+        ]
+        if out.stream is None:
+            raw.append((b"content-length", str(len(out.body)).encode()))
+        return {
+            "type": "http.response.start",
+            "status": out.status,
+            "headers": raw + SECURITY_HEADERS,
+        }
+
+    async def _send(self, send, out: Outgoing):
+        await send(self._start(out))
+        await send({"type": "http.response.body", "body": out.body})
+
+    async def _stream(self, out: Outgoing, receive, send):
+        async def relay():
+            async with contextlib.aclosing(out.stream) as chunks:
+                await send(self._start(out))
+                async for chunk in chunks:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+
+        async def client_gone():
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        relaying = asyncio.ensure_future(relay())
+        watching = asyncio.ensure_future(client_gone())
+        done, _pending = await asyncio.wait(
+            {relaying, watching}, return_when=asyncio.FIRST_COMPLETED
+        )
+        if relaying in done:
+            watching.cancel()
+            relaying.result()
+            return
+        # The client went away: cancel the relay, which cancels the upstream call and
+        # records the partial usage.
+        relaying.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await relaying
