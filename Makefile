@@ -70,8 +70,8 @@ clean:
 	@touch $@
 
 bench-deps:
-	@command -v wrk >/dev/null && command -v h2load >/dev/null && command -v nginx >/dev/null || \
-	  (apt-get install -y -q nginx-light wrk nghttp2-client curl >/dev/null)
+	@command -v wrk >/dev/null && command -v h2load >/dev/null && (command -v nginx || test -x /usr/sbin/nginx) >/dev/null || \
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light wrk nghttp2-client curl >/dev/null)
 
 bench: venv .venv-bench/.installed bench-deps
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

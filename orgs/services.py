@@ -11,7 +11,16 @@ from django.utils.text import slugify
 from gateway.snapshot_builder import config_version_bump
 from governance.audit import Actor, audit_record
 
-from .models import Invitation, Membership, Organization, Role, Team, User, hash_token
+from .models import (
+    Invitation,
+    Membership,
+    Organization,
+    PersonalAccessToken,
+    Role,
+    Team,
+    User,
+    hash_token,
+)
 
 
 def _org_summary(org):
@@ -318,3 +327,42 @@ def invitation_revoke(*, actor: Actor, invitation: Invitation) -> None:
         target=invitation,
         before={"email": invitation.email},
     )
+
+
+@transaction.atomic
+def pat_create(
+    *, actor: Actor, user: User, org: Organization, name: str
+) -> tuple[PersonalAccessToken, str]:
+    """A personal access token for the REST API; returns (token, raw). Shown once."""
+    from gateway import keys
+
+    if not Membership.objects.filter(org=org, user=user).exists():
+        raise ValidationError("Tokens are only for members of the organization.")
+    raw = keys.generate("pat-")
+    prefix, last4 = keys.display(raw)
+    token = PersonalAccessToken.objects.create(
+        user=user,
+        org=org,
+        name=name.strip() or "token",
+        token_hash=hash_token(raw),
+        prefix=prefix,
+        last4=last4,
+    )
+    audit_record(
+        actor=actor, org=org, action="token.create", target=token, after={"name": token.name}
+    )
+    return token, raw
+
+
+@transaction.atomic
+def pat_revoke(*, actor: Actor, token: PersonalAccessToken) -> None:
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+        audit_record(
+            actor=actor,
+            org=token.org,
+            action="token.revoke",
+            target=token,
+            before={"name": token.name},
+        )

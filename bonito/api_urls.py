@@ -1,0 +1,36 @@
+"""The management REST API (/api/) and its OpenAPI schema and docs."""
+
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from gateway import rest as gateway_rest
+from governance import rest as governance_rest
+from orgs import rest as orgs_rest
+
+router = DefaultRouter(trailing_slash=False)
+router.register("gateway/keys", gateway_rest.ApiKeyViewSet, basename="api-keys")
+router.register("gateway/logs", gateway_rest.LogViewSet, basename="api-logs")
+router.register("gateway/providers", gateway_rest.ProviderViewSet, basename="api-providers")
+router.register("gateway/deployments", gateway_rest.DeploymentViewSet, basename="api-deployments")
+router.register("gateway/models", gateway_rest.CatalogViewSet, basename="api-models")
+router.register(
+    "gateway/routing-policies",
+    governance_rest.RoutingPolicyViewSet,
+    basename="api-routing-policies",
+)
+router.register("gateway/audit", governance_rest.AuditLogViewSet, basename="api-audit")
+router.register("gateway/teams", orgs_rest.TeamViewSet, basename="api-teams")
+router.register("gateway/members", orgs_rest.MemberViewSet, basename="api-members")
+router.register("gateway/invitations", orgs_rest.InvitationViewSet, basename="api-invitations")
+router.register("tokens", orgs_rest.TokenViewSet, basename="api-tokens")
+
+urlpatterns = [
+    path("gateway/usage", gateway_rest.UsageView.as_view(), name="api-usage"),
+    path("gateway/analytics", gateway_rest.AnalyticsView.as_view(), name="api-analytics"),
+    path("gateway/config", gateway_rest.GatewayConfigView.as_view(), name="api-config"),
+    path("gateway/policy", governance_rest.PolicyView.as_view(), name="api-policy"),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("", include(router.urls)),
+]

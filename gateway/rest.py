@@ -1,0 +1,466 @@
+"""Management REST API for the gateway: keys, logs, usage, analytics, config, providers,
+deployments and the model catalog. Every write goes through gateway.services (audited)."""
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from billing import selectors
+from billing.models import UsageRecord
+from governance.audit import Actor
+from governance.models import RoutingPolicy
+from orgs.models import Team
+from orgs.rest_auth import OrgRole
+
+from . import services
+from .models import ApiKey, Deployment, GatewayConfig, ModelCatalogEntry, ProviderConnection
+
+
+def actor(request) -> Actor:
+    return Actor(user=request.user, ip=request.META.get("REMOTE_ADDR"), via="api")
+
+
+def django_errors(exc: DjangoValidationError) -> ValidationError:
+    return ValidationError(
+        exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
+    )
+
+
+class OrgView:
+    permission_classes = [OrgRole]
+
+
+# ------------------------------------------------------------------------------ keys
+class ApiKeySerializer(serializers.ModelSerializer):
+    key = serializers.CharField(source="masked", read_only=True)
+    team = serializers.PrimaryKeyRelatedField(
+        queryset=Team.objects.none(), allow_null=True, required=False
+    )
+    routing_policy = serializers.SlugRelatedField(
+        slug_field="name", queryset=RoutingPolicy.objects.none(), allow_null=True, required=False
+    )
+    allowed_models = serializers.ListField(
+        child=serializers.CharField(max_length=200), required=False
+    )
+    allowed_providers = serializers.ListField(
+        child=serializers.CharField(max_length=100), required=False
+    )
+    status = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ApiKey
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "key",
+            "allowed_models",
+            "allowed_providers",
+            "team",
+            "routing_policy",
+            "rpm_limit",
+            "tpm_limit",
+            "expires_at",
+            "created_at",
+            "revoked_at",
+            "status",
+        ]
+        read_only_fields = ["kind", "created_at", "revoked_at"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        org = self.context.get("org")
+        if org is not None:
+            self.fields["team"].queryset = Team.objects.for_org(org)
+            self.fields["routing_policy"].queryset = RoutingPolicy.objects.for_org(org)
+
+    def get_status(self, key) -> str:
+        from django.utils import timezone
+
+        if key.revoked_at:
+            return "revoked"
+        if key.expires_at and key.expires_at <= timezone.now():
+            return "expired"
+        return "active"
+
+
+class ApiKeyViewSet(
+    OrgView,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """bn- keys. `POST` returns the raw key once (`api_key`); `DELETE` revokes."""
+
+    serializer_class = ApiKeySerializer
+    write_role = "member"
+
+    def get_queryset(self):
+        return ApiKey.objects.for_org(self.request.org).select_related("team", "routing_policy")
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "org": getattr(self.request, "org", None)}
+
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            key, raw = services.api_key_create(
+                actor=actor(request),
+                org=request.org,
+                name=data["name"],
+                team=data.get("team"),
+                allowed_models=data.get("allowed_models", []),
+                allowed_providers=data.get("allowed_providers", []),
+                rpm_limit=data.get("rpm_limit"),
+                tpm_limit=data.get("tpm_limit"),
+                expires_at=data.get("expires_at"),
+                routing_policy=data.get("routing_policy"),
+            )
+        except DjangoValidationError as exc:
+            raise django_errors(exc) from exc
+        body = {**self.get_serializer(key).data, "api_key": raw}
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request, *args, **kwargs):
+        key = self.get_object()
+        if not request.membership.has_role("admin") and key.created_by_id != request.user.id:
+            from rest_framework.exceptions import PermissionDenied
+
+            raise PermissionDenied(
+                "Members can revoke the keys they created; admins can revoke any key."
+            )
+        services.api_key_revoke(actor=actor(request), key=key)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# ------------------------------------------------------------------------------ logs, usage, analytics
+class UsageRecordSerializer(serializers.ModelSerializer):
+    key_name = serializers.CharField(source="key.name", default=None, read_only=True)
+    team_name = serializers.CharField(source="team.name", default=None, read_only=True)
+
+    class Meta:
+        model = UsageRecord
+        fields = [
+            "id",
+            "created_at",
+            "request_id",
+            "endpoint",
+            "status",
+            "http_status",
+            "error_type",
+            "model_requested",
+            "model_used",
+            "provider",
+            "deployment",
+            "key",
+            "key_name",
+            "team",
+            "team_name",
+            "input_tokens",
+            "output_tokens",
+            "cached_tokens",
+            "cost",
+            "latency_ms",
+            "ttft_ms",
+            "source",
+        ]
+
+
+class LogViewSet(OrgView, viewsets.ReadOnlyModelViewSet):
+    """Request logs. Filters: range (1h, 24h, 7d, 30d, 90d) or since/until, model, provider,
+    key, team, status; ordering (created_at, latency_ms, cost, with - for descending)."""
+
+    serializer_class = UsageRecordSerializer
+
+    def get_queryset(self):
+        if self.action == "retrieve":
+            return UsageRecord.objects.for_org(self.request.org).select_related("key", "team")
+        try:
+            qs, _since, _until = selectors.usage_records(
+                self.request.org, self.request.query_params, "30d"
+            )
+        except DjangoValidationError as exc:
+            raise django_errors(exc) from exc
+        return qs.select_related("key", "team")
+
+
+class _UsageBase(OrgView, APIView):
+    default_range = "24h"
+
+    def records(self, request):
+        try:
+            return selectors.usage_records(request.org, request.query_params, self.default_range)
+        except DjangoValidationError as exc:
+            raise django_errors(exc) from exc
+
+
+class UsageView(_UsageBase):
+    """Totals for a time range (same filters as logs), and cost by model."""
+
+    def get(self, request):
+        qs, since, until = self.records(request)
+        return Response(
+            {
+                "since": since.isoformat(),
+                "until": until.isoformat(),
+                **selectors.usage_totals(qs),
+                "by_model": selectors.usage_breakdown(qs, "model_used"),
+            }
+        )
+
+
+class AnalyticsView(_UsageBase):
+    """Requests, tokens and cost over time; latency percentiles; error rate; cost by model,
+    provider, key and team."""
+
+    default_range = "7d"
+
+    def get(self, request):
+        qs, since, until = self.records(request)
+        return Response(selectors.usage_analytics(qs, since, until))
+
+
+# ------------------------------------------------------------------------------ gateway config
+class GatewayConfigSerializer(serializers.ModelSerializer):
+    enabled_providers = serializers.ListField(child=serializers.CharField(), required=False)
+    fallback_models = serializers.ListField(child=serializers.CharField(), required=False)
+
+    class Meta:
+        model = GatewayConfig
+        fields = list(services.GATEWAY_CONFIG_FIELDS)
+
+
+class GatewayConfigView(OrgView, APIView):
+    """The org's gateway settings: default strategy, enabled providers, fallback models, limits."""
+
+    def get(self, request):
+        config = GatewayConfig.objects.filter(org=request.org).first() or GatewayConfig(
+            org=request.org
+        )
+        return Response(GatewayConfigSerializer(config).data)
+
+    def put(self, request):
+        serializer = GatewayConfigSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        try:
+            config = services.gateway_config_set(
+                actor=actor(request), org=request.org, **serializer.validated_data
+            )
+        except DjangoValidationError as exc:
+            raise django_errors(exc) from exc
+        return Response(GatewayConfigSerializer(config).data)
+
+
+# ------------------------------------------------------------------------------ providers, deployments
+class ProviderSerializer(serializers.ModelSerializer):
+    credentials = serializers.DictField(
+        child=serializers.CharField(), write_only=True, required=False
+    )
+    has_credentials = serializers.BooleanField(read_only=True)
+    active_deployments = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ProviderConnection
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "api_base",
+            "settings",
+            "is_active",
+            "credentials",
+            "has_credentials",
+            "active_deployments",
+            "created_at",
+        ]
+
+    def get_active_deployments(self, provider) -> int:
+        return (
+            getattr(provider, "n_active", None)
+            if hasattr(provider, "n_active")
+            else provider.deployments.filter(is_active=True).count()
+        )
+
+
+class ProviderViewSet(OrgView, viewsets.ModelViewSet):
+    """Provider connections. Credentials are write-only: no response ever includes them."""
+
+    serializer_class = ProviderSerializer
+
+    def get_queryset(self):
+        from django.db.models import Count, Q
+
+        return (
+            ProviderConnection.objects.for_org(self.request.org)
+            .annotate(n_active=Count("deployments", filter=Q(deployments__is_active=True)))
+            .order_by("name")
+        )
+
+    def _save(self, data, instance=None):
+        try:
+            provider = services.provider_save(
+                actor=actor(self.request),
+                org=self.request.org,
+                name=data.get("name", instance and instance.name),
+                kind=data.get("kind", instance and instance.kind),
+                api_base=data.get("api_base", instance.api_base if instance else ""),
+                settings=data.get("settings", instance.settings if instance else {}),
+                credentials=data.get("credentials"),
+                is_active=data.get("is_active", True),
+            )
+        except DjangoValidationError as exc:
+            raise django_errors(exc) from exc
+        return self.get_queryset().get(pk=provider.pk)
+
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        if (
+            ProviderConnection.objects.for_org(request.org)
+            .filter(name=serializer.validated_data["name"])
+            .exists()
+        ):
+            raise ValidationError(
+                {"name": "A provider with this name exists in this organization."}
+            )
+        provider = self._save(serializer.validated_data)
+        return Response(self.get_serializer(provider).data, status=status.HTTP_201_CREATED)
+
+    def update(self, request, *args, **kwargs):
+        instance = self.get_object()
+        serializer = self.get_serializer(instance, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        if (
+            "name" in serializer.validated_data
+            and serializer.validated_data["name"] != instance.name
+        ):
+            raise ValidationError({"name": "A provider cannot be renamed; create a new one."})
+        return Response(self.get_serializer(self._save(serializer.validated_data, instance)).data)
+
+    def destroy(self, request, *args, **kwargs):
+        services.provider_delete(actor=actor(request), provider=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class DeploymentSerializer(serializers.ModelSerializer):
+    provider = serializers.SlugRelatedField(
+        slug_field="name", queryset=ProviderConnection.objects.none()
+    )
+
+    class Meta:
+        model = Deployment
+        fields = [
+            "id",
+            "model_name",
+            "provider",
+            "upstream_model",
+            "region",
+            "input_price_per_mtok",
+            "output_price_per_mtok",
+            "weight",
+            "priority",
+            "is_active",
+            "created_at",
+        ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.context.get("org") is not None:
+            self.fields["provider"].queryset = ProviderConnection.objects.for_org(
+                self.context["org"]
+            )
+
+
+class DeploymentViewSet(OrgView, viewsets.ModelViewSet):
+    serializer_class = DeploymentSerializer
+
+    def get_queryset(self):
+        qs = Deployment.objects.for_org(self.request.org).select_related("provider")
+        if self.request.query_params.get("provider"):
+            qs = qs.filter(provider__name=self.request.query_params["provider"])
+        return qs
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "org": getattr(self.request, "org", None)}
+
+    def _save(self, data, instance=None):
+        merged = {
+            f: getattr(instance, f)
+            for f in DeploymentSerializer.Meta.fields
+            if instance is not None and f not in ("id", "created_at")
+        }
+        merged.update(data)
+        try:
+            return services.deployment_save(
+                actor=actor(self.request),
+                org=self.request.org,
+                deployment=instance,
+                model_name=merged["model_name"],
+                provider=merged["provider"],
+                upstream_model=merged["upstream_model"],
+                region=merged.get("region", ""),
+                weight=merged.get("weight", 1),
+                priority=merged.get("priority"),
+                is_active=merged.get("is_active", True),
+                input_price_per_mtok=merged.get("input_price_per_mtok"),
+                output_price_per_mtok=merged.get("output_price_per_mtok"),
+            )
+        except DjangoValidationError as exc:
+            raise django_errors(exc) from exc
+
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return Response(
+            self.get_serializer(self._save(serializer.validated_data)).data,
+            status=status.HTTP_201_CREATED,
+        )
+
+    def update(self, request, *args, **kwargs):
+        instance = self.get_object()
+        serializer = self.get_serializer(instance, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        return Response(self.get_serializer(self._save(serializer.validated_data, instance)).data)
+
+    def destroy(self, request, *args, **kwargs):
+        services.deployment_delete(actor=actor(request), deployment=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class CatalogSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ModelCatalogEntry
+        fields = [
+            "name",
+            "provider",
+            "mode",
+            "input_cost_per_token",
+            "output_cost_per_token",
+            "max_input_tokens",
+            "max_output_tokens",
+        ]
+
+
+class CatalogViewSet(OrgView, viewsets.ReadOnlyModelViewSet):
+    """The model catalog (LiteLLM's price map). Filters: search, provider, mode."""
+
+    serializer_class = CatalogSerializer
+    lookup_field = "name"
+    lookup_value_regex = "[^?#]+"
+
+    def get_queryset(self):
+        qs = ModelCatalogEntry.objects.all()
+        params = self.request.query_params
+        if params.get("search"):
+            qs = qs.filter(name__icontains=params["search"])
+        if params.get("provider"):
+            qs = qs.filter(provider=params["provider"])
+        if params.get("mode"):
+            qs = qs.filter(mode=params["mode"])
+        return qs

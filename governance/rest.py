@@ -1,0 +1,132 @@
+"""Management REST API for policies, routing policies and the audit log."""
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers, status, viewsets
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from gateway.rest import OrgView, actor, django_errors
+
+from . import services
+from .models import AuditLog, Policy, RoutingPolicy
+
+
+class PolicySerializer(serializers.ModelSerializer):
+    allowed_models = serializers.ListField(child=serializers.CharField(), required=False)
+    denied_models = serializers.ListField(child=serializers.CharField(), required=False)
+    allowed_providers = serializers.ListField(child=serializers.CharField(), required=False)
+    denied_providers = serializers.ListField(child=serializers.CharField(), required=False)
+    allowed_regions = serializers.ListField(child=serializers.CharField(), required=False)
+
+    class Meta:
+        model = Policy
+        fields = list(services.POLICY_FIELDS)
+
+
+class PolicyView(OrgView, APIView):
+    """The org's gateway policy (allow/deny lists, regions, monthly spend cap)."""
+
+    def get(self, request):
+        policy = Policy.objects.filter(org=request.org).first() or Policy(org=request.org)
+        return Response(PolicySerializer(policy).data)
+
+    def put(self, request):
+        serializer = PolicySerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        try:
+            policy = services.policy_set(
+                actor=actor(request), org=request.org, **serializer.validated_data
+            )
+        except DjangoValidationError as exc:
+            raise django_errors(exc) from exc
+        return Response(PolicySerializer(policy).data)
+
+
+class RoutingPolicySerializer(serializers.ModelSerializer):
+    models = serializers.ListField(
+        source="model_names", child=serializers.CharField(), allow_empty=False
+    )
+    weights = serializers.DictField(child=serializers.IntegerField(min_value=0), required=False)
+    strategy = serializers.ChoiceField(choices=RoutingPolicy.STRATEGIES, default="failover")
+
+    class Meta:
+        model = RoutingPolicy
+        fields = ["id", "name", "strategy", "models", "weights", "is_active", "created_at"]
+
+
+class RoutingPolicyViewSet(OrgView, viewsets.ModelViewSet):
+    serializer_class = RoutingPolicySerializer
+
+    def get_queryset(self):
+        return RoutingPolicy.objects.for_org(self.request.org)
+
+    def _save(self, data, instance=None):
+        try:
+            return services.routing_policy_save(
+                actor=actor(self.request),
+                org=self.request.org,
+                name=data.get("name", instance and instance.name),
+                strategy=data.get("strategy", instance.strategy if instance else "failover"),
+                models=data.get("model_names", instance.model_names if instance else []),
+                weights=data.get("weights", instance.weights if instance else {}),
+                is_active=data.get("is_active", instance.is_active if instance else True),
+            )
+        except DjangoValidationError as exc:
+            raise django_errors(exc) from exc
+
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        if self.get_queryset().filter(name=serializer.validated_data["name"]).exists():
+            from rest_framework.exceptions import ValidationError
+
+            raise ValidationError(
+                {"name": "A routing policy with this name exists in this organization."}
+            )
+        return Response(
+            self.get_serializer(self._save(serializer.validated_data)).data,
+            status=status.HTTP_201_CREATED,
+        )
+
+    def update(self, request, *args, **kwargs):
+        instance = self.get_object()
+        serializer = self.get_serializer(instance, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        data = {**serializer.validated_data, "name": instance.name}
+        return Response(self.get_serializer(self._save(data, instance)).data)
+
+    def destroy(self, request, *args, **kwargs):
+        try:
+            services.routing_policy_delete(actor=actor(request), routing_policy=self.get_object())
+        except DjangoValidationError as exc:
+            raise django_errors(exc) from exc
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AuditLogSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AuditLog
+        fields = [
+            "id",
+            "created_at",
+            "actor_label",
+            "action",
+            "target_type",
+            "target_id",
+            "target_repr",
+            "changes",
+            "ip",
+        ]
+
+
+class AuditLogViewSet(OrgView, viewsets.ReadOnlyModelViewSet):
+    """The org's audit log, newest first. Filter with ?action=."""
+
+    serializer_class = AuditLogSerializer
+    read_role = "admin"
+
+    def get_queryset(self):
+        qs = AuditLog.objects.for_org(self.request.org)
+        if self.request.query_params.get("action"):
+            qs = qs.filter(action=self.request.query_params["action"])
+        return qs

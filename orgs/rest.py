@@ -1,0 +1,202 @@
+"""Management REST API for teams, members, invitations and personal access tokens."""
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.response import Response
+
+from gateway.rest import OrgView, actor, django_errors
+
+from . import services
+from .models import Invitation, Membership, PersonalAccessToken, Role, Team
+
+
+class TeamSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Team
+        fields = ["id", "name", "description", "created_at"]
+
+
+class TeamViewSet(
+    OrgView,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    serializer_class = TeamSerializer
+
+    def get_queryset(self):
+        return Team.objects.for_org(self.request.org)
+
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            team = services.team_create(
+                actor=actor(request), org=request.org, **serializer.validated_data
+            )
+        except DjangoValidationError as exc:
+            raise django_errors(exc) from exc
+        return Response(self.get_serializer(team).data, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request, *args, **kwargs):
+        services.team_delete(actor=actor(request), team=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MemberSerializer(serializers.ModelSerializer):
+    email = serializers.EmailField(source="user.email", read_only=True)
+    name = serializers.CharField(source="user.name", read_only=True)
+    role = serializers.ChoiceField(choices=Role.choices)
+    team = serializers.PrimaryKeyRelatedField(
+        queryset=Team.objects.none(), allow_null=True, required=False
+    )
+
+    class Meta:
+        model = Membership
+        fields = ["id", "email", "name", "role", "team", "created_at"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.context.get("org") is not None:
+            self.fields["team"].queryset = Team.objects.for_org(self.context["org"])
+
+
+class MemberViewSet(
+    OrgView,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Members and their roles. Add people with invitations."""
+
+    serializer_class = MemberSerializer
+
+    def get_queryset(self):
+        return Membership.objects.for_org(self.request.org).select_related("user", "team")
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "org": getattr(self.request, "org", None)}
+
+    def update(self, request, *args, **kwargs):
+        membership = self.get_object()
+        serializer = self.get_serializer(membership, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            services.membership_set_role(
+                actor=actor(request),
+                membership=membership,
+                role=data.get("role", membership.role),
+                team=data.get("team", membership.team),
+            )
+        except DjangoValidationError as exc:
+            raise django_errors(exc) from exc
+        return Response(self.get_serializer(self.get_queryset().get(pk=membership.pk)).data)
+
+    def destroy(self, request, *args, **kwargs):
+        try:
+            services.membership_remove(actor=actor(request), membership=self.get_object())
+        except DjangoValidationError as exc:
+            raise django_errors(exc) from exc
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class InvitationSerializer(serializers.ModelSerializer):
+    team = serializers.PrimaryKeyRelatedField(
+        queryset=Team.objects.none(), allow_null=True, required=False
+    )
+
+    class Meta:
+        model = Invitation
+        fields = ["id", "email", "role", "team", "status", "created_at", "expires_at"]
+        read_only_fields = ["status", "created_at", "expires_at"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.context.get("org") is not None:
+            self.fields["team"].queryset = Team.objects.for_org(self.context["org"])
+
+
+class InvitationViewSet(
+    OrgView,
+    mixins.ListModelMixin,
+    mixins.CreateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Pending invitations; `POST` emails one, `DELETE` revokes it."""
+
+    serializer_class = InvitationSerializer
+
+    def get_queryset(self):
+        return Invitation.objects.for_org(self.request.org).pending().select_related("team")
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "org": getattr(self.request, "org", None)}
+
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            invitation, _raw = services.invitation_create(
+                actor=actor(request),
+                org=request.org,
+                base_url=request.build_absolute_uri("/"),
+                **serializer.validated_data,
+            )
+        except DjangoValidationError as exc:
+            raise django_errors(exc) from exc
+        return Response(self.get_serializer(invitation).data, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request, *args, **kwargs):
+        services.invitation_revoke(actor=actor(request), invitation=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TokenSerializer(serializers.ModelSerializer):
+    token = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PersonalAccessToken
+        fields = ["id", "name", "token", "created_at", "last_used_at", "revoked_at"]
+        read_only_fields = ["created_at", "last_used_at", "revoked_at"]
+
+    def get_token(self, obj) -> str:
+        return f"{obj.prefix}…{obj.last4}"
+
+
+class TokenViewSet(
+    OrgView,
+    mixins.ListModelMixin,
+    mixins.CreateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Your own personal access tokens for this org. `POST` shows the raw token once."""
+
+    serializer_class = TokenSerializer
+    write_role = "viewer"
+
+    def get_queryset(self):
+        return PersonalAccessToken.objects.filter(org=self.request.org, user=self.request.user)
+
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        token, raw = services.pat_create(
+            actor=actor(request),
+            user=request.user,
+            org=request.org,
+            name=serializer.validated_data["name"],
+        )
+        return Response(
+            {**self.get_serializer(token).data, "access_token": raw}, status=status.HTTP_201_CREATED
+        )
+
+    def destroy(self, request, *args, **kwargs):
+        services.pat_revoke(actor=actor(request), token=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
