@@ -1,50 +1,23 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from gateway import views as gateway_views
+from governance import views as governance_views
+
 from . import views
 
-section = views.section_placeholder
-
 org_patterns = [
-    path("", views.overview, name="overview"),
-    path(
-        "keys/",
-        section(
-            "keys", "API keys", "Create bn- keys for your apps here once the gateway is set up."
-        ),
-        name="keys",
-    ),
-    path(
-        "usage/",
-        section(
-            "usage",
-            "Usage",
-            "Requests, tokens and spend appear here after the first call through the gateway.",
-        ),
-        name="usage",
-    ),
-    path(
-        "logs/",
-        section("logs", "Logs", "Every request through the gateway is listed here."),
-        name="logs",
-    ),
-    path(
-        "policies/",
-        section(
-            "policies", "Policies", "Model and provider allow-lists and spend caps for the org."
-        ),
-        name="policies",
-    ),
-    path(
-        "routing/",
-        section("routing", "Routing", "Routing strategies and rt- keys."),
-        name="routing",
-    ),
-    path(
-        "providers/",
-        section("providers", "Providers", "Connect your cloud accounts and map deployments."),
-        name="providers",
-    ),
+    path("", gateway_views.overview, name="overview"),
+    path("keys/", gateway_views.keys, name="keys"),
+    path("keys/<int:key_id>/revoke/", gateway_views.key_revoke, name="key_revoke"),
+    path("usage/", gateway_views.usage, name="usage"),
+    path("usage/export.csv", gateway_views.usage_csv, name="usage_csv"),
+    path("logs/", gateway_views.logs, name="logs"),
+    path("logs/<str:record_id>/", gateway_views.log_detail, name="log_detail"),
+    path("policies/", governance_views.policies, name="policies"),
+    path("routing/", governance_views.routing, name="routing"),
+    path("providers/", gateway_views.providers, name="providers"),
+    path("providers/deployments/", gateway_views.deployment_create, name="deployment_create"),
     path("team/", views.team, name="team"),
     path("team/members/<int:membership_id>/role/", views.member_role, name="member_role"),
     path("team/members/<int:membership_id>/remove/", views.member_remove, name="member_remove"),
@@ -56,6 +29,8 @@ org_patterns = [
         name="invitation_revoke",
     ),
     path("settings/", views.org_settings, name="settings"),
+    path("settings/tokens/", views.token_create, name="token_create"),
+    path("settings/tokens/<int:token_id>/revoke/", views.token_revoke, name="token_revoke"),
 ]
 
 urlpatterns = [

@@ -10,7 +10,7 @@ from governance.audit import Actor
 
 from . import services
 from .forms import AcceptInvitationForm, InviteForm, OrgSettingsForm, RoleForm, TeamForm
-from .models import Invitation, Membership, Team
+from .models import Invitation, Membership, PersonalAccessToken, Team
 from .permissions import org_view
 
 
@@ -33,24 +33,6 @@ def home(request):
 @login_required
 def org_switcher(request):
     return render(request, "orgs/switcher.html")
-
-
-@org_view()
-def overview(request):
-    return render(request, "orgs/overview.html", {"section": "overview"})
-
-
-def section_placeholder(section: str, title: str, empty: str):
-    """Sections that later issues fill in; until then they say what will live there."""
-
-    @org_view()
-    def view(request):
-        return render(
-            request, "orgs/section.html", {"section": section, "title": title, "empty": empty}
-        )
-
-    view.__name__ = f"{section}_view"
-    return view
 
 
 @org_view(write_role="admin")
@@ -174,7 +156,50 @@ def org_settings(request):
         org.refresh_from_db()
     else:
         form = OrgSettingsForm(instance=org)
-    return render(request, "orgs/settings.html", {"section": "settings", "form": form})
+    return render(
+        request,
+        "orgs/settings.html",
+        {
+            "section": "settings",
+            "form": form,
+            "tokens": PersonalAccessToken.objects.filter(org=org, user=request.user).active(),
+        },
+    )
+
+
+@require_POST
+@org_view()
+def token_create(request):
+    token, raw = services.pat_create(
+        actor=Actor.from_request(request),
+        user=request.user,
+        org=request.org,
+        name=request.POST.get("name", ""),
+    )
+    return render(
+        request,
+        "orgs/settings.html",
+        {
+            "section": "settings",
+            "form": OrgSettingsForm(instance=request.org),
+            "new_token": raw,
+            "tokens": PersonalAccessToken.objects.filter(
+                org=request.org, user=request.user
+            ).active(),
+        },
+        status=201,
+    )
+
+
+@require_POST
+@org_view()
+def token_revoke(request, token_id):
+    token = get_object_or_404(
+        PersonalAccessToken.objects.filter(org=request.org, user=request.user), pk=token_id
+    )
+    services.pat_revoke(actor=Actor.from_request(request), token=token)
+    messages.success(request, f"Token {token.name} revoked.")
+    return redirect("settings", org_slug=request.org.slug)
 
 
 def invitation_accept(request, token):

@@ -1,0 +1,210 @@
+"""Dashboard pages for keys, usage, logs, providers, policies, routing and tokens."""
+
+import csv
+import io
+import uuid
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from billing.models import UsageRecord
+from gateway import services
+from gateway.models import ApiKey, ProviderConnection
+from gateway.tests.conftest import ACTOR
+from governance.models import Policy, RoutingPolicy
+from orgs.models import PersonalAccessToken
+
+pytestmark = pytest.mark.django_db
+
+
+def _usage(org, key=None, **fields):
+    defaults = {
+        "model_requested": "chat-small",
+        "model_used": "chat-small",
+        "provider": "fake",
+        "status": "success",
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "cost": Decimal("0.002"),
+        "latency_ms": 120,
+    }
+    return UsageRecord.objects.create(
+        id=uuid.uuid4(), org=org, key=key, created_at=timezone.now(), **{**defaults, **fields}
+    )
+
+
+def test_a_created_key_is_shown_once(bob_client, org_a):
+    response = bob_client.post(
+        reverse("keys", args=[org_a.slug]),
+        {"name": "web", "allowed_models": "a, b", "rpm_limit": "20"},
+    )
+    assert response.status_code == 201
+    raw = response.context["created"]["raw"]
+    assert raw.encode() in response.content and b"shown only this once" in response.content
+    key = ApiKey.objects.get(name="web")
+    assert key.matches(raw) and key.allowed_models == ["a", "b"] and key.rpm_limit == 20
+    again = bob_client.get(reverse("keys", args=[org_a.slug]))
+    assert raw.encode() not in again.content and key.masked.encode() in again.content
+
+
+def test_viewers_see_keys_but_cannot_create(vera_client, org_a):
+    assert b"Create a key" not in vera_client.get(reverse("keys", args=[org_a.slug])).content
+    assert vera_client.post(reverse("keys", args=[org_a.slug]), {"name": "x"}).status_code == 403
+    assert not ApiKey.objects.exists()
+
+
+def test_revoking_a_key(alice_client, org_a):
+    key, _raw = services.api_key_create(actor=ACTOR, org=org_a, name="old")
+    response = alice_client.post(reverse("key_revoke", args=[org_a.slug, key.id]), follow=True)
+    assert b"revoked" in response.content
+    key.refresh_from_db()
+    assert key.revoked_at is not None
+
+
+def test_charlie_cannot_revoke_alices_key(charlie_client, org_a, org_b):
+    key, _raw = services.api_key_create(actor=ACTOR, org=org_a, name="alice's")
+    assert charlie_client.post(reverse("key_revoke", args=[org_b.slug, key.id])).status_code == 404
+    key.refresh_from_db()
+    assert key.revoked_at is None
+
+
+def test_logs_never_show_a_blank_cell(alice_client, org_a):
+    _usage(
+        org_a,
+        model_used="",
+        provider="",
+        status="rejected",
+        http_status=403,
+        error_type="model_not_permitted",
+    )
+    content = alice_client.get(reverse("logs", args=[org_a.slug])).content.decode()
+    assert (
+        "— (not routed)" in content and "— (no key)" in content and "model_not_permitted" in content
+    )
+    assert "<td></td>" not in content
+
+
+def test_log_detail_and_charlies_404(alice_client, charlie_client, org_a, org_b):
+    record = _usage(org_a, request_id="req_abc")
+    detail = alice_client.get(reverse("log_detail", args=[org_a.slug, record.id]))
+    assert (
+        detail.status_code == 200
+        and b"req_abc" in detail.content
+        and b"n/a (not streamed)" in detail.content
+    )
+    assert (
+        charlie_client.get(reverse("log_detail", args=[org_b.slug, record.id])).status_code == 404
+    )
+    assert (
+        alice_client.get(reverse("log_detail", args=[org_a.slug, "not-a-uuid"])).status_code == 404
+    )
+
+
+def test_usage_page_and_csv_export(alice_client, org_a):
+    key, _raw = services.api_key_create(actor=ACTOR, org=org_a, name="app")
+    for _ in range(3):
+        _usage(org_a, key)
+    page = alice_client.get(reverse("usage", args=[org_a.slug]) + "?range=24h")
+    assert page.status_code == 200
+    assert page.context["a"]["totals"]["requests"] == 3
+    assert b"usage-series" in page.content and b"chart-4.6.1" in page.content
+    response = alice_client.get(
+        reverse("usage_csv", args=[org_a.slug]) + "?range=24h&model=chat-small"
+    )
+    assert response["Content-Type"] == "text/csv"
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert rows[0][:3] == ["created_at", "request_id", "endpoint"] and len(rows) == 4
+    assert rows[1][rows[0].index("key")] == "app"
+
+
+def test_bad_filters_are_explained_on_the_page(alice_client, org_a):
+    response = alice_client.get(reverse("logs", args=[org_a.slug]) + "?since=yesterday")
+    assert response.status_code == 200 and b"is not a date" in response.content
+
+
+def test_overview_snippets_and_the_zero_deployment_warning(alice_client, org_a):
+    services.provider_save(actor=ACTOR, org=org_a, name="azure-east", kind="azure_openai")
+    content = alice_client.get(reverse("overview", args=[org_a.slug])).content.decode()
+    assert "azure-east</strong> has no active deployments" in content
+    assert "http://testserver/v1" in content and "BONITO_API_KEY" in content
+    assert "from openai import OpenAI" in content and 'import OpenAI from "openai"' in content
+
+
+def test_providers_page_never_shows_credentials(alice_client, org_a):
+    response = alice_client.post(
+        reverse("providers", args=[org_a.slug]),
+        {"name": "oai", "kind": "openai", "api_key": "sk-page-secret-value"},
+        follow=True,
+    )
+    assert b"sk-page-secret-value" not in response.content and b"set (hidden)" in response.content
+    provider = ProviderConnection.objects.get(name="oai")
+    alice_client.post(
+        reverse("deployment_create", args=[org_a.slug]),
+        {"model_name": "chat", "provider": provider.id, "upstream_model": "gpt-4o-mini"},
+    )
+    assert provider.deployments.count() == 1
+
+
+def test_members_cannot_change_providers_or_policy(bob_client, org_a):
+    assert (
+        bob_client.post(
+            reverse("providers", args=[org_a.slug]), {"name": "x", "kind": "openai"}
+        ).status_code
+        == 403
+    )
+    assert (
+        bob_client.post(reverse("policies", args=[org_a.slug]), {"allowed_models": "a"}).status_code
+        == 403
+    )
+
+
+def test_admins_set_the_policy(alice_client, org_a):
+    alice_client.post(
+        reverse("policies", args=[org_a.slug]),
+        {
+            "allowed_models": "chat, embed",
+            "monthly_spend_cap_usd": "75",
+            "default_max_tokens_estimate": "512",
+        },
+    )
+    policy = Policy.objects.get(org=org_a)
+    assert policy.allowed_models == ["chat", "embed"] and policy.monthly_spend_cap_usd == 75
+
+
+def test_routing_policies_and_rt_keys(alice_client, org_a):
+    alice_client.post(
+        reverse("routing", args=[org_a.slug]),
+        {"name": "ha", "strategy": "failover", "models": "a, b"},
+    )
+    policy = RoutingPolicy.objects.get(name="ha")
+    assert policy.model_names == ["a", "b"]
+    response = alice_client.post(
+        reverse("keys", args=[org_a.slug]), {"name": "router", "routing_policy": policy.id}
+    )
+    assert response.context["created"]["raw"].startswith("rt-")
+    assert b"routes via" in alice_client.get(reverse("keys", args=[org_a.slug])).content
+
+
+def test_personal_access_tokens_from_settings(vera_client, org_a):
+    response = vera_client.post(reverse("token_create", args=[org_a.slug]), {"name": "cli"})
+    assert response.status_code == 201
+    raw = response.context["new_token"]
+    assert raw.startswith("pat-") and raw.encode() in response.content
+    token = PersonalAccessToken.objects.get(name="cli")
+    assert raw not in token.token_hash
+    vera_client.post(reverse("token_revoke", args=[org_a.slug, token.id]))
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+
+
+def test_list_pages_make_a_fixed_number_of_queries(
+    alice_client, org_a, django_assert_max_num_queries
+):
+    for i in range(6):
+        key, _raw = services.api_key_create(actor=ACTOR, org=org_a, name=f"k{i}")
+        _usage(org_a, key)
+    for name in ("keys", "logs", "usage", "providers", "overview"):
+        with django_assert_max_num_queries(16):
+            assert alice_client.get(reverse(name, args=[org_a.slug])).status_code == 200
