@@ -27,6 +27,7 @@ def _stop_gateway_threads(django_db_setup):
 def _plain_http(settings):
     # The suite speaks plain HTTP to the test client; production redirects to HTTPS.
     settings.SECURE_SSL_REDIRECT = False
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False
 
 
 @pytest.fixture

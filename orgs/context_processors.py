@@ -8,6 +8,7 @@ SECTIONS = [
     ("policies", "Policies"),
     ("routing", "Routing"),
     ("providers", "Providers"),
+    ("playground", "Playground"),
     ("team", "Team"),
     ("settings", "Settings"),
 ]

@@ -1,6 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from gateway import playground
 from gateway import views as gateway_views
 from governance import views as governance_views
 
@@ -17,6 +18,7 @@ org_patterns = [
     path("policies/", governance_views.policies, name="policies"),
     path("routing/", governance_views.routing, name="routing"),
     path("providers/", gateway_views.providers, name="providers"),
+    path("playground/", playground.playground, name="playground"),
     path("providers/deployments/", gateway_views.deployment_create, name="deployment_create"),
     path("team/", views.team, name="team"),
     path("team/members/<int:membership_id>/role/", views.member_role, name="member_role"),

@@ -92,6 +92,12 @@ class PassthroughAdapter:
             self._sessions[id(loop)] = session
         return session
 
+    async def close_loop_session(self) -> None:
+        """Close this event loop's pooled session (for callers that run a loop per call)."""
+        session = self._sessions.pop(id(asyncio.get_running_loop()), None)
+        if session is not None:
+            await session.close()
+
     def _request(self, endpoint, dep: DeploymentInfo, body: dict):
         base = (dep.api_base or (OPENAI_BASE if dep.kind == "openai" else "")).rstrip("/")
         headers = {"Content-Type": "application/json"}

@@ -37,9 +37,15 @@ class LiveServer:
 
     def __init__(self):
         import uvicorn
+        from django.core.handlers.asgi import ASGIHandler
+        from django.test.utils import override_settings
 
         from bonito.asgi import application
 
+        # Middleware reads its settings once, when built: build a plain-HTTP Django for
+        # this loopback server (production redirects to HTTPS and sends HSTS).
+        with override_settings(SECURE_SSL_REDIRECT=False, SECURE_HSTS_SECONDS=0):
+            application.application_mapping["http"].fallback = ASGIHandler()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(

@@ -208,3 +208,35 @@ def test_list_pages_make_a_fixed_number_of_queries(
     for name in ("keys", "logs", "usage", "providers", "overview"):
         with django_assert_max_num_queries(16):
             assert alice_client.get(reverse(name, args=[org_a.slug])).status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)  # the usage writer thread must see the org
+def test_the_playground_sends_through_the_gateway_and_is_logged(alice_client, org_a, gw):
+    mock = services.provider_save(actor=ACTOR, org=org_a, name="mock", kind="mock")
+    services.deployment_save(
+        actor=ACTOR, org=org_a, model_name="demo-chat", provider=mock, upstream_model="mock-chat"
+    )
+    response = alice_client.post(
+        reverse("playground", args=[org_a.slug]), {"model": "demo-chat", "message": "ping"}
+    )
+    assert response.status_code == 200
+    result = response.context["result"]
+    assert result["ok"] and "You said: ping" in result["content"]
+    assert result["usage"]["completion_tokens"] > 0 and result["provider"] == "mock"
+    assert gw.sink.flush()
+    row = UsageRecord.objects.get(org=org_a)
+    assert row.key.name == "Playground (alice@acme.test)" and row.request_id == result["request_id"]
+    # The Playground key is reused, never shown.
+    alice_client.post(
+        reverse("playground", args=[org_a.slug]), {"model": "demo-chat", "message": "again"}
+    )
+    assert ApiKey.objects.filter(name__startswith="Playground").count() == 1
+
+
+def test_viewers_cannot_send_from_the_playground(vera_client, org_a):
+    assert (
+        vera_client.post(
+            reverse("playground", args=[org_a.slug]), {"model": "x", "message": "hi"}
+        ).status_code
+        == 403
+    )

@@ -1,0 +1,123 @@
+"""The dashboard in a real browser (Debian's chromium, driven by Playwright; no browser
+download). Screenshots of every page land in test-artifacts/screenshots/ (git-ignored)."""
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import PASSWORD
+from gateway import services
+from gateway.tests.conftest import ACTOR, refresh_snapshot
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+
+
+@pytest.fixture
+def browser_page(live_server_thread, monkeypatch):
+    # Playwright's sync API keeps an event loop in this thread; the test's own ORM calls are
+    # still synchronous (Django's documented switch for this case).
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is missing: apt-get install -y chromium (.ci/run does it)")
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        context = browser.new_context(
+            accept_downloads=True, viewport={"width": 1280, "height": 900}
+        )
+        page = context.new_page()
+        page.set_default_timeout(15000)
+        page.on("dialog", lambda dialog: dialog.accept())  # revoke confirmations
+        yield page
+        browser.close()
+
+
+def shot(page, name):
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_a_user_runs_the_gateway_from_the_dashboard(
+    browser_page, live_server_thread, org_a, alice, gw, tmp_path
+):
+    page, base = browser_page, live_server_thread.url
+    mock = services.provider_save(actor=ACTOR, org=org_a, name="mock", kind="mock")
+    services.deployment_save(
+        actor=ACTOR, org=org_a, model_name="demo-chat", provider=mock, upstream_model="mock-chat"
+    )
+    refresh_snapshot()
+
+    page.goto(base + "/login/")
+    shot(page, "login")
+    page.fill("input[name=username]", "alice@acme.test")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/o/acme/")
+    assert "Gateway base URL" in page.content()
+    shot(page, "overview")
+
+    # Create a key and see it exactly once.
+    page.goto(base + "/o/acme/keys/")
+    page.fill("#create-key input[name=name]", "browser-key")
+    page.click("#create-key button[type=submit]")
+    raw = page.inner_text("#new-key")
+    assert raw.startswith("bn-")
+    shot(page, "keys-created")
+    page.goto(base + "/o/acme/keys/")
+    assert raw not in page.content() and "browser-key" in page.content()
+    # Revoke it (the confirmation dialog is accepted).
+    page.click("tr:has-text('browser-key') button.danger")
+    page.wait_for_selector("text=revoked")
+    shot(page, "keys-revoked")
+
+    # The Playground sends a chat through the gateway.
+    page.goto(base + "/o/acme/playground/")
+    page.fill("textarea[name=message]", "hello from the browser")
+    page.click("#playground-form button[type=submit]")
+    result = page.inner_text("#playground-result")
+    assert "You said: hello from the browser" in result and "Tokens" in result
+    shot(page, "playground")
+    assert gw.sink.flush()
+
+    # It shows up in Logs and in the Usage chart.
+    page.goto(base + "/o/acme/logs/")
+    assert "demo-chat" in page.inner_text("#log-rows") and "Playground" in page.inner_text(
+        "#log-rows"
+    )
+    shot(page, "logs")
+    page.goto(base + "/o/acme/usage/")
+    page.wait_for_selector("#usage-chart[data-ready='1']")
+    shot(page, "usage")
+
+    # Download the CSV of the same data.
+    with page.expect_download() as download:
+        page.click("#csv-link")
+    path = tmp_path / "usage.csv"
+    download.value.save_as(path)
+    rows = list(csv.DictReader(path.open()))
+    assert any(r["model_requested"] == "demo-chat" and r["status"] == "success" for r in rows)
+
+    for name in ("policies", "routing", "providers", "team", "settings"):
+        page.goto(f"{base}/o/acme/{name}/")
+        assert page.title().startswith("Acme Corp")
+        shot(page, name)
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone
+    page.goto(base + "/o/acme/")
+    shot(page, "overview-phone")
