@@ -73,6 +73,14 @@ class ApiKey(models.Model):
         return hmac.compare_digest(self.key_hash, keys.digest(raw, key_hash_secret()))
 
 
+class ProviderQuerySet(OrgScopedQuerySet):
+    def with_active_deployments(self):
+        """Annotates ``n_active``: a provider with none is one no request can reach."""
+        return self.annotate(
+            n_active=models.Count("deployments", filter=models.Q(deployments__is_active=True))
+        ).order_by("name")
+
+
 class ProviderConnection(models.Model):
     """An org's account at a model provider. Credentials are encrypted at rest."""
 
@@ -95,7 +103,7 @@ class ProviderConnection(models.Model):
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = OrgScopedQuerySet.as_manager()
+    objects = ProviderQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]

@@ -31,9 +31,26 @@ def django_errors(exc: DjangoValidationError) -> ValidationError:
 class OrgView:
     permission_classes = [OrgRole]
 
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "org": getattr(self.request, "org", None)}
+
+
+class OrgScopedFields:
+    """Serializer mixin: relation fields named in ``org_scoped`` only accept this org's rows."""
+
+    org_scoped: dict = {}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        org = self.context.get("org")
+        if org is not None:
+            for name, model in self.org_scoped.items():
+                self.fields[name].queryset = model.objects.for_org(org)
+
 
 # ------------------------------------------------------------------------------ keys
-class ApiKeySerializer(serializers.ModelSerializer):
+class ApiKeySerializer(OrgScopedFields, serializers.ModelSerializer):
+    org_scoped = {"team": Team, "routing_policy": RoutingPolicy}
     key = serializers.CharField(source="masked", read_only=True)
     team = serializers.PrimaryKeyRelatedField(
         queryset=Team.objects.none(), allow_null=True, required=False
@@ -69,13 +86,6 @@ class ApiKeySerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["kind", "created_at", "revoked_at"]
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        org = self.context.get("org")
-        if org is not None:
-            self.fields["team"].queryset = Team.objects.for_org(org)
-            self.fields["routing_policy"].queryset = RoutingPolicy.objects.for_org(org)
-
     def get_status(self, key) -> str:
         from django.utils import timezone
 
@@ -101,9 +111,6 @@ class ApiKeyViewSet(
 
     def get_queryset(self):
         return ApiKey.objects.for_org(self.request.org).select_related("team", "routing_policy")
-
-    def get_serializer_context(self):
-        return {**super().get_serializer_context(), "org": getattr(self.request, "org", None)}
 
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
@@ -236,25 +243,38 @@ class GatewayConfigSerializer(serializers.ModelSerializer):
         fields = list(services.GATEWAY_CONFIG_FIELDS)
 
 
-class GatewayConfigView(OrgView, APIView):
-    """The org's gateway settings: default strategy, enabled providers, fallback models, limits."""
+class OrgSettingsView(OrgView, APIView):
+    """GET/PUT of an org's one-row settings through its audited service function."""
+
+    model = None
+    serializer = None
+
+    @staticmethod
+    def service(**kwargs):
+        raise NotImplementedError
 
     def get(self, request):
-        config = GatewayConfig.objects.filter(org=request.org).first() or GatewayConfig(
-            org=request.org
-        )
-        return Response(GatewayConfigSerializer(config).data)
+        row = self.model.objects.filter(org=request.org).first() or self.model(org=request.org)
+        return Response(self.serializer(row).data)
 
     def put(self, request):
-        serializer = GatewayConfigSerializer(data=request.data, partial=True)
+        serializer = self.serializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         try:
-            config = services.gateway_config_set(
+            row = type(self).service(
                 actor=actor(request), org=request.org, **serializer.validated_data
             )
         except DjangoValidationError as exc:
             raise django_errors(exc) from exc
-        return Response(GatewayConfigSerializer(config).data)
+        return Response(self.serializer(row).data)
+
+
+class GatewayConfigView(OrgSettingsView):
+    """The org's gateway settings: default strategy, enabled providers, fallback models, limits."""
+
+    model = GatewayConfig
+    serializer = GatewayConfigSerializer
+    service = staticmethod(services.gateway_config_set)
 
 
 # ------------------------------------------------------------------------------ providers, deployments
@@ -281,11 +301,7 @@ class ProviderSerializer(serializers.ModelSerializer):
         ]
 
     def get_active_deployments(self, provider) -> int:
-        return (
-            getattr(provider, "n_active", None)
-            if hasattr(provider, "n_active")
-            else provider.deployments.filter(is_active=True).count()
-        )
+        return provider.n_active  # the viewset's queryset annotates it
 
 
 class ProviderViewSet(OrgView, viewsets.ModelViewSet):
@@ -294,13 +310,7 @@ class ProviderViewSet(OrgView, viewsets.ModelViewSet):
     serializer_class = ProviderSerializer
 
     def get_queryset(self):
-        from django.db.models import Count, Q
-
-        return (
-            ProviderConnection.objects.for_org(self.request.org)
-            .annotate(n_active=Count("deployments", filter=Q(deployments__is_active=True)))
-            .order_by("name")
-        )
+        return ProviderConnection.objects.for_org(self.request.org).with_active_deployments()
 
     def _save(self, data, instance=None):
         try:
@@ -348,7 +358,8 @@ class ProviderViewSet(OrgView, viewsets.ModelViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class DeploymentSerializer(serializers.ModelSerializer):
+class DeploymentSerializer(OrgScopedFields, serializers.ModelSerializer):
+    org_scoped = {"provider": ProviderConnection}
     provider = serializers.SlugRelatedField(
         slug_field="name", queryset=ProviderConnection.objects.none()
     )
@@ -369,13 +380,6 @@ class DeploymentSerializer(serializers.ModelSerializer):
             "created_at",
         ]
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.context.get("org") is not None:
-            self.fields["provider"].queryset = ProviderConnection.objects.for_org(
-                self.context["org"]
-            )
-
 
 class DeploymentViewSet(OrgView, viewsets.ModelViewSet):
     serializer_class = DeploymentSerializer
@@ -385,9 +389,6 @@ class DeploymentViewSet(OrgView, viewsets.ModelViewSet):
         if self.request.query_params.get("provider"):
             qs = qs.filter(provider__name=self.request.query_params["provider"])
         return qs
-
-    def get_serializer_context(self):
-        return {**super().get_serializer_context(), "org": getattr(self.request, "org", None)}
 
     def _save(self, data, instance=None):
         merged = {

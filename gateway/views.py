@@ -5,7 +5,6 @@ import csv
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Count, Q
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -14,6 +13,7 @@ from django.views.decorators.http import require_POST
 
 from billing import selectors
 from billing.models import UsageRecord
+from bonito.text import split_csv
 from governance.audit import Actor
 from governance.models import RoutingPolicy
 from orgs.models import Team
@@ -23,24 +23,12 @@ from . import services
 from .models import ApiKey, Deployment, ProviderConnection
 
 
-def _csv_list(value: str) -> list[str]:
-    return [v.strip() for v in (value or "").split(",") if v.strip()]
-
-
-def _providers_with_counts(org):
-    return (
-        ProviderConnection.objects.for_org(org)
-        .annotate(n_active=Count("deployments", filter=Q(deployments__is_active=True)))
-        .order_by("name")
-    )
-
-
 @org_view()
 def overview(request):
     org = request.org
     start = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
     today = UsageRecord.objects.for_org(org).filter(created_at__gte=start)
-    providers = list(_providers_with_counts(org))
+    providers = list(ProviderConnection.objects.for_org(org).with_active_deployments())
     first_model = (
         Deployment.objects.for_org(org)
         .filter(is_active=True)
@@ -91,8 +79,8 @@ def keys(request):
                 actor=Actor.from_request(request),
                 org=org,
                 name=data.get("name", ""),
-                allowed_models=_csv_list(data.get("allowed_models")),
-                allowed_providers=_csv_list(data.get("allowed_providers")),
+                allowed_models=split_csv(data.get("allowed_models")),
+                allowed_providers=split_csv(data.get("allowed_providers")),
                 team=team,
                 rpm_limit=int(data["rpm_limit"]) if data.get("rpm_limit") else None,
                 tpm_limit=int(data["tpm_limit"]) if data.get("tpm_limit") else None,
@@ -268,7 +256,7 @@ def providers(request):
         "gateway/providers.html",
         {
             "section": "providers",
-            "providers": _providers_with_counts(org),
+            "providers": ProviderConnection.objects.for_org(org).with_active_deployments(),
             "deployments": Deployment.objects.for_org(org).select_related("provider"),
             "kinds": ProviderConnection.Kind.choices,
         },

@@ -3,9 +3,8 @@
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers, status, viewsets
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from gateway.rest import OrgView, actor, django_errors
+from gateway.rest import OrgSettingsView, OrgView, actor, django_errors
 
 from . import services
 from .models import AuditLog, Policy, RoutingPolicy
@@ -23,23 +22,12 @@ class PolicySerializer(serializers.ModelSerializer):
         fields = list(services.POLICY_FIELDS)
 
 
-class PolicyView(OrgView, APIView):
+class PolicyView(OrgSettingsView):
     """The org's gateway policy (allow/deny lists, regions, monthly spend cap)."""
 
-    def get(self, request):
-        policy = Policy.objects.filter(org=request.org).first() or Policy(org=request.org)
-        return Response(PolicySerializer(policy).data)
-
-    def put(self, request):
-        serializer = PolicySerializer(data=request.data, partial=True)
-        serializer.is_valid(raise_exception=True)
-        try:
-            policy = services.policy_set(
-                actor=actor(request), org=request.org, **serializer.validated_data
-            )
-        except DjangoValidationError as exc:
-            raise django_errors(exc) from exc
-        return Response(PolicySerializer(policy).data)
+    model = Policy
+    serializer = PolicySerializer
+    service = staticmethod(services.policy_set)
 
 
 class RoutingPolicySerializer(serializers.ModelSerializer):

@@ -4,16 +4,13 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 
+from bonito.text import split_csv
 from gateway.models import ApiKey, Deployment
 from orgs.permissions import org_view
 
 from . import services
 from .audit import Actor
 from .models import Policy, RoutingPolicy
-
-
-def _csv_list(value: str) -> list[str]:
-    return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
 @org_view(write_role="admin")
@@ -28,7 +25,7 @@ def policies(request):
                 actor=Actor.from_request(request),
                 org=org,
                 **{
-                    f: _csv_list(data.get(f))
+                    f: split_csv(data.get(f))
                     for f in (
                         "allowed_models",
                         "denied_models",
@@ -70,7 +67,7 @@ def routing(request):
                 org=org,
                 name=data.get("name", "").strip(),
                 strategy=data.get("strategy", "failover"),
-                models=_csv_list(data.get("models")),
+                models=split_csv(data.get("models")),
             )
             messages.success(
                 request,

@@ -4,7 +4,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.response import Response
 
-from gateway.rest import OrgView, actor, django_errors
+from gateway.rest import OrgScopedFields, OrgView, actor, django_errors
 
 from . import services
 from .models import Invitation, Membership, PersonalAccessToken, Role, Team
@@ -45,7 +45,8 @@ class TeamViewSet(
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class MemberSerializer(serializers.ModelSerializer):
+class MemberSerializer(OrgScopedFields, serializers.ModelSerializer):
+    org_scoped = {"team": Team}
     email = serializers.EmailField(source="user.email", read_only=True)
     name = serializers.CharField(source="user.name", read_only=True)
     role = serializers.ChoiceField(choices=Role.choices)
@@ -56,11 +57,6 @@ class MemberSerializer(serializers.ModelSerializer):
     class Meta:
         model = Membership
         fields = ["id", "email", "name", "role", "team", "created_at"]
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.context.get("org") is not None:
-            self.fields["team"].queryset = Team.objects.for_org(self.context["org"])
 
 
 class MemberViewSet(
@@ -77,9 +73,6 @@ class MemberViewSet(
 
     def get_queryset(self):
         return Membership.objects.for_org(self.request.org).select_related("user", "team")
-
-    def get_serializer_context(self):
-        return {**super().get_serializer_context(), "org": getattr(self.request, "org", None)}
 
     def update(self, request, *args, **kwargs):
         membership = self.get_object()
@@ -105,7 +98,8 @@ class MemberViewSet(
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class InvitationSerializer(serializers.ModelSerializer):
+class InvitationSerializer(OrgScopedFields, serializers.ModelSerializer):
+    org_scoped = {"team": Team}
     team = serializers.PrimaryKeyRelatedField(
         queryset=Team.objects.none(), allow_null=True, required=False
     )
@@ -114,11 +108,6 @@ class InvitationSerializer(serializers.ModelSerializer):
         model = Invitation
         fields = ["id", "email", "role", "team", "status", "created_at", "expires_at"]
         read_only_fields = ["status", "created_at", "expires_at"]
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.context.get("org") is not None:
-            self.fields["team"].queryset = Team.objects.for_org(self.context["org"])
 
 
 class InvitationViewSet(
@@ -134,9 +123,6 @@ class InvitationViewSet(
 
     def get_queryset(self):
         return Invitation.objects.for_org(self.request.org).pending().select_related("team")
-
-    def get_serializer_context(self):
-        return {**super().get_serializer_context(), "org": getattr(self.request, "org", None)}
 
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)

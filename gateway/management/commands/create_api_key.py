@@ -3,14 +3,11 @@ from datetime import UTC, datetime
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from bonito.text import split_csv
 from gateway import services
 from governance.audit import Actor
 from governance.models import RoutingPolicy
 from orgs.models import Organization, Team
-
-
-def _csv(value):
-    return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
 class Command(BaseCommand):
@@ -62,8 +59,8 @@ class Command(BaseCommand):
                 actor=Actor(via="cli"),
                 org=org,
                 name=opts["name"],
-                allowed_models=_csv(opts["models"]),
-                allowed_providers=_csv(opts["providers"]),
+                allowed_models=split_csv(opts["models"]),
+                allowed_providers=split_csv(opts["providers"]),
                 team=team,
                 rpm_limit=opts["rpm"],
                 tpm_limit=opts["tpm"],
