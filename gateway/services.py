@@ -267,3 +267,48 @@ def gateway_config_set(*, actor: Actor, org, **fields) -> GatewayConfig:
         )
         config_version_bump()
     return config
+
+
+def provider_test(*, provider: ProviderConnection) -> tuple[bool, str]:
+    """Send a 1-token chat to one of the provider's deployments; (ok, what happened).
+
+    Goes straight to the provider (not through /v1): no usage row, no limits. Messages
+    never include credentials."""
+    import time
+
+    from asgiref.sync import async_to_sync
+
+    from .dataplane.upstream import UpstreamError, Upstreams
+    from .snapshot_builder import deployment_info
+
+    deployment = provider.deployments.filter(is_active=True).order_by("priority").first()
+    if deployment is None:
+        return (
+            False,
+            "Add a deployment first: the test sends a 1-token request to one of its models.",
+        )
+    dep = deployment_info(deployment)
+    upstreams = Upstreams()
+
+    async def ping():
+        adapter = upstreams.for_deployment(dep)
+        try:
+            return await adapter.call(
+                "chat",
+                dep,
+                {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1},
+                15.0,
+            )
+        finally:
+            await upstreams.http.close_loop_session()
+
+    started = time.perf_counter()
+    try:
+        async_to_sync(ping)()
+    except UpstreamError as exc:
+        status = f"HTTP {exc.status}: " if exc.status else ""
+        return False, f"{dep.upstream_model} failed: {status}{exc}"
+    return (
+        True,
+        f"{dep.upstream_model} answered in {(time.perf_counter() - started) * 1000:.0f} ms.",
+    )

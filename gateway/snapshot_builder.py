@@ -58,6 +58,27 @@ def _month_spend() -> dict[int, float]:
     return {r["org_id"]: float(r["total"] or 0) for r in rows}
 
 
+def deployment_info(d: Deployment) -> DeploymentInfo:
+    """The data plane's view of one deployment (with its provider's decrypted credentials)."""
+    p = d.provider
+    input_cost, output_cost = price_per_token(d)
+    return DeploymentInfo(
+        id=d.id,
+        model=d.model_name,
+        provider=p.name,
+        kind=p.kind,
+        upstream_model=d.upstream_model,
+        api_base=p.api_base,
+        region=d.region,
+        input_cost=input_cost,
+        output_cost=output_cost,
+        weight=d.weight,
+        priority=d.priority,
+        settings=dict(p.settings or {}),
+        credentials=p.get_credentials(),
+    )
+
+
 def build_snapshot(version: int | None = None) -> Snapshot:
     from governance.models import Policy, RoutingPolicy
     from orgs.models import Organization
@@ -85,23 +106,7 @@ def build_snapshot(version: int | None = None) -> Snapshot:
         for d in Deployment.objects.filter(is_active=True, provider__is_active=True).select_related(
             "provider"
         ):
-            p = d.provider
-            input_cost, output_cost = price_per_token(d)
-            info = DeploymentInfo(
-                id=d.id,
-                model=d.model_name,
-                provider=p.name,
-                kind=p.kind,
-                upstream_model=d.upstream_model,
-                api_base=p.api_base,
-                region=d.region,
-                input_cost=input_cost,
-                output_cost=output_cost,
-                weight=d.weight,
-                priority=d.priority,
-                settings=dict(p.settings or {}),
-                credentials=p.get_credentials(),
-            )
+            info = deployment_info(d)
             deployments.setdefault(d.org_id, {}).setdefault(d.model_name, []).append(info)
         policies = {p.org_id: p for p in Policy.objects.all()}
         configs = {c.org_id: c for c in GatewayConfig.objects.all()}

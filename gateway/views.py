@@ -265,6 +265,15 @@ def providers(request):
 
 @require_POST
 @org_view(role="admin")
+def provider_test(request, provider_id):
+    provider = get_object_or_404(ProviderConnection.objects.for_org(request.org), pk=provider_id)
+    ok, detail = services.provider_test(provider=provider)
+    (messages.success if ok else messages.error)(request, f"Test of {provider.name}: {detail}")
+    return redirect("providers", org_slug=request.org.slug)
+
+
+@require_POST
+@org_view(role="admin")
 def deployment_create(request):
     org = request.org
     data = request.POST

@@ -20,6 +20,7 @@ org_patterns = [
     path("providers/", gateway_views.providers, name="providers"),
     path("playground/", playground.playground, name="playground"),
     path("providers/deployments/", gateway_views.deployment_create, name="deployment_create"),
+    path("providers/<int:provider_id>/test/", gateway_views.provider_test, name="provider_test"),
     path("team/", views.team, name="team"),
     path("team/members/<int:membership_id>/role/", views.member_role, name="member_role"),
     path("team/members/<int:membership_id>/remove/", views.member_remove, name="member_remove"),

@@ -240,3 +240,38 @@ def test_viewers_cannot_send_from_the_playground(vera_client, org_a):
         ).status_code
         == 403
     )
+
+
+def test_test_connection_reports_success_and_failure(alice_client, org_a, fake_upstream):
+    from gateway.tests.fake_upstream import Behaviour
+
+    good = services.provider_save(
+        actor=ACTOR,
+        org=org_a,
+        name="good",
+        kind="openai_compatible",
+        api_base=fake_upstream.url,
+        credentials={"api_key": "sk-test-conn-secret"},
+    )
+    services.deployment_save(
+        actor=ACTOR, org=org_a, model_name="chat", provider=good, upstream_model="gpt-4o-mini"
+    )
+    response = alice_client.post(reverse("provider_test", args=[org_a.slug, good.id]), follow=True)
+    assert b"Test of good: gpt-4o-mini answered" in response.content
+    assert fake_upstream.requests[-1]["body"]["max_tokens"] == 1
+    fake_upstream.behaviours["gpt-4o-mini"] = Behaviour(status=401, error_message="bad key")
+    response = alice_client.post(reverse("provider_test", args=[org_a.slug, good.id]), follow=True)
+    assert (
+        b"HTTP 401: bad key" in response.content and b"sk-test-conn-secret" not in response.content
+    )
+    empty = services.provider_save(actor=ACTOR, org=org_a, name="empty", kind="openai")
+    response = alice_client.post(reverse("provider_test", args=[org_a.slug, empty.id]), follow=True)
+    assert b"Add a deployment first" in response.content
+
+
+def test_charlie_cannot_test_alices_provider(charlie_client, org_a, org_b):
+    provider = services.provider_save(actor=ACTOR, org=org_a, name="p", kind="openai")
+    assert (
+        charlie_client.post(reverse("provider_test", args=[org_b.slug, provider.id])).status_code
+        == 404
+    )
