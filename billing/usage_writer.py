@@ -3,8 +3,10 @@
 import json
 import logging
 import time
+import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import cache
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
@@ -15,37 +17,68 @@ log = logging.getLogger("bonito.billing.usage")
 FIELDS = UsageRecord._meta.concrete_fields
 
 
-def _value(field, record: dict):
-    value = record.get(field.attname)
-    if value is None and field.attname not in record or (value is None and not field.null):
-        value = field.get_default()
-    if field.attname == "cost":
-        value = Decimal(str(value or 0))
-    elif field.attname == "created_at":
-        value = (
-            datetime.fromtimestamp(value, UTC)
-            if isinstance(value, int | float)
-            else datetime.fromisoformat(value)
-        )
-    return field.get_db_prep_save(value, connection)
+def _created(value) -> datetime:
+    return (
+        datetime.fromtimestamp(value, UTC)
+        if isinstance(value, int | float)
+        else datetime.fromisoformat(value)
+    )
 
 
-def _insert_sql() -> str:
-    """One prepared INSERT for the whole batch: the ORM compiles SQL per row, which cost
-    a quarter of a gateway worker's CPU under load (docs/benchmarks.md)."""
+@cache
+def _columns(vendor: str) -> list[tuple]:
+    """(attname, default when missing, converter or None) per column, built once.
+
+    Plain ints and strings pass straight through: this runs for every row while the
+    event loop serves requests, so the less Python per row, the less GIL it takes."""
+    ops = connection.ops
+    special = {
+        "id": (lambda v: uuid.UUID(v).hex) if vendor == "sqlite" else uuid.UUID,
+        "created_at": lambda v: ops.adapt_datetimefield_value(_created(v)),
+        "cost": lambda v: ops.adapt_decimalfield_value(Decimal(repr(float(v or 0))), 14, 8),
+    }
+    return [
+        (f.attname, None if f.null else f.get_default(), special.get(f.attname)) for f in FIELDS
+    ]
+
+
+def _row(record: dict, columns) -> list:
+    row = []
+    for name, default, convert in columns:
+        value = record.get(name)
+        if value is None:
+            value = default
+        row.append(convert(value) if convert is not None and value is not None else value)
+    return row
+
+
+@cache
+def _insert_sql(vendor: str, rows: int) -> str:
+    """One multi-row INSERT per batch. The ORM compiles SQL per row (a quarter of a worker's
+    CPU under load), and executemany steps the database once per row, taking the GIL back
+    each time: with the event loop busy, that convoy let the writer fall behind by minutes
+    (docs/benchmarks.md). One statement is one step."""
     qn = connection.ops.quote_name
     columns = ", ".join(qn(f.column) for f in FIELDS)
-    marks = ", ".join(["%s"] * len(FIELDS))
+    row = "(" + ", ".join(["%s"] * len(FIELDS)) + ")"
+    values = ", ".join([row] * rows)
     table = qn(UsageRecord._meta.db_table)
     # Only identifiers from the model's own metadata go into the string; values are parameters.
-    if connection.vendor == "sqlite":
-        return f"INSERT OR IGNORE INTO {table} ({columns}) VALUES ({marks})"  # noqa: S608
-    return f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT ({qn('id')}) DO NOTHING"  # noqa: S608
+    if vendor == "sqlite":
+        return f"INSERT OR IGNORE INTO {table} ({columns}) VALUES {values}"  # noqa: S608
+    return f"INSERT INTO {table} ({columns}) VALUES {values} ON CONFLICT ({qn('id')}) DO NOTHING"  # noqa: S608
+
+
+ROWS_PER_STATEMENT = 500  # 21 columns: well under SQLite's and PostgreSQL's parameter limits
 
 
 def _insert(records: list[dict]) -> None:
+    columns = _columns(connection.vendor)
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.executemany(_insert_sql(), [[_value(f, r) for f in FIELDS] for r in records])
+        for start in range(0, len(records), ROWS_PER_STATEMENT):
+            chunk = records[start : start + ROWS_PER_STATEMENT]
+            params = [value for r in chunk for value in _row(r, columns)]
+            cursor.execute(_insert_sql(connection.vendor, len(chunk)), params)
 
 
 def _dead_letter(record: dict, exc: Exception) -> None:
