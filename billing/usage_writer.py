@@ -11,6 +11,7 @@ from functools import cache
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
 
+from .live import publish_usage
 from .models import UsageRecord
 
 log = logging.getLogger("bonito.billing.usage")
@@ -103,6 +104,7 @@ def write_usage(records: list[dict]) -> None:
     # batch reconnects.
     try:
         _insert(records)
+        publish_usage(records)
         return
     except IntegrityError:
         pass
@@ -114,3 +116,5 @@ def write_usage(records: list[dict]) -> None:
             _insert([record])
         except IntegrityError as exc:
             _dead_letter(record, exc)
+        else:
+            publish_usage([record])

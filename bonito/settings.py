@@ -114,8 +114,17 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
-# In-memory channel layer on embedded defaults (one process serves all sockets).
-CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# The live log tail: in-memory on embedded defaults (one process serves all sockets), Redis
+# when configured, so a request served by one worker reaches sockets held by any other.
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # Celery: Redis in production; a filesystem transport otherwise, so a real worker and
 # beat still run on the embedded defaults without any server.

@@ -5,6 +5,7 @@ import csv
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
 
 from conftest import PASSWORD
@@ -102,6 +103,17 @@ def test_a_user_runs_the_gateway_from_the_dashboard(
         "#log-rows"
     )
     shot(page, "logs")
+    # The live tail shows a new request without a reload.
+    page.wait_for_selector("text=Live tail: on")
+    _key, live_raw = services.api_key_create(actor=ACTOR, org=org_a, name="live-key")
+    refresh_snapshot()
+    httpx.post(
+        base + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {live_raw}"},
+        json={"model": "demo-chat", "messages": [{"role": "user", "content": "live"}]},
+    ).raise_for_status()
+    page.wait_for_selector("#log-rows tr.fresh")
+    shot(page, "logs-live")
     page.goto(base + "/o/acme/usage/")
     page.wait_for_selector("#usage-chart[data-ready='1']")
     shot(page, "usage")
