@@ -53,3 +53,45 @@ class UsageRecord(models.Model):
 
     def __str__(self):
         return f"{self.request_id} {self.model_requested} {self.status}"
+
+
+LATENCY_BUCKETS_MS = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
+
+
+class UsageRollup(models.Model):
+    """Aggregates of gateway_requests per hour or day, by org, key, team, model and provider.
+
+    Rebuilt per window from the raw rows (delete then insert in one transaction), so
+    running a window again gives the same numbers."""
+
+    class Period(models.TextChoices):
+        HOUR = "hour", "Hour"
+        DAY = "day", "Day"
+
+    period = models.CharField(max_length=4, choices=Period.choices)
+    bucket_start = models.DateTimeField()
+    org = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="+")
+    key = models.ForeignKey(
+        "gateway.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    team = models.ForeignKey(
+        "orgs.Team", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    model = models.CharField(max_length=200, blank=True)
+    provider = models.CharField(max_length=100, blank=True)
+    requests = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=18, decimal_places=8, default=0)
+    latency_sum_ms = models.PositiveBigIntegerField(default=0)
+    # Counts of successful requests at or under each LATENCY_BUCKETS_MS bound, plus one over them all.
+    latency_hist = models.JSONField(default=list)
+
+    objects = OrgScopedQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["org", "period", "bucket_start"])]
+
+    def __str__(self):
+        return f"{self.period} {self.bucket_start:%Y-%m-%d %H:%M} {self.org_id} {self.model}"
