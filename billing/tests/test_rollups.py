@@ -53,7 +53,9 @@ def test_hourly_rollups_are_exact(traffic, org_a):
     assert (first.requests, first.errors) == (7, 1)  # 6 successes + 1 error in the first hour
     assert first.input_tokens == 70 and first.cost == Decimal("0.07")
     assert sum(first.latency_hist) == 6  # histogram counts successes only
-    assert first.latency_hist[2] == 2 and first.latency_hist[3] == 4  # 40, 50 ms <= 50; 60..90 ms <= 100
+    assert (
+        first.latency_hist[2] == 2 and first.latency_hist[3] == 4
+    )  # 40, 50 ms <= 50; 60..90 ms <= 100
     totals = (
         UsageRollup.objects.for_org(org_a)
         .filter(period="hour")
