@@ -1,6 +1,6 @@
 """Reads of usage for the dashboard and the REST API: filters, totals, series, breakdowns."""
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, Sum
@@ -31,7 +31,7 @@ def _moment(value: str, name: str) -> datetime:
                 name: f"'{value}' is not a date or ISO 8601 time (e.g. 2026-11-01 or 2026-11-01T08:00Z)."
             }
         )
-    return parsed if parsed.tzinfo else timezone.make_aware(parsed, timezone.UTC)
+    return parsed if parsed.tzinfo else timezone.make_aware(parsed, UTC)
 
 
 def time_range(params, default="24h") -> tuple[datetime, datetime]:
@@ -173,3 +173,50 @@ def usage_analytics(qs, since, until) -> dict:
         "by_key": usage_breakdown(qs, "key__name"),
         "by_team": usage_breakdown(qs, "team__name"),
     }
+
+
+def month_bounds(value: str | None) -> tuple[datetime, datetime]:
+    """'2026-11' -> [2026-11-01, 2026-12-01) in UTC; None -> the current month."""
+    if value:
+        try:
+            year, month = (int(p) for p in value.split("-"))
+            start = datetime(year, month, 1, tzinfo=UTC)
+        except ValueError as exc:
+            raise ValidationError({"month": f"'{value}' is not a month like 2026-11."}) from exc
+    else:
+        now = timezone.now()
+        start = datetime(now.year, now.month, 1, tzinfo=UTC)
+    end = datetime(start.year + (start.month == 12), start.month % 12 + 1, 1, tzinfo=UTC)
+    return start, end
+
+
+def monthly_statement(org, month: str | None) -> tuple[datetime, list[dict]]:
+    """Cost attribution for a month: one line per team and key, with requests, tokens, cost."""
+    start, end = month_bounds(month)
+    rows = (
+        UsageRecord.objects.for_org(org)
+        .filter(created_at__gte=start, created_at__lt=end)
+        .order_by()
+        .values("team__name", "key__name", "key__prefix", "key__last4")
+        .annotate(
+            requests=Count("id"),
+            input_tokens=Sum("input_tokens"),
+            output_tokens=Sum("output_tokens"),
+            cost=Sum("cost"),
+        )
+        .order_by("team__name", "-cost")
+    )
+    lines = [
+        {
+            "team": r["team__name"] or "(no team)",
+            "key": f"{r['key__name']} ({r['key__prefix']}…{r['key__last4']})"
+            if r["key__name"]
+            else "(deleted key)",
+            "requests": r["requests"],
+            "input_tokens": r["input_tokens"] or 0,
+            "output_tokens": r["output_tokens"] or 0,
+            "cost_usd": f"{r['cost'] or 0:.6f}",
+        }
+        for r in rows
+    ]
+    return start, lines

@@ -232,6 +232,32 @@ def usage_csv(request):
     return response
 
 
+@org_view()
+def usage_statement(request):
+    """The month's cost attribution by team and key, as CSV (?month=2026-11)."""
+    try:
+        start, lines = selectors.monthly_statement(request.org, request.GET.get("month"))
+    except ValidationError as exc:
+        raise Http404(" ".join(exc.messages)) from exc
+    writer = csv.writer(_Echo())
+    columns = ["team", "key", "requests", "input_tokens", "output_tokens", "cost_usd"]
+
+    def rows():
+        yield writer.writerow(columns)
+        for line in lines:
+            yield writer.writerow([line[c] for c in columns])
+        total = sum(float(line["cost_usd"]) for line in lines)
+        yield writer.writerow(
+            ["TOTAL", "", sum(line["requests"] for line in lines), "", "", f"{total:.6f}"]
+        )
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv")
+    response["Content-Disposition"] = (
+        f'attachment; filename="bonito-statement-{request.org.slug}-{start:%Y-%m}.csv"'
+    )
+    return response
+
+
 @org_view(write_role="admin")
 def providers(request):
     org = request.org

@@ -13,6 +13,7 @@ org_patterns = [
     path("keys/<int:key_id>/revoke/", gateway_views.key_revoke, name="key_revoke"),
     path("usage/", gateway_views.usage, name="usage"),
     path("usage/export.csv", gateway_views.usage_csv, name="usage_csv"),
+    path("usage/statement.csv", gateway_views.usage_statement, name="usage_statement"),
     path("logs/", gateway_views.logs, name="logs"),
     path("logs/<str:record_id>/", gateway_views.log_detail, name="log_detail"),
     path("policies/", governance_views.policies, name="policies"),

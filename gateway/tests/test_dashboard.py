@@ -275,3 +275,24 @@ def test_charlie_cannot_test_alices_provider(charlie_client, org_a, org_b):
         charlie_client.post(reverse("provider_test", args=[org_b.slug, provider.id])).status_code
         == 404
     )
+
+
+def test_the_monthly_statement_attributes_cost_by_team_and_key(alice_client, org_a):
+    from orgs import services as org_services
+
+    research = org_services.team_create(actor=ACTOR, org=org_a, name="Research")
+    key, _raw = services.api_key_create(actor=ACTOR, org=org_a, name="lab", team=research)
+    other, _raw = services.api_key_create(actor=ACTOR, org=org_a, name="web")
+    _usage(org_a, key, team=research, cost=Decimal("1.25"))
+    _usage(org_a, key, team=research, cost=Decimal("0.75"))
+    _usage(org_a, other, cost=Decimal("0.10"))
+    response = alice_client.get(reverse("usage_statement", args=[org_a.slug]))
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert rows[0] == ["team", "key", "requests", "input_tokens", "output_tokens", "cost_usd"]
+    assert ["(no team)", f"web ({other.prefix}…{other.last4})", "1", "10", "5", "0.100000"] in rows
+    assert ["Research", f"lab ({key.prefix}…{key.last4})", "2", "20", "10", "2.000000"] in rows
+    assert rows[-1] == ["TOTAL", "", "3", "", "", "2.100000"]
+    assert (
+        alice_client.get(reverse("usage_statement", args=[org_a.slug]) + "?month=soon").status_code
+        == 404
+    )

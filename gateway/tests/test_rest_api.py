@@ -351,3 +351,13 @@ def test_openapi_schema_and_docs(alice_client):
     docs = alice_client.get("/api/docs/")
     assert docs.status_code == 200 and b"swagger" in docs.content.lower()
     assert b"cdn" not in docs.content.lower()
+
+
+def test_explicit_dates_filter_logs(alice_client, org_a, alice_key):
+    _usage(org_a, alice_key, n=2)
+    today = timezone.now().date()
+    since, until = (today - timedelta(days=1)).isoformat(), (today + timedelta(days=1)).isoformat()
+    assert alice_client.get(f"/api/gateway/logs?since={since}&until={until}").json()["count"] == 2
+    assert (
+        alice_client.get(f"/api/gateway/logs?until={since}T00:00:00Z&range=1h").json()["count"] == 0
+    )
