@@ -95,3 +95,87 @@ class UsageRollup(models.Model):
 
     def __str__(self):
         return f"{self.period} {self.bucket_start:%Y-%m-%d %H:%M} {self.org_id} {self.model}"
+
+
+class Budget(models.Model):
+    """A spending budget for an org, a team or a key, per month or per day.
+
+    Soft budgets only alert; hard budgets also make the gateway answer 429 until the period
+    resets or the budget is raised (enforced through the config snapshot)."""
+
+    class Scope(models.TextChoices):
+        ORG = "org", "Organization"
+        TEAM = "team", "Team"
+        KEY = "key", "API key"
+
+    class Period(models.TextChoices):
+        MONTHLY = "monthly", "Monthly"
+        DAILY = "daily", "Daily"
+
+    org = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="budgets")
+    scope = models.CharField(max_length=4, choices=Scope.choices, default=Scope.ORG)
+    team = models.ForeignKey(
+        "orgs.Team", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    key = models.ForeignKey(
+        "gateway.ApiKey", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    period = models.CharField(max_length=7, choices=Period.choices, default=Period.MONTHLY)
+    amount_usd = models.DecimalField(max_digits=12, decimal_places=2)
+    hard = models.BooleanField(default=False, help_text="refuse requests at 100%")
+    thresholds = models.JSONField(
+        default=list, blank=True, help_text="percentages; default 50, 80, 100"
+    )
+    webhook_url = models.URLField(blank=True, help_text="Slack-compatible incoming webhook")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = OrgScopedQuerySet.as_manager()
+
+    def __str__(self):
+        target = self.team or self.key or self.org
+        return f"{self.get_period_display()} {'hard' if self.hard else 'soft'} budget ${self.amount_usd} for {target}"
+
+    @property
+    def levels(self) -> list[int]:
+        return sorted(set(self.thresholds or [50, 80, 100]))
+
+
+class BudgetAlert(models.Model):
+    """One row per threshold crossed per period: what makes an alert fire exactly once."""
+
+    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="alerts")
+    period_start = models.DateTimeField()
+    threshold = models.PositiveSmallIntegerField()
+    spent_usd = models.DecimalField(max_digits=14, decimal_places=6)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["budget", "period_start", "threshold"], name="alert_once"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.budget} at {self.threshold}%"
+
+
+class Notification(models.Model):
+    """An in-app notice shown in the org's dashboard."""
+
+    org = models.ForeignKey(
+        "orgs.Organization", on_delete=models.CASCADE, related_name="notifications"
+    )
+    message = models.CharField(max_length=500)
+    level = models.CharField(max_length=10, default="warning")
+    created_at = models.DateTimeField(auto_now_add=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    objects = OrgScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return self.message

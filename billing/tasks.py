@@ -9,3 +9,17 @@ from . import services
 @shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
 def usage_rollup_recent():
     return services.rollup_recent(now=timezone.now())
+
+
+@shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
+def budgets_check():
+    from .budgets import budgets_check_all
+
+    return budgets_check_all(now=timezone.now())
+
+
+@shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=8)
+def budget_alert_deliver(alert_id: int, text: str):
+    from .budgets import budget_alert_deliver as deliver
+
+    deliver(alert_id=alert_id, text=text)

@@ -148,6 +148,7 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "usage-rollups": {"task": "billing.tasks.usage_rollup_recent", "schedule": 300.0},
+    "budgets": {"task": "billing.tasks.budgets_check", "schedule": 60.0},
 }
 
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")

@@ -119,6 +119,9 @@ def build_snapshot(version: int | None = None) -> Snapshot:
                 weights=dict(rp.weights or {}),
             )
         spend = _month_spend()
+        from billing.budgets import budget_blocks
+
+        blocked = budget_blocks(datetime.now(UTC))
         orgs = {}
         for org in Organization.objects.all():
             pol, cfg = policies.get(org.id), configs.get(org.id)
@@ -152,6 +155,7 @@ def build_snapshot(version: int | None = None) -> Snapshot:
                 else settings.GATEWAY_REQUEST_TIMEOUT_S,
                 deployments=deps,
                 routing_policies=routing.get(org.id, {}),
+                blocked=blocked.get(org.id, {}),
             )
     return Snapshot(
         version=version, keys=keys, orgs=orgs, hash_secret=key_hash_secret(), built_at=time.time()

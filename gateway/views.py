@@ -12,7 +12,7 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_POST
 
 from billing import selectors
-from billing.models import UsageRecord
+from billing.models import Notification, UsageRecord
 from bonito.text import split_csv
 from governance.audit import Actor
 from governance.models import RoutingPolicy
@@ -47,6 +47,7 @@ def overview(request):
             "providers": providers,
             "idle_providers": [p for p in providers if p.n_active == 0],
             "has_keys": ApiKey.objects.for_org(org).active().exists(),
+            "notifications": Notification.objects.for_org(org).filter(read_at__isnull=True)[:5],
         },
     )
 

@@ -3,9 +3,12 @@
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
 
+from billing.models import Budget
 from bonito.text import split_csv
 from gateway.models import ApiKey, Deployment
+from orgs.models import Team
 from orgs.permissions import org_view
 
 from . import services
@@ -49,11 +52,52 @@ def policies(request):
         {
             "section": "policies",
             "policy": policy,
+            "budgets": Budget.objects.for_org(org).select_related("team", "key"),
+            "teams": Team.objects.for_org(org),
+            "keys": ApiKey.objects.for_org(org).active(),
             "models": sorted(
                 set(Deployment.objects.for_org(org).values_list("model_name", flat=True))
             ),
         },
     )
+
+
+@require_POST
+@org_view(role="admin")
+def budget_create(request):
+    from billing.budgets import budget_save
+
+    org, data = request.org, request.POST
+    try:
+        scope = data.get("scope", "org")
+        team = (
+            Team.objects.for_org(org).filter(pk=data.get("team") or 0).first()
+            if scope == "team"
+            else None
+        )
+        key = (
+            ApiKey.objects.for_org(org).filter(pk=data.get("key") or 0).first()
+            if scope == "key"
+            else None
+        )
+        if scope == "team" and team is None or scope == "key" and key is None:
+            raise ValidationError(f"Choose the {scope} this budget is for.")
+        budget_save(
+            actor=Actor.from_request(request),
+            org=org,
+            amount_usd=data.get("amount_usd") or "0",
+            scope=scope,
+            team=team,
+            key=key,
+            period=data.get("period", "monthly"),
+            hard=data.get("hard") == "on",
+            thresholds=[int(t) for t in split_csv(data.get("thresholds"))] or None,
+            webhook_url=data.get("webhook_url", "").strip(),
+        )
+        messages.success(request, "Budget saved. Alerts fire at each threshold once per period.")
+    except (ValidationError, ValueError, ArithmeticError) as exc:
+        messages.error(request, " ".join(getattr(exc, "messages", [str(exc)])))
+    return redirect("policies", org_slug=org.slug)
 
 
 @org_view(write_role="admin")

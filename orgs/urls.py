@@ -17,6 +17,7 @@ org_patterns = [
     path("logs/", gateway_views.logs, name="logs"),
     path("logs/<str:record_id>/", gateway_views.log_detail, name="log_detail"),
     path("policies/", governance_views.policies, name="policies"),
+    path("policies/budgets/", governance_views.budget_create, name="budget_create"),
     path("routing/", governance_views.routing, name="routing"),
     path("providers/", gateway_views.providers, name="providers"),
     path("playground/", playground.playground, name="playground"),

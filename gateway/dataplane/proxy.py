@@ -243,6 +243,8 @@ class Gateway:
             raise errors.too_large(self.max_body_bytes)
         body = _parse_body(req.body, req.endpoint)
         ctx.model_requested = body["model"]
+        if ctx.org.blocked:
+            _refuse_if_budget_spent(ctx.key, ctx.org)
         candidates = self._candidates(ctx, body["model"])
         stream = bool(body.get("stream")) and req.endpoint != "embeddings"
 
@@ -685,3 +687,17 @@ def _passthrough_error(exc: UpstreamError) -> GatewayError:
         None,
         error_type="upstream_" + str(exc.status),
     )
+
+
+def _refuse_if_budget_spent(key: KeyInfo, org: OrgInfo) -> None:
+    for scope in ("org", f"team:{key.team_id}", f"key:{key.id}"):
+        entry = org.blocked.get(scope)
+        if entry:
+            reason, _, lifts_at = entry.rpartition("|")
+            raise GatewayError(
+                429,
+                reason,
+                "insufficient_quota",
+                "budget_exceeded",
+                headers={"Retry-After": str(max(1, int(float(lifts_at) - time.time())))},
+            )

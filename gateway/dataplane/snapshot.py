@@ -70,6 +70,8 @@ class OrgInfo:
     key_rpm: int | None = None
     key_tpm: int | None = None
     timeout_s: float = 120.0
+    # Hard budgets that are spent: "org" | "team:<id>" | "key:<id>" -> "reason|epoch when it lifts"
+    blocked: dict = field(default_factory=dict)
     deployments: dict = field(default_factory=dict)  # public model name -> tuple[DeploymentInfo]
     routing_policies: dict = field(default_factory=dict)  # name -> RoutingPolicyInfo
 

@@ -34,6 +34,7 @@ class FakeUpstream:
     def __init__(self):
         self.behaviours: dict[str, Behaviour] = {}
         self.requests: list[dict] = []
+        self.hooks: list[dict] = []  # what webhooks (budget alerts) posted to /hooks
         self.url = ""
         self._loop = None
         self._runner = None
@@ -42,6 +43,7 @@ class FakeUpstream:
     def reset(self):
         self.behaviours.clear()
         self.requests.clear()
+        self.hooks.clear()
         self.cancelled_streams = 0
 
     def behaviour(self, model) -> Behaviour:
@@ -177,11 +179,16 @@ class FakeUpstream:
             raise
         return resp
 
+    async def _hook(self, request: web.Request):
+        self.hooks.append(await request.json())
+        return web.Response(text="ok")
+
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", lambda r: self._handle(r, "chat"))
         app.router.add_post("/v1/completions", lambda r: self._handle(r, "completions"))
         app.router.add_post("/v1/embeddings", lambda r: self._handle(r, "embeddings"))
+        app.router.add_post("/hooks", self._hook)
         return app
 
     # ---------------------------------------------------------------- lifecycle

@@ -1,0 +1,188 @@
+"""Budgets: spend per period against an amount, threshold alerts that fire once, and the
+hard caps the gateway enforces (through the config snapshot, never a query per request)."""
+
+import logging
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from django.core.mail import send_mail
+from django.db import transaction
+from django.db.models import Sum
+
+from gateway.snapshot_builder import config_version_bump
+from governance.audit import Actor, audit_record
+from orgs.models import Membership, Role
+
+from .models import Budget, BudgetAlert, Notification, UsageRecord
+
+log = logging.getLogger("bonito.billing.budgets")
+
+
+def period_bounds(budget: Budget, now: datetime) -> tuple[datetime, datetime]:
+    now = now.astimezone(UTC)
+    if budget.period == Budget.Period.DAILY:
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return start, start + timedelta(days=1)
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = start.replace(year=start.year + (start.month == 12), month=start.month % 12 + 1)
+    return start, end
+
+
+def budget_spent(budget: Budget, now: datetime) -> Decimal:
+    start, _end = period_bounds(budget, now)
+    qs = UsageRecord.objects.for_org(budget.org).filter(created_at__gte=start)
+    if budget.scope == Budget.Scope.TEAM:
+        qs = qs.filter(team_id=budget.team_id)
+    elif budget.scope == Budget.Scope.KEY:
+        qs = qs.filter(key_id=budget.key_id)
+    return qs.aggregate(total=Sum("cost"))["total"] or Decimal(0)
+
+
+def budget_target(budget: Budget) -> str:
+    if budget.scope == Budget.Scope.TEAM:
+        return f"team {budget.team.name}"
+    if budget.scope == Budget.Scope.KEY:
+        return f"key {budget.key.name} ({budget.key.masked})"
+    return budget.org.name
+
+
+def budget_blocks(now: datetime) -> dict[int, dict[str, str]]:
+    """org id -> {"org" | "team:<id>" | "key:<id>": reason} for hard budgets that are spent."""
+    blocked: dict[int, dict[str, str]] = {}
+    for budget in Budget.objects.filter(is_active=True, hard=True).select_related(
+        "org", "team", "key"
+    ):
+        spent = budget_spent(budget, now)
+        if spent < budget.amount_usd:
+            continue
+        _start, end = period_bounds(budget, now)
+        scope = {"org": "org", "team": f"team:{budget.team_id}", "key": f"key:{budget.key_id}"}[
+            budget.scope
+        ]
+        blocked.setdefault(budget.org_id, {})[scope] = (
+            f"The {budget.get_period_display().lower()} budget of ${budget.amount_usd:,.2f} for {budget_target(budget)} "
+            f"is spent (${spent:,.2f}). Requests are refused until {end:%Y-%m-%d %H:%M} UTC or until an admin "
+            f"raises the budget.|{int(end.timestamp())}"
+        )
+    return blocked
+
+
+@transaction.atomic
+def budget_check(*, budget: Budget, now: datetime) -> list[BudgetAlert]:
+    """Fire each threshold the budget has reached this period, once."""
+    start, _end = period_bounds(budget, now)
+    spent = budget_spent(budget, now)
+    percent = spent * 100 / budget.amount_usd if budget.amount_usd else Decimal(100)
+    fired = []
+    for level in budget.levels:
+        if percent < level:
+            continue
+        alert, created = BudgetAlert.objects.get_or_create(
+            budget=budget, period_start=start, threshold=level, defaults={"spent_usd": spent}
+        )
+        if not created:
+            continue
+        fired.append(alert)
+        message = (
+            f"{budget_target(budget)} has used {percent:.0f}% of its {budget.get_period_display().lower()} "
+            f"budget (${spent:,.2f} of ${budget.amount_usd:,.2f})"
+            + (": requests are now refused." if budget.hard and level >= 100 else ".")
+        )
+        Notification.objects.create(
+            org=budget.org, message=message[:500], level="error" if level >= 100 else "warning"
+        )
+        audit_record(
+            actor=Actor(via="budgets"),
+            org=budget.org,
+            action="budget.alert",
+            target=budget,
+            after={"threshold": level, "spent_usd": str(spent)},
+        )
+        if budget.hard and level >= 100:
+            config_version_bump()  # every worker starts refusing within the snapshot's poll time
+        from .tasks import budget_alert_deliver
+
+        transaction.on_commit(
+            lambda alert_id=alert.id, text=message: budget_alert_deliver.delay(alert_id, text)
+        )
+    return fired
+
+
+def budgets_check_all(*, now: datetime) -> int:
+    fired = 0
+    for budget in Budget.objects.filter(is_active=True).select_related("org", "team", "key"):
+        fired += len(budget_check(budget=budget, now=now))
+    return fired
+
+
+def budget_alert_deliver(*, alert_id: int, text: str) -> None:
+    """Email the org's admins and post the optional Slack-compatible webhook."""
+    alert = BudgetAlert.objects.select_related("budget__org").get(pk=alert_id)
+    budget = alert.budget
+    admins = list(
+        Membership.objects.for_org(budget.org)
+        .filter(role=Role.ADMIN)
+        .values_list("user__email", flat=True)
+    )
+    if admins:
+        send_mail(
+            subject=f"Bonito budget alert: {alert.threshold}% for {budget_target(budget)}",
+            message=text + "\n",
+            from_email=None,
+            recipient_list=admins,
+        )
+    if budget.webhook_url:
+        import httpx
+
+        httpx.post(
+            budget.webhook_url, json={"text": f":warning: Bonito: {text}"}, timeout=10
+        ).raise_for_status()
+
+
+@transaction.atomic
+def budget_save(
+    *,
+    actor: Actor,
+    org,
+    amount_usd,
+    scope: str = "org",
+    team=None,
+    key=None,
+    period: str = "monthly",
+    hard: bool = False,
+    thresholds=None,
+    webhook_url: str = "",
+    budget: Budget | None = None,
+) -> Budget:
+    if team is not None and team.org_id != org.id or key is not None and key.org_id != org.id:
+        from django.core.exceptions import ValidationError
+
+        raise ValidationError("That team or key belongs to another organization.")
+    before = None
+    if budget is not None:
+        before = {"amount_usd": str(budget.amount_usd), "hard": budget.hard}
+    budget = budget or Budget(org=org)
+    budget.scope, budget.team, budget.key, budget.period = scope, team, key, period
+    budget.amount_usd, budget.hard, budget.webhook_url = (
+        Decimal(str(amount_usd)),
+        hard,
+        webhook_url or "",
+    )
+    budget.thresholds = sorted(set(thresholds or [50, 80, 100]))
+    budget.full_clean()
+    budget.save()
+    audit_record(
+        actor=actor,
+        org=org,
+        action="budget.update" if before else "budget.create",
+        target=budget,
+        before=before,
+        after={
+            "amount_usd": str(budget.amount_usd),
+            "hard": hard,
+            "period": period,
+            "scope": scope,
+        },
+    )
+    config_version_bump()  # raising a hard budget lifts its block
+    return budget

@@ -1,0 +1,137 @@
+"""Budgets: thresholds alert once per period (email, in-app, webhook); hard budgets stop
+the gateway with a 429 that says why, through the snapshot."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import httpx
+import pytest
+from django.core import mail
+
+from billing.budgets import budget_save, budgets_check_all
+from billing.models import BudgetAlert, Notification, UsageRecord
+from bonito.celery import app as celery_app
+from gateway import services as gateway_services
+from gateway.tests.conftest import ACTOR, refresh_snapshot
+from orgs import services as org_services
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def eager_tasks():
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = False
+
+
+def _spend(org, amount, at=NOW, key=None, team=None):
+    UsageRecord.objects.create(
+        id=uuid.uuid4(),
+        org=org,
+        key=key,
+        team=team,
+        created_at=at,
+        model_requested="chat",
+        model_used="chat",
+        provider="fake",
+        status="success",
+        cost=Decimal(str(amount)),
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_thresholds_fire_exactly_once_per_period(org_a, alice, eager_tasks, fake_upstream_server):
+    fake_upstream_server.reset()
+    hook = fake_upstream_server.url.replace("/v1", "/hooks")
+    budget_save(actor=ACTOR, org=org_a, amount_usd=10, webhook_url=hook)
+    _spend(org_a, 5.5)
+    assert budgets_check_all(now=NOW) == 1  # 50%
+    assert budgets_check_all(now=NOW) == 0  # not again
+    _spend(org_a, 3)
+    assert budgets_check_all(now=NOW) == 1  # 80%
+    assert sorted(BudgetAlert.objects.values_list("threshold", flat=True)) == [50, 80]
+    assert [m.to for m in mail.outbox] == [["alice@acme.test"], ["alice@acme.test"]]
+    assert "80% for Acme Corp" in mail.outbox[-1].subject and "used 85%" in mail.outbox[-1].body
+    assert Notification.objects.for_org(org_a).count() == 2
+    assert (
+        len(fake_upstream_server.hooks) == 2
+        and "Acme Corp" in fake_upstream_server.hooks[0]["text"]
+    )
+    # Next month starts clean.
+    assert budgets_check_all(now=NOW + timedelta(days=15)) == 0
+
+
+@pytest.mark.django_db
+def test_team_and_key_budgets_count_only_their_spend(org_a, alice):
+    team = org_services.team_create(actor=ACTOR, org=org_a, name="Research")
+    key, _raw = gateway_services.api_key_create(actor=ACTOR, org=org_a, name="lab", team=team)
+    budget_save(actor=ACTOR, org=org_a, amount_usd=1, scope="team", team=team, thresholds=[100])
+    budget_save(
+        actor=ACTOR, org=org_a, amount_usd=1, scope="key", key=key, period="daily", thresholds=[100]
+    )
+    _spend(org_a, 5)  # no team, no key
+    _spend(
+        org_a, 0.6, key=key, team=team, at=NOW - timedelta(days=1)
+    )  # yesterday: the daily budget ignores it
+    _spend(org_a, 0.5, key=key, team=team)
+    budgets_check_all(now=NOW)
+    assert list(BudgetAlert.objects.values_list("budget__scope", flat=True)) == ["team"]
+
+
+@pytest.mark.django_db
+def test_a_soft_budget_never_blocks(org_a, alice):
+    budget_save(actor=ACTOR, org=org_a, amount_usd=1)
+    _spend(org_a, 2)
+    budgets_check_all(now=NOW)
+    from billing.budgets import budget_blocks
+
+    assert budget_blocks(NOW) == {}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_spent_hard_budget_answers_429_on_v1_until_raised(acme, gw):
+    from django.utils import timezone
+
+    budget = budget_save(actor=ACTOR, org=acme.org, amount_usd=1, hard=True)
+    _spend(acme.org, 1.5, at=timezone.now())
+    budgets_check_all(now=timezone.now())
+    refresh_snapshot()
+    body = {"model": "chat-small", "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"Authorization": f"Bearer {acme.raw}"}
+    response = httpx.post(acme.base_url + "/chat/completions", json=body, headers=headers)
+    assert response.status_code == 429
+    error = response.json()["error"]
+    assert (
+        error["code"] == "budget_exceeded"
+        and "monthly budget of $1.00 for Acme Corp is spent" in error["message"]
+    )
+    assert int(response.headers["retry-after"]) > 0
+    assert acme.fake.requests == []
+    budget_save(actor=ACTOR, org=acme.org, amount_usd=5, hard=True, budget=budget)  # raised
+    refresh_snapshot()
+    assert (
+        httpx.post(acme.base_url + "/chat/completions", json=body, headers=headers).status_code
+        == 200
+    )
+
+
+@pytest.mark.django_db
+def test_admins_add_budgets_and_see_alerts_in_the_dashboard(alice_client, bob_client, org_a):
+    from django.urls import reverse
+
+    from billing.models import Budget
+
+    url = reverse("budget_create", args=[org_a.slug])
+    assert bob_client.post(url, {"amount_usd": "5"}).status_code == 403
+    alice_client.post(
+        url,
+        {"scope": "org", "period": "daily", "amount_usd": "5", "thresholds": "90", "hard": "on"},
+    )
+    budget = Budget.objects.get(org=org_a)
+    assert budget.hard and budget.levels == [90] and budget.period == "daily"
+    _spend(org_a, 4.6, at=datetime.now(UTC))
+    budgets_check_all(now=datetime.now(UTC))
+    page = alice_client.get(reverse("overview", args=[org_a.slug])).content.decode()
+    assert "has used 92% of its daily budget" in page
