@@ -23,3 +23,17 @@ def budget_alert_deliver(alert_id: int, text: str):
     from .budgets import budget_alert_deliver as deliver
 
     deliver(alert_id=alert_id, text=text)
+
+
+@shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=3)
+def weekly_digests():
+    from django.conf import settings
+
+    from orgs.models import Organization
+
+    from .digest import weekly_digest_send
+
+    return sum(
+        weekly_digest_send(org=org, now=timezone.now(), base_url=settings.PUBLIC_BASE_URL)
+        for org in Organization.objects.all()
+    )

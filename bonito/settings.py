@@ -4,6 +4,7 @@ the environment (see the README's table); defaults are the embedded, no-server s
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -149,6 +150,10 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "usage-rollups": {"task": "billing.tasks.usage_rollup_recent", "schedule": 300.0},
     "budgets": {"task": "billing.tasks.budgets_check", "schedule": 60.0},
+    "weekly-digests": {
+        "task": "billing.tasks.weekly_digests",
+        "schedule": crontab(minute=0, hour=8, day_of_week=1),
+    },
 }
 
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")

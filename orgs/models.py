@@ -47,6 +47,9 @@ class User(AbstractBaseUser, PermissionsMixin):
     # True when the staff/superuser rights came from ADMIN_EMAILS, so that taking the
     # address off the list takes away exactly those rights and nothing granted by hand.
     admin_from_env = models.BooleanField(default=False, editable=False)
+    weekly_digest = models.BooleanField(
+        default=True, help_text="receive the weekly usage digest email"
+    )
     date_joined = models.DateTimeField(default=timezone.now)
 
     objects = UserManager()

@@ -35,6 +35,7 @@ org_patterns = [
     ),
     path("settings/", views.org_settings, name="settings"),
     path("settings/tokens/", views.token_create, name="token_create"),
+    path("settings/digest/", views.digest_toggle, name="digest_toggle"),
     path("settings/tokens/<int:token_id>/revoke/", views.token_revoke, name="token_revoke"),
 ]
 

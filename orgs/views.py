@@ -193,6 +193,16 @@ def token_create(request):
 
 @require_POST
 @org_view()
+def digest_toggle(request):
+    """Each user opts in or out of the weekly digest email for themselves."""
+    request.user.weekly_digest = request.POST.get("weekly_digest") == "on"
+    request.user.save(update_fields=["weekly_digest"])
+    messages.success(request, "Weekly digest " + ("on." if request.user.weekly_digest else "off."))
+    return redirect("settings", org_slug=request.org.slug)
+
+
+@require_POST
+@org_view()
 def token_revoke(request, token_id):
     token = get_object_or_404(
         PersonalAccessToken.objects.filter(org=request.org, user=request.user), pk=token_id

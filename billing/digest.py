@@ -1,0 +1,126 @@
+"""The weekly digest: an org's week in numbers, what changed, and where it could save."""
+
+from datetime import datetime, timedelta
+
+from django.core.mail import EmailMultiAlternatives
+from django.db.models import Count, Sum
+from django.template.loader import render_to_string
+
+from gateway.models import Deployment
+from gateway.pricing import price_per_token
+from governance.models import Policy
+from orgs.models import Membership
+
+from .models import UsageRecord
+
+
+def _week(org, start, end):
+    qs = UsageRecord.objects.for_org(org).filter(created_at__gte=start, created_at__lt=end)
+    totals = qs.aggregate(
+        requests=Count("id"),
+        cost=Sum("cost"),
+        input_tokens=Sum("input_tokens"),
+        output_tokens=Sum("output_tokens"),
+    )
+    return qs, {k: v or 0 for k, v in totals.items()}
+
+
+def _top(qs, field, n=5):
+    return list(
+        qs.order_by()
+        .values(field)
+        .annotate(
+            requests=Count("id"),
+            cost=Sum("cost"),
+            input_tokens=Sum("input_tokens"),
+            output_tokens=Sum("output_tokens"),
+        )
+        .order_by("-cost")[:n]
+    )
+
+
+def _change(now, before) -> str:
+    if not before:
+        return "new this week" if now else "no change"
+    pct = (float(now) - float(before)) * 100 / float(before)
+    return f"{pct:+.0f}% week over week"
+
+
+def savings_suggestion(org, top_models) -> dict | None:
+    """For the most expensive model, a cheaper chat model the org already may use."""
+    if not top_models or not top_models[0]["cost"]:
+        return None
+    costly = top_models[0]
+    policy = Policy.objects.filter(org=org).first()
+    prices = {}
+    for dep in Deployment.objects.for_org(org).filter(is_active=True).select_related("provider"):
+        if policy and (
+            policy.allowed_models
+            and dep.model_name not in policy.allowed_models
+            or dep.model_name in policy.denied_models
+        ):
+            continue
+        inp, out = price_per_token(dep)
+        if inp or out:
+            prices[dep.model_name] = min(
+                prices.get(dep.model_name, (inp, out)), (inp, out), key=sum
+            )
+    if costly["model_used"] not in prices:
+        return None
+    candidates = [
+        (sum(p), m, p)
+        for m, p in prices.items()
+        if m != costly["model_used"] and sum(p) < sum(prices[costly["model_used"]])
+    ]
+    if not candidates:
+        return None
+    _total, model, (inp, out) = min(candidates)
+    would_cost = (costly["input_tokens"] or 0) * inp + (costly["output_tokens"] or 0) * out
+    return {
+        "from": costly["model_used"],
+        "to": model,
+        "cost": float(costly["cost"]),
+        "would_cost": would_cost,
+        "saving": float(costly["cost"]) - would_cost,
+    }
+
+
+def digest_context(org, now: datetime) -> dict:
+    end = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    start, prev = end - timedelta(days=7), end - timedelta(days=14)
+    qs, week = _week(org, start, end)
+    _prev_qs, last = _week(org, prev, start)
+    top_models = _top(qs, "model_used")
+    return {
+        "org": org,
+        "start": start,
+        "end": end,
+        "week": week,
+        "last": last,
+        "cost_change": _change(week["cost"], last["cost"]),
+        "requests_change": _change(week["requests"], last["requests"]),
+        "top_models": top_models,
+        "top_keys": _top(qs, "key__name"),
+        "top_teams": _top(qs, "team__name"),
+        "suggestion": savings_suggestion(org, top_models),
+    }
+
+
+def weekly_digest_send(*, org, now: datetime, base_url: str) -> int:
+    """Send the digest to every member who has not opted out; returns how many got it."""
+    recipients = list(
+        Membership.objects.for_org(org)
+        .filter(user__weekly_digest=True, user__is_active=True)
+        .values_list("user__email", flat=True)
+    )
+    context = digest_context(org, now)
+    if not recipients or not context["week"]["requests"] and not context["last"]["requests"]:
+        return 0
+    context["base_url"] = base_url
+    subject = f"Bonito weekly digest for {org.name}: ${float(context['week']['cost']):,.2f}, {context['cost_change']}"
+    message = EmailMultiAlternatives(
+        subject=subject, body=render_to_string("emails/digest.txt", context), to=recipients
+    )
+    message.attach_alternative(render_to_string("emails/digest.html", context), "text/html")
+    message.send()
+    return len(recipients)
