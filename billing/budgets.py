@@ -186,3 +186,37 @@ def budget_save(
     )
     config_version_bump()  # raising a hard budget lifts its block
     return budget
+
+
+def tier_blocks(now: datetime) -> dict[int, dict[str, str]]:
+    """org id -> {"org": reason} for orgs past their tier's monthly request allowance."""
+    from django.db.models import Count
+
+    from orgs.models import Organization
+
+    from .models import TierLimit
+
+    limits = {t.tier: t for t in TierLimit.objects.exclude(monthly_requests=None)}
+    if not limits:
+        return {}
+    start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = start.replace(year=start.year + (start.month == 12), month=start.month % 12 + 1)
+    orgs = {o.id: o for o in Organization.objects.filter(tier__in=limits)}
+    counts = (
+        UsageRecord.objects.filter(org_id__in=orgs, created_at__gte=start)
+        .exclude(status="rejected")
+        .values("org_id")
+        .annotate(n=Count("id"))
+    )
+    blocked = {}
+    for row in counts:
+        org = orgs[row["org_id"]]
+        limit = limits[org.tier]
+        if row["n"] >= limit.monthly_requests:
+            blocked[org.id] = {
+                "org": (
+                    f"The {limit.get_tier_display()} tier includes {limit.monthly_requests:,} requests a month and "
+                    f"{org.name} has used them. Upgrade the plan, or wait until {end:%Y-%m-%d} UTC.|{int(end.timestamp())}"
+                )
+            }
+    return blocked

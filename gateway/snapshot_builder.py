@@ -79,7 +79,14 @@ def deployment_info(d: Deployment) -> DeploymentInfo:
     )
 
 
+def _lowest(*caps) -> float | None:
+    """The org's spend cap is the lower of its own policy's and its tier's."""
+    present = [float(c) for c in caps if c is not None]
+    return min(present) if present else None
+
+
 def build_snapshot(version: int | None = None) -> Snapshot:
+    from billing.models import TierLimit
     from governance.models import Policy, RoutingPolicy
     from orgs.models import Organization
 
@@ -119,9 +126,16 @@ def build_snapshot(version: int | None = None) -> Snapshot:
                 weights=dict(rp.weights or {}),
             )
         spend = _month_spend()
-        from billing.budgets import budget_blocks
+        from billing.budgets import budget_blocks, tier_blocks
 
-        blocked = budget_blocks(datetime.now(UTC))
+        now = datetime.now(UTC)
+        blocked = budget_blocks(now)
+        for org_id, scopes in tier_blocks(now).items():
+            blocked.setdefault(org_id, {}).update(scopes)
+        tier_caps = {
+            t.tier: t.monthly_spend_cap_usd
+            for t in TierLimit.objects.exclude(monthly_spend_cap_usd=None)
+        }
         orgs = {}
         for org in Organization.objects.all():
             pol, cfg = policies.get(org.id), configs.get(org.id)
@@ -139,9 +153,9 @@ def build_snapshot(version: int | None = None) -> Snapshot:
                 denied_providers=frozenset(pol.denied_providers if pol else ()),
                 allowed_regions=frozenset(pol.allowed_regions if pol else ()),
                 enabled_providers=frozenset(cfg.enabled_providers if cfg else ()),
-                spend_cap=float(pol.monthly_spend_cap_usd)
-                if pol and pol.monthly_spend_cap_usd is not None
-                else None,
+                spend_cap=_lowest(
+                    pol.monthly_spend_cap_usd if pol else None, tier_caps.get(org.tier)
+                ),
                 spent_this_month=spend.get(org.id, 0.0),
                 default_max_tokens=pol.default_max_tokens_estimate if pol else 1024,
                 strategy=cfg.default_strategy if cfg else "failover",

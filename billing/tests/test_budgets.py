@@ -135,3 +135,37 @@ def test_admins_add_budgets_and_see_alerts_in_the_dashboard(alice_client, bob_cl
     budgets_check_all(now=datetime.now(UTC))
     page = alice_client.get(reverse("overview", args=[org_a.slug])).content.decode()
     assert "has used 92% of its daily budget" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_free_tier_request_allowance_stops_v1_with_a_clear_429(acme, gw):
+    from django.utils import timezone
+
+    from billing.models import TierLimit
+
+    acme.org.tier = "free"
+    acme.org.save()
+    TierLimit.objects.update_or_create(tier="free", defaults={"monthly_requests": 2})
+    for _ in range(2):
+        _spend(acme.org, 0, at=timezone.now())
+    refresh_snapshot()
+    response = httpx.post(
+        acme.base_url + "/chat/completions",
+        headers={"Authorization": f"Bearer {acme.raw}"},
+        json={"model": "chat-small", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert response.status_code == 429
+    assert "Free tier includes 2 requests a month" in response.json()["error"]["message"]
+
+
+@pytest.mark.django_db
+def test_a_tier_spend_cap_caps_orgs_without_a_lower_one(org_a):
+    from billing.models import TierLimit
+    from gateway.snapshot_builder import build_snapshot
+
+    TierLimit.objects.update_or_create(tier="pro", defaults={"monthly_spend_cap_usd": Decimal("100")})
+    assert build_snapshot().orgs[org_a.id].spend_cap == 100.0
+    from governance import services as gov
+
+    gov.policy_set(actor=ACTOR, org=org_a, monthly_spend_cap_usd=Decimal("20"))
+    assert build_snapshot().orgs[org_a.id].spend_cap == 20.0
