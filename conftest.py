@@ -24,6 +24,16 @@ def _stop_gateway_threads(django_db_setup):
 
 
 @pytest.fixture(autouse=True)
+def _eager_tasks():
+    # Tasks run inline in tests (a real worker on Redis is tested in billing/tests).
+    from bonito.celery import app
+
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
+
+
+@pytest.fixture(autouse=True)
 def _plain_http(settings):
     # The suite speaks plain HTTP to the test client; production redirects to HTTPS.
     settings.SECURE_SSL_REDIRECT = False

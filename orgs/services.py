@@ -232,16 +232,24 @@ def invitation_create(
         after={"email": email, "role": role},
     )
     link = f"{(base_url or settings.PUBLIC_BASE_URL).rstrip('/')}/invite/{raw}/"
-    context = {"org": org, "link": link, "invitation": invitation, "inviter": actor.label}
-    transaction.on_commit(
-        lambda: send_mail(
-            subject=f"You are invited to {org.name} on Bonito",
-            message=render_to_string("emails/invitation.txt", context),
-            from_email=None,
-            recipient_list=[email],
-        )
-    )
+    from bonito.tasks import enqueue
+
+    from .tasks import invitation_send
+
+    # The raw token travels only inside the task message and the email itself.
+    transaction.on_commit(lambda: enqueue(invitation_send, invitation.id, link, actor.label))
     return invitation, raw
+
+
+def invitation_email(*, invitation_id: int, link: str, inviter: str) -> None:
+    invitation = Invitation.objects.select_related("org").get(pk=invitation_id)
+    context = {"org": invitation.org, "link": link, "invitation": invitation, "inviter": inviter}
+    send_mail(
+        subject=f"You are invited to {invitation.org.name} on Bonito",
+        message=render_to_string("emails/invitation.txt", context),
+        from_email=None,
+        recipient_list=[invitation.email],
+    )
 
 
 class InvitationError(Exception):

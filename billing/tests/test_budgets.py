@@ -21,9 +21,7 @@ NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 def eager_tasks():
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
+    assert celery_app.conf.task_always_eager  # set for every test by the root conftest
 
 
 def _spend(org, amount, at=NOW, key=None, team=None):
@@ -163,7 +161,9 @@ def test_a_tier_spend_cap_caps_orgs_without_a_lower_one(org_a):
     from billing.models import TierLimit
     from gateway.snapshot_builder import build_snapshot
 
-    TierLimit.objects.update_or_create(tier="pro", defaults={"monthly_spend_cap_usd": Decimal("100")})
+    TierLimit.objects.update_or_create(
+        tier="pro", defaults={"monthly_spend_cap_usd": Decimal("100")}
+    )
     assert build_snapshot().orgs[org_a.id].spend_cap == 100.0
     from governance import services as gov
 

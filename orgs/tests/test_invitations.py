@@ -108,3 +108,59 @@ def test_charlie_cannot_revoke_alices_invitation(charlie_client, alice, org_a, o
     assert charlie_client.post(url).status_code == 404
     invitation.refresh_from_db()
     assert invitation.revoked_at is None
+
+
+@pytest.fixture
+def dead_broker(monkeypatch):
+    """Point the project's Celery app at a port where no broker listens."""
+    import socket
+
+    from bonito import tasks
+    from bonito.celery import app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{s.getsockname()[1]}/0"
+    keys = (
+        "broker_url",
+        "broker_transport_options",
+        "broker_connection_timeout",
+        "task_always_eager",
+    )
+    saved = {k: app.conf[k] for k in keys}
+
+    def reset_pools():
+        from kombu import pools
+
+        pools.reset()  # kombu caches producer pools per connection, process-wide
+        app._pool = None
+        app.amqp._producer_pool = None
+
+    app.conf.update(
+        broker_url=dead,
+        broker_transport_options={},
+        broker_connection_timeout=0.2,
+        task_always_eager=False,
+    )
+    reset_pools()
+    monkeypatch.setattr(tasks, "RETRY_DELAYS_S", (0.05,))
+    yield
+    app.conf.update(saved)
+    reset_pools()
+
+
+@pytest.mark.django_db(transaction=True)  # the fallback runs the task in another thread
+def test_a_dead_broker_never_fails_the_invite_and_the_email_still_goes(
+    alice_client, org_a, dead_broker, django_capture_on_commit_callbacks
+):
+    import time
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice_client.post(
+            reverse("team", args=[org_a.slug]), {"email": "late@acme.test", "role": "member"}
+        )
+    assert response.status_code == 302
+    deadline = time.time() + 15
+    while not mail.outbox and time.time() < deadline:
+        time.sleep(0.05)
+    assert mail.outbox and mail.outbox[0].to == ["late@acme.test"]

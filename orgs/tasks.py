@@ -1,0 +1,10 @@
+"""Thin Celery tasks for orgs: take ids, call a service."""
+
+from celery import shared_task
+
+
+@shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=6)
+def invitation_send(invitation_id: int, link: str, inviter: str):
+    from .services import invitation_email
+
+    invitation_email(invitation_id=invitation_id, link=link, inviter=inviter)
