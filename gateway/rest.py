@@ -2,6 +2,8 @@
 deployments and the model catalog. Every write goes through gateway.services (audited)."""
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -30,6 +32,11 @@ def django_errors(exc: DjangoValidationError) -> ValidationError:
 
 class OrgView:
     permission_classes = [OrgRole]
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no request, no org
+            return self.queryset
+        return self.org_queryset()
 
     def get_serializer_context(self):
         return {**super().get_serializer_context(), "org": getattr(self.request, "org", None)}
@@ -109,7 +116,9 @@ class ApiKeyViewSet(
     serializer_class = ApiKeySerializer
     write_role = "member"
 
-    def get_queryset(self):
+    queryset = ApiKey.objects.none()  # for the OpenAPI schema; requests use org_queryset
+
+    def org_queryset(self):
         return ApiKey.objects.for_org(self.request.org).select_related("team", "routing_policy")
 
     def create(self, request, *args, **kwargs):
@@ -185,7 +194,9 @@ class LogViewSet(OrgView, viewsets.ReadOnlyModelViewSet):
 
     serializer_class = UsageRecordSerializer
 
-    def get_queryset(self):
+    queryset = UsageRecord.objects.none()  # for the OpenAPI schema; requests use org_queryset
+
+    def org_queryset(self):
         if self.action == "retrieve":
             return UsageRecord.objects.for_org(self.request.org).select_related("key", "team")
         try:
@@ -210,6 +221,7 @@ class _UsageBase(OrgView, APIView):
 class UsageView(_UsageBase):
     """Totals for a time range (same filters as logs), and cost by model."""
 
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request):
         qs, since, until = self.records(request)
         return Response(
@@ -228,6 +240,7 @@ class AnalyticsView(_UsageBase):
 
     default_range = "7d"
 
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request):
         qs, since, until = self.records(request)
         return Response(selectors.usage_analytics(qs, since, until))
@@ -273,7 +286,7 @@ class GatewayConfigView(OrgSettingsView):
     """The org's gateway settings: default strategy, enabled providers, fallback models, limits."""
 
     model = GatewayConfig
-    serializer = GatewayConfigSerializer
+    serializer = serializer_class = GatewayConfigSerializer
     service = staticmethod(services.gateway_config_set)
 
 
@@ -309,7 +322,11 @@ class ProviderViewSet(OrgView, viewsets.ModelViewSet):
 
     serializer_class = ProviderSerializer
 
-    def get_queryset(self):
+    queryset = (
+        ProviderConnection.objects.none()
+    )  # for the OpenAPI schema; requests use org_queryset
+
+    def org_queryset(self):
         return ProviderConnection.objects.for_org(self.request.org).with_active_deployments()
 
     def _save(self, data, instance=None):
@@ -384,7 +401,9 @@ class DeploymentSerializer(OrgScopedFields, serializers.ModelSerializer):
 class DeploymentViewSet(OrgView, viewsets.ModelViewSet):
     serializer_class = DeploymentSerializer
 
-    def get_queryset(self):
+    queryset = Deployment.objects.none()  # for the OpenAPI schema; requests use org_queryset
+
+    def org_queryset(self):
         qs = Deployment.objects.for_org(self.request.org).select_related("provider")
         if self.request.query_params.get("provider"):
             qs = qs.filter(provider__name=self.request.query_params["provider"])
@@ -455,7 +474,9 @@ class CatalogViewSet(OrgView, viewsets.ReadOnlyModelViewSet):
     lookup_field = "name"
     lookup_value_regex = "[^?#]+"
 
-    def get_queryset(self):
+    queryset = ModelCatalogEntry.objects.none()  # for the OpenAPI schema; requests use org_queryset
+
+    def org_queryset(self):
         qs = ModelCatalogEntry.objects.all()
         params = self.request.query_params
         if params.get("search"):

@@ -26,7 +26,7 @@ class PolicyView(OrgSettingsView):
     """The org's gateway policy (allow/deny lists, regions, monthly spend cap)."""
 
     model = Policy
-    serializer = PolicySerializer
+    serializer = serializer_class = PolicySerializer
     service = staticmethod(services.policy_set)
 
 
@@ -45,7 +45,9 @@ class RoutingPolicySerializer(serializers.ModelSerializer):
 class RoutingPolicyViewSet(OrgView, viewsets.ModelViewSet):
     serializer_class = RoutingPolicySerializer
 
-    def get_queryset(self):
+    queryset = RoutingPolicy.objects.none()  # for the OpenAPI schema; requests use org_queryset
+
+    def org_queryset(self):
         return RoutingPolicy.objects.for_org(self.request.org)
 
     def _save(self, data, instance=None):
@@ -113,7 +115,9 @@ class AuditLogViewSet(OrgView, viewsets.ReadOnlyModelViewSet):
     serializer_class = AuditLogSerializer
     read_role = "admin"
 
-    def get_queryset(self):
+    queryset = AuditLog.objects.none()  # for the OpenAPI schema; requests use org_queryset
+
+    def org_queryset(self):
         qs = AuditLog.objects.for_org(self.request.org)
         if self.request.query_params.get("action"):
             qs = qs.filter(action=self.request.query_params["action"])

@@ -26,7 +26,9 @@ class TeamViewSet(
 ):
     serializer_class = TeamSerializer
 
-    def get_queryset(self):
+    queryset = Team.objects.none()  # for the OpenAPI schema; requests use org_queryset
+
+    def org_queryset(self):
         return Team.objects.for_org(self.request.org)
 
     def create(self, request, *args, **kwargs):
@@ -71,7 +73,9 @@ class MemberViewSet(
 
     serializer_class = MemberSerializer
 
-    def get_queryset(self):
+    queryset = Membership.objects.none()  # for the OpenAPI schema; requests use org_queryset
+
+    def org_queryset(self):
         return Membership.objects.for_org(self.request.org).select_related("user", "team")
 
     def update(self, request, *args, **kwargs):
@@ -121,7 +125,9 @@ class InvitationViewSet(
 
     serializer_class = InvitationSerializer
 
-    def get_queryset(self):
+    queryset = Invitation.objects.none()  # for the OpenAPI schema; requests use org_queryset
+
+    def org_queryset(self):
         return Invitation.objects.for_org(self.request.org).pending().select_related("team")
 
     def create(self, request, *args, **kwargs):
@@ -167,7 +173,11 @@ class TokenViewSet(
     serializer_class = TokenSerializer
     write_role = "viewer"
 
-    def get_queryset(self):
+    queryset = (
+        PersonalAccessToken.objects.none()
+    )  # for the OpenAPI schema; requests use org_queryset
+
+    def org_queryset(self):
         return PersonalAccessToken.objects.filter(org=self.request.org, user=self.request.user)
 
     def create(self, request, *args, **kwargs):

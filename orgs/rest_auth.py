@@ -4,6 +4,7 @@ Every API view works inside one org: the token's org, or for a session the `X-Bo
 header, `?org=<slug>`, or the org last opened in the dashboard. Non-members get 404."""
 
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions, permissions
 from rest_framework.authentication import BaseAuthentication
 
@@ -81,3 +82,17 @@ class OrgRole(permissions.BasePermission):
                 f"This needs the {needed} role in {membership.org.name}."
             )
         return True
+
+
+class TokenAuthenticationScheme(OpenApiAuthenticationExtension):
+    """Describes personal access tokens in the OpenAPI schema."""
+
+    target_class = TokenAuthentication
+    name = "personalAccessToken"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A personal access token (pat-…) created in the dashboard's Settings.",
+        }
