@@ -165,7 +165,7 @@ class Limiter:
         if client is None:
             client = aioredis.Redis.from_url(
                 self.redis_url,
-                socket_timeout=0.25,
+                socket_timeout=1.0,
                 socket_connect_timeout=0.25,
                 max_connections=64,
                 decode_responses=True,
