@@ -51,6 +51,7 @@ worker: venv
 # Tests run on the embedded defaults unless DATABASE_URL / REDIS_URL are set.
 test: export SECRET_KEY ?= insecure-test-only-secret-key-for-the-suite-0123456789
 test: venv
+	@mkdir -p var
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: venv

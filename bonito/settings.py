@@ -88,6 +88,7 @@ DATABASES = {
     "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'bonito.sqlite3'}"),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    VAR_DIR.mkdir(exist_ok=True)  # a fresh clone has no var/ yet (it is git-ignored)
     # WAL lets the web process, the worker and the usage writer share the file.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
