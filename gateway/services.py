@@ -11,6 +11,23 @@ from .models import ApiKey, Deployment, GatewayConfig, ProviderConnection
 from .snapshot_builder import config_version_bump
 
 
+def record_config_change(*, actor: Actor, org, entity: str, target, before, after) -> None:
+    """Audit the create or update of something the gateways read and bump the config
+    version, so every worker enforces it within seconds; nothing when it did not change."""
+    if after == before:
+        return
+    action = f"{entity}.update" if before is not None else f"{entity}.create"
+    audit_record(actor=actor, org=org, action=action, target=target, before=before, after=after)
+    config_version_bump()
+
+
+def record_config_delete(*, actor: Actor, org, entity: str, target, before) -> None:
+    """Audit and delete something the gateways read, and bump the config version."""
+    audit_record(actor=actor, org=org, action=f"{entity}.delete", target=target, before=before)
+    target.delete()
+    config_version_bump()
+
+
 def _key_summary(key: ApiKey) -> dict:
     return {
         "name": key.name,
@@ -119,28 +136,23 @@ def provider_save(
     provider.full_clean()
     provider.save()
     after = _provider_summary(provider)
-    if after != before or credentials_changed:
-        action = "provider.update" if before else "provider.create"
-        if before and credentials_changed:
-            after = {**after, "credentials": "changed"}
-        audit_record(
-            actor=actor, org=org, action=action, target=provider, before=before, after=after
-        )
-        config_version_bump()
+    if before and credentials_changed:
+        after = {**after, "credentials": "changed"}
+    record_config_change(
+        actor=actor, org=org, entity="provider", target=provider, before=before, after=after
+    )
     return provider
 
 
 @transaction.atomic
 def provider_delete(*, actor: Actor, provider: ProviderConnection) -> None:
-    audit_record(
+    record_config_delete(
         actor=actor,
         org=provider.org,
-        action="provider.delete",
+        entity="provider",
         target=provider,
         before=_provider_summary(provider),
     )
-    provider.delete()
-    config_version_bump()
 
 
 def _deployment_summary(d: Deployment) -> dict:
@@ -205,31 +217,26 @@ def deployment_save(
     )
     deployment.full_clean()
     deployment.save()
-    after = _deployment_summary(deployment)
-    if after != before:
-        audit_record(
-            actor=actor,
-            org=org,
-            action="deployment.update" if before else "deployment.create",
-            target=deployment,
-            before=before,
-            after=after,
-        )
-        config_version_bump()
+    record_config_change(
+        actor=actor,
+        org=org,
+        entity="deployment",
+        target=deployment,
+        before=before,
+        after=_deployment_summary(deployment),
+    )
     return deployment
 
 
 @transaction.atomic
 def deployment_delete(*, actor: Actor, deployment: Deployment) -> None:
-    audit_record(
+    record_config_delete(
         actor=actor,
         org=deployment.org,
-        action="deployment.delete",
+        entity="deployment",
         target=deployment,
         before=_deployment_summary(deployment),
     )
-    deployment.delete()
-    config_version_bump()
 
 
 GATEWAY_CONFIG_FIELDS = (
@@ -256,16 +263,9 @@ def gateway_config_set(*, actor: Actor, org, **fields) -> GatewayConfig:
     config.full_clean()
     config.save()
     after = {f: getattr(config, f) for f in GATEWAY_CONFIG_FIELDS}
-    if after != before:
-        audit_record(
-            actor=actor,
-            org=org,
-            action="gateway_config.update",
-            target=config,
-            before=before,
-            after=after,
-        )
-        config_version_bump()
+    record_config_change(
+        actor=actor, org=org, entity="gateway_config", target=config, before=before, after=after
+    )
     return config
 
 

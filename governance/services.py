@@ -4,9 +4,9 @@ config version so every gateway worker enforces the change within seconds."""
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from gateway.snapshot_builder import config_version_bump
+from gateway.services import record_config_change, record_config_delete
 
-from .audit import Actor, audit_record
+from .audit import Actor
 from .models import Policy, RoutingPolicy
 
 POLICY_FIELDS = (
@@ -53,11 +53,9 @@ def policy_set(*, actor: Actor, org, **fields) -> Policy:
     policy.save()
     policy.refresh_from_db()
     after = _policy_summary(policy)
-    if after != before:
-        audit_record(
-            actor=actor, org=org, action="policy.update", target=policy, before=before, after=after
-        )
-        config_version_bump()
+    record_config_change(
+        actor=actor, org=org, entity="policy", target=policy, before=before, after=after
+    )
     return policy
 
 
@@ -100,16 +98,9 @@ def routing_policy_save(
     rp.full_clean()
     rp.save()
     after = _routing_summary(rp)
-    if after != before:
-        audit_record(
-            actor=actor,
-            org=org,
-            action="routing_policy.update" if before else "routing_policy.create",
-            target=rp,
-            before=before,
-            after=after,
-        )
-        config_version_bump()
+    record_config_change(
+        actor=actor, org=org, entity="routing_policy", target=rp, before=before, after=after
+    )
     return rp
 
 
@@ -117,12 +108,10 @@ def routing_policy_save(
 def routing_policy_delete(*, actor: Actor, routing_policy: RoutingPolicy) -> None:
     if routing_policy.keys.filter(revoked_at__isnull=True).exists():
         raise ValidationError("Revoke the rt- keys that use this routing policy first.")
-    audit_record(
+    record_config_delete(
         actor=actor,
         org=routing_policy.org,
-        action="routing_policy.delete",
+        entity="routing_policy",
         target=routing_policy,
         before=_routing_summary(routing_policy),
     )
-    routing_policy.delete()
-    config_version_bump()

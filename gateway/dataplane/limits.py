@@ -248,16 +248,23 @@ class Limiter:
             self._flusher[id(loop)] = loop.create_task(self._flush_soon())
 
     async def _flush_soon(self):
-        await asyncio.sleep(0.002)  # gathers the settlements of requests finishing together
-        pending, self._pending = self._pending, {}
-        if not pending:
-            return
-        try:
-            pipe = self._client().pipeline(transaction=False)
-            for key, delta in pending.items():
-                pipe.incrbyfloat(key, delta)
-            await pipe.execute()
-        except Exception as exc:
-            self._mark_down(exc)
-            for key, delta in pending.items():  # keep them for the next flush
-                self._pending[key] = self._pending.get(key, 0.0) + delta
+        # Loops until nothing is pending: settlements that arrive while a flush is in flight
+        # must not wait for a later request (there may be none, e.g. at the cap), or the
+        # counter keeps their reservations and refuses requests below the cap.
+        delay = 0.002  # gathers the settlements of requests finishing together
+        while True:
+            await asyncio.sleep(delay)
+            pending, self._pending = self._pending, {}
+            if not pending:
+                return
+            try:
+                pipe = self._client().pipeline(transaction=False)
+                for key, delta in pending.items():
+                    pipe.incrbyfloat(key, delta)
+                await pipe.execute()
+                delay = 0.002
+            except Exception as exc:
+                self._mark_down(exc)
+                for key, delta in pending.items():  # keep them, retry shortly
+                    self._pending[key] = self._pending.get(key, 0.0) + delta
+                delay = min(REDIS_RETRY_AFTER_S, max(0.1, delay * 4))

@@ -174,3 +174,23 @@ def test_spend_reservations_across_processes_overshoot_by_at_most_one():
     results = asyncio.run(run())
     assert sum(r.allowed for r in results) == 4  # 0, 0.3, 0.6, 0.9 pass; at 1.2 the cap is reached
     assert max(r.spent for r in results if r.allowed) <= 1.0 + 0.3
+
+
+def test_every_settlement_reaches_redis():
+    url = _redis_url()
+    if url is None:
+        pytest.skip("no Redis reachable on this machine")
+    limiter = Limiter(url)
+    spend = SpendReservation(org_id=424242, cap=100.0, reserve=1.0, baseline=0.0)
+    client = redis_lib.Redis.from_url(url)
+    client.delete(spend.key)
+
+    async def run():
+        await asyncio.gather(*[limiter.acquire([], spend) for _ in range(20)])
+        for i in range(20):  # real costs arrive spread out, as responses finish
+            limiter.settle(spend, 0.25, "redis")
+            await asyncio.sleep(0.001 * (i % 3))
+        await asyncio.sleep(0.3)
+
+    asyncio.run(run())
+    assert float(client.get(spend.key)) == pytest.approx(20 * 0.25)
