@@ -7,7 +7,7 @@ from django.db.models import Count, Sum
 from django.template.loader import render_to_string
 
 from gateway.models import Deployment
-from gateway.pricing import price_per_token
+from gateway.pricing import catalog_prices, price_per_token
 from governance.models import Policy
 from orgs.models import Membership
 
@@ -53,14 +53,16 @@ def savings_suggestion(org, top_models) -> dict | None:
     costly = top_models[0]
     policy = Policy.objects.filter(org=org).first()
     prices = {}
-    for dep in Deployment.objects.for_org(org).filter(is_active=True).select_related("provider"):
+    deps = list(Deployment.objects.for_org(org).filter(is_active=True).select_related("provider"))
+    catalog = catalog_prices(d.upstream_model for d in deps)
+    for dep in deps:
         if policy and (
             policy.allowed_models
             and dep.model_name not in policy.allowed_models
             or dep.model_name in policy.denied_models
         ):
             continue
-        inp, out = price_per_token(dep)
+        inp, out = price_per_token(dep, catalog)
         if inp or out:
             prices[dep.model_name] = min(
                 prices.get(dep.model_name, (inp, out)), (inp, out), key=sum

@@ -19,22 +19,29 @@ def litellm_price_map() -> dict:
     return data
 
 
-def catalog_price(upstream_model: str) -> tuple[float, float]:
+def catalog_prices(upstream_models) -> dict[str, tuple]:
+    """Catalog rows for many upstream models in one query: name -> (input, output) per token."""
     from .models import ModelCatalogEntry
 
-    row = (
-        ModelCatalogEntry.objects.filter(name=upstream_model)
-        .values_list("input_cost_per_token", "output_cost_per_token")
-        .first()
+    rows = ModelCatalogEntry.objects.filter(name__in=set(upstream_models)).values_list(
+        "name", "input_cost_per_token", "output_cost_per_token"
     )
+    return {name: (inp, out) for name, inp, out in rows}
+
+
+def catalog_price(upstream_model: str, catalog: dict | None = None) -> tuple[float, float]:
+    if catalog is None:
+        catalog = catalog_prices([upstream_model])
+    row = catalog.get(upstream_model)
     if row is None:
         entry = litellm_price_map().get(upstream_model) or {}
         row = (entry.get("input_cost_per_token"), entry.get("output_cost_per_token"))
     return float(row[0] or 0.0), float(row[1] or 0.0)
 
 
-def price_per_token(deployment) -> tuple[float, float]:
-    base_in, base_out = catalog_price(deployment.upstream_model)
+def price_per_token(deployment, catalog: dict | None = None) -> tuple[float, float]:
+    """Per-token prices; pass `catalog` (from catalog_prices) when pricing many deployments."""
+    base_in, base_out = catalog_price(deployment.upstream_model, catalog)
     inp = (
         float(deployment.input_price_per_mtok) / 1e6
         if deployment.input_price_per_mtok is not None

@@ -18,7 +18,7 @@ from django.db.models import F, Sum
 from .dataplane import state
 from .dataplane.snapshot import DeploymentInfo, KeyInfo, OrgInfo, RoutingPolicyInfo, Snapshot
 from .models import ApiKey, ConfigVersion, Deployment, GatewayConfig, key_hash_secret
-from .pricing import price_per_token
+from .pricing import catalog_prices, price_per_token
 
 log = logging.getLogger("bonito.gateway.snapshot")
 
@@ -58,10 +58,10 @@ def _month_spend() -> dict[int, float]:
     return {r["org_id"]: float(r["total"] or 0) for r in rows}
 
 
-def deployment_info(d: Deployment) -> DeploymentInfo:
+def deployment_info(d: Deployment, catalog: dict | None = None) -> DeploymentInfo:
     """The data plane's view of one deployment (with its provider's decrypted credentials)."""
     p = d.provider
-    input_cost, output_cost = price_per_token(d)
+    input_cost, output_cost = price_per_token(d, catalog)
     return DeploymentInfo(
         id=d.id,
         model=d.model_name,
@@ -110,10 +110,16 @@ def build_snapshot(version: int | None = None) -> Snapshot:
                 routing_policy=k.routing_policy.name if k.routing_policy else None,
             )
         deployments: dict[int, dict[str, list]] = {}
-        for d in Deployment.objects.filter(is_active=True, provider__is_active=True).select_related(
-            "provider"
-        ):
-            info = deployment_info(d)
+        active = list(
+            Deployment.objects.filter(is_active=True, provider__is_active=True).select_related(
+                "provider"
+            )
+        )
+        catalog = catalog_prices(
+            d.upstream_model for d in active
+        )  # one query, not one per deployment
+        for d in active:
+            info = deployment_info(d, catalog)
             deployments.setdefault(d.org_id, {}).setdefault(d.model_name, []).append(info)
         policies = {p.org_id: p for p in Policy.objects.all()}
         configs = {c.org_id: c for c in GatewayConfig.objects.all()}
