@@ -351,6 +351,11 @@ def main():
     parser.add_argument("--smoke", action="store_true", help="a few seconds per step, for CI")
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "var" / "bench" / "results.json"))
+    parser.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="Bonito's RSS marks only (after a 10 s warm-up), for memory experiments",
+    )
     args = parser.parse_args()
     smoke = args.smoke
     secs = 2 if smoke else 10
@@ -452,7 +457,7 @@ def main():
             "upstream": (direct, direct_sse, "none", None),
             "bonito": (bonito_url, bonito_url, key, bonito),
         }
-        if not args.skip_litellm:
+        if not args.skip_litellm and not args.memory_only:
             if not (BENCH_BIN / "litellm").exists():
                 sys.exit("The LiteLLM proxy is missing: make bench installs it into .venv-bench")
             ll_port, master = free_port(), "sk-" + secrets.token_urlsafe(32)
@@ -507,16 +512,23 @@ def main():
             targets["litellm"] = (ll_url, ll_url, master, litellm)
 
         # ---------------------------------------------------------------- measure
+        if args.memory_only:
+            del targets["upstream"]
+            wrk(bonito_url, key, CHAT, 32, secs)  # warm-up, as the full run's steps are
         for name, (url, _sse_url, k, _proc) in targets.items():
+            if args.memory_only:
+                break
             body = CHAT if name != "upstream" else {**CHAT, "model": "gpt-4o-mini"}
             wrk(url, k, body, 4, 1)  # warm-up
             c1 = wrk(url, k, body, 1, secs, threads=1)
             c32 = wrk(url, k, body, 32, secs)
             results["targets"][name] = {"c1": c1, "c32": c32}
-        bonito_max = results["targets"]["bonito"]["c32"]["rps"]
+        bonito_max = results["targets"].get("bonito", {}).get("c32", {}).get("rps", 0)
         rate = 0.6 * bonito_max
         results["fixed_rate_rps"] = round(rate, 1)
         for name, (url, sse_url, k, _proc) in targets.items():
+            if args.memory_only:
+                break
             body = CHAT if name != "upstream" else {**CHAT, "model": "gpt-4o-mini"}
             p50 = results["targets"][name]["c1"]["p50_ms"] or 1.0
             delay = max(0.0, 8 * 1000 / rate - p50)
@@ -538,11 +550,13 @@ def main():
                 continue
             url, _sse, k, proc = targets[name]
             marks, sent = {}, 0
+            results["targets"].setdefault(name, {})
             for mark in rss_marks:
                 r = h2load(url, k, CHAT, mark - sent, tmp)
                 sent = mark
                 if name == "bonito":
                     bonito_ok += r["ok_2xx"]
+                time.sleep(1.0)  # settled: background work of the last requests done
                 marks[str(mark)] = round(rss_mb(proc.pid), 1)
             results["targets"][name]["rss_mb"] = marks
         deadline = time.monotonic() + 30
@@ -563,7 +577,11 @@ def main():
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
-    print(table(results))
+    if args.memory_only:
+        print(json.dumps(results["targets"]["bonito"]["rss_mb"]))
+        print(json.dumps(results["usage_check"]))
+    else:
+        print(table(results))
     print(f"\nJSON: {out}")
     if not results["usage_check"]["ok"]:
         sys.exit("usage rows do not match successful requests: something was dropped")

@@ -7,6 +7,7 @@ from django.db import connection
 
 from .dataplane import state
 from .dataplane.limits import Limiter
+from .dataplane.memory import release_free_memory
 from .dataplane.proxy import Gateway
 from .dataplane.upstream import Upstreams
 from .dataplane.usage import UsageSink
@@ -38,6 +39,7 @@ def gateway() -> Gateway:
             settings.GATEWAY_SPOOL_DIR,
             on_stop=close_db_connection,
             on_idle=close_db_connection,
+            on_housekeeping=release_free_memory,
         ),
         upstreams=Upstreams(passthrough=settings.GATEWAY_PASSTHROUGH),
         max_body_bytes=settings.GATEWAY_MAX_BODY_BYTES,

@@ -27,12 +27,19 @@ class UsageSink:
         retry_interval: float = 1.0,
         on_stop=None,
         on_idle=None,
+        on_housekeeping=None,
+        housekeeping_interval: float = 30.0,
     ):
         self.writer = writer
         self.on_stop = on_stop  # e.g. close the writer's database connection
         # Called once when traffic pauses: the connection is held while batches flow and
         # let go when idle (no idle connections held; a replaced database is noticed).
         self.on_idle = on_idle
+        # Called when traffic pauses and every `housekeeping_interval` seconds while it
+        # flows (e.g. give freed heap memory back to the OS): never on the request path.
+        self.on_housekeeping = on_housekeeping
+        self.housekeeping_interval = housekeeping_interval
+        self._last_housekeeping = time.monotonic()
         self._busy = False
         self.spool_dir = Path(spool_dir)
         self.batch_size = batch_size
@@ -89,14 +96,25 @@ class UsageSink:
                 with self._progress:
                     self._done += len(batch)
                     self._progress.notify_all()
+                if time.monotonic() - self._last_housekeeping >= self.housekeeping_interval:
+                    self._housekeeping()
             elif self._spool_files():
                 self._stopping.wait(self.retry_interval)
             elif self._busy:
                 self._busy = False
                 if self.on_idle is not None:
                     self.on_idle()
+                self._housekeeping()
         if self.on_stop is not None:
             self.on_stop()
+
+    def _housekeeping(self) -> None:
+        self._last_housekeeping = time.monotonic()
+        if self.on_housekeeping is not None:
+            try:
+                self.on_housekeeping()
+            except Exception:
+                log.exception("usage sink housekeeping failed")
 
     def _write_or_spool(self, batch: list[dict]) -> None:
         # While anything is spooled, new batches queue behind it to keep the order.
