@@ -77,7 +77,8 @@ class UsageRollup(models.Model):
     team = models.ForeignKey(
         "orgs.Team", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    model = models.CharField(max_length=200, blank=True)
+    model = models.CharField(max_length=200, blank=True)  # the model used
+    model_requested = models.CharField(max_length=200, blank=True)
     provider = models.CharField(max_length=100, blank=True)
     requests = models.PositiveIntegerField(default=0)
     errors = models.PositiveIntegerField(default=0)
@@ -95,6 +96,28 @@ class UsageRollup(models.Model):
 
     def __str__(self):
         return f"{self.period} {self.bucket_start:%Y-%m-%d %H:%M} {self.org_id} {self.model}"
+
+
+class RollupState(models.Model):
+    """How far hourly rollups are complete: readers take whole hours before `rolled_until`
+    from rollups and everything after it from the raw rows."""
+
+    period = models.CharField(max_length=4, primary_key=True)
+    rolled_until = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"{self.period} rollups complete until {self.rolled_until:%Y-%m-%d %H:%M}"
+
+
+class RollupDirtyHour(models.Model):
+    """An hour that received rows after it was rolled up (a request longer than the grace,
+    or an agent's spool replayed late): the next rollup run recomputes it."""
+
+    bucket_start = models.DateTimeField(unique=True)
+
+    def __str__(self):
+        return f"{self.bucket_start:%Y-%m-%d %H:%M}"
 
 
 class Budget(models.Model):

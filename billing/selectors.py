@@ -1,14 +1,18 @@
 """Reads of usage for the dashboard and the REST API: filters, totals, series, breakdowns."""
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Q, Sum
-from django.db.models.functions import TruncDay, TruncHour
+from django.db.models import BigIntegerField, Count, F, Q, QuerySet, Sum
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, TruncDay, TruncHour
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from .models import UsageRecord
+from .models import LATENCY_BUCKETS_MS, RollupState, UsageRecord, UsageRollup
+from .services import histogram_aggregates
 
 PRESETS = {
     "1h": timedelta(hours=1),
@@ -60,119 +64,275 @@ def _int(params, name):
 def usage_records(org, params, default_range="24h"):
     """An org's usage rows filtered by time range, model, provider, key, team and status."""
     since, until = time_range(params, default_range)
-    qs = UsageRecord.objects.for_org(org).filter(created_at__gte=since, created_at__lt=until)
-    if params.get("model"):
-        qs = qs.filter(Q(model_requested=params["model"]) | Q(model_used=params["model"]))
-    if params.get("provider"):
-        qs = qs.filter(provider=params["provider"])
-    if (key := _int(params, "key")) is not None:
-        qs = qs.filter(key_id=key)
-    if (team := _int(params, "team")) is not None:
-        qs = qs.filter(team_id=team)
-    if params.get("status"):
-        if params["status"] not in STATUSES:
-            raise ValidationError({"status": f"Use one of {', '.join(sorted(STATUSES))}."})
-        qs = qs.filter(status=params["status"])
+    qs = _filtered(org, params).filter(created_at__gte=since, created_at__lt=until)
     ordering = params.get("ordering") or "-created_at"
     if ordering not in ORDERINGS:
         raise ValidationError({"ordering": f"Use one of {', '.join(sorted(ORDERINGS))}."})
     return qs.order_by(ordering), since, until
 
 
-def usage_totals(qs) -> dict:
-    row = qs.aggregate(
-        requests=Count("id"),
-        input_tokens=Sum("input_tokens"),
-        output_tokens=Sum("output_tokens"),
-        cost=Sum("cost"),
-        errors=Count("id", filter=~Q(status=UsageRecord.Status.SUCCESS)),
-    )
-    requests = row["requests"] or 0
-    return {
-        "requests": requests,
-        "input_tokens": row["input_tokens"] or 0,
-        "output_tokens": row["output_tokens"] or 0,
-        "cost_usd": float(row["cost"] or 0),
-        "errors": row["errors"],
-        "error_rate": round(row["errors"] / requests, 4) if requests else 0.0,
-    }
+def _by_dimensions(qs, params, used: str):
+    """The model (requested or used), provider, key and team filters, on usage rows or
+    rollups (`used` names the column of the model used)."""
+    if params.get("model"):
+        qs = qs.filter(Q(model_requested=params["model"]) | Q(**{used: params["model"]}))
+    if params.get("provider"):
+        qs = qs.filter(provider=params["provider"])
+    if (key := _int(params, "key")) is not None:
+        qs = qs.filter(key_id=key)
+    if (team := _int(params, "team")) is not None:
+        qs = qs.filter(team_id=team)
+    return qs
 
 
-def usage_series(qs, since, until) -> list[dict]:
-    trunc = TruncHour if until - since <= timedelta(days=2) else TruncDay
-    rows = (
-        qs.order_by()
-        .annotate(bucket=trunc("created_at"))
-        .values("bucket")
-        .annotate(
-            requests=Count("id"),
-            tokens=Sum("input_tokens") + Sum("output_tokens"),
-            cost=Sum("cost"),
-            errors=Count("id", filter=~Q(status=UsageRecord.Status.SUCCESS)),
-        )
-        .order_by("bucket")
-    )
-    return [
-        {
-            "bucket": r["bucket"].isoformat(),
-            "requests": r["requests"],
-            "tokens": r["tokens"] or 0,
-            "cost_usd": float(r["cost"] or 0),
-            "errors": r["errors"],
+def _filtered(org, params):
+    qs = _by_dimensions(UsageRecord.objects.for_org(org), params, used="model_used")
+    if params.get("status"):
+        if params["status"] not in STATUSES:
+            raise ValidationError({"status": f"Use one of {', '.join(sorted(STATUSES))}."})
+        qs = qs.filter(status=params["status"])
+    return qs
+
+
+# ------------------------------------------------------------------------------ analytics
+# Totals, series, breakdowns and latency for a time range read whole hours (whole days
+# for ranges over two days) before the rollup watermark from rollups and the rest (the
+# partial hours at the edges, and everything since the watermark) from raw rows; the parts
+# are added. The numbers equal a scan of the raw rows. Each part is one contiguous range
+# of one table, so every query is an index range scan; a status filter (rollups count
+# errors, not each status) reads raw rows only.
+
+# name -> (rollup aggregate, raw-row aggregate)
+_MEASURES = {
+    "requests": (Sum("requests"), Count("id")),
+    "errors": (Sum("errors"), Count("id", filter=~Q(status=UsageRecord.Status.SUCCESS))),
+    "input_tokens": (Sum("input_tokens"), Sum("input_tokens")),
+    "output_tokens": (Sum("output_tokens"), Sum("output_tokens")),
+    "cost": (Sum("cost"), Sum("cost")),
+}
+# The dimensions breakdowns group by: (rollup field, raw-row field).
+_DIMENSIONS = {
+    "model": ("model", "model_used"),
+    "provider": ("provider", "provider"),
+    "key": ("key_id", "key_id"),
+    "team": ("team_id", "team_id"),
+}
+SERIES_BY_HOUR_UP_TO = timedelta(days=2)
+
+
+def _zero() -> dict:
+    return dict.fromkeys(_MEASURES, 0)
+
+
+def _add(acc: dict, row: dict) -> None:
+    for m in _MEASURES:
+        acc[m] += row[m] or 0
+
+
+def _usd(value) -> float:
+    """Cost to 8 decimals, the column's precision (SQLite sums decimals as floats)."""
+    return round(float(value), 8)
+
+
+def _hour_up(moment: datetime) -> datetime:
+    floor = moment.replace(minute=0, second=0, microsecond=0)
+    return floor if floor == moment else floor + timedelta(hours=1)
+
+
+def _hour_down(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def _day_down(moment: datetime) -> datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+@dataclass
+class UsageQuery:
+    """An org's usage in [since, until) under filters, as rollup parts and raw parts."""
+
+    org: object
+    since: datetime
+    until: datetime
+    raw_parts: list[QuerySet]  # UsageRecord rows, one contiguous range each
+    rollup_parts: list[QuerySet] = field(default_factory=list)  # UsageRollup ranges
+    rolled_until: datetime | None = None  # the watermark, whether or not this range used it
+
+    def _sides(self):
+        """(queryset, 0 for rollups / 1 for raw rows) for every part."""
+        return [(qs.order_by(), 0) for qs in self.rollup_parts] + [
+            (qs.order_by(), 1) for qs in self.raw_parts
+        ]
+
+    @cached_property
+    def _combos(self) -> dict:
+        """Measures per (model, provider, key, team): few rows, from which totals and every
+        breakdown are added up here instead of one scan each."""
+        out: dict = {}
+        for qs, side in self._sides():
+            names = [_DIMENSIONS[d][side] for d in _DIMENSIONS]
+            rows = qs.values(*names).annotate(**{m: a[side] for m, a in _MEASURES.items()})
+            for r in rows:
+                _add(out.setdefault(tuple(r[n] for n in names), _zero()), r)
+        return out
+
+    def totals(self) -> dict:
+        acc = _zero()
+        for measures in self._combos.values():
+            _add(acc, measures)
+        requests = acc["requests"]
+        return {
+            "requests": requests,
+            "input_tokens": acc["input_tokens"],
+            "output_tokens": acc["output_tokens"],
+            "cost_usd": _usd(acc["cost"]),
+            "errors": acc["errors"],
+            "error_rate": round(acc["errors"] / requests, 4) if requests else 0.0,
         }
-        for r in rows
-    ]
 
+    def _names(self, dimension: str, ids) -> dict:
+        from gateway.models import ApiKey
+        from orgs.models import Team
 
-def usage_breakdown(qs, field: str, limit: int = 20) -> list[dict]:
-    rows = (
-        qs.order_by()
-        .values(field)
-        .annotate(
-            requests=Count("id"),
-            cost=Sum("cost"),
-            tokens=Sum("input_tokens") + Sum("output_tokens"),
-        )
-        .order_by("-cost", "-requests")[:limit]
-    )
-    return [
-        {
-            "name": r[field],
-            "requests": r["requests"],
-            "tokens": r["tokens"] or 0,
-            "cost_usd": float(r["cost"] or 0),
+        model = {"key": ApiKey, "team": Team}.get(dimension)
+        if model is None:
+            return {i: i for i in ids}
+        found = dict(model.objects.for_org(self.org).filter(pk__in=ids).values_list("pk", "name"))
+        return {i: found.get(i) for i in ids}
+
+    def breakdown(self, dimension: str, limit: int = 20) -> list[dict]:
+        index = list(_DIMENSIONS).index(dimension)
+        groups: dict = {}
+        for combo, measures in self._combos.items():
+            _add(groups.setdefault(combo[index], _zero()), measures)
+        rows = sorted(groups.items(), key=lambda kv: (-kv[1]["cost"], -kv[1]["requests"]))[:limit]
+        names = self._names(dimension, [value for value, _g in rows if value is not None])
+        return [
+            {
+                "name": names.get(value),
+                "requests": g["requests"],
+                "tokens": g["input_tokens"] + g["output_tokens"],
+                "cost_usd": _usd(g["cost"]),
+            }
+            for value, g in rows
+        ]
+
+    def series(self) -> list[dict]:
+        by_day = self.until - self.since > SERIES_BY_HOUR_UP_TO
+        groups: dict = {}
+        for qs, side in self._sides():
+            # Rollup rows group by their own bucket (no per-row function); folded into days here.
+            bucket = (
+                F("bucket_start")
+                if side == 0
+                else (TruncDay if by_day else TruncHour)("created_at")
+            )
+            rows = (
+                qs.annotate(b=bucket)
+                .values("b")
+                .annotate(**{m: a[side] for m, a in _MEASURES.items()})
+            )
+            for r in rows:
+                _add(groups.setdefault(_day_down(r["b"]) if by_day else r["b"], _zero()), r)
+        return [
+            {
+                "bucket": bucket.isoformat(),
+                "requests": g["requests"],
+                "tokens": g["input_tokens"] + g["output_tokens"],
+                "cost_usd": _usd(g["cost"]),
+                "errors": g["errors"],
+            }
+            for bucket, g in sorted(groups.items())
+        ]
+
+    def latency_histogram(self) -> list[int]:
+        """Successful requests per LATENCY_BUCKETS_MS bucket (the last is over them all)."""
+        size = len(LATENCY_BUCKETS_MS) + 1
+        summed = {  # rollup histograms summed in the database, element by element
+            f"h{i}": Sum(Cast(KT(f"latency_hist__{i}"), BigIntegerField())) for i in range(size)
         }
-        for r in rows
-    ]
+        hist = [0] * size
+        for qs, side in self._sides():
+            row = qs.aggregate(**(summed if side == 0 else histogram_aggregates()))
+            for i in range(size):
+                hist[i] += row[f"h{i}"] or 0
+        return hist
+
+    def latency(self) -> dict:
+        return percentiles_from_histogram(self.latency_histogram())
+
+    def analytics(self) -> dict:
+        return {
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat(),
+            "rolled_up_until": self.rolled_until.isoformat() if self.rolled_until else None,
+            "totals": self.totals(),
+            "latency": self.latency(),
+            "series": self.series(),
+            "by_model": self.breakdown("model"),
+            "by_provider": self.breakdown("provider"),
+            "by_key": self.breakdown("key"),
+            "by_team": self.breakdown("team"),
+        }
 
 
-def latency_percentiles(qs, sample: int = 100_000) -> dict:
-    values = sorted(
-        qs.filter(status=UsageRecord.Status.SUCCESS)
-        .order_by()
-        .values_list("latency_ms", flat=True)[:sample]
-    )
-    if not values:
+def percentiles_from_histogram(hist: list[int]) -> dict:
+    """p50/p95/p99 estimated from bucket counts, interpolating linearly inside a bucket
+    (as Prometheus' histogram_quantile does); the open last bucket reports its lower bound."""
+    total = sum(hist)
+    if not total:
         return {"p50_ms": None, "p95_ms": None, "p99_ms": None}
+    bounds = (0, *LATENCY_BUCKETS_MS)
 
     def pct(p):
-        return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+        rank, seen = p / 100 * total, 0
+        for i, n in enumerate(hist):
+            if n and seen + n >= rank:
+                if i == len(LATENCY_BUCKETS_MS):
+                    return LATENCY_BUCKETS_MS[-1]
+                low, high = bounds[i], bounds[i + 1]
+                return round(low + (high - low) * (rank - seen) / n)
+            seen += n
+        return LATENCY_BUCKETS_MS[-1]
 
     return {"p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99)}
 
 
-def usage_analytics(qs, since, until) -> dict:
-    return {
-        "since": since.isoformat(),
-        "until": until.isoformat(),
-        "totals": usage_totals(qs),
-        "latency": latency_percentiles(qs),
-        "series": usage_series(qs, since, until),
-        "by_model": usage_breakdown(qs, "model_used"),
-        "by_provider": usage_breakdown(qs, "provider"),
-        "by_key": usage_breakdown(qs, "key__name"),
-        "by_team": usage_breakdown(qs, "team__name"),
-    }
+def usage_query(org, params, default_range="24h") -> UsageQuery:
+    """Validate params as usage_records does; split the range at the rollup watermark."""
+    since, until = time_range(params, default_range)
+    qs = _filtered(org, params).order_by()
+    state = RollupState.objects.filter(period="hour").first()
+    mark = state.rolled_until if state else None
+    lo = _hour_up(since)
+    hi = min(_hour_down(until), mark) if mark else lo
+    if params.get("status") or hi <= lo:
+        return UsageQuery(
+            org, since, until, [qs.filter(created_at__gte=since, created_at__lt=until)], [], mark
+        )
+
+    rollups = _by_dimensions(UsageRollup.objects.for_org(org), params, used="model")
+
+    def rolled(period, start, end):
+        return rollups.filter(period=period, bucket_start__gte=start, bucket_start__lt=end)
+
+    hour, day = UsageRollup.Period.HOUR, UsageRollup.Period.DAY
+    parts = [rolled(hour, lo, hi)]
+    if until - since > SERIES_BY_HOUR_UP_TO:  # a daily series: whole days from daily rollups
+        day_lo = lo if lo.hour == 0 else _day_down(lo) + timedelta(days=1)
+        day_hi = _day_down(hi)
+        if day_lo < day_hi:
+            parts = [
+                rolled(hour, lo, day_lo),
+                rolled(day, day_lo, day_hi),
+                rolled(hour, day_hi, hi),
+            ]
+    # Two plain ranges (not one range with an OR): each is an index range scan.
+    raw = [
+        qs.filter(created_at__gte=since, created_at__lt=lo),
+        qs.filter(created_at__gte=hi, created_at__lt=until),
+    ]
+    return UsageQuery(org, since, until, raw, parts, mark)
 
 
 def month_bounds(value: str | None) -> tuple[datetime, datetime]:

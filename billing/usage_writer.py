@@ -13,6 +13,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 
 from .live import publish_usage
 from .models import UsageRecord
+from .services import mark_dirty_hours
 
 log = logging.getLogger("bonito.billing.usage")
 FIELDS = UsageRecord._meta.concrete_fields
@@ -82,6 +83,21 @@ def _insert(records: list[dict]) -> None:
             cursor.execute(_insert_sql(connection.vendor, len(chunk)), params)
 
 
+def _mark_late(records: list[dict]) -> None:
+    """Rows for hours that may already be rolled up (long requests, replayed spools)."""
+    cutoff = time.time() - settings.USAGE_ROLLUP_GRACE_S
+    late = []
+    for record in records:
+        value = record.get("created_at")
+        if value is None:
+            continue
+        moment = value if isinstance(value, int | float) else _created(value).timestamp()
+        if moment < cutoff:
+            late.append(datetime.fromtimestamp(moment, UTC))
+    if late:
+        mark_dirty_hours(late)
+
+
 def _dead_letter(record: dict, exc: Exception) -> None:
     """A record the database will never take (say, its org was deleted): keep it aside, loudly."""
     folder = settings.GATEWAY_SPOOL_DIR.parent / "dead"
@@ -104,6 +120,7 @@ def write_usage(records: list[dict]) -> None:
     # batch reconnects.
     try:
         _insert(records)
+        _mark_late(records)
         publish_usage(records)
         return
     except IntegrityError:
@@ -117,4 +134,5 @@ def write_usage(records: list[dict]) -> None:
         except IntegrityError as exc:
             _dead_letter(record, exc)
         else:
+            _mark_late([record])
             publish_usage([record])

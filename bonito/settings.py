@@ -148,6 +148,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
+# Hours that ended this long before a rollup run count as complete (a request's row is
+# written when it ends; a longer request marks its hour for recomputation).
+USAGE_ROLLUP_GRACE_S = env.int("USAGE_ROLLUP_GRACE_S", default=900)
 CELERY_BEAT_SCHEDULE = {
     "usage-rollups": {"task": "billing.tasks.usage_rollup_recent", "schedule": 300.0},
     "budgets": {"task": "billing.tasks.budgets_check", "schedule": 60.0},
@@ -168,6 +171,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+AUTHENTICATION_BACKENDS = ["orgs.backends.PasswordBackend"]
+# SAML single sign-on (orgs/sso.py, docs/sso.md).
+SSO_MAX_RESPONSE_BYTES = env.int("SSO_MAX_RESPONSE_BYTES", default=256 * 1024)
+SSO_REQUEST_TTL_S = env.int("SSO_REQUEST_TTL_S", default=600)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"

@@ -211,9 +211,9 @@ class LogViewSet(OrgView, viewsets.ReadOnlyModelViewSet):
 class _UsageBase(OrgView, APIView):
     default_range = "24h"
 
-    def records(self, request):
+    def query(self, request):
         try:
-            return selectors.usage_records(request.org, request.query_params, self.default_range)
+            return selectors.usage_query(request.org, request.query_params, self.default_range)
         except DjangoValidationError as exc:
             raise django_errors(exc) from exc
 
@@ -223,13 +223,14 @@ class UsageView(_UsageBase):
 
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request):
-        qs, since, until = self.records(request)
+        query = self.query(request)
         return Response(
             {
-                "since": since.isoformat(),
-                "until": until.isoformat(),
-                **selectors.usage_totals(qs),
-                "by_model": selectors.usage_breakdown(qs, "model_used"),
+                "since": query.since.isoformat(),
+                "until": query.until.isoformat(),
+                "rolled_up_until": query.rolled_until.isoformat() if query.rolled_until else None,
+                **query.totals(),
+                "by_model": query.breakdown("model"),
             }
         )
 
@@ -242,8 +243,7 @@ class AnalyticsView(_UsageBase):
 
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request):
-        qs, since, until = self.records(request)
-        return Response(selectors.usage_analytics(qs, since, until))
+        return Response(self.query(request).analytics())
 
 
 # ------------------------------------------------------------------------------ gateway config

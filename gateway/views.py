@@ -27,7 +27,7 @@ from .models import ApiKey, Deployment, ProviderConnection
 def overview(request):
     org = request.org
     start = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
-    today = UsageRecord.objects.for_org(org).filter(created_at__gte=start)
+    today = selectors.usage_query(org, {"since": start.isoformat()})
     providers = list(ProviderConnection.objects.for_org(org).with_active_deployments())
     first_model = (
         Deployment.objects.for_org(org)
@@ -43,7 +43,7 @@ def overview(request):
             "base_url": request.build_absolute_uri("/v1").rstrip("/"),
             "model": first_model or "your-model",
             "has_model": first_model is not None,
-            "today": selectors.usage_totals(today),
+            "today": today.totals(),
             "providers": providers,
             "idle_providers": [p for p in providers if p.n_active == 0],
             "has_keys": ApiKey.objects.for_org(org).active().exists(),
@@ -125,17 +125,14 @@ def key_revoke(request, key_id):
     return redirect("keys", org_slug=request.org.slug)
 
 
-def _filters(request):
+def _filters(request, select=selectors.usage_records):
     try:
-        qs, since, until = selectors.usage_records(
-            request.org, request.GET, request.GET.get("default_range", "24h")
-        )
+        return select(request.org, request.GET, request.GET.get("default_range", "24h"))
     except ValidationError as exc:
         messages.error(
             request, "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
         )
-        qs, since, until = selectors.usage_records(request.org, {}, "24h")
-    return qs, since, until
+        return select(request.org, {}, "24h")
 
 
 @org_view()
@@ -173,8 +170,9 @@ def log_detail(request, record_id):
 
 @org_view()
 def usage(request):
-    qs, since, until = _filters(request)
-    analytics = selectors.usage_analytics(qs, since, until)
+    query = _filters(request, selectors.usage_query)
+    analytics = query.analytics()
+    since, until = query.since, query.until
     params = request.GET.copy()
     return render(
         request,
@@ -187,6 +185,7 @@ def usage(request):
             "presets": list(selectors.PRESETS),
             "since": since,
             "until": until,
+            "rolled_up_until": query.rolled_until,
         },
     )
 

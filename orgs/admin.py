@@ -1,11 +1,14 @@
+from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.core.exceptions import ValidationError
 from django.db.models import Count
 
 from governance.audit import Actor
 
 from . import services
-from .models import Invitation, Membership, Organization, Team, User
+from .models import Invitation, Membership, Organization, SSOConfig, Team, User
+from .sso import CONFIG_FIELDS
 
 
 class MembershipInline(admin.TabularInline):
@@ -142,3 +145,52 @@ class InvitationAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False  # invitations are sent from the org's Team page so the link is emailed
+
+
+class SSOConfigAdminForm(forms.ModelForm):
+    class Meta:
+        model = SSOConfig
+        fields = ["org", "break_glass_user", *CONFIG_FIELDS]
+
+    def clean(self):
+        from .sso import sso_config_prepare
+
+        data = super().clean()
+        org = data.get("org")
+        if org is not None and not self.errors:
+            glass = data.get("break_glass_user")
+            try:
+                sso_config_prepare(
+                    org,
+                    glass.email if glass else "",
+                    **{f: data[f] for f in CONFIG_FIELDS if f in data},
+                )
+            except ValidationError as exc:
+                raise forms.ValidationError(exc.messages) from exc
+        return data
+
+
+@admin.register(SSOConfig)
+class SSOConfigAdmin(admin.ModelAdmin):
+    """Platform admins can set an org's IdP here; saves go through the same validated,
+    audited service as the dashboard and apply_config."""
+
+    form = SSOConfigAdminForm
+    list_display = ("org", "preset", "enabled", "sso_required", "updated_at")
+    list_filter = ("preset", "enabled", "sso_required")
+    search_fields = ("org__slug", "org__name", "idp_entity_id")
+    autocomplete_fields = ("org",)
+    raw_id_fields = ("break_glass_user",)
+
+    def save_model(self, request, obj, form, change):
+        from .sso import sso_config_save
+
+        data = form.cleaned_data
+        glass = data.get("break_glass_user")
+        saved = sso_config_save(
+            actor=Actor.from_request(request, via="admin"),
+            org=data["org"],
+            break_glass_email=glass.email if glass else "",
+            **{f: data[f] for f in CONFIG_FIELDS if f in data},
+        )
+        obj.pk = saved.pk

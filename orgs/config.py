@@ -12,7 +12,24 @@ from governance.audit import Actor
 from . import services
 from .models import Membership, Organization, Role, Team, User
 
-ORG_KEYS = {"slug", "name", "tier", "deployment_mode", "teams", "members"}
+ORG_KEYS = {"slug", "name", "tier", "deployment_mode", "teams", "members", "sso"}
+SSO_KEYS = {
+    "enabled",
+    "preset",
+    "idp_metadata",
+    "idp_entity_id",
+    "idp_sso_url",
+    "idp_slo_url",
+    "idp_x509_cert",
+    "email_domains",
+    "attributes",
+    "group_roles",
+    "default_role",
+    "sso_required",
+    "break_glass",
+    "allow_idp_initiated",
+    "session_hours",
+}
 
 
 class ConfigError(ValueError):
@@ -70,10 +87,44 @@ def _apply_org(actor, spec, where, extensions):
         elif (existing.role, existing.team_id) != (role, team.id if team else None):
             services.membership_set_role(actor=actor, membership=existing, role=role, team=team)
 
+    if "sso" in spec:
+        _apply_sso(actor, org, spec["sso"], f"{where}.sso")
+
     for name, apply in extensions.items():
         if name in spec:
             apply(actor=actor, org=org, spec=spec[name], where=f"{where}.{name}")
     return org
+
+
+def _apply_sso(actor, org, spec, where):
+    from .sso import metadata_fields, sso_config_save
+
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: must be a mapping.")
+    unknown = set(spec) - SSO_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}.")
+    fields = {
+        k: v for k, v in spec.items() if k not in ("idp_metadata", "attributes", "break_glass")
+    }
+    attributes = spec.get("attributes") or {}
+    if set(attributes) - {"email", "name", "groups"}:
+        raise ConfigError(f"{where}.attributes: use email, name and groups.")
+    for name, value in attributes.items():
+        fields[f"{name}_attribute"] = value
+    if fields.get("default_role") is None and "default_role" in fields:
+        fields["default_role"] = ""
+    try:
+        if spec.get("idp_metadata"):
+            fields.update(metadata_fields(spec["idp_metadata"]))
+        sso_config_save(
+            actor=actor,
+            org=org,
+            break_glass_email=spec.get("break_glass"),
+            **fields,
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {' '.join(exc.messages)}") from exc
 
 
 def config_apply(*, actor: Actor, data, extensions=None) -> list[Organization]:

@@ -1,6 +1,8 @@
 from django import forms
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import ValidationError
 
-from .models import Organization, Role, Team
+from .models import Organization, Role, SSOConfig, Team, User
 
 
 class InviteForm(forms.Form):
@@ -31,3 +33,68 @@ class OrgSettingsForm(forms.ModelForm):
 class AcceptInvitationForm(forms.Form):
     name = forms.CharField(max_length=150, required=False)
     password = forms.CharField(widget=forms.PasswordInput, min_length=8)
+
+
+class LoginForm(AuthenticationForm):
+    """Password sign-in; members of an org that requires SSO are sent to its IdP instead."""
+
+    def clean(self):
+        from .sso import password_blocked_by
+
+        email = (self.cleaned_data.get("username") or "").strip()
+        user = User.objects.filter(email__iexact=email).first() if email else None
+        config = password_blocked_by(user)
+        if config is not None:
+            self.sso_org = config.org
+            raise ValidationError(
+                f"{config.org.name} signs in through single sign-on: use “Continue with SSO”.",
+                code="sso_required",
+            )
+        return super().clean()
+
+
+class SSODiscoverForm(forms.Form):
+    email = forms.EmailField()
+    next = forms.CharField(required=False)
+
+
+class SSOConfigForm(forms.Form):
+    preset = forms.ChoiceField(choices=SSOConfig.Preset.choices)
+    metadata_xml = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="Paste the IdP's metadata XML, or fill in the three fields below.",
+    )
+    metadata_file = forms.FileField(required=False)
+    idp_entity_id = forms.CharField(required=False, max_length=500)
+    idp_sso_url = forms.URLField(required=False, max_length=1000)
+    idp_slo_url = forms.URLField(required=False, max_length=1000)
+    idp_x509_cert = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4}))
+    email_domains = forms.CharField(help_text="Comma- or space-separated, e.g. acme.com")
+    email_attribute = forms.CharField(required=False, max_length=300)
+    name_attribute = forms.CharField(required=False, max_length=300)
+    groups_attribute = forms.CharField(required=False, max_length=300)
+    group_roles = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="One per line: IdP group = admin | member | viewer",
+    )
+    default_role = forms.ChoiceField(
+        required=False, choices=[("", "No access")] + list(Role.choices)
+    )
+    sso_required = forms.BooleanField(required=False)
+    break_glass_email = forms.EmailField(required=False)
+    allow_idp_initiated = forms.BooleanField(required=False)
+    session_hours = forms.IntegerField(min_value=1, max_value=720, initial=12)
+    enabled = forms.BooleanField(required=False, initial=True)
+
+    def clean_group_roles(self):
+        roles = {}
+        for n, line in enumerate(self.cleaned_data["group_roles"].splitlines(), 1):
+            if not line.strip():
+                continue
+            group, sep, role = line.rpartition("=")
+            if not sep or not group.strip():
+                raise ValidationError(f"Line {n}: write it as “group = role”.")
+            roles[group.strip()] = role.strip().lower()
+        return roles

@@ -243,3 +243,74 @@ class PersonalAccessToken(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.prefix}…{self.last4})"
+
+
+class SSOConfig(models.Model):
+    """An org's SAML 2.0 identity provider (Okta, Entra ID, Google Workspace, any SAML IdP).
+
+    Only public material is stored: the IdP's signing certificate is not a secret."""
+
+    class Preset(models.TextChoices):
+        OKTA = "okta", "Okta"
+        AZURE_AD = "azure_ad", "Microsoft Entra ID (Azure AD)"
+        GOOGLE = "google", "Google Workspace"
+        CUSTOM = "custom", "Other SAML 2.0 IdP"
+
+    org = models.OneToOneField(Organization, on_delete=models.CASCADE, related_name="sso")
+    enabled = models.BooleanField(default=True)
+    preset = models.CharField(max_length=10, choices=Preset.choices, default=Preset.CUSTOM)
+    idp_entity_id = models.CharField("IdP entity id", max_length=500)
+    idp_sso_url = models.URLField("IdP single sign-on URL", max_length=1000)
+    idp_slo_url = models.URLField("IdP single logout URL", max_length=1000, blank=True)
+    idp_x509_cert = models.TextField("IdP signing certificate (PEM or base64)")
+    email_domains = models.JSONField(default=list, blank=True)
+    # Attribute names in the assertion; empty means the preset's default.
+    email_attribute = models.CharField(max_length=300, blank=True)
+    name_attribute = models.CharField(max_length=300, blank=True)
+    groups_attribute = models.CharField(max_length=300, blank=True)
+    group_roles = models.JSONField(default=dict, blank=True)  # IdP group -> admin/member/viewer
+    default_role = models.CharField(
+        max_length=10, choices=Role.choices, blank=True
+    )  # for users whose groups map to no role; empty: no access
+    sso_required = models.BooleanField(default=False)
+    break_glass_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="May still sign in with a password when SSO is required.",
+    )
+    allow_idp_initiated = models.BooleanField(default=False)
+    session_hours = models.PositiveSmallIntegerField(default=12)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "SSO configuration"
+
+    def __str__(self):
+        return f"SSO for {self.org.slug} ({self.get_preset_display()})"
+
+
+class SSOAuthnRequest(models.Model):
+    """An AuthnRequest this SP sent: a response's InResponseTo must name one, once."""
+
+    request_id = models.CharField(max_length=100, unique=True)
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    relay_state = models.CharField(max_length=1000, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return self.request_id
+
+
+class SSOAssertion(models.Model):
+    """Assertion ids already consumed, kept until they expire, so a replay is refused."""
+
+    assertion_id = models.CharField(max_length=200, unique=True)
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    not_on_or_after = models.DateTimeField(db_index=True)
+
+    def __str__(self):
+        return self.assertion_id

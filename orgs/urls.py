@@ -5,7 +5,8 @@ from gateway import playground
 from gateway import views as gateway_views
 from governance import views as governance_views
 
-from . import views
+from . import sso_views, views
+from .forms import LoginForm
 
 org_patterns = [
     path("", gateway_views.overview, name="overview"),
@@ -34,6 +35,7 @@ org_patterns = [
         name="invitation_revoke",
     ),
     path("settings/", views.org_settings, name="settings"),
+    path("settings/sso/", sso_views.sso_settings, name="sso_settings"),
     path("settings/tokens/", views.token_create, name="token_create"),
     path("settings/digest/", views.digest_toggle, name="digest_toggle"),
     path("settings/tokens/<int:token_id>/revoke/", views.token_revoke, name="token_revoke"),
@@ -41,7 +43,16 @@ org_patterns = [
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True, form_class=LoginForm),
+        name="login",
+    ),
+    path("sso/", sso_views.discover, name="sso_discover"),
+    path("sso/<slug:org_slug>/metadata/", sso_views.metadata, name="sso_metadata"),
+    path("sso/<slug:org_slug>/login/", sso_views.sso_login, name="sso_login"),
+    path("sso/<slug:org_slug>/acs/", sso_views.acs, name="sso_acs"),
+    path("sso/<slug:org_slug>/sls/", sso_views.sls, name="sso_sls"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("password-reset/", auth_views.PasswordResetView.as_view(), name="password_reset"),
     path(

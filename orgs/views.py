@@ -9,6 +9,7 @@ from django.views.decorators.http import require_POST
 from governance.audit import Actor
 
 from . import services
+from .backends import BACKEND
 from .forms import AcceptInvitationForm, InviteForm, OrgSettingsForm, RoleForm, TeamForm
 from .models import Invitation, Membership, PersonalAccessToken, Team
 from .permissions import org_view
@@ -232,7 +233,7 @@ def invitation_accept(request, token):
                     password=form.cleaned_data["password"],
                     name=form.cleaned_data["name"],
                 )
-                login(request, membership.user, backend="django.contrib.auth.backends.ModelBackend")
+                login(request, membership.user, backend=BACKEND)
             else:
                 membership = services.invitation_accept(
                     actor=actor, raw_token=token, user=request.user

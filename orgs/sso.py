@@ -1,0 +1,536 @@
+"""SAML 2.0 single sign-on per org, with python3-saml in strict mode.
+
+The SP side of each org lives under /sso/<slug>/ (metadata, login, acs, sls). Its URLs
+are built from the incoming request (forwarded headers count only with BEHIND_PROXY), so
+the metadata is right under any host name and port. A response is accepted only when:
+it is under SSO_MAX_RESPONSE_BYTES, parses without a DTD or entities, answers a login this
+site started for this org (InResponseTo, once, within SSO_REQUEST_TTL_S) unless the org
+allows IdP-initiated login, passes python3-saml's strict checks (signed assertion by the
+org's IdP certificate, no SHA-1, Audience, Destination, Recipient, Issuer, NotBefore,
+NotOnOrAfter), carries an assertion id never seen before, and names an email in one of
+the org's domains whose groups map to a role. Every login, refusal and configuration
+change is audited with the reason.
+"""
+
+import base64
+import binascii
+import logging
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from lxml.etree import LxmlError
+from onelogin.saml2.auth import OneLogin_Saml2_Auth
+from onelogin.saml2.constants import OneLogin_Saml2_Constants as C
+from onelogin.saml2.idp_metadata_parser import OneLogin_Saml2_IdPMetadataParser
+from onelogin.saml2.settings import OneLogin_Saml2_Settings
+from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
+
+from governance.audit import Actor, audit_record
+
+from . import services
+from .models import (
+    ROLE_RANK,
+    Membership,
+    Organization,
+    Role,
+    SSOAssertion,
+    SSOAuthnRequest,
+    SSOConfig,
+    User,
+)
+
+log = logging.getLogger("bonito.sso")
+
+# Attribute names each IdP sends by default (or that docs/sso.md tells you to configure).
+PRESETS = {
+    "okta": {"email": "email", "name": "name", "groups": "groups"},
+    "azure_ad": {
+        "email": "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
+        "name": "http://schemas.microsoft.com/identity/claims/displayname",
+        "groups": "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups",
+    },
+    "google": {"email": "email", "name": "name", "groups": "groups"},
+    "custom": {"email": "email", "name": "name", "groups": "groups"},
+}
+METADATA_MAX_BYTES = 512 * 1024
+CONFIG_FIELDS = (
+    "enabled",
+    "preset",
+    "idp_entity_id",
+    "idp_sso_url",
+    "idp_slo_url",
+    "idp_x509_cert",
+    "email_domains",
+    "email_attribute",
+    "name_attribute",
+    "groups_attribute",
+    "group_roles",
+    "default_role",
+    "sso_required",
+    "allow_idp_initiated",
+    "session_hours",
+)
+
+
+class SSORefused(Exception):
+    """A login refused; `reason` is shown to the user and written to the audit log."""
+
+    def __init__(self, reason: str, email: str = ""):
+        super().__init__(reason)
+        self.reason = reason
+        self.email = email
+
+
+# ------------------------------------------------------------------------------ SP settings
+def sp_urls(request, org: Organization) -> dict:
+    base = f"{request.scheme}://{request.get_host()}/sso/{org.slug}"
+    return {
+        "entity_id": f"{base}/metadata/",
+        "metadata": f"{base}/metadata/",
+        "login": f"{base}/login/",
+        "acs": f"{base}/acs/",
+        "sls": f"{base}/sls/",
+    }
+
+
+def request_data(request) -> dict:
+    return {
+        "https": "on" if request.is_secure() else "off",
+        "http_host": request.get_host(),
+        "script_name": request.path,
+        "get_data": request.GET.copy(),
+        "post_data": request.POST.copy(),
+    }
+
+
+def attribute_names(config: SSOConfig) -> dict:
+    preset = PRESETS.get(config.preset, PRESETS["custom"])
+    return {
+        "email": config.email_attribute or preset["email"],
+        "name": config.name_attribute or preset["name"],
+        "groups": config.groups_attribute or preset["groups"],
+    }
+
+
+def saml_settings(config: SSOConfig, request) -> OneLogin_Saml2_Settings:
+    urls = sp_urls(request, config.org)
+    idp = {
+        "entityId": config.idp_entity_id,
+        "singleSignOnService": {"url": config.idp_sso_url, "binding": C.BINDING_HTTP_REDIRECT},
+        "x509cert": config.idp_x509_cert,
+    }
+    if config.idp_slo_url:
+        idp["singleLogoutService"] = {"url": config.idp_slo_url, "binding": C.BINDING_HTTP_REDIRECT}
+    return OneLogin_Saml2_Settings(
+        {
+            "strict": True,
+            "debug": False,
+            "sp": {
+                "entityId": urls["entity_id"],
+                "assertionConsumerService": {"url": urls["acs"], "binding": C.BINDING_HTTP_POST},
+                "singleLogoutService": {"url": urls["sls"], "binding": C.BINDING_HTTP_REDIRECT},
+                "NameIDFormat": C.NAMEID_EMAIL_ADDRESS,
+            },
+            "idp": idp,
+            "security": {
+                "authnRequestsSigned": False,
+                "logoutRequestSigned": False,
+                "logoutResponseSigned": False,
+                "wantAssertionsSigned": True,
+                "wantMessagesSigned": False,
+                "wantNameId": True,
+                "wantAttributeStatement": False,
+                "wantXMLValidation": True,
+                "rejectDeprecatedAlgorithm": True,  # no SHA-1 signatures or digests
+                "requestedAuthnContext": False,
+                "signatureAlgorithm": C.RSA_SHA256,
+                "digestAlgorithm": C.SHA256,
+                "allowRepeatAttributeName": True,
+                # Self-hosted: an internal host name such as http://bonito:8000 is fine.
+                "allowSingleLabelDomains": True,
+            },
+        },
+        sp_validation_only=True,
+    )
+
+
+def sp_metadata(config: SSOConfig, request) -> str:
+    saml = saml_settings(config, request)
+    metadata = saml.get_sp_metadata()
+    errors = saml.validate_metadata(metadata)
+    if errors:  # our own template: a bug, not user input
+        raise RuntimeError(f"invalid SP metadata: {errors}")
+    return metadata.decode() if isinstance(metadata, bytes) else metadata
+
+
+def safe_relay_state(value: str | None) -> str:
+    """Only a relative path on this site: never another host, scheme or a //host URL."""
+    if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
+        return ""
+    if not url_has_allowed_host_and_scheme(value, allowed_hosts=set(), require_https=False):
+        return ""
+    return value[:1000]
+
+
+# ------------------------------------------------------------------------------ login
+def begin_login(request, config: SSOConfig, relay_state: str) -> str:
+    """An AuthnRequest to the org's IdP; returns the URL to send the browser to."""
+    auth = OneLogin_Saml2_Auth(request_data(request), saml_settings(config, request))
+    relay = safe_relay_state(relay_state) or f"/o/{config.org.slug}/"
+    url = auth.login(return_to=relay)
+    SSOAuthnRequest.objects.create(
+        request_id=auth.get_last_request_id(), org=config.org, relay_state=relay
+    )
+    cutoff = timezone.now() - timedelta(days=1)
+    SSOAuthnRequest.objects.filter(created_at__lt=cutoff).delete()
+    return url
+
+
+def _decode(request) -> tuple[bytes, object]:
+    length = int(request.META.get("CONTENT_LENGTH") or 0)
+    if length > settings.SSO_MAX_RESPONSE_BYTES or len(request.body) > (
+        settings.SSO_MAX_RESPONSE_BYTES
+    ):
+        raise SSORefused("The SAML response is larger than this site accepts.")
+    encoded = request.POST.get("SAMLResponse", "")
+    if not encoded:
+        raise SSORefused("No SAML response was posted.")
+    try:
+        xml = base64.b64decode(encoded, validate=False)
+    except (binascii.Error, ValueError) as exc:
+        raise SSORefused("The SAML response is not valid base64.") from exc
+    try:
+        root = OneLogin_Saml2_XML.to_etree(xml)  # refuses DTDs and entities (XXE)
+    except (LxmlError, ValueError, Exception) as exc:
+        raise SSORefused(
+            "The SAML response is not well-formed XML, or declares a DTD or entities."
+        ) from exc
+    return xml, root
+
+
+def _pending_request(config: SSOConfig, in_response_to: str | None):
+    if not in_response_to:
+        if not config.allow_idp_initiated:
+            raise SSORefused(
+                "This response was not asked for by this site (IdP-initiated login is off "
+                "for this organization). Start from the sign-in page."
+            )
+        return None
+    fresh = timezone.now() - timedelta(seconds=settings.SSO_REQUEST_TTL_S)
+    pending = SSOAuthnRequest.objects.filter(
+        org=config.org, request_id=in_response_to, used_at__isnull=True, created_at__gte=fresh
+    ).first()
+    if pending is None:
+        raise SSORefused(
+            "The response's InResponseTo does not match a sign-in this site started for this "
+            "organization (or that sign-in was already used or has expired)."
+        )
+    return pending
+
+
+def _role_for(config: SSOConfig, groups: list[str]) -> str | None:
+    mapped = [config.group_roles[g] for g in groups if g in config.group_roles]
+    mapped = [r for r in mapped if r in Role.values]
+    if mapped:
+        return max(mapped, key=lambda r: ROLE_RANK[r])
+    return config.default_role or None
+
+
+def _email_domain(email: str) -> str:
+    return email.rsplit("@", 1)[-1].lower()
+
+
+def consume(request, config: SSOConfig) -> tuple[User, Membership, str, dict]:
+    """Check a posted SAML response; returns (user, membership, relay path, session info)."""
+    _xml, root = _decode(request)
+    pending = _pending_request(config, root.get("InResponseTo"))
+
+    auth = OneLogin_Saml2_Auth(request_data(request), saml_settings(config, request))
+    try:
+        auth.process_response(request_id=pending.request_id if pending else None)
+    except Exception as exc:  # python3-saml raises on some malformed input
+        raise SSORefused(f"The SAML response was refused: {exc}") from exc
+    if auth.get_errors() or not auth.is_authenticated():
+        reason = auth.get_last_error_reason() or ", ".join(auth.get_errors()) or "not authenticated"
+        raise SSORefused(f"The SAML response was refused: {reason}")
+
+    attributes = auth.get_attributes()
+    names = attribute_names(config)
+    email = ((attributes.get(names["email"]) or [""])[0] or auth.get_nameid() or "").strip()
+    email = email.lower()
+    try:
+        validate_email(email)
+    except ValidationError as exc:
+        raise SSORefused("The assertion carries no valid email address.", email) from exc
+    domains = {d.lower() for d in config.email_domains}
+    if _email_domain(email) not in domains:
+        raise SSORefused(
+            f"{email} is not in this organization's email domains ({', '.join(sorted(domains))}).",
+            email,
+        )
+
+    # Replay: each assertion id is accepted once, and remembered until it expires.
+    expires = auth.get_last_assertion_not_on_or_after()
+    now = timezone.now()
+    with transaction.atomic():
+        SSOAssertion.objects.filter(not_on_or_after__lt=now).delete()
+        try:
+            with transaction.atomic():
+                SSOAssertion.objects.create(
+                    assertion_id=auth.get_last_assertion_id(),
+                    org=config.org,
+                    not_on_or_after=datetime.fromtimestamp(expires, UTC)
+                    if expires
+                    else now + timedelta(hours=config.session_hours),
+                )
+        except IntegrityError as exc:
+            raise SSORefused("This assertion was already used (a replay).", email) from exc
+        if pending is not None:
+            taken = SSOAuthnRequest.objects.filter(pk=pending.pk, used_at__isnull=True).update(
+                used_at=now
+            )
+            if not taken:
+                raise SSORefused("This sign-in was already completed (a replay).", email)
+
+    groups = [g for g in attributes.get(names["groups"], []) if g]
+    role = _role_for(config, groups)
+    actor = Actor(ip=request.META.get("REMOTE_ADDR"), via="sso")
+    user = User.objects.filter(email__iexact=email).first()
+    existing = Membership.objects.for_org(config.org).filter(user=user).first() if user else None
+    if role is None:
+        if existing is not None:
+            try:
+                services.membership_remove(actor=actor, membership=existing)
+            except ValidationError:
+                log.warning("SSO: %s maps to no role but is the last admin of %s", email, config)
+        raise SSORefused(
+            f"{email} is in no group that has a role in this organization "
+            f"(groups sent: {', '.join(groups) or 'none'}).",
+            email,
+        )
+    if user is not None and not user.is_active:
+        raise SSORefused(f"The account {email} is deactivated.", email)
+
+    display_name = ((attributes.get(names["name"]) or [""])[0] or "")[:150]
+    with transaction.atomic():
+        if user is None:
+            user = services.user_create(actor=actor, email=email, password=None, name=display_name)
+        elif display_name and user.name != display_name:
+            user.name = display_name
+            user.save(update_fields=["name"])
+        if existing is None:
+            membership = services.membership_add(actor=actor, org=config.org, user=user, role=role)
+        elif existing.role != role:
+            try:
+                membership = services.membership_set_role(
+                    actor=actor, membership=existing, role=role, team=existing.team
+                )
+            except ValidationError:  # the last admin keeps admin; the IdP is told in the log
+                membership = existing
+                log.warning("SSO: %s kept admin as the last admin of %s", email, config)
+        else:
+            membership = existing
+        audit_record(
+            actor=Actor(user=user, ip=actor.ip, via="sso"),
+            org=config.org,
+            action="sso.login",
+            target=user,
+            after={"email": email, "role": membership.role, "groups": groups},
+        )
+    relay = safe_relay_state(pending.relay_state if pending else request.POST.get("RelayState"))
+    session = {
+        "org": config.org.slug,
+        "name_id": auth.get_nameid(),
+        "name_id_format": auth.get_nameid_format(),
+        "session_index": auth.get_session_index(),
+    }
+    return user, membership, relay or f"/o/{config.org.slug}/", session
+
+
+def audit_refusal(request, org: Organization, reason: str, email: str = "") -> None:
+    audit_record(
+        actor=Actor(ip=request.META.get("REMOTE_ADDR"), via="sso"),
+        org=org,
+        action="sso.refused",
+        target=getattr(org, "sso", None),
+        after={"reason": reason, "email": email},
+    )
+
+
+# ------------------------------------------------------------------------------ configuration
+def _clean(fields: dict) -> dict:
+    out = dict(fields)
+    if "email_domains" in out:
+        domains = out["email_domains"]
+        if isinstance(domains, str):
+            domains = domains.replace(",", " ").split()
+        out["email_domains"] = sorted({str(d).strip().lower().lstrip("@") for d in domains if d})
+    if "group_roles" in out:
+        roles = out["group_roles"] or {}
+        if not isinstance(roles, dict):
+            raise ValidationError(
+                "group_roles must map IdP group names to admin, member or viewer."
+            )
+        for group, role in roles.items():
+            if role not in Role.values:
+                raise ValidationError(
+                    f"group_roles: {group!r} maps to {role!r}; use admin, member or viewer."
+                )
+        out["group_roles"] = {str(k): v for k, v in roles.items()}
+    if out.get("default_role") is None and "default_role" in out:
+        out["default_role"] = ""
+    if out.get("idp_x509_cert"):
+        out["idp_x509_cert"] = out["idp_x509_cert"].strip()
+    return out
+
+
+def metadata_fields(xml: str) -> dict:
+    """Entity id, SSO/SLO URLs and signing certificate from IdP metadata XML."""
+    try:
+        parsed = OneLogin_Saml2_IdPMetadataParser.parse(
+            xml.encode() if isinstance(xml, str) else xml,
+            required_sso_binding=C.BINDING_HTTP_REDIRECT,
+        )
+    except Exception as exc:
+        raise ValidationError(f"That IdP metadata could not be read: {exc}") from exc
+    idp = parsed.get("idp") or {}
+    cert = idp.get("x509cert") or next(
+        iter((idp.get("x509certMulti") or {}).get("signing") or []), ""
+    )
+    fields = {
+        "idp_entity_id": idp.get("entityId", ""),
+        "idp_sso_url": (idp.get("singleSignOnService") or {}).get("url", ""),
+        "idp_slo_url": (idp.get("singleLogoutService") or {}).get("url", ""),
+        "idp_x509_cert": cert,
+    }
+    if not all(fields[k] for k in ("idp_entity_id", "idp_sso_url", "idp_x509_cert")):
+        raise ValidationError(
+            "That IdP metadata lacks an entity id, an HTTP-Redirect sign-on URL or a signing certificate."
+        )
+    return fields
+
+
+def _summary(config: SSOConfig) -> dict:
+    return {
+        **{f: getattr(config, f) for f in CONFIG_FIELDS if f != "idp_x509_cert"},
+        "idp_cert_sha256": _fingerprint(config.idp_x509_cert),
+        "break_glass_user": config.break_glass_user.email if config.break_glass_user else None,
+    }
+
+
+def _fingerprint(cert: str) -> str:
+    import hashlib
+
+    body = "".join(line for line in (cert or "").strip().splitlines() if "CERTIFICATE" not in line)
+    try:
+        return hashlib.sha256(base64.b64decode(body)).hexdigest()[:16] if body else ""
+    except (binascii.Error, ValueError):
+        return "unreadable"
+
+
+def sso_config_prepare(org: Organization, break_glass_email=None, **fields) -> SSOConfig:
+    """The org's SSO configuration with `fields` applied and validated, not saved."""
+    unknown = set(fields) - set(CONFIG_FIELDS)
+    if unknown:
+        raise ValidationError(f"Unknown SSO setting(s): {', '.join(sorted(unknown))}.")
+    fields = _clean(fields)
+    config = SSOConfig.objects.filter(org=org).first() or SSOConfig(org=org)
+    for name, value in fields.items():
+        setattr(config, name, value)
+    if break_glass_email is not None:
+        if break_glass_email == "":
+            config.break_glass_user = None
+        else:
+            member = (
+                Membership.objects.for_org(org)
+                .filter(user__email__iexact=break_glass_email, role=Role.ADMIN)
+                .select_related("user")
+                .first()
+            )
+            if member is None:
+                raise ValidationError(
+                    f"The break-glass owner {break_glass_email} must be an admin of {org.slug}."
+                )
+            config.break_glass_user = member.user
+    if config.enabled and not config.email_domains:
+        raise ValidationError("List at least one email domain that signs in through this IdP.")
+    if config.sso_required and config.break_glass_user is None:
+        raise ValidationError(
+            "Name a break-glass owner (an admin who keeps password sign-in) before requiring SSO."
+        )
+    config.full_clean()
+    _check_certificate(config.idp_x509_cert)
+    taken = (
+        SSOConfig.objects.exclude(org=org)
+        .filter(enabled=True)
+        .values_list("org__slug", "email_domains")
+    )
+    for slug, domains in taken:
+        clash = set(domains) & set(config.email_domains)
+        if config.enabled and clash:
+            raise ValidationError(
+                f"Email domain(s) {', '.join(sorted(clash))} already sign in through {slug}'s IdP."
+            )
+    return config
+
+
+@transaction.atomic
+def sso_config_save(*, actor: Actor, org: Organization, break_glass_email=None, **fields):
+    """Create or update an org's SSO configuration, validated and audited."""
+    current = SSOConfig.objects.filter(org=org).first()
+    before = _summary(current) if current else None
+    config = sso_config_prepare(org, break_glass_email, **fields)
+    config.save()
+    after = _summary(config)
+    if before != after:
+        audit_record(
+            actor=actor,
+            org=org,
+            action="sso.config_create" if before is None else "sso.config_update",
+            target=config,
+            before=before,
+            after=after,
+        )
+    return config
+
+
+def _check_certificate(cert: str) -> None:
+    from cryptography import x509
+
+    body = "".join(
+        line.strip() for line in (cert or "").strip().splitlines() if "CERTIFICATE" not in line
+    )
+    try:
+        x509.load_der_x509_certificate(base64.b64decode(body))
+    except (ValueError, binascii.Error) as exc:
+        raise ValidationError(
+            "The IdP certificate is not a readable X.509 certificate (PEM or base64)."
+        ) from exc
+
+
+# ------------------------------------------------------------------------------ who uses SSO
+def config_for_email(email: str) -> SSOConfig | None:
+    domain = _email_domain(email or "")
+    if not domain:
+        return None
+    for config in SSOConfig.objects.filter(enabled=True).select_related("org"):
+        if domain in config.email_domains:
+            return config
+    return None
+
+
+def password_blocked_by(user) -> SSOConfig | None:
+    """The SSO-required org that keeps this user from signing in with a password, if any."""
+    if user is None or user.pk is None:
+        return None
+    return (
+        SSOConfig.objects.filter(enabled=True, sso_required=True, org__memberships__user=user)
+        .exclude(break_glass_user=user)
+        .select_related("org")
+        .first()
+    )

@@ -1,0 +1,179 @@
+"""SAML SP endpoints per org (/sso/<slug>/...), SSO discovery by email domain, and the
+org admins' SSO settings page."""
+
+from django.contrib import messages
+from django.contrib.auth import login, logout
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from onelogin.saml2.auth import OneLogin_Saml2_Auth
+
+from governance.audit import Actor, audit_record
+
+from . import sso
+from .backends import BACKEND
+from .forms import SSOConfigForm, SSODiscoverForm
+from .models import Organization, SSOConfig
+from .permissions import org_view
+
+SESSION_KEY = "sso"
+
+
+def _config(slug: str) -> SSOConfig:
+    config = (
+        SSOConfig.objects.filter(org__slug=slug, enabled=True)
+        .select_related("org", "break_glass_user")
+        .first()
+    )
+    if config is None:
+        raise Http404("This organization has no single sign-on configured.")
+    return config
+
+
+def _refused(request, org: Organization, reason: str, email: str = "", status=403):
+    sso.audit_refusal(request, org, reason, email)
+    return render(
+        request,
+        "orgs/sso_error.html",
+        {"org": org, "reason": reason, "login_url": f"/sso/{org.slug}/login/"},
+        status=status,
+    )
+
+
+@require_GET
+def metadata(request, org_slug):
+    config = _config(org_slug)
+    return HttpResponse(
+        sso.sp_metadata(config, request), content_type="application/samlmetadata+xml"
+    )
+
+
+@require_GET
+def sso_login(request, org_slug):
+    config = _config(org_slug)
+    return redirect(sso.begin_login(request, config, request.GET.get("next", "")))
+
+
+@csrf_exempt  # the IdP posts here cross-site; the signed response and InResponseTo stand in
+@require_POST
+def acs(request, org_slug):
+    config = _config(org_slug)
+    try:
+        user, membership, relay, info = sso.consume(request, config)
+    except sso.SSORefused as exc:
+        return _refused(request, config.org, exc.reason, exc.email)
+    login(request, user, backend=BACKEND)  # rotates the session key
+    request.session.set_expiry(config.session_hours * 3600)
+    request.session[SESSION_KEY] = info
+    request.session["current_org"] = config.org.slug
+    return redirect(relay)
+
+
+@require_http_methods(["GET", "POST"])
+def sls(request, org_slug):
+    """Single logout: a LogoutRequest or LogoutResponse from the IdP (GET, HTTP-Redirect
+    binding), or the user's Log out button (POST, CSRF-checked), sent on to the IdP when
+    it has an SLO URL."""
+    config = _config(org_slug)
+    auth = OneLogin_Saml2_Auth(sso.request_data(request), sso.saml_settings(config, request))
+    actor = Actor.from_request(request, via="sso")
+    if "SAMLRequest" in request.GET or "SAMLResponse" in request.GET:
+        url = auth.process_slo(delete_session_cb=lambda: logout(request))
+        errors = auth.get_errors()
+        if errors:
+            return _refused(
+                request,
+                config.org,
+                f"Single logout refused: {auth.get_last_error_reason() or ', '.join(errors)}",
+                status=400,
+            )
+        if "SAMLRequest" in request.GET:  # the IdP ended the session: end ours, answer it
+            logout(request)
+            audit_record(actor=actor, org=config.org, action="sso.logout", target=config)
+            return redirect(url)
+        return redirect("login")
+    if request.method != "POST":  # a bare GET must not log anyone out (cross-site links)
+        return redirect("home")
+    info = request.session.get(SESSION_KEY) or {}
+    if request.user.is_authenticated:
+        audit_record(actor=actor, org=config.org, action="sso.logout", target=config)
+    logout(request)
+    if config.idp_slo_url and info.get("org") == config.org.slug:
+        return redirect(
+            auth.logout(
+                return_to=request.build_absolute_uri("/login/"),
+                name_id=info.get("name_id"),
+                session_index=info.get("session_index"),
+                name_id_format=info.get("name_id_format"),
+            )
+        )
+    return redirect("login")
+
+
+@require_http_methods(["GET", "POST"])
+def discover(request):
+    """'Continue with SSO': the email's domain picks the org's IdP."""
+    form = SSODiscoverForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        config = sso.config_for_email(form.cleaned_data["email"])
+        if config is not None:
+            nxt = sso.safe_relay_state(form.cleaned_data.get("next"))
+            url = f"/sso/{config.org.slug}/login/"
+            return redirect(f"{url}?next={nxt}" if nxt else url)
+        form.add_error("email", "No organization signs in with single sign-on for that domain.")
+    return render(request, "orgs/sso_discover.html", {"form": form})
+
+
+# ------------------------------------------------------------------------------ settings page
+def _initial(config: SSOConfig | None) -> dict:
+    if config is None:
+        return {"preset": "okta", "session_hours": 12, "enabled": True}
+    return {
+        **{f: getattr(config, f) for f in sso.CONFIG_FIELDS},
+        "email_domains": ", ".join(config.email_domains),
+        "group_roles": "\n".join(f"{g} = {r}" for g, r in config.group_roles.items()),
+        "break_glass_email": config.break_glass_user.email if config.break_glass_user else "",
+    }
+
+
+@org_view(role="admin", write_role="admin")
+def sso_settings(request):
+    org = request.org
+    config = SSOConfig.objects.filter(org=org).select_related("break_glass_user").first()
+    form = SSOConfigForm(request.POST or None, request.FILES or None, initial=_initial(config))
+    if request.method == "POST" and form.is_valid():
+        data = dict(form.cleaned_data)
+        xml = data.pop("metadata_xml", "").strip()
+        upload = data.pop("metadata_file", None)
+        if upload is not None:
+            xml = upload.read(sso.METADATA_MAX_BYTES + 1).decode("utf-8", "replace")
+        try:
+            if xml:
+                if len(xml) > sso.METADATA_MAX_BYTES:
+                    raise ValidationError("That metadata file is too large.")
+                data.update(sso.metadata_fields(xml))
+            break_glass = data.pop("break_glass_email") or ""
+            sso.sso_config_save(
+                actor=Actor.from_request(request),
+                org=org,
+                break_glass_email=break_glass,
+                **data,
+            )
+        except ValidationError as exc:
+            form.add_error(None, " ".join(exc.messages))
+        else:
+            messages.success(request, "Single sign-on settings saved.")
+            return redirect("sso_settings", org_slug=org.slug)
+    return render(
+        request,
+        "orgs/sso_settings.html",
+        {
+            "section": "settings",
+            "form": form,
+            "config": config,
+            "sp": sso.sp_urls(request, org),
+            "presets": sso.PRESETS,
+        },
+    )
