@@ -482,6 +482,8 @@ def test_admins_configure_sso_from_idp_metadata_in_settings(alice_client, bob_cl
     page = alice_client.get("/o/acme/settings/sso/")
     assert page.status_code == 200
     assert b"http://testserver/sso/acme/acs/" in page.content
+    for idp_name in (b"howto-okta", b"howto-azure", b"howto-google"):
+        assert idp_name in page.content
     assert bob_client.get("/o/acme/settings/sso/").status_code == 403
     response = alice_client.post(
         "/o/acme/settings/sso/",
