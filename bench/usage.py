@@ -12,6 +12,7 @@ import json
 import os
 import random
 import secrets
+import shutil
 import statistics
 import sys
 import tempfile
@@ -55,6 +56,7 @@ def main():
     runs = 3 if args.smoke else 7
 
     tmp = Path(tempfile.mkdtemp(prefix="bonito-bench-usage-"))
+    server_url = os.environ.get("DATABASE_URL", "")
     os.environ.update(
         {
             "DATABASE_URL": os.environ.get("BENCH_USAGE_DB") or database_url(tmp),
@@ -202,8 +204,13 @@ def main():
     for name, t in timings.items():
         print(f"| {name} | {t['median_ms']} ms | {t['max_ms']} ms |")
     print(f"\nJSON: {out}")
+    connection.close()
     if os.environ["DATABASE_URL"].startswith("postgres"):
-        connection.close()
+        import psycopg
+
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute("DROP DATABASE IF EXISTS bonito_bench_usage WITH (FORCE)")
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
