@@ -342,16 +342,20 @@ def test_oversized_and_garbage_posts_are_refused_before_parsing(acme_sso, settin
     assert len(refusals()) == 3
 
 
-def test_an_assertion_for_org_a_never_grants_org_b(acme_sso, idp, org_b, charlie, other_idp):
-    sso.sso_config_save(
+def globex_sso(org_b, other_idp, domains):
+    return sso.sso_config_save(
         actor=ADMIN,
         org=org_b,
         idp_entity_id=other_idp.entity_id,
         idp_sso_url=other_idp.sso_url,
         idp_x509_cert=other_idp.cert,
-        email_domains=["globex.test"],
+        email_domains=domains,
         group_roles={"Everyone": "member"},
     )
+
+
+def test_an_assertion_for_org_a_never_grants_org_b(acme_sso, idp, org_b, charlie, other_idp):
+    globex_sso(org_b, other_idp, ["globex.test"])
 
     def to_globex(signer, request_id):
         xml = signer.signed_response(
@@ -555,14 +559,7 @@ def test_apply_config_sets_sso_and_is_idempotent(org_a, alice, idp):
 
 def test_an_email_domain_belongs_to_one_orgs_idp(acme_sso, org_b, other_idp):
     with pytest.raises(Exception, match="already sign in through acme"):
-        sso.sso_config_save(
-            actor=ADMIN,
-            org=org_b,
-            idp_entity_id=other_idp.entity_id,
-            idp_sso_url=other_idp.sso_url,
-            idp_x509_cert=other_idp.cert,
-            email_domains=["acme.test"],
-        )
+        globex_sso(org_b, other_idp, ["acme.test"])
 
 
 def test_platform_admins_set_an_orgs_idp_in_the_django_admin(org_a, alice, idp):
