@@ -298,6 +298,9 @@ class SSOAuthnRequest(models.Model):
     request_id = models.CharField(max_length=100, unique=True)
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
     relay_state = models.CharField(max_length=1000, blank=True)
+    # SHA-256 of a nonce in a cookie of the browser that started the sign-in (HTTPS only):
+    # the response must come back through that browser (no login CSRF).
+    browser_hash = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     used_at = models.DateTimeField(null=True, blank=True)
 

@@ -14,7 +14,10 @@ change is audited with the reason.
 
 import base64
 import binascii
+import hashlib
+import hmac
 import logging
+import secrets
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
@@ -177,17 +180,33 @@ def safe_relay_state(value: str | None) -> str:
 
 
 # ------------------------------------------------------------------------------ login
-def begin_login(request, config: SSOConfig, relay_state: str) -> str:
-    """An AuthnRequest to the org's IdP; returns the URL to send the browser to."""
+BROWSER_COOKIE = "bonito_sso"
+
+
+def _hash(nonce: str) -> str:
+    return hashlib.sha256(nonce.encode()).hexdigest()
+
+
+def begin_login(request, config: SSOConfig, relay_state: str) -> tuple[str, str]:
+    """An AuthnRequest to the org's IdP: (URL to send the browser to, browser nonce or "").
+
+    Over HTTPS the view sets the nonce as a SameSite=None cookie (the IdP's POST to the
+    ACS is cross-site, so the Lax session cookie does not come back with it); the
+    response is then accepted only from that browser. Over plain HTTP (development)
+    there is no such cookie, and the request id alone binds the response."""
     auth = OneLogin_Saml2_Auth(request_data(request), saml_settings(config, request))
     relay = safe_relay_state(relay_state) or f"/o/{config.org.slug}/"
     url = auth.login(return_to=relay)
+    nonce = secrets.token_urlsafe(32) if request.is_secure() else ""
     SSOAuthnRequest.objects.create(
-        request_id=auth.get_last_request_id(), org=config.org, relay_state=relay
+        request_id=auth.get_last_request_id(),
+        org=config.org,
+        relay_state=relay,
+        browser_hash=_hash(nonce) if nonce else "",
     )
     cutoff = timezone.now() - timedelta(days=1)
     SSOAuthnRequest.objects.filter(created_at__lt=cutoff).delete()
-    return url
+    return url, nonce
 
 
 def _decode(request) -> tuple[bytes, object]:
@@ -212,7 +231,7 @@ def _decode(request) -> tuple[bytes, object]:
     return xml, root
 
 
-def _pending_request(config: SSOConfig, in_response_to: str | None):
+def _pending_request(request, config: SSOConfig, in_response_to: str | None):
     if not in_response_to:
         if not config.allow_idp_initiated:
             raise SSORefused(
@@ -229,6 +248,12 @@ def _pending_request(config: SSOConfig, in_response_to: str | None):
             "The response's InResponseTo does not match a sign-in this site started for this "
             "organization (or that sign-in was already used or has expired)."
         )
+    if pending.browser_hash:
+        nonce = request.COOKIES.get(BROWSER_COOKIE, "")
+        if not nonce or not hmac.compare_digest(_hash(nonce), pending.browser_hash):
+            raise SSORefused(
+                "This sign-in was started in another browser. Start it again from this one."
+            )
     return pending
 
 
@@ -247,7 +272,7 @@ def _email_domain(email: str) -> str:
 def consume(request, config: SSOConfig) -> tuple[User, Membership, str, dict]:
     """Check a posted SAML response; returns (user, membership, relay path, session info)."""
     _xml, root = _decode(request)
-    pending = _pending_request(config, root.get("InResponseTo"))
+    pending = _pending_request(request, config, root.get("InResponseTo"))
 
     auth = OneLogin_Saml2_Auth(request_data(request), saml_settings(config, request))
     try:
@@ -423,8 +448,6 @@ def _summary(config: SSOConfig) -> dict:
 
 
 def _fingerprint(cert: str) -> str:
-    import hashlib
-
     body = "".join(line for line in (cert or "").strip().splitlines() if "CERTIFICATE" not in line)
     try:
         return hashlib.sha256(base64.b64decode(body)).hexdigest()[:16] if body else ""

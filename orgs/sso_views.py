@@ -1,6 +1,7 @@
 """SAML SP endpoints per org (/sso/<slug>/...), SSO discovery by email domain, and the
 org admins' SSO settings page."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, logout
 from django.core.exceptions import ValidationError
@@ -53,7 +54,19 @@ def metadata(request, org_slug):
 @require_GET
 def sso_login(request, org_slug):
     config = _config(org_slug)
-    return redirect(sso.begin_login(request, config, request.GET.get("next", "")))
+    url, nonce = sso.begin_login(request, config, request.GET.get("next", ""))
+    response = redirect(url)
+    if nonce:
+        response.set_cookie(
+            sso.BROWSER_COOKIE,
+            nonce,
+            max_age=settings.SSO_REQUEST_TTL_S,
+            path=f"/sso/{org_slug}/",
+            secure=True,
+            httponly=True,
+            samesite="None",
+        )
+    return response
 
 
 @csrf_exempt  # the IdP posts here cross-site; the signed response and InResponseTo stand in
@@ -68,7 +81,9 @@ def acs(request, org_slug):
     request.session.set_expiry(config.session_hours * 3600)
     request.session[SESSION_KEY] = info
     request.session["current_org"] = config.org.slug
-    return redirect(relay)
+    response = redirect(relay)
+    response.delete_cookie(sso.BROWSER_COOKIE, path=f"/sso/{org_slug}/", samesite="None")
+    return response
 
 
 @require_http_methods(["GET", "POST"])

@@ -586,3 +586,27 @@ def test_platform_admins_set_an_orgs_idp_in_the_django_admin(org_a, alice, idp):
     assert SSOConfig.objects.get(org=org_a).group_roles == {"Engineering": "member"}
     row = AuditLog.objects.get(action="sso.config_create")
     assert row.actor_label == "root@bonito.test"
+
+
+def test_over_https_the_response_must_come_back_through_the_browser_that_started(
+    acme_sso, idp, settings
+):
+    settings.ALLOWED_HOSTS = ["testserver"]
+    https = {"sp_entity_id": "https://testserver/sso/acme/metadata/",
+             "acs_url": "https://testserver/sso/acme/acs/"}  # fmt: skip
+    victim = Client()
+    started = victim.get("/sso/acme/login/", secure=True)
+    cookie = started.cookies["bonito_sso"]
+    assert cookie["samesite"] == "None" and cookie["secure"] and cookie["httponly"]
+    assert cookie["path"] == "/sso/acme/"
+    rid = TestIdP.authn_request_id(started["Location"])
+    # Login CSRF: the attacker's own valid response, pushed into another browser.
+    attacker = Client()
+    xml = idp.signed_response(**https, in_response_to=rid, name_id="dana@acme.test",
+                              attributes={GROUPS: ["Engineering"]})  # fmt: skip
+    response = attacker.post("/sso/acme/acs/", {"SAMLResponse": b64(xml)}, secure=True)
+    assert response.status_code == 403 and b"started in another browser" in response.content
+    # The browser that started it gets in (the cookie comes back with the IdP's POST).
+    response = victim.post("/sso/acme/acs/", {"SAMLResponse": b64(xml)}, secure=True)
+    assert response.status_code == 302
+    assert response.cookies["bonito_sso"].value == ""  # spent
