@@ -175,6 +175,7 @@ AUTHENTICATION_BACKENDS = ["orgs.backends.PasswordBackend"]
 # SAML single sign-on (orgs/sso.py, docs/sso.md).
 SSO_MAX_RESPONSE_BYTES = env.int("SSO_MAX_RESPONSE_BYTES", default=256 * 1024)
 SSO_REQUEST_TTL_S = env.int("SSO_REQUEST_TTL_S", default=600)
+SSO_ACS_PER_MINUTE = env.int("SSO_ACS_PER_MINUTE", default=30)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"

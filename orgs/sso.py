@@ -18,9 +18,11 @@ import hashlib
 import hmac
 import logging
 import secrets
+import time
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
@@ -374,6 +376,23 @@ def consume(request, config: SSOConfig) -> tuple[User, Membership, str, dict]:
         "session_index": auth.get_session_index(),
     }
     return user, membership, relay or f"/o/{config.org.slug}/", session
+
+
+def acs_allowed(request) -> bool:
+    """At most SSO_ACS_PER_MINUTE posts to any ACS per client IP and minute, so a flood of
+    junk cannot fill the audit log. The counter lives in the cache (Redis when set); if the
+    cache is down the post is allowed (sign-in must not depend on it)."""
+    limit = settings.SSO_ACS_PER_MINUTE
+    if not limit:
+        return True
+    key = f"bonito:sso-acs:{request.META.get('REMOTE_ADDR', '')}:{int(time.time() // 60)}"
+    try:
+        if cache.add(key, 1, timeout=120):
+            return True
+        return cache.incr(key) <= limit
+    except Exception:  # a dead cache never blocks sign-in
+        log.warning("SSO: the rate-limit cache is unavailable; allowing the post")
+        return True
 
 
 def audit_refusal(request, org: Organization, reason: str, email: str = "") -> None:

@@ -73,6 +73,17 @@ def sso_login(request, org_slug):
 @require_POST
 def acs(request, org_slug):
     config = _config(org_slug)
+    if not sso.acs_allowed(request):
+        return render(
+            request,
+            "orgs/sso_error.html",
+            {
+                "org": config.org,
+                "reason": "Too many sign-in attempts from your address. Wait a minute and try again.",
+                "login_url": f"/sso/{config.org.slug}/login/",
+            },
+            status=429,
+        )
     try:
         user, membership, relay, info = sso.consume(request, config)
     except sso.SSORefused as exc:

@@ -26,6 +26,11 @@ GROUPS = "groups"  # the Okta preset's attribute names
 ROLES = {"Bonito Admins": "admin", "Engineering": "member", "Finance": "viewer"}
 
 
+@pytest.fixture(autouse=True)
+def _no_acs_limit(settings):
+    settings.SSO_ACS_PER_MINUTE = 0  # the flood test turns it on for its own address
+
+
 @pytest.fixture(scope="module")
 def idp():
     return TestIdP()
@@ -610,3 +615,18 @@ def test_over_https_the_response_must_come_back_through_the_browser_that_started
     response = victim.post("/sso/acme/acs/", {"SAMLResponse": b64(xml)}, secure=True)
     assert response.status_code == 302
     assert response.cookies["bonito_sso"].value == ""  # spent
+
+
+def test_a_flood_of_posts_to_the_acs_is_cut_off_without_filling_the_audit_log(acme_sso, settings):
+    import uuid
+
+    settings.SSO_ACS_PER_MINUTE = 3
+    client = Client(REMOTE_ADDR=f"flood-{uuid.uuid4().hex}")  # a counter of its own
+    statuses = [
+        client.post("/sso/acme/acs/", {"SAMLResponse": "junk"}).status_code for _ in range(5)
+    ]
+    assert statuses == [403, 403, 403, 429, 429]
+    assert len(refusals()) == 3
+    page = client.post("/sso/acme/acs/", {"SAMLResponse": "junk"})
+    assert b"Too many sign-in attempts" in page.content
+    assert Client().post("/sso/acme/acs/", {"SAMLResponse": "junk"}).status_code == 403  # others
