@@ -621,7 +621,8 @@ def test_a_flood_of_posts_to_the_acs_is_cut_off_without_filling_the_audit_log(ac
     import uuid
 
     settings.SSO_ACS_PER_MINUTE = 3
-    client = Client(REMOTE_ADDR=f"flood-{uuid.uuid4().hex}")  # a counter of its own
+    address = f"2001:db8::{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}"  # a counter of its own
+    client = Client(REMOTE_ADDR=address)
     statuses = [
         client.post("/sso/acme/acs/", {"SAMLResponse": "junk"}).status_code for _ in range(5)
     ]
