@@ -211,7 +211,8 @@ def begin_login(request, config: SSOConfig, relay_state: str) -> tuple[str, str]
     return url, nonce
 
 
-def _decode(request) -> tuple[bytes, object]:
+def _decode(request):
+    """The posted SAMLResponse, size-capped, decoded and parsed (its root element)."""
     length = int(request.META.get("CONTENT_LENGTH") or 0)
     if length > settings.SSO_MAX_RESPONSE_BYTES or len(request.body) > (
         settings.SSO_MAX_RESPONSE_BYTES
@@ -230,7 +231,7 @@ def _decode(request) -> tuple[bytes, object]:
         raise SSORefused(
             "The SAML response is not well-formed XML, or declares a DTD or entities."
         ) from exc
-    return xml, root
+    return root
 
 
 def _pending_request(request, config: SSOConfig, in_response_to: str | None):
@@ -273,7 +274,7 @@ def _email_domain(email: str) -> str:
 
 def consume(request, config: SSOConfig) -> tuple[User, Membership, str, dict]:
     """Check a posted SAML response; returns (user, membership, relay path, session info)."""
-    _xml, root = _decode(request)
+    root = _decode(request)
     pending = _pending_request(request, config, root.get("InResponseTo"))
 
     auth = OneLogin_Saml2_Auth(request_data(request), saml_settings(config, request))
@@ -466,12 +467,20 @@ def _summary(config: SSOConfig) -> dict:
     }
 
 
+def _cert_der(cert: str) -> bytes:
+    """The DER bytes of a PEM or bare base64 certificate (binascii.Error if not base64)."""
+    body = "".join(
+        line.strip() for line in (cert or "").strip().splitlines() if "CERTIFICATE" not in line
+    )
+    return base64.b64decode(body)
+
+
 def _fingerprint(cert: str) -> str:
-    body = "".join(line for line in (cert or "").strip().splitlines() if "CERTIFICATE" not in line)
     try:
-        return hashlib.sha256(base64.b64decode(body)).hexdigest()[:16] if body else ""
+        der = _cert_der(cert)
     except (binascii.Error, ValueError):
         return "unreadable"
+    return hashlib.sha256(der).hexdigest()[:16] if der else ""
 
 
 def sso_config_prepare(org: Organization, break_glass_email=None, **fields) -> SSOConfig:
@@ -543,11 +552,8 @@ def sso_config_save(*, actor: Actor, org: Organization, break_glass_email=None, 
 def _check_certificate(cert: str) -> None:
     from cryptography import x509
 
-    body = "".join(
-        line.strip() for line in (cert or "").strip().splitlines() if "CERTIFICATE" not in line
-    )
     try:
-        x509.load_der_x509_certificate(base64.b64decode(body))
+        x509.load_der_x509_certificate(_cert_der(cert))
     except (ValueError, binascii.Error) as exc:
         raise ValidationError(
             "The IdP certificate is not a readable X.509 certificate (PEM or base64)."
