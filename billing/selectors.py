@@ -11,8 +11,8 @@ from django.db.models.functions import Cast, TruncDay, TruncHour
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from .models import LATENCY_BUCKETS_MS, RollupState, UsageRecord, UsageRollup
-from .services import histogram_aggregates
+from .models import LATENCY_BUCKETS_MS, UsageRecord, UsageRollup
+from .services import histogram_aggregates, rolled_until
 
 PRESETS = {
     "1h": timedelta(hours=1),
@@ -302,8 +302,7 @@ def usage_query(org, params, default_range="24h") -> UsageQuery:
     """Validate params as usage_records does; split the range at the rollup watermark."""
     since, until = time_range(params, default_range)
     qs = _filtered(org, params).order_by()
-    state = RollupState.objects.filter(period="hour").first()
-    mark = state.rolled_until if state else None
+    mark = rolled_until()
     lo = _hour_up(since)
     hi = min(_hour_down(until), mark) if mark else lo
     if params.get("status") or hi <= lo:
