@@ -11,25 +11,13 @@ from governance.audit import Actor
 
 from . import services
 from .models import Membership, Organization, Role, Team, User
+from .sso import CONFIG_FIELDS, metadata_fields, sso_config_save
 
 ORG_KEYS = {"slug", "name", "tier", "deployment_mode", "teams", "members", "sso"}
-SSO_KEYS = {
-    "enabled",
-    "preset",
-    "idp_metadata",
-    "idp_entity_id",
-    "idp_sso_url",
-    "idp_slo_url",
-    "idp_x509_cert",
-    "email_domains",
-    "attributes",
-    "group_roles",
-    "default_role",
-    "sso_required",
-    "break_glass",
-    "allow_idp_initiated",
-    "session_hours",
-}
+ATTRIBUTE_FIELDS = {"email_attribute", "name_attribute", "groups_attribute"}
+# The file's sso: keys: the stored settings, with the three attribute names under
+# `attributes`, plus metadata XML and the break-glass owner's email.
+SSO_KEYS = (set(CONFIG_FIELDS) - ATTRIBUTE_FIELDS) | {"idp_metadata", "attributes", "break_glass"}
 
 
 class ConfigError(ValueError):
@@ -97,8 +85,6 @@ def _apply_org(actor, spec, where, extensions):
 
 
 def _apply_sso(actor, org, spec, where):
-    from .sso import metadata_fields, sso_config_save
-
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: must be a mapping.")
     unknown = set(spec) - SSO_KEYS
@@ -112,8 +98,6 @@ def _apply_sso(actor, org, spec, where):
         raise ConfigError(f"{where}.attributes: use email, name and groups.")
     for name, value in attributes.items():
         fields[f"{name}_attribute"] = value
-    if fields.get("default_role") is None and "default_role" in fields:
-        fields["default_role"] = ""
     try:
         if spec.get("idp_metadata"):
             fields.update(metadata_fields(spec["idp_metadata"]))
