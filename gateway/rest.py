@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from billing import selectors
 from billing.models import UsageRecord
+from bonito.client_ip import client_ip
 from governance.audit import Actor
 from governance.models import RoutingPolicy
 from orgs.models import Team
@@ -21,7 +22,7 @@ from .models import ApiKey, Deployment, GatewayConfig, ModelCatalogEntry, Provid
 
 
 def actor(request) -> Actor:
-    return Actor(user=request.user, ip=request.META.get("REMOTE_ADDR"), via="api")
+    return Actor(user=request.user, ip=client_ip(request), via="api")
 
 
 def django_errors(exc: DjangoValidationError) -> ValidationError:

@@ -34,6 +34,7 @@ from onelogin.saml2.idp_metadata_parser import OneLogin_Saml2_IdPMetadataParser
 from onelogin.saml2.settings import OneLogin_Saml2_Settings
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 
+from bonito.client_ip import client_ip
 from governance.audit import Actor, audit_record
 
 from . import services
@@ -326,7 +327,7 @@ def consume(request, config: SSOConfig) -> tuple[User, Membership, str, dict]:
 
     groups = [g for g in attributes.get(names["groups"], []) if g]
     role = _role_for(config, groups)
-    actor = Actor(ip=request.META.get("REMOTE_ADDR"), via="sso")
+    actor = Actor(ip=client_ip(request), via="sso")
     user = User.objects.filter(email__iexact=email).first()
     existing = Membership.objects.for_org(config.org).filter(user=user).first() if user else None
     if role is None:
@@ -386,7 +387,7 @@ def acs_allowed(request) -> bool:
     limit = settings.SSO_ACS_PER_MINUTE
     if not limit:
         return True
-    key = f"bonito:sso-acs:{request.META.get('REMOTE_ADDR', '')}:{int(time.time() // 60)}"
+    key = f"bonito:sso-acs:{client_ip(request) or ''}:{int(time.time() // 60)}"
     try:
         if cache.add(key, 1, timeout=120):
             return True
@@ -398,7 +399,7 @@ def acs_allowed(request) -> bool:
 
 def audit_refusal(request, org: Organization, reason: str, email: str = "") -> None:
     audit_record(
-        actor=Actor(ip=request.META.get("REMOTE_ADDR"), via="sso"),
+        actor=Actor(ip=client_ip(request), via="sso"),
         org=org,
         action="sso.refused",
         target=getattr(org, "sso", None),
