@@ -8,13 +8,14 @@ class AuditLogAdmin(admin.ModelAdmin):
     list_display = [
         "created_at",
         "actor_label",
+        "via",
         "org",
         "action",
         "target_type",
         "target_repr",
         "ip",
     ]
-    list_filter = ["action", "target_type", "org", "created_at"]
+    list_filter = ["action", "via", "target_type", "org", "created_at"]
     search_fields = ["actor_label", "action", "target_repr", "target_id"]
     date_hierarchy = "created_at"
 

@@ -65,6 +65,7 @@ def audit_record(*, actor: Actor, org, action: str, target, before=None, after=N
         org=org,
         actor=actor.user if getattr(actor.user, "pk", None) else None,
         actor_label=actor.label,
+        via=actor.via,
         action=action,
         target_type=target.__class__.__name__.lower() if target is not None else "",
         target_id=str(getattr(target, "pk", "") or ""),

@@ -23,6 +23,8 @@ class AuditLog(models.Model):
     )
     # Who did it, kept as text so the row still reads right after the user is deleted.
     actor_label = models.CharField(max_length=254)
+    # Where the change came from: web (dashboard), api, admin, cli, apply_config, sso, ...
+    via = models.CharField(max_length=32, blank=True, db_index=True)
     action = models.CharField(max_length=64, db_index=True)
     target_type = models.CharField(max_length=64)
     target_id = models.CharField(max_length=64, blank=True)
