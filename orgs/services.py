@@ -11,6 +11,7 @@ from django.utils.text import slugify
 from gateway.snapshot_builder import config_version_bump
 from governance.audit import Actor, audit_record
 
+from .access import members_changed
 from .models import (
     Invitation,
     Membership,
@@ -73,6 +74,15 @@ def org_update(*, actor: Actor, org: Organization, **fields) -> Organization:
 
 
 @transaction.atomic
+def org_delete(*, actor: Actor, org: Organization) -> None:
+    """Delete an org and everything it owns (keys, usage, budgets); its audit rows stay."""
+    audit_record(actor=actor, org=None, action="org.delete", target=org, before=_org_summary(org))
+    members_changed([org.id])
+    config_version_bump()
+    org.delete()
+
+
+@transaction.atomic
 def user_create(*, actor: Actor, email: str, password: str | None = None, name: str = "") -> User:
     email = User.objects.normalize_email(email).lower()
     if User.objects.filter(email__iexact=email).exists():
@@ -86,6 +96,60 @@ def user_create(*, actor: Actor, email: str, password: str | None = None, name: 
         after={"email": user.email, "platform_admin": user.is_superuser},
     )
     return user
+
+
+USER_FIELDS = ("email", "name", "is_active", "is_staff", "is_superuser", "weekly_digest")
+
+
+@transaction.atomic
+def user_update(*, actor: Actor, user: User, **fields) -> User:
+    """Change a user's profile, whether they may sign in, or their platform-admin rights."""
+    unknown = set(fields) - set(USER_FIELDS)
+    if unknown:
+        raise ValidationError(f"{', '.join(sorted(unknown))} cannot be changed here.")
+    if "email" in fields:
+        fields["email"] = User.objects.normalize_email(fields["email"]).lower()
+        if User.objects.filter(email__iexact=fields["email"]).exclude(pk=user.pk).exists():
+            raise ValidationError(f"A user with email {fields['email']} already exists.")
+    before = {f: getattr(user, f) for f in fields}
+    for name, value in fields.items():
+        setattr(user, name, value)
+    user.full_clean(exclude=["password"])
+    user.save()
+    after = {f: getattr(user, f) for f in fields}
+    changed = [f for f in fields if before[f] != after[f]]
+    if changed:
+        audit_record(
+            actor=actor,
+            org=None,
+            action="user.update",
+            target=user,
+            before={f: before[f] for f in changed},
+            after={f: after[f] for f in changed},
+        )
+    if "is_active" in changed:
+        members_changed(user.memberships.values_list("org_id", flat=True))
+    return user
+
+
+@transaction.atomic
+def user_delete(*, actor: Actor, user: User) -> None:
+    memberships = list(user.memberships.select_related("org"))
+    for membership in memberships:
+        if _last_admin(membership):
+            raise ValidationError(
+                f"{user.email} is the only admin of {membership.org.name}; "
+                "make someone else an admin first."
+            )
+    audit_record(
+        actor=actor,
+        org=None,
+        action="user.delete",
+        target=user,
+        before={"email": user.email, "orgs": sorted(m.org.slug for m in memberships)},
+    )
+    members_changed(m.org_id for m in memberships)
+    user.delete()
 
 
 def user_sync_platform_admin(*, user: User) -> None:
@@ -127,6 +191,7 @@ def membership_add(
         target=membership,
         after={"user": user.email, "role": role, "team": team.name if team else None},
     )
+    members_changed([org.id])
     return membership
 
 
@@ -164,6 +229,8 @@ def membership_set_role(
             before=before,
             after=after,
         )
+        if before["role"] != role:
+            members_changed([membership.org_id])
     return membership
 
 
@@ -178,6 +245,7 @@ def membership_remove(*, actor: Actor, membership: Membership) -> None:
         target=membership,
         before={"user": membership.user.email, "role": membership.role},
     )
+    members_changed([membership.org_id])
     membership.delete()
 
 
@@ -187,6 +255,20 @@ def team_create(*, actor: Actor, org: Organization, name: str, description: str 
     team.full_clean()
     team.save()
     audit_record(actor=actor, org=org, action="team.create", target=team, after={"name": team.name})
+    return team
+
+
+@transaction.atomic
+def team_update(*, actor: Actor, team: Team, name: str, description: str = "") -> Team:
+    before = {"name": team.name, "description": team.description}
+    team.name, team.description = name.strip(), description
+    team.full_clean()
+    team.save()
+    after = {"name": team.name, "description": team.description}
+    if after != before:
+        audit_record(
+            actor=actor, org=team.org, action="team.update", target=team, before=before, after=after
+        )
     return team
 
 
