@@ -110,3 +110,18 @@ def charlie_client(charlie):
     from django.test import Client
 
     return _client_for(Client, charlie)
+
+
+@pytest.fixture
+def platform_admin(db):
+    from orgs.models import User
+
+    return User.objects.create_superuser(email="root@bonito.test", password=PASSWORD)
+
+
+@pytest.fixture
+def admin_client(platform_admin):
+    """A signed-in platform admin posting the real Django admin forms."""
+    from django.test import Client
+
+    return _client_for(Client, platform_admin)

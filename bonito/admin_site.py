@@ -1,8 +1,11 @@
-"""The platform-admin portal: the Django admin plus a System page."""
+"""The platform-admin portal: the Django admin plus a System page, and the base every\nModelAdmin that writes uses so the write goes through a service."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
 
 
 class BonitoAdminSite(admin.AdminSite):
@@ -27,3 +30,55 @@ class BonitoAdminSite(admin.AdminSite):
             "services": system_status(),
         }
         return TemplateResponse(request, "admin/system.html", context)
+
+
+class ServiceAdminMixin:
+    """For ModelAdmins whose writes all go through service functions.
+
+    Subclasses save and delete by calling services (which audit and schedule side effects
+    themselves). A ValidationError a service raises (the last admin of an org, a budget
+    for another org's team) rolls back everything the request did, including inlines and
+    bulk actions, and brings the admin back to the page with the reason: never a 500."""
+
+    def _refusable(self, request, view, *args, back=None, **kwargs):
+        if request.method != "POST":
+            return view(request, *args, **kwargs)
+        try:
+            with transaction.atomic():
+                return view(request, *args, **kwargs)
+        except ValidationError as exc:
+            self.message_user(request, " ".join(exc.messages), messages.ERROR)
+            return HttpResponseRedirect(back or request.get_full_path())
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        return self._refusable(request, super().changeform_view, object_id, form_url, extra_context)
+
+    def changelist_view(self, request, extra_context=None):
+        return self._refusable(request, super().changelist_view, extra_context)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        opts = self.model._meta
+        back = reverse(
+            f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change", args=[object_id]
+        )
+        return self._refusable(request, super().delete_view, object_id, extra_context, back=back)
+
+    def delete_queryset(self, request, queryset):
+        # The bulk "Delete selected" action: each object through delete_model's service.
+        for obj in queryset:
+            self.delete_model(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        raise NotImplementedError(f"{type(self).__name__} must save through a service.")
+
+    def delete_model(self, request, obj):
+        raise NotImplementedError(f"{type(self).__name__} must delete through a service.")
+
+
+class ServiceModelAdmin(ServiceAdminMixin, admin.ModelAdmin):
+    pass
+
+
+def readonly_except(model, *editable) -> list[str]:
+    """Every concrete field of ``model`` but ``editable``, for get_readonly_fields."""
+    return [f.name for f in model._meta.fields if f.name not in editable]

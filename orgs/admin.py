@@ -1,28 +1,41 @@
+"""The platform admin for orgs, users and memberships. Every write goes through
+orgs.services (audited, with the same checks as the dashboard and REST, via="admin")."""
+
 from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db.models import Count
 
+from bonito.admin_site import ServiceAdminMixin, ServiceModelAdmin
 from governance.audit import Actor
 
 from . import services
-from .models import Invitation, Membership, Organization, SSOConfig, Team, User
+from .models import Invitation, Membership, Organization, Role, SSOConfig, Team, User
 from .sso import CONFIG_FIELDS
+
+# Roles are memberships; Django's groups and permissions are unused, so the admin offers
+# no way to grant rights around the audited services.
+admin.site.unregister(Group)
+
+
+def _actor(request) -> Actor:
+    return Actor.from_request(request, via="admin")
 
 
 class MembershipInline(admin.TabularInline):
     model = Membership
     extra = 0
-    autocomplete_fields = ["user"]
     fields = ["user", "role", "team"]
+    readonly_fields = ["user"]
 
     def has_add_permission(self, request, obj=None):
-        return False  # added through the Membership admin so the change is audited
+        return False  # added through the Membership admin, which picks the user
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(ServiceModelAdmin):
     list_display = ["name", "slug", "tier", "deployment_mode", "member_count", "created_at"]
     list_filter = ["tier", "deployment_mode"]
     search_fields = ["name", "slug"]
@@ -32,22 +45,28 @@ class OrganizationAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(_members=Count("memberships"))
 
+    def get_readonly_fields(self, request, obj=None):
+        return ["slug"] if obj else []  # URLs, SSO endpoints and the config file name it
+
+    def get_prepopulated_fields(self, request, obj=None):
+        return {} if obj else self.prepopulated_fields
+
     @admin.display(ordering="_members", description="Members")
     def member_count(self, obj):
         return obj._members
 
     def save_model(self, request, obj, form, change):
-        actor = Actor.from_request(request, via="admin")
         if change:
             fields = {
                 f: form.cleaned_data[f]
                 for f in ("name", "tier", "deployment_mode")
                 if f in form.cleaned_data
             }
-            services.org_update(actor=actor, org=Organization.objects.get(pk=obj.pk), **fields)
+            org = Organization.objects.get(pk=obj.pk)
+            services.org_update(actor=_actor(request), org=org, **fields)
         else:
             created = services.org_create(
-                actor=actor,
+                actor=_actor(request),
                 name=obj.name,
                 slug=obj.slug,
                 tier=obj.tier,
@@ -55,9 +74,42 @@ class OrganizationAdmin(admin.ModelAdmin):
             )
             obj.pk = created.pk
 
+    def save_formset(self, request, form, formset, change):
+        """Role and team changes and removals from the inline, each through its service."""
+        deleted = [f for f in formset.initial_forms if f in formset.deleted_forms]
+        changed = [
+            f
+            for f in formset.initial_forms
+            if f not in formset.deleted_forms and f.instance.pk and f.has_changed()
+        ]
+        # Promotions first, so handing the admin role over in one save is not refused.
+        changed.sort(key=lambda f: f.cleaned_data["role"] != Role.ADMIN)
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        for f in changed:
+            membership = services.membership_set_role(
+                actor=_actor(request),
+                membership=Membership.objects.get(pk=f.instance.pk),
+                role=f.cleaned_data["role"],
+                team=f.cleaned_data.get("team"),
+            )
+            formset.changed_objects.append((membership, f.changed_data))
+        for f in deleted:
+            membership = Membership.objects.get(pk=f.instance.pk)
+            services.membership_remove(actor=_actor(request), membership=membership)
+            formset.deleted_objects.append(membership)
+
+    def delete_model(self, request, obj):
+        services.org_delete(actor=_actor(request), org=obj)
+
+    def get_deleted_objects(self, objs, request):
+        # The org's keys and usage cannot be deleted one by one in the admin, but org_delete
+        # removes them with the org (audited): list them without asking for those rights.
+        deleted, counts, _perms_needed, protected = super().get_deleted_objects(objs, request)
+        return deleted, counts, set(), protected
+
 
 @admin.register(User)
-class UserAdmin(BaseUserAdmin):
+class UserAdmin(ServiceAdminMixin, BaseUserAdmin):
     ordering = ["email"]
     list_display = [
         "email",
@@ -80,71 +132,120 @@ class UserAdmin(BaseUserAdmin):
     add_fieldsets = [(None, {"classes": ["wide"], "fields": ["email", "password1", "password2"]})]
     filter_horizontal = []
 
+    def save_model(self, request, obj, form, change):
+        if change:
+            fields = {
+                f: form.cleaned_data[f] for f in services.USER_FIELDS if f in form.changed_data
+            }
+            services.user_update(actor=_actor(request), user=User.objects.get(pk=obj.pk), **fields)
+        else:
+            created = services.user_create(
+                actor=_actor(request),
+                email=form.cleaned_data["email"],
+                password=form.cleaned_data.get("password1") or None,
+            )
+            obj.pk = created.pk
+
+    def delete_model(self, request, obj):
+        services.user_delete(actor=_actor(request), user=obj)
+
+    def get_deleted_objects(self, objs, request):
+        # user_delete removes the user's memberships and tokens with it (audited).
+        deleted, counts, _perms_needed, protected = super().get_deleted_objects(objs, request)
+        return deleted, counts, set(), protected
+
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(ServiceModelAdmin):
     list_display = ["user", "org", "role", "team", "created_at"]
     list_filter = ["role", "org"]
     search_fields = ["user__email", "org__name"]
     autocomplete_fields = ["user", "org", "team"]
 
+    def get_readonly_fields(self, request, obj=None):
+        return ["user", "org"] if obj else []  # a membership changes role or team, not owner
+
     def save_model(self, request, obj, form, change):
-        actor = Actor.from_request(request, via="admin")
+        data = form.cleaned_data
         if change:
-            services.membership_set_role(actor=actor, membership=obj, role=obj.role, team=obj.team)
+            # The form has already set the new values on obj: hand the service the stored row.
+            services.membership_set_role(
+                actor=_actor(request),
+                membership=Membership.objects.get(pk=obj.pk),
+                role=data["role"],
+                team=data.get("team"),
+            )
         else:
             created = services.membership_add(
-                actor=actor, org=obj.org, user=obj.user, role=obj.role, team=obj.team
+                actor=_actor(request),
+                org=data["org"],
+                user=data["user"],
+                role=data["role"],
+                team=data.get("team"),
             )
             obj.pk = created.pk
 
     def delete_model(self, request, obj):
-        services.membership_remove(actor=Actor.from_request(request, via="admin"), membership=obj)
+        services.membership_remove(
+            actor=_actor(request), membership=Membership.objects.get(pk=obj.pk)
+        )
 
 
 @admin.register(Team)
-class TeamAdmin(admin.ModelAdmin):
+class TeamAdmin(ServiceModelAdmin):
     list_display = ["name", "org", "created_at"]
     list_filter = ["org"]
     search_fields = ["name", "org__name"]
 
+    def get_readonly_fields(self, request, obj=None):
+        return ["org"] if obj else []
+
     def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
         if change:
-            super().save_model(request, obj, form, change)
+            services.team_update(
+                actor=_actor(request),
+                team=Team.objects.get(pk=obj.pk),
+                name=data["name"],
+                description=data.get("description", ""),
+            )
         else:
             created = services.team_create(
-                actor=Actor.from_request(request, via="admin"),
-                org=obj.org,
-                name=obj.name,
-                description=obj.description,
+                actor=_actor(request),
+                org=data["org"],
+                name=data["name"],
+                description=data.get("description", ""),
             )
             obj.pk = created.pk
 
     def delete_model(self, request, obj):
-        services.team_delete(actor=Actor.from_request(request, via="admin"), team=obj)
+        services.team_delete(actor=_actor(request), team=obj)
 
 
 @admin.register(Invitation)
-class InvitationAdmin(admin.ModelAdmin):
+class InvitationAdmin(ServiceModelAdmin):
+    """Read-only but for revoking: invitations are sent from the org's Team page, where
+    the link is emailed."""
+
     list_display = ["email", "org", "role", "status", "created_at", "expires_at"]
     list_filter = ["role", "org"]
     search_fields = ["email"]
-    readonly_fields = [
-        "org",
-        "email",
-        "role",
-        "team",
-        "invited_by",
-        "created_at",
-        "expires_at",
-        "accepted_at",
-        "accepted_by",
-        "revoked_at",
-    ]
     exclude = ["token_hash"]
+    actions = ["revoke"]
 
     def has_add_permission(self, request):
-        return False  # invitations are sent from the org's Team page so the link is emailed
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # revoke instead: the row stays as the record of who was invited
+
+    @admin.action(description="Revoke selected pending invitations")
+    def revoke(self, request, queryset):
+        for invitation in queryset.pending():
+            services.invitation_revoke(actor=_actor(request), invitation=invitation)
 
 
 class SSOConfigAdminForm(forms.ModelForm):
@@ -156,7 +257,7 @@ class SSOConfigAdminForm(forms.ModelForm):
         from .sso import sso_config_prepare
 
         data = super().clean()
-        org = data.get("org")
+        org = data.get("org") or (self.instance.org if self.instance.org_id else None)
         if org is not None and not self.errors:
             glass = data.get("break_glass_user")
             try:
@@ -171,7 +272,7 @@ class SSOConfigAdminForm(forms.ModelForm):
 
 
 @admin.register(SSOConfig)
-class SSOConfigAdmin(admin.ModelAdmin):
+class SSOConfigAdmin(ServiceModelAdmin):
     """Platform admins can set an org's IdP here; saves go through the same validated,
     audited service as the dashboard and apply_config."""
 
@@ -182,14 +283,20 @@ class SSOConfigAdmin(admin.ModelAdmin):
     autocomplete_fields = ("org",)
     raw_id_fields = ("break_glass_user",)
 
+    def get_readonly_fields(self, request, obj=None):
+        return ["org"] if obj else []  # a configuration belongs to its org
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # switch it off with "enabled"; the change is audited
+
     def save_model(self, request, obj, form, change):
         from .sso import sso_config_save
 
         data = form.cleaned_data
         glass = data.get("break_glass_user")
         saved = sso_config_save(
-            actor=Actor.from_request(request, via="admin"),
-            org=data["org"],
+            actor=_actor(request),
+            org=data.get("org") or obj.org,
             break_glass_email=glass.email if glass else "",
             **{f: data[f] for f in CONFIG_FIELDS if f in data},
         )
