@@ -1,10 +1,23 @@
+"""The platform admin for usage (read-only), tier limits and budgets. Writes go through
+billing.budgets: audited (via="admin") and seen by every gateway with the next snapshot."""
+
 from django.contrib import admin
 
+from bonito.admin_site import ServiceModelAdmin
+from governance.audit import Actor
+
+from . import budgets
 from .models import Budget, Notification, TierLimit, UsageRecord
+
+
+def _actor(request) -> Actor:
+    return Actor.from_request(request, via="admin")
 
 
 @admin.register(UsageRecord)
 class UsageRecordAdmin(admin.ModelAdmin):
+    """Read-only: usage rows are what bills, budgets and rollups are computed from."""
+
     list_display = [
         "created_at",
         "org",
@@ -21,8 +34,77 @@ class UsageRecordAdmin(admin.ModelAdmin):
     search_fields = ["request_id", "model_requested"]
     date_hierarchy = "created_at"
 
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(TierLimit)
+class TierLimitAdmin(ServiceModelAdmin):
+    """Platform admins set what each tier includes; gateways pick it up with the next snapshot."""
+
+    list_display = ["tier", "monthly_requests", "monthly_spend_cap_usd"]
+
     def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in self.model._meta.fields]
+        return ["tier"] if obj else []
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # empty the fields for "unlimited"; the change is audited
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        saved = budgets.tier_limit_set(
+            actor=_actor(request),
+            tier=obj.tier,
+            monthly_requests=data.get("monthly_requests"),
+            monthly_spend_cap_usd=data.get("monthly_spend_cap_usd"),
+        )
+        obj.pk = saved.pk
+
+
+@admin.register(Budget)
+class BudgetAdmin(ServiceModelAdmin):
+    list_display = ["org", "scope", "team", "key", "period", "amount_usd", "hard", "is_active"]
+    list_filter = ["hard", "period", "scope", "org"]
+    autocomplete_fields = ["org", "team"]
+    raw_id_fields = ["key"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["org"] if obj else []  # a budget stays with its org
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        saved = budgets.budget_save(
+            actor=_actor(request),
+            org=Budget.objects.get(pk=obj.pk).org if change else data["org"],
+            budget=Budget.objects.get(pk=obj.pk) if change else None,
+            amount_usd=data["amount_usd"],
+            scope=data["scope"],
+            team=data.get("team"),
+            key=data.get("key"),
+            period=data["period"],
+            hard=data["hard"],
+            thresholds=data.get("thresholds") or None,
+            webhook_url=data.get("webhook_url", ""),
+            is_active=data["is_active"],
+        )
+        obj.pk = saved.pk
+
+    def delete_model(self, request, obj):
+        budgets.budget_delete(actor=_actor(request), budget=obj)
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    """Read-only: notices are written by budget checks and read on the org's Overview."""
+
+    list_display = ["created_at", "org", "level", "message", "read_at"]
+    list_filter = ["level", "org"]
 
     def has_add_permission(self, request):
         return False
@@ -30,42 +112,5 @@ class UsageRecordAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
-
-@admin.register(TierLimit)
-class TierLimitAdmin(admin.ModelAdmin):
-    """Platform admins set what each tier includes; gateways pick it up with the next snapshot."""
-
-    list_display = ["tier", "monthly_requests", "monthly_spend_cap_usd"]
-
-    def save_model(self, request, obj, form, change):
-        from django.db import transaction
-
-        from gateway.snapshot_builder import config_version_bump
-        from governance.audit import Actor, audit_record
-
-        with transaction.atomic():
-            super().save_model(request, obj, form, change)
-            audit_record(
-                actor=Actor.from_request(request, via="admin"),
-                org=None,
-                action="tier_limit.update",
-                target=obj,
-                after={
-                    "tier": obj.tier,
-                    "monthly_requests": obj.monthly_requests,
-                    "monthly_spend_cap_usd": str(obj.monthly_spend_cap_usd),
-                },
-            )
-            config_version_bump()
-
-
-@admin.register(Budget)
-class BudgetAdmin(admin.ModelAdmin):
-    list_display = ["org", "scope", "team", "key", "period", "amount_usd", "hard", "is_active"]
-    list_filter = ["hard", "period", "scope", "org"]
-
-
-@admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "org", "level", "message", "read_at"]
-    list_filter = ["level", "org"]
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -5,6 +5,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Sum
@@ -139,6 +140,19 @@ def budget_alert_deliver(*, alert_id: int, text: str) -> None:
         ).raise_for_status()
 
 
+def _budget_summary(budget: Budget) -> dict:
+    return {
+        "scope": budget.scope,
+        "target": budget_target(budget),
+        "period": budget.period,
+        "amount_usd": str(budget.amount_usd),
+        "hard": budget.hard,
+        "thresholds": budget.levels,
+        "webhook": "set" if budget.webhook_url else "none",  # the URL carries its secret
+        "is_active": budget.is_active,
+    }
+
+
 @transaction.atomic
 def budget_save(
     *,
@@ -152,40 +166,90 @@ def budget_save(
     hard: bool = False,
     thresholds=None,
     webhook_url: str = "",
+    is_active: bool = True,
     budget: Budget | None = None,
 ) -> Budget:
+    """Create a budget, or update ``budget``. Hard budgets reach the gateways with the
+    config version, so raising one lifts its block within seconds."""
     if team is not None and team.org_id != org.id or key is not None and key.org_id != org.id:
-        from django.core.exceptions import ValidationError
-
         raise ValidationError("That team or key belongs to another organization.")
-    before = None
-    if budget is not None:
-        before = {"amount_usd": str(budget.amount_usd), "hard": budget.hard}
+    if budget is not None and budget.org_id != org.id:
+        raise ValidationError("A budget stays with its organization.")
+    if scope == Budget.Scope.TEAM and team is None or scope == Budget.Scope.KEY and key is None:
+        raise ValidationError(f"Choose the {scope} this budget is for.")
+    team = team if scope == Budget.Scope.TEAM else None
+    key = key if scope == Budget.Scope.KEY else None
+    before = _budget_summary(budget) if budget is not None else None
     budget = budget or Budget(org=org)
     budget.scope, budget.team, budget.key, budget.period = scope, team, key, period
-    budget.amount_usd, budget.hard, budget.webhook_url = (
-        Decimal(str(amount_usd)),
-        hard,
-        webhook_url or "",
-    )
+    try:
+        budget.amount_usd = Decimal(str(amount_usd))
+    except ArithmeticError as exc:
+        raise ValidationError(f"{amount_usd!r} is not an amount in USD.") from exc
+    budget.hard, budget.webhook_url, budget.is_active = hard, webhook_url or "", is_active
     budget.thresholds = sorted(set(thresholds or [50, 80, 100]))
     budget.full_clean()
     budget.save()
+    after = _budget_summary(budget)
+    if after != before:
+        audit_record(
+            actor=actor,
+            org=org,
+            action="budget.update" if before else "budget.create",
+            target=budget,
+            before=before,
+            after=after,
+        )
+        config_version_bump()  # raising a hard budget lifts its block
+    return budget
+
+
+@transaction.atomic
+def budget_delete(*, actor: Actor, budget: Budget) -> None:
     audit_record(
         actor=actor,
-        org=org,
-        action="budget.update" if before else "budget.create",
+        org=budget.org,
+        action="budget.delete",
         target=budget,
-        before=before,
-        after={
-            "amount_usd": str(budget.amount_usd),
-            "hard": hard,
-            "period": period,
-            "scope": scope,
-        },
+        before=_budget_summary(budget),
     )
-    config_version_bump()  # raising a hard budget lifts its block
-    return budget
+    budget.delete()
+    config_version_bump()  # a deleted hard budget stops blocking
+
+
+def _tier_summary(limit) -> dict:
+    cap = limit.monthly_spend_cap_usd
+    return {
+        "tier": limit.tier,
+        "monthly_requests": limit.monthly_requests,
+        "monthly_spend_cap_usd": str(cap) if cap is not None else None,
+    }
+
+
+@transaction.atomic
+def tier_limit_set(*, actor: Actor, tier: str, monthly_requests, monthly_spend_cap_usd):
+    """What a tier includes per month (None: unlimited); every gateway enforces it with the
+    next snapshot."""
+    from .models import TierLimit
+
+    limit = TierLimit.objects.filter(tier=tier).first()
+    before = _tier_summary(limit) if limit else None
+    limit = limit or TierLimit(tier=tier)
+    limit.monthly_requests, limit.monthly_spend_cap_usd = monthly_requests, monthly_spend_cap_usd
+    limit.full_clean()
+    limit.save()
+    after = _tier_summary(limit)
+    if after != before:
+        audit_record(
+            actor=actor,
+            org=None,
+            action="tier_limit.update" if before else "tier_limit.create",
+            target=limit,
+            before=before,
+            after=after,
+        )
+        config_version_bump()
+    return limit
 
 
 def tier_blocks(now: datetime) -> dict[int, dict[str, str]]:
