@@ -1,9 +1,12 @@
 """The platform admin for orgs, users and memberships. Every write goes through
 orgs.services (audited, with the same checks as the dashboard and REST, via="admin")."""
 
+from contextvars import ContextVar
+
 from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.contrib.auth.forms import AdminPasswordChangeForm
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db.models import Count
@@ -108,8 +111,23 @@ class OrganizationAdmin(ServiceModelAdmin):
         return deleted, counts, set(), protected
 
 
+# Who is changing a password: Django builds the password form without the request.
+_password_actor: ContextVar[Actor] = ContextVar("admin_password_actor")
+
+
+class AuditedPasswordChangeForm(AdminPasswordChangeForm):
+    def save(self, commit=True):
+        usable = self.cleaned_data.get("set_usable_password", True)
+        return services.user_set_password(
+            actor=_password_actor.get(),
+            user=self.user,
+            password=self.cleaned_data["password1"] if usable else None,
+        )
+
+
 @admin.register(User)
 class UserAdmin(ServiceAdminMixin, BaseUserAdmin):
+    change_password_form = AuditedPasswordChangeForm
     ordering = ["email"]
     list_display = [
         "email",
@@ -145,6 +163,13 @@ class UserAdmin(ServiceAdminMixin, BaseUserAdmin):
                 password=form.cleaned_data.get("password1") or None,
             )
             obj.pk = created.pk
+
+    def user_change_password(self, request, id, form_url=""):
+        token = _password_actor.set(_actor(request))
+        try:
+            return super().user_change_password(request, id, form_url)
+        finally:
+            _password_actor.reset(token)
 
     def delete_model(self, request, obj):
         services.user_delete(actor=_actor(request), user=obj)

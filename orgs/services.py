@@ -133,6 +133,26 @@ def user_update(*, actor: Actor, user: User, **fields) -> User:
 
 
 @transaction.atomic
+def user_set_password(*, actor: Actor, user: User, password: str | None) -> User:
+    """Set a user's password (None: no password sign-in). Their other sessions end, and
+    their open live-tail sockets close."""
+    if password is None:
+        user.set_unusable_password()
+    else:
+        user.set_password(password)
+    user.save(update_fields=["password"])
+    audit_record(
+        actor=actor,
+        org=None,
+        action="user.password_set",
+        target=user,
+        after={"password_sign_in": password is not None},
+    )
+    members_changed(user.memberships.values_list("org_id", flat=True))
+    return user
+
+
+@transaction.atomic
 def user_delete(*, actor: Actor, user: User) -> None:
     memberships = list(user.memberships.select_related("org"))
     for membership in memberships:

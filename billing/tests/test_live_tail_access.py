@@ -170,3 +170,9 @@ async def test_the_recheck_runs_no_more_than_the_interval_when_idle(
 @sync_to_async
 def _globex():
     return services.org_create(actor=ADMIN, name="Globex", slug="globex")
+
+
+async def test_a_password_set_by_an_admin_closes_the_user_s_sockets(alice, bob, org_a):
+    _, bob_socket = await _open(bob)
+    await sync_to_async(services.user_set_password)(actor=ADMIN, user=bob, password="new-pass-123")
+    await _closed_with(bob_socket, 4403)

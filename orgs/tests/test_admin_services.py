@@ -222,3 +222,14 @@ def test_invitations_are_revoked_not_deleted_in_the_admin(admin_client, org_a, a
 
 def test_django_groups_are_not_offered(admin_client):
     assert admin_client.get("/admin/auth/group/").status_code == 404
+
+
+def test_setting_a_password_in_the_admin_is_audited_without_the_password(admin_client, bob):
+    response = admin_client.post(
+        f"/admin/orgs/user/{bob.pk}/password/",
+        {"password1": "another-long-password-2", "password2": "another-long-password-2"},
+    )
+    assert response.status_code == 302
+    assert User.objects.get(pk=bob.pk).check_password("another-long-password-2")
+    row = AuditLog.objects.get(action="user.password_set")
+    assert row.via == "admin" and "another-long" not in str(row.changes)
