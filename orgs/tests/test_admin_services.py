@@ -233,3 +233,30 @@ def test_setting_a_password_in_the_admin_is_audited_without_the_password(admin_c
     assert User.objects.get(pk=bob.pk).check_password("another-long-password-2")
     row = AuditLog.objects.get(action="user.password_set")
     assert row.via == "admin" and "another-long" not in str(row.changes)
+
+
+def test_an_sso_configuration_is_changed_not_moved_or_deleted_in_the_admin(
+    admin_client, org_a, alice
+):
+    from orgs.models import SSOConfig
+    from orgs.sso import sso_config_save
+
+    from .saml_idp import TestIdP
+
+    idp = TestIdP()
+    config = sso_config_save(
+        actor=SETUP,
+        org=org_a,
+        preset="okta",
+        idp_entity_id=idp.entity_id,
+        idp_sso_url=idp.sso_url,
+        idp_x509_cert=idp.cert,
+        email_domains=["acme.test"],
+    )
+    url = f"/admin/orgs/ssoconfig/{config.pk}/change/"
+    assert "org" not in admin_client.get(url).context["adminform"].form.fields
+    assert _post_change(admin_client, url, session_hours="4").status_code == 302
+    assert SSOConfig.objects.get(pk=config.pk).session_hours == 4
+    assert AuditLog.objects.get(action="sso.config_update").via == "admin"
+    delete = admin_client.post(url.replace("change/", "delete/"), {"post": "yes"})
+    assert delete.status_code == 403
