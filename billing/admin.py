@@ -79,10 +79,11 @@ class BudgetAdmin(ServiceModelAdmin):
 
     def save_model(self, request, obj, form, change):
         data = form.cleaned_data
+        stored = Budget.objects.get(pk=obj.pk) if change else None
         saved = budgets.budget_save(
             actor=_actor(request),
-            org=Budget.objects.get(pk=obj.pk).org if change else data["org"],
-            budget=Budget.objects.get(pk=obj.pk) if change else None,
+            org=stored.org if stored else data["org"],
+            budget=stored,
             amount_usd=data["amount_usd"],
             scope=data["scope"],
             team=data.get("team"),
