@@ -108,6 +108,9 @@ def routing_policy_save(
 def routing_policy_delete(*, actor: Actor, routing_policy: RoutingPolicy) -> None:
     if routing_policy.keys.filter(revoked_at__isnull=True).exists():
         raise ValidationError("Revoke the rt- keys that use this routing policy first.")
+    # Revoked keys never serve again; they keep their rows (and usage history) but let go
+    # of the policy, whose foreign key protects it from deletion.
+    routing_policy.keys.update(routing_policy=None)
     record_config_delete(
         actor=actor,
         org=routing_policy.org,

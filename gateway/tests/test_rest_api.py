@@ -361,3 +361,23 @@ def test_explicit_dates_filter_logs(alice_client, org_a, alice_key):
     assert (
         alice_client.get(f"/api/gateway/logs?until={since}T00:00:00Z&range=1h").json()["count"] == 0
     )
+
+
+def test_a_routing_policy_whose_rt_keys_are_all_revoked_can_be_deleted(alice_client, org_a):
+    policy = alice_client.post(
+        "/api/gateway/routing-policies",
+        {"name": "old", "strategy": "failover", "models": ["a"]},
+        content_type="application/json",
+    ).json()
+    key = alice_client.post(
+        "/api/gateway/keys",
+        {"name": "router", "routing_policy": "old"},
+        content_type="application/json",
+    ).json()
+    url = f"/api/gateway/routing-policies/{policy['id']}"
+    assert alice_client.delete(url).status_code == 400  # a live rt- key still uses it
+    alice_client.delete(f"/api/gateway/keys/{key['id']}")
+    assert alice_client.delete(url).status_code == 204
+    assert alice_client.get(url).status_code == 404
+    revoked = alice_client.get(f"/api/gateway/keys/{key['id']}").json()
+    assert revoked["revoked_at"] and revoked["routing_policy"] is None
