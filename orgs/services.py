@@ -216,13 +216,18 @@ def membership_add(
 
 
 def _last_admin(membership: Membership) -> bool:
-    return (
-        membership.role == Role.ADMIN
-        and not Membership.objects.for_org(membership.org)
+    if membership.role != Role.ADMIN:
+        return False
+    # The org's admin rows stay locked until the caller's transaction ends, so two demotions
+    # at once cannot both see "another admin is left" (callers are atomic).
+    admins = (
+        Membership.objects.for_org(membership.org)
         .filter(role=Role.ADMIN)
-        .exclude(pk=membership.pk)
-        .exists()
+        .order_by("pk")
+        .select_for_update()
+        .values_list("pk", flat=True)
     )
+    return all(pk == membership.pk for pk in admins)
 
 
 @transaction.atomic
