@@ -1,4 +1,5 @@
 from django import forms
+from django.contrib.auth import forms as auth_forms
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 
@@ -52,6 +53,19 @@ class LoginForm(AuthenticationForm):
                 f"{config.org.name} signs in through single sign-on: use “Continue with SSO”.",
                 code="sso_required",
             ) from None
+
+
+class PasswordResetForm(auth_forms.PasswordResetForm):
+    """Django's reset form, but the worker looks the email up and sends the link: the answer
+    takes as long for an email with an account as for one without (sending mail takes a
+    while, and only known emails get one)."""
+
+    def save(self, *, request, use_https=False, **_kwargs):
+        from bonito.tasks import enqueue
+
+        from .tasks import password_reset_send
+
+        enqueue(password_reset_send, self.cleaned_data["email"], request.get_host(), use_https)
 
 
 class SSODiscoverForm(forms.Form):

@@ -12,7 +12,14 @@ from governance.audit import Actor
 
 from . import services, throttle
 from .backends import BACKEND
-from .forms import AcceptInvitationForm, InviteForm, OrgSettingsForm, RoleForm, TeamForm
+from .forms import (
+    AcceptInvitationForm,
+    InviteForm,
+    OrgSettingsForm,
+    PasswordResetForm,
+    RoleForm,
+    TeamForm,
+)
 from .models import Invitation, Membership, PersonalAccessToken, Team
 from .permissions import org_view
 
@@ -218,7 +225,9 @@ def token_revoke(request, token_id):
 class PasswordResetView(auth_views.PasswordResetView):
     """Django's reset form, limited per client address and per email typed. Unknown emails
     count the same as known ones, so neither the answer nor the limit tells who has an
-    account."""
+    account. The worker looks the email up and sends the link (PasswordResetForm)."""
+
+    form_class = PasswordResetForm
 
     def post(self, request, *args, **kwargs):
         email = request.POST.get("email", "").strip().lower()
