@@ -266,7 +266,7 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
 
 
 def invitation_accept(request, token):
-    # Per client address against guessing tokens, per token against guessing a password for it.
+    # Per client address against guessing tokens; per token so that one link cannot be hammered.
     wait = throttle.retry_after(
         request,
         "invitation:address",
