@@ -40,6 +40,15 @@ def _plain_http(settings):
     settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False
 
 
+@pytest.fixture(autouse=True)
+def _fresh_throttles(settings):
+    # Rate-limit counts live in the cache (Redis in CI's second run): each test counts under a
+    # prefix of its own, so no test inherits another's. Sign-in failures live in the test DB.
+    import uuid
+
+    settings.RATELIMIT_CACHE_PREFIX = f"rl:{uuid.uuid4().hex}:"
+
+
 @pytest.fixture
 def org_a(db):
     return services.org_create(actor=SETUP, name="Acme Corp", slug="acme", tier="pro")

@@ -1,6 +1,7 @@
 """Bonito's only settings file. Everything that differs between installs comes from
 the environment (see the README's table); defaults are the embedded, no-server setup."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -42,6 +43,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
+    "django_ratelimit",
     "channels",
     "rest_framework",
     "drf_spectacular",
@@ -62,6 +65,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Turns a sign-in refused for too many failures into the 429 page (last, as axes asks).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "bonito.urls"
@@ -171,7 +176,39 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-AUTHENTICATION_BACKENDS = ["orgs.backends.PasswordBackend"]
+AUTHENTICATION_BACKENDS = ["orgs.throttle.LoginThrottleBackend", "orgs.backends.PasswordBackend"]
+# Sign-in throttling (orgs/throttle.py, docs/security.md). django-axes counts failed password
+# checks (the sign-in page, the admin's) in the database, so the counts hold across processes
+# and replicas. The Nth failure within the cool-off locks the account or the client address
+# out until LOGIN_COOLOFF_MINUTES after the last counted failure; a success clears the
+# account's count.
+LOGIN_FAILURES_PER_ACCOUNT = env.int("LOGIN_FAILURES_PER_ACCOUNT", default=5)
+LOGIN_FAILURES_PER_ADDRESS = env.int("LOGIN_FAILURES_PER_ADDRESS", default=20)
+LOGIN_COOLOFF_MINUTES = env.int("LOGIN_COOLOFF_MINUTES", default=15)
+if min(LOGIN_FAILURES_PER_ACCOUNT, LOGIN_FAILURES_PER_ADDRESS, LOGIN_COOLOFF_MINUTES) < 1:
+    raise ImproperlyConfigured(
+        "LOGIN_FAILURES_PER_ACCOUNT, LOGIN_FAILURES_PER_ADDRESS and LOGIN_COOLOFF_MINUTES "
+        "must be at least 1."
+    )
+AXES_HANDLER = "orgs.throttle.LoginThrottleHandler"
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # the handler reads them in this order
+AXES_FAILURE_LIMIT = LOGIN_FAILURES_PER_ACCOUNT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_COOLOFF_MINUTES)
+AXES_RESET_ON_SUCCESS = True
+# Tries during a lockout are refused without being counted: the lockout ends on time.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_CLIENT_IP_CALLABLE = "orgs.throttle.client_address"
+AXES_USERNAME_FORM_FIELD = "username"
+AXES_USERNAME_CALLABLE = "orgs.throttle.login_username"
+AXES_LOCKOUT_CALLABLE = "orgs.throttle.lockout_response"
+AXES_DISABLE_ACCESS_LOG = True  # a row per successful sign-in would grow without end
+# django-ratelimit counts password-reset and invitation requests per hour in the cache
+# (Redis when set); 0 turns a limit off. A cache that is down lets requests through.
+PASSWORD_RESET_EMAIL_PER_HOUR = env.int("PASSWORD_RESET_EMAIL_PER_HOUR", default=5)
+PASSWORD_RESET_ADDRESS_PER_HOUR = env.int("PASSWORD_RESET_ADDRESS_PER_HOUR", default=20)
+INVITATION_ADDRESS_PER_HOUR = env.int("INVITATION_ADDRESS_PER_HOUR", default=30)
+INVITATION_TOKEN_PER_HOUR = env.int("INVITATION_TOKEN_PER_HOUR", default=10)
+RATELIMIT_FAIL_OPEN = True
 # SAML single sign-on (orgs/sso.py, docs/sso.md).
 SSO_MAX_RESPONSE_BYTES = env.int("SSO_MAX_RESPONSE_BYTES", default=256 * 1024)
 SSO_REQUEST_TTL_S = env.int("SSO_REQUEST_TTL_S", default=600)
@@ -224,6 +261,12 @@ SESSION_COOKIE_HTTPONLY = True
 SECURE_REDIRECT_EXEMPT = [r"^api/health$", r"^api/ready$", r"^v1/"]
 
 SILENCED_SYSTEM_CHECKS = env.list("SILENCED_SYSTEM_CHECKS", default=["security.W021"])
+# django-ratelimit's list of caches predates Django's own RedisCache, which increments
+# atomically. Without Redis its counts are per process: right for the embedded default (one
+# process serves); a production install with several workers sets REDIS_URL.
+SILENCED_SYSTEM_CHECKS += ["django_ratelimit.W001"] + (
+    [] if REDIS_URL else ["django_ratelimit.E003"]
+)
 
 LOGGING = {
     "version": 1,
@@ -231,7 +274,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Axes logs every sign-in at INFO; its warnings (failures, lockouts) are what matter.
+        "axes": {"level": "WARNING"},
+    },
 }
 
 # Keys are stored as HMAC-SHA256 under this secret; changing it invalidates every key.

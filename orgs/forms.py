@@ -1,8 +1,9 @@
 from django import forms
+from django.contrib.auth import forms as auth_forms
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 
-from .models import Organization, Role, SSOConfig, Team, User
+from .models import Organization, Role, SSOConfig, Team
 
 
 class InviteForm(forms.Form):
@@ -36,21 +37,35 @@ class AcceptInvitationForm(forms.Form):
 
 
 class LoginForm(AuthenticationForm):
-    """Password sign-in; members of an org that requires SSO are sent to its IdP instead."""
+    """Password sign-in. Members of an org that requires SSO are sent to its IdP, but only once
+    their password is right: until then every failure reads the same, for members, outsiders
+    and unknown emails alike, so the form does not tell who belongs to which org."""
 
     def clean(self):
-        from .sso import password_blocked_by
-
-        email = (self.cleaned_data.get("username") or "").strip()
-        user = User.objects.filter(email__iexact=email).first() if email else None
-        config = password_blocked_by(user)
-        if config is not None:
+        try:
+            return super().clean()
+        except ValidationError:
+            config = getattr(self.request, "password_blocked_by", None)
+            if config is None:
+                raise
             self.sso_org = config.org
             raise ValidationError(
                 f"{config.org.name} signs in through single sign-on: use “Continue with SSO”.",
                 code="sso_required",
-            )
-        return super().clean()
+            ) from None
+
+
+class PasswordResetForm(auth_forms.PasswordResetForm):
+    """Django's reset form, but the worker looks the email up and sends the link: the answer
+    takes as long for an email with an account as for one without (sending mail takes a
+    while, and only known emails get one)."""
+
+    def save(self, *, request, use_https=False, **_kwargs):
+        from bonito.tasks import enqueue
+
+        from .tasks import password_reset_send
+
+        enqueue(password_reset_send, self.cleaned_data["email"], request.get_host(), use_https)
 
 
 class SSODiscoverForm(forms.Form):

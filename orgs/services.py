@@ -359,6 +359,16 @@ def invitation_email(*, invitation_id: int, link: str, inviter: str) -> None:
     )
 
 
+def password_reset_email(*, email: str, domain: str, use_https: bool) -> None:
+    """Email a reset link to the active account with this email and a usable password, if
+    there is one (Django's reset form decides and renders; SSO-only users have no password)."""
+    from django.contrib.auth.forms import PasswordResetForm
+
+    form = PasswordResetForm({"email": email})
+    if form.is_valid():
+        form.save(domain_override=domain, use_https=use_https)
+
+
 class InvitationError(Exception):
     """An invitation link that cannot be used; the message is shown to the visitor."""
 

@@ -1,5 +1,7 @@
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
@@ -8,9 +10,16 @@ from django.views.decorators.http import require_POST
 
 from governance.audit import Actor
 
-from . import services
+from . import services, throttle
 from .backends import BACKEND
-from .forms import AcceptInvitationForm, InviteForm, OrgSettingsForm, RoleForm, TeamForm
+from .forms import (
+    AcceptInvitationForm,
+    InviteForm,
+    OrgSettingsForm,
+    PasswordResetForm,
+    RoleForm,
+    TeamForm,
+)
 from .models import Invitation, Membership, PersonalAccessToken, Team
 from .permissions import org_view
 
@@ -213,7 +222,61 @@ def token_revoke(request, token_id):
     return redirect("settings", org_slug=request.org.slug)
 
 
+class PasswordResetView(auth_views.PasswordResetView):
+    """Django's reset form, limited per client address and per email typed. Unknown emails
+    count the same as known ones, so neither the answer nor the limit tells who has an
+    account. The worker looks the email up and sends the link (PasswordResetForm)."""
+
+    form_class = PasswordResetForm
+
+    def post(self, request, *args, **kwargs):
+        email = request.POST.get("email", "").strip().lower()
+        wait = throttle.retry_after(
+            request,
+            "password-reset:address",
+            throttle.client_address(request),
+            settings.PASSWORD_RESET_ADDRESS_PER_HOUR,
+        ) or throttle.retry_after(
+            request, "password-reset:email", email, settings.PASSWORD_RESET_EMAIL_PER_HOUR
+        )
+        if wait:
+            return throttle.throttled_response(request, wait)
+        return super().post(request, *args, **kwargs)
+
+
+class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    """The link from the reset email, limited per client address and per account (the uid in
+    the link) against guessing tokens."""
+
+    def dispatch(self, request, *args, **kwargs):
+        wait = throttle.retry_after(
+            request,
+            "password-reset-confirm:address",
+            throttle.client_address(request),
+            settings.PASSWORD_RESET_ADDRESS_PER_HOUR,
+        ) or throttle.retry_after(
+            request,
+            "password-reset-confirm:account",
+            kwargs.get("uidb64", ""),
+            settings.PASSWORD_RESET_ADDRESS_PER_HOUR,
+        )
+        if wait:
+            return throttle.throttled_response(request, wait)
+        return super().dispatch(request, *args, **kwargs)
+
+
 def invitation_accept(request, token):
+    # Per client address against guessing tokens; per token so that one link cannot be hammered.
+    wait = throttle.retry_after(
+        request,
+        "invitation:address",
+        throttle.client_address(request),
+        settings.INVITATION_ADDRESS_PER_HOUR,
+    ) or throttle.retry_after(
+        request, "invitation:token", token, settings.INVITATION_TOKEN_PER_HOUR
+    )
+    if wait:
+        return throttle.throttled_response(request, wait)
     try:
         invitation = services.invitation_lookup(token)
     except services.InvitationError as exc:

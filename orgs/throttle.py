@@ -1,0 +1,115 @@
+"""Sign-in throttling: failed password checks through django-axes, the password-reset and
+invitation endpoints through django-ratelimit (docs/security.md, "Sign-in").
+
+Axes counts failures in the database, so every process and replica sees the same counts;
+django-ratelimit counts requests in the cache (Redis when set). Both see the client through
+`client_address`, which reads it through our trusted proxies."""
+
+import ipaddress
+import logging
+
+from asgiref.sync import sync_to_async
+from axes.backends import AxesStandaloneBackend
+from axes.handlers.database import AxesDatabaseHandler
+from axes.models import AccessAttempt
+from django.conf import settings
+from django.db.models import Sum
+from django.shortcuts import render
+from django_ratelimit.core import get_usage
+
+from bonito.client_ip import client_ip
+
+log = logging.getLogger(__name__)
+
+
+def client_address(request) -> str | None:
+    """The client's address as counted by the limits: an IPv6 client is its /64, the block one
+    subscriber gets, so it cannot rotate through its own addresses to start afresh."""
+    ip = client_ip(request)
+    if ip and ":" in ip:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False).network_address)
+    return ip
+
+
+def login_username(request, credentials) -> str | None:
+    """The account a sign-in attempt is counted against: the email as typed, trimmed and
+    lower-cased (emails are stored lower-case), whether or not such a user exists."""
+    value = (credentials or {}).get("username")
+    if value is None:
+        value = request.POST.get("username") if request is not None else None
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+class LoginThrottleBackend(AxesStandaloneBackend):
+    """First in AUTHENTICATION_BACKENDS: refuses every password check, right or wrong, while
+    the account or the client address is locked out. A caller without a request (a shell,
+    the test client's login()) has no client to count and is let through to the next backend."""
+
+    def authenticate(self, request, username=None, password=None, **kwargs):
+        if request is None:
+            return None
+        return super().authenticate(request, username=username, password=password, **kwargs)
+
+    async def aauthenticate(self, request, **credentials):
+        # No get_user() on purpose: sessions name PasswordBackend, which loads their user.
+        return await sync_to_async(self.authenticate)(request, **credentials)
+
+
+class LoginThrottleHandler(AxesDatabaseHandler):
+    """Axes' database handler with a limit of its own for each lockout parameter:
+    LOGIN_FAILURES_PER_ACCOUNT per account, LOGIN_FAILURES_PER_ADDRESS per client address."""
+
+    def get_failures(self, request, credentials=None) -> int:
+        # AXES_LOCKOUT_PARAMETERS is ["username", "ip_address"]: one queryset each, in order.
+        account, address = (
+            qs.aggregate(n=Sum("failures_since_start"))["n"] or 0
+            for qs in self.get_user_attempts(request, credentials)
+        )
+        # Axes compares one number with AXES_FAILURE_LIMIT (= the per-account limit), so the
+        # address count is scaled to it: address * A // B >= A exactly when address >= B.
+        per_account = settings.LOGIN_FAILURES_PER_ACCOUNT
+        return max(account, address * per_account // settings.LOGIN_FAILURES_PER_ADDRESS)
+
+    def reset_user_attempts(self, request, credentials=None) -> int:
+        # A successful sign-in clears that account's failures only. Axes would also clear the
+        # address's, which would let a client with one account of its own wipe its address
+        # count by signing in between guesses at other accounts.
+        username = login_username(request, credentials)
+        count, _ = AccessAttempt.objects.filter(username=username).delete()
+        return count
+
+
+def lockout_response(request, *_args):
+    """The answer to a locked-out sign-in (axes' AXES_LOCKOUT_CALLABLE). The same words for a
+    locked account and a locked address, and for accounts that do not exist."""
+    return throttled_response(request, settings.LOGIN_COOLOFF_MINUTES * 60)
+
+
+def throttled_response(request, retry_after: int):
+    minutes = max(1, -(-retry_after // 60))
+    response = render(request, "registration/throttled.html", {"minutes": minutes}, status=429)
+    response["Retry-After"] = str(max(1, retry_after))
+    return response
+
+
+def retry_after(request, group: str, value: str | None, per_hour: int) -> int:
+    """Count this request against `value` (a client address, an email, a token) in `group` and
+    return how many seconds to wait if that spends the allowance of `per_hour` (0 when it does
+    not). The value is hashed into the cache key, never stored as is. 0 per hour turns the
+    limit off; a cache that is down lets the request through, as the SSO limit does."""
+    if not per_hour:
+        return 0
+    try:
+        usage = get_usage(
+            request,
+            group=group,
+            key=lambda _group, _request: value or "",
+            rate=f"{per_hour}/h",
+            increment=True,
+        )
+    except Exception:  # a dead cache never blocks these pages
+        log.warning("throttle: the rate-limit cache is unavailable; allowing %s", group)
+        return 0
+    if usage is None or not usage["should_limit"]:
+        return 0
+    return max(1, usage["time_left"])
