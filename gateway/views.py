@@ -20,7 +20,7 @@ from governance.models import RoutingPolicy
 from orgs.models import Team
 from orgs.permissions import org_view
 
-from . import services
+from . import services, snippets
 from .models import ApiKey, Deployment, ProviderConnection
 
 
@@ -36,13 +36,14 @@ def overview(request):
         .values_list("model_name", flat=True)
         .first()
     )
+    base_url = request.build_absolute_uri("/v1").rstrip("/")
     return render(
         request,
         "gateway/overview.html",
         {
             "section": "overview",
-            "base_url": request.build_absolute_uri("/v1").rstrip("/"),
-            "model": first_model or "your-model",
+            "base_url": base_url,
+            "snippets": snippets.quickstart(base_url=base_url, model=first_model or "your-model"),
             "has_model": first_model is not None,
             "today": today.totals(),
             "providers": providers,
