@@ -1,7 +1,10 @@
 """Every page carries a Content-Security-Policy that forbids inline script, and no page or
 asset we ship has inline script for it to forbid (so text a user typed can never run)."""
 
+import os
 import re
+import subprocess
+import sys
 import uuid
 from decimal import Decimal
 from html.parser import HTMLParser
@@ -240,3 +243,21 @@ def test_no_template_or_static_file_has_inline_script():
             if m.group("body").strip() and "application/json" not in m.group(0)[:80]:
                 found.append(f"{path.relative_to(ROOT)}: {m.group(0)[:80]}")
     assert found == []
+
+
+def test_it_sends_violation_reports_where_csp_report_uri_says():
+    env = {**os.environ, "CSP_REPORT_URI": "https://csp.example.test/report"}
+    code = (
+        "import django; django.setup(); from django.conf import settings; "
+        "print(settings.CONTENT_SECURITY_POLICY['DIRECTIVES'].get('report-uri'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**env, "DJANGO_SETTINGS_MODULE": "bonito.settings"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert out.strip() == "['https://csp.example.test/report']"

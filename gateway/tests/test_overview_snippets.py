@@ -76,7 +76,7 @@ def test_it_quotes_the_curl_body_for_the_shell(alice_client, org_a, model):
     assert argv[0] == "curl" and argv[1] == "http://testserver/v1/chat/completions"
     assert json.loads(argv[argv.index("-d") + 1])["model"] == model
     # And a real shell, with curl replaced by a function that prints its arguments.
-    script = "curl() { for a in \"$@\"; do printf '%s\\0' \"$a\"; done; }\n" + curl
+    script = 'curl() { for a in "$@"; do printf \'%s\\0\' "$a"; done; }\n' + curl
     out = subprocess.run(
         ["/bin/sh", "-c", script], capture_output=True, check=True, env={"BONITO_API_KEY": "bn-x"}
     ).stdout.decode()
