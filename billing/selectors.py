@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from functools import cached_property
 
 from django.core.exceptions import ValidationError
@@ -374,7 +375,7 @@ def monthly_statement(org, month: str | None) -> tuple[datetime, list[dict]]:
             "requests": r["requests"],
             "input_tokens": r["input_tokens"] or 0,
             "output_tokens": r["output_tokens"] or 0,
-            "cost_usd": f"{r['cost'] or 0:.6f}",
+            "cost_usd": (r["cost"] or Decimal(0)).quantize(Decimal("0.000001")),
         }
         for r in rows
     ]

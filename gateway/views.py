@@ -1,11 +1,11 @@
 """Dashboard pages for the gateway: overview, keys, usage, logs, providers."""
 
-import csv
+from decimal import Decimal
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import Http404, StreamingHttpResponse
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -13,13 +13,14 @@ from django.views.decorators.http import require_POST
 
 from billing import selectors
 from billing.models import Notification, UsageRecord
+from bonito.csv_export import csv_response
 from bonito.text import split_csv
 from governance.audit import Actor
 from governance.models import RoutingPolicy
 from orgs.models import Team
 from orgs.permissions import org_view
 
-from . import services
+from . import services, snippets
 from .models import ApiKey, Deployment, ProviderConnection
 
 
@@ -35,13 +36,14 @@ def overview(request):
         .values_list("model_name", flat=True)
         .first()
     )
+    base_url = request.build_absolute_uri("/v1").rstrip("/")
     return render(
         request,
         "gateway/overview.html",
         {
             "section": "overview",
-            "base_url": request.build_absolute_uri("/v1").rstrip("/"),
-            "model": first_model or "your-model",
+            "base_url": base_url,
+            "snippets": snippets.quickstart(base_url=base_url, model=first_model or "your-model"),
             "has_model": first_model is not None,
             "today": today.totals(),
             "providers": providers,
@@ -190,15 +192,9 @@ def usage(request):
     )
 
 
-class _Echo:
-    def write(self, value):
-        return value
-
-
 @org_view()
 def usage_csv(request):
     qs, since, until = _filters(request)
-    writer = csv.writer(_Echo())
     columns = [
         "created_at",
         "request_id",
@@ -220,16 +216,11 @@ def usage_csv(request):
         "ttft_ms",
         "source",
     ]
-
-    def rows():
-        yield writer.writerow([c.replace("__name", "") for c in columns])
-        for row in qs.values_list(*columns).iterator(chunk_size=2000):
-            yield writer.writerow(row)
-
-    name = f"bonito-usage-{request.org.slug}-{since:%Y%m%d%H%M}-{until:%Y%m%d%H%M}.csv"
-    response = StreamingHttpResponse(rows(), content_type="text/csv")
-    response["Content-Disposition"] = f'attachment; filename="{name}"'
-    return response
+    return csv_response(
+        filename=f"bonito-usage-{request.org.slug}-{since:%Y%m%d%H%M}-{until:%Y%m%d%H%M}.csv",
+        header=[c.replace("__name", "") for c in columns],
+        rows=qs.values_list(*columns).iterator(chunk_size=2000),
+    )
 
 
 @org_view()
@@ -239,23 +230,13 @@ def usage_statement(request):
         start, lines = selectors.monthly_statement(request.org, request.GET.get("month"))
     except ValidationError as exc:
         raise Http404(" ".join(exc.messages)) from exc
-    writer = csv.writer(_Echo())
     columns = ["team", "key", "requests", "input_tokens", "output_tokens", "cost_usd"]
-
-    def rows():
-        yield writer.writerow(columns)
-        for line in lines:
-            yield writer.writerow([line[c] for c in columns])
-        total = sum(float(line["cost_usd"]) for line in lines)
-        yield writer.writerow(
-            ["TOTAL", "", sum(line["requests"] for line in lines), "", "", f"{total:.6f}"]
-        )
-
-    response = StreamingHttpResponse(rows(), content_type="text/csv")
-    response["Content-Disposition"] = (
-        f'attachment; filename="bonito-statement-{request.org.slug}-{start:%Y-%m}.csv"'
+    total = sum((line["cost_usd"] for line in lines), Decimal("0.000000"))
+    rows = [[line[c] for c in columns] for line in lines]
+    rows.append(["TOTAL", "", sum(line["requests"] for line in lines), "", "", total])
+    return csv_response(
+        filename=f"bonito-statement-{request.org.slug}-{start:%Y-%m}.csv", header=columns, rows=rows
     )
-    return response
 
 
 @org_view(write_role="admin")

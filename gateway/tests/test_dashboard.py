@@ -1,6 +1,7 @@
 """Dashboard pages for keys, usage, logs, providers, policies, routing and tokens."""
 
 import csv
+import html
 import io
 import uuid
 from decimal import Decimal
@@ -128,6 +129,7 @@ def test_overview_snippets_and_the_zero_deployment_warning(alice_client, org_a):
     services.provider_save(actor=ACTOR, org=org_a, name="azure-east", kind="azure_openai")
     content = alice_client.get(reverse("overview", args=[org_a.slug])).content.decode()
     assert "azure-east</strong> has no active deployments" in content
+    content = html.unescape(content)  # the snippets are text, escaped like any other
     assert "http://testserver/v1" in content and "BONITO_API_KEY" in content
     assert "from openai import OpenAI" in content and 'import OpenAI from "openai"' in content
 

@@ -14,3 +14,14 @@ document.addEventListener("click", (event) => {
     document.execCommand("copy"); area.remove(); done();
   }
 });
+
+// Confirmations: <form data-confirm="Revoke …?">. The text comes from a data- attribute
+// (HTML-escaped by the template) and is only ever passed to confirm() as a string, never
+// parsed as script; the CSP forbids inline handlers, so this is the only way to confirm.
+document.addEventListener("submit", (event) => {
+  const form = event.target.closest("form[data-confirm]");
+  if (form && !window.confirm(form.dataset.confirm)) {
+    event.preventDefault();
+    event.stopImmediatePropagation();
+  }
+}, true);
