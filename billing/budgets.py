@@ -132,11 +132,14 @@ def budget_alert_deliver(*, alert_id: int, text: str) -> None:
             recipient_list=admins,
         )
     if budget.webhook_url:
-        import httpx
+        from gateway.dataplane.egress import guarded_client
+        from gateway.runtime import network_policy
 
-        httpx.post(
-            budget.webhook_url, json={"text": f":warning: Bonito: {text}"}, timeout=10
-        ).raise_for_status()
+        # Checked again here, at the connection: DNS may have changed since it was saved.
+        with guarded_client(network_policy(), timeout=10) as client:
+            client.post(
+                budget.webhook_url, json={"text": f":warning: Bonito: {text}"}
+            ).raise_for_status()
 
 
 @transaction.atomic
@@ -158,6 +161,11 @@ def budget_save(
         from django.core.exceptions import ValidationError
 
         raise ValidationError("That team or key belongs to another organization.")
+    webhook_url = (webhook_url or "").strip()
+    if webhook_url:
+        from gateway.services import url_check
+
+        url_check(webhook_url, "webhook_url")
     before = None
     if budget is not None:
         before = {"amount_usd": str(budget.amount_usd), "hard": budget.hard}
