@@ -30,13 +30,11 @@ ALWAYS_REFUSED = tuple(
         "ff00::/8",
     )
 )
-# Names that mean this host or a metadata service, whatever DNS says.
-REFUSED_NAMES = frozenset(
+# Names that mean this host (RFC 6761), whatever DNS says.
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
+# Names of metadata services: never allowed.
+METADATA_NAMES = frozenset(
     {
-        "localhost",
-        "localhost.localdomain",
-        "ip6-localhost",
-        "ip6-loopback",
         "metadata",
         "metadata.google.internal",
         "metadata.goog",
@@ -147,11 +145,13 @@ class NetworkPolicy:
         name = normalize_host(host)
         if not name:
             raise AddressRefused("no host")
-        if name in REFUSED_NAMES or name.endswith(".localhost"):
-            raise AddressRefused(f"{host} is a local or metadata name")
+        if name in METADATA_NAMES:
+            raise AddressRefused(f"{host} is a metadata service")
         literal = ip_literal(name)
         if literal is not None:
             addresses = [str(literal)]
+        elif name in LOOPBACK_NAMES or name.endswith(".localhost"):
+            addresses = ["127.0.0.1"]
         else:
             addresses = self.resolver(name, port)
             if not addresses:

@@ -212,6 +212,25 @@ class PassthroughAdapter:
             resp.close()
 
 
+def _network_failure(exc: BaseException) -> bool:
+    """Whether a litellm error is, underneath, a failure to reach the host (litellm reports
+    some as a 500 "Connection error.")."""
+    import httpx
+    import openai
+
+    seen = set()
+    stack = [exc]
+    while stack:
+        cur = stack.pop()
+        if cur is None or id(cur) in seen or len(seen) > 20:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, httpx.TransportError | openai.APIConnectionError | OSError):
+            return True
+        stack += [cur.__cause__, cur.__context__]
+    return False
+
+
 # litellm routes any chat request with tools through its proxy's MCP handler, which needs
 # the `mcp` package of litellm[proxy]; we never use MCP tools, so skip that hop.
 _NO_MCP = {"_skip_mcp_handler": True}
@@ -285,7 +304,12 @@ class LiteLLMAdapter:
         except (TypeError, ValueError):
             status = None
         timeout = isinstance(exc, lib.Timeout | asyncio.TimeoutError) or status == 408
-        if timeout or isinstance(exc, lib.APIConnectionError) or status is None:
+        if (
+            timeout
+            or status is None
+            or 300 <= status < 400  # a redirect, never followed
+            or _network_failure(exc)
+        ):
             # litellm's own message may hold the prompt: the log gets the type only.
             return unreachable(dep, RuntimeError(type(exc).__name__), timeout=timeout)
         # litellm keeps the provider's error object in .body; its own message may hold the
