@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import orjson
 
-from .netpolicy import NetworkPolicy, split_url
+from .netpolicy import AddressRefused, NetworkPolicy, split_url
 from .snapshot import DeploymentInfo
 
 log = logging.getLogger("bonito.gateway.upstream")
@@ -63,7 +63,10 @@ def unreachable(
     """One message for every failure to reach a provider (refused, DNS, TLS, an address the
     policy refuses): different ones would make the gateway a port scanner. The detail goes
     to the log only (exception type and text; never headers, so never the credential)."""
-    log.warning("%s: %s (%s: %s)", dep.label, UNREACHABLE, type(exc).__name__, exc)
+    if isinstance(exc.__cause__, AddressRefused):  # aiohttp wraps the resolver's refusal
+        exc = exc.__cause__
+    level = logging.WARNING if isinstance(exc, AddressRefused) else logging.INFO
+    log.log(level, "%s: %s (%s: %s)", dep.label, UNREACHABLE, type(exc).__name__, exc)
     return UpstreamError(f"{dep.label}: {UNREACHABLE}", timeout=timeout)
 
 
@@ -212,13 +215,13 @@ class PassthroughAdapter:
             resp.close()
 
 
-def _network_failure(exc: BaseException) -> bool:
-    """Whether a litellm error is, underneath, a failure to reach the host (litellm reports
-    some as a 500 "Connection error.")."""
+def _network_failure(exc: BaseException) -> BaseException | None:
+    """The failure to reach the host underneath a litellm error, if that is what it is
+    (litellm reports some as a 500 "Connection error."); the policy's refusal first."""
     import httpx
     import openai
 
-    seen = set()
+    seen, found = set(), []
     stack = [exc]
     while stack:
         cur = stack.pop()
@@ -226,9 +229,9 @@ def _network_failure(exc: BaseException) -> bool:
             continue
         seen.add(id(cur))
         if isinstance(cur, httpx.TransportError | openai.APIConnectionError | OSError):
-            return True
+            found.append(cur)
         stack += [cur.__cause__, cur.__context__]
-    return False
+    return next((e for e in found if isinstance(e, AddressRefused)), found[-1] if found else None)
 
 
 # litellm routes any chat request with tools through its proxy's MCP handler, which needs
@@ -304,14 +307,11 @@ class LiteLLMAdapter:
         except (TypeError, ValueError):
             status = None
         timeout = isinstance(exc, lib.Timeout | asyncio.TimeoutError) or status == 408
-        if (
-            timeout
-            or status is None
-            or 300 <= status < 400  # a redirect, never followed
-            or _network_failure(exc)
-        ):
-            # litellm's own message may hold the prompt: the log gets the type only.
-            return unreachable(dep, RuntimeError(type(exc).__name__), timeout=timeout)
+        cause = _network_failure(exc)
+        if timeout or status is None or 300 <= status < 400 or cause is not None:
+            # (3xx: a redirect, never followed.) litellm's own message may hold the prompt:
+            # the log gets the transport's error, or litellm's exception type only.
+            return unreachable(dep, cause or RuntimeError(type(exc).__name__), timeout=timeout)
         # litellm keeps the provider's error object in .body; its own message may hold the
         # prompt (debug info), so it is never used.
         err = getattr(exc, "body", None)

@@ -218,7 +218,7 @@ def default_policy(gw, settings):
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_name_rebound_to_loopback_after_saving_is_refused_at_connect_time(
-    acme, mode, dns, default_policy, stream
+    acme, mode, dns, default_policy, stream, caplog
 ):
     dns.hosts["rebind.provider.test"] = [PUBLIC]
     provider = services.provider_save(
@@ -253,6 +253,9 @@ def test_a_name_rebound_to_loopback_after_saving_is_refused_at_connect_time(
     rows = usage_rows(acme.org)
     assert len(rows) == before + 1
     assert (rows[-1].status, rows[-1].http_status) == ("error", 502)
+    refusals = [r.getMessage() for r in caplog.records if r.name == "bonito.gateway.upstream"]
+    assert refusals and all("AddressRefused" in m for m in refusals)
+    assert "sk-must-not-leave" not in caplog.text
 
 
 def test_a_redirect_is_not_followed(acme, mode):
