@@ -303,6 +303,7 @@ def bonito_env(tmp: Path, port: int) -> dict:
         "GATEWAY_SPOOL_DIR": str(tmp / "spool"),
         "PORT": str(port),
         "WEB_CONCURRENCY": "1",
+        "PROVIDER_ALLOWED_NETWORKS": "127.0.0.1/32",  # the benchmark's upstream is local
     }
     if os.environ.get("DATABASE_URL", "").startswith("postgres"):
         base = os.environ["DATABASE_URL"].rsplit("/", 1)[0]

@@ -133,11 +133,14 @@ def budget_alert_deliver(*, alert_id: int, text: str) -> None:
             recipient_list=admins,
         )
     if budget.webhook_url:
-        import httpx
+        from gateway.dataplane.egress import guarded_client
+        from gateway.runtime import network_policy
 
-        httpx.post(
-            budget.webhook_url, json={"text": f":warning: Bonito: {text}"}, timeout=10
-        ).raise_for_status()
+        # Checked again here, at the connection: DNS may have changed since it was saved.
+        with guarded_client(network_policy(), timeout=10) as client:
+            client.post(
+                budget.webhook_url, json={"text": f":warning: Bonito: {text}"}
+            ).raise_for_status()
 
 
 def _budget_summary(budget: Budget) -> dict:
@@ -173,6 +176,11 @@ def budget_save(
     config version, so raising one lifts its block within seconds."""
     if team is not None and team.org_id != org.id or key is not None and key.org_id != org.id:
         raise ValidationError("That team or key belongs to another organization.")
+    webhook_url = (webhook_url or "").strip()
+    if webhook_url:
+        from gateway.services import url_check
+
+        url_check(webhook_url, "webhook_url")
     if budget is not None and budget.org_id != org.id:
         raise ValidationError("A budget stays with its organization.")
     if scope == Budget.Scope.TEAM and team is None or scope == Budget.Scope.KEY and key is None:

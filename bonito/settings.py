@@ -1,6 +1,7 @@
 """Bonito's only settings file. Everything that differs between installs comes from
 the environment (see the README's table); defaults are the embedded, no-server setup."""
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 
@@ -249,6 +250,14 @@ TRUSTED_PROXIES = env.list(
     "TRUSTED_PROXIES",
     default=["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"],
 )
+# Provider URLs and webhooks may only reach public addresses; these CIDRs are allowed too
+# (a self-hosted vLLM or Ollama on the private network). Checked when saved and at connect.
+PROVIDER_ALLOWED_NETWORKS = env.list("PROVIDER_ALLOWED_NETWORKS", default=[])
+for _network in PROVIDER_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network.strip(), strict=False)
+    except ValueError as _exc:
+        raise ImproperlyConfigured(f"PROVIDER_ALLOWED_NETWORKS: {_exc}") from _exc
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE

@@ -8,9 +8,16 @@ from django.db import connection
 from .dataplane import state
 from .dataplane.limits import Limiter
 from .dataplane.memory import release_free_memory
+from .dataplane.netpolicy import NetworkPolicy
 from .dataplane.proxy import Gateway
 from .dataplane.upstream import Upstreams
 from .dataplane.usage import UsageSink
+
+
+def network_policy() -> NetworkPolicy:
+    """Where provider calls and webhooks may go: public addresses and the operator's
+    PROVIDER_ALLOWED_NETWORKS."""
+    return NetworkPolicy(settings.PROVIDER_ALLOWED_NETWORKS)
 
 
 def _prewarm(snapshot) -> None:
@@ -41,7 +48,7 @@ def gateway() -> Gateway:
             on_idle=close_db_connection,
             on_housekeeping=release_free_memory,
         ),
-        upstreams=Upstreams(passthrough=settings.GATEWAY_PASSTHROUGH),
+        upstreams=Upstreams(passthrough=settings.GATEWAY_PASSTHROUGH, network=network_policy()),
         max_body_bytes=settings.GATEWAY_MAX_BODY_BYTES,
         retry_rounds=settings.GATEWAY_RETRY_ROUNDS,
     )

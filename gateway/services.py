@@ -101,6 +101,19 @@ def api_key_revoke(*, actor: Actor, key: ApiKey) -> ApiKey:
     return key
 
 
+def url_check(url: str, field: str) -> None:
+    """Refuse a URL Bonito must not call (see docs/security.md): not http(s), credentials
+    in it, or a host that is or resolves to a loopback, private, link-local or metadata
+    address outside PROVIDER_ALLOWED_NETWORKS. Every connection checks again."""
+    from .dataplane.netpolicy import check_url
+    from .runtime import network_policy
+
+    try:
+        check_url(url, network_policy())
+    except ValueError as exc:
+        raise ValidationError({field: str(exc)}) from exc
+
+
 def _provider_summary(p: ProviderConnection) -> dict:
     return {
         "name": p.name,
@@ -125,6 +138,13 @@ def provider_save(
     is_active: bool = True,
 ) -> ProviderConnection:
     """Create or update a provider connection. ``credentials=None`` keeps the stored ones."""
+    api_base = (api_base or "").strip()
+    if api_base and kind == ProviderConnection.Kind.MOCK:
+        raise ValidationError(
+            {"api_base": "The built-in mock provider makes no network calls: leave the URL empty."}
+        )
+    if api_base:
+        url_check(api_base, "api_base")
     provider = ProviderConnection.objects.for_org(org).filter(name=name).first()
     before = _provider_summary(provider) if provider else None
     provider = provider or ProviderConnection(org=org, name=name)
@@ -278,7 +298,8 @@ def provider_test(*, provider: ProviderConnection) -> tuple[bool, str]:
 
     from asgiref.sync import async_to_sync
 
-    from .dataplane.upstream import UpstreamError, Upstreams
+    from .dataplane.upstream import UNREACHABLE, UpstreamError, Upstreams
+    from .runtime import network_policy
     from .snapshot_builder import deployment_info
 
     deployment = provider.deployments.filter(is_active=True).order_by("priority").first()
@@ -288,7 +309,7 @@ def provider_test(*, provider: ProviderConnection) -> tuple[bool, str]:
             "Add a deployment first: the test sends a 1-token request to one of its models.",
         )
     dep = deployment_info(deployment)
-    upstreams = Upstreams()
+    upstreams = Upstreams(network=network_policy())
 
     async def ping():
         adapter = upstreams.for_deployment(dep)
@@ -306,8 +327,11 @@ def provider_test(*, provider: ProviderConnection) -> tuple[bool, str]:
     try:
         async_to_sync(ping)()
     except UpstreamError as exc:
-        status = f"HTTP {exc.status}: " if exc.status else ""
-        return False, f"{dep.upstream_model} failed: {status}{exc}"
+        if exc.status is None:
+            # Refused, timed out, no DNS, bad TLS, not HTTP, or an address the policy
+            # refuses: one answer for all, or this button is a port scanner.
+            return False, f"{dep.upstream_model} failed: {UNREACHABLE}."
+        return False, f"{dep.upstream_model} failed: HTTP {exc.status}: {exc}"
     return (
         True,
         f"{dep.upstream_model} answered in {(time.perf_counter() - started) * 1000:.0f} ms.",

@@ -5,4 +5,5 @@ from gateway.tests.conftest import (  # noqa: F401
     fake_upstream_server,
     gw,
     live_server_thread,
+    loopback_allowed,
 )

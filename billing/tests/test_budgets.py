@@ -40,7 +40,9 @@ def _spend(org, amount, at=NOW, key=None, team=None):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_thresholds_fire_exactly_once_per_period(org_a, alice, eager_tasks, fake_upstream_server):
+def test_thresholds_fire_exactly_once_per_period(
+    org_a, alice, eager_tasks, fake_upstream_server, loopback_allowed
+):
     fake_upstream_server.reset()
     hook = fake_upstream_server.url.replace("/v1", "/hooks")
     budget_save(actor=ACTOR, org=org_a, amount_usd=10, webhook_url=hook)

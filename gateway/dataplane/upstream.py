@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import orjson
 
+from .netpolicy import AddressRefused, NetworkPolicy, split_url
 from .snapshot import DeploymentInfo
 
 log = logging.getLogger("bonito.gateway.upstream")
@@ -53,6 +54,22 @@ class UpstreamError(Exception):
         )
 
 
+UNREACHABLE = "could not reach the provider"
+
+
+def unreachable(
+    dep: DeploymentInfo, exc: BaseException, *, timeout: bool = False
+) -> "UpstreamError":
+    """One message for every failure to reach a provider (refused, DNS, TLS, an address the
+    policy refuses): different ones would make the gateway a port scanner. The detail goes
+    to the log only (exception type and text; never headers, so never the credential)."""
+    if isinstance(exc.__cause__, AddressRefused):  # aiohttp wraps the resolver's refusal
+        exc = exc.__cause__
+    level = logging.WARNING if isinstance(exc, AddressRefused) else logging.INFO
+    log.log(level, "%s: %s (%s: %s)", dep.label, UNREACHABLE, type(exc).__name__, exc)
+    return UpstreamError(f"{dep.label}: {UNREACHABLE}", timeout=timeout)
+
+
 class StreamBroken(Exception):
     """The upstream failed after the first chunk was forwarded; no failover is possible."""
 
@@ -74,16 +91,24 @@ def _error_message(body, status) -> str:
 class PassthroughAdapter:
     """Direct HTTP to OpenAI-compatible upstreams over a pooled aiohttp session."""
 
-    def __init__(self):
+    def __init__(self, network: NetworkPolicy):
+        self.network = network
         self._sessions: dict[int, object] = {}
 
     def _session(self):
         import aiohttp
 
+        from .egress import GuardedResolver
+
         loop = asyncio.get_running_loop()
         session = self._sessions.get(id(loop))
         if session is None or session.closed:
-            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
+            connector = aiohttp.TCPConnector(
+                limit=0,
+                ttl_dns_cache=300,
+                keepalive_timeout=30,
+                resolver=GuardedResolver(lambda: self.network),
+            )
             session = aiohttp.ClientSession(
                 connector=connector,
                 json_serialize=lambda o: orjson.dumps(o).decode(),
@@ -114,11 +139,18 @@ class PassthroughAdapter:
             total=None if stream else timeout, sock_connect=min(10.0, timeout), sock_read=timeout
         )
         try:
-            resp = await self._session().post(url, data=data, headers=headers, timeout=tmo)
+            # aiohttp resolves names through the policy, but takes IP literals as they are.
+            self.network.check_literal(split_url(url)[1])
+            resp = await self._session().post(
+                url, data=data, headers=headers, timeout=tmo, allow_redirects=False
+            )
         except TimeoutError as exc:
-            raise UpstreamError(f"{dep.label} timed out", timeout=True) from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"{dep.label} unreachable: {type(exc).__name__}") from exc
+            raise unreachable(dep, exc, timeout=True) from exc
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            raise unreachable(dep, exc) from exc
+        if 300 <= resp.status < 400:
+            resp.release()
+            raise unreachable(dep, RuntimeError(f"redirect {resp.status}, not followed"))
         if resp.status >= 400:
             try:
                 raw = await resp.read()
@@ -183,15 +215,41 @@ class PassthroughAdapter:
             resp.close()
 
 
+def _network_failure(exc: BaseException) -> BaseException | None:
+    """The failure to reach the host underneath a litellm error, if that is what it is
+    (litellm reports some as a 500 "Connection error."); the policy's refusal first."""
+    import httpx
+    import openai
+
+    seen, found = set(), []
+    stack = [exc]
+    while stack:
+        cur = stack.pop()
+        if cur is None or id(cur) in seen or len(seen) > 20:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, httpx.TransportError | openai.APIConnectionError | OSError):
+            found.append(cur)
+        stack += [cur.__cause__, cur.__context__]
+    return next((e for e in found if isinstance(e, AddressRefused)), found[-1] if found else None)
+
+
 # litellm routes any chat request with tools through its proxy's MCP handler, which needs
 # the `mcp` package of litellm[proxy]; we never use MCP tools, so skip that hop.
 _NO_MCP = {"_skip_mcp_handler": True}
 
 
 class LiteLLMAdapter:
-    """Provider calls through litellm (imported on first use: it is slow to import)."""
+    """Provider calls through litellm (imported on first use: it is slow to import).
+
+    Every connection litellm makes goes through one guarded transport: the OpenAI SDK
+    kinds take it as litellm's process-wide client, the others as the call's ``client``."""
 
     _litellm = None
+    _handler = None
+
+    def __init__(self, network: NetworkPolicy):
+        self.network = network
 
     @classmethod
     def _lib(cls):
@@ -205,15 +263,24 @@ class LiteLLMAdapter:
             litellm.success_callback = []
             litellm.failure_callback = []
             logging.getLogger("LiteLLM").setLevel(logging.WARNING)
+            import httpx
+            from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+
+            from .egress import GuardedAsyncTransport
+
+            transport = GuardedAsyncTransport()
+            litellm.aclient_session = httpx.AsyncClient(transport=transport, follow_redirects=False)
+            cls._handler = AsyncHTTPHandler(transport=transport, follow_redirects=False)
             cls._litellm = litellm
         return cls._litellm
 
-    @staticmethod
-    def _kwargs(dep: DeploymentInfo, body: dict, timeout: float) -> dict:
+    def _kwargs(self, dep: DeploymentInfo, body: dict, timeout: float) -> dict:
         kwargs = {k: v for k, v in body.items() if k != "model"}
         kwargs["model"] = f"{LITELLM_PREFIX[dep.kind]}/{dep.upstream_model}"
         kwargs["timeout"] = timeout
         kwargs["num_retries"] = 0
+        if dep.kind not in ("openai", "openai_compatible", "azure_openai"):
+            kwargs["client"] = self._handler
         creds, cfg = dep.credentials, dep.settings
         if dep.api_base:
             kwargs["api_base"] = dep.api_base
@@ -240,6 +307,11 @@ class LiteLLMAdapter:
         except (TypeError, ValueError):
             status = None
         timeout = isinstance(exc, lib.Timeout | asyncio.TimeoutError) or status == 408
+        cause = _network_failure(exc)
+        if timeout or status is None or 300 <= status < 400 or cause is not None:
+            # (3xx: a redirect, never followed.) litellm's own message may hold the prompt:
+            # the log gets the transport's error, or litellm's exception type only.
+            return unreachable(dep, cause or RuntimeError(type(exc).__name__), timeout=timeout)
         # litellm keeps the provider's error object in .body; its own message may hold the
         # prompt (debug info), so it is never used.
         err = getattr(exc, "body", None)
@@ -261,10 +333,13 @@ class LiteLLMAdapter:
         }[endpoint]
         if endpoint == "chat":
             kwargs.update(_NO_MCP)
+        token = egress_policy().set(self.network)
         try:
             resp = await fn(**kwargs)
         except Exception as exc:
             raise self._error(exc, dep) from exc
+        finally:
+            egress_policy().reset(token)
         return resp.model_dump(exclude_none=True) if hasattr(resp, "model_dump") else dict(resp)
 
     async def stream(
@@ -275,10 +350,13 @@ class LiteLLMAdapter:
         fn = lib.acompletion if endpoint == "chat" else lib.atext_completion
         if endpoint == "chat":
             kwargs.update(_NO_MCP)
+        token = egress_policy().set(self.network)
         try:
             resp = await fn(**kwargs)
         except Exception as exc:
             raise self._error(exc, dep) from exc
+        finally:
+            egress_policy().reset(token)
         started = False
         try:
             async for chunk in resp:
@@ -419,14 +497,30 @@ class MockAdapter:
             yield b"data: " + orjson.dumps(usage_chunk) + b"\n\n", usage_chunk
 
 
-class Upstreams:
-    """Picks the adapter for a deployment."""
+def egress_policy():
+    from .egress import current_policy
 
-    def __init__(self, passthrough: bool = True):
+    return current_policy
+
+
+class Upstreams:
+    """Picks the adapter for a deployment. ``network`` decides which addresses the
+    adapters may connect to (default: public addresses only)."""
+
+    def __init__(self, passthrough: bool = True, network: NetworkPolicy | None = None):
         self.passthrough = passthrough
-        self.http = PassthroughAdapter()
-        self.litellm = LiteLLMAdapter()
+        network = network or NetworkPolicy()
+        self.http = PassthroughAdapter(network)
+        self.litellm = LiteLLMAdapter(network)
         self.mock = MockAdapter()
+
+    @property
+    def network(self) -> NetworkPolicy:
+        return self.http.network
+
+    @network.setter
+    def network(self, policy: NetworkPolicy) -> None:
+        self.http.network = self.litellm.network = policy
 
     def needs_litellm(self, kinds) -> bool:
         return any(

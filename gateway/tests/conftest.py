@@ -7,11 +7,16 @@ import pytest
 
 from gateway import runtime, services
 from gateway.dataplane import state
+from gateway.dataplane.netpolicy import NetworkPolicy
 from gateway.snapshot_builder import build_snapshot
 from gateway.tests.fake_upstream import FakeUpstream
 from governance.audit import Actor
 
 ACTOR = Actor(via="test")
+# The fake upstreams listen here. Loopback is refused by default (docs/security.md); the
+# tests that talk to a fake upstream allow it, as an operator would with
+# PROVIDER_ALLOWED_NETWORKS, and the SSRF tests run with the default policy.
+FAKE_UPSTREAM_NETWORKS = ["127.0.0.1/32"]
 
 
 def free_port() -> int:
@@ -26,7 +31,13 @@ def fake_upstream_server():
 
 
 @pytest.fixture
-def fake_upstream(fake_upstream_server):
+def loopback_allowed(settings):
+    """Provider URLs and webhooks on the fake upstreams' address may be saved and called."""
+    settings.PROVIDER_ALLOWED_NETWORKS = FAKE_UPSTREAM_NETWORKS
+
+
+@pytest.fixture
+def fake_upstream(fake_upstream_server, loopback_allowed):
     fake_upstream_server.reset()
     yield fake_upstream_server
     fake_upstream_server.reset()
@@ -88,10 +99,12 @@ def gw(tmp_path):
     g.limiter._down_until = 0.0
     g.health = DeploymentHealth()
     g.upstreams.passthrough = True
+    g.upstreams.network = NetworkPolicy(FAKE_UPSTREAM_NETWORKS)
     g.backoff_s = 0.01
     yield g
     g.sink.flush()
     g.upstreams.passthrough = True
+    g.upstreams.network = NetworkPolicy()
 
 
 @pytest.fixture(params=["passthrough", "litellm"])

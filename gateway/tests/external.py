@@ -85,6 +85,8 @@ class ExternalBonito:
             "GATEWAY_SNAPSHOT_POLL_S": "0.3",
             "REDIS_URL": redis_url,
             "PYTHONDONTWRITEBYTECODE": "1",
+            # the fake upstreams listen on loopback, refused by default
+            "PROVIDER_ALLOWED_NETWORKS": "127.0.0.1/32",
         }
         if self.pg_url:
             import psycopg

@@ -28,6 +28,9 @@ class Behaviour:
     chunk_delay: float = 0.0
     reset_after_chunks: int | None = None  # drop the connection mid-stream
     report_usage: bool = True
+    redirect_to: str | None = (
+        None  # answer 307 to this URL (plus ?redirected=1, not redirected again)
+    )
 
 
 class FakeUpstream:
@@ -52,13 +55,22 @@ class FakeUpstream:
     # ---------------------------------------------------------------- HTTP handlers
     async def _handle(self, request: web.Request, endpoint: str):
         body = await request.json()
-        self.requests.append({"endpoint": endpoint, "body": body, "headers": dict(request.headers)})
+        self.requests.append(
+            {
+                "endpoint": endpoint,
+                "body": body,
+                "headers": dict(request.headers),
+                "query": request.query_string,
+            }
+        )
         model = body.get("model", "")
         b = self.behaviour(model)
         if b.hang:
             await asyncio.sleep(3600)
         if b.latency:
             await asyncio.sleep(b.latency)
+        if b.redirect_to and "redirected" not in request.query:
+            return web.Response(status=307, headers={"Location": b.redirect_to + "?redirected=1"})
         failing = b.status != 200 and (b.fail_times is None or b.fail_times > 0)
         if failing:
             if b.fail_times is not None:

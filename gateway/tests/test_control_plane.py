@@ -48,7 +48,7 @@ def test_changes_bump_the_config_version(org_a):
     assert build_snapshot().keys[key.key_hash].revoked is True
 
 
-def test_the_issue_example_applies_exactly_as_written(tmp_path, monkeypatch, db):
+def test_the_issue_example_applies_exactly_as_written(tmp_path, monkeypatch, db, loopback_allowed):
     monkeypatch.setenv("FAKE_API_KEY", "sk-from-the-environment")
     path = tmp_path / "bonito.yaml"
     path.write_text(ISSUE_EXAMPLE)
