@@ -19,9 +19,11 @@ import hmac
 import logging
 import secrets
 import time
+import zlib
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth import logout
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
@@ -235,6 +237,88 @@ def _decode(request):
     return root
 
 
+# ------------------------------------------------------------------------------ logout messages
+LOGOUT_ROOTS = {"SAMLRequest": "LogoutRequest", "SAMLResponse": "LogoutResponse"}
+
+
+def logout_message_kind(request) -> str | None:
+    """ "SAMLRequest" or "SAMLResponse" when the IdP sent one (GET: HTTP-Redirect binding,
+    POST: HTTP-POST binding), else None (the user's own Log out button)."""
+    data = request.GET if request.method == "GET" else request.POST
+    return next((kind for kind in LOGOUT_ROOTS if kind in data), None)
+
+
+def decode_logout(request) -> tuple[str, str, object]:
+    """(kind, binding, parsed root) of the IdP's logout message: size-capped before
+    decoding, base64, inflated for the Redirect binding (bounded, so a deflate bomb stops
+    at the cap), parsed without DTDs or entities, and of the element its name promises."""
+    limit = settings.SSO_MAX_RESPONSE_BYTES
+    if int(request.META.get("CONTENT_LENGTH") or 0) > limit or (
+        len(request.META.get("QUERY_STRING", "")) > limit
+    ):
+        raise SSORefused("The logout message is larger than this site accepts.")
+    kind = logout_message_kind(request)
+    if kind is None:
+        raise SSORefused("No SAML logout message was sent.")
+    redirect_binding = request.method == "GET"
+    data = request.GET if redirect_binding else request.POST
+    try:
+        raw = base64.b64decode("".join(data[kind].split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise SSORefused(f"The {kind} is not valid base64.") from exc
+    if redirect_binding:
+        inflater = zlib.decompressobj(-15)
+        try:
+            xml = inflater.decompress(raw, limit + 1)
+        except zlib.error as exc:
+            raise SSORefused(
+                f"The {kind} is not DEFLATE-compressed (HTTP-Redirect binding)."
+            ) from exc
+        if len(xml) > limit or inflater.unconsumed_tail:
+            raise SSORefused("The logout message is larger than this site accepts.")
+    else:
+        xml = raw
+    if not xml.strip():
+        raise SSORefused(f"The {kind} is empty.")
+    try:
+        root = OneLogin_Saml2_XML.to_etree(xml)  # refuses DTDs and entities (XXE)
+    except Exception as exc:
+        raise SSORefused(
+            f"The {kind} is not well-formed XML, or declares a DTD or entities."
+        ) from exc
+    expected = LOGOUT_ROOTS[kind]
+    if root.tag != f"{{{C.NS_SAMLP}}}{expected}":
+        raise SSORefused(f"The {kind} is not a SAML {expected}.")
+    return kind, C.BINDING_HTTP_REDIRECT if redirect_binding else C.BINDING_HTTP_POST, root
+
+
+def logout_message_process(request, config: SSOConfig) -> str:
+    """Check the IdP's logout message and act on it; returns where to send the browser."""
+    kind, binding, _root = decode_logout(request)
+    if binding != C.BINDING_HTTP_REDIRECT:
+        raise SSORefused("Single logout accepts the HTTP-Redirect binding only.")
+    auth = OneLogin_Saml2_Auth(request_data(request), saml_settings(config, request))
+    try:
+        url = auth.process_slo(keep_local_session=True)
+    except Exception as exc:  # python3-saml raises on some malformed input
+        raise SSORefused(f"Single logout refused: {exc}") from exc
+    errors = auth.get_errors()
+    if errors:
+        raise SSORefused(
+            f"Single logout refused: {auth.get_last_error_reason() or ', '.join(errors)}"
+        )
+    if kind == "SAMLResponse":
+        return "/login/"
+    logout(request)  # the IdP ended the session: end ours, answer it
+    audit_record(
+        actor=Actor(ip=client_ip(request), via="sso"),
+        org=config.org,
+        action="sso.logout",
+        target=config,
+    )
+    return url
+
+
 def _pending_request(request, config: SSOConfig, in_response_to: str | None):
     if not in_response_to:
         if not config.allow_idp_initiated:
@@ -380,20 +464,21 @@ def consume(request, config: SSOConfig) -> tuple[User, Membership, str, dict]:
     return user, membership, relay or f"/o/{config.org.slug}/", session
 
 
-def acs_allowed(request) -> bool:
-    """At most SSO_ACS_PER_MINUTE posts to any ACS per client IP and minute, so a flood of
-    junk cannot fill the audit log. The counter lives in the cache (Redis when set); if the
-    cache is down the post is allowed (sign-in must not depend on it)."""
+def message_allowed(request, endpoint: str) -> bool:
+    """At most SSO_ACS_PER_MINUTE SAML messages per endpoint ("acs", "sls"), client address
+    and minute, so a flood of junk cannot fill the audit log. The counter lives in the
+    cache (Redis when set); if the cache is down the message is allowed (sign-in and
+    logout must not depend on it)."""
     limit = settings.SSO_ACS_PER_MINUTE
     if not limit:
         return True
-    key = f"bonito:sso-acs:{client_ip(request) or ''}:{int(time.time() // 60)}"
+    key = f"bonito:sso-{endpoint}:{client_ip(request) or ''}:{int(time.time() // 60)}"
     try:
         if cache.add(key, 1, timeout=120):
             return True
         return cache.incr(key) <= limit
     except Exception:  # a dead cache never blocks sign-in
-        log.warning("SSO: the rate-limit cache is unavailable; allowing the post")
+        log.warning("SSO: the rate-limit cache is unavailable; allowing the message")
         return True
 
 

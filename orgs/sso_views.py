@@ -7,7 +7,7 @@ from django.contrib.auth import login, logout
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 
@@ -33,12 +33,12 @@ def _config(slug: str) -> SSOConfig:
     return config
 
 
-def _refused(request, org: Organization, reason: str, email: str = "", status=403):
+def _refused(request, org: Organization, reason: str, email="", status=403, logout=False):
     sso.audit_refusal(request, org, reason, email)
     return render(
         request,
         "orgs/sso_error.html",
-        {"org": org, "reason": reason, "login_url": f"/sso/{org.slug}/login/"},
+        {"org": org, "reason": reason, "login_url": f"/sso/{org.slug}/login/", "logout": logout},
         status=status,
     )
 
@@ -73,17 +73,8 @@ def sso_login(request, org_slug):
 @require_POST
 def acs(request, org_slug):
     config = _config(org_slug)
-    if not sso.acs_allowed(request):
-        return render(
-            request,
-            "orgs/sso_error.html",
-            {
-                "org": config.org,
-                "reason": "Too many sign-in attempts from your address. Wait a minute and try again.",
-                "login_url": f"/sso/{config.org.slug}/login/",
-            },
-            status=429,
-        )
+    if not sso.message_allowed(request, "acs"):
+        return _too_many(request, config.org)
     try:
         user, membership, relay, info = sso.consume(request, config)
     except sso.SSORefused as exc:
@@ -97,31 +88,43 @@ def acs(request, org_slug):
     return response
 
 
+def _too_many(request, org: Organization):
+    return render(
+        request,
+        "orgs/sso_error.html",
+        {
+            "org": org,
+            "reason": "Too many sign-in attempts from your address. Wait a minute and try again.",
+            "login_url": f"/sso/{org.slug}/login/",
+        },
+        status=429,
+    )
+
+
+@csrf_exempt  # the IdP's messages come cross-site; the Log out button is CSRF-checked below
 @require_http_methods(["GET", "POST"])
 def sls(request, org_slug):
-    """Single logout: a LogoutRequest or LogoutResponse from the IdP (GET, HTTP-Redirect
-    binding), or the user's Log out button (POST, CSRF-checked), sent on to the IdP when
-    it has an SLO URL."""
+    """Single logout: a LogoutRequest or LogoutResponse from the IdP (HTTP-Redirect or
+    HTTP-POST binding), or the user's Log out button (POST, CSRF-checked), sent on to the
+    IdP when it has an SLO URL."""
     config = _config(org_slug)
-    auth = OneLogin_Saml2_Auth(sso.request_data(request), sso.saml_settings(config, request))
-    actor = Actor.from_request(request, via="sso")
-    if "SAMLRequest" in request.GET or "SAMLResponse" in request.GET:
-        url = auth.process_slo(delete_session_cb=lambda: logout(request))
-        errors = auth.get_errors()
-        if errors:
-            return _refused(
-                request,
-                config.org,
-                f"Single logout refused: {auth.get_last_error_reason() or ', '.join(errors)}",
-                status=400,
-            )
-        if "SAMLRequest" in request.GET:  # the IdP ended the session: end ours, answer it
-            logout(request)
-            audit_record(actor=actor, org=config.org, action="sso.logout", target=config)
-            return redirect(url)
-        return redirect("login")
+    if sso.logout_message_kind(request):
+        if not sso.message_allowed(request, "sls"):
+            return _too_many(request, config.org)
+        try:
+            url = sso.logout_message_process(request, config)
+        except sso.SSORefused as exc:
+            return _refused(request, config.org, exc.reason, exc.email, status=400, logout=True)
+        return redirect(url)
     if request.method != "POST":  # a bare GET must not log anyone out (cross-site links)
         return redirect("home")
+    return _logout_button(request, config)
+
+
+@csrf_protect
+def _logout_button(request, config: SSOConfig):
+    auth = OneLogin_Saml2_Auth(sso.request_data(request), sso.saml_settings(config, request))
+    actor = Actor.from_request(request, via="sso")
     info = request.session.get(SESSION_KEY) or {}
     if request.user.is_authenticated:
         audit_record(actor=actor, org=config.org, action="sso.logout", target=config)
