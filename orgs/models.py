@@ -282,6 +282,9 @@ class SSOConfig(models.Model):
         help_text="May still sign in with a password when SSO is required.",
     )
     allow_idp_initiated = models.BooleanField(default=False)
+    # Logout messages from the IdP must carry its signature (query string or XML): an
+    # unsigned LogoutRequest is a link anyone can send to log a user out.
+    require_signed_logout = models.BooleanField(default=True)
     session_hours = models.PositiveSmallIntegerField(default=12)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -317,3 +320,21 @@ class SSOAssertion(models.Model):
 
     def __str__(self):
         return self.assertion_id
+
+
+class SSOSession(models.Model):
+    """A Bonito session opened by an SSO sign-in: an IdP's LogoutRequest names its NameID
+    and SessionIndex, and ends the sessions recorded here, in whichever browser they are."""
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    name_id = models.CharField(max_length=500)
+    session_index = models.CharField(max_length=200, blank=True)
+    session_key = models.CharField(max_length=64, unique=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["org", "name_id"])]
+
+    def __str__(self):
+        return f"{self.name_id} ({self.session_index or 'no index'})"

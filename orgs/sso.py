@@ -21,7 +21,9 @@ import secrets
 import time
 import zlib
 from datetime import UTC, datetime, timedelta
+from importlib import import_module
 
+import xmlsec
 from django.conf import settings
 from django.contrib.auth import logout
 from django.core.cache import cache
@@ -33,7 +35,10 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from onelogin.saml2.constants import OneLogin_Saml2_Constants as C
 from onelogin.saml2.idp_metadata_parser import OneLogin_Saml2_IdPMetadataParser
+from onelogin.saml2.logout_request import OneLogin_Saml2_Logout_Request
+from onelogin.saml2.logout_response import OneLogin_Saml2_Logout_Response
 from onelogin.saml2.settings import OneLogin_Saml2_Settings
+from onelogin.saml2.utils import OneLogin_Saml2_Utils
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 
 from bonito.client_ip import client_ip
@@ -48,6 +53,7 @@ from .models import (
     SSOAssertion,
     SSOAuthnRequest,
     SSOConfig,
+    SSOSession,
     User,
 )
 
@@ -80,6 +86,7 @@ CONFIG_FIELDS = (
     "default_role",
     "sso_required",
     "allow_idp_initiated",
+    "require_signed_logout",
     "session_hours",
 )
 
@@ -292,30 +299,252 @@ def decode_logout(request) -> tuple[str, str, object]:
     return kind, C.BINDING_HTTP_REDIRECT if redirect_binding else C.BINDING_HTTP_POST, root
 
 
+def _logout_data(request) -> dict:
+    """python3-saml's request data, with the raw query string so a Redirect-binding
+    signature is checked over the bytes the IdP signed (not a re-encoding of them)."""
+    return {
+        **request_data(request),
+        "query_string": request.META.get("QUERY_STRING", ""),
+        "validate_signature_from_qs": True,
+    }
+
+
+def _check_xml_signature(root, config: SSOConfig, kind: str) -> bool:
+    """Whether the message carries an enveloped XML signature (HTTP-POST binding); a
+    signature that is there must be the only one, cover the whole message, use no SHA-1
+    and verify against the IdP's certificate."""
+    signatures = root.findall(f"{{{C.NS_DS}}}Signature")
+    if not signatures:
+        return False
+    message_id = root.get("ID")
+    references = signatures[0].findall(f"{{{C.NS_DS}}}SignedInfo/{{{C.NS_DS}}}Reference")
+    if (
+        len(signatures) != 1
+        or not message_id
+        or len(references) != 1
+        or references[0].get("URI") != f"#{message_id}"
+    ):
+        raise SSORefused(f"The {kind}'s signature does not cover the whole message.")
+    algorithms = {
+        node.get("Algorithm")
+        for tag in ("SignatureMethod", "DigestMethod")
+        for node in signatures[0].iter(f"{{{C.NS_DS}}}{tag}")
+    }
+    if algorithms & set(C.DEPRECATED_ALGORITHMS):
+        raise SSORefused(f"The {kind} is signed with a deprecated algorithm (SHA-1).")
+    xmlsec.tree.add_ids(root, ["ID"])
+    if not OneLogin_Saml2_Utils.validate_node_sign(
+        signatures[0], root, config.idp_x509_cert, raise_exceptions=False
+    ):
+        raise SSORefused(f"Signature validation failed: the {kind} was not signed by the IdP.")
+    return True
+
+
+def _check_signed(request, auth, root, config: SSOConfig, kind: str, binding: str) -> None:
+    signed = False
+    if binding == C.BINDING_HTTP_REDIRECT and "Signature" in request.GET:
+        data = request.GET.dict()
+        if data.get("SigAlg") in C.DEPRECATED_ALGORITHMS:
+            raise SSORefused(f"The {kind} is signed with a deprecated algorithm (SHA-1).")
+        check = (
+            auth.validate_request_signature
+            if kind == "SAMLRequest"
+            else auth.validate_response_signature
+        )
+        if not check(data):
+            raise SSORefused(f"Signature validation failed: the {kind} was not signed by the IdP.")
+        signed = True
+    signed = _check_xml_signature(root, config, kind) or signed
+    if not signed and config.require_signed_logout:
+        raise SSORefused(
+            f"The {kind} is not signed, and this organization requires signed logout "
+            "messages from its IdP."
+        )
+
+
+def _fresh_logout_request(root, config: SSOConfig) -> None:
+    """A LogoutRequest is acted on once, and only while young: a leaked logout link
+    cannot be replayed later."""
+    try:
+        issued = OneLogin_Saml2_Utils.parse_SAML_to_time(root.get("IssueInstant", ""))
+    except Exception as exc:
+        raise SSORefused("The LogoutRequest has no valid IssueInstant.") from exc
+    now = time.time()
+    if issued < now - settings.SSO_REQUEST_TTL_S or issued > now + 180:
+        raise SSORefused("The LogoutRequest is too old, or issued in the future.")
+    try:
+        with transaction.atomic():
+            SSOAssertion.objects.create(
+                assertion_id=f"logout:{root.get('ID', '')}"[:200],
+                org=config.org,
+                not_on_or_after=datetime.fromtimestamp(issued + settings.SSO_REQUEST_TTL_S, UTC),
+            )
+    except IntegrityError as exc:
+        raise SSORefused("This LogoutRequest was already used (a replay).") from exc
+
+
+def _names(info: dict, name_id: str, indexes: list[str]) -> bool:
+    return info.get("name_id") == name_id and (not indexes or info.get("session_index") in indexes)
+
+
 def logout_message_process(request, config: SSOConfig) -> str:
     """Check the IdP's logout message and act on it; returns where to send the browser."""
-    kind, binding, _root = decode_logout(request)
-    if binding != C.BINDING_HTTP_REDIRECT:
-        raise SSORefused("Single logout accepts the HTTP-Redirect binding only.")
-    auth = OneLogin_Saml2_Auth(request_data(request), saml_settings(config, request))
-    try:
-        url = auth.process_slo(keep_local_session=True)
-    except Exception as exc:  # python3-saml raises on some malformed input
-        raise SSORefused(f"Single logout refused: {exc}") from exc
-    errors = auth.get_errors()
-    if errors:
-        raise SSORefused(
-            f"Single logout refused: {auth.get_last_error_reason() or ', '.join(errors)}"
-        )
+    kind, binding, root = decode_logout(request)
+    data = _logout_data(request)
+    saml = saml_settings(config, request)
+    auth = OneLogin_Saml2_Auth(data, saml)
+    encoded = (request.GET if binding == C.BINDING_HTTP_REDIRECT else request.POST)[kind]
+    _check_signed(request, auth, root, config, kind, binding)
     if kind == "SAMLResponse":
+        return _logout_response(request, config, saml, data, encoded)
+    return _logout_request(request, config, saml, data, auth, encoded, root)
+
+
+def _logout_response(request, config, saml, data, encoded) -> str:
+    """The IdP's answer to the logout this site started (our session already ended)."""
+    pending = request.session.pop(LOGOUT_SESSION_KEY, None) or {}
+    if pending.get("org") != config.org.slug:
+        raise SSORefused("This LogoutResponse answers no logout this site started.")
+    response = OneLogin_Saml2_Logout_Response(saml, encoded)
+    try:
+        valid = response.is_valid(data, request_id=pending.get("id"))
+    except Exception as exc:
+        raise SSORefused(f"Single logout refused: {exc}") from exc
+    if not valid:
+        raise SSORefused(f"Single logout refused: {response.get_error()}")
+    if response.get_status() != C.STATUS_SUCCESS:
+        log.warning("SSO: %s's IdP could not end its session: %s", config, response.get_status())
+    return "/login/"
+
+
+def _logout_request(request, config, saml, data, auth, encoded, root) -> str:
+    """The IdP ends a user's session: end the Bonito sessions that user's sign-ins opened
+    (in any browser) and answer with a LogoutResponse. When this browser is signed in
+    through this org's IdP as someone else, the request is not for it: nothing is ended
+    and the answer says Requester (a crafted link cannot log a victim out)."""
+    logout_request = OneLogin_Saml2_Logout_Request(saml, encoded)
+    try:
+        valid = logout_request.is_valid(data)
+    except Exception as exc:
+        raise SSORefused(f"Single logout refused: {exc}") from exc
+    if not valid:
+        raise SSORefused(f"Single logout refused: {logout_request.get_error()}")
+    try:
+        name_id = OneLogin_Saml2_Logout_Request.get_nameid(root, saml.get_sp_key())
+    except Exception as exc:
+        raise SSORefused(f"Single logout refused: {exc}") from exc
+    indexes = OneLogin_Saml2_Logout_Request.get_session_indexes(root)
+    _fresh_logout_request(root, config)
+
+    actor = Actor(ip=client_ip(request), via="sso")
+    info = request.session.get(SSO_SESSION_KEY) or {}
+    here = request.user.is_authenticated and info.get("org") == config.org.slug
+    if here and not _names(info, name_id, indexes):
+        status = C.STATUS_REQUESTER
+        audit_refusal(
+            request,
+            config.org,
+            "The IdP's LogoutRequest names another user or session than the one signed in "
+            "in this browser; no session was ended.",
+            name_id,
+        )
+    else:
+        status = C.STATUS_SUCCESS
+        ended = sessions_end(config, name_id, indexes)
+        if here:
+            logout(request)
+        audit_record(
+            actor=actor,
+            org=config.org,
+            action="sso.logout",
+            target=config,
+            after={"by": "idp", "name_id": name_id, "sessions_ended": ended},
+        )
+    builder = OneLogin_Saml2_Logout_Response(saml)
+    builder.build(logout_request.id, status=status)
+    params = {"SAMLResponse": builder.get_response()}
+    if data["get_data"].get("RelayState") or data["post_data"].get("RelayState"):
+        params["RelayState"] = data["get_data"].get("RelayState") or data["post_data"]["RelayState"]
+    security = saml.get_security_data()
+    if security["logoutResponseSigned"]:
+        auth.add_response_signature(params, security["signatureAlgorithm"])
+    target = saml.get_idp_slo_response_url()
+    if not target:  # the IdP takes no answer: never follow its RelayState elsewhere
         return "/login/"
-    logout(request)  # the IdP ended the session: end ours, answer it
-    audit_record(
-        actor=Actor(ip=client_ip(request), via="sso"),
-        org=config.org,
-        action="sso.logout",
-        target=config,
+    return OneLogin_Saml2_Utils.redirect(target, params, request_data=data)
+
+
+# ------------------------------------------------------------------------------ sessions
+SSO_SESSION_KEY = "sso"  # the SSO sign-in's NameID and SessionIndex, in the Django session
+LOGOUT_SESSION_KEY = "sso_logout"  # the LogoutRequest this site sent, awaiting its answer
+
+
+def session_opened(request, config: SSOConfig, user: User, info: dict) -> None:
+    """Record the session an SSO sign-in opened, so the IdP's logout can find it."""
+    request.session[SSO_SESSION_KEY] = info
+    if not request.session.session_key:
+        request.session.save()
+    now = timezone.now()
+    SSOSession.objects.filter(expires_at__lt=now).delete()
+    SSOSession.objects.update_or_create(
+        session_key=request.session.session_key,
+        defaults={
+            "org": config.org,
+            "user": user,
+            "name_id": info.get("name_id") or "",
+            "session_index": info.get("session_index") or "",
+            "expires_at": now + timedelta(hours=config.session_hours),
+        },
     )
+
+
+def sessions_end(config: SSOConfig, name_id: str, indexes: list[str]) -> int:
+    """End the Bonito sessions opened by this org's SSO sign-ins for `name_id` (those with
+    one of `indexes`, when the IdP names any); returns how many."""
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    rows = SSOSession.objects.filter(org=config.org, name_id=name_id)
+    if indexes:
+        rows = rows.filter(session_index__in=indexes)
+    keys = list(rows.values_list("session_key", flat=True))
+    for key in keys:
+        store(session_key=key).delete()
+    rows.delete()
+    return len(keys)
+
+
+def session_closed(request) -> None:
+    if request.session.session_key:
+        SSOSession.objects.filter(session_key=request.session.session_key).delete()
+
+
+def logout_begin(request, config: SSOConfig) -> str | None:
+    """The user's Log out: end this session and, when the IdP has a logout URL and the
+    session came from its sign-in, a signed LogoutRequest to end the IdP's session too
+    (its id kept in the fresh session, so only its answer is accepted)."""
+    info = request.session.get(SSO_SESSION_KEY) or {}
+    if request.user.is_authenticated:
+        audit_record(
+            actor=Actor(user=request.user, ip=client_ip(request), via="sso"),
+            org=config.org,
+            action="sso.logout",
+            target=config,
+            after={"by": "user"},
+        )
+    session_closed(request)
+    logout(request)
+    if not (config.idp_slo_url and info.get("org") == config.org.slug):
+        return None
+    auth = OneLogin_Saml2_Auth(request_data(request), saml_settings(config, request))
+    url = auth.logout(
+        return_to=request.build_absolute_uri("/login/"),
+        name_id=info.get("name_id"),
+        session_index=info.get("session_index"),
+        name_id_format=info.get("name_id_format"),
+    )
+    request.session[LOGOUT_SESSION_KEY] = {
+        "org": config.org.slug,
+        "id": auth.get_last_request_id(),
+    }
     return url
 
 

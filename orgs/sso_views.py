@@ -1,25 +1,23 @@
 """SAML SP endpoints per org (/sso/<slug>/...), SSO discovery by email domain, and the
 org admins' SSO settings page."""
 
+from django import forms
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import login, logout
+from django.contrib.auth import login
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from onelogin.saml2.auth import OneLogin_Saml2_Auth
 
-from governance.audit import Actor, audit_record
+from governance.audit import Actor
 
 from . import sso
 from .backends import BACKEND
 from .forms import SSOConfigForm, SSODiscoverForm
 from .models import Organization, SSOConfig
 from .permissions import org_view
-
-SESSION_KEY = "sso"
 
 
 def _config(slug: str) -> SSOConfig:
@@ -81,7 +79,7 @@ def acs(request, org_slug):
         return _refused(request, config.org, exc.reason, exc.email)
     login(request, user, backend=BACKEND)  # rotates the session key
     request.session.set_expiry(config.session_hours * 3600)
-    request.session[SESSION_KEY] = info
+    sso.session_opened(request, config, user, info)
     request.session["current_org"] = config.org.slug
     response = redirect(relay)
     response.delete_cookie(sso.BROWSER_COOKIE, path=f"/sso/{org_slug}/", samesite="None")
@@ -123,22 +121,8 @@ def sls(request, org_slug):
 
 @csrf_protect
 def _logout_button(request, config: SSOConfig):
-    auth = OneLogin_Saml2_Auth(sso.request_data(request), sso.saml_settings(config, request))
-    actor = Actor.from_request(request, via="sso")
-    info = request.session.get(SESSION_KEY) or {}
-    if request.user.is_authenticated:
-        audit_record(actor=actor, org=config.org, action="sso.logout", target=config)
-    logout(request)
-    if config.idp_slo_url and info.get("org") == config.org.slug:
-        return redirect(
-            auth.logout(
-                return_to=request.build_absolute_uri("/login/"),
-                name_id=info.get("name_id"),
-                session_index=info.get("session_index"),
-                name_id_format=info.get("name_id_format"),
-            )
-        )
-    return redirect("login")
+    url = sso.logout_begin(request, config)
+    return redirect(url or "login")
 
 
 @require_http_methods(["GET", "POST"])
@@ -156,11 +140,24 @@ def discover(request):
 
 
 # ------------------------------------------------------------------------------ settings page
+class SSOSettingsForm(SSOConfigForm):
+    """The settings page's form: the shared SSO form plus the signing choices (a select,
+    not a checkbox, so a post that leaves one out keeps the safe default)."""
+
+    require_signed_logout = forms.TypedChoiceField(
+        required=False,
+        choices=[("yes", "Required (safer)"), ("no", "Not required")],
+        coerce=lambda value: value != "no",
+        empty_value=True,
+    )
+
+
 def _initial(config: SSOConfig | None) -> dict:
     if config is None:
         return {"preset": "okta", "session_hours": 12, "enabled": True}
     return {
         **{f: getattr(config, f) for f in sso.CONFIG_FIELDS},
+        "require_signed_logout": "yes" if config.require_signed_logout else "no",
         "email_domains": ", ".join(config.email_domains),
         "group_roles": "\n".join(f"{g} = {r}" for g, r in config.group_roles.items()),
         "break_glass_email": config.break_glass_user.email if config.break_glass_user else "",
@@ -171,7 +168,7 @@ def _initial(config: SSOConfig | None) -> dict:
 def sso_settings(request):
     org = request.org
     config = SSOConfig.objects.filter(org=org).select_related("break_glass_user").first()
-    form = SSOConfigForm(request.POST or None, request.FILES or None, initial=_initial(config))
+    form = SSOSettingsForm(request.POST or None, request.FILES or None, initial=_initial(config))
     if request.method == "POST" and form.is_valid():
         data = dict(form.cleaned_data)
         xml = data.pop("metadata_xml", "").strip()

@@ -425,10 +425,10 @@ def test_single_logout_from_the_idp_and_from_the_user(acme_sso, idp):
     assert post(client, idp.signed_response(**_valid(idp, start(client)))).status_code == 302
     assert signed_in_as(client) == "dana@acme.test"
     # The IdP ends the session: Bonito logs out and answers with a LogoutResponse.
-    saml_request = idp.logout_request(
+    query = idp.signed_logout_request(
         sls_url="http://testserver/sso/acme/sls/", name_id="dana@acme.test"
     )
-    response = client.get("/sso/acme/sls/", {"SAMLRequest": saml_request})
+    response = client.get(f"/sso/acme/sls/?{query}")
     assert response.status_code == 302 and response["Location"].startswith(idp.slo_url)
     assert "SAMLResponse" in parse_qs(urlparse(response["Location"]).query)
     assert signed_in_as(client) is None
