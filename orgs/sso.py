@@ -582,6 +582,13 @@ def _role_for(config: SSOConfig, groups: list[str]) -> str | None:
     return config.default_role or None
 
 
+def _no_role_reason(email: str, groups: list[str]) -> str:
+    return (
+        f"{email} is in no group that has a role in this organization "
+        f"(groups sent: {', '.join(groups) or 'none'})."
+    )
+
+
 def _email_domain(email: str) -> str:
     return email.rsplit("@", 1)[-1].lower()
 
@@ -643,17 +650,24 @@ def consume(request, config: SSOConfig) -> tuple[User, Membership, str, dict]:
     actor = Actor(ip=client_ip(request), via="sso")
     user = User.objects.filter(email__iexact=email).first()
     existing = Membership.objects.for_org(config.org).filter(user=user).first() if user else None
+    # The rule (docs/sso.md): the mapping is applied at every sign-in, except that the
+    # break-glass owner is never demoted or removed (break-glass must work exactly when
+    # the mapping is wrong) and the org's last admin keeps admin; they are signed in with
+    # the membership they had, and the audit row says why.
+    break_glass = existing is not None and config.break_glass_user_id == user.pk
+    kept = ""
     if role is None:
-        if existing is not None:
+        if existing is None:
+            raise SSORefused(_no_role_reason(email, groups), email)
+        if break_glass:
+            kept = "break-glass owner"
+        else:
             try:
                 services.membership_remove(actor=actor, membership=existing)
             except ValidationError:
-                log.warning("SSO: %s maps to no role but is the last admin of %s", email, config)
-        raise SSORefused(
-            f"{email} is in no group that has a role in this organization "
-            f"(groups sent: {', '.join(groups) or 'none'}).",
-            email,
-        )
+                kept = "last admin"
+            else:
+                raise SSORefused(_no_role_reason(email, groups), email)
     if user is not None and not user.is_active:
         raise SSORefused(f"The account {email} is deactivated.", email)
 
@@ -666,22 +680,27 @@ def consume(request, config: SSOConfig) -> tuple[User, Membership, str, dict]:
             user.save(update_fields=["name"])
         if existing is None:
             membership = services.membership_add(actor=actor, org=config.org, user=user, role=role)
-        elif existing.role != role:
+        elif kept or existing.role == role:
+            membership = existing
+        elif break_glass and ROLE_RANK[role] < ROLE_RANK[existing.role]:
+            membership, kept = existing, "break-glass owner"
+        else:
             try:
                 membership = services.membership_set_role(
                     actor=actor, membership=existing, role=role, team=existing.team
                 )
-            except ValidationError:  # the last admin keeps admin; the IdP is told in the log
-                membership = existing
-                log.warning("SSO: %s kept admin as the last admin of %s", email, config)
-        else:
-            membership = existing
+            except ValidationError:
+                membership, kept = existing, "last admin"
+        after = {"email": email, "role": membership.role, "groups": groups}
+        if kept:
+            after |= {"mapped_role": role, "kept_because": kept}
+            log.warning("SSO: %s kept %s as the %s of %s", email, membership.role, kept, config)
         audit_record(
             actor=Actor(user=user, ip=actor.ip, via="sso"),
             org=config.org,
             action="sso.login",
             target=user,
-            after={"email": email, "role": membership.role, "groups": groups},
+            after=after,
         )
     relay = safe_relay_state(pending.relay_state if pending else request.POST.get("RelayState"))
     session = {
