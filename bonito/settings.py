@@ -176,6 +176,7 @@ AUTHENTICATION_BACKENDS = ["orgs.backends.PasswordBackend"]
 SSO_MAX_RESPONSE_BYTES = env.int("SSO_MAX_RESPONSE_BYTES", default=256 * 1024)
 SSO_REQUEST_TTL_S = env.int("SSO_REQUEST_TTL_S", default=600)
 SSO_ACS_PER_MINUTE = env.int("SSO_ACS_PER_MINUTE", default=30)
+SSO_SP_CERT_GRACE_DAYS = env.int("SSO_SP_CERT_GRACE_DAYS", default=30)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"

@@ -246,9 +246,8 @@ class PersonalAccessToken(models.Model):
 
 
 class SSOConfig(models.Model):
-    """An org's SAML 2.0 identity provider (Okta, Entra ID, Google Workspace, any SAML IdP).
-
-    Only public material is stored: the IdP's signing certificate is not a secret."""
+    """An org's SAML 2.0 identity provider (Okta, Entra ID, Google Workspace, any SAML IdP),
+    and the org's own SP key pair (its private key encrypted at rest)."""
 
     class Preset(models.TextChoices):
         OKTA = "okta", "Okta"
@@ -286,6 +285,24 @@ class SSOConfig(models.Model):
     # unsigned LogoutRequest is a link anyone can send to log a user out.
     require_signed_logout = models.BooleanField(default=True)
     session_hours = models.PositiveSmallIntegerField(default=12)
+
+    class SignatureScope(models.TextChoices):
+        ASSERTION = "assertion", "The assertion (Okta, Entra ID)"
+        RESPONSE = "response", "The whole response only (Google Workspace can)"
+        EITHER = "either", "Either the assertion or the response"
+
+    # What the IdP's signature must cover; every scope still refuses an unsigned response.
+    signature_scope = models.CharField(
+        max_length=10, choices=SignatureScope.choices, default=SignatureScope.ASSERTION
+    )
+    # This org's SP key pair: signs AuthnRequests and logout messages, decrypts assertions.
+    # The private key is encrypted at rest (bonito.crypto); the previous pair stays
+    # published and usable for decryption until sp_previous_until, so the IdP can roll over.
+    sp_private_key = models.TextField(blank=True, editable=False)
+    sp_certificate = models.TextField(blank=True, editable=False)
+    sp_previous_private_key = models.TextField(blank=True, editable=False)
+    sp_previous_certificate = models.TextField(blank=True, editable=False)
+    sp_previous_until = models.DateTimeField(null=True, blank=True, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

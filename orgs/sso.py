@@ -24,6 +24,10 @@ from datetime import UTC, datetime, timedelta
 from importlib import import_module
 
 import xmlsec
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 from django.conf import settings
 from django.contrib.auth import logout
 from django.core.cache import cache
@@ -37,11 +41,13 @@ from onelogin.saml2.constants import OneLogin_Saml2_Constants as C
 from onelogin.saml2.idp_metadata_parser import OneLogin_Saml2_IdPMetadataParser
 from onelogin.saml2.logout_request import OneLogin_Saml2_Logout_Request
 from onelogin.saml2.logout_response import OneLogin_Saml2_Logout_Response
+from onelogin.saml2.metadata import OneLogin_Saml2_Metadata
 from onelogin.saml2.settings import OneLogin_Saml2_Settings
 from onelogin.saml2.utils import OneLogin_Saml2_Utils
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 
 from bonito.client_ip import client_ip
+from bonito.crypto import decrypt_json, encrypt_json
 from governance.audit import Actor, audit_record
 
 from . import services
@@ -87,6 +93,7 @@ CONFIG_FIELDS = (
     "sso_required",
     "allow_idp_initiated",
     "require_signed_logout",
+    "signature_scope",
     "session_hours",
 )
 
@@ -131,8 +138,11 @@ def attribute_names(config: SSOConfig) -> dict:
     }
 
 
-def saml_settings(config: SSOConfig, request) -> OneLogin_Saml2_Settings:
+def saml_settings(config: SSOConfig, request, previous_key=False) -> OneLogin_Saml2_Settings:
+    """python3-saml's settings for this org, with its SP key pair (the previous one, during
+    a rotation's grace period, when `previous_key`: to decrypt for an IdP not yet rolled)."""
     urls = sp_urls(request, config.org)
+    key, cert = sp_previous_keys(config) if previous_key else sp_keys(config)
     idp = {
         "entityId": config.idp_entity_id,
         "singleSignOnService": {"url": config.idp_sso_url, "binding": C.BINDING_HTTP_REDIRECT},
@@ -140,6 +150,7 @@ def saml_settings(config: SSOConfig, request) -> OneLogin_Saml2_Settings:
     }
     if config.idp_slo_url:
         idp["singleLogoutService"] = {"url": config.idp_slo_url, "binding": C.BINDING_HTTP_REDIRECT}
+    scope = config.signature_scope
     return OneLogin_Saml2_Settings(
         {
             "strict": True,
@@ -149,14 +160,21 @@ def saml_settings(config: SSOConfig, request) -> OneLogin_Saml2_Settings:
                 "assertionConsumerService": {"url": urls["acs"], "binding": C.BINDING_HTTP_POST},
                 "singleLogoutService": {"url": urls["sls"], "binding": C.BINDING_HTTP_REDIRECT},
                 "NameIDFormat": C.NAMEID_EMAIL_ADDRESS,
+                "x509cert": cert,
+                "privateKey": key,
             },
             "idp": idp,
             "security": {
-                "authnRequestsSigned": False,
-                "logoutRequestSigned": False,
-                "logoutResponseSigned": False,
-                "wantAssertionsSigned": True,
-                "wantMessagesSigned": False,
+                # Signed with the org's SP key (Okta's single logout requires it).
+                "authnRequestsSigned": True,
+                "logoutRequestSigned": True,
+                "logoutResponseSigned": True,
+                # What the IdP's signature must cover (python3-saml refuses a response
+                # with no signature at all whatever these say).
+                "wantAssertionsSigned": scope == SSOConfig.SignatureScope.ASSERTION,
+                "wantMessagesSigned": scope == SSOConfig.SignatureScope.RESPONSE,
+                # Encrypted assertions are decrypted with the SP key, not required.
+                "wantAssertionsEncrypted": False,
                 "wantNameId": True,
                 "wantAttributeStatement": False,
                 "wantXMLValidation": True,
@@ -173,13 +191,140 @@ def saml_settings(config: SSOConfig, request) -> OneLogin_Saml2_Settings:
     )
 
 
+# No validUntil: python3-saml's default (two days) makes an IdP that imported the file
+# refuse it afterwards. cacheDuration tells IdPs that poll it to fetch it again daily, so
+# a rotated certificate reaches them within the rotation's grace period.
+METADATA_CACHE_DURATION = "PT24H"
+
+
 def sp_metadata(config: SSOConfig, request) -> str:
+    """The SP metadata: signed AuthnRequests, and the org's certificate (and the previous
+    one during a rotation's grace period) for signing and for encryption."""
     saml = saml_settings(config, request)
-    metadata = saml.get_sp_metadata()
+    metadata = OneLogin_Saml2_Metadata.builder(
+        saml.get_sp_data(),
+        authnsign=True,
+        wsign=config.signature_scope == SSOConfig.SignatureScope.ASSERTION,
+        valid_until="",
+        cache_duration=METADATA_CACHE_DURATION,
+    )
+    certs = [config.sp_certificate]
+    if sp_previous_keys(config)[1]:
+        certs.append(config.sp_previous_certificate)
+    for cert in certs:
+        metadata = OneLogin_Saml2_Metadata.add_x509_key_descriptors(
+            metadata, OneLogin_Saml2_Utils.format_cert(cert), add_encryption=True
+        )
     errors = saml.validate_metadata(metadata)
     if errors:  # our own template: a bug, not user input
         raise RuntimeError(f"invalid SP metadata: {errors}")
     return metadata.decode() if isinstance(metadata, bytes) else metadata
+
+
+# ------------------------------------------------------------------------------ SP key pair
+SP_KEY_BITS = 3072
+SP_CERT_DAYS = 3650  # IdPs do not check an SP certificate's dates; rotation replaces it
+
+
+def _new_keypair(org: Organization) -> tuple[str, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=SP_KEY_BITS)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Bonito SSO {org.slug}")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=SP_CERT_DAYS))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return key_pem, cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _seal(key_pem: str) -> str:
+    return encrypt_json({"private_key": key_pem})
+
+
+def _unseal(token: str) -> str:
+    return decrypt_json(token)["private_key"] if token else ""
+
+
+def sp_keys(config: SSOConfig) -> tuple[str, str]:
+    """The org's SP (private key PEM, certificate PEM), generated on first use."""
+    if not config.sp_certificate:
+        with transaction.atomic():
+            locked = SSOConfig.objects.select_for_update().get(pk=config.pk)
+            if not locked.sp_certificate:
+                key, cert = _new_keypair(config.org)
+                locked.sp_private_key, locked.sp_certificate = _seal(key), cert
+                locked.save(update_fields=["sp_private_key", "sp_certificate"])
+                audit_record(
+                    actor=Actor(via="sso"),
+                    org=config.org,
+                    action="sso.sp_key_create",
+                    target=locked,
+                    after={"sp_cert_sha256": _fingerprint(cert)},
+                )
+        config.sp_private_key, config.sp_certificate = locked.sp_private_key, locked.sp_certificate
+    return _unseal(config.sp_private_key), config.sp_certificate
+
+
+def sp_previous_keys(config: SSOConfig) -> tuple[str, str]:
+    """The pair a rotation replaced, while its grace period lasts; else ("", "")."""
+    if config.sp_previous_until and config.sp_previous_until > timezone.now():
+        return _unseal(config.sp_previous_private_key), config.sp_previous_certificate
+    return "", ""
+
+
+@transaction.atomic
+def sp_key_rotate(*, actor: Actor, config: SSOConfig) -> SSOConfig:
+    """A new SP key pair for the org, used at once; the old certificate stays in the
+    metadata (and its key decrypts) for SSO_SP_CERT_GRACE_DAYS so the IdP can roll over."""
+    config = SSOConfig.objects.select_for_update().get(pk=config.pk)
+    before = {"sp_cert_sha256": _fingerprint(config.sp_certificate)}
+    key, cert = _new_keypair(config.org)
+    config.sp_previous_private_key = config.sp_private_key
+    config.sp_previous_certificate = config.sp_certificate
+    config.sp_previous_until = (
+        timezone.now() + timedelta(days=settings.SSO_SP_CERT_GRACE_DAYS)
+        if config.sp_certificate
+        else None
+    )
+    config.sp_private_key, config.sp_certificate = _seal(key), cert
+    config.save()
+    audit_record(
+        actor=actor,
+        org=config.org,
+        action="sso.sp_key_rotate",
+        target=config,
+        before=before,
+        after={
+            "sp_cert_sha256": _fingerprint(cert),
+            "previous_published_until": config.sp_previous_until.isoformat()
+            if config.sp_previous_until
+            else None,
+        },
+    )
+    return config
+
+
+def sp_certificate_info(cert: str) -> dict:
+    """Fingerprint and expiry of an SP certificate, for the settings page."""
+    if not cert:
+        return {}
+    parsed = x509.load_pem_x509_certificate(cert.encode())
+    return {
+        "sha256": hashlib.sha256(parsed.public_bytes(serialization.Encoding.DER)).hexdigest(),
+        "not_after": parsed.not_valid_after_utc,
+        "pem": cert,
+    }
 
 
 def safe_relay_state(value: str | None) -> str:
@@ -593,16 +738,32 @@ def _email_domain(email: str) -> str:
     return email.rsplit("@", 1)[-1].lower()
 
 
+def _process_response(request, config: SSOConfig, root, pending) -> OneLogin_Saml2_Auth:
+    """python3-saml's strict checks; an encrypted assertion is decrypted with the org's SP
+    key, or, during a rotation's grace period, with the previous one."""
+    encrypted = root.find(f"{{{C.NS_SAML}}}EncryptedAssertion") is not None
+    tries = [False, True] if encrypted and sp_previous_keys(config)[1] else [False]
+    for previous_key in tries:
+        auth = OneLogin_Saml2_Auth(
+            request_data(request), saml_settings(config, request, previous_key=previous_key)
+        )
+        try:
+            auth.process_response(request_id=pending.request_id if pending else None)
+        except Exception as exc:  # python3-saml raises on some malformed input
+            if previous_key or len(tries) == 1:
+                raise SSORefused(f"The SAML response was refused: {exc}") from exc
+            continue
+        if not auth.get_errors() or previous_key or len(tries) == 1:
+            return auth
+    return auth
+
+
 def consume(request, config: SSOConfig) -> tuple[User, Membership, str, dict]:
     """Check a posted SAML response; returns (user, membership, relay path, session info)."""
     root = _decode(request)
     pending = _pending_request(request, config, root.get("InResponseTo"))
 
-    auth = OneLogin_Saml2_Auth(request_data(request), saml_settings(config, request))
-    try:
-        auth.process_response(request_id=pending.request_id if pending else None)
-    except Exception as exc:  # python3-saml raises on some malformed input
-        raise SSORefused(f"The SAML response was refused: {exc}") from exc
+    auth = _process_response(request, config, root, pending)
     if auth.get_errors() or not auth.is_authenticated():
         reason = auth.get_last_error_reason() or ", ".join(auth.get_errors()) or "not authenticated"
         raise SSORefused(f"The SAML response was refused: {reason}")
@@ -884,8 +1045,6 @@ def sso_config_save(*, actor: Actor, org: Organization, break_glass_email=None, 
 
 
 def _check_certificate(cert: str) -> None:
-    from cryptography import x509
-
     try:
         x509.load_der_x509_certificate(_cert_der(cert))
     except (ValueError, binascii.Error) as exc:

@@ -150,6 +150,9 @@ class SSOSettingsForm(SSOConfigForm):
         coerce=lambda value: value != "no",
         empty_value=True,
     )
+    signature_scope = forms.ChoiceField(
+        required=False, choices=SSOConfig.SignatureScope.choices
+    )  # left out of a post: unchanged
 
 
 def _initial(config: SSOConfig | None) -> dict:
@@ -168,9 +171,20 @@ def _initial(config: SSOConfig | None) -> dict:
 def sso_settings(request):
     org = request.org
     config = SSOConfig.objects.filter(org=org).select_related("break_glass_user").first()
+    if request.method == "POST" and request.POST.get("action") == "rotate_sp_key":
+        if config is not None:
+            sso.sp_key_rotate(actor=Actor.from_request(request), config=config)
+            messages.success(
+                request,
+                "New SP key pair in use. Give your IdP the new certificate (or let it re-read "
+                "the metadata) before the old one stops being published.",
+            )
+        return redirect("sso_settings", org_slug=org.slug)
     form = SSOSettingsForm(request.POST or None, request.FILES or None, initial=_initial(config))
     if request.method == "POST" and form.is_valid():
         data = dict(form.cleaned_data)
+        if not data.get("signature_scope"):
+            data.pop("signature_scope", None)
         xml = data.pop("metadata_xml", "").strip()
         upload = data.pop("metadata_file", None)
         if upload is not None:
@@ -201,5 +215,9 @@ def sso_settings(request):
             "config": config,
             "sp": sso.sp_urls(request, org),
             "presets": sso.PRESETS,
+            "sp_cert": sso.sp_certificate_info(sso.sp_keys(config)[1]) if config else {},
+            "sp_previous": sso.sp_certificate_info(sso.sp_previous_keys(config)[1])
+            if config
+            else {},
         },
     )

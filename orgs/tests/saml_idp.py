@@ -175,6 +175,18 @@ class TestIdP:
             issuer=self.entity_id,
         )
 
+    def response_signed_only(self, **assertion_kwargs) -> str:
+        """A Response signed as a whole (enveloped, over its root), its assertion unsigned:
+        what Google Workspace sends with "Signed response"."""
+        return self.sign(
+            self.response(
+                self.assertion(**assertion_kwargs),
+                acs_url=assertion_kwargs["acs_url"],
+                in_response_to=assertion_kwargs.get("in_response_to"),
+                issuer=self.entity_id,
+            )
+        )
+
     def logout_request_xml(
         self,
         *,

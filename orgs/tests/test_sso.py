@@ -582,6 +582,8 @@ def test_platform_admins_set_an_orgs_idp_in_the_django_admin(org_a, alice, idp):
         "email_domains": '["acme.test"]',
         "group_roles": '{"Engineering": "member"}',
         "session_hours": 12,
+        "signature_scope": "assertion",
+        "require_signed_logout": "on",
     }
     refused = client.post("/admin/orgs/ssoconfig/add/", form)
     assert refused.status_code == 200 and b"not a readable X.509 certificate" in refused.content
