@@ -20,6 +20,7 @@ import logging
 import secrets
 import time
 import zlib
+from copy import deepcopy
 from datetime import UTC, datetime, timedelta
 from importlib import import_module
 
@@ -36,12 +37,14 @@ from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
+from lxml import etree
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from onelogin.saml2.constants import OneLogin_Saml2_Constants as C
 from onelogin.saml2.idp_metadata_parser import OneLogin_Saml2_IdPMetadataParser
 from onelogin.saml2.logout_request import OneLogin_Saml2_Logout_Request
 from onelogin.saml2.logout_response import OneLogin_Saml2_Logout_Response
 from onelogin.saml2.metadata import OneLogin_Saml2_Metadata
+from onelogin.saml2.response import OneLogin_Saml2_Response
 from onelogin.saml2.settings import OneLogin_Saml2_Settings
 from onelogin.saml2.utils import OneLogin_Saml2_Utils
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
@@ -479,7 +482,10 @@ def _check_xml_signature(root, config: SSOConfig, kind: str) -> bool:
         raise SSORefused(f"The {kind} is signed with a deprecated algorithm (SHA-1).")
     xmlsec.tree.add_ids(root, ["ID"])
     if not OneLogin_Saml2_Utils.validate_node_sign(
-        signatures[0], root, config.idp_x509_cert, raise_exceptions=False
+        signatures[0],
+        root,
+        OneLogin_Saml2_Utils.format_cert(config.idp_x509_cert),  # metadata gives bare base64
+        raise_exceptions=False,
     ):
         raise SSORefused(f"Signature validation failed: the {kind} was not signed by the IdP.")
     return True
@@ -738,13 +744,47 @@ def _email_domain(email: str) -> str:
     return email.rsplit("@", 1)[-1].lower()
 
 
-def _process_response(request, config: SSOConfig, root, pending) -> OneLogin_Saml2_Auth:
+class _Response(OneLogin_Saml2_Response):
+    """python3-saml's response, decrypting an EncryptedAssertion detached from the
+    document. python3-saml decrypts it in place, where libxml2 folds the assertion's own
+    namespace prefixes into the response's (encas2: becomes ns1:); that changes the
+    assertion's exclusive canonical form and so breaks its signature (pysaml2-based IdPs
+    send such self-contained assertions): decrypted detached, the assertion keeps them."""
+
+    def _decrypt_assertion(self, xml):
+        nodes = OneLogin_Saml2_XML.query(xml, "/samlp:Response/saml:EncryptedAssertion")
+        data = OneLogin_Saml2_XML.query(nodes[0], "./xenc:EncryptedData") if nodes else []
+        if len(data) != 1 or not OneLogin_Saml2_XML.query(data[0], "./ds:KeyInfo/*"):
+            return super()._decrypt_assertion(xml)  # its own checks and errors
+        key_info = OneLogin_Saml2_XML.query(data[0], "./ds:KeyInfo")[0]
+        for method in OneLogin_Saml2_XML.query(key_info, "./ds:RetrievalMethod"):
+            # The EncryptedKey beside the EncryptedData (Shibboleth, ADFS): bring it in.
+            ref = (method.get("URI") or "").lstrip("#")
+            key = OneLogin_Saml2_XML.query(nodes[0], "./xenc:EncryptedKey[@Id=$tagid]", None, ref)
+            if key:
+                key_info.append(deepcopy(key[0]))
+        decrypted = OneLogin_Saml2_Utils.decrypt_element(
+            data[0], self._settings.get_sp_key(), inplace=False
+        )
+        # Grafting an element into the tree would rename its prefixes to the ancestors'
+        # for the same namespace; re-parsing the whole text keeps them as signed.
+        marker = f"bonito-decrypted-{secrets.token_hex(8)}"
+        xml.replace(nodes[0], etree.Comment(marker))
+        text = etree.tostring(xml).replace(f"<!--{marker}-->".encode(), etree.tostring(decrypted))
+        return OneLogin_Saml2_XML.to_etree(text)
+
+
+class _Auth(OneLogin_Saml2_Auth):
+    response_class = _Response
+
+
+def _process_response(request, config: SSOConfig, root, pending) -> "_Auth":
     """python3-saml's strict checks; an encrypted assertion is decrypted with the org's SP
     key, or, during a rotation's grace period, with the previous one."""
     encrypted = root.find(f"{{{C.NS_SAML}}}EncryptedAssertion") is not None
     tries = [False, True] if encrypted and sp_previous_keys(config)[1] else [False]
     for previous_key in tries:
-        auth = OneLogin_Saml2_Auth(
+        auth = _Auth(
             request_data(request), saml_settings(config, request, previous_key=previous_key)
         )
         try:
