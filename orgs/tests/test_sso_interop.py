@@ -166,6 +166,20 @@ def signed_in_as(client) -> str | None:
     return User.objects.get(pk=uid).email if uid else None
 
 
+def test_pysaml2_verifies_our_authn_request_signature_against_our_metadata(pysaml2_idp):
+    client = Client()
+    assert begin(client, pysaml2_idp).startswith("ONELOGIN_")
+    query = _query(client.get("/sso/acme/login/")["Location"])
+    with pytest.raises(IncorrectlySigned):  # a tampered request is caught
+        pysaml2_idp.parse_authn_request(
+            query["SAMLRequest"],
+            BINDING_HTTP_REDIRECT,
+            relay_state="/o/somewhere-else/",
+            sigalg=query["SigAlg"],
+            signature=query["Signature"],
+        )
+
+
 @pytest.mark.parametrize("algorithm", [AES256_CBC, AES128_GCM], ids=["aes256-cbc", "aes128-gcm"])
 def test_a_signed_and_encrypted_assertion_signs_in(pysaml2_idp, algorithm):
     pysaml2_idp.content_algorithm = algorithm
