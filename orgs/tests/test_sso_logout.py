@@ -222,3 +222,14 @@ def test_admins_see_and_set_the_signed_logout_rule_on_the_settings_page(alice_cl
     assert not config.require_signed_logout
     row = AuditLog.objects.filter(action="sso.config_update").last()
     assert row.changes["after"]["require_signed_logout"] is False
+
+
+def test_the_log_out_button_is_still_csrf_checked(acme_sso, idp):
+    client = sign_in(idp)
+    client.handler.enforce_csrf_checks = True
+    assert client.post(SLS).status_code == 403  # no token: a cross-site form cannot log out
+    assert user_of(client) == "dana@acme.test"
+    page = client.get("/o/acme/").content.decode()
+    token = page.split('name="csrfmiddlewaretoken" value="', 1)[1].split('"', 1)[0]
+    assert client.post(SLS, {"csrfmiddlewaretoken": token}).status_code == 302
+    assert user_of(client) is None
