@@ -246,9 +246,8 @@ class PersonalAccessToken(models.Model):
 
 
 class SSOConfig(models.Model):
-    """An org's SAML 2.0 identity provider (Okta, Entra ID, Google Workspace, any SAML IdP).
-
-    Only public material is stored: the IdP's signing certificate is not a secret."""
+    """An org's SAML 2.0 identity provider (Okta, Entra ID, Google Workspace, any SAML IdP),
+    and the org's own SP key pair (its private key encrypted at rest)."""
 
     class Preset(models.TextChoices):
         OKTA = "okta", "Okta"
@@ -282,7 +281,28 @@ class SSOConfig(models.Model):
         help_text="May still sign in with a password when SSO is required.",
     )
     allow_idp_initiated = models.BooleanField(default=False)
+    # Logout messages from the IdP must carry its signature (query string or XML): an
+    # unsigned LogoutRequest is a link anyone can send to log a user out.
+    require_signed_logout = models.BooleanField(default=True)
     session_hours = models.PositiveSmallIntegerField(default=12)
+
+    class SignatureScope(models.TextChoices):
+        ASSERTION = "assertion", "The assertion (Okta, Entra ID)"
+        RESPONSE = "response", "The whole response only (Google Workspace can)"
+        EITHER = "either", "Either the assertion or the response"
+
+    # What the IdP's signature must cover; every scope still refuses an unsigned response.
+    signature_scope = models.CharField(
+        max_length=10, choices=SignatureScope.choices, default=SignatureScope.ASSERTION
+    )
+    # This org's SP key pair: signs AuthnRequests and logout messages, decrypts assertions.
+    # The private key is encrypted at rest (bonito.crypto); the previous pair stays
+    # published and usable for decryption until sp_previous_until, so the IdP can roll over.
+    sp_private_key = models.TextField(blank=True, editable=False)
+    sp_certificate = models.TextField(blank=True, editable=False)
+    sp_previous_private_key = models.TextField(blank=True, editable=False)
+    sp_previous_certificate = models.TextField(blank=True, editable=False)
+    sp_previous_until = models.DateTimeField(null=True, blank=True, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -317,3 +337,21 @@ class SSOAssertion(models.Model):
 
     def __str__(self):
         return self.assertion_id
+
+
+class SSOSession(models.Model):
+    """A Bonito session opened by an SSO sign-in: an IdP's LogoutRequest names its NameID
+    and SessionIndex, and ends the sessions recorded here, in whichever browser they are."""
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    name_id = models.CharField(max_length=500)
+    session_index = models.CharField(max_length=200, blank=True)
+    session_key = models.CharField(max_length=64, unique=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["org", "name_id"])]
+
+    def __str__(self):
+        return f"{self.name_id} ({self.session_index or 'no index'})"

@@ -19,22 +19,38 @@ import hmac
 import logging
 import secrets
 import time
+import zlib
+from copy import deepcopy
 from datetime import UTC, datetime, timedelta
+from importlib import import_module
 
+import xmlsec
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 from django.conf import settings
+from django.contrib.auth import logout
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
+from lxml import etree
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from onelogin.saml2.constants import OneLogin_Saml2_Constants as C
 from onelogin.saml2.idp_metadata_parser import OneLogin_Saml2_IdPMetadataParser
+from onelogin.saml2.logout_request import OneLogin_Saml2_Logout_Request
+from onelogin.saml2.logout_response import OneLogin_Saml2_Logout_Response
+from onelogin.saml2.metadata import OneLogin_Saml2_Metadata
+from onelogin.saml2.response import OneLogin_Saml2_Response
 from onelogin.saml2.settings import OneLogin_Saml2_Settings
+from onelogin.saml2.utils import OneLogin_Saml2_Utils
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 
 from bonito.client_ip import client_ip
+from bonito.crypto import decrypt_json, encrypt_json
 from governance.audit import Actor, audit_record
 
 from . import services
@@ -46,6 +62,7 @@ from .models import (
     SSOAssertion,
     SSOAuthnRequest,
     SSOConfig,
+    SSOSession,
     User,
 )
 
@@ -78,6 +95,8 @@ CONFIG_FIELDS = (
     "default_role",
     "sso_required",
     "allow_idp_initiated",
+    "require_signed_logout",
+    "signature_scope",
     "session_hours",
 )
 
@@ -122,8 +141,11 @@ def attribute_names(config: SSOConfig) -> dict:
     }
 
 
-def saml_settings(config: SSOConfig, request) -> OneLogin_Saml2_Settings:
+def saml_settings(config: SSOConfig, request, previous_key=False) -> OneLogin_Saml2_Settings:
+    """python3-saml's settings for this org, with its SP key pair (the previous one, during
+    a rotation's grace period, when `previous_key`: to decrypt for an IdP not yet rolled)."""
     urls = sp_urls(request, config.org)
+    key, cert = sp_previous_keys(config) if previous_key else sp_keys(config)
     idp = {
         "entityId": config.idp_entity_id,
         "singleSignOnService": {"url": config.idp_sso_url, "binding": C.BINDING_HTTP_REDIRECT},
@@ -131,6 +153,7 @@ def saml_settings(config: SSOConfig, request) -> OneLogin_Saml2_Settings:
     }
     if config.idp_slo_url:
         idp["singleLogoutService"] = {"url": config.idp_slo_url, "binding": C.BINDING_HTTP_REDIRECT}
+    scope = config.signature_scope
     return OneLogin_Saml2_Settings(
         {
             "strict": True,
@@ -140,14 +163,21 @@ def saml_settings(config: SSOConfig, request) -> OneLogin_Saml2_Settings:
                 "assertionConsumerService": {"url": urls["acs"], "binding": C.BINDING_HTTP_POST},
                 "singleLogoutService": {"url": urls["sls"], "binding": C.BINDING_HTTP_REDIRECT},
                 "NameIDFormat": C.NAMEID_EMAIL_ADDRESS,
+                "x509cert": cert,
+                "privateKey": key,
             },
             "idp": idp,
             "security": {
-                "authnRequestsSigned": False,
-                "logoutRequestSigned": False,
-                "logoutResponseSigned": False,
-                "wantAssertionsSigned": True,
-                "wantMessagesSigned": False,
+                # Signed with the org's SP key (Okta's single logout requires it).
+                "authnRequestsSigned": True,
+                "logoutRequestSigned": True,
+                "logoutResponseSigned": True,
+                # What the IdP's signature must cover (python3-saml refuses a response
+                # with no signature at all whatever these say).
+                "wantAssertionsSigned": scope == SSOConfig.SignatureScope.ASSERTION,
+                "wantMessagesSigned": scope == SSOConfig.SignatureScope.RESPONSE,
+                # Encrypted assertions are decrypted with the SP key, not required.
+                "wantAssertionsEncrypted": False,
                 "wantNameId": True,
                 "wantAttributeStatement": False,
                 "wantXMLValidation": True,
@@ -164,13 +194,140 @@ def saml_settings(config: SSOConfig, request) -> OneLogin_Saml2_Settings:
     )
 
 
+# No validUntil: python3-saml's default (two days) makes an IdP that imported the file
+# refuse it afterwards. cacheDuration tells IdPs that poll it to fetch it again daily, so
+# a rotated certificate reaches them within the rotation's grace period.
+METADATA_CACHE_DURATION = "PT24H"
+
+
 def sp_metadata(config: SSOConfig, request) -> str:
+    """The SP metadata: signed AuthnRequests, and the org's certificate (and the previous
+    one during a rotation's grace period) for signing and for encryption."""
     saml = saml_settings(config, request)
-    metadata = saml.get_sp_metadata()
+    metadata = OneLogin_Saml2_Metadata.builder(
+        saml.get_sp_data(),
+        authnsign=True,
+        wsign=config.signature_scope == SSOConfig.SignatureScope.ASSERTION,
+        valid_until="",
+        cache_duration=METADATA_CACHE_DURATION,
+    )
+    certs = [config.sp_certificate]
+    if sp_previous_keys(config)[1]:
+        certs.append(config.sp_previous_certificate)
+    for cert in certs:
+        metadata = OneLogin_Saml2_Metadata.add_x509_key_descriptors(
+            metadata, OneLogin_Saml2_Utils.format_cert(cert), add_encryption=True
+        )
     errors = saml.validate_metadata(metadata)
     if errors:  # our own template: a bug, not user input
         raise RuntimeError(f"invalid SP metadata: {errors}")
     return metadata.decode() if isinstance(metadata, bytes) else metadata
+
+
+# ------------------------------------------------------------------------------ SP key pair
+SP_KEY_BITS = 3072
+SP_CERT_DAYS = 3650  # IdPs do not check an SP certificate's dates; rotation replaces it
+
+
+def _new_keypair(org: Organization) -> tuple[str, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=SP_KEY_BITS)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Bonito SSO {org.slug}")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=SP_CERT_DAYS))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return key_pem, cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _seal(key_pem: str) -> str:
+    return encrypt_json({"private_key": key_pem})
+
+
+def _unseal(token: str) -> str:
+    return decrypt_json(token)["private_key"] if token else ""
+
+
+def sp_keys(config: SSOConfig) -> tuple[str, str]:
+    """The org's SP (private key PEM, certificate PEM), generated on first use."""
+    if not config.sp_certificate:
+        with transaction.atomic():
+            locked = SSOConfig.objects.select_for_update().get(pk=config.pk)
+            if not locked.sp_certificate:
+                key, cert = _new_keypair(config.org)
+                locked.sp_private_key, locked.sp_certificate = _seal(key), cert
+                locked.save(update_fields=["sp_private_key", "sp_certificate"])
+                audit_record(
+                    actor=Actor(via="sso"),
+                    org=config.org,
+                    action="sso.sp_key_create",
+                    target=locked,
+                    after={"sp_cert_sha256": _fingerprint(cert)},
+                )
+        config.sp_private_key, config.sp_certificate = locked.sp_private_key, locked.sp_certificate
+    return _unseal(config.sp_private_key), config.sp_certificate
+
+
+def sp_previous_keys(config: SSOConfig) -> tuple[str, str]:
+    """The pair a rotation replaced, while its grace period lasts; else ("", "")."""
+    if config.sp_previous_until and config.sp_previous_until > timezone.now():
+        return _unseal(config.sp_previous_private_key), config.sp_previous_certificate
+    return "", ""
+
+
+@transaction.atomic
+def sp_key_rotate(*, actor: Actor, config: SSOConfig) -> SSOConfig:
+    """A new SP key pair for the org, used at once; the old certificate stays in the
+    metadata (and its key decrypts) for SSO_SP_CERT_GRACE_DAYS so the IdP can roll over."""
+    config = SSOConfig.objects.select_for_update().get(pk=config.pk)
+    before = {"sp_cert_sha256": _fingerprint(config.sp_certificate)}
+    key, cert = _new_keypair(config.org)
+    config.sp_previous_private_key = config.sp_private_key
+    config.sp_previous_certificate = config.sp_certificate
+    config.sp_previous_until = (
+        timezone.now() + timedelta(days=settings.SSO_SP_CERT_GRACE_DAYS)
+        if config.sp_certificate
+        else None
+    )
+    config.sp_private_key, config.sp_certificate = _seal(key), cert
+    config.save()
+    audit_record(
+        actor=actor,
+        org=config.org,
+        action="sso.sp_key_rotate",
+        target=config,
+        before=before,
+        after={
+            "sp_cert_sha256": _fingerprint(cert),
+            "previous_published_until": config.sp_previous_until.isoformat()
+            if config.sp_previous_until
+            else None,
+        },
+    )
+    return config
+
+
+def sp_certificate_info(cert: str) -> dict:
+    """Fingerprint and expiry of an SP certificate, for the settings page."""
+    if not cert:
+        return {}
+    parsed = x509.load_pem_x509_certificate(cert.encode())
+    return {
+        "sha256": hashlib.sha256(parsed.public_bytes(serialization.Encoding.DER)).hexdigest(),
+        "not_after": parsed.not_valid_after_utc,
+        "pem": cert,
+    }
 
 
 def safe_relay_state(value: str | None) -> str:
@@ -235,6 +392,313 @@ def _decode(request):
     return root
 
 
+# ------------------------------------------------------------------------------ logout messages
+LOGOUT_ROOTS = {"SAMLRequest": "LogoutRequest", "SAMLResponse": "LogoutResponse"}
+
+
+def logout_message_kind(request) -> str | None:
+    """ "SAMLRequest" or "SAMLResponse" when the IdP sent one (GET: HTTP-Redirect binding,
+    POST: HTTP-POST binding), else None (the user's own Log out button)."""
+    data = request.GET if request.method == "GET" else request.POST
+    return next((kind for kind in LOGOUT_ROOTS if kind in data), None)
+
+
+def decode_logout(request) -> tuple[str, str, object]:
+    """(kind, binding, parsed root) of the IdP's logout message: size-capped before
+    decoding, base64, inflated for the Redirect binding (bounded, so a deflate bomb stops
+    at the cap), parsed without DTDs or entities, and of the element its name promises."""
+    limit = settings.SSO_MAX_RESPONSE_BYTES
+    if int(request.META.get("CONTENT_LENGTH") or 0) > limit or (
+        len(request.META.get("QUERY_STRING", "")) > limit
+    ):
+        raise SSORefused("The logout message is larger than this site accepts.")
+    kind = logout_message_kind(request)
+    if kind is None:
+        raise SSORefused("No SAML logout message was sent.")
+    redirect_binding = request.method == "GET"
+    data = request.GET if redirect_binding else request.POST
+    try:
+        raw = base64.b64decode("".join(data[kind].split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise SSORefused(f"The {kind} is not valid base64.") from exc
+    if redirect_binding:
+        inflater = zlib.decompressobj(-15)
+        try:
+            xml = inflater.decompress(raw, limit + 1)
+        except zlib.error as exc:
+            raise SSORefused(
+                f"The {kind} is not DEFLATE-compressed (HTTP-Redirect binding)."
+            ) from exc
+        if len(xml) > limit or inflater.unconsumed_tail:
+            raise SSORefused("The logout message is larger than this site accepts.")
+    else:
+        xml = raw
+    if not xml.strip():
+        raise SSORefused(f"The {kind} is empty.")
+    try:
+        root = OneLogin_Saml2_XML.to_etree(xml)  # refuses DTDs and entities (XXE)
+    except Exception as exc:
+        raise SSORefused(
+            f"The {kind} is not well-formed XML, or declares a DTD or entities."
+        ) from exc
+    expected = LOGOUT_ROOTS[kind]
+    if root.tag != f"{{{C.NS_SAMLP}}}{expected}":
+        raise SSORefused(f"The {kind} is not a SAML {expected}.")
+    return kind, C.BINDING_HTTP_REDIRECT if redirect_binding else C.BINDING_HTTP_POST, root
+
+
+def _logout_data(request) -> dict:
+    """python3-saml's request data, with the raw query string so a Redirect-binding
+    signature is checked over the bytes the IdP signed (not a re-encoding of them)."""
+    return {
+        **request_data(request),
+        "query_string": request.META.get("QUERY_STRING", ""),
+        "validate_signature_from_qs": True,
+    }
+
+
+def _check_xml_signature(root, config: SSOConfig, kind: str) -> bool:
+    """Whether the message carries an enveloped XML signature (HTTP-POST binding); a
+    signature that is there must be the only one, cover the whole message, use no SHA-1
+    and verify against the IdP's certificate."""
+    signatures = root.findall(f"{{{C.NS_DS}}}Signature")
+    if not signatures:
+        return False
+    message_id = root.get("ID")
+    references = signatures[0].findall(f"{{{C.NS_DS}}}SignedInfo/{{{C.NS_DS}}}Reference")
+    if (
+        len(signatures) != 1
+        or not message_id
+        or len(references) != 1
+        or references[0].get("URI") != f"#{message_id}"
+    ):
+        raise SSORefused(f"The {kind}'s signature does not cover the whole message.")
+    algorithms = {
+        node.get("Algorithm")
+        for tag in ("SignatureMethod", "DigestMethod")
+        for node in signatures[0].iter(f"{{{C.NS_DS}}}{tag}")
+    }
+    if algorithms & set(C.DEPRECATED_ALGORITHMS):
+        raise SSORefused(f"The {kind} is signed with a deprecated algorithm (SHA-1).")
+    xmlsec.tree.add_ids(root, ["ID"])
+    if not OneLogin_Saml2_Utils.validate_node_sign(
+        signatures[0],
+        root,
+        OneLogin_Saml2_Utils.format_cert(config.idp_x509_cert),  # metadata gives bare base64
+        raise_exceptions=False,
+    ):
+        raise SSORefused(f"Signature validation failed: the {kind} was not signed by the IdP.")
+    return True
+
+
+def _check_signed(request, auth, root, config: SSOConfig, kind: str, binding: str) -> None:
+    signed = False
+    if binding == C.BINDING_HTTP_REDIRECT and "Signature" in request.GET:
+        data = request.GET.dict()
+        if data.get("SigAlg") in C.DEPRECATED_ALGORITHMS:
+            raise SSORefused(f"The {kind} is signed with a deprecated algorithm (SHA-1).")
+        check = (
+            auth.validate_request_signature
+            if kind == "SAMLRequest"
+            else auth.validate_response_signature
+        )
+        if not check(data):
+            raise SSORefused(f"Signature validation failed: the {kind} was not signed by the IdP.")
+        signed = True
+    signed = _check_xml_signature(root, config, kind) or signed
+    if not signed and config.require_signed_logout:
+        raise SSORefused(
+            f"The {kind} is not signed, and this organization requires signed logout "
+            "messages from its IdP."
+        )
+
+
+def _fresh_logout_request(root, config: SSOConfig) -> None:
+    """A LogoutRequest is acted on once, and only while young: a leaked logout link
+    cannot be replayed later."""
+    try:
+        issued = OneLogin_Saml2_Utils.parse_SAML_to_time(root.get("IssueInstant", ""))
+    except Exception as exc:
+        raise SSORefused("The LogoutRequest has no valid IssueInstant.") from exc
+    now = time.time()
+    if issued < now - settings.SSO_REQUEST_TTL_S or issued > now + 180:
+        raise SSORefused("The LogoutRequest is too old, or issued in the future.")
+    try:
+        with transaction.atomic():
+            SSOAssertion.objects.create(
+                assertion_id=f"logout:{root.get('ID', '')}"[:200],
+                org=config.org,
+                not_on_or_after=datetime.fromtimestamp(issued + settings.SSO_REQUEST_TTL_S, UTC),
+            )
+    except IntegrityError as exc:
+        raise SSORefused("This LogoutRequest was already used (a replay).") from exc
+
+
+def _names(info: dict, name_id: str, indexes: list[str]) -> bool:
+    return info.get("name_id") == name_id and (not indexes or info.get("session_index") in indexes)
+
+
+def logout_message_process(request, config: SSOConfig) -> str:
+    """Check the IdP's logout message and act on it; returns where to send the browser."""
+    kind, binding, root = decode_logout(request)
+    data = _logout_data(request)
+    saml = saml_settings(config, request)
+    auth = OneLogin_Saml2_Auth(data, saml)
+    encoded = (request.GET if binding == C.BINDING_HTTP_REDIRECT else request.POST)[kind]
+    _check_signed(request, auth, root, config, kind, binding)
+    if kind == "SAMLResponse":
+        return _logout_response(request, config, saml, data, encoded)
+    return _logout_request(request, config, saml, data, auth, encoded, root)
+
+
+def _logout_response(request, config, saml, data, encoded) -> str:
+    """The IdP's answer to the logout this site started (our session already ended)."""
+    pending = request.session.pop(LOGOUT_SESSION_KEY, None) or {}
+    if pending.get("org") != config.org.slug:
+        raise SSORefused("This LogoutResponse answers no logout this site started.")
+    response = OneLogin_Saml2_Logout_Response(saml, encoded)
+    try:
+        valid = response.is_valid(data, request_id=pending.get("id"))
+    except Exception as exc:
+        raise SSORefused(f"Single logout refused: {exc}") from exc
+    if not valid:
+        raise SSORefused(f"Single logout refused: {response.get_error()}")
+    if response.get_status() != C.STATUS_SUCCESS:
+        log.warning("SSO: %s's IdP could not end its session: %s", config, response.get_status())
+    return "/login/"
+
+
+def _logout_request(request, config, saml, data, auth, encoded, root) -> str:
+    """The IdP ends a user's session: end the Bonito sessions that user's sign-ins opened
+    (in any browser) and answer with a LogoutResponse. When this browser is signed in
+    through this org's IdP as someone else, the request is not for it: nothing is ended
+    and the answer says Requester (a crafted link cannot log a victim out)."""
+    logout_request = OneLogin_Saml2_Logout_Request(saml, encoded)
+    try:
+        valid = logout_request.is_valid(data)
+    except Exception as exc:
+        raise SSORefused(f"Single logout refused: {exc}") from exc
+    if not valid:
+        raise SSORefused(f"Single logout refused: {logout_request.get_error()}")
+    try:
+        name_id = OneLogin_Saml2_Logout_Request.get_nameid(root, saml.get_sp_key())
+    except Exception as exc:
+        raise SSORefused(f"Single logout refused: {exc}") from exc
+    indexes = OneLogin_Saml2_Logout_Request.get_session_indexes(root)
+    _fresh_logout_request(root, config)
+
+    actor = Actor(ip=client_ip(request), via="sso")
+    info = request.session.get(SSO_SESSION_KEY) or {}
+    here = request.user.is_authenticated and info.get("org") == config.org.slug
+    if here and not _names(info, name_id, indexes):
+        status = C.STATUS_REQUESTER
+        audit_refusal(
+            request,
+            config.org,
+            "The IdP's LogoutRequest names another user or session than the one signed in "
+            "in this browser; no session was ended.",
+            name_id,
+        )
+    else:
+        status = C.STATUS_SUCCESS
+        ended = sessions_end(config, name_id, indexes)
+        if here:
+            logout(request)
+        audit_record(
+            actor=actor,
+            org=config.org,
+            action="sso.logout",
+            target=config,
+            after={"by": "idp", "name_id": name_id, "sessions_ended": ended},
+        )
+    builder = OneLogin_Saml2_Logout_Response(saml)
+    builder.build(logout_request.id, status=status)
+    params = {"SAMLResponse": builder.get_response()}
+    if data["get_data"].get("RelayState") or data["post_data"].get("RelayState"):
+        params["RelayState"] = data["get_data"].get("RelayState") or data["post_data"]["RelayState"]
+    security = saml.get_security_data()
+    if security["logoutResponseSigned"]:
+        auth.add_response_signature(params, security["signatureAlgorithm"])
+    target = saml.get_idp_slo_response_url()
+    if not target:  # the IdP takes no answer: never follow its RelayState elsewhere
+        return "/login/"
+    return OneLogin_Saml2_Utils.redirect(target, params, request_data=data)
+
+
+# ------------------------------------------------------------------------------ sessions
+SSO_SESSION_KEY = "sso"  # the SSO sign-in's NameID and SessionIndex, in the Django session
+LOGOUT_SESSION_KEY = "sso_logout"  # the LogoutRequest this site sent, awaiting its answer
+
+
+def session_opened(request, config: SSOConfig, user: User, info: dict) -> None:
+    """Record the session an SSO sign-in opened, so the IdP's logout can find it."""
+    request.session[SSO_SESSION_KEY] = info
+    if not request.session.session_key:
+        request.session.save()
+    now = timezone.now()
+    SSOSession.objects.filter(expires_at__lt=now).delete()
+    SSOSession.objects.update_or_create(
+        session_key=request.session.session_key,
+        defaults={
+            "org": config.org,
+            "user": user,
+            "name_id": info.get("name_id") or "",
+            "session_index": info.get("session_index") or "",
+            "expires_at": now + timedelta(hours=config.session_hours),
+        },
+    )
+
+
+def sessions_end(config: SSOConfig, name_id: str, indexes: list[str]) -> int:
+    """End the Bonito sessions opened by this org's SSO sign-ins for `name_id` (those with
+    one of `indexes`, when the IdP names any); returns how many."""
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    rows = SSOSession.objects.filter(org=config.org, name_id=name_id)
+    if indexes:
+        rows = rows.filter(session_index__in=indexes)
+    keys = list(rows.values_list("session_key", flat=True))
+    for key in keys:
+        store(session_key=key).delete()
+    rows.delete()
+    return len(keys)
+
+
+def session_closed(request) -> None:
+    if request.session.session_key:
+        SSOSession.objects.filter(session_key=request.session.session_key).delete()
+
+
+def logout_begin(request, config: SSOConfig) -> str | None:
+    """The user's Log out: end this session and, when the IdP has a logout URL and the
+    session came from its sign-in, a signed LogoutRequest to end the IdP's session too
+    (its id kept in the fresh session, so only its answer is accepted)."""
+    info = request.session.get(SSO_SESSION_KEY) or {}
+    if request.user.is_authenticated:
+        audit_record(
+            actor=Actor(user=request.user, ip=client_ip(request), via="sso"),
+            org=config.org,
+            action="sso.logout",
+            target=config,
+            after={"by": "user"},
+        )
+    session_closed(request)
+    logout(request)
+    if not (config.idp_slo_url and info.get("org") == config.org.slug):
+        return None
+    auth = OneLogin_Saml2_Auth(request_data(request), saml_settings(config, request))
+    url = auth.logout(
+        return_to=request.build_absolute_uri("/login/"),
+        name_id=info.get("name_id"),
+        session_index=info.get("session_index"),
+        name_id_format=info.get("name_id_format"),
+    )
+    request.session[LOGOUT_SESSION_KEY] = {
+        "org": config.org.slug,
+        "id": auth.get_last_request_id(),
+    }
+    return url
+
+
 def _pending_request(request, config: SSOConfig, in_response_to: str | None):
     if not in_response_to:
         if not config.allow_idp_initiated:
@@ -269,8 +733,69 @@ def _role_for(config: SSOConfig, groups: list[str]) -> str | None:
     return config.default_role or None
 
 
+def _no_role_reason(email: str, groups: list[str]) -> str:
+    return (
+        f"{email} is in no group that has a role in this organization "
+        f"(groups sent: {', '.join(groups) or 'none'})."
+    )
+
+
 def _email_domain(email: str) -> str:
     return email.rsplit("@", 1)[-1].lower()
+
+
+class _Response(OneLogin_Saml2_Response):
+    """python3-saml's response, decrypting an EncryptedAssertion detached from the
+    document. python3-saml decrypts it in place, where libxml2 folds the assertion's own
+    namespace prefixes into the response's (encas2: becomes ns1:); that changes the
+    assertion's exclusive canonical form and so breaks its signature (pysaml2-based IdPs
+    send such self-contained assertions): decrypted detached, the assertion keeps them."""
+
+    def _decrypt_assertion(self, xml):
+        nodes = OneLogin_Saml2_XML.query(xml, "/samlp:Response/saml:EncryptedAssertion")
+        data = OneLogin_Saml2_XML.query(nodes[0], "./xenc:EncryptedData") if nodes else []
+        if len(data) != 1 or not OneLogin_Saml2_XML.query(data[0], "./ds:KeyInfo/*"):
+            return super()._decrypt_assertion(xml)  # its own checks and errors
+        key_info = OneLogin_Saml2_XML.query(data[0], "./ds:KeyInfo")[0]
+        for method in OneLogin_Saml2_XML.query(key_info, "./ds:RetrievalMethod"):
+            # The EncryptedKey beside the EncryptedData (Shibboleth, ADFS): bring it in.
+            ref = (method.get("URI") or "").lstrip("#")
+            key = OneLogin_Saml2_XML.query(nodes[0], "./xenc:EncryptedKey[@Id=$tagid]", None, ref)
+            if key:
+                key_info.append(deepcopy(key[0]))
+        decrypted = OneLogin_Saml2_Utils.decrypt_element(
+            data[0], self._settings.get_sp_key(), inplace=False
+        )
+        # Grafting an element into the tree would rename its prefixes to the ancestors'
+        # for the same namespace; re-parsing the whole text keeps them as signed.
+        marker = f"bonito-decrypted-{secrets.token_hex(8)}"
+        xml.replace(nodes[0], etree.Comment(marker))
+        text = etree.tostring(xml).replace(f"<!--{marker}-->".encode(), etree.tostring(decrypted))
+        return OneLogin_Saml2_XML.to_etree(text)
+
+
+class _Auth(OneLogin_Saml2_Auth):
+    response_class = _Response
+
+
+def _process_response(request, config: SSOConfig, root, pending) -> "_Auth":
+    """python3-saml's strict checks; an encrypted assertion is decrypted with the org's SP
+    key, or, during a rotation's grace period, with the previous one."""
+    encrypted = root.find(f"{{{C.NS_SAML}}}EncryptedAssertion") is not None
+    tries = [False, True] if encrypted and sp_previous_keys(config)[1] else [False]
+    for previous_key in tries:
+        auth = _Auth(
+            request_data(request), saml_settings(config, request, previous_key=previous_key)
+        )
+        try:
+            auth.process_response(request_id=pending.request_id if pending else None)
+        except Exception as exc:  # python3-saml raises on some malformed input
+            if previous_key or len(tries) == 1:
+                raise SSORefused(f"The SAML response was refused: {exc}") from exc
+            continue
+        if not auth.get_errors() or previous_key or len(tries) == 1:
+            return auth
+    return auth
 
 
 def consume(request, config: SSOConfig) -> tuple[User, Membership, str, dict]:
@@ -278,11 +803,7 @@ def consume(request, config: SSOConfig) -> tuple[User, Membership, str, dict]:
     root = _decode(request)
     pending = _pending_request(request, config, root.get("InResponseTo"))
 
-    auth = OneLogin_Saml2_Auth(request_data(request), saml_settings(config, request))
-    try:
-        auth.process_response(request_id=pending.request_id if pending else None)
-    except Exception as exc:  # python3-saml raises on some malformed input
-        raise SSORefused(f"The SAML response was refused: {exc}") from exc
+    auth = _process_response(request, config, root, pending)
     if auth.get_errors() or not auth.is_authenticated():
         reason = auth.get_last_error_reason() or ", ".join(auth.get_errors()) or "not authenticated"
         raise SSORefused(f"The SAML response was refused: {reason}")
@@ -330,17 +851,24 @@ def consume(request, config: SSOConfig) -> tuple[User, Membership, str, dict]:
     actor = Actor(ip=client_ip(request), via="sso")
     user = User.objects.filter(email__iexact=email).first()
     existing = Membership.objects.for_org(config.org).filter(user=user).first() if user else None
+    # The rule (docs/sso.md): the mapping is applied at every sign-in, except that the
+    # break-glass owner is never demoted or removed (break-glass must work exactly when
+    # the mapping is wrong) and the org's last admin keeps admin; they are signed in with
+    # the membership they had, and the audit row says why.
+    break_glass = existing is not None and config.break_glass_user_id == user.pk
+    kept = ""
     if role is None:
-        if existing is not None:
+        if existing is None:
+            raise SSORefused(_no_role_reason(email, groups), email)
+        if break_glass:
+            kept = "break-glass owner"
+        else:
             try:
                 services.membership_remove(actor=actor, membership=existing)
             except ValidationError:
-                log.warning("SSO: %s maps to no role but is the last admin of %s", email, config)
-        raise SSORefused(
-            f"{email} is in no group that has a role in this organization "
-            f"(groups sent: {', '.join(groups) or 'none'}).",
-            email,
-        )
+                kept = "last admin"
+            else:
+                raise SSORefused(_no_role_reason(email, groups), email)
     if user is not None and not user.is_active:
         raise SSORefused(f"The account {email} is deactivated.", email)
 
@@ -353,22 +881,27 @@ def consume(request, config: SSOConfig) -> tuple[User, Membership, str, dict]:
             user.save(update_fields=["name"])
         if existing is None:
             membership = services.membership_add(actor=actor, org=config.org, user=user, role=role)
-        elif existing.role != role:
+        elif kept or existing.role == role:
+            membership = existing
+        elif break_glass and ROLE_RANK[role] < ROLE_RANK[existing.role]:
+            membership, kept = existing, "break-glass owner"
+        else:
             try:
                 membership = services.membership_set_role(
                     actor=actor, membership=existing, role=role, team=existing.team
                 )
-            except ValidationError:  # the last admin keeps admin; the IdP is told in the log
-                membership = existing
-                log.warning("SSO: %s kept admin as the last admin of %s", email, config)
-        else:
-            membership = existing
+            except ValidationError:
+                membership, kept = existing, "last admin"
+        after = {"email": email, "role": membership.role, "groups": groups}
+        if kept:
+            after |= {"mapped_role": role, "kept_because": kept}
+            log.warning("SSO: %s kept %s as the %s of %s", email, membership.role, kept, config)
         audit_record(
             actor=Actor(user=user, ip=actor.ip, via="sso"),
             org=config.org,
             action="sso.login",
             target=user,
-            after={"email": email, "role": membership.role, "groups": groups},
+            after=after,
         )
     relay = safe_relay_state(pending.relay_state if pending else request.POST.get("RelayState"))
     session = {
@@ -380,20 +913,21 @@ def consume(request, config: SSOConfig) -> tuple[User, Membership, str, dict]:
     return user, membership, relay or f"/o/{config.org.slug}/", session
 
 
-def acs_allowed(request) -> bool:
-    """At most SSO_ACS_PER_MINUTE posts to any ACS per client IP and minute, so a flood of
-    junk cannot fill the audit log. The counter lives in the cache (Redis when set); if the
-    cache is down the post is allowed (sign-in must not depend on it)."""
+def message_allowed(request, endpoint: str) -> bool:
+    """At most SSO_ACS_PER_MINUTE SAML messages per endpoint ("acs", "sls"), client address
+    and minute, so a flood of junk cannot fill the audit log. The counter lives in the
+    cache (Redis when set); if the cache is down the message is allowed (sign-in and
+    logout must not depend on it)."""
     limit = settings.SSO_ACS_PER_MINUTE
     if not limit:
         return True
-    key = f"bonito:sso-acs:{client_ip(request) or ''}:{int(time.time() // 60)}"
+    key = f"bonito:sso-{endpoint}:{client_ip(request) or ''}:{int(time.time() // 60)}"
     try:
         if cache.add(key, 1, timeout=120):
             return True
         return cache.incr(key) <= limit
     except Exception:  # a dead cache never blocks sign-in
-        log.warning("SSO: the rate-limit cache is unavailable; allowing the post")
+        log.warning("SSO: the rate-limit cache is unavailable; allowing the message")
         return True
 
 
@@ -551,8 +1085,6 @@ def sso_config_save(*, actor: Actor, org: Organization, break_glass_email=None, 
 
 
 def _check_certificate(cert: str) -> None:
-    from cryptography import x509
-
     try:
         x509.load_der_x509_certificate(_cert_der(cert))
     except (ValueError, binascii.Error) as exc:

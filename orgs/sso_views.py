@@ -1,25 +1,23 @@
 """SAML SP endpoints per org (/sso/<slug>/...), SSO discovery by email domain, and the
 org admins' SSO settings page."""
 
+from django import forms
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import login, logout
+from django.contrib.auth import login
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from onelogin.saml2.auth import OneLogin_Saml2_Auth
 
-from governance.audit import Actor, audit_record
+from governance.audit import Actor
 
 from . import sso
 from .backends import BACKEND
 from .forms import SSOConfigForm, SSODiscoverForm
 from .models import Organization, SSOConfig
 from .permissions import org_view
-
-SESSION_KEY = "sso"
 
 
 def _config(slug: str) -> SSOConfig:
@@ -33,12 +31,12 @@ def _config(slug: str) -> SSOConfig:
     return config
 
 
-def _refused(request, org: Organization, reason: str, email: str = "", status=403):
+def _refused(request, org: Organization, reason: str, email="", status=403, logout=False):
     sso.audit_refusal(request, org, reason, email)
     return render(
         request,
         "orgs/sso_error.html",
-        {"org": org, "reason": reason, "login_url": f"/sso/{org.slug}/login/"},
+        {"org": org, "reason": reason, "login_url": f"/sso/{org.slug}/login/", "logout": logout},
         status=status,
     )
 
@@ -73,69 +71,58 @@ def sso_login(request, org_slug):
 @require_POST
 def acs(request, org_slug):
     config = _config(org_slug)
-    if not sso.acs_allowed(request):
-        return render(
-            request,
-            "orgs/sso_error.html",
-            {
-                "org": config.org,
-                "reason": "Too many sign-in attempts from your address. Wait a minute and try again.",
-                "login_url": f"/sso/{config.org.slug}/login/",
-            },
-            status=429,
-        )
+    if not sso.message_allowed(request, "acs"):
+        return _too_many(request, config.org)
     try:
         user, membership, relay, info = sso.consume(request, config)
     except sso.SSORefused as exc:
         return _refused(request, config.org, exc.reason, exc.email)
     login(request, user, backend=BACKEND)  # rotates the session key
     request.session.set_expiry(config.session_hours * 3600)
-    request.session[SESSION_KEY] = info
+    sso.session_opened(request, config, user, info)
     request.session["current_org"] = config.org.slug
     response = redirect(relay)
     response.delete_cookie(sso.BROWSER_COOKIE, path=f"/sso/{org_slug}/", samesite="None")
     return response
 
 
+def _too_many(request, org: Organization):
+    return render(
+        request,
+        "orgs/sso_error.html",
+        {
+            "org": org,
+            "reason": "Too many sign-in attempts from your address. Wait a minute and try again.",
+            "login_url": f"/sso/{org.slug}/login/",
+        },
+        status=429,
+    )
+
+
+@csrf_exempt  # the IdP's messages come cross-site; the Log out button is CSRF-checked below
 @require_http_methods(["GET", "POST"])
 def sls(request, org_slug):
-    """Single logout: a LogoutRequest or LogoutResponse from the IdP (GET, HTTP-Redirect
-    binding), or the user's Log out button (POST, CSRF-checked), sent on to the IdP when
-    it has an SLO URL."""
+    """Single logout: a LogoutRequest or LogoutResponse from the IdP (HTTP-Redirect or
+    HTTP-POST binding), or the user's Log out button (POST, CSRF-checked), sent on to the
+    IdP when it has an SLO URL."""
     config = _config(org_slug)
-    auth = OneLogin_Saml2_Auth(sso.request_data(request), sso.saml_settings(config, request))
-    actor = Actor.from_request(request, via="sso")
-    if "SAMLRequest" in request.GET or "SAMLResponse" in request.GET:
-        url = auth.process_slo(delete_session_cb=lambda: logout(request))
-        errors = auth.get_errors()
-        if errors:
-            return _refused(
-                request,
-                config.org,
-                f"Single logout refused: {auth.get_last_error_reason() or ', '.join(errors)}",
-                status=400,
-            )
-        if "SAMLRequest" in request.GET:  # the IdP ended the session: end ours, answer it
-            logout(request)
-            audit_record(actor=actor, org=config.org, action="sso.logout", target=config)
-            return redirect(url)
-        return redirect("login")
+    if sso.logout_message_kind(request):
+        if not sso.message_allowed(request, "sls"):
+            return _too_many(request, config.org)
+        try:
+            url = sso.logout_message_process(request, config)
+        except sso.SSORefused as exc:
+            return _refused(request, config.org, exc.reason, exc.email, status=400, logout=True)
+        return redirect(url)
     if request.method != "POST":  # a bare GET must not log anyone out (cross-site links)
         return redirect("home")
-    info = request.session.get(SESSION_KEY) or {}
-    if request.user.is_authenticated:
-        audit_record(actor=actor, org=config.org, action="sso.logout", target=config)
-    logout(request)
-    if config.idp_slo_url and info.get("org") == config.org.slug:
-        return redirect(
-            auth.logout(
-                return_to=request.build_absolute_uri("/login/"),
-                name_id=info.get("name_id"),
-                session_index=info.get("session_index"),
-                name_id_format=info.get("name_id_format"),
-            )
-        )
-    return redirect("login")
+    return _logout_button(request, config)
+
+
+@csrf_protect
+def _logout_button(request, config: SSOConfig):
+    url = sso.logout_begin(request, config)
+    return redirect(url or "login")
 
 
 @require_http_methods(["GET", "POST"])
@@ -153,11 +140,27 @@ def discover(request):
 
 
 # ------------------------------------------------------------------------------ settings page
+class SSOSettingsForm(SSOConfigForm):
+    """The settings page's form: the shared SSO form plus the signing choices (a select,
+    not a checkbox, so a post that leaves one out keeps the safe default)."""
+
+    require_signed_logout = forms.TypedChoiceField(
+        required=False,
+        choices=[("yes", "Required (safer)"), ("no", "Not required")],
+        coerce=lambda value: value != "no",
+        empty_value=True,
+    )
+    signature_scope = forms.ChoiceField(
+        required=False, choices=SSOConfig.SignatureScope.choices
+    )  # left out of a post: unchanged
+
+
 def _initial(config: SSOConfig | None) -> dict:
     if config is None:
         return {"preset": "okta", "session_hours": 12, "enabled": True}
     return {
         **{f: getattr(config, f) for f in sso.CONFIG_FIELDS},
+        "require_signed_logout": "yes" if config.require_signed_logout else "no",
         "email_domains": ", ".join(config.email_domains),
         "group_roles": "\n".join(f"{g} = {r}" for g, r in config.group_roles.items()),
         "break_glass_email": config.break_glass_user.email if config.break_glass_user else "",
@@ -168,9 +171,20 @@ def _initial(config: SSOConfig | None) -> dict:
 def sso_settings(request):
     org = request.org
     config = SSOConfig.objects.filter(org=org).select_related("break_glass_user").first()
-    form = SSOConfigForm(request.POST or None, request.FILES or None, initial=_initial(config))
+    if request.method == "POST" and request.POST.get("action") == "rotate_sp_key":
+        if config is not None:
+            sso.sp_key_rotate(actor=Actor.from_request(request), config=config)
+            messages.success(
+                request,
+                "New SP key pair in use. Give your IdP the new certificate (or let it re-read "
+                "the metadata) before the old one stops being published.",
+            )
+        return redirect("sso_settings", org_slug=org.slug)
+    form = SSOSettingsForm(request.POST or None, request.FILES or None, initial=_initial(config))
     if request.method == "POST" and form.is_valid():
         data = dict(form.cleaned_data)
+        if not data.get("signature_scope"):
+            data.pop("signature_scope", None)
         xml = data.pop("metadata_xml", "").strip()
         upload = data.pop("metadata_file", None)
         if upload is not None:
@@ -201,5 +215,9 @@ def sso_settings(request):
             "config": config,
             "sp": sso.sp_urls(request, org),
             "presets": sso.PRESETS,
+            "sp_cert": sso.sp_certificate_info(sso.sp_keys(config)[1]) if config else {},
+            "sp_previous": sso.sp_certificate_info(sso.sp_previous_keys(config)[1])
+            if config
+            else {},
         },
     )

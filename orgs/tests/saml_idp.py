@@ -7,9 +7,10 @@ import base64
 import uuid
 import zlib
 from datetime import UTC, datetime, timedelta
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, quote_plus, urlparse
 from xml.sax.saxutils import escape, quoteattr
 
+import xmlsec
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -174,17 +175,66 @@ class TestIdP:
             issuer=self.entity_id,
         )
 
-    def logout_request(self, *, sls_url: str, name_id: str) -> str:
-        now = datetime.now(UTC)
-        xml = (
+    def response_signed_only(self, **assertion_kwargs) -> str:
+        """A Response signed as a whole (enveloped, over its root), its assertion unsigned:
+        what Google Workspace sends with "Signed response"."""
+        return self.sign(
+            self.response(
+                self.assertion(**assertion_kwargs),
+                acs_url=assertion_kwargs["acs_url"],
+                in_response_to=assertion_kwargs.get("in_response_to"),
+                issuer=self.entity_id,
+            )
+        )
+
+    def logout_request_xml(
+        self,
+        *,
+        sls_url: str,
+        name_id: str,
+        session_index: str | None = None,
+        issue_instant: datetime | None = None,
+    ) -> str:
+        index = (
+            f"<samlp:SessionIndex>{escape(session_index)}</samlp:SessionIndex>"
+            if session_index
+            else ""
+        )
+        return (
             f'<samlp:LogoutRequest xmlns:samlp="{SAMLP}" xmlns:saml="{SAML}" '
-            f'ID="_l{uuid.uuid4().hex}" Version="2.0" IssueInstant="{_time(now)}" '
+            f'ID="_l{uuid.uuid4().hex}" Version="2.0" '
+            f'IssueInstant="{_time(issue_instant or datetime.now(UTC))}" '
             f'Destination="{sls_url}">'
             f"<saml:Issuer>{escape(self.entity_id)}</saml:Issuer>"
             f'<saml:NameID Format="{C.NAMEID_EMAIL_ADDRESS}">{escape(name_id)}</saml:NameID>'
-            f"</samlp:LogoutRequest>"
+            f"{index}</samlp:LogoutRequest>"
         )
+
+    def logout_request(self, *, sls_url: str, name_id: str, **kwargs) -> str:
+        """An unsigned LogoutRequest, deflated and base64 (HTTP-Redirect binding)."""
+        xml = self.logout_request_xml(sls_url=sls_url, name_id=name_id, **kwargs)
         return OneLogin_Saml2_Utils.deflate_and_base64_encode(xml)
+
+    def redirect_query(self, kind: str, xml: str, relay_state: str | None = None) -> str:
+        """The query string of a signed HTTP-Redirect message: the signature covers
+        SAMLRequest (or SAMLResponse), RelayState and SigAlg, URL-encoded, in that order."""
+        parts = [(kind, OneLogin_Saml2_Utils.deflate_and_base64_encode(xml))]
+        if relay_state is not None:
+            parts.append(("RelayState", relay_state))
+        parts.append(("SigAlg", C.RSA_SHA256))
+        signed = "&".join(f"{k}={quote_plus(v)}" for k, v in parts)
+        signature = OneLogin_Saml2_Utils.sign_binary(signed, self.key, xmlsec.Transform.RSA_SHA256)
+        return f"{signed}&Signature={quote_plus(base64.b64encode(signature).decode())}"
+
+    def signed_logout_request(self, *, sls_url: str, name_id: str, **kwargs) -> str:
+        """A LogoutRequest signed the Redirect-binding way: the query string to GET."""
+        xml = self.logout_request_xml(sls_url=sls_url, name_id=name_id, **kwargs)
+        return self.redirect_query("SAMLRequest", xml)
+
+    def posted_logout_request(self, *, sls_url: str, name_id: str, **kwargs) -> str:
+        """A LogoutRequest signed the POST-binding way (enveloped XML signature), base64."""
+        xml = self.logout_request_xml(sls_url=sls_url, name_id=name_id, **kwargs)
+        return b64(self.sign(xml))
 
 
 def b64(xml: str) -> str:

@@ -425,10 +425,10 @@ def test_single_logout_from_the_idp_and_from_the_user(acme_sso, idp):
     assert post(client, idp.signed_response(**_valid(idp, start(client)))).status_code == 302
     assert signed_in_as(client) == "dana@acme.test"
     # The IdP ends the session: Bonito logs out and answers with a LogoutResponse.
-    saml_request = idp.logout_request(
+    query = idp.signed_logout_request(
         sls_url="http://testserver/sso/acme/sls/", name_id="dana@acme.test"
     )
-    response = client.get("/sso/acme/sls/", {"SAMLRequest": saml_request})
+    response = client.get(f"/sso/acme/sls/?{query}")
     assert response.status_code == 302 and response["Location"].startswith(idp.slo_url)
     assert "SAMLResponse" in parse_qs(urlparse(response["Location"]).query)
     assert signed_in_as(client) is None
@@ -582,6 +582,8 @@ def test_platform_admins_set_an_orgs_idp_in_the_django_admin(org_a, alice, idp):
         "email_domains": '["acme.test"]',
         "group_roles": '{"Engineering": "member"}',
         "session_hours": 12,
+        "signature_scope": "assertion",
+        "require_signed_logout": "on",
     }
     refused = client.post("/admin/orgs/ssoconfig/add/", form)
     assert refused.status_code == 200 and b"not a readable X.509 certificate" in refused.content

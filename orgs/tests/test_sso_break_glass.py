@@ -1,0 +1,73 @@
+"""The group mapping at SSO sign-in never demotes or removes the break-glass owner, nor
+the org's last admin; everyone else mapped to no role loses their membership."""
+
+# ruff: noqa: F811  (the fixtures imported from test_sso are parameters here)
+import pytest
+from django.test import Client
+
+from governance.audit import Actor
+from governance.models import AuditLog
+from orgs import services, sso
+from orgs.models import Membership
+
+from .test_sso import _no_acs_limit, _valid, acme_sso, idp, post, signed_in_as, start  # noqa: F401
+
+pytestmark = pytest.mark.django_db
+ADMIN = Actor(via="test")
+
+
+def login_with(idp, email, groups):
+    client = Client()
+    xml = idp.signed_response(
+        **_valid(idp, start(client), name_id=email, attributes={"groups": groups})
+    )
+    return client, post(client, xml)
+
+
+def last_login() -> dict:
+    return AuditLog.objects.filter(action="sso.login").latest("id").changes["after"]
+
+
+@pytest.fixture
+def break_glass(acme_sso, alice, bob):
+    # Another admin exists, so alice is not the last one: only break-glass protects her.
+    services.membership_set_role(
+        actor=ADMIN, membership=Membership.objects.get(user=bob), role="admin", team=None
+    )
+    return sso.sso_config_save(actor=ADMIN, org=acme_sso.org, break_glass_email="alice@acme.test")
+
+
+@pytest.mark.parametrize("groups", [["Finance"], ["Interns"], []])
+def test_the_break_glass_owner_keeps_admin_whatever_the_idp_sends(break_glass, idp, alice, groups):
+    client, response = login_with(idp, "alice@acme.test", groups)
+    assert response.status_code == 302 and signed_in_as(client) == "alice@acme.test"
+    assert Membership.objects.get(user=alice).role == "admin"
+    after = last_login()
+    assert after["role"] == "admin" and after["kept_because"] == "break-glass owner"
+    assert after["mapped_role"] == ("viewer" if groups == ["Finance"] else None)
+
+
+def test_the_last_admin_mapped_to_no_role_keeps_the_membership_and_is_told_why(
+    acme_sso, idp, alice
+):
+    client, response = login_with(idp, "alice@acme.test", ["Interns"])
+    assert response.status_code == 302 and signed_in_as(client) == "alice@acme.test"
+    assert Membership.objects.get(user=alice).role == "admin"
+    after = last_login()
+    assert after["kept_because"] == "last admin" and after["mapped_role"] is None
+    _c, response = login_with(idp, "alice@acme.test", ["Finance"])  # no demotion either
+    assert Membership.objects.get(user=alice).role == "admin"
+    assert last_login()["kept_because"] == "last admin"
+
+
+def test_anyone_else_mapped_to_no_role_loses_their_membership(break_glass, idp, bob):
+    client, response = login_with(idp, "bob@acme.test", ["Interns"])
+    assert response.status_code == 403 and b"is in no group that has a role" in response.content
+    assert not Membership.objects.filter(user=bob).exists()
+    assert signed_in_as(client) is None
+
+
+def test_the_settings_page_states_the_rule(alice_client, acme_sso):
+    page = alice_client.get("/o/acme/settings/sso/").content.decode()
+    assert 'id="sso-role-rule"' in page
+    assert "except the break-glass owner and the organization's last admin" in page
