@@ -259,6 +259,10 @@ for _network in PROVIDER_ALLOWED_NETWORKS:
         ipaddress.ip_network(_network.strip(), strict=False)
     except ValueError as _exc:
         raise ImproperlyConfigured(f"PROVIDER_ALLOWED_NETWORKS: {_exc}") from _exc
+# Whether a provider saved without credentials may use the process's own (the AWS instance
+# role, Google's application-default credentials, OPENAI_API_KEY…). Off: every org brings its
+# own, so no org spends on the operator's account (gateway/dataplane/credentials.py).
+PROVIDER_AMBIENT_CREDENTIALS = env.bool("PROVIDER_AMBIENT_CREDENTIALS", default=False)
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE

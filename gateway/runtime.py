@@ -48,7 +48,11 @@ def gateway() -> Gateway:
             on_idle=close_db_connection,
             on_housekeeping=release_free_memory,
         ),
-        upstreams=Upstreams(passthrough=settings.GATEWAY_PASSTHROUGH, network=network_policy()),
+        upstreams=Upstreams(
+            passthrough=settings.GATEWAY_PASSTHROUGH,
+            network=network_policy(),
+            ambient_credentials=settings.PROVIDER_AMBIENT_CREDENTIALS,
+        ),
         max_body_bytes=settings.GATEWAY_MAX_BODY_BYTES,
         retry_rounds=settings.GATEWAY_RETRY_ROUNDS,
     )

@@ -1,5 +1,6 @@
 """Control-plane writes for the gateway: keys. Each one audits itself."""
 
+from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -7,6 +8,7 @@ from django.utils import timezone
 from governance.audit import Actor, audit_record
 
 from . import keys
+from .dataplane import credentials as dataplane_credentials
 from .models import ApiKey, Deployment, GatewayConfig, ProviderConnection
 from .snapshot_builder import config_version_bump
 
@@ -150,7 +152,15 @@ def provider_save(
     provider = provider or ProviderConnection(org=org, name=name)
     provider.kind, provider.api_base, provider.is_active = kind, api_base or "", is_active
     provider.settings = settings or {}
-    credentials_changed = credentials is not None and credentials != provider.get_credentials()
+    stored = provider.get_credentials() if provider.pk else {}
+    refused = dataplane_credentials.problem(
+        kind,
+        stored if credentials is None else credentials,
+        ambient_allowed=django_settings.PROVIDER_AMBIENT_CREDENTIALS,
+    )
+    if refused:
+        raise ValidationError({"credentials": f"This {kind} provider cannot be used: {refused}."})
+    credentials_changed = credentials is not None and credentials != stored
     if credentials_changed:
         provider.set_credentials(credentials)
     provider.full_clean()

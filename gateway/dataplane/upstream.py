@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import orjson
 
+from . import credentials
 from .netpolicy import AddressRefused, NetworkPolicy, split_url
 from .snapshot import DeploymentInfo
 
@@ -248,8 +249,9 @@ class LiteLLMAdapter:
     _litellm = None
     _handler = None
 
-    def __init__(self, network: NetworkPolicy):
+    def __init__(self, network: NetworkPolicy, ambient_credentials: bool = False):
         self.network = network
+        self.ambient_credentials = ambient_credentials
 
     @classmethod
     def _lib(cls):
@@ -282,10 +284,16 @@ class LiteLLMAdapter:
         if dep.kind not in ("openai", "openai_compatible", "azure_openai"):
             kwargs["client"] = self._handler
         creds, cfg = dep.credentials, dep.settings
+        refused = credentials.problem(dep.kind, creds, ambient_allowed=self.ambient_credentials)
+        if refused:
+            # A 502 like any provider failure: the next deployment may have credentials.
+            raise UpstreamError(f"{dep.label} is not configured: {refused}.", 502)
         if dep.api_base:
             kwargs["api_base"] = dep.api_base
         if creds.get("api_key"):
             kwargs["api_key"] = creds["api_key"]
+        elif dep.kind in credentials.API_KEY_KINDS and not self.ambient_credentials:
+            kwargs["api_key"] = credentials.NO_KEY
         if dep.kind == "azure_openai":
             kwargs["api_version"] = cfg.get("api_version", "2024-10-21")
         elif dep.kind == "bedrock":
@@ -507,11 +515,16 @@ class Upstreams:
     """Picks the adapter for a deployment. ``network`` decides which addresses the
     adapters may connect to (default: public addresses only)."""
 
-    def __init__(self, passthrough: bool = True, network: NetworkPolicy | None = None):
+    def __init__(
+        self,
+        passthrough: bool = True,
+        network: NetworkPolicy | None = None,
+        ambient_credentials: bool = False,
+    ):
         self.passthrough = passthrough
         network = network or NetworkPolicy()
         self.http = PassthroughAdapter(network)
-        self.litellm = LiteLLMAdapter(network)
+        self.litellm = LiteLLMAdapter(network, ambient_credentials)
         self.mock = MockAdapter()
 
     @property

@@ -1,0 +1,162 @@
+"""No org spends on the platform's own cloud account: a provider call carries the org's own
+credentials (unless the operator allows ambient ones), and a Vertex key cannot send
+google-auth to a URL of its choosing."""
+
+import json
+
+import httpx
+import pytest
+from django.core.exceptions import ValidationError
+
+from gateway import services
+from gateway.models import ProviderConnection
+from gateway.tests.conftest import ACTOR, refresh_snapshot, usage_rows
+
+SERVICE_ACCOUNT = {
+    "type": "service_account",
+    "project_id": "acme-ai",
+    "private_key_id": "0",
+    "private_key": "-----BEGIN PRIVATE KEY-----\nnot-a-real-key\n-----END PRIVATE KEY-----\n",
+    "client_email": "gateway@acme-ai.iam.gserviceaccount.com",
+    "token_uri": "https://oauth2.googleapis.com/token",
+}
+
+REFUSED_CREDENTIALS = [
+    ("bedrock", {}),
+    ("bedrock", {"aws_access_key_id": "AKIDEXAMPLE"}),
+    ("vertex", {}),
+    ("vertex", {"service_account_json": "not json"}),
+    (
+        "vertex",
+        {
+            "service_account_json": json.dumps(
+                {**SERVICE_ACCOUNT, "token_uri": "http://169.254.169.254/token"}
+            )
+        },
+    ),
+    (
+        "vertex",
+        {
+            "service_account_json": json.dumps(
+                {
+                    "type": "external_account",
+                    "audience": "//iam.googleapis.com/x",
+                    "token_url": "https://sts.googleapis.com/v1/token",
+                    "credential_source": {"url": "http://169.254.169.254/latest/meta-data/"},
+                }
+            )
+        },
+    ),
+    ("vertex", {"service_account_json": json.dumps({"type": "authorized_user"})}),
+]
+
+
+@pytest.mark.parametrize(("kind", "credentials"), REFUSED_CREDENTIALS)
+def test_a_cloud_provider_without_its_own_credentials_is_refused_when_saved(
+    org_a, kind, credentials
+):
+    with pytest.raises(ValidationError) as refused:
+        services.provider_save(
+            actor=ACTOR, org=org_a, name="cloud", kind=kind, credentials=credentials
+        )
+    assert "credentials" in refused.value.message_dict
+    assert not ProviderConnection.objects.filter(name="cloud").exists()
+
+
+def test_the_rest_api_says_why(alice_client):
+    answer = alice_client.post(
+        "/api/gateway/providers",
+        {"name": "aws", "kind": "bedrock"},
+        content_type="application/json",
+    )
+    assert answer.status_code == 400
+    assert "AWS access key" in json.dumps(answer.json())
+
+
+def test_a_provider_with_its_own_credentials_is_saved(org_a):
+    services.provider_save(
+        actor=ACTOR,
+        org=org_a,
+        name="aws",
+        kind="bedrock",
+        credentials={"aws_access_key_id": "AKIDEXAMPLE", "aws_secret_access_key": "s3cr3t"},
+    )
+    services.provider_save(
+        actor=ACTOR,
+        org=org_a,
+        name="gcp",
+        kind="vertex",
+        credentials={"service_account_json": json.dumps(SERVICE_ACCOUNT)},
+    )
+    assert ProviderConnection.objects.for_org(org_a).count() == 2
+
+
+def test_an_operator_may_allow_ambient_credentials(org_a, settings):
+    settings.PROVIDER_AMBIENT_CREDENTIALS = True
+    services.provider_save(actor=ACTOR, org=org_a, name="aws", kind="bedrock")
+    # ...but never a Google credential that names its own token endpoint
+    with pytest.raises(ValidationError):
+        services.provider_save(
+            actor=ACTOR,
+            org=org_a,
+            name="gcp",
+            kind="vertex",
+            credentials={
+                "service_account_json": json.dumps(
+                    {**SERVICE_ACCOUNT, "token_uri": "http://10.0.0.1/"}
+                )
+            },
+        )
+
+
+@pytest.mark.parametrize("kind", ["bedrock", "vertex"])
+def test_a_stored_provider_without_credentials_is_never_called_with_the_platforms(
+    acme, gw, monkeypatch, kind
+):
+    # A provider saved before this rule (or by an operator who since turned ambient off).
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAPLATFORMOWNKEY00")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "platform-secret")
+    provider = ProviderConnection.objects.create(org=acme.org, name="cloud", kind=kind)
+    services.deployment_save(
+        actor=ACTOR, org=acme.org, model_name="cloud-chat", provider=provider, upstream_model="m"
+    )
+    refresh_snapshot()
+    answer = httpx.post(
+        f"{acme.base_url}/chat/completions",
+        headers={"Authorization": f"Bearer {acme.raw}"},
+        json={"model": "cloud-chat", "messages": [{"role": "user", "content": "hi"}]},
+        timeout=30,
+    )
+    assert answer.status_code == 502
+    error = answer.json()["error"]
+    assert "no credentials of its own" in error["message"]
+    assert "platform-secret" not in answer.text and "AKIAPLATFORM" not in answer.text
+    rows = [r for r in usage_rows(acme.org) if r.model_requested == "cloud-chat"]
+    assert len(rows) == 1 and rows[0].status != "success"
+
+
+def test_a_keyless_openai_compatible_provider_never_sends_the_platforms_key(acme, gw, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-platform-own-openai-key-0000000000")
+    gw.upstreams.passthrough = False  # LiteLLM reads OPENAI_API_KEY when a call has no key
+    gw.upstreams.prewarm()
+    keyless = services.provider_save(
+        actor=ACTOR,
+        org=acme.org,
+        name="vllm",
+        kind="openai_compatible",
+        api_base=acme.fake.url,
+    )
+    services.deployment_save(
+        actor=ACTOR, org=acme.org, model_name="local", provider=keyless, upstream_model="llama"
+    )
+    refresh_snapshot()
+    acme.fake.reset()
+    answer = httpx.post(
+        f"{acme.base_url}/chat/completions",
+        headers={"Authorization": f"Bearer {acme.raw}"},
+        json={"model": "local", "messages": [{"role": "user", "content": "hi"}]},
+        timeout=30,
+    )
+    assert answer.status_code == 200
+    sent = [r["headers"] for r in acme.fake.requests]
+    assert sent and all("sk-platform-own" not in json.dumps(h) for h in sent)
