@@ -311,8 +311,22 @@ class SSOConfigAdmin(ServiceModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return ["org"] if obj else []  # a configuration belongs to its org
 
+    actions = ["rotate_sp_key"]
+
     def has_delete_permission(self, request, obj=None):
         return False  # switch it off with "enabled"; the change is audited
+
+    @admin.action(description="Rotate the SP key pair of the selected configurations")
+    def rotate_sp_key(self, request, queryset):
+        from .sso import sp_key_rotate
+
+        for config in queryset:
+            sp_key_rotate(actor=_actor(request), config=config)
+        self.message_user(
+            request,
+            f"Rotated {len(queryset)} SP key pair(s); the old certificates stay in the SP "
+            "metadata for the grace period so each IdP can take the new one.",
+        )
 
     def save_model(self, request, obj, form, change):
         from .sso import sso_config_save

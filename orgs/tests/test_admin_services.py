@@ -260,3 +260,29 @@ def test_an_sso_configuration_is_changed_not_moved_or_deleted_in_the_admin(
     assert AuditLog.objects.get(action="sso.config_update").via == "admin"
     delete = admin_client.post(url.replace("change/", "delete/"), {"post": "yes"})
     assert delete.status_code == 403
+
+
+def test_a_platform_admin_rotates_an_orgs_sp_key_pair(admin_client, org_a, alice):
+    from orgs.models import SSOConfig
+    from orgs.sso import sp_keys, sso_config_save
+
+    from .saml_idp import TestIdP
+
+    idp = TestIdP()
+    config = sso_config_save(
+        actor=SETUP,
+        org=org_a,
+        preset="okta",
+        idp_entity_id=idp.entity_id,
+        idp_sso_url=idp.sso_url,
+        idp_x509_cert=idp.cert,
+        email_domains=["acme.test"],
+    )
+    old = sp_keys(config)[1]
+    response = admin_client.post(
+        "/admin/orgs/ssoconfig/",
+        {"action": "rotate_sp_key", "_selected_action": [config.pk]},
+    )
+    assert response.status_code == 302
+    assert SSOConfig.objects.get(pk=config.pk).sp_certificate not in ("", old)
+    assert AuditLog.objects.get(action="sso.sp_key_rotate").via == "admin"
