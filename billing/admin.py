@@ -3,7 +3,7 @@ billing.budgets: audited (via="admin") and seen by every gateway with the next s
 
 from django.contrib import admin
 
-from bonito.admin_site import ServiceModelAdmin
+from bonito.admin_site import ReadOnlyAdminMixin, ServiceModelAdmin
 from governance.audit import Actor
 
 from . import budgets
@@ -15,7 +15,7 @@ def _actor(request) -> Actor:
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(admin.ModelAdmin):
+class UsageRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only: usage rows are what bills, budgets and rollups are computed from."""
 
     list_display = [
@@ -33,15 +33,6 @@ class UsageRecordAdmin(admin.ModelAdmin):
     list_filter = ["status", "source", "provider", "org"]
     search_fields = ["request_id", "model_requested"]
     date_hierarchy = "created_at"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(TierLimit)
@@ -101,17 +92,8 @@ class BudgetAdmin(ServiceModelAdmin):
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only: notices are written by budget checks and read on the org's Overview."""
 
     list_display = ["created_at", "org", "level", "message", "read_at"]
     list_filter = ["level", "org"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

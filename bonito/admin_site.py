@@ -82,3 +82,17 @@ class ServiceModelAdmin(ServiceAdminMixin, admin.ModelAdmin):
 def readonly_except(model, *editable) -> list[str]:
     """Every concrete field of ``model`` but ``editable``, for get_readonly_fields."""
     return [f.name for f in model._meta.fields if f.name not in editable]
+
+
+class ReadOnlyAdminMixin:
+    """Rows written elsewhere (usage, audit, notices, the catalog) or only by an action that
+    calls a service (revoking keys): the admin shows them and changes nothing itself."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

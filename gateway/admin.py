@@ -3,7 +3,7 @@ through gateway.services: audited (via="admin") and seen by every worker within 
 
 from django.contrib import admin
 
-from bonito.admin_site import ServiceModelAdmin, readonly_except
+from bonito.admin_site import ReadOnlyAdminMixin, ServiceModelAdmin, readonly_except
 from governance.audit import Actor
 
 from . import services
@@ -15,7 +15,7 @@ def _actor(request) -> Actor:
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(ServiceModelAdmin):
+class ApiKeyAdmin(ReadOnlyAdminMixin, ServiceModelAdmin):
     """Read-only but for revoking: keys are created where the raw key can be shown once,
     and a revoked key stays as the record its usage points to."""
 
@@ -33,15 +33,6 @@ class ApiKeyAdmin(ServiceModelAdmin):
     search_fields = ["name", "prefix", "last4", "org__name"]
     exclude = ["key_hash"]
     actions = ["revoke"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.action(description="Revoke selected keys")
     def revoke(self, request, queryset):
@@ -149,7 +140,7 @@ class GatewayConfigAdmin(ServiceModelAdmin):
 
 
 @admin.register(ModelCatalogEntry)
-class ModelCatalogEntryAdmin(admin.ModelAdmin):
+class ModelCatalogEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only: `manage.py sync_model_catalog` loads it from LiteLLM's bundled price map."""
 
     list_display = [
@@ -162,12 +153,3 @@ class ModelCatalogEntryAdmin(admin.ModelAdmin):
     ]
     list_filter = ["mode", "provider"]
     search_fields = ["name"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

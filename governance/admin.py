@@ -3,7 +3,7 @@ go through governance.services (audited, via="admin", config version bumped)."""
 
 from django.contrib import admin
 
-from bonito.admin_site import ServiceModelAdmin, readonly_except
+from bonito.admin_site import ReadOnlyAdminMixin, ServiceModelAdmin, readonly_except
 
 from . import services
 from .audit import Actor
@@ -11,7 +11,7 @@ from .models import AuditLog, Policy, RoutingPolicy
 
 
 @admin.register(AuditLog)
-class AuditLogAdmin(admin.ModelAdmin):
+class AuditLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "created_at",
         "actor_label",
@@ -28,15 +28,6 @@ class AuditLogAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in self.model._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 def _actor(request) -> Actor:
