@@ -3,6 +3,7 @@ download). Screenshots of every page land in test-artifacts/screenshots/ (git-ig
 
 import csv
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -17,8 +18,10 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
 
-@pytest.fixture
-def browser_page(live_server_thread, monkeypatch):
+@contextmanager
+def chromium_page(monkeypatch, **context_options):
+    """A page in headless Debian chromium (never a downloaded browser), with the flags that
+    keep it off this machine's closed network."""
     # Playwright's sync API keeps an event loop in this thread; the test's own ORM calls are
     # still synchronous (Django's documented switch for this case).
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -41,14 +44,20 @@ def browser_page(live_server_thread, monkeypatch):
                 "--disable-sync",
             ],
         )
-        context = browser.new_context(
-            accept_downloads=True, viewport={"width": 1280, "height": 900}
-        )
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, **context_options)
         page = context.new_page()
         page.set_default_timeout(15000)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def browser_page(live_server_thread, monkeypatch):
+    with chromium_page(monkeypatch, accept_downloads=True) as page:
         page.on("dialog", lambda dialog: dialog.accept())  # revoke confirmations
         yield page
-        browser.close()
 
 
 def shot(page, name):

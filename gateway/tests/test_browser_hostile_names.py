@@ -6,7 +6,6 @@ Content-Security-Policy without a single violation."""
 
 import uuid
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -18,7 +17,7 @@ from conftest import PASSWORD
 from gateway import services
 from gateway.models import ApiKey
 from gateway.tests.conftest import ACTOR, refresh_snapshot
-from gateway.tests.test_browser import CHROMIUM, SHOTS, shot
+from gateway.tests.test_browser import chromium_page, shot
 from governance import services as governance_services
 from orgs import services as org_services
 from orgs.models import Invitation, Membership, PersonalAccessToken, Team, User
@@ -108,22 +107,8 @@ class Watcher:
 
 @pytest.fixture
 def browser(live_server_thread, monkeypatch):
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is missing: apt-get install -y chromium (.ci/run does it)")
-    from playwright.sync_api import sync_playwright
-
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"],
-        )
-        page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-        page.set_default_timeout(15000)
+    with chromium_page(monkeypatch) as page:
         yield Watcher(page)
-        browser.close()
 
 
 def _hostile_org(org, alice, bob):
