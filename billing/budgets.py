@@ -10,6 +10,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Sum
 
+from gateway.services import record_config_change, record_config_delete
 from gateway.snapshot_builder import config_version_bump
 from governance.audit import Actor, audit_record
 from orgs.models import Membership, Role
@@ -198,31 +199,24 @@ def budget_save(
     budget.thresholds = sorted(set(thresholds or [50, 80, 100]))
     budget.full_clean()
     budget.save()
-    after = _budget_summary(budget)
-    if after != before:
-        audit_record(
-            actor=actor,
-            org=org,
-            action="budget.update" if before else "budget.create",
-            target=budget,
-            before=before,
-            after=after,
-        )
-        config_version_bump()  # raising a hard budget lifts its block
+    # Raising a hard budget lifts its block: the gateways see it with the config version.
+    record_config_change(
+        actor=actor,
+        org=org,
+        entity="budget",
+        target=budget,
+        before=before,
+        after=_budget_summary(budget),
+    )
     return budget
 
 
 @transaction.atomic
 def budget_delete(*, actor: Actor, budget: Budget) -> None:
-    audit_record(
-        actor=actor,
-        org=budget.org,
-        action="budget.delete",
-        target=budget,
-        before=_budget_summary(budget),
+    # A deleted hard budget stops blocking.
+    record_config_delete(
+        actor=actor, org=budget.org, entity="budget", target=budget, before=_budget_summary(budget)
     )
-    budget.delete()
-    config_version_bump()  # a deleted hard budget stops blocking
 
 
 def _tier_summary(limit) -> dict:
@@ -246,17 +240,14 @@ def tier_limit_set(*, actor: Actor, tier: str, monthly_requests, monthly_spend_c
     limit.monthly_requests, limit.monthly_spend_cap_usd = monthly_requests, monthly_spend_cap_usd
     limit.full_clean()
     limit.save()
-    after = _tier_summary(limit)
-    if after != before:
-        audit_record(
-            actor=actor,
-            org=None,
-            action="tier_limit.update" if before else "tier_limit.create",
-            target=limit,
-            before=before,
-            after=after,
-        )
-        config_version_bump()
+    record_config_change(
+        actor=actor,
+        org=None,
+        entity="tier_limit",
+        target=limit,
+        before=before,
+        after=_tier_summary(limit),
+    )
     return limit
 
 
