@@ -8,7 +8,7 @@ site started for this org (InResponseTo, once, within SSO_REQUEST_TTL_S) unless 
 allows IdP-initiated login, passes python3-saml's strict checks (signed assertion by the
 org's IdP certificate, no SHA-1, Audience, Destination, Recipient, Issuer, NotBefore,
 NotOnOrAfter), carries an assertion id never seen before, and names an email in one of
-the org's domains whose groups map to a role. Every login, refusal and configuration
+the org's domains verified as its own (SSODomain) whose groups map to a role. Every login, refusal and configuration
 change is audited with the reason.
 """
 
@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import time
 import zlib
@@ -62,6 +63,7 @@ from .models import (
     SSOAssertion,
     SSOAuthnRequest,
     SSOConfig,
+    SSODomain,
     SSOSession,
     User,
 )
@@ -816,10 +818,18 @@ def consume(request, config: SSOConfig) -> tuple[User, Membership, str, dict]:
         validate_email(email)
     except ValidationError as exc:
         raise SSORefused("The assertion carries no valid email address.", email) from exc
-    domains = {d.lower() for d in config.email_domains}
-    if _email_domain(email) not in domains:
+    # The IdP may vouch only for domains this org lists *and* owns (verified): else any
+    # org admin could point their own IdP at another org's domain and sign in as its users.
+    domain, claimed = _email_domain(email), {d.lower() for d in config.email_domains}
+    if domain not in claimed:
         raise SSORefused(
-            f"{email} is not in this organization's email domains ({', '.join(sorted(domains))}).",
+            f"{email} is not in this organization's email domains ({', '.join(sorted(claimed))}).",
+            email,
+        )
+    if domain not in sign_in_domains(config):
+        raise SSORefused(
+            f"{email} is in {domain}, which is not verified for this organization: its IdP "
+            "may sign in only users of domains a platform admin has verified for it.",
             email,
         )
 
@@ -945,10 +955,7 @@ def audit_refusal(request, org: Organization, reason: str, email: str = "") -> N
 def _clean(fields: dict) -> dict:
     out = dict(fields)
     if "email_domains" in out:
-        domains = out["email_domains"]
-        if isinstance(domains, str):
-            domains = domains.replace(",", " ").split()
-        out["email_domains"] = sorted({str(d).strip().lower().lstrip("@") for d in domains if d})
+        out["email_domains"] = normalize_domains(out["email_domains"] or [])
     if "group_roles" in out:
         roles = out["group_roles"] or {}
         if not isinstance(roles, dict):
@@ -1050,27 +1057,133 @@ def sso_config_prepare(org: Organization, break_glass_email=None, **fields) -> S
         )
     config.full_clean()
     _check_certificate(config.idp_x509_cert)
-    taken = (
-        SSOConfig.objects.exclude(org=org)
-        .filter(enabled=True)
-        .values_list("org__slug", "email_domains")
-    )
-    for slug, domains in taken:
-        clash = set(domains) & set(config.email_domains)
-        if config.enabled and clash:
-            raise ValidationError(
-                f"Email domain(s) {', '.join(sorted(clash))} already sign in through {slug}'s IdP."
-            )
+    for domain in config.email_domains:
+        _check_domain(domain)
+    _refuse_owned_elsewhere(org, config.email_domains)
     return config
 
 
+DOMAIN_RE = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+
+
+def _check_domain(domain: str) -> None:
+    if not DOMAIN_RE.match(domain):
+        raise ValidationError(f"{domain!r} is not an email domain (such as acme.com).")
+
+
+def normalize_domains(domains) -> list[str]:
+    if isinstance(domains, str):
+        domains = domains.replace(",", " ").split()
+    cleaned = sorted({str(d).strip().lower().lstrip("@").rstrip(".") for d in domains if d})
+    for domain in cleaned:
+        _check_domain(domain)
+    return cleaned
+
+
+def _refuse_owned_elsewhere(org: Organization, domains) -> None:
+    """A domain verified for another org cannot be claimed or verified here; the message
+    does not say which org (org admins must not learn who uses which domain)."""
+    taken = sorted(
+        SSODomain.objects.exclude(org=org)
+        .filter(domain__in=domains)
+        .values_list("domain", flat=True)
+    )
+    if taken:
+        raise ValidationError(
+            f"Email domain(s) {', '.join(taken)} are verified for another organization: "
+            "they cannot sign in through this organization's IdP. Ask your platform admin "
+            "if you own them."
+        )
+
+
+def verified_domains(org: Organization) -> list[str]:
+    return list(SSODomain.objects.for_org(org).values_list("domain", flat=True))
+
+
+def sign_in_domains(config: SSOConfig) -> set[str]:
+    """The domains whose users this org's IdP may sign in: listed by the org and verified
+    as its own."""
+    return {d.lower() for d in config.email_domains} & set(verified_domains(config.org))
+
+
 @transaction.atomic
-def sso_config_save(*, actor: Actor, org: Organization, break_glass_email=None, **fields):
-    """Create or update an org's SSO configuration, validated and audited."""
+def sso_domains_verify(*, actor: Actor, org: Organization, domains) -> list[str]:
+    """Verify email domains as `org`'s (a platform admin, apply_config, or an org admin's
+    claim with SSO_DOMAIN_VERIFICATION=trust); a domain verified for another org is
+    refused. Returns the domains newly verified (audited as sso.domain_verify)."""
+    domains = normalize_domains(domains)
+    _refuse_owned_elsewhere(org, domains)
+    have = set(verified_domains(org))
+    added = [d for d in domains if d not in have]
+    for domain in added:
+        try:
+            with transaction.atomic():
+                SSODomain.objects.create(org=org, domain=domain)
+        except IntegrityError as exc:  # verified elsewhere meanwhile
+            raise ValidationError(
+                f"Email domain {domain} was just verified for another organization."
+            ) from exc
+    if added:
+        audit_record(
+            actor=actor,
+            org=org,
+            action="sso.domain_verify",
+            target=getattr(org, "sso", None) or org,
+            before={"verified_domains": sorted(have)},
+            after={"verified_domains": sorted(have | set(added))},
+        )
+    return added
+
+
+@transaction.atomic
+def sso_domains_unverify(*, actor: Actor, org: Organization, domains) -> list[str]:
+    """Take verification back: the org's IdP no longer signs in users of these domains."""
+    domains = normalize_domains(domains)
+    have = set(verified_domains(org))
+    removed = [d for d in domains if d in have]
+    if removed:
+        SSODomain.objects.for_org(org).filter(domain__in=removed).delete()
+        audit_record(
+            actor=actor,
+            org=org,
+            action="sso.domain_unverify",
+            target=getattr(org, "sso", None) or org,
+            before={"verified_domains": sorted(have)},
+            after={"verified_domains": sorted(have - set(removed))},
+        )
+    return removed
+
+
+def domains_status(config: SSOConfig | None) -> list[tuple[str, str]]:
+    """(domain, "verified" | "waiting" | "elsewhere") for each domain the org lists."""
+    if config is None:
+        return []
+    mine = set(verified_domains(config.org))
+    taken = set(
+        SSODomain.objects.exclude(org=config.org)
+        .filter(domain__in=config.email_domains)
+        .values_list("domain", flat=True)
+    )
+    return [
+        (d, "verified" if d in mine else "elsewhere" if d in taken else "waiting")
+        for d in config.email_domains
+    ]
+
+
+@transaction.atomic
+def sso_config_save(
+    *, actor: Actor, org: Organization, break_glass_email=None, verify_domains=False, **fields
+):
+    """Create or update an org's SSO configuration, validated and audited. Its listed
+    email domains are only claims until verified, except with `verify_domains` (the
+    operator's apply_config) or SSO_DOMAIN_VERIFICATION=trust."""
     current = SSOConfig.objects.filter(org=org).first()
     before = _summary(current) if current else None
     config = sso_config_prepare(org, break_glass_email, **fields)
     config.save()
+    org.sso = config
     after = _summary(config)
     if before != after:
         audit_record(
@@ -1081,6 +1194,8 @@ def sso_config_save(*, actor: Actor, org: Organization, break_glass_email=None, 
             before=before,
             after=after,
         )
+    if verify_domains or settings.SSO_DOMAIN_VERIFICATION == "trust":
+        sso_domains_verify(actor=actor, org=org, domains=config.email_domains)
     return config
 
 
@@ -1095,22 +1210,33 @@ def _check_certificate(cert: str) -> None:
 
 # ------------------------------------------------------------------------------ who uses SSO
 def config_for_email(email: str) -> SSOConfig | None:
+    """The enabled SSO of the org that lists and owns (verified) the email's domain."""
     domain = _email_domain(email or "")
     if not domain:
         return None
-    for config in SSOConfig.objects.filter(enabled=True).select_related("org"):
-        if domain in config.email_domains:
-            return config
-    return None
-
-
-def password_blocked_by(user) -> SSOConfig | None:
-    """The SSO-required org that keeps this user from signing in with a password, if any."""
-    if user is None or user.pk is None:
-        return None
-    return (
-        SSOConfig.objects.filter(enabled=True, sso_required=True, org__memberships__user=user)
-        .exclude(break_glass_user=user)
+    config = (
+        SSOConfig.objects.filter(enabled=True, org__sso_domains__domain=domain)
         .select_related("org")
         .first()
     )
+    return config if config is not None and domain in config.email_domains else None
+
+
+def password_blocked_by(user) -> SSOConfig | None:
+    """The SSO-required org that keeps this user from signing in with a password, if any:
+    only an org that lists and owns (verified) the user's email domain, whose IdP can sign
+    them in instead (an org cannot lock out users of a domain that is not its own)."""
+    if user is None or user.pk is None:
+        return None
+    domain = _email_domain(user.email or "")
+    configs = (
+        SSOConfig.objects.filter(
+            enabled=True,
+            sso_required=True,
+            org__memberships__user=user,
+            org__sso_domains__domain=domain,
+        )
+        .exclude(break_glass_user=user)
+        .select_related("org")
+    )
+    return next((c for c in configs if domain in c.email_domains), None)

@@ -25,7 +25,7 @@ from orgs import sso
 from orgs.models import SSOConfig, User
 
 from .saml_idp import _keypair
-from .test_sso import _no_acs_limit  # noqa: F401
+from .test_sso import _no_acs_limit, verify_domains  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 ADMIN = Actor(via="test")
@@ -123,6 +123,7 @@ def pysaml2_idp(tmp_path, xmlsec1, org_a, alice):
         group_roles={"Engineering": "member"},
         **sso.metadata_fields(idp_metadata),
     )
+    verify_domains(org_a, "acme.test")
     sp_metadata = Client().get("/sso/acme/metadata/").content.decode()
     return InteropIdP(config=_idp_config(tmp_path, xmlsec1, sp_metadata))
 
