@@ -217,6 +217,12 @@ SSO_MAX_RESPONSE_BYTES = env.int("SSO_MAX_RESPONSE_BYTES", default=256 * 1024)
 SSO_REQUEST_TTL_S = env.int("SSO_REQUEST_TTL_S", default=600)
 SSO_ACS_PER_MINUTE = env.int("SSO_ACS_PER_MINUTE", default=30)
 SSO_SP_CERT_GRACE_DAYS = env.int("SSO_SP_CERT_GRACE_DAYS", default=30)
+# Who verifies that an org owns the email domains its IdP may sign in: "admin" (a platform
+# admin or apply_config) or "trust" (an org admin's claim counts: only where every org
+# admin is trusted, e.g. a single-tenant install). docs/sso.md, "Email domains".
+SSO_DOMAIN_VERIFICATION = env.str("SSO_DOMAIN_VERIFICATION", default="admin").strip().lower()
+if SSO_DOMAIN_VERIFICATION not in ("admin", "trust"):
+    raise ImproperlyConfigured("SSO_DOMAIN_VERIFICATION must be admin or trust.")
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"

@@ -15,7 +15,16 @@ from bonito.admin_site import ServiceAdminMixin, ServiceModelAdmin
 from governance.audit import Actor
 
 from . import services
-from .models import Invitation, Membership, Organization, Role, SSOConfig, Team, User
+from .models import (
+    Invitation,
+    Membership,
+    Organization,
+    Role,
+    SSOConfig,
+    SSODomain,
+    Team,
+    User,
+)
 from .sso import CONFIG_FIELDS
 
 # Roles are memberships; Django's groups and permissions are unused, so the admin offers
@@ -274,9 +283,32 @@ class InvitationAdmin(ServiceModelAdmin):
 
 
 class SSOConfigAdminForm(forms.ModelForm):
+    # Not a model field: the org's SSODomain rows, set through sso_domains_verify/unverify.
+    verified_domains = forms.CharField(
+        required=False,
+        help_text="Email domains you have checked this organization owns (comma- or "
+        "space-separated). Its IdP signs in only users of domains both listed above and "
+        "verified here; a domain is verified for one organization at most.",
+    )
+
     class Meta:
         model = SSOConfig
         fields = ["org", "break_glass_user", *CONFIG_FIELDS]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.org_id:
+            from .sso import verified_domains
+
+            self.initial["verified_domains"] = ", ".join(verified_domains(self.instance.org))
+
+    def clean_verified_domains(self):
+        from .sso import normalize_domains
+
+        try:
+            return ", ".join(normalize_domains(self.cleaned_data["verified_domains"]))
+        except ValidationError as exc:
+            raise forms.ValidationError(exc.messages) from exc
 
     def clean(self):
         from .sso import sso_config_prepare
@@ -302,7 +334,16 @@ class SSOConfigAdmin(ServiceModelAdmin):
     audited service as the dashboard and apply_config."""
 
     form = SSOConfigAdminForm
-    list_display = ("org", "preset", "enabled", "sso_required", "updated_at")
+    list_display = (
+        "org",
+        "preset",
+        "enabled",
+        "sso_required",
+        "email_domains",
+        "domains_verified",
+        "updated_at",
+    )
+    actions = ["verify_listed_domains"]
     list_filter = ("preset", "enabled", "sso_required")
     search_fields = ("org__slug", "org__name", "idp_entity_id")
     autocomplete_fields = ("org",)
@@ -340,3 +381,55 @@ class SSOConfigAdmin(ServiceModelAdmin):
             **{f: data[f] for f in CONFIG_FIELDS if f in data},
         )
         obj.pk = saved.pk
+        if "verified_domains" in form.changed_data:
+            self._set_verified(request, saved.org, data.get("verified_domains") or "")
+
+    def _set_verified(self, request, org, text):
+        from .sso import (
+            normalize_domains,
+            sso_domains_unverify,
+            sso_domains_verify,
+            verified_domains,
+        )
+
+        wanted = set(normalize_domains(text))
+        gone = set(verified_domains(org)) - wanted
+        sso_domains_unverify(actor=_actor(request), org=org, domains=sorted(gone))
+        sso_domains_verify(actor=_actor(request), org=org, domains=sorted(wanted))
+
+    @admin.display(description="Verified domains")
+    def domains_verified(self, obj):
+        return ", ".join(d.domain for d in obj.org.sso_domains.all()) or "none"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("org__sso_domains")
+
+    @admin.action(description="Verify the listed email domains of the selected organizations")
+    def verify_listed_domains(self, request, queryset):
+        from .sso import sso_domains_verify
+
+        for config in queryset.select_related("org"):
+            added = sso_domains_verify(
+                actor=_actor(request), org=config.org, domains=config.email_domains
+            )
+            if added:
+                self.message_user(request, f"{config.org.slug}: verified {', '.join(added)}.")
+
+
+@admin.register(SSODomain)
+class SSODomainAdmin(ServiceModelAdmin):
+    """Which org owns which email domain, read-only: verify and take back verification on
+    the org's SSO configuration (audited)."""
+
+    list_display = ("domain", "org", "verified_at")
+    search_fields = ("domain", "org__slug", "org__name")
+    list_filter = ("org",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -312,6 +312,25 @@ class SSOConfig(models.Model):
         return f"SSO for {self.org.slug} ({self.get_preset_display()})"
 
 
+class SSODomain(models.Model):
+    """An email domain verified as the org's: its IdP may sign in users of this domain
+    (when the org also lists it). A platform admin or apply_config verifies it (or, with
+    SSO_DOMAIN_VERIFICATION=trust, the org admin's claim); a domain is one org's at most."""
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="sso_domains")
+    domain = models.CharField(max_length=253, unique=True)
+    verified_at = models.DateTimeField(auto_now_add=True)
+
+    objects = OrgScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["domain"]
+        verbose_name = "verified SSO domain"
+
+    def __str__(self):
+        return self.domain
+
+
 class SSOAuthnRequest(models.Model):
     """An AuthnRequest this SP sent: a response's InResponseTo must name one, once."""
 

@@ -8,7 +8,7 @@ site started for this org (InResponseTo, once, within SSO_REQUEST_TTL_S) unless 
 allows IdP-initiated login, passes python3-saml's strict checks (signed assertion by the
 org's IdP certificate, no SHA-1, Audience, Destination, Recipient, Issuer, NotBefore,
 NotOnOrAfter), carries an assertion id never seen before, and names an email in one of
-the org's domains whose groups map to a role. Every login, refusal and configuration
+the org's domains verified as its own (SSODomain) whose groups map to a role. Every login, refusal and configuration
 change is audited with the reason.
 """
 
@@ -17,12 +17,15 @@ import binascii
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import time
 import zlib
 from copy import deepcopy
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import import_module
+from urllib.parse import unquote_plus
 
 import xmlsec
 from cryptography import x509
@@ -62,6 +65,7 @@ from .models import (
     SSOAssertion,
     SSOAuthnRequest,
     SSOConfig,
+    SSODomain,
     SSOSession,
     User,
 )
@@ -376,6 +380,8 @@ def _decode(request):
         settings.SSO_MAX_RESPONSE_BYTES
     ):
         raise SSORefused("The SAML response is larger than this site accepts.")
+    if any(len(request.POST.getlist(name)) > 1 for name in ("SAMLResponse", "RelayState")):
+        raise SSORefused("The form carries a SAML parameter more than once; refused.")
     encoded = request.POST.get("SAMLResponse", "")
     if not encoded:
         raise SSORefused("No SAML response was posted.")
@@ -394,37 +400,104 @@ def _decode(request):
 
 # ------------------------------------------------------------------------------ logout messages
 LOGOUT_ROOTS = {"SAMLRequest": "LogoutRequest", "SAMLResponse": "LogoutResponse"}
+SAML_PARAMS = ("SAMLRequest", "SAMLResponse", "RelayState", "SigAlg", "Signature")
+_SAML_PARAM_KEYS = {name.lower(): name for name in SAML_PARAMS}
+REDIRECT_SIG_ALGS = (C.RSA_SHA256, C.RSA_SHA384, C.RSA_SHA512)
+
+
+def _plain_name(raw_name: str) -> str:
+    """A query parameter's name as a lookalike-proof key: percent- and plus-decoded,
+    letters and digits only, lower case (`%53AML+request` is `samlrequest`)."""
+    return "".join(ch for ch in unquote_plus(raw_name) if ch.isalnum()).lower()
+
+
+def redirect_params(query_string: str) -> dict[str, str]:
+    """The SAML parameters of an HTTP-Redirect query string, still URL-encoded as sent,
+    read once from the raw string (split on & and the first =): the signature is checked
+    over these very bytes and the message decoded from the very same value. Django's
+    request.GET (names decoded, last value wins) and python3-saml's signed-query rebuild
+    (the raw parts starting with `SAMLRequest=`) read a polluted query differently, so
+    a SAML parameter sent twice, or spelt another way (percent-encoded, another case,
+    padded), is refused."""
+    found: dict[str, str] = {}
+    for part in query_string.split("&"):
+        raw_name, _sep, value = part.partition("=")
+        name = _SAML_PARAM_KEYS.get(_plain_name(raw_name))
+        if name is None:
+            continue
+        if raw_name != name:
+            raise SSORefused(
+                f"The query string spells the SAML parameter {name} another way "
+                f"({raw_name[:40]!r}); such a query is refused."
+            )
+        if name in found:
+            raise SSORefused(f"The query string carries {name} more than once; refused.")
+        found[name] = value
+    return found
 
 
 def logout_message_kind(request) -> str | None:
     """ "SAMLRequest" or "SAMLResponse" when the IdP sent one (GET: HTTP-Redirect binding,
-    POST: HTTP-POST binding), else None (the user's own Log out button)."""
-    data = request.GET if request.method == "GET" else request.POST
-    return next((kind for kind in LOGOUT_ROOTS if kind in data), None)
+    POST: HTTP-POST binding), else None (the user's own Log out button). A query naming
+    one in any spelling counts (and is then refused by decode_logout)."""
+    if request.method == "GET":
+        names = {
+            _plain_name(p.partition("=")[0])
+            for p in request.META.get("QUERY_STRING", "").split("&")
+        }
+        return next((kind for kind in LOGOUT_ROOTS if kind.lower() in names), None)
+    return next((kind for kind in LOGOUT_ROOTS if kind in request.POST), None)
 
 
-def decode_logout(request) -> tuple[str, str, object]:
-    """(kind, binding, parsed root) of the IdP's logout message: size-capped before
-    decoding, base64, inflated for the Redirect binding (bounded, so a deflate bomb stops
-    at the cap), parsed without DTDs or entities, and of the element its name promises."""
+@dataclass
+class LogoutMessage:
+    kind: str  # SAMLRequest or SAMLResponse
+    binding: str
+    root: object  # the parsed XML
+    xml: bytes  # the message, decoded once: python3-saml is handed exactly this
+    relay_state: str | None
+    raw: dict = field(default_factory=dict)  # Redirect binding: the raw SAML parameters
+
+
+def _message_params(request) -> tuple[str, str, str | None, dict]:
+    """(kind, message as sent, RelayState, raw Redirect parameters) from one reading of
+    the request."""
+    if request.method == "GET":
+        raw = redirect_params(request.META.get("QUERY_STRING", ""))
+        plain = {name: unquote_plus(value) for name, value in raw.items()}
+    else:
+        for name in SAML_PARAMS:
+            if len(request.POST.getlist(name)) > 1:
+                raise SSORefused(f"The form carries {name} more than once; refused.")
+        raw, plain = {}, request.POST
+    kinds = [kind for kind in LOGOUT_ROOTS if kind in plain]
+    if not kinds:
+        raise SSORefused("No SAML logout message was sent.")
+    if len(kinds) > 1:
+        raise SSORefused("The message carries both a SAMLRequest and a SAMLResponse; refused.")
+    return kinds[0], plain[kinds[0]], plain.get("RelayState"), raw
+
+
+def decode_logout(request) -> LogoutMessage:
+    """The IdP's logout message: size-capped before decoding, read once (see
+    redirect_params), base64, inflated for the Redirect binding (bounded, so a deflate
+    bomb stops at the cap), parsed without DTDs or entities, and of the element its name
+    promises."""
     limit = settings.SSO_MAX_RESPONSE_BYTES
     if int(request.META.get("CONTENT_LENGTH") or 0) > limit or (
         len(request.META.get("QUERY_STRING", "")) > limit
     ):
         raise SSORefused("The logout message is larger than this site accepts.")
-    kind = logout_message_kind(request)
-    if kind is None:
-        raise SSORefused("No SAML logout message was sent.")
+    kind, encoded, relay_state, raw = _message_params(request)
     redirect_binding = request.method == "GET"
-    data = request.GET if redirect_binding else request.POST
     try:
-        raw = base64.b64decode("".join(data[kind].split()), validate=True)
+        decoded = base64.b64decode("".join(encoded.split()), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise SSORefused(f"The {kind} is not valid base64.") from exc
     if redirect_binding:
         inflater = zlib.decompressobj(-15)
         try:
-            xml = inflater.decompress(raw, limit + 1)
+            xml = inflater.decompress(decoded, limit + 1)
         except zlib.error as exc:
             raise SSORefused(
                 f"The {kind} is not DEFLATE-compressed (HTTP-Redirect binding)."
@@ -432,7 +505,7 @@ def decode_logout(request) -> tuple[str, str, object]:
         if len(xml) > limit or inflater.unconsumed_tail:
             raise SSORefused("The logout message is larger than this site accepts.")
     else:
-        xml = raw
+        xml = decoded
     if not xml.strip():
         raise SSORefused(f"The {kind} is empty.")
     try:
@@ -444,17 +517,50 @@ def decode_logout(request) -> tuple[str, str, object]:
     expected = LOGOUT_ROOTS[kind]
     if root.tag != f"{{{C.NS_SAMLP}}}{expected}":
         raise SSORefused(f"The {kind} is not a SAML {expected}.")
-    return kind, C.BINDING_HTTP_REDIRECT if redirect_binding else C.BINDING_HTTP_POST, root
+    return LogoutMessage(
+        kind=kind,
+        binding=C.BINDING_HTTP_REDIRECT if redirect_binding else C.BINDING_HTTP_POST,
+        root=root,
+        xml=xml,
+        relay_state=relay_state,
+        raw=raw,
+    )
 
 
-def _logout_data(request) -> dict:
-    """python3-saml's request data, with the raw query string so a Redirect-binding
-    signature is checked over the bytes the IdP signed (not a re-encoding of them)."""
+def _logout_data(request, message: LogoutMessage) -> dict:
+    """python3-saml's request data, its parameters the ones decode_logout read (never
+    Django's own parse of the query string)."""
+    params = {name: unquote_plus(value) for name, value in message.raw.items()}
     return {
         **request_data(request),
-        "query_string": request.META.get("QUERY_STRING", ""),
-        "validate_signature_from_qs": True,
+        "get_data": params if message.binding == C.BINDING_HTTP_REDIRECT else {},
     }
+
+
+def _check_redirect_signature(message: LogoutMessage, config: SSOConfig) -> bool:
+    """Whether the Redirect-binding query is signed; a signature that is there must verify
+    against the IdP's certificate over exactly the raw `kind=..[&RelayState=..]&SigAlg=..`
+    parts the message was decoded from, with SHA-256 or stronger."""
+    raw, kind = message.raw, message.kind
+    if "Signature" not in raw:
+        return False
+    algorithm = unquote_plus(raw.get("SigAlg", ""))
+    if algorithm in C.DEPRECATED_ALGORITHMS:
+        raise SSORefused(f"The {kind} is signed with a deprecated algorithm (SHA-1).")
+    if algorithm not in REDIRECT_SIG_ALGS:
+        raise SSORefused(f"The {kind}'s signature has no SigAlg this site accepts (RSA-SHA256+).")
+    signed = "&".join(
+        f"{name}={raw[name]}" for name in (kind, "RelayState", "SigAlg") if name in raw
+    )
+    try:
+        signature = base64.b64decode("".join(unquote_plus(raw["Signature"]).split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise SSORefused(f"The {kind}'s Signature is not valid base64.") from exc
+    if not OneLogin_Saml2_Utils.validate_binary_sign(
+        signed, signature, OneLogin_Saml2_Utils.format_cert(config.idp_x509_cert), algorithm
+    ):
+        raise SSORefused(f"Signature validation failed: the {kind} was not signed by the IdP.")
+    return True
 
 
 def _check_xml_signature(root, config: SSOConfig, kind: str) -> bool:
@@ -491,21 +597,12 @@ def _check_xml_signature(root, config: SSOConfig, kind: str) -> bool:
     return True
 
 
-def _check_signed(request, auth, root, config: SSOConfig, kind: str, binding: str) -> None:
-    signed = False
-    if binding == C.BINDING_HTTP_REDIRECT and "Signature" in request.GET:
-        data = request.GET.dict()
-        if data.get("SigAlg") in C.DEPRECATED_ALGORITHMS:
-            raise SSORefused(f"The {kind} is signed with a deprecated algorithm (SHA-1).")
-        check = (
-            auth.validate_request_signature
-            if kind == "SAMLRequest"
-            else auth.validate_response_signature
-        )
-        if not check(data):
-            raise SSORefused(f"Signature validation failed: the {kind} was not signed by the IdP.")
-        signed = True
-    signed = _check_xml_signature(root, config, kind) or signed
+def _check_signed(message: LogoutMessage, config: SSOConfig) -> None:
+    kind = message.kind
+    signed = message.binding == C.BINDING_HTTP_REDIRECT and _check_redirect_signature(
+        message, config
+    )
+    signed = _check_xml_signature(message.root, config, kind) or signed
     if not signed and config.require_signed_logout:
         raise SSORefused(
             f"The {kind} is not signed, and this organization requires signed logout "
@@ -539,24 +636,29 @@ def _names(info: dict, name_id: str, indexes: list[str]) -> bool:
 
 
 def logout_message_process(request, config: SSOConfig) -> str:
-    """Check the IdP's logout message and act on it; returns where to send the browser."""
-    kind, binding, root = decode_logout(request)
-    data = _logout_data(request)
+    """Check the IdP's logout message and act on it; returns where to send the browser.
+    Everything below reads the one LogoutMessage decode_logout made."""
+    message = decode_logout(request)
+    _check_signed(message, config)
+    data = _logout_data(request, message)
     saml = saml_settings(config, request)
-    auth = OneLogin_Saml2_Auth(data, saml)
-    encoded = (request.GET if binding == C.BINDING_HTTP_REDIRECT else request.POST)[kind]
-    _check_signed(request, auth, root, config, kind, binding)
-    if kind == "SAMLResponse":
-        return _logout_response(request, config, saml, data, encoded)
-    return _logout_request(request, config, saml, data, auth, encoded, root)
+    if message.kind == "SAMLResponse":
+        return _logout_response(request, config, saml, data, message)
+    return _logout_request(request, config, saml, data, message)
 
 
-def _logout_response(request, config, saml, data, encoded) -> str:
+def _for_python3_saml(message: LogoutMessage) -> str:
+    """The decoded message re-encoded for python3-saml's constructors, which would
+    otherwise decode the request's value their own way."""
+    return OneLogin_Saml2_Utils.deflate_and_base64_encode(message.xml)
+
+
+def _logout_response(request, config, saml, data, message: LogoutMessage) -> str:
     """The IdP's answer to the logout this site started (our session already ended)."""
     pending = request.session.pop(LOGOUT_SESSION_KEY, None) or {}
     if pending.get("org") != config.org.slug:
         raise SSORefused("This LogoutResponse answers no logout this site started.")
-    response = OneLogin_Saml2_Logout_Response(saml, encoded)
+    response = OneLogin_Saml2_Logout_Response(saml, _for_python3_saml(message))
     try:
         valid = response.is_valid(data, request_id=pending.get("id"))
     except Exception as exc:
@@ -568,12 +670,13 @@ def _logout_response(request, config, saml, data, encoded) -> str:
     return "/login/"
 
 
-def _logout_request(request, config, saml, data, auth, encoded, root) -> str:
+def _logout_request(request, config, saml, data, message: LogoutMessage) -> str:
     """The IdP ends a user's session: end the Bonito sessions that user's sign-ins opened
     (in any browser) and answer with a LogoutResponse. When this browser is signed in
     through this org's IdP as someone else, the request is not for it: nothing is ended
     and the answer says Requester (a crafted link cannot log a victim out)."""
-    logout_request = OneLogin_Saml2_Logout_Request(saml, encoded)
+    root = message.root
+    logout_request = OneLogin_Saml2_Logout_Request(saml, _for_python3_saml(message))
     try:
         valid = logout_request.is_valid(data)
     except Exception as exc:
@@ -614,10 +717,11 @@ def _logout_request(request, config, saml, data, auth, encoded, root) -> str:
     builder = OneLogin_Saml2_Logout_Response(saml)
     builder.build(logout_request.id, status=status)
     params = {"SAMLResponse": builder.get_response()}
-    if data["get_data"].get("RelayState") or data["post_data"].get("RelayState"):
-        params["RelayState"] = data["get_data"].get("RelayState") or data["post_data"]["RelayState"]
+    if message.relay_state:
+        params["RelayState"] = message.relay_state
     security = saml.get_security_data()
     if security["logoutResponseSigned"]:
+        auth = OneLogin_Saml2_Auth(data, saml)
         auth.add_response_signature(params, security["signatureAlgorithm"])
     target = saml.get_idp_slo_response_url()
     if not target:  # the IdP takes no answer: never follow its RelayState elsewhere
@@ -816,10 +920,18 @@ def consume(request, config: SSOConfig) -> tuple[User, Membership, str, dict]:
         validate_email(email)
     except ValidationError as exc:
         raise SSORefused("The assertion carries no valid email address.", email) from exc
-    domains = {d.lower() for d in config.email_domains}
-    if _email_domain(email) not in domains:
+    # The IdP may vouch only for domains this org lists *and* owns (verified): else any
+    # org admin could point their own IdP at another org's domain and sign in as its users.
+    domain, claimed = _email_domain(email), {d.lower() for d in config.email_domains}
+    if domain not in claimed:
         raise SSORefused(
-            f"{email} is not in this organization's email domains ({', '.join(sorted(domains))}).",
+            f"{email} is not in this organization's email domains ({', '.join(sorted(claimed))}).",
+            email,
+        )
+    if domain not in sign_in_domains(config):
+        raise SSORefused(
+            f"{email} is in {domain}, which is not verified for this organization: its IdP "
+            "may sign in only users of domains a platform admin has verified for it.",
             email,
         )
 
@@ -945,10 +1057,7 @@ def audit_refusal(request, org: Organization, reason: str, email: str = "") -> N
 def _clean(fields: dict) -> dict:
     out = dict(fields)
     if "email_domains" in out:
-        domains = out["email_domains"]
-        if isinstance(domains, str):
-            domains = domains.replace(",", " ").split()
-        out["email_domains"] = sorted({str(d).strip().lower().lstrip("@") for d in domains if d})
+        out["email_domains"] = normalize_domains(out["email_domains"] or [])
     if "group_roles" in out:
         roles = out["group_roles"] or {}
         if not isinstance(roles, dict):
@@ -1050,27 +1159,133 @@ def sso_config_prepare(org: Organization, break_glass_email=None, **fields) -> S
         )
     config.full_clean()
     _check_certificate(config.idp_x509_cert)
-    taken = (
-        SSOConfig.objects.exclude(org=org)
-        .filter(enabled=True)
-        .values_list("org__slug", "email_domains")
-    )
-    for slug, domains in taken:
-        clash = set(domains) & set(config.email_domains)
-        if config.enabled and clash:
-            raise ValidationError(
-                f"Email domain(s) {', '.join(sorted(clash))} already sign in through {slug}'s IdP."
-            )
+    for domain in config.email_domains:
+        _check_domain(domain)
+    _refuse_owned_elsewhere(org, config.email_domains)
     return config
 
 
+DOMAIN_RE = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+
+
+def _check_domain(domain: str) -> None:
+    if not DOMAIN_RE.match(domain):
+        raise ValidationError(f"{domain!r} is not an email domain (such as acme.com).")
+
+
+def normalize_domains(domains) -> list[str]:
+    if isinstance(domains, str):
+        domains = domains.replace(",", " ").split()
+    cleaned = sorted({str(d).strip().lower().lstrip("@").rstrip(".") for d in domains if d})
+    for domain in cleaned:
+        _check_domain(domain)
+    return cleaned
+
+
+def _refuse_owned_elsewhere(org: Organization, domains) -> None:
+    """A domain verified for another org cannot be claimed or verified here; the message
+    does not say which org (org admins must not learn who uses which domain)."""
+    taken = sorted(
+        SSODomain.objects.exclude(org=org)
+        .filter(domain__in=domains)
+        .values_list("domain", flat=True)
+    )
+    if taken:
+        raise ValidationError(
+            f"Email domain(s) {', '.join(taken)} are verified for another organization: "
+            "they cannot sign in through this organization's IdP. Ask your platform admin "
+            "if you own them."
+        )
+
+
+def verified_domains(org: Organization) -> list[str]:
+    return list(SSODomain.objects.for_org(org).values_list("domain", flat=True))
+
+
+def sign_in_domains(config: SSOConfig) -> set[str]:
+    """The domains whose users this org's IdP may sign in: listed by the org and verified
+    as its own."""
+    return {d.lower() for d in config.email_domains} & set(verified_domains(config.org))
+
+
 @transaction.atomic
-def sso_config_save(*, actor: Actor, org: Organization, break_glass_email=None, **fields):
-    """Create or update an org's SSO configuration, validated and audited."""
+def sso_domains_verify(*, actor: Actor, org: Organization, domains) -> list[str]:
+    """Verify email domains as `org`'s (a platform admin, apply_config, or an org admin's
+    claim with SSO_DOMAIN_VERIFICATION=trust); a domain verified for another org is
+    refused. Returns the domains newly verified (audited as sso.domain_verify)."""
+    domains = normalize_domains(domains)
+    _refuse_owned_elsewhere(org, domains)
+    have = set(verified_domains(org))
+    added = [d for d in domains if d not in have]
+    for domain in added:
+        try:
+            with transaction.atomic():
+                SSODomain.objects.create(org=org, domain=domain)
+        except IntegrityError as exc:  # verified elsewhere meanwhile
+            raise ValidationError(
+                f"Email domain {domain} was just verified for another organization."
+            ) from exc
+    if added:
+        audit_record(
+            actor=actor,
+            org=org,
+            action="sso.domain_verify",
+            target=getattr(org, "sso", None) or org,
+            before={"verified_domains": sorted(have)},
+            after={"verified_domains": sorted(have | set(added))},
+        )
+    return added
+
+
+@transaction.atomic
+def sso_domains_unverify(*, actor: Actor, org: Organization, domains) -> list[str]:
+    """Take verification back: the org's IdP no longer signs in users of these domains."""
+    domains = normalize_domains(domains)
+    have = set(verified_domains(org))
+    removed = [d for d in domains if d in have]
+    if removed:
+        SSODomain.objects.for_org(org).filter(domain__in=removed).delete()
+        audit_record(
+            actor=actor,
+            org=org,
+            action="sso.domain_unverify",
+            target=getattr(org, "sso", None) or org,
+            before={"verified_domains": sorted(have)},
+            after={"verified_domains": sorted(have - set(removed))},
+        )
+    return removed
+
+
+def domains_status(config: SSOConfig | None) -> list[tuple[str, str]]:
+    """(domain, "verified" | "waiting" | "elsewhere") for each domain the org lists."""
+    if config is None:
+        return []
+    mine = set(verified_domains(config.org))
+    taken = set(
+        SSODomain.objects.exclude(org=config.org)
+        .filter(domain__in=config.email_domains)
+        .values_list("domain", flat=True)
+    )
+    return [
+        (d, "verified" if d in mine else "elsewhere" if d in taken else "waiting")
+        for d in config.email_domains
+    ]
+
+
+@transaction.atomic
+def sso_config_save(
+    *, actor: Actor, org: Organization, break_glass_email=None, verify_domains=False, **fields
+):
+    """Create or update an org's SSO configuration, validated and audited. Its listed
+    email domains are only claims until verified, except with `verify_domains` (the
+    operator's apply_config) or SSO_DOMAIN_VERIFICATION=trust."""
     current = SSOConfig.objects.filter(org=org).first()
     before = _summary(current) if current else None
     config = sso_config_prepare(org, break_glass_email, **fields)
     config.save()
+    org.sso = config
     after = _summary(config)
     if before != after:
         audit_record(
@@ -1081,6 +1296,8 @@ def sso_config_save(*, actor: Actor, org: Organization, break_glass_email=None, 
             before=before,
             after=after,
         )
+    if verify_domains or settings.SSO_DOMAIN_VERIFICATION == "trust":
+        sso_domains_verify(actor=actor, org=org, domains=config.email_domains)
     return config
 
 
@@ -1095,22 +1312,33 @@ def _check_certificate(cert: str) -> None:
 
 # ------------------------------------------------------------------------------ who uses SSO
 def config_for_email(email: str) -> SSOConfig | None:
+    """The enabled SSO of the org that lists and owns (verified) the email's domain."""
     domain = _email_domain(email or "")
     if not domain:
         return None
-    for config in SSOConfig.objects.filter(enabled=True).select_related("org"):
-        if domain in config.email_domains:
-            return config
-    return None
-
-
-def password_blocked_by(user) -> SSOConfig | None:
-    """The SSO-required org that keeps this user from signing in with a password, if any."""
-    if user is None or user.pk is None:
-        return None
-    return (
-        SSOConfig.objects.filter(enabled=True, sso_required=True, org__memberships__user=user)
-        .exclude(break_glass_user=user)
+    config = (
+        SSOConfig.objects.filter(enabled=True, org__sso_domains__domain=domain)
         .select_related("org")
         .first()
     )
+    return config if config is not None and domain in config.email_domains else None
+
+
+def password_blocked_by(user) -> SSOConfig | None:
+    """The SSO-required org that keeps this user from signing in with a password, if any:
+    only an org that lists and owns (verified) the user's email domain, whose IdP can sign
+    them in instead (an org cannot lock out users of a domain that is not its own)."""
+    if user is None or user.pk is None:
+        return None
+    domain = _email_domain(user.email or "")
+    configs = (
+        SSOConfig.objects.filter(
+            enabled=True,
+            sso_required=True,
+            org__memberships__user=user,
+            org__sso_domains__domain=domain,
+        )
+        .exclude(break_glass_user=user)
+        .select_related("org")
+    )
+    return next((c for c in configs if domain in c.email_domains), None)

@@ -215,6 +215,8 @@ def sso_settings(request):
             "config": config,
             "sp": sso.sp_urls(request, org),
             "presets": sso.PRESETS,
+            "domains": sso.domains_status(config),
+            "trust_claims": settings.SSO_DOMAIN_VERIFICATION == "trust",
             "sp_cert": sso.sp_certificate_info(sso.sp_keys(config)[1]) if config else {},
             "sp_previous": sso.sp_certificate_info(sso.sp_previous_keys(config)[1])
             if config

@@ -13,6 +13,7 @@ from governance.audit import Actor
 from orgs import sso
 
 from .saml_idp import TestIdP
+from .test_sso import verify_domains
 
 pytestmark = pytest.mark.django_db
 
@@ -31,6 +32,7 @@ def sso_required(org_a, alice, bob):
         sso_required=True,
         break_glass_email="alice@acme.test",
     )
+    verify_domains(org_a, "acme.test")
 
 
 def page(response, email: str) -> str:

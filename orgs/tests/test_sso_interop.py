@@ -25,7 +25,7 @@ from orgs import sso
 from orgs.models import SSOConfig, User
 
 from .saml_idp import _keypair
-from .test_sso import _no_acs_limit  # noqa: F401
+from .test_sso import _no_acs_limit, verify_domains  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 ADMIN = Actor(via="test")
@@ -123,6 +123,7 @@ def pysaml2_idp(tmp_path, xmlsec1, org_a, alice):
         group_roles={"Engineering": "member"},
         **sso.metadata_fields(idp_metadata),
     )
+    verify_domains(org_a, "acme.test")
     sp_metadata = Client().get("/sso/acme/metadata/").content.decode()
     return InteropIdP(config=_idp_config(tmp_path, xmlsec1, sp_metadata))
 
@@ -285,6 +286,16 @@ def test_a_signed_logout_request_from_the_idp_ends_the_named_users_session(pysam
         _query(response["Location"])["SAMLResponse"], BINDING_HTTP_REDIRECT
     )
     assert answer.response.status.status_code.value.endswith(":Success")
+
+
+def test_a_pysaml2_signed_logout_link_cannot_carry_a_second_message(pysaml2_idp):
+    victim = sign_in(pysaml2_idp)
+    link = idp_logout_request(pysaml2_idp, victim, name_id="erin@acme.test")  # signed
+    unsigned = idp_logout_request(pysaml2_idp, victim, sign=False)  # for dana: nobody signed
+    forged = next(p for p in urlparse(unsigned).query.split("&") if p.startswith("SAMLRequest="))
+    response = Client().get(f"{link}&%53AMLRequest={forged.split('=', 1)[1]}")
+    assert response.status_code == 400 and b"another way" in response.content
+    assert signed_in_as(victim) == "dana@acme.test" and victim.get("/o/acme/").status_code == 200
 
 
 def test_an_unsigned_logout_request_from_the_idp_is_refused(pysaml2_idp):
