@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from billing.budgets import budget_save
 from billing.models import UsageRecord
+from bonito.tests.project_files import project_files
 from gateway import services
 from gateway.tests.conftest import ACTOR
 from governance.services import routing_policy_save
@@ -222,24 +223,8 @@ JS_URL = re.compile(r"""(href|src|action|formaction)\s*=\s*["']?\s*javascript:""
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>(?P<body>.*?)</script>", re.S | re.I)
 
 
-def _ours(*patterns):
-    """The project's own files (tracked, or new and not ignored): never a virtualenv's,
-    whatever it is called, nor vendored libraries."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", *patterns],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    for name in listed:
-        path = ROOT / name
-        if "vendor" not in path.parts and path.exists():
-            yield path
-
-
 def test_no_template_or_static_file_has_inline_script():
-    files = list(_ours("*.html", "*.js", "*.txt"))
+    files = list(project_files("*.html", "*.js", "*.txt"))
     assert any(p.name == "base.html" for p in files) and any(p.name == "bonito.js" for p in files)
     found = []
     for path in files:

@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from billing.models import UsageRecord
+from bonito.tests.project_files import project_files
 from gateway import services
 from gateway.models import ApiKey
 from gateway.tests.conftest import ACTOR
@@ -97,9 +98,8 @@ def test_every_csv_writer_goes_through_the_one_helper():
     # A new export must use bonito.csv_export, not its own csv.writer.
     offenders = [
         str(path.relative_to(ROOT))
-        for path in ROOT.glob("*/**/*.py")
-        if ".venv" not in path.parts
-        and "tests" not in path.parts
+        for path in project_files("*.py")
+        if "tests" not in path.parts
         and path != ROOT / "bonito" / "csv_export.py"
         and ("csv.writer" in path.read_text() or "csv.DictWriter" in path.read_text())
     ]
