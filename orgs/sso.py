@@ -60,6 +60,7 @@ from bonito.crypto import decrypt_json, encrypt_json
 from governance.audit import Actor, audit_record
 
 from . import services
+from .access import members_changed
 from .models import (
     ROLE_RANK,
     Membership,
@@ -769,16 +770,24 @@ def session_opened(request, config: SSOConfig, user: User, info: dict) -> None:
 
 def sessions_end(config: SSOConfig, name_id: str, indexes: list[str]) -> int:
     """End the Bonito sessions opened by this org's SSO sign-ins for `name_id` (those with
-    one of `indexes`, when the IdP names any); returns how many."""
+    one of `indexes`, when the IdP names any); returns how many. As at a sign-out, the
+    live-tail sockets of every org these users belong to re-check at once (a socket
+    opened with an ended session then closes) instead of at their next periodic check."""
     store = import_module(settings.SESSION_ENGINE).SessionStore
     rows = SSOSession.objects.filter(org=config.org, name_id=name_id)
     if indexes:
         rows = rows.filter(session_index__in=indexes)
-    keys = list(rows.values_list("session_key", flat=True))
-    for key in keys:
-        store(session_key=key).delete()
-    rows.delete()
-    return len(keys)
+    ended = list(rows.values_list("session_key", "user_id"))
+    with transaction.atomic():
+        for key, _user in ended:
+            store(session_key=key).delete()
+        rows.delete()
+        members_changed(
+            Membership.objects.filter(user_id__in={user for _key, user in ended}).values_list(
+                "org_id", flat=True
+            )
+        )
+    return len(ended)
 
 
 def session_closed(request) -> None:
