@@ -343,7 +343,7 @@ class SSOConfigAdmin(ServiceModelAdmin):
         "domains_verified",
         "updated_at",
     )
-    actions = ["verify_listed_domains"]
+    actions = ["verify_listed_domains", "rotate_sp_key"]
     list_filter = ("preset", "enabled", "sso_required")
     search_fields = ("org__slug", "org__name", "idp_entity_id")
     autocomplete_fields = ("org",)
@@ -351,8 +351,6 @@ class SSOConfigAdmin(ServiceModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return ["org"] if obj else []  # a configuration belongs to its org
-
-    actions = ["rotate_sp_key"]
 
     def has_delete_permission(self, request, obj=None):
         return False  # switch it off with "enabled"; the change is audited

@@ -6,10 +6,13 @@ the metadata is right under any host name and port. A response is accepted only 
 it is under SSO_MAX_RESPONSE_BYTES, parses without a DTD or entities, answers a login this
 site started for this org (InResponseTo, once, within SSO_REQUEST_TTL_S) unless the org
 allows IdP-initiated login, passes python3-saml's strict checks (signed assertion by the
-org's IdP certificate, no SHA-1, Audience, Destination, Recipient, Issuer, NotBefore,
-NotOnOrAfter), carries an assertion id never seen before, and names an email in one of
-the org's domains verified as its own (SSODomain) whose groups map to a role. Every login, refusal and configuration
-change is audited with the reason.
+org's IdP certificate, no SHA-1, Issuer, NotBefore, NotOnOrAfter) and Bonito's stricter
+ones (_check_assertion: an AudienceRestriction naming exactly this org's entity id, the
+Destination and Recipient equal to this org's ACS URL, the assertion's own InResponseTo
+naming the pending request, a NotOnOrAfter), carries an assertion id never seen before,
+and names an email in one of the org's domains verified as its own (SSODomain) whose
+groups map to a role. Every login, refusal and configuration change is audited with the
+reason; the ACS page names the reason only when it is about the user.
 """
 
 import base64
@@ -25,7 +28,7 @@ from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import import_module
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, urlsplit
 
 import xmlsec
 from cryptography import x509
@@ -57,6 +60,7 @@ from bonito.crypto import decrypt_json, encrypt_json
 from governance.audit import Actor, audit_record
 
 from . import services
+from .access import members_changed
 from .models import (
     ROLE_RANK,
     Membership,
@@ -105,13 +109,24 @@ CONFIG_FIELDS = (
 )
 
 
-class SSORefused(Exception):
-    """A login refused; `reason` is shown to the user and written to the audit log."""
+# What the ACS page says for any response that fails parsing, decryption or validation:
+# one answer, so the page is no oracle (decryption failed or not: the precondition of the
+# XML-Encryption CBC padding attack) and shows no library internals. The audit row and the
+# server log keep the reason.
+REFUSED_PAGE_REASON = (
+    "This sign-in response was refused. Your administrator can see why in the audit log."
+)
 
-    def __init__(self, reason: str, email: str = ""):
+
+class SSORefused(Exception):
+    """A login refused; `reason` goes to the audit log and the server log. The user sees it
+    only when `public`: about the user (or what they should do), never about the message."""
+
+    def __init__(self, reason: str, email: str = "", public: bool = False):
         super().__init__(reason)
         self.reason = reason
         self.email = email
+        self.public = public
 
 
 # ------------------------------------------------------------------------------ SP settings
@@ -755,16 +770,24 @@ def session_opened(request, config: SSOConfig, user: User, info: dict) -> None:
 
 def sessions_end(config: SSOConfig, name_id: str, indexes: list[str]) -> int:
     """End the Bonito sessions opened by this org's SSO sign-ins for `name_id` (those with
-    one of `indexes`, when the IdP names any); returns how many."""
+    one of `indexes`, when the IdP names any); returns how many. As at a sign-out, the
+    live-tail sockets of every org these users belong to re-check at once (a socket
+    opened with an ended session then closes) instead of at their next periodic check."""
     store = import_module(settings.SESSION_ENGINE).SessionStore
     rows = SSOSession.objects.filter(org=config.org, name_id=name_id)
     if indexes:
         rows = rows.filter(session_index__in=indexes)
-    keys = list(rows.values_list("session_key", flat=True))
-    for key in keys:
-        store(session_key=key).delete()
-    rows.delete()
-    return len(keys)
+    ended = list(rows.values_list("session_key", "user_id"))
+    with transaction.atomic():
+        for key, _user in ended:
+            store(session_key=key).delete()
+        rows.delete()
+        members_changed(
+            Membership.objects.filter(user_id__in={user for _key, user in ended}).values_list(
+                "org_id", flat=True
+            )
+        )
+    return len(ended)
 
 
 def session_closed(request) -> None:
@@ -808,7 +831,8 @@ def _pending_request(request, config: SSOConfig, in_response_to: str | None):
         if not config.allow_idp_initiated:
             raise SSORefused(
                 "This response was not asked for by this site (IdP-initiated login is off "
-                "for this organization). Start from the sign-in page."
+                "for this organization). Start from the sign-in page.",
+                public=True,
             )
         return None
     fresh = timezone.now() - timedelta(seconds=settings.SSO_REQUEST_TTL_S)
@@ -824,7 +848,8 @@ def _pending_request(request, config: SSOConfig, in_response_to: str | None):
         nonce = request.COOKIES.get(BROWSER_COOKIE, "")
         if not nonce or not hmac.compare_digest(_hash(nonce), pending.browser_hash):
             raise SSORefused(
-                "This sign-in was started in another browser. Start it again from this one."
+                "This sign-in was started in another browser. Start it again from this one.",
+                public=True,
             )
     return pending
 
@@ -880,26 +905,164 @@ class _Response(OneLogin_Saml2_Response):
 
 class _Auth(OneLogin_Saml2_Auth):
     response_class = _Response
+    valid_response: _Response | None = None  # the response python3-saml accepted
+
+    def store_valid_response(self, response):
+        self.valid_response = response
+        super().store_valid_response(response)
 
 
 def _process_response(request, config: SSOConfig, root, pending) -> "_Auth":
     """python3-saml's strict checks; an encrypted assertion is decrypted with the org's SP
-    key, or, during a rotation's grace period, with the previous one."""
+    key, or, only when that fails during a rotation's grace period, with the previous one.
+    A response that decrypts with the current key is judged with it alone, so the reason
+    recorded is its own failure, never a retry's "failed to decrypt"."""
     encrypted = root.find(f"{{{C.NS_SAML}}}EncryptedAssertion") is not None
     tries = [False, True] if encrypted and sp_previous_keys(config)[1] else [False]
+    first_error = None
     for previous_key in tries:
         auth = _Auth(
             request_data(request), saml_settings(config, request, previous_key=previous_key)
         )
         try:
             auth.process_response(request_id=pending.request_id if pending else None)
-        except Exception as exc:  # python3-saml raises on some malformed input
-            if previous_key or len(tries) == 1:
-                raise SSORefused(f"The SAML response was refused: {exc}") from exc
+        except Exception as exc:  # raised while reading or decrypting (is_valid catches its own)
+            first_error = first_error or exc
             continue
-        if not auth.get_errors() or previous_key or len(tries) == 1:
-            return auth
-    return auth
+        return auth
+    raise SSORefused(f"The SAML response was refused: {first_error}") from first_error
+
+
+def _url_key(url: str | None):
+    """A URL as this site compares it with its own: scheme and host in any case, a default
+    port or none alike; everything else (path, query) exactly as written."""
+    try:
+        parts = urlsplit(url or "")
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if port == {"http": 80, "https": 443}.get(scheme):
+        port = None
+    return (
+        scheme,
+        parts.username,
+        parts.password,
+        parts.hostname,
+        port,
+        parts.path,
+        parts.query,
+        parts.fragment,
+    )
+
+
+def _saml_time(value: str, what: str) -> float:
+    try:
+        return OneLogin_Saml2_Utils.parse_SAML_to_time(value)
+    except Exception as exc:
+        raise SSORefused(f"The assertion's {what} is not a valid time.") from exc
+
+
+def _confirmation_refusal(confirmations, acs: str, wanted: str | None) -> SSORefused:
+    """Why no SubjectConfirmationData fits (the first bearer one's fault), for the audit."""
+    if not confirmations:
+        return SSORefused("The assertion has no bearer SubjectConfirmationData.")
+    scd = confirmations[0]
+    recipient, answers = scd.get("Recipient"), scd.get("InResponseTo")
+    if _url_key(recipient) != _url_key(acs):
+        return SSORefused(
+            f"The assertion's SubjectConfirmationData Recipient {(recipient or '')[:300]!r} "
+            f"is not this organization's ACS URL {acs}."
+        )
+    if wanted and not answers:
+        return SSORefused(
+            "The assertion does not say which sign-in it answers (no InResponseTo in its "
+            "SubjectConfirmationData), but the response claims to answer one: an assertion "
+            "sent unasked cannot answer a sign-in this site started."
+        )
+    if wanted:
+        return SSORefused(
+            f"The assertion answers another sign-in ({answers[:100]!r}) than the one the "
+            f"response claims to answer ({wanted!r})."
+        )
+    if answers:
+        return SSORefused(
+            f"The response was sent unasked, but its assertion answers a sign-in "
+            f"({answers[:100]!r}): it was taken from another sign-in."
+        )
+    return SSORefused("The assertion's SubjectConfirmationData has expired or is not yet valid.")
+
+
+def _check_assertion(request, config: SSOConfig, response: _Response, pending) -> datetime:
+    """Bonito's checks on top of python3-saml's, on the very assertion it validated (the
+    signed one, or the one inside the signed response). python3-saml matches the
+    Destination as a prefix and the Recipient as a substring, takes an assertion with no
+    AudienceRestriction, and reads InResponseTo from the Response (outside an assertion's
+    signature). Returns until when the assertion id must be remembered (replays)."""
+    urls = sp_urls(request, config.org)
+    acs = urls["acs"]
+    destination = response.document.get("Destination")
+    if destination is not None and _url_key(destination) != _url_key(acs):
+        raise SSORefused(
+            f"The response's Destination {destination[:300]!r} is not this organization's "
+            f"ACS URL {acs}."
+        )
+    restrictions = response._query_assertion("/saml:Conditions/saml:AudienceRestriction")
+    if not restrictions:
+        raise SSORefused(
+            "The assertion has no AudienceRestriction: it must name this organization's "
+            f"entity id {urls['entity_id']} as its audience."
+        )
+    for restriction in restrictions:
+        audiences = [
+            (OneLogin_Saml2_XML.element_text(node) or "").strip()
+            for node in restriction.findall(f"{{{C.NS_SAML}}}Audience")
+        ]
+        if urls["entity_id"] not in audiences:
+            raise SSORefused(
+                f"The assertion's AudienceRestriction ({', '.join(audiences)[:300]}) does not "
+                f"name this organization's entity id {urls['entity_id']}."
+            )
+
+    # The bearer confirmation must be for this ACS and answer exactly what this sign-in
+    # is: the pending request (whatever the unsigned Response says), or nothing when the
+    # response came unasked.
+    wanted = pending.request_id if pending else None
+    confirmations = [
+        scd
+        for sc in response._query_assertion("/saml:Subject/saml:SubjectConfirmation")
+        if sc.get("Method") == C.CM_BEARER
+        for scd in sc.findall(f"{{{C.NS_SAML}}}SubjectConfirmationData")
+    ]
+    now = OneLogin_Saml2_Utils.now()
+    chosen = None
+    for scd in confirmations:
+        until, since = scd.get("NotOnOrAfter"), scd.get("NotBefore")
+        if (
+            _url_key(scd.get("Recipient")) == _url_key(acs)
+            and scd.get("InResponseTo") == wanted
+            and not (until and _saml_time(until, "NotOnOrAfter") <= now)
+            and not (since and _saml_time(since, "NotBefore") > now)
+        ):
+            chosen = scd
+            break
+    if chosen is None:
+        raise _confirmation_refusal(confirmations, acs, wanted)
+
+    # python3-saml accepts the assertion until the later of the two limits (Conditions
+    # with its clock drift allowance): the id is remembered that long.
+    limits = [
+        _saml_time(value, "NotOnOrAfter")
+        for value in [chosen.get("NotOnOrAfter")]
+        + [c.get("NotOnOrAfter") for c in response._query_assertion("/saml:Conditions")]
+        if value
+    ]
+    if not limits:
+        raise SSORefused(
+            "The assertion has no NotOnOrAfter (neither in its SubjectConfirmationData, as the "
+            "SAML Web SSO profile requires, nor in its Conditions): it would never expire."
+        )
+    return datetime.fromtimestamp(max(limits) + C.ALLOWED_CLOCK_DRIFT, UTC)
 
 
 def consume(request, config: SSOConfig) -> tuple[User, Membership, str, dict]:
@@ -911,6 +1074,7 @@ def consume(request, config: SSOConfig) -> tuple[User, Membership, str, dict]:
     if auth.get_errors() or not auth.is_authenticated():
         reason = auth.get_last_error_reason() or ", ".join(auth.get_errors()) or "not authenticated"
         raise SSORefused(f"The SAML response was refused: {reason}")
+    remember_until = _check_assertion(request, config, auth.valid_response, pending)
 
     attributes = auth.get_attributes()
     names = attribute_names(config)
@@ -919,7 +1083,9 @@ def consume(request, config: SSOConfig) -> tuple[User, Membership, str, dict]:
     try:
         validate_email(email)
     except ValidationError as exc:
-        raise SSORefused("The assertion carries no valid email address.", email) from exc
+        raise SSORefused(
+            "The assertion carries no valid email address.", email, public=True
+        ) from exc
     # The IdP may vouch only for domains this org lists *and* owns (verified): else any
     # org admin could point their own IdP at another org's domain and sign in as its users.
     domain, claimed = _email_domain(email), {d.lower() for d in config.email_domains}
@@ -927,16 +1093,17 @@ def consume(request, config: SSOConfig) -> tuple[User, Membership, str, dict]:
         raise SSORefused(
             f"{email} is not in this organization's email domains ({', '.join(sorted(claimed))}).",
             email,
+            public=True,
         )
     if domain not in sign_in_domains(config):
         raise SSORefused(
             f"{email} is in {domain}, which is not verified for this organization: its IdP "
             "may sign in only users of domains a platform admin has verified for it.",
             email,
+            public=True,
         )
 
-    # Replay: each assertion id is accepted once, and remembered until it expires.
-    expires = auth.get_last_assertion_not_on_or_after()
+    # Replay: each assertion id is accepted once, and remembered as long as it is valid.
     now = timezone.now()
     with transaction.atomic():
         SSOAssertion.objects.filter(not_on_or_after__lt=now).delete()
@@ -945,9 +1112,7 @@ def consume(request, config: SSOConfig) -> tuple[User, Membership, str, dict]:
                 SSOAssertion.objects.create(
                     assertion_id=auth.get_last_assertion_id(),
                     org=config.org,
-                    not_on_or_after=datetime.fromtimestamp(expires, UTC)
-                    if expires
-                    else now + timedelta(hours=config.session_hours),
+                    not_on_or_after=remember_until,
                 )
         except IntegrityError as exc:
             raise SSORefused("This assertion was already used (a replay).", email) from exc
@@ -971,7 +1136,7 @@ def consume(request, config: SSOConfig) -> tuple[User, Membership, str, dict]:
     kept = ""
     if role is None:
         if existing is None:
-            raise SSORefused(_no_role_reason(email, groups), email)
+            raise SSORefused(_no_role_reason(email, groups), email, public=True)
         if break_glass:
             kept = "break-glass owner"
         else:
@@ -980,9 +1145,9 @@ def consume(request, config: SSOConfig) -> tuple[User, Membership, str, dict]:
             except ValidationError:
                 kept = "last admin"
             else:
-                raise SSORefused(_no_role_reason(email, groups), email)
+                raise SSORefused(_no_role_reason(email, groups), email, public=True)
     if user is not None and not user.is_active:
-        raise SSORefused(f"The account {email} is deactivated.", email)
+        raise SSORefused(f"The account {email} is deactivated.", email, public=True)
 
     display_name = ((attributes.get(names["name"]) or [""])[0] or "")[:150]
     with transaction.atomic():
@@ -1044,6 +1209,7 @@ def message_allowed(request, endpoint: str) -> bool:
 
 
 def audit_refusal(request, org: Organization, reason: str, email: str = "") -> None:
+    log.warning("SSO: refused for %s (%s): %s", org.slug, email or "no email", reason)
     audit_record(
         actor=Actor(ip=client_ip(request), via="sso"),
         org=org,

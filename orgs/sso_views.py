@@ -31,12 +31,19 @@ def _config(slug: str) -> SSOConfig:
     return config
 
 
-def _refused(request, org: Organization, reason: str, email="", status=403, logout=False):
+def _refused(
+    request, org: Organization, reason: str, email="", status=403, logout=False, shown=None
+):
     sso.audit_refusal(request, org, reason, email)
     return render(
         request,
         "orgs/sso_error.html",
-        {"org": org, "reason": reason, "login_url": f"/sso/{org.slug}/login/", "logout": logout},
+        {
+            "org": org,
+            "reason": reason if shown is None else shown,
+            "login_url": f"/sso/{org.slug}/login/",
+            "logout": logout,
+        },
         status=status,
     )
 
@@ -76,7 +83,8 @@ def acs(request, org_slug):
     try:
         user, membership, relay, info = sso.consume(request, config)
     except sso.SSORefused as exc:
-        return _refused(request, config.org, exc.reason, exc.email)
+        shown = exc.reason if exc.public else sso.REFUSED_PAGE_REASON
+        return _refused(request, config.org, exc.reason, exc.email, shown=shown)
     login(request, user, backend=BACKEND)  # rotates the session key
     request.session.set_expiry(config.session_hours * 3600)
     sso.session_opened(request, config, user, info)

@@ -18,6 +18,7 @@ from cryptography.x509.oid import NameOID
 from onelogin.saml2.constants import OneLogin_Saml2_Constants as C
 from onelogin.saml2.utils import OneLogin_Saml2_Utils
 
+SAME = object()  # an assertion's SubjectConfirmationData field as the rest of it says
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
 
@@ -95,11 +96,34 @@ class TestIdP:
         recipient: str | None = None,
         not_before: datetime | None = None,
         not_on_or_after: datetime | None = None,
+        scd_in_response_to=SAME,
+        scd_not_on_or_after=SAME,
+        conditions_not_on_or_after=SAME,
+        audience_restrictions: list[list[str]] | None = None,
     ) -> str:
+        """A bearer assertion. The SubjectConfirmationData's InResponseTo and NotOnOrAfter,
+        and the Conditions' NotOnOrAfter, follow `in_response_to` and `not_on_or_after`
+        unless given (None leaves them out); `audience_restrictions` replaces the one
+        AudienceRestriction ([] for none)."""
         now = datetime.now(UTC)
         not_before = not_before or now - timedelta(minutes=1)
         not_on_or_after = not_on_or_after or now + timedelta(minutes=5)
-        irt = f" InResponseTo={quoteattr(in_response_to)}" if in_response_to else ""
+        scd_irt = in_response_to if scd_in_response_to is SAME else scd_in_response_to
+        irt = f" InResponseTo={quoteattr(scd_irt)}" if scd_irt else ""
+        scd_until = not_on_or_after if scd_not_on_or_after is SAME else scd_not_on_or_after
+        scd_nooa = f' NotOnOrAfter="{_time(scd_until)}"' if scd_until else ""
+        cond_until = (
+            not_on_or_after if conditions_not_on_or_after is SAME else conditions_not_on_or_after
+        )
+        cond_nooa = f' NotOnOrAfter="{_time(cond_until)}"' if cond_until else ""
+        if audience_restrictions is None:
+            audience_restrictions = [[audience or sp_entity_id]]
+        restrictions = "".join(
+            "<saml:AudienceRestriction>"
+            + "".join(f"<saml:Audience>{escape(a)}</saml:Audience>" for a in audiences)
+            + "</saml:AudienceRestriction>"
+            for audiences in audience_restrictions
+        )
         attrs = "".join(
             f"<saml:Attribute Name={quoteattr(name)}>"
             + "".join(
@@ -119,12 +143,11 @@ class TestIdP:
             f"<saml:Subject>"
             f'<saml:NameID Format="{C.NAMEID_EMAIL_ADDRESS}">{escape(name_id)}</saml:NameID>'
             f'<saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer">'
-            f'<saml:SubjectConfirmationData NotOnOrAfter="{_time(not_on_or_after)}" '
+            f"<saml:SubjectConfirmationData{scd_nooa} "
             f"Recipient={quoteattr(recipient or acs_url)}{irt}/>"
             f"</saml:SubjectConfirmation></saml:Subject>"
-            f'<saml:Conditions NotBefore="{_time(not_before)}" NotOnOrAfter="{_time(not_on_or_after)}">'
-            f"<saml:AudienceRestriction><saml:Audience>{escape(audience or sp_entity_id)}</saml:Audience>"
-            f"</saml:AudienceRestriction></saml:Conditions>"
+            f'<saml:Conditions NotBefore="{_time(not_before)}"{cond_nooa}>'
+            f"{restrictions}</saml:Conditions>"
             f'<saml:AuthnStatement AuthnInstant="{_time(now)}" SessionIndex="_s{uuid.uuid4().hex}">'
             f"<saml:AuthnContext><saml:AuthnContextClassRef>"
             f"urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"

@@ -90,6 +90,18 @@ def refusals() -> list[AuditLog]:
     return list(AuditLog.objects.filter(action="sso.refused").order_by("id"))
 
 
+def refused_as(response, reason: str) -> bool:
+    """Refused with the one generic page (no oracle, no library detail), the reason in
+    the newest sso.refused row."""
+    page = html.unescape(response.content.decode())
+    return (
+        response.status_code == 403
+        and sso.REFUSED_PAGE_REASON in page
+        and reason.lower() not in page.lower()
+        and reason.lower() in refusals()[-1].changes["after"]["reason"].lower()
+    )
+
+
 # ------------------------------------------------------------------------------ happy path
 def test_a_valid_response_signs_in_with_the_mapped_role_and_provisions_the_user(acme_sso, idp):
     client = Client()
@@ -312,7 +324,10 @@ def test_bad_responses_are_refused_with_a_clear_page_and_an_audit_row(
     assert response.status_code == 403
     page = html.unescape(response.content.decode())
     assert "Single sign-on refused" in page
-    assert reason.lower() in page.lower(), page
+    if build in (comment_injection, outside_domains):  # about the user: said on the page
+        assert reason.lower() in page.lower(), page
+    else:  # about the message: the reason is for the administrator (the audit row below)
+        assert sso.REFUSED_PAGE_REASON in page and reason.lower() not in page.lower(), page
     assert signed_in_as(client) is None
     assert set(User.objects.values_list("email", flat=True)) == users_before  # nobody created
     assert Membership.objects.get(user=alice).role == "admin"  # nothing changed
@@ -327,7 +342,7 @@ def test_a_replayed_response_is_refused(acme_sso, idp):
     assert post(client, xml).status_code == 302
     thief = Client()
     response = post(thief, xml)
-    assert response.status_code == 403 and b"already used" in response.content
+    assert refused_as(response, "already used")
     assert signed_in_as(thief) is None
     assert "already used" in refusals()[-1].changes["after"]["reason"]
 
@@ -338,7 +353,7 @@ def test_an_assertion_id_is_accepted_once_even_in_a_new_response(acme_sso, idp):
     assert post(client, first).status_code == 302
     again = idp.signed_response(**_valid(idp, start(client)), assertion_id="_same")
     response = post(client, again)
-    assert response.status_code == 403 and b"already used (a replay)" in response.content
+    assert refused_as(response, "already used (a replay)")
 
 
 def test_oversized_and_garbage_posts_are_refused_before_parsing(acme_sso, settings):
@@ -347,11 +362,11 @@ def test_oversized_and_garbage_posts_are_refused_before_parsing(acme_sso, settin
     big = client.post(
         "/sso/acme/acs/", {"SAMLResponse": "A" * (settings.SSO_MAX_RESPONSE_BYTES + 10)}
     )
-    assert big.status_code == 403 and b"larger than this site accepts" in big.content
+    assert refused_as(big, "larger than this site accepts")
     junk = client.post("/sso/acme/acs/", {"SAMLResponse": base64.b64encode(b"<not xml").decode()})
-    assert junk.status_code == 403 and b"not well-formed XML" in junk.content
+    assert refused_as(junk, "not well-formed XML")
     empty = client.post("/sso/acme/acs/", {})
-    assert empty.status_code == 403 and b"No SAML response" in empty.content
+    assert refused_as(empty, "No SAML response")
     assert len(refusals()) == 3
 
 
@@ -387,7 +402,7 @@ def test_an_assertion_for_org_a_never_grants_org_b(acme_sso, idp, org_b, charlie
     assert response.status_code == 403 and signed_in_as(client) is None
     # And a request id started for Acme cannot be answered at Globex.
     response = to_globex(other_idp, start(client))
-    assert response.status_code == 403 and b"InResponseTo does not match" in response.content
+    assert refused_as(response, "InResponseTo does not match")
 
 
 # ------------------------------------------------------------------------------ SP endpoints

@@ -4,6 +4,8 @@ binary) against Bonito's SP endpoints, with the keys and metadata each side publ
 
 # ruff: noqa: F811  (the fixtures imported from test_sso are parameters here)
 import base64
+import html
+import re
 import shutil
 import zlib
 from urllib.parse import parse_qs, urlparse
@@ -25,7 +27,7 @@ from orgs import sso
 from orgs.models import SSOConfig, User
 
 from .saml_idp import _keypair
-from .test_sso import _no_acs_limit, verify_domains  # noqa: F401
+from .test_sso import _no_acs_limit, refused_as, verify_domains  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 ADMIN = Actor(via="test")
@@ -222,9 +224,7 @@ def test_a_response_signed_only_as_a_whole_signs_in_only_when_the_org_allows_it(
     encoded = respond(pysaml2_idp, begin(client, pysaml2_idp), sign_response=True,
                       sign_assertion=False)  # fmt: skip
     response = client.post("/sso/acme/acs/", {"SAMLResponse": encoded})
-    assert response.status_code == 403 and b"Assertion of the Response is not signed" in (
-        response.content
-    )
+    assert refused_as(response, "Assertion of the Response is not signed")
     sso.sso_config_save(actor=ADMIN, org=SSOConfig.objects.get().org, signature_scope="response")
     client = Client()
     encoded = respond(pysaml2_idp, begin(client, pysaml2_idp), sign_response=True,
@@ -347,3 +347,55 @@ def test_our_logout_request_is_signed_and_pysaml2_verifies_it(pysaml2_idp):
     )  # fmt: skip
     response = client.get(dict(info["headers"])["Location"])
     assert response.status_code == 302 and response["Location"] == "/login/"
+
+
+def test_a_response_that_does_not_decrypt_gets_the_same_page_as_any_other_refusal(pysaml2_idp):
+    # No oracle for the XML-Encryption CBC padding attack, no library detail on the page.
+    client = Client()
+    xml = base64.b64decode(
+        respond(
+            pysaml2_idp, begin(client, pysaml2_idp), sign_assertion=True, encrypt_assertion=True
+        )  # fmt: skip
+    ).decode()
+    cipher = re.findall(r"CipherValue>([^<]+)<", xml)[-1]  # the assertion's, not the key's
+    garbled = xml.replace(cipher, base64.b64encode(b"\0" * 64).decode())
+    undecryptable = client.post(
+        "/sso/acme/acs/", {"SAMLResponse": base64.b64encode(garbled.encode()).decode()}
+    )
+    assert refused_as(undecryptable, "failed to decrypt")
+    deep = "<a>" * 300 + "</a>" * 300
+    too_deep = client.post(
+        "/sso/acme/acs/", {"SAMLResponse": base64.b64encode(deep.encode()).decode()}
+    )
+    assert refused_as(too_deep, "not well-formed XML")
+    reason = re.compile(r'id="sso-reason">([^<]*)<')
+    assert (
+        reason.findall(undecryptable.content.decode())
+        == reason.findall(too_deep.content.decode())
+        == [html.escape(sso.REFUSED_PAGE_REASON)]
+    )
+    assert signed_in_as(client) is None
+
+
+def test_during_a_rotation_a_response_for_the_current_key_keeps_its_own_reason(
+    pysaml2_idp, tmp_path, xmlsec1
+):
+    config = sso.sp_key_rotate(actor=ADMIN, config=SSOConfig.objects.get(org__slug="acme"))
+    # An IdP that took the new (current) certificate encrypts to it.
+    old = "".join(x for x in config.sp_previous_certificate.splitlines() if "CERT" not in x)
+    metadata = re.sub(
+        r"<md:KeyDescriptor[^>]*>(?:(?!</md:KeyDescriptor>).)*</md:KeyDescriptor>",
+        lambda m: "" if old in m.group(0).replace("\n", "") else m.group(0),
+        Client().get("/sso/acme/metadata/").content.decode(),
+        flags=re.S,
+    )
+    assert old not in metadata.replace("\n", "") and "KeyDescriptor" in metadata
+    idp = InteropIdP(config=_idp_config(tmp_path, xmlsec1, metadata))
+    client = Client()
+    encoded = respond(idp, begin_unverified(client), sign_assertion=False, sign_response=False,
+                      encrypt_assertion=True)  # fmt: skip
+    response = client.post("/sso/acme/acs/", {"SAMLResponse": encoded})
+    # Decrypted with the current key and refused for what is wrong with it (no signature),
+    # not retried with the previous key and recorded as "failed to decrypt".
+    assert refused_as(response, "The Assertion of the Response is not signed")
+    assert "decrypt" not in AuditLog.objects.get(action="sso.refused").changes["after"]["reason"]
