@@ -242,3 +242,42 @@ def test_invitation_limits_count_the_real_client_behind_the_proxy(settings, org_
     assert (
         Client().get("/invite/x/", REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR=other).status_code == 410
     )
+
+
+@pytest.mark.parametrize("behind_proxy", [True, False])
+def test_ipv4_clients_in_ipv6_form_are_counted_apart(settings, alice, bob, behind_proxy):
+    # A proxy or a dual-stack socket may write IPv4 clients as ::ffff:a.b.c.d; they all share
+    # the IPv6 /64 "::", so grouping them as IPv6 would make every IPv4 client one address.
+    settings.BEHIND_PROXY = behind_proxy
+
+    def attempt(email, password, client_v4):
+        mapped = f"::ffff:{client_v4}"
+        if behind_proxy:
+            return sign_in(Client(), email, password, ip=PROXY, HTTP_X_FORWARDED_FOR=mapped)
+        return sign_in(Client(), email, password, ip=mapped)
+
+    for n in range(20):
+        attempt(f"user{n // 4}@acme.test", "guess", f"203.0.113.{n + 1}")
+    assert attempt("alice@acme.test", PASSWORD, "198.51.100.9").status_code == 302
+    # ... and one such client is still counted as itself, in either form.
+    for n in range(20):
+        attempt(f"other{n // 4}@acme.test", "guess", HOME)
+    assert attempt("bob@acme.test", PASSWORD, HOME).status_code == 429
+    assert sign_in(Client(), "bob@acme.test", PASSWORD, ip=HOME).status_code == 429
+
+
+def test_a_trusted_proxy_in_ipv6_form_is_trusted(settings, alice):
+    settings.BEHIND_PROXY = True
+    for n in range(20):
+        sign_in(
+            Client(),
+            f"user{n // 4}@acme.test",
+            "guess",
+            ip=f"::ffff:{PROXY}",
+            HTTP_X_FORWARDED_FOR=f"203.0.113.{n + 1}",
+        )
+    client = Client()
+    response = sign_in(
+        client, "alice@acme.test", PASSWORD, ip=f"::ffff:{PROXY}", HTTP_X_FORWARDED_FOR=HOME
+    )
+    assert response.status_code == 302 and signed_in(client)
