@@ -6,6 +6,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import urlsafe_base64_decode
 from django.views.decorators.http import require_POST
 
 from governance.audit import Actor
@@ -244,6 +245,17 @@ class PasswordResetView(auth_views.PasswordResetView):
         return super().post(request, *args, **kwargs)
 
 
+def _reset_account(uidb64: str) -> str:
+    """The account a reset link names, as the limit counts it. One user id has endless
+    base64 spellings (`NA`, `MDQ`, `MDA0`, `KzQ`, `IDQ` all decode to user 4, as Django
+    reads them), so the limit counts the decoded id; a uid that decodes to no id is counted
+    as it is written (it names no account, and the per-address limit holds it)."""
+    try:
+        return f"pk:{int(urlsafe_base64_decode(uidb64).decode())}"
+    except (ValueError, TypeError, UnicodeDecodeError, OverflowError):
+        return f"raw:{uidb64}"
+
+
 class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
     """The link from the reset email, limited per client address and per account (the uid in
     the link) against guessing tokens."""
@@ -257,7 +269,7 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
         ) or throttle.retry_after(
             request,
             "password-reset-confirm:account",
-            kwargs.get("uidb64", ""),
+            _reset_account(kwargs.get("uidb64", "")),
             settings.PASSWORD_RESET_ADDRESS_PER_HOUR,
         )
         if wait:

@@ -9,6 +9,7 @@ from django.core import mail
 from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
+from django.utils.http import urlsafe_base64_encode
 
 from conftest import PASSWORD, SETUP
 from orgs import services
@@ -202,6 +203,31 @@ def test_reset_links_are_limited_per_account(alice):
         for n in range(21)
     ]
     assert answers[-1].status_code == 429
+
+
+def test_reset_links_are_limited_per_account_whatever_the_uid_spelling(alice, bob):
+    # Django reads the uid as base64 of the pk: "04", "+4", " 4", "004" all name the same user.
+    spellings = [f"{pad}{alice.pk}" for pad in ("", "0", "00", "+", " ", "+0", " 0", "000")]
+    uids = [urlsafe_base64_encode(s.encode()) for s in spellings]
+    assert len(set(uids)) == len(uids)
+    answers = [
+        Client().get(
+            f"/password-reset/{uids[n % len(uids)]}/guess-{n}/", REMOTE_ADDR=f"203.0.113.{n + 1}"
+        )
+        for n in range(21)
+    ]
+    assert [r.status_code for r in answers] == [200] * 20 + [429]
+    # Another account is not held up by it.
+    uid = urlsafe_base64_encode(str(bob.pk).encode())
+    assert Client().get(f"/password-reset/{uid}/guess/", REMOTE_ADDR="192.0.2.9").status_code == 200
+
+
+def test_reset_links_with_an_undecodable_uid_are_limited_too(alice):
+    answers = [
+        Client().get(f"/password-reset/_w/guess-{n}/", REMOTE_ADDR=f"203.0.113.{n + 1}")
+        for n in range(21)
+    ]
+    assert [r.status_code for r in answers] == [200] * 20 + [429]
 
 
 # ------------------------------------------------------------------------------ invitations
