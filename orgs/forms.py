@@ -39,7 +39,14 @@ class AcceptInvitationForm(forms.Form):
 class LoginForm(AuthenticationForm):
     """Password sign-in. Members of an org that requires SSO are sent to its IdP, but only once
     their password is right: until then every failure reads the same, for members, outsiders
-    and unknown emails alike, so the form does not tell who belongs to which org."""
+    and unknown emails alike, so the form does not tell who belongs to which org. The email
+    is matched whatever its case (PasswordBackend); only the password is case-sensitive."""
+
+    error_messages = {
+        **AuthenticationForm.error_messages,
+        "invalid_login": "Please enter a correct email and password. "
+        "Note that the password is case-sensitive.",
+    }
 
     def clean(self):
         try:
