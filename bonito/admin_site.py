@@ -74,6 +74,11 @@ class ServiceAdminMixin:
         )
         return self._refusable(request, super().delete_view, object_id, extra_context, back=back)
 
+    def user_change_password(self, request, id, form_url=""):
+        # The User admin's password page (only UserAdmin routes here): a password change the
+        # service refuses (the last admin of an org left without one) is shown as a message.
+        return self._refusable(request, super().user_change_password, id, form_url)
+
     def delete_queryset(self, request, queryset):
         # The bulk "Delete selected" action: each object through delete_model's service.
         for obj in queryset:

@@ -101,6 +101,17 @@ def user_create(*, actor: Actor, email: str, password: str | None = None, name: 
 USER_FIELDS = ("email", "name", "is_active", "is_staff", "is_superuser", "weekly_digest")
 
 
+def _refuse_if_last_admin(user: User) -> None:
+    """An org must keep an admin who can sign in: refuse to delete, deactivate or take the
+    password of a user who is the only active admin of some org."""
+    for membership in user.memberships.select_related("org"):
+        if _last_admin(membership, active_only=True):
+            raise ValidationError(
+                f"{user.email} is the only admin of {membership.org.name}; "
+                "make someone else an admin first."
+            )
+
+
 @transaction.atomic
 def user_update(*, actor: Actor, user: User, **fields) -> User:
     """Change a user's profile, whether they may sign in, or their platform-admin rights."""
@@ -111,6 +122,8 @@ def user_update(*, actor: Actor, user: User, **fields) -> User:
         fields["email"] = User.objects.normalize_email(fields["email"]).lower()
         if User.objects.filter(email__iexact=fields["email"]).exclude(pk=user.pk).exists():
             raise ValidationError(f"A user with email {fields['email']} already exists.")
+    if user.is_active and "is_active" in fields and not fields["is_active"]:
+        _refuse_if_last_admin(user)
     before = {f: getattr(user, f) for f in fields}
     for name, value in fields.items():
         setattr(user, name, value)
@@ -137,6 +150,8 @@ def user_set_password(*, actor: Actor, user: User, password: str | None) -> User
     """Set a user's password (None: no password sign-in). Their other sessions end, and
     their open live-tail sockets close."""
     if password is None:
+        if user.has_usable_password():
+            _refuse_if_last_admin(user)
         user.set_unusable_password()
     else:
         user.set_password(password)
@@ -154,13 +169,8 @@ def user_set_password(*, actor: Actor, user: User, password: str | None) -> User
 
 @transaction.atomic
 def user_delete(*, actor: Actor, user: User) -> None:
+    _refuse_if_last_admin(user)
     memberships = list(user.memberships.select_related("org"))
-    for membership in memberships:
-        if _last_admin(membership):
-            raise ValidationError(
-                f"{user.email} is the only admin of {membership.org.name}; "
-                "make someone else an admin first."
-            )
     audit_record(
         actor=actor,
         org=None,
@@ -215,7 +225,9 @@ def membership_add(
     return membership
 
 
-def _last_admin(membership: Membership) -> bool:
+def _last_admin(membership: Membership, *, active_only: bool = False) -> bool:
+    """Whether no other admin is left in the org (with active_only, no other admin who can
+    still sign in: a deactivated admin does not keep an org running)."""
     if membership.role != Role.ADMIN:
         return False
     # The org's admin rows stay locked until the caller's transaction ends, so two demotions
@@ -224,10 +236,10 @@ def _last_admin(membership: Membership) -> bool:
         Membership.objects.for_org(membership.org)
         .filter(role=Role.ADMIN)
         .order_by("pk")
-        .select_for_update()
-        .values_list("pk", flat=True)
+        .select_for_update(of=("self",))
+        .values_list("pk", "user__is_active")
     )
-    return all(pk == membership.pk for pk in admins)
+    return all(pk == membership.pk or (active_only and not active) for pk, active in admins)
 
 
 @transaction.atomic
