@@ -43,7 +43,10 @@ class TeamViewSet(
         return Response(self.get_serializer(team).data, status=status.HTTP_201_CREATED)
 
     def destroy(self, request, *args, **kwargs):
-        services.team_delete(actor=actor(request), team=self.get_object())
+        try:
+            services.team_delete(actor=actor(request), team=self.get_object())
+        except DjangoValidationError as exc:
+            raise django_errors(exc) from exc
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -311,6 +311,11 @@ def team_update(*, actor: Actor, team: Team, name: str, description: str = "") -
 
 @transaction.atomic
 def team_delete(*, actor: Actor, team: Team) -> None:
+    # Budgets live in billing (a higher layer): reach them through the reverse relation.
+    if team.budgets.exists():
+        raise ValidationError(
+            f"Team {team.name} still has budgets; delete or move its budgets first."
+        )
     audit_record(
         actor=actor, org=team.org, action="team.delete", target=team, before={"name": team.name}
     )

@@ -139,8 +139,12 @@ def team_create(request):
 @org_view(role="admin")
 def team_delete(request, team_id):
     obj = get_object_or_404(Team.objects.for_org(request.org), pk=team_id)
-    services.team_delete(actor=Actor.from_request(request), team=obj)
-    messages.success(request, f"Team {obj.name} deleted.")
+    try:
+        services.team_delete(actor=Actor.from_request(request), team=obj)
+    except ValidationError as exc:
+        messages.error(request, _errors(exc))
+    else:
+        messages.success(request, f"Team {obj.name} deleted.")
     return redirect("team", org_slug=request.org.slug)
 
 
