@@ -174,6 +174,9 @@ class BudgetAlert(models.Model):
     threshold = models.PositiveSmallIntegerField()
     spent_usd = models.DecimalField(max_digits=14, decimal_places=6)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Each channel is delivered once: a retry (after the other channel failed) skips it.
+    email_sent_at = models.DateTimeField(null=True, blank=True)
+    webhook_sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

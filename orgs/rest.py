@@ -186,12 +186,15 @@ class TokenViewSet(
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        token, raw = services.pat_create(
-            actor=actor(request),
-            user=request.user,
-            org=request.org,
-            name=serializer.validated_data["name"],
-        )
+        try:
+            token, raw = services.pat_create(
+                actor=actor(request),
+                user=request.user,
+                org=request.org,
+                name=serializer.validated_data["name"],
+            )
+        except DjangoValidationError as exc:
+            raise django_errors(exc) from exc
         return Response(
             {**self.get_serializer(token).data, "access_token": raw}, status=status.HTTP_201_CREATED
         )

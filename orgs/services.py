@@ -8,6 +8,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.text import slugify
 
+from bonito.text import name_checked, one_line
 from gateway.snapshot_builder import config_version_bump
 from governance.audit import Actor, audit_record
 
@@ -43,6 +44,7 @@ def org_create(
     deployment_mode: str = "shared",
     owner: User | None = None,
 ) -> Organization:
+    name = name_checked(name)
     org = Organization(
         name=name, slug=slug or slugify(name), tier=tier, deployment_mode=deployment_mode
     )
@@ -61,6 +63,8 @@ def org_update(*, actor: Actor, org: Organization, **fields) -> Organization:
     for name, value in fields.items():
         if name not in ("name", "tier", "deployment_mode"):
             raise ValidationError(f"{name} cannot be changed here.")
+        if name == "name":
+            value = name_checked(value)
         setattr(org, name, value)
     org.full_clean()
     org.save()
@@ -288,7 +292,7 @@ def membership_remove(*, actor: Actor, membership: Membership) -> None:
 
 @transaction.atomic
 def team_create(*, actor: Actor, org: Organization, name: str, description: str = "") -> Team:
-    team = Team(org=org, name=name.strip(), description=description)
+    team = Team(org=org, name=name_checked(name), description=description)
     team.full_clean()
     team.save()
     audit_record(actor=actor, org=org, action="team.create", target=team, after={"name": team.name})
@@ -298,7 +302,7 @@ def team_create(*, actor: Actor, org: Organization, name: str, description: str 
 @transaction.atomic
 def team_update(*, actor: Actor, team: Team, name: str, description: str = "") -> Team:
     before = {"name": team.name, "description": team.description}
-    team.name, team.description = name.strip(), description
+    team.name, team.description = name_checked(name), description
     team.full_clean()
     team.save()
     after = {"name": team.name, "description": team.description}
@@ -369,7 +373,7 @@ def invitation_email(*, invitation_id: int, link: str, inviter: str) -> None:
     invitation = Invitation.objects.select_related("org").get(pk=invitation_id)
     context = {"org": invitation.org, "link": link, "invitation": invitation, "inviter": inviter}
     send_mail(
-        subject=f"You are invited to {invitation.org.name} on Bonito",
+        subject=one_line(f"You are invited to {invitation.org.name} on Bonito"),
         message=render_to_string("emails/invitation.txt", context),
         from_email=None,
         recipient_list=[invitation.email],
@@ -485,7 +489,7 @@ def pat_create(
     token = PersonalAccessToken.objects.create(
         user=user,
         org=org,
-        name=name.strip() or "token",
+        name=name_checked(name) or "token",
         token_hash=hash_token(raw),
         prefix=prefix,
         last4=last4,

@@ -9,6 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import urlsafe_base64_decode
 from django.views.decorators.http import require_POST
 
+from bonito.text import NAME_MESSAGE
 from governance.audit import Actor
 
 from . import services, throttle
@@ -131,7 +132,8 @@ def team_create(request):
         except ValidationError as exc:
             messages.error(request, _errors(exc))
     else:
-        messages.error(request, "A team needs a name.")
+        refused = form.has_error("name", code="control_character")
+        messages.error(request, NAME_MESSAGE if refused else "A team needs a name.")
     return redirect("team", org_slug=request.org.slug)
 
 
@@ -185,12 +187,16 @@ def org_settings(request):
 @require_POST
 @org_view()
 def token_create(request):
-    token, raw = services.pat_create(
-        actor=Actor.from_request(request),
-        user=request.user,
-        org=request.org,
-        name=request.POST.get("name", ""),
-    )
+    try:
+        token, raw = services.pat_create(
+            actor=Actor.from_request(request),
+            user=request.user,
+            org=request.org,
+            name=request.POST.get("name", ""),
+        )
+    except ValidationError as exc:
+        messages.error(request, _errors(exc))
+        return redirect("settings", org_slug=request.org.slug)
     return render(
         request,
         "orgs/settings.html",
