@@ -9,7 +9,9 @@ from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Sum
+from django.utils import timezone
 
+from bonito.text import one_line
 from gateway.services import record_config_change, record_config_delete
 from gateway.snapshot_builder import config_version_bump
 from governance.audit import Actor, audit_record
@@ -118,30 +120,65 @@ def budgets_check_all(*, now: datetime) -> int:
 
 
 def budget_alert_deliver(*, alert_id: int, text: str) -> None:
-    """Email the org's admins and post the optional Slack-compatible webhook."""
-    alert = BudgetAlert.objects.select_related("budget__org").get(pk=alert_id)
+    """Email the org's admins and post the optional Slack-compatible webhook.
+
+    The two channels are independent: one failing does not hold back the other, and each is
+    recorded once delivered, so the task's retries (it retries while a channel fails) never
+    send the same alert twice on a channel that already got it."""
+    alert = BudgetAlert.objects.select_related("budget__org", "budget__team", "budget__key").get(
+        pk=alert_id
+    )
+    failures = []
+    for channel, sent_field, deliver in (
+        ("email", "email_sent_at", _alert_email),
+        ("webhook", "webhook_sent_at", _alert_webhook),
+    ):
+        if getattr(alert, sent_field) is not None:
+            continue
+        try:
+            delivered = deliver(alert, text)
+        except Exception as exc:  # the other channel still goes out; the task retries this one
+            log.warning("budget alert %s: %s delivery failed: %r", alert_id, channel, exc)
+            failures.append(exc)
+            continue
+        if delivered:
+            BudgetAlert.objects.filter(pk=alert_id).update(**{sent_field: timezone.now()})
+    if failures:
+        raise failures[0]
+
+
+def _alert_email(alert: BudgetAlert, text: str) -> bool:
     budget = alert.budget
     admins = list(
         Membership.objects.for_org(budget.org)
         .filter(role=Role.ADMIN)
         .values_list("user__email", flat=True)
     )
-    if admins:
-        send_mail(
-            subject=f"Bonito budget alert: {alert.threshold}% for {budget_target(budget)}",
-            message=text + "\n",
-            from_email=None,
-            recipient_list=admins,
-        )
-    if budget.webhook_url:
-        from gateway.dataplane.egress import guarded_client
-        from gateway.runtime import network_policy
+    if not admins:
+        return False
+    send_mail(
+        # Names are checked when set, but older ones may hold a line break: a header cannot.
+        subject=one_line(f"Bonito budget alert: {alert.threshold}% for {budget_target(budget)}"),
+        message=text + "\n",
+        from_email=None,
+        recipient_list=admins,
+    )
+    return True
 
-        # Checked again here, at the connection: DNS may have changed since it was saved.
-        with guarded_client(network_policy(), timeout=10) as client:
-            client.post(
-                budget.webhook_url, json={"text": f":warning: Bonito: {text}"}
-            ).raise_for_status()
+
+def _alert_webhook(alert: BudgetAlert, text: str) -> bool:
+    budget = alert.budget
+    if not budget.webhook_url:
+        return False
+    from gateway.dataplane.egress import guarded_client
+    from gateway.runtime import network_policy
+
+    # Checked again here, at the connection: DNS may have changed since it was saved.
+    with guarded_client(network_policy(), timeout=10) as client:
+        client.post(
+            budget.webhook_url, json={"text": f":warning: Bonito: {text}"}
+        ).raise_for_status()
+    return True
 
 
 def _budget_summary(budget: Budget) -> dict:

@@ -6,6 +6,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.db.models import Count, Sum
 from django.template.loader import render_to_string
 
+from bonito.text import one_line
 from gateway.models import Deployment
 from gateway.pricing import catalog_prices, price_per_token
 from governance.models import Policy
@@ -119,7 +120,9 @@ def weekly_digest_send(*, org, now: datetime, base_url: str) -> int:
     if not recipients or not context["week"]["requests"] and not context["last"]["requests"]:
         return 0
     context["base_url"] = base_url
-    subject = f"Bonito weekly digest for {org.name}: ${float(context['week']['cost']):,.2f}, {context['cost_change']}"
+    subject = one_line(
+        f"Bonito weekly digest for {org.name}: ${float(context['week']['cost']):,.2f}, {context['cost_change']}"
+    )
     message = EmailMultiAlternatives(
         subject=subject, body=render_to_string("emails/digest.txt", context), to=recipients
     )

@@ -137,8 +137,10 @@ class Budget(models.Model):
 
     org = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="budgets")
     scope = models.CharField(max_length=4, choices=Scope.choices, default=Scope.ORG)
+    # RESTRICT: a team with budgets is not deleted behind the budgets' back (team_delete
+    # refuses it with a message); deleting the whole org still takes both with it.
     team = models.ForeignKey(
-        "orgs.Team", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+        "orgs.Team", null=True, blank=True, on_delete=models.RESTRICT, related_name="budgets"
     )
     key = models.ForeignKey(
         "gateway.ApiKey", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
@@ -172,6 +174,9 @@ class BudgetAlert(models.Model):
     threshold = models.PositiveSmallIntegerField()
     spent_usd = models.DecimalField(max_digits=14, decimal_places=6)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Each channel is delivered once: a retry (after the other channel failed) skips it.
+    email_sent_at = models.DateTimeField(null=True, blank=True)
+    webhook_sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -1,6 +1,7 @@
 """The platform-admin portal: the Django admin plus a System page, and the base every\nModelAdmin that writes uses so the write goes through a service."""
 
 from django.contrib import admin, messages
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import HttpResponseRedirect
@@ -8,7 +9,17 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 
+class AdminLoginForm(AdminAuthenticationForm):
+    # Sign-in matches the email whatever its case (orgs.backends); only the password is not.
+    error_messages = {
+        **AdminAuthenticationForm.error_messages,
+        "invalid_login": "Please enter the correct email and password for a staff account. "
+        "Note that the password is case-sensitive.",
+    }
+
+
 class BonitoAdminSite(admin.AdminSite):
+    login_form = AdminLoginForm
     site_header = "Bonito platform admin"
     site_title = "Bonito admin"
     index_title = "Platform"
@@ -62,6 +73,11 @@ class ServiceAdminMixin:
             f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change", args=[object_id]
         )
         return self._refusable(request, super().delete_view, object_id, extra_context, back=back)
+
+    def user_change_password(self, request, id, form_url=""):
+        # The User admin's password page (only UserAdmin routes here): a password change the
+        # service refuses (the last admin of an org left without one) is shown as a message.
+        return self._refusable(request, super().user_change_password, id, form_url)
 
     def delete_queryset(self, request, queryset):
         # The bulk "Delete selected" action: each object through delete_model's service.

@@ -23,16 +23,16 @@ def _host_allowed(host: str) -> bool:
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from billing.consumers import LogTailConsumer  # noqa: E402
+from bonito.ws_origin import SameOriginValidator  # noqa: E402
 
 # /v1 is served by a lean ASGI app; everything else by Django; sockets by channels.
 application = ProtocolTypeRouter(
     {
         "http": V1App(django_asgi, settings.GATEWAY_MAX_BODY_BYTES, _host_allowed),
-        "websocket": AllowedHostsOriginValidator(
+        "websocket": SameOriginValidator(
             AuthMiddlewareStack(
                 URLRouter([path("ws/o/<slug:org_slug>/logs/", LogTailConsumer.as_asgi())])
             )

@@ -241,6 +241,16 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # Serve files from static/ even before collectstatic (tests, a fresh clone); make serve
 # still runs collectstatic so production gets compressed files.
 WHITENOISE_USE_FINDERS = True
+
+
+# WhiteNoise answers before the CSP and X-Frame-Options middleware: it adds them itself
+# (imported when called: the helper reads these settings).
+def WHITENOISE_ADD_HEADERS_FUNCTION(headers, path, url):  # noqa: N802 - a setting's name
+    from bonito.static_headers import add_security_headers
+
+    add_security_headers(headers, path, url)
+
+
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},

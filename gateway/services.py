@@ -5,6 +5,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from bonito.text import name_checked
 from governance.audit import Actor, audit_record
 
 from . import keys
@@ -72,7 +73,7 @@ def api_key_create(
     raw = keys.generate(f"{kind}-")
     key = ApiKey(
         org=org,
-        name=name.strip() or "key",
+        name=name_checked(name) or "key",
         kind=kind,
         team=team,
         allowed_models=sorted(set(allowed_models)),

@@ -3,6 +3,8 @@ from django.contrib.auth import forms as auth_forms
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 
+from bonito.text import validate_name
+
 from .models import Organization, Role, SSOConfig, Team
 
 
@@ -21,7 +23,7 @@ class RoleForm(forms.Form):
 
 
 class TeamForm(forms.Form):
-    name = forms.CharField(max_length=120)
+    name = forms.CharField(max_length=120, validators=[validate_name])
     description = forms.CharField(max_length=500, required=False)
 
 
@@ -29,6 +31,10 @@ class OrgSettingsForm(forms.ModelForm):
     class Meta:
         model = Organization
         fields = ["name"]
+
+    def clean_name(self):
+        validate_name(self.cleaned_data["name"])
+        return self.cleaned_data["name"]
 
 
 class AcceptInvitationForm(forms.Form):
@@ -39,7 +45,14 @@ class AcceptInvitationForm(forms.Form):
 class LoginForm(AuthenticationForm):
     """Password sign-in. Members of an org that requires SSO are sent to its IdP, but only once
     their password is right: until then every failure reads the same, for members, outsiders
-    and unknown emails alike, so the form does not tell who belongs to which org."""
+    and unknown emails alike, so the form does not tell who belongs to which org. The email
+    is matched whatever its case (PasswordBackend); only the password is case-sensitive."""
+
+    error_messages = {
+        **AuthenticationForm.error_messages,
+        "invalid_login": "Please enter a correct email and password. "
+        "Note that the password is case-sensitive.",
+    }
 
     def clean(self):
         try:

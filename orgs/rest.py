@@ -43,7 +43,10 @@ class TeamViewSet(
         return Response(self.get_serializer(team).data, status=status.HTTP_201_CREATED)
 
     def destroy(self, request, *args, **kwargs):
-        services.team_delete(actor=actor(request), team=self.get_object())
+        try:
+            services.team_delete(actor=actor(request), team=self.get_object())
+        except DjangoValidationError as exc:
+            raise django_errors(exc) from exc
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -183,12 +186,15 @@ class TokenViewSet(
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        token, raw = services.pat_create(
-            actor=actor(request),
-            user=request.user,
-            org=request.org,
-            name=serializer.validated_data["name"],
-        )
+        try:
+            token, raw = services.pat_create(
+                actor=actor(request),
+                user=request.user,
+                org=request.org,
+                name=serializer.validated_data["name"],
+            )
+        except DjangoValidationError as exc:
+            raise django_errors(exc) from exc
         return Response(
             {**self.get_serializer(token).data, "access_token": raw}, status=status.HTTP_201_CREATED
         )

@@ -8,6 +8,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.text import slugify
 
+from bonito.text import name_checked, one_line
 from gateway.snapshot_builder import config_version_bump
 from governance.audit import Actor, audit_record
 
@@ -43,6 +44,7 @@ def org_create(
     deployment_mode: str = "shared",
     owner: User | None = None,
 ) -> Organization:
+    name = name_checked(name)
     org = Organization(
         name=name, slug=slug or slugify(name), tier=tier, deployment_mode=deployment_mode
     )
@@ -61,6 +63,8 @@ def org_update(*, actor: Actor, org: Organization, **fields) -> Organization:
     for name, value in fields.items():
         if name not in ("name", "tier", "deployment_mode"):
             raise ValidationError(f"{name} cannot be changed here.")
+        if name == "name":
+            value = name_checked(value)
         setattr(org, name, value)
     org.full_clean()
     org.save()
@@ -101,6 +105,17 @@ def user_create(*, actor: Actor, email: str, password: str | None = None, name: 
 USER_FIELDS = ("email", "name", "is_active", "is_staff", "is_superuser", "weekly_digest")
 
 
+def _refuse_if_last_admin(user: User) -> None:
+    """An org must keep an admin who can sign in: refuse to delete, deactivate or take the
+    password of a user who is the only active admin of some org."""
+    for membership in user.memberships.select_related("org"):
+        if _last_admin(membership, active_only=True):
+            raise ValidationError(
+                f"{user.email} is the only admin of {membership.org.name}; "
+                "make someone else an admin first."
+            )
+
+
 @transaction.atomic
 def user_update(*, actor: Actor, user: User, **fields) -> User:
     """Change a user's profile, whether they may sign in, or their platform-admin rights."""
@@ -111,6 +126,8 @@ def user_update(*, actor: Actor, user: User, **fields) -> User:
         fields["email"] = User.objects.normalize_email(fields["email"]).lower()
         if User.objects.filter(email__iexact=fields["email"]).exclude(pk=user.pk).exists():
             raise ValidationError(f"A user with email {fields['email']} already exists.")
+    if user.is_active and "is_active" in fields and not fields["is_active"]:
+        _refuse_if_last_admin(user)
     before = {f: getattr(user, f) for f in fields}
     for name, value in fields.items():
         setattr(user, name, value)
@@ -137,6 +154,8 @@ def user_set_password(*, actor: Actor, user: User, password: str | None) -> User
     """Set a user's password (None: no password sign-in). Their other sessions end, and
     their open live-tail sockets close."""
     if password is None:
+        if user.has_usable_password():
+            _refuse_if_last_admin(user)
         user.set_unusable_password()
     else:
         user.set_password(password)
@@ -154,13 +173,8 @@ def user_set_password(*, actor: Actor, user: User, password: str | None) -> User
 
 @transaction.atomic
 def user_delete(*, actor: Actor, user: User) -> None:
+    _refuse_if_last_admin(user)
     memberships = list(user.memberships.select_related("org"))
-    for membership in memberships:
-        if _last_admin(membership):
-            raise ValidationError(
-                f"{user.email} is the only admin of {membership.org.name}; "
-                "make someone else an admin first."
-            )
     audit_record(
         actor=actor,
         org=None,
@@ -215,7 +229,9 @@ def membership_add(
     return membership
 
 
-def _last_admin(membership: Membership) -> bool:
+def _last_admin(membership: Membership, *, active_only: bool = False) -> bool:
+    """Whether no other admin is left in the org (with active_only, no other admin who can
+    still sign in: a deactivated admin does not keep an org running)."""
     if membership.role != Role.ADMIN:
         return False
     # The org's admin rows stay locked until the caller's transaction ends, so two demotions
@@ -224,10 +240,10 @@ def _last_admin(membership: Membership) -> bool:
         Membership.objects.for_org(membership.org)
         .filter(role=Role.ADMIN)
         .order_by("pk")
-        .select_for_update()
-        .values_list("pk", flat=True)
+        .select_for_update(of=("self",))
+        .values_list("pk", "user__is_active")
     )
-    return all(pk == membership.pk for pk in admins)
+    return all(pk == membership.pk or (active_only and not active) for pk, active in admins)
 
 
 @transaction.atomic
@@ -276,7 +292,7 @@ def membership_remove(*, actor: Actor, membership: Membership) -> None:
 
 @transaction.atomic
 def team_create(*, actor: Actor, org: Organization, name: str, description: str = "") -> Team:
-    team = Team(org=org, name=name.strip(), description=description)
+    team = Team(org=org, name=name_checked(name), description=description)
     team.full_clean()
     team.save()
     audit_record(actor=actor, org=org, action="team.create", target=team, after={"name": team.name})
@@ -286,7 +302,7 @@ def team_create(*, actor: Actor, org: Organization, name: str, description: str 
 @transaction.atomic
 def team_update(*, actor: Actor, team: Team, name: str, description: str = "") -> Team:
     before = {"name": team.name, "description": team.description}
-    team.name, team.description = name.strip(), description
+    team.name, team.description = name_checked(name), description
     team.full_clean()
     team.save()
     after = {"name": team.name, "description": team.description}
@@ -299,6 +315,11 @@ def team_update(*, actor: Actor, team: Team, name: str, description: str = "") -
 
 @transaction.atomic
 def team_delete(*, actor: Actor, team: Team) -> None:
+    # Budgets live in billing (a higher layer): reach them through the reverse relation.
+    if team.budgets.exists():
+        raise ValidationError(
+            f"Team {team.name} still has budgets; delete or move its budgets first."
+        )
     audit_record(
         actor=actor, org=team.org, action="team.delete", target=team, before={"name": team.name}
     )
@@ -352,7 +373,7 @@ def invitation_email(*, invitation_id: int, link: str, inviter: str) -> None:
     invitation = Invitation.objects.select_related("org").get(pk=invitation_id)
     context = {"org": invitation.org, "link": link, "invitation": invitation, "inviter": inviter}
     send_mail(
-        subject=f"You are invited to {invitation.org.name} on Bonito",
+        subject=one_line(f"You are invited to {invitation.org.name} on Bonito"),
         message=render_to_string("emails/invitation.txt", context),
         from_email=None,
         recipient_list=[invitation.email],
@@ -468,7 +489,7 @@ def pat_create(
     token = PersonalAccessToken.objects.create(
         user=user,
         org=org,
-        name=name.strip() or "token",
+        name=name_checked(name) or "token",
         token_hash=hash_token(raw),
         prefix=prefix,
         last4=last4,

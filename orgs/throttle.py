@@ -24,11 +24,21 @@ log = logging.getLogger(__name__)
 
 def client_address(request) -> str | None:
     """The client's address as counted by the limits: an IPv6 client is its /64, the block one
-    subscriber gets, so it cannot rotate through its own addresses to start afresh."""
+    subscriber gets, so it cannot rotate through its own addresses to start afresh. An IPv4
+    address in IPv6 form (`::ffff:a.b.c.d`) is that IPv4 client, never the /64 `::` that
+    every such address shares."""
     ip = client_ip(request)
-    if ip and ":" in ip:
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False).network_address)
-    return ip
+    try:
+        parsed = ipaddress.ip_address(ip) if ip else None
+    except ValueError:  # not an address (a test client, a unix socket): counted as it is
+        return ip
+    if parsed is None:
+        return ip
+    if parsed.version == 6 and parsed.ipv4_mapped:
+        return str(parsed.ipv4_mapped)
+    if parsed.version == 6:
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False).network_address)
+    return str(parsed)
 
 
 def login_username(request, credentials) -> str | None:

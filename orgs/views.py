@@ -6,8 +6,10 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import urlsafe_base64_decode
 from django.views.decorators.http import require_POST
 
+from bonito.text import NAME_MESSAGE
 from governance.audit import Actor
 
 from . import services, throttle
@@ -130,7 +132,8 @@ def team_create(request):
         except ValidationError as exc:
             messages.error(request, _errors(exc))
     else:
-        messages.error(request, "A team needs a name.")
+        refused = form.has_error("name", code="control_character")
+        messages.error(request, NAME_MESSAGE if refused else "A team needs a name.")
     return redirect("team", org_slug=request.org.slug)
 
 
@@ -138,8 +141,12 @@ def team_create(request):
 @org_view(role="admin")
 def team_delete(request, team_id):
     obj = get_object_or_404(Team.objects.for_org(request.org), pk=team_id)
-    services.team_delete(actor=Actor.from_request(request), team=obj)
-    messages.success(request, f"Team {obj.name} deleted.")
+    try:
+        services.team_delete(actor=Actor.from_request(request), team=obj)
+    except ValidationError as exc:
+        messages.error(request, _errors(exc))
+    else:
+        messages.success(request, f"Team {obj.name} deleted.")
     return redirect("team", org_slug=request.org.slug)
 
 
@@ -180,12 +187,16 @@ def org_settings(request):
 @require_POST
 @org_view()
 def token_create(request):
-    token, raw = services.pat_create(
-        actor=Actor.from_request(request),
-        user=request.user,
-        org=request.org,
-        name=request.POST.get("name", ""),
-    )
+    try:
+        token, raw = services.pat_create(
+            actor=Actor.from_request(request),
+            user=request.user,
+            org=request.org,
+            name=request.POST.get("name", ""),
+        )
+    except ValidationError as exc:
+        messages.error(request, _errors(exc))
+        return redirect("settings", org_slug=request.org.slug)
     return render(
         request,
         "orgs/settings.html",
@@ -244,6 +255,17 @@ class PasswordResetView(auth_views.PasswordResetView):
         return super().post(request, *args, **kwargs)
 
 
+def _reset_account(uidb64: str) -> str:
+    """The account a reset link names, as the limit counts it. One user id has endless
+    base64 spellings (`NA`, `MDQ`, `MDA0`, `KzQ`, `IDQ` all decode to user 4, as Django
+    reads them), so the limit counts the decoded id; a uid that decodes to no id is counted
+    as it is written (it names no account, and the per-address limit holds it)."""
+    try:
+        return f"pk:{int(urlsafe_base64_decode(uidb64).decode())}"
+    except (ValueError, TypeError, UnicodeDecodeError, OverflowError):
+        return f"raw:{uidb64}"
+
+
 class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
     """The link from the reset email, limited per client address and per account (the uid in
     the link) against guessing tokens."""
@@ -257,7 +279,7 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
         ) or throttle.retry_after(
             request,
             "password-reset-confirm:account",
-            kwargs.get("uidb64", ""),
+            _reset_account(kwargs.get("uidb64", "")),
             settings.PASSWORD_RESET_ADDRESS_PER_HOUR,
         )
         if wait:

@@ -84,3 +84,12 @@ def test_users_can_opt_out(week, org_a, bob_client):
 def test_a_quiet_org_gets_no_digest(org_b, charlie):
     assert weekly_digest_send(org=org_b, now=NOW, base_url="https://bonito.example") == 0
     assert mail.outbox == []
+
+
+def test_an_org_name_with_a_line_break_still_gets_its_digest(week, org_a):
+    # Names are checked when set, but a row written before that may hold a break.
+    org_a.name = "Acme\r\nBcc: x@evil.test"
+    org_a.save(update_fields=["name"])
+    assert weekly_digest_send(org=org_a, now=NOW, base_url="https://bonito.example") == 2
+    subject = mail.outbox[0].subject
+    assert subject.startswith("Bonito weekly digest for Acme Bcc") and "\n" not in subject

@@ -47,3 +47,38 @@ def test_trusted_proxies_are_configurable(settings):
     settings.BEHIND_PROXY = True
     settings.TRUSTED_PROXIES = ["203.0.113.0/24"]
     assert client_ip(_request("203.0.113.1", "10.9.9.9, 203.0.113.2")) == "10.9.9.9"
+
+
+# An IPv4 address in IPv6 form (IPv4-mapped, `::ffff:a.b.c.d`, in any spelling) is that IPv4
+# address: it is checked against IPv4 proxy networks and returned in IPv4 form.
+MAPPED_SPELLINGS = ["::ffff:{v4}", "::FFFF:{v4}", "0:0:0:0:0:ffff:{v4}", "[::ffff:{v4}]:443"]
+
+
+@pytest.mark.parametrize("spelling", MAPPED_SPELLINGS)
+def test_a_mapped_client_is_returned_as_ipv4(settings, spelling):
+    settings.BEHIND_PROXY = True
+    forwarded = spelling.format(v4="203.0.113.9")
+    assert client_ip(_request("10.0.0.5", forwarded)) == "203.0.113.9"
+
+
+@pytest.mark.parametrize("spelling", MAPPED_SPELLINGS[:3])
+def test_a_mapped_trusted_proxy_is_trusted(settings, spelling):
+    settings.BEHIND_PROXY = True
+    proxy = spelling.format(v4="10.0.0.5")
+    assert client_ip(_request(proxy, "203.0.113.9")) == "203.0.113.9"
+    assert client_ip(_request("10.0.0.5", f"203.0.113.9, {spelling.format(v4='10.1.1.1')}")) == (
+        "203.0.113.9"
+    )
+
+
+@pytest.mark.parametrize("behind_proxy", [False, True])
+def test_a_mapped_remote_addr_is_returned_as_ipv4(settings, behind_proxy):
+    settings.BEHIND_PROXY = behind_proxy
+    assert client_ip(_request("::ffff:198.51.100.1")) == "198.51.100.1"
+    # the hex spelling of the same address
+    assert client_ip(_request("::ffff:c633:6401")) == "198.51.100.1"
+
+
+def test_plain_ipv6_is_left_alone(settings):
+    settings.BEHIND_PROXY = True
+    assert client_ip(_request("::1", "2001:db8::7")) == "2001:db8::7"

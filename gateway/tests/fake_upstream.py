@@ -38,6 +38,8 @@ class FakeUpstream:
         self.behaviours: dict[str, Behaviour] = {}
         self.requests: list[dict] = []
         self.hooks: list[dict] = []  # what webhooks (budget alerts) posted to /hooks
+        self.hook_fail_times = 0  # answer this many webhook posts with 500 first
+        self.hook_attempts = 0
         self.url = ""
         self._loop = None
         self._runner = None
@@ -47,6 +49,7 @@ class FakeUpstream:
         self.behaviours.clear()
         self.requests.clear()
         self.hooks.clear()
+        self.hook_fail_times = self.hook_attempts = 0
         self.cancelled_streams = 0
 
     def behaviour(self, model) -> Behaviour:
@@ -192,6 +195,10 @@ class FakeUpstream:
         return resp
 
     async def _hook(self, request: web.Request):
+        self.hook_attempts += 1
+        if self.hook_fail_times > 0:
+            self.hook_fail_times -= 1
+            return web.Response(status=500, text="injected failure")
         self.hooks.append(await request.json())
         return web.Response(text="ok")
 

@@ -164,3 +164,19 @@ def test_a_dead_broker_never_fails_the_invite_and_the_email_still_goes(
     while not mail.outbox and time.time() < deadline:
         time.sleep(0.05)
     assert mail.outbox and mail.outbox[0].to == ["late@acme.test"]
+
+
+@pytest.mark.parametrize("name", ["Acme\nBcc: x@evil.test", "Acme\r\nCorp", "Acme\u2028Corp"])
+def test_an_org_name_with_a_line_break_still_gets_the_invitation_out(
+    alice, org_a, name, django_capture_on_commit_callbacks
+):
+    # Names are checked when set, but a row written before that may hold a break.
+    from orgs.models import Organization
+
+    Organization.objects.filter(pk=org_a.pk).update(name=name)
+    org_a.refresh_from_db()
+    with django_capture_on_commit_callbacks(execute=True):
+        _invite(org_a, alice)
+    (email,) = mail.outbox
+    assert email.subject.startswith("You are invited to Acme") and "\n" not in email.subject
+    assert "\r" not in email.subject and "\u2028" not in email.subject

@@ -9,6 +9,7 @@ from django.core import mail
 from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
+from django.utils.http import urlsafe_base64_encode
 
 from conftest import PASSWORD, SETUP
 from orgs import services
@@ -204,6 +205,31 @@ def test_reset_links_are_limited_per_account(alice):
     assert answers[-1].status_code == 429
 
 
+def test_reset_links_are_limited_per_account_whatever_the_uid_spelling(alice, bob):
+    # Django reads the uid as base64 of the pk: "04", "+4", " 4", "004" all name the same user.
+    spellings = [f"{pad}{alice.pk}" for pad in ("", "0", "00", "+", " ", "+0", " 0", "000")]
+    uids = [urlsafe_base64_encode(s.encode()) for s in spellings]
+    assert len(set(uids)) == len(uids)
+    answers = [
+        Client().get(
+            f"/password-reset/{uids[n % len(uids)]}/guess-{n}/", REMOTE_ADDR=f"203.0.113.{n + 1}"
+        )
+        for n in range(21)
+    ]
+    assert [r.status_code for r in answers] == [200] * 20 + [429]
+    # Another account is not held up by it.
+    uid = urlsafe_base64_encode(str(bob.pk).encode())
+    assert Client().get(f"/password-reset/{uid}/guess/", REMOTE_ADDR="192.0.2.9").status_code == 200
+
+
+def test_reset_links_with_an_undecodable_uid_are_limited_too(alice):
+    answers = [
+        Client().get(f"/password-reset/_w/guess-{n}/", REMOTE_ADDR=f"203.0.113.{n + 1}")
+        for n in range(21)
+    ]
+    assert [r.status_code for r in answers] == [200] * 20 + [429]
+
+
 # ------------------------------------------------------------------------------ invitations
 def test_invitation_links_are_limited_per_address(org_a, alice):
     _inv, token = services.invitation_create(
@@ -242,3 +268,42 @@ def test_invitation_limits_count_the_real_client_behind_the_proxy(settings, org_
     assert (
         Client().get("/invite/x/", REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR=other).status_code == 410
     )
+
+
+@pytest.mark.parametrize("behind_proxy", [True, False])
+def test_ipv4_clients_in_ipv6_form_are_counted_apart(settings, alice, bob, behind_proxy):
+    # A proxy or a dual-stack socket may write IPv4 clients as ::ffff:a.b.c.d; they all share
+    # the IPv6 /64 "::", so grouping them as IPv6 would make every IPv4 client one address.
+    settings.BEHIND_PROXY = behind_proxy
+
+    def attempt(email, password, client_v4):
+        mapped = f"::ffff:{client_v4}"
+        if behind_proxy:
+            return sign_in(Client(), email, password, ip=PROXY, HTTP_X_FORWARDED_FOR=mapped)
+        return sign_in(Client(), email, password, ip=mapped)
+
+    for n in range(20):
+        attempt(f"user{n // 4}@acme.test", "guess", f"203.0.113.{n + 1}")
+    assert attempt("alice@acme.test", PASSWORD, "198.51.100.9").status_code == 302
+    # ... and one such client is still counted as itself, in either form.
+    for n in range(20):
+        attempt(f"other{n // 4}@acme.test", "guess", HOME)
+    assert attempt("bob@acme.test", PASSWORD, HOME).status_code == 429
+    assert sign_in(Client(), "bob@acme.test", PASSWORD, ip=HOME).status_code == 429
+
+
+def test_a_trusted_proxy_in_ipv6_form_is_trusted(settings, alice):
+    settings.BEHIND_PROXY = True
+    for n in range(20):
+        sign_in(
+            Client(),
+            f"user{n // 4}@acme.test",
+            "guess",
+            ip=f"::ffff:{PROXY}",
+            HTTP_X_FORWARDED_FOR=f"203.0.113.{n + 1}",
+        )
+    client = Client()
+    response = sign_in(
+        client, "alice@acme.test", PASSWORD, ip=f"::ffff:{PROXY}", HTTP_X_FORWARDED_FOR=HOME
+    )
+    assert response.status_code == 302 and signed_in(client)
