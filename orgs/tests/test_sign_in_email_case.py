@@ -11,6 +11,7 @@ from orgs import sso
 from orgs.models import User
 
 from .saml_idp import TestIdP
+from .test_sso import verify_domains
 
 pytestmark = pytest.mark.django_db
 
@@ -88,6 +89,7 @@ def test_sso_required_still_refuses_a_member_in_any_case(org_a, alice, bob):
         sso_required=True,
         break_glass_email="alice@acme.test",
     )
+    verify_domains(org_a, "acme.test")  # SSO is required only for the org's verified domains
     client = Client()
     response = client.post("/login/", {"username": "BOB@acme.test", "password": PASSWORD})
     assert "Acme Corp signs in through single sign-on" in response.content.decode()
