@@ -11,7 +11,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db.models import Count
 
-from bonito.admin_site import ServiceAdminMixin, ServiceModelAdmin
+from bonito.admin_site import ReadOnlyAdminMixin, ServiceAdminMixin, ServiceModelAdmin
 from governance.audit import Actor
 
 from . import services
@@ -415,19 +415,10 @@ class SSOConfigAdmin(ServiceModelAdmin):
 
 
 @admin.register(SSODomain)
-class SSODomainAdmin(ServiceModelAdmin):
+class SSODomainAdmin(ReadOnlyAdminMixin, ServiceModelAdmin):
     """Which org owns which email domain, read-only: verify and take back verification on
     the org's SSO configuration (audited)."""
 
     list_display = ("domain", "org", "verified_at")
     search_fields = ("domain", "org__slug", "org__name")
     list_filter = ("org",)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

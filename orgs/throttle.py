@@ -123,3 +123,13 @@ def retry_after(request, group: str, value: str | None, per_hour: int) -> int:
     if usage is None or not usage["should_limit"]:
         return 0
     return max(1, usage["time_left"])
+
+
+def refusal(request, *limits: tuple[str, str | None, int]):
+    """The 429 page if one of these limits, each (group, value, per_hour) and counted in order
+    until one is spent, refuses this request; None when all allow it."""
+    for group, value, per_hour in limits:
+        wait = retry_after(request, group, value, per_hour)
+        if wait:
+            return throttled_response(request, wait)
+    return None

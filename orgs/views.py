@@ -242,17 +242,16 @@ class PasswordResetView(auth_views.PasswordResetView):
 
     def post(self, request, *args, **kwargs):
         email = request.POST.get("email", "").strip().lower()
-        wait = throttle.retry_after(
+        refused = throttle.refusal(
             request,
-            "password-reset:address",
-            throttle.client_address(request),
-            settings.PASSWORD_RESET_ADDRESS_PER_HOUR,
-        ) or throttle.retry_after(
-            request, "password-reset:email", email, settings.PASSWORD_RESET_EMAIL_PER_HOUR
+            (
+                "password-reset:address",
+                throttle.client_address(request),
+                settings.PASSWORD_RESET_ADDRESS_PER_HOUR,
+            ),
+            ("password-reset:email", email, settings.PASSWORD_RESET_EMAIL_PER_HOUR),
         )
-        if wait:
-            return throttle.throttled_response(request, wait)
-        return super().post(request, *args, **kwargs)
+        return refused or super().post(request, *args, **kwargs)
 
 
 def _reset_account(uidb64: str) -> str:
@@ -271,34 +270,35 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
     the link) against guessing tokens."""
 
     def dispatch(self, request, *args, **kwargs):
-        wait = throttle.retry_after(
+        refused = throttle.refusal(
             request,
-            "password-reset-confirm:address",
-            throttle.client_address(request),
-            settings.PASSWORD_RESET_ADDRESS_PER_HOUR,
-        ) or throttle.retry_after(
-            request,
-            "password-reset-confirm:account",
-            _reset_account(kwargs.get("uidb64", "")),
-            settings.PASSWORD_RESET_ADDRESS_PER_HOUR,
+            (
+                "password-reset-confirm:address",
+                throttle.client_address(request),
+                settings.PASSWORD_RESET_ADDRESS_PER_HOUR,
+            ),
+            (
+                "password-reset-confirm:account",
+                _reset_account(kwargs.get("uidb64", "")),
+                settings.PASSWORD_RESET_ADDRESS_PER_HOUR,
+            ),
         )
-        if wait:
-            return throttle.throttled_response(request, wait)
-        return super().dispatch(request, *args, **kwargs)
+        return refused or super().dispatch(request, *args, **kwargs)
 
 
 def invitation_accept(request, token):
     # Per client address against guessing tokens; per token so that one link cannot be hammered.
-    wait = throttle.retry_after(
+    refused = throttle.refusal(
         request,
-        "invitation:address",
-        throttle.client_address(request),
-        settings.INVITATION_ADDRESS_PER_HOUR,
-    ) or throttle.retry_after(
-        request, "invitation:token", token, settings.INVITATION_TOKEN_PER_HOUR
+        (
+            "invitation:address",
+            throttle.client_address(request),
+            settings.INVITATION_ADDRESS_PER_HOUR,
+        ),
+        ("invitation:token", token, settings.INVITATION_TOKEN_PER_HOUR),
     )
-    if wait:
-        return throttle.throttled_response(request, wait)
+    if refused:
+        return refused
     try:
         invitation = services.invitation_lookup(token)
     except services.InvitationError as exc:
