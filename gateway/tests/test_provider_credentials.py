@@ -114,7 +114,7 @@ def test_a_stored_provider_without_credentials_is_never_called_with_the_platform
     acme, gw, monkeypatch, kind
 ):
     # A provider saved before this rule (or by an operator who since turned ambient off).
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAPLATFORMOWNKEY00")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "platform-own-access-key-id")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "platform-secret")
     provider = ProviderConnection.objects.create(org=acme.org, name="cloud", kind=kind)
     services.deployment_save(
@@ -130,7 +130,7 @@ def test_a_stored_provider_without_credentials_is_never_called_with_the_platform
     assert answer.status_code == 502
     error = answer.json()["error"]
     assert "no credentials of its own" in error["message"]
-    assert "platform-secret" not in answer.text and "AKIAPLATFORM" not in answer.text
+    assert "platform-secret" not in answer.text and "platform-own-access" not in answer.text
     rows = [r for r in usage_rows(acme.org) if r.model_requested == "cloud-chat"]
     assert len(rows) == 1 and rows[0].status != "success"
 
