@@ -19,6 +19,6 @@ def _make_broker_folders(sender, **kwargs):
 
     options = sender.conf.broker_transport_options or {}
     if str(sender.conf.broker_url).startswith("filesystem://"):
-        for key in ("data_folder_in", "data_folder_out", "processed_folder"):
+        for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
             if options.get(key):
                 Path(options[key]).mkdir(parents=True, exist_ok=True)

@@ -145,6 +145,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_in": str(BROKER_DIR),
         "data_folder_out": str(BROKER_DIR),
         "processed_folder": str(BROKER_DIR / "processed"),
+        # Exchange tables (broadcasts) under var/ too, not a control/ folder in the checkout.
+        "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
 else:
