@@ -235,24 +235,29 @@ def test_setting_a_password_in_the_admin_is_audited_without_the_password(admin_c
     assert row.via == "admin" and "another-long" not in str(row.changes)
 
 
-def test_an_sso_configuration_is_changed_not_moved_or_deleted_in_the_admin(
-    admin_client, org_a, alice
-):
-    from orgs.models import SSOConfig
+def _okta_sso(org):
     from orgs.sso import sso_config_save
 
     from .saml_idp import TestIdP
 
     idp = TestIdP()
-    config = sso_config_save(
+    return sso_config_save(
         actor=SETUP,
-        org=org_a,
+        org=org,
         preset="okta",
         idp_entity_id=idp.entity_id,
         idp_sso_url=idp.sso_url,
         idp_x509_cert=idp.cert,
         email_domains=["acme.test"],
     )
+
+
+def test_an_sso_configuration_is_changed_not_moved_or_deleted_in_the_admin(
+    admin_client, org_a, alice
+):
+    from orgs.models import SSOConfig
+
+    config = _okta_sso(org_a)
     url = f"/admin/orgs/ssoconfig/{config.pk}/change/"
     assert "org" not in admin_client.get(url).context["adminform"].form.fields
     assert _post_change(admin_client, url, session_hours="4").status_code == 302
@@ -264,20 +269,9 @@ def test_an_sso_configuration_is_changed_not_moved_or_deleted_in_the_admin(
 
 def test_a_platform_admin_rotates_an_orgs_sp_key_pair(admin_client, org_a, alice):
     from orgs.models import SSOConfig
-    from orgs.sso import sp_keys, sso_config_save
+    from orgs.sso import sp_keys
 
-    from .saml_idp import TestIdP
-
-    idp = TestIdP()
-    config = sso_config_save(
-        actor=SETUP,
-        org=org_a,
-        preset="okta",
-        idp_entity_id=idp.entity_id,
-        idp_sso_url=idp.sso_url,
-        idp_x509_cert=idp.cert,
-        email_domains=["acme.test"],
-    )
+    config = _okta_sso(org_a)
     old = sp_keys(config)[1]
     response = admin_client.post(
         "/admin/orgs/ssoconfig/",
