@@ -351,6 +351,13 @@ GATEWAY_RETRY_ROUNDS = env.int("GATEWAY_RETRY_ROUNDS", default=2)
 GATEWAY_REQUEST_TIMEOUT_S = env.float("GATEWAY_REQUEST_TIMEOUT_S", default=120.0)
 GATEWAY_SNAPSHOT_POLL_S = env.float("GATEWAY_SNAPSHOT_POLL_S", default=0.5)
 GATEWAY_SPOOL_DIR = Path(env.str("GATEWAY_SPOOL_DIR", default=str(VAR_DIR / "spool" / "usage")))
+# Limits on Redis: how long a request waits for it (a free connection and the script's
+# answer) before a 503, how many connections a worker opens, and the share of every limit
+# and of what is left of a spend cap that one process may use while Redis is unreachable
+# (1 / the number of gateway processes across all replicas).
+GATEWAY_REDIS_TIMEOUT_S = env.float("GATEWAY_REDIS_TIMEOUT_S", default=2.0)
+GATEWAY_REDIS_MAX_CONNECTIONS = env.int("GATEWAY_REDIS_MAX_CONNECTIONS", default=64)
+GATEWAY_FALLBACK_SHARE = env.float("GATEWAY_FALLBACK_SHARE", default=1 / max(1, WEB_CONCURRENCY))
 # Django itself must not refuse /v1 bodies below the gateway's own cap.
 DATA_UPLOAD_MAX_MEMORY_SIZE = GATEWAY_MAX_BODY_BYTES + 1024
 

@@ -40,7 +40,12 @@ def gateway() -> Gateway:
 
     state.set_starter(refresher().start)
     return Gateway(
-        limiter=Limiter(settings.REDIS_URL),
+        limiter=Limiter(
+            settings.REDIS_URL,
+            timeout_s=settings.GATEWAY_REDIS_TIMEOUT_S,
+            fallback_share=settings.GATEWAY_FALLBACK_SHARE,
+            max_connections=settings.GATEWAY_REDIS_MAX_CONNECTIONS,
+        ),
         sink=UsageSink(
             write_usage,
             settings.GATEWAY_SPOOL_DIR,

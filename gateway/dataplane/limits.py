@@ -2,24 +2,64 @@
 
 With Redis: one atomic script per request checks every bucket and the spend cap and
 consumes only if all pass, so 2N concurrent requests against a limit of N let exactly
-N through across processes. Without Redis, or while it is down, the same algorithm
-runs per process and the request is still served.
+N through across processes. A slow Redis is waited for (bounded); a Redis that cannot be
+reached falls back to conservative per-process limits, and what was spent meanwhile is
+added to Redis's counters when it returns. Without Redis (embedded default) the same
+algorithm runs per process.
 """
 
 import asyncio
+import calendar
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
+
+from .errors import GatewayError
 
 log = logging.getLogger("bonito.gateway.limits")
 
 WINDOW_MS = 60_000
-REDIS_RETRY_AFTER_S = 5.0
+# After a connection failure, requests use the fallback for this long before Redis is tried
+# again (settlements waiting for Redis keep trying meanwhile).
+REDIS_RETRY_AFTER_S = 1.0
+SPEND_TTL_S = 40 * 86400
 
-_SCRIPT = """
-local now = tonumber(ARGV[1])
-local n = tonumber(ARGV[2])
-local idx = 3
+# A spend counter is a hash {fl, inc, e}: its value is fl + inc. `inc` collects reservations
+# and settlements; `fl` is a floor raised to the usage rows' month-to-date spend (the
+# snapshot's baseline) and, after the counter was lost (a Redis restart), to the last value
+# a process saw of the lost one. `e` names the counter's incarnation, so a process can tell
+# that the value it last saw belongs to a counter that no longer exists.
+_SPEND_PREP = """
+local function spend_prep(skey, baseline, seen, seen_epoch, new_epoch)
+  local h = redis.call('HMGET', skey, 'fl', 'inc', 'e')
+  local fl, inc, e = tonumber(h[1]), tonumber(h[2]), h[3]
+  if not e then fl = 0; inc = 0; e = new_epoch end
+  if seen_epoch ~= '' and seen_epoch ~= e then fl = math.max(fl, tonumber(seen)) end
+  fl = math.max(fl, tonumber(baseline) - inc)
+  return fl, inc, e
+end
+local function spend_save(skey, fl, inc, e, ttl)
+  redis.call('HSET', skey, 'fl', string.format('%.17g', fl), 'inc', string.format('%.17g', inc), 'e', e)
+  redis.call('EXPIRE', skey, ttl)
+end
+"""
+
+# A script that reaches Redis after its caller gave up (a paused or overloaded Redis runs
+# what was queued when it resumes) changes nothing: the caller already answered 503 or
+# will send its settlements again, so nothing is counted twice.
+_EXPIRED = """
+local t = redis.call('TIME')
+if tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000 > tonumber(ARGV[1]) then return {-1} end
+"""
+
+_ACQUIRE = (
+    _SPEND_PREP
+    + _EXPIRED
+    + """
+local now = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local idx = 4
 local failed, wait = 0, 0
 local state = {}
 for i = 1, n do
@@ -36,15 +76,15 @@ for i = 1, n do
   end
 end
 local has_spend = tonumber(ARGV[idx])
-local spend_failed, spent = 0, '0'
+local spend_failed, spent, epoch = 0, 0, ''
 if has_spend == 1 then
   local skey = KEYS[n + 1]
-  local cap, reserve, baseline, ttl = tonumber(ARGV[idx + 1]), ARGV[idx + 2], ARGV[idx + 3], tonumber(ARGV[idx + 4])
-  local cur = redis.call('GET', skey)
-  if not cur then cur = baseline; redis.call('SET', skey, baseline, 'EX', ttl) end
-  spent = cur
-  if tonumber(cur) >= cap then spend_failed = 1 end
-  if failed == 0 and spend_failed == 0 then spent = redis.call('INCRBYFLOAT', skey, reserve) end
+  local cap, reserve, ttl = tonumber(ARGV[idx + 1]), tonumber(ARGV[idx + 2]), tonumber(ARGV[idx + 3])
+  local fl, inc, e = spend_prep(skey, ARGV[idx + 4], ARGV[idx + 5], ARGV[idx + 6], ARGV[idx + 7])
+  if fl + inc >= cap then spend_failed = 1 end
+  if failed == 0 and spend_failed == 0 then inc = inc + reserve end
+  spend_save(skey, fl, inc, e, ttl)
+  spent, epoch = fl + inc, e
 end
 local remaining = {}
 for i = 1, n do
@@ -56,8 +96,27 @@ for i = 1, n do
   end
   remaining[i] = math.floor(left)
 end
-return {failed, spend_failed, math.ceil(wait), tostring(spent), unpack(remaining)}
+return {failed, spend_failed, math.ceil(wait), string.format('%.17g', spent), epoch, unpack(remaining)}
 """
+)
+
+# Adds settled deltas (and spend made while Redis was unreachable) to spend counters.
+_SETTLE = (
+    _SPEND_PREP
+    + _EXPIRED
+    + """
+local out = {}
+for i = 1, #KEYS do
+  local a = 1 + (i - 1) * 5
+  local fl, inc, e = spend_prep(KEYS[i], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5])
+  inc = inc + tonumber(ARGV[a + 1])
+  spend_save(KEYS[i], fl, inc, e, tonumber(ARGV[#ARGV]))
+  out[#out + 1] = string.format('%.17g', fl + inc)
+  out[#out + 1] = e
+end
+return out
+"""
+)
 
 
 @dataclass(slots=True)
@@ -73,11 +132,11 @@ class SpendReservation:
     org_id: int
     cap: float
     reserve: float
-    baseline: float  # settled month-to-date spend known to the snapshot
+    baseline: float  # settled month-to-date spend known to the snapshot (the usage rows)
 
     @property
     def key(self) -> str:
-        return f"bonito:spend:{self.org_id}:{time.strftime('%Y%m', time.gmtime())}"
+        return f"bonito:cap:{self.org_id}:{time.strftime('%Y%m', time.gmtime())}"
 
 
 @dataclass(slots=True)
@@ -88,30 +147,37 @@ class LimitResult:
     retry_after_s: float = 0.0
     remaining: dict = field(default_factory=dict)  # bucket label -> tokens left
     spent: float = 0.0
-    backend: str = "local"
+    backend: str = "local"  # "redis", "local" (no Redis configured) or "fallback"
 
 
 class LocalLimiter:
-    """Per-process buckets and spend counters (embedded default and Redis fallback)."""
+    """Per-process buckets and spend counters: the embedded default (no Redis), and the
+    fallback while Redis is unreachable, where each process gets `share` of every limit."""
 
-    def __init__(self):
+    def __init__(self, share: float = 1.0):
+        self.share = share
         self._buckets: dict[str, tuple[float, float]] = {}
-        self._spend: dict[str, float] = {}
+        self._spend: dict[str, float] = {}  # embedded: month-to-date spend
+        self._budget: dict[str, list[float]] = {}  # fallback: [spent, allowance]
 
     def acquire(
-        self, buckets: list[Bucket], spend: SpendReservation | None, now_ms: float
+        self,
+        buckets: list[Bucket],
+        spend: SpendReservation | None,
+        now_ms: float,
+        spend_start: float | None = None,
     ) -> LimitResult:
-        states = []
+        """`spend_start` set: the fallback, allowed `share` of what was left of the cap when
+        Redis was last seen (spend_start), and only what fits in it whole."""
+        states, caps = [], []
         for b in buckets:
-            tokens, ts = self._buckets.get(b.key, (b.capacity, now_ms))
-            tokens = min(b.capacity, tokens + max(0.0, now_ms - ts) * b.capacity / WINDOW_MS)
+            cap = b.capacity if spend_start is None else max(1, int(b.capacity * self.share))
+            tokens, ts = self._buckets.get(b.key, (cap, now_ms))
+            tokens = min(cap, tokens + max(0.0, now_ms - ts) * cap / WINDOW_MS)
             states.append(tokens)
+            caps.append(cap)
             if b.cost > tokens:
-                wait = (
-                    WINDOW_MS
-                    if b.cost > b.capacity
-                    else (b.cost - tokens) / (b.capacity / WINDOW_MS)
-                )
+                wait = WINDOW_MS if b.cost > cap else (b.cost - tokens) / (cap / WINDOW_MS)
                 return LimitResult(
                     False,
                     failed=b,
@@ -119,13 +185,20 @@ class LocalLimiter:
                     remaining={x.label: int(s) for x, s in zip(buckets, states, strict=False)},
                 )
         spent = 0.0
-        if spend is not None:
+        if spend is not None and spend_start is None:
             spent = self._spend.setdefault(spend.key, spend.baseline)
             if spent >= spend.cap:
-                return LimitResult(
-                    False, spend_exceeded=True, spent=spent, retry_after_s=_seconds_to_next_month()
-                )
+                return _spend_refused(spent)
             self._spend[spend.key] = spent = spent + spend.reserve
+        elif spend is not None:
+            budget = self._budget.setdefault(
+                spend.key, [0.0, max(0.0, spend.cap - spend_start) * self.share]
+            )
+            spent = spend_start + budget[0]
+            if budget[0] + spend.reserve > budget[1]:
+                return _spend_refused(spent)
+            budget[0] += spend.reserve
+            spent += spend.reserve
         remaining = {}
         for b, tokens in zip(buckets, states, strict=True):
             self._buckets[b.key] = (tokens - b.cost, now_ms)
@@ -135,76 +208,166 @@ class LocalLimiter:
     def settle(self, spend: SpendReservation, delta: float) -> None:
         if spend.key in self._spend:
             self._spend[spend.key] += delta
+        if spend.key in self._budget:
+            self._budget[spend.key][0] += delta
+
+    def end_fallback(self) -> None:
+        """Redis answers again: the next outage starts from what Redis says then."""
+        self._buckets.clear()
+        self._budget.clear()
+
+
+def _spend_refused(spent: float) -> LimitResult:
+    return LimitResult(
+        False, spend_exceeded=True, spent=spent, retry_after_s=_seconds_to_next_month()
+    )
 
 
 def _seconds_to_next_month() -> float:
     t = time.gmtime()
     year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
-    import calendar
-
     return max(1.0, calendar.timegm((year, month, 1, 0, 0, 0)) - time.time())
 
 
-class Limiter:
-    """Redis when configured and reachable, the local limiter otherwise."""
+def limiter_unavailable(timeout_s: float) -> GatewayError:
+    return GatewayError(
+        503,
+        f"The gateway's rate limiter (Redis) did not answer within {timeout_s:g}s, so the "
+        "request was not sent upstream. Retry shortly.",
+        "server_error",
+        "limiter_unavailable",
+        headers={"Retry-After": "1"},
+    )
 
-    def __init__(self, redis_url: str = ""):
+
+class Limiter:
+    """Redis when configured and reachable, per-process limits otherwise.
+
+    Redis is "unreachable" when a connection to it fails (refused, reset, connect timeout):
+    then each process applies `fallback_share` of every limit and of what was left of each
+    spend cap, and adds what it spent to Redis's counters when Redis returns, before it
+    admits anything more against them. A Redis that accepts connections but does not answer
+    within `timeout_s` (overloaded, paused) is neither trusted nor bypassed: the request
+    gets a 503 that the SDKs retry.
+    """
+
+    # Clocks of the gateway hosts and Redis may differ by this much (see _EXPIRED).
+    CLOCK_MARGIN_S = 0.5
+
+    def __init__(
+        self,
+        redis_url: str = "",
+        *,
+        timeout_s: float = 2.0,
+        fallback_share: float = 1.0,
+        max_connections: int = 64,
+    ):
         self.redis_url = redis_url
-        self.local = LocalLimiter()
+        self.timeout_s = timeout_s
+        self.max_connections = max_connections
+        self.local = LocalLimiter(fallback_share if redis_url else 1.0)
         self._clients: dict[int, object] = {}  # per event loop
-        self._script_sha: str | None = None
-        self._down_until = 0.0
-        self._pending: dict[str, float] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._probes: dict[int, tuple[asyncio.Task, float]] = {}
         self._flusher: dict[int, asyncio.Task] = {}
+        self._script_sha: dict[str, str] = {}
+        self._down_until = 0.0
+        self._in_fallback = False
+        self._pending: dict[str, float] = {}  # spend not yet added to Redis, by counter
+        self._unreconciled: set[str] = set()  # counters with fallback spend not yet in Redis
+        self._spend_info: dict[str, list] = {}  # counter -> [baseline, last seen, its epoch]
 
     def _client(self):
         import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
 
         loop_id = id(asyncio.get_running_loop())
         client = self._clients.get(loop_id)
         if client is None:
-            client = aioredis.Redis.from_url(
+            # A burst queues for a free connection (bounded by acquire's deadline) instead
+            # of failing. Only a broken connection is retried, once, on a fresh one (a
+            # restarted Redis); a script whose reply timed out is never sent again.
+            pool = aioredis.BlockingConnectionPool.from_url(
                 self.redis_url,
-                socket_timeout=1.0,
-                socket_connect_timeout=0.25,
-                max_connections=64,
+                max_connections=self.max_connections,
+                timeout=None,
+                socket_timeout=self.timeout_s + self.CLOCK_MARGIN_S + 1,
+                socket_connect_timeout=min(0.5, self.timeout_s),
+                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
                 decode_responses=True,
             )
+            client = aioredis.Redis(connection_pool=pool)
             self._clients[loop_id] = client
+            self._locks[loop_id] = asyncio.Lock()
         return client
 
     def redis_available(self) -> bool:
         return bool(self.redis_url) and time.monotonic() >= self._down_until
 
     def _mark_down(self, exc: Exception) -> None:
-        if time.monotonic() >= self._down_until:
+        if not self._in_fallback:
             log.warning(
-                "Redis unavailable (%s); using per-process limits for %ss",
+                "Redis unreachable (%s: %s); this process now applies %g of every limit and "
+                "of what was left of each spend cap",
                 type(exc).__name__,
-                REDIS_RETRY_AFTER_S,
+                exc,
+                self.local.share,
             )
+        self._in_fallback = True
         self._down_until = time.monotonic() + REDIS_RETRY_AFTER_S
 
+    def _mark_up(self) -> None:
+        if self._in_fallback:
+            log.warning("Redis answers again; limits are shared across processes again")
+            self._in_fallback = False
+            self.local.end_fallback()
+        self._down_until = 0.0
+
+    def _deadline_ms(self) -> int:
+        return int((time.time() + self.timeout_s) * 1000)
+
+    # ------------------------------------------------------------------ acquire
     async def acquire(self, buckets: list[Bucket], spend: SpendReservation | None) -> LimitResult:
         now_ms = time.time() * 1000
-        if not self.redis_available():
+        if not buckets and spend is None:
+            return LimitResult(True, backend="none")
+        if not self.redis_url:
             return self.local.acquire(buckets, spend, now_ms)
+        if not self.redis_available():
+            return self._fallback(buckets, spend, now_ms)
         keys = [b.key for b in buckets]
-        args: list = [int(now_ms), len(buckets)]
+        args: list = [self._deadline_ms(), int(now_ms), len(buckets)]
         for b in buckets:
             args += [b.capacity, b.cost]
         if spend is not None:
+            info = self._spend_info.setdefault(spend.key, [spend.baseline, "0", ""])
+            info[0] = spend.baseline
             keys.append(spend.key)
-            args += [1, spend.cap, repr(spend.reserve), repr(spend.baseline), 40 * 86400]
+            args += [1, spend.cap, repr(spend.reserve), SPEND_TTL_S, repr(spend.baseline)]
+            args += [info[1], info[2], secrets.token_hex(8)]
         else:
             args.append(0)
         try:
-            out = await self._eval(keys, args)
-        except Exception as exc:  # any Redis failure: serve with local limits
-            self._mark_down(exc)
-            return self.local.acquire(buckets, spend, now_ms)
+            async with asyncio.timeout(self.timeout_s + self.CLOCK_MARGIN_S):
+                # What was spent while Redis was unreachable is counted before anything more.
+                while spend is not None and spend.key in self._unreconciled:
+                    await self._flush_once()
+                out = await self._eval("acquire", keys, args)
+            if int(out[0]) == -1:
+                raise TimeoutError("the script reached Redis after its deadline")
+        except Exception as exc:
+            if await self._unreachable(exc):
+                self._mark_down(exc)
+                return self._fallback(buckets, spend, now_ms)
+            log.warning("Redis did not answer within %ss (%r)", self.timeout_s, exc)
+            raise limiter_unavailable(self.timeout_s) from exc
+        self._mark_up()
         failed, spend_failed, wait_ms, spent = int(out[0]), int(out[1]), int(out[2]), float(out[3])
-        remaining = {b.label: int(v) for b, v in zip(buckets, out[4:], strict=False)}
+        if spend is not None:
+            self._spend_info[spend.key][1:] = [out[3], out[4]]
+        remaining = {b.label: int(v) for b, v in zip(buckets, out[5:], strict=False)}
         if failed:
             return LimitResult(
                 False,
@@ -223,48 +386,128 @@ class Limiter:
             )
         return LimitResult(True, remaining=remaining, spent=spent, backend="redis")
 
-    async def _eval(self, keys, args):
-        client = self._client()
-        if self._script_sha is None:
-            self._script_sha = await client.script_load(_SCRIPT)
-        try:
-            return await client.evalsha(self._script_sha, len(keys), *keys, *args)
-        except Exception as exc:
-            if "NOSCRIPT" not in str(exc):
-                raise
-            self._script_sha = await client.script_load(_SCRIPT)
-            return await client.evalsha(self._script_sha, len(keys), *keys, *args)
+    def _fallback(self, buckets, spend, now_ms) -> LimitResult:
+        start = 0.0
+        if spend is not None:
+            info = self._spend_info.setdefault(spend.key, [spend.baseline, "0", ""])
+            info[0] = spend.baseline
+            start = max(spend.baseline, float(info[1]))
+        result = self.local.acquire(buckets, spend, now_ms, spend_start=start)
+        result.backend = "fallback"
+        if result.allowed and spend is not None:  # Redis counts it when it returns
+            self._add_pending(spend.key, spend.reserve)
+            self._unreconciled.add(spend.key)
+        return result
 
+    async def _eval(self, name: str, keys, args):
+        from redis.exceptions import NoScriptError
+
+        client = self._client()
+        script = _ACQUIRE if name == "acquire" else _SETTLE
+        sha = self._script_sha.get(name)
+        if sha is None:
+            sha = self._script_sha[name] = await client.script_load(script)
+        try:
+            return await client.evalsha(sha, len(keys), *keys, *args)
+        except NoScriptError:  # Redis restarted (or SCRIPT FLUSH): load it again
+            self._script_sha[name] = await client.script_load(script)
+            return await client.evalsha(self._script_sha[name], len(keys), *keys, *args)
+
+    async def _unreachable(self, exc: Exception) -> bool:
+        """Whether Redis cannot be connected to (fall back) rather than merely slow (503)."""
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import RedisError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        if isinstance(exc, RedisConnectionError):
+            return True
+        if not isinstance(exc, TimeoutError | RedisTimeoutError):
+            # An error reply (out of memory, a read-only replica...): it cannot count for us.
+            return isinstance(exc, RedisError)
+        loop = asyncio.get_running_loop()
+        probe = self._probes.get(id(loop))
+        if probe is None or (probe[0].done() and time.monotonic() - probe[1] > 0.5):
+            probe = (loop.create_task(self._probe()), time.monotonic())
+            self._probes[id(loop)] = probe
+        return await asyncio.shield(probe[0])
+
+    async def _probe(self) -> bool:
+        """A fresh TCP connection: refused or timed out means Redis is unreachable."""
+        kwargs = self._client().connection_pool.connection_kwargs
+        try:
+            if kwargs.get("path"):
+                connect = asyncio.open_unix_connection(kwargs["path"])
+            else:
+                connect = asyncio.open_connection(
+                    kwargs.get("host", "localhost"), kwargs.get("port", 6379)
+                )
+            _, writer = await asyncio.wait_for(connect, min(0.5, self.timeout_s))
+        except (OSError, TimeoutError):
+            return True
+        writer.close()
+        return False
+
+    # ------------------------------------------------------------------ settle
     def settle(self, spend: SpendReservation, actual_cost: float, backend: str) -> None:
         """Replace the reservation by the real cost; batched off the request path."""
         delta = actual_cost - spend.reserve
-        if backend != "redis":
+        if backend == "local":
             self.local.settle(spend, delta)
             return
-        self._pending[spend.key] = self._pending.get(spend.key, 0.0) + delta
+        if backend == "fallback":
+            self.local.settle(spend, delta)
+        self._spend_info.setdefault(spend.key, [spend.baseline, "0", ""])
+        self._add_pending(spend.key, delta)
+
+    def _add_pending(self, key: str, delta: float) -> None:
+        self._pending[key] = self._pending.get(key, 0.0) + delta
         loop = asyncio.get_running_loop()
         task = self._flusher.get(id(loop))
         if task is None or task.done():
             self._flusher[id(loop)] = loop.create_task(self._flush_soon())
 
+    async def _flush_once(self) -> None:
+        """Send what is pending to Redis in one script; on failure it stays pending."""
+        self._client()
+        async with self._locks[id(asyncio.get_running_loop())]:  # one batch at a time
+            pending, self._pending = self._pending, {}
+            if not pending:
+                self._unreconciled.clear()  # an earlier batch carried it
+                return
+            keys, args = list(pending), [self._deadline_ms()]
+            for key in keys:
+                baseline, seen, epoch = self._spend_info[key]
+                args += [repr(pending[key]), repr(baseline), seen, epoch, secrets.token_hex(8)]
+            args.append(SPEND_TTL_S)
+            try:
+                out = await self._eval("settle", keys, args)
+                if out and out[0] == -1:
+                    raise TimeoutError("the script reached Redis after its deadline")
+            except BaseException:
+                for key, delta in pending.items():
+                    self._pending[key] = self._pending.get(key, 0.0) + delta
+                raise
+            for i, key in enumerate(keys):
+                self._spend_info[key][1:] = [out[2 * i], out[2 * i + 1]]
+                if key not in self._pending:
+                    self._unreconciled.discard(key)
+            self._mark_up()
+
     async def _flush_soon(self):
         # Loops until nothing is pending: settlements that arrive while a flush is in flight
         # must not wait for a later request (there may be none, e.g. at the cap), or the
-        # counter keeps their reservations and refuses requests below the cap.
+        # counter keeps their reservations and refuses requests below the cap. While Redis
+        # is unreachable it keeps trying, so spend made meanwhile reaches Redis when it returns.
         delay = 0.002  # gathers the settlements of requests finishing together
         while True:
             await asyncio.sleep(delay)
-            pending, self._pending = self._pending, {}
-            if not pending:
+            if not self._pending:
                 return
             try:
-                pipe = self._client().pipeline(transaction=False)
-                for key, delta in pending.items():
-                    pipe.incrbyfloat(key, delta)
-                await pipe.execute()
+                async with asyncio.timeout(self.timeout_s + self.CLOCK_MARGIN_S):
+                    await self._flush_once()
                 delay = 0.002
             except Exception as exc:
-                self._mark_down(exc)
-                for key, delta in pending.items():  # keep them, retry shortly
-                    self._pending[key] = self._pending.get(key, 0.0) + delta
+                if await self._unreachable(exc):
+                    self._mark_down(exc)
                 delay = min(REDIS_RETRY_AFTER_S, max(0.1, delay * 4))

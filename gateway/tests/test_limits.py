@@ -10,9 +10,11 @@ import httpx
 import pytest
 import redis as redis_lib
 
+from gateway.dataplane.errors import GatewayError
 from gateway.dataplane.limits import Bucket, Limiter, SpendReservation
 from gateway.models import ApiKey
 from gateway.tests.conftest import refresh_snapshot, usage_rows
+from gateway.tests.fault.redis_server import RedisServer
 from governance import services as governance_services
 from governance.audit import Actor
 
@@ -193,4 +195,159 @@ def test_every_settlement_reaches_redis():
         await asyncio.sleep(0.3)
 
     asyncio.run(run())
-    assert float(client.get(spend.key)) == pytest.approx(20 * 0.25)
+    assert _counter(client, spend.key) == pytest.approx(20 * 0.25)
+
+
+def _counter(client, key) -> float:
+    """A spend counter's value in Redis."""
+    h = client.hgetall(key)
+    return float(h[b"fl" if b"fl" in h else "fl"]) + float(h[b"inc" if b"inc" in h else "inc"])
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A Redis of this test's own, which it may flush, restart, pause or kill."""
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+async def _acquire_all(limiters, n, buckets, spend=None):
+    """n concurrent acquisitions spread over the limiters (one per worker process)."""
+    return await asyncio.gather(
+        *[limiters[i % len(limiters)].acquire(buckets, spend) for i in range(n)],
+        return_exceptions=True,
+    )
+
+
+def test_it_loads_the_script_again_after_redis_forgot_it(own_redis):
+    workers = [Limiter(own_redis.url), Limiter(own_redis.url)]
+    buckets = [Bucket("bonito:rl:k:flush:r", 10, 1, "requests")]
+
+    async def run():
+        first = await _acquire_all(workers, 4, buckets)
+        own_redis.client().script_flush()  # what a restart does to the script cache
+        return first + await _acquire_all(workers, 16, buckets)
+
+    results = asyncio.run(run())
+    assert sum(r.allowed for r in results) == 10
+    assert {r.backend for r in results} == {"redis"}
+
+
+def test_it_keeps_limits_shared_after_a_redis_restart(own_redis):
+    workers = [Limiter(own_redis.url), Limiter(own_redis.url)]
+    buckets = [Bucket("bonito:rl:k:restart:r", 6, 1, "requests")]
+
+    async def run():
+        before = await _acquire_all(workers, 2, buckets)
+        own_redis.restart()  # pooled connections break, the script cache and the data are gone
+        return before, await _acquire_all(workers, 12, buckets)
+
+    before, after = asyncio.run(run())
+    assert all(r.allowed for r in before)
+    assert sum(r.allowed for r in after) == 6  # a fresh bucket, shared by both workers
+    assert {r.backend for r in after} == {"redis"}
+
+
+def test_more_concurrent_requests_than_connections_wait_for_one(own_redis):
+    # Two workers, 150 concurrent requests each: more than a worker's 64 connections.
+    workers = [Limiter(own_redis.url), Limiter(own_redis.url)]
+    buckets = [Bucket("bonito:rl:k:pool:r", 150, 1, "requests")]
+    results = asyncio.run(_acquire_all(workers, 300, buckets))
+    assert sum(r.allowed for r in results) == 150
+    assert {r.backend for r in results} == {"redis"}
+
+
+def test_a_slow_redis_is_waited_for(own_redis):
+    workers = [Limiter(own_redis.url), Limiter(own_redis.url)]
+    buckets = [Bucket("bonito:rl:k:slow:r", 20, 1, "requests")]
+
+    async def run():
+        own_redis.pause()
+        burst = asyncio.ensure_future(_acquire_all(workers, 40, buckets))
+        await asyncio.sleep(1.3)  # longer than redis-py's socket timeout used to be
+        own_redis.resume()
+        return await burst
+
+    results = asyncio.run(run())
+    assert sum(r.allowed for r in results) == 20
+    assert {r.backend for r in results} == {"redis"}
+
+
+def test_a_redis_that_stalls_past_the_bound_gets_503_and_counts_nothing(own_redis):
+    limiter = Limiter(own_redis.url, timeout_s=0.3)
+    buckets = [Bucket("bonito:rl:k:stall:r", 5, 1, "requests")]
+    spend = SpendReservation(org_id=55, cap=1.0, reserve=0.25, baseline=0.0)
+
+    async def run():
+        await limiter.acquire([], spend)  # the script is loaded, the counter exists
+        limiter.settle(spend, 0.0, "redis")
+        await asyncio.sleep(0.1)
+        own_redis.pause()
+        stalled = await _acquire_all([limiter], 5, buckets, spend)
+        own_redis.resume()
+        await asyncio.sleep(0.2)  # Redis runs what was queued: too late, so nothing
+        return stalled, await _acquire_all([limiter], 6, buckets, spend)
+
+    stalled, after = asyncio.run(run())
+    assert all(isinstance(e, GatewayError) and e.status == 503 for e in stalled)
+    assert stalled[0].code == "limiter_unavailable" and stalled[0].headers["Retry-After"]
+    # Neither the requests bucket nor the spend counter kept the stalled requests.
+    assert [r.allowed for r in after] == [True] * 4 + [False] * 2
+    assert after[-1].failed is None and after[-1].spend_exceeded
+    assert _counter(own_redis.client(), spend.key) == pytest.approx(1.0)
+
+
+def test_an_unreachable_redis_gives_each_process_its_share(own_redis):
+    limiter = Limiter(own_redis.url, fallback_share=0.5)
+    buckets = [Bucket("bonito:rl:k:share:r", 10, 1, "requests")]
+    spend = SpendReservation(org_id=56, cap=1.0, reserve=0.1, baseline=0.2)
+    own_redis.kill()
+    rate = asyncio.run(_acquire_all([limiter], 8, buckets))
+    money = asyncio.run(_acquire_all([limiter], 8, [], spend))
+    assert [r.allowed for r in rate] == [True] * 5 + [False] * 3
+    # Half of what was left (0.8): four reservations of 0.1 fit whole, the fifth would not.
+    assert [r.allowed for r in money] == [True] * 4 + [False] * 4
+    assert {r.backend for r in rate + money} == {"fallback"}
+
+
+def test_spend_while_redis_was_down_is_added_when_it_returns(own_redis):
+    workers = [Limiter(own_redis.url, fallback_share=0.5) for _ in range(2)]
+    spend = SpendReservation(org_id=57, cap=10.0, reserve=1.0, baseline=0.0)
+
+    async def one(worker):
+        result = await worker.acquire([], spend)
+        if result.allowed:
+            worker.settle(spend, 1.0, result.backend)
+        return result
+
+    async def run():
+        for w in [0, 1, 0, 1]:  # $4 through Redis; worker 0 last saw $3, worker 1 $4
+            assert (await one(workers[w])).backend == "redis"
+        await asyncio.sleep(0.1)
+        own_redis.kill()
+        # Down: each worker may spend half of what it saw left: $3.5 and $3 (whole dollars).
+        down = [await one(workers[i % 2]) for i in range(10)]
+        own_redis.start()  # empty: the counter and the script are gone
+        await asyncio.sleep(1.2)  # both workers try Redis again
+        after = [await one(workers[i % 2]) for i in range(4)]
+        return down, after
+
+    down, after = asyncio.run(run())
+    assert sum(r.allowed for r in down) == 6 and {r.backend for r in down} == {"fallback"}
+    # Back on Redis: $4 before + $6 during the outage = the $10 cap, so nothing more passes.
+    assert [r.allowed for r in after] == [False] * 4
+    assert {r.backend for r in after} == {"redis"}
+    assert _counter(own_redis.client(), spend.key) == pytest.approx(10.0)
+
+
+def test_a_newer_baseline_from_the_usage_rows_raises_the_counter(own_redis):
+    limiter = Limiter(own_redis.url)
+
+    async def run():
+        first = await limiter.acquire([], SpendReservation(58, 100.0, 1.0, 2.0))
+        # Usage rows written by processes this Redis never heard of: the snapshot says $5.
+        second = await limiter.acquire([], SpendReservation(58, 100.0, 1.0, 5.0))
+        return first.spent, second.spent
+
+    assert asyncio.run(run()) == (3.0, 6.0)
