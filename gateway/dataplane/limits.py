@@ -11,6 +11,7 @@ algorithm runs per process.
 import asyncio
 import calendar
 import logging
+import math
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -20,8 +21,7 @@ from .errors import GatewayError
 log = logging.getLogger("bonito.gateway.limits")
 
 WINDOW_MS = 60_000
-# After a connection failure, requests use the fallback for this long before Redis is tried
-# again (settlements waiting for Redis keep trying meanwhile).
+# While Redis is unreachable, how often one PING checks whether it is back.
 REDIS_RETRY_AFTER_S = 1.0
 SPEND_TTL_S = 40 * 86400
 
@@ -50,16 +50,19 @@ end
 # will send its settlements again, so nothing is counted twice.
 _EXPIRED = """
 local t = redis.call('TIME')
-if tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000 > tonumber(ARGV[1]) then return {-1} end
+local rnow = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+if rnow > tonumber(ARGV[1]) then return {-1} end
 """
 
 _ACQUIRE = (
     _SPEND_PREP
     + _EXPIRED
     + """
-local now = tonumber(ARGV[2])
-local n = tonumber(ARGV[3])
-local idx = 4
+-- Buckets refill on Redis's clock: one clock for every process and replica, and a
+-- script queued behind others cannot refill a bucket twice.
+local now = rnow
+local n = tonumber(ARGV[2])
+local idx = 3
 local failed, wait = 0, 0
 local state = {}
 for i = 1, n do
@@ -69,7 +72,7 @@ for i = 1, n do
   if tokens == nil then tokens = cap; ts = now end
   local rate = cap / 60000.0
   tokens = math.min(cap, tokens + math.max(0, now - ts) * rate)
-  state[i] = {tokens, cost}
+  state[i] = {tokens, cost, math.max(now, ts)}
   if cost > tokens and failed == 0 then
     failed = i
     if cost > cap then wait = 60000 else wait = (cost - tokens) / rate end
@@ -91,7 +94,7 @@ for i = 1, n do
   local left = state[i][1]
   if failed == 0 and spend_failed == 0 then
     left = left - state[i][2]
-    redis.call('HSET', KEYS[i], 't', tostring(left), 'ts', tostring(now))
+    redis.call('HSET', KEYS[i], 't', string.format('%.17g', left), 'ts', string.format('%.17g', state[i][3]))
     redis.call('PEXPIRE', KEYS[i], 120000)
   end
   remaining[i] = math.floor(left)
@@ -169,13 +172,13 @@ class LocalLimiter:
     ) -> LimitResult:
         """`spend_start` set: the fallback, allowed `share` of what was left of the cap when
         Redis was last seen (spend_start), and only what fits in it whole."""
-        states, caps = [], []
+        states, stamps = [], []
         for b in buckets:
             cap = b.capacity if spend_start is None else max(1, int(b.capacity * self.share))
             tokens, ts = self._buckets.get(b.key, (cap, now_ms))
             tokens = min(cap, tokens + max(0.0, now_ms - ts) * cap / WINDOW_MS)
             states.append(tokens)
-            caps.append(cap)
+            stamps.append(max(now_ms, ts))  # a clock step back refills nothing twice
             if b.cost > tokens:
                 wait = WINDOW_MS if b.cost > cap else (b.cost - tokens) / (cap / WINDOW_MS)
                 return LimitResult(
@@ -200,8 +203,8 @@ class LocalLimiter:
             budget[0] += spend.reserve
             spent += spend.reserve
         remaining = {}
-        for b, tokens in zip(buckets, states, strict=True):
-            self._buckets[b.key] = (tokens - b.cost, now_ms)
+        for b, tokens, stamp in zip(buckets, states, stamps, strict=True):
+            self._buckets[b.key] = (tokens - b.cost, stamp)
             remaining[b.label] = int(tokens - b.cost)
         return LimitResult(True, remaining=remaining, spent=spent)
 
@@ -270,6 +273,7 @@ class Limiter:
         self._locks: dict[int, asyncio.Lock] = {}
         self._probes: dict[int, tuple[asyncio.Task, float]] = {}
         self._flusher: dict[int, asyncio.Task] = {}
+        self._reconnects: dict[int, asyncio.Task] = {}
         self._script_sha: dict[str, str] = {}
         self._down_until = 0.0
         self._in_fallback = False
@@ -294,7 +298,7 @@ class Limiter:
                 max_connections=self.max_connections,
                 timeout=None,
                 socket_timeout=self.timeout_s + self.CLOCK_MARGIN_S + 1,
-                socket_connect_timeout=min(0.5, self.timeout_s),
+                socket_connect_timeout=self.timeout_s,
                 retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
                 decode_responses=True,
             )
@@ -316,7 +320,26 @@ class Limiter:
                 self.local.share,
             )
         self._in_fallback = True
-        self._down_until = time.monotonic() + REDIS_RETRY_AFTER_S
+        self._down_until = math.inf  # until _reconnect hears from Redis
+        self._ensure_reconnect()
+
+    def _ensure_reconnect(self) -> None:
+        loop = asyncio.get_running_loop()
+        task = self._reconnects.get(id(loop))
+        if task is None or task.done():
+            self._reconnects[id(loop)] = loop.create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        """While Redis is unreachable, one PING a second (requests do not wait on it)."""
+        while not self.redis_available():
+            await asyncio.sleep(REDIS_RETRY_AFTER_S)
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await self._client().ping()
+            except Exception as exc:
+                log.debug("Redis still unreachable (%r)", exc)
+                continue
+            self._mark_up()
 
     def _mark_up(self) -> None:
         if self._in_fallback:
@@ -336,9 +359,10 @@ class Limiter:
         if not self.redis_url:
             return self.local.acquire(buckets, spend, now_ms)
         if not self.redis_available():
+            self._ensure_reconnect()
             return self._fallback(buckets, spend, now_ms)
         keys = [b.key for b in buckets]
-        args: list = [self._deadline_ms(), int(now_ms), len(buckets)]
+        args: list = [self._deadline_ms(), len(buckets)]
         for b in buckets:
             args += [b.capacity, b.cost]
         if spend is not None:
@@ -349,15 +373,16 @@ class Limiter:
             args += [info[1], info[2], secrets.token_hex(8)]
         else:
             args.append(0)
+        task = asyncio.ensure_future(self._redis_acquire(keys, args, spend))
         try:
-            async with asyncio.timeout(self.timeout_s + self.CLOCK_MARGIN_S):
-                # What was spent while Redis was unreachable is counted before anything more.
-                while spend is not None and spend.key in self._unreconciled:
-                    await self._flush_once()
-                out = await self._eval("acquire", keys, args)
+            out = await asyncio.wait_for(asyncio.shield(task), self.timeout_s + self.CLOCK_MARGIN_S)
             if int(out[0]) == -1:
                 raise TimeoutError("the script reached Redis after its deadline")
-        except Exception as exc:
+        except BaseException as exc:
+            if not task.done():  # it may still be admitted: then give the reservation back
+                task.add_done_callback(lambda t: self._undo_late(t, spend))
+            if not isinstance(exc, Exception):
+                raise
             if await self._unreachable(exc):
                 self._mark_down(exc)
                 return self._fallback(buckets, spend, now_ms)
@@ -385,6 +410,20 @@ class Limiter:
                 backend="redis",
             )
         return LimitResult(True, remaining=remaining, spent=spent, backend="redis")
+
+    async def _redis_acquire(self, keys, args, spend):
+        # What was spent while Redis was unreachable is counted before anything more.
+        while spend is not None and spend.key in self._unreconciled:
+            await self._flush_once()
+        return await self._eval("acquire", keys, args)
+
+    def _undo_late(self, task: asyncio.Task, spend: SpendReservation | None) -> None:
+        """A script answered after its request gave up (503, or the client went away)."""
+        if task.cancelled() or task.exception() is not None or spend is None:
+            return
+        out = task.result()
+        if int(out[0]) == 0 and int(out[1]) == 0:
+            self._add_pending(spend.key, -spend.reserve)
 
     def _fallback(self, buckets, spend, now_ms) -> LimitResult:
         start = 0.0
@@ -441,7 +480,7 @@ class Limiter:
                 connect = asyncio.open_connection(
                     kwargs.get("host", "localhost"), kwargs.get("port", 6379)
                 )
-            _, writer = await asyncio.wait_for(connect, min(0.5, self.timeout_s))
+            _, writer = await asyncio.wait_for(connect, self.timeout_s)
         except (OSError, TimeoutError):
             return True
         writer.close()

@@ -67,7 +67,7 @@ class TcpProxy:
 class ExternalBonito:
     """Its own database (SQLite file, or a fresh PostgreSQL database behind a TcpProxy)."""
 
-    def __init__(self, tmp: Path, redis_url: str = ""):
+    def __init__(self, tmp: Path, redis_url: str = "", env: dict | None = None):
         self.tmp = tmp
         self.procs: list[subprocess.Popen] = []
         self.pg_url = (
@@ -87,6 +87,7 @@ class ExternalBonito:
             "PYTHONDONTWRITEBYTECODE": "1",
             # the fake upstreams listen on loopback, refused by default
             "PROVIDER_ALLOWED_NETWORKS": "127.0.0.1/32",
+            **(env or {}),
         }
         if self.pg_url:
             import psycopg
