@@ -152,12 +152,18 @@ class Stack:
         """The org's spend in its usage rows, once every request sent has its row."""
         query = (
             "SELECT count(*), coalesce(sum(r.cost), 0) FROM gateway_requests r "
-            "JOIN orgs_organization o ON o.id = r.org_id WHERE o.slug = ?"
+            "JOIN orgs_organization o ON o.id = r.org_id WHERE o.slug = %s"
         )
         deadline = time.time() + 60
         while True:
-            with sqlite3.connect(self.ext.db_dir / "bonito.sqlite3") as conn:
-                count, total = conn.execute(query, (slug,)).fetchone()
+            if self.ext.pg_url:
+                import psycopg
+
+                with psycopg.connect(self.ext.direct_url) as conn:
+                    count, total = conn.execute(query, (slug,)).fetchone()
+            else:
+                with sqlite3.connect(self.ext.db_dir / "bonito.sqlite3") as conn:
+                    count, total = conn.execute(query.replace("%s", "?"), (slug,)).fetchone()
             if count >= self.sent[slug] or time.time() > deadline:
                 assert count == self.sent[slug]
                 return Decimal(str(total))
