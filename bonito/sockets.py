@@ -4,11 +4,19 @@ Best effort: a dead channel layer never fails the write that triggered the messa
 
 import asyncio
 import logging
+import time
 
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 log = logging.getLogger("bonito.sockets")
+
+# A channel layer that stops answering (Redis paused or overloaded) must not hold up the
+# caller: the usage writer publishes after every batch it stores.
+SEND_TIMEOUT_S = 1.0
+# One warning per this many seconds while the layer keeps failing, not one per batch.
+WARN_EVERY_S = 60.0
+_last_warning = 0.0
 
 # The loop that serves this process's sockets; an in-memory layer only works from it.
 _socket_loop: asyncio.AbstractEventLoop | None = None
@@ -20,18 +28,28 @@ def remember_socket_loop() -> None:
     _socket_loop = asyncio.get_running_loop()
 
 
+async def _send_all(layer, messages: dict[str, dict]) -> None:
+    async with asyncio.timeout(SEND_TIMEOUT_S):
+        for group, message in messages.items():
+            await layer.group_send(group, message)
+
+
 def group_send(messages: dict[str, dict]) -> None:
-    """Send each ``{group: message}``; never raises."""
+    """Send each ``{group: message}`` within SEND_TIMEOUT_S; never raises."""
+    global _last_warning
     layer = get_channel_layer()
     if layer is None or not messages:
         return
     try:
-        for group, message in messages.items():
-            if isinstance(layer, InMemoryChannelLayer):
-                if _socket_loop is None or _socket_loop.is_closed():
-                    return  # nobody has opened a socket in this process
-                asyncio.run_coroutine_threadsafe(layer.group_send(group, message), _socket_loop)
-            else:
-                async_to_sync(layer.group_send)(group, message)
+        if isinstance(layer, InMemoryChannelLayer):
+            if _socket_loop is None or _socket_loop.is_closed():
+                return  # nobody has opened a socket in this process
+            asyncio.run_coroutine_threadsafe(_send_all(layer, messages), _socket_loop)
+        else:
+            async_to_sync(_send_all)(layer, messages)
     except Exception as exc:
-        log.warning("channel layer send failed (%s)", type(exc).__name__)
+        if time.monotonic() - _last_warning >= WARN_EVERY_S:
+            _last_warning = time.monotonic()
+            log.warning(
+                "channel layer send failed (%s); live updates are skipped", type(exc).__name__
+            )
