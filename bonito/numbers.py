@@ -31,7 +31,8 @@ class SourceFloat(float):
         return number
 
 
-def _what(value) -> str:
+def describe(value) -> str:
+    """A value as an error message shows it: 'abc', 1.5, true, null, a list, a mapping."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -61,7 +62,7 @@ def to_decimal(value) -> Decimal:
     elif isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
         number = Decimal(value.strip().replace("_", ""))
     if number is None or not number.is_finite():
-        raise ValueError(f"must be a number like 10.50, not {_what(value)}.")
+        raise ValueError(f"must be a number like 10.50, not {describe(value)}.")
     return number + 0 if number.is_zero() else number  # no "-0"
 
 
@@ -94,12 +95,12 @@ def whole(value, *, minimum: int = 0, maximum: int = INT32_MAX) -> int:
     elif isinstance(value, float | Decimal):
         finite = value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)
         if finite and value != int(value):
-            raise ValueError(f"must be a whole number, not {_what(value)}.")
+            raise ValueError(f"must be a whole number, not {describe(value)}.")
         number = int(value) if finite else None
     elif isinstance(value, str) and _WHOLE.fullmatch(value.strip()):
         number = int(value.strip())
     if number is None:
-        raise ValueError(f"must be a whole number, not {_what(value)}.")
+        raise ValueError(f"must be a whole number, not {describe(value)}.")
     if not minimum <= number <= maximum:
         shown = f"{number:,}" if abs(number) < 10**30 else "a number that large"
         raise ValueError(f"must be from {minimum} to {maximum:,}, not {shown}.")

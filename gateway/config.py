@@ -4,7 +4,16 @@ policies and gateway settings. See docs/config.md for the schema."""
 import os
 
 from governance import services as governance_services
-from orgs.config import ConfigError, errors_at, whole_at
+from orgs.config import (
+    FLAG,
+    MAPPING,
+    TEXT,
+    TEXTS,
+    ConfigError,
+    check_types,
+    errors_at,
+    whole_at,
+)
 
 from . import services
 from .models import ProviderConnection
@@ -22,6 +31,30 @@ DEPLOYMENT_KEYS = {
     "output_price_per_mtok",
 }
 ROUTING_KEYS = {"name", "strategy", "models", "weights", "is_active"}
+PROVIDER_TYPES = {
+    "name": TEXT,
+    "kind": TEXT,
+    "api_base": TEXT,
+    "api_key": TEXT,
+    "credentials": MAPPING,
+    "settings": MAPPING,
+    "is_active": FLAG,
+}
+DEPLOYMENT_TYPES = {
+    "model": TEXT,
+    "provider": TEXT,
+    "upstream_model": TEXT,
+    "region": TEXT,
+    "is_active": FLAG,
+}
+ROUTING_TYPES = {
+    "name": TEXT,
+    "strategy": TEXT,
+    "models": TEXTS,
+    "weights": MAPPING,
+    "is_active": FLAG,
+}
+GATEWAY_TYPES = {"default_strategy": TEXT, "enabled_providers": TEXTS, "fallback_models": TEXTS}
 # Whole-number settings and their bounds (money is checked, exactly, by the services).
 GATEWAY_LIMITS = ("org_rpm_limit", "org_tpm_limit", "default_key_rpm", "default_key_tpm")
 
@@ -44,10 +77,18 @@ def _check_keys(spec, allowed, where):
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}.")
 
 
+def _items(spec, where) -> list:
+    """A section that lists items (null or absent: none)."""
+    if spec is not None and not isinstance(spec, list):
+        raise ConfigError(f"{where}: must be a list.")
+    return spec or []
+
+
 def apply_providers(*, actor, org, spec, where):
-    for i, p in enumerate(spec or []):
+    for i, p in enumerate(_items(spec, where)):
         pwhere = f"{where}[{i}]"
         _check_keys(p, PROVIDER_KEYS, pwhere)
+        check_types(p, PROVIDER_TYPES, pwhere, nullable={"credentials", "settings"})
         for required in ("name", "kind"):
             if not p.get(required):
                 raise ConfigError(f"{pwhere}: '{required}' is required.")
@@ -56,10 +97,6 @@ def apply_providers(*, actor, org, spec, where):
                 f"{pwhere}: kind must be one of {', '.join(ProviderConnection.Kind.values)}."
             )
         credentials = None
-        if "credentials" in p and not isinstance(p["credentials"] or {}, dict):
-            raise ConfigError(f"{pwhere}.credentials: must be a mapping.")
-        if "settings" in p and not isinstance(p["settings"] or {}, dict):
-            raise ConfigError(f"{pwhere}.settings: must be a mapping.")
         if "credentials" in p or "api_key" in p:
             credentials = {
                 k: _secret(v, f"{pwhere}.credentials.{k}")
@@ -81,9 +118,10 @@ def apply_providers(*, actor, org, spec, where):
 
 
 def apply_deployments(*, actor, org, spec, where):
-    for i, d in enumerate(spec or []):
+    for i, d in enumerate(_items(spec, where)):
         dwhere = f"{where}[{i}]"
         _check_keys(d, DEPLOYMENT_KEYS, dwhere)
+        check_types(d, DEPLOYMENT_TYPES, dwhere, nullable={"region"})
         for required in ("model", "provider", "upstream_model"):
             if not d.get(required):
                 raise ConfigError(f"{dwhere}: '{required}' is required.")
@@ -119,14 +157,13 @@ def apply_policy(*, actor, org, spec, where):
 
 
 def apply_routing_policies(*, actor, org, spec, where):
-    for i, r in enumerate(spec or []):
+    for i, r in enumerate(_items(spec, where)):
         rwhere = f"{where}[{i}]"
         _check_keys(r, ROUTING_KEYS, rwhere)
+        check_types(r, ROUTING_TYPES, rwhere, nullable={"weights", "models"})
         if not r.get("name"):
             raise ConfigError(f"{rwhere}: 'name' is required.")
         weights = r.get("weights") or {}
-        if not isinstance(weights, dict):
-            raise ConfigError(f"{rwhere}.weights: must be a mapping of model to weight.")
         weights = {str(model): whole_at(weights, model, f"{rwhere}.weights") for model in weights}
         with errors_at(rwhere, {"model_names": "models"}):
             governance_services.routing_policy_save(
@@ -143,6 +180,7 @@ def apply_routing_policies(*, actor, org, spec, where):
 def apply_gateway(*, actor, org, spec, where):
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: must be a mapping.")
+    check_types(spec, GATEWAY_TYPES, where)
     spec = dict(spec)
     for name in GATEWAY_LIMITS:
         if name in spec:

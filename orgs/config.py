@@ -11,7 +11,7 @@ import yaml
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
 
-from bonito.numbers import INT32_MAX, SourceFloat, whole
+from bonito.numbers import INT32_MAX, SourceFloat, describe, whole
 from governance.audit import Actor
 
 from . import services
@@ -79,16 +79,47 @@ def whole_at(spec: dict, name: str, where: str, *, null=False, minimum=0, maximu
         raise ConfigError(f"{where}.{name}: {exc}") from exc
 
 
-def _check_finite(node, where: str) -> None:
-    """No NaN or infinity anywhere: no column or JSON value can hold them."""
+TEXT, TEXTS, MAPPING, LIST, FLAG = (
+    "text",
+    "a list of names",
+    "a mapping",
+    "a list",
+    "true or false",
+)
+_IS = {
+    TEXT: lambda v: isinstance(v, str),
+    TEXTS: lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    MAPPING: lambda v: isinstance(v, dict),
+    LIST: lambda v: isinstance(v, list),
+    FLAG: lambda v: isinstance(v, bool),
+}
+
+
+def check_types(spec: dict, kinds: dict, where: str, nullable=()) -> None:
+    """Each key of `kinds` that `spec` has holds that kind of value (null only for the
+    keys in `nullable`), or a ConfigError names its path."""
+    for key, kind in kinds.items():
+        if key not in spec or spec[key] is None and key in nullable:
+            continue
+        if not _IS[kind](spec[key]):
+            hint = " (quote it)" if kind == TEXT and isinstance(spec[key], int | float) else ""
+            raise ConfigError(f"{where}.{key}: must be {kind}{hint}, not {describe(spec[key])}.")
+
+
+def _check_values(node, where: str) -> None:
+    """No NaN or infinity, and no NUL character, anywhere: no column or JSON value can
+    hold them (PostgreSQL refuses NUL in text)."""
     if isinstance(node, float) and not math.isfinite(node):
         raise ConfigError(f"{where}: must be a finite number, not {getattr(node, 'source', node)}.")
+    if isinstance(node, str) and "\x00" in node:
+        raise ConfigError(f"{where}: must not contain NUL characters.")
     if isinstance(node, dict):
         for key, value in node.items():
-            _check_finite(value, f"{where}.{key}")
+            _check_values(key, f"{where}.{key!r}")
+            _check_values(value, f"{where}.{key}")
     elif isinstance(node, list):
         for i, value in enumerate(node):
-            _check_finite(value, f"{where}[{i}]")
+            _check_values(value, f"{where}[{i}]")
 
 
 def _require(mapping, key, where):
@@ -97,7 +128,22 @@ def _require(mapping, key, where):
     return mapping[key]
 
 
+ORG_TYPES = {
+    "slug": TEXT,
+    "name": TEXT,
+    "tier": TEXT,
+    "deployment_mode": TEXT,
+    "teams": LIST,
+    "members": LIST,
+}
+TEAM_TYPES = {"name": TEXT, "description": TEXT}
+MEMBER_TYPES = {"email": TEXT, "role": TEXT, "team": TEXT, "name": TEXT, "password": TEXT}
+
+
 def _apply_org(actor, spec, where, extensions):
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: must be a mapping, not {describe(spec)}.")
+    check_types(spec, ORG_TYPES, where, nullable={"teams", "members"})
     unknown = set(spec) - ORG_KEYS - set(extensions)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}.")
@@ -117,6 +163,9 @@ def _apply_org(actor, spec, where, extensions):
 
     for i, team_spec in enumerate(spec.get("teams") or []):
         team_spec = {"name": team_spec} if isinstance(team_spec, str) else team_spec
+        if not isinstance(team_spec, dict):
+            raise ConfigError(f"{where}.teams[{i}]: must be a name or a mapping.")
+        check_types(team_spec, TEAM_TYPES, f"{where}.teams[{i}]")
         name = _require(team_spec, "name", f"{where}.teams[{i}]")
         if not Team.objects.for_org(org).filter(name=name).exists():
             with errors_at(f"{where}.teams[{i}]"):
@@ -126,7 +175,16 @@ def _apply_org(actor, spec, where, extensions):
 
     for i, member in enumerate(spec.get("members") or []):
         mwhere = f"{where}.members[{i}]"
+        if not isinstance(member, dict):
+            raise ConfigError(f"{mwhere}: must be a mapping, not {describe(member)}.")
+        check_types(member, MEMBER_TYPES, mwhere, nullable={"team", "password"})
         email = str(_require(member, "email", mwhere)).lower()
+        for field, value in (("email", email), ("name", member.get("name"))):
+            if value:  # create_user does not check them
+                try:
+                    User._meta.get_field(field).run_validators(value)
+                except ValidationError as exc:
+                    raise ConfigError(f"{mwhere}.{field}: {' '.join(exc.messages)}") from exc
         role = member.get("role", Role.MEMBER)
         if role not in Role.values:
             raise ConfigError(f"{mwhere}: role must be admin, member or viewer, not {role!r}.")
@@ -140,7 +198,7 @@ def _apply_org(actor, spec, where, extensions):
                 actor=actor,
                 email=email,
                 password=member.get("password"),
-                name=member.get("name", ""),
+                name=member.get("name") or "",
             )
             existing = Membership.objects.for_org(org).filter(user=user).first()
             if existing is None:
@@ -191,7 +249,7 @@ def config_apply(*, actor: Actor, data, extensions=None) -> list[Organization]:
     if not isinstance(data, dict) or not isinstance(data.get("orgs"), list):
         raise ConfigError("The file must be a mapping with an 'orgs:' list.")
     extensions = extensions or {}
-    _check_finite(data["orgs"], "orgs")
+    _check_values(data["orgs"], "orgs")
     try:
         with transaction.atomic():
             return [

@@ -198,3 +198,54 @@ def test_field_errors_from_the_database_rules_name_their_path(tmp_path):
 def test_a_refused_file_changes_nothing_and_writes_no_audit_row(tmp_path):
     _refused(tmp_path, BASE + "    policy: {monthly_spend_cap_usd: .inf}\n")
     assert not AuditLog.objects.exists()
+
+
+# ------------------------------------------------------------------------------ every key
+FULL_ORG = {
+    "slug": "acme",
+    "name": "Acme",
+    "tier": "pro",
+    "deployment_mode": "shared",
+    "teams": ["R", {"name": "S", "description": "support"}],
+    "members": [{"email": "a@acme.test", "role": "admin", "team": "R", "name": "A"}],
+    "providers": [
+        {"name": "mock", "kind": "mock", "api_base": "", "settings": {}, "is_active": True}
+    ],
+    "deployments": [
+        {"model": "chat", "provider": "mock", "upstream_model": "m", "region": "x", "weight": 1}
+    ],
+    "policy": {"allowed_models": ["chat"], "denied_providers": [], "monthly_spend_cap_usd": 5},
+    "routing_policies": [{"name": "r", "strategy": "weighted", "models": ["chat"]}],
+    "gateway": {"default_strategy": "failover", "fallback_models": [], "org_rpm_limit": 10},
+}
+WRONG_VALUES = [[1], {"a": 1}, 5, 1.5, None, True, "", "x" * 300, "a\x00b"]
+
+
+def _key_paths(node, prefix=()):
+    items = node.items() if isinstance(node, dict) else enumerate(node)
+    for key, value in items:
+        yield (*prefix, key)
+        if isinstance(value, dict | list):
+            yield from _key_paths(value, (*prefix, key))
+
+
+@pytest.mark.parametrize("path", list(_key_paths(FULL_ORG)), ids=str)
+def test_any_wrong_value_anywhere_is_applied_or_refused_naming_its_path(tmp_path, path):
+    """Each key of the format, with each wrong kind of value: either it means something
+    (null or empty is "none") or a CommandError names a path under orgs[0]; never a
+    traceback, never a database error."""
+    import copy
+
+    import yaml
+
+    for value in WRONG_VALUES:
+        doc = copy.deepcopy(FULL_ORG)
+        node = doc
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        try:
+            _apply(tmp_path, yaml.safe_dump({"orgs": [doc]}))
+        except CommandError as exc:
+            assert "bonito.yaml: orgs[0]" in str(exc), (path, value, str(exc))
+        Organization.objects.all().delete()
