@@ -59,6 +59,15 @@ class MoneySerializer(serializers.ModelSerializer):
 class OrgView:
     permission_classes = [OrgRole]
 
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)  # authentication and permissions first
+        # PostgreSQL refuses NUL in text: a filter holding one is a 400, never a 500.
+        for name, value in request.query_params.items():
+            if "\x00" in value or "\x00" in name:
+                raise ValidationError(
+                    {name.replace("\x00", ""): ["must not contain NUL characters."]}
+                )
+
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no request, no org
             return self.queryset

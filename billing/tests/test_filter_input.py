@@ -238,3 +238,20 @@ def test_log_details_of_bad_or_foreign_ids_are_404(alice_client, charlie_client,
     assert (
         charlie_client.get(reverse("log_detail", args=[org_b.slug, record.id])).status_code == 404
     )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/gateway/audit?action=",
+        "/api/gateway/models?search=",
+        "/api/gateway/models?provider=",
+        "/api/gateway/deployments?provider=",
+        "/api/gateway/keys?anything=",
+    ],
+)
+def test_no_rest_list_takes_a_nul_into_a_query(alice_client, path):
+    """PostgreSQL refuses NUL in text, which made any filter holding one a 500 there."""
+    response = alice_client.get(path + "a%00b")
+    assert response.status_code == 400
+    assert "NUL" in next(iter(response.json().values()))[0]
