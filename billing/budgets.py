@@ -11,6 +11,7 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from bonito.numbers import money
 from bonito.text import one_line
 from gateway.services import record_config_change, record_config_delete
 from gateway.snapshot_builder import config_version_bump
@@ -228,10 +229,10 @@ def budget_save(
     before = _budget_summary(budget) if budget is not None else None
     budget = budget or Budget(org=org)
     budget.scope, budget.team, budget.key, budget.period = scope, team, key, period
-    try:
-        budget.amount_usd = Decimal(str(amount_usd))
-    except ArithmeticError as exc:
-        raise ValidationError(f"{amount_usd!r} is not an amount in USD.") from exc
+    # Exactly as written (10.1 is 10.10), never negative.
+    budget.amount_usd = money(amount_usd, Budget._meta.get_field("amount_usd"))
+    if budget.amount_usd is None:
+        raise ValidationError({"amount_usd": "An amount in USD is required."})
     budget.hard, budget.webhook_url, budget.is_active = hard, webhook_url or "", is_active
     budget.thresholds = sorted(set(thresholds or [50, 80, 100]))
     budget.full_clean()

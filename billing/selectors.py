@@ -1,5 +1,6 @@
 """Reads of usage for the dashboard and the REST API: filters, totals, series, breakdowns."""
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -26,17 +27,38 @@ STATUSES = {s for s, _ in UsageRecord.Status.choices}
 ORDERINGS = {"created_at", "-created_at", "latency_ms", "-latency_ms", "cost", "-cost"}
 
 
+# Times and months outside these years are refused: nothing is recorded there, and the
+# arithmetic on a range (the next hour, day or month) must stay inside datetime's years.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+_MOMENT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ].*)?", re.ASCII | re.DOTALL)
+_MONTH = re.compile(r"([0-9]{4})-([0-9]{2})", re.ASCII)
+_ID = re.compile(r"[0-9]{1,19}", re.ASCII)
+MAX_ID = 2**63 - 1  # the largest id a 64-bit column holds
+
+
 def _moment(value: str, name: str) -> datetime:
-    parsed = parse_datetime(value)
-    if parsed is None and parse_date(value):
-        parsed = datetime.combine(parse_date(value), datetime.min.time())
+    """An ISO 8601 date or time in ASCII digits (2026-11-01, 2026-11-01T08:00Z); a time
+    without an offset is UTC."""
+    parsed = None
+    if value.isascii() and "\x00" not in value and _MOMENT.fullmatch(value):
+        try:
+            parsed = parse_datetime(value)
+            if parsed is None and parse_date(value):
+                parsed = datetime.combine(parse_date(value), datetime.min.time())
+        except (ValueError, OverflowError):  # well formed, but no such day, hour or offset
+            parsed = None
     if parsed is None:
         raise ValidationError(
             {
-                name: f"'{value}' is not a date or ISO 8601 time (e.g. 2026-11-01 or 2026-11-01T08:00Z)."
+                name: f"{value!r} is not a date or ISO 8601 time "
+                "(e.g. 2026-11-01 or 2026-11-01T08:00Z)."
             }
         )
-    return parsed if parsed.tzinfo else timezone.make_aware(parsed, UTC)
+    parsed = parsed if parsed.tzinfo else timezone.make_aware(parsed, UTC)
+    if not EARLIEST <= parsed < LATEST:
+        raise ValidationError({name: f"{value!r} is out of range: use a time from 1970 to 2999."})
+    return parsed
 
 
 def time_range(params, default="24h") -> tuple[datetime, datetime]:
@@ -53,45 +75,71 @@ def time_range(params, default="24h") -> tuple[datetime, datetime]:
     return since, until
 
 
-def _int(params, name):
+def _id(org, params, name, model):
+    """The id of one of this org's keys or teams. An id of another org's row gets the
+    same answer as an id that does not exist."""
     value = params.get(name)
     if value in (None, ""):
         return None
-    if not str(value).isdigit():
-        raise ValidationError({name: f"'{value}' is not an id."})
+    if not _ID.fullmatch(value) or not 0 < int(value) <= MAX_ID:
+        raise ValidationError({name: f"{value!r} is not an id (a whole number, e.g. 42)."})
+    if not model.objects.for_org(org).filter(pk=int(value)).exists():
+        raise ValidationError({name: f"There is no {name} {value} in this organization."})
     return int(value)
+
+
+def _text(params, name):
+    value = params.get(name) or None
+    if value is not None and "\x00" in value:
+        raise ValidationError({name: "must not contain NUL characters."})
+    return value
+
+
+def _clean(org, params) -> dict:
+    """The model, provider, key, team and status filters, checked."""
+    from gateway.models import ApiKey
+    from orgs.models import Team
+
+    status = params.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise ValidationError({"status": f"Use one of {', '.join(sorted(STATUSES))}."})
+    return {
+        "model": _text(params, "model"),
+        "provider": _text(params, "provider"),
+        "key": _id(org, params, "key", ApiKey),
+        "team": _id(org, params, "team", Team),
+        "status": status,
+    }
 
 
 def usage_records(org, params, default_range="24h"):
     """An org's usage rows filtered by time range, model, provider, key, team and status."""
     since, until = time_range(params, default_range)
-    qs = _filtered(org, params).filter(created_at__gte=since, created_at__lt=until)
     ordering = params.get("ordering") or "-created_at"
     if ordering not in ORDERINGS:
         raise ValidationError({"ordering": f"Use one of {', '.join(sorted(ORDERINGS))}."})
+    qs = _filtered(org, _clean(org, params)).filter(created_at__gte=since, created_at__lt=until)
     return qs.order_by(ordering), since, until
 
 
-def _by_dimensions(qs, params, used: str):
+def _by_dimensions(qs, filters, used: str):
     """The model (requested or used), provider, key and team filters, on usage rows or
     rollups (`used` names the column of the model used)."""
-    if params.get("model"):
-        qs = qs.filter(Q(model_requested=params["model"]) | Q(**{used: params["model"]}))
-    if params.get("provider"):
-        qs = qs.filter(provider=params["provider"])
-    if (key := _int(params, "key")) is not None:
-        qs = qs.filter(key_id=key)
-    if (team := _int(params, "team")) is not None:
-        qs = qs.filter(team_id=team)
+    if filters["model"]:
+        qs = qs.filter(Q(model_requested=filters["model"]) | Q(**{used: filters["model"]}))
+    if filters["provider"]:
+        qs = qs.filter(provider=filters["provider"])
+    if filters["key"] is not None:
+        qs = qs.filter(key_id=filters["key"])
+    if filters["team"] is not None:
+        qs = qs.filter(team_id=filters["team"])
     return qs
 
 
-def _filtered(org, params):
-    qs = _by_dimensions(UsageRecord.objects.for_org(org), params, used="model_used")
-    if params.get("status"):
-        if params["status"] not in STATUSES:
-            raise ValidationError({"status": f"Use one of {', '.join(sorted(STATUSES))}."})
-        qs = qs.filter(status=params["status"])
+def _filtered(org, filters):
+    qs = _by_dimensions(UsageRecord.objects.for_org(org), filters, used="model_used")
+    if filters["status"]:
+        qs = qs.filter(status=filters["status"])
     return qs
 
 
@@ -302,16 +350,17 @@ def percentiles_from_histogram(hist: list[int]) -> dict:
 def usage_query(org, params, default_range="24h") -> UsageQuery:
     """Validate params as usage_records does; split the range at the rollup watermark."""
     since, until = time_range(params, default_range)
-    qs = _filtered(org, params).order_by()
+    filters = _clean(org, params)
+    qs = _filtered(org, filters).order_by()
     mark = rolled_until()
     lo = _hour_up(since)
     hi = min(_hour_down(until), mark) if mark else lo
-    if params.get("status") or hi <= lo:
+    if filters["status"] or hi <= lo:
         return UsageQuery(
             org, since, until, [qs.filter(created_at__gte=since, created_at__lt=until)], [], mark
         )
 
-    rollups = _by_dimensions(UsageRollup.objects.for_org(org), params, used="model")
+    rollups = _by_dimensions(UsageRollup.objects.for_org(org), filters, used="model")
 
     def rolled(period, start, end):
         return rollups.filter(period=period, bucket_start__gte=start, bucket_start__lt=end)
@@ -336,13 +385,16 @@ def usage_query(org, params, default_range="24h") -> UsageQuery:
 
 
 def month_bounds(value: str | None) -> tuple[datetime, datetime]:
-    """'2026-11' -> [2026-11-01, 2026-12-01) in UTC; None -> the current month."""
+    """'2026-11' -> [2026-11-01, 2026-12-01) in UTC; None or '' -> the current month."""
     if value:
-        try:
-            year, month = (int(p) for p in value.split("-"))
-            start = datetime(year, month, 1, tzinfo=UTC)
-        except ValueError as exc:
-            raise ValidationError({"month": f"'{value}' is not a month like 2026-11."}) from exc
+        match = _MONTH.fullmatch(value)
+        if not match or not 1 <= int(match[2]) <= 12:
+            raise ValidationError({"month": f"{value!r} is not a month like 2026-11."})
+        if not EARLIEST.year <= int(match[1]) < LATEST.year:
+            raise ValidationError(
+                {"month": f"{value!r} is out of range: use a month from 1970 to 2999."}
+            )
+        start = datetime(int(match[1]), int(match[2]), 1, tzinfo=UTC)
     else:
         now = timezone.now()
         start = datetime(now.year, now.month, 1, tzinfo=UTC)

@@ -4,7 +4,16 @@ policies and gateway settings. See docs/config.md for the schema."""
 import os
 
 from governance import services as governance_services
-from orgs.config import ConfigError
+from orgs.config import (
+    FLAG,
+    MAPPING,
+    TEXT,
+    TEXTS,
+    ConfigError,
+    check_types,
+    errors_at,
+    whole_at,
+)
 
 from . import services
 from .models import ProviderConnection
@@ -22,6 +31,32 @@ DEPLOYMENT_KEYS = {
     "output_price_per_mtok",
 }
 ROUTING_KEYS = {"name", "strategy", "models", "weights", "is_active"}
+PROVIDER_TYPES = {
+    "name": TEXT,
+    "kind": TEXT,
+    "api_base": TEXT,
+    "api_key": TEXT,
+    "credentials": MAPPING,
+    "settings": MAPPING,
+    "is_active": FLAG,
+}
+DEPLOYMENT_TYPES = {
+    "model": TEXT,
+    "provider": TEXT,
+    "upstream_model": TEXT,
+    "region": TEXT,
+    "is_active": FLAG,
+}
+ROUTING_TYPES = {
+    "name": TEXT,
+    "strategy": TEXT,
+    "models": TEXTS,
+    "weights": MAPPING,
+    "is_active": FLAG,
+}
+GATEWAY_TYPES = {"default_strategy": TEXT, "enabled_providers": TEXTS, "fallback_models": TEXTS}
+# Whole-number settings and their bounds (money is checked, exactly, by the services).
+GATEWAY_LIMITS = ("org_rpm_limit", "org_tpm_limit", "default_key_rpm", "default_key_tpm")
 
 
 def _secret(value, where):
@@ -42,10 +77,18 @@ def _check_keys(spec, allowed, where):
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}.")
 
 
+def _items(spec, where) -> list:
+    """A section that lists items (null or absent: none)."""
+    if spec is not None and not isinstance(spec, list):
+        raise ConfigError(f"{where}: must be a list.")
+    return spec or []
+
+
 def apply_providers(*, actor, org, spec, where):
-    for i, p in enumerate(spec or []):
+    for i, p in enumerate(_items(spec, where)):
         pwhere = f"{where}[{i}]"
         _check_keys(p, PROVIDER_KEYS, pwhere)
+        check_types(p, PROVIDER_TYPES, pwhere, nullable={"credentials", "settings"})
         for required in ("name", "kind"):
             if not p.get(required):
                 raise ConfigError(f"{pwhere}: '{required}' is required.")
@@ -61,70 +104,91 @@ def apply_providers(*, actor, org, spec, where):
             }
             if "api_key" in p:
                 credentials["api_key"] = _secret(p["api_key"], f"{pwhere}.api_key")
-        services.provider_save(
-            actor=actor,
-            org=org,
-            name=p["name"],
-            kind=p["kind"],
-            api_base=p.get("api_base", ""),
-            settings=p.get("settings") or {},
-            credentials=credentials,
-            is_active=p.get("is_active", True),
-        )
+        with errors_at(pwhere):
+            services.provider_save(
+                actor=actor,
+                org=org,
+                name=p["name"],
+                kind=p["kind"],
+                api_base=p.get("api_base", ""),
+                settings=p.get("settings") or {},
+                credentials=credentials,
+                is_active=p.get("is_active", True),
+            )
 
 
 def apply_deployments(*, actor, org, spec, where):
-    for i, d in enumerate(spec or []):
+    for i, d in enumerate(_items(spec, where)):
         dwhere = f"{where}[{i}]"
         _check_keys(d, DEPLOYMENT_KEYS, dwhere)
+        check_types(d, DEPLOYMENT_TYPES, dwhere, nullable={"region"})
         for required in ("model", "provider", "upstream_model"):
             if not d.get(required):
                 raise ConfigError(f"{dwhere}: '{required}' is required.")
         provider = ProviderConnection.objects.for_org(org).filter(name=d["provider"]).first()
         if provider is None:
             raise ConfigError(f"{dwhere}: provider {d['provider']!r} is not defined in this org.")
-        services.deployment_save(
-            actor=actor,
-            org=org,
-            model_name=d["model"],
-            provider=provider,
-            upstream_model=d["upstream_model"],
-            region=d.get("region", ""),
-            weight=d.get("weight", 1),
-            priority=d.get("priority"),
-            is_active=d.get("is_active", True),
-            input_price_per_mtok=d.get("input_price_per_mtok"),
-            output_price_per_mtok=d.get("output_price_per_mtok"),
-        )
+        weight = whole_at(d, "weight", dwhere) if "weight" in d else 1
+        priority = whole_at(d, "priority", dwhere, null=True) if "priority" in d else None
+        with errors_at(dwhere, {"model_name": "model"}):
+            services.deployment_save(
+                actor=actor,
+                org=org,
+                model_name=d["model"],
+                provider=provider,
+                upstream_model=d["upstream_model"],
+                region=d.get("region", ""),
+                weight=weight,
+                priority=priority,
+                is_active=d.get("is_active", True),
+                input_price_per_mtok=d.get("input_price_per_mtok"),
+                output_price_per_mtok=d.get("output_price_per_mtok"),
+            )
 
 
 def apply_policy(*, actor, org, spec, where):
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: must be a mapping.")
-    governance_services.policy_set(actor=actor, org=org, **spec)
+    spec = dict(spec)
+    if "default_max_tokens_estimate" in spec:
+        spec["default_max_tokens_estimate"] = whole_at(spec, "default_max_tokens_estimate", where)
+    with errors_at(where):  # the spend cap is read exactly by policy_set
+        governance_services.policy_set(actor=actor, org=org, **spec)
 
 
 def apply_routing_policies(*, actor, org, spec, where):
-    for i, r in enumerate(spec or []):
+    for i, r in enumerate(_items(spec, where)):
         rwhere = f"{where}[{i}]"
         _check_keys(r, ROUTING_KEYS, rwhere)
+        check_types(r, ROUTING_TYPES, rwhere, nullable={"weights", "models"})
         if not r.get("name"):
             raise ConfigError(f"{rwhere}: 'name' is required.")
-        governance_services.routing_policy_save(
-            actor=actor,
-            org=org,
-            name=r["name"],
-            strategy=r.get("strategy", "failover"),
-            models=r.get("models") or [],
-            weights=r.get("weights"),
-            is_active=r.get("is_active", True),
-        )
+        weights = r.get("weights") or {}
+        weights = {str(model): whole_at(weights, model, f"{rwhere}.weights") for model in weights}
+        with errors_at(rwhere, {"model_names": "models"}):
+            governance_services.routing_policy_save(
+                actor=actor,
+                org=org,
+                name=r["name"],
+                strategy=r.get("strategy", "failover"),
+                models=r.get("models") or [],
+                weights=weights,
+                is_active=r.get("is_active", True),
+            )
 
 
 def apply_gateway(*, actor, org, spec, where):
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: must be a mapping.")
-    services.gateway_config_set(actor=actor, org=org, **spec)
+    check_types(spec, GATEWAY_TYPES, where)
+    spec = dict(spec)
+    for name in GATEWAY_LIMITS:
+        if name in spec:
+            spec[name] = whole_at(spec, name, where, null=True)
+    if "request_timeout_s" in spec:
+        spec["request_timeout_s"] = whole_at(spec, "request_timeout_s", where, minimum=1)
+    with errors_at(where):
+        services.gateway_config_set(actor=actor, org=org, **spec)
 
 
 # Order matters: deployments name providers; routing policies name models.

@@ -2,6 +2,7 @@
 deployments and the model catalog. Every write goes through gateway.services (audited)."""
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import models
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
@@ -12,6 +13,7 @@ from rest_framework.views import APIView
 from billing import selectors
 from billing.models import UsageRecord
 from bonito.client_ip import client_ip
+from bonito.numbers import to_decimal
 from governance.audit import Actor
 from governance.models import RoutingPolicy
 from orgs.models import Team
@@ -31,8 +33,40 @@ def django_errors(exc: DjangoValidationError) -> ValidationError:
     )
 
 
+class MoneyField(serializers.DecimalField):
+    """A DecimalField that reads a JSON number or a string exactly from its text, in ASCII
+    digits only (Decimal() also reads "٣" as 3), and refuses negative amounts."""
+
+    def to_internal_value(self, data):
+        try:
+            number = to_decimal(data)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+        if number < 0:
+            raise ValidationError("must not be negative.")
+        return super().to_internal_value(number)
+
+
+class MoneySerializer(serializers.ModelSerializer):
+    """A ModelSerializer whose model DecimalFields (money, prices) are MoneyFields."""
+
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.DecimalField: MoneyField,
+    }
+
+
 class OrgView:
     permission_classes = [OrgRole]
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)  # authentication and permissions first
+        # PostgreSQL refuses NUL in text: a filter holding one is a 400, never a 500.
+        for name, value in request.query_params.items():
+            if "\x00" in value or "\x00" in name:
+                raise ValidationError(
+                    {name.replace("\x00", ""): ["must not contain NUL characters."]}
+                )
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no request, no org
@@ -376,7 +410,7 @@ class ProviderViewSet(OrgView, viewsets.ModelViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class DeploymentSerializer(OrgScopedFields, serializers.ModelSerializer):
+class DeploymentSerializer(OrgScopedFields, MoneySerializer):
     org_scoped = {"provider": ProviderConnection}
     provider = serializers.SlugRelatedField(
         slug_field="name", queryset=ProviderConnection.objects.none()

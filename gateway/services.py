@@ -5,6 +5,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from bonito.numbers import money
 from bonito.text import name_checked
 from governance.audit import Actor, audit_record
 
@@ -242,9 +243,12 @@ def deployment_save(
     deployment.region, deployment.weight, deployment.is_active = region or "", weight, is_active
     if priority is not None:
         deployment.priority = priority
-    deployment.input_price_per_mtok, deployment.output_price_per_mtok = (
-        input_price_per_mtok,
-        output_price_per_mtok,
+    # Prices exactly as written (0.15 is 0.15, not the float 0.1499…), never negative.
+    deployment.input_price_per_mtok = money(
+        input_price_per_mtok, Deployment._meta.get_field("input_price_per_mtok")
+    )
+    deployment.output_price_per_mtok = money(
+        output_price_per_mtok, Deployment._meta.get_field("output_price_per_mtok")
     )
     deployment.full_clean()
     deployment.save()

@@ -5,7 +5,7 @@ from decimal import Decimal
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -127,19 +127,33 @@ def key_revoke(request, key_id):
     return redirect("keys", org_slug=request.org.slug)
 
 
+def _filter_error(exc: ValidationError) -> str:
+    """The parameter, then what is wrong with it: since: '2026-02-30' is not a date …"""
+    return "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
+
+
 def _filters(request, select=selectors.usage_records):
+    """The page's data and None; or, for a bad filter, the default range's data and the
+    message (shown on the page, which answers 400)."""
     try:
-        return select(request.org, request.GET, request.GET.get("default_range", "24h"))
+        return select(request.org, request.GET, request.GET.get("default_range", "24h")), None
     except ValidationError as exc:
-        messages.error(
-            request, "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
-        )
-        return select(request.org, {}, "24h")
+        error = _filter_error(exc)
+        messages.error(request, error)
+        return select(request.org, {}, "24h"), error
+
+
+def _bad_request(exc: ValidationError) -> HttpResponse:
+    """A file download that cannot be made answers 400 with the reason as plain text,
+    never another range's file."""
+    return HttpResponse(
+        _filter_error(exc) + "\n", status=400, content_type="text/plain; charset=utf-8"
+    )
 
 
 @org_view()
 def logs(request):
-    qs, since, until = _filters(request)
+    (qs, since, until), error = _filters(request)
     page = Paginator(qs.select_related("key", "team"), 50).get_page(request.GET.get("page"))
     params = request.GET.copy()
     params.pop("page", None)
@@ -156,6 +170,7 @@ def logs(request):
             "teams": Team.objects.for_org(request.org),
             "statuses": UsageRecord.Status.choices,
         },
+        status=400 if error else 200,
     )
 
 
@@ -172,7 +187,7 @@ def log_detail(request, record_id):
 
 @org_view()
 def usage(request):
-    query = _filters(request, selectors.usage_query)
+    query, error = _filters(request, selectors.usage_query)
     analytics = query.analytics()
     since, until = query.since, query.until
     params = request.GET.copy()
@@ -189,12 +204,18 @@ def usage(request):
             "until": until,
             "rolled_up_until": query.rolled_until,
         },
+        status=400 if error else 200,
     )
 
 
 @org_view()
 def usage_csv(request):
-    qs, since, until = _filters(request)
+    try:
+        qs, since, until = selectors.usage_records(
+            request.org, request.GET, request.GET.get("default_range", "24h")
+        )
+    except ValidationError as exc:
+        return _bad_request(exc)
     columns = [
         "created_at",
         "request_id",
@@ -229,7 +250,7 @@ def usage_statement(request):
     try:
         start, lines = selectors.monthly_statement(request.org, request.GET.get("month"))
     except ValidationError as exc:
-        raise Http404(" ".join(exc.messages)) from exc
+        return _bad_request(exc)
     columns = ["team", "key", "requests", "input_tokens", "output_tokens", "cost_usd"]
     total = sum((line["cost_usd"] for line in lines), Decimal("0.000000"))
     rows = [[line[c] for c in columns] for line in lines]

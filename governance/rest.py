@@ -4,13 +4,13 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers, status, viewsets
 from rest_framework.response import Response
 
-from gateway.rest import OrgSettingsView, OrgView, actor, django_errors
+from gateway.rest import MoneySerializer, OrgSettingsView, OrgView, actor, django_errors
 
 from . import services
 from .models import AuditLog, Policy, RoutingPolicy
 
 
-class PolicySerializer(serializers.ModelSerializer):
+class PolicySerializer(MoneySerializer):
     allowed_models = serializers.ListField(child=serializers.CharField(), required=False)
     denied_models = serializers.ListField(child=serializers.CharField(), required=False)
     allowed_providers = serializers.ListField(child=serializers.CharField(), required=False)

@@ -4,6 +4,7 @@ config version so every gateway worker enforces the change within seconds."""
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from bonito.numbers import money
 from gateway.services import record_config_change, record_config_delete
 
 from .audit import Actor
@@ -45,6 +46,10 @@ def policy_set(*, actor: Actor, org, **fields) -> Policy:
             if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
                 raise ValidationError(f"{name} must be a list of names.")
             fields[name] = sorted(set(value))
+    if "monthly_spend_cap_usd" in fields:  # exactly as written: 10.1 is 10.10
+        fields["monthly_spend_cap_usd"] = money(
+            fields["monthly_spend_cap_usd"], Policy._meta.get_field("monthly_spend_cap_usd")
+        )
     policy, _ = Policy.objects.get_or_create(org=org)
     before = _policy_summary(policy)
     for name, value in fields.items():

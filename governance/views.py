@@ -6,6 +6,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from billing.models import Budget
+from bonito.numbers import whole
 from bonito.text import split_csv
 from gateway.models import ApiKey, Deployment
 from orgs.models import Team
@@ -14,6 +15,36 @@ from orgs.permissions import org_view
 from . import services
 from .audit import Actor
 from .models import Policy, RoutingPolicy
+
+POLICY_LABELS = {
+    "monthly_spend_cap_usd": "Monthly spend cap",
+    "default_max_tokens_estimate": "Default max tokens estimate",
+}
+BUDGET_LABELS = {"amount_usd": "Amount", "thresholds": "Alert thresholds"}
+MAX_ID = 2**63 - 1
+
+
+def _form_error(exc: Exception, labels: dict) -> str:
+    """A service's error for a form, each message after the label of its field."""
+    if isinstance(exc, ValidationError) and hasattr(exc, "error_dict"):
+        return "; ".join(
+            f"{labels.get(name, name.replace('_', ' ').capitalize())}: {' '.join(msgs)}"
+            if name != "__all__"
+            else " ".join(msgs)
+            for name, msgs in exc.message_dict.items()
+        )
+    return " ".join(getattr(exc, "messages", [str(exc)]))
+
+
+def _whole(data, name, default=None, **bounds):
+    """A form's whole-number field, or a ValidationError naming it."""
+    value = data.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return whole(value, **bounds)
+    except ValueError as exc:
+        raise ValidationError({name: str(exc)}) from exc
 
 
 @org_view(write_role="admin")
@@ -38,14 +69,16 @@ def policies(request):
                     )
                 },
                 monthly_spend_cap_usd=cap or None,
-                default_max_tokens_estimate=int(data.get("default_max_tokens_estimate") or 1024),
+                default_max_tokens_estimate=_whole(
+                    data, "default_max_tokens_estimate", default=1024
+                ),
             )
             messages.success(
                 request, "Policy saved. Every gateway worker enforces it within seconds."
             )
             return redirect("policies", org_slug=org.slug)
-        except (ValidationError, ValueError) as exc:
-            messages.error(request, " ".join(getattr(exc, "messages", [str(exc)])))
+        except ValidationError as exc:
+            messages.error(request, _form_error(exc, POLICY_LABELS))
     return render(
         request,
         "governance/policies.html",
@@ -71,12 +104,12 @@ def budget_create(request):
     try:
         scope = data.get("scope", "org")
         team = (
-            Team.objects.for_org(org).filter(pk=data.get("team") or 0).first()
+            Team.objects.for_org(org).filter(pk=_whole(data, "team", 0, maximum=MAX_ID)).first()
             if scope == "team"
             else None
         )
         key = (
-            ApiKey.objects.for_org(org).filter(pk=data.get("key") or 0).first()
+            ApiKey.objects.for_org(org).filter(pk=_whole(data, "key", 0, maximum=MAX_ID)).first()
             if scope == "key"
             else None
         )
@@ -85,18 +118,22 @@ def budget_create(request):
         budget_save(
             actor=Actor.from_request(request),
             org=org,
-            amount_usd=data.get("amount_usd") or "0",
+            amount_usd=data.get("amount_usd", ""),
             scope=scope,
             team=team,
             key=key,
             period=data.get("period", "monthly"),
             hard=data.get("hard") == "on",
-            thresholds=[int(t) for t in split_csv(data.get("thresholds"))] or None,
+            thresholds=[
+                _whole({"thresholds": t}, "thresholds", minimum=1, maximum=1000)
+                for t in split_csv(data.get("thresholds"))
+            ]
+            or None,
             webhook_url=data.get("webhook_url", "").strip(),
         )
         messages.success(request, "Budget saved. Alerts fire at each threshold once per period.")
-    except (ValidationError, ValueError, ArithmeticError) as exc:
-        messages.error(request, " ".join(getattr(exc, "messages", [str(exc)])))
+    except ValidationError as exc:
+        messages.error(request, _form_error(exc, BUDGET_LABELS))
     return redirect("policies", org_slug=org.slug)
 
 

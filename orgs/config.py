@@ -4,9 +4,14 @@ Each section converges the database to what the file says for the objects it nam
 objects the file does not mention are left alone. Later issues add sections.
 """
 
-from django.core.exceptions import ValidationError
+import math
+from contextlib import contextmanager
+
+import yaml
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
 
+from bonito.numbers import INT32_MAX, SourceFloat, describe, whole
 from governance.audit import Actor
 
 from . import services
@@ -24,40 +29,162 @@ class ConfigError(ValueError):
     """The file is not valid; the message says where."""
 
 
+class ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a float keeps the text it was written as, so money
+    is read exactly (`10.1` is 10.1, not the float 10.0999…)."""
+
+
+def _float(loader, node):
+    return SourceFloat(loader.construct_yaml_float(node), node.value)
+
+
+ConfigLoader.add_constructor("tag:yaml.org,2002:float", _float)
+
+
+def config_load(text: str):
+    """The parsed file; yaml.YAMLError if it is not YAML."""
+    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 (ConfigLoader is a SafeLoader)
+
+
+def located(exc: ValidationError, where: str, names: dict | None = None) -> str:
+    """A ValidationError's messages, each after the path of the field it is about
+    (`orgs[0].policy.monthly_spend_cap_usd: …`); `names` maps model fields to file keys."""
+    if not hasattr(exc, "error_dict"):
+        return f"{where}: {' '.join(exc.messages)}"
+    names = names or {}
+    return "; ".join(
+        f"{where if field == NON_FIELD_ERRORS else f'{where}.{names.get(field, field)}'}: "
+        + " ".join(messages)
+        for field, messages in exc.message_dict.items()
+    )
+
+
+@contextmanager
+def errors_at(where: str, names: dict | None = None):
+    """Turn the ValidationErrors of a service call into a ConfigError naming the path."""
+    try:
+        yield
+    except ValidationError as exc:
+        raise ConfigError(located(exc, where, names)) from exc
+
+
+def whole_at(spec: dict, name: str, where: str, *, null=False, minimum=0, maximum=INT32_MAX):
+    """spec[name] as a whole number in [minimum, maximum] (None if `null` allows it)."""
+    value = spec[name]
+    if value is None and null:
+        return None
+    try:
+        return whole(value, minimum=minimum, maximum=maximum)
+    except ValueError as exc:
+        raise ConfigError(f"{where}.{name}: {exc}") from exc
+
+
+TEXT, TEXTS, MAPPING, LIST, FLAG = (
+    "text",
+    "a list of names",
+    "a mapping",
+    "a list",
+    "true or false",
+)
+_IS = {
+    TEXT: lambda v: isinstance(v, str),
+    TEXTS: lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    MAPPING: lambda v: isinstance(v, dict),
+    LIST: lambda v: isinstance(v, list),
+    FLAG: lambda v: isinstance(v, bool),
+}
+
+
+def check_types(spec: dict, kinds: dict, where: str, nullable=()) -> None:
+    """Each key of `kinds` that `spec` has holds that kind of value (null only for the
+    keys in `nullable`), or a ConfigError names its path."""
+    for key, kind in kinds.items():
+        if key not in spec or spec[key] is None and key in nullable:
+            continue
+        if not _IS[kind](spec[key]):
+            hint = " (quote it)" if kind == TEXT and isinstance(spec[key], int | float) else ""
+            raise ConfigError(f"{where}.{key}: must be {kind}{hint}, not {describe(spec[key])}.")
+
+
+def _check_values(node, where: str) -> None:
+    """No NaN or infinity, and no NUL character, anywhere: no column or JSON value can
+    hold them (PostgreSQL refuses NUL in text)."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{where}: must be a finite number, not {getattr(node, 'source', node)}.")
+    if isinstance(node, str) and "\x00" in node:
+        raise ConfigError(f"{where}: must not contain NUL characters.")
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _check_values(key, f"{where}.{key!r}")
+            _check_values(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _check_values(value, f"{where}[{i}]")
+
+
 def _require(mapping, key, where):
     if key not in mapping or mapping[key] in (None, ""):
         raise ConfigError(f"{where}: '{key}' is required.")
     return mapping[key]
 
 
+ORG_TYPES = {
+    "slug": TEXT,
+    "name": TEXT,
+    "tier": TEXT,
+    "deployment_mode": TEXT,
+    "teams": LIST,
+    "members": LIST,
+}
+TEAM_TYPES = {"name": TEXT, "description": TEXT}
+MEMBER_TYPES = {"email": TEXT, "role": TEXT, "team": TEXT, "name": TEXT, "password": TEXT}
+
+
 def _apply_org(actor, spec, where, extensions):
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: must be a mapping, not {describe(spec)}.")
+    check_types(spec, ORG_TYPES, where, nullable={"teams", "members"})
     unknown = set(spec) - ORG_KEYS - set(extensions)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}.")
     slug = _require(spec, "slug", where)
     org = Organization.objects.filter(slug=slug).first()
     fields = {k: spec[k] for k in ("name", "tier", "deployment_mode") if k in spec}
-    if org is None:
-        org = services.org_create(
-            actor=actor,
-            slug=slug,
-            name=_require(spec, "name", where),
-            **{k: v for k, v in fields.items() if k != "name"},
-        )
-    else:
-        services.org_update(actor=actor, org=org, **fields)
+    with errors_at(where):
+        if org is None:
+            org = services.org_create(
+                actor=actor,
+                slug=slug,
+                name=_require(spec, "name", where),
+                **{k: v for k, v in fields.items() if k != "name"},
+            )
+        else:
+            services.org_update(actor=actor, org=org, **fields)
 
     for i, team_spec in enumerate(spec.get("teams") or []):
         team_spec = {"name": team_spec} if isinstance(team_spec, str) else team_spec
+        if not isinstance(team_spec, dict):
+            raise ConfigError(f"{where}.teams[{i}]: must be a name or a mapping.")
+        check_types(team_spec, TEAM_TYPES, f"{where}.teams[{i}]")
         name = _require(team_spec, "name", f"{where}.teams[{i}]")
         if not Team.objects.for_org(org).filter(name=name).exists():
-            services.team_create(
-                actor=actor, org=org, name=name, description=team_spec.get("description", "")
-            )
+            with errors_at(f"{where}.teams[{i}]"):
+                services.team_create(
+                    actor=actor, org=org, name=name, description=team_spec.get("description", "")
+                )
 
     for i, member in enumerate(spec.get("members") or []):
         mwhere = f"{where}.members[{i}]"
+        if not isinstance(member, dict):
+            raise ConfigError(f"{mwhere}: must be a mapping, not {describe(member)}.")
+        check_types(member, MEMBER_TYPES, mwhere, nullable={"team", "password"})
         email = str(_require(member, "email", mwhere)).lower()
+        for field, value in (("email", email), ("name", member.get("name"))):
+            if value:  # create_user does not check them
+                try:
+                    User._meta.get_field(field).run_validators(value)
+                except ValidationError as exc:
+                    raise ConfigError(f"{mwhere}.{field}: {' '.join(exc.messages)}") from exc
         role = member.get("role", Role.MEMBER)
         if role not in Role.values:
             raise ConfigError(f"{mwhere}: role must be admin, member or viewer, not {role!r}.")
@@ -66,14 +193,18 @@ def _apply_org(actor, spec, where, extensions):
             team = Team.objects.for_org(org).filter(name=member["team"]).first()
             if team is None:
                 raise ConfigError(f"{mwhere}: team {member['team']!r} is not defined in this org.")
-        user = User.objects.filter(email__iexact=email).first() or services.user_create(
-            actor=actor, email=email, password=member.get("password"), name=member.get("name", "")
-        )
-        existing = Membership.objects.for_org(org).filter(user=user).first()
-        if existing is None:
-            services.membership_add(actor=actor, org=org, user=user, role=role, team=team)
-        elif (existing.role, existing.team_id) != (role, team.id if team else None):
-            services.membership_set_role(actor=actor, membership=existing, role=role, team=team)
+        with errors_at(mwhere):
+            user = User.objects.filter(email__iexact=email).first() or services.user_create(
+                actor=actor,
+                email=email,
+                password=member.get("password"),
+                name=member.get("name") or "",
+            )
+            existing = Membership.objects.for_org(org).filter(user=user).first()
+            if existing is None:
+                services.membership_add(actor=actor, org=org, user=user, role=role, team=team)
+            elif (existing.role, existing.team_id) != (role, team.id if team else None):
+                services.membership_set_role(actor=actor, membership=existing, role=role, team=team)
 
     if "sso" in spec:
         _apply_sso(actor, org, spec["sso"], f"{where}.sso")
@@ -98,7 +229,10 @@ def _apply_sso(actor, org, spec, where):
         raise ConfigError(f"{where}.attributes: use email, name and groups.")
     for name, value in attributes.items():
         fields[f"{name}_attribute"] = value
-    try:
+    if "session_hours" in spec:  # the dashboard's bounds
+        fields["session_hours"] = whole_at(spec, "session_hours", where, minimum=1, maximum=720)
+    names = {f"{name}_attribute": f"attributes.{name}" for name in ("email", "name", "groups")}
+    with errors_at(where, names):
         if spec.get("idp_metadata"):
             fields.update(metadata_fields(spec["idp_metadata"]))
         sso_config_save(
@@ -108,8 +242,6 @@ def _apply_sso(actor, org, spec, where):
             verify_domains=True,  # the operator, with shell access, vouches for the file
             **fields,
         )
-    except ValidationError as exc:
-        raise ConfigError(f"{where}: {' '.join(exc.messages)}") from exc
 
 
 def config_apply(*, actor: Actor, data, extensions=None) -> list[Organization]:
@@ -117,6 +249,7 @@ def config_apply(*, actor: Actor, data, extensions=None) -> list[Organization]:
     if not isinstance(data, dict) or not isinstance(data.get("orgs"), list):
         raise ConfigError("The file must be a mapping with an 'orgs:' list.")
     extensions = extensions or {}
+    _check_values(data["orgs"], "orgs")
     try:
         with transaction.atomic():
             return [

@@ -4,7 +4,7 @@ import yaml
 from django.core.management.base import BaseCommand, CommandError
 
 from governance.audit import Actor
-from orgs.config import ConfigError, config_apply
+from orgs.config import ConfigError, config_apply, config_load
 
 
 def config_extensions():
@@ -23,7 +23,7 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         path = Path(opts["file"])
         try:
-            data = yaml.safe_load(path.read_text())
+            data = config_load(path.read_text())
         except FileNotFoundError as exc:
             raise CommandError(f"{path}: no such file.") from exc
         except yaml.YAMLError as exc:
