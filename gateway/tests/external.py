@@ -132,6 +132,8 @@ class ExternalBonito:
                 str(port),
                 "--log-level",
                 "warning",
+                "--lifespan",
+                "on",
             ],
             cwd=ROOT,
             env=self.env,
