@@ -96,6 +96,13 @@ def _lock_existing(path: Path) -> int | None:
     return fd
 
 
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return float("inf")
+
+
 def _read_fd(fd: int) -> bytes:
     chunks = []
     while chunk := os.read(fd, 1 << 20):
@@ -216,9 +223,13 @@ class UsageSink:
         self.journal_dir.mkdir(parents=True, exist_ok=True)
         self._segno += 1
         path = self.journal_dir / f"{os.getpid()}-{time.time_ns()}-{self._segno:06d}.jsonl"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        # Locked under a name replays ignore, then renamed: no other process ever sees
+        # this file unlocked (it would take it for a dead process's).
+        fresh = path.with_suffix(".new")
+        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until the file is deleted
+            os.rename(fresh, path)
         except OSError:
             os.close(fd)
             raise
@@ -441,7 +452,9 @@ class UsageSink:
             return
         with self._submit_lock:
             own = {s.path.name for s in [self._segment, *self._sealed] if s is not None}
-        for path in sorted(self.journal_dir.glob("*.jsonl")):
+        stale = time.time() - 60  # a file a process died creating (see _open_segment)
+        leftovers = [p for p in self.journal_dir.glob("*.new") if _mtime(p) < stale]
+        for path in sorted(self.journal_dir.glob("*.jsonl")) + leftovers:
             if path.name in own:
                 continue
             fd = _lock_existing(path)
