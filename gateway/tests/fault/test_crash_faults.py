@@ -161,6 +161,16 @@ def _children(pid: int) -> list[int]:
         return [int(child) for child in f.read().split()]
 
 
+def _workers(pid: int) -> list[int]:
+    """uvicorn's worker processes (not multiprocessing's resource tracker)."""
+    workers = []
+    for child in _children(pid):
+        with contextlib.suppress(OSError), open(f"/proc/{child}/cmdline", "rb") as f:
+            if b"spawn_main" in f.read():
+                workers.append(child)
+    return workers
+
+
 def _signal(proc: subprocess.Popen, sig: signal.Signals) -> None:
     """SIGTERM goes to the supervisor, which stops its workers gracefully (as systemd or
     Docker stop it); SIGKILL goes to every process, workers first (a lost machine)."""
@@ -250,6 +260,28 @@ def test_a_signalled_server_loses_no_usage_row_for_an_answered_request(bonito, s
     # Killed processes left their records in their journals: the next server stores them.
     url, proc = bonito.serve()
     try:
+        _assert_exactly_once(bonito.wait_for_rows(prefix, set(received)), received)
+    finally:
+        _stop(proc)
+
+
+def test_a_killed_worker_loses_no_usage_row_and_the_server_keeps_serving(bonito):
+    """One of two workers is killed under load: uvicorn starts a new one, which stores
+    the records the dead worker left in its journal; no restart by hand."""
+    prefix = f"worker-{bonito.ext.pg_url and 'pg' or 'sqlite'}-{time.time_ns()}"
+    url, proc = bonito.serve(workers=2)
+    try:
+        victim = _workers(proc.pid)[0]
+        slow = threading.Thread(target=bonito.hold_usage_table, args=(1.6,))
+        timer = threading.Timer(0.8, slow.start)
+        timer.start()
+        received, sent = load(
+            url, bonito.key, prefix, 3.0, at=(1.6, lambda: os.kill(victim, signal.SIGKILL))
+        )
+        timer.join()
+        slow.join(30)
+        assert sum(1 for status in received.values() if status == 200) >= 300
+        assert victim not in _workers(proc.pid) and len(_workers(proc.pid)) == 2
         _assert_exactly_once(bonito.wait_for_rows(prefix, set(received)), received)
     finally:
         _stop(proc)
