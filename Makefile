@@ -33,7 +33,7 @@ run: migrate
 	@echo "Serving on http://127.0.0.1:$(PORT)/  (Ctrl-C stops the server and the worker)"
 	@$(BIN)/celery -A bonito worker -B --loglevel=warning --concurrency=1 -s var/celerybeat-schedule & \
 	worker=$$!; trap 'kill -TERM $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT; \
-	$(BIN)/uvicorn bonito.asgi:application --host 127.0.0.1 --port $(PORT) --reload \
+	$(BIN)/uvicorn bonito.asgi:application --host 127.0.0.1 --port $(PORT) --lifespan on --reload \
 	  --reload-dir bonito --reload-dir orgs --reload-dir gateway --reload-dir governance \
 	  --reload-dir billing --reload-dir agents --reload-dir templates
 
@@ -43,7 +43,7 @@ serve: export MALLOC_ARENA_MAX ?= 2
 serve: migrate
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	exec $(BIN)/uvicorn bonito.asgi:application --host $${HOST:-127.0.0.1} --port $(PORT) \
-	  --workers $(WEB_CONCURRENCY) --no-access-log --loop uvloop --http httptools
+	  --workers $(WEB_CONCURRENCY) --lifespan on --no-access-log --loop uvloop --http httptools
 
 worker: venv
 	$(BIN)/celery -A bonito worker -B --loglevel=info

@@ -15,7 +15,13 @@ SETUP = Actor(via="test-setup")
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _stop_gateway_threads(django_db_setup):
+def _stop_gateway_threads(django_db_setup, tmp_path_factory):
+    # The session's usage journal and dead letters are its own: the journal of an earlier,
+    # killed run is never replayed into this run's test database.
+    from django.conf import settings
+
+    settings.GATEWAY_USAGE_JOURNAL_DIR = tmp_path_factory.mktemp("usage-journal")
+    settings.GATEWAY_DEAD_LETTER_DIR = tmp_path_factory.mktemp("usage-dead")
     # Before the test database is dropped, the gateway's background threads let go of it.
     yield
     from gateway import runtime

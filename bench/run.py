@@ -428,6 +428,8 @@ def main():
                 "127.0.0.1",
                 "--port",
                 str(port),
+                "--lifespan",
+                "on",
                 "--no-access-log",
                 "--loop",
                 "uvloop",

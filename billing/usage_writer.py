@@ -1,6 +1,5 @@
 """The control plane's usage writer: batches of records from the sink into gateway_requests."""
 
-import json
 import logging
 import time
 import uuid
@@ -9,7 +8,16 @@ from decimal import Decimal
 from functools import cache
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    InterfaceError,
+    InternalError,
+    OperationalError,
+    ProgrammingError,
+    connection,
+    transaction,
+)
 
 from .live import publish_usage
 from .models import UsageRecord
@@ -20,28 +28,89 @@ FIELDS = UsageRecord._meta.concrete_fields
 
 
 def _created(value) -> datetime:
-    return (
-        datetime.fromtimestamp(value, UTC)
-        if isinstance(value, int | float)
-        else datetime.fromisoformat(value)
-    )
+    try:
+        return (
+            datetime.fromtimestamp(value, UTC)
+            if isinstance(value, int | float)
+            else datetime.fromisoformat(value)
+        )
+    except (OverflowError, OSError) as exc:  # a timestamp no calendar holds
+        raise ValueError(f"created_at {value!r} is out of range") from exc
+
+
+# PostgreSQL text holds no NUL; Python strings may hold lone surrogates no driver encodes.
+_NUL = "\x00"
+
+
+def _text(max_length: int):
+    def clean(value) -> str:
+        if not isinstance(value, str):
+            value = str(value)
+        if _NUL in value:
+            value = value.replace(_NUL, "")
+        if not value.isascii():
+            value = value.encode("utf-8", "replace").decode("utf-8")
+        return value[:max_length] if len(value) > max_length else value
+
+    return clean
+
+
+def _integer(low: int, high: int):
+    def clamp(value) -> int:
+        if type(value) is not int:
+            value = int(value)  # a float, a numeric string; anything else is refused
+        return low if value < low else high if value > high else value
+
+    return clamp
+
+
+COST_LIMIT = 999_999.99999999  # DecimalField(max_digits=14, decimal_places=8)
+
+
+def _cost(ops):
+    def convert(value):
+        value = float(value or 0)
+        if value != value:  # NaN: no price can be derived from it
+            value = 0.0
+        value = max(-COST_LIMIT, min(COST_LIMIT, value))
+        return ops.adapt_decimalfield_value(Decimal(repr(value)), 14, 8)
+
+    return convert
+
+
+def _uuid(vendor: str):
+    def convert(value):
+        value = value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+        return value.hex if vendor == "sqlite" else value
+
+    return convert
 
 
 @cache
 def _columns(vendor: str) -> list[tuple]:
     """(attname, default when missing, converter or None) per column, built once.
 
-    Plain ints and strings pass straight through: this runs for every row while the
-    event loop serves requests, so the less Python per row, the less GIL it takes."""
+    Every value is made storable here, in the writer thread, so the request path does no
+    cleaning: text loses NUL and unencodable characters and is cut to the column's length,
+    integers are clamped to the column's range. A value that cannot be converted at all
+    (an id that is not a uuid) raises, and the sink sets that record aside."""
     ops = connection.ops
     special = {
-        "id": (lambda v: uuid.UUID(v).hex) if vendor == "sqlite" else uuid.UUID,
+        "id": _uuid(vendor),
         "created_at": lambda v: ops.adapt_datetimefield_value(_created(v)),
-        "cost": lambda v: ops.adapt_decimalfield_value(Decimal(repr(float(v or 0))), 14, 8),
+        "cost": _cost(ops),
     }
-    return [
-        (f.attname, None if f.null else f.get_default(), special.get(f.attname)) for f in FIELDS
-    ]
+    columns = []
+    for f in FIELDS:
+        convert = special.get(f.attname)
+        kind = f.get_internal_type()
+        if convert is None and kind == "CharField":
+            convert = _text(f.max_length)
+        elif convert is None and kind.endswith("IntegerField"):
+            convert = _integer(*ops.integer_field_range(kind))
+        default = None if f.null or f.attname == "id" else f.get_default()
+        columns.append((f.attname, default, convert))
+    return columns
 
 
 def _row(record: dict, columns) -> list:
@@ -49,7 +118,7 @@ def _row(record: dict, columns) -> list:
     for name, default, convert in columns:
         value = record.get(name)
         if value is None:
-            value = default
+            value = uuid.uuid4() if name == "id" else default
         row.append(convert(value) if convert is not None and value is not None else value)
     return row
 
@@ -98,41 +167,42 @@ def _mark_late(records: list[dict]) -> None:
         mark_dirty_hours(late)
 
 
-def _dead_letter(record: dict, exc: Exception) -> None:
-    """A record the database will never take (say, its org was deleted): keep it aside, loudly."""
-    folder = settings.GATEWAY_SPOOL_DIR.parent / "dead"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"usage-{time.strftime('%Y%m%d')}.jsonl", "a") as f:
-        f.write(
-            json.dumps({"record": record, "error": f"{type(exc).__name__}: {exc}"}, default=str)
-            + "\n"
-        )
-    log.error("usage record %s cannot be stored (%s); kept in %s", record.get("id"), exc, folder)
+def is_refusal(exc: BaseException) -> bool:
+    """True when the database refuses these rows for their content (the sink splits the
+    batch and sets the refused rows aside); False when it is unreachable or not ready
+    (the sink spools the batch and retries)."""
+    if isinstance(exc, OperationalError | InterfaceError | InternalError):
+        return False  # connection gone, server shutting down, locked, out of resources
+    if isinstance(exc, ProgrammingError):
+        # An unmigrated schema (undefined table or column: SQLSTATE class 42) is not the
+        # rows' fault; a value the driver cannot send is.
+        sqlstate = getattr(exc.__cause__, "sqlstate", None) or ""
+        return not sqlstate.startswith("42")
+    if isinstance(exc, DatabaseError):
+        return True  # DataError, IntegrityError, NotSupportedError
+    # Raised while converting or sending a value: the row's content.
+    return isinstance(exc, ValueError | TypeError | ArithmeticError | UnicodeError)
 
 
 def write_usage(records: list[dict]) -> None:
     """Insert a batch; ids make a replayed batch a no-op for rows already written.
 
-    Raises only when the database is unreachable, so the sink spools and retries; a row
-    the database refuses for its content goes to a dead-letter file instead of blocking
-    every later batch."""
+    Raises when the database is unreachable (the sink spools and retries) or refuses a
+    row's content (`is_refusal`: the sink isolates the row and sets it aside). A row
+    whose key or team was deleted meanwhile is stored without them, as the foreign keys'
+    SET_NULL would have done."""
     # This thread keeps its connection between batches; an error drops it so the next
     # batch reconnects.
     try:
-        _insert(records)
-        _mark_late(records)
-        publish_usage(records)
-        return
-    except IntegrityError:
-        pass
-    except DatabaseError:
-        connection.close()  # reconnect on the next batch
-        raise
-    for record in records:
         try:
-            _insert([record])
-        except IntegrityError as exc:
-            _dead_letter(record, exc)
-        else:
-            _mark_late([record])
-            publish_usage([record])
+            _insert(records)
+        except IntegrityError:
+            if len(records) != 1 or not (records[0].get("key_id") or records[0].get("team_id")):
+                raise
+            _insert([{**records[0], "key_id": None, "team_id": None}])
+    except Exception as exc:
+        if not is_refusal(exc):
+            connection.close()  # reconnect on the next batch
+        raise
+    _mark_late(records)
+    publish_usage(records)

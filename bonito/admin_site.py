@@ -32,13 +32,14 @@ class BonitoAdminSite(admin.AdminSite):
 
     def system_view(self, request):
         from .health import system_status
-        from .system import platform_counts
+        from .system import platform_counts, usage_pipeline
 
         context = {
             **self.each_context(request),
             "title": "System",
             "counts": platform_counts(),
             "services": system_status(),
+            "usage": usage_pipeline(),
         }
         return TemplateResponse(request, "admin/system.html", context)
 

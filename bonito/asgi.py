@@ -1,5 +1,7 @@
-"""ASGI entry point: HTTP through Django, WebSockets through channels."""
+"""ASGI entry point: HTTP through Django, WebSockets through channels, and the lifespan."""
 
+import asyncio
+import logging
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bonito.settings")
@@ -28,8 +30,42 @@ from django.urls import path  # noqa: E402
 from billing.consumers import LogTailConsumer  # noqa: E402
 from bonito.ws_origin import SameOriginValidator  # noqa: E402
 
+
+class Lifespan:
+    """The ASGI lifespan protocol, which channels' router does not speak: at startup the
+    usage sink stores what stopped processes left in their journals; at shutdown (after
+    the last response) it writes what is queued. uvicorn runs with `--lifespan on`."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __getattr__(self, name):  # the router's own attributes (application_mapping)
+        return getattr(self.app, name)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "lifespan":
+            return await self.app(scope, receive, send)
+        from gateway import runtime
+
+        while True:
+            message = await receive()
+            step = message["type"].removeprefix("lifespan.")
+            try:
+                if step == "startup":
+                    runtime.startup()  # in the event loop's thread, like the first request
+                else:
+                    await asyncio.to_thread(runtime.shutdown)
+            except Exception as exc:
+                logging.getLogger("bonito.asgi").exception("lifespan %s failed", step)
+                await send({"type": f"lifespan.{step}.failed", "message": str(exc)})
+                return
+            await send({"type": f"lifespan.{step}.complete"})
+            if step == "shutdown":
+                return
+
+
 # /v1 is served by a lean ASGI app; everything else by Django; sockets by channels.
-application = ProtocolTypeRouter(
+router = ProtocolTypeRouter(
     {
         "http": V1App(django_asgi, settings.GATEWAY_MAX_BODY_BYTES, _host_allowed),
         "websocket": SameOriginValidator(
@@ -39,3 +75,4 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+application = Lifespan(router)

@@ -358,6 +358,16 @@ GATEWAY_SPOOL_DIR = Path(env.str("GATEWAY_SPOOL_DIR", default=str(VAR_DIR / "spo
 GATEWAY_REDIS_TIMEOUT_S = env.float("GATEWAY_REDIS_TIMEOUT_S", default=2.0)
 GATEWAY_REDIS_MAX_CONNECTIONS = env.int("GATEWAY_REDIS_MAX_CONNECTIONS", default=64)
 GATEWAY_FALLBACK_SHARE = env.float("GATEWAY_FALLBACK_SHARE", default=1 / max(1, WEB_CONCURRENCY))
+# Usage records are appended to a per-process journal before their response completes
+# (a killed process loses none); journals of stopped processes are replayed at the next start.
+GATEWAY_USAGE_JOURNAL = env.bool("GATEWAY_USAGE_JOURNAL", default=True)
+GATEWAY_USAGE_JOURNAL_DIR = Path(
+    env.str("GATEWAY_USAGE_JOURNAL_DIR", default=str(GATEWAY_SPOOL_DIR.parent / "journal"))
+)
+# Usage records the database refuses for their content are set aside here.
+GATEWAY_DEAD_LETTER_DIR = Path(
+    env.str("GATEWAY_DEAD_LETTER_DIR", default=str(GATEWAY_SPOOL_DIR.parent / "dead"))
+)
 # Django itself must not refuse /v1 bodies below the gateway's own cap.
 DATA_UPLOAD_MAX_MEMORY_SIZE = GATEWAY_MAX_BODY_BYTES + 1024
 

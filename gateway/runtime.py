@@ -36,7 +36,7 @@ def refresher():
 
 @cache
 def gateway() -> Gateway:
-    from billing.usage_writer import write_usage
+    from billing.usage_writer import is_refusal, write_usage
 
     state.set_starter(refresher().start)
     return Gateway(
@@ -52,6 +52,11 @@ def gateway() -> Gateway:
             on_stop=close_db_connection,
             on_idle=close_db_connection,
             on_housekeeping=release_free_memory,
+            journal_dir=settings.GATEWAY_USAGE_JOURNAL_DIR
+            if settings.GATEWAY_USAGE_JOURNAL
+            else None,
+            dead_letter_dir=settings.GATEWAY_DEAD_LETTER_DIR,
+            is_refusal=is_refusal,
         ),
         upstreams=Upstreams(
             passthrough=settings.GATEWAY_PASSTHROUGH,
@@ -67,8 +72,16 @@ def close_db_connection() -> None:
     connection.close()
 
 
+def startup() -> None:
+    """At server start (ASGI lifespan): the usage sink's thread starts and stores the
+    records left in the journals of processes that stopped without storing them."""
+    gateway().sink.start()
+
+
 def shutdown() -> None:
-    """Stop this process's background threads (they close their DB connections)."""
+    """Stop this process's background threads (they close their DB connections); the
+    usage sink writes what is queued first (ASGI lifespan shutdown, after the last
+    response)."""
     if refresher.cache_info().currsize:
         refresher().stop()
     if gateway.cache_info().currsize:

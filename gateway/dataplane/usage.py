@@ -3,18 +3,124 @@
 Records are queued in memory and written in batches by a background thread through a
 writer function (the DB in the control plane, HTTPS in an agent). When the writer
 fails, batches spool to local disk and are replayed in order once it works again.
+
+Three guarantees on top of that:
+
+- **Journal.** `submit` first appends the record, as one JSON line written with one
+  `os.write` to an O_APPEND file, to this process's journal (`journal_dir`). The write
+  lands in the OS page cache before the response completes, so a killed process loses
+  nothing: the journal files of a dead process are replayed (idempotently: records carry
+  their id) by the next sink that starts, or by a running one within
+  `orphan_scan_interval`. Each process holds an exclusive `flock` on its journal files
+  for as long as they exist; a file whose lock can be taken belongs to a dead process,
+  and taking that lock is also what stops two starting processes from replaying it
+  twice. Journal segments are deleted once every record in them is written or spooled.
+- **No poison record.** When the writer raises an error that `is_refusal` says is the
+  target refusing the data (not being unreachable), the batch is split until the
+  refused records are isolated; each is appended to a dead-letter file (`dead_letter_dir`),
+  counted and logged, and the rest are written. The same happens to spooled files, so a
+  refused record never blocks the ones behind it.
+- **Shutdown.** `stop` writes what is queued and removes the journal when all of it is
+  stored.
 """
 
 import atexit
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import queue
 import threading
 import time
+import weakref
 from pathlib import Path
 
+import orjson
+
 log = logging.getLogger("bonito.gateway.usage")
+
+JOURNAL_SEGMENT_BYTES = 4 * 1024 * 1024  # ~8,000 records; a segment goes once they are stored
+
+
+class _Segment:
+    __slots__ = ("bytes", "fd", "last", "path")
+
+    def __init__(self, path: Path, fd: int):
+        self.path, self.fd, self.bytes, self.last = path, fd, 0, 0
+
+
+def _never(exc: BaseException) -> bool:
+    return False
+
+
+def _encode(record: dict) -> bytes:
+    try:
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:  # a lone surrogate, a type orjson does not know: escaped, never lost
+        return json.dumps(record, default=str).encode() + b"\n"
+
+
+def _parse_lines(data: bytes) -> tuple[list[dict], int]:
+    """Records from JSON lines; a line that does not parse (a torn last line) is skipped."""
+    records, skipped = [], 0
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            skipped += 1
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            skipped += 1
+    return records, skipped
+
+
+def _lock_existing(path: Path) -> int | None:
+    """An fd holding the exclusive lock on `path`, or None if someone else holds it or the
+    file is gone (already taken care of by another process)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_ino != os.stat(path).st_ino:
+            raise FileNotFoundError(path)  # replaced after we listed it
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return float("inf")
+
+
+def _read_fd(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+_sinks: "weakref.WeakSet[UsageSink]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A forked child must not write into (or delete) its parent's journal, nor wait for
+    # the parent's thread.
+    for sink in list(_sinks):
+        sink._forget_parent_state()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class UsageSink:
@@ -29,6 +135,12 @@ class UsageSink:
         on_idle=None,
         on_housekeeping=None,
         housekeeping_interval: float = 30.0,
+        *,
+        journal_dir: Path | None = None,
+        dead_letter_dir: Path | None = None,
+        is_refusal=None,
+        journal_segment_bytes: int = JOURNAL_SEGMENT_BYTES,
+        orphan_scan_interval: float = 30.0,
     ):
         self.writer = writer
         self.on_stop = on_stop  # e.g. close the writer's database connection
@@ -42,28 +154,131 @@ class UsageSink:
         self._last_housekeeping = time.monotonic()
         self._busy = False
         self.spool_dir = Path(spool_dir)
+        self.dead_letter_dir = (
+            Path(dead_letter_dir) if dead_letter_dir else self.spool_dir.parent / "dead"
+        )
+        self.journal_dir = Path(journal_dir) if journal_dir else None
+        # True when the writer's error means "this data is refused" (split, dead-letter);
+        # anything else means "unreachable" (spool, retry).
+        self.is_refusal = is_refusal or _never
+        self.journal_segment_bytes = journal_segment_bytes
+        self.orphan_scan_interval = orphan_scan_interval
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.retry_interval = retry_interval
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        # Keeps the journal's order, the queue's order and the submitted count in step.
+        self._submit_lock = threading.Lock()
         self._progress = threading.Condition()
         self._submitted = 0
         self._done = 0
         self._seq = 0
+        self._segno = 0
+        self._segment: _Segment | None = None
+        self._sealed: list[_Segment] = []
+        # Set when a batch could be neither written nor spooled: the journal is then kept
+        # (replayed by the next process) instead of being deleted.
+        self._keep_journal = False
+        self._last_orphan_scan = 0.0
         self._stopping = threading.Event()
         self.written = 0
         self.spooled = 0
+        self.dead_lettered = 0
+        self.replayed = 0
+        self.journal_errors = 0
+        _sinks.add(self)
 
     # -- request side (cheap, never blocks, never raises) --------------------------
     def submit(self, record: dict) -> None:
-        self._submitted += 1
-        self._queue.put(record)
+        with self._submit_lock:
+            self._submitted += 1
+            if self.journal_dir is not None:
+                self._journal(record)
+            self._queue.put(record)
         if self._thread is None:
             self._start()
 
+    def _journal(self, record: dict) -> None:
+        line = _encode(record)
+        try:
+            segment = self._segment or self._open_segment()
+            os.write(segment.fd, line)  # O_APPEND: one write, one whole line
+        except OSError as exc:
+            self.journal_errors += 1
+            if self.journal_errors == 1 or self.journal_errors % 10_000 == 0:
+                log.error(
+                    "usage journal write failed (%s, %d so far): records are in memory only",
+                    exc,
+                    self.journal_errors,
+                )
+            return
+        segment.bytes += len(line)
+        segment.last = self._submitted
+        if segment.bytes >= self.journal_segment_bytes:
+            self._seal()
+
+    def _open_segment(self) -> _Segment:
+        self.journal_dir.mkdir(parents=True, exist_ok=True)
+        self._segno += 1
+        path = self.journal_dir / f"{os.getpid()}-{time.time_ns()}-{self._segno:06d}.jsonl"
+        # Locked under a name replays ignore, then renamed: no other process ever sees
+        # this file unlocked (it would take it for a dead process's).
+        fresh = path.with_suffix(".new")
+        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until the file is deleted
+            os.rename(fresh, path)
+        except OSError:
+            os.close(fd)
+            raise
+        self._segment = _Segment(path, fd)
+        return self._segment
+
+    def _seal(self) -> None:
+        """Start a new segment with the next record (caller holds the submit lock)."""
+        if self._segment is not None:
+            self._sealed.append(self._segment)
+            self._segment = None
+
+    def _release_journal(self, *, all_stored_ok: bool = False) -> None:
+        """Delete the segments whose records are all stored (writer thread)."""
+        if self.journal_dir is None or self._keep_journal:
+            return
+        with self._submit_lock:
+            done = self._done
+            current = self._segment
+            # Idle, or big enough: what comes next goes to a fresh file, this one can go.
+            if (
+                current is not None
+                and current.last <= done
+                and (all_stored_ok or current.bytes >= self.journal_segment_bytes // 8)
+            ):
+                self._seal()
+            keep = []
+            for segment in self._sealed:
+                if segment.last <= done:
+                    with contextlib.suppress(OSError):
+                        segment.path.unlink()
+                    os.close(segment.fd)
+                else:
+                    keep.append(segment)
+            self._sealed = keep
+
+    def _forget_parent_state(self) -> None:
+        self._segment, self._sealed = None, []
+        self._thread = None
+        self._submit_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._progress = threading.Condition()
+
     # -- background side -------------------------------------------------------------
+    def start(self) -> None:
+        """Start the background thread now (it replays dead processes' journals first)."""
+        if self._thread is None:
+            self._start()
+
     def _start(self):
         with self._lock:
             if self._thread is None:
@@ -87,26 +302,37 @@ class UsageSink:
         return batch
 
     def _run(self):
+        self._guarded(self._replay_orphans)
         while not self._stopping.is_set():
             batch = self._take_batch(self.flush_interval)
-            self._drain_spool()
+            self._guarded(self._drain_spool)
+            if time.monotonic() - self._last_orphan_scan >= self.orphan_scan_interval:
+                self._guarded(self._replay_orphans)
             if batch:
                 self._busy = True
                 self._write_or_spool(batch)
                 with self._progress:
                     self._done += len(batch)
                     self._progress.notify_all()
+                self._guarded(self._release_journal)
                 if time.monotonic() - self._last_housekeeping >= self.housekeeping_interval:
                     self._housekeeping()
             elif self._spool_files():
                 self._stopping.wait(self.retry_interval)
             elif self._busy:
                 self._busy = False
+                self._guarded(self._release_journal, all_stored_ok=True)
                 if self.on_idle is not None:
                     self.on_idle()
                 self._housekeeping()
         if self.on_stop is not None:
             self.on_stop()
+
+    def _guarded(self, step, **kwargs) -> None:
+        try:
+            step(**kwargs)
+        except Exception:  # the thread must live on: it is the only one storing usage
+            log.exception("usage sink: %s failed", getattr(step, "__name__", step))
 
     def _housekeeping(self) -> None:
         self._last_housekeeping = time.monotonic()
@@ -116,13 +342,53 @@ class UsageSink:
             except Exception:
                 log.exception("usage sink housekeeping failed")
 
-    def _write_or_spool(self, batch: list[dict]) -> None:
+    def _deliver(self, batch: list[dict]) -> None:
+        """Write a batch. Records the target refuses for their content are isolated (by
+        halving) and dead-lettered; the others are written. Raises only when the target
+        is unreachable: the caller then keeps the whole batch (replays are idempotent)."""
+        if not batch:
+            return
+        try:
+            self.writer(batch)
+        except Exception as exc:
+            if not self.is_refusal(exc):
+                raise
+            if len(batch) == 1:
+                self._dead_letter(batch[0], exc)
+                return
+            middle = len(batch) // 2
+            self._deliver(batch[:middle])
+            self._deliver(batch[middle:])
+            return
+        self.written += len(batch)
+
+    def _dead_letter(self, record: dict, exc: BaseException) -> None:
+        self.dead_letter_dir.mkdir(parents=True, exist_ok=True)
+        path = self.dead_letter_dir / f"usage-{time.strftime('%Y%m%d')}.jsonl"
+        error = f"{type(exc).__name__}: {exc}"[:1000]
+        line = json.dumps({"record": record, "error": error}, default=str).encode() + b"\n"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.dead_lettered += 1
+        log.error(
+            "usage record %s refused by the writer (%s); set aside in %s (%d this process)",
+            record.get("id"),
+            error,
+            path,
+            self.dead_lettered,
+        )
+
+    def _write_or_spool(self, batch: list[dict]) -> bool:
+        """False only when the batch could be neither written nor spooled."""
         # While anything is spooled, new batches queue behind it to keep the order.
         if not self._spool_files():
             try:
-                self.writer(batch)
-                self.written += len(batch)
-                return
+                self._deliver(batch)
+                return True
             except Exception as exc:
                 log.warning(
                     "usage writer failed (%s); spooling %d records to %s",
@@ -130,16 +396,23 @@ class UsageSink:
                     len(batch),
                     self.spool_dir,
                 )
-        self._spool(batch)
+        try:
+            self._spool(batch)
+        except Exception:
+            # Neither stored nor spooled: the journal keeps them for the next process.
+            self._keep_journal = True
+            log.exception("usage spool failed; %d records are only in the journal", len(batch))
+            return False
+        return True
 
     def _spool(self, batch: list[dict]) -> None:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self._seq += 1
         name = self.spool_dir / f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}.jsonl"
         tmp = name.with_suffix(".tmp")
-        with open(tmp, "w") as f:
+        with open(tmp, "wb") as f:
             for record in batch:
-                f.write(json.dumps(record, default=str) + "\n")
+                f.write(_encode(record))
             f.flush()
             os.fsync(f.fileno())
         tmp.rename(name)  # a crash never leaves half a file to replay
@@ -152,19 +425,59 @@ class UsageSink:
 
     def _drain_spool(self) -> None:
         for path in self._spool_files():
+            fd = _lock_existing(path)
+            if fd is None:
+                continue  # another process is replaying it, or took it
             try:
-                records = [
-                    json.loads(line) for line in path.read_text().splitlines() if line.strip()
+                records, skipped = _parse_lines(_read_fd(fd))
+                try:
+                    self._deliver(records)
+                except Exception:
+                    return  # still down; try again later, in order
+                path.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+            self.replayed += len(records)
+            log.info(
+                "replayed %d spooled usage records from %s%s",
+                len(records),
+                path.name,
+                f" ({skipped} unreadable lines skipped)" if skipped else "",
+            )
+
+    def _replay_orphans(self) -> None:
+        """Store the records in the journals of processes that died (any pid)."""
+        self._last_orphan_scan = time.monotonic()
+        if self.journal_dir is None or not self.journal_dir.exists():
+            return
+        with self._submit_lock:
+            own = {s.path.name for s in [self._segment, *self._sealed] if s is not None}
+        stale = time.time() - 60  # a file a process died creating (see _open_segment)
+        leftovers = [p for p in self.journal_dir.glob("*.new") if _mtime(p) < stale]
+        for path in sorted(self.journal_dir.glob("*.jsonl")) + leftovers:
+            if path.name in own:
+                continue
+            fd = _lock_existing(path)
+            if fd is None:
+                continue  # its process is alive, or another process is replaying it
+            try:
+                records, skipped = _parse_lines(_read_fd(fd))
+                stored = [
+                    self._write_or_spool(records[start : start + self.batch_size])
+                    for start in range(0, len(records), self.batch_size)
                 ]
-            except OSError:
-                continue  # another process took it
-            try:
-                self.writer(records)
-            except Exception:
-                return  # still down; try again later, in order
-            path.unlink(missing_ok=True)
-            self.written += len(records)
-            log.info("replayed %d spooled usage records from %s", len(records), path.name)
+                if not all(stored):
+                    return  # not even spooled: keep the file for a later attempt
+                path.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+            self.replayed += len(records)
+            log.warning(
+                "replayed %d usage records from the journal of a stopped process (%s)%s",
+                len(records),
+                path.name,
+                f"; {skipped} torn lines skipped" if skipped else "",
+            )
 
     # -- lifecycle -----------------------------------------------------------------------
     def flush(self, timeout: float = 10.0) -> bool:
@@ -174,13 +487,16 @@ class UsageSink:
             return self._progress.wait_for(lambda: self._done >= target, timeout)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Write what is queued, then end the background thread."""
+        """Write what is queued, then end the background thread; the journal goes once
+        everything in it is stored."""
         self.flush(timeout)
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
         self._stopping.clear()
+        if self._done >= self._submitted:
+            self._release_journal(all_stored_ok=True)
 
     def close(self) -> None:
         batch = []
@@ -192,3 +508,5 @@ class UsageSink:
         if batch:
             self._write_or_spool(batch)
             self._done += len(batch)
+        if self._thread is None and self._done >= self._submitted:
+            self._release_journal(all_stored_ok=True)

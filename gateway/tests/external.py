@@ -121,7 +121,9 @@ class ExternalBonito:
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
 
-    def serve(self, port: int) -> str:
+    def serve(self, port: int, workers: int = 1) -> str:
+        """uvicorn as `make serve` runs it (lifespan on); workers > 1: a supervisor process
+        and that many worker processes."""
         log = open(self.tmp / f"server-{port}.log", "w")  # noqa: SIM115 - kept open for the process
         proc = subprocess.Popen(
             [
@@ -133,6 +135,9 @@ class ExternalBonito:
                 str(port),
                 "--log-level",
                 "warning",
+                "--lifespan",
+                "on",
+                *(["--workers", str(workers)] if workers > 1 else []),
             ],
             cwd=ROOT,
             env=self.env,

@@ -1,15 +1,21 @@
 """The usage sink off the request path: batching, spool and replay, housekeeping; and the
 heap trim it runs between bursts."""
 
+import json
 import os
+import subprocess
 import sys
 import threading
 import time
+import uuid
+from pathlib import Path
 
 import pytest
 
 from gateway.dataplane.memory import release_free_memory
 from gateway.dataplane.usage import UsageSink
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Writer:
@@ -114,3 +120,294 @@ def test_release_free_memory_gives_freed_heap_back_to_the_os():
     after = _rss_mb()
     assert before - after > 30, (before, after)
     assert pin.endswith(b"pin")
+
+
+# -- no poison record: a refused record is set aside, never blocks the ones behind it ---
+class Refusing(Writer):
+    """A target that refuses records marked bad (as a database refuses a row's content)."""
+
+    def __call__(self, batch):
+        if any(r.get("bad") for r in batch):
+            raise ValueError("refused: bad content")
+        super().__call__(batch)
+
+
+def refused(exc):
+    return isinstance(exc, ValueError)
+
+
+def _dead(folder):
+    return [json.loads(line) for f in sorted(folder.glob("*.jsonl")) for line in f.open()]
+
+
+def test_a_refused_record_is_set_aside_and_the_rest_of_its_batch_is_written(tmp_path):
+    writer = Refusing()
+    sink = UsageSink(
+        writer, tmp_path / "spool", batch_size=100, flush_interval=0.01, is_refusal=refused
+    )
+    try:
+        for i in range(40):
+            sink.submit({"n": i, "bad": i == 17})
+        assert sink.flush()
+        assert [r["n"] for r in writer.rows] == [i for i in range(40) if i != 17]
+        dead = _dead(tmp_path / "dead")
+        assert [d["record"]["n"] for d in dead] == [17]
+        assert dead[0]["error"] == "ValueError: refused: bad content"
+        assert sink.dead_lettered == 1 and not list((tmp_path / "spool").glob("*"))
+    finally:
+        sink.stop()
+
+
+def test_a_spooled_file_holding_a_refused_record_blocks_nothing(tmp_path):
+    spool = tmp_path / "spool"
+    writer = Refusing()
+    writer.fail = True  # the database is down: everything spools, the bad record too
+    sink = UsageSink(writer, spool, flush_interval=0.01, retry_interval=0.02, is_refusal=refused)
+    try:
+        for i in range(10):
+            sink.submit({"n": i, "bad": i == 3})
+        assert sink.flush() and sink.spooled == 10
+        writer.fail = False  # back, but it refuses record 3 for its content
+        for i in range(10, 30):
+            sink.submit({"n": i})
+        assert wait_for(lambda: len(writer.rows) == 29)
+        assert sorted(r["n"] for r in writer.rows) == [i for i in range(30) if i != 3]
+        assert [d["record"]["n"] for d in _dead(tmp_path / "dead")] == [3]
+        assert wait_for(lambda: not list(spool.glob("*.jsonl")))
+    finally:
+        sink.stop()
+
+
+# -- the journal: on disk before submit returns, replayed after a crash -----------------
+def test_a_record_is_in_the_journal_when_submit_returns(tmp_path):
+    gate = threading.Event()
+    sink = UsageSink(
+        lambda batch: gate.wait(), tmp_path / "spool", journal_dir=tmp_path / "journal"
+    )
+    try:
+        sink.submit({"id": "r1", "model_requested": "m\x00\ud800"})  # even unencodable text
+        (journal,) = (tmp_path / "journal").glob("*.jsonl")
+        assert [json.loads(line) for line in journal.read_bytes().splitlines()] == [
+            {"id": "r1", "model_requested": "m\x00\ud800"}
+        ]
+    finally:
+        gate.set()
+        sink.stop()
+
+
+def test_the_journal_goes_once_its_records_are_stored(tmp_path):
+    writer, journal = Writer(), tmp_path / "journal"
+    sink = UsageSink(
+        writer,
+        tmp_path / "spool",
+        flush_interval=0.01,
+        journal_dir=journal,
+        journal_segment_bytes=300,  # a new segment every few records
+    )
+    try:
+        for i in range(100):
+            sink.submit({"id": f"r{i}"})
+        assert sink.flush() and len(writer.rows) == 100
+        assert wait_for(lambda: not list(journal.glob("*.jsonl")))  # idle: nothing kept
+        sink.submit({"id": "r100"})
+        assert len(list(journal.glob("*.jsonl"))) == 1
+    finally:
+        sink.stop()
+    assert not list(journal.glob("*.jsonl")) and len(writer.rows) == 101
+
+
+JOURNALING_PROCESS = """
+import sys, threading
+from pathlib import Path
+from gateway.dataplane.usage import UsageSink
+
+never = threading.Event()
+folder = Path(sys.argv[1])
+sink = UsageSink(lambda batch: never.wait(), folder / "spool", journal_dir=folder / "journal",
+                 journal_segment_bytes=int(sys.argv[3]))
+for i in range(int(sys.argv[2])):
+    sink.submit({"id": f"r{i}", "n": i})
+print("submitted", flush=True)
+sys.stdin.read()
+"""
+
+
+def _journaling_process(folder, records, segment_bytes=1 << 20):
+    """A process that journals `records` and whose database never answers, until killed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", JOURNALING_PROCESS, str(folder), str(records), str(segment_bytes)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline().strip() == "submitted"
+    return proc
+
+
+def test_a_live_process_journal_is_left_alone_and_replayed_once_it_is_killed(tmp_path):
+    proc = _journaling_process(tmp_path, 50, segment_bytes=500)
+    writer = Writer()
+    sink = UsageSink(
+        writer,
+        tmp_path / "spool",
+        flush_interval=0.01,
+        journal_dir=tmp_path / "journal",
+        orphan_scan_interval=0.05,
+    )
+    try:
+        sink.start()
+        time.sleep(0.3)
+        assert writer.rows == []  # alive: its journal is its own
+        proc.kill()
+        proc.wait()
+        assert wait_for(lambda: len(writer.rows) == 50)
+        assert sorted(r["n"] for r in writer.rows) == list(range(50))
+        assert not list((tmp_path / "journal").glob("*.jsonl"))
+    finally:
+        proc.kill()
+        sink.stop()
+
+
+def test_sinks_starting_together_replay_a_dead_journal_once_and_skip_a_torn_line(tmp_path):
+    proc = _journaling_process(tmp_path, 200)
+    proc.kill()
+    proc.wait()
+    (journal,) = (tmp_path / "journal").glob("*.jsonl")
+    with open(journal, "ab") as f:
+        f.write(b'{"id": "r200", "n": 2')  # killed in the middle of a line
+    writer = Writer()  # both processes write to the same database
+    sinks = [
+        UsageSink(writer, tmp_path / "spool", flush_interval=0.01, journal_dir=journal.parent)
+        for _ in range(2)
+    ]
+    try:
+        for sink in sinks:
+            sink.start()
+        assert wait_for(lambda: len(writer.rows) >= 200)
+        time.sleep(0.2)
+        assert sorted(r["n"] for r in writer.rows) == list(range(200))
+        assert sum(s.replayed for s in sinks) == 200
+        assert not list(journal.parent.glob("*.jsonl"))
+    finally:
+        for sink in sinks:
+            sink.stop()
+
+
+# -- the control plane's writer: repairs what it can, refuses the rest (set aside) ------
+def _record(org, **fields):
+    return {
+        "id": str(uuid.uuid4()),
+        "org_id": org.pk,
+        "model_requested": "chat-small",
+        "status": "success",
+        "http_status": 200,
+        "created_at": time.time(),
+        **fields,
+    }
+
+
+@pytest.mark.django_db
+def test_the_writer_repairs_values_the_database_cannot_hold(org_a):
+    from billing.models import UsageRecord
+    from billing.usage_writer import write_usage
+
+    record = _record(
+        org_a,
+        model_requested="chat\x00small",  # PostgreSQL text holds no NUL
+        model_used="gpt\ud800",  # a lone surrogate: no driver can encode it
+        provider="p" * 500,  # longer than the column
+        error_type="e\x00" * 80,
+        input_tokens=2**70,  # beyond any integer column
+        output_tokens=-5,  # a positive column
+        cached_tokens=3.0,
+        http_status=99_999,  # a small integer column
+        cost=float("nan"),
+    )
+    write_usage([record])
+    row = UsageRecord.objects.get(pk=record["id"])
+    assert row.model_requested == "chatsmall"
+    assert row.model_used == "gpt?"
+    assert row.provider == "p" * 100
+    assert row.error_type == "e" * 80
+    assert row.input_tokens >= 2_147_483_647 and row.output_tokens == 0
+    assert row.cached_tokens == 3
+    assert row.http_status >= 32_767
+    assert row.cost == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_row_whose_key_was_deleted_is_stored_without_it(org_a):
+    from billing.models import UsageRecord
+    from billing.usage_writer import write_usage
+
+    record = _record(org_a, key_id=987_654, team_id=876_543)
+    write_usage([record])
+    row = UsageRecord.objects.get(pk=record["id"])
+    assert (row.key_id, row.team_id) == (None, None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_row_of_a_deleted_org_is_set_aside_and_shown_on_the_system_page(
+    org_a, admin_client, settings, tmp_path
+):
+    from billing.models import UsageRecord
+    from billing.usage_writer import is_refusal, write_usage
+    from gateway.runtime import close_db_connection
+
+    settings.GATEWAY_SPOOL_DIR = tmp_path / "spool"
+    settings.GATEWAY_DEAD_LETTER_DIR = tmp_path / "dead"
+    sink = UsageSink(
+        write_usage,
+        settings.GATEWAY_SPOOL_DIR,
+        flush_interval=0.01,
+        dead_letter_dir=settings.GATEWAY_DEAD_LETTER_DIR,
+        is_refusal=is_refusal,
+        on_stop=close_db_connection,
+    )
+    good = [_record(org_a) for _ in range(5)]
+    orphan = _record(org_a, org_id=org_a.pk + 1000)  # no such organization (deleted)
+    try:
+        for record in [*good[:2], orphan, *good[2:]]:
+            sink.submit(record)
+        assert sink.flush()
+    finally:
+        sink.stop()
+    assert set(UsageRecord.objects.values_list("id", flat=True)) == {
+        uuid.UUID(r["id"]) for r in good
+    }
+    assert [d["record"]["id"] for d in _dead(tmp_path / "dead")] == [orphan["id"]]
+    assert sink.dead_lettered == 1 and not list((tmp_path / "spool").glob("*.jsonl"))
+
+    # A spool backlog (the database was down) is shown next to it.
+    (tmp_path / "spool").mkdir(exist_ok=True)
+    (tmp_path / "spool" / "0001-1-000001.jsonl").write_text('{"id": "a"}\n{"id": "b"}\n')
+    page = admin_client.get("/admin/system/")
+    usage = page.context["usage"]
+    assert usage["dead_letters"]["records"] == 1
+    assert usage["spooled"] == {"records": 2, "files": 1, "folder": tmp_path / "spool"}
+    text = page.content.decode()
+    assert str(tmp_path / "dead") in text and "2 records in 1 file" in text
+
+
+def test_refusal_is_told_apart_from_an_unreachable_database():
+    from django.db import utils
+
+    from billing.usage_writer import is_refusal
+
+    for exc in (
+        utils.DataError(),
+        utils.IntegrityError(),
+        ValueError(),
+        UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"),
+        OverflowError(),
+    ):
+        assert is_refusal(exc), exc
+    for exc in (
+        utils.OperationalError(),
+        utils.InterfaceError(),
+        utils.InternalError(),
+        ConnectionError(),
+        OSError(),
+    ):
+        assert not is_refusal(exc), exc
