@@ -96,9 +96,7 @@ class FakeUpstream:
                 headers=headers,
             )
         if b.raw_response is not None:
-            return web.Response(
-                status=200, content_type=b.raw_response[0], body=b.raw_response[1]
-            )
+            return web.Response(status=200, content_type=b.raw_response[0], body=b.raw_response[1])
         if endpoint == "embeddings":
             inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
             return web.json_response(
@@ -185,9 +183,7 @@ class FakeUpstream:
                 if endpoint == "chat"
                 else {"index": 0, "text": "", "finish_reason": "stop"}
             )
-            wants_usage = b.report_usage and (body.get("stream_options") or {}).get(
-                "include_usage"
-            )
+            wants_usage = b.report_usage and (body.get("stream_options") or {}).get("include_usage")
             finish = {
                 "id": "chatcmpl-fake",
                 "object": obj,

@@ -43,7 +43,10 @@ def test_a_smuggled_provider_field_is_refused(acme, field):
         (b"{not json", "not valid JSON"),
         (b"[1, 2]", "must be a JSON object"),
         (b"", "body is empty"),
-        (b'{"messages": [{"role": "user", "content": "x"}]}', "Missing required parameter: 'model'"),
+        (
+            b'{"messages": [{"role": "user", "content": "x"}]}',
+            "Missing required parameter: 'model'",
+        ),
         (b'{"model": "chat-small"}', "Missing required parameter: 'messages'"),
         (b'{"model": "chat-small", "messages": "hi"}', "expected an array of messages"),
         (
