@@ -480,16 +480,20 @@ class Gateway:
                     piece = piece if piece is not None else choice.get("text")
                     if isinstance(piece, str):
                         seen["text"].append(piece)
-                if not client_wants_usage and "usage" in chunk:
-                    # We asked the upstream for usage; this client did not: a usage-only
-                    # chunk is dropped, a content chunk goes out without it.
-                    if not choices:
-                        continue
+                if "usage" in chunk and choices:
+                    # Usage on a content chunk: it goes out as OpenAI sends it, in a
+                    # chunk of its own after, and only to a client that asked for it.
                     raw = (
                         b"data: "
                         + orjson.dumps({k: v for k, v in chunk.items() if k != "usage"})
                         + b"\n\n"
                     )
+                    if client_wants_usage and chunk["usage"]:
+                        yield raw
+                        tail = {**chunk, "choices": [], "usage": chunk["usage"]}
+                        raw = b"data: " + orjson.dumps(tail) + b"\n\n"
+                elif "usage" in chunk and not client_wants_usage:
+                    continue  # we asked the upstream for usage; this client did not
                 yield raw
             await account("success", 200)
             yield b"data: [DONE]\n\n"
