@@ -286,7 +286,7 @@ def _token_list(param, value):
 def _text_input(param, value, endpoint):
     """``prompt`` and ``input``: a string, strings, token ids, or lists of token ids."""
     if type(value) is str:
-        if not value and endpoint == "embeddings":
+        if not value and param == "input":
             raise Invalid(
                 f"Invalid '{param}': empty string. Expected a string with minimum length 1.",
                 param,

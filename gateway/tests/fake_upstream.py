@@ -37,6 +37,12 @@ class Behaviour:
     usage_on_last_chunk: bool = False  # streams: usage on the finish chunk, not its own
 
 
+def _first_tool_name(tools) -> str:
+    first = tools[0] if isinstance(tools, list) and tools else None
+    function = first.get("function") if isinstance(first, dict) else None
+    return function.get("name", "tool") if isinstance(function, dict) else "tool"
+
+
 class FakeUpstream:
     def __init__(self):
         self.behaviours: dict[str, Behaviour] = {}
@@ -132,7 +138,7 @@ class FakeUpstream:
                             "id": "call_1",
                             "type": "function",
                             "function": {
-                                "name": body["tools"][0]["function"]["name"],
+                                "name": _first_tool_name(body["tools"]),
                                 "arguments": '{"city": "Paris"}',
                             },
                         }
