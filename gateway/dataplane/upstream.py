@@ -437,6 +437,17 @@ class LiteLLMAdapter:
         return cls._litellm
 
     def _kwargs(self, dep: DeploymentInfo, body: dict, timeout: float) -> dict:
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and prompt and not isinstance(prompt[0], str):
+            # litellm sends completions as chat messages, which cannot carry token ids.
+            error = {
+                "message": "Invalid 'prompt': token ids are accepted only by OpenAI-compatible "
+                "deployments called directly; send the prompt as text.",
+                "type": "invalid_request_error",
+                "param": "prompt",
+                "code": "unsupported_value",
+            }
+            raise UpstreamError(error["message"], 400, body={"error": error})
         kwargs = {k: v for k, v in body.items() if k != "model"}
         kwargs["model"] = f"{LITELLM_PREFIX[dep.kind]}/{dep.upstream_model}"
         kwargs["timeout"] = timeout
@@ -499,7 +510,7 @@ class LiteLLMAdapter:
             "completions": lib.atext_completion,
             "embeddings": lib.aembedding,
         }[endpoint]
-        if endpoint == "chat":
+        if endpoint != "embeddings":
             kwargs.update(_NO_MCP)
         token = egress_policy().set(self.network)
         try:
@@ -516,7 +527,7 @@ class LiteLLMAdapter:
         lib = self._lib()
         kwargs = self._kwargs(dep, body, timeout)
         fn = lib.acompletion if endpoint == "chat" else lib.atext_completion
-        if endpoint == "chat":
+        if endpoint != "embeddings":
             kwargs.update(_NO_MCP)
         token = egress_policy().set(self.network)
         shape = _stream_shape.set(endpoint if dep.kind in OPENAI_SHAPED else None)

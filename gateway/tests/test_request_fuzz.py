@@ -25,6 +25,15 @@ JSON = st.recursive(
     ),
     max_leaves=12,
 )
+# A value of any type but null (which means "not set"), never empty: the wrong types.
+ANYTHING = st.one_of(
+    st.text(min_size=1, max_size=10),
+    st.integers(min_value=-(2**64), max_value=2**64 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+    st.lists(JSON, min_size=1, max_size=3),
+    st.dictionaries(st.text(max_size=5), JSON, min_size=1, max_size=3),
+)
 TEXT = st.text(max_size=30)
 TOKENS = st.lists(st.integers(min_value=0, max_value=100_000), min_size=1, max_size=4)
 MESSAGE = st.fixed_dictionaries(
@@ -92,20 +101,18 @@ MODELS = {"chat": "chat-small", "completions": "chat-small", "embeddings": "embe
 
 @st.composite
 def value_of(draw, name, wild: bool):
-    """A valid value; when ``wild``, as often one past the edges, or any JSON at all."""
-    choices = [VALID[name]] if name in VALID else []
-    if wild or not choices:
-        choices += [EDGES[name]] if name in EDGES else []
-        choices.append(JSON)
-    return draw(st.one_of(choices))
+    """A valid value, or when ``wild`` one past the edges or any other JSON value."""
+    if not wild:
+        return draw(VALID.get(name, JSON))
+    return draw(st.one_of([EDGES[name]] if name in EDGES else []) | ANYTHING)
 
 
 @st.composite
 def requests(draw):
     endpoint = draw(st.sampled_from(sorted(ENDPOINTS)))
-    # Half the bodies are well-formed throughout; the rest have one or two wild fields.
-    wild = set(draw(st.lists(st.sampled_from(["model", *FIELDS]), max_size=2)))
-    if draw(st.booleans()):
+    # A quarter of the bodies are well-formed throughout; the rest have wild fields.
+    wild = set(draw(st.lists(st.sampled_from(["model", *FIELDS]), min_size=1, max_size=3)))
+    if draw(st.integers(0, 3)) == 1:
         wild = set()
     body = {}
     if "model" not in wild:
@@ -128,7 +135,7 @@ def requests(draw):
 
 
 @pytest.fixture
-def fuzz_target(acme):
+def fuzz_target(acme, mode):
     # Enterprise: no per-key RPM of the tier, so 200 requests a minute are all served.
     org_services.org_update(actor=ACTOR, org=acme.org, tier="enterprise")
     refresh_snapshot()
