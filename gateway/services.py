@@ -47,6 +47,42 @@ def _key_summary(key: ApiKey) -> dict:
     }
 
 
+def key_limit_ceilings(org, config: GatewayConfig | None = None) -> dict:
+    """The widest RPM and TPM a key of ``org`` may have, each as (limit, where it comes
+    from), or None when nothing caps it: the org's default key limit, within its tier's.
+    The data plane applies the same minimum to every key (proxy.effective_limit)."""
+    from .dataplane.proxy import TIER_KEY_RPM
+
+    if config is None:
+        config = GatewayConfig.objects.filter(org=org).first()
+    tier = (TIER_KEY_RPM.get(org.tier), f"on the {org.get_tier_display()} tier")
+    org_rpm = (config.default_key_rpm if config else None, "in this organization (org default)")
+    org_tpm = (config.default_key_tpm if config else None, "in this organization (org default)")
+
+    def narrowest(*candidates):
+        return min((c for c in candidates if c[0]), default=None, key=lambda c: c[0])
+
+    return {"rpm": narrowest(org_rpm, tier), "tpm": narrowest(org_tpm)}
+
+
+_LIMIT_UNITS = {"rpm": "requests", "tpm": "tokens"}
+
+
+def _limit_checked(field: str, kind: str, value, ceiling) -> None:
+    """Limits only narrow: refuse a key limit wider than its ceiling, naming both."""
+    if value is None:
+        return
+    if value < 1:
+        raise ValidationError({field: f"{field}: at least 1 (leave it empty for the default)."})
+    if ceiling is not None and value > ceiling[0]:
+        raise ValidationError(
+            {
+                field: f"{field}: at most {ceiling[0]} {_LIMIT_UNITS[kind]} per minute per key "
+                f"{ceiling[1]}."
+            }
+        )
+
+
 @transaction.atomic
 def api_key_create(
     *,
@@ -69,6 +105,9 @@ def api_key_create(
     if routing_policy is not None and routing_policy.org_id != org.id:
         raise ValidationError("That routing policy belongs to another organization.")
     kind = ApiKey.Kind.ROUTING if routing_policy is not None else ApiKey.Kind.STANDARD
+    ceilings = key_limit_ceilings(org)
+    _limit_checked("rpm_limit", "rpm", rpm_limit, ceilings["rpm"])
+    _limit_checked("tpm_limit", "tpm", tpm_limit, ceilings["tpm"])
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationError("The expiry must be in the future.")
     raw = keys.generate(f"{kind}-")
@@ -296,6 +335,9 @@ def gateway_config_set(*, actor: Actor, org, **fields) -> GatewayConfig:
     for name, value in fields.items():
         setattr(config, name, value)
     config.full_clean()
+    # The org's default key limit is the ceiling of its keys; the tier's is the ceiling of it.
+    ceiling = key_limit_ceilings(org, GatewayConfig(org=org))["rpm"]
+    _limit_checked("default_key_rpm", "rpm", config.default_key_rpm, ceiling)
     config.save()
     after = {f: getattr(config, f) for f in GATEWAY_CONFIG_FIELDS}
     record_config_change(

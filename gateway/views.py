@@ -106,6 +106,7 @@ def keys(request):
             .distinct(),
             "created": created,
             "now": timezone.now(),
+            "ceilings": services.key_limit_ceilings(org),
         },
         status=201 if created else 200,
     )

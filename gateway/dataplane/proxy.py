@@ -1,6 +1,7 @@
 """One /v1 request, end to end: key, policy, limits, routing, the call, the usage record."""
 
 import asyncio
+import collections
 import logging
 import os
 import random
@@ -18,39 +19,11 @@ from .limits import Bucket, Limiter, SpendReservation
 from .snapshot import DeploymentInfo, KeyInfo, OrgInfo, Snapshot
 from .upstream import StreamBroken, UpstreamError, Upstreams
 from .usage import UsageSink
+from .validation import parse_body
 
 log = logging.getLogger("bonito.gateway")
 
 TIER_KEY_RPM = {"free": 30, "pro": 300, "enterprise": None}
-# Fields that steer where or how a provider is called: a client may never set them.
-FORBIDDEN_FIELDS = frozenset(
-    {
-        "api_base",
-        "base_url",
-        "api_key",
-        "api_version",
-        "organization",
-        "extra_headers",
-        "extra_body",
-        "extra_query",
-        "headers",
-        "custom_llm_provider",
-        "azure_ad_token",
-        "azure_ad_token_provider",
-        "deployment_id",
-        "timeout",
-        "num_retries",
-        "fallbacks",
-        "model_list",
-        "mock_response",
-        "input_cost_per_token",
-        "output_cost_per_token",
-        "proxy_server_request",
-        "client",
-    }
-)
-FORBIDDEN_PREFIXES = ("litellm_", "aws_", "vertex_", "azure_", "api_")
-ENDPOINT_NEEDS = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
 
 
 @dataclass(slots=True)
@@ -241,22 +214,24 @@ class Gateway:
     async def _proxy(self, ctx: Ctx, req: Incoming) -> Outgoing:
         if req.too_large:
             raise errors.too_large(self.max_body_bytes)
-        body = _parse_body(req.body, req.endpoint)
+        body = parse_body(req.body, req.endpoint)
         ctx.model_requested = body["model"]
         if ctx.org.blocked:
             _refuse_if_budget_spent(ctx.key, ctx.org)
         candidates = self._candidates(ctx, body["model"])
-        stream = bool(body.get("stream")) and req.endpoint != "embeddings"
+        stream = body.get("stream") is True and req.endpoint != "embeddings"
 
         prompt_est = tokens.estimate_prompt_tokens(req.body)
+        # Validated: positive integers or absent. Each of the n choices may use them all.
         out_est = (
             0
             if req.endpoint == "embeddings"
-            else int(
+            else (
                 body.get("max_completion_tokens")
                 or body.get("max_tokens")
                 or ctx.org.default_max_tokens
             )
+            * (body.get("n") or 1)
         )
         spend = None
         if ctx.org.spend_cap is not None:
@@ -317,8 +292,10 @@ class Gateway:
 
     def _buckets(self, key: KeyInfo, org: OrgInfo, token_cost: int) -> list[Bucket]:
         out = []
-        rpm = key.rpm or org.key_rpm or TIER_KEY_RPM.get(org.tier)
-        tpm = key.tpm or org.key_tpm
+        # Limits only narrow: a key's own limit applies within the org's default for keys,
+        # which applies within the tier's (keys saved before this rule are narrowed here).
+        rpm = effective_limit(key.rpm, org.key_rpm, TIER_KEY_RPM.get(org.tier))
+        tpm = effective_limit(key.tpm, org.key_tpm)
         if rpm:
             out.append(Bucket(f"bonito:rl:k:{key.id}:r", rpm, 1, "requests"))
         if tpm:
@@ -390,10 +367,7 @@ class Gateway:
             )
 
         data = await self._attempts(ctx, candidates, attempt)
-        usage = data.get("usage") or {}
-        input_tokens = int(usage.get("prompt_tokens") or 0)
-        output_tokens = int(usage.get("completion_tokens") or 0)
-        cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+        input_tokens, output_tokens, cached = _usage_counts(data.get("usage"))
         cost = input_tokens * ctx.dep.input_cost + output_tokens * ctx.dep.output_cost
         if spend is not None:
             self.limiter.settle(spend, cost, backend)
@@ -417,16 +391,24 @@ class Gateway:
             chunks = self.upstreams.for_deployment(dep).stream(
                 endpoint, dep, upstream_body, timeout
             )
+            # Hold the chunks until one carries output: a stream that ends before any
+            # (an upstream that ignored `stream`, an empty body) is a failure of this
+            # deployment, never an empty success, and the next one can still be tried.
+            held = []
             try:
-                first = await chunks.__anext__()
-            except StopAsyncIteration:
-                first = None
+                async for item in chunks:
+                    held.append(item)
+                    if _carries_output(item[1], dep):
+                        return chunks, held
+            except StreamBroken as exc:
+                await chunks.aclose()
+                raise UpstreamError(str(exc)) from exc
             except BaseException:
                 await chunks.aclose()
                 raise
-            return chunks, first
+            raise UpstreamError(f"{dep.label} answered the stream with no completion in it", 502)
 
-        chunks, first = await self._attempts(ctx, candidates, attempt)
+        chunks, held = await self._attempts(ctx, candidates, attempt)
         ctx.ttft_ms = int((time.perf_counter() - ctx.t0) * 1000)
         headers = self._headers(
             ctx,
@@ -440,10 +422,10 @@ class Gateway:
             200,
             b"",
             headers,
-            self._relay(ctx, chunks, first, upstream_body, client_wants_usage, spend, backend),
+            self._relay(ctx, chunks, held, upstream_body, client_wants_usage, spend, backend),
         )
 
-    async def _relay(self, ctx, chunks, first, upstream_body, client_wants_usage, spend, backend):
+    async def _relay(self, ctx, chunks, held, upstream_body, client_wants_usage, spend, backend):
         seen = {"usage": None, "text": []}
         recorded = False
 
@@ -454,9 +436,9 @@ class Gateway:
             recorded = True
             await chunks.aclose()  # also cancels the upstream call when the client went away
             usage = seen["usage"]
+            cached = 0
             if usage:
-                input_tokens = int(usage.get("prompt_tokens") or 0)
-                output_tokens = int(usage.get("completion_tokens") or 0)
+                input_tokens, output_tokens, cached = _usage_counts(usage)
             else:
                 input_tokens = tokens.count_prompt_tokens(upstream_body)
                 output_tokens = tokens.count_tokens("".join(seen["text"]))
@@ -470,38 +452,48 @@ class Gateway:
                 error_type,
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
+                cached_tokens=cached,
                 cost=cost,
             )
 
-        pending = [first] if first is not None else []
+        pending = collections.deque(held)
         try:
             while True:
                 if pending:
-                    item = pending.pop()
+                    item = pending.popleft()
                 else:
                     try:
                         item = await chunks.__anext__()
                     except StopAsyncIteration:
                         break
                 raw, chunk = item
-                if isinstance(chunk, dict):
-                    if chunk.get("usage"):
-                        seen["usage"] = chunk["usage"]
-                    for choice in chunk.get("choices") or ():
-                        delta = choice.get("delta") or {}
-                        piece = delta.get("content") if isinstance(delta, dict) else None
-                        piece = piece if piece is not None else choice.get("text")
-                        if isinstance(piece, str):
-                            seen["text"].append(piece)
-                    if not client_wants_usage and "usage" in chunk:
-                        # We asked the upstream for usage; this client did not.
-                        if not chunk.get("choices"):
-                            continue
-                        raw = (
-                            b"data: "
-                            + orjson.dumps({k: v for k, v in chunk.items() if k != "usage"})
-                            + b"\n\n"
-                        )
+                if not isinstance(chunk, dict):
+                    continue  # not a JSON event: no SDK could read it
+                if chunk.get("usage"):
+                    seen["usage"] = chunk["usage"]
+                choices = chunk.get("choices")
+                for choice in choices if isinstance(choices, list) else ():
+                    if not isinstance(choice, dict):
+                        continue
+                    delta = choice.get("delta")
+                    piece = delta.get("content") if isinstance(delta, dict) else None
+                    piece = piece if piece is not None else choice.get("text")
+                    if isinstance(piece, str):
+                        seen["text"].append(piece)
+                if "usage" in chunk and choices:
+                    # Usage on a content chunk: it goes out as OpenAI sends it, in a
+                    # chunk of its own after, and only to a client that asked for it.
+                    raw = (
+                        b"data: "
+                        + orjson.dumps({k: v for k, v in chunk.items() if k != "usage"})
+                        + b"\n\n"
+                    )
+                    if client_wants_usage and chunk["usage"]:
+                        yield raw
+                        tail = {**chunk, "choices": [], "usage": chunk["usage"]}
+                        raw = b"data: " + orjson.dumps(tail) + b"\n\n"
+                elif "usage" in chunk and not client_wants_usage:
+                    continue  # we asked the upstream for usage; this client did not
                 yield raw
             await account("success", 200)
             yield b"data: [DONE]\n\n"
@@ -622,38 +614,53 @@ def _bearer(headers) -> str | None:
     return headers.get("api-key") or None  # Azure-style clients
 
 
-def _parse_body(raw: bytes, endpoint: str) -> dict:
-    if not raw:
-        raise errors.bad_request("The request body is empty; send a JSON object.")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise errors.bad_request(f"The request body is not valid JSON: {exc}.") from exc
-    if not isinstance(body, dict):
-        raise errors.bad_request("The request body must be a JSON object.")
-    for name in body:
-        if name in FORBIDDEN_FIELDS or name.startswith(FORBIDDEN_PREFIXES):
-            raise errors.bad_request(
-                f"'{name}' cannot be set by a client: provider settings come from the org's configuration.",
-                param=name,
-                code="forbidden_parameter",
-            )
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise errors.bad_request("'model' is required and must be a string.", param="model")
-    needed = ENDPOINT_NEEDS[endpoint]
-    value = body.get(needed)
-    if value is None or value == [] or value == "":
-        raise errors.bad_request(f"'{needed}' is required.", param=needed)
-    if endpoint == "chat" and not isinstance(value, list):
-        raise errors.bad_request("'messages' must be a list of messages.", param="messages")
-    if (
-        "max_tokens" in body
-        and body["max_tokens"] is not None
-        and (not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1)
-    ):
-        raise errors.bad_request("'max_tokens' must be a positive integer.", param="max_tokens")
-    return body
+def _count(value) -> int:
+    return value if type(value) is int and value > 0 else 0
+
+
+def _usage_counts(usage) -> tuple[int, int, int]:
+    """(input, output, cached) tokens from a provider's usage object, whatever its shape."""
+    if not isinstance(usage, dict):
+        return 0, 0, 0
+    details = usage.get("prompt_tokens_details")
+    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    return _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")), cached
+
+
+_OUTPUT_FIELDS = ("content", "tool_calls", "function_call", "refusal", "reasoning_content", "audio")
+
+
+def _carries_output(chunk, dep: DeploymentInfo) -> bool:
+    """Whether a stream chunk is worth committing a 200 to: text, a tool call, a finish
+    other than a plain stop, or usage. An error event is the deployment's failure."""
+    if not isinstance(chunk, dict):
+        return False
+    if chunk.get("error") and not chunk.get("choices"):
+        raise UpstreamError(
+            f"{dep.label} sent an error event: {_error_text(chunk['error'])}", 502, body=chunk
+        )
+    if chunk.get("usage"):
+        return True
+    choices = chunk.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        if not isinstance(choice, dict):
+            continue
+        if choice.get("text") or choice.get("finish_reason") not in (None, "stop"):
+            return True
+        delta = choice.get("delta")
+        if isinstance(delta, dict) and any(delta.get(k) for k in _OUTPUT_FIELDS):
+            return True
+    return False
+
+
+def _error_text(error) -> str:
+    message = error.get("message") if isinstance(error, dict) else error
+    return str(message)[:200]
+
+
+def effective_limit(*limits: int | None) -> int | None:
+    """The narrowest of the limits that are set (None: unlimited)."""
+    return min((x for x in limits if x), default=None)
 
 
 def _ratelimit_headers(buckets: list[Bucket], remaining: dict) -> dict:

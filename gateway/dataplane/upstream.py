@@ -2,11 +2,13 @@
 rest (and for everything when pass-through is off), and the built-in mock."""
 
 import asyncio
+import contextvars
 import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator
 
+import httpx
 import orjson
 
 from . import credentials
@@ -87,6 +89,83 @@ def _error_message(body, status) -> str:
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         return str(body["error"].get("message") or f"upstream status {status}")
     return f"upstream status {status}"
+
+
+def completion_chunks(endpoint: str, data) -> list[dict] | None:
+    """The stream chunks a provider would have sent for this JSON completion (content as
+    one delta per choice, then a finish chunk per choice, then usage), or None if ``data``
+    is not a completion."""
+    if not isinstance(data, dict):
+        return None
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return None
+    chat = endpoint == "chat"
+    base = {k: data[k] for k in ("id", "created", "model", "system_fingerprint") if k in data}
+    base["object"] = "chat.completion.chunk" if chat else "text_completion"
+    out, finishes = [], []
+    for i, choice in enumerate(choices):
+        if not isinstance(choice, dict):
+            return None
+        index = choice.get("index", i)
+        finish = choice.get("finish_reason") or "stop"
+        if chat:
+            message = choice.get("message")
+            if not isinstance(message, dict):
+                return None
+            delta = {"role": message.get("role") or "assistant"}
+            for name in ("content", "refusal", "function_call", "reasoning_content", "audio"):
+                if message.get(name) is not None:
+                    delta[name] = message[name]
+            calls = message.get("tool_calls")
+            if isinstance(calls, list):
+                delta["tool_calls"] = [
+                    {**call, "index": n} if isinstance(call, dict) else call
+                    for n, call in enumerate(calls)
+                ]
+            first = {"index": index, "delta": delta, "finish_reason": None}
+            if choice.get("logprobs") is not None:
+                first["logprobs"] = choice["logprobs"]
+            out.append({**base, "choices": [first]})
+            finishes.append(
+                {**base, "choices": [{"index": index, "delta": {}, "finish_reason": finish}]}
+            )
+        else:
+            text = choice.get("text")
+            if not isinstance(text, str):
+                return None
+            piece = {"index": index, "text": text, "finish_reason": None}
+            piece["logprobs"] = choice.get("logprobs")
+            out.append({**base, "choices": [piece]})
+            finishes.append(
+                {
+                    **base,
+                    "choices": [
+                        {"index": index, "text": "", "finish_reason": finish, "logprobs": None}
+                    ],
+                }
+            )
+    out += finishes
+    if isinstance(data.get("usage"), dict):
+        out.append({**base, "choices": [], "usage": data["usage"]})
+    return out
+
+
+def _not_streamed(endpoint: str, dep: DeploymentInfo, raw: bytes, content_type: str) -> list[dict]:
+    """An upstream that answered a stream request with a whole body: its completion as
+    chunks, or a 502 (retryable: the next deployment may stream) if it is not one."""
+    try:
+        data = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        data = None
+    chunks = completion_chunks(endpoint, data)
+    if chunks is None:
+        raise UpstreamError(
+            f"{dep.label} answered a stream request with {content_type or 'no content type'}, "
+            "not an event stream or a completion",
+            502,
+        )
+    return chunks
 
 
 class PassthroughAdapter:
@@ -190,6 +269,19 @@ class PassthroughAdapter:
         import aiohttp
 
         resp = await self._post(endpoint, dep, body, timeout, stream=True)
+        if resp.content_type != "text/event-stream":
+            try:
+                raw = await resp.read()
+            except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+                raise UpstreamError(
+                    f"{dep.label} stream failed: {type(exc).__name__}",
+                    timeout=isinstance(exc, TimeoutError),
+                ) from exc
+            finally:
+                resp.release()
+            for chunk in _not_streamed(endpoint, dep, raw, resp.content_type):
+                yield b"data: " + orjson.dumps(chunk) + b"\n\n", chunk
+            return
         started = False
         try:
             async for line in resp.content:
@@ -240,6 +332,74 @@ def _network_failure(exc: BaseException) -> BaseException | None:
 _NO_MCP = {"_skip_mcp_handler": True}
 
 
+OPENAI_SHAPED = ("openai", "openai_compatible", "azure_openai")
+# Set while litellm opens a stream to an OpenAI-shaped provider: the endpoint, so that
+# the transport can turn a whole-body answer into the stream that was asked for.
+_stream_shape: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "bonito_stream_shape", default=None
+)
+
+
+class _StreamShapingTransport(httpx.AsyncBaseTransport):
+    """Under litellm: an OpenAI-shaped provider that answers a stream request with a JSON
+    completion gets its answer re-sent as an event stream (the OpenAI SDK would read a
+    JSON body as an empty stream); a body that is not a completion becomes a 502."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport):
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        endpoint = _stream_shape.get()
+        content_type = response.headers.get("content-type", "").partition(";")[0].strip()
+        if endpoint is None or response.status_code != 200 or content_type == "text/event-stream":
+            return response
+        try:
+            raw = await response.aread()
+        finally:
+            await response.aclose()
+        chunks = completion_chunks(endpoint, _loads_or_none(raw))
+        if chunks is None:
+            error = {
+                "message": f"The provider answered a stream request with "
+                f"{content_type or 'no content type'}, not an event stream or a completion.",
+                "type": "server_error",
+                "param": None,
+                "code": "upstream_error",
+            }
+            return httpx.Response(502, json={"error": error}, request=request)
+        sse = b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+        return httpx.Response(
+            200,
+            headers={"content-type": "text/event-stream"},
+            content=sse,
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def _loads_or_none(raw: bytes):
+    try:
+        return orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _empty_chunk(data: dict) -> bool:
+    """A chunk with choices that carry nothing: no delta, no text, no finish, no logprobs."""
+    choices = data.get("choices")
+    return bool(choices) and all(
+        isinstance(c, dict)
+        and not c.get("delta")
+        and not c.get("text")
+        and c.get("finish_reason") is None
+        and not c.get("logprobs")
+        for c in choices
+    )
+
+
 class LiteLLMAdapter:
     """Provider calls through litellm (imported on first use: it is slow to import).
 
@@ -270,13 +430,24 @@ class LiteLLMAdapter:
 
             from .egress import GuardedAsyncTransport
 
-            transport = GuardedAsyncTransport()
+            transport = _StreamShapingTransport(GuardedAsyncTransport())
             litellm.aclient_session = httpx.AsyncClient(transport=transport, follow_redirects=False)
             cls._handler = AsyncHTTPHandler(transport=transport, follow_redirects=False)
             cls._litellm = litellm
         return cls._litellm
 
     def _kwargs(self, dep: DeploymentInfo, body: dict, timeout: float) -> dict:
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and prompt and not isinstance(prompt[0], str):
+            # litellm sends completions as chat messages, which cannot carry token ids.
+            error = {
+                "message": "Invalid 'prompt': token ids are accepted only by OpenAI-compatible "
+                "deployments called directly; send the prompt as text.",
+                "type": "invalid_request_error",
+                "param": "prompt",
+                "code": "unsupported_value",
+            }
+            raise UpstreamError(error["message"], 400, body={"error": error})
         kwargs = {k: v for k, v in body.items() if k != "model"}
         kwargs["model"] = f"{LITELLM_PREFIX[dep.kind]}/{dep.upstream_model}"
         kwargs["timeout"] = timeout
@@ -339,7 +510,7 @@ class LiteLLMAdapter:
             "completions": lib.atext_completion,
             "embeddings": lib.aembedding,
         }[endpoint]
-        if endpoint == "chat":
+        if endpoint != "embeddings":
             kwargs.update(_NO_MCP)
         token = egress_policy().set(self.network)
         try:
@@ -356,14 +527,16 @@ class LiteLLMAdapter:
         lib = self._lib()
         kwargs = self._kwargs(dep, body, timeout)
         fn = lib.acompletion if endpoint == "chat" else lib.atext_completion
-        if endpoint == "chat":
+        if endpoint != "embeddings":
             kwargs.update(_NO_MCP)
         token = egress_policy().set(self.network)
+        shape = _stream_shape.set(endpoint if dep.kind in OPENAI_SHAPED else None)
         try:
             resp = await fn(**kwargs)
         except Exception as exc:
             raise self._error(exc, dep) from exc
         finally:
+            _stream_shape.reset(shape)
             egress_policy().reset(token)
         started = False
         try:
@@ -371,7 +544,8 @@ class LiteLLMAdapter:
                 data = chunk.model_dump(exclude_none=True)
                 started = True
                 usage = data.pop("usage", None) if data.get("choices") else None
-                yield b"data: " + orjson.dumps(data) + b"\n\n", data
+                if not _empty_chunk(data):  # litellm adds one after the finish chunk
+                    yield b"data: " + orjson.dumps(data) + b"\n\n", data
                 if usage:
                     # OpenAI sends usage in a final chunk of its own, with no choices.
                     tail = {**data, "choices": [], "usage": usage}

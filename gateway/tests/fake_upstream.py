@@ -31,6 +31,16 @@ class Behaviour:
     redirect_to: str | None = (
         None  # answer 307 to this URL (plus ?redirected=1, not redirected again)
     )
+    json_when_streaming: bool = False  # answer a JSON completion even to stream: true
+    raw_response: tuple[str, bytes] | None = None  # answer 200 with (content type, body)
+    cached_tokens: int | None = None  # report usage.prompt_tokens_details.cached_tokens
+    usage_on_last_chunk: bool = False  # streams: usage on the finish chunk, not its own
+
+
+def _first_tool_name(tools) -> str:
+    first = tools[0] if isinstance(tools, list) and tools else None
+    function = first.get("function") if isinstance(first, dict) else None
+    return function.get("name", "tool") if isinstance(function, dict) else "tool"
 
 
 class FakeUpstream:
@@ -91,6 +101,8 @@ class FakeUpstream:
                 status=b.status,
                 headers=headers,
             )
+        if b.raw_response is not None:
+            return web.Response(status=200, content_type=b.raw_response[0], body=b.raw_response[1])
         if endpoint == "embeddings":
             inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
             return web.json_response(
@@ -110,7 +122,9 @@ class FakeUpstream:
             "completion_tokens": len(words),
             "total_tokens": 11 + len(words),
         }
-        if body.get("stream"):
+        if b.cached_tokens is not None:
+            usage["prompt_tokens_details"] = {"cached_tokens": b.cached_tokens}
+        if body.get("stream") and not b.json_when_streaming:
             return await self._stream(request, endpoint, body, b, words, usage)
         payload = {"id": "chatcmpl-fake", "created": int(time.time()), "model": model}
         if endpoint == "chat":
@@ -124,7 +138,7 @@ class FakeUpstream:
                             "id": "call_1",
                             "type": "function",
                             "function": {
-                                "name": body["tools"][0]["function"]["name"],
+                                "name": _first_tool_name(body["tools"]),
                                 "arguments": '{"city": "Paris"}',
                             },
                         }
@@ -175,10 +189,18 @@ class FakeUpstream:
                 if endpoint == "chat"
                 else {"index": 0, "text": "", "finish_reason": "stop"}
             )
-            await resp.write(
-                f"data: {json.dumps({'id': 'chatcmpl-fake', 'object': obj, 'created': 0, 'model': body['model'], 'choices': [done]})}\n\n".encode()
-            )
-            if b.report_usage and (body.get("stream_options") or {}).get("include_usage"):
+            wants_usage = b.report_usage and (body.get("stream_options") or {}).get("include_usage")
+            finish = {
+                "id": "chatcmpl-fake",
+                "object": obj,
+                "created": 0,
+                "model": body["model"],
+                "choices": [done],
+            }
+            if wants_usage and b.usage_on_last_chunk:
+                finish["usage"] = usage
+            await resp.write(f"data: {json.dumps(finish)}\n\n".encode())
+            if wants_usage and not b.usage_on_last_chunk:
                 last = {
                     "id": "chatcmpl-fake",
                     "object": obj,

@@ -1,0 +1,465 @@
+"""Request bodies checked the way OpenAI checks them, before anything else reads them.
+
+Every field the gateway reads, or forwards in a way that matters, is type- and
+range-checked, with OpenAI's error style: a 400 whose ``param`` names the field (or the
+element, ``messages[2].content``) and whose ``code`` says what was wrong
+(``invalid_type``, ``integer_below_min_value``, ``missing_required_parameter`` …). Booleans
+are not numbers (``max_tokens: true`` is refused). Fields the gateway does not know are
+passed through as sent (providers such as vLLM take their own), but nothing a client
+sends may break the gateway: bodies nested deeper than ``MAX_DEPTH`` are refused, since
+they could not be serialised again for the provider.
+
+Runs on every request: one pass over the top-level fields, one over the messages.
+"""
+
+import orjson
+
+from . import errors
+
+# Fields that steer where or how a provider is called: a client may never set them.
+FORBIDDEN_FIELDS = frozenset(
+    {
+        "api_base",
+        "base_url",
+        "api_key",
+        "api_version",
+        "organization",
+        "extra_headers",
+        "extra_body",
+        "extra_query",
+        "headers",
+        "custom_llm_provider",
+        "azure_ad_token",
+        "azure_ad_token_provider",
+        "deployment_id",
+        "timeout",
+        "num_retries",
+        "fallbacks",
+        "model_list",
+        "mock_response",
+        "input_cost_per_token",
+        "output_cost_per_token",
+        "proxy_server_request",
+        "client",
+    }
+)
+FORBIDDEN_PREFIXES = ("litellm_", "aws_", "vertex_", "azure_", "api_")
+ENDPOINT_NEEDS = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
+# Deeper bodies are refused: orjson writes at most 254 levels, and no real request nests
+# this far (OpenAI's structured outputs allow 10 levels of schema).
+MAX_DEPTH = 64
+INT32_MAX = 2**31 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+class Invalid(Exception):
+    """One field refused; becomes a 400."""
+
+    def __init__(self, message: str, param: str, code: str):
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+
+def _kind(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a decimal"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _shown(value) -> str:
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
+def _wrong_type(param: str, expected: str, value) -> Invalid:
+    return Invalid(
+        f"Invalid type for '{param}': expected {expected}, but got {_kind(value)} instead.",
+        param,
+        "invalid_type",
+    )
+
+
+# ------------------------------------------------------------------ field checks
+def _integer(lo: int, hi: int):
+    def check(param, value, endpoint):
+        if type(value) is not int:  # bool is an int subclass: refused here too
+            raise _wrong_type(param, "an integer", value)
+        if value < lo:
+            raise Invalid(
+                f"Invalid '{param}': integer below minimum value. Expected a value >= {lo}, "
+                f"but got {value} instead.",
+                param,
+                "integer_below_min_value",
+            )
+        if value > hi:
+            raise Invalid(
+                f"Invalid '{param}': integer above maximum value. Expected a value <= {hi}, "
+                f"but got {_shown(value)} instead.",
+                param,
+                "integer_above_max_value",
+            )
+
+    return check
+
+
+def _number(lo: float, hi: float):
+    def check(param, value, endpoint):
+        if type(value) is not float and type(value) is not int:
+            raise _wrong_type(param, "a number", value)
+        if value < lo:
+            raise Invalid(
+                f"Invalid '{param}': decimal below minimum value. Expected a value >= {lo}, "
+                f"but got {_shown(value)} instead.",
+                param,
+                "decimal_below_min_value",
+            )
+        if value > hi:
+            raise Invalid(
+                f"Invalid '{param}': decimal above maximum value. Expected a value <= {hi}, "
+                f"but got {_shown(value)} instead.",
+                param,
+                "decimal_above_max_value",
+            )
+
+    return check
+
+
+def _boolean(param, value, endpoint):
+    if value is not True and value is not False:
+        raise _wrong_type(param, "a boolean", value)
+
+
+def _string(param, value, endpoint):
+    if type(value) is not str:
+        raise _wrong_type(param, "a string", value)
+
+
+def _object(param, value, endpoint):
+    if type(value) is not dict:
+        raise _wrong_type(param, "an object", value)
+
+
+def _string_or_object(param, value, endpoint):
+    if type(value) is not str and type(value) is not dict:
+        raise _wrong_type(param, "a string or an object", value)
+
+
+def _one_of(*allowed):
+    shown = ", ".join(f"'{a}'" for a in allowed)
+
+    def check(param, value, endpoint):
+        if type(value) is not str:
+            raise _wrong_type(param, "a string", value)
+        if value not in allowed:
+            raise Invalid(
+                f"Invalid value: '{_shown(value)}'. Supported values are: {shown}.",
+                param,
+                "invalid_value",
+            )
+
+    return check
+
+
+def _list_of(item_check, item_kind: str, min_items=0, max_items=None):
+    def check(param, value, endpoint):
+        if type(value) is not list:
+            raise _wrong_type(param, f"an array of {item_kind}", value)
+        _length(param, value, min_items, max_items)
+        for i, item in enumerate(value):
+            item_check(f"{param}[{i}]", item, endpoint)
+
+    return check
+
+
+def _length(param, value, min_items, max_items):
+    if len(value) < min_items:
+        raise Invalid(
+            f"Invalid '{param}': empty array. Expected an array with minimum length "
+            f"{min_items}, but got an empty array instead.",
+            param,
+            "empty_array",
+        )
+    if max_items is not None and len(value) > max_items:
+        raise Invalid(
+            f"Invalid '{param}': array too long. Expected an array with maximum length "
+            f"{max_items}, but got an array with length {len(value)} instead.",
+            param,
+            "array_above_max_length",
+        )
+
+
+def _stop(param, value, endpoint):
+    if type(value) is str:
+        return
+    if type(value) is not list:
+        raise _wrong_type(param, "a string or an array of strings", value)
+    _length(param, value, 0, 4)
+    for i, item in enumerate(value):
+        if type(item) is not str:
+            raise _wrong_type(f"{param}[{i}]", "a string", item)
+
+
+def _stream_options(param, value, endpoint):
+    if type(value) is not dict:
+        raise _wrong_type(param, "an object", value)
+    usage = value.get("include_usage")
+    if usage is not None and usage is not True and usage is not False:
+        raise _wrong_type(f"{param}.include_usage", "a boolean", usage)
+
+
+def _typed_object(param, value, endpoint):
+    """An object with a string ``type``: a tool, a response format, a content part."""
+    if type(value) is not dict:
+        raise _wrong_type(param, "an object", value)
+    kind = value.get("type")
+    if type(kind) is not str:
+        if kind is None:
+            raise Invalid(
+                f"Missing required parameter: '{param}.type'.",
+                f"{param}.type",
+                "missing_required_parameter",
+            )
+        raise _wrong_type(f"{param}.type", "a string", kind)
+
+
+def _function_def(param, value):
+    if type(value) is not dict:
+        raise _wrong_type(param, "an object", value)
+    name = value.get("name")
+    if type(name) is not str:
+        if name is None:
+            raise Invalid(
+                f"Missing required parameter: '{param}.name'.",
+                f"{param}.name",
+                "missing_required_parameter",
+            )
+        raise _wrong_type(f"{param}.name", "a string", name)
+    params = value.get("parameters")
+    if params is not None and type(params) is not dict:
+        raise _wrong_type(f"{param}.parameters", "an object", params)
+
+
+def _tool(param, value, endpoint):
+    _typed_object(param, value, endpoint)
+    if value["type"] == "function":
+        _function_def(f"{param}.function", value.get("function"))
+
+
+def _functions(param, value, endpoint):
+    if type(value) is not list:
+        raise _wrong_type(param, "an array of objects", value)
+    _length(param, value, 1, 128)
+    for i, item in enumerate(value):
+        _function_def(f"{param}[{i}]", item)
+
+
+def _logprobs(param, value, endpoint):
+    if endpoint == "completions":  # the legacy endpoint takes a count, 0 to 5
+        _integer(0, 5)(param, value, endpoint)
+    else:
+        _boolean(param, value, endpoint)
+
+
+def _token_list(param, value):
+    for i, item in enumerate(value):
+        if type(item) is not int:
+            raise _wrong_type(f"{param}[{i}]", "an integer", item)
+        if item < 0 or item > INT32_MAX:
+            raise Invalid(
+                f"Invalid '{param}[{i}]': {_shown(item)} is not a token id.",
+                f"{param}[{i}]",
+                "invalid_value",
+            )
+
+
+def _text_input(param, value, endpoint):
+    """``prompt`` and ``input``: a string, strings, token ids, or lists of token ids."""
+    if type(value) is str:
+        if not value and param == "input":
+            raise Invalid(
+                f"Invalid '{param}': empty string. Expected a string with minimum length 1.",
+                param,
+                "empty_string",
+            )
+        return
+    expected = "a string, an array of strings, an array of integers or an array of integer arrays"
+    if type(value) is not list:
+        raise _wrong_type(param, expected, value)
+    _length(param, value, 1, None)
+    first = value[0]
+    if type(first) is str:
+        for i, item in enumerate(value):
+            if type(item) is not str:
+                raise _wrong_type(f"{param}[{i}]", "a string", item)
+    elif type(first) is int:
+        _token_list(param, value)
+    elif type(first) is list:
+        for i, item in enumerate(value):
+            if type(item) is not list:
+                raise _wrong_type(f"{param}[{i}]", "an array of integers", item)
+            _length(f"{param}[{i}]", item, 1, None)
+            _token_list(f"{param}[{i}]", item)
+    else:
+        raise _wrong_type(f"{param}[0]", "a string, an integer or an array of integers", first)
+
+
+def _messages(param, value, endpoint):
+    if type(value) is not list:
+        raise _wrong_type(param, "an array of messages", value)
+    _length(param, value, 1, None)
+    for i, message in enumerate(value):
+        if type(message) is not dict:
+            raise _wrong_type(f"{param}[{i}]", "an object", message)
+        role = message.get("role")
+        if type(role) is not str or not role:
+            if role is None:
+                raise Invalid(
+                    f"Missing required parameter: '{param}[{i}].role'.",
+                    f"{param}[{i}].role",
+                    "missing_required_parameter",
+                )
+            raise _wrong_type(f"{param}[{i}].role", "a non-empty string", role)
+        content = message.get("content")
+        if content is None or type(content) is str:
+            pass
+        elif type(content) is list:
+            for j, part in enumerate(content):
+                _typed_object(f"{param}[{i}].content[{j}]", part, endpoint)
+        else:
+            raise _wrong_type(
+                f"{param}[{i}].content", "a string, an array of content parts or null", content
+            )
+        if len(message) > 2:
+            for name in ("name", "tool_call_id", "refusal"):
+                extra = message.get(name)
+                if extra is not None and type(extra) is not str:
+                    raise _wrong_type(f"{param}[{i}].{name}", "a string", extra)
+            calls = message.get("tool_calls")
+            if calls is not None:
+                if type(calls) is not list:
+                    raise _wrong_type(f"{param}[{i}].tool_calls", "an array of objects", calls)
+                for j, call in enumerate(calls):
+                    if type(call) is not dict:
+                        raise _wrong_type(f"{param}[{i}].tool_calls[{j}]", "an object", call)
+
+
+_token_count = _integer(1, INT32_MAX)
+
+# name -> check(param, value, endpoint); a null value means "not set" and is not checked.
+CHECKS = {
+    "messages": _messages,
+    "prompt": _text_input,
+    "input": _text_input,
+    "max_tokens": _token_count,
+    "max_completion_tokens": _token_count,
+    "n": _integer(1, 128),
+    "best_of": _integer(1, 20),
+    "temperature": _number(0, 2),
+    "top_p": _number(0, 1),
+    "presence_penalty": _number(-2, 2),
+    "frequency_penalty": _number(-2, 2),
+    "stream": _boolean,
+    "stream_options": _stream_options,
+    "tools": _list_of(_tool, "tools", 0, 128),
+    "tool_choice": _string_or_object,
+    "parallel_tool_calls": _boolean,
+    "functions": _functions,
+    "function_call": _string_or_object,
+    "response_format": _typed_object,
+    "user": _string,
+    "seed": _integer(INT64_MIN, INT64_MAX),
+    "stop": _stop,
+    "logprobs": _logprobs,
+    "top_logprobs": _integer(0, 20),
+    "logit_bias": _object,
+    "echo": _boolean,
+    "suffix": _string,
+    "store": _boolean,
+    "metadata": _object,
+    "reasoning_effort": _string,
+    "service_tier": _string,
+    "modalities": _list_of(_string, "strings"),
+    "dimensions": _integer(1, INT32_MAX),
+    "encoding_format": _one_of("float", "base64"),
+}
+
+
+def _too_deep(value, depth: int) -> bool:
+    if depth > MAX_DEPTH:
+        return True
+    if type(value) is dict:
+        value = value.values()
+    elif type(value) is not list:
+        return False
+    return any((type(v) is dict or type(v) is list) and _too_deep(v, depth + 1) for v in value)
+
+
+# ------------------------------------------------------------------ entry point
+def parse_body(raw: bytes, endpoint: str) -> dict:
+    """The request's JSON object, every known field checked; a 400 ``GatewayError`` if not."""
+    if not raw:
+        raise errors.bad_request("The request body is empty; send a JSON object.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise errors.bad_request(
+            f"The request body is not valid JSON: {exc}.", code="invalid_json"
+        ) from exc
+    if type(body) is not dict:
+        raise errors.bad_request("The request body must be a JSON object.", code="invalid_type")
+    try:
+        _check(body, endpoint)
+    except Invalid as exc:
+        raise errors.bad_request(str(exc), param=exc.param, code=exc.code) from None
+    # Every bracket may open a level: only a body with many of them needs the walk.
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+        for name, value in body.items():
+            if (type(value) is dict or type(value) is list) and _too_deep(value, 2):
+                raise errors.bad_request(
+                    f"Invalid '{name}': nested more than {MAX_DEPTH} levels deep.",
+                    param=name,
+                    code="invalid_value",
+                )
+    return body
+
+
+def _check(body: dict, endpoint: str) -> None:
+    for name, value in body.items():
+        if name in FORBIDDEN_FIELDS or name.startswith(FORBIDDEN_PREFIXES):
+            raise Invalid(
+                f"'{name}' cannot be set by a client: provider settings come from the org's "
+                "configuration.",
+                name,
+                "forbidden_parameter",
+            )
+        if value is not None:
+            check = CHECKS.get(name)
+            if check is not None:
+                check(name, value, endpoint)
+    model = body.get("model")
+    if type(model) is not str or not model:
+        if model is None:
+            raise Invalid(
+                "Missing required parameter: 'model'.", "model", "missing_required_parameter"
+            )
+        raise _wrong_type("model", "a non-empty string", model)
+    if not model.isprintable():
+        raise Invalid(
+            "Invalid 'model': model names have no control characters.", "model", "invalid_value"
+        )
+    needed = ENDPOINT_NEEDS[endpoint]
+    if body.get(needed) is None:
+        raise Invalid(
+            f"Missing required parameter: '{needed}'.", needed, "missing_required_parameter"
+        )

@@ -1,0 +1,117 @@
+"""Limits only narrow: a key's RPM/TPM stays within the org's default for keys, which stays
+within the tier's; refused when a key is saved, and enforced by the data plane for keys
+saved before the rule."""
+
+import httpx
+import pytest
+from django.core.exceptions import ValidationError
+from django.urls import reverse
+
+from gateway import services
+from gateway.models import ApiKey
+from gateway.tests.conftest import ACTOR, refresh_snapshot
+from governance.audit import Actor
+from orgs import services as org_services
+
+BODY = {"model": "chat-small", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def _messages(exc: ValidationError) -> str:
+    return " ".join(exc.messages)
+
+
+@pytest.mark.django_db
+def test_a_member_cannot_create_a_key_wider_than_the_org_default(org_a, bob):
+    services.gateway_config_set(actor=ACTOR, org=org_a, default_key_rpm=3, default_key_tpm=1000)
+    member = Actor(user=bob, via="test")
+    with pytest.raises(ValidationError) as refused:
+        services.api_key_create(actor=member, org=org_a, name="wide", rpm_limit=100000)
+    assert refused.value.message_dict == {
+        "rpm_limit": [
+            "rpm_limit: at most 3 requests per minute per key in this organization (org default)."
+        ]
+    }
+    with pytest.raises(ValidationError) as refused:
+        services.api_key_create(actor=member, org=org_a, name="wide", tpm_limit=1001)
+    assert "tpm_limit: at most 1000 tokens per minute" in _messages(refused.value)
+    assert not ApiKey.objects.exists()
+    key, _raw = services.api_key_create(
+        actor=member, org=org_a, name="narrow", rpm_limit=2, tpm_limit=1000
+    )
+    assert (key.rpm_limit, key.tpm_limit) == (2, 1000)
+
+
+@pytest.mark.django_db
+def test_the_tier_caps_keys_and_the_org_default(org_b, charlie):
+    admin = Actor(user=charlie, via="test")  # an org admin: the same ceilings apply
+    with pytest.raises(ValidationError) as refused:
+        services.api_key_create(actor=admin, org=org_b, name="wide", rpm_limit=100000)
+    assert "rpm_limit: at most 30 requests per minute per key on the Free tier." in _messages(
+        refused.value
+    )
+    with pytest.raises(ValidationError) as refused:
+        services.gateway_config_set(actor=admin, org=org_b, default_key_rpm=31)
+    assert "default_key_rpm: at most 30 requests per minute per key on the Free tier." in (
+        _messages(refused.value)
+    )
+    services.gateway_config_set(actor=admin, org=org_b, default_key_rpm=30)
+    with pytest.raises(ValidationError):
+        services.api_key_create(actor=admin, org=org_b, name="zero", rpm_limit=0)
+    key, _raw = services.api_key_create(actor=admin, org=org_b, name="ok", rpm_limit=30)
+    assert key.rpm_limit == 30
+
+
+@pytest.mark.django_db
+def test_the_rest_api_and_the_dashboard_refuse_a_wider_key(org_a, bob, bob_client):
+    services.gateway_config_set(actor=ACTOR, org=org_a, default_key_rpm=3)
+    response = bob_client.post(
+        "/api/gateway/keys", {"name": "ci", "rpm_limit": 100000}, content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "rpm_limit": [
+            "rpm_limit: at most 3 requests per minute per key in this organization (org default)."
+        ]
+    }
+    response = bob_client.post(
+        reverse("keys", args=[org_a.slug]), {"name": "web", "rpm_limit": "100000"}
+    )
+    assert response.status_code == 200
+    assert b"rpm_limit: at most 3 requests per minute per key" in response.content
+    assert b'name="rpm_limit" type="number" min="1" max="3"' in response.content
+    assert not ApiKey.objects.exists()
+
+
+def _post(acme):
+    return httpx.post(
+        acme.base_url + "/chat/completions",
+        json=BODY,
+        timeout=30,
+        headers={"Authorization": f"Bearer {acme.raw}"},
+    )
+
+
+def test_the_data_plane_narrows_a_key_saved_wider(acme):
+    # A key saved before the rule (or whose org default was lowered since) keeps its value
+    # in the database; the gateway applies the narrowest limit anyway.
+    ApiKey.objects.filter(pk=acme.key.pk).update(rpm_limit=100000, tpm_limit=10**9)
+    services.gateway_config_set(actor=ACTOR, org=acme.org, default_key_rpm=3, default_key_tpm=5000)
+    refresh_snapshot()
+    statuses = []
+    for _ in range(4):
+        response = _post(acme)
+        statuses.append(response.status_code)
+        if response.status_code == 200:
+            assert response.headers["x-ratelimit-limit-requests"] == "3"
+            assert response.headers["x-ratelimit-limit-tokens"] == "5000"
+    assert statuses == [200, 200, 200, 429]
+
+
+def test_the_tier_narrows_the_org_default_and_the_key(acme):
+    services.gateway_config_set(actor=ACTOR, org=acme.org, default_key_rpm=300)
+    org_services.org_update(actor=ACTOR, org=acme.org, tier="free")  # a downgrade
+    ApiKey.objects.filter(pk=acme.key.pk).update(rpm_limit=1000)
+    refresh_snapshot()
+    response = _post(acme)
+    assert response.status_code == 200
+    assert response.headers["x-ratelimit-limit-requests"] == "30"
