@@ -55,6 +55,8 @@ def policy_set(*, actor: Actor, org, **fields) -> Policy:
     for name, value in fields.items():
         setattr(policy, name, value)
     policy.full_clean()
+    if policy.default_max_tokens_estimate < 1:  # 0 would reserve nothing for the answer
+        raise ValidationError("default_max_tokens_estimate: must be at least 1.")
     policy.save()
     policy.refresh_from_db()
     after = _policy_summary(policy)

@@ -367,7 +367,14 @@ class Gateway:
             )
 
         data = await self._attempts(ctx, candidates, attempt)
-        input_tokens, output_tokens, cached = _usage_counts(data.get("usage"))
+        counts = _usage_counts(data.get("usage"), embeddings=endpoint == "embeddings")
+        input_tokens, output_tokens, cached = counts or (0, 0, 0)
+        # No usable usage reported (LiteLLM reports zeros when the provider sent none):
+        # count what was sent and answered, never bill zero.
+        if not input_tokens:
+            input_tokens = _count_input(endpoint, upstream_body)
+        if not output_tokens and endpoint != "embeddings":
+            output_tokens = tokens.count_tokens(tokens.completion_text(data))
         cost = input_tokens * ctx.dep.input_cost + output_tokens * ctx.dep.output_cost
         if spend is not None:
             self.limiter.settle(spend, cost, backend)
@@ -406,6 +413,8 @@ class Gateway:
             except BaseException:
                 await chunks.aclose()
                 raise
+            if _empty_answer([item[1] for item in held]):
+                return chunks, held  # a complete answer that happens to be empty
             raise UpstreamError(f"{dep.label} answered the stream with no completion in it", 502)
 
         chunks, held = await self._attempts(ctx, candidates, attempt)
@@ -435,13 +444,14 @@ class Gateway:
             nonlocal recorded
             recorded = True
             await chunks.aclose()  # also cancels the upstream call when the client went away
-            usage = seen["usage"]
-            cached = 0
-            if usage:
-                input_tokens, output_tokens, cached = _usage_counts(usage)
-            else:
-                input_tokens = tokens.count_prompt_tokens(upstream_body)
-                output_tokens = tokens.count_tokens("".join(seen["text"]))
+            counts = _usage_counts(seen["usage"])
+            if counts is None:  # no usable usage reported: count what was sent
+                counts = (
+                    tokens.count_prompt_tokens(upstream_body),
+                    tokens.count_tokens("".join(seen["text"])),
+                    0,
+                )
+            input_tokens, output_tokens, cached = counts
             cost = input_tokens * ctx.dep.input_cost + output_tokens * ctx.dep.output_cost
             if spend is not None:
                 self.limiter.settle(spend, cost, backend)
@@ -472,14 +482,20 @@ class Gateway:
                 if chunk.get("usage"):
                     seen["usage"] = chunk["usage"]
                 choices = chunk.get("choices")
+                if chunk.get("error") and not choices:
+                    # The provider failed after the answer began: the client sees its error
+                    # event and no [DONE], and the row says error, not success.
+                    yield raw
+                    await account("error", 502, "stream_error")
+                    return
                 for choice in choices if isinstance(choices, list) else ():
                     if not isinstance(choice, dict):
                         continue
                     delta = choice.get("delta")
-                    piece = delta.get("content") if isinstance(delta, dict) else None
-                    piece = piece if piece is not None else choice.get("text")
-                    if isinstance(piece, str):
-                        seen["text"].append(piece)
+                    if isinstance(delta, dict):
+                        seen["text"].extend(tokens.output_pieces(delta))
+                    if isinstance(choice.get("text"), str):
+                        seen["text"].append(choice["text"])
                 if "usage" in chunk and choices:
                     # Usage on a content chunk: it goes out as OpenAI sends it, in a
                     # chunk of its own after, and only to a client that asked for it.
@@ -618,13 +634,43 @@ def _count(value) -> int:
     return value if type(value) is int and value > 0 else 0
 
 
-def _usage_counts(usage) -> tuple[int, int, int]:
-    """(input, output, cached) tokens from a provider's usage object, whatever its shape."""
-    if not isinstance(usage, dict):
-        return 0, 0, 0
+def _is_count(value) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _usage_counts(usage, *, embeddings: bool = False) -> tuple[int, int, int] | None:
+    """(input, output, cached) tokens from a provider's usage object; None when it is
+    missing or not usable (negative, not integers), so the caller counts instead."""
+    if not isinstance(usage, dict) or not _is_count(usage.get("prompt_tokens")):
+        return None
+    output = usage.get("completion_tokens", 0 if embeddings else None)
+    if not _is_count(output):
+        return None
     details = usage.get("prompt_tokens_details")
     cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    return _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")), cached
+    return usage["prompt_tokens"], output, cached
+
+
+def _count_input(endpoint: str, body: dict) -> int:
+    if endpoint == "embeddings":
+        return tokens.input_tokens(body)
+    return tokens.count_prompt_tokens(body)
+
+
+def _empty_answer(chunks: list) -> bool:
+    """An assistant turn that opened (a delta with its role) and finished with no output:
+    an empty answer, not a missing one (a lone finish chunk is what LiteLLM makes of an
+    upstream that sent nothing)."""
+    opened = finished = False
+    for chunk in chunks:
+        choices = chunk.get("choices") if isinstance(chunk, dict) else None
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
+            opened = opened or (isinstance(delta, dict) and bool(delta.get("role")))
+            finished = finished or bool(choice.get("finish_reason"))
+    return opened and finished
 
 
 _OUTPUT_FIELDS = ("content", "tool_calls", "function_call", "refusal", "reasoning_content", "audio")

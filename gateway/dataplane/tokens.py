@@ -3,10 +3,18 @@
 import os
 from functools import cache
 
+_ASCII = bytes(range(128))
+
 
 def estimate_prompt_tokens(raw_body: bytes) -> int:
-    # An upper-leaning estimate with no parsing: a token is rarely under 3 bytes of JSON.
-    return len(raw_body) // 3 + 16
+    """An upper-leaning estimate with no parsing, for the spend and TPM reservations.
+
+    ASCII JSON rarely has a token under 3 bytes; text in other scripts can take a token per
+    UTF-8 byte (measured: 300 "ꙮ" are 907 tokens), so those bytes count one each."""
+    if raw_body.isascii():
+        return len(raw_body) // 3 + 16
+    other = len(raw_body.translate(None, _ASCII))
+    return (len(raw_body) - other) // 3 + other + 16
 
 
 @cache
@@ -46,6 +54,54 @@ def prompt_text(body: dict) -> str:
     elif isinstance(prompt, list):
         parts.extend(p for p in prompt if isinstance(p, str))
     return "\n".join(parts)
+
+
+def completion_text(data: dict) -> str:
+    """The generated text of a non-streamed answer (message content, tool calls and their
+    arguments, completion text), for counting when the provider reports no usage."""
+    parts = []
+    choices = data.get("choices") if isinstance(data, dict) else None
+    for choice in choices if isinstance(choices, list) else ():
+        if not isinstance(choice, dict):
+            continue
+        if isinstance(choice.get("text"), str):
+            parts.append(choice["text"])
+        message = choice.get("message")
+        if isinstance(message, dict):
+            parts.extend(output_pieces(message))
+    return "".join(parts)
+
+
+def output_pieces(message: dict) -> list[str]:
+    """The countable pieces of a message or a stream delta: content and tool calls."""
+    parts = []
+    for name in ("content", "refusal", "reasoning_content"):
+        if isinstance(message.get(name), str):
+            parts.append(message[name])
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            parts.extend(v for k in ("name", "arguments") if isinstance(v := function.get(k), str))
+    function = message.get("function_call")
+    if isinstance(function, dict):
+        parts.extend(v for k in ("name", "arguments") if isinstance(v := function.get(k), str))
+    return parts
+
+
+def input_tokens(body: dict) -> int:
+    """Tokens of an embeddings request's input (strings counted, token ids as given)."""
+    value = body.get("input")
+    items = value if isinstance(value, list) else [value]
+    total = 0
+    for item in items:
+        if isinstance(item, str):
+            total += count_tokens(item)
+        elif isinstance(item, int):
+            total += 1
+        elif isinstance(item, list):
+            total += len(item)
+    return total
 
 
 def count_prompt_tokens(body: dict) -> int:

@@ -342,8 +342,10 @@ def test_a_nul_in_the_model_name_blocks_no_later_usage(bonito):
         expected = {f"{prefix}-poison"} | {f"{prefix}-{i:02d}" for i in range(20)}
         rows = bonito.wait_for_rows(prefix, expected, timeout=15)
         assert rows == dict.fromkeys(expected, 1)
-        # Repaired, not dropped: PostgreSQL text cannot hold NUL, so it is stripped everywhere.
-        assert bonito.model_requested(f"{prefix}-poison") == "chatsmall"
+        # Refused with a 400 (a model name holds no control characters), and recorded.
+        assert poison.status_code == 400
+        assert poison.json()["error"]["param"] == "model"
+        assert "\x00" not in bonito.model_requested(f"{prefix}-poison")
         assert not list((bonito.ext.tmp / "spool").glob("*.jsonl"))
     finally:
         _stop(proc)
