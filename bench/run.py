@@ -540,6 +540,38 @@ def main():
             )
             sbody = STREAM if name != "upstream" else {**STREAM, "model": "gpt-4o-mini"}
             results["targets"][name]["ttft"] = ttft(sse_url, k, sbody, ttft_runs)
+        # ---------------------------------------------------------------- the journal's cost
+        # The same server with the usage journal off, on the same database, measured in
+        # alternation with the one above so that the machine's drift falls on both.
+        if not args.memory_only:
+            nj_port = free_port()
+            nj_env = {**env, "PORT": str(nj_port), "GATEWAY_USAGE_JOURNAL": "0"}
+            nj_env["GATEWAY_SPOOL_DIR"] = str(tmp / "spool-nojournal")
+            no_journal = procs.start(
+                ["make", "-s", "serve"],
+                cwd=ROOT,
+                env=nj_env,
+                stdout=open(tmp / "bonito-nojournal.log", "w"),  # noqa: SIM115
+                stderr=subprocess.STDOUT,
+            )
+            nj_url = f"http://127.0.0.1:{nj_port}/v1/chat/completions"
+            wait_ok(f"http://127.0.0.1:{nj_port}/v1/models", key)
+            wrk(nj_url, key, CHAT, 4, 1)  # warm-up
+            runs = {"journal": [], "no_journal": []}
+            for _ in range(1 if smoke else 3):
+                runs["journal"].append(wrk(bonito_url, key, CHAT, 32, secs)["rps"])
+                runs["no_journal"].append(wrk(nj_url, key, CHAT, 32, secs)["rps"])
+            procs.stop(no_journal)
+            with_j, without_j = (
+                statistics.median(runs["journal"]),
+                statistics.median(runs["no_journal"]),
+            )
+            results["journal_cost"] = {
+                "rps_with_journal": round(with_j, 1),
+                "rps_without_journal": round(without_j, 1),
+                "cost_pct": round(100 * (1 - with_j / without_j), 2) if without_j else None,
+                "runs": runs,
+            }
         # ---------------------------------------------------------------- memory, and nothing dropped
         count_rows = (
             "from billing.models import UsageRecord as U;"
@@ -639,6 +671,13 @@ def table(r: dict) -> str:
     if "litellm" in t:
         lines.append(
             f"\nBonito/LiteLLM max throughput: {t['bonito']['c32']['rps'] / t['litellm']['c32']['rps']:.2f}x"
+        )
+    j = r.get("journal_cost")
+    if j:
+        lines.append(
+            f"Usage journal: {j['rps_with_journal']:.0f} req/s with it, "
+            f"{j['rps_without_journal']:.0f} without (c=32, median of alternating runs): "
+            f"{j['cost_pct']}% cost"
         )
     u = r["usage_check"]
     lines.append(
