@@ -151,7 +151,9 @@ def apply_policy(*, actor, org, spec, where):
         raise ConfigError(f"{where}: must be a mapping.")
     spec = dict(spec)
     if "default_max_tokens_estimate" in spec:
-        spec["default_max_tokens_estimate"] = whole_at(spec, "default_max_tokens_estimate", where)
+        spec["default_max_tokens_estimate"] = whole_at(
+            spec, "default_max_tokens_estimate", where, minimum=1
+        )
     with errors_at(where):  # the spend cap is read exactly by policy_set
         governance_services.policy_set(actor=actor, org=org, **spec)
 
@@ -184,7 +186,7 @@ def apply_gateway(*, actor, org, spec, where):
     spec = dict(spec)
     for name in GATEWAY_LIMITS:
         if name in spec:
-            spec[name] = whole_at(spec, name, where, null=True)
+            spec[name] = whole_at(spec, name, where, null=True, minimum=1)
     if "request_timeout_s" in spec:
         spec["request_timeout_s"] = whole_at(spec, "request_timeout_s", where, minimum=1)
     with errors_at(where):
