@@ -121,6 +121,25 @@ return out
 """
 )
 
+# Takes what a process admitted while Redis was unreachable out of Redis's buckets when it
+# returns (a restarted Redis starts them full), so the minute around an outage lets through
+# at most the limit twice, not three times. ARGV: cap, debt per key.
+_DEBT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+for i = 1, #KEYS do
+  local cap, debt = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local data = redis.call('HMGET', KEYS[i], 't', 'ts')
+  local tokens, ts = tonumber(data[1]), tonumber(data[2])
+  if tokens == nil then tokens = cap; ts = now end
+  tokens = math.min(cap, tokens + math.max(0, now - ts) * cap / 60000.0)
+  tokens = math.max(-cap, tokens - debt)
+  redis.call('HSET', KEYS[i], 't', string.format('%.17g', tokens), 'ts', string.format('%.17g', math.max(now, ts)))
+  redis.call('PEXPIRE', KEYS[i], 120000)
+end
+return #KEYS
+"""
+
 
 @dataclass(slots=True)
 class Bucket:
@@ -220,6 +239,12 @@ class LocalLimiter:
         self._budget.clear()
 
 
+def _drained(debt: list[float], now_ms: float) -> float:
+    """What is still owed of [capacity, owed, since] at now_ms (a bucket refills meanwhile)."""
+    capacity, owed, since = debt
+    return max(0.0, owed - max(0.0, now_ms - since) * capacity / WINDOW_MS)
+
+
 def _spend_refused(spent: float) -> LimitResult:
     return LimitResult(
         False, spend_exceeded=True, spent=spent, retry_after_s=_seconds_to_next_month()
@@ -280,6 +305,9 @@ class Limiter:
         self._pending: dict[str, float] = {}  # spend not yet added to Redis, by counter
         self._unreconciled: set[str] = set()  # counters with fallback spend not yet in Redis
         self._spend_info: dict[str, list] = {}  # counter -> [baseline, last seen, its epoch]
+        # bucket -> [capacity, tokens admitted during the outage (draining at the bucket's
+        # rate, as a bucket refills), when]: owed to Redis when it returns
+        self._debts: dict[str, list[float]] = {}
 
     def _client(self):
         import redis.asyncio as aioredis
@@ -412,7 +440,9 @@ class Limiter:
         return LimitResult(True, remaining=remaining, spent=spent, backend="redis")
 
     async def _redis_acquire(self, keys, args, spend):
-        # What was spent while Redis was unreachable is counted before anything more.
+        # What was spent and admitted while Redis was unreachable is counted before anything more.
+        if self._debts:
+            await self._pay_debts()
         while spend is not None and spend.key in self._unreconciled:
             await self._flush_once()
         return await self._eval("acquire", keys, args)
@@ -433,16 +463,34 @@ class Limiter:
             start = max(spend.baseline, float(info[1]))
         result = self.local.acquire(buckets, spend, now_ms, spend_start=start)
         result.backend = "fallback"
+        if result.allowed:
+            for b in buckets:
+                debt = self._debts.setdefault(b.key, [b.capacity, 0.0, now_ms])
+                debt[:] = [b.capacity, _drained(debt, now_ms) + b.cost, now_ms]
         if result.allowed and spend is not None:  # Redis counts it when it returns
             self._add_pending(spend.key, spend.reserve)
             self._unreconciled.add(spend.key)
         return result
 
+    async def _pay_debts(self) -> None:
+        now_ms = time.time() * 1000
+        debts, self._debts = self._debts, {}
+        owed = {key: (d[0], _drained(d, now_ms)) for key, d in debts.items()}
+        owed = {key: d for key, d in owed.items() if d[1] > 0}
+        if not owed:
+            return
+        try:
+            await self._eval("debt", list(owed), [v for d in owed.values() for v in d])
+        except BaseException:
+            for key, d in debts.items():  # still owed; the next request tries again
+                self._debts.setdefault(key, d)
+            raise
+
     async def _eval(self, name: str, keys, args):
         from redis.exceptions import NoScriptError
 
         client = self._client()
-        script = _ACQUIRE if name == "acquire" else _SETTLE
+        script = {"acquire": _ACQUIRE, "settle": _SETTLE, "debt": _DEBT}[name]
         sha = self._script_sha.get(name)
         if sha is None:
             sha = self._script_sha[name] = await client.script_load(script)

@@ -311,6 +311,32 @@ def test_an_unreachable_redis_gives_each_process_its_share(own_redis):
     assert {r.backend for r in rate + money} == {"fallback"}
 
 
+def test_what_passed_during_an_outage_is_taken_from_a_restarted_redis(own_redis):
+    # The adversarial pass: limit 150, Redis killed and restarted empty within the minute
+    # let 461 through (full bucket before, the shares during, a full new bucket after).
+    workers = [Limiter(own_redis.url, fallback_share=0.5) for _ in range(2)]
+    buckets = [Bucket("bonito:rl:k:outage:r", 20, 1, "requests")]
+
+    async def run():
+        before = await _acquire_all(workers, 24, buckets)
+        own_redis.kill()
+        down = await _acquire_all(workers, 24, buckets)
+        own_redis.start()  # empty: its bucket would start full
+        await asyncio.sleep(1.3)  # both workers hear from Redis again
+        after = await _acquire_all(workers, 24, buckets)
+        return before, down, after
+
+    before, down, after = asyncio.run(run())
+    assert sum(r.allowed for r in before) == 20
+    assert sum(r.allowed for r in down) == 20  # each worker its half of the limit
+    assert {r.backend for r in after} == {"redis"}
+    # What the workers admitted during the outage is owed to the new bucket: within the
+    # minute, the limit at most twice (the bucket before the outage and the shares), plus
+    # what refills while the test runs.
+    assert sum(r.allowed for r in after) <= 2
+    assert sum(r.allowed for r in before + down + after) <= 2 * 20 + 2
+
+
 def test_spend_while_redis_was_down_is_added_when_it_returns(own_redis):
     workers = [Limiter(own_redis.url, fallback_share=0.5) for _ in range(2)]
     spend = SpendReservation(org_id=57, cap=10.0, reserve=1.0, baseline=0.0)
