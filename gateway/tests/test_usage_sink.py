@@ -1,6 +1,7 @@
 """The usage sink off the request path: batching, spool and replay, housekeeping; and the
 heap trim it runs between bursts."""
 
+import io
 import json
 import os
 import subprocess
@@ -411,3 +412,41 @@ def test_refusal_is_told_apart_from_an_unreachable_database():
         OSError(),
     ):
         assert not is_refusal(exc), exc
+
+
+@pytest.mark.django_db(transaction=True)
+def test_replay_dead_usage_stores_what_its_cause_no_longer_refuses(org_a, settings, tmp_path):
+    from django.core.management import call_command
+
+    from billing.models import UsageRecord
+    from orgs.models import Organization
+
+    settings.GATEWAY_DEAD_LETTER_DIR = tmp_path / "dead"
+    (tmp_path / "dead").mkdir()
+    fixed = _record(org_a)  # set aside by an earlier fault; the database takes it now
+    missing_org = org_a.pk + 1000
+    orphan = _record(org_a, org_id=missing_org)  # its org is still missing
+    lines = [
+        json.dumps({"record": fixed, "error": "DataError: earlier"}),
+        json.dumps({"record": orphan, "error": "IntegrityError: earlier"}),
+        '{"record": {"id": "torn',  # a line the writer was killed in the middle of
+    ]
+    (tmp_path / "dead" / "usage-20261130.jsonl").write_text("\n".join(lines) + "\n")
+
+    out = io.StringIO()
+    call_command("replay_dead_usage", "--dry-run", stdout=out)
+    assert UsageRecord.objects.count() == 0
+    assert f"{fixed['id']}: DataError: earlier" in out.getvalue()
+
+    call_command("replay_dead_usage", stdout=(out := io.StringIO()))
+    assert "1 records stored, 1 kept (still refused)" in out.getvalue()
+    assert list(UsageRecord.objects.values_list("id", flat=True)) == [uuid.UUID(fixed["id"])]
+    [kept] = _dead(tmp_path / "dead")
+    assert kept["record"]["id"] == orphan["id"] and "IntegrityError" in kept["error"]
+
+    # The cause is fixed (the org is back): the second replay stores it, and only it.
+    Organization.objects.create(pk=missing_org, name="Restored", slug="restored")
+    call_command("replay_dead_usage", stdout=(out := io.StringIO()))
+    assert "1 records stored, 0 kept" in out.getvalue()
+    assert UsageRecord.objects.count() == 2
+    assert _dead(tmp_path / "dead") == []
