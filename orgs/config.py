@@ -5,6 +5,7 @@ objects the file does not mention are left alone. Later issues add sections.
 """
 
 import math
+import re
 from contextlib import contextmanager
 
 import yaml
@@ -39,6 +40,25 @@ def _float(loader, node):
 
 
 ConfigLoader.add_constructor("tag:yaml.org,2002:float", _float)
+
+_DECIMAL_INT = re.compile(r"[-+]?(0|[1-9][0-9_]*)")
+
+
+def _int(loader, node):
+    # YAML 1.1 also reads 0x10 as 16, 010 as 8 and 1:30 as 90: in a file of limits and
+    # money, a number means what it says in decimal or it is refused.
+    if not _DECIMAL_INT.fullmatch(node.value):
+        raise yaml.constructor.ConstructorError(
+            None,
+            None,
+            f"the number {node.value!r} is not written in decimal; write it as "
+            "digits (or quote it if it is text)",
+            node.start_mark,
+        )
+    return loader.construct_yaml_int(node)
+
+
+ConfigLoader.add_constructor("tag:yaml.org,2002:int", _int)
 
 
 def config_load(text: str):

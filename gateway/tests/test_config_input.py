@@ -69,6 +69,14 @@ def test_spend_caps_are_read_from_their_text(tmp_path, written, stored):
     assert cap == (Decimal(stored) if stored is not None else None)
 
 
+@pytest.mark.parametrize("written", ["0x10", "010", "1:30", "0b11"])
+def test_numbers_not_written_in_decimal_are_refused(tmp_path, written):
+    # YAML 1.1 reads 0x10 as 16, 010 as 8 and 1:30 as 90: $16 for a cap written "0x10".
+    message = _refused(tmp_path, BASE + f"    policy: {{monthly_spend_cap_usd: {written}}}\n")
+    assert f"the number '{written}' is not written in decimal" in message
+    assert "line 6" in message
+
+
 def test_prices_are_read_from_their_text(tmp_path):
     # The documented example: 0.15 and 0.60 are 0.1499… and 0.5999… as floats.
     _apply(
