@@ -168,6 +168,13 @@ def _not_streamed(endpoint: str, dep: DeploymentInfo, raw: bytes, content_type: 
     return chunks
 
 
+def _stream_failed(dep: DeploymentInfo, exc: BaseException) -> "UpstreamError":
+    """A stream that failed before its first chunk: the next deployment may be tried."""
+    return UpstreamError(
+        f"{dep.label} stream failed: {type(exc).__name__}", timeout=isinstance(exc, TimeoutError)
+    )
+
+
 class PassthroughAdapter:
     """Direct HTTP to OpenAI-compatible upstreams over a pooled aiohttp session."""
 
@@ -273,10 +280,7 @@ class PassthroughAdapter:
             try:
                 raw = await resp.read()
             except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
-                raise UpstreamError(
-                    f"{dep.label} stream failed: {type(exc).__name__}",
-                    timeout=isinstance(exc, TimeoutError),
-                ) from exc
+                raise _stream_failed(dep, exc) from exc
             finally:
                 resp.release()
             for chunk in _not_streamed(endpoint, dep, raw, resp.content_type):
@@ -299,10 +303,7 @@ class PassthroughAdapter:
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
             if started:
                 raise StreamBroken(f"{dep.label} stream broke: {type(exc).__name__}") from exc
-            raise UpstreamError(
-                f"{dep.label} stream failed: {type(exc).__name__}",
-                timeout=isinstance(exc, TimeoutError),
-            ) from exc
+            raise _stream_failed(dep, exc) from exc
         finally:
             resp.release()
             resp.close()

@@ -218,33 +218,29 @@ def _stream_options(param, value, endpoint):
         raise _wrong_type(f"{param}.include_usage", "a boolean", usage)
 
 
+def _required_string(param, obj: dict, field: str) -> None:
+    value = obj.get(field)
+    if type(value) is not str:
+        if value is None:
+            raise Invalid(
+                f"Missing required parameter: '{param}.{field}'.",
+                f"{param}.{field}",
+                "missing_required_parameter",
+            )
+        raise _wrong_type(f"{param}.{field}", "a string", value)
+
+
 def _typed_object(param, value, endpoint):
     """An object with a string ``type``: a tool, a response format, a content part."""
     if type(value) is not dict:
         raise _wrong_type(param, "an object", value)
-    kind = value.get("type")
-    if type(kind) is not str:
-        if kind is None:
-            raise Invalid(
-                f"Missing required parameter: '{param}.type'.",
-                f"{param}.type",
-                "missing_required_parameter",
-            )
-        raise _wrong_type(f"{param}.type", "a string", kind)
+    _required_string(param, value, "type")
 
 
 def _function_def(param, value):
     if type(value) is not dict:
         raise _wrong_type(param, "an object", value)
-    name = value.get("name")
-    if type(name) is not str:
-        if name is None:
-            raise Invalid(
-                f"Missing required parameter: '{param}.name'.",
-                f"{param}.name",
-                "missing_required_parameter",
-            )
-        raise _wrong_type(f"{param}.name", "a string", name)
+    _required_string(param, value, "name")
     params = value.get("parameters")
     if params is not None and type(params) is not dict:
         raise _wrong_type(f"{param}.parameters", "an object", params)
