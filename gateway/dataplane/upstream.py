@@ -175,6 +175,9 @@ def _stream_failed(dep: DeploymentInfo, exc: BaseException) -> "UpstreamError":
     )
 
 
+_MAIN_FIELD = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
+
+
 class PassthroughAdapter:
     """Direct HTTP to OpenAI-compatible upstreams over a pooled aiohttp session."""
 
@@ -437,7 +440,7 @@ class LiteLLMAdapter:
             cls._litellm = litellm
         return cls._litellm
 
-    def _kwargs(self, dep: DeploymentInfo, body: dict, timeout: float) -> dict:
+    def _kwargs(self, endpoint: str, dep: DeploymentInfo, body: dict, timeout: float) -> dict:
         prompt = body.get("prompt")
         if isinstance(prompt, list) and prompt and not isinstance(prompt[0], str):
             # litellm sends completions as chat messages, which cannot carry token ids.
@@ -449,7 +452,10 @@ class LiteLLMAdapter:
                 "code": "unsupported_value",
             }
             raise UpstreamError(error["message"], 400, body={"error": error})
-        kwargs = {k: v for k, v in body.items() if k != "model"}
+        # Another endpoint's main field (`messages` sent to /v1/completions) would collide
+        # with the argument litellm builds from this endpoint's: OpenAI ignores or refuses it.
+        drop = {"model", *(f for e, f in _MAIN_FIELD.items() if e != endpoint)}
+        kwargs = {k: v for k, v in body.items() if k not in drop}
         kwargs["model"] = f"{LITELLM_PREFIX[dep.kind]}/{dep.upstream_model}"
         kwargs["timeout"] = timeout
         kwargs["num_retries"] = 0
@@ -505,7 +511,7 @@ class LiteLLMAdapter:
 
     async def call(self, endpoint, dep, body, timeout) -> dict:
         lib = self._lib()
-        kwargs = self._kwargs(dep, body, timeout)
+        kwargs = self._kwargs(endpoint, dep, body, timeout)
         fn = {
             "chat": lib.acompletion,
             "completions": lib.atext_completion,
@@ -526,7 +532,7 @@ class LiteLLMAdapter:
         self, endpoint, dep, body, timeout
     ) -> AsyncIterator[tuple[bytes, dict | None]]:
         lib = self._lib()
-        kwargs = self._kwargs(dep, body, timeout)
+        kwargs = self._kwargs(endpoint, dep, body, timeout)
         fn = lib.acompletion if endpoint == "chat" else lib.atext_completion
         if endpoint != "embeddings":
             kwargs.update(_NO_MCP)

@@ -341,3 +341,27 @@ def test_deep_nesting_and_huge_numbers_are_a_400_not_a_500(acme):
         assert (
             response.status_code == 400 and "not valid JSON" in response.json()["error"]["message"]
         )
+
+
+@pytest.mark.parametrize(
+    "path,body",
+    [
+        ("/completions", {"model": "chat-small", "prompt": "", "messages": [{"role": "system"}]}),
+        ("/chat/completions", {**CHAT, "prompt": "x", "input": ["y"]}),
+        (
+            "/embeddings",
+            {"model": "embed-small", "input": "hi", "messages": CHAT["messages"], "prompt": "p"},
+        ),
+    ],
+    ids=["completions+messages", "chat+prompt+input", "embeddings+messages+prompt"],
+)
+def test_another_endpoints_main_field_is_not_a_5xx(acme, mode, path, body):
+    # Found by the property test: LiteLLM took `messages` on /v1/completions as a second
+    # value for its own argument and failed, which read as "could not reach the provider".
+    response = httpx.post(
+        acme.base_url + path,
+        json=body,
+        timeout=30,
+        headers={"Authorization": f"Bearer {acme.raw}"},
+    )
+    assert response.status_code == 200, response.text
