@@ -218,16 +218,18 @@ def _stream_options(param, value, endpoint):
         raise _wrong_type(f"{param}.include_usage", "a boolean", usage)
 
 
-def _required_string(param, obj: dict, field: str) -> None:
+def _required_string(param, obj: dict, field: str, *, non_empty: bool = False) -> None:
     value = obj.get(field)
-    if type(value) is not str:
+    if type(value) is not str or (non_empty and not value):
         if value is None:
             raise Invalid(
                 f"Missing required parameter: '{param}.{field}'.",
                 f"{param}.{field}",
                 "missing_required_parameter",
             )
-        raise _wrong_type(f"{param}.{field}", "a string", value)
+        raise _wrong_type(
+            f"{param}.{field}", "a non-empty string" if non_empty else "a string", value
+        )
 
 
 def _typed_object(param, value, endpoint):
@@ -317,15 +319,7 @@ def _messages(param, value, endpoint):
     for i, message in enumerate(value):
         if type(message) is not dict:
             raise _wrong_type(f"{param}[{i}]", "an object", message)
-        role = message.get("role")
-        if type(role) is not str or not role:
-            if role is None:
-                raise Invalid(
-                    f"Missing required parameter: '{param}[{i}].role'.",
-                    f"{param}[{i}].role",
-                    "missing_required_parameter",
-                )
-            raise _wrong_type(f"{param}[{i}].role", "a non-empty string", role)
+        _required_string(f"{param}[{i}]", message, "role", non_empty=True)
         content = message.get("content")
         if content is None or type(content) is str:
             pass
