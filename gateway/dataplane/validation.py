@@ -91,24 +91,29 @@ def _wrong_type(param: str, expected: str, value) -> Invalid:
 
 
 # ------------------------------------------------------------------ field checks
+def _in_range(param, value, lo, hi, kind: str) -> None:
+    """OpenAI's bound errors; `kind` is "integer" or "decimal"."""
+    if value < lo:
+        raise Invalid(
+            f"Invalid '{param}': {kind} below minimum value. Expected a value >= {lo}, "
+            f"but got {_shown(value)} instead.",
+            param,
+            f"{kind}_below_min_value",
+        )
+    if value > hi:
+        raise Invalid(
+            f"Invalid '{param}': {kind} above maximum value. Expected a value <= {hi}, "
+            f"but got {_shown(value)} instead.",
+            param,
+            f"{kind}_above_max_value",
+        )
+
+
 def _integer(lo: int, hi: int):
     def check(param, value, endpoint):
         if type(value) is not int:  # bool is an int subclass: refused here too
             raise _wrong_type(param, "an integer", value)
-        if value < lo:
-            raise Invalid(
-                f"Invalid '{param}': integer below minimum value. Expected a value >= {lo}, "
-                f"but got {value} instead.",
-                param,
-                "integer_below_min_value",
-            )
-        if value > hi:
-            raise Invalid(
-                f"Invalid '{param}': integer above maximum value. Expected a value <= {hi}, "
-                f"but got {_shown(value)} instead.",
-                param,
-                "integer_above_max_value",
-            )
+        _in_range(param, value, lo, hi, "integer")
 
     return check
 
@@ -117,20 +122,7 @@ def _number(lo: float, hi: float):
     def check(param, value, endpoint):
         if type(value) is not float and type(value) is not int:
             raise _wrong_type(param, "a number", value)
-        if value < lo:
-            raise Invalid(
-                f"Invalid '{param}': decimal below minimum value. Expected a value >= {lo}, "
-                f"but got {_shown(value)} instead.",
-                param,
-                "decimal_below_min_value",
-            )
-        if value > hi:
-            raise Invalid(
-                f"Invalid '{param}': decimal above maximum value. Expected a value <= {hi}, "
-                f"but got {_shown(value)} instead.",
-                param,
-                "decimal_above_max_value",
-            )
+        _in_range(param, value, lo, hi, "decimal")
 
     return check
 
