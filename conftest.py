@@ -6,8 +6,8 @@ charlie: admin of Globex (org B), the outsider who must never see Acme's objects
 
 import pytest
 
-from governance.audit import Actor
 from orgs import services
+from orgs.audit import Actor
 from orgs.models import Role
 
 PASSWORD = "correct-horse-battery-staple"

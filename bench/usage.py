@@ -83,8 +83,8 @@ def main():
     from billing.services import rollup_recent
     from billing.usage_writer import _insert
     from gateway import services as gateway_services
-    from governance.audit import Actor
     from orgs import services as org_services
+    from orgs.audit import Actor
     from orgs.models import User
 
     setup_test_environment()

@@ -3,8 +3,8 @@ billing.budgets: audited (via="admin") and seen by every gateway with the next s
 
 from django.contrib import admin
 
-from bonito.admin_site import ReadOnlyAdminMixin, ServiceModelAdmin
-from governance.audit import Actor
+from core.admin_site import ReadOnlyAdminMixin, ServiceModelAdmin
+from orgs.audit import Actor
 
 from . import budgets
 from .models import Budget, Notification, TierLimit, UsageRecord

@@ -11,11 +11,11 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from bonito.numbers import money
-from bonito.text import one_line
+from core.config_version import config_version_bump
+from core.numbers import money
+from core.text import one_line
 from gateway.services import record_config_change, record_config_delete
-from gateway.snapshot_builder import config_version_bump
-from governance.audit import Actor, audit_record
+from orgs.audit import Actor, audit_record
 from orgs.models import Membership, Role
 
 from .models import Budget, BudgetAlert, Notification, UsageRecord

@@ -5,7 +5,7 @@ import time
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from bonito.sockets import remember_socket_loop
+from core.sockets import remember_socket_loop
 from orgs.access import amembers_version, members_group
 from orgs.models import Membership
 

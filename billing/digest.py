@@ -6,7 +6,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.db.models import Count, Sum
 from django.template.loader import render_to_string
 
-from bonito.text import one_line
+from core.text import one_line
 from gateway.models import Deployment
 from gateway.pricing import catalog_prices, price_per_token
 from governance.models import Policy

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
 from django.utils.crypto import constant_time_compare
 
-from bonito.sockets import group_send
+from core.sockets import group_send
 from orgs.models import Membership, Role
 
 FIELDS = (

@@ -3,8 +3,8 @@ through gateway.services: audited (via="admin") and seen by every worker within 
 
 from django.contrib import admin
 
-from bonito.admin_site import ReadOnlyAdminMixin, ServiceModelAdmin, readonly_except
-from governance.audit import Actor
+from core.admin_site import ReadOnlyAdminMixin, ServiceModelAdmin, readonly_except
+from orgs.audit import Actor
 
 from . import services
 from .models import ApiKey, Deployment, GatewayConfig, ModelCatalogEntry, ProviderConnection

@@ -1,5 +1,5 @@
-"""Provider credentials are encrypted with the shared helper in bonito.crypto."""
+"""Provider credentials are encrypted with the shared helper in core.crypto."""
 
-from bonito.crypto import decrypt_json, encrypt_json
+from core.crypto import decrypt_json, encrypt_json
 
 __all__ = ["decrypt_json", "encrypt_json"]

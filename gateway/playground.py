@@ -12,7 +12,7 @@ from django.db import transaction
 from django.http import Http404
 from django.shortcuts import render
 
-from governance.audit import Actor
+from orgs.audit import Actor
 from orgs.models import Membership
 
 from . import services

@@ -12,10 +12,10 @@ from rest_framework.views import APIView
 
 from billing import selectors
 from billing.models import UsageRecord
-from bonito.client_ip import client_ip
-from bonito.numbers import to_decimal
-from governance.audit import Actor
+from core.client_ip import client_ip
+from core.numbers import to_decimal
 from governance.models import RoutingPolicy
+from orgs.audit import Actor
 from orgs.models import Team
 from orgs.rest_auth import OrgRole
 

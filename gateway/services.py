@@ -5,14 +5,14 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from bonito.numbers import money
-from bonito.text import name_checked
-from governance.audit import Actor, audit_record
+from core.config_version import config_version_bump
+from core.numbers import money
+from core.text import name_checked
+from orgs.audit import Actor, audit_record
 
 from . import keys
 from .dataplane import credentials as dataplane_credentials
 from .models import ApiKey, Deployment, GatewayConfig, ProviderConnection
-from .snapshot_builder import config_version_bump
 
 
 def record_config_change(*, actor: Actor, org, entity: str, target, before, after) -> None:

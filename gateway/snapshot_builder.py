@@ -13,33 +13,16 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Sum
+from django.db.models import Sum
+
+from core.config_version import current_stamp, current_version
 
 from .dataplane import state
 from .dataplane.snapshot import DeploymentInfo, KeyInfo, OrgInfo, RoutingPolicyInfo, Snapshot
-from .models import ApiKey, ConfigVersion, Deployment, GatewayConfig, key_hash_secret
+from .models import ApiKey, Deployment, GatewayConfig, key_hash_secret
 from .pricing import catalog_prices, price_per_token
 
 log = logging.getLogger("bonito.gateway.snapshot")
-
-
-def config_version_bump() -> None:
-    """Call inside the transaction that changes anything the data plane reads."""
-    if not ConfigVersion.objects.filter(pk=1).update(version=F("version") + 1):
-        ConfigVersion.objects.get_or_create(pk=1, defaults={"version": 1})
-
-
-def current_version() -> int:
-    row = ConfigVersion.objects.filter(pk=1).values_list("version", flat=True).first()
-    return row or 0
-
-
-def current_stamp() -> tuple:
-    """The version and when it moved: a stamp that changes on every bump, even after a reset."""
-    return ConfigVersion.objects.filter(pk=1).values_list("version", "changed_at").first() or (
-        0,
-        None,
-    )
 
 
 def _ts(dt) -> float | None:

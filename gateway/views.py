@@ -13,10 +13,10 @@ from django.views.decorators.http import require_POST
 
 from billing import selectors
 from billing.models import Notification, UsageRecord
-from bonito.csv_export import csv_response
-from bonito.text import split_csv
-from governance.audit import Actor
+from core.csv_export import csv_response
+from core.text import split_csv
 from governance.models import RoutingPolicy
+from orgs.audit import Actor
 from orgs.models import Team
 from orgs.permissions import org_view
 

@@ -1,33 +1,13 @@
-"""The platform admin for the audit log (read-only), policies and routing policies; writes
+"""The platform admin for policies and routing policies; writes
 go through governance.services (audited, via="admin", config version bumped)."""
 
 from django.contrib import admin
 
-from bonito.admin_site import ReadOnlyAdminMixin, ServiceModelAdmin, readonly_except
+from core.admin_site import ServiceModelAdmin, readonly_except
+from orgs.audit import Actor
 
 from . import services
-from .audit import Actor
-from .models import AuditLog, Policy, RoutingPolicy
-
-
-@admin.register(AuditLog)
-class AuditLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = [
-        "created_at",
-        "actor_label",
-        "via",
-        "org",
-        "action",
-        "target_type",
-        "target_repr",
-        "ip",
-    ]
-    list_filter = ["action", "via", "target_type", "org", "created_at"]
-    search_fields = ["actor_label", "action", "target_repr", "target_id"]
-    date_hierarchy = "created_at"
-
-    def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in self.model._meta.fields]
+from .models import Policy, RoutingPolicy
 
 
 def _actor(request) -> Actor:

@@ -5,9 +5,10 @@ from rest_framework import serializers, status, viewsets
 from rest_framework.response import Response
 
 from gateway.rest import MoneySerializer, OrgSettingsView, OrgView, actor, django_errors
+from orgs.models import AuditLog
 
 from . import services
-from .models import AuditLog, Policy, RoutingPolicy
+from .models import Policy, RoutingPolicy
 
 
 class PolicySerializer(MoneySerializer):

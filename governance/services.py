@@ -4,10 +4,10 @@ config version so every gateway worker enforces the change within seconds."""
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from bonito.numbers import money
+from core.numbers import money
 from gateway.services import record_config_change, record_config_delete
+from orgs.audit import Actor
 
-from .audit import Actor
 from .models import Policy, RoutingPolicy
 
 POLICY_FIELDS = (

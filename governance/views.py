@@ -6,14 +6,14 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from billing.models import Budget
-from bonito.numbers import whole
-from bonito.text import split_csv
+from core.numbers import whole
+from core.text import split_csv
 from gateway.models import ApiKey, Deployment
+from orgs.audit import Actor
 from orgs.models import Team
 from orgs.permissions import org_view
 
 from . import services
-from .audit import Actor
 from .models import Policy, RoutingPolicy
 
 POLICY_LABELS = {

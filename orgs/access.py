@@ -11,7 +11,7 @@ import uuid
 from django.core.cache import cache
 from django.db import transaction
 
-from bonito.sockets import group_send
+from core.sockets import group_send
 
 
 def _key(org_id) -> str:

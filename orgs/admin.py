@@ -11,11 +11,12 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db.models import Count
 
-from bonito.admin_site import ReadOnlyAdminMixin, ServiceAdminMixin, ServiceModelAdmin
-from governance.audit import Actor
+from core.admin_site import ReadOnlyAdminMixin, ServiceAdminMixin, ServiceModelAdmin
 
 from . import services
+from .audit import Actor
 from .models import (
+    AuditLog,
     Invitation,
     Membership,
     Organization,
@@ -422,3 +423,23 @@ class SSODomainAdmin(ReadOnlyAdminMixin, ServiceModelAdmin):
     list_display = ("domain", "org", "verified_at")
     search_fields = ("domain", "org__slug", "org__name")
     list_filter = ("org",)
+
+
+@admin.register(AuditLog)
+class AuditLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "created_at",
+        "actor_label",
+        "via",
+        "org",
+        "action",
+        "target_type",
+        "target_repr",
+        "ip",
+    ]
+    list_filter = ["action", "via", "target_type", "org", "created_at"]
+    search_fields = ["actor_label", "action", "target_repr", "target_id"]
+    date_hierarchy = "created_at"
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]

@@ -12,8 +12,8 @@ import yaml
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
 
-from bonito.numbers import INT32_MAX, SourceFloat, describe, whole
-from governance.audit import Actor
+from core.numbers import INT32_MAX, SourceFloat, describe, whole
+from orgs.audit import Actor
 
 from . import services
 from .models import Membership, Organization, Role, Team, User

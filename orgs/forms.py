@@ -3,7 +3,7 @@ from django.contrib.auth import forms as auth_forms
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 
-from bonito.text import validate_name
+from core.text import validate_name
 
 from .models import Organization, Role, SSOConfig, Team
 
@@ -74,7 +74,7 @@ class PasswordResetForm(auth_forms.PasswordResetForm):
     while, and only known emails get one)."""
 
     def save(self, *, request, use_https=False, **_kwargs):
-        from bonito.tasks import enqueue
+        from core.tasks import enqueue
 
         from .tasks import password_reset_send
 

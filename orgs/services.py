@@ -8,9 +8,9 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.text import slugify
 
-from bonito.text import name_checked, one_line
-from gateway.snapshot_builder import config_version_bump
-from governance.audit import Actor, audit_record
+from core.config_version import config_version_bump
+from core.text import name_checked, one_line
+from orgs.audit import Actor, audit_record
 
 from .access import members_changed
 from .models import (
@@ -360,7 +360,7 @@ def invitation_create(
         after={"email": email, "role": role},
     )
     link = f"{(base_url or settings.PUBLIC_BASE_URL).rstrip('/')}/invite/{raw}/"
-    from bonito.tasks import enqueue
+    from core.tasks import enqueue
 
     from .tasks import invitation_send
 

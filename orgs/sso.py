@@ -55,9 +55,9 @@ from onelogin.saml2.settings import OneLogin_Saml2_Settings
 from onelogin.saml2.utils import OneLogin_Saml2_Utils
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 
-from bonito.client_ip import client_ip
-from bonito.crypto import decrypt_json, encrypt_json
-from governance.audit import Actor, audit_record
+from core.client_ip import client_ip
+from core.crypto import decrypt_json, encrypt_json
+from orgs.audit import Actor, audit_record
 
 from . import services
 from .access import members_changed

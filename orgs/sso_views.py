@@ -11,7 +11,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from governance.audit import Actor
+from orgs.audit import Actor
 
 from . import sso
 from .backends import BACKEND

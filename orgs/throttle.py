@@ -17,7 +17,7 @@ from django.db.models import Sum
 from django.shortcuts import render
 from django_ratelimit.core import get_usage
 
-from bonito.client_ip import client_ip
+from core.client_ip import client_ip
 
 log = logging.getLogger(__name__)
 

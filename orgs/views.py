@@ -9,8 +9,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import urlsafe_base64_decode
 from django.views.decorators.http import require_POST
 
-from bonito.text import NAME_MESSAGE
-from governance.audit import Actor
+from core.text import NAME_MESSAGE
+from orgs.audit import Actor
 
 from . import services, throttle
 from .backends import BACKEND

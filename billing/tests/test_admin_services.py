@@ -9,9 +9,10 @@ from django.utils import timezone
 from billing.budgets import budget_save
 from billing.models import Budget, TierLimit, UsageRecord
 from bonito.tests.admin_forms import form_data
-from gateway.snapshot_builder import build_snapshot, current_version
-from governance.audit import Actor
-from governance.models import AuditLog
+from core.config_version import current_version
+from gateway.snapshot_builder import build_snapshot
+from orgs.audit import Actor
+from orgs.models import AuditLog
 
 pytestmark = pytest.mark.django_db
 SETUP = Actor(via="test-setup")

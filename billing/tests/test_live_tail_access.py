@@ -8,8 +8,8 @@ from django.test import Client
 from billing import live
 from billing.live import publish_usage
 from bonito.asgi import application
-from governance.audit import Actor
 from orgs import services
+from orgs.audit import Actor
 from orgs.models import Membership, Role
 
 from .test_live_tail import _record

@@ -6,10 +6,9 @@ from django.core.exceptions import ValidationError
 
 from billing.budgets import budget_delete, budget_save
 from billing.models import Budget
-from governance.audit import Actor
-from governance.models import AuditLog
 from orgs import services
-from orgs.models import Team
+from orgs.audit import Actor
+from orgs.models import AuditLog, Team
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ from gateway.dataplane import state
 from gateway.dataplane.netpolicy import NetworkPolicy
 from gateway.snapshot_builder import build_snapshot
 from gateway.tests.fake_upstream import FakeUpstream
-from governance.audit import Actor
+from orgs.audit import Actor
 
 ACTOR = Actor(via="test")
 # The fake upstreams listen here. Loopback is refused by default (docs/security.md); the

@@ -4,11 +4,12 @@ through gateway.services, is audited as the platform admin and bumps the config 
 import pytest
 
 from bonito.tests.admin_forms import form_data
+from core.config_version import current_version
 from gateway import services
 from gateway.models import ApiKey, Deployment, GatewayConfig, ProviderConnection
-from gateway.snapshot_builder import build_snapshot, current_version
-from governance.audit import Actor
-from governance.models import AuditLog
+from gateway.snapshot_builder import build_snapshot
+from orgs.audit import Actor
+from orgs.models import AuditLog
 
 pytestmark = pytest.mark.django_db
 SETUP = Actor(via="test-setup")

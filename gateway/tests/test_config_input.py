@@ -10,8 +10,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from gateway.models import Deployment, GatewayConfig
-from governance.models import AuditLog, Policy, RoutingPolicy
-from orgs.models import Organization
+from governance.models import Policy, RoutingPolicy
+from orgs.models import AuditLog, Organization
 
 pytestmark = pytest.mark.django_db
 

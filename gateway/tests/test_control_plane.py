@@ -7,12 +7,14 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
+from core.models import ConfigVersion
 from gateway import services
-from gateway.models import ApiKey, ConfigVersion, Deployment, ProviderConnection
+from gateway.models import ApiKey, Deployment, ProviderConnection
 from gateway.snapshot_builder import build_snapshot
 from gateway.tests.conftest import ACTOR
 from gateway.tests.test_processes import ISSUE_EXAMPLE
-from governance.models import AuditLog, Policy, RoutingPolicy
+from governance.models import Policy, RoutingPolicy
+from orgs.models import AuditLog
 
 pytestmark = pytest.mark.django_db
 

@@ -95,7 +95,7 @@ def test_it_neutralises_formulas_in_the_monthly_statement(alice_client, org_a, h
 
 
 def test_every_csv_writer_goes_through_the_one_helper():
-    # A new export must use bonito.csv_export, not its own csv.writer.
+    # A new export must use core.csv_export, not its own csv.writer.
     offenders = [
         str(path.relative_to(ROOT))
         for path in project_files("*.py")

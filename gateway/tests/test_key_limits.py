@@ -10,8 +10,8 @@ from django.urls import reverse
 from gateway import services
 from gateway.models import ApiKey
 from gateway.tests.conftest import ACTOR, refresh_snapshot
-from governance.audit import Actor
 from orgs import services as org_services
+from orgs.audit import Actor
 
 BODY = {"model": "chat-small", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
 

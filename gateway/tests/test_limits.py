@@ -16,7 +16,7 @@ from gateway.models import ApiKey
 from gateway.tests.conftest import refresh_snapshot, usage_rows
 from gateway.tests.fault.redis_server import RedisServer
 from governance import services as governance_services
-from governance.audit import Actor
+from orgs.audit import Actor
 
 BODY = {"model": "chat-small", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
 

@@ -5,7 +5,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from bonito.tests.admin_forms import form_data
-from bonito.text import NAME_MESSAGE, one_line
+from core.text import NAME_MESSAGE, one_line
 from gateway import services
 from gateway.models import ApiKey
 from gateway.tests.conftest import ACTOR

@@ -75,7 +75,7 @@ def test_a_revoked_key_is_refused_by_every_worker_within_2_seconds(bonito):
         "shell",
         "-c",
         "from gateway.models import ApiKey; from gateway.services import api_key_revoke;"
-        "from governance.audit import Actor; api_key_revoke(actor=Actor(via='test'), key=ApiKey.objects.get())",
+        "from orgs.audit import Actor; api_key_revoke(actor=Actor(via='test'), key=ApiKey.objects.get())",
     )
     revoked_at = time.monotonic()
     pending = set(workers)

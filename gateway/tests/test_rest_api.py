@@ -12,7 +12,7 @@ from billing.models import UsageRecord
 from gateway import services
 from gateway.models import ApiKey, ProviderConnection
 from gateway.tests.conftest import ACTOR
-from governance.models import AuditLog
+from orgs.models import AuditLog
 
 pytestmark = pytest.mark.django_db
 

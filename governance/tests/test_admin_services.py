@@ -3,11 +3,13 @@
 import pytest
 
 from bonito.tests.admin_forms import form_data
+from core.config_version import current_version
 from gateway import services as gateway_services
-from gateway.snapshot_builder import build_snapshot, current_version
+from gateway.snapshot_builder import build_snapshot
 from governance import services
-from governance.audit import Actor
-from governance.models import AuditLog, Policy, RoutingPolicy
+from governance.models import Policy, RoutingPolicy
+from orgs.audit import Actor
+from orgs.models import AuditLog
 
 pytestmark = pytest.mark.django_db
 SETUP = Actor(via="test-setup")

@@ -1,10 +1,9 @@
 import pytest
 
 from gateway import services as gateway_services
-from governance.audit import Actor, scrub
-from governance.models import AuditLog
 from orgs import services
-from orgs.models import Membership
+from orgs.audit import Actor, scrub
+from orgs.models import AuditLog, Membership
 
 pytestmark = pytest.mark.django_db
 

@@ -1,10 +1,9 @@
 import pytest
 from django.test import Client
 
-from governance.audit import Actor
-from governance.models import AuditLog
 from orgs import services
-from orgs.models import User
+from orgs.audit import Actor
+from orgs.models import AuditLog, User
 
 pytestmark = pytest.mark.django_db
 PASSWORD = "a-long-password-for-ops"

@@ -1,8 +1,7 @@
 import pytest
 from django.test import Client
 
-from governance.models import AuditLog
-from orgs.models import User
+from orgs.models import AuditLog, User
 
 pytestmark = pytest.mark.django_db
 
@@ -106,7 +105,7 @@ def test_gateway_admin_lists_answer(admin_client, path):
 
 def test_provider_credentials_never_render_in_the_admin(admin_client, org_a):
     from gateway import services
-    from governance.audit import Actor
+    from orgs.audit import Actor
 
     provider = services.provider_save(
         actor=Actor(via="test"),
@@ -123,7 +122,7 @@ def test_provider_credentials_never_render_in_the_admin(admin_client, org_a):
 def test_revoking_a_key_from_the_admin_is_audited(admin_client, org_a):
     from gateway import services
     from gateway.models import ApiKey
-    from governance.audit import Actor
+    from orgs.audit import Actor
 
     key, _raw = services.api_key_create(actor=Actor(via="test"), org=org_a, name="k")
     admin_client.post("/admin/gateway/apikey/", {"action": "revoke", "_selected_action": [key.pk]})

@@ -3,10 +3,9 @@
 import pytest
 
 from bonito.tests.admin_forms import form_data
-from gateway.snapshot_builder import current_version
-from governance.audit import Actor
-from governance.models import AuditLog
-from orgs.models import Invitation, Membership, Organization, Role, Team, User
+from core.config_version import current_version
+from orgs.audit import Actor
+from orgs.models import AuditLog, Invitation, Membership, Organization, Role, Team, User
 
 pytestmark = pytest.mark.django_db
 

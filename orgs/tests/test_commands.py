@@ -5,8 +5,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from gateway.models import ApiKey
-from governance.models import AuditLog
-from orgs.models import Membership, Organization, Team, User
+from orgs.models import AuditLog, Membership, Organization, Team, User
 
 pytestmark = pytest.mark.django_db
 

@@ -5,10 +5,9 @@ from django.core import mail
 from django.urls import reverse
 from django.utils import timezone
 
-from governance.audit import Actor
-from governance.models import AuditLog
 from orgs import services
-from orgs.models import Invitation, Membership, User
+from orgs.audit import Actor
+from orgs.models import AuditLog, Invitation, Membership, User
 
 pytestmark = pytest.mark.django_db
 

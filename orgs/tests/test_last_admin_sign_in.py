@@ -6,10 +6,9 @@ from django.core.exceptions import ValidationError
 
 from bonito.tests.admin_forms import form_data
 from conftest import PASSWORD
-from governance.audit import Actor
-from governance.models import AuditLog
 from orgs import services
-from orgs.models import Membership, Role, User
+from orgs.audit import Actor
+from orgs.models import AuditLog, Membership, Role, User
 
 pytestmark = pytest.mark.django_db
 

@@ -101,8 +101,8 @@ def test_team_page_lists_only_own_members(alice_client, bob, charlie, org_a):
 
 
 def test_org_switcher_lists_every_org_of_the_user(alice_client, alice, org_b):
-    from governance.audit import Actor
     from orgs import services
+    from orgs.audit import Actor
 
     services.membership_add(actor=Actor(via="test"), org=org_b, user=alice, role="viewer")
     content = alice_client.get(reverse("org_switcher")).content
@@ -113,8 +113,8 @@ def test_org_switcher_lists_every_org_of_the_user(alice_client, alice, org_b):
 
 
 def test_home_goes_to_the_last_used_org(alice_client, alice, org_a, org_b):
-    from governance.audit import Actor
     from orgs import services
+    from orgs.audit import Actor
 
     services.membership_add(actor=Actor(via="test"), org=org_b, user=alice, role="viewer")
     alice_client.get(reverse("overview", args=[org_b.slug]))

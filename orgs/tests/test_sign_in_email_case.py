@@ -6,8 +6,8 @@ from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.test import Client
 
 from conftest import PASSWORD
-from governance.audit import Actor
 from orgs import sso
+from orgs.audit import Actor
 from orgs.models import User
 
 from .saml_idp import TestIdP

@@ -9,8 +9,8 @@ from django.core import mail
 from django.test import Client
 
 from conftest import PASSWORD
-from governance.audit import Actor
 from orgs import sso
+from orgs.audit import Actor
 
 from .saml_idp import TestIdP
 from .test_sso import verify_domains

@@ -9,11 +9,10 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.test import Client
 
-from governance.audit import Actor
-from governance.models import AuditLog
 from orgs import sso
+from orgs.audit import Actor
 from orgs.config import ConfigError, config_apply
-from orgs.models import Membership, SSOConfig, User
+from orgs.models import AuditLog, Membership, SSOConfig, User
 
 from .saml_idp import TestIdP, b64
 

@@ -10,8 +10,8 @@ from django.test import Client
 from django.utils import timezone
 from onelogin.saml2.utils import OneLogin_Saml2_Utils
 
-from governance.audit import Actor
 from orgs import sso
+from orgs.audit import Actor
 from orgs.models import SSOAssertion, User
 
 from .saml_idp import b64

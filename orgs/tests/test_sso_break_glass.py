@@ -5,10 +5,9 @@ the org's last admin; everyone else mapped to no role loses their membership."""
 import pytest
 from django.test import Client
 
-from governance.audit import Actor
-from governance.models import AuditLog
 from orgs import services, sso
-from orgs.models import Membership
+from orgs.audit import Actor
+from orgs.models import AuditLog, Membership
 
 from .test_sso import _no_acs_limit, _valid, acme_sso, idp, post, signed_in_as, start  # noqa: F401
 

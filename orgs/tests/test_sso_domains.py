@@ -8,11 +8,10 @@ from django.core.exceptions import ValidationError
 from django.test import Client
 
 from conftest import PASSWORD
-from governance.audit import Actor
-from governance.models import AuditLog
 from orgs import services, sso
+from orgs.audit import Actor
 from orgs.config import config_apply
-from orgs.models import Membership, SSODomain, User
+from orgs.models import AuditLog, Membership, SSODomain, User
 
 from .test_sso import (  # noqa: F401
     GROUPS,

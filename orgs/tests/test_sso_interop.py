@@ -21,10 +21,9 @@ from saml2.server import Server
 from saml2.sigver import RSA_OAEP_MGF1P, make_temp, pre_encryption_part
 from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 
-from governance.audit import Actor
-from governance.models import AuditLog
 from orgs import sso
-from orgs.models import SSOConfig, User
+from orgs.audit import Actor
+from orgs.models import AuditLog, SSOConfig, User
 
 from .saml_idp import _keypair
 from .test_sso import _no_acs_limit, refused_as, verify_domains  # noqa: F401

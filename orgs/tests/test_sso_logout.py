@@ -10,10 +10,9 @@ from urllib.parse import parse_qs, urlencode, urlparse
 import pytest
 from django.test import Client
 
-from governance.audit import Actor
-from governance.models import AuditLog
 from orgs import sso
-from orgs.models import SSOSession
+from orgs.audit import Actor
+from orgs.models import AuditLog, SSOSession
 
 from .saml_idp import TestIdP
 from .test_sso import SP, _no_acs_limit, _valid, acme_sso, idp, other_idp, post, start  # noqa: F401

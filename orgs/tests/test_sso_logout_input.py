@@ -9,7 +9,7 @@ import zlib
 import pytest
 from django.test import Client
 
-from governance.models import AuditLog
+from orgs.models import AuditLog
 
 from .test_sso import _no_acs_limit, acme_sso, idp  # noqa: F401  (fixtures)
 

@@ -13,8 +13,7 @@ import pytest
 from django.test import Client
 from onelogin.saml2.constants import OneLogin_Saml2_Constants as C
 
-from governance.models import AuditLog
-from orgs.models import SSOSession
+from orgs.models import AuditLog, SSOSession
 
 from .test_sso import (  # noqa: F401
     _no_acs_limit,

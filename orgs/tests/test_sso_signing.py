@@ -16,11 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from django.test import Client
 from django.utils import timezone
 
-from bonito.crypto import decrypt_json
-from governance.audit import Actor
-from governance.models import AuditLog
+from core.crypto import decrypt_json
 from orgs import sso
-from orgs.models import SSOConfig
+from orgs.audit import Actor
+from orgs.models import AuditLog, SSOConfig
 
 from .test_sso import (  # noqa: F401
     SP,

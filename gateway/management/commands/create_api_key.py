@@ -3,10 +3,10 @@ from datetime import UTC, datetime
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from bonito.text import split_csv
+from core.text import split_csv
 from gateway import services
-from governance.audit import Actor
 from governance.models import RoutingPolicy
+from orgs.audit import Actor
 from orgs.models import Organization, Team
 
 

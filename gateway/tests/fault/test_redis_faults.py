@@ -46,7 +46,7 @@ SETUP = """
 import json
 from decimal import Decimal
 from gateway.services import api_key_create
-from governance.audit import Actor
+from orgs.audit import Actor
 from governance.services import policy_set
 from orgs.models import Organization
 

@@ -3,7 +3,7 @@ from pathlib import Path
 import yaml
 from django.core.management.base import BaseCommand, CommandError
 
-from governance.audit import Actor
+from orgs.audit import Actor
 from orgs.config import ConfigError, config_apply, config_load
 
 

@@ -3,8 +3,8 @@ import os
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from governance.audit import Actor
 from orgs import services
+from orgs.audit import Actor
 from orgs.models import Organization, Role
 
 

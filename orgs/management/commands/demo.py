@@ -6,8 +6,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 
 from gateway.demo import demo_gateway_setup
-from governance.audit import Actor
 from orgs import services
+from orgs.audit import Actor
 from orgs.models import Membership, Organization, Role, User
 
 DEMO_SLUG = "demo"

@@ -1,7 +1,7 @@
 import pytest
 from django.test import RequestFactory
 
-from bonito.client_ip import client_ip
+from core.client_ip import client_ip
 
 
 def _request(remote, forwarded=None):

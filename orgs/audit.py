@@ -28,7 +28,7 @@ class Actor:
 
     @classmethod
     def from_request(cls, request, via="web"):
-        from bonito.client_ip import client_ip
+        from core.client_ip import client_ip
 
         user = request.user if request.user.is_authenticated else None
         return cls(user=user, ip=client_ip(request), via=via)
