@@ -14,8 +14,7 @@ from django.utils import timezone
 from core.config_version import config_version_bump
 from core.numbers import money
 from core.text import one_line
-from gateway.services import record_config_change, record_config_delete
-from orgs.audit import Actor, audit_record
+from orgs.audit import Actor, audit_record, record_config_change, record_config_delete
 from orgs.models import Membership, Role
 
 from .models import Budget, BudgetAlert, Notification, UsageRecord

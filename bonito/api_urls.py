@@ -4,13 +4,14 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
 
+from billing import rest as billing_rest
 from gateway import rest as gateway_rest
 from governance import rest as governance_rest
 from orgs import rest as orgs_rest
 
 router = DefaultRouter(trailing_slash=False)
 router.register("gateway/keys", gateway_rest.ApiKeyViewSet, basename="api-keys")
-router.register("gateway/logs", gateway_rest.LogViewSet, basename="api-logs")
+router.register("gateway/logs", billing_rest.LogViewSet, basename="api-logs")
 router.register("gateway/providers", gateway_rest.ProviderViewSet, basename="api-providers")
 router.register("gateway/deployments", gateway_rest.DeploymentViewSet, basename="api-deployments")
 router.register("gateway/models", gateway_rest.CatalogViewSet, basename="api-models")
@@ -26,8 +27,8 @@ router.register("gateway/invitations", orgs_rest.InvitationViewSet, basename="ap
 router.register("tokens", orgs_rest.TokenViewSet, basename="api-tokens")
 
 urlpatterns = [
-    path("gateway/usage", gateway_rest.UsageView.as_view(), name="api-usage"),
-    path("gateway/analytics", gateway_rest.AnalyticsView.as_view(), name="api-analytics"),
+    path("gateway/usage", billing_rest.UsageView.as_view(), name="api-usage"),
+    path("gateway/analytics", billing_rest.AnalyticsView.as_view(), name="api-analytics"),
     path("gateway/config", gateway_rest.GatewayConfigView.as_view(), name="api-config"),
     path("gateway/policy", governance_rest.PolicyView.as_view(), name="api-policy"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -2,9 +2,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from core import keys
 from orgs.models import OrgScopedQuerySet
-
-from . import keys
 
 
 def key_hash_secret() -> bytes:

@@ -2,92 +2,23 @@
 deployments and the model catalog. Every write goes through gateway.services (audited)."""
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import models
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from billing import selectors
-from billing.models import UsageRecord
-from core.client_ip import client_ip
-from core.numbers import to_decimal
 from governance.models import RoutingPolicy
-from orgs.audit import Actor
 from orgs.models import Team
-from orgs.rest_auth import OrgRole
+from orgs.rest_base import (
+    MoneySerializer,
+    OrgScopedFields,
+    OrgSettingsView,
+    OrgView,
+    actor,
+    django_errors,
+)
 
 from . import services
 from .models import ApiKey, Deployment, GatewayConfig, ModelCatalogEntry, ProviderConnection
-
-
-def actor(request) -> Actor:
-    return Actor(user=request.user, ip=client_ip(request), via="api")
-
-
-def django_errors(exc: DjangoValidationError) -> ValidationError:
-    return ValidationError(
-        exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
-    )
-
-
-class MoneyField(serializers.DecimalField):
-    """A DecimalField that reads a JSON number or a string exactly from its text, in ASCII
-    digits only (Decimal() also reads "٣" as 3), and refuses negative amounts."""
-
-    def to_internal_value(self, data):
-        try:
-            number = to_decimal(data)
-        except ValueError as exc:
-            raise ValidationError(str(exc)) from exc
-        if number < 0:
-            raise ValidationError("must not be negative.")
-        return super().to_internal_value(number)
-
-
-class MoneySerializer(serializers.ModelSerializer):
-    """A ModelSerializer whose model DecimalFields (money, prices) are MoneyFields."""
-
-    serializer_field_mapping = {
-        **serializers.ModelSerializer.serializer_field_mapping,
-        models.DecimalField: MoneyField,
-    }
-
-
-class OrgView:
-    permission_classes = [OrgRole]
-
-    def initial(self, request, *args, **kwargs):
-        super().initial(request, *args, **kwargs)  # authentication and permissions first
-        # PostgreSQL refuses NUL in text: a filter holding one is a 400, never a 500.
-        for name, value in request.query_params.items():
-            if "\x00" in value or "\x00" in name:
-                raise ValidationError(
-                    {name.replace("\x00", ""): ["must not contain NUL characters."]}
-                )
-
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):  # schema generation: no request, no org
-            return self.queryset
-        return self.org_queryset()
-
-    def get_serializer_context(self):
-        return {**super().get_serializer_context(), "org": getattr(self.request, "org", None)}
-
-
-class OrgScopedFields:
-    """Serializer mixin: relation fields named in ``org_scoped`` only accept this org's rows."""
-
-    org_scoped: dict = {}
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        org = self.context.get("org")
-        if org is not None:
-            for name, model in self.org_scoped.items():
-                self.fields[name].queryset = model.objects.for_org(org)
 
 
 # ------------------------------------------------------------------------------ keys
@@ -190,98 +121,6 @@ class ApiKeyViewSet(
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-# ------------------------------------------------------------------------------ logs, usage, analytics
-class UsageRecordSerializer(serializers.ModelSerializer):
-    key_name = serializers.CharField(source="key.name", default=None, read_only=True)
-    team_name = serializers.CharField(source="team.name", default=None, read_only=True)
-
-    class Meta:
-        model = UsageRecord
-        fields = [
-            "id",
-            "created_at",
-            "request_id",
-            "endpoint",
-            "status",
-            "http_status",
-            "error_type",
-            "model_requested",
-            "model_used",
-            "provider",
-            "deployment",
-            "key",
-            "key_name",
-            "team",
-            "team_name",
-            "input_tokens",
-            "output_tokens",
-            "cached_tokens",
-            "cost",
-            "latency_ms",
-            "ttft_ms",
-            "source",
-        ]
-
-
-class LogViewSet(OrgView, viewsets.ReadOnlyModelViewSet):
-    """Request logs. Filters: range (1h, 24h, 7d, 30d, 90d) or since/until, model, provider,
-    key, team, status; ordering (created_at, latency_ms, cost, with - for descending)."""
-
-    serializer_class = UsageRecordSerializer
-
-    queryset = UsageRecord.objects.none()  # for the OpenAPI schema; requests use org_queryset
-
-    def org_queryset(self):
-        if self.action == "retrieve":
-            return UsageRecord.objects.for_org(self.request.org).select_related("key", "team")
-        try:
-            qs, _since, _until = selectors.usage_records(
-                self.request.org, self.request.query_params, "30d"
-            )
-        except DjangoValidationError as exc:
-            raise django_errors(exc) from exc
-        return qs.select_related("key", "team")
-
-
-class _UsageBase(OrgView, APIView):
-    default_range = "24h"
-
-    def query(self, request):
-        try:
-            return selectors.usage_query(request.org, request.query_params, self.default_range)
-        except DjangoValidationError as exc:
-            raise django_errors(exc) from exc
-
-
-class UsageView(_UsageBase):
-    """Totals for a time range (same filters as logs), and cost by model."""
-
-    @extend_schema(responses=OpenApiTypes.OBJECT)
-    def get(self, request):
-        query = self.query(request)
-        return Response(
-            {
-                "since": query.since.isoformat(),
-                "until": query.until.isoformat(),
-                "rolled_up_until": query.rolled_until.isoformat() if query.rolled_until else None,
-                **query.totals(),
-                "by_model": query.breakdown("model"),
-            }
-        )
-
-
-class AnalyticsView(_UsageBase):
-    """Requests, tokens and cost over time; latency percentiles; error rate; cost by model,
-    provider, key and team."""
-
-    default_range = "7d"
-
-    @extend_schema(responses=OpenApiTypes.OBJECT)
-    def get(self, request):
-        return Response(self.query(request).analytics())
-
-
-# ------------------------------------------------------------------------------ gateway config
 class GatewayConfigSerializer(serializers.ModelSerializer):
     enabled_providers = serializers.ListField(child=serializers.CharField(), required=False)
     fallback_models = serializers.ListField(child=serializers.CharField(), required=False)
@@ -289,32 +128,6 @@ class GatewayConfigSerializer(serializers.ModelSerializer):
     class Meta:
         model = GatewayConfig
         fields = list(services.GATEWAY_CONFIG_FIELDS)
-
-
-class OrgSettingsView(OrgView, APIView):
-    """GET/PUT of an org's one-row settings through its audited service function."""
-
-    model = None
-    serializer = None
-
-    @staticmethod
-    def service(**kwargs):
-        raise NotImplementedError
-
-    def get(self, request):
-        row = self.model.objects.filter(org=request.org).first() or self.model(org=request.org)
-        return Response(self.serializer(row).data)
-
-    def put(self, request):
-        serializer = self.serializer(data=request.data, partial=True)
-        serializer.is_valid(raise_exception=True)
-        try:
-            row = type(self).service(
-                actor=actor(request), org=request.org, **serializer.validated_data
-            )
-        except DjangoValidationError as exc:
-            raise django_errors(exc) from exc
-        return Response(self.serializer(row).data)
 
 
 class GatewayConfigView(OrgSettingsView):

@@ -5,31 +5,14 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from core import keys
 from core.config_version import config_version_bump
 from core.numbers import money
 from core.text import name_checked
-from orgs.audit import Actor, audit_record
+from orgs.audit import Actor, audit_record, record_config_change, record_config_delete
 
-from . import keys
 from .dataplane import credentials as dataplane_credentials
 from .models import ApiKey, Deployment, GatewayConfig, ProviderConnection
-
-
-def record_config_change(*, actor: Actor, org, entity: str, target, before, after) -> None:
-    """Audit the create or update of something the gateways read and bump the config
-    version, so every worker enforces it within seconds; nothing when it did not change."""
-    if after == before:
-        return
-    action = f"{entity}.update" if before is not None else f"{entity}.create"
-    audit_record(actor=actor, org=org, action=action, target=target, before=before, after=after)
-    config_version_bump()
-
-
-def record_config_delete(*, actor: Actor, org, entity: str, target, before) -> None:
-    """Audit and delete something the gateways read, and bump the config version."""
-    audit_record(actor=actor, org=org, action=f"{entity}.delete", target=target, before=before)
-    target.delete()
-    config_version_bump()
 
 
 def _key_summary(key: ApiKey) -> dict:

@@ -1,57 +1,23 @@
-"""Dashboard pages for the gateway: overview, keys, usage, logs, providers."""
-
-from decimal import Decimal
+"""Dashboard pages for the gateway: keys, providers and deployments, routing policies,
+policies."""
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
-from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_POST
 
-from billing import selectors
-from billing.models import Notification, UsageRecord
-from core.csv_export import csv_response
+from core.form_input import form_error, whole_field
 from core.text import split_csv
-from governance.models import RoutingPolicy
+from governance import services as governance_services
+from governance.models import Policy, RoutingPolicy
 from orgs.audit import Actor
 from orgs.models import Team
 from orgs.permissions import org_view
 
-from . import services, snippets
+from . import services
 from .models import ApiKey, Deployment, ProviderConnection
-
-
-@org_view()
-def overview(request):
-    org = request.org
-    start = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
-    today = selectors.usage_query(org, {"since": start.isoformat()})
-    providers = list(ProviderConnection.objects.for_org(org).with_active_deployments())
-    first_model = (
-        Deployment.objects.for_org(org)
-        .filter(is_active=True)
-        .values_list("model_name", flat=True)
-        .first()
-    )
-    base_url = request.build_absolute_uri("/v1").rstrip("/")
-    return render(
-        request,
-        "gateway/overview.html",
-        {
-            "section": "overview",
-            "base_url": base_url,
-            "snippets": snippets.quickstart(base_url=base_url, model=first_model or "your-model"),
-            "has_model": first_model is not None,
-            "today": today.totals(),
-            "providers": providers,
-            "idle_providers": [p for p in providers if p.n_active == 0],
-            "has_keys": ApiKey.objects.for_org(org).active().exists(),
-            "notifications": Notification.objects.for_org(org).filter(read_at__isnull=True)[:5],
-        },
-    )
 
 
 @org_view(write_role="member")
@@ -128,139 +94,6 @@ def key_revoke(request, key_id):
     return redirect("keys", org_slug=request.org.slug)
 
 
-def _filter_error(exc: ValidationError) -> str:
-    """The parameter, then what is wrong with it: since: '2026-02-30' is not a date …"""
-    return "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
-
-
-def _filters(request, select=selectors.usage_records):
-    """The page's data and None; or, for a bad filter, the default range's data and the
-    message (shown on the page, which answers 400)."""
-    try:
-        return select(request.org, request.GET, request.GET.get("default_range", "24h")), None
-    except ValidationError as exc:
-        error = _filter_error(exc)
-        messages.error(request, error)
-        return select(request.org, {}, "24h"), error
-
-
-def _bad_request(exc: ValidationError) -> HttpResponse:
-    """A file download that cannot be made answers 400 with the reason as plain text,
-    never another range's file."""
-    return HttpResponse(
-        _filter_error(exc) + "\n", status=400, content_type="text/plain; charset=utf-8"
-    )
-
-
-@org_view()
-def logs(request):
-    (qs, since, until), error = _filters(request)
-    page = Paginator(qs.select_related("key", "team"), 50).get_page(request.GET.get("page"))
-    params = request.GET.copy()
-    params.pop("page", None)
-    return render(
-        request,
-        "gateway/logs.html",
-        {
-            "section": "logs",
-            "page": page,
-            "since": since,
-            "until": until,
-            "query": params.urlencode(),
-            "keys": ApiKey.objects.for_org(request.org).only("id", "name"),
-            "teams": Team.objects.for_org(request.org),
-            "statuses": UsageRecord.Status.choices,
-        },
-        status=400 if error else 200,
-    )
-
-
-@org_view()
-def log_detail(request, record_id):
-    try:
-        record = (
-            UsageRecord.objects.for_org(request.org).select_related("key", "team").get(pk=record_id)
-        )
-    except (UsageRecord.DoesNotExist, ValidationError) as exc:
-        raise Http404("No such request.") from exc
-    return render(request, "gateway/log_detail.html", {"section": "logs", "r": record})
-
-
-@org_view()
-def usage(request):
-    query, error = _filters(request, selectors.usage_query)
-    analytics = query.analytics()
-    since, until = query.since, query.until
-    params = request.GET.copy()
-    return render(
-        request,
-        "gateway/usage.html",
-        {
-            "section": "usage",
-            "a": analytics,
-            "query": params.urlencode(),
-            "range": request.GET.get("range", "24h"),
-            "presets": list(selectors.PRESETS),
-            "since": since,
-            "until": until,
-            "rolled_up_until": query.rolled_until,
-        },
-        status=400 if error else 200,
-    )
-
-
-@org_view()
-def usage_csv(request):
-    try:
-        qs, since, until = selectors.usage_records(
-            request.org, request.GET, request.GET.get("default_range", "24h")
-        )
-    except ValidationError as exc:
-        return _bad_request(exc)
-    columns = [
-        "created_at",
-        "request_id",
-        "endpoint",
-        "status",
-        "http_status",
-        "error_type",
-        "model_requested",
-        "model_used",
-        "provider",
-        "deployment",
-        "key__name",
-        "team__name",
-        "input_tokens",
-        "output_tokens",
-        "cached_tokens",
-        "cost",
-        "latency_ms",
-        "ttft_ms",
-        "source",
-    ]
-    return csv_response(
-        filename=f"bonito-usage-{request.org.slug}-{since:%Y%m%d%H%M}-{until:%Y%m%d%H%M}.csv",
-        header=[c.replace("__name", "") for c in columns],
-        rows=qs.values_list(*columns).iterator(chunk_size=2000),
-    )
-
-
-@org_view()
-def usage_statement(request):
-    """The month's cost attribution by team and key, as CSV (?month=2026-11)."""
-    try:
-        start, lines = selectors.monthly_statement(request.org, request.GET.get("month"))
-    except ValidationError as exc:
-        return _bad_request(exc)
-    columns = ["team", "key", "requests", "input_tokens", "output_tokens", "cost_usd"]
-    total = sum((line["cost_usd"] for line in lines), Decimal("0.000000"))
-    rows = [[line[c] for c in columns] for line in lines]
-    rows.append(["TOTAL", "", sum(line["requests"] for line in lines), "", "", total])
-    return csv_response(
-        filename=f"bonito-statement-{request.org.slug}-{start:%Y-%m}.csv", header=columns, rows=rows
-    )
-
-
 @org_view(write_role="admin")
 def providers(request):
     org = request.org
@@ -322,3 +155,93 @@ def deployment_create(request):
     except ValidationError as exc:
         messages.error(request, "; ".join(exc.messages))
     return redirect("providers", org_slug=org.slug)
+
+
+POLICY_LABELS = {
+    "monthly_spend_cap_usd": "Monthly spend cap",
+    "default_max_tokens_estimate": "Default max tokens estimate",
+}
+
+
+@org_view(write_role="admin")
+def policies(request):
+    org = request.org
+    policy = Policy.objects.filter(org=org).first() or Policy(org=org)
+    if request.method == "POST":
+        data = request.POST
+        try:
+            cap = data.get("monthly_spend_cap_usd", "").strip()
+            governance_services.policy_set(
+                actor=Actor.from_request(request),
+                org=org,
+                **{
+                    f: split_csv(data.get(f))
+                    for f in (
+                        "allowed_models",
+                        "denied_models",
+                        "allowed_providers",
+                        "denied_providers",
+                        "allowed_regions",
+                    )
+                },
+                monthly_spend_cap_usd=cap or None,
+                default_max_tokens_estimate=whole_field(
+                    data, "default_max_tokens_estimate", default=1024
+                ),
+            )
+            messages.success(
+                request, "Policy saved. Every gateway worker enforces it within seconds."
+            )
+            return redirect("policies", org_slug=org.slug)
+        except ValidationError as exc:
+            messages.error(request, form_error(exc, POLICY_LABELS))
+    return render(
+        request,
+        "gateway/policies.html",
+        {
+            "section": "policies",
+            "policy": policy,
+            "models": sorted(
+                set(Deployment.objects.for_org(org).values_list("model_name", flat=True))
+            ),
+        },
+    )
+
+
+@org_view(write_role="admin")
+def routing(request):
+    org = request.org
+    if request.method == "POST":
+        data = request.POST
+        try:
+            governance_services.routing_policy_save(
+                actor=Actor.from_request(request),
+                org=org,
+                name=data.get("name", "").strip(),
+                strategy=data.get("strategy", "failover"),
+                models=split_csv(data.get("models")),
+            )
+            messages.success(
+                request,
+                f"Routing policy {data.get('name')} saved. Create an rt- key for it under Keys.",
+            )
+            return redirect("routing", org_slug=org.slug)
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+    policies = RoutingPolicy.objects.for_org(org)
+    rt_keys = (
+        ApiKey.objects.for_org(org)
+        .active()
+        .filter(routing_policy__isnull=False)
+        .select_related("routing_policy")
+    )
+    return render(
+        request,
+        "gateway/routing.html",
+        {
+            "section": "routing",
+            "policies": policies,
+            "rt_keys": rt_keys,
+            "strategies": RoutingPolicy.STRATEGIES,
+        },
+    )

@@ -4,8 +4,8 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers, status, viewsets
 from rest_framework.response import Response
 
-from gateway.rest import MoneySerializer, OrgSettingsView, OrgView, actor, django_errors
 from orgs.models import AuditLog
+from orgs.rest_base import MoneySerializer, OrgSettingsView, OrgView, actor, django_errors
 
 from . import services
 from .models import Policy, RoutingPolicy

@@ -5,8 +5,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from core.numbers import money
-from gateway.services import record_config_change, record_config_delete
-from orgs.audit import Actor
+from orgs.audit import Actor, record_config_change, record_config_delete
 
 from .models import Policy, RoutingPolicy
 

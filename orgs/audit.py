@@ -3,6 +3,8 @@
 import re
 from dataclasses import dataclass
 
+from core.config_version import config_version_bump
+
 from .models import AuditLog
 
 REDACTED = "[redacted]"
@@ -73,3 +75,20 @@ def audit_record(*, actor: Actor, org, action: str, target, before=None, after=N
         changes=changes,
         ip=actor.ip,
     )
+
+
+def record_config_change(*, actor: Actor, org, entity: str, target, before, after) -> None:
+    """Audit the create or update of something the gateways read and bump the config
+    version, so every worker enforces it within seconds; nothing when it did not change."""
+    if after == before:
+        return
+    action = f"{entity}.update" if before is not None else f"{entity}.create"
+    audit_record(actor=actor, org=org, action=action, target=target, before=before, after=after)
+    config_version_bump()
+
+
+def record_config_delete(*, actor: Actor, org, entity: str, target, before) -> None:
+    """Audit and delete something the gateways read, and bump the config version."""
+    audit_record(actor=actor, org=org, action=f"{entity}.delete", target=target, before=before)
+    target.delete()
+    config_version_bump()

@@ -1,21 +1,9 @@
 from .models import Membership
 
-SECTIONS = [
-    ("overview", "Overview"),
-    ("keys", "Keys"),
-    ("usage", "Usage"),
-    ("logs", "Logs"),
-    ("policies", "Policies"),
-    ("routing", "Routing"),
-    ("providers", "Providers"),
-    ("playground", "Playground"),
-    ("team", "Team"),
-    ("settings", "Settings"),
-]
-
 
 def dashboard(request):
-    """Navigation and the org switcher for every dashboard page."""
+    """The org switcher and the viewer's role on every dashboard page (the sections come
+    from bonito.navigation)."""
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}
@@ -25,7 +13,6 @@ def dashboard(request):
         request._memberships = memberships
     membership = getattr(request, "membership", None)
     return {
-        "nav_sections": SECTIONS,
         "my_memberships": memberships,
         "current_org": membership.org if membership else None,
         "current_membership": membership,

@@ -4,10 +4,9 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.response import Response
 
-from gateway.rest import OrgScopedFields, OrgView, actor, django_errors
-
 from . import services
 from .models import Invitation, Membership, PersonalAccessToken, Role, Team
+from .rest_base import OrgScopedFields, OrgView, actor, django_errors
 
 
 class TeamSerializer(serializers.ModelSerializer):

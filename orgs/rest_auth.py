@@ -8,7 +8,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions, permissions
 from rest_framework.authentication import BaseAuthentication
 
-from gateway import keys
+from core import keys
 
 from .models import Membership, PersonalAccessToken, hash_token
 

@@ -480,7 +480,7 @@ def pat_create(
     *, actor: Actor, user: User, org: Organization, name: str
 ) -> tuple[PersonalAccessToken, str]:
     """A personal access token for the REST API; returns (token, raw). Shown once."""
-    from gateway import keys
+    from core import keys
 
     if not Membership.objects.filter(org=org, user=user).exists():
         raise ValidationError("Tokens are only for members of the organization.")

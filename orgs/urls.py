@@ -1,29 +1,12 @@
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
-
-from gateway import playground
-from gateway import views as gateway_views
-from governance import views as governance_views
+from django.urls import path
 
 from . import sso_views, views
 from .forms import LoginForm
 
-org_patterns = [
-    path("", gateway_views.overview, name="overview"),
-    path("keys/", gateway_views.keys, name="keys"),
-    path("keys/<int:key_id>/revoke/", gateway_views.key_revoke, name="key_revoke"),
-    path("usage/", gateway_views.usage, name="usage"),
-    path("usage/export.csv", gateway_views.usage_csv, name="usage_csv"),
-    path("usage/statement.csv", gateway_views.usage_statement, name="usage_statement"),
-    path("logs/", gateway_views.logs, name="logs"),
-    path("logs/<str:record_id>/", gateway_views.log_detail, name="log_detail"),
-    path("policies/", governance_views.policies, name="policies"),
-    path("policies/budgets/", governance_views.budget_create, name="budget_create"),
-    path("routing/", governance_views.routing, name="routing"),
-    path("providers/", gateway_views.providers, name="providers"),
-    path("playground/", playground.playground, name="playground"),
-    path("providers/deployments/", gateway_views.deployment_create, name="deployment_create"),
-    path("providers/<int:provider_id>/test/", gateway_views.provider_test, name="provider_test"),
+# Pages under /o/<org_slug>/ (bonito/urls.py mounts every app's), and their places in the
+# dashboard's navigation: (order, url name, label).
+org_urlpatterns = [
     path("team/", views.team, name="team"),
     path("team/members/<int:membership_id>/role/", views.member_role, name="member_role"),
     path("team/members/<int:membership_id>/remove/", views.member_remove, name="member_remove"),
@@ -40,6 +23,7 @@ org_patterns = [
     path("settings/digest/", views.digest_toggle, name="digest_toggle"),
     path("settings/tokens/<int:token_id>/revoke/", views.token_revoke, name="token_revoke"),
 ]
+nav = [(90, "team", "Team"), (100, "settings", "Settings")]
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -72,5 +56,4 @@ urlpatterns = [
     ),
     path("orgs/", views.org_switcher, name="org_switcher"),
     path("invite/<str:token>/", views.invitation_accept, name="invitation_accept"),
-    path("o/<slug:org_slug>/", include(org_patterns)),
 ]

@@ -2,7 +2,8 @@
 
 import hmac
 
-from .. import keys
+from core import keys
+
 from .snapshot import DeploymentInfo, KeyInfo, OrgInfo, Snapshot
 
 

@@ -6,7 +6,7 @@ import collections
 import openai
 import pytest
 
-from gateway import keys
+from core import keys
 from gateway.dataplane import routing
 from gateway.dataplane.snapshot import DeploymentInfo, snapshot_from_dict, snapshot_to_dict
 from gateway.tests.conftest import ACTOR, refresh_snapshot, usage_rows

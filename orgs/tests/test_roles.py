@@ -1,7 +1,7 @@
 import pytest
 from django.urls import reverse
 
-from orgs.context_processors import SECTIONS
+from bonito.navigation import SECTIONS
 from orgs.models import Membership, Team
 
 pytestmark = pytest.mark.django_db

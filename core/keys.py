@@ -8,7 +8,6 @@ import zlib
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 BODY_LEN = 32  # 32 base62 chars ≈ 190 random bits
 CHECK_LEN = 6  # CRC32 in base62
-PREFIXES = ("bn-", "rt-", "bt-", "pat-")
 
 
 def _b62(number: int, width: int) -> str:

@@ -1,0 +1,21 @@
+from django.urls import path
+
+from . import views
+
+# Pages under /o/<org_slug>/ and their places in the navigation (see orgs/urls.py).
+org_urlpatterns = [
+    path("", views.overview, name="overview"),
+    path("usage/", views.usage, name="usage"),
+    path("usage/export.csv", views.usage_csv, name="usage_csv"),
+    path("usage/statement.csv", views.usage_statement, name="usage_statement"),
+    path("logs/", views.logs, name="logs"),
+    path("logs/<str:record_id>/", views.log_detail, name="log_detail"),
+    path("budgets/", views.budgets, name="budgets"),
+    path("budgets/new/", views.budget_create, name="budget_create"),
+]
+nav = [
+    (10, "overview", "Overview"),
+    (30, "usage", "Usage"),
+    (40, "logs", "Logs"),
+    (55, "budgets", "Budgets"),
+]

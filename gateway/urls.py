@@ -1,0 +1,22 @@
+from django.urls import path
+
+from . import playground, views
+
+# Pages under /o/<org_slug>/ and their places in the navigation (see orgs/urls.py).
+org_urlpatterns = [
+    path("keys/", views.keys, name="keys"),
+    path("keys/<int:key_id>/revoke/", views.key_revoke, name="key_revoke"),
+    path("policies/", views.policies, name="policies"),
+    path("routing/", views.routing, name="routing"),
+    path("providers/", views.providers, name="providers"),
+    path("providers/deployments/", views.deployment_create, name="deployment_create"),
+    path("providers/<int:provider_id>/test/", views.provider_test, name="provider_test"),
+    path("playground/", playground.playground, name="playground"),
+]
+nav = [
+    (20, "keys", "Keys"),
+    (50, "policies", "Policies"),
+    (60, "routing", "Routing"),
+    (70, "providers", "Providers"),
+    (80, "playground", "Playground"),
+]
