@@ -4,3 +4,13 @@ from django.apps import AppConfig
 class BillingConfig(AppConfig):
     name = "billing"
     verbose_name = "Billing and usage"
+
+    def ready(self):
+        # Billing sits above the gateway: it plugs its part into the gateway's two seams
+        # here, where the dependency is visible (docs/architecture.md).
+        from gateway import runtime, snapshot_builder
+
+        from . import budgets, usage_writer
+
+        snapshot_builder.add_org_facts(budgets.org_facts)
+        runtime.use_usage_writer(usage_writer.write_usage, is_refusal=usage_writer.is_refusal)

@@ -5,6 +5,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from celery import shared_task
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
@@ -12,6 +13,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from core.config_version import config_version_bump
+from core.months import month_bounds
 from core.numbers import money
 from core.text import one_line
 from orgs.audit import Actor, audit_record, record_config_change, record_config_delete
@@ -27,9 +29,7 @@ def period_bounds(budget: Budget, now: datetime) -> tuple[datetime, datetime]:
     if budget.period == Budget.Period.DAILY:
         start = now.replace(hour=0, minute=0, second=0, microsecond=0)
         return start, start + timedelta(days=1)
-    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    end = start.replace(year=start.year + (start.month == 12), month=start.month % 12 + 1)
-    return start, end
+    return month_bounds(now)
 
 
 def budget_spent(budget: Budget, now: datetime) -> Decimal:
@@ -104,10 +104,8 @@ def budget_check(*, budget: Budget, now: datetime) -> list[BudgetAlert]:
         )
         if budget.hard and level >= 100:
             config_version_bump()  # every worker starts refusing within the snapshot's poll time
-        from .tasks import budget_alert_deliver
-
         transaction.on_commit(
-            lambda alert_id=alert.id, text=message: budget_alert_deliver.delay(alert_id, text)
+            lambda alert_id=alert.id, text=message: budget_alert_task.delay(alert_id, text)
         )
     return fired
 
@@ -117,6 +115,19 @@ def budgets_check_all(*, now: datetime) -> int:
     for budget in Budget.objects.filter(is_active=True).select_related("org", "team", "key"):
         fired += len(budget_check(budget=budget, now=now))
     return fired
+
+
+# The Celery task keeps the name it was first queued under (billing.tasks), so messages
+# already in the broker at an upgrade still find it.
+@shared_task(
+    name="billing.tasks.budget_alert_deliver",
+    acks_late=True,
+    autoretry_for=(Exception,),
+    retry_backoff=True,
+    max_retries=8,
+)
+def budget_alert_task(alert_id: int, text: str):
+    budget_alert_deliver(alert_id=alert_id, text=text)
 
 
 def budget_alert_deliver(*, alert_id: int, text: str) -> None:
@@ -299,8 +310,7 @@ def tier_blocks(now: datetime) -> dict[int, dict[str, str]]:
     limits = {t.tier: t for t in TierLimit.objects.exclude(monthly_requests=None)}
     if not limits:
         return {}
-    start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    end = start.replace(year=start.year + (start.month == 12), month=start.month % 12 + 1)
+    start, end = month_bounds(now)
     orgs = {o.id: o for o in Organization.objects.filter(tier__in=limits)}
     counts = (
         UsageRecord.objects.filter(org_id__in=orgs, created_at__gte=start)
@@ -320,3 +330,41 @@ def tier_blocks(now: datetime) -> dict[int, dict[str, str]]:
                 )
             }
     return blocked
+
+
+def month_spend(now: datetime) -> dict[int, float]:
+    """org id -> this UTC month's spend so far, from the usage rows."""
+    start, _end = month_bounds(now)
+    rows = (
+        UsageRecord.objects.filter(created_at__gte=start)
+        .values("org_id")
+        .annotate(total=Sum("cost"))
+    )
+    return {r["org_id"]: float(r["total"] or 0) for r in rows}
+
+
+def org_facts(now: datetime) -> dict[int, dict]:
+    """What billing tells the gateway's snapshot about each org (gateway.snapshot_builder
+    ORG_FACTS): the month's spend, the tier's spend cap, and the budgets that are spent."""
+    from orgs.models import Organization
+
+    from .models import TierLimit
+
+    facts: dict[int, dict] = {}
+    for org_id, total in month_spend(now).items():
+        facts.setdefault(org_id, {})["spent_this_month"] = total
+    tier_caps = {
+        t.tier: t.monthly_spend_cap_usd
+        for t in TierLimit.objects.exclude(monthly_spend_cap_usd=None)
+    }
+    if tier_caps:
+        for org_id, tier in Organization.objects.filter(tier__in=tier_caps).values_list(
+            "id", "tier"
+        ):
+            facts.setdefault(org_id, {})["spend_cap"] = float(tier_caps[tier])
+    blocked = budget_blocks(now)
+    for org_id, scopes in tier_blocks(now).items():
+        blocked.setdefault(org_id, {}).update(scopes)
+    for org_id, scopes in blocked.items():
+        facts.setdefault(org_id, {})["blocked"] = scopes
+    return facts

@@ -13,6 +13,8 @@ from django.db.models.functions import Cast, TruncDay, TruncHour
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
+from core.months import month_bounds
+
 from .models import LATENCY_BUCKETS_MS, UsageRecord, UsageRollup
 from .services import histogram_aggregates, rolled_until
 
@@ -384,7 +386,7 @@ def usage_query(org, params, default_range="24h") -> UsageQuery:
     return UsageQuery(org, since, until, raw, parts, mark)
 
 
-def month_bounds(value: str | None) -> tuple[datetime, datetime]:
+def statement_month(value: str | None) -> tuple[datetime, datetime]:
     """'2026-11' -> [2026-11-01, 2026-12-01) in UTC; None or '' -> the current month."""
     if value:
         match = _MONTH.fullmatch(value)
@@ -394,17 +396,13 @@ def month_bounds(value: str | None) -> tuple[datetime, datetime]:
             raise ValidationError(
                 {"month": f"{value!r} is out of range: use a month from 1970 to 2999."}
             )
-        start = datetime(int(match[1]), int(match[2]), 1, tzinfo=UTC)
-    else:
-        now = timezone.now()
-        start = datetime(now.year, now.month, 1, tzinfo=UTC)
-    end = datetime(start.year + (start.month == 12), start.month % 12 + 1, 1, tzinfo=UTC)
-    return start, end
+        return month_bounds(datetime(int(match[1]), int(match[2]), 1, tzinfo=UTC))
+    return month_bounds(timezone.now())
 
 
 def monthly_statement(org, month: str | None) -> tuple[datetime, list[dict]]:
     """Cost attribution for a month: one line per team and key, with requests, tokens, cost."""
-    start, end = month_bounds(month)
+    start, end = statement_month(month)
     rows = (
         UsageRecord.objects.for_org(org)
         .filter(created_at__gte=start, created_at__lt=end)

@@ -4,6 +4,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from . import services
+from .budgets import budgets_check_all
 
 
 @shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
@@ -13,16 +14,7 @@ def usage_rollup_recent():
 
 @shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
 def budgets_check():
-    from .budgets import budgets_check_all
-
     return budgets_check_all(now=timezone.now())
-
-
-@shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=8)
-def budget_alert_deliver(alert_id: int, text: str):
-    from .budgets import budget_alert_deliver as deliver
-
-    deliver(alert_id=alert_id, text=text)
 
 
 @shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=3)

@@ -34,10 +34,18 @@ def refresher():
     return SnapshotRefresher(interval=settings.GATEWAY_SNAPSHOT_POLL_S, on_publish=_prewarm)
 
 
+# Where finished-request records are stored: set at start-up by the app that owns the usage
+# table (billing.apps), which sits above the gateway.
+_usage_writer: dict = {}
+
+
+def use_usage_writer(write, *, is_refusal) -> None:
+    _usage_writer.update(write=write, is_refusal=is_refusal)
+
+
 @cache
 def gateway() -> Gateway:
-    from billing.usage_writer import is_refusal, write_usage
-
+    write_usage, is_refusal = _usage_writer["write"], _usage_writer["is_refusal"]
     state.set_starter(refresher().start)
     return Gateway(
         limiter=Limiter(

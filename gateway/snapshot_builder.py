@@ -13,7 +13,6 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Sum
 
 from core.config_version import current_stamp, current_version
 
@@ -29,16 +28,31 @@ def _ts(dt) -> float | None:
     return dt.timestamp() if dt else None
 
 
-def _month_spend() -> dict[int, float]:
-    from billing.models import UsageRecord
+# Per-org facts kept by apps above the gateway (billing: month-to-date spend, spent budgets,
+# the tier's allowances), added at start-up by their AppConfig.ready(). A source is
+# f(now) -> {org_id: {OrgInfo field: value}}; a "spend_cap" narrows the policy's (the lowest
+# wins), "blocked" scopes add up, any other field is set.
+ORG_FACTS: list = []
 
-    start = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    rows = (
-        UsageRecord.objects.filter(created_at__gte=start)
-        .values("org_id")
-        .annotate(total=Sum("cost"))
-    )
-    return {r["org_id"]: float(r["total"] or 0) for r in rows}
+
+def add_org_facts(source) -> None:
+    if source not in ORG_FACTS:
+        ORG_FACTS.append(source)
+
+
+def _org_facts(now: datetime) -> dict[int, dict]:
+    merged: dict[int, dict] = {}
+    for source in ORG_FACTS:
+        for org_id, facts in source(now).items():
+            into = merged.setdefault(org_id, {})
+            for name, value in facts.items():
+                if name == "spend_cap":
+                    into[name] = _lowest(into.get(name), value)
+                elif name == "blocked":
+                    into[name] = {**into.get(name, {}), **value}
+                else:
+                    into[name] = value
+    return merged
 
 
 def deployment_info(d: Deployment, catalog: dict | None = None) -> DeploymentInfo:
@@ -63,13 +77,12 @@ def deployment_info(d: Deployment, catalog: dict | None = None) -> DeploymentInf
 
 
 def _lowest(*caps) -> float | None:
-    """The org's spend cap is the lower of its own policy's and its tier's."""
+    """The lowest of the spend caps that apply (the policy's, the tier's)."""
     present = [float(c) for c in caps if c is not None]
     return min(present) if present else None
 
 
 def build_snapshot(version: int | None = None) -> Snapshot:
-    from billing.models import TierLimit
     from governance.models import Policy, RoutingPolicy
     from orgs.models import Organization
 
@@ -114,20 +127,11 @@ def build_snapshot(version: int | None = None) -> Snapshot:
                 models=tuple(rp.model_names),
                 weights=dict(rp.weights or {}),
             )
-        spend = _month_spend()
-        from billing.budgets import budget_blocks, tier_blocks
-
-        now = datetime.now(UTC)
-        blocked = budget_blocks(now)
-        for org_id, scopes in tier_blocks(now).items():
-            blocked.setdefault(org_id, {}).update(scopes)
-        tier_caps = {
-            t.tier: t.monthly_spend_cap_usd
-            for t in TierLimit.objects.exclude(monthly_spend_cap_usd=None)
-        }
+        org_facts = _org_facts(datetime.now(UTC))
         orgs = {}
         for org in Organization.objects.all():
             pol, cfg = policies.get(org.id), configs.get(org.id)
+            facts = org_facts.get(org.id, {})
             deps = {
                 m: tuple(sorted(v, key=lambda d: (d.priority, d.id)))
                 for m, v in deployments.get(org.id, {}).items()
@@ -143,9 +147,9 @@ def build_snapshot(version: int | None = None) -> Snapshot:
                 allowed_regions=frozenset(pol.allowed_regions if pol else ()),
                 enabled_providers=frozenset(cfg.enabled_providers if cfg else ()),
                 spend_cap=_lowest(
-                    pol.monthly_spend_cap_usd if pol else None, tier_caps.get(org.tier)
+                    pol.monthly_spend_cap_usd if pol else None, facts.get("spend_cap")
                 ),
-                spent_this_month=spend.get(org.id, 0.0),
+                spent_this_month=facts.get("spent_this_month", 0.0),
                 default_max_tokens=pol.default_max_tokens_estimate if pol else 1024,
                 strategy=cfg.default_strategy if cfg else "failover",
                 fallback_models=tuple(cfg.fallback_models if cfg else ()),
@@ -158,7 +162,7 @@ def build_snapshot(version: int | None = None) -> Snapshot:
                 else settings.GATEWAY_REQUEST_TIMEOUT_S,
                 deployments=deps,
                 routing_policies=routing.get(org.id, {}),
-                blocked=blocked.get(org.id, {}),
+                blocked=facts.get("blocked", {}),
             )
     return Snapshot(
         version=version, keys=keys, orgs=orgs, hash_secret=key_hash_secret(), built_at=time.time()

@@ -2,14 +2,12 @@
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.mail import send_mail
 from django.db import transaction
-from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.text import slugify
 
 from core.config_version import config_version_bump
-from core.text import name_checked, one_line
+from core.text import name_checked
 from orgs.audit import Actor, audit_record
 
 from .access import members_changed
@@ -367,27 +365,6 @@ def invitation_create(
     # The raw token travels only inside the task message and the email itself.
     transaction.on_commit(lambda: enqueue(invitation_send, invitation.id, link, actor.label))
     return invitation, raw
-
-
-def invitation_email(*, invitation_id: int, link: str, inviter: str) -> None:
-    invitation = Invitation.objects.select_related("org").get(pk=invitation_id)
-    context = {"org": invitation.org, "link": link, "invitation": invitation, "inviter": inviter}
-    send_mail(
-        subject=one_line(f"You are invited to {invitation.org.name} on Bonito"),
-        message=render_to_string("emails/invitation.txt", context),
-        from_email=None,
-        recipient_list=[invitation.email],
-    )
-
-
-def password_reset_email(*, email: str, domain: str, use_https: bool) -> None:
-    """Email a reset link to the active account with this email and a usable password, if
-    there is one (Django's reset form decides and renders; SSO-only users have no password)."""
-    from django.contrib.auth.forms import PasswordResetForm
-
-    form = PasswordResetForm({"email": email})
-    if form.is_valid():
-        form.save(domain_override=domain, use_https=use_https)
 
 
 class InvitationError(Exception):

@@ -9,12 +9,13 @@ algorithm runs per process.
 """
 
 import asyncio
-import calendar
 import logging
 import math
 import secrets
 import time
 from dataclasses import dataclass, field
+
+from core.months import month_bounds, month_key
 
 from .errors import GatewayError
 
@@ -158,7 +159,7 @@ class SpendReservation:
 
     @property
     def key(self) -> str:
-        return f"bonito:cap:{self.org_id}:{time.strftime('%Y%m', time.gmtime())}"
+        return f"bonito:cap:{self.org_id}:{month_key()}"
 
 
 @dataclass(slots=True)
@@ -252,9 +253,7 @@ def _spend_refused(spent: float) -> LimitResult:
 
 
 def _seconds_to_next_month() -> float:
-    t = time.gmtime()
-    year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
-    return max(1.0, calendar.timegm((year, month, 1, 0, 0, 0)) - time.time())
+    return max(1.0, month_bounds()[1].timestamp() - time.time())
 
 
 def limiter_unavailable(timeout_s: float) -> GatewayError:

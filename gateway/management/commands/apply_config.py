@@ -3,15 +3,9 @@ from pathlib import Path
 import yaml
 from django.core.management.base import BaseCommand, CommandError
 
+from gateway.config import EXTENSIONS
 from orgs.audit import Actor
 from orgs.config import ConfigError, config_apply, config_load
-
-
-def config_extensions():
-    """Sections other apps add to the config file, in the order they apply."""
-    from gateway.config import EXTENSIONS
-
-    return EXTENSIONS
 
 
 class Command(BaseCommand):
@@ -29,9 +23,7 @@ class Command(BaseCommand):
         except yaml.YAMLError as exc:
             raise CommandError(f"{path}: not valid YAML: {exc}") from exc
         try:
-            orgs = config_apply(
-                actor=Actor(via="apply_config"), data=data, extensions=config_extensions()
-            )
+            orgs = config_apply(actor=Actor(via="apply_config"), data=data, extensions=EXTENSIONS)
         except ConfigError as exc:
             raise CommandError(f"{path}: {exc}") from exc
         self.stdout.write(f"Applied {path}: {', '.join(o.slug for o in orgs) or 'no orgs'}.")
