@@ -3,7 +3,7 @@ billing.budgets: audited (via="admin") and seen by every gateway with the next s
 
 from django.contrib import admin
 
-from core.admin_site import ReadOnlyAdminMixin, ServiceModelAdmin
+from core.admin_mixins import ReadOnlyAdminMixin, ServiceModelAdmin
 from orgs.audit import Actor
 
 from . import budgets

@@ -2,4 +2,4 @@ from django.contrib.admin.apps import AdminConfig
 
 
 class BonitoAdminConfig(AdminConfig):
-    default_site = "core.admin_site.BonitoAdminSite"
+    default_site = "bonito.admin_site.BonitoAdminSite"

@@ -265,7 +265,7 @@ BEHIND_PROXY = env.bool("BEHIND_PROXY", default=False)
 if BEHIND_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     USE_X_FORWARDED_HOST = True
-# The proxies whose X-Forwarded-For hops are believed (bonito/client_ip.py): the client is the
+# The proxies whose X-Forwarded-For hops are believed (core/client_ip.py): the client is the
 # right-most address outside these networks.
 TRUSTED_PROXIES = env.list(
     "TRUSTED_PROXIES",

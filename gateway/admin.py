@@ -3,7 +3,7 @@ through gateway.services: audited (via="admin") and seen by every worker within 
 
 from django.contrib import admin
 
-from core.admin_site import ReadOnlyAdminMixin, ServiceModelAdmin, readonly_except
+from core.admin_mixins import ReadOnlyAdminMixin, ServiceModelAdmin, readonly_except
 from orgs.audit import Actor
 
 from . import services

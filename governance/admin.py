@@ -3,7 +3,7 @@ go through governance.services (audited, via="admin", config version bumped)."""
 
 from django.contrib import admin
 
-from core.admin_site import ServiceModelAdmin, readonly_except
+from core.admin_mixins import ServiceModelAdmin, readonly_except
 from orgs.audit import Actor
 
 from . import services

@@ -11,7 +11,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db.models import Count
 
-from core.admin_site import ReadOnlyAdminMixin, ServiceAdminMixin, ServiceModelAdmin
+from core.admin_mixins import ReadOnlyAdminMixin, ServiceAdminMixin, ServiceModelAdmin
 
 from . import services
 from .audit import Actor

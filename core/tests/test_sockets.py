@@ -6,7 +6,7 @@ import threading
 import pytest
 from channels.layers import channel_layers
 
-from bonito import sockets
+from core import sockets
 from gateway.tests.fault.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow

@@ -295,7 +295,7 @@ def test_hostile_names_never_run_and_confirms_still_work(
         "/admin/orgs/organization/",
         f"/admin/orgs/organization/{org_a.id}/change/",
         "/admin/orgs/user/",
-        "/admin/governance/auditlog/",
+        "/admin/orgs/auditlog/",
         "/admin/gateway/apikey/",
         "/admin/gateway/deployment/",
     ):

@@ -38,7 +38,7 @@ def test_organization_list_shows_tier_and_member_count(admin_client, alice, bob)
         "/admin/orgs/membership/",
         "/admin/orgs/team/",
         "/admin/orgs/invitation/",
-        "/admin/governance/auditlog/",
+        "/admin/orgs/auditlog/",
     ],
 )
 def test_admin_lists_answer(admin_client, alice, path):
@@ -47,13 +47,11 @@ def test_admin_lists_answer(admin_client, alice, path):
 
 def test_audit_log_is_read_only_in_the_admin(admin_client, alice):
     row = AuditLog.objects.first()
-    assert admin_client.get("/admin/governance/auditlog/add/").status_code == 403
-    response = admin_client.post(f"/admin/governance/auditlog/{row.pk}/change/", {"action": "x"})
+    assert admin_client.get("/admin/orgs/auditlog/add/").status_code == 403
+    response = admin_client.post(f"/admin/orgs/auditlog/{row.pk}/change/", {"action": "x"})
     assert response.status_code == 403
     assert (
-        admin_client.post(
-            f"/admin/governance/auditlog/{row.pk}/delete/", {"post": "yes"}
-        ).status_code
+        admin_client.post(f"/admin/orgs/auditlog/{row.pk}/delete/", {"post": "yes"}).status_code
         == 403
     )
     row.refresh_from_db()
@@ -61,7 +59,7 @@ def test_audit_log_is_read_only_in_the_admin(admin_client, alice):
 
 
 def test_audit_log_is_filterable(admin_client, alice):
-    response = admin_client.get("/admin/governance/auditlog/?action=membership.add")
+    response = admin_client.get("/admin/orgs/auditlog/?action=membership.add")
     assert response.status_code == 200
     assert {r.action for r in response.context["cl"].result_list} == {"membership.add"}
 

@@ -114,8 +114,8 @@ def dead_broker(monkeypatch):
     """Point the project's Celery app at a port where no broker listens."""
     import socket
 
-    from bonito import tasks
     from bonito.celery import app
+    from core import tasks
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
