@@ -39,7 +39,7 @@ class UsageRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 class TierLimitAdmin(ServiceModelAdmin):
     """Platform admins set what each tier includes; gateways pick it up with the next snapshot."""
 
-    list_display = ["tier", "monthly_requests", "monthly_spend_cap_usd"]
+    list_display = ["tier", "monthly_requests", "monthly_spend_cap_usd", "key_rpm"]
 
     def get_readonly_fields(self, request, obj=None):
         return ["tier"] if obj else []
@@ -54,6 +54,7 @@ class TierLimitAdmin(ServiceModelAdmin):
             tier=obj.tier,
             monthly_requests=data.get("monthly_requests"),
             monthly_spend_cap_usd=data.get("monthly_spend_cap_usd"),
+            key_rpm=data.get("key_rpm"),
         )
         obj.pk = saved.pk
 

@@ -263,19 +263,23 @@ def _tier_summary(limit) -> dict:
         "tier": limit.tier,
         "monthly_requests": limit.monthly_requests,
         "monthly_spend_cap_usd": str(cap) if cap is not None else None,
+        "key_rpm": limit.key_rpm,
     }
 
 
 @transaction.atomic
-def tier_limit_set(*, actor: Actor, tier: str, monthly_requests, monthly_spend_cap_usd):
-    """What a tier includes per month (None: unlimited); every gateway enforces it with the
-    next snapshot."""
+def tier_limit_set(*, actor: Actor, tier: str, monthly_requests, monthly_spend_cap_usd, key_rpm):
+    """What a tier includes per month and the most requests per minute one key of it may
+    make (None: unlimited); every gateway enforces it with the next snapshot."""
     from .models import TierLimit
 
     limit = TierLimit.objects.filter(tier=tier).first()
     before = _tier_summary(limit) if limit else None
     limit = limit or TierLimit(tier=tier)
     limit.monthly_requests, limit.monthly_spend_cap_usd = monthly_requests, monthly_spend_cap_usd
+    if key_rpm is not None and key_rpm < 1:  # 0 would read as "no ceiling" to the gateway
+        raise ValidationError({"key_rpm": "key_rpm: at least 1; leave it empty for none."})
+    limit.key_rpm = key_rpm
     limit.full_clean()
     limit.save()
     record_config_change(

@@ -2,7 +2,7 @@ import uuid
 
 from django.db import models
 
-from orgs.models import OrgScopedQuerySet
+from orgs.models import OrgScopedQuerySet, Tier
 
 
 class UsageRecord(models.Model):
@@ -212,11 +212,7 @@ class Notification(models.Model):
 class TierLimit(models.Model):
     """What each pricing tier includes per month; edited by platform admins in the admin."""
 
-    tier = models.CharField(
-        max_length=20,
-        unique=True,
-        choices=[("free", "Free"), ("pro", "Pro"), ("enterprise", "Enterprise")],
-    )
+    tier = models.CharField(max_length=20, unique=True, choices=Tier.choices)
     monthly_requests = models.PositiveIntegerField(
         null=True, blank=True, help_text="empty: unlimited"
     )
@@ -226,6 +222,12 @@ class TierLimit(models.Model):
         null=True,
         blank=True,
         help_text="empty: none (orgs may still set their own)",
+    )
+    key_rpm = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="the most requests per minute any one key may make (orgs may set less); "
+        "empty: no ceiling",
     )
 
     class Meta:

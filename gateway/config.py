@@ -16,6 +16,7 @@ from orgs.config import (
 )
 
 from . import services
+from .dataplane import strategies
 from .models import ProviderConnection
 
 PROVIDER_KEYS = {"name", "kind", "api_base", "api_key", "credentials", "settings", "is_active"}
@@ -172,7 +173,7 @@ def apply_routing_policies(*, actor, org, spec, where):
                 actor=actor,
                 org=org,
                 name=r["name"],
-                strategy=r.get("strategy", "failover"),
+                strategy=r.get("strategy", strategies.DEFAULT),
                 models=r.get("models") or [],
                 weights=weights,
                 is_active=r.get("is_active", True),

@@ -20,6 +20,7 @@ from orgs.models import Team
 from orgs.rest_auth import OrgRole
 
 from . import services
+from .dataplane import strategies
 from .models import ApiKey, Deployment, GatewayConfig, ModelCatalogEntry, ProviderConnection
 
 
@@ -45,6 +46,20 @@ class MoneyField(serializers.DecimalField):
         if number < 0:
             raise ValidationError("must not be negative.")
         return super().to_internal_value(number)
+
+
+class StrategyField(serializers.ChoiceField):
+    """A routing strategy from the one registry; an unknown one is refused naming the
+    allowed ones (the same message as every other way in)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(choices=strategies.choices(), **kwargs)
+
+    def to_internal_value(self, data):
+        problem = strategies.error_for(data)
+        if problem:
+            raise ValidationError(problem)
+        return data
 
 
 class MoneySerializer(serializers.ModelSerializer):
@@ -283,6 +298,7 @@ class AnalyticsView(_UsageBase):
 
 # ------------------------------------------------------------------------------ gateway config
 class GatewayConfigSerializer(serializers.ModelSerializer):
+    default_strategy = StrategyField(required=False)
     enabled_providers = serializers.ListField(child=serializers.CharField(), required=False)
     fallback_models = serializers.ListField(child=serializers.CharField(), required=False)
 

@@ -83,11 +83,17 @@ class User(AbstractBaseUser, PermissionsMixin):
         return before != (self.is_staff, self.is_superuser, self.admin_from_env)
 
 
+class Tier(models.TextChoices):
+    """The pricing tiers: the one list (Organization.tier, billing.TierLimit). What each one
+    includes (requests a month, a spend cap, the key RPM ceiling) is a TierLimit row."""
+
+    FREE = "free", "Free"
+    PRO = "pro", "Pro"
+    ENTERPRISE = "enterprise", "Enterprise"
+
+
 class Organization(models.Model):
-    class Tier(models.TextChoices):
-        FREE = "free", "Free"
-        PRO = "pro", "Pro"
-        ENTERPRISE = "enterprise", "Enterprise"
+    Tier = Tier
 
     class DeploymentMode(models.TextChoices):
         SHARED = "shared", "Shared gateway"
