@@ -4,6 +4,8 @@ alice: admin of Acme (org A); bob: member of Acme; vera: viewer of Acme;
 charlie: admin of Globex (org B), the outsider who must never see Acme's objects.
 """
 
+import importlib
+
 import pytest
 
 from governance.audit import Actor
@@ -55,13 +57,27 @@ def _fresh_throttles(settings):
     settings.RATELIMIT_CACHE_PREFIX = f"rl:{uuid.uuid4().hex}:"
 
 
+def _tier_table():
+    """The tier table as the migrations leave it (a transactional test's flush empties it):
+    what each tier includes, and the per-key RPM ceilings, are rows, not constants."""
+    from django.apps import apps
+
+    from billing.models import TierLimit
+
+    if not TierLimit.objects.exists():
+        for migration, seed in (("0007_seed_tiers", "seed"), ("0011_tierlimit_key_rpm", "fill")):
+            getattr(importlib.import_module(f"billing.migrations.{migration}"), seed)(apps, None)
+
+
 @pytest.fixture
 def org_a(db):
+    _tier_table()
     return services.org_create(actor=SETUP, name="Acme Corp", slug="acme", tier="pro")
 
 
 @pytest.fixture
 def org_b(db):
+    _tier_table()
     return services.org_create(actor=SETUP, name="Globex", slug="globex", tier="free")
 
 
