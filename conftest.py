@@ -4,6 +4,8 @@ alice: admin of Acme (org A); bob: member of Acme; vera: viewer of Acme;
 charlie: admin of Globex (org B), the outsider who must never see Acme's objects.
 """
 
+import importlib
+
 import pytest
 
 from orgs import services
@@ -55,13 +57,32 @@ def _fresh_throttles(settings):
     settings.RATELIMIT_CACHE_PREFIX = f"rl:{uuid.uuid4().hex}:"
 
 
+def _tier_table():
+    """The tier table as the migrations leave it (a transactional test's flush empties it):
+    what each tier includes, and the per-key RPM ceilings, are rows, not constants."""
+    from orgs.models import TierLimit
+
+    if not TierLimit.objects.exists():
+        seeded = importlib.import_module("billing.migrations.0007_seed_tiers").TIERS
+        key_rpm = importlib.import_module("billing.migrations.0011_tierlimit_key_rpm").KEY_RPM
+        for tier, requests, spend in seeded:
+            TierLimit.objects.create(
+                tier=tier,
+                monthly_requests=requests,
+                monthly_spend_cap_usd=spend,
+                key_rpm=key_rpm[tier],
+            )
+
+
 @pytest.fixture
 def org_a(db):
+    _tier_table()
     return services.org_create(actor=SETUP, name="Acme Corp", slug="acme", tier="pro")
 
 
 @pytest.fixture
 def org_b(db):
+    _tier_table()
     return services.org_create(actor=SETUP, name="Globex", slug="globex", tier="free")
 
 

@@ -7,7 +7,7 @@ from core.admin_mixins import ReadOnlyAdminMixin, ServiceModelAdmin
 from orgs.audit import Actor
 
 from . import budgets
-from .models import Budget, Notification, TierLimit, UsageRecord
+from .models import Budget, Notification, UsageRecord
 
 
 def _actor(request) -> Actor:
@@ -33,29 +33,6 @@ class UsageRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ["status", "source", "provider", "org"]
     search_fields = ["request_id", "model_requested"]
     date_hierarchy = "created_at"
-
-
-@admin.register(TierLimit)
-class TierLimitAdmin(ServiceModelAdmin):
-    """Platform admins set what each tier includes; gateways pick it up with the next snapshot."""
-
-    list_display = ["tier", "monthly_requests", "monthly_spend_cap_usd"]
-
-    def get_readonly_fields(self, request, obj=None):
-        return ["tier"] if obj else []
-
-    def has_delete_permission(self, request, obj=None):
-        return False  # empty the fields for "unlimited"; the change is audited
-
-    def save_model(self, request, obj, form, change):
-        data = form.cleaned_data
-        saved = budgets.tier_limit_set(
-            actor=_actor(request),
-            tier=obj.tier,
-            monthly_requests=data.get("monthly_requests"),
-            monthly_spend_cap_usd=data.get("monthly_spend_cap_usd"),
-        )
-        obj.pk = saved.pk
 
 
 @admin.register(Budget)

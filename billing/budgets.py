@@ -267,45 +267,11 @@ def budget_delete(*, actor: Actor, budget: Budget) -> None:
     )
 
 
-def _tier_summary(limit) -> dict:
-    cap = limit.monthly_spend_cap_usd
-    return {
-        "tier": limit.tier,
-        "monthly_requests": limit.monthly_requests,
-        "monthly_spend_cap_usd": str(cap) if cap is not None else None,
-    }
-
-
-@transaction.atomic
-def tier_limit_set(*, actor: Actor, tier: str, monthly_requests, monthly_spend_cap_usd):
-    """What a tier includes per month (None: unlimited); every gateway enforces it with the
-    next snapshot."""
-    from .models import TierLimit
-
-    limit = TierLimit.objects.filter(tier=tier).first()
-    before = _tier_summary(limit) if limit else None
-    limit = limit or TierLimit(tier=tier)
-    limit.monthly_requests, limit.monthly_spend_cap_usd = monthly_requests, monthly_spend_cap_usd
-    limit.full_clean()
-    limit.save()
-    record_config_change(
-        actor=actor,
-        org=None,
-        entity="tier_limit",
-        target=limit,
-        before=before,
-        after=_tier_summary(limit),
-    )
-    return limit
-
-
 def tier_blocks(now: datetime) -> dict[int, dict[str, str]]:
     """org id -> {"org": reason} for orgs past their tier's monthly request allowance."""
     from django.db.models import Count
 
-    from orgs.models import Organization
-
-    from .models import TierLimit
+    from orgs.models import Organization, TierLimit
 
     limits = {t.tier: t for t in TierLimit.objects.exclude(monthly_requests=None)}
     if not limits:
@@ -345,23 +311,10 @@ def month_spend(now: datetime) -> dict[int, float]:
 
 def org_facts(now: datetime) -> dict[int, dict]:
     """What billing tells the gateway's snapshot about each org (gateway.snapshot_builder
-    ORG_FACTS): the month's spend, the tier's spend cap, and the budgets that are spent."""
-    from orgs.models import Organization
-
-    from .models import TierLimit
-
+    ORG_FACTS): the month's spend so far, and the budgets and tier allowances that are spent."""
     facts: dict[int, dict] = {}
     for org_id, total in month_spend(now).items():
         facts.setdefault(org_id, {})["spent_this_month"] = total
-    tier_caps = {
-        t.tier: t.monthly_spend_cap_usd
-        for t in TierLimit.objects.exclude(monthly_spend_cap_usd=None)
-    }
-    if tier_caps:
-        for org_id, tier in Organization.objects.filter(tier__in=tier_caps).values_list(
-            "id", "tier"
-        ):
-            facts.setdefault(org_id, {})["spend_cap"] = float(tier_caps[tier])
     blocked = budget_blocks(now)
     for org_id, scopes in tier_blocks(now).items():
         blocked.setdefault(org_id, {}).update(scopes)

@@ -207,29 +207,3 @@ class Notification(models.Model):
 
     def __str__(self):
         return self.message
-
-
-class TierLimit(models.Model):
-    """What each pricing tier includes per month; edited by platform admins in the admin."""
-
-    tier = models.CharField(
-        max_length=20,
-        unique=True,
-        choices=[("free", "Free"), ("pro", "Pro"), ("enterprise", "Enterprise")],
-    )
-    monthly_requests = models.PositiveIntegerField(
-        null=True, blank=True, help_text="empty: unlimited"
-    )
-    monthly_spend_cap_usd = models.DecimalField(
-        max_digits=12,
-        decimal_places=2,
-        null=True,
-        blank=True,
-        help_text="empty: none (orgs may still set their own)",
-    )
-
-    class Meta:
-        ordering = ["tier"]
-
-    def __str__(self):
-        return f"{self.get_tier_display()} tier"

@@ -397,5 +397,5 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "SERVE_INCLUDE_SCHEMA": False,
     # Gateway defaults and routing policies share one set of strategies.
-    "ENUM_NAME_OVERRIDES": {"RoutingStrategyEnum": "gateway.models.GatewayConfig.Strategy"},
+    "ENUM_NAME_OVERRIDES": {"RoutingStrategyEnum": "core.strategies.choices"},
 }

@@ -3,6 +3,7 @@ policies and gateway settings. See docs/config.md for the schema."""
 
 import os
 
+from core import strategies
 from governance import services as governance_services
 from orgs.config import (
     FLAG,
@@ -172,7 +173,7 @@ def apply_routing_policies(*, actor, org, spec, where):
                 actor=actor,
                 org=org,
                 name=r["name"],
-                strategy=r.get("strategy", "failover"),
+                strategy=r.get("strategy", strategies.DEFAULT),
                 models=r.get("models") or [],
                 weights=weights,
                 is_active=r.get("is_active", True),

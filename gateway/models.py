@@ -2,7 +2,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from core import keys
+from core import keys, strategies
 from orgs.models import OrgScopedQuerySet
 
 
@@ -162,19 +162,14 @@ class Deployment(models.Model):
 class GatewayConfig(models.Model):
     """Org-level gateway settings (the seed's gateway_configs)."""
 
-    class Strategy(models.TextChoices):
-        FAILOVER = "failover", "Failover"
-        ROUND_ROBIN = "round_robin", "Round robin"
-        WEIGHTED = "weighted", "Weighted (A/B)"
-        COST_OPTIMIZED = "cost_optimized", "Cost optimized"
-        LATENCY_OPTIMIZED = "latency_optimized", "Latency optimized"
-        LEAST_BUSY = "least_busy", "Least busy"
-
     org = models.OneToOneField(
         "orgs.Organization", on_delete=models.CASCADE, related_name="gateway_config"
     )
+    # Across the deployments of one model; the strategies are dataplane.strategies's.
     default_strategy = models.CharField(
-        max_length=20, choices=Strategy.choices, default=Strategy.FAILOVER
+        max_length=strategies.NAME_MAX_LENGTH,
+        choices=strategies.choices,
+        default=strategies.DEFAULT,
     )
     enabled_providers = models.JSONField(default=list, blank=True, help_text="empty: all")
     fallback_models = models.JSONField(default=list, blank=True)

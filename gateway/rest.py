@@ -13,6 +13,7 @@ from orgs.rest_base import (
     OrgScopedFields,
     OrgSettingsView,
     OrgView,
+    StrategyField,
     actor,
     django_errors,
 )
@@ -122,6 +123,7 @@ class ApiKeyViewSet(
 
 
 class GatewayConfigSerializer(serializers.ModelSerializer):
+    default_strategy = StrategyField(required=False)
     enabled_providers = serializers.ListField(child=serializers.CharField(), required=False)
     fallback_models = serializers.ListField(child=serializers.CharField(), required=False)
 

@@ -6,6 +6,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core import keys
+from core import strategies as dataplane_strategies
 from core.config_version import config_version_bump
 from core.numbers import money
 from core.text import name_checked
@@ -32,13 +33,15 @@ def _key_summary(key: ApiKey) -> dict:
 
 def key_limit_ceilings(org, config: GatewayConfig | None = None) -> dict:
     """The widest RPM and TPM a key of ``org`` may have, each as (limit, where it comes
-    from), or None when nothing caps it: the org's default key limit, within its tier's.
-    The data plane applies the same minimum to every key (proxy.effective_limit)."""
-    from .dataplane.proxy import TIER_KEY_RPM
+    from), or None when nothing caps it: the org's default key limit, within its tier's
+    (orgs.TierLimit.key_rpm). The data plane applies the same minimum to every key
+    (proxy.effective_limit, with the snapshot's OrgInfo.tier_key_rpm)."""
+    from orgs.models import TierLimit
 
     if config is None:
         config = GatewayConfig.objects.filter(org=org).first()
-    tier = (TIER_KEY_RPM.get(org.tier), f"on the {org.get_tier_display()} tier")
+    tier_rpm = TierLimit.objects.filter(tier=org.tier).values_list("key_rpm", flat=True).first()
+    tier = (tier_rpm, f"on the {org.get_tier_display()} tier")
     org_rpm = (config.default_key_rpm if config else None, "in this organization (org default)")
     org_tpm = (config.default_key_tpm if config else None, "in this organization (org default)")
 
@@ -313,6 +316,10 @@ def gateway_config_set(*, actor: Actor, org, **fields) -> GatewayConfig:
     unknown = set(fields) - set(GATEWAY_CONFIG_FIELDS)
     if unknown:
         raise ValidationError(f"Unknown gateway setting(s): {', '.join(sorted(unknown))}.")
+    if "default_strategy" in fields:
+        problem = dataplane_strategies.error_for(fields["default_strategy"])
+        if problem:
+            raise ValidationError({"default_strategy": problem})
     config, _ = GatewayConfig.objects.get_or_create(org=org)
     before = {f: getattr(config, f) for f in GATEWAY_CONFIG_FIELDS}
     for name, value in fields.items():

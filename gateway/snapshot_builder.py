@@ -14,6 +14,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import connection, transaction
 
+from core import strategies
 from core.config_version import current_stamp, current_version
 
 from .dataplane import state
@@ -82,9 +83,32 @@ def _lowest(*caps) -> float | None:
     return min(present) if present else None
 
 
+def _strategy(name: str, where: str) -> str:
+    """A strategy the data plane knows. The saves refuse unknown ones; a row written around
+    them (by hand, or before a strategy was removed) is served as failover, and logged."""
+    if strategies.error_for(name) is None:
+        return name
+    log.error("%s has the unknown routing strategy %r; publishing failover instead", where, name)
+    return strategies.DEFAULT
+
+
+def _weights(rp) -> dict:
+    """A routing policy's weights as the data plane reads them: model -> number >= 0. The
+    saves validate them; a row written around them keeps only its valid entries, logged."""
+    raw = rp.weights if isinstance(rp.weights, dict) else {}
+    out = {
+        m: w
+        for m, w in raw.items()
+        if isinstance(w, int | float) and not isinstance(w, bool) and 0 <= w < float("inf")
+    }
+    if len(out) != len(raw) or (rp.weights and not isinstance(rp.weights, dict)):
+        log.error("routing policy %s (%s) has invalid weights; ignoring them", rp.id, rp.name)
+    return out
+
+
 def build_snapshot(version: int | None = None) -> Snapshot:
     from governance.models import Policy, RoutingPolicy
-    from orgs.models import Organization
+    from orgs.models import Organization, TierLimit
 
     with transaction.atomic():
         version = current_version() if version is None else version
@@ -123,14 +147,15 @@ def build_snapshot(version: int | None = None) -> Snapshot:
         for rp in RoutingPolicy.objects.filter(is_active=True):
             routing.setdefault(rp.org_id, {})[rp.name] = RoutingPolicyInfo(
                 name=rp.name,
-                strategy=rp.strategy,
+                strategy=_strategy(rp.strategy, f"routing policy {rp.id} ({rp.name})"),
                 models=tuple(rp.model_names),
-                weights=dict(rp.weights or {}),
+                weights=_weights(rp),
             )
         org_facts = _org_facts(datetime.now(UTC))
+        tiers = {t.tier: t for t in TierLimit.objects.all()}
         orgs = {}
         for org in Organization.objects.all():
-            pol, cfg = policies.get(org.id), configs.get(org.id)
+            pol, cfg, tier = policies.get(org.id), configs.get(org.id), tiers.get(org.tier)
             facts = org_facts.get(org.id, {})
             deps = {
                 m: tuple(sorted(v, key=lambda d: (d.priority, d.id)))
@@ -147,16 +172,21 @@ def build_snapshot(version: int | None = None) -> Snapshot:
                 allowed_regions=frozenset(pol.allowed_regions if pol else ()),
                 enabled_providers=frozenset(cfg.enabled_providers if cfg else ()),
                 spend_cap=_lowest(
-                    pol.monthly_spend_cap_usd if pol else None, facts.get("spend_cap")
+                    pol.monthly_spend_cap_usd if pol else None,
+                    tier.monthly_spend_cap_usd if tier else None,
+                    facts.get("spend_cap"),
                 ),
                 spent_this_month=facts.get("spent_this_month", 0.0),
                 default_max_tokens=pol.default_max_tokens_estimate if pol else 1024,
-                strategy=cfg.default_strategy if cfg else "failover",
+                strategy=_strategy(cfg.default_strategy, f"the gateway config of org {org.id}")
+                if cfg
+                else strategies.DEFAULT,
                 fallback_models=tuple(cfg.fallback_models if cfg else ()),
                 rpm=cfg.org_rpm_limit if cfg else None,
                 tpm=cfg.org_tpm_limit if cfg else None,
                 key_rpm=cfg.default_key_rpm if cfg else None,
                 key_tpm=cfg.default_key_tpm if cfg else None,
+                tier_key_rpm=tier.key_rpm if tier else None,
                 timeout_s=float(cfg.request_timeout_s)
                 if cfg
                 else settings.GATEWAY_REQUEST_TIMEOUT_S,

@@ -1,5 +1,6 @@
 from django.db import models
 
+from core import strategies
 from orgs.models import OrgScopedQuerySet
 
 
@@ -28,22 +29,22 @@ class Policy(models.Model):
 class RoutingPolicy(models.Model):
     """A named strategy over an ordered list of models; rt- keys route through one."""
 
-    STRATEGIES = [
-        ("failover", "Failover"),
-        ("round_robin", "Round robin"),
-        ("weighted", "Weighted (A/B)"),
-        ("cost_optimized", "Cost optimized"),
-        ("latency_optimized", "Latency optimized"),
-        ("least_busy", "Least busy"),
-    ]
-
     org = models.ForeignKey(
         "orgs.Organization", on_delete=models.CASCADE, related_name="routing_policies"
     )
     name = models.SlugField(max_length=63)
-    strategy = models.CharField(max_length=20, choices=STRATEGIES, default="failover")
+    strategy = models.CharField(
+        max_length=strategies.NAME_MAX_LENGTH,
+        choices=strategies.choices,
+        default=strategies.DEFAULT,
+    )
     model_names = models.JSONField(default=list, help_text="public model names, in failover order")
-    weights = models.JSONField(default=dict, blank=True, help_text="model → weight, for weighted")
+    weights = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='model → weight (a whole number), for weighted: {"a": 90, "b": 10} sends '
+        "90 % of requests to a first; a model without a weight only after the weighted ones",
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -4,8 +4,16 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers, status, viewsets
 from rest_framework.response import Response
 
+from core import strategies
 from orgs.models import AuditLog
-from orgs.rest_base import MoneySerializer, OrgSettingsView, OrgView, actor, django_errors
+from orgs.rest_base import (
+    MoneySerializer,
+    OrgSettingsView,
+    OrgView,
+    StrategyField,
+    actor,
+    django_errors,
+)
 
 from . import services
 from .models import Policy, RoutingPolicy
@@ -36,7 +44,7 @@ class RoutingPolicySerializer(serializers.ModelSerializer):
         source="model_names", child=serializers.CharField(), allow_empty=False
     )
     weights = serializers.DictField(child=serializers.IntegerField(min_value=0), required=False)
-    strategy = serializers.ChoiceField(choices=RoutingPolicy.STRATEGIES, default="failover")
+    strategy = StrategyField(default=strategies.DEFAULT)
 
     class Meta:
         model = RoutingPolicy
@@ -57,7 +65,9 @@ class RoutingPolicyViewSet(OrgView, viewsets.ModelViewSet):
                 actor=actor(self.request),
                 org=self.request.org,
                 name=data.get("name", instance and instance.name),
-                strategy=data.get("strategy", instance.strategy if instance else "failover"),
+                strategy=data.get(
+                    "strategy", instance.strategy if instance else strategies.DEFAULT
+                ),
                 models=data.get("model_names", instance.model_names if instance else []),
                 weights=data.get("weights", instance.weights if instance else {}),
                 is_active=data.get("is_active", instance.is_active if instance else True),

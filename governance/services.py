@@ -4,7 +4,8 @@ config version so every gateway worker enforces the change within seconds."""
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from core.numbers import money
+from core import strategies
+from core.numbers import money, whole
 from orgs.audit import Actor, record_config_change, record_config_delete
 
 from .models import Policy, RoutingPolicy
@@ -18,7 +19,6 @@ POLICY_FIELDS = (
     "monthly_spend_cap_usd",
     "default_max_tokens_estimate",
 )
-STRATEGIES = {value for value, _label in RoutingPolicy.STRATEGIES}
 
 
 def _policy_summary(p: Policy) -> dict:
@@ -75,6 +75,33 @@ def _routing_summary(rp: RoutingPolicy) -> dict:
     }
 
 
+def _weights_checked(weights, models) -> dict:
+    """A routing policy's weights: public model name -> whole number >= 0, each one of the
+    policy's models, not all 0 (they say how the weighted strategy splits requests)."""
+    if weights is None:
+        return {}
+    if not isinstance(weights, dict):
+        raise ValidationError({"weights": "Weights must be a mapping of model name to weight."})
+    out = {}
+    for model, weight in weights.items():
+        if model not in models:
+            raise ValidationError(
+                {
+                    "weights": f"A weight is set for {str(model)[:100]!r}, which is not one of "
+                    f"this policy's models ({', '.join(models)})."
+                }
+            )
+        try:
+            out[model] = whole(weight, minimum=0)
+        except ValueError as exc:
+            raise ValidationError({"weights": f"The weight of {model!r} {exc}"}) from exc
+    if out and not any(out.values()):
+        raise ValidationError(
+            {"weights": "The weights are all 0: give at least one model a positive weight."}
+        )
+    return out
+
+
 @transaction.atomic
 def routing_policy_save(
     *,
@@ -86,19 +113,19 @@ def routing_policy_save(
     weights: dict | None = None,
     is_active: bool = True,
 ) -> RoutingPolicy:
-    if strategy not in STRATEGIES:
-        raise ValidationError(
-            f"Unknown strategy {strategy!r}; use one of {', '.join(sorted(STRATEGIES))}."
-        )
+    problem = strategies.error_for(strategy)
+    if problem:
+        raise ValidationError({"strategy": problem})
     if not models:
         raise ValidationError("A routing policy needs at least one model.")
+    weights = _weights_checked(weights, models)
     rp = RoutingPolicy.objects.for_org(org).filter(name=name).first()
     before = _routing_summary(rp) if rp else None
     rp = rp or RoutingPolicy(org=org, name=name)
     rp.strategy, rp.model_names, rp.weights, rp.is_active = (
         strategy,
         list(models),
-        dict(weights or {}),
+        weights,
         is_active,
     )
     rp.full_clean()

@@ -24,6 +24,7 @@ from .models import (
     SSOConfig,
     SSODomain,
     Team,
+    TierLimit,
     User,
 )
 from .sso import CONFIG_FIELDS
@@ -443,3 +444,27 @@ class AuditLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in self.model._meta.fields]
+
+
+@admin.register(TierLimit)
+class TierLimitAdmin(ServiceModelAdmin):
+    """Platform admins set what each tier includes; gateways pick it up with the next snapshot."""
+
+    list_display = ["tier", "monthly_requests", "monthly_spend_cap_usd", "key_rpm"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["tier"] if obj else []
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # empty the fields for "unlimited"; the change is audited
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        saved = services.tier_limit_set(
+            actor=_actor(request),
+            tier=obj.tier,
+            monthly_requests=data.get("monthly_requests"),
+            monthly_spend_cap_usd=data.get("monthly_spend_cap_usd"),
+            key_rpm=data.get("key_rpm"),
+        )
+        obj.pk = saved.pk

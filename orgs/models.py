@@ -83,11 +83,17 @@ class User(AbstractBaseUser, PermissionsMixin):
         return before != (self.is_staff, self.is_superuser, self.admin_from_env)
 
 
+class Tier(models.TextChoices):
+    """The pricing tiers: the one list (Organization.tier, orgs.TierLimit). What each one
+    includes (requests a month, a spend cap, the key RPM ceiling) is a TierLimit row."""
+
+    FREE = "free", "Free"
+    PRO = "pro", "Pro"
+    ENTERPRISE = "enterprise", "Enterprise"
+
+
 class Organization(models.Model):
-    class Tier(models.TextChoices):
-        FREE = "free", "Free"
-        PRO = "pro", "Pro"
-        ENTERPRISE = "enterprise", "Enterprise"
+    Tier = Tier
 
     class DeploymentMode(models.TextChoices):
         SHARED = "shared", "Shared gateway"
@@ -422,3 +428,31 @@ class AuditLog(models.Model):
 
     def delete(self, *args, **kwargs):
         raise TypeError("Audit rows are immutable.")
+
+
+class TierLimit(models.Model):
+    """What each pricing tier includes per month; edited by platform admins in the admin."""
+
+    tier = models.CharField(max_length=20, unique=True, choices=Tier.choices)
+    monthly_requests = models.PositiveIntegerField(
+        null=True, blank=True, help_text="empty: unlimited"
+    )
+    monthly_spend_cap_usd = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="empty: none (orgs may still set their own)",
+    )
+    key_rpm = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="the most requests per minute any one key may make (orgs may set less); "
+        "empty: no ceiling",
+    )
+
+    class Meta:
+        ordering = ["tier"]
+
+    def __str__(self):
+        return f"{self.get_tier_display()} tier"

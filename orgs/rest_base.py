@@ -8,6 +8,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core import strategies
 from core.client_ip import client_ip
 from core.numbers import to_decimal
 
@@ -37,6 +38,20 @@ class MoneyField(serializers.DecimalField):
         if number < 0:
             raise ValidationError("must not be negative.")
         return super().to_internal_value(number)
+
+
+class StrategyField(serializers.ChoiceField):
+    """A routing strategy from the one registry; an unknown one is refused naming the
+    allowed ones (the same message as every other way in)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(choices=strategies.choices(), **kwargs)
+
+    def to_internal_value(self, data):
+        problem = strategies.error_for(data)
+        if problem:
+            raise ValidationError(problem)
+        return data
 
 
 class MoneySerializer(serializers.ModelSerializer):

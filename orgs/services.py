@@ -8,7 +8,7 @@ from django.utils.text import slugify
 
 from core.config_version import config_version_bump
 from core.text import name_checked
-from orgs.audit import Actor, audit_record
+from orgs.audit import Actor, audit_record, record_config_change
 
 from .access import members_changed
 from .models import (
@@ -18,6 +18,7 @@ from .models import (
     PersonalAccessToken,
     Role,
     Team,
+    TierLimit,
     User,
     hash_token,
 )
@@ -489,3 +490,37 @@ def pat_revoke(*, actor: Actor, token: PersonalAccessToken) -> None:
             target=token,
             before={"name": token.name},
         )
+
+
+def _tier_summary(limit) -> dict:
+    cap = limit.monthly_spend_cap_usd
+    return {
+        "tier": limit.tier,
+        "monthly_requests": limit.monthly_requests,
+        "monthly_spend_cap_usd": str(cap) if cap is not None else None,
+        "key_rpm": limit.key_rpm,
+    }
+
+
+@transaction.atomic
+def tier_limit_set(*, actor: Actor, tier: str, monthly_requests, monthly_spend_cap_usd, key_rpm):
+    """What a tier includes per month and the most requests per minute one key of it may
+    make (None: unlimited); every gateway enforces it with the next snapshot."""
+    limit = TierLimit.objects.filter(tier=tier).first()
+    before = _tier_summary(limit) if limit else None
+    limit = limit or TierLimit(tier=tier)
+    limit.monthly_requests, limit.monthly_spend_cap_usd = monthly_requests, monthly_spend_cap_usd
+    if key_rpm is not None and key_rpm < 1:  # 0 would read as "no ceiling" to the gateway
+        raise ValidationError({"key_rpm": "key_rpm: at least 1; leave it empty for none."})
+    limit.key_rpm = key_rpm
+    limit.full_clean()
+    limit.save()
+    record_config_change(
+        actor=actor,
+        org=None,
+        entity="tier_limit",
+        target=limit,
+        before=before,
+        after=_tier_summary(limit),
+    )
+    return limit

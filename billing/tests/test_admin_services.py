@@ -7,7 +7,8 @@ import pytest
 from django.utils import timezone
 
 from billing.budgets import budget_save
-from billing.models import Budget, TierLimit, UsageRecord
+from billing.models import Budget, UsageRecord
+from orgs.models import TierLimit
 from bonito.tests.admin_forms import form_data
 from core.config_version import current_version
 from gateway.snapshot_builder import build_snapshot

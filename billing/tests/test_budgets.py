@@ -141,7 +141,7 @@ def test_admins_add_budgets_and_see_alerts_in_the_dashboard(alice_client, bob_cl
 def test_the_free_tier_request_allowance_stops_v1_with_a_clear_429(acme, gw):
     from django.utils import timezone
 
-    from billing.models import TierLimit
+    from orgs.models import TierLimit
 
     acme.org.tier = "free"
     acme.org.save()
@@ -160,7 +160,7 @@ def test_the_free_tier_request_allowance_stops_v1_with_a_clear_429(acme, gw):
 
 @pytest.mark.django_db
 def test_a_tier_spend_cap_caps_orgs_without_a_lower_one(org_a):
-    from billing.models import TierLimit
+    from orgs.models import TierLimit
     from gateway.snapshot_builder import build_snapshot
 
     TierLimit.objects.update_or_create(

@@ -23,8 +23,6 @@ from .validation import parse_body
 
 log = logging.getLogger("bonito.gateway")
 
-TIER_KEY_RPM = {"free": 30, "pro": 300, "enterprise": None}
-
 
 @dataclass(slots=True)
 class Incoming:
@@ -165,11 +163,11 @@ class Gateway:
                     "server_error",
                     "routing_policy_missing",
                 )
-            names, strategy = list(policy.models), policy.strategy
+            names, strategy, weights = list(policy.models), policy.strategy, policy.weights
         else:
             if model not in org.deployments:
                 raise errors.model_not_found(model)
-            names, strategy = [model], org.strategy
+            names, strategy, weights = [model], org.strategy, None
         primary: list[DeploymentInfo] = []
         refused = None
         for name in names:
@@ -198,7 +196,7 @@ class Gateway:
                 "no_deployment",
                 "model",
             )
-        ordered = routing.order(strategy, primary, self.health)
+        ordered = routing.order(strategy, primary, self.health, weights)
         for fallback in org.fallback_models:
             if fallback in names or not keys_check.model_permitted(key, org, fallback):
                 continue
@@ -294,7 +292,7 @@ class Gateway:
         out = []
         # Limits only narrow: a key's own limit applies within the org's default for keys,
         # which applies within the tier's (keys saved before this rule are narrowed here).
-        rpm = effective_limit(key.rpm, org.key_rpm, TIER_KEY_RPM.get(org.tier))
+        rpm = effective_limit(key.rpm, org.key_rpm, org.tier_key_rpm)
         tpm = effective_limit(key.tpm, org.key_tpm)
         if rpm:
             out.append(Bucket(f"bonito:rl:k:{key.id}:r", rpm, 1, "requests"))

@@ -1,20 +1,19 @@
-"""Choosing deployments: strategies, circuit breaker, observed latency, in-flight counts."""
+"""Choosing deployments: the strategies (strategies.py), circuit breaker, observed latency,
+in-flight counts."""
 
 import itertools
+import logging
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from core import strategies
 
 from .snapshot import DeploymentInfo
 
-STRATEGIES = (
-    "failover",
-    "round_robin",
-    "weighted",
-    "cost_optimized",
-    "latency_optimized",
-    "least_busy",
-)
+log = logging.getLogger("bonito.gateway.routing")
+
 FAILURES_TO_OPEN = 3
 COOLDOWN_S = 30.0
 EWMA_ALPHA = 0.3
@@ -31,9 +30,13 @@ class Health:
 class DeploymentHealth:
     """Per-process view of how each deployment is doing. Shared by all requests."""
 
-    def __init__(self):
+    def __init__(self, rng: random.Random | None = None):
         self._health: dict[int, Health] = {}
         self._rr = itertools.count()
+        # The strategies' random draws: a seeded Random in tests; else the random module,
+        # which Python reseeds in every forked worker.
+        self.rng = rng if rng is not None else random
+        self._unknown_logged: set = set()
 
     def get(self, dep_id: int) -> Health:
         h = self._health.get(dep_id)
@@ -67,41 +70,23 @@ class DeploymentHealth:
 
 
 def order(
-    strategy: str, deps: list[DeploymentInfo], health: DeploymentHealth
+    strategy: str,
+    deps: list[DeploymentInfo],
+    health: DeploymentHealth,
+    weights: Mapping[str, int] | None = None,
 ) -> list[DeploymentInfo]:
-    """Order one model's (or one policy's) deployments by strategy; cooling ones go last."""
+    """Order one model's (or one policy's) deployments by strategy; cooling ones go last.
+
+    ``weights`` are a routing policy's (public model name -> weight), for ``weighted``."""
+    chosen = strategies.STRATEGIES.get(strategy)
+    if chosen is None:
+        # The snapshot builder publishes only known strategies; this is a snapshot from
+        # elsewhere (an agent's cache written by a newer control plane). Serve, but say so.
+        if strategy not in health._unknown_logged:
+            health._unknown_logged.add(strategy)
+            log.error("unknown routing strategy %r in the snapshot; using failover", strategy)
+        chosen = strategies.STRATEGIES[strategies.DEFAULT]
     if len(deps) > 1:
-        if strategy == "round_robin":
-            start = health.next_rr() % len(deps)
-            deps = deps[start:] + deps[:start]
-        elif strategy == "weighted":
-            deps = _weighted_order(deps)
-        elif strategy == "cost_optimized":
-            deps = sorted(deps, key=lambda d: (d.input_cost + d.output_cost, d.priority))
-        elif strategy == "latency_optimized":
-            # Unmeasured deployments sort first so they get measured.
-            deps = sorted(deps, key=lambda d: health.get(d.id).ewma_ms or 0.0)
-        elif strategy == "least_busy":
-            deps = sorted(deps, key=lambda d: health.get(d.id).in_flight)
+        deps = chosen.order(deps, health, weights or {})
     healthy = [d for d in deps if not health.cooling(d.id)]
     return healthy + [d for d in deps if health.cooling(d.id)]
-
-
-def _weighted_order(deps: list[DeploymentInfo]) -> list[DeploymentInfo]:
-    pool = list(deps)
-    out = []
-    while pool:
-        total = sum(max(d.weight, 0) for d in pool)
-        if total <= 0:
-            out.extend(pool)
-            break
-        pick = random.uniform(0, total)
-        acc = 0.0
-        for i, d in enumerate(pool):
-            acc += max(d.weight, 0)
-            if pick <= acc:
-                out.append(pool.pop(i))
-                break
-        else:
-            out.append(pool.pop())
-    return out

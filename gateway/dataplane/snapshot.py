@@ -67,8 +67,9 @@ class OrgInfo:
     fallback_models: tuple = ()
     rpm: int | None = None
     tpm: int | None = None
-    key_rpm: int | None = None
+    key_rpm: int | None = None  # the org's default (and ceiling) for its keys
     key_tpm: int | None = None
+    tier_key_rpm: int | None = None  # the tier's ceiling for every key (orgs.TierLimit)
     timeout_s: float = 120.0
     # Hard budgets that are spent: "org" | "team:<id>" | "key:<id>" -> "reason|epoch when it lifts"
     blocked: dict = field(default_factory=dict)

@@ -2,6 +2,7 @@
 fallback models through a live gateway."""
 
 import collections
+import random
 
 import openai
 import pytest
@@ -137,6 +138,43 @@ def test_an_rt_key_routes_through_its_policy(acme, gw):
     assert sorted(m.id for m in client.models.list()) == ["chat-small", "ha-chat"]
     [row] = [r for r in usage_rows(acme.org) if r.endpoint == "chat"]
     assert (row.model_requested, row.model_used) == ("anything", "chat-small")
+
+
+def test_a_weighted_routing_policy_splits_traffic_by_its_weights(acme, gw):
+    """Issue 13: the policy's weights were stored but routing read only Deployment.weight."""
+    from gateway import services
+    from governance import services as gov
+
+    weights = {"chat-small": 90, "ha-chat": 10}
+    policy = gov.routing_policy_save(
+        actor=ACTOR,
+        org=acme.org,
+        name="ab",
+        strategy="weighted",
+        models=list(weights),
+        weights=weights,
+    )
+    _key, raw = services.api_key_create(actor=ACTOR, org=acme.org, name="ab", routing_policy=policy)
+    refresh_snapshot()
+    gw.health = routing.DeploymentHealth(rng=random.Random(13))  # reproducible draws
+    client = openai.OpenAI(base_url=acme.base_url, api_key=raw, max_retries=0)
+    n = 250  # within the Pro tier's 300 requests a minute per key
+    served, ha_providers = collections.Counter(), set()
+    for _ in range(n):
+        response = client.chat.completions.with_raw_response.create(
+            model="ab", messages=[{"role": "user", "content": "x"}]
+        )
+        served[response.headers["x-bonito-model-used"]] += 1
+        if response.headers["x-bonito-model-used"] == "ha-chat":
+            ha_providers.add(response.headers["x-bonito-provider"])
+    assert set(served) == set(weights)
+    assert abs(served["chat-small"] / n - 0.9) < 0.06, served
+    # ha-chat's two deployments share its tenth by their own weights (1 each).
+    assert ha_providers == {"fake", "fake2"}
+    upstreams = collections.Counter(
+        r.model_used for r in usage_rows(acme.org) if r.endpoint == "chat"
+    )
+    assert upstreams == served
 
 
 def test_org_fallback_models_serve_when_a_model_is_down(acme, gw):
