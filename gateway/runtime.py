@@ -5,11 +5,11 @@ from functools import cache
 from django.conf import settings
 from django.db import connection
 
-from .dataplane import state
 from .dataplane.limits import Limiter
 from .dataplane.memory import release_free_memory
 from .dataplane.netpolicy import NetworkPolicy
 from .dataplane.proxy import Gateway
+from .dataplane.state import SnapshotSource
 from .dataplane.upstream import Upstreams
 from .dataplane.usage import UsageSink
 
@@ -28,18 +28,27 @@ def _prewarm(snapshot) -> None:
 
 
 @cache
+def snapshots() -> SnapshotSource:
+    """This process's current snapshot: the refresher publishes it, the Gateway reads it
+    (the refresher starts when the Gateway first needs a snapshot)."""
+    return SnapshotSource(starter=lambda: refresher().start())
+
+
+@cache
 def refresher():
     from .snapshot_builder import SnapshotRefresher
 
-    return SnapshotRefresher(interval=settings.GATEWAY_SNAPSHOT_POLL_S, on_publish=_prewarm)
+    return SnapshotRefresher(
+        snapshots(), interval=settings.GATEWAY_SNAPSHOT_POLL_S, on_publish=_prewarm
+    )
 
 
 @cache
 def gateway() -> Gateway:
     from billing.usage_writer import is_refusal, write_usage
 
-    state.set_starter(refresher().start)
     return Gateway(
+        snapshots=snapshots(),
         limiter=Limiter(
             settings.REDIS_URL,
             timeout_s=settings.GATEWAY_REDIS_TIMEOUT_S,

@@ -140,10 +140,10 @@ def test_the_demo_key_answers_at_once(live_server_thread, gw):
     import httpx
 
     from billing.models import UsageRecord
-    from gateway.dataplane import state
+    from gateway import runtime
 
     raw = json.loads(_call("demo", "--json", "--force")[0])["api_key"]
-    state.publish(build_snapshot())
+    runtime.snapshots().publish(build_snapshot())
     headers = {"Authorization": f"Bearer {raw}"}
     response = httpx.post(
         live_server_thread.url + "/v1/chat/completions",

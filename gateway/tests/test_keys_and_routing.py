@@ -101,9 +101,9 @@ def test_least_busy_picks_the_fewest_in_flight():
 
 
 def test_snapshot_survives_a_json_round_trip_without_credentials(acme):
-    from gateway.dataplane import state
+    from gateway import runtime
 
-    snap = state.current()
+    snap = runtime.snapshots().current
     data = snapshot_to_dict(snap)
     assert "sk-fake-upstream-credential" not in str(data)
     again = snapshot_from_dict(data, snap.hash_secret)
