@@ -18,6 +18,10 @@ import aiohttp
 from aiohttp import web
 
 
+# What deployments call a fake served by serve_in_memory (a host that is never resolved).
+IN_MEMORY_URL = "http://fake-upstream.invalid/v1"
+
+
 @dataclass
 class Behaviour:
     status: int = 200
@@ -239,10 +243,11 @@ class FakeUpstream:
     async def serve_in_memory(self):
         """Serve this fake in the running event loop with no port: returns the connector
         factory to give ``Upstreams(connector=...)``, whose connections reach only this fake
-        (deployments name it by ``self.url``, a host that is never resolved)."""
-        self._runner = web.AppRunner(self.app(), handle_signals=False)
+        (deployments name it by ``IN_MEMORY_URL``)."""
+        # A hung handler is not waited for at the end of a test.
+        self._runner = web.AppRunner(self.app(), handle_signals=False, shutdown_timeout=0.1)
         await self._runner.setup()
-        self.url = "http://fake-upstream.invalid/v1"
+        self.url = IN_MEMORY_URL
         server = self._runner.server
         return lambda: MemoryConnector(server)
 
