@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-
 # What deployments call a fake served by serve_in_memory (a host that is never resolved).
 IN_MEMORY_URL = "http://fake-upstream.invalid/v1"
 

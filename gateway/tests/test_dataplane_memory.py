@@ -56,16 +56,18 @@ def deployment(id: int, model: str, upstream_model: str, **fields) -> Deployment
 
 def acme(**fields) -> OrgInfo:
     """The org of these tests: one plain model, one with two deployments (primary first by
-    priority, a dearer secondary on another connection), one embedding model."""
+    priority, a dearer secondary on another connection and in another region), one
+    embedding model."""
     deployments = {
         "chat": (deployment(1, "chat", "gpt-4o-mini"),),
         "ha-chat": (
-            deployment(2, "ha-chat", "primary-model", priority=0),
+            deployment(2, "ha-chat", "primary-model", priority=0, region="us-east-1"),
             deployment(
                 3,
                 "ha-chat",
                 "secondary-model",
                 provider="fake2",
+                region="eu-west-1",
                 priority=1,
                 input_cost=3e-6,
                 output_cost=4e-6,
@@ -116,7 +118,9 @@ class Rig:
     ) -> Outgoing:
         head = {"authorization": f"Bearer {raw}"} if raw is not None else {}
         head.update(headers or {})
-        payload = body if isinstance(body, bytes) else orjson.dumps(chat() if body is None else body)
+        payload = (
+            body if isinstance(body, bytes) else orjson.dumps(chat() if body is None else body)
+        )
         return await self.gateway.handle(
             Incoming(endpoint=endpoint, headers=head, body=payload, **incoming)
         )
@@ -311,6 +315,7 @@ async def test_policy_refuses_before_any_provider_is_called(
         ({"allowed_providers": frozenset({"fake2"})}, {}),
         ({}, {"allowed_providers": frozenset({"fake2"})}),
         ({}, {"allowed_providers": frozenset({"openai_compatible"})}),  # a kind names all
+        ({"allowed_regions": frozenset({"eu-west-1"})}, {}),
     ],
 )
 async def test_only_the_deployments_a_policy_allows_are_called(rig, org_fields, key_fields):
@@ -324,19 +329,31 @@ async def test_only_the_deployments_a_policy_allows_are_called(rig, org_fields, 
     )
 
 
-async def test_the_model_list_shows_only_what_the_key_may_use(rig):
-    rig.publish(
-        acme(denied_models=frozenset({"embed"})),
-        app=key_info(APP, 1, allowed_models=frozenset({"chat", "embed"})),
-    )
+@pytest.mark.parametrize(
+    "org_fields,key_fields,listed",
+    [
+        ({}, {}, ["chat", "ha-chat", "embed"]),
+        (
+            {"denied_models": frozenset({"embed"})},
+            {"allowed_models": frozenset({"chat", "embed"})},
+            ["chat"],
+        ),
+        ({}, {"allowed_providers": frozenset({"fake2"})}, ["ha-chat"]),
+        ({"allowed_regions": frozenset({"eu-west-1"})}, {}, ["ha-chat"]),
+    ],
+)
+async def test_the_model_list_shows_only_what_the_key_may_use(rig, org_fields, key_fields, listed):
+    rig.publish(acme(**org_fields), app=key_info(APP, 1, **key_fields))
     out = await rig.send(endpoint="models", body=b"")
     assert out.status == 200
-    assert [m["id"] for m in orjson.loads(out.body)["data"]] == ["chat"]
-    out = await rig.send(endpoint="model", body=b"", model_id="embed")
-    assert out.status == 404 and error_of(out)["code"] == "model_not_found"
-    assert [(r["endpoint"], r["status"]) for r in rig.records()] == [
-        ("models", "success"),
-        ("model", "rejected"),
+    assert [m["id"] for m in orjson.loads(out.body)["data"]] == listed
+    for model in ("chat", "ha-chat", "embed"):
+        out = await rig.send(endpoint="model", body=b"", model_id=model)
+        assert out.status == (200 if model in listed else 404)
+    records = rig.records()
+    assert len(records) == 4 and records[0]["endpoint"] == "models"
+    assert [r["status"] == "success" for r in records[1:]] == [
+        m in listed for m in ("chat", "ha-chat", "embed")
     ]
 
 
@@ -369,6 +386,31 @@ async def test_the_request_past_an_rpm_limit_gets_429_and_never_reaches_the_prov
     assert int(third.headers["Retry-After"]) >= 1
     assert len(rig.upstream.requests) == 2
     assert [r["http_status"] for r in rig.records()] == [200, 200, 429]
+
+
+@pytest.mark.parametrize(
+    "tier,org_fields,key_fields,rpm,tpm",
+    [
+        # A key saved wider than the org's default for keys (before the rule, or the default
+        # was lowered since) gets the default.
+        ("enterprise", {"key_rpm": 3, "key_tpm": 5000}, {"rpm": 100000, "tpm": 10**9}, 3, 5000),
+        ("enterprise", {"key_rpm": 300, "key_tpm": 5000}, {"rpm": 7, "tpm": 2000}, 7, 2000),
+        ("free", {"key_rpm": 300}, {"rpm": 1000}, 30, None),  # the tier narrows both
+        ("pro", {}, {}, 300, None),
+        ("enterprise", {}, {}, None, None),  # no limit at all
+    ],
+)
+async def test_the_narrowest_limit_applies_and_is_shown(
+    rig, tier, org_fields, key_fields, rpm, tpm
+):
+    rig.publish(acme(tier=tier, **org_fields), app=key_info(APP, 1, **key_fields))
+    out = await rig.send()
+    assert out.status == 200
+    shown = (
+        out.headers.get("x-ratelimit-limit-requests"),
+        out.headers.get("x-ratelimit-limit-tokens"),
+    )
+    assert shown == (rpm and str(rpm), tpm and str(tpm))
 
 
 async def test_the_free_tier_caps_its_keys_rpm(rig):
@@ -518,9 +560,7 @@ async def test_a_stream_is_relayed_as_sse_and_recorded_once(rig, include_usage):
     events = sse_events(await body_of(out))
     assert events[-1] == b"[DONE]"
     chunks = events[:-1]
-    text = "".join(
-        c["choices"][0]["delta"].get("content", "") for c in chunks if c.get("choices")
-    )
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c.get("choices"))
     assert text == "word0 word1 word2 word3 word4"
     usage_chunks = [c for c in chunks if c.get("usage")]
     assert len(usage_chunks) == (1 if include_usage else 0)
