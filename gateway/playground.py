@@ -6,20 +6,18 @@ import uuid
 
 import orjson
 from asgiref.sync import sync_to_async
-from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.http import Http404
 from django.shortcuts import render
 
 from orgs.audit import Actor
-from orgs.models import Membership
+from orgs.permissions import org_view
 
 from . import services
-from .dataplane import state
 from .dataplane.proxy import Incoming
+from .dataplane.snapshot import KeyInfo
 from .models import ApiKey, Deployment
 from .runtime import gateway
+from .snapshot_builder import key_info
 
 
 @transaction.atomic
@@ -32,44 +30,18 @@ def playground_key(*, actor: Actor, org, user) -> ApiKey:
     return key
 
 
-def _prepare(request, org, membership, model, message):
+def _prepare(request, org) -> KeyInfo:
+    """The user's Playground key as the data plane sees it, read from the database now: a
+    key made a moment ago works before the process's snapshot has it."""
     key = playground_key(
         actor=Actor.from_request(request, via="playground"), org=org, user=request.user
     )
-    snap = state.current()
-    if snap is None or key.key_hash not in snap.keys:
-        from .snapshot_builder import build_snapshot
-
-        gateway()
-        state.publish(build_snapshot())  # a new key: publish now rather than wait for the poller
-    return key
+    return key_info(key)
 
 
-def _cost(org_id, model_used, provider, usage) -> float:
-    snap = state.current()
-    org = snap.orgs.get(org_id) if snap else None
-    for dep in org.deployments.get(model_used, ()) if org else ():
-        if dep.provider == provider:
-            return (
-                usage.get("prompt_tokens", 0) * dep.input_cost
-                + usage.get("completion_tokens", 0) * dep.output_cost
-            )
-    return 0.0
-
-
-async def playground(request, org_slug):
-    user = await request.auser()
-    if not user.is_authenticated:
-        return redirect_to_login(request.get_full_path())
-    membership = (
-        await Membership.objects.select_related("org")
-        .filter(org__slug=org_slug, user=user)
-        .afirst()
-    )
-    if membership is None:
-        raise Http404("No such organization.")
-    request.org, request.membership = membership.org, membership
-    org = membership.org
+@org_view("viewer", write_role="member")
+async def playground(request):
+    org = request.org
     models = [
         m
         async for m in Deployment.objects.for_org(org)
@@ -86,11 +58,9 @@ async def playground(request, org_slug):
         "model": models[0] if models else "",
     }
     if request.method == "POST":
-        if not membership.has_role("member"):
-            raise PermissionDenied("The Playground needs the member role.")
         model, message = request.POST.get("model", ""), request.POST.get("message", "").strip()
         context.update(model=model, message=message)
-        key = await sync_to_async(_prepare)(request, org, membership, model, message)
+        key = await sync_to_async(_prepare)(request, org)
         body = orjson.dumps(
             {"model": model, "messages": [{"role": "user", "content": message or "Hello"}]}
         )
@@ -100,7 +70,7 @@ async def playground(request, org_slug):
                 endpoint="chat",
                 headers={"x-request-id": f"playground_{uuid.uuid4().hex}"},
                 body=body,
-                key_hash=key.key_hash,
+                key=key,
             )
         )
         latency_ms = (time.perf_counter() - started) * 1000
@@ -117,12 +87,7 @@ async def playground(request, org_slug):
             "provider": out.headers.get("x-bonito-provider", "—"),
             "overhead_ms": out.headers.get("x-bonito-overhead-ms"),
             "latency_ms": round(latency_ms, 1),
-            "cost": _cost(
-                org.id,
-                out.headers.get("x-bonito-model-used"),
-                out.headers.get("x-bonito-provider"),
-                usage,
-            ),
+            "cost": out.cost or 0.0,  # the data plane's, as in the usage record
             "request_id": out.headers.get("x-request-id"),
         }
     return await sync_to_async(render)(request, "gateway/playground.html", context)

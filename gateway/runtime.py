@@ -5,11 +5,11 @@ from functools import cache
 from django.conf import settings
 from django.db import connection
 
-from .dataplane import state
 from .dataplane.limits import Limiter
 from .dataplane.memory import release_free_memory
 from .dataplane.netpolicy import NetworkPolicy
 from .dataplane.proxy import Gateway
+from .dataplane.state import SnapshotSource
 from .dataplane.upstream import Upstreams
 from .dataplane.usage import UsageSink
 
@@ -28,10 +28,19 @@ def _prewarm(snapshot) -> None:
 
 
 @cache
+def snapshots() -> SnapshotSource:
+    """This process's current snapshot: the refresher publishes it, the Gateway reads it
+    (the refresher starts when the Gateway first needs a snapshot)."""
+    return SnapshotSource(starter=lambda: refresher().start())
+
+
+@cache
 def refresher():
     from .snapshot_builder import SnapshotRefresher
 
-    return SnapshotRefresher(interval=settings.GATEWAY_SNAPSHOT_POLL_S, on_publish=_prewarm)
+    return SnapshotRefresher(
+        snapshots(), interval=settings.GATEWAY_SNAPSHOT_POLL_S, on_publish=_prewarm
+    )
 
 
 # Where finished-request records are stored: set at start-up by the app that owns the usage
@@ -46,8 +55,8 @@ def use_usage_writer(write, *, is_refusal) -> None:
 @cache
 def gateway() -> Gateway:
     write_usage, is_refusal = _usage_writer["write"], _usage_writer["is_refusal"]
-    state.set_starter(refresher().start)
     return Gateway(
+        snapshots=snapshots(),
         limiter=Limiter(
             settings.REDIS_URL,
             timeout_s=settings.GATEWAY_REDIS_TIMEOUT_S,

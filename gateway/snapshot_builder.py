@@ -17,8 +17,8 @@ from django.db import connection, transaction
 from core import strategies
 from core.config_version import current_stamp, current_version
 
-from .dataplane import state
 from .dataplane.snapshot import DeploymentInfo, KeyInfo, OrgInfo, RoutingPolicyInfo, Snapshot
+from .dataplane.state import SnapshotSource
 from .models import ApiKey, Deployment, GatewayConfig, key_hash_secret
 from .pricing import catalog_prices, price_per_token
 
@@ -77,6 +77,25 @@ def deployment_info(d: Deployment, catalog: dict | None = None) -> DeploymentInf
     )
 
 
+def key_info(k: ApiKey) -> KeyInfo:
+    """The data plane's view of one key (select its routing_policy with it)."""
+    return KeyInfo(
+        id=k.id,
+        org_id=k.org_id,
+        name=k.name,
+        hash=k.key_hash,
+        kind=k.kind,
+        team_id=k.team_id,
+        allowed_models=frozenset(k.allowed_models or ()),
+        allowed_providers=frozenset(k.allowed_providers or ()),
+        rpm=k.rpm_limit,
+        tpm=k.tpm_limit,
+        expires_at=_ts(k.expires_at),
+        revoked=k.revoked_at is not None,
+        routing_policy=k.routing_policy.name if k.routing_policy else None,
+    )
+
+
 def _lowest(*caps) -> float | None:
     """The lowest of the spend caps that apply (the policy's, the tier's)."""
     present = [float(c) for c in caps if c is not None]
@@ -112,23 +131,7 @@ def build_snapshot(version: int | None = None) -> Snapshot:
 
     with transaction.atomic():
         version = current_version() if version is None else version
-        keys = {}
-        for k in ApiKey.objects.select_related("routing_policy"):
-            keys[k.key_hash] = KeyInfo(
-                id=k.id,
-                org_id=k.org_id,
-                name=k.name,
-                hash=k.key_hash,
-                kind=k.kind,
-                team_id=k.team_id,
-                allowed_models=frozenset(k.allowed_models or ()),
-                allowed_providers=frozenset(k.allowed_providers or ()),
-                rpm=k.rpm_limit,
-                tpm=k.tpm_limit,
-                expires_at=_ts(k.expires_at),
-                revoked=k.revoked_at is not None,
-                routing_policy=k.routing_policy.name if k.routing_policy else None,
-            )
+        keys = {k.key_hash: key_info(k) for k in ApiKey.objects.select_related("routing_policy")}
         deployments: dict[int, dict[str, list]] = {}
         active = list(
             Deployment.objects.filter(is_active=True, provider__is_active=True).select_related(
@@ -200,9 +203,11 @@ def build_snapshot(version: int | None = None) -> Snapshot:
 
 
 class SnapshotRefresher:
-    """One per process: builds the first snapshot, then rebuilds whenever the version moves."""
+    """One per process: builds the first snapshot, then rebuilds whenever the version moves,
+    and publishes each into ``target`` (the source the process's Gateway reads)."""
 
-    def __init__(self, interval: float, on_publish=None):
+    def __init__(self, target: SnapshotSource, interval: float, on_publish=None):
+        self.target = target
         self.interval = interval
         self.on_publish = on_publish  # runs in this thread before the snapshot goes live
         self._thread: threading.Thread | None = None
@@ -222,11 +227,15 @@ class SnapshotRefresher:
     def refresh_once(self) -> None:
         stamp = current_stamp()  # this thread keeps its connection; errors drop it
         # Rebuild on a version change, and every minute anyway so month-to-date spend stays fresh.
-        if state.current() is None or stamp != self._stamp or time.time() - self._last_full > 60:
+        if (
+            self.target.current is None
+            or stamp != self._stamp
+            or time.time() - self._last_full > 60
+        ):
             snap = build_snapshot(stamp[0])
             if self.on_publish is not None:
                 self.on_publish(snap)
-            state.publish(snap)
+            self.target.publish(snap)
             self._stamp, self._last_full = stamp, time.time()
 
     def _run(self) -> None:

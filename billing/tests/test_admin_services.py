@@ -8,12 +8,11 @@ from django.utils import timezone
 
 from billing.budgets import budget_save
 from billing.models import Budget, UsageRecord
-from orgs.models import TierLimit
 from bonito.tests.admin_forms import form_data
 from core.config_version import current_version
 from gateway.snapshot_builder import build_snapshot
 from orgs.audit import Actor
-from orgs.models import AuditLog
+from orgs.models import AuditLog, TierLimit
 
 pytestmark = pytest.mark.django_db
 SETUP = Actor(via="test-setup")

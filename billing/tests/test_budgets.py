@@ -160,8 +160,8 @@ def test_the_free_tier_request_allowance_stops_v1_with_a_clear_429(acme, gw):
 
 @pytest.mark.django_db
 def test_a_tier_spend_cap_caps_orgs_without_a_lower_one(org_a):
-    from orgs.models import TierLimit
     from gateway.snapshot_builder import build_snapshot
+    from orgs.models import TierLimit
 
     TierLimit.objects.update_or_create(
         tier="pro", defaults={"monthly_spend_cap_usd": Decimal("100")}

@@ -13,10 +13,11 @@ from datetime import UTC, datetime
 
 import orjson
 
-from . import errors, keys_check, routing, state, tokens
+from . import errors, keys_check, routing, tokens
 from .errors import GatewayError
 from .limits import Bucket, Limiter, SpendReservation
 from .snapshot import DeploymentInfo, KeyInfo, OrgInfo, Snapshot
+from .state import SnapshotSource
 from .upstream import StreamBroken, UpstreamError, Upstreams
 from .usage import UsageSink
 from .validation import parse_body
@@ -32,8 +33,9 @@ class Incoming:
     model_id: str | None = None
     too_large: bool = False
     # Set only by server code (the dashboard Playground) that has already authenticated the
-    # user and acts through one of the org's keys; nothing reachable over HTTP sets it.
-    key_hash: str | None = None
+    # user and acts through one of the org's keys, read from the database (so a key made a
+    # moment ago works before the snapshot has it); nothing reachable over HTTP sets it.
+    key: KeyInfo | None = None
 
 
 @dataclass(slots=True)
@@ -42,6 +44,8 @@ class Outgoing:
     body: bytes
     headers: dict = field(default_factory=dict)
     stream: AsyncIterator[bytes] | None = None
+    # What the request cost (USD), for in-process callers (the Playground); never sent.
+    cost: float | None = None
 
 
 @dataclass(slots=True)
@@ -65,6 +69,7 @@ class Gateway:
     def __init__(
         self,
         *,
+        snapshots: SnapshotSource,
         limiter: Limiter,
         sink: UsageSink,
         upstreams: Upstreams | None = None,
@@ -73,6 +78,7 @@ class Gateway:
         backoff_s: float = 0.1,
         source: str = "shared_gateway",
     ):
+        self.snapshots = snapshots
         self.limiter = limiter
         self.sink = sink
         self.upstreams = upstreams or Upstreams()
@@ -88,7 +94,7 @@ class Gateway:
             request_id=_request_id(req.headers), endpoint=req.endpoint, t0=time.perf_counter()
         )
         try:
-            snap = state.current() or await asyncio.to_thread(state.ensure_started)
+            snap = self.snapshots.current or await asyncio.to_thread(self.snapshots.ensure_started)
             if snap is None:
                 raise GatewayError(
                     503,
@@ -97,7 +103,7 @@ class Gateway:
                     "gateway_not_ready",
                     headers={"Retry-After": "1"},
                 )
-            ctx.key, ctx.org = self._authenticate(req.headers, snap, req.key_hash)
+            ctx.key, ctx.org = self._authenticate(req.headers, snap, req.key)
         except GatewayError as exc:
             return self._error_response(ctx, exc)  # no valid key: nothing to record
         try:
@@ -114,19 +120,17 @@ class Gateway:
 
     # ------------------------------------------------------------------ auth and policy
     def _authenticate(
-        self, headers, snap: Snapshot, key_hash: str | None = None
+        self, headers, snap: Snapshot, key: KeyInfo | None = None
     ) -> tuple[KeyInfo, OrgInfo]:
-        if key_hash is not None:
-            key = snap.keys.get(key_hash)
-        else:
+        if key is None:
             raw = _bearer(headers)
             if raw is None:
                 raise errors.invalid_key(
                     "You didn't provide an API key. Send it as 'Authorization: Bearer bn-…'."
                 )
             key = keys_check.lookup(raw, snap)
-        if key is None:
-            raise errors.invalid_key()
+            if key is None:
+                raise errors.invalid_key()
         if key.revoked:
             raise errors.invalid_key("This API key has been revoked.")
         if key.expires_at is not None and key.expires_at <= time.time():
@@ -373,7 +377,7 @@ class Gateway:
             input_tokens = _count_input(endpoint, upstream_body)
         if not output_tokens and endpoint != "embeddings":
             output_tokens = tokens.count_tokens(tokens.completion_text(data))
-        cost = input_tokens * ctx.dep.input_cost + output_tokens * ctx.dep.output_cost
+        cost = ctx.dep.cost(input_tokens, output_tokens)
         if spend is not None:
             self.limiter.settle(spend, cost, backend)
         self._record(
@@ -386,7 +390,10 @@ class Gateway:
             cost=cost,
         )
         return Outgoing(
-            200, orjson.dumps(data), self._headers(ctx, {"Content-Type": "application/json"})
+            200,
+            orjson.dumps(data),
+            self._headers(ctx, {"Content-Type": "application/json"}),
+            cost=cost,
         )
 
     async def _stream(
@@ -450,7 +457,7 @@ class Gateway:
                     0,
                 )
             input_tokens, output_tokens, cached = counts
-            cost = input_tokens * ctx.dep.input_cost + output_tokens * ctx.dep.output_cost
+            cost = ctx.dep.cost(input_tokens, output_tokens)
             if spend is not None:
                 self.limiter.settle(spend, cost, backend)
             self._record(

@@ -40,6 +40,10 @@ class DeploymentInfo:
     def label(self) -> str:
         return f"{self.provider}/{self.upstream_model}"
 
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        """What a request to this deployment cost (USD): the one formula."""
+        return input_tokens * self.input_cost + output_tokens * self.output_cost
+
 
 @dataclass(frozen=True, slots=True)
 class RoutingPolicyInfo:

@@ -1,44 +1,34 @@
-"""Where the hot path finds the current snapshot. A control plane or an agent publishes it."""
+"""Where a Gateway finds the current snapshot: a SnapshotSource, given to it like the sink.
+
+Whatever keeps the snapshot fresh (the control plane's refresher, an agent's config sync,
+a test) publishes into the source; the Gateway reads ``source.current`` on every request.
+"""
 
 import threading
-import time
+from collections.abc import Callable
 
 from .snapshot import Snapshot
 
-_current: Snapshot | None = None
-_ready = threading.Event()
-_starter = None  # callable that starts whatever keeps the snapshot fresh
 
+class SnapshotSource:
+    """The current snapshot of one data plane, swapped whole by ``publish``."""
 
-def publish(snapshot: Snapshot) -> None:
-    global _current
-    _current = snapshot  # one reference swap; readers never see a half-built snapshot
-    _ready.set()
+    def __init__(self, snapshot: Snapshot | None = None, starter: Callable[[], None] | None = None):
+        # A plain attribute: the hot path's one read. Readers never see a half-built
+        # snapshot: publishing swaps one reference.
+        self.current: Snapshot | None = snapshot
+        self._starter = starter  # starts whatever publishes (called once, on first need)
+        self._ready = threading.Event()
+        if snapshot is not None:
+            self._ready.set()
 
+    def publish(self, snapshot: Snapshot) -> None:
+        self.current = snapshot
+        self._ready.set()
 
-def current() -> Snapshot | None:
-    return _current
-
-
-def set_starter(fn) -> None:
-    global _starter
-    _starter = fn
-
-
-def ensure_started(timeout: float = 30.0) -> Snapshot | None:
-    """Blocking: start the refresher once and wait for the first snapshot."""
-    if _current is None and _starter is not None:
-        _starter()
-        _ready.wait(timeout)
-    return _current
-
-
-def age() -> float:
-    return time.time() - _current.built_at if _current else float("inf")
-
-
-def reset() -> None:
-    """For tests: forget the snapshot."""
-    global _current
-    _current = None
-    _ready.clear()
+    def ensure_started(self, timeout: float = 30.0) -> Snapshot | None:
+        """Blocking: start the publisher once and wait for the first snapshot."""
+        if self.current is None and self._starter is not None:
+            self._starter()
+            self._ready.wait(timeout)
+        return self.current

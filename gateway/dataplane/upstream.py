@@ -179,10 +179,14 @@ _MAIN_FIELD = {"chat": "messages", "completions": "prompt", "embeddings": "input
 
 
 class PassthroughAdapter:
-    """Direct HTTP to OpenAI-compatible upstreams over a pooled aiohttp session."""
+    """Direct HTTP to OpenAI-compatible upstreams over a pooled aiohttp session.
 
-    def __init__(self, network: NetworkPolicy):
+    ``connector`` makes the connector of each event loop's session; by default TCP to the
+    addresses the network policy allows (tests pass one that reaches a fake in memory)."""
+
+    def __init__(self, network: NetworkPolicy, connector=None):
         self.network = network
+        self.connector = connector
         self._sessions: dict[int, object] = {}
 
     def _session(self):
@@ -193,11 +197,15 @@ class PassthroughAdapter:
         loop = asyncio.get_running_loop()
         session = self._sessions.get(id(loop))
         if session is None or session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=0,
-                ttl_dns_cache=300,
-                keepalive_timeout=30,
-                resolver=GuardedResolver(lambda: self.network),
+            connector = (
+                self.connector()
+                if self.connector is not None
+                else aiohttp.TCPConnector(
+                    limit=0,
+                    ttl_dns_cache=300,
+                    keepalive_timeout=30,
+                    resolver=GuardedResolver(lambda: self.network),
+                )
             )
             session = aiohttp.ClientSession(
                 connector=connector,
@@ -694,17 +702,20 @@ def egress_policy():
 
 class Upstreams:
     """Picks the adapter for a deployment. ``network`` decides which addresses the
-    adapters may connect to (default: public addresses only)."""
+    adapters may connect to (default: public addresses only). ``connector``, a callable
+    that returns an aiohttp connector, replaces the pass-through's TCP connections (a
+    test's in-memory fake upstream; see gateway/tests/fake_upstream.py)."""
 
     def __init__(
         self,
         passthrough: bool = True,
         network: NetworkPolicy | None = None,
         ambient_credentials: bool = False,
+        connector=None,
     ):
         self.passthrough = passthrough
         network = network or NetworkPolicy()
-        self.http = PassthroughAdapter(network)
+        self.http = PassthroughAdapter(network, connector)
         self.litellm = LiteLLMAdapter(network, ambient_credentials)
         self.mock = MockAdapter()
 

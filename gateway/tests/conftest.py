@@ -6,7 +6,6 @@ from types import SimpleNamespace
 import pytest
 
 from gateway import runtime, services
-from gateway.dataplane import state
 from gateway.dataplane.netpolicy import NetworkPolicy
 from gateway.snapshot_builder import build_snapshot
 from gateway.tests.fake_upstream import FakeUpstream
@@ -83,8 +82,7 @@ def live_server_thread(django_db_setup, django_db_blocker):
 
 def refresh_snapshot():
     """Publish a snapshot of the DB now (tests do not wait for the background poller)."""
-    runtime.gateway()
-    state.publish(build_snapshot())
+    runtime.snapshots().publish(build_snapshot())
 
 
 @pytest.fixture

@@ -2,17 +2,23 @@
 
 Behaviour per upstream model name: latency, an injected status (429/500/…), a number of
 failures before succeeding, a hang (timeout), a stream that resets mid-way, and whether
-usage is reported. Run it alone with `python -m gateway.tests.fake_upstream --port 18081`.
+usage is reported. Run it alone with `python -m gateway.tests.fake_upstream --port 18081`,
+in a thread of the tests with `start()`, or in memory with `serve_in_memory()`.
 """
 
 import argparse
 import asyncio
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass
 
+import aiohttp
 from aiohttp import web
+
+# What deployments call a fake served by serve_in_memory (a host that is never resolved).
+IN_MEMORY_URL = "http://fake-upstream.invalid/v1"
 
 
 @dataclass
@@ -233,6 +239,20 @@ class FakeUpstream:
         return app
 
     # ---------------------------------------------------------------- lifecycle
+    async def serve_in_memory(self):
+        """Serve this fake in the running event loop with no port: returns the connector
+        factory to give ``Upstreams(connector=...)``, whose connections reach only this fake
+        (deployments name it by ``IN_MEMORY_URL``)."""
+        # A hung handler is not waited for at the end of a test.
+        self._runner = web.AppRunner(self.app(), handle_signals=False, shutdown_timeout=0.1)
+        await self._runner.setup()
+        self.url = IN_MEMORY_URL
+        server = self._runner.server
+        return lambda: MemoryConnector(server)
+
+    async def stop_in_memory(self) -> None:
+        await self._runner.cleanup()
+
     def start(self, port: int = 0) -> "FakeUpstream":
         started = threading.Event()
 
@@ -251,6 +271,23 @@ class FakeUpstream:
         threading.Thread(target=run, name="fake-upstream", daemon=True).start()
         started.wait(10)
         return self
+
+
+class MemoryConnector(aiohttp.BaseConnector):
+    """aiohttp connections to an aiohttp server in the same event loop over a socket pair:
+    client and server speak real HTTP/1.1 (status lines, chunked SSE, a reset is a closed
+    socket), with no listening socket, no DNS and no thread."""
+
+    def __init__(self, server: web.Server):
+        super().__init__()
+        self._server = server
+
+    async def _create_connection(self, req, traces, timeout):
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        await loop.connect_accepted_socket(self._server, theirs)
+        _, protocol = await loop.create_connection(self._factory, sock=ours)
+        return protocol
 
 
 def main():

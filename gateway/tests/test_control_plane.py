@@ -9,8 +9,9 @@ from django.core.management import CommandError, call_command
 
 from core.models import ConfigVersion
 from gateway import services
+from gateway.dataplane.state import SnapshotSource
 from gateway.models import ApiKey, Deployment, ProviderConnection
-from gateway.snapshot_builder import build_snapshot
+from gateway.snapshot_builder import SnapshotRefresher, build_snapshot
 from gateway.tests.conftest import ACTOR
 from gateway.tests.test_processes import ISSUE_EXAMPLE
 from governance.models import Policy, RoutingPolicy
@@ -48,6 +49,19 @@ def test_changes_bump_the_config_version(org_a):
     services.api_key_revoke(actor=ACTOR, key=key)
     assert ConfigVersion.objects.get(pk=1).version == before + 2
     assert build_snapshot().keys[key.key_hash].revoked is True
+
+
+def test_the_refresher_publishes_into_the_source_it_is_given_when_the_version_moves(org_a):
+    source = SnapshotSource()
+    refresher = SnapshotRefresher(source, interval=60)
+    refresher.refresh_once()
+    first = source.current
+    assert first is not None and org_a.id in first.orgs
+    refresher.refresh_once()
+    assert source.current is first  # nothing changed: nothing rebuilt
+    key, _raw = services.api_key_create(actor=ACTOR, org=org_a, name="k")
+    refresher.refresh_once()
+    assert key.key_hash in source.current.keys and key.key_hash not in first.keys
 
 
 def test_the_issue_example_applies_exactly_as_written(tmp_path, monkeypatch, db, loopback_allowed):
@@ -142,10 +156,10 @@ def test_the_demo_key_answers_at_once(live_server_thread, gw):
     import httpx
 
     from billing.models import UsageRecord
-    from gateway.dataplane import state
+    from gateway import runtime
 
     raw = json.loads(_call("demo", "--json", "--force")[0])["api_key"]
-    state.publish(build_snapshot())
+    runtime.snapshots().publish(build_snapshot())
     headers = {"Authorization": f"Bearer {raw}"}
     response = httpx.post(
         live_server_thread.url + "/v1/chat/completions",

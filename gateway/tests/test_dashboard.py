@@ -13,7 +13,7 @@ from django.utils import timezone
 from billing.models import UsageRecord
 from gateway import services
 from gateway.models import ApiKey, ProviderConnection
-from gateway.tests.conftest import ACTOR
+from gateway.tests.conftest import ACTOR, refresh_snapshot
 from governance.models import Policy, RoutingPolicy
 from orgs.models import PersonalAccessToken
 
@@ -216,8 +216,17 @@ def test_list_pages_make_a_fixed_number_of_queries(
 def test_the_playground_sends_through_the_gateway_and_is_logged(alice_client, org_a, gw):
     mock = services.provider_save(actor=ACTOR, org=org_a, name="mock", kind="mock")
     services.deployment_save(
-        actor=ACTOR, org=org_a, model_name="demo-chat", provider=mock, upstream_model="mock-chat"
+        actor=ACTOR,
+        org=org_a,
+        model_name="demo-chat",
+        provider=mock,
+        upstream_model="mock-chat",
+        input_price_per_mtok=Decimal("2.5"),
+        output_price_per_mtok=Decimal("10"),
     )
+    # The deployment reaches the process's snapshot (the refresher's job within a second);
+    # the Playground's own key, made on its first use, need not be in it.
+    refresh_snapshot()
     response = alice_client.post(
         reverse("playground", args=[org_a.slug]), {"model": "demo-chat", "message": "ping"}
     )
@@ -228,6 +237,10 @@ def test_the_playground_sends_through_the_gateway_and_is_logged(alice_client, or
     assert gw.sink.flush()
     row = UsageRecord.objects.get(org=org_a)
     assert row.key.name == "Playground (alice@acme.test)" and row.request_id == result["request_id"]
+    # The cost shown is the one recorded: the data plane's, from the deployment's prices.
+    usage = result["usage"]
+    expected = (usage["prompt_tokens"] * 2.5 + usage["completion_tokens"] * 10) / 1e6
+    assert result["cost"] == pytest.approx(expected) and float(row.cost) == pytest.approx(expected)
     # The Playground key is reused, never shown.
     alice_client.post(
         reverse("playground", args=[org_a.slug]), {"model": "demo-chat", "message": "again"}

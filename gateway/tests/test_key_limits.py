@@ -1,19 +1,17 @@
 """Limits only narrow: a key's RPM/TPM stays within the org's default for keys, which stays
 within the tier's; refused when a key is saved, and enforced by the data plane for keys
-saved before the rule."""
+saved before the rule (tested in memory: test_dataplane_memory.py)."""
 
-import httpx
 import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from gateway import services
 from gateway.models import ApiKey
-from gateway.tests.conftest import ACTOR, refresh_snapshot
+from gateway.snapshot_builder import build_snapshot
+from gateway.tests.conftest import ACTOR
 from orgs import services as org_services
 from orgs.audit import Actor
-
-BODY = {"model": "chat-small", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
 
 
 def _messages(exc: ValidationError) -> str:
@@ -82,36 +80,16 @@ def test_the_rest_api_and_the_dashboard_refuse_a_wider_key(org_a, bob, bob_clien
     assert not ApiKey.objects.exists()
 
 
-def _post(acme):
-    return httpx.post(
-        acme.base_url + "/chat/completions",
-        json=BODY,
-        timeout=30,
-        headers={"Authorization": f"Bearer {acme.raw}"},
-    )
-
-
-def test_the_data_plane_narrows_a_key_saved_wider(acme):
+@pytest.mark.django_db
+def test_the_snapshot_carries_a_key_saved_wider_with_the_limits_that_narrow_it(org_a):
     # A key saved before the rule (or whose org default was lowered since) keeps its value
-    # in the database; the gateway applies the narrowest limit anyway.
-    ApiKey.objects.filter(pk=acme.key.pk).update(rpm_limit=100000, tpm_limit=10**9)
-    services.gateway_config_set(actor=ACTOR, org=acme.org, default_key_rpm=3, default_key_tpm=5000)
-    refresh_snapshot()
-    statuses = []
-    for _ in range(4):
-        response = _post(acme)
-        statuses.append(response.status_code)
-        if response.status_code == 200:
-            assert response.headers["x-ratelimit-limit-requests"] == "3"
-            assert response.headers["x-ratelimit-limit-tokens"] == "5000"
-    assert statuses == [200, 200, 200, 429]
-
-
-def test_the_tier_narrows_the_org_default_and_the_key(acme):
-    services.gateway_config_set(actor=ACTOR, org=acme.org, default_key_rpm=300)
-    org_services.org_update(actor=ACTOR, org=acme.org, tier="free")  # a downgrade
-    ApiKey.objects.filter(pk=acme.key.pk).update(rpm_limit=1000)
-    refresh_snapshot()
-    response = _post(acme)
-    assert response.status_code == 200
-    assert response.headers["x-ratelimit-limit-requests"] == "30"
+    # in the database and the snapshot; the data plane applies the narrowest of the key's,
+    # the org default's and the tier's (test_dataplane_memory.py tests that, in memory).
+    key, _raw = services.api_key_create(actor=ACTOR, org=org_a, name="old")
+    ApiKey.objects.filter(pk=key.pk).update(rpm_limit=100000, tpm_limit=10**9)
+    services.gateway_config_set(actor=ACTOR, org=org_a, default_key_rpm=3, default_key_tpm=5000)
+    org_services.org_update(actor=ACTOR, org=org_a, tier="free")  # a downgrade
+    snap = build_snapshot()
+    assert (snap.keys[key.key_hash].rpm, snap.keys[key.key_hash].tpm) == (100000, 10**9)
+    org = snap.orgs[org_a.id]
+    assert (org.key_rpm, org.key_tpm, org.tier) == (3, 5000, "free")

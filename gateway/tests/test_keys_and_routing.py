@@ -102,9 +102,9 @@ def test_least_busy_picks_the_fewest_in_flight():
 
 
 def test_snapshot_survives_a_json_round_trip_without_credentials(acme):
-    from gateway.dataplane import state
+    from gateway import runtime
 
-    snap = state.current()
+    snap = runtime.snapshots().current
     data = snapshot_to_dict(snap)
     assert "sk-fake-upstream-credential" not in str(data)
     again = snapshot_from_dict(data, snap.hash_secret)
@@ -177,83 +177,41 @@ def test_a_weighted_routing_policy_splits_traffic_by_its_weights(acme, gw):
     assert upstreams == served
 
 
-def test_org_fallback_models_serve_when_a_model_is_down(acme, gw):
+@pytest.mark.django_db
+def test_the_snapshot_carries_the_scopes_the_data_plane_applies(org_a):
+    # What the policy, gateway config, deployments and keys say, as the data plane reads it
+    # (how it applies them is tested in memory: test_dataplane_memory.py).
     from gateway import services
-
-    services.gateway_config_set(actor=ACTOR, org=acme.org, fallback_models=["chat-small"])
-    refresh_snapshot()
-    acme.fake.behaviours["primary-model"] = Behaviour(status=500)
-    acme.fake.behaviours["secondary-model"] = Behaviour(status=429, retry_after="1")
-    client = openai.OpenAI(base_url=acme.base_url, api_key=acme.raw, max_retries=0)
-    response = client.chat.completions.with_raw_response.create(
-        model="ha-chat", messages=[{"role": "user", "content": "x"}]
-    )
-    assert response.headers["x-bonito-model-used"] == "chat-small"
-    assert [r.model_used for r in usage_rows(acme.org) if r.endpoint == "chat"] == ["chat-small"]
-
-
-def test_a_key_scoped_to_providers_only_reaches_those(acme, gw):
-    from gateway import services
-
-    _key, raw = services.api_key_create(
-        actor=ACTOR, org=acme.org, name="p2", allowed_providers=["fake2"]
-    )
-    refresh_snapshot()
-    client = openai.OpenAI(base_url=acme.base_url, api_key=raw, max_retries=0)
-    assert [m.id for m in client.models.list()] == ["ha-chat"]
-    response = client.chat.completions.with_raw_response.create(
-        model="ha-chat", messages=[{"role": "user", "content": "x"}]
-    )
-    assert response.headers["x-bonito-provider"] == "fake2"
-    with pytest.raises(openai.PermissionDeniedError, match="provider or region"):
-        client.chat.completions.create(
-            model="chat-small", messages=[{"role": "user", "content": "x"}]
-        )
-
-
-def test_a_key_cannot_widen_the_org_policy(acme, gw):
-    from gateway import services
+    from gateway.snapshot_builder import build_snapshot
     from governance import services as gov
 
-    gov.policy_set(
-        actor=ACTOR, org=acme.org, allowed_models=["chat-small"], denied_providers=["fake2"]
-    )
-    _key, raw = services.api_key_create(
-        actor=ACTOR, org=acme.org, name="wide", allowed_models=["chat-small", "ha-chat"]
-    )
-    refresh_snapshot()
-    client = openai.OpenAI(base_url=acme.base_url, api_key=raw, max_retries=0)
-    assert [m.id for m in client.models.list()] == ["chat-small"]
-    with pytest.raises(openai.PermissionDeniedError):
-        client.chat.completions.create(model="ha-chat", messages=[{"role": "user", "content": "x"}])
-
-
-def test_allowed_regions_filter_deployments(acme, gw):
-    from gateway import services
-    from governance import services as gov
-
+    mock = services.provider_save(actor=ACTOR, org=org_a, name="mock", kind="mock")
     services.deployment_save(
         actor=ACTOR,
-        org=acme.org,
-        model_name="ha-chat",
-        provider=acme.providers["fake"],
-        upstream_model="primary-model",
-        region="us-east-1",
-        deployment=acme.deployments["ha-primary"],
-    )
-    services.deployment_save(
-        actor=ACTOR,
-        org=acme.org,
-        model_name="ha-chat",
-        provider=acme.providers["fake2"],
-        upstream_model="secondary-model",
+        org=org_a,
+        model_name="chat",
+        provider=mock,
+        upstream_model="mock-chat",
         region="eu-west-1",
-        deployment=acme.deployments["ha-secondary"],
     )
-    gov.policy_set(actor=ACTOR, org=acme.org, allowed_regions=["eu-west-1"])
-    refresh_snapshot()
-    client = openai.OpenAI(base_url=acme.base_url, api_key=acme.raw, max_retries=0)
-    response = client.chat.completions.with_raw_response.create(
-        model="ha-chat", messages=[{"role": "user", "content": "x"}]
+    gov.policy_set(
+        actor=ACTOR,
+        org=org_a,
+        allowed_models=["chat"],
+        denied_models=["risky"],
+        denied_providers=["fake2"],
+        allowed_regions=["eu-west-1"],
     )
-    assert response.headers["x-bonito-provider"] == "fake2"
+    services.gateway_config_set(actor=ACTOR, org=org_a, fallback_models=["chat"])
+    key, _raw = services.api_key_create(
+        actor=ACTOR, org=org_a, name="scoped", allowed_models=["chat"], allowed_providers=["mock"]
+    )
+    snap = build_snapshot()
+    org = snap.orgs[org_a.id]
+    assert (org.allowed_models, org.denied_models) == ({"chat"}, {"risky"})
+    assert (org.denied_providers, org.allowed_regions) == ({"fake2"}, {"eu-west-1"})
+    assert org.fallback_models == ("chat",)
+    [dep] = org.deployments["chat"]
+    assert (dep.provider, dep.kind, dep.region) == ("mock", "mock", "eu-west-1")
+    scoped = snap.keys[key.key_hash]
+    assert (scoped.allowed_models, scoped.allowed_providers) == ({"chat"}, {"mock"})

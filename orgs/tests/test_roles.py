@@ -27,8 +27,9 @@ def test_it_hides_unknown_orgs_the_same_way_as_foreign_ones(charlie_client):
     assert charlie_client.get(reverse("overview", args=["no-such-org"])).status_code == 404
 
 
-def test_it_sends_anonymous_visitors_to_login(client, org_a):
-    response = client.get(reverse("overview", args=[org_a.slug]))
+@pytest.mark.parametrize("section", [key for key, _ in SECTIONS])
+def test_it_sends_anonymous_visitors_to_login(section, client, org_a):
+    response = client.get(reverse(section, args=[org_a.slug]))
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("login"))
 
