@@ -8,6 +8,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_POST
 
+from core import strategies
 from core.form_input import form_error, whole_field
 from core.text import split_csv
 from governance import services as governance_services
@@ -208,6 +209,17 @@ def policies(request):
     )
 
 
+def _weights(text: str | None) -> dict:
+    """The Routing form's weights, "model-a=90, model-b=10"; the service checks the rest."""
+    out = {}
+    for part in split_csv(text):
+        model, sep, weight = part.rpartition("=")
+        if not sep or not model.strip():
+            raise ValidationError({"weights": f"write each one as model=weight, not {part!r}."})
+        out[model.strip()] = weight.strip()
+    return out
+
+
 @org_view(write_role="admin")
 def routing(request):
     org = request.org
@@ -218,8 +230,9 @@ def routing(request):
                 actor=Actor.from_request(request),
                 org=org,
                 name=data.get("name", "").strip(),
-                strategy=data.get("strategy", "failover"),
+                strategy=data.get("strategy", strategies.DEFAULT),
                 models=split_csv(data.get("models")),
+                weights=_weights(data.get("weights")),
             )
             messages.success(
                 request,
@@ -227,7 +240,7 @@ def routing(request):
             )
             return redirect("routing", org_slug=org.slug)
         except ValidationError as exc:
-            messages.error(request, " ".join(exc.messages))
+            messages.error(request, form_error(exc, {}))
     policies = RoutingPolicy.objects.for_org(org)
     rt_keys = (
         ApiKey.objects.for_org(org)
@@ -242,6 +255,6 @@ def routing(request):
             "section": "routing",
             "policies": policies,
             "rt_keys": rt_keys,
-            "strategies": RoutingPolicy.STRATEGIES,
+            "strategies": strategies.choices(),
         },
     )
