@@ -128,7 +128,7 @@ def test_bulk_deleting_budgets_goes_through_the_service(admin_client, org_a, har
 def test_a_tier_limit_change_in_the_admin_is_audited_with_before_and_after(admin_client):
     limit = TierLimit.objects.get(tier="free")
     version = current_version()
-    url = f"/admin/billing/tierlimit/{limit.pk}/change/"
+    url = f"/admin/orgs/tierlimit/{limit.pk}/change/"
     response = admin_client.post(url, form_data(admin_client.get(url), monthly_requests="5"))
     assert response.status_code == 302
     row = AuditLog.objects.get(action="tier_limit.update")
@@ -144,7 +144,7 @@ def test_tier_limits_and_usage_rows_cannot_be_deleted_in_the_admin(admin_client,
     record = UsageRecord.objects.get()
     assert (
         admin_client.post(
-            f"/admin/billing/tierlimit/{limit.pk}/delete/", {"post": "yes"}
+            f"/admin/orgs/tierlimit/{limit.pk}/delete/", {"post": "yes"}
         ).status_code
         == 403
     )

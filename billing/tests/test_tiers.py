@@ -77,7 +77,7 @@ def test_a_ceiling_below_1_is_refused(value):
 
 def test_platform_admins_set_the_ceiling_in_the_admin(admin_client, org_b):
     limit = TierLimit.objects.get(tier="free")
-    url = f"/admin/billing/tierlimit/{limit.pk}/change/"
+    url = f"/admin/orgs/tierlimit/{limit.pk}/change/"
     response = admin_client.post(url, form_data(admin_client.get(url), key_rpm=""))
     assert response.status_code == 302
     assert TierLimit.objects.get(tier="free").key_rpm is None  # empty: no ceiling

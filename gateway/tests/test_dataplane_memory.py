@@ -80,6 +80,15 @@ def acme(**fields) -> OrgInfo:
     )
 
 
+# The tier table's default ceilings for every key (orgs.TierLimit.key_rpm), as the snapshot
+# carries them in OrgInfo.tier_key_rpm.
+TIER_KEY_RPM = {"free": 30, "pro": 300, "enterprise": None}
+
+
+def tiered(tier: str, **fields) -> OrgInfo:
+    return acme(tier=tier, tier_key_rpm=TIER_KEY_RPM[tier], **fields)
+
+
 def chat(model: str = "chat", **extra) -> dict:
     return {"model": model, "messages": [{"role": "user", "content": "hello"}], **extra}
 
@@ -403,7 +412,7 @@ async def test_the_request_past_an_rpm_limit_gets_429_and_never_reaches_the_prov
 async def test_the_narrowest_limit_applies_and_is_shown(
     rig, tier, org_fields, key_fields, rpm, tpm
 ):
-    rig.publish(acme(tier=tier, **org_fields), app=key_info(APP, 1, **key_fields))
+    rig.publish(tiered(tier, **org_fields), app=key_info(APP, 1, **key_fields))
     out = await rig.send()
     assert out.status == 200
     shown = (
@@ -414,7 +423,7 @@ async def test_the_narrowest_limit_applies_and_is_shown(
 
 
 async def test_the_free_tier_caps_its_keys_rpm(rig):
-    rig.publish(acme(tier="free"), app=key_info(APP, 1, rpm=1000))
+    rig.publish(tiered("free"), app=key_info(APP, 1, rpm=1000))
     statuses = [(await rig.send()).status for _ in range(31)]
     assert statuses == [200] * 30 + [429]
 
