@@ -32,7 +32,7 @@ def playground_key(*, actor: Actor, org, user) -> ApiKey:
     return key
 
 
-def _prepare(request, org, membership, model, message):
+def _prepare(request, org):
     key = playground_key(
         actor=Actor.from_request(request, via="playground"), org=org, user=request.user
     )
@@ -90,7 +90,7 @@ async def playground(request, org_slug):
             raise PermissionDenied("The Playground needs the member role.")
         model, message = request.POST.get("model", ""), request.POST.get("message", "").strip()
         context.update(model=model, message=message)
-        key = await sync_to_async(_prepare)(request, org, membership, model, message)
+        key = await sync_to_async(_prepare)(request, org)
         body = orjson.dumps(
             {"model": model, "messages": [{"role": "user", "content": message or "Hello"}]}
         )

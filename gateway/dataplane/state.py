@@ -1,7 +1,6 @@
 """Where the hot path finds the current snapshot. A control plane or an agent publishes it."""
 
 import threading
-import time
 
 from .snapshot import Snapshot
 
@@ -31,10 +30,6 @@ def ensure_started(timeout: float = 30.0) -> Snapshot | None:
         _starter()
         _ready.wait(timeout)
     return _current
-
-
-def age() -> float:
-    return time.time() - _current.built_at if _current else float("inf")
 
 
 def reset() -> None:
