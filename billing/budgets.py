@@ -16,6 +16,7 @@ from core.config_version import config_version_bump
 from core.months import month_bounds
 from core.numbers import money
 from core.text import one_line
+from gateway.dataplane.snapshot import Block
 from orgs.audit import Actor, audit_record, record_config_change, record_config_delete
 from orgs.models import Membership, Role
 
@@ -50,9 +51,9 @@ def budget_target(budget: Budget) -> str:
     return budget.org.name
 
 
-def budget_blocks(now: datetime) -> dict[int, dict[str, str]]:
-    """org id -> {"org" | "team:<id>" | "key:<id>": reason} for hard budgets that are spent."""
-    blocked: dict[int, dict[str, str]] = {}
+def budget_blocks(now: datetime) -> dict[int, dict[str, Block]]:
+    """org id -> {"org" | "team:<id>" | "key:<id>": Block} for hard budgets that are spent."""
+    blocked: dict[int, dict[str, Block]] = {}
     for budget in Budget.objects.filter(is_active=True, hard=True).select_related(
         "org", "team", "key"
     ):
@@ -63,10 +64,11 @@ def budget_blocks(now: datetime) -> dict[int, dict[str, str]]:
         scope = {"org": "org", "team": f"team:{budget.team_id}", "key": f"key:{budget.key_id}"}[
             budget.scope
         ]
-        blocked.setdefault(budget.org_id, {})[scope] = (
-            f"The {budget.get_period_display().lower()} budget of ${budget.amount_usd:,.2f} for {budget_target(budget)} "
+        blocked.setdefault(budget.org_id, {})[scope] = Block(
+            reason=f"The {budget.get_period_display().lower()} budget of ${budget.amount_usd:,.2f} for {budget_target(budget)} "
             f"is spent (${spent:,.2f}). Requests are refused until {end:%Y-%m-%d %H:%M} UTC or until an admin "
-            f"raises the budget.|{int(end.timestamp())}"
+            "raises the budget.",
+            until=end.timestamp(),
         )
     return blocked
 
@@ -299,8 +301,8 @@ def tier_limit_set(*, actor: Actor, tier: str, monthly_requests, monthly_spend_c
     return limit
 
 
-def tier_blocks(now: datetime) -> dict[int, dict[str, str]]:
-    """org id -> {"org": reason} for orgs past their tier's monthly request allowance."""
+def tier_blocks(now: datetime) -> dict[int, dict[str, Block]]:
+    """org id -> {"org": Block} for orgs past their tier's monthly request allowance."""
     from django.db.models import Count
 
     from orgs.models import Organization
@@ -324,9 +326,10 @@ def tier_blocks(now: datetime) -> dict[int, dict[str, str]]:
         limit = limits[org.tier]
         if row["n"] >= limit.monthly_requests:
             blocked[org.id] = {
-                "org": (
-                    f"The {limit.get_tier_display()} tier includes {limit.monthly_requests:,} requests a month and "
-                    f"{org.name} has used them. Upgrade the plan, or wait until {end:%Y-%m-%d} UTC.|{int(end.timestamp())}"
+                "org": Block(
+                    reason=f"The {limit.get_tier_display()} tier includes {limit.monthly_requests:,} requests a month and "
+                    f"{org.name} has used them. Upgrade the plan, or wait until {end:%Y-%m-%d} UTC.",
+                    until=end.timestamp(),
                 )
             }
     return blocked

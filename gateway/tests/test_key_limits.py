@@ -115,3 +115,28 @@ def test_the_tier_narrows_the_org_default_and_the_key(acme):
     response = _post(acme)
     assert response.status_code == 200
     assert response.headers["x-ratelimit-limit-requests"] == "30"
+
+
+@pytest.mark.parametrize("whose", ["key", "org"])
+def test_a_refusal_says_whose_limit_it_is_and_the_headers_describe_only_the_keys(acme, whose):
+    # An enterprise org has no tier limit for keys: only the limit set here applies.
+    org_services.org_update(actor=ACTOR, org=acme.org, tier="enterprise")
+    if whose == "key":
+        ApiKey.objects.filter(pk=acme.key.pk).update(rpm_limit=2)
+    else:
+        services.gateway_config_set(actor=ACTOR, org=acme.org, org_rpm_limit=2)
+    refresh_snapshot()
+    responses = [_post(acme) for _ in range(3)]
+    assert [r.status_code for r in responses] == [200, 200, 429]
+    message = responses[2].json()["error"]["message"]
+    if whose == "key":
+        assert message.startswith("Rate limit reached: 2 requests per minute for this key. ")
+        assert responses[0].headers["x-ratelimit-limit-requests"] == "2"
+        assert responses[1].headers["x-ratelimit-remaining-requests"] == "0"
+    else:
+        assert message.startswith(
+            "Rate limit reached: 2 org requests per minute for this organization. "
+        )
+        # OpenAI's x-ratelimit-* headers are the caller's (the key's) limits, not the org's.
+        for response in responses:
+            assert not [h for h in response.headers if h.startswith("x-ratelimit-")]
