@@ -9,7 +9,6 @@ from celery import shared_task
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
-from django.db.models import Sum
 from django.utils import timezone
 
 from core.config_version import config_version_bump
@@ -21,6 +20,7 @@ from orgs.audit import Actor, audit_record, record_config_change, record_config_
 from orgs.models import Membership, Role
 
 from .models import Budget, BudgetAlert, Notification, UsageRecord
+from .spend import spend_by_org
 
 log = logging.getLogger("bonito.billing.budgets")
 
@@ -34,13 +34,15 @@ def period_bounds(budget: Budget, now: datetime) -> tuple[datetime, datetime]:
 
 
 def budget_spent(budget: Budget, now: datetime) -> Decimal:
+    """What the budget's org, team or key has spent so far this period."""
     start, _end = period_bounds(budget, now)
-    qs = UsageRecord.objects.for_org(budget.org).filter(created_at__gte=start)
-    if budget.scope == Budget.Scope.TEAM:
-        qs = qs.filter(team_id=budget.team_id)
-    elif budget.scope == Budget.Scope.KEY:
-        qs = qs.filter(key_id=budget.key_id)
-    return qs.aggregate(total=Sum("cost"))["total"] or Decimal(0)
+    spent = spend_by_org(
+        start,
+        org_id=budget.org_id,
+        team_id=budget.team_id if budget.scope == Budget.Scope.TEAM else None,
+        key_id=budget.key_id if budget.scope == Budget.Scope.KEY else None,
+    )
+    return spent.get(budget.org_id, Decimal(0))
 
 
 def budget_target(budget: Budget) -> str:
@@ -335,17 +337,6 @@ def tier_blocks(now: datetime) -> dict[int, dict[str, Block]]:
     return blocked
 
 
-def month_spend(now: datetime) -> dict[int, float]:
-    """org id -> this UTC month's spend so far, from the usage rows."""
-    start, _end = month_bounds(now)
-    rows = (
-        UsageRecord.objects.filter(created_at__gte=start)
-        .values("org_id")
-        .annotate(total=Sum("cost"))
-    )
-    return {r["org_id"]: float(r["total"] or 0) for r in rows}
-
-
 def org_facts(now: datetime) -> dict[int, dict]:
     """What billing tells the gateway's snapshot about each org (gateway.snapshot_builder
     ORG_FACTS): the month's spend, the tier's spend cap, and the budgets that are spent."""
@@ -354,8 +345,9 @@ def org_facts(now: datetime) -> dict[int, dict]:
     from .models import TierLimit
 
     facts: dict[int, dict] = {}
-    for org_id, total in month_spend(now).items():
-        facts.setdefault(org_id, {})["spent_this_month"] = total
+    # The floor under the gateway's spend-cap counter (the data plane counts in floats).
+    for org_id, total in spend_by_org(month_bounds(now)[0]).items():
+        facts.setdefault(org_id, {})["spent_this_month"] = float(total)
     tier_caps = {
         t.tier: t.monthly_spend_cap_usd
         for t in TierLimit.objects.exclude(monthly_spend_cap_usd=None)
