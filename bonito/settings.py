@@ -37,7 +37,6 @@ WEB_CONCURRENCY = env.int("WEB_CONCURRENCY", default=2)
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default=f"http://127.0.0.1:{PORT}").rstrip("/")
 
 INSTALLED_APPS = [
-    "daphne",
     "bonito.apps.BonitoAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
