@@ -31,7 +31,7 @@ run: export DEBUG ?= 1
 run: migrate
 	@$(BIN)/python manage.py demo
 	@echo "Serving on http://127.0.0.1:$(PORT)/  (Ctrl-C stops the server and the worker)"
-	@$(BIN)/celery -A bonito worker -B --loglevel=warning --concurrency=1 -s var/celerybeat-schedule & \
+	@$(BIN)/celery -A bonito worker -B --loglevel=warning --concurrency=1 & \
 	worker=$$!; trap 'kill -TERM $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT; \
 	$(BIN)/uvicorn bonito.asgi:application --host 127.0.0.1 --port $(PORT) --lifespan on --reload \
 	  --reload-dir bonito --reload-dir orgs --reload-dir gateway --reload-dir governance \

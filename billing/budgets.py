@@ -9,17 +9,18 @@ from celery import shared_task
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
-from django.db.models import Sum
 from django.utils import timezone
 
 from core.config_version import config_version_bump
 from core.months import month_bounds
 from core.numbers import money
 from core.text import one_line
+from gateway.dataplane.snapshot import Block
 from orgs.audit import Actor, audit_record, record_config_change, record_config_delete
 from orgs.models import Membership, Role
 
 from .models import Budget, BudgetAlert, Notification, UsageRecord
+from .spend import spend_by_org
 
 log = logging.getLogger("bonito.billing.budgets")
 
@@ -33,13 +34,15 @@ def period_bounds(budget: Budget, now: datetime) -> tuple[datetime, datetime]:
 
 
 def budget_spent(budget: Budget, now: datetime) -> Decimal:
+    """What the budget's org, team or key has spent so far this period."""
     start, _end = period_bounds(budget, now)
-    qs = UsageRecord.objects.for_org(budget.org).filter(created_at__gte=start)
-    if budget.scope == Budget.Scope.TEAM:
-        qs = qs.filter(team_id=budget.team_id)
-    elif budget.scope == Budget.Scope.KEY:
-        qs = qs.filter(key_id=budget.key_id)
-    return qs.aggregate(total=Sum("cost"))["total"] or Decimal(0)
+    spent = spend_by_org(
+        start,
+        org_id=budget.org_id,
+        team_id=budget.team_id if budget.scope == Budget.Scope.TEAM else None,
+        key_id=budget.key_id if budget.scope == Budget.Scope.KEY else None,
+    )
+    return spent.get(budget.org_id, Decimal(0))
 
 
 def budget_target(budget: Budget) -> str:
@@ -50,9 +53,9 @@ def budget_target(budget: Budget) -> str:
     return budget.org.name
 
 
-def budget_blocks(now: datetime) -> dict[int, dict[str, str]]:
-    """org id -> {"org" | "team:<id>" | "key:<id>": reason} for hard budgets that are spent."""
-    blocked: dict[int, dict[str, str]] = {}
+def budget_blocks(now: datetime) -> dict[int, dict[str, Block]]:
+    """org id -> {"org" | "team:<id>" | "key:<id>": Block} for hard budgets that are spent."""
+    blocked: dict[int, dict[str, Block]] = {}
     for budget in Budget.objects.filter(is_active=True, hard=True).select_related(
         "org", "team", "key"
     ):
@@ -63,10 +66,11 @@ def budget_blocks(now: datetime) -> dict[int, dict[str, str]]:
         scope = {"org": "org", "team": f"team:{budget.team_id}", "key": f"key:{budget.key_id}"}[
             budget.scope
         ]
-        blocked.setdefault(budget.org_id, {})[scope] = (
-            f"The {budget.get_period_display().lower()} budget of ${budget.amount_usd:,.2f} for {budget_target(budget)} "
+        blocked.setdefault(budget.org_id, {})[scope] = Block(
+            reason=f"The {budget.get_period_display().lower()} budget of ${budget.amount_usd:,.2f} for {budget_target(budget)} "
             f"is spent (${spent:,.2f}). Requests are refused until {end:%Y-%m-%d %H:%M} UTC or until an admin "
-            f"raises the budget.|{int(end.timestamp())}"
+            "raises the budget.",
+            until=end.timestamp(),
         )
     return blocked
 
@@ -267,8 +271,8 @@ def budget_delete(*, actor: Actor, budget: Budget) -> None:
     )
 
 
-def tier_blocks(now: datetime) -> dict[int, dict[str, str]]:
-    """org id -> {"org": reason} for orgs past their tier's monthly request allowance."""
+def tier_blocks(now: datetime) -> dict[int, dict[str, Block]]:
+    """org id -> {"org": Block} for orgs past their tier's monthly request allowance."""
     from django.db.models import Count
 
     from orgs.models import Organization, TierLimit
@@ -290,31 +294,22 @@ def tier_blocks(now: datetime) -> dict[int, dict[str, str]]:
         limit = limits[org.tier]
         if row["n"] >= limit.monthly_requests:
             blocked[org.id] = {
-                "org": (
-                    f"The {limit.get_tier_display()} tier includes {limit.monthly_requests:,} requests a month and "
-                    f"{org.name} has used them. Upgrade the plan, or wait until {end:%Y-%m-%d} UTC.|{int(end.timestamp())}"
+                "org": Block(
+                    reason=f"The {limit.get_tier_display()} tier includes {limit.monthly_requests:,} requests a month and "
+                    f"{org.name} has used them. Upgrade the plan, or wait until {end:%Y-%m-%d} UTC.",
+                    until=end.timestamp(),
                 )
             }
     return blocked
-
-
-def month_spend(now: datetime) -> dict[int, float]:
-    """org id -> this UTC month's spend so far, from the usage rows."""
-    start, _end = month_bounds(now)
-    rows = (
-        UsageRecord.objects.filter(created_at__gte=start)
-        .values("org_id")
-        .annotate(total=Sum("cost"))
-    )
-    return {r["org_id"]: float(r["total"] or 0) for r in rows}
 
 
 def org_facts(now: datetime) -> dict[int, dict]:
     """What billing tells the gateway's snapshot about each org (gateway.snapshot_builder
     ORG_FACTS): the month's spend so far, and the budgets and tier allowances that are spent."""
     facts: dict[int, dict] = {}
-    for org_id, total in month_spend(now).items():
-        facts.setdefault(org_id, {})["spent_this_month"] = total
+    # The floor under the gateway's spend-cap counter (the data plane counts in floats).
+    for org_id, total in spend_by_org(month_bounds(now)[0]).items():
+        facts.setdefault(org_id, {})["spent_this_month"] = float(total)
     blocked = budget_blocks(now)
     for org_id, scopes in tier_blocks(now).items():
         blocked.setdefault(org_id, {}).update(scopes)

@@ -1,6 +1,7 @@
 """The weekly digest: an org's week in numbers, what changed, and where it could save."""
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from django.core.mail import EmailMultiAlternatives
 from django.db.models import Count, Sum
@@ -13,17 +14,19 @@ from governance.models import Policy
 from orgs.models import Membership
 
 from .models import UsageRecord
+from .spend import spend_by_org
 
 
 def _week(org, start, end):
     qs = UsageRecord.objects.for_org(org).filter(created_at__gte=start, created_at__lt=end)
     totals = qs.aggregate(
         requests=Count("id"),
-        cost=Sum("cost"),
         input_tokens=Sum("input_tokens"),
         output_tokens=Sum("output_tokens"),
     )
-    return qs, {k: v or 0 for k, v in totals.items()}
+    week = {k: v or 0 for k, v in totals.items()}
+    week["cost"] = spend_by_org(start, end, org_id=org.id).get(org.id, Decimal(0))
+    return qs, week
 
 
 def _top(qs, field, n=5):

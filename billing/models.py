@@ -85,7 +85,6 @@ class UsageRollup(models.Model):
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
     cost = models.DecimalField(max_digits=18, decimal_places=8, default=0)
-    latency_sum_ms = models.PositiveBigIntegerField(default=0)
     # Counts of successful requests at or under each LATENCY_BUCKETS_MS bound, plus one over them all.
     latency_hist = models.JSONField(default=list)
 

@@ -60,7 +60,6 @@ def rollup_window(*, period: str, start: datetime, end: datetime) -> int:
             input_tokens=Sum("input_tokens"),
             output_tokens=Sum("output_tokens"),
             cost=Sum("cost"),
-            latency_sum=Sum("latency_ms"),
             **histogram_aggregates(),
         )
     )
@@ -79,7 +78,6 @@ def rollup_window(*, period: str, start: datetime, end: datetime) -> int:
             input_tokens=r["input_tokens"] or 0,
             output_tokens=r["output_tokens"] or 0,
             cost=r["cost"] or 0,
-            latency_sum_ms=r["latency_sum"] or 0,
             latency_hist=[r[f"h{i}"] for i in range(len(LATENCY_BUCKETS_MS) + 1)],
         )
         for r in rows

@@ -14,9 +14,15 @@ app.autodiscover_tasks()
 
 @app.on_after_configure.connect
 def _make_broker_folders(sender, **kwargs):
-    # The embedded broker is a folder; a fresh clone does not have it yet.
+    # The embedded broker is a folder, and beat's schedule a file, under var/; a fresh
+    # clone does not have them yet.
+    import contextlib
     from pathlib import Path
 
+    if sender.conf.beat_schedule_filename:
+        # A process that only sends tasks need not be able to write there; beat says so.
+        with contextlib.suppress(OSError):
+            Path(sender.conf.beat_schedule_filename).parent.mkdir(parents=True, exist_ok=True)
     options = sender.conf.broker_transport_options or {}
     if str(sender.conf.broker_url).startswith("filesystem://"):
         for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):

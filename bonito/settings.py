@@ -37,7 +37,6 @@ WEB_CONCURRENCY = env.int("WEB_CONCURRENCY", default=2)
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default=f"http://127.0.0.1:{PORT}").rstrip("/")
 
 INSTALLED_APPS = [
-    "daphne",
     "bonito.apps.BonitoAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -163,6 +162,11 @@ CELERY_TIMEZONE = "UTC"
 # Hours that ended this long before a rollup run count as complete (a request's row is
 # written when it ends; a longer request marks its hour for recomputation).
 USAGE_ROLLUP_GRACE_S = env.int("USAGE_ROLLUP_GRACE_S", default=900)
+# Beat's record of when each periodic task last ran: under var/ (a plain `celery beat` would
+# otherwise write celerybeat-schedule into the current directory, the checkout).
+CELERY_BEAT_SCHEDULE_FILENAME = env.str(
+    "CELERY_BEAT_SCHEDULE_FILENAME", default=str(VAR_DIR / "celerybeat-schedule")
+)
 CELERY_BEAT_SCHEDULE = {
     "usage-rollups": {"task": "billing.tasks.usage_rollup_recent", "schedule": 300.0},
     "budgets": {"task": "billing.tasks.budgets_check", "schedule": 60.0},

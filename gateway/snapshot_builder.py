@@ -9,7 +9,6 @@ import logging
 import threading
 import time
 from datetime import UTC, datetime
-from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -260,7 +259,3 @@ class SnapshotRefresher:
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
-
-
-def spend_decimal(value: float) -> Decimal:
-    return Decimal(str(round(value, 8)))

@@ -143,9 +143,7 @@ def test_tier_limits_and_usage_rows_cannot_be_deleted_in_the_admin(admin_client,
     _spent(org_a, "1")
     record = UsageRecord.objects.get()
     assert (
-        admin_client.post(
-            f"/admin/orgs/tierlimit/{limit.pk}/delete/", {"post": "yes"}
-        ).status_code
+        admin_client.post(f"/admin/orgs/tierlimit/{limit.pk}/delete/", {"post": "yes"}).status_code
         == 403
     )
     assert (

@@ -144,10 +144,16 @@ return #KEYS
 
 @dataclass(slots=True)
 class Bucket:
-    key: str
-    capacity: int
-    cost: int
-    label: str  # "requests" or "tokens", with the scope: "key requests", "org tokens"
+    key: str  # its counter's name in Redis (or in this process)
+    capacity: int  # per minute
+    cost: int  # what this request takes from it
+    unit: str  # "requests" or "tokens"
+    scope: str = "key"  # whose limit it is: "key" or "org"
+
+    @property
+    def label(self) -> str:
+        """How messages name it: "requests", "tokens", "org requests", "org tokens"."""
+        return self.unit if self.scope == "key" else f"{self.scope} {self.unit}"
 
 
 @dataclass(slots=True)

@@ -260,7 +260,7 @@ class Gateway:
             b = verdict.failed
             raise errors.rate_limited(
                 f"Rate limit reached: {b.capacity} {b.label} per minute"
-                f"{' for this key' if b.key.startswith('bonito:rl:k') else ' for this organization'}. "
+                f"{' for this key' if b.scope == 'key' else ' for this organization'}. "
                 f"Retry after {max(1, round(verdict.retry_after_s))}s.",
                 verdict.retry_after_s,
                 headers=ctx.headers,
@@ -299,13 +299,13 @@ class Gateway:
         rpm = effective_limit(key.rpm, org.key_rpm, org.tier_key_rpm)
         tpm = effective_limit(key.tpm, org.key_tpm)
         if rpm:
-            out.append(Bucket(f"bonito:rl:k:{key.id}:r", rpm, 1, "requests"))
+            out.append(Bucket(f"bonito:rl:k:{key.id}:r", rpm, 1, "requests", "key"))
         if tpm:
-            out.append(Bucket(f"bonito:rl:k:{key.id}:t", tpm, token_cost, "tokens"))
+            out.append(Bucket(f"bonito:rl:k:{key.id}:t", tpm, token_cost, "tokens", "key"))
         if org.rpm:
-            out.append(Bucket(f"bonito:rl:o:{org.id}:r", org.rpm, 1, "org requests"))
+            out.append(Bucket(f"bonito:rl:o:{org.id}:r", org.rpm, 1, "requests", "org"))
         if org.tpm:
-            out.append(Bucket(f"bonito:rl:o:{org.id}:t", org.tpm, token_cost, "org tokens"))
+            out.append(Bucket(f"bonito:rl:o:{org.id}:t", org.tpm, token_cost, "tokens", "org"))
         return out
 
     async def _attempts(self, ctx: Ctx, candidates: list[DeploymentInfo], attempt):
@@ -717,13 +717,13 @@ def effective_limit(*limits: int | None) -> int | None:
 def _ratelimit_headers(buckets: list[Bucket], remaining: dict) -> dict:
     out = {}
     for b in buckets:
-        if b.label not in ("requests", "tokens"):
+        if b.scope != "key":  # OpenAI's headers describe the caller's own (the key's) limits
             continue
         left = max(0, remaining.get(b.label, b.capacity))
         reset_s = (b.capacity - left) * 60 / b.capacity
-        out[f"x-ratelimit-limit-{b.label}"] = str(b.capacity)
-        out[f"x-ratelimit-remaining-{b.label}"] = str(left)
-        out[f"x-ratelimit-reset-{b.label}"] = f"{reset_s:.3g}s"
+        out[f"x-ratelimit-limit-{b.unit}"] = str(b.capacity)
+        out[f"x-ratelimit-remaining-{b.unit}"] = str(left)
+        out[f"x-ratelimit-reset-{b.unit}"] = f"{reset_s:.3g}s"
     return out
 
 
@@ -749,13 +749,12 @@ def _passthrough_error(exc: UpstreamError) -> GatewayError:
 
 def _refuse_if_budget_spent(key: KeyInfo, org: OrgInfo) -> None:
     for scope in ("org", f"team:{key.team_id}", f"key:{key.id}"):
-        entry = org.blocked.get(scope)
-        if entry:
-            reason, _, lifts_at = entry.rpartition("|")
+        block = org.blocked.get(scope)
+        if block is not None:
             raise GatewayError(
                 429,
-                reason,
+                block.reason,
                 "insufficient_quota",
                 "budget_exceeded",
-                headers={"Retry-After": str(max(1, int(float(lifts_at) - time.time())))},
+                headers={"Retry-After": str(max(1, int(block.until - time.time())))},
             )

@@ -54,6 +54,14 @@ class RoutingPolicyInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Block:
+    """A spent hard budget or tier allowance: requests in its scope get 429 until it lifts."""
+
+    reason: str  # the error message the client sees
+    until: float  # epoch seconds when the period ends (the Retry-After is counted to it)
+
+
+@dataclass(frozen=True, slots=True)
 class OrgInfo:
     id: int
     slug: str
@@ -75,7 +83,7 @@ class OrgInfo:
     key_tpm: int | None = None
     tier_key_rpm: int | None = None  # the tier's ceiling for every key (orgs.TierLimit)
     timeout_s: float = 120.0
-    # Hard budgets that are spent: "org" | "team:<id>" | "key:<id>" -> "reason|epoch when it lifts"
+    # Hard budgets and tier allowances that are spent: "org" | "team:<id>" | "key:<id>" -> Block
     blocked: dict = field(default_factory=dict)
     deployments: dict = field(default_factory=dict)  # public model name -> tuple[DeploymentInfo]
     routing_policies: dict = field(default_factory=dict)  # name -> RoutingPolicyInfo
@@ -156,6 +164,7 @@ def snapshot_from_dict(data: dict, hash_secret: bytes) -> Snapshot:
             for n, p in o["routing_policies"].items()
         }
         fields = {k: v for k, v in o.items() if k not in ("deployments", "routing_policies")}
+        fields["blocked"] = {scope: Block(**b) for scope, b in (o.get("blocked") or {}).items()}
         for name in (
             "allowed_models",
             "denied_models",

@@ -1,5 +1,7 @@
 """Token estimates for reservations and counts for streams whose upstream reports none."""
 
+import hashlib
+import importlib.util
 import os
 from functools import cache
 
@@ -17,17 +19,49 @@ def estimate_prompt_tokens(raw_body: bytes) -> int:
     return (len(raw_body) - other) // 3 + other + 16
 
 
+# cl100k_base's BPE file as tiktoken keeps it in its cache folder (named by the sha1 of its
+# URL), and the sha256 tiktoken checks it against (tiktoken_ext/openai_public.py).
+CL100K_FILE = "9b5ad71b2ce5302211f9c61530b329a4922fc6a4"
+CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
+
+
+def bpe_folder() -> str:
+    """The folder tiktoken reads its BPE files from, so that it never downloads one.
+
+    tiktoken fetches an encoding's file from the network on first use unless its cache
+    folder (TIKTOKEN_CACHE_DIR) holds it, and no package of tiktoken's ships the files.
+    LiteLLM ships cl100k_base and o200k_base in its package (litellm_core_utils/tokenizers)
+    and points tiktoken there itself when it is imported. That folder is LiteLLM's, not a
+    public API: this is the one place Bonito relies on it (found without importing litellm,
+    which is slow to import), and gateway/tests/test_tokens.py loads the encoding through it
+    with the network blocked, so a LiteLLM upgrade that moves it fails the tests instead of
+    downloading in production. An operator's TIKTOKEN_CACHE_DIR, when set, is used instead
+    (LiteLLM replaces it with its folder when imported, unless CUSTOM_TIKTOKEN_CACHE_DIR is
+    set to the same folder)."""
+    if os.environ.get("TIKTOKEN_CACHE_DIR"):
+        return os.environ["TIKTOKEN_CACHE_DIR"]
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("LiteLLM is not installed: set TIKTOKEN_CACHE_DIR (see bpe_folder).")
+    return os.path.join(spec.submodule_search_locations[0], "litellm_core_utils", "tokenizers")
+
+
 @cache
 def _encoding():
-    if "TIKTOKEN_CACHE_DIR" not in os.environ:
-        import importlib.util
-
-        spec = importlib.util.find_spec("litellm")
-        if spec and spec.submodule_search_locations:
-            # litellm ships the BPE files, so no download is ever needed.
-            os.environ["TIKTOKEN_CACHE_DIR"] = os.path.join(
-                spec.submodule_search_locations[0], "litellm_core_utils", "tokenizers"
-            )
+    folder = bpe_folder()
+    path = os.path.join(folder, CL100K_FILE)
+    try:
+        with open(path, "rb") as f:
+            whole = hashlib.sha256(f.read()).hexdigest() == CL100K_SHA256
+    except OSError:
+        whole = False
+    if not whole:  # tiktoken would download it (and delete an altered copy first)
+        raise RuntimeError(
+            f"The cl100k_base token file is missing or altered ({path}); the gateway never "
+            "downloads it. Reinstall the requirements (LiteLLM ships it) or set "
+            "TIKTOKEN_CACHE_DIR to a folder that holds it."
+        )
+    os.environ["TIKTOKEN_CACHE_DIR"] = folder  # where tiktoken looks (LiteLLM sets the same)
     import tiktoken
 
     return tiktoken.get_encoding("cl100k_base")

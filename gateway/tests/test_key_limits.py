@@ -2,6 +2,7 @@
 within the tier's; refused when a key is saved, and enforced by the data plane for keys
 saved before the rule (tested in memory: test_dataplane_memory.py)."""
 
+import httpx
 import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
@@ -9,7 +10,7 @@ from django.urls import reverse
 from gateway import services
 from gateway.models import ApiKey
 from gateway.snapshot_builder import build_snapshot
-from gateway.tests.conftest import ACTOR
+from gateway.tests.conftest import ACTOR, refresh_snapshot
 from orgs import services as org_services
 from orgs.audit import Actor
 
@@ -93,3 +94,40 @@ def test_the_snapshot_carries_a_key_saved_wider_with_the_limits_that_narrow_it(o
     assert (snap.keys[key.key_hash].rpm, snap.keys[key.key_hash].tpm) == (100000, 10**9)
     org = snap.orgs[org_a.id]
     assert (org.key_rpm, org.key_tpm, org.tier) == (3, 5000, "free")
+
+
+BODY = {"model": "chat-small", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def _post(acme):
+    return httpx.post(
+        acme.base_url + "/chat/completions",
+        json=BODY,
+        timeout=30,
+        headers={"Authorization": f"Bearer {acme.raw}"},
+    )
+
+
+@pytest.mark.parametrize("whose", ["key", "org"])
+def test_a_refusal_says_whose_limit_it_is_and_the_headers_describe_only_the_keys(acme, whose):
+    # An enterprise org has no tier limit for keys: only the limit set here applies.
+    org_services.org_update(actor=ACTOR, org=acme.org, tier="enterprise")
+    if whose == "key":
+        ApiKey.objects.filter(pk=acme.key.pk).update(rpm_limit=2)
+    else:
+        services.gateway_config_set(actor=ACTOR, org=acme.org, org_rpm_limit=2)
+    refresh_snapshot()
+    responses = [_post(acme) for _ in range(3)]
+    assert [r.status_code for r in responses] == [200, 200, 429]
+    message = responses[2].json()["error"]["message"]
+    if whose == "key":
+        assert message.startswith("Rate limit reached: 2 requests per minute for this key. ")
+        assert responses[0].headers["x-ratelimit-limit-requests"] == "2"
+        assert responses[1].headers["x-ratelimit-remaining-requests"] == "0"
+    else:
+        assert message.startswith(
+            "Rate limit reached: 2 org requests per minute for this organization. "
+        )
+        # OpenAI's x-ratelimit-* headers are the caller's (the key's) limits, not the org's.
+        for response in responses:
+            assert not [h for h in response.headers if h.startswith("x-ratelimit-")]

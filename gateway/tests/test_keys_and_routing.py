@@ -2,14 +2,21 @@
 fallback models through a live gateway."""
 
 import collections
+import dataclasses
 import random
 
 import openai
+import orjson
 import pytest
 
 from core import keys
 from gateway.dataplane import routing
-from gateway.dataplane.snapshot import DeploymentInfo, snapshot_from_dict, snapshot_to_dict
+from gateway.dataplane.snapshot import (
+    Block,
+    DeploymentInfo,
+    snapshot_from_dict,
+    snapshot_to_dict,
+)
 from gateway.tests.conftest import ACTOR, refresh_snapshot, usage_rows
 from gateway.tests.fake_upstream import Behaviour
 
@@ -105,11 +112,15 @@ def test_snapshot_survives_a_json_round_trip_without_credentials(acme):
     from gateway import runtime
 
     snap = runtime.snapshots().current
-    data = snapshot_to_dict(snap)
+    blocked = {"org": Block("The monthly budget is spent.", 1.9e9), "key:7": Block("Spent.", 2e9)}
+    org = dataclasses.replace(snap.orgs[acme.org.id], blocked=blocked)
+    snap = dataclasses.replace(snap, orgs={**snap.orgs, acme.org.id: org})
+    data = orjson.loads(orjson.dumps(snapshot_to_dict(snap)))  # as the agent receives it
     assert "sk-fake-upstream-credential" not in str(data)
     again = snapshot_from_dict(data, snap.hash_secret)
     assert again.keys == snap.keys
     org = again.orgs[acme.org.id]
+    assert org.blocked == blocked
     assert [d.upstream_model for d in org.deployments["ha-chat"]] == [
         "primary-model",
         "secondary-model",
