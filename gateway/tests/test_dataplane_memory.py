@@ -18,6 +18,7 @@ from gateway.dataplane.limits import Limiter
 from gateway.dataplane.proxy import Gateway, Incoming, Outgoing
 from gateway.dataplane.routing import FAILURES_TO_OPEN
 from gateway.dataplane.snapshot import (
+    Block,
     DeploymentInfo,
     KeyInfo,
     OrgInfo,
@@ -683,7 +684,7 @@ async def test_embeddings_record_input_tokens_only(rig):
 @pytest.mark.parametrize("scope", ["org", "team:5", "key:1"])
 async def test_a_spent_budget_refuses_the_requests_in_its_scope(rig, scope):
     lifts_at = time.time() + 3600
-    blocked = {scope: f"The budget 'Q3' is spent.|{lifts_at}"}
+    blocked = {scope: Block("The budget 'Q3' is spent.", lifts_at)}
     rig.publish(acme(blocked=blocked), app=key_info(APP, 1, team_id=5))
     out = await rig.send()
     assert out.status == 429
