@@ -115,7 +115,8 @@ def test_a_bad_or_past_expiry_is_refused_by_every_way_in(bob_client, org_a, way_
         WAYS_IN[way_in](bob_client, org_a, text)
     assert says in str(refused.value)
     assert "9" * 100 not in str(refused.value)  # the text is not echoed back
-    assert not ApiKey.objects.exists() and not AuditLog.objects.exists()
+    assert not ApiKey.objects.exists()
+    assert not AuditLog.objects.filter(action__startswith="api_key.").exists()
 
 
 def test_the_rest_api_names_the_expiry_field(bob_client):
@@ -172,7 +173,8 @@ def test_the_dashboard_refuses_a_new_provider_under_an_existing_name(alice_clien
     provider = ProviderConnection.objects.get()
     assert (provider.kind, provider.api_base) == ("openai", "")
     assert provider.get_credentials() == {"api_key": "sk-first-secret"}
-    assert list(AuditLog.objects.values_list("action", flat=True)) == ["provider.create"]
+    provider_rows = AuditLog.objects.filter(action__startswith="provider.")
+    assert list(provider_rows.values_list("action", flat=True)) == ["provider.create"]
 
 
 def test_rest_and_the_dashboard_refuse_a_name_clash_the_same_way(alice_client, org_a, org_b):
