@@ -77,7 +77,7 @@ class NameListField(forms.CharField):
         for item in items:
             if len(item) > self.max_item_length:
                 raise ValidationError(
-                    f"each name is at most {self.max_item_length} characters.", code="max_length"
+                    f"each entry is at most {self.max_item_length} characters.", code="max_length"
                 )
         return items
 

@@ -22,7 +22,7 @@ class KeyExpiryField(forms.Field):
         super().__init__(**kwargs)
 
     def to_python(self, value):
-        return services.key_expiry(value.strip() if isinstance(value, str) else value)
+        return services.key_expiry(value)
 
 
 class ApiKeyForm(OrgForm):
@@ -43,15 +43,6 @@ class DeploymentForm(OrgForm):
     model_name = forms.CharField(label="Model name", max_length=200)
     upstream_model = forms.CharField(label="Upstream model", max_length=200)
     region = forms.CharField(label="Region", max_length=50, required=False)
-
-
-POLICY_LISTS = (
-    "allowed_models",
-    "denied_models",
-    "allowed_providers",
-    "denied_providers",
-    "allowed_regions",
-)
 
 
 class PolicyForm(forms.Form):
