@@ -237,7 +237,7 @@ def budget_save(
     if budget is not None and budget.org_id != org.id:
         raise ValidationError("A budget stays with its organization.")
     if scope == Budget.Scope.TEAM and team is None or scope == Budget.Scope.KEY and key is None:
-        raise ValidationError(f"Choose the {scope} this budget is for.")
+        raise ValidationError({scope: f"Choose the {scope} this budget is for."})
     team = team if scope == Budget.Scope.TEAM else None
     key = key if scope == Budget.Scope.KEY else None
     before = _budget_summary(budget) if budget is not None else None

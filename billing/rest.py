@@ -1,13 +1,12 @@
 """The REST API for usage records: logs, usage totals, analytics."""
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from orgs.rest_base import OrgView, django_errors
+from orgs.rest_base import OrgView
 
 from . import selectors
 from .models import UsageRecord
@@ -56,12 +55,9 @@ class LogViewSet(OrgView, viewsets.ReadOnlyModelViewSet):
     def org_queryset(self):
         if self.action == "retrieve":
             return UsageRecord.objects.for_org(self.request.org).select_related("key", "team")
-        try:
-            qs, _since, _until = selectors.usage_records(
-                self.request.org, self.request.query_params, "30d"
-            )
-        except DjangoValidationError as exc:
-            raise django_errors(exc) from exc
+        qs, _since, _until = selectors.usage_records(
+            self.request.org, self.request.query_params, "30d"
+        )
         return qs.select_related("key", "team")
 
 
@@ -69,10 +65,7 @@ class _UsageBase(OrgView, APIView):
     default_range = "24h"
 
     def query(self, request):
-        try:
-            return selectors.usage_query(request.org, request.query_params, self.default_range)
-        except DjangoValidationError as exc:
-            raise django_errors(exc) from exc
+        return selectors.usage_query(request.org, request.query_params, self.default_range)
 
 
 class UsageView(_UsageBase):

@@ -11,8 +11,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from core.csv_export import csv_response
-from core.form_input import form_error, whole_field
-from core.text import split_csv
+from core.form_input import form_message
 from gateway import snippets
 from gateway.models import ApiKey, Deployment, ProviderConnection
 from orgs.audit import Actor
@@ -21,6 +20,7 @@ from orgs.permissions import org_view
 
 from . import selectors
 from .budgets import budget_save
+from .forms import BudgetForm
 from .models import Budget, Notification, UsageRecord
 
 
@@ -187,10 +187,6 @@ def usage_statement(request):
     )
 
 
-BUDGET_LABELS = {"amount_usd": "Amount", "thresholds": "Alert thresholds"}
-MAX_ID = 2**63 - 1
-
-
 @org_view(write_role="admin")
 def budgets(request):
     org = request.org
@@ -209,42 +205,14 @@ def budgets(request):
 @require_POST
 @org_view(role="admin")
 def budget_create(request):
-    org, data = request.org, request.POST
+    org = request.org
+    form = BudgetForm(request.POST, org=org)
+    if not form.is_valid():
+        messages.error(request, form_message(form))
+        return redirect("budgets", org_slug=org.slug)
     try:
-        scope = data.get("scope", "org")
-        team = (
-            Team.objects.for_org(org)
-            .filter(pk=whole_field(data, "team", 0, maximum=MAX_ID))
-            .first()
-            if scope == "team"
-            else None
-        )
-        key = (
-            ApiKey.objects.for_org(org)
-            .filter(pk=whole_field(data, "key", 0, maximum=MAX_ID))
-            .first()
-            if scope == "key"
-            else None
-        )
-        if scope == "team" and team is None or scope == "key" and key is None:
-            raise ValidationError(f"Choose the {scope} this budget is for.")
-        budget_save(
-            actor=Actor.from_request(request),
-            org=org,
-            amount_usd=data.get("amount_usd", ""),
-            scope=scope,
-            team=team,
-            key=key,
-            period=data.get("period", "monthly"),
-            hard=data.get("hard") == "on",
-            thresholds=[
-                whole_field({"thresholds": t}, "thresholds", minimum=1, maximum=1000)
-                for t in split_csv(data.get("thresholds"))
-            ]
-            or None,
-            webhook_url=data.get("webhook_url", "").strip(),
-        )
+        budget_save(actor=Actor.from_request(request), org=org, **form.cleaned_data)
         messages.success(request, "Budget saved. Alerts fire at each threshold once per period.")
     except ValidationError as exc:
-        messages.error(request, form_error(exc, BUDGET_LABELS))
+        messages.error(request, form_message(form, exc))
     return redirect("budgets", org_slug=org.slug)

@@ -390,6 +390,8 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
+    # A service's (Django) ValidationError is a 400 with DRF's field -> messages body.
+    "EXCEPTION_HANDLER": "orgs.rest_base.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Bonito management API",

@@ -15,7 +15,6 @@ from orgs.rest_base import (
     OrgView,
     StrategyField,
     actor,
-    django_errors,
 )
 
 from . import services
@@ -23,6 +22,20 @@ from .models import ApiKey, Deployment, GatewayConfig, ModelCatalogEntry, Provid
 
 
 # ------------------------------------------------------------------------------ keys
+class KeyExpiryField(serializers.DateTimeField):
+    """A key's expiry, read by services.key_expiry as every way in reads it (a date alone
+    is the end of that day, 23:59:59 UTC); shown as an ISO 8601 time."""
+
+    def __init__(self, **kwargs):
+        super().__init__(help_text=services.KEY_EXPIRY_HELP, **kwargs)
+
+    def to_internal_value(self, value):
+        try:
+            return services.key_expiry(value)
+        except DjangoValidationError as exc:
+            raise ValidationError(exc.messages) from None
+
+
 class ApiKeySerializer(OrgScopedFields, serializers.ModelSerializer):
     org_scoped = {"team": Team, "routing_policy": RoutingPolicy}
     key = serializers.CharField(source="masked", read_only=True)
@@ -38,6 +51,7 @@ class ApiKeySerializer(OrgScopedFields, serializers.ModelSerializer):
     allowed_providers = serializers.ListField(
         child=serializers.CharField(max_length=100), required=False
     )
+    expires_at = KeyExpiryField(allow_null=True, required=False)
     status = serializers.SerializerMethodField()
 
     class Meta:
@@ -92,21 +106,18 @@ class ApiKeyViewSet(
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        try:
-            key, raw = services.api_key_create(
-                actor=actor(request),
-                org=request.org,
-                name=data["name"],
-                team=data.get("team"),
-                allowed_models=data.get("allowed_models", []),
-                allowed_providers=data.get("allowed_providers", []),
-                rpm_limit=data.get("rpm_limit"),
-                tpm_limit=data.get("tpm_limit"),
-                expires_at=data.get("expires_at"),
-                routing_policy=data.get("routing_policy"),
-            )
-        except DjangoValidationError as exc:
-            raise django_errors(exc) from exc
+        key, raw = services.api_key_create(
+            actor=actor(request),
+            org=request.org,
+            name=data["name"],
+            team=data.get("team"),
+            allowed_models=data.get("allowed_models", []),
+            allowed_providers=data.get("allowed_providers", []),
+            rpm_limit=data.get("rpm_limit"),
+            tpm_limit=data.get("tpm_limit"),
+            expires_at=data.get("expires_at"),
+            routing_policy=data.get("routing_policy"),
+        )
         body = {**self.get_serializer(key).data, "api_key": raw}
         return Response(body, status=status.HTTP_201_CREATED)
 
@@ -180,32 +191,23 @@ class ProviderViewSet(OrgView, viewsets.ModelViewSet):
         return ProviderConnection.objects.for_org(self.request.org).with_active_deployments()
 
     def _save(self, data, instance=None):
-        try:
-            provider = services.provider_save(
-                actor=actor(self.request),
-                org=self.request.org,
-                name=data.get("name", instance and instance.name),
-                kind=data.get("kind", instance and instance.kind),
-                api_base=data.get("api_base", instance.api_base if instance else ""),
-                settings=data.get("settings", instance.settings if instance else {}),
-                credentials=data.get("credentials"),
-                is_active=data.get("is_active", True),
-            )
-        except DjangoValidationError as exc:
-            raise django_errors(exc) from exc
+        # A new provider's name must be free (provider_create); an update keeps its name.
+        save = services.provider_create if instance is None else services.provider_save
+        provider = save(
+            actor=actor(self.request),
+            org=self.request.org,
+            name=data.get("name", instance and instance.name),
+            kind=data.get("kind", instance and instance.kind),
+            api_base=data.get("api_base", instance.api_base if instance else ""),
+            settings=data.get("settings", instance.settings if instance else {}),
+            credentials=data.get("credentials"),
+            is_active=data.get("is_active", True),
+        )
         return self.get_queryset().get(pk=provider.pk)
 
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        if (
-            ProviderConnection.objects.for_org(request.org)
-            .filter(name=serializer.validated_data["name"])
-            .exists()
-        ):
-            raise ValidationError(
-                {"name": "A provider with this name exists in this organization."}
-            )
         provider = self._save(serializer.validated_data)
         return Response(self.get_serializer(provider).data, status=status.HTTP_201_CREATED)
 
@@ -266,23 +268,20 @@ class DeploymentViewSet(OrgView, viewsets.ModelViewSet):
             if instance is not None and f not in ("id", "created_at")
         }
         merged.update(data)
-        try:
-            return services.deployment_save(
-                actor=actor(self.request),
-                org=self.request.org,
-                deployment=instance,
-                model_name=merged["model_name"],
-                provider=merged["provider"],
-                upstream_model=merged["upstream_model"],
-                region=merged.get("region", ""),
-                weight=merged.get("weight", 1),
-                priority=merged.get("priority"),
-                is_active=merged.get("is_active", True),
-                input_price_per_mtok=merged.get("input_price_per_mtok"),
-                output_price_per_mtok=merged.get("output_price_per_mtok"),
-            )
-        except DjangoValidationError as exc:
-            raise django_errors(exc) from exc
+        return services.deployment_save(
+            actor=actor(self.request),
+            org=self.request.org,
+            deployment=instance,
+            model_name=merged["model_name"],
+            provider=merged["provider"],
+            upstream_model=merged["upstream_model"],
+            region=merged.get("region", ""),
+            weight=merged.get("weight", 1),
+            priority=merged.get("priority"),
+            is_active=merged.get("is_active", True),
+            input_price_per_mtok=merged.get("input_price_per_mtok"),
+            output_price_per_mtok=merged.get("output_price_per_mtok"),
+        )
 
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)

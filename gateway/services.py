@@ -1,5 +1,8 @@
 """Control-plane writes for the gateway: keys. Each one audits itself."""
 
+import re
+from datetime import UTC, date, datetime
+
 from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -69,6 +72,48 @@ def _limit_checked(field: str, kind: str, value, ceiling) -> None:
         )
 
 
+KEY_EXPIRY_HELP = (
+    "A date (2027-01-31: the end of that day, 23:59:59 UTC) or an ISO 8601 time "
+    "(2027-01-31T18:00:00+02:00; UTC when it names no offset). It must be in the future."
+)
+_EXPIRY_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
+_EXPIRY_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
+    r"(Z|[+-][0-9]{2}:?[0-9]{2})?",
+    re.ASCII,
+)
+_EXPIRY_MESSAGE = "must be a date like 2027-01-31 or an ISO 8601 time like 2027-01-31T18:00:00Z."
+
+
+def _end_of_day(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, 23, 59, 59, tzinfo=UTC)
+
+
+def key_expiry(value) -> datetime | None:
+    """The one reading of a key's expiry, for every way in (dashboard, REST, command line):
+    None or "" is none; a date alone (text or a ``date``) is the END of that day, 23:59:59
+    UTC; a time with an offset is that instant; a time without one is UTC. The result is
+    in UTC. Anything else is a ValidationError (its message names no field: callers put
+    it on theirs). Whether it is in the future is api_key_create's check."""
+    if value is None or value == "":
+        return None
+    try:
+        if isinstance(value, datetime):
+            when = value
+        elif isinstance(value, date):
+            when = _end_of_day(value)
+        elif isinstance(value, str) and _EXPIRY_DATE.fullmatch(value.strip()):
+            when = _end_of_day(date.fromisoformat(value.strip()))
+        elif isinstance(value, str) and _EXPIRY_TIME.fullmatch(value.strip()):
+            when = datetime.fromisoformat(value.strip())
+        else:
+            raise ValueError
+        # An offset that takes the instant out of the years 1-9999 cannot be stored.
+        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise ValidationError(_EXPIRY_MESSAGE, code="invalid") from None
+
+
 @transaction.atomic
 def api_key_create(
     *,
@@ -85,7 +130,12 @@ def api_key_create(
 ) -> tuple[ApiKey, str]:
     """Create a key; returns (key, raw). The raw key exists only in this return value.
 
-    With a routing policy the key is an rt- key that routes through that policy."""
+    With a routing policy the key is an rt- key that routes through that policy.
+    ``expires_at`` is read by key_expiry (text, a date or a datetime)."""
+    try:
+        expires_at = key_expiry(expires_at)
+    except ValidationError as exc:
+        raise ValidationError({"expires_at": exc.error_list}) from None
     if team is not None and team.org_id != org.id:
         raise ValidationError("That team belongs to another organization.")
     if routing_policy is not None and routing_policy.org_id != org.id:
@@ -95,7 +145,7 @@ def api_key_create(
     _limit_checked("rpm_limit", "rpm", rpm_limit, ceilings["rpm"])
     _limit_checked("tpm_limit", "tpm", tpm_limit, ceilings["tpm"])
     if expires_at is not None and expires_at <= timezone.now():
-        raise ValidationError("The expiry must be in the future.")
+        raise ValidationError({"expires_at": "The expiry must be in the future."})
     raw = keys.generate(f"{kind}-")
     key = ApiKey(
         org=org,
@@ -199,6 +249,20 @@ def provider_save(
         actor=actor, org=org, entity="provider", target=provider, before=before, after=after
     )
     return provider
+
+
+PROVIDER_NAME_TAKEN = "A provider with this name exists in this organization."
+
+
+@transaction.atomic
+def provider_create(*, actor: Actor, org, name: str, **fields) -> ProviderConnection:
+    """A new provider connection (provider_save's arguments). A name the org already has
+    is refused: changing a provider is an explicit edit (provider_save on it), never a
+    side effect of creating one. apply_config, which declares the org's providers, keeps
+    provider_save's create-or-update."""
+    if ProviderConnection.objects.for_org(org).filter(name=name).exists():
+        raise ValidationError({"name": PROVIDER_NAME_TAKEN})
+    return provider_save(actor=actor, org=org, name=name, **fields)
 
 
 @transaction.atomic

@@ -5,12 +5,10 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_POST
 
 from core import strategies
-from core.form_input import form_error, whole_field
-from core.text import split_csv
+from core.form_input import form_message
 from governance import services as governance_services
 from governance.models import Policy, RoutingPolicy
 from orgs.audit import Actor
@@ -18,6 +16,7 @@ from orgs.models import Team
 from orgs.permissions import org_view
 
 from . import services
+from .forms import ApiKeyForm, DeploymentForm, PolicyForm, RoutingPolicyForm
 from .models import ApiKey, Deployment, ProviderConnection
 
 
@@ -26,40 +25,17 @@ def keys(request):
     org = request.org
     created = None
     if request.method == "POST":
-        data = request.POST
-        try:
-            expires = (
-                parse_datetime(data["expires_at"] + "T23:59:59+00:00")
-                if data.get("expires_at")
-                else None
-            )
-            if data.get("expires_at") and expires is None:
-                raise ValidationError("Expiry must be a date.")
-            team = (
-                get_object_or_404(Team.objects.for_org(org), pk=data["team"])
-                if data.get("team")
-                else None
-            )
-            policy = (
-                get_object_or_404(RoutingPolicy.objects.for_org(org), pk=data["routing_policy"])
-                if data.get("routing_policy")
-                else None
-            )
-            key, raw = services.api_key_create(
-                actor=Actor.from_request(request),
-                org=org,
-                name=data.get("name", ""),
-                allowed_models=split_csv(data.get("allowed_models")),
-                allowed_providers=split_csv(data.get("allowed_providers")),
-                team=team,
-                rpm_limit=int(data["rpm_limit"]) if data.get("rpm_limit") else None,
-                tpm_limit=int(data["tpm_limit"]) if data.get("tpm_limit") else None,
-                expires_at=expires,
-                routing_policy=policy,
-            )
-            created = {"key": key, "raw": raw}  # rendered once, never stored
-        except (ValidationError, ValueError) as exc:
-            messages.error(request, " ".join(getattr(exc, "messages", [str(exc)])))
+        form = ApiKeyForm(request.POST, org=org)
+        if not form.is_valid():
+            messages.error(request, form_message(form))
+        else:
+            try:
+                key, raw = services.api_key_create(
+                    actor=Actor.from_request(request), org=org, **form.cleaned_data
+                )
+                created = {"key": key, "raw": raw}  # rendered once, never stored
+            except ValidationError as exc:
+                messages.error(request, " ".join(exc.messages))
     return render(
         request,
         "gateway/keys.html",
@@ -102,7 +78,7 @@ def providers(request):
         data = request.POST
         try:
             credentials = {"api_key": data["api_key"]} if data.get("api_key") else None
-            services.provider_save(
+            services.provider_create(
                 actor=Actor.from_request(request),
                 org=org,
                 name=data.get("name", "").strip(),
@@ -139,29 +115,17 @@ def provider_test(request, provider_id):
 @org_view(role="admin")
 def deployment_create(request):
     org = request.org
-    data = request.POST
-    provider = get_object_or_404(
-        ProviderConnection.objects.for_org(org), pk=data.get("provider") or 0
-    )
+    form = DeploymentForm(request.POST, org=org)
+    if not form.is_valid():
+        messages.error(request, form_message(form))
+        return redirect("providers", org_slug=org.slug)
+    data = form.cleaned_data
     try:
-        services.deployment_save(
-            actor=Actor.from_request(request),
-            org=org,
-            model_name=data.get("model_name", "").strip(),
-            provider=provider,
-            upstream_model=data.get("upstream_model", "").strip(),
-            region=data.get("region", "").strip(),
-        )
-        messages.success(request, f"{data.get('model_name')} now routes to {provider.name}.")
+        services.deployment_save(actor=Actor.from_request(request), org=org, **data)
+        messages.success(request, f"{data['model_name']} now routes to {data['provider'].name}.")
     except ValidationError as exc:
         messages.error(request, "; ".join(exc.messages))
     return redirect("providers", org_slug=org.slug)
-
-
-POLICY_LABELS = {
-    "monthly_spend_cap_usd": "Monthly spend cap",
-    "default_max_tokens_estimate": "Default max tokens estimate",
-}
 
 
 @org_view(write_role="admin")
@@ -169,33 +133,20 @@ def policies(request):
     org = request.org
     policy = Policy.objects.filter(org=org).first() or Policy(org=org)
     if request.method == "POST":
-        data = request.POST
-        try:
-            cap = data.get("monthly_spend_cap_usd", "").strip()
-            governance_services.policy_set(
-                actor=Actor.from_request(request),
-                org=org,
-                **{
-                    f: split_csv(data.get(f))
-                    for f in (
-                        "allowed_models",
-                        "denied_models",
-                        "allowed_providers",
-                        "denied_providers",
-                        "allowed_regions",
-                    )
-                },
-                monthly_spend_cap_usd=cap or None,
-                default_max_tokens_estimate=whole_field(
-                    data, "default_max_tokens_estimate", default=1024
-                ),
-            )
-            messages.success(
-                request, "Policy saved. Every gateway worker enforces it within seconds."
-            )
-            return redirect("policies", org_slug=org.slug)
-        except ValidationError as exc:
-            messages.error(request, form_error(exc, POLICY_LABELS))
+        form = PolicyForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, form_message(form))
+        else:
+            try:
+                governance_services.policy_set(
+                    actor=Actor.from_request(request), org=org, **form.cleaned_data
+                )
+                messages.success(
+                    request, "Policy saved. Every gateway worker enforces it within seconds."
+                )
+                return redirect("policies", org_slug=org.slug)
+            except ValidationError as exc:
+                messages.error(request, form_message(form, exc))
     return render(
         request,
         "gateway/policies.html",
@@ -209,38 +160,26 @@ def policies(request):
     )
 
 
-def _weights(text: str | None) -> dict:
-    """The Routing form's weights, "model-a=90, model-b=10"; the service checks the rest."""
-    out = {}
-    for part in split_csv(text):
-        model, sep, weight = part.rpartition("=")
-        if not sep or not model.strip():
-            raise ValidationError({"weights": f"write each one as model=weight, not {part!r}."})
-        out[model.strip()] = weight.strip()
-    return out
-
-
 @org_view(write_role="admin")
 def routing(request):
     org = request.org
     if request.method == "POST":
-        data = request.POST
-        try:
-            governance_services.routing_policy_save(
-                actor=Actor.from_request(request),
-                org=org,
-                name=data.get("name", "").strip(),
-                strategy=data.get("strategy", strategies.DEFAULT),
-                models=split_csv(data.get("models")),
-                weights=_weights(data.get("weights")),
-            )
-            messages.success(
-                request,
-                f"Routing policy {data.get('name')} saved. Create an rt- key for it under Keys.",
-            )
-            return redirect("routing", org_slug=org.slug)
-        except ValidationError as exc:
-            messages.error(request, form_error(exc, {}))
+        form = RoutingPolicyForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, form_message(form))
+        else:
+            try:
+                governance_services.routing_policy_save(
+                    actor=Actor.from_request(request), org=org, **form.cleaned_data
+                )
+                messages.success(
+                    request,
+                    f"Routing policy {form.cleaned_data['name']} saved. "
+                    "Create an rt- key for it under Keys.",
+                )
+                return redirect("routing", org_slug=org.slug)
+            except ValidationError as exc:
+                messages.error(request, form_message(form, exc))
     policies = RoutingPolicy.objects.for_org(org)
     rt_keys = (
         ApiKey.objects.for_org(org)

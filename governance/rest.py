@@ -1,19 +1,11 @@
 """Management REST API for policies, routing policies and the audit log."""
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers, status, viewsets
 from rest_framework.response import Response
 
 from core import strategies
 from orgs.models import AuditLog
-from orgs.rest_base import (
-    MoneySerializer,
-    OrgSettingsView,
-    OrgView,
-    StrategyField,
-    actor,
-    django_errors,
-)
+from orgs.rest_base import MoneySerializer, OrgSettingsView, OrgView, StrategyField, actor
 
 from . import services
 from .models import Policy, RoutingPolicy
@@ -60,20 +52,15 @@ class RoutingPolicyViewSet(OrgView, viewsets.ModelViewSet):
         return RoutingPolicy.objects.for_org(self.request.org)
 
     def _save(self, data, instance=None):
-        try:
-            return services.routing_policy_save(
-                actor=actor(self.request),
-                org=self.request.org,
-                name=data.get("name", instance and instance.name),
-                strategy=data.get(
-                    "strategy", instance.strategy if instance else strategies.DEFAULT
-                ),
-                models=data.get("model_names", instance.model_names if instance else []),
-                weights=data.get("weights", instance.weights if instance else {}),
-                is_active=data.get("is_active", instance.is_active if instance else True),
-            )
-        except DjangoValidationError as exc:
-            raise django_errors(exc) from exc
+        return services.routing_policy_save(
+            actor=actor(self.request),
+            org=self.request.org,
+            name=data.get("name", instance and instance.name),
+            strategy=data.get("strategy", instance.strategy if instance else strategies.DEFAULT),
+            models=data.get("model_names", instance.model_names if instance else []),
+            weights=data.get("weights", instance.weights if instance else {}),
+            is_active=data.get("is_active", instance.is_active if instance else True),
+        )
 
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
@@ -97,10 +84,7 @@ class RoutingPolicyViewSet(OrgView, viewsets.ModelViewSet):
         return Response(self.get_serializer(self._save(data, instance)).data)
 
     def destroy(self, request, *args, **kwargs):
-        try:
-            services.routing_policy_delete(actor=actor(request), routing_policy=self.get_object())
-        except DjangoValidationError as exc:
-            raise django_errors(exc) from exc
+        services.routing_policy_delete(actor=actor(request), routing_policy=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

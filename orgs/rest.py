@@ -1,12 +1,11 @@
 """Management REST API for teams, members, invitations and personal access tokens."""
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.response import Response
 
 from . import services
 from .models import Invitation, Membership, PersonalAccessToken, Role, Team
-from .rest_base import OrgScopedFields, OrgView, actor, django_errors
+from .rest_base import OrgScopedFields, OrgView, actor
 
 
 class TeamSerializer(serializers.ModelSerializer):
@@ -33,19 +32,13 @@ class TeamViewSet(
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            team = services.team_create(
-                actor=actor(request), org=request.org, **serializer.validated_data
-            )
-        except DjangoValidationError as exc:
-            raise django_errors(exc) from exc
+        team = services.team_create(
+            actor=actor(request), org=request.org, **serializer.validated_data
+        )
         return Response(self.get_serializer(team).data, status=status.HTTP_201_CREATED)
 
     def destroy(self, request, *args, **kwargs):
-        try:
-            services.team_delete(actor=actor(request), team=self.get_object())
-        except DjangoValidationError as exc:
-            raise django_errors(exc) from exc
+        services.team_delete(actor=actor(request), team=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -85,22 +78,16 @@ class MemberViewSet(
         serializer = self.get_serializer(membership, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        try:
-            services.membership_set_role(
-                actor=actor(request),
-                membership=membership,
-                role=data.get("role", membership.role),
-                team=data.get("team", membership.team),
-            )
-        except DjangoValidationError as exc:
-            raise django_errors(exc) from exc
+        services.membership_set_role(
+            actor=actor(request),
+            membership=membership,
+            role=data.get("role", membership.role),
+            team=data.get("team", membership.team),
+        )
         return Response(self.get_serializer(self.get_queryset().get(pk=membership.pk)).data)
 
     def destroy(self, request, *args, **kwargs):
-        try:
-            services.membership_remove(actor=actor(request), membership=self.get_object())
-        except DjangoValidationError as exc:
-            raise django_errors(exc) from exc
+        services.membership_remove(actor=actor(request), membership=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -135,15 +122,12 @@ class InvitationViewSet(
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            invitation, _raw = services.invitation_create(
-                actor=actor(request),
-                org=request.org,
-                base_url=request.build_absolute_uri("/"),
-                **serializer.validated_data,
-            )
-        except DjangoValidationError as exc:
-            raise django_errors(exc) from exc
+        invitation, _raw = services.invitation_create(
+            actor=actor(request),
+            org=request.org,
+            base_url=request.build_absolute_uri("/"),
+            **serializer.validated_data,
+        )
         return Response(self.get_serializer(invitation).data, status=status.HTTP_201_CREATED)
 
     def destroy(self, request, *args, **kwargs):
@@ -185,15 +169,12 @@ class TokenViewSet(
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            token, raw = services.pat_create(
-                actor=actor(request),
-                user=request.user,
-                org=request.org,
-                name=serializer.validated_data["name"],
-            )
-        except DjangoValidationError as exc:
-            raise django_errors(exc) from exc
+        token, raw = services.pat_create(
+            actor=actor(request),
+            user=request.user,
+            org=request.org,
+            name=serializer.validated_data["name"],
+        )
         return Response(
             {**self.get_serializer(token).data, "access_token": raw}, status=status.HTTP_201_CREATED
         )

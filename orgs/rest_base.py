@@ -1,5 +1,6 @@
 """What every app's REST endpoints share: the org-scoped view, the acting user, money
-fields read exactly, serializers whose relations only see the org's rows."""
+fields read exactly, serializers whose relations only see the org's rows, and the one
+exception handler (a service's ValidationError is a 400)."""
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
@@ -7,6 +8,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
+from rest_framework.views import exception_handler as drf_exception_handler
 
 from core import strategies
 from core.client_ip import client_ip
@@ -20,10 +22,16 @@ def actor(request) -> Actor:
     return Actor(user=request.user, ip=client_ip(request), via="api")
 
 
-def django_errors(exc: DjangoValidationError) -> ValidationError:
-    return ValidationError(
-        exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
-    )
+def exception_handler(exc, context):
+    """DRF's handler (settings.REST_FRAMEWORK["EXCEPTION_HANDLER"]), plus: the Django
+    ValidationError a service (or a selector reading filters) raises is a 400 with DRF's
+    field -> messages body, {"detail": [...]} when it names no field. The views call the
+    services and let it rise; DRF rolls the request's transaction back as for its own."""
+    if isinstance(exc, DjangoValidationError):
+        exc = ValidationError(
+            exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
+        )
+    return drf_exception_handler(exc, context)
 
 
 class MoneyField(serializers.DecimalField):
@@ -114,10 +122,5 @@ class OrgSettingsView(OrgView, APIView):
     def put(self, request):
         serializer = self.serializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        try:
-            row = type(self).service(
-                actor=actor(request), org=request.org, **serializer.validated_data
-            )
-        except DjangoValidationError as exc:
-            raise django_errors(exc) from exc
+        row = type(self).service(actor=actor(request), org=request.org, **serializer.validated_data)
         return Response(self.serializer(row).data)

@@ -1,13 +1,22 @@
-from datetime import UTC, datetime
+from argparse import ArgumentTypeError
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from core.numbers import whole
 from core.text import split_csv
 from gateway import services
 from governance.models import RoutingPolicy
 from orgs.audit import Actor
 from orgs.models import Organization, Team
+
+
+def _limit(text: str) -> int:
+    """A key limit as the dashboard reads it: ASCII digits, at least 1."""
+    try:
+        return whole(text, minimum=1)
+    except ValueError as exc:
+        raise ArgumentTypeError(str(exc)) from None
 
 
 class Command(BaseCommand):
@@ -23,9 +32,9 @@ class Command(BaseCommand):
             "--providers", help="comma-separated allowed providers (names or kinds)"
         )
         parser.add_argument("--team", help="team name")
-        parser.add_argument("--rpm", type=int)
-        parser.add_argument("--tpm", type=int)
-        parser.add_argument("--expires", help="expiry date, YYYY-MM-DD or ISO 8601 (UTC)")
+        parser.add_argument("--rpm", type=_limit)
+        parser.add_argument("--tpm", type=_limit)
+        parser.add_argument("--expires", help=services.KEY_EXPIRY_HELP)
         parser.add_argument("--routing-policy", help="name of a routing policy: makes an rt- key")
 
     def handle(self, *args, **opts):
@@ -44,16 +53,10 @@ class Command(BaseCommand):
             )
             if routing_policy is None:
                 raise CommandError(f"No routing policy {opts['routing_policy']!r} in {org.slug}.")
-        expires = None
-        if opts["expires"]:
-            try:
-                expires = datetime.fromisoformat(opts["expires"])
-            except ValueError as exc:
-                raise CommandError(
-                    "--expires must be a date like 2027-01-31 or an ISO 8601 time."
-                ) from exc
-            if expires.tzinfo is None:
-                expires = expires.replace(tzinfo=UTC)
+        try:  # read as every way in reads it: a date alone is the end of that day, UTC
+            expires = services.key_expiry(opts["expires"])
+        except ValidationError as exc:
+            raise CommandError(f"--expires {' '.join(exc.messages)}") from None
         try:
             key, raw = services.api_key_create(
                 actor=Actor(via="cli"),
