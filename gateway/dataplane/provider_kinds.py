@@ -157,7 +157,8 @@ class ProviderKind:
                 f.store,
                 f"{f.describe()} is required"
                 + (
-                    ": the platform's own credentials are never lent to an organization."
+                    " (the platform's own credentials and settings are never lent to an "
+                    "organization)."
                     if f.ambient
                     else "."
                 ),
