@@ -97,6 +97,14 @@ def test_every_kind_is_complete(name):
     assert kind.model_hint, "the deployment form says what an upstream model is for it"
 
 
+def test_every_kind_and_its_fields_are_documented():
+    table = (ROOT / "docs" / "config.md").read_text()
+    for kind in provider_kinds.KINDS.values():
+        row = next(line for line in table.splitlines() if line.startswith(f"| `{kind.name}`"))
+        for field in kind.fields_in(CREDENTIALS) + kind.fields_in(SETTINGS):
+            assert f"`{field.name}`" in row, (kind.name, field.name)
+
+
 def test_kind_names_are_written_only_in_the_registry():
     """No module outside provider_kinds.py branches on a kind's name; the two below only
     use one (the demo org's mock provider; the default of prewarm)."""
