@@ -168,7 +168,11 @@ class ProviderKind:
     def litellm_kwargs(self, *, api_base: str, region: str, settings, credentials) -> dict:
         """The LiteLLM arguments that carry this connection's endpoint, settings and
         credentials for one call (a deployment's region standing in where it may)."""
-        sources = {ENDPOINT: {"api_base": api_base}, SETTINGS: settings, CREDENTIALS: credentials}
+        sources = {
+            ENDPOINT: {"api_base": api_base},
+            SETTINGS: settings if isinstance(settings, Mapping) else {},  # (a row saved unchecked)
+            CREDENTIALS: credentials if isinstance(credentials, Mapping) else {},
+        }
         kwargs = {}
         for f in self.fields:
             if not f.litellm:
