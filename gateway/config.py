@@ -17,6 +17,7 @@ from orgs.config import (
 )
 
 from . import services
+from .dataplane import provider_kinds
 from .models import ProviderConnection
 
 PROVIDER_KEYS = {"name", "kind", "api_base", "api_key", "credentials", "settings", "is_active"}
@@ -93,10 +94,8 @@ def apply_providers(*, actor, org, spec, where):
         for required in ("name", "kind"):
             if not p.get(required):
                 raise ConfigError(f"{pwhere}: '{required}' is required.")
-        if p["kind"] not in ProviderConnection.Kind.values:
-            raise ConfigError(
-                f"{pwhere}: kind must be one of {', '.join(ProviderConnection.Kind.values)}."
-            )
+        if provider_kinds.get(p["kind"]) is None:
+            raise ConfigError(f"{pwhere}.kind: {provider_kinds.unknown(p['kind'])}")
         credentials = None
         if "credentials" in p or "api_key" in p:
             credentials = {

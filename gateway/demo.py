@@ -7,7 +7,7 @@ from .services import api_key_create, deployment_save, provider_save
 def demo_gateway_setup(*, actor, org) -> str:
     """Mock provider with demo-chat and demo-embed; returns a fresh raw bn- key."""
     provider = ProviderConnection.objects.for_org(org).filter(name="mock").first() or provider_save(
-        actor=actor, org=org, name="mock", kind=ProviderConnection.Kind.MOCK
+        actor=actor, org=org, name="mock", kind="mock"
     )
     deployment_save(
         actor=actor,

@@ -1,6 +1,10 @@
 """The gateway's dashboard forms: how the Keys, Providers, Policies and Routing pages read
 their POST bodies. A form reads the text; the service it hands the values to checks them
-(the same service REST, the admin, apply_config and the commands call)."""
+(the same service REST, the admin, apply_config and the commands call). The provider form is
+generated from the provider-kind registry (dataplane/provider_kinds.py): a fieldset per
+kind, of which only the chosen kind's is read."""
+
+from urllib.parse import urlsplit, urlunsplit
 
 from django import forms
 
@@ -10,6 +14,8 @@ from governance.models import RoutingPolicy
 from orgs.models import Team
 
 from . import services
+from .dataplane import provider_kinds
+from .dataplane.provider_kinds import CREDENTIALS, ENDPOINT, SETTINGS
 from .models import ProviderConnection
 
 
@@ -81,3 +87,162 @@ class RoutingPolicyForm(forms.Form):
                 raise forms.ValidationError(f"write each one as model=weight, not {part!r}.")
             out[model.strip()] = weight.strip()
         return out
+
+
+# ------------------------------------------------------------------------------ providers
+MAX_VALUE_LENGTH = {"textarea": 20_000}  # a service-account key is a few KB
+DEFAULT_MAX_VALUE_LENGTH = 2_000
+
+
+class _WriteOnly:
+    """A widget that never renders its value: a credential typed or pasted is not sent back."""
+
+    def format_value(self, value):
+        return None
+
+
+class SecretTextInput(_WriteOnly, forms.TextInput):
+    pass
+
+
+class SecretTextarea(_WriteOnly, forms.Textarea):
+    pass
+
+
+class EndpointInput(forms.URLInput):
+    """An endpoint, sent back to a form that failed without any user:password@ in it
+    (such a URL is refused, and the password must not come back in the page)."""
+
+    def format_value(self, value):
+        value = super().format_value(value)
+        if not value or "@" not in value:
+            return value
+        try:
+            parts = urlsplit(value)
+            return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        except ValueError:
+            return None
+
+
+def _widget(field: provider_kinds.Field, *, stored: bool) -> forms.Widget:
+    placeholder = (
+        "stored — leave blank to keep"
+        if stored
+        else field.placeholder or ("write-only" if field.secret else "")
+    )
+    attrs = {"placeholder": placeholder} if placeholder else {}
+    if field.secret:
+        attrs["autocomplete"] = "off"
+    if field.input == "textarea":
+        return (SecretTextarea if field.secret else forms.Textarea)(attrs={"rows": 4, **attrs})
+    if field.input == "password":
+        return forms.PasswordInput(attrs=attrs, render_value=False)
+    if field.secret:  # every credential is write-only, even an access key id
+        return SecretTextInput(attrs=attrs)
+    if field.input == "url":
+        return EndpointInput(attrs=attrs)
+    return forms.TextInput(attrs=attrs)
+
+
+class ProviderForm(forms.Form):
+    """New provider (``provider=None``: a name, a kind and every kind's fieldset) or an
+    existing one (its kind's fieldset, its non-secret values filled in, its secrets never:
+    a secret left blank keeps the stored one)."""
+
+    name = forms.SlugField(
+        max_length=63,
+        label="Name",
+        widget=forms.TextInput(attrs={"placeholder": "azure-east", "pattern": "[-a-zA-Z0-9_]+"}),
+    )
+    kind = forms.ChoiceField(choices=provider_kinds.choices, label="Kind")
+    is_active = forms.BooleanField(required=False, initial=True, label="Active")
+
+    def __init__(self, data=None, *, provider=None):
+        self.provider = provider
+        self.stored = set(provider.get_credentials()) if provider else set()
+        initial = {}
+        if provider is not None:
+            initial = {"is_active": provider.is_active}
+            spec = provider_kinds.get(provider.kind)
+            for f in spec.fields if spec else ():
+                if f.store == ENDPOINT:
+                    initial[self.input_name(spec, f)] = provider.api_base
+                elif f.store == SETTINGS:
+                    initial[self.input_name(spec, f)] = (provider.settings or {}).get(f.name, "")
+        super().__init__(data, initial=initial)
+        if provider is not None:
+            del self.fields["name"], self.fields["kind"]  # neither changes once saved
+        else:
+            del self.fields["is_active"]
+        for spec in self.kinds():
+            for f in spec.fields:
+                stored = f.secret and f.name in self.stored
+                self.fields[self.input_name(spec, f)] = forms.CharField(
+                    label=f.label,
+                    required=False,
+                    strip=True,
+                    max_length=MAX_VALUE_LENGTH.get(f.input, DEFAULT_MAX_VALUE_LENGTH),
+                    help_text=f.help,
+                    widget=_widget(f, stored=stored),
+                )
+
+    @staticmethod
+    def input_name(spec: provider_kinds.ProviderKind, field: provider_kinds.Field) -> str:
+        return f"{spec.name}-{field.name}"
+
+    def kinds(self) -> list[provider_kinds.ProviderKind]:
+        """The kinds whose fieldsets this form shows."""
+        if self.provider is not None:
+            spec = provider_kinds.get(self.provider.kind)
+            return [spec] if spec else []
+        return list(provider_kinds.KINDS.values())
+
+    def chosen_kind(self) -> str:
+        if self.provider is not None:
+            return self.provider.kind
+        chosen = self.data.get("kind") if self.is_bound else None
+        return chosen if provider_kinds.get(chosen) else next(iter(provider_kinds.KINDS))
+
+    def sections(self) -> list[dict]:
+        """For the template: per kind, its entry, whether it is the chosen one, and its
+        fields (registry entry, bound field, whether a secret is stored)."""
+        chosen = self.chosen_kind()
+        return [
+            {
+                "kind": spec,
+                "checked": spec.name == chosen,
+                "fields": [
+                    {
+                        "spec": f,
+                        "bound": self[self.input_name(spec, f)],
+                        "stored": f.secret and f.name in self.stored,
+                    }
+                    for f in spec.fields
+                ],
+            }
+            for spec in self.kinds()
+        ]
+
+    def save_arguments(self) -> dict:
+        """provider_save's arguments from the chosen kind's fields (after is_valid())."""
+        data = self.cleaned_data
+        kind = self.provider.kind if self.provider is not None else data["kind"]
+        spec = provider_kinds.get(kind)
+        values = {f.name: data.get(self.input_name(spec, f), "") for f in spec.fields}
+        secrets = {f.name: values[f.name] for f in spec.fields_in(CREDENTIALS) if values[f.name]}
+        if self.provider is not None:
+            stored = self.provider.get_credentials()
+            # A secret left blank keeps the stored one; none typed keeps them all.
+            credentials = {**stored, **secrets} if secrets else None
+        else:
+            credentials = secrets
+        return {
+            "name": self.provider.name if self.provider is not None else data["name"],
+            "kind": kind,
+            "api_base": values.get("api_base", ""),
+            "settings": {
+                f.name: values[f.name] for f in spec.fields_in(SETTINGS) if values[f.name]
+            },
+            "credentials": credentials,
+            "is_active": data["is_active"] if self.provider is not None else True,
+        }

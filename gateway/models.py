@@ -5,6 +5,8 @@ from django.utils import timezone
 from core import keys, strategies
 from orgs.models import OrgScopedQuerySet
 
+from .dataplane import provider_kinds
+
 
 def key_hash_secret() -> bytes:
     return settings.KEY_HASH_SECRET.encode()
@@ -83,20 +85,15 @@ class ProviderQuerySet(OrgScopedQuerySet):
 class ProviderConnection(models.Model):
     """An org's account at a model provider. Credentials are encrypted at rest."""
 
-    class Kind(models.TextChoices):
-        OPENAI = "openai", "OpenAI"
-        AZURE_OPENAI = "azure_openai", "Azure OpenAI"
-        BEDROCK = "bedrock", "AWS Bedrock"
-        VERTEX = "vertex", "GCP Vertex AI"
-        ANTHROPIC = "anthropic", "Anthropic"
-        OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible (vLLM, Ollama, …)"
-        MOCK = "mock", "Mock (built-in, deterministic)"
-
     org = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="providers")
     name = models.SlugField(max_length=63)
-    kind = models.CharField(max_length=20, choices=Kind.choices)
+    # One of the kinds in dataplane/provider_kinds.py (read at each use: adding a kind there
+    # needs no migration).
+    kind = models.CharField(
+        max_length=provider_kinds.NAME_MAX_LENGTH, choices=provider_kinds.choices
+    )
     api_base = models.URLField(max_length=500, blank=True)
-    # Non-secret settings: api_version (Azure), aws_region_name, vertex_project, vertex_location…
+    # Non-secret settings, per kind (provider_kinds.py): api_version (Azure), aws_region_name…
     settings = models.JSONField(default=dict, blank=True)
     credentials_encrypted = models.TextField(blank=True, editable=False)
     is_active = models.BooleanField(default=True)

@@ -18,6 +18,7 @@ from orgs.rest_base import (
 )
 
 from . import services
+from .dataplane import provider_kinds
 from .models import ApiKey, Deployment, GatewayConfig, ModelCatalogEntry, ProviderConnection
 
 
@@ -152,9 +153,26 @@ class GatewayConfigView(OrgSettingsView):
 
 
 # ------------------------------------------------------------------------------ providers, deployments
+def _fields_by_kind(store: str) -> str:
+    """What each kind takes in ``store`` (from dataplane/provider_kinds.py), for the schema."""
+    return "; ".join(
+        f"{kind.name}: "
+        + (", ".join(f.name + ("*" if f.required else "") for f in kind.fields_in(store)) or "none")
+        for kind in provider_kinds.KINDS.values()
+    )
+
+
 class ProviderSerializer(serializers.ModelSerializer):
     credentials = serializers.DictField(
-        child=serializers.CharField(), write_only=True, required=False
+        child=serializers.CharField(),
+        write_only=True,
+        required=False,
+        help_text="Write-only, encrypted at rest; replaces the stored ones. By kind "
+        f"(* required): {_fields_by_kind(provider_kinds.CREDENTIALS)}.",
+    )
+    settings = serializers.JSONField(
+        required=False,
+        help_text=f"Non-secret options. By kind: {_fields_by_kind(provider_kinds.SETTINGS)}.",
     )
     has_credentials = serializers.BooleanField(read_only=True)
     active_deployments = serializers.SerializerMethodField()
@@ -173,6 +191,9 @@ class ProviderSerializer(serializers.ModelSerializer):
             "active_deployments",
             "created_at",
         ]
+        extra_kwargs = {
+            "kind": {"error_messages": {"invalid_choice": provider_kinds.unknown("{input}")}}
+        }
 
     def get_active_deployments(self, provider) -> int:
         return provider.n_active  # the viewset's queryset annotates it

@@ -15,7 +15,7 @@ from core.numbers import money
 from core.text import name_checked
 from orgs.audit import Actor, audit_record, record_config_change, record_config_delete
 
-from .dataplane import credentials as dataplane_credentials
+from .dataplane import provider_kinds
 from .models import ApiKey, Deployment, GatewayConfig, ProviderConnection
 
 
@@ -204,6 +204,13 @@ def _provider_summary(p: ProviderConnection) -> dict:
     }
 
 
+def _unset_dropped(values):
+    """A mapping without its null values (YAML's ``key:`` with nothing after it)."""
+    if isinstance(values, dict):
+        return {k: v for k, v in values.items() if v is not None}
+    return values
+
+
 @transaction.atomic
 def provider_save(
     *,
@@ -216,27 +223,36 @@ def provider_save(
     credentials: dict | None = None,
     is_active: bool = True,
 ) -> ProviderConnection:
-    """Create or update a provider connection. ``credentials=None`` keeps the stored ones."""
-    api_base = (api_base or "").strip()
-    if api_base and kind == ProviderConnection.Kind.MOCK:
-        raise ValidationError(
-            {"api_base": "The built-in mock provider makes no network calls: leave the URL empty."}
-        )
-    if api_base:
-        url_check(api_base, "api_base")
+    """Create or update a provider connection. ``credentials=None`` keeps the stored ones.
+
+    What a kind takes and requires is its entry in dataplane/provider_kinds.py: a value it
+    does not take, or lacks, is a ValidationError naming the field."""
+    spec = provider_kinds.get(kind)
+    if spec is None:
+        raise ValidationError({"kind": provider_kinds.unknown(kind)})
+    api_base = (api_base or "").strip() if isinstance(api_base, str | None) else api_base
+    if not isinstance(api_base, str):
+        raise ValidationError({"api_base": "The endpoint must be a URL (text)."})
     provider = ProviderConnection.objects.for_org(org).filter(name=name).first()
     before = _provider_summary(provider) if provider else None
     provider = provider or ProviderConnection(org=org, name=name)
-    provider.kind, provider.api_base, provider.is_active = kind, api_base or "", is_active
-    provider.settings = settings or {}
     stored = provider.get_credentials() if provider.pk else {}
-    refused = dataplane_credentials.problem(
-        kind,
-        stored if credentials is None else credentials,
+    settings, credentials = _unset_dropped(settings or {}), _unset_dropped(credentials)
+    problems = spec.problems(
+        api_base=api_base,
+        settings=settings,
+        credentials=stored if credentials is None else credentials,
         ambient_allowed=django_settings.PROVIDER_AMBIENT_CREDENTIALS,
     )
-    if refused:
-        raise ValidationError({"credentials": f"This {kind} provider cannot be used: {refused}."})
+    if api_base and "api_base" not in problems:
+        try:
+            url_check(api_base, "api_base")
+        except ValidationError as exc:
+            problems.update(exc.message_dict)
+    if problems:
+        raise ValidationError(problems)
+    provider.kind, provider.api_base, provider.is_active = kind, api_base, is_active
+    provider.settings = dict(settings)
     credentials_changed = credentials is not None and credentials != stored
     if credentials_changed:
         provider.set_credentials(credentials)
@@ -404,7 +420,8 @@ def gateway_config_set(*, actor: Actor, org, **fields) -> GatewayConfig:
 
 
 def provider_test(*, provider: ProviderConnection) -> tuple[bool, str]:
-    """Send a 1-token chat to one of the provider's deployments; (ok, what happened).
+    """Send the kind's probe (provider_kinds: a 1-token chat) to one of the provider's
+    deployments; (ok, what happened).
 
     Goes straight to the provider (not through /v1): no usage row, no limits. Messages
     never include credentials."""
@@ -416,6 +433,9 @@ def provider_test(*, provider: ProviderConnection) -> tuple[bool, str]:
     from .runtime import network_policy
     from .snapshot_builder import deployment_info
 
+    kind = provider_kinds.get(provider.kind)
+    if kind is None:
+        return False, provider_kinds.unknown(provider.kind)
     deployment = provider.deployments.filter(is_active=True).order_by("priority").first()
     if deployment is None:
         return (
@@ -423,17 +443,17 @@ def provider_test(*, provider: ProviderConnection) -> tuple[bool, str]:
             "Add a deployment first: the test sends a 1-token request to one of its models.",
         )
     dep = deployment_info(deployment)
-    upstreams = Upstreams(network=network_policy())
+    # The same adapter, credentials rule and network policy as /v1 would use.
+    upstreams = Upstreams(
+        passthrough=django_settings.GATEWAY_PASSTHROUGH,
+        network=network_policy(),
+        ambient_credentials=django_settings.PROVIDER_AMBIENT_CREDENTIALS,
+    )
 
     async def ping():
         adapter = upstreams.for_deployment(dep)
         try:
-            return await adapter.call(
-                "chat",
-                dep,
-                {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1},
-                15.0,
-            )
+            return await adapter.call(kind.probe.endpoint, dep, kind.probe.request(), 15.0)
         finally:
             await upstreams.http.close_loop_session()
 

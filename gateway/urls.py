@@ -10,6 +10,7 @@ org_urlpatterns = [
     path("routing/", views.routing, name="routing"),
     path("providers/", views.providers, name="providers"),
     path("providers/deployments/", views.deployment_create, name="deployment_create"),
+    path("providers/<int:provider_id>/", views.provider_edit, name="provider_edit"),
     path("providers/<int:provider_id>/test/", views.provider_test, name="provider_test"),
     path("playground/", playground.playground, name="playground"),
 ]

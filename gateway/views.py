@@ -8,7 +8,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from core import strategies
-from core.form_input import form_message
+from core.form_input import form_error, form_message
 from governance import services as governance_services
 from governance.models import Policy, RoutingPolicy
 from orgs.audit import Actor
@@ -16,7 +16,8 @@ from orgs.models import Team
 from orgs.permissions import org_view
 
 from . import services
-from .forms import ApiKeyForm, DeploymentForm, PolicyForm, RoutingPolicyForm
+from .dataplane import provider_kinds
+from .forms import ApiKeyForm, DeploymentForm, PolicyForm, ProviderForm, RoutingPolicyForm
 from .models import ApiKey, Deployment, ProviderConnection
 
 
@@ -71,34 +72,67 @@ def key_revoke(request, key_id):
     return redirect("keys", org_slug=request.org.slug)
 
 
+PROVIDER_LABELS = {"api_base": "Endpoint", "kind": "Kind", "name": "Name"}
+
+
+def _provider_form_saved(request, form: ProviderForm) -> bool:
+    """Save a posted provider form through the service; False (and the reasons, as a
+    message) when the form or the service refuses it."""
+    try:
+        if not form.is_valid():
+            raise ValidationError(form.errors.as_data())
+        arguments = form.save_arguments()
+        # A new provider never replaces one of the same name (provider_create refuses it).
+        save = services.provider_create if form.provider is None else services.provider_save
+        save(actor=Actor.from_request(request), org=request.org, **arguments)
+    except ValidationError as exc:
+        labels = {name: field.label for name, field in form.fields.items()}
+        messages.error(request, form_error(exc, {**labels, **PROVIDER_LABELS}))
+        return False
+    messages.success(request, f"Provider {arguments['name']} saved.")
+    return True
+
+
 @org_view(write_role="admin")
 def providers(request):
     org = request.org
-    if request.method == "POST":
-        data = request.POST
-        try:
-            credentials = {"api_key": data["api_key"]} if data.get("api_key") else None
-            services.provider_create(
-                actor=Actor.from_request(request),
-                org=org,
-                name=data.get("name", "").strip(),
-                kind=data.get("kind", ""),
-                api_base=data.get("api_base", "").strip(),
-                credentials=credentials,
-            )
-            messages.success(request, f"Provider {data.get('name')} saved.")
-            return redirect("providers", org_slug=org.slug)
-        except ValidationError as exc:
-            messages.error(request, "; ".join(exc.messages))
+    form = ProviderForm(request.POST if request.method == "POST" else None)
+    if form.is_bound and _provider_form_saved(request, form):
+        return redirect("providers", org_slug=org.slug)
+    providers = ProviderConnection.objects.for_org(org).with_active_deployments()
     return render(
         request,
         "gateway/providers.html",
         {
             "section": "providers",
-            "providers": ProviderConnection.objects.for_org(org).with_active_deployments(),
+            "providers": providers,
             "deployments": Deployment.objects.for_org(org).select_related("provider"),
-            "kinds": ProviderConnection.Kind.choices,
+            "form": form,
+            "model_hints": [
+                (kind.label, kind.model_hint)
+                for kind in map(provider_kinds.get, sorted({p.kind for p in providers}))
+                if kind and kind.model_hint
+            ],
         },
+        status=400 if form.is_bound else 200,
+    )
+
+
+@org_view(role="admin")
+def provider_edit(request, provider_id):
+    org = request.org
+    provider = get_object_or_404(ProviderConnection.objects.for_org(org), pk=provider_id)
+    if provider_kinds.get(provider.kind) is None:
+        messages.error(request, f"{provider.name}: {provider_kinds.unknown(provider.kind)}")
+        return redirect("providers", org_slug=org.slug)
+    form = ProviderForm(request.POST if request.method == "POST" else None, provider=provider)
+    if form.is_bound and _provider_form_saved(request, form):
+        return redirect("providers", org_slug=org.slug)
+    return render(
+        request,
+        "gateway/provider_edit.html",
+        {"section": "providers", "provider": provider, "form": form},
+        status=400 if form.is_bound else 200,
     )
 
 

@@ -5,12 +5,13 @@ credential: OPENAI_API_KEY and its kin, the AWS instance role, Google's applicat
 credentials from the metadata server. On a shared control plane that would let any org spend
 on the operator's cloud account, so unless the operator allows it (PROVIDER_AMBIENT_CREDENTIALS,
 e.g. a single-tenant install or an agent in the customer's own VPC) a call carries the
-org's own credentials or is not made."""
+org's own credentials or is not made.
+
+Which credentials a kind takes, and which of them it cannot call without, is the kind's
+entry in provider_kinds.py; this module holds the rule and the checks the entries use."""
 
 import json
 
-# Kinds whose SDK reads an API key from the environment when the call names none.
-API_KEY_KINDS = frozenset({"openai", "openai_compatible", "azure_openai", "anthropic"})
 # Sent instead of no key at all (a keyless vLLM ignores it), so no SDK looks for one.
 NO_KEY = "bonito-no-key"
 # Where a Google service-account key may send its signed token request.
@@ -21,17 +22,6 @@ GOOGLE_TOKEN_URIS = frozenset(
         "https://www.googleapis.com/oauth2/v4/token",
     }
 )
-
-
-def missing(kind: str, creds: dict) -> str | None:
-    """What a provider of this kind lacks to call without the platform's own credentials."""
-    if kind == "bedrock" and not (
-        creds.get("aws_access_key_id") and creds.get("aws_secret_access_key")
-    ):
-        return "an AWS access key id and secret access key"
-    if kind == "vertex" and not creds.get("service_account_json"):
-        return "a Google service-account key (JSON)"
-    return None
 
 
 def service_account_problem(raw) -> str | None:
@@ -52,14 +42,30 @@ def service_account_problem(raw) -> str | None:
     return None
 
 
-def problem(kind: str, creds: dict, *, ambient_allowed: bool) -> str | None:
-    """Why a call with these credentials must not be made (None: it may)."""
-    if kind == "vertex" and creds.get("service_account_json"):
-        bad = service_account_problem(creds["service_account_json"])
-        if bad:
-            return f"its service-account JSON {bad}"
+def problem(kind, creds: dict, *, ambient_allowed: bool) -> str | None:
+    """Why a call of this kind (a provider_kinds.ProviderKind) with these credentials must
+    not be made (None: it may): a credential its check refuses, or, unless the platform's
+    own may stand in, one the kind cannot call without."""
+    for field in kind.fields:
+        if field.secret and field.check and creds.get(field.name):
+            bad = field.check(creds[field.name])
+            if bad:
+                return f"its {field.label} {bad}"
     if not ambient_allowed:
-        need = missing(kind, creds)
+        need = [f.label for f in kind.fields if f.secret and f.required and not creds.get(f.name)]
         if need:
-            return f"it has no credentials of its own ({need}); the platform's are never lent"
+            return (
+                f"it has no credentials of its own ({', '.join(need)}); "
+                "the platform's are never lent"
+            )
+    return None
+
+
+def api_key(kind, creds: dict, *, ambient_allowed: bool) -> str | None:
+    """The API key a call of this kind carries: the org's, or NO_KEY where the SDK would
+    otherwise read the platform's from the environment (None: no key argument)."""
+    if creds.get("api_key"):
+        return creds["api_key"]
+    if kind.takes_api_key and not ambient_allowed:
+        return NO_KEY
     return None

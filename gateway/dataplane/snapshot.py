@@ -25,7 +25,7 @@ class DeploymentInfo:
     id: int
     model: str
     provider: str  # the connection's name
-    kind: str  # openai | azure_openai | bedrock | vertex | anthropic | openai_compatible | mock
+    kind: str  # a provider kind: one of provider_kinds.KINDS
     upstream_model: str
     api_base: str = ""
     region: str = ""

@@ -11,22 +11,13 @@ from collections.abc import AsyncIterator
 import httpx
 import orjson
 
-from . import credentials
+from . import credentials, provider_kinds
 from .netpolicy import AddressRefused, NetworkPolicy, split_url
 from .snapshot import DeploymentInfo
 
 log = logging.getLogger("bonito.gateway.upstream")
 
 PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
-OPENAI_BASE = "https://api.openai.com/v1"
-LITELLM_PREFIX = {
-    "openai": "openai",
-    "openai_compatible": "openai",
-    "azure_openai": "azure",
-    "bedrock": "bedrock",
-    "vertex": "vertex_ai",
-    "anthropic": "anthropic",
-}
 
 
 class UpstreamError(Exception):
@@ -222,7 +213,8 @@ class PassthroughAdapter:
             await session.close()
 
     def _request(self, endpoint, dep: DeploymentInfo, body: dict):
-        base = (dep.api_base or (OPENAI_BASE if dep.kind == "openai" else "")).rstrip("/")
+        kind = provider_kinds.get(dep.kind)
+        base = (dep.api_base or (kind.default_api_base if kind else "")).rstrip("/")
         headers = {"Content-Type": "application/json"}
         api_key = dep.credentials.get("api_key")
         if api_key:
@@ -344,7 +336,6 @@ def _network_failure(exc: BaseException) -> BaseException | None:
 _NO_MCP = {"_skip_mcp_handler": True}
 
 
-OPENAI_SHAPED = ("openai", "openai_compatible", "azure_openai")
 # Set while litellm opens a stream to an OpenAI-shaped provider: the endpoint, so that
 # the transport can turn a whole-body answer into the stream that was asked for.
 _stream_shape: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -464,34 +455,31 @@ class LiteLLMAdapter:
         # with the argument litellm builds from this endpoint's: OpenAI ignores or refuses it.
         drop = {"model", *(f for e, f in _MAIN_FIELD.items() if e != endpoint)}
         kwargs = {k: v for k, v in body.items() if k not in drop}
-        kwargs["model"] = f"{LITELLM_PREFIX[dep.kind]}/{dep.upstream_model}"
+        kind = provider_kinds.get(dep.kind)
+        if kind is None or not kind.litellm_prefix:
+            # A 502 like any provider failure (a kind this version does not know, say from a
+            # newer control plane): the next deployment may be of a kind it does.
+            raise UpstreamError(
+                f"{dep.label} is not configured: its kind {dep.kind!r} is unknown here.", 502
+            )
+        kwargs["model"] = f"{kind.litellm_prefix}/{dep.upstream_model}"
         kwargs["timeout"] = timeout
         kwargs["num_retries"] = 0
-        if dep.kind not in ("openai", "openai_compatible", "azure_openai"):
+        if not kind.openai_shaped:
             kwargs["client"] = self._handler
-        creds, cfg = dep.credentials, dep.settings
-        refused = credentials.problem(dep.kind, creds, ambient_allowed=self.ambient_credentials)
+        creds = dep.credentials
+        refused = credentials.problem(kind, creds, ambient_allowed=self.ambient_credentials)
         if refused:
             # A 502 like any provider failure: the next deployment may have credentials.
             raise UpstreamError(f"{dep.label} is not configured: {refused}.", 502)
-        if dep.api_base:
-            kwargs["api_base"] = dep.api_base
-        if creds.get("api_key"):
-            kwargs["api_key"] = creds["api_key"]
-        elif dep.kind in credentials.API_KEY_KINDS and not self.ambient_credentials:
-            kwargs["api_key"] = credentials.NO_KEY
-        if dep.kind == "azure_openai":
-            kwargs["api_version"] = cfg.get("api_version", "2024-10-21")
-        elif dep.kind == "bedrock":
-            for name in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token"):
-                if creds.get(name):
-                    kwargs[name] = creds[name]
-            kwargs["aws_region_name"] = dep.region or cfg.get("aws_region_name", "us-east-1")
-        elif dep.kind == "vertex":
-            kwargs["vertex_project"] = cfg.get("vertex_project")
-            kwargs["vertex_location"] = dep.region or cfg.get("vertex_location", "us-central1")
-            if creds.get("service_account_json"):
-                kwargs["vertex_credentials"] = creds["service_account_json"]
+        kwargs.update(
+            kind.litellm_kwargs(
+                api_base=dep.api_base, region=dep.region, settings=dep.settings, credentials=creds
+            )
+        )
+        key = credentials.api_key(kind, creds, ambient_allowed=self.ambient_credentials)
+        if key:
+            kwargs["api_key"] = key
         return kwargs
 
     def _error(self, exc: Exception, dep: DeploymentInfo) -> UpstreamError:
@@ -545,7 +533,8 @@ class LiteLLMAdapter:
         if endpoint != "embeddings":
             kwargs.update(_NO_MCP)
         token = egress_policy().set(self.network)
-        shape = _stream_shape.set(endpoint if dep.kind in OPENAI_SHAPED else None)
+        kind = provider_kinds.get(dep.kind)
+        shape = _stream_shape.set(endpoint if kind and kind.openai_shaped else None)
         try:
             resp = await fn(**kwargs)
         except Exception as exc:
@@ -727,11 +716,16 @@ class Upstreams:
     def network(self, policy: NetworkPolicy) -> None:
         self.http.network = self.litellm.network = policy
 
+    def _adapter(self, kind_name: str):
+        kind = provider_kinds.get(kind_name)
+        if kind is not None and kind.builtin:
+            return self.mock
+        if self.passthrough and kind is not None and kind.passthrough:
+            return self.http
+        return self.litellm  # (which answers a kind it does not know with a 502)
+
     def needs_litellm(self, kinds) -> bool:
-        return any(
-            k != "mock" and (not self.passthrough or k not in ("openai", "openai_compatible"))
-            for k in kinds
-        )
+        return any(self._adapter(k) is self.litellm for k in kinds)
 
     def prewarm(self, kinds=("openai",)) -> None:
         """Import litellm now, off the event loop, if these provider kinds will need it
@@ -740,8 +734,4 @@ class Upstreams:
             self.litellm._lib()
 
     def for_deployment(self, dep: DeploymentInfo):
-        if dep.kind == "mock":
-            return self.mock
-        if self.passthrough and dep.kind in ("openai", "openai_compatible"):
-            return self.http
-        return self.litellm
+        return self._adapter(dep.kind)

@@ -109,7 +109,7 @@ def test_apply_config_names_a_missing_environment_variable(tmp_path, monkeypatch
             "deployments: [{model: x, provider: nope, upstream_model: y}]",
             "provider 'nope' is not defined",
         ),
-        ("providers: [{name: p, kind: watson}]", "kind must be one of"),
+        ("providers: [{name: p, kind: watson}]", "kind: 'watson' is not a provider kind"),
         (
             "routing_policies: [{name: r, strategy: psychic, models: [x]}]",
             "Unknown strategy 'psychic'",

@@ -126,7 +126,13 @@ def test_bad_filters_are_explained_on_the_page(alice_client, org_a):
 
 
 def test_overview_snippets_and_the_zero_deployment_warning(alice_client, org_a):
-    services.provider_save(actor=ACTOR, org=org_a, name="azure-east", kind="azure_openai")
+    services.provider_save(
+        actor=ACTOR,
+        org=org_a,
+        name="azure-east",
+        kind="azure_openai",
+        api_base="https://acme.openai.azure.test",
+    )
     content = alice_client.get(reverse("overview", args=[org_a.slug])).content.decode()
     assert "azure-east</strong> has no active deployments" in content
     content = html.unescape(content)  # the snippets are text, escaped like any other
@@ -137,7 +143,7 @@ def test_overview_snippets_and_the_zero_deployment_warning(alice_client, org_a):
 def test_providers_page_never_shows_credentials(alice_client, org_a):
     response = alice_client.post(
         reverse("providers", args=[org_a.slug]),
-        {"name": "oai", "kind": "openai", "api_key": "sk-page-secret-value"},
+        {"name": "oai", "kind": "openai", "openai-api_key": "sk-page-secret-value"},
         follow=True,
     )
     assert b"sk-page-secret-value" not in response.content and b"set (hidden)" in response.content

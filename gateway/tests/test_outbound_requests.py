@@ -117,7 +117,12 @@ def _messages(response) -> str:
 def test_the_dashboard_refuses_an_internal_provider_url(alice_client, org_a, dns, url):
     response = alice_client.post(
         reverse("providers", args=[org_a.slug]),
-        {"name": "p", "kind": "openai_compatible", "api_base": url, "api_key": "sk-x"},
+        {
+            "name": "p",
+            "kind": "openai_compatible",
+            "openai_compatible-api_base": url,
+            "openai_compatible-api_key": "sk-x",
+        },
         follow=True,
     )
     assert "is not allowed" in _messages(response)
@@ -178,7 +183,7 @@ def test_the_dashboard_says_why_a_scheme_or_credentials_are_refused(
 ):
     response = alice_client.post(
         reverse("providers", args=[org_a.slug]),
-        {"name": "p", "kind": "openai_compatible", "api_base": url},
+        {"name": "p", "kind": "openai_compatible", "openai_compatible-api_base": url},
         follow=True,
     )
     assert says in _messages(response) and "hunter2" not in _messages(response)
@@ -198,12 +203,16 @@ def test_provider_allowed_networks_admit_the_operators_private_host(
     alice_client, org_a, dns, settings
 ):
     url = reverse("providers", args=[org_a.slug])
-    form = {"name": "vllm", "kind": "openai_compatible", "api_base": "http://10.1.2.3:8000/v1"}
+    form = {
+        "name": "vllm",
+        "kind": "openai_compatible",
+        "openai_compatible-api_base": "http://10.1.2.3:8000/v1",
+    }
     assert "is not allowed" in _messages(alice_client.post(url, form, follow=True))
     settings.PROVIDER_ALLOWED_NETWORKS = ["10.0.0.0/8"]
     alice_client.post(url, form, follow=True)
     assert ProviderConnection.objects.get(name="vllm").api_base == "http://10.1.2.3:8000/v1"
-    other = {**form, "name": "other", "api_base": "http://192.168.1.10:8000/v1"}
+    other = {**form, "name": "other", "openai_compatible-api_base": "http://192.168.1.10:8000/v1"}
     assert "is not allowed" in _messages(alice_client.post(url, other, follow=True))
     assert not ProviderConnection.objects.filter(name="other").exists()
 
