@@ -169,7 +169,7 @@ def test_the_dashboard_refuses_a_new_provider_under_an_existing_name(alice_clien
         api_base="https://llm.example.com/v1",
         api_key="sk-second-secret",
     )
-    assert again == [services.PROVIDER_NAME_TAKEN]
+    assert again == [f"Name: {services.PROVIDER_NAME_TAKEN}"]
     provider = ProviderConnection.objects.get()
     assert (provider.kind, provider.api_base) == ("openai", "")
     assert provider.get_credentials() == {"api_key": "sk-first-secret"}
@@ -184,7 +184,7 @@ def test_rest_and_the_dashboard_refuse_a_name_clash_the_same_way(alice_client, o
     status, body = _provider_via_rest(alice_client, org_a, "sk-b", name="oai", kind="openai")
     assert (status, body) == (400, {"name": [services.PROVIDER_NAME_TAKEN]})
     shown = _provider_via_dashboard(alice_client, org_a, name="oai", kind="openai", api_key="x")
-    assert shown == [services.PROVIDER_NAME_TAKEN]
+    assert shown == [f"Name: {services.PROVIDER_NAME_TAKEN}"]
     provider = ProviderConnection.objects.get(org=org_a)
     assert provider.get_credentials() == {"api_key": "sk-a"}
     assert not AuditLog.objects.filter(action="provider.update").exists()
