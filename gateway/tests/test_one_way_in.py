@@ -142,8 +142,10 @@ def test_the_service_reads_dates_and_datetimes_by_the_same_rule(org_a):
 
 
 # ------------------------------------------------------------------------------ provider names
-def _provider_via_dashboard(client, org, **fields):
-    response = client.post(reverse("providers", args=[org.slug]), fields, follow=True)
+def _provider_via_dashboard(client, org, *, name, kind, **fields):
+    # The form has a fieldset per kind; its fields are named "<kind>-<field>".
+    posted = {"name": name, "kind": kind, **{f"{kind}-{k}": v for k, v in fields.items()}}
+    response = client.post(reverse("providers", args=[org.slug]), posted, follow=True)
     return [str(m) for m in response.context["messages"]]
 
 
