@@ -217,6 +217,7 @@ def provider_save(
     is_active: bool = True,
 ) -> ProviderConnection:
     """Create or update a provider connection. ``credentials=None`` keeps the stored ones."""
+    name = name_checked(name)  # before the query: PostgreSQL cannot compare a NUL
     api_base = (api_base or "").strip()
     if api_base and kind == ProviderConnection.Kind.MOCK:
         raise ValidationError(
@@ -260,6 +261,7 @@ def provider_create(*, actor: Actor, org, name: str, **fields) -> ProviderConnec
     is refused: changing a provider is an explicit edit (provider_save on it), never a
     side effect of creating one. apply_config, which declares the org's providers, keeps
     provider_save's create-or-update."""
+    name = name_checked(name)  # before the query: PostgreSQL cannot compare a NUL
     if ProviderConnection.objects.for_org(org).filter(name=name).exists():
         raise ValidationError({"name": PROVIDER_NAME_TAKEN})
     return provider_save(actor=actor, org=org, name=name, **fields)
