@@ -276,6 +276,7 @@ def provider_create(*, actor: Actor, org, name: str, **fields) -> ProviderConnec
     is refused: changing a provider is an explicit edit (provider_save on it), never a
     side effect of creating one. apply_config, which declares the org's providers, keeps
     provider_save's create-or-update."""
+    name = name_checked(name)  # before the query: PostgreSQL cannot compare a NUL
     if ProviderConnection.objects.for_org(org).filter(name=name).exists():
         raise ValidationError({"name": PROVIDER_NAME_TAKEN})
     return provider_save(actor=actor, org=org, name=name, **fields)

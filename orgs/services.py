@@ -464,7 +464,7 @@ def pat_create(
         raise ValidationError("Tokens are only for members of the organization.")
     raw = keys.generate("pat-")
     prefix, last4 = keys.display(raw)
-    token = PersonalAccessToken.objects.create(
+    token = PersonalAccessToken(
         user=user,
         org=org,
         name=name_checked(name) or "token",
@@ -472,6 +472,8 @@ def pat_create(
         prefix=prefix,
         last4=last4,
     )
+    token.full_clean()  # the name's length: the dashboard passes it unchecked
+    token.save()
     audit_record(
         actor=actor, org=org, action="token.create", target=token, after={"name": token.name}
     )

@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from bonito.tests.admin_forms import form_data
 from core.text import NAME_MESSAGE, one_line
 from gateway import services
-from gateway.models import ApiKey
+from gateway.models import ApiKey, ProviderConnection
 from gateway.tests.conftest import ACTOR
 from orgs import services as org_services
 from orgs.models import Organization, PersonalAccessToken, Team
@@ -58,6 +58,41 @@ def test_one_line_flattens_every_break():
     assert one_line("a\nb\r\nc\rd\te\x0bf\u2028g\x85h  i") == "a b c d e f g h i"
 
 
+_MODELS = {
+    "key": ApiKey,
+    "team": Team,
+    "team rename": Team,
+    "token": PersonalAccessToken,
+    "org": Organization,
+    "org rename": Organization,
+}
+
+
+@pytest.mark.parametrize("write", WRITES)
+def test_every_service_refuses_a_name_longer_than_its_column(org_a, alice, team, write):
+    """Not only the forms: a way in that hands the text straight to the service (the
+    Settings page's token form) must get a refusal, not a database error (PostgreSQL
+    enforces the column's length; SQLite would store it)."""
+    model = _MODELS[write]
+    longest = model._meta.get_field("name").max_length
+    names = sorted(model.objects.values_list("name", flat=True))
+    with pytest.raises(ValidationError) as exc:
+        _creates(org_a, alice, team)[write]("n" * (longest + 1))
+    assert list(exc.value.message_dict) == ["name"]
+    assert sorted(model.objects.values_list("name", flat=True)) == names
+
+
+@pytest.mark.parametrize("char", CONTROL)
+def test_a_provider_name_is_checked_before_it_is_looked_up(org_a, char):
+    """provider_create and provider_save look the name up: a NUL reaching that query is a
+    500 on PostgreSQL, so the name is checked first, with the message every name gets."""
+    for save in (services.provider_create, services.provider_save):
+        with pytest.raises(ValidationError) as exc:
+            save(actor=ACTOR, org=org_a, name=f"p{char}x", kind="mock")
+        assert exc.value.message_dict == {"name": [NAME_MESSAGE]}
+    assert not ProviderConnection.objects.exists()
+
+
 # ------------------------------------------------------------------------- the ways in
 BAD = "ops\nBcc: victim@evil.test"
 
@@ -75,8 +110,15 @@ def test_the_dashboard_refuses_with_a_message(alice_client, org_a):
     assert token.status_code == 302 and NAME_MESSAGE in _shown(token, alice_client)
     settings = alice_client.post(f"/o/{org_a.slug}/settings/", {"name": BAD})
     assert settings.status_code == 200 and NAME_MESSAGE in settings.content.decode()
+    provider = alice_client.post(f"/o/{org_a.slug}/providers/", {"name": "p\x00x", "kind": "mock"})
+    assert provider.status_code == 200
+    assert NAME_MESSAGE in [str(m) for m in provider.context["messages"]]
+    long_token = alice_client.post(f"/o/{org_a.slug}/settings/tokens/", {"name": "t" * 121})
+    assert long_token.status_code == 302 and any(
+        "at most 120 characters" in m for m in _shown(long_token, alice_client)
+    )
     assert not ApiKey.objects.exists() and not Team.objects.exists()
-    assert not PersonalAccessToken.objects.exists()
+    assert not PersonalAccessToken.objects.exists() and not ProviderConnection.objects.exists()
     assert Organization.objects.get(pk=org_a.pk).name == "Acme Corp"
 
 

@@ -1,10 +1,12 @@
-"""The routing-strategy registry (gateway/dataplane/strategies.py): every strategy orders
+"""The routing-strategy registry (core/strategies.py): every strategy orders
 deployments the same way the data plane uses it, weighted routing policies split by their
 weights, and an unknown strategy is refused by every way in and never published."""
 
 import collections
 import logging
 import random
+import re
+from pathlib import Path
 
 import pytest
 
@@ -25,7 +27,23 @@ def _health(seed=1):
     return routing.DeploymentHealth(rng=random.Random(seed))
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
 # ------------------------------------------------------------------------------ the registry
+def test_the_docs_list_exactly_the_registry():
+    """The two places a user reads the strategy names (the config file's reference and the
+    gateway's routing section) name every strategy and no other, so a strategy added to
+    the registry cannot be left out of them."""
+    config = (ROOT / "docs" / "config.md").read_text()
+    line = re.search(r"strategy: \w+ +# (.*)", config).group(1)
+    assert [s.strip() for s in line.split("|")] == list(strategies.STRATEGIES)
+
+    routing = (ROOT / "docs" / "gateway.md").read_text().split("## Routing", 1)[1]
+    listed = routing.split("A 429", 1)[0]
+    assert re.findall(r"`(\w+)`", listed) == list(strategies.STRATEGIES)
+
+
 def test_the_model_fields_offer_exactly_the_registry():
     from gateway.models import GatewayConfig
     from governance.models import RoutingPolicy
