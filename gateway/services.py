@@ -233,6 +233,7 @@ def provider_save(
     api_base = (api_base or "").strip() if isinstance(api_base, str | None) else api_base
     if not isinstance(api_base, str):
         raise ValidationError({"api_base": "The endpoint must be a URL (text)."})
+    name = name_checked(name)  # before the query: PostgreSQL cannot compare a NUL
     provider = ProviderConnection.objects.for_org(org).filter(name=name).first()
     before = _provider_summary(provider) if provider else None
     provider = provider or ProviderConnection(org=org, name=name)
