@@ -10,6 +10,7 @@ from governance.models import RoutingPolicy
 from orgs.models import Team
 from orgs.rest_base import (
     MoneySerializer,
+    NameRelatedField,
     OrgScopedFields,
     OrgSettingsView,
     OrgView,
@@ -43,7 +44,7 @@ class ApiKeySerializer(OrgScopedFields, serializers.ModelSerializer):
     team = serializers.PrimaryKeyRelatedField(
         queryset=Team.objects.none(), allow_null=True, required=False
     )
-    routing_policy = serializers.SlugRelatedField(
+    routing_policy = NameRelatedField(
         slug_field="name", queryset=RoutingPolicy.objects.none(), allow_null=True, required=False
     )
     allowed_models = serializers.ListField(
@@ -250,9 +251,7 @@ class ProviderViewSet(OrgView, viewsets.ModelViewSet):
 
 class DeploymentSerializer(OrgScopedFields, MoneySerializer):
     org_scoped = {"provider": ProviderConnection}
-    provider = serializers.SlugRelatedField(
-        slug_field="name", queryset=ProviderConnection.objects.none()
-    )
+    provider = NameRelatedField(slug_field="name", queryset=ProviderConnection.objects.none())
 
     class Meta:
         model = Deployment

@@ -92,6 +92,16 @@ class OrgView:
         return {**super().get_serializer_context(), "org": getattr(self.request, "org", None)}
 
 
+class NameRelatedField(serializers.SlugRelatedField):
+    """A row chosen by its name (``slug_field``). A NUL in the name is refused before the
+    lookup: PostgreSQL cannot compare one, and the query would fail with a 500."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and "\x00" in data:
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class OrgScopedFields:
     """Serializer mixin: relation fields named in ``org_scoped`` only accept this org's rows."""
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 from billing.budgets import budget_save
 from core.text import NAME_MESSAGE
 from gateway import services
-from gateway.models import ApiKey, ProviderConnection
+from gateway.models import ApiKey, Deployment, ProviderConnection
 from gateway.tests.conftest import ACTOR
 from governance import services as governance_services
 from governance.models import RoutingPolicy
@@ -267,3 +267,20 @@ def test_billing_endpoints_answer_a_selector_refusal_with_400(alice_client):
     for path in ("/api/gateway/logs", "/api/gateway/usage", "/api/gateway/analytics"):
         response = alice_client.get(path, {"range": "forever"})
         assert response.status_code == 400 and list(response.json()) == ["range"], path
+
+
+@pytest.mark.parametrize(
+    "path, field, body",
+    [
+        ("/api/gateway/keys", "routing_policy", {"name": "k"}),
+        ("/api/gateway/deployments", "provider", {"model_name": "m", "upstream_model": "u"}),
+    ],
+)
+@pytest.mark.parametrize("name", ["a\x00b", "\x00"])
+def test_a_row_named_with_a_nul_is_a_400_naming_the_field(alice_client, path, field, body, name):
+    """REST fields that pick a row by its name refuse a NUL before the lookup (on
+    PostgreSQL the lookup itself failed, a 500), and nothing is written."""
+    response = alice_client.post(path, {**body, field: name}, content_type="application/json")
+    assert response.status_code == 400
+    assert list(response.json()) == [field]
+    assert not ApiKey.objects.exists() and not Deployment.objects.exists()
