@@ -146,6 +146,9 @@ class ProviderKind:
                     refuse(store, f"{self.label} providers take no {name!r} (they take: {takes}).")
                 elif not (isinstance(value, str) or (f.json and isinstance(value, Mapping))):
                     refuse(store, f"{f.describe()} must be text.")
+                elif isinstance(value, str) and "\x00" in value:
+                    # PostgreSQL's JSON cannot hold one (settings are stored as JSON).
+                    refuse(store, f"{f.describe()} must not contain NUL characters.")
                 elif value and f.check and (bad := f.check(value)):
                     refuse(store, f"{f.describe()} {bad}.")
         for f in self.fields:

@@ -316,6 +316,9 @@ WRONG_VALUES = [
     ("bedrock", {"settings": {"region": "eu-west-1"}}, "settings", "take no 'region'"),
     ("bedrock", {"settings": ["eu-west-1"]}, "settings", "must be a mapping"),
     ("azure_openai", {"settings": {"api_version": 2024}}, "settings", "must be text"),
+    # PostgreSQL's JSON cannot store a NUL: refused before the save (a 500 there before).
+    ("azure_openai", {"settings": {"api_version": "2024\x00"}}, "settings", "NUL"),
+    ("openai", {"credentials": {"api_key": "sk-\x00"}}, "credentials", "NUL"),
     ("mock", {"api_base": "https://x.test"}, "api_base", "no network calls"),
     ("mock", {"credentials": {"api_key": "x"}}, "credentials", "they take: none"),
 ]
@@ -336,6 +339,12 @@ def test_rest_and_apply_config_say_which_field_is_wrong(alice_client, org_a, tmp
         content_type="application/json",
     )
     assert answer.status_code == 400 and "must be a mapping" in json.dumps(answer.json())
+    answer = alice_client.post(
+        "/api/gateway/providers",
+        {"name": "p", "kind": "azure_openai", "settings": {"api_version": "v\x00"}},
+        content_type="application/json",
+    )
+    assert answer.status_code == 400 and "NUL" in json.dumps(answer.json())
     answer = alice_client.post(
         "/api/gateway/providers",
         {"name": "p", "kind": "bedrock", "credentials": {"aws_secret_access_key": "s"}},
