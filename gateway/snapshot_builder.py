@@ -28,10 +28,9 @@ def _ts(dt) -> float | None:
     return dt.timestamp() if dt else None
 
 
-# Per-org facts kept by apps above the gateway (billing: month-to-date spend, spent budgets,
-# the tier's allowances), added at start-up by their AppConfig.ready(). A source is
-# f(now) -> {org_id: {OrgInfo field: value}}; a "spend_cap" narrows the policy's (the lowest
-# wins), "blocked" scopes add up, any other field is set.
+# Per-org facts kept by apps above the gateway (billing: month-to-date spend, spent budgets
+# and tier allowances), added at start-up by their AppConfig.ready(). A source is
+# f(now) -> {org_id: {OrgInfo field: value}}; "blocked" scopes add up, any other field is set.
 ORG_FACTS: list = []
 
 
@@ -46,9 +45,7 @@ def _org_facts(now: datetime) -> dict[int, dict]:
         for org_id, facts in source(now).items():
             into = merged.setdefault(org_id, {})
             for name, value in facts.items():
-                if name == "spend_cap":
-                    into[name] = _lowest(into.get(name), value)
-                elif name == "blocked":
+                if name == "blocked":
                     into[name] = {**into.get(name, {}), **value}
                 else:
                     into[name] = value
@@ -176,7 +173,6 @@ def build_snapshot(version: int | None = None) -> Snapshot:
                 spend_cap=_lowest(
                     pol.monthly_spend_cap_usd if pol else None,
                     tier.monthly_spend_cap_usd if tier else None,
-                    facts.get("spend_cap"),
                 ),
                 spent_this_month=facts.get("spent_this_month", 0.0),
                 default_max_tokens=pol.default_max_tokens_estimate if pol else 1024,
