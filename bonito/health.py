@@ -21,10 +21,10 @@ def check_database() -> tuple[bool, str]:
 
 
 def _redis_ping(url: str) -> tuple[bool, str]:
-    import redis
+    from core import redisurl
 
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        client = redisurl.sync_client(url, socket_connect_timeout=1, socket_timeout=1)
         try:
             client.ping()
         finally:
@@ -39,6 +39,13 @@ def check_redis() -> tuple[bool, str] | None:
     if not settings.REDIS_URL:
         return None
     return _redis_ping(settings.REDIS_URL)
+
+
+def check_gateway_redis() -> tuple[bool, str] | None:
+    """The limiter's Redis when it is another one (a Cluster): None otherwise."""
+    if settings.GATEWAY_REDIS_URL in ("", settings.REDIS_URL):
+        return None
+    return _redis_ping(settings.GATEWAY_REDIS_URL)
 
 
 def check_broker() -> tuple[bool, str]:
@@ -62,6 +69,9 @@ def system_status() -> dict:
     redis_state = check_redis()
     if redis_state is not None:
         checks["redis"] = redis_state
+    gateway_redis = check_gateway_redis()
+    if gateway_redis is not None:
+        checks["gateway_redis"] = gateway_redis
     return {name: {"ok": ok, "detail": detail} for name, (ok, detail) in checks.items()}
 
 

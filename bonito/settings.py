@@ -4,10 +4,13 @@ the environment (see the README's table); defaults are the embedded, no-server s
 import ipaddress
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import environ
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
+
+from core import redisurl
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -112,35 +115,68 @@ else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# REDIS_URL: one Redis (redis://, rediss://, unix://) or a Sentinel-watched master
+# (redis+sentinel://host:26379[,host:26379…]/service[/db]) serves the cache, the live log
+# tail, Celery and the gateway's limits. A Redis Cluster (redis+cluster://host:port[,…]) can
+# hold only the gateway's limits (GATEWAY_REDIS_URL): the cache, channels_redis and Celery
+# cannot use one. Forms and components: docs/replicas.md.
 REDIS_URL = env.str("REDIS_URL", default="")
+GATEWAY_REDIS_URL = env.str("GATEWAY_REDIS_URL", default=REDIS_URL)
+for _name, _url in (("REDIS_URL", REDIS_URL), ("GATEWAY_REDIS_URL", GATEWAY_REDIS_URL)):
+    try:
+        _redis = redisurl.parse(_url) if _url else None
+    except ValueError as _exc:
+        raise ImproperlyConfigured(f"{_name}: {_exc}") from None
+    if _redis and _redis.kind == redisurl.CLUSTER and _name == "REDIS_URL":
+        raise ImproperlyConfigured(
+            "REDIS_URL: a Redis Cluster holds only the gateway's limits. Set "
+            "GATEWAY_REDIS_URL to the redis+cluster:// URL and REDIS_URL to one Redis or a "
+            "Sentinel (redis+sentinel://) for the cache, the live log tail and Celery."
+        )
+_redis = redisurl.parse(REDIS_URL) if REDIS_URL else None
 
-if REDIS_URL:
+if _redis:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
+            # A list: Django splits a LOCATION string at commas, which a Sentinel URL has.
+            "LOCATION": [REDIS_URL],
             "TIMEOUT": 300,
         }
     }
+    if _redis.kind == redisurl.SENTINEL:
+        CACHES["default"]["OPTIONS"] = {"pool_class": "core.redisurl.SentinelPool"}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # The live log tail: in-memory on embedded defaults (one process serves all sockets), Redis
 # when configured, so a request served by one worker reaches sockets held by any other.
-if REDIS_URL:
+if _redis:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {"hosts": [REDIS_URL]},
         }
     }
+    if _redis.kind == redisurl.SENTINEL:
+        _host = {"master_name": _redis.service, "sentinels": list(_redis.hosts)}
+        _host.update({"db": _redis.db, **_redis.auth()})
+        _host["sentinel_kwargs"] = redisurl.sentinel_kwargs(_redis)
+        CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [_host]
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # Celery: Redis in production; a filesystem transport otherwise, so a real worker and
 # beat still run on the embedded defaults without any server.
 BROKER_DIR = VAR_DIR / "broker"
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://")
+_broker_default = REDIS_URL or "filesystem://"
+if _redis and _redis.kind == redisurl.SENTINEL:  # kombu's own form: one URL per sentinel
+    _auth = ":".join(quote(x, safe="") for x in (_redis.username or "", _redis.password or ""))
+    _broker_default = ";".join(
+        f"sentinel://{_auth + '@' if _redis.password else ''}{h}:{p}/{_redis.db}"
+        for h, p in _redis.hosts
+    )
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=_broker_default)
 if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR),
@@ -152,6 +188,12 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    if CELERY_BROKER_URL.startswith("sentinel://") and _redis and _redis.service:
+        CELERY_BROKER_TRANSPORT_OPTIONS["master_name"] = _redis.service
+        if _redis.sentinel_password:
+            CELERY_BROKER_TRANSPORT_OPTIONS["sentinel_kwargs"] = {
+                "password": _redis.sentinel_password
+            }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True

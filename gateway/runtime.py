@@ -58,7 +58,7 @@ def gateway() -> Gateway:
     return Gateway(
         snapshots=snapshots(),
         limiter=Limiter(
-            settings.REDIS_URL,
+            settings.GATEWAY_REDIS_URL,
             timeout_s=settings.GATEWAY_REDIS_TIMEOUT_S,
             fallback_share=settings.GATEWAY_FALLBACK_SHARE,
             max_connections=settings.GATEWAY_REDIS_MAX_CONNECTIONS,

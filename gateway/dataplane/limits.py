@@ -15,6 +15,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
+from core import redisurl
 from core.months import month_bounds, month_key
 
 from .errors import GatewayError
@@ -142,6 +143,29 @@ return #KEYS
 """
 
 
+def org_prefix(org_id) -> str:
+    """Every counter of one org carries the org's hash tag, so one script's keys (a key's
+    and its org's buckets, the org's spend cap) share a Redis Cluster slot."""
+    return f"bonito:{{o{org_id}}}"
+
+
+def hash_slot_group(key: str) -> str:
+    """What Redis Cluster hashes of a key: its first non-empty {tag}, else the whole key."""
+    start = key.find("{")
+    if start >= 0:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            return key[start + 1 : end]
+    return key
+
+
+def _by_slot_group(keys) -> list[list[str]]:
+    groups: dict[str, list[str]] = {}
+    for key in keys:
+        groups.setdefault(hash_slot_group(key), []).append(key)
+    return list(groups.values())
+
+
 @dataclass(slots=True)
 class Bucket:
     key: str  # its counter's name in Redis (or in this process)
@@ -165,7 +189,7 @@ class SpendReservation:
 
     @property
     def key(self) -> str:
-        return f"bonito:cap:{self.org_id}:{month_key()}"
+        return f"{org_prefix(self.org_id)}:cap:{month_key()}"
 
 
 @dataclass(slots=True)
@@ -252,6 +276,17 @@ def _drained(debt: list[float], now_ms: float) -> float:
     return max(0.0, owed - max(0.0, now_ms - since) * capacity / WINDOW_MS)
 
 
+async def _all(coros) -> None:
+    """Runs them together; the first failure is raised once all have finished."""
+    coros = list(coros)
+    if len(coros) == 1:
+        return await coros[0]
+    results = await asyncio.gather(*coros, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
 def _spend_refused(spent: float) -> LimitResult:
     return LimitResult(
         False, spend_exceeded=True, spent=spent, retry_after_s=_seconds_to_next_month()
@@ -296,11 +331,14 @@ class Limiter:
         max_connections: int = 64,
     ):
         self.redis_url = redis_url
+        self._target = redisurl.parse(redis_url) if redis_url else None
         self.timeout_s = timeout_s
         self.max_connections = max_connections
         self.local = LocalLimiter(fallback_share if redis_url else 1.0)
         self._clients: dict[int, object] = {}  # per event loop
         self._locks: dict[int, asyncio.Lock] = {}
+        self._slots: dict[int, asyncio.Semaphore] = {}
+        self._paying: dict[int, asyncio.Future] = {}
         self._probes: dict[int, tuple[asyncio.Task, float]] = {}
         self._flusher: dict[int, asyncio.Task] = {}
         self._reconnects: dict[int, asyncio.Task] = {}
@@ -315,30 +353,69 @@ class Limiter:
         self._debts: dict[str, list[float]] = {}
 
     def _client(self):
+        loop_id = id(asyncio.get_running_loop())
+        client = self._clients.get(loop_id)
+        if client is None:
+            client = self._clients[loop_id] = self._new_client()
+            self._locks[loop_id] = asyncio.Lock()
+            if self._target.kind != redisurl.SINGLE:
+                # Sentinel and Cluster pools fail a request beyond max_connections (a
+                # ConnectionError, which would read as "unreachable"): bursts queue here.
+                self._slots[loop_id] = asyncio.Semaphore(self.max_connections)
+        return client
+
+    def _new_client(self):
         import redis.asyncio as aioredis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
         from redis.exceptions import ConnectionError as RedisConnectionError
 
-        loop_id = id(asyncio.get_running_loop())
-        client = self._clients.get(loop_id)
-        if client is None:
-            # A burst queues for a free connection (bounded by acquire's deadline) instead
-            # of failing. Only a broken connection is retried, once, on a fresh one (a
-            # restarted Redis); a script whose reply timed out is never sent again.
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self.redis_url,
-                max_connections=self.max_connections,
-                timeout=None,
-                socket_timeout=self.timeout_s + self.CLOCK_MARGIN_S + 1,
-                socket_connect_timeout=self.timeout_s,
-                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-                decode_responses=True,
+        target = self._target
+        timeouts = {
+            "socket_timeout": self.timeout_s + self.CLOCK_MARGIN_S + 1,
+            "socket_connect_timeout": self.timeout_s,
+        }
+        # Only a broken connection is retried, once, on a fresh one (a restarted Redis, a
+        # promoted replica); a script whose reply timed out is never sent again.
+        retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+        if target.kind == redisurl.SENTINEL:
+            from redis.asyncio.sentinel import Sentinel
+
+            sentinel = Sentinel(
+                target.hosts, sentinel_kwargs=redisurl.sentinel_kwargs(target, **timeouts)
             )
-            client = aioredis.Redis(connection_pool=pool)
-            self._clients[loop_id] = client
-            self._locks[loop_id] = asyncio.Lock()
-        return client
+            return sentinel.master_for(
+                target.service,
+                db=target.db,
+                ssl=target.tls,
+                max_connections=self.max_connections + 2,  # + PING and SCRIPT LOAD
+                retry=retry,
+                decode_responses=True,
+                **target.auth(),
+                **timeouts,
+            )
+        if target.kind == redisurl.CLUSTER:
+            from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+            return RedisCluster(
+                startup_nodes=[ClusterNode(h, p) for h, p in target.hosts],
+                ssl=target.tls,
+                max_connections=self.max_connections + 2,
+                decode_responses=True,
+                **target.auth(),
+                **timeouts,
+            )
+        # A burst queues for a free connection (bounded by acquire's deadline) instead
+        # of failing.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.redis_url,
+            max_connections=self.max_connections,
+            timeout=None,
+            retry=retry,
+            decode_responses=True,
+            **timeouts,
+        )
+        return aioredis.Redis(connection_pool=pool)
 
     def redis_available(self) -> bool:
         return bool(self.redis_url) and time.monotonic() >= self._down_until
@@ -446,8 +523,14 @@ class Limiter:
 
     async def _redis_acquire(self, keys, args, spend):
         # What was spent and admitted while Redis was unreachable is counted before anything more.
+        loop_id = id(asyncio.get_running_loop())
         if self._debts:
-            await self._pay_debts()
+            self._paying[loop_id] = asyncio.ensure_future(self._pay_debts())
+        paying = self._paying.get(loop_id)
+        if paying is not None and not paying.done():  # nothing passes before the debts
+            await asyncio.shield(paying)
+        elif paying is not None:  # paid, or failed and its debts restored for a next try
+            del self._paying[loop_id]
         while spend is not None and spend.key in self._unreconciled:
             await self._flush_once()
         return await self._eval("acquire", keys, args)
@@ -484,24 +567,37 @@ class Limiter:
         owed = {key: d for key, d in owed.items() if d[1] > 0}
         if not owed:
             return
+        paid: set[str] = set()
+
+        async def pay(keys):  # one script per slot group: a Cluster refuses a cross-slot one
+            await self._eval("debt", keys, [v for key in keys for v in owed[key]])
+            paid.update(keys)
+
         try:
-            await self._eval("debt", list(owed), [v for d in owed.values() for v in d])
-        except BaseException:
+            await _all(pay(keys) for keys in _by_slot_group(owed))
+        finally:
             for key, d in debts.items():  # still owed; the next request tries again
-                self._debts.setdefault(key, d)
-            raise
+                if key not in paid:
+                    self._debts.setdefault(key, d)
 
     async def _eval(self, name: str, keys, args):
+        client = self._client()
+        slots = self._slots.get(id(asyncio.get_running_loop()))
+        if slots is None:
+            return await self._evalsha(client, name, keys, args)
+        async with slots:
+            return await self._evalsha(client, name, keys, args)
+
+    async def _evalsha(self, client, name: str, keys, args):
         from redis.exceptions import NoScriptError
 
-        client = self._client()
         script = {"acquire": _ACQUIRE, "settle": _SETTLE, "debt": _DEBT}[name]
         sha = self._script_sha.get(name)
-        if sha is None:
+        if sha is None:  # a Cluster loads it on every primary
             sha = self._script_sha[name] = await client.script_load(script)
         try:
             return await client.evalsha(sha, len(keys), *keys, *args)
-        except NoScriptError:  # Redis restarted (or SCRIPT FLUSH): load it again
+        except NoScriptError:  # Redis restarted (or SCRIPT FLUSH, a new primary): load again
             self._script_sha[name] = await client.script_load(script)
             return await client.evalsha(self._script_sha[name], len(keys), *keys, *args)
 
@@ -525,19 +621,32 @@ class Limiter:
 
     async def _probe(self) -> bool:
         """A fresh TCP connection: refused or timed out means Redis is unreachable."""
-        kwargs = self._client().connection_pool.connection_kwargs
         try:
-            if kwargs.get("path"):
-                connect = asyncio.open_unix_connection(kwargs["path"])
-            else:
-                connect = asyncio.open_connection(
-                    kwargs.get("host", "localhost"), kwargs.get("port", 6379)
-                )
-            _, writer = await asyncio.wait_for(connect, self.timeout_s)
-        except (OSError, TimeoutError):
+            addresses = await asyncio.wait_for(self._data_nodes(), self.timeout_s)
+        except Exception:  # no sentinel names a master: unreachable
             return True
-        writer.close()
+        for host, port, path in addresses:
+            try:
+                if path:
+                    connect = asyncio.open_unix_connection(path)
+                else:
+                    connect = asyncio.open_connection(host, port)
+                _, writer = await asyncio.wait_for(connect, self.timeout_s)
+            except (OSError, TimeoutError):
+                return True
+            writer.close()
         return False
+
+    async def _data_nodes(self) -> list[tuple]:
+        """(host, port, unix path) of the servers that hold the counters."""
+        client = self._client()
+        if self._target.kind == redisurl.SENTINEL:
+            host, port = await client.connection_pool.get_master_address()
+            return [(host, port, None)]
+        if self._target.kind == redisurl.CLUSTER:
+            return [(n.host, n.port, None) for n in client.get_primaries()]
+        kwargs = client.connection_pool.connection_kwargs
+        return [(kwargs.get("host", "localhost"), kwargs.get("port", 6379), kwargs.get("path"))]
 
     # ------------------------------------------------------------------ settle
     def settle(self, spend: SpendReservation, actual_cost: float, backend: str) -> None:
@@ -559,30 +668,37 @@ class Limiter:
             self._flusher[id(loop)] = loop.create_task(self._flush_soon())
 
     async def _flush_once(self) -> None:
-        """Send what is pending to Redis in one script; on failure it stays pending."""
+        """Send what is pending to Redis, one script per slot group; what fails stays pending."""
         self._client()
         async with self._locks[id(asyncio.get_running_loop())]:  # one batch at a time
             pending, self._pending = self._pending, {}
             if not pending:
                 self._unreconciled.clear()  # an earlier batch carried it
                 return
-            keys, args = list(pending), [self._deadline_ms()]
-            for key in keys:
-                baseline, seen, epoch = self._spend_info[key]
-                args += [repr(pending[key]), repr(baseline), seen, epoch, secrets.token_hex(8)]
-            args.append(SPEND_TTL_S)
-            try:
+            done: set[str] = set()
+
+            async def send(keys):
+                args = [self._deadline_ms()]
+                for key in keys:
+                    baseline, seen, epoch = self._spend_info[key]
+                    args += [repr(pending[key]), repr(baseline), seen, epoch, secrets.token_hex(8)]
+                args.append(SPEND_TTL_S)
                 out = await self._eval("settle", keys, args)
                 if out and out[0] == -1:
                     raise TimeoutError("the script reached Redis after its deadline")
-            except BaseException:
+                for i, key in enumerate(keys):
+                    self._spend_info[key][1:] = [out[2 * i], out[2 * i + 1]]
+                done.update(keys)
+
+            try:
+                await _all(send(keys) for keys in _by_slot_group(pending))
+            finally:
                 for key, delta in pending.items():
-                    self._pending[key] = self._pending.get(key, 0.0) + delta
-                raise
-            for i, key in enumerate(keys):
-                self._spend_info[key][1:] = [out[2 * i], out[2 * i + 1]]
-                if key not in self._pending:
-                    self._unreconciled.discard(key)
+                    if key not in done:
+                        self._pending[key] = self._pending.get(key, 0.0) + delta
+                for key in done:
+                    if key not in self._pending:
+                        self._unreconciled.discard(key)
             self._mark_up()
 
     async def _flush_soon(self):

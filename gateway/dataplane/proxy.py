@@ -15,7 +15,7 @@ import orjson
 
 from . import errors, keys_check, routing, tokens
 from .errors import GatewayError
-from .limits import Bucket, Limiter, SpendReservation
+from .limits import Bucket, Limiter, SpendReservation, org_prefix
 from .snapshot import DeploymentInfo, KeyInfo, OrgInfo, Snapshot
 from .state import SnapshotSource
 from .upstream import StreamBroken, UpstreamError, Upstreams
@@ -298,14 +298,15 @@ class Gateway:
         # which applies within the tier's (keys saved before this rule are narrowed here).
         rpm = effective_limit(key.rpm, org.key_rpm, org.tier_key_rpm)
         tpm = effective_limit(key.tpm, org.key_tpm)
+        tag = org_prefix(org.id)  # one Cluster slot per org: see limits.org_prefix
         if rpm:
-            out.append(Bucket(f"bonito:rl:k:{key.id}:r", rpm, 1, "requests", "key"))
+            out.append(Bucket(f"{tag}:rl:k:{key.id}:r", rpm, 1, "requests", "key"))
         if tpm:
-            out.append(Bucket(f"bonito:rl:k:{key.id}:t", tpm, token_cost, "tokens", "key"))
+            out.append(Bucket(f"{tag}:rl:k:{key.id}:t", tpm, token_cost, "tokens", "key"))
         if org.rpm:
-            out.append(Bucket(f"bonito:rl:o:{org.id}:r", org.rpm, 1, "requests", "org"))
+            out.append(Bucket(f"{tag}:rl:o:r", org.rpm, 1, "requests", "org"))
         if org.tpm:
-            out.append(Bucket(f"bonito:rl:o:{org.id}:t", org.tpm, token_cost, "tokens", "org"))
+            out.append(Bucket(f"{tag}:rl:o:t", org.tpm, token_cost, "tokens", "org"))
         return out
 
     async def _attempts(self, ctx: Ctx, candidates: list[DeploymentInfo], attempt):
