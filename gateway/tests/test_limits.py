@@ -15,6 +15,7 @@ from gateway.dataplane.limits import Bucket, Limiter, SpendReservation
 from gateway.models import ApiKey
 from gateway.tests.conftest import refresh_snapshot, usage_rows
 from gateway.tests.fault.redis_server import RedisServer
+from gateway.tests.fault.redis_topology import RedisClusterServers
 from governance import services as governance_services
 from orgs.audit import Actor
 
@@ -52,10 +53,28 @@ async def _burst(acme, n, body=BODY):
     return [r.status_code for r in responses]
 
 
-@pytest.fixture(params=["local", "redis"])
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory):
+    """A 3-master Redis Cluster of this module's own (a redis+cluster:// URL)."""
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+def _flush_cluster(cluster):
+    for port in cluster.ports:
+        redis_lib.Redis(port=port).flushall()
+
+
+@pytest.fixture(params=["local", "redis", "cluster"])
 def backend(request, gw):
-    """Each limit test runs on per-process limits and on Redis (when one is reachable)."""
-    if request.param == "redis":
+    """Each limit test runs on per-process limits, on Redis (when one is reachable) and on
+    a Redis Cluster, whose scripts refuse keys of different slots."""
+    if request.param == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        _flush_cluster(cluster)
+        gw.limiter = Limiter(cluster.url)
+    elif request.param == "redis":
         url = _redis_url()
         if url is None:
             pytest.skip("no Redis reachable on this machine")
@@ -162,13 +181,70 @@ def test_exact_limits_across_processes_share_redis():
     assert allowed.count(True) == 7 and backends == {"redis"}
 
 
-def test_spend_reservations_across_processes_overshoot_by_at_most_one():
+@pytest.fixture(params=["redis", "cluster"])
+def shared_url(request):
+    """A Redis URL that several limiters (worker processes) share: one server or a Cluster."""
+    if request.param == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        _flush_cluster(cluster)
+        return cluster.url
     url = _redis_url()
     if url is None:
         pytest.skip("no Redis reachable on this machine")
+    client = redis_lib.Redis.from_url(url)
+    for key in client.scan_iter("bonito:*"):
+        client.delete(key)
+    return url
+
+
+def test_each_orgs_limits_hold_exactly_when_many_orgs_share_the_redis(shared_url):
+    """Key, org and spend-cap counters of many orgs at once from two processes: on a
+    Cluster each request's script stays in its org's slot, a settlement batch spanning
+    every org is split by slot, and every org's limits and counters come out exact."""
+    from core.redisurl import sync_client
+
+    workers = [Limiter(shared_url), Limiter(shared_url)]
+    orgs = list(range(1, 13))  # enough orgs to land on every master
+
+    def buckets(org):
+        tag = f"bonito:{{o{org}}}"
+        return [
+            Bucket(f"{tag}:rl:k:{org * 10}:r", 5, 1, "requests", "key"),
+            Bucket(f"{tag}:rl:o:r", 7, 1, "requests", "org"),
+        ]
+
+    def spend(org):
+        return SpendReservation(org_id=org, cap=1.0, reserve=0.3, baseline=0.0)
+
+    async def run():
+        calls = [(org, workers[i % 2], i) for org in orgs for i in range(8)]
+        results = await asyncio.gather(
+            *[w.acquire(buckets(org), spend(org)) for org, w, _ in calls]
+        )
+        by_org = {org: [] for org in orgs}
+        for (org, worker, _), r in zip(calls, results, strict=True):
+            by_org[org].append(r)
+            if r.allowed:  # each really cost 0.1: one batch per worker spans every org
+                worker.settle(spend(org), 0.1, r.backend)
+        await asyncio.sleep(0.5)
+        return by_org
+
+    by_org = asyncio.run(run())
+    client = sync_client(shared_url)
+    for org in orgs:
+        got = by_org[org]
+        # Reservations of 0.3 at 0, 0.3, 0.6 and 0.9 pass; the cap of 1.0 refuses the rest
+        # (before the key's 5 requests run out).
+        assert sum(r.allowed for r in got) == 4, org
+        assert {r.backend for r in got} == {"redis"}
+        assert all(r.spend_exceeded for r in got if not r.allowed)
+        assert _counter(client, spend(org).key) == pytest.approx(0.4), org
+
+
+def test_spend_reservations_across_processes_overshoot_by_at_most_one(shared_url):
+    url = shared_url
     workers = [Limiter(url), Limiter(url)]
     spend = SpendReservation(org_id=987654, cap=1.0, reserve=0.3, baseline=0.0)
-    redis_lib.Redis.from_url(url).delete(spend.key)
 
     async def run():
         return await asyncio.gather(*[workers[i % 2].acquire([], spend) for i in range(10)])

@@ -45,8 +45,18 @@ class RedisClusterServers:
     def start(self) -> "RedisClusterServers":
         for port in self.ports:
             node = self.dir / str(port)
+            # The bus port is set too: by default it is port + 10000, which may be taken.
             self.procs.append(
-                _server(node, port, "--cluster-enabled", "yes", "--cluster-config-file", "n.conf")
+                _server(
+                    node,
+                    port,
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "n.conf",
+                    "--cluster-port",
+                    str(free_port()),
+                )
             )
         for port in self.ports:
             _wait(port, self.dir / str(port))
