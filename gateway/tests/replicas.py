@@ -229,6 +229,15 @@ class Replicas:
                 ).fetchall()
             )
 
+    def hold_usage_table(self, seconds: float) -> None:
+        """A slow database: inserts into gateway_requests wait behind a lock for a while,
+        so the records of answered requests are only in the replicas' memory and journals."""
+        import psycopg
+
+        with psycopg.connect(self.database_url.replace("postgres://", "postgresql://")) as conn:
+            conn.execute("LOCK TABLE gateway_requests IN SHARE MODE")
+            time.sleep(seconds)
+
     def spent(self, org_slug: str) -> tuple[int, float]:
         """An org's usage rows: how many, and their cost."""
         import psycopg

@@ -10,6 +10,7 @@ import contextlib
 import math
 import subprocess
 import sys
+import threading
 import time
 from decimal import Decimal
 
@@ -261,15 +262,25 @@ def test_usage_rows_equal_the_requests_answered_across_replicas(cluster):
 
 
 def test_a_replica_killed_mid_load_loses_no_usage_row(cluster):
-    """SIGKILL to one replica's whole process group at 1 s of a 3 s load: nginx sends new
-    requests to the others; restarted on the same folders, the replica stores what its
-    journal holds, and every answered request has exactly one row."""
+    """SIGKILL to one replica's whole process group at 1.2 s of a 3 s load, while the
+    database is slow (the usage table locked from 0.5 s to 2 s, so the victim's last records
+    are only in its memory and journal): nginx sends new requests to the others; restarted
+    on the same folders, the replica stores what its journal holds, and every answered
+    request has exactly one row."""
     prefix = f"kill-{time.time_ns()}"
     victim = cluster.replicas[0]
-    received, sent = _load(cluster.url, cluster.keys["load"], prefix, 3.0, at=(1.0, victim.kill))
+    slow = threading.Thread(target=cluster.hold_usage_table, args=(1.5,))
+    timer = threading.Timer(0.5, slow.start)
+    timer.start()
+    received, sent = _load(cluster.url, cluster.keys["load"], prefix, 3.0, at=(1.2, victim.kill))
+    timer.join()
+    slow.join(30)
     assert victim.proc is None
     ok = sum(1 for status in received.values() if status == 200)
     assert ok >= sent * 0.8, f"only {ok} of {sent} requests answered"
+    # The dead replica's records wait in its journal (the test exercises the replay).
+    journal = victim.dir / "journal"
+    assert any(f.stat().st_size for f in journal.rglob("*") if f.is_file())
     victim.start()
     rows = _wait_for_rows(cluster, prefix, set(received))
     missing = sorted(set(received) - rows.keys())
