@@ -401,6 +401,9 @@ class Limiter:
                 startup_nodes=[ClusterNode(h, p) for h, p in target.hosts],
                 ssl=target.tls,
                 max_connections=self.max_connections + 2,
+                # Once, as above (its default is three times, with backoff); a resend after
+                # a timeout arrives past the script's deadline and changes nothing.
+                retry=retry,
                 decode_responses=True,
                 **target.auth(),
                 **timeouts,
