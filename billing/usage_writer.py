@@ -137,7 +137,10 @@ def _insert_sql(vendor: str, rows: int) -> str:
     # Only identifiers from the model's own metadata go into the string; values are parameters.
     if vendor == "sqlite":
         return f"INSERT OR IGNORE INTO {table} ({columns}) VALUES {values}"  # noqa: S608
-    return f"INSERT INTO {table} ({columns}) VALUES {values} ON CONFLICT ({qn('id')}) DO NOTHING"  # noqa: S608
+    # No conflict target: the primary key is (id, created_at) on the partitioned table
+    # (PostgreSQL wants the partition key in it) and id alone on an unpartitioned one. A
+    # replayed record carries its first created_at, so either key catches it.
+    return f"INSERT INTO {table} ({columns}) VALUES {values} ON CONFLICT DO NOTHING"  # noqa: S608
 
 
 ROWS_PER_STATEMENT = 500  # 21 columns: well under SQLite's and PostgreSQL's parameter limits
