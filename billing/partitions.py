@@ -10,8 +10,9 @@ Retention (`USAGE_RETENTION_DAYS`, unset = keep forever) removes raw rows a rang
 oldest first: a whole partition is dropped (on PostgreSQL; a range outside any partition, and
 SQLite's single table, lose their rows by DELETE). A range goes only when the rollups hold
 every one of its rows: it ended before the rollup watermark, none of its hours awaits
-recomputation, and its hourly rollups count exactly as many requests as it has rows (checked
-under a lock that keeps late rows out). Each step moves the *raw rows kept from* mark
+recomputation, and its hourly rollups count exactly as many requests as it has rows; a row
+written after that count carries a dirty mark (written in the same transaction), checked
+again under the lock the removal takes. Each step moves the *raw rows kept from* mark
 (services.raw_kept_from); rollups are never recomputed before it, and a late row that lands
 before it is folded into the rollups instead (services.fold_expired)."""
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import Min, Sum
 
 from . import services
@@ -34,6 +35,9 @@ DEFAULT = services.DEFAULT_PARTITION
 AHEAD = {"day": 7, "month": 2}  # partitions kept ready beyond the current one
 # Budgets read this month's raw rows and statements last month's: retention keeps them.
 MIN_RETENTION_DAYS = 35
+# How long creating or dropping a partition may wait for its lock, making the queries
+# queued behind it wait too; past it, the step gives up until the next run.
+LOCK_TIMEOUT = "3s"
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,7 @@ def partition_create(start: datetime, end: datetime) -> str:
     qn = connection.ops.quote_name
     name = f"{TABLE}_p{start:%Y%m%d}"
     with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
         # Late writers into the default partition wait a moment; others are not touched.
         cursor.execute(f"LOCK TABLE {qn(DEFAULT)} IN EXCLUSIVE MODE")
         cursor.execute(f"CREATE TEMP TABLE moving (LIKE {qn(TABLE)}) ON COMMIT DROP")
@@ -198,20 +203,26 @@ def _next_range(after: datetime, cutoff: datetime, existing: list[Partition]):
 def _remove(start: datetime, end: datetime, name: str | None) -> bool:
     """Remove one range's raw rows if the rollups hold them all; move the kept-from mark."""
     qn = connection.ops.quote_name
+    # Counted first, without a lock (a day's partition may hold hundreds of millions of
+    # rows); a row written after the count carries a dirty mark (the writer makes both in
+    # one transaction), which is checked under the lock below.
+    if not _covered(start, end):
+        return False
     with transaction.atomic():
         state, _ = RollupState.objects.select_for_update().get_or_create(
             period=services.RAW_KEPT_FROM, defaults={"rolled_until": start}
         )
         if connection.vendor == "postgresql":
-            # Rows being written into this range commit first; later ones wait.
-            table = name or DEFAULT
-            mode = "ACCESS EXCLUSIVE" if name else "EXCLUSIVE"
             with connection.cursor() as cursor:
-                cursor.execute(f"LOCK TABLE {qn(table)} IN {mode} MODE")
-        if not _covered(start, end):
-            log.warning(
-                "usage retention stops at %s: its rows are not all rolled up yet", start.isoformat()
-            )
+                cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+                if name:
+                    # DROP takes the parent table whole: taken first, so writers that have
+                    # rows for this partition commit them (with their marks) before.
+                    cursor.execute(f"LOCK TABLE {qn(TABLE)} IN ACCESS EXCLUSIVE MODE")
+                else:
+                    cursor.execute(f"LOCK TABLE {qn(DEFAULT)} IN EXCLUSIVE MODE")
+        marked = RollupDirtyHour.objects.filter(bucket_start__gte=start, bucket_start__lt=end)
+        if marked.exists() or (name is None and not _covered(start, end)):
             return False
         if name:
             with connection.cursor() as cursor:
@@ -238,7 +249,13 @@ def retention_apply(*, now: datetime) -> dict:
     after = services.raw_kept_from() or datetime.min.replace(tzinfo=UTC)
     while (found := _next_range(after, cutoff, existing)) is not None:
         start, end, name = found
-        if not _remove(start, end, name):
+        try:
+            removed = _remove(start, end, name)
+        except OperationalError as exc:  # lock_timeout: busy now, the next run tries again
+            log.warning("usage retention waits: %s", exc)
+            break
+        if not removed:
+            log.warning("usage retention stops at %s: not all rolled up yet", start.isoformat())
             break
         if name:
             report["dropped"].append(name)

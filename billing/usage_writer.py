@@ -153,6 +153,9 @@ def _insert(records: list[dict]) -> None:
             chunk = records[start : start + ROWS_PER_STATEMENT]
             params = [value for r in chunk for value in _row(r, columns)]
             cursor.execute(_insert_sql(connection.vendor, len(chunk)), params)
+        # In the same transaction: retention (billing.partitions) drops a range only when no
+        # hour of it is marked, and must never see a late row without its mark.
+        _mark_late(records)
 
 
 def _mark_late(records: list[dict]) -> None:
@@ -207,5 +210,4 @@ def write_usage(records: list[dict]) -> None:
         if not is_refusal(exc):
             connection.close()  # reconnect on the next batch
         raise
-    _mark_late(records)
     publish_usage(records)
