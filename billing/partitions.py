@@ -146,6 +146,9 @@ def partitions_ensure(*, now: datetime, since: datetime | None = None) -> list[s
         return []
     unit = interval()
     start = period_start(since or now, unit)
+    kept_from = services.raw_kept_from()
+    if kept_from is not None and start < kept_from:  # retention removed that time: no
+        start = period_start(kept_from, unit)  # partitions for it (late rows are folded)
     end = period_start(now, unit)
     for _ in range(AHEAD[unit] + 1):
         end = period_next(end, unit)

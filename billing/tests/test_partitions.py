@@ -185,6 +185,9 @@ def test_retention_removes_old_days_and_rollups_still_answer(org_a, history):
         assert len(report["dropped"]) == 20
         assert services.raw_kept_from() == _midnight(NOW - 40 * DAY)
         assert partitions.partitions()[0].start == _midnight(NOW - 40 * DAY)
+        # Nothing is made again for the removed time.
+        partitions.partitions_ensure(now=NOW, since=NOW - 60 * DAY)
+        assert partitions.partitions()[0].start == _midnight(NOW - 40 * DAY)
     else:
         assert len(report["deleted_days"]) == 3
         assert services.raw_kept_from() == cutoff
