@@ -19,6 +19,7 @@ send (the page and count queries), with the planner's row estimates from ANALYZE
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -182,24 +183,35 @@ def explain(args) -> None:
     from billing import selectors
     from orgs.models import Organization
 
-    org = Organization.objects.get(pk=1)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM gateway_requests")
+        cursor.execute(
+            "SELECT sum(reltuples)::bigint FROM pg_class WHERE relkind = 'r' AND relname LIKE 'gateway_requests_p%%'"
+        )
         total = cursor.fetchone()[0]
-        cursor.execute("SELECT count(*) FROM gateway_requests WHERE org_id = 1")
-        mine = cursor.fetchone()[0]
-    print(f"gateway_requests: {total:,} rows; org 1: {mine:,} rows\n")
+        cursor.execute("SELECT count(*) FROM gateway_requests WHERE org_id = %s", [args.small_org])
+        small = cursor.fetchone()[0]
+    print(
+        f"gateway_requests: {total:,} rows (ANALYZE's count); org {args.small_org}: {small:,} rows\n"
+    )
     filters = {
         "none (30 days)": "",
-        "key": "key=3",
-        "team": "team=2",
+        "key": "key={key}",
+        "team": "team={team}",
         "model": "model=claude-haiku",
         "provider": "provider=vertex",
         "status": "status=rejected",
         "1 hour range": "range=1h",
-        "key + status": "key=3&status=error",
+        "key + status": "key={key}&status=error",
     }
-    for label, query in filters.items():
+    summary = []
+    cases = [(1, label, query) for label, query in filters.items()]
+    cases += [(args.small_org, label, query) for label, query in filters.items()]
+    for org_id, label, query in cases:
+        org = Organization.objects.get(pk=org_id)
+        label = f"org {org_id}: {label}"
+        query = query.format(
+            key=(org_id - 1) * KEYS_PER_ORG + 3, team=(org_id - 1) * TEAMS_PER_ORG + 2
+        )
         qs, _since, _until = selectors.usage_records(org, QueryDict(query), "30d")
         with CaptureQueriesContext(connection) as captured:
             page = Paginator(qs.select_related("key", "team"), 50).get_page(1)
@@ -207,13 +219,21 @@ def explain(args) -> None:
         for q in captured.captured_queries:
             if "gateway_requests" not in q["sql"]:
                 continue
-            with connection.cursor() as cursor:
-                cursor.execute("EXPLAIN " + q["sql"])
-                plan = "\n".join(r[0] for r in cursor.fetchall())
             kind = "count" if "COUNT(*)" in q["sql"] else "page"
+            # The page (50 rows) is cheap to run again: its real row counts; the count's
+            # plan is shown with the planner's estimates (its time is the run's above).
+            how = "EXPLAIN (ANALYZE, BUFFERS) " if kind == "page" else "EXPLAIN "
+            with connection.cursor() as cursor:
+                cursor.execute(how + q["sql"])
+                plan = "\n".join(r[0] for r in cursor.fetchall())
             print(f"### filter: {label} ({kind}, {float(q['time']) * 1000:.0f} ms)\n")
             print(q["sql"] + "\n")
             print(plan + "\n")
+            summary.append((label, kind, float(q["time"]) * 1000, _scans(plan)))
+    print("| filter | query | time (ms) | scans (per partition) |\n|---|---|---|---|")
+    for label, kind, ms, scans in summary:
+        print(f"| {label} | {kind} | {ms:.0f} | {scans} |")
+    print()
     detail = qs.first()
     if detail is not None:
         with CaptureQueriesContext(connection) as captured:
@@ -222,6 +242,26 @@ def explain(args) -> None:
             cursor.execute("EXPLAIN " + captured.captured_queries[-1]["sql"])
             plan = "\n".join(r[0] for r in cursor.fetchall())
         print("### one request by id (log detail)\n\n" + plan + "\n")
+
+
+_SCAN = re.compile(
+    r"(Index Only Scan Backward|Index Only Scan|Index Scan Backward|Index Scan|"
+    r"Bitmap Index Scan|Parallel Seq Scan|Seq Scan) (?:using|on) (\S+)(?: on (\S+))?"
+)
+
+
+def _scans(plan: str) -> str:
+    """The plan's scans, one per kind and index (partition names folded), with how many
+    partitions use each; a Seq Scan of the (empty) default partition is noted apart."""
+    counts: dict = {}
+    for kind, first, _table in _SCAN.findall(plan):
+        if kind.endswith("Seq Scan"):
+            name = "default partition" if first.endswith("_default") else first
+            key = f"{kind} on {re.sub(r'_p[0-9]{8}$', '', name)}"
+        else:
+            key = f"{kind} using {re.sub(r'^gateway_requests_(p[0-9]{8}|default)_', '', first)}"
+        counts[key] = counts.get(key, 0) + 1
+    return "; ".join(f"{k} ×{n}" for k, n in counts.items())
 
 
 def drop(args) -> None:
@@ -235,6 +275,8 @@ def main() -> None:
     for name in ("load", "explain", "drop"):
         p = sub.add_parser(name)
         p.add_argument("--database", default="bench_partitions")
+        if name == "explain":
+            p.add_argument("--small-org", type=int, default=500, help="a small tenant's id")
         if name == "load":
             p.add_argument("--rows", type=int, default=100_000_000)
             p.add_argument("--days", type=int, default=20)
