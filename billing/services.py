@@ -4,18 +4,26 @@
 last two), the hours marked dirty by late rows, and their days; then it moves the
 watermark (`RollupState`) to the last hour that ended `USAGE_ROLLUP_GRACE_S` before now.
 Readers (billing.selectors) take whole hours before the watermark from rollups and the
-rest from raw rows, so their numbers equal a scan of the raw rows."""
+rest from raw rows, so their numbers equal a scan of the raw rows.
+
+Retention (billing.partitions) removes raw rows older than `raw_kept_from`; rollups before
+that mark are never recomputed (their rows are gone), and a late row that lands before it
+is folded in (`fold_expired`)."""
 
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Min, Q, Sum
 from django.db.models.functions import TruncDay, TruncHour
 
 from .models import LATENCY_BUCKETS_MS, RollupDirtyHour, RollupState, UsageRecord, UsageRollup
 
 TRUNC = {"hour": TruncHour, "day": TruncDay}
+# The RollupState row whose `rolled_until` is where raw rows begin (retention moves it).
+RAW_KEPT_FROM = "raw"
+# gateway_requests' DEFAULT partition on PostgreSQL (billing.partitions).
+DEFAULT_PARTITION = f"{UsageRecord._meta.db_table}_default"
 STEP = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 
 
@@ -38,18 +46,9 @@ def histogram_aggregates() -> dict:
     return out
 
 
-@transaction.atomic
-def rollup_window(*, period: str, start: datetime, end: datetime) -> int:
-    """Recompute every rollup row of `period` whose bucket starts in [start, end)."""
-    start, end = align(start, period), align(end, period)
-    if end <= start:
-        end = start + STEP[period]
-    UsageRollup.objects.filter(
-        period=period, bucket_start__gte=start, bucket_start__lt=end
-    ).delete()
+def _aggregate(records, period: str) -> list[UsageRollup]:
     rows = (
-        UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end)
-        .order_by()
+        records.order_by()
         .annotate(bucket=TRUNC[period]("created_at"))
         .values(
             "bucket", "org_id", "key_id", "team_id", "model_used", "model_requested", "provider"
@@ -63,7 +62,7 @@ def rollup_window(*, period: str, start: datetime, end: datetime) -> int:
             **histogram_aggregates(),
         )
     )
-    objects = [
+    return [
         UsageRollup(
             period=period,
             bucket_start=r["bucket"],
@@ -82,8 +81,66 @@ def rollup_window(*, period: str, start: datetime, end: datetime) -> int:
         )
         for r in rows
     ]
+
+
+def _kept_from_locked() -> datetime | None:
+    """The raw-rows mark, locked until the transaction ends so retention cannot move it
+    (and drop rows) while a window is recomputed."""
+    state = RollupState.objects.select_for_update().filter(period=RAW_KEPT_FROM).first()
+    return state.rolled_until if state else None
+
+
+@transaction.atomic
+def rollup_window(*, period: str, start: datetime, end: datetime) -> int:
+    """Recompute every rollup row of `period` whose bucket starts in [start, end), from the
+    raw rows kept (buckets before `raw_kept_from` keep their rollups)."""
+    start, end = align(start, period), align(end, period)
+    if end <= start:
+        end = start + STEP[period]
+    kept_from = _kept_from_locked()
+    if kept_from is not None and start < kept_from:
+        start = kept_from  # a day or month boundary: whole buckets
+        if end <= start:
+            return 0
+    UsageRollup.objects.filter(
+        period=period, bucket_start__gte=start, bucket_start__lt=end
+    ).delete()
+    objects = _aggregate(
+        UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end), period
+    )
     UsageRollup.objects.bulk_create(objects, batch_size=1000)
     return len(objects)
+
+
+def raw_kept_from() -> datetime | None:
+    """Where raw rows begin after retention (None: nothing removed yet)."""
+    state = RollupState.objects.filter(period=RAW_KEPT_FROM).first()
+    return state.rolled_until if state else None
+
+
+@transaction.atomic
+def fold_expired() -> int:
+    """Rows that landed before `raw_kept_from` (a spool replayed after its range was
+    removed): their hours' other rows are gone, so instead of recomputing, add them to the
+    hourly and daily rollups (readers sum rollup rows) and delete them, in one transaction.
+    Returns the number of rows folded."""
+    kept_from = _kept_from_locked()
+    if kept_from is None:
+        return 0
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            # Partitioned, rows before the mark can only be in the default partition: late
+            # writers wait there while their rows are counted and removed.
+            cursor.execute("SELECT to_regclass(%s)", [DEFAULT_PARTITION])
+            if cursor.fetchone()[0] is not None:
+                cursor.execute(f"LOCK TABLE {DEFAULT_PARTITION} IN EXCLUSIVE MODE")
+    late = UsageRecord.objects.filter(created_at__lt=kept_from)
+    objects = _aggregate(late, "hour") + _aggregate(late, "day")
+    if not objects:
+        return 0
+    UsageRollup.objects.bulk_create(objects, batch_size=1000)
+    folded, _ = late.delete()
+    return folded
 
 
 def rolled_until() -> datetime | None:
@@ -103,7 +160,15 @@ def rollup_recent(*, now: datetime) -> dict:
     dirty = list(RollupDirtyHour.objects.all())
     hours = rollup_window(period="hour", start=start, end=now + timedelta(hours=1))
     days = rollup_window(period="day", start=start, end=now + timedelta(days=1))
-    older = [d.bucket_start for d in dirty if d.bucket_start < align(start, "hour")]
+    kept_from = raw_kept_from()
+    if kept_from is not None and any(d.bucket_start < kept_from for d in dirty):
+        fold_expired()
+    older = [
+        d.bucket_start
+        for d in dirty
+        if d.bucket_start < align(start, "hour")
+        and (kept_from is None or d.bucket_start >= kept_from)
+    ]
     for day in sorted({align(h, "day") for h in older}):
         days += rollup_window(period="day", start=day, end=day + STEP["day"])
     for hour in older:

@@ -29,3 +29,10 @@ def weekly_digests():
         weekly_digest_send(org=org, now=timezone.now(), base_url=settings.PUBLIC_BASE_URL)
         for org in Organization.objects.all()
     )
+
+
+@shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
+def usage_partitions_maintain():
+    from .partitions import usage_partitions_maintain as maintain
+
+    return maintain(now=timezone.now())

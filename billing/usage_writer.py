@@ -137,7 +137,10 @@ def _insert_sql(vendor: str, rows: int) -> str:
     # Only identifiers from the model's own metadata go into the string; values are parameters.
     if vendor == "sqlite":
         return f"INSERT OR IGNORE INTO {table} ({columns}) VALUES {values}"  # noqa: S608
-    return f"INSERT INTO {table} ({columns}) VALUES {values} ON CONFLICT ({qn('id')}) DO NOTHING"  # noqa: S608
+    # No conflict target: the primary key is (id, created_at) on the partitioned table
+    # (PostgreSQL wants the partition key in it) and id alone on an unpartitioned one. A
+    # replayed record carries its first created_at, so either key catches it.
+    return f"INSERT INTO {table} ({columns}) VALUES {values} ON CONFLICT DO NOTHING"  # noqa: S608
 
 
 ROWS_PER_STATEMENT = 500  # 21 columns: well under SQLite's and PostgreSQL's parameter limits
@@ -150,6 +153,9 @@ def _insert(records: list[dict]) -> None:
             chunk = records[start : start + ROWS_PER_STATEMENT]
             params = [value for r in chunk for value in _row(r, columns)]
             cursor.execute(_insert_sql(connection.vendor, len(chunk)), params)
+        # In the same transaction: retention (billing.partitions) drops a range only when no
+        # hour of it is marked, and must never see a late row without its mark.
+        _mark_late(records)
 
 
 def _mark_late(records: list[dict]) -> None:
@@ -204,5 +210,4 @@ def write_usage(records: list[dict]) -> None:
         if not is_refusal(exc):
             connection.close()  # reconnect on the next batch
         raise
-    _mark_late(records)
     publish_usage(records)

@@ -113,6 +113,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # Behind PgBouncer in transaction mode a session is not ours from one transaction to
+    # the next: no server-side prepared statements, no server-side (named) cursors.
+    DATABASE_POOLER = env.str("DATABASE_POOLER", default="")
+    if DATABASE_POOLER not in ("", "pgbouncer"):
+        raise ImproperlyConfigured(
+            f"DATABASE_POOLER is {DATABASE_POOLER!r}: use pgbouncer or leave it unset."
+        )
+    if DATABASE_POOLER == "pgbouncer":
+        DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = None
+        DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # REDIS_URL: one Redis (redis://, rediss://, unix://) or a Sentinel-watched master
@@ -204,6 +214,19 @@ CELERY_TIMEZONE = "UTC"
 # Hours that ended this long before a rollup run count as complete (a request's row is
 # written when it ends; a longer request marks its hour for recomputation).
 USAGE_ROLLUP_GRACE_S = env.int("USAGE_ROLLUP_GRACE_S", default=900)
+# gateway_requests on PostgreSQL: one partition per day or month; raw rows older than the
+# retention are dropped a partition at a time once rolled up (unset: kept forever).
+USAGE_PARTITION_INTERVAL = env.str("USAGE_PARTITION_INTERVAL", default="day")
+if USAGE_PARTITION_INTERVAL not in ("day", "month"):
+    raise ImproperlyConfigured(
+        f"USAGE_PARTITION_INTERVAL is {USAGE_PARTITION_INTERVAL!r}: use day or month."
+    )
+USAGE_RETENTION_DAYS = env.int("USAGE_RETENTION_DAYS", default=None)
+if USAGE_RETENTION_DAYS is not None and USAGE_RETENTION_DAYS < 35:
+    raise ImproperlyConfigured(
+        f"USAGE_RETENTION_DAYS is {USAGE_RETENTION_DAYS}: keep at least 35 days (budgets"
+        " read this month's raw rows, statements last month's)."
+    )
 # Beat's record of when each periodic task last ran: under var/ (a plain `celery beat` would
 # otherwise write celerybeat-schedule into the current directory, the checkout).
 CELERY_BEAT_SCHEDULE_FILENAME = env.str(
@@ -211,6 +234,10 @@ CELERY_BEAT_SCHEDULE_FILENAME = env.str(
 )
 CELERY_BEAT_SCHEDULE = {
     "usage-rollups": {"task": "billing.tasks.usage_rollup_recent", "schedule": 300.0},
+    "usage-partitions": {
+        "task": "billing.tasks.usage_partitions_maintain",
+        "schedule": crontab(minute=17),
+    },
     "budgets": {"task": "billing.tasks.budgets_check", "schedule": 60.0},
     "weekly-digests": {
         "task": "billing.tasks.weekly_digests",

@@ -1,0 +1,290 @@
+"""gateway_requests at 100M rows on PostgreSQL: build them with SQL, then EXPLAIN every logs filter.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \\
+        .venv/bin/python bench/partitions.py load --database bench_h3 --rows 100000000 --days 20
+    ... bench/partitions.py explain --database bench_h3 > plans.txt
+    ... bench/partitions.py drop --database bench_h3
+
+`load` creates the database, migrates it (so the table, partitions and indexes are exactly
+what migration 0014 and the model make), adds 1,000 orgs with 10 keys and 3 teams each, then
+fills one day partition at a time with generate_series (no ORM): the day is loaded into a
+plain table and attached, so its indexes are built once, sorted, as a restore would. Org ids
+are skewed (org 1 has about a tenth of all rows) so plans are shown for a large tenant. It
+stops early, and says so, when the disk would have less than --min-free-gb left.
+
+`explain` runs the logs page's and the REST logs API's own querysets (billing.selectors) for
+each filter against org 1 over the default 30 days, and prints EXPLAIN of every SQL they
+send (the page and count queries), with the planner's row estimates from ANALYZE.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+ORGS, KEYS_PER_ORG, TEAMS_PER_ORG = 1000, 10, 3
+MODELS = [
+    ("gpt-4o", "openai"),
+    ("gpt-4o-mini", "openai"),
+    ("claude-sonnet", "anthropic"),
+    ("claude-haiku", "anthropic"),
+    ("llama-3-70b", "bedrock"),
+    ("mistral-large", "bedrock"),
+    ("gemini-pro", "vertex"),
+    ("gpt-4.1", "azure"),
+]
+
+
+def _url(database: str) -> str:
+    base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    return base.rsplit("/", 1)[0] + "/" + database
+
+
+def _connect(database: str):
+    import psycopg
+
+    return psycopg.connect(_url(database), autocommit=True)
+
+
+def _env(database: str) -> dict:
+    return {
+        **os.environ,
+        "DATABASE_URL": _url(database),
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "SECRET_KEY": os.environ.get("SECRET_KEY", "bench-partitions-" + "x" * 40),
+        "USAGE_PARTITION_INTERVAL": "day",
+    }
+
+
+def _seed(conn) -> None:
+    now = datetime.now(UTC)
+    conn.execute(
+        "INSERT INTO orgs_organization (id, slug, name, tier, deployment_mode, created_at)"
+        " SELECT g, 'org-' || g, 'Org ' || g, 'enterprise', 'shared', %s"
+        " FROM generate_series(1, %s) g",
+        [now, ORGS],
+    )
+    conn.execute(
+        "INSERT INTO orgs_team (id, name, description, created_at, org_id)"
+        " SELECT g, 'team-' || g, '', %s, (g - 1) / %s + 1 FROM generate_series(1, %s) g",
+        [now, TEAMS_PER_ORG, ORGS * TEAMS_PER_ORG],
+    )
+    conn.execute(
+        "INSERT INTO gateway_apikey (id, name, kind, key_hash, prefix, last4, allowed_models,"
+        " allowed_providers, created_at, org_id)"
+        " SELECT g, 'key-' || g, 'bn', md5(g::text) || md5(g::text), 'bn-', '0000', '[]', '[]',"
+        " %s, (g - 1) / %s + 1 FROM generate_series(1, %s) g",
+        [now, KEYS_PER_ORG, ORGS * KEYS_PER_ORG],
+    )
+
+
+def _day_sql(table: str) -> str:
+    models = "ARRAY[" + ", ".join(f"'{m}'" for m, _ in MODELS) + "]"
+    providers = "ARRAY[" + ", ".join(f"'{p}'" for _, p in MODELS) + "]"
+    # Only this module's constants and a partition name it made go into the string.
+    return f"""
+INSERT INTO {table} (id, model_requested, model_used, provider, deployment, endpoint,
+    input_tokens, output_tokens, cached_tokens, cost, latency_ms, ttft_ms, status, http_status,
+    error_type, request_id, source, created_at, key_id, org_id, team_id)
+SELECT gen_random_uuid(), m, m, p, p || '-prod', 'chat', tin, tout, 0,
+    round((tin * 0.0000025 + tout * 0.00001)::numeric, 8), lat, lat / 4,
+    CASE WHEN rs < 0.97 THEN 'success' WHEN rs < 0.99 THEN 'error' ELSE 'rejected' END,
+    CASE WHEN rs < 0.97 THEN 200 WHEN rs < 0.99 THEN 502 ELSE 429 END,
+    CASE WHEN rs < 0.97 THEN '' WHEN rs < 0.99 THEN 'upstream_error' ELSE 'rate_limited' END,
+    'req_' || substr(md5(g::text || %(day)s::text), 1, 24), 'shared_gateway',
+    %(day)s::timestamptz + ((g - 1)::float8 / %(n)s) * interval '1 day',
+    (o - 1) * {KEYS_PER_ORG} + 1 + floor(rk * {KEYS_PER_ORG})::int, o,
+    CASE WHEN rk < 0.3 THEN NULL ELSE (o - 1) * {TEAMS_PER_ORG} + 1 + floor(rt * {TEAMS_PER_ORG})::int END
+FROM (
+    SELECT g, 1 + floor({ORGS} * power(random(), 3))::int AS o, random() AS rk, random() AS rt,
+        random() AS rs, ({models})[mi] AS m, ({providers})[mi] AS p,
+        10 + floor(random() * 2000)::int AS tin, 1 + floor(random() * 800)::int AS tout,
+        50 + floor(random() * 3000)::int AS lat
+    FROM (SELECT g, 1 + floor(random() * {len(MODELS)})::int AS mi
+          FROM generate_series(1, %(n)s) g) s0
+) s"""  # noqa: S608
+
+
+def load(args) -> None:
+    from psycopg import sql
+
+    with _connect("postgres") as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{args.database}"')
+    env = _env(args.database)
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    per_day = args.rows // args.days
+    first = (datetime.now(UTC) - timedelta(days=args.days - 1)).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    loaded = 0
+    with _connect(args.database) as conn:
+        _seed(conn)
+        conn.execute("SET maintenance_work_mem = '512MB'")
+        conn.execute("SET max_parallel_maintenance_workers = 0")  # a shared machine
+        existing = {
+            r[0]
+            for r in conn.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                " WHERE i.inhparent = 'gateway_requests'::regclass"
+            )
+        }
+        for i in range(args.days):
+            free = shutil.disk_usage(args.disk_path).free / 2**30
+            if free < args.min_free_gb:
+                print(f"stopped: {free:.1f} GB free (< {args.min_free_gb}) after {loaded:,} rows")
+                break
+            day = first + timedelta(days=i)
+            name = f"gateway_requests_p{day:%Y%m%d}"
+            started = time.monotonic()
+            if name in existing:  # made by the migration (today and ahead): detach, refill
+                conn.execute(f"ALTER TABLE gateway_requests DETACH PARTITION {name}")
+                conn.execute(f"DROP TABLE {name}")
+            conn.execute(
+                f"CREATE TABLE {name} (LIKE gateway_requests INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+            )
+            conn.execute(_day_sql(name), {"day": day, "n": per_day})
+            conn.execute(  # DDL takes no parameters: the bounds as literals
+                sql.SQL(
+                    f"ALTER TABLE gateway_requests ATTACH PARTITION {name}"
+                    " FOR VALUES FROM ({}) TO ({})"
+                ).format(sql.Literal(day), sql.Literal(day + timedelta(days=1)))
+            )
+            loaded += per_day
+            print(
+                f"{name}: {per_day:,} rows in {time.monotonic() - started:.0f}s"
+                f" ({loaded:,} in all, {free:.0f} GB free before)",
+                flush=True,
+            )
+        started = time.monotonic()
+        conn.execute("ANALYZE")
+        print(f"ANALYZE in {time.monotonic() - started:.0f}s; {loaded:,} rows", flush=True)
+
+
+def explain(args) -> None:
+    os.environ.update(_env(args.database))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bonito.settings")
+    import django
+
+    django.setup()
+    from django.core.paginator import Paginator
+    from django.db import connection
+    from django.http import QueryDict
+    from django.test.utils import CaptureQueriesContext
+
+    from billing import selectors
+    from orgs.models import Organization
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT sum(reltuples)::bigint FROM pg_class WHERE relkind = 'r' AND relname LIKE 'gateway_requests_p%%'"
+        )
+        total = cursor.fetchone()[0]
+        cursor.execute("SELECT count(*) FROM gateway_requests WHERE org_id = %s", [args.small_org])
+        small = cursor.fetchone()[0]
+    print(
+        f"gateway_requests: {total:,} rows (ANALYZE's count); org {args.small_org}: {small:,} rows\n"
+    )
+    filters = {
+        "none (30 days)": "",
+        "key": "key={key}",
+        "team": "team={team}",
+        "model": "model=claude-haiku",
+        "provider": "provider=vertex",
+        "status": "status=rejected",
+        "1 hour range": "range=1h",
+        "key + status": "key={key}&status=error",
+    }
+    summary = []
+    cases = [(1, label, query) for label, query in filters.items()]
+    cases += [(args.small_org, label, query) for label, query in filters.items()]
+    for org_id, label, query in cases:
+        org = Organization.objects.get(pk=org_id)
+        label = f"org {org_id}: {label}"
+        query = query.format(
+            key=(org_id - 1) * KEYS_PER_ORG + 3, team=(org_id - 1) * TEAMS_PER_ORG + 2
+        )
+        qs, _since, _until = selectors.usage_records(org, QueryDict(query), "30d")
+        with CaptureQueriesContext(connection) as captured:
+            page = Paginator(qs.select_related("key", "team"), 50).get_page(1)
+            list(page)
+        for q in captured.captured_queries:
+            if "gateway_requests" not in q["sql"]:
+                continue
+            kind = "count" if "COUNT(*)" in q["sql"] else "page"
+            # The page (50 rows) is cheap to run again: its real row counts; the count's
+            # plan is shown with the planner's estimates (its time is the run's above).
+            how = "EXPLAIN (ANALYZE, BUFFERS) " if kind == "page" else "EXPLAIN "
+            with connection.cursor() as cursor:
+                cursor.execute(how + q["sql"])
+                plan = "\n".join(r[0] for r in cursor.fetchall())
+            print(f"### filter: {label} ({kind}, {float(q['time']) * 1000:.0f} ms)\n")
+            print(q["sql"] + "\n")
+            print(plan + "\n")
+            summary.append((label, kind, float(q["time"]) * 1000, _scans(plan)))
+    print("| filter | query | time (ms) | scans (per partition) |\n|---|---|---|---|")
+    for label, kind, ms, scans in summary:
+        print(f"| {label} | {kind} | {ms:.0f} | {scans} |")
+    print()
+    detail = qs.first()
+    if detail is not None:
+        with CaptureQueriesContext(connection) as captured:
+            selectors.UsageRecord.objects.for_org(org).get(pk=detail.pk)
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN " + captured.captured_queries[-1]["sql"])
+            plan = "\n".join(r[0] for r in cursor.fetchall())
+        print("### one request by id (log detail)\n\n" + plan + "\n")
+
+
+_SCAN = re.compile(
+    r"(Index Only Scan Backward|Index Only Scan|Index Scan Backward|Index Scan|"
+    r"Bitmap Index Scan|Parallel Seq Scan|Seq Scan) (?:using|on) (\S+)(?: on (\S+))?"
+)
+
+
+def _scans(plan: str) -> str:
+    """The plan's scans, one per kind and index (partition names folded), with how many
+    partitions use each; a Seq Scan of the (empty) default partition is noted apart."""
+    counts: dict = {}
+    for kind, first, _table in _SCAN.findall(plan):
+        if kind.endswith("Seq Scan"):
+            name = "default partition" if first.endswith("_default") else first
+            key = f"{kind} on {re.sub(r'_p[0-9]{8}$', '', name)}"
+        else:
+            key = f"{kind} using {re.sub(r'^gateway_requests_(p[0-9]{8}|default)_', '', first)}"
+        counts[key] = counts.get(key, 0) + 1
+    return "; ".join(f"{k} ×{n}" for k, n in counts.items())
+
+
+def drop(args) -> None:
+    with _connect("postgres") as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("load", "explain", "drop"):
+        p = sub.add_parser(name)
+        p.add_argument("--database", default="bench_partitions")
+        if name == "explain":
+            p.add_argument("--small-org", type=int, default=500, help="a small tenant's id")
+        if name == "load":
+            p.add_argument("--rows", type=int, default=100_000_000)
+            p.add_argument("--days", type=int, default=20)
+            p.add_argument("--min-free-gb", type=float, default=30.0)
+            p.add_argument("--disk-path", default=str(ROOT))
+    args = parser.parse_args()
+    {"load": load, "explain": explain, "drop": drop}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
