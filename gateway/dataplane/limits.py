@@ -343,6 +343,7 @@ class Limiter:
         self._flusher: dict[int, asyncio.Task] = {}
         self._reconnects: dict[int, asyncio.Task] = {}
         self._script_sha: dict[str, str] = {}
+        self._loading: dict[tuple[int, str], asyncio.Future] = {}
         self._down_until = 0.0
         self._in_fallback = False
         self._pending: dict[str, float] = {}  # spend not yet added to Redis, by counter
@@ -597,12 +598,23 @@ class Limiter:
         script = {"acquire": _ACQUIRE, "settle": _SETTLE, "debt": _DEBT}[name]
         sha = self._script_sha.get(name)
         if sha is None:  # a Cluster loads it on every primary
-            sha = self._script_sha[name] = await client.script_load(script)
+            sha = await self._load_once(client, name, script)
         try:
             return await client.evalsha(sha, len(keys), *keys, *args)
         except NoScriptError:  # Redis restarted (or SCRIPT FLUSH, a new primary): load again
             self._script_sha[name] = await client.script_load(script)
             return await client.evalsha(self._script_sha[name], len(keys), *keys, *args)
+
+    async def _load_once(self, client, name: str, script: str) -> str:
+        """A burst's first requests share one SCRIPT LOAD (on a Cluster one per master each
+        would otherwise outlast the deadline)."""
+        key = (id(asyncio.get_running_loop()), name)
+        loading = self._loading.get(key)
+        if loading is None or (loading.done() and loading.exception() is not None):
+            loading = self._loading[key] = asyncio.ensure_future(client.script_load(script))
+        sha = await asyncio.shield(loading)
+        self._script_sha[name] = sha
+        return sha
 
     async def _unreachable(self, exc: Exception) -> bool:
         """Whether Redis cannot be connected to (fall back) rather than merely slow (503)."""

@@ -43,6 +43,13 @@ class RedisClusterServers:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports[:2])
 
     def start(self) -> "RedisClusterServers":
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # no server outlives a failed start
+            raise
+
+    def _start(self) -> "RedisClusterServers":
         for port in self.ports:
             node = self.dir / str(port)
             # The bus port is set too: by default it is port + 10000, which may be taken.
@@ -97,6 +104,13 @@ class RedisSentinelServers:
         return f"redis+sentinel://{hosts}/{self.SERVICE}/0"
 
     def start(self) -> "RedisSentinelServers":
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> "RedisSentinelServers":
         master, replica = self.data_ports
         self.data[master] = _server(self.dir / str(master), master)
         self.data[replica] = _server(

@@ -98,7 +98,11 @@ def cluster(tmp_path_factory):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    harness = Replicas(tmp, n=3, workers=2)
+    try:
+        harness = Replicas(tmp, n=3, workers=2)
+    except BaseException:
+        upstream.terminate()
+        raise
     try:
         harness.manage("migrate", "--noinput", "-v0")  # the setup needs the tables
         orgs = "".join(
