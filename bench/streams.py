@@ -60,7 +60,11 @@ def upstream_events(chunks: int) -> list[bytes]:
         {
             **base_obj,
             "choices": [],
-            "usage": {"prompt_tokens": 14, "completion_tokens": chunks, "total_tokens": 14 + chunks},
+            "usage": {
+                "prompt_tokens": 14,
+                "completion_tokens": chunks,
+                "total_tokens": 14 + chunks,
+            },
         }
     )
     tail += b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"
@@ -234,6 +238,25 @@ def load(url, key, body, concurrency, rounds, chunks, gap_ms, pid=None, clients=
     sampler = threading.Thread(target=sample, daemon=True)
     if pid:
         sampler.start()
+    spy = None
+    if pid and os.environ.get("STREAMS_PYSPY") and concurrency > 10:
+        spy = subprocess.Popen(
+            [
+                os.environ["STREAMS_PYSPY"],
+                "record",
+                "-p",
+                str(pid),
+                "-f",
+                "raw",
+                "-o",
+                str(Path(tempfile.gettempdir()) / f"streams-pyspy-{pid}-{concurrency}.txt"),
+                "-r",
+                "200",
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     t0 = time.perf_counter()
     procs = [
         subprocess.Popen([*cmd, "--concurrency", str(n)], stdout=subprocess.PIPE, text=True)
@@ -243,6 +266,9 @@ def load(url, key, body, concurrency, rounds, chunks, gap_ms, pid=None, clients=
     outs = [json.loads(p.communicate()[0]) for p in procs]
     wall = time.perf_counter() - t0
     stop.set()
+    if spy:
+        spy.send_signal(2)
+        spy.wait()
     durations = sorted(d for o in outs for d in o["durations"])
     done = len(durations)
     result = {
@@ -315,9 +341,15 @@ def start_bonito(procs, root: Path, env: dict, port: int, log: Path):
     return proc
 
 
-def bench_streams(smoke=False, skip_litellm=False, baseline: str | None = None) -> dict:
+def bench_streams(
+    smoke=False, skip_litellm=False, baseline: str | None = None, sizes: dict | None = None
+) -> dict:
     chunks, gap_ms = (20, 20.0) if smoke else (100, 50.0)
     conc, mem_conc, rounds = (50, 100, 1) if smoke else (2000, 5000, 2)
+    sizes = {k: v for k, v in (sizes or {}).items() if v is not None}
+    chunks, gap_ms = sizes.get("chunks", chunks), sizes.get("gap_ms", gap_ms)
+    conc, rounds = sizes.get("concurrency", conc), sizes.get("rounds", rounds)
+    mem_conc = sizes.get("memory_concurrency", mem_conc)
     tmp = Path(tempfile.mkdtemp(prefix="bonito-streams-"))
     procs = base.Procs()
     res: dict = {
@@ -392,7 +424,11 @@ def bench_streams(smoke=False, skip_litellm=False, baseline: str | None = None) 
                 stderr=subprocess.STDOUT,
             )
             base.wait_ok(f"http://127.0.0.1:{ll_port}/v1/models", master, timeout=180)
-            targets["litellm"] = (f"http://127.0.0.1:{ll_port}/v1/chat/completions", master, litellm)
+            targets["litellm"] = (
+                f"http://127.0.0.1:{ll_port}/v1/chat/completions",
+                master,
+                litellm,
+            )
 
         count_rows = (
             "from billing.models import UsageRecord as U;"
@@ -409,6 +445,7 @@ def bench_streams(smoke=False, skip_litellm=False, baseline: str | None = None) 
             res["targets"][name] = {"concurrent": r}
             if name.startswith("bonito"):
                 bonito_ok += r["completed"]
+            if name.startswith("bonito") and mem_conc:
                 m = load(url, k, body, mem_conc, 1, chunks, gap_ms, pid)
                 res["targets"][name]["memory"] = m
                 bonito_ok += m["completed"]
@@ -452,11 +489,15 @@ def table(r: dict) -> str:
         ("server CPU per chunk", "concurrent", "cpu_us_per_chunk", "{} µs"),
         ("client CPU (all clients)", "concurrent", "client_cpu_s", "{} s"),
         ("peak RSS", "concurrent", "peak_rss_mb", "{} MB"),
-        (f"{r['memory_concurrency']:,} at once: errors", "memory", "errors", "{}"),
-        (f"{r['memory_concurrency']:,} at once: peak RSS", "memory", "peak_rss_mb", "{} MB"),
-        (f"{r['memory_concurrency']:,} at once: p99", "memory", "p99_s", "{} s"),
-        (f"{r['memory_concurrency']:,} at once: CPU per chunk", "memory", "cpu_us_per_chunk", "{} µs"),
     ]
+    at_once = f"{r['memory_concurrency']:,} at once"
+    if r["memory_concurrency"]:
+        rows += [
+            (f"{at_once}: errors", "memory", "errors", "{}"),
+            (f"{at_once}: peak RSS", "memory", "peak_rss_mb", "{} MB"),
+            (f"{at_once}: p99", "memory", "p99_s", "{} s"),
+            (f"{at_once}: CPU per chunk", "memory", "cpu_us_per_chunk", "{} µs"),
+        ]
     for label, part, field, fmt in rows:
         lines.append(f"| {label} | " + " | ".join(cell(n, part, field, fmt) for n in names) + " |")
     u = r["usage_check"]
@@ -486,6 +527,14 @@ def main():
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument("--baseline", help="another checkout's root, run in the same run")
     parser.add_argument("--out", default=str(ROOT / "var" / "bench" / "streams.json"))
+    for name, kind in (
+        ("--concurrency", int),
+        ("--memory-concurrency", int),
+        ("--rounds", int),
+        ("--chunks", int),
+        ("--gap-ms", float),
+    ):
+        parser.add_argument(name, type=kind, help="override the run's size (0: no memory run)")
     args = parser.parse_args()
     if args.cmd == "upstream":
         return serve_upstream(args.port, args.chunks, args.gap_ms)
@@ -503,7 +552,14 @@ def main():
         )
         print(json.dumps(r))
         return None
-    res = bench_streams(args.smoke, args.skip_litellm, args.baseline)
+    sizes = {
+        "concurrency": args.concurrency,
+        "memory_concurrency": args.memory_concurrency,
+        "rounds": args.rounds,
+        "chunks": args.chunks,
+        "gap_ms": args.gap_ms,
+    }
+    res = bench_streams(args.smoke, args.skip_litellm, args.baseline, sizes)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
@@ -511,7 +567,10 @@ def main():
     print(f"\nJSON: {out}")
     if not res["usage_check"]["ok"]:
         sys.exit("usage rows do not match completed streams: something was dropped")
-    if any(t.get("concurrent", {}).get("errors") for t in res["targets"].values()) and not args.smoke:
+    if (
+        any(t.get("concurrent", {}).get("errors") for t in res["targets"].values())
+        and not args.smoke
+    ):
         print("note: some streams failed (see errors)")
     return res
 
