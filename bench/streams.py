@@ -83,7 +83,7 @@ def serve_upstream(port: int, chunks: int, gap_ms: float):
     upstream's own cost is one write per chunk (keep-alive, as a provider's API is)."""
     import uvloop
 
-    events = upstream_events(chunks)
+    answers = {chunks: upstream_events(chunks)}  # a request's max_tokens picks another length
     active: dict = {}
 
     class Up(asyncio.Protocol):
@@ -99,9 +99,12 @@ def serve_upstream(port: int, chunks: int, gap_ms: float):
             need = end + 4 + (int(m.group(1)) if m else 0)
             if len(self.buf) < need:
                 return
+            wanted = re.search(rb'"max_tokens":\s*(\d+)', self.buf[end:need])
+            n = int(wanted.group(1)) if wanted else chunks
+            self.events = answers.get(n) or answers.setdefault(n, upstream_events(n))
             self.buf = self.buf[need:]
-            self.t.write(HEAD + events[0])
-            if len(events) > 1:
+            self.t.write(HEAD + self.events[0])
+            if len(self.events) > 1:
                 active[self] = 1
 
         def connection_lost(self, exc):
@@ -110,12 +113,13 @@ def serve_upstream(port: int, chunks: int, gap_ms: float):
     async def main():
         loop = asyncio.get_running_loop()
         server = await loop.create_server(Up, "127.0.0.1", port, backlog=8192)
-        gap = gap_ms / 1000
-        while True:
-            await asyncio.sleep(gap)
+        gap, tick = gap_ms / 1000, loop.time()
+        while True:  # on a fixed clock: the time spent writing does not stretch the gap
+            tick += gap
+            await asyncio.sleep(max(0.0, tick - loop.time()))
             for proto, n in list(active.items()):
-                proto.t.write(events[n])
-                if n + 1 >= len(events):
+                proto.t.write(proto.events[n])
+                if n + 1 >= len(proto.events):
                     del active[proto]
                 else:
                     active[proto] = n + 1
@@ -350,6 +354,11 @@ def bench_streams(
     chunks, gap_ms = sizes.get("chunks", chunks), sizes.get("gap_ms", gap_ms)
     conc, rounds = sizes.get("concurrency", conc), sizes.get("rounds", rounds)
     mem_conc = sizes.get("memory_concurrency", mem_conc)
+    # Thousands of streams: two sockets each in Bonito; the helpers inherit the limit.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 16
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     tmp = Path(tempfile.mkdtemp(prefix="bonito-streams-"))
     procs = base.Procs()
     res: dict = {
@@ -445,6 +454,22 @@ def bench_streams(
             res["targets"][name] = {"concurrent": r}
             if name.startswith("bonito"):
                 bonito_ok += r["completed"]
+            if pid:
+                # Short streams at the same concurrency: the per-stream cost (the request,
+                # its usage row) and the per-chunk cost separated.
+                short = max(2, chunks // 10)
+                sr = load(url, k, {**body, "max_tokens": short}, conc, rounds, short, gap_ms, pid)
+                res["targets"][name]["short"] = sr
+                if name.startswith("bonito"):
+                    bonito_ok += sr["completed"]
+                if sr["completed"] and r["completed"]:
+                    per_long = r["server_cpu_s"] / r["completed"]
+                    per_short = sr["server_cpu_s"] / sr["completed"]
+                    per_chunk = (per_long - per_short) / (chunks - short)
+                    res["targets"][name]["marginal_us_per_chunk"] = round(1e6 * per_chunk, 1)
+                    res["targets"][name]["per_stream_ms"] = round(
+                        1e3 * (per_short - (short + 2) * per_chunk), 2
+                    )
             if name.startswith("bonito") and mem_conc:
                 m = load(url, k, body, mem_conc, 1, chunks, gap_ms, pid)
                 res["targets"][name]["memory"] = m
@@ -478,7 +503,7 @@ def table(r: dict) -> str:
     ]
 
     def cell(n, part, field, fmt="{}"):
-        v = t[n].get(part, {}).get(field)
+        v = t[n].get(part, {}).get(field) if part else t[n].get(field)
         return fmt.format(v) if v is not None else ""
 
     rows = [
@@ -487,6 +512,8 @@ def table(r: dict) -> str:
         ("stream duration p99", "concurrent", "p99_s", "{} s"),
         ("errors", "concurrent", "errors", "{}"),
         ("server CPU per chunk", "concurrent", "cpu_us_per_chunk", "{} µs"),
+        ("  of which per chunk (long - short streams)", None, "marginal_us_per_chunk", "{} µs"),
+        ("  and per stream (request, usage row)", None, "per_stream_ms", "{} ms"),
         ("client CPU (all clients)", "concurrent", "client_cpu_s", "{} s"),
         ("peak RSS", "concurrent", "peak_rss_mb", "{} MB"),
     ]
