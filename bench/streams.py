@@ -303,10 +303,12 @@ orgs:
     tier: enterprise
     providers:
       - {{name: slow, kind: openai_compatible, api_base: "http://127.0.0.1:{port}/v1", api_key: bench-upstream-key}}
+      - {{name: held, kind: openai_compatible, api_base: "http://127.0.0.1:{held_port}/v1", api_key: bench-upstream-key}}
     deployments:
       - {{model: bench-slow, provider: slow, upstream_model: gpt-4o-mini}}
+      - {{model: bench-held, provider: held, upstream_model: gpt-4o-mini}}
     policy:
-      allowed_models: [bench-slow]
+      allowed_models: [bench-slow, bench-held]
       monthly_spend_cap_usd: 1000000000
 """
 
@@ -374,9 +376,18 @@ def bench_streams(
             [sys.executable, __file__, "upstream", "--port", str(up_port)]
             + ["--chunks", str(chunks), "--gap-ms", str(gap_ms)]
         )
+        # The memory run holds many more streams open at a chunk rate one worker can serve
+        # (its CPU per chunk is measured above): fewer chunks at a longer gap.
+        held_chunks, held_gap = (10, 50.0) if smoke else (40, 500.0)
+        held_port = base.free_port()
+        procs.start(
+            [sys.executable, __file__, "upstream", "--port", str(held_port)]
+            + ["--chunks", str(held_chunks), "--gap-ms", str(held_gap)]
+        )
+        res["memory_chunks"], res["memory_gap_ms"] = held_chunks, held_gap
         env = base.bonito_env(tmp, 0)
         base.manage(env, "migrate", "--noinput", "-v0")
-        (tmp / "streams.yaml").write_text(STREAM_CONFIG.format(port=up_port))
+        (tmp / "streams.yaml").write_text(STREAM_CONFIG.format(port=up_port, held_port=held_port))
         base.manage(env, "apply_config", str(tmp / "streams.yaml"))
         key = (
             base.manage(
@@ -441,15 +452,17 @@ def bench_streams(
 
         count_rows = (
             "from billing.models import UsageRecord as U;"
-            "print(U.objects.filter(status='success', endpoint='chat').count())"
+            "print(U.objects.filter(status='success', endpoint='chat').count(),"
+            " U.objects.filter(endpoint='chat').count())"
         )
-        bonito_ok = 0
+        bonito_ok = bonito_sent = 0
         for name, (url, k, proc) in targets.items():
             body = {**BODY, "model": "gpt-4o-mini"} if name == "upstream" else BODY
             pid = proc.pid if proc else None
             load(url, k, body, 10, 1, chunks, gap_ms, pid, clients=1)  # warm-up
             if name.startswith("bonito"):
                 bonito_ok += 10
+                bonito_sent += 10
             # LiteLLM spends ~10x Bonito's CPU per chunk: at Bonito's concurrency one
             # worker would take many minutes, so it gets a tenth (its CPU per chunk is the
             # comparison; its streams/s is not).
@@ -458,6 +471,7 @@ def bench_streams(
             res["targets"][name] = {"concurrent": r}
             if name.startswith("bonito"):
                 bonito_ok += r["completed"]
+                bonito_sent += r["streams"]
             if pid:
                 # Short streams at the same concurrency: the per-stream cost (the request,
                 # its usage row) and the per-chunk cost separated.
@@ -466,6 +480,7 @@ def bench_streams(
                 res["targets"][name]["short"] = sr
                 if name.startswith("bonito"):
                     bonito_ok += sr["completed"]
+                    bonito_sent += sr["streams"]
                 if sr["completed"] and r["completed"]:
                     per_long = r["server_cpu_s"] / r["completed"]
                     per_short = sr["server_cpu_s"] / sr["completed"]
@@ -475,18 +490,30 @@ def bench_streams(
                         1e3 * (per_short - (short + 2) * per_chunk), 2
                     )
             if name.startswith("bonito") and mem_conc:
-                m = load(url, k, body, mem_conc, 1, chunks, gap_ms, pid)
+                held = {**body, "model": "bench-held"}
+                m = load(url, k, held, mem_conc, 1, held_chunks, held_gap, pid)
                 res["targets"][name]["memory"] = m
                 bonito_ok += m["completed"]
+                bonito_sent += m["streams"]
             print(name, json.dumps(res["targets"][name]), flush=True)
         deadline = time.monotonic() + 60
         while True:
-            rows = int(base.manage(env, "shell", "-c", count_rows).strip().splitlines()[-1])
-            if rows >= bonito_ok or time.monotonic() > deadline:
+            last = base.manage(env, "shell", "-c", count_rows).strip().splitlines()[-1]
+            rows, all_rows = map(int, last.split())
+            if all_rows >= bonito_sent or time.monotonic() > deadline:
                 break
             time.sleep(1)
-        res["usage_check"] = {"completed_streams": bonito_ok, "success_rows": rows}
-        res["usage_check"]["ok"] = rows == bonito_ok
+        # Every stream is one row. A stream the client gave up on (its timeout) in the
+        # moment between Bonito's recording it and the last bytes is a success row the
+        # client counted as an error: with errors, success rows may exceed completions.
+        res["usage_check"] = {
+            "streams_sent": bonito_sent,
+            "completed_streams": bonito_ok,
+            "rows": all_rows,
+            "success_rows": rows,
+            "ok": all_rows == bonito_sent
+            and (rows == bonito_ok if bonito_ok == bonito_sent else rows >= bonito_ok),
+        }
     finally:
         procs.stop_all()
         import shutil
@@ -500,7 +527,8 @@ def table(r: dict) -> str:
     names = list(t)
     lines = [
         f"Streams: {r['chunks']} chunks × {r['gap_ms']:.0f} ms each, "
-        f"{r['concurrency']:,} concurrent (memory: {r['memory_concurrency']:,})",
+        f"{r['concurrency']:,} concurrent; memory run: {r['memory_concurrency']:,} at once, "
+        f"{r.get('memory_chunks')} chunks × {r.get('memory_gap_ms', 0):.0f} ms",
         "",
         "| | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),
@@ -534,8 +562,9 @@ def table(r: dict) -> str:
         lines.append(f"| {label} | " + " | ".join(cell(n, part, field, fmt) for n in names) + " |")
     u = r["usage_check"]
     lines.append(
-        f"\nUsage check: {u['completed_streams']} streams completed through Bonito -> "
-        f"{u['success_rows']} success rows: {'OK' if u['ok'] else 'MISMATCH'}"
+        f"\nUsage check: {u['streams_sent']} streams sent to Bonito, {u['completed_streams']} "
+        f"completed -> {u['rows']} usage rows, {u['success_rows']} successes: "
+        f"{'OK' if u['ok'] else 'MISMATCH'}"
     )
     return "\n".join(lines)
 
