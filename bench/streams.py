@@ -11,6 +11,8 @@ LiteLLM proxy when it is installed. Bonito's CPU time per chunk comes from
 run, so that before/after is a ratio measured together on a shared machine.
 
 Subcommands `upstream` and `client` are the helper processes; without one, it runs all.
+STREAMS_PYSPY=/path/to/py-spy records each server's profile during the big runs (raw
+format, in the temp folder), as the experiments in docs/benchmarks.md were profiled.
 """
 
 import argparse
@@ -463,7 +465,7 @@ def bench_streams(
             if name.startswith("bonito"):
                 bonito_ok += 10
                 bonito_sent += 10
-            # LiteLLM spends ~10x Bonito's CPU per chunk: at Bonito's concurrency one
+            # LiteLLM spends ~20x Bonito's CPU per chunk: at Bonito's concurrency one
             # worker would take many minutes, so it gets a tenth (its CPU per chunk is the
             # comparison; its streams/s is not).
             c = max(10, conc // 10) if name == "litellm" else conc
