@@ -76,11 +76,15 @@ bench-deps:
 	@command -v wrk >/dev/null && command -v h2load >/dev/null && (command -v nginx || test -x /usr/sbin/nginx) >/dev/null || \
 	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light wrk nghttp2-client curl >/dev/null)
 
-# Then usage analytics at scale: 1M usage rows rolled up, the usage page and API timed.
+# Then streams at scale (bench/streams.py: a slow streaming upstream, thousands of concurrent
+# streams, CPU per chunk), and usage analytics at scale: 1M usage rows rolled up, the usage
+# page and API timed.
 bench: venv .venv-bench/.installed bench-deps
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/run.py --streams-only $(BENCH_ARGS)
 	$(BIN)/python bench/usage.py
 
 bench-smoke: venv .venv-bench/.installed bench-deps
 	$(BIN)/python bench/run.py --smoke --out var/bench/smoke.json
+	$(BIN)/python bench/run.py --streams-only --smoke --out var/bench/smoke.json
 	$(BIN)/python bench/usage.py --smoke --out var/bench/usage-smoke.json

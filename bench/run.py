@@ -357,8 +357,25 @@ def main():
         action="store_true",
         help="Bonito's RSS marks only (after a 10 s warm-up), for memory experiments",
     )
+    parser.add_argument(
+        "--streams-only",
+        action="store_true",
+        help="the streams section alone (bench/streams.py: slow upstream, many concurrent "
+        "streams, CPU per chunk); `bench/streams.py --help` has its own options",
+    )
     args = parser.parse_args()
     smoke = args.smoke
+    if args.streams_only:
+        import streams
+
+        res = streams.bench_streams(smoke, args.skip_litellm)
+        out = Path(args.out).with_name("streams-smoke.json" if smoke else "streams.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=2))
+        print(streams.table(res))
+        if not res["usage_check"]["ok"]:
+            sys.exit("usage rows do not match completed streams: something was dropped")
+        return res
     secs = 2 if smoke else 10
     rss_marks = (500, 2000) if smoke else (10_000, 100_000)
     ttft_runs = 20 if smoke else 200

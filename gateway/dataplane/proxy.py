@@ -1,7 +1,6 @@
 """One /v1 request, end to end: key, policy, limits, routing, the call, the usage record."""
 
 import asyncio
-import collections
 import logging
 import os
 import random
@@ -18,7 +17,7 @@ from .errors import GatewayError
 from .limits import Bucket, Limiter, SpendReservation, org_prefix
 from .snapshot import DeploymentInfo, KeyInfo, OrgInfo, Snapshot
 from .state import SnapshotSource
-from .upstream import StreamBroken, UpstreamError, Upstreams
+from .upstream import DONE_EVENT, UNPARSED, StreamBroken, UpstreamError, Upstreams
 from .usage import UsageSink
 from .validation import parse_body
 
@@ -404,15 +403,20 @@ class Gateway:
             chunks = self.upstreams.for_deployment(dep).stream(
                 endpoint, dep, upstream_body, timeout
             )
-            # Hold the chunks until one carries output: a stream that ends before any
+            # Hold the events until one carries output: a stream that ends before any
             # (an upstream that ignored `stream`, an empty body) is a failure of this
             # deployment, never an empty success, and the next one can still be tried.
             held = []
             try:
-                async for item in chunks:
-                    held.append(item)
-                    if _carries_output(item[1], dep):
+                async for batch in chunks:
+                    for i, (raw, chunk) in enumerate(batch):
+                        if chunk is UNPARSED:
+                            batch[i] = (raw, chunk := _parse_event(raw))
+                        held.append(batch[i])
+                    if any(_carries_output(chunk, dep) for _raw, chunk in batch):
                         return chunks, held
+                    if batch[-1] is DONE_EVENT:
+                        break
             except StreamBroken as exc:
                 await chunks.aclose()
                 raise UpstreamError(str(exc)) from exc
@@ -421,6 +425,7 @@ class Gateway:
                 raise
             if _empty_answer([item[1] for item in held]):
                 return chunks, held  # a complete answer that happens to be empty
+            await chunks.aclose()
             raise UpstreamError(f"{dep.label} answered the stream with no completion in it", 502)
 
         chunks, held = await self._attempts(ctx, candidates, attempt)
@@ -441,7 +446,10 @@ class Gateway:
         )
 
     async def _relay(self, ctx, chunks, held, upstream_body, client_wants_usage, spend, backend):
-        seen = {"usage": None, "text": []}
+        """Relay the events: each read from the upstream goes out in one write. An event is
+        parsed only if a byte check says it may carry usage or an error; the others are
+        kept as bytes and parsed for counting only if the upstream reports no usage."""
+        seen = _Seen()
         recorded = False
 
         async def account(status, http_status, error_type=""):
@@ -450,11 +458,11 @@ class Gateway:
             nonlocal recorded
             recorded = True
             await chunks.aclose()  # also cancels the upstream call when the client went away
-            counts = _usage_counts(seen["usage"])
+            counts = _usage_counts(seen.usage)
             if counts is None:  # no usable usage reported: count what was sent
                 counts = (
                     tokens.count_prompt_tokens(upstream_body),
-                    tokens.count_tokens("".join(seen["text"])),
+                    tokens.count_tokens(seen.text()),
                     0,
                 )
             input_tokens, output_tokens, cached = counts
@@ -472,51 +480,62 @@ class Gateway:
                 cost=cost,
             )
 
-        pending = collections.deque(held)
+        batch = held
         try:
             while True:
-                if pending:
-                    item = pending.popleft()
-                else:
+                if batch is None:
                     try:
-                        item = await chunks.__anext__()
+                        batch = await chunks.__anext__()
                     except StopAsyncIteration:
                         break
-                raw, chunk = item
-                if not isinstance(chunk, dict):
-                    continue  # not a JSON event: no SDK could read it
-                if chunk.get("usage"):
-                    seen["usage"] = chunk["usage"]
-                choices = chunk.get("choices")
-                if chunk.get("error") and not choices:
-                    # The provider failed after the answer began: the client sees its error
-                    # event and no [DONE], and the row says error, not success.
-                    yield raw
-                    await account("error", 502, "stream_error")
-                    return
-                for choice in choices if isinstance(choices, list) else ():
-                    if not isinstance(choice, dict):
-                        continue
-                    delta = choice.get("delta")
-                    if isinstance(delta, dict):
-                        seen["text"].extend(tokens.output_pieces(delta))
-                    if isinstance(choice.get("text"), str):
-                        seen["text"].append(choice["text"])
-                if "usage" in chunk and choices:
-                    # Usage on a content chunk: it goes out as OpenAI sends it, in a
-                    # chunk of its own after, and only to a client that asked for it.
-                    raw = (
-                        b"data: "
-                        + orjson.dumps({k: v for k, v in chunk.items() if k != "usage"})
-                        + b"\n\n"
-                    )
-                    if client_wants_usage and chunk["usage"]:
-                        yield raw
-                        tail = {**chunk, "choices": [], "usage": chunk["usage"]}
-                        raw = b"data: " + orjson.dumps(tail) + b"\n\n"
-                elif "usage" in chunk and not client_wants_usage:
-                    continue  # we asked the upstream for usage; this client did not
-                yield raw
+                out = []
+                for raw, chunk in batch:
+                    if chunk is UNPARSED:
+                        if _plain_event(raw):
+                            seen.keep(raw)  # the common case: content, forwarded as it is
+                            out.append(raw)
+                            continue
+                        chunk = _parse_event(raw)
+                    elif not raw:
+                        break  # the upstream's [DONE] (DONE_EVENT)
+                    if not isinstance(chunk, dict):
+                        continue  # not a JSON event: no SDK could read it
+                    if chunk.get("usage"):
+                        seen.usage = chunk["usage"]
+                    choices = chunk.get("choices")
+                    if chunk.get("error") and not choices:
+                        # The provider failed after the answer began: the client sees its
+                        # error event and no [DONE], and the row says error, not success.
+                        out.append(raw)
+                        yield b"".join(out)
+                        await account("error", 502, "stream_error")
+                        return
+                    seen.add_pieces(choices)
+                    if "usage" in chunk and choices:
+                        # Usage on a content chunk: it goes out as OpenAI sends it, in a
+                        # chunk of its own after, and only to a client that asked for it.
+                        raw = (
+                            b"data: "
+                            + orjson.dumps({k: v for k, v in chunk.items() if k != "usage"})
+                            + b"\n\n"
+                        )
+                        if client_wants_usage and chunk["usage"]:
+                            out.append(raw)
+                            tail = {**chunk, "choices": [], "usage": chunk["usage"]}
+                            raw = b"data: " + orjson.dumps(tail) + b"\n\n"
+                    elif "usage" in chunk and not client_wants_usage:
+                        continue  # we asked the upstream for usage; this client did not
+                    out.append(raw)
+                else:
+                    if out:
+                        yield b"".join(out)
+                    batch = None
+                    continue
+                # The upstream said [DONE]: the last events go out with ours.
+                await account("success", 200)
+                out.append(b"data: [DONE]\n\n")
+                yield b"".join(out)
+                return
             await account("success", 200)
             yield b"data: [DONE]\n\n"
         except StreamBroken as exc:
@@ -661,6 +680,67 @@ def _count_input(endpoint: str, body: dict) -> int:
     if endpoint == "embeddings":
         return tokens.input_tokens(body)
     return tokens.count_prompt_tokens(body)
+
+
+def _parse_event(raw: bytes):
+    """The chunk of an event `data: <payload>\\n\\n`, or None if it is not JSON."""
+    try:
+        return orjson.loads(raw[6:-2])
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _plain_event(raw: bytes) -> bool:
+    """Whether an event can go out unparsed: a JSON object (by its braces; checked when
+    it is parsed for counting) that cannot hold usage or an error (no such key in it)."""
+    return (
+        raw[6:7] == b"{" and raw[-3:-2] == b"}" and b'"usage"' not in raw and b'"error"' not in raw
+    )
+
+
+class _Seen:
+    """What a relay saw that its usage row needs: the reported usage, and the output to
+    count if none is reported. Content events are kept as bytes and parsed only if they
+    are needed (no usage came); past KEEP_BYTES they are parsed down to their text."""
+
+    KEEP_BYTES = 16 * 1024  # per stream: 5,000 open streams hold at most 80 MB of it
+    __slots__ = ("usage", "_raw", "_size", "_pieces")
+
+    def __init__(self):
+        self.usage = None
+        self._raw: list[bytes] = []
+        self._size = 0
+        self._pieces: list[str] = []
+
+    def keep(self, raw: bytes) -> None:
+        self._raw.append(raw)
+        self._size += len(raw)
+        if self._size > self.KEEP_BYTES:
+            self._condense()
+
+    def _condense(self) -> None:
+        raw, self._raw, self._size = self._raw, [], 0
+        for event in raw:
+            chunk = _parse_event(event)
+            if isinstance(chunk, dict):
+                self.add_pieces(chunk.get("choices"))
+        self._pieces[:] = ["".join(self._pieces)]
+
+    def add_pieces(self, choices) -> None:
+        if choices and self._raw:
+            self._condense()  # in order: the text is counted as one string
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                self._pieces.extend(tokens.output_pieces(delta))
+            if isinstance(choice.get("text"), str):
+                self._pieces.append(choice["text"])
+
+    def text(self) -> str:
+        self._condense()
+        return self._pieces[0]
 
 
 def _empty_answer(chunks: list) -> bool:

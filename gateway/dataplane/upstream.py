@@ -166,6 +166,28 @@ def _stream_failed(dep: DeploymentInfo, exc: BaseException) -> "UpstreamError":
     )
 
 
+# An event as the adapters yield it: the bytes to send and the parsed chunk, or UNPARSED
+# (the pass-through leaves parsing to the relay, which parses only the events it needs).
+UNPARSED = object()
+Event = tuple[bytes, object]
+DONE_EVENT: Event = (b"", None)  # the upstream's `data: [DONE]`: nothing after it is read
+MAX_SSE_LINE = 16 * 1024 * 1024  # one event this long is a broken stream, not a chunk
+
+
+def sse_events(block: bytes) -> tuple[list[Event], bool]:
+    """The `data:` events of complete SSE lines (each line one event, as OpenAI sends them),
+    as `data: <payload>\\n\\n`, unparsed; True if `[DONE]` ended them."""
+    events = []
+    for line in block.split(b"\n"):
+        if line[:5] != b"data:":
+            continue  # blank lines, comments, `event:`/`id:` fields
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            return events, True
+        events.append((b"data: " + payload + b"\n\n", UNPARSED))
+    return events, False
+
+
 _MAIN_FIELD = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
 
 
@@ -272,10 +294,10 @@ class PassthroughAdapter:
         finally:
             resp.release()
 
-    async def stream(
-        self, endpoint, dep, body, timeout
-    ) -> AsyncIterator[tuple[bytes, dict | None]]:
-        """Yield (SSE event bytes, parsed chunk) as each event arrives."""
+    async def stream(self, endpoint, dep, body, timeout) -> AsyncIterator[list[Event]]:
+        """Yield, for each read from the upstream, the SSE events it completed, unparsed
+        (the relay parses only what it needs); `DONE_EVENT` last when the upstream said
+        `[DONE]`."""
         import aiohttp
 
         resp = await self._post(endpoint, dep, body, timeout, stream=True)
@@ -286,24 +308,40 @@ class PassthroughAdapter:
                 raise _stream_failed(dep, exc) from exc
             finally:
                 resp.release()
-            for chunk in _not_streamed(endpoint, dep, raw, resp.content_type):
-                yield b"data: " + orjson.dumps(chunk) + b"\n\n", chunk
+            yield [
+                (b"data: " + orjson.dumps(chunk) + b"\n\n", chunk)
+                for chunk in _not_streamed(endpoint, dep, raw, resp.content_type)
+            ]
             return
-        started = False
+        started = done = False
+        partial, size = [], 0  # the pieces of a line not yet complete
         try:
-            async for line in resp.content:
-                if not line.startswith(b"data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == b"[DONE]":
-                    break
-                try:
-                    chunk = orjson.loads(payload)
-                except orjson.JSONDecodeError:
-                    chunk = None
-                started = True
-                yield b"data: " + payload + b"\n\n", chunk
-        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+            while not done:
+                data = await resp.content.readany()
+                if not data:  # the end: a last line without its newline still counts
+                    if not partial:
+                        break
+                    block, done = b"".join(partial), True
+                else:
+                    end = data.rfind(b"\n") + 1
+                    if not end:
+                        partial.append(data)
+                        size += len(data)
+                        if size > MAX_SSE_LINE:
+                            raise ValueError("an SSE line longer than MAX_SSE_LINE")
+                        continue
+                    block = data[:end]
+                    if partial:
+                        block = b"".join([*partial, block])
+                    partial, size = ([data[end:]], len(data) - end) if end < len(data) else ([], 0)
+                events, finished = sse_events(block)
+                started = started or bool(events)
+                if finished:
+                    events.append(DONE_EVENT)
+                    done = True
+                if events:
+                    yield events
+        except (aiohttp.ClientError, TimeoutError, ConnectionError, ValueError) as exc:
             if started:
                 raise StreamBroken(f"{dep.label} stream broke: {type(exc).__name__}") from exc
             raise _stream_failed(dep, exc) from exc
@@ -524,9 +562,7 @@ class LiteLLMAdapter:
             egress_policy().reset(token)
         return resp.model_dump(exclude_none=True) if hasattr(resp, "model_dump") else dict(resp)
 
-    async def stream(
-        self, endpoint, dep, body, timeout
-    ) -> AsyncIterator[tuple[bytes, dict | None]]:
+    async def stream(self, endpoint, dep, body, timeout) -> AsyncIterator[list[Event]]:
         lib = self._lib()
         kwargs = self._kwargs(endpoint, dep, body, timeout)
         fn = lib.acompletion if endpoint == "chat" else lib.atext_completion
@@ -548,12 +584,15 @@ class LiteLLMAdapter:
                 data = chunk.model_dump(exclude_none=True)
                 started = True
                 usage = data.pop("usage", None) if data.get("choices") else None
+                events = []
                 if not _empty_chunk(data):  # litellm adds one after the finish chunk
-                    yield b"data: " + orjson.dumps(data) + b"\n\n", data
+                    events.append((b"data: " + orjson.dumps(data) + b"\n\n", data))
                 if usage:
                     # OpenAI sends usage in a final chunk of its own, with no choices.
                     tail = {**data, "choices": [], "usage": usage}
-                    yield b"data: " + orjson.dumps(tail) + b"\n\n", tail
+                    events.append((b"data: " + orjson.dumps(tail) + b"\n\n", tail))
+                if events:
+                    yield events
         except Exception as exc:
             if started:
                 raise StreamBroken(f"{dep.label} stream broke: {type(exc).__name__}") from exc
@@ -667,7 +706,7 @@ class MockAdapter:
                     "object": "text_completion",
                     "choices": [{"index": 0, "text": piece, "finish_reason": None}],
                 }
-            yield b"data: " + orjson.dumps(chunk) + b"\n\n", chunk
+            yield [(b"data: " + orjson.dumps(chunk) + b"\n\n", chunk)]
         last = {
             **base,
             "object": "chat.completion.chunk" if endpoint == "chat" else "text_completion",
@@ -677,10 +716,11 @@ class MockAdapter:
                 else {"index": 0, "text": "", "finish_reason": "stop"}
             ],
         }
-        yield b"data: " + orjson.dumps(last) + b"\n\n", last
+        events = [(b"data: " + orjson.dumps(last) + b"\n\n", last)]
         if (body.get("stream_options") or {}).get("include_usage"):
             usage_chunk = {**base, "object": last["object"], "choices": [], "usage": full["usage"]}
-            yield b"data: " + orjson.dumps(usage_chunk) + b"\n\n", usage_chunk
+            events.append((b"data: " + orjson.dumps(usage_chunk) + b"\n\n", usage_chunk))
+        yield events
 
 
 def egress_policy():

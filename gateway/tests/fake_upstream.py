@@ -39,6 +39,9 @@ class Behaviour:
     )
     json_when_streaming: bool = False  # answer a JSON completion even to stream: true
     raw_response: tuple[str, bytes] | None = None  # answer 200 with (content type, body)
+    # raw_response written in pieces cut at these offsets, each flushed after a pause (a
+    # stream whose events arrive split across reads, or several in one read)
+    raw_cuts: list[int] | None = None
     cached_tokens: int | None = None  # report usage.prompt_tokens_details.cached_tokens
     usage_on_last_chunk: bool = False  # streams: usage on the finish chunk, not its own
 
@@ -107,6 +110,15 @@ class FakeUpstream:
                 status=b.status,
                 headers=headers,
             )
+        if b.raw_response is not None and b.raw_cuts is not None:
+            resp = web.StreamResponse(headers={"Content-Type": b.raw_response[0]})
+            await resp.prepare(request)
+            body, cuts = b.raw_response[1], [0, *sorted(b.raw_cuts), len(b.raw_response[1])]
+            for start, end in zip(cuts, cuts[1:], strict=False):
+                if end > start:
+                    await resp.write(body[start:end])
+                    await asyncio.sleep(0.003)
+            return resp
         if b.raw_response is not None:
             return web.Response(status=200, content_type=b.raw_response[0], body=b.raw_response[1])
         if endpoint == "embeddings":
