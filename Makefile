@@ -76,10 +76,12 @@ bench-deps:
 	@command -v wrk >/dev/null && command -v h2load >/dev/null && (command -v nginx || test -x /usr/sbin/nginx) >/dev/null || \
 	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light wrk nghttp2-client curl >/dev/null)
 
-# Then usage analytics at scale: 1M usage rows rolled up, the usage page and API timed.
+# Then usage analytics at scale: 1M usage rows rolled up, the usage page and API timed;
+# then issue 14's scale (PostgreSQL only: 1,000 orgs, 100k keys, 5M rows, two workers).
 bench: venv .venv-bench/.installed bench-deps
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/usage.py
+	$(BIN)/python bench/scale.py $(SCALE_ARGS)
 
 bench-smoke: venv .venv-bench/.installed bench-deps
 	$(BIN)/python bench/run.py --smoke --out var/bench/smoke.json
