@@ -166,6 +166,25 @@ def clone_sql(table: str, columns: list[str], remap: dict[str, str], extra_from=
     )
 
 
+def insert_seed_keys(cur, lo: int, hi: int) -> None:
+    """Seed keys lo..hi-1: random hashes (never presented), spread over the scale orgs;
+    every 5th in a team, every 50th an rt- key on its org's "ha" routing policy."""
+    cur.execute(
+        "INSERT INTO gateway_apikey (name, kind, key_hash, prefix, last4, allowed_models, "
+        "allowed_providers, rpm_limit, tpm_limit, created_at, org_id, team_id, "
+        "routing_policy_id) "
+        "SELECT 'seed-' || g, CASE WHEN g %% 50 = 0 THEN 'rt' ELSE 'sk' END, "
+        "md5(g::text || 'a') || md5(g::text || 'b'), 'sk-seed', right(g::text, 4), "
+        "'[]'::jsonb, '[]'::jsonb, CASE WHEN g %% 3 = 0 THEN 600 END, NULL, now(), o.id, "
+        "CASE WHEN g %% 5 = 0 THEN (SELECT min(id) FROM orgs_team WHERE org_id = o.id) END, "
+        "CASE WHEN g %% 50 = 0 THEN (SELECT id FROM governance_routingpolicy "
+        "  WHERE org_id = o.id AND name = 'ha') END "
+        "FROM generate_series(%s, %s) g "
+        "JOIN scale_orgs o ON o.idx = g %% (SELECT count(*) FROM scale_orgs)",
+        [lo, hi - 1],
+    )
+
+
 def seed(args, up_port: int, log) -> dict:
     """Orgs, keys and usage rows by SQL; the template org and the bench's own keys by the
     real code (apply_config, gateway.services), so hashes and credentials are genuine."""
@@ -234,21 +253,7 @@ def seed(args, up_port: int, log) -> dict:
             "webhook_url, is_active, created_at, org_id) SELECT 'org', 'monthly', 1000000, "
             "o.idx % 10 = 0, '[50, 80, 100]'::jsonb, '', true, now(), o.id FROM scale_orgs o"
         )
-        # Keys: random hashes (never presented), spread over the orgs; every 5th in a team,
-        # every 50th an rt- key on the org's "ha" routing policy.
-        cur.execute(
-            "INSERT INTO gateway_apikey (name, kind, key_hash, prefix, last4, allowed_models, "
-            "allowed_providers, rpm_limit, tpm_limit, created_at, org_id, team_id, "
-            "routing_policy_id) "
-            "SELECT 'seed-' || g, CASE WHEN g %% 50 = 0 THEN 'rt' ELSE 'sk' END, "
-            "md5(g::text || 'a') || md5(g::text || 'b'), 'sk-seed', right(g::text, 4), "
-            "'[]'::jsonb, '[]'::jsonb, CASE WHEN g %% 3 = 0 THEN 600 END, NULL, now(), o.id, "
-            "CASE WHEN g %% 5 = 0 THEN (SELECT min(id) FROM orgs_team WHERE org_id = o.id) END, "
-            "CASE WHEN g %% 50 = 0 THEN (SELECT id FROM governance_routingpolicy "
-            "  WHERE org_id = o.id AND name = 'ha') END "
-            "FROM generate_series(0, %s) g JOIN scale_orgs o ON o.idx = g %% %s",
-            [n_keys - 1, n_orgs],
-        )
+        insert_seed_keys(cur, 0, n_keys)
     timings["orgs_keys_s"] = time.perf_counter() - started
     log(f"seeded {n_orgs:,} orgs and {n_keys:,} keys in {timings['orgs_keys_s']:.1f} s")
 
@@ -620,6 +625,13 @@ def main():
             from django.core.management import call_command
 
             call_command("migrate", "--noinput", verbosity=0)
+            with connection.cursor() as cur:  # --keys above the seeded count: add the rest
+                cur.execute("SELECT count(*) FROM gateway_apikey WHERE name LIKE 'seed-%%'", [])
+                seeded = cur.fetchone()[0]
+                if args.keys > seeded:
+                    insert_seed_keys(cur, seeded, args.keys)
+                    cur.execute("VACUUM ANALYZE gateway_apikey")
+                    log(f"added {args.keys - seeded:,} seed keys")
             # The upstream moved: point the seeded providers at this run's nginx.
             with connection.cursor() as cur:
                 cur.execute(
