@@ -42,7 +42,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -188,11 +188,14 @@ def insert_seed_keys(cur, lo: int, hi: int) -> None:
 def seed(args, up_port: int, log) -> dict:
     """Orgs, keys and usage rows by SQL; the template org and the bench's own keys by the
     real code (apply_config, gateway.services), so hashes and credentials are genuine."""
+    from django.conf import settings
     from django.core.management import call_command
     from django.db import connection, transaction
 
-    from billing.models import UsageRecord
-    from billing.services import rollup_recent
+    from billing.models import RollupState, UsageRecord
+    from billing.services import align, rollup_recent
+
+    USAGE_ROLLUP_GRACE_S = settings.USAGE_ROLLUP_GRACE_S
 
     timings = {}
     started = time.perf_counter()
@@ -257,7 +260,8 @@ def seed(args, up_port: int, log) -> dict:
     timings["orgs_keys_s"] = time.perf_counter() - started
     log(f"seeded {n_orgs:,} orgs and {n_keys:,} keys in {timings['orgs_keys_s']:.1f} s")
 
-    # Usage rows this month, spread from the 1st until now, by 1M-row statements.
+    # Usage rows this month, spread from the 1st until now, by 1M-row statements. Traffic
+    # is skewed as it is in life: 90% of the rows on 1% of the keys, the rest on all.
     started = time.perf_counter()
     now = datetime.now(UTC)
     month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
@@ -285,7 +289,8 @@ def seed(args, up_port: int, log) -> dict:
                     "CASE WHEN g %% 50 = 0 THEN 502 ELSE 200 END, '', '', %s, "
                     "%s::timestamptz + (%s::timestamptz - %s::timestamptz) * (g::float8 / %s), "
                     "k.id, k.org_id, k.team_id "
-                    "FROM generate_series(%s, %s) g JOIN scale_keys k ON k.idx = (g::bigint * 7919) %% %s",
+                    "FROM generate_series(%s, %s) g JOIN scale_keys k ON k.idx = CASE WHEN g %% 10 < 9 "
+                    "THEN (g::bigint * 7919) %% %s ELSE (g::bigint * 7919) %% %s END",
                     [
                         source,
                         month_start,
@@ -294,6 +299,7 @@ def seed(args, up_port: int, log) -> dict:
                         max(1, n_rows),
                         lo,
                         hi,
+                        max(1, n_all_keys // 100),
                         n_all_keys,
                     ],
                 )
@@ -301,8 +307,16 @@ def seed(args, up_port: int, log) -> dict:
         cur.execute("DROP TABLE scale_keys")
     timings["usage_rows_s"] = time.perf_counter() - started
 
+    # Rollups as the deployment would have them: backfill_rollups (a day at a time; the
+    # rollup task's first run would take the whole month in one window and hold every
+    # group in memory), then the task's watermark, then one run of the task itself.
     started = time.perf_counter()
-    rollup_recent(now=now)
+    call_command("backfill_rollups", since=f"{month_start:%Y-%m-%d}", verbosity=0)
+    RollupState.objects.update_or_create(
+        period="hour",
+        defaults={"rolled_until": align(now - timedelta(seconds=USAGE_ROLLUP_GRACE_S), "hour")},
+    )
+    rollup_recent(now=datetime.now(UTC))
     timings["rollup_s"] = time.perf_counter() - started
     log(f"rolled up in {timings['rollup_s']:.1f} s")
     started = time.perf_counter()
