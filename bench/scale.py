@@ -666,8 +666,12 @@ def main():
             results["usage_rows_in_db"] = cur.fetchone()[0]
             cur.execute("SELECT pg_database_size(current_database())")
             results["database_mb"] = round(cur.fetchone()[0] / 2**20)
-        created = bench_keys(2)
+        # The load's key, the probe's, and the keys revoked under load: created before the
+        # server starts, so every worker has them (a key revoked before a worker saw it
+        # would measure nothing).
+        created = bench_keys(2 + args.load_seconds // 3 + 2)
         load_key, probe_key = created[0][1], created[1][1]
+        revoke_pool = created[2:]
         connection.close()
         log(
             f"database ready ({time.perf_counter() - started:.0f} s): "
@@ -767,7 +771,7 @@ def main():
         stop = threading.Event()
 
         def changer():
-            live = []
+            live = list(revoke_pool)  # known to every worker
             step = 0
             rng = random.Random(14)
             while not stop.is_set():
@@ -778,7 +782,6 @@ def main():
                         key, raw = gateway_services.api_key_create(
                             actor=actor, org=org, name="under-load", rpm_limit=100_000_000
                         )
-                        live.append((key, raw))
                         watched.put(("create", raw, time.monotonic()))
                         kind = "create"
                     elif kind == "policy":
