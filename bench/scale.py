@@ -539,6 +539,10 @@ def wrk_paced(url, key, body, rate, seconds, tmp: Path, connections=8) -> dict:
 
 
 # ---------------------------------------------------------------------------- main
+class ReadyOnly(Exception):
+    """--ready-only: the run stops after the start-up figures."""
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--orgs", type=int, default=1000)
@@ -553,6 +557,9 @@ def main():
     parser.add_argument("--rate", type=float, default=200.0, help="req/s of the steady load")
     parser.add_argument("--load-seconds", type=int, default=30)
     parser.add_argument("--propagation-runs", type=int, default=5)
+    parser.add_argument(
+        "--ready-only", action="store_true", help="stop after ready and the RSS at start"
+    )
     parser.add_argument("--out", default=str(ROOT / "var" / "bench" / "scale.json"))
     args = parser.parse_args()
     if not SERVER_URL.startswith("postgres"):
@@ -719,6 +726,8 @@ def main():
         results["rss_mb_after_start"] = [round(rss_mb(p), 1) for p in pids]
         cpu0 = {p: cpu_s(p) for p in pids}
         results["cpu_s_start"] = [round(v, 2) for v in cpu0.values()]
+        if args.ready_only:
+            raise ReadyOnly
 
         # ------------------------------------------------------------ propagation, quiet
         actor = Actor(via="bench")
@@ -841,6 +850,8 @@ def main():
         log(
             f"under changes: p99 {under.get('p99_ms')} ms, overhead p99 {under.get('overhead_p99_ms')}"
         )
+    except ReadyOnly:
+        pass
     finally:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -854,7 +865,10 @@ def main():
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
-    print(table(results))
+    if args.ready_only:
+        print(json.dumps({k: results[k] for k in ("ready_s", "rss_mb_after_start", "cpu_s_start")}))
+    else:
+        print(table(results))
     print(f"\nJSON: {out}")
     return results
 
