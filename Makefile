@@ -77,12 +77,14 @@ bench-deps:
 	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light wrk nghttp2-client curl >/dev/null)
 
 # Then streams at scale (bench/streams.py: a slow streaming upstream, thousands of concurrent
-# streams, CPU per chunk), and usage analytics at scale: 1M usage rows rolled up, the usage
-# page and API timed.
+# streams, CPU per chunk), usage analytics at scale (1M usage rows rolled up, the usage page
+# and API timed), then issue 14's scale (PostgreSQL only: 1,000 orgs, 100k keys, 5M rows,
+# two workers).
 bench: venv .venv-bench/.installed bench-deps
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/run.py --streams-only $(BENCH_ARGS)
 	$(BIN)/python bench/usage.py
+	$(BIN)/python bench/scale.py $(SCALE_ARGS)
 
 bench-smoke: venv .venv-bench/.installed bench-deps
 	$(BIN)/python bench/run.py --smoke --out var/bench/smoke.json
