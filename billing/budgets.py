@@ -11,7 +11,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
-from core.config_version import config_version_bump
+from core.config_version import ORG_ONLY, config_version_bump
 from core.months import month_bounds
 from core.numbers import money
 from core.text import one_line
@@ -20,7 +20,7 @@ from orgs.audit import Actor, audit_record, record_config_change, record_config_
 from orgs.models import Membership, Role
 
 from .models import Budget, BudgetAlert, Notification, UsageRecord
-from .spend import spend_by_org
+from .spend import spend_by_org, spend_grouped
 
 log = logging.getLogger("bonito.billing.budgets")
 
@@ -53,16 +53,30 @@ def budget_target(budget: Budget) -> str:
     return budget.org.name
 
 
-def budget_blocks(now: datetime) -> dict[int, dict[str, Block]]:
-    """org id -> {"org" | "team:<id>" | "key:<id>": Block} for hard budgets that are spent."""
+def budget_blocks(now: datetime, org_ids=None) -> dict[int, dict[str, Block]]:
+    """org id -> {"org" | "team:<id>" | "key:<id>": Block} for hard budgets that are spent
+    (of the given orgs, or all). One spend query per period and scope, not one per budget."""
+    budgets = Budget.objects.filter(is_active=True, hard=True).select_related("org", "team", "key")
+    if org_ids is not None:
+        budgets = budgets.filter(org_id__in=list(org_ids))
+    budgets = list(budgets)
+    spends: dict[tuple, dict] = {}
+    for budget in budgets:
+        start, _end = period_bounds(budget, now)
+        wanted = (start, budget.scope)
+        if wanted not in spends:
+            spends[wanted] = spend_grouped(start, by=budget.scope, org_ids=org_ids)
     blocked: dict[int, dict[str, Block]] = {}
-    for budget in Budget.objects.filter(is_active=True, hard=True).select_related(
-        "org", "team", "key"
-    ):
-        spent = budget_spent(budget, now)
+    for budget in budgets:
+        start, end = period_bounds(budget, now)
+        group = {
+            "org": (budget.org_id,),
+            "team": (budget.org_id, budget.team_id),
+            "key": (budget.org_id, budget.key_id),
+        }[budget.scope]
+        spent = spends[(start, budget.scope)].get(group, Decimal(0))
         if spent < budget.amount_usd:
             continue
-        _start, end = period_bounds(budget, now)
         scope = {"org": "org", "team": f"team:{budget.team_id}", "key": f"key:{budget.key_id}"}[
             budget.scope
         ]
@@ -107,7 +121,8 @@ def budget_check(*, budget: Budget, now: datetime) -> list[BudgetAlert]:
             after={"threshold": level, "spent_usd": str(spent)},
         )
         if budget.hard and level >= 100:
-            config_version_bump()  # every worker starts refusing within the snapshot's poll time
+            # every worker starts refusing within the snapshot's poll time
+            config_version_bump(ORG_ONLY, org_id=budget.org_id)
         transaction.on_commit(
             lambda alert_id=alert.id, text=message: budget_alert_task.delay(alert_id, text)
         )
@@ -271,7 +286,7 @@ def budget_delete(*, actor: Actor, budget: Budget) -> None:
     )
 
 
-def tier_blocks(now: datetime) -> dict[int, dict[str, Block]]:
+def tier_blocks(now: datetime, org_ids=None) -> dict[int, dict[str, Block]]:
     """org id -> {"org": Block} for orgs past their tier's monthly request allowance."""
     from django.db.models import Count
 
@@ -281,7 +296,10 @@ def tier_blocks(now: datetime) -> dict[int, dict[str, Block]]:
     if not limits:
         return {}
     start, end = month_bounds(now)
-    orgs = {o.id: o for o in Organization.objects.filter(tier__in=limits)}
+    orgs = Organization.objects.filter(tier__in=limits)
+    if org_ids is not None:
+        orgs = orgs.filter(id__in=list(org_ids))
+    orgs = {o.id: o for o in orgs}
     counts = (
         UsageRecord.objects.filter(org_id__in=orgs, created_at__gte=start)
         .exclude(status="rejected")
@@ -303,15 +321,17 @@ def tier_blocks(now: datetime) -> dict[int, dict[str, Block]]:
     return blocked
 
 
-def org_facts(now: datetime) -> dict[int, dict]:
+def org_facts(now: datetime, org_ids=None) -> dict[int, dict]:
     """What billing tells the gateway's snapshot about each org (gateway.snapshot_builder
-    ORG_FACTS): the month's spend so far, and the budgets and tier allowances that are spent."""
+    ORG_FACTS): the month's spend so far, and the budgets and tier allowances that are spent;
+    of the given orgs (a config change reloads one), or all."""
     facts: dict[int, dict] = {}
     # The floor under the gateway's spend-cap counter (the data plane counts in floats).
-    for org_id, total in spend_by_org(month_bounds(now)[0]).items():
+    totals = spend_grouped(month_bounds(now)[0], org_ids=org_ids)
+    for (org_id,), total in totals.items():
         facts.setdefault(org_id, {})["spent_this_month"] = float(total)
-    blocked = budget_blocks(now)
-    for org_id, scopes in tier_blocks(now).items():
+    blocked = budget_blocks(now, org_ids)
+    for org_id, scopes in tier_blocks(now, org_ids).items():
         blocked.setdefault(org_id, {}).update(scopes)
     for org_id, scopes in blocked.items():
         facts.setdefault(org_id, {})["blocked"] = scopes

@@ -1,21 +1,123 @@
-"""Spend: what has been spent in a period, by org, from the usage rows. The one place
-money is added up for limits and reports that compare a period's spend: budgets (their
-alerts and hard blocks), the snapshot's month-to-date spend under the gateway's spend-cap
-counter, and the weekly digest.
+"""Spend: what has been spent in a period, by org (or team, or key), from rollups and the
+raw usage rows. The one place money is added up for limits and reports that compare a
+period's spend: budgets (their alerts and hard blocks), the snapshot's month-to-date spend
+under the gateway's spend-cap counter, and the weekly digest.
 
 Every row counts, whatever its status: a row's cost is what its upstream billed, so a
 refused request ("rejected", nothing sent upstream) costs 0 and an error after tokens were
-used costs those tokens. Raw rows, not rollups: a late row (a request that outlived the
-rollup grace, an agent's replayed spool) counts here at once, where a rollup would count
-it after its next run. The dashboards' usage reads (billing.selectors.UsageQuery) add
-rollups and raw rows for speed over long ranges; their totals equal these once rolled up."""
+used costs those tokens.
 
-from datetime import datetime
+Never a scan of a month's raw rows: whole days and hours before the rollup watermark
+(billing.services.rolled_until) come from the daily and hourly rollups, and the rest from
+raw rows: the partial hours at the period's edges, everything since the watermark, and the
+hours marked dirty (a late row, an agent's replayed spool, landed in them after they were
+rolled up: RollupDirtyHour) together with the days they fall in (read from hourly
+rollups). So a late row counts here at once, and the sums equal a scan of the raw rows."""
+
+from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Sum
+from django.db.models import Q, Sum
+from django.utils import timezone
 
-from .models import UsageRecord
+from .models import RollupDirtyHour, RollupState, UsageRecord, UsageRollup
+
+HOUR, DAY = timedelta(hours=1), timedelta(days=1)
+_FIELDS = {"org": ("org_id",), "team": ("org_id", "team_id"), "key": ("org_id", "key_id")}
+
+
+def _hour_down(t: datetime) -> datetime:
+    return t.replace(minute=0, second=0, microsecond=0)
+
+
+def _hour_up(t: datetime) -> datetime:
+    down = _hour_down(t)
+    return down if down == t else down + HOUR
+
+
+def _day_down(t: datetime) -> datetime:
+    return t.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _ranges(since: datetime, until: datetime | None, mark: datetime | None, dirty) -> tuple:
+    """[since, until) as (day-rollup ranges, hour-rollup ranges, raw ranges); hours in
+    `dirty` are read raw, and the days they fall in from hourly rollups."""
+    end = until or timezone.now()
+    lo = _hour_up(since)
+    hi = min(_hour_down(end), mark) if mark is not None else lo
+    if hi <= lo:
+        return [], [], [(since, until)]
+    dirty = sorted(h for h in dirty if lo <= h < hi)
+    day_lo = lo if lo == _day_down(lo) else _day_down(lo) + DAY
+    day_hi = _day_down(hi)
+    days, hours = [], []
+    if day_lo < day_hi:
+        dirty_days = sorted({_day_down(h) for h in dirty if day_lo <= h < day_hi})
+        start = day_lo
+        for d in [*dirty_days, day_hi]:  # whole days except the dirty ones
+            if start < d:
+                days.append((start, d))
+            start = d + DAY
+        hours = [(lo, day_lo), *((d, d + DAY) for d in dirty_days), (day_hi, hi)]
+    else:
+        hours = [(lo, hi)]
+    hour_parts = []
+    for a, b in hours:  # the dirty hours cut out of the hourly ranges
+        for h in dirty:
+            if a <= h < b:
+                hour_parts.append((a, h))
+                a = h + HOUR
+        hour_parts.append((a, b))
+    raw = [(since, lo), *((h, h + HOUR) for h in dirty), (hi, until)]
+    return (
+        [r for r in days if r[0] < r[1]],
+        [r for r in hour_parts if r[0] < r[1]],
+        [r for r in raw if r[1] is None or r[0] < r[1]],
+    )
+
+
+def spend_grouped(
+    since: datetime,
+    until: datetime | None = None,
+    *,
+    by: str = "org",
+    org_ids=None,
+    team_id: int | None = None,
+    key_id: int | None = None,
+) -> dict[tuple, Decimal]:
+    """(org id,) / (org id, team id) / (org id, key id) -> exact spend (USD) of the rows
+    created in [since, until); `until` None: up to now. Only the given orgs, team or key
+    when given; a group with no rows is absent (its spend is 0)."""
+    fields = _FIELDS[by]
+    mark = RollupState.objects.filter(period="hour").values_list("rolled_until", flat=True).first()
+    dirty = list(RollupDirtyHour.objects.values_list("bucket_start", flat=True)) if mark else []
+    days, hours, raw = _ranges(since, until, mark, dirty)
+
+    def narrowed(qs):
+        if org_ids is not None:
+            qs = qs.filter(org_id__in=list(org_ids))
+        if team_id is not None:
+            qs = qs.filter(team_id=team_id)
+        if key_id is not None:
+            qs = qs.filter(key_id=key_id)
+        return qs.order_by()
+
+    queries = []
+    for period, ranges in (("day", days), ("hour", hours)):
+        if ranges:
+            span = Q()
+            for a, b in ranges:
+                span |= Q(bucket_start__gte=a, bucket_start__lt=b)
+            queries.append(narrowed(UsageRollup.objects.filter(span, period=period)))
+    for a, b in raw:
+        qs = UsageRecord.objects.filter(created_at__gte=a)
+        queries.append(narrowed(qs.filter(created_at__lt=b) if b is not None else qs))
+    totals: dict[tuple, Decimal] = {}
+    for qs in queries:
+        for row in qs.values_list(*fields).annotate(total=Sum("cost")):
+            group, total = row[:-1], row[-1] or Decimal(0)
+            totals[group] = totals.get(group, Decimal(0)) + total
+    return totals
 
 
 def spend_by_org(
@@ -29,14 +131,11 @@ def spend_by_org(
     """org id -> exact spend (USD) of the rows created in [since, until); `until` None: up
     to now. Narrowed to one org, and within it to one team or one key, when given; an org
     with no rows is absent (its spend is 0)."""
-    rows = UsageRecord.objects.filter(created_at__gte=since)
-    if until is not None:
-        rows = rows.filter(created_at__lt=until)
-    if org_id is not None:
-        rows = rows.filter(org_id=org_id)
-    if team_id is not None:
-        rows = rows.filter(team_id=team_id)
-    if key_id is not None:
-        rows = rows.filter(key_id=key_id)
-    totals = rows.order_by().values("org_id").annotate(total=Sum("cost"))
-    return {r["org_id"]: r["total"] or Decimal(0) for r in totals}
+    totals = spend_grouped(
+        since,
+        until,
+        org_ids=None if org_id is None else [org_id],
+        team_id=team_id,
+        key_id=key_id,
+    )
+    return {g[0]: t for g, t in totals.items()}

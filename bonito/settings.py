@@ -425,6 +425,10 @@ GATEWAY_PASSTHROUGH = env.bool("GATEWAY_PASSTHROUGH", default=True)
 GATEWAY_RETRY_ROUNDS = env.int("GATEWAY_RETRY_ROUNDS", default=2)
 GATEWAY_REQUEST_TIMEOUT_S = env.float("GATEWAY_REQUEST_TIMEOUT_S", default=120.0)
 GATEWAY_SNAPSHOT_POLL_S = env.float("GATEWAY_SNAPSHOT_POLL_S", default=0.5)
+# How often each worker refreshes billing facts (month spend, spent budgets) in its snapshot.
+GATEWAY_FACTS_REFRESH_S = env.float("GATEWAY_FACTS_REFRESH_S", default=60.0)
+# Config change-log rows kept; a worker further behind than this does a full build.
+CONFIG_CHANGES_KEPT = env.int("CONFIG_CHANGES_KEPT", default=10000)
 GATEWAY_SPOOL_DIR = Path(env.str("GATEWAY_SPOOL_DIR", default=str(VAR_DIR / "spool" / "usage")))
 # Limits on Redis: how long a request waits for it (a free connection and the script's
 # answer) before a 503, how many connections a worker opens, and the share of every limit

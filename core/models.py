@@ -9,3 +9,18 @@ class ConfigVersion(models.Model):
 
     def __str__(self):
         return f"config version {self.version}"
+
+
+class ConfigChange(models.Model):
+    """One bump of the config version: what it touched, so a gateway that has version V
+    applies only the changes after V (core.config_version). No foreign keys: the org or
+    key it names may be gone (a delete is a change too)."""
+
+    version = models.PositiveBigIntegerField(unique=True)
+    kind = models.CharField(max_length=16)  # core.config_version.KINDS
+    org_id = models.BigIntegerField(null=True, blank=True)  # None: not one org's
+    ref = models.CharField(max_length=64, blank=True)  # a key id, or a tier name
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"config change {self.version}: {self.kind} {self.org_id or ''} {self.ref}"

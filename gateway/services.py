@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from core import keys
 from core import strategies as dataplane_strategies
-from core.config_version import config_version_bump
+from core.config_version import KEY, config_version_bump
 from core.numbers import money
 from core.text import name_checked
 from orgs.audit import Actor, audit_record, record_config_change, record_config_delete
@@ -164,7 +164,7 @@ def api_key_create(
     key.full_clean(exclude=["key_hash"])
     key.save()
     audit_record(actor=actor, org=org, action="api_key.create", target=key, after=_key_summary(key))
-    config_version_bump()
+    config_version_bump(KEY, org_id=org.id, ref=key.id)
     return key, raw
 
 
@@ -176,7 +176,7 @@ def api_key_revoke(*, actor: Actor, key: ApiKey) -> ApiKey:
         audit_record(
             actor=actor, org=key.org, action="api_key.revoke", target=key, before=_key_summary(key)
         )
-        config_version_bump()
+        config_version_bump(KEY, org_id=key.org_id, ref=key.id)
     return key
 
 

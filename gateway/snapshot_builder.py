@@ -8,15 +8,32 @@ and the request path never touches the database.
 import logging
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import connection, transaction
 
 from core import strategies
-from core.config_version import current_stamp, current_version
+from core.config_version import (
+    ALL,
+    KEY,
+    ORG,
+    TIER,
+    changes_since,
+    current_stamp,
+    current_version,
+)
 
-from .dataplane.snapshot import DeploymentInfo, KeyInfo, OrgInfo, RoutingPolicyInfo, Snapshot
+from .dataplane.snapshot import (
+    Delta,
+    DeploymentInfo,
+    KeyInfo,
+    OrgInfo,
+    RoutingPolicyInfo,
+    Snapshot,
+    apply_delta,
+)
 from .dataplane.state import SnapshotSource
 from .models import ApiKey, Deployment, GatewayConfig, key_hash_secret
 from .pricing import catalog_prices, price_per_token
@@ -30,7 +47,7 @@ def _ts(dt) -> float | None:
 
 # Per-org facts kept by apps above the gateway (billing: month-to-date spend, spent budgets
 # and tier allowances), added at start-up by their AppConfig.ready(). A source is
-# f(now) -> {org_id: {OrgInfo field: value}}; "blocked" scopes add up, any other field is set.
+# f(now, org_ids) -> {org_id: {OrgInfo field: value}} (org_ids None: every org); "blocked" scopes add up, any other field is set.
 ORG_FACTS: list = []
 
 
@@ -39,10 +56,10 @@ def add_org_facts(source) -> None:
         ORG_FACTS.append(source)
 
 
-def _org_facts(now: datetime) -> dict[int, dict]:
+def _org_facts(now: datetime, org_ids=None) -> dict[int, dict]:
     merged: dict[int, dict] = {}
     for source in ORG_FACTS:
-        for org_id, facts in source(now).items():
+        for org_id, facts in source(now, org_ids).items():
             into = merged.setdefault(org_id, {})
             for name, value in facts.items():
                 if name == "blocked":
@@ -121,79 +138,226 @@ def _weights(rp) -> dict:
     return out
 
 
-def build_snapshot(version: int | None = None) -> Snapshot:
+_KEY_COLUMNS = (
+    "id",
+    "org_id",
+    "name",
+    "key_hash",
+    "kind",
+    "team_id",
+    "allowed_models",
+    "allowed_providers",
+    "rpm_limit",
+    "tpm_limit",
+    "expires_at",
+    "revoked_at",
+    "routing_policy__name",
+)
+
+
+def load_keys(rows=None) -> dict:
+    """key hash -> KeyInfo for the ApiKey queryset ``rows`` (all keys when None): plain
+    tuples, not model instances, and the repeated values shared (one frozenset per
+    distinct model list, one string per kind and policy name)."""
+    rows = ApiKey.objects.all() if rows is None else rows
+    sets: dict = {}
+    strings: dict = {}
+
+    def frozen(values):
+        if not values:
+            return EMPTY
+        t = tuple(values)
+        got = sets.get(t)
+        if got is None:
+            got = sets[t] = frozenset(t)
+        return got
+
+    keys = {}
+    for (
+        id_,
+        org_id,
+        name,
+        key_hash,
+        kind,
+        team_id,
+        models,
+        providers,
+        rpm,
+        tpm,
+        expires_at,
+        revoked_at,
+        policy,
+    ) in rows.order_by().values_list(*_KEY_COLUMNS).iterator(chunk_size=5000):
+        keys[key_hash] = KeyInfo(
+            id=id_,
+            org_id=org_id,
+            name=name,
+            hash=key_hash,
+            kind=strings.setdefault(kind, kind),
+            team_id=team_id,
+            allowed_models=frozen(models),
+            allowed_providers=frozen(providers),
+            rpm=rpm,
+            tpm=tpm,
+            expires_at=expires_at.timestamp() if expires_at else None,
+            revoked=revoked_at is not None,
+            routing_policy=strings.setdefault(policy, policy) if policy else None,
+        )
+    return keys
+
+
+EMPTY = frozenset()
+
+
+def load_orgs(org_ids=None, now: datetime | None = None) -> dict:
+    """org id -> OrgInfo of the given orgs (all when None): one query per table."""
     from governance.models import Policy, RoutingPolicy
     from orgs.models import Organization, TierLimit
 
+    def of(qs, field="org_id"):
+        return qs if org_ids is None else qs.filter(**{f"{field}__in": list(org_ids)})
+
+    deployments: dict[int, dict[str, list]] = {}
+    active = list(
+        of(Deployment.objects.filter(is_active=True, provider__is_active=True)).select_related(
+            "provider"
+        )
+    )
+    catalog = catalog_prices(d.upstream_model for d in active)  # one query, not one per deployment
+    for d in active:
+        info = deployment_info(d, catalog)
+        deployments.setdefault(d.org_id, {}).setdefault(d.model_name, []).append(info)
+    policies = {p.org_id: p for p in of(Policy.objects.all())}
+    configs = {c.org_id: c for c in of(GatewayConfig.objects.all())}
+    routing: dict[int, dict] = {}
+    for rp in of(RoutingPolicy.objects.filter(is_active=True)):
+        routing.setdefault(rp.org_id, {})[rp.name] = RoutingPolicyInfo(
+            name=rp.name,
+            strategy=_strategy(rp.strategy, f"routing policy {rp.id} ({rp.name})"),
+            models=tuple(rp.model_names),
+            weights=_weights(rp),
+        )
+    org_facts = _org_facts(now or datetime.now(UTC), org_ids)
+    tiers = {t.tier: t for t in TierLimit.objects.all()}
+    orgs = {}
+    for org in of(Organization.objects.all(), "id"):
+        pol, cfg, tier = policies.get(org.id), configs.get(org.id), tiers.get(org.tier)
+        facts = org_facts.get(org.id, {})
+        deps = {
+            m: tuple(sorted(v, key=lambda d: (d.priority, d.id)))
+            for m, v in deployments.get(org.id, {}).items()
+        }
+        orgs[org.id] = OrgInfo(
+            id=org.id,
+            slug=org.slug,
+            tier=org.tier,
+            allowed_models=frozenset(pol.allowed_models if pol else ()),
+            denied_models=frozenset(pol.denied_models if pol else ()),
+            allowed_providers=frozenset(pol.allowed_providers if pol else ()),
+            denied_providers=frozenset(pol.denied_providers if pol else ()),
+            allowed_regions=frozenset(pol.allowed_regions if pol else ()),
+            enabled_providers=frozenset(cfg.enabled_providers if cfg else ()),
+            spend_cap=_lowest(
+                pol.monthly_spend_cap_usd if pol else None,
+                tier.monthly_spend_cap_usd if tier else None,
+            ),
+            spent_this_month=facts.get("spent_this_month", 0.0),
+            default_max_tokens=pol.default_max_tokens_estimate if pol else 1024,
+            strategy=_strategy(cfg.default_strategy, f"the gateway config of org {org.id}")
+            if cfg
+            else strategies.DEFAULT,
+            fallback_models=tuple(cfg.fallback_models if cfg else ()),
+            rpm=cfg.org_rpm_limit if cfg else None,
+            tpm=cfg.org_tpm_limit if cfg else None,
+            key_rpm=cfg.default_key_rpm if cfg else None,
+            key_tpm=cfg.default_key_tpm if cfg else None,
+            tier_key_rpm=tier.key_rpm if tier else None,
+            timeout_s=float(cfg.request_timeout_s) if cfg else settings.GATEWAY_REQUEST_TIMEOUT_S,
+            deployments=deps,
+            routing_policies=routing.get(org.id, {}),
+            blocked=facts.get("blocked", {}),
+        )
+    return orgs
+
+
+def build_snapshot(version: int | None = None) -> Snapshot:
+    """The whole snapshot from the database (first start, or a delta that cannot be made)."""
     with transaction.atomic():
         version = current_version() if version is None else version
-        keys = {k.key_hash: key_info(k) for k in ApiKey.objects.select_related("routing_policy")}
-        deployments: dict[int, dict[str, list]] = {}
-        active = list(
-            Deployment.objects.filter(is_active=True, provider__is_active=True).select_related(
-                "provider"
-            )
-        )
-        catalog = catalog_prices(
-            d.upstream_model for d in active
-        )  # one query, not one per deployment
-        for d in active:
-            info = deployment_info(d, catalog)
-            deployments.setdefault(d.org_id, {}).setdefault(d.model_name, []).append(info)
-        policies = {p.org_id: p for p in Policy.objects.all()}
-        configs = {c.org_id: c for c in GatewayConfig.objects.all()}
-        routing: dict[int, dict] = {}
-        for rp in RoutingPolicy.objects.filter(is_active=True):
-            routing.setdefault(rp.org_id, {})[rp.name] = RoutingPolicyInfo(
-                name=rp.name,
-                strategy=_strategy(rp.strategy, f"routing policy {rp.id} ({rp.name})"),
-                models=tuple(rp.model_names),
-                weights=_weights(rp),
-            )
-        org_facts = _org_facts(datetime.now(UTC))
-        tiers = {t.tier: t for t in TierLimit.objects.all()}
-        orgs = {}
-        for org in Organization.objects.all():
-            pol, cfg, tier = policies.get(org.id), configs.get(org.id), tiers.get(org.tier)
-            facts = org_facts.get(org.id, {})
-            deps = {
-                m: tuple(sorted(v, key=lambda d: (d.priority, d.id)))
-                for m, v in deployments.get(org.id, {}).items()
-            }
-            orgs[org.id] = OrgInfo(
-                id=org.id,
-                slug=org.slug,
-                tier=org.tier,
-                allowed_models=frozenset(pol.allowed_models if pol else ()),
-                denied_models=frozenset(pol.denied_models if pol else ()),
-                allowed_providers=frozenset(pol.allowed_providers if pol else ()),
-                denied_providers=frozenset(pol.denied_providers if pol else ()),
-                allowed_regions=frozenset(pol.allowed_regions if pol else ()),
-                enabled_providers=frozenset(cfg.enabled_providers if cfg else ()),
-                spend_cap=_lowest(
-                    pol.monthly_spend_cap_usd if pol else None,
-                    tier.monthly_spend_cap_usd if tier else None,
-                ),
-                spent_this_month=facts.get("spent_this_month", 0.0),
-                default_max_tokens=pol.default_max_tokens_estimate if pol else 1024,
-                strategy=_strategy(cfg.default_strategy, f"the gateway config of org {org.id}")
-                if cfg
-                else strategies.DEFAULT,
-                fallback_models=tuple(cfg.fallback_models if cfg else ()),
-                rpm=cfg.org_rpm_limit if cfg else None,
-                tpm=cfg.org_tpm_limit if cfg else None,
-                key_rpm=cfg.default_key_rpm if cfg else None,
-                key_tpm=cfg.default_key_tpm if cfg else None,
-                tier_key_rpm=tier.key_rpm if tier else None,
-                timeout_s=float(cfg.request_timeout_s)
-                if cfg
-                else settings.GATEWAY_REQUEST_TIMEOUT_S,
-                deployments=deps,
-                routing_policies=routing.get(org.id, {}),
-                blocked=facts.get("blocked", {}),
-            )
+        keys = load_keys()
+        orgs = load_orgs()
     return Snapshot(
         version=version, keys=keys, orgs=orgs, hash_secret=key_hash_secret(), built_at=time.time()
+    )
+
+
+def build_delta(since: int, until: int, org_id: int | None = None) -> Delta | None:
+    """What changed in (since, until], from the change log (core.config_version), or None
+    when only a full build is right (an "all" change, a pruned log, a reset counter).
+    With ``org_id``, only that org's part (an agent serving one org)."""
+    from orgs.models import Organization
+
+    with transaction.atomic():
+        changes = changes_since(since, until)
+        if changes is None:
+            return None
+        org_ids, key_orgs, key_ids, tiers = set(), set(), set(), set()
+        for kind, change_org, ref in changes:
+            if kind == ALL:
+                return None
+            if kind == TIER:
+                tiers.add(ref)
+            elif org_id is not None and change_org != org_id:
+                continue
+            elif kind == KEY:
+                key_ids.add((change_org, int(ref)))
+            else:
+                org_ids.add(change_org)
+                if kind == ORG:
+                    key_orgs.add(change_org)
+        if tiers:
+            on_tier = Organization.objects.filter(tier__in=tiers)
+            if org_id is not None:
+                on_tier = on_tier.filter(id=org_id)
+            org_ids.update(on_tier.values_list("id", flat=True))
+        orgs = load_orgs(org_ids) if org_ids else {}
+        single = {k for o, k in key_ids if o not in key_orgs}
+        keys = {}
+        if key_orgs:
+            keys.update(load_keys(ApiKey.objects.filter(org_id__in=list(key_orgs))))
+        if single:
+            keys.update(load_keys(ApiKey.objects.filter(id__in=list(single))))
+    return Delta(
+        since=since,
+        until=until,
+        orgs={i: orgs.get(i) for i in org_ids},
+        keys=keys,
+        key_orgs=frozenset(key_orgs),
+        key_ids=frozenset((o, k) for o, k in key_ids if o not in key_orgs),
+    )
+
+
+def refresh_facts(snap: Snapshot, now: datetime | None = None) -> Snapshot:
+    """The snapshot with every org's billing facts (month-to-date spend, spent budgets and
+    allowances) read again: only the orgs whose facts changed are new objects, the keys are
+    shared. The same version: facts are not config, they move with usage."""
+    facts = _org_facts(now or datetime.now(UTC), None)
+    orgs = None
+    for org_id, org in snap.orgs.items():
+        f = facts.get(org_id, {})
+        spent, blocked = f.get("spent_this_month", 0.0), f.get("blocked", {})
+        if spent != org.spent_this_month or blocked != org.blocked:
+            orgs = dict(snap.orgs) if orgs is None else orgs
+            orgs[org_id] = replace(org, spent_this_month=spent, blocked=blocked)
+    if orgs is None:
+        return snap
+    return Snapshot(
+        version=snap.version,
+        keys=snap.keys,
+        orgs=orgs,
+        hash_secret=snap.hash_secret,
+        built_at=snap.built_at,
+        key_hashes=snap.key_hashes,
     )
 
 
@@ -207,7 +371,7 @@ class SnapshotRefresher:
         self.on_publish = on_publish  # runs in this thread before the snapshot goes live
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._last_full = 0.0
+        self._last_facts = time.time()
         self._stamp = None
         self._stop = threading.Event()
 
@@ -220,18 +384,36 @@ class SnapshotRefresher:
                 self._thread.start()
 
     def refresh_once(self) -> None:
+        """Apply the changes since the last version (a full build on first start, or when
+        the change log cannot say what changed), and every GATEWAY_FACTS_REFRESH_S read
+        the billing facts again (replacing only the orgs whose facts moved)."""
         stamp = current_stamp()  # this thread keeps its connection; errors drop it
-        # Rebuild on a version change, and every minute anyway so month-to-date spend stays fresh.
-        if (
-            self.target.current is None
-            or stamp != self._stamp
-            or time.time() - self._last_full > 60
-        ):
+        current = self.target.current
+        snap = None
+        if current is None or self._stamp is None:
             snap = build_snapshot(stamp[0])
-            if self.on_publish is not None:
-                self.on_publish(snap)
-            self.target.publish(snap)
-            self._stamp, self._last_full = stamp, time.time()
+            self._last_facts = time.time()
+        elif stamp != self._stamp:
+            delta = None
+            if stamp[0] != self._stamp[0] and current.version == self._stamp[0]:
+                delta = build_delta(self._stamp[0], stamp[0])
+            # The same version at a new time is a reset counter: a full build.
+            snap = (
+                build_snapshot(stamp[0])
+                if delta is None
+                else apply_delta(current, delta, built_at=time.time())
+            )
+        elif time.time() - self._last_facts > settings.GATEWAY_FACTS_REFRESH_S:
+            snap = refresh_facts(current)
+            self._last_facts = time.time()
+            if snap is current:
+                return
+        if snap is None:
+            return
+        if self.on_publish is not None:
+            self.on_publish(snap)
+        self.target.publish(snap)
+        self._stamp = stamp
 
     def _run(self) -> None:
         while not self._stop.is_set():

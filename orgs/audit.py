@@ -3,7 +3,7 @@
 import re
 from dataclasses import dataclass
 
-from core.config_version import config_version_bump
+from core.config_version import ORG, ORG_ONLY, TIER, config_version_bump
 
 from .models import AuditLog
 
@@ -77,6 +77,21 @@ def audit_record(*, actor: Actor, org, action: str, target, before=None, after=N
     )
 
 
+# Entities whose changes touch an org's settings but none of its keys' fields (a routing
+# policy's name is on its keys; a team's id too): the gateways reload the org, not its keys.
+SETTINGS_ONLY = frozenset({"policy", "provider", "deployment", "gateway_config", "budget"})
+
+
+def config_changed(entity: str, org, target) -> None:
+    """Bump the config version saying what changed (core.config_version's kinds)."""
+    if entity == "tier_limit":
+        config_version_bump(TIER, ref=target.tier)
+    elif org is None:
+        config_version_bump()  # not one org's: every gateway rebuilds
+    else:
+        config_version_bump(ORG_ONLY if entity in SETTINGS_ONLY else ORG, org_id=org.pk)
+
+
 def record_config_change(*, actor: Actor, org, entity: str, target, before, after) -> None:
     """Audit the create or update of something the gateways read and bump the config
     version, so every worker enforces it within seconds; nothing when it did not change."""
@@ -84,11 +99,11 @@ def record_config_change(*, actor: Actor, org, entity: str, target, before, afte
         return
     action = f"{entity}.update" if before is not None else f"{entity}.create"
     audit_record(actor=actor, org=org, action=action, target=target, before=before, after=after)
-    config_version_bump()
+    config_changed(entity, org, target)
 
 
 def record_config_delete(*, actor: Actor, org, entity: str, target, before) -> None:
     """Audit and delete something the gateways read, and bump the config version."""
     audit_record(actor=actor, org=org, action=f"{entity}.delete", target=target, before=before)
+    config_changed(entity, org, target)
     target.delete()
-    config_version_bump()

@@ -6,7 +6,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from core.config_version import config_version_bump
+from core.config_version import ORG, config_version_bump
 from core.text import name_checked
 from orgs.audit import Actor, audit_record, record_config_change
 
@@ -50,7 +50,7 @@ def org_create(
     org.full_clean()
     org.save()
     audit_record(actor=actor, org=org, action="org.create", target=org, after=_org_summary(org))
-    config_version_bump()
+    config_version_bump(ORG, org_id=org.id)
     if owner is not None:
         membership_add(actor=actor, org=org, user=owner, role=Role.ADMIN)
     return org
@@ -72,7 +72,7 @@ def org_update(*, actor: Actor, org: Organization, **fields) -> Organization:
         audit_record(
             actor=actor, org=org, action="org.update", target=org, before=before, after=after
         )
-        config_version_bump()
+        config_version_bump(ORG, org_id=org.id)
     return org
 
 
@@ -81,7 +81,7 @@ def org_delete(*, actor: Actor, org: Organization) -> None:
     """Delete an org and everything it owns (keys, usage, budgets); its audit rows stay."""
     audit_record(actor=actor, org=None, action="org.delete", target=org, before=_org_summary(org))
     members_changed([org.id])
-    config_version_bump()
+    config_version_bump(ORG, org_id=org.id)
     org.delete()
 
 
@@ -322,6 +322,7 @@ def team_delete(*, actor: Actor, team: Team) -> None:
     audit_record(
         actor=actor, org=team.org, action="team.delete", target=team, before={"name": team.name}
     )
+    config_version_bump(ORG, org_id=team.org_id)  # its keys lose their team
     team.delete()
 
 

@@ -111,75 +111,196 @@ class Snapshot:
     orgs: dict  # org id -> OrgInfo
     hash_secret: bytes = b""
     built_at: float = 0.0
+    # org id -> tuple of its keys' hashes: what a delta that reloads an org's keys drops.
+    # Derived from `keys` (keys_by_org below) when not given.
+    key_hashes: dict | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        if self.key_hashes is None:
+            object.__setattr__(self, "key_hashes", keys_by_org(self.keys))
+
+
+def keys_by_org(keys: dict) -> dict:
+    out: dict = {}
+    for h, k in keys.items():
+        out.setdefault(k.org_id, []).append(h)
+    return {org_id: tuple(hashes) for org_id, hashes in out.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """What changed between two config versions (gateway.snapshot_builder.build_delta):
+    applied to the snapshot of version ``since`` it gives the snapshot of ``until``.
+
+    - ``orgs``: org id -> its new OrgInfo, or None (gone);
+    - ``key_orgs``: orgs whose keys are all replaced by theirs in ``keys`` (and a gone org's);
+    - ``key_ids``: (org id, key id) of single keys replaced by theirs in ``keys`` (none there: gone);
+    - ``keys``: key hash -> KeyInfo, every key of ``key_orgs`` and ``key_ids`` that exists.
+    """
+
+    since: int
+    until: int
+    orgs: dict = field(default_factory=dict)
+    keys: dict = field(default_factory=dict)
+    key_orgs: frozenset = frozenset()
+    key_ids: frozenset = frozenset()
+
+
+def apply_delta(snap: Snapshot, delta: Delta, built_at: float = 0.0) -> Snapshot:
+    """A new snapshot: ``snap`` with the delta's entries replaced. Copies the two dicts
+    (C speed) and touches only the changed orgs' keys; ``snap`` itself is left as it is, so
+    readers keep a whole snapshot until the new one is published."""
+    if delta.since != snap.version:
+        raise ValueError(f"delta from version {delta.since} applied to version {snap.version}")
+    keys, orgs, index = dict(snap.keys), dict(snap.orgs), dict(snap.key_hashes)
+    gone = {i for i, o in delta.orgs.items() if o is None}
+    wholesale = set(delta.key_orgs) | gone
+    arriving: dict = {}  # org id -> hashes of its keys in the delta
+    for h, key in delta.keys.items():
+        if key.org_id not in gone:
+            arriving.setdefault(key.org_id, []).append(h)
+    # A single key still there is found by its hash (a key's hash never changes); only a
+    # key that is gone is looked for among its org's keys.
+    found = {(k.org_id, k.id) for k in delta.keys.values()}
+    missing: dict = {}
+    for org_id, key_id in delta.key_ids:
+        if (org_id, key_id) not in found and org_id not in wholesale:
+            missing.setdefault(org_id, set()).add(key_id)
+    for org_id in wholesale | missing.keys() | arriving.keys():
+        old = index.get(org_id, ())
+        if org_id in wholesale or org_id in missing:
+            ids = missing.get(org_id, ())
+            kept = []
+            for h in old:
+                if org_id in wholesale or keys[h].id in ids:
+                    del keys[h]
+                else:
+                    kept.append(h)
+            old = tuple(kept)
+        new = [h for h in arriving.get(org_id, ()) if h not in keys]
+        for h in arriving.get(org_id, ()):
+            keys[h] = delta.keys[h]
+        hashes = old + tuple(new)
+        if hashes:
+            index[org_id] = hashes
+        else:
+            index.pop(org_id, None)
+    for org_id, org in delta.orgs.items():
+        if org is None:
+            orgs.pop(org_id, None)
+        else:
+            orgs[org_id] = org
+    return Snapshot(
+        version=delta.until,
+        keys=keys,
+        orgs=orgs,
+        hash_secret=snap.hash_secret,
+        built_at=built_at,
+        key_hashes=index,
+    )
 
 
 def _frozen(value):
     return frozenset(value or ())
 
 
-def snapshot_to_dict(snap: Snapshot, include_credentials: bool = False) -> dict:
-    """JSON-ready form (for the agent's config pull and its disk cache)."""
+def _plain(value):
+    return sorted(value) if isinstance(value, frozenset) else value
 
+
+def key_to_dict(key: KeyInfo) -> dict:
+    return {k: _plain(v) for k, v in asdict(key).items()}
+
+
+def key_from_dict(k: dict) -> KeyInfo:
+    return KeyInfo(
+        **{
+            **k,
+            "allowed_models": _frozen(k["allowed_models"]),
+            "allowed_providers": _frozen(k["allowed_providers"]),
+        }
+    )
+
+
+def org_to_dict(o: OrgInfo, include_credentials: bool = False) -> dict:
     def dep(d: DeploymentInfo):
         out = asdict(d)
         if not include_credentials:
             out["credentials"] = {}
         return out
 
-    def org(o: OrgInfo):
-        out = {k: (sorted(v) if isinstance(v, frozenset) else v) for k, v in asdict(o).items()}
-        out["deployments"] = {m: [dep(d) for d in deps] for m, deps in o.deployments.items()}
-        out["routing_policies"] = {n: asdict(p) for n, p in o.routing_policies.items()}
-        out["fallback_models"] = list(o.fallback_models)
-        return out
+    out = {k: _plain(v) for k, v in asdict(o).items()}
+    out["deployments"] = {m: [dep(d) for d in deps] for m, deps in o.deployments.items()}
+    out["routing_policies"] = {n: asdict(p) for n, p in o.routing_policies.items()}
+    out["fallback_models"] = list(o.fallback_models)
+    return out
 
+
+def org_from_dict(o: dict) -> OrgInfo:
+    deployments = {
+        m: tuple(DeploymentInfo(**d) for d in deps) for m, deps in o["deployments"].items()
+    }
+    policies = {
+        n: RoutingPolicyInfo(**{**p, "models": tuple(p["models"])})
+        for n, p in o["routing_policies"].items()
+    }
+    fields = {k: v for k, v in o.items() if k not in ("deployments", "routing_policies")}
+    fields["blocked"] = {scope: Block(**b) for scope, b in (o.get("blocked") or {}).items()}
+    for name in (
+        "allowed_models",
+        "denied_models",
+        "allowed_providers",
+        "denied_providers",
+        "allowed_regions",
+        "enabled_providers",
+    ):
+        fields[name] = _frozen(fields.get(name))
+    fields["fallback_models"] = tuple(fields.get("fallback_models") or ())
+    return OrgInfo(**fields, deployments=deployments, routing_policies=policies)
+
+
+def snapshot_to_dict(snap: Snapshot, include_credentials: bool = False) -> dict:
+    """JSON-ready form (for the agent's config pull and its disk cache)."""
     return {
         "version": snap.version,
         "built_at": snap.built_at,
-        "keys": {
-            h: {k: (sorted(v) if isinstance(v, frozenset) else v) for k, v in asdict(key).items()}
-            for h, key in snap.keys.items()
-        },
-        "orgs": {str(i): org(o) for i, o in snap.orgs.items()},
+        "keys": {h: key_to_dict(key) for h, key in snap.keys.items()},
+        "orgs": {str(i): org_to_dict(o, include_credentials) for i, o in snap.orgs.items()},
     }
 
 
 def snapshot_from_dict(data: dict, hash_secret: bytes) -> Snapshot:
-    keys = {}
-    for h, k in data["keys"].items():
-        keys[h] = KeyInfo(
-            **{
-                **k,
-                "allowed_models": _frozen(k["allowed_models"]),
-                "allowed_providers": _frozen(k["allowed_providers"]),
-            }
-        )
-    orgs = {}
-    for i, o in data["orgs"].items():
-        deployments = {
-            m: tuple(DeploymentInfo(**d) for d in deps) for m, deps in o["deployments"].items()
-        }
-        policies = {
-            n: RoutingPolicyInfo(**{**p, "models": tuple(p["models"])})
-            for n, p in o["routing_policies"].items()
-        }
-        fields = {k: v for k, v in o.items() if k not in ("deployments", "routing_policies")}
-        fields["blocked"] = {scope: Block(**b) for scope, b in (o.get("blocked") or {}).items()}
-        for name in (
-            "allowed_models",
-            "denied_models",
-            "allowed_providers",
-            "denied_providers",
-            "allowed_regions",
-            "enabled_providers",
-        ):
-            fields[name] = _frozen(fields.get(name))
-        fields["fallback_models"] = tuple(fields.get("fallback_models") or ())
-        orgs[int(i)] = OrgInfo(**fields, deployments=deployments, routing_policies=policies)
     return Snapshot(
         version=data["version"],
-        keys=keys,
-        orgs=orgs,
+        keys={h: key_from_dict(k) for h, k in data["keys"].items()},
+        orgs={int(i): org_from_dict(o) for i, o in data["orgs"].items()},
         hash_secret=hash_secret,
         built_at=data.get("built_at", 0.0),
+    )
+
+
+def delta_to_dict(delta: Delta, include_credentials: bool = False) -> dict:
+    """JSON-ready form of a delta: the document a gateway (or an agent's
+    ``GET /api/agent/config?since=``) pulls; credentials left out unless asked for."""
+    return {
+        "from": delta.since,
+        "to": delta.until,
+        "orgs": {
+            str(i): None if o is None else org_to_dict(o, include_credentials)
+            for i, o in delta.orgs.items()
+        },
+        "keys": {h: key_to_dict(k) for h, k in delta.keys.items()},
+        "key_orgs": sorted(delta.key_orgs),
+        "key_ids": sorted([list(pair) for pair in delta.key_ids]),
+    }
+
+
+def delta_from_dict(data: dict) -> Delta:
+    return Delta(
+        since=data["from"],
+        until=data["to"],
+        orgs={int(i): None if o is None else org_from_dict(o) for i, o in data["orgs"].items()},
+        keys={h: key_from_dict(k) for h, k in data["keys"].items()},
+        key_orgs=frozenset(data["key_orgs"]),
+        key_ids=frozenset((o, k) for o, k in data["key_ids"]),
     )
