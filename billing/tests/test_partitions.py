@@ -338,3 +338,119 @@ def _convert(org_a, latest):
     write_usage([record])
     write_usage([record])
     assert UsageRecord.objects.count() == 5004
+
+
+INSERT_ROWS = (
+    "INSERT INTO gateway_requests (id, model_requested, model_used, provider, deployment,"
+    " endpoint, input_tokens, output_tokens, cached_tokens, cost, latency_ms, status,"
+    " http_status, error_type, request_id, source, created_at, org_id)"
+    " SELECT gen_random_uuid(), 'm', 'm', 'p', '', 'chat', g, 1, 0, g * 0.00000013, 1,"
+    " 'success', 200, '', 'r' || g, 'shared_gateway', {at}, %s FROM generate_series(1, {n}) g"
+)
+
+
+def _checksum():
+    with connection.cursor() as cursor:
+        cursor.execute(CHECKSUM)
+        return cursor.fetchone()
+
+
+def _in_default() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {partitions.DEFAULT}")  # noqa: S608
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_keeps_years_of_history_in_few_partitions_and_goes_back(org_a, settings):
+    """800 days of history and a row at 1970 (a bogus clock): month partitions for the
+    history, the 1970 row in the default partition, nothing lost; then back to 0013 and
+    forward again with 200 more partitions, which needs one lock per partition and index."""
+    postgresql_only()
+    from django.db.migrations.executor import MigrationExecutor
+
+    settings.USAGE_PARTITION_INTERVAL = "day"
+    settings.USAGE_RETENTION_DAYS = 120
+    executor = MigrationExecutor(connection)
+    latest = [n for n in executor.loader.graph.leaf_nodes() if n[0] == "billing"]
+    before_0014 = [("billing", "0013_remove_usagerollup_latency_sum_ms")]
+    executor.migrate(before_0014)
+    try:
+        with connection.cursor() as cursor:
+            # 4 rows a day over 800 days, up to now; one at the epoch.
+            at = "now() - (g / 4) * interval '1 day' - mod(g, 4) * interval '1 hour'"
+            cursor.execute(INSERT_ROWS.format(at=at, n=3200), [org_a.pk])
+            cursor.execute(INSERT_ROWS.format(at="to_timestamp(0)", n=1), [org_a.pk])
+        before = _checksum()
+        MigrationExecutor(connection).migrate(latest)
+        assert partitions.is_partitioned()
+        assert _checksum() == before
+        assert _in_default() == 1  # the 1970 row
+        made = partitions.partitions()
+        now = datetime.now(UTC)
+        month = partitions.period_start(now, "month")
+        history = [p for p in made if p.start < month]
+        assert all(partitions.period_next(p.start, "month") == p.end for p in history)
+        # 800 days back: about 27 months, a partition each, none before the data.
+        assert 26 <= len(history) <= 28
+        assert history[0].start == partitions.period_start(now - timedelta(days=800), "month")
+        assert all(p.end - p.start == DAY for p in made if p.start >= month)  # days from now on
+        # 200 more day partitions (next years' days), then back to one table and forward.
+        start = partitions.period_start(now, "day") + timedelta(days=400)
+        for i in range(200):
+            partitions.partition_create(start + i * DAY, start + (i + 1) * DAY)
+        assert len(partitions.partitions()) == len(made) + 200
+        MigrationExecutor(connection).migrate(before_0014)
+        assert not partitions.is_partitioned()
+        assert _checksum() == before
+        MigrationExecutor(connection).migrate(latest)
+        assert partitions.is_partitioned()
+        assert _checksum() == before
+        assert _in_default() == 1
+    finally:  # the next tests need the schema back whatever happened
+        MigrationExecutor(connection).migrate(latest)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_processes_making_the_same_partitions_at_once_both_succeed(org_a, settings):
+    """Two runs at once (two workers, beat and a manual run): each partition made once,
+    neither run fails."""
+    postgresql_only()
+    import threading
+
+    from django.db import connections
+
+    settings.USAGE_PARTITION_INTERVAL = "day"
+    settings.USAGE_RETENTION_DAYS = 120
+    later = datetime(2031, 3, 10, 12, tzinfo=UTC)  # no partition there yet
+    barrier = threading.Barrier(2)
+    results, errors = [], []
+
+    def run():
+        try:
+            barrier.wait()
+            results.append(partitions.partitions_ensure(now=later))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        made = sorted(results[0] + results[1])
+        expected = partitions.AHEAD["day"] + 1
+        assert len(made) == len(set(made)) == expected  # each made by exactly one run
+        moment = partitions.period_start(later, "day")
+        for _ in range(expected):
+            (p,) = _covering(moment)
+            moment = p.end
+    finally:
+        with connection.cursor() as cursor:
+            for p in partitions.partitions():
+                if p.start >= datetime(2031, 1, 1, tzinfo=UTC):
+                    cursor.execute(f"DROP TABLE {p.name}")
