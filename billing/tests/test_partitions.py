@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.http import QueryDict
 
-from billing import partitions, selectors, services, tasks
+from billing import partitions, selectors, services, tasks, usage_writer
 from billing.models import RollupDirtyHour, UsageRecord, UsageRollup
 from billing.usage_writer import write_usage
 from gateway import services as gateway_services
@@ -233,12 +233,52 @@ def test_retention_waits_for_the_rollup_watermark(org_a, history):
     assert UsageRecord.objects.filter(created_at__gte=NOW - 55 * DAY).count() == 12
 
 
+def test_a_record_older_than_the_rows_kept_is_refused_not_counted_again(org_a, history):
+    """A journal or spool replayed after retention dropped its range: the first copy may
+    have been counted before the drop and its id is gone, so the writer refuses it (the
+    sink sets it aside as a dead letter) rather than risk counting it twice."""
+    partitions.retention_apply(now=NOW)
+    kept_from = services.raw_kept_from()
+    before = _totals(org_a, NOW - 70 * DAY, NOW)
+    # A copy of a record the rollups already hold, and one never seen: both refused.
+    replayed = next(r for r in history if r["created_at"] < kept_from.timestamp())
+    unseen = _record(org_a, kept_from - timedelta(minutes=1), cost=1.5)
+    for record in (replayed, unseen):
+        with pytest.raises(usage_writer.ExpiredRecord) as refused:
+            write_usage([record])
+        assert usage_writer.is_refusal(refused.value)  # dead-lettered, not retried
+        assert not UsageRecord.objects.filter(pk=record["id"]).exists()
+    # In a batch, only the expired record is refused: the sink splits it out.
+    kept = _record(org_a, kept_from + timedelta(hours=1))
+    with pytest.raises(usage_writer.ExpiredRecord):
+        write_usage([kept, unseen])
+    write_usage([kept])
+    services.rollup_recent(now=NOW + timedelta(minutes=5))
+    after = _totals(org_a, NOW - 70 * DAY, NOW)
+    assert after["requests"] == before["requests"] + 1  # the kept one, nothing else
+
+
 def test_a_late_row_before_the_kept_mark_is_folded_into_the_rollups(org_a, history):
+    """The safety net behind the writer's refusal: a row before the mark that reached the
+    table some other way is added to the rollups once and removed."""
     partitions.retention_apply(now=NOW)
     before = _totals(org_a, NOW - 70 * DAY, NOW)
     old_day = _midnight(NOW - 50 * DAY)
     late = _record(org_a, old_day + timedelta(hours=7, minutes=30), cost=1.5)
-    write_usage([late])  # an agent's spool, replayed after its day was dropped
+    UsageRecord.objects.create(
+        id=late["id"],
+        org=org_a,
+        model_requested="chat",
+        model_used="chat",
+        provider="fake",
+        status="success",
+        input_tokens=10,
+        output_tokens=5,
+        cost=Decimal("1.5"),
+        latency_ms=80,
+        created_at=datetime.fromtimestamp(late["created_at"], UTC),
+    )
+    services.mark_dirty_hours([datetime.fromtimestamp(late["created_at"], UTC)])
     assert UsageRecord.objects.filter(pk=late["id"]).exists()
     services.rollup_recent(now=NOW + timedelta(minutes=5))
     assert not UsageRecord.objects.filter(pk=late["id"]).exists()  # folded, then removed
