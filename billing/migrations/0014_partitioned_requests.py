@@ -64,10 +64,29 @@ def partition(apps, schema_editor):
 
 
 def unpartition(apps, schema_editor):
-    from billing.partitions import is_partitioned
+    from django.db import OperationalError
+
+    from billing.partitions import is_partitioned, partitions
 
     if schema_editor.connection.vendor == "postgresql" and is_partitioned():
-        _rebuild(apps, schema_editor, partitioned=False)
+        count = len(partitions()) + 1  # and the default one
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute("SHOW max_connections")
+            (connections,) = cursor.fetchone()
+        try:
+            _rebuild(apps, schema_editor, partitioned=False)
+        except OperationalError as exc:
+            if "max_locks_per_transaction" not in str(exc) and "shared memory" not in str(exc):
+                raise
+            # One transaction drops every partition and its indexes: about 20 locks each
+            # (docs/usage-data.md, *Locks and partition count*). Nothing was changed.
+            need = -(-count * 20 // int(connections))
+            raise RuntimeError(
+                f"Migrating back to one table needs about {count * 20} locks for its {count}"
+                " partitions, more than PostgreSQL's lock table holds. Set"
+                f" max_locks_per_transaction to at least {need} (a restart) and run it again,"
+                " or drop partitions of removed time first. Nothing was changed."
+            ) from exc
 
 
 class Migration(migrations.Migration):
