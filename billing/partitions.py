@@ -273,6 +273,9 @@ def _remove(start: datetime, end: datetime, name: str | None) -> bool:
             return False
         if name:
             with connection.cursor() as cursor:
+                cursor.execute("SELECT to_regclass(%s)", [name])
+                if cursor.fetchone()[0] is None:  # another run dropped it while we waited
+                    return True
                 # Deferred foreign-key checks still pending on its rows (rows written in this
                 # transaction) would make PostgreSQL refuse the DROP: run them now.
                 cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")

@@ -494,3 +494,29 @@ def test_two_processes_making_the_same_partitions_at_once_both_succeed(org_a, se
             for p in partitions.partitions():
                 if p.start >= datetime(2031, 1, 1, tzinfo=UTC):
                     cursor.execute(f"DROP TABLE {p.name}")
+
+
+@pytest.mark.parametrize(
+    ("interval", "retention", "refused"),
+    [("day", None, True), ("day", "121", True), ("day", "120", False), ("month", None, False)],
+)
+def test_day_partitions_need_a_bounded_retention_at_start_up(interval, retention, refused):
+    """A partition a day kept forever would run PostgreSQL out of locks: refused at start."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "USAGE_PARTITION_INTERVAL": interval}
+    env.pop("USAGE_RETENTION_DAYS", None)
+    if retention is not None:
+        env["USAGE_RETENTION_DAYS"] = retention
+    done = subprocess.run(  # noqa: S603 - our own interpreter and settings module
+        [sys.executable, "-c", "import bonito.settings"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (done.returncode != 0) is refused
+    if refused:
+        assert "USAGE_PARTITION_INTERVAL=day needs USAGE_RETENTION_DAYS" in done.stderr
