@@ -61,6 +61,7 @@ def _env(database: str) -> dict:
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "SECRET_KEY": os.environ.get("SECRET_KEY", "bench-partitions-" + "x" * 40),
         "USAGE_PARTITION_INTERVAL": "day",
+        "USAGE_RETENTION_DAYS": "120",  # `day` needs a retention (bonito/settings.py)
     }
 
 

@@ -38,6 +38,13 @@ MIN_RETENTION_DAYS = 35
 # How long creating or dropping a partition may wait for its lock, making the queries
 # queued behind it wait too; past it, the step gives up until the next run.
 LOCK_TIMEOUT = "3s"
+# Migration 0014 puts history before the current month in month partitions, whatever the
+# interval, and rows older than this floor (bogus clocks, e.g. a 1970 timestamp) in the
+# DEFAULT partition: a partition costs a lock per query that is not pruned by time.
+HISTORY_FLOOR = datetime(2020, 1, 1, tzinfo=UTC)
+HISTORY_YEARS = 5
+# Serialises partition creation between processes (two workers, beat and a manual run).
+ADVISORY_KEY = "SELECT pg_advisory_xact_lock(hashtext('bonito gateway_requests partitions'))"
 
 
 @dataclass(frozen=True)
@@ -112,13 +119,18 @@ def _gaps(start: datetime, end: datetime, existing: list[Partition]):
         yield start, end
 
 
-def partition_create(start: datetime, end: datetime) -> str:
+def partition_create(start: datetime, end: datetime) -> str | None:
     """Create the partition for [start, end), moving in the default partition's rows for
-    that range (PostgreSQL refuses a new partition whose rows sit in the default one)."""
+    that range (PostgreSQL refuses a new partition whose rows sit in the default one).
+    None when another process made a partition overlapping it meanwhile (checked under an
+    advisory lock that every creator takes)."""
     qn = connection.ops.quote_name
     name = f"{TABLE}_p{start:%Y%m%d}"
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+        cursor.execute(ADVISORY_KEY)
+        if any(p.start < end and p.end > start for p in partitions()):
+            return None
         # Late writers into the default partition wait a moment; others are not touched.
         cursor.execute(f"LOCK TABLE {qn(DEFAULT)} IN EXCLUSIVE MODE")
         cursor.execute(f"CREATE TEMP TABLE moving (LIKE {qn(TABLE)}) ON COMMIT DROP")
@@ -139,9 +151,35 @@ def partition_create(start: datetime, end: datetime) -> str:
     return name
 
 
+def history_floor(now: datetime) -> datetime:
+    """Rows before this get no partition of their own when a table is converted."""
+    return max(HISTORY_FLOOR, period_start(now - timedelta(days=365 * HISTORY_YEARS), "month"))
+
+
+def history_partitions(first: datetime | None, *, now: datetime) -> list[str]:
+    """Month partitions for the history from `first` (the oldest row at or after
+    history_floor) to the start of the current month (migration 0014), whatever the
+    interval; older rows (or bogus ones) stay in the DEFAULT partition."""
+    if first is None:
+        return []
+    moment = period_start(max(first, history_floor(now)), "month")
+    end = period_start(now, "month")
+    existing = partitions()
+    created = []
+    while moment < end:
+        following = period_next(moment, "month")
+        for a, b in _gaps(moment, following, existing):
+            if (name := partition_create(a, b)) is not None:
+                created.append(name)
+        moment = following
+    return created
+
+
 def partitions_ensure(*, now: datetime, since: datetime | None = None) -> list[str]:
     """Create the partitions from `since` (default: now) to AHEAD intervals past now.
-    Ranges some partition already covers (made under another interval) are left alone."""
+    Ranges some partition already covers (made under another interval, or by another
+    process meanwhile) are left alone. A creation that waits past LOCK_TIMEOUT stops the
+    run (logged); the next run makes the rest."""
     if not is_partitioned():
         return []
     unit = interval()
@@ -158,7 +196,13 @@ def partitions_ensure(*, now: datetime, since: datetime | None = None) -> list[s
     while moment < end:
         following = period_next(moment, unit)
         for a, b in _gaps(moment, following, existing):
-            created.append(partition_create(a, b))
+            try:
+                name = partition_create(a, b)
+            except OperationalError as exc:  # lock_timeout: busy now, the next run goes on
+                log.warning("usage partitions wait: %s", exc)
+                return created
+            if name is not None:
+                created.append(name)
         moment = following
     return created
 
@@ -229,6 +273,9 @@ def _remove(start: datetime, end: datetime, name: str | None) -> bool:
             return False
         if name:
             with connection.cursor() as cursor:
+                cursor.execute("SELECT to_regclass(%s)", [name])
+                if cursor.fetchone()[0] is None:  # another run dropped it while we waited
+                    return True
                 # Deferred foreign-key checks still pending on its rows (rows written in this
                 # transaction) would make PostgreSQL refuse the DROP: run them now.
                 cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")

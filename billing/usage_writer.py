@@ -20,8 +20,8 @@ from django.db import (
 )
 
 from .live import publish_usage
-from .models import UsageRecord
-from .services import mark_dirty_hours
+from .models import RollupState, UsageRecord
+from .services import RAW_KEPT_FROM, mark_dirty_hours
 
 log = logging.getLogger("bonito.billing.usage")
 FIELDS = UsageRecord._meta.concrete_fields
@@ -146,9 +146,49 @@ def _insert_sql(vendor: str, rows: int) -> str:
 ROWS_PER_STATEMENT = 500  # 21 columns: well under SQLite's and PostgreSQL's parameter limits
 
 
+# Retention keeps at least this much (billing.partitions.MIN_RETENTION_DAYS): a record
+# younger than it cannot fall before the raw rows' kept-from mark, and costs no query.
+KEPT_AT_LEAST_S = 35 * 86400
+
+
+class ExpiredRecord(ValueError):
+    """A record older than the raw rows kept: refused, so the sink sets it aside."""
+
+
+def _refuse_expired(records: list[dict]) -> None:
+    """Refuse records whose time retention has already removed (docs/usage-data.md,
+    *Records older than the rows kept*). Their range was dropped once its rollups held all
+    its rows, and ids can no longer be compared: a replay (journal, spool, dead letters) of
+    a record written then would be counted twice, so it is set aside, never guessed at.
+    The mark is read locked (retention moves it under the same lock), so a removal cannot
+    slip between this check and the insert."""
+    horizon = time.time() - KEPT_AT_LEAST_S
+    old = {}
+    for record in records:
+        value = record.get("created_at")
+        if value is not None:
+            moment = value if isinstance(value, int | float) else _created(value).timestamp()
+            if moment < horizon:
+                old[record.get("id")] = moment
+    if not old:
+        return
+    state = RollupState.objects.select_for_update().filter(period=RAW_KEPT_FROM).first()
+    if state is None:
+        return
+    kept_from = state.rolled_until.timestamp()
+    expired = [rid for rid, moment in old.items() if moment < kept_from]
+    if expired:
+        raise ExpiredRecord(
+            f"usage record {expired[0]} is older than the raw rows kept (from"
+            f" {state.rolled_until.isoformat()}, USAGE_RETENTION_DAYS): its range was removed"
+            " after being rolled up, so it may be counted already"
+        )
+
+
 def _insert(records: list[dict]) -> None:
     columns = _columns(connection.vendor)
     with transaction.atomic(), connection.cursor() as cursor:
+        _refuse_expired(records)  # first: the lock order retention uses (mark, then table)
         for start in range(0, len(records), ROWS_PER_STATEMENT):
             chunk = records[start : start + ROWS_PER_STATEMENT]
             params = [value for r in chunk for value in _row(r, columns)]

@@ -214,9 +214,11 @@ CELERY_TIMEZONE = "UTC"
 # Hours that ended this long before a rollup run count as complete (a request's row is
 # written when it ends; a longer request marks its hour for recomputation).
 USAGE_ROLLUP_GRACE_S = env.int("USAGE_ROLLUP_GRACE_S", default=900)
-# gateway_requests on PostgreSQL: one partition per day or month; raw rows older than the
-# retention are dropped a partition at a time once rolled up (unset: kept forever).
-USAGE_PARTITION_INTERVAL = env.str("USAGE_PARTITION_INTERVAL", default="day")
+# gateway_requests on PostgreSQL: one partition per month (default) or day; raw rows older
+# than the retention are dropped a partition at a time once rolled up (unset: kept forever).
+# Every query not pruned by time locks each partition and its indexes, so `day` is only for
+# installs that bound the partitions with a retention (docs/usage-data.md, *Locks*).
+USAGE_PARTITION_INTERVAL = env.str("USAGE_PARTITION_INTERVAL", default="month")
 if USAGE_PARTITION_INTERVAL not in ("day", "month"):
     raise ImproperlyConfigured(
         f"USAGE_PARTITION_INTERVAL is {USAGE_PARTITION_INTERVAL!r}: use day or month."
@@ -226,6 +228,16 @@ if USAGE_RETENTION_DAYS is not None and USAGE_RETENTION_DAYS < 35:
     raise ImproperlyConfigured(
         f"USAGE_RETENTION_DAYS is {USAGE_RETENTION_DAYS}: keep at least 35 days (budgets"
         " read this month's raw rows, statements last month's)."
+    )
+USAGE_DAY_PARTITIONS_MAX_RETENTION = 120
+if USAGE_PARTITION_INTERVAL == "day" and (
+    USAGE_RETENTION_DAYS is None or USAGE_RETENTION_DAYS > USAGE_DAY_PARTITIONS_MAX_RETENTION
+):
+    raise ImproperlyConfigured(
+        "USAGE_PARTITION_INTERVAL=day needs USAGE_RETENTION_DAYS set to at most"
+        f" {USAGE_DAY_PARTITIONS_MAX_RETENTION}: a partition a day kept forever runs PostgreSQL"
+        " out of locks (max_locks_per_transaction) within two years. Use month, or set a"
+        " retention (docs/usage-data.md)."
     )
 # Beat's record of when each periodic task last ran: under var/ (a plain `celery beat` would
 # otherwise write celerybeat-schedule into the current directory, the checkout).

@@ -2,9 +2,10 @@
 """On PostgreSQL, gateway_requests becomes a table partitioned by created_at (docs/usage-data.md).
 
 The existing table is converted in place: renamed, a partitioned table with the same columns
-created under its name (a DEFAULT partition and partitions from its first row's day or month
-to a few ahead), the rows copied, the old table dropped, then its primary key (id,
-created_at: PostgreSQL wants the partition key in every unique constraint; ids are UUIDs
+created under its name (a DEFAULT partition; month partitions for the history before this
+month, back at most 5 years and not before 2020, older rows going to the DEFAULT partition;
+this month's and a few ahead in USAGE_PARTITION_INTERVAL), the rows copied, the old table
+dropped, then its primary key (id, created_at: PostgreSQL wants the partition key in every unique constraint; ids are UUIDs
 made once by the gateway, so id alone stays unique), indexes and foreign keys rebuilt. All in
 the migration's transaction: a failure leaves the table as it was. The usage writer retries
 (spooling) while the table is locked. SQLite keeps one table."""
@@ -27,12 +28,21 @@ def _rebuild(apps, schema_editor, *, partitioned: bool):
     if partitioned:
         run(f"CREATE TABLE {qn(TABLE)} {like} PARTITION BY RANGE (created_at)")
         run(f"CREATE TABLE {qn(partitions.DEFAULT)} PARTITION OF {qn(TABLE)} DEFAULT")
-        with schema_editor.connection.cursor() as cursor:
-            cursor.execute(f"SELECT min(created_at) FROM {qn(OLD)}")  # noqa: S608
-            (first,) = cursor.fetchone()
         from django.utils import timezone
 
-        partitions.partitions_ensure(now=timezone.now(), since=first)
+        now = timezone.now()
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT min(created_at) FROM {qn(OLD)} WHERE created_at >= %s",  # noqa: S608
+                [partitions.history_floor(now)],
+            )
+            (first,) = cursor.fetchone()
+        # History in month partitions whatever the interval (each partition costs a lock
+        # per query not pruned by time); rows before partitions.HISTORY_FLOOR or
+        # HISTORY_YEARS ago stay in the DEFAULT partition. Then this month's and the ones
+        # ahead, in the configured interval.
+        partitions.history_partitions(first, now=now)
+        partitions.partitions_ensure(now=now, since=partitions.period_start(now, "month"))
     else:
         run(f"CREATE TABLE {qn(TABLE)} {like}")
     run(f"INSERT INTO {qn(TABLE)} SELECT * FROM {qn(OLD)}")  # noqa: S608
@@ -54,10 +64,29 @@ def partition(apps, schema_editor):
 
 
 def unpartition(apps, schema_editor):
-    from billing.partitions import is_partitioned
+    from django.db import OperationalError
+
+    from billing.partitions import is_partitioned, partitions
 
     if schema_editor.connection.vendor == "postgresql" and is_partitioned():
-        _rebuild(apps, schema_editor, partitioned=False)
+        count = len(partitions()) + 1  # and the default one
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute("SHOW max_connections")
+            (connections,) = cursor.fetchone()
+        try:
+            _rebuild(apps, schema_editor, partitioned=False)
+        except OperationalError as exc:
+            if "max_locks_per_transaction" not in str(exc) and "shared memory" not in str(exc):
+                raise
+            # One transaction drops every partition and its indexes: about 20 locks each
+            # (docs/usage-data.md, *Locks and partition count*). Nothing was changed.
+            need = -(-count * 20 // int(connections))
+            raise RuntimeError(
+                f"Migrating back to one table needs about {count * 20} locks for its {count}"
+                " partitions, more than PostgreSQL's lock table holds. Set"
+                f" max_locks_per_transaction to at least {need} (a restart) and run it again,"
+                " or drop partitions of removed time first. Nothing was changed."
+            ) from exc
 
 
 class Migration(migrations.Migration):

@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.http import QueryDict
 
-from billing import partitions, selectors, services, tasks
+from billing import partitions, selectors, services, tasks, usage_writer
 from billing.models import RollupDirtyHour, UsageRecord, UsageRollup
 from billing.usage_writer import write_usage
 from gateway import services as gateway_services
@@ -233,12 +233,52 @@ def test_retention_waits_for_the_rollup_watermark(org_a, history):
     assert UsageRecord.objects.filter(created_at__gte=NOW - 55 * DAY).count() == 12
 
 
+def test_a_record_older_than_the_rows_kept_is_refused_not_counted_again(org_a, history):
+    """A journal or spool replayed after retention dropped its range: the first copy may
+    have been counted before the drop and its id is gone, so the writer refuses it (the
+    sink sets it aside as a dead letter) rather than risk counting it twice."""
+    partitions.retention_apply(now=NOW)
+    kept_from = services.raw_kept_from()
+    before = _totals(org_a, NOW - 70 * DAY, NOW)
+    # A copy of a record the rollups already hold, and one never seen: both refused.
+    replayed = next(r for r in history if r["created_at"] < kept_from.timestamp())
+    unseen = _record(org_a, kept_from - timedelta(minutes=1), cost=1.5)
+    for record in (replayed, unseen):
+        with pytest.raises(usage_writer.ExpiredRecord) as refused:
+            write_usage([record])
+        assert usage_writer.is_refusal(refused.value)  # dead-lettered, not retried
+        assert not UsageRecord.objects.filter(pk=record["id"]).exists()
+    # In a batch, only the expired record is refused: the sink splits it out.
+    kept = _record(org_a, kept_from + timedelta(hours=1))
+    with pytest.raises(usage_writer.ExpiredRecord):
+        write_usage([kept, unseen])
+    write_usage([kept])
+    services.rollup_recent(now=NOW + timedelta(minutes=5))
+    after = _totals(org_a, NOW - 70 * DAY, NOW)
+    assert after["requests"] == before["requests"] + 1  # the kept one, nothing else
+
+
 def test_a_late_row_before_the_kept_mark_is_folded_into_the_rollups(org_a, history):
+    """The safety net behind the writer's refusal: a row before the mark that reached the
+    table some other way is added to the rollups once and removed."""
     partitions.retention_apply(now=NOW)
     before = _totals(org_a, NOW - 70 * DAY, NOW)
     old_day = _midnight(NOW - 50 * DAY)
     late = _record(org_a, old_day + timedelta(hours=7, minutes=30), cost=1.5)
-    write_usage([late])  # an agent's spool, replayed after its day was dropped
+    UsageRecord.objects.create(
+        id=late["id"],
+        org=org_a,
+        model_requested="chat",
+        model_used="chat",
+        provider="fake",
+        status="success",
+        input_tokens=10,
+        output_tokens=5,
+        cost=Decimal("1.5"),
+        latency_ms=80,
+        created_at=datetime.fromtimestamp(late["created_at"], UTC),
+    )
+    services.mark_dirty_hours([datetime.fromtimestamp(late["created_at"], UTC)])
     assert UsageRecord.objects.filter(pk=late["id"]).exists()
     services.rollup_recent(now=NOW + timedelta(minutes=5))
     assert not UsageRecord.objects.filter(pk=late["id"]).exists()  # folded, then removed
@@ -338,3 +378,145 @@ def _convert(org_a, latest):
     write_usage([record])
     write_usage([record])
     assert UsageRecord.objects.count() == 5004
+
+
+INSERT_ROWS = (
+    "INSERT INTO gateway_requests (id, model_requested, model_used, provider, deployment,"
+    " endpoint, input_tokens, output_tokens, cached_tokens, cost, latency_ms, status,"
+    " http_status, error_type, request_id, source, created_at, org_id)"
+    " SELECT gen_random_uuid(), 'm', 'm', 'p', '', 'chat', g, 1, 0, g * 0.00000013, 1,"
+    " 'success', 200, '', 'r' || g, 'shared_gateway', {at}, %s FROM generate_series(1, {n}) g"
+)
+
+
+def _checksum():
+    with connection.cursor() as cursor:
+        cursor.execute(CHECKSUM)
+        return cursor.fetchone()
+
+
+def _in_default() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {partitions.DEFAULT}")  # noqa: S608
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_keeps_years_of_history_in_few_partitions_and_goes_back(org_a, settings):
+    """800 days of history and a row at 1970 (a bogus clock): month partitions for the
+    history, the 1970 row in the default partition, nothing lost; then back to 0013 and
+    forward again with 200 more partitions, which needs one lock per partition and index."""
+    postgresql_only()
+    from django.db.migrations.executor import MigrationExecutor
+
+    settings.USAGE_PARTITION_INTERVAL = "day"
+    settings.USAGE_RETENTION_DAYS = 120
+    executor = MigrationExecutor(connection)
+    latest = [n for n in executor.loader.graph.leaf_nodes() if n[0] == "billing"]
+    before_0014 = [("billing", "0013_remove_usagerollup_latency_sum_ms")]
+    executor.migrate(before_0014)
+    try:
+        with connection.cursor() as cursor:
+            # 4 rows a day over 800 days, up to now; one at the epoch.
+            at = "now() - (g / 4) * interval '1 day' - mod(g, 4) * interval '1 hour'"
+            cursor.execute(INSERT_ROWS.format(at=at, n=3200), [org_a.pk])
+            cursor.execute(INSERT_ROWS.format(at="to_timestamp(0)", n=1), [org_a.pk])
+        before = _checksum()
+        MigrationExecutor(connection).migrate(latest)
+        assert partitions.is_partitioned()
+        assert _checksum() == before
+        assert _in_default() == 1  # the 1970 row
+        made = partitions.partitions()
+        now = datetime.now(UTC)
+        month = partitions.period_start(now, "month")
+        history = [p for p in made if p.start < month]
+        assert all(partitions.period_next(p.start, "month") == p.end for p in history)
+        # 800 days back: about 27 months, a partition each, none before the data.
+        assert 26 <= len(history) <= 28
+        assert history[0].start == partitions.period_start(now - timedelta(days=800), "month")
+        assert all(p.end - p.start == DAY for p in made if p.start >= month)  # days from now on
+        # 200 more day partitions (next years' days), then back to one table and forward.
+        start = partitions.period_start(now, "day") + timedelta(days=400)
+        for i in range(200):
+            partitions.partition_create(start + i * DAY, start + (i + 1) * DAY)
+        assert len(partitions.partitions()) == len(made) + 200
+        MigrationExecutor(connection).migrate(before_0014)
+        assert not partitions.is_partitioned()
+        assert _checksum() == before
+        MigrationExecutor(connection).migrate(latest)
+        assert partitions.is_partitioned()
+        assert _checksum() == before
+        assert _in_default() == 1
+    finally:  # the next tests need the schema back whatever happened
+        MigrationExecutor(connection).migrate(latest)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_processes_making_the_same_partitions_at_once_both_succeed(org_a, settings):
+    """Two runs at once (two workers, beat and a manual run): each partition made once,
+    neither run fails."""
+    postgresql_only()
+    import threading
+
+    from django.db import connections
+
+    settings.USAGE_PARTITION_INTERVAL = "day"
+    settings.USAGE_RETENTION_DAYS = 120
+    later = datetime(2031, 3, 10, 12, tzinfo=UTC)  # no partition there yet
+    barrier = threading.Barrier(2)
+    results, errors = [], []
+
+    def run():
+        try:
+            barrier.wait()
+            results.append(partitions.partitions_ensure(now=later))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        made = sorted(results[0] + results[1])
+        expected = partitions.AHEAD["day"] + 1
+        assert len(made) == len(set(made)) == expected  # each made by exactly one run
+        moment = partitions.period_start(later, "day")
+        for _ in range(expected):
+            (p,) = _covering(moment)
+            moment = p.end
+    finally:
+        with connection.cursor() as cursor:
+            for p in partitions.partitions():
+                if p.start >= datetime(2031, 1, 1, tzinfo=UTC):
+                    cursor.execute(f"DROP TABLE {p.name}")
+
+
+@pytest.mark.parametrize(
+    ("interval", "retention", "refused"),
+    [("day", None, True), ("day", "121", True), ("day", "120", False), ("month", None, False)],
+)
+def test_day_partitions_need_a_bounded_retention_at_start_up(interval, retention, refused):
+    """A partition a day kept forever would run PostgreSQL out of locks: refused at start."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "USAGE_PARTITION_INTERVAL": interval}
+    env.pop("USAGE_RETENTION_DAYS", None)
+    if retention is not None:
+        env["USAGE_RETENTION_DAYS"] = retention
+    done = subprocess.run(  # noqa: S603 - our own interpreter and settings module
+        [sys.executable, "-c", "import bonito.settings"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (done.returncode != 0) is refused
+    if refused:
+        assert "USAGE_PARTITION_INTERVAL=day needs USAGE_RETENTION_DAYS" in done.stderr
