@@ -49,7 +49,7 @@ def parse(url: str) -> RedisTarget:
     if not kind:
         if scheme not in ("redis", "rediss", "unix"):
             raise ValueError(f"unknown Redis URL scheme {scheme!r}")
-        return RedisTarget(SINGLE, url)
+        return RedisTarget(SINGLE, url, tls=scheme == "rediss")
     if base not in ("redis", "rediss") or kind not in (SENTINEL, CLUSTER):
         raise ValueError(f"unknown Redis URL scheme {scheme!r}")
     rest, _, query = rest.partition("?")

@@ -26,10 +26,15 @@ def test_it_reads_a_cluster_url_and_its_default_port():
 
 
 @pytest.mark.parametrize(
-    "url", ["redis://h:6379/0", "rediss://:pw@h/1", "unix:///run/redis.sock?db=3"]
+    ("url", "tls"),
+    [
+        ("redis://h:6379/0", False),
+        ("rediss://:pw@h/1", True),
+        ("unix:///run/redis.sock?db=3", False),
+    ],
 )
-def test_one_server_urls_are_left_to_redis_py(url):
-    assert redisurl.parse(url) == redisurl.RedisTarget(redisurl.SINGLE, url)
+def test_one_server_urls_are_left_to_redis_py(url, tls):
+    assert redisurl.parse(url) == redisurl.RedisTarget(redisurl.SINGLE, url, tls=tls)
 
 
 @pytest.mark.parametrize(
