@@ -2,6 +2,7 @@
 the environment (see the README's table); defaults are the embedded, no-server setup."""
 
 import ipaddress
+import ssl
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
@@ -172,6 +173,8 @@ if _redis:
         _host = {"master_name": _redis.service, "sentinels": list(_redis.hosts)}
         _host.update({"db": _redis.db, **_redis.auth()})
         _host["sentinel_kwargs"] = redisurl.sentinel_kwargs(_redis)
+        if _redis.tls:  # rediss+sentinel://: TLS to the master, as the cache and gateway
+            _host["ssl"] = True
         CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [_host]
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
@@ -204,6 +207,16 @@ else:
             CELERY_BROKER_TRANSPORT_OPTIONS["sentinel_kwargs"] = {
                 "password": _redis.sentinel_password
             }
+# TLS to the broker when REDIS_URL says rediss:// or rediss+sentinel://, with the server's
+# certificate verified as redis-py does for the cache and the gateway (kombu alone would
+# use no TLS for sentinel:// and skip the verification for rediss://).
+if (
+    _redis
+    and _redis.tls
+    and _broker_default == CELERY_BROKER_URL
+    and "ssl_cert_reqs" not in REDIS_URL
+):
+    CELERY_BROKER_USE_SSL = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True

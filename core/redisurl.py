@@ -10,22 +10,48 @@ for one). The `+cluster` hosts are any of the cluster's nodes (port 6379 unless 
 `rediss+sentinel://` and `rediss+cluster://` speak TLS to the data nodes.
 """
 
-from dataclasses import dataclass
-from urllib.parse import parse_qs, unquote
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, unquote
 
 SINGLE, SENTINEL, CLUSTER = "single", "sentinel", "cluster"
+_QUERY_KEYS = {SENTINEL: {"sentinel_password", "db"}, CLUSTER: set()}
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _host_port(item: str, kind: str, default_port: int) -> tuple[str, int] | None:
+    """One `host[:port]` or `[v6 address][:port]` of a sentinel or cluster URL."""
+    if not item:
+        return None
+    if item.startswith("["):
+        address, bracket, rest = item[1:].partition("]")
+        if not bracket or not address or (rest and not rest.startswith(":")):
+            raise ValueError(f"a {kind} URL writes an IPv6 address in brackets: [::1]:26379")
+        host, colon, port = address, rest[:1], rest[1:]
+    else:
+        host, colon, port = item.partition(":")
+        if ":" in port:
+            raise ValueError(f"a {kind} URL writes an IPv6 address in brackets: [::1]:26379")
+    if not host or (colon and not _is_number(port)):
+        raise ValueError(f"a {kind} URL lists host:port pairs separated by commas")
+    number = int(port) if port else default_port
+    if not 1 <= number <= 65535:
+        raise ValueError(f"a port in a {kind} URL is between 1 and 65535")
+    return host, number
 
 
 @dataclass(frozen=True, slots=True)
 class RedisTarget:
     kind: str  # SINGLE, SENTINEL or CLUSTER
-    url: str
+    url: str = field(repr=False)
     hosts: tuple[tuple[str, int], ...] = ()
     service: str = ""
     db: int = 0
     username: str | None = None
-    password: str | None = None
-    sentinel_password: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sentinel_password: str | None = field(default=None, repr=False)
     tls: bool = False
 
     def auth(self) -> dict:
@@ -49,7 +75,7 @@ def parse(url: str) -> RedisTarget:
     if not kind:
         if scheme not in ("redis", "rediss", "unix"):
             raise ValueError(f"unknown Redis URL scheme {scheme!r}")
-        return RedisTarget(SINGLE, url)
+        return RedisTarget(SINGLE, url, tls=scheme == "rediss")
     if base not in ("redis", "rediss") or kind not in (SENTINEL, CLUSTER):
         raise ValueError(f"unknown Redis URL scheme {scheme!r}")
     rest, _, query = rest.partition("?")
@@ -63,18 +89,12 @@ def parse(url: str) -> RedisTarget:
         username = unquote(user) or None
         password = unquote(pw) if colon else None
     default_port = 26379 if kind == SENTINEL else 6379
-    hosts = []
-    for item in filter(None, hostlist.split(",")):
-        host, colon, port = item.rpartition(":") if not item.endswith("]") else (item, "", "")
-        if not colon:
-            host, port = item, ""
-        if not host or (port and not port.isdigit()):
-            raise ValueError(f"a {kind} URL lists host:port pairs separated by commas")
-        hosts.append((host.strip("[]"), int(port) if port else default_port))
+    hosts = [_host_port(item.strip(), kind, default_port) for item in hostlist.split(",")]
+    hosts = [h for h in hosts if h]
     if not hosts:
         raise ValueError(f"a {kind} URL names at least one host")
     parts = [p for p in path.split("/") if p]
-    service, db = "", 0
+    service, db = "", None
     if kind == SENTINEL:
         if not parts:
             raise ValueError(
@@ -83,20 +103,33 @@ def parse(url: str) -> RedisTarget:
             )
         service = unquote(parts.pop(0))
     if parts:
-        if kind == CLUSTER or len(parts) > 1 or not parts[0].isdigit():
+        if kind == CLUSTER or len(parts) > 1 or not _is_number(parts[0]):
             raise ValueError(
                 f"unexpected path in a {kind} URL"
                 + (" (a cluster has only database 0)" if kind == CLUSTER else "")
             )
         db = int(parts[0])
-    options = parse_qs(query)
-    sentinel_password = options.get("sentinel_password", [None])[0]
+    options = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key not in _QUERY_KEYS[kind]:
+            allowed = ", ".join(sorted(_QUERY_KEYS[kind])) or "none"
+            raise ValueError(f"unknown option {key!r} in a {kind} URL (allowed: {allowed})")
+        if key in options:
+            raise ValueError(f"option {key!r} given twice in a {kind} URL")
+        options[key] = value
+    if "db" in options:
+        if not _is_number(options["db"]):
+            raise ValueError("db in a sentinel URL is a database number: ?db=2")
+        if db is not None and int(options["db"]) != db:
+            raise ValueError("a sentinel URL names its database twice (path and ?db=)")
+        db = int(options["db"])
+    sentinel_password = options.get("sentinel_password") or None
     return RedisTarget(
         kind,
         url,
         tuple(hosts),
         service,
-        db,
+        db or 0,
         username,
         password,
         sentinel_password,

@@ -26,10 +26,36 @@ def test_it_reads_a_cluster_url_and_its_default_port():
 
 
 @pytest.mark.parametrize(
-    "url", ["redis://h:6379/0", "rediss://:pw@h/1", "unix:///run/redis.sock?db=3"]
+    ("url", "tls"),
+    [
+        ("redis://h:6379/0", False),
+        ("rediss://:pw@h/1", True),
+        ("unix:///run/redis.sock?db=3", False),
+    ],
 )
-def test_one_server_urls_are_left_to_redis_py(url):
-    assert redisurl.parse(url) == redisurl.RedisTarget(redisurl.SINGLE, url)
+def test_one_server_urls_are_left_to_redis_py(url, tls):
+    assert redisurl.parse(url) == redisurl.RedisTarget(redisurl.SINGLE, url, tls=tls)
+
+
+def test_spaces_around_hosts_are_dropped_and_ipv6_is_read_in_brackets():
+    target = redisurl.parse("redis+sentinel://:pw@h1:26379, h2 ,[::1]:26380,[fe80::2]/m")
+    assert target.hosts == (("h1", 26379), ("h2", 26379), ("::1", 26380), ("fe80::2", 26379))
+
+
+@pytest.mark.parametrize("tail", ["?db=3", "/3", "/3?db=3", "?sentinel_password=sp&db=3"])
+def test_a_sentinel_url_takes_its_database_from_the_path_or_db(tail):
+    assert redisurl.parse(f"redis+sentinel://h/m{tail}").db == 3
+
+
+def test_the_sentinel_password_is_read_decoded():
+    target = redisurl.parse("redis+sentinel://h/m?sentinel_password=a%26b%3Dc")
+    assert target.sentinel_password == "a&b=c"
+
+
+def test_the_repr_of_a_target_carries_no_secret():
+    target = redisurl.parse("rediss+sentinel://app:hunter2@h1,h2/m?sentinel_password=hunter3")
+    assert "hunter2" not in repr(target) and "hunter3" not in repr(target)
+    assert "h1" in repr(target)  # still says where it points
 
 
 @pytest.mark.parametrize(
@@ -43,6 +69,26 @@ def test_one_server_urls_are_left_to_redis_py(url):
         ("redis+sentinel://:hunter2@h:port/mymaster", "host:port"),
         ("redis+sentinel://:hunter2@h/mymaster/zero", "unexpected path"),
         ("redis+cluster://:hunter2@h:7000/1", "only database 0"),
+        ("redis+sentinel://:hunter2@::1/m", "IPv6 address in brackets"),
+        ("redis+sentinel://:hunter2@h1,fe80::1:26379/m", "IPv6 address in brackets"),
+        ("redis+sentinel://:hunter2@[::1/m", "IPv6 address in brackets"),
+        ("redis+sentinel://:hunter2@[::1]x/m", "IPv6 address in brackets"),
+        ("redis+sentinel://:hunter2@h:0/m", "between 1 and 65535"),
+        ("redis+sentinel://:hunter2@h:65536/m", "between 1 and 65535"),
+        ("redis+cluster://:hunter2@h:99999", "between 1 and 65535"),
+        ("redis+sentinel://:hunter2@h1:\u0663/m", "host:port"),
+        ("redis+sentinel://:hunter2@h1:/m", "host:port"),
+        ("redis+sentinel://:hunter2@h1:+1/m", "host:port"),
+        ("redis+sentinel://:hunter2@h1: 1/m", "host:port"),
+        ("redis+sentinel://:hunter2@h/m/\u0663", "unexpected path"),
+        ("redis+sentinel://:hunter2@h/m?db=x", "database number"),
+        ("redis+sentinel://:hunter2@h/m?db=\u0663", "database number"),
+        ("redis+sentinel://:hunter2@h/m/1?db=2", "database twice"),
+        ("redis+sentinel://:hunter2@h/m?sentinel_password=a&sentinel_password=b", "twice"),
+        ("redis+sentinel://:hunter2@h/m?db=1&db=1", "twice"),
+        ("redis+sentinel://:hunter2@h/m?ssl_cert_reqs=none", "unknown option"),
+        ("redis+sentinel://:hunter2@h/m?sentinel_pasword=hunter2", "unknown option"),
+        ("redis+cluster://:hunter2@h?db=0", "unknown option"),
     ],
 )
 def test_a_bad_url_is_refused_naming_the_problem_not_the_password(url, says):

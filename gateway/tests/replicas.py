@@ -48,6 +48,9 @@ http {{
       proxy_set_header Host $host;
       proxy_buffering off;
       proxy_read_timeout 120s;
+      # Which replica answered (the last address when nginx had to try another): the
+      # tests tell the killed replica's requests from the others' by it.
+      add_header X-Upstream $upstream_addr always;
     }}
   }}
 }}
@@ -102,6 +105,10 @@ class Replica:
                 time.sleep(0.1)
             assert self.proc.poll() is None, (self.dir / "server.log").read_text()[-3000:]
         raise AssertionError((self.dir / "server.log").read_text()[-3000:])
+
+    def answered(self, upstream: str) -> bool:
+        """Whether nginx's X-Upstream header (`addr[, addr…]`) names this replica last."""
+        return upstream.rpartition(", ")[2] == f"127.0.0.1:{self.port}"
 
     def kill(self) -> None:
         """SIGKILL to every process of the replica at once: a lost host."""
