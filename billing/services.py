@@ -5,6 +5,9 @@ last two), the hours marked dirty by late rows, and their days; then it moves th
 watermark (`RollupState`) to the last hour that ended `USAGE_ROLLUP_GRACE_S` before now.
 Readers (billing.selectors) take whole hours before the watermark from rollups and the
 rest from raw rows, so their numbers equal a scan of the raw rows.
+A watermark far behind is caught up a day of rows at a time, each day committed with the
+watermark, at most `USAGE_ROLLUP_CATCH_UP_DAYS` days a run; groups are streamed from SQL,
+so memory does not grow with the history.
 
 Retention (billing.partitions) removes raw rows older than `raw_kept_from`; rollups before
 that mark are never recomputed (their rows are gone), and a late row that lands before it
