@@ -5,12 +5,16 @@ last two), the hours marked dirty by late rows, and their days; then it moves th
 watermark (`RollupState`) to the last hour that ended `USAGE_ROLLUP_GRACE_S` before now.
 Readers (billing.selectors) take whole hours before the watermark from rollups and the
 rest from raw rows, so their numbers equal a scan of the raw rows.
+A watermark far behind is caught up a day of rows at a time, each day committed with the
+watermark, at most `USAGE_ROLLUP_CATCH_UP_DAYS` days a run; groups are streamed from SQL,
+so memory does not grow with the history.
 
 Retention (billing.partitions) removes raw rows older than `raw_kept_from`; rollups before
 that mark are never recomputed (their rows are gone), and a late row that lands before it
 is folded in (`fold_expired`)."""
 
 from datetime import datetime, timedelta
+from itertools import chain, islice
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -25,6 +29,8 @@ RAW_KEPT_FROM = "raw"
 # gateway_requests' DEFAULT partition on PostgreSQL (billing.partitions).
 DEFAULT_PARTITION = f"{UsageRecord._meta.db_table}_default"
 STEP = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
+# Rollup groups read from the database, and rows written to it, at a time.
+BATCH = 2000
 
 
 def align(moment: datetime, period: str) -> datetime:
@@ -46,7 +52,9 @@ def histogram_aggregates() -> dict:
     return out
 
 
-def _aggregate(records, period: str) -> list[UsageRollup]:
+def _aggregate(records, period: str):
+    """The rollup rows of `records`, grouped in SQL and streamed (a server-side cursor on
+    PostgreSQL): memory holds one chunk of groups, not the window's history."""
     rows = (
         records.order_by()
         .annotate(bucket=TRUNC[period]("created_at"))
@@ -62,8 +70,8 @@ def _aggregate(records, period: str) -> list[UsageRollup]:
             **histogram_aggregates(),
         )
     )
-    return [
-        UsageRollup(
+    for r in rows.iterator(chunk_size=BATCH):
+        yield UsageRollup(
             period=period,
             bucket_start=r["bucket"],
             org_id=r["org_id"],
@@ -79,8 +87,15 @@ def _aggregate(records, period: str) -> list[UsageRollup]:
             cost=r["cost"] or 0,
             latency_hist=[r[f"h{i}"] for i in range(len(LATENCY_BUCKETS_MS) + 1)],
         )
-        for r in rows
-    ]
+
+
+def _insert(objects) -> int:
+    """bulk_create an iterable of rollup rows a batch at a time; returns how many."""
+    written = 0
+    for batch in iter(lambda: list(islice(objects, BATCH)), []):
+        UsageRollup.objects.bulk_create(batch)
+        written += len(batch)
+    return written
 
 
 def _kept_from_locked() -> datetime | None:
@@ -105,11 +120,9 @@ def rollup_window(*, period: str, start: datetime, end: datetime) -> int:
     UsageRollup.objects.filter(
         period=period, bucket_start__gte=start, bucket_start__lt=end
     ).delete()
-    objects = _aggregate(
-        UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end), period
+    return _insert(
+        _aggregate(UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end), period)
     )
-    UsageRollup.objects.bulk_create(objects, batch_size=1000)
-    return len(objects)
 
 
 def raw_kept_from() -> datetime | None:
@@ -135,10 +148,8 @@ def fold_expired() -> int:
             if cursor.fetchone()[0] is not None:
                 cursor.execute(f"LOCK TABLE {DEFAULT_PARTITION} IN EXCLUSIVE MODE")
     late = UsageRecord.objects.filter(created_at__lt=kept_from)
-    objects = _aggregate(late, "hour") + _aggregate(late, "day")
-    if not objects:
+    if not _insert(chain(_aggregate(late, "hour"), _aggregate(late, "day"))):
         return 0
-    UsageRollup.objects.bulk_create(objects, batch_size=1000)
     folded, _ = late.delete()
     return folded
 
@@ -148,39 +159,84 @@ def rolled_until() -> datetime | None:
     return state.rolled_until if state else None
 
 
-def rollup_recent(*, now: datetime) -> dict:
+def _catch_up(mark: datetime, until: datetime, max_days: int) -> tuple[datetime, int, int]:
+    """Roll up [mark, until) a day of rows at a time (with the empty days before it), at
+    most `max_days` such windows, each in its own transaction that also moves the watermark
+    to the window's end: a stop (the cap, a crash) leaves a watermark the next run goes on
+    from. Returns (watermark, hour rows, day rows)."""
+    hours = days = 0
+    for _ in range(max_days):
+        if mark >= until:
+            break
+        # Up to the end of the next day with rows: days without any cost no window.
+        after = UsageRecord.objects.filter(created_at__gte=mark, created_at__lt=until)
+        first = after.aggregate(first=Min("created_at"))["first"]
+        end = until if first is None else min(align(first, "day") + STEP["day"], until)
+        day, day_end = align(mark, "day"), align(end, "day")
+        if day_end < end:
+            day_end += STEP["day"]
+        with transaction.atomic():
+            # A run still going (a tick that outlasted its interval) holds the row: wait,
+            # then skip what it did rather than write the same window twice.
+            state = RollupState.objects.select_for_update().filter(period="hour").first()
+            if state is not None and state.rolled_until >= end:
+                mark = state.rolled_until
+                continue
+            hours += rollup_window(period="hour", start=mark, end=end)
+            days += rollup_window(period="day", start=day, end=day_end)
+            RollupState.objects.update_or_create(period="hour", defaults={"rolled_until": end})
+        mark = end
+    return mark, hours, days
+
+
+def rollup_recent(*, now: datetime, max_days: int | None = None) -> dict:
     """What the schedule runs: every hour since the watermark (at least the last two, where
-    rows still land), the dirty hours, and the days they fall in; then the watermark."""
+    rows still land), the dirty hours, and the days they fall in; then the watermark.
+
+    A watermark far behind (the first run over months of rows, a worker down for days) is
+    caught up a day at a time, at most `USAGE_ROLLUP_CATCH_UP_DAYS` days a run, committing
+    the watermark after each day; a run that stops there leaves the rest (and the dirty
+    hours after its watermark) to the next one (`caught_up` is False)."""
+    if max_days is None:
+        max_days = settings.USAGE_ROLLUP_CATCH_UP_DAYS
     mark = rolled_until()
     if mark is None:  # first run: everything there is
         first = UsageRecord.objects.aggregate(first=Min("created_at"))["first"]
-        mark = first if first is not None else now
-    start = min(mark, now - timedelta(hours=2))
+        mark = align(first, "hour") if first is not None else now
+    start = align(min(mark, now - timedelta(hours=2)), "hour")
     # Marks taken before recomputing: one added meanwhile stays for the next run.
     dirty = list(RollupDirtyHour.objects.all())
-    hours = rollup_window(period="hour", start=start, end=now + timedelta(hours=1))
-    days = rollup_window(period="day", start=start, end=now + timedelta(days=1))
+    recent = align(now - timedelta(hours=2), "hour")
+    reached, hours, days = _catch_up(start, recent, max_days)
+    caught_up = reached >= recent
+    if caught_up:
+        hours += rollup_window(period="hour", start=reached, end=now + timedelta(hours=1))
+        days += rollup_window(period="day", start=reached, end=now + timedelta(days=1))
     kept_from = raw_kept_from()
     if kept_from is not None and any(d.bucket_start < kept_from for d in dirty):
         fold_expired()
     older = [
         d.bucket_start
         for d in dirty
-        if d.bucket_start < align(start, "hour")
-        and (kept_from is None or d.bucket_start >= kept_from)
+        if d.bucket_start < start and (kept_from is None or d.bucket_start >= kept_from)
     ]
     for day in sorted({align(h, "day") for h in older}):
         days += rollup_window(period="day", start=day, end=day + STEP["day"])
     for hour in older:
         hours += rollup_window(period="hour", start=hour, end=hour)
-    RollupDirtyHour.objects.filter(pk__in=[d.pk for d in dirty]).delete()
-    watermark = align(now - timedelta(seconds=settings.USAGE_ROLLUP_GRACE_S), "hour")
-    RollupState.objects.update_or_create(period="hour", defaults={"rolled_until": watermark})
+    # Dirty hours at or after where this run stopped are recomputed by the next one.
+    done = [d.pk for d in dirty if caught_up or d.bucket_start < reached]
+    RollupDirtyHour.objects.filter(pk__in=done).delete()
+    watermark = reached
+    if caught_up:
+        watermark = align(now - timedelta(seconds=settings.USAGE_ROLLUP_GRACE_S), "hour")
+        RollupState.objects.update_or_create(period="hour", defaults={"rolled_until": watermark})
     return {
         "hour_rows": hours,
         "day_rows": days,
         "dirty_hours": len(older),
         "rolled_until": watermark.isoformat(),
+        "caught_up": caught_up,
     }
 
 

@@ -227,6 +227,13 @@ CELERY_TIMEZONE = "UTC"
 # Hours that ended this long before a rollup run count as complete (a request's row is
 # written when it ends; a longer request marks its hour for recomputation).
 USAGE_ROLLUP_GRACE_S = env.int("USAGE_ROLLUP_GRACE_S", default=900)
+# A rollup watermark far behind (first run over old rows, a worker down for days) catches
+# up this many days per run, one committed day at a time; the next runs go on.
+USAGE_ROLLUP_CATCH_UP_DAYS = env.int("USAGE_ROLLUP_CATCH_UP_DAYS", default=7)
+if USAGE_ROLLUP_CATCH_UP_DAYS < 1:
+    raise ImproperlyConfigured(
+        f"USAGE_ROLLUP_CATCH_UP_DAYS is {USAGE_ROLLUP_CATCH_UP_DAYS}: use 1 or more."
+    )
 # gateway_requests on PostgreSQL: one partition per month (default) or day; raw rows older
 # than the retention are dropped a partition at a time once rolled up (unset: kept forever).
 # Every query not pruned by time locks each partition and its indexes, so `day` is only for
