@@ -291,6 +291,59 @@ class Procs:
                 self.stop(proc)
 
 
+def start_upstream(procs: "Procs", tmp: Path) -> int:
+    """The canned nginx upstream (JSON under /json, SSE under /sse); returns its port."""
+    up_port = free_port()
+    (tmp / "nginx.conf").write_text(
+        NGINX_CONF.format(
+            tmp=tmp,
+            port=up_port,
+            json=json.dumps(COMPLETION),
+            sse=sse_body().replace('"', '\\"'),
+        )
+    )
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    procs.start([nginx, "-c", str(tmp / "nginx.conf"), "-p", str(tmp)], stderr=subprocess.DEVNULL)
+    return up_port
+
+
+def start_litellm(procs: "Procs", tmp: Path, models: dict, master: str) -> tuple:
+    """The LiteLLM proxy (from .venv-bench, one worker) serving ``models`` (public name ->
+    upstream api_base); returns (port, process) once it answers."""
+    ll_port = free_port()
+    model_list = [
+        {
+            "model_name": name,
+            "litellm_params": {
+                "model": "openai/gpt-4o-mini",
+                "api_key": "bench-upstream-key",
+                "api_base": api_base,
+            },
+        }
+        for name, api_base in models.items()
+    ]
+    (tmp / "litellm.yaml").write_text(
+        json.dumps(
+            {
+                "model_list": model_list,
+                "general_settings": {"master_key": master},
+                "litellm_settings": {"set_verbose": False},
+            }
+        )
+    )
+    ll_env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    ll_env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    litellm = procs.start(
+        [str(BENCH_BIN / "litellm"), "--config", str(tmp / "litellm.yaml")]
+        + ["--host", "127.0.0.1", "--port", str(ll_port), "--num_workers", "1"],
+        env=ll_env,
+        stdout=open(tmp / "litellm.log", "w"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+    )
+    wait_ok(f"http://127.0.0.1:{ll_port}/v1/models", master, timeout=180)
+    return ll_port, litellm
+
+
 def bonito_env(tmp: Path, port: int) -> dict:
     env = {
         **os.environ,
@@ -397,19 +450,7 @@ def main():
     }
     try:
         # ---------------------------------------------------------------- upstream
-        up_port = free_port()
-        (tmp / "nginx.conf").write_text(
-            NGINX_CONF.format(
-                tmp=tmp,
-                port=up_port,
-                json=json.dumps(COMPLETION),
-                sse=sse_body().replace('"', '\\"'),
-            )
-        )
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        procs.start(
-            [nginx, "-c", str(tmp / "nginx.conf"), "-p", str(tmp)], stderr=subprocess.DEVNULL
-        )
+        up_port = start_upstream(procs, tmp)
         time.sleep(0.5)
         direct = f"http://127.0.0.1:{up_port}/json/v1/chat/completions"
         direct_sse = f"http://127.0.0.1:{up_port}/sse/v1/chat/completions"
@@ -480,53 +521,17 @@ def main():
         if not args.skip_litellm and not args.memory_only:
             if not (BENCH_BIN / "litellm").exists():
                 sys.exit("The LiteLLM proxy is missing: make bench installs it into .venv-bench")
-            ll_port, master = free_port(), "sk-" + secrets.token_urlsafe(32)
-            (tmp / "litellm.yaml").write_text(
-                json.dumps(
-                    {
-                        "model_list": [
-                            {
-                                "model_name": "bench-chat",
-                                "litellm_params": {
-                                    "model": "openai/gpt-4o-mini",
-                                    "api_key": "bench-upstream-key",
-                                    "api_base": f"http://127.0.0.1:{up_port}/json/v1",
-                                },
-                            },
-                            {
-                                "model_name": "bench-stream",
-                                "litellm_params": {
-                                    "model": "openai/gpt-4o-mini",
-                                    "api_key": "bench-upstream-key",
-                                    "api_base": f"http://127.0.0.1:{up_port}/sse/v1",
-                                },
-                            },
-                        ],
-                        "general_settings": {"master_key": master},
-                        "litellm_settings": {"set_verbose": False},
-                    }
-                )
-            )
-            ll_env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-            ll_env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+            master = "sk-" + secrets.token_urlsafe(32)
             started = time.monotonic()
-            litellm = procs.start(
-                [
-                    str(BENCH_BIN / "litellm"),
-                    "--config",
-                    str(tmp / "litellm.yaml"),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(ll_port),
-                    "--num_workers",
-                    "1",
-                ],
-                env=ll_env,
-                stdout=open(tmp / "litellm.log", "w"),
-                stderr=subprocess.STDOUT,
-            )  # noqa: SIM115
-            wait_ok(f"http://127.0.0.1:{ll_port}/v1/models", master, timeout=180)
+            ll_port, litellm = start_litellm(
+                procs,
+                tmp,
+                {
+                    "bench-chat": f"http://127.0.0.1:{up_port}/json/v1",
+                    "bench-stream": f"http://127.0.0.1:{up_port}/sse/v1",
+                },
+                master,
+            )
             results["litellm_cold_start_s"] = round(time.monotonic() - started, 3)
             ll_url = f"http://127.0.0.1:{ll_port}/v1/chat/completions"
             targets["litellm"] = (ll_url, ll_url, master, litellm)

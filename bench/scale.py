@@ -47,12 +47,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import (  # noqa: E402 - the harness pieces of bench/run.py
-    COMPLETION,
-    NGINX_CONF,
     ROOT,
     Procs,
     free_port,
-    sse_body,
+    start_upstream,
 )
 
 sys.path.insert(0, str(ROOT))
@@ -592,19 +590,7 @@ def main():
     redis_url = base_redis.rsplit("/", 1)[0] + f"/{args.redis_db}"
     try:
         # ------------------------------------------------------------ upstream (nginx)
-        up_port = free_port()
-        (tmp / "nginx.conf").write_text(
-            NGINX_CONF.format(
-                tmp=tmp,
-                port=up_port,
-                json=json.dumps(COMPLETION),
-                sse=sse_body().replace('"', '\\"'),
-            )
-        )
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        procs.start(
-            [nginx, "-c", str(tmp / "nginx.conf"), "-p", str(tmp)], stderr=subprocess.DEVNULL
-        )
+        up_port = start_upstream(procs, tmp)
         direct = f"http://127.0.0.1:{up_port}/json/v1/chat/completions"
 
         # ------------------------------------------------------------ database, seed

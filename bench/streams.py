@@ -417,35 +417,10 @@ def bench_streams(
             base.wait_ok(f"http://127.0.0.1:{port}/v1/models", key)
             targets[name] = (f"http://127.0.0.1:{port}/v1/chat/completions", key, proc)
         if not skip_litellm and (base.BENCH_BIN / "litellm").exists():
-            ll_port, master = base.free_port(), "sk-bench-streams"
-            (tmp / "litellm.yaml").write_text(
-                json.dumps(
-                    {
-                        "model_list": [
-                            {
-                                "model_name": "bench-slow",
-                                "litellm_params": {
-                                    "model": "openai/gpt-4o-mini",
-                                    "api_key": "bench-upstream-key",
-                                    "api_base": f"http://127.0.0.1:{up_port}/v1",
-                                },
-                            }
-                        ],
-                        "general_settings": {"master_key": master},
-                        "litellm_settings": {"set_verbose": False},
-                    }
-                )
+            master = "sk-bench-streams"
+            ll_port, litellm = base.start_litellm(
+                procs, tmp, {"bench-slow": f"http://127.0.0.1:{up_port}/v1"}, master
             )
-            ll_env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-            ll_env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-            litellm = procs.start(
-                [str(base.BENCH_BIN / "litellm"), "--config", str(tmp / "litellm.yaml")]
-                + ["--host", "127.0.0.1", "--port", str(ll_port), "--num_workers", "1"],
-                env=ll_env,
-                stdout=open(tmp / "litellm.log", "w"),  # noqa: SIM115
-                stderr=subprocess.STDOUT,
-            )
-            base.wait_ok(f"http://127.0.0.1:{ll_port}/v1/models", master, timeout=180)
             targets["litellm"] = (
                 f"http://127.0.0.1:{ll_port}/v1/chat/completions",
                 master,
