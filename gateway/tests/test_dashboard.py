@@ -336,3 +336,11 @@ def test_members_see_revoke_only_on_keys_they_may_revoke(bob, bob_client, alice_
 
     assert revocable(bob_client) == {"bobs-key"}  # the server refuses the other: no button
     assert revocable(alice_client) == {"bobs-key", "admins-key"}
+
+
+def test_model_list_calls_are_named_apart_in_the_cost_tables(alice_client, org_a):
+    _usage(org_a, model_requested="", model_used="", provider="", cost=Decimal(0))
+    _usage(org_a)
+    page = alice_client.get(reverse("usage", args=[org_a.slug])).content.decode()
+    assert page.count("not routed: model lists (/v1/models) and refused requests") == 2
+    assert "(none)" not in page
