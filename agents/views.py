@@ -14,6 +14,7 @@ from .models import OrgAgentState, OrgToken
 
 def _deployment_page(request, new_token: str = "", status: int = 200):
     org = request.org
+    org.refresh_from_db()  # an action may just have changed its mode
     state = OrgAgentState.objects.filter(org=org).first()
     return render(
         request,

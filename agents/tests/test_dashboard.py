@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from agents.models import Agent, OrgToken
 from agents.tests.conftest import AgentClient
-from governance.models import AuditLog
+from orgs.models import AuditLog
 from orgs.models import Organization
 
 

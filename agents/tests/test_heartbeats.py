@@ -16,6 +16,17 @@ from billing.models import Notification
 from conftest import SETUP
 
 
+@pytest.fixture
+def check(django_capture_on_commit_callbacks):
+    """The beat job, with what it defers to after its commit (the deliveries) run."""
+
+    def run():
+        with django_capture_on_commit_callbacks(execute=True):
+            return agent_heartbeats_check()
+
+    return run
+
+
 def _age(org, minutes):
     Agent.objects.filter(org=org).update(
         last_heartbeat_at=timezone.now() - timedelta(minutes=minutes)
@@ -76,15 +87,15 @@ def test_the_indicator_colour_follows_the_newest_heartbeat(agent_a, org_a, minut
 
 
 def test_red_alerts_once_per_outage_on_every_channel_and_recovery_once(
-    agent_a, org_a, alice, bob, platform_admin, hook
+    check, agent_a, org_a, alice, bob, platform_admin, hook
 ):
     services.agent_alerts_set(actor=SETUP, org=org_a, webhook_url=hook.url.replace("/v1", "/hooks"))
     agent_a.heartbeat()
     _age(org_a, 3)  # yellow: no alert yet
-    assert agent_heartbeats_check() == {"outages": 0, "recoveries": 0}
+    assert check() == {"outages": 0, "recoveries": 0}
     _age(org_a, 6)
-    assert agent_heartbeats_check() == {"outages": 1, "recoveries": 0}
-    assert agent_heartbeats_check() == {"outages": 0, "recoveries": 0}, "once per outage"
+    assert check() == {"outages": 1, "recoveries": 0}
+    assert check() == {"outages": 0, "recoveries": 0}, "once per outage"
     to = sorted(a for m in mail.outbox for a in m.to)
     assert to == ["alice@acme.test", "root@bonito.test"]  # the org's admins and platform admins
     assert "offline" in mail.outbox[0].subject
@@ -94,39 +105,41 @@ def test_red_alerts_once_per_outage_on_every_channel_and_recovery_once(
 
     mail.outbox.clear()
     agent_a.heartbeat()
-    assert agent_heartbeats_check() == {"outages": 0, "recoveries": 1}
-    assert agent_heartbeats_check() == {"outages": 0, "recoveries": 0}
+    assert check() == {"outages": 0, "recoveries": 1}
+    assert check() == {"outages": 0, "recoveries": 0}
     assert len(mail.outbox) == 2 and all("recovered" in m.subject for m in mail.outbox)
     assert len(hook.hooks) == 2 and "back" in hook.hooks[1]["text"]
     assert Notification.objects.filter(org=org_a, level="info").count() == 1
 
     _age(org_a, 10)  # a second outage alerts again
-    assert agent_heartbeats_check() == {"outages": 1, "recoveries": 0}
+    assert check() == {"outages": 1, "recoveries": 0}
 
 
-def test_a_failing_webhook_does_not_hold_back_the_email(agent_a, org_a, alice, hook, settings):
+def test_a_failing_webhook_does_not_hold_back_the_email(
+    check, agent_a, org_a, alice, hook, settings
+):
     services.agent_alerts_set(
         actor=SETUP, org=org_a, webhook_url=hook.url.replace("/v1", "/nothing-here")
     )
     agent_a.heartbeat()
     _age(org_a, 6)
-    assert agent_heartbeats_check()["outages"] == 1
+    assert check()["outages"] == 1
     assert [m.to for m in mail.outbox] == [["alice@acme.test"]]
 
 
-def test_an_org_whose_agent_never_connected_is_not_alerted(token_a, org_a, alice):
-    assert agent_heartbeats_check() == {"outages": 0, "recoveries": 0}
+def test_an_org_whose_agent_never_connected_is_not_alerted(check, token_a, org_a, alice):
+    assert check() == {"outages": 0, "recoveries": 0}
     assert not mail.outbox
 
 
-def test_shared_orgs_are_not_watched(agent_a, org_a, alice):
+def test_shared_orgs_are_not_watched(check, agent_a, org_a, alice):
     agent_a.heartbeat()
     _age(org_a, 30)
     services.vpc_disable(actor=SETUP, org=org_a)
-    assert agent_heartbeats_check() == {"outages": 0, "recoveries": 0}
+    assert check() == {"outages": 0, "recoveries": 0}
 
 
-def test_the_beat_schedule_runs_the_check_every_minute(settings):
+def test_the_beat_schedule_runs_the_check_every_minute(db, settings):
     entry = settings.CELERY_BEAT_SCHEDULE["agent-heartbeats"]
     assert entry == {"task": "agents.tasks.agent_heartbeats_check", "schedule": 60.0}
     from agents.tasks import agent_heartbeats_check as task

@@ -11,7 +11,7 @@ from agents import services
 from agents.models import OrgToken
 from agents.tests.conftest import AgentClient
 from conftest import SETUP
-from governance.models import AuditLog
+from orgs.models import AuditLog
 from orgs.models import Organization
 
 ENDPOINTS = [

@@ -50,7 +50,7 @@ def mixed(org_a, agent_a):
 def test_rest_usage_filters_by_source(alice_client, mixed, source, cost):
     r = alice_client.get(f"/api/gateway/usage?org=acme&range=7d&source={source}")
     assert r.status_code == 200, r.content
-    assert Decimal(str(r.json()["cost"])) == Decimal(cost)
+    assert Decimal(str(r.json()["cost_usd"])) == Decimal(cost)
 
 
 def test_rest_logs_filter_by_source(alice_client, mixed):
