@@ -3,6 +3,7 @@ minutes alerts its admins (email, in-app notice, its webhook) and the platform a
 once per outage, and sends a recovery notice once heartbeats come back."""
 
 import logging
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -14,7 +15,7 @@ from billing.models import Notification
 from core.text import one_line
 from orgs.models import Organization, User
 
-from .models import Agent, AgentStatus, OrgAgentState, OrgToken, status_for
+from .models import Agent, AgentStatus, IngestBatch, OrgAgentState, OrgToken, status_for
 
 log = logging.getLogger("bonito.agents.alerts")
 
@@ -28,6 +29,7 @@ def agent_heartbeats_check(*, now=None) -> dict:
         .values_list("org_id", "last")
     )
     _forget_handed_tokens(now)
+    _prune(now)
     sent = {"outages": 0, "recoveries": 0}
     vpc = Organization.objects.filter(deployment_mode=Organization.DeploymentMode.VPC)
     for org in vpc:
@@ -47,6 +49,19 @@ def _forget_handed_tokens(now) -> None:
     OrgToken.objects.exclude(pending="").exclude(pk__in=waiting.values("replaced_by_id")).update(
         pending=""
     )
+
+
+# Agents not heard from for this long leave the Agents page (a replica replaced without
+# its state directory comes back under a new id).
+AGENT_KEPT = timedelta(days=7)
+
+
+def _prune(now) -> None:
+    """Forget agents long gone, and ingest batches too old to be replayed: a batch older
+    than AGENT_INGEST_MAX_AGE_DAYS holds records the ingest refuses for their age anyway."""
+    Agent.objects.filter(last_seen_at__lt=now - AGENT_KEPT).delete()
+    kept = timedelta(days=settings.AGENT_INGEST_MAX_AGE_DAYS + 1)
+    IngestBatch.objects.filter(created_at__lt=now - kept).delete()
 
 
 def _transition(org, status: str, now) -> str | None:

@@ -150,3 +150,16 @@ def test_the_beat_schedule_runs_the_check_every_minute(db, settings):
     from agents.tasks import agent_heartbeats_check as task
 
     assert task.delay().get() == {"outages": 0, "recoveries": 0}
+
+
+def test_agents_long_gone_and_old_ingest_batches_are_forgotten(agent_a, org_a, check):
+    from agents.models import IngestBatch
+
+    agent_a.heartbeat()
+    assert agent_a.ingest([]).status_code == 200
+    assert check() == {"outages": 0, "recoveries": 0}
+    assert Agent.objects.count() == 1 and IngestBatch.objects.count() == 1
+    Agent.objects.update(last_seen_at=timezone.now() - timedelta(days=8))
+    IngestBatch.objects.update(created_at=timezone.now() - timedelta(days=9))
+    check()
+    assert not Agent.objects.exists() and not IngestBatch.objects.exists()
