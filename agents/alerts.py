@@ -39,6 +39,7 @@ def agent_heartbeats_check(*, now=None) -> dict:
         kind = _transition(org, status, now)
         if kind:
             sent["outages" if kind == "outage" else "recoveries"] += 1
+    _deliver_pending(now)
     return sent
 
 
@@ -64,9 +65,15 @@ def _prune(now) -> None:
     IngestBatch.objects.filter(created_at__lt=now - kept).delete()
 
 
+CHANNELS = ("email", "webhook", "platform")
+# A notice whose channels still fail after this long is given up (logged each try).
+NOTICE_RETRY = timedelta(hours=1)
+
+
 def _transition(org, status: str, now) -> str | None:
     """Record the outage's start or end once (under a row lock: two beat runs cannot both
-    send), then deliver after commit."""
+    decide to send); the in-app notice is written with it, the other channels are
+    delivered after commit."""
     with transaction.atomic():
         OrgAgentState.objects.get_or_create(org=org)
         state = OrgAgentState.objects.select_for_update().get(org=org)
@@ -76,13 +83,11 @@ def _transition(org, status: str, now) -> str | None:
             state.outage_since, state.recovered_at, kind = None, now, "recovery"
         else:
             return None
-        state.save(update_fields=["outage_since", "recovered_at"])
-        text = _text(org, kind)
+        state.notice, state.notice_at, state.notice_pending = kind, now, list(CHANNELS)
+        state.save()
         Notification.objects.create(
-            org=org, message=text[:500], level="error" if kind == "outage" else "info"
+            org=org, message=_text(org, kind)[:500], level="error" if kind == "outage" else "info"
         )
-        webhook = state.alert_webhook_url
-        transaction.on_commit(lambda: _deliver(org, kind, text, webhook))
     return kind
 
 
@@ -96,29 +101,47 @@ def _text(org, kind: str) -> str:
     return f"The Bonito agent of {org.name} is back: heartbeats are arriving again."
 
 
-def _deliver(org, kind: str, text: str, webhook: str) -> None:
-    """Each channel on its own: one failing does not hold back the others."""
+def _deliver_pending(now) -> None:
+    """Send each pending notice on the channels it has not reached; each channel on its
+    own, so one failing holds back neither the others nor a later run's retry."""
+    waiting = OrgAgentState.objects.exclude(notice_pending=[]).filter(
+        notice_at__gte=now - NOTICE_RETRY
+    )
+    for org_id in waiting.values_list("org_id", flat=True):
+        with transaction.atomic():
+            state = (
+                OrgAgentState.objects.select_for_update(skip_locked=True)
+                .select_related("org")
+                .filter(org_id=org_id)
+                .first()
+            )
+            if state is None or not state.notice_pending:
+                continue  # another run has it
+            state.notice_pending = [c for c in state.notice_pending if not _send(state, c)]
+            state.save(update_fields=["notice_pending"])
+
+
+def _send(state: OrgAgentState, channel: str) -> bool:
+    """True when the channel is done with (sent, or nothing to send it to)."""
+    org, kind = state.org, state.notice
+    text = _text(org, kind)
     subject = one_line(f"Bonito agent {'offline' if kind == 'outage' else 'recovered'}: {org.name}")
-    url = f"{settings.PUBLIC_BASE_URL.rstrip('/')}/o/{org.slug}/agents/"
-    body = f"{text}\n\n{url}"
-    platform = list(
-        User.objects.filter(is_staff=True, is_active=True).values_list("email", flat=True)
-    )
-    channels = (
-        ("email", lambda: email_org_admins(org, subject, body)),
-        (
-            "webhook",
-            lambda: post_webhook(
-                webhook, text, ":red_circle:" if kind == "outage" else ":large_green_circle:"
-            ),
-        ),
-        ("platform email", lambda: _email(platform, subject, body)),
-    )
-    for channel, deliver in channels:
-        try:
-            deliver()
-        except Exception as exc:  # logged; the other channels still go out
-            log.warning("agent %s notice for org %s: %s failed: %r", kind, org.id, channel, exc)
+    body = f"{text}\n\n{settings.PUBLIC_BASE_URL.rstrip('/')}/o/{org.slug}/agents/"
+    try:
+        if channel == "email":
+            email_org_admins(org, subject, body)
+        elif channel == "webhook":
+            icon = ":red_circle:" if kind == "outage" else ":large_green_circle:"
+            post_webhook(state.alert_webhook_url, text, icon)
+        else:
+            platform = list(
+                User.objects.filter(is_staff=True, is_active=True).values_list("email", flat=True)
+            )
+            _email(platform, subject, body)
+    except Exception as exc:  # logged; retried by the next run
+        log.warning("agent %s notice for org %s: %s failed: %r", kind, org.id, channel, exc)
+        return False
+    return True
 
 
 def _email(recipients: list[str], subject: str, text: str) -> bool:

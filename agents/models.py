@@ -148,6 +148,11 @@ class OrgAgentState(models.Model):
     )
     outage_since = models.DateTimeField(null=True, blank=True)  # set when the red alert went out
     recovered_at = models.DateTimeField(null=True, blank=True)
+    # The last notice ("outage" or "recovery") and the channels it has not reached yet:
+    # each channel is sent once, and one that failed is retried by the next runs.
+    notice = models.CharField(max_length=10, blank=True)
+    notice_at = models.DateTimeField(null=True, blank=True)
+    notice_pending = models.JSONField(default=list, blank=True)
 
     def __str__(self):
         return f"agent state of {self.org_id}"

@@ -17,14 +17,9 @@ from conftest import SETUP
 
 
 @pytest.fixture
-def check(django_capture_on_commit_callbacks):
-    """The beat job, with what it defers to after its commit (the deliveries) run."""
-
-    def run():
-        with django_capture_on_commit_callbacks(execute=True):
-            return agent_heartbeats_check()
-
-    return run
+def check(db):
+    """The beat job, as Celery beat runs it every minute."""
+    return agent_heartbeats_check
 
 
 def _age(org, minutes):
@@ -120,16 +115,22 @@ def test_red_alerts_once_per_outage_on_every_channel_and_recovery_once(
     assert check() == {"outages": 1, "recoveries": 0}
 
 
-def test_a_failing_webhook_does_not_hold_back_the_email(
-    check, agent_a, org_a, alice, hook, settings
+def test_a_failing_channel_holds_back_nothing_and_is_retried_once_alone(
+    check, agent_a, org_a, alice, hook
 ):
-    services.agent_alerts_set(
-        actor=SETUP, org=org_a, webhook_url=hook.url.replace("/v1", "/nothing-here")
-    )
+    good = hook.url.replace("/v1", "/hooks")
+    services.agent_alerts_set(actor=SETUP, org=org_a, webhook_url=good.replace("/hooks", "/nope"))
     agent_a.heartbeat()
     _age(org_a, 6)
     assert check()["outages"] == 1
     assert [m.to for m in mail.outbox] == [["alice@acme.test"]]
+    assert OrgAgentState.objects.get(org=org_a).notice_pending == ["webhook"]
+    services.agent_alerts_set(actor=SETUP, org=org_a, webhook_url=good)
+    check()
+    assert len(hook.hooks) == 1 and len(mail.outbox) == 1, "only the failed channel is retried"
+    assert OrgAgentState.objects.get(org=org_a).notice_pending == []
+    check()
+    assert len(hook.hooks) == 1
 
 
 def test_an_org_whose_agent_never_connected_is_not_alerted(check, token_a, org_a, alice):
