@@ -74,3 +74,8 @@ def test_the_usage_page_offers_and_applies_the_filter(bob_client, mixed):
 def test_an_unknown_source_is_a_clear_400(alice_client, mixed):
     r = alice_client.get("/api/gateway/usage?org=acme&source=moon")
     assert r.status_code == 400 and "vpc_agent" in r.content.decode()
+
+
+def test_a_log_detail_says_where_the_request_was_served(bob_client, mixed):
+    row = UsageRecord.objects.filter(source="vpc_agent").first()
+    assert "VPC agent" in bob_client.get(f"/o/acme/logs/{row.id}/").content.decode()
