@@ -116,7 +116,9 @@ def _moment(value) -> datetime:
     raise ValueError("not a time")
 
 
-def _record_problem(record: dict, org_id: int, keys: set, teams: set, now: datetime) -> str:
+def _record_problem(
+    record: dict, org_id: int, foreign_keys: set, foreign_teams: set, now: datetime
+) -> str:
     """Why this record is refused ("" when it is not)."""
     unknown = sorted(set(record) - FIELDS.keys())
     if unknown:
@@ -128,10 +130,10 @@ def _record_problem(record: dict, org_id: int, keys: set, teams: set, now: datet
     if "org_id" in record and record["org_id"] != org_id:
         return "org_id is not this token's organization"
     key_id = record.get("key_id")
-    if key_id is not None and (not _is_int(key_id) or key_id not in keys):
+    if key_id is not None and (not _is_int(key_id) or key_id in foreign_keys):
         return "key_id is not a key of this token's organization"
     team_id = record.get("team_id")
-    if team_id is not None and (not _is_int(team_id) or team_id not in teams):
+    if team_id is not None and (not _is_int(team_id) or team_id in foreign_teams):
         return "team_id is not a team of this token's organization"
     try:
         moment = _moment(record.get("created_at"))
@@ -156,6 +158,19 @@ def _record_problem(record: dict, org_id: int, keys: set, teams: set, now: datet
     return ""
 
 
+def _foreign(model, org, ids: set) -> set:
+    """The ids among ``ids`` that are rows of another org."""
+    found = set()
+    listed = [i for i in ids if -(2**63) <= i < 2**63]  # beyond: no row has it
+    for start in range(0, len(listed), 500):
+        found.update(
+            model.objects.filter(id__in=listed[start : start + 500])
+            .exclude(org=org)
+            .values_list("id", flat=True)
+        )
+    return found
+
+
 def _answer_of(org, batch_id, digest: str) -> dict | None:
     seen = IngestBatch.objects.filter(org=org, batch_id=batch_id).first()
     if seen is None:
@@ -175,8 +190,12 @@ def ingest(org, raw: bytes, encoding: str) -> dict:
     answer = _answer_of(org, batch_id, digest)
     if answer is not None:
         return answer
-    keys = set(ApiKey.objects.filter(org=org).values_list("id", flat=True))
-    teams = set(Team.objects.filter(org=org).values_list("id", flat=True))
+    # Another org's key or team refuses the batch; one deleted since the request is stored
+    # without it, as the writer does for the shared gateway (money is never dropped).
+    key_ids = {r.get("key_id") for r in records if _is_int(r.get("key_id"))}
+    team_ids = {r.get("team_id") for r in records if _is_int(r.get("team_id"))}
+    keys = _foreign(ApiKey, org, key_ids)
+    teams = _foreign(Team, org, team_ids)
     now = datetime.now(UTC)
     errors = []
     for index, record in enumerate(records):
@@ -201,12 +220,19 @@ def ingest(org, raw: bytes, encoding: str) -> dict:
 def _write(org, batch_id, digest: str, records: list) -> dict:
     # The batch row first: a concurrent replay waits on its unique key, then finds it.
     batch = IngestBatch.objects.create(org=org, batch_id=batch_id, payload_sha256=digest, answer={})
+    live_keys = set(ApiKey.objects.filter(org=org).values_list("id", flat=True))
+    live_teams = set(Team.objects.filter(org=org).values_list("id", flat=True))
     fresh, ids = [], set()
     for record in records:
         rid = uuid.UUID(str(record["id"]))
         if rid not in ids:
             ids.add(rid)
-            fresh.append({**record, "id": rid, "org_id": org.id, "source": "vpc_agent"})
+            row = {**record, "id": rid, "org_id": org.id, "source": "vpc_agent"}
+            if row.get("key_id") not in live_keys:
+                row["key_id"] = None
+            if row.get("team_id") not in live_teams:
+                row["team_id"] = None
+            fresh.append(row)
     existing = set()
     listed = list(ids)
     for start in range(0, len(listed), 500):

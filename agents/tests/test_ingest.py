@@ -251,3 +251,16 @@ def test_late_records_mark_their_hours_for_the_rollups(agent_a, key_a, settings)
 
     agent_a.ingest([record(key_a, created_at=time.time() - 3 * 3600)])
     assert RollupDirtyHour.objects.exists()
+
+
+def test_a_record_of_a_key_deleted_since_is_kept_without_it(agent_a, org_a, key_a):
+    from gateway.models import ApiKey
+
+    gone = api_key_create(actor=SETUP, org=org_a, name="temp")[0]
+    rec = record(gone, cost=0.75)
+    ApiKey.objects.filter(pk=gone.pk).delete()
+    r = agent_a.ingest([rec, record(key_a, key_id=10**12)])
+    assert r.status_code == 200 and r.json()["accepted"] == 2
+    rows = UsageRecord.objects.filter(org=org_a)
+    assert list(rows.values_list("key_id", flat=True)) == [None, None]
+    assert sum(rows.values_list("cost", flat=True)) == Decimal("0.75") + Decimal("0.00123")
