@@ -6,13 +6,15 @@ from django.http import HttpResponsePermanentRedirect
 from django.templatetags.static import static
 from django.urls import include, path
 
+from agents import urls as agents_urls
+from agents.api import api as agent_api
 from billing import urls as billing_urls
 from gateway import urls as gateway_urls
 from orgs import urls as orgs_urls
 
 from . import health
 
-DASHBOARD_APPS = (orgs_urls, gateway_urls, billing_urls)
+DASHBOARD_APPS = (orgs_urls, gateway_urls, billing_urls, agents_urls)
 
 
 def favicon(request):
@@ -25,6 +27,7 @@ urlpatterns = [
     path("favicon.ico", favicon),
     path("api/health", health.health, name="health"),
     path("api/ready", health.ready, name="ready"),
+    path("api/agent/", agent_api.urls),  # before /api/: the agent's own (ninja) API
     path("api/", include("bonito.api_urls")),
     path("admin/", admin.site.urls),
     path("", include("orgs.urls")),
