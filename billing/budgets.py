@@ -177,38 +177,43 @@ def budget_alert_deliver(*, alert_id: int, text: str) -> None:
         raise failures[0]
 
 
-def _alert_email(alert: BudgetAlert, text: str) -> bool:
-    budget = alert.budget
+def email_org_admins(org, subject: str, text: str) -> bool:
+    """Email an org's admins (False when it has none). Also used by agent outage alerts."""
     admins = list(
-        Membership.objects.for_org(budget.org)
+        Membership.objects.for_org(org)
         .filter(role=Role.ADMIN)
         .values_list("user__email", flat=True)
     )
     if not admins:
         return False
+    # Names are checked when set, but older ones may hold a line break: a header cannot.
     send_mail(
-        # Names are checked when set, but older ones may hold a line break: a header cannot.
-        subject=one_line(f"Bonito budget alert: {alert.threshold}% for {budget_target(budget)}"),
-        message=text + "\n",
-        from_email=None,
-        recipient_list=admins,
+        subject=one_line(subject), message=text + "\n", from_email=None, recipient_list=admins
     )
     return True
 
 
-def _alert_webhook(alert: BudgetAlert, text: str) -> bool:
-    budget = alert.budget
-    if not budget.webhook_url:
+def post_webhook(url: str, text: str, icon: str = ":warning:") -> bool:
+    """Post a Slack-compatible message (False when no URL is set)."""
+    if not url:
         return False
     from gateway.dataplane.egress import guarded_client
     from gateway.runtime import network_policy
 
     # Checked again here, at the connection: DNS may have changed since it was saved.
     with guarded_client(network_policy(), timeout=10) as client:
-        client.post(
-            budget.webhook_url, json={"text": f":warning: Bonito: {text}"}
-        ).raise_for_status()
+        client.post(url, json={"text": f"{icon} Bonito: {text}"}).raise_for_status()
     return True
+
+
+def _alert_email(alert: BudgetAlert, text: str) -> bool:
+    budget = alert.budget
+    subject = f"Bonito budget alert: {alert.threshold}% for {budget_target(budget)}"
+    return email_org_admins(budget.org, subject, text)
+
+
+def _alert_webhook(alert: BudgetAlert, text: str) -> bool:
+    return post_webhook(alert.budget.webhook_url, text)
 
 
 def _budget_summary(budget: Budget) -> dict:

@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "ninja",  # the agent API's docs page and its vendored Swagger UI (no CDN)
     "core",
     "orgs",
     "governance",
@@ -271,6 +272,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(minute=17),
     },
     "budgets": {"task": "billing.tasks.budgets_check", "schedule": 60.0},
+    "agent-heartbeats": {"task": "agents.tasks.agent_heartbeats_check", "schedule": 60.0},
     "weekly-digests": {
         "task": "billing.tasks.weekly_digests",
         "schedule": crontab(minute=0, hour=8, day_of_week=1),
@@ -481,6 +483,22 @@ GATEWAY_DEAD_LETTER_DIR = Path(
 )
 # Django itself must not refuse /v1 bodies below the gateway's own cap.
 DATA_UPLOAD_MAX_MEMORY_SIZE = GATEWAY_MAX_BODY_BYTES + 1024
+
+# VPC agents (docs/agent.md). A rotated bt- org token keeps working this long at most (less
+# once every agent calls with the new one).
+AGENT_TOKEN_GRACE_HOURS = env.float("AGENT_TOKEN_GRACE_HOURS", default=24.0)
+# What one POST /api/agent/ingest may hold (each refused with a 413 stating it).
+AGENT_INGEST_MAX_BYTES = env.int("AGENT_INGEST_MAX_BYTES", default=1024 * 1024)
+AGENT_INGEST_MAX_DECOMPRESSED_BYTES = env.int(
+    "AGENT_INGEST_MAX_DECOMPRESSED_BYTES", default=16 * 1024 * 1024
+)
+AGENT_INGEST_MAX_RECORDS = env.int("AGENT_INGEST_MAX_RECORDS", default=5000)
+# Records older than this are refused (a 422 the agent sets aside), never silently dropped.
+AGENT_INGEST_MAX_AGE_DAYS = env.int("AGENT_INGEST_MAX_AGE_DAYS", default=7)
+# The intervals suggested to agents in their config (their own environment overrides them).
+AGENT_POLL_S = env.int("AGENT_POLL_S", default=30)
+AGENT_HEARTBEAT_S = env.int("AGENT_HEARTBEAT_S", default=60)
+AGENT_INGEST_BATCH_S = env.int("AGENT_INGEST_BATCH_S", default=10)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -4,6 +4,7 @@ urls.py; the dashboard's org pages from all of them share /o/<org_slug>/."""
 from django.contrib import admin
 from django.urls import include, path
 
+from agents.api import api as agent_api
 from billing import urls as billing_urls
 from gateway import urls as gateway_urls
 from orgs import urls as orgs_urls
@@ -15,6 +16,7 @@ DASHBOARD_APPS = (orgs_urls, gateway_urls, billing_urls)
 urlpatterns = [
     path("api/health", health.health, name="health"),
     path("api/ready", health.ready, name="ready"),
+    path("api/agent/", agent_api.urls),  # before /api/: the agent's own (ninja) API
     path("api/", include("bonito.api_urls")),
     path("admin/", admin.site.urls),
     path("", include("orgs.urls")),

@@ -69,6 +69,11 @@ def _org_facts(now: datetime, org_ids=None) -> dict[int, dict]:
     return merged
 
 
+def org_facts(org_id: int, now: datetime | None = None) -> dict:
+    """One org's facts (month-to-date spend, blocks), as an agent's config pull sends them."""
+    return _org_facts(now or datetime.now(UTC), [org_id]).get(org_id, {})
+
+
 def deployment_info(d: Deployment, catalog: dict | None = None) -> DeploymentInfo:
     """The data plane's view of one deployment (with its provider's decrypted credentials)."""
     p = d.provider

@@ -1,0 +1,294 @@
+"""The agent API (/api/agent/): what a VPC agent calls with its bt- org token.
+
+django-ninja, async views; the database work of each call runs in one sync_to_async step.
+Bearer tokens only: a dashboard session cookie authenticates nothing here, so CSRF does
+not apply. The contract is docs/agent.md, *Protocol*."""
+
+import uuid
+from datetime import datetime
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpResponse
+from django.utils import timezone
+from ninja import Field, NinjaAPI, Schema
+from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+from ninja.security import HttpBearer
+
+from core import keys
+from core.config_version import current_version
+
+from . import selectors, services
+from .ingest import AgentError, ingest
+from .models import Agent, OrgToken, hash_org_token
+
+api = NinjaAPI(
+    title="Bonito agent API",
+    version="1",
+    urls_namespace="agent-api",
+    description="What a Bonito VPC agent calls with its bt- org token (docs/agent.md).",
+    docs_url="/docs",
+    openapi_url="/openapi.json",
+)
+
+
+class Caller:
+    """The authenticated side of a call: the token, its org, and the agent."""
+
+    def __init__(self, token: OrgToken, agent: Agent):
+        self.token, self.org, self.agent = token, token.org, agent
+
+
+def _authenticate(raw: str, agent_id: str, version: str):
+    if not keys.well_formed(raw, ("bt-",)):
+        return None
+    token = (
+        OrgToken.objects.usable()
+        .select_related("org")
+        .filter(token_hash=hash_org_token(raw))
+        .first()
+    )
+    if token is None:
+        return None
+    try:
+        agent_uuid = uuid.UUID(agent_id)
+    except ValueError:
+        raise AgentError(400, "agent_id", "X-Bonito-Agent-Id must be the agent's UUID.") from None
+    agent = services.agent_seen(token=token, agent_id=agent_uuid, version=version[:64])
+    return Caller(token, agent)
+
+
+class OrgTokenAuth(HttpBearer):
+    """Authorization: Bearer bt-… (refused before any lookup when malformed)."""
+
+    def authenticate(self, request, token):
+        return _authenticate(
+            token.strip(),
+            request.headers.get("X-Bonito-Agent-Id", ""),
+            request.headers.get("X-Bonito-Agent-Version", ""),
+        )
+
+
+auth = OrgTokenAuth()
+
+
+def _error(request, status: int, code: str, detail: str, **extra):
+    return api.create_response(request, {"detail": detail, "code": code, **extra}, status=status)
+
+
+@api.exception_handler(AgentError)
+def _agent_error(request, exc: AgentError):
+    return api.create_response(request, exc.body(), status=exc.status)
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthorized(request, exc):
+    response = _error(request, 401, "unauthorized", "The org token is unknown, revoked or expired.")
+    response["WWW-Authenticate"] = 'Bearer realm="bonito-agent"'
+    return response
+
+
+@api.exception_handler(NinjaValidationError)
+def _invalid(request, exc):
+    # Wrong types are a 400 in the protocol (422 means refused records).
+    return _error(request, 400, "invalid", "The request is not valid.", errors=exc.errors[:50])
+
+
+@api.exception_handler(HttpError)
+def _http_error(request, exc):
+    return _error(request, exc.status_code, "invalid", str(exc))
+
+
+# --------------------------------------------------------------------------- schemas
+
+
+class Error(Schema):
+    detail: str
+    code: str
+
+
+class OrgRef(Schema):
+    id: int
+    slug: str
+
+
+class Facts(Schema):
+    spent_this_month: float
+    blocked: dict[str, dict]
+
+
+class TokenRotation(Schema):
+    rotate_to: str
+
+
+class ConfigOut(Schema):
+    schema_: int = Field(..., alias="schema")
+    org: OrgRef
+    version: int
+    full: bool
+    snapshot: dict | None = None
+    delta: dict | None = None
+    facts: Facts
+    hash_secret: str
+    poll_s: int
+    heartbeat_s: int
+    ingest_batch_s: int
+    token: TokenRotation | None = None
+
+
+class KeysOut(Schema):
+    version: int
+    keys: dict[str, dict]
+
+
+class IngestIn(Schema):
+    """The decompressed body (send it gzip-compressed, Content-Encoding: gzip)."""
+
+    batch_id: uuid.UUID
+    records: list[dict]
+
+
+class IngestOut(Schema):
+    batch_id: str
+    accepted: int
+    duplicates: int
+
+
+class Refused(Error):
+    errors: list[dict]
+
+
+class Provider(Schema):
+    name: str = Field(..., max_length=200)
+    kind: str = Field("", max_length=50)
+    healthy: bool
+    last_error: str | None = Field(None, max_length=300)
+
+
+class Spool(Schema):
+    records: int = Field(0, ge=0)
+    bytes: int = Field(0, ge=0)
+    dropped: int = Field(0, ge=0)
+
+
+class HeartbeatIn(Schema):
+    agent_id: uuid.UUID
+    hostname: str = Field("", max_length=255)
+    version: str = Field("", max_length=64)
+    started_at: datetime | None = None
+    uptime_s: float = Field(0, ge=0)
+    config_version: int | None = Field(None, ge=0)
+    requests: int = Field(0, ge=0)
+    errors: int = Field(0, ge=0)
+    error_rate: float = Field(0, ge=0, le=1)
+    providers: list[Provider] = Field(default_factory=list, max_length=200)
+    spool: Spool = Field(default_factory=Spool)
+    warnings: list[str] = Field(default_factory=list, max_length=50)
+
+
+class HeartbeatOut(Schema):
+    ok: bool
+    config_version: int
+
+
+# --------------------------------------------------------------------------- endpoints
+
+
+def _suggestions() -> dict:
+    return {
+        "poll_s": settings.AGENT_POLL_S,
+        "heartbeat_s": settings.AGENT_HEARTBEAT_S,
+        "ingest_batch_s": settings.AGENT_INGEST_BATCH_S,
+    }
+
+
+@api.get(
+    "/config",
+    auth=auth,
+    response={200: ConfigOut, 304: None, 400: Error, 401: Error, 503: Error},
+    by_alias=True,
+    summary="The org's config: full, or a delta from ?since=<version>; ETag / If-None-Match",
+)
+async def config(request, since: str | None = None):
+    if settings.KEY_HASH_SECRET == settings.SECRET_KEY:
+        # The agent is handed the key-hash secret; it must never be Django's SECRET_KEY.
+        raise AgentError(
+            503,
+            "hash_secret_shared",
+            "The control plane has no KEY_HASH_SECRET of its own (it defaults to"
+            " SECRET_KEY, which must never leave it): its operator must set one.",
+        )
+    etag, doc = await sync_to_async(selectors.config_document)(
+        request.auth.token, since, request.headers.get("If-None-Match"), _suggestions()
+    )
+    if doc is None:
+        response = HttpResponse(status=304)
+    else:
+        response = api.create_response(request, doc, status=200)
+    response["ETag"] = etag
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@api.get("/keys", auth=auth, response={200: KeysOut, 401: Error}, summary="The org's live keys")
+async def keys_list(request):
+    return await sync_to_async(selectors.keys_document)(request.auth.org)
+
+
+@api.post(
+    "/ingest",
+    auth=auth,
+    response={200: IngestOut, 400: Error, 401: Error, 413: Error, 422: Refused, 503: Error},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": IngestIn.json_schema()},
+            },
+        }
+    },
+    summary="A batch of usage records (gzip JSON), idempotent by batch_id and record id",
+)
+async def ingest_batch(request):
+    length = request.headers.get("Content-Length") or ""
+    if length.isdigit() and int(length) > settings.AGENT_INGEST_MAX_BYTES:
+        raise AgentError(
+            413,
+            "too_large",
+            f"The compressed body exceeds {settings.AGENT_INGEST_MAX_BYTES} bytes.",
+        )
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        raise AgentError(
+            413,
+            "too_large",
+            f"The compressed body exceeds {settings.AGENT_INGEST_MAX_BYTES} bytes.",
+        ) from None
+    return await sync_to_async(ingest)(
+        request.auth.org, body, request.headers.get("Content-Encoding", "")
+    )
+
+
+@api.post(
+    "/heartbeat",
+    auth=auth,
+    response={200: HeartbeatOut, 400: Error, 401: Error},
+    summary="The agent's health: uptime, version, config version, requests, providers",
+)
+async def heartbeat(request, beat: HeartbeatIn):
+    caller = request.auth
+    if beat.agent_id != caller.agent.agent_id:
+        raise AgentError(400, "agent_id", "agent_id differs from the X-Bonito-Agent-Id header.")
+
+    def save():
+        data = beat.dict()
+        data["providers"] = [p.dict() for p in beat.providers]
+        data["spool"] = beat.spool.dict()
+        data["started_at"] = beat.started_at or timezone.now()
+        services.agent_heartbeat(agent=caller.agent, beat=data)
+        return current_version()
+
+    return {"ok": True, "config_version": await sync_to_async(save)()}
