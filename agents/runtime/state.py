@@ -41,6 +41,9 @@ def agent_id(state_dir: Path) -> str:
     except (OSError, ValueError):
         pass
     value = str(uuid.uuid4())
+    if path.exists():  # damaged: replaced
+        write_private(path, value.encode())
+        return value
     # O_EXCL: two workers starting together agree on one id.
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

@@ -1,0 +1,129 @@
+"""The agent end to end, in real processes: control plane + agent + fake upstream, the agent
+reaching the control plane only through a link the test cuts (agents/tests/agent_harness.py)."""
+
+import json
+import uuid
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from agents.tests.agent_harness import AgentProcess, ControlPlane, RecordingLink, wait_for
+from gateway.tests.fake_upstream import FakeUpstream
+
+pytestmark = pytest.mark.slow
+
+# The fake upstream's answer: 11 prompt tokens, 5 completion tokens ("word0 … word4").
+PRICE_IN, PRICE_OUT = Decimal("2.5") / 10**6, Decimal("10") / 10**6
+COST = 11 * PRICE_IN + 5 * PRICE_OUT
+
+
+@pytest.fixture
+def upstream():
+    return FakeUpstream().start()
+
+
+@pytest.fixture
+def system(tmp_path, upstream):
+    cp = ControlPlane(tmp_path / "cp", upstream.url)
+    link = RecordingLink("127.0.0.1", cp.port).start()
+    agent = AgentProcess(tmp_path / "agent-state", f"http://127.0.0.1:{link.port}", cp.token)
+    yield cp, link, agent
+    agent.stop()
+    link.stop()
+    cp.close()
+
+
+def test_it_serves_through_a_link_outage_and_every_record_arrives_once(system, upstream):
+    cp, link, agent = system
+    agent.start()
+    marker = f"PROMPT-{uuid.uuid4().hex}"
+    for _ in range(5):
+        r = agent.chat(cp.key, content=marker)
+        assert r.status_code == 200, r.text
+        assert r.headers["x-bonito-source"] == "vpc_agent"
+    # Credentials come from the VPC (the agent's environment), never from the control plane.
+    assert upstream.requests[-1]["headers"]["Authorization"] == "Bearer sk-only-in-the-vpc"
+    answer = r.json()["choices"][0]["message"]["content"]
+    assert wait_for(lambda: cp.usage_count() == 5, 20), agent.log()
+    rows = cp.usage()
+    assert {row["source"] for row in rows} == {"vpc_agent"}
+    assert {row["org"] for row in rows} == {"acme"}
+    assert all(Decimal(row["cost"]) == COST for row in rows), rows
+    assert wait_for(lambda: cp.agents() and cp.agents()[0]["requests"] >= 5, 10)
+
+    # The link is cut under load: the agent keeps serving on its config, usage spools.
+    link.stop()
+    statuses = [agent.chat(cp.key, content=marker).status_code for _ in range(30)]
+    assert statuses == [200] * 30
+    assert httpx.get(agent.url + "/ready").status_code == 200
+    assert wait_for(lambda: any((agent.state_dir / "spool").glob("*.jsonl")), 10), agent.log()
+    assert cp.usage_count() == 5
+
+    # Restored: every record arrives, exactly once.
+    link.start()
+    assert wait_for(lambda: cp.usage_count() == 35, 60, interval=0.5), agent.log()
+    ids = [row["id"] for row in cp.usage()]
+    assert len(ids) == len(set(ids)) == 35
+    assert wait_for(lambda: not any((agent.state_dir / "spool").glob("*.jsonl")), 10)
+
+    # Nothing the agent sent the control plane carries the prompt or the answer.
+    sent = link.requests()
+    assert any(line.startswith("POST /api/agent/ingest") for line, _h, _b in sent)
+    assert any(line.startswith("POST /api/agent/heartbeat") for line, _h, _b in sent)
+    for line, headers, body in sent:
+        assert marker.encode() not in body, line
+        assert answer.encode() not in body, line
+        assert b"sk-only-in-the-vpc" not in body and "sk-only-in-the-vpc" not in str(headers)
+        if line.startswith("POST /api/agent/ingest"):
+            for record in json.loads(body)["records"]:
+                assert not {"messages", "prompt", "content", "choices", "input"} & set(record)
+
+
+def test_a_policy_change_and_a_revoked_key_reach_the_agent_within_one_sync(system, upstream):
+    cp, _link, agent = system
+    agent.start()
+    assert agent.chat(cp.key, model="chat-large").status_code == 403  # not allowed yet
+    cp.apply(upstream.url, allowed=("chat-small", "chat-large"))
+    # One sync is 1 s here; the pull and its publication take well under another.
+    assert wait_for(lambda: agent.chat(cp.key, model="chat-large").status_code == 200, 3)
+    cp.revoke_key()
+    assert wait_for(lambda: agent.chat(cp.key).status_code == 401, 3)
+    assert agent.chat(cp.key).json()["error"]["code"] == "invalid_api_key"
+
+
+def test_token_rotation_revocation_and_a_restart_while_the_control_plane_is_away(system, upstream):
+    cp, link, agent = system
+    agent.start()
+    assert agent.chat(cp.key).status_code == 200
+    new_token = cp.rotate()
+    token_file = agent.state_dir / "token.json"
+    assert wait_for(lambda: token_file.exists() and new_token in token_file.read_text(), 5)
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+    # Still in sync on the new token, with no restart: a policy change arrives.
+    cp.apply(upstream.url, allowed=("chat-small", "chat-large"))
+    assert wait_for(lambda: agent.chat(cp.key, model="chat-large").status_code == 200, 3)
+    sent = link.requests()
+    assert any(h.get("authorization") == f"Bearer {new_token}" for _l, h, _b in sent)
+
+    # Revoked: the agent keeps serving its last config; changes no longer reach it.
+    cp.revoke_tokens()
+    cp.apply(upstream.url, allowed=("chat-small",))
+    for _ in range(3):
+        assert agent.chat(cp.key, model="chat-large").status_code == 200
+    assert "refused the org token" in wait_for(
+        lambda: "refused the org token" in agent.log() and agent.log(), 5
+    )
+    before = cp.usage_count()
+
+    # Restart with the control plane unreachable: served from the disk cache.
+    agent.stop()
+    link.stop()
+    cache = agent.state_dir / "config.json"
+    assert oct(cache.stat().st_mode & 0o777) == "0o600"
+    assert b"sk-only-in-the-vpc" not in cache.read_bytes()
+    agent.start()
+    ready = httpx.get(agent.url + "/ready").json()
+    assert ready["config_from"] == "disk cache"
+    assert agent.chat(cp.key, model="chat-large").status_code == 200
+    assert cp.usage_count() == before
