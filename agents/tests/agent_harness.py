@@ -65,6 +65,7 @@ class RecordingLink(TcpProxy):
 
 class ControlPlane:
     def __init__(self, tmp: Path, upstream_url: str):
+        tmp.mkdir(parents=True, exist_ok=True)
         self.ext = ExternalBonito(
             tmp,
             redis_url="",
