@@ -129,6 +129,19 @@ orgs:
             "api_key_revoke(actor=Actor(via='test'), key=ApiKey.objects.get(name='app')); print('ok')"
         )
 
+    def status_check(self, minutes_ahead: float = 0) -> tuple[str, dict]:
+        """The org's indicator colour and what the minute's missed-heartbeat check sent,
+        as seen ``minutes_ahead`` from now (the beat task takes its clock as an argument)."""
+        out = self.shell(
+            "import json; from datetime import timedelta; from django.utils import timezone;"
+            "from agents.alerts import agent_heartbeats_check; from agents.selectors import org_agent_status;"
+            "from orgs.models import Organization; org = Organization.objects.get(slug='acme');"
+            f"now = timezone.now() + timedelta(minutes={minutes_ahead});"
+            "print(json.dumps([org_agent_status(org, now), agent_heartbeats_check(now=now)]))"
+        )
+        status, sent = json.loads(out)
+        return status, sent
+
     def usage(self) -> list[dict]:
         out = self.shell(
             "import json; from billing.models import UsageRecord;"

@@ -59,6 +59,10 @@ def test_it_serves_through_a_link_outage_and_every_record_arrives_once(system, u
     assert httpx.get(agent.url + "/ready").status_code == 200
     assert wait_for(lambda: any((agent.state_dir / "spool").glob("*.jsonl")), 10), agent.log()
     assert cp.usage_count() == 5
+    # Heartbeats stop arriving: yellow after 2 minutes, red after 5 with one alert.
+    assert cp.status_check(3) == ("yellow", {"outages": 0, "recoveries": 0})
+    assert cp.status_check(6) == ("red", {"outages": 1, "recoveries": 0})
+    assert cp.status_check(7) == ("red", {"outages": 0, "recoveries": 0})  # once per outage
 
     # Restored: every record arrives, exactly once.
     link.start()
@@ -66,6 +70,7 @@ def test_it_serves_through_a_link_outage_and_every_record_arrives_once(system, u
     ids = [row["id"] for row in cp.usage()]
     assert len(ids) == len(set(ids)) == 35
     assert wait_for(lambda: not any((agent.state_dir / "spool").glob("*.jsonl")), 10)
+    assert cp.status_check(0) == ("green", {"outages": 0, "recoveries": 1})
 
     # Nothing the agent sent the control plane carries the prompt or the answer.
     sent = link.requests()
