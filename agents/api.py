@@ -284,9 +284,7 @@ async def heartbeat(request, beat: HeartbeatIn):
         raise AgentError(400, "agent_id", "agent_id differs from the X-Bonito-Agent-Id header.")
 
     def save():
-        data = beat.dict()
-        data["providers"] = [p.dict() for p in beat.providers]
-        data["spool"] = beat.spool.dict()
+        data = beat.model_dump()
         data["started_at"] = beat.started_at or timezone.now()
         services.agent_heartbeat(agent=caller.agent, beat=data)
         return current_version()

@@ -46,7 +46,8 @@ class UsageRecordSerializer(serializers.ModelSerializer):
 
 class LogViewSet(OrgView, viewsets.ReadOnlyModelViewSet):
     """Request logs. Filters: range (1h, 24h, 7d, 30d, 90d) or since/until, model, provider,
-    key, team, status; ordering (created_at, latency_ms, cost, with - for descending)."""
+    key, team, status, source (shared_gateway or vpc_agent); ordering (created_at, latency_ms,
+    cost, with - for descending)."""
 
     serializer_class = UsageRecordSerializer
 

@@ -26,6 +26,7 @@ PRESETS = {
     "90d": timedelta(days=90),
 }
 STATUSES = {s for s, _ in UsageRecord.Status.choices}
+SOURCES = {s for s, _ in UsageRecord.Source.choices}
 ORDERINGS = {"created_at", "-created_at", "latency_ms", "-latency_ms", "cost", "-cost"}
 
 
@@ -98,19 +99,23 @@ def _text(params, name):
 
 
 def _clean(org, params) -> dict:
-    """The model, provider, key, team and status filters, checked."""
+    """The model, provider, key, team, status and source filters, checked."""
     from gateway.models import ApiKey
     from orgs.models import Team
 
     status = params.get("status") or None
     if status is not None and status not in STATUSES:
         raise ValidationError({"status": f"Use one of {', '.join(sorted(STATUSES))}."})
+    source = params.get("source") or None
+    if source is not None and source not in SOURCES:
+        raise ValidationError({"source": f"Use one of {', '.join(sorted(SOURCES))}."})
     return {
         "model": _text(params, "model"),
         "provider": _text(params, "provider"),
         "key": _id(org, params, "key", ApiKey),
         "team": _id(org, params, "team", Team),
         "status": status,
+        "source": source,
     }
 
 
@@ -142,6 +147,8 @@ def _filtered(org, filters):
     qs = _by_dimensions(UsageRecord.objects.for_org(org), filters, used="model_used")
     if filters["status"]:
         qs = qs.filter(status=filters["status"])
+    if filters["source"]:
+        qs = qs.filter(source=filters["source"])
     return qs
 
 
@@ -150,8 +157,8 @@ def _filtered(org, filters):
 # for ranges over two days) before the rollup watermark from rollups and the rest (the
 # partial hours at the edges, and everything since the watermark) from raw rows; the parts
 # are added. The numbers equal a scan of the raw rows. Each part is one contiguous range
-# of one table, so every query is an index range scan; a status filter (rollups count
-# errors, not each status) reads raw rows only.
+# of one table, so every query is an index range scan; a status or source filter
+# (rollups count errors, not each status, and keep no source) reads raw rows only.
 
 # name -> (rollup aggregate, raw-row aggregate)
 _MEASURES = {
@@ -357,7 +364,8 @@ def usage_query(org, params, default_range="24h") -> UsageQuery:
     mark = rolled_until()
     lo = _hour_up(since)
     hi = min(_hour_down(until), mark) if mark else lo
-    if filters["status"] or hi <= lo:
+    # Rollups count neither each status nor each source: those filters read raw rows.
+    if filters["status"] or filters["source"] or hi <= lo:
         return UsageQuery(
             org, since, until, [qs.filter(created_at__gte=since, created_at__lt=until)], [], mark
         )

@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
 
+from agents import rest as agents_rest
 from billing import rest as billing_rest
 from gateway import rest as gateway_rest
 from governance import rest as governance_rest
@@ -31,6 +32,13 @@ urlpatterns = [
     path("gateway/analytics", billing_rest.AnalyticsView.as_view(), name="api-analytics"),
     path("gateway/config", gateway_rest.GatewayConfigView.as_view(), name="api-config"),
     path("gateway/policy", governance_rest.PolicyView.as_view(), name="api-policy"),
+    path("admin/agents", agents_rest.AdminAgentsView.as_view(), name="api-admin-agents"),
+    path("orgs/<slug:slug>/agent", agents_rest.OrgAgentView.as_view(), name="api-org-agent"),
+    path(
+        "orgs/<slug:slug>/agent/token",
+        agents_rest.OrgAgentTokenView.as_view(),
+        name="api-org-agent-token",
+    ),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves its start-up script as a file: the CSP forbids inline script.
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),

@@ -92,6 +92,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "orgs.context_processors.dashboard",
+                "agents.context_processors.agent_status",
                 "bonito.navigation.sections",
             ],
         },

@@ -4,6 +4,7 @@ urls.py; the dashboard's org pages from all of them share /o/<org_slug>/."""
 from django.contrib import admin
 from django.urls import include, path
 
+from agents import urls as agents_urls
 from agents.api import api as agent_api
 from billing import urls as billing_urls
 from gateway import urls as gateway_urls
@@ -11,7 +12,7 @@ from orgs import urls as orgs_urls
 
 from . import health
 
-DASHBOARD_APPS = (orgs_urls, gateway_urls, billing_urls)
+DASHBOARD_APPS = (orgs_urls, gateway_urls, billing_urls, agents_urls)
 
 urlpatterns = [
     path("api/health", health.health, name="health"),

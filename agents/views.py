@@ -1,0 +1,80 @@
+"""Dashboard pages: Settings → Deployment mode, and the Agents page."""
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.shortcuts import redirect, render
+
+from orgs.audit import Actor
+from orgs.models import Organization
+from orgs.permissions import org_view
+
+from . import selectors, services
+from .models import OrgAgentState, OrgToken
+
+
+def _deployment_page(request, new_token: str = "", status: int = 200):
+    org = request.org
+    org.refresh_from_db()  # an action may just have changed its mode
+    state = OrgAgentState.objects.filter(org=org).first()
+    return render(
+        request,
+        "agents/deployment.html",
+        {
+            "section": "settings",
+            "vpc": org.deployment_mode == Organization.DeploymentMode.VPC,
+            "tokens": OrgToken.objects.for_org(org).usable(),
+            "new_token": new_token,
+            "webhook_set": bool(state and state.alert_webhook_url),
+            "control_plane": request.build_absolute_uri("/").rstrip("/"),
+        },
+        status=status,
+    )
+
+
+@org_view(write_role="admin")
+def deployment(request):
+    """Shared gateway or VPC agent; in VPC mode the token, its rotation and deploy snippets."""
+    if request.method == "POST":
+        return _deployment_action(request)
+    return _deployment_page(request)
+
+
+def _deployment_action(request):
+    actor, org = Actor.from_request(request), request.org
+    action = request.POST.get("action", "")
+    try:
+        if action == "enable":
+            return _deployment_page(request, services.vpc_enable(actor=actor, org=org), status=201)
+        if action == "rotate":
+            _token, raw = services.org_token_rotate(actor=actor, org=org)
+            return _deployment_page(request, raw, status=201)
+        if action == "revoke":
+            services.org_token_revoke(actor=actor, org=org)
+            messages.success(request, "Org token revoked: the agents' calls now get 401.")
+        elif action == "disable":
+            services.vpc_disable(actor=actor, org=org)
+            messages.success(request, "Back to the shared gateway; the org tokens are revoked.")
+        elif action == "alerts":
+            services.agent_alerts_set(
+                actor=actor, org=org, webhook_url=request.POST.get("webhook_url", "")
+            )
+            messages.success(request, "Alert settings saved.")
+        else:
+            messages.error(request, "Unknown action.")
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    return redirect("deployment", org_slug=org.slug)
+
+
+@org_view()
+def agents(request):
+    return render(
+        request,
+        "agents/agents.html",
+        {
+            "section": "agents",
+            "vpc": request.org.deployment_mode == Organization.DeploymentMode.VPC,
+            "rows": selectors.org_agents(request.org),
+            "status": selectors.org_agent_status(request.org),
+        },
+    )
