@@ -19,6 +19,7 @@ from .control import ControlPlane, IngestWriter, is_refusal
 from .credentials import Credentials
 from .sync import ConfigSync, Stats
 from .upstreams import AgentUpstreams
+from .workers import WorkerShare
 
 log = logging.getLogger("bonito.agent")
 
@@ -35,7 +36,7 @@ class Agent:
         self.token = state.Token(s.token, s.state_dir, s.token_file)
         self.control = ControlPlane(s, self.token, state.agent_id(s.state_dir))
         self.credentials = Credentials.from_settings(s)
-        self.stats = Stats()
+        self.stats = Stats(WorkerShare(s.state_dir, s.workers))
         self.writer = IngestWriter(self.control)
         self.gateway = Gateway(
             snapshots=SnapshotSource(),

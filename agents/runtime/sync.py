@@ -306,7 +306,11 @@ class ConfigSync:
                         self._next_heartbeat = (
                             time.monotonic()
                         )  # the first one right after the first pull
-                if now >= self._next_heartbeat > 0.0:
+                if self.stats.share is not None:
+                    self.stats.share.publish(self.stats)
+                if now >= self._next_heartbeat > 0.0 and (
+                    self.stats.share is None or self.stats.share.leader()
+                ):
                     self.heartbeat()
                     self._next_heartbeat = time.monotonic() + self.heartbeat_s
             except Exception:
@@ -320,7 +324,8 @@ class Stats:
     """What the heartbeat reports: counts from the /v1 app, providers' health from the
     upstream wrapper, the spool from the usage sink. No request or response content."""
 
-    def __init__(self):
+    def __init__(self, share=None):
+        self.share = share  # a WorkerShare: every worker's counts in one heartbeat
         self.requests = 0
         self.errors = 0
         self._last = (0, 0)
@@ -338,15 +343,21 @@ class Stats:
             "kind": kind,
             "healthy": error is None,
             "last_error": error,
+            "at": time.time(),
         }
 
     def heartbeat_body(self, sync: ConfigSync) -> dict:
-        requests, errors = self.requests, self.errors
+        if self.share is not None:
+            requests, errors, providers = self.share.totals(self)
+        else:
+            requests, errors, providers = self.requests, self.errors, dict(self.providers)
         d_req, d_err = requests - self._last[0], errors - self._last[1]
         self._last = (requests, errors)
         sink = sync.gateway.sink
         _files, spool_bytes = sink.spool_bytes()
-        providers = dict(self.providers)
+        providers = {
+            name: {k: v for k, v in p.items() if k != "at"} for name, p in providers.items()
+        }
         if sync.base is not None:  # every configured provider, healthy until it fails
             for org in sync.base.orgs.values():
                 for deps in org.deployments.values():

@@ -2,6 +2,7 @@
 reaching the control plane only through a link the test cuts (agents/tests/agent_harness.py)."""
 
 import json
+import threading
 import uuid
 from decimal import Decimal
 
@@ -9,7 +10,7 @@ import httpx
 import pytest
 
 from agents.tests.agent_harness import AgentProcess, ControlPlane, RecordingLink, wait_for
-from gateway.tests.fake_upstream import FakeUpstream
+from gateway.tests.fake_upstream import Behaviour, FakeUpstream
 
 pytestmark = pytest.mark.slow
 
@@ -85,15 +86,65 @@ def test_it_serves_through_a_link_outage_and_every_record_arrives_once(system, u
                 assert not {"messages", "prompt", "content", "choices", "input"} & set(record)
 
 
-def test_a_policy_change_and_a_revoked_key_reach_the_agent_within_one_sync(system, upstream):
+def test_changes_reach_every_worker_within_one_sync_and_none_drops_a_request(
+    system, upstream, tmp_path
+):
     cp, _link, agent = system
+    creds = tmp_path / "credentials.json"
+    creds.write_text(json.dumps({"vpc-llm": {"api_key": "sk-before-rotation"}}))
+    del agent.env["BONITO_PROVIDER_VPC_LLM_API_KEY"]
+    agent.env.update({"BONITO_AGENT_WORKERS": "2", "BONITO_CREDENTIALS_FILE": str(creds)})
     agent.start()
     assert agent.chat(cp.key, model="chat-large").status_code == 403  # not allowed yet
-    cp.apply(upstream.url, allowed=("chat-small", "chat-large"))
-    # One sync is 1 s here; the pull and its publication take well under another.
-    assert wait_for(lambda: agent.chat(cp.key, model="chat-large").status_code == 200, 3)
+
+    # Traffic flows while the config changes under it: no request fails.
+    statuses, stop = [], threading.Event()
+
+    def load():
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                r = client.post(
+                    agent.url + "/v1/chat/completions",
+                    json={"model": "chat-small", "messages": [{"role": "user", "content": "x"}]},
+                    headers={"Authorization": f"Bearer {cp.key}"},
+                )
+                statuses.append(r.status_code)
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    try:
+        cp.apply(upstream.url, allowed=("chat-small", "chat-large"))
+        # One sync is 1 s here: both workers have it within 3 s.
+        assert wait_for(
+            lambda: all(
+                agent.chat(cp.key, model="chat-large").status_code == 200 for _ in range(6)
+            ),
+            3,
+        )
+    finally:
+        stop.set()
+        loader.join()
+    assert statuses and set(statuses) == {200}, statuses
+
+    # The provider starts refusing the key: the agent reads its credential file again.
+    upstream.behaviours["gpt-4o-mini"] = Behaviour(status=401, fail_times=2)
+    creds.write_text(json.dumps({"vpc-llm": {"api_key": "sk-after-rotation"}}))
+    assert wait_for(
+        lambda: (
+            agent.chat(cp.key).status_code == 200
+            and upstream.requests[-1]["headers"]["Authorization"] == "Bearer sk-after-rotation"
+        ),
+        25,
+        interval=1,
+    ), agent.log()
+
+    # One agent, one heartbeat, every worker's requests counted.
+    sent = len(statuses) + 7  # the load, the first 403 and the six chat-large checks at least
+    assert wait_for(lambda: (a := cp.agents()) and a[0]["requests"] >= sent, 10), cp.agents()
+    assert len(cp.agents()) == 1
+
     cp.revoke_key()
-    assert wait_for(lambda: agent.chat(cp.key).status_code == 401, 3)
+    assert wait_for(lambda: all(agent.chat(cp.key).status_code == 401 for _ in range(6)), 3)
     assert agent.chat(cp.key).json()["error"]["code"] == "invalid_api_key"
 
 
