@@ -15,30 +15,25 @@ class SettingsError(ValueError):
     """A setting is missing or wrong: the agent does not start, and says which and why."""
 
 
-def _int(env, name: str, default: int, low: int = 1) -> int:
+def _number(env, name: str, default, low, parse, what: str):
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
-    if value < low:
-        raise SettingsError(f"{name} must be at least {low}, not {value}")
-    return value
-
-
-def _float(env, name: str, default: float, low: float = 0.01) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number of seconds, not {raw!r}") from None
+        raise SettingsError(f"{name} must be {what}, not {raw!r}") from None
     if not value >= low:  # also refuses NaN
         raise SettingsError(f"{name} must be at least {low}, not {raw}")
     return value
+
+
+def _int(env, name: str, default: int, low: int = 1) -> int:
+    return _number(env, name, default, low, int, "a whole number")
+
+
+def _float(env, name: str, default: float, low: float = 0.01) -> float:
+    return _number(env, name, default, low, float, "a number of seconds")
 
 
 def _bool(env, name: str, default: bool) -> bool:

@@ -66,25 +66,22 @@ class ConfigSync:
         self._want_full = False
 
     # -- intervals: the environment's, else the control plane's suggestion ---------------
+    def _interval(self, own: float | None, suggested: str, default: float) -> float:
+        return own or self.suggested.get(suggested) or default
+
     @property
     def poll_s(self) -> float:
-        return self.settings.sync_interval_s or self.suggested.get("poll_s") or DEFAULT_POLL_S
+        return self._interval(self.settings.sync_interval_s, "poll_s", DEFAULT_POLL_S)
 
     @property
     def heartbeat_s(self) -> float:
-        return (
-            self.settings.heartbeat_interval_s
-            or self.suggested.get("heartbeat_s")
-            or DEFAULT_HEARTBEAT_S
+        return self._interval(
+            self.settings.heartbeat_interval_s, "heartbeat_s", DEFAULT_HEARTBEAT_S
         )
 
     @property
     def ingest_s(self) -> float:
-        return (
-            self.settings.ingest_interval_s
-            or self.suggested.get("ingest_batch_s")
-            or DEFAULT_INGEST_S
-        )
+        return self._interval(self.settings.ingest_interval_s, "ingest_batch_s", DEFAULT_INGEST_S)
 
     @property
     def ready(self) -> bool:
@@ -179,15 +176,7 @@ class ConfigSync:
                     scope: Block(**b) for scope, b in (self.facts.get("blocked") or {}).items()
                 }
             orgs[org_id] = dataclasses.replace(org, **changes)
-        snap = Snapshot(
-            version=base.version,
-            keys=base.keys,
-            orgs=orgs,
-            hash_secret=base.hash_secret,
-            built_at=base.built_at,
-            key_hashes=base.key_hashes,
-        )
-        self.gateway.snapshots.publish(snap)
+        self.gateway.snapshots.publish(dataclasses.replace(base, orgs=orgs))
         self.gateway.sink.min_batch_interval = self.ingest_s
         kinds = {d.kind for o in orgs.values() for deps in o.deployments.values() for d in deps}
         try:
