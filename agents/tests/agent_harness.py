@@ -3,6 +3,7 @@ SQLite or PostgreSQL database), the agent (``python -m agents.runtime``) reachin
 through a link the test cuts and restores (a TCP forwarder that also records every byte the
 agent sends), and a fake OpenAI-compatible upstream inside the "VPC"."""
 
+import asyncio
 import contextlib
 import gzip
 import json
@@ -28,8 +29,35 @@ class RecordingLink(TcpProxy):
     def __init__(self, target_host: str, target_port: int):
         super().__init__(target_host, target_port)
         self.sent: list[bytearray] = []
+        self.dark = False
+        self.held: list = []
+
+    def black_hole(self) -> None:
+        """The link goes dark, as when a route or a firewall drops packets: connections open
+        but nothing comes back, so every call waits for its timeout (``stop()`` refuses them
+        at once instead)."""
+
+        async def go():
+            self.dark = True
+            for w in list(self.writers):
+                w.close()
+            self.writers.clear()
+
+        asyncio.run_coroutine_threadsafe(go(), self.loop).result(5)
+
+    def light(self) -> None:
+        async def go():
+            self.dark = False
+            for w in self.held:
+                w.close()
+            self.held.clear()
+
+        asyncio.run_coroutine_threadsafe(go(), self.loop).result(5)
 
     async def _handle(self, reader, writer):
+        if self.dark:
+            self.held.append(writer)  # accepted, never answered
+            return
         captured = bytearray()
         self.sent.append(captured)
 
