@@ -6,6 +6,7 @@ not apply. The contract is docs/agent.md, *Protocol*."""
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -16,9 +17,11 @@ from ninja import Field, NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.security import HttpBearer
+from pydantic import AfterValidator
 
 from core import keys
 from core.config_version import current_version
+from orgs.models import Organization
 
 from . import selectors, services
 from .ingest import AgentError, ingest
@@ -48,6 +51,8 @@ def _authenticate(raw: str, agent_id: str, version: str):
         OrgToken.objects.usable()
         .select_related("org")
         .filter(token_hash=hash_org_token(raw))
+        # An org put back on the shared gateway (by any way in) has no agents.
+        .filter(org__deployment_mode=Organization.DeploymentMode.VPC)
         .first()
     )
     if token is None:
@@ -56,7 +61,8 @@ def _authenticate(raw: str, agent_id: str, version: str):
         agent_uuid = uuid.UUID(agent_id)
     except ValueError:
         raise AgentError(400, "agent_id", "X-Bonito-Agent-Id must be the agent's UUID.") from None
-    agent = services.agent_seen(token=token, agent_id=agent_uuid, version=version[:64])
+    version = version.replace("\x00", "")[:64]
+    agent = services.agent_seen(token=token, agent_id=agent_uuid, version=version)
     return Caller(token, agent)
 
 
@@ -160,11 +166,21 @@ class Refused(Error):
     errors: list[dict]
 
 
+def _no_nul(value: str) -> str:
+    # PostgreSQL stores no NUL in text or jsonb: refused here, a 400, never a 500.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
 class Provider(Schema):
-    name: str = Field(..., max_length=200)
-    kind: str = Field("", max_length=50)
+    name: Text = Field(..., max_length=200)
+    kind: Text = Field("", max_length=50)
     healthy: bool
-    last_error: str | None = Field(None, max_length=300)
+    last_error: Text | None = Field(None, max_length=300)
 
 
 class Spool(Schema):
@@ -175,8 +191,8 @@ class Spool(Schema):
 
 class HeartbeatIn(Schema):
     agent_id: uuid.UUID
-    hostname: str = Field("", max_length=255)
-    version: str = Field("", max_length=64)
+    hostname: Text = Field("", max_length=255)
+    version: Text = Field("", max_length=64)
     started_at: datetime | None = None
     uptime_s: float = Field(0, ge=0)
     config_version: int | None = Field(None, ge=0)
@@ -185,7 +201,9 @@ class HeartbeatIn(Schema):
     error_rate: float = Field(0, ge=0, le=1)
     providers: list[Provider] = Field(default_factory=list, max_length=200)
     spool: Spool = Field(default_factory=Spool)
-    warnings: list[str] = Field(default_factory=list, max_length=50)
+    warnings: list[Annotated[Text, Field(max_length=500)]] = Field(
+        default_factory=list, max_length=50
+    )
 
 
 class HeartbeatOut(Schema):

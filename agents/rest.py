@@ -59,8 +59,8 @@ class OrgAgentView(APIView):
     """GET /api/orgs/{slug}/agent: the org's mode, indicator colour, tokens and agents."""
 
     @extend_schema(responses=OpenApiTypes.OBJECT)
-    def get(self, request, slug):
-        org = _membership(request, slug).org
+    def get(self, request, org_slug):
+        org = _membership(request, org_slug).org
         rows = selectors.org_agents(org)
         return Response(
             {
@@ -89,8 +89,8 @@ class OrgAgentTokenView(APIView):
     grace period ends."""
 
     @extend_schema(request=None, responses=OpenApiTypes.OBJECT)
-    def post(self, request, slug):
-        membership = _membership(request, slug)
+    def post(self, request, org_slug):
+        membership = _membership(request, org_slug)
         if not membership.has_role("admin"):
             raise exceptions.PermissionDenied(
                 f"This needs the admin role in {membership.org.name}."

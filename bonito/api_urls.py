@@ -33,9 +33,9 @@ urlpatterns = [
     path("gateway/config", gateway_rest.GatewayConfigView.as_view(), name="api-config"),
     path("gateway/policy", governance_rest.PolicyView.as_view(), name="api-policy"),
     path("admin/agents", agents_rest.AdminAgentsView.as_view(), name="api-admin-agents"),
-    path("orgs/<slug:slug>/agent", agents_rest.OrgAgentView.as_view(), name="api-org-agent"),
+    path("orgs/<slug:org_slug>/agent", agents_rest.OrgAgentView.as_view(), name="api-org-agent"),
     path(
-        "orgs/<slug:slug>/agent/token",
+        "orgs/<slug:org_slug>/agent/token",
         agents_rest.OrgAgentTokenView.as_view(),
         name="api-org-agent-token",
     ),

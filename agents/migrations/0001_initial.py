@@ -6,85 +6,170 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('orgs', '0009_tierlimit_moved_from_billing'),
+        ("orgs", "0009_tierlimit_moved_from_billing"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='OrgAgentState',
+            name="OrgAgentState",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('alert_webhook_url', models.URLField(blank=True, help_text='Slack-compatible incoming webhook', max_length=1000)),
-                ('outage_since', models.DateTimeField(blank=True, null=True)),
-                ('recovered_at', models.DateTimeField(blank=True, null=True)),
-                ('org', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='agent_state', to='orgs.organization')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "alert_webhook_url",
+                    models.URLField(
+                        blank=True, help_text="Slack-compatible incoming webhook", max_length=1000
+                    ),
+                ),
+                ("outage_since", models.DateTimeField(blank=True, null=True)),
+                ("recovered_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "org",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="agent_state",
+                        to="orgs.organization",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='OrgToken',
+            name="OrgToken",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('token_hash', models.CharField(editable=False, max_length=64, unique=True)),
-                ('prefix', models.CharField(editable=False, max_length=12)),
-                ('last4', models.CharField(editable=False, max_length=4)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('grace_until', models.DateTimeField(blank=True, null=True)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('pending', models.TextField(blank=True, editable=False)),
-                ('last_used_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('org', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='agent_tokens', to='orgs.organization')),
-                ('replaced_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='agents.orgtoken')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("token_hash", models.CharField(editable=False, max_length=64, unique=True)),
+                ("prefix", models.CharField(editable=False, max_length=12)),
+                ("last4", models.CharField(editable=False, max_length=4)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("grace_until", models.DateTimeField(blank=True, null=True)),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                ("pending", models.TextField(blank=True, editable=False)),
+                ("last_used_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "org",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="agent_tokens",
+                        to="orgs.organization",
+                    ),
+                ),
+                (
+                    "replaced_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="agents.orgtoken",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='IngestBatch',
+            name="IngestBatch",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('batch_id', models.UUIDField()),
-                ('payload_sha256', models.CharField(max_length=64)),
-                ('answer', models.JSONField()),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('org', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='orgs.organization')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("batch_id", models.UUIDField()),
+                ("payload_sha256", models.CharField(max_length=64)),
+                ("answer", models.JSONField()),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                (
+                    "org",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="orgs.organization",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('org', 'batch_id'), name='ingest_batch_unique_per_org')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("org", "batch_id"), name="ingest_batch_unique_per_org"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Agent',
+            name="Agent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('agent_id', models.UUIDField()),
-                ('hostname', models.CharField(blank=True, max_length=255)),
-                ('version', models.CharField(blank=True, max_length=64)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('uptime_s', models.FloatField(default=0)),
-                ('first_seen_at', models.DateTimeField(auto_now_add=True)),
-                ('last_seen_at', models.DateTimeField(blank=True, null=True)),
-                ('last_heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('config_version', models.BigIntegerField(blank=True, null=True)),
-                ('requests', models.BigIntegerField(default=0)),
-                ('errors', models.BigIntegerField(default=0)),
-                ('error_rate', models.FloatField(default=0)),
-                ('request_rate', models.FloatField(default=0)),
-                ('providers', models.JSONField(blank=True, default=list)),
-                ('spool', models.JSONField(blank=True, default=dict)),
-                ('warnings', models.JSONField(blank=True, default=list)),
-                ('org', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='agents', to='orgs.organization')),
-                ('token', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='agents.orgtoken')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("agent_id", models.UUIDField()),
+                ("hostname", models.CharField(blank=True, max_length=255)),
+                ("version", models.CharField(blank=True, max_length=64)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("uptime_s", models.FloatField(default=0)),
+                ("first_seen_at", models.DateTimeField(auto_now_add=True)),
+                ("last_seen_at", models.DateTimeField(blank=True, null=True)),
+                ("last_heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("config_version", models.BigIntegerField(blank=True, null=True)),
+                ("requests", models.BigIntegerField(default=0)),
+                ("errors", models.BigIntegerField(default=0)),
+                ("error_rate", models.FloatField(default=0)),
+                ("request_rate", models.FloatField(default=0)),
+                ("providers", models.JSONField(blank=True, default=list)),
+                ("spool", models.JSONField(blank=True, default=dict)),
+                ("warnings", models.JSONField(blank=True, default=list)),
+                (
+                    "org",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="agents",
+                        to="orgs.organization",
+                    ),
+                ),
+                (
+                    "token",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="agents.orgtoken",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['hostname', 'agent_id'],
-                'constraints': [models.UniqueConstraint(fields=('org', 'agent_id'), name='agent_unique_per_org')],
+                "ordering": ["hostname", "agent_id"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("org", "agent_id"), name="agent_unique_per_org")
+                ],
             },
         ),
     ]

@@ -8,8 +8,7 @@ from django.utils import timezone
 
 from agents.models import Agent, OrgToken
 from agents.tests.conftest import AgentClient
-from orgs.models import AuditLog
-from orgs.models import Organization
+from orgs.models import AuditLog, Organization
 
 
 def test_an_admin_switches_to_vpc_and_sees_the_token_once(alice_client, org_a):

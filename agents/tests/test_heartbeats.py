@@ -61,6 +61,11 @@ def test_a_heartbeat_is_stored(agent_a, org_a):
         {"providers": "all fine"},
         {"warnings": ["w"] * 51},
         {"started_at": "yesterday"},
+        {"hostname": "a\x00b"},
+        {"warnings": ["nul \x00 here"]},
+        {"warnings": ["x" * 501]},
+        {"providers": [{"name": "oai\x00", "kind": "openai", "healthy": True}]},
+        {"providers": [{"name": "oai", "healthy": True, "last_error": "\x00"}]},
     ],
 )
 def test_a_malformed_heartbeat_is_400(agent_a, bad):

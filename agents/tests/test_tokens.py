@@ -11,8 +11,7 @@ from agents import services
 from agents.models import OrgToken
 from agents.tests.conftest import AgentClient
 from conftest import SETUP
-from orgs.models import AuditLog
-from orgs.models import Organization
+from orgs.models import AuditLog, Organization
 
 ENDPOINTS = [
     ("get", "/api/agent/config"),
@@ -85,6 +84,13 @@ def test_switching_back_to_shared_revokes_the_token(agent_a, org_a):
     services.vpc_disable(actor=SETUP, org=org_a)
     org_a.refresh_from_db()
     assert org_a.deployment_mode == Organization.DeploymentMode.SHARED
+    assert agent_a.config().status_code == 401
+
+
+def test_an_org_put_back_on_the_shared_gateway_elsewhere_has_no_agents(agent_a, org_a):
+    from orgs.services import org_update
+
+    org_update(actor=SETUP, org=org_a, deployment_mode="shared")  # the platform admin's way
     assert agent_a.config().status_code == 401
 
 

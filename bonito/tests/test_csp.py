@@ -164,6 +164,8 @@ DASHBOARD = [
     "playground/",
     "team/",
     "settings/",
+    "settings/deployment/",
+    "agents/",
 ]
 
 

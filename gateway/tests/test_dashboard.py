@@ -237,7 +237,7 @@ def test_the_playground_sends_through_the_gateway_and_is_logged(alice_client, or
         reverse("playground", args=[org_a.slug]), {"model": "demo-chat", "message": "ping"}
     )
     assert response.status_code == 200
-    result = response.context["result"]
+    [result] = response.context["results"]
     assert result["ok"] and "You said: ping" in result["content"]
     assert result["usage"]["completion_tokens"] > 0 and result["provider"] == "mock"
     assert gw.sink.flush()
