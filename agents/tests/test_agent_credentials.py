@@ -138,6 +138,7 @@ def test_gcp_secret_manager_over_rest_with_application_default_credentials(
         GcpSecretManagerSource("projects/acme/secrets/missing").load()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("setting", "module"),
     [

@@ -8,6 +8,8 @@ import sys
 import time
 import uuid
 
+import pytest
+
 from agents.runtime import settings as agent_settings
 from agents.runtime.app import Agent
 from core import keys
@@ -52,6 +54,7 @@ def test_a_full_spool_is_a_heartbeat_warning_with_its_count(tmp_path):
     sink.stop()
 
 
+@pytest.mark.slow
 def test_manage_py_run_agent_runs_the_agent(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("BONITO_")}
     result = subprocess.run(
