@@ -165,7 +165,8 @@ def test_an_unavailable_control_plane_keeps_everything_and_a_retry_keeps_its_bat
     assert sink.flush(10)
     assert _wait(lambda: len(server.calls) >= 3)  # retried (with backoff), still refused
     assert not server.accepted and sink.dead_lettered == 0
-    assert any((tmp_path / "spool").glob("*.jsonl"))
+    spooled = list((tmp_path / "spool").glob("*.jsonl"))
+    assert spooled and all(oct(f.stat().st_mode & 0o777) == "0o600" for f in spooled)
     state["status"] = 200
     assert _wait(lambda: len(server.accepted) == 5)
     # Every retry of a batch carried its first id: each id refused was later accepted.

@@ -449,7 +449,9 @@ class UsageSink:
         self._seq += 1
         name = self.spool_dir / f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}.jsonl"
         tmp = name.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
+        # 0600 like the journal: usage metadata is the operator's, not every local user's.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with open(fd, "wb") as f:
             for record in batch:
                 f.write(_encode(record))
             f.flush()
