@@ -64,6 +64,7 @@ class ConfigSync:
         self._next_pull = 0.0
         self._next_heartbeat = 0.0
         self._want_full = False
+        self._retries = 0
 
     # -- intervals: the environment's, else the control plane's suggestion ---------------
     def _interval(self, own: float | None, suggested: str, default: float) -> float:
@@ -144,6 +145,10 @@ class ConfigSync:
         else:
             if self.base is None:
                 raise ValueError("a delta arrived with no config to apply it to")
+            if (doc.get("org") or {}).get("id") != (self.org or {}).get("id"):
+                # The token is another org's now (the operator changed it): a delta from
+                # that org cannot apply to this org's config.
+                raise ValueError("a delta for another organization than the cached config")
             self.base = apply_delta(self.base, delta_from_dict(doc["delta"]), time.time())
             self.hash_secret = base64.b64decode(doc.get("hash_secret") or b"") or self.hash_secret
             self.base = dataclasses.replace(self.base, hash_secret=self.hash_secret)
@@ -186,7 +191,8 @@ class ConfigSync:
 
     # -- the loop ------------------------------------------------------------------------------
     def pull(self) -> str:
-        """One config pull: "updated", "unchanged", "refused" or "unreachable"."""
+        """One config pull: "updated", "unchanged", "refused", "unreachable" or "retry"
+        (the answer did not apply: the next pull, at once, asks for the full config)."""
         if self._client is None:
             self._client = self.control.client()
         params, headers = {}, {}
@@ -222,7 +228,7 @@ class ConfigSync:
                 exc,
             )
             self.etag, self._want_full = None, True
-            return "unreachable"
+            return "retry"
         self._want_full = False
         self.etag = response.headers.get("etag")
         self._save_cache()
@@ -289,12 +295,11 @@ class ConfigSync:
                     self._creds_stale.clear()
                     self.reload_credentials()
                 if now >= self._next_pull:
-                    self.pull()
-                    self._next_pull = time.monotonic() + self.poll_s
-                    if self._next_pull and self._next_heartbeat == 0.0:
-                        self._next_heartbeat = (
-                            time.monotonic()
-                        )  # the first one right after the first pull
+                    retry = self.pull() == "retry" and self._retries < 1
+                    self._retries = self._retries + 1 if retry else 0
+                    self._next_pull = time.monotonic() + (0.0 if retry else self.poll_s)
+                    if self._next_heartbeat == 0.0:  # the first one right after the first pull
+                        self._next_heartbeat = time.monotonic()
                 if self.stats.share is not None:
                     self.stats.share.publish(self.stats)
                 if now >= self._next_heartbeat > 0.0 and (
