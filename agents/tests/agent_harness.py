@@ -254,6 +254,12 @@ class AgentProcess:
             timeout=30,
         )
 
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no chance to write anything more."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self.proc = None
+
     def stop(self) -> None:
         if self.proc is not None:
             with contextlib.suppress(ProcessLookupError):
