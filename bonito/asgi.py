@@ -15,6 +15,7 @@ django_asgi = get_asgi_application()
 
 from django.http.request import split_domain_port, validate_host  # noqa: E402
 
+from gateway import runtime  # noqa: E402
 from gateway.asgi_v1 import V1App  # noqa: E402
 
 
@@ -45,8 +46,6 @@ class Lifespan:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "lifespan":
             return await self.app(scope, receive, send)
-        from gateway import runtime
-
         while True:
             message = await receive()
             step = message["type"].removeprefix("lifespan.")
@@ -67,7 +66,7 @@ class Lifespan:
 # /v1 is served by a lean ASGI app; everything else by Django; sockets by channels.
 router = ProtocolTypeRouter(
     {
-        "http": V1App(django_asgi, settings.GATEWAY_MAX_BODY_BYTES, _host_allowed),
+        "http": V1App(django_asgi, settings.GATEWAY_MAX_BODY_BYTES, _host_allowed, runtime.gateway),
         "websocket": SameOriginValidator(
             AuthMiddlewareStack(
                 URLRouter([path("ws/o/<slug:org_slug>/logs/", LogTailConsumer.as_asgi())])

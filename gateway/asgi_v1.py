@@ -7,11 +7,11 @@ it capped /v1 near 200 requests/s on one worker. Everything else still goes to D
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 import orjson
 
-from .dataplane.proxy import Incoming, Outgoing
-from .runtime import gateway
+from .dataplane.proxy import Gateway, Incoming, Outgoing
 
 ROUTES = {
     "/v1/chat/completions": "chat",
@@ -37,10 +37,15 @@ def _error(status: int, message: str, code: str, extra_headers=()) -> Outgoing:
 
 
 class V1App:
-    def __init__(self, fallback, max_body_bytes: int, allowed_hosts):
-        self.fallback = fallback  # Django, for everything that is not /v1
+    def __init__(
+        self, fallback, max_body_bytes: int, allowed_hosts, gateway: Callable[[], Gateway]
+    ):
+        self.fallback = fallback  # Django (or the agent's routes), for everything that is not /v1
         self.max_body_bytes = max_body_bytes
         self.allowed_hosts = allowed_hosts
+        # Returns this process's Gateway: gateway.runtime's in the control plane, the agent's
+        # own in a VPC agent (this module imports no Django, so both can serve it).
+        self.gateway = gateway
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
@@ -77,7 +82,7 @@ class V1App:
             body, too_large = await self._read_body(headers, receive)
             if body is None:
                 return  # the client left before sending its body
-        out = await gateway().handle(
+        out = await self.gateway().handle(
             Incoming(
                 endpoint=endpoint,
                 headers=headers,

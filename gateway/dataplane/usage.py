@@ -22,6 +22,12 @@ Three guarantees on top of that:
   refused record never blocks the ones behind it.
 - **Shutdown.** `stop` writes what is queued and removes the journal when all of it is
   stored.
+
+Options an agent uses (all off by default, as the shared gateway runs): `min_batch_interval`
+paces the writer (one batch per interval at most, records gather meanwhile in the journal
+and the queue), `retry_backoff_max` makes the spool's retries back off exponentially up to
+that many seconds, and `spool_max_bytes` bounds the spool on disk: when it is over, the
+oldest spooled batches are dropped, counted in `dropped` and logged.
 """
 
 import atexit
@@ -142,6 +148,9 @@ class UsageSink:
         is_refusal=None,
         journal_segment_bytes: int = JOURNAL_SEGMENT_BYTES,
         orphan_scan_interval: float = 30.0,
+        min_batch_interval: float = 0.0,
+        retry_backoff_max: float = 0.0,
+        spool_max_bytes: int | None = None,
     ):
         self.writer = writer
         self.on_stop = on_stop  # e.g. close the writer's database connection
@@ -168,6 +177,13 @@ class UsageSink:
         self.flush_interval = flush_interval
         self.linger = linger
         self.retry_interval = retry_interval
+        self.min_batch_interval = min_batch_interval
+        self.retry_backoff_max = retry_backoff_max
+        self.spool_max_bytes = spool_max_bytes
+        self._next_batch_at = 0.0
+        self._retry_at = 0.0  # no spool replay before (monotonic), while backing off
+        self._retry_delay = 0.0
+        self._hurry = threading.Event()  # flush/stop: stop pacing, write what is queued
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -190,6 +206,7 @@ class UsageSink:
         self.dead_lettered = 0
         self.replayed = 0
         self.journal_errors = 0
+        self.dropped = 0  # records dropped from a full spool (spool_max_bytes)
         _sinks.add(self)
 
     # -- request side (cheap, never blocks, never raises) --------------------------
@@ -316,12 +333,15 @@ class UsageSink:
     def _run(self):
         self._guarded(self._replay_orphans)
         while not self._stopping.is_set():
+            self._pace()
             batch = self._take_batch(self.flush_interval)
             self._guarded(self._drain_spool)
             if time.monotonic() - self._last_orphan_scan >= self.orphan_scan_interval:
                 self._guarded(self._replay_orphans)
             if batch:
                 self._busy = True
+                if self.min_batch_interval:
+                    self._next_batch_at = time.monotonic() + self.min_batch_interval
                 self._write_or_spool(batch)
                 with self._progress:
                     self._done += len(batch)
@@ -339,6 +359,12 @@ class UsageSink:
                 self._housekeeping()
         if self.on_stop is not None:
             self.on_stop()
+
+    def _pace(self) -> None:
+        """At most one batch per `min_batch_interval`, unless a flush or stop hurries it."""
+        wait = self._next_batch_at - time.monotonic()
+        if wait > 0 and not self._hurry.is_set():
+            self._hurry.wait(wait)
 
     def _guarded(self, step, **kwargs) -> None:
         try:
@@ -402,6 +428,7 @@ class UsageSink:
                 self._deliver(batch)
                 return True
             except Exception as exc:
+                self._back_off()
                 log.warning(
                     "usage writer failed (%s); spooling %d records to %s",
                     type(exc).__name__,
@@ -422,13 +449,16 @@ class UsageSink:
         self._seq += 1
         name = self.spool_dir / f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}.jsonl"
         tmp = name.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
+        # 0600 like the journal: usage metadata is the operator's, not every local user's.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with open(fd, "wb") as f:
             for record in batch:
                 f.write(_encode(record))
             f.flush()
             os.fsync(f.fileno())
         tmp.rename(name)  # a crash never leaves half a file to replay
         self.spooled += len(batch)
+        self._bound_spool()
 
     def _spool_files(self) -> list[Path]:
         if not self.spool_dir.exists():
@@ -436,6 +466,8 @@ class UsageSink:
         return sorted(self.spool_dir.glob("*.jsonl"))
 
     def _drain_spool(self) -> None:
+        if self._retry_at and time.monotonic() < self._retry_at:
+            return  # backing off after a failed replay
         for path in self._spool_files():
             fd = _lock_existing(path)
             if fd is None:
@@ -445,7 +477,9 @@ class UsageSink:
                 try:
                     self._deliver(records)
                 except Exception:
+                    self._back_off()
                     return  # still down; try again later, in order
+                self._retry_at = self._retry_delay = 0.0
                 path.unlink(missing_ok=True)
             finally:
                 os.close(fd)
@@ -455,6 +489,52 @@ class UsageSink:
                 len(records),
                 path.name,
                 f" ({skipped} unreadable lines skipped)" if skipped else "",
+            )
+
+    def _back_off(self) -> None:
+        if self.retry_backoff_max:
+            self._retry_delay = min(
+                self.retry_backoff_max, max(self.retry_interval, self._retry_delay * 2)
+            )
+            self._retry_at = time.monotonic() + self._retry_delay
+
+    def spool_bytes(self) -> tuple[int, int]:
+        """(spooled batches, bytes) on disk now."""
+        files = sizes = 0
+        for path in self._spool_files():
+            with contextlib.suppress(OSError):
+                sizes += path.stat().st_size
+                files += 1
+        return files, sizes
+
+    def _bound_spool(self) -> None:
+        """Drop the oldest spooled batches while the spool is over `spool_max_bytes`."""
+        if not self.spool_max_bytes:
+            return
+        files = []
+        for path in self._spool_files():
+            with contextlib.suppress(OSError):
+                files.append((path, path.stat().st_size))
+        total = sum(size for _path, size in files)
+        for path, size in files:
+            if total <= self.spool_max_bytes:
+                return
+            fd = _lock_existing(path)
+            if fd is None:
+                continue  # being replayed right now
+            try:
+                lost = _read_fd(fd).count(b"\n")
+                path.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+            total -= size
+            self.dropped += lost
+            log.error(
+                "usage spool over its bound (%d bytes): dropped its oldest %d records"
+                " (%d dropped by this process)",
+                self.spool_max_bytes,
+                lost,
+                self.dropped,
             )
 
     def _replay_orphans(self) -> None:
@@ -495,8 +575,12 @@ class UsageSink:
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted so far is written or spooled."""
         target = self._submitted
-        with self._progress:
-            return self._progress.wait_for(lambda: self._done >= target, timeout)
+        self._hurry.set()
+        try:
+            with self._progress:
+                return self._progress.wait_for(lambda: self._done >= target, timeout)
+        finally:
+            self._hurry.clear()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Write what is queued, then end the background thread; the journal goes once

@@ -1,0 +1,213 @@
+"""Provider credentials for the agent: read inside the VPC, never sent to the control plane.
+
+Sources, in the order they are merged (a later one wins, field by field):
+a JSON file (BONITO_CREDENTIALS_FILE), AWS Secrets Manager (AWS_SECRETS_MANAGER_ARN),
+Azure Key Vault (AZURE_KEY_VAULT_URL + AZURE_KEY_VAULT_SECRET), GCP Secret Manager
+(GCP_SECRET_NAME), then environment variables BONITO_PROVIDER_<NAME>_<FIELD>. Each file or
+secret holds one JSON document: {"<provider name>": {"<credential field>": "<value>"}}.
+
+The cloud SDKs are an optional install (requirements-agent.txt) imported only when their
+source is configured; a configured source whose SDK is missing stops the agent at start.
+"""
+
+import importlib
+import json
+import logging
+import re
+from pathlib import Path
+
+from gateway.dataplane import provider_kinds
+
+log = logging.getLogger("bonito.agent.credentials")
+
+EXTRA = "pip install -r requirements-agent.txt"
+
+
+class CredentialsError(RuntimeError):
+    """A source cannot be read (missing SDK, no access, not the JSON shape expected).
+    Its message names the source and never carries a credential."""
+
+
+def env_name(provider: str, field: str) -> str:
+    """BONITO_PROVIDER_<PROVIDER NAME UPPER, non-alphanumerics as _>_<FIELD UPPER>."""
+    return f"BONITO_PROVIDER_{re.sub(r'[^0-9A-Za-z]', '_', provider).upper()}_{field.upper()}"
+
+
+def parse_document(raw, where: str) -> dict:
+    """{"provider": {"field": value}} from a secret's text; values that are mappings (a
+    Vertex service-account key) are kept as JSON text, as the provider form stores them."""
+    try:
+        doc = json.loads(raw) if isinstance(raw, str | bytes) else raw
+    except ValueError:
+        raise CredentialsError(f"{where} is not a JSON document") from None
+    if not isinstance(doc, dict) or not all(isinstance(v, dict) for v in doc.values()):
+        raise CredentialsError(
+            f'{where} must be a JSON object of providers: {{"<provider name>": {{"<field>": "<value>"}}}}'
+        )
+    out = {}
+    for provider, fields in doc.items():
+        out[str(provider)] = {
+            str(k): json.dumps(v) if isinstance(v, dict | list) else str(v)
+            for k, v in fields.items()
+            if v is not None
+        }
+    return out
+
+
+def _sdk(module: str, source: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise CredentialsError(
+            f"{source} is configured but its SDK ({module}) is not installed: {EXTRA}"
+        ) from None
+
+
+class FileSource:
+    name = "BONITO_CREDENTIALS_FILE"
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def check(self) -> None:
+        pass
+
+    def load(self) -> dict:
+        try:
+            raw = self.path.read_bytes()
+        except OSError as exc:
+            raise CredentialsError(f"{self.name} {self.path}: {exc.strerror or exc}") from None
+        return parse_document(raw, f"{self.name} {self.path}")
+
+
+class AwsSecretsManagerSource:
+    name = "AWS Secrets Manager"
+
+    def __init__(self, arn: str):
+        self.arn = arn
+
+    def check(self) -> None:
+        _sdk("boto3", self.name)
+
+    def load(self) -> dict:
+        boto3 = _sdk("boto3", self.name)
+        region = None
+        parts = self.arn.split(":")
+        if len(parts) > 4 and parts[0] == "arn":
+            region = parts[3] or None  # arn:aws:secretsmanager:<region>:…
+        try:
+            client = boto3.client("secretsmanager", region_name=region)
+            answer = client.get_secret_value(SecretId=self.arn)
+        except Exception as exc:  # botocore's errors: no access, not found, unreachable
+            raise CredentialsError(f"{self.name} {self.arn}: {type(exc).__name__}") from None
+        return parse_document(answer.get("SecretString") or "", f"{self.name} {self.arn}")
+
+
+class AzureKeyVaultSource:
+    name = "Azure Key Vault"
+
+    def __init__(self, vault_url: str, secret: str, connection_verify=None):
+        self.vault_url, self.secret = vault_url, secret
+        self.connection_verify = connection_verify
+
+    def check(self) -> None:
+        _sdk("azure.keyvault.secrets", self.name)
+        _sdk("azure.identity", self.name)
+
+    def load(self) -> dict:
+        secrets = _sdk("azure.keyvault.secrets", self.name)
+        identity = _sdk("azure.identity", self.name)
+        where = f"{self.name} {self.vault_url} secret {self.secret}"
+        kwargs = {}
+        if self.connection_verify is not None:
+            kwargs["connection_verify"] = self.connection_verify
+        try:
+            # Managed identity in Azure; AZURE_CLIENT_ID/_SECRET/_TENANT_ID elsewhere.
+            credential = identity.DefaultAzureCredential(**kwargs)
+            client = secrets.SecretClient(self.vault_url, credential, **kwargs)
+            value = client.get_secret(self.secret).value
+        except Exception as exc:
+            raise CredentialsError(f"{where}: {type(exc).__name__}") from None
+        return parse_document(value or "", where)
+
+
+class GcpSecretManagerSource:
+    name = "GCP Secret Manager"
+
+    def __init__(self, secret_name: str):
+        # projects/<p>/secrets/<s>[/versions/<v>]; the latest version unless one is named.
+        self.secret_name = secret_name
+        if "/versions/" not in secret_name:
+            self.secret_name = secret_name.rstrip("/") + "/versions/latest"
+
+    def check(self) -> None:
+        _sdk("google.cloud.secretmanager", self.name)
+
+    def load(self) -> dict:
+        sm = _sdk("google.cloud.secretmanager", self.name)
+        where = f"{self.name} {self.secret_name}"
+        try:
+            # REST, not gRPC: one HTTPS request, through a proxy like any other.
+            client = sm.SecretManagerServiceClient(transport="rest")
+            answer = client.access_secret_version(name=self.secret_name)
+        except Exception as exc:
+            raise CredentialsError(f"{where}: {type(exc).__name__}") from None
+        return parse_document(answer.payload.data, where)
+
+
+class Credentials:
+    """Every configured source; ``for_deployment`` is what a deployment's call carries."""
+
+    def __init__(self, sources, env: dict):
+        self.sources = list(sources)
+        self.env = env
+        self.by_provider: dict = {}
+        self.errors: list[str] = []
+        self._last: dict = {}  # source name -> the document it gave last
+
+    @classmethod
+    def from_settings(cls, s) -> "Credentials":
+        sources = []
+        if s.credentials_file:
+            sources.append(FileSource(s.credentials_file))
+        if s.aws_secret_arn:
+            sources.append(AwsSecretsManagerSource(s.aws_secret_arn))
+        if s.azure_vault_url:
+            sources.append(AzureKeyVaultSource(s.azure_vault_url, s.azure_secret_name))
+        if s.gcp_secret_name:
+            sources.append(GcpSecretManagerSource(s.gcp_secret_name))
+        return cls(sources, s.env)
+
+    def check(self) -> None:
+        """At start: every configured source's SDK is importable (else CredentialsError)."""
+        for source in self.sources:
+            source.check()
+
+    def load(self) -> bool:
+        """Read every source again. A source that fails keeps what it gave last time (an
+        error is logged and kept for the heartbeat's warnings). True if anything changed."""
+        merged: dict = {}
+        errors = []
+        for source in self.sources:
+            try:
+                doc = source.load()
+            except CredentialsError as exc:
+                errors.append(str(exc))
+                log.error("credentials: %s", exc)
+                doc = {p: dict(f) for p, f in self._last.get(source.name, {}).items()}
+            self._last[source.name] = doc
+            for provider, fields in doc.items():
+                merged.setdefault(provider, {}).update(fields)
+        changed = merged != self.by_provider
+        self.by_provider, self.errors = merged, errors
+        return changed
+
+    def for_deployment(self, provider: str, kind_name: str) -> dict:
+        creds = dict(self.by_provider.get(provider, {}))
+        kind = provider_kinds.get(kind_name)
+        if kind is not None:
+            for f in kind.fields_in(provider_kinds.CREDENTIALS):
+                value = self.env.get(env_name(provider, f.name))
+                if value:
+                    creds[f.name] = value
+        return creds

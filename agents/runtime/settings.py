@@ -1,0 +1,158 @@
+"""The agent's settings: environment variables only, checked once at start."""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from core import keys
+from gateway.dataplane.netpolicy import parse_networks
+
+GIB = 1024**3
+
+
+class SettingsError(ValueError):
+    """A setting is missing or wrong: the agent does not start, and says which and why."""
+
+
+def _number(env, name: str, default, low, parse, what: str):
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = parse(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be {what}, not {raw!r}") from None
+    if not value >= low:  # also refuses NaN
+        raise SettingsError(f"{name} must be at least {low}, not {raw}")
+    return value
+
+
+def _int(env, name: str, default: int, low: int = 1) -> int:
+    return _number(env, name, default, low, int, "a whole number")
+
+
+def _float(env, name: str, default: float, low: float = 0.01) -> float:
+    return _number(env, name, default, low, float, "a number of seconds")
+
+
+def _bool(env, name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, not {raw!r}")
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    control_plane: str
+    token: str  # from BONITO_ORG_TOKEN, or read from BONITO_ORG_TOKEN_FILE
+    token_file: Path | None
+    state_dir: Path
+    host: str = "0.0.0.0"  # noqa: S104 - a container's service port: every interface
+    port: int = 8000
+    workers: int = 1
+    sync_interval_s: float | None = None  # None: the control plane's suggestion (poll_s)
+    ingest_interval_s: float | None = None
+    heartbeat_interval_s: float | None = None
+    spool_max_bytes: int = GIB
+    redis_url: str = ""
+    ca_bundle: str | None = None
+    credentials_file: Path | None = None
+    aws_secret_arn: str = ""
+    azure_vault_url: str = ""
+    azure_secret_name: str = "bonito-credentials"  # noqa: S105 - a name, not a secret
+    gcp_secret_name: str = ""
+    provider_networks: tuple = ()
+    ambient_credentials: bool = True
+    max_body_bytes: int = 10 * 1024 * 1024
+    timeout_s: float = 30.0
+    env: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.state_dir / "journal"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.state_dir / "spool"
+
+    @property
+    def dead_letter_dir(self) -> Path:
+        return self.state_dir / "dead"
+
+    @property
+    def verify(self):
+        """What httpx verifies the control plane's certificate with."""
+        return self.ca_bundle or True
+
+
+def read_token_file(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise SettingsError(f"BONITO_ORG_TOKEN_FILE {path}: {exc.strerror or exc}") from None
+
+
+def load(env=None) -> AgentSettings:
+    """The settings from the environment; raises SettingsError naming what is wrong."""
+    env = dict(os.environ if env is None else env)
+    url = env.get("BONITO_CONTROL_PLANE", "").strip().rstrip("/")
+    if not url:
+        raise SettingsError(
+            "BONITO_CONTROL_PLANE is required: the control plane's URL, e.g. https://bonito.example.com"
+        )
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"BONITO_CONTROL_PLANE must be an http(s) URL, not {url!r}")
+    token_file = Path(env["BONITO_ORG_TOKEN_FILE"]) if env.get("BONITO_ORG_TOKEN_FILE") else None
+    token = env.get("BONITO_ORG_TOKEN", "").strip()
+    if token_file is not None:
+        token = read_token_file(token_file)
+    if not token:
+        raise SettingsError(
+            "BONITO_ORG_TOKEN (or BONITO_ORG_TOKEN_FILE) is required: the org's bt- token "
+            "from Settings → Deployment mode"
+        )
+    if not keys.well_formed(token, ("bt-",)):
+        raise SettingsError("the org token must be a bt- token (Settings → Deployment mode)")
+    ca = env.get("BONITO_CA_BUNDLE", "").strip() or None
+    if ca is not None and not Path(ca).is_file():
+        raise SettingsError(f"BONITO_CA_BUNDLE {ca} is not a readable file")
+    creds_file = env.get("BONITO_CREDENTIALS_FILE", "").strip()
+    if creds_file and not Path(creds_file).is_file():
+        raise SettingsError(f"BONITO_CREDENTIALS_FILE {creds_file} is not a readable file")
+    try:
+        networks = parse_networks(env.get("BONITO_PROVIDER_ALLOWED_NETWORKS", "").split(","))
+    except ValueError as exc:
+        raise SettingsError(f"BONITO_PROVIDER_ALLOWED_NETWORKS: {exc}") from None
+    host = env.get("BONITO_AGENT_HOST", "").strip() or "0.0.0.0"  # noqa: S104
+    return AgentSettings(
+        control_plane=url,
+        token=token,
+        token_file=token_file,
+        state_dir=Path(env.get("BONITO_STATE_DIR", "").strip() or "/var/lib/bonito-agent"),
+        host=host,
+        port=_int(env, "BONITO_AGENT_PORT", 8000),
+        workers=_int(env, "BONITO_AGENT_WORKERS", 1),
+        sync_interval_s=_float(env, "BONITO_SYNC_INTERVAL_S", 0) or None,
+        ingest_interval_s=_float(env, "BONITO_INGEST_INTERVAL_S", 0) or None,
+        heartbeat_interval_s=_float(env, "BONITO_HEARTBEAT_INTERVAL_S", 0) or None,
+        spool_max_bytes=_int(env, "BONITO_SPOOL_MAX_BYTES", GIB, low=1024 * 1024),
+        redis_url=env.get("BONITO_REDIS_URL", "").strip(),
+        ca_bundle=ca,
+        credentials_file=Path(creds_file) if creds_file else None,
+        aws_secret_arn=env.get("AWS_SECRETS_MANAGER_ARN", "").strip(),
+        azure_vault_url=env.get("AZURE_KEY_VAULT_URL", "").strip(),
+        azure_secret_name=env.get("AZURE_KEY_VAULT_SECRET", "").strip() or "bonito-credentials",
+        gcp_secret_name=env.get("GCP_SECRET_NAME", "").strip(),
+        provider_networks=networks,
+        ambient_credentials=_bool(env, "BONITO_PROVIDER_AMBIENT_CREDENTIALS", True),
+        max_body_bytes=_int(env, "BONITO_MAX_BODY_BYTES", 10 * 1024 * 1024),
+        timeout_s=_float(env, "BONITO_CONTROL_PLANE_TIMEOUT_S", 30.0),
+        env=env,
+    )

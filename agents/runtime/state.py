@@ -1,0 +1,112 @@
+"""What the agent keeps on disk in BONITO_STATE_DIR: its id, a rotated token, the config cache."""
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import threading
+import uuid
+from pathlib import Path
+
+from core import keys
+
+log = logging.getLogger("bonito.agent")
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Atomically (a reader sees the old file or the new one, never half) and 0600."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def prepare(state_dir: Path) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        os.chmod(state_dir, 0o700)
+
+
+def agent_id(state_dir: Path) -> str:
+    """A uuid4 made once and kept (every worker and restart reports as the same agent)."""
+    path = state_dir / "agent-id"
+    try:
+        value = path.read_text().strip()
+        return str(uuid.UUID(value))
+    except (OSError, ValueError):
+        pass
+    value = str(uuid.uuid4())
+    if path.exists():  # damaged: replaced
+        write_private(path, value.encode())
+        return value
+    # O_EXCL: two workers starting together agree on one id.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return str(uuid.UUID(path.read_text().strip()))
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+    return value
+
+
+def _fingerprint(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Token:
+    """The org token the agent uses: the configured one, or the one a rotation handed over.
+
+    A rotation (``token.rotate_to`` in a config answer) is kept in ``<state>/token.json``
+    (0600) with the fingerprints of the tokens it replaced, so after a restart it is still
+    preferred over the configured token it replaced, but not over a new one an operator sets."""
+
+    def __init__(self, configured: str, state_dir: Path, token_file: Path | None = None):
+        self.path = state_dir / "token.json"
+        self.token_file = token_file
+        self.configured = configured
+        self.current = self._choose()
+        self.refused = False  # the control plane answered 401 to the current token
+
+    def _rotated(self) -> dict | None:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        if isinstance(data, dict) and keys.well_formed(str(data.get("token", "")), ("bt-",)):
+            return data
+        return None
+
+    def _choose(self) -> str:
+        rotated = self._rotated()
+        if rotated and _fingerprint(self.configured) in rotated.get("replaces", []):
+            return rotated["token"]
+        return self.configured
+
+    def rotate(self, new: str) -> None:
+        if new == self.current or not keys.well_formed(new, ("bt-",)):
+            return
+        rotated = self._rotated() or {}
+        replaces = list(dict.fromkeys([*rotated.get("replaces", []), _fingerprint(self.current)]))
+        write_private(self.path, json.dumps({"token": new, "replaces": replaces}).encode())
+        self.current = new
+        self.refused = False
+        log.warning("org token rotated by the control plane; the new one is in %s", self.path)
+
+    def reread(self) -> bool:
+        """After a 401: the token file (an operator may have put a new token there) and
+        the rotation state again. True if that gave another token to try."""
+        if self.token_file is not None:
+            with contextlib.suppress(OSError):
+                configured = self.token_file.read_text().strip()
+                if keys.well_formed(configured, ("bt-",)):
+                    self.configured = configured
+        chosen = self._choose()
+        if chosen != self.current:
+            self.current = chosen
+            return True
+        return False

@@ -1,0 +1,412 @@
+"""Config sync and heartbeat: the agent's one background thread besides the usage sink's.
+
+Pulls ``GET /api/agent/config?since=<version>`` (If-None-Match: an unchanged config costs
+a 304), applies a delta or a full document, sets the org's billing facts, merges the
+credentials read inside the VPC and publishes the snapshot (one reference swap: requests in
+flight keep the snapshot they started with, none is dropped). The last good document is
+cached on disk (0600, no credentials), so a restart while the control plane is unreachable
+serves the last-known config.
+"""
+
+import base64
+import dataclasses
+import logging
+import socket
+import threading
+import time
+from datetime import UTC, datetime
+
+import httpx
+import orjson
+
+from gateway.dataplane.snapshot import (
+    Block,
+    Snapshot,
+    apply_delta,
+    delta_from_dict,
+    snapshot_from_dict,
+    snapshot_to_dict,
+)
+
+from . import VERSION
+from .control import ControlPlane
+from .state import write_private
+
+log = logging.getLogger("bonito.agent")
+
+DEFAULT_POLL_S, DEFAULT_HEARTBEAT_S, DEFAULT_INGEST_S = 30.0, 60.0, 10.0
+CREDENTIALS_REREAD_MIN_S = 10.0  # a provider answering 401 in a loop re-reads at most this often
+
+
+class ConfigSync:
+    def __init__(self, settings, control: ControlPlane, credentials, gateway, stats):
+        self.settings = settings
+        self.control = control
+        self.credentials = credentials
+        self.gateway = gateway
+        self.stats = stats
+        self.cache_path = settings.state_dir / "config.json"
+        self.base: Snapshot | None = None  # as pulled: no credentials
+        self.org: dict | None = None
+        self.facts: dict = {}
+        self.hash_secret = b""
+        self.etag: str | None = None
+        self.suggested: dict = {}
+        self.loaded_from = ""  # "control plane" | "disk cache"
+        self.last_sync_ok: float | None = None
+        self.started_at = time.time()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._creds_stale = threading.Event()
+        self._last_creds_read = 0.0
+        self._thread: threading.Thread | None = None
+        self._client: httpx.Client | None = None
+        self._next_pull = 0.0
+        self._next_heartbeat = 0.0
+        self._want_full = False
+        self._retries = 0
+
+    # -- intervals: the environment's, else the control plane's suggestion ---------------
+    def _interval(self, own: float | None, suggested: str, default: float) -> float:
+        return own or self.suggested.get(suggested) or default
+
+    @property
+    def poll_s(self) -> float:
+        return self._interval(self.settings.sync_interval_s, "poll_s", DEFAULT_POLL_S)
+
+    @property
+    def heartbeat_s(self) -> float:
+        return self._interval(
+            self.settings.heartbeat_interval_s, "heartbeat_s", DEFAULT_HEARTBEAT_S
+        )
+
+    @property
+    def ingest_s(self) -> float:
+        return self._interval(self.settings.ingest_interval_s, "ingest_batch_s", DEFAULT_INGEST_S)
+
+    @property
+    def ready(self) -> bool:
+        return self.gateway.snapshots.current is not None
+
+    # -- the disk cache --------------------------------------------------------------------
+    def load_cache(self) -> bool:
+        try:
+            doc = orjson.loads(self.cache_path.read_bytes())
+            self._take_full(doc)
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.error(
+                "config cache %s unreadable (%s); waiting for the control plane",
+                self.cache_path,
+                type(exc).__name__,
+            )
+            return False
+        self.etag = doc.get("etag")
+        self.loaded_from = "disk cache"
+        self.publish()
+        log.warning("serving config version %s from the disk cache", self.base.version)
+        return True
+
+    def _save_cache(self) -> None:
+        doc = {
+            "schema": 1,
+            "org": self.org,
+            "version": self.base.version,
+            "full": True,
+            "snapshot": snapshot_to_dict(self.base),  # credentials left out
+            "facts": self.facts,
+            "hash_secret": base64.b64encode(self.hash_secret).decode(),
+            **{k: v for k, v in self.suggested.items()},
+            "etag": self.etag,
+        }
+        try:
+            write_private(self.cache_path, orjson.dumps(doc))
+        except OSError as exc:
+            log.error("config cache %s not written: %s", self.cache_path, exc)
+
+    # -- applying documents ----------------------------------------------------------------
+    def _take_full(self, doc: dict) -> None:
+        self.hash_secret = base64.b64decode(doc["hash_secret"])
+        self.base = snapshot_from_dict(doc["snapshot"], self.hash_secret)
+        self.org = doc["org"]
+        self.facts = doc.get("facts") or {}
+        self.suggested = {
+            k: doc[k] for k in ("poll_s", "heartbeat_s", "ingest_batch_s") if doc.get(k)
+        }
+
+    def take(self, doc: dict) -> None:
+        """Apply one config answer (full or delta) and publish it."""
+        rotate = (doc.get("token") or {}).get("rotate_to")
+        if rotate:
+            self.control.token.rotate(rotate)
+        if doc.get("full"):
+            self._take_full(doc)
+        else:
+            if self.base is None:
+                raise ValueError("a delta arrived with no config to apply it to")
+            if (doc.get("org") or {}).get("id") != (self.org or {}).get("id"):
+                # The token is another org's now (the operator changed it): a delta from
+                # that org cannot apply to this org's config.
+                raise ValueError("a delta for another organization than the cached config")
+            self.base = apply_delta(self.base, delta_from_dict(doc["delta"]), time.time())
+            self.hash_secret = base64.b64decode(doc.get("hash_secret") or b"") or self.hash_secret
+            self.base = dataclasses.replace(self.base, hash_secret=self.hash_secret)
+            self.facts = doc.get("facts") or {}
+            self.org = doc.get("org") or self.org
+            self.suggested.update(
+                {k: doc[k] for k in ("poll_s", "heartbeat_s", "ingest_batch_s") if doc.get(k)}
+            )
+        self.loaded_from = "control plane"
+        self.publish()
+
+    def publish(self) -> None:
+        """The pulled snapshot with the org's facts and the VPC's credentials, swapped in."""
+        base = self.base
+        orgs = {}
+        for org_id, org in base.orgs.items():
+            deployments = {
+                model: tuple(
+                    dataclasses.replace(
+                        d, credentials=self.credentials.for_deployment(d.provider, d.kind)
+                    )
+                    for d in deps
+                )
+                for model, deps in org.deployments.items()
+            }
+            changes = {"deployments": deployments}
+            if self.org and org_id == self.org.get("id") and self.facts:
+                changes["spent_this_month"] = float(self.facts.get("spent_this_month") or 0.0)
+                changes["blocked"] = {
+                    scope: Block(**b) for scope, b in (self.facts.get("blocked") or {}).items()
+                }
+            orgs[org_id] = dataclasses.replace(org, **changes)
+        self.gateway.snapshots.publish(dataclasses.replace(base, orgs=orgs))
+        self.gateway.sink.min_batch_interval = self.ingest_s
+        kinds = {d.kind for o in orgs.values() for deps in o.deployments.values() for d in deps}
+        try:
+            self.gateway.upstreams.prewarm(kinds)  # litellm's import, off the request path
+        except Exception:
+            log.exception("prewarming the provider clients failed")
+
+    # -- the loop ------------------------------------------------------------------------------
+    def pull(self) -> str:
+        """One config pull: "updated", "unchanged", "refused", "unreachable" or "retry"
+        (the answer did not apply: the next pull, at once, asks for the full config)."""
+        if self._client is None:
+            self._client = self.control.client()
+        params, headers = {}, {}
+        if self.base is not None and not self._want_full:
+            params["since"] = str(self.base.version)
+            if self.etag:
+                headers["If-None-Match"] = self.etag
+        try:
+            response = self.control.request(
+                self._client, "GET", "/config", params=params, headers=headers
+            )
+        except httpx.HTTPError as exc:
+            log.warning("config pull failed: control plane unreachable (%s)", type(exc).__name__)
+            return "unreachable"
+        if response.status_code == 304:
+            self.last_sync_ok = time.time()
+            return "unchanged"
+        if response.status_code != 200:
+            log.warning(
+                "config pull answered %s; keeping config version %s",
+                response.status_code,
+                self.base.version if self.base else None,
+            )
+            return "refused" if response.status_code in (401, 403) else "unreachable"
+        try:
+            self.take(response.json())
+        except (ValueError, KeyError, TypeError) as exc:
+            # A delta that does not fit (a gap), or a document this agent cannot read: ask
+            # for the whole config next time.
+            log.error(
+                "config document not applied (%s: %s); asking for a full one",
+                type(exc).__name__,
+                exc,
+            )
+            self.etag, self._want_full = None, True
+            return "retry"
+        self._want_full = False
+        self.etag = response.headers.get("etag")
+        self._save_cache()
+        self.last_sync_ok = time.time()
+        return "updated"
+
+    def credentials_stale(self) -> None:
+        """A provider answered 401: read the credential sources again (off the request path)."""
+        self._creds_stale.set()
+        self._wake.set()
+
+    def reload_credentials(self) -> None:
+        self._last_creds_read = time.monotonic()
+        try:
+            changed = self.credentials.load()
+        except Exception:
+            log.exception("reading the credential sources failed")
+            return
+        if changed and self.base is not None:
+            log.warning(
+                "provider credentials changed; published with config version %s", self.base.version
+            )
+            self.publish()
+
+    def heartbeat(self) -> None:
+        if self._client is None:
+            self._client = self.control.client()
+        body = self.stats.heartbeat_body(self)
+        try:
+            response = self.control.request(self._client, "POST", "/heartbeat", json=body)
+        except httpx.HTTPError as exc:
+            log.warning("heartbeat failed: control plane unreachable (%s)", type(exc).__name__)
+            return
+        if response.status_code != 200:
+            log.warning("heartbeat answered %s", response.status_code)
+            return
+        try:
+            latest = response.json().get("config_version")
+        except (ValueError, AttributeError):
+            return
+        if isinstance(latest, int) and self.base is not None and latest != self.base.version:
+            self._next_pull = 0.0  # behind: pull now rather than at the next interval
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="bonito-agent-sync", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        if self._client is not None:
+            self._client.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now = time.monotonic()
+            try:
+                if (
+                    self._creds_stale.is_set()
+                    and now - self._last_creds_read >= CREDENTIALS_REREAD_MIN_S
+                ):
+                    self._creds_stale.clear()
+                    self.reload_credentials()
+                if now >= self._next_pull:
+                    retry = self.pull() == "retry" and self._retries < 1
+                    self._retries = self._retries + 1 if retry else 0
+                    self._next_pull = time.monotonic() + (0.0 if retry else self.poll_s)
+                    if self._next_heartbeat == 0.0:  # the first one right after the first pull
+                        self._next_heartbeat = time.monotonic()
+                if self.stats.share is not None:
+                    self.stats.share.publish(self.stats)
+                if now >= self._next_heartbeat > 0.0 and (
+                    self.stats.share is None or self.stats.share.leader()
+                ):
+                    self.heartbeat()
+                    self._next_heartbeat = time.monotonic() + self.heartbeat_s
+            except Exception:
+                log.exception("agent sync step failed")  # the thread must live on
+            wait = min(self._next_pull, self._next_heartbeat or self._next_pull) - time.monotonic()
+            self._wake.wait(max(0.05, min(wait, 1.0)))
+            self._wake.clear()
+
+
+class Stats:
+    """What the heartbeat reports: counts from the /v1 app, providers' health from the
+    upstream wrapper, the spool from the usage sink. No request or response content."""
+
+    def __init__(self, share=None):
+        self.share = share  # a WorkerShare: every worker's counts in one heartbeat
+        self.requests = 0
+        self.errors = 0
+        self._last = (0, 0)
+        self.providers: dict = {}  # name -> {"kind", "healthy", "last_error"}
+        self._line_counts: dict = {}
+
+    def response(self, status: int) -> None:
+        self.requests += 1
+        if status >= 500:
+            self.errors += 1
+
+    def provider_result(self, name: str, kind: str, error: str | None) -> None:
+        self.providers[name] = {
+            "name": name,
+            "kind": kind,
+            "healthy": error is None,
+            "last_error": error,
+            "at": time.time(),
+        }
+
+    def heartbeat_body(self, sync: ConfigSync) -> dict:
+        if self.share is not None:
+            requests, errors, providers = self.share.totals(self)
+        else:
+            requests, errors, providers = self.requests, self.errors, dict(self.providers)
+        d_req, d_err = requests - self._last[0], errors - self._last[1]
+        self._last = (requests, errors)
+        sink = sync.gateway.sink
+        _files, spool_bytes = sink.spool_bytes()
+        providers = {
+            name: {k: v for k, v in p.items() if k != "at"} for name, p in providers.items()
+        }
+        if sync.base is not None:  # every configured provider, healthy until it fails
+            for org in sync.base.orgs.values():
+                for deps in org.deployments.values():
+                    for d in deps:
+                        providers.setdefault(
+                            d.provider,
+                            {
+                                "name": d.provider,
+                                "kind": d.kind,
+                                "healthy": True,
+                                "last_error": None,
+                            },
+                        )
+        warnings = []
+        if sink.dropped:
+            warnings.append(
+                f"usage spool full (BONITO_SPOOL_MAX_BYTES): {sink.dropped} records dropped"
+            )
+        if sink.dead_lettered:
+            warnings.append(
+                f"{sink.dead_lettered} usage records refused by the control plane and set aside"
+            )
+        if sync.credentials.errors:
+            warnings.extend(f"credentials: {e}"[:300] for e in sync.credentials.errors)
+        if sync.loaded_from == "disk cache":
+            warnings.append("serving the config from the disk cache")
+        return {
+            "agent_id": sync.control.agent_id,
+            "hostname": socket.gethostname(),
+            "version": VERSION,
+            "started_at": datetime.fromtimestamp(sync.started_at, UTC).isoformat(),
+            "uptime_s": round(time.time() - sync.started_at, 3),
+            "config_version": sync.base.version if sync.base is not None else None,
+            "requests": requests,
+            "errors": errors,
+            "error_rate": round(d_err / d_req, 4) if d_req else 0.0,
+            "providers": sorted(providers.values(), key=lambda p: p["name"]),
+            "spool": {
+                "records": self._spooled_records(sink),
+                "bytes": spool_bytes,
+                "dropped": sink.dropped,
+            },
+            "warnings": warnings,
+        }
+
+    def _spooled_records(self, sink) -> int:
+        """Records in the spool: spooled files never change, so each is counted once."""
+        counts = {}
+        for path in sink._spool_files():
+            key = path.name
+            if key not in self._line_counts:
+                try:
+                    self._line_counts[key] = path.read_bytes().count(b"\n")
+                except OSError:
+                    continue
+            counts[key] = self._line_counts[key]
+        self._line_counts = counts
+        return sum(counts.values())

@@ -1,0 +1,60 @@
+"""The agent's Upstreams: the data plane's, watched for the heartbeat's provider health and
+for credentials that stopped working (a provider's 401 makes the agent read its sources again)."""
+
+from gateway.dataplane.upstream import StreamBroken, UpstreamError, Upstreams
+
+AUTH_FAILED = (401, 403)
+
+
+def _short(exc: BaseException) -> str:
+    """A class and status, never a message (it could quote a header or a key)."""
+    status = getattr(exc, "status", None)
+    return f"{type(exc).__name__}{f' {status}' if status else ''}"
+
+
+class Watched:
+    """One adapter, its outcomes reported to the observer; calls go through unchanged."""
+
+    def __init__(self, adapter, observer):
+        self.adapter, self.observer = adapter, observer
+
+    async def call(self, endpoint, dep, body, timeout):
+        try:
+            result = await self.adapter.call(endpoint, dep, body, timeout)
+        except UpstreamError as exc:
+            self.observer(dep, exc)
+            raise
+        self.observer(dep, None)
+        return result
+
+    async def stream(self, endpoint, dep, body, timeout):
+        inner = self.adapter.stream(endpoint, dep, body, timeout)
+        started = False
+        try:
+            async for batch in inner:
+                if not started:
+                    started = True
+                    self.observer(dep, None)
+                yield batch
+        except (UpstreamError, StreamBroken) as exc:
+            self.observer(dep, exc)
+            raise
+        finally:
+            aclose = getattr(inner, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+class AgentUpstreams(Upstreams):
+    def __init__(self, *args, stats, on_auth_failure, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stats = stats
+        self.on_auth_failure = on_auth_failure
+
+    def _observe(self, dep, exc) -> None:
+        self.stats.provider_result(dep.provider, dep.kind, None if exc is None else _short(exc))
+        if exc is not None and getattr(exc, "status", None) in AUTH_FAILED:
+            self.on_auth_failure()
+
+    def for_deployment(self, dep):
+        return Watched(super().for_deployment(dep), self._observe)

@@ -1,0 +1,148 @@
+"""Config answers that cannot apply (a delta from an unexpected version, or another org's
+after the operator changed the token) make the agent ask for the whole config at once;
+facts and credentials are merged into what it serves; the disk cache has no credentials."""
+
+import base64
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from agents.runtime import settings as agent_settings
+from agents.runtime.app import Agent
+from core import keys
+from gateway.dataplane.snapshot import (
+    Delta,
+    DeploymentInfo,
+    KeyInfo,
+    OrgInfo,
+    Snapshot,
+    delta_to_dict,
+    snapshot_to_dict,
+)
+
+SECRET = b"hash-secret-for-the-config-sync-tests"
+
+
+def _org(org_id: int, slug: str) -> OrgInfo:
+    dep = DeploymentInfo(
+        1, "chat-small", "vpc-llm", "openai_compatible", "gpt-4o-mini", "http://10.0.0.5/v1"
+    )
+    return OrgInfo(id=org_id, slug=slug, deployments={"chat-small": (dep,)})
+
+
+def _full(org_id: int, version: int, key_hash: str) -> dict:
+    snap = Snapshot(
+        version=version,
+        keys={key_hash: KeyInfo(id=org_id * 10, org_id=org_id, name="k", hash=key_hash)},
+        orgs={org_id: _org(org_id, f"org{org_id}")},
+    )
+    return {
+        "schema": 1,
+        "org": {"id": org_id, "slug": f"org{org_id}"},
+        "version": version,
+        "full": True,
+        "snapshot": snapshot_to_dict(snap),
+        "facts": {"spent_this_month": 12.5, "blocked": {"org": {"reason": "cap", "until": 4e9}}},
+        "hash_secret": base64.b64encode(SECRET).decode(),
+        "poll_s": 30,
+        "heartbeat_s": 60,
+        "ingest_batch_s": 10,
+        "token": None,
+    }
+
+
+def _delta(org_id: int, since: int, until: int) -> dict:
+    doc = _full(org_id, until, "unused")
+    del doc["snapshot"]
+    doc["full"] = False
+    doc["delta"] = delta_to_dict(Delta(since=since, until=until))
+    return doc
+
+
+class FakeConfig:
+    def __init__(self):
+        self.answers: list = []  # (since or None) -> doc, popped in order
+        self.asked: list = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                since = self.path.partition("since=")[2] or None
+                outer.asked.append(since)
+                doc = outer.answers.pop(0)(since)
+                data = json.dumps(doc).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("ETag", f'"{len(outer.asked)}"')
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def setup(tmp_path):
+    fake = FakeConfig()
+    s = agent_settings.load(
+        {
+            "BONITO_CONTROL_PLANE": f"http://127.0.0.1:{fake.server.server_address[1]}",
+            "BONITO_ORG_TOKEN": keys.generate("bt-"),
+            "BONITO_STATE_DIR": str(tmp_path),
+            "BONITO_PROVIDER_VPC_LLM_API_KEY": "sk-vpc",
+        }
+    )
+    agent = Agent(s)
+    agent.credentials.load()
+    yield fake, agent
+    fake.server.shutdown()
+    fake.server.server_close()
+
+
+def test_it_serves_the_pulled_config_with_facts_and_local_credentials(setup, tmp_path):
+    fake, agent = setup
+    fake.answers = [lambda since: _full(1, 5, "h1")]
+    assert agent.sync.pull() == "updated"
+    snap = agent.gateway.snapshots.current
+    org = snap.orgs[1]
+    assert org.spent_this_month == 12.5 and org.blocked["org"].reason == "cap"
+    assert org.deployments["chat-small"][0].credentials == {"api_key": "sk-vpc"}
+    assert snap.hash_secret == SECRET and "h1" in snap.keys
+    cache = (tmp_path / "config.json").read_text()
+    assert "sk-vpc" not in cache
+    assert oct((tmp_path / "config.json").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_delta_that_does_not_fit_brings_a_full_config_at_once(setup):
+    fake, agent = setup
+    fake.answers = [
+        lambda since: _full(1, 5, "h1"),
+        lambda since: _delta(1, 3, 7),  # from a version the agent is not at
+        lambda since: _full(1, 7, "h1b"),
+    ]
+    agent.sync.pull()
+    assert agent.sync.pull() == "retry"
+    assert agent.gateway.snapshots.current.version == 5  # still serving what it had
+    assert agent.sync.pull() == "updated"
+    assert fake.asked == [None, "5", None]
+    assert agent.gateway.snapshots.current.version == 7
+
+
+def test_a_delta_of_another_org_never_lands_on_this_orgs_config(setup):
+    fake, agent = setup
+    fake.answers = [
+        lambda since: _full(1, 5, "h1"),
+        lambda since: _delta(2, 5, 6),  # the token now belongs to org 2
+        lambda since: _full(2, 6, "h2"),
+    ]
+    agent.sync.pull()
+    assert agent.sync.pull() == "retry"
+    assert agent.sync.pull() == "updated"
+    snap = agent.gateway.snapshots.current
+    assert set(snap.orgs) == {2} and set(snap.keys) == {"h2"}

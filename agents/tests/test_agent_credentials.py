@@ -1,0 +1,176 @@
+"""Credentials stay in the VPC: read from env vars, a file, AWS Secrets Manager, Azure Key
+Vault or GCP Secret Manager, through the official SDKs against fakes at the HTTP level."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from agents.runtime import credentials as creds
+from agents.runtime.credentials import (
+    AwsSecretsManagerSource,
+    AzureKeyVaultSource,
+    Credentials,
+    CredentialsError,
+    FileSource,
+    GcpSecretManagerSource,
+)
+from agents.tests.fake_clouds import TENANT, FakeClouds
+from gateway.tests.external import ROOT
+
+DOC = {"vpc-llm": {"api_key": "sk-from-the-store"}, "other": {"api_key": "sk-other"}}
+
+
+@pytest.fixture
+def clouds(tmp_path, monkeypatch):
+    fake = FakeClouds(tmp_path)
+    for name, value in fake.env().items():
+        monkeypatch.setenv(name, value)
+    yield fake
+    fake.close()
+
+
+def test_it_reads_a_json_file_and_env_vars_override_it_by_field(tmp_path):
+    path = tmp_path / "creds.json"
+    path.write_text(json.dumps(DOC))
+    c = Credentials([FileSource(path)], {"BONITO_PROVIDER_VPC_LLM_API_KEY": "sk-env"})
+    assert c.load() is True
+    assert c.for_deployment("vpc-llm", "openai_compatible") == {"api_key": "sk-env"}
+    assert c.for_deployment("other", "openai_compatible") == {"api_key": "sk-other"}
+    assert c.for_deployment("unknown", "openai_compatible") == {}
+    assert c.load() is False  # nothing changed
+
+
+def test_env_var_names_follow_the_provider_name():
+    assert creds.env_name("vpc-llm", "api_key") == "BONITO_PROVIDER_VPC_LLM_API_KEY"
+    assert creds.env_name("Azure east.2", "api_key") == "BONITO_PROVIDER_AZURE_EAST_2_API_KEY"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["not json", "[]", '{"p": "flat"}', '{"p": ["x"]}'],
+)
+def test_a_document_of_the_wrong_shape_is_refused_without_echoing_it(tmp_path, text):
+    path = tmp_path / "creds.json"
+    path.write_text(text)
+    with pytest.raises(CredentialsError) as info:
+        FileSource(path).load()
+    assert "flat" not in str(info.value)
+
+
+def test_a_failing_source_keeps_what_it_gave_last_and_reports_why(tmp_path):
+    path = tmp_path / "creds.json"
+    path.write_text(json.dumps(DOC))
+    c = Credentials([FileSource(path)], {})
+    c.load()
+    path.write_text("{broken")
+    assert c.load() is False
+    assert c.for_deployment("vpc-llm", "openai_compatible") == {"api_key": "sk-from-the-store"}
+    assert c.errors and "not a JSON document" in c.errors[0]
+
+
+def test_aws_secrets_manager_through_boto3_against_motos_server(monkeypatch):
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", f"http://{host}:{port}")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        import boto3
+
+        client = boto3.client("secretsmanager", region_name="eu-west-1")
+        arn = client.create_secret(Name="bonito-aws", SecretString=json.dumps(DOC))["ARN"]
+        assert AwsSecretsManagerSource(arn).load() == DOC
+        # Rotated in the store: the next read (after a provider's 401) sees it.
+        client.put_secret_value(
+            SecretId=arn, SecretString=json.dumps({"vpc-llm": {"api_key": "sk-new"}})
+        )
+        c = Credentials([AwsSecretsManagerSource(arn)], {})
+        c.load()
+        assert c.for_deployment("vpc-llm", "openai_compatible") == {"api_key": "sk-new"}
+        with pytest.raises(CredentialsError) as info:
+            AwsSecretsManagerSource(arn.replace("bonito-aws", "missing")).load()
+        assert "ResourceNotFoundException" in str(info.value)
+    finally:
+        server.stop()
+
+
+def test_azure_key_vault_with_an_entra_client_secret(clouds, monkeypatch):
+    monkeypatch.setenv("AZURE_TENANT_ID", TENANT)
+    monkeypatch.setenv("AZURE_CLIENT_ID", "11111111-2222-3333-4444-555555555555")
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "entra-client-secret")
+    clouds.secrets["bonito-credentials"] = json.dumps(DOC)
+    source = AzureKeyVaultSource("https://bonito.vault.azure.net", "bonito-credentials")
+    assert source.load() == DOC
+    vault = [r for r in clouds.requests if r[0] == "bonito.vault.azure.net"]
+    assert vault[-1][3] == "Bearer fake-entra-access-token"  # after the challenge
+    assert any(
+        r[0] == "login.microsoftonline.com" and r[2].endswith("/token") for r in clouds.requests
+    )
+    with pytest.raises(CredentialsError):
+        AzureKeyVaultSource("https://bonito.vault.azure.net", "missing").load()
+
+
+def test_gcp_secret_manager_over_rest_with_application_default_credentials(
+    clouds, monkeypatch, tmp_path
+):
+    adc = tmp_path / "adc.json"
+    adc.write_text(
+        json.dumps(
+            {
+                "type": "authorized_user",
+                "client_id": "bonito-test.apps.googleusercontent.com",
+                "client_secret": "gcp-client-secret",
+                "refresh_token": "gcp-refresh-token",
+            }
+        )
+    )
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
+    clouds.secrets["projects/acme/secrets/bonito/versions/latest"] = json.dumps(DOC)
+    assert GcpSecretManagerSource("projects/acme/secrets/bonito").load() == DOC
+    assert any(r[0] == "oauth2.googleapis.com" for r in clouds.requests)
+    with pytest.raises(CredentialsError):
+        GcpSecretManagerSource("projects/acme/secrets/missing").load()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("setting", "module"),
+    [
+        ("AWS_SECRETS_MANAGER_ARN", "boto3"),
+        ("AZURE_KEY_VAULT_URL", "azure.keyvault.secrets"),
+        ("GCP_SECRET_NAME", "google.cloud.secretmanager"),
+    ],
+)
+def test_a_configured_source_whose_sdk_is_missing_stops_the_agent_at_start(
+    tmp_path, setting, module
+):
+    values = {
+        "AWS_SECRETS_MANAGER_ARN": "arn:aws:secretsmanager:eu-west-1:1:secret:x",
+        "AZURE_KEY_VAULT_URL": "https://bonito.vault.azure.net",
+        "GCP_SECRET_NAME": "projects/acme/secrets/bonito",
+    }
+    from core import keys
+
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("BONITO_")},
+        "BONITO_CONTROL_PLANE": "http://127.0.0.1:9",
+        "BONITO_ORG_TOKEN": keys.generate("bt-"),
+        "BONITO_STATE_DIR": str(tmp_path),
+        setting: values[setting],
+    }
+    # The SDK is made unimportable in that process only (as in an image without the extra).
+    code = (
+        f"import sys; sys.modules[{module!r}] = None;"
+        "from agents.runtime.__main__ import main; sys.exit(main())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "not installed" in result.stderr and "requirements-agent.txt" in result.stderr
