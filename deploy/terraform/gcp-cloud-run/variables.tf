@@ -87,7 +87,7 @@ variable "secret_name" {
 }
 
 variable "image" {
-  description = "Agent image (Cloud Run pulls from Artifact Registry or a public registry); pin a digest in production."
+  description = "Agent image. Cloud Run pulls only from Artifact Registry or Docker Hub: point an Artifact Registry remote repository at ghcr.io (or copy the image) and give its path, e.g. us-central1-docker.pkg.dev/<project>/ghcr/bonito/gateway-agent@sha256:…"
   type        = string
   default     = "ghcr.io/bonito/gateway-agent:latest"
 }

@@ -26,6 +26,11 @@ variable "gcp_secret_name" {
   type = string
 }
 
+# An Artifact Registry path (a remote repository of ghcr.io, or a copy of the image).
+variable "agent_image" {
+  type = string
+}
+
 provider "google" {
   project = var.project_id
 }
@@ -38,6 +43,7 @@ module "bonito_gateway" {
   control_plane_url = "https://bonito.example.com"
   org_token         = var.bonito_org_token
   secret_name       = var.gcp_secret_name
+  image             = var.agent_image
   min_instances     = 2
   max_instances     = 10
 }
