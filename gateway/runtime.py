@@ -48,8 +48,9 @@ def refresher():
 _usage_writer: dict = {}
 
 
-def use_usage_writer(write, *, is_refusal) -> None:
-    _usage_writer.update(write=write, is_refusal=is_refusal)
+def use_usage_writer(write, *, is_refusal, feedback=None) -> None:
+    """``feedback(org_id, request_id, score) -> rows rated``: stores POST /v1/feedback."""
+    _usage_writer.update(write=write, is_refusal=is_refusal, feedback=feedback)
 
 
 @cache
@@ -82,6 +83,7 @@ def gateway() -> Gateway:
         ),
         max_body_bytes=settings.GATEWAY_MAX_BODY_BYTES,
         retry_rounds=settings.GATEWAY_RETRY_ROUNDS,
+        feedback=_usage_writer.get("feedback"),
     )
 
 

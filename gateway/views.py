@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from core import strategies
+from core import smart, strategies
 from core.form_input import form_error, form_message
 from governance import services as governance_services
 from governance.models import Policy, RoutingPolicy
@@ -229,5 +229,7 @@ def routing(request):
             "policies": policies,
             "rt_keys": rt_keys,
             "strategies": strategies.choices(),
+            "classifiers": list(smart.CLASSIFIERS.items()),
+            "ab_arms": smart.AB_ARMS,
         },
     )

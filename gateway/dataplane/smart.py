@@ -1,0 +1,204 @@
+"""Smart routing on the request path: a prompt's difficulty score and the tier it goes to."""
+
+import math
+
+from core.smart import SmartPolicy, rules_model
+
+# Keyword lists of the rules classifier, per category; a policy may replace any list
+# (SmartPolicy.keywords). Matched as lower-case substrings, so "analy" finds "analyse".
+DEFAULT_KEYWORDS = {
+    "math": (
+        "calculate",
+        "how many",
+        "how much",
+        "total",
+        "percent",
+        "solve",
+        "equation",
+        "average",
+        "ratio",
+        "probability",
+        "integer",
+        "remainder",
+        "sum of",
+        "each",
+        "cost",
+    ),
+    "reasoning": (
+        "why",
+        "explain",
+        "prove",
+        "derive",
+        "analy",
+        "compare",
+        "evaluate",
+        "justify",
+        "implies",
+        "therefore",
+        "step by step",
+        "reason",
+        "which of the following",
+        "except",
+        "not true",
+        "most likely",
+    ),
+    "multistep": (
+        " then ",
+        " after ",
+        "remaining",
+        " first",
+        "second",
+        "finally",
+        "twice",
+        "half",
+        " per ",
+        "every",
+        "left",
+        "more than",
+        "less than",
+        "times",
+    ),
+    "code": (
+        "```",
+        "def ",
+        "function",
+        "class ",
+        "return",
+        "import ",
+        "algorithm",
+        "complexity",
+        "select ",
+        "regex",
+        "compile",
+        "bug",
+    ),
+    "simple": (
+        "translate",
+        "summarize",
+        "summarise",
+        "list ",
+        "define",
+        "what is",
+        "who is",
+        "who was",
+        "capital of",
+        "synonym",
+        "spell",
+        "rewrite",
+        "format",
+        "hello",
+    ),
+}
+CATEGORIES = tuple(DEFAULT_KEYWORDS)
+SCAN_CHARS = 16_000  # keywords are looked for in the first and last 8,000 characters
+_DIGITS = bytes(range(48, 58))
+_MATH = b"+-*/=^%$<>"
+_ASCII = bytes(range(128))
+
+
+def prompt_text(body: dict) -> tuple[str, int]:
+    """(the prompt's text, the number of turns) of a chat or completions body: every
+    message's text, the last one included whatever its role, parts of type text."""
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        parts = []
+        for m in messages:
+            content = m.get("content") if isinstance(m, dict) else None
+            if isinstance(content, str):
+                parts.append(content)
+            elif isinstance(content, list):
+                for p in content:
+                    if isinstance(p, dict) and isinstance(p.get("text"), str):
+                        parts.append(p["text"])
+        return "\n".join(parts), len(messages)
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        return prompt, 1
+    if isinstance(prompt, list):
+        return "\n".join(p for p in prompt if isinstance(p, str)), 1
+    return "", 0
+
+
+def features(body: dict, keywords: dict | None = None) -> list[float]:
+    """The rules classifier's features of one request (names in FEATURE_NAMES)."""
+    text, turns = prompt_text(body)
+    if len(text) > SCAN_CHARS:
+        scanned = text[: SCAN_CHARS // 2] + "\n" + text[-SCAN_CHARS // 2 :]
+    else:
+        scanned = text
+    low = scanned.lower()
+    raw = scanned.encode("utf-8", "replace")
+    n = len(raw) or 1
+    digits = n - len(raw.translate(None, _DIGITS))
+    maths = n - len(raw.translate(None, _MATH))
+    other_script = n - len(raw.translate(None, _ASCII))
+    kw = keywords or {}
+    counts = [sum(low.count(w) for w in kw.get(c) or DEFAULT_KEYWORDS[c]) for c in CATEGORIES]
+    tools = body.get("tools")
+    out_len = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+    return [
+        math.log1p(len(text) / 4),  # length in tokens, about
+        digits / n,
+        math.log1p(maths),
+        1.0 if "```" in scanned else 0.0,
+        *(math.log1p(c) for c in counts),
+        other_script / n,  # text in another script than Latin (language)
+        math.log1p(turns),
+        math.log1p(len(tools) if isinstance(tools, list) else 0),
+        math.log1p(out_len if isinstance(out_len, int) else 0),
+        math.log1p(scanned.count("?")),
+        1.0 if "\nA." in scanned or "\nA)" in scanned or "\n(A)" in scanned else 0.0,
+        math.log1p(scanned.count("\n")),
+        math.log1p(scanned.count(". ")),
+    ]
+
+
+FEATURE_NAMES = (
+    "tokens",
+    "digit_share",
+    "math_symbols",
+    "code_block",
+    *(f"kw_{c}" for c in CATEGORIES),
+    "other_script",
+    "turns",
+    "tools",
+    "max_output",
+    "questions",
+    "multiple_choice",
+    "lines",
+    "sentences",
+)
+
+
+def score_features(x: list[float], model: dict) -> float:
+    """The calibrated probability that the strong model is needed (logistic model)."""
+    z = model["bias"]
+    for v, mean, scale, w in zip(x, model["mean"], model["scale"], model["weights"], strict=True):
+        z += w * (v - mean) / scale
+    if z < -30:
+        return 0.0
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def rules_score(body: dict, keywords: dict | None = None) -> float:
+    return score_features(features(body, keywords), rules_model())
+
+
+def score(policy: SmartPolicy, body: dict, classifier: str) -> float:
+    """The difficulty score (0-1) of a request under ``classifier``."""
+    if classifier == "learned":
+        from core import smart_learned  # the optional extra; checked at configuration time
+
+        text, _ = prompt_text(body)
+        return smart_learned.score(text, features(body))
+    return rules_score(body, policy.keywords)
+
+
+def choose(policy: SmartPolicy, body: dict, draw: float) -> tuple[str, float | None, int]:
+    """(classifier or "strong", score or None, tier index) of one request; ``draw`` is a
+    uniform number in [0, 1) that assigns the request to the policy's A/B arm."""
+    arm = policy.ab_arm if policy.ab_share and draw < policy.ab_share else policy.classifier
+    if arm == "strong":
+        return arm, None, len(policy.tiers) - 1
+    s = score(policy, body, arm)
+    return arm, s, policy.tier_index(s)
