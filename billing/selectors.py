@@ -208,6 +208,7 @@ class UsageQuery:
     raw_parts: list[QuerySet]  # UsageRecord rows, one contiguous range each
     rollup_parts: list[QuerySet] = field(default_factory=list)  # UsageRollup ranges
     rolled_until: datetime | None = None  # the watermark, whether or not this range used it
+    filters: dict = field(default_factory=dict)
 
     def _sides(self):
         """(queryset, 0 for rollups / 1 for raw rows) for every part."""
@@ -324,7 +325,11 @@ class UsageQuery:
             "by_provider": self.breakdown("provider"),
             "by_key": self.breakdown("key"),
             "by_team": self.breakdown("team"),
+            "smart_routing": self.smart_routing(),
         }
+
+    def smart_routing(self) -> dict:
+        return smart_savings(self.org, self.since, self.until, self.filters)
 
 
 def percentiles_from_histogram(hist: list[int]) -> dict:
@@ -359,7 +364,13 @@ def usage_query(org, params, default_range="24h") -> UsageQuery:
     hi = min(_hour_down(until), mark) if mark else lo
     if filters["status"] or hi <= lo:
         return UsageQuery(
-            org, since, until, [qs.filter(created_at__gte=since, created_at__lt=until)], [], mark
+            org,
+            since,
+            until,
+            [qs.filter(created_at__gte=since, created_at__lt=until)],
+            [],
+            mark,
+            filters,
         )
 
     rollups = _by_dimensions(UsageRollup.objects.for_org(org), filters, used="model")
@@ -383,7 +394,7 @@ def usage_query(org, params, default_range="24h") -> UsageQuery:
         qs.filter(created_at__gte=since, created_at__lt=lo),
         qs.filter(created_at__gte=hi, created_at__lt=until),
     ]
-    return UsageQuery(org, since, until, raw, parts, mark)
+    return UsageQuery(org, since, until, raw, parts, mark, filters)
 
 
 def statement_month(value: str | None) -> tuple[datetime, datetime]:
@@ -430,3 +441,74 @@ def monthly_statement(org, month: str | None) -> tuple[datetime, list[dict]]:
         for r in rows
     ]
     return start, lines
+
+
+# ------------------------------------------------------------------------------ smart routing
+def _exact(value) -> Decimal:
+    """A summed cost as the column holds it (8 decimals; SQLite sums decimals as floats)."""
+    return Decimal(str(value or 0)).quantize(Decimal("1e-8"))
+
+
+def _savings_row(g: dict) -> dict:
+    cost, counterfactual = _exact(g["cost"]), _exact(g["counterfactual"])
+    saved = counterfactual - cost
+    rated = g.get("rated") or 0
+    return {
+        "requests": g["requests"],
+        "cost_usd": float(cost),
+        "top_tier_cost_usd": float(counterfactual),
+        "saved_usd": float(saved),
+        "saved_pct": round(float(saved * 100 / counterfactual), 2) if counterfactual else 0.0,
+        "rated": rated,
+        "avg_feedback": round(g["feedback"], 4) if rated else None,
+    }
+
+
+def smart_savings(org, since: datetime, until: datetime, filters: dict | None = None) -> dict:
+    """Smart-routed requests in [since, until): what they cost, what the same tokens would
+    have cost on their policy's top tier (recorded per request as cost_top_tier), and the
+    difference; in total, per day, per model used, per policy, per classifier (the A/B arms:
+    rules, learned, strong), with the apps' feedback (quality) per classifier and per tier.
+
+    Read from the raw rows (kept USAGE_RETENTION_DAYS), successful requests only: a failed
+    request cost nothing and would have cost nothing."""
+    from django.db.models import Avg
+
+    qs = (
+        _filtered(org, filters or _clean(org, {}))
+        .filter(created_at__gte=since, created_at__lt=until, status=UsageRecord.Status.SUCCESS)
+        .exclude(route_tier="")
+        .exclude(cost_top_tier=None)
+        .order_by()
+    )
+    measures = {
+        "requests": Count("id"),
+        "cost": Sum("cost"),
+        "counterfactual": Sum("cost_top_tier"),
+        "rated": Count("feedback_score"),
+        "feedback": Avg("feedback_score"),
+    }
+
+    def grouped(field, name):
+        rows = qs.values(field).annotate(**measures).order_by(field)
+        return [{name: r[field], **_savings_row(r)} for r in rows]
+
+    by_day = [
+        {"day": r["day"].date().isoformat(), **_savings_row(r)}
+        for r in qs.annotate(day=TruncDay("created_at"))
+        .values("day")
+        .annotate(**measures)
+        .order_by("day")
+    ]
+    total = qs.aggregate(**measures)
+    policies = grouped("routing_policy", "policy")
+    for p in policies:
+        p["policy"] = p["policy"] or "(org default)"
+    return {
+        **_savings_row(total),
+        "by_day": by_day,
+        "by_model": grouped("model_used", "model"),
+        "by_policy": policies,
+        "by_classifier": grouped("route_classifier", "classifier"),
+        "by_tier": grouped("route_tier", "tier"),
+    }
