@@ -84,6 +84,7 @@ bench: venv .venv-bench/.installed bench-deps
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/run.py --streams-only $(BENCH_ARGS)
 	$(BIN)/python bench/usage.py
+	$(BIN)/python bench/smart_routing.py --out var/bench/smart_routing.json
 	$(BIN)/python bench/scale.py $(SCALE_ARGS)
 
 bench-smoke: venv .venv-bench/.installed bench-deps

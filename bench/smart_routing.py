@@ -276,7 +276,9 @@ def timing(rows: list[dict], tokens: int = 1000, runs: int = 2000, learned=False
     body = body_of(text[: tokens * 4])
     policy = SmartPolicy(tiers=("a", "b"), thresholds=(0.5,))
     classifier = "learned" if learned else "rules"
+    rss, started = _rss_mb(), time.perf_counter()
     smart.score(policy, body, classifier)
+    load_s, load_mb = time.perf_counter() - started, _rss_mb() - rss
     times = []
     for _ in range(runs):
         t = time.perf_counter()
@@ -284,10 +286,20 @@ def timing(rows: list[dict], tokens: int = 1000, runs: int = 2000, learned=False
         times.append((time.perf_counter() - t) * 1000)
     times.sort()
     return {
+        "first_call_s": round(load_s, 3),  # loading, for the learned classifier
+        "first_call_rss_mb": round(load_mb, 1),  # what loading added to this process
         "prompt_chars": len(text[: tokens * 4]),
         "p50_ms": round(times[len(times) // 2], 4),
         "p99_ms": round(times[int(len(times) * 0.99)], 4),
     }
+
+
+def _rss_mb() -> float:
+    """This process's resident memory (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def main(argv=None) -> int:
@@ -321,8 +333,9 @@ def main(argv=None) -> int:
     results = {"classifiers": {}, "timing_rules_1000_tokens": timing(rows)}
     learned_oof = None
     if learned_available():
-        learned_oof = out_of_fold_learned(rows, learned_matrix(rows, feats))
+        # Timed first, so that its first call is the load (the model, once per process).
         results["timing_learned_1000_tokens"] = timing(rows, learned=True)
+        learned_oof = out_of_fold_learned(rows, learned_matrix(rows, feats))
     for family in ("gsm8k", "mmlu"):
         idx = [i for i, r in enumerate(rows) if r["family"] == family]
         sub = [rows[i] for i in idx]
@@ -354,7 +367,10 @@ def main(argv=None) -> int:
     for name in ("rules", "learned"):
         t = results.get(f"timing_{name}_1000_tokens")
         if t:
-            print(f"{name} score, 1,000-token prompt: p50 {t['p50_ms']} ms, p99 {t['p99_ms']} ms")
+            print(
+                f"{name} score, 1,000-token prompt: p50 {t['p50_ms']} ms, p99 {t['p99_ms']} ms; "
+                f"first call {t['first_call_s']} s, +{t['first_call_rss_mb']} MB resident"
+            )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1))

