@@ -5,6 +5,7 @@ from functools import cache
 from django.conf import settings
 from django.db import connection
 
+from .dataplane import smart
 from .dataplane.limits import Limiter
 from .dataplane.memory import release_free_memory
 from .dataplane.netpolicy import NetworkPolicy
@@ -25,6 +26,7 @@ def _prewarm(snapshot) -> None:
         d.kind for org in snapshot.orgs.values() for deps in org.deployments.values() for d in deps
     }
     gateway().upstreams.prewarm(kinds)
+    smart.prewarm(snapshot)  # the learned classifier's model, if a policy uses it
 
 
 @cache

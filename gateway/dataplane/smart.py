@@ -1,10 +1,13 @@
 """Smart routing on the request path: a prompt's difficulty score and the tier it goes to."""
 
+import logging
 import math
 from collections import Counter
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from core.smart import SmartPolicy, rules_model
+
+log = logging.getLogger("bonito.gateway.smart")
 
 # Keyword lists of the rules classifier, per category; a policy may replace any list
 # (SmartPolicy.keywords). A keyword is a word or a phrase, matched case-insensitively (ASCII
@@ -251,7 +254,44 @@ def choose(policy: SmartPolicy, body: dict, draw: float) -> tuple[str, float | N
     """(classifier or "strong", score or None, tier index) of one request; ``draw`` is a
     uniform number in [0, 1) that assigns the request to the policy's A/B arm."""
     arm = policy.ab_arm if policy.ab_share and draw < policy.ab_share else policy.classifier
+    if arm == "learned" and not learned_ready():
+        arm = "rules"  # a snapshot made where the extra is installed, served where it is not
     if arm == "strong":
         return arm, None, len(policy.tiers) - 1
     s = score(policy, body, arm)
     return arm, s, policy.tier_index(s)
+
+
+@cache
+def learned_ready() -> bool:
+    """Whether this process can run the learned classifier (checked once)."""
+    from core import smart_learned
+
+    ready = smart_learned.missing() is None
+    if not ready:
+        log.error("a smart policy uses the learned classifier, not installed here; using rules")
+    return ready
+
+
+def _uses_learned(policy: SmartPolicy | None) -> bool:
+    return policy is not None and "learned" in (policy.classifier, policy.ab_arm)
+
+
+def prewarm(snapshot) -> bool:
+    """Load the learned classifier (about 0.6 s, once per process) when a published
+    snapshot has a policy that uses it, so no request waits for the load. Called where
+    snapshots are published (off the request path); True once it is loaded."""
+    from core import smart_learned
+
+    if smart_learned.encoder.cache_info().currsize:
+        return True
+    for org in snapshot.orgs.values():
+        if _uses_learned(org.smart) or any(
+            _uses_learned(p.smart) for p in org.routing_policies.values()
+        ):
+            if learned_ready():
+                smart_learned.encoder()
+                smart_learned.model()
+                return True
+            return False
+    return False

@@ -518,3 +518,34 @@ def test_a_learned_policy_routes_and_says_so(acme, gw):
     assert response.headers["x-bonito-model-used"] == "smart-lite"
     [row] = [r for r in usage_rows(acme.org) if r.endpoint == "chat"]
     assert row.route_classifier == "learned"
+
+
+def test_a_learned_policy_served_where_the_extra_is_missing_is_scored_by_rules(monkeypatch):
+    """A snapshot made by a control plane with the extra, served by a gateway (an agent)
+    without it: requests never fail for it."""
+    from core.smart import SmartPolicy
+
+    monkeypatch.setitem(sys.modules, "numpy", None)
+    smart.learned_ready.cache_clear()
+    try:
+        policy = SmartPolicy(tiers=("a", "b"), thresholds=(0.5,), classifier="learned")
+        arm, score, _tier = smart.choose(policy, _chat(EASY), 0.9)
+        assert arm == "rules" and 0 <= score <= 1
+    finally:
+        smart.learned_ready.cache_clear()
+
+
+@needs_learned
+def test_publishing_a_snapshot_with_a_learned_policy_loads_the_model_off_the_request_path():
+    from core import smart_learned
+    from core.smart import SmartPolicy
+    from gateway.dataplane.snapshot import Snapshot
+
+    learned = SmartPolicy(tiers=("a", "b"), thresholds=(0.5,), classifier="learned")
+    plain = Snapshot(version=1, keys={}, orgs={1: OrgInfo(id=1, slug="a")})
+    with_learned = Snapshot(version=2, keys={}, orgs={1: OrgInfo(id=1, slug="a", smart=learned)})
+    smart_learned.encoder.cache_clear()
+    assert smart.prewarm(plain) is False
+    assert smart_learned.encoder.cache_info().currsize == 0  # not loaded for nothing
+    assert smart.prewarm(with_learned) is True
+    assert smart_learned.encoder.cache_info().currsize == 1
