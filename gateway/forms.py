@@ -133,6 +133,32 @@ class RoutingPolicyForm(forms.Form):
         return out
 
 
+class OrgSmartForm(forms.Form):
+    """The org's default smart routing (bn- keys asking for the alias); the service checks it."""
+
+    smart_tiers = NameListField(label="Tiers", required=False)
+    auto_model_alias = forms.CharField(
+        label="Alias", max_length=100, empty_value="auto", required=False
+    )
+    classifier = forms.ChoiceField(
+        label="Classifier", choices=list(smart.CLASSIFIERS.items()), required=False
+    )
+    aggressiveness = WholeNumberField(label="Aggressiveness", minimum=0, maximum=100)
+
+    def clean(self):
+        data = super().clean()
+        spec = {}
+        if data.get("smart_tiers"):
+            spec["classifier"] = data.get("classifier") or "rules"
+            if data.get("aggressiveness") is not None:
+                spec["aggressiveness"] = data["aggressiveness"] / 100
+        return {
+            "smart_tiers": data.get("smart_tiers") or [],
+            "smart": spec,
+            "auto_model_alias": data.get("auto_model_alias") or "auto",
+        }
+
+
 # ------------------------------------------------------------------------------ providers
 MAX_VALUE_LENGTH = {"textarea": 20_000}  # a service-account key is a few KB
 DEFAULT_MAX_VALUE_LENGTH = 2_000

@@ -549,3 +549,43 @@ def test_publishing_a_snapshot_with_a_learned_policy_loads_the_model_off_the_req
     assert smart_learned.encoder.cache_info().currsize == 0  # not loaded for nothing
     assert smart.prewarm(with_learned) is True
     assert smart_learned.encoder.cache_info().currsize == 1
+
+
+def test_the_org_default_is_set_from_the_dashboard_and_rest(alice_client, charlie_client, org_a):
+    from gateway.models import GatewayConfig
+
+    url = f"/o/{org_a.slug}/routing/"
+    response = alice_client.post(
+        url,
+        {
+            "form": "org_smart",
+            "smart_tiers": "lite, pro",
+            "auto_model_alias": "cheap",
+            "classifier": "rules",
+            "aggressiveness": "80",
+        },
+    )
+    assert response.status_code == 302
+    config = GatewayConfig.objects.get(org=org_a)
+    assert (config.smart_tiers, config.smart, config.auto_model_alias) == (
+        ["lite", "pro"],
+        {"classifier": "rules", "aggressiveness": 0.8},
+        "cheap",
+    )
+    assert b"is smart-routed over lite" in alice_client.get(url).content
+    refused = alice_client.post(url, {"form": "org_smart", "smart_tiers": "only-one"}, follow=True)
+    assert b"at least two tiers" in refused.content
+    api = alice_client.put(
+        "/api/gateway/config",
+        {"smart_tiers": ["a", "b"], "smart": {"thresholds": [0.4]}},
+        content_type="application/json",
+    )
+    assert api.status_code == 200, api.content
+    assert api.json()["smart"] == {"thresholds": [0.4]}
+    bad = alice_client.put(
+        "/api/gateway/config",
+        {"smart": {"thresholds": [0.4, 0.2]}},
+        content_type="application/json",
+    )
+    assert bad.status_code == 400
+    assert charlie_client.post(url, {"form": "org_smart", "smart_tiers": "x, y"}).status_code == 404
