@@ -589,3 +589,25 @@ def test_the_org_default_is_set_from_the_dashboard_and_rest(alice_client, charli
     )
     assert bad.status_code == 400
     assert charlie_client.post(url, {"form": "org_smart", "smart_tiers": "x, y"}).status_code == 404
+
+
+@pytest.mark.django_db
+def test_an_admin_edit_keeps_and_checks_the_smart_settings(admin_client, org_a):
+    from bonito.tests.admin_forms import form_data
+    from governance import services as gov
+    from governance.models import RoutingPolicy
+
+    policy = gov.routing_policy_save(
+        actor=ACTOR,
+        org=org_a,
+        name="saver",
+        strategy="smart",
+        models=["lite", "pro"],
+        smart={"thresholds": [0.3]},
+    )
+    url = f"/admin/governance/routingpolicy/{policy.pk}/change/"
+    admin_client.post(url, form_data(admin_client.get(url), is_active=""))
+    assert RoutingPolicy.objects.get(pk=policy.pk).smart == {"thresholds": [0.3]}
+    response = admin_client.post(url, form_data(admin_client.get(url), smart='{"thresholds": [3]}'))
+    assert response.status_code == 302
+    assert RoutingPolicy.objects.get(pk=policy.pk).smart == {"thresholds": [0.3]}
