@@ -286,3 +286,19 @@ def test_the_recalibrate_button_is_for_admins_of_the_org(org_a, alice_client, ch
     assert charlie_client.post(url, {"policy": "saver"}).status_code == 404
     response = alice_client.post(url, {"policy": "saver"}, follow=True)
     assert b"re-calibrating needs 30" in response.content
+
+
+@pytest.mark.django_db
+def test_the_logs_show_how_a_request_was_smart_routed(rows, org_a, alice_client, charlie_client):
+    row = UsageRecord.objects.filter(org=org_a, route_tier="pro", feedback_score=1.0).get()
+    params = {"since": (NOW - timedelta(days=7)).isoformat(), "until": NOW.isoformat()}
+    listed = alice_client.get("/api/gateway/logs", params).json()["results"]
+    [mine] = [r for r in listed if r["id"] == str(row.id)]
+    assert (mine["route_tier"], mine["routing_policy"], mine["feedback_score"]) == (
+        "pro",
+        "saver",
+        1.0,
+    )
+    page = alice_client.get(f"/o/{org_a.slug}/logs/{row.id}/")
+    assert b"Smart routing" in page.content and b"tier pro" in page.content
+    assert charlie_client.get(f"/o/{org_a.slug}/logs/{row.id}/").status_code == 404
