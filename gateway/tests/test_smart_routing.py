@@ -88,6 +88,36 @@ def test_keyword_lists_are_configurable_per_policy():
     assert smart.features(body, mine)[smart.FEATURE_NAMES.index("kw_reasoning")] > 0
 
 
+DEV_SET = Path(__file__).resolve().parents[3] / "shared" / "data" / "routing" / "dev.jsonl"
+
+
+def test_the_committed_rules_model_reads_the_features_the_gateway_computes():
+    """A feature added or reordered without retraining (bench/smart_routing.py --train)
+    would silently mis-score: the committed model names the features it was fitted on."""
+    model = smart_settings.rules_model()
+    assert model["features"] == list(smart.FEATURE_NAMES)
+    assert len(model["weights"]) == len(model["mean"]) == len(smart.FEATURE_NAMES)
+    q = model["quantiles"]
+    assert len(q) == 101 and q == sorted(q) and 0 <= q[0] and q[-1] <= 1
+
+
+@pytest.mark.skipif(not DEV_SET.is_file(), reason="the development set is not beside the repo")
+def test_the_rules_score_means_the_share_of_prompts_that_need_the_strong_model():
+    """Calibrated: in each decile of scores on the development set, the mean score is close
+    to the share of its prompts the weak model got wrong and the strong one right."""
+    rows = [orjson.loads(line) for line in DEV_SET.read_bytes().splitlines() if line.strip()]
+    scored = sorted(
+        (smart.rules_score(_chat(r["prompt"])), not r["weak_correct"] and r["strong_correct"])
+        for r in rows
+    )
+    tenth = len(scored) // 10
+    for d in range(10):
+        part = scored[d * tenth : (d + 1) * tenth]
+        mean = sum(s for s, _ in part) / len(part)
+        share = sum(y for _, y in part) / len(part)
+        assert abs(mean - share) < 0.06, (d, mean, share)
+
+
 # ------------------------------------------------------------------------------ the settings
 def test_aggressiveness_moves_the_thresholds_up_and_keeps_them_ascending():
     low = smart_settings.thresholds_for(0.0, 3)
@@ -611,3 +641,13 @@ def test_an_admin_edit_keeps_and_checks_the_smart_settings(admin_client, org_a):
     response = admin_client.post(url, form_data(admin_client.get(url), smart='{"thresholds": [3]}'))
     assert response.status_code == 302
     assert RoutingPolicy.objects.get(pk=policy.pk).smart == {"thresholds": [0.3]}
+
+
+def test_the_committed_learned_head_reads_the_embedding_and_the_rules_features():
+    import json
+
+    from core import smart_learned
+
+    head = json.loads(smart_learned.HEAD_FILE.read_text())
+    assert len(head["weights"]) == 384 + len(smart.FEATURE_NAMES)  # MiniLM's width + rules
+    assert len(head["quantiles"]) == 101 and head["quantiles"] == sorted(head["quantiles"])
