@@ -7,7 +7,7 @@ from decimal import Decimal
 from functools import cached_property
 
 from django.core.exceptions import ValidationError
-from django.db.models import BigIntegerField, Count, F, Q, QuerySet, Sum
+from django.db.models import BigIntegerField, Count, F, Max, Q, QuerySet, Sum
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, TruncDay, TruncHour
 from django.utils import timezone
@@ -512,3 +512,63 @@ def smart_savings(org, since: datetime, until: datetime, filters: dict | None = 
         "by_classifier": grouped("route_classifier", "classifier"),
         "by_tier": grouped("route_tier", "tier"),
     }
+
+
+HEALTH_WINDOW = timedelta(minutes=15)
+HEALTH_MIN_REQUESTS = 3  # fewer answers in the window say too little to call it failing
+
+
+@dataclass(frozen=True)
+class ProviderHealth:
+    state: str  # ok | failing | idle | off: a CSS class on the page
+    text: str
+
+
+def provider_health(org, providers, now: datetime | None = None) -> dict[int, ProviderHealth]:
+    """Provider id -> its state, from the last HEALTH_WINDOW of traffic (requests the
+    provider answered or failed; refusals by Bonito's own checks are not its fault) and its
+    last "Test connection": a provider is *failing* when half of its recent requests
+    failed, or when its last test failed and nothing succeeded after it."""
+    now = now or timezone.now()
+    since = now - HEALTH_WINDOW
+    traffic: dict[str, dict] = {}
+    rows = (
+        UsageRecord.objects.filter(org=org, created_at__gte=since)
+        .exclude(provider="")
+        .filter(status__in=[UsageRecord.Status.SUCCESS, UsageRecord.Status.ERROR])
+        .values("provider", "status")
+        .annotate(n=Count("id"), last=Max("created_at"))
+    )
+    for row in rows:
+        t = traffic.setdefault(row["provider"], {"success": 0, "error": 0, "last_ok": None})
+        t[row["status"]] += row["n"]
+        if row["status"] == UsageRecord.Status.SUCCESS:
+            t["last_ok"] = row["last"]
+    out = {}
+    for p in providers:
+        t = traffic.get(p.name, {"success": 0, "error": 0, "last_ok": None})
+        n, errors = t["success"] + t["error"], t["error"]
+        tested_bad = p.last_test_ok is False and (
+            t["last_ok"] is None or t["last_ok"] < p.last_test_at
+        )
+        if not p.is_active:
+            out[p.id] = ProviderHealth("off", "disabled")
+        elif getattr(p, "n_active", 1) == 0:
+            out[p.id] = ProviderHealth("failing", "no active deployments")
+        elif n >= HEALTH_MIN_REQUESTS and errors * 2 >= n:
+            out[p.id] = ProviderHealth(
+                "failing", f"failing: {errors} of {n} requests in the last 15 minutes failed"
+            )
+        elif tested_bad:
+            out[p.id] = ProviderHealth("failing", f"last test failed: {p.last_test_message}")
+        elif n:
+            out[p.id] = ProviderHealth(
+                "ok", f"serving: {n} requests in the last 15 minutes, {errors} failed"
+            )
+        elif p.last_test_ok:
+            out[p.id] = ProviderHealth(
+                "ok", f"no recent traffic; last test passed {p.last_test_at:%Y-%m-%d %H:%M} UTC"
+            )
+        else:
+            out[p.id] = ProviderHealth("idle", "no traffic in the last 15 minutes, not tested")
+    return out

@@ -30,12 +30,18 @@ def overview(request):
     start = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
     today = selectors.usage_query(org, {"since": start.isoformat()})
     providers = list(ProviderConnection.objects.for_org(org).with_active_deployments())
-    first_model = (
+    health = selectors.provider_health(org, providers)
+    for p in providers:
+        p.health = health[p.id]
+    # The snippets name a model that works: one served by a provider that is not failing,
+    # preferring one that is serving now; the first model only when none is.
+    rank = {p.name: {"ok": 0, "idle": 1}.get(health[p.id].state, 2) for p in providers}
+    deployments = (
         Deployment.objects.for_org(org)
-        .filter(is_active=True)
-        .values_list("model_name", flat=True)
-        .first()
+        .filter(is_active=True, provider__is_active=True)
+        .values_list("model_name", "provider__name")
     )
+    first_model = min(deployments, key=lambda d: (rank.get(d[1], 2), d[0]), default=(None, None))[0]
     base_url = request.build_absolute_uri("/v1").rstrip("/")
     return render(
         request,

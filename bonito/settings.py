@@ -461,6 +461,9 @@ GATEWAY_SNAPSHOT_POLL_S = env.float("GATEWAY_SNAPSHOT_POLL_S", default=0.5)
 GATEWAY_FACTS_REFRESH_S = env.float("GATEWAY_FACTS_REFRESH_S", default=60.0)
 # Config change-log rows kept; a worker further behind than this does a full build.
 CONFIG_CHANGES_KEPT = env.int("CONFIG_CHANGES_KEPT", default=10000)
+# How long the usage writer waits for more records after the first of a batch: one insert
+# for what would be many at moderate rates (records are in the journal meanwhile).
+GATEWAY_USAGE_LINGER_S = env.float("GATEWAY_USAGE_LINGER_S", default=0.05)
 GATEWAY_SPOOL_DIR = Path(env.str("GATEWAY_SPOOL_DIR", default=str(VAR_DIR / "spool" / "usage")))
 # Limits on Redis: how long a request waits for it (a free connection and the script's
 # answer) before a 503, how many connections a worker opens, and the share of every limit

@@ -4,9 +4,10 @@ Best effort: a dead channel layer never fails the write that triggered the messa
 
 import asyncio
 import logging
+import os
+import threading
 import time
 
-from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 log = logging.getLogger("bonito.sockets")
@@ -28,6 +29,25 @@ def remember_socket_loop() -> None:
     _socket_loop = asyncio.get_running_loop()
 
 
+# Sends to a Redis channel layer run on one event loop per process, in a thread of its own,
+# for the life of the process: the layer keeps its connections per loop, so a new loop
+# per send (async_to_sync) paid a new Redis connection (and redis-py's version lookup in
+# the package metadata) on every usage batch — measured as most of a gateway worker's CPU
+# at 200 req/s (docs/benchmarks.md), taken from the thread the event loop shares a GIL with.
+_sender: tuple[int, asyncio.AbstractEventLoop] | None = None
+_sender_lock = threading.Lock()
+
+
+def _sender_loop() -> asyncio.AbstractEventLoop:
+    global _sender
+    with _sender_lock:
+        if _sender is None or _sender[0] != os.getpid() or _sender[1].is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="bonito-sockets", daemon=True).start()
+            _sender = (os.getpid(), loop)  # a forked child makes its own
+        return _sender[1]
+
+
 async def _send_all(layer, messages: dict[str, dict]) -> None:
     async with asyncio.timeout(SEND_TIMEOUT_S):
         for group, message in messages.items():
@@ -46,7 +66,9 @@ def group_send(messages: dict[str, dict]) -> None:
                 return  # nobody has opened a socket in this process
             asyncio.run_coroutine_threadsafe(_send_all(layer, messages), _socket_loop)
         else:
-            async_to_sync(_send_all)(layer, messages)
+            asyncio.run_coroutine_threadsafe(_send_all(layer, messages), _sender_loop()).result(
+                SEND_TIMEOUT_S + 1.0
+            )
     except Exception as exc:
         if time.monotonic() - _last_warning >= WARN_EVERY_S:
             _last_warning = time.monotonic()

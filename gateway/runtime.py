@@ -69,6 +69,7 @@ def gateway() -> Gateway:
         sink=UsageSink(
             write_usage,
             settings.GATEWAY_SPOOL_DIR,
+            linger=settings.GATEWAY_USAGE_LINGER_S,
             on_stop=close_db_connection,
             on_idle=close_db_connection,
             on_housekeeping=release_free_memory,

@@ -1,5 +1,6 @@
 """The immutable view of config the hot path reads: keys by hash, orgs, deployments."""
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 from core.smart import DEFAULT_ALIAS, SmartPolicy, policy_from_dict, policy_to_dict
@@ -110,10 +111,99 @@ class OrgInfo:
         return not self.allowed_regions or dep.region in self.allowed_regions
 
 
+_GONE = object()  # a key removed by the overlay
+
+
+class KeyTable(Mapping):
+    """Key hash -> KeyInfo: a large base dict shared between snapshots plus a small overlay
+    of the keys changed since (a removed key maps to ``_GONE``). A delta copies only the overlay, so applying
+    one costs the size of the changes, not of the table (copying a 100k-key dict holds the
+    GIL, and so the event loop, for milliseconds). When the overlay outgrows
+    ``max(COMPACT_MIN, len(base) // COMPACT_RATIO)`` the next apply folds it into a new
+    base: one full copy per that many changed keys."""
+
+    __slots__ = ("_base", "_over", "_len")
+    COMPACT_MIN = 1024
+    COMPACT_RATIO = 32
+
+    def __init__(
+        self, base: dict | None = None, over: dict | None = None, length: int | None = None
+    ):
+        self._base = base if base is not None else {}
+        self._over = over or {}
+        if length is None:
+            length = len(self._base) + sum(
+                (v is not _GONE) - (h in self._base) for h, v in self._over.items()
+            )
+        self._len = length
+
+    def get(self, h, default=None):
+        over = self._over
+        if over:
+            found = over.get(h, None)
+            if found is not None:
+                return default if found is _GONE else found
+        return self._base.get(h, default)
+
+    def __getitem__(self, h):
+        found = self.get(h, _GONE)
+        if found is _GONE:
+            raise KeyError(h)
+        return found
+
+    def __contains__(self, h):
+        return self.get(h, _GONE) is not _GONE
+
+    def __len__(self):
+        return self._len
+
+    def items(self):
+        return self._base.items() if not self._over else super().items()
+
+    def values(self):
+        return self._base.values() if not self._over else super().values()
+
+    def __iter__(self):
+        over = self._over
+        for h in self._base:
+            if h not in over:
+                yield h
+        for h, v in over.items():
+            if v is not _GONE:
+                yield h
+
+    def changed(self, sets: dict, removed) -> "KeyTable":
+        """A new table with ``sets`` (hash -> KeyInfo) put and the ``removed`` hashes gone;
+        this one is left as it is."""
+        base, over, length = self._base, dict(self._over), self._len
+
+        def present(h) -> bool:
+            v = over.get(h)
+            return h in base if v is None else v is not _GONE
+
+        for h in removed:
+            if present(h):
+                length -= 1
+                over[h] = _GONE
+        for h, key in sets.items():
+            if not present(h):
+                length += 1
+            over[h] = key
+        if len(over) > max(self.COMPACT_MIN, len(base) // self.COMPACT_RATIO):
+            base = dict(base)
+            for h, v in over.items():
+                if v is _GONE:
+                    base.pop(h, None)
+                else:
+                    base[h] = v
+            return type(self)(base, None, len(base))
+        return type(self)(base, over, length)
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     version: int
-    keys: dict  # key hash -> KeyInfo
+    keys: Mapping  # key hash -> KeyInfo (a KeyTable; a plain dict is wrapped)
     orgs: dict  # org id -> OrgInfo
     hash_secret: bytes = b""
     built_at: float = 0.0
@@ -122,6 +212,8 @@ class Snapshot:
     key_hashes: dict | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
+        if not isinstance(self.keys, KeyTable):
+            object.__setattr__(self, "keys", KeyTable(self.keys))
         if self.key_hashes is None:
             object.__setattr__(self, "key_hashes", keys_by_org(self.keys))
 
@@ -153,12 +245,13 @@ class Delta:
 
 
 def apply_delta(snap: Snapshot, delta: Delta, built_at: float = 0.0) -> Snapshot:
-    """A new snapshot: ``snap`` with the delta's entries replaced. Copies the two dicts
-    (C speed) and touches only the changed orgs' keys; ``snap`` itself is left as it is, so
-    readers keep a whole snapshot until the new one is published."""
+    """A new snapshot: ``snap`` with the delta's entries replaced. Copies the orgs dict and
+    the key table's overlay (KeyTable), and touches only the changed orgs' keys; ``snap``
+    itself is left as it is, so readers keep a whole snapshot until the new one is
+    published."""
     if delta.since != snap.version:
         raise ValueError(f"delta from version {delta.since} applied to version {snap.version}")
-    keys, orgs, index = dict(snap.keys), dict(snap.orgs), dict(snap.key_hashes)
+    keys, orgs, index = snap.keys, dict(snap.orgs), dict(snap.key_hashes)
     gone = {i for i, o in delta.orgs.items() if o is None}
     wholesale = set(delta.key_orgs) | gone
     arriving: dict = {}  # org id -> hashes of its keys in the delta
@@ -172,25 +265,30 @@ def apply_delta(snap: Snapshot, delta: Delta, built_at: float = 0.0) -> Snapshot
     for org_id, key_id in delta.key_ids:
         if (org_id, key_id) not in found and org_id not in wholesale:
             missing.setdefault(org_id, set()).add(key_id)
+    removed: list = []
+    sets: dict = {}
     for org_id in wholesale | missing.keys() | arriving.keys():
         old = index.get(org_id, ())
+        incoming = arriving.get(org_id, ())
         if org_id in wholesale or org_id in missing:
             ids = missing.get(org_id, ())
             kept = []
             for h in old:
                 if org_id in wholesale or keys[h].id in ids:
-                    del keys[h]
+                    removed.append(h)
                 else:
                     kept.append(h)
             old = tuple(kept)
-        new = [h for h in arriving.get(org_id, ()) if h not in keys]
-        for h in arriving.get(org_id, ()):
-            keys[h] = delta.keys[h]
+        present = set(old)
+        new = [h for h in incoming if h not in present]
+        for h in incoming:
+            sets[h] = delta.keys[h]
         hashes = old + tuple(new)
         if hashes:
             index[org_id] = hashes
         else:
             index.pop(org_id, None)
+    keys = keys.changed(sets, [h for h in removed if h not in sets])
     for org_id, org in delta.orgs.items():
         if org is None:
             orgs.pop(org_id, None)

@@ -130,6 +130,7 @@ class UsageSink:
         spool_dir: Path,
         batch_size: int = 500,
         flush_interval: float = 0.2,
+        linger: float = 0.0,
         retry_interval: float = 1.0,
         on_stop=None,
         on_idle=None,
@@ -165,6 +166,7 @@ class UsageSink:
         self.orphan_scan_interval = orphan_scan_interval
         self.batch_size = batch_size
         self.flush_interval = flush_interval
+        self.linger = linger
         self.retry_interval = retry_interval
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -289,16 +291,26 @@ class UsageSink:
                 atexit.register(self.close)
 
     def _take_batch(self, timeout: float) -> list[dict]:
+        """The queued records, up to batch_size: waits ``timeout`` for the first, then up to
+        ``linger`` for more (records are journaled already: lingering delays their row, not
+        their safety, and makes one write of what would be many at moderate rates)."""
         batch = []
         try:
             batch.append(self._queue.get(timeout=timeout))
         except queue.Empty:
             return batch
+        until = time.monotonic() + self.linger
         while len(batch) < self.batch_size:
             try:
                 batch.append(self._queue.get_nowait())
             except queue.Empty:
-                break
+                left = until - time.monotonic()
+                if left <= 0 or self._stopping.is_set():
+                    break
+                try:
+                    batch.append(self._queue.get(timeout=left))
+                except queue.Empty:
+                    break
         return batch
 
     def _run(self):

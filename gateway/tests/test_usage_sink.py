@@ -59,6 +59,29 @@ def test_spooled_batches_replay_in_order_once_the_writer_is_back(tmp_path):
         sink.stop()
 
 
+def test_records_trickling_in_within_the_linger_are_one_write(tmp_path):
+    batches = []
+    sink = UsageSink(batches.append, tmp_path, flush_interval=0.01, linger=0.5, batch_size=4)
+    try:
+        for i in range(6):  # 20 ms apart: one write of 4 (batch_size), then one of 2
+            sink.submit({"n": i})
+            time.sleep(0.02)
+        assert sink.flush()
+        assert [[r["n"] for r in b] for b in batches] == [[0, 1, 2, 3], [4, 5]]
+    finally:
+        sink.stop()
+
+
+def test_without_linger_a_lone_record_is_written_at_once(tmp_path):
+    batches = []
+    sink = UsageSink(batches.append, tmp_path, flush_interval=0.01)
+    try:
+        sink.submit({"n": 0})
+        assert wait_for(lambda: batches, timeout=0.5)
+    finally:
+        sink.stop()
+
+
 def test_housekeeping_runs_while_traffic_flows_and_when_it_pauses(tmp_path):
     writer, calls, idle = Writer(), [], []
     sink = UsageSink(

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('gateway', '0006_provider_kind_choices_from_registry'),
+        ('gateway', '0007_provider_last_test'),
     ]
 
     operations = [
