@@ -65,6 +65,15 @@ class UsageRecord(models.Model):
     cost_top_tier = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
     # From the app (POST /v1/feedback): 0 (bad) to 1 (good); thumbs are 0 or 1.
     feedback_score = models.FloatField(null=True, blank=True)
+    # Shown together in the logs API and the CSV export.
+    SMART_FIELDS = (
+        "routing_policy",
+        "route_classifier",
+        "route_score",
+        "route_tier",
+        "cost_top_tier",
+        "feedback_score",
+    )
 
     objects = OrgScopedQuerySet.as_manager()
 

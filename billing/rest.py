@@ -41,12 +41,7 @@ class UsageRecordSerializer(serializers.ModelSerializer):
             "latency_ms",
             "ttft_ms",
             "source",
-            "routing_policy",
-            "route_classifier",
-            "route_score",
-            "route_tier",
-            "cost_top_tier",
-            "feedback_score",
+            *UsageRecord.SMART_FIELDS,
         ]
 
 

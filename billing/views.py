@@ -200,12 +200,7 @@ def usage_csv(request):
         "latency_ms",
         "ttft_ms",
         "source",
-        "routing_policy",
-        "route_classifier",
-        "route_score",
-        "route_tier",
-        "cost_top_tier",
-        "feedback_score",
+        *UsageRecord.SMART_FIELDS,
     ]
     return csv_response(
         filename=f"bonito-usage-{request.org.slug}-{since:%Y%m%d%H%M}-{until:%Y%m%d%H%M}.csv",
