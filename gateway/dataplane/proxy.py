@@ -201,11 +201,19 @@ class Gateway:
             return org.smart
         return None
 
-    def _smart_candidates(self, ctx: Ctx, policy: SmartPolicy, body: dict) -> list:
+    async def _smart_candidates(self, ctx: Ctx, policy: SmartPolicy, body: dict) -> list:
         """The chosen tier's deployments (ordered by the policy's ``within`` strategy), then
         each tier above it in turn (a tier that is down or refused fails over upwards), then
         the org's fallback models."""
-        arm, score, tier = smart.choose(policy, body, self.health.rng.random())
+        arm = smart.arm(policy, self.health.rng.random())
+        if arm == "strong":
+            score, tier = None, len(policy.tiers) - 1
+        else:
+            if arm == "learned":  # milliseconds of embedding: off the event loop
+                score = await asyncio.to_thread(smart.score, policy, body, arm)
+            else:  # the rules score costs less than a thread hop
+                score = smart.score(policy, body, arm)
+            tier = policy.tier_index(score)
         ctx.route_classifier, ctx.route_score, ctx.route_tier = arm, score, policy.tiers[tier]
         top = ctx.org.deployments.get(policy.top)
         ctx.top_dep = top[0] if top else None
@@ -272,7 +280,7 @@ class Gateway:
             _refuse_if_budget_spent(ctx.key, ctx.org)
         policy = self._smart_policy(ctx, body, req.endpoint)
         if policy is not None:
-            candidates = self._smart_candidates(ctx, policy, body)
+            candidates = await self._smart_candidates(ctx, policy, body)
         else:
             candidates = self._candidates(ctx, body["model"])
         stream = body.get("stream") is True and req.endpoint != "embeddings"

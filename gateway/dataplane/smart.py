@@ -250,16 +250,22 @@ def score(policy: SmartPolicy, body: dict, classifier: str) -> float:
     return rules_score(body, policy.keywords)
 
 
+def arm(policy: SmartPolicy, draw: float) -> str:
+    """What routes one request: the policy's classifier, or its A/B arm for a share of
+    requests (``draw``: uniform in [0, 1)); "rules" for "learned" where it cannot run."""
+    chosen = policy.ab_arm if policy.ab_share and draw < policy.ab_share else policy.classifier
+    if chosen == "learned" and not learned_ready():
+        return "rules"  # a snapshot made where the extra is installed, served where it is not
+    return chosen
+
+
 def choose(policy: SmartPolicy, body: dict, draw: float) -> tuple[str, float | None, int]:
-    """(classifier or "strong", score or None, tier index) of one request; ``draw`` is a
-    uniform number in [0, 1) that assigns the request to the policy's A/B arm."""
-    arm = policy.ab_arm if policy.ab_share and draw < policy.ab_share else policy.classifier
-    if arm == "learned" and not learned_ready():
-        arm = "rules"  # a snapshot made where the extra is installed, served where it is not
-    if arm == "strong":
-        return arm, None, len(policy.tiers) - 1
-    s = score(policy, body, arm)
-    return arm, s, policy.tier_index(s)
+    """(classifier or "strong", score or None, tier index) of one request."""
+    chosen = arm(policy, draw)
+    if chosen == "strong":
+        return chosen, None, len(policy.tiers) - 1
+    s = score(policy, body, chosen)
+    return chosen, s, policy.tier_index(s)
 
 
 @cache
