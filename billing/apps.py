@@ -13,4 +13,8 @@ class BillingConfig(AppConfig):
         from . import budgets, usage_writer
 
         snapshot_builder.add_org_facts(budgets.org_facts)
-        runtime.use_usage_writer(usage_writer.write_usage, is_refusal=usage_writer.is_refusal)
+        runtime.use_usage_writer(
+            usage_writer.write_usage,
+            is_refusal=usage_writer.is_refusal,
+            feedback=usage_writer.record_feedback,
+        )

@@ -14,6 +14,7 @@ from governance.models import Policy
 from orgs.models import Membership
 
 from .models import UsageRecord
+from .selectors import smart_savings
 from .spend import spend_by_org
 
 
@@ -109,6 +110,7 @@ def digest_context(org, now: datetime) -> dict:
         "top_keys": _top(qs, "key__name"),
         "top_teams": _top(qs, "team__name"),
         "suggestion": savings_suggestion(org, top_models),
+        "smart": smart_savings(org, start, end),
     }
 
 

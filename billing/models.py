@@ -57,6 +57,23 @@ class UsageRecord(models.Model):
     request_id = models.CharField(max_length=128, blank=True)
     source = models.CharField(max_length=20, choices=Source.choices, default=Source.SHARED_GATEWAY)
     created_at = models.DateTimeField(db_index=True)
+    # Smart routing (docs/smart-routing.md): empty/null on requests it did not route.
+    routing_policy = models.CharField(max_length=63, blank=True, default="")
+    route_classifier = models.CharField(max_length=20, blank=True, default="")
+    route_score = models.FloatField(null=True, blank=True)
+    route_tier = models.CharField(max_length=200, blank=True, default="")
+    cost_top_tier = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
+    # From the app (POST /v1/feedback): 0 (bad) to 1 (good); thumbs are 0 or 1.
+    feedback_score = models.FloatField(null=True, blank=True)
+    # Shown together in the logs API and the CSV export.
+    SMART_FIELDS = (
+        "routing_policy",
+        "route_classifier",
+        "route_score",
+        "route_tier",
+        "cost_top_tier",
+        "feedback_score",
+    )
 
     objects = OrgScopedQuerySet.as_manager()
 

@@ -41,6 +41,7 @@ class UsageRecordSerializer(serializers.ModelSerializer):
             "latency_ms",
             "ttft_ms",
             "source",
+            *UsageRecord.SMART_FIELDS,
         ]
 
 

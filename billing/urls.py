@@ -8,6 +8,7 @@ org_urlpatterns = [
     path("usage/", views.usage, name="usage"),
     path("usage/export.csv", views.usage_csv, name="usage_csv"),
     path("usage/statement.csv", views.usage_statement, name="usage_statement"),
+    path("usage/smart-recalibrate/", views.smart_recalibrate, name="smart_recalibrate"),
     path("logs/", views.logs, name="logs"),
     path("logs/<str:record_id>/", views.log_detail, name="log_detail"),
     path("budgets/", views.budgets, name="budgets"),

@@ -79,6 +79,11 @@ def _cost(ops):
     return convert
 
 
+def _float(value) -> float | None:
+    value = float(value)  # a number or a numeric string; anything else is refused
+    return value if value == value and abs(value) != float("inf") else None
+
+
 def _uuid(vendor: str):
     def convert(value):
         value = value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
@@ -109,6 +114,10 @@ def _columns(vendor: str) -> list[tuple]:
             convert = _text(f.max_length)
         elif convert is None and kind.endswith("IntegerField"):
             convert = _integer(*ops.integer_field_range(kind))
+        elif convert is None and kind == "DecimalField":
+            convert = _cost(ops)
+        elif convert is None and kind == "FloatField":
+            convert = _float
         default = None if f.null or f.attname == "id" else f.get_default()
         columns.append((f.attname, default, convert))
     return columns
@@ -144,7 +153,7 @@ def _insert_sql(vendor: str, rows: int) -> str:
     return f"INSERT INTO {table} ({columns}) VALUES {values} ON CONFLICT DO NOTHING"  # noqa: S608
 
 
-ROWS_PER_STATEMENT = 500  # 21 columns: well under SQLite's and PostgreSQL's parameter limits
+ROWS_PER_STATEMENT = 500  # 27 columns: well under SQLite's and PostgreSQL's parameter limits
 
 
 # Retention keeps at least this much (billing.partitions.MIN_RETENTION_DAYS): a record
@@ -256,3 +265,16 @@ def write_usage(records: list[dict]) -> None:
         hard_budgets_reached(records)
     except Exception:  # the rows are stored; the minute's budget check still runs
         log.warning("checking hard budgets after a usage batch failed", exc_info=True)
+
+
+def record_feedback(org_id: int, request_id: str, score: float) -> int:
+    """POST /v1/feedback: the app's rating (0-1) on its org's usage rows of that request id
+    (not on other feedback calls); how many rows it rated. Runs in a worker thread."""
+    try:
+        return (
+            UsageRecord.objects.filter(org_id=org_id, request_id=request_id)
+            .exclude(endpoint="feedback")
+            .update(feedback_score=score)
+        )
+    finally:
+        connection.close()  # a worker thread of the event loop's: no connection left open

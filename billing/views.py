@@ -137,9 +137,40 @@ def usage(request):
             "since": since,
             "until": until,
             "rolled_up_until": query.rolled_until,
+            "smart_tables": _smart_tables(analytics["smart_routing"]),
         },
         status=400 if error else 200,
     )
+
+
+@org_view(role="admin")
+@require_POST
+def smart_recalibrate(request):
+    """The Usage page's button: re-calibrate a smart policy from the org's feedback."""
+    from .smart_calibration import smart_recalibrate as recalibrate
+
+    name = str(request.POST.get("policy", ""))[:63]
+    try:
+        moved = recalibrate(actor=Actor.from_request(request), org=request.org, name=name)
+        messages.success(
+            request,
+            f"{moved['policy']}: top threshold {moved['old']:.4f} → {moved['new']:.4f} "
+            f"from {moved['rated']} rated requests.",
+        )
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    return redirect("usage", org_slug=request.org.slug)
+
+
+def _smart_tables(sr: dict) -> list:
+    """(title, rows, the rows' name field) of the Usage page's smart routing tables."""
+    return [
+        ("By day", sr["by_day"], "day"),
+        ("By policy", sr["by_policy"], "policy"),
+        ("By model used", sr["by_model"], "model"),
+        ("By classifier (A/B)", sr["by_classifier"], "classifier"),
+        ("Quality by tier", sr["by_tier"], "tier"),
+    ]
 
 
 @org_view()
@@ -170,6 +201,7 @@ def usage_csv(request):
         "latency_ms",
         "ttft_ms",
         "source",
+        *UsageRecord.SMART_FIELDS,
     ]
     return csv_response(
         filename=f"bonito-usage-{request.org.slug}-{since:%Y%m%d%H%M}-{until:%Y%m%d%H%M}.csv",

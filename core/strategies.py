@@ -108,6 +108,12 @@ def _least_busy(deps, health, weights):
     return sorted(deps, key=lambda d: health.get(d.id).in_flight)
 
 
+def _smart(deps, health, weights):
+    """Smart routing picks a tier per prompt (gateway.dataplane.smart) before any
+    strategy runs; where no prompt is scored (embeddings), the tiers are tried in order."""
+    return list(deps)
+
+
 def _registry(*strategies: Strategy) -> dict[str, Strategy]:
     out = {}
     for s in strategies:
@@ -124,6 +130,7 @@ STRATEGIES: dict[str, Strategy] = _registry(
     Strategy("cost_optimized", "Cost optimized", _cost_optimized),
     Strategy("latency_optimized", "Latency optimized", _latency_optimized),
     Strategy("least_busy", "Least busy", _least_busy),
+    Strategy("smart", "Smart (by prompt difficulty)", _smart),
 )
 
 

@@ -18,6 +18,7 @@ ROUTES = {
     "/v1/completions": "completions",
     "/v1/embeddings": "embeddings",
     "/v1/models": "models",
+    "/v1/feedback": "feedback",  # Bonito's own: the app's rating of a request (smart routing)
 }
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin")]
 

@@ -32,7 +32,7 @@ DEPLOYMENT_KEYS = {
     "input_price_per_mtok",
     "output_price_per_mtok",
 }
-ROUTING_KEYS = {"name", "strategy", "models", "weights", "is_active"}
+ROUTING_KEYS = {"name", "strategy", "models", "weights", "smart", "is_active"}
 PROVIDER_TYPES = {
     "name": TEXT,
     "kind": TEXT,
@@ -54,9 +54,17 @@ ROUTING_TYPES = {
     "strategy": TEXT,
     "models": TEXTS,
     "weights": MAPPING,
+    "smart": MAPPING,
     "is_active": FLAG,
 }
-GATEWAY_TYPES = {"default_strategy": TEXT, "enabled_providers": TEXTS, "fallback_models": TEXTS}
+GATEWAY_TYPES = {
+    "default_strategy": TEXT,
+    "enabled_providers": TEXTS,
+    "fallback_models": TEXTS,
+    "smart_tiers": TEXTS,
+    "smart": MAPPING,
+    "auto_model_alias": TEXT,
+}
 # Whole-number settings and their bounds (money is checked, exactly, by the services).
 GATEWAY_LIMITS = ("org_rpm_limit", "org_tpm_limit", "default_key_rpm", "default_key_tpm")
 
@@ -162,7 +170,7 @@ def apply_routing_policies(*, actor, org, spec, where):
     for i, r in enumerate(_items(spec, where)):
         rwhere = f"{where}[{i}]"
         _check_keys(r, ROUTING_KEYS, rwhere)
-        check_types(r, ROUTING_TYPES, rwhere, nullable={"weights", "models"})
+        check_types(r, ROUTING_TYPES, rwhere, nullable={"weights", "models", "smart"})
         if not r.get("name"):
             raise ConfigError(f"{rwhere}: 'name' is required.")
         weights = r.get("weights") or {}
@@ -175,6 +183,7 @@ def apply_routing_policies(*, actor, org, spec, where):
                 strategy=r.get("strategy", strategies.DEFAULT),
                 models=r.get("models") or [],
                 weights=weights,
+                smart=r.get("smart") or {},
                 is_active=r.get("is_active", True),
             )
 

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from django import forms
 
-from core import strategies
+from core import smart, strategies
 from core.form_input import NameListField, OrgForm, OrgRowField, WholeNumberField
 from governance.models import RoutingPolicy
 from orgs.models import Team
@@ -77,6 +77,50 @@ class RoutingPolicyForm(forms.Form):
     strategy = forms.CharField(label="Strategy", required=False, empty_value=strategies.DEFAULT)
     models = NameListField(label="Models", required=True)
     weights = NameListField(label="Weights", required=False)
+    # Smart routing (the models are its tiers, cheapest first); the service checks them.
+    classifier = forms.ChoiceField(
+        label="Classifier", choices=list(smart.CLASSIFIERS.items()), required=False
+    )
+    aggressiveness = WholeNumberField(
+        label="Aggressiveness", minimum=0, maximum=100, empty_value=None
+    )
+    thresholds = NameListField(label="Thresholds", required=False)
+    ab_share = WholeNumberField(label="A/B share (%)", minimum=0, maximum=100, empty_value=0)
+    ab_classifier = forms.ChoiceField(
+        label="A/B arm", choices=[("", "—"), *((a, a) for a in smart.AB_ARMS)], required=False
+    )
+
+    SMART_FIELDS = ("classifier", "aggressiveness", "thresholds", "ab_share", "ab_classifier")
+
+    def clean_thresholds(self):
+        out = []
+        for part in self.cleaned_data["thresholds"]:
+            try:
+                out.append(float(part))
+            except ValueError:
+                raise forms.ValidationError(
+                    f"a threshold is a number from 0 to 1, not {part[:40]!r}."
+                ) from None
+        return out
+
+    def clean(self):
+        """The smart fields become the service's ``smart`` settings (strategy smart only)."""
+        data = super().clean()
+        fields = {name: data.pop(name, None) for name in self.SMART_FIELDS}
+        spec = {}
+        if data.get("strategy") == "smart":
+            spec["classifier"] = fields["classifier"] or "rules"
+            if fields["thresholds"]:
+                spec["thresholds"] = fields["thresholds"]
+            elif fields["aggressiveness"] is not None:
+                spec["aggressiveness"] = fields["aggressiveness"] / 100
+            if fields["ab_share"]:
+                spec["ab"] = {
+                    "share": fields["ab_share"] / 100,
+                    "classifier": fields["ab_classifier"],
+                }
+        data["smart"] = spec
+        return data
 
     def clean_weights(self):
         """ "model-a=90, model-b=10" -> {model: "90"}; the service checks the numbers."""
@@ -87,6 +131,32 @@ class RoutingPolicyForm(forms.Form):
                 raise forms.ValidationError(f"write each one as model=weight, not {part!r}.")
             out[model.strip()] = weight.strip()
         return out
+
+
+class OrgSmartForm(forms.Form):
+    """The org's default smart routing (bn- keys asking for the alias); the service checks it."""
+
+    smart_tiers = NameListField(label="Tiers", required=False)
+    auto_model_alias = forms.CharField(
+        label="Alias", max_length=100, empty_value="auto", required=False
+    )
+    classifier = forms.ChoiceField(
+        label="Classifier", choices=list(smart.CLASSIFIERS.items()), required=False
+    )
+    aggressiveness = WholeNumberField(label="Aggressiveness", minimum=0, maximum=100)
+
+    def clean(self):
+        data = super().clean()
+        spec = {}
+        if data.get("smart_tiers"):
+            spec["classifier"] = data.get("classifier") or "rules"
+            if data.get("aggressiveness") is not None:
+                spec["aggressiveness"] = data["aggressiveness"] / 100
+        return {
+            "smart_tiers": data.get("smart_tiers") or [],
+            "smart": spec,
+            "auto_model_alias": data.get("auto_model_alias") or "auto",
+        }
 
 
 # ------------------------------------------------------------------------------ providers

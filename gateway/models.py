@@ -181,6 +181,15 @@ class GatewayConfig(models.Model):
     )
     default_key_tpm = models.PositiveIntegerField(null=True, blank=True)
     request_timeout_s = models.PositiveIntegerField(default=120)
+    # The org's default smart routing: a bn- key asking for the model `auto_model_alias`
+    # gets the tier its prompt scores (docs/smart-routing.md). Off while smart_tiers is empty.
+    smart_tiers = models.JSONField(
+        default=list, blank=True, help_text="public model names, cheapest first; empty: off"
+    )
+    smart = models.JSONField(
+        default=dict, blank=True, help_text="smart routing settings (core.smart.resolve)"
+    )
+    auto_model_alias = models.CharField(max_length=100, default="auto")
 
     objects = OrgScopedQuerySet.as_manager()
 

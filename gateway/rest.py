@@ -139,6 +139,8 @@ class GatewayConfigSerializer(serializers.ModelSerializer):
     default_strategy = StrategyField(required=False)
     enabled_providers = serializers.ListField(child=serializers.CharField(), required=False)
     fallback_models = serializers.ListField(child=serializers.CharField(), required=False)
+    smart_tiers = serializers.ListField(child=serializers.CharField(), required=False)
+    smart = serializers.DictField(required=False)
 
     class Meta:
         model = GatewayConfig

@@ -5,6 +5,7 @@ from functools import cache
 from django.conf import settings
 from django.db import connection
 
+from .dataplane import smart
 from .dataplane.limits import Limiter
 from .dataplane.memory import release_free_memory
 from .dataplane.netpolicy import NetworkPolicy
@@ -25,6 +26,7 @@ def _prewarm(snapshot) -> None:
         d.kind for org in snapshot.orgs.values() for deps in org.deployments.values() for d in deps
     }
     gateway().upstreams.prewarm(kinds)
+    smart.prewarm(snapshot)  # the learned classifier's model, if a policy uses it
 
 
 @cache
@@ -48,8 +50,9 @@ def refresher():
 _usage_writer: dict = {}
 
 
-def use_usage_writer(write, *, is_refusal) -> None:
-    _usage_writer.update(write=write, is_refusal=is_refusal)
+def use_usage_writer(write, *, is_refusal, feedback=None) -> None:
+    """``feedback(org_id, request_id, score) -> rows rated``: stores POST /v1/feedback."""
+    _usage_writer.update(write=write, is_refusal=is_refusal, feedback=feedback)
 
 
 @cache
@@ -83,6 +86,7 @@ def gateway() -> Gateway:
         ),
         max_body_bytes=settings.GATEWAY_MAX_BODY_BYTES,
         retry_rounds=settings.GATEWAY_RETRY_ROUNDS,
+        feedback=_usage_writer.get("feedback"),
     )
 
 

@@ -13,6 +13,7 @@ from core import strategies as dataplane_strategies
 from core.config_version import KEY, config_version_bump
 from core.numbers import money
 from core.text import name_checked
+from governance import services as governance_services
 from orgs.audit import Actor, audit_record, record_config_change, record_config_delete
 
 from .dataplane import provider_kinds
@@ -390,7 +391,30 @@ GATEWAY_CONFIG_FIELDS = (
     "default_key_rpm",
     "default_key_tpm",
     "request_timeout_s",
+    "smart_tiers",
+    "smart",
+    "auto_model_alias",
 )
+
+
+def _smart_checked(config: GatewayConfig) -> None:
+    """The org's default smart routing: tiers are model names, the alias is not a model."""
+    tiers = config.smart_tiers
+    if not isinstance(tiers, list) or not all(isinstance(t, str) and t for t in tiers):
+        raise ValidationError({"smart_tiers": "smart_tiers must be a list of model names."})
+    alias = (config.auto_model_alias or "").strip()
+    if not alias:
+        raise ValidationError({"auto_model_alias": "The alias of smart routing cannot be empty."})
+    if alias in tiers or Deployment.objects.for_org(config.org).filter(model_name=alias).exists():
+        raise ValidationError(
+            {"auto_model_alias": f"'{alias}' is a model's name; pick an alias no model has."}
+        )
+    config.auto_model_alias = alias
+    if not tiers:
+        if config.smart:
+            raise ValidationError({"smart": "Set smart_tiers first: the settings need tiers."})
+        return
+    config.smart = governance_services.smart_checked(config.smart or {}, tiers, True)
 
 
 @transaction.atomic
@@ -402,11 +426,20 @@ def gateway_config_set(*, actor: Actor, org, **fields) -> GatewayConfig:
         problem = dataplane_strategies.error_for(fields["default_strategy"])
         if problem:
             raise ValidationError({"default_strategy": problem})
+        if fields["default_strategy"] == "smart":
+            raise ValidationError(
+                {
+                    "default_strategy": "The default strategy orders one model's deployments; "
+                    "for smart routing set smart_tiers (bn- keys then ask for the model "
+                    f"'{fields.get('auto_model_alias', 'auto')}')."
+                }
+            )
     config, _ = GatewayConfig.objects.get_or_create(org=org)
     before = {f: getattr(config, f) for f in GATEWAY_CONFIG_FIELDS}
     for name, value in fields.items():
         setattr(config, name, value)
     config.full_clean()
+    _smart_checked(config)
     for name in ("org_rpm_limit", "org_tpm_limit", "default_key_rpm", "default_key_tpm"):
         if getattr(config, name) == 0:  # 0 would read as "no limit" to the gateway
             raise ValidationError(f"{name}: must be at least 1; leave it empty for no limit.")

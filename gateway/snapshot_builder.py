@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.db import connection, transaction
 
-from core import strategies
+from core import smart, strategies
 from core.config_version import (
     ALL,
     KEY,
@@ -129,6 +129,20 @@ def _strategy(name: str, where: str) -> str:
     return strategies.DEFAULT
 
 
+def _smart(spec, tiers, where: str):
+    """The SmartPolicy the data plane reads. The saves check the settings; a row they no
+    longer pass (the learned classifier's extra uninstalled since) is served as rules
+    routing with the default thresholds, and logged; tiers that cannot be routed, not at all."""
+    try:
+        return smart.resolve(spec, tiers, strategies_known=strategies.STRATEGIES)
+    except ValueError as exc:
+        log.error("%s: smart routing settings refused (%s); using the defaults", where, exc)
+    try:
+        return smart.resolve({}, tiers)
+    except ValueError:
+        return None
+
+
 def _weights(rp) -> dict:
     """A routing policy's weights as the data plane reads them: model -> number >= 0. The
     saves validate them; a row written around them keeps only its valid entries, logged."""
@@ -241,6 +255,9 @@ def load_orgs(org_ids=None, now: datetime | None = None) -> dict:
             strategy=_strategy(rp.strategy, f"routing policy {rp.id} ({rp.name})"),
             models=tuple(rp.model_names),
             weights=_weights(rp),
+            smart=_smart(rp.smart, rp.model_names, f"routing policy {rp.id} ({rp.name})")
+            if rp.strategy == "smart"
+            else None,
         )
     org_facts = _org_facts(now or datetime.now(UTC), org_ids)
     tiers = {t.tier: t for t in TierLimit.objects.all()}
@@ -281,6 +298,10 @@ def load_orgs(org_ids=None, now: datetime | None = None) -> dict:
             deployments=deps,
             routing_policies=routing.get(org.id, {}),
             blocked=facts.get("blocked", {}),
+            smart=_smart(cfg.smart, cfg.smart_tiers, f"the gateway config of org {org.id}")
+            if cfg and cfg.smart_tiers
+            else None,
+            auto_model=cfg.auto_model_alias if cfg else smart.DEFAULT_ALIAS,
         )
     return orgs
 

@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from core import strategies
+from core import smart, strategies
 from core.form_input import form_error, form_message
 from governance import services as governance_services
 from governance.models import Policy, RoutingPolicy
@@ -17,8 +17,15 @@ from orgs.permissions import org_view
 
 from . import services
 from .dataplane import provider_kinds
-from .forms import ApiKeyForm, DeploymentForm, PolicyForm, ProviderForm, RoutingPolicyForm
-from .models import ApiKey, Deployment, ProviderConnection
+from .forms import (
+    ApiKeyForm,
+    DeploymentForm,
+    OrgSmartForm,
+    PolicyForm,
+    ProviderForm,
+    RoutingPolicyForm,
+)
+from .models import ApiKey, Deployment, GatewayConfig, ProviderConnection
 
 
 @org_view(write_role="member")
@@ -197,7 +204,20 @@ def policies(request):
 @org_view(write_role="admin")
 def routing(request):
     org = request.org
-    if request.method == "POST":
+    if request.method == "POST" and request.POST.get("form") == "org_smart":
+        form = OrgSmartForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, form_message(form))
+        else:
+            try:
+                services.gateway_config_set(
+                    actor=Actor.from_request(request), org=org, **form.cleaned_data
+                )
+                messages.success(request, "The organization's smart routing is saved.")
+                return redirect("routing", org_slug=org.slug)
+            except ValidationError as exc:
+                messages.error(request, form_message(form, exc))
+    elif request.method == "POST":
         form = RoutingPolicyForm(request.POST)
         if not form.is_valid():
             messages.error(request, form_message(form))
@@ -229,5 +249,8 @@ def routing(request):
             "policies": policies,
             "rt_keys": rt_keys,
             "strategies": strategies.choices(),
+            "classifiers": list(smart.CLASSIFIERS.items()),
+            "org_smart": GatewayConfig.objects.for_org(org).first(),
+            "ab_arms": smart.AB_ARMS,
         },
     )

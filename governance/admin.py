@@ -43,7 +43,9 @@ class RoutingPolicyAdmin(ServiceModelAdmin):
     list_filter = ["strategy", "org"]
 
     def get_readonly_fields(self, request, obj=None):
-        return readonly_except(self.model, "strategy", "model_names", "weights", "is_active")
+        return readonly_except(
+            self.model, "strategy", "model_names", "weights", "smart", "is_active"
+        )
 
     def has_add_permission(self, request):
         return False  # added on the org's Routing page or with apply_config
@@ -58,6 +60,7 @@ class RoutingPolicyAdmin(ServiceModelAdmin):
             strategy=data["strategy"],
             models=data["model_names"] or [],
             weights=data.get("weights") or {},
+            smart=data.get("smart") or {},
             is_active=data["is_active"],
         )
 

@@ -45,6 +45,14 @@ class RoutingPolicy(models.Model):
         help_text='model → weight (a whole number), for weighted: {"a": 90, "b": 10} sends '
         "90 % of requests to a first; a model without a weight only after the weighted ones",
     )
+    # With strategy "smart": the model_names are its tiers, cheapest first, and this its
+    # settings (core.smart.resolve checks them; docs/smart-routing.md).
+    smart = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='smart routing: {"classifier": "rules", "aggressiveness": 0.5} or '
+        '{"thresholds": [...]}, optional "ab", "keywords", "within"',
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -37,10 +37,12 @@ class RoutingPolicySerializer(serializers.ModelSerializer):
     )
     weights = serializers.DictField(child=serializers.IntegerField(min_value=0), required=False)
     strategy = StrategyField(default=strategies.DEFAULT)
+    # Checked by the service (core.smart.resolve): docs/smart-routing.md lists the settings.
+    smart = serializers.DictField(required=False)
 
     class Meta:
         model = RoutingPolicy
-        fields = ["id", "name", "strategy", "models", "weights", "is_active", "created_at"]
+        fields = ["id", "name", "strategy", "models", "weights", "smart", "is_active", "created_at"]
 
 
 class RoutingPolicyViewSet(OrgView, viewsets.ModelViewSet):
@@ -59,6 +61,7 @@ class RoutingPolicyViewSet(OrgView, viewsets.ModelViewSet):
             strategy=data.get("strategy", instance.strategy if instance else strategies.DEFAULT),
             models=data.get("model_names", instance.model_names if instance else []),
             weights=data.get("weights", instance.weights if instance else {}),
+            smart=data.get("smart", instance.smart if instance else {}),
             is_active=data.get("is_active", instance.is_active if instance else True),
         )
 

@@ -4,7 +4,7 @@ config version so every gateway worker enforces the change within seconds."""
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from core import strategies
+from core import smart, strategies
 from core.numbers import money, whole
 from orgs.audit import Actor, record_config_change, record_config_delete
 
@@ -71,6 +71,7 @@ def _routing_summary(rp: RoutingPolicy) -> dict:
         "strategy": rp.strategy,
         "models": rp.model_names,
         "weights": rp.weights,
+        "smart": rp.smart,
         "is_active": rp.is_active,
     }
 
@@ -102,6 +103,22 @@ def _weights_checked(weights, models) -> dict:
     return out
 
 
+def smart_checked(spec, tiers, enabled: bool) -> dict:
+    """Smart routing settings as saved: checked against the tiers when the strategy is
+    smart (core.smart.resolve says what is wrong); refused when it is another strategy."""
+    if not enabled:
+        if spec:
+            raise ValidationError(
+                {"smart": "Smart settings apply only to the smart strategy; set strategy: smart."}
+            )
+        return {}
+    try:
+        smart.resolve(spec or {}, tiers, strategies_known=strategies.STRATEGIES)
+    except ValueError as exc:
+        raise ValidationError({"smart": str(exc)}) from exc
+    return dict(spec or {})
+
+
 @transaction.atomic
 def routing_policy_save(
     *,
@@ -111,6 +128,7 @@ def routing_policy_save(
     strategy: str = "failover",
     models=(),
     weights: dict | None = None,
+    smart: dict | None = None,
     is_active: bool = True,
 ) -> RoutingPolicy:
     problem = strategies.error_for(strategy)
@@ -119,13 +137,15 @@ def routing_policy_save(
     if not models:
         raise ValidationError("A routing policy needs at least one model.")
     weights = _weights_checked(weights, models)
+    smart = smart_checked(smart, models, strategy == "smart")
     rp = RoutingPolicy.objects.for_org(org).filter(name=name).first()
     before = _routing_summary(rp) if rp else None
     rp = rp or RoutingPolicy(org=org, name=name)
-    rp.strategy, rp.model_names, rp.weights, rp.is_active = (
+    rp.strategy, rp.model_names, rp.weights, rp.smart, rp.is_active = (
         strategy,
         list(models),
         weights,
+        smart,
         is_active,
     )
     rp.full_clean()

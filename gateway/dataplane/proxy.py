@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 
 import orjson
 
-from . import errors, keys_check, routing, tokens
+from . import errors, keys_check, routing, smart, tokens
 from .errors import GatewayError
 from .limits import Bucket, Limiter, SpendReservation, org_prefix
-from .snapshot import DeploymentInfo, KeyInfo, OrgInfo, Snapshot
+from .snapshot import DeploymentInfo, KeyInfo, OrgInfo, SmartPolicy, Snapshot
 from .state import SnapshotSource
 from .upstream import DONE_EVENT, UNPARSED, StreamBroken, UpstreamError, Upstreams
 from .usage import UsageSink
@@ -62,6 +62,14 @@ class Ctx:
     upstream_s: float = 0.0
     ttft_ms: int | None = None
     headers: dict = field(default_factory=dict)
+    # Smart routing: the policy's name ("" for the org's default), what scored the prompt
+    # ("rules", "learned", or "strong" for the A/B share sent straight to the top tier),
+    # the score, the tier it chose, and the top tier's deployment (the counterfactual).
+    route_policy: str = ""
+    route_classifier: str = ""
+    route_score: float | None = None
+    route_tier: str = ""
+    top_dep: DeploymentInfo | None = None
 
 
 class Gateway:
@@ -76,6 +84,7 @@ class Gateway:
         retry_rounds: int = 2,
         backoff_s: float = 0.1,
         source: str = "shared_gateway",
+        feedback=None,
     ):
         self.snapshots = snapshots
         self.limiter = limiter
@@ -86,6 +95,8 @@ class Gateway:
         self.retry_rounds = retry_rounds
         self.backoff_s = backoff_s
         self.source = source
+        # Stores POST /v1/feedback (billing's, in the control plane); None: not here.
+        self.feedback = feedback
 
     # ------------------------------------------------------------------ entry point
     async def handle(self, req: Incoming) -> Outgoing:
@@ -108,6 +119,10 @@ class Gateway:
         try:
             if req.endpoint in ("models", "model"):
                 out = self._models(ctx, req.model_id)
+                self._record(ctx, "success", 200)
+                return out
+            if req.endpoint == "feedback":
+                out = await self._feedback(ctx, req)
                 self._record(ctx, "success", 200)
                 return out
             return await self._proxy(ctx, req)
@@ -140,6 +155,87 @@ class Gateway:
             raise errors.invalid_key()
         return key, org
 
+    def _permitted(self, key: KeyInfo, org: OrgInfo, name: str):
+        """(the deployments of model ``name`` this key may use, the error saying why it may
+        use none of them, or None)."""
+        if not keys_check.model_permitted(key, org, name):
+            return [], errors.not_permitted(
+                f"This key is not allowed to use the model `{name}` (org policy or key scope)."
+            )
+        deps = [
+            d for d in org.deployments.get(name, ()) if keys_check.deployment_permitted(key, org, d)
+        ]
+        if not deps and org.deployments.get(name):
+            return [], errors.not_permitted(
+                f"No deployment of `{name}` is in a provider or region this key and org allow."
+            )
+        return deps, None
+
+    def _fallbacks(self, ctx: Ctx, names, ordered: list) -> list[DeploymentInfo]:
+        """``ordered`` then the org's fallback models' deployments (those not in ``names``)."""
+        key, org = ctx.key, ctx.org
+        for fallback in org.fallback_models:
+            if fallback in names or not keys_check.model_permitted(key, org, fallback):
+                continue
+            deps = [
+                d
+                for d in org.deployments.get(fallback, ())
+                if keys_check.deployment_permitted(key, org, d)
+            ]
+            ordered.extend(routing.order("failover", deps, self.health))
+        return ordered
+
+    def _smart_policy(self, ctx: Ctx, body: dict, endpoint: str) -> SmartPolicy | None:
+        """The smart routing this request goes through: its rt- key's smart policy, or the
+        org's default when a bn- key asks for the alias (``auto``). None: routed as usual."""
+        if endpoint == "embeddings":
+            return None  # no prompt to score: a smart policy's tiers are tried in order
+        key, org = ctx.key, ctx.org
+        if key.routing_policy:
+            policy = org.routing_policies.get(key.routing_policy)
+            if policy is not None and policy.strategy == "smart" and policy.smart is not None:
+                ctx.route_policy = policy.name
+                return policy.smart
+            return None
+        if org.smart is not None and body["model"] == org.auto_model:
+            return org.smart
+        return None
+
+    async def _smart_candidates(self, ctx: Ctx, policy: SmartPolicy, body: dict) -> list:
+        """The chosen tier's deployments (ordered by the policy's ``within`` strategy), then
+        each tier above it in turn (a tier that is down or refused fails over upwards), then
+        the org's fallback models."""
+        arm = smart.arm(policy, self.health.rng.random())
+        if arm == "strong":
+            score, tier = None, len(policy.tiers) - 1
+        else:
+            if arm == "learned":  # milliseconds of embedding: off the event loop
+                score = await asyncio.to_thread(smart.score, policy, body, arm)
+            else:  # the rules score costs less than a thread hop
+                score = smart.score(policy, body, arm)
+            tier = policy.tier_index(score)
+        ctx.route_classifier, ctx.route_score, ctx.route_tier = arm, score, policy.tiers[tier]
+        top = ctx.org.deployments.get(policy.top)
+        ctx.top_dep = top[0] if top else None
+        ordered: list[DeploymentInfo] = []
+        refused = None
+        for name in policy.tiers[tier:]:
+            deps, problem = self._permitted(ctx.key, ctx.org, name)
+            refused = refused or problem
+            ordered.extend(routing.order(policy.within, deps, self.health))
+        if not ordered:
+            if refused:
+                raise refused
+            raise GatewayError(
+                503,
+                f"No tier from `{policy.tiers[tier]}` up has an active deployment "
+                f"({', '.join(policy.tiers[tier:])}). Add one under Providers.",
+                "server_error",
+                "no_deployment",
+                "model",
+            )
+        return self._fallbacks(ctx, policy.tiers, ordered)
+
     def _candidates(self, ctx: Ctx, model: str) -> list[DeploymentInfo]:
         key, org = ctx.key, ctx.org
         if key.routing_policy:
@@ -159,20 +255,8 @@ class Gateway:
         primary: list[DeploymentInfo] = []
         refused = None
         for name in names:
-            if not keys_check.model_permitted(key, org, name):
-                refused = refused or errors.not_permitted(
-                    f"This key is not allowed to use the model `{name}` (org policy or key scope)."
-                )
-                continue
-            deps = [
-                d
-                for d in org.deployments.get(name, ())
-                if keys_check.deployment_permitted(key, org, d)
-            ]
-            if not deps and org.deployments.get(name):
-                refused = refused or errors.not_permitted(
-                    f"No deployment of `{name}` is in a provider or region this key and org allow."
-                )
+            deps, problem = self._permitted(key, org, name)
+            refused = refused or problem
             primary.extend(deps)
         if not primary:
             if refused:
@@ -184,17 +268,7 @@ class Gateway:
                 "no_deployment",
                 "model",
             )
-        ordered = routing.order(strategy, primary, self.health, weights)
-        for fallback in org.fallback_models:
-            if fallback in names or not keys_check.model_permitted(key, org, fallback):
-                continue
-            deps = [
-                d
-                for d in org.deployments.get(fallback, ())
-                if keys_check.deployment_permitted(key, org, d)
-            ]
-            ordered.extend(routing.order("failover", deps, self.health))
-        return ordered
+        return self._fallbacks(ctx, names, routing.order(strategy, primary, self.health, weights))
 
     # ------------------------------------------------------------------ proxying
     async def _proxy(self, ctx: Ctx, req: Incoming) -> Outgoing:
@@ -204,7 +278,11 @@ class Gateway:
         ctx.model_requested = body["model"]
         if ctx.org.blocked:
             _refuse_if_budget_spent(ctx.key, ctx.org)
-        candidates = self._candidates(ctx, body["model"])
+        policy = self._smart_policy(ctx, body, req.endpoint)
+        if policy is not None:
+            candidates = await self._smart_candidates(ctx, policy, body)
+        else:
+            candidates = self._candidates(ctx, body["model"])
         stream = body.get("stream") is True and req.endpoint != "embeddings"
 
         prompt_est = tokens.estimate_prompt_tokens(req.body)
@@ -540,6 +618,36 @@ class Gateway:
             if not recorded:  # the client went away (cancelled), or something unexpected broke
                 await account("error", 499, "client_disconnected")
 
+    # ------------------------------------------------------------------ feedback
+    async def _feedback(self, ctx: Ctx, req: Incoming) -> Outgoing:
+        """POST /v1/feedback {"request_id", "score" 0-1 | "thumbs" "up"/"down"}: the app's
+        rating, stored on the key's org's usage rows of that request (smart routing's
+        quality by tier). Another org's request id is not found, like an unknown one."""
+        if req.too_large:
+            raise errors.too_large(self.max_body_bytes)
+        request_id, score = parse_feedback(req.body)
+        if self.feedback is None:
+            raise GatewayError(
+                501,
+                "Feedback is stored by the control plane; send it to its /v1/feedback.",
+                "invalid_request_error",
+                "feedback_not_here",
+            )
+        rated = await asyncio.to_thread(self.feedback, ctx.key.org_id, request_id, score)
+        if not rated:
+            raise GatewayError(
+                404,
+                f"No request with the id {request_id[:128]!r} in this organization (its "
+                "record is stored within seconds of its response: retry shortly).",
+                "invalid_request_error",
+                "request_not_found",
+                "request_id",
+            )
+        body = {"object": "feedback", "request_id": request_id, "score": score, "rated": rated}
+        return Outgoing(
+            200, orjson.dumps(body), self._headers(ctx, {"Content-Type": "application/json"})
+        )
+
     # ------------------------------------------------------------------ models
     def _models(self, ctx: Ctx, model_id: str | None) -> Outgoing:
         names = keys_check.permitted_models(ctx.key, ctx.org)
@@ -570,6 +678,11 @@ class Gateway:
         if ctx.dep is not None:
             headers["x-bonito-model-used"] = ctx.dep.model
             headers["x-bonito-provider"] = ctx.dep.provider
+        if ctx.route_tier:
+            headers["x-bonito-route-tier"] = ctx.route_tier
+            headers["x-bonito-route-classifier"] = ctx.route_classifier
+            if ctx.route_score is not None:
+                headers["x-bonito-route-score"] = f"{ctx.route_score:.4f}"
         return headers
 
     def _error_response(self, ctx: Ctx, exc: GatewayError) -> Outgoing:
@@ -613,8 +726,54 @@ class Gateway:
                 "request_id": ctx.request_id[:128],
                 "source": self.source,
                 "created_at": time.time(),
+                "routing_policy": ctx.route_policy,
+                "route_classifier": ctx.route_classifier,
+                "route_score": ctx.route_score,
+                "route_tier": ctx.route_tier,
+                # What the same tokens would have cost on the policy's top tier: the
+                # savings figure is the sum of these less the sum of cost.
+                "cost_top_tier": round(ctx.top_dep.cost(input_tokens, output_tokens), 8)
+                if ctx.top_dep is not None and ctx.route_tier
+                else None,
             }
         )
+
+
+def parse_feedback(raw: bytes) -> tuple[str, float]:
+    """(request id, score 0-1) of a feedback body, or a 400 naming the field."""
+
+    def bad(message, param, code="invalid_value"):
+        return GatewayError(400, message, "invalid_request_error", code, param)
+
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise bad("The body must be JSON.", None, "invalid_json") from None
+    if not isinstance(body, dict):
+        raise bad("The body must be a JSON object.", None, "invalid_type")
+    unknown = sorted(set(body) - {"request_id", "score", "thumbs"})
+    if unknown:
+        raise bad(
+            f"Unknown field {str(unknown[0])[:40]!r}.", str(unknown[0])[:40], "unknown_parameter"
+        )
+    rid = body.get("request_id")
+    if not isinstance(rid, str) or not 0 < len(rid) <= 128:
+        raise bad(
+            "request_id is required: the x-request-id header of the response to rate.",
+            "request_id",
+            "missing_required_parameter" if rid is None else "invalid_type",
+        )
+    if ("score" in body) == ("thumbs" in body):
+        raise bad('Send either score (0 to 1) or thumbs ("up" or "down").', "score")
+    if "thumbs" in body:
+        thumbs = body["thumbs"]
+        if thumbs not in ("up", "down"):
+            raise bad('thumbs must be "up" or "down".', "thumbs")
+        return rid, 1.0 if thumbs == "up" else 0.0
+    score = body["score"]
+    if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 1:
+        raise bad("score must be a number from 0 (bad) to 1 (good).", "score")
+    return rid, float(score)
 
 
 def _request_id(headers) -> str:

@@ -3,6 +3,8 @@
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
+from core.smart import DEFAULT_ALIAS, SmartPolicy, policy_from_dict, policy_to_dict
+
 
 @dataclass(frozen=True, slots=True)
 class KeyInfo:
@@ -52,6 +54,7 @@ class RoutingPolicyInfo:
     strategy: str
     models: tuple
     weights: dict = field(default_factory=dict)
+    smart: SmartPolicy | None = None  # with strategy "smart": its tiers are ``models``
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,9 @@ class OrgInfo:
     blocked: dict = field(default_factory=dict)
     deployments: dict = field(default_factory=dict)  # public model name -> tuple[DeploymentInfo]
     routing_policies: dict = field(default_factory=dict)  # name -> RoutingPolicyInfo
+    # The org's default smart routing, for bn- keys that ask for the model ``auto_model``.
+    smart: SmartPolicy | None = None
+    auto_model: str = DEFAULT_ALIAS
 
     def model_allowed(self, model: str) -> bool:
         if model in self.denied_models:
@@ -320,6 +326,12 @@ def key_from_dict(k: dict) -> KeyInfo:
     )
 
 
+def _policy_to_dict(p: RoutingPolicyInfo) -> dict:
+    out = asdict(p)
+    out["smart"] = policy_to_dict(p.smart) if p.smart else None
+    return out
+
+
 def org_to_dict(o: OrgInfo, include_credentials: bool = False) -> dict:
     def dep(d: DeploymentInfo):
         out = asdict(d)
@@ -329,7 +341,8 @@ def org_to_dict(o: OrgInfo, include_credentials: bool = False) -> dict:
 
     out = {k: _plain(v) for k, v in asdict(o).items()}
     out["deployments"] = {m: [dep(d) for d in deps] for m, deps in o.deployments.items()}
-    out["routing_policies"] = {n: asdict(p) for n, p in o.routing_policies.items()}
+    out["routing_policies"] = {n: _policy_to_dict(p) for n, p in o.routing_policies.items()}
+    out["smart"] = policy_to_dict(o.smart) if o.smart else None
     out["fallback_models"] = list(o.fallback_models)
     return out
 
@@ -339,10 +352,13 @@ def org_from_dict(o: dict) -> OrgInfo:
         m: tuple(DeploymentInfo(**d) for d in deps) for m, deps in o["deployments"].items()
     }
     policies = {
-        n: RoutingPolicyInfo(**{**p, "models": tuple(p["models"])})
+        n: RoutingPolicyInfo(
+            **{**p, "models": tuple(p["models"]), "smart": policy_from_dict(p.get("smart"))}
+        )
         for n, p in o["routing_policies"].items()
     }
     fields = {k: v for k, v in o.items() if k not in ("deployments", "routing_policies")}
+    fields["smart"] = policy_from_dict(o.get("smart"))
     fields["blocked"] = {scope: Block(**b) for scope, b in (o.get("blocked") or {}).items()}
     for name in (
         "allowed_models",

@@ -1,0 +1,434 @@
+"""Smart routing: train the rules classifier, and measure cost vs accuracy and speed.
+
+    python bench/smart_routing.py --train      # fit on the whole dev set -> core/smart_rules.json
+    python bench/smart_routing.py              # cross-validated curves + timing (make bench)
+
+The data is ../shared/data/routing/dev.jsonl (its README): prompts from GSM8K and MMLU with
+whether a weak and a strong model answered each correctly. The label a classifier learns is
+"the strong model is needed": the weak one was wrong and the strong one right. Its score is
+the calibrated probability of that label (a logistic model), so 0.3 means the same for
+every prompt.
+
+Cross-validation, by source, so every score is of a prompt the classifier was not trained
+on: MMLU prompts are folded by subject (a test fold holds only subjects the training folds
+lack, as a customer's traffic would be new), GSM8K prompts in 5 random folds. The curve is
+cost against accuracy when the top-scored X % of prompts go to the strong model and the
+rest to the weak one, with the weak model priced at 1/20 of the strong; random routing is
+the straight line between the two models. Pure Python: no numpy in the default install.
+"""
+
+import argparse
+import json
+import math
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core.smart import SmartPolicy  # noqa: E402
+from gateway.dataplane import smart  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "routing" / "dev.jsonl"
+WEAK_PRICE = 1 / 20  # of the strong model's
+QUALITY = 0.95  # RouteLLM's anchor: 95 % of the strong model's accuracy
+ANCHORS = {"gsm8k": 0.35, "mmlu": 0.45}  # RouteLLM's cost savings at that quality
+L2 = 1.0
+FOLDS = 5
+
+
+def load(path: Path) -> list[dict]:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for r in rows:
+        r["y"] = 1 if (not r["weak_correct"] and r["strong_correct"]) else 0
+        r["family"] = r["source"].split("/")[0]
+    return rows
+
+
+def body_of(prompt: str) -> dict:
+    return {"messages": [{"role": "user", "content": prompt}]}
+
+
+# ------------------------------------------------------------------------------ logistic model
+def _solve(a: list[list[float]], b: list[float]) -> list[float]:
+    """Gaussian elimination with partial pivoting (a small, positive definite system)."""
+    n = len(b)
+    m = [row[:] + [b[i]] for i, row in enumerate(a)]
+    for col in range(n):
+        piv = max(range(col, n), key=lambda r: abs(m[r][col]))
+        m[col], m[piv] = m[piv], m[col]
+        for r in range(col + 1, n):
+            f = m[r][col] / m[col][col]
+            for c in range(col, n + 1):
+                m[r][c] -= f * m[col][c]
+    x = [0.0] * n
+    for r in range(n - 1, -1, -1):
+        x[r] = (m[r][n] - sum(m[r][c] * x[c] for c in range(r + 1, n))) / m[r][r]
+    return x
+
+
+def fit(xs: list[list[float]], ys: list[int]) -> dict:
+    """L2-regularised logistic regression by Newton's method on standardised features."""
+    d = len(xs[0])
+    mean = [statistics.fmean(x[j] for x in xs) for j in range(d)]
+    scale = [statistics.pstdev([x[j] for x in xs]) or 1.0 for j in range(d)]
+    zs = [[1.0] + [(x[j] - mean[j]) / scale[j] for j in range(d)] for x in xs]
+    w = [0.0] * (d + 1)
+    for _ in range(25):
+        grad = [0.0] * (d + 1)
+        hess = [[0.0] * (d + 1) for _ in range(d + 1)]
+        for z, y in zip(zs, ys, strict=True):
+            t = sum(wi * zi for wi, zi in zip(w, z, strict=True))
+            p = 1 / (1 + math.exp(-max(-30.0, min(30.0, t))))
+            g, h = p - y, p * (1 - p)
+            for i in range(d + 1):
+                grad[i] += g * z[i]
+                hz = h * z[i]
+                row = hess[i]
+                for j in range(i, d + 1):
+                    row[j] += hz * z[j]
+        for i in range(d + 1):
+            for j in range(i):
+                hess[i][j] = hess[j][i]
+            if i:  # the intercept is not penalised
+                grad[i] += L2 * w[i]
+                hess[i][i] += L2
+        step = _solve(hess, grad)
+        w = [wi - si for wi, si in zip(w, step, strict=True)]
+        if max(abs(s) for s in step) < 1e-8:
+            break
+    return {"bias": w[0], "weights": w[1:], "mean": mean, "scale": scale}
+
+
+def fit_np(x, ys, l2: float) -> dict:
+    """The same logistic model with numpy (the learned head: ~400 features)."""
+    import numpy as np
+
+    y = np.asarray(ys, dtype=np.float64)
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale == 0] = 1.0
+    z = np.hstack([np.ones((len(x), 1)), (x - mean) / scale])
+    w = np.zeros(z.shape[1])
+    penalty = np.full(z.shape[1], l2)
+    penalty[0] = 0.0
+    for _ in range(30):
+        p = 1 / (1 + np.exp(-np.clip(z @ w, -30, 30)))
+        grad = z.T @ (p - y) + penalty * w
+        hess = (z * (p * (1 - p))[:, None]).T @ z + np.diag(penalty)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return {
+        "bias": float(w[0]),
+        "weights": w[1:].tolist(),
+        "mean": mean.tolist(),
+        "scale": scale.tolist(),
+    }
+
+
+LEARNED_L2 = 3000.0  # what the nested cross-validation below picks most (docs/benchmarks.md)
+L2_GRID = (100.0, 300.0, 1000.0, 3000.0, 10000.0)
+
+
+def learned_matrix(rows: list[dict], feats: list[list[float]]):
+    import numpy as np
+
+    from core import smart_learned
+
+    return np.stack(
+        [smart_learned.features(r["prompt"], f) for r, f in zip(rows, feats, strict=True)]
+    )
+
+
+def learned_scores(x, model: dict) -> list[float]:
+    from core import smart_learned
+
+    for name in ("weights", "mean", "scale"):
+        model[name + "_array"] = __import__("numpy").asarray(model[name])
+    out = [smart_learned.score_vector(row, model) for row in x]
+    for name in ("weights", "mean", "scale"):
+        del model[name + "_array"]
+    return out
+
+
+def learned_available() -> bool:
+    from core import smart_learned
+
+    return smart_learned._model_zip() is not None and _has_numpy()
+
+
+def _has_numpy() -> bool:
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def quantile_table(scores: list[float]) -> list[float]:
+    s = sorted(scores)
+    return [round(s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))], 6) for q in range(101)]
+
+
+def train(rows: list[dict]) -> dict:
+    xs = [smart.features(body_of(r["prompt"])) for r in rows]
+    model = fit(xs, [r["y"] for r in rows])
+    scores = [smart.score_features(x, model) for x in xs]
+    model["quantiles"] = quantile_table(scores)
+    model["features"] = list(smart.FEATURE_NAMES)
+    model["label"] = "weak model wrong and strong model right"
+    model["trained_on"] = f"{DATA.name}: {len(rows)} prompts"
+    return model
+
+
+# ------------------------------------------------------------------------------ evaluation
+def folds(rows: list[dict], seed: int = 0) -> list[int]:
+    """A fold number per row: MMLU by subject, GSM8K at random."""
+    rng = random.Random(seed)
+    subjects = sorted({r["source"] for r in rows if r["family"] == "mmlu"})
+    rng.shuffle(subjects)
+    by_subject = {s: i % FOLDS for i, s in enumerate(subjects)}
+    return [
+        by_subject[r["source"]] if r["family"] == "mmlu" else rng.randrange(FOLDS) for r in rows
+    ]
+
+
+def out_of_fold_scores(rows: list[dict], feats: list[list[float]]) -> list[float]:
+    fold = folds(rows)
+    scores = [0.0] * len(rows)
+    for k in range(FOLDS):
+        train_idx = [i for i in range(len(rows)) if fold[i] != k]
+        model = fit([feats[i] for i in train_idx], [rows[i]["y"] for i in train_idx])
+        for i in range(len(rows)):
+            if fold[i] == k:
+                scores[i] = smart.score_features(feats[i], model)
+    return scores
+
+
+def _log_loss(ys, ps) -> float:
+    return -sum(
+        math.log(max(p, 1e-12)) if y else math.log(max(1 - p, 1e-12))
+        for y, p in zip(ys, ps, strict=True)
+    ) / len(ys)
+
+
+def out_of_fold_learned(rows: list[dict], x) -> tuple[list[float], list[float]]:
+    """Out-of-fold scores with the head's regularisation chosen *inside* each training
+    split (nested: its own folds, by log loss), so no choice sees the test fold; and the
+    L2 each outer fold chose."""
+    fold = folds(rows)
+    scores = [0.0] * len(rows)
+    chosen = []
+    for k in range(FOLDS):
+        train_idx = [i for i in range(len(rows)) if fold[i] != k]
+        test_idx = [i for i in range(len(rows)) if fold[i] == k]
+        losses = {}
+        for l2 in L2_GRID:
+            inner = []
+            for j in {fold[i] for i in train_idx}:
+                fit_idx = [i for i in train_idx if fold[i] != j]
+                held = [i for i in train_idx if fold[i] == j]
+                model = fit_np(x[fit_idx], [rows[i]["y"] for i in fit_idx], l2)
+                inner += list(
+                    zip([rows[i]["y"] for i in held], learned_scores(x[held], model), strict=True)
+                )
+            losses[l2] = _log_loss([y for y, _ in inner], [p for _, p in inner])
+        best = min(losses, key=losses.get)
+        chosen.append(best)
+        model = fit_np(x[train_idx], [rows[i]["y"] for i in train_idx], best)
+        for i, s in zip(test_idx, learned_scores(x[test_idx], model), strict=True):
+            scores[i] = s
+    return scores, chosen
+
+
+def curve(rows: list[dict], scores: list[float], steps: int = 20) -> list[dict]:
+    """(share to strong, relative cost, accuracy) when the top-scored go to the strong model."""
+    order = sorted(range(len(rows)), key=lambda i: -scores[i])
+    n = len(rows)
+    out = []
+    for s in range(steps + 1):
+        k = round(n * s / steps)
+        strong = set(order[:k])
+        correct = sum(
+            rows[i]["strong_correct"] if i in strong else rows[i]["weak_correct"] for i in range(n)
+        )
+        share = k / n
+        out.append(
+            {"share": share, "cost": share + (1 - share) * WEAK_PRICE, "accuracy": correct / n}
+        )
+    return out
+
+
+def saving_at_quality(rows: list[dict], scores: list[float]) -> float:
+    """1 - relative cost of the cheapest split reaching QUALITY x the strong model's
+    accuracy (exact: every k from 0 to n)."""
+    n = len(rows)
+    target = QUALITY * sum(r["strong_correct"] for r in rows) / n
+    order = sorted(range(n), key=lambda i: -scores[i])
+    correct = sum(r["weak_correct"] for r in rows)
+    for k in range(n + 1):
+        if correct / n >= target - 1e-12:
+            share = k / n
+            return 1 - (share + (1 - share) * WEAK_PRICE)
+        i = order[k]
+        correct += rows[i]["strong_correct"] - rows[i]["weak_correct"]
+    return 0.0
+
+
+def calibration_error(rows: list[dict], scores: list[float], bins: int = 10) -> float:
+    """Expected calibration error: over score deciles, how far the mean score is from the
+    share of prompts that needed the strong model, weighted by size (0 is perfect)."""
+    order = sorted(range(len(rows)), key=lambda i: scores[i])
+    total = 0.0
+    for b in range(bins):
+        part = order[b * len(order) // bins : (b + 1) * len(order) // bins]
+        if part:
+            mean = sum(scores[i] for i in part) / len(part)
+            rate = sum(rows[i]["y"] for i in part) / len(part)
+            total += abs(mean - rate) * len(part)
+    return total / len(rows)
+
+
+def random_saving(rows: list[dict]) -> float:
+    """Random routing's expected saving at the same quality (a straight line)."""
+    n = len(rows)
+    weak = sum(r["weak_correct"] for r in rows) / n
+    strong = sum(r["strong_correct"] for r in rows) / n
+    target = QUALITY * strong
+    share = 0.0 if weak >= target else (target - weak) / (strong - weak)
+    return 1 - (share + (1 - share) * WEAK_PRICE)
+
+
+def timing(rows: list[dict], tokens: int = 1000, runs: int = 2000, learned=False) -> dict:
+    """Per-request cost of a score on a prompt of about ``tokens`` tokens (4 characters
+    a token), the first call (loading) excluded."""
+    text = ""
+    pool = [r["prompt"] for r in rows]
+    i = 0
+    while len(text) < tokens * 4:
+        text += pool[i % len(pool)] + "\n"
+        i += 1
+    body = body_of(text[: tokens * 4])
+    policy = SmartPolicy(tiers=("a", "b"), thresholds=(0.5,))
+    classifier = "learned" if learned else "rules"
+    rss, started = _rss_mb(), time.perf_counter()
+    smart.score(policy, body, classifier)
+    load_s, load_mb = time.perf_counter() - started, _rss_mb() - rss
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        smart.score(policy, body, classifier)
+        times.append((time.perf_counter() - t) * 1000)
+    times.sort()
+    return {
+        "first_call_s": round(load_s, 3),  # loading, for the learned classifier
+        "first_call_rss_mb": round(load_mb, 1),  # what loading added to this process
+        "prompt_chars": len(text[: tokens * 4]),
+        "p50_ms": round(times[len(times) // 2], 4),
+        "p99_ms": round(times[int(len(times) * 0.99)], 4),
+    }
+
+
+def _rss_mb() -> float:
+    """This process's resident memory (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--train", action="store_true", help="write core/smart_rules.json")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    rows = load(args.data)
+    if args.train:
+        model = train(rows)
+        path = ROOT / "core" / "smart_rules.json"
+        path.write_text(json.dumps(model, indent=1) + "\n")
+        print(f"wrote {path.relative_to(ROOT)}")
+        if learned_available():
+            feats = [smart.features(body_of(r["prompt"])) for r in rows]
+            x = learned_matrix(rows, feats)
+            head = fit_np(x, [r["y"] for r in rows], LEARNED_L2)
+            head["quantiles"] = quantile_table(learned_scores(x, head))
+            head["label"] = model["label"]
+            head["l2"] = LEARNED_L2
+            head["trained_on"] = model["trained_on"]
+            path = ROOT / "core" / "smart_learned.json"
+            path.write_text(json.dumps(head) + "\n")
+            print(f"wrote {path.relative_to(ROOT)}")
+        else:
+            print("the smart extra is not installed: the learned head was not trained")
+        return 0
+    feats = [smart.features(body_of(r["prompt"])) for r in rows]
+    oof = out_of_fold_scores(rows, feats)
+    results = {"classifiers": {}, "timing_rules_1000_tokens": timing(rows)}
+    learned_oof = None
+    if learned_available():
+        # Timed first, so that its first call is the load (the model, once per process).
+        results["timing_learned_1000_tokens"] = timing(rows, learned=True)
+        learned_oof, results["learned_l2_per_fold"] = out_of_fold_learned(
+            rows, learned_matrix(rows, feats)
+        )
+    for family in ("gsm8k", "mmlu"):
+        idx = [i for i, r in enumerate(rows) if r["family"] == family]
+        sub = [rows[i] for i in idx]
+        results["classifiers"][family] = {
+            "prompts": len(sub),
+            "weak_accuracy": round(sum(r["weak_correct"] for r in sub) / len(sub), 4),
+            "strong_accuracy": round(sum(r["strong_correct"] for r in sub) / len(sub), 4),
+            "routellm_saving": ANCHORS[family],
+            "rules_saving": round(saving_at_quality(sub, [oof[i] for i in idx]), 4),
+            "random_saving": round(random_saving(sub), 4),
+            "rules_curve": curve(sub, [oof[i] for i in idx]),
+            "rules_calibration_error": round(calibration_error(sub, [oof[i] for i in idx]), 4),
+        }
+        if learned_oof is not None:
+            results["classifiers"][family]["learned_saving"] = round(
+                saving_at_quality(sub, [learned_oof[i] for i in idx]), 4
+            )
+            results["classifiers"][family]["learned_curve"] = curve(
+                sub, [learned_oof[i] for i in idx]
+            )
+            results["classifiers"][family]["learned_calibration_error"] = round(
+                calibration_error(sub, [learned_oof[i] for i in idx]), 4
+            )
+    print(f"{'source':8} {'weak':>6} {'strong':>6}  saving at 95% of strong quality:")
+    print(f"{'':8} {'':>6} {'':>6}  {'rules':>7} {'learned':>7} {'random':>7} {'RouteLLM':>8}")
+    for family, r in results["classifiers"].items():
+        learned = f"{r['learned_saving']:7.1%}" if "learned_saving" in r else f"{'-':>7}"
+        print(
+            f"{family:8} {r['weak_accuracy']:6.1%} {r['strong_accuracy']:6.1%}  "
+            f"{r['rules_saving']:7.1%} {learned} {r['random_saving']:7.1%} "
+            f"{r['routellm_saving']:8.0%}"
+        )
+    for family, r in results["classifiers"].items():
+        print(
+            f"{family}: calibration error (|mean score - share needing the strong model|, "
+            f"by decile) rules {r['rules_calibration_error']:.3f}"
+            + (f", learned {r['learned_calibration_error']:.3f}" if "learned_saving" in r else "")
+        )
+    if "learned_l2_per_fold" in results:
+        print(f"learned head's L2, chosen inside each fold: {results['learned_l2_per_fold']}")
+    for name in ("rules", "learned"):
+        t = results.get(f"timing_{name}_1000_tokens")
+        if t:
+            print(
+                f"{name} score, 1,000-token prompt: p50 {t['p50_ms']} ms, p99 {t['p99_ms']} ms; "
+                f"first call {t['first_call_s']} s, +{t['first_call_rss_mb']} MB resident"
+            )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,304 @@
+"""Smart routing's savings (issue 17): exact on a known set of rows, per day, model,
+policy, classifier (the A/B arms) and tier with the apps' feedback; shown on the Usage
+page, in /api/gateway/analytics and in the weekly digest; and POST /v1/feedback, which
+rates only the key's own org's requests, with OpenAI-shaped errors."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import httpx
+import pytest
+from django.core import mail
+
+from billing.digest import digest_context, weekly_digest_send
+from billing.models import UsageRecord
+from billing.selectors import smart_savings
+from gateway.tests.conftest import ACTOR, refresh_snapshot, usage_rows
+
+NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)  # a Monday
+DAY1, DAY2 = NOW - timedelta(days=3, hours=2), NOW - timedelta(days=2, hours=5)
+
+
+def _row(
+    org, at, *, cost, top=None, tier="", policy="", classifier="rules", used="lite", score=0.2, **kw
+):
+    return UsageRecord.objects.create(
+        id=uuid.uuid4(),
+        org=org,
+        created_at=at,
+        model_requested="auto",
+        model_used=used,
+        status=kw.pop("status", "success"),
+        input_tokens=100,
+        output_tokens=50,
+        cost=Decimal(cost),
+        cost_top_tier=None if top is None else Decimal(top),
+        route_tier=tier,
+        routing_policy=policy,
+        route_classifier=classifier if tier else "",
+        route_score=score if tier else None,
+        **kw,
+    )
+
+
+@pytest.fixture
+def rows(org_a, org_b):
+    """Known rows: four smart-routed successes over two days, two policies and both A/B
+    arms; plus rows that must not count (not smart-routed, failed, another org's)."""
+    _row(org_a, DAY1, cost="0.00010000", top="0.00200000", tier="lite", policy="saver")
+    _row(
+        org_a,
+        DAY1,
+        cost="0.00200000",
+        top="0.00200000",
+        tier="pro",
+        used="pro",
+        policy="saver",
+        feedback_score=1.0,
+    )
+    _row(
+        org_a,
+        DAY2,
+        cost="0.00030000",
+        top="0.00600000",
+        tier="lite",
+        policy="",
+        feedback_score=0.5,
+    )
+    _row(
+        org_a,
+        DAY2,
+        cost="0.00600000",
+        top="0.00600000",
+        tier="pro",
+        used="pro",
+        policy="saver",
+        classifier="strong",
+        feedback_score=0.0,
+    )
+    _row(org_a, DAY2, cost="0.05000000")  # a model asked for by name
+    _row(org_a, DAY2, cost="0", top="0.00100000", tier="lite", status="error")
+    _row(org_b, DAY2, cost="0.00010000", top="0.90000000", tier="lite", policy="saver")
+
+
+@pytest.mark.django_db
+def test_the_savings_are_exact_on_known_rows(rows, org_a):
+    s = smart_savings(org_a, NOW - timedelta(days=7), NOW)
+    # cost 0.0001 + 0.002 + 0.0003 + 0.006; on the top tier 0.002 + 0.002 + 0.006 + 0.006
+    assert (s["requests"], s["cost_usd"], s["top_tier_cost_usd"]) == (4, 0.0084, 0.016)
+    assert s["saved_usd"] == 0.0076 and s["saved_pct"] == 47.5
+    assert [(d["day"], d["requests"], d["saved_usd"]) for d in s["by_day"]] == [
+        (DAY1.date().isoformat(), 2, 0.0019),
+        (DAY2.date().isoformat(), 2, 0.0057),
+    ]
+    assert {p["policy"]: p["saved_usd"] for p in s["by_policy"]} == {
+        "(org default)": 0.0057,
+        "saver": 0.0019,
+    }
+    assert {m["model"]: (m["requests"], m["saved_usd"]) for m in s["by_model"]} == {
+        "lite": (2, 0.0076),
+        "pro": (2, 0.0),
+    }
+    arms = {c["classifier"]: c for c in s["by_classifier"]}
+    assert (arms["rules"]["requests"], arms["rules"]["rated"], arms["rules"]["avg_feedback"]) == (
+        3,
+        2,
+        0.75,
+    )
+    assert (arms["strong"]["saved_usd"], arms["strong"]["avg_feedback"]) == (0.0, 0.0)
+    tiers = {t["tier"]: (t["rated"], t["avg_feedback"]) for t in s["by_tier"]}
+    assert tiers == {"lite": (1, 0.5), "pro": (2, 0.5)}
+
+
+@pytest.mark.django_db
+def test_no_smart_traffic_reads_as_nothing_saved(org_a):
+    s = smart_savings(org_a, NOW - timedelta(days=7), NOW)
+    assert (s["requests"], s["saved_usd"], s["saved_pct"], s["by_day"]) == (0, 0.0, 0.0, [])
+
+
+@pytest.mark.django_db
+def test_analytics_and_the_usage_page_show_the_savings_and_outsiders_see_none(
+    rows, org_a, alice_client, charlie_client
+):
+    params = {"since": (NOW - timedelta(days=7)).isoformat(), "until": NOW.isoformat()}
+    data = alice_client.get("/api/gateway/analytics", params).json()["smart_routing"]
+    assert (data["saved_usd"], data["saved_pct"]) == (0.0076, 47.5)
+    page = alice_client.get(f"/o/{org_a.slug}/usage/", params)
+    assert page.status_code == 200
+    assert b"You saved $0.0076 (47.5%)" in page.content
+    theirs = charlie_client.get("/api/gateway/analytics", params).json()["smart_routing"]
+    assert theirs["requests"] == 1 and theirs["by_policy"][0]["saved_usd"] == 0.8999
+    assert charlie_client.get(f"/o/{org_a.slug}/usage/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_the_weekly_digest_says_what_smart_routing_saved(rows, org_a, alice):
+    assert digest_context(org_a, NOW)["smart"]["saved_usd"] == 0.0076
+    weekly_digest_send(org=org_a, now=NOW, base_url="https://bonito.example")
+    [message] = [m for m in mail.outbox if alice.email in m.to]
+    assert "Smart routing saved $0.01 (47.5%)" in message.body
+
+
+# ------------------------------------------------------------------------------ POST /v1/feedback
+def _feedback(acme, payload, key=None, **kw):
+    return httpx.post(
+        acme.url + "/v1/feedback",
+        headers={"Authorization": f"Bearer {key or acme.raw}"},
+        timeout=10,
+        **({"content": payload} if isinstance(payload, bytes) else {"json": payload}),
+        **kw,
+    )
+
+
+def _one_request(acme) -> str:
+    response = httpx.post(
+        acme.base_url + "/chat/completions",
+        headers={"Authorization": f"Bearer {acme.raw}"},
+        json={"model": "chat-small", "messages": [{"role": "user", "content": "hi"}]},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    usage_rows(acme.org)  # stored now (the sink writes within a second)
+    return response.headers["x-request-id"]
+
+
+def test_feedback_is_stored_on_the_request_and_thumbs_count_as_1_or_0(acme, gw):
+    rid = _one_request(acme)
+    ok = _feedback(acme, {"request_id": rid, "score": 0.25})
+    assert ok.status_code == 200 and ok.json() == {
+        "object": "feedback",
+        "request_id": rid,
+        "score": 0.25,
+        "rated": 1,
+    }
+    [row] = [r for r in usage_rows(acme.org) if r.endpoint == "chat"]
+    assert row.feedback_score == 0.25
+    assert _feedback(acme, {"request_id": rid, "thumbs": "up"}).status_code == 200
+    [row] = [r for r in usage_rows(acme.org) if r.endpoint == "chat"]
+    assert row.feedback_score == 1.0
+    # Each feedback call is a request with a valid key: one usage row of its own, unrated.
+    feedback_rows = [r for r in usage_rows(acme.org) if r.endpoint == "feedback"]
+    assert len(feedback_rows) == 2 and all(r.feedback_score is None for r in feedback_rows)
+
+
+@pytest.mark.parametrize(
+    ("payload", "param", "code"),
+    [
+        (b"not json", None, "invalid_json"),
+        ([1, 2], None, "invalid_type"),
+        ({"score": 1}, "request_id", "missing_required_parameter"),
+        ({"request_id": 5, "score": 1}, "request_id", "invalid_type"),
+        ({"request_id": "x" * 129, "score": 1}, "request_id", "invalid_type"),
+        ({"request_id": "r"}, "score", "invalid_value"),
+        ({"request_id": "r", "score": 1, "thumbs": "up"}, "score", "invalid_value"),
+        ({"request_id": "r", "score": 1.5}, "score", "invalid_value"),
+        ({"request_id": "r", "score": True}, "score", "invalid_value"),
+        ({"request_id": "r", "score": "high"}, "score", "invalid_value"),
+        ({"request_id": "r", "thumbs": "sideways"}, "thumbs", "invalid_value"),
+        ({"request_id": "r", "score": 1, "prompt": "x"}, "prompt", "unknown_parameter"),
+    ],
+)
+def test_a_bad_feedback_body_is_a_400_naming_the_field(acme, gw, payload, param, code):
+    response = _feedback(acme, payload)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", param, code)
+
+
+def test_feedback_rates_only_the_keys_own_orgs_requests(acme, gw, org_b):
+    from gateway import services
+
+    rid = _one_request(acme)
+    _key, theirs = services.api_key_create(actor=ACTOR, org=org_b, name="other")
+    refresh_snapshot()
+    response = _feedback(acme, {"request_id": rid, "score": 0}, key=theirs)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "request_not_found"
+    assert rid not in response.text or "No request with the id" in response.text
+    [row] = [r for r in usage_rows(acme.org) if r.endpoint == "chat"]
+    assert row.feedback_score is None
+    unknown = _feedback(acme, {"request_id": "req_never_sent", "score": 1})
+    assert unknown.status_code == 404
+    assert _feedback(acme, {"request_id": rid, "score": 1}, key="bn-wrong").status_code == 401
+    assert httpx.get(acme.url + "/v1/feedback", timeout=10).status_code == 405
+
+
+# ------------------------------------------------------------------------------ re-calibration
+def _policy(org):
+    from governance import services as gov
+
+    return gov.routing_policy_save(
+        actor=ACTOR,
+        org=org,
+        name="saver",
+        strategy="smart",
+        models=["lite", "pro"],
+        smart={"thresholds": [0.5]},
+    )
+
+
+def _rated(org, n, score_of, feedback_of, tier="lite"):
+    for i in range(n):
+        _row(
+            org,
+            NOW - timedelta(hours=1),
+            cost="0.0001",
+            top="0.002",
+            tier=tier,
+            used=tier,
+            policy="saver",
+            score=score_of(i),
+            feedback_score=feedback_of(i),
+        )
+
+
+@pytest.mark.django_db
+def test_recalibration_lowers_the_threshold_where_the_cheap_tier_falls_short(org_a):
+    from billing.smart_calibration import smart_recalibrate
+    from governance.models import RoutingPolicy
+
+    _policy(org_a)
+    # Scores 0.01..0.40: good answers up to 0.30, bad ones above.
+    _rated(org_a, 40, lambda i: (i + 1) / 100, lambda i: 1.0 if i < 30 else 0.0)
+    _rated(org_a, 10, lambda i: 0.7, lambda i: 1.0, tier="pro")
+    moved = smart_recalibrate(actor=ACTOR, org=org_a, name="saver")
+    assert moved["old"] == 0.5 and 0.3 <= moved["new"] < 0.34
+    assert RoutingPolicy.objects.get(name="saver").smart["thresholds"] == [moved["new"]]
+
+
+@pytest.mark.django_db
+def test_recalibration_needs_enough_feedback_and_a_smart_policy(org_a):
+    from billing.smart_calibration import smart_recalibrate
+
+    _policy(org_a)
+    _rated(org_a, 5, lambda i: 0.1, lambda i: 1.0)
+    with pytest.raises(Exception, match="re-calibrating needs 30"):
+        smart_recalibrate(actor=ACTOR, org=org_a, name="saver")
+    with pytest.raises(Exception, match="No smart routing policy"):
+        smart_recalibrate(actor=ACTOR, org=org_a, name="other")
+
+
+@pytest.mark.django_db
+def test_the_recalibrate_button_is_for_admins_of_the_org(org_a, alice_client, charlie_client):
+    _policy(org_a)
+    url = f"/o/{org_a.slug}/usage/smart-recalibrate/"
+    assert charlie_client.post(url, {"policy": "saver"}).status_code == 404
+    response = alice_client.post(url, {"policy": "saver"}, follow=True)
+    assert b"re-calibrating needs 30" in response.content
+
+
+@pytest.mark.django_db
+def test_the_logs_show_how_a_request_was_smart_routed(rows, org_a, alice_client, charlie_client):
+    row = UsageRecord.objects.filter(org=org_a, route_tier="pro", feedback_score=1.0).get()
+    params = {"since": (NOW - timedelta(days=7)).isoformat(), "until": NOW.isoformat()}
+    listed = alice_client.get("/api/gateway/logs", params).json()["results"]
+    [mine] = [r for r in listed if r["id"] == str(row.id)]
+    assert (mine["route_tier"], mine["routing_policy"], mine["feedback_score"]) == (
+        "pro",
+        "saver",
+        1.0,
+    )
+    page = alice_client.get(f"/o/{org_a.slug}/logs/{row.id}/")
+    assert b"Smart routing" in page.content and b"tier pro" in page.content
+    assert charlie_client.get(f"/o/{org_a.slug}/logs/{row.id}/").status_code == 404

@@ -1,0 +1,235 @@
+"""Smart routing's settings: one shape for the control plane and the data plane.
+
+A smart policy sends each prompt to one of its *tiers* (public model names, cheapest first)
+by the prompt's difficulty score (0-1, higher = harder; gateway.dataplane.smart computes
+it): a score below ``thresholds[0]`` goes to ``tiers[0]``, below ``thresholds[1]`` to
+``tiers[1]``, and so on; the rest to the top tier. The dashboard, REST, apply_config and
+the admin all save the same spec (a JSON object) through ``resolve``, which checks it and
+turns it into the ``SmartPolicy`` the snapshot carries. docs/smart-routing.md is the
+user's guide.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from pathlib import Path
+
+CLASSIFIERS = {
+    "rules": "Rules (length, code, maths, reasoning cues; free)",
+    "learned": "Learned (a sentence embedding and a trained head; Pro)",
+}
+# What an A/B share of traffic goes through instead: another classifier or the top tier.
+AB_ARMS = ("rules", "learned", "strong")
+KEYWORD_CATEGORIES = ("math", "reasoning", "multistep", "code", "simple")
+DEFAULT_AGGRESSIVENESS = 0.5
+DEFAULT_ALIAS = "auto"
+SPEC_KEYS = ("classifier", "aggressiveness", "thresholds", "ab", "keywords", "within")
+MAX_KEYWORDS = 200  # per category: the rules classifier scans for each one
+RULES_MODEL_FILE = Path(__file__).with_name("smart_rules.json")
+
+
+@dataclass(frozen=True, slots=True)
+class SmartPolicy:
+    tiers: tuple  # public model names, cheapest (easiest prompts) first
+    thresholds: tuple  # len(tiers) - 1 ascending scores in (0, 1)
+    classifier: str = "rules"
+    aggressiveness: float | None = None  # what the thresholds came from, if not set by hand
+    ab_share: float = 0.0  # the share of requests routed by ab_arm instead
+    ab_arm: str = ""  # "rules" | "learned" | "strong" (straight to the top tier)
+    keywords: dict = field(default_factory=dict)  # category -> tuple of words (overrides)
+    within: str = "failover"  # the strategy among one tier's deployments
+
+    def tier_index(self, score: float) -> int:
+        """The tier a score goes to: the first whose threshold the score is under."""
+        for i, t in enumerate(self.thresholds):
+            if score < t:
+                return i
+        return len(self.tiers) - 1
+
+    @property
+    def top(self) -> str:
+        return self.tiers[-1]
+
+
+def policy_to_dict(p: SmartPolicy) -> dict:
+    out = asdict(p)
+    out["tiers"] = list(p.tiers)
+    out["thresholds"] = list(p.thresholds)
+    out["keywords"] = {c: list(words) for c, words in p.keywords.items()}
+    return out
+
+
+def policy_from_dict(d: dict | None) -> SmartPolicy | None:
+    if not d:
+        return None
+    return SmartPolicy(
+        tiers=tuple(d["tiers"]),
+        thresholds=tuple(float(t) for t in d["thresholds"]),
+        classifier=d.get("classifier", "rules"),
+        aggressiveness=d.get("aggressiveness"),
+        ab_share=float(d.get("ab_share", 0.0)),
+        ab_arm=d.get("ab_arm", ""),
+        keywords={c: tuple(words) for c, words in (d.get("keywords") or {}).items()},
+        within=d.get("within", "failover"),
+    )
+
+
+# ------------------------------------------------------------------------------ the models
+@cache
+def rules_model() -> dict:
+    """The rules classifier's weights and calibration (made by bench/smart_routing.py
+    --train from the development set; committed)."""
+    return json.loads(RULES_MODEL_FILE.read_text())
+
+
+def learned_missing() -> str | None:
+    """Why the learned classifier cannot run here (its optional extra), or None."""
+    from . import smart_learned
+
+    return smart_learned.missing()
+
+
+def classifier_error(name: object) -> str | None:
+    if name not in CLASSIFIERS:
+        return f"Unknown classifier {str(name)[:40]!r}; use one of {', '.join(CLASSIFIERS)}."
+    if name == "learned":
+        return learned_missing()
+    return None
+
+
+def quantiles(classifier: str) -> list[float]:
+    """Scores at 0 %, 1 %, ... 100 % of the development set, for the aggressiveness slider."""
+    if classifier == "learned":
+        from . import smart_learned
+
+        return json.loads(smart_learned.HEAD_FILE.read_text())["quantiles"]
+    return rules_model()["quantiles"]
+
+
+def thresholds_for(aggressiveness: float, n_tiers: int, classifier: str = "rules") -> tuple:
+    """The thresholds a slider position gives: at aggressiveness a, a share 0.1 + 0.8 a of
+    prompts like the development set's go below the top tier (0: 10 %, 0.5: 50 %, 1: 90 %),
+    split evenly between the lower tiers. Read from the classifier's score quantiles, so
+    the same position means the same share whichever classifier scores."""
+    if n_tiers < 2:
+        return ()
+    below_top = 0.1 + 0.8 * aggressiveness
+    q = quantiles(classifier)
+    out = []
+    for i in range(1, n_tiers):
+        share = below_top * i / (n_tiers - 1)
+        pos = share * (len(q) - 1)
+        lo = math.floor(pos)
+        hi = min(lo + 1, len(q) - 1)
+        value = q[lo] + (q[hi] - q[lo]) * (pos - lo)
+        out.append(round(min(max(value, 1e-6), 1.0), 6))
+    for i in range(1, len(out)):  # strictly ascending even where the quantiles are flat
+        if out[i] <= out[i - 1]:
+            out[i] = round(out[i - 1] + 1e-6, 6)
+    return tuple(out)
+
+
+# ------------------------------------------------------------------------------ checking a spec
+def _number(value, name: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise ValueError(f"smart.{name} must be a number from {low:g} to {high:g}.")
+    if not low <= value <= high:
+        raise ValueError(f"smart.{name} must be from {low:g} to {high:g}, not {value:g}.")
+    return float(value)
+
+
+def resolve(spec, tiers, *, strategies_known=None) -> SmartPolicy:
+    """The SmartPolicy of a spec (the JSON a policy stores) over ``tiers``; ValueError with
+    a message for the user when something is wrong. ``strategies_known``: the names
+    ``within`` may take (core.strategies passes its registry)."""
+    spec = {} if spec is None else spec
+    if not isinstance(spec, dict):
+        raise ValueError("smart must be a mapping (classifier, aggressiveness, thresholds, ...).")
+    unknown = sorted(set(spec) - set(SPEC_KEYS))
+    if unknown:
+        raise ValueError(
+            f"Unknown smart setting(s): {', '.join(map(str, unknown))[:200]}; "
+            f"use {', '.join(SPEC_KEYS)}."
+        )
+    tiers = tuple(tiers)
+    if len(tiers) < 2:
+        raise ValueError(
+            "Smart routing needs at least two tiers (models, cheapest first): "
+            "prompts scored easy go to the first, hard ones to the last."
+        )
+    if len(set(tiers)) != len(tiers):
+        raise ValueError("Each tier must be a different model.")
+    classifier = spec.get("classifier", "rules")
+    problem = classifier_error(classifier)
+    if problem:
+        raise ValueError(problem)
+    aggressiveness = None
+    if spec.get("thresholds") is not None:
+        raw = spec["thresholds"]
+        if not isinstance(raw, list) or len(raw) != len(tiers) - 1:
+            raise ValueError(
+                f"smart.thresholds must be a list of {len(tiers) - 1} scores (one fewer than "
+                f"the {len(tiers)} tiers), ascending, each between 0 and 1."
+            )
+        thresholds = tuple(_number(t, "thresholds", 0.0, 1.0) for t in raw)
+        if any(b <= a for a, b in zip(thresholds, thresholds[1:], strict=False)):
+            raise ValueError("smart.thresholds must be strictly ascending.")
+    else:
+        aggressiveness = _number(
+            spec.get("aggressiveness", DEFAULT_AGGRESSIVENESS), "aggressiveness", 0.0, 1.0
+        )
+        thresholds = thresholds_for(aggressiveness, len(tiers), classifier)
+    ab = spec.get("ab") or {}
+    if not isinstance(ab, dict) or set(ab) - {"share", "classifier"}:
+        raise ValueError('smart.ab must be a mapping like {"share": 0.2, "classifier": "strong"}.')
+    ab_share = _number(ab.get("share", 0.0), "ab.share", 0.0, 1.0)
+    ab_arm = ab.get("classifier", "") if ab_share else ""
+    if ab_share:
+        if ab_arm not in AB_ARMS:
+            raise ValueError(
+                f"smart.ab.classifier must be one of {', '.join(AB_ARMS)} (strong: straight "
+                "to the top tier)."
+            )
+        if ab_arm == classifier:
+            raise ValueError("smart.ab.classifier must differ from smart.classifier.")
+        if ab_arm == "learned" and learned_missing():
+            raise ValueError(learned_missing())
+    keywords = spec.get("keywords") or {}
+    if not isinstance(keywords, dict):
+        raise ValueError("smart.keywords must map a category to a list of words.")
+    checked = {}
+    for category, words in keywords.items():
+        if category not in KEYWORD_CATEGORIES:
+            raise ValueError(
+                f"Unknown keyword category {str(category)[:40]!r}; use "
+                f"{', '.join(KEYWORD_CATEGORIES)}."
+            )
+        if (
+            not isinstance(words, list)
+            or len(words) > MAX_KEYWORDS
+            or not all(isinstance(w, str) and 0 < len(w.strip()) <= 60 for w in words)
+        ):
+            raise ValueError(
+                f"smart.keywords.{category} must be a list of at most {MAX_KEYWORDS} "
+                "non-empty words or phrases (60 characters each)."
+            )
+        checked[category] = tuple(dict.fromkeys(w.strip().lower() for w in words))
+    within = spec.get("within", "failover")
+    if strategies_known is not None and (within not in strategies_known or within == "smart"):
+        raise ValueError(
+            f"smart.within (how one tier's deployments are ordered) must be one of "
+            f"{', '.join(s for s in strategies_known if s != 'smart')}."
+        )
+    return SmartPolicy(
+        tiers=tiers,
+        thresholds=thresholds,
+        classifier=classifier,
+        aggressiveness=aggressiveness,
+        ab_share=ab_share,
+        ab_arm=ab_arm,
+        keywords=checked,
+        within=within,
+    )

