@@ -1,5 +1,8 @@
 """Dashboard pages: Settings → Deployment mode, and the Agents page."""
 
+from functools import cache
+
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
@@ -10,6 +13,27 @@ from orgs.permissions import org_view
 
 from . import selectors, services
 from .models import OrgAgentState, OrgToken
+
+SNIPPETS = {"compose": "compose.yaml", "helm": "helm.sh", "terraform": "terraform.tf"}
+
+
+@cache
+def _snippet_texts() -> dict[str, str]:
+    """deploy/snippets: the files `make deploy-check` validates against the real Compose
+    file, Helm chart and Terraform modules (shipped in the platform image)."""
+    folder = settings.BASE_DIR / "deploy" / "snippets"
+    return {name: (folder / file).read_text() for name, file in SNIPPETS.items()}
+
+
+def deploy_snippets(control_plane_url: str, org_token: str) -> dict[str, str]:
+    """The snippets filled in with this org's control-plane URL and, right after it is made,
+    its token (shown once; a placeholder otherwise)."""
+    return {
+        name: text.replace("{{ control_plane_url }}", control_plane_url).replace(
+            "{{ org_token }}", org_token or "bt-…"
+        )
+        for name, text in _snippet_texts().items()
+    }
 
 
 def _deployment_page(request, new_token: str = "", status: int = 200):
@@ -26,6 +50,7 @@ def _deployment_page(request, new_token: str = "", status: int = 200):
             "new_token": new_token,
             "webhook_set": bool(state and state.alert_webhook_url),
             "control_plane": request.build_absolute_uri("/").rstrip("/"),
+            "snippets": deploy_snippets(request.build_absolute_uri("/").rstrip("/"), new_token),
         },
         status=status,
     )

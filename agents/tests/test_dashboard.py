@@ -20,8 +20,14 @@ def test_an_admin_switches_to_vpc_and_sees_the_token_once(alice_client, org_a):
     assert (
         "BONITO_CONTROL_PLANE" in html
         and "helm install" in html
-        and 'module "bonito_agent"' in html
+        and "module &quot;bonito_gateway&quot;" in html  # escaped in the page
     )
+    # The snippets are deploy/snippets (validated by make deploy-check), filled in: the
+    # token right after it is made, the control plane's own URL.
+    assert (
+        f"--from-literal=token=&#x27;{token}&#x27;" in html and "BONITO_ORG_TOKEN: " + token in html
+    )
+    assert "controlPlane.url=http://testserver" in html
     assert AgentClient(token).config().status_code == 200
     again = alice_client.get("/o/acme/settings/deployment/").content.decode()
     assert token not in again
