@@ -162,7 +162,7 @@ class BudgetViewSet(
     queryset = Budget.objects.none()  # for the OpenAPI schema; requests use org_queryset
 
     def org_queryset(self):
-        return Budget.objects.for_org(self.request.org).select_related("team", "key")
+        return Budget.objects.for_org(self.request.org).select_related("team", "key").order_by("id")
 
     def _save(self, data, instance=None):
         fields = ("scope", "team", "key", "period", "amount_usd", "hard", "thresholds")

@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from governance.models import RoutingPolicy
+from orgs.config import ConfigError, config_load
 from orgs.models import Team
 from orgs.rest_base import (
     MoneySerializer,
@@ -418,7 +419,7 @@ class ConfigApplyView(OrgView, APIView):
         serializer = ConfigApplySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            data = config.config_load(serializer.validated_data["yaml"])
+            data = config_load(serializer.validated_data["yaml"])
         except yaml.YAMLError as exc:
             raise ValidationError({"yaml": [f"not valid YAML: {exc}"]}) from None
         dry_run = serializer.validated_data["dry_run"]
@@ -426,7 +427,7 @@ class ConfigApplyView(OrgView, APIView):
             changes = config.org_config_apply(
                 actor=actor(request), org=request.org, data=data, dry_run=dry_run
             )
-        except config.ConfigError as exc:
+        except ConfigError as exc:
             raise ValidationError({"yaml": [str(exc)]}) from None
         return Response({"applied": not dry_run, "changes": changes})
 

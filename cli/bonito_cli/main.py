@@ -557,7 +557,7 @@ def _filters(kw) -> dict:
     return {("range" if k == "range_" else k): v for k, v in kw.items() if v is not None}
 
 
-BREAKDOWN = ["name", "requests", "input_tokens", "output_tokens", "cost", "errors"]
+BREAKDOWN = ["name", "requests", "tokens", "cost_usd"]
 
 
 @cli.command(context_settings=CONTEXT)
@@ -832,6 +832,9 @@ cli.add_command(doctor)
 cli.add_command(completion)
 
 
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def main() -> None:
     """Run the command; a failure is one line on stderr and an exit code, never a traceback."""
     try:
@@ -839,7 +842,7 @@ def main() -> None:
     except CliError as exc:
         err_console.print(f"[red]Error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.code)
-    except click.exceptions.NoArgsIsHelp as exc:
+    except NO_ARGS_IS_HELP as exc:  # `bonito keys` alone: its help, not an error
         click.echo(exc.ctx.get_help() if exc.ctx else "")
         sys.exit(0)
     except click.UsageError as exc:

@@ -8,7 +8,8 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+# Piped output (CI logs) is not cut at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True)
 
 
