@@ -81,11 +81,15 @@ def complete(http, model, messages, stream: bool, out) -> tuple[str, dict | None
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("prompt", required=False)
-@click.option("--model", "-m", envvar="BONITO_MODEL", help="Model (default: the first the key may call).")
+@click.option(
+    "--model", "-m", envvar="BONITO_MODEL", help="Model (default: the first the key may call)."
+)
 @click.option("--system", help="A system message.")
 @click.option("--api-key", help="A bn- key (env: BONITO_API_KEY).")
 @click.option("--no-stream", is_flag=True, help="Wait for the whole answer.")
-@click.option("--json", "as_json", is_flag=True, help="Print the whole completion as JSON (no streaming).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the whole completion as JSON (no streaming)."
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print only the answer.")
 @click.pass_context
 def chat(ctx, prompt, model, system, api_key, no_stream, as_json, quiet):
@@ -113,8 +117,13 @@ def chat(ctx, prompt, model, system, api_key, no_stream, as_json, quiet):
     if prompt is not None:
         if not prompt.strip():
             raise CliError("The prompt is empty.", USAGE)
-        text, data = complete(http, model, [*history, {"role": "user", "content": prompt}],
-                              not (no_stream or as_json), sys.stdout)
+        text, data = complete(
+            http,
+            model,
+            [*history, {"role": "user", "content": prompt}],
+            not (no_stream or as_json),
+            sys.stdout,
+        )
         if as_json:
             print_json(data)
         elif data is not None:

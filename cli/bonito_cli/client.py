@@ -56,9 +56,7 @@ class Client:
 
     def request(self, method: str, path: str, *, auth: bool = True, **kwargs) -> httpx.Response:
         if auth and not self.token:
-            raise CliError(
-                "Not logged in: run `bonito auth login` or set BONITO_TOKEN.", AUTH
-            )
+            raise CliError("Not logged in: run `bonito auth login` or set BONITO_TOKEN.", AUTH)
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.ConnectError as exc:
@@ -71,7 +69,9 @@ class Client:
         return response
 
     def get(self, path: str, **params):
-        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None}).json()
+        return self.request(
+            "GET", path, params={k: v for k, v in params.items() if v is not None}
+        ).json()
 
     def post(self, path: str, body=None):
         response = self.request("POST", path, json=body if body is not None else {})

@@ -16,7 +16,10 @@ def script(shell: str) -> str:
 
 
 def _printer(shell):
-    @click.command(shell, help=f"Print the {shell} completion script.\n\n\b\nExamples:\n  bonito completion {shell}")
+    @click.command(
+        shell,
+        help=f"Print the {shell} completion script.\n\n\b\nExamples:\n  bonito completion {shell}",
+    )
     def show():
         click.echo(script(shell))
 
@@ -54,10 +57,15 @@ def install(shell):
 
     shell = shell or Path(os.environ.get("SHELL", "")).name
     if shell not in SHELLS:
-        raise CliError(f"Cannot tell your shell ({shell or 'no $SHELL'}): pass --shell bash|zsh|fish.", USAGE)
+        raise CliError(
+            f"Cannot tell your shell ({shell or 'no $SHELL'}): pass --shell bash|zsh|fish.", USAGE
+        )
     home = Path.home()
     if shell == "fish":
-        target = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "fish/completions/bonito.fish"
+        target = (
+            Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+            / "fish/completions/bonito.fish"
+        )
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(script(shell))
         click.echo(f"Wrote {target}; new fish sessions complete bonito.")

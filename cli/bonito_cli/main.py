@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import click
 
 from . import __version__, profiles
-from .client import AUTH, FAILURE, USAGE, CliError, Client
+from .client import AUTH, FAILURE, USAGE, Client, CliError
 from .output import err_console, print_json, record, table, write_csv
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -38,6 +38,13 @@ class State:
     @property
     def client(self) -> Client:
         if self._client is None:
+            if not self.profile.token:
+                raise CliError(
+                    f"Not logged in (profile {self.profile.name!r}): run "
+                    f"`bonito{' --profile ' + self.profile.name if self.profile_name else ''} auth login` "
+                    "or set BONITO_TOKEN.",
+                    AUTH,
+                )
             self._client = Client(self.profile.url, self.profile.token)
         return self._client
 
@@ -54,11 +61,19 @@ def out_options(f):
             ctx.find_object(State).quiet = True
 
     f = click.option(
-        "--json", "json_", is_flag=True, expose_value=False, callback=set_json,
+        "--json",
+        "json_",
+        is_flag=True,
+        expose_value=False,
+        callback=set_json,
         help="Print JSON (the REST API's field names).",
     )(f)
     f = click.option(
-        "--quiet", "-q", is_flag=True, expose_value=False, callback=set_quiet,
+        "--quiet",
+        "-q",
+        is_flag=True,
+        expose_value=False,
+        callback=set_quiet,
         help="Print only ids or secrets, for scripts.",
     )(f)
     return f
@@ -110,8 +125,12 @@ def parse_sets(pairs, file=None) -> dict:
 
 
 set_option = click.option(
-    "--set", "-s", "sets", multiple=True, metavar="FIELD=VALUE",
-    help="A field to send; VALUE is read as JSON when it is one (5, true, [\"a\",\"b\"]).",
+    "--set",
+    "-s",
+    "sets",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help='A field to send; VALUE is read as JSON when it is one (5, true, ["a","b"]).',
 )
 file_option = click.option(
     "--file", "-f", type=click.File("r"), help="A JSON object of fields to send."
@@ -154,7 +173,9 @@ def auth():
 
 
 @auth.command(context_settings=CONTEXT)
-@click.option("--token", envvar="BONITO_TOKEN", help="A personal access token (pat-…); asked for when absent.")
+@click.option(
+    "--token", envvar="BONITO_TOKEN", help="A personal access token (pat-…); asked for when absent."
+)
 @click.option("--api-key", help="Also keep a bn- key for `bonito chat` and `doctor`.")
 @out_options
 @pass_state
@@ -194,7 +215,12 @@ def status(state):
       bonito auth status --json
     """
     me = state.client.get("/api/me")
-    data = {"profile": state.profile.name, "url": state.profile.url, "source": state.profile.source, **me}
+    data = {
+        "profile": state.profile.name,
+        "url": state.profile.url,
+        "source": state.profile.source,
+        **me,
+    }
     if state.json:
         print_json(data)
     elif state.quiet:
@@ -218,17 +244,32 @@ def logout(state):
       bonito --profile staging auth logout
     """
     found = profiles.forget(state.profile.name)
-    done(state, f"Logged out of profile {state.profile.name!r}." if found else "Nothing saved for that profile.",
-         {"profile": state.profile.name, "removed": found})
+    done(
+        state,
+        f"Logged out of profile {state.profile.name!r}."
+        if found
+        else "Nothing saved for that profile.",
+        {"profile": state.profile.name, "removed": found},
+    )
 
 
 # ------------------------------------------------------------------------------ resources
-def resource(name, path, columns, *, help, example, ops=("list", "get", "create", "update", "delete"),
-             quiet_field="id", list_filters=()):
+def resource(
+    name,
+    path,
+    columns,
+    *,
+    help,
+    example,
+    ops=("list", "get", "create", "update", "delete"),
+    quiet_field="id",
+    list_filters=(),
+):
     """A command group for one REST collection: list/get/create/update/delete as it allows."""
     group = click.Group(name, help=help + f"\n\n\b\nExamples:\n{example}", context_settings=CONTEXT)
 
     if "list" in ops:
+
         @click.option("--limit", type=int, help="At most this many rows.")
         @out_options
         @pass_state
@@ -237,10 +278,13 @@ def resource(name, path, columns, *, help, example, ops=("list", "get", "create"
 
         for flt in reversed(list_filters):
             list_ = click.option(f"--{flt}", help=f"Only rows with this {flt}.")(list_)
-        list_.__doc__ = f"List {name}.\n\n\b\nExamples:\n  bonito {name} list\n  bonito {name} list --json"
+        list_.__doc__ = (
+            f"List {name}.\n\n\b\nExamples:\n  bonito {name} list\n  bonito {name} list --json"
+        )
         group.command("list", context_settings=CONTEXT)(list_)
 
     if "get" in ops:
+
         @click.argument("id")
         @out_options
         @pass_state
@@ -251,6 +295,7 @@ def resource(name, path, columns, *, help, example, ops=("list", "get", "create"
         group.command("get", context_settings=CONTEXT)(get)
 
     if "create" in ops:
+
         @set_option
         @file_option
         @out_options
@@ -263,6 +308,7 @@ def resource(name, path, columns, *, help, example, ops=("list", "get", "create"
         group.command("create", context_settings=CONTEXT)(create)
 
     if "update" in ops:
+
         @click.argument("id")
         @set_option
         @file_option
@@ -278,6 +324,7 @@ def resource(name, path, columns, *, help, example, ops=("list", "get", "create"
         group.command("update", context_settings=CONTEXT)(update)
 
     if "delete" in ops:
+
         @click.argument("id")
         @out_options
         @pass_state
@@ -291,9 +338,23 @@ def resource(name, path, columns, *, help, example, ops=("list", "get", "create"
     return group
 
 
-KEY_COLUMNS = ["id", "name", "kind", "key", "status", "allowed_models", "team", "routing_policy", "rpm_limit", "expires_at"]
+KEY_COLUMNS = [
+    "id",
+    "name",
+    "kind",
+    "key",
+    "status",
+    "allowed_models",
+    "team",
+    "routing_policy",
+    "rpm_limit",
+    "expires_at",
+]
 keys = resource(
-    "keys", "/api/gateway/keys", KEY_COLUMNS, ops=("list", "get"),
+    "keys",
+    "/api/gateway/keys",
+    KEY_COLUMNS,
+    ops=("list", "get"),
     help="API keys (bn- keys; rt- keys route through a routing policy). The secret is shown once.",
     example="  bonito keys create --name ci-bot --model gpt-4o-mini --quiet\n  bonito keys rotate 12\n  bonito keys revoke 12",
 )
@@ -319,8 +380,13 @@ def keys_create(state, name, models, providers, team, routing_policy, rpm, tpm, 
       export OPENAI_API_KEY=$(bonito keys create --name job-42 --quiet)
     """
     body = {"name": name, "allowed_models": list(models), "allowed_providers": list(providers)}
-    for field, value in (("team", team), ("routing_policy", routing_policy), ("rpm_limit", rpm),
-                         ("tpm_limit", tpm), ("expires_at", expires)):
+    for field, value in (
+        ("team", team),
+        ("routing_policy", routing_policy),
+        ("rpm_limit", rpm),
+        ("tpm_limit", tpm),
+        ("expires_at", expires),
+    ):
         if value is not None:
             body[field] = value
     _print_new_key(state, state.client.post("/api/gateway/keys", body))
@@ -367,10 +433,11 @@ def keys_revoke(state, id):
 
 
 providers = resource(
-    "providers", "/api/gateway/providers",
+    "providers",
+    "/api/gateway/providers",
     ["id", "name", "kind", "api_base", "is_active", "has_credentials", "active_deployments"],
     help="Provider connections (credentials are write-only).",
-    example="  bonito providers create -s name=openai -s kind=openai -s credentials='{\"api_key\":\"sk-...\"}'\n  bonito providers test 3",
+    example='  bonito providers create -s name=openai -s kind=openai -s credentials=\'{"api_key":"sk-..."}\'\n  bonito providers test 3',
 )
 
 
@@ -395,17 +462,38 @@ def providers_test(state, id):
 
 
 resource(
-    "deployments", "/api/gateway/deployments",
-    ["id", "model_name", "provider", "upstream_model", "region", "weight", "priority", "is_active",
-     "input_price_per_mtok", "output_price_per_mtok"],
+    "deployments",
+    "/api/gateway/deployments",
+    [
+        "id",
+        "model_name",
+        "provider",
+        "upstream_model",
+        "region",
+        "weight",
+        "priority",
+        "is_active",
+        "input_price_per_mtok",
+        "output_price_per_mtok",
+    ],
     help="Deployments: a public model name served by a provider's upstream model.",
     example="  bonito deployments create -s model_name=gpt-4o-mini -s provider=openai -s upstream_model=gpt-4o-mini",
     list_filters=("provider",),
 )
 models = resource(
-    "models", "/api/gateway/models",
-    ["name", "provider", "mode", "input_cost_per_token", "output_cost_per_token", "max_input_tokens"],
-    ops=("list", "get"), quiet_field="name", list_filters=("search", "provider", "mode"),
+    "models",
+    "/api/gateway/models",
+    [
+        "name",
+        "provider",
+        "mode",
+        "input_cost_per_token",
+        "output_cost_per_token",
+        "max_input_tokens",
+    ],
+    ops=("list", "get"),
+    quiet_field="name",
+    list_filters=("search", "provider", "mode"),
     help="The model catalog, with prices per token.",
     example="  bonito models list --search claude\n  bonito models search gpt-4o\n  bonito models get gpt-4o-mini",
 )
@@ -424,34 +512,59 @@ def models_search(state, term, limit):
       bonito models search sonnet
     """
     rows = state.client.list("/api/gateway/models", limit=limit, search=term)
-    show(state, rows, ["name", "provider", "mode", "input_cost_per_token", "output_cost_per_token"], "name")
+    show(
+        state,
+        rows,
+        ["name", "provider", "mode", "input_cost_per_token", "output_cost_per_token"],
+        "name",
+    )
 
 
 resource(
-    "routing", "/api/gateway/routing-policies",
+    "routing",
+    "/api/gateway/routing-policies",
     ["id", "name", "strategy", "models", "weights", "is_active"],
     help="Routing policies; keys made with --routing-policy (rt- keys) route through them.",
-    example="  bonito routing create -s name=cheap -s strategy=cost -s models='[\"gpt-4o-mini\",\"haiku\"]'",
+    example='  bonito routing create -s name=cheap -s strategy=cost -s models=\'["gpt-4o-mini","haiku"]\'',
 )
 resource(
-    "budgets", "/api/gateway/budgets",
-    ["id", "scope", "team", "key", "period", "amount_usd", "spent_usd", "hard", "thresholds", "is_active"],
+    "budgets",
+    "/api/gateway/budgets",
+    [
+        "id",
+        "scope",
+        "team",
+        "key",
+        "period",
+        "amount_usd",
+        "spent_usd",
+        "hard",
+        "thresholds",
+        "is_active",
+    ],
     help="Spending budgets for the org, a team or a key; hard ones refuse requests at 100%.",
     example="  bonito budgets create -s amount_usd=100.00 -s period=monthly -s hard=true",
 )
 resource(
-    "teams", "/api/gateway/teams", ["id", "name", "description", "created_at"],
+    "teams",
+    "/api/gateway/teams",
+    ["id", "name", "description", "created_at"],
     ops=("list", "get", "create", "delete"),
-    help="Teams.", example="  bonito teams create -s name=research",
+    help="Teams.",
+    example="  bonito teams create -s name=research",
 )
 resource(
-    "members", "/api/gateway/members", ["id", "email", "name", "role", "team"],
+    "members",
+    "/api/gateway/members",
+    ["id", "email", "name", "role", "team"],
     ops=("list", "get", "update", "delete"),
     help="Members of the org and their roles (invite people from the dashboard).",
     example="  bonito members update 7 -s role=viewer",
 )
 tokens = resource(
-    "tokens", "/api/tokens", ["id", "name", "token", "created_at", "last_used_at", "revoked_at"],
+    "tokens",
+    "/api/tokens",
+    ["id", "name", "token", "created_at", "last_used_at", "revoked_at"],
     ops=("list",),
     help="Your personal access tokens for this org.",
     example="  bonito tokens create --name laptop\n  bonito tokens revoke 4",
@@ -494,10 +607,13 @@ def tokens_revoke(state, id):
 
 
 resource(
-    "audit", "/api/gateway/audit",
+    "audit",
+    "/api/gateway/audit",
     ["id", "created_at", "actor_label", "action", "target_type", "target_repr"],
-    ops=("list", "get"), list_filters=("action",),
-    help="The org's audit log (admins).", example="  bonito audit list --action api_key.create --limit 20",
+    ops=("list", "get"),
+    list_filters=("action",),
+    help="The org's audit log (admins).",
+    example="  bonito audit list --action api_key.create --limit 20",
 )
 
 
@@ -527,12 +643,14 @@ def settings_group(name, path, help, example):
 
 
 settings_group(
-    "policies", "/api/gateway/policy",
+    "policies",
+    "/api/gateway/policy",
     "The org's gateway policy: model/provider allow- and deny-lists, regions, monthly spend cap.",
     "  bonito policies get\n  bonito policies set -s denied_models='[\"gpt-4\"]' -s monthly_spend_cap_usd=500",
 )
 settings_group(
-    "gateway", "/api/gateway/config",
+    "gateway",
+    "/api/gateway/config",
     "The org's gateway settings: default strategy, enabled providers, fallback models, limits.",
     "  bonito gateway set -s default_strategy=cost -s request_timeout_s=60",
 )
@@ -540,15 +658,17 @@ settings_group(
 
 # ------------------------------------------------------------------------------ usage, analytics, logs
 def range_options(f):
-    for opt, help_ in reversed([
-        ("--range", "1h, 24h, 7d, 30d or 90d."),
-        ("--since", "Start (ISO time)."),
-        ("--until", "End (ISO time)."),
-        ("--model", "Only this model."),
-        ("--provider", "Only this provider."),
-        ("--key", "Only this key id."),
-        ("--team", "Only this team id."),
-    ]):
+    for opt, help_ in reversed(
+        [
+            ("--range", "1h, 24h, 7d, 30d or 90d."),
+            ("--since", "Start (ISO time)."),
+            ("--until", "End (ISO time)."),
+            ("--model", "Only this model."),
+            ("--provider", "Only this provider."),
+            ("--key", "Only this key id."),
+            ("--team", "Only this team id."),
+        ]
+    ):
         f = click.option(opt, help=help_)(f)
     return f
 
@@ -586,7 +706,7 @@ def usage(state, as_csv, **kw):
     elif state.json:
         print_json(data)
     elif state.quiet:
-        click.echo(data.get("cost"))
+        click.echo(data.get("cost_usd"))
     else:
         record({k: v for k, v in data.items() if k != "by_model"})
         if data["by_model"]:
@@ -606,8 +726,13 @@ def _columns(rows, preferred):
 @click.option("--provider")
 @click.option("--key")
 @click.option("--team")
-@click.option("--group-by", type=click.Choice(["model", "provider", "key", "team", "time"]),
-              default="model", show_default=True, help="Which breakdown to print (time: the series).")
+@click.option(
+    "--group-by",
+    type=click.Choice(["model", "provider", "key", "team", "time"]),
+    default="model",
+    show_default=True,
+    help="Which breakdown to print (time: the series).",
+)
 @click.option("--csv", "as_csv", is_flag=True, help="The breakdown as CSV.")
 @out_options
 @pass_state
@@ -632,12 +757,25 @@ def analytics(state, group_by, as_csv, **kw):
         for row in rows:
             click.echo(row.get("name", row.get(columns[0])))
     else:
-        record({"since": data["since"], "until": data["until"], **data["totals"], **data["latency"]})
+        record(
+            {"since": data["since"], "until": data["until"], **data["totals"], **data["latency"]}
+        )
         table(rows, columns, title=f"By {group_by}")
 
 
-LOG_COLUMNS = ["created_at", "request_id", "status", "http_status", "model_used", "provider", "key_name",
-               "input_tokens", "output_tokens", "cost", "latency_ms"]
+LOG_COLUMNS = [
+    "created_at",
+    "request_id",
+    "status",
+    "http_status",
+    "model_used",
+    "provider",
+    "key_name",
+    "input_tokens",
+    "output_tokens",
+    "cost",
+    "latency_ms",
+]
 
 
 @cli.command(context_settings=CONTEXT)
@@ -651,7 +789,13 @@ LOG_COLUMNS = ["created_at", "request_id", "status", "http_status", "model_used"
 @click.option("--status", type=click.Choice(["success", "error"]))
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--follow", "-F", is_flag=True, help="Keep printing new requests as they finish.")
-@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between polls with --follow.")
+@click.option(
+    "--interval",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Seconds between polls with --follow.",
+)
 @out_options
 @pass_state
 def logs(state, limit, follow, interval, **kw):
@@ -679,8 +823,13 @@ def logs(state, limit, follow, interval, **kw):
         while True:
             time.sleep(interval)
             fresh = state.client.list(
-                "/api/gateway/logs", limit=500,
-                **{**params, **({"since": since, "range": None} if since else {}), "ordering": "created_at"},
+                "/api/gateway/logs",
+                limit=500,
+                **{
+                    **params,
+                    **({"since": since, "range": None} if since else {}),
+                    "ordering": "created_at",
+                },
             )
             for row in fresh:
                 if row["id"] not in seen:
@@ -730,7 +879,9 @@ def config_apply(state, file, dry_run):
       bonito config apply gateway.yaml --dry-run
       bonito config apply gateway.yaml --quiet
     """
-    result = state.client.post("/api/gateway/config/apply", {"yaml": file.read(), "dry_run": dry_run})
+    result = state.client.post(
+        "/api/gateway/config/apply", {"yaml": file.read(), "dry_run": dry_run}
+    )
     if state.json:
         print_json(result)
         return
@@ -746,7 +897,9 @@ def config_apply(state, file, dry_run):
         before, after = diff.get("before") or {}, diff.get("after") or {}
         for field in sorted(set(before) | set(after)):
             if before.get(field) != after.get(field):
-                click.echo(f"    {field}: {json.dumps(before.get(field))} -> {json.dumps(after.get(field))}")
+                click.echo(
+                    f"    {field}: {json.dumps(before.get(field))} -> {json.dumps(after.get(field))}"
+                )
     click.echo(f"{verb}: {len(result['changes'])} item(s).")
 
 
@@ -813,7 +966,10 @@ def agent_token_rotate(state):
       bonito agent token rotate --quiet > agent-token
     """
     row = state.client.post(f"/api/orgs/{_org_slug(state)}/agent/token")
-    secret = next((row[k] for k in ("token", "access_token", "raw") if isinstance(row, dict) and k in row), None)
+    secret = next(
+        (row[k] for k in ("token", "access_token", "raw") if isinstance(row, dict) and k in row),
+        None,
+    )
     if state.json:
         print_json(row)
     elif state.quiet:
@@ -838,7 +994,8 @@ NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 def main() -> None:
     """Run the command; a failure is one line on stderr and an exit code, never a traceback."""
     try:
-        cli.main(prog_name="bonito", standalone_mode=False)
+        # Without standalone mode, an exit code (ctx.exit, --version) is returned, not raised.
+        code = cli.main(prog_name="bonito", standalone_mode=False)
     except CliError as exc:
         err_console.print(f"[red]Error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.code)
@@ -863,6 +1020,8 @@ def main() -> None:
     except Exception as exc:  # a bug: one line, the details only with BONITO_DEBUG=1
         if os.environ.get("BONITO_DEBUG"):
             raise
-        err_console.print(f"[red]Error:[/red] unexpected {type(exc).__name__}: {exc}", highlight=False)
+        err_console.print(
+            f"[red]Error:[/red] unexpected {type(exc).__name__}: {exc}", highlight=False
+        )
         sys.exit(FAILURE)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)

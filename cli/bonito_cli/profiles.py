@@ -78,8 +78,6 @@ def resolve(profile: str | None, org: str | None) -> Profile:
                 f"no profile is for org {org!r}: log in with `bonito auth login --org {org}`."
             )
     name = name or data["default"]
-    if profile and profile not in profiles and not os.environ.get("BONITO_TOKEN"):
-        raise ProfileError(f"no profile named {profile!r}: log in with `bonito --profile {profile} auth login`.")
     stored = profiles.get(name, {})
     env_token = os.environ.get("BONITO_TOKEN")
     return Profile(

@@ -161,3 +161,12 @@ def test_config_needs_the_admin_role(bob_client):
     assert bob_client.get("/api/gateway/config/export").status_code == 403
     response = bob_client.post("/api/gateway/config/apply", {"yaml": "{}"}, content_type=JSON)
     assert response.status_code == 403
+
+
+def test_the_tokens_page_shows_the_cli_login_line(alice_client, org_a):
+    response = alice_client.post(
+        f"/o/{org_a.slug}/settings/tokens/", {"name": "laptop"}, follow=True
+    )
+    page = response.content.decode()
+    assert "bonito auth login --url http://testserver" in page
+    assert "pat-" in page  # the token itself, shown once beside it
