@@ -40,6 +40,12 @@ def raise_for(response: httpx.Response) -> None:
     if response.status_code < 400:
         return
     message = api_message(response)
+    if response.status_code == 404 and message.startswith("HTTP 404"):
+        # Not the API's "not found" (that has a JSON body): the server has no such endpoint.
+        message = (
+            f"{response.request.url.path}: this server has no such endpoint "
+            "(an older Bonito, or the URL is not a Bonito server)."
+        )
     if response.status_code in (401, 403):
         raise CliError(message, AUTH)
     raise CliError(message, FAILURE)

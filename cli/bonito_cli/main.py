@@ -264,6 +264,7 @@ def resource(
     ops=("list", "get", "create", "update", "delete"),
     quiet_field="id",
     list_filters=(),
+    delete_verb="delete",  # "revoke": the API keeps the row, marked revoked (keys, tokens)
 ):
     """A command group for one REST collection: list/get/create/update/delete as it allows."""
     group = click.Group(name, help=help + f"\n\n\b\nExamples:\n{example}", context_settings=CONTEXT)
@@ -330,10 +331,15 @@ def resource(
         @pass_state
         def delete(state, id):
             state.client.delete(f"{path}/{id}")
-            done(state, f"Deleted {id}.", {"id": id, "deleted": True})
+            past = "Revoked" if delete_verb == "revoke" else "Deleted"
+            done(state, f"{past} {id}.", {"id": id, f"{past.lower()}": True})
 
-        delete.__doc__ = f"Delete one of the {name}.\n\n\b\nExamples:\n  bonito {name} delete ID"
-        group.command("delete", context_settings=CONTEXT)(delete)
+        delete.__doc__ = (
+            f"{delete_verb.capitalize()} one of the {name}."
+            + (" The gateways refuse it within seconds." if name == "keys" else "")
+            + f"\n\n\b\nExamples:\n  bonito {name} {delete_verb} ID"
+        )
+        group.command(delete_verb, context_settings=CONTEXT)(delete)
     cli.add_command(group)
     return group
 
@@ -354,7 +360,8 @@ keys = resource(
     "keys",
     "/api/gateway/keys",
     KEY_COLUMNS,
-    ops=("list", "get"),
+    ops=("list", "get", "delete"),
+    delete_verb="revoke",
     help="API keys (bn- keys; rt- keys route through a routing policy). The secret is shown once.",
     example="  bonito keys create --name ci-bot --model gpt-4o-mini --quiet\n  bonito keys rotate 12\n  bonito keys revoke 12",
 )
@@ -392,14 +399,20 @@ def keys_create(state, name, models, providers, team, routing_policy, rpm, tpm, 
     _print_new_key(state, state.client.post("/api/gateway/keys", body))
 
 
-def _print_new_key(state, row):
+def show_secret(state, row: dict, field: str) -> None:
+    """A new key or token: all of it (--json), only the secret (--quiet), or the record
+    and then the secret, said to be shown once."""
     if state.json:
         print_json(row)
     elif state.quiet:
-        click.echo(row["api_key"])
+        click.echo(row.get(field) or "")
     else:
-        record({k: v for k, v in row.items() if k != "api_key"})
-        click.echo(f"\nSecret (shown once, store it now): {row['api_key']}")
+        record({k: v for k, v in row.items() if k != field})
+        click.echo(f"\nSecret (shown once, store it now): {row.get(field)}")
+
+
+def _print_new_key(state, row):
+    show_secret(state, row, "api_key")
 
 
 @keys.command("rotate", context_settings=CONTEXT)
@@ -415,21 +428,6 @@ def keys_rotate(state, id):
       NEW=$(bonito keys rotate 12 --quiet)
     """
     _print_new_key(state, state.client.post(f"/api/gateway/keys/{id}/rotate"))
-
-
-@keys.command("revoke", context_settings=CONTEXT)
-@click.argument("id")
-@out_options
-@pass_state
-def keys_revoke(state, id):
-    """Revoke a key: the gateways refuse it within seconds.
-
-    \b
-    Examples:
-      bonito keys revoke 12
-    """
-    state.client.delete(f"/api/gateway/keys/{id}")
-    done(state, f"Revoked key {id}.", {"id": int(id) if id.isdigit() else id, "revoked": True})
 
 
 providers = resource(
@@ -565,7 +563,8 @@ tokens = resource(
     "tokens",
     "/api/tokens",
     ["id", "name", "token", "created_at", "last_used_at", "revoked_at"],
-    ops=("list",),
+    ops=("list", "delete"),
+    delete_verb="revoke",
     help="Your personal access tokens for this org.",
     example="  bonito tokens create --name laptop\n  bonito tokens revoke 4",
 )
@@ -582,28 +581,7 @@ def tokens_create(state, name):
     Examples:
       bonito tokens create --name ci --quiet
     """
-    row = state.client.post("/api/tokens", {"name": name})
-    if state.json:
-        print_json(row)
-    elif state.quiet:
-        click.echo(row["access_token"])
-    else:
-        click.echo(f"Token {row['id']} ({name}), shown once: {row['access_token']}")
-
-
-@tokens.command("revoke", context_settings=CONTEXT)
-@click.argument("id")
-@out_options
-@pass_state
-def tokens_revoke(state, id):
-    """Revoke one of your personal access tokens.
-
-    \b
-    Examples:
-      bonito tokens revoke 4
-    """
-    state.client.delete(f"/api/tokens/{id}")
-    done(state, f"Revoked token {id}.", {"id": id, "revoked": True})
+    show_secret(state, state.client.post("/api/tokens", {"name": name}), "access_token")
 
 
 resource(
@@ -947,7 +925,18 @@ def agent_status(state):
     Examples:
       bonito agent status --json
     """
-    show(state, state.client.get(f"/api/orgs/{_org_slug(state)}/agent"), [])
+    data = state.client.get(f"/api/orgs/{_org_slug(state)}/agent")
+    if state.json:
+        print_json(data)
+    elif state.quiet:
+        click.echo(data.get("status", ""))
+    else:
+        record({k: v for k, v in data.items() if k not in ("agents", "tokens")})
+        for title in ("tokens", "agents"):
+            rows = data.get(title) or []
+            if rows:
+                columns = [c for c in rows[0] if c not in ("providers", "spool", "warnings")]
+                table(rows, columns, title=title.capitalize())
 
 
 @agent.group("token", context_settings=CONTEXT)
@@ -966,16 +955,7 @@ def agent_token_rotate(state):
       bonito agent token rotate --quiet > agent-token
     """
     row = state.client.post(f"/api/orgs/{_org_slug(state)}/agent/token")
-    secret = next(
-        (row[k] for k in ("token", "access_token", "raw") if isinstance(row, dict) and k in row),
-        None,
-    )
-    if state.json:
-        print_json(row)
-    elif state.quiet:
-        click.echo(secret or "")
-    else:
-        click.echo(f"New agent token (shown once): {secret}")
+    show_secret(state, row, next((k for k in ("token", "access_token") if k in row), "token"))
 
 
 # ------------------------------------------------------------------------------ chat, doctor, completion

@@ -633,10 +633,23 @@ def test_bash_sources_the_script(home):
 
 
 # ------------------------------------------------------------------------------ agent
-def test_agent_commands_report_what_the_server_says(server, logged_in):
-    # The agent endpoints come with the agents work (GET/POST /api/orgs/<slug>/agent…);
-    # until the server has them, the CLI says so with the server's answer and exit 1.
-    result = bonito(logged_in, "agent", "status")
-    assert result.returncode in (0, 1)
-    if result.returncode == 1:
-        assert result.stderr.startswith("Error:")
+def test_agent_status_and_token_rotation(server, logged_in):
+    schema = httpx.get(server["url"] + "/api/schema/", params={"format": "json"}).json()
+    if "/api/orgs/{org_slug}/agent/token" not in schema["paths"]:
+        pytest.skip("this server has no agent endpoints yet (the agents REST API)")
+    refused = bonito(logged_in, "agent", "token", "rotate", check=1)
+    assert "VPC mode" in refused.stderr
+    server["bonito"].manage(
+        "shell",
+        "-c",
+        "from orgs.models import Organization; from orgs import services; "
+        "from orgs.audit import Actor; "
+        "services.org_update(actor=Actor(via='test'), "
+        "org=Organization.objects.get(slug='demo'), deployment_mode='vpc')",
+    )
+    token = bonito(logged_in, "agent", "token", "rotate", "-q", check=0).stdout.strip()
+    assert token.startswith("bt-")
+    status = json.loads(bonito(logged_in, "agent", "status", "--json", check=0).stdout)
+    assert status["deployment_mode"] == "vpc" and status["tokens"]
+    assert token not in json.dumps(status)
+    assert "vpc" in bonito(logged_in, "agent", "status", check=0).stdout
