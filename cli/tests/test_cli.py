@@ -334,17 +334,34 @@ def test_chat_streams_reads_stdin_and_prints_json(server, logged_in):
 
 
 def test_chat_interactive_keeps_the_conversation(server, logged_in):
-    out = bonito(
-        logged_in,
-        "chat",
-        "-m",
-        "demo-chat",
-        input="first\n/reset\nsecond\n/exit\n",
-        env={"BONITO_API_KEY": server["api_key"]},
-        check=0,
+    """On a terminal with no prompt: a conversation, /reset, /exit."""
+    import pty
+
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bonito_cli", "chat", "-m", "demo-chat", "--no-stream"],
+        cwd=logged_in,
+        stdin=secondary,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={
+            "PATH": os.environ["PATH"],
+            "HOME": str(logged_in),
+            "BONITO_CONFIG_DIR": str(logged_in / "cfg"),
+            "PYTHONPATH": str(CLI),
+            "BONITO_API_KEY": server["api_key"],
+        },
     )
-    # stdin is not a terminal here: the whole of it is one prompt
-    assert "first" in out.stdout
+    os.close(secondary)
+    for line in ("first question", "/reset", "second question", "/exit"):
+        os.write(primary, (line + "\n").encode())
+        time.sleep(0.5)
+    out, err = proc.communicate(timeout=30)
+    os.close(primary)
+    assert proc.returncode == 0, err
+    assert "Chatting with demo-chat" in err
+    assert "You said: first question" in out and "You said: second question" in out
 
 
 # ------------------------------------------------------------------------------ resources
