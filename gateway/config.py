@@ -235,6 +235,7 @@ def org_config_apply(*, actor, org, data, dry_run: bool = False) -> list[dict]:
             f"unknown or not allowed over the API: {', '.join(sorted(map(str, refused)))} "
             f"(allowed: {', '.join(sorted(REST_ORG_KEYS))})."
         )
+    _refuse_server_env(spec.get("providers"))
     spec["slug"] = org.slug
     with transaction.atomic():
         last = AuditLog.objects.order_by("-id").values_list("id", flat=True).first() or 0
@@ -251,6 +252,24 @@ def org_config_apply(*, actor, org, data, dry_run: bool = False) -> list[dict]:
         if dry_run:
             transaction.set_rollback(True)
     return changes
+
+
+def _refuse_server_env(providers) -> None:
+    """env:NAME reads the server's environment: the operator's apply_config command may, an
+    org admin over the API may not (it would send the server's own secrets to their URL)."""
+    for i, p in enumerate(providers if isinstance(providers, list) else []):
+        if not isinstance(p, dict):
+            continue
+        values = {"api_key": p.get("api_key")}
+        if isinstance(p.get("credentials"), dict):
+            values.update({f"credentials.{k}": v for k, v in p["credentials"].items()})
+        for where, value in values.items():
+            if isinstance(value, str) and value.startswith("env:"):
+                raise ConfigError(
+                    f"providers[{i}].{where}: env: values are not read from the server's "
+                    "environment over the API; send the secret itself (the bonito CLI fills "
+                    "env:NAME from its own environment)."
+                )
 
 
 def _plain(value):

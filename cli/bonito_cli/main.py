@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 
@@ -841,6 +842,22 @@ def config():
     """
 
 
+ENV_VALUE = re.compile(r"""(:\s*)(["']?)env:([A-Za-z_][A-Za-z0-9_]*)\2(\s*(#.*)?)$""", re.M)
+
+
+def fill_env(text: str) -> str:
+    """Each `key: env:NAME` value replaced by NAME from this environment (as a quoted YAML
+    string), so secrets stay out of the file; the server reads no environment of its own."""
+
+    def value(match):
+        name = match.group(3)
+        if name not in os.environ:
+            raise CliError(f"the file names env:{name}, which is not set here.", USAGE)
+        return f"{match.group(1)}{json.dumps(os.environ[name])}{match.group(4)}"
+
+    return ENV_VALUE.sub(value, text)
+
+
 @config.command("apply", context_settings=CONTEXT)
 @click.argument("file", type=click.File("r"))
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
@@ -849,17 +866,17 @@ def config():
 def config_apply(state, file, dry_run):
     """Apply FILE (YAML; - for stdin) to the org: all of it or none of it.
 
-    Provider secrets can be written as env:NAME in the file: they are read from the
-    server's environment. Exit 1 when the server refuses the file.
+    Keep provider secrets out of the file with `api_key: env:NAME` (a value on its own
+    line): the CLI fills it from its own environment before sending. Exit 1 when the
+    server refuses the file, 2 when a named variable is not set.
 
     \b
     Examples:
       bonito config apply gateway.yaml --dry-run
       bonito config apply gateway.yaml --quiet
     """
-    result = state.client.post(
-        "/api/gateway/config/apply", {"yaml": file.read(), "dry_run": dry_run}
-    )
+    text = fill_env(file.read())
+    result = state.client.post("/api/gateway/config/apply", {"yaml": text, "dry_run": dry_run})
     if state.json:
         print_json(result)
         return

@@ -670,3 +670,33 @@ def test_agent_status_and_token_rotation(server, logged_in):
     assert status["deployment_mode"] == "vpc" and status["tokens"]
     assert token not in json.dumps(status)
     assert "vpc" in bonito(logged_in, "agent", "status", check=0).stdout
+
+
+def test_config_apply_fills_env_secrets_from_its_own_environment(server, logged_in, home):
+    port = _free_port()
+    path = home / "secret.yaml"
+    path.write_text(
+        "providers:\n"
+        "  - name: envtest\n"
+        "    kind: openai\n"
+        f"    api_base: http://127.0.0.1:{port}/v1\n"
+        "    api_key: env:CLI_TEST_OPENAI_KEY   # from CI\n"
+    )
+    unset = bonito(logged_in, "config", "apply", str(path), "--dry-run", check=2)
+    assert "env:CLI_TEST_OPENAI_KEY" in unset.stderr
+    secret = 'sk-"quoted" \\ secret'
+    dry = bonito(
+        logged_in,
+        "config",
+        "apply",
+        str(path),
+        "--dry-run",
+        "--json",
+        env={"CLI_TEST_OPENAI_KEY": secret},
+        check=0,
+    ).stdout
+    assert "provider.create" in dry and "sk-" not in dry  # never echoed back
+    # a value the CLI leaves as it is (inline) is refused by the server, not read there
+    path.write_text("providers:\n- {name: envtest, kind: openai, api_key: env:SECRET_KEY}\n")
+    refused = bonito(logged_in, "config", "apply", str(path), check=1)
+    assert "not read from the server's environment" in refused.stderr

@@ -148,6 +148,8 @@ def test_config_dry_run_reports_and_keeps_nothing(alice_client, org_a, mock_prov
         ("orgs:\n- slug: globex\n", "this token is for org"),
         ("providers: [\n", "not valid YAML"),
         ("- a list\n", "must be a mapping"),
+        ("providers:\n- {name: x, kind: openai, api_key: 'env:SECRET_KEY'}\n", "env: values"),
+        ("providers:\n- {name: x, kind: openai, credentials: {api_key: 'env:HOME'}}\n", "env:"),
         ("deployments:\n- {model: x, provider: nope, upstream_model: y}\n", "not defined"),
     ],
 )
