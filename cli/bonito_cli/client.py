@@ -96,11 +96,13 @@ class Client:
         """Every row of a list endpoint, following its pages (up to ``limit`` rows)."""
         rows: list = []
         page = 1
-        while True:
+        while limit is None or len(rows) < limit:
             body = self.get(path, page=page, **params)
             if isinstance(body, list):  # not paginated
-                return body[:limit] if limit else body
+                rows = body
+                break
             rows.extend(body.get("results", []))
-            if not body.get("next") or (limit and len(rows) >= limit):
-                return rows[:limit] if limit else rows
+            if not body.get("next"):
+                break
             page += 1
+        return rows if limit is None else rows[:limit]
