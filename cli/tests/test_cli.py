@@ -50,16 +50,21 @@ def home(tmp_path):
     return tmp_path
 
 
-def bonito(home, *args, input=None, env=None, check=None):
-    """The CLI in a process of its own, with only cli/ on its path and HOME in a tmp dir."""
-    full_env = {
+def cli_env(home, **extra) -> dict:
+    """Only cli/ on the path, HOME and the config folder in a tmp dir."""
+    return {
         "PATH": os.environ.get("PATH", ""),
         "HOME": str(home),
         "BONITO_CONFIG_DIR": str(home / "cfg"),
         "PYTHONPATH": str(CLI),
         "COLUMNS": "200",
-        **(env or {}),
+        **extra,
     }
+
+
+def bonito(home, *args, input=None, env=None, check=None):
+    """The CLI in a process of its own, with only cli/ on its path and HOME in a tmp dir."""
+    full_env = cli_env(home, **(env or {}))
     result = subprocess.run(
         [sys.executable, "-m", "bonito_cli", *args],
         cwd=home,
@@ -345,13 +350,7 @@ def test_chat_interactive_keeps_the_conversation(server, logged_in):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={
-            "PATH": os.environ["PATH"],
-            "HOME": str(logged_in),
-            "BONITO_CONFIG_DIR": str(logged_in / "cfg"),
-            "PYTHONPATH": str(CLI),
-            "BONITO_API_KEY": server["api_key"],
-        },
+        env=cli_env(logged_in, BONITO_API_KEY=server["api_key"]),
     )
     os.close(secondary)
     for line in ("first question", "/reset", "second question", "/exit"):
@@ -514,12 +513,7 @@ def test_logs_follow_prints_new_requests(server, logged_in):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={
-            "PATH": os.environ["PATH"],
-            "HOME": str(logged_in),
-            "BONITO_CONFIG_DIR": str(logged_in / "cfg"),
-            "PYTHONPATH": str(CLI),
-        },
+        env=cli_env(logged_in),
     )
     try:
         time.sleep(1.5)
