@@ -2,6 +2,7 @@
 hard caps the gateway enforces (through the config snapshot, never a query per request)."""
 
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -45,6 +46,24 @@ def budget_spent(budget: Budget, now: datetime) -> Decimal:
     return spent.get(budget.org_id, Decimal(0))
 
 
+def budget_spends(budgets, now: datetime, org_ids=None) -> dict[int, Decimal]:
+    """budget id -> what its org, team or key has spent this period (budgets of the given
+    orgs, or of any): one spend query per period start and scope, not one per budget."""
+    spends: dict[tuple, dict] = {}
+    out = {}
+    for budget in budgets:
+        start, _end = period_bounds(budget, now)
+        if (start, budget.scope) not in spends:
+            spends[(start, budget.scope)] = spend_grouped(start, by=budget.scope, org_ids=org_ids)
+        group = {
+            "org": (budget.org_id,),
+            "team": (budget.org_id, budget.team_id),
+            "key": (budget.org_id, budget.key_id),
+        }[budget.scope]
+        out[budget.id] = spends[(start, budget.scope)].get(group, Decimal(0))
+    return out
+
+
 def budget_target(budget: Budget) -> str:
     if budget.scope == Budget.Scope.TEAM:
         return f"team {budget.team.name}"
@@ -60,21 +79,11 @@ def budget_blocks(now: datetime, org_ids=None) -> dict[int, dict[str, Block]]:
     if org_ids is not None:
         budgets = budgets.filter(org_id__in=list(org_ids))
     budgets = list(budgets)
-    spends: dict[tuple, dict] = {}
-    for budget in budgets:
-        start, _end = period_bounds(budget, now)
-        wanted = (start, budget.scope)
-        if wanted not in spends:
-            spends[wanted] = spend_grouped(start, by=budget.scope, org_ids=org_ids)
+    spent_of = budget_spends(budgets, now, org_ids)
     blocked: dict[int, dict[str, Block]] = {}
     for budget in budgets:
         start, end = period_bounds(budget, now)
-        group = {
-            "org": (budget.org_id,),
-            "team": (budget.org_id, budget.team_id),
-            "key": (budget.org_id, budget.key_id),
-        }[budget.scope]
-        spent = spends[(start, budget.scope)].get(group, Decimal(0))
+        spent = spent_of[budget.id]
         if spent < budget.amount_usd:
             continue
         scope = {"org": "org", "team": f"team:{budget.team_id}", "key": f"key:{budget.key_id}"}[
@@ -105,9 +114,11 @@ def budget_check(*, budget: Budget, now: datetime) -> list[BudgetAlert]:
         if not created:
             continue
         fired.append(alert)
+        # One notice per threshold crossed, each saying which (several can be crossed at
+        # once: "156%" three times told nothing).
         message = (
-            f"{budget_target(budget)} has used {percent:.0f}% of its {budget.get_period_display().lower()} "
-            f"budget (${spent:,.2f} of ${budget.amount_usd:,.2f})"
+            f"{budget_target(budget)} passed {level}% of its {budget.get_period_display().lower()} "
+            f"budget of ${budget.amount_usd:,.2f} (spent ${spent:,.2f}, {percent:.0f}%)"
             + (": requests are now refused." if budget.hard and level >= 100 else ".")
         )
         Notification.objects.create(
@@ -127,6 +138,60 @@ def budget_check(*, budget: Budget, now: datetime) -> list[BudgetAlert]:
             lambda alert_id=alert.id, text=message: budget_alert_task.delay(alert_id, text)
         )
     return fired
+
+
+# Hard budgets watched by the usage writer (hard_budgets_reached): reloaded this often, and
+# each checked at most this often per process.
+HARD_BUDGETS_RELOAD_S = 10.0
+HARD_BUDGET_CHECK_EVERY_S = 1.0
+_watch: dict = {"at": -1e9, "by_org": {}, "checked": {}, "bumped": set()}
+
+
+def hard_budgets_reached(records: list[dict]) -> None:
+    """After a batch of usage rows is stored: the active hard budgets those rows spend from
+    are checked now, so a spent one blocks within the gateways' poll time instead of at the
+    next minute's check (and its alerts fire then too). A budget newly spent makes one
+    config change for its org, so every worker reads the org's blocks again."""
+    clock = time.monotonic()
+    if clock - _watch["at"] > HARD_BUDGETS_RELOAD_S:
+        by_org: dict = {}
+        for b in Budget.objects.filter(is_active=True, hard=True).select_related(
+            "org", "team", "key"
+        ):
+            by_org.setdefault(b.org_id, []).append(b)
+        _watch.update(at=clock, by_org=by_org)
+    spending = [r for r in records if r.get("cost")]
+    if not spending:
+        return
+    now = timezone.now()
+    for org_id in {r["org_id"] for r in spending} & _watch["by_org"].keys():
+        for budget in _watch["by_org"][org_id]:
+            field = {"team": "team_id", "key": "key_id"}.get(budget.scope)
+            wanted = budget.team_id if budget.scope == Budget.Scope.TEAM else budget.key_id
+            cost = sum(
+                Decimal(str(r["cost"]))
+                for r in spending
+                if r["org_id"] == org_id and (field is None or r.get(field) == wanted)
+            )
+            if not cost:
+                continue
+            # What this process knows: the spend read at its last check plus what it has
+            # stored since. Checked at once when that reaches the amount, else at most
+            # once a second (other processes' rows count only from their own checks).
+            checked_at, known, since = _watch["checked"].get(budget.id, (-1e9, Decimal(0), 0))
+            since += cost
+            if known + since < budget.amount_usd and clock - checked_at < HARD_BUDGET_CHECK_EVERY_S:
+                _watch["checked"][budget.id] = (checked_at, known, since)
+                continue
+            spent = budget_spent(budget, now)
+            _watch["checked"][budget.id] = (clock, spent, Decimal(0))
+            if spent < budget.amount_usd:
+                continue
+            mark = (budget.id, period_bounds(budget, now)[0], budget.amount_usd)
+            if mark not in _watch["bumped"]:
+                budget_check(budget=budget, now=now)
+                config_version_bump(ORG_ONLY, org_id=budget.org_id)
+                _watch["bumped"].add(mark)
 
 
 def budgets_check_all(*, now: datetime) -> int:

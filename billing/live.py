@@ -7,6 +7,7 @@ A socket keeps receiving rows only while its user may still read the org's logs:
 consumer re-checks (`tail_allowed`) whenever the org's membership version moved
 (orgs.access), and at least every `RECHECK_S`, so nothing is queried per pushed row."""
 
+import time
 from importlib import import_module
 
 from django.conf import settings
@@ -43,10 +44,46 @@ def group_name(org_id) -> str:
     return f"usage-{org_id}"
 
 
+# Key and team names for the rows pushed to the tail (a reload of the page shows names too):
+# looked up once per batch for the ids not seen in the last NAMES_TTL_S seconds.
+NAMES_TTL_S = 60.0
+_names: dict = {}  # (kind, id) -> (name, looked up at)
+
+
+def _names_of(records: list[dict]) -> dict:
+    from gateway.models import ApiKey
+    from orgs.models import Team
+
+    now = time.monotonic()
+    wanted = {
+        (kind, r[field])
+        for r in records
+        for kind, field in (("key", "key_id"), ("team", "team_id"))
+        if r.get(field) is not None
+    }
+    stale = [w for w in wanted if now - _names.get(w, (None, -1e9))[1] > NAMES_TTL_S]
+    for kind, model in (("key", ApiKey), ("team", Team)):
+        ids = [i for k, i in stale if k == kind]
+        if ids:
+            found = dict(model.objects.filter(id__in=ids).values_list("id", "name"))
+            for i in ids:
+                _names[(kind, i)] = (found.get(i), now)
+    if len(_names) > 100_000:
+        _names.clear()
+    return {w: _names.get(w, (None, 0))[0] for w in wanted}
+
+
 def publish_usage(records: list[dict]) -> None:
+    try:
+        names = _names_of(records)
+    except Exception:  # best effort, like the send: the rows go out with ids only
+        names = {}
     by_org: dict = {}
     for record in records:
-        by_org.setdefault(record["org_id"], []).append({k: record.get(k) for k in FIELDS})
+        row = {k: record.get(k) for k in FIELDS}
+        row["key_name"] = names.get(("key", record.get("key_id")))
+        row["team_name"] = names.get(("team", record.get("team_id")))
+        by_org.setdefault(record["org_id"], []).append(row)
     group_send(
         {
             group_name(org_id): {"type": "usage.rows", "rows": rows}

@@ -7,9 +7,9 @@ from decimal import Decimal
 from functools import cached_property
 
 from django.core.exceptions import ValidationError
-from django.db.models import BigIntegerField, Count, F, Q, QuerySet, Sum
+from django.db.models import BigIntegerField, Count, F, Max, Q, QuerySet, Sum
 from django.db.models.fields.json import KT
-from django.db.models.functions import Cast, TruncDay, TruncHour
+from django.db.models.functions import Cast, TruncDay, TruncHour, TruncMinute
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -168,7 +168,11 @@ _DIMENSIONS = {
     "key": ("key_id", "key_id"),
     "team": ("team_id", "team_id"),
 }
-SERIES_BY_HOUR_UP_TO = timedelta(days=2)
+# The chart's buckets: 15 minutes up to a day (from raw rows: rollups are hourly), hours
+# up to a week, days beyond; every bucket of the range is in the series, empty or not.
+SERIES_BY_QUARTER_UP_TO = timedelta(days=1, minutes=1)
+SERIES_BY_HOUR_UP_TO = timedelta(days=7, minutes=1)
+QUARTER = timedelta(minutes=15)
 
 
 def _zero() -> dict:
@@ -194,6 +198,10 @@ def _hour_down(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
+def _quarter_down(moment: datetime) -> datetime:
+    return moment.replace(minute=moment.minute - moment.minute % 15, second=0, microsecond=0)
+
+
 def _day_down(moment: datetime) -> datetime:
     return moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
@@ -208,6 +216,9 @@ class UsageQuery:
     raw_parts: list[QuerySet]  # UsageRecord rows, one contiguous range each
     rollup_parts: list[QuerySet] = field(default_factory=list)  # UsageRollup ranges
     rolled_until: datetime | None = None  # the watermark, whether or not this range used it
+    # The whole range's raw rows, for a series finer than the rollups (15 minutes); when
+    # None, the raw parts are the whole range (no rollup parts).
+    raw_whole: QuerySet | None = None
 
     def _sides(self):
         """(queryset, 0 for rollups / 1 for raw rows) for every part."""
@@ -269,22 +280,36 @@ class UsageQuery:
         ]
 
     def series(self) -> list[dict]:
-        by_day = self.until - self.since > SERIES_BY_HOUR_UP_TO
+        """Measures per bucket (SERIES_BY_*), every bucket of the range, empty ones zero."""
+        span = self.until - self.since
+        if span <= SERIES_BY_QUARTER_UP_TO:
+            step, floor = QUARTER, _quarter_down
+            whole = [self.raw_whole] if self.raw_whole is not None else self.raw_parts
+            sides = [(qs.order_by(), 1) for qs in whole]
+        else:
+            step = timedelta(hours=1) if span <= SERIES_BY_HOUR_UP_TO else timedelta(days=1)
+            floor = _hour_down if step < timedelta(days=1) else _day_down
+            sides = self._sides()
         groups: dict = {}
-        for qs, side in self._sides():
-            # Rollup rows group by their own bucket (no per-row function); folded into days here.
-            bucket = (
-                F("bucket_start")
-                if side == 0
-                else (TruncDay if by_day else TruncHour)("created_at")
-            )
+        for qs, side in sides:
+            # Rollup rows group by their own bucket (no per-row function); folded here.
+            if side == 0:
+                bucket = F("bucket_start")
+            elif step == QUARTER:
+                bucket = TruncMinute("created_at")
+            else:
+                bucket = (TruncHour if step < timedelta(days=1) else TruncDay)("created_at")
             rows = (
                 qs.annotate(b=bucket)
                 .values("b")
                 .annotate(**{m: a[side] for m, a in _MEASURES.items()})
             )
             for r in rows:
-                _add(groups.setdefault(_day_down(r["b"]) if by_day else r["b"], _zero()), r)
+                _add(groups.setdefault(floor(r["b"]), _zero()), r)
+        moment = floor(self.since)
+        while moment < self.until:
+            groups.setdefault(moment, _zero())
+            moment += step
         return [
             {
                 "bucket": bucket.isoformat(),
@@ -383,7 +408,15 @@ def usage_query(org, params, default_range="24h") -> UsageQuery:
         qs.filter(created_at__gte=since, created_at__lt=lo),
         qs.filter(created_at__gte=hi, created_at__lt=until),
     ]
-    return UsageQuery(org, since, until, raw, parts, mark)
+    return UsageQuery(
+        org,
+        since,
+        until,
+        raw,
+        parts,
+        mark,
+        raw_whole=qs.filter(created_at__gte=since, created_at__lt=until),
+    )
 
 
 def statement_month(value: str | None) -> tuple[datetime, datetime]:
@@ -430,3 +463,63 @@ def monthly_statement(org, month: str | None) -> tuple[datetime, list[dict]]:
         for r in rows
     ]
     return start, lines
+
+
+HEALTH_WINDOW = timedelta(minutes=15)
+HEALTH_MIN_REQUESTS = 3  # fewer answers in the window say too little to call it failing
+
+
+@dataclass(frozen=True)
+class ProviderHealth:
+    state: str  # ok | failing | idle | off: a CSS class on the page
+    text: str
+
+
+def provider_health(org, providers, now: datetime | None = None) -> dict[int, ProviderHealth]:
+    """Provider id -> its state, from the last HEALTH_WINDOW of traffic (requests the
+    provider answered or failed; refusals by Bonito's own checks are not its fault) and its
+    last "Test connection": a provider is *failing* when half of its recent requests
+    failed, or when its last test failed and nothing succeeded after it."""
+    now = now or timezone.now()
+    since = now - HEALTH_WINDOW
+    traffic: dict[str, dict] = {}
+    rows = (
+        UsageRecord.objects.filter(org=org, created_at__gte=since)
+        .exclude(provider="")
+        .filter(status__in=[UsageRecord.Status.SUCCESS, UsageRecord.Status.ERROR])
+        .values("provider", "status")
+        .annotate(n=Count("id"), last=Max("created_at"))
+    )
+    for row in rows:
+        t = traffic.setdefault(row["provider"], {"success": 0, "error": 0, "last_ok": None})
+        t[row["status"]] += row["n"]
+        if row["status"] == UsageRecord.Status.SUCCESS:
+            t["last_ok"] = row["last"]
+    out = {}
+    for p in providers:
+        t = traffic.get(p.name, {"success": 0, "error": 0, "last_ok": None})
+        n, errors = t["success"] + t["error"], t["error"]
+        tested_bad = p.last_test_ok is False and (
+            t["last_ok"] is None or t["last_ok"] < p.last_test_at
+        )
+        if not p.is_active:
+            out[p.id] = ProviderHealth("off", "disabled")
+        elif getattr(p, "n_active", 1) == 0:
+            out[p.id] = ProviderHealth("failing", "no active deployments")
+        elif n >= HEALTH_MIN_REQUESTS and errors * 2 >= n:
+            out[p.id] = ProviderHealth(
+                "failing", f"failing: {errors} of {n} requests in the last 15 minutes failed"
+            )
+        elif tested_bad:
+            out[p.id] = ProviderHealth("failing", f"last test failed: {p.last_test_message}")
+        elif n:
+            out[p.id] = ProviderHealth(
+                "ok", f"serving: {n} requests in the last 15 minutes, {errors} failed"
+            )
+        elif p.last_test_ok:
+            out[p.id] = ProviderHealth(
+                "ok", f"no recent traffic; last test passed {p.last_test_at:%Y-%m-%d %H:%M} UTC"
+            )
+        else:
+            out[p.id] = ProviderHealth("idle", "no traffic in the last 15 minutes, not tested")
+    return out

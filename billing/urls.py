@@ -12,6 +12,9 @@ org_urlpatterns = [
     path("logs/<str:record_id>/", views.log_detail, name="log_detail"),
     path("budgets/", views.budgets, name="budgets"),
     path("budgets/new/", views.budget_create, name="budget_create"),
+    path("budgets/<str:budget_id>/edit/", views.budget_edit, name="budget_edit"),
+    path("budgets/<str:budget_id>/delete/", views.budget_remove, name="budget_delete"),
+    path("notices/<str:notice_id>/dismiss/", views.notice_dismiss, name="notice_dismiss"),
 ]
 nav = [
     (10, "overview", "Overview"),

@@ -19,6 +19,7 @@ from django.db import (
     transaction,
 )
 
+from .budgets import hard_budgets_reached
 from .live import publish_usage
 from .models import RollupState, UsageRecord
 from .services import RAW_KEPT_FROM, mark_dirty_hours
@@ -251,3 +252,7 @@ def write_usage(records: list[dict]) -> None:
             connection.close()  # reconnect on the next batch
         raise
     publish_usage(records)
+    try:
+        hard_budgets_reached(records)
+    except Exception:  # the rows are stored; the minute's budget check still runs
+        log.warning("checking hard budgets after a usage batch failed", exc_info=True)

@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
@@ -19,9 +20,9 @@ from orgs.models import Team
 from orgs.permissions import org_view
 
 from . import selectors
-from .budgets import budget_save
+from .budgets import budget_delete, budget_save, budget_spends
 from .forms import BudgetForm
-from .models import Budget, Notification, UsageRecord
+from .models import Budget, BudgetAlert, Notification, UsageRecord
 
 
 @org_view()
@@ -30,12 +31,18 @@ def overview(request):
     start = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
     today = selectors.usage_query(org, {"since": start.isoformat()})
     providers = list(ProviderConnection.objects.for_org(org).with_active_deployments())
-    first_model = (
+    health = selectors.provider_health(org, providers)
+    for p in providers:
+        p.health = health[p.id]
+    # The snippets name a model that works: one served by a provider that is not failing,
+    # preferring one that is serving now; the first model only when none is.
+    rank = {p.name: {"ok": 0, "idle": 1}.get(health[p.id].state, 2) for p in providers}
+    deployments = (
         Deployment.objects.for_org(org)
-        .filter(is_active=True)
-        .values_list("model_name", flat=True)
-        .first()
+        .filter(is_active=True, provider__is_active=True)
+        .values_list("model_name", "provider__name")
     )
+    first_model = min(deployments, key=lambda d: (rank.get(d[1], 2), d[0]), default=(None, None))[0]
     base_url = request.build_absolute_uri("/v1").rstrip("/")
     return render(
         request,
@@ -190,16 +197,90 @@ def usage_statement(request):
 @org_view(write_role="admin")
 def budgets(request):
     org = request.org
+    now = timezone.now()
+    rows = list(Budget.objects.for_org(org).select_related("team", "key"))
+    spent = budget_spends(rows, now, org_ids=[org.id])
+    alerts: dict = {}
+    for alert in BudgetAlert.objects.filter(budget__in=rows).order_by("-created_at")[:200]:
+        alerts.setdefault(alert.budget_id, []).append(alert)
+    for b in rows:
+        b.spent = spent[b.id]
+        b.percent = round(b.spent * 100 / b.amount_usd) if b.amount_usd else None
+        b.blocking = b.hard and b.is_active and b.spent >= b.amount_usd
+        b.recent_alerts = alerts.get(b.id, [])[:5]
+    editing = None
+    if request.GET.get("edit"):
+        editing = next((b for b in rows if str(b.id) == request.GET["edit"]), None)
+        if editing is None:
+            raise Http404("No such budget in this organization.")
     return render(
         request,
         "billing/budgets.html",
         {
             "section": "budgets",
-            "budgets": Budget.objects.for_org(org).select_related("team", "key"),
+            "budgets": rows,
+            "editing": editing,
             "teams": Team.objects.for_org(org),
             "keys": ApiKey.objects.for_org(org).active(),
         },
     )
+
+
+def _budget_of(request, budget_id) -> Budget:
+    try:
+        return Budget.objects.for_org(request.org).select_related("org").get(pk=int(budget_id))
+    except (Budget.DoesNotExist, ValueError):
+        raise Http404("No such budget in this organization.") from None
+
+
+@require_POST
+@org_view(role="admin")
+def budget_edit(request, budget_id):
+    """Change a budget (raising a spent hard budget lifts its block within seconds)."""
+    budget = _budget_of(request, budget_id)
+    form = BudgetForm(request.POST, org=request.org)
+    if not form.is_valid():
+        messages.error(request, form_message(form))
+        return redirect(f"{reverse('budgets', args=[request.org.slug])}?edit={budget.id}")
+    fields = dict(form.cleaned_data)
+    if not fields["webhook_url"] and not request.POST.get("clear_webhook"):
+        fields["webhook_url"] = budget.webhook_url  # never shown (it carries its secret): kept
+    try:
+        budget_save(
+            actor=Actor.from_request(request),
+            org=request.org,
+            budget=budget,
+            is_active=request.POST.get("is_active", "on") == "on",
+            **fields,
+        )
+        messages.success(request, "Budget saved; the gateways apply it within seconds.")
+    except ValidationError as exc:
+        messages.error(request, form_message(form, exc))
+        return redirect(f"{reverse('budgets', args=[request.org.slug])}?edit={budget.id}")
+    return redirect("budgets", org_slug=request.org.slug)
+
+
+@require_POST
+@org_view(role="admin")
+def budget_remove(request, budget_id):
+    budget = _budget_of(request, budget_id)
+    budget_delete(actor=Actor.from_request(request), budget=budget)
+    messages.success(request, "Budget deleted; a block it made is lifted within seconds.")
+    return redirect("budgets", org_slug=request.org.slug)
+
+
+@require_POST
+@org_view()
+def notice_dismiss(request, notice_id):
+    """Hide an in-app notice for everyone in the org (it stays in the audit log)."""
+    try:
+        notice = Notification.objects.for_org(request.org).get(pk=int(notice_id))
+    except (Notification.DoesNotExist, ValueError):
+        raise Http404("No such notice in this organization.") from None
+    if notice.read_at is None:
+        notice.read_at = timezone.now()
+        notice.save(update_fields=["read_at"])
+    return redirect(request.POST.get("next") or reverse("overview", args=[request.org.slug]))
 
 
 @require_POST

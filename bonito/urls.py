@@ -2,6 +2,8 @@
 urls.py; the dashboard's org pages from all of them share /o/<org_slug>/."""
 
 from django.contrib import admin
+from django.http import HttpResponsePermanentRedirect
+from django.templatetags.static import static
 from django.urls import include, path
 
 from billing import urls as billing_urls
@@ -12,7 +14,15 @@ from . import health
 
 DASHBOARD_APPS = (orgs_urls, gateway_urls, billing_urls)
 
+
+def favicon(request):
+    """Browsers ask for /favicon.ico whatever the page links; the pages link the SVG
+    (resolved per request: the static manifest exists only after collectstatic)."""
+    return HttpResponsePermanentRedirect(static("favicon.svg"))
+
+
 urlpatterns = [
+    path("favicon.ico", favicon),
     path("api/health", health.health, name="health"),
     path("api/ready", health.ready, name="ready"),
     path("api/", include("bonito.api_urls")),

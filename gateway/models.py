@@ -98,6 +98,10 @@ class ProviderConnection(models.Model):
     credentials_encrypted = models.TextField(blank=True, editable=False)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The last "Test connection" (services.provider_test): part of the Overview's health.
+    last_test_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_test_ok = models.BooleanField(null=True, blank=True, editable=False)
+    last_test_message = models.CharField(max_length=300, blank=True, editable=False)
 
     objects = ProviderQuerySet.as_manager()
 

@@ -1,23 +1,41 @@
-"""The dashboard Playground: a chat sent through the org's own gateway, with its tokens,
-cost and latency. It runs in the server's event loop, like a /v1 request."""
+"""The dashboard Playground: a conversation sent through the org's own gateway, with its
+tokens, cost and latency; optionally two models side by side. It runs in the server's event
+loop, like a /v1 request, under the user's Playground key (so the org's policies, limits
+and budgets apply and every request is in Logs and Usage).
 
+Without JavaScript the form posts and the page comes back with the answers (the
+conversation travels in a hidden field). With it (static/js/playground.js) each model's
+answer streams from ``playground_stream``: the gateway's own SSE events, relayed as they
+come, then one ``event: result`` with what the request cost."""
+
+import asyncio
+import contextlib
 import time
 import uuid
 
 import orjson
 from asgiref.sync import sync_to_async
 from django.db import transaction
+from django.http import JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 
 from orgs.audit import Actor
 from orgs.permissions import org_view
 
 from . import services
-from .dataplane.proxy import Incoming
+from .dataplane import keys_check
+from .dataplane.proxy import Incoming, Outgoing
 from .dataplane.snapshot import KeyInfo
-from .models import ApiKey, Deployment
+from .models import ApiKey, ModelCatalogEntry
 from .runtime import gateway
-from .snapshot_builder import key_info
+from .snapshot_builder import key_info, load_orgs
+
+MAX_TURNS = 40  # earlier messages in one conversation
+MAX_MESSAGE_CHARS = 32_000
+MAX_SYSTEM_CHARS = 16_000
+MAX_CONVERSATION_CHARS = 200_000
+MAX_OUTPUT_TOKENS = 32_768
+CHAT_MODES = {"chat", "responses"}
 
 
 @transaction.atomic
@@ -30,64 +48,249 @@ def playground_key(*, actor: Actor, org, user) -> ApiKey:
     return key
 
 
-def _prepare(request, org) -> KeyInfo:
-    """The user's Playground key as the data plane sees it, read from the database now: a
-    key made a moment ago works before the process's snapshot has it."""
-    key = playground_key(
-        actor=Actor.from_request(request, via="playground"), org=org, user=request.user
+def _prepare(request, org) -> tuple[KeyInfo, list[str]]:
+    """The user's Playground key as the data plane sees it, read from the database now (a
+    key made a moment ago works before the process's snapshot has it), and the chat models
+    it may use."""
+    key = key_info(
+        playground_key(
+            actor=Actor.from_request(request, via="playground"), org=org, user=request.user
+        )
     )
-    return key_info(key)
+    return key, chat_models(org, key)
+
+
+def _models_to_show(request, org) -> list[str]:
+    """For the page (any member, viewers included): the chat models of the user's
+    Playground key if it exists, or of a key with no scopes of its own — without creating
+    one."""
+    name = f"Playground ({request.user.email})"
+    key = ApiKey.objects.for_org(org).active().filter(name=name, created_by=request.user).first()
+    info = key_info(key) if key else KeyInfo(id=0, org_id=org.id, name=name)
+    return chat_models(org, info)
+
+
+def chat_models(org, key: KeyInfo) -> list[str]:
+    """The models this key may call (as /v1/models lists them) that answer chat: a model
+    whose deployments the catalog knows only as embedding, image, audio… models is left out,
+    and so is one it does not know whose name says it embeds."""
+    info = load_orgs([org.id]).get(org.id)
+    if info is None:
+        return []
+    names = keys_check.permitted_models(key, info)
+    deps = [d for name in names for d in info.deployments.get(name, ())]
+    modes = dict(
+        ModelCatalogEntry.objects.filter(
+            name__in={d.upstream_model for d in deps} | set(names)
+        ).values_list("name", "mode")
+    )
+
+    def chat(name: str) -> bool:
+        for dep in info.deployments.get(name, ()):
+            mode = modes.get(dep.upstream_model) or modes.get(name)
+            if mode in CHAT_MODES:
+                return True
+            if not mode and "embed" not in f"{name} {dep.upstream_model}".lower():
+                return True
+        return False
+
+    return sorted(n for n in names if chat(n))
+
+
+class TurnError(ValueError):
+    pass
+
+
+def _number(raw: str, kind, low, high, label):
+    raw = (raw or "").strip()
+    if not raw:
+        return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise TurnError(f"{label} must be a number.") from None
+    if not low <= value <= high:
+        raise TurnError(f"{label} must be between {low} and {high}.")
+    return value
+
+
+def parse_turn(data, models: list[str]) -> dict:
+    """The form's fields, checked: what a turn sends. Raises TurnError with a message for
+    the user."""
+    model, compare = data.get("model", ""), data.get("compare", "")
+    if model not in models:
+        raise TurnError("Choose one of the listed models.")
+    if compare and (compare not in models or compare == model):
+        raise TurnError("Compare with another of the listed models, or with none.")
+    message = (data.get("message") or "").strip()
+    if not message:
+        raise TurnError("Write a message.")
+    if len(message) > MAX_MESSAGE_CHARS:
+        raise TurnError(f"The message is longer than {MAX_MESSAGE_CHARS:,} characters.")
+    system = (data.get("system") or "").strip()
+    if len(system) > MAX_SYSTEM_CHARS:
+        raise TurnError(f"The system prompt is longer than {MAX_SYSTEM_CHARS:,} characters.")
+    try:
+        history = orjson.loads(data.get("history") or "[]")
+    except orjson.JSONDecodeError:
+        raise TurnError("The conversation could not be read; start a new one.") from None
+    if (
+        not isinstance(history, list)
+        or len(history) > MAX_TURNS
+        or not all(
+            isinstance(m, dict)
+            and set(m) == {"role", "content"}
+            and m["role"] in ("user", "assistant")
+            and isinstance(m["content"], str)
+            for m in history
+        )
+    ):
+        raise TurnError(
+            f"The conversation could not be read (at most {MAX_TURNS} earlier messages); "
+            "start a new one."
+        )
+    if sum(len(m["content"]) for m in history) + len(message) > MAX_CONVERSATION_CHARS:
+        raise TurnError("The conversation is too long for the Playground; start a new one.")
+    return {
+        "model": model,
+        "compare": compare,
+        "message": message,
+        "system": system,
+        "history": history,
+        "temperature": _number(data.get("temperature"), float, 0.0, 2.0, "Temperature"),
+        "max_tokens": _number(data.get("max_tokens"), int, 1, MAX_OUTPUT_TOKENS, "Max tokens"),
+    }
+
+
+def request_body(turn: dict, model: str, *, stream: bool) -> bytes:
+    messages = [{"role": "system", "content": turn["system"]}] if turn["system"] else []
+    messages += turn["history"] + [{"role": "user", "content": turn["message"]}]
+    body = {"model": model, "messages": messages}
+    for name in ("temperature", "max_tokens"):
+        if turn[name] is not None:
+            body[name] = turn[name]
+    if stream:
+        body.update(stream=True, stream_options={"include_usage": True})
+    return orjson.dumps(body)
+
+
+async def _send(key: KeyInfo, body: bytes) -> tuple[Outgoing, float]:
+    started = time.perf_counter()
+    out = await gateway().handle(
+        Incoming(
+            endpoint="chat",
+            headers={"x-request-id": f"playground_{uuid.uuid4().hex}"},
+            body=body,
+            key=key,
+        )
+    )
+    return out, started
+
+
+def _meta(out: Outgoing, started: float) -> dict:
+    return {
+        "status": out.status,
+        "model_used": out.headers.get("x-bonito-model-used", "—"),
+        "provider": out.headers.get("x-bonito-provider", "—"),
+        "overhead_ms": out.headers.get("x-bonito-overhead-ms"),
+        "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+        "cost": out.cost or 0.0,  # the data plane's, as in the usage record
+        "request_id": out.headers.get("x-request-id"),
+    }
+
+
+async def _answer(key: KeyInfo, turn: dict, model: str) -> dict:
+    out, started = await _send(key, request_body(turn, model, stream=False))
+    data = orjson.loads(out.body)
+    ok = out.status == 200
+    return {
+        **_meta(out, started),
+        "model": model,
+        "ok": ok,
+        "content": (data.get("choices") or [{}])[0].get("message", {}).get("content")
+        if ok
+        else data.get("error", {}).get("message"),
+        "usage": data.get("usage") or {},
+    }
 
 
 @org_view("viewer", write_role="member")
 async def playground(request):
     org = request.org
-    models = [
-        m
-        async for m in Deployment.objects.for_org(org)
-        .filter(is_active=True)
-        .values_list("model_name", flat=True)
-        .distinct()
-        .order_by("model_name")
-    ]
+    if request.method == "POST":
+        key, models = await sync_to_async(_prepare)(request, org)
+    else:
+        key, models = None, await sync_to_async(_models_to_show)(request, org)
     context = {
         "section": "playground",
         "models": models,
-        "result": None,
-        "message": "Say hello in one sentence.",
-        "model": models[0] if models else "",
+        "results": [],
+        "form": {"message": "Say hello in one sentence.", "model": models[0] if models else ""},
+        "history": [],
+        "history_json": "[]",
+        "error": None,
+        "limits": {"max_tokens": MAX_OUTPUT_TOKENS},
     }
-    if request.method == "POST":
-        model, message = request.POST.get("model", ""), request.POST.get("message", "").strip()
-        context.update(model=model, message=message)
-        key = await sync_to_async(_prepare)(request, org)
-        body = orjson.dumps(
-            {"model": model, "messages": [{"role": "user", "content": message or "Hello"}]}
-        )
-        started = time.perf_counter()
-        out = await gateway().handle(
-            Incoming(
-                endpoint="chat",
-                headers={"x-request-id": f"playground_{uuid.uuid4().hex}"},
-                body=body,
-                key=key,
+    status = 200
+    if request.method == "POST" and request.POST.get("new"):  # New conversation: settings kept
+        kept = ("model", "compare", "system", "temperature", "max_tokens")
+        context["form"] = {k: request.POST.get(k, "") for k in kept} | {"message": ""}
+    elif request.method == "POST":
+        fields = ("model", "compare", "message", "system", "temperature", "max_tokens")
+        context["form"] = {k: request.POST.get(k, "") for k in fields}
+        try:
+            turn = parse_turn(request.POST, models)
+        except TurnError as exc:
+            context["error"], status = str(exc), 400
+            context["history_json"] = request.POST.get("history", "[]")
+        else:
+            wanted = [turn["model"]] + ([turn["compare"]] if turn["compare"] else [])
+            results = await asyncio.gather(*(_answer(key, turn, m) for m in wanted))
+            history = list(turn["history"])
+            if results[0]["ok"]:  # the conversation goes on with the first model's answer
+                history += [
+                    {"role": "user", "content": turn["message"]},
+                    {"role": "assistant", "content": results[0]["content"] or ""},
+                ]
+                context["form"]["message"] = ""
+            context.update(
+                results=results, history=history, history_json=orjson.dumps(history).decode()
             )
-        )
-        latency_ms = (time.perf_counter() - started) * 1000
-        data = orjson.loads(out.body)
-        usage = data.get("usage") or {}
-        context["result"] = {
-            "ok": out.status == 200,
-            "status": out.status,
-            "content": (data.get("choices") or [{}])[0].get("message", {}).get("content")
-            if out.status == 200
-            else data.get("error", {}).get("message"),
-            "usage": usage,
-            "model_used": out.headers.get("x-bonito-model-used", "—"),
-            "provider": out.headers.get("x-bonito-provider", "—"),
-            "overhead_ms": out.headers.get("x-bonito-overhead-ms"),
-            "latency_ms": round(latency_ms, 1),
-            "cost": out.cost or 0.0,  # the data plane's, as in the usage record
-            "request_id": out.headers.get("x-request-id"),
-        }
-    return await sync_to_async(render)(request, "gateway/playground.html", context)
+    response = await sync_to_async(render)(request, "gateway/playground.html", context)
+    response.status_code = status
+    return response
+
+
+@org_view("member")
+async def playground_stream(request):
+    """POST: one model's answer to a turn as a stream of the gateway's SSE events, then
+    ``event: result`` with the request's status, cost, latency and request id."""
+    if request.method != "POST":
+        return JsonResponse({"error": "POST a turn."}, status=405)
+    key, models = await sync_to_async(_prepare)(request, request.org)
+    try:
+        turn = parse_turn(request.POST, models)
+    except TurnError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    model = turn["compare"] if request.POST.get("pane") == "compare" else turn["model"]
+    if not model:
+        return JsonResponse({"error": "Nothing to compare with."}, status=400)
+    out, started = await _send(key, request_body(turn, model, stream=True))
+
+    async def events():
+        if out.stream is not None:
+            # Closed with this generator: a reader who leaves cancels the upstream call
+            # and the request is recorded as the client's disconnect.
+            async with contextlib.aclosing(out.stream) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+            meta = _meta(out, started)
+        else:  # refused or failed before streaming: the gateway's error, as JSON
+            error = orjson.loads(out.body).get("error", {})
+            meta = {**_meta(out, started), "error": error.get("message", "")}
+        yield b"event: result\ndata: " + orjson.dumps({**meta, "model": model}) + b"\n\n"
+
+    response = StreamingHttpResponse(events(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response

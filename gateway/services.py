@@ -444,6 +444,16 @@ def gateway_config_set(*, actor: Actor, org, **fields) -> GatewayConfig:
 
 
 def provider_test(*, provider: ProviderConnection) -> tuple[bool, str]:
+    """Probe the provider (_provider_probe) and keep the result: the Overview's health
+    shows the last test next to recent traffic."""
+    ok, detail = _provider_probe(provider)
+    ProviderConnection.objects.filter(pk=provider.pk).update(
+        last_test_at=timezone.now(), last_test_ok=ok, last_test_message=detail[:300]
+    )
+    return ok, detail
+
+
+def _provider_probe(provider: ProviderConnection) -> tuple[bool, str]:
     """Send the kind's probe (provider_kinds: a 1-token chat) to one of the provider's
     deployments; (ok, what happened).
 

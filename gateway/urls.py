@@ -13,6 +13,7 @@ org_urlpatterns = [
     path("providers/<int:provider_id>/", views.provider_edit, name="provider_edit"),
     path("providers/<int:provider_id>/test/", views.provider_test, name="provider_test"),
     path("playground/", playground.playground, name="playground"),
+    path("playground/stream/", playground.playground_stream, name="playground-stream"),
 ]
 nav = [
     (20, "keys", "Keys"),

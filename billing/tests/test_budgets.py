@@ -55,7 +55,11 @@ def test_thresholds_fire_exactly_once_per_period(
     assert budgets_check_all(now=NOW) == 1  # 80%
     assert sorted(BudgetAlert.objects.values_list("threshold", flat=True)) == [50, 80]
     assert [m.to for m in mail.outbox] == [["alice@acme.test"], ["alice@acme.test"]]
-    assert "80% for Acme Corp" in mail.outbox[-1].subject and "used 85%" in mail.outbox[-1].body
+    assert (
+        "80% for Acme Corp" in mail.outbox[-1].subject
+        and "passed 80% of its monthly budget" in mail.outbox[-1].body
+    )
+    assert "(spent $8.50, 85%)" in mail.outbox[-1].body
     assert Notification.objects.for_org(org_a).count() == 2
     assert (
         len(fake_upstream_server.hooks) == 2
@@ -138,7 +142,7 @@ def test_admins_add_budgets_and_see_alerts_in_the_dashboard(alice_client, bob_cl
     _spend(org_a, 4.6, at=datetime.now(UTC))
     budgets_check_all(now=datetime.now(UTC))
     page = alice_client.get(reverse("overview", args=[org_a.slug])).content.decode()
-    assert "has used 92% of its daily budget" in page
+    assert "passed 90% of its daily budget of $5.00 (spent $4.60, 92%)" in page
 
 
 @pytest.mark.django_db(transaction=True)

@@ -76,3 +76,21 @@ async def test_a_foreign_origin_is_refused(alice, org_a):
     socket = await sync_to_async(_socket)(alice, "acme", origin=b"http://evil.example.com")
     connected, _ = await socket.connect()
     assert not connected
+
+
+async def test_tailed_rows_carry_the_key_s_name_as_a_reload_shows_it(alice, org_a):
+    from gateway import services
+    from gateway.tests.conftest import ACTOR
+
+    key, _raw = await sync_to_async(services.api_key_create)(
+        actor=ACTOR, org=org_a, name="billing-app"
+    )
+    socket = await sync_to_async(_socket)(alice, "acme")
+    connected, _ = await socket.connect()
+    assert connected
+    await sync_to_async(publish_usage)(
+        [_record(org_a, key_id=key.id), _record(org_a, key_id=987654, request_id="req_gone")]
+    )
+    rows = (await socket.receive_json_from(timeout=5))["rows"]
+    assert [(r["key_id"], r["key_name"]) for r in rows] == [(key.id, "billing-app"), (987654, None)]
+    await socket.disconnect()

@@ -21,9 +21,9 @@ RANGE = {
     "since": (NOW - timedelta(hours=26, minutes=43)).isoformat(),
     "until": NOW.isoformat(),
 }
-# Over two days the series is daily, and whole days come from daily rollups.
+# Over a week the series is daily, and whole days come from daily rollups.
 LONG = {
-    "since": (NOW - timedelta(days=4, hours=7, minutes=13)).isoformat(),
+    "since": (NOW - timedelta(days=8, hours=7, minutes=13)).isoformat(),
     "until": (NOW - timedelta(minutes=9)).isoformat(),
 }
 
@@ -78,7 +78,7 @@ def _strip(analytics: dict) -> dict:
     return {k: v for k, v in analytics.items() if k != "rolled_up_until"}
 
 
-@pytest.mark.parametrize("window", [RANGE, LONG], ids=["26h", "4d"])
+@pytest.mark.parametrize("window", [RANGE, LONG], ids=["26h", "8d"])
 @pytest.mark.parametrize(
     "filters",
     [
@@ -190,3 +190,31 @@ def test_usage_api_and_page_say_how_far_rollups_go(alice_client, traffic, org_a)
     page = alice_client.get(f"/o/acme/usage/?{qs}")
     assert page.status_code == 200
     assert b"Rolled up until" in page.content
+
+
+@pytest.mark.parametrize(
+    "span, step, buckets",
+    [
+        (timedelta(hours=24), timedelta(minutes=15), 96),
+        (timedelta(hours=1), timedelta(minutes=15), 4),
+        (timedelta(days=7), timedelta(hours=1), 168),
+        (timedelta(days=30), timedelta(days=1), 30),
+    ],
+    ids=["24h", "1h", "7d", "30d"],
+)
+def test_the_chart_has_every_bucket_of_its_range(org_a, traffic, span, step, buckets):
+    until = NOW.replace(minute=0)  # aligned, so the count of buckets is exact
+    if step == timedelta(days=1):
+        until = until.replace(hour=0)
+    rollup_recent(now=NOW + timedelta(hours=3))
+    params = {"since": (until - span).isoformat(), "until": until.isoformat()}
+    series = usage_query(org_a, params).analytics()["series"]
+    moments = [datetime.fromisoformat(p["bucket"]) for p in series]
+    assert len(series) == buckets
+    assert all(b - a == step for a, b in zip(moments, moments[1:], strict=False))
+    assert moments[0] == until - span
+    # Empty buckets are there, as zeros; the sum is every request of the range.
+    assert any(p["requests"] == 0 for p in series) or span <= timedelta(hours=1)
+    qs, _since, _until = usage_records(org_a, params)
+    assert sum(p["requests"] for p in series) == qs.count()
+    assert sum(p["errors"] for p in series) == qs.exclude(status="success").count()

@@ -27,3 +27,19 @@ def deployment_permitted(key: KeyInfo, org: OrgInfo, dep: DeploymentInfo) -> boo
     if not org.provider_allowed(dep):
         return False
     return not key.allowed_providers or bool({dep.provider, dep.kind} & key.allowed_providers)
+
+
+def permitted_models(key: KeyInfo, org: OrgInfo) -> list[str]:
+    """The models this key may call (what /v1/models lists): its routing policy's, or the
+    org's, that its scopes and the org's policy allow and that have a permitted deployment."""
+    if key.routing_policy:
+        policy = org.routing_policies.get(key.routing_policy)
+        names = list(policy.models) if policy else []
+    else:
+        names = list(org.deployments)
+    return [
+        m
+        for m in names
+        if model_permitted(key, org, m)
+        and any(deployment_permitted(key, org, d) for d in org.deployments.get(m, ()))
+    ]

@@ -140,21 +140,6 @@ class Gateway:
             raise errors.invalid_key()
         return key, org
 
-    def _permitted_models(self, key: KeyInfo, org: OrgInfo) -> list[str]:
-        if key.routing_policy:
-            policy = org.routing_policies.get(key.routing_policy)
-            names = list(policy.models) if policy else []
-        else:
-            names = list(org.deployments)
-        return [
-            m
-            for m in names
-            if keys_check.model_permitted(key, org, m)
-            and any(
-                keys_check.deployment_permitted(key, org, d) for d in org.deployments.get(m, ())
-            )
-        ]
-
     def _candidates(self, ctx: Ctx, model: str) -> list[DeploymentInfo]:
         key, org = ctx.key, ctx.org
         if key.routing_policy:
@@ -438,14 +423,15 @@ class Gateway:
                 "X-Accel-Buffering": "no",
             },
         )
-        return Outgoing(
-            200,
-            b"",
-            headers,
-            self._relay(ctx, chunks, held, upstream_body, client_wants_usage, spend, backend),
+        result = Outgoing(200, b"", headers)
+        result.stream = self._relay(
+            ctx, chunks, held, upstream_body, client_wants_usage, spend, backend, result
         )
+        return result
 
-    async def _relay(self, ctx, chunks, held, upstream_body, client_wants_usage, spend, backend):
+    async def _relay(
+        self, ctx, chunks, held, upstream_body, client_wants_usage, spend, backend, result
+    ):
         """Relay the events: each read from the upstream goes out in one write. An event is
         parsed only if a byte check says it may carry usage or an error; the others are
         kept as bytes and parsed for counting only if the upstream reports no usage."""
@@ -467,6 +453,7 @@ class Gateway:
                 )
             input_tokens, output_tokens, cached = counts
             cost = ctx.dep.cost(input_tokens, output_tokens)
+            result.cost = cost  # for in-process callers, once the stream has ended
             if spend is not None:
                 self.limiter.settle(spend, cost, backend)
             self._record(
@@ -555,7 +542,7 @@ class Gateway:
 
     # ------------------------------------------------------------------ models
     def _models(self, ctx: Ctx, model_id: str | None) -> Outgoing:
-        names = self._permitted_models(ctx.key, ctx.org)
+        names = keys_check.permitted_models(ctx.key, ctx.org)
 
         def card(name):
             return {"id": name, "object": "model", "created": 0, "owned_by": ctx.org.slug}

@@ -64,6 +64,15 @@ def shot(page, name):
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+def answered(page, card: str) -> None:
+    """Wait until a Playground answer's stream has ended (its request id is shown)."""
+    page.wait_for_function(
+        "sel => { const d = document.querySelector(sel + ' dd:last-of-type');"
+        " return d && d.textContent !== '…'; }",
+        arg=card,
+    )
+
+
 def test_a_user_runs_the_gateway_from_the_dashboard(
     browser_page, live_server_thread, org_a, alice, gw, tmp_path
 ):
@@ -71,6 +80,9 @@ def test_a_user_runs_the_gateway_from_the_dashboard(
     mock = services.provider_save(actor=ACTOR, org=org_a, name="mock", kind="mock")
     services.deployment_save(
         actor=ACTOR, org=org_a, model_name="demo-chat", provider=mock, upstream_model="mock-chat"
+    )
+    services.deployment_save(
+        actor=ACTOR, org=org_a, model_name="demo-chat-2", provider=mock, upstream_model="mock-chat"
     )
     refresh_snapshot()
 
@@ -101,10 +113,23 @@ def test_a_user_runs_the_gateway_from_the_dashboard(
     page.goto(base + "/o/acme/playground/")
     page.fill("textarea[name=message]", "hello from the browser")
     page.click("#playground-form button[type=submit]")
-    result = page.inner_text("#playground-result")  # swapped in by htmx, no page load
+    answered(page, "#playground-result")  # streamed in by the page's script, no page load
+    result = page.inner_text("#playground-result")
     assert page.url == base + "/o/acme/playground/"
-    assert "You said: hello from the browser" in result and "Tokens" in result
+    assert "You said: hello from the browser" in result and "in," in result
     shot(page, "playground")
+    # The conversation goes on, with a system prompt, and two models side by side.
+    page.fill("textarea[name=system]", "Answer in one word.")
+    page.select_option("select[name=compare]", "demo-chat-2")
+    page.fill("textarea[name=message]", "and a second turn")
+    page.click("#pg-send")
+    answered(page, "#playground-result")
+    answered(page, "#playground-result-2")
+    assert "You said: and a second turn" in page.inner_text("#playground-result-2")
+    turns = page.locator("#pg-transcript li").all_inner_texts()
+    assert len(turns) == 4 and "hello from the browser" in turns[0]
+    assert "and a second turn" in turns[2]
+    shot(page, "playground-compare")
     assert gw.sink.flush()
 
     # It shows up in Logs and in the Usage chart.

@@ -17,7 +17,7 @@ from conftest import PASSWORD
 from gateway import services
 from gateway.models import ApiKey
 from gateway.tests.conftest import ACTOR, refresh_snapshot
-from gateway.tests.test_browser import chromium_page, shot
+from gateway.tests.test_browser import answered, chromium_page, shot
 from governance import services as governance_services
 from orgs import services as org_services
 from orgs.models import Invitation, Membership, PersonalAccessToken, Team, User
@@ -241,6 +241,7 @@ def test_hostile_names_never_run_and_confirms_still_work(
     page.goto(base + o + "/playground/")
     page.fill("textarea[name=message]", "hello")
     page.click("#playground-form button[type=submit]")
+    answered(page, "#playground-result")  # streamed by the page's script
     assert "You said: hello" in page.inner_text("#playground-result")
     browser.clean("the page's own scripts")
 

@@ -237,7 +237,7 @@ def test_the_playground_sends_through_the_gateway_and_is_logged(alice_client, or
         reverse("playground", args=[org_a.slug]), {"model": "demo-chat", "message": "ping"}
     )
     assert response.status_code == 200
-    result = response.context["result"]
+    [result] = response.context["results"]
     assert result["ok"] and "You said: ping" in result["content"]
     assert result["usage"]["completion_tokens"] > 0 and result["provider"] == "mock"
     assert gw.sink.flush()
@@ -317,3 +317,30 @@ def test_the_monthly_statement_attributes_cost_by_team_and_key(alice_client, org
         alice_client.get(reverse("usage_statement", args=[org_a.slug]) + "?month=soon").status_code
         == 400
     )
+
+
+def test_members_see_revoke_only_on_keys_they_may_revoke(bob, bob_client, alice_client, org_a):
+    from orgs.audit import Actor
+
+    theirs, _ = services.api_key_create(actor=Actor(user=bob), org=org_a, name="bobs-key")
+    others, _ = services.api_key_create(actor=ACTOR, org=org_a, name="admins-key")
+    ApiKey.objects.filter(pk=theirs.pk).update(created_by=bob)
+
+    def revocable(client):
+        page = client.get(reverse("keys", args=[org_a.slug])).content.decode()
+        return {
+            k.name
+            for k in (theirs, others)
+            if reverse("key_revoke", args=[org_a.slug, k.id]) in page
+        }
+
+    assert revocable(bob_client) == {"bobs-key"}  # the server refuses the other: no button
+    assert revocable(alice_client) == {"bobs-key", "admins-key"}
+
+
+def test_model_list_calls_are_named_apart_in_the_cost_tables(alice_client, org_a):
+    _usage(org_a, model_requested="", model_used="", provider="", cost=Decimal(0))
+    _usage(org_a)
+    page = alice_client.get(reverse("usage", args=[org_a.slug])).content.decode()
+    assert page.count("not routed: model lists (/v1/models) and refused requests") == 2
+    assert "(none)" not in page

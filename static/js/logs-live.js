@@ -21,7 +21,7 @@
       cell(tr, r.status + (r.status !== "success" ? ` (${r.http_status} ${r.error_type || "no error type"})` : ""));
       cell(tr, r.model_requested || "— (none: model list)");
       cell(tr, r.provider || "— (not routed)");
-      cell(tr, r.key_id ? `key #${r.key_id}` : "— (no key)");
+      cell(tr, r.key_id ? (r.key_name || "(key deleted)") : "— (no key)");
       cell(tr, `${r.input_tokens} / ${r.output_tokens}`);
       cell(tr, `$${Number(r.cost).toFixed(6)}`);
       cell(tr, `${r.latency_ms} ms`);
