@@ -2,14 +2,16 @@
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from orgs.rest_base import OrgView
+from gateway.models import ApiKey
+from orgs.models import Team
+from orgs.rest_base import MoneySerializer, OrgScopedFields, OrgView, actor
 
-from . import selectors
-from .models import UsageRecord
+from . import budgets, selectors
+from .models import Budget, UsageRecord
 
 
 class UsageRecordSerializer(serializers.ModelSerializer):
@@ -98,4 +100,95 @@ class AnalyticsView(_UsageBase):
         return Response(self.query(request).analytics())
 
 
-# ------------------------------------------------------------------------------ gateway config
+class BudgetSerializer(OrgScopedFields, MoneySerializer):
+    org_scoped = {"team": Team, "key": ApiKey}
+    team = serializers.PrimaryKeyRelatedField(
+        queryset=Team.objects.none(), allow_null=True, required=False
+    )
+    key = serializers.PrimaryKeyRelatedField(
+        queryset=ApiKey.objects.none(), allow_null=True, required=False
+    )
+    thresholds = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=1000), required=False
+    )
+    webhook_url = serializers.URLField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        help_text="Write-only: the URL carries its secret.",
+    )
+    has_webhook = serializers.SerializerMethodField()
+    spent_usd = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Budget
+        fields = [
+            "id",
+            "scope",
+            "team",
+            "key",
+            "period",
+            "amount_usd",
+            "hard",
+            "thresholds",
+            "webhook_url",
+            "has_webhook",
+            "is_active",
+            "spent_usd",
+            "created_at",
+        ]
+
+    def get_has_webhook(self, budget) -> bool:
+        return bool(budget.webhook_url)
+
+    def get_spent_usd(self, budget) -> str:
+        from django.utils import timezone
+
+        return str(budgets.budget_spent(budget, timezone.now()))
+
+
+class BudgetViewSet(
+    OrgView,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Spending budgets for the org, a team or a key, per month or per day. Hard budgets
+    make the gateway answer 429 at 100%. Writes need the admin role."""
+
+    serializer_class = BudgetSerializer
+
+    queryset = Budget.objects.none()  # for the OpenAPI schema; requests use org_queryset
+
+    def org_queryset(self):
+        return Budget.objects.for_org(self.request.org).select_related("team", "key").order_by("id")
+
+    def _save(self, data, instance=None):
+        fields = ("scope", "team", "key", "period", "amount_usd", "hard", "thresholds")
+        merged = {f: getattr(instance, f) for f in fields if instance is not None}
+        if instance is not None:
+            merged["webhook_url"], merged["is_active"] = instance.webhook_url, instance.is_active
+        merged.update(data)
+        budget = budgets.budget_save(
+            actor=actor(self.request), org=self.request.org, budget=instance, **merged
+        )
+        return self.get_queryset().get(pk=budget.pk)
+
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        budget = self._save(serializer.validated_data)
+        return Response(self.get_serializer(budget).data, status=status.HTTP_201_CREATED)
+
+    def update(self, request, *args, **kwargs):
+        instance = self.get_object()
+        serializer = self.get_serializer(instance, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        return Response(self.get_serializer(self._save(serializer.validated_data, instance)).data)
+
+    def destroy(self, request, *args, **kwargs):
+        budgets.budget_delete(actor=actor(request), budget=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -26,11 +26,17 @@ router.register("gateway/teams", orgs_rest.TeamViewSet, basename="api-teams")
 router.register("gateway/members", orgs_rest.MemberViewSet, basename="api-members")
 router.register("gateway/invitations", orgs_rest.InvitationViewSet, basename="api-invitations")
 router.register("tokens", orgs_rest.TokenViewSet, basename="api-tokens")
+router.register("gateway/budgets", billing_rest.BudgetViewSet, basename="api-budgets")
 
 urlpatterns = [
     path("gateway/usage", billing_rest.UsageView.as_view(), name="api-usage"),
     path("gateway/analytics", billing_rest.AnalyticsView.as_view(), name="api-analytics"),
     path("gateway/config", gateway_rest.GatewayConfigView.as_view(), name="api-config"),
+    path("gateway/config/apply", gateway_rest.ConfigApplyView.as_view(), name="api-config-apply"),
+    path(
+        "gateway/config/export", gateway_rest.ConfigExportView.as_view(), name="api-config-export"
+    ),
+    path("me", orgs_rest.MeView.as_view(), name="api-me"),
     path("gateway/policy", governance_rest.PolicyView.as_view(), name="api-policy"),
     path("admin/agents", agents_rest.AdminAgentsView.as_view(), name="api-admin-agents"),
     path("orgs/<slug:org_slug>/agent", agents_rest.OrgAgentView.as_view(), name="api-org-agent"),

@@ -210,3 +210,140 @@ EXTENSIONS = {
     "routing_policies": apply_routing_policies,
     "gateway": apply_gateway,
 }
+
+
+# ------------------------------------------------------------------------------ one org over REST
+# What a file sent over the REST API may hold: the org's gateway sections and its teams. The
+# org's tier, members and SSO stay with the platform admin's apply_config command.
+REST_ORG_KEYS = {"slug", "name", "teams", *EXTENSIONS}
+
+
+def org_config_apply(*, actor, org, data, dry_run: bool = False) -> list[dict]:
+    """Apply one org's part of an apply_config file (the whole ``orgs:`` file naming only
+    this org, or its sections at the top level); all of it or none of it. Returns what
+    changed, read from the audit rows it wrote; with ``dry_run`` nothing is kept."""
+    from django.db import transaction
+
+    from orgs.config import config_apply
+    from orgs.models import AuditLog
+
+    if isinstance(data, dict) and "orgs" in data:
+        specs = data["orgs"]
+        if not isinstance(specs, list) or len(specs) != 1 or not isinstance(specs[0], dict):
+            raise ConfigError("The file must list exactly one org (this one) under 'orgs:'.")
+        spec = dict(specs[0])
+        if spec.get("slug", org.slug) != org.slug:
+            raise ConfigError(f"orgs[0].slug: this token is for org {org.slug!r}.")
+    elif isinstance(data, dict):
+        spec = dict(data)
+    else:
+        raise ConfigError("The file must be a mapping.")
+    refused = set(spec) - REST_ORG_KEYS
+    if refused:
+        raise ConfigError(
+            f"unknown or not allowed over the API: {', '.join(sorted(map(str, refused)))} "
+            f"(allowed: {', '.join(sorted(REST_ORG_KEYS))})."
+        )
+    _refuse_server_env(spec.get("providers"))
+    spec["slug"] = org.slug
+    with transaction.atomic():
+        last = AuditLog.objects.order_by("-id").values_list("id", flat=True).first() or 0
+        config_apply(actor=actor, data={"orgs": [spec]}, extensions=EXTENSIONS)
+        changes = [
+            {
+                "action": row.action,
+                "target_type": row.target_type,
+                "target": row.target_repr,
+                "changes": row.changes,
+            }
+            for row in AuditLog.objects.filter(id__gt=last, org=org).order_by("id")
+        ]
+        if dry_run:
+            transaction.set_rollback(True)
+    return changes
+
+
+def _refuse_server_env(providers) -> None:
+    """env:NAME reads the server's environment: the operator's apply_config command may, an
+    org admin over the API may not (it would send the server's own secrets to their URL)."""
+    for i, p in enumerate(providers if isinstance(providers, list) else []):
+        if not isinstance(p, dict):
+            continue
+        values = {"api_key": p.get("api_key")}
+        if isinstance(p.get("credentials"), dict):
+            values.update({f"credentials.{k}": v for k, v in p["credentials"].items()})
+        for where, value in values.items():
+            if isinstance(value, str) and value.startswith("env:"):
+                raise ConfigError(
+                    f"providers[{i}].{where}: env: values are not read from the server's "
+                    "environment over the API; send the secret itself (the bonito CLI fills "
+                    "env:NAME from its own environment)."
+                )
+
+
+def _plain(value):
+    """Decimals as text, so money reads back exactly."""
+    from decimal import Decimal
+
+    return str(value) if isinstance(value, Decimal) else value
+
+
+def org_config_export(org) -> dict:
+    """The org's gateway sections in the apply_config format. Provider credentials are
+    never exported: applying the file keeps the stored ones."""
+    from governance.models import Policy, RoutingPolicy
+
+    from .models import Deployment, GatewayConfig
+
+    providers = [
+        {
+            "name": p.name,
+            "kind": p.kind,
+            **({"api_base": p.api_base} if p.api_base else {}),
+            **({"settings": p.settings} if p.settings else {}),
+            "is_active": p.is_active,
+        }
+        for p in ProviderConnection.objects.for_org(org).order_by("name")
+    ]
+    deployments = [
+        {
+            "model": d.model_name,
+            "provider": d.provider.name,
+            "upstream_model": d.upstream_model,
+            **({"region": d.region} if d.region else {}),
+            "weight": d.weight,
+            **({"priority": d.priority} if d.priority is not None else {}),
+            "is_active": d.is_active,
+            **{
+                f: _plain(getattr(d, f))
+                for f in ("input_price_per_mtok", "output_price_per_mtok")
+                if getattr(d, f) is not None
+            },
+        }
+        for d in Deployment.objects.for_org(org)
+        .select_related("provider")
+        .order_by("model_name", "provider__name", "id")
+    ]
+    routing = [
+        {
+            "name": r.name,
+            "strategy": r.strategy,
+            "models": r.model_names,
+            **({"weights": r.weights} if r.weights else {}),
+            "is_active": r.is_active,
+        }
+        for r in RoutingPolicy.objects.for_org(org).order_by("name")
+    ]
+    spec = {"slug": org.slug, "name": org.name}
+    spec["providers"], spec["deployments"], spec["routing_policies"] = (
+        providers,
+        deployments,
+        routing,
+    )
+    policy = Policy.objects.filter(org=org).first()
+    if policy is not None:
+        spec["policy"] = {f: _plain(getattr(policy, f)) for f in governance_services.POLICY_FIELDS}
+    config = GatewayConfig.objects.filter(org=org).first()
+    if config is not None:
+        spec["gateway"] = {f: getattr(config, f) for f in services.GATEWAY_CONFIG_FIELDS}
+    return {"orgs": [spec]}

@@ -1,12 +1,17 @@
 """Management REST API for the gateway: keys, logs, usage, analytics, config, providers,
 deployments and the model catalog. Every write goes through gateway.services (audited)."""
 
+import yaml
 from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
-from rest_framework.exceptions import ValidationError
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from governance.models import RoutingPolicy
+from orgs.config import ConfigError, config_load
 from orgs.models import Team
 from orgs.rest_base import (
     MoneySerializer,
@@ -18,7 +23,7 @@ from orgs.rest_base import (
     actor,
 )
 
-from . import services
+from . import config, services
 from .dataplane import provider_kinds
 from .models import ApiKey, Deployment, GatewayConfig, ModelCatalogEntry, ProviderConnection
 
@@ -86,6 +91,13 @@ class ApiKeySerializer(OrgScopedFields, serializers.ModelSerializer):
         return "active"
 
 
+def _check_may_change(request, key) -> None:
+    if not request.membership.has_role("admin") and key.created_by_id != request.user.id:
+        raise PermissionDenied(
+            "Members can revoke or rotate the keys they created; admins can change any key."
+        )
+
+
 class ApiKeyViewSet(
     OrgView,
     mixins.ListModelMixin,
@@ -125,14 +137,20 @@ class ApiKeyViewSet(
 
     def destroy(self, request, *args, **kwargs):
         key = self.get_object()
-        if not request.membership.has_role("admin") and key.created_by_id != request.user.id:
-            from rest_framework.exceptions import PermissionDenied
-
-            raise PermissionDenied(
-                "Members can revoke the keys they created; admins can revoke any key."
-            )
+        _check_may_change(request, key)
         services.api_key_revoke(actor=actor(request), key=key)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses={201: ApiKeySerializer})
+    @action(detail=True, methods=["post"])
+    def rotate(self, request, *args, **kwargs):
+        """A new key with the same name and limits (raw once, in `api_key`); the old one is
+        revoked at once. Same rule as revoking: members rotate their own keys."""
+        key = self.get_object()
+        _check_may_change(request, key)
+        new, raw = services.api_key_rotate(actor=actor(request), key=key)
+        body = {**self.get_serializer(new).data, "api_key": raw}
+        return Response(body, status=status.HTTP_201_CREATED)
 
 
 class GatewayConfigSerializer(serializers.ModelSerializer):
@@ -202,6 +220,11 @@ class ProviderSerializer(serializers.ModelSerializer):
         return provider.n_active  # the viewset's queryset annotates it
 
 
+class ProviderTestSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    detail = serializers.CharField()
+
+
 class ProviderViewSet(OrgView, viewsets.ModelViewSet):
     """Provider connections. Credentials are write-only: no response ever includes them."""
 
@@ -249,6 +272,13 @@ class ProviderViewSet(OrgView, viewsets.ModelViewSet):
     def destroy(self, request, *args, **kwargs):
         services.provider_delete(actor=actor(request), provider=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses={200: ProviderTestSerializer})
+    @action(detail=True, methods=["post"])
+    def test(self, request, *args, **kwargs):
+        """Send a 1-token request to one of the provider's active deployments (no usage row)."""
+        ok, detail = services.provider_test(provider=self.get_object())
+        return Response({"ok": ok, "detail": detail})
 
 
 class DeploymentSerializer(OrgScopedFields, MoneySerializer):
@@ -357,3 +387,66 @@ class CatalogViewSet(OrgView, viewsets.ReadOnlyModelViewSet):
         if params.get("mode"):
             qs = qs.filter(mode=params["mode"])
         return qs
+
+
+# ------------------------------------------------------------------------------ config file
+class ConfigApplySerializer(serializers.Serializer):
+    yaml = serializers.CharField(
+        trim_whitespace=False,
+        help_text="An apply_config file for this org: its gateway sections (providers, "
+        "deployments, policy, routing_policies, gateway) and teams, at the top level or as "
+        "the only entry of `orgs:`. See docs/config.md.",
+    )
+    dry_run = serializers.BooleanField(default=False, help_text="Report the changes; keep none.")
+
+
+class ConfigChangeSerializer(serializers.Serializer):
+    action = serializers.CharField()
+    target_type = serializers.CharField()
+    target = serializers.CharField()
+    changes = serializers.JSONField()
+
+
+class ConfigApplyResultSerializer(serializers.Serializer):
+    applied = serializers.BooleanField()
+    changes = ConfigChangeSerializer(many=True)
+
+
+class ConfigApplyView(OrgView, APIView):
+    """Apply a config file to this org in one transaction (all of it or none of it), or with
+    `dry_run` only list what it would change. Needs the admin role."""
+
+    @extend_schema(request=ConfigApplySerializer, responses={200: ConfigApplyResultSerializer})
+    def post(self, request):
+        serializer = ConfigApplySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            data = config_load(serializer.validated_data["yaml"])
+        except yaml.YAMLError as exc:
+            raise ValidationError({"yaml": [f"not valid YAML: {exc}"]}) from None
+        dry_run = serializer.validated_data["dry_run"]
+        try:
+            changes = config.org_config_apply(
+                actor=actor(request), org=request.org, data=data, dry_run=dry_run
+            )
+        except ConfigError as exc:
+            raise ValidationError({"yaml": [str(exc)]}) from None
+        return Response({"applied": not dry_run, "changes": changes})
+
+
+class ConfigExportSerializer(serializers.Serializer):
+    yaml = serializers.CharField()
+
+
+class ConfigExportView(OrgView, APIView):
+    """This org's gateway sections as an apply_config file. Provider credentials are never
+    included: applying the file back keeps the stored ones. Needs the admin role."""
+
+    read_role = "admin"
+
+    @extend_schema(responses={200: ConfigExportSerializer})
+    def get(self, request):
+        text = yaml.safe_dump(
+            config.org_config_export(request.org), sort_keys=False, allow_unicode=True
+        )
+        return Response({"yaml": text})

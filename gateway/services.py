@@ -181,6 +181,28 @@ def api_key_revoke(*, actor: Actor, key: ApiKey) -> ApiKey:
     return key
 
 
+@transaction.atomic
+def api_key_rotate(*, actor: Actor, key: ApiKey) -> tuple[ApiKey, str]:
+    """Replace ``key`` with a new one with the same name and limits, and revoke it; returns
+    (new key, raw). Both halves are audited; a revoked key is not rotated."""
+    if key.revoked_at is not None:
+        raise ValidationError("This key is revoked; create a new one instead.")
+    new, raw = api_key_create(
+        actor=actor,
+        org=key.org,
+        name=key.name,
+        allowed_models=key.allowed_models,
+        allowed_providers=key.allowed_providers,
+        team=key.team,
+        rpm_limit=key.rpm_limit,
+        tpm_limit=key.tpm_limit,
+        expires_at=key.expires_at if key.expires_at and key.expires_at > timezone.now() else None,
+        routing_policy=key.routing_policy,
+    )
+    api_key_revoke(actor=actor, key=key)
+    return new, raw
+
+
 def url_check(url: str, field: str) -> None:
     """Refuse a URL Bonito must not call (see docs/security.md): not http(s), credentials
     in it, or a host that is or resolves to a loopback, private, link-local or metadata

@@ -1,7 +1,9 @@
 """Management REST API for teams, members, invitations and personal access tokens."""
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from . import services
 from .models import Invitation, Membership, PersonalAccessToken, Role, Team
@@ -182,3 +184,28 @@ class TokenViewSet(
     def destroy(self, request, *args, **kwargs):
         services.pat_revoke(actor=actor(request), token=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MeSerializer(serializers.Serializer):
+    email = serializers.EmailField()
+    name = serializers.CharField()
+    org = serializers.DictField(child=serializers.CharField(), help_text="slug and name")
+    role = serializers.ChoiceField(choices=Role.choices)
+    auth = serializers.ChoiceField(choices=["token", "session"])
+
+
+class MeView(OrgView, APIView):
+    """Who this token (or session) acts as: the user, the org and the role there."""
+
+    @extend_schema(responses={200: MeSerializer})
+    def get(self, request):
+        org = request.org
+        return Response(
+            {
+                "email": request.user.email,
+                "name": request.user.name,
+                "org": {"slug": org.slug, "name": org.name},
+                "role": request.membership.role,
+                "auth": "token" if isinstance(request.auth, PersonalAccessToken) else "session",
+            }
+        )

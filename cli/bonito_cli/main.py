@@ -1,0 +1,1024 @@
+"""The `bonito` command. Exit codes: 0 ok, 1 failure, 2 usage error, 3 auth error."""
+
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+
+import click
+
+from . import __version__, profiles
+from .client import AUTH, FAILURE, USAGE, Client, CliError
+from .output import err_console, print_json, record, table, write_csv
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@dataclass
+class State:
+    profile_name: str | None = None
+    org: str | None = None
+    url: str | None = None
+    json: bool = False
+    quiet: bool = False
+    _profile: profiles.Profile | None = None
+    _client: Client | None = None
+
+    @property
+    def profile(self) -> profiles.Profile:
+        if self._profile is None:
+            try:
+                self._profile = profiles.resolve(self.profile_name, self.org)
+            except profiles.ProfileError as exc:
+                raise CliError(str(exc), USAGE) from None
+            if self.url:
+                self._profile.url = self.url.rstrip("/")
+        return self._profile
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            if not self.profile.token:
+                raise CliError(
+                    f"Not logged in (profile {self.profile.name!r}): run "
+                    f"`bonito{' --profile ' + self.profile.name if self.profile_name else ''} auth login` "
+                    "or set BONITO_TOKEN.",
+                    AUTH,
+                )
+            self._client = Client(self.profile.url, self.profile.token)
+        return self._client
+
+
+def out_options(f):
+    """--json and --quiet on every command (also accepted before the command name)."""
+
+    def set_json(ctx, _param, value):
+        if value:
+            ctx.find_object(State).json = True
+
+    def set_quiet(ctx, _param, value):
+        if value:
+            ctx.find_object(State).quiet = True
+
+    f = click.option(
+        "--json",
+        "json_",
+        is_flag=True,
+        expose_value=False,
+        callback=set_json,
+        help="Print JSON (the REST API's field names).",
+    )(f)
+    f = click.option(
+        "--quiet",
+        "-q",
+        is_flag=True,
+        expose_value=False,
+        callback=set_quiet,
+        help="Print only ids or secrets, for scripts.",
+    )(f)
+    return f
+
+
+pass_state = click.make_pass_decorator(State, ensure=True)
+
+
+def show(state: State, data, columns: list[str], quiet_field: str = "id") -> None:
+    """A list or one row, as the output flags ask."""
+    if state.json:
+        print_json(data)
+    elif state.quiet:
+        for row in data if isinstance(data, list) else [data]:
+            if row.get(quiet_field) is not None:
+                click.echo(row[quiet_field])
+    elif isinstance(data, list):
+        table(data, columns)
+    else:
+        record(data)
+
+
+def done(state: State, message: str, data=None) -> None:
+    if state.json:
+        print_json(data if data is not None else {"ok": True})
+    elif not state.quiet:
+        click.echo(message)
+
+
+def parse_sets(pairs, file=None) -> dict:
+    """-s field=value (value read as JSON when it is: numbers, true, lists) and -f FILE.json."""
+    body = {}
+    if file is not None:
+        try:
+            body = json.load(file)
+        except ValueError as exc:
+            raise CliError(f"{file.name}: not valid JSON: {exc}", USAGE) from None
+        if not isinstance(body, dict):
+            raise CliError(f"{file.name}: must hold a JSON object.", USAGE)
+    for pair in pairs:
+        if "=" not in pair:
+            raise CliError(f"--set {pair!r}: write field=value.", USAGE)
+        field, value = pair.split("=", 1)
+        try:
+            body[field] = json.loads(value)
+        except ValueError:
+            body[field] = value
+    return body
+
+
+set_option = click.option(
+    "--set",
+    "-s",
+    "sets",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help='A field to send; VALUE is read as JSON when it is one (5, true, ["a","b"]).',
+)
+file_option = click.option(
+    "--file", "-f", type=click.File("r"), help="A JSON object of fields to send."
+)
+
+
+# ------------------------------------------------------------------------------ the root
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, "--version", "-V", prog_name="bonito")
+@click.option("--profile", "-p", envvar="BONITO_PROFILE", help="Which saved server/org to use.")
+@click.option("--org", help="Use the profile logged in to this org (its slug).")
+@click.option("--url", help="Server URL, overriding the profile (env: BONITO_URL).")
+@out_options
+@click.pass_context
+def cli(ctx, profile, org, url):
+    """Manage a Bonito AI gateway and use it, from a terminal or from CI.
+
+    \b
+    Examples:
+      bonito auth login --url https://bonito.example.com
+      bonito keys create --name ci-bot --model gpt-4o-mini --quiet
+      bonito chat "Say hello" --model gpt-4o-mini
+      bonito config apply gateway.yaml --dry-run
+      bonito doctor
+    """
+    state = ctx.ensure_object(State)
+    state.profile_name, state.org, state.url = profile, org, url
+
+
+# ------------------------------------------------------------------------------ auth
+@cli.group(context_settings=CONTEXT)
+def auth():
+    """Log in with a personal access token, see who you are, log out.
+
+    \b
+    Examples:
+      bonito auth login --url https://bonito.example.com --token pat-...
+      BONITO_URL=... BONITO_TOKEN=pat-... bonito auth status
+    """
+
+
+@auth.command(context_settings=CONTEXT)
+@click.option(
+    "--token", envvar="BONITO_TOKEN", help="A personal access token (pat-…); asked for when absent."
+)
+@click.option("--api-key", help="Also keep a bn- key for `bonito chat` and `doctor`.")
+@out_options
+@pass_state
+def login(state, token, api_key):
+    """Check a personal access token against the server and save it (file mode 0600).
+
+    Create the token in the dashboard: Settings → Tokens. The profile is named by
+    --profile (default: "default") and remembers the server, the org and the token.
+
+    \b
+    Examples:
+      bonito auth login --url https://bonito.example.com
+      bonito --profile staging auth login --url https://staging.example.com --token pat-...
+    """
+    if not token:
+        token = click.prompt("Personal access token", hide_input=True).strip()
+    me = Client(state.profile.url, token).get("/api/me")
+    name = state.profile_name or state.profile.name
+    profiles.store(name, url=state.profile.url, token=token, org=me["org"]["slug"], api_key=api_key)
+    done(
+        state,
+        f"Logged in to {state.profile.url} as {me['email']} in {me['org']['slug']} ({me['role']}); "
+        f"saved as profile {name!r} in {profiles.config_file()}.",
+        {"profile": name, "url": state.profile.url, **me},
+    )
+
+
+@auth.command(context_settings=CONTEXT)
+@out_options
+@pass_state
+def status(state):
+    """Who the current token acts as, and where it comes from.
+
+    \b
+    Examples:
+      bonito auth status
+      bonito auth status --json
+    """
+    me = state.client.get("/api/me")
+    data = {
+        "profile": state.profile.name,
+        "url": state.profile.url,
+        "source": state.profile.source,
+        **me,
+    }
+    if state.json:
+        print_json(data)
+    elif state.quiet:
+        click.echo(me["org"]["slug"])
+    else:
+        click.echo(
+            f"{me['email']} in {me['org']['slug']} ({me['role']}) at {state.profile.url} "
+            f"[token from {state.profile.source}, profile {state.profile.name!r}]"
+        )
+
+
+@auth.command(context_settings=CONTEXT)
+@out_options
+@pass_state
+def logout(state):
+    """Forget the profile's saved token (revoke it in the dashboard or with `tokens revoke`).
+
+    \b
+    Examples:
+      bonito auth logout
+      bonito --profile staging auth logout
+    """
+    found = profiles.forget(state.profile.name)
+    done(
+        state,
+        f"Logged out of profile {state.profile.name!r}."
+        if found
+        else "Nothing saved for that profile.",
+        {"profile": state.profile.name, "removed": found},
+    )
+
+
+# ------------------------------------------------------------------------------ resources
+def resource(
+    name,
+    path,
+    columns,
+    *,
+    help,
+    example,
+    ops=("list", "get", "create", "update", "delete"),
+    quiet_field="id",
+    list_filters=(),
+    delete_verb="delete",  # "revoke": the API keeps the row, marked revoked (keys, tokens)
+):
+    """A command group for one REST collection: list/get/create/update/delete as it allows."""
+    group = click.Group(name, help=help + f"\n\n\b\nExamples:\n{example}", context_settings=CONTEXT)
+
+    if "list" in ops:
+
+        @click.option("--limit", type=int, help="At most this many rows.")
+        @out_options
+        @pass_state
+        def list_(state, limit, **filters):
+            show(state, state.client.list(path, limit=limit, **filters), columns, quiet_field)
+
+        for flt in reversed(list_filters):
+            list_ = click.option(f"--{flt}", help=f"Only rows with this {flt}.")(list_)
+        list_.__doc__ = (
+            f"List {name}.\n\n\b\nExamples:\n  bonito {name} list\n  bonito {name} list --json"
+        )
+        group.command("list", context_settings=CONTEXT)(list_)
+
+    if "get" in ops:
+
+        @click.argument("id")
+        @out_options
+        @pass_state
+        def get(state, id):
+            show(state, state.client.get(f"{path}/{id}"), columns, quiet_field)
+
+        get.__doc__ = f"Show one of the {name}.\n\n\b\nExamples:\n  bonito {name} get ID --json"
+        group.command("get", context_settings=CONTEXT)(get)
+
+    if "create" in ops:
+
+        @set_option
+        @file_option
+        @out_options
+        @pass_state
+        def create(state, sets, file):
+            row = state.client.post(path, parse_sets(sets, file))
+            show(state, row, columns, quiet_field)
+
+        create.__doc__ = f"Create one of the {name} from --set fields.\n\n\b\nExamples:\n{example}"
+        group.command("create", context_settings=CONTEXT)(create)
+
+    if "update" in ops:
+
+        @click.argument("id")
+        @set_option
+        @file_option
+        @out_options
+        @pass_state
+        def update(state, id, sets, file):
+            body = parse_sets(sets, file)
+            if not body:
+                raise CliError("Nothing to change: pass --set field=value.", USAGE)
+            show(state, state.client.patch(f"{path}/{id}", body), columns, quiet_field)
+
+        update.__doc__ = f"Change fields of one of the {name}.\n\n\b\nExamples:\n  bonito {name} update ID -s is_active=false"
+        group.command("update", context_settings=CONTEXT)(update)
+
+    if "delete" in ops:
+
+        @click.argument("id")
+        @out_options
+        @pass_state
+        def delete(state, id):
+            state.client.delete(f"{path}/{id}")
+            past = "Revoked" if delete_verb == "revoke" else "Deleted"
+            done(state, f"{past} {id}.", {"id": id, f"{past.lower()}": True})
+
+        delete.__doc__ = (
+            f"{delete_verb.capitalize()} one of the {name}."
+            + (" The gateways refuse it within seconds." if name == "keys" else "")
+            + f"\n\n\b\nExamples:\n  bonito {name} {delete_verb} ID"
+        )
+        group.command(delete_verb, context_settings=CONTEXT)(delete)
+    cli.add_command(group)
+    return group
+
+
+KEY_COLUMNS = [
+    "id",
+    "name",
+    "kind",
+    "key",
+    "status",
+    "allowed_models",
+    "team",
+    "routing_policy",
+    "rpm_limit",
+    "expires_at",
+]
+keys = resource(
+    "keys",
+    "/api/gateway/keys",
+    KEY_COLUMNS,
+    ops=("list", "get", "delete"),
+    delete_verb="revoke",
+    help="API keys (bn- keys; rt- keys route through a routing policy). The secret is shown once.",
+    example="  bonito keys create --name ci-bot --model gpt-4o-mini --quiet\n  bonito keys rotate 12\n  bonito keys revoke 12",
+)
+
+
+@keys.command("create", context_settings=CONTEXT)
+@click.option("--name", required=True, help="What the key is for.")
+@click.option("--model", "models", multiple=True, help="A model it may call (repeat; none: all).")
+@click.option("--provider", "providers", multiple=True, help="A provider it may use (repeat).")
+@click.option("--team", type=int, help="Team id.")
+@click.option("--routing-policy", help="A routing policy's name: makes an rt- key.")
+@click.option("--rpm", type=int, help="Requests per minute.")
+@click.option("--tpm", type=int, help="Tokens per minute.")
+@click.option("--expires", help="Expiry: a date (end of that day, UTC) or an ISO time.")
+@out_options
+@pass_state
+def keys_create(state, name, models, providers, team, routing_policy, rpm, tpm, expires):
+    """Create a key and print its secret, once (--quiet prints only the secret).
+
+    \b
+    Examples:
+      bonito keys create --name ci-bot --model gpt-4o-mini
+      export OPENAI_API_KEY=$(bonito keys create --name job-42 --quiet)
+    """
+    body = {"name": name, "allowed_models": list(models), "allowed_providers": list(providers)}
+    for field, value in (
+        ("team", team),
+        ("routing_policy", routing_policy),
+        ("rpm_limit", rpm),
+        ("tpm_limit", tpm),
+        ("expires_at", expires),
+    ):
+        if value is not None:
+            body[field] = value
+    _print_new_key(state, state.client.post("/api/gateway/keys", body))
+
+
+def show_secret(state, row: dict, field: str) -> None:
+    """A new key or token: all of it (--json), only the secret (--quiet), or the record
+    and then the secret, said to be shown once."""
+    if state.json:
+        print_json(row)
+    elif state.quiet:
+        click.echo(row.get(field) or "")
+    else:
+        record({k: v for k, v in row.items() if k != field})
+        click.echo(f"\nSecret (shown once, store it now): {row.get(field)}")
+
+
+def _print_new_key(state, row):
+    show_secret(state, row, "api_key")
+
+
+@keys.command("rotate", context_settings=CONTEXT)
+@click.argument("id")
+@out_options
+@pass_state
+def keys_rotate(state, id):
+    """Replace a key by a new one with the same name and limits; the old one stops at once.
+
+    \b
+    Examples:
+      bonito keys rotate 12
+      NEW=$(bonito keys rotate 12 --quiet)
+    """
+    _print_new_key(state, state.client.post(f"/api/gateway/keys/{id}/rotate"))
+
+
+providers = resource(
+    "providers",
+    "/api/gateway/providers",
+    ["id", "name", "kind", "api_base", "is_active", "has_credentials", "active_deployments"],
+    help="Provider connections (credentials are write-only).",
+    example='  bonito providers create -s name=openai -s kind=openai -s credentials=\'{"api_key":"sk-..."}\'\n  bonito providers test 3',
+)
+
+
+@providers.command("test", context_settings=CONTEXT)
+@click.argument("id")
+@out_options
+@pass_state
+def providers_test(state, id):
+    """Send a 1-token request to one of the provider's deployments; exit 1 when it fails.
+
+    \b
+    Examples:
+      bonito providers test 3
+    """
+    result = state.client.post(f"/api/gateway/providers/{id}/test")
+    if state.json:
+        print_json(result)
+    elif not state.quiet:
+        click.echo(("ok: " if result["ok"] else "failed: ") + result["detail"])
+    if not result["ok"]:
+        sys.exit(FAILURE)
+
+
+resource(
+    "deployments",
+    "/api/gateway/deployments",
+    [
+        "id",
+        "model_name",
+        "provider",
+        "upstream_model",
+        "region",
+        "weight",
+        "priority",
+        "is_active",
+        "input_price_per_mtok",
+        "output_price_per_mtok",
+    ],
+    help="Deployments: a public model name served by a provider's upstream model.",
+    example="  bonito deployments create -s model_name=gpt-4o-mini -s provider=openai -s upstream_model=gpt-4o-mini",
+    list_filters=("provider",),
+)
+models = resource(
+    "models",
+    "/api/gateway/models",
+    [
+        "name",
+        "provider",
+        "mode",
+        "input_cost_per_token",
+        "output_cost_per_token",
+        "max_input_tokens",
+    ],
+    ops=("list", "get"),
+    quiet_field="name",
+    list_filters=("search", "provider", "mode"),
+    help="The model catalog, with prices per token.",
+    example="  bonito models list --search claude\n  bonito models search gpt-4o\n  bonito models get gpt-4o-mini",
+)
+
+
+@models.command("search", context_settings=CONTEXT)
+@click.argument("term")
+@click.option("--limit", type=int, default=50, show_default=True)
+@out_options
+@pass_state
+def models_search(state, term, limit):
+    """Catalog models whose name contains TERM, with their prices.
+
+    \b
+    Examples:
+      bonito models search sonnet
+    """
+    rows = state.client.list("/api/gateway/models", limit=limit, search=term)
+    show(
+        state,
+        rows,
+        ["name", "provider", "mode", "input_cost_per_token", "output_cost_per_token"],
+        "name",
+    )
+
+
+resource(
+    "routing",
+    "/api/gateway/routing-policies",
+    ["id", "name", "strategy", "models", "weights", "is_active"],
+    help="Routing policies; keys made with --routing-policy (rt- keys) route through them.",
+    example='  bonito routing create -s name=cheap -s strategy=cost -s models=\'["gpt-4o-mini","haiku"]\'',
+)
+resource(
+    "budgets",
+    "/api/gateway/budgets",
+    [
+        "id",
+        "scope",
+        "team",
+        "key",
+        "period",
+        "amount_usd",
+        "spent_usd",
+        "hard",
+        "thresholds",
+        "is_active",
+    ],
+    help="Spending budgets for the org, a team or a key; hard ones refuse requests at 100%.",
+    example="  bonito budgets create -s amount_usd=100.00 -s period=monthly -s hard=true",
+)
+resource(
+    "teams",
+    "/api/gateway/teams",
+    ["id", "name", "description", "created_at"],
+    ops=("list", "get", "create", "delete"),
+    help="Teams.",
+    example="  bonito teams create -s name=research",
+)
+resource(
+    "members",
+    "/api/gateway/members",
+    ["id", "email", "name", "role", "team"],
+    ops=("list", "get", "update", "delete"),
+    help="Members of the org and their roles (invite people from the dashboard).",
+    example="  bonito members update 7 -s role=viewer",
+)
+tokens = resource(
+    "tokens",
+    "/api/tokens",
+    ["id", "name", "token", "created_at", "last_used_at", "revoked_at"],
+    ops=("list", "delete"),
+    delete_verb="revoke",
+    help="Your personal access tokens for this org.",
+    example="  bonito tokens create --name laptop\n  bonito tokens revoke 4",
+)
+
+
+@tokens.command("create", context_settings=CONTEXT)
+@click.option("--name", required=True)
+@out_options
+@pass_state
+def tokens_create(state, name):
+    """Create a personal access token and print it once.
+
+    \b
+    Examples:
+      bonito tokens create --name ci --quiet
+    """
+    show_secret(state, state.client.post("/api/tokens", {"name": name}), "access_token")
+
+
+resource(
+    "audit",
+    "/api/gateway/audit",
+    ["id", "created_at", "actor_label", "action", "target_type", "target_repr"],
+    ops=("list", "get"),
+    list_filters=("action",),
+    help="The org's audit log (admins).",
+    example="  bonito audit list --action api_key.create --limit 20",
+)
+
+
+def settings_group(name, path, help, example):
+    group = click.Group(name, help=help + f"\n\n\b\nExamples:\n{example}", context_settings=CONTEXT)
+
+    @group.command("get", context_settings=CONTEXT)
+    @out_options
+    @pass_state
+    def get(state):
+        """Show the settings."""
+        show(state, state.client.get(path), [])
+
+    @group.command("set", context_settings=CONTEXT)
+    @set_option
+    @file_option
+    @out_options
+    @pass_state
+    def set_(state, sets, file):
+        """Change some of the settings (the others stay)."""
+        body = parse_sets(sets, file)
+        if not body:
+            raise CliError("Nothing to change: pass --set field=value.", USAGE)
+        show(state, state.client.put(path, body), [])
+
+    cli.add_command(group)
+
+
+settings_group(
+    "policies",
+    "/api/gateway/policy",
+    "The org's gateway policy: model/provider allow- and deny-lists, regions, monthly spend cap.",
+    "  bonito policies get\n  bonito policies set -s denied_models='[\"gpt-4\"]' -s monthly_spend_cap_usd=500",
+)
+settings_group(
+    "gateway",
+    "/api/gateway/config",
+    "The org's gateway settings: default strategy, enabled providers, fallback models, limits.",
+    "  bonito gateway set -s default_strategy=cost -s request_timeout_s=60",
+)
+
+
+# ------------------------------------------------------------------------------ usage, analytics, logs
+def range_options(f):
+    for opt, help_ in reversed(
+        [
+            ("--range", "1h, 24h, 7d, 30d or 90d."),
+            ("--since", "Start (ISO time)."),
+            ("--until", "End (ISO time)."),
+            ("--model", "Only this model."),
+            ("--provider", "Only this provider."),
+            ("--key", "Only this key id."),
+            ("--team", "Only this team id."),
+        ]
+    ):
+        f = click.option(opt, help=help_)(f)
+    return f
+
+
+def _filters(kw) -> dict:
+    return {("range" if k == "range_" else k): v for k, v in kw.items() if v is not None}
+
+
+BREAKDOWN = ["name", "requests", "tokens", "cost_usd"]
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--range", "range_", help="1h, 24h, 7d, 30d or 90d (default 24h).")
+@click.option("--since")
+@click.option("--until")
+@click.option("--model")
+@click.option("--provider")
+@click.option("--key")
+@click.option("--team")
+@click.option("--csv", "as_csv", is_flag=True, help="Cost by model as CSV.")
+@out_options
+@pass_state
+def usage(state, as_csv, **kw):
+    """Totals for a time range (requests, tokens, cost) and cost by model.
+
+    \b
+    Examples:
+      bonito usage --range 7d
+      bonito usage --range 30d --json | jq .cost
+      bonito usage --range 30d --csv > usage.csv
+    """
+    data = state.client.get("/api/gateway/usage", **_filters(kw))
+    if as_csv:
+        write_csv(data["by_model"], _columns(data["by_model"], BREAKDOWN))
+    elif state.json:
+        print_json(data)
+    elif state.quiet:
+        click.echo(data.get("cost_usd"))
+    else:
+        record({k: v for k, v in data.items() if k != "by_model"})
+        if data["by_model"]:
+            table(data["by_model"], _columns(data["by_model"], BREAKDOWN), title="By model")
+
+
+def _columns(rows, preferred):
+    seen = list(rows[0]) if rows else preferred
+    return [c for c in preferred if c in seen] + [c for c in seen if c not in preferred]
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--range", "range_", help="1h, 24h, 7d, 30d or 90d (default 7d).")
+@click.option("--since")
+@click.option("--until")
+@click.option("--model")
+@click.option("--provider")
+@click.option("--key")
+@click.option("--team")
+@click.option(
+    "--group-by",
+    type=click.Choice(["model", "provider", "key", "team", "time"]),
+    default="model",
+    show_default=True,
+    help="Which breakdown to print (time: the series).",
+)
+@click.option("--csv", "as_csv", is_flag=True, help="The breakdown as CSV.")
+@out_options
+@pass_state
+def analytics(state, group_by, as_csv, **kw):
+    """Requests, tokens and cost over time or by model/provider/key/team; latency; errors.
+
+    \b
+    Examples:
+      bonito analytics --range 30d --group-by team
+      bonito analytics --group-by time --csv > series.csv
+      bonito analytics --json
+    """
+    data = state.client.get("/api/gateway/analytics", **_filters(kw))
+    rows = data["series"] if group_by == "time" else data[f"by_{group_by}"]
+    if state.json and not as_csv:
+        print_json(data)
+        return
+    columns = _columns(rows, BREAKDOWN)
+    if as_csv:
+        write_csv(rows, columns)
+    elif state.quiet:
+        for row in rows:
+            click.echo(row.get("name", row.get(columns[0])))
+    else:
+        record(
+            {"since": data["since"], "until": data["until"], **data["totals"], **data["latency"]}
+        )
+        table(rows, columns, title=f"By {group_by}")
+
+
+LOG_COLUMNS = [
+    "created_at",
+    "request_id",
+    "status",
+    "http_status",
+    "model_used",
+    "provider",
+    "key_name",
+    "input_tokens",
+    "output_tokens",
+    "cost",
+    "latency_ms",
+]
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--range", "range_", help="1h, 24h, 7d, 30d or 90d (default 30d).")
+@click.option("--since")
+@click.option("--until")
+@click.option("--model")
+@click.option("--provider")
+@click.option("--key")
+@click.option("--team")
+@click.option("--status", type=click.Choice(["success", "error"]))
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--follow", "-F", is_flag=True, help="Keep printing new requests as they finish.")
+@click.option(
+    "--interval",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Seconds between polls with --follow.",
+)
+@out_options
+@pass_state
+def logs(state, limit, follow, interval, **kw):
+    """Request logs, newest first; --follow prints new ones as they come (one JSON line each
+    with --json).
+
+    \b
+    Examples:
+      bonito logs --range 1h --status error
+      bonito logs --follow --model gpt-4o-mini
+      bonito logs --follow --json | jq -c '{model_used, cost}'
+    """
+    params = {**_filters(kw), "ordering": "-created_at"}
+    rows = state.client.list("/api/gateway/logs", limit=limit, **params)
+    if not follow:
+        show(state, rows, LOG_COLUMNS, "request_id")
+        return
+    import time
+
+    seen = {r["id"] for r in rows}
+    for row in reversed(rows):
+        _log_line(state, row)
+    since = rows[0]["created_at"] if rows else None
+    try:
+        while True:
+            time.sleep(interval)
+            fresh = state.client.list(
+                "/api/gateway/logs",
+                limit=500,
+                **{
+                    **params,
+                    **({"since": since, "range": None} if since else {}),
+                    "ordering": "created_at",
+                },
+            )
+            for row in fresh:
+                if row["id"] not in seen:
+                    seen.add(row["id"])
+                    _log_line(state, row)
+                    since = row["created_at"]
+    except KeyboardInterrupt:
+        return
+
+
+def _log_line(state, row):
+    if state.json:
+        click.echo(json.dumps(row, default=str))
+    elif state.quiet:
+        click.echo(row["request_id"])
+    else:
+        click.echo("  ".join(str(row.get(c, "")) for c in LOG_COLUMNS), nl=True)
+        sys.stdout.flush()
+
+
+# ------------------------------------------------------------------------------ config
+@cli.group(context_settings=CONTEXT)
+def config():
+    """Apply or export the org's gateway config (the apply_config YAML format).
+
+    \b
+    Examples:
+      bonito config export > gateway.yaml
+      bonito config apply gateway.yaml --dry-run
+      bonito config apply gateway.yaml
+    """
+
+
+ENV_VALUE = re.compile(r"""(:\s*)(["']?)env:([A-Za-z_][A-Za-z0-9_]*)\2(\s*(#.*)?)$""", re.M)
+
+
+def fill_env(text: str) -> str:
+    """Each `key: env:NAME` value replaced by NAME from this environment (as a quoted YAML
+    string), so secrets stay out of the file; the server reads no environment of its own."""
+
+    def value(match):
+        name = match.group(3)
+        if name not in os.environ:
+            raise CliError(f"the file names env:{name}, which is not set here.", USAGE)
+        return f"{match.group(1)}{json.dumps(os.environ[name])}{match.group(4)}"
+
+    return ENV_VALUE.sub(value, text)
+
+
+@config.command("apply", context_settings=CONTEXT)
+@click.argument("file", type=click.File("r"))
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@out_options
+@pass_state
+def config_apply(state, file, dry_run):
+    """Apply FILE (YAML; - for stdin) to the org: all of it or none of it.
+
+    Keep provider secrets out of the file with `api_key: env:NAME` (a value on its own
+    line): the CLI fills it from its own environment before sending. Exit 1 when the
+    server refuses the file, 2 when a named variable is not set.
+
+    \b
+    Examples:
+      bonito config apply gateway.yaml --dry-run
+      bonito config apply gateway.yaml --quiet
+    """
+    text = fill_env(file.read())
+    result = state.client.post("/api/gateway/config/apply", {"yaml": text, "dry_run": dry_run})
+    if state.json:
+        print_json(result)
+        return
+    if state.quiet:
+        return
+    verb = "Would change" if dry_run else "Changed"
+    if not result["changes"]:
+        click.echo("No changes." if dry_run else "Applied: nothing changed.")
+        return
+    for change in result["changes"]:
+        click.echo(f"{change['action']:<28} {change['target_type']} {change['target']}")
+        diff = change.get("changes") or {}
+        before, after = diff.get("before") or {}, diff.get("after") or {}
+        for field in sorted(set(before) | set(after)):
+            if before.get(field) != after.get(field):
+                click.echo(
+                    f"    {field}: {json.dumps(before.get(field))} -> {json.dumps(after.get(field))}"
+                )
+    click.echo(f"{verb}: {len(result['changes'])} item(s).")
+
+
+@config.command("export", context_settings=CONTEXT)
+@click.option("--output", "-o", type=click.File("w"), default="-", help="Write to this file.")
+@out_options
+@pass_state
+def config_export(state, output):
+    """Print the org's gateway config as YAML (provider secrets are never included).
+
+    \b
+    Examples:
+      bonito config export -o gateway.yaml
+    """
+    data = state.client.get("/api/gateway/config/export")
+    if state.json:
+        print_json(data)
+    else:
+        output.write(data["yaml"])
+
+
+# ------------------------------------------------------------------------------ agent
+@cli.group(context_settings=CONTEXT)
+def agent():
+    """The VPC agent of the org (deployment mode "vpc").
+
+    \b
+    Examples:
+      bonito agent status
+      bonito agent token rotate --quiet
+    """
+
+
+def _org_slug(state) -> str:
+    return state.org or state.profile.org or state.client.get("/api/me")["org"]["slug"]
+
+
+@agent.command("status", context_settings=CONTEXT)
+@out_options
+@pass_state
+def agent_status(state):
+    """The agent's last heartbeat, version and config sync.
+
+    \b
+    Examples:
+      bonito agent status --json
+    """
+    data = state.client.get(f"/api/orgs/{_org_slug(state)}/agent")
+    if state.json:
+        print_json(data)
+    elif state.quiet:
+        click.echo(data.get("status", ""))
+    else:
+        record({k: v for k, v in data.items() if k not in ("agents", "tokens")})
+        for title in ("tokens", "agents"):
+            rows = data.get(title) or []
+            if rows:
+                columns = [c for c in rows[0] if c not in ("providers", "spool", "warnings")]
+                table(rows, columns, title=title.capitalize())
+
+
+@agent.group("token", context_settings=CONTEXT)
+def agent_token():
+    """The agent's org token (bt-)."""
+
+
+@agent_token.command("rotate", context_settings=CONTEXT)
+@out_options
+@pass_state
+def agent_token_rotate(state):
+    """Issue a new bt- token for the agent (shown once); the old one stops working.
+
+    \b
+    Examples:
+      bonito agent token rotate --quiet > agent-token
+    """
+    row = state.client.post(f"/api/orgs/{_org_slug(state)}/agent/token")
+    show_secret(state, row, next((k for k in ("token", "access_token") if k in row), "token"))
+
+
+# ------------------------------------------------------------------------------ chat, doctor, completion
+from .chat import chat  # noqa: E402
+from .completion import completion  # noqa: E402
+from .doctor import doctor  # noqa: E402
+
+cli.add_command(chat)
+cli.add_command(doctor)
+cli.add_command(completion)
+
+
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def main() -> None:
+    """Run the command; a failure is one line on stderr and an exit code, never a traceback."""
+    try:
+        # Without standalone mode, an exit code (ctx.exit, --version) is returned, not raised.
+        code = cli.main(prog_name="bonito", standalone_mode=False)
+    except CliError as exc:
+        err_console.print(f"[red]Error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.code)
+    except NO_ARGS_IS_HELP as exc:  # `bonito keys` alone: its help, not an error
+        click.echo(exc.ctx.get_help() if exc.ctx else "")
+        sys.exit(0)
+    except click.UsageError as exc:
+        exc.show()
+        sys.exit(USAGE)
+    except click.exceptions.Abort:
+        err_console.print("Aborted.")
+        sys.exit(FAILURE)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as exc:  # a bug: one line, the details only with BONITO_DEBUG=1
+        if os.environ.get("BONITO_DEBUG"):
+            raise
+        err_console.print(
+            f"[red]Error:[/red] unexpected {type(exc).__name__}: {exc}", highlight=False
+        )
+        sys.exit(FAILURE)
+    sys.exit(code if isinstance(code, int) else 0)
