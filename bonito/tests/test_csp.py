@@ -16,7 +16,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
 from billing.budgets import budget_save
-from billing.models import UsageRecord
+from billing.models import Notification, UsageRecord
 from bonito.tests.project_files import project_files
 from gateway import services
 from gateway.tests.conftest import ACTOR
@@ -93,7 +93,8 @@ def everything(org_a, alice, bob):
     )
     token, _raw = org_services.pat_create(actor=ACTOR, user=alice, org=org_a, name="cli")
     routing_policy_save(actor=ACTOR, org=org_a, name="cheap", models=["chat"])
-    budget_save(actor=ACTOR, org=org_a, amount_usd=Decimal("10"))
+    budget = budget_save(actor=ACTOR, org=org_a, amount_usd=Decimal("10"))
+    notice = Notification.objects.create(org=org_a, message="a notice")
     record = UsageRecord.objects.create(
         id=uuid.uuid4(),
         org=org_a,
@@ -109,6 +110,8 @@ def everything(org_a, alice, bob):
         "org_slug": org_a.slug,
         "key_id": key.id,
         "record_id": str(record.id),
+        "budget_id": budget.id,
+        "notice_id": notice.id,
         "provider_id": provider.id,
         "membership_id": membership.id,
         "team_id": team.id,
