@@ -308,3 +308,13 @@ async def heartbeat(request, beat: HeartbeatIn):
         return current_version()
 
     return {"ok": True, "config_version": await sync_to_async(save)()}
+
+
+def unknown_path(request, rest: str = ""):
+    """Any other path under /api/agent/: the protocol's JSON error, not Django's HTML 404."""
+    from django.http import JsonResponse
+
+    return JsonResponse(
+        {"detail": f"No agent API endpoint at {request.path[:200]}.", "code": "not_found"},
+        status=404,
+    )

@@ -4,10 +4,11 @@ urls.py; the dashboard's org pages from all of them share /o/<org_slug>/."""
 from django.contrib import admin
 from django.http import HttpResponsePermanentRedirect
 from django.templatetags.static import static
-from django.urls import include, path
+from django.urls import include, path, re_path
 
 from agents import urls as agents_urls
 from agents.api import api as agent_api
+from agents.api import unknown_path as agent_unknown_path
 from billing import urls as billing_urls
 from gateway import urls as gateway_urls
 from orgs import urls as orgs_urls
@@ -28,6 +29,7 @@ urlpatterns = [
     path("api/health", health.health, name="health"),
     path("api/ready", health.ready, name="ready"),
     path("api/agent/", agent_api.urls),  # before /api/: the agent's own (ninja) API
+    re_path(r"^api/agent/(?P<rest>.*)$", agent_unknown_path),
     path("api/", include("bonito.api_urls")),
     path("admin/", admin.site.urls),
     path("", include("orgs.urls")),

@@ -161,3 +161,12 @@ def test_one_orgs_token_never_reads_another_orgs_data(agent_a, agent_b, org_a, o
     doc = agent_b.config().json()
     assert doc["org"] == {"id": org_b.id, "slug": "globex"}
     assert set(doc["snapshot"]["orgs"]) == {str(org_b.id)}
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/agent/nope", "/api/agent/config/extra", "/api/agent/v2/ingest"]
+)
+def test_unknown_agent_paths_are_a_json_404(client, path):
+    response = client.get(path)
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found" and response["Content-Type"] == "application/json"
