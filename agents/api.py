@@ -102,6 +102,14 @@ def _invalid(request, exc):
     return _error(request, 400, "invalid", "The request is not valid.", errors=exc.errors[:50])
 
 
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request, exc):
+    # A body over Django's DATA_UPLOAD_MAX_MEMORY_SIZE (a heartbeat, a config call): the
+    # protocol's 413, not Django's HTML 400.
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return _error(request, 413, "too_large", f"The body exceeds {limit} bytes.")
+
+
 @api.exception_handler(HttpError)
 def _http_error(request, exc):
     return _error(request, exc.status_code, "invalid", str(exc))
@@ -183,10 +191,14 @@ class Provider(Schema):
     last_error: Text | None = Field(None, max_length=300)
 
 
+BIG = 2**63 - 1  # the BigIntegerField columns' top: more is refused (400), never a 500
+YEARS = 100 * 365 * 86400.0  # uptime: finite and sane
+
+
 class Spool(Schema):
-    records: int = Field(0, ge=0)
-    bytes: int = Field(0, ge=0)
-    dropped: int = Field(0, ge=0)
+    records: int = Field(0, ge=0, le=BIG)
+    bytes: int = Field(0, ge=0, le=BIG)
+    dropped: int = Field(0, ge=0, le=BIG)
 
 
 class HeartbeatIn(Schema):
@@ -194,11 +206,11 @@ class HeartbeatIn(Schema):
     hostname: Text = Field("", max_length=255)
     version: Text = Field("", max_length=64)
     started_at: datetime | None = None
-    uptime_s: float = Field(0, ge=0)
-    config_version: int | None = Field(None, ge=0)
-    requests: int = Field(0, ge=0)
-    errors: int = Field(0, ge=0)
-    error_rate: float = Field(0, ge=0, le=1)
+    uptime_s: float = Field(0, ge=0, le=YEARS, allow_inf_nan=False)
+    config_version: int | None = Field(None, ge=0, le=BIG)
+    requests: int = Field(0, ge=0, le=BIG)
+    errors: int = Field(0, ge=0, le=BIG)
+    error_rate: float = Field(0, ge=0, le=1, allow_inf_nan=False)
     providers: list[Provider] = Field(default_factory=list, max_length=200)
     spool: Spool = Field(default_factory=Spool)
     warnings: list[Annotated[Text, Field(max_length=500)]] = Field(

@@ -8,6 +8,7 @@ refuses the whole batch."""
 
 import hashlib
 import json
+import math
 import uuid
 import zlib
 from datetime import UTC, datetime, timedelta
@@ -76,10 +77,17 @@ def decoded_body(raw: bytes, encoding: str) -> bytes:
 
 
 def parsed_batch(data: bytes) -> tuple[uuid.UUID, list]:
+    limit = settings.AGENT_INGEST_MAX_RECORDS
+    # Records are flat objects of a few dozen fields: a body with far more objects or values
+    # than AGENT_INGEST_MAX_RECORDS of them can hold is refused before parsing would build
+    # millions of Python objects (16 MiB of "{}," is 5M dicts, ~400 MB). Generous: braces
+    # and commas inside strings are counted too.
+    if data.count(b"{") > 4 * limit + 16 or data.count(b",") > 64 * (limit + 1):
+        raise AgentError(413, "too_many_records", f"A batch holds at most {limit} records.")
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise AgentError(400, "bad_json", f"The body is not JSON ({exc}).") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise AgentError(400, "bad_json", f"The body is not JSON ({str(exc)[:200]}).") from None
     if not isinstance(doc, dict) or set(doc) - {"batch_id", "records"}:
         raise AgentError(
             400, "invalid", 'The body must be {"batch_id": "<uuid>", "records": [...]}.'
@@ -91,7 +99,6 @@ def parsed_batch(data: bytes) -> tuple[uuid.UUID, list]:
     records = doc.get("records")
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise AgentError(400, "invalid", "records must be a list of objects.")
-    limit = settings.AGENT_INGEST_MAX_RECORDS
     if len(records) > limit:
         raise AgentError(413, "too_many_records", f"A batch holds at most {limit} records.")
     return batch_id, records
@@ -148,13 +155,36 @@ def _record_problem(
     for name, value in record.items():
         if value is None or name in ("id", "org_id", "key_id", "team_id", "created_at"):
             continue
-        kind = FIELDS[name].get_internal_type()
-        if kind == "CharField" and not isinstance(value, str):
-            return f"{name} must be a string"
-        if kind.endswith("IntegerField") and not (_is_int(value) and value >= 0):
-            return f"{name} must be a whole number, not negative"
-        if kind == "DecimalField" and not (_is_number(value) and value == value):
-            return f"{name} must be a number"
+        problem = _value_problem(name, FIELDS[name], value)
+        if problem:
+            return problem
+    return ""
+
+
+# The largest value each integer column holds (PostgreSQL's ranges; SQLite would store
+# more, then overflow in the dashboards' sums).
+INT_MAX = {"PositiveSmallIntegerField": 2**15 - 1, "PositiveIntegerField": 2**31 - 1}
+UNIT_INTERVAL = {"route_score", "feedback_score"}  # scores: 0 to 1
+
+
+def _value_problem(name: str, field, value) -> str:
+    """Why this value cannot go into this column ("" when it can): the type, finite, not
+    negative (a negative cost would lower the org's recorded spend), within the column."""
+    kind = field.get_internal_type()
+    if kind == "CharField":
+        return "" if isinstance(value, str) else f"{name} must be a string"
+    if kind.endswith("IntegerField"):
+        top = INT_MAX.get(kind, 2**63 - 1)
+        if not (_is_int(value) and 0 <= value <= top):
+            return f"{name} must be a whole number from 0 to {top}"
+        return ""
+    if kind in ("DecimalField", "FloatField"):
+        if not (_is_number(value) and math.isfinite(value) and value >= 0):
+            return f"{name} must be a finite number, not negative"
+        if name in UNIT_INTERVAL and value > 1:
+            return f"{name} must be between 0 and 1"
+        if kind == "DecimalField" and value >= 10 ** (field.max_digits - field.decimal_places):
+            return f"{name} must be below {10 ** (field.max_digits - field.decimal_places):,}"
     return ""
 
 
@@ -233,13 +263,21 @@ def _write(org, batch_id, digest: str, records: list) -> dict:
             if row.get("team_id") not in live_teams:
                 row["team_id"] = None
             fresh.append(row)
-    existing = set()
+    existing, taken = set(), set()
     listed = list(ids)
     for start in range(0, len(listed), 500):
-        existing.update(
-            UsageRecord.objects.filter(org=org, id__in=listed[start : start + 500]).values_list(
-                "id", flat=True
-            )
+        for rid, owner in UsageRecord.objects.filter(
+            id__in=listed[start : start + 500]
+        ).values_list("id", "org_id"):
+            (existing if owner == org.id else taken).add(rid)
+    if taken:  # another org's row has this id: never "accepted" and silently not written
+        errors = [
+            {"index": i, "reason": "id is another organization's record"}
+            for i, r in enumerate(records)
+            if uuid.UUID(str(r["id"])) in taken
+        ]
+        raise AgentError(
+            422, "records_refused", f"{len(errors)} record(s) refused; nothing was written.", errors
         )
     fresh = [r for r in fresh if r["id"] not in existing]
     if fresh:

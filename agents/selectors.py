@@ -36,7 +36,8 @@ def config_etag(org_id: int, version: int, facts: dict, rotate_to: str | None) -
 
 
 def _since(value) -> int | None:
-    if value is None or not str(value).isdigit() or len(str(value)) > 18:
+    # ASCII digits only: "²" and "٥" are str.isdigit() too.
+    if value is None or not (str(value).isascii() and str(value).isdigit()) or len(str(value)) > 18:
         return None
     return int(value)
 

@@ -194,7 +194,8 @@ def agent_heartbeat(*, agent: Agent, beat: dict) -> None:
     if previous_at is not None and requests >= previous_requests and now > previous_at:
         agent.request_rate = (requests - previous_requests) / (now - previous_at).total_seconds()
     elif previous_at is None or requests < previous_requests:  # first beat, or a restart
-        agent.request_rate = requests / beat["uptime_s"] if beat["uptime_s"] > 0 else 0.0
+        # Over at least a second: a tiny reported uptime makes no absurd (or infinite) rate.
+        agent.request_rate = requests / max(beat["uptime_s"], 1.0)
     agent.hostname = beat["hostname"]
     agent.version = beat["version"] or agent.version
     agent.started_at = beat["started_at"]

@@ -40,7 +40,8 @@ def _deployment_page(request, new_token: str = "", status: int = 200):
     org = request.org
     org.refresh_from_db()  # an action may just have changed its mode
     state = OrgAgentState.objects.filter(org=org).first()
-    return render(
+    control_plane = request.build_absolute_uri("/").rstrip("/")
+    response = render(
         request,
         "agents/deployment.html",
         {
@@ -49,11 +50,14 @@ def _deployment_page(request, new_token: str = "", status: int = 200):
             "tokens": OrgToken.objects.for_org(org).usable(),
             "new_token": new_token,
             "webhook_set": bool(state and state.alert_webhook_url),
-            "control_plane": request.build_absolute_uri("/").rstrip("/"),
-            "snippets": deploy_snippets(request.build_absolute_uri("/").rstrip("/"), new_token),
+            "control_plane": control_plane,
+            "snippets": deploy_snippets(control_plane, new_token),
         },
         status=status,
     )
+    if new_token:  # shown once: never kept by a browser or proxy cache
+        response["Cache-Control"] = "no-store"
+    return response
 
 
 @org_view(write_role="admin")

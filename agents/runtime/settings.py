@@ -1,5 +1,7 @@
 """The agent's settings: environment variables only, checked once at start."""
 
+import ipaddress
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +100,15 @@ def read_token_file(path: Path) -> str:
         raise SettingsError(f"BONITO_ORG_TOKEN_FILE {path}: {exc.strerror or exc}") from None
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def load(env=None) -> AgentSettings:
     """The settings from the environment; raises SettingsError naming what is wrong."""
     env = dict(os.environ if env is None else env)
@@ -109,6 +120,12 @@ def load(env=None) -> AgentSettings:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SettingsError(f"BONITO_CONTROL_PLANE must be an http(s) URL, not {url!r}")
+    if parts.scheme == "http" and not _loopback(parts.hostname):
+        logging.getLogger("bonito.agent").warning(
+            "BONITO_CONTROL_PLANE is plain http to %s: the org token and the key-hash secret "
+            "cross the network unencrypted; use https",
+            parts.hostname,
+        )
     token_file = Path(env["BONITO_ORG_TOKEN_FILE"]) if env.get("BONITO_ORG_TOKEN_FILE") else None
     token = env.get("BONITO_ORG_TOKEN", "").strip()
     if token_file is not None:

@@ -218,8 +218,13 @@ class ConfigSync:
             )
             return "refused" if response.status_code in (401, 403) else "unreachable"
         try:
-            self.take(response.json())
-        except (ValueError, KeyError, TypeError) as exc:
+            document = response.json()
+            if not isinstance(document, dict):
+                raise TypeError(
+                    f"the config answer is a JSON {type(document).__name__}, not an object"
+                )
+            self.take(document)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             # A delta that does not fit (a gap), or a document this agent cannot read: ask
             # for the whole config next time.
             log.error(
@@ -309,6 +314,8 @@ class ConfigSync:
                     self._next_heartbeat = time.monotonic() + self.heartbeat_s
             except Exception:
                 log.exception("agent sync step failed")  # the thread must live on
+                # Whatever failed is not retried in a tight loop: the next pull waits its turn.
+                self._next_pull = max(self._next_pull, time.monotonic() + self.poll_s)
             wait = min(self._next_pull, self._next_heartbeat or self._next_pull) - time.monotonic()
             self._wake.wait(max(0.05, min(wait, 1.0)))
             self._wake.clear()

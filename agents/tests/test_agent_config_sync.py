@@ -146,3 +146,12 @@ def test_a_delta_of_another_org_never_lands_on_this_orgs_config(setup):
     assert agent.sync.pull() == "updated"
     snap = agent.gateway.snapshots.current
     assert set(snap.orgs) == {2} and set(snap.keys) == {"h2"}
+
+
+@pytest.mark.parametrize("answer", [[1, 2, 3], "a string", 42, None, {"schema": 1}])
+def test_an_answer_that_is_not_a_config_document_is_a_retry_not_a_crash(setup, answer):
+    fake, agent = setup
+    fake.answers = [lambda since: _full(1, 5, "h1"), lambda since: answer]
+    assert agent.sync.pull() == "updated"
+    assert agent.sync.pull() == "retry"  # logged; the next pull asks for the full config
+    assert agent.gateway.snapshots.current.version == 5  # still serving what it had

@@ -158,3 +158,9 @@ def test_an_async_client_gets_the_same_answers(token_a, org_a):
     agent = AgentClient(token_a)
     r = async_to_sync(AsyncClient().get)("/api/agent/config", headers=agent.headers())
     assert r.status_code == 200 and r.json()["org"]["id"] == org_a.id
+
+
+@pytest.mark.parametrize("since", ["%C2%B2", "%D9%A5", "-1", "1e3", "9" * 30])
+def test_a_since_that_is_not_a_plain_version_gets_the_full_document(agent_a, since):
+    r = agent_a.config(since=since)
+    assert r.status_code == 200 and r.json()["full"] is True

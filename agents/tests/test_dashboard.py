@@ -187,3 +187,8 @@ def test_the_django_admin_lists_agents_read_only(admin_client, agent_a):
         admin_client.post(f"/admin/agents/agent/{agent.pk}/delete/", {"post": "yes"}).status_code
         == 403
     )
+
+
+def test_the_page_showing_a_new_token_is_never_cached(alice_client, org_a):
+    r = alice_client.post("/o/acme/settings/deployment/", {"action": "enable"})
+    assert r.status_code == 201 and r["Cache-Control"] == "no-store"

@@ -61,6 +61,13 @@ def test_a_heartbeat_is_stored(agent_a, org_a):
         {"warnings": ["x" * 501]},
         {"providers": [{"name": "oai\x00", "kind": "openai", "healthy": True}]},
         {"providers": [{"name": "oai", "healthy": True, "last_error": "\x00"}]},
+        # Numbers the columns or JSON cannot hold: a 400, never a 500 later on a list.
+        {"uptime_s": float("inf")},
+        {"uptime_s": float("nan")},
+        {"error_rate": float("nan")},
+        {"requests": 2**70},
+        {"config_version": 2**63},
+        {"spool": {"records": 2**64, "bytes": 0, "dropped": 0}},
     ],
 )
 def test_a_malformed_heartbeat_is_400(agent_a, bad):
@@ -164,3 +171,20 @@ def test_agents_long_gone_and_old_ingest_batches_are_forgotten(agent_a, org_a, c
     IngestBatch.objects.update(created_at=timezone.now() - timedelta(days=9))
     check()
     assert not Agent.objects.exists() and not IngestBatch.objects.exists()
+
+
+def test_a_tiny_uptime_makes_no_absurd_rate_and_the_lists_still_answer(agent_a, org_a, alice):
+    from django.test import Client
+
+    assert agent_a.heartbeat(uptime_s=1e-300, requests=10**18).status_code == 200
+    agent = Agent.objects.get(org=org_a)
+    assert agent.request_rate == 10**18  # over at least a second, never infinite
+    client = Client()
+    client.force_login(alice)
+    assert client.get(f"/api/orgs/{org_a.slug}/agent").status_code == 200
+
+
+def test_an_oversized_heartbeat_is_a_json_413(agent_a, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    r = agent_a.heartbeat(warnings=["x" * 400] * 40)
+    assert r.status_code == 413 and r.json()["code"] == "too_large"

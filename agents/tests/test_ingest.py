@@ -172,6 +172,20 @@ def test_a_small_clock_skew_is_accepted(agent_a, key_a):
         {"cost": "free"},
         {"model_requested": ["a", "list"]},
         {"key_id": True},
+        # Money and ranges: a negative cost would lower the org's recorded spend; values
+        # beyond a column would overflow the dashboards' sums.
+        {"cost": -999999.0},
+        {"cost": -0.01},
+        {"cost": float("nan")},
+        {"cost": float("inf")},
+        {"cost": 1e10},
+        {"cost_top_tier": -1},
+        {"input_tokens": 2**70},
+        {"output_tokens": 2**31},
+        {"http_status": 70000},
+        {"feedback_score": 5.0},
+        {"route_score": 1e308},
+        {"latency_ms": 1.5},
     ],
 )
 def test_a_record_with_a_wrong_value_is_refused_naming_it(agent_a, key_a, over):
@@ -264,3 +278,30 @@ def test_a_record_of_a_key_deleted_since_is_kept_without_it(agent_a, org_a, key_
     rows = UsageRecord.objects.filter(org=org_a)
     assert list(rows.values_list("key_id", flat=True)) == [None, None]
     assert sum(rows.values_list("cost", flat=True)) == Decimal("0.75") + Decimal("0.00123")
+
+
+def test_a_deeply_nested_body_is_400_not_500(agent_a):
+    body = gzip.compress(b"[" * 200_000 + b"]" * 200_000)
+    r = agent_a.ingest_raw(body)
+    assert r.status_code in (400, 413) and r.json()["code"] in ("bad_json", "too_many_records")
+    r = agent_a.ingest_raw(
+        gzip.compress(b'{"batch_id": "x", "records": ' + b"[" * 50_000 + b"]" * 50_000 + b"}")
+    )
+    assert r.status_code == 400 and r.json()["code"] == "bad_json"
+
+
+def test_millions_of_tiny_objects_are_refused_before_parsing(agent_a):
+    body = b'{"batch_id": "%s", "records": [' % str(uuid.uuid4()).encode()
+    body += b",".join([b"{}"] * 2_000_000) + b"]}"
+    r = agent_a.ingest_raw(gzip.compress(body))  # ~20 KB compressed
+    assert r.status_code == 413 and r.json()["code"] == "too_many_records"
+
+
+def test_a_record_id_of_another_org_is_refused_not_reported_accepted(
+    agent_a, agent_b, key_a, key_b
+):
+    mine = record(key_a)
+    assert agent_a.ingest([mine]).json()["accepted"] == 1
+    r = agent_b.ingest([record(key_b), record(key_b, id=mine["id"])])
+    assert r.status_code == 422 and [e["index"] for e in r.json()["errors"]] == [1]
+    assert UsageRecord.objects.count() == 1
