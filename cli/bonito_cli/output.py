@@ -44,10 +44,23 @@ def record(row: dict) -> None:
         console.print(f"[bold]{key.ljust(width)}[/bold]  {cell(value)}", highlight=False)
 
 
+# A cell a spreadsheet would run as a formula (a key or model name typed by someone else
+# starting with = + - @, a tab or a line break) is prefixed with a single quote, as the
+# server's own CSV downloads do (OWASP's rule); numbers stay numbers.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def csv_cell(value) -> str:
+    text = cell(value)
+    if not isinstance(value, int | float) and text.startswith(FORMULA_STARTS):
+        return "'" + text
+    return text
+
+
 def write_csv(rows: list[dict], columns: list[str]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({c: cell(row.get(c)) for c in columns})
+        writer.writerow({c: csv_cell(row.get(c)) for c in columns})
     sys.stdout.write(buffer.getvalue())
