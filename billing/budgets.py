@@ -82,7 +82,7 @@ def budget_blocks(now: datetime, org_ids=None) -> dict[int, dict[str, Block]]:
     spent_of = budget_spends(budgets, now, org_ids)
     blocked: dict[int, dict[str, Block]] = {}
     for budget in budgets:
-        start, end = period_bounds(budget, now)
+        _start, end = period_bounds(budget, now)
         spent = spent_of[budget.id]
         if spent < budget.amount_usd:
             continue
@@ -189,8 +189,11 @@ def hard_budgets_reached(records: list[dict]) -> None:
                 continue
             mark = (budget.id, period_bounds(budget, now)[0], budget.amount_usd)
             if mark not in _watch["bumped"]:
-                budget_check(budget=budget, now=now)
-                config_version_bump(ORG_ONLY, org_id=budget.org_id)
+                fired = budget_check(budget=budget, now=now)
+                # budget_check bumps the config when it fires the 100% alert; a budget
+                # raised and spent again this period has that alert already.
+                if not any(alert.threshold >= 100 for alert in fired):
+                    config_version_bump(ORG_ONLY, org_id=budget.org_id)
                 _watch["bumped"].add(mark)
 
 
