@@ -37,12 +37,8 @@ def period_bounds(budget: Budget, now: datetime) -> tuple[datetime, datetime]:
 def budget_spent(budget: Budget, now: datetime) -> Decimal:
     """What the budget's org, team or key has spent so far this period."""
     start, _end = period_bounds(budget, now)
-    spent = spend_by_org(
-        start,
-        org_id=budget.org_id,
-        team_id=budget.team_id if budget.scope == Budget.Scope.TEAM else None,
-        key_id=budget.key_id if budget.scope == Budget.Scope.KEY else None,
-    )
+    narrowed = budget.narrowed_by
+    spent = spend_by_org(start, org_id=budget.org_id, **dict([narrowed] if narrowed else []))
     return spent.get(budget.org_id, Decimal(0))
 
 
@@ -55,11 +51,8 @@ def budget_spends(budgets, now: datetime, org_ids=None) -> dict[int, Decimal]:
         start, _end = period_bounds(budget, now)
         if (start, budget.scope) not in spends:
             spends[(start, budget.scope)] = spend_grouped(start, by=budget.scope, org_ids=org_ids)
-        group = {
-            "org": (budget.org_id,),
-            "team": (budget.org_id, budget.team_id),
-            "key": (budget.org_id, budget.key_id),
-        }[budget.scope]
+        narrowed = budget.narrowed_by
+        group = (budget.org_id,) + ((narrowed[1],) if narrowed else ())
         out[budget.id] = spends[(start, budget.scope)].get(group, Decimal(0))
     return out
 
@@ -86,9 +79,8 @@ def budget_blocks(now: datetime, org_ids=None) -> dict[int, dict[str, Block]]:
         spent = spent_of[budget.id]
         if spent < budget.amount_usd:
             continue
-        scope = {"org": "org", "team": f"team:{budget.team_id}", "key": f"key:{budget.key_id}"}[
-            budget.scope
-        ]
+        narrowed = budget.narrowed_by
+        scope = f"{budget.scope}:{narrowed[1]}" if narrowed else "org"
         blocked.setdefault(budget.org_id, {})[scope] = Block(
             reason=f"The {budget.get_period_display().lower()} budget of ${budget.amount_usd:,.2f} for {budget_target(budget)} "
             f"is spent (${spent:,.2f}). Requests are refused until {end:%Y-%m-%d %H:%M} UTC or until an admin "
@@ -166,8 +158,7 @@ def hard_budgets_reached(records: list[dict]) -> None:
     now = timezone.now()
     for org_id in {r["org_id"] for r in spending} & _watch["by_org"].keys():
         for budget in _watch["by_org"][org_id]:
-            field = {"team": "team_id", "key": "key_id"}.get(budget.scope)
-            wanted = budget.team_id if budget.scope == Budget.Scope.TEAM else budget.key_id
+            field, wanted = budget.narrowed_by or (None, None)
             cost = sum(
                 Decimal(str(r["cost"]))
                 for r in spending

@@ -211,6 +211,16 @@ class Budget(models.Model):
     def levels(self) -> list[int]:
         return sorted(set(self.thresholds or [50, 80, 100]))
 
+    @property
+    def narrowed_by(self) -> tuple[str, int] | None:
+        """The usage column and id this budget's spend is narrowed to within its org:
+        ("team_id", its team) or ("key_id", its key); None for an org budget."""
+        if self.scope == self.Scope.TEAM:
+            return "team_id", self.team_id
+        if self.scope == self.Scope.KEY:
+            return "key_id", self.key_id
+        return None
+
 
 class BudgetAlert(models.Model):
     """One row per threshold crossed per period: what makes an alert fire exactly once."""
