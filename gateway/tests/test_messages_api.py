@@ -630,3 +630,30 @@ def test_every_request_is_exactly_one_row(claude, mode):
     assert sum(r.output_tokens for r in rows) == sum(outputs) == 20 * 5
     assert sorted({r.endpoint for r in rows}) == ["count_tokens", "messages"]
     assert len({r.id for r in rows}) == 30
+
+
+def test_auto_is_smart_routed(claude):
+    from gateway.tests.test_smart_routing import EASY, HARD, _between, _tiers
+
+    _tiers(claude)
+    services.gateway_config_set(
+        actor=ACTOR,
+        org=claude.org,
+        smart_tiers=["smart-lite", "smart-pro"],
+        smart={"thresholds": [_between()]},
+    )
+    refresh_snapshot()
+    c = client(claude)
+    used = []
+    for text in (EASY, HARD):
+        response = c.messages.with_raw_response.create(
+            model="auto", max_tokens=10, messages=[{"role": "user", "content": text}]
+        )
+        assert response.parse().content[0].text.startswith("word0")
+        used.append(response.headers["x-bonito-model-used"])
+    assert used == ["smart-lite", "smart-pro"]
+    rows = usage_rows(claude.org)
+    assert [(r.endpoint, r.model_requested, r.route_tier) for r in rows] == [
+        ("messages", "auto", "smart-lite"),
+        ("messages", "auto", "smart-pro"),
+    ]
