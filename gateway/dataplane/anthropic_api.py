@@ -124,6 +124,8 @@ def _content(where, content, *, required=True) -> None:
     if content is None:
         raise _bad(f"{where}: Field required.", where, "missing_required_parameter")
     _expect(isinstance(content, list), where, "a string or an array of content blocks", content)
+    if required and not content:
+        raise _bad(f"{where}: at least one content block is required.", where)
     for i, block in enumerate(content):
         _block(f"{where}.{i}", block)
 
@@ -346,6 +348,10 @@ def _message_id() -> str:
     return "msg_" + uuid.uuid4().hex[:24]
 
 
+def _str(value) -> str:
+    return value if isinstance(value, str) else ""
+
+
 def _tool_input(arguments) -> dict:
     try:
         value = orjson.loads(arguments) if arguments else {}
@@ -362,7 +368,7 @@ def _anthropic_usage(usage) -> dict:
     cached = cached if type(cached) is int and cached > 0 else 0
     prompt = usage.get("prompt_tokens") if type(usage.get("prompt_tokens")) is int else 0
     output = usage.get("completion_tokens") if type(usage.get("completion_tokens")) is int else 0
-    out = {"input_tokens": max(0, prompt - cached), "output_tokens": output}
+    out = {"input_tokens": max(0, prompt - cached), "output_tokens": max(0, output)}
     if cached:
         out["cache_read_input_tokens"] = cached
     return out
@@ -377,18 +383,21 @@ def message_from_chat(data: dict, model: str) -> dict:
     content = []
     if isinstance(message.get("content"), str) and message["content"]:
         content.append({"type": "text", "text": message["content"]})
-    for call in message.get("tool_calls") or ():
-        function = call.get("function") or {} if isinstance(call, dict) else {}
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
+        if not isinstance(call, dict):
+            continue
+        function = call.get("function") if isinstance(call.get("function"), dict) else {}
         content.append(
             {
                 "type": "tool_use",
-                "id": call.get("id") or "toolu_" + uuid.uuid4().hex[:24],
-                "name": function.get("name") or "",
+                "id": _str(call.get("id")) or "toolu_" + uuid.uuid4().hex[:24],
+                "name": _str(function.get("name")),
                 "input": _tool_input(function.get("arguments")),
             }
         )
     finish = choice.get("finish_reason") if isinstance(choice, dict) else None
-    stop = STOP_REASONS.get(finish, "end_turn")
+    stop = STOP_REASONS.get(_str(finish), "end_turn")
     if stop == "end_turn" and any(b["type"] == "tool_use" for b in content):
         stop = "tool_use"
     return {
@@ -399,7 +408,7 @@ def message_from_chat(data: dict, model: str) -> dict:
         "content": content,
         "stop_reason": stop,
         "stop_sequence": None,
-        "usage": _anthropic_usage(data.get("usage")),
+        "usage": _anthropic_usage(data.get("usage") if isinstance(data, dict) else None),
     }
 
 
@@ -460,7 +469,8 @@ class ChatStreamTranslator:
             return out
         if isinstance(chunk.get("usage"), dict):
             self.usage = chunk["usage"]
-        for choice in chunk.get("choices") or ():
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
@@ -474,17 +484,18 @@ class ChatStreamTranslator:
                 out.append(
                     event({"type": "content_block_delta", "index": self.index, "delta": delta_ev})
                 )
-            for call in delta.get("tool_calls") or ():
+            calls = delta.get("tool_calls")
+            for call in calls if isinstance(calls, list) else ():
                 if not isinstance(call, dict):
                     continue
                 self.answered = True
-                n = call.get("index", 0)
+                n = call.get("index", 0) if type(call.get("index", 0)) is int else 0
                 function = call.get("function") if isinstance(call.get("function"), dict) else {}
                 if n not in self.tools:
                     block = {
                         "type": "tool_use",
-                        "id": call.get("id") or "toolu_" + uuid.uuid4().hex[:24],
-                        "name": function.get("name") or "",
+                        "id": _str(call.get("id")) or "toolu_" + uuid.uuid4().hex[:24],
+                        "name": _str(function.get("name")),
                         "input": {},
                     }
                     self.tools[n] = self._open(out, block, ("tool", n))
@@ -502,7 +513,7 @@ class ChatStreamTranslator:
                     )
             if choice.get("finish_reason"):
                 self.answered = True
-                self.stop = STOP_REASONS.get(choice["finish_reason"], "end_turn")
+                self.stop = STOP_REASONS.get(_str(choice["finish_reason"]), "end_turn")
         return out
 
     def finish(self) -> list:
