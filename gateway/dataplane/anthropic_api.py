@@ -772,15 +772,16 @@ def attempt(upstreams, body: dict, chat: dict, problems: list, headers, stream: 
             events = _translated_events(chunks, translator)
         # Hold the events until one carries output: a stream that fails or ends before
         # any is this deployment's failure, and the next one may be tried.
-        held = []
+        held, began = [], False
         try:
             async for batch in events:
                 for _raw, ev in batch:
-                    failed = _error_event(ev, dep)
+                    failed = None if began else _error_event(ev, dep)
                     if failed is not None:
                         raise failed
-                held.extend(batch)
-                if any(_carries_output(ev) for _raw, ev in batch):
+                    began = began or _carries_output(ev)
+                held.extend(batch)  # (an error after output: the relay sends and records it)
+                if began:
                     return events, held
         except StreamBroken as exc:
             await events.aclose()

@@ -92,6 +92,9 @@ def test_a_message(claude, mode, model):
     if model == "claude":
         assert upstream["endpoint"] == "messages"
         assert upstream["headers"]["x-api-key"] == "sk-ant-fake-upstream-credential"
+        if mode == "passthrough":
+            version = client(claude).default_headers["anthropic-version"]
+            assert upstream["headers"]["anthropic-version"] == version  # the client's
         assert upstream["body"]["max_tokens"] == 100
     else:
         assert upstream["endpoint"] == "chat"
@@ -657,3 +660,79 @@ def test_auto_is_smart_routed(claude):
         ("messages", "auto", "smart-lite"),
         ("messages", "auto", "smart-pro"),
     ]
+
+
+def _anthropic_sse(*events) -> bytes:
+    return b"".join(
+        b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n" for e in events
+    )
+
+
+START = {
+    "type": "message_start",
+    "message": {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "m",
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 11, "output_tokens": 1},
+    },
+}
+TEXT_START = {
+    "type": "content_block_start",
+    "index": 0,
+    "content_block": {"type": "text", "text": ""},
+}
+OVERLOADED = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+
+
+def test_an_error_event_after_the_answer_began_ends_the_stream(claude):
+    delta = {
+        "type": "content_block_delta",
+        "index": 0,
+        "delta": {"type": "text_delta", "text": "Hel"},
+    }
+    claude.fake.behaviours[UPSTREAM["claude"]] = Behaviour(
+        raw_response=("text/event-stream", _anthropic_sse(START, TEXT_START, delta, OVERLOADED))
+    )
+    with httpx.stream(
+        "POST",
+        claude.url + "/v1/messages",
+        json={"model": "claude", "max_tokens": 10, "messages": HI, "stream": True},
+        headers={"x-api-key": claude.raw},
+        timeout=20,
+    ) as response:
+        assert response.status_code == 200
+        lines = list(response.iter_lines())
+    assert [x for x in lines if x.startswith("event:")][-1] == "event: error"
+    assert '"overloaded_error"' in lines[lines.index("event: error") + 1]
+    [row] = usage_rows(claude.org)
+    assert (row.status, row.http_status, row.error_type) == ("error", 502, "stream_error")
+    assert row.input_tokens == 11 and row.output_tokens >= 1
+
+
+def test_an_error_event_before_any_output_fails_over(claude):
+    services.gateway_config_set(actor=ACTOR, org=claude.org, fallback_models=["chat-small"])
+    refresh_snapshot()
+    claude.fake.behaviours[UPSTREAM["claude"]] = Behaviour(
+        raw_response=("text/event-stream", _anthropic_sse(START, OVERLOADED))
+    )
+    with client(claude).messages.stream(model="claude", max_tokens=10, messages=HI) as stream:
+        assert "".join(stream.text_stream) == "word0 word1 word2 word3 word4"
+    [row] = usage_rows(claude.org)
+    assert (row.status, row.model_used) == ("success", "chat-small")
+
+
+def test_the_clients_beta_header_reaches_anthropic(claude):
+    client(claude).messages.create(
+        model="claude",
+        max_tokens=10,
+        messages=HI,
+        extra_headers={"anthropic-beta": "prompt-caching-2024-07-31"},
+    )
+    assert sent(claude)["headers"]["anthropic-beta"] == "prompt-caching-2024-07-31"
+    client(claude).messages.create(model="chat-small", max_tokens=10, messages=HI)
+    assert "anthropic-beta" not in sent(claude)["headers"]  # a translated call has none
