@@ -31,6 +31,20 @@ CHAT = {
     "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
 }
 STREAM = {**CHAT, "model": "bench-stream", "stream": True}
+# The Messages API (/v1/messages): to an Anthropic deployment (passed through) and to the
+# OpenAI-shaped one (translated to a chat completion and back).
+MESSAGES = {**CHAT, "model": "bench-claude", "max_tokens": 64}
+MESSAGES_TRANSLATED = {**MESSAGES, "model": "bench-chat"}
+ANTHROPIC_MESSAGE = {
+    "id": "msg_bench",
+    "type": "message",
+    "role": "assistant",
+    "model": "claude-bench",
+    "content": [{"type": "text", "text": "Hello! How can I help you today?"}],
+    "stop_reason": "end_turn",
+    "stop_sequence": None,
+    "usage": {"input_tokens": 14, "output_tokens": 9},
+}
 COMPLETION = {
     "id": "chatcmpl-bench",
     "object": "chat.completion",
@@ -100,6 +114,7 @@ http {{
     listen 127.0.0.1:{port};
     location = /json/v1/chat/completions {{ default_type application/json; return 200 '{json}'; }}
     location = /sse/v1/chat/completions {{ default_type text/event-stream; return 200 "{sse}"; }}
+    location = /anth/v1/messages {{ default_type application/json; return 200 '{anthropic}'; }}
   }}
 }}
 """
@@ -300,6 +315,7 @@ def start_upstream(procs: "Procs", tmp: Path) -> int:
             port=up_port,
             json=json.dumps(COMPLETION),
             sse=sse_body().replace('"', '\\"'),
+            anthropic=json.dumps(ANTHROPIC_MESSAGE),
         )
     )
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -391,11 +407,13 @@ orgs:
     providers:
       - {{name: nginx, kind: openai_compatible, api_base: "http://127.0.0.1:{port}/json/v1", api_key: bench-upstream-key}}
       - {{name: nginx-sse, kind: openai_compatible, api_base: "http://127.0.0.1:{port}/sse/v1", api_key: bench-upstream-key}}
+      - {{name: nginx-anthropic, kind: anthropic, api_base: "http://127.0.0.1:{port}/anth", api_key: bench-upstream-key}}
     deployments:
       - {{model: bench-chat, provider: nginx, upstream_model: gpt-4o-mini}}
       - {{model: bench-stream, provider: nginx-sse, upstream_model: gpt-4o-mini}}
+      - {{model: bench-claude, provider: nginx-anthropic, upstream_model: claude-bench}}
     policy:
-      allowed_models: [bench-chat, bench-stream]
+      allowed_models: [bench-chat, bench-stream, bench-claude]
       monthly_spend_cap_usd: 1000000000
 """
 
@@ -548,6 +566,13 @@ def main():
             c1 = wrk(url, k, body, 1, secs, threads=1)
             c32 = wrk(url, k, body, 32, secs)
             results["targets"][name] = {"c1": c1, "c32": c32}
+        if not args.memory_only:
+            results["messages"] = bench_messages(
+                f"http://127.0.0.1:{up_port}/anth/v1/messages",
+                f"http://127.0.0.1:{port}/v1/messages",
+                key,
+                secs,
+            )
         bonito_max = results["targets"].get("bonito", {}).get("c32", {}).get("rps", 0)
         rate = 0.6 * bonito_max
         results["fixed_rate_rps"] = round(rate, 1)
@@ -645,6 +670,23 @@ def main():
     return results
 
 
+def bench_messages(upstream_url: str, bonito_url: str, key: str, secs: int) -> dict:
+    """/v1/messages at c=1: the Anthropic-shaped upstream alone, Bonito passing it through,
+    and Bonito translating it for the OpenAI-shaped upstream (its own baseline is the chat
+    upstream's, measured above)."""
+    out = {}
+    for name, url, body in (
+        ("upstream", upstream_url, {**MESSAGES, "model": "claude-bench"}),
+        ("passthrough", bonito_url, MESSAGES),
+        ("translated", bonito_url, MESSAGES_TRANSLATED),
+    ):
+        wrk(url, key, body, 2, 1)  # warm-up
+        out[name] = wrk(url, key, body, 1, secs, threads=1)
+        if out[name]["failed"]:
+            sys.exit(f"/v1/messages ({name}): {out[name]['failed']} requests failed")
+    return out
+
+
 def table(r: dict) -> str:
     t = r["targets"]
     up = t["upstream"]
@@ -673,6 +715,33 @@ def table(r: dict) -> str:
     rows.append(
         ("cold start to first /v1 answer", lambda n: f"{r.get(n + '_cold_start_s', 'n/a')} s")
     )
+    m = r.get("messages")
+    if m:
+        # Bonito only (the LiteLLM proxy's own /v1/messages is not measured here).
+        def messages_added(path, n):
+            if n != "bonito":
+                return "not measured"
+            base = m["upstream"] if path == "passthrough" else up["c1"]
+            return f"{m[path]['p50_ms'] - base['p50_ms']:.2f} ms"
+
+        rows.append(
+            (
+                "Messages API added latency p50, c=1 (passed through to Anthropic)",
+                lambda n: messages_added("passthrough", n),
+            )
+        )
+        rows.append(
+            (
+                "Messages API added latency p50, c=1 (translated to chat completions)",
+                lambda n: messages_added("translated", n),
+            )
+        )
+        extra_cells = {
+            len(rows) - 2: f"{m['upstream']['p50_ms']:.2f} ms",
+            len(rows) - 1: f"{up['c1']['p50_ms']:.2f} ms",
+        }
+    else:
+        extra_cells = {}
     lines = [
         "| | " + " | ".join(names) + " | upstream alone |",
         "|---|" + "---|" * (len(names) + 1),
@@ -683,6 +752,7 @@ def table(r: dict) -> str:
         2: f"{up['c32']['rps']:.0f}",
         3: f"{up['fixed']['p99_ms']:.2f} ms",
         4: f"{up['ttft']['p50_ms']:.2f} ms",
+        **extra_cells,
     }
     for i, (label, cell) in enumerate(rows):
         lines.append(

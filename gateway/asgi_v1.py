@@ -19,6 +19,8 @@ ROUTES = {
     "/v1/embeddings": "embeddings",
     "/v1/models": "models",
     "/v1/feedback": "feedback",  # Bonito's own: the app's rating of a request (smart routing)
+    "/v1/messages": "messages",  # Anthropic's Messages API (gateway/dataplane/anthropic_api.py)
+    "/v1/messages/count_tokens": "count_tokens",
 }
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin")]
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from . import errors, keys_check, routing, smart, tokens
+from . import anthropic_api, errors, keys_check, routing, smart, tokens
 from .errors import GatewayError
 from .limits import Bucket, Limiter, SpendReservation, org_prefix
 from .snapshot import DeploymentInfo, KeyInfo, OrgInfo, SmartPolicy, Snapshot
@@ -125,6 +125,8 @@ class Gateway:
                 out = await self._feedback(ctx, req)
                 self._record(ctx, "success", 200)
                 return out
+            if req.endpoint == "count_tokens":
+                return await self._count_tokens(ctx, req)
             return await self._proxy(ctx, req)
         except GatewayError as exc:
             self._record(
@@ -274,7 +276,12 @@ class Gateway:
     async def _proxy(self, ctx: Ctx, req: Incoming) -> Outgoing:
         if req.too_large:
             raise errors.too_large(self.max_body_bytes)
-        body = parse_body(req.body, req.endpoint)
+        if req.endpoint == "messages":  # Anthropic's: routed, limited and billed as its chat
+            anthropic = anthropic_api.parse_request(req.body, req.endpoint)
+            body, problems = anthropic_api.to_chat(anthropic)
+            body["model"] = anthropic["model"]
+        else:
+            body = parse_body(req.body, req.endpoint)
         ctx.model_requested = body["model"]
         if ctx.org.blocked:
             _refuse_if_budget_spent(ctx.key, ctx.org)
@@ -336,6 +343,10 @@ class Gateway:
                 "include_usage": True,
             }
         try:
+            if req.endpoint == "messages":
+                return await self._messages(
+                    ctx, req, anthropic, problems, candidates, upstream_body, stream, spend, verdict
+                )
             if stream:
                 return await self._stream(
                     ctx,
@@ -618,6 +629,97 @@ class Gateway:
             if not recorded:  # the client went away (cancelled), or something unexpected broke
                 await account("error", 499, "client_disconnected")
 
+    # ------------------------------------------------------------------ Anthropic Messages
+    async def _messages(
+        self, ctx, req, anthropic, problems, candidates, chat, stream, spend, verdict
+    ) -> Outgoing:
+        """POST /v1/messages past its limits: Anthropic deployments get the request as
+        sent, the others its chat translation (anthropic_api); billed as chat is."""
+        attempt = anthropic_api.attempt(
+            self.upstreams, anthropic, chat, problems, req.headers, stream
+        )
+        result = await self._attempts(ctx, candidates, attempt)
+
+        def settle(usage, text: str, status: str, http_status: int, error_type=""):
+            counts = anthropic_api.usage_counts(usage)
+            if counts is None:  # no usable usage reported: count what was sent and answered
+                counts = (anthropic_api.count_input(chat, anthropic), tokens.count_tokens(text), 0)
+            cost = ctx.dep.cost(counts[0], counts[1])
+            if spend is not None:
+                self.limiter.settle(spend, cost, verdict.backend)
+            self._record(
+                ctx,
+                status,
+                http_status,
+                error_type,
+                input_tokens=counts[0],
+                output_tokens=counts[1],
+                cached_tokens=counts[2],
+                cost=cost,
+            )
+            return counts, cost
+
+        if not stream:
+            message = result
+            counts, cost = settle(
+                message.get("usage"), anthropic_api.output_text(message), "success", 200
+            )
+            if anthropic_api.usage_counts(message.get("usage")) is None:
+                message["usage"] = {"input_tokens": counts[0], "output_tokens": counts[1]}
+            headers = self._headers(ctx, {"Content-Type": "application/json"})
+            return Outgoing(200, orjson.dumps(message), headers, cost=cost)
+        events, held = result
+        ctx.ttft_ms = int((time.perf_counter() - ctx.t0) * 1000)
+        headers = self._headers(
+            ctx,
+            {
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            },
+        )
+        out = Outgoing(200, b"", headers)
+        seen = anthropic_api.StreamSeen()
+
+        async def account(status, http_status, error_type=""):
+            _counts, out.cost = settle(
+                seen.reported(), seen.text(), status, http_status, error_type
+            )
+
+        out.stream = anthropic_api.relay(events, held, seen, account)
+        return out
+
+    async def _count_tokens(self, ctx: Ctx, req: Incoming) -> Outgoing:
+        """POST /v1/messages/count_tokens: Anthropic's own count when the model's first
+        deployment is Anthropic's, ours otherwise; one zero-cost row."""
+        if req.too_large:
+            raise errors.too_large(self.max_body_bytes)
+        body = anthropic_api.parse_request(req.body, req.endpoint)
+        ctx.model_requested = body["model"]
+        chat, _problems = anthropic_api.to_chat(body)
+        policy = self._smart_policy(ctx, body, "chat")
+        if policy is not None:
+            candidates = await self._smart_candidates(ctx, policy, chat)
+        else:
+            candidates = self._candidates(ctx, body["model"])
+        ctx.dep, ctx.model_used = candidates[0], candidates[0].model
+        count = None
+        if anthropic_api.is_native(self.upstreams, ctx.dep):
+            started = time.perf_counter()
+            try:
+                count = await anthropic_api.native_count(
+                    self.upstreams, ctx.dep, body, req.headers, ctx.org.timeout_s
+                )
+            except UpstreamError as exc:
+                raise _passthrough_error(exc) from exc
+            finally:
+                ctx.upstream_s += time.perf_counter() - started
+        if count is None:
+            count = anthropic_api.count_input(chat, body)
+        self._record(ctx, "success", 200, input_tokens=count)
+        headers = self._headers(ctx, {"Content-Type": "application/json"})
+        return Outgoing(200, orjson.dumps({"input_tokens": count}), headers, cost=0.0)
+
     # ------------------------------------------------------------------ feedback
     async def _feedback(self, ctx: Ctx, req: Incoming) -> Outgoing:
         """POST /v1/feedback {"request_id", "score" 0-1 | "thumbs" "up"/"down"}: the app's
@@ -687,6 +789,9 @@ class Gateway:
 
     def _error_response(self, ctx: Ctx, exc: GatewayError) -> Outgoing:
         headers = self._headers(ctx, {"Content-Type": "application/json", **exc.headers})
+        if ctx.endpoint in anthropic_api.ENDPOINTS:
+            body = anthropic_api.error_body(exc, ctx.request_id)
+            return Outgoing(exc.status, orjson.dumps(body), headers)
         return Outgoing(exc.status, orjson.dumps(exc.body()), headers)
 
     def _record(
@@ -798,7 +903,8 @@ def _bearer(headers) -> str | None:
     auth = headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip()
-    return headers.get("api-key") or None  # Azure-style clients
+    # Azure-style clients; Anthropic's (x-api-key)
+    return headers.get("api-key") or headers.get("x-api-key") or None
 
 
 def _count(value) -> int:

@@ -234,6 +234,137 @@ class FakeUpstream:
             raise
         return resp
 
+    # ---------------------------------------------------------------- Anthropic's API
+    async def _anthropic(self, request: web.Request, endpoint: str):
+        """/v1/messages (and its count_tokens) in Anthropic's shape: its errors, its
+        message, its event stream (`event:` lines, usage in message_start/message_delta)."""
+        body = await request.json()
+        self.requests.append(
+            {
+                "endpoint": endpoint,
+                "body": body,
+                "headers": dict(request.headers),
+                "query": request.query_string,
+            }
+        )
+        model = body.get("model", "")
+        b = self.behaviour(model)
+        if b.hang:
+            await asyncio.sleep(3600)
+        if b.latency:
+            await asyncio.sleep(b.latency)
+        if b.status != 200 and (b.fail_times is None or b.fail_times > 0):
+            if b.fail_times is not None:
+                b.fail_times -= 1
+            kinds = {
+                400: "invalid_request_error",
+                401: "authentication_error",
+                404: "not_found_error",
+                429: "rate_limit_error",
+                529: "overloaded_error",
+            }
+            error = {"type": kinds.get(b.status, "api_error"), "message": b.error_message}
+            headers = {"Retry-After": b.retry_after} if b.retry_after else {}
+            return web.json_response(
+                {"type": "error", "error": error}, status=b.status, headers=headers
+            )
+        if endpoint == "count_tokens":
+            return web.json_response({"input_tokens": 13})
+        if b.raw_response is not None:
+            return web.Response(status=200, content_type=b.raw_response[0], body=b.raw_response[1])
+        words = [f"word{i}" for i in range(b.stream_chunks)]
+        tools = body.get("tools")
+        tool_name = tools[0].get("name", "tool") if isinstance(tools, list) and tools else None
+        usage = {"input_tokens": 11, "output_tokens": len(words)}
+        if b.cached_tokens is not None:
+            usage["cache_read_input_tokens"] = b.cached_tokens
+        if body.get("stream"):
+            return await self._anthropic_stream(request, body, b, words, usage, tool_name)
+        if tool_name:
+            content = [
+                {"type": "tool_use", "id": "toolu_1", "name": tool_name, "input": {"city": "Paris"}}
+            ]
+        else:
+            content = [{"type": "text", "text": " ".join(words)}]
+        payload = {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": content,
+            "stop_reason": "tool_use" if tool_name else "end_turn",
+            "stop_sequence": None,
+        }
+        if b.report_usage:
+            payload["usage"] = usage
+        return web.json_response(payload)
+
+    async def _anthropic_stream(self, request, body, b: Behaviour, words, usage, tool_name):
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+
+        async def send(data):
+            await resp.write(f"event: {data['type']}\ndata: {json.dumps(data)}\n\n".encode())
+
+        start_usage = {
+            "input_tokens": usage["input_tokens"] if b.report_usage else 0,
+            "output_tokens": 1 if b.report_usage else 0,
+        }
+        message = {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": start_usage,
+        }
+        try:
+            await send({"type": "message_start", "message": message})
+            await send({"type": "ping"})
+            if tool_name:
+                block = {"type": "tool_use", "id": "toolu_1", "name": tool_name, "input": {}}
+                pieces = ['{"city": ', '"Paris"}']
+                delta = "input_json_delta", "partial_json"
+            else:
+                block = {"type": "text", "text": ""}
+                pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
+                delta = "text_delta", "text"
+            await send({"type": "content_block_start", "index": 0, "content_block": block})
+            for i, piece in enumerate(pieces):
+                if b.reset_after_chunks is not None and i >= b.reset_after_chunks:
+                    request.transport.close()  # a mid-stream connection reset
+                    return resp
+                await send(
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": delta[0], delta[1]: piece},
+                    }
+                )
+                if b.chunk_delay:
+                    await asyncio.sleep(b.chunk_delay)
+            await send({"type": "content_block_stop", "index": 0})
+            end_usage = {"output_tokens": usage["output_tokens"] if b.report_usage else 0}
+            if b.report_usage and "cache_read_input_tokens" in usage:
+                end_usage["cache_read_input_tokens"] = usage["cache_read_input_tokens"]
+            await send(
+                {
+                    "type": "message_delta",
+                    "delta": {
+                        "stop_reason": "tool_use" if tool_name else "end_turn",
+                        "stop_sequence": None,
+                    },
+                    "usage": end_usage,
+                }
+            )
+            await send({"type": "message_stop"})
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.cancelled_streams += 1
+            raise
+        return resp
+
     async def _hook(self, request: web.Request):
         self.hook_attempts += 1
         if self.hook_fail_times > 0:
@@ -247,6 +378,10 @@ class FakeUpstream:
         app.router.add_post("/v1/chat/completions", lambda r: self._handle(r, "chat"))
         app.router.add_post("/v1/completions", lambda r: self._handle(r, "completions"))
         app.router.add_post("/v1/embeddings", lambda r: self._handle(r, "embeddings"))
+        app.router.add_post("/v1/messages", lambda r: self._anthropic(r, "messages"))
+        app.router.add_post(
+            "/v1/messages/count_tokens", lambda r: self._anthropic(r, "count_tokens")
+        )
         app.router.add_post("/hooks", self._hook)
         return app
 
