@@ -15,7 +15,6 @@ from orgs.models import AuditLog
 pytestmark = pytest.mark.django_db
 
 
-
 @pytest.fixture
 def platform_admin(db):
     from conftest import PASSWORD, SETUP
