@@ -11,7 +11,6 @@ from bonito.urls import DASHBOARD_APPS
 from orgs import services
 from orgs.models import AuditLog
 
-
 pytestmark = pytest.mark.django_db
 
 
