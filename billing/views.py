@@ -211,6 +211,7 @@ def usage_csv(request):
         filename=f"bonito-usage-{request.org.slug}-{since:%Y%m%d%H%M}-{until:%Y%m%d%H%M}.csv",
         header=[c.replace("__name", "") for c in columns],
         rows=qs.values_list(*columns).iterator(chunk_size=2000),
+        request=request,
     )
 
 
@@ -226,7 +227,10 @@ def usage_statement(request):
     rows = [[line[c] for c in columns] for line in lines]
     rows.append(["TOTAL", "", sum(line["requests"] for line in lines), "", "", total])
     return csv_response(
-        filename=f"bonito-statement-{request.org.slug}-{start:%Y-%m}.csv", header=columns, rows=rows
+        filename=f"bonito-statement-{request.org.slug}-{start:%Y-%m}.csv",
+        header=columns,
+        rows=rows,
+        request=request,
     )
 
 
