@@ -38,6 +38,7 @@ _MOMENT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ].*)?", re.ASCII | re.DOTAL
 _MONTH = re.compile(r"([0-9]{4})-([0-9]{2})", re.ASCII)
 _ID = re.compile(r"[0-9]{1,19}", re.ASCII)
 MAX_ID = 2**63 - 1  # the largest id a 64-bit column holds
+REQUEST_ID_MAX = 128  # UsageRecord.request_id's length
 
 
 def _moment(value: str, name: str) -> datetime:
@@ -109,7 +110,16 @@ def _clean(org, params) -> dict:
     source = params.get("source") or None
     if source is not None and source not in SOURCES:
         raise ValidationError({"source": f"Use one of {', '.join(sorted(SOURCES))}."})
+    request_id = _text(params, "request_id")
+    if request_id is not None and len(request_id) > REQUEST_ID_MAX:
+        raise ValidationError(
+            {
+                "request_id": f"is {len(request_id)} characters long; request ids have at most "
+                f"{REQUEST_ID_MAX}."
+            }
+        )
     return {
+        "request_id": request_id.strip() if request_id else None,
         "model": _text(params, "model"),
         "provider": _text(params, "provider"),
         "key": _id(org, params, "key", ApiKey),
@@ -145,6 +155,9 @@ def _by_dimensions(qs, filters, used: str):
 
 def _filtered(org, filters):
     qs = _by_dimensions(UsageRecord.objects.for_org(org), filters, used="model_used")
+    if filters.get("request_id"):
+        # Exact: the (org_id, request_id) index finds it (a substring match would scan).
+        qs = qs.filter(request_id=filters["request_id"])
     if filters["status"]:
         qs = qs.filter(status=filters["status"])
     if filters["source"]:
@@ -270,7 +283,9 @@ class UsageQuery:
         found = dict(model.objects.for_org(self.org).filter(pk__in=ids).values_list("pk", "name"))
         return {i: found.get(i) for i in ids}
 
-    def breakdown(self, dimension: str, limit: int = 20) -> list[dict]:
+    def breakdown(self, dimension: str, limit: int = 20, with_value: bool = False) -> list[dict]:
+        """The top groups by cost; ``with_value`` adds each group's filter value (a key or
+        team id, a model or provider name) for the dashboard's links to the logs."""
         index = list(_DIMENSIONS).index(dimension)
         groups: dict = {}
         for combo, measures in self._combos.items():
@@ -283,6 +298,7 @@ class UsageQuery:
                 "requests": g["requests"],
                 "tokens": g["input_tokens"] + g["output_tokens"],
                 "cost_usd": _usd(g["cost"]),
+                **({"value": value} if with_value else {}),
             }
             for value, g in rows
         ]
@@ -395,7 +411,7 @@ def usage_query(org, params, default_range="24h") -> UsageQuery:
     lo = _hour_up(since)
     hi = min(_hour_down(until), mark) if mark else lo
     # Rollups count neither each status nor each source: those filters read raw rows.
-    if filters["status"] or filters["source"] or hi <= lo:
+    if filters["status"] or filters["source"] or filters["request_id"] or hi <= lo:
         return UsageQuery(
             org,
             since,

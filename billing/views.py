@@ -100,8 +100,9 @@ def logs(request):
             "since": since,
             "until": until,
             "query": params.urlencode(),
-            "keys": ApiKey.objects.for_org(request.org).only("id", "name"),
-            "teams": Team.objects.for_org(request.org),
+            "log_filters": True,
+            "keys": ApiKey.objects.for_org(request.org).only("id", "name").order_by("name", "id"),
+            "teams": Team.objects.for_org(request.org).only("id", "name"),
             "statuses": UsageRecord.Status.choices,
         },
         status=400 if error else 200,
@@ -123,6 +124,9 @@ def log_detail(request, record_id):
 def usage(request):
     query, error = _filters(request, selectors.usage_query)
     analytics = query.analytics()
+    for dimension in ("model", "provider", "key", "team"):
+        # With each group's filter value: the rows link to the logs filtered by it.
+        analytics[f"by_{dimension}"] = query.breakdown(dimension, with_value=True)
     since, until = query.since, query.until
     params = request.GET.copy()
     return render(
@@ -207,6 +211,7 @@ def usage_csv(request):
         filename=f"bonito-usage-{request.org.slug}-{since:%Y%m%d%H%M}-{until:%Y%m%d%H%M}.csv",
         header=[c.replace("__name", "") for c in columns],
         rows=qs.values_list(*columns).iterator(chunk_size=2000),
+        request=request,
     )
 
 
@@ -222,7 +227,10 @@ def usage_statement(request):
     rows = [[line[c] for c in columns] for line in lines]
     rows.append(["TOTAL", "", sum(line["requests"] for line in lines), "", "", total])
     return csv_response(
-        filename=f"bonito-statement-{request.org.slug}-{start:%Y-%m}.csv", header=columns, rows=rows
+        filename=f"bonito-statement-{request.org.slug}-{start:%Y-%m}.csv",
+        header=columns,
+        rows=rows,
+        request=request,
     )
 
 

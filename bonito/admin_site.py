@@ -4,7 +4,7 @@ base every ModelAdmin that writes uses, so the write goes through a service)."""
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
 
 
 class AdminLoginForm(AdminAuthenticationForm):
@@ -22,6 +22,30 @@ class BonitoAdminSite(admin.AdminSite):
     site_title = "Bonito admin"
     index_title = "Platform"
     index_template = "admin/bonito_index.html"
+
+    def get_app_list(self, request, app_label=None):
+        """The apps, and first a Platform section with the System page, so the System page
+        is in the admin's navigation (the sidebar on every page), not only on the index."""
+        apps = super().get_app_list(request, app_label)
+        if app_label is not None:
+            return apps
+        url = reverse("admin:system", current_app=self.name)
+        system = {
+            "name": "System",
+            "object_name": "System",
+            "admin_url": url,
+            "add_url": None,
+            "view_only": True,
+            "perms": {"add": False, "change": False, "delete": False, "view": True},
+        }
+        platform = {
+            "name": "Platform",
+            "app_label": "platform",
+            "app_url": url,
+            "has_module_perms": True,
+            "models": [system],
+        }
+        return [platform, *apps]
 
     def get_urls(self):
         return [

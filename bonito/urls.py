@@ -11,11 +11,12 @@ from agents.api import api as agent_api
 from agents.api import unknown_path as agent_unknown_path
 from billing import urls as billing_urls
 from gateway import urls as gateway_urls
+from governance import urls as governance_urls
 from orgs import urls as orgs_urls
 
 from . import health
 
-DASHBOARD_APPS = (orgs_urls, gateway_urls, billing_urls, agents_urls)
+DASHBOARD_APPS = (orgs_urls, gateway_urls, governance_urls, billing_urls, agents_urls)
 
 
 def favicon(request):

@@ -369,7 +369,8 @@ class CatalogSerializer(serializers.ModelSerializer):
 
 
 class CatalogViewSet(OrgView, viewsets.ReadOnlyModelViewSet):
-    """The model catalog (LiteLLM's price map). Filters: search, provider, mode."""
+    """The model catalog (LiteLLM's price map). Filters: search (name or provider),
+    provider, mode, served=1 (only the models this org's deployments call)."""
 
     serializer_class = CatalogSerializer
     lookup_field = "name"
@@ -378,15 +379,9 @@ class CatalogViewSet(OrgView, viewsets.ReadOnlyModelViewSet):
     queryset = ModelCatalogEntry.objects.none()  # for the OpenAPI schema; requests use org_queryset
 
     def org_queryset(self):
-        qs = ModelCatalogEntry.objects.all()
-        params = self.request.query_params
-        if params.get("search"):
-            qs = qs.filter(name__icontains=params["search"])
-        if params.get("provider"):
-            qs = qs.filter(provider=params["provider"])
-        if params.get("mode"):
-            qs = qs.filter(mode=params["mode"])
-        return qs
+        from .selectors import catalog_entries  # the dashboard's Models page reads the same
+
+        return catalog_entries(self.request.query_params, org=self.request.org)
 
 
 # ------------------------------------------------------------------------------ config file

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import playground, views
+from . import catalog_views, playground, views
 
 # Pages under /o/<org_slug>/ and their places in the navigation (see orgs/urls.py).
 org_urlpatterns = [
@@ -14,6 +14,7 @@ org_urlpatterns = [
     path("providers/<int:provider_id>/test/", views.provider_test, name="provider_test"),
     path("playground/", playground.playground, name="playground"),
     path("playground/stream/", playground.playground_stream, name="playground-stream"),
+    path("models/", catalog_views.catalog, name="catalog"),
 ]
 nav = [
     (20, "keys", "Keys"),
@@ -21,4 +22,5 @@ nav = [
     (60, "routing", "Routing"),
     (70, "providers", "Providers"),
     (80, "playground", "Playground"),
+    (75, "catalog", "Models"),
 ]

@@ -22,6 +22,9 @@ class Policy(models.Model):
 
     objects = OrgScopedQuerySet.as_manager()
 
+    class Meta:
+        verbose_name_plural = "policies"
+
     def __str__(self):
         return f"policy of {self.org}"
 
@@ -60,6 +63,7 @@ class RoutingPolicy(models.Model):
 
     class Meta:
         ordering = ["name"]
+        verbose_name_plural = "routing policies"
         constraints = [
             models.UniqueConstraint(fields=["org", "name"], name="routing_policy_unique_name")
         ]

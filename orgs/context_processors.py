@@ -18,4 +18,6 @@ def dashboard(request):
         "current_membership": membership,
         "can_manage": bool(membership and membership.has_role("admin")),
         "can_use": bool(membership and membership.has_role("member")),
+        # A platform admin viewing the org read-only (orgs.view_as): the banner.
+        "viewing_as": bool(membership and getattr(membership, "view_as", False)),
     }

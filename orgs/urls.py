@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from . import sso_views, views
+from . import sso_views, view_as_views, views
 from .forms import LoginForm
 
 # Pages under /o/<org_slug>/ (bonito/urls.py mounts every app's), and their places in the
@@ -56,4 +56,6 @@ urlpatterns = [
     ),
     path("orgs/", views.org_switcher, name="org_switcher"),
     path("invite/<str:token>/", views.invitation_accept, name="invitation_accept"),
+    path("view-as/stop/", view_as_views.stop, name="view_as_stop"),
+    path("view-as/<slug:org_slug>/start/", view_as_views.start, name="view_as_start"),
 ]

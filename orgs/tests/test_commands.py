@@ -35,19 +35,54 @@ def test_create_user_reads_the_password_from_the_environment(monkeypatch, org_a)
 
 def test_demo_is_idempotent_and_prints_json(settings):
     first = json.loads(_call("demo", "--json", "--force"))
+    user = User.objects.get(email=first["admin_email"])
+    password_hash, audit_rows = user.password, AuditLog.objects.count()
     second = json.loads(_call("demo", "--json", "--force"))
-    assert set(first) == {"org", "admin_email", "admin_password", "api_key", "base_url"}
+    assert set(first) == {
+        "org",
+        "admin_email",
+        "admin_password",
+        "api_key",
+        "api_key_masked",
+        "base_url",
+    }
     assert first["org"] == second["org"] == "demo"
-    assert first["api_key"] != second["api_key"]
     assert first["api_key"].startswith("bn-")
     assert first["base_url"].endswith("/v1")
+    # A second run changes nothing: no new key (the first is kept, not shown again), the
+    # same password hash (an open browser stays signed in), no audit row.
+    assert second["api_key"] is None and second["api_key_masked"] == first["api_key_masked"]
+    assert ApiKey.objects.filter(name="demo key").count() == 1
+    user.refresh_from_db()
+    assert user.password == password_hash
+    assert AuditLog.objects.count() == audit_rows
     assert Organization.objects.filter(slug="demo").count() == 1
-    user = User.objects.get(email=first["admin_email"])
     assert user.is_staff and user.is_superuser and user.check_password(first["admin_password"])
     assert Membership.objects.get(user=user).role == "admin"
-    # Each raw key matches a stored hash (raw keys are never stored).
-    assert any(k.matches(second["api_key"]) for k in ApiKey.objects.all())
-    assert not ApiKey.objects.filter(key_hash=second["api_key"]).exists()
+    # The raw key matches its stored hash (raw keys are never stored).
+    assert any(k.matches(first["api_key"]) for k in ApiKey.objects.all())
+    assert not ApiKey.objects.filter(key_hash=first["api_key"]).exists()
+
+
+def test_demo_new_key_replaces_the_demo_key(settings):
+    first = json.loads(_call("demo", "--json", "--force"))
+    text = _call("demo", "--force")
+    assert first["api_key"] not in text and first["api_key_masked"] in text and "--new-key" in text
+    third = json.loads(_call("demo", "--json", "--force", "--new-key"))
+    assert third["api_key"].startswith("bn-") and third["api_key"] != first["api_key"]
+    active = ApiKey.objects.active().filter(name="demo key")
+    assert [k.matches(third["api_key"]) for k in active] == [True]
+
+
+def test_demo_restores_a_changed_password_and_lost_staff(settings):
+    first = json.loads(_call("demo", "--json", "--force"))
+    user = User.objects.get(email=first["admin_email"])
+    user.set_password("something-else-entirely")
+    user.is_superuser = False
+    user.save()
+    _call("demo", "--force")
+    user.refresh_from_db()
+    assert user.check_password(first["admin_password"]) and user.is_superuser
 
 
 def test_demo_refuses_other_databases_without_force(monkeypatch):

@@ -16,11 +16,17 @@ DEMO_PASSWORD = os.environ.get("BONITO_DEMO_PASSWORD", "bonito-demo-password")
 
 
 class Command(BaseCommand):
-    help = "Create (idempotently) the demo org and admin, and print a fresh bn- key."
+    help = (
+        "Create (idempotently) the demo org, admin and demo key. A later run changes nothing: "
+        "it keeps the password and the key (shown once, when made); --new-key replaces the key."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", help="print one JSON line")
         parser.add_argument("--force", action="store_true", help="allow a non-SQLite database")
+        parser.add_argument(
+            "--new-key", action="store_true", help="revoke the demo key and print a new one"
+        )
 
     def handle(self, *args, **opts):
         if connection.vendor != "sqlite" and not opts["force"]:
@@ -35,15 +41,23 @@ class Command(BaseCommand):
                 user = services.user_create(
                     actor=actor, email=DEMO_EMAIL, password=DEMO_PASSWORD, name="Demo Admin"
                 )
-            user.set_password(DEMO_PASSWORD)
-            user.is_staff = user.is_superuser = True
-            user.save()
+            # Only what differs is saved: a new password hash (even of the same password)
+            # would sign out every open browser of the demo admin.
+            changed = []
+            if not user.check_password(DEMO_PASSWORD):
+                user.set_password(DEMO_PASSWORD)
+                changed.append("password")
+            if not (user.is_staff and user.is_superuser):
+                user.is_staff = user.is_superuser = True
+                changed += ["is_staff", "is_superuser"]
+            if changed:
+                user.save(update_fields=changed)
             org = Organization.objects.filter(slug=DEMO_SLUG).first()
             if org is None:
                 org = services.org_create(actor=actor, name="Demo Org", slug=DEMO_SLUG, tier="pro")
             if not Membership.objects.filter(org=org, user=user, role=Role.ADMIN).exists():
                 services.membership_add(actor=actor, org=org, user=user, role=Role.ADMIN)
-            raw_key = demo_gateway_setup(actor=actor, org=org)
+            raw_key, key = demo_gateway_setup(actor=actor, org=org, new_key=opts["new_key"])
         base_url = f"{settings.PUBLIC_BASE_URL}/v1"
         if opts["json"]:
             self.stdout.write(
@@ -52,7 +66,8 @@ class Command(BaseCommand):
                         "org": org.slug,
                         "admin_email": DEMO_EMAIL,
                         "admin_password": DEMO_PASSWORD,
-                        "api_key": raw_key,
+                        "api_key": raw_key,  # None: the demo key made earlier is kept
+                        "api_key_masked": key.masked,
                         "base_url": base_url,
                     }
                 )
@@ -64,5 +79,10 @@ class Command(BaseCommand):
             f"  Dashboard:      {root}/  (sign in as {DEMO_EMAIL} / {DEMO_PASSWORD})\n"
             f"  Platform admin: {root}/admin/\n"
             f"  Gateway:        {base_url}\n"
-            f"  API key:        {raw_key}\n"
+            + (
+                f"  API key:        {raw_key}\n"
+                if raw_key
+                else f"  API key:        the demo key made earlier ({key.masked}; shown once). "
+                "`manage.py demo --new-key` replaces it.\n"
+            )
         )
