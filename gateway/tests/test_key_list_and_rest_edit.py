@@ -3,7 +3,6 @@ editing and rotating keys over REST with the dashboard's role rules."""
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import pytest
 from django.db import connection
