@@ -33,6 +33,7 @@ FIELDS = (
     "latency_ms",
     "request_id",
     "key_id",
+    "team_id",
 )
 # The role the Logs page needs (gateway.views.logs is an org_view for viewers and up).
 TAIL_ROLE = Role.VIEWER
