@@ -905,7 +905,14 @@ def logs(state, limit, follow, interval, **kw):
     # (printed once: rows are told apart by id).
     socket = None
     try:
-        slug = state.client.get("/api/me")["org"]["slug"]
+        try:
+            slug = state.client.get("/api/me")["org"]["slug"]
+        except CliError as exc:
+            if exc.code == AUTH:
+                raise
+            raise live.NoLiveTail(
+                f"the server did not say which org this token is for ({exc})"
+            ) from None
         socket = live.open_tail(
             state.client.url, state.client.token, slug, f"bonito-cli/{__version__}"
         )

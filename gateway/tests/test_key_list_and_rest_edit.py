@@ -1,6 +1,7 @@
 """The key list's spend this month and last use (exact, in a fixed number of queries), and
 editing and rotating keys over REST with the dashboard's role rules."""
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -198,3 +199,33 @@ def test_rotating_over_rest_keeps_the_key_and_takes_a_grace(bob_client, alice_cl
     assert ApiKey.objects.get(pk=key.pk).key_hash == key.key_hash
     no_grace = bob_client.post(url).json()
     assert no_grace["old_key_valid_until"] is None
+
+
+# ------------------------------------------------------------------------------ dashboard
+def test_the_dashboard_edits_and_rotates_through_the_same_services(alice_client, org_a):
+    GatewayConfig.objects.update_or_create(org=org_a, defaults={"default_key_rpm": 10})
+    key, raw = services.api_key_create(actor=ACTOR, org=org_a, name="dash", expires_at="2098-03-04")
+    url = f"/o/acme/keys/{key.id}/edit/"
+    page = alice_client.get(url).content.decode()
+    assert 'value="dash"' in page and 'value="2098-03-04"' in page and raw not in page
+    # a limit over the ceiling: the service's message, nothing changed
+    refused = alice_client.post(url, {"name": "x", "rpm_limit": "11", "expires_at": "2098-03-04"})
+    assert refused.status_code == 400 and "at most 10" in refused.content.decode()
+    assert ApiKey.objects.get(pk=key.pk).name == "dash"
+    saved = alice_client.post(
+        url, {"name": "dash-2", "rpm_limit": "10", "expires_at": "2098-03-04"}
+    )
+    assert saved.status_code == 302
+    key.refresh_from_db()
+    assert (key.name, key.rpm_limit) == ("dash-2", 10)
+    # the date shown is kept as the exact time it was (the end of that day)
+    assert key.expires_at.isoformat() == "2098-03-04T23:59:59+00:00"
+    # rotate: only the offered grace periods; the new secret once, not cached
+    bad = alice_client.post(f"/o/acme/keys/{key.id}/rotate/", {"grace_seconds": "5"})
+    assert bad.status_code == 400 and ApiKey.objects.get(pk=key.pk).matches(raw)
+    rotated = alice_client.post(f"/o/acme/keys/{key.id}/rotate/", {"grace_seconds": "86400"})
+    key.refresh_from_db()
+    new = re.search(r'id="new-key">(bn-[^<]+)<', rotated.content.decode())[1]
+    assert key.matches(new) and key.previous_valid() and rotated["Cache-Control"] == "no-store"
+    assert new not in alice_client.get(url).content.decode()
+    assert alice_client.get(f"/o/acme/keys/{key.id}/rotate/").status_code == 405
