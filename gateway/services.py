@@ -207,6 +207,8 @@ def api_key_rotate(*, actor: Actor, key: ApiKey, grace_seconds: int = 0) -> tupl
     and history. The old secret keeps working for ``grace_seconds`` (0: it stops at once),
     as the same key; a secret replaced by an earlier rotation stops now. A revoked key is
     not rotated."""
+    # Locked and read again: two rotations at once replace one secret each, in turn.
+    key = ApiKey.objects.select_for_update(of=("self",)).select_related("org").get(pk=key.pk)
     if key.revoked_at is not None:
         raise ValidationError("This key is revoked; create a new one instead.")
     if (
@@ -272,6 +274,13 @@ def api_key_update(*, actor: Actor, key: ApiKey, **changes) -> ApiKey:
     unknown = set(changes) - set(_EDITABLE)
     if unknown:
         raise ValidationError(f"These key fields cannot be changed: {', '.join(sorted(unknown))}.")
+    # Locked and read again: an edit starts from the row as it is (a revocation or another
+    # edit that committed meanwhile), and the caller gets the saved key back.
+    key = (
+        ApiKey.objects.select_for_update(of=("self",))
+        .select_related("org", "team", "routing_policy")
+        .get(pk=key.pk)
+    )
     if key.revoked_at is not None:
         raise ValidationError("This key is revoked; create a new one instead.")
     org = key.org

@@ -133,7 +133,7 @@ def key_edit(request, key_id):
     if request.POST.get("expires_at", "").strip() == shown:
         changes.pop("expires_at")  # the date as shown: keep the exact time it has
     try:
-        services.api_key_update(actor=Actor.from_request(request), key=key, **changes)
+        key = services.api_key_update(actor=Actor.from_request(request), key=key, **changes)
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         key.refresh_from_db()
