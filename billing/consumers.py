@@ -1,4 +1,5 @@
-"""WebSocket consumer for the Logs page's live tail."""
+"""WebSocket consumer for the live log tail: the Logs page (its session) and the CLI's
+`bonito logs --follow` (a personal access token in the handshake's Authorization header)."""
 
 import time
 
@@ -19,26 +20,33 @@ class LogTailConsumer(AsyncJsonWebsocketConsumer):
     groups_joined: tuple[str, ...] = ()
     allowed = False
 
+    token_id: int | None = None
+    session_key: str | None = None
+
     async def connect(self):
-        user = self.scope.get("user")
         slug = self.scope["url_route"]["kwargs"]["org_slug"]
-        membership = None
-        if user is not None and user.is_authenticated:
-            membership = await database_sync_to_async(
-                lambda: Membership.objects.filter(org__slug=slug, user=user).first()
-            )()
+        bearer = live.bearer_token(self.scope)
+        if bearer is not None:
+            # A token, and only the token: a session cookie sent along is not looked at.
+            found = await database_sync_to_async(live.token_membership)(bearer, slug)
+            membership, self.token_id = found if found else (None, None)
+        else:
+            user = self.scope.get("user")
+            membership = None
+            if user is not None and user.is_authenticated:
+                membership = await database_sync_to_async(
+                    lambda: Membership.objects.filter(org__slug=slug, user=user).first()
+                )()
+            session = self.scope.get("session")
+            self.session_key = getattr(session, "session_key", None)
         if membership is None:
             await self.close(code=NOT_FOUND)  # same answer for "no such org" and "not yours"
             return
-        self.org_id, self.user_id = membership.org_id, user.pk
-        session = self.scope.get("session")
-        self.session_key = getattr(session, "session_key", None)
+        self.org_id, self.user_id = membership.org_id, membership.user_id
         # Read the version before checking, so a change racing the check is seen at the next push.
         self.version = await amembers_version(self.org_id)
         self.checked_at = time.monotonic()
-        if not await database_sync_to_async(live.tail_allowed)(
-            org_id=self.org_id, user_id=self.user_id, session_key=self.session_key
-        ):
+        if not await self._allowed():
             await self.close(code=FORBIDDEN)
             return
         remember_socket_loop()
@@ -65,14 +73,20 @@ class LogTailConsumer(AsyncJsonWebsocketConsumer):
         if version == self.version and time.monotonic() - self.checked_at < live.RECHECK_S:
             return True  # nothing changed: no query
         self.version, self.checked_at = version, time.monotonic()
-        if await database_sync_to_async(live.tail_allowed)(
-            org_id=self.org_id, user_id=self.user_id, session_key=self.session_key
-        ):
+        if await self._allowed():
             return True
         self.allowed = False
         await self._leave()
         await self.close(code=FORBIDDEN)
         return False
+
+    async def _allowed(self) -> bool:
+        return await database_sync_to_async(live.tail_allowed)(
+            org_id=self.org_id,
+            user_id=self.user_id,
+            session_key=self.session_key,
+            token_id=self.token_id,
+        )
 
     async def _leave(self):
         groups, self.groups_joined = self.groups_joined, ()

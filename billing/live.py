@@ -14,8 +14,9 @@ from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
 from django.utils.crypto import constant_time_compare
 
+from core import keys
 from core.sockets import group_send
-from orgs.models import Membership, Role
+from orgs.models import Membership, PersonalAccessToken, Role, hash_token
 
 FIELDS = (
     "id",
@@ -32,6 +33,7 @@ FIELDS = (
     "latency_ms",
     "request_id",
     "key_id",
+    "team_id",
 )
 # The role the Logs page needs (gateway.views.logs is an org_view for viewers and up).
 TAIL_ROLE = Role.VIEWER
@@ -92,13 +94,54 @@ def publish_usage(records: list[dict]) -> None:
     )
 
 
-def tail_allowed(*, org_id: int, user_id: int, session_key: str | None) -> bool:
-    """Whether this user, signed in with this session, may still read the org's logs."""
+def bearer_token(scope) -> str | None:
+    """The token of the handshake's `Authorization: Bearer …` header, or None when it has
+    none. Only the header: a token in the URL would land in access logs, so a query string
+    is never read."""
+    values = [v for k, v in scope.get("headers", []) if k.lower() == b"authorization"]
+    if not values:
+        return None
+    header = values[0].decode("latin1").strip() if len(values) == 1 else ""
+    return header[7:].strip() if header[:7].lower() == "bearer " else ""
+
+
+def _active_token(raw: str):
+    if not keys.well_formed(raw, ("pat-",)):
+        return None  # garbage costs no query
+    return (
+        PersonalAccessToken.objects.active()
+        .select_related("org")
+        .filter(token_hash=hash_token(raw))
+        .first()
+    )
+
+
+def token_membership(raw: str, slug: str):
+    """(membership, token id) when ``raw`` is an active personal access token of a member
+    of the org ``slug`` (a token works in its own org only), else None."""
+    token = _active_token(raw)
+    if token is None or token.org.slug != slug:
+        return None
+    membership = Membership.objects.filter(org_id=token.org_id, user_id=token.user_id).first()
+    return (membership, token.id) if membership is not None else None
+
+
+def tail_allowed(
+    *, org_id: int, user_id: int, session_key: str | None, token_id: int | None = None
+) -> bool:
+    """Whether this user, signed in with this session (or holding this personal access
+    token), may still read the org's logs."""
     membership = (
         Membership.objects.select_related("user").filter(org_id=org_id, user_id=user_id).first()
     )
     if membership is None or not membership.user.is_active or not membership.has_role(TAIL_ROLE):
         return False
+    if token_id is not None:
+        return (
+            PersonalAccessToken.objects.active()
+            .filter(pk=token_id, org_id=org_id, user_id=user_id)
+            .exists()
+        )
     if not session_key:
         return False
     session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)

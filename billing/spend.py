@@ -20,6 +20,8 @@ from decimal import Decimal
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from core.months import month_bounds
+
 from .models import RollupDirtyHour, RollupState, UsageRecord, UsageRollup
 
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
@@ -139,3 +141,11 @@ def spend_by_org(
         key_id=key_id,
     )
     return {g[0]: t for g, t in totals.items()}
+
+
+def key_spend_this_month(org_id: int, now: datetime | None = None) -> dict[int, Decimal]:
+    """key id -> the exact spend of ``org_id``'s keys this calendar month (UTC), for the
+    key list (gateway.selectors); a key with no rows is absent."""
+    start = month_bounds(now or timezone.now())[0]
+    totals = spend_grouped(start, by="key", org_ids=[org_id])
+    return {key_id: total for (_org, key_id), total in totals.items() if key_id is not None}

@@ -18,6 +18,9 @@ from django.db import (
     connection,
     transaction,
 )
+from django.db.models import Case, DateTimeField, F, Q, Value, When
+
+from gateway.models import ApiKey
 
 from .budgets import hard_budgets_reached
 from .live import publish_usage
@@ -240,6 +243,52 @@ def is_refusal(exc: BaseException) -> bool:
     return isinstance(exc, ValueError | TypeError | ArithmeticError | UnicodeError)
 
 
+KEYS_PER_STATEMENT = 500
+
+
+def keys_last_used(records: list[dict]) -> None:
+    """Move each key's ``last_used_at`` forward to its newest record in the batch: the key
+    list shows it without reading usage rows. Two statements per batch (one per 500 keys),
+    whatever its size; a replayed or late record never moves it back. The rows are locked
+    in id order first, so writers of other processes updating the same keys wait in turn
+    rather than deadlock."""
+    newest: dict[int, float] = {}
+    for record in records:
+        key_id, value = record.get("key_id"), record.get("created_at")
+        if key_id is None or value is None:
+            continue
+        moment = value if isinstance(value, int | float) else _created(value).timestamp()
+        if moment > newest.get(key_id, float("-inf")):
+            newest[key_id] = moment
+    ids = sorted(newest)
+    for start in range(0, len(ids), KEYS_PER_STATEMENT):
+        when = {
+            k: datetime.fromtimestamp(newest[k], UTC)
+            for k in ids[start : start + KEYS_PER_STATEMENT]
+        }
+        with transaction.atomic():
+            locked = list(
+                ApiKey.objects.select_for_update()
+                .filter(id__in=list(when))
+                .order_by("id")
+                .values_list("id", flat=True)
+            )
+            if not locked:
+                continue
+            moved = Case(
+                *(
+                    When(
+                        Q(id=k) & (Q(last_used_at__isnull=True) | Q(last_used_at__lt=when[k])),
+                        then=Value(when[k]),
+                    )
+                    for k in locked
+                ),
+                default=F("last_used_at"),
+                output_field=DateTimeField(),
+            )
+            ApiKey.objects.filter(id__in=locked).update(last_used_at=moved)
+
+
 def write_usage(records: list[dict]) -> None:
     """Insert a batch; ids make a replayed batch a no-op for rows already written.
 
@@ -261,6 +310,11 @@ def write_usage(records: list[dict]) -> None:
             connection.close()  # reconnect on the next batch
         raise
     publish_usage(records)
+    try:
+        keys_last_used(records)
+    except Exception:  # the rows are stored; a key's "last used" catches up with the next batch
+        log.warning("moving the keys' last use after a usage batch failed", exc_info=True)
+        connection.close()
     try:
         hard_budgets_reached(records)
     except Exception:  # the rows are stored; the minute's budget check still runs

@@ -83,8 +83,18 @@ def origin_allowed(scope) -> bool:
     return origin == _request_origin(scope) or _trusted(origin)
 
 
+def token_client(scope) -> bool:
+    """A client that sends no Origin and authenticates with `Authorization: Bearer` (the
+    CLI): a browser always sends an Origin and cannot set that header on a WebSocket, so
+    no page can make this handshake with a visitor's credentials. The consumer then reads
+    the token only, never the session cookie."""
+    headers = [k.lower() for k, _v in scope.get("headers", [])]
+    return b"origin" not in headers and headers.count(b"authorization") == 1
+
+
 class SameOriginValidator:
-    """ASGI middleware for WebSocket routes: refuses the handshake unless origin_allowed."""
+    """ASGI middleware for WebSocket routes: refuses the handshake unless origin_allowed
+    (a page of ours) or it is a token client (token_client)."""
 
     def __init__(self, application):
         self.application = application
@@ -92,6 +102,6 @@ class SameOriginValidator:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "websocket":
             raise ValueError("SameOriginValidator only guards WebSocket connections.")
-        if origin_allowed(scope):
+        if origin_allowed(scope) or token_client(scope):
             return await self.application(scope, receive, send)
         return await WebsocketDenier()(scope, receive, send)

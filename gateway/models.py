@@ -51,6 +51,14 @@ class ApiKey(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # After a rotation with a grace period, the old secret's HMAC and when it stops working
+    # (services.api_key_rotate); the data plane serves both secrets as this one key.
+    previous_key_hash = models.CharField(max_length=64, blank=True, default="", editable=False)
+    previous_masked = models.CharField(max_length=20, blank=True, default="", editable=False)
+    previous_valid_until = models.DateTimeField(null=True, blank=True, editable=False)
+    # The newest usage row's time, moved forward by the usage writer once per batch
+    # (billing.usage_writer): the key list shows it without reading usage rows.
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = ApiKeyQuerySet.as_manager()
 
@@ -63,6 +71,11 @@ class ApiKey(models.Model):
     @property
     def masked(self) -> str:
         return f"{self.prefix}…{self.last4}"
+
+    def previous_valid(self, now=None) -> bool:
+        """Whether the secret replaced by the last rotation still works (its grace period)."""
+        until = self.previous_valid_until
+        return bool(self.previous_key_hash and until and until > (now or timezone.now()))
 
     def set_raw(self, raw: str) -> None:
         self.key_hash = keys.digest(raw, key_hash_secret())

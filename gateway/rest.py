@@ -1,6 +1,8 @@
 """Management REST API for the gateway: keys, logs, usage, analytics, config, providers,
 deployments and the model catalog. Every write goes through gateway.services (audited)."""
 
+from decimal import Decimal
+
 import yaml
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema
@@ -23,7 +25,7 @@ from orgs.rest_base import (
     actor,
 )
 
-from . import config, services
+from . import config, selectors, services
 from .dataplane import provider_kinds
 from .models import ApiKey, Deployment, GatewayConfig, ModelCatalogEntry, ProviderConnection
 
@@ -60,6 +62,13 @@ class ApiKeySerializer(OrgScopedFields, serializers.ModelSerializer):
     )
     expires_at = KeyExpiryField(allow_null=True, required=False)
     status = serializers.SerializerMethodField()
+    spend_this_month = serializers.SerializerMethodField(
+        help_text="USD this calendar month (UTC), exact: from rollups and the live edges."
+    )
+    old_key_valid_until = serializers.SerializerMethodField(
+        help_text="After a rotation with a grace period: when the replaced secret stops "
+        "working (null: it does not work)."
+    )
 
     class Meta:
         model = ApiKey
@@ -78,8 +87,20 @@ class ApiKeySerializer(OrgScopedFields, serializers.ModelSerializer):
             "created_at",
             "revoked_at",
             "status",
+            "last_used_at",
+            "spend_this_month",
+            "old_key_valid_until",
         ]
-        read_only_fields = ["kind", "created_at", "revoked_at"]
+        read_only_fields = ["kind", "created_at", "revoked_at", "last_used_at"]
+
+    def get_spend_this_month(self, key) -> str:
+        spend = getattr(key, "spend_this_month", None)
+        if spend is None:  # one key (create, update, rotate): its own sum
+            spend = selectors.key_spend_this_month(key.org_id).get(key.id, Decimal(0))
+        return f"{spend:.8f}"
+
+    def get_old_key_valid_until(self, key) -> str | None:
+        return key.previous_valid_until.isoformat() if key.previous_valid() else None
 
     def get_status(self, key) -> str:
         from django.utils import timezone
@@ -92,10 +113,20 @@ class ApiKeySerializer(OrgScopedFields, serializers.ModelSerializer):
 
 
 def _check_may_change(request, key) -> None:
-    if not request.membership.has_role("admin") and key.created_by_id != request.user.id:
+    if not services.api_key_may_change(request.membership, key):
         raise PermissionDenied(
-            "Members can revoke or rotate the keys they created; admins can change any key."
+            "Members can edit, revoke or rotate the keys they created; admins can change any key."
         )
+
+
+class RotateSerializer(serializers.Serializer):
+    grace_seconds = serializers.IntegerField(
+        min_value=0,
+        max_value=services.ROTATION_GRACE_MAX_S,
+        default=0,
+        help_text="How long the old secret keeps working (seconds; 0: it stops at once). "
+        "The dashboard offers none, 1 hour, 24 hours and 7 days.",
+    )
 
 
 class ApiKeyViewSet(
@@ -106,7 +137,8 @@ class ApiKeyViewSet(
     mixins.DestroyModelMixin,
     viewsets.GenericViewSet,
 ):
-    """bn- keys. `POST` returns the raw key once (`api_key`); `DELETE` revokes."""
+    """bn- keys. `POST` returns the raw key once (`api_key`); `PATCH` edits the fields
+    given; `DELETE` revokes; `POST …/rotate` gives a key a new secret."""
 
     serializer_class = ApiKeySerializer
     write_role = "member"
@@ -115,6 +147,24 @@ class ApiKeyViewSet(
 
     def org_queryset(self):
         return ApiKey.objects.for_org(self.request.org).select_related("team", "routing_policy")
+
+    def list(self, request, *args, **kwargs):
+        queryset = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(queryset)
+        # The page's keys with their month's spend: a fixed number of queries for any page.
+        rows = selectors.keys_with_spend(page if page is not None else queryset)
+        data = self.get_serializer(rows, many=True).data
+        return self.get_paginated_response(data) if page is not None else Response(data)
+
+    def partial_update(self, request, *args, **kwargs):
+        """Change the fields given (name, scopes, team, limits, expiry, routing policy),
+        with the same checks as creating. Members edit the keys they created."""
+        key = self.get_object()
+        _check_may_change(request, key)
+        serializer = self.get_serializer(key, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        key = services.api_key_update(actor=actor(request), key=key, **serializer.validated_data)
+        return Response(self.get_serializer(key).data)
 
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
@@ -141,16 +191,21 @@ class ApiKeyViewSet(
         services.api_key_revoke(actor=actor(request), key=key)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(request=None, responses={201: ApiKeySerializer})
+    @extend_schema(request=RotateSerializer, responses={200: ApiKeySerializer})
     @action(detail=True, methods=["post"])
     def rotate(self, request, *args, **kwargs):
-        """A new key with the same name and limits (raw once, in `api_key`); the old one is
-        revoked at once. Same rule as revoking: members rotate their own keys."""
+        """A new secret for the key (raw once, in `api_key`); the key keeps its id, settings
+        and spend. The old secret works `grace_seconds` more (default 0: it stops at once;
+        `old_key_valid_until` says until when). Same rule as revoking: members rotate their
+        own keys."""
         key = self.get_object()
         _check_may_change(request, key)
-        new, raw = services.api_key_rotate(actor=actor(request), key=key)
-        body = {**self.get_serializer(new).data, "api_key": raw}
-        return Response(body, status=status.HTTP_201_CREATED)
+        body = RotateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        key, raw = services.api_key_rotate(
+            actor=actor(request), key=key, grace_seconds=body.validated_data["grace_seconds"]
+        )
+        return Response({**self.get_serializer(key).data, "api_key": raw})
 
 
 class GatewayConfigSerializer(serializers.ModelSerializer):

@@ -1,7 +1,7 @@
 """Control-plane writes for the gateway: keys. Each one audits itself."""
 
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from core import keys
 from core import strategies as dataplane_strategies
-from core.config_version import KEY, config_version_bump
+from core.config_version import KEY, ORG, config_version_bump
 from core.numbers import money
 from core.text import name_checked
 from governance import services as governance_services
@@ -169,6 +169,15 @@ def api_key_create(
     return key, raw
 
 
+def api_key_may_change(membership, key: ApiKey) -> bool:
+    """Who may edit, rotate or revoke a key, in the dashboard and over REST alike: an admin
+    any key of the org; a member the keys they created (a viewer none: the pages and the
+    API let only members and up write)."""
+    return membership.has_role("admin") or (
+        membership.has_role("member") and key.created_by_id == membership.user_id
+    )
+
+
 @transaction.atomic
 def api_key_revoke(*, actor: Actor, key: ApiKey) -> ApiKey:
     if key.revoked_at is None:
@@ -181,26 +190,150 @@ def api_key_revoke(*, actor: Actor, key: ApiKey) -> ApiKey:
     return key
 
 
+# The grace periods the dashboard offers for a rotated key's old secret (REST takes any
+# number of seconds up to the longest).
+ROTATION_GRACE_CHOICES = (
+    (0, "none: the old secret stops at once"),
+    (3600, "1 hour"),
+    (86400, "24 hours"),
+    (7 * 86400, "7 days"),
+)
+ROTATION_GRACE_MAX_S = 30 * 86400
+
+
 @transaction.atomic
-def api_key_rotate(*, actor: Actor, key: ApiKey) -> tuple[ApiKey, str]:
-    """Replace ``key`` with a new one with the same name and limits, and revoke it; returns
-    (new key, raw). Both halves are audited; a revoked key is not rotated."""
+def api_key_rotate(*, actor: Actor, key: ApiKey, grace_seconds: int = 0) -> tuple[ApiKey, str]:
+    """Give ``key`` a new secret; returns (key, raw). The key keeps its id, settings, spend
+    and history. The old secret keeps working for ``grace_seconds`` (0: it stops at once),
+    as the same key; a secret replaced by an earlier rotation stops now. A revoked key is
+    not rotated."""
+    # Locked and read again: two rotations at once replace one secret each, in turn.
+    key = ApiKey.objects.select_for_update(of=("self",)).select_related("org").get(pk=key.pk)
     if key.revoked_at is not None:
         raise ValidationError("This key is revoked; create a new one instead.")
-    new, raw = api_key_create(
-        actor=actor,
-        org=key.org,
-        name=key.name,
-        allowed_models=key.allowed_models,
-        allowed_providers=key.allowed_providers,
-        team=key.team,
-        rpm_limit=key.rpm_limit,
-        tpm_limit=key.tpm_limit,
-        expires_at=key.expires_at if key.expires_at and key.expires_at > timezone.now() else None,
-        routing_policy=key.routing_policy,
+    if (
+        isinstance(grace_seconds, bool)
+        or not isinstance(grace_seconds, int)
+        or not 0 <= grace_seconds <= ROTATION_GRACE_MAX_S
+    ):
+        raise ValidationError(
+            {
+                "grace_seconds": "grace_seconds: a whole number of seconds from 0 to "
+                f"{ROTATION_GRACE_MAX_S} (30 days)."
+            }
+        )
+    before = _key_summary(key)
+    now = timezone.now()
+    if grace_seconds:
+        key.previous_key_hash, key.previous_masked = key.key_hash, key.masked
+        key.previous_valid_until = now + timedelta(seconds=grace_seconds)
+    else:
+        key.previous_key_hash, key.previous_masked, key.previous_valid_until = "", "", None
+    raw = keys.generate(f"{key.kind}-")
+    key.set_raw(raw)
+    key.save(
+        update_fields=[
+            "key_hash",
+            "prefix",
+            "last4",
+            "previous_key_hash",
+            "previous_masked",
+            "previous_valid_until",
+        ]
     )
-    api_key_revoke(actor=actor, key=key)
-    return new, raw
+    after = {
+        **_key_summary(key),
+        "old_key_valid_until": key.previous_valid_until.isoformat() if grace_seconds else None,
+    }
+    audit_record(
+        actor=actor, org=key.org, action="api_key.rotate", target=key, before=before, after=after
+    )
+    # The org's keys reloaded whole: a single-key delta finds a key by its hash, and this
+    # one's hash changed (snapshot.apply_delta), so the replaced secret must be dropped.
+    config_version_bump(ORG, org_id=key.org_id)
+    return key, raw
+
+
+_EDITABLE = (
+    "name",
+    "allowed_models",
+    "allowed_providers",
+    "team",
+    "rpm_limit",
+    "tpm_limit",
+    "expires_at",
+    "routing_policy",
+)
+
+
+@transaction.atomic
+def api_key_update(*, actor: Actor, key: ApiKey, **changes) -> ApiKey:
+    """Change a key's name, scopes, team, limits, expiry or routing policy (only the fields
+    given; the same checks as api_key_create). An rt- key may move to another routing
+    policy, but a key does not change kind: its secret's prefix says which it is."""
+    unknown = set(changes) - set(_EDITABLE)
+    if unknown:
+        raise ValidationError(f"These key fields cannot be changed: {', '.join(sorted(unknown))}.")
+    # Locked and read again: an edit starts from the row as it is (a revocation or another
+    # edit that committed meanwhile), and the caller gets the saved key back.
+    key = (
+        ApiKey.objects.select_for_update(of=("self",))
+        .select_related("org", "team", "routing_policy")
+        .get(pk=key.pk)
+    )
+    if key.revoked_at is not None:
+        raise ValidationError("This key is revoked; create a new one instead.")
+    org = key.org
+    before = _key_summary(key)
+    if "expires_at" in changes:
+        try:
+            expires_at = key_expiry(changes["expires_at"])
+        except ValidationError as exc:
+            raise ValidationError({"expires_at": exc.error_list}) from None
+        if expires_at != key.expires_at and expires_at is not None and expires_at <= timezone.now():
+            raise ValidationError({"expires_at": "The expiry must be in the future."})
+        key.expires_at = expires_at
+    if "team" in changes:
+        team = changes["team"]
+        if team is not None and team.org_id != org.id:
+            raise ValidationError("That team belongs to another organization.")
+        key.team = team
+    if "routing_policy" in changes:
+        policy = changes["routing_policy"]
+        if policy is not None and policy.org_id != org.id:
+            raise ValidationError("That routing policy belongs to another organization.")
+        if (policy is not None) != (key.kind == ApiKey.Kind.ROUTING):
+            raise ValidationError(
+                {
+                    "routing_policy": "An rt- key keeps a routing policy and a bn- key has none: "
+                    "create a new key to change its kind."
+                }
+            )
+        key.routing_policy = policy
+    ceilings = key_limit_ceilings(org)
+    for field, kind in (("rpm_limit", "rpm"), ("tpm_limit", "tpm")):
+        if field in changes:
+            # An unchanged limit is not checked again: an org ceiling lowered since does not
+            # stop a rename (the data plane applies the ceiling anyway).
+            if changes[field] != getattr(key, field):
+                _limit_checked(field, kind, changes[field], ceilings[kind])
+            setattr(key, field, changes[field])
+    if "name" in changes:
+        key.name = name_checked(changes["name"]) or "key"
+    for field in ("allowed_models", "allowed_providers"):
+        if field in changes:
+            setattr(key, field, sorted(set(changes[field] or ())))
+    key.full_clean(exclude=["key_hash"])
+    after = _key_summary(key)
+    if after == before:
+        return key
+    # Only these columns: the usage writer moves last_used_at meanwhile.
+    key.save(update_fields=list(_EDITABLE))
+    audit_record(
+        actor=actor, org=org, action="api_key.update", target=key, before=before, after=after
+    )
+    config_version_bump(KEY, org_id=org.id, ref=key.id)
+    return key
 
 
 def url_check(url: str, field: str) -> None:

@@ -171,6 +171,8 @@ _KEY_COLUMNS = (
     "expires_at",
     "revoked_at",
     "routing_policy__name",
+    "previous_key_hash",
+    "previous_valid_until",
 )
 
 
@@ -192,6 +194,7 @@ def load_keys(rows=None) -> dict:
         return got
 
     keys = {}
+    now = time.time()
     for (
         id_,
         org_id,
@@ -206,8 +209,10 @@ def load_keys(rows=None) -> dict:
         expires_at,
         revoked_at,
         policy,
+        previous_hash,
+        previous_until,
     ) in rows.order_by().values_list(*_KEY_COLUMNS).iterator(chunk_size=5000):
-        keys[key_hash] = KeyInfo(
+        key = keys[key_hash] = KeyInfo(
             id=id_,
             org_id=org_id,
             name=name,
@@ -222,6 +227,13 @@ def load_keys(rows=None) -> dict:
             revoked=revoked_at is not None,
             routing_policy=strings.setdefault(policy, policy) if policy else None,
         )
+        # A rotated key's old secret in its grace period: the same key, ending with the
+        # grace (every worker refuses it by the clock then, whatever its snapshot's age).
+        if previous_hash and previous_until and previous_until.timestamp() > now:
+            ends = previous_until.timestamp()
+            if key.expires_at is not None:
+                ends = min(ends, key.expires_at)
+            keys[previous_hash] = replace(key, hash=previous_hash, expires_at=ends)
     return keys
 
 

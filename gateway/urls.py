@@ -6,6 +6,8 @@ from . import catalog_views, playground, views
 org_urlpatterns = [
     path("keys/", views.keys, name="keys"),
     path("keys/<int:key_id>/revoke/", views.key_revoke, name="key_revoke"),
+    path("keys/<int:key_id>/edit/", views.key_edit, name="key_edit"),
+    path("keys/<int:key_id>/rotate/", views.key_rotate, name="key_rotate"),
     path("policies/", views.policies, name="policies"),
     path("routing/", views.routing, name="routing"),
     path("providers/", views.providers, name="providers"),

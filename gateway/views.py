@@ -2,7 +2,7 @@
 policies."""
 
 from django.contrib import messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
@@ -15,7 +15,7 @@ from orgs.audit import Actor
 from orgs.models import Team
 from orgs.permissions import org_view
 
-from . import services
+from . import selectors, services
 from .dataplane import provider_kinds
 from .forms import (
     ApiKeyForm,
@@ -49,7 +49,9 @@ def keys(request):
         "gateway/keys.html",
         {
             "section": "keys",
-            "keys": ApiKey.objects.for_org(org).select_related("team", "routing_policy"),
+            "keys": selectors.keys_with_spend(
+                ApiKey.objects.for_org(org).select_related("team", "routing_policy")
+            ),
             "teams": Team.objects.for_org(org),
             "routing_policies": RoutingPolicy.objects.for_org(org),
             "models": Deployment.objects.for_org(org)
@@ -77,6 +79,90 @@ def key_revoke(request, key_id):
             request, f"Key {key.name} ({key.masked}) revoked. Apps using it now get 401."
         )
     return redirect("keys", org_slug=request.org.slug)
+
+
+def _key_to_change(request, key_id) -> ApiKey:
+    """The org's key, if this member may change it (services.api_key_may_change, as REST)."""
+    key = get_object_or_404(
+        ApiKey.objects.for_org(request.org).select_related("team", "routing_policy"), pk=key_id
+    )
+    if not services.api_key_may_change(request.membership, key):
+        raise PermissionDenied("Members can change the keys they created; ask an admin.")
+    return key
+
+
+def _key_edit_page(request, key, *, rotated=None, status=200):
+    org = request.org
+    response = render(
+        request,
+        "gateway/key_edit.html",
+        {
+            "section": "keys",
+            "key": key,
+            "teams": Team.objects.for_org(org),
+            "routing_policies": RoutingPolicy.objects.for_org(org),
+            "models": Deployment.objects.for_org(org)
+            .values_list("model_name", flat=True)
+            .distinct(),
+            "ceilings": services.key_limit_ceilings(org),
+            "grace_choices": services.ROTATION_GRACE_CHOICES,
+            "rotated": rotated,
+            "now": timezone.now(),
+        },
+        status=status,
+    )
+    if rotated:
+        response["Cache-Control"] = "no-store"  # the new secret is on this page, once
+    return response
+
+
+@org_view(role="member")
+def key_edit(request, key_id):
+    """Edit a key's name, scopes, team, limits, expiry (and an rt- key's routing policy)."""
+    key = _key_to_change(request, key_id)
+    if request.method != "POST":
+        return _key_edit_page(request, key)
+    form = ApiKeyForm(request.POST, org=request.org)
+    if not form.is_valid():
+        messages.error(request, form_message(form))
+        return _key_edit_page(request, key, status=400)
+    changes = dict(form.cleaned_data)
+    if key.kind != ApiKey.Kind.ROUTING:
+        changes.pop("routing_policy")  # a bn- key has none, and the page offers none
+    shown = key.expires_at.strftime("%Y-%m-%d") if key.expires_at else ""
+    if request.POST.get("expires_at", "").strip() == shown:
+        changes.pop("expires_at")  # the date as shown: keep the exact time it has
+    try:
+        key = services.api_key_update(actor=Actor.from_request(request), key=key, **changes)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        key.refresh_from_db()
+        return _key_edit_page(request, key, status=400)
+    messages.success(
+        request, f"Key {key.name} ({key.masked}) saved. Gateways apply it within seconds."
+    )
+    return redirect("keys", org_slug=request.org.slug)
+
+
+@require_POST
+@org_view(role="member")
+def key_rotate(request, key_id):
+    """A new secret for the key, shown once on the page this answers with; the old secret
+    works for the grace period chosen."""
+    key = _key_to_change(request, key_id)
+    choices = {str(seconds) for seconds, _label in services.ROTATION_GRACE_CHOICES}
+    grace = request.POST.get("grace_seconds", "0")
+    if grace not in choices:
+        messages.error(request, "Choose how long the old secret keeps working.")
+        return _key_edit_page(request, key, status=400)
+    try:
+        key, raw = services.api_key_rotate(
+            actor=Actor.from_request(request), key=key, grace_seconds=int(grace)
+        )
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return _key_edit_page(request, key, status=400)
+    return _key_edit_page(request, key, rotated={"raw": raw})
 
 
 PROVIDER_LABELS = {"api_base": "Endpoint", "kind": "Kind", "name": "Name"}

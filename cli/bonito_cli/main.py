@@ -356,6 +356,8 @@ KEY_COLUMNS = [
     "routing_policy",
     "rpm_limit",
     "expires_at",
+    "spend_this_month",
+    "last_used_at",
 ]
 keys = resource(
     "keys",
@@ -364,7 +366,7 @@ keys = resource(
     ops=("list", "get", "delete"),
     delete_verb="revoke",
     help="API keys (bn- keys; rt- keys route through a routing policy). The secret is shown once.",
-    example="  bonito keys create --name ci-bot --model gpt-4o-mini --quiet\n  bonito keys rotate 12\n  bonito keys revoke 12",
+    example="  bonito keys create --name ci-bot --model gpt-4o-mini --quiet\n  bonito keys update 12 --rpm 60 --model gpt-4o-mini\n  bonito keys rotate 12 --grace 24h\n  bonito keys revoke 12",
 )
 
 
@@ -416,19 +418,115 @@ def _print_new_key(state, row):
     show_secret(state, row, "api_key")
 
 
+GRACE = re.compile(r"([0-9]+)([smhd]?)", re.ASCII)
+GRACE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def grace_seconds(value: str) -> int:
+    """--grace: 0, 3600, 90s, 30m, 1h, 24h, 7d."""
+    match = GRACE.fullmatch(value.strip().lower())
+    if not match:
+        raise CliError(f"--grace {value!r}: write a duration like 0, 1h, 24h or 7d.", USAGE)
+    return int(match[1]) * GRACE_UNITS[match[2]]
+
+
 @keys.command("rotate", context_settings=CONTEXT)
 @click.argument("id")
+@click.option(
+    "--grace",
+    default="0",
+    show_default=True,
+    help="How long the old secret keeps working: 0 (stops at once), 1h, 24h, 7d… (at most 30d).",
+)
 @out_options
 @pass_state
-def keys_rotate(state, id):
-    """Replace a key by a new one with the same name and limits; the old one stops at once.
+def keys_rotate(state, id, grace):
+    """Give a key a new secret (printed once); it keeps its id, settings and spend. The old
+    secret keeps working for --grace, then the gateways refuse it.
 
     \b
     Examples:
       bonito keys rotate 12
-      NEW=$(bonito keys rotate 12 --quiet)
+      NEW=$(bonito keys rotate 12 --grace 24h --quiet)
     """
-    _print_new_key(state, state.client.post(f"/api/gateway/keys/{id}/rotate"))
+    body = {"grace_seconds": grace_seconds(grace)}
+    _print_new_key(state, state.client.post(f"/api/gateway/keys/{id}/rotate", body))
+
+
+def _limit(value: str | None):
+    """--rpm/--tpm: a number, or "none" for no key limit of its own."""
+    if value is None or value.strip().lower() == "none":
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise CliError(f"{value!r}: a whole number, or none.", USAGE) from None
+    return number
+
+
+@keys.command("update", context_settings=CONTEXT)
+@click.argument("id")
+@click.option("--name", help="A new name.")
+@click.option("--model", "models", multiple=True, help="A model it may call (repeat; replaces).")
+@click.option("--all-models", is_flag=True, help="Let it call every model the org allows.")
+@click.option(
+    "--provider", "providers", multiple=True, help="A provider it may use (repeat; replaces)."
+)
+@click.option("--all-providers", is_flag=True, help="Let it use every provider.")
+@click.option("--team", help="Team id, or none.")
+@click.option("--routing-policy", help="Another routing policy (rt- keys only).")
+@click.option("--rpm", help="Requests per minute, or none.")
+@click.option("--tpm", help="Tokens per minute, or none.")
+@click.option("--expires", help="A date (end of that day, UTC), an ISO time, or never.")
+@out_options
+@pass_state
+def keys_update(
+    state,
+    id,
+    name,
+    models,
+    all_models,
+    providers,
+    all_providers,
+    team,
+    routing_policy,
+    rpm,
+    tpm,
+    expires,
+):
+    """Change a key's name, scopes, team, limits, expiry or routing policy (only the options
+    given; the secret stays the same). Members change the keys they created.
+
+    \b
+    Examples:
+      bonito keys update 12 --name backend --rpm 120
+      bonito keys update 12 --model gpt-4o-mini --model gpt-4o --expires 2027-06-30
+      bonito keys update 12 --all-models --rpm none --expires never --json
+    """
+    if models and all_models or providers and all_providers:
+        raise CliError(
+            "--model with --all-models (or --provider with --all-providers): pick one.", USAGE
+        )
+    body: dict = {}
+    if name is not None:
+        body["name"] = name
+    if models or all_models:
+        body["allowed_models"] = list(models)
+    if providers or all_providers:
+        body["allowed_providers"] = list(providers)
+    if team is not None:
+        body["team"] = None if team.strip().lower() == "none" else _limit(team)
+    if routing_policy is not None:
+        body["routing_policy"] = routing_policy
+    if rpm is not None:
+        body["rpm_limit"] = _limit(rpm)
+    if tpm is not None:
+        body["tpm_limit"] = _limit(tpm)
+    if expires is not None:
+        body["expires_at"] = None if expires.strip().lower() == "never" else expires
+    if not body:
+        raise CliError("Nothing to change: pass an option (see --help).", USAGE)
+    show(state, state.client.patch(f"/api/gateway/keys/{id}", body), KEY_COLUMNS)
 
 
 providers = resource(
@@ -767,13 +865,18 @@ LOG_COLUMNS = [
 @click.option("--team")
 @click.option("--status", type=click.Choice(["success", "error"]))
 @click.option("--limit", type=int, default=50, show_default=True)
-@click.option("--follow", "-F", is_flag=True, help="Keep printing new requests as they finish.")
+@click.option(
+    "--follow",
+    "-F",
+    is_flag=True,
+    help="Keep printing new requests as they finish (the server's live tail; Ctrl-C ends, exit 0).",
+)
 @click.option(
     "--interval",
     type=float,
     default=2.0,
     show_default=True,
-    help="Seconds between polls with --follow.",
+    help="Seconds between polls with --follow when the server has no live tail.",
 )
 @out_options
 @pass_state
@@ -788,35 +891,50 @@ def logs(state, limit, follow, interval, **kw):
       bonito logs --follow --json | jq -c '{model_used, cost}'
     """
     params = {**_filters(kw), "ordering": "-created_at"}
-    rows = state.client.list("/api/gateway/logs", limit=limit, **params)
     if not follow:
-        show(state, rows, LOG_COLUMNS, "request_id")
+        show(
+            state,
+            state.client.list("/api/gateway/logs", limit=limit, **params),
+            LOG_COLUMNS,
+            "request_id",
+        )
         return
-    import time
+    from . import follow as live
 
-    seen = {r["id"] for r in rows}
+    # The socket first, then the history: a row stored in between is in one or the other
+    # (printed once: rows are told apart by id).
+    socket = None
+    try:
+        try:
+            slug = state.client.get("/api/me")["org"]["slug"]
+        except CliError as exc:
+            if exc.code == AUTH:
+                raise
+            raise live.NoLiveTail(
+                f"the server did not say which org this token is for ({exc})"
+            ) from None
+        socket = live.open_tail(
+            state.client.url, state.client.token, slug, f"bonito-cli/{__version__}"
+        )
+    except live.NoLiveTail as exc:
+        live.note(f"{exc}; polling every {interval:g}s instead.")
+    rows = state.client.list("/api/gateway/logs", limit=limit, **params)
+    seen = {live.row_id(r) for r in rows}
     for row in reversed(rows):
         _log_line(state, row)
-    since = rows[0]["created_at"] if rows else None
+    newest = {"at": rows[0]["created_at"] if rows else None}
+
+    def emit(row):
+        _log_line(state, row)
+        newest["at"] = row["created_at"]
+
     try:
-        while True:
-            time.sleep(interval)
-            fresh = state.client.list(
-                "/api/gateway/logs",
-                limit=500,
-                **{
-                    **params,
-                    **({"since": since, "range": None} if since else {}),
-                    "ordering": "created_at",
-                },
-            )
-            for row in fresh:
-                if row["id"] not in seen:
-                    seen.add(row["id"])
-                    _log_line(state, row)
-                    since = row["created_at"]
+        if socket is not None:
+            with socket:
+                live.tail(socket, _filters(kw), seen, emit)
+        live.poll(state.client, params, seen, newest["at"], interval, emit)
     except KeyboardInterrupt:
-        return
+        return  # Ctrl-C ends --follow: exit code 0
 
 
 def _log_line(state, row):

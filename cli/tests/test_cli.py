@@ -3,6 +3,7 @@ database, the demo org, the mock provider) started once for this module."""
 
 import json
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -167,7 +168,7 @@ def test_the_wheel_installs_a_bonito_command(tmp_path):
 def test_every_command_has_help_with_examples(home):
     groups = {
         "auth": ["login", "status", "logout"],
-        "keys": ["list", "create", "rotate", "revoke"],
+        "keys": ["list", "create", "update", "rotate", "revoke"],
         "config": ["apply", "export"],
         "completion": ["install", "bash"],
         "agent": ["status"],
@@ -305,7 +306,8 @@ def test_create_list_use_rotate_and_revoke_a_key(server, logged_in):
     new_key = bonito(home, "keys", "rotate", str(created["id"]), "-q", check=0).stdout.strip()
     assert new_key.startswith("bn-") and new_key != key
     refused = eventually(home, "chat", "hi", "-m", "demo-chat", env={"BONITO_API_KEY": key}, code=3)
-    assert "revoked" in refused.stderr.lower() or "invalid" in refused.stderr.lower()
+    # the key's replaced secret (no grace) is no key at all now
+    assert "incorrect api key" in refused.stderr.lower()
     new_id = json.loads(bonito(home, "keys", "list", "--json", check=0).stdout)
     new_id = next(
         r["id"] for r in new_id if r["key"].endswith(new_key[-4:]) and r["status"] == "active"
@@ -493,7 +495,7 @@ def test_usage_and_analytics_as_json_and_csv(server, logged_in):
     assert "range" in bad.stderr
 
 
-def test_logs_follow_prints_new_requests(server, logged_in):
+def test_logs_follow_prints_new_requests_from_the_live_tail(server, logged_in):
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -505,7 +507,7 @@ def test_logs_follow_prints_new_requests(server, logged_in):
             "--limit",
             "0",
             "--interval",
-            "0.3",
+            "600",  # a poll would come too late: only the live tail can print the row in time
             "--model",
             "demo-chat",
         ],
@@ -516,7 +518,7 @@ def test_logs_follow_prints_new_requests(server, logged_in):
         env=cli_env(logged_in),
     )
     try:
-        time.sleep(1.5)
+        time.sleep(2)  # connected (the socket opens before anything is printed)
         answer = bonito(
             logged_in,
             "chat",
@@ -527,13 +529,176 @@ def test_logs_follow_prints_new_requests(server, logged_in):
             env={"BONITO_API_KEY": server["api_key"]},
             check=0,
         )
-        request_id = json.loads(answer.stdout)["id"]
+        del answer
         line = proc.stdout.readline()  # blocks until the row is printed (the timeout below)
-        assert json.loads(line)["model_used"] == "demo-chat"
-        del request_id
+        row = json.loads(line)
+        assert row["model_used"] == "demo-chat" and row["created_at"].endswith("Z")
+        # Ctrl-C ends it cleanly: exit code 0, no traceback
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+        err = proc.stderr.read()
+        assert "Traceback" not in err and "polling" not in err, err
     finally:
-        proc.terminate()
-        proc.wait(10)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_logs_follow_falls_back_to_polling_without_a_live_tail(server, logged_in, tmp_path):
+    """An older server (no live tail route): a note on stderr, then REST polling."""
+    old = OldServer(server["url"]).start()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bonito_cli", "--url", old.url, "logs", "--follow", "--json"]
+        + ["--limit", "0", "--interval", "0.3"],
+        cwd=logged_in,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(logged_in),
+    )
+    try:
+        note = proc.stderr.readline()
+        assert "polling every 0.3s" in note and "HTTP 404" in note, note
+        bonito(
+            logged_in,
+            "chat",
+            "polled",
+            "-m",
+            "demo-chat",
+            env={"BONITO_API_KEY": server["api_key"]},
+            check=0,
+        )
+        assert json.loads(proc.stdout.readline())["model_used"] == "demo-chat"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        old.stop()
+
+
+class OldServer:
+    """A Bonito without the live tail: REST passed through to the real server, and a 404
+    for the WebSocket path (as a server before it, or a proxy that does not pass sockets)."""
+
+    def __init__(self, upstream: str):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                if self.path.startswith("/ws/"):
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                answer = httpx.get(
+                    upstream + self.path,
+                    headers={"Authorization": self.headers.get("Authorization", "")},
+                )
+                self.send_response(answer.status_code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def start(self):
+        import threading
+
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self):
+        self.httpd.shutdown()
+
+
+def test_keys_update_changes_only_what_it_is_told(server, logged_in):
+    home = logged_in
+    created = json.loads(
+        bonito(home, "keys", "create", "--name", "upd", "--rpm", "50", "--json", check=0).stdout
+    )
+    kid = str(created["id"])
+    updated = json.loads(
+        bonito(
+            home,
+            "keys",
+            "update",
+            kid,
+            "--name",
+            "upd-2",
+            "--model",
+            "demo-chat",
+            "--expires",
+            "2099-12-31",
+            "--json",
+            check=0,
+        ).stdout
+    )
+    assert updated.keys() == schema_fields(server, "ApiKey")
+    assert (updated["id"], updated["name"], updated["allowed_models"]) == (
+        created["id"],
+        "upd-2",
+        ["demo-chat"],
+    )
+    assert updated["rpm_limit"] == 50 and updated["expires_at"].startswith("2099-12-31T23:59:59")
+    cleared = json.loads(
+        bonito(
+            home,
+            "keys",
+            "update",
+            kid,
+            "--all-models",
+            "--rpm",
+            "none",
+            "--expires",
+            "never",
+            "--json",
+            check=0,
+        ).stdout
+    )
+    assert (cleared["allowed_models"], cleared["rpm_limit"], cleared["expires_at"]) == (
+        [],
+        None,
+        None,
+    )
+    assert cleared["name"] == "upd-2"
+    assert (
+        "-q"
+        and bonito(home, "keys", "update", kid, "--tpm", "9", "-q", check=0).stdout.strip() == kid
+    )
+    # refusals: the server's field message (exit 1), nothing to change or a bad number (exit 2)
+    bad = bonito(home, "keys", "update", kid, "--expires", "2001-01-01", check=1)
+    assert "expires_at" in bad.stderr and "future" in bad.stderr
+    assert "Nothing to change" in bonito(home, "keys", "update", kid, check=2).stderr
+    assert "whole number" in bonito(home, "keys", "update", kid, "--rpm", "lots", check=2).stderr
+    assert "No ApiKey" in bonito(home, "keys", "update", "999999", "--name", "x", check=1).stderr
+
+
+def test_keys_rotate_with_a_grace_keeps_the_old_secret_working(server, logged_in):
+    home = logged_in
+    created = json.loads(
+        bonito(home, "keys", "create", "--name", "graced", "--json", check=0).stdout
+    )
+    old = created["api_key"]
+    eventually(home, "chat", "hi", "-m", "demo-chat", env={"BONITO_API_KEY": old}, code=0)
+    rotated = json.loads(
+        bonito(
+            home, "keys", "rotate", str(created["id"]), "--grace", "1h", "--json", check=0
+        ).stdout
+    )
+    assert rotated["id"] == created["id"] and rotated["old_key_valid_until"]
+    new = rotated["api_key"]
+    eventually(home, "chat", "hi", "-m", "demo-chat", env={"BONITO_API_KEY": new}, code=0)
+    bonito(home, "chat", "hi", "-m", "demo-chat", env={"BONITO_API_KEY": old}, check=0)
+    assert "--grace" in bonito(home, "keys", "rotate", "1", "--grace", "soon", check=2).stderr
 
 
 # ------------------------------------------------------------------------------ doctor

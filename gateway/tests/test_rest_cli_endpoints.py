@@ -50,16 +50,17 @@ def test_it_rotates_a_key_keeping_its_settings(bob_client, alice_client, org_a, 
         content_type=JSON,
     ).json()
     response = bob_client.post(f"/api/gateway/keys/{created['id']}/rotate")
-    assert response.status_code == 201
+    assert response.status_code == 200
     new = response.json()
-    old = ApiKey.objects.get(pk=created["id"])
-    assert old.revoked_at is not None and not old.matches(new["api_key"])
-    key = ApiKey.objects.get(pk=new["id"])
-    assert key.matches(new["api_key"]) and key.revoked_at is None
+    # the same key with a new secret; with no grace period the old secret stops at once
+    key = ApiKey.objects.get(pk=created["id"])
+    assert new["id"] == key.id and key.matches(new["api_key"]) and key.revoked_at is None
+    assert not key.matches(created["api_key"]) and not key.previous_valid()
     assert (key.name, key.allowed_models, key.rpm_limit) == ("ci", ["chat"], 7)
     actions = set(AuditLog.objects.filter(org=org_a).values_list("action", flat=True))
-    assert {"api_key.create", "api_key.revoke"} <= actions
-    # a revoked key is not rotated again; an admin's key is not a member's to rotate
+    assert {"api_key.create", "api_key.rotate"} <= actions
+    # a revoked key is not rotated; an admin's key is not a member's to rotate
+    bob_client.delete(f"/api/gateway/keys/{created['id']}")
     again = bob_client.post(f"/api/gateway/keys/{created['id']}/rotate")
     assert again.status_code == 400 and "revoked" in again.json()["detail"][0]
     admins = alice_client.post("/api/gateway/keys", {"name": "a"}, content_type=JSON).json()

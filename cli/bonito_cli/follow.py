@@ -1,0 +1,128 @@
+"""`bonito logs --follow`: new requests pushed by the server's live tail (a WebSocket, the
+token in the handshake's Authorization header, never in the URL), or polled over REST when
+the server has no live tail (an older Bonito, no channel layer)."""
+
+import json
+import sys
+import time
+from datetime import UTC, datetime
+
+import click
+
+from .client import AUTH, CliError
+
+# Close codes of the server's tail (billing/consumers.py): not a member / access lost.
+NOT_FOUND, FORBIDDEN = 4404, 4403
+
+
+class NoLiveTail(Exception):
+    """The server offers no live tail to this client; the reason is the message."""
+
+
+def socket_url(base: str, slug: str) -> str:
+    scheme, rest = base.split("://", 1)
+    return f"{'wss' if scheme == 'https' else 'ws'}://{rest.rstrip('/')}/ws/o/{slug}/logs/"
+
+
+def open_tail(base: str, token: str, slug: str, user_agent: str):
+    """The open socket, or NoLiveTail saying why not."""
+    try:
+        from websockets.exceptions import InvalidHandshake, InvalidStatus
+        from websockets.sync.client import connect
+    except ImportError:  # pragma: no cover - a dependency of the package
+        raise NoLiveTail("the websockets package is not installed") from None
+    try:
+        return connect(
+            socket_url(base, slug),
+            additional_headers={"Authorization": f"Bearer {token}"},
+            user_agent_header=user_agent,
+            open_timeout=10,
+            proxy=None,
+        )
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        raise NoLiveTail(f"the server refused the live tail (HTTP {status})") from None
+    except (InvalidHandshake, OSError, TimeoutError) as exc:
+        raise NoLiveTail(f"no live tail ({type(exc).__name__}: {exc})") from None
+
+
+def _iso(value):
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC).isoformat().replace("+00:00", "Z")
+    return value
+
+
+def row_id(row: dict) -> str:
+    """A usage row's id as both sources can compare it (with or without the uuid's dashes)."""
+    return str(row.get("id", "")).replace("-", "").lower()
+
+
+def matches(row: dict, filters: dict) -> bool:
+    """The REST logs filters, applied to a pushed row (the server pushes the org's rows)."""
+    model = filters.get("model")
+    if model and model not in (row.get("model_requested"), row.get("model_used")):
+        return False
+    if filters.get("provider") and row.get("provider") != filters["provider"]:
+        return False
+    if filters.get("status") and row.get("status") != filters["status"]:
+        return False
+    for name in ("key", "team"):
+        wanted = filters.get(name)
+        if wanted is not None and str(row.get(f"{name}_id")) != str(wanted):
+            return False
+    return True
+
+
+def tail(socket, filters: dict, seen: set, emit) -> None:
+    """Print pushed rows until the socket closes (returns) or Ctrl-C (KeyboardInterrupt)."""
+    from websockets.exceptions import ConnectionClosed
+
+    try:
+        while True:
+            try:
+                message = socket.recv(timeout=1.0)  # wakes up for Ctrl-C
+            except TimeoutError:
+                continue
+            try:
+                rows = json.loads(message).get("rows", [])
+            except (ValueError, AttributeError):
+                continue
+            for row in rows:
+                if row_id(row) in seen or not matches(row, filters):
+                    continue
+                seen.add(row_id(row))
+                row["created_at"] = _iso(row.get("created_at"))
+                emit(row)
+    except ConnectionClosed as exc:
+        code = exc.rcvd.code if exc.rcvd else None
+        if code in (NOT_FOUND, FORBIDDEN):
+            raise CliError(
+                "The server closed the live tail: this token may no longer read the org's logs.",
+                AUTH,
+            ) from None
+        note(f"the live tail closed ({code or 'connection lost'}); polling from here on.")
+
+
+def note(text: str) -> None:
+    click.echo(f"bonito: {text}", err=True)
+    sys.stderr.flush()
+
+
+def poll(client, params: dict, seen: set, since, interval: float, emit) -> None:
+    """The REST fallback: the logs endpoint every ``interval`` seconds, from ``since``."""
+    while True:
+        time.sleep(interval)
+        fresh = client.list(
+            "/api/gateway/logs",
+            limit=500,
+            **{
+                **params,
+                **({"since": since, "range": None} if since else {}),
+                "ordering": "created_at",
+            },
+        )
+        for row in fresh:
+            if row_id(row) not in seen:
+                seen.add(row_id(row))
+                emit(row)
+                since = row["created_at"]
