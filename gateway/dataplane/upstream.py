@@ -5,6 +5,7 @@ import asyncio
 import contextvars
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 
@@ -445,10 +446,18 @@ class LiteLLMAdapter:
     """Provider calls through litellm (imported on first use: it is slow to import).
 
     Every connection litellm makes goes through one guarded transport: the OpenAI SDK
-    kinds take it as litellm's process-wide client, the others as the call's ``client``."""
+    kinds take it as litellm's process-wide client, the others as the call's ``client``.
+
+    The import takes seconds (tens on a busy machine): ``load_in_background`` starts it in
+    a thread when a snapshot names a LiteLLM-path deployment, so the gateway serves at once
+    (the pass-through never waits for it), and a LiteLLM-path request that comes first
+    waits for it without blocking the event loop (``_alib``), up to IMPORT_WAIT_S."""
 
     _litellm = None
     _handler = None
+    _load_lock = threading.Lock()
+    _loader: threading.Thread | None = None
+    IMPORT_WAIT_S = 90.0
 
     def __init__(self, network: NetworkPolicy, ambient_credentials: bool = False):
         self.network = network
@@ -456,26 +465,66 @@ class LiteLLMAdapter:
 
     @classmethod
     def _lib(cls):
-        if cls._litellm is None:
-            import litellm
-
-            litellm.telemetry = False
-            litellm.suppress_debug_info = True
-            litellm.set_verbose = False
-            litellm.callbacks = []
-            litellm.success_callback = []
-            litellm.failure_callback = []
-            logging.getLogger("LiteLLM").setLevel(logging.WARNING)
-            import httpx
-            from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
-
-            from .egress import GuardedAsyncTransport
-
-            transport = _StreamShapingTransport(GuardedAsyncTransport())
-            litellm.aclient_session = httpx.AsyncClient(transport=transport, follow_redirects=False)
-            cls._handler = AsyncHTTPHandler(transport=transport, follow_redirects=False)
-            cls._litellm = litellm
+        if cls._litellm is not None:
+            return cls._litellm
+        with cls._load_lock:
+            if cls._litellm is None:
+                cls._litellm = cls._import()
         return cls._litellm
+
+    @classmethod
+    def _import(cls):
+        import litellm
+
+        litellm.telemetry = False
+        litellm.suppress_debug_info = True
+        litellm.set_verbose = False
+        litellm.callbacks = []
+        litellm.success_callback = []
+        litellm.failure_callback = []
+        logging.getLogger("LiteLLM").setLevel(logging.WARNING)
+        from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+
+        from .egress import GuardedAsyncTransport
+
+        transport = _StreamShapingTransport(GuardedAsyncTransport())
+        litellm.aclient_session = httpx.AsyncClient(transport=transport, follow_redirects=False)
+        cls._handler = AsyncHTTPHandler(transport=transport, follow_redirects=False)
+        return litellm
+
+    @classmethod
+    def load_in_background(cls) -> None:
+        """Start the import in a thread (once); returns at once."""
+        with cls._load_lock:
+            if cls._litellm is not None or cls._loader is not None:
+                return
+            cls._loader = threading.Thread(target=cls._load, name="bonito-litellm", daemon=True)
+            cls._loader.start()
+
+    @classmethod
+    def _load(cls) -> None:
+        try:
+            cls._lib()
+        except Exception:
+            log.exception("importing litellm failed")
+        finally:
+            cls._loader = None
+
+    async def _alib(self, dep: DeploymentInfo):
+        """litellm, once imported: waited for on the event loop (the loop keeps serving
+        while the import runs in its thread); a 503 for this deployment past the bound."""
+        if self._litellm is not None:
+            return self._litellm
+        self.load_in_background()
+        deadline = time.monotonic() + self.IMPORT_WAIT_S
+        while self._litellm is None:
+            if time.monotonic() > deadline or self._loader is None and self._litellm is None:
+                # (No loader and no module: the import failed; the next request retries it.)
+                raise UpstreamError(
+                    f"{dep.label}: the provider library is still loading", 503, retry_after=1
+                )
+            await asyncio.sleep(0.05)
+        return self._litellm
 
     def _kwargs(self, endpoint: str, dep: DeploymentInfo, body: dict, timeout: float) -> dict:
         prompt = body.get("prompt")
@@ -544,7 +593,7 @@ class LiteLLMAdapter:
         return UpstreamError(message, status, body=body, retry_after=retry_after, timeout=timeout)
 
     async def call(self, endpoint, dep, body, timeout) -> dict:
-        lib = self._lib()
+        lib = await self._alib(dep)
         kwargs = self._kwargs(endpoint, dep, body, timeout)
         fn = {
             "chat": lib.acompletion,
@@ -563,7 +612,7 @@ class LiteLLMAdapter:
         return resp.model_dump(exclude_none=True) if hasattr(resp, "model_dump") else dict(resp)
 
     async def stream(self, endpoint, dep, body, timeout) -> AsyncIterator[list[Event]]:
-        lib = self._lib()
+        lib = await self._alib(dep)
         kwargs = self._kwargs(endpoint, dep, body, timeout)
         fn = lib.acompletion if endpoint == "chat" else lib.atext_completion
         if endpoint != "embeddings":
@@ -767,11 +816,15 @@ class Upstreams:
     def needs_litellm(self, kinds) -> bool:
         return any(self._adapter(k) is self.litellm for k in kinds)
 
-    def prewarm(self, kinds=("openai",)) -> None:
-        """Import litellm now, off the event loop, if these provider kinds will need it
-        (its import takes seconds and would otherwise stall the first request)."""
+    def prewarm(self, kinds=("openai",), *, background: bool = False) -> None:
+        """Import litellm if these provider kinds will need it (its import takes seconds
+        and would otherwise stall the first request): now, or in a thread (``background``:
+        what a server does at start, so it answers at once)."""
         if self.needs_litellm(kinds):
-            self.litellm._lib()
+            if background:
+                self.litellm.load_in_background()
+            else:
+                self.litellm._lib()
 
     def for_deployment(self, dep: DeploymentInfo):
         return self._adapter(dep.kind)
