@@ -442,6 +442,100 @@ def _empty_chunk(data: dict) -> bool:
     )
 
 
+# What LiteLLM's objects carry that OpenAI's never do: dropped wherever they appear.
+_LITELLM_ONLY = frozenset({"provider_specific_fields", "_hidden_params", "_response_ms"})
+
+
+def _strip(value):
+    """``value`` without LiteLLM's own fields, at any depth."""
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k not in _LITELLM_ONLY}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+_USAGE_FIELDS = {
+    "prompt_tokens": None,
+    "completion_tokens": None,
+    "total_tokens": None,
+    "completion_tokens_details": (
+        "accepted_prediction_tokens",
+        "audio_tokens",
+        "reasoning_tokens",
+        "rejected_prediction_tokens",
+    ),
+    "prompt_tokens_details": ("audio_tokens", "cached_tokens"),
+}
+
+
+def _openai_usage(usage, endpoint: str):
+    """OpenAI's usage fields only (LiteLLM adds its `cost`, `text_tokens`, …); embeddings
+    report prompt and total tokens."""
+    if not isinstance(usage, dict):
+        return usage
+    out = {}
+    for name, details in _USAGE_FIELDS.items():
+        if name not in usage or usage[name] is None:
+            continue
+        if endpoint == "embeddings" and name not in ("prompt_tokens", "total_tokens"):
+            continue
+        value = usage[name]
+        if details is not None:
+            if not isinstance(value, dict):
+                continue
+            value = {k: value[k] for k in details if value.get(k) is not None}
+        out[name] = value
+    return out
+
+
+def openai_body(endpoint: str, data: dict) -> dict:
+    """A LiteLLM answer in OpenAI's published shape (its OpenAPI spec): the fields OpenAI
+    always sends, null when empty (a tool call's `content`, `refusal`, `logprobs`), none
+    that OpenAI never sends. (LiteLLM's objects are dumped without their nulls.)"""
+    data = _strip(data)
+    if "usage" in data:
+        data["usage"] = _openai_usage(data["usage"], endpoint)
+    choices = data.get("choices")
+    if endpoint == "embeddings":
+        return data
+    for choice in choices if isinstance(choices, list) else ():
+        if not isinstance(choice, dict):
+            continue
+        choice.setdefault("logprobs", None)
+        choice.setdefault("finish_reason", "stop")
+        if endpoint == "completions":
+            choice.setdefault("text", "")
+            continue
+        message = choice.get("message")
+        if isinstance(message, dict):
+            message.setdefault("content", None)
+            message.setdefault("refusal", None)
+            message.setdefault("role", "assistant")
+            if message.get("tool_calls") and choice["finish_reason"] == "stop":
+                choice["finish_reason"] = "tool_calls"  # what OpenAI says for a tool call
+    return data
+
+
+def openai_chunk(endpoint: str, data: dict) -> dict:
+    """A LiteLLM stream chunk in OpenAI's shape: every choice has its `finish_reason`
+    (null until the last), no LiteLLM fields."""
+    data = _strip(data)
+    if "usage" in data:
+        data["usage"] = _openai_usage(data["usage"], endpoint)
+    choices = data.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        if not isinstance(choice, dict):
+            continue
+        choice.setdefault("finish_reason", None)
+        if endpoint == "completions":
+            choice.setdefault("text", "")
+            choice.setdefault("logprobs", None)
+        else:
+            choice.setdefault("delta", {})
+    return data
+
+
 class LiteLLMAdapter:
     """Provider calls through litellm (imported on first use: it is slow to import).
 
@@ -609,7 +703,8 @@ class LiteLLMAdapter:
             raise self._error(exc, dep) from exc
         finally:
             egress_policy().reset(token)
-        return resp.model_dump(exclude_none=True) if hasattr(resp, "model_dump") else dict(resp)
+        data = resp.model_dump(exclude_none=True) if hasattr(resp, "model_dump") else dict(resp)
+        return openai_body(endpoint, data)
 
     async def stream(self, endpoint, dep, body, timeout) -> AsyncIterator[list[Event]]:
         lib = await self._alib(dep)
@@ -630,7 +725,7 @@ class LiteLLMAdapter:
         started = False
         try:
             async for chunk in resp:
-                data = chunk.model_dump(exclude_none=True)
+                data = openai_chunk(endpoint, chunk.model_dump(exclude_none=True))
                 started = True
                 usage = data.pop("usage", None) if data.get("choices") else None
                 events = []
