@@ -612,8 +612,10 @@ class LiteLLMAdapter:
         self.load_in_background()
         deadline = time.monotonic() + self.IMPORT_WAIT_S
         while self._litellm is None:
-            if time.monotonic() > deadline or self._loader is None and self._litellm is None:
-                # (No loader and no module: the import failed; the next request retries it.)
+            if self._loader is None and self._litellm is None:
+                # The import failed (logged); the next request tries it again.
+                raise UpstreamError(f"{dep.label}: the provider library failed to load", 503)
+            if time.monotonic() > deadline:
                 raise UpstreamError(
                     f"{dep.label}: the provider library is still loading", 503, retry_after=1
                 )
