@@ -423,7 +423,7 @@ _ORIGIN = re.compile(
     r"^(https?)://"
     r"([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
     r"|\[[0-9a-f:.]+\])"
-    r"(?::([0-9]{1,5}))?$"
+    r"(?::([0-9]{1,5}))?"
 )
 
 
@@ -439,11 +439,11 @@ def cors_origins_checked(values) -> list[str]:
     for value in values:
         if not isinstance(value, str):
             raise ValidationError({"cors_origins": "Each origin must be a string."})
-        origin = value.strip().lower()
+        origin = value.strip(" ").lower()
         if origin == "*":
             out.append(origin)
             continue
-        match = _ORIGIN.match(origin)
+        match = _ORIGIN.fullmatch(origin)
         port = match and match.group(3)
         if not match or (port and not 0 < int(port) < 65536):
             shown = value[:100].encode("unicode_escape").decode()
