@@ -132,9 +132,15 @@ class V1App:
             return await self.fallback(scope, receive, send)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         if not self.allowed_hosts(headers.get("host", "")):
-            return await self._send(send, _error(400, "Invalid Host header.", "invalid_host"), headers)
+            return await self._send(
+                send, _error(400, "Invalid Host header.", "invalid_host"), headers
+            )
         path, method = scope["path"], scope["method"]
-        if method == "OPTIONS" and "origin" in headers and "access-control-request-method" in headers:
+        if (
+            method == "OPTIONS"
+            and "origin" in headers
+            and "access-control-request-method" in headers
+        ):
             return await self._send(send, self._preflight(headers), headers)
         endpoint, model_id = ROUTES.get(path), None
         if endpoint is None and path.startswith("/v1/models/") and len(path) > len("/v1/models/"):

@@ -18,8 +18,8 @@ from orgs.permissions import org_view
 from . import services
 from .dataplane import provider_kinds
 from .forms import (
-    CorsForm,
     ApiKeyForm,
+    CorsForm,
     DeploymentForm,
     OrgSmartForm,
     PolicyForm,

@@ -77,9 +77,7 @@ def _document(strict: bool) -> dict:
     schemas = {name: _nullable(s) for name, s in doc["components"]["schemas"].items()}
     if strict:
         open_ones = _composed_refs(schemas, set())
-        schemas = {
-            name: s if name in open_ones else _closed(s) for name, s in schemas.items()
-        }
+        schemas = {name: s if name in open_ones else _closed(s) for name, s in schemas.items()}
     return {"components": {"schemas": schemas}}
 
 
