@@ -141,7 +141,7 @@ class V1App:
             and "origin" in headers
             and "access-control-request-method" in headers
         ):
-            return await self._send(send, self._preflight(headers), headers)
+            return await self._send(send, await self._preflight(headers), headers)
         endpoint, model_id = ROUTES.get(path), None
         if endpoint is None and path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
             endpoint, model_id = "model", path[len("/v1/models/") :]
@@ -187,12 +187,14 @@ class V1App:
         await self._stream(out, receive, send)
 
     # ------------------------------------------------------------------ CORS
-    def _preflight(self, headers) -> Outgoing:
+    async def _preflight(self, headers) -> Outgoing:
         """A preflight carries no key: an origin some org allows gets the go-ahead, and the
         actual response then carries Access-Control-Allow-Origin only if the key's org
         allows it (Gateway.handle), so another org's setting opens nothing of this one."""
-        origin = headers["origin"]
-        if not self.gateway().origin_allowed_anywhere(origin):
+        origin, gateway = headers["origin"], self.gateway()
+        if gateway.snapshots.current is None:  # a fresh process's first request
+            await asyncio.to_thread(gateway.snapshots.ensure_started)
+        if not gateway.origin_allowed_anywhere(origin):
             return _error(
                 403,
                 f"The origin {origin[:200]} is not allowed to call this gateway from a "
