@@ -3,16 +3,28 @@
 Django's handler costs several thread-pool round trips per request (middleware written
 for sync code, request signals, a per-request executor); measured in docs/benchmarks.md,
 it capped /v1 near 200 requests/s on one worker. Everything else still goes to Django.
+
+The order of checks (docs/gateway.md): the Host; a CORS preflight (answered from the
+Origin alone: it carries no key); then the key, on every path and method, so a wrong key
+is a 401 anywhere and a valid key's request is always recorded, a 404 or 405 included;
+then the body (its encoding and size), then the Gateway's own checks.
 """
 
 import asyncio
 import contextlib
+import gzip
+import re
+import zlib
 from collections.abc import Callable
 
 import orjson
 
+from .dataplane import errors
+from .dataplane.errors import GatewayError
 from .dataplane.proxy import Gateway, Incoming, Outgoing
 
+# path -> endpoint. Adding an endpoint: an entry here, its method in METHODS if not POST,
+# and its branch in Gateway.handle.
 ROUTES = {
     "/v1/chat/completions": "chat",
     "/v1/completions": "completions",
@@ -22,7 +34,17 @@ ROUTES = {
     "/v1/messages": "messages",  # Anthropic's Messages API (gateway/dataplane/anthropic_api.py)
     "/v1/messages/count_tokens": "count_tokens",
 }
+METHODS = {"models": "GET", "model": "GET"}  # the others take POST
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin")]
+
+# Responses at least this long are gzipped for a client that accepts it (smaller ones
+# gain less than the header costs); event streams never are (each event must go out now).
+GZIP_MIN_BYTES = 1024
+GZIP_LEVEL = 5  # most of level 9's gain at a fraction of its time
+GZIP_OFF_LOOP_BYTES = 1024 * 1024  # bigger bodies are compressed in a thread
+READ_CHUNK = 64 * 1024  # a gzip body is inflated this much at a time, never all at once
+# What a browser may send in a preflight's Access-Control-Request-Headers: header names.
+_HEADER_NAMES = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 
 def _error(status: int, message: str, code: str, extra_headers=()) -> Outgoing:
@@ -37,6 +59,63 @@ def _error(status: int, message: str, code: str, extra_headers=()) -> Outgoing:
         }
     )
     return Outgoing(status, body, {"Content-Type": "application/json", **dict(extra_headers)})
+
+
+def accepts_gzip(value: str) -> bool:
+    """Whether an Accept-Encoding header accepts gzip (`gzip`, `x-gzip` or `*`, q > 0)."""
+    for item in value.split(","):
+        name, _, params = item.strip().partition(";")
+        if name.strip().lower() not in ("gzip", "x-gzip", "*"):
+            continue
+        q = params.strip().lower()
+        if q.startswith("q="):
+            try:
+                return float(q[2:]) > 0
+            except ValueError:
+                return False
+        return True
+    return False
+
+
+class _BodyRefused(Exception):
+    def __init__(self, error: GatewayError | None = None, too_large: bool = False):
+        self.error, self.too_large = error, too_large
+
+
+class _Inflater:
+    """A gzip body inflated as it arrives, never past ``limit`` bytes (a gzip bomb stops
+    at the limit, whatever its header or its compressed size say)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.size = 0
+        self.out: list[bytes] = []
+        self._d = zlib.decompressobj(wbits=31)  # gzip framing only
+
+    def feed(self, data: bytes) -> None:
+        while data:
+            if self._d.eof:  # a next gzip member (concatenated gzip is still gzip)
+                self._d = zlib.decompressobj(wbits=31)
+            try:
+                piece = self._d.decompress(data, self.limit - self.size + 1)
+            except zlib.error:
+                raise _BodyRefused(_corrupt()) from None
+            self.size += len(piece)
+            if self.size > self.limit:
+                raise _BodyRefused(too_large=True)
+            self.out.append(piece)
+            data = self._d.unused_data if self._d.eof else self._d.unconsumed_tail
+
+    def result(self) -> bytes:
+        if not self._d.eof:
+            raise _BodyRefused(_corrupt())  # cut short
+        return b"".join(self.out)
+
+
+def _corrupt() -> GatewayError:
+    return errors.bad_request(
+        "The request body is not valid gzip (Content-Encoding: gzip).", None, "invalid_encoding"
+    )
 
 
 class V1App:
@@ -55,34 +134,44 @@ class V1App:
             return await self.fallback(scope, receive, send)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         if not self.allowed_hosts(headers.get("host", "")):
-            return await self._send(send, _error(400, "Invalid Host header.", "invalid_host"))
+            return await self._send(
+                send, _error(400, "Invalid Host header.", "invalid_host"), headers
+            )
         path, method = scope["path"], scope["method"]
+        if (
+            method == "OPTIONS"
+            and "origin" in headers
+            and "access-control-request-method" in headers
+        ):
+            return await self._send(send, await self._preflight(headers), headers)
         endpoint, model_id = ROUTES.get(path), None
         if endpoint is None and path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
             endpoint, model_id = "model", path[len("/v1/models/") :]
+        refusal, body, too_large = None, b"", False
+        wanted = METHODS.get(endpoint, "POST")
         if endpoint is None:
-            return await self._send(
-                send,
-                _error(
-                    404,
-                    f"Unknown path {path[:200]}. See the OpenAI API reference for supported endpoints.",
-                    "unknown_url",
-                ),
+            endpoint = "unknown"
+            refusal = GatewayError(
+                404,
+                f"Unknown path {path[:200]}. See the OpenAI API reference for supported endpoints.",
+                "invalid_request_error",
+                "unknown_url",
             )
-        wanted = "GET" if endpoint in ("models", "model") else "POST"
-        if method != wanted:
-            return await self._send(
-                send,
-                _error(
-                    405,
-                    f"{method} is not allowed on {path}; use {wanted}.",
-                    "method_not_allowed",
-                    {"Allow": wanted},
-                ),
+        elif method != wanted:
+            refusal = GatewayError(
+                405,
+                f"{method} is not allowed on {path[:200]}; use {wanted}.",
+                "invalid_request_error",
+                "method_not_allowed",
+                headers={"Allow": wanted},
             )
-        body, too_large = b"", False
-        if wanted == "POST":
-            body, too_large = await self._read_body(headers, receive)
+        elif wanted == "POST":
+            # Read here, before the key is checked: the Gateway checks it first, and a
+            # refused body (too large, bad encoding) is its answer only for a valid key.
+            try:
+                body = await self._read_body(headers, receive)
+            except _BodyRefused as exc:
+                refusal, too_large = exc.error, exc.too_large
             if body is None:
                 return  # the client left before sending its body
         out = await self.gateway().handle(
@@ -92,29 +181,84 @@ class V1App:
                 body=body,
                 model_id=model_id,
                 too_large=too_large,
+                refusal=refusal,
             )
         )
         if out.stream is None:
-            return await self._send(send, out)
+            return await self._send(send, out, headers)
         await self._stream(out, receive, send)
 
-    async def _read_body(self, headers, receive):
+    # ------------------------------------------------------------------ CORS
+    async def _preflight(self, headers) -> Outgoing:
+        """A preflight carries no key: an origin some org allows gets the go-ahead, and the
+        actual response then carries Access-Control-Allow-Origin only if the key's org
+        allows it (Gateway.handle), so another org's setting opens nothing of this one."""
+        origin, gateway = headers["origin"], self.gateway()
+        if gateway.snapshots.current is None:  # a fresh process's first request
+            await asyncio.to_thread(gateway.snapshots.ensure_started)
+        if not gateway.origin_allowed_anywhere(origin):
+            return _error(
+                403,
+                f"The origin {origin[:200]} is not allowed to call this gateway from a "
+                "browser. An org admin adds it under Settings > Browser access (CORS).",
+                "origin_not_allowed",
+                {"Vary": "Origin"},
+            )
+        asked = headers.get("access-control-request-headers", "")
+        names = [h.strip().lower() for h in asked.split(",") if h.strip()]
+        allowed = ", ".join(n for n in names if _HEADER_NAMES.match(n)) or "authorization"
+        return Outgoing(
+            204,
+            b"",
+            {
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Methods": "GET, POST",
+                "Access-Control-Allow-Headers": allowed,
+                "Access-Control-Max-Age": "600",
+                "Vary": "Origin",
+            },
+        )
+
+    # ------------------------------------------------------------------ request body
+    async def _read_body(self, headers, receive) -> bytes | None:
+        """The body, inflated if it is gzip; None if the client left. Raises _BodyRefused:
+        too large (sent or inflated), an encoding other than gzip, broken gzip."""
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        if encoding in ("gzip", "x-gzip"):
+            inflater = _Inflater(self.max_body_bytes)
+        elif encoding in ("identity", ""):
+            inflater = None
+        else:
+            raise _BodyRefused(
+                GatewayError(
+                    415,
+                    f"Content-Encoding {encoding[:40]!r} is not supported; send the body as "
+                    "it is or gzip-compressed (Content-Encoding: gzip).",
+                    "invalid_request_error",
+                    "unsupported_encoding",
+                )
+            )
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
-            return b"", True  # refused before reading; the rest of the body is never read
+            raise _BodyRefused(too_large=True)  # the rest of the body is never read
         chunks, size = [], 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return None, False
+                return None
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                return b"", True
-            chunks.append(chunk)
+                raise _BodyRefused(too_large=True)
+            if inflater is None:
+                chunks.append(chunk)
+            else:
+                for i in range(0, len(chunk), READ_CHUNK):
+                    inflater.feed(chunk[i : i + READ_CHUNK])
             if not message.get("more_body"):
-                return b"".join(chunks), False
+                return b"".join(chunks) if inflater is None else inflater.result()
 
+    # ------------------------------------------------------------------ responses
     @staticmethod
     def _start(out: Outgoing) -> dict:
         raw = [
@@ -128,7 +272,17 @@ class V1App:
             "headers": raw + SECURITY_HEADERS,
         }
 
-    async def _send(self, send, out: Outgoing):
+    async def _send(self, send, out: Outgoing, request_headers=None):
+        if len(out.body) >= GZIP_MIN_BYTES and "Content-Encoding" not in out.headers:
+            out.headers["Vary"] = ", ".join(
+                v for v in (out.headers.get("Vary"), "Accept-Encoding") if v
+            )
+            if accepts_gzip((request_headers or {}).get("accept-encoding", "")):
+                if len(out.body) >= GZIP_OFF_LOOP_BYTES:
+                    out.body = await asyncio.to_thread(gzip.compress, out.body, GZIP_LEVEL, mtime=0)
+                else:
+                    out.body = gzip.compress(out.body, GZIP_LEVEL, mtime=0)
+                out.headers["Content-Encoding"] = "gzip"
         await send(self._start(out))
         await send({"type": "http.response.body", "body": out.body})
 

@@ -64,6 +64,7 @@ GATEWAY_TYPES = {
     "smart_tiers": TEXTS,
     "smart": MAPPING,
     "auto_model_alias": TEXT,
+    "cors_origins": TEXTS,
 }
 # Whole-number settings and their bounds (money is checked, exactly, by the services).
 GATEWAY_LIMITS = ("org_rpm_limit", "org_tpm_limit", "default_key_rpm", "default_key_tpm")

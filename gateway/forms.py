@@ -133,6 +133,16 @@ class RoutingPolicyForm(forms.Form):
         return out
 
 
+class CorsForm(forms.Form):
+    """The origins whose browser pages may call /v1 with the org's keys (the service
+    checks and normalises each)."""
+
+    cors_origins = NameListField(label="Allowed origins", max_item_length=300)
+
+    def clean(self):
+        return {"cors_origins": super().clean().get("cors_origins") or []}
+
+
 class OrgSmartForm(forms.Form):
     """The org's default smart routing (bn- keys asking for the alias); the service checks it."""
 

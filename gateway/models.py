@@ -203,6 +203,10 @@ class GatewayConfig(models.Model):
         default=dict, blank=True, help_text="smart routing settings (core.smart.resolve)"
     )
     auto_model_alias = models.CharField(max_length=100, default="auto")
+    # Browser pages on these origins may call /v1 with the org's keys (CORS); empty: none.
+    cors_origins = models.JSONField(
+        default=list, blank=True, help_text="scheme://host[:port] each, or *; empty: none"
+    )
 
     objects = OrgScopedQuerySet.as_manager()
 

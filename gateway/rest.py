@@ -214,6 +214,12 @@ class GatewayConfigSerializer(serializers.ModelSerializer):
     fallback_models = serializers.ListField(child=serializers.CharField(), required=False)
     smart_tiers = serializers.ListField(child=serializers.CharField(), required=False)
     smart = serializers.DictField(required=False)
+    cors_origins = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="Origins whose browser pages may call /v1 with this org's keys: "
+        "scheme://host[:port] each, or * alone for any; empty: none (docs/gateway.md, CORS).",
+    )
 
     class Meta:
         model = GatewayConfig

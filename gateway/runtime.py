@@ -25,7 +25,9 @@ def _prewarm(snapshot) -> None:
     kinds = {
         d.kind for org in snapshot.orgs.values() for deps in org.deployments.values() for d in deps
     }
-    gateway().upstreams.prewarm(kinds)
+    # In a thread: this runs before the snapshot goes live, and litellm's import takes
+    # seconds; the pass-through serves meanwhile, LiteLLM-path requests wait for it.
+    gateway().upstreams.prewarm(kinds, background=True)
     smart.prewarm(snapshot)  # the learned classifier's model, if a policy uses it
 
 

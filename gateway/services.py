@@ -549,7 +549,55 @@ GATEWAY_CONFIG_FIELDS = (
     "smart_tiers",
     "smart",
     "auto_model_alias",
+    "cors_origins",
 )
+CORS_ORIGINS_MAX = 50
+_ORIGIN = re.compile(
+    r"^(https?)://"
+    r"([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
+    r"|\[[0-9a-f:.]+\])"
+    r"(?::([0-9]{1,5}))?"
+)
+
+
+def cors_origins_checked(values) -> list[str]:
+    """The origins as browsers send them (lower case, no default port), or a
+    ValidationError naming the first bad one. Each is scheme://host[:port] (http or
+    https; no path, user, query or wildcard), or `*` alone: any origin."""
+    if not isinstance(values, list):
+        raise ValidationError({"cors_origins": "cors_origins must be a list of origins."})
+    if len(values) > CORS_ORIGINS_MAX:
+        raise ValidationError({"cors_origins": f"At most {CORS_ORIGINS_MAX} origins."})
+    out = []
+    for value in values:
+        if not isinstance(value, str):
+            raise ValidationError({"cors_origins": "Each origin must be a string."})
+        origin = value.strip(" ").lower()
+        if origin == "*":
+            out.append(origin)
+            continue
+        match = _ORIGIN.fullmatch(origin)
+        port = match and match.group(3)
+        if not match or (port and not 0 < int(port) < 65536):
+            shown = value[:100].encode("unicode_escape").decode()
+            raise ValidationError(
+                {
+                    "cors_origins": f"'{shown}' is not an origin: write scheme://host[:port] "
+                    "(http or https, no path and no trailing slash, no wildcard), e.g. "
+                    "https://app.example.com, or * for any origin."
+                }
+            )
+        scheme, host = match.group(1), match.group(2)
+        default = {"http": "80", "https": "443"}[scheme]
+        port = str(int(port)) if port else None
+        origin = f"{scheme}://{host}" + (f":{port}" if port and port != default else "")
+        if origin not in out:
+            out.append(origin)
+    if "*" in out and len(out) > 1:
+        raise ValidationError(
+            {"cors_origins": "* allows every origin: list it alone, or list origins."}
+        )
+    return out
 
 
 def _smart_checked(config: GatewayConfig) -> None:
@@ -589,6 +637,8 @@ def gateway_config_set(*, actor: Actor, org, **fields) -> GatewayConfig:
                     f"'{fields.get('auto_model_alias', 'auto')}')."
                 }
             )
+    if "cors_origins" in fields:
+        fields["cors_origins"] = cors_origins_checked(fields["cors_origins"])
     config, _ = GatewayConfig.objects.get_or_create(org=org)
     before = {f: getattr(config, f) for f in GATEWAY_CONFIG_FIELDS}
     for name, value in fields.items():

@@ -314,6 +314,7 @@ def load_orgs(org_ids=None, now: datetime | None = None) -> dict:
             if cfg and cfg.smart_tiers
             else None,
             auto_model=cfg.auto_model_alias if cfg else smart.DEFAULT_ALIAS,
+            cors_origins=frozenset(cfg.cors_origins if cfg else ()),
         )
     return orgs
 

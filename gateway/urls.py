@@ -14,6 +14,7 @@ org_urlpatterns = [
     path("providers/deployments/", views.deployment_create, name="deployment_create"),
     path("providers/<int:provider_id>/", views.provider_edit, name="provider_edit"),
     path("providers/<int:provider_id>/test/", views.provider_test, name="provider_test"),
+    path("settings/cors/", views.cors_settings, name="cors_settings"),
     path("playground/", playground.playground, name="playground"),
     path("playground/stream/", playground.playground_stream, name="playground-stream"),
     path("models/", catalog_views.catalog, name="catalog"),

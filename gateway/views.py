@@ -19,6 +19,7 @@ from . import selectors, services
 from .dataplane import provider_kinds
 from .forms import (
     ApiKeyForm,
+    CorsForm,
     DeploymentForm,
     OrgSmartForm,
     PolicyForm,
@@ -284,6 +285,33 @@ def policies(request):
                 set(Deployment.objects.for_org(org).values_list("model_name", flat=True))
             ),
         },
+    )
+
+
+@org_view(write_role="admin")
+def cors_settings(request):
+    """Browser access (CORS): the origins whose pages may call /v1 with the org's keys."""
+    org = request.org
+    if request.method == "POST":
+        form = CorsForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, form_message(form))
+        else:
+            try:
+                services.gateway_config_set(
+                    actor=Actor.from_request(request), org=org, **form.cleaned_data
+                )
+                messages.success(
+                    request, "Browser access saved. Every gateway worker applies it within seconds."
+                )
+                return redirect("cors_settings", org_slug=org.slug)
+            except ValidationError as exc:
+                messages.error(request, form_message(form, exc))
+    config = GatewayConfig.objects.for_org(org).first()
+    return render(
+        request,
+        "gateway/cors.html",
+        {"section": "settings", "origins": config.cors_origins if config else []},
     )
 
 

@@ -185,7 +185,8 @@ class ConfigSync:
         self.gateway.sink.min_batch_interval = self.ingest_s
         kinds = {d.kind for o in orgs.values() for deps in o.deployments.values() for d in deps}
         try:
-            self.gateway.upstreams.prewarm(kinds)  # litellm's import, off the request path
+            # litellm's import, in a thread: LiteLLM-path requests wait for it, nothing else
+            self.gateway.upstreams.prewarm(kinds, background=True)
         except Exception:
             log.exception("prewarming the provider clients failed")
 

@@ -23,6 +23,13 @@ from .validation import parse_body
 
 log = logging.getLogger("bonito.gateway")
 
+# The response headers a browser app may read (CORS hides the others from its scripts).
+CORS_EXPOSE = (
+    "x-request-id, x-bonito-overhead-ms, x-bonito-model-used, x-bonito-provider, retry-after, "
+    "x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, "
+    "x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens"
+)
+
 
 @dataclass(slots=True)
 class Incoming:
@@ -31,6 +38,9 @@ class Incoming:
     body: bytes = b""
     model_id: str | None = None
     too_large: bool = False
+    # What the ASGI app found wrong before the key was checked (an unknown path, a wrong
+    # method, a body it could not decode): the answer for a valid key, recorded as usual.
+    refusal: GatewayError | None = None
     # Set only by server code (the dashboard Playground) that has already authenticated the
     # user and acts through one of the org's keys, read from the database (so a key made a
     # moment ago works before the snapshot has it); nothing reachable over HTTP sets it.
@@ -97,12 +107,21 @@ class Gateway:
         self.source = source
         # Stores POST /v1/feedback (billing's, in the control plane); None: not here.
         self.feedback = feedback
+        self._cors_snap: Snapshot | None = None  # the snapshot _cors_any was computed from
+        self._cors_any: frozenset = frozenset()
 
     # ------------------------------------------------------------------ entry point
     async def handle(self, req: Incoming) -> Outgoing:
         ctx = Ctx(
             request_id=_request_id(req.headers), endpoint=req.endpoint, t0=time.perf_counter()
         )
+        out = await self._handle(ctx, req)
+        origin = req.headers.get("origin")
+        if origin is not None:
+            self._cors(ctx, origin, out)
+        return out
+
+    async def _handle(self, ctx: Ctx, req: Incoming) -> Outgoing:
         try:
             snap = self.snapshots.current or await asyncio.to_thread(self.snapshots.ensure_started)
             if snap is None:
@@ -117,6 +136,8 @@ class Gateway:
         except GatewayError as exc:
             return self._error_response(ctx, exc)  # no valid key: nothing to record
         try:
+            if req.refusal is not None:
+                raise req.refusal
             if req.endpoint in ("models", "model"):
                 out = self._models(ctx, req.model_id)
                 self._record(ctx, "success", 200)
@@ -133,6 +154,32 @@ class Gateway:
                 ctx, "rejected" if exc.status < 500 else "error", exc.status, exc.usage_error_type
             )
             return self._error_response(ctx, exc)
+
+    # ------------------------------------------------------------------ CORS
+    def origin_allowed_anywhere(self, origin: str) -> bool:
+        """Whether some org lets browsers on ``origin`` call the gateway: a preflight's
+        answer (it carries no key), and a refused key's (so the app can read its 401)."""
+        snap = self.snapshots.current
+        if snap is None:
+            return False
+        if self._cors_snap is not snap:  # once per snapshot: the union of every org's list
+            self._cors_any = frozenset(o for org in snap.orgs.values() for o in org.cors_origins)
+            self._cors_snap = snap
+        return "*" in self._cors_any or origin.lower() in self._cors_any
+
+    def _cors(self, ctx: Ctx, origin: str, out: Outgoing) -> None:
+        """A browser's request: Access-Control-Allow-Origin only when the key's org allows
+        the origin (no valid key: when any org does). Never credentials: the key is the
+        authentication, sent by the page itself."""
+        vary = out.headers.get("Vary")
+        out.headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
+        if ctx.org is not None:
+            allowed = "*" in ctx.org.cors_origins or origin.lower() in ctx.org.cors_origins
+        else:
+            allowed = self.origin_allowed_anywhere(origin)
+        if allowed:
+            out.headers["Access-Control-Allow-Origin"] = origin
+            out.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE
 
     # ------------------------------------------------------------------ auth and policy
     def _authenticate(

@@ -94,6 +94,9 @@ class OrgInfo:
     # The org's default smart routing, for bn- keys that ask for the model ``auto_model``.
     smart: SmartPolicy | None = None
     auto_model: str = DEFAULT_ALIAS
+    # Origins whose browser pages may call /v1 with this org's keys ("*": any); lower-case,
+    # scheme://host[:port] (docs/gateway.md, CORS).
+    cors_origins: frozenset = frozenset()
 
     def model_allowed(self, model: str) -> bool:
         if model in self.denied_models:
@@ -367,6 +370,7 @@ def org_from_dict(o: dict) -> OrgInfo:
         "denied_providers",
         "allowed_regions",
         "enabled_providers",
+        "cors_origins",
     ):
         fields[name] = _frozen(fields.get(name))
     fields["fallback_models"] = tuple(fields.get("fallback_models") or ())

@@ -5,6 +5,7 @@ import asyncio
 import contextvars
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 
@@ -441,14 +442,116 @@ def _empty_chunk(data: dict) -> bool:
     )
 
 
+# What LiteLLM's objects carry that OpenAI's never do: dropped wherever they appear.
+_LITELLM_ONLY = frozenset({"provider_specific_fields", "_hidden_params", "_response_ms"})
+
+
+def _strip(value):
+    """``value`` without LiteLLM's own fields, at any depth."""
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k not in _LITELLM_ONLY}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+_USAGE_FIELDS = {
+    "prompt_tokens": None,
+    "completion_tokens": None,
+    "total_tokens": None,
+    "completion_tokens_details": (
+        "accepted_prediction_tokens",
+        "audio_tokens",
+        "reasoning_tokens",
+        "rejected_prediction_tokens",
+    ),
+    "prompt_tokens_details": ("audio_tokens", "cached_tokens"),
+}
+
+
+def _openai_usage(usage, endpoint: str):
+    """OpenAI's usage fields only (LiteLLM adds its `cost`, `text_tokens`, …); embeddings
+    report prompt and total tokens."""
+    if not isinstance(usage, dict):
+        return usage
+    out = {}
+    for name, details in _USAGE_FIELDS.items():
+        if name not in usage or usage[name] is None:
+            continue
+        if endpoint == "embeddings" and name not in ("prompt_tokens", "total_tokens"):
+            continue
+        value = usage[name]
+        if details is not None:
+            if not isinstance(value, dict):
+                continue
+            value = {k: value[k] for k in details if value.get(k) is not None}
+        out[name] = value
+    return out
+
+
+def openai_body(endpoint: str, data: dict) -> dict:
+    """A LiteLLM answer in OpenAI's published shape (its OpenAPI spec): the fields OpenAI
+    always sends, null when empty (a tool call's `content`, `refusal`, `logprobs`), none
+    that OpenAI never sends. (LiteLLM's objects are dumped without their nulls.)"""
+    data = _strip(data)
+    if "usage" in data:
+        data["usage"] = _openai_usage(data["usage"], endpoint)
+    choices = data.get("choices")
+    if endpoint == "embeddings":
+        return data
+    for choice in choices if isinstance(choices, list) else ():
+        if not isinstance(choice, dict):
+            continue
+        choice.setdefault("logprobs", None)
+        choice.setdefault("finish_reason", "stop")
+        if endpoint == "completions":
+            choice.setdefault("text", "")
+            continue
+        message = choice.get("message")
+        if isinstance(message, dict):
+            message.setdefault("content", None)
+            message.setdefault("refusal", None)
+            message.setdefault("role", "assistant")
+            if message.get("tool_calls") and choice["finish_reason"] == "stop":
+                choice["finish_reason"] = "tool_calls"  # what OpenAI says for a tool call
+    return data
+
+
+def openai_chunk(endpoint: str, data: dict) -> dict:
+    """A LiteLLM stream chunk in OpenAI's shape: every choice has its `finish_reason`
+    (null until the last), no LiteLLM fields."""
+    data = _strip(data)
+    if "usage" in data:
+        data["usage"] = _openai_usage(data["usage"], endpoint)
+    choices = data.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        if not isinstance(choice, dict):
+            continue
+        choice.setdefault("finish_reason", None)
+        if endpoint == "completions":
+            choice.setdefault("text", "")
+            choice.setdefault("logprobs", None)
+        else:
+            choice.setdefault("delta", {})
+    return data
+
+
 class LiteLLMAdapter:
     """Provider calls through litellm (imported on first use: it is slow to import).
 
     Every connection litellm makes goes through one guarded transport: the OpenAI SDK
-    kinds take it as litellm's process-wide client, the others as the call's ``client``."""
+    kinds take it as litellm's process-wide client, the others as the call's ``client``.
+
+    The import takes seconds (tens on a busy machine): ``load_in_background`` starts it in
+    a thread when a snapshot names a LiteLLM-path deployment, so the gateway serves at once
+    (the pass-through never waits for it), and a LiteLLM-path request that comes first
+    waits for it without blocking the event loop (``_alib``), up to IMPORT_WAIT_S."""
 
     _litellm = None
     _handler = None
+    _load_lock = threading.Lock()
+    _loader: threading.Thread | None = None
+    IMPORT_WAIT_S = 90.0
 
     def __init__(self, network: NetworkPolicy, ambient_credentials: bool = False):
         self.network = network
@@ -456,26 +559,68 @@ class LiteLLMAdapter:
 
     @classmethod
     def _lib(cls):
-        if cls._litellm is None:
-            import litellm
-
-            litellm.telemetry = False
-            litellm.suppress_debug_info = True
-            litellm.set_verbose = False
-            litellm.callbacks = []
-            litellm.success_callback = []
-            litellm.failure_callback = []
-            logging.getLogger("LiteLLM").setLevel(logging.WARNING)
-            import httpx
-            from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
-
-            from .egress import GuardedAsyncTransport
-
-            transport = _StreamShapingTransport(GuardedAsyncTransport())
-            litellm.aclient_session = httpx.AsyncClient(transport=transport, follow_redirects=False)
-            cls._handler = AsyncHTTPHandler(transport=transport, follow_redirects=False)
-            cls._litellm = litellm
+        if cls._litellm is not None:
+            return cls._litellm
+        with cls._load_lock:
+            if cls._litellm is None:
+                cls._litellm = cls._import()
         return cls._litellm
+
+    @classmethod
+    def _import(cls):
+        import litellm
+
+        litellm.telemetry = False
+        litellm.suppress_debug_info = True
+        litellm.set_verbose = False
+        litellm.callbacks = []
+        litellm.success_callback = []
+        litellm.failure_callback = []
+        logging.getLogger("LiteLLM").setLevel(logging.WARNING)
+        from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+
+        from .egress import GuardedAsyncTransport
+
+        transport = _StreamShapingTransport(GuardedAsyncTransport())
+        litellm.aclient_session = httpx.AsyncClient(transport=transport, follow_redirects=False)
+        cls._handler = AsyncHTTPHandler(transport=transport, follow_redirects=False)
+        return litellm
+
+    @classmethod
+    def load_in_background(cls) -> None:
+        """Start the import in a thread (once); returns at once."""
+        with cls._load_lock:
+            if cls._litellm is not None or cls._loader is not None:
+                return
+            cls._loader = threading.Thread(target=cls._load, name="bonito-litellm", daemon=True)
+            cls._loader.start()
+
+    @classmethod
+    def _load(cls) -> None:
+        try:
+            cls._lib()
+        except Exception:
+            log.exception("importing litellm failed")
+        finally:
+            cls._loader = None
+
+    async def _alib(self, dep: DeploymentInfo):
+        """litellm, once imported: waited for on the event loop (the loop keeps serving
+        while the import runs in its thread); a 503 for this deployment past the bound."""
+        if self._litellm is not None:
+            return self._litellm
+        self.load_in_background()
+        deadline = time.monotonic() + self.IMPORT_WAIT_S
+        while self._litellm is None:
+            if self._loader is None and self._litellm is None:
+                # The import failed (logged); the next request tries it again.
+                raise UpstreamError(f"{dep.label}: the provider library failed to load", 503)
+            if time.monotonic() > deadline:
+                raise UpstreamError(
+                    f"{dep.label}: the provider library is still loading", 503, retry_after=1
+                )
+            await asyncio.sleep(0.05)
+        return self._litellm
 
     def _kwargs(self, endpoint: str, dep: DeploymentInfo, body: dict, timeout: float) -> dict:
         prompt = body.get("prompt")
@@ -544,7 +689,7 @@ class LiteLLMAdapter:
         return UpstreamError(message, status, body=body, retry_after=retry_after, timeout=timeout)
 
     async def call(self, endpoint, dep, body, timeout) -> dict:
-        lib = self._lib()
+        lib = await self._alib(dep)
         kwargs = self._kwargs(endpoint, dep, body, timeout)
         fn = {
             "chat": lib.acompletion,
@@ -560,10 +705,11 @@ class LiteLLMAdapter:
             raise self._error(exc, dep) from exc
         finally:
             egress_policy().reset(token)
-        return resp.model_dump(exclude_none=True) if hasattr(resp, "model_dump") else dict(resp)
+        data = resp.model_dump(exclude_none=True) if hasattr(resp, "model_dump") else dict(resp)
+        return openai_body(endpoint, data)
 
     async def stream(self, endpoint, dep, body, timeout) -> AsyncIterator[list[Event]]:
-        lib = self._lib()
+        lib = await self._alib(dep)
         kwargs = self._kwargs(endpoint, dep, body, timeout)
         fn = lib.acompletion if endpoint == "chat" else lib.atext_completion
         if endpoint != "embeddings":
@@ -581,7 +727,7 @@ class LiteLLMAdapter:
         started = False
         try:
             async for chunk in resp:
-                data = chunk.model_dump(exclude_none=True)
+                data = openai_chunk(endpoint, chunk.model_dump(exclude_none=True))
                 started = True
                 usage = data.pop("usage", None) if data.get("choices") else None
                 events = []
@@ -767,11 +913,15 @@ class Upstreams:
     def needs_litellm(self, kinds) -> bool:
         return any(self._adapter(k) is self.litellm for k in kinds)
 
-    def prewarm(self, kinds=("openai",)) -> None:
-        """Import litellm now, off the event loop, if these provider kinds will need it
-        (its import takes seconds and would otherwise stall the first request)."""
+    def prewarm(self, kinds=("openai",), *, background: bool = False) -> None:
+        """Import litellm if these provider kinds will need it (its import takes seconds
+        and would otherwise stall the first request): now, or in a thread (``background``:
+        what a server does at start, so it answers at once)."""
         if self.needs_litellm(kinds):
-            self.litellm._lib()
+            if background:
+                self.litellm.load_in_background()
+            else:
+                self.litellm._lib()
 
     def for_deployment(self, dep: DeploymentInfo):
         return self._adapter(dep.kind)

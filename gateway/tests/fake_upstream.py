@@ -146,11 +146,13 @@ class FakeUpstream:
             return await self._stream(request, endpoint, body, b, words, usage)
         payload = {"id": "chatcmpl-fake", "created": int(time.time()), "model": model}
         if endpoint == "chat":
-            message = {"role": "assistant", "content": " ".join(words)}
+            # As OpenAI sends them: refusal and logprobs are there, null (its spec requires them).
+            message = {"role": "assistant", "content": " ".join(words), "refusal": None}
             if body.get("tools"):
                 message = {
                     "role": "assistant",
                     "content": None,
+                    "refusal": None,
                     "tool_calls": [
                         {
                             "id": "call_1",
@@ -164,7 +166,14 @@ class FakeUpstream:
                 }
             payload.update(
                 object="chat.completion",
-                choices=[{"index": 0, "message": message, "finish_reason": "stop"}],
+                choices=[
+                    {
+                        "index": 0,
+                        "message": message,
+                        "finish_reason": "tool_calls" if body.get("tools") else "stop",
+                        "logprobs": None,
+                    }
+                ],
             )
         else:
             payload.update(
@@ -190,7 +199,7 @@ class FakeUpstream:
                 choice = (
                     {"index": 0, "delta": {"content": piece}, "finish_reason": None}
                     if endpoint == "chat"
-                    else {"index": 0, "text": piece, "finish_reason": None}
+                    else {"index": 0, "text": piece, "finish_reason": None, "logprobs": None}
                 )
                 chunk = {
                     "id": "chatcmpl-fake",
@@ -205,7 +214,7 @@ class FakeUpstream:
             done = (
                 {"index": 0, "delta": {}, "finish_reason": "stop"}
                 if endpoint == "chat"
-                else {"index": 0, "text": "", "finish_reason": "stop"}
+                else {"index": 0, "text": "", "finish_reason": "stop", "logprobs": None}
             )
             wants_usage = b.report_usage and (body.get("stream_options") or {}).get("include_usage")
             finish = {

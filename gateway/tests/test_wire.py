@@ -1,0 +1,251 @@
+"""The /v1 wire: the key is checked first on every path and method, every request with a
+valid key is one usage row (a 404 and a 405 included), gzip bodies in and out."""
+
+import gzip
+import zlib
+
+import httpx
+import openai
+import orjson
+import pytest
+
+from gateway.tests.conftest import usage_rows
+from gateway.tests.openai_schema import assert_openai_schema
+
+CHAT = {"model": "chat-small", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def _auth(raw):
+    return {"Authorization": f"Bearer {raw}"}
+
+
+UNKNOWN = [
+    ("GET", "/v1/"),
+    ("POST", "/v1/chat"),
+    ("POST", "/v1/responses-not-here"),
+    ("GET", "/v1/chat/completions/extra"),
+    ("DELETE", "/v1/files/file-123"),
+    ("POST", "/v1/" + "x" * 5000),
+]
+WRONG_METHOD = [
+    ("GET", "/v1/chat/completions"),
+    ("PUT", "/v1/completions"),
+    ("DELETE", "/v1/embeddings"),
+    ("POST", "/v1/models"),
+    ("PATCH", "/v1/models/chat-small"),
+    ("GET", "/v1/feedback"),
+    ("OPTIONS", "/v1/chat/completions"),  # not a preflight: no Origin
+]
+
+
+@pytest.mark.parametrize("method,path", UNKNOWN + WRONG_METHOD)
+def test_it_refuses_a_wrong_key_with_401_on_any_path_and_records_nothing(acme, method, path):
+    for headers in ({}, _auth("bn-not-a-key"), _auth("sk-wrong")):
+        response = httpx.request(method, acme.url + path, headers=headers, timeout=30)
+        assert response.status_code == 401, (method, path, response.text)
+        assert response.json()["error"]["code"] == "invalid_api_key"
+        assert_openai_schema(response.json(), "ErrorResponse")
+    assert usage_rows() == []
+
+
+@pytest.mark.parametrize("method,path", UNKNOWN)
+def test_it_answers_a_valid_key_on_an_unknown_path_with_404_and_one_row(acme, method, path):
+    response = httpx.request(method, acme.url + path, headers=_auth(acme.raw), timeout=30)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "unknown_url"
+    assert_openai_schema(response.json(), "ErrorResponse")
+    [row] = usage_rows(acme.org)
+    assert (row.status, row.http_status, row.endpoint) == ("rejected", 404, "unknown")
+    assert row.key_id == acme.key.id and acme.fake.requests == []
+
+
+@pytest.mark.parametrize("method,path", WRONG_METHOD)
+def test_it_answers_a_valid_key_with_a_wrong_method_with_405_and_one_row(acme, method, path):
+    response = httpx.request(method, acme.url + path, headers=_auth(acme.raw), timeout=30)
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert response.headers["allow"] in ("GET", "POST")
+    assert_openai_schema(response.json(), "ErrorResponse")
+    [row] = usage_rows(acme.org)
+    assert (row.status, row.http_status) == ("rejected", 405)
+
+
+def test_the_openai_sdk_raises_its_usual_errors_for_unknown_paths(acme):
+    client = openai.OpenAI(base_url=acme.base_url, api_key=acme.raw, max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        client.get("/nope", cast_to=object)
+    bad = openai.OpenAI(base_url=acme.base_url, api_key="bn-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.get("/nope", cast_to=object)
+    assert len(usage_rows(acme.org)) == 1
+
+
+# ---------------------------------------------------------------- gzip request bodies
+def _post_raw(acme, content: bytes, key=None, **headers):
+    return httpx.post(
+        acme.url + "/v1/chat/completions",
+        content=content,
+        headers={**_auth(key or acme.raw), "Content-Type": "application/json", **headers},
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "x-gzip", "GZIP"])
+def test_it_accepts_a_gzip_body(acme, encoding):
+    response = _post_raw(acme, gzip.compress(orjson.dumps(CHAT)), **{"Content-Encoding": encoding})
+    assert response.status_code == 200, response.text
+    assert acme.fake.requests[-1]["body"]["messages"] == CHAT["messages"]
+    [row] = usage_rows(acme.org)
+    assert row.status == "success"
+
+
+def test_it_accepts_concatenated_gzip_members(acme):
+    raw = orjson.dumps(CHAT)
+    body = gzip.compress(raw[:10]) + gzip.compress(raw[10:])
+    response = _post_raw(acme, body, **{"Content-Encoding": "gzip"})
+    assert response.status_code == 200, response.text
+
+
+def _deflate_stream(total_zeros: int, prefix: bytes = b"") -> bytes:
+    """A gzip body of ``prefix`` and then zeros, compressed without holding it inflated."""
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)
+    out = [c.compress(prefix)]
+    block = b"\0" * (1024 * 1024)
+    for _ in range(total_zeros // len(block)):
+        out.append(c.compress(block))
+    out.append(c.compress(b"\0" * (total_zeros % len(block))))
+    out.append(c.flush())
+    return b"".join(out)
+
+
+@pytest.mark.parametrize(
+    "zeros_mb,prefix",
+    [
+        (10, b""),  # 10 MB of zeros: over the 10 MB limit once inflated, ~10 KB sent
+        (64, b'{"model": "chat-small", "messages": [{"role": "user", "content": "'),
+        (1024, b""),  # a 1 GB bomb: refused at the limit, never inflated whole
+    ],
+)
+def test_a_gzip_body_that_inflates_past_the_limit_gets_413(acme, settings, zeros_mb, prefix):
+    bomb = _deflate_stream(zeros_mb * 1024 * 1024 + 1, prefix)
+    assert len(bomb) < 2 * 1024 * 1024  # small as sent: only the inflated size is too large
+    response = _post_raw(acme, bomb, **{"Content-Encoding": "gzip"})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+    assert_openai_schema(response.json(), "ErrorResponse")
+    assert acme.fake.requests == []
+    [row] = usage_rows(acme.org)
+    assert (row.status, row.http_status) == ("rejected", 413)
+
+
+def test_a_gzip_body_inflating_just_under_the_limit_is_read(acme, gw):
+    text = "a" * (gw.max_body_bytes - 200)
+    body = orjson.dumps({**CHAT, "messages": [{"role": "user", "content": text}]})
+    assert len(body) <= gw.max_body_bytes
+    response = _post_raw(acme, gzip.compress(body), **{"Content-Encoding": "gzip"})
+    assert response.status_code == 200, response.text[:300]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not gzip at all",
+        gzip.compress(orjson.dumps(CHAT))[:-12],  # cut short
+        gzip.compress(orjson.dumps(CHAT))[:10],  # the header only
+        b"",
+        gzip.compress(orjson.dumps(CHAT)) + b"trailing garbage",
+        b"\x1f\x8b\x08\x00" + b"\xff" * 100,  # a gzip header, then garbage
+    ],
+)
+def test_a_corrupt_gzip_body_gets_400(acme, body):
+    response = _post_raw(acme, body, **{"Content-Encoding": "gzip"})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_encoding"
+    assert_openai_schema(response.json(), "ErrorResponse")
+    [row] = usage_rows(acme.org)
+    assert (row.status, row.http_status) == ("rejected", 400)
+
+
+@pytest.mark.parametrize("encoding", ["br", "deflate", "zstd", "gzip, br", "compress"])
+def test_an_unsupported_encoding_gets_415(acme, encoding):
+    response = _post_raw(acme, orjson.dumps(CHAT), **{"Content-Encoding": encoding})
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_encoding"
+    assert_openai_schema(response.json(), "ErrorResponse")
+    [row] = usage_rows(acme.org)
+    assert (row.status, row.http_status) == ("rejected", 415)
+
+
+@pytest.mark.parametrize("body", [b"not gzip", _deflate_stream(11 * 1024 * 1024)])
+def test_a_bad_body_with_a_wrong_key_is_a_401_first(acme, body):
+    response = _post_raw(acme, body, key="bn-wrong", **{"Content-Encoding": "gzip"})
+    assert response.status_code == 401
+    response = _post_raw(acme, body, key="bn-wrong", **{"Content-Encoding": "br"})
+    assert response.status_code == 401
+    assert usage_rows() == []
+
+
+# ---------------------------------------------------------------- gzip responses
+def _embed_many(acme, n=40, **headers):
+    return httpx.post(
+        acme.base_url + "/embeddings",
+        json={"model": "embed-small", "input": [f"text {i}" for i in range(n)]},
+        headers={**_auth(acme.raw), **headers},
+        timeout=30,
+    )
+
+
+def test_a_large_response_is_gzipped_for_a_client_that_accepts_it(acme):
+    response = _embed_many(acme, **{"Accept-Encoding": "gzip"})
+    assert response.status_code == 200
+    assert response.headers["content-encoding"] == "gzip"
+    assert "Accept-Encoding" in response.headers["vary"]
+    # httpx inflated it; the wire carried fewer bytes than the body
+    assert int(response.headers["content-length"]) < len(response.content)
+    assert len(response.json()["data"]) == 40
+
+
+@pytest.mark.parametrize("accept", ["identity", "", "gzip;q=0", "br", "deflate"])
+def test_a_response_is_not_gzipped_for_a_client_that_does_not_accept_it(acme, accept):
+    response = _embed_many(acme, **{"Accept-Encoding": accept})
+    assert response.status_code == 200
+    assert "content-encoding" not in response.headers
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert "Accept-Encoding" in response.headers["vary"]
+
+
+def test_a_small_response_is_not_gzipped(acme):
+    response = httpx.post(
+        acme.base_url + "/chat/completions",
+        json=CHAT,
+        headers={**_auth(acme.raw), "Accept-Encoding": "gzip"},
+        timeout=30,
+    )
+    assert response.status_code == 200 and len(response.content) < 1024
+    assert "content-encoding" not in response.headers
+
+
+def test_an_event_stream_is_never_gzipped(acme):
+    with httpx.stream(
+        "POST",
+        acme.base_url + "/chat/completions",
+        json={**CHAT, "stream": True},
+        headers={**_auth(acme.raw), "Accept-Encoding": "gzip"},
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        assert "content-encoding" not in response.headers
+        raw = b"".join(response.iter_raw())
+    assert raw.startswith(b"data: ") and raw.endswith(b"data: [DONE]\n\n")
+
+
+def test_the_openai_sdk_reads_gzipped_responses(acme):
+    client = openai.OpenAI(base_url=acme.base_url, api_key=acme.raw, max_retries=0)
+    raw = client.embeddings.with_raw_response.create(
+        model="embed-small", input=[f"text {i}" for i in range(40)]
+    )
+    assert raw.headers["content-encoding"] == "gzip"
+    result = raw.parse()
+    assert len(result.data) == 40 and result.data[0].embedding
+    models = client.models.list()
+    assert {m.id for m in models.data} >= {"chat-small", "embed-small"}
