@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('gateway', '0008_smart_routing'),
+        ('gateway', '0009_key_rotation_grace_last_used'),
     ]
 
     operations = [
