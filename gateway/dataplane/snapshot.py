@@ -2,6 +2,8 @@
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from dataclasses import fields as dataclass_fields
+from functools import cache
 
 from core.smart import DEFAULT_ALIAS, SmartPolicy, policy_from_dict, policy_to_dict
 
@@ -319,13 +321,28 @@ def key_to_dict(key: KeyInfo) -> dict:
     return {k: _plain(v) for k, v in asdict(key).items()}
 
 
+@cache
+def _field_names(cls) -> frozenset:
+    return frozenset(f.name for f in dataclass_fields(cls))
+
+
+def _known(cls, d: dict) -> dict:
+    """The entries of ``d`` that ``cls`` has fields for: a control plane newer than this
+    agent may send fields the agent does not know yet, and they are ignored, not a crash."""
+    names = _field_names(cls)
+    return {k: v for k, v in d.items() if k in names}
+
+
 def key_from_dict(k: dict) -> KeyInfo:
     return KeyInfo(
-        **{
-            **k,
-            "allowed_models": _frozen(k["allowed_models"]),
-            "allowed_providers": _frozen(k["allowed_providers"]),
-        }
+        **_known(
+            KeyInfo,
+            {
+                **k,
+                "allowed_models": _frozen(k["allowed_models"]),
+                "allowed_providers": _frozen(k["allowed_providers"]),
+            },
+        )
     )
 
 
@@ -352,17 +369,25 @@ def org_to_dict(o: OrgInfo, include_credentials: bool = False) -> dict:
 
 def org_from_dict(o: dict) -> OrgInfo:
     deployments = {
-        m: tuple(DeploymentInfo(**d) for d in deps) for m, deps in o["deployments"].items()
+        m: tuple(DeploymentInfo(**_known(DeploymentInfo, d)) for d in deps)
+        for m, deps in o["deployments"].items()
     }
     policies = {
         n: RoutingPolicyInfo(
-            **{**p, "models": tuple(p["models"]), "smart": policy_from_dict(p.get("smart"))}
+            **_known(
+                RoutingPolicyInfo,
+                {**p, "models": tuple(p["models"]), "smart": policy_from_dict(p.get("smart"))},
+            )
         )
         for n, p in o["routing_policies"].items()
     }
-    fields = {k: v for k, v in o.items() if k not in ("deployments", "routing_policies")}
+    fields = {
+        k: v for k, v in _known(OrgInfo, o).items() if k not in ("deployments", "routing_policies")
+    }
     fields["smart"] = policy_from_dict(o.get("smart"))
-    fields["blocked"] = {scope: Block(**b) for scope, b in (o.get("blocked") or {}).items()}
+    fields["blocked"] = {
+        scope: Block(**_known(Block, b)) for scope, b in (o.get("blocked") or {}).items()
+    }
     for name in (
         "allowed_models",
         "denied_models",

@@ -14,6 +14,7 @@ from gateway.dataplane import routing
 from gateway.dataplane.snapshot import (
     Block,
     DeploymentInfo,
+    RoutingPolicyInfo,
     snapshot_from_dict,
     snapshot_to_dict,
 )
@@ -226,3 +227,39 @@ def test_the_snapshot_carries_the_scopes_the_data_plane_applies(org_a):
     assert (dep.provider, dep.kind, dep.region) == ("mock", "mock", "eu-west-1")
     scoped = snap.keys[key.key_hash]
     assert (scoped.allowed_models, scoped.allowed_providers) == ({"chat"}, {"mock"})
+
+
+def test_a_newer_control_planes_unknown_fields_are_ignored_not_a_crash(acme):
+    """An agent older than its control plane reads a document with fields it does not know
+    (in the snapshot's keys, orgs, deployments, routing policies and blocks): it keeps what
+    it knows and serves, instead of failing every config pull."""
+    from gateway import runtime
+
+    snap = runtime.snapshots().current
+    blocked = {"org": Block("The monthly budget is spent.", 1.9e9)}
+    policy = RoutingPolicyInfo("spread", "weighted", ("chat-small",), {"chat-small": 3})
+    org = dataclasses.replace(
+        snap.orgs[acme.org.id], blocked=blocked, routing_policies={"spread": policy}
+    )
+    snap = dataclasses.replace(snap, orgs={**snap.orgs, acme.org.id: org})
+    data = orjson.loads(orjson.dumps(snapshot_to_dict(snap)))
+    for key in data["keys"].values():
+        key["added_in_a_later_release"] = 1
+    for o in data["orgs"].values():
+        o["added_in_a_later_release"] = {"x": 1}
+        for b in o["blocked"].values():
+            b["added_in_a_later_release"] = True
+        for deps in o["deployments"].values():
+            for d in deps:
+                d["added_in_a_later_release"] = "y"
+        for p in o["routing_policies"].values():
+            p["added_in_a_later_release"] = []
+    again = snapshot_from_dict(data, snap.hash_secret)
+    assert again.keys == snap.keys
+    assert again.orgs[acme.org.id].blocked == blocked
+
+    def shape(o):  # credentials are not in the document
+        return {m: [(d.id, d.upstream_model, d.api_base) for d in ds] for m, ds in o.items()}
+
+    assert shape(again.orgs[acme.org.id].deployments) == shape(snap.orgs[acme.org.id].deployments)
+    assert again.orgs[acme.org.id].routing_policies == {"spread": policy}
