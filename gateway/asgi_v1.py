@@ -19,6 +19,12 @@ ROUTES = {
     "/v1/embeddings": "embeddings",
     "/v1/models": "models",
     "/v1/feedback": "feedback",  # Bonito's own: the app's rating of a request (smart routing)
+    "/v1/responses": "responses",
+}
+# /v1/responses/{id} and /v1/responses/{id}/input_items: endpoint by method.
+RESPONSE_ROUTES = {
+    "": {"GET": "responses.get", "DELETE": "responses.delete"},
+    "input_items": {"GET": "responses.input_items"},
 }
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin")]
 
@@ -55,9 +61,15 @@ class V1App:
         if not self.allowed_hosts(headers.get("host", "")):
             return await self._send(send, _error(400, "Invalid Host header.", "invalid_host"))
         path, method = scope["path"], scope["method"]
-        endpoint, model_id = ROUTES.get(path), None
+        endpoint, model_id, resource_id = ROUTES.get(path), None, None
         if endpoint is None and path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
             endpoint, model_id = "model", path[len("/v1/models/") :]
+        allowed = ("GET",) if endpoint in ("models", "model") else ("POST",)
+        if endpoint is None and path.startswith("/v1/responses/"):
+            resource_id, _, sub = path[len("/v1/responses/") :].partition("/")
+            methods = RESPONSE_ROUTES.get(sub) if resource_id else None
+            if methods is not None:
+                endpoint, allowed = methods.get(method, "responses.get"), tuple(methods)
         if endpoint is None:
             return await self._send(
                 send,
@@ -67,19 +79,19 @@ class V1App:
                     "unknown_url",
                 ),
             )
-        wanted = "GET" if endpoint in ("models", "model") else "POST"
-        if method != wanted:
+        if method not in allowed:
+            wanted = " or ".join(allowed)
             return await self._send(
                 send,
                 _error(
                     405,
                     f"{method} is not allowed on {path}; use {wanted}.",
                     "method_not_allowed",
-                    {"Allow": wanted},
+                    {"Allow": ", ".join(allowed)},
                 ),
             )
         body, too_large = b"", False
-        if wanted == "POST":
+        if method == "POST":
             body, too_large = await self._read_body(headers, receive)
             if body is None:
                 return  # the client left before sending its body
@@ -90,6 +102,8 @@ class V1App:
                 body=body,
                 model_id=model_id,
                 too_large=too_large,
+                resource_id=resource_id,
+                query=scope.get("query_string", b"").decode("latin-1"),
             )
         )
         if out.stream is None:

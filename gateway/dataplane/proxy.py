@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from . import errors, keys_check, routing, smart, tokens
+from . import errors, keys_check, responses_api, routing, smart, tokens
 from .errors import GatewayError
 from .limits import Bucket, Limiter, SpendReservation, org_prefix
 from .snapshot import DeploymentInfo, KeyInfo, OrgInfo, SmartPolicy, Snapshot
@@ -26,11 +26,13 @@ log = logging.getLogger("bonito.gateway")
 
 @dataclass(slots=True)
 class Incoming:
-    endpoint: str  # chat | completions | embeddings | models | model
+    endpoint: str  # chat | completions | embeddings | models | model | responses[.*]
     headers: Mapping[str, str]  # lower-case names
     body: bytes = b""
     model_id: str | None = None
     too_large: bool = False
+    resource_id: str | None = None  # /v1/responses/{id}
+    query: str = ""  # the URL's query string (GET /v1/responses/{id}/input_items)
     # Set only by server code (the dashboard Playground) that has already authenticated the
     # user and acts through one of the org's keys, read from the database (so a key made a
     # moment ago works before the snapshot has it); nothing reachable over HTTP sets it.
@@ -121,6 +123,8 @@ class Gateway:
                 out = self._models(ctx, req.model_id)
                 self._record(ctx, "success", 200)
                 return out
+            if req.endpoint in responses_api.ENDPOINTS:
+                return await responses_api.handle(self, ctx, req)
             if req.endpoint == "feedback":
                 out = await self._feedback(ctx, req)
                 self._record(ctx, "success", 200)
@@ -275,17 +279,8 @@ class Gateway:
         if req.too_large:
             raise errors.too_large(self.max_body_bytes)
         body = parse_body(req.body, req.endpoint)
-        ctx.model_requested = body["model"]
-        if ctx.org.blocked:
-            _refuse_if_budget_spent(ctx.key, ctx.org)
-        policy = self._smart_policy(ctx, body, req.endpoint)
-        if policy is not None:
-            candidates = await self._smart_candidates(ctx, policy, body)
-        else:
-            candidates = self._candidates(ctx, body["model"])
+        candidates = await self._route(ctx, body, req.endpoint)
         stream = body.get("stream") is True and req.endpoint != "embeddings"
-
-        prompt_est = tokens.estimate_prompt_tokens(req.body)
         # Validated: positive integers or absent. Each of the n choices may use them all.
         out_est = (
             0
@@ -297,6 +292,48 @@ class Gateway:
             )
             * (body.get("n") or 1)
         )
+        spend, verdict = await self._admit(ctx, req.body, candidates, out_est)
+
+        upstream_body = {k: v for k, v in body.items() if k != "model"}
+        client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        if stream:
+            upstream_body["stream_options"] = {
+                **(body.get("stream_options") or {}),
+                "include_usage": True,
+            }
+        try:
+            if stream:
+                return await self._stream(
+                    ctx,
+                    req.endpoint,
+                    candidates,
+                    upstream_body,
+                    client_wants_usage,
+                    spend,
+                    verdict.backend,
+                )
+            return await self._call(
+                ctx, req.endpoint, candidates, upstream_body, spend, verdict.backend
+            )
+        except BaseException:
+            if spend is not None and ctx.dep is None:
+                self.limiter.settle(spend, 0.0, verdict.backend)
+            raise
+
+    async def _route(self, ctx: Ctx, body: dict, endpoint: str) -> list[DeploymentInfo]:
+        """The deployments to try for a checked body, in order; a 429 if a budget is spent."""
+        ctx.model_requested = body["model"]
+        if ctx.org.blocked:
+            _refuse_if_budget_spent(ctx.key, ctx.org)
+        policy = self._smart_policy(ctx, body, endpoint)
+        if policy is not None:
+            return await self._smart_candidates(ctx, policy, body)
+        return self._candidates(ctx, body["model"])
+
+    async def _admit(self, ctx: Ctx, raw: bytes, candidates, out_est: int):
+        """(the spend reservation or None, the limiter's verdict) for a request that may
+        use ``out_est`` output tokens; a 429 if a rate limit or the spend cap refuses it."""
+        prompt_est = tokens.estimate_prompt_tokens(raw)
         spend = None
         if ctx.org.spend_cap is not None:
             reserve = prompt_est * max(d.input_cost for d in candidates) + out_est * max(
@@ -327,32 +364,7 @@ class Gateway:
                 verdict.retry_after_s,
                 headers=ctx.headers,
             )
-
-        upstream_body = {k: v for k, v in body.items() if k != "model"}
-        client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        if stream:
-            upstream_body["stream_options"] = {
-                **(body.get("stream_options") or {}),
-                "include_usage": True,
-            }
-        try:
-            if stream:
-                return await self._stream(
-                    ctx,
-                    req.endpoint,
-                    candidates,
-                    upstream_body,
-                    client_wants_usage,
-                    spend,
-                    verdict.backend,
-                )
-            return await self._call(
-                ctx, req.endpoint, candidates, upstream_body, spend, verdict.backend
-            )
-        except BaseException:
-            if spend is not None and ctx.dep is None:
-                self.limiter.settle(spend, 0.0, verdict.backend)
-            raise
+        return spend, verdict
 
     def _buckets(self, key: KeyInfo, org: OrgInfo, token_cost: int) -> list[Bucket]:
         out = []

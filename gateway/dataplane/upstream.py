@@ -17,7 +17,12 @@ from .snapshot import DeploymentInfo
 
 log = logging.getLogger("bonito.gateway.upstream")
 
-PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
+PATHS = {
+    "chat": "/chat/completions",
+    "completions": "/completions",
+    "embeddings": "/embeddings",
+    "responses": "/responses",
+}
 
 
 class UpstreamError(Exception):
@@ -234,27 +239,36 @@ class PassthroughAdapter:
         if session is not None:
             await session.close()
 
-    def _request(self, endpoint, dep: DeploymentInfo, body: dict):
+    @staticmethod
+    def _base_headers(dep: DeploymentInfo) -> tuple[str, dict]:
         kind = provider_kinds.get(dep.kind)
         base = (dep.api_base or (kind.default_api_base if kind else "")).rstrip("/")
         headers = {"Content-Type": "application/json"}
         api_key = dep.credentials.get("api_key")
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
+        return base, headers
+
+    def _request(self, endpoint, dep: DeploymentInfo, body: dict):
+        base, headers = self._base_headers(dep)
         return base + PATHS[endpoint], headers, orjson.dumps({**body, "model": dep.upstream_model})
 
-    async def _post(self, endpoint, dep, body, timeout, stream):
+    async def _post(self, endpoint, dep, body, timeout, stream, *, method="POST", path=None):
         import aiohttp
 
-        url, headers, data = self._request(endpoint, dep, body)
+        if path is None:
+            url, headers, data = self._request(endpoint, dep, body)
+        else:  # a resource the upstream keeps (a stored response): no body
+            base, headers = self._base_headers(dep)
+            url, data = base + path, None
         tmo = aiohttp.ClientTimeout(
             total=None if stream else timeout, sock_connect=min(10.0, timeout), sock_read=timeout
         )
         try:
             # aiohttp resolves names through the policy, but takes IP literals as they are.
             self.network.check_literal(split_url(url)[1])
-            resp = await self._session().post(
-                url, data=data, headers=headers, timeout=tmo, allow_redirects=False
+            resp = await self._session().request(
+                method, url, data=data, headers=headers, timeout=tmo, allow_redirects=False
             )
         except TimeoutError as exc:
             raise unreachable(dep, exc, timeout=True) from exc
@@ -279,10 +293,14 @@ class PassthroughAdapter:
             )
         return resp
 
-    async def call(self, endpoint, dep, body, timeout) -> dict:
+    async def call(self, endpoint, dep, body, timeout, *, method="POST", path=None) -> dict:
+        """The upstream's JSON answer to a POST of ``body`` to ``endpoint``'s path, or to
+        ``method`` on ``path`` (under the API base) with no body."""
         import aiohttp
 
-        resp = await self._post(endpoint, dep, body, timeout, stream=False)
+        resp = await self._post(
+            endpoint, dep, body, timeout, stream=False, method=method, path=path
+        )
         try:
             return orjson.loads(await resp.read())
         except TimeoutError as exc:
