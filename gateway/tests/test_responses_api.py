@@ -4,8 +4,8 @@ pass-through on) and translated to chat completions for the rest, both giving th
 answers, events and usage rows; state only where the upstream keeps it."""
 
 import asyncio
-import contextlib
 import base64
+import contextlib
 import time
 from decimal import Decimal
 
@@ -283,7 +283,9 @@ def test_previous_response_id_retrieve_input_items_and_delete_where_the_upstream
 ):
     c = client(oai)
     first = c.responses.create(model="gpt", input="My name is Ann.")
-    second = c.responses.create(model="gpt", input="What is my name?", previous_response_id=first.id)
+    second = c.responses.create(
+        model="gpt", input="What is my name?", previous_response_id=first.id
+    )
     upstream_first = responses_api.unwrap_id(first.id)[2]
     assert _sent(oai)["body"]["previous_response_id"] == upstream_first  # the upstream's id
     assert second.output_text == WORDS + " turn2"  # the fake saw the kept first turn
@@ -589,7 +591,9 @@ def test_smart_routing_picks_a_tier_for_a_responses_request(oai, gw):
     refresh_snapshot()
     c = client(oai)
     easy = c.responses.with_raw_response.create(model="auto", input=EASY)
-    hard = c.responses.with_raw_response.create(model="auto", input=[{"role": "user", "content": HARD}])
+    hard = c.responses.with_raw_response.create(
+        model="auto", input=[{"role": "user", "content": HARD}]
+    )
     assert easy.headers["x-bonito-model-used"] == "smart-lite"
     assert hard.headers["x-bonito-model-used"] == "smart-pro"
     rows = usage_rows(oai.org)
