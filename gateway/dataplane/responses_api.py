@@ -978,7 +978,6 @@ async def _stored(gw, ctx, req):
     from .proxy import Outgoing
 
     rid = req.resource_id or ""
-    ctx.model_requested = rid[:200]
     found = unwrap_id(rid)
     if found is None or found[0] != ctx.key.org_id:
         raise _not_found(rid)
