@@ -18,6 +18,9 @@ from .limits import Bucket, Limiter, SpendReservation, org_prefix
 from .snapshot import DeploymentInfo, KeyInfo, OrgInfo, SmartPolicy, Snapshot
 from .state import SnapshotSource
 from .upstream import DONE_EVENT, UNPARSED, StreamBroken, UpstreamError, Upstreams
+from .upstream import carries_output as _carries_output
+from .upstream import empty_answer as _empty_answer
+from .upstream import parse_event as _parse_event
 from .usage import UsageSink
 from .validation import parse_body
 
@@ -124,7 +127,7 @@ class Gateway:
                 self._record(ctx, "success", 200)
                 return out
             if req.endpoint in responses_api.ENDPOINTS:
-                return await responses_api.handle(self, ctx, req)
+                return await responses_api.handle(self, ctx, req, Outgoing)
             if req.endpoint == "feedback":
                 out = await self._feedback(ctx, req)
                 self._record(ctx, "success", 200)
@@ -840,14 +843,6 @@ def _count_input(endpoint: str, body: dict) -> int:
     return tokens.count_prompt_tokens(body)
 
 
-def _parse_event(raw: bytes):
-    """The chunk of an event `data: <payload>\\n\\n`, or None if it is not JSON."""
-    try:
-        return orjson.loads(raw[6:-2])
-    except orjson.JSONDecodeError:
-        return None
-
-
 def _plain_event(raw: bytes) -> bool:
     """Whether an event can go out unparsed: a JSON object (by its braces; checked when
     it is parsed for counting) that cannot hold usage or an error (no such key in it)."""
@@ -899,53 +894,6 @@ class _Seen:
     def text(self) -> str:
         self._condense()
         return self._pieces[0]
-
-
-def _empty_answer(chunks: list) -> bool:
-    """An assistant turn that opened (a delta with its role) and finished with no output:
-    an empty answer, not a missing one (a lone finish chunk is what LiteLLM makes of an
-    upstream that sent nothing)."""
-    opened = finished = False
-    for chunk in chunks:
-        choices = chunk.get("choices") if isinstance(chunk, dict) else None
-        for choice in choices if isinstance(choices, list) else ():
-            if not isinstance(choice, dict):
-                continue
-            delta = choice.get("delta")
-            opened = opened or (isinstance(delta, dict) and bool(delta.get("role")))
-            finished = finished or bool(choice.get("finish_reason"))
-    return opened and finished
-
-
-_OUTPUT_FIELDS = ("content", "tool_calls", "function_call", "refusal", "reasoning_content", "audio")
-
-
-def _carries_output(chunk, dep: DeploymentInfo) -> bool:
-    """Whether a stream chunk is worth committing a 200 to: text, a tool call, a finish
-    other than a plain stop, or usage. An error event is the deployment's failure."""
-    if not isinstance(chunk, dict):
-        return False
-    if chunk.get("error") and not chunk.get("choices"):
-        raise UpstreamError(
-            f"{dep.label} sent an error event: {_error_text(chunk['error'])}", 502, body=chunk
-        )
-    if chunk.get("usage"):
-        return True
-    choices = chunk.get("choices")
-    for choice in choices if isinstance(choices, list) else ():
-        if not isinstance(choice, dict):
-            continue
-        if choice.get("text") or choice.get("finish_reason") not in (None, "stop"):
-            return True
-        delta = choice.get("delta")
-        if isinstance(delta, dict) and any(delta.get(k) for k in _OUTPUT_FIELDS):
-            return True
-    return False
-
-
-def _error_text(error) -> str:
-    message = error.get("message") if isinstance(error, dict) else error
-    return str(message)[:200]
 
 
 def effective_limit(*limits: int | None) -> int | None:

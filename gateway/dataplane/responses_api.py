@@ -19,7 +19,15 @@ import orjson
 
 from . import errors, provider_kinds, tokens
 from .errors import GatewayError
-from .upstream import DONE_EVENT, UNPARSED, StreamBroken, UpstreamError
+from .upstream import (
+    DONE_EVENT,
+    UNPARSED,
+    StreamBroken,
+    UpstreamError,
+    carries_output,
+    empty_answer,
+    parse_event,
+)
 from .validation import parse_body
 
 ENDPOINTS = frozenset({"responses", "responses.get", "responses.delete", "responses.input_items"})
@@ -703,10 +711,11 @@ def _rewrite_ids(response: dict, wrap) -> None:
 
 
 # ------------------------------------------------------------------ the endpoint
-async def handle(gw, ctx, req):
-    """POST /v1/responses, and GET/DELETE of a stored response and its input items."""
+async def handle(gw, ctx, req, Outgoing):
+    """POST /v1/responses, and GET/DELETE of a stored response and its input items, as
+    the caller's ``Outgoing`` (passed in: the proxy imports this module, not the reverse)."""
     if req.endpoint != "responses":
-        return await _stored(gw, ctx, req)
+        return await _stored(gw, ctx, req, Outgoing)
     if req.too_large:
         raise errors.too_large(gw.max_body_bytes)
     body = parse_body(req.body, "responses")
@@ -730,10 +739,10 @@ async def handle(gw, ctx, req):
     try:
         if body.get("stream") is True:
             return await _stream(
-                gw, ctx, candidates, body, native_body, chat_body, spend, verdict.backend
+                gw, Outgoing, ctx, candidates, body, native_body, chat_body, spend, verdict.backend
             )
         return await _call(
-            gw, ctx, candidates, body, native_body, chat_body, spend, verdict.backend
+            gw, Outgoing, ctx, candidates, body, native_body, chat_body, spend, verdict.backend
         )
     except BaseException:
         if spend is not None and ctx.dep is None:
@@ -780,9 +789,7 @@ def _wrapper(ctx, dep):
     )
 
 
-async def _call(gw, ctx, candidates, body, native_body, chat_body, spend, backend):
-    from .proxy import Outgoing
-
+async def _call(gw, Outgoing, ctx, candidates, body, native_body, chat_body, spend, backend):
     rid = TRANSLATED_PREFIX + _random_hex(24)
 
     async def attempt(dep, timeout):
@@ -839,14 +846,12 @@ def _counts(usage, chat_body: dict, text) -> tuple[int, int, int]:
 async def _held(chunks, carries):
     """Read a stream's first events until one carries output (``carries``); a stream that
     ends before any is this deployment's failure, and the next one may be tried."""
-    from . import proxy
-
     held = []
     try:
         async for batch in chunks:
             for i, (raw, event) in enumerate(batch):
                 if event is UNPARSED:
-                    batch[i] = (raw, event := proxy._parse_event(raw))
+                    batch[i] = (raw, event := parse_event(raw))
                 held.append(batch[i])
             if any(carries(event) for _raw, event in batch):
                 return held
@@ -858,12 +863,10 @@ async def _held(chunks, carries):
     except BaseException:
         await chunks.aclose()
         raise
-    return held if proxy._empty_answer([e for _raw, e in held]) else None
+    return held if empty_answer([e for _raw, e in held]) else None
 
 
-async def _stream(gw, ctx, candidates, body, native_body, chat_body, spend, backend):
-    from . import proxy
-
+async def _stream(gw, Outgoing, ctx, candidates, body, native_body, chat_body, spend, backend):
     rid = TRANSLATED_PREFIX + _random_hex(24)
 
     async def attempt(dep, timeout):
@@ -884,7 +887,7 @@ async def _stream(gw, ctx, candidates, body, native_body, chat_body, spend, back
             chunks = adapter.stream("chat", dep, chat_body, timeout)
 
             def carries(chunk):
-                return proxy._carries_output(chunk, dep)
+                return carries_output(chunk, dep)
 
             convert = ChatEvents(rid, body, dep.upstream_model)
         held = await _held(chunks, carries)
@@ -903,7 +906,7 @@ async def _stream(gw, ctx, candidates, body, native_body, chat_body, spend, back
             "X-Accel-Buffering": "no",
         },
     )
-    result = proxy.Outgoing(200, b"", headers)
+    result = Outgoing(200, b"", headers)
     result.stream = _relay(gw, ctx, chunks, held, convert, chat_body, spend, backend, result)
     return result
 
@@ -911,8 +914,6 @@ async def _stream(gw, ctx, candidates, body, native_body, chat_body, spend, back
 async def _relay(gw, ctx, chunks, held, convert, chat_body, spend, backend, result):
     """Relay the converted events, each upstream read in one write, and record the usage
     row once: success at the end, error if the stream failed, 499 if the client left."""
-    from . import proxy
-
     recorded = False
 
     async def account(status, http_status, error_type=""):
@@ -942,7 +943,7 @@ async def _relay(gw, ctx, chunks, held, convert, chat_body, spend, backend, resu
             finished = False
             for raw, event in batch:
                 if event is UNPARSED:
-                    event = proxy._parse_event(raw)
+                    event = parse_event(raw)
                 elif not raw:
                     finished = True  # the upstream's [DONE]: nothing after it is read
                     break
@@ -972,11 +973,9 @@ async def _relay(gw, ctx, chunks, held, convert, chat_body, spend, backend, resu
 
 
 # ------------------------------------------------------------------ stored responses
-async def _stored(gw, ctx, req):
+async def _stored(gw, ctx, req, Outgoing):
     """GET /v1/responses/{id}, DELETE it, GET its input_items: asked of the upstream that
     keeps it, through the provider connection of the org that made it."""
-    from .proxy import Outgoing
-
     rid = req.resource_id or ""
     found = unwrap_id(rid)
     if found is None or found[0] != ctx.key.org_id:

@@ -387,6 +387,62 @@ def _network_failure(exc: BaseException) -> BaseException | None:
     return next((e for e in found if isinstance(e, AddressRefused)), found[-1] if found else None)
 
 
+# ------------------------------------------------------------------ stream events
+def parse_event(raw: bytes):
+    """The chunk of an event `data: <payload>\\n\\n`, or None if it is not JSON."""
+    try:
+        return orjson.loads(raw[6:-2])
+    except orjson.JSONDecodeError:
+        return None
+
+
+def empty_answer(chunks: list) -> bool:
+    """An assistant turn that opened (a delta with its role) and finished with no output:
+    an empty answer, not a missing one (a lone finish chunk is what LiteLLM makes of an
+    upstream that sent nothing)."""
+    opened = finished = False
+    for chunk in chunks:
+        choices = chunk.get("choices") if isinstance(chunk, dict) else None
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
+            opened = opened or (isinstance(delta, dict) and bool(delta.get("role")))
+            finished = finished or bool(choice.get("finish_reason"))
+    return opened and finished
+
+
+_OUTPUT_FIELDS = ("content", "tool_calls", "function_call", "refusal", "reasoning_content", "audio")
+
+
+def carries_output(chunk, dep: DeploymentInfo) -> bool:
+    """Whether a stream chunk is worth committing a 200 to: text, a tool call, a finish
+    other than a plain stop, or usage. An error event is the deployment's failure."""
+    if not isinstance(chunk, dict):
+        return False
+    if chunk.get("error") and not chunk.get("choices"):
+        raise UpstreamError(
+            f"{dep.label} sent an error event: {_error_text(chunk['error'])}", 502, body=chunk
+        )
+    if chunk.get("usage"):
+        return True
+    choices = chunk.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        if not isinstance(choice, dict):
+            continue
+        if choice.get("text") or choice.get("finish_reason") not in (None, "stop"):
+            return True
+        delta = choice.get("delta")
+        if isinstance(delta, dict) and any(delta.get(k) for k in _OUTPUT_FIELDS):
+            return True
+    return False
+
+
+def _error_text(error) -> str:
+    message = error.get("message") if isinstance(error, dict) else error
+    return str(message)[:200]
+
+
 # litellm routes any chat request with tools through its proxy's MCP handler, which needs
 # the `mcp` package of litellm[proxy]; we never use MCP tools, so skip that hop.
 _NO_MCP = {"_skip_mcp_handler": True}
