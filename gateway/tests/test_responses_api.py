@@ -7,6 +7,7 @@ import asyncio
 import base64
 import contextlib
 import time
+from dataclasses import replace
 from decimal import Decimal
 
 import httpx
@@ -18,6 +19,12 @@ from gateway import services
 from gateway.dataplane import responses_api
 from gateway.tests.conftest import ACTOR, refresh_snapshot, usage_rows
 from gateway.tests.fake_upstream import Behaviour
+from gateway.tests.test_dataplane_memory import acme as memory_org
+from gateway.tests.test_dataplane_memory import (
+    body_of,
+    error_of,
+    rig,  # noqa: F401 (the in-memory gateway fixture)
+)
 
 WORDS = "word0 word1 word2 word3 word4"
 TOOLS = [
@@ -687,3 +694,26 @@ def test_a_stream_that_breaks_mid_way_is_an_error_event_and_an_error_row(oai, gw
     [row] = usage_rows(oai.org)
     assert (row.status, row.error_type, row.http_status) == ("error", "stream_broken", 502)
     assert row.output_tokens >= 3
+
+
+# ------------------------------------------------------------------ money, without a database
+
+
+async def test_the_spend_cap_holds_for_responses_streamed_or_not(rig):  # noqa: F811
+    # Each request costs 0.4 (11 x 0.02 + 5 x 0.036): after three the month's spend (1.2)
+    # is past the cap of 1.0, whether the answers were streamed or not.
+    org = memory_org(spend_cap=1.0)
+    dep = replace(org.deployments["chat"][0], input_cost=0.02, output_cost=0.036)
+    rig.publish(replace(org, deployments={**org.deployments, "chat": (dep,)}))
+    statuses = []
+    for stream in (False, True, False, True):
+        body = {"model": "chat", "input": "hello", "max_output_tokens": 5, "stream": stream}
+        out = await rig.send(body, endpoint="responses")
+        statuses.append(out.status)
+        if out.status == 200:
+            await body_of(out)  # a stream's cost is settled when it ends
+    assert statuses == [200, 200, 200, 429]
+    assert error_of(out)["code"] == "spend_cap_exceeded"
+    records = rig.records()
+    assert [r["endpoint"] for r in records] == ["responses"] * 4
+    assert sum(r["cost"] for r in records) == pytest.approx(1.2)
