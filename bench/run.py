@@ -45,6 +45,32 @@ ANTHROPIC_MESSAGE = {
     "stop_sequence": None,
     "usage": {"input_tokens": 14, "output_tokens": 9},
 }
+# The Responses API (issue 18): passed through to an `openai` connection, and translated
+# to chat completions for an OpenAI-compatible one (bench-chat).
+RESPONSES = {"model": "bench-responses", "input": "Say hello in one short sentence."}
+RESPONSE = {
+    "id": "resp_bench",
+    "object": "response",
+    "created_at": 1700000000,
+    "status": "completed",
+    "model": "gpt-4o-mini",
+    "output": [
+        {
+            "type": "message",
+            "id": "msg_bench",
+            "status": "completed",
+            "role": "assistant",
+            "content": [
+                {
+                    "type": "output_text",
+                    "text": "Hello! How can I help you today?",
+                    "annotations": [],
+                }
+            ],
+        }
+    ],
+    "usage": {"input_tokens": 14, "output_tokens": 9, "total_tokens": 23},
+}
 COMPLETION = {
     "id": "chatcmpl-bench",
     "object": "chat.completion",
@@ -113,6 +139,7 @@ http {{
   server {{
     listen 127.0.0.1:{port};
     location = /json/v1/chat/completions {{ default_type application/json; return 200 '{json}'; }}
+    location = /json/v1/responses {{ default_type application/json; return 200 '{response}'; }}
     location = /sse/v1/chat/completions {{ default_type text/event-stream; return 200 "{sse}"; }}
     location = /anth/v1/messages {{ default_type application/json; return 200 '{anthropic}'; }}
   }}
@@ -314,6 +341,7 @@ def start_upstream(procs: "Procs", tmp: Path) -> int:
             tmp=tmp,
             port=up_port,
             json=json.dumps(COMPLETION),
+            response=json.dumps(RESPONSE),
             sse=sse_body().replace('"', '\\"'),
             anthropic=json.dumps(ANTHROPIC_MESSAGE),
         )
@@ -408,12 +436,14 @@ orgs:
       - {{name: nginx, kind: openai_compatible, api_base: "http://127.0.0.1:{port}/json/v1", api_key: bench-upstream-key}}
       - {{name: nginx-sse, kind: openai_compatible, api_base: "http://127.0.0.1:{port}/sse/v1", api_key: bench-upstream-key}}
       - {{name: nginx-anthropic, kind: anthropic, api_base: "http://127.0.0.1:{port}/anth", api_key: bench-upstream-key}}
+      - {{name: nginx-openai, kind: openai, api_base: "http://127.0.0.1:{port}/json/v1", api_key: bench-upstream-key}}
     deployments:
       - {{model: bench-chat, provider: nginx, upstream_model: gpt-4o-mini}}
       - {{model: bench-stream, provider: nginx-sse, upstream_model: gpt-4o-mini}}
       - {{model: bench-claude, provider: nginx-anthropic, upstream_model: claude-bench}}
+      - {{model: bench-responses, provider: nginx-openai, upstream_model: gpt-4o-mini}}
     policy:
-      allowed_models: [bench-chat, bench-stream, bench-claude]
+      allowed_models: [bench-chat, bench-stream, bench-claude, bench-responses]
       monthly_spend_cap_usd: 1000000000
 """
 
@@ -573,6 +603,20 @@ def main():
                 key,
                 secs,
             )
+            # The Responses API at c=1 against the same upstream: passed through (its own
+            # canned response) and translated (to the canned chat completion).
+            responses_url = bonito_url.replace("/chat/completions", "/responses")
+            up_responses = direct.replace("/chat/completions", "/responses")
+            wrk(responses_url, key, RESPONSES, 4, 1)  # warm-up
+            results["responses"] = {
+                "upstream": wrk(up_responses, "none", RESPONSES, 1, secs, threads=1),
+                "passthrough": wrk(responses_url, key, RESPONSES, 1, secs, threads=1),
+                "translated": wrk(
+                    responses_url, key, {**RESPONSES, "model": "bench-chat"}, 1, secs, threads=1
+                ),
+            }
+            if any(v["failed"] for v in results["responses"].values()):
+                sys.exit(f"Responses API requests failed: {results['responses']}")
         bonito_max = results["targets"].get("bonito", {}).get("c32", {}).get("rps", 0)
         rate = 0.6 * bonito_max
         results["fixed_rate_rps"] = round(rate, 1)
@@ -760,6 +804,23 @@ def table(r: dict) -> str:
             + " | ".join(cell(n) for n in names)
             + f" | {upstream_cells.get(i, '')} |"
         )
+    resp = r.get("responses")
+    if resp:
+        # Against the upstream's own answer to the same kind of request: its Responses
+        # endpoint for the pass-through, its chat endpoint for the translation.
+        for label, path, base in (
+            ("pass-through", "passthrough", resp["upstream"]),
+            ("translated to chat", "translated", up["c1"]),
+        ):
+            cell = resp[path]
+            lines.append(
+                f"| Responses API ({label}) added latency p50, c=1 | "
+                + " | ".join(
+                    f"{cell['p50_ms'] - base['p50_ms']:.2f} ms" if n == "bonito" else "n/a"
+                    for n in names
+                )
+                + f" | {base['p50_ms']:.2f} ms |"
+            )
     if "litellm" in t:
         lines.append(
             f"\nBonito/LiteLLM max throughput: {t['bonito']['c32']['rps'] / t['litellm']['c32']['rps']:.2f}x"

@@ -33,8 +33,14 @@ ROUTES = {
     "/v1/feedback": "feedback",  # Bonito's own: the app's rating of a request (smart routing)
     "/v1/messages": "messages",  # Anthropic's Messages API (gateway/dataplane/anthropic_api.py)
     "/v1/messages/count_tokens": "count_tokens",
+    "/v1/responses": "responses",  # OpenAI's Responses API (gateway/dataplane/responses_api.py)
 }
-METHODS = {"models": "GET", "model": "GET"}  # the others take POST
+# /v1/responses/{id} and /v1/responses/{id}/input_items: endpoint by method.
+RESPONSE_ROUTES = {
+    "": {"GET": "responses.get", "DELETE": "responses.delete"},
+    "input_items": {"GET": "responses.input_items"},
+}
+METHODS = {"models": ("GET",), "model": ("GET",)}  # the others take POST
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin")]
 
 # Responses at least this long are gzipped for a client that accepts it (smaller ones
@@ -144,11 +150,16 @@ class V1App:
             and "access-control-request-method" in headers
         ):
             return await self._send(send, await self._preflight(headers), headers)
-        endpoint, model_id = ROUTES.get(path), None
+        endpoint, model_id, resource_id = ROUTES.get(path), None, None
         if endpoint is None and path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
             endpoint, model_id = "model", path[len("/v1/models/") :]
+        allowed = METHODS.get(endpoint, ("POST",))
+        if endpoint is None and path.startswith("/v1/responses/"):
+            resource_id, _, sub = path[len("/v1/responses/") :].partition("/")
+            methods = RESPONSE_ROUTES.get(sub) if resource_id else None
+            if methods is not None:
+                endpoint, allowed = methods.get(method, "responses.get"), tuple(methods)
         refusal, body, too_large = None, b"", False
-        wanted = METHODS.get(endpoint, "POST")
         if endpoint is None:
             endpoint = "unknown"
             refusal = GatewayError(
@@ -157,15 +168,15 @@ class V1App:
                 "invalid_request_error",
                 "unknown_url",
             )
-        elif method != wanted:
+        elif method not in allowed:
             refusal = GatewayError(
                 405,
-                f"{method} is not allowed on {path[:200]}; use {wanted}.",
+                f"{method} is not allowed on {path[:200]}; use {' or '.join(allowed)}.",
                 "invalid_request_error",
                 "method_not_allowed",
-                headers={"Allow": wanted},
+                headers={"Allow": ", ".join(allowed)},
             )
-        elif wanted == "POST":
+        elif method == "POST":
             # Read here, before the key is checked: the Gateway checks it first, and a
             # refused body (too large, bad encoding) is its answer only for a valid key.
             try:
@@ -182,6 +193,8 @@ class V1App:
                 model_id=model_id,
                 too_large=too_large,
                 refusal=refusal,
+                resource_id=resource_id,
+                query=scope.get("query_string", b"").decode("latin-1"),
             )
         )
         if out.stream is None:
@@ -212,7 +225,7 @@ class V1App:
             b"",
             {
                 "Access-Control-Allow-Origin": origin,
-                "Access-Control-Allow-Methods": "GET, POST",
+                "Access-Control-Allow-Methods": "GET, POST, DELETE",
                 "Access-Control-Allow-Headers": allowed,
                 "Access-Control-Max-Age": "600",
                 "Vary": "Origin",

@@ -98,6 +98,10 @@ class ProviderKind:
     # LiteLLM reaches it through the OpenAI SDK: the SDK's own (guarded) client carries the
     # call, and a whole JSON answer to a stream request is re-sent as an event stream.
     openai_shaped: bool = False
+    # Serves OpenAI's Responses API (POST {api_base}/responses, stored responses): with
+    # pass-through on, /v1/responses goes to it as sent; otherwise it is translated to chat
+    # completions (gateway/dataplane/responses_api.py).
+    responses_api: bool = False
     builtin: bool = False  # answered in process (the mock): no network, no endpoint
     probe: Probe = Probe()
     help: str = ""  # one line for the dashboard's form
@@ -194,6 +198,7 @@ _KINDS = (
         passthrough=True,
         default_api_base=OPENAI_BASE,
         openai_shaped=True,
+        responses_api=True,
         fields=(
             _endpoint(help=f"Empty: {OPENAI_BASE}.", placeholder=OPENAI_BASE),
             _api_key(placeholder="sk-…"),

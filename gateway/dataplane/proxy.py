@@ -12,12 +12,15 @@ from datetime import UTC, datetime
 
 import orjson
 
-from . import anthropic_api, errors, keys_check, routing, smart, tokens
+from . import anthropic_api, errors, keys_check, responses_api, routing, smart, tokens
 from .errors import GatewayError
 from .limits import Bucket, Limiter, SpendReservation, org_prefix
 from .snapshot import DeploymentInfo, KeyInfo, OrgInfo, SmartPolicy, Snapshot
 from .state import SnapshotSource
 from .upstream import DONE_EVENT, UNPARSED, StreamBroken, UpstreamError, Upstreams
+from .upstream import carries_output as _carries_output
+from .upstream import empty_answer as _empty_answer
+from .upstream import parse_event as _parse_event
 from .usage import UsageSink
 from .validation import parse_body
 
@@ -33,7 +36,7 @@ CORS_EXPOSE = (
 
 @dataclass(slots=True)
 class Incoming:
-    endpoint: str  # chat | completions | embeddings | models | model
+    endpoint: str  # chat | completions | embeddings | models | model | responses[.*]
     headers: Mapping[str, str]  # lower-case names
     body: bytes = b""
     model_id: str | None = None
@@ -41,6 +44,8 @@ class Incoming:
     # What the ASGI app found wrong before the key was checked (an unknown path, a wrong
     # method, a body it could not decode): the answer for a valid key, recorded as usual.
     refusal: GatewayError | None = None
+    resource_id: str | None = None  # /v1/responses/{id}
+    query: str = ""  # the URL's query string (GET /v1/responses/{id}/input_items)
     # Set only by server code (the dashboard Playground) that has already authenticated the
     # user and acts through one of the org's keys, read from the database (so a key made a
     # moment ago works before the snapshot has it); nothing reachable over HTTP sets it.
@@ -142,6 +147,8 @@ class Gateway:
                 out = self._models(ctx, req.model_id)
                 self._record(ctx, "success", 200)
                 return out
+            if req.endpoint in responses_api.ENDPOINTS:
+                return await responses_api.handle(self, ctx, req, Outgoing)
             if req.endpoint == "feedback":
                 out = await self._feedback(ctx, req)
                 self._record(ctx, "success", 200)
@@ -329,17 +336,8 @@ class Gateway:
             body["model"] = anthropic["model"]
         else:
             body = parse_body(req.body, req.endpoint)
-        ctx.model_requested = body["model"]
-        if ctx.org.blocked:
-            _refuse_if_budget_spent(ctx.key, ctx.org)
-        policy = self._smart_policy(ctx, body, req.endpoint)
-        if policy is not None:
-            candidates = await self._smart_candidates(ctx, policy, body)
-        else:
-            candidates = self._candidates(ctx, body["model"])
+        candidates = await self._route(ctx, body, req.endpoint)
         stream = body.get("stream") is True and req.endpoint != "embeddings"
-
-        prompt_est = tokens.estimate_prompt_tokens(req.body)
         # Validated: positive integers or absent. Each of the n choices may use them all.
         out_est = (
             0
@@ -351,6 +349,52 @@ class Gateway:
             )
             * (body.get("n") or 1)
         )
+        spend, verdict = await self._admit(ctx, req.body, candidates, out_est)
+
+        upstream_body = {k: v for k, v in body.items() if k != "model"}
+        client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        if stream:
+            upstream_body["stream_options"] = {
+                **(body.get("stream_options") or {}),
+                "include_usage": True,
+            }
+        try:
+            if req.endpoint == "messages":
+                return await self._messages(
+                    ctx, req, anthropic, problems, candidates, upstream_body, stream, spend, verdict
+                )
+            if stream:
+                return await self._stream(
+                    ctx,
+                    req.endpoint,
+                    candidates,
+                    upstream_body,
+                    client_wants_usage,
+                    spend,
+                    verdict.backend,
+                )
+            return await self._call(
+                ctx, req.endpoint, candidates, upstream_body, spend, verdict.backend
+            )
+        except BaseException:
+            if spend is not None and ctx.dep is None:
+                self.limiter.settle(spend, 0.0, verdict.backend)
+            raise
+
+    async def _route(self, ctx: Ctx, body: dict, endpoint: str) -> list[DeploymentInfo]:
+        """The deployments to try for a checked body, in order; a 429 if a budget is spent."""
+        ctx.model_requested = body["model"]
+        if ctx.org.blocked:
+            _refuse_if_budget_spent(ctx.key, ctx.org)
+        policy = self._smart_policy(ctx, body, endpoint)
+        if policy is not None:
+            return await self._smart_candidates(ctx, policy, body)
+        return self._candidates(ctx, body["model"])
+
+    async def _admit(self, ctx: Ctx, raw: bytes, candidates, out_est: int):
+        """(the spend reservation or None, the limiter's verdict) for a request that may
+        use ``out_est`` output tokens; a 429 if a rate limit or the spend cap refuses it."""
+        prompt_est = tokens.estimate_prompt_tokens(raw)
         spend = None
         if ctx.org.spend_cap is not None:
             reserve = prompt_est * max(d.input_cost for d in candidates) + out_est * max(
@@ -382,35 +426,7 @@ class Gateway:
                 headers=ctx.headers,
             )
 
-        upstream_body = {k: v for k, v in body.items() if k != "model"}
-        client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        if stream:
-            upstream_body["stream_options"] = {
-                **(body.get("stream_options") or {}),
-                "include_usage": True,
-            }
-        try:
-            if req.endpoint == "messages":
-                return await self._messages(
-                    ctx, req, anthropic, problems, candidates, upstream_body, stream, spend, verdict
-                )
-            if stream:
-                return await self._stream(
-                    ctx,
-                    req.endpoint,
-                    candidates,
-                    upstream_body,
-                    client_wants_usage,
-                    spend,
-                    verdict.backend,
-                )
-            return await self._call(
-                ctx, req.endpoint, candidates, upstream_body, spend, verdict.backend
-            )
-        except BaseException:
-            if spend is not None and ctx.dep is None:
-                self.limiter.settle(spend, 0.0, verdict.backend)
-            raise
+        return spend, verdict
 
     def _buckets(self, key: KeyInfo, org: OrgInfo, token_cost: int) -> list[Bucket]:
         out = []
@@ -981,14 +997,6 @@ def _count_input(endpoint: str, body: dict) -> int:
     return tokens.count_prompt_tokens(body)
 
 
-def _parse_event(raw: bytes):
-    """The chunk of an event `data: <payload>\\n\\n`, or None if it is not JSON."""
-    try:
-        return orjson.loads(raw[6:-2])
-    except orjson.JSONDecodeError:
-        return None
-
-
 def _plain_event(raw: bytes) -> bool:
     """Whether an event can go out unparsed: a JSON object (by its braces; checked when
     it is parsed for counting) that cannot hold usage or an error (no such key in it)."""
@@ -1040,53 +1048,6 @@ class _Seen:
     def text(self) -> str:
         self._condense()
         return self._pieces[0]
-
-
-def _empty_answer(chunks: list) -> bool:
-    """An assistant turn that opened (a delta with its role) and finished with no output:
-    an empty answer, not a missing one (a lone finish chunk is what LiteLLM makes of an
-    upstream that sent nothing)."""
-    opened = finished = False
-    for chunk in chunks:
-        choices = chunk.get("choices") if isinstance(chunk, dict) else None
-        for choice in choices if isinstance(choices, list) else ():
-            if not isinstance(choice, dict):
-                continue
-            delta = choice.get("delta")
-            opened = opened or (isinstance(delta, dict) and bool(delta.get("role")))
-            finished = finished or bool(choice.get("finish_reason"))
-    return opened and finished
-
-
-_OUTPUT_FIELDS = ("content", "tool_calls", "function_call", "refusal", "reasoning_content", "audio")
-
-
-def _carries_output(chunk, dep: DeploymentInfo) -> bool:
-    """Whether a stream chunk is worth committing a 200 to: text, a tool call, a finish
-    other than a plain stop, or usage. An error event is the deployment's failure."""
-    if not isinstance(chunk, dict):
-        return False
-    if chunk.get("error") and not chunk.get("choices"):
-        raise UpstreamError(
-            f"{dep.label} sent an error event: {_error_text(chunk['error'])}", 502, body=chunk
-        )
-    if chunk.get("usage"):
-        return True
-    choices = chunk.get("choices")
-    for choice in choices if isinstance(choices, list) else ():
-        if not isinstance(choice, dict):
-            continue
-        if choice.get("text") or choice.get("finish_reason") not in (None, "stop"):
-            return True
-        delta = choice.get("delta")
-        if isinstance(delta, dict) and any(delta.get(k) for k in _OUTPUT_FIELDS):
-            return True
-    return False
-
-
-def _error_text(error) -> str:
-    message = error.get("message") if isinstance(error, dict) else error
-    return str(message)[:200]
 
 
 def effective_limit(*limits: int | None) -> int | None:

@@ -18,7 +18,12 @@ from .snapshot import DeploymentInfo
 
 log = logging.getLogger("bonito.gateway.upstream")
 
-PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
+PATHS = {
+    "chat": "/chat/completions",
+    "completions": "/completions",
+    "embeddings": "/embeddings",
+    "responses": "/responses",
+}
 
 
 class UpstreamError(Exception):
@@ -235,27 +240,36 @@ class PassthroughAdapter:
         if session is not None:
             await session.close()
 
-    def _request(self, endpoint, dep: DeploymentInfo, body: dict):
+    @staticmethod
+    def _base_headers(dep: DeploymentInfo) -> tuple[str, dict]:
         kind = provider_kinds.get(dep.kind)
         base = (dep.api_base or (kind.default_api_base if kind else "")).rstrip("/")
         headers = {"Content-Type": "application/json"}
         api_key = dep.credentials.get("api_key")
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
+        return base, headers
+
+    def _request(self, endpoint, dep: DeploymentInfo, body: dict):
+        base, headers = self._base_headers(dep)
         return base + PATHS[endpoint], headers, orjson.dumps({**body, "model": dep.upstream_model})
 
-    async def _post(self, endpoint, dep, body, timeout, stream):
+    async def _post(self, endpoint, dep, body, timeout, stream, *, method="POST", path=None):
         import aiohttp
 
-        url, headers, data = self._request(endpoint, dep, body)
+        if path is None:
+            url, headers, data = self._request(endpoint, dep, body)
+        else:  # a resource the upstream keeps (a stored response): no body
+            base, headers = self._base_headers(dep)
+            url, data = base + path, None
         tmo = aiohttp.ClientTimeout(
             total=None if stream else timeout, sock_connect=min(10.0, timeout), sock_read=timeout
         )
         try:
             # aiohttp resolves names through the policy, but takes IP literals as they are.
             self.network.check_literal(split_url(url)[1])
-            resp = await self._session().post(
-                url, data=data, headers=headers, timeout=tmo, allow_redirects=False
+            resp = await self._session().request(
+                method, url, data=data, headers=headers, timeout=tmo, allow_redirects=False
             )
         except TimeoutError as exc:
             raise unreachable(dep, exc, timeout=True) from exc
@@ -280,10 +294,14 @@ class PassthroughAdapter:
             )
         return resp
 
-    async def call(self, endpoint, dep, body, timeout) -> dict:
+    async def call(self, endpoint, dep, body, timeout, *, method="POST", path=None) -> dict:
+        """The upstream's JSON answer to a POST of ``body`` to ``endpoint``'s path, or to
+        ``method`` on ``path`` (under the API base) with no body."""
         import aiohttp
 
-        resp = await self._post(endpoint, dep, body, timeout, stream=False)
+        resp = await self._post(
+            endpoint, dep, body, timeout, stream=False, method=method, path=path
+        )
         try:
             return orjson.loads(await resp.read())
         except TimeoutError as exc:
@@ -368,6 +386,62 @@ def _network_failure(exc: BaseException) -> BaseException | None:
             found.append(cur)
         stack += [cur.__cause__, cur.__context__]
     return next((e for e in found if isinstance(e, AddressRefused)), found[-1] if found else None)
+
+
+# ------------------------------------------------------------------ stream events
+def parse_event(raw: bytes):
+    """The chunk of an event `data: <payload>\\n\\n`, or None if it is not JSON."""
+    try:
+        return orjson.loads(raw[6:-2])
+    except orjson.JSONDecodeError:
+        return None
+
+
+def empty_answer(chunks: list) -> bool:
+    """An assistant turn that opened (a delta with its role) and finished with no output:
+    an empty answer, not a missing one (a lone finish chunk is what LiteLLM makes of an
+    upstream that sent nothing)."""
+    opened = finished = False
+    for chunk in chunks:
+        choices = chunk.get("choices") if isinstance(chunk, dict) else None
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
+            opened = opened or (isinstance(delta, dict) and bool(delta.get("role")))
+            finished = finished or bool(choice.get("finish_reason"))
+    return opened and finished
+
+
+_OUTPUT_FIELDS = ("content", "tool_calls", "function_call", "refusal", "reasoning_content", "audio")
+
+
+def carries_output(chunk, dep: DeploymentInfo) -> bool:
+    """Whether a stream chunk is worth committing a 200 to: text, a tool call, a finish
+    other than a plain stop, or usage. An error event is the deployment's failure."""
+    if not isinstance(chunk, dict):
+        return False
+    if chunk.get("error") and not chunk.get("choices"):
+        raise UpstreamError(
+            f"{dep.label} sent an error event: {_error_text(chunk['error'])}", 502, body=chunk
+        )
+    if chunk.get("usage"):
+        return True
+    choices = chunk.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        if not isinstance(choice, dict):
+            continue
+        if choice.get("text") or choice.get("finish_reason") not in (None, "stop"):
+            return True
+        delta = choice.get("delta")
+        if isinstance(delta, dict) and any(delta.get(k) for k in _OUTPUT_FIELDS):
+            return True
+    return False
+
+
+def _error_text(error) -> str:
+    message = error.get("message") if isinstance(error, dict) else error
+    return str(message)[:200]
 
 
 # litellm routes any chat request with tools through its proxy's MCP handler, which needs

@@ -44,7 +44,12 @@ FORBIDDEN_FIELDS = frozenset(
     }
 )
 FORBIDDEN_PREFIXES = ("litellm_", "aws_", "vertex_", "azure_", "api_")
-ENDPOINT_NEEDS = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
+ENDPOINT_NEEDS = {
+    "chat": "messages",
+    "completions": "prompt",
+    "embeddings": "input",
+    "responses": "input",
+}
 # Deeper bodies are refused: orjson writes at most 254 levels, and no real request nests
 # this far (OpenAI's structured outputs allow 10 levels of schema).
 MAX_DEPTH = 64
@@ -377,6 +382,130 @@ CHECKS = {
 }
 
 
+# ------------------------------------------------------------------ the Responses API
+def _response_content(param, value, endpoint):
+    if type(value) is str:
+        return
+    if type(value) is not list:
+        raise _wrong_type(param, "a string or an array of content parts", value)
+    for i, part in enumerate(value):
+        _typed_object(f"{param}[{i}]", part, endpoint)
+        kind = part["type"]
+        if kind in ("input_text", "output_text"):
+            _required_string(f"{param}[{i}]", part, "text")
+        elif kind == "input_image":
+            url = part.get("image_url")
+            if url is not None and type(url) is not str:
+                raise _wrong_type(f"{param}[{i}].image_url", "a string", url)
+
+
+def _response_input(param, value, endpoint):
+    """``input`` of /v1/responses: text, or a list of items (messages, function calls and
+    their outputs, …); the items the gateway translates are checked, others pass."""
+    if type(value) is str:
+        return
+    if type(value) is not list:
+        raise _wrong_type(param, "a string or an array of input items", value)
+    for i, item in enumerate(value):
+        where = f"{param}[{i}]"
+        if type(item) is not dict:
+            raise _wrong_type(where, "an object", item)
+        kind = item.get("type")
+        if kind is not None and type(kind) is not str:
+            raise _wrong_type(f"{where}.type", "a string", kind)
+        if kind in (None, "message"):
+            role = item.get("role")
+            if role not in ("user", "assistant", "system", "developer"):
+                if role is None:
+                    raise Invalid(
+                        f"Missing required parameter: '{where}.role'.",
+                        f"{where}.role",
+                        "missing_required_parameter",
+                    )
+                raise Invalid(
+                    f"Invalid value: '{_shown(role)}'. Supported values are: 'user', "
+                    "'assistant', 'system' and 'developer'.",
+                    f"{where}.role",
+                    "invalid_value",
+                )
+            if "content" not in item:
+                raise Invalid(
+                    f"Missing required parameter: '{where}.content'.",
+                    f"{where}.content",
+                    "missing_required_parameter",
+                )
+            _response_content(f"{where}.content", item["content"], endpoint)
+        elif kind == "function_call":
+            for name in ("call_id", "name", "arguments"):
+                _required_string(where, item, name)
+        elif kind == "function_call_output":
+            _required_string(where, item, "call_id")
+            _response_content(f"{where}.output", item.get("output"), endpoint)
+
+
+def _response_tool(param, value, endpoint):
+    _typed_object(param, value, endpoint)
+    if value["type"] == "function":
+        _required_string(param, value, "name", non_empty=True)
+        params = value.get("parameters")
+        if params is not None and type(params) is not dict:
+            raise _wrong_type(f"{param}.parameters", "an object", params)
+
+
+def _response_text(param, value, endpoint):
+    _object(param, value, endpoint)
+    fmt = value.get("format")
+    if fmt is None:
+        return
+    _typed_object(f"{param}.format", fmt, endpoint)
+    if fmt["type"] == "json_schema":
+        _required_string(f"{param}.format", fmt, "name", non_empty=True)
+        schema = fmt.get("schema")
+        if type(schema) is not dict:
+            if schema is None:
+                raise Invalid(
+                    f"Missing required parameter: '{param}.format.schema'.",
+                    f"{param}.format.schema",
+                    "missing_required_parameter",
+                )
+            raise _wrong_type(f"{param}.format.schema", "an object", schema)
+    elif fmt["type"] not in ("text", "json_object"):
+        raise Invalid(
+            f"Invalid value: '{_shown(fmt['type'])}'. Supported values are: 'text', "
+            "'json_object' and 'json_schema'.",
+            f"{param}.format.type",
+            "invalid_value",
+        )
+
+
+RESPONSES_CHECKS = {
+    "input": _response_input,
+    "instructions": _string,
+    "previous_response_id": _string,
+    "max_output_tokens": _token_count,
+    "max_tool_calls": _token_count,
+    "temperature": _number(0, 2),
+    "top_p": _number(0, 1),
+    "top_logprobs": _integer(0, 20),
+    "stream": _boolean,
+    "stream_options": _object,
+    "store": _boolean,
+    "background": _boolean,
+    "parallel_tool_calls": _boolean,
+    "tools": _list_of(_response_tool, "tools", 0, 128),
+    "tool_choice": _string_or_object,
+    "text": _response_text,
+    "reasoning": _object,
+    "metadata": _object,
+    "include": _list_of(_string, "strings"),
+    "truncation": _one_of("auto", "disabled"),
+    "user": _string,
+    "safety_identifier": _string,
+    "prompt_cache_key": _string,
+    "service_tier": _string,
+}
+
+
 def _too_deep(value, depth: int) -> bool:
     if depth > MAX_DEPTH:
         return True
@@ -426,7 +555,7 @@ def _check(body: dict, endpoint: str) -> None:
                 "forbidden_parameter",
             )
         if value is not None:
-            check = CHECKS.get(name)
+            check = (RESPONSES_CHECKS if endpoint == "responses" else CHECKS).get(name)
             if check is not None:
                 check(name, value, endpoint)
     model = body.get("model")

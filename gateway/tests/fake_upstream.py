@@ -52,6 +52,10 @@ def _first_tool_name(tools) -> str:
     return function.get("name", "tool") if isinstance(function, dict) else "tool"
 
 
+def _sse(event: dict) -> bytes:
+    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+
+
 class FakeUpstream:
     def __init__(self):
         self.behaviours: dict[str, Behaviour] = {}
@@ -63,8 +67,11 @@ class FakeUpstream:
         self._loop = None
         self._runner = None
         self.cancelled_streams = 0
+        self.responses: dict[tuple[str, str], dict] = {}  # (credential, id) -> kept response
+        self.response_count = 0
 
     def reset(self):
+        self.responses.clear()
         self.behaviours.clear()
         self.requests.clear()
         self.hooks.clear()
@@ -121,6 +128,8 @@ class FakeUpstream:
             return resp
         if b.raw_response is not None:
             return web.Response(status=200, content_type=b.raw_response[0], body=b.raw_response[1])
+        if endpoint == "responses":
+            return await self._responses(request, body, b)
         if endpoint == "embeddings":
             inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
             return web.json_response(
@@ -148,7 +157,8 @@ class FakeUpstream:
         if endpoint == "chat":
             # As OpenAI sends them: refusal and logprobs are there, null (its spec requires them).
             message = {"role": "assistant", "content": " ".join(words), "refusal": None}
-            if body.get("tools"):
+            last = (body.get("messages") or [{}])[-1]
+            if body.get("tools") and last.get("role") != "tool":  # answered once a tool has
                 message = {
                     "role": "assistant",
                     "content": None,
@@ -190,14 +200,28 @@ class FakeUpstream:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         obj = "chat.completion.chunk" if endpoint == "chat" else "text_completion"
+        last = (body.get("messages") or [{}])[-1]
+        if endpoint == "chat" and body.get("tools") and last.get("role") != "tool":
+            # A tool call in pieces: its id and name first, then its arguments in two.
+            name = _first_tool_name(body["tools"])
+            pieces = [
+                {"id": "call_1", "type": "function", "function": {"name": name, "arguments": ""}},
+                {"function": {"arguments": '{"city": '}},
+                {"function": {"arguments": '"Paris"}'}},
+            ]
+            words = [{"tool_calls": [{"index": 0, **piece}]} for piece in pieces]
         try:
             for i, word in enumerate(words):
                 if b.reset_after_chunks is not None and i >= b.reset_after_chunks:
                     request.transport.close()  # a mid-stream connection reset
                     return resp
-                piece = word if i == 0 else " " + word
+                piece = word if i == 0 or isinstance(word, dict) else " " + word
                 choice = (
-                    {"index": 0, "delta": {"content": piece}, "finish_reason": None}
+                    {
+                        "index": 0,
+                        "delta": piece if isinstance(piece, dict) else {"content": piece},
+                        "finish_reason": None,
+                    }
                     if endpoint == "chat"
                     else {"index": 0, "text": piece, "finish_reason": None, "logprobs": None}
                 )
@@ -374,6 +398,212 @@ class FakeUpstream:
             raise
         return resp
 
+    # ---------------------------------------------------------------- the Responses API
+    # Responses are kept per credential (the Authorization header), as OpenAI keeps them
+    # per account: another credential's id is not found.
+    def _kept(self, request, rid):
+        return self.responses.get((request.headers.get("Authorization", ""), rid))
+
+    @staticmethod
+    def _not_found(rid, param=None):
+        return web.json_response(
+            {
+                "error": {
+                    "message": f"No response found with id '{rid}'.",
+                    "type": "invalid_request_error",
+                    "param": param,
+                    "code": "previous_response_not_found" if param else None,
+                }
+            },
+            status=400 if param else 404,
+        )
+
+    async def _responses(self, request, body, b: Behaviour):
+        """POST /v1/responses: a function call when tools are offered and the last input
+        item is not a call's output, else words; kept (unless store is false) for GET,
+        DELETE, input_items and previous_response_id."""
+        auth = request.headers.get("Authorization", "")
+        prev = body.get("previous_response_id")
+        history = []
+        if prev is not None:
+            kept = self._kept(request, prev)
+            if kept is None:
+                return self._not_found(prev, "previous_response_id")
+            history = kept["items"] + kept["response"]["output"]
+        items = body.get("input")
+        items = [{"role": "user", "content": items}] if isinstance(items, str) else list(items)
+        self.response_count += 1
+        rid = f"resp_fake{self.response_count}"
+        words = [f"word{i}" for i in range(b.stream_chunks)]
+        if prev is not None:
+            words.append(f"turn{len([i for i in history if i.get('role') == 'user']) + 1}")
+        last = items[-1] if items else {}
+        functions = [t for t in body.get("tools") or () if t.get("type") == "function"]
+        if functions and last.get("type") != "function_call_output":
+            tool = functions[0]
+            item = {
+                "type": "function_call",
+                "id": f"fc_fake{self.response_count}",
+                "call_id": f"call_fake{self.response_count}",
+                "name": tool.get("name", "tool"),
+                "arguments": '{"city": "Paris"}',
+                "status": "completed",
+            }
+        else:
+            text = " ".join(words)
+            item = {
+                "type": "message",
+                "id": f"msg_fake{self.response_count}",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        response = {
+            "id": rid,
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "completed",
+            "model": body["model"],
+            "output": [item],
+            "previous_response_id": prev,
+            "instructions": body.get("instructions"),
+            "tools": body.get("tools") or [],
+            "tool_choice": body.get("tool_choice", "auto"),
+            "parallel_tool_calls": True,
+            "store": body.get("store", True),
+            "usage": {
+                "input_tokens": 11,
+                "input_tokens_details": {"cached_tokens": b.cached_tokens or 0},
+                "output_tokens": len(words),
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": 11 + len(words),
+            }
+            if b.report_usage
+            else None,
+        }
+        if body.get("store", True):
+            self.responses[(auth, rid)] = {"items": history + items, "response": response}
+        if not body.get("stream"):
+            return web.json_response(response)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        seq = iter(range(10_000))
+
+        async def send(kind, **fields):
+            await resp.write(_sse({"type": kind, "sequence_number": next(seq), **fields}))
+
+        start = {**response, "status": "in_progress", "output": [], "usage": None}
+        try:
+            await send("response.created", response=start)
+            await send("response.in_progress", response=start)
+            opened = {**item, "status": "in_progress"}
+            if item["type"] == "message":
+                opened["content"] = []
+            else:
+                opened["arguments"] = ""
+            await send("response.output_item.added", output_index=0, item=opened)
+            if item["type"] == "message":
+                part = {"type": "output_text", "text": "", "annotations": []}
+                await send(
+                    "response.content_part.added",
+                    item_id=item["id"],
+                    output_index=0,
+                    content_index=0,
+                    part=part,
+                )
+                for i, word in enumerate(words):
+                    if b.reset_after_chunks is not None and i >= b.reset_after_chunks:
+                        request.transport.close()  # a mid-stream connection reset
+                        return resp
+                    await send(
+                        "response.output_text.delta",
+                        item_id=item["id"],
+                        output_index=0,
+                        content_index=0,
+                        delta=word if i == 0 else " " + word,
+                    )
+                    if b.chunk_delay:
+                        await asyncio.sleep(b.chunk_delay)
+                text = item["content"][0]["text"]
+                await send(
+                    "response.output_text.done",
+                    item_id=item["id"],
+                    output_index=0,
+                    content_index=0,
+                    text=text,
+                )
+                await send(
+                    "response.content_part.done",
+                    item_id=item["id"],
+                    output_index=0,
+                    content_index=0,
+                    part=item["content"][0],
+                )
+            else:
+                await send(
+                    "response.function_call_arguments.delta",
+                    item_id=item["id"],
+                    output_index=0,
+                    delta=item["arguments"],
+                )
+                await send(
+                    "response.function_call_arguments.done",
+                    item_id=item["id"],
+                    output_index=0,
+                    arguments=item["arguments"],
+                )
+            await send("response.output_item.done", output_index=0, item=item)
+            await send("response.completed", response=response)
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.cancelled_streams += 1
+            raise
+        return resp
+
+    async def _response_get(self, request):
+        rid = request.match_info["rid"]
+        self.requests.append({"endpoint": "responses.get", "id": rid, "method": request.method})
+        kept = self._kept(request, rid)
+        if kept is None:
+            return self._not_found(rid)
+        if request.method == "DELETE":
+            del self.responses[(request.headers.get("Authorization", ""), rid)]
+            return web.json_response({"id": rid, "object": "response", "deleted": True})
+        return web.json_response(kept["response"])
+
+    async def _response_items(self, request):
+        rid = request.match_info["rid"]
+        self.requests.append(
+            {"endpoint": "responses.input_items", "id": rid, "query": request.query_string}
+        )
+        kept = self._kept(request, rid)
+        if kept is None:
+            return self._not_found(rid)
+        data = []
+        for i, item in enumerate(kept["items"]):
+            if "role" not in item:
+                data.append({"id": f"item_in{i}", **item})
+                continue
+            content = item["content"]
+            if isinstance(content, str):  # OpenAI lists text as a part
+                kind = "output_text" if item["role"] == "assistant" else "input_text"
+                content = [{"type": kind, "text": content}]
+            data.append(
+                {"id": f"msg_in{i}", "type": "message", "status": "completed", **item}
+                | {"content": content}
+            )
+        if request.query.get("order") == "desc" or "order" not in request.query:
+            data.reverse()  # OpenAI lists newest first by default
+        limit = int(request.query.get("limit", 20))
+        return web.json_response(
+            {
+                "object": "list",
+                "data": data[:limit],
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[:limit][-1]["id"] if data else None,
+                "has_more": len(data) > limit,
+            }
+        )
+
     async def _hook(self, request: web.Request):
         self.hook_attempts += 1
         if self.hook_fail_times > 0:
@@ -391,6 +621,10 @@ class FakeUpstream:
         app.router.add_post(
             "/v1/messages/count_tokens", lambda r: self._anthropic(r, "count_tokens")
         )
+        app.router.add_post("/v1/responses", lambda r: self._handle(r, "responses"))
+        app.router.add_get("/v1/responses/{rid}", self._response_get)
+        app.router.add_delete("/v1/responses/{rid}", self._response_get)
+        app.router.add_get("/v1/responses/{rid}/input_items", self._response_items)
         app.router.add_post("/hooks", self._hook)
         return app
 
