@@ -268,6 +268,15 @@ class ProviderViewSet(OrgView, viewsets.ModelViewSet):
             and serializer.validated_data["name"] != instance.name
         ):
             raise ValidationError({"name": "A provider cannot be renamed; create a new one."})
+        if (
+            "kind" in serializer.validated_data
+            and serializer.validated_data["kind"] != instance.kind
+        ):
+            # Its settings and credentials are the old kind's (the dashboard does not offer
+            # it either).
+            raise ValidationError(
+                {"kind": "A provider's kind cannot be changed; create a new one."}
+            )
         return Response(self.get_serializer(self._save(serializer.validated_data, instance)).data)
 
     def destroy(self, request, *args, **kwargs):

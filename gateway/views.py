@@ -336,6 +336,10 @@ def routing(request):
     )
 
 
+# The smart settings the routing policy pages have fields for.
+SMART_FORM_KEYS = frozenset({"classifier", "aggressiveness", "thresholds", "ab"})
+
+
 def _routing_policy_initial(policy: RoutingPolicy) -> dict:
     """The Edit form's values as the page shows them (the smart settings in its fields)."""
     spec = policy.smart or {}
@@ -363,12 +367,15 @@ def routing_policy_edit(request, policy_id):
         if not form.is_valid():
             messages.error(request, form_message(form))
         else:
+            data = form.cleaned_data
+            if data["strategy"] == "smart" and policy.strategy == "smart":
+                # Settings the page has no field for (keywords, within: REST and the config
+                # file set them) are kept, not dropped by a save from this page.
+                kept = {k: v for k, v in (policy.smart or {}).items() if k not in SMART_FORM_KEYS}
+                data["smart"] = {**kept, **data["smart"]}
             try:
                 governance_services.routing_policy_save(
-                    actor=Actor.from_request(request),
-                    org=org,
-                    name=policy.name,
-                    **form.cleaned_data,
+                    actor=Actor.from_request(request), org=org, name=policy.name, **data
                 )
             except ValidationError as exc:
                 messages.error(request, form_message(form, exc))
@@ -389,6 +396,7 @@ def routing_policy_edit(request, policy_id):
             "classifiers": list(smart.CLASSIFIERS.items()),
             "ab_arms": smart.AB_ARMS,
             "rt_keys": policy.keys.filter(revoked_at__isnull=True).order_by("name"),
+            "smart_kept": sorted(set(policy.smart or {}) - SMART_FORM_KEYS),
         },
         status=400 if form.is_bound else 200,
     )

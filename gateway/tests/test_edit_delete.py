@@ -346,3 +346,76 @@ def test_the_pages_have_no_inline_script_or_handler(alice_client, org_a, mine):
         assert "data-confirm=" in html, url
         assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), url
         assert not re.search(r"\son[a-z]+\s*=", html), url
+
+
+def _as_posted(initial: dict) -> dict:
+    """An edit form's initial values as the browser sends them back untouched."""
+    body = {}
+    for name, value in initial.items():
+        if isinstance(value, bool):
+            if value:
+                body[name] = "on"
+        elif value is not None:
+            body[name] = str(value)
+    return body
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"strategy": "weighted", "models": ["a", "b"], "weights": {"a": 3, "b": 1}},
+        {"strategy": "failover", "models": ["a"], "is_active": False},
+        {
+            "strategy": "smart",
+            "models": ["a", "b", "c"],
+            "smart": {"classifier": "rules", "aggressiveness": 0.35},
+        },
+        {
+            "strategy": "smart",
+            "models": ["a", "b", "c"],
+            "smart": {"classifier": "rules", "thresholds": [0.2, 0.45]},
+        },
+        {
+            # Settings the page has no field for are kept.
+            "strategy": "smart",
+            "models": ["a", "b"],
+            "smart": {
+                "classifier": "rules",
+                "aggressiveness": 0.5,
+                "ab": {"share": 0.1, "classifier": "strong"},
+                "keywords": {"code": ["kubernetes"]},
+                "within": "round_robin",
+            },
+        },
+    ],
+)
+def test_saving_an_edit_page_untouched_changes_nothing(alice_client, org_a, mine, fields):
+    """The edit pages show what is stored: saved as shown, nothing changes (no audit row)."""
+    rp = governance_services.routing_policy_save(actor=ACTOR, org=org_a, name="x", **fields)
+    d = mine["deployment"]
+    services.deployment_save(
+        actor=ACTOR,
+        org=org_a,
+        deployment=d,
+        model_name="chat",
+        provider=mine["provider"],
+        upstream_model="m",
+        region="eu",
+        weight=4,
+        priority=2,
+        input_price_per_mtok="0.15",
+        output_price_per_mtok="0.6",
+    )
+    before = AuditLog.objects.count()
+    for name, obj in (("routing_policy_edit", rp), ("deployment_edit", d)):
+        url = _url(name, org_a, obj)
+        form = alice_client.get(url).context["form"]
+        response = alice_client.post(url, _as_posted(form.initial))
+        assert response.status_code == 302, _messages(response)
+    assert AuditLog.objects.count() == before
+    stored = RoutingPolicy.objects.get(pk=rp.pk)
+    assert (stored.weights, stored.smart, stored.is_active) == (
+        fields.get("weights", {}),
+        fields.get("smart", {}),
+        fields.get("is_active", True),
+    )

@@ -101,6 +101,7 @@ def test_another_orgs_ids_are_404(charlie_client, org_a, org_b, row):
         ("deployment", {"provider": "no-such"}, "provider"),
         ("provider", {"name": "renamed"}, "name"),
         ("provider", {"kind": "nope"}, "kind"),
+        ("provider", {"kind": "openai"}, "kind"),
         ("policy", {"weights": {"c": 1}}, "weights"),
         ("policy", {"weights": {"a": 0, "b": 0}}, "weights"),
         ("policy", {"weights": {"a": -1}}, "weights"),
