@@ -419,3 +419,32 @@ def test_saving_an_edit_page_untouched_changes_nothing(alice_client, org_a, mine
         fields.get("smart", {}),
         fields.get("is_active", True),
     )
+
+
+@pytest.mark.parametrize("page", ["providers", "routing", "team"])
+def test_the_pages_with_edit_controls_make_a_fixed_number_of_queries(
+    alice_client, org_a, mine, page, django_assert_max_num_queries
+):
+    """Each row's controls (edit links, team choices, delete confirmations) cost no query."""
+    from orgs import services as org_services
+    from orgs.models import Role, User
+
+    def add(i):
+        p = services.provider_save(actor=ACTOR, org=org_a, name=f"x{i}", kind="mock")
+        services.deployment_save(
+            actor=ACTOR, org=org_a, model_name=f"m{i}", provider=p, upstream_model="u"
+        )
+        governance_services.routing_policy_save(actor=ACTOR, org=org_a, name=f"x{i}", models=["a"])
+        team = org_services.team_create(actor=ACTOR, org=org_a, name=f"T{i}")
+        user = User.objects.create_user(email=f"u{i}@acme.test", password="x" * 12)
+        org_services.membership_add(actor=ACTOR, org=org_a, user=user, role=Role.MEMBER, team=team)
+        org_services.invitation_create(actor=ACTOR, org=org_a, email=f"i{i}@acme.test", team=team)
+
+    url = reverse(page, args=[org_a.slug])
+    add(0)
+    with django_assert_max_num_queries(40) as few:
+        assert alice_client.get(url).status_code == 200
+    for i in range(1, 8):
+        add(i)
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        assert alice_client.get(url).status_code == 200
