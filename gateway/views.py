@@ -242,9 +242,21 @@ def deployment_delete(request, deployment_id):
     deployment = get_object_or_404(
         Deployment.objects.for_org(request.org).select_related("provider"), pk=deployment_id
     )
-    label = str(deployment)
+    label, model = str(deployment), deployment.model_name
     services.deployment_delete(actor=Actor.from_request(request), deployment=deployment)
     messages.success(request, f"Deployment {label} deleted.")
+    if not Deployment.objects.for_org(request.org).filter(model_name=model).exists():
+        # Say what the deletion left without a route (nothing is refused: the data plane
+        # skips a model without deployments).
+        users = [
+            p.name
+            for p in RoutingPolicy.objects.for_org(request.org).only("name", "model_names")
+            if model in p.model_names
+        ]
+        using = f"; the routing policies {', '.join(users)} list it" if users else ""
+        messages.warning(
+            request, f"{model} has no deployment left: requests for it now get 404{using}."
+        )
     return redirect("providers", org_slug=request.org.slug)
 
 

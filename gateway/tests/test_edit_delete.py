@@ -281,10 +281,21 @@ def test_deleting_a_routing_policy_in_use_shows_the_keys_and_keeps_it(alice_clie
 
 def test_the_deployment_delete_removes_it_and_audits(alice_client, org_a, mine):
     d = mine["deployment"]
+    second = services.deployment_save(
+        actor=ACTOR, org=org_a, model_name="chat", provider=mine["other"], upstream_model="m"
+    )
+    governance_services.routing_policy_save(actor=ACTOR, org=org_a, name="uses", models=["chat"])
     response = alice_client.post(_url("deployment_delete", org_a, d), follow=True)
     assert [level for level, _ in _messages(response)] == ["success"]
     assert not Deployment.objects.filter(pk=d.pk).exists()
     assert AuditLog.objects.get(action="deployment.delete").changes["before"]["model"] == "chat"
+    # The last one of its model: the page says what is left without a route.
+    response = alice_client.post(_url("deployment_delete", org_a, second), follow=True)
+    assert _messages(response)[-1] == (
+        "warning",
+        "chat has no deployment left: requests for it now get 404; "
+        "the routing policies uses list it.",
+    )
 
 
 PAGES = [
