@@ -226,12 +226,7 @@ def deployment_edit(request, deployment_id):
     return render(
         request,
         "gateway/deployment_edit.html",
-        {
-            "section": "providers",
-            "deployment": deployment,
-            "form": form,
-            "providers": ProviderConnection.objects.for_org(org),
-        },
+        {"section": "providers", "deployment": deployment, "form": form},
         status=400 if form.is_bound else 200,
     )
 

@@ -357,7 +357,7 @@ def invitation_create(
         org=org,
         action="invitation.create",
         target=invitation,
-        after={"email": email, "role": role},
+        after={"email": email, "role": role, "team": team.name if team else None},
     )
     link = f"{(base_url or settings.PUBLIC_BASE_URL).rstrip('/')}/invite/{raw}/"
     from core.tasks import enqueue

@@ -127,6 +127,8 @@ def test_pending_invitations_show_their_team(alice_client, org_a, teams):
     services.invitation_create(actor=ACTOR, org=org_a, email="new@acme.test", team=teams["Support"])
     html = alice_client.get(reverse("team", args=[org_a.slug])).content.decode()
     assert "<td>new@acme.test</td><td>member</td><td>Support</td>" in html
+    row = AuditLog.objects.get(action="invitation.create")
+    assert row.changes["after"]["team"] == "Support"
 
 
 def test_resending_an_invitation_emails_a_new_link_and_the_old_one_stops_working(
