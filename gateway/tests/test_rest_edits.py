@@ -106,6 +106,7 @@ def test_another_orgs_ids_are_404(charlie_client, org_a, org_b, row):
         ("policy", {"weights": {"a": 0, "b": 0}}, "weights"),
         ("policy", {"weights": {"a": -1}}, "weights"),
         ("policy", {"strategy": "nope"}, "strategy"),
+        ("policy", {"name": "renamed"}, "name"),
     ],
 )
 def test_a_bad_value_is_a_json_400_naming_the_field_and_writes_nothing(
