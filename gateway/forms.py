@@ -52,6 +52,23 @@ class DeploymentForm(OrgForm):
     region = forms.CharField(label="Region", max_length=50, required=False)
 
 
+class DeploymentEditForm(DeploymentForm):
+    """A deployment's every field (the Edit page): failover priority, weight, prices, and
+    whether it serves. Prices are read exactly by deployment_save, as for every way in."""
+
+    priority = WholeNumberField(label="Priority", minimum=0, maximum=2_147_483_647, required=True)
+    weight = WholeNumberField(label="Weight", minimum=0, maximum=2_147_483_647, required=True)
+    input_price_per_mtok = forms.CharField(label="Input price", required=False, max_length=40)
+    output_price_per_mtok = forms.CharField(label="Output price", required=False, max_length=40)
+    is_active = forms.BooleanField(label="Active", required=False)
+
+    def clean_input_price_per_mtok(self):
+        return self.cleaned_data["input_price_per_mtok"] or None
+
+    def clean_output_price_per_mtok(self):
+        return self.cleaned_data["output_price_per_mtok"] or None
+
+
 class PolicyForm(forms.Form):
     """The whole policy: a list left empty allows everything (or denies nothing)."""
 
@@ -141,6 +158,17 @@ class CorsForm(forms.Form):
 
     def clean(self):
         return {"cors_origins": super().clean().get("cors_origins") or []}
+
+
+class RoutingPolicyEditForm(RoutingPolicyForm):
+    """An existing routing policy: everything but its name (rt- keys show it), and whether
+    it serves (a disabled policy's rt- keys are refused until it is enabled again)."""
+
+    is_active = forms.BooleanField(label="Active", required=False)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        del self.fields["name"]
 
 
 class OrgSmartForm(forms.Form):

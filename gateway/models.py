@@ -89,9 +89,11 @@ class ApiKey(models.Model):
 
 class ProviderQuerySet(OrgScopedQuerySet):
     def with_active_deployments(self):
-        """Annotates ``n_active``: a provider with none is one no request can reach."""
+        """Annotates ``n_active``: a provider with none is one no request can reach; and
+        ``n_deployments``, all of them (what deleting it deletes)."""
         return self.annotate(
-            n_active=models.Count("deployments", filter=models.Q(deployments__is_active=True))
+            n_active=models.Count("deployments", filter=models.Q(deployments__is_active=True)),
+            n_deployments=models.Count("deployments"),
         ).order_by("name")
 
 

@@ -309,7 +309,8 @@ class ProviderViewSet(OrgView, viewsets.ModelViewSet):
             api_base=data.get("api_base", instance.api_base if instance else ""),
             settings=data.get("settings", instance.settings if instance else {}),
             credentials=data.get("credentials"),
-            is_active=data.get("is_active", True),
+            # A PATCH that does not name is_active keeps it (a disabled provider stays so).
+            is_active=data.get("is_active", instance.is_active if instance else True),
         )
         return self.get_queryset().get(pk=provider.pk)
 
@@ -328,6 +329,15 @@ class ProviderViewSet(OrgView, viewsets.ModelViewSet):
             and serializer.validated_data["name"] != instance.name
         ):
             raise ValidationError({"name": "A provider cannot be renamed; create a new one."})
+        if (
+            "kind" in serializer.validated_data
+            and serializer.validated_data["kind"] != instance.kind
+        ):
+            # Its settings and credentials are the old kind's (the dashboard does not offer
+            # it either).
+            raise ValidationError(
+                {"kind": "A provider's kind cannot be changed; create a new one."}
+            )
         return Response(self.get_serializer(self._save(serializer.validated_data, instance)).data)
 
     def destroy(self, request, *args, **kwargs):
@@ -375,16 +385,19 @@ class DeploymentViewSet(OrgView, viewsets.ModelViewSet):
         return qs
 
     def _save(self, data, instance=None):
+        # A new one's (model, provider, upstream) must be free (deployment_create).
+        save = services.deployment_create if instance is None else services.deployment_save
         merged = {
             f: getattr(instance, f)
             for f in DeploymentSerializer.Meta.fields
             if instance is not None and f not in ("id", "created_at")
         }
         merged.update(data)
-        return services.deployment_save(
+        extra = {"deployment": instance} if instance is not None else {}
+        return save(
             actor=actor(self.request),
             org=self.request.org,
-            deployment=instance,
+            **extra,
             model_name=merged["model_name"],
             provider=merged["provider"],
             upstream_model=merged["upstream_model"],

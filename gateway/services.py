@@ -440,14 +440,19 @@ def provider_create(*, actor: Actor, org, name: str, **fields) -> ProviderConnec
 
 
 @transaction.atomic
-def provider_delete(*, actor: Actor, provider: ProviderConnection) -> None:
+def provider_delete(*, actor: Actor, provider: ProviderConnection) -> list[str]:
+    """Delete a provider connection and, with it, its deployments (they cannot serve
+    without it); returns what they were ("chat → gpt-4o-mini"), and the audit row keeps
+    them. The gateways stop routing to it with the next snapshot."""
+    gone = [f"{d.model_name} → {d.upstream_model}" for d in provider.deployments.all()]
     record_config_delete(
         actor=actor,
         org=provider.org,
         entity="provider",
         target=provider,
-        before=_provider_summary(provider),
+        before={**_provider_summary(provider), "deployments": gone},
     )
+    return gone
 
 
 def _deployment_summary(d: Deployment) -> dict:
@@ -524,6 +529,32 @@ def deployment_save(
         after=_deployment_summary(deployment),
     )
     return deployment
+
+
+DEPLOYMENT_TAKEN = (
+    "This provider already serves that upstream model under that model name; "
+    "edit that deployment instead."
+)
+
+
+@transaction.atomic
+def deployment_create(*, actor: Actor, org, **fields) -> Deployment:
+    """A new deployment (deployment_save's arguments). The same (model name, provider,
+    upstream model) as an existing one is refused: changing one is an explicit edit
+    (deployment_save with ``deployment``), never a side effect of adding one. apply_config
+    keeps deployment_save's create-or-update."""
+    fields.pop("deployment", None)
+    if (
+        Deployment.objects.for_org(org)
+        .filter(
+            model_name=fields.get("model_name"),
+            provider=fields.get("provider"),
+            upstream_model=fields.get("upstream_model"),
+        )
+        .exists()
+    ):
+        raise ValidationError({"upstream_model": DEPLOYMENT_TAKEN})
+    return deployment_save(actor=actor, org=org, **fields)
 
 
 @transaction.atomic

@@ -15,6 +15,23 @@ org_urlpatterns = [
     path("providers/<int:provider_id>/", views.provider_edit, name="provider_edit"),
     path("providers/<int:provider_id>/test/", views.provider_test, name="provider_test"),
     path("settings/cors/", views.cors_settings, name="cors_settings"),
+    path("providers/<int:provider_id>/delete/", views.provider_delete, name="provider_delete"),
+    path(
+        "providers/deployments/<int:deployment_id>/",
+        views.deployment_edit,
+        name="deployment_edit",
+    ),
+    path(
+        "providers/deployments/<int:deployment_id>/delete/",
+        views.deployment_delete,
+        name="deployment_delete",
+    ),
+    path("routing/<int:policy_id>/", views.routing_policy_edit, name="routing_policy_edit"),
+    path(
+        "routing/<int:policy_id>/delete/",
+        views.routing_policy_delete,
+        name="routing_policy_delete",
+    ),
     path("playground/", playground.playground, name="playground"),
     path("playground/stream/", playground.playground_stream, name="playground-stream"),
     path("models/", catalog_views.catalog, name="catalog"),

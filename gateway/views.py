@@ -20,10 +20,12 @@ from .dataplane import provider_kinds
 from .forms import (
     ApiKeyForm,
     CorsForm,
+    DeploymentEditForm,
     DeploymentForm,
     OrgSmartForm,
     PolicyForm,
     ProviderForm,
+    RoutingPolicyEditForm,
     RoutingPolicyForm,
 )
 from .models import ApiKey, Deployment, GatewayConfig, ProviderConnection
@@ -225,7 +227,12 @@ def provider_edit(request, provider_id):
     return render(
         request,
         "gateway/provider_edit.html",
-        {"section": "providers", "provider": provider, "form": form},
+        {
+            "section": "providers",
+            "provider": provider,
+            "form": form,
+            "n_deployments": provider.deployments.count(),
+        },
         status=400 if form.is_bound else 200,
     )
 
@@ -241,6 +248,16 @@ def provider_test(request, provider_id):
 
 @require_POST
 @org_view(role="admin")
+def provider_delete(request, provider_id):
+    provider = get_object_or_404(ProviderConnection.objects.for_org(request.org), pk=provider_id)
+    gone = services.provider_delete(actor=Actor.from_request(request), provider=provider)
+    detail = f", and its deployments ({', '.join(gone)})" if gone else ""
+    messages.success(request, f"Provider {provider.name} deleted{detail}.")
+    return redirect("providers", org_slug=request.org.slug)
+
+
+@require_POST
+@org_view(role="admin")
 def deployment_create(request):
     org = request.org
     form = DeploymentForm(request.POST, org=org)
@@ -249,11 +266,80 @@ def deployment_create(request):
         return redirect("providers", org_slug=org.slug)
     data = form.cleaned_data
     try:
-        services.deployment_save(actor=Actor.from_request(request), org=org, **data)
+        # An existing (model, provider, upstream) is refused: it is changed with Edit.
+        services.deployment_create(actor=Actor.from_request(request), org=org, **data)
         messages.success(request, f"{data['model_name']} now routes to {data['provider'].name}.")
     except ValidationError as exc:
-        messages.error(request, "; ".join(exc.messages))
+        messages.error(request, form_message(form, exc))
     return redirect("providers", org_slug=org.slug)
+
+
+@org_view(role="admin")
+def deployment_edit(request, deployment_id):
+    org = request.org
+    deployment = get_object_or_404(
+        Deployment.objects.for_org(org).select_related("provider"), pk=deployment_id
+    )
+    if request.method == "POST":
+        form = DeploymentEditForm(request.POST, org=org)
+        if not form.is_valid():
+            messages.error(request, form_message(form))
+        else:
+            try:
+                services.deployment_save(
+                    actor=Actor.from_request(request),
+                    org=org,
+                    deployment=deployment,
+                    **form.cleaned_data,
+                )
+            except ValidationError as exc:
+                messages.error(request, form_message(form, exc))
+            else:
+                messages.success(request, f"Deployment {deployment} saved.")
+                return redirect("providers", org_slug=org.slug)
+            deployment.refresh_from_db()  # the page shows what is stored, the form what was sent
+    else:
+        form = DeploymentEditForm(
+            org=org,
+            initial={
+                "provider": deployment.provider_id,
+                **{
+                    name: getattr(deployment, name)
+                    for name in DeploymentEditForm.base_fields
+                    if name != "provider"
+                },
+            },
+        )
+    return render(
+        request,
+        "gateway/deployment_edit.html",
+        {"section": "providers", "deployment": deployment, "form": form},
+        status=400 if form.is_bound else 200,
+    )
+
+
+@require_POST
+@org_view(role="admin")
+def deployment_delete(request, deployment_id):
+    deployment = get_object_or_404(
+        Deployment.objects.for_org(request.org).select_related("provider"), pk=deployment_id
+    )
+    label, model = str(deployment), deployment.model_name
+    services.deployment_delete(actor=Actor.from_request(request), deployment=deployment)
+    messages.success(request, f"Deployment {label} deleted.")
+    if not Deployment.objects.for_org(request.org).filter(model_name=model).exists():
+        # Say what the deletion left without a route (nothing is refused: the data plane
+        # skips a model without deployments).
+        users = [
+            p.name
+            for p in RoutingPolicy.objects.for_org(request.org).only("name", "model_names")
+            if model in p.model_names
+        ]
+        using = f"; the routing policies {', '.join(users)} list it" if users else ""
+        messages.warning(
+            request, f"{model} has no deployment left: requests for it now get 404{using}."
+        )
+    return redirect("providers", org_slug=request.org.slug)
 
 
 @org_view(write_role="admin")
@@ -337,7 +423,8 @@ def routing(request):
             messages.error(request, form_message(form))
         else:
             try:
-                governance_services.routing_policy_save(
+                # A name the org has is refused: a policy is changed with Edit.
+                governance_services.routing_policy_create(
                     actor=Actor.from_request(request), org=org, **form.cleaned_data
                 )
                 messages.success(
@@ -368,3 +455,84 @@ def routing(request):
             "ab_arms": smart.AB_ARMS,
         },
     )
+
+
+# The smart settings the routing policy pages have fields for.
+SMART_FORM_KEYS = frozenset({"classifier", "aggressiveness", "thresholds", "ab"})
+
+
+def _routing_policy_initial(policy: RoutingPolicy) -> dict:
+    """The Edit form's values as the page shows them (the smart settings in its fields)."""
+    spec = policy.smart or {}
+    ab = spec.get("ab") or {}
+    aggressiveness = spec.get("aggressiveness")
+    return {
+        "strategy": policy.strategy,
+        "models": ", ".join(policy.model_names),
+        "weights": ", ".join(f"{m}={w}" for m, w in (policy.weights or {}).items()),
+        "classifier": spec.get("classifier", ""),
+        "aggressiveness": round(aggressiveness * 100) if aggressiveness is not None else 50,
+        "thresholds": ", ".join(str(t) for t in spec.get("thresholds", [])),
+        "ab_share": round(ab["share"] * 100) if ab.get("share") else "",
+        "ab_classifier": ab.get("classifier", ""),
+        "is_active": policy.is_active,
+    }
+
+
+@org_view(role="admin")
+def routing_policy_edit(request, policy_id):
+    org = request.org
+    policy = get_object_or_404(RoutingPolicy.objects.for_org(org), pk=policy_id)
+    if request.method == "POST":
+        form = RoutingPolicyEditForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, form_message(form))
+        else:
+            data = form.cleaned_data
+            if data["strategy"] == "smart" and policy.strategy == "smart":
+                # Settings the page has no field for (keywords, within: REST and the config
+                # file set them) are kept, not dropped by a save from this page.
+                kept = {k: v for k, v in (policy.smart or {}).items() if k not in SMART_FORM_KEYS}
+                data["smart"] = {**kept, **data["smart"]}
+            try:
+                governance_services.routing_policy_save(
+                    actor=Actor.from_request(request), org=org, name=policy.name, **data
+                )
+            except ValidationError as exc:
+                messages.error(request, form_message(form, exc))
+            else:
+                messages.success(request, f"Routing policy {policy.name} saved.")
+                return redirect("routing", org_slug=org.slug)
+            policy.refresh_from_db()
+    else:
+        form = RoutingPolicyEditForm(initial=_routing_policy_initial(policy))
+    return render(
+        request,
+        "gateway/routing_policy_edit.html",
+        {
+            "section": "routing",
+            "policy": policy,
+            "form": form,
+            "strategies": strategies.choices(),
+            "classifiers": list(smart.CLASSIFIERS.items()),
+            "ab_arms": smart.AB_ARMS,
+            "rt_keys": policy.keys.filter(revoked_at__isnull=True).order_by("name"),
+            "smart_kept": sorted(set(policy.smart or {}) - SMART_FORM_KEYS),
+        },
+        status=400 if form.is_bound else 200,
+    )
+
+
+@require_POST
+@org_view(role="admin")
+def routing_policy_delete(request, policy_id):
+    policy = get_object_or_404(RoutingPolicy.objects.for_org(request.org), pk=policy_id)
+    try:
+        governance_services.routing_policy_delete(
+            actor=Actor.from_request(request), routing_policy=policy
+        )
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"Routing policy {policy.name} deleted.")
+    return redirect("routing", org_slug=request.org.slug)

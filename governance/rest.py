@@ -83,6 +83,11 @@ class RoutingPolicyViewSet(OrgView, viewsets.ModelViewSet):
         instance = self.get_object()
         serializer = self.get_serializer(instance, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
+        if serializer.validated_data.get("name", instance.name) != instance.name:
+            from rest_framework.exceptions import ValidationError
+
+            # Its rt- keys show the name; a new policy takes another.
+            raise ValidationError({"name": "A routing policy cannot be renamed; create a new one."})
         data = {**serializer.validated_data, "name": instance.name}
         return Response(self.get_serializer(self._save(data, instance)).data)
 

@@ -157,10 +157,33 @@ def routing_policy_save(
     return rp
 
 
+ROUTING_POLICY_NAME_TAKEN = "A routing policy with this name exists in this organization."
+
+
+@transaction.atomic
+def routing_policy_create(*, actor: Actor, org, name: str, **fields) -> RoutingPolicy:
+    """A new routing policy (routing_policy_save's arguments). A name the org already has
+    is refused: changing a policy is an explicit edit (routing_policy_save on it), never a
+    side effect of creating one. apply_config keeps routing_policy_save's create-or-update."""
+    if RoutingPolicy.objects.for_org(org).filter(name=name).exists():
+        raise ValidationError({"name": ROUTING_POLICY_NAME_TAKEN})
+    return routing_policy_save(actor=actor, org=org, name=name, **fields)
+
+
 @transaction.atomic
 def routing_policy_delete(*, actor: Actor, routing_policy: RoutingPolicy) -> None:
-    if routing_policy.keys.filter(revoked_at__isnull=True).exists():
-        raise ValidationError("Revoke the rt- keys that use this routing policy first.")
+    """Delete a routing policy no live rt- key uses. While keys use it, the deletion is
+    refused naming them (revoke them, or disable the policy instead): deleting it under
+    them would turn their apps' requests into 401s without a word."""
+    # An expired key counts: its expiry can be moved, and it would come back without a policy.
+    in_use = list(routing_policy.keys.filter(revoked_at__isnull=True).order_by("name")[:11])
+    if in_use:
+        names = ", ".join(f"{k.name} ({k.masked})" for k in in_use[:10])
+        more = " and more" if len(in_use) > 10 else ""
+        raise ValidationError(
+            f"Routing policy {routing_policy.name} is used by the rt- key(s) {names}{more}: "
+            "revoke them first, or disable the policy instead."
+        )
     # Revoked keys never serve again; they keep their rows (and usage history) but let go
     # of the policy, whose foreign key protects it from deletion.
     routing_policy.keys.update(routing_policy=None)

@@ -22,6 +22,18 @@ class RoleForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices)
 
 
+class MemberForm(forms.Form):
+    """A member's role and team (the Team page's row). A body without ``team`` keeps the
+    member's team; an empty one takes them out of any team."""
+
+    role = forms.ChoiceField(choices=Role.choices)
+    team = forms.ModelChoiceField(queryset=Team.objects.none(), required=False)
+
+    def __init__(self, *args, org, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["team"].queryset = Team.objects.for_org(org)
+
+
 class TeamForm(forms.Form):
     name = forms.CharField(max_length=120, validators=[validate_name])
     description = forms.CharField(max_length=500, required=False)

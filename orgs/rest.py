@@ -2,6 +2,7 @@
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -21,9 +22,13 @@ class TeamViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
     mixins.DestroyModelMixin,
     viewsets.GenericViewSet,
 ):
+    """Teams. `PATCH` renames one or changes its description; `DELETE` refuses a team that
+    still has budgets."""
+
     serializer_class = TeamSerializer
 
     queryset = Team.objects.none()  # for the OpenAPI schema; requests use org_queryset
@@ -38,6 +43,19 @@ class TeamViewSet(
             actor=actor(request), org=request.org, **serializer.validated_data
         )
         return Response(self.get_serializer(team).data, status=status.HTTP_201_CREATED)
+
+    def update(self, request, *args, **kwargs):
+        team = self.get_object()
+        serializer = self.get_serializer(team, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        team = services.team_update(
+            actor=actor(request),
+            team=team,
+            name=data.get("name", team.name),
+            description=data.get("description", team.description),
+        )
+        return Response(self.get_serializer(team).data)
 
     def destroy(self, request, *args, **kwargs):
         services.team_delete(actor=actor(request), team=self.get_object())
@@ -112,7 +130,8 @@ class InvitationViewSet(
     mixins.DestroyModelMixin,
     viewsets.GenericViewSet,
 ):
-    """Pending invitations; `POST` emails one, `DELETE` revokes it."""
+    """Pending invitations; `POST` emails one, `DELETE` revokes it, `POST …/resend` emails
+    it again with a new link (the earlier one stops working)."""
 
     serializer_class = InvitationSerializer
 
@@ -135,6 +154,16 @@ class InvitationViewSet(
     def destroy(self, request, *args, **kwargs):
         services.invitation_revoke(actor=actor(request), invitation=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses={200: InvitationSerializer})
+    @action(detail=True, methods=["post"])
+    def resend(self, request, *args, **kwargs):
+        invitation, _raw = services.invitation_resend(
+            actor=actor(request),
+            invitation=self.get_object(),
+            base_url=request.build_absolute_uri("/"),
+        )
+        return Response(self.get_serializer(invitation).data)
 
 
 class TokenSerializer(serializers.ModelSerializer):

@@ -357,7 +357,7 @@ def invitation_create(
         org=org,
         action="invitation.create",
         target=invitation,
-        after={"email": email, "role": role},
+        after={"email": email, "role": role, "team": team.name if team else None},
     )
     link = f"{(base_url or settings.PUBLIC_BASE_URL).rstrip('/')}/invite/{raw}/"
     from core.tasks import enqueue
@@ -452,6 +452,42 @@ def invitation_revoke(*, actor: Actor, invitation: Invitation) -> None:
         target=invitation,
         before={"email": invitation.email},
     )
+
+
+@transaction.atomic
+def invitation_resend(
+    *, actor: Actor, invitation: Invitation, base_url: str | None = None
+) -> tuple[Invitation, str]:
+    """Email a pending (or expired) invitation again with a new link and a new expiry;
+    returns (invitation, raw token). Only the token's hash is stored, so the old link
+    cannot be sent again: it stops working, and the new one is the only one that works.
+    An accepted or revoked invitation is not resent (invite the person again)."""
+    invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
+    if invitation.accepted_at or invitation.revoked_at:
+        raise ValidationError(
+            f"The invitation to {invitation.email} was {invitation.status}; "
+            "send a new invitation instead."
+        )
+    raw = Invitation.new_token()
+    before = {"email": invitation.email, "expires_at": invitation.expires_at.isoformat()}
+    invitation.token_hash = hash_token(raw)
+    invitation.expires_at = Invitation.default_expiry()
+    invitation.save(update_fields=["token_hash", "expires_at"])
+    audit_record(
+        actor=actor,
+        org=invitation.org,
+        action="invitation.resend",
+        target=invitation,
+        before=before,
+        after={"email": invitation.email, "expires_at": invitation.expires_at.isoformat()},
+    )
+    link = f"{(base_url or settings.PUBLIC_BASE_URL).rstrip('/')}/invite/{raw}/"
+    from core.tasks import enqueue
+
+    from .tasks import invitation_send
+
+    transaction.on_commit(lambda: enqueue(invitation_send, invitation.id, link, actor.label))
+    return invitation, raw
 
 
 @transaction.atomic

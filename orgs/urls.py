@@ -11,7 +11,13 @@ org_urlpatterns = [
     path("team/members/<int:membership_id>/role/", views.member_role, name="member_role"),
     path("team/members/<int:membership_id>/remove/", views.member_remove, name="member_remove"),
     path("team/teams/", views.team_create, name="team_create"),
+    path("team/teams/<int:team_id>/", views.team_edit, name="team_edit"),
     path("team/teams/<int:team_id>/delete/", views.team_delete, name="team_delete"),
+    path(
+        "team/invitations/<int:invitation_id>/resend/",
+        views.invitation_resend,
+        name="invitation_resend",
+    ),
     path(
         "team/invitations/<int:invitation_id>/revoke/",
         views.invitation_revoke,

@@ -17,6 +17,7 @@ from .backends import BACKEND
 from .forms import (
     AcceptInvitationForm,
     InviteForm,
+    MemberForm,
     OrgSettingsForm,
     PasswordResetForm,
     RoleForm,
@@ -75,7 +76,7 @@ def team(request):
         {
             "section": "team",
             "members": Membership.objects.for_org(org).select_related("user", "team"),
-            "invitations": Invitation.objects.for_org(org).pending(),
+            "invitations": Invitation.objects.for_org(org).pending().select_related("team"),
             "teams": Team.objects.for_org(org),
             "invite_form": form,
             "team_form": TeamForm(),
@@ -87,21 +88,28 @@ def team(request):
 @require_POST
 @org_view(role="admin")
 def member_role(request, membership_id):
-    membership = get_object_or_404(Membership.objects.for_org(request.org), pk=membership_id)
-    form = RoleForm(request.POST)
+    """A member's role and team (one row of the Team page)."""
+    membership = get_object_or_404(
+        Membership.objects.for_org(request.org).select_related("user", "team"), pk=membership_id
+    )
+    form = MemberForm(request.POST, org=request.org)
     if form.is_valid():
+        team = form.cleaned_data["team"] if "team" in request.POST else membership.team
         try:
             services.membership_set_role(
                 actor=Actor.from_request(request),
                 membership=membership,
                 role=form.cleaned_data["role"],
-                team=membership.team,
+                team=team,
             )
+            where = f" in team {team.name}" if team else ", in no team"
             messages.success(
-                request, f"{membership.user.email} is now {form.cleaned_data['role']}."
+                request, f"{membership.user.email} is now {form.cleaned_data['role']}{where}."
             )
         except ValidationError as exc:
             messages.error(request, _errors(exc))
+    elif form.has_error("team"):
+        messages.error(request, "Choose one of this organization's teams, or none.")
     else:
         messages.error(request, "Choose admin, member or viewer.")
     return redirect("team", org_slug=request.org.slug)
@@ -139,6 +147,23 @@ def team_create(request):
 
 @require_POST
 @org_view(role="admin")
+def team_edit(request, team_id):
+    obj = get_object_or_404(Team.objects.for_org(request.org), pk=team_id)
+    form = TeamForm(request.POST)
+    if form.is_valid():
+        try:
+            services.team_update(actor=Actor.from_request(request), team=obj, **form.cleaned_data)
+            messages.success(request, f"Team {obj.name} saved.")
+        except ValidationError as exc:
+            messages.error(request, _errors(exc))
+    else:
+        refused = form.has_error("name", code="control_character")
+        messages.error(request, NAME_MESSAGE if refused else "A team needs a name.")
+    return redirect("team", org_slug=request.org.slug)
+
+
+@require_POST
+@org_view(role="admin")
 def team_delete(request, team_id):
     obj = get_object_or_404(Team.objects.for_org(request.org), pk=team_id)
     try:
@@ -156,6 +181,26 @@ def invitation_revoke(request, invitation_id):
     invitation = get_object_or_404(Invitation.objects.for_org(request.org), pk=invitation_id)
     services.invitation_revoke(actor=Actor.from_request(request), invitation=invitation)
     messages.success(request, f"Invitation for {invitation.email} revoked.")
+    return redirect("team", org_slug=request.org.slug)
+
+
+@require_POST
+@org_view(role="admin")
+def invitation_resend(request, invitation_id):
+    invitation = get_object_or_404(Invitation.objects.for_org(request.org), pk=invitation_id)
+    try:
+        services.invitation_resend(
+            actor=Actor.from_request(request),
+            invitation=invitation,
+            base_url=request.build_absolute_uri("/"),
+        )
+    except ValidationError as exc:
+        messages.error(request, _errors(exc))
+    else:
+        messages.success(
+            request,
+            f"Invitation sent again to {invitation.email}; the earlier link no longer works.",
+        )
     return redirect("team", org_slug=request.org.slug)
 
 

@@ -15,7 +15,7 @@ from billing.budgets import budget_check, budget_save
 from billing.models import Notification, UsageRecord
 from conftest import PASSWORD
 from gateway import services
-from gateway.models import ApiKey
+from gateway.models import ApiKey, Deployment
 from gateway.tests.conftest import ACTOR, refresh_snapshot
 from gateway.tests.test_browser import answered, chromium_page, shot
 from governance import services as governance_services
@@ -142,7 +142,9 @@ def _hostile_org(org, alice, bob):
             upstream_model=hostile(next(n), "upstream"),
             region=region,
         )
-    governance_services.routing_policy_save(actor=ACTOR, org=org, name="route", models=models)
+    route = governance_services.routing_policy_save(
+        actor=ACTOR, org=org, name="route", models=models
+    )
     rt = governance_services.routing_policy_save(actor=ACTOR, org=org, name="rt", models=models)
     governance_services.policy_set(
         actor=ACTOR,
@@ -198,6 +200,8 @@ def _hostile_org(org, alice, bob):
         "member": Membership.objects.get(org=org, user=mallory),
         "invitation": invitation,
         "record": UsageRecord.objects.filter(org=org).first(),
+        "deployment": Deployment.objects.filter(org=org, model_name=models[0]).get(),
+        "route": route,
     }
 
 
@@ -228,6 +232,8 @@ def test_hostile_names_never_run_and_confirms_still_work(
         "/team/",
         "/settings/",
         "/settings/sso/",
+        f"/providers/deployments/{objs['deployment'].id}/",
+        f"/routing/{objs['route'].id}/",
     ):
         name = "log-detail" if path.startswith("/logs/") and path != "/logs/" else path
         browser.visit(base + o + path, name.strip("/").replace("/", "-") or "overview")
@@ -276,8 +282,16 @@ def test_hostile_names_never_run_and_confirms_still_work(
         f"Revoke the invitation to {invitation.email}?",
         lambda: Invitation.objects.get(pk=invitation.pk).revoked_at is not None,
     )
+    deployment = objs["deployment"]
+    page.goto(base + o + "/providers/")
+    browser.confirm(
+        f"{o}/providers/deployments/{deployment.id}/delete/",
+        f"Delete the deployment {deployment.model_name} → mock/{deployment.upstream_model}? "
+        f"Requests for {deployment.model_name} stop reaching it within seconds.",
+        lambda: not Deployment.objects.filter(pk=deployment.pk).exists(),
+    )
     # Every destructive button on these pages asks first, through the same mechanism.
-    for path in ("/keys/", "/settings/", "/team/"):
+    for path in ("/keys/", "/settings/", "/team/", "/providers/", "/routing/"):
         page.goto(base + o + path)
         danger = page.locator("button.danger").count()
         assert danger == page.locator("form[data-confirm] button.danger").count(), path

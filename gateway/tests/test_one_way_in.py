@@ -239,11 +239,14 @@ def test_governance_endpoints_answer_a_service_refusal_with_400(alice_client, or
     policy = governance_services.routing_policy_save(
         actor=ACTOR, org=org_a, name="ha", models=["a"]
     )
-    services.api_key_create(actor=ACTOR, org=org_a, name="rt", routing_policy=policy)
+    key, _ = services.api_key_create(actor=ACTOR, org=org_a, name="rt", routing_policy=policy)
     response = alice_client.delete(f"/api/gateway/routing-policies/{policy.id}")
     assert response.status_code == 400
     assert response.json() == {
-        "detail": ["Revoke the rt- keys that use this routing policy first."]
+        "detail": [
+            f"Routing policy ha is used by the rt- key(s) rt ({key.masked}): "
+            "revoke them first, or disable the policy instead."
+        ]
     }
     assert RoutingPolicy.objects.filter(pk=policy.pk).exists()
 
