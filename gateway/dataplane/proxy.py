@@ -299,7 +299,8 @@ class Gateway:
             if policy is None:
                 raise GatewayError(
                     503,
-                    f"The routing policy '{key.routing_policy}' of this key no longer exists.",
+                    f"The routing policy '{key.routing_policy}' of this key is disabled or no longer "
+                    "exists; an org admin enables it again under Routing.",
                     "server_error",
                     "routing_policy_missing",
                 )
