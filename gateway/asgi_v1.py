@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import orjson
 
+from .dataplane.media import MAX_UPLOAD_BYTES, UPLOAD_ENDPOINTS
 from .dataplane.proxy import Gateway, Incoming, Outgoing
 
 ROUTES = {
@@ -19,6 +20,13 @@ ROUTES = {
     "/v1/embeddings": "embeddings",
     "/v1/models": "models",
     "/v1/feedback": "feedback",  # Bonito's own: the app's rating of a request (smart routing)
+    # gateway/dataplane/media.py
+    "/v1/images/generations": "images",
+    "/v1/audio/transcriptions": "transcriptions",
+    "/v1/audio/translations": "translations",
+    "/v1/audio/speech": "speech",
+    "/v1/moderations": "moderations",
+    "/v1/rerank": "rerank",
 }
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin")]
 
@@ -80,7 +88,9 @@ class V1App:
             )
         body, too_large = b"", False
         if wanted == "POST":
-            body, too_large = await self._read_body(headers, receive)
+            # Audio uploads have their own, larger cap (OpenAI's 25 MB file and the form).
+            limit = MAX_UPLOAD_BYTES if endpoint in UPLOAD_ENDPOINTS else self.max_body_bytes
+            body, too_large = await self._read_body(headers, receive, limit)
             if body is None:
                 return  # the client left before sending its body
         out = await self.gateway().handle(
@@ -96,9 +106,9 @@ class V1App:
             return await self._send(send, out)
         await self._stream(out, receive, send)
 
-    async def _read_body(self, headers, receive):
+    async def _read_body(self, headers, receive, limit: int):
         declared = headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return b"", True  # refused before reading; the rest of the body is never read
         chunks, size = [], 0
         while True:
@@ -107,7 +117,7 @@ class V1App:
                 return None, False
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
+            if size > limit:
                 return b"", True
             chunks.append(chunk)
             if not message.get("more_body"):

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from . import errors, keys_check, routing, smart, tokens
+from . import errors, keys_check, media, routing, smart, tokens
 from .errors import GatewayError
 from .limits import Bucket, Limiter, SpendReservation, org_prefix
 from .snapshot import DeploymentInfo, KeyInfo, OrgInfo, SmartPolicy, Snapshot
@@ -26,7 +26,7 @@ log = logging.getLogger("bonito.gateway")
 
 @dataclass(slots=True)
 class Incoming:
-    endpoint: str  # chat | completions | embeddings | models | model
+    endpoint: str  # chat | completions | embeddings | models | model | media.ENDPOINTS
     headers: Mapping[str, str]  # lower-case names
     body: bytes = b""
     model_id: str | None = None
@@ -125,6 +125,8 @@ class Gateway:
                 out = await self._feedback(ctx, req)
                 self._record(ctx, "success", 200)
                 return out
+            if req.endpoint in media.ENDPOINTS:
+                return await media.handle(self, ctx, req)
             return await self._proxy(ctx, req)
         except GatewayError as exc:
             self._record(
@@ -297,36 +299,10 @@ class Gateway:
             )
             * (body.get("n") or 1)
         )
-        spend = None
-        if ctx.org.spend_cap is not None:
-            reserve = prompt_est * max(d.input_cost for d in candidates) + out_est * max(
-                d.output_cost for d in candidates
-            )
-            spend = SpendReservation(
-                ctx.org.id, ctx.org.spend_cap, reserve, ctx.org.spent_this_month
-            )
-        buckets = self._buckets(ctx.key, ctx.org, prompt_est + out_est)
-        verdict = await self.limiter.acquire(buckets, spend)
-        ctx.headers.update(_ratelimit_headers(buckets, verdict.remaining))
-        if not verdict.allowed:
-            if verdict.spend_exceeded:
-                raise GatewayError(
-                    429,
-                    f"The monthly spend cap of ${ctx.org.spend_cap:,.2f} for this organization is reached "
-                    f"(spent ${verdict.spent:,.2f}). Requests are refused until an admin raises the cap or the "
-                    "month ends.",
-                    "insufficient_quota",
-                    "spend_cap_exceeded",
-                    headers={"Retry-After": str(int(verdict.retry_after_s))},
-                )
-            b = verdict.failed
-            raise errors.rate_limited(
-                f"Rate limit reached: {b.capacity} {b.label} per minute"
-                f"{' for this key' if b.scope == 'key' else ' for this organization'}. "
-                f"Retry after {max(1, round(verdict.retry_after_s))}s.",
-                verdict.retry_after_s,
-                headers=ctx.headers,
-            )
+        reserve = prompt_est * max(d.input_cost for d in candidates) + out_est * max(
+            d.output_cost for d in candidates
+        )
+        spend, verdict = await self._admit(ctx, prompt_est + out_est, reserve)
 
         upstream_body = {k: v for k, v in body.items() if k != "model"}
         client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -353,6 +329,39 @@ class Gateway:
             if spend is not None and ctx.dep is None:
                 self.limiter.settle(spend, 0.0, verdict.backend)
             raise
+
+    async def _admit(self, ctx: Ctx, token_cost: int, reserve: float):
+        """(the spend reservation or None, the limiter's verdict): the key's and org's rpm
+        and tpm buckets take ``token_cost``, the spend cap ``reserve`` (USD); a 429 if
+        either refuses. Every /v1 endpoint that calls a provider comes through here."""
+        spend = None
+        if ctx.org.spend_cap is not None:
+            spend = SpendReservation(
+                ctx.org.id, ctx.org.spend_cap, reserve, ctx.org.spent_this_month
+            )
+        buckets = self._buckets(ctx.key, ctx.org, token_cost)
+        verdict = await self.limiter.acquire(buckets, spend)
+        ctx.headers.update(_ratelimit_headers(buckets, verdict.remaining))
+        if not verdict.allowed:
+            if verdict.spend_exceeded:
+                raise GatewayError(
+                    429,
+                    f"The monthly spend cap of ${ctx.org.spend_cap:,.2f} for this organization is reached "
+                    f"(spent ${verdict.spent:,.2f}). Requests are refused until an admin raises the cap or the "
+                    "month ends.",
+                    "insufficient_quota",
+                    "spend_cap_exceeded",
+                    headers={"Retry-After": str(int(verdict.retry_after_s))},
+                )
+            b = verdict.failed
+            raise errors.rate_limited(
+                f"Rate limit reached: {b.capacity} {b.label} per minute"
+                f"{' for this key' if b.scope == 'key' else ' for this organization'}. "
+                f"Retry after {max(1, round(verdict.retry_after_s))}s.",
+                verdict.retry_after_s,
+                headers=ctx.headers,
+            )
+        return spend, verdict
 
     def _buckets(self, key: KeyInfo, org: OrgInfo, token_cost: int) -> list[Bucket]:
         out = []
@@ -700,6 +709,8 @@ class Gateway:
         output_tokens=0,
         cached_tokens=0,
         cost=0.0,
+        units=None,
+        unit="",
     ) -> None:
         if ctx.key is None:
             return
@@ -718,6 +729,9 @@ class Gateway:
                 "output_tokens": output_tokens,
                 "cached_tokens": cached_tokens,
                 "cost": round(cost, 8),
+                # What a media request was priced by: images, seconds of audio, characters.
+                "units": units,
+                "unit": unit,
                 "latency_ms": int((time.perf_counter() - ctx.t0) * 1000),
                 "ttft_ms": ctx.ttft_ms,
                 "status": status,
