@@ -2,10 +2,8 @@
 recorded by the Gateway's own machinery (candidates, limiter, attempts, usage record)."""
 
 import contextlib
-import io
 import logging
 import time
-import wave
 from dataclasses import dataclass, field
 
 import orjson
@@ -269,18 +267,26 @@ def _multipart_parts(boundary: bytes, raw: bytes) -> list[tuple]:
 
 # ------------------------------------------------------------------ units and prices
 def wav_seconds(data: bytes) -> float | None:
-    """The length of a PCM WAV file from its header (bounded by the bytes actually there),
-    or None if the file is not one."""
-    try:
-        with wave.open(io.BytesIO(data)) as w:
-            rate, frames = w.getframerate(), w.getnframes()
-            frame_bytes = w.getnchannels() * w.getsampwidth()
-    except (wave.Error, EOFError, ValueError, OSError):
+    """The length of a WAV file from its RIFF header: its data chunk's bytes (those that
+    were actually sent, whatever the header claims) over its byte rate; None if the file
+    is not a WAV or its header makes no sense (then the upstream's duration is used)."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         return None
-    if rate <= 0 or frame_bytes <= 0:
-        return None
-    frames = min(frames, len(data) // frame_bytes)  # a header may claim more than was sent
-    return frames / rate
+    pos, byte_rate = 12, 0
+    while pos + 8 <= len(data):
+        chunk, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        start = pos + 8
+        if chunk == b"fmt ":
+            if size < 16 or start + 16 > len(data):
+                return None
+            byte_rate = int.from_bytes(data[start + 8 : start + 12], "little")
+        elif chunk == b"data":
+            # 8 kHz 8-bit mono is 8,000 bytes a second: less is a header that lies.
+            if byte_rate < 1000:
+                return None
+            return min(size, len(data) - start) / byte_rate
+        pos = start + size + (size & 1)  # chunks are padded to an even length
+    return None
 
 
 def _size_key(size) -> str:
@@ -397,24 +403,23 @@ def _reserve(candidates, call: MediaCall, text_tokens: int) -> float:
 
 
 # ------------------------------------------------------------------ the request
-async def handle(gw, ctx, req):
+async def handle(gw, ctx, req, Outgoing, refuse_if_budget_spent):  # noqa: N803
     """One media request through the Gateway ``gw``: the same key, policy, routing,
-    limits, failover and usage record as chat."""
-    from .proxy import Outgoing, _refuse_if_budget_spent
-
+    limits, failover and usage record as chat (``Outgoing`` and the budget check are
+    proxy's)."""
     if req.too_large:
         limit = MAX_UPLOAD_BYTES if req.endpoint in UPLOAD_ENDPOINTS else gw.max_body_bytes
         raise errors.too_large(limit)
     model, call = parse(req)
     ctx.model_requested = model
     if ctx.org.blocked:
-        _refuse_if_budget_spent(ctx.key, ctx.org)
+        refuse_if_budget_spent(ctx.key, ctx.org)
     candidates = gw._candidates(ctx, model)
     text_tokens = _text_tokens(call)
     spend, verdict = await gw._admit(ctx, text_tokens, _reserve(candidates, call, text_tokens))
     try:
         if call.endpoint == "speech":
-            return await _speech(gw, ctx, candidates, call, spend, verdict.backend)
+            return await _speech(gw, ctx, candidates, call, spend, verdict.backend, Outgoing)
 
         async def attempt(dep, timeout):
             return await gw.upstreams.for_deployment(dep).media(call.endpoint, dep, call, timeout)
@@ -458,10 +463,9 @@ async def handle(gw, ctx, req):
     return Outgoing(200, body, gw._headers(ctx, {"Content-Type": content_type}), cost=cost)
 
 
-async def _speech(gw, ctx, candidates, call: MediaCall, spend, backend):
+async def _speech(gw, ctx, candidates, call: MediaCall, spend, backend, Outgoing):  # noqa: N803
     """Audio bytes streamed through as they come; the row is written when they end, or
     with 499 when the client leaves."""
-    from .proxy import Outgoing
 
     async def attempt(dep, timeout):
         return await gw.upstreams.for_deployment(dep).speech(dep, call, timeout)

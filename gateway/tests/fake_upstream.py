@@ -450,7 +450,7 @@ def _wav_seconds(data: bytes) -> float | None:
     try:
         with wave.open(io.BytesIO(data)) as w:
             return w.getnframes() / w.getframerate()
-    except (wave.Error, EOFError):
+    except (wave.Error, EOFError, RuntimeError, ValueError, ZeroDivisionError):
         return None
 
 
