@@ -3,6 +3,7 @@ recorded by the Gateway's own machinery (candidates, limiter, attempts, usage re
 
 import contextlib
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -120,9 +121,7 @@ def parse_upload(endpoint: str, content_type: str, raw: bytes) -> tuple[str, Med
                 raise _bad("The audio file is empty.", "file", "empty_file")
             if len(data) > MAX_AUDIO_FILE_BYTES:
                 raise errors.too_large(MAX_AUDIO_FILE_BYTES)
-            upload = Upload(
-                filename[:255] or "audio", part_type or "application/octet-stream", data
-            )
+            upload = Upload(_safe_filename(filename), _safe_type(part_type), data)
             continue
         if name in FORBIDDEN_FIELDS or name.startswith(FORBIDDEN_PREFIXES):
             raise _bad(
@@ -156,6 +155,20 @@ def parse_upload(endpoint: str, content_type: str, raw: bytes) -> tuple[str, Med
     if not model.isprintable():
         raise _bad("Invalid 'model': model names have no control characters.", "model")
     return model, MediaCall(endpoint, _typed_form(form), upload, form)
+
+
+def _safe_filename(name: str) -> str:
+    """The client's filename as it may go into the upstream's part header as it is (its
+    extension tells providers the format): printable ASCII, no quotes or backslashes."""
+    kept = "".join(c for c in name if c.isascii() and c.isprintable() and c not in '"\\')
+    return kept[-255:] or "audio"
+
+
+def _safe_type(value: str) -> str:
+    return value if _MEDIA_TYPE.fullmatch(value) else "application/octet-stream"
+
+
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]{0,62}/[A-Za-z0-9][\w.+-]{0,62}")
 
 
 def _typed_form(form: list) -> dict:
@@ -426,7 +439,9 @@ async def handle(gw, ctx, req, Outgoing, refuse_if_budget_spent):  # noqa: N803
 
         answer = await gw._attempts(ctx, candidates, attempt)
     except BaseException:
-        if spend is not None and ctx.dep is None:
+        # Nothing was spent: every deployment failed, or the provider refused the request
+        # (a 4xx, when ctx.dep is set): the reservation is given back either way.
+        if spend is not None:
             gw.limiter.settle(spend, 0.0, verdict.backend)
         raise
     dep = ctx.dep

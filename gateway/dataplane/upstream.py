@@ -401,7 +401,7 @@ class PassthroughAdapter:
             headers["Content-Type"] = "application/json"
             data = orjson.dumps({**call.body, "model": dep.upstream_model})
         else:
-            data = aiohttp.FormData()
+            data = aiohttp.FormData(quote_fields=False)  # the filename is made safe by media
             data.add_field("model", dep.upstream_model)
             for name, value in call.form:
                 data.add_field(name, value)
@@ -429,10 +429,19 @@ class PassthroughAdapter:
             ) from exc
         finally:
             resp.release()
-        if data is None and resp.content_type in ("", "application/octet-stream"):
-            raise UpstreamError(f"{dep.label} answered with no content type", 502)
-        if data is not None and not isinstance(data, dict):
-            raise UpstreamError(f"{dep.label} answered with JSON that is not an object", 502)
+        # JSON, except the transcripts asked for as text, srt or vtt: anything else (an
+        # HTML error page from a proxy) is this deployment failing, and the next is tried.
+        text_asked = call.upload is not None and call.body.get("response_format") in (
+            "text",
+            "srt",
+            "vtt",
+        )
+        if not isinstance(data, dict) and not (text_asked and data is None):
+            raise UpstreamError(
+                f"{dep.label} answered {endpoint} with {resp.content_type or 'no content type'}"
+                ", not a JSON object",
+                502,
+            )
         content_type = resp.headers.get("Content-Type", resp.content_type)
         return MediaAnswer(content_type, raw, data)
 

@@ -727,3 +727,88 @@ def test_an_upload_just_under_the_cap_is_accepted(studio):
     assert response.status_code == 200, response.text
     assert studio.fake.requests[-1]["body"]["file"]["size"] == len(data)
     assert only_row(studio).units == 0.5
+
+
+def test_the_filename_and_type_go_upstream_only_as_safe_header_text(studio):
+    raw = _form(
+        _field("model", "scribe"),
+        (
+            'Content-Disposition: form-data; name="file"; filename="my \\"talk\\"\\\\\x01.wav"\r\n'
+            "Content-Type: audio/wav; x=<script>",
+            WAV,
+        ),
+    )
+    response = post(studio, "transcriptions", content=raw, headers={"Content-Type": MULTIPART})
+    assert response.status_code == 200, response.text
+    sent = studio.fake.requests[-1]["body"]["file"]
+    assert sent["filename"] == "my talk.wav"
+    assert sent["content_type"] == "application/octet-stream"
+
+
+def test_an_upstream_answering_html_fails_over_and_is_a_502_at_the_end(studio):
+    studio.fake.behaviours["gpt-image-1"] = Behaviour(raw_response=("text/html", b"<h1>oops</h1>"))
+    response = post(studio, "images", json={"model": "painter", "prompt": "x"})
+    assert_openai_error(response, 502, "upstream_error")
+    assert "<h1>" not in response.text
+    row = only_row(studio)
+    assert (row.status, row.http_status, row.cost) == ("error", 502, 0)
+
+
+# ------------------------------------------------------------------ units, without a server
+def test_wav_seconds_believes_only_the_bytes_that_were_sent():
+    wav = make_wav(2.0)
+    assert media.wav_seconds(wav) == 2.0
+    assert media.wav_seconds(wav[: len(wav) // 2]) == pytest.approx(1.0, abs=0.01)
+    assert media.wav_seconds(b"RIFF\x00\x00\x00\x00WAVE") is None
+    assert media.wav_seconds(b"ID3" + wav) is None
+    # a byte rate of 1 would make 2 s of audio last 64,000 s: not believed
+    lying = wav[:28] + (1).to_bytes(4, "little") + wav[32:]
+    assert media.wav_seconds(lying) is None
+
+
+def test_catalog_unit_prices():
+    from gateway.pricing import _image_price, unit_costs
+
+    def dep(model, price=None):
+        return SimpleNamespace(upstream_model=model, unit_price=price)
+
+    assert unit_costs(dep("whisper-1")) == {"second": WHISPER_PER_SECOND}
+    assert unit_costs(dep("tts-1")) == {"character": TTS_PER_CHARACTER}
+    assert unit_costs(dep("rerank-english-v3.0")) == {"query": RERANK_PER_QUERY}
+    image = unit_costs(dep("gpt-image-1"))
+    assert image["image:high/1536x1024"] == 0.25 and image["image"] == 0.042
+    assert unit_costs(dep("gpt-image-1", Decimal("0.5")))["image"] == 0.5
+    assert unit_costs(dep("no-such-model")) == {}
+    assert _image_price({"input_cost_per_pixel": 1e-08}, 1024 * 1024) == pytest.approx(0.01048576)
+
+
+def test_a_refused_request_gives_its_reservation_back(studio):
+    """A provider's 400 costs nothing: its reservation ($1 here, against a $0.35 cap) must
+    not stay counted, or the next request would be refused."""
+    from governance import services as gov
+
+    services.deployment_save(
+        actor=ACTOR,
+        org=studio.org,
+        model_name="scribe",
+        provider=studio.providers["fake"],
+        upstream_model="whisper-1",
+        unit_price="0.1",
+        deployment=studio.media["scribe"],
+    )
+    gov.policy_set(actor=ACTOR, org=studio.org, monthly_spend_cap_usd=Decimal("0.35"))
+    refresh_snapshot()
+    studio.fake.behaviours["whisper-1"] = Behaviour(status=400, fail_times=3, duration=1.0)
+    upload = ("a.mp3", b"\xff\xfb" + b"\x00" * 19998, "audio/mpeg")
+    for _ in range(3):
+        with pytest.raises(openai.BadRequestError):
+            client(studio).audio.transcriptions.create(
+                model="scribe", file=upload, response_format="verbose_json"
+            )
+    result = client(studio).audio.transcriptions.create(
+        model="scribe", file=upload, response_format="verbose_json"
+    )
+    assert result.duration == 1.0
+    rows = usage_rows(studio.org)
+    assert [r.http_status for r in rows] == [400, 400, 400, 200]
+    assert sum(r.cost for r in rows) == Decimal("0.1")
