@@ -812,3 +812,40 @@ def test_a_refused_request_gives_its_reservation_back(studio):
     rows = usage_rows(studio.org)
     assert [r.http_status for r in rows] == [400, 400, 400, 200]
     assert sum(r.cost for r in rows) == Decimal("0.1")
+
+
+# ------------------------------------------------------------------ the unit price, set
+def test_the_unit_price_is_set_through_the_api_exactly_and_audited(alice_client, org_a, charlie):
+    from django.test import Client
+
+    from gateway.models import Deployment
+    from gateway.snapshot_builder import build_snapshot
+    from orgs.models import AuditLog
+
+    services.provider_save(actor=ACTOR, org=org_a, name="oai", kind="openai")
+    base = {"model_name": "img", "provider": "oai", "upstream_model": "gpt-image-1"}
+    for bad in (-1, "NaN", "0.000000001", "1e20"):
+        response = alice_client.post(
+            "/api/gateway/deployments", {**base, "unit_price": bad}, content_type="application/json"
+        )
+        assert response.status_code == 400 and list(response.json()) == ["unit_price"], bad
+    assert not Deployment.objects.exists()
+    created = alice_client.post(
+        "/api/gateway/deployments", {**base, "unit_price": "0.04"}, content_type="application/json"
+    )
+    assert created.status_code == 201 and created.json()["unit_price"] == "0.04000000"
+    dep = Deployment.objects.get()
+    assert dep.unit_price == Decimal("0.04")
+    audit = AuditLog.objects.filter(org=org_a, target_type="deployment").latest("id")
+    assert audit.changes["after"]["unit_price"] == "0.04000000"
+    [info] = build_snapshot().orgs[org_a.id].deployments["img"]
+    assert info.unit_costs == {"image": 0.04, "second": 0.04, "character": 0.04, "query": 0.04}
+    cleared = alice_client.patch(
+        f"/api/gateway/deployments/{dep.id}", {"unit_price": None}, content_type="application/json"
+    )
+    assert cleared.json()["unit_price"] is None
+    [info] = build_snapshot().orgs[org_a.id].deployments["img"]
+    assert info.unit_costs["image:high/1536x1024"] == 0.25  # the catalog's again
+    outsider = Client()
+    outsider.force_login(charlie)
+    assert outsider.get(f"/api/gateway/deployments/{dep.id}").status_code == 404
