@@ -849,3 +849,17 @@ def test_the_unit_price_is_set_through_the_api_exactly_and_audited(alice_client,
     outsider = Client()
     outsider.force_login(charlie)
     assert outsider.get(f"/api/gateway/deployments/{dep.id}").status_code == 404
+
+
+@pytest.mark.django_db
+def test_the_unit_price_round_trips_through_the_config_file(tmp_path):
+    from gateway.config import org_config_export
+    from gateway.models import Deployment
+    from gateway.tests.test_config_input import BASE, _apply, _deployment, _refused
+
+    assert "unit_price" in _refused(tmp_path, BASE + _deployment(unit_price=-1))
+    _apply(tmp_path, BASE + _deployment(unit_price=0.0001))
+    dep = Deployment.objects.get()
+    assert dep.unit_price == Decimal("0.0001")
+    [exported] = org_config_export(dep.org)["orgs"][0]["deployments"]
+    assert Decimal(str(exported["unit_price"])) == Decimal("0.0001")
