@@ -863,3 +863,21 @@ def test_the_unit_price_round_trips_through_the_config_file(tmp_path):
     assert dep.unit_price == Decimal("0.0001")
     [exported] = org_config_export(dep.org)["orgs"][0]["deployments"]
     assert Decimal(str(exported["unit_price"])) == Decimal("0.0001")
+
+
+def test_speech_cut_by_the_provider_is_recorded_as_an_error(studio):
+    studio.fake.behaviours["tts-1"] = Behaviour(stream_chunks=10, reset_after_chunks=3)
+    text = "cut short " * 10
+    with httpx.stream(
+        "POST",
+        studio.base_url + "/audio/speech",
+        headers={"Authorization": f"Bearer {studio.raw}"},
+        json={"model": "voice", "voice": "alloy", "input": text},
+        timeout=20,
+    ) as response:
+        assert response.status_code == 200
+        audio = b"".join(response.iter_bytes())
+    assert 0 < len(audio) < 1024 * len(text)
+    row = only_row(studio)
+    assert (row.status, row.http_status, row.error_type) == ("error", 502, "stream_broken")
+    assert row.cost == money(len(text) * TTS_PER_CHARACTER)
