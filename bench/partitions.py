@@ -95,7 +95,7 @@ def _day_sql(table: str) -> str:
 INSERT INTO {table} (id, model_requested, model_used, provider, deployment, endpoint,
     input_tokens, output_tokens, cached_tokens, cost, latency_ms, ttft_ms, status, http_status,
     error_type, request_id, source, created_at, key_id, org_id, team_id,
-    routing_policy, route_classifier, route_tier)
+    routing_policy, route_classifier, route_tier, unit)
 SELECT gen_random_uuid(), m, m, p, p || '-prod', 'chat', tin, tout, 0,
     round((tin * 0.0000025 + tout * 0.00001)::numeric, 8), lat, lat / 4,
     CASE WHEN rs < 0.97 THEN 'success' WHEN rs < 0.99 THEN 'error' ELSE 'rejected' END,
@@ -105,7 +105,7 @@ SELECT gen_random_uuid(), m, m, p, p || '-prod', 'chat', tin, tout, 0,
     %(day)s::timestamptz + ((g - 1)::float8 / %(n)s) * interval '1 day',
     (o - 1) * {KEYS_PER_ORG} + 1 + floor(rk * {KEYS_PER_ORG})::int, o,
     CASE WHEN rk < 0.3 THEN NULL ELSE (o - 1) * {TEAMS_PER_ORG} + 1 + floor(rt * {TEAMS_PER_ORG})::int END,
-    '', '', ''
+    '', '', '', ''
 FROM (
     SELECT g, 1 + floor({ORGS} * power(random(), 3))::int AS o, random() AS rk, random() AS rt,
         random() AS rs, ({models})[mi] AS m, ({providers})[mi] AS p,

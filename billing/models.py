@@ -49,6 +49,11 @@ class UsageRecord(models.Model):
     output_tokens = models.PositiveIntegerField(default=0)
     cached_tokens = models.PositiveIntegerField(default=0)
     cost = models.DecimalField(max_digits=14, decimal_places=8, default=0)
+    # What an image or audio request was priced by (gateway/dataplane/media.py): how many
+    # of ``unit`` ("image", "second" of audio, "character" of speech input, "query" for
+    # a rerank search); null and "" for token-priced requests.
+    units = models.FloatField(null=True, blank=True)
+    unit = models.CharField(max_length=10, blank=True, default="")
     latency_ms = models.PositiveIntegerField(default=0)
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices)

@@ -107,6 +107,7 @@ class DeploymentAdmin(ServiceModelAdmin):
             region=stored.region,
             input_price_per_mtok=stored.input_price_per_mtok,
             output_price_per_mtok=stored.output_price_per_mtok,
+            unit_price=stored.unit_price,
             weight=data["weight"],
             priority=data["priority"],
             is_active=data["is_active"],

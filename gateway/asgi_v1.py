@@ -21,6 +21,7 @@ import orjson
 
 from .dataplane import errors
 from .dataplane.errors import GatewayError
+from .dataplane.media import MAX_UPLOAD_BYTES, UPLOAD_ENDPOINTS
 from .dataplane.proxy import Gateway, Incoming, Outgoing
 
 # path -> endpoint. Adding an endpoint: an entry here, its method in METHODS if not POST,
@@ -34,6 +35,13 @@ ROUTES = {
     "/v1/messages": "messages",  # Anthropic's Messages API (gateway/dataplane/anthropic_api.py)
     "/v1/messages/count_tokens": "count_tokens",
     "/v1/responses": "responses",  # OpenAI's Responses API (gateway/dataplane/responses_api.py)
+    # gateway/dataplane/media.py
+    "/v1/images/generations": "images",
+    "/v1/audio/transcriptions": "transcriptions",
+    "/v1/audio/translations": "translations",
+    "/v1/audio/speech": "speech",
+    "/v1/moderations": "moderations",
+    "/v1/rerank": "rerank",
 }
 # /v1/responses/{id} and /v1/responses/{id}/input_items: endpoint by method.
 RESPONSE_ROUTES = {
@@ -179,8 +187,10 @@ class V1App:
         elif method == "POST":
             # Read here, before the key is checked: the Gateway checks it first, and a
             # refused body (too large, bad encoding) is its answer only for a valid key.
+            # Audio uploads have their own, larger cap (OpenAI's 25 MB file and the form).
+            limit = MAX_UPLOAD_BYTES if endpoint in UPLOAD_ENDPOINTS else self.max_body_bytes
             try:
-                body = await self._read_body(headers, receive)
+                body = await self._read_body(headers, receive, limit)
             except _BodyRefused as exc:
                 refusal, too_large = exc.error, exc.too_large
             if body is None:
@@ -233,12 +243,12 @@ class V1App:
         )
 
     # ------------------------------------------------------------------ request body
-    async def _read_body(self, headers, receive) -> bytes | None:
+    async def _read_body(self, headers, receive, limit: int) -> bytes | None:
         """The body, inflated if it is gzip; None if the client left. Raises _BodyRefused:
         too large (sent or inflated), an encoding other than gzip, broken gzip."""
         encoding = headers.get("content-encoding", "identity").strip().lower()
         if encoding in ("gzip", "x-gzip"):
-            inflater = _Inflater(self.max_body_bytes)
+            inflater = _Inflater(limit)
         elif encoding in ("identity", ""):
             inflater = None
         else:
@@ -252,7 +262,7 @@ class V1App:
                 )
             )
         declared = headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
             raise _BodyRefused(too_large=True)  # the rest of the body is never read
         chunks, size = [], 0
         while True:
@@ -261,7 +271,7 @@ class V1App:
                 return None
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
+            if size > limit:
                 raise _BodyRefused(too_large=True)
             if inflater is None:
                 chunks.append(chunk)

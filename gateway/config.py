@@ -31,6 +31,7 @@ DEPLOYMENT_KEYS = {
     "is_active",
     "input_price_per_mtok",
     "output_price_per_mtok",
+    "unit_price",
 }
 ROUTING_KEYS = {"name", "strategy", "models", "weights", "smart", "is_active"}
 PROVIDER_TYPES = {
@@ -152,6 +153,7 @@ def apply_deployments(*, actor, org, spec, where):
                 is_active=d.get("is_active", True),
                 input_price_per_mtok=d.get("input_price_per_mtok"),
                 output_price_per_mtok=d.get("output_price_per_mtok"),
+                unit_price=d.get("unit_price"),
             )
 
 
@@ -317,7 +319,7 @@ def org_config_export(org) -> dict:
             "is_active": d.is_active,
             **{
                 f: _plain(getattr(d, f))
-                for f in ("input_price_per_mtok", "output_price_per_mtok")
+                for f in ("input_price_per_mtok", "output_price_per_mtok", "unit_price")
                 if getattr(d, f) is not None
             },
         }

@@ -161,6 +161,10 @@ class Deployment(models.Model):
     output_price_per_mtok = models.DecimalField(
         max_digits=12, decimal_places=6, null=True, blank=True
     )
+    # USD per unit for image and audio models: per image, per second of audio, per
+    # character of speech input, per rerank search (the endpoint decides which); empty
+    # means LiteLLM's price for the upstream model (docs/gateway.md, "Images, audio …").
+    unit_price = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
     weight = models.PositiveIntegerField(default=1)
     priority = models.PositiveIntegerField(default=0, help_text="failover order, lowest first")
     is_active = models.BooleanField(default=True)

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 from functools import cache
 from pathlib import Path
 
@@ -53,3 +54,67 @@ def price_per_token(deployment, catalog: dict | None = None) -> tuple[float, flo
         else base_out
     )
     return inp, out
+
+
+# A catalog key that prices one image size (and quality) of a model: "1024-x-1024/dall-e-2",
+# "hd/1024-x-1792/dall-e-3" (the provider's prefix, "azure/…", is a model of its own).
+_SIZED = re.compile(r"^(?:(?P<quality>[a-z]+)/)?(?P<w>\d+)-x-(?P<h>\d+)/(?P<model>.+)$")
+
+
+def _image_price(entry: dict, pixels: int | None) -> float | None:
+    for name in ("output_cost_per_image", "input_cost_per_image"):
+        if entry.get(name):
+            return float(entry[name])
+    per_pixel = (entry.get("input_cost_per_pixel") or 0) + (entry.get("output_cost_per_pixel") or 0)
+    return float(per_pixel) * pixels if per_pixel and pixels else None
+
+
+@cache
+def _catalog_unit_costs() -> dict[str, dict[str, float]]:
+    """upstream model -> its unit prices in LiteLLM's map (see DeploymentInfo.unit_costs)."""
+    out: dict[str, dict[str, float]] = {}
+    for name, entry in litellm_price_map().items():
+        if not isinstance(entry, dict):
+            continue
+        sized = _SIZED.match(name)
+        if sized:
+            w, h = int(sized["w"]), int(sized["h"])
+            price = _image_price(entry, w * h)
+            if price is not None:
+                key = f"{w}x{h}" if not sized["quality"] else f"{sized['quality']}/{w}x{h}"
+                out.setdefault(sized["model"], {})[f"image:{key}"] = price
+            continue
+        costs = out.setdefault(name, {})
+        price = _image_price(entry, None)
+        if price is not None:
+            costs["image"] = price
+        for unit, names in (
+            ("second", ("input_cost_per_second", "output_cost_per_second")),
+            ("character", ("input_cost_per_character",)),
+            ("query", ("input_cost_per_query",)),
+        ):
+            # Whisper's map lists the same price as input and output per second: one of
+            # them is what a second of audio costs.
+            value = next((entry[n] for n in names if entry.get(n)), None)
+            if value:
+                costs[unit] = float(value)
+    for costs in out.values():
+        if "image" not in costs:  # a model priced by size only: its default size's price
+            for default in (
+                "image:1024x1024",
+                "image:standard/1024x1024",
+                "image:medium/1024x1024",
+            ):
+                if default in costs:
+                    costs["image"] = costs[default]
+                    break
+    return {name: costs for name, costs in out.items() if costs}
+
+
+def unit_costs(deployment) -> dict[str, float]:
+    """USD per image / second of audio / character / rerank search for this deployment:
+    its own unit_price for every unit if set, else the catalog's."""
+    if deployment.unit_price is not None:
+        price = float(deployment.unit_price)
+        return {"image": price, "second": price, "character": price, "query": price}
+    return dict(_catalog_unit_costs().get(deployment.upstream_model, {}))

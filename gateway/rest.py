@@ -366,6 +366,7 @@ class DeploymentSerializer(OrgScopedFields, MoneySerializer):
             "region",
             "input_price_per_mtok",
             "output_price_per_mtok",
+            "unit_price",
             "weight",
             "priority",
             "is_active",
@@ -407,6 +408,7 @@ class DeploymentViewSet(OrgView, viewsets.ModelViewSet):
             is_active=merged.get("is_active", True),
             input_price_per_mtok=merged.get("input_price_per_mtok"),
             output_price_per_mtok=merged.get("output_price_per_mtok"),
+            unit_price=merged.get("unit_price"),
         )
 
     def create(self, request, *args, **kwargs):

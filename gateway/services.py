@@ -470,6 +470,7 @@ def _deployment_summary(d: Deployment) -> dict:
         "output_price_per_mtok": str(d.output_price_per_mtok)
         if d.output_price_per_mtok is not None
         else None,
+        "unit_price": str(d.unit_price) if d.unit_price is not None else None,
     }
 
 
@@ -487,6 +488,7 @@ def deployment_save(
     is_active: bool = True,
     input_price_per_mtok=None,
     output_price_per_mtok=None,
+    unit_price=None,
     deployment: Deployment | None = None,
 ) -> Deployment:
     """Create a deployment, or update ``deployment``; the same (model, provider, upstream) is updated."""
@@ -518,6 +520,7 @@ def deployment_save(
     deployment.output_price_per_mtok = money(
         output_price_per_mtok, Deployment._meta.get_field("output_price_per_mtok")
     )
+    deployment.unit_price = money(unit_price, Deployment._meta.get_field("unit_price"))
     deployment.full_clean()
     deployment.save()
     record_config_change(

@@ -36,7 +36,7 @@ from .dataplane.snapshot import (
 )
 from .dataplane.state import SnapshotSource
 from .models import ApiKey, Deployment, GatewayConfig, key_hash_secret
-from .pricing import catalog_prices, price_per_token
+from .pricing import catalog_prices, price_per_token, unit_costs
 
 log = logging.getLogger("bonito.gateway.snapshot")
 
@@ -88,6 +88,7 @@ def deployment_info(d: Deployment, catalog: dict | None = None) -> DeploymentInf
         region=d.region,
         input_cost=input_cost,
         output_cost=output_cost,
+        unit_costs=unit_costs(d),
         weight=d.weight,
         priority=d.priority,
         settings=dict(p.settings or {}),

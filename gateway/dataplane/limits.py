@@ -186,6 +186,7 @@ class SpendReservation:
     cap: float
     reserve: float
     baseline: float  # settled month-to-date spend known to the snapshot (the usage rows)
+    settled: bool = False  # replaced by the real cost (Limiter.settle): once only
 
     @property
     def key(self) -> str:
@@ -665,7 +666,11 @@ class Limiter:
 
     # ------------------------------------------------------------------ settle
     def settle(self, spend: SpendReservation, actual_cost: float, backend: str) -> None:
-        """Replace the reservation by the real cost; batched off the request path."""
+        """Replace the reservation by the real cost; batched off the request path. Once per
+        reservation: a second call (a failure path after the answer was settled) is a no-op."""
+        if spend.settled:
+            return
+        spend.settled = True
         delta = actual_cost - spend.reserve
         if backend == "local":
             self.local.settle(spend, delta)

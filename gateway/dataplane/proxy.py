@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from . import anthropic_api, errors, keys_check, responses_api, routing, smart, tokens
+from . import anthropic_api, errors, keys_check, media, responses_api, routing, smart, tokens
 from .errors import GatewayError
 from .limits import Bucket, Limiter, SpendReservation, org_prefix
 from .snapshot import DeploymentInfo, KeyInfo, OrgInfo, SmartPolicy, Snapshot
@@ -36,7 +36,9 @@ CORS_EXPOSE = (
 
 @dataclass(slots=True)
 class Incoming:
-    endpoint: str  # chat | completions | embeddings | models | model | responses[.*]
+    endpoint: (
+        str  # chat | completions | embeddings | models | model | responses[.*] | media.ENDPOINTS
+    )
     headers: Mapping[str, str]  # lower-case names
     body: bytes = b""
     model_id: str | None = None
@@ -155,6 +157,9 @@ class Gateway:
                 return out
             if req.endpoint == "count_tokens":
                 return await self._count_tokens(ctx, req)
+            if req.endpoint in media.ENDPOINTS:
+                # (media cannot import this module: the import-linter's no-cycles contract)
+                return await media.handle(self, ctx, req, Outgoing, _refuse_if_budget_spent)
             return await self._proxy(ctx, req)
         except GatewayError as exc:
             self._record(
@@ -350,7 +355,7 @@ class Gateway:
             )
             * (body.get("n") or 1)
         )
-        spend, verdict = await self._admit(ctx, req.body, candidates, out_est)
+        spend, verdict = await self._admit_tokens(ctx, req.body, candidates, out_est)
 
         upstream_body = {k: v for k, v in body.items() if k != "model"}
         client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -378,7 +383,7 @@ class Gateway:
                 ctx, req.endpoint, candidates, upstream_body, spend, verdict.backend
             )
         except BaseException:
-            if spend is not None and ctx.dep is None:
+            if spend is not None:  # a provider's 4xx (ctx.dep set) spent nothing either
                 self.limiter.settle(spend, 0.0, verdict.backend)
             raise
 
@@ -392,19 +397,25 @@ class Gateway:
             return await self._smart_candidates(ctx, policy, body)
         return self._candidates(ctx, body["model"])
 
-    async def _admit(self, ctx: Ctx, raw: bytes, candidates, out_est: int):
-        """(the spend reservation or None, the limiter's verdict) for a request that may
-        use ``out_est`` output tokens; a 429 if a rate limit or the spend cap refuses it."""
+    async def _admit_tokens(self, ctx: Ctx, raw: bytes, candidates, out_est: int):
+        """_admit for a token-priced request whose body is ``raw`` and which may use
+        ``out_est`` output tokens: the prompt's estimate and the dearest candidate's price."""
         prompt_est = tokens.estimate_prompt_tokens(raw)
+        reserve = prompt_est * max(d.input_cost for d in candidates) + out_est * max(
+            d.output_cost for d in candidates
+        )
+        return await self._admit(ctx, prompt_est + out_est, reserve)
+
+    async def _admit(self, ctx: Ctx, token_cost: int, reserve: float):
+        """(the spend reservation or None, the limiter's verdict): the key's and org's rpm
+        and tpm buckets take ``token_cost``, the spend cap ``reserve`` (USD); a 429 if
+        either refuses. Every /v1 endpoint that calls a provider comes through here."""
         spend = None
         if ctx.org.spend_cap is not None:
-            reserve = prompt_est * max(d.input_cost for d in candidates) + out_est * max(
-                d.output_cost for d in candidates
-            )
             spend = SpendReservation(
                 ctx.org.id, ctx.org.spend_cap, reserve, ctx.org.spent_this_month
             )
-        buckets = self._buckets(ctx.key, ctx.org, prompt_est + out_est)
+        buckets = self._buckets(ctx.key, ctx.org, token_cost)
         verdict = await self.limiter.acquire(buckets, spend)
         ctx.headers.update(_ratelimit_headers(buckets, verdict.remaining))
         if not verdict.allowed:
@@ -426,7 +437,6 @@ class Gateway:
                 verdict.retry_after_s,
                 headers=ctx.headers,
             )
-
         return spend, verdict
 
     def _buckets(self, key: KeyInfo, org: OrgInfo, token_cost: int) -> list[Bucket]:
@@ -869,6 +879,8 @@ class Gateway:
         output_tokens=0,
         cached_tokens=0,
         cost=0.0,
+        units=None,
+        unit="",
     ) -> None:
         if ctx.key is None:
             return
@@ -887,6 +899,9 @@ class Gateway:
                 "output_tokens": output_tokens,
                 "cached_tokens": cached_tokens,
                 "cost": round(cost, 8),
+                # What a media request was priced by: images, seconds of audio, characters.
+                "units": units,
+                "unit": unit,
                 "latency_ms": int((time.perf_counter() - ctx.t0) * 1000),
                 "ttft_ms": ctx.ttft_ms,
                 "status": status,

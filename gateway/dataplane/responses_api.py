@@ -734,7 +734,7 @@ async def handle(gw, ctx, req, Outgoing):
         if not candidates:
             raise problem
     out_est = body.get("max_output_tokens") or ctx.org.default_max_tokens
-    spend, verdict = await gw._admit(ctx, req.body, candidates, out_est)
+    spend, verdict = await gw._admit_tokens(ctx, req.body, candidates, out_est)
     chat_body = {k: v for k, v in chat.items() if k != "model"}
     try:
         if body.get("stream") is True:
@@ -745,7 +745,7 @@ async def handle(gw, ctx, req, Outgoing):
             gw, Outgoing, ctx, candidates, body, native_body, chat_body, spend, verdict.backend
         )
     except BaseException:
-        if spend is not None and ctx.dep is None:
+        if spend is not None:  # a provider's 4xx (ctx.dep set) spent nothing either
             gw.limiter.settle(spend, 0.0, verdict.backend)
         raise
 

@@ -36,6 +36,10 @@ class DeploymentInfo:
     region: str = ""
     input_cost: float = 0.0  # USD per token
     output_cost: float = 0.0
+    # USD per unit for image and audio models (gateway/dataplane/media.py): "image" (and
+    # "image:<quality>/<WxH>", "image:<WxH>" where the catalog prices sizes), "second" (of
+    # audio), "character" (of speech input), "query" (a rerank search).
+    unit_costs: dict = field(default_factory=dict)
     weight: int = 1
     priority: int = 0
     settings: dict = field(default_factory=dict)

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import httpx
 import orjson
@@ -24,6 +25,42 @@ PATHS = {
     "embeddings": "/embeddings",
     "responses": "/responses",
 }
+# The media endpoints (gateway/dataplane/media.py) on an OpenAI-shaped upstream; rerank as
+# Cohere, Jina and vLLM serve it.
+MEDIA_PATHS = {
+    "images": "/images/generations",
+    "transcriptions": "/audio/transcriptions",
+    "translations": "/audio/translations",
+    "speech": "/audio/speech",
+    "moderations": "/moderations",
+    "rerank": "/rerank",
+}
+SPEECH_CHUNK = 64 * 1024
+
+
+@dataclass(slots=True)
+class MediaAnswer:
+    content_type: str
+    raw: bytes
+    data: dict | None  # the parsed JSON answer; None for text, srt and vtt transcripts
+
+
+def not_supported(dep, endpoint: str, how: str) -> "UpstreamError":
+    """A deployment that cannot serve this endpoint: a 400 the client sees (not retried)."""
+    message = f"The deployment {dep.label} cannot serve {endpoint}: {how}."
+    error = {
+        "message": message,
+        "type": "invalid_request_error",
+        "param": "model",
+        "code": "unsupported_endpoint",
+    }
+    return UpstreamError(message, 400, body={"error": error})
+
+
+async def _in_pieces(data: bytes):
+    """Bytes already in memory, as a stream (LiteLLM's speech answer)."""
+    for start in range(0, len(data), SPEECH_CHUNK):
+        yield data[start : start + SPEECH_CHUNK]
 
 
 class UpstreamError(Exception):
@@ -254,10 +291,14 @@ class PassthroughAdapter:
         base, headers = self._base_headers(dep)
         return base + PATHS[endpoint], headers, orjson.dumps({**body, "model": dep.upstream_model})
 
-    async def _post(self, endpoint, dep, body, timeout, stream, *, method="POST", path=None):
+    async def _post(
+        self, endpoint, dep, body, timeout, stream, *, method="POST", path=None, request=None
+    ):
         import aiohttp
 
-        if path is None:
+        if request is not None:  # prepared by the caller (a multipart upload)
+            url, headers, data = request
+        elif path is None:
             url, headers, data = self._request(endpoint, dep, body)
         else:  # a resource the upstream keeps (a stored response): no body
             base, headers = self._base_headers(dep)
@@ -367,6 +408,88 @@ class PassthroughAdapter:
         finally:
             resp.release()
             resp.close()
+
+    def _media_request(self, endpoint, dep: DeploymentInfo, call):
+        """(url, headers, data) of a media call: JSON, or multipart with the audio file
+        (built anew for each attempt: a form is sent once)."""
+        import aiohttp
+
+        kind = provider_kinds.get(dep.kind)
+        base = (dep.api_base or (kind.default_api_base if kind else "")).rstrip("/")
+        headers = {}
+        api_key = dep.credentials.get("api_key")
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        if call.upload is None:
+            headers["Content-Type"] = "application/json"
+            data = orjson.dumps({**call.body, "model": dep.upstream_model})
+        else:
+            data = aiohttp.FormData(quote_fields=False)  # the filename is made safe by media
+            data.add_field("model", dep.upstream_model)
+            for name, value in call.form:
+                data.add_field(name, value)
+            data.add_field(
+                "file",
+                call.upload.data,
+                filename=call.upload.filename,
+                content_type=call.upload.content_type,
+            )
+        return base + MEDIA_PATHS[endpoint], headers, data
+
+    async def media(self, endpoint, dep, call, timeout) -> MediaAnswer:
+        import aiohttp
+
+        request = self._media_request(endpoint, dep, call)
+        resp = await self._post(endpoint, dep, None, timeout, stream=False, request=request)
+        try:
+            raw = await resp.read()
+            data = orjson.loads(raw) if resp.content_type == "application/json" else None
+        except TimeoutError as exc:
+            raise UpstreamError(f"{dep.label} timed out", timeout=True) from exc
+        except (aiohttp.ClientError, orjson.JSONDecodeError) as exc:
+            raise UpstreamError(
+                f"{dep.label} sent a broken response: {type(exc).__name__}"
+            ) from exc
+        finally:
+            resp.release()
+        # JSON, except the transcripts asked for as text, srt or vtt: anything else (an
+        # HTML error page from a proxy) is this deployment failing, and the next is tried.
+        text_asked = call.upload is not None and call.body.get("response_format") in (
+            "text",
+            "srt",
+            "vtt",
+        )
+        if not isinstance(data, dict) and not (text_asked and data is None):
+            raise UpstreamError(
+                f"{dep.label} answered {endpoint} with {resp.content_type or 'no content type'}"
+                ", not a JSON object",
+                502,
+            )
+        content_type = resp.headers.get("Content-Type", resp.content_type)
+        return MediaAnswer(content_type, raw, data)
+
+    async def speech(self, dep, call, timeout):
+        """(content type, the audio's bytes as they arrive), once the upstream said 200."""
+        import aiohttp
+
+        request = self._media_request("speech", dep, call)
+        resp = await self._post("speech", dep, None, timeout, stream=True, request=request)
+        content_type = resp.headers.get("Content-Type") or "application/octet-stream"
+        if resp.content_type == "application/json":  # an error said with 200, or no audio
+            resp.release()
+            raise UpstreamError(f"{dep.label} answered speech with JSON, not audio", 502)
+
+        async def chunks():
+            try:
+                async for data in resp.content.iter_any():
+                    yield data
+            except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+                raise StreamBroken(f"{dep.label} stream broke: {type(exc).__name__}") from exc
+            finally:
+                resp.release()
+                resp.close()
+
+        return content_type, chunks()
 
 
 def _network_failure(exc: BaseException) -> BaseException | None:
@@ -818,6 +941,62 @@ class LiteLLMAdapter:
                 raise StreamBroken(f"{dep.label} stream broke: {type(exc).__name__}") from exc
             raise self._error(exc, dep) from exc
 
+    async def media(self, endpoint, dep, call, timeout) -> MediaAnswer:
+        lib = self._lib()
+        kwargs = self._kwargs("media", dep, {}, timeout)  # the provider's settings only
+        kwargs.update(call.body)
+        kind = provider_kinds.get(dep.kind)
+        if endpoint == "transcriptions":
+            fn = lib.atranscription
+            kwargs["file"] = (call.upload.filename, call.upload.data, call.upload.content_type)
+        elif endpoint == "translations":
+            raise not_supported(
+                dep,
+                endpoint,
+                "LiteLLM has no translations; use a deployment "
+                "of an OpenAI-compatible provider (passed through)",
+            )
+        elif endpoint == "images":
+            fn = lib.aimage_generation
+        elif endpoint == "moderations":
+            fn = lib.amoderation
+        else:  # rerank: an OpenAI-shaped server's /rerank is vLLM's (and Jina's) shape
+            fn = lib.arerank
+            if kind is not None and kind.litellm_prefix == "openai":
+                kwargs["model"] = f"hosted_vllm/{dep.upstream_model}"
+                kwargs["client"] = self._handler
+        token = egress_policy().set(self.network)
+        try:
+            resp = await fn(**kwargs)
+        except Exception as exc:
+            raise self._error(exc, dep) from exc
+        finally:
+            egress_policy().reset(token)
+        data = resp.model_dump(exclude_none=True) if hasattr(resp, "model_dump") else dict(resp)
+        data.pop("_hidden_params", None)
+        fmt = call.body.get("response_format")
+        if endpoint == "transcriptions" and fmt in ("text", "srt", "vtt"):
+            # LiteLLM gives these as the text of a JSON answer: relayed as the text.
+            content_type = "text/plain; charset=utf-8" if fmt != "vtt" else "text/vtt"
+            text = str(data.get("text") or "")
+            return MediaAnswer(content_type, text.encode(), None)
+        return MediaAnswer("application/json", b"", data)
+
+    async def speech(self, dep, call, timeout):
+        lib = self._lib()
+        kwargs = self._kwargs("media", dep, {}, timeout)
+        kwargs.update(call.body)
+        token = egress_policy().set(self.network)
+        try:
+            resp = await lib.aspeech(**kwargs)
+        except Exception as exc:
+            raise self._error(exc, dep) from exc
+        finally:
+            egress_policy().reset(token)
+        headers = getattr(getattr(resp, "response", None), "headers", None) or {}
+        content_type = headers.get("content-type") or "application/octet-stream"
+        return content_type, _in_pieces(resp.content)
+
 
 class MockAdapter:
     """Built-in deterministic provider: answers at once, no network."""
@@ -941,6 +1120,16 @@ class MockAdapter:
             usage_chunk = {**base, "object": last["object"], "choices": [], "usage": full["usage"]}
             events.append((b"data: " + orjson.dumps(usage_chunk) + b"\n\n", usage_chunk))
         yield events
+
+    async def media(self, endpoint, dep, call, timeout):
+        raise not_supported(
+            dep, endpoint, "the built-in mock answers chat, completions and embeddings only"
+        )
+
+    async def speech(self, dep, call, timeout):
+        raise not_supported(
+            dep, "speech", "the built-in mock answers chat, completions and embeddings only"
+        )
 
 
 def egress_policy():

@@ -49,6 +49,11 @@ ENDPOINT_NEEDS = {
     "completions": "prompt",
     "embeddings": "input",
     "responses": "input",
+    # images, audio, moderations, rerank (gateway/dataplane/media.py): see MEDIA_CHECKS
+    "images": "prompt",
+    "speech": "input",
+    "moderations": "input",
+    "rerank": "query",
 }
 # Deeper bodies are refused: orjson writes at most 254 levels, and no real request nests
 # this far (OpenAI's structured outputs allow 10 levels of schema).
@@ -506,6 +511,91 @@ RESPONSES_CHECKS = {
 }
 
 
+# ------------------------------------------------------------------ media endpoints
+def _text(max_chars: int):
+    def check(param, value, endpoint):
+        if type(value) is not str:
+            raise _wrong_type(param, "a string", value)
+        if not value.strip():
+            raise Invalid(f"Invalid '{param}': empty string.", param, "empty_string")
+        if len(value) > max_chars:
+            raise Invalid(
+                f"Invalid '{param}': string too long. Expected a string with maximum length "
+                f"{max_chars}, but got a string with length {len(value)} instead.",
+                param,
+                "string_above_max_length",
+            )
+
+    return check
+
+
+def _moderation_input(param, value, endpoint):
+    """A string, an array of strings, or an array of content parts (text, image_url)."""
+    if type(value) is str:
+        return
+    if type(value) is not list:
+        raise _wrong_type(param, "a string or an array", value)
+    _length(param, value, 1, 2048)
+    for i, item in enumerate(value):
+        if type(item) is not str:
+            _typed_object(f"{param}[{i}]", item, endpoint)
+
+
+def _document(param, value, endpoint):
+    if type(value) is str:
+        return
+    if type(value) is not dict:
+        raise _wrong_type(param, "a string or an object with a text", value)
+    _required_string(param, value, "text")
+
+
+def _not_streamed(param, value, endpoint):
+    _boolean(param, value, endpoint)
+    if value:
+        raise Invalid(
+            f"Invalid '{param}': streamed {endpoint} are not supported by this gateway; "
+            "send the request without it.",
+            param,
+            "unsupported_value",
+        )
+
+
+MEDIA_CHECKS = {
+    "images": {
+        "prompt": _text(32000),
+        "n": _integer(1, 10),
+        "size": _string,
+        "quality": _string,
+        "style": _string,
+        "response_format": _one_of("url", "b64_json"),
+        "output_format": _one_of("png", "jpeg", "webp"),
+        "background": _string,
+        "moderation": _string,
+        "output_compression": _integer(0, 100),
+        "user": _string,
+        "stream": _not_streamed,
+    },
+    "speech": {
+        "input": _text(4096),
+        "voice": _string_or_object,
+        "response_format": _one_of("mp3", "opus", "aac", "flac", "wav", "pcm"),
+        "speed": _number(0.25, 4.0),
+        "instructions": _string,
+        "stream_format": _one_of("audio"),  # server-sent events are not relayed
+        "stream": _not_streamed,
+    },
+    "moderations": {"input": _moderation_input},
+    "rerank": {
+        "query": _text(32000),
+        "documents": _list_of(_document, "strings or objects", 1, 1000),
+        "top_n": _integer(1, 1000),
+        "return_documents": _boolean,
+        "max_chunks_per_doc": _integer(1, INT32_MAX),
+        "rank_fields": _list_of(_string, "strings"),
+    },
+}
+
+
 def _too_deep(value, depth: int) -> bool:
     if depth > MAX_DEPTH:
         return True
@@ -555,7 +645,9 @@ def _check(body: dict, endpoint: str) -> None:
                 "forbidden_parameter",
             )
         if value is not None:
-            check = (RESPONSES_CHECKS if endpoint == "responses" else CHECKS).get(name)
+            check = MEDIA_CHECKS.get(
+                endpoint, RESPONSES_CHECKS if endpoint == "responses" else CHECKS
+            ).get(name)
             if check is not None:
                 check(name, value, endpoint)
     model = body.get("model")

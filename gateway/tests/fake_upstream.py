@@ -44,6 +44,7 @@ class Behaviour:
     raw_cuts: list[int] | None = None
     cached_tokens: int | None = None  # report usage.prompt_tokens_details.cached_tokens
     usage_on_last_chunk: bool = False  # streams: usage on the finish chunk, not its own
+    duration: float | None = None  # transcripts: the verbose_json duration (None: the WAV's)
 
 
 def _first_tool_name(tools) -> str:
@@ -604,6 +605,154 @@ class FakeUpstream:
             }
         )
 
+    # ---------------------------------------------------------------- media endpoints
+    async def _media(self, request: web.Request, endpoint: str):
+        """Images, audio, moderations and rerank, as OpenAI (and Cohere/Jina for rerank)
+        answer them; the same injected behaviours as chat, by upstream model name."""
+        upload = None
+        if endpoint in ("transcriptions", "translations"):
+            form = await request.post()
+            body = {k: v for k, v in form.items() if not isinstance(v, web.FileField)}
+            body["timestamp_granularities[]"] = form.getall("timestamp_granularities[]", [])
+            file = form.get("file")
+            if isinstance(file, web.FileField):
+                data = file.file.read()
+                upload = {
+                    "filename": file.filename,
+                    "content_type": file.content_type,
+                    "size": len(data),
+                }
+                body["file"] = upload
+                upload["data"] = data
+        else:
+            body = await request.json()
+        self.requests.append(
+            {
+                "endpoint": endpoint,
+                "body": body,
+                "headers": dict(request.headers),
+                "query": request.query_string,
+                "content_type": request.content_type,
+            }
+        )
+        model = body.get("model", "")
+        b = self.behaviour(model)
+        if b.hang:
+            await asyncio.sleep(3600)
+        if b.latency:
+            await asyncio.sleep(b.latency)
+        if b.status != 200 and (b.fail_times is None or b.fail_times > 0):
+            if b.fail_times is not None:
+                b.fail_times -= 1
+            return web.json_response(
+                {
+                    "error": {
+                        "message": b.error_message,
+                        "type": "invalid_request_error" if b.status < 500 else "server_error",
+                        "param": None,
+                        "code": b.error_code,
+                    }
+                },
+                status=b.status,
+            )
+        if b.raw_response is not None:
+            return web.Response(status=200, content_type=b.raw_response[0], body=b.raw_response[1])
+        if endpoint == "images":
+            n = body.get("n") or 1
+            fmt = body.get("response_format") or "url"
+            item = (
+                {"b64_json": "iVBORw0KGgo="}
+                if fmt == "b64_json"
+                else {"url": "https://img.invalid/1.png"}
+            )
+            payload = {"created": int(time.time()), "data": [dict(item) for _ in range(n)]}
+            if b.report_usage and model.startswith("gpt-image"):
+                payload["usage"] = {"input_tokens": 9, "output_tokens": 4160, "total_tokens": 4169}
+            return web.json_response(payload)
+        if endpoint in ("transcriptions", "translations"):
+            return self._transcript(body, upload, b)
+        if endpoint == "speech":
+            return await self._speech(request, body, b)
+        if endpoint == "moderations":
+            inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+            results = [
+                {
+                    "flagged": "kill" in str(i),
+                    "categories": {"violence": "kill" in str(i)},
+                    "category_scores": {"violence": 0.9 if "kill" in str(i) else 0.01},
+                }
+                for i in inputs
+            ]
+            return web.json_response({"id": "modr-fake", "model": model, "results": results})
+        # rerank: documents scored by the words they share with the query
+        query = set(body["query"].lower().split())
+        docs = [d if isinstance(d, str) else d.get("text", "") for d in body["documents"]]
+        scored = sorted(
+            (
+                (len(query & set(d.lower().split())) / (len(query) or 1), i)
+                for i, d in enumerate(docs)
+            ),
+            key=lambda pair: (-pair[0], pair[1]),
+        )[: body.get("top_n") or len(docs)]
+        results = []
+        for score, i in scored:
+            result = {"index": i, "relevance_score": score}
+            if body.get("return_documents"):
+                result["document"] = {"text": docs[i]}
+            results.append(result)
+        usage = {"total_tokens": 7 * (len(docs) + 1)}
+        return web.json_response(
+            {"id": "rerank-fake", "model": model, "results": results, "usage": usage}
+        )
+
+    @staticmethod
+    def _transcript(body, upload, b: Behaviour):
+        text = f"transcript of {upload['filename'] if upload else 'nothing'}"
+        fmt = body.get("response_format") or "json"
+        seconds = _wav_seconds(upload["data"]) if upload else None
+        if fmt == "text":
+            return web.Response(text=text + "\n", content_type="text/plain")
+        if fmt == "srt":
+            return web.Response(
+                text=f"1\n00:00:00,000 --> 00:00:01,000\n{text}\n", content_type="text/plain"
+            )
+        if fmt == "vtt":
+            return web.Response(
+                text=f"WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n{text}\n", content_type="text/vtt"
+            )
+        payload = {"text": text}
+        if fmt == "verbose_json":
+            payload.update(
+                task="transcribe",
+                language=body.get("language") or "english",
+                duration=b.duration if b.duration is not None else seconds,
+                segments=[],
+            )
+        return web.json_response(payload)
+
+    async def _speech(self, request, body, b: Behaviour):
+        fmt = body.get("response_format") or "mp3"
+        content_type = {"mp3": "audio/mpeg", "wav": "audio/wav", "opus": "audio/ogg"}.get(
+            fmt, "application/octet-stream"
+        )
+        resp = web.StreamResponse(headers={"Content-Type": content_type})
+        await resp.prepare(request)
+        # 1 KB of audio per character of input, in stream_chunks pieces
+        audio = (b"ID3" + bytes(range(256)) * 4 * len(body["input"]))[: 1024 * len(body["input"])]
+        step = max(1, len(audio) // max(1, b.stream_chunks))
+        try:
+            for i, start in enumerate(range(0, len(audio), step)):
+                if b.reset_after_chunks is not None and i >= b.reset_after_chunks:
+                    request.transport.close()
+                    return resp
+                await resp.write(audio[start : start + step])
+                if b.chunk_delay:
+                    await asyncio.sleep(b.chunk_delay)
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.cancelled_streams += 1
+            raise
+        return resp
+
     async def _hook(self, request: web.Request):
         self.hook_attempts += 1
         if self.hook_fail_times > 0:
@@ -625,6 +774,15 @@ class FakeUpstream:
         app.router.add_get("/v1/responses/{rid}", self._response_get)
         app.router.add_delete("/v1/responses/{rid}", self._response_get)
         app.router.add_get("/v1/responses/{rid}/input_items", self._response_items)
+        for endpoint, path in (
+            ("images", "/v1/images/generations"),
+            ("transcriptions", "/v1/audio/transcriptions"),
+            ("translations", "/v1/audio/translations"),
+            ("speech", "/v1/audio/speech"),
+            ("moderations", "/v1/moderations"),
+            ("rerank", "/v1/rerank"),
+        ):
+            app.router.add_post(path, lambda r, e=endpoint: self._media(r, e))
         app.router.add_post("/hooks", self._hook)
         return app
 
@@ -661,6 +819,17 @@ class FakeUpstream:
         threading.Thread(target=run, name="fake-upstream", daemon=True).start()
         started.wait(10)
         return self
+
+
+def _wav_seconds(data: bytes) -> float | None:
+    import io
+    import wave
+
+    try:
+        with wave.open(io.BytesIO(data)) as w:
+            return w.getnframes() / w.getframerate()
+    except (wave.Error, EOFError, RuntimeError, ValueError, ZeroDivisionError):
+        return None
 
 
 class MemoryConnector(aiohttp.BaseConnector):

@@ -120,7 +120,7 @@ def test_wrong_method_and_unknown_path_are_openai_shaped(acme):
     )
     assert response.status_code == 405 and response.json()["error"]["code"] == "method_not_allowed"
     response = httpx.post(
-        acme.url + "/v1/images/generations", headers={"Authorization": f"Bearer {acme.raw}"}
+        acme.url + "/v1/images/edits", headers={"Authorization": f"Bearer {acme.raw}"}
     )
     assert response.status_code == 404 and response.json()["error"]["code"] == "unknown_url"
 
