@@ -453,3 +453,37 @@ def test_a_newer_baseline_from_the_usage_rows_raises_the_counter(own_redis):
         return first.spent, second.spent
 
     assert asyncio.run(run()) == (3.0, 6.0)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_providers_refusal_gives_its_spend_reservation_back(acme, backend, stream):
+    """A provider's 400 costs nothing: its reservation (about $0.04 here, against a $0.10
+    cap) must not stay counted, or a few refused requests would lock the org out until the
+    month ends."""
+    from gateway import services
+    from gateway.tests.conftest import ACTOR
+    from gateway.tests.fake_upstream import Behaviour
+
+    services.deployment_save(
+        actor=ACTOR,
+        org=acme.org,
+        model_name="chat-small",
+        provider=acme.providers["fake"],
+        upstream_model="gpt-4o-mini",
+        input_price_per_mtok=Decimal(1000),
+        output_price_per_mtok=Decimal(1000),
+        deployment=acme.deployments["chat-small"],
+    )
+    governance_services.policy_set(
+        actor=Actor(via="test"), org=acme.org, monthly_spend_cap_usd=Decimal("0.10")
+    )
+    refresh_snapshot()
+    acme.fake.behaviours["gpt-4o-mini"] = Behaviour(status=400, fail_times=8)
+    body = {**BODY, "stream": stream}
+    for _ in range(8):
+        assert asyncio.run(_burst(acme, 1, body)) == [400]
+    time.sleep(0.2)  # settlements are batched off the request path
+    assert asyncio.run(_burst(acme, 1, body)) == [200]
+    rows = usage_rows(acme.org)
+    assert [r.http_status for r in rows] == [400] * 8 + [200]
+    assert sum(r.cost for r in rows) == Decimal("0.016")
