@@ -8,7 +8,18 @@ from dataclasses import dataclass
 import click
 
 from . import __version__, profiles
-from .client import AUTH, FAILURE, USAGE, Client, CliError, clean_token, me_of, path_id
+from .client import (
+    AUTH,
+    FAILURE,
+    SHAPE,
+    USAGE,
+    Client,
+    CliError,
+    clean_token,
+    expect,
+    me_of,
+    path_id,
+)
 from .configfile import fill_env, mask_secrets
 from .output import err_console, error, print_json, record, safe, table, write_csv
 from .params import ID, NAME, add_root_options, closed_pipe, quiet_broken_pipe
@@ -98,6 +109,8 @@ pass_state = click.make_pass_decorator(State, ensure=True)
 
 def show(state: State, data, columns: list[str], quiet_field: str = "id") -> None:
     """A list or one row, as the output flags ask."""
+    for row in data if isinstance(data, list) else [data]:
+        expect(row, dict, "the answer")
     if state.json:
         print_json(data)
     elif state.quiet:
@@ -1054,6 +1067,12 @@ def main() -> None:
         if exc.code == 1 and closed_pipe():  # Click's own EPIPE handling exits 1
             quiet_broken_pipe()
         raise
+    except (KeyError, IndexError, AttributeError, TypeError) as exc:
+        if os.environ.get("BONITO_DEBUG"):
+            raise
+        # Reading a field the answer lacks: a server that is not (this version of) Bonito.
+        error(f"{SHAPE} ({type(exc).__name__}: {exc}; BONITO_DEBUG=1 shows where).")
+        sys.exit(FAILURE)
     except Exception as exc:  # a bug: one line, the details only with BONITO_DEBUG=1
         if os.environ.get("BONITO_DEBUG"):
             raise

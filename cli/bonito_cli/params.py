@@ -108,5 +108,8 @@ def quiet_broken_pipe() -> None:
 
 
 def closed_pipe() -> bool:
-    """Whether Click met EPIPE on stdout (it then wraps stdout and exits 1)."""
-    return isinstance(sys.stdout, getattr(click.utils, "PacifyFlushWrapper", ()))
+    """Whether Click or Rich met EPIPE on stdout: Click then wraps stdout, Rich turns its
+    console quiet, and both exit 1."""
+    from .output import console
+
+    return console.quiet or isinstance(sys.stdout, getattr(click.utils, "PacifyFlushWrapper", ()))
