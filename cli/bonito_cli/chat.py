@@ -158,6 +158,10 @@ def chat(ctx, prompt, model, system, api_key, no_stream, as_json, quiet):
     state = ctx.find_object(State)
     as_json = as_json or state.json
     quiet = quiet or state.quiet
+    if state.org:
+        # A bn- key cannot say its org: --org is checked against the token instead
+        # (exit 3 when it is another org's, or when there is no token to check it with).
+        state.client  # noqa: B018
     http = _v1(state, api_key)
     history = [{"role": "system", "content": system}] if system else []
     if _piped(prompt):

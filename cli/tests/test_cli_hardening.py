@@ -342,9 +342,12 @@ def test_org_is_honoured_or_refused_for_every_command(server, home, others):
         ("teams", "create", "-s", "name=wrong-org"),
         ("agent", "status"),
         ("usage",),
+        ("chat", "hi", "-m", "demo-chat", "--api-key", server["api_key"]),
+        ("doctor",),
     ):
-        result = bonito(home, "--org", "demo", *args, env=env, check=3)
-        assert "not 'demo'" in result.stderr
+        result = bonito(home, "--org", "demo", *args, env=env)
+        assert result.returncode == (1 if args[0] == "doctor" else 3), result.stderr
+        assert "not 'demo'" in result.stderr or "not demo" in result.stdout
     keys = bonito(home, "keys", "list", "--json", env=env, check=0).stdout
     teams = bonito(home, "teams", "list", "--json", env=env, check=0).stdout
     assert "wrong-org" not in keys + teams
