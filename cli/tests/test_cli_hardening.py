@@ -663,3 +663,27 @@ def test_help_of_settings_and_agent_token_has_examples(home):
     for args in (("policies", "get"), ("policies", "set"), ("gateway", "get"),
                  ("gateway", "set"), ("agent", "token"), ("agent", "token", "rotate")):  # fmt: skip
         assert "Examples:" in bonito(home, *args, "--help", check=0).stdout
+
+
+def test_ctrl_c_in_a_conversation_is_exit_130(fake, home):
+    import os
+    import pty
+    import signal
+
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bonito_cli", "chat", "-m", "m"],
+        cwd=home,
+        stdin=secondary,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(home, BONITO_URL=fake.url, BONITO_API_KEY="bn-x"),
+    )
+    os.close(secondary)
+    time.sleep(2)  # waiting at the prompt
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    os.close(primary)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
