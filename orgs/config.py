@@ -61,9 +61,54 @@ def _int(loader, node):
 ConfigLoader.add_constructor("tag:yaml.org,2002:int", _int)
 
 
+# A config file is a few hundred nodes; anchors and aliases may shorten it, but a file whose
+# aliases nest (a "billion laughs") expands to millions of nodes that every later step walks,
+# for seconds of CPU per request. The expanded size is counted on the composed node graph
+# (each anchored node once, memoised) before any Python object is built.
+MAX_EXPANDED_NODES = 20_000
+
+
+class ConfigTooLarge(yaml.YAMLError):
+    pass
+
+
+def _expanded_size(node, memo: dict, limit: int) -> int:
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = limit + 1  # a node that contains itself (a recursive alias) is too large
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    else:
+        children = []
+    for child in children:
+        size += _expanded_size(child, memo, limit)
+        if size > limit:
+            break
+    memo[key] = size
+    return size
+
+
 def config_load(text: str):
-    """The parsed file; yaml.YAMLError if it is not YAML."""
-    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 (ConfigLoader is a SafeLoader)
+    """The parsed file; yaml.YAMLError if it is not YAML, or if its aliases expand it past
+    MAX_EXPANDED_NODES."""
+    loader = ConfigLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}, MAX_EXPANDED_NODES) > MAX_EXPANDED_NODES:
+            raise ConfigTooLarge(
+                f"the file expands to more than {MAX_EXPANDED_NODES} values once its "
+                "aliases (*name) are filled in; write the repeated parts out, or use fewer "
+                "nested anchors"
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def located(exc: ValidationError, where: str, names: dict | None = None) -> str:

@@ -1,17 +1,21 @@
 """`bonito chat`: the OpenAI-compatible /v1 API with a bn- key, streamed to the terminal."""
 
 import json
+import os
+import stat
 import sys
 
 import click
 import httpx
 
-from .client import AUTH, USAGE, CliError, api_message
-from .output import print_json
+from .client import AUTH, USAGE, CliError, api_message, clean_token, shown_url
+from .output import error, print_json, safe
 
 
 def _v1(state, api_key) -> httpx.Client:
-    key = api_key or state.profile.api_key
+    if state.profile.refused and not (api_key or state.profile.api_key):
+        raise CliError(state.profile.refused, AUTH)
+    key = clean_token(api_key, "API key") or clean_token(state.profile.api_key, "API key")
     if not key:
         raise CliError(
             "chat needs an API key (bn-…): pass --api-key, set BONITO_API_KEY, or save one with "
@@ -31,13 +35,22 @@ def _fail(response: httpx.Response):
 
 
 def _default_model(http: httpx.Client) -> str:
-    response = http.get("/models")
+    """The first model the key may call. /v1/models is the only thing a bn- key can ask, and
+    like every request with a valid key it is logged (one usage row, no tokens, no cost):
+    pass --model or set BONITO_MODEL to skip it."""
+    try:
+        response = http.get("/models")
+    except httpx.HTTPError as exc:
+        raise CliError(f"Cannot reach {shown_url(http.base_url)}: {exc}") from None
     if response.status_code >= 400:
         _fail(response)
-    data = response.json().get("data") or []
-    if not data:
-        raise CliError("This key can call no model: pass --model.", USAGE)
-    return data[0]["id"]
+    try:
+        data = response.json().get("data") or []
+        return str(data[0]["id"])
+    except (ValueError, AttributeError, LookupError, TypeError):
+        raise CliError(
+            "This key can call no model (or /v1/models is not the gateway's): pass --model.", USAGE
+        ) from None
 
 
 def complete(http, model, messages, stream: bool, out) -> tuple[str, dict | None]:
@@ -48,8 +61,11 @@ def complete(http, model, messages, stream: bool, out) -> tuple[str, dict | None
             response = http.post("/chat/completions", json=body)
             if response.status_code >= 400:
                 _fail(response)
-            data = response.json()
-            return data["choices"][0]["message"].get("content") or "", data
+            try:
+                data = response.json()
+                return data["choices"][0]["message"].get("content") or "", data
+            except (ValueError, LookupError, TypeError, AttributeError):
+                raise CliError("The gateway's answer is not a chat completion.") from None
         text = []
         with http.stream("POST", "/chat/completions", json=body) as response:
             if response.status_code >= 400:
@@ -60,23 +76,48 @@ def complete(http, model, messages, stream: bool, out) -> tuple[str, dict | None
                 payload = line[5:].strip()
                 if payload == "[DONE]":
                     break
-                event = json.loads(payload)
+                try:
+                    event = json.loads(payload)
+                except ValueError:
+                    continue  # not an event of the OpenAI stream (a proxy's keep-alive): skip
+                if not isinstance(event, dict):
+                    continue
                 if "error" in event:
-                    raise CliError(event["error"].get("message", "the stream failed"))
-                for choice in event.get("choices", []):
-                    piece = (choice.get("delta") or {}).get("content") or ""
-                    if piece:
+                    problem = event["error"]
+                    message = problem.get("message") if isinstance(problem, dict) else problem
+                    raise CliError(str(message or "the stream failed"))
+                for choice in event.get("choices") or []:
+                    delta = choice.get("delta") if isinstance(choice, dict) else None
+                    piece = (delta or {}).get("content") if isinstance(delta, dict) else None
+                    if isinstance(piece, str) and piece:
                         text.append(piece)
-                        out.write(piece)
+                        # The model's text, not escape sequences for this terminal.
+                        out.write(safe(piece, multiline=True))
                         out.flush()
         out.write("\n")
         return "".join(text), None
     except httpx.ConnectError as exc:
-        raise CliError(f"Cannot reach {http.base_url}: {exc}. Is the server running?") from None
+        raise CliError(
+            f"Cannot reach {shown_url(http.base_url)}: {exc}. Is the server running?"
+        ) from None
     except httpx.TimeoutException:
         raise CliError("The gateway did not answer in time.") from None
     except httpx.HTTPError as exc:
         raise CliError(f"The request failed: {exc}") from None
+
+
+def _piped(prompt) -> bool:
+    """Whether stdin holds text for the prompt: anything but a terminal when there is no
+    PROMPT; a pipe or a file when there is one (not /dev/null or an inherited socket)."""
+    if sys.stdin is None or sys.stdin.isatty():
+        return False
+    if prompt is None:
+        return True
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISREG(mode)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -90,18 +131,25 @@ def complete(http, model, messages, stream: bool, out) -> tuple[str, dict | None
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the whole completion as JSON (no streaming)."
 )
-@click.option("--quiet", "-q", is_flag=True, help="Print only the answer.")
+@click.option(
+    "--quiet", "-q", is_flag=True, help="Print only the answer (no banner in a conversation)."
+)
 @click.pass_context
 def chat(ctx, prompt, model, system, api_key, no_stream, as_json, quiet):
     """Talk to a model through the gateway: one prompt, stdin, or an interactive session.
 
-    With PROMPT (or text on stdin) it answers once and exits; with neither, on a terminal,
-    it starts a conversation (type /exit or Ctrl-D to leave, /reset to start over).
+    With PROMPT and/or text on stdin it answers once and exits (stdin is appended to the
+    prompt after a blank line: `git diff | bonito chat "Review this"`); with neither, on a
+    terminal, it starts a conversation (type /exit or Ctrl-D to leave, /reset to start
+    over; an error is printed and the conversation goes on). Without --model it asks
+    /v1/models first, which the gateway logs as one more request: pass --model (or
+    BONITO_MODEL) to skip that.
 
     \b
     Examples:
       bonito chat "Write a haiku about tuna" --model gpt-4o-mini
       git diff | bonito chat --system "Review this diff" --model gpt-4o
+      git diff | bonito chat "Review this" --model gpt-4o
       bonito chat --json "ping" | jq .usage
       bonito chat
     """
@@ -109,11 +157,20 @@ def chat(ctx, prompt, model, system, api_key, no_stream, as_json, quiet):
 
     state = ctx.find_object(State)
     as_json = as_json or state.json
+    quiet = quiet or state.quiet
+    if state.org:
+        # A bn- key cannot say its org: --org is checked against the token instead
+        # (exit 3 when it is another org's, or when there is no token to check it with).
+        state.client  # noqa: B018
     http = _v1(state, api_key)
-    model = model or _default_model(http)
     history = [{"role": "system", "content": system}] if system else []
-    if prompt is None and not sys.stdin.isatty():
-        prompt = sys.stdin.read()
+    if _piped(prompt):
+        piped = sys.stdin.read()
+        if prompt is None:
+            prompt = piped
+        elif piped.strip():
+            prompt = f"{prompt}\n\n{piped}"
+    model = model or _default_model(http)
     if prompt is not None:
         if not prompt.strip():
             raise CliError("The prompt is empty.", USAGE)
@@ -127,16 +184,23 @@ def chat(ctx, prompt, model, system, api_key, no_stream, as_json, quiet):
         if as_json:
             print_json(data)
         elif data is not None:
-            click.echo(text)
+            click.echo(safe(text, multiline=True))
         return
-    click.echo(f"Chatting with {model}. /exit or Ctrl-D to leave, /reset to start over.", err=True)
+    if not quiet:
+        click.echo(
+            safe(f"Chatting with {model}. /exit or Ctrl-D to leave, /reset to start over."),
+            err=True,
+        )
     messages = list(history)
     while True:
         try:
-            line = click.prompt("you", prompt_suffix="> ", default="", show_default=False)
-        except (EOFError, click.exceptions.Abort):
+            line = input("you> ")
+        except EOFError:  # Ctrl-D: the documented way out
             click.echo("", err=True)
             return
+        except KeyboardInterrupt:  # Ctrl-C: interrupted, as shells count it
+            click.echo("", err=True)
+            sys.exit(130)
         if line.strip() in ("/exit", "/quit"):
             return
         if line.strip() == "/reset":
@@ -145,7 +209,14 @@ def chat(ctx, prompt, model, system, api_key, no_stream, as_json, quiet):
         if not line.strip():
             continue
         messages.append({"role": "user", "content": line})
-        text, data = complete(http, model, messages, not no_stream, sys.stdout)
+        try:
+            text, data = complete(http, model, messages, not no_stream, sys.stdout)
+        except CliError as exc:
+            # A refusal (429, a policy) ends this turn, not the conversation: say it, drop
+            # the unanswered line, and let the user try again.
+            error(exc)
+            messages.pop()
+            continue
         if data is not None:
-            click.echo(text)
+            click.echo(safe(text, multiline=True))
         messages.append({"role": "assistant", "content": text})

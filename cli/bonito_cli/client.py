@@ -1,10 +1,14 @@
 """The REST API and /v1 over httpx; every failure becomes a CliError with the API's message."""
 
+import re
+from urllib.parse import quote, urlsplit, urlunsplit
+
 import httpx
 
 from . import __version__
 
 OK, FAILURE, USAGE, AUTH = 0, 1, 2, 3
+MAX_PAGES = 1000  # a server that always says "next" is not followed forever
 
 
 class CliError(Exception):
@@ -36,7 +40,86 @@ def api_message(response: httpx.Response) -> str:
     return f"HTTP {response.status_code} {response.reason_phrase}"
 
 
+def shown_url(url) -> str:
+    """``url`` without a user:password part, for messages."""
+    parts = urlsplit(str(url))
+    if "@" not in parts.netloc:
+        return str(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+# A token travels in a header: printable ASCII with no spaces. Surrounding whitespace (a
+# pasted newline) is dropped; anything else is refused without echoing the token.
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+
+
+def clean_token(token: str | None, what: str = "token") -> str | None:
+    if token is None:
+        return None
+    token = token.strip()
+    if not token:
+        return None
+    if not _TOKEN.fullmatch(token):
+        raise CliError(
+            f"The {what} holds spaces or characters a header cannot carry: copy it again.", AUTH
+        )
+    return token
+
+
+_ID = re.compile(r"[0-9]{1,18}")
+
+
+def path_id(value) -> str:
+    """An id for a URL path: digits, or a name quoted to stay one path segment."""
+    text = str(value)
+    if _ID.fullmatch(text):
+        return text
+    if text in ("", ".", "..") or any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise CliError(f"{text!r} is not an id.", USAGE)
+    return quote(text, safe="")
+
+
+def body_of(response: httpx.Response):
+    """The JSON body, or a clear error when the answer is not the API's (an HTML page, a
+    proxy's login form, a redirect)."""
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        kind = response.headers.get("content-type", "no content type").split(";")[0]
+        raise CliError(
+            f"{shown_url(response.request.url)} is not a Bonito API answer (got {kind}, "
+            "not JSON): is the URL the Bonito server's?"
+        ) from None
+
+
+SHAPE = "the server's answer is not shaped as the Bonito API's (is the URL right?)"
+
+
+def expect(data, kind: type, what: str):
+    if not isinstance(data, kind):
+        raise CliError(f"{what}: {SHAPE}.")
+    return data
+
+
+def me_of(client: "Client") -> dict:
+    """GET /api/me, checked to hold what the CLI reads from it."""
+    me = expect(client.get("/api/me"), dict, "/api/me")
+    org = me.get("org")
+    if not (isinstance(org, dict) and isinstance(org.get("slug"), str) and "role" in me):
+        raise CliError(f"/api/me: {SHAPE}.")
+    me.setdefault("email", "")
+    return me
+
+
 def raise_for(response: httpx.Response) -> None:
+    if 300 <= response.status_code < 400:
+        where = response.headers.get("location", "")
+        raise CliError(
+            f"{shown_url(response.request.url)} redirected to {shown_url(where) or 'elsewhere'}: "
+            "use the server's final URL (e.g. https://) with --url or BONITO_URL."
+        )
     if response.status_code < 400:
         return
     message = api_message(response)
@@ -54,7 +137,7 @@ def raise_for(response: httpx.Response) -> None:
 class Client:
     def __init__(self, url: str, token: str | None, timeout: float = 30.0):
         self.url = url.rstrip("/")
-        self.token = token
+        self.token = token = clean_token(token)
         headers = {"User-Agent": f"bonito-cli/{__version__}", "Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -66,28 +149,36 @@ class Client:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.ConnectError as exc:
-            raise CliError(f"Cannot reach {self.url}: {exc}. Is the server running?") from None
+            raise CliError(
+                f"Cannot reach {shown_url(self.url)}: {self._scrub(exc)}. Is the server running?"
+            ) from None
         except httpx.TimeoutException:
-            raise CliError(f"{self.url} did not answer in time.") from None
+            raise CliError(f"{shown_url(self.url)} did not answer in time.") from None
         except httpx.HTTPError as exc:
-            raise CliError(f"Talking to {self.url} failed: {exc}") from None
+            raise CliError(f"Talking to {shown_url(self.url)} failed: {self._scrub(exc)}") from None
         raise_for(response)
         return response
 
+    def _scrub(self, exc) -> str:
+        """An httpx error's text without the token or a URL's password in it."""
+        text = str(exc)
+        if self.token:
+            text = text.replace(self.token, "***")
+        return text.replace(self.url, shown_url(self.url))
+
     def get(self, path: str, **params):
-        return self.request(
-            "GET", path, params={k: v for k, v in params.items() if v is not None}
-        ).json()
+        return body_of(
+            self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
+        )
 
     def post(self, path: str, body=None):
-        response = self.request("POST", path, json=body if body is not None else {})
-        return response.json() if response.content else None
+        return body_of(self.request("POST", path, json=body if body is not None else {}))
 
     def patch(self, path: str, body):
-        return self.request("PATCH", path, json=body).json()
+        return body_of(self.request("PATCH", path, json=body))
 
     def put(self, path: str, body):
-        return self.request("PUT", path, json=body).json()
+        return body_of(self.request("PUT", path, json=body))
 
     def delete(self, path: str):
         self.request("DELETE", path)
@@ -101,8 +192,13 @@ class Client:
             if isinstance(body, list):  # not paginated
                 rows = body
                 break
-            rows.extend(body.get("results", []))
-            if not body.get("next"):
+            results = expect(body, dict, path).get("results")
+            rows.extend(expect(results, list, path))
+            if not body.get("next") or not results:
                 break
+            if page >= MAX_PAGES:
+                raise CliError(f"{path}: more than {MAX_PAGES} pages; narrow it with --limit.")
             page += 1
+        for row in rows:
+            expect(row, dict, path)
         return rows if limit is None else rows[:limit]

@@ -9,8 +9,21 @@ from dataclasses import dataclass
 import click
 
 from . import __version__, profiles
-from .client import AUTH, FAILURE, USAGE, Client, CliError
-from .output import err_console, print_json, record, table, write_csv
+from .client import (
+    AUTH,
+    FAILURE,
+    SHAPE,
+    USAGE,
+    Client,
+    CliError,
+    clean_token,
+    expect,
+    me_of,
+    path_id,
+)
+from .configfile import fill_env, mask_secrets
+from .output import err_console, error, print_json, record, safe, table, write_csv
+from .params import ID, NAME, add_root_options, closed_pipe, quiet_broken_pipe
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -20,6 +33,7 @@ class State:
     profile_name: str | None = None
     org: str | None = None
     url: str | None = None
+    token: str | None = None
     json: bool = False
     quiet: bool = False
     _profile: profiles.Profile | None = None
@@ -29,16 +43,18 @@ class State:
     def profile(self) -> profiles.Profile:
         if self._profile is None:
             try:
-                self._profile = profiles.resolve(self.profile_name, self.org)
+                self._profile = profiles.resolve(
+                    self.profile_name, self.org, self.url, clean_token(self.token)
+                )
             except profiles.ProfileError as exc:
                 raise CliError(str(exc), USAGE) from None
-            if self.url:
-                self._profile.url = self.url.rstrip("/")
         return self._profile
 
     @property
     def client(self) -> Client:
         if self._client is None:
+            if self.profile.refused:
+                raise CliError(self.profile.refused, AUTH)
             if not self.profile.token:
                 raise CliError(
                     f"Not logged in (profile {self.profile.name!r}): run "
@@ -46,7 +62,16 @@ class State:
                     "or set BONITO_TOKEN.",
                     AUTH,
                 )
-            self._client = Client(self.profile.url, self.profile.token)
+            client = Client(self.profile.url, self.profile.token)
+            if self.org:  # --org is honoured, or refused: never acted on in another org
+                slug = me_of(client)["org"]["slug"]
+                if slug != self.org:
+                    raise CliError(
+                        f"The token is for org {slug!r}, not {self.org!r} (--org): log in to "
+                        f"{self.org!r} with `bonito auth login --org {self.org}` or pass its token.",
+                        AUTH,
+                    )
+            self._client = client
         return self._client
 
 
@@ -55,11 +80,11 @@ def out_options(f):
 
     def set_json(ctx, _param, value):
         if value:
-            ctx.find_object(State).json = True
+            ctx.ensure_object(State).json = True
 
     def set_quiet(ctx, _param, value):
         if value:
-            ctx.find_object(State).quiet = True
+            ctx.ensure_object(State).quiet = True
 
     f = click.option(
         "--json",
@@ -85,6 +110,8 @@ pass_state = click.make_pass_decorator(State, ensure=True)
 
 def show(state: State, data, columns: list[str], quiet_field: str = "id") -> None:
     """A list or one row, as the output flags ask."""
+    for row in data if isinstance(data, list) else [data]:
+        expect(row, dict, "the answer")
     if state.json:
         print_json(data)
     elif state.quiet:
@@ -158,7 +185,9 @@ def cli(ctx, profile, org, url):
       bonito doctor
     """
     state = ctx.ensure_object(State)
-    state.profile_name, state.org, state.url = profile, org, url
+    # Also settable after the command name (root_options_everywhere): keep what that set.
+    state.profile_name = profile or state.profile_name
+    state.org, state.url = org or state.org, url or state.url
 
 
 # ------------------------------------------------------------------------------ auth
@@ -191,16 +220,34 @@ def login(state, token, api_key):
       bonito auth login --url https://bonito.example.com
       bonito --profile staging auth login --url https://staging.example.com --token pat-...
     """
+    token = token or state.token
     if not token:
-        token = click.prompt("Personal access token", hide_input=True).strip()
-    me = Client(state.profile.url, token).get("/api/me")
-    name = state.profile_name or state.profile.name
-    profiles.store(name, url=state.profile.url, token=token, org=me["org"]["slug"], api_key=api_key)
+        if sys.stdin.isatty():
+            token = click.prompt("Personal access token", hide_input=True)
+        else:  # piped: read one line, without getpass's "can not control echo" warning
+            token = sys.stdin.readline()
+    token = clean_token(token)
+    if not token:
+        raise CliError("No token given: pass --token or type it at the prompt.", USAGE)
+    try:
+        name, url = profiles.login_target(state.profile_name, state.org, state.url)
+    except profiles.ProfileError as exc:
+        raise CliError(str(exc), USAGE) from None
+    me = me_of(Client(url, token))
+    if state.org and me["org"]["slug"] != state.org:
+        raise CliError(
+            f"That token is for org {me['org']['slug']!r}, not {state.org!r} (--org): "
+            f"create one while working in {state.org!r} (Settings → Tokens).",
+            AUTH,
+        )
+    profiles.store(name, url=url, token=token, org=me["org"]["slug"], api_key=clean_token(api_key))
     done(
         state,
-        f"Logged in to {state.profile.url} as {me['email']} in {me['org']['slug']} ({me['role']}); "
-        f"saved as profile {name!r} in {profiles.config_file()}.",
-        {"profile": name, "url": state.profile.url, **me},
+        safe(
+            f"Logged in to {url} as {me['email']} in {me['org']['slug']} ({me['role']}); "
+            f"saved as profile {name!r} in {profiles.config_file()}."
+        ),
+        {"profile": name, "url": url, **me},
     )
 
 
@@ -215,7 +262,7 @@ def status(state):
       bonito auth status
       bonito auth status --json
     """
-    me = state.client.get("/api/me")
+    me = me_of(state.client)
     data = {
         "profile": state.profile.name,
         "url": state.profile.url,
@@ -225,11 +272,13 @@ def status(state):
     if state.json:
         print_json(data)
     elif state.quiet:
-        click.echo(me["org"]["slug"])
+        click.echo(safe(me["org"]["slug"]))
     else:
         click.echo(
-            f"{me['email']} in {me['org']['slug']} ({me['role']}) at {state.profile.url} "
-            f"[token from {state.profile.source}, profile {state.profile.name!r}]"
+            safe(
+                f"{me['email']} in {me['org']['slug']} ({me['role']}) at {state.profile.url} "
+                f"[token from {state.profile.source}, profile {state.profile.name!r}]"
+            )
         )
 
 
@@ -287,11 +336,11 @@ def resource(
 
     if "get" in ops:
 
-        @click.argument("id")
+        @click.argument("id", type=NAME if quiet_field == "name" else ID)
         @out_options
         @pass_state
         def get(state, id):
-            show(state, state.client.get(f"{path}/{id}"), columns, quiet_field)
+            show(state, state.client.get(f"{path}/{path_id(id)}"), columns, quiet_field)
 
         get.__doc__ = f"Show one of the {name}.\n\n\b\nExamples:\n  bonito {name} get ID --json"
         group.command("get", context_settings=CONTEXT)(get)
@@ -311,7 +360,7 @@ def resource(
 
     if "update" in ops:
 
-        @click.argument("id")
+        @click.argument("id", type=ID)
         @set_option
         @file_option
         @out_options
@@ -327,7 +376,7 @@ def resource(
 
     if "delete" in ops:
 
-        @click.argument("id")
+        @click.argument("id", type=ID)
         @out_options
         @pass_state
         def delete(state, id):
@@ -411,7 +460,7 @@ def show_secret(state, row: dict, field: str) -> None:
         click.echo(row.get(field) or "")
     else:
         record({k: v for k, v in row.items() if k != field})
-        click.echo(f"\nSecret (shown once, store it now): {row.get(field)}")
+        click.echo(f"\nSecret (shown once, store it now): {safe(row.get(field))}")
 
 
 def _print_new_key(state, row):
@@ -431,7 +480,7 @@ def grace_seconds(value: str) -> int:
 
 
 @keys.command("rotate", context_settings=CONTEXT)
-@click.argument("id")
+@click.argument("id", type=ID)
 @click.option(
     "--grace",
     default="0",
@@ -465,7 +514,7 @@ def _limit(value: str | None):
 
 
 @keys.command("update", context_settings=CONTEXT)
-@click.argument("id")
+@click.argument("id", type=ID)
 @click.option("--name", help="A new name.")
 @click.option("--model", "models", multiple=True, help="A model it may call (repeat; replaces).")
 @click.option("--all-models", is_flag=True, help="Let it call every model the org allows.")
@@ -539,7 +588,7 @@ providers = resource(
 
 
 @providers.command("test", context_settings=CONTEXT)
-@click.argument("id")
+@click.argument("id", type=ID)
 @out_options
 @pass_state
 def providers_test(state, id):
@@ -553,7 +602,7 @@ def providers_test(state, id):
     if state.json:
         print_json(result)
     elif not state.quiet:
-        click.echo(("ok: " if result["ok"] else "failed: ") + result["detail"])
+        click.echo(safe(("ok: " if result["ok"] else "failed: ") + str(result["detail"])))
     if not result["ok"]:
         sys.exit(FAILURE)
 
@@ -622,7 +671,7 @@ resource(
     "/api/gateway/routing-policies",
     ["id", "name", "strategy", "models", "weights", "is_active"],
     help="Routing policies; keys made with --routing-policy (rt- keys) route through them.",
-    example='  bonito routing create -s name=cheap -s strategy=cost -s models=\'["gpt-4o-mini","haiku"]\'',
+    example='  bonito routing create -s name=cheap -s strategy=cost_optimized -s models=\'["gpt-4o-mini","haiku"]\'',
 )
 resource(
     "budgets",
@@ -701,8 +750,11 @@ def settings_group(name, path, help, example):
     @out_options
     @pass_state
     def get(state):
-        """Show the settings."""
         show(state, state.client.get(path), [])
+
+    get.help = (
+        f"Show the settings.\n\n\b\nExamples:\n  bonito {name} get\n  bonito {name} get --json"
+    )
 
     @group.command("set", context_settings=CONTEXT)
     @set_option
@@ -710,12 +762,12 @@ def settings_group(name, path, help, example):
     @out_options
     @pass_state
     def set_(state, sets, file):
-        """Change some of the settings (the others stay)."""
         body = parse_sets(sets, file)
         if not body:
             raise CliError("Nothing to change: pass --set field=value.", USAGE)
         show(state, state.client.put(path, body), [])
 
+    set_.help = f"Change some of the settings (the others stay).\n\n\b\nExamples:\n{example}"
     cli.add_command(group)
 
 
@@ -729,7 +781,7 @@ settings_group(
     "gateway",
     "/api/gateway/config",
     "The org's gateway settings: default strategy, enabled providers, fallback models, limits.",
-    "  bonito gateway set -s default_strategy=cost -s request_timeout_s=60",
+    "  bonito gateway set -s default_strategy=cost_optimized -s request_timeout_s=60",
 )
 
 
@@ -943,7 +995,9 @@ def _log_line(state, row):
     elif state.quiet:
         click.echo(row["request_id"])
     else:
-        click.echo("  ".join(str(row.get(c, "")) for c in LOG_COLUMNS), nl=True)
+        # Server strings (a request id, a key's name) printed literally: no escape sequence
+        # in them reaches the terminal.
+        click.echo("  ".join(safe(row.get(c, "")) for c in LOG_COLUMNS), nl=True)
         sys.stdout.flush()
 
 
@@ -958,22 +1012,6 @@ def config():
       bonito config apply gateway.yaml --dry-run
       bonito config apply gateway.yaml
     """
-
-
-ENV_VALUE = re.compile(r"""(:\s*)(["']?)env:([A-Za-z_][A-Za-z0-9_]*)\2(\s*(#.*)?)$""", re.M)
-
-
-def fill_env(text: str) -> str:
-    """Each `key: env:NAME` value replaced by NAME from this environment (as a quoted YAML
-    string), so secrets stay out of the file; the server reads no environment of its own."""
-
-    def value(match):
-        name = match.group(3)
-        if name not in os.environ:
-            raise CliError(f"the file names env:{name}, which is not set here.", USAGE)
-        return f"{match.group(1)}{json.dumps(os.environ[name])}{match.group(4)}"
-
-    return ENV_VALUE.sub(value, text)
 
 
 @config.command("apply", context_settings=CONTEXT)
@@ -993,8 +1031,11 @@ def config_apply(state, file, dry_run):
       bonito config apply gateway.yaml --dry-run
       bonito config apply gateway.yaml --quiet
     """
-    text = fill_env(file.read())
-    result = state.client.post("/api/gateway/config/apply", {"yaml": text, "dry_run": dry_run})
+    text, secrets = fill_env(file.read())
+    result = mask_secrets(
+        state.client.post("/api/gateway/config/apply", {"yaml": text, "dry_run": dry_run}),
+        secrets,
+    )
     if state.json:
         print_json(result)
         return
@@ -1005,13 +1046,16 @@ def config_apply(state, file, dry_run):
         click.echo("No changes." if dry_run else "Applied: nothing changed.")
         return
     for change in result["changes"]:
-        click.echo(f"{change['action']:<28} {change['target_type']} {change['target']}")
+        click.echo(safe(f"{change['action']:<28} {change['target_type']} {change['target']}"))
         diff = change.get("changes") or {}
         before, after = diff.get("before") or {}, diff.get("after") or {}
         for field in sorted(set(before) | set(after)):
             if before.get(field) != after.get(field):
                 click.echo(
-                    f"    {field}: {json.dumps(before.get(field))} -> {json.dumps(after.get(field))}"
+                    safe(
+                        f"    {field}: {json.dumps(before.get(field))} -> "
+                        f"{json.dumps(after.get(field))}"
+                    )
                 )
     click.echo(f"{verb}: {len(result['changes'])} item(s).")
 
@@ -1047,7 +1091,8 @@ def agent():
 
 
 def _org_slug(state) -> str:
-    return state.org or state.profile.org or state.client.get("/api/me")["org"]["slug"]
+    client = state.client  # checks --org against the token first
+    return state.org or state.profile.org or me_of(client)["org"]["slug"]
 
 
 @agent.command("status", context_settings=CONTEXT)
@@ -1076,7 +1121,13 @@ def agent_status(state):
 
 @agent.group("token", context_settings=CONTEXT)
 def agent_token():
-    """The agent's org token (bt-)."""
+    """The agent's org token (bt-).
+
+    \b
+    Examples:
+      bonito agent token rotate
+      bonito agent token rotate --quiet > agent-token
+    """
 
 
 @agent_token.command("rotate", context_settings=CONTEXT)
@@ -1101,6 +1152,7 @@ from .doctor import doctor  # noqa: E402
 cli.add_command(chat)
 cli.add_command(doctor)
 cli.add_command(completion)
+add_root_options(cli, State)
 
 
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
@@ -1112,11 +1164,11 @@ def main() -> None:
         # Without standalone mode, an exit code (ctx.exit, --version) is returned, not raised.
         code = cli.main(prog_name="bonito", standalone_mode=False)
     except CliError as exc:
-        err_console.print(f"[red]Error:[/red] {exc}", highlight=False, soft_wrap=True)
+        error(exc)
         sys.exit(exc.code)
-    except NO_ARGS_IS_HELP as exc:  # `bonito keys` alone: its help, not an error
-        click.echo(exc.ctx.get_help() if exc.ctx else "")
-        sys.exit(0)
+    except NO_ARGS_IS_HELP as exc:  # `bonito` or `bonito keys` alone: its help, and exit 2
+        click.echo(exc.ctx.get_help() if exc.ctx else "", err=True)
+        sys.exit(USAGE)
     except click.UsageError as exc:
         exc.show()
         sys.exit(USAGE)
@@ -1131,12 +1183,24 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except BrokenPipeError:
-        sys.exit(0)
+        quiet_broken_pipe()
+    except SystemExit as exc:
+        if exc.code == 1 and closed_pipe():  # Click's own EPIPE handling exits 1
+            quiet_broken_pipe()
+        raise
+    except (KeyError, IndexError, AttributeError, TypeError) as exc:
+        if os.environ.get("BONITO_DEBUG"):
+            raise
+        # Reading a field the answer lacks: a server that is not (this version of) Bonito.
+        error(f"{SHAPE} ({type(exc).__name__}: {exc}; BONITO_DEBUG=1 shows where).")
+        sys.exit(FAILURE)
     except Exception as exc:  # a bug: one line, the details only with BONITO_DEBUG=1
         if os.environ.get("BONITO_DEBUG"):
             raise
-        err_console.print(
-            f"[red]Error:[/red] unexpected {type(exc).__name__}: {exc}", highlight=False
-        )
+        error(f"unexpected {type(exc).__name__}: {exc}")
         sys.exit(FAILURE)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        quiet_broken_pipe()
     sys.exit(code if isinstance(code, int) else 0)

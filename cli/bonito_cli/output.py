@@ -3,14 +3,38 @@
 import csv
 import io
 import json
+import re
 import sys
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+# Server strings (names, descriptions, request ids, error messages) are typed by other
+# people: Rich markup, emoji codes and highlighting are off, so `[/]` or `[link=…]` in a
+# key's name prints as itself instead of crashing or spoofing a link.
 # Piped output (CI logs) is not cut at 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True)
+console = Console(
+    width=None if sys.stdout.isatty() else 200, markup=False, emoji=False, highlight=False
+)
+err_console = Console(stderr=True, markup=False, emoji=False, highlight=False)
+
+# C0 controls (ESC among them), DEL and C1 controls move the cursor, clear the screen, set
+# the title or open hyperlinks; printed as \xNN instead. Tab and newline stay where allowed.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def safe(text, *, multiline: bool = False) -> str:
+    """``text`` with every terminal control character shown as an escape (\x1b), so a
+    server string cannot drive the terminal; ``multiline`` keeps newlines and tabs."""
+    pattern = _CONTROL if multiline else _CONTROL_ONE_LINE
+    return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+def error(message) -> None:
+    """One `Error: …` line on stderr, the message printed literally."""
+    err_console.print(Text.assemble(("Error:", "red"), " ", safe(message)), soft_wrap=True)
 
 
 def cell(value) -> str:
@@ -32,16 +56,19 @@ def print_json(data) -> None:
 def table(rows: list[dict], columns: list[str], title: str | None = None) -> None:
     t = Table(title=title, show_lines=False, header_style="bold")
     for column in columns:
-        t.add_column(column)
+        t.add_column(Text(safe(column)))
     for row in rows:
-        t.add_row(*(cell(row.get(c)) for c in columns))
+        t.add_row(*(Text(safe(cell(row.get(c)))) for c in columns))
     console.print(t)
 
 
 def record(row: dict) -> None:
-    width = max((len(k) for k in row), default=0)
+    width = max((len(safe(k)) for k in row), default=0)
     for key, value in row.items():
-        console.print(f"[bold]{key.ljust(width)}[/bold]  {cell(value)}", highlight=False)
+        console.print(
+            Text.assemble((safe(key).ljust(width), "bold"), "  ", safe(cell(value))),
+            soft_wrap=True,
+        )
 
 
 # A cell a spreadsheet would run as a formula (a key or model name typed by someone else

@@ -29,8 +29,21 @@ def load() -> dict:
         return {"default": "default", "profiles": {}}
     except (OSError, ValueError) as exc:
         raise ProfileError(f"cannot read {config_file()}: {exc}") from None
-    data.setdefault("profiles", {})
-    data.setdefault("default", "default")
+    if not isinstance(data, dict):
+        data = None
+    else:
+        data.setdefault("profiles", {})
+        data.setdefault("default", "default")
+    if (
+        data is None
+        or not isinstance(data["profiles"], dict)
+        or not isinstance(data["default"], str)
+        or not all(isinstance(p, dict) for p in data["profiles"].values())
+    ):
+        raise ProfileError(
+            f"{config_file()} is not a bonito CLI config (it needs "
+            '{"default": NAME, "profiles": {NAME: {...}}}): fix it, or delete it and log in again.'
+        )
     return data
 
 
@@ -59,10 +72,19 @@ class Profile:
     org: str | None
     api_key: str | None
     source: str  # "profile", "environment" or "none": what auth status reports
+    # Why the saved token is not used (saved for another URL): said when a command needs it.
+    refused: str | None = None
 
 
-def resolve(profile: str | None, org: str | None) -> Profile:
-    """The profile named, else the one for ``org``, else the default; the environment wins."""
+def same_url(a: str | None, b: str | None) -> bool:
+    return (a or "").rstrip("/").lower() == (b or "").rstrip("/").lower()
+
+
+def resolve(
+    profile: str | None, org: str | None, url: str | None = None, token: str | None = None
+) -> Profile:
+    """The profile named, else the one for ``org``, else the default; --url/--token, then the
+    environment, win. A saved token (and bn- key) goes only to the URL it was saved for."""
     data = load()
     profiles = data["profiles"]
     name = profile or os.environ.get("BONITO_PROFILE")
@@ -73,21 +95,59 @@ def resolve(profile: str | None, org: str | None) -> Profile:
                 f"several profiles are for org {org!r} ({', '.join(matches)}): pick one with --profile."
             )
         name = matches[0] if matches else None
-        if name is None and profiles and not os.environ.get("BONITO_TOKEN"):
+        if name is None and profiles and not (token or os.environ.get("BONITO_TOKEN")):
             raise ProfileError(
                 f"no profile is for org {org!r}: log in with `bonito auth login --org {org}`."
             )
     name = name or data["default"]
     stored = profiles.get(name, {})
-    env_token = os.environ.get("BONITO_TOKEN")
+    given_token = token or os.environ.get("BONITO_TOKEN")
+    final_url = (url or os.environ.get("BONITO_URL") or stored.get("url") or DEFAULT_URL).rstrip(
+        "/"
+    )
+    refused = None
+    saved_token, saved_key = stored.get("token"), stored.get("api_key")
+    if stored.get("url") and not same_url(stored["url"], final_url):
+        if saved_token and not given_token:
+            refused = (
+                f"Profile {name!r} holds a token for {stored['url']}, not {final_url}: it is not "
+                f"sent elsewhere. Log in there (`bonito --profile NEW auth login --url {final_url}`) "
+                "or pass --token / BONITO_TOKEN."
+            )
+        saved_token = saved_key = None
     return Profile(
         name=name,
-        url=(os.environ.get("BONITO_URL") or stored.get("url") or DEFAULT_URL).rstrip("/"),
-        token=env_token or stored.get("token"),
-        org=org or stored.get("org"),
-        api_key=os.environ.get("BONITO_API_KEY") or stored.get("api_key"),
-        source="environment" if env_token else ("profile" if stored.get("token") else "none"),
+        url=final_url,
+        token=given_token or saved_token,
+        # A token from the command line or the environment may be for any org: the saved
+        # profile's org says nothing about it.
+        org=org or (None if given_token else stored.get("org")),
+        api_key=os.environ.get("BONITO_API_KEY") or saved_key,
+        source=(
+            ("option" if token else "environment")
+            if given_token
+            else ("profile" if saved_token else "none")
+        ),
+        refused=refused,
     )
+
+
+def login_target(profile: str | None, org: str | None, url: str | None) -> tuple[str, str]:
+    """The profile `auth login` saves to and the URL it logs in to: --profile, else the
+    profile for --org (a new one named after the org when there is none), else the default."""
+    data = load()
+    name = profile or os.environ.get("BONITO_PROFILE")
+    if name is None and org:
+        matches = [n for n, p in data["profiles"].items() if p.get("org") == org]
+        if len(matches) > 1:
+            raise ProfileError(
+                f"several profiles are for org {org!r} ({', '.join(matches)}): pick one with --profile."
+            )
+        name = matches[0] if matches else (org if data["profiles"] else data["default"])
+    name = name or data["default"]
+    stored = data["profiles"].get(name, {})
+    final = url or os.environ.get("BONITO_URL") or stored.get("url") or DEFAULT_URL
+    return name, final.rstrip("/")
 
 
 def store(name: str, **fields) -> None:

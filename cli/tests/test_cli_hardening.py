@@ -1,0 +1,689 @@
+"""The bonito command against hostile or broken answers and careless input (the review of
+issue 20): options in any place, server strings printed literally, secrets kept in their
+place, --org and saved tokens honoured, clean errors on answers that are not the API's.
+Against the live server of test_cli.py, and a tiny fake HTTP server for the bad answers."""
+
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from cli.tests import test_cli as base
+from cli.tests.test_cli import CLI, bonito, cli_env
+
+# The live server and login of test_cli.py (one server for this module).
+server, home, logged_in = base.server, base.home, base.logged_in
+
+pytestmark = pytest.mark.slow
+REPO = CLI.parent
+# Every terminal control character but newline and tab: C0 (ESC among them), DEL, C1.
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+NASTY = "[/] [link=https://evil.example]click me[/link] [blink]x[/blink] :smile:"
+ESCAPES = "x\x1b[2J\x1b]0;OWNED\x07\x9b31m\x7fy"
+
+
+# ------------------------------------------------------------------------------ a fake server
+class Fake:
+    """A server that answers whatever a test sets: routes map a path prefix to
+    (status, body, content type, extra headers) or a function of the request."""
+
+    def __init__(self):
+        self.routes: dict = {}
+        self.seen: list[dict] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                fake.seen.append(
+                    {"path": self.path, "headers": dict(self.headers), "body": body.decode()}
+                )
+                matching = [p for p in fake.routes if self.path.startswith(p)]
+                route = (
+                    fake.routes[max(matching, key=len)]
+                    if matching
+                    else (404, "not found", "text/plain", ())
+                )
+                if callable(route):
+                    route = route(self.path, body)
+                status, text, kind, extra = route
+                data = text.encode() if isinstance(text, str) else text
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in extra:
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = answer
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def json(self, prefix, data, status=200, extra=()):
+        self.routes[prefix] = (status, json.dumps(data), "application/json", extra)
+
+
+@pytest.fixture
+def fake():
+    server = Fake()
+    yield server
+    server.httpd.shutdown()
+
+
+ME = {"email": "e@x", "name": "E", "org": {"slug": "acme", "name": "Acme"}, "role": "admin"}
+
+
+def at(fake, home, *args, check=None, env=None, input=None):
+    """The CLI pointed at the fake server with a token from the environment."""
+    return bonito(
+        home,
+        *args,
+        env={"BONITO_URL": fake.url, "BONITO_TOKEN": "pat-fake", **(env or {})},
+        check=check,
+        input=input,
+    )
+
+
+def run_shell(home, script, env=None):
+    return subprocess.run(
+        ["bash", "-c", script],
+        cwd=home,
+        env=cli_env(home, **(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture(scope="module")
+def others(server):
+    """A second org ("other") with its admin's token, and a member's token in demo."""
+    out = (
+        server["bonito"]
+        .manage(
+            "shell",
+            "-c",
+            "from orgs.models import User, Organization; from orgs import services; "
+            "from orgs.audit import Actor; a = Actor(via='test'); "
+            "eve = services.user_create(actor=a, email='eve@other.test'); "
+            "o = services.org_create(actor=a, name='Other', slug='other', owner=eve); "
+            "services.membership_add(actor=a, org=o, user=eve, role='admin'); "
+            "bob = services.user_create(actor=a, email='bob@demo.test'); "
+            "d = Organization.objects.get(slug='demo'); "
+            "services.membership_add(actor=a, org=d, user=bob, role='member'); "
+            "print(services.pat_create(actor=a, user=eve, org=o, name='cli')[1]); "
+            "print(services.pat_create(actor=a, user=bob, org=d, name='cli')[1])",
+        )
+        .split()
+    )
+    return {"eve": out[-2], "bob": out[-1]}
+
+
+# ------------------------------------------------------------------------------ F1 F2 F3 F15
+COMMANDS = [
+    ("auth", "status"),
+    ("keys", "list"),
+    ("teams", "list"),
+    ("providers", "list"),
+    ("policies", "get"),
+    ("usage",),
+    ("doctor",),
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_root_options_work_before_and_after_the_command(server, logged_in, command):
+    for args in (("--json", *command), (*command, "--json")):
+        result = bonito(logged_in, *args, check=0)
+        json.loads(result.stdout)
+    for args in (("-q", *command), (*command, "--quiet")):
+        result = bonito(logged_in, *args, check=0)
+        assert "Error" not in result.stderr
+    for args in (
+        ("--org", "demo", "--url", server["url"], *command, "--json"),
+        (*command, "--org", "demo", "--url", server["url"], "--json"),
+        (*command, "--token", server["pat"], "--json"),
+        ("--token", server["pat"], *command, "--json"),
+    ):
+        json.loads(bonito(logged_in, *args, check=0).stdout)
+
+
+def test_the_dashboards_login_line_works_as_shown(server, home):
+    """The exact line of Settings → Tokens (templates/orgs/settings.html), the token on stdin
+    as a person would paste it, and the docs' form with --org."""
+    template = (REPO / "templates/orgs/settings.html").read_text()
+    [line] = re.findall(r'<code id="cli-login">([^<]+)</code>', template)
+    line = line.replace("{{ request.scheme }}://{{ request.get_host }}", server["url"])
+    assert "{" not in line and line.startswith("bonito auth login --url ")
+    args = line.split()[1:]
+    result = bonito(home, *args, input=server["pat"] + "\n", check=0)
+    assert "GetPassWarning" not in result.stderr and "Logged in" in result.stdout
+    assert bonito(home, "auth", "status", "--quiet", check=0).stdout.strip() == "demo"
+    for args in (
+        ("auth", "login", "--url", server["url"], "--org", "demo", "--token", server["pat"]),
+        ("--org", "demo", "--url", server["url"], "auth", "login", "--token", server["pat"]),
+    ):
+        bonito(home, *args, check=0)
+    wrong = bonito(home, "auth", "login", "--url", server["url"], "--org", "nope",
+                   "--token", server["pat"], check=3)  # fmt: skip
+    assert "not 'nope'" in wrong.stderr
+
+
+def test_login_to_a_second_org_by_org_and_the_hint_it_gives(server, home, others):
+    bonito(home, "auth", "login", "--url", server["url"], "--token", server["pat"], check=0)
+    hint = bonito(home, "--org", "other", "keys", "list", check=2).stderr
+    assert "bonito auth login --org other" in hint
+    bonito(home, "auth", "login", "--org", "other", "--url", server["url"],
+           "--token", others["eve"], check=0)  # fmt: skip
+    assert bonito(home, "--org", "other", "auth", "status", "-q", check=0).stdout.strip() == "other"
+    assert bonito(home, "--org", "demo", "auth", "status", "-q", check=0).stdout.strip() == "demo"
+
+
+@pytest.mark.parametrize("content", ['{"profiles": []}', "[]", '{"profiles": {"a": 1}}', "{"])
+def test_a_broken_config_file_is_a_clear_usage_error(server, home, content):
+    (home / "cfg").mkdir()
+    (home / "cfg" / "config.json").write_text(content)
+    for args in (("keys", "list"), ("auth", "logout"), ("auth", "status")):
+        result = bonito(home, *args, check=2)
+        assert "config.json" in result.stderr and "unexpected" not in result.stderr
+
+
+# ------------------------------------------------------------------------------ F4 F5
+def assert_literal(text: str):
+    assert not CONTROL.search(text), repr(text)
+    assert "unexpected" not in text and "MarkupError" not in text
+
+
+def test_server_strings_print_literally_in_every_human_output(server, logged_in):
+    """Rich markup, emoji codes and escape sequences in names and descriptions print as
+    themselves: tables, records, the secret's record, audit rows, breakdowns, logs."""
+    made = json.loads(
+        bonito(logged_in, "keys", "create", "--name", NASTY, "--json", check=0).stdout
+    )
+    team = json.loads(
+        bonito(
+            logged_in,
+            "teams",
+            "create",
+            "-s",
+            "name=evil-team",
+            "-s",
+            f"description={NASTY} {ESCAPES}",
+            "--json",
+            check=0,
+        ).stdout  # fmt: skip
+    )
+    created = bonito(logged_in, "keys", "create", "--name", NASTY + "2", check=0).stdout
+    assert_literal(created)
+    import httpx
+
+    httpx.post(
+        server["url"] + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {made['api_key']}", "X-Request-ID": "[/]" + NASTY},
+        json={"model": "demo-chat", "messages": [{"role": "user", "content": "hi"}]},
+        timeout=30,
+    )
+    time.sleep(1)
+    for args in (
+        ("keys", "list"),
+        ("keys", "get", str(made["id"])),
+        ("teams", "list"),
+        ("teams", "get", str(team["id"])),
+        ("audit", "list", "--limit", "20"),
+        ("analytics", "--group-by", "key"),
+        ("usage",),
+        ("logs", "--limit", "5"),
+    ):
+        result = bonito(logged_in, *args, check=0)
+        assert_literal(result.stdout + result.stderr)
+    listed = bonito(logged_in, "keys", "list", check=0).stdout
+    assert "[/]" in listed and ":smile:" in listed and "[link=" in listed
+    described = bonito(logged_in, "teams", "get", str(team["id"]), check=0).stdout
+    assert "\\x1b[2J" in described  # shown as an escape, not obeyed
+
+
+def test_server_error_messages_print_literally(fake, home):
+    fake.json("/api/", {"detail": f"boom {NASTY} {ESCAPES}"}, status=500)
+    for args in (("keys", "list"), ("teams", "get", "1"), ("auth", "status")):
+        result = at(fake, home, *args, check=1)
+        assert_literal(result.stderr)
+        assert "[/]" in result.stderr and "\\x1b" in result.stderr
+
+
+def sse(*events: str) -> tuple:
+    body = "".join(f"data: {e}\n\n" for e in events)
+    return (200, body, "text/event-stream", ())
+
+
+def test_chat_streams_text_without_escapes_and_skips_lines_that_are_not_events(fake, home):
+    piece = json.dumps({"choices": [{"delta": {"content": f"hi {ESCAPES} there\n"}}]})
+    fake.routes["/v1/chat/completions"] = sse(
+        piece, "not-json", '{"choices": "odd"}', "[1, 2]", "[DONE]"
+    )
+    result = at(fake, home, "chat", "x", "-m", "m", "--api-key", "bn-x", check=0)
+    assert_literal(result.stdout + result.stderr)
+    assert "hi x\\x1b[2J" in result.stdout and "there" in result.stdout
+    fake.routes["/v1/chat/completions"] = sse('{"error": "a [/] string \\u001b[2J"}')
+    failed = at(fake, home, "chat", "x", "-m", "m", "--api-key", "bn-x", check=1)
+    assert_literal(failed.stderr)
+    assert "a [/] string" in failed.stderr
+    fake.json("/v1/chat/completions", {"error": {"message": "[/] model \x1b[2J"}}, status=400)
+    refused = at(fake, home, "chat", "x", "-m", "[/]", "--api-key", "bn-x", check=1)
+    assert_literal(refused.stderr)
+
+
+# ------------------------------------------------------------------------------ F6
+@pytest.mark.parametrize(
+    "text",
+    [
+        "teams:\n- name: env:CI_SECRET\n",
+        "teams:\n- name: ok\n  description: 'env:CI_SECRET'\n",
+        "providers:\n- name: p\n  kind: openai\n  api_base: env:CI_SECRET\n",
+        "gateway:\n  credentials_note: env:CI_SECRET\n",
+    ],
+)
+def test_env_values_outside_credential_fields_are_refused(server, logged_in, text):
+    (logged_in / "c.yaml").write_text(text)
+    result = bonito(logged_in, "config", "apply", "c.yaml", "--dry-run",
+                    env={"CI_SECRET": "ghp_topsecret"}, check=2)  # fmt: skip
+    assert "ghp_topsecret" not in result.stdout + result.stderr
+    assert "only in api_key and credentials fields" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "gateway:\n  fallback_models: [env:CI_SECRET]\n",
+        "teams:\n- name: ok\n  description: |\n    api_key: env:CI_SECRET\n",
+        "teams:\n- {name: env:CI_SECRET}\n",
+    ],
+)
+def test_env_text_elsewhere_is_never_filled(server, logged_in, text):
+    (logged_in / "c.yaml").write_text(text)
+    result = bonito(logged_in, "config", "apply", "c.yaml", "--dry-run", "--json",
+                    env={"CI_SECRET": "ghp_topsecret"})  # fmt: skip
+    assert "ghp_topsecret" not in result.stdout + result.stderr
+
+
+def test_filled_secrets_are_masked_in_dry_run_diffs(server, logged_in):
+    (logged_in / "p.yaml").write_text(
+        "providers:\n- name: envp\n  kind: openai\n  api_key: env:CI_SECRET\n"
+        "- name: envq\n  kind: openai\n  credentials:\n    api_key: 'env:CI_SECRET'\n"
+    )
+    env = {"CI_SECRET": "sk-ghp-topsecret-1234"}
+    for extra in ((), ("--json",)):
+        result = bonito(logged_in, "config", "apply", "p.yaml", "--dry-run", *extra,
+                        env=env, check=0)  # fmt: skip
+        assert "sk-ghp-topsecret-1234" not in result.stdout + result.stderr
+        assert "envp" in result.stdout
+
+
+# ------------------------------------------------------------------------------ F7 F9
+def test_org_is_honoured_or_refused_for_every_command(server, home, others):
+    env = {"BONITO_URL": server["url"], "BONITO_TOKEN": others["eve"]}
+    (home / "c.yaml").write_text("teams:\n- name: wrong-org\n")
+    for args in (
+        ("keys", "create", "--name", "wrong-org", "-q"),
+        ("keys", "list"),
+        ("config", "apply", "c.yaml"),
+        ("teams", "create", "-s", "name=wrong-org"),
+        ("agent", "status"),
+        ("usage",),
+        ("chat", "hi", "-m", "demo-chat", "--api-key", server["api_key"]),
+        ("doctor",),
+    ):
+        result = bonito(home, "--org", "demo", *args, env=env)
+        assert result.returncode == (1 if args[0] == "doctor" else 3), result.stderr
+        assert "not 'demo'" in result.stderr or "not demo" in result.stdout
+    keys = bonito(home, "keys", "list", "--json", env=env, check=0).stdout
+    teams = bonito(home, "teams", "list", "--json", env=env, check=0).stdout
+    assert "wrong-org" not in keys + teams
+    assert bonito(home, "--org", "other", "keys", "list", "-q", env=env, check=0)
+
+
+def test_the_environment_token_is_not_mixed_with_a_saved_profiles_org(server, home, others):
+    bonito(home, "auth", "login", "--url", server["url"], "--token", server["pat"], check=0)
+    env = {"BONITO_TOKEN": others["eve"]}
+    result = bonito(home, "agent", "status", "--json", env=env)
+    assert "No such organization" not in result.stderr
+    assert result.returncode in (0, 1)  # other is not in VPC mode: the server says so
+
+
+def test_a_saved_token_goes_only_to_its_own_url(server, home, fake):
+    fake.json("/api/", {"results": [], "next": None})
+    bonito(home, "auth", "login", "--url", server["url"], "--token", server["pat"], check=0)
+    for args, env in (
+        (("--url", fake.url, "keys", "list"), {}),
+        (("keys", "list", "--url", fake.url), {}),
+        (("keys", "list"), {"BONITO_URL": fake.url}),
+        (("doctor",), {"BONITO_URL": fake.url}),
+        (("chat", "hi", "-m", "m"), {"BONITO_URL": fake.url}),
+    ):
+        result = bonito(home, *args, env=env)
+        assert result.returncode in (1, 3), result.stderr
+        assert "not sent elsewhere" in result.stdout + result.stderr or args[0] == "chat"
+    assert not [s for s in fake.seen if "Authorization" in s["headers"]]
+    # An explicit token for the other URL is fine.
+    at(fake, home, "keys", "list", check=0)
+
+
+# ------------------------------------------------------------------------------ F8
+@pytest.mark.parametrize("token", ["{pat} ", " {pat}\n", "{pat}\t"])
+def test_whitespace_around_a_token_is_dropped(server, home, token):
+    token = token.format(pat=server["pat"])
+    env = {"BONITO_URL": server["url"], "BONITO_TOKEN": token}
+    bonito(home, "keys", "list", "-q", env=env, check=0)
+    bonito(home, "--url", server["url"], "--token", token, "keys", "list", check=0)
+
+
+@pytest.mark.parametrize("token", ["pat-abc def", "pat-\x7fabc", "pat-é"])
+def test_no_token_is_ever_echoed_in_an_error(fake, home, token):
+    for env in (
+        {"BONITO_URL": fake.url, "BONITO_TOKEN": token},
+        {"BONITO_URL": "http://127.0.0.1:9", "BONITO_TOKEN": token},
+    ):
+        result = bonito(home, "keys", "list", env=env)
+        assert result.returncode == 3, result.stderr
+        assert token.strip() not in result.stderr and "abc" not in result.stderr
+    dead = bonito(home, "--url", "http://user:hunter2@127.0.0.1:9", "--token", "pat-x",
+                  "keys", "list", check=1)  # fmt: skip
+    assert "hunter2" not in dead.stderr and "Cannot reach" in dead.stderr
+
+
+# ------------------------------------------------------------------------------ F10 F11 F12
+@pytest.mark.parametrize(
+    "route",
+    [
+        (200, "<html><body>Login</body></html>", "text/html", ()),
+        (500, "<html><h1>Server Error</h1></html>", "text/html", ()),
+        (302, "", "text/html", (("Location", "https://elsewhere.example/x"),)),
+        (200, '{"email": "x"}', "application/json", ()),
+        (200, '{"results": "notalist", "next": null}', "application/json", ()),
+        (200, "[1, 2]", "application/json", ()),
+        (200, '"a string"', "application/json", ()),
+    ],
+    ids=["html", "html500", "redirect", "me-shape", "results-shape", "list", "string"],
+)
+def test_answers_that_are_not_the_apis_are_clean_errors(fake, home, route):
+    fake.routes["/"] = route
+    for args in (("keys", "list"), ("auth", "status"), ("teams", "get", "1"), ("doctor",),
+                 ("doctor", "--json"), ("usage",), ("config", "export")):  # fmt: skip
+        result = at(fake, home, *args)
+        # One object printed as a record is fine; anything else fails cleanly.
+        assert result.returncode == 1 or args[1] == "get", (args, result.stdout, result.stderr)
+        assert not re.search(r"unexpected \w+Error", result.stderr), (args, result.stderr)
+    doctor = at(fake, home, "doctor", check=1).stdout
+    assert "FAIL" in doctor and "server reachable" in doctor
+
+
+def test_doctor_names_a_web_page_for_what_it_is(fake, home):
+    fake.routes["/"] = (200, "<html>Login</html>", "text/html", ())
+    out = at(fake, home, "doctor", check=1).stdout
+    assert "not a Bonito API (got text/html)" in out
+    assert "TLS" in out  # every check has its line, skipped
+
+
+def test_a_list_that_never_ends_is_cut_off(fake, home):
+    fake.json("/api/me", ME)
+    fake.json("/api/gateway/keys", {"results": [{"id": 1}], "next": "more"})
+    result = at(fake, home, "keys", "list", "-q", check=1)
+    assert "pages" in result.stderr
+    assert at(fake, home, "keys", "list", "-q", "--limit", "3", check=0).stdout.split() == [
+        "1",
+        "1",
+        "1",
+    ]
+
+
+def doctor_fake(fake, role="admin", provider_delay=0.0):
+    fake.routes["/api/health"] = lambda path, body: (
+        200,
+        '{"status": "ok"}',
+        "application/json",
+        (("Date", formatdate(usegmt=True)),),
+    )
+    fake.json("/api/me", {**ME, "role": role})
+    fake.json("/api/gateway/providers", {"results": [{"id": 1, "name": "slow", "is_active": True}],
+                                         "next": None})  # fmt: skip
+    fake.json("/api/gateway/deployments", {"results": [], "next": None})
+
+    def test_provider(path, body):
+        time.sleep(provider_delay)
+        return (200, '{"ok": true, "detail": "fine"}', "application/json", ())
+
+    fake.routes["/api/gateway/providers/1/test"] = test_provider
+
+
+def test_doctor_measures_skew_at_the_first_answer_and_prints_as_it_goes(fake, home):
+    doctor_fake(fake, provider_delay=3)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bonito_cli", "doctor"],
+        cwd=home,
+        env=cli_env(home, BONITO_URL=fake.url, BONITO_TOKEN="pat-fake"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = proc.stdout.readline()  # printed before the slow provider test ends
+    started = time.monotonic()
+    rest, err = proc.communicate(timeout=60)
+    assert "server reachable" in first and time.monotonic() - started > 1.5
+    [skew] = re.findall(r"clock skew: ([+-]\d+)s", rest)
+    assert abs(int(skew)) <= 1  # the 3 s test is not counted as skew
+    assert proc.returncode == 0, (rest, err)
+
+
+@pytest.mark.parametrize("role", ["member", "viewer"])
+def test_doctor_skips_provider_tests_a_role_cannot_run(fake, home, role):
+    doctor_fake(fake, role=role)
+    out = at(fake, home, "doctor", check=0).stdout
+    assert re.search(r"SKIP\s+providers: 1 active; testing them needs the admin role", out)
+    assert not [s for s in fake.seen if s["path"].endswith("/test")]
+    data = json.loads(at(fake, home, "doctor", "--json", check=0).stdout)
+    assert all(c["hint"] == "" for c in data if c["status"] != "fail")
+
+
+def test_doctor_for_a_member_of_the_live_server(server, home, others):
+    env = {"BONITO_URL": server["url"], "BONITO_TOKEN": others["bob"]}
+    out = bonito(home, "doctor", env=env, check=0).stdout
+    assert "SKIP" in out and "FAIL" not in out
+
+
+def test_doctor_when_unreachable_or_refused_says_why(server, home):
+    dead = bonito(home, "doctor", "--json", env={"BONITO_URL": "http://127.0.0.1:9",
+                                                 "BONITO_TOKEN": "pat-x"}, check=1)  # fmt: skip
+    checks = {c["check"]: c for c in json.loads(dead.stdout)}
+    assert checks["TLS"]["status"] == "skip" and checks["providers"]["status"] == "skip"
+    bad = bonito(home, "doctor", "--json", env={"BONITO_URL": server["url"],
+                                                "BONITO_TOKEN": "pat-wrong"}, check=1)  # fmt: skip
+    checks = {c["check"]: c for c in json.loads(bad.stdout)}
+    assert checks["/v1 request"]["detail"] == "no valid token"
+
+
+# ------------------------------------------------------------------------------ F13
+def test_config_apply_refuses_a_billion_laughs(server, logged_in):
+    levels = ["gateway:", "  fallback_models: &a0 [x]"] + [
+        f"  smart_{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]" for n in range(1, 8)
+    ]
+    (logged_in / "laughs.yaml").write_text("\n".join(levels) + "\n")
+    started = time.monotonic()
+    result = bonito(logged_in, "config", "apply", "laughs.yaml", "--dry-run", check=1)
+    assert "aliases" in result.stderr and time.monotonic() - started < 10
+
+
+# ------------------------------------------------------------------------------ F14
+@pytest.mark.parametrize(
+    "args", ["keys list -q", "keys list", "models list", "completion bash", "--help"]
+)
+def test_a_closed_pipe_is_not_a_failure(server, logged_in, args):
+    result = run_shell(
+        logged_in,
+        f"set -o pipefail; {sys.executable} -m bonito_cli {args} | true; echo rc=$?",
+    )
+    assert "rc=0" in result.stdout, result.stderr
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+
+
+# ------------------------------------------------------------------------------ F16
+def test_chat_appends_stdin_to_the_prompt(server, logged_in):
+    env = {"BONITO_API_KEY": server["api_key"]}
+    out = bonito(logged_in, "chat", "Review this", "-m", "demo-chat", input="THE DIFF\n",
+                 env=env, check=0).stdout  # fmt: skip
+    assert "Review this" in out and "THE DIFF" in out
+
+
+def test_chat_keeps_the_conversation_after_an_error(fake, home):
+    import os
+    import pty
+
+    answers = iter([(429, '{"error": {"message": "slow down"}}', "application/json", ())])
+
+    def completion(path, body):
+        try:
+            return next(answers)
+        except StopIteration:
+            sent = json.loads(body)["messages"]
+            text = f"got {len(sent)} messages: " + " | ".join(m["content"] for m in sent)
+            reply = {"choices": [{"message": {"role": "assistant", "content": text}}]}
+            return (200, json.dumps(reply), "application/json", ())
+
+    fake.routes["/v1/chat/completions"] = completion
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bonito_cli", "chat", "-m", "m", "--no-stream", "-q"],
+        cwd=home,
+        stdin=secondary,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(home, BONITO_URL=fake.url, BONITO_API_KEY="bn-x"),
+    )
+    os.close(secondary)
+    for line in ("first", "second", "third"):
+        os.write(primary, (line + "\n").encode())
+        time.sleep(0.7)
+    os.write(primary, b"\x04")
+    out, err = proc.communicate(timeout=30)
+    os.close(primary)
+    assert proc.returncode == 0, err
+    assert "slow down" in err and "Chatting with" not in err  # --quiet: no banner
+    # "first" was refused: the conversation went on without it.
+    assert "got 1 messages: second" in out and "got 3 messages: second | got 1" in out
+
+
+# ------------------------------------------------------------------------------ F17
+def doc_commands() -> list[str]:
+    text = (REPO / "docs/cli.md").read_text()
+    blocks = re.findall(r"```(?:sh|bash|console)?\n(.*?)```", text, re.S)
+    lines = [ln.split("  #")[0].strip() for b in blocks for ln in b.splitlines()]
+    return [ln for ln in lines if ln.startswith("bonito ")]
+
+
+def test_the_docs_strategy_examples_run(server, logged_in):
+    examples = [c for c in doc_commands() if "strategy=" in c]
+    assert examples
+    for n, line in enumerate(examples):
+        import shlex
+
+        args = shlex.split(line)[1:]
+        args = [a.replace("name=cheap", f"name=cheap{n}") for a in args]
+        result = bonito(logged_in, *args)
+        assert result.returncode == 0, (line, result.stderr)
+
+
+def test_the_docs_read_only_examples_run(server, logged_in):
+    import shlex
+
+    read_only = ("list", "get", "status", "search", "usage", "analytics", "export")
+    ran = 0
+    for line in doc_commands():
+        if "|" in line or ">" in line or "$" in line or "..." in line or "…" in line:
+            continue
+        args = shlex.split(line)[1:]
+        if not any(word in read_only for word in args[:2]) or any(a.isdigit() for a in args):
+            continue
+        result = bonito(logged_in, *args)
+        assert result.returncode == 0, (line, result.stderr)
+        ran += 1
+    assert ran >= 5
+
+
+# ------------------------------------------------------------------------------ F18
+BAD_IDS = ["abc/../../../me", "1?x=1", "../me", "1 2", "-1", "1/rotate", "%2e%2e"]
+
+
+@pytest.mark.parametrize("bad", BAD_IDS)
+def test_ids_are_checked_before_any_request(fake, home, bad):
+    for args in (
+        ("keys", "get"),
+        ("keys", "revoke"),
+        ("keys", "rotate"),
+        ("providers", "test"),
+        ("teams", "get"),
+        ("members", "update", "-s", "role=viewer"),
+        ("tokens", "revoke"),
+    ):
+        result = at(fake, home, *args, "--", bad, check=2)
+        assert "not an id" in result.stderr
+    assert fake.seen == []
+
+
+def test_a_revoked_ids_json_is_a_number(server, logged_in):
+    made = json.loads(bonito(logged_in, "keys", "create", "--name", "n", "--json", check=0).stdout)
+    out = json.loads(bonito(logged_in, "keys", "revoke", str(made["id"]), "--json", check=0).stdout)
+    assert out["id"] == made["id"]
+
+
+def test_bonito_alone_is_a_usage_error_with_help(home):
+    result = bonito(home, check=2)
+    assert "Commands:" in result.stdout + result.stderr
+
+
+def test_model_names_stay_one_path_segment(fake, home):
+    fake.json("/api/gateway/models/", {"name": "n"})
+    at(fake, home, "models", "get", "a/../../me", check=0)
+    assert fake.seen[-1]["path"] == "/api/gateway/models/a%2F..%2F..%2Fme"
+    at(fake, home, "models", "get", "..", check=2)
+
+
+def test_help_of_settings_and_agent_token_has_examples(home):
+    for args in (("policies", "get"), ("policies", "set"), ("gateway", "get"),
+                 ("gateway", "set"), ("agent", "token"), ("agent", "token", "rotate")):  # fmt: skip
+        assert "Examples:" in bonito(home, *args, "--help", check=0).stdout
+
+
+def test_ctrl_c_in_a_conversation_is_exit_130(fake, home):
+    import os
+    import pty
+    import signal
+
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bonito_cli", "chat", "-m", "m"],
+        cwd=home,
+        stdin=secondary,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(home, BONITO_URL=fake.url, BONITO_API_KEY="bn-x"),
+    )
+    os.close(secondary)
+    time.sleep(2)  # waiting at the prompt
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    os.close(primary)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
