@@ -83,7 +83,7 @@ def inline_script(html: str) -> list[str]:
 def everything(org_a, alice, bob):
     """One of each object a page can show, so detail and action URLs resolve."""
     provider = services.provider_save(actor=ACTOR, org=org_a, name="mock", kind="mock")
-    services.deployment_save(
+    deployment = services.deployment_save(
         actor=ACTOR, org=org_a, model_name="chat", provider=provider, upstream_model="m"
     )
     team = org_services.team_create(actor=ACTOR, org=org_a, name="Research")
@@ -92,7 +92,7 @@ def everything(org_a, alice, bob):
         actor=ACTOR, org=org_a, email="new@acme.test"
     )
     token, _raw = org_services.pat_create(actor=ACTOR, user=alice, org=org_a, name="cli")
-    routing_policy_save(actor=ACTOR, org=org_a, name="cheap", models=["chat"])
+    policy = routing_policy_save(actor=ACTOR, org=org_a, name="cheap", models=["chat"])
     budget = budget_save(actor=ACTOR, org=org_a, amount_usd=Decimal("10"))
     notice = Notification.objects.create(org=org_a, message="a notice")
     record = UsageRecord.objects.create(
@@ -113,6 +113,8 @@ def everything(org_a, alice, bob):
         "budget_id": budget.id,
         "notice_id": notice.id,
         "provider_id": provider.id,
+        "deployment_id": deployment.id,
+        "policy_id": policy.id,
         "membership_id": membership.id,
         "team_id": team.id,
         "invitation_id": invitation.id,
