@@ -548,8 +548,9 @@ def test_logs_follow_falls_back_to_polling_without_a_live_tail(server, logged_in
     """An older server (no live tail route): a note on stderr, then REST polling."""
     old = OldServer(server["url"]).start()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bonito_cli", "--url", old.url, "logs", "--follow", "--json"]
-        + ["--limit", "0", "--interval", "0.3"],
+        # The token given for this other URL: a saved one goes only to its own URL.
+        [sys.executable, "-m", "bonito_cli", "--url", old.url, "--token", server["pat"]]
+        + ["logs", "--follow", "--json", "--limit", "0", "--interval", "0.3"],
         cwd=logged_in,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
