@@ -310,7 +310,10 @@ def responses_usage(usage) -> dict | None:
     reasoning = out_details.get("reasoning_tokens") if isinstance(out_details, dict) else 0
     return {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": cached if type(cached) is int else 0},
+        "input_tokens_details": {
+            "cached_tokens": cached if type(cached) is int else 0,
+            "cache_write_tokens": 0,  # chat reports none; OpenAI's spec requires the field
+        },
         "output_tokens": completion,
         "output_tokens_details": {"reasoning_tokens": reasoning if type(reasoning) is int else 0},
         "total_tokens": prompt + completion,
@@ -354,8 +357,9 @@ def _response(rid, body, model, created, status, output, usage) -> dict:
         "top_p": body.get("top_p", 1.0),
         "truncation": "disabled",
         "usage": usage,
-        "user": body.get("user"),
         "metadata": body.get("metadata") or {},
+        # OpenAI's spec types `user` as a string: left out when the request had none.
+        **({"user": body["user"]} if type(body.get("user")) is str else {}),
     }
 
 

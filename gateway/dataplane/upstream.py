@@ -974,6 +974,8 @@ class LiteLLMAdapter:
             egress_policy().reset(token)
         data = resp.model_dump(exclude_none=True) if hasattr(resp, "model_dump") else dict(resp)
         data.pop("_hidden_params", None)
+        if endpoint == "moderations":
+            _moderation_as_openai(data)
         fmt = call.body.get("response_format")
         if endpoint == "transcriptions" and fmt in ("text", "srt", "vtt"):
             # LiteLLM gives these as the text of a JSON answer: relayed as the text.
@@ -996,6 +998,22 @@ class LiteLLMAdapter:
         headers = getattr(getattr(resp, "response", None), "headers", None) or {}
         content_type = headers.get("content-type") or "application/octet-stream"
         return content_type, _in_pieces(resp.content)
+
+
+def _moderation_as_openai(data: dict) -> None:
+    """LiteLLM's moderation objects carry each category twice, under OpenAI's name
+    (`self-harm/intent`) and a Python alias (`self_harm_intent`): the aliases go, as OpenAI
+    sends none (and its published spec allows none)."""
+    for result in data.get("results") or ():
+        if not isinstance(result, dict):
+            continue
+        for field in ("categories", "category_scores", "category_applied_input_types"):
+            values = result.get(field)
+            if not isinstance(values, dict):
+                continue
+            aliased = {k.replace("/", "_").replace("-", "_") for k in values if "_" not in k}
+            for key in [k for k in values if "_" in k and k in aliased]:
+                del values[key]
 
 
 class MockAdapter:

@@ -47,6 +47,24 @@ class Behaviour:
     duration: float | None = None  # transcripts: the verbose_json duration (None: the WAV's)
 
 
+# OpenAI's moderation categories (every result carries each of them).
+MODERATION = (
+    "hate",
+    "hate/threatening",
+    "harassment",
+    "harassment/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+
+
 def _first_tool_name(tools) -> str:
     first = tools[0] if isinstance(tools, list) and tools else None
     function = first.get("function") if isinstance(first, dict) else None
@@ -457,7 +475,9 @@ class FakeUpstream:
                 "id": f"msg_fake{self.response_count}",
                 "status": "completed",
                 "role": "assistant",
-                "content": [{"type": "output_text", "text": text, "annotations": []}],
+                "content": [
+                    {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+                ],
             }
         response = {
             "id": rid,
@@ -472,9 +492,18 @@ class FakeUpstream:
             "tool_choice": body.get("tool_choice", "auto"),
             "parallel_tool_calls": True,
             "store": body.get("store", True),
+            # The fields OpenAI's spec requires on every response object.
+            "error": None,
+            "incomplete_details": None,
+            "metadata": body.get("metadata") or {},
+            "temperature": body.get("temperature", 1.0),
+            "top_p": body.get("top_p", 1.0),
             "usage": {
                 "input_tokens": 11,
-                "input_tokens_details": {"cached_tokens": b.cached_tokens or 0},
+                "input_tokens_details": {
+                    "cached_tokens": b.cached_tokens or 0,
+                    "cache_write_tokens": 0,
+                },
                 "output_tokens": len(words),
                 "output_tokens_details": {"reasoning_tokens": 0},
                 "total_tokens": 11 + len(words),
@@ -504,7 +533,7 @@ class FakeUpstream:
                 opened["arguments"] = ""
             await send("response.output_item.added", output_index=0, item=opened)
             if item["type"] == "message":
-                part = {"type": "output_text", "text": "", "annotations": []}
+                part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
                 await send(
                     "response.content_part.added",
                     item_id=item["id"],
@@ -667,7 +696,12 @@ class FakeUpstream:
             )
             payload = {"created": int(time.time()), "data": [dict(item) for _ in range(n)]}
             if b.report_usage and model.startswith("gpt-image"):
-                payload["usage"] = {"input_tokens": 9, "output_tokens": 4160, "total_tokens": 4169}
+                payload["usage"] = {
+                    "input_tokens": 9,
+                    "input_tokens_details": {"text_tokens": 9, "image_tokens": 0},
+                    "output_tokens": 4160,
+                    "total_tokens": 4169,
+                }
             return web.json_response(payload)
         if endpoint in ("transcriptions", "translations"):
             return self._transcript(body, upload, b)
@@ -678,8 +712,11 @@ class FakeUpstream:
             results = [
                 {
                     "flagged": "kill" in str(i),
-                    "categories": {"violence": "kill" in str(i)},
-                    "category_scores": {"violence": 0.9 if "kill" in str(i) else 0.01},
+                    "categories": {c: c == "violence" and "kill" in str(i) for c in MODERATION},
+                    "category_scores": {
+                        c: 0.9 if c == "violence" and "kill" in str(i) else 0.01 for c in MODERATION
+                    },
+                    "category_applied_input_types": {c: ["text"] for c in MODERATION},
                 }
                 for i in inputs
             ]
@@ -723,7 +760,6 @@ class FakeUpstream:
         payload = {"text": text}
         if fmt == "verbose_json":
             payload.update(
-                task="transcribe",
                 language=body.get("language") or "english",
                 duration=b.duration if b.duration is not None else seconds,
                 segments=[],
