@@ -24,7 +24,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def fresh_watch():
-    budgets_module._watch.update(at=-1e9, by_org={}, checked={}, bumped=set())
+    budgets_module._watch.update(at=-1e9, stamp=None, by_org={}, checked={}, bumped=set())
 
 
 def spend(org, amount, key_id=None):
@@ -158,3 +158,53 @@ def test_one_notice_per_threshold_each_named_and_dismissible(
     assert vera_client.post(dismiss).status_code == 302
     page = alice_client.get(overview).content.decode()
     assert notice.message not in page and page.count("Dismiss this notice") == 2
+
+
+def test_a_hard_budget_changed_during_traffic_holds_from_the_next_batch(org_a):
+    """The class: any change to hard budgets (raised, lowered, paused, resumed, a new one)
+    counts for the next batch the usage writer stores, as the gateways see it through
+    their incremental refresh (the config change log), never after a reload's delay. A
+    budget raised and spent again past its new amount used to stay open for 10 s."""
+    from gateway.dataplane.state import SnapshotSource
+    from gateway.services import api_key_create
+    from gateway.snapshot_builder import SnapshotRefresher
+
+    source = SnapshotSource()
+    refresher = SnapshotRefresher(source, interval=60)
+
+    def blocks():
+        refresher.refresh_once()  # applies the change log's delta, as every worker does
+        return set(source.current.orgs[org_a.id].blocked)
+
+    budget = budget_save(actor=ACTOR, org=org_a, amount_usd=1, hard=True)
+    assert blocks() == set()
+    spend(org_a, 1.5)
+    assert blocks() == {"org"}
+
+    def save(**fields):
+        return budget_save(actor=ACTOR, org=org_a, hard=True, budget=budget, **fields)
+
+    save(amount_usd=5)  # raised while traffic flows: open again...
+    assert blocks() == set()
+    spend(org_a, 4)  # ...and spent past the new amount: closed at once
+    assert blocks() == {"org"}
+    save(amount_usd=10)
+    assert blocks() == set()
+    save(amount_usd=6)  # lowered: the next spend past it closes
+    assert blocks() == set()
+    spend(org_a, 1)
+    assert blocks() == {"org"}
+    save(amount_usd=6, is_active=False)  # paused: open, whatever is spent
+    spend(org_a, 3)
+    assert blocks() == set()
+    save(amount_usd=12, is_active=True)  # resumed at 12 with 9.5 spent
+    assert blocks() == set()
+    spend(org_a, 3)
+    assert blocks() == {"org"}
+    # A hard budget added during traffic counts from the next batch too.
+    key, _raw = api_key_create(actor=ACTOR, org=org_a, name="lab")
+    budget_save(actor=ACTOR, org=org_a, amount_usd=2, hard=True, scope="key", key=key)
+    spend(org_a, 1, key_id=key.id)
+    assert blocks() == {"org"}
+    spend(org_a, 1.5, key_id=key.id)
+    assert blocks() == {"org", f"key:{key.id}"}
