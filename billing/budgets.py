@@ -12,7 +12,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
-from core.config_version import ORG_ONLY, config_version_bump
+from core.config_version import ORG_ONLY, config_version_bump, current_stamp
 from core.months import month_bounds
 from core.numbers import money
 from core.text import one_line
@@ -132,11 +132,44 @@ def budget_check(*, budget: Budget, now: datetime) -> list[BudgetAlert]:
     return fired
 
 
-# Hard budgets watched by the usage writer (hard_budgets_reached): reloaded this often, and
-# each checked at most this often per process.
+# Hard budgets watched by the usage writer (hard_budgets_reached): reloaded whenever the
+# config version moves (every budget save, pause or delete bumps it) and at least this often
+# (a safety net), and each checked at most this often per process.
 HARD_BUDGETS_RELOAD_S = 10.0
 HARD_BUDGET_CHECK_EVERY_S = 1.0
-_watch: dict = {"at": -1e9, "by_org": {}, "checked": {}, "bumped": set()}
+_watch: dict = {"at": -1e9, "stamp": None, "by_org": {}, "checked": {}, "bumped": set()}
+
+
+def _watched_budgets(clock: float) -> dict:
+    """org id -> its active hard budgets, as of the current config version: one small query
+    for the version per batch, the budgets read again only when it moved. A budget raised,
+    lowered, paused or added counts from the next batch on, never from a stale copy (a
+    raised budget checked against its old amount never blocked again until the reload)."""
+    stamp = current_stamp()
+    if stamp != _watch["stamp"] or clock - _watch["at"] > HARD_BUDGETS_RELOAD_S:
+        by_org: dict = {}
+        for b in Budget.objects.filter(is_active=True, hard=True).select_related(
+            "org", "team", "key"
+        ):
+            by_org.setdefault(b.org_id, []).append(b)
+        # What this process counted for a budget it watched meanwhile holds; one it did not
+        # watch (paused, new) starts from a spend query, not from what it knew before.
+        watched = {b.id for budgets in _watch["by_org"].values() for b in budgets}
+        kept = {b.id for budgets in by_org.values() for b in budgets} & watched
+        checked = {i: c for i, c in _watch["checked"].items() if i in kept}
+        # The stamp was read first: a save committed after it moves the version again.
+        _watch.update(at=clock, stamp=stamp, by_org=by_org, checked=checked)
+    return _watch["by_org"]
+
+
+def _budget_now(budget: Budget) -> Budget | None:
+    """The budget as stored now (one query), or None when it no longer blocks anything
+    (paused, made soft, deleted): what decides, not the copy read at the batch's start."""
+    return (
+        Budget.objects.filter(pk=budget.pk, is_active=True, hard=True)
+        .select_related("org", "team", "key")
+        .first()
+    )
 
 
 def hard_budgets_reached(records: list[dict]) -> None:
@@ -144,20 +177,14 @@ def hard_budgets_reached(records: list[dict]) -> None:
     are checked now, so a spent one blocks within the gateways' poll time instead of at the
     next minute's check (and its alerts fire then too). A budget newly spent makes one
     config change for its org, so every worker reads the org's blocks again."""
-    clock = time.monotonic()
-    if clock - _watch["at"] > HARD_BUDGETS_RELOAD_S:
-        by_org: dict = {}
-        for b in Budget.objects.filter(is_active=True, hard=True).select_related(
-            "org", "team", "key"
-        ):
-            by_org.setdefault(b.org_id, []).append(b)
-        _watch.update(at=clock, by_org=by_org)
     spending = [r for r in records if r.get("cost")]
     if not spending:
         return
+    clock = time.monotonic()
+    by_org = _watched_budgets(clock)
     now = timezone.now()
-    for org_id in {r["org_id"] for r in spending} & _watch["by_org"].keys():
-        for budget in _watch["by_org"][org_id]:
+    for org_id in {r["org_id"] for r in spending} & by_org.keys():
+        for budget in by_org[org_id]:
             field, wanted = budget.narrowed_by or (None, None)
             cost = sum(
                 Decimal(str(r["cost"]))
@@ -178,13 +205,18 @@ def hard_budgets_reached(records: list[dict]) -> None:
             _watch["checked"][budget.id] = (clock, spent, Decimal(0))
             if spent < budget.amount_usd:
                 continue
-            mark = (budget.id, period_bounds(budget, now)[0], budget.amount_usd)
+            # Spent by the copy: decide on the budget as stored now (saved meanwhile?).
+            current = _budget_now(budget)
+            if current is None or spent < current.amount_usd:
+                continue
+            # The amount is in the mark: a budget raised and spent again blocks again.
+            mark = (current.id, period_bounds(current, now)[0], current.amount_usd)
             if mark not in _watch["bumped"]:
-                fired = budget_check(budget=budget, now=now)
+                fired = budget_check(budget=current, now=now)
                 # budget_check bumps the config when it fires the 100% alert; a budget
                 # raised and spent again this period has that alert already.
                 if not any(alert.threshold >= 100 for alert in fired):
-                    config_version_bump(ORG_ONLY, org_id=budget.org_id)
+                    config_version_bump(ORG_ONLY, org_id=current.org_id)
                 _watch["bumped"].add(mark)
 
 

@@ -9,6 +9,7 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from core.csv_export import csv_response
@@ -310,9 +311,10 @@ def budget_remove(request, budget_id):
 
 
 @require_POST
-@org_view()
+@org_view(role="member")
 def notice_dismiss(request, notice_id):
-    """Hide an in-app notice for everyone in the org (it stays in the audit log)."""
+    """Hide an in-app notice for everyone in the org (it stays in the audit log): a write,
+    so members and admins only. Back to ``next`` only when it is a path on this site."""
     try:
         notice = Notification.objects.for_org(request.org).get(pk=int(notice_id))
     except (Notification.DoesNotExist, ValueError):
@@ -320,7 +322,12 @@ def notice_dismiss(request, notice_id):
     if notice.read_at is None:
         notice.read_at = timezone.now()
         notice.save(update_fields=["read_at"])
-    return redirect(request.POST.get("next") or reverse("overview", args=[request.org.slug]))
+    back = request.POST.get("next") or ""
+    if not url_has_allowed_host_and_scheme(
+        back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        back = reverse("overview", args=[request.org.slug])
+    return redirect(back)
 
 
 @require_POST

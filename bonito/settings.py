@@ -325,6 +325,8 @@ PASSWORD_RESET_EMAIL_PER_HOUR = env.int("PASSWORD_RESET_EMAIL_PER_HOUR", default
 PASSWORD_RESET_ADDRESS_PER_HOUR = env.int("PASSWORD_RESET_ADDRESS_PER_HOUR", default=20)
 INVITATION_ADDRESS_PER_HOUR = env.int("INVITATION_ADDRESS_PER_HOUR", default=30)
 INVITATION_TOKEN_PER_HOUR = env.int("INVITATION_TOKEN_PER_HOUR", default=10)
+# Resending one invitation (dashboard and REST): each resend is an email to its address.
+INVITATION_RESEND_PER_HOUR = env.int("INVITATION_RESEND_PER_HOUR", default=5)
 RATELIMIT_FAIL_OPEN = True
 # SAML single sign-on (orgs/sso.py, docs/sso.md).
 SSO_MAX_RESPONSE_BYTES = env.int("SSO_MAX_RESPONSE_BYTES", default=256 * 1024)

@@ -43,7 +43,8 @@ class ApiKeyAdmin(ReadOnlyAdminMixin, ServiceModelAdmin):
 @admin.register(ProviderConnection)
 class ProviderConnectionAdmin(ServiceModelAdmin):
     """Credentials are write-only and set from the org's Providers page or apply_config,
-    so the admin never renders them; it can switch a connection off or repoint it."""
+    so the admin never renders them; it can switch a connection off or repoint one that
+    holds no stored credentials (provider_save refuses sending them to a new endpoint)."""
 
     list_display = ["name", "org", "kind", "api_base", "is_active", "has_credentials", "created_at"]
     list_filter = ["kind", "is_active", "org"]

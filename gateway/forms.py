@@ -340,8 +340,10 @@ class ProviderForm(forms.Form):
         secrets = {f.name: values[f.name] for f in spec.fields_in(CREDENTIALS) if values[f.name]}
         if self.provider is not None:
             stored = self.provider.get_credentials()
-            # A secret left blank keeps the stored one; none typed keeps them all.
-            credentials = {**stored, **secrets} if secrets else None
+            # A secret left blank keeps the stored one; none typed keeps them all. A new
+            # endpoint gets only what is typed now (provider_save refuses it with none).
+            moved = values.get("api_base", "").rstrip("/") != self.provider.api_base.rstrip("/")
+            credentials = (secrets if moved else {**stored, **secrets}) if secrets else None
         else:
             credentials = secrets
         return {

@@ -406,6 +406,16 @@ def provider_save(
             url_check(api_base, "api_base")
         except ValidationError as exc:
             problems.update(exc.message_dict)
+    if credentials is None and stored:
+        # The stored credentials go only where they were entered for: a new endpoint (or
+        # kind, which decides the default host and how they are sent) with the old keys
+        # would hand them to whoever runs that host.
+        for field, was, now in (
+            ("api_base", provider.api_base.rstrip("/"), api_base.rstrip("/")),
+            ("kind", provider.kind, kind),
+        ):
+            if was != now:
+                problems.setdefault(field, []).append(CREDENTIALS_AGAIN)
     if problems:
         raise ValidationError(problems)
     provider.kind, provider.api_base, provider.is_active = kind, api_base, is_active
@@ -425,6 +435,10 @@ def provider_save(
 
 
 PROVIDER_NAME_TAKEN = "A provider with this name exists in this organization."
+CREDENTIALS_AGAIN = (
+    "Enter the credentials again to send them to a new endpoint: the stored ones are kept "
+    "only while the endpoint stays the same."
+)
 
 
 @transaction.atomic

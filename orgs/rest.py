@@ -3,10 +3,11 @@
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import Throttled
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import services
+from . import services, throttle
 from .models import Invitation, Membership, PersonalAccessToken, Role, Team
 from .rest_base import OrgScopedFields, OrgView, actor
 
@@ -158,9 +159,13 @@ class InvitationViewSet(
     @extend_schema(request=None, responses={200: InvitationSerializer})
     @action(detail=True, methods=["post"])
     def resend(self, request, *args, **kwargs):
+        invitation = self.get_object()
+        refused = throttle.invitation_resend_refusal(request, invitation)
+        if refused:
+            raise Throttled(wait=refused[0], detail=refused[1])
         invitation, _raw = services.invitation_resend(
             actor=actor(request),
-            invitation=self.get_object(),
+            invitation=invitation,
             base_url=request.build_absolute_uri("/"),
         )
         return Response(self.get_serializer(invitation).data)

@@ -133,3 +133,20 @@ def refusal(request, *limits: tuple[str, str | None, int]):
         if wait:
             return throttled_response(request, wait)
     return None
+
+
+def invitation_resend_refusal(request, invitation) -> tuple[int, str] | None:
+    """Seconds to wait and why, when this resend of ``invitation`` is refused (each one
+    emails its address: a button pressed in a loop would flood the inbox); None if not. INVITATION_RESEND_PER_HOUR resends
+    per invitation and hour, counted in the cache; 0 turns it off."""
+    per_hour = settings.INVITATION_RESEND_PER_HOUR
+    wait = retry_after(
+        request, "invitation:resend", f"{invitation.org_id}:{invitation.pk}", per_hour
+    )
+    if not wait:
+        return None
+    minutes = max(1, -(-wait // 60))
+    return wait, (
+        f"The invitation for {invitation.email} was sent again {per_hour} times in the last "
+        f"hour; try again in {minutes} minute{'s' if minutes != 1 else ''}."
+    )

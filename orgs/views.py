@@ -188,6 +188,10 @@ def invitation_revoke(request, invitation_id):
 @org_view(role="admin")
 def invitation_resend(request, invitation_id):
     invitation = get_object_or_404(Invitation.objects.for_org(request.org), pk=invitation_id)
+    refused = throttle.invitation_resend_refusal(request, invitation)
+    if refused:
+        messages.error(request, refused[1])
+        return redirect("team", org_slug=request.org.slug)
     try:
         services.invitation_resend(
             actor=Actor.from_request(request),

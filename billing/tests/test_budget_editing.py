@@ -24,7 +24,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def fresh_watch():
-    budgets_module._watch.update(at=-1e9, by_org={}, checked={}, bumped=set())
+    budgets_module._watch.update(at=-1e9, stamp=None, by_org={}, checked={}, bumped=set())
 
 
 def spend(org, amount, key_id=None):
@@ -155,6 +155,98 @@ def test_one_notice_per_threshold_each_named_and_dismissible(
         charlie_client.post(reverse("notice_dismiss", args=[org_b.slug, notice.id])).status_code
         == 404
     )
-    assert vera_client.post(dismiss).status_code == 302
+    assert vera_client.post(dismiss).status_code == 403  # a viewer reads, never hides
+    assert alice_client.post(dismiss).status_code == 302
     page = alice_client.get(overview).content.decode()
     assert notice.message not in page and page.count("Dismiss this notice") == 2
+
+
+def test_only_members_and_admins_see_and_use_dismiss(alice_client, bob_client, vera_client, org_a):
+    notices = [Notification.objects.create(org=org_a, message=f"notice {i}") for i in range(3)]
+    overview = reverse("overview", args=[org_a.slug])
+    viewer_page = vera_client.get(overview).content.decode()
+    assert "notice 0" in viewer_page and "Dismiss this notice" not in viewer_page
+    assert bob_client.get(overview).content.decode().count("Dismiss this notice") == 3
+    dismiss = reverse("notice_dismiss", args=[org_a.slug, notices[0].id])
+    assert vera_client.post(dismiss).status_code == 403
+    notices[0].refresh_from_db()
+    assert notices[0].read_at is None  # the viewer's post hid nothing
+    for client, notice in ((bob_client, notices[0]), (alice_client, notices[1])):
+        response = client.post(reverse("notice_dismiss", args=[org_a.slug, notice.id]))
+        notice.refresh_from_db()
+        assert response.status_code == 302 and notice.read_at is not None
+
+
+@pytest.mark.parametrize(
+    "next_url",
+    [
+        "https://evil.example/phish",
+        "//evil.example",
+        "///evil.example",
+        "/\\evil.example",
+        "\\\\evil.example",
+        "http://testserver/o/acme/",  # this host, but not https on an https request
+        "javascript:alert(1)",
+        " https://evil.example",
+        "https:evil.example",
+    ],
+)
+def test_dismiss_goes_back_only_to_a_path_on_this_site(bob_client, org_a, next_url):
+    notice = Notification.objects.create(org=org_a, message="m")
+    dismiss = reverse("notice_dismiss", args=[org_a.slug, notice.id])
+    response = bob_client.post(dismiss, {"next": next_url}, secure=True)
+    assert response.status_code == 302
+    assert response["Location"] == reverse("overview", args=[org_a.slug])
+    back = reverse("budgets", args=[org_a.slug]) + "?x=1"
+    response = bob_client.post(dismiss, {"next": back}, secure=True)
+    assert response.status_code == 302 and response["Location"] == back
+
+
+def test_a_hard_budget_changed_during_traffic_holds_from_the_next_batch(org_a):
+    """The class: any change to hard budgets (raised, lowered, paused, resumed, a new one)
+    counts for the next batch the usage writer stores, as the gateways see it through
+    their incremental refresh (the config change log), never after a reload's delay. A
+    budget raised and spent again past its new amount used to stay open for 10 s."""
+    from gateway.dataplane.state import SnapshotSource
+    from gateway.services import api_key_create
+    from gateway.snapshot_builder import SnapshotRefresher
+
+    source = SnapshotSource()
+    refresher = SnapshotRefresher(source, interval=60)
+
+    def blocks():
+        refresher.refresh_once()  # applies the change log's delta, as every worker does
+        return set(source.current.orgs[org_a.id].blocked)
+
+    budget = budget_save(actor=ACTOR, org=org_a, amount_usd=1, hard=True)
+    assert blocks() == set()
+    spend(org_a, 1.5)
+    assert blocks() == {"org"}
+
+    def save(**fields):
+        return budget_save(actor=ACTOR, org=org_a, hard=True, budget=budget, **fields)
+
+    save(amount_usd=5)  # raised while traffic flows: open again...
+    assert blocks() == set()
+    spend(org_a, 4)  # ...and spent past the new amount: closed at once
+    assert blocks() == {"org"}
+    save(amount_usd=10)
+    assert blocks() == set()
+    save(amount_usd=6)  # lowered: the next spend past it closes
+    assert blocks() == set()
+    spend(org_a, 1)
+    assert blocks() == {"org"}
+    save(amount_usd=6, is_active=False)  # paused: open, whatever is spent
+    spend(org_a, 3)
+    assert blocks() == set()
+    save(amount_usd=12, is_active=True)  # resumed at 12 with 9.5 spent
+    assert blocks() == set()
+    spend(org_a, 3)
+    assert blocks() == {"org"}
+    # A hard budget added during traffic counts from the next batch too.
+    key, _raw = api_key_create(actor=ACTOR, org=org_a, name="lab")
+    budget_save(actor=ACTOR, org=org_a, amount_usd=2, hard=True, scope="key", key=key)
+    spend(org_a, 1, key_id=key.id)
+    assert blocks() == {"org"}
+    spend(org_a, 1.5, key_id=key.id)
+    assert blocks() == {"org", f"key:{key.id}"}
