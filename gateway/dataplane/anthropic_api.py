@@ -154,9 +154,9 @@ def parse_request(raw: bytes, endpoint: str) -> dict:
     _text("model", model)
     if not model or not model.isprintable():
         raise _bad("model: must be a non-empty name without control characters.", "model")
-    if endpoint == "messages":
-        if body.get("max_tokens") is None:
-            raise _bad("max_tokens: Field required.", "max_tokens", "missing_required_parameter")
+    if endpoint == "messages" and body.get("max_tokens") is None:
+        raise _bad("max_tokens: Field required.", "max_tokens", "missing_required_parameter")
+    if body.get("max_tokens") is not None:  # count_tokens may omit it, not send a bad one
         _number("max_tokens", body["max_tokens"], 1, INT32_MAX, integer=True)
     messages = body.get("messages")
     if messages is None:
@@ -732,6 +732,20 @@ async def _translated_events(chunks, translator: ChatStreamTranslator) -> AsyncI
         await chunks.aclose()
 
 
+def _untranslatable_message(dep: DeploymentInfo, problems: list) -> str:
+    return (
+        f"The model `{dep.model}` is reached through chat completions, which cannot "
+        f"carry {', '.join(sorted(set(problems)))[:300]}; these need an Anthropic "
+        "deployment (provider kind anthropic)."
+    )
+
+
+def untranslatable(dep: DeploymentInfo, problems: list) -> GatewayError:
+    """The 400 /v1/messages answers for what a translated deployment cannot carry (so
+    count_tokens, which calls nobody, refuses the same requests)."""
+    return _bad(_untranslatable_message(dep, problems), None, "unsupported_value")
+
+
 def attempt(upstreams, body: dict, chat: dict, problems: list, headers, stream: bool):
     """The ``attempt(dep, timeout)`` of Gateway._attempts for one Messages request: the
     Messages response (or its events and those held until output began)."""
@@ -740,11 +754,7 @@ def attempt(upstreams, body: dict, chat: dict, problems: list, headers, stream: 
 
     def refuse_untranslatable(dep):
         if problems:
-            message = (
-                f"The model `{dep.model}` is reached through chat completions, which cannot "
-                f"carry {', '.join(sorted(set(problems)))[:300]}; these need an Anthropic "
-                "deployment (provider kind anthropic)."
-            )
+            message = _untranslatable_message(dep, problems)
             error = {"message": message, "type": "invalid_request_error"}
             raise UpstreamError(message, 400, body={"error": error})
 

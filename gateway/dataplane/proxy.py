@@ -32,6 +32,8 @@ CORS_EXPOSE = (
     "x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, "
     "x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens"
 )
+# count_tokens bodies above this are tokenized in a thread (~1 ms of tokenizer on the loop).
+COUNT_ON_LOOP_BYTES = 16 * 1024
 
 
 @dataclass(slots=True)
@@ -718,6 +720,11 @@ class Gateway:
             counts = anthropic_api.usage_counts(usage)
             if counts is None:  # no usable usage reported: count what was sent and answered
                 counts = (anthropic_api.count_input(chat, anthropic), tokens.count_tokens(text), 0)
+            elif not counts[0]:
+                # No input reported (a translated stream's message_start carries a placeholder
+                # 0, and one cut short never gets the real count): the prompt is counted, on
+                # every end of a stream, so it is never billed zero.
+                counts = (anthropic_api.count_input(chat, anthropic), counts[1], counts[2])
             cost = ctx.dep.cost(counts[0], counts[1])
             if spend is not None:
                 self.limiter.settle(spend, cost, verdict.backend)
@@ -770,15 +777,23 @@ class Gateway:
             raise errors.too_large(self.max_body_bytes)
         body = anthropic_api.parse_request(req.body, req.endpoint)
         ctx.model_requested = body["model"]
-        chat, _problems = anthropic_api.to_chat(body)
+        chat, problems = anthropic_api.to_chat(body)
         policy = self._smart_policy(ctx, body, "chat")
         if policy is not None:
             candidates = await self._smart_candidates(ctx, policy, chat)
         else:
             candidates = self._candidates(ctx, body["model"])
         ctx.dep, ctx.model_used = candidates[0], candidates[0].model
+        native = anthropic_api.is_native(self.upstreams, ctx.dep)
+        if problems and not native:  # what /v1/messages would refuse for this deployment
+            raise anthropic_api.untranslatable(ctx.dep, problems)
+        # One request from the key's and org's rpm buckets, the estimate from their tpm
+        # (it calls Anthropic, or runs the tokenizer); it costs nothing, so reserves nothing.
+        spend, verdict = await self._admit(ctx, tokens.estimate_prompt_tokens(req.body), 0.0)
+        if spend is not None:
+            self.limiter.settle(spend, 0.0, verdict.backend)
         count = None
-        if anthropic_api.is_native(self.upstreams, ctx.dep):
+        if native:
             started = time.perf_counter()
             try:
                 count = await anthropic_api.native_count(
@@ -789,7 +804,10 @@ class Gateway:
             finally:
                 ctx.upstream_s += time.perf_counter() - started
         if count is None:
-            count = anthropic_api.count_input(chat, body)
+            if len(req.body) > COUNT_ON_LOOP_BYTES:  # the tokenizer would stall the event loop
+                count = await asyncio.to_thread(anthropic_api.count_input, chat, body)
+            else:
+                count = anthropic_api.count_input(chat, body)
         self._record(ctx, "success", 200, input_tokens=count)
         headers = self._headers(ctx, {"Content-Type": "application/json"})
         return Outgoing(200, orjson.dumps({"input_tokens": count}), headers, cost=0.0)

@@ -12,6 +12,7 @@ translated response is not stored anywhere (``resp_tx_…``): see docs/gateway.m
 import base64
 import binascii
 import os
+import re
 import time
 import urllib.parse
 
@@ -39,6 +40,13 @@ QUERY_PARAMS = frozenset({"after", "before", "limit", "order", "include", "inclu
 # Tools the translation can carry: functions. The others (web_search, file_search,
 # computer use, code interpreter, MCP, image generation …) run inside OpenAI.
 TRANSLATED_TOOLS = frozenset({"function"})
+# Tools a pass-through request may carry: the model's own calls, billed as its tokens. The
+# built-in ones OpenAI runs carry per-call fees (and tokens of their own) that Bonito cannot
+# price exactly, so they are refused on every path rather than served unmetered.
+PRICED_TOOLS = frozenset({"function", "custom"})
+# What an upstream's response id may be (OpenAI's are resp_<hex>): anything else (".",
+# "..", "/", "?", "%2f" …) could name another path on the org's connection.
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
 # Stream events that open a response but carry none of it yet.
 _PREAMBLE = frozenset({"response.created", "response.in_progress", "response.queued"})
 
@@ -83,7 +91,7 @@ def unwrap_id(rid) -> tuple[int, int, str] | None:
         and type(value[0]) is int
         and type(value[1]) is int
         and type(value[2]) is str
-        and value[2]
+        and _PLAIN_ID.fullmatch(value[2])
     ):
         return value[0], value[1], value[2]
     return None
@@ -255,11 +263,6 @@ def _response_format(text):
 def to_chat(body: dict) -> dict:
     """The chat-completions body that asks the same as this Responses body; a 400 naming
     the field if it asks for something only a Responses API can do."""
-    if body.get("background") is True:
-        raise _bad(
-            "background responses need a provider that keeps them (OpenAI, with pass-through on).",
-            "background",
-        )
     for name in ("prompt", "conversation"):
         if body.get(name) is not None:
             raise _bad(
@@ -723,6 +726,7 @@ async def handle(gw, ctx, req, Outgoing):
     if req.too_large:
         raise errors.too_large(gw.max_body_bytes)
     body = parse_body(req.body, "responses")
+    _refuse_unmetered(body)
     try:
         chat, problem = to_chat(body), None
     except GatewayError as exc:  # only a provider with a Responses API can answer it
@@ -752,6 +756,28 @@ async def handle(gw, ctx, req, Outgoing):
         if spend is not None:  # a provider's 4xx (ctx.dep set) spent nothing either
             gw.limiter.settle(spend, 0.0, verdict.backend)
         raise
+
+
+def _refuse_unmetered(body: dict) -> None:
+    """A 400 for what the provider would bill outside the answer's usage: background
+    responses (their tokens come later, on a GET that reports none to meter) and built-in
+    tools with per-call fees. On every path, so no deployment serves them unmetered."""
+    if body.get("background") is True:
+        raise _bad(
+            "background responses are not supported: their usage is billed after the request "
+            "ends, where Bonito cannot meter it. Send the request without background (stream "
+            "it if it is long).",
+            "background",
+        )
+    for i, tool in enumerate(body.get("tools") or ()):
+        if tool["type"] not in PRICED_TOOLS:
+            raise _bad(
+                f"The built-in tool {tool['type'][:40]!r} is not supported: the provider "
+                "charges a fee per call that Bonito cannot price, so it would be unmetered. "
+                "Use function tools (run the search or code yourself).",
+                f"tools[{i}].type",
+                "unsupported_value",
+            )
 
 
 def _pin(gw, ctx, prev: str, candidates: list) -> list:
@@ -813,7 +839,7 @@ async def _call(gw, Outgoing, ctx, candidates, body, native_body, chat_body, spe
 
     data = await gw._attempts(ctx, candidates, attempt)
     input_tokens, output_tokens, cached = _counts(
-        data.get("usage"), chat_body, lambda: output_text(data)
+        data.get("usage"), chat_body, lambda: output_text(data), body
     )
     cost = ctx.dep.cost(input_tokens, output_tokens)
     if spend is not None:
@@ -835,16 +861,42 @@ async def _call(gw, Outgoing, ctx, candidates, body, native_body, chat_body, spe
     )
 
 
-def _counts(usage, chat_body: dict, text) -> tuple[int, int, int]:
+def _counts(usage, chat_body: dict, text, body: dict | None = None) -> tuple[int, int, int]:
     """(input, output, cached) tokens for the usage row: as reported, else counted from
     what was sent and answered (LiteLLM reports zeros when the provider sent none), so
-    nothing is billed zero."""
+    nothing is billed zero. ``body`` is the Responses request: its input is counted when
+    the chat translation has none (a pass-through request only a Responses API can carry)."""
     input_tokens, output_tokens, cached = usage_counts(usage) or (0, 0, 0)
     if not input_tokens:
-        input_tokens = tokens.count_prompt_tokens(chat_body)
+        if chat_body.get("messages") or body is None:
+            input_tokens = tokens.count_prompt_tokens(chat_body)
+        else:
+            input_tokens = count_native_input(body)
     if not output_tokens:
         output_tokens = tokens.count_tokens(text())
     return input_tokens, output_tokens, cached
+
+
+def count_native_input(body: dict) -> int:
+    """Our count of a Responses request's input (``instructions`` and ``input``), for a
+    pass-through answer that reported no usage: the text of every item, and of the items
+    with no text (references, files …) their JSON, so the prompt is never billed zero."""
+    pieces = [body["instructions"]] if isinstance(body.get("instructions"), str) else []
+    items = body.get("input")
+    if isinstance(items, str):
+        pieces.append(items)
+    for item in items if isinstance(items, list) else ():
+        kind = item.get("type")
+        if kind in (None, "message"):
+            pieces.append(_text_of(item.get("content")))
+        elif kind == "function_call":
+            pieces += [str(item.get("name", "")), str(item.get("arguments", ""))]
+        elif kind == "function_call_output":
+            output = item.get("output")
+            pieces.append(output if isinstance(output, str) else _text_of(output))
+        else:
+            pieces.append(orjson.dumps(item).decode())
+    return max(1, tokens.count_tokens("\n".join(pieces)))
 
 
 async def _held(chunks, carries):
@@ -911,11 +963,11 @@ async def _stream(gw, Outgoing, ctx, candidates, body, native_body, chat_body, s
         },
     )
     result = Outgoing(200, b"", headers)
-    result.stream = _relay(gw, ctx, chunks, held, convert, chat_body, spend, backend, result)
+    result.stream = _relay(gw, ctx, chunks, held, convert, chat_body, spend, backend, result, body)
     return result
 
 
-async def _relay(gw, ctx, chunks, held, convert, chat_body, spend, backend, result):
+async def _relay(gw, ctx, chunks, held, convert, chat_body, spend, backend, result, body):
     """Relay the converted events, each upstream read in one write, and record the usage
     row once: success at the end, error if the stream failed, 499 if the client left."""
     recorded = False
@@ -924,7 +976,7 @@ async def _relay(gw, ctx, chunks, held, convert, chat_body, spend, backend, resu
         nonlocal recorded
         recorded = True
         await chunks.aclose()  # also cancels the upstream call when the client went away
-        input_tokens, output_tokens, cached = _counts(convert.usage, chat_body, convert.text)
+        input_tokens, output_tokens, cached = _counts(convert.usage, chat_body, convert.text, body)
         cost = ctx.dep.cost(input_tokens, output_tokens)
         result.cost = cost
         if spend is not None:
@@ -995,6 +1047,10 @@ async def _stored(gw, ctx, req, Outgoing):
     if query:
         path += "?" + urllib.parse.urlencode(query)
     method = "DELETE" if req.endpoint == "responses.delete" else "GET"
+    # It calls the provider: one request from the key's and org's rpm buckets, no tokens.
+    spend, verdict = await gw._admit(ctx, 0, 0.0)
+    if spend is not None:
+        gw.limiter.settle(spend, 0.0, verdict.backend)
 
     async def attempt(dep, timeout):
         return await gw.upstreams.http.call(None, dep, None, timeout, method=method, path=path)

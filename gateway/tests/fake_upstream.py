@@ -511,6 +511,10 @@ class FakeUpstream:
             if b.report_usage
             else None,
         }
+        if body.get("background"):
+            # As OpenAI answers a background request: queued, no output, no usage yet (the
+            # generation is billed later, when it runs).
+            response = {**response, "status": "queued", "output": [], "usage": None}
         if body.get("store", True):
             self.responses[(auth, rid)] = {"items": history + items, "response": response}
         if not body.get("stream"):

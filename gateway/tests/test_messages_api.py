@@ -320,6 +320,109 @@ def test_count_tokens_of_an_unknown_model_is_404(claude):
     assert (row.endpoint, row.status, row.http_status) == ("count_tokens", "rejected", 404)
 
 
+def test_a_translated_stream_ending_in_an_error_event_counts_the_prompt(claude, mode):
+    """A translated stream's message_start says input_tokens 0 (a placeholder): however
+    the stream ends before the final usage (here an upstream error chunk), the prompt is
+    counted from what was sent, never billed zero."""
+    words = b"".join(
+        b'data: {"choices": [{"index": 0, "delta": {"content": "w' + str(i).encode() + b' "}}]}\n\n'
+        for i in range(3)
+    )
+    broken = words + b'data: {"error": {"message": "upstream fell over"}}\n\n'
+    claude.fake.behaviours[UPSTREAM["chat-small"]] = Behaviour(
+        raw_response=("text/event-stream", broken)
+    )
+    prompt = [{"role": "user", "content": "count me " * 50}]
+    with httpx.stream(
+        "POST",
+        claude.url + "/v1/messages",
+        json={"model": "chat-small", "max_tokens": 10, "messages": prompt, "stream": True},
+        headers={"x-api-key": claude.raw},
+        timeout=20,
+    ) as response:
+        lines = list(response.iter_lines())
+    assert [x for x in lines if x.startswith("event:")][-1] == "event: error"
+    [row] = usage_rows(claude.org)
+    # (LiteLLM raises on the error chunk: the stream breaks rather than ending in an event)
+    assert (row.status, row.http_status) == ("error", 502)
+    assert row.error_type in ("stream_error", "stream_broken")
+    assert row.input_tokens >= 100 and row.output_tokens >= 3 and row.cost > 0
+
+
+def test_count_tokens_takes_from_the_rate_limits(claude, mode, model):
+    """count_tokens calls Anthropic (or runs the tokenizer): one request from the rpm
+    buckets; past them an Anthropic-shaped 429 with no upstream call."""
+    from gateway.models import ApiKey
+
+    ApiKey.objects.filter(pk=claude.key.pk).update(rpm_limit=1)
+    refresh_snapshot()
+    c = client(claude)
+    c.messages.count_tokens(model=model, messages=HI)
+    before = len(claude.fake.requests)
+    with pytest.raises(anthropic.RateLimitError) as info:
+        c.messages.count_tokens(model=model, messages=HI)
+    assert info.value.body["error"]["type"] == "rate_limit_error"
+    assert int(info.value.response.headers["retry-after"]) >= 1
+    assert len(claude.fake.requests) == before
+    assert [(r.status, r.http_status) for r in usage_rows(claude.org)] == [
+        ("success", 200),
+        ("rejected", 429),
+    ]
+
+
+def test_count_tokens_takes_its_estimate_from_the_token_limits(claude, mode, model):
+    from gateway.models import ApiKey
+
+    ApiKey.objects.filter(pk=claude.key.pk).update(tpm_limit=1000)
+    refresh_snapshot()
+    big = [{"role": "user", "content": "count me " * 2000}]  # ~6000 tokens estimated
+    with pytest.raises(anthropic.RateLimitError, match="tokens"):
+        client(claude).messages.count_tokens(model=model, messages=big)
+    assert claude.fake.requests == []
+    assert client(claude).messages.count_tokens(model=model, messages=HI).input_tokens > 0
+
+
+def test_count_tokens_of_a_large_body_is_counted_off_the_event_loop(claude, mode):
+    """A large body is tokenized in a thread: the same count as ours of a small one."""
+    text = "count me " * 20_000  # ~180 kB
+    big = client(claude).messages.count_tokens(
+        model="chat-small", messages=[{"role": "user", "content": text}]
+    )
+    from gateway.dataplane import anthropic_api
+
+    body = {"model": "chat-small", "messages": [{"role": "user", "content": text}]}
+    assert big.input_tokens == anthropic_api.count_input(anthropic_api.to_chat(body)[0], body)
+
+
+def test_count_tokens_validates_as_messages_does(claude, mode):
+    document = {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="},
+    }
+    with_document = [{"role": "user", "content": [document]}]
+    for model in ("chat-small", "claude"):
+        for bad in (-1, 0, 1.5, "10", True):
+            response = post(
+                claude,
+                {"model": model, "messages": HI, "max_tokens": bad},
+                path="/v1/messages/count_tokens",
+            )
+            assert response.status_code == 400, (model, bad, response.text)
+            assert response.json()["error"]["type"] == "invalid_request_error"
+            assert "max_tokens" in response.json()["error"]["message"]
+    with pytest.raises(anthropic.BadRequestError, match="document"):  # as /v1/messages says
+        client(claude).messages.count_tokens(model="chat-small", messages=with_document)
+    assert claude.fake.requests == []
+    if mode == "passthrough":  # an Anthropic deployment takes it as it is
+        counted = client(claude).messages.count_tokens(model="claude", messages=with_document)
+        assert counted.input_tokens > 0 and sent(claude)["endpoint"] == "count_tokens"
+    else:  # LiteLLM's Anthropic call is a translation too: refused as /v1/messages refuses it
+        with pytest.raises(anthropic.BadRequestError, match="document"):
+            client(claude).messages.create(model="claude", max_tokens=5, messages=with_document)
+        with pytest.raises(anthropic.BadRequestError, match="document"):
+            client(claude).messages.count_tokens(model="claude", messages=with_document)
+
+
 # ------------------------------------------------------------------ keys and errors
 @pytest.mark.parametrize("header", ["x-api-key", "authorization"])
 def test_either_key_header_works(claude, header):
@@ -580,6 +683,7 @@ def test_a_mid_stream_reset_ends_with_an_error_event(claude, model):
     [row] = usage_rows(claude.org)
     assert (row.status, row.http_status) == ("error", 502)
     assert row.output_tokens >= 1
+    assert row.input_tokens > 0  # the prompt was sent: it is billed
 
 
 def test_a_client_disconnect_records_a_499(claude, mode, model):
@@ -610,6 +714,7 @@ def test_a_client_disconnect_records_a_499(claude, mode, model):
     [row] = rows
     assert (row.status, row.error_type, row.http_status) == ("error", "client_disconnected", 499)
     assert 2 <= row.output_tokens < 50
+    assert row.input_tokens > 0 and row.cost > 0  # the prompt was sent: it is billed
 
 
 def test_every_request_is_exactly_one_row(claude, mode):

@@ -410,6 +410,77 @@ def test_garbage_response_ids_are_not_found(oai, rid):
         client(oai).responses.create(model="gpt", input="x", previous_response_id=rid)
 
 
+def _forged(oai, upstream_id: str) -> str:
+    """A resp_bn_ id of this org and its gpt deployment naming ``upstream_id``."""
+    from gateway.models import Deployment
+
+    dep = Deployment.objects.get(org=oai.org, model_name="gpt")
+    return responses_api.wrap_id(oai.org.id, dep.id, upstream_id)
+
+
+@pytest.mark.parametrize(
+    "upstream_id",
+    [
+        ".",
+        "..",
+        "a/b",
+        "../models",
+        "x?limit=1",
+        "x#y",
+        "%2f",
+        "a%2F..",
+        "a b",
+        "a.b",
+        "é",
+        "x" * 201,
+        "resp\n1",
+    ],
+)
+def test_forged_ids_naming_other_paths_are_not_found_and_call_nobody(oai, gw, upstream_id):
+    rid = _forged(oai, upstream_id)
+    c = client(oai)
+    with pytest.raises(openai.NotFoundError):
+        c.responses.retrieve(rid)
+    with pytest.raises(openai.NotFoundError):
+        c.responses.delete(rid)
+    with pytest.raises(openai.NotFoundError):
+        c.responses.input_items.list(rid)
+    with pytest.raises(openai.NotFoundError):
+        c.responses.create(model="gpt", input="x", previous_response_id=rid)
+    assert oai.fake.requests == []
+    assert responses_api.unwrap_id(_forged(oai, "resp_abc-123_X")) is not None  # plain: fine
+
+
+def test_stored_response_calls_take_from_the_rate_limits(oai, gw):
+    """GET, DELETE and input_items call the provider: each takes one request from the
+    key's rpm bucket, and past it is refused (429, OpenAI's shape) with no upstream call."""
+    _k, slow = services.api_key_create(actor=ACTOR, org=oai.org, name="slow", rpm_limit=2)
+    refresh_snapshot()
+    c = client(oai, slow)
+    first = c.responses.create(model="gpt", input="hi")
+    c.responses.retrieve(first.id)
+    calls = [
+        lambda: c.responses.retrieve(first.id),
+        lambda: c.responses.input_items.list(first.id),
+        lambda: c.responses.delete(first.id),
+    ]
+    before = len(oai.fake.requests)
+    for call in calls:
+        with pytest.raises(openai.RateLimitError) as info:
+            call()
+        assert info.value.body["code"] == "rate_limit_exceeded"
+        assert int(info.value.response.headers["retry-after"]) >= 1
+    assert len(oai.fake.requests) == before
+    rows = usage_rows(oai.org)
+    assert [(r.endpoint, r.http_status) for r in rows] == [
+        ("responses", 200),
+        ("responses.get", 200),
+        ("responses.get", 429),
+        ("responses.input_items", 429),
+        ("responses.delete", 429),
+    ]
+
+
 # ------------------------------------------------------------------ errors
 def test_sdk_errors(oai, mode):
     with pytest.raises(openai.AuthenticationError):
@@ -423,20 +494,49 @@ def test_sdk_errors(oai, mode):
     assert [(r.status, r.http_status) for r in rows] == [("rejected", 400), ("rejected", 404)]
 
 
-def test_built_in_tools_are_a_clear_400_on_translated_providers(oai, mode):
+BUILT_IN_TOOLS = [
+    {"type": "web_search"},
+    {"type": "web_search_preview"},
+    {"type": "file_search", "vector_store_ids": ["vs_1"]},
+    {"type": "code_interpreter", "container": {"type": "auto"}},
+    {"type": "image_generation"},
+    {"type": "computer_use_preview", "display_width": 800, "display_height": 600},
+    {"type": "mcp", "server_label": "x", "server_url": "https://mcp.example"},
+    {"type": "local_shell"},
+]
+
+
+@pytest.mark.parametrize("tool", BUILT_IN_TOOLS, ids=lambda t: t["type"])
+def test_built_in_tools_with_per_call_fees_are_a_clear_400_on_every_path(oai, mode, tool):
+    """OpenAI charges per call for its built-in tools, a fee Bonito cannot price: refused on
+    every path (pass-through included), never served unmetered; no upstream call."""
     c = client(oai)
     for model in ("chat-small", "gpt"):
-        call = lambda m=model: c.responses.create(  # noqa: E731
-            model=m, input="news?", tools=[{"type": "web_search"}]
-        )
-        if _native(model, mode):
-            assert call().output_text == WORDS  # OpenAI runs it: passed on as sent
-            assert _sent(oai)["body"]["tools"] == [{"type": "web_search"}]
-            continue
-        with pytest.raises(openai.BadRequestError) as info:
-            call()
-        assert info.value.body["param"] == "tools[0].type"
-        assert "web_search" in info.value.body["message"]
+        for stream in (False, True):
+            with pytest.raises(openai.BadRequestError) as info:
+                c.responses.create(
+                    model=model, input="news?", tools=[TOOLS[0], tool], stream=stream
+                )
+            assert info.value.body["param"] == "tools[1].type"
+            assert tool["type"] in info.value.body["message"]
+            assert "per call" in info.value.body["message"]
+    assert oai.fake.requests == []
+    rows = usage_rows(oai.org)
+    assert [(r.status, r.http_status) for r in rows] == [("rejected", 400)] * 4
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_background_is_refused_on_every_path(oai, mode, model, stream):
+    """A background response is billed by the provider when it runs, after the request
+    (OpenAI answers it queued, with no usage): it would be unmetered, so it is refused."""
+    with pytest.raises(openai.BadRequestError) as info:
+        client(oai).responses.create(model=model, input="hi", background=True, stream=stream)
+    assert info.value.body["param"] == "background"
+    assert "meter" in info.value.body["message"]
+    assert oai.fake.requests == []
+    [row] = usage_rows(oai.org)
+    assert (row.endpoint, row.status, row.http_status) == ("responses", "rejected", 400)
+    client(oai).responses.create(model=model, input="hi", background=False)  # false is fine
 
 
 def _post(acme, raw, path="/responses", **kw):
@@ -640,6 +740,46 @@ def test_usage_is_counted_when_the_upstream_reports_none(oai, mode, model):
     assert len(rows) == 2
     for row in rows:
         assert row.status == "success" and row.input_tokens > 0 and row.output_tokens >= 5
+
+
+PASS_THROUGH_ONLY_INPUTS = [
+    # (instructions, input): what only a Responses API carries, so no chat translation
+    (
+        None,
+        [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "count me " * 60},
+                    {"type": "input_file", "file_id": "file_1"},
+                ],
+            }
+        ],
+    ),
+    ("count me " * 60, [{"type": "item_reference", "id": "msg_1"}]),
+    (
+        None,
+        [{"role": "user", "content": "count me " * 60}, {"type": "item_reference", "id": "msg_1"}],
+    ),
+]
+
+
+@pytest.mark.parametrize(("instructions", "items"), PASS_THROUGH_ONLY_INPUTS)
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_pass_through_answer_without_usage_counts_the_native_input(
+    oai, gw, instructions, items, stream
+):
+    """No usage from the provider: the prompt is counted from the Responses body itself
+    (input, instructions) when the request has no chat translation, never billed zero."""
+    oai.fake.behaviours["gpt-4o-mini"] = Behaviour(report_usage=False)
+    extra = {"instructions": instructions} if instructions else {}
+    response = client(oai).responses.create(model="gpt", input=items, stream=stream, **extra)
+    if stream:
+        list(response)
+    [row] = usage_rows(oai.org)
+    assert row.status == "success"
+    assert row.input_tokens >= 120  # "count me " x 60: at least its 120 tokens
+    assert row.output_tokens >= 5 and row.cost > 0
 
 
 @pytest.mark.parametrize("model", ["gpt", "chat-small"])
