@@ -681,7 +681,8 @@ def _native(upstreams) -> NativeAdapter:
 
 def is_native(upstreams, dep: DeploymentInfo) -> bool:
     """Anthropic deployments get the body as sent, when pass-through is on."""
-    return upstreams.passthrough and dep.kind == "anthropic"
+    kind = provider_kinds.get(dep.kind)
+    return upstreams.passthrough and kind is not None and kind.messages_api
 
 
 def _client_headers(headers) -> tuple[str, str]:
@@ -759,7 +760,8 @@ def attempt(upstreams, body: dict, chat: dict, problems: list, headers, stream: 
             raise UpstreamError(message, 400, body={"error": error})
 
     def chat_for(dep):
-        if dep.kind in ("openai", "azure_openai") and "top_k" in chat:
+        kind = provider_kinds.get(dep.kind)
+        if kind is not None and kind.refuses_top_k and "top_k" in chat:
             return {k: v for k, v in chat.items() if k != "top_k"}  # OpenAI refuses it
         return chat
 

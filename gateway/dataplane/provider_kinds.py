@@ -102,6 +102,11 @@ class ProviderKind:
     # pass-through on, /v1/responses goes to it as sent; otherwise it is translated to chat
     # completions (gateway/dataplane/responses_api.py).
     responses_api: bool = False
+    # Serves Anthropic's Messages API (POST {api_base}/v1/messages): with pass-through on,
+    # /v1/messages goes to it as sent (gateway/dataplane/anthropic_api.py).
+    messages_api: bool = False
+    # Refuses chat's `top_k` (OpenAI's API): a translated request leaves it out.
+    refuses_top_k: bool = False
     builtin: bool = False  # answered in process (the mock): no network, no endpoint
     probe: Probe = Probe()
     help: str = ""  # one line for the dashboard's form
@@ -198,6 +203,7 @@ _KINDS = (
         passthrough=True,
         default_api_base=OPENAI_BASE,
         openai_shaped=True,
+        refuses_top_k=True,
         responses_api=True,
         fields=(
             _endpoint(help=f"Empty: {OPENAI_BASE}.", placeholder=OPENAI_BASE),
@@ -210,6 +216,7 @@ _KINDS = (
         "Azure OpenAI",
         litellm_prefix="azure",
         openai_shaped=True,
+        refuses_top_k=True,
         fields=(
             _endpoint(
                 "Endpoint",
@@ -318,6 +325,7 @@ _KINDS = (
         "anthropic",
         "Anthropic",
         litellm_prefix="anthropic",
+        messages_api=True,
         fields=(
             _endpoint(help="Empty: https://api.anthropic.com."),
             _api_key(placeholder="sk-ant-…"),
