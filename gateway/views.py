@@ -37,16 +37,19 @@ _SHOW_ONCE_SLOT = "gateway.key_secret_once"
 
 
 def _secret_keep_once(request, key, raw, what):
-    request.session[_SHOW_ONCE_SLOT] = {"key_id": key.id, "raw": raw, "what": what}
+    # One slot per key and page: two tabs creating or rotating at once each get theirs.
+    kept = request.session.get(_SHOW_ONCE_SLOT) or {}
+    kept[f"{what}:{key.id}"] = raw
+    request.session[_SHOW_ONCE_SLOT] = kept
 
 
 def _secret_pop(request, key_id, what) -> str | None:
     """The secret kept for this key and page, removed from the session as it is read."""
-    kept = request.session.get(_SHOW_ONCE_SLOT)
-    if not kept or kept.get("key_id") != key_id or kept.get("what") != what:
-        return None
-    del request.session[_SHOW_ONCE_SLOT]
-    return kept["raw"]
+    kept = request.session.get(_SHOW_ONCE_SLOT) or {}
+    raw = kept.pop(f"{what}:{key_id}", None)
+    if raw is not None:
+        request.session[_SHOW_ONCE_SLOT] = kept  # saved: the secret is gone from the session
+    return raw
 
 
 @org_view(write_role="member")

@@ -56,6 +56,16 @@ def test_a_created_key_is_shown_once(bob_client, org_a):
     assert raw.encode() not in again.content and key.masked.encode() in again.content
 
 
+def test_two_keys_created_before_either_is_shown_each_show_their_own_once(bob_client, org_a):
+    url = reverse("keys", args=[org_a.slug])
+    first, second = (bob_client.post(url, {"name": name}) for name in ("one", "two"))
+    for response, name in ((second, "two"), (first, "one")):
+        raw = bob_client.get(response["Location"]).context["created"]["raw"]
+        assert ApiKey.objects.get(name=name).matches(raw)
+        assert raw not in str(dict(bob_client.session))  # gone from the stored session
+    assert ApiKey.objects.count() == 2
+
+
 def test_viewers_see_keys_but_cannot_create(vera_client, org_a):
     assert b"Create a key" not in vera_client.get(reverse("keys", args=[org_a.slug])).content
     assert vera_client.post(reverse("keys", args=[org_a.slug]), {"name": "x"}).status_code == 403
