@@ -119,6 +119,12 @@ def _check_may_change(request, key) -> None:
         )
 
 
+def _no_store(response: Response) -> Response:
+    """A response that carries a raw secret: no cache, proxy or browser keeps a copy."""
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 class RotateSerializer(serializers.Serializer):
     grace_seconds = serializers.IntegerField(
         min_value=0,
@@ -163,7 +169,12 @@ class ApiKeyViewSet(
         _check_may_change(request, key)
         serializer = self.get_serializer(key, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        key = services.api_key_update(actor=actor(request), key=key, **serializer.validated_data)
+        key = services.api_key_update(
+            actor=actor(request),
+            key=key,
+            membership=request.membership,
+            **serializer.validated_data,
+        )
         return Response(self.get_serializer(key).data)
 
     def create(self, request, *args, **kwargs):
@@ -181,9 +192,10 @@ class ApiKeyViewSet(
             tpm_limit=data.get("tpm_limit"),
             expires_at=data.get("expires_at"),
             routing_policy=data.get("routing_policy"),
+            membership=request.membership,
         )
         body = {**self.get_serializer(key).data, "api_key": raw}
-        return Response(body, status=status.HTTP_201_CREATED)
+        return _no_store(Response(body, status=status.HTTP_201_CREATED))
 
     def destroy(self, request, *args, **kwargs):
         key = self.get_object()
@@ -205,7 +217,7 @@ class ApiKeyViewSet(
         key, raw = services.api_key_rotate(
             actor=actor(request), key=key, grace_seconds=body.validated_data["grace_seconds"]
         )
-        return Response({**self.get_serializer(key).data, "api_key": raw})
+        return _no_store(Response({**self.get_serializer(key).data, "api_key": raw}))
 
 
 class GatewayConfigSerializer(serializers.ModelSerializer):

@@ -128,17 +128,24 @@ def api_key_create(
     tpm_limit=None,
     expires_at=None,
     routing_policy=None,
+    membership=None,
 ) -> tuple[ApiKey, str]:
     """Create a key; returns (key, raw). The raw key exists only in this return value.
 
     With a routing policy the key is an rt- key that routes through that policy.
-    ``expires_at`` is read by key_expiry (text, a date or a datetime)."""
+    ``expires_at`` is read by key_expiry (text, a date or a datetime). ``membership``: the
+    creator's, when a person creates it; a member (not an admin) puts it on their own team
+    (none given: their team), so a key never starts outside the team budget they are under."""
     try:
         expires_at = key_expiry(expires_at)
     except ValidationError as exc:
         raise ValidationError({"expires_at": exc.error_list}) from None
     if team is not None and team.org_id != org.id:
         raise ValidationError("That team belongs to another organization.")
+    if membership is not None and not membership.has_role("admin"):
+        if team is not None and team.id != membership.team_id:
+            raise ValidationError({"team": _MEMBER_TEAM_MESSAGE})
+        team = membership.team
     if routing_policy is not None and routing_policy.org_id != org.id:
         raise ValidationError("That routing policy belongs to another organization.")
     kind = ApiKey.Kind.ROUTING if routing_policy is not None else ApiKey.Kind.STANDARD
@@ -167,6 +174,9 @@ def api_key_create(
     audit_record(actor=actor, org=org, action="api_key.create", target=key, after=_key_summary(key))
     config_version_bump(KEY, org_id=org.id, ref=key.id)
     return key, raw
+
+
+_MEMBER_TEAM_MESSAGE = "team: members create keys on their own team; ask an admin for another."
 
 
 def api_key_may_change(membership, key: ApiKey) -> bool:
@@ -266,11 +276,52 @@ _EDITABLE = (
 )
 
 
+def _member_may_only_narrow(key: ApiKey, changes: dict) -> None:
+    """What a member (not an admin) may do to their own key, for every way in: rename it
+    and narrow it. Otherwise a member could undo an admin's tighter limits or move the key
+    out of a spent team budget. ``key`` is the row as stored; ``expires_at`` in ``changes``
+    already read by key_expiry. Raises a ValidationError naming each field refused."""
+    errors = {}
+    if "team" in changes and getattr(changes["team"], "id", None) != key.team_id:
+        errors["team"] = "team: only an admin can move a key to another team (or to none)."
+    if "routing_policy" in changes and (
+        getattr(changes["routing_policy"], "id", None) != key.routing_policy_id
+    ):
+        errors["routing_policy"] = "routing_policy: only an admin can change a key's policy."
+    for field in ("rpm_limit", "tpm_limit"):
+        new, old = changes.get(field, getattr(key, field)), getattr(key, field)
+        if new != old and (new is None or (old is not None and new > old)):
+            errors[field] = (
+                f"{field}: members can lower a key's limit ({old if old else 'none'}), "
+                "not raise or remove it; ask an admin."
+            )
+    new, old = changes.get("expires_at", key.expires_at), key.expires_at
+    if new != old and (new is None or (old is not None and new > old)):
+        errors["expires_at"] = (
+            "expires_at: members can set an expiry or bring it forward, not clear or "
+            "extend it; ask an admin."
+        )
+    for field in ("allowed_models", "allowed_providers"):
+        old = set(getattr(key, field) or ())
+        new = set(changes.get(field, old) or ())
+        if new != old and (not new or (old and not new <= old)):
+            errors[field] = (
+                f"{field}: members can narrow the list to some of its names, not add names "
+                "or clear it (an empty list allows all); ask an admin."
+            )
+    if errors:
+        raise ValidationError(errors)
+
+
 @transaction.atomic
-def api_key_update(*, actor: Actor, key: ApiKey, **changes) -> ApiKey:
+def api_key_update(*, actor: Actor, key: ApiKey, membership=None, **changes) -> ApiKey:
     """Change a key's name, scopes, team, limits, expiry or routing policy (only the fields
     given; the same checks as api_key_create). An rt- key may move to another routing
-    policy, but a key does not change kind: its secret's prefix says which it is."""
+    policy, but a key does not change kind: its secret's prefix says which it is.
+
+    ``membership``: the editor's, when a person edits. An admin may change anything; a
+    member (api_key_may_change says whose keys) may only rename and narrow it
+    (_member_may_only_narrow)."""
     unknown = set(changes) - set(_EDITABLE)
     if unknown:
         raise ValidationError(f"These key fields cannot be changed: {', '.join(sorted(unknown))}.")
@@ -292,7 +343,11 @@ def api_key_update(*, actor: Actor, key: ApiKey, **changes) -> ApiKey:
             raise ValidationError({"expires_at": exc.error_list}) from None
         if expires_at != key.expires_at and expires_at is not None and expires_at <= timezone.now():
             raise ValidationError({"expires_at": "The expiry must be in the future."})
-        key.expires_at = expires_at
+        changes["expires_at"] = expires_at
+    if membership is not None and not membership.has_role("admin"):
+        _member_may_only_narrow(key, changes)
+    if "expires_at" in changes:
+        key.expires_at = changes["expires_at"]
     if "team" in changes:
         team = changes["team"]
         if team is not None and team.org_id != org.id:

@@ -30,11 +30,31 @@ from .forms import (
 )
 from .models import ApiKey, Deployment, GatewayConfig, ProviderConnection
 
+# A new or rotated key's raw secret waits here, in the server-side session, between the
+# POST that made it and the one GET that shows it (post/redirect/get): reloading the page
+# then shows "already shown" instead of creating or rotating again.
+_SHOW_ONCE_SLOT = "gateway.key_secret_once"
+
+
+def _secret_keep_once(request, key, raw, what):
+    # One slot per key and page: two tabs creating or rotating at once each get theirs.
+    kept = request.session.get(_SHOW_ONCE_SLOT) or {}
+    kept[f"{what}:{key.id}"] = raw
+    request.session[_SHOW_ONCE_SLOT] = kept
+
+
+def _secret_pop(request, key_id, what) -> str | None:
+    """The secret kept for this key and page, removed from the session as it is read."""
+    kept = request.session.get(_SHOW_ONCE_SLOT) or {}
+    raw = kept.pop(f"{what}:{key_id}", None)
+    if raw is not None:
+        request.session[_SHOW_ONCE_SLOT] = kept  # saved: the secret is gone from the session
+    return raw
+
 
 @org_view(write_role="member")
 def keys(request):
     org = request.org
-    created = None
     if request.method == "POST":
         form = ApiKeyForm(request.POST, org=org)
         if not form.is_valid():
@@ -42,11 +62,30 @@ def keys(request):
         else:
             try:
                 key, raw = services.api_key_create(
-                    actor=Actor.from_request(request), org=org, **form.cleaned_data
+                    actor=Actor.from_request(request),
+                    org=org,
+                    membership=request.membership,
+                    **form.cleaned_data,
                 )
-                created = {"key": key, "raw": raw}  # rendered once, never stored
+                _secret_keep_once(request, key, raw, "created")
+                return redirect("key_created", org_slug=org.slug, key_id=key.id)
             except ValidationError as exc:
                 messages.error(request, " ".join(exc.messages))
+    return _keys_page(request)
+
+
+@org_view(role="member")
+def key_created(request, key_id):
+    """The new key's secret, shown on the first GET after creating it and never again."""
+    key = get_object_or_404(ApiKey.objects.for_org(request.org), pk=key_id)
+    raw = _secret_pop(request, key.id, "created")
+    response = _keys_page(request, created={"key": key, "raw": raw})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _keys_page(request, *, created=None):
+    org = request.org
     return render(
         request,
         "gateway/keys.html",
@@ -64,7 +103,6 @@ def keys(request):
             "now": timezone.now(),
             "ceilings": services.key_limit_ceilings(org),
         },
-        status=201 if created else 200,
     )
 
 
@@ -120,6 +158,14 @@ def _key_edit_page(request, key, *, rotated=None, status=200):
 
 
 @org_view(role="member")
+def key_rotated(request, key_id):
+    """The rotated key's new secret, shown on the first GET after the rotation and never
+    again (a reload says so, and rotates nothing)."""
+    key = _key_to_change(request, key_id)
+    return _key_edit_page(request, key, rotated={"raw": _secret_pop(request, key.id, "rotated")})
+
+
+@org_view(role="member")
 def key_edit(request, key_id):
     """Edit a key's name, scopes, team, limits, expiry (and an rt- key's routing policy)."""
     key = _key_to_change(request, key_id)
@@ -136,7 +182,9 @@ def key_edit(request, key_id):
     if request.POST.get("expires_at", "").strip() == shown:
         changes.pop("expires_at")  # the date as shown: keep the exact time it has
     try:
-        key = services.api_key_update(actor=Actor.from_request(request), key=key, **changes)
+        key = services.api_key_update(
+            actor=Actor.from_request(request), key=key, membership=request.membership, **changes
+        )
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         key.refresh_from_db()
@@ -150,8 +198,8 @@ def key_edit(request, key_id):
 @require_POST
 @org_view(role="member")
 def key_rotate(request, key_id):
-    """A new secret for the key, shown once on the page this answers with; the old secret
-    works for the grace period chosen."""
+    """A new secret for the key, shown once on the page this redirects to (key_rotated); the
+    old secret works for the grace period chosen."""
     key = _key_to_change(request, key_id)
     choices = {str(seconds) for seconds, _label in services.ROTATION_GRACE_CHOICES}
     grace = request.POST.get("grace_seconds", "0")
@@ -165,7 +213,8 @@ def key_rotate(request, key_id):
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return _key_edit_page(request, key, status=400)
-    return _key_edit_page(request, key, rotated={"raw": raw})
+    _secret_keep_once(request, key, raw, "rotated")
+    return redirect("key_rotated", org_slug=request.org.slug, key_id=key.id)
 
 
 PROVIDER_LABELS = {"api_base": "Endpoint", "kind": "Kind", "name": "Name"}

@@ -4,10 +4,12 @@
 import pytest
 
 from conftest import PASSWORD
+from core import keys
 from gateway import services
-from gateway.models import ApiKey
+from gateway.models import ApiKey, key_hash_secret
 from gateway.tests.test_browser import SHOTS, chromium_page
 from orgs.audit import Actor
+from orgs.models import AuditLog
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -41,7 +43,7 @@ def test_a_member_edits_and_rotates_their_key(live_server_thread, org_a, bob, mo
         with page.expect_navigation():
             page.click("tr:has-text('bob-key') a:has-text('Edit')")
         page.fill("#edit-key input[name=name]", "bob-key-2")
-        page.fill("#edit-key input[name=rpm_limit]", "7")
+        page.fill("#edit-key input[name=rpm_limit]", "4")  # a member may lower it
         page.fill("#edit-key input[name=allowed_models]", "chat-small, embed-small")
         with page.expect_navigation():
             page.click("#edit-key button[type=submit]")
@@ -49,7 +51,7 @@ def test_a_member_edits_and_rotates_their_key(live_server_thread, org_a, bob, mo
         key.refresh_from_db()
         assert (key.name, key.rpm_limit, key.allowed_models) == (
             "bob-key-2",
-            7,
+            4,
             ["chat-small", "embed-small"],
         )
         assert key.matches(old_raw)  # editing keeps the secret
@@ -70,6 +72,15 @@ def test_a_member_edits_and_rotates_their_key(live_server_thread, org_a, bob, mo
         assert "keeps working until" in page.content()
         key.refresh_from_db()
         assert key.matches(new_raw) and key.previous_valid()
+        # Reloading the result page rotates nothing: one rotation audited, both secrets work
+        # (the old one for its grace), and the secret is not shown again.
+        with page.expect_navigation():
+            page.reload()
+        assert "already shown" in page.content() and new_raw not in page.content()
+        assert AuditLog.objects.filter(action="api_key.rotate", target_id=str(key.id)).count() == 1
+        key.refresh_from_db()
+        assert key.matches(new_raw) and key.previous_valid()
+        assert key.previous_key_hash == keys.digest(old_raw, key_hash_secret())
         page.goto(base + f"/o/acme/keys/{key.id}/edit/")
         assert new_raw not in page.content()
         page.goto(base + "/o/acme/keys/")

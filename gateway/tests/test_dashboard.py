@@ -41,13 +41,29 @@ def test_a_created_key_is_shown_once(bob_client, org_a):
         reverse("keys", args=[org_a.slug]),
         {"name": "web", "allowed_models": "a, b", "rpm_limit": "20"},
     )
-    assert response.status_code == 201
-    raw = response.context["created"]["raw"]
-    assert raw.encode() in response.content and b"shown only this once" in response.content
     key = ApiKey.objects.get(name="web")
+    # post/redirect/get: the secret is on the one GET after, never on a page a reload re-posts
+    assert response.status_code == 302 and str(key.id) in response["Location"]
+    shown = bob_client.get(response["Location"])
+    raw = shown.context["created"]["raw"]
+    assert raw.encode() in shown.content and b"shown only this once" in shown.content
+    assert shown["Cache-Control"] == "no-store"
     assert key.matches(raw) and key.allowed_models == ["a", "b"] and key.rpm_limit == 20
+    reloaded = bob_client.get(response["Location"])
+    assert raw.encode() not in reloaded.content and b"already shown" in reloaded.content
+    assert ApiKey.objects.count() == 1
     again = bob_client.get(reverse("keys", args=[org_a.slug]))
     assert raw.encode() not in again.content and key.masked.encode() in again.content
+
+
+def test_two_keys_created_before_either_is_shown_each_show_their_own_once(bob_client, org_a):
+    url = reverse("keys", args=[org_a.slug])
+    first, second = (bob_client.post(url, {"name": name}) for name in ("one", "two"))
+    for response, name in ((second, "two"), (first, "one")):
+        raw = bob_client.get(response["Location"]).context["created"]["raw"]
+        assert ApiKey.objects.get(name=name).matches(raw)
+        assert raw not in str(dict(bob_client.session))  # gone from the stored session
+    assert ApiKey.objects.count() == 2
 
 
 def test_viewers_see_keys_but_cannot_create(vera_client, org_a):
@@ -189,7 +205,9 @@ def test_routing_policies_and_rt_keys(alice_client, org_a):
     policy = RoutingPolicy.objects.get(name="ha")
     assert policy.model_names == ["a", "b"]
     response = alice_client.post(
-        reverse("keys", args=[org_a.slug]), {"name": "router", "routing_policy": policy.id}
+        reverse("keys", args=[org_a.slug]),
+        {"name": "router", "routing_policy": policy.id},
+        follow=True,
     )
     assert response.context["created"]["raw"].startswith("rt-")
     assert b"routes via" in alice_client.get(reverse("keys", args=[org_a.slug])).content

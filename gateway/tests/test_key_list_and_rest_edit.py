@@ -119,13 +119,14 @@ def test_the_key_lists_make_the_same_few_queries_for_any_number_of_keys(alice_cl
 
 # ------------------------------------------------------------------------------ REST edit
 def test_a_member_edits_their_own_key_over_rest(bob, bob_client, org_a):
-    team = Team.objects.create(org=org_a, name="platform")
+    # A member renames and narrows (limits, expiry and scopes where there were none); what
+    # else they may not do is in test_key_member_narrowing.py.
     [key] = _keys(org_a, 1, user=bob)
     body = {
         "name": "renamed",
         "allowed_models": ["chat"],
         "allowed_providers": ["fake"],
-        "team": team.id,
+        "team": None,
         "rpm_limit": 3,
         "tpm_limit": 900,
         "expires_at": "2099-05-01",
@@ -134,16 +135,16 @@ def test_a_member_edits_their_own_key_over_rest(bob, bob_client, org_a):
     response = bob_client.patch(f"/api/gateway/keys/{key.id}", body, content_type=JSON)
     assert response.status_code == 200, response.content
     got = response.json()
-    assert got["name"] == "renamed" and got["team"] == team.id and got["kind"] == "bn"
+    assert got["name"] == "renamed" and got["team"] is None and got["kind"] == "bn"
     assert got["expires_at"].startswith("2099-05-01T23:59:59")
     key.refresh_from_db()
     assert (key.allowed_models, key.rpm_limit, key.tpm_limit) == (["chat"], 3, 900)
     row = AuditLog.objects.get(action="api_key.update", target_id=str(key.id))
     assert row.actor_id == bob.id and row.changes["after"]["name"] == "renamed"
     # one field alone leaves the others as they are
-    bob_client.patch(f"/api/gateway/keys/{key.id}", {"rpm_limit": None}, content_type=JSON)
+    bob_client.patch(f"/api/gateway/keys/{key.id}", {"rpm_limit": 2}, content_type=JSON)
     key.refresh_from_db()
-    assert (key.name, key.rpm_limit, key.tpm_limit) == ("renamed", None, 900)
+    assert (key.name, key.rpm_limit, key.tpm_limit) == ("renamed", 2, 900)
 
 
 def test_role_rules_for_editing_match_the_dashboard(
@@ -228,9 +229,20 @@ def test_the_dashboard_edits_and_rotates_through_the_same_services(alice_client,
     # rotate: only the offered grace periods; the new secret once, not cached
     bad = alice_client.post(f"/o/acme/keys/{key.id}/rotate/", {"grace_seconds": "5"})
     assert bad.status_code == 400 and ApiKey.objects.get(pk=key.pk).matches(raw)
-    rotated = alice_client.post(f"/o/acme/keys/{key.id}/rotate/", {"grace_seconds": "86400"})
+    posted = alice_client.post(f"/o/acme/keys/{key.id}/rotate/", {"grace_seconds": "86400"})
+    assert posted.status_code == 302 and posted["Location"] == f"/o/acme/keys/{key.id}/rotated/"
+    rotated = alice_client.get(posted["Location"])
     key.refresh_from_db()
     new = re.search(r'id="new-key">(bn-[^<]+)<', rotated.content.decode())[1]
     assert key.matches(new) and key.previous_valid() and rotated["Cache-Control"] == "no-store"
     assert new not in alice_client.get(url).content.decode()
     assert alice_client.get(f"/o/acme/keys/{key.id}/rotate/").status_code == 405
+
+
+def test_rest_answers_carrying_a_secret_are_not_stored_by_caches(alice_client, org_a):
+    created = alice_client.post("/api/gateway/keys", {"name": "k"}, content_type=JSON)
+    assert created.status_code == 201 and created["Cache-Control"] == "no-store"
+    key_id = created.json()["id"]
+    rotated = alice_client.post(f"/api/gateway/keys/{key_id}/rotate", {}, content_type=JSON)
+    assert rotated.status_code == 200 and rotated["Cache-Control"] == "no-store"
+    assert "api_key" not in alice_client.get(f"/api/gateway/keys/{key_id}").json()
