@@ -761,9 +761,81 @@ def test_wav_seconds_believes_only_the_bytes_that_were_sent():
     assert media.wav_seconds(wav[: len(wav) // 2]) == pytest.approx(1.0, abs=0.01)
     assert media.wav_seconds(b"RIFF\x00\x00\x00\x00WAVE") is None
     assert media.wav_seconds(b"ID3" + wav) is None
-    # a byte rate of 1 would make 2 s of audio last 64,000 s: not believed
-    lying = wav[:28] + (1).to_bytes(4, "little") + wav[32:]
-    assert media.wav_seconds(lying) is None
+
+
+def _patch(wav: bytes, offset: int, fmt: str, value: int) -> bytes:
+    """``wav`` with the header field at ``offset`` (a 44-byte PCM header) set to ``value``."""
+    size = struct.calcsize(fmt)
+    return wav[:offset] + struct.pack(fmt, value) + wav[offset + size :]
+
+
+THREE_S = make_wav(3.0)  # 16 kHz mono 16-bit: 96,000 bytes of samples
+# (header field, offset, format, value, the seconds it is billed): a header's lies either
+# do not change the length (it comes from the samples sent) or make it unreadable, and
+# then the file is billed by its size at 16 kbit/s; never nothing.
+BY_SIZE = len(THREE_S) / 2000
+WAV_LIES = [
+    ("byte_rate huge", 28, "<I", 0xFFFFFFFF, 3.0),
+    ("byte_rate zero", 28, "<I", 0, 3.0),
+    ("byte_rate one", 28, "<I", 1, 3.0),
+    ("sample_rate zero", 24, "<I", 0, BY_SIZE),
+    ("sample_rate huge", 24, "<I", 0xFFFFFFFF, BY_SIZE),
+    ("channels huge", 22, "<H", 0xFFFF, BY_SIZE),
+    ("channels zero", 22, "<H", 0, BY_SIZE),
+    ("block_align zero", 32, "<H", 0, BY_SIZE),
+    ("block_align huge", 32, "<H", 0xFFFF, BY_SIZE),
+    ("bits zero", 34, "<H", 0, BY_SIZE),
+    ("bits odd", 34, "<H", 13, BY_SIZE),
+    ("compressed format", 20, "<H", 2, BY_SIZE),  # MS ADPCM: its block is not channels x bits
+    ("data size huge", 40, "<I", 0xFFFFFFFF, 3.0),  # only the bytes sent count
+    ("data size zero", 40, "<I", 0, 3.0),  # a streamed WAV: read to the end
+    ("data size small", 40, "<I", 32000, 1.0),
+]
+
+
+@pytest.mark.parametrize("what,offset,fmt,value,seconds", WAV_LIES, ids=[w[0] for w in WAV_LIES])
+def test_a_wav_header_that_lies_is_billed_by_its_samples_or_its_size(
+    what, offset, fmt, value, seconds
+):
+    assert media.upload_seconds(_patch(THREE_S, offset, fmt, value)) == pytest.approx(seconds)
+
+
+NOT_WAV = {
+    "executable": b"MZ\x90\x00" + b"\x00" * 5000,
+    "mp3": b"\xff\xfb" + b"\x00" * 19998,
+    "riff without wave": b"RIFF\x00\x00\x00\x00AVI " + b"\x00" * 1000,
+    "wave with no format": b"RIFF\x00\x00\x00\x00WAVEdata\x10\x00\x00\x00" + b"\x00" * 16,
+    "truncated format": THREE_S[:30],
+    "header only": THREE_S[:44],
+    "truncated samples": THREE_S[:45],
+}
+
+
+@pytest.mark.parametrize("data", NOT_WAV.values(), ids=NOT_WAV.keys())
+def test_a_file_that_is_not_a_readable_wav_is_billed_by_its_size_never_zero(data):
+    seconds = media.upload_seconds(data)
+    assert seconds > 0
+    if media.wav_seconds(data) is None or media.wav_seconds(data) == 0:
+        assert seconds == len(data) / 2000
+
+
+@pytest.mark.parametrize(
+    "audio,seconds",
+    [
+        (_patch(THREE_S, 28, "<I", 0xFFFFFFFF), 3.0),
+        (_patch(THREE_S, 28, "<I", 0), 3.0),
+        (_patch(THREE_S, 22, "<H", 0xFFFF), BY_SIZE),
+        (NOT_WAV["executable"], len(NOT_WAV["executable"]) / 2000),
+    ],
+    ids=["byte_rate huge", "byte_rate zero", "channels huge", "executable"],
+)
+def test_an_upload_the_provider_gives_no_length_for_is_billed_never_free(
+    studio, mode, audio, seconds
+):
+    client(studio).audio.transcriptions.create(model="scribe", file=("a.wav", audio, "audio/wav"))
+    row = only_row(studio)
+    assert (row.units, row.unit) == (pytest.approx(seconds), "second")
+    assert row.cost == money(seconds * WHISPER_PER_SECOND) and row.cost > 0
 
 
 def test_catalog_unit_prices():
