@@ -436,6 +436,23 @@ def _cost(dep: DeploymentInfo, price: float, units, input_tokens: int, output_to
     return dep.cost(input_tokens, output_tokens)
 
 
+_warned_unpriced: set[tuple[int, str]] = set()  # (deployment id, endpoint) warned about
+
+
+def _warn_unpriced(dep: DeploymentInfo, endpoint: str) -> None:
+    """A unit-priced endpoint billed $0 (no catalog price, no unit price): said once per
+    deployment and endpoint in a process (the dashboard marks it too), not per request."""
+    if (dep.id, endpoint) in _warned_unpriced:
+        return
+    _warned_unpriced.add((dep.id, endpoint))
+    log.warning(
+        "%s: no price for %s (neither the catalog nor the deployment's unit price): "
+        "its requests are billed $0; set the deployment's unit price",
+        dep.label,
+        endpoint,
+    )
+
+
 def _reserve(candidates, call: MediaCall, text_tokens: int) -> float:
     units = _estimated_units(call)
     return max(
@@ -483,6 +500,8 @@ async def handle(gw, ctx, req, Outgoing, refuse_if_budget_spent):  # noqa: N803
         output_tokens = 0
     price = unit_price(dep, call.endpoint, call.body)
     cost = _cost(dep, price, units, input_tokens, output_tokens)
+    if cost == 0 and price == 0 and ENDPOINTS[call.endpoint]:
+        _warn_unpriced(dep, call.endpoint)
     if spend is not None:
         gw.limiter.settle(spend, cost, verdict.backend)
     gw._record(

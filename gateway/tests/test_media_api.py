@@ -953,3 +953,106 @@ def test_speech_cut_by_the_provider_is_recorded_as_an_error(studio):
     row = only_row(studio)
     assert (row.status, row.http_status, row.error_type) == ("error", 502, "stream_broken")
     assert row.cost == money(len(text) * TTS_PER_CHARACTER)
+
+
+# ------------------------------------------------------------------ models with no price
+UNPRICED = ["dall-e-2", "dall-e-3", "no-such-image-model"]  # not in the bundled map
+
+
+def test_the_bundled_map_has_no_openai_dall_e_price_so_such_deployments_are_unpriced():
+    from gateway.pricing import litellm_price_map, unpriced
+
+    def dep(model, price=None, inp=None, out=None):
+        return SimpleNamespace(
+            upstream_model=model,
+            unit_price=price,
+            input_price_per_mtok=inp,
+            output_price_per_mtok=out,
+        )
+
+    # What the docs say: OpenAI's dall-e models are only under a provider prefix there.
+    assert not {"dall-e-2", "dall-e-3"} & set(litellm_price_map())
+    assert "azure/standard/1024-x-1024/dall-e-3" in litellm_price_map()
+    for model in UNPRICED:
+        assert unpriced(dep(model), {}), model
+        assert not unpriced(dep(model, Decimal("0.04")), {})
+        assert not unpriced(dep(model, inp=Decimal("1")), {})
+    for model in ("gpt-image-1", "whisper-1", "tts-1", "gpt-4o-mini", "rerank-english-v3.0"):
+        assert not unpriced(dep(model), {}), model
+
+
+@pytest.mark.parametrize("upstream", UNPRICED)
+def test_an_unpriced_image_model_is_billed_0_with_one_warning_per_deployment(
+    studio, mode, upstream, caplog
+):
+    media._warned_unpriced.clear()
+    services.deployment_save(
+        actor=ACTOR,
+        org=studio.org,
+        model_name="artist",
+        provider=studio.providers["fake"],
+        upstream_model=upstream,
+    )
+    refresh_snapshot()
+    caplog.set_level("WARNING", logger="bonito.gateway.media")
+    for _ in range(3):
+        client(studio).images.generate(model="artist", prompt="a bonito fish")
+    rows = usage_rows(studio.org)
+    assert [(r.status, r.cost, r.units) for r in rows] == [("success", 0, 1)] * 3
+    said = [r.getMessage() for r in caplog.records if "billed $0" in r.getMessage()]
+    assert said == [
+        f"fake/{upstream}: no price for images (neither the catalog nor the deployment's "
+        "unit price): its requests are billed $0; set the deployment's unit price"
+    ]
+
+
+def test_a_priced_image_model_logs_no_price_warning(studio, caplog):
+    media._warned_unpriced.clear()
+    caplog.set_level("WARNING", logger="bonito.gateway.media")
+    client(studio).images.generate(model="sketcher", prompt="x")
+    client(studio).images.generate(model="painter", prompt="x")
+    assert not [r for r in caplog.records if "billed $0" in r.getMessage()]
+    assert all(r.cost > 0 for r in usage_rows(studio.org))
+
+
+def test_the_dashboard_marks_an_unpriced_deployment_until_it_has_a_unit_price(alice_client, org_a):
+    from django.urls import reverse
+
+    provider = services.provider_save(
+        actor=ACTOR, org=org_a, name="oai", kind="openai", credentials={"api_key": "sk-x"}
+    )
+    priced = services.deployment_save(
+        actor=ACTOR,
+        org=org_a,
+        model_name="painter",
+        provider=provider,
+        upstream_model="gpt-image-1",
+    )
+    unpriced = services.deployment_save(
+        actor=ACTOR, org=org_a, model_name="artist", provider=provider, upstream_model="dall-e-3"
+    )
+    mark = "no price: billed $0 — set a unit price"
+    page = alice_client.get(reverse("providers", args=[org_a.slug])).content.decode()
+    assert page.count(mark) == 1
+    row = next(r for r in page.split("<tr>") if "dall-e-3" in r and "artist" in r)
+    assert mark in row
+    edit = reverse("deployment_edit", args=[org_a.slug, unpriced.pk])
+    assert mark in alice_client.get(edit).content.decode()
+    priced_edit = reverse("deployment_edit", args=[org_a.slug, priced.pk])
+    assert mark not in alice_client.get(priced_edit).content.decode()
+    body = {
+        "model_name": "artist",
+        "provider": str(provider.pk),
+        "upstream_model": "dall-e-3",
+        "region": "",
+        "priority": "0",
+        "weight": "1",
+        "unit_price": "0.04",
+        "is_active": "on",
+    }
+    response = alice_client.post(edit, body)
+    assert response.status_code == 302, response.content[:500]
+    unpriced.refresh_from_db()
+    assert unpriced.unit_price == Decimal("0.04")
+    assert mark not in alice_client.get(reverse("providers", args=[org_a.slug])).content.decode()
+    assert mark not in alice_client.get(edit).content.decode()
