@@ -222,7 +222,8 @@ class V1App:
         """A preflight carries no key: an origin some org allows gets the go-ahead, and the
         actual response then carries Access-Control-Allow-Origin only if the key's org
         allows it (Gateway.handle), so another org's setting opens nothing of this one."""
-        origin, gateway = headers["origin"], self.gateway()
+        # Echoed in lower case, as org settings store origins (and browsers send them).
+        origin, gateway = headers["origin"].lower(), self.gateway()
         if gateway.snapshots.current is None:  # a fresh process's first request
             await asyncio.to_thread(gateway.snapshots.ensure_started)
         if not gateway.origin_allowed_anywhere(origin):

@@ -211,7 +211,7 @@ class Gateway:
         else:
             allowed = self.origin_allowed_anywhere(origin)
         if allowed:
-            out.headers["Access-Control-Allow-Origin"] = origin
+            out.headers["Access-Control-Allow-Origin"] = origin.lower()  # as stored
             out.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE
 
     # ------------------------------------------------------------------ auth and policy
