@@ -7,7 +7,8 @@ it capped /v1 near 200 requests/s on one worker. Everything else still goes to D
 The order of checks (docs/gateway.md): the Host; a CORS preflight (answered from the
 Origin alone: it carries no key); then the key, on every path and method, so a wrong key
 is a 401 anywhere and a valid key's request is always recorded, a 404 or 405 included;
-then the body (its encoding and size), then the Gateway's own checks.
+then the body (its encoding and size), then the Gateway's own checks. The key is checked
+from the headers before the body is read: without one, not a byte of a body is buffered.
 """
 
 import asyncio
@@ -185,8 +186,13 @@ class V1App:
                 headers={"Allow": ", ".join(allowed)},
             )
         elif method == "POST":
-            # Read here, before the key is checked: the Gateway checks it first, and a
-            # refused body (too large, bad encoding) is its answer only for a valid key.
+            # The key first, from the headers alone: a request without a valid key gets
+            # its 401 before a byte of its body is read, so it cannot make this process
+            # buffer an upload. Then the body, whose refusal (too large, bad encoding) is
+            # the Gateway's answer for the valid key, recorded as usual.
+            refused = await self.gateway().refuse_key(headers, endpoint)
+            if refused is not None:
+                return await self._send(send, refused, headers)
             # Audio uploads have their own, larger cap (OpenAI's 25 MB file and the form).
             limit = MAX_UPLOAD_BYTES if endpoint in UPLOAD_ENDPOINTS else self.max_body_bytes
             try:
@@ -216,7 +222,8 @@ class V1App:
         """A preflight carries no key: an origin some org allows gets the go-ahead, and the
         actual response then carries Access-Control-Allow-Origin only if the key's org
         allows it (Gateway.handle), so another org's setting opens nothing of this one."""
-        origin, gateway = headers["origin"], self.gateway()
+        # Echoed in lower case, as org settings store origins (and browsers send them).
+        origin, gateway = headers["origin"].lower(), self.gateway()
         if gateway.snapshots.current is None:  # a fresh process's first request
             await asyncio.to_thread(gateway.snapshots.ensure_started)
         if not gateway.origin_allowed_anywhere(origin):

@@ -60,6 +60,7 @@ class DeploymentEditForm(DeploymentForm):
     weight = WholeNumberField(label="Weight", minimum=0, maximum=2_147_483_647, required=True)
     input_price_per_mtok = forms.CharField(label="Input price", required=False, max_length=40)
     output_price_per_mtok = forms.CharField(label="Output price", required=False, max_length=40)
+    unit_price = forms.CharField(label="Unit price", required=False, max_length=40)
     is_active = forms.BooleanField(label="Active", required=False)
 
     def clean_input_price_per_mtok(self):
@@ -67,6 +68,9 @@ class DeploymentEditForm(DeploymentForm):
 
     def clean_output_price_per_mtok(self):
         return self.cleaned_data["output_price_per_mtok"] or None
+
+    def clean_unit_price(self):
+        return self.cleaned_data["unit_price"] or None
 
 
 class PolicyForm(forms.Form):

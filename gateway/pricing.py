@@ -118,3 +118,12 @@ def unit_costs(deployment) -> dict[str, float]:
         price = float(deployment.unit_price)
         return {"image": price, "second": price, "character": price, "query": price}
     return dict(_catalog_unit_costs().get(deployment.upstream_model, {}))
+
+
+def unpriced(deployment, catalog: dict | None = None) -> bool:
+    """Whether every request to this deployment is billed $0: no unit price and no token
+    price, its own or the catalog's. LiteLLM's bundled map has no price for some models
+    apps call by their provider's name (OpenAI's ``dall-e-2``/``dall-e-3`` are there only
+    as ``azure/…`` keys, at Azure's prices, and ``aiml/…``, a reseller's): such a
+    deployment needs a unit price (or token prices) to be billed."""
+    return not unit_costs(deployment) and price_per_token(deployment, catalog) == (0.0, 0.0)

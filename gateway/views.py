@@ -15,7 +15,7 @@ from orgs.audit import Actor
 from orgs.models import Team
 from orgs.permissions import org_view
 
-from . import selectors, services
+from . import pricing, selectors, services
 from .dataplane import provider_kinds
 from .forms import (
     ApiKeyForm,
@@ -251,7 +251,9 @@ def providers(request):
         {
             "section": "providers",
             "providers": providers,
-            "deployments": Deployment.objects.for_org(org).select_related("provider"),
+            "deployments": _with_unpriced(
+                list(Deployment.objects.for_org(org).select_related("provider"))
+            ),
             "form": form,
             "model_hints": [
                 (kind.label, kind.model_hint)
@@ -261,6 +263,14 @@ def providers(request):
         },
         status=400 if form.is_bound else 200,
     )
+
+
+def _with_unpriced(deployments: list) -> list:
+    """Each deployment with ``unpriced`` set: billed $0 for want of any price."""
+    catalog = pricing.catalog_prices(d.upstream_model for d in deployments)
+    for d in deployments:
+        d.unpriced = pricing.unpriced(d, catalog)
+    return deployments
 
 
 @org_view(role="admin")
@@ -362,7 +372,12 @@ def deployment_edit(request, deployment_id):
     return render(
         request,
         "gateway/deployment_edit.html",
-        {"section": "providers", "deployment": deployment, "form": form},
+        {
+            "section": "providers",
+            "deployment": deployment,
+            "form": form,
+            "unpriced": pricing.unpriced(deployment),
+        },
         status=400 if form.is_bound else 200,
     )
 

@@ -4,6 +4,7 @@ recorded by the Gateway's own machinery (candidates, limiter, attempts, usage re
 import contextlib
 import logging
 import re
+import struct
 import time
 from dataclasses import dataclass, field
 
@@ -279,27 +280,57 @@ def _multipart_parts(boundary: bytes, raw: bytes) -> list[tuple]:
 
 
 # ------------------------------------------------------------------ units and prices
+# WAV sample formats whose block is channels x bits/8: PCM, IEEE float, A-law, mu-law,
+# and WAVE_FORMAT_EXTENSIBLE (which carries one of these).
+_WAV_FORMATS = {1, 3, 6, 7, 0xFFFE}
+# A file that is not a WAV we can read is billed as if it were speech at 16 kbit/s:
+# 2,000 bytes a second (compressed speech is rarely smaller), unless the provider says.
+BYTES_PER_SECOND_ESTIMATE = 2000
+
+
 def wav_seconds(data: bytes) -> float | None:
-    """The length of a WAV file from its RIFF header: its data chunk's bytes (those that
-    were actually sent, whatever the header claims) over its byte rate; None if the file
-    is not a WAV or its header makes no sense (then the upstream's duration is used)."""
+    """The length of a WAV file: its data chunk's bytes (those that were actually sent,
+    whatever the header claims) over sample_rate x block_align. The header's byte rate is
+    never used (it is only a hint, and a lie there would make the file free). None if the
+    file is not a WAV or its header makes no sense: a format whose block is not
+    channels x bits/8 (compressed WAVs), zero or absurd rates, channels or sample sizes."""
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         return None
-    pos, byte_rate = 12, 0
+    pos, frame_bytes = 12, 0
     while pos + 8 <= len(data):
         chunk, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
         start = pos + 8
         if chunk == b"fmt ":
             if size < 16 or start + 16 > len(data):
                 return None
-            byte_rate = int.from_bytes(data[start + 8 : start + 12], "little")
-        elif chunk == b"data":
-            # 8 kHz 8-bit mono is 8,000 bytes a second: less is a header that lies.
-            if byte_rate < 1000:
+            fmt, channels, rate, _byte_rate, align, bits = struct.unpack_from(
+                "<HHIIHH", data, start
+            )
+            if (
+                fmt not in _WAV_FORMATS
+                or not 1 <= channels <= 32
+                or not 1000 <= rate <= 768_000
+                or bits not in (8, 16, 24, 32, 64)
+                or align != channels * bits // 8
+            ):
                 return None
-            return min(size, len(data) - start) / byte_rate
+            frame_bytes = rate * align  # bytes of one second of this audio
+        elif chunk == b"data":
+            if not frame_bytes:
+                return None  # data before its format: not a WAV we can read
+            sent = len(data) - start
+            # A size of 0 (or past the end) is a streamed WAV: players read to the end.
+            return (min(size, sent) if size else sent) / frame_bytes
         pos = start + size + (size & 1)  # chunks are padded to an even length
     return None
+
+
+def upload_seconds(data: bytes) -> float:
+    """The seconds an upload is billed when the provider does not say: a WAV's length,
+    else (or for a WAV with no samples) its size at 16 kbit/s. Never 0 for a non-empty
+    file, whatever its header says."""
+    seconds = wav_seconds(data)
+    return seconds if seconds else len(data) / BYTES_PER_SECOND_ESTIMATE
 
 
 def _size_key(size) -> str:
@@ -354,16 +385,14 @@ def _estimated_units(call: MediaCall) -> float:
     if call.endpoint == "speech":
         return float(len(call.body["input"]))
     if call.upload is not None:
-        seconds = wav_seconds(call.upload.data)
-        # Not a WAV: as long as the file would be at 16 kbit/s (compressed speech is
-        # rarely smaller), an upper estimate settled to the real length after the call.
-        return seconds if seconds is not None else len(call.upload.data) / 2000
+        # Not a WAV: an estimate settled to the provider's length after the call.
+        return upload_seconds(call.upload.data)
     return 1.0
 
 
 def _answer_units(call: MediaCall, answer: MediaAnswer) -> float | None:
-    """The units the answer says were used: images made, seconds of audio, one search.
-    None when nothing tells (a non-WAV file transcribed to plain text)."""
+    """The units the answer says were used: images made, seconds of audio (the
+    provider's, else upload_seconds), one search. None for endpoints without units."""
     data = answer.data or {}
     if call.endpoint == "images":
         made = data.get("data")
@@ -373,9 +402,9 @@ def _answer_units(call: MediaCall, answer: MediaAnswer) -> float | None:
         usage = data.get("usage")
         if isinstance(usage, dict) and usage.get("type") == "duration":
             duration = usage.get("seconds", duration)
-        if type(duration) in (int, float) and 0 <= duration < 10**6:
+        if type(duration) in (int, float) and 0 < duration < 10**6:
             return float(duration)
-        return wav_seconds(call.upload.data)
+        return upload_seconds(call.upload.data)
     if call.endpoint == "rerank":
         return 1.0
     return None
@@ -405,6 +434,23 @@ def _cost(dep: DeploymentInfo, price: float, units, input_tokens: int, output_to
     if price > 0:
         return (units or 0.0) * price
     return dep.cost(input_tokens, output_tokens)
+
+
+_warned_unpriced: set[tuple[int, str]] = set()  # (deployment id, endpoint) warned about
+
+
+def _warn_unpriced(dep: DeploymentInfo, endpoint: str) -> None:
+    """A unit-priced endpoint billed $0 (no catalog price, no unit price): said once per
+    deployment and endpoint in a process (the dashboard marks it too), not per request."""
+    if (dep.id, endpoint) in _warned_unpriced:
+        return
+    _warned_unpriced.add((dep.id, endpoint))
+    log.warning(
+        "%s: no price for %s (neither the catalog nor the deployment's unit price): "
+        "its requests are billed $0; set the deployment's unit price",
+        dep.label,
+        endpoint,
+    )
 
 
 def _reserve(candidates, call: MediaCall, text_tokens: int) -> float:
@@ -453,14 +499,9 @@ async def handle(gw, ctx, req, Outgoing, refuse_if_budget_spent):  # noqa: N803
         input_tokens = text_tokens if call.endpoint in ("moderations", "rerank") else 0
         output_tokens = 0
     price = unit_price(dep, call.endpoint, call.body)
-    if price > 0 and units is None:
-        log.warning(
-            "%s: no length for a %s upload (%s); recorded with no seconds",
-            dep.label,
-            call.upload.content_type if call.upload else "",
-            call.endpoint,
-        )
     cost = _cost(dep, price, units, input_tokens, output_tokens)
+    if cost == 0 and price == 0 and ENDPOINTS[call.endpoint]:
+        _warn_unpriced(dep, call.endpoint)
     if spend is not None:
         gw.limiter.settle(spend, cost, verdict.backend)
     gw._record(

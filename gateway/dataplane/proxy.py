@@ -130,17 +130,38 @@ class Gateway:
             self._cors(ctx, origin, out)
         return out
 
+    async def refuse_key(self, headers, endpoint: str) -> Outgoing | None:
+        """The answer to a request without a valid key (its 401, or the 503 of a process
+        with no configuration yet), None for a valid key. The ASGI app asks this from the
+        headers alone, before it reads a byte of the body: a client without a key cannot
+        make the server buffer an upload. Nothing is recorded (no key, no row); handle()
+        checks the key again, so a key revoked in between is still refused."""
+        ctx = Ctx(request_id=_request_id(headers), endpoint=endpoint, t0=time.perf_counter())
+        try:
+            self._authenticate(headers, await self._snapshot())
+        except GatewayError as exc:
+            out = self._error_response(ctx, exc)
+            origin = headers.get("origin")
+            if origin is not None:
+                self._cors(ctx, origin, out)
+            return out
+        return None
+
+    async def _snapshot(self) -> Snapshot:
+        snap = self.snapshots.current or await asyncio.to_thread(self.snapshots.ensure_started)
+        if snap is None:
+            raise GatewayError(
+                503,
+                "The gateway is starting and has no configuration yet; retry shortly.",
+                "server_error",
+                "gateway_not_ready",
+                headers={"Retry-After": "1"},
+            )
+        return snap
+
     async def _handle(self, ctx: Ctx, req: Incoming) -> Outgoing:
         try:
-            snap = self.snapshots.current or await asyncio.to_thread(self.snapshots.ensure_started)
-            if snap is None:
-                raise GatewayError(
-                    503,
-                    "The gateway is starting and has no configuration yet; retry shortly.",
-                    "server_error",
-                    "gateway_not_ready",
-                    headers={"Retry-After": "1"},
-                )
+            snap = await self._snapshot()
             ctx.key, ctx.org = self._authenticate(req.headers, snap, req.key)
         except GatewayError as exc:
             return self._error_response(ctx, exc)  # no valid key: nothing to record
@@ -192,7 +213,7 @@ class Gateway:
         else:
             allowed = self.origin_allowed_anywhere(origin)
         if allowed:
-            out.headers["Access-Control-Allow-Origin"] = origin
+            out.headers["Access-Control-Allow-Origin"] = origin.lower()  # as stored
             out.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE
 
     # ------------------------------------------------------------------ auth and policy

@@ -174,12 +174,26 @@ def test_a_preflight_from_an_allowed_origin_is_answered(cors):
     response = _preflight(cors.url, APP, "authorization, content-type, x-stainless-os")
     assert response.status_code == 204
     assert response.headers["access-control-allow-origin"] == APP
-    assert "POST" in response.headers["access-control-allow-methods"]
+    # DELETE: /v1/responses/{id}
+    assert response.headers["access-control-allow-methods"] == "GET, POST, DELETE"
     allowed = response.headers["access-control-allow-headers"].split(", ")
     assert {"authorization", "content-type", "x-stainless-os"} <= set(allowed)
     assert "access-control-allow-credentials" not in response.headers
     assert "Origin" in response.headers["vary"]
     assert usage_rows() == []  # a preflight has no key: no row
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [APP.upper(), APP.replace("https://", "HTTPS://"), APP.title(), "https://APP.acme.Example"],
+)
+def test_an_origin_in_any_case_is_echoed_in_lower_case_as_stored(cors, sent):
+    assert sent != APP and sent.lower() == APP
+    response = _preflight(cors.url, sent)
+    assert response.status_code == 204
+    assert response.headers["access-control-allow-origin"] == APP
+    for answer in (_chat(cors, sent), _chat(cors, sent, key="bn-wrong")):
+        assert answer.headers["access-control-allow-origin"] == APP
 
 
 @pytest.mark.parametrize(

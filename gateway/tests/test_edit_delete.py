@@ -163,6 +163,8 @@ def test_the_deployment_edit_page_saves_every_field(alice_client, org_a, mine):
         ("weight", "a\x00b", "Weight"),
         ("input_price_per_mtok", "-1", "Input price"),
         ("input_price_per_mtok", "NaN", "Input price"),
+        ("unit_price", "-1", "Unit price"),
+        ("unit_price", "1e400", "Unit price"),
         ("model_name", "", "Model name"),
         ("provider", "{other_org}", "Provider"),
         ("upstream_model", "x" * 201, "Upstream model"),

@@ -249,3 +249,129 @@ def test_the_openai_sdk_reads_gzipped_responses(acme):
     assert len(result.data) == 40 and result.data[0].embedding
     models = client.models.list()
     assert {m.id for m in models.data} >= {"chat-small", "embed-small"}
+
+
+# ---------------------------------------------------------------- the key before the body
+def _refused_keys(acme):
+    """Every kind of key that is not valid, as Authorization headers ({} = no header)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from gateway import services
+    from gateway.models import ApiKey
+    from gateway.tests.conftest import ACTOR, refresh_snapshot
+
+    revoked, revoked_raw = services.api_key_create(actor=ACTOR, org=acme.org, name="revoked")
+    services.api_key_revoke(actor=ACTOR, key=revoked)
+    expired, expired_raw = services.api_key_create(
+        actor=ACTOR, org=acme.org, name="expired", expires_at="2999-01-01"
+    )
+    ApiKey.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - timedelta(days=1))
+    refresh_snapshot()
+    return [
+        {},
+        _auth("bn-not-a-key"),
+        _auth(acme.raw[:-2] + "xx"),
+        {"Authorization": "Basic Zm9vOmJhcg=="},
+        _auth(revoked_raw),
+        _auth(expired_raw),
+    ]
+
+
+def _asgi_post(app, path, headers, body_chunks):
+    """POST through the /v1 ASGI app with a receive() that counts the body bytes the app
+    pulls: (status, response body, bytes read)."""
+    import asyncio
+
+    state = {"read": 0, "sent": []}
+    chunks = list(body_chunks)
+
+    async def receive():
+        if not chunks:
+            return {"type": "http.disconnect"}
+        chunk = chunks.pop(0)
+        state["read"] += len(chunk)
+        return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+
+    async def send(message):
+        state["sent"].append(message)
+
+    scope = {
+        "type": "http",
+        "path": path,
+        "method": "POST",
+        "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+    }
+    asyncio.run(app(scope, receive, send))
+    start = next(m for m in state["sent"] if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in state["sent"] if m["type"] == "http.response.body")
+    return start["status"], body, state["read"]
+
+
+def _v1_app(gw):
+    from gateway.asgi_v1 import V1App
+
+    return V1App(None, gw.max_body_bytes, lambda host: True, lambda: gw)
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/audio/transcriptions", "/v1/chat/completions", "/v1/messages", "/v1/embeddings"]
+)
+def test_a_request_without_a_valid_key_is_refused_before_a_body_byte_is_read(acme, gw, path):
+    app = _v1_app(gw)
+    big = [b"x" * (1024 * 1024)] * 9  # 9 MB offered, under both caps
+    for headers in _refused_keys(acme):
+        for encoding in ({}, {"Content-Encoding": "gzip"}):
+            status, body, read = _asgi_post(
+                app, path, {"host": "testserver", **headers, **encoding}, big
+            )
+            assert (status, read) == (401, 0), (headers, encoding, status, read)
+            error = orjson.loads(body)["error"]  # OpenAI's shape, or Anthropic's on /messages
+            assert error["type"] in ("invalid_request_error", "authentication_error")
+    assert usage_rows() == []
+    # The control: a valid key's body is read, all of it (not JSON nor a form: a 400, recorded).
+    status, _body, read = _asgi_post(app, path, {"host": "testserver", **_auth(acme.raw)}, big)
+    assert (status, read) == (400, 9 * 1024 * 1024)
+    [row] = usage_rows(acme.org)
+    assert (row.status, row.http_status) == ("rejected", 400)
+
+
+def _raw_http(acme, head: bytes, timeout=20) -> bytes:
+    """Send only a request's head on a real socket, then read the answer (the body is
+    never sent: an app that waits for it never answers)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(acme.url)
+    with socket.create_connection((where.hostname, where.port), timeout=timeout) as sock:
+        sock.sendall(head)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            answer += piece
+        return answer
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [b"Content-Length: 20000000\r\n", b"Transfer-Encoding: chunked\r\n"],
+    ids=["content-length", "chunked"],
+)
+@pytest.mark.parametrize("auth", [b"", b"Authorization: Bearer bn-not-a-valid-key\r\n"])
+def test_a_real_client_without_a_key_gets_its_401_before_sending_its_body(acme, framing, auth):
+    host = acme.url.removeprefix("http://").encode()
+    head = (
+        b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: "
+        + host
+        + b"\r\n"
+        + auth
+        + framing
+        + b"Content-Type: multipart/form-data; boundary=xyz\r\n\r\n"
+    )
+    answer = _raw_http(acme, head)
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+    assert usage_rows() == []
