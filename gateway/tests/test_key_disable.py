@@ -213,3 +213,67 @@ def test_a_disabled_key_is_refused_on_every_path_and_works_once_enabled(acme, mo
     again = _calls(acme, acme.raw)
     assert {p: r.status_code for p, r in again.items()} == dict.fromkeys(again, 200)
     assert len(usage_rows(acme.org)) == 2 * rows_before
+
+
+# ------------------------------------------------------------------------------ dashboard
+def _page(client, name, org, key=None):
+    from django.urls import reverse
+
+    return reverse(name, args=[org.slug] + ([key.id] if key else []))
+
+
+def test_dashboard_buttons_badge_and_roles(alice_client, bob_client, org_a, bobs_key):
+    import re
+
+    disable, enable = (_page(None, n, org_a, bobs_key) for n in ("key_disable", "key_enable"))
+    listing, edit = _page(None, "keys", org_a), _page(None, "key_edit", org_a, bobs_key)
+    for client in (alice_client, bob_client):
+        for url in (listing, edit):
+            html = client.get(url).content.decode()
+            assert f'action="{disable}" data-confirm=' in html and enable not in html, url
+    # bob disables his key from the edit page and lands back on it, with the state shown
+    response = bob_client.post(disable, {"back": "edit"}, follow=True)
+    assert response.redirect_chain[-1][0] == edit and b"disabled" in response.content
+    assert ApiKey.objects.get(pk=bobs_key.pk).is_active is False
+    html = bob_client.get(listing).content.decode()
+    assert '<strong class="disabled">disabled</strong>' in html
+    assert enable not in html and enable not in bob_client.get(edit).content.decode()
+    # only an admin enables: bob's POST is refused and changes nothing
+    assert bob_client.post(enable).status_code == 403
+    assert ApiKey.objects.get(pk=bobs_key.pk).is_active is False
+    for url in (listing, edit):
+        html = alice_client.get(url).content.decode()
+        assert f'action="{enable}" data-confirm=' in html, url
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), url
+        assert not re.search(r"\son[a-z]+\s*=", html), url
+    response = alice_client.post(enable, follow=True)
+    assert response.redirect_chain[-1][0] == listing and b"enabled" in response.content
+    assert ApiKey.objects.get(pk=bobs_key.pk).is_active is True
+    assert len(_audits(bobs_key, "api_key.disable")) == len(_audits(bobs_key, "api_key.enable"))
+
+
+def test_dashboard_refuses_others_keys_other_orgs_viewers_and_no_csrf(
+    alice, bob_client, vera_client, charlie_client, org_a, org_b, alices_key
+):
+    from django.test import Client
+
+    for name in ("key_disable", "key_enable"):
+        # another org: its own slug or ours, the key is not found / not theirs
+        assert charlie_client.post(_page(None, name, org_b, alices_key)).status_code == 404
+        assert charlie_client.post(_page(None, name, org_a, alices_key)).status_code in (403, 404)
+        assert bob_client.post(_page(None, name, org_a, alices_key)).status_code == 403
+        assert vera_client.post(_page(None, name, org_a, alices_key)).status_code == 403
+        client = Client(enforce_csrf_checks=True)
+        client.force_login(alice)
+        assert client.post(_page(None, name, org_a, alices_key)).status_code == 403
+        assert client.get(_page(None, name, org_a, alices_key)).status_code == 405
+    assert ApiKey.objects.get(pk=alices_key.pk).is_active is True
+    assert _audits(alices_key, "api_key.disable") == []
+
+
+def test_dashboard_enabling_a_revoked_key_says_why(alice_client, org_a, bobs_key):
+    services.api_key_set_active(actor=ACTOR, key=bobs_key, active=False)
+    services.api_key_revoke(actor=ACTOR, key=ApiKey.objects.get(pk=bobs_key.pk))
+    response = alice_client.post(_page(None, "key_enable", org_a, bobs_key), follow=True)
+    assert response.status_code == 200 and b"revoked" in response.content
+    assert ApiKey.objects.get(pk=bobs_key.pk).is_active is False
