@@ -51,6 +51,9 @@ class ApiKey(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # False: disabled (services.api_key_set_active), refused on /v1 like a revoked key but
+    # reversibly: the key keeps its secret, settings, spend and history.
+    is_active = models.BooleanField(default=True)
     # After a rotation with a grace period, the old secret's HMAC and when it stops working
     # (services.api_key_rotate); the data plane serves both secrets as this one key.
     previous_key_hash = models.CharField(max_length=64, blank=True, default="", editable=False)

@@ -86,12 +86,13 @@ class ApiKeySerializer(OrgScopedFields, serializers.ModelSerializer):
             "expires_at",
             "created_at",
             "revoked_at",
+            "is_active",
             "status",
             "last_used_at",
             "spend_this_month",
             "old_key_valid_until",
         ]
-        read_only_fields = ["kind", "created_at", "revoked_at", "last_used_at"]
+        read_only_fields = ["kind", "created_at", "revoked_at", "is_active", "last_used_at"]
 
     def get_spend_this_month(self, key) -> str:
         spend = getattr(key, "spend_this_month", None)
@@ -107,6 +108,8 @@ class ApiKeySerializer(OrgScopedFields, serializers.ModelSerializer):
 
         if key.revoked_at:
             return "revoked"
+        if not key.is_active:
+            return "disabled"
         if key.expires_at and key.expires_at <= timezone.now():
             return "expired"
         return "active"
@@ -144,7 +147,8 @@ class ApiKeyViewSet(
     viewsets.GenericViewSet,
 ):
     """bn- keys. `POST` returns the raw key once (`api_key`); `PATCH` edits the fields
-    given; `DELETE` revokes; `POST …/rotate` gives a key a new secret."""
+    given; `DELETE` revokes; `POST …/rotate` gives a key a new secret; `POST …/disable` and
+    `POST …/enable` turn it off and on again (reversibly)."""
 
     serializer_class = ApiKeySerializer
     write_role = "member"
@@ -218,6 +222,26 @@ class ApiKeyViewSet(
             actor=actor(request), key=key, grace_seconds=body.validated_data["grace_seconds"]
         )
         return _no_store(Response({**self.get_serializer(key).data, "api_key": raw}))
+
+    def _set_active(self, request, active: bool) -> Response:
+        key = self.get_object()
+        key = services.api_key_set_active(
+            actor=actor(request), key=key, active=active, membership=request.membership
+        )
+        return Response(self.get_serializer(key).data)
+
+    @extend_schema(request=None, responses={200: ApiKeySerializer})
+    @action(detail=True, methods=["post"])
+    def disable(self, request, *args, **kwargs):
+        """Refuse the key on /v1 (401) until it is enabled; it keeps its secret, settings,
+        spend and history. Members disable the keys they created; admins any key."""
+        return self._set_active(request, False)
+
+    @extend_schema(request=None, responses={200: ApiKeySerializer})
+    @action(detail=True, methods=["post"])
+    def enable(self, request, *args, **kwargs):
+        """Let a disabled key work again (admins only; a revoked key stays revoked: 400)."""
+        return self._set_active(request, True)
 
 
 class GatewayConfigSerializer(serializers.ModelSerializer):

@@ -4,7 +4,7 @@ import re
 from datetime import UTC, date, datetime, timedelta
 
 from django.conf import settings as django_settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -197,6 +197,41 @@ def api_key_revoke(*, actor: Actor, key: ApiKey) -> ApiKey:
             actor=actor, org=key.org, action="api_key.revoke", target=key, before=_key_summary(key)
         )
         config_version_bump(KEY, org_id=key.org_id, ref=key.id)
+    return key
+
+
+@transaction.atomic
+def api_key_set_active(*, actor: Actor, key: ApiKey, active: bool, membership=None) -> ApiKey:
+    """Disable (``active=False``) or enable a key. A disabled key is refused on /v1 by every
+    worker within the config's propagation time, but keeps its secret, settings, spend and
+    history, and works again once enabled. A revoked key stays revoked (not enabled).
+
+    ``membership``: the changer's, when a person does it. Members may disable the keys they
+    created (api_key_may_change): a narrowing. Only admins enable, so a member cannot undo
+    an admin's disable. Setting the state a key already has changes nothing."""
+    key = ApiKey.objects.select_for_update(of=("self",)).select_related("org").get(pk=key.pk)
+    if membership is not None:
+        if not api_key_may_change(membership, key):
+            raise PermissionDenied(
+                "Members can disable the keys they created; admins can change any key."
+            )
+        if active and not membership.has_role("admin"):
+            raise PermissionDenied("Only an org admin can enable a disabled key.")
+    if active and key.revoked_at is not None:
+        raise ValidationError("This key is revoked; create a new one instead.")
+    if key.is_active == bool(active):
+        return key
+    key.is_active = bool(active)
+    key.save(update_fields=["is_active"])
+    audit_record(
+        actor=actor,
+        org=key.org,
+        action="api_key.enable" if active else "api_key.disable",
+        target=key,
+        before={"key": key.masked, "is_active": not key.is_active},
+        after={"key": key.masked, "is_active": key.is_active},
+    )
+    config_version_bump(KEY, org_id=key.org_id, ref=key.id)
     return key
 
 

@@ -112,6 +112,7 @@ def key_info(k: ApiKey) -> KeyInfo:
         expires_at=_ts(k.expires_at),
         revoked=k.revoked_at is not None,
         routing_policy=k.routing_policy.name if k.routing_policy else None,
+        disabled=not k.is_active,
     )
 
 
@@ -174,6 +175,7 @@ _KEY_COLUMNS = (
     "routing_policy__name",
     "previous_key_hash",
     "previous_valid_until",
+    "is_active",
 )
 
 
@@ -212,6 +214,7 @@ def load_keys(rows=None) -> dict:
         policy,
         previous_hash,
         previous_until,
+        is_active,
     ) in rows.order_by().values_list(*_KEY_COLUMNS).iterator(chunk_size=5000):
         key = keys[key_hash] = KeyInfo(
             id=id_,
@@ -227,6 +230,7 @@ def load_keys(rows=None) -> dict:
             expires_at=expires_at.timestamp() if expires_at else None,
             revoked=revoked_at is not None,
             routing_policy=strings.setdefault(policy, policy) if policy else None,
+            disabled=not is_active,
         )
         # A rotated key's old secret in its grace period: the same key, ending with the
         # grace (every worker refuses it by the clock then, whatever its snapshot's age).

@@ -217,6 +217,45 @@ def key_rotate(request, key_id):
     return redirect("key_rotated", org_slug=request.org.slug, key_id=key.id)
 
 
+def _key_set_active(request, key_id, active: bool):
+    """Disable or enable a key (services.api_key_set_active: members disable the keys they
+    created; only admins enable), then back to the page the button was on."""
+    key = _key_to_change(request, key_id)
+    try:
+        key = services.api_key_set_active(
+            actor=Actor.from_request(request),
+            key=key,
+            active=active,
+            membership=request.membership,
+        )
+    except (PermissionDenied, ValidationError) as exc:
+        messages.error(request, " ".join(getattr(exc, "messages", None) or exc.args))
+    else:
+        if active:
+            messages.success(request, f"Key {key.name} ({key.masked}) enabled: it works again.")
+        else:
+            messages.success(
+                request,
+                f"Key {key.name} ({key.masked}) disabled. Apps using it now get 401 until an "
+                "admin enables it.",
+            )
+    if request.POST.get("back") == "edit":
+        return redirect("key_edit", org_slug=request.org.slug, key_id=key.id)
+    return redirect("keys", org_slug=request.org.slug)
+
+
+@require_POST
+@org_view(role="member")
+def key_disable(request, key_id):
+    return _key_set_active(request, key_id, False)
+
+
+@require_POST
+@org_view(role="admin")
+def key_enable(request, key_id):
+    return _key_set_active(request, key_id, True)
+
+
 PROVIDER_LABELS = {"api_base": "Endpoint", "kind": "Kind", "name": "Name"}
 
 

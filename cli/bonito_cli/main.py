@@ -415,7 +415,7 @@ keys = resource(
     ops=("list", "get", "delete"),
     delete_verb="revoke",
     help="API keys (bn- keys; rt- keys route through a routing policy). The secret is shown once.",
-    example="  bonito keys create --name ci-bot --model gpt-4o-mini --quiet\n  bonito keys update 12 --rpm 60 --model gpt-4o-mini\n  bonito keys rotate 12 --grace 24h\n  bonito keys revoke 12",
+    example="  bonito keys create --name ci-bot --model gpt-4o-mini --quiet\n  bonito keys update 12 --rpm 60 --model gpt-4o-mini\n  bonito keys rotate 12 --grace 24h\n  bonito keys disable 12\n  bonito keys enable 12\n  bonito keys revoke 12",
 )
 
 
@@ -500,6 +500,38 @@ def keys_rotate(state, id, grace):
     """
     body = {"grace_seconds": grace_seconds(grace)}
     _print_new_key(state, state.client.post(f"/api/gateway/keys/{id}/rotate", body))
+
+
+@keys.command("disable", context_settings=CONTEXT)
+@click.argument("id", type=ID)
+@out_options
+@pass_state
+def keys_disable(state, id):
+    """Disable a key: the gateways refuse it (401) within seconds until it is enabled again.
+    It keeps its secret, settings, spend and history. Members may disable the keys they
+    created; only org admins enable.
+
+    \b
+    Examples:
+      bonito keys disable 12
+    """
+    row = state.client.post(f"/api/gateway/keys/{id}/disable", {})
+    done(state, f"Disabled {id}.", row)
+
+
+@keys.command("enable", context_settings=CONTEXT)
+@click.argument("id", type=ID)
+@out_options
+@pass_state
+def keys_enable(state, id):
+    """Enable a disabled key again (org admins only; a revoked key stays revoked).
+
+    \b
+    Examples:
+      bonito keys enable 12
+    """
+    row = state.client.post(f"/api/gateway/keys/{id}/enable", {})
+    done(state, f"Enabled {id}.", row)
 
 
 def _limit(value: str | None):

@@ -168,7 +168,7 @@ def test_the_wheel_installs_a_bonito_command(tmp_path):
 def test_every_command_has_help_with_examples(home):
     groups = {
         "auth": ["login", "status", "logout"],
-        "keys": ["list", "create", "update", "rotate", "revoke"],
+        "keys": ["list", "create", "update", "rotate", "disable", "enable", "revoke"],
         "config": ["apply", "export"],
         "completion": ["install", "bash"],
         "agent": ["status"],
@@ -312,7 +312,21 @@ def test_create_list_use_rotate_and_revoke_a_key(server, logged_in):
     new_id = next(
         r["id"] for r in new_id if r["key"].endswith(new_key[-4:]) and r["status"] == "active"
     )
+    # disabled: refused with its own message; enabled: works again, the same secret
+    bonito(home, "keys", "disable", str(new_id), "-q", check=0)
+    got = json.loads(bonito(home, "keys", "get", str(new_id), "--json", check=0).stdout)
+    assert (got["status"], got["is_active"]) == ("disabled", False)
+    env = {"BONITO_API_KEY": new_key}
+    refused = eventually(home, "chat", "hi", "-m", "demo-chat", env=env, code=3)
+    assert "disabled" in refused.stderr.lower()
+    enabled = json.loads(bonito(home, "keys", "enable", str(new_id), "--json", check=0).stdout)
+    assert enabled["is_active"] is True and enabled["status"] == "active"
+    answer = eventually(home, "chat", "back", "-m", "demo-chat", env=env, code=0).stdout
+    assert "You said: back" in answer
+    assert "No ApiKey" in bonito(home, "keys", "disable", "999999", check=1).stderr
     bonito(home, "keys", "revoke", str(new_id), "-q", check=0)
+    # a revoked key stays revoked
+    assert "revoked" in bonito(home, "keys", "enable", str(new_id), check=1).stderr.lower()
     assert (
         json.loads(bonito(home, "keys", "get", str(new_id), "--json", check=0).stdout)["status"]
         == "revoked"

@@ -32,6 +32,8 @@ CORS_EXPOSE = (
     "x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, "
     "x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens"
 )
+# What a disabled key (services.api_key_set_active) gets on /v1, with a 401.
+KEY_DISABLED = "This API key is disabled; an org admin can enable it again."
 # count_tokens bodies above this are tokenized in a thread (~1 ms of tokenizer on the loop).
 COUNT_ON_LOOP_BYTES = 16 * 1024
 
@@ -231,6 +233,8 @@ class Gateway:
                 raise errors.invalid_key()
         if key.revoked:
             raise errors.invalid_key("This API key has been revoked.")
+        if key.disabled:
+            raise errors.invalid_key(KEY_DISABLED)
         if key.expires_at is not None and key.expires_at <= time.time():
             when = datetime.fromtimestamp(key.expires_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
             raise errors.invalid_key(f"This API key expired on {when}.")

@@ -23,6 +23,9 @@ class KeyInfo:
     expires_at: float | None = None
     revoked: bool = False
     routing_policy: str | None = None
+    # Disabled by an org admin or its owner (reversible, unlike revoked); an older control
+    # plane's document lacks it: enabled.
+    disabled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
