@@ -221,7 +221,13 @@ def test_feedback_rates_only_the_keys_own_orgs_requests(acme, gw, org_b):
     unknown = _feedback(acme, {"request_id": "req_never_sent", "score": 1})
     assert unknown.status_code == 404
     assert _feedback(acme, {"request_id": rid, "score": 1}, key="bn-wrong").status_code == 401
-    assert httpx.get(acme.url + "/v1/feedback", timeout=10).status_code == 405
+    # The key first (docs/gateway.md, order of checks): no key is a 401 on any method,
+    # a valid key's wrong method a 405.
+    assert httpx.get(acme.url + "/v1/feedback", timeout=10).status_code == 401
+    wrong_method = httpx.get(
+        acme.url + "/v1/feedback", headers={"Authorization": f"Bearer {acme.raw}"}, timeout=10
+    )
+    assert wrong_method.status_code == 405
 
 
 # ------------------------------------------------------------------------------ re-calibration

@@ -259,19 +259,23 @@ def test_every_settlement_reaches_redis():
     if url is None:
         pytest.skip("no Redis reachable on this machine")
     limiter = Limiter(url)
-    spend = SpendReservation(org_id=424242, cap=100.0, reserve=1.0, baseline=0.0)
+    # One reservation per request, each settled once (a second settle is a no-op).
+    spends = [
+        SpendReservation(org_id=424242, cap=100.0, reserve=1.0, baseline=0.0) for _ in range(20)
+    ]
     client = redis_lib.Redis.from_url(url)
-    client.delete(spend.key)
+    client.delete(spends[0].key)
 
     async def run():
-        await asyncio.gather(*[limiter.acquire([], spend) for _ in range(20)])
-        for i in range(20):  # real costs arrive spread out, as responses finish
+        await asyncio.gather(*[limiter.acquire([], spend) for spend in spends])
+        for i, spend in enumerate(spends):  # real costs arrive spread out, as responses finish
             limiter.settle(spend, 0.25, "redis")
+            limiter.settle(spend, 0.25, "redis")  # a failure path after the answer: ignored
             await asyncio.sleep(0.001 * (i % 3))
         await asyncio.sleep(0.3)
 
     asyncio.run(run())
-    assert _counter(client, spend.key) == pytest.approx(20 * 0.25)
+    assert _counter(client, spends[0].key) == pytest.approx(20 * 0.25)
 
 
 def _counter(client, key) -> float:
