@@ -1,6 +1,7 @@
 """Rate limits and spend caps under concurrency, with Redis and without it."""
 
 import asyncio
+import dataclasses
 import os
 import socket
 import time
@@ -422,9 +423,10 @@ def test_spend_while_redis_was_down_is_added_when_it_returns(own_redis):
     spend = SpendReservation(org_id=57, cap=10.0, reserve=1.0, baseline=0.0)
 
     async def one(worker):
-        result = await worker.acquire([], spend)
+        mine = dataclasses.replace(spend)  # one reservation per request, settled once
+        result = await worker.acquire([], mine)
         if result.allowed:
-            worker.settle(spend, 1.0, result.backend)
+            worker.settle(mine, 1.0, result.backend)
         return result
 
     async def run():
