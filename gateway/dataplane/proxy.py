@@ -552,6 +552,12 @@ class Gateway:
             input_tokens = _count_input(endpoint, upstream_body)
         if not output_tokens and endpoint != "embeddings":
             output_tokens = tokens.count_tokens(tokens.completion_text(data))
+        return self._answered(ctx, data, (input_tokens, output_tokens, cached), spend, backend)
+
+    def _answered(self, ctx: Ctx, data: dict, counts, spend, backend) -> Outgoing:
+        """A whole (not streamed) JSON answer of ``counts`` (input, output, cached) tokens:
+        the reservation settled to its cost, its usage row, the response."""
+        input_tokens, output_tokens, cached = counts
         cost = ctx.dep.cost(input_tokens, output_tokens)
         if spend is not None:
             self.limiter.settle(spend, cost, backend)

@@ -838,27 +838,8 @@ async def _call(gw, Outgoing, ctx, candidates, body, native_body, chat_body, spe
         return data
 
     data = await gw._attempts(ctx, candidates, attempt)
-    input_tokens, output_tokens, cached = _counts(
-        data.get("usage"), chat_body, lambda: output_text(data), body
-    )
-    cost = ctx.dep.cost(input_tokens, output_tokens)
-    if spend is not None:
-        gw.limiter.settle(spend, cost, backend)
-    gw._record(
-        ctx,
-        "success",
-        200,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cached_tokens=cached,
-        cost=cost,
-    )
-    return Outgoing(
-        200,
-        orjson.dumps(data),
-        gw._headers(ctx, {"Content-Type": "application/json"}),
-        cost=cost,
-    )
+    counts = _counts(data.get("usage"), chat_body, lambda: output_text(data), body)
+    return gw._answered(ctx, data, counts, spend, backend)
 
 
 def _counts(usage, chat_body: dict, text, body: dict | None = None) -> tuple[int, int, int]:
