@@ -557,25 +557,32 @@ class Gateway:
     def _answered(self, ctx: Ctx, data: dict, counts, spend, backend) -> Outgoing:
         """A whole (not streamed) JSON answer of ``counts`` (input, output, cached) tokens:
         the reservation settled to its cost, its usage row, the response."""
-        input_tokens, output_tokens, cached = counts
-        cost = ctx.dep.cost(input_tokens, output_tokens)
-        if spend is not None:
-            self.limiter.settle(spend, cost, backend)
-        self._record(
-            ctx,
-            "success",
-            200,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cached_tokens=cached,
-            cost=cost,
-        )
+        cost = self._bill(ctx, counts, spend, backend, "success", 200)
         return Outgoing(
             200,
             orjson.dumps(data),
             self._headers(ctx, {"Content-Type": "application/json"}),
             cost=cost,
         )
+
+    def _bill(self, ctx: Ctx, counts, spend, backend, status, http_status, error_type="") -> float:
+        """A request that reached a deployment, done: its cost from ``counts`` (input,
+        output, cached tokens), the spend reservation settled to it, its usage row."""
+        input_tokens, output_tokens, cached = counts
+        cost = ctx.dep.cost(input_tokens, output_tokens)
+        if spend is not None:
+            self.limiter.settle(spend, cost, backend)
+        self._record(
+            ctx,
+            status,
+            http_status,
+            error_type,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cached_tokens=cached,
+            cost=cost,
+        )
+        return cost
 
     async def _stream(
         self, ctx, endpoint, candidates, upstream_body, client_wants_usage, spend, backend
@@ -647,21 +654,8 @@ class Gateway:
                     tokens.count_tokens(seen.text()),
                     0,
                 )
-            input_tokens, output_tokens, cached = counts
-            cost = ctx.dep.cost(input_tokens, output_tokens)
-            result.cost = cost  # for in-process callers, once the stream has ended
-            if spend is not None:
-                self.limiter.settle(spend, cost, backend)
-            self._record(
-                ctx,
-                status,
-                http_status,
-                error_type,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                cached_tokens=cached,
-                cost=cost,
-            )
+            # for in-process callers, once the stream has ended
+            result.cost = self._bill(ctx, counts, spend, backend, status, http_status, error_type)
 
         batch = held
         try:
@@ -756,19 +750,7 @@ class Gateway:
                 # 0, and one cut short never gets the real count): the prompt is counted, on
                 # every end of a stream, so it is never billed zero.
                 counts = (anthropic_api.count_input(chat, anthropic), counts[1], counts[2])
-            cost = ctx.dep.cost(counts[0], counts[1])
-            if spend is not None:
-                self.limiter.settle(spend, cost, verdict.backend)
-            self._record(
-                ctx,
-                status,
-                http_status,
-                error_type,
-                input_tokens=counts[0],
-                output_tokens=counts[1],
-                cached_tokens=counts[2],
-                cost=cost,
-            )
+            cost = self._bill(ctx, counts, spend, verdict.backend, status, http_status, error_type)
             return counts, cost
 
         if not stream:

@@ -957,21 +957,8 @@ async def _relay(gw, ctx, chunks, held, convert, chat_body, spend, backend, resu
         nonlocal recorded
         recorded = True
         await chunks.aclose()  # also cancels the upstream call when the client went away
-        input_tokens, output_tokens, cached = _counts(convert.usage, chat_body, convert.text, body)
-        cost = ctx.dep.cost(input_tokens, output_tokens)
-        result.cost = cost
-        if spend is not None:
-            gw.limiter.settle(spend, cost, backend)
-        gw._record(
-            ctx,
-            status,
-            http_status,
-            error_type,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cached_tokens=cached,
-            cost=cost,
-        )
+        counts = _counts(convert.usage, chat_body, convert.text, body)
+        result.cost = gw._bill(ctx, counts, spend, backend, status, http_status, error_type)
 
     out = convert.start() if isinstance(convert, ChatEvents) else []
     batch = held
