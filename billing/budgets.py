@@ -21,7 +21,7 @@ from orgs.audit import Actor, audit_record, record_config_change, record_config_
 from orgs.models import Membership, Role
 
 from .models import Budget, BudgetAlert, Notification, UsageRecord
-from .spend import spend_by_org, spend_grouped
+from .spend import rollup_marks, spend_by_org, spend_grouped
 
 log = logging.getLogger("bonito.billing.budgets")
 
@@ -42,15 +42,24 @@ def budget_spent(budget: Budget, now: datetime) -> Decimal:
     return spent.get(budget.org_id, Decimal(0))
 
 
-def budget_spends(budgets, now: datetime, org_ids=None) -> dict[int, Decimal]:
+def budget_spends(
+    budgets, now: datetime, org_ids=None, *, marks=None, known=None
+) -> dict[int, Decimal]:
     """budget id -> what its org, team or key has spent this period (budgets of the given
-    orgs, or of any): one spend query per period start and scope, not one per budget."""
-    spends: dict[tuple, dict] = {}
+    orgs, or of any): one spend query per period start and scope, not one per budget.
+    ``marks``: billing.spend.rollup_marks(), read once for all of them; ``known``:
+    {(period start, scope): spend_grouped's answer} the caller has already (the month's
+    spend by org is every monthly org budget's)."""
+    spends: dict[tuple, dict] = dict(known or {})
     out = {}
     for budget in budgets:
         start, _end = period_bounds(budget, now)
         if (start, budget.scope) not in spends:
-            spends[(start, budget.scope)] = spend_grouped(start, by=budget.scope, org_ids=org_ids)
+            if marks is None:
+                marks = rollup_marks()
+            spends[(start, budget.scope)] = spend_grouped(
+                start, by=budget.scope, org_ids=org_ids, marks=marks
+            )
         narrowed = budget.narrowed_by
         group = (budget.org_id,) + ((narrowed[1],) if narrowed else ())
         out[budget.id] = spends[(start, budget.scope)].get(group, Decimal(0))
@@ -65,14 +74,17 @@ def budget_target(budget: Budget) -> str:
     return budget.org.name
 
 
-def budget_blocks(now: datetime, org_ids=None) -> dict[int, dict[str, Block]]:
+def budget_blocks(
+    now: datetime, org_ids=None, *, marks=None, known=None
+) -> dict[int, dict[str, Block]]:
     """org id -> {"org" | "team:<id>" | "key:<id>": Block} for hard budgets that are spent
-    (of the given orgs, or all). One spend query per period and scope, not one per budget."""
+    (of the given orgs, or all). One spend query per period and scope, not one per budget
+    (``marks`` and ``known``: as budget_spends)."""
     budgets = Budget.objects.filter(is_active=True, hard=True).select_related("org", "team", "key")
     if org_ids is not None:
         budgets = budgets.filter(org_id__in=list(org_ids))
     budgets = list(budgets)
-    spent_of = budget_spends(budgets, now, org_ids)
+    spent_of = budget_spends(budgets, now, org_ids, marks=marks, known=known)
     blocked: dict[int, dict[str, Block]] = {}
     for budget in budgets:
         _start, end = period_bounds(budget, now)
@@ -383,7 +395,9 @@ def budget_delete(*, actor: Actor, budget: Budget) -> None:
 
 
 def tier_blocks(now: datetime, org_ids=None) -> dict[int, dict[str, Block]]:
-    """org id -> {"org": Block} for orgs past their tier's monthly request allowance."""
+    """org id -> {"org": Block} for orgs past their tier's monthly request allowance: two
+    queries (the tiers with an allowance, the month's requests of the orgs on them), and
+    the names of the orgs that are past it."""
     from django.db.models import Count
 
     from orgs.models import Organization, TierLimit
@@ -392,41 +406,42 @@ def tier_blocks(now: datetime, org_ids=None) -> dict[int, dict[str, Block]]:
     if not limits:
         return {}
     start, end = month_bounds(now)
-    orgs = Organization.objects.filter(tier__in=limits)
+    rows = UsageRecord.objects.filter(org__tier__in=limits, created_at__gte=start)
     if org_ids is not None:
-        orgs = orgs.filter(id__in=list(org_ids))
-    orgs = {o.id: o for o in orgs}
-    counts = (
-        UsageRecord.objects.filter(org_id__in=orgs, created_at__gte=start)
-        .exclude(status="rejected")
-        .values("org_id")
-        .annotate(n=Count("id"))
-    )
+        rows = rows.filter(org_id__in=list(org_ids))
+    counts = rows.exclude(status="rejected").order_by().values_list("org_id", "org__tier")
+    over = {
+        org_id: limits[tier]
+        for org_id, tier, n in counts.annotate(n=Count("id"))
+        if n >= limits[tier].monthly_requests
+    }
     blocked = {}
-    for row in counts:
-        org = orgs[row["org_id"]]
-        limit = limits[org.tier]
-        if row["n"] >= limit.monthly_requests:
-            blocked[org.id] = {
-                "org": Block(
-                    reason=f"The {limit.get_tier_display()} tier includes {limit.monthly_requests:,} requests a month and "
-                    f"{org.name} has used them. Upgrade the plan, or wait until {end:%Y-%m-%d} UTC.",
-                    until=end.timestamp(),
-                )
-            }
+    for org in Organization.objects.filter(id__in=list(over)) if over else ():
+        limit = over[org.id]
+        blocked[org.id] = {
+            "org": Block(
+                reason=f"The {limit.get_tier_display()} tier includes {limit.monthly_requests:,} requests a month and "
+                f"{org.name} has used them. Upgrade the plan, or wait until {end:%Y-%m-%d} UTC.",
+                until=end.timestamp(),
+            )
+        }
     return blocked
 
 
 def org_facts(now: datetime, org_ids=None) -> dict[int, dict]:
     """What billing tells the gateway's snapshot about each org (gateway.snapshot_builder
     ORG_FACTS): the month's spend so far, and the budgets and tier allowances that are spent;
-    of the given orgs (a config change reloads one), or all."""
+    of the given orgs (a config change reloads one), or all. The rollups' watermark is read
+    once, and the month's spend by org serves the monthly org budgets too: for one org,
+    a handful of queries."""
     facts: dict[int, dict] = {}
+    marks = rollup_marks()
+    month = month_bounds(now)[0]
     # The floor under the gateway's spend-cap counter (the data plane counts in floats).
-    totals = spend_grouped(month_bounds(now)[0], org_ids=org_ids)
+    totals = spend_grouped(month, org_ids=org_ids, marks=marks)
     for (org_id,), total in totals.items():
         facts.setdefault(org_id, {})["spent_this_month"] = float(total)
-    blocked = budget_blocks(now, org_ids)
+    blocked = budget_blocks(now, org_ids, marks=marks, known={(month, "org"): totals})
     for org_id, scopes in tier_blocks(now, org_ids).items():
         blocked.setdefault(org_id, {}).update(scopes)
     for org_id, scopes in blocked.items():

@@ -12,7 +12,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import connection, transaction
+from django.db.models import Exists, OuterRef, Subquery
 
 from core import smart, strategies
 from core.config_version import (
@@ -35,8 +37,8 @@ from .dataplane.snapshot import (
     apply_delta,
 )
 from .dataplane.state import SnapshotSource
-from .models import ApiKey, Deployment, GatewayConfig, key_hash_secret
-from .pricing import catalog_prices, price_per_token, unit_costs
+from .models import ApiKey, Deployment, ModelCatalogEntry, key_hash_secret
+from .pricing import price_per_token, unit_costs
 
 log = logging.getLogger("bonito.gateway.snapshot")
 
@@ -245,26 +247,39 @@ def load_keys(rows=None) -> dict:
 EMPTY = frozenset()
 
 
+def _one(org, name: str):
+    """The org's one-to-one row ``name`` selected with it, or None when it has none."""
+    try:
+        return getattr(org, name)
+    except ObjectDoesNotExist:
+        return None
+
+
 def load_orgs(org_ids=None, now: datetime | None = None) -> dict:
     """org id -> OrgInfo of the given orgs (all when None): one query per table."""
-    from governance.models import Policy, RoutingPolicy
+    from governance.models import RoutingPolicy
     from orgs.models import Organization, TierLimit
 
     def of(qs, field="org_id"):
         return qs if org_ids is None else qs.filter(**{f"{field}__in": list(org_ids)})
 
     deployments: dict[int, dict[str, list]] = {}
+    # Each deployment with its provider and its upstream model's catalog prices: one query
+    # (a price the catalog lacks comes from LiteLLM's map: pricing.catalog_price).
+    entry = ModelCatalogEntry.objects.filter(name=OuterRef("upstream_model"))
     active = list(
-        of(Deployment.objects.filter(is_active=True, provider__is_active=True)).select_related(
-            "provider"
+        of(Deployment.objects.filter(is_active=True, provider__is_active=True))
+        .select_related("provider")
+        .annotate(
+            in_catalog=Exists(entry),
+            catalog_in=Subquery(entry.values("input_cost_per_token")[:1]),
+            catalog_out=Subquery(entry.values("output_cost_per_token")[:1]),
         )
     )
-    catalog = catalog_prices(d.upstream_model for d in active)  # one query, not one per deployment
+    catalog = {d.upstream_model: (d.catalog_in, d.catalog_out) for d in active if d.in_catalog}
     for d in active:
         info = deployment_info(d, catalog)
         deployments.setdefault(d.org_id, {}).setdefault(d.model_name, []).append(info)
-    policies = {p.org_id: p for p in of(Policy.objects.all())}
-    configs = {c.org_id: c for c in of(GatewayConfig.objects.all())}
     routing: dict[int, dict] = {}
     for rp in of(RoutingPolicy.objects.filter(is_active=True)):
         routing.setdefault(rp.org_id, {})[rp.name] = RoutingPolicyInfo(
@@ -279,8 +294,9 @@ def load_orgs(org_ids=None, now: datetime | None = None) -> dict:
     org_facts = _org_facts(now or datetime.now(UTC), org_ids)
     tiers = {t.tier: t for t in TierLimit.objects.all()}
     orgs = {}
-    for org in of(Organization.objects.all(), "id"):
-        pol, cfg, tier = policies.get(org.id), configs.get(org.id), tiers.get(org.tier)
+    # The org with its policy and gateway config (one-to-one): one query, not three.
+    for org in of(Organization.objects.select_related("policy", "gateway_config"), "id"):
+        pol, cfg, tier = _one(org, "policy"), _one(org, "gateway_config"), tiers.get(org.tier)
         facts = org_facts.get(org.id, {})
         deps = {
             m: tuple(sorted(v, key=lambda d: (d.priority, d.id)))

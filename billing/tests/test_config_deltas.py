@@ -12,10 +12,12 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import ProtectedError, RestrictedError
+from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from billing import budgets
+from billing.models import UsageRecord
 from core import config_version
 from core.config_version import changes_since, config_version_bump, current_version
 from core.models import ConfigChange, ConfigVersion
@@ -29,7 +31,12 @@ from gateway.dataplane.snapshot import (
 )
 from gateway.dataplane.state import SnapshotSource
 from gateway.models import ApiKey, Deployment, ProviderConnection
-from gateway.snapshot_builder import SnapshotRefresher, build_delta, build_snapshot
+from gateway.snapshot_builder import (
+    SnapshotRefresher,
+    build_delta,
+    build_snapshot,
+    refresh_facts,
+)
 from governance import services as governance_services
 from governance.models import RoutingPolicy
 from orgs import services as org_services
@@ -58,8 +65,9 @@ def pick(draw, queryset):
     return draw(st.sampled_from(rows)) if rows else None
 
 
-def step(draw, n: int) -> None:
-    """One random change through the services (refused ones leave nothing behind)."""
+def step(draw, n: int) -> bool:
+    """One random change through the services (refused ones leave nothing behind); True
+    when it was usage, not config."""
     op = draw(
         st.sampled_from(
             [
@@ -81,6 +89,7 @@ def step(draw, n: int) -> None:
                 "tier",
                 "budget",
                 "budget_delete",
+                "usage",
             ]
         )
     )
@@ -180,7 +189,7 @@ def step(draw, n: int) -> None:
         org_services.tier_limit_set(
             actor=ACTOR,
             tier=draw(st.sampled_from(TIERS)),
-            monthly_requests=draw(st.sampled_from([None, 1000])),
+            monthly_requests=draw(st.sampled_from([None, 1, 1000])),  # 1: met by one row
             monthly_spend_cap_usd=draw(st.sampled_from([None, Decimal("5.00")])),
             key_rpm=draw(st.sampled_from([None, 600])),
         )
@@ -196,13 +205,26 @@ def step(draw, n: int) -> None:
                 scope=scope,
                 team=team,
                 key=key,
-                amount_usd=draw(st.sampled_from(["0", "25"])),  # 0: spent at once, blocks
+                amount_usd=draw(st.sampled_from(["0", "25", "0.01"])),  # 0: spent at once, blocks
+                period=draw(st.sampled_from(["monthly", "daily"])),
                 hard=draw(st.booleans()),
             )
     elif op == "budget_delete":
         budget = pick(draw, budgets.Budget.objects.all())
         if budget is not None:
             budgets.budget_delete(actor=ACTOR, budget=budget)
+    elif op == "usage":  # spend moves (no config change: the facts refresh carries it)
+        key = pick(draw, ApiKey.objects.filter(org=org))
+        UsageRecord.objects.create(
+            org=org,
+            key=key,
+            team_id=key.team_id if key else None,
+            model_requested="chat",
+            created_at=timezone.now(),
+            cost=draw(st.sampled_from([Decimal("0.00000001"), Decimal("0.5")])),
+        )
+        return True
+    return False
 
 
 @settings(
@@ -216,14 +238,17 @@ def test_deltas_applied_give_exactly_the_full_build(org_a, org_b, data):
         snap = build_snapshot()
         for n in range(20):  # long enough for sequences on one org's objects
             # A refused change leaves nothing behind (its transaction rolled back).
+            usage = False
             with contextlib.suppress(ValidationError, ProtectedError, RestrictedError):
-                step(data.draw, n)
+                usage = step(data.draw, n)
             delta = build_delta(snap.version, current_version())
             assert delta is not None  # every service says what it touched: no full build
             if data.draw(st.booleans()):  # as an agent receives it
                 wire = orjson.loads(orjson.dumps(delta_to_dict(delta, include_credentials=True)))
                 delta = delta_from_dict(wire)
             snap = apply_delta(snap, delta)
+            if usage:  # facts move with usage: the refresher reads them again for every org
+                snap = refresh_facts(snap)
             full = build_snapshot()
             assert comparable(snap) == comparable(full)
             assert index_of(snap) == {o: sorted(h) for o, h in keys_by_org(full.keys).items()}
@@ -301,3 +326,45 @@ def test_the_refresher_applies_a_created_and_a_revoked_key_without_a_full_build(
     gateway_services.api_key_revoke(actor=ACTOR, key=key)
     refresher.refresh_once()
     assert source.current.keys[key.key_hash].revoked is True
+
+
+def test_one_orgs_policy_delta_costs_a_few_queries(
+    org_a, org_b, django_assert_num_queries, settings
+):
+    """A change to one org's settings reloads that org and its billing facts: a fixed
+    handful of queries, whatever the org holds (deployments, routing policies, budgets of
+    several periods and scopes, a tier with a request allowance, spent). It was 19 here."""
+    provider = gateway_services.provider_save(
+        actor=ACTOR, org=org_a, name="oai", kind="openai", credentials={"api_key": "sk-t" * 8}
+    )
+    for model in ("chat", "gpt-4o-mini"):
+        gateway_services.deployment_save(
+            actor=ACTOR, org=org_a, model_name=model, provider=provider, upstream_model=model
+        )
+    governance_services.routing_policy_save(actor=ACTOR, org=org_a, name="fast", models=["chat"])
+    gateway_services.gateway_config_set(actor=ACTOR, org=org_a, org_rpm_limit=60)
+    key, _ = gateway_services.api_key_create(actor=ACTOR, org=org_a, name="ci")
+    budgets.budget_save(actor=ACTOR, org=org_a, amount_usd="0", hard=True)  # spent: blocks
+    budgets.budget_save(
+        actor=ACTOR, org=org_a, scope="key", key=key, amount_usd="5", period="daily", hard=True
+    )
+    org_services.tier_limit_set(
+        actor=ACTOR, tier=org_a.tier, monthly_requests=1, monthly_spend_cap_usd=None, key_rpm=None
+    )
+    UsageRecord.objects.create(
+        org=org_a, key=key, model_requested="chat", cost=Decimal("0.25"), created_at=timezone.now()
+    )  # one request: the tier's allowance is spent too
+    snap = build_snapshot()
+    governance_services.policy_set(actor=ACTOR, org=org_a, allowed_models=["chat"])
+    version = current_version()
+    # The change log; the org with its policy and gateway config; its deployments with
+    # their providers and catalog prices; its routing policies; the tiers; then the facts:
+    # the rollups' watermark, the month's spend, the hard budgets, the daily budget's
+    # spend, the tiers with an allowance, the month's requests, the names of the orgs past
+    # it. (And the savepoint this test's transaction gives build_delta's atomic, released.)
+    with django_assert_num_queries(12 + 2):
+        delta = build_delta(snap.version, version)
+    org = delta.orgs[org_a.id]
+    assert org.allowed_models == {"chat"} and org.spent_this_month == 0.25
+    assert set(org.blocked) == {"org"} and set(org.deployments) == {"chat", "gpt-4o-mini"}
+    assert comparable(apply_delta(snap, delta)) == comparable(build_snapshot())
