@@ -102,6 +102,11 @@ def main():
     from orgs.audit import Actor
     from orgs.models import Organization
 
+    try:  # the writer's share of a change (gateway.snapshot_builder.share_deltas), if any
+        from gateway.snapshot_builder import share_deltas
+    except ImportError:
+        share_deltas = None
+
     call_command("migrate", "--noinput", verbosity=0)
     actor = Actor(via="bench")
     now = datetime.now(UTC)
@@ -207,7 +212,7 @@ def main():
         return cpu * 1000, len(queries), wall * 1000
 
     def delta_kind(label, change):
-        rows = {"first": [], "second": [], "build": [], "apply": [], "wire": []}
+        rows = {"first": [], "second": [], "build": [], "apply": [], "wire": [], "share": []}
         for n in range(args.repeat + 1):  # the first is a warm-up, not counted
             if n == 1:
                 for values in rows.values():
@@ -221,6 +226,8 @@ def main():
             version = workers[0].target.current.version
             since = before.version
             rows["build"].append(measured(lambda s=since, u=version: build_delta(s, u)))
+            if share_deltas is not None:  # what the writer does once after the commit
+                rows["share"].append(measured(lambda u=version: share_deltas([u])))
             delta = build_delta(since, version)
             rows["apply"].append(measured(lambda s=before, d=delta: apply_delta(s, d))[:1])
             cpu = time.thread_time()
@@ -243,6 +250,8 @@ def main():
             "build_queries": med([r[1] for r in rows["build"]]),
             "build_wall_ms": med([r[2] for r in rows["build"]]),
             "apply_cpu_ms": med([r[0] for r in rows["apply"]]),
+            "writer_share_cpu_ms": med([r[0] for r in rows["share"]]) if rows["share"] else None,
+            "writer_share_queries": med([r[1] for r in rows["share"]]) if rows["share"] else None,
             "serialise_cpu_ms": med([r[0] for r in rows["wire"]]),
             "deserialise_cpu_ms": med([r[1] for r in rows["wire"]]),
             "serialised_bytes": med([r[2] for r in rows["wire"]]),

@@ -15,15 +15,67 @@ The bump updates the counter row first (UPDATE ... version + 1): that row lock i
 until commit, so versions commit in order, and a reader that sees version V sees every
 change row up to V. ``changes_since`` returns None when the log cannot say what changed
 (pruned, reset): the reader does a full build.
+
+After the commit, the hooks in ``ON_COMMITTED`` get the versions the transaction made
+(all of a transaction's at once): the gateway stores each version's delta, serialised, on its row
+(``ConfigChange.delta``), so a change is built once, not once in every worker of every
+replica; ``shared_deltas`` reads them back.
 """
 
+import logging
+
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F
 
 from .models import ConfigChange, ConfigVersion
 
 ALL, ORG, ORG_ONLY, KEY, TIER = "all", "org", "org_only", "key", "tier"
 KINDS = (ALL, ORG, ORG_ONLY, KEY, TIER)
+
+log = logging.getLogger("bonito.config")
+
+# f(versions) run after the commit of a transaction that bumped the version (added by the
+# apps above at start-up: the gateway shares the deltas).
+ON_COMMITTED: list = []
+
+
+def on_committed(hook) -> None:
+    if hook not in ON_COMMITTED:
+        ON_COMMITTED.append(hook)
+
+
+class _Committed:
+    """An on_commit callback per bump; the bumps of one transaction share one batch, and
+    the first callback to run hands the hooks all of it (savepoints may make several)."""
+
+    def __init__(self, batch: list):
+        self.batch = batch
+
+    def __call__(self):
+        versions = tuple(sorted(set(self.batch)))
+        self.batch.clear()
+        if not versions:
+            return
+        for hook in ON_COMMITTED:
+            try:
+                hook(versions)
+            except Exception:  # the change is committed: a hook's failure is only logged
+                log.warning("after-commit hook %r failed", hook, exc_info=True)
+
+
+def _announce(version: int) -> None:
+    if not ON_COMMITTED:
+        return
+    conn = transaction.get_connection()
+    batch: list = []
+    if conn.in_atomic_block:
+        for _sids, func, _robust in conn.run_on_commit:
+            if isinstance(func, _Committed):
+                batch = func.batch
+                break
+    batch.append(version)
+    transaction.on_commit(_Committed(batch))
 
 
 def config_version_bump(kind: str = ALL, *, org_id: int | None = None, ref: object = None) -> int:
@@ -40,8 +92,14 @@ def config_version_bump(kind: str = ALL, *, org_id: int | None = None, ref: obje
         version=version, kind=kind, org_id=org_id, ref="" if ref is None else str(ref)
     )
     keep = settings.CONFIG_CHANGES_KEPT
-    if version % 100 == 0 and version > keep:
-        ConfigChange.objects.filter(version__lte=version - keep).delete()
+    if version % 100 == 0:
+        if version > keep:
+            ConfigChange.objects.filter(version__lte=version - keep).delete()
+        # A shared delta is read within seconds of its change: old ones only take room.
+        ConfigChange.objects.filter(version__lte=version - 100, delta__isnull=False).update(
+            delta=None
+        )
+    _announce(version)
     return version
 
 
@@ -71,3 +129,23 @@ def changes_since(since: int, until: int) -> list[tuple[str, int | None, str]] |
     if len(rows) != until - since:  # versions are gapless: a missing one was pruned
         return None
     return rows
+
+
+def shared_deltas(since: int, until: int) -> list[bytes] | None:
+    """The stored deltas of every version in (since, until], in order, or None when any
+    is missing (not stored yet, too large, pruned): then the reader builds the delta."""
+    if until <= since:
+        return None
+    rows = list(
+        ConfigChange.objects.filter(version__gt=since, version__lte=until, delta__isnull=False)
+        .order_by("version")
+        .values_list("delta", flat=True)
+    )
+    if len(rows) != until - since:
+        return None
+    return [bytes(r) for r in rows]
+
+
+def store_delta(version: int, delta: bytes) -> bool:
+    """Keep the serialised delta of ``version`` on its change row (the row still there)."""
+    return bool(ConfigChange.objects.filter(version=version).update(delta=delta))

@@ -27,3 +27,12 @@ def encrypt_json(data: dict) -> str:
 
 def decrypt_json(token: str) -> dict:
     return json.loads(_fernet().decrypt(token.encode()))
+
+
+def seal(data: bytes) -> bytes:
+    """``data`` encrypted with the same keys (a document that holds credentials)."""
+    return _fernet().encrypt(data)
+
+
+def unseal(token: bytes) -> bytes:
+    return _fernet().decrypt(token)

@@ -21,6 +21,10 @@ class ConfigChange(models.Model):
     org_id = models.BigIntegerField(null=True, blank=True)  # None: not one org's
     ref = models.CharField(max_length=64, blank=True)  # a key id, or a tier name
     created_at = models.DateTimeField(auto_now_add=True)
+    # The delta from the version before, serialised and encrypted (core.crypto) once after
+    # the commit, so every gateway worker applies it instead of building it from the
+    # tables (gateway.snapshot_builder.share_deltas); None until then, or when too large.
+    delta = models.BinaryField(null=True, blank=True, editable=False)
 
     def __str__(self):
         return f"config change {self.version}: {self.kind} {self.org_id or ''} {self.ref}"

@@ -11,6 +11,7 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import orjson
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import connection, transaction
@@ -25,7 +26,10 @@ from core.config_version import (
     changes_since,
     current_stamp,
     current_version,
+    shared_deltas,
+    store_delta,
 )
+from core.crypto import seal, unseal
 
 from .dataplane.snapshot import (
     Delta,
@@ -35,6 +39,8 @@ from .dataplane.snapshot import (
     RoutingPolicyInfo,
     Snapshot,
     apply_delta,
+    delta_from_dict,
+    delta_to_dict,
 )
 from .dataplane.state import SnapshotSource
 from .models import ApiKey, Deployment, ModelCatalogEntry, key_hash_secret
@@ -397,6 +403,43 @@ def build_delta(since: int, until: int, org_id: int | None = None) -> Delta | No
     )
 
 
+# A transaction that made more versions than this (a bulk import) leaves the workers to
+# build one delta for the whole range, as they would; a delta larger than SHARED_MAX_BYTES
+# (an org with very many keys) is not stored either.
+SHARE_AT_MOST = 16
+SHARED_MAX_BYTES = 256 * 1024
+
+
+def share_deltas(versions) -> None:
+    """After a commit that made ``versions``: build each one's delta once and store it,
+    serialised and encrypted (it holds the deployments' credentials), on its change row,
+    so that every worker of every replica applies it instead of building it
+    (core.config_version.ON_COMMITTED). Whatever fails here, the workers build it."""
+    if len(versions) > SHARE_AT_MOST:
+        return
+    for version in versions:
+        delta = build_delta(version - 1, version)
+        if delta is None:
+            continue
+        sealed = seal(orjson.dumps(delta_to_dict(delta, include_credentials=True)))
+        if len(sealed) <= SHARED_MAX_BYTES:
+            store_delta(version, sealed)
+
+
+def stored_deltas(since: int, until: int) -> list[Delta] | None:
+    """The deltas of (since, until], one per version, as share_deltas stored them; None
+    when any is missing (the worker builds the delta then)."""
+    if until - since > SHARE_AT_MOST:
+        return None
+    sealed = shared_deltas(since, until)
+    if sealed is None:
+        return None
+    deltas = [delta_from_dict(orjson.loads(unseal(s))) for s in sealed]
+    if [(d.since, d.until) for d in deltas] != [(v, v + 1) for v in range(since, until)]:
+        return None  # not this log's (a restored database): build instead
+    return deltas
+
+
 def refresh_facts(snap: Snapshot, now: datetime | None = None) -> Snapshot:
     """The snapshot with every org's billing facts (month-to-date spend, spent budgets and
     allowances) read again: only the orgs whose facts changed are new objects, the keys are
@@ -454,15 +497,21 @@ class SnapshotRefresher:
             snap = build_snapshot(stamp[0])
             self._last_facts = time.time()
         elif stamp != self._stamp:
-            delta = None
+            deltas = None
             if stamp[0] != self._stamp[0] and current.version == self._stamp[0]:
-                delta = build_delta(self._stamp[0], stamp[0])
+                # The deltas the writer stored (decrypt and apply: a fraction of a
+                # millisecond each), or the one this worker builds from the tables.
+                deltas = self._stored(self._stamp[0], stamp[0])
+                if deltas is None:
+                    delta = build_delta(self._stamp[0], stamp[0])
+                    deltas = None if delta is None else [delta]
             # The same version at a new time is a reset counter: a full build.
-            snap = (
-                build_snapshot(stamp[0])
-                if delta is None
-                else apply_delta(current, delta, built_at=time.time())
-            )
+            if deltas is None:
+                snap = build_snapshot(stamp[0])
+            else:
+                snap = current
+                for delta in deltas:
+                    snap = apply_delta(snap, delta, built_at=time.time())
         elif time.time() - self._last_facts > settings.GATEWAY_FACTS_REFRESH_S:
             snap = refresh_facts(current)
             self._last_facts = time.time()
@@ -474,6 +523,14 @@ class SnapshotRefresher:
             self.on_publish(snap)
         self.target.publish(snap)
         self._stamp = stamp
+
+    @staticmethod
+    def _stored(since: int, until: int) -> list[Delta] | None:
+        try:
+            return stored_deltas(since, until)
+        except Exception as exc:  # a row this code cannot read (a key rotated away): build
+            log.warning("stored config delta unusable (%s); building it", type(exc).__name__)
+            return None
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -32,10 +32,13 @@ from gateway.dataplane.snapshot import (
 from gateway.dataplane.state import SnapshotSource
 from gateway.models import ApiKey, Deployment, ProviderConnection
 from gateway.snapshot_builder import (
+    SHARE_AT_MOST,
     SnapshotRefresher,
     build_delta,
     build_snapshot,
     refresh_facts,
+    share_deltas,
+    stored_deltas,
 )
 from governance import services as governance_services
 from governance.models import RoutingPolicy
@@ -241,12 +244,19 @@ def test_deltas_applied_give_exactly_the_full_build(org_a, org_b, data):
             usage = False
             with contextlib.suppress(ValidationError, ProtectedError, RestrictedError):
                 usage = step(data.draw, n)
-            delta = build_delta(snap.version, current_version())
+            version = current_version()
+            delta = build_delta(snap.version, version)
             assert delta is not None  # every service says what it touched: no full build
-            if data.draw(st.booleans()):  # as an agent receives it
+            how = data.draw(st.sampled_from(["built", "wire", "stored"]))
+            if how == "wire":  # as an agent receives it
                 wire = orjson.loads(orjson.dumps(delta_to_dict(delta, include_credentials=True)))
                 delta = delta_from_dict(wire)
-            snap = apply_delta(snap, delta)
+            if how == "stored" and version > snap.version:  # as the writer stores them
+                share_deltas(range(snap.version + 1, version + 1))
+                for stored in stored_deltas(snap.version, version):
+                    snap = apply_delta(snap, stored)
+            else:
+                snap = apply_delta(snap, delta)
             if usage:  # facts move with usage: the refresher reads them again for every org
                 snap = refresh_facts(snap)
             full = build_snapshot()
@@ -368,3 +378,84 @@ def test_one_orgs_policy_delta_costs_a_few_queries(
     assert org.allowed_models == {"chat"} and org.spent_this_month == 0.25
     assert set(org.blocked) == {"org"} and set(org.deployments) == {"chat", "gpt-4o-mini"}
     assert comparable(apply_delta(snap, delta)) == comparable(build_snapshot())
+
+
+def no_build(*a, **k):
+    raise AssertionError("the worker built a delta the writer had stored")
+
+
+def test_a_committed_change_is_built_once_and_every_worker_applies_it(
+    org_a, monkeypatch, django_capture_on_commit_callbacks
+):
+    from gateway import snapshot_builder
+
+    workers = [SnapshotSource(), SnapshotSource()]
+    refreshers = [SnapshotRefresher(w, interval=60) for w in workers]
+    for r in refreshers:
+        r.refresh_once()
+    with django_capture_on_commit_callbacks(execute=True):
+        provider = gateway_services.provider_save(
+            actor=ACTOR,
+            org=org_a,
+            name="oai",
+            kind="openai",
+            credentials={"api_key": "sk-" + "s" * 20},
+        )
+    # Two changes in one transaction: two deltas stored.
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        gateway_services.deployment_save(
+            actor=ACTOR,
+            org=org_a,
+            model_name="chat",
+            provider=provider,
+            upstream_model="gpt-4o-mini",
+        )
+        key, _ = gateway_services.api_key_create(actor=ACTOR, org=org_a, name="k")
+    stored = list(ConfigChange.objects.order_by("version").values_list("delta", flat=True))
+    assert all(stored[-3:]) and not any(b"sk-sss" in bytes(d) for d in stored[-3:])
+    monkeypatch.setattr(snapshot_builder, "build_delta", no_build)
+    monkeypatch.setattr(snapshot_builder, "build_snapshot", no_build)
+    for r in refreshers:
+        r.refresh_once()
+    monkeypatch.undo()
+    full = comparable(build_snapshot())
+    for w in workers:
+        assert comparable(w.current) == full
+        assert w.current.keys[key.key_hash].revoked is False
+        assert w.current.orgs[org_a.id].deployments["chat"][0].credentials == {
+            "api_key": "sk-" + "s" * 20
+        }
+
+
+def test_a_bulk_change_is_left_to_the_workers(org_a, django_capture_on_commit_callbacks):
+    source = SnapshotSource()
+    refresher = SnapshotRefresher(source, interval=60)
+    refresher.refresh_once()
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        for n in range(SHARE_AT_MOST + 1):
+            gateway_services.api_key_create(actor=ACTOR, org=org_a, name=f"k{n}")
+    assert not ConfigChange.objects.filter(delta__isnull=False).exists()
+    refresher.refresh_once()
+    assert comparable(source.current) == comparable(build_snapshot())
+
+
+def test_a_stored_delta_that_cannot_be_read_is_built_instead(
+    org_a, django_capture_on_commit_callbacks, settings
+):
+    source = SnapshotSource()
+    refresher = SnapshotRefresher(source, interval=60)
+    refresher.refresh_once()
+    with django_capture_on_commit_callbacks(execute=True):
+        key, _ = gateway_services.api_key_create(actor=ACTOR, org=org_a, name="k")
+    assert ConfigChange.objects.get(version=current_version()).delta
+    # Sealed with a key this process no longer has (ENCRYPTION_KEYS rotated away).
+    from core import crypto
+
+    settings.ENCRYPTION_KEYS = ["dG9vLW5ldy10by1yZWFkLXRoZS1vbGQtb25lLTAxMjM="]
+    crypto._fernet.cache_clear()
+    try:
+        refresher.refresh_once()
+    finally:
+        crypto._fernet.cache_clear()
+    assert source.current.keys[key.key_hash].revoked is False
+    assert source.current.version == current_version()
