@@ -23,6 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -80,9 +81,9 @@ def _seed(conn) -> None:
     )
     conn.execute(
         "INSERT INTO gateway_apikey (id, name, kind, key_hash, prefix, last4, allowed_models,"
-        " allowed_providers, created_at, org_id)"
+        " allowed_providers, created_at, org_id, previous_key_hash, previous_masked, is_active)"
         " SELECT g, 'key-' || g, 'bn', md5(g::text) || md5(g::text), 'bn-', '0000', '[]', '[]',"
-        " %s, (g - 1) / %s + 1 FROM generate_series(1, %s) g",
+        " %s, (g - 1) / %s + 1, '', '', true FROM generate_series(1, %s) g",
         [now, KEYS_PER_ORG, ORGS * KEYS_PER_ORG],
     )
 
@@ -116,9 +117,74 @@ FROM (
 ) s"""  # noqa: S608
 
 
-def load(args) -> None:
+# What one stored row costs with the table's ten indexes, measured on a 2M-row day partition
+# (docs/usage-data.md): the heap ~230 bytes, the indexes ~395. The first day loaded replaces it
+# with its own measure; the margin covers a day's sort files and WAL beyond what is stored.
+BYTES_PER_ROW_PRIOR = 650
+DAY_MARGIN = 1.25
+
+
+def _disk_path(args, conn) -> str:
+    """Where PostgreSQL writes: its data directory when it is on this machine, else --disk-path."""
+    if args.disk_path:
+        return args.disk_path
+    try:
+        data = conn.execute("SHOW data_directory").fetchone()[0]
+    except Exception:  # noqa: BLE001 - not a superuser, or a remote server: no local path
+        data = ""
+    return data if data and os.path.isdir(data) else str(ROOT)
+
+
+def _free_gb(path: str) -> float:
+    return shutil.disk_usage(path).free / 2**30
+
+
+class _Watchdog(threading.Thread):
+    """Cancels the loading statements when the disk falls below the hard floor mid-day
+    (another process may fill it too): the day's transaction rolls back and frees its files."""
+
+    def __init__(self, path: str, floor_gb: float):
+        super().__init__(daemon=True)
+        self.path, self.floor_gb = path, floor_gb
+        self.conns: list = []
+        self.tripped = threading.Event()
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(1.0):
+            if _free_gb(self.path) < self.floor_gb:
+                self.tripped.set()
+                for conn in list(self.conns):
+                    conn.cancel_safe()
+
+
+def _load_day(conn, name: str, day: datetime, per_day: int, existing: set) -> None:
     from psycopg import sql
 
+    if name in existing:  # made by the migration (today and ahead): detach, refill
+        conn.execute(f"ALTER TABLE gateway_requests DETACH PARTITION {name}")
+        conn.execute(f"DROP TABLE {name}")
+    try:
+        conn.execute(
+            f"CREATE TABLE {name} (LIKE gateway_requests INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+        )
+        conn.execute(_day_sql(name), {"day": day, "n": per_day})
+        # Visibility map and statistics while the table has no index yet (one cheap pass):
+        # what VACUUM ANALYZE would leave, so the plans may use index-only scans.
+        conn.execute(f"VACUUM (ANALYZE) {name}")
+        conn.execute(  # DDL takes no parameters: the bounds as literals
+            sql.SQL(
+                f"ALTER TABLE gateway_requests ATTACH PARTITION {name}"
+                " FOR VALUES FROM ({}) TO ({})"
+            ).format(sql.Literal(day), sql.Literal(day + timedelta(days=1)))
+        )
+    except Exception:
+        # A cancelled or failed day leaves no half-built table behind.
+        conn.execute(f"DROP TABLE IF EXISTS {name}")
+        raise
+
+
+def load(args) -> None:
     with _connect("postgres") as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{args.database}"')
@@ -128,11 +194,9 @@ def load(args) -> None:
     first = (datetime.now(UTC) - timedelta(days=args.days - 1)).replace(
         hour=0, minute=0, second=0, microsecond=0
     )
-    loaded = 0
     with _connect(args.database) as conn:
         _seed(conn)
-        conn.execute("SET maintenance_work_mem = '512MB'")
-        conn.execute("SET max_parallel_maintenance_workers = 0")  # a shared machine
+        path = _disk_path(args, conn)
         existing = {
             r[0]
             for r in conn.execute(
@@ -140,36 +204,88 @@ def load(args) -> None:
                 " WHERE i.inhparent = 'gateway_requests'::regclass"
             )
         }
-        for i in range(args.days):
-            free = shutil.disk_usage(args.disk_path).free / 2**30
-            if free < args.min_free_gb:
-                print(f"stopped: {free:.1f} GB free (< {args.min_free_gb}) after {loaded:,} rows")
-                break
-            day = first + timedelta(days=i)
-            name = f"gateway_requests_p{day:%Y%m%d}"
-            started = time.monotonic()
-            if name in existing:  # made by the migration (today and ahead): detach, refill
-                conn.execute(f"ALTER TABLE gateway_requests DETACH PARTITION {name}")
-                conn.execute(f"DROP TABLE {name}")
-            conn.execute(
-                f"CREATE TABLE {name} (LIKE gateway_requests INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
-            )
-            conn.execute(_day_sql(name), {"day": day, "n": per_day})
-            conn.execute(  # DDL takes no parameters: the bounds as literals
-                sql.SQL(
-                    f"ALTER TABLE gateway_requests ATTACH PARTITION {name}"
-                    " FOR VALUES FROM ({}) TO ({})"
-                ).format(sql.Literal(day), sql.Literal(day + timedelta(days=1)))
-            )
-            loaded += per_day
-            print(
-                f"{name}: {per_day:,} rows in {time.monotonic() - started:.0f}s"
-                f" ({loaded:,} in all, {free:.0f} GB free before)",
-                flush=True,
-            )
+        size_before = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+    hard_floor = args.min_free_gb - 2
+    print(
+        f"disk {path}: {_free_gb(path):.1f} GB free; a day starts only if {args.min_free_gb} GB"
+        f" would stay free after it; the loading stops at once below {hard_floor} GB",
+        flush=True,
+    )
+    watchdog = _Watchdog(path, hard_floor)
+    watchdog.start()
+    lock = threading.Lock()
+    state = {"loaded": 0, "days": 0, "in_flight": 0, "stop": ""}
+    days = iter(range(args.days))
+
+    def worker() -> None:
+        with _connect(args.database) as conn:
+            conn.execute("SET maintenance_work_mem = '512MB'")
+            conn.execute("SET max_parallel_maintenance_workers = 0")  # a shared machine
+            watchdog.conns.append(conn)
+            while True:
+                with lock:
+                    i = next(days, None)
+                    if i is None or state["stop"]:
+                        return
+                    stored = conn.execute(  # the days attached so far, with their indexes
+                        "SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits"
+                        " WHERE inhparent = 'gateway_requests'::regclass"
+                    ).fetchone()[0]
+                    per_row = stored / state["loaded"] if state["loaded"] else BYTES_PER_ROW_PRIOR
+                    # A day in flight has written about half of its files already.
+                    days_ahead = 1 + state["in_flight"] / 2
+                    need = days_ahead * per_day * per_row * DAY_MARGIN / 2**30
+                    free = _free_gb(path)
+                    if free - need < args.min_free_gb:
+                        state["stop"] = (
+                            f"stopped: {free:.1f} GB free, a day needs ~{need:.1f} GB"
+                            f" ({per_row:.0f} bytes a row), {args.min_free_gb} GB must stay free"
+                        )
+                        return
+                    state["in_flight"] += 1
+                day = first + timedelta(days=i)
+                name = f"gateway_requests_p{day:%Y%m%d}"
+                started = time.monotonic()
+                try:
+                    _load_day(conn, name, day, per_day, existing)
+                except Exception as exc:
+                    with lock:
+                        state["in_flight"] -= 1
+                        state["stop"] = state["stop"] or (
+                            f"stopped: the disk fell below {hard_floor} GB free during {name}"
+                            if watchdog.tripped.is_set()
+                            else f"stopped: {name} failed: {exc}"
+                        )
+                    return
+                with lock:
+                    state["in_flight"] -= 1
+                    state["loaded"] += per_day
+                    state["days"] += 1
+                    print(
+                        f"{name}: {per_day:,} rows in {time.monotonic() - started:.0f}s"
+                        f" ({state['loaded']:,} in all, {_free_gb(path):.1f} GB free)",
+                        flush=True,
+                    )
+
+    threads = [threading.Thread(target=worker) for _ in range(args.jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    watchdog.done.set()
+    if state["stop"]:
+        print(state["stop"], flush=True)
+    with _connect(args.database) as conn:
         started = time.monotonic()
-        conn.execute("ANALYZE")
-        print(f"ANALYZE in {time.monotonic() - started:.0f}s; {loaded:,} rows", flush=True)
+        conn.execute("ANALYZE gateway_requests")  # the parent's statistics over all partitions
+        grown = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+    print(
+        f"ANALYZE in {time.monotonic() - started:.0f}s; {state['loaded']:,} rows in"
+        f" {state['days']} days; the database grew {(grown - size_before) / 2**30:.1f} GB"
+        f" ({(grown - size_before) / max(state['loaded'], 1):.0f} bytes a row);"
+        f" {_free_gb(path):.1f} GB free",
+        flush=True,
+    )
 
 
 def explain(args) -> None:
@@ -283,8 +399,14 @@ def main() -> None:
         if name == "load":
             p.add_argument("--rows", type=int, default=100_000_000)
             p.add_argument("--days", type=int, default=20)
-            p.add_argument("--min-free-gb", type=float, default=30.0)
-            p.add_argument("--disk-path", default=str(ROOT))
+            p.add_argument(
+                "--min-free-gb",
+                type=float,
+                default=12.0,
+                help="a day starts only if this much stays free after it; 2 GB less stops at once",
+            )
+            p.add_argument("--disk-path", help="default: PostgreSQL's data directory, if local")
+            p.add_argument("--jobs", type=int, default=1, help="days loaded at once")
     args = parser.parse_args()
     {"load": load, "explain": explain, "drop": drop}[args.command](args)
 
