@@ -158,12 +158,35 @@ class _Watchdog(threading.Thread):
                     conn.cancel_safe()
 
 
-def _load_day(conn, name: str, day: datetime, per_day: int, existing: set) -> None:
+def _parent_ddl(conn) -> list[str]:
+    """The parent's indexes and foreign keys as statements for one plain table ({table}):
+    made on the day's table before ATTACH, which then adopts them (same definitions, the
+    names PostgreSQL gives a partition's own) instead of building them under the parent's
+    lock, so days load in parallel, as pg_restore does it."""
+    ddl = []
+    for (definition,) in conn.execute(
+        "SELECT pg_get_indexdef(indexrelid) FROM pg_index"
+        " WHERE indrelid = 'gateway_requests'::regclass AND NOT indisprimary"
+    ):
+        ddl.append("CREATE INDEX ON {table} USING " + definition.split(" USING ", 1)[1])
+    for name, kind, definition in conn.execute(
+        "SELECT conname, contype, pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE conrelid = 'gateway_requests'::regclass AND contype IN ('p', 'f')"
+    ):
+        if kind == "p":
+            ddl.append("ALTER TABLE {table} ADD " + definition)  # named {table}_pkey
+        else:
+            ddl.append(f"ALTER TABLE {{table}} ADD CONSTRAINT {name} {definition}")
+    return ddl
+
+
+def _load_day(conn, name: str, day: datetime, per_day: int, existing: set, ddl: list) -> None:
     from psycopg import sql
 
     if name in existing:  # made by the migration (today and ahead): detach, refill
         conn.execute(f"ALTER TABLE gateway_requests DETACH PARTITION {name}")
         conn.execute(f"DROP TABLE {name}")
+    bounds = [sql.Literal(day), sql.Literal(day + timedelta(days=1))]  # DDL takes no parameters
     try:
         conn.execute(
             f"CREATE TABLE {name} (LIKE gateway_requests INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
@@ -172,12 +195,22 @@ def _load_day(conn, name: str, day: datetime, per_day: int, existing: set) -> No
         # Visibility map and statistics while the table has no index yet (one cheap pass):
         # what VACUUM ANALYZE would leave, so the plans may use index-only scans.
         conn.execute(f"VACUUM (ANALYZE) {name}")
-        conn.execute(  # DDL takes no parameters: the bounds as literals
+        for statement in ddl:
+            conn.execute(statement.format(table=name))
+        # A CHECK matching the bounds spares ATTACH its scan of the rows under the lock.
+        conn.execute(
+            sql.SQL(
+                f"ALTER TABLE {name} ADD CONSTRAINT bench_bounds"
+                " CHECK (created_at >= {} AND created_at < {})"
+            ).format(*bounds)
+        )
+        conn.execute(
             sql.SQL(
                 f"ALTER TABLE gateway_requests ATTACH PARTITION {name}"
                 " FOR VALUES FROM ({}) TO ({})"
-            ).format(sql.Literal(day), sql.Literal(day + timedelta(days=1)))
+            ).format(*bounds)
         )
+        conn.execute(f"ALTER TABLE {name} DROP CONSTRAINT bench_bounds")
     except Exception:
         # A cancelled or failed day leaves no half-built table behind.
         conn.execute(f"DROP TABLE IF EXISTS {name}")
@@ -185,17 +218,24 @@ def _load_day(conn, name: str, day: datetime, per_day: int, existing: set) -> No
 
 
 def load(args) -> None:
-    with _connect("postgres") as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{args.database}"')
-    env = _env(args.database)
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    from psycopg import sql
+
+    if not args.resume:
+        with _connect("postgres") as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{args.database}"')
+        env = _env(args.database)
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True
+        )
     per_day = args.rows // args.days
     first = (datetime.now(UTC) - timedelta(days=args.days - 1)).replace(
         hour=0, minute=0, second=0, microsecond=0
     )
+    loaded_before = 0
     with _connect(args.database) as conn:
-        _seed(conn)
+        if not args.resume:
+            _seed(conn)
         path = _disk_path(args, conn)
         existing = {
             r[0]
@@ -204,7 +244,22 @@ def load(args) -> None:
                 " WHERE i.inhparent = 'gateway_requests'::regclass"
             )
         }
-        size_before = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+        todo = list(range(args.days))
+        if args.resume:  # keep the days attached with rows; redo the others
+            for i in list(todo):
+                name = f"gateway_requests_p{first + timedelta(days=i):%Y%m%d}"
+                if (
+                    name in existing
+                    and conn.execute(
+                        sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.Identifier(name))
+                    ).fetchone()[0]
+                ):
+                    todo.remove(i)
+                    loaded_before += per_day
+                elif name not in existing:
+                    conn.execute(f"DROP TABLE IF EXISTS {name}")  # a day that failed
+            print(f"resuming: {loaded_before:,} rows kept, {len(todo)} days to load", flush=True)
+        ddl = _parent_ddl(conn)
     hard_floor = args.min_free_gb - 2
     print(
         f"disk {path}: {_free_gb(path):.1f} GB free; a day starts only if {args.min_free_gb} GB"
@@ -214,8 +269,8 @@ def load(args) -> None:
     watchdog = _Watchdog(path, hard_floor)
     watchdog.start()
     lock = threading.Lock()
-    state = {"loaded": 0, "days": 0, "in_flight": 0, "stop": ""}
-    days = iter(range(args.days))
+    state = {"loaded": loaded_before, "days": 0, "in_flight": 0, "stop": ""}
+    days = iter(todo)
 
     def worker() -> None:
         with _connect(args.database) as conn:
@@ -228,7 +283,7 @@ def load(args) -> None:
                     if i is None or state["stop"]:
                         return
                     stored = conn.execute(  # the days attached so far, with their indexes
-                        "SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits"
+                        "SELECT sum(pg_total_relation_size(inhrelid))::float8 FROM pg_inherits"
                         " WHERE inhparent = 'gateway_requests'::regclass"
                     ).fetchone()[0]
                     per_row = stored / state["loaded"] if state["loaded"] else BYTES_PER_ROW_PRIOR
@@ -247,7 +302,7 @@ def load(args) -> None:
                 name = f"gateway_requests_p{day:%Y%m%d}"
                 started = time.monotonic()
                 try:
-                    _load_day(conn, name, day, per_day, existing)
+                    _load_day(conn, name, day, per_day, existing, ddl)
                 except Exception as exc:
                     with lock:
                         state["in_flight"] -= 1
@@ -267,7 +322,15 @@ def load(args) -> None:
                         flush=True,
                     )
 
-    threads = [threading.Thread(target=worker) for _ in range(args.jobs)]
+    def guarded() -> None:
+        try:
+            worker()
+        except Exception as exc:
+            with lock:
+                state["stop"] = state["stop"] or f"stopped: {exc!r}"
+            raise
+
+    threads = [threading.Thread(target=guarded) for _ in range(args.jobs)]
     for t in threads:
         t.start()
     for t in threads:
@@ -278,12 +341,16 @@ def load(args) -> None:
     with _connect(args.database) as conn:
         started = time.monotonic()
         conn.execute("ANALYZE gateway_requests")  # the parent's statistics over all partitions
-        grown = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+        stored = conn.execute(
+            "SELECT sum(pg_relation_size(inhrelid))::float8, sum(pg_indexes_size(inhrelid))::float8"
+            " FROM pg_inherits WHERE inhparent = 'gateway_requests'::regclass"
+        ).fetchone()
+    rows = max(state["loaded"], 1)
     print(
-        f"ANALYZE in {time.monotonic() - started:.0f}s; {state['loaded']:,} rows in"
-        f" {state['days']} days; the database grew {(grown - size_before) / 2**30:.1f} GB"
-        f" ({(grown - size_before) / max(state['loaded'], 1):.0f} bytes a row);"
-        f" {_free_gb(path):.1f} GB free",
+        f"ANALYZE in {time.monotonic() - started:.0f}s; {state['loaded']:,} rows"
+        f" ({state['days']} days loaded now); stored: heap {stored[0] / 2**30:.1f} GB"
+        f" ({stored[0] / rows:.0f} bytes a row), indexes {stored[1] / 2**30:.1f} GB"
+        f" ({stored[1] / rows:.0f} bytes a row); {_free_gb(path):.1f} GB free",
         flush=True,
     )
 
@@ -294,12 +361,12 @@ def explain(args) -> None:
     import django
 
     django.setup()
-    from django.core.paginator import Paginator
     from django.db import connection
     from django.http import QueryDict
     from django.test.utils import CaptureQueriesContext
 
     from billing import selectors
+    from billing.pagination import BoundedPaginator
     from orgs.models import Organization
 
     with connection.cursor() as cursor:
@@ -333,12 +400,12 @@ def explain(args) -> None:
         )
         qs, _since, _until = selectors.usage_records(org, QueryDict(query), "30d")
         with CaptureQueriesContext(connection) as captured:
-            page = Paginator(qs.select_related("key", "team"), 50).get_page(1)
+            page = BoundedPaginator(qs.select_related("key", "team"), 50).get_page(1)
             list(page)
         for q in captured.captured_queries:
             if "gateway_requests" not in q["sql"]:
                 continue
-            kind = "count" if "COUNT(*)" in q["sql"] else "page"
+            kind = "count" if "COUNT(*)" in q["sql"] else "page"  # the count: LIMIT 10001
             # The page (50 rows) is cheap to run again: its real row counts; the count's
             # plan is shown with the planner's estimates (its time is the run's above).
             how = "EXPLAIN (ANALYZE, BUFFERS) " if kind == "page" else "EXPLAIN "
@@ -407,6 +474,7 @@ def main() -> None:
             )
             p.add_argument("--disk-path", help="default: PostgreSQL's data directory, if local")
             p.add_argument("--jobs", type=int, default=1, help="days loaded at once")
+            p.add_argument("--resume", action="store_true", help="keep the days already loaded")
     args = parser.parse_args()
     {"load": load, "explain": explain, "drop": drop}[args.command](args)
 
