@@ -376,6 +376,11 @@ def explain(args) -> None:
         total = cursor.fetchone()[0]
         cursor.execute("SELECT count(*) FROM gateway_requests WHERE org_id = %s", [args.small_org])
         small = cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'gateway_requests'::regclass AND c.relpages > 0"
+        )
+        holding = {r[0] for r in cursor.fetchall()}
     print(
         f"gateway_requests: {total:,} rows (ANALYZE's count); org {args.small_org}: {small:,} rows\n"
     )
@@ -406,20 +411,21 @@ def explain(args) -> None:
             if "gateway_requests" not in q["sql"]:
                 continue
             kind = "count" if "COUNT(*)" in q["sql"] else "page"  # the count: LIMIT 10001
-            # The page (50 rows) is cheap to run again: its real row counts; the count's
-            # plan is shown with the planner's estimates (its time is the run's above).
-            how = "EXPLAIN (ANALYZE, BUFFERS) " if kind == "page" else "EXPLAIN "
+            # Both are cheap to run again (the count stops at 10,001 rows): real row counts.
             with connection.cursor() as cursor:
-                cursor.execute(how + q["sql"])
+                cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + q["sql"])
                 plan = "\n".join(r[0] for r in cursor.fetchall())
             print(f"### filter: {label} ({kind}, {float(q['time']) * 1000:.0f} ms)\n")
             print(q["sql"] + "\n")
             print(plan + "\n")
-            summary.append((label, kind, float(q["time"]) * 1000, _scans(plan)))
-    print("| filter | query | time (ms) | scans (per partition) |\n|---|---|---|---|")
-    for label, kind, ms, scans in summary:
+            summary.append((label, kind, float(q["time"]) * 1000, *_scans(plan, holding)))
+    print("| filter | query | time (ms) | scans (× how many partitions) |\n|---|---|---|---|")
+    for label, kind, ms, scans, _seq in summary:
         print(f"| {label} | {kind} | {ms:.0f} | {scans} |")
-    print()
+    print(
+        f"\nsequential scans of a partition holding rows: {sum(r[4] for r in summary)}"
+        f" (partitions holding rows: {len(holding)})\n"
+    )
     detail = qs.first()
     if detail is not None:
         with CaptureQueriesContext(connection) as captured:
@@ -432,22 +438,35 @@ def explain(args) -> None:
 
 _SCAN = re.compile(
     r"(Index Only Scan Backward|Index Only Scan|Index Scan Backward|Index Scan|"
-    r"Bitmap Index Scan|Parallel Seq Scan|Seq Scan) (?:using|on) (\S+)(?: on (\S+))?"
+    r"Bitmap Index Scan|Bitmap Heap Scan|Parallel Seq Scan|Seq Scan) (?:using|on) (\S+)"
 )
 
 
-def _scans(plan: str) -> str:
+def _scans(plan: str, holding: set) -> tuple[str, int]:
     """The plan's scans, one per kind and index (partition names folded), with how many
-    partitions use each; a Seq Scan of the (empty) default partition is noted apart."""
+    partitions use each, a scan the run never started apart; and how many sequential
+    scans read a partition that holds rows (`holding`)."""
     counts: dict = {}
-    for kind, first, _table in _SCAN.findall(plan):
+    seq_on_rows = 0
+    for line in plan.splitlines():
+        found = _SCAN.search(line)
+        if not found or found.group(1) == "Bitmap Heap Scan":
+            continue
+        kind, name = found.groups()
         if kind.endswith("Seq Scan"):
-            name = "default partition" if first.endswith("_default") else first
-            key = f"{kind} on {re.sub(r'_p[0-9]{8}$', '', name)}"
+            if name in holding:
+                seq_on_rows += 1
+                key = f"**{kind} on a partition holding rows**"
+            elif name.startswith("gateway_requests_"):
+                key = f"{kind} on an empty partition"
+            else:
+                key = f"{kind} on {name}"
         else:
-            key = f"{kind} using {re.sub(r'^gateway_requests_(p[0-9]{8}|default)_', '', first)}"
+            key = f"{kind} using {re.sub(r'^gateway_requests_(p[0-9]{8}|default)_', '', name)}"
+        if "never executed" in line:
+            key += " (never run)"
         counts[key] = counts.get(key, 0) + 1
-    return "; ".join(f"{k} ×{n}" for k, n in counts.items())
+    return "; ".join(f"{k} ×{n}" for k, n in counts.items()), seq_on_rows
 
 
 def drop(args) -> None:
