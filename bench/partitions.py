@@ -287,9 +287,13 @@ def load(args) -> None:
                         " WHERE inhparent = 'gateway_requests'::regclass"
                     ).fetchone()[0]
                     per_row = stored / state["loaded"] if state["loaded"] else BYTES_PER_ROW_PRIOR
-                    # A day in flight has written about half of its files already.
-                    days_ahead = 1 + state["in_flight"] / 2
-                    need = days_ahead * per_day * per_row * DAY_MARGIN / 2**30
+                    written = conn.execute(  # by the days in flight (not attached yet)
+                        "SELECT coalesce(sum(pg_total_relation_size(oid)), 0)::float8"
+                        " FROM pg_class WHERE relname LIKE 'gateway_requests_p%%'"
+                        " AND relkind = 'r' AND NOT relispartition"
+                    ).fetchone()[0]
+                    day_bytes = per_day * per_row * DAY_MARGIN
+                    need = max(0, (state["in_flight"] + 1) * day_bytes - written) / 2**30
                     free = _free_gb(path)
                     if free - need < args.min_free_gb:
                         state["stop"] = (
