@@ -375,7 +375,8 @@ def explain(args) -> None:
 
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT sum(reltuples)::bigint FROM pg_class WHERE relkind = 'r' AND relname LIKE 'gateway_requests_p%%'"
+            "SELECT sum(c.reltuples)::bigint FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'gateway_requests'::regclass AND c.reltuples > 0"
         )
         total = cursor.fetchone()[0]
         cursor.execute("SELECT count(*) FROM gateway_requests WHERE org_id = %s", [args.small_org])
