@@ -23,6 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -80,9 +81,9 @@ def _seed(conn) -> None:
     )
     conn.execute(
         "INSERT INTO gateway_apikey (id, name, kind, key_hash, prefix, last4, allowed_models,"
-        " allowed_providers, created_at, org_id)"
+        " allowed_providers, created_at, org_id, previous_key_hash, previous_masked, is_active)"
         " SELECT g, 'key-' || g, 'bn', md5(g::text) || md5(g::text), 'bn-', '0000', '[]', '[]',"
-        " %s, (g - 1) / %s + 1 FROM generate_series(1, %s) g",
+        " %s, (g - 1) / %s + 1, '', '', true FROM generate_series(1, %s) g",
         [now, KEYS_PER_ORG, ORGS * KEYS_PER_ORG],
     )
 
@@ -116,23 +117,126 @@ FROM (
 ) s"""  # noqa: S608
 
 
+# What one stored row costs with the table's ten indexes, measured on a 2M-row day partition
+# (docs/usage-data.md): the heap ~230 bytes, the indexes ~395. The first day loaded replaces it
+# with its own measure; the margin covers a day's sort files and WAL beyond what is stored.
+BYTES_PER_ROW_PRIOR = 650
+DAY_MARGIN = 1.25
+
+
+def _disk_path(args, conn) -> str:
+    """Where PostgreSQL writes: its data directory when it is on this machine, else --disk-path."""
+    if args.disk_path:
+        return args.disk_path
+    try:
+        data = conn.execute("SHOW data_directory").fetchone()[0]
+    except Exception:  # noqa: BLE001 - not a superuser, or a remote server: no local path
+        data = ""
+    return data if data and os.path.isdir(data) else str(ROOT)
+
+
+def _free_gb(path: str) -> float:
+    return shutil.disk_usage(path).free / 2**30
+
+
+class _Watchdog(threading.Thread):
+    """Cancels the loading statements when the disk falls below the hard floor mid-day
+    (another process may fill it too): the day's transaction rolls back and frees its files."""
+
+    def __init__(self, path: str, floor_gb: float):
+        super().__init__(daemon=True)
+        self.path, self.floor_gb = path, floor_gb
+        self.conns: list = []
+        self.tripped = threading.Event()
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(1.0):
+            if _free_gb(self.path) < self.floor_gb:
+                self.tripped.set()
+                for conn in list(self.conns):
+                    conn.cancel_safe()
+
+
+def _parent_ddl(conn) -> list[str]:
+    """The parent's indexes and foreign keys as statements for one plain table ({table}):
+    made on the day's table before ATTACH, which then adopts them (same definitions, the
+    names PostgreSQL gives a partition's own) instead of building them under the parent's
+    lock, so days load in parallel, as pg_restore does it."""
+    ddl = []
+    for (definition,) in conn.execute(
+        "SELECT pg_get_indexdef(indexrelid) FROM pg_index"
+        " WHERE indrelid = 'gateway_requests'::regclass AND NOT indisprimary"
+    ):
+        ddl.append("CREATE INDEX ON {table} USING " + definition.split(" USING ", 1)[1])
+    for name, kind, definition in conn.execute(
+        "SELECT conname, contype, pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE conrelid = 'gateway_requests'::regclass AND contype IN ('p', 'f')"
+    ):
+        if kind == "p":
+            ddl.append("ALTER TABLE {table} ADD " + definition)  # named {table}_pkey
+        else:
+            ddl.append(f"ALTER TABLE {{table}} ADD CONSTRAINT {name} {definition}")
+    return ddl
+
+
+def _load_day(conn, name: str, day: datetime, per_day: int, existing: set, ddl: list) -> None:
+    from psycopg import sql
+
+    if name in existing:  # made by the migration (today and ahead): detach, refill
+        conn.execute(f"ALTER TABLE gateway_requests DETACH PARTITION {name}")
+        conn.execute(f"DROP TABLE {name}")
+    bounds = [sql.Literal(day), sql.Literal(day + timedelta(days=1))]  # DDL takes no parameters
+    try:
+        conn.execute(
+            f"CREATE TABLE {name} (LIKE gateway_requests INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+        )
+        conn.execute(_day_sql(name), {"day": day, "n": per_day})
+        # Visibility map and statistics while the table has no index yet (one cheap pass):
+        # what VACUUM ANALYZE would leave, so the plans may use index-only scans.
+        conn.execute(f"VACUUM (ANALYZE) {name}")
+        for statement in ddl:
+            conn.execute(statement.format(table=name))
+        # A CHECK matching the bounds spares ATTACH its scan of the rows under the lock.
+        conn.execute(
+            sql.SQL(
+                f"ALTER TABLE {name} ADD CONSTRAINT bench_bounds"
+                " CHECK (created_at >= {} AND created_at < {})"
+            ).format(*bounds)
+        )
+        conn.execute(
+            sql.SQL(
+                f"ALTER TABLE gateway_requests ATTACH PARTITION {name}"
+                " FOR VALUES FROM ({}) TO ({})"
+            ).format(*bounds)
+        )
+        conn.execute(f"ALTER TABLE {name} DROP CONSTRAINT bench_bounds")
+    except Exception:
+        # A cancelled or failed day leaves no half-built table behind.
+        conn.execute(f"DROP TABLE IF EXISTS {name}")
+        raise
+
+
 def load(args) -> None:
     from psycopg import sql
 
-    with _connect("postgres") as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{args.database}"')
-    env = _env(args.database)
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    if not args.resume:
+        with _connect("postgres") as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{args.database}"')
+        env = _env(args.database)
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True
+        )
     per_day = args.rows // args.days
     first = (datetime.now(UTC) - timedelta(days=args.days - 1)).replace(
         hour=0, minute=0, second=0, microsecond=0
     )
-    loaded = 0
+    loaded_before = 0
     with _connect(args.database) as conn:
-        _seed(conn)
-        conn.execute("SET maintenance_work_mem = '512MB'")
-        conn.execute("SET max_parallel_maintenance_workers = 0")  # a shared machine
+        if not args.resume:
+            _seed(conn)
+        path = _disk_path(args, conn)
         existing = {
             r[0]
             for r in conn.execute(
@@ -140,36 +244,119 @@ def load(args) -> None:
                 " WHERE i.inhparent = 'gateway_requests'::regclass"
             )
         }
-        for i in range(args.days):
-            free = shutil.disk_usage(args.disk_path).free / 2**30
-            if free < args.min_free_gb:
-                print(f"stopped: {free:.1f} GB free (< {args.min_free_gb}) after {loaded:,} rows")
-                break
-            day = first + timedelta(days=i)
-            name = f"gateway_requests_p{day:%Y%m%d}"
-            started = time.monotonic()
-            if name in existing:  # made by the migration (today and ahead): detach, refill
-                conn.execute(f"ALTER TABLE gateway_requests DETACH PARTITION {name}")
-                conn.execute(f"DROP TABLE {name}")
-            conn.execute(
-                f"CREATE TABLE {name} (LIKE gateway_requests INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
-            )
-            conn.execute(_day_sql(name), {"day": day, "n": per_day})
-            conn.execute(  # DDL takes no parameters: the bounds as literals
-                sql.SQL(
-                    f"ALTER TABLE gateway_requests ATTACH PARTITION {name}"
-                    " FOR VALUES FROM ({}) TO ({})"
-                ).format(sql.Literal(day), sql.Literal(day + timedelta(days=1)))
-            )
-            loaded += per_day
-            print(
-                f"{name}: {per_day:,} rows in {time.monotonic() - started:.0f}s"
-                f" ({loaded:,} in all, {free:.0f} GB free before)",
-                flush=True,
-            )
+        todo = list(range(args.days))
+        if args.resume:  # keep the days attached with rows; redo the others
+            for i in list(todo):
+                name = f"gateway_requests_p{first + timedelta(days=i):%Y%m%d}"
+                if (
+                    name in existing
+                    and conn.execute(
+                        sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.Identifier(name))
+                    ).fetchone()[0]
+                ):
+                    todo.remove(i)
+                    loaded_before += per_day
+                elif name not in existing:
+                    conn.execute(f"DROP TABLE IF EXISTS {name}")  # a day that failed
+            print(f"resuming: {loaded_before:,} rows kept, {len(todo)} days to load", flush=True)
+        ddl = _parent_ddl(conn)
+    hard_floor = args.min_free_gb - 2
+    print(
+        f"disk {path}: {_free_gb(path):.1f} GB free; a day starts only if {args.min_free_gb} GB"
+        f" would stay free after it; the loading stops at once below {hard_floor} GB",
+        flush=True,
+    )
+    watchdog = _Watchdog(path, hard_floor)
+    watchdog.start()
+    lock = threading.Lock()
+    state = {"loaded": loaded_before, "days": 0, "in_flight": 0, "stop": ""}
+    days = iter(todo)
+
+    def worker() -> None:
+        with _connect(args.database) as conn:
+            conn.execute("SET maintenance_work_mem = '512MB'")
+            conn.execute("SET max_parallel_maintenance_workers = 0")  # a shared machine
+            watchdog.conns.append(conn)
+            while True:
+                with lock:
+                    i = next(days, None)
+                    if i is None or state["stop"]:
+                        return
+                    stored = conn.execute(  # the days attached so far, with their indexes
+                        "SELECT sum(pg_total_relation_size(inhrelid))::float8 FROM pg_inherits"
+                        " WHERE inhparent = 'gateway_requests'::regclass"
+                    ).fetchone()[0]
+                    per_row = stored / state["loaded"] if state["loaded"] else BYTES_PER_ROW_PRIOR
+                    written = conn.execute(  # by the days in flight (not attached yet)
+                        "SELECT coalesce(sum(pg_total_relation_size(oid)), 0)::float8"
+                        " FROM pg_class WHERE relname LIKE 'gateway_requests_p%%'"
+                        " AND relkind = 'r' AND NOT relispartition"
+                    ).fetchone()[0]
+                    day_bytes = per_day * per_row * DAY_MARGIN
+                    need = max(0, (state["in_flight"] + 1) * day_bytes - written) / 2**30
+                    free = _free_gb(path)
+                    if free - need < args.min_free_gb:
+                        state["stop"] = (
+                            f"stopped: {free:.1f} GB free, a day needs ~{need:.1f} GB"
+                            f" ({per_row:.0f} bytes a row), {args.min_free_gb} GB must stay free"
+                        )
+                        return
+                    state["in_flight"] += 1
+                day = first + timedelta(days=i)
+                name = f"gateway_requests_p{day:%Y%m%d}"
+                started = time.monotonic()
+                try:
+                    _load_day(conn, name, day, per_day, existing, ddl)
+                except Exception as exc:
+                    with lock:
+                        state["in_flight"] -= 1
+                        state["stop"] = state["stop"] or (
+                            f"stopped: the disk fell below {hard_floor} GB free during {name}"
+                            if watchdog.tripped.is_set()
+                            else f"stopped: {name} failed: {exc}"
+                        )
+                    return
+                with lock:
+                    state["in_flight"] -= 1
+                    state["loaded"] += per_day
+                    state["days"] += 1
+                    print(
+                        f"{name}: {per_day:,} rows in {time.monotonic() - started:.0f}s"
+                        f" ({state['loaded']:,} in all, {_free_gb(path):.1f} GB free)",
+                        flush=True,
+                    )
+
+    def guarded() -> None:
+        try:
+            worker()
+        except Exception as exc:
+            with lock:
+                state["stop"] = state["stop"] or f"stopped: {exc!r}"
+            raise
+
+    threads = [threading.Thread(target=guarded) for _ in range(args.jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    watchdog.done.set()
+    if state["stop"]:
+        print(state["stop"], flush=True)
+    with _connect(args.database) as conn:
         started = time.monotonic()
-        conn.execute("ANALYZE")
-        print(f"ANALYZE in {time.monotonic() - started:.0f}s; {loaded:,} rows", flush=True)
+        conn.execute("ANALYZE gateway_requests")  # the parent's statistics over all partitions
+        stored = conn.execute(
+            "SELECT sum(pg_relation_size(inhrelid))::float8, sum(pg_indexes_size(inhrelid))::float8"
+            " FROM pg_inherits WHERE inhparent = 'gateway_requests'::regclass"
+        ).fetchone()
+    rows = max(state["loaded"], 1)
+    print(
+        f"ANALYZE in {time.monotonic() - started:.0f}s; {state['loaded']:,} rows"
+        f" ({state['days']} days loaded now); stored: heap {stored[0] / 2**30:.1f} GB"
+        f" ({stored[0] / rows:.0f} bytes a row), indexes {stored[1] / 2**30:.1f} GB"
+        f" ({stored[1] / rows:.0f} bytes a row); {_free_gb(path):.1f} GB free",
+        flush=True,
+    )
 
 
 def explain(args) -> None:
@@ -178,21 +365,27 @@ def explain(args) -> None:
     import django
 
     django.setup()
-    from django.core.paginator import Paginator
     from django.db import connection
     from django.http import QueryDict
     from django.test.utils import CaptureQueriesContext
 
     from billing import selectors
+    from billing.pagination import BoundedPaginator
     from orgs.models import Organization
 
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT sum(reltuples)::bigint FROM pg_class WHERE relkind = 'r' AND relname LIKE 'gateway_requests_p%%'"
+            "SELECT sum(c.reltuples)::bigint FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'gateway_requests'::regclass AND c.reltuples > 0"
         )
         total = cursor.fetchone()[0]
         cursor.execute("SELECT count(*) FROM gateway_requests WHERE org_id = %s", [args.small_org])
         small = cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'gateway_requests'::regclass AND c.relpages > 0"
+        )
+        holding = {r[0] for r in cursor.fetchall()}
     print(
         f"gateway_requests: {total:,} rows (ANALYZE's count); org {args.small_org}: {small:,} rows\n"
     )
@@ -217,26 +410,27 @@ def explain(args) -> None:
         )
         qs, _since, _until = selectors.usage_records(org, QueryDict(query), "30d")
         with CaptureQueriesContext(connection) as captured:
-            page = Paginator(qs.select_related("key", "team"), 50).get_page(1)
+            page = BoundedPaginator(qs.select_related("key", "team"), 50).get_page(1)
             list(page)
         for q in captured.captured_queries:
             if "gateway_requests" not in q["sql"]:
                 continue
-            kind = "count" if "COUNT(*)" in q["sql"] else "page"
-            # The page (50 rows) is cheap to run again: its real row counts; the count's
-            # plan is shown with the planner's estimates (its time is the run's above).
-            how = "EXPLAIN (ANALYZE, BUFFERS) " if kind == "page" else "EXPLAIN "
+            kind = "count" if "COUNT(*)" in q["sql"] else "page"  # the count: LIMIT 10001
+            # Both are cheap to run again (the count stops at 10,001 rows): real row counts.
             with connection.cursor() as cursor:
-                cursor.execute(how + q["sql"])
+                cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + q["sql"])
                 plan = "\n".join(r[0] for r in cursor.fetchall())
             print(f"### filter: {label} ({kind}, {float(q['time']) * 1000:.0f} ms)\n")
             print(q["sql"] + "\n")
             print(plan + "\n")
-            summary.append((label, kind, float(q["time"]) * 1000, _scans(plan)))
-    print("| filter | query | time (ms) | scans (per partition) |\n|---|---|---|---|")
-    for label, kind, ms, scans in summary:
+            summary.append((label, kind, float(q["time"]) * 1000, *_scans(plan, holding)))
+    print("| filter | query | time (ms) | scans (× how many partitions) |\n|---|---|---|---|")
+    for label, kind, ms, scans, _seq in summary:
         print(f"| {label} | {kind} | {ms:.0f} | {scans} |")
-    print()
+    print(
+        f"\nsequential scans of a partition holding rows: {sum(r[4] for r in summary)}"
+        f" (partitions holding rows: {len(holding)})\n"
+    )
     detail = qs.first()
     if detail is not None:
         with CaptureQueriesContext(connection) as captured:
@@ -249,22 +443,35 @@ def explain(args) -> None:
 
 _SCAN = re.compile(
     r"(Index Only Scan Backward|Index Only Scan|Index Scan Backward|Index Scan|"
-    r"Bitmap Index Scan|Parallel Seq Scan|Seq Scan) (?:using|on) (\S+)(?: on (\S+))?"
+    r"Bitmap Index Scan|Bitmap Heap Scan|Parallel Seq Scan|Seq Scan) (?:using|on) (\S+)"
 )
 
 
-def _scans(plan: str) -> str:
+def _scans(plan: str, holding: set) -> tuple[str, int]:
     """The plan's scans, one per kind and index (partition names folded), with how many
-    partitions use each; a Seq Scan of the (empty) default partition is noted apart."""
+    partitions use each, a scan the run never started apart; and how many sequential
+    scans read a partition that holds rows (`holding`)."""
     counts: dict = {}
-    for kind, first, _table in _SCAN.findall(plan):
+    seq_on_rows = 0
+    for line in plan.splitlines():
+        found = _SCAN.search(line)
+        if not found or found.group(1) == "Bitmap Heap Scan":
+            continue
+        kind, name = found.groups()
         if kind.endswith("Seq Scan"):
-            name = "default partition" if first.endswith("_default") else first
-            key = f"{kind} on {re.sub(r'_p[0-9]{8}$', '', name)}"
+            if name in holding:
+                seq_on_rows += 1
+                key = f"**{kind} on a partition holding rows**"
+            elif name.startswith("gateway_requests_"):
+                key = f"{kind} on an empty partition"
+            else:
+                key = f"{kind} on {name}"
         else:
-            key = f"{kind} using {re.sub(r'^gateway_requests_(p[0-9]{8}|default)_', '', first)}"
+            key = f"{kind} using {re.sub(r'^gateway_requests_(p[0-9]{8}|default)_', '', name)}"
+        if "never executed" in line:
+            key += " (never run)"
         counts[key] = counts.get(key, 0) + 1
-    return "; ".join(f"{k} ×{n}" for k, n in counts.items())
+    return "; ".join(f"{k} ×{n}" for k, n in counts.items()), seq_on_rows
 
 
 def drop(args) -> None:
@@ -283,8 +490,15 @@ def main() -> None:
         if name == "load":
             p.add_argument("--rows", type=int, default=100_000_000)
             p.add_argument("--days", type=int, default=20)
-            p.add_argument("--min-free-gb", type=float, default=30.0)
-            p.add_argument("--disk-path", default=str(ROOT))
+            p.add_argument(
+                "--min-free-gb",
+                type=float,
+                default=12.0,
+                help="a day starts only if this much stays free after it; 2 GB less stops at once",
+            )
+            p.add_argument("--disk-path", help="default: PostgreSQL's data directory, if local")
+            p.add_argument("--jobs", type=int, default=1, help="days loaded at once")
+            p.add_argument("--resume", action="store_true", help="keep the days already loaded")
     args = parser.parse_args()
     {"load": load, "explain": explain, "drop": drop}[args.command](args)
 

@@ -12,6 +12,7 @@ from orgs.rest_base import MoneySerializer, OrgScopedFields, OrgView, actor
 
 from . import budgets, selectors
 from .models import Budget, UsageRecord
+from .pagination import LogPagination
 
 
 class UsageRecordSerializer(serializers.ModelSerializer):
@@ -53,6 +54,7 @@ class LogViewSet(OrgView, viewsets.ReadOnlyModelViewSet):
     cost, with - for descending)."""
 
     serializer_class = UsageRecordSerializer
+    pagination_class = LogPagination  # counts at most COUNT_LIMIT rows (count_is_exact)
 
     queryset = UsageRecord.objects.none()  # for the OpenAPI schema; requests use org_queryset
 

@@ -4,7 +4,6 @@ from decimal import Decimal
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -24,6 +23,7 @@ from . import selectors
 from .budgets import budget_delete, budget_save, budget_spends
 from .forms import BudgetForm
 from .models import Budget, BudgetAlert, Notification, UsageRecord
+from .pagination import BoundedPaginator
 
 
 @org_view()
@@ -89,7 +89,7 @@ def _bad_request(exc: ValidationError) -> HttpResponse:
 @org_view()
 def logs(request):
     (qs, since, until), error = _filters(request)
-    page = Paginator(qs.select_related("key", "team"), 50).get_page(request.GET.get("page"))
+    page = BoundedPaginator(qs.select_related("key", "team"), 50).get_page(request.GET.get("page"))
     params = request.GET.copy()
     params.pop("page", None)
     return render(
