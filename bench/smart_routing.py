@@ -2,6 +2,7 @@
 
     python bench/smart_routing.py --train      # fit on the whole dev set -> core/smart_rules.json
     python bench/smart_routing.py              # cross-validated curves + timing (make bench)
+    python bench/smart_routing.py --seeds 10   # + the savings' mean and spread over 10 fold seeds
 
 The data is ../shared/data/routing/dev.jsonl (its README): prompts from GSM8K and MMLU with
 whether a weak and a strong model answered each correctly. The label a classifier learns is
@@ -197,8 +198,8 @@ def folds(rows: list[dict], seed: int = 0) -> list[int]:
     ]
 
 
-def out_of_fold_scores(rows: list[dict], feats: list[list[float]]) -> list[float]:
-    fold = folds(rows)
+def out_of_fold_scores(rows: list[dict], feats: list[list[float]], seed: int = 0) -> list[float]:
+    fold = folds(rows, seed)
     scores = [0.0] * len(rows)
     for k in range(FOLDS):
         train_idx = [i for i in range(len(rows)) if fold[i] != k]
@@ -243,6 +244,53 @@ def out_of_fold_learned(rows: list[dict], x) -> tuple[list[float], list[float]]:
         for i, s in zip(test_idx, learned_scores(x[test_idx], model), strict=True):
             scores[i] = s
     return scores, chosen
+
+
+def out_of_fold_fixed(rows: list[dict], x, l2: float, seed: int) -> list[float]:
+    """Out-of-fold scores of a logistic model (numpy) at a fixed regularisation, for the
+    seed sweep: the learned head's nested choice above is too slow to repeat per seed, and
+    picks LEARNED_L2 mostly."""
+    fold = folds(rows, seed)
+    scores = [0.0] * len(rows)
+    for k in range(FOLDS):
+        train_idx = [i for i in range(len(rows)) if fold[i] != k]
+        test_idx = [i for i in range(len(rows)) if fold[i] == k]
+        model = fit_np(x[train_idx], [rows[i]["y"] for i in train_idx], l2)
+        for i, s in zip(test_idx, learned_scores(x[test_idx], model), strict=True):
+            scores[i] = s
+    return scores
+
+
+def seed_sweep(rows: list[dict], feats: list[list[float]], x, seeds: int) -> dict:
+    """Each source's saving at QUALITY over ``seeds`` fold assignments (0..seeds-1): with
+    only 400 GSM8K prompts (80 a test fold) one seed's figure moves by several points."""
+    out = {}
+    per_seed = {"rules": [], "learned": []}
+    rules_x = None
+    if x is not None:  # numpy is there: the same rules model (L2), fitted faster
+        import numpy as np
+
+        rules_x = np.asarray(feats, dtype=np.float64)
+    for seed in range(seeds):
+        if rules_x is None:
+            per_seed["rules"].append(out_of_fold_scores(rows, feats, seed))
+        else:
+            per_seed["rules"].append(out_of_fold_fixed(rows, rules_x, L2, seed))
+        if x is not None:
+            per_seed["learned"].append(out_of_fold_fixed(rows, x, LEARNED_L2, seed))
+    for family in ("gsm8k", "mmlu"):
+        idx = [i for i, r in enumerate(rows) if r["family"] == family]
+        sub = [rows[i] for i in idx]
+        out[family] = {}
+        for name, runs in per_seed.items():
+            if runs:
+                savings = [saving_at_quality(sub, [s[i] for i in idx]) for s in runs]
+                out[family][name] = {
+                    "mean": round(statistics.fmean(savings), 4),
+                    "sd": round(statistics.pstdev(savings), 4),
+                    "per_seed": [round(v, 4) for v in savings],
+                }
+    return out
 
 
 def curve(rows: list[dict], scores: list[float], steps: int = 20) -> list[dict]:
@@ -346,6 +394,9 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--train", action="store_true", help="write core/smart_rules.json")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="also report savings over this many fold seeds"
+    )
     args = parser.parse_args(argv)
     rows = load(args.data)
     if args.train:
@@ -370,13 +421,14 @@ def main(argv=None) -> int:
     feats = [smart.features(body_of(r["prompt"])) for r in rows]
     oof = out_of_fold_scores(rows, feats)
     results = {"classifiers": {}, "timing_rules_1000_tokens": timing(rows)}
-    learned_oof = None
+    learned_oof = x = None
     if learned_available():
         # Timed first, so that its first call is the load (the model, once per process).
         results["timing_learned_1000_tokens"] = timing(rows, learned=True)
-        learned_oof, results["learned_l2_per_fold"] = out_of_fold_learned(
-            rows, learned_matrix(rows, feats)
-        )
+        x = learned_matrix(rows, feats)
+        learned_oof, results["learned_l2_per_fold"] = out_of_fold_learned(rows, x)
+    if args.seeds > 1:
+        results["seed_sweep"] = seed_sweep(rows, feats, x, args.seeds)
     for family in ("gsm8k", "mmlu"):
         idx = [i for i, r in enumerate(rows) if r["family"] == family]
         sub = [rows[i] for i in idx]
@@ -414,6 +466,15 @@ def main(argv=None) -> int:
             f"{family}: calibration error (|mean score - share needing the strong model|, "
             f"by decile) rules {r['rules_calibration_error']:.3f}"
             + (f", learned {r['learned_calibration_error']:.3f}" if "learned_saving" in r else "")
+        )
+    for family, by_name in results.get("seed_sweep", {}).items():
+        print(
+            f"{family} over {args.seeds} fold seeds: "
+            + ", ".join(
+                f"{name} {r['mean']:.1%} ± {r['sd']:.1%} (min {min(r['per_seed']):.1%}, "
+                f"max {max(r['per_seed']):.1%})"
+                for name, r in by_name.items()
+            )
         )
     if "learned_l2_per_fold" in results:
         print(f"learned head's L2, chosen inside each fold: {results['learned_l2_per_fold']}")
