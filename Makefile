@@ -56,11 +56,14 @@ serve: migrate
 worker: venv
 	$(BIN)/celery -A bonito worker -B --loglevel=info
 
-# Tests run on the embedded defaults unless DATABASE_URL / REDIS_URL are set.
+# Tests run on the embedded defaults unless DATABASE_URL / REDIS_URL are set, in
+# TEST_WORKERS processes (pytest-xdist; a module at a time per process; 0: one process).
+# More processes than the two CPUs pay: much of the suite waits on servers and sockets.
+TEST_WORKERS ?= 4
 test: export SECRET_KEY ?= insecure-test-only-secret-key-for-the-suite-0123456789
 test: venv
 	@mkdir -p var
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

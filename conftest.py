@@ -16,6 +16,19 @@ PASSWORD = "correct-horse-battery-staple"
 SETUP = Actor(via="test-setup")
 
 
+def pytest_configure(config):
+    # Passwords hash with the same algorithm at fewer iterations (core/tests/hashers.py).
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    override_settings(
+        PASSWORD_HASHERS=[
+            "core.tests.hashers.QuickPBKDF2PasswordHasher",
+            *settings.PASSWORD_HASHERS,
+        ]
+    ).enable()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _stop_gateway_threads(django_db_setup, tmp_path_factory):
     # The session's usage journal and dead letters are its own: the journal of an earlier,

@@ -2,6 +2,7 @@
 the environment (see the README's table); defaults are the embedded, no-server setup."""
 
 import ipaddress
+import os
 import ssl
 from datetime import timedelta
 from pathlib import Path
@@ -137,6 +138,19 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # cannot use one. Forms and components: docs/replicas.md.
 REDIS_URL = env.str("REDIS_URL", default="")
 GATEWAY_REDIS_URL = env.str("GATEWAY_REDIS_URL", default=REDIS_URL)
+if env.str("PYTEST_XDIST_WORKER", default="").startswith("gw") and not env.bool(
+    "TEST_WORKER_REDIS_MOVED", default=False
+):
+    # The test suite in parallel (pytest-xdist): pytest-django gives each worker process a
+    # test database of its own, and so does this for Redis (worker gwN: database d + N).
+    # The servers and workers a test starts inherit the moved URLs and do not move them again.
+    _worker = int(env.str("PYTEST_XDIST_WORKER")[2:])
+    REDIS_URL = redisurl.with_db_offset(REDIS_URL, _worker)
+    GATEWAY_REDIS_URL = redisurl.with_db_offset(GATEWAY_REDIS_URL, _worker)
+    os.environ["TEST_WORKER_REDIS_MOVED"] = "1"
+    for _name, _url in (("REDIS_URL", REDIS_URL), ("GATEWAY_REDIS_URL", GATEWAY_REDIS_URL)):
+        if _name in os.environ:
+            os.environ[_name] = _url
 for _name, _url in (("REDIS_URL", REDIS_URL), ("GATEWAY_REDIS_URL", GATEWAY_REDIS_URL)):
     try:
         _redis = redisurl.parse(_url) if _url else None

@@ -10,6 +10,7 @@ for one). The `+cluster` hosts are any of the cluster's nodes (port 6379 unless 
 `rediss+sentinel://` and `rediss+cluster://` speak TLS to the data nodes.
 """
 
+import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote
 
@@ -180,3 +181,13 @@ class SentinelPool:
         return SentinelConnectionPool(
             target.service, sentinel, db=target.db, ssl=target.tls, **target.auth(), **options
         )
+
+
+def with_db_offset(url: str, offset: int) -> str:
+    """redis://host[:port][/db][?query] with its database number moved by offset (the test
+    suite's parallel workers, one database each). Other forms are returned as given:
+    a Cluster has database 0 only, and the suite's Sentinels are its own servers."""
+    m = re.match(r"^(rediss?://[^/?]*)(?:/(\d*))?(\?.*)?$", url)
+    if not m or not offset:
+        return url
+    return f"{m.group(1)}/{int(m.group(2) or 0) + offset}{m.group(3) or ''}"

@@ -147,10 +147,10 @@ def test_a_record_with_content_is_refused(agent_a, key_a, field):
 
 @pytest.mark.parametrize(
     ("when", "why"),
-    [(time.time() + 3600, "future"), (time.time() - 8 * 86400, "older than 7 days")],
+    [(3600, "future"), (-8 * 86400, "older than 7 days")],
 )
 def test_times_far_outside_clock_skew_are_refused(agent_a, key_a, when, why):
-    r = agent_a.ingest([record(key_a, created_at=when)])
+    r = agent_a.ingest([record(key_a, created_at=time.time() + when)])
     assert r.status_code == 422 and why in r.json()["errors"][0]["reason"]
     assert not UsageRecord.objects.exists()
 
@@ -247,6 +247,9 @@ def test_too_many_records_is_413_stating_the_limit(agent_a, settings, key_a):
         (gzip.compress(b"{}")[:-8], "gzip", "bad_gzip"),  # truncated
         (b"{}", "br", "bad_encoding"),
     ],
+    # ids that do not change between collections (gzip stamps the time; pytest-xdist's
+    # workers must collect the same tests)
+    ids=lambda value: value if isinstance(value, str) else "body",
 )
 def test_a_broken_body_is_400(agent_a, body, encoding, code):
     r = agent_a.ingest_raw(body, encoding=encoding)

@@ -11,17 +11,19 @@ from pathlib import Path
 import pytest
 import redis
 from celery import Celery
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
 from billing.models import UsageRecord, UsageRollup
+from core.tests.workers import local_redis_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _broker():
-    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/5"
+    url = settings.REDIS_URL or local_redis_url(12)
     try:
         redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
     except redis.RedisError:

@@ -2,7 +2,6 @@
 
 import asyncio
 import dataclasses
-import os
 import socket
 import time
 from decimal import Decimal
@@ -10,7 +9,9 @@ from decimal import Decimal
 import httpx
 import pytest
 import redis as redis_lib
+from django.conf import settings
 
+from core.tests.workers import local_redis_url
 from gateway.dataplane.errors import GatewayError
 from gateway.dataplane.limits import Bucket, Limiter, SpendReservation
 from gateway.models import ApiKey
@@ -25,7 +26,7 @@ BODY = {"model": "chat-small", "max_tokens": 5, "messages": [{"role": "user", "c
 
 def _redis_url():
     """The suite's Redis (REDIS_URL), else the machine's local one, else None."""
-    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/3"
+    url = settings.REDIS_URL or local_redis_url(8)
     try:
         redis_lib.Redis.from_url(url, socket_connect_timeout=0.5).ping()
         return url

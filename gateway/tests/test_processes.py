@@ -1,10 +1,10 @@
 """Separate worker processes: config changes propagate, and a dead database loses nothing."""
 
-import os
 import time
 
 import httpx
 import pytest
+from django.conf import settings
 
 from gateway.tests.conftest import free_port
 from gateway.tests.external import ExternalBonito
@@ -48,7 +48,7 @@ def upstream_18081():
 
 @pytest.fixture
 def bonito(tmp_path, upstream_18081):
-    ext = ExternalBonito(tmp_path, redis_url=os.environ.get("REDIS_URL", ""))
+    ext = ExternalBonito(tmp_path, redis_url=settings.REDIS_URL)
     ext.manage("migrate", "--noinput", "-v0")
     (tmp_path / "bonito.yaml").write_text(ISSUE_EXAMPLE)
     ext.manage(
