@@ -156,7 +156,14 @@ def test_a_gzip_body_inflating_just_under_the_limit_is_read(acme, gw):
         gzip.compress(orjson.dumps(CHAT)) + b"trailing garbage",
         b"\x1f\x8b\x08\x00" + b"\xff" * 100,  # a gzip header, then garbage
     ],
-    ids=["not-gzip", "cut-short", "header-only", "empty", "trailing-garbage", "garbage-after-header"],
+    ids=[
+        "not-gzip",
+        "cut-short",
+        "header-only",
+        "empty",
+        "trailing-garbage",
+        "garbage-after-header",
+    ],
 )
 def test_a_corrupt_gzip_body_gets_400(acme, body):
     response = _post_raw(acme, body, **{"Content-Encoding": "gzip"})
