@@ -335,8 +335,11 @@ def test_more_concurrent_requests_than_connections_wait_for_one(own_redis):
     # Two workers, 150 concurrent requests each: more than a worker's 64 connections.
     workers = [Limiter(own_redis.url), Limiter(own_redis.url)]
     buckets = [Bucket("bonito:rl:k:pool:r", 150, 1, "requests")]
+    started = time.monotonic()
     results = asyncio.run(_acquire_all(workers, 300, buckets))
-    assert sum(r.allowed for r in results) == 150
+    # The bucket refills at 150 a minute: a slow machine's burst may earn a request more.
+    refilled = int((time.monotonic() - started) * 150 / 60)
+    assert 150 <= sum(r.allowed for r in results) <= 150 + refilled
     assert {r.backend for r in results} == {"redis"}
 
 
