@@ -21,18 +21,18 @@ def _fernet() -> MultiFernet:
     return MultiFernet([Fernet(k.encode() if isinstance(k, str) else k) for k in keys])
 
 
-def encrypt_json(data: dict) -> str:
-    return _fernet().encrypt(json.dumps(data, sort_keys=True).encode()).decode()
-
-
-def decrypt_json(token: str) -> dict:
-    return json.loads(_fernet().decrypt(token.encode()))
-
-
 def seal(data: bytes) -> bytes:
-    """``data`` encrypted with the same keys (a document that holds credentials)."""
+    """``data`` encrypted with the credentials' keys (any document that holds credentials)."""
     return _fernet().encrypt(data)
 
 
 def unseal(token: bytes) -> bytes:
     return _fernet().decrypt(token)
+
+
+def encrypt_json(data: dict) -> str:
+    return seal(json.dumps(data, sort_keys=True).encode()).decode()
+
+
+def decrypt_json(token: str) -> dict:
+    return json.loads(unseal(token.encode()))
