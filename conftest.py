@@ -88,6 +88,23 @@ def _tier_table():
 
 
 @pytest.fixture
+def migrated_tiers(db):
+    """The tier table the migrations seed, for tests that read it without an org: a
+    transactional test run before them in the same process (pytest-xdist) flushed it."""
+    _tier_table()
+
+
+@pytest.fixture
+def model_catalog(db):
+    """The model catalog the migrations seed (see migrated_tiers)."""
+    from gateway.catalog import model_catalog_sync
+    from gateway.models import ModelCatalogEntry
+
+    if not ModelCatalogEntry.objects.exists():
+        model_catalog_sync()
+
+
+@pytest.fixture
 def org_a(db):
     _tier_table()
     return services.org_create(actor=SETUP, name="Acme Corp", slug="acme", tier="pro")

@@ -125,7 +125,9 @@ def test_bulk_deleting_budgets_goes_through_the_service(admin_client, org_a, har
     assert current_version() > version
 
 
-def test_a_tier_limit_change_in_the_admin_is_audited_with_before_and_after(admin_client):
+def test_a_tier_limit_change_in_the_admin_is_audited_with_before_and_after(
+    admin_client, migrated_tiers
+):
     limit = TierLimit.objects.get(tier="free")
     version = current_version()
     url = f"/admin/orgs/tierlimit/{limit.pk}/change/"
