@@ -16,6 +16,29 @@ PASSWORD = "correct-horse-battery-staple"
 SETUP = Actor(via="test-setup")
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--alone",
+        choices=["skip", "only"],
+        help="skip, or run only, the tests marked alone (make test runs them after the rest)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    # `make test` runs the suite in parallel with --alone=skip, then the tests that assert a
+    # wall-clock deadline with --alone=only, in one process with nothing running beside them.
+    which = config.getoption("--alone")
+    if not which:
+        return
+    keep, drop = [], []
+    for item in items:
+        alone = item.get_closest_marker("alone") is not None
+        (keep if alone == (which == "only") else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 def pytest_configure(config):
     # Passwords hash with the same algorithm at fewer iterations (core/tests/hashers.py).
     from django.conf import settings
@@ -27,6 +50,23 @@ def pytest_configure(config):
             *settings.PASSWORD_HASHERS,
         ]
     ).enable()
+    # A transactional test ends with a flush that empties every table, the rows the migrations
+    # seeded included; the flush then sends post_migrate, and this puts those rows back, so no
+    # later test in the same process (pytest-xdist runs many modules in one) finds them gone.
+    from django.db.models.signals import post_migrate
+
+    post_migrate.connect(_reseed_after_flush, dispatch_uid="bonito-tests-reseed")
+
+
+def _reseed_after_flush(sender, **kwargs):
+    if sender.label != "gateway":
+        return  # post_migrate is sent once per app: seed once
+    _tier_table()
+    from gateway.catalog import model_catalog_sync
+    from gateway.models import ModelCatalogEntry
+
+    if not ModelCatalogEntry.objects.exists():
+        model_catalog_sync()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -71,8 +111,8 @@ def _fresh_throttles(settings):
 
 
 def _tier_table():
-    """The tier table as the migrations leave it (a transactional test's flush empties it):
-    what each tier includes, and the per-key RPM ceilings, are rows, not constants."""
+    """The tier table as the migrations leave it: what each tier includes, and the per-key
+    RPM ceilings, are rows, not constants."""
     from orgs.models import TierLimit
 
     if not TierLimit.objects.exists():
@@ -88,31 +128,12 @@ def _tier_table():
 
 
 @pytest.fixture
-def migrated_tiers(db):
-    """The tier table the migrations seed, for tests that read it without an org: a
-    transactional test run before them in the same process (pytest-xdist) flushed it."""
-    _tier_table()
-
-
-@pytest.fixture
-def model_catalog(db):
-    """The model catalog the migrations seed (see migrated_tiers)."""
-    from gateway.catalog import model_catalog_sync
-    from gateway.models import ModelCatalogEntry
-
-    if not ModelCatalogEntry.objects.exists():
-        model_catalog_sync()
-
-
-@pytest.fixture
 def org_a(db):
-    _tier_table()
     return services.org_create(actor=SETUP, name="Acme Corp", slug="acme", tier="pro")
 
 
 @pytest.fixture
 def org_b(db):
-    _tier_table()
     return services.org_create(actor=SETUP, name="Globex", slug="globex", tier="free")
 
 

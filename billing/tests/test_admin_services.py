@@ -126,7 +126,7 @@ def test_bulk_deleting_budgets_goes_through_the_service(admin_client, org_a, har
 
 
 def test_a_tier_limit_change_in_the_admin_is_audited_with_before_and_after(
-    admin_client, migrated_tiers
+    admin_client,
 ):
     limit = TierLimit.objects.get(tier="free")
     version = current_version()

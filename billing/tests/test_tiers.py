@@ -12,7 +12,7 @@ from orgs import services as org_services
 from orgs.audit import Actor
 from orgs.models import AuditLog, Organization, Tier, TierLimit
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("migrated_tiers")]
+pytestmark = pytest.mark.django_db
 ACTOR = Actor(via="test")
 
 

@@ -63,6 +63,13 @@ def cli_env(home, **extra) -> dict:
     }
 
 
+def ctrl_c_reaches_python():
+    """preexec_fn for a CLI that a test interrupts: Ctrl-C's default action back. A process
+    started in the background of a shell without job control (CI's, say) inherits SIGINT
+    ignored, and Python then never raises KeyboardInterrupt in it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def bonito(home, *args, input=None, env=None, check=None):
     """The CLI in a process of its own, with only cli/ on its path and HOME in a tmp dir."""
     full_env = cli_env(home, **(env or {}))
@@ -530,6 +537,7 @@ def test_logs_follow_prints_new_requests_from_the_live_tail(server, logged_in):
         stderr=subprocess.PIPE,
         text=True,
         env=cli_env(logged_in),
+        preexec_fn=ctrl_c_reaches_python,
     )
     try:
         time.sleep(2)  # connected (the socket opens before anything is printed)
@@ -570,6 +578,7 @@ def test_logs_follow_falls_back_to_polling_without_a_live_tail(server, logged_in
         stderr=subprocess.PIPE,
         text=True,
         env=cli_env(logged_in),
+        preexec_fn=ctrl_c_reaches_python,
     )
     try:
         note = proc.stderr.readline()

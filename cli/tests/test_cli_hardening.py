@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from cli.tests import test_cli as base
-from cli.tests.test_cli import CLI, bonito, cli_env
+from cli.tests.test_cli import CLI, bonito, cli_env, ctrl_c_reaches_python
 
 # The live server and login of test_cli.py (one server for this module).
 server, home, logged_in = base.server, base.home, base.logged_in
@@ -679,9 +679,11 @@ def test_ctrl_c_in_a_conversation_is_exit_130(fake, home):
         stderr=subprocess.PIPE,
         text=True,
         env=cli_env(home, BONITO_URL=fake.url, BONITO_API_KEY="bn-x"),
+        preexec_fn=ctrl_c_reaches_python,
     )
     os.close(secondary)
-    time.sleep(2)  # waiting at the prompt
+    assert "Chatting with m." in proc.stderr.readline()  # the banner, then the prompt
+    time.sleep(0.5)  # waiting at the prompt
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     os.close(primary)

@@ -343,6 +343,7 @@ def test_more_concurrent_requests_than_connections_wait_for_one(own_redis):
     assert {r.backend for r in results} == {"redis"}
 
 
+@pytest.mark.alone  # a Redis paused for 1.3 s against the client's timeout
 def test_a_slow_redis_is_waited_for(own_redis):
     workers = [Limiter(own_redis.url), Limiter(own_redis.url)]
     buckets = [Bucket("bonito:rl:k:slow:r", 20, 1, "requests")]
@@ -359,6 +360,7 @@ def test_a_slow_redis_is_waited_for(own_redis):
     assert {r.backend for r in results} == {"redis"}
 
 
+@pytest.mark.alone  # a 0.3 s bound
 def test_a_redis_that_stalls_past_the_bound_gets_503_and_counts_nothing(own_redis):
     limiter = Limiter(own_redis.url, timeout_s=0.3)
     buckets = [Bucket("bonito:rl:k:stall:r", 5, 1, "requests")]

@@ -256,7 +256,7 @@ def test_deployments_crud(alice_client, org_a):
     assert unknown.status_code == 400 and "provider" in unknown.json()
 
 
-def test_catalog_is_searchable_and_paginated(alice_client, model_catalog):
+def test_catalog_is_searchable_and_paginated(alice_client):
     body = alice_client.get("/api/gateway/models?search=gpt-4o-mini").json()
     assert body["count"] >= 1 and all("gpt-4o-mini" in m["name"] for m in body["results"])
 

@@ -11,6 +11,7 @@ from gateway.tests.fake_upstream import Behaviour
 BODY = {"model": "chat-small", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
 
 
+@pytest.mark.alone  # the first chunk within 1 s
 def test_chunks_are_forwarded_as_they_arrive(acme, mode):
     acme.fake.behaviours["gpt-4o-mini"] = Behaviour(stream_chunks=4, chunk_delay=0.4)
     arrivals = []

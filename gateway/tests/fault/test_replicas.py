@@ -24,7 +24,8 @@ from gateway.tests.external import ROOT
 from gateway.tests.fault.postgres_server import free_port, postgres_bin
 from gateway.tests.replicas import Replicas, nginx_binary
 
-pytestmark = pytest.mark.slow
+# alone: a change reaches every replica within 2 s
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 BODY = orjson.dumps(
     {"model": "chat", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
