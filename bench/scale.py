@@ -170,13 +170,13 @@ def insert_seed_keys(cur, lo: int, hi: int) -> None:
     cur.execute(
         "INSERT INTO gateway_apikey (name, kind, key_hash, prefix, last4, allowed_models, "
         "allowed_providers, rpm_limit, tpm_limit, created_at, org_id, team_id, "
-        "routing_policy_id) "
+        "routing_policy_id, previous_key_hash, previous_masked, is_active) "
         "SELECT 'seed-' || g, CASE WHEN g %% 50 = 0 THEN 'rt' ELSE 'sk' END, "
         "md5(g::text || 'a') || md5(g::text || 'b'), 'sk-seed', right(g::text, 4), "
         "'[]'::jsonb, '[]'::jsonb, CASE WHEN g %% 3 = 0 THEN 600 END, NULL, now(), o.id, "
         "CASE WHEN g %% 5 = 0 THEN (SELECT min(id) FROM orgs_team WHERE org_id = o.id) END, "
         "CASE WHEN g %% 50 = 0 THEN (SELECT id FROM governance_routingpolicy "
-        "  WHERE org_id = o.id AND name = 'ha') END "
+        "  WHERE org_id = o.id AND name = 'ha') END, '', '', true "
         "FROM generate_series(%s, %s) g "
         "JOIN scale_orgs o ON o.idx = g %% (SELECT count(*) FROM scale_orgs)",
         [lo, hi - 1],
@@ -279,14 +279,15 @@ def seed(args, up_port: int, log) -> dict:
                     "INSERT INTO gateway_requests (id, model_requested, model_used, provider, "
                     "deployment, endpoint, input_tokens, output_tokens, cached_tokens, cost, "
                     "latency_ms, ttft_ms, status, http_status, error_type, request_id, source, "
-                    "created_at, key_id, org_id, team_id) "
+                    "created_at, key_id, org_id, team_id, routing_policy, route_classifier, "
+                    "route_tier, unit) "
                     "SELECT gen_random_uuid(), 'bench-chat', 'gpt-4o-mini', 'nginx', "
                     "'gpt-4o-mini', 'chat', 10 + g %% 3000, 1 + g %% 700, 0, "
                     "round((random() / 1000)::numeric, 8), 50 + g %% 900, NULL, "
                     "CASE WHEN g %% 50 = 0 THEN 'error' ELSE 'success' END, "
                     "CASE WHEN g %% 50 = 0 THEN 502 ELSE 200 END, '', '', %s, "
                     "%s::timestamptz + (%s::timestamptz - %s::timestamptz) * (g::float8 / %s), "
-                    "k.id, k.org_id, k.team_id "
+                    "k.id, k.org_id, k.team_id, '', '', '', '' "
                     "FROM generate_series(%s, %s) g JOIN scale_keys k ON k.idx = CASE WHEN g %% 10 < 9 "
                     "THEN (g::bigint * 7919) %% %s ELSE (g::bigint * 7919) %% %s END",
                     [
