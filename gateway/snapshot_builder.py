@@ -31,10 +31,12 @@ from core.config_version import (
 )
 from core.crypto import seal, unseal
 
+from .dataplane.memory import settle_long_lived
 from .dataplane.snapshot import (
     Delta,
     DeploymentInfo,
     KeyInfo,
+    KeyTable,
     OrgInfo,
     RoutingPolicyInfo,
     Snapshot,
@@ -477,6 +479,9 @@ class SnapshotRefresher:
         self._last_facts = time.time()
         self._stamp = None
         self._stop = threading.Event()
+        # A new long-lived object graph went live (a full build, or the key table's base
+        # compacted): frozen out of the garbage collector's walks once the old one is gone.
+        self._settle = False
 
     def start(self) -> None:
         with self._lock:
@@ -496,6 +501,7 @@ class SnapshotRefresher:
         if current is None or self._stamp is None:
             snap = build_snapshot(stamp[0])
             self._last_facts = time.time()
+            self._settle = True
         elif stamp != self._stamp:
             deltas = None
             if stamp[0] != self._stamp[0] and current.version == self._stamp[0]:
@@ -508,10 +514,13 @@ class SnapshotRefresher:
             # The same version at a new time is a reset counter: a full build.
             if deltas is None:
                 snap = build_snapshot(stamp[0])
+                self._settle = True
             else:
                 snap = current
                 for delta in deltas:
                     snap = apply_delta(snap, delta, built_at=time.time())
+                if isinstance(snap.keys, KeyTable) and not snap.keys.shares_base(current.keys):
+                    self._settle = True
         elif time.time() - self._last_facts > settings.GATEWAY_FACTS_REFRESH_S:
             snap = refresh_facts(current)
             self._last_facts = time.time()
@@ -524,6 +533,14 @@ class SnapshotRefresher:
         self.target.publish(snap)
         self._stamp = stamp
 
+    def refresh(self) -> None:
+        """refresh_once, then freeze a new long-lived snapshot out of the garbage
+        collector's walks (settle_long_lived) here, where the old one is let go."""
+        self.refresh_once()
+        if self._settle:
+            settle_long_lived()
+            self._settle = False
+
     @staticmethod
     def _stored(since: int, until: int) -> list[Delta] | None:
         try:
@@ -535,7 +552,7 @@ class SnapshotRefresher:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.refresh_once()
+                self.refresh()
             except Exception as exc:  # the DB is down: keep serving the last snapshot
                 log.warning(
                     "snapshot refresh failed (%s: %s); serving the last one",

@@ -184,6 +184,10 @@ class KeyTable(Mapping):
             if v is not _GONE:
                 yield h
 
+    def shares_base(self, other) -> bool:
+        """Whether ``other`` is a KeyTable on the same base dict (no compaction between)."""
+        return isinstance(other, KeyTable) and other._base is self._base
+
     def changed(self, sets: dict, removed) -> "KeyTable":
         """A new table with ``sets`` (hash -> KeyInfo) put and the ``removed`` hashes gone;
         this one is left as it is."""
