@@ -165,7 +165,7 @@ def _watched_budgets(clock: float) -> dict:
     org's were read; 1.7-2.1 ms by the changed org, three queries)."""
     stamp, old = current_stamp(), _watch["stamp"]
     if stamp != old or clock - _watch["at"] > HARD_BUDGETS_RELOAD_S:
-        budgets = Budget.objects.filter(is_active=True, hard=True).select_related(
+        query = Budget.objects.filter(is_active=True, hard=True).select_related(
             "org", "team", "key"
         )
         changes = None
@@ -174,10 +174,10 @@ def _watched_budgets(clock: float) -> dict:
         if changes is not None and all(org_id is not None for _, org_id, _ in changes):
             orgs = {org_id for _, org_id, _ in changes}
             by_org = {o: bs for o, bs in _watch["by_org"].items() if o not in orgs}
-            budgets, at = budgets.filter(org_id__in=orgs), _watch["at"]
+            query, at = query.filter(org_id__in=orgs), _watch["at"]
         else:
             by_org, at = {}, clock
-        for b in budgets:
+        for b in query:
             by_org.setdefault(b.org_id, []).append(b)
         # What this process counted for a budget it watched meanwhile holds; one it did not
         # watch (paused, new) starts from a spend query, not from what it knew before.
