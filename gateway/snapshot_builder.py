@@ -36,7 +36,6 @@ from .dataplane.snapshot import (
     Delta,
     DeploymentInfo,
     KeyInfo,
-    KeyTable,
     OrgInfo,
     RoutingPolicyInfo,
     Snapshot,
@@ -519,7 +518,7 @@ class SnapshotRefresher:
                 snap = current
                 for delta in deltas:
                     snap = apply_delta(snap, delta, built_at=time.time())
-                if isinstance(snap.keys, KeyTable) and not snap.keys.shares_base(current.keys):
+                if not snap.keys.shares_base(current.keys):  # compacted into a new base
                     self._settle = True
         elif time.time() - self._last_facts > settings.GATEWAY_FACTS_REFRESH_S:
             snap = refresh_facts(current)
