@@ -122,6 +122,41 @@ def test_a_full_snapshot_is_frozen_out_of_the_collector_and_can_still_be_freed(o
         gc.unfreeze()
 
 
+def test_a_compacted_key_table_is_frozen_and_a_delta_on_it_is_not(org_a, monkeypatch):
+    """A delta that folds the key table's overlay into a new base (KeyTable.changed) makes
+    a new long-lived dict of every key: frozen like a full build. A delta that only grows
+    the overlay is not."""
+    import gc
+
+    from gateway.dataplane.snapshot import KeyTable
+
+    services.api_key_create(actor=ACTOR, org=org_a, name="k0")
+    source = SnapshotSource()
+    refresher = SnapshotRefresher(source, interval=60)
+    try:
+        refresher.refresh()  # full build, frozen
+        monkeypatch.setattr(KeyTable, "COMPACT_MIN", 2)
+        monkeypatch.setattr(KeyTable, "COMPACT_RATIO", 1_000_000)
+
+        def tracked():
+            return {id(o) for o in gc.get_objects()}
+
+        bases = [source.current.keys._base]
+        services.api_key_create(actor=ACTOR, org=org_a, name="k1")
+        refresher.refresh()  # overlay of 1 key: same base, nothing new frozen
+        assert source.current.keys._base is bases[0] and source.current.keys._over
+        assert id(source.current.keys._over) in tracked()
+        for name in ("k2", "k3"):
+            services.api_key_create(actor=ACTOR, org=org_a, name=name)
+        refresher.refresh()  # overlay past COMPACT_MIN: a new base
+        table = source.current.keys
+        assert table._base is not bases[0] and not table._over
+        assert len(table) == 4 and len(table._base) == 4
+        assert gc.is_tracked(table._base) and id(table._base) not in tracked()
+    finally:
+        gc.unfreeze()
+
+
 def test_the_issue_example_applies_exactly_as_written(tmp_path, monkeypatch, db, loopback_allowed):
     monkeypatch.setenv("FAKE_API_KEY", "sk-from-the-environment")
     path = tmp_path / "bonito.yaml"
