@@ -1,5 +1,6 @@
 """The control plane's usage writer: batches of records from the sink into gateway_requests."""
 
+import contextlib
 import logging
 import time
 import uuid
@@ -7,6 +8,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache
 
+import orjson
 from django.conf import settings
 from django.db import (
     DatabaseError,
@@ -18,7 +20,6 @@ from django.db import (
     connection,
     transaction,
 )
-from django.db.models import Case, DateTimeField, F, Q, Value, When
 
 from gateway.models import ApiKey
 
@@ -138,25 +139,60 @@ def _row(record: dict, columns) -> list:
 
 @cache
 def _insert_sql(vendor: str, rows: int) -> str:
-    """One multi-row INSERT per batch. The ORM compiles SQL per row (a quarter of a worker's
-    CPU under load), and executemany steps the database once per row, taking the GIL back
-    each time: with the event loop busy, that convoy let the writer fall behind by minutes
-    (docs/benchmarks.md). One statement is one step."""
+    """One statement per batch (of up to ROWS_PER_STATEMENT rows). The ORM compiles SQL per
+    row (a quarter of a worker's CPU under load), and executemany steps the database once
+    per row, taking the GIL back each time: with the event loop busy, that convoy let the
+    writer fall behind by minutes (docs/benchmarks.md). One statement is one step.
+
+    PostgreSQL gets the batch as one JSON document (``json_populate_recordset`` over the
+    table's own row type): one parameter, encoded by orjson, and the same short statement
+    for every batch. A multi-row VALUES has 27 parameters a row, which the driver parsed
+    anew for every batch and adapted one by one in Python: three times the CPU, held
+    while the event loop waits for the GIL (docs/benchmarks.md). SQLite gets a multi-row
+    VALUES."""
     qn = connection.ops.quote_name
     columns = ", ".join(qn(f.column) for f in FIELDS)
+    table = qn(UsageRecord._meta.db_table)
+    # Only identifiers from the model's own metadata go into the string; values are
+    # parameters.
+    if vendor == "postgresql":
+        # No conflict target: the primary key is (id, created_at) on the partitioned table
+        # (PostgreSQL wants the partition key in it) and id alone on an unpartitioned one.
+        # A replayed record carries its first created_at, so either key catches it.
+        return (
+            f"INSERT INTO {table} ({columns}) SELECT {columns}"  # noqa: S608
+            f" FROM json_populate_recordset(NULL::{table}, %s) ON CONFLICT DO NOTHING"
+        )
     row = "(" + ", ".join(["%s"] * len(FIELDS)) + ")"
     values = ", ".join([row] * rows)
-    table = qn(UsageRecord._meta.db_table)
-    # Only identifiers from the model's own metadata go into the string; values are parameters.
     if vendor == "sqlite":
         return f"INSERT OR IGNORE INTO {table} ({columns}) VALUES {values}"  # noqa: S608
-    # No conflict target: the primary key is (id, created_at) on the partitioned table
-    # (PostgreSQL wants the partition key in it) and id alone on an unpartitioned one. A
-    # replayed record carries its first created_at, so either key catches it.
     return f"INSERT INTO {table} ({columns}) VALUES {values} ON CONFLICT DO NOTHING"  # noqa: S608
 
 
 ROWS_PER_STATEMENT = 500  # 27 columns: well under SQLite's and PostgreSQL's parameter limits
+
+
+@cache
+def _column_names() -> tuple[str, ...]:
+    return tuple(f.column for f in FIELDS)
+
+
+def _params(vendor: str, chunk: list[dict], columns) -> list:
+    """The statement's parameters. For PostgreSQL, every column of every row is in the
+    document (json_populate_recordset gives a missing key NULL, not the column's default):
+    uuids and times as orjson writes them, money as the Decimal's exact text."""
+    if vendor == "postgresql":
+        names = _column_names()
+        rows = [dict(zip(names, _row(r, columns), strict=True)) for r in chunk]
+        return [orjson.dumps(rows, default=_exact).decode()]
+    return [value for r in chunk for value in _row(r, columns)]
+
+
+def _exact(value):
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not a column value")
 
 
 # Retention keeps at least this much (billing.partitions.MIN_RETENTION_DAYS): a record
@@ -166,6 +202,15 @@ KEPT_AT_LEAST_S = 35 * 86400
 
 class ExpiredRecord(ValueError):
     """A record older than the raw rows kept: refused, so the sink sets it aside."""
+
+
+def _moments(records: list[dict]) -> list[float]:
+    out = []
+    for record in records:
+        value = record.get("created_at")
+        if value is not None:
+            out.append(value if isinstance(value, int | float) else _created(value).timestamp())
+    return out
 
 
 def _refuse_expired(records: list[dict]) -> None:
@@ -199,16 +244,31 @@ def _refuse_expired(records: list[dict]) -> None:
 
 
 def _insert(records: list[dict]) -> None:
-    columns = _columns(connection.vendor)
-    with transaction.atomic(), connection.cursor() as cursor:
-        _refuse_expired(records)  # first: the lock order retention uses (mark, then table)
+    vendor = connection.vendor
+    columns = _columns(vendor)
+    moments = _moments(records)
+    # The usual batch (recent rows, one statement) is one statement in autocommit: no
+    # BEGIN and COMMIT round trips. Late rows, old rows and big batches take a transaction:
+    # the late rows' hour marks must land with them, an old row's check holds a lock.
+    # Inside a caller's transaction, a savepoint keeps a refused batch from spoiling it.
+    simple = (
+        len(records) <= ROWS_PER_STATEMENT
+        and (not moments or min(moments) >= time.time() - settings.USAGE_ROLLUP_GRACE_S)
+        and not connection.in_atomic_block
+    )
+    with (
+        contextlib.nullcontext() if simple else transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        if not simple:
+            _refuse_expired(records)  # first: the lock order retention uses (mark, then table)
         for start in range(0, len(records), ROWS_PER_STATEMENT):
             chunk = records[start : start + ROWS_PER_STATEMENT]
-            params = [value for r in chunk for value in _row(r, columns)]
-            cursor.execute(_insert_sql(connection.vendor, len(chunk)), params)
-        # In the same transaction: retention (billing.partitions) drops a range only when no
-        # hour of it is marked, and must never see a late row without its mark.
-        _mark_late(records)
+            cursor.execute(_insert_sql(vendor, len(chunk)), _params(vendor, chunk, columns))
+        if not simple:
+            # In the same transaction: retention (billing.partitions) drops a range only when
+            # no hour of it is marked, and must never see a late row without its mark.
+            _mark_late(records)
 
 
 def _mark_late(records: list[dict]) -> None:
@@ -248,10 +308,11 @@ KEYS_PER_STATEMENT = 500
 
 def keys_last_used(records: list[dict]) -> None:
     """Move each key's ``last_used_at`` forward to its newest record in the batch: the key
-    list shows it without reading usage rows. Two statements per batch (one per 500 keys),
-    whatever its size; a replayed or late record never moves it back. The rows are locked
-    in id order first, so writers of other processes updating the same keys wait in turn
-    rather than deadlock."""
+    list shows it without reading usage rows. One statement per 500 keys, in autocommit
+    (it was four round trips and two ORM compilations per batch: the usage writer's
+    largest cost); a replayed or late record never moves it back. On PostgreSQL the rows
+    are locked in id order first, so writers of other processes updating the same keys
+    wait in turn rather than deadlock (SQLite has one writer at a time)."""
     newest: dict[int, float] = {}
     for record in records:
         key_id, value = record.get("key_id"), record.get("created_at")
@@ -261,32 +322,39 @@ def keys_last_used(records: list[dict]) -> None:
         if moment > newest.get(key_id, float("-inf")):
             newest[key_id] = moment
     ids = sorted(newest)
-    for start in range(0, len(ids), KEYS_PER_STATEMENT):
-        when = {
-            k: datetime.fromtimestamp(newest[k], UTC)
-            for k in ids[start : start + KEYS_PER_STATEMENT]
-        }
-        with transaction.atomic():
-            locked = list(
-                ApiKey.objects.select_for_update()
-                .filter(id__in=list(when))
-                .order_by("id")
-                .values_list("id", flat=True)
-            )
-            if not locked:
-                continue
-            moved = Case(
-                *(
-                    When(
-                        Q(id=k) & (Q(last_used_at__isnull=True) | Q(last_used_at__lt=when[k])),
-                        then=Value(when[k]),
-                    )
-                    for k in locked
-                ),
-                default=F("last_used_at"),
-                output_field=DateTimeField(),
-            )
-            ApiKey.objects.filter(id__in=locked).update(last_used_at=moved)
+    ops = connection.ops
+    with connection.cursor() as cursor:
+        for start in range(0, len(ids), KEYS_PER_STATEMENT):
+            chunk = ids[start : start + KEYS_PER_STATEMENT]
+            when = [ops.adapt_datetimefield_value(_created(newest[k])) for k in chunk]
+            if connection.vendor == "postgresql":
+                cursor.execute(_last_used_sql(connection.vendor), [chunk, when])
+            else:
+                cursor.executemany(
+                    _last_used_sql(connection.vendor),
+                    [(w, k, w) for k, w in zip(chunk, when, strict=True)],
+                )
+
+
+@cache
+def _last_used_sql(vendor: str) -> str:
+    qn = connection.ops.quote_name
+    table, pk = qn(ApiKey._meta.db_table), qn(ApiKey._meta.pk.column)
+    column = qn(ApiKey._meta.get_field("last_used_at").column)
+    moved = f"(k.{column} IS NULL OR k.{column} < v.at)"
+    if vendor == "postgresql":
+        # MATERIALIZED: the locking CTE runs whole, in id order, before the update.
+        return (
+            f"WITH v AS (SELECT * FROM unnest(%s::bigint[], %s::timestamptz[]) AS v(id, at)),"  # noqa: S608
+            f" locked AS MATERIALIZED (SELECT k.{pk} FROM {table} k JOIN v ON v.id = k.{pk}"
+            f" ORDER BY k.{pk} FOR UPDATE OF k)"
+            f" UPDATE {table} k SET {column} = v.at FROM v"
+            f" WHERE k.{pk} = v.id AND k.{pk} IN (SELECT {pk} FROM locked) AND {moved}"
+        )
+    return (
+        f"UPDATE {table} SET {column} = %s WHERE {pk} = %s"  # noqa: S608
+        f" AND ({column} IS NULL OR {column} < %s)"
+    )
 
 
 def write_usage(records: list[dict]) -> None:

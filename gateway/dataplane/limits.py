@@ -187,10 +187,12 @@ class SpendReservation:
     reserve: float
     baseline: float  # settled month-to-date spend known to the snapshot (the usage rows)
     settled: bool = False  # replaced by the real cost (Limiter.settle): once only
+    # The counter of the month the reservation was made in: a request reserved before
+    # midnight on the month's last day settles into the same month's counter.
+    key: str = field(init=False)
 
-    @property
-    def key(self) -> str:
-        return f"{org_prefix(self.org_id)}:cap:{month_key()}"
+    def __post_init__(self):
+        self.key = f"{org_prefix(self.org_id)}:cap:{month_key()}"
 
 
 @dataclass(slots=True)

@@ -55,6 +55,41 @@ def test_the_writer_moves_last_used_forward_only(org_a):
     assert ApiKey.objects.get(pk=key.pk).last_used_at == now
 
 
+@pytest.mark.django_db(transaction=True)
+def test_writers_moving_the_same_keys_at_once_never_deadlock(org_a):
+    """Usage writers of several processes move the same keys' last use at once, their
+    batches naming the keys in any order: each statement locks the rows in id order first,
+    so they wait in turn, and the newest time wins."""
+    import threading
+
+    keys = _keys(org_a, 6)
+    start = datetime.now(UTC).replace(microsecond=0)
+    errors: list = []
+
+    def writer(order, offset):
+        try:
+            for i in range(40):
+                at = start + timedelta(seconds=i * 2 + offset)
+                write_usage([_record(k, at, 0.001) for k in order])
+        except Exception as exc:  # a deadlock is an OperationalError
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=writer, args=(keys, 0)),
+        threading.Thread(target=writer, args=(keys[::-1], 1)),
+        threading.Thread(target=writer, args=(keys[2:] + keys[:2], 0.5)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors
+    newest = start + timedelta(seconds=79)  # the second writer's last batch
+    assert {k.last_used_at for k in ApiKey.objects.filter(org=org_a)} == {newest}
+
+
 def test_spend_this_month_is_exact_per_key_and_ignores_last_month(alice_client, org_a, org_b):
     first, second, idle = _keys(org_a, 3)
     [outsider] = _keys(org_b, 1)

@@ -15,6 +15,7 @@ import pytest
 
 from gateway.dataplane.memory import release_free_memory
 from gateway.dataplane.usage import UsageSink
+from gateway.tests.conftest import ACTOR
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -247,6 +248,7 @@ JOURNALING_PROCESS = """
 import sys, threading
 from pathlib import Path
 from gateway.dataplane.usage import UsageSink
+from gateway.tests.conftest import ACTOR
 
 never = threading.Event()
 folder = Path(sys.argv[1])
@@ -361,6 +363,60 @@ def test_the_writer_repairs_values_the_database_cannot_hold(org_a):
     assert row.cached_tokens == 3
     assert row.http_status >= 32_767
     assert row.cost == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_written_in_autocommit_stores_every_value_exactly(org_a):
+    """The usual batch (recent rows) is one statement outside any transaction; on
+    PostgreSQL its rows travel as one JSON document. Text that JSON and SQL both escape,
+    money at the column's limits and precision, times given either way, and the repairs
+    above arrive exactly; a late row in the same batch takes the transaction that marks
+    its hour (billing.services.mark_dirty_hours)."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from billing.models import RollupDirtyHour, UsageRecord
+    from billing.usage_writer import write_usage
+    from gateway import services
+
+    key, _raw = services.api_key_create(actor=ACTOR, org=org_a, name="k")
+    tricky = 'it\'s "quoted" \\ back\\slash {"json": [1, null]} \u00e9\u20ac \U0001f600 $1 %s \t\n'
+    now = time.time()
+    iso = datetime.fromtimestamp(now - 1, UTC).isoformat()
+    records = [
+        _record(org_a, key_id=key.id, model_requested=tricky, cost=0.00000001, created_at=now),
+        _record(
+            org_a,
+            key_id=key.id,
+            cost=999_999.99999999,
+            route_score=0.125,
+            units=2.5,
+            created_at=now - 2,
+        ),
+        _record(org_a, cost=123.45678901, created_at=iso, ttft_ms=None, cost_top_tier=9.5),
+        _record(org_a, cost=1.2e-9, model_used="gpt\ud800", input_tokens=2**70, output_tokens=-1),
+    ]
+    write_usage(records)
+    rows = {str(r.id): r for r in UsageRecord.objects.all()}
+    first, top, dated, repaired = (rows[r["id"]] for r in records)
+    assert first.model_requested == tricky and first.cost == Decimal("0.00000001")
+    assert first.created_at == datetime.fromtimestamp(now, UTC)
+    assert top.cost == Decimal("999999.99999999") and top.model_requested == "chat-small"
+    assert (top.route_score, top.units, top.endpoint, top.ttft_ms) == (0.125, 2.5, "", None)
+    assert dated.cost == Decimal("123.45678901") and dated.cost_top_tier == Decimal("9.5")
+    assert dated.created_at == datetime.fromisoformat(iso) and dated.key_id is None
+    assert repaired.model_used == "gpt?" and repaired.cost == 0
+    assert repaired.input_tokens >= 2_147_483_647 and repaired.output_tokens == 0
+    key.refresh_from_db()
+    assert key.last_used_at == datetime.fromtimestamp(now, UTC)
+    assert not RollupDirtyHour.objects.exists()
+
+    late = _record(org_a, key_id=key.id, created_at=now - 3 * 3600, cost=0.5)
+    write_usage([_record(org_a, key_id=key.id), late])
+    assert UsageRecord.objects.count() == 6
+    assert RollupDirtyHour.objects.exists()  # the late row's hour is marked with it
+    write_usage(records)  # a replay: nothing twice
+    assert UsageRecord.objects.count() == 6
 
 
 @pytest.mark.django_db(transaction=True)
