@@ -46,6 +46,61 @@ def timed(fn, runs: int) -> dict:
     return {"median_ms": round(statistics.median(times), 1), "max_ms": round(max(times), 1)}
 
 
+WRITER_BATCHES = (1, 10, 50)
+
+
+def writer_cpu(org, keys, runs: int) -> dict:
+    """The usage writer's CPU (this thread's, time.thread_time) per batch of recent rows,
+    by step of billing.usage_writer.write_usage: what a worker's writer thread holds the
+    GIL for beside the event loop. Every step is timed on every batch; medians."""
+    from billing import budgets, live, usage_writer
+
+    steps = {
+        "insert (one statement)": usage_writer._insert,
+        "keys' last use": usage_writer.keys_last_used,
+        "hard budgets": budgets.hard_budgets_reached,
+        "live tail publish": live.publish_usage,
+    }
+    out: dict = {name: {} for name in [*steps, "total"]}
+    rng = random.Random(11)
+    for size in WRITER_BATCHES:
+        spent: dict = {name: [] for name in out}
+        for _ in range(runs):
+            batch = []
+            for _ in range(size):
+                key = keys[rng.randrange(len(keys))]
+                batch.append(
+                    {
+                        "id": uuid.uuid4().hex,
+                        "org_id": org.pk,
+                        "key_id": key.pk,
+                        "team_id": key.team_id,
+                        "model_requested": "gpt-4o-mini",
+                        "model_used": "gpt-4o-mini",
+                        "provider": "openai",
+                        "endpoint": "chat",
+                        "input_tokens": rng.randrange(10, 4000),
+                        "output_tokens": rng.randrange(1, 800),
+                        "cost": rng.random() / 100,
+                        "latency_ms": 300,
+                        "status": "success",
+                        "http_status": 200,
+                        "created_at": time.time(),
+                    }
+                )
+            total = 0.0
+            for name, step in steps.items():
+                started = time.thread_time()
+                step(batch)
+                took = time.thread_time() - started
+                spent[name].append(took)
+                total += took
+            spent["total"].append(total)
+        for name, values in spent.items():
+            out[name][str(size)] = round(statistics.median(values) * 1000, 3)
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="20k rows, for CI")
@@ -190,6 +245,7 @@ def main():
 
     timings["for comparison: the same analytics from raw rows, 30 days"] = timed(raw_scan, 1)
     results["server_ms"] = timings
+    results["writer_cpu_ms_per_batch"] = writer_cpu(org, keys, runs=60 if args.smoke else 300)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -203,6 +259,14 @@ def main():
     print("| read | server time, median | max |\n|---|---|---|")
     for name, t in timings.items():
         print(f"| {name} | {t['median_ms']} ms | {t['max_ms']} ms |")
+    print(
+        "\n| usage writer, CPU per batch of recent rows (median) | "
+        + " | ".join(f"{n} rows" for n in WRITER_BATCHES)
+        + " |"
+    )
+    print("|---|" + "---|" * len(WRITER_BATCHES))
+    for step, by_size in results["writer_cpu_ms_per_batch"].items():
+        print(f"| {step} | " + " | ".join(f"{by_size[str(n)]} ms" for n in WRITER_BATCHES) + " |")
     print(f"\nJSON: {out}")
     connection.close()
     if os.environ["DATABASE_URL"].startswith("postgres"):

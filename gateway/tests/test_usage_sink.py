@@ -248,7 +248,6 @@ JOURNALING_PROCESS = """
 import sys, threading
 from pathlib import Path
 from gateway.dataplane.usage import UsageSink
-from gateway.tests.conftest import ACTOR
 
 never = threading.Event()
 folder = Path(sys.argv[1])
