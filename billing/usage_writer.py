@@ -204,13 +204,13 @@ class ExpiredRecord(ValueError):
     """A record older than the raw rows kept: refused, so the sink sets it aside."""
 
 
+def _moment(value) -> float:
+    """A record's created_at (epoch seconds or ISO text) as epoch seconds."""
+    return value if isinstance(value, int | float) else _created(value).timestamp()
+
+
 def _moments(records: list[dict]) -> list[float]:
-    out = []
-    for record in records:
-        value = record.get("created_at")
-        if value is not None:
-            out.append(value if isinstance(value, int | float) else _created(value).timestamp())
-    return out
+    return [_moment(r["created_at"]) for r in records if r.get("created_at") is not None]
 
 
 def _refuse_expired(records: list[dict]) -> None:
@@ -225,7 +225,7 @@ def _refuse_expired(records: list[dict]) -> None:
     for record in records:
         value = record.get("created_at")
         if value is not None:
-            moment = value if isinstance(value, int | float) else _created(value).timestamp()
+            moment = _moment(value)
             if moment < horizon:
                 old[record.get("id")] = moment
     if not old:
@@ -279,7 +279,7 @@ def _mark_late(records: list[dict]) -> None:
         value = record.get("created_at")
         if value is None:
             continue
-        moment = value if isinstance(value, int | float) else _created(value).timestamp()
+        moment = _moment(value)
         if moment < cutoff:
             late.append(datetime.fromtimestamp(moment, UTC))
     if late:
@@ -312,13 +312,14 @@ def keys_last_used(records: list[dict]) -> None:
     (it was four round trips and two ORM compilations per batch: the usage writer's
     largest cost); a replayed or late record never moves it back. On PostgreSQL the rows
     are locked in id order first, so writers of other processes updating the same keys
-    wait in turn rather than deadlock (SQLite has one writer at a time)."""
+    wait in turn rather than deadlock, and inserts of usage rows (whose foreign-key checks
+    share-lock the same keys) never wait for it (SQLite has one writer at a time)."""
     newest: dict[int, float] = {}
     for record in records:
         key_id, value = record.get("key_id"), record.get("created_at")
         if key_id is None or value is None:
             continue
-        moment = value if isinstance(value, int | float) else _created(value).timestamp()
+        moment = _moment(value)
         if moment > newest.get(key_id, float("-inf")):
             newest[key_id] = moment
     ids = sorted(newest)
@@ -343,11 +344,14 @@ def _last_used_sql(vendor: str) -> str:
     column = qn(ApiKey._meta.get_field("last_used_at").column)
     moved = f"(k.{column} IS NULL OR k.{column} < v.at)"
     if vendor == "postgresql":
-        # MATERIALIZED: the locking CTE runs whole, in id order, before the update.
+        # MATERIALIZED: the locking CTE runs whole, in id order, before the update. NO KEY
+        # UPDATE (the lock an UPDATE of a non-key column takes anyway): the usage rows'
+        # foreign-key checks of other writers' inserts take KEY SHARE on the same keys in
+        # any order, and FOR UPDATE would conflict with them (a deadlock, found by the test).
         return (
             f"WITH v AS (SELECT * FROM unnest(%s::bigint[], %s::timestamptz[]) AS v(id, at)),"  # noqa: S608
             f" locked AS MATERIALIZED (SELECT k.{pk} FROM {table} k JOIN v ON v.id = k.{pk}"
-            f" ORDER BY k.{pk} FOR UPDATE OF k)"
+            f" ORDER BY k.{pk} FOR NO KEY UPDATE OF k)"
             f" UPDATE {table} k SET {column} = v.at FROM v"
             f" WHERE k.{pk} = v.id AND k.{pk} IN (SELECT {pk} FROM locked) AND {moved}"
         )
