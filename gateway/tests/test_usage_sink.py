@@ -419,6 +419,20 @@ def test_a_batch_written_in_autocommit_stores_every_value_exactly(org_a):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_batch_over_one_statement_is_stored_whole_and_once(org_a):
+    """Over ROWS_PER_STATEMENT rows a batch takes several statements in one transaction:
+    every row once, and a replay of the whole batch adds none."""
+    from billing.models import UsageRecord
+    from billing.usage_writer import ROWS_PER_STATEMENT, write_usage
+
+    records = [_record(org_a, input_tokens=i) for i in range(ROWS_PER_STATEMENT * 2 + 7)]
+    write_usage(records)
+    write_usage(records[ROWS_PER_STATEMENT - 3 :])
+    stored = UsageRecord.objects.values_list("input_tokens", flat=True)
+    assert sorted(stored) == list(range(len(records)))
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_row_whose_key_was_deleted_is_stored_without_it(org_a):
     from billing.models import UsageRecord
     from billing.usage_writer import write_usage
