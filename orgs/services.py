@@ -522,6 +522,9 @@ def pat_revoke(*, actor: Actor, token: PersonalAccessToken) -> None:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
+        # Who may read the org changed: a live tail opened with this token closes now,
+        # not at its next periodic re-check.
+        members_changed([token.org_id])
         audit_record(
             actor=actor,
             org=token.org,

@@ -67,20 +67,24 @@ async def test_a_wrong_token_is_refused(org_a, header):
     assert await _refused(_socket("acme", [(b"authorization", header)])) == 4404
 
 
-async def test_a_revoked_token_is_refused_and_an_open_socket_cut_off(bob, org_a, monkeypatch):
-    from billing import live
-
+async def test_a_revoked_token_is_refused_and_an_open_socket_cut_off(bob, org_a):
     token, raw = await sync_to_async(_pat)(bob, org_a)
     socket = _socket("acme", [_bearer(raw)])
     assert (await socket.connect())[0]
+    other, other_raw = await sync_to_async(_pat)(bob, org_a)
+    kept = _socket("acme", [_bearer(other_raw)])
+    assert (await kept.connect())[0]
+    # The revocation announces itself (orgs.access): the socket closes at once, without a
+    # row to push and long before its periodic re-check (RECHECK_S); another token's
+    # socket stays open and gets the next row.
     await sync_to_async(org_services.pat_revoke)(actor=ACTOR, token=token)
-    # A revocation announces no membership change: the socket's periodic re-check (every
-    # RECHECK_S, here at once) finds the token revoked before the next row goes out.
-    monkeypatch.setattr(live, "RECHECK_S", 0.0)
-    await sync_to_async(publish_usage)([_record(org_a)])
     out = await socket.receive_output(timeout=5)
     assert out["type"] == "websocket.close" and out["code"] == 4403
     assert await _refused(_socket("acme", [_bearer(raw)])) == 4404
+    await sync_to_async(publish_usage)([_record(org_a, request_id="req_after")])
+    rows = (await kept.receive_json_from(timeout=5))["rows"]
+    assert [r["request_id"] for r in rows] == ["req_after"]
+    await kept.disconnect()
 
 
 async def test_another_org_s_member_s_token_is_refused(charlie, org_a, org_b):
