@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from core import smart, strategies
+from core import show_once, smart, strategies
 from core.form_input import form_error, form_message
 from governance import services as governance_services
 from governance.models import Policy, RoutingPolicy
@@ -30,27 +30,6 @@ from .forms import (
 )
 from .models import ApiKey, Deployment, GatewayConfig, ProviderConnection
 
-# A new or rotated key's raw secret waits here, in the server-side session, between the
-# POST that made it and the one GET that shows it (post/redirect/get): reloading the page
-# then shows "already shown" instead of creating or rotating again.
-_SHOW_ONCE_SLOT = "gateway.key_secret_once"
-
-
-def _secret_keep_once(request, key, raw, what):
-    # One slot per key and page: two tabs creating or rotating at once each get theirs.
-    kept = request.session.get(_SHOW_ONCE_SLOT) or {}
-    kept[f"{what}:{key.id}"] = raw
-    request.session[_SHOW_ONCE_SLOT] = kept
-
-
-def _secret_pop(request, key_id, what) -> str | None:
-    """The secret kept for this key and page, removed from the session as it is read."""
-    kept = request.session.get(_SHOW_ONCE_SLOT) or {}
-    raw = kept.pop(f"{what}:{key_id}", None)
-    if raw is not None:
-        request.session[_SHOW_ONCE_SLOT] = kept  # saved: the secret is gone from the session
-    return raw
-
 
 @org_view(write_role="member")
 def keys(request):
@@ -67,7 +46,7 @@ def keys(request):
                     membership=request.membership,
                     **form.cleaned_data,
                 )
-                _secret_keep_once(request, key, raw, "created")
+                show_once.keep(request, "created", key.id, raw)
                 return redirect("key_created", org_slug=org.slug, key_id=key.id)
             except ValidationError as exc:
                 messages.error(request, " ".join(exc.messages))
@@ -78,7 +57,7 @@ def keys(request):
 def key_created(request, key_id):
     """The new key's secret, shown on the first GET after creating it and never again."""
     key = get_object_or_404(ApiKey.objects.for_org(request.org), pk=key_id)
-    raw = _secret_pop(request, key.id, "created")
+    raw = show_once.take(request, "created", key.id)
     response = _keys_page(request, created={"key": key, "raw": raw})
     response["Cache-Control"] = "no-store"
     return response
@@ -162,7 +141,7 @@ def key_rotated(request, key_id):
     """The rotated key's new secret, shown on the first GET after the rotation and never
     again (a reload says so, and rotates nothing)."""
     key = _key_to_change(request, key_id)
-    return _key_edit_page(request, key, rotated={"raw": _secret_pop(request, key.id, "rotated")})
+    return _key_edit_page(request, key, rotated={"raw": show_once.take(request, "rotated", key.id)})
 
 
 @org_view(role="member")
@@ -213,7 +192,7 @@ def key_rotate(request, key_id):
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return _key_edit_page(request, key, status=400)
-    _secret_keep_once(request, key, raw, "rotated")
+    show_once.keep(request, "rotated", key.id, raw)
     return redirect("key_rotated", org_slug=request.org.slug, key_id=key.id)
 
 

@@ -211,9 +211,11 @@ class TokenViewSet(
             org=request.org,
             name=serializer.validated_data["name"],
         )
-        return Response(
+        response = Response(
             {**self.get_serializer(token).data, "access_token": raw}, status=status.HTTP_201_CREATED
         )
+        response["Cache-Control"] = "no-store"  # the raw token, once: never kept by a cache
+        return response
 
     def destroy(self, request, *args, **kwargs):
         services.pat_revoke(actor=actor(request), token=self.get_object())

@@ -26,6 +26,7 @@ org_urlpatterns = [
     path("settings/", views.org_settings, name="settings"),
     path("settings/sso/", sso_views.sso_settings, name="sso_settings"),
     path("settings/tokens/", views.token_create, name="token_create"),
+    path("settings/tokens/<int:token_id>/", views.token_created, name="token_created"),
     path("settings/digest/", views.digest_toggle, name="digest_toggle"),
     path("settings/tokens/<int:token_id>/revoke/", views.token_revoke, name="token_revoke"),
 ]

@@ -9,6 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import urlsafe_base64_decode
 from django.views.decorators.http import require_POST
 
+from core import show_once
 from core.text import NAME_MESSAGE
 from orgs.audit import Actor
 
@@ -246,7 +247,21 @@ def token_create(request):
     except ValidationError as exc:
         messages.error(request, _errors(exc))
         return redirect("settings", org_slug=request.org.slug)
-    return render(
+    show_once.keep(request, "token", token.id, raw)
+    return redirect("token_created", org_slug=request.org.slug, token_id=token.id)
+
+
+@org_view()
+def token_created(request, token_id):
+    """The new token, shown on the first GET after creating it and never again (a reload
+    says so and creates nothing)."""
+    token = get_object_or_404(
+        PersonalAccessToken.objects.filter(org=request.org, user=request.user), pk=token_id
+    )
+    raw = show_once.take(request, "token", token.id)
+    if raw is None:
+        messages.info(request, f"The token {token.name} was shown once, when it was created.")
+    response = render(
         request,
         "orgs/settings.html",
         {
@@ -257,8 +272,9 @@ def token_create(request):
                 org=request.org, user=request.user
             ).active(),
         },
-        status=201,
     )
+    response["Cache-Control"] = "no-store"  # the token is on this page, once
+    return response
 
 
 @require_POST

@@ -15,6 +15,7 @@ from gateway import services
 from gateway.models import ApiKey, ProviderConnection
 from gateway.tests.conftest import ACTOR, refresh_snapshot
 from governance.models import Policy, RoutingPolicy
+from orgs import services as org_services
 from orgs.models import PersonalAccessToken
 
 pytestmark = pytest.mark.django_db
@@ -213,13 +214,25 @@ def test_routing_policies_and_rt_keys(alice_client, org_a):
     assert b"routes via" in alice_client.get(reverse("keys", args=[org_a.slug])).content
 
 
-def test_personal_access_tokens_from_settings(vera_client, org_a):
+def test_personal_access_tokens_from_settings(vera_client, org_a, bob):
     response = vera_client.post(reverse("token_create", args=[org_a.slug]), {"name": "cli"})
-    assert response.status_code == 201
+    token = PersonalAccessToken.objects.get(name="cli")
+    shown_at = reverse("token_created", args=[org_a.slug, token.id])
+    assert response.status_code == 302 and response["Location"] == shown_at
+    assert b"pat-" not in response.content  # the POST's answer carries no secret
+    response = vera_client.get(shown_at)
     raw = response.context["new_token"]
     assert raw.startswith("pat-") and raw.encode() in response.content
-    token = PersonalAccessToken.objects.get(name="cli")
+    assert response["Cache-Control"] == "no-store"
     assert raw not in token.token_hash
+    # A reload shows it no more, and creates nothing.
+    again = vera_client.get(shown_at)
+    assert again.status_code == 200 and raw.encode() not in again.content
+    assert "shown once" in " ".join(str(m) for m in again.context["messages"])
+    assert PersonalAccessToken.objects.filter(name="cli").count() == 1
+    # Another user's (or org's) token id shows nothing.
+    other, _raw = org_services.pat_create(actor=ACTOR, user=bob, org=org_a, name="bob")
+    assert vera_client.get(reverse("token_created", args=[org_a.slug, other.id])).status_code == 404
     vera_client.post(reverse("token_revoke", args=[org_a.slug, token.id]))
     token.refresh_from_db()
     assert token.revoked_at is not None

@@ -301,7 +301,7 @@ def test_team_members_invitations_and_audit(alice_client, bob, vera_client, org_
 
 def test_personal_access_tokens(alice_client, alice, org_a, org_b, charlie):
     created = alice_client.post("/api/tokens", {"name": "cli"}, content_type="application/json")
-    assert created.status_code == 201
+    assert created.status_code == 201 and created["Cache-Control"] == "no-store"
     raw = created.json()["access_token"]
     assert raw.startswith("pat-")
     api = Client()
