@@ -264,7 +264,8 @@ def _insert(records: list[dict]) -> None:
             _refuse_expired(records)  # first: the lock order retention uses (mark, then table)
         for start in range(0, len(records), ROWS_PER_STATEMENT):
             chunk = records[start : start + ROWS_PER_STATEMENT]
-            cursor.execute(_insert_sql(vendor, len(chunk)), _params(vendor, chunk, columns))
+            rows = 0 if vendor == "postgresql" else len(chunk)  # one statement for any size
+            cursor.execute(_insert_sql(vendor, rows), _params(vendor, chunk, columns))
         if not simple:
             # In the same transaction: retention (billing.partitions) drops a range only when
             # no hour of it is marked, and must never see a late row without its mark.

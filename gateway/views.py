@@ -65,6 +65,12 @@ def key_created(request, key_id):
 
 def _keys_page(request, *, created=None):
     org = request.org
+    # A member's keys go on the member's own team (services.api_key_create): the form
+    # offers only that one, or "no team" when the member has none.
+    admin = request.membership.has_role("admin")
+    teams = Team.objects.for_org(org)
+    if not admin:
+        teams = teams.filter(pk=request.membership.team_id)
     return render(
         request,
         "gateway/keys.html",
@@ -73,7 +79,9 @@ def _keys_page(request, *, created=None):
             "keys": selectors.keys_with_spend(
                 ApiKey.objects.for_org(org).select_related("team", "routing_policy")
             ),
-            "teams": Team.objects.for_org(org),
+            "teams": teams,
+            "own_team_only": not admin,
+            "team_fixed": not admin and request.membership.team_id is not None,
             "routing_policies": RoutingPolicy.objects.for_org(org),
             "models": Deployment.objects.for_org(org)
             .values_list("model_name", flat=True)

@@ -4,6 +4,8 @@ expiry, widen or clear the scopes, move it to another team (out of a spent team 
 change its routing policy. An admin may do all of that. A member creates keys on their own
 team only."""
 
+import re
+
 import pytest
 
 from conftest import SETUP
@@ -227,3 +229,19 @@ def test_a_member_without_a_team_creates_keys_without_one(bob, bob_client, org_a
     assert response.status_code == 400 and "team" in response.json()
     response = bob_client.post("/api/gateway/keys", {"name": "y"}, content_type=JSON)
     assert response.status_code == 201 and response.json()["team"] is None
+
+
+def _team_options(client) -> list[str]:
+    page = client.get("/o/acme/keys/").content.decode()
+    select = re.search(r'<select name="team">(.*?)</select>', page, re.S).group(1)
+    return re.findall(r'<option value="([^"]*)">', select)
+
+
+def test_the_key_form_offers_a_member_only_the_team_their_keys_go_on(
+    bob, bob_client, alice_client, org_a, teams
+):
+    platform, research = teams
+    assert _team_options(bob_client) == [str(platform.id)]  # bob is on platform
+    assert _team_options(alice_client) == ["", str(platform.id), str(research.id)]
+    Membership.objects.filter(org=org_a, user=bob).update(team=None)
+    assert _team_options(bob_client) == [""]  # no team: "no team" only
