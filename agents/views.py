@@ -7,6 +7,7 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 
+from core import show_once
 from orgs.audit import Actor
 from orgs.models import Organization
 from orgs.permissions import org_view
@@ -36,7 +37,7 @@ def deploy_snippets(control_plane_url: str, org_token: str) -> dict[str, str]:
     }
 
 
-def _deployment_page(request, new_token: str = "", status: int = 200):
+def _deployment_page(request, new_token: str = ""):
     org = request.org
     org.refresh_from_db()  # an action may just have changed its mode
     state = OrgAgentState.objects.filter(org=org).first()
@@ -53,7 +54,6 @@ def _deployment_page(request, new_token: str = "", status: int = 200):
             "control_plane": control_plane,
             "snippets": deploy_snippets(control_plane, new_token),
         },
-        status=status,
     )
     if new_token:  # shown once: never kept by a browser or proxy cache
         response["Cache-Control"] = "no-store"
@@ -65,19 +65,22 @@ def deployment(request):
     """Shared gateway or VPC agent; in VPC mode the token, its rotation and deploy snippets."""
     if request.method == "POST":
         return _deployment_action(request)
-    return _deployment_page(request)
+    # A token just made (enabled or rotated) is shown on the first GET after the POST, once:
+    # a reload shows the page without it, and rotates or enables nothing.
+    return _deployment_page(request, show_once.take(request, "org_token", request.org.id) or "")
 
 
 def _deployment_action(request):
     actor, org = Actor.from_request(request), request.org
     action = request.POST.get("action", "")
     try:
-        if action == "enable":
-            return _deployment_page(request, services.vpc_enable(actor=actor, org=org), status=201)
-        if action == "rotate":
-            _token, raw = services.org_token_rotate(actor=actor, org=org)
-            return _deployment_page(request, raw, status=201)
-        if action == "revoke":
+        if action in ("enable", "rotate"):
+            if action == "enable":
+                raw = services.vpc_enable(actor=actor, org=org)
+            else:
+                _token, raw = services.org_token_rotate(actor=actor, org=org)
+            show_once.keep(request, "org_token", org.id, raw)
+        elif action == "revoke":
             services.org_token_revoke(actor=actor, org=org)
             messages.success(request, "Org token revoked: the agents' calls now get 401.")
         elif action == "disable":

@@ -81,7 +81,6 @@ def _keys_page(request, *, created=None):
             ),
             "teams": teams,
             "own_team_only": not admin,
-            "team_fixed": not admin and request.membership.team_id is not None,
             "routing_policies": RoutingPolicy.objects.for_org(org),
             "models": Deployment.objects.for_org(org)
             .values_list("model_name", flat=True)

@@ -223,13 +223,20 @@ def org_settings(request):
         org.refresh_from_db()
     else:
         form = OrgSettingsForm(instance=org)
+    return _settings_page(request, form)
+
+
+def _settings_page(request, form, new_token: str | None = None):
     return render(
         request,
         "orgs/settings.html",
         {
             "section": "settings",
             "form": form,
-            "tokens": PersonalAccessToken.objects.filter(org=org, user=request.user).active(),
+            "new_token": new_token,
+            "tokens": PersonalAccessToken.objects.filter(
+                org=request.org, user=request.user
+            ).active(),
         },
     )
 
@@ -261,18 +268,7 @@ def token_created(request, token_id):
     raw = show_once.take(request, "token", token.id)
     if raw is None:
         messages.info(request, f"The token {token.name} was shown once, when it was created.")
-    response = render(
-        request,
-        "orgs/settings.html",
-        {
-            "section": "settings",
-            "form": OrgSettingsForm(instance=request.org),
-            "new_token": raw,
-            "tokens": PersonalAccessToken.objects.filter(
-                org=request.org, user=request.user
-            ).active(),
-        },
-    )
+    response = _settings_page(request, OrgSettingsForm(instance=request.org), new_token=raw)
     response["Cache-Control"] = "no-store"  # the token is on this page, once
     return response
 

@@ -11,9 +11,17 @@ from agents.tests.conftest import AgentClient
 from orgs.models import AuditLog, Organization
 
 
+def _shown(client, r):
+    """The page the POST redirects to (post/redirect/get), where a new token is shown once."""
+    assert r.status_code == 302 and "bt-" not in r.content.decode()
+    return client.get(r["Location"])
+
+
 def test_an_admin_switches_to_vpc_and_sees_the_token_once(alice_client, org_a):
-    r = alice_client.post("/o/acme/settings/deployment/", {"action": "enable"})
-    assert r.status_code == 201
+    r = _shown(
+        alice_client, alice_client.post("/o/acme/settings/deployment/", {"action": "enable"})
+    )
+    assert r.status_code == 200
     html = r.content.decode()
     token = html.split('<code id="new-token">')[1].split("</code>")[0]
     assert token.startswith("bt-")
@@ -36,8 +44,17 @@ def test_an_admin_switches_to_vpc_and_sees_the_token_once(alice_client, org_a):
 
 
 def test_an_admin_rotates_and_revokes(alice_client, org_a, token_a):
-    r = alice_client.post("/o/acme/settings/deployment/", {"action": "rotate"})
-    assert r.status_code == 201 and "bt-" in r.content.decode()
+    r = _shown(
+        alice_client, alice_client.post("/o/acme/settings/deployment/", {"action": "rotate"})
+    )
+    assert r.status_code == 200 and "bt-" in r.content.decode()
+    # A reload shows the page without the token and rotates nothing.
+    assert len(OrgToken.objects.filter(org=org_a).usable()) == 2  # the old one in its grace
+    again = alice_client.get("/o/acme/settings/deployment/")
+    assert 'id="new-token"' not in again.content.decode() and "no-store" not in again.get(
+        "Cache-Control", ""
+    )
+    assert len(OrgToken.objects.filter(org=org_a).usable()) == 2
     r = alice_client.post("/o/acme/settings/deployment/", {"action": "revoke"})
     assert r.status_code == 302
     assert not OrgToken.objects.filter(org=org_a).usable().exists()
@@ -190,5 +207,7 @@ def test_the_django_admin_lists_agents_read_only(admin_client, agent_a):
 
 
 def test_the_page_showing_a_new_token_is_never_cached(alice_client, org_a):
-    r = alice_client.post("/o/acme/settings/deployment/", {"action": "enable"})
-    assert r.status_code == 201 and r["Cache-Control"] == "no-store"
+    r = _shown(
+        alice_client, alice_client.post("/o/acme/settings/deployment/", {"action": "enable"})
+    )
+    assert r.status_code == 200 and r["Cache-Control"] == "no-store"
