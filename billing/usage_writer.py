@@ -309,9 +309,9 @@ KEYS_PER_STATEMENT = 500
 
 def keys_last_used(records: list[dict]) -> None:
     """Move each key's ``last_used_at`` forward to its newest record in the batch: the key
-    list shows it without reading usage rows. One statement per 500 keys, in autocommit
-    (it was four round trips and two ORM compilations per batch: the usage writer's
-    largest cost); a replayed or late record never moves it back. On PostgreSQL the rows
+    list shows it without reading usage rows. On PostgreSQL one statement per 500 keys, in
+    autocommit (it was four round trips and two ORM compilations per batch: the usage
+    writer's largest cost); a replayed or late record never moves it back. On PostgreSQL the rows
     are locked in id order first, so writers of other processes updating the same keys
     wait in turn rather than deadlock, and inserts of usage rows (whose foreign-key checks
     share-lock the same keys) never wait for it (SQLite has one writer at a time)."""
@@ -325,11 +325,17 @@ def keys_last_used(records: list[dict]) -> None:
             newest[key_id] = moment
     ids = sorted(newest)
     ops = connection.ops
-    with connection.cursor() as cursor:
+    postgresql = connection.vendor == "postgresql"
+    # PostgreSQL: one statement per chunk, in autocommit. SQLite: one statement per key,
+    # all in one transaction (one commit, not one a key).
+    with (
+        contextlib.nullcontext() if postgresql else transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
         for start in range(0, len(ids), KEYS_PER_STATEMENT):
             chunk = ids[start : start + KEYS_PER_STATEMENT]
             when = [ops.adapt_datetimefield_value(_created(newest[k])) for k in chunk]
-            if connection.vendor == "postgresql":
+            if postgresql:
                 cursor.execute(_last_used_sql(connection.vendor), [chunk, when])
             else:
                 cursor.executemany(
