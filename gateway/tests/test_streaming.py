@@ -15,13 +15,8 @@ BODY = {"model": "chat-small", "stream": True, "messages": [{"role": "user", "co
 def test_chunks_are_forwarded_as_they_arrive(acme, mode):
     # One stream first: the process's first call through LiteLLM imports it (over a second
     # on a slow machine), which is start-up, not this stream's latency.
-    warm = httpx.post(
-        acme.base_url + "/chat/completions",
-        json=BODY,
-        timeout=30,
-        headers={"Authorization": f"Bearer {acme.raw}"},
-    )
-    assert warm.status_code == 200
+    warm, events = _stream(acme, BODY)
+    assert warm.status_code == 200 and events[-1] == "[DONE]"
     acme.fake.behaviours["gpt-4o-mini"] = Behaviour(stream_chunks=4, chunk_delay=0.4)
     arrivals = []
     start = time.monotonic()
