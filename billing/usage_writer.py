@@ -309,12 +309,12 @@ KEYS_PER_STATEMENT = 500
 
 def keys_last_used(records: list[dict]) -> None:
     """Move each key's ``last_used_at`` forward to its newest record in the batch: the key
-    list shows it without reading usage rows. On PostgreSQL one statement per 500 keys, in
-    autocommit (it was four round trips and two ORM compilations per batch: the usage
-    writer's largest cost); a replayed or late record never moves it back. On PostgreSQL the rows
-    are locked in id order first, so writers of other processes updating the same keys
-    wait in turn rather than deadlock, and inserts of usage rows (whose foreign-key checks
-    share-lock the same keys) never wait for it (SQLite has one writer at a time)."""
+    list shows it without reading usage rows; a replayed or late record never moves it
+    back. On PostgreSQL one statement per 500 keys, in autocommit (it was four round trips
+    and two ORM compilations per batch: the usage writer's largest cost), locking the rows
+    in id order first, so writers of other processes updating the same keys wait in turn
+    rather than deadlock, and inserts of usage rows (whose foreign-key checks share-lock
+    the same keys) never wait for it. SQLite has one writer at a time."""
     newest: dict[int, float] = {}
     for record in records:
         key_id, value = record.get("key_id"), record.get("created_at")
@@ -349,7 +349,6 @@ def _last_used_sql(vendor: str) -> str:
     qn = connection.ops.quote_name
     table, pk = qn(ApiKey._meta.db_table), qn(ApiKey._meta.pk.column)
     column = qn(ApiKey._meta.get_field("last_used_at").column)
-    moved = f"(k.{column} IS NULL OR k.{column} < v.at)"
     if vendor == "postgresql":
         # MATERIALIZED: the locking CTE runs whole, in id order, before the update. NO KEY
         # UPDATE (the lock an UPDATE of a non-key column takes anyway): the usage rows'
@@ -360,7 +359,8 @@ def _last_used_sql(vendor: str) -> str:
             f" locked AS MATERIALIZED (SELECT k.{pk} FROM {table} k JOIN v ON v.id = k.{pk}"
             f" ORDER BY k.{pk} FOR NO KEY UPDATE OF k)"
             f" UPDATE {table} k SET {column} = v.at FROM v"
-            f" WHERE k.{pk} = v.id AND k.{pk} IN (SELECT {pk} FROM locked) AND {moved}"
+            f" WHERE k.{pk} = v.id AND k.{pk} IN (SELECT {pk} FROM locked)"
+            f" AND (k.{column} IS NULL OR k.{column} < v.at)"
         )
     return (
         f"UPDATE {table} SET {column} = %s WHERE {pk} = %s"  # noqa: S608
