@@ -45,6 +45,7 @@ from pathlib import Path
 import orjson
 
 log = logging.getLogger("bonito.gateway.usage")
+_WAKE = object()  # queued by flush() to end a linger at once; never a record
 
 JOURNAL_SEGMENT_BYTES = 4 * 1024 * 1024  # ~8,000 records; a segment goes once they are stored
 
@@ -310,24 +311,31 @@ class UsageSink:
     def _take_batch(self, timeout: float) -> list[dict]:
         """The queued records, up to batch_size: waits ``timeout`` for the first, then up to
         ``linger`` for more (records are journaled already: lingering delays their row, not
-        their safety, and makes one write of what would be many at moderate rates)."""
+        their safety, and makes one write of what would be many at moderate rates). A flush
+        or stop cuts the linger short: `flush` queues a wake-up marker, never stored."""
         batch = []
         try:
-            batch.append(self._queue.get(timeout=timeout))
+            item = self._queue.get(timeout=timeout)
         except queue.Empty:
             return batch
         until = time.monotonic() + self.linger
-        while len(batch) < self.batch_size:
+        while True:
+            if item is not _WAKE:
+                batch.append(item)
+            if len(batch) >= self.batch_size:
+                break
             try:
-                batch.append(self._queue.get_nowait())
+                item = self._queue.get_nowait()
+                continue
             except queue.Empty:
-                left = until - time.monotonic()
-                if left <= 0 or self._stopping.is_set():
-                    break
-                try:
-                    batch.append(self._queue.get(timeout=left))
-                except queue.Empty:
-                    break
+                pass
+            left = until - time.monotonic()
+            if left <= 0 or self._stopping.is_set() or self._hurry.is_set():
+                break
+            try:
+                item = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
         return batch
 
     def _run(self):
@@ -576,6 +584,7 @@ class UsageSink:
         """Wait until everything submitted so far is written or spooled."""
         target = self._submitted
         self._hurry.set()
+        self._queue.put(_WAKE)
         try:
             with self._progress:
                 return self._progress.wait_for(lambda: self._done >= target, timeout)
@@ -598,9 +607,11 @@ class UsageSink:
         batch = []
         while True:
             try:
-                batch.append(self._queue.get_nowait())
+                item = self._queue.get_nowait()
             except queue.Empty:
                 break
+            if item is not _WAKE:
+                batch.append(item)
         if batch:
             self._write_or_spool(batch)
             self._done += len(batch)

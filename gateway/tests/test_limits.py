@@ -24,6 +24,14 @@ from orgs.audit import Actor
 BODY = {"model": "chat-small", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
 
 
+def counting_limiter(url):
+    """A limiter for the tests that count what many concurrent requests let through. Their
+    point is the count, not the 2 s answer deadline (its own tests below), which the last
+    of a few hundred requests can miss on a loaded CI machine (4 test processes and their
+    servers on 2 CPUs): the deadline is longer here."""
+    return Limiter(url, timeout_s=10.0)
+
+
 def _redis_url():
     """The suite's Redis (REDIS_URL), else the machine's local one, else None."""
     url = settings.REDIS_URL or local_redis_url(8)
@@ -172,7 +180,7 @@ def test_exact_limits_across_processes_share_redis():
     client = redis_lib.Redis.from_url(url)
     for key in client.scan_iter("bonito:rl:k:cross*"):
         client.delete(key)
-    workers = [Limiter(url), Limiter(url)]
+    workers = [counting_limiter(url), counting_limiter(url)]
 
     async def run():
         buckets = [Bucket("bonito:rl:k:cross:r", 7, 1, "requests")]
@@ -205,7 +213,7 @@ def test_each_orgs_limits_hold_exactly_when_many_orgs_share_the_redis(shared_url
     every org is split by slot, and every org's limits and counters come out exact."""
     from core.redisurl import sync_client
 
-    workers = [Limiter(shared_url), Limiter(shared_url)]
+    workers = [counting_limiter(shared_url), counting_limiter(shared_url)]
     orgs = list(range(1, 13))  # enough orgs to land on every master
 
     def buckets(org):
@@ -245,7 +253,7 @@ def test_each_orgs_limits_hold_exactly_when_many_orgs_share_the_redis(shared_url
 
 def test_spend_reservations_across_processes_overshoot_by_at_most_one(shared_url):
     url = shared_url
-    workers = [Limiter(url), Limiter(url)]
+    workers = [counting_limiter(url), counting_limiter(url)]
     spend = SpendReservation(org_id=987654, cap=1.0, reserve=0.3, baseline=0.0)
 
     async def run():
@@ -260,7 +268,7 @@ def test_every_settlement_reaches_redis():
     url = _redis_url()
     if url is None:
         pytest.skip("no Redis reachable on this machine")
-    limiter = Limiter(url)
+    limiter = counting_limiter(url)
     # One reservation per request, each settled once (a second settle is a no-op).
     spends = [
         SpendReservation(org_id=424242, cap=100.0, reserve=1.0, baseline=0.0) for _ in range(20)
@@ -303,7 +311,7 @@ async def _acquire_all(limiters, n, buckets, spend=None):
 
 
 def test_it_loads_the_script_again_after_redis_forgot_it(own_redis):
-    workers = [Limiter(own_redis.url), Limiter(own_redis.url)]
+    workers = [counting_limiter(own_redis.url), counting_limiter(own_redis.url)]
     buckets = [Bucket("bonito:rl:k:flush:r", 10, 1, "requests")]
 
     async def run():
@@ -317,7 +325,7 @@ def test_it_loads_the_script_again_after_redis_forgot_it(own_redis):
 
 
 def test_it_keeps_limits_shared_after_a_redis_restart(own_redis):
-    workers = [Limiter(own_redis.url), Limiter(own_redis.url)]
+    workers = [counting_limiter(own_redis.url), counting_limiter(own_redis.url)]
     buckets = [Bucket("bonito:rl:k:restart:r", 6, 1, "requests")]
 
     async def run():
@@ -333,7 +341,7 @@ def test_it_keeps_limits_shared_after_a_redis_restart(own_redis):
 
 def test_more_concurrent_requests_than_connections_wait_for_one(own_redis):
     # Two workers, 150 concurrent requests each: more than a worker's 64 connections.
-    workers = [Limiter(own_redis.url), Limiter(own_redis.url)]
+    workers = [counting_limiter(own_redis.url), counting_limiter(own_redis.url)]
     buckets = [Bucket("bonito:rl:k:pool:r", 150, 1, "requests")]
     started = time.monotonic()
     results = asyncio.run(_acquire_all(workers, 300, buckets))

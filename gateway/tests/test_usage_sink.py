@@ -73,6 +73,25 @@ def test_records_trickling_in_within_the_linger_are_one_write(tmp_path):
         sink.stop()
 
 
+def test_a_flush_does_not_wait_out_the_linger(tmp_path):
+    # A flush (a test, a shutdown) wants what is queued written now: the linger is for
+    # collecting more records, not for making a flush wait. A lone record with a 60 s linger
+    # is written within the flush's own 5 s timeout, once, and the marker that woke the
+    # writer is never a record.
+    batches = []
+    sink = UsageSink(batches.append, tmp_path, flush_interval=0.01, linger=60.0)
+    try:
+        sink.submit({"n": 0})
+        time.sleep(0.05)  # the writer has the record and lingers
+        assert sink.flush(timeout=5.0)
+        assert batches == [[{"n": 0}]]
+        sink.submit({"n": 1})
+        assert sink.flush(timeout=5.0)
+        assert batches == [[{"n": 0}], [{"n": 1}]]
+    finally:
+        sink.stop()
+
+
 def test_without_linger_a_lone_record_is_written_at_once(tmp_path):
     batches = []
     sink = UsageSink(batches.append, tmp_path, flush_interval=0.01)
