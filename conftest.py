@@ -82,7 +82,8 @@ def _flush(case):
         if connection.vendor == "postgresql" and _superuser(connection):
             # Foreign keys are not checked while every table is emptied in one transaction,
             # sent as one string (a round trip, not one a table).
-            deletes = "".join(f"DELETE FROM {connection.ops.quote_name(t)};" for t in tables)
+            qn = connection.ops.quote_name
+            deletes = "".join(f"DELETE FROM {qn(t)};" for t in tables)  # noqa: S608 model tables
             with transaction.atomic(using=alias), connection.cursor() as cursor:
                 cursor.execute("SET LOCAL session_replication_role = replica;" + deletes)
         else:
@@ -126,11 +127,11 @@ def _model_catalog():
     table = connection.ops.quote_name(ModelCatalogEntry._meta.db_table)
     with connection.cursor() as cursor:
         if connection.alias in _catalog_copied:
-            cursor.execute(f"INSERT INTO {table} SELECT * FROM {_CATALOG_COPY}")
+            cursor.execute(f"INSERT INTO {table} SELECT * FROM {_CATALOG_COPY}")  # noqa: S608
             return
         model_catalog_sync()
         cursor.execute(f"DROP TABLE IF EXISTS {_CATALOG_COPY}")
-        cursor.execute(f"CREATE TABLE {_CATALOG_COPY} AS SELECT * FROM {table}")
+        cursor.execute(f"CREATE TABLE {_CATALOG_COPY} AS SELECT * FROM {table}")  # noqa: S608
     _catalog_copied.add(connection.alias)
 
 
