@@ -44,11 +44,16 @@ def pytest_configure(config):
     from django.conf import settings
     from django.test.utils import override_settings
 
+    # A test's setup makes a dozen config changes in a row and its one in-process worker
+    # reads them at once: the writer's delta per change (docs/gateway.md, "A delta is built
+    # once") is off, as GATEWAY_SHARE_DELTAS=0 runs; billing/tests/test_config_deltas.py
+    # and the tests of separate server processes run it on.
     override_settings(
         PASSWORD_HASHERS=[
             "core.tests.hashers.QuickPBKDF2PasswordHasher",
             *settings.PASSWORD_HASHERS,
-        ]
+        ],
+        GATEWAY_SHARE_DELTAS=False,
     ).enable()
     # A transactional test ends with a flush that empties the tables: _flush (below).
     from django.test import TransactionTestCase

@@ -488,6 +488,9 @@ GATEWAY_PASSTHROUGH = env.bool("GATEWAY_PASSTHROUGH", default=True)
 GATEWAY_RETRY_ROUNDS = env.int("GATEWAY_RETRY_ROUNDS", default=2)
 GATEWAY_REQUEST_TIMEOUT_S = env.float("GATEWAY_REQUEST_TIMEOUT_S", default=120.0)
 GATEWAY_SNAPSHOT_POLL_S = env.float("GATEWAY_SNAPSHOT_POLL_S", default=0.5)
+# Whether the process that commits a config change builds and stores its delta once for
+# every worker (docs/gateway.md, "A delta is built once"); off, each worker builds it.
+GATEWAY_SHARE_DELTAS = env.bool("GATEWAY_SHARE_DELTAS", default=True)
 # How often each worker refreshes billing facts (month spend, spent budgets) in its snapshot.
 GATEWAY_FACTS_REFRESH_S = env.float("GATEWAY_FACTS_REFRESH_S", default=60.0)
 # Config change-log rows kept; a worker further behind than this does a full build.

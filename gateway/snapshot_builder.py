@@ -415,8 +415,9 @@ def share_deltas(versions) -> None:
     """After a commit that made ``versions``: build each one's delta once and store it,
     serialised and encrypted (it holds the deployments' credentials), on its change row,
     so that every worker of every replica applies it instead of building it
-    (core.config_version.ON_COMMITTED). Whatever fails here, the workers build it."""
-    if len(versions) > SHARE_AT_MOST:
+    (core.config_version.ON_COMMITTED). Whatever fails here, the workers build it; with
+    GATEWAY_SHARE_DELTAS off, nothing is built here."""
+    if len(versions) > SHARE_AT_MOST or not settings.GATEWAY_SHARE_DELTAS:
         return
     for version in versions:
         delta = build_delta(version - 1, version)

@@ -48,6 +48,16 @@ from orgs.models import Organization, Team
 
 pytestmark = pytest.mark.django_db
 
+
+@pytest.fixture(autouse=True)
+def _writers_share_deltas():
+    """The writer's delta per change on, as Bonito runs by default (the suite turns it off)."""
+    from django.test import override_settings
+
+    with override_settings(GATEWAY_SHARE_DELTAS=True):
+        yield
+
+
 ACTOR = Actor(via="test")
 MODELS = ["chat", "embed", "gpt-4o-mini"]
 TIERS = ["free", "pro", "enterprise"]
@@ -436,6 +446,24 @@ def test_a_bulk_change_is_left_to_the_workers(org_a, django_capture_on_commit_ca
             gateway_services.api_key_create(actor=ACTOR, org=org_a, name=f"k{n}")
     assert not ConfigChange.objects.filter(delta__isnull=False).exists()
     refresher.refresh_once()
+    assert comparable(source.current) == comparable(build_snapshot())
+
+
+def test_with_sharing_off_the_writer_stores_nothing_and_the_worker_builds(
+    org_a, django_capture_on_commit_callbacks
+):
+    from django.test import override_settings
+
+    source = SnapshotSource()
+    refresher = SnapshotRefresher(source, interval=60)
+    refresher.refresh_once()
+    with override_settings(GATEWAY_SHARE_DELTAS=False):
+        with django_capture_on_commit_callbacks(execute=True):
+            key, _ = gateway_services.api_key_create(actor=ACTOR, org=org_a, name="k")
+            gateway_services.api_key_create(actor=ACTOR, org=org_a, name="k2")
+        assert not ConfigChange.objects.filter(delta__isnull=False).exists()
+        refresher.refresh_once()
+    assert source.current.keys[key.key_hash].revoked is False
     assert comparable(source.current) == comparable(build_snapshot())
 
 

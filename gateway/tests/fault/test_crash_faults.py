@@ -191,24 +191,31 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(5)
 
 
-async def _one(session, url, key, request_id, stream, received):
+async def _one(session, url, key, request_id, stream, received, failed):
     body = {"model": "chat-small", "messages": [{"role": "user", "content": "hi"}]}
     if stream:
         body["stream"] = True
     headers = {"Authorization": f"Bearer {key}", "x-request-id": request_id}
-    with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+    try:
         async with session.post(url + "/v1/chat/completions", json=body, headers=headers) as r:
             data = await r.read()
             if not stream or b"data: [DONE]" in data:
                 received[request_id] = r.status
+                return
+    except (TimeoutError, aiohttp.ClientError):
+        pass
+    failed.append(request_id)
 
 
-def load(url, key, prefix, seconds, at=None, rate=RATE):
+def load(url, key, prefix, seconds, at=None, rate=RATE, until_refused=False):
     """`rate` requests/s for `seconds`; `at` = (delay, callable) runs mid-load. Returns
-    request id -> status for every response received in full."""
+    request id -> status for every response received in full. With `until_refused`, the
+    load goes on past `seconds` (15 s at most) until a request is not answered: on a loaded
+    machine the server may take a while to act on a signal sent mid-load."""
 
     async def run():
         received: dict[str, int] = {}
+        failed: list[str] = []
         timeout = aiohttp.ClientTimeout(total=15)
         connector = aiohttp.TCPConnector(limit=200)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
@@ -216,10 +223,14 @@ def load(url, key, prefix, seconds, at=None, rate=RATE):
             if at is not None:
                 loop.call_later(at[0], at[1])
             start, tasks, i = loop.time(), [], 0
-            while loop.time() - start < seconds:
+            while loop.time() - start < seconds or (
+                until_refused and not failed and loop.time() - start < seconds + 15
+            ):
                 rid = f"{prefix}-{i:05d}"
                 tasks.append(
-                    asyncio.ensure_future(_one(session, url, key, rid, i % 4 == 0, received))
+                    asyncio.ensure_future(
+                        _one(session, url, key, rid, i % 4 == 0, received, failed)
+                    )
                 )
                 i += 1
                 await asyncio.sleep(max(0.0, start + i / rate - loop.time()))
@@ -245,7 +256,9 @@ def test_a_signalled_server_loses_no_usage_row_for_an_answered_request(bonito, s
     slow = threading.Thread(target=bonito.hold_usage_table, args=(1.6,))
     timer = threading.Timer(0.8, slow.start)
     timer.start()
-    received, sent = load(url, bonito.key, prefix, 2.5, at=(1.6, lambda: _signal(proc, sig)))
+    received, sent = load(
+        url, bonito.key, prefix, 2.5, at=(1.6, lambda: _signal(proc, sig)), until_refused=True
+    )
     timer.join()
     slow.join(30)
     proc.wait(30)
