@@ -55,10 +55,33 @@ def pytest_configure(config):
         ],
         GATEWAY_SHARE_DELTAS=False,
     ).enable()
+    _share_tls_context()
     # A transactional test ends with a flush that empties the tables: _flush (below).
     from django.test import TransactionTestCase
 
     TransactionTestCase._fixture_teardown = _flush
+
+
+def _share_tls_context():
+    """httpx builds a verifying TLS context for every client it makes (reading the whole CA
+    bundle: ~25 ms of CPU), even for one that only speaks plain HTTP to a test server, and
+    the suite's tests and SDK clients make thousands. The default one is built once and
+    shared, as Bonito's own outbound clients do (gateway/dataplane/egress.py tls_context);
+    a context asked for with other arguments is built as before."""
+    import functools
+
+    import httpx._config
+    import httpx._transports.default
+
+    build = httpx._config.create_ssl_context
+    default = functools.cache(build)
+
+    def create_ssl_context(verify=True, cert=None, trust_env=True):
+        if verify is True and cert is None and trust_env is True:
+            return default()
+        return build(verify=verify, cert=cert, trust_env=trust_env)
+
+    httpx._transports.default.create_ssl_context = create_ssl_context
 
 
 # Tables whose rows only the migrations write and no test changes: a flush keeps them.

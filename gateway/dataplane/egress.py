@@ -4,7 +4,9 @@ second lookup an attacker's DNS could answer differently). Redirects are not fol
 
 import asyncio
 import contextvars
+import functools
 import socket
+import ssl
 import weakref
 
 import httpcore
@@ -102,12 +104,20 @@ class _AsyncBackend(httpcore.AsyncNetworkBackend):
         await self.inner.sleep(seconds)
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The process's verifying TLS context, shared by every outbound client: building one
+    reads the whole CA bundle (~25 ms of CPU), which each new client (an alert delivery, a
+    worker's event loop) used to pay twice. A context is safe to share between threads."""
+    return httpx.create_ssl_context()
+
+
 def guarded_client(policy: NetworkPolicy, **kwargs) -> httpx.Client:
     """A synchronous httpx client bound to ``policy`` (no environment proxies, no redirects)."""
-    transport = httpx.HTTPTransport()
+    transport = httpx.HTTPTransport(verify=tls_context())
     # httpx takes no network backend; its pool (the documented httpcore one) does.
     transport._pool = httpcore.ConnectionPool(
-        ssl_context=httpx.create_ssl_context(), network_backend=_Backend(policy)
+        ssl_context=tls_context(), network_backend=_Backend(policy)
     )
     return httpx.Client(transport=transport, follow_redirects=False, **kwargs)
 
@@ -124,9 +134,9 @@ class GuardedAsyncTransport(httpx.AsyncBaseTransport):
         entry = self._pools.get(id(loop))
         if entry is None or entry[0]() is not loop:
             self._pools = {k: v for k, v in self._pools.items() if v[0]() is not None}
-            transport = httpx.AsyncHTTPTransport()
+            transport = httpx.AsyncHTTPTransport(verify=tls_context())
             transport._pool = httpcore.AsyncConnectionPool(
-                ssl_context=httpx.create_ssl_context(), network_backend=_AsyncBackend()
+                ssl_context=tls_context(), network_backend=_AsyncBackend()
             )
             entry = self._pools[id(loop)] = (weakref.ref(loop), transport)
         return entry[1]

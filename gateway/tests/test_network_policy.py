@@ -137,3 +137,16 @@ def test_a_name_that_does_not_resolve_yet_is_accepted_and_checked_at_connect_tim
     check_url("https://not-yet.provider.test/v1", NetworkPolicy(resolver=hosts))
     with pytest.raises(UnresolvableHost):
         NetworkPolicy(resolver=hosts).resolve("not-yet.provider.test", 443)
+
+
+def test_outbound_clients_share_one_verifying_tls_context():
+    # Building a context reads the whole CA bundle; every outbound client (an alert delivery,
+    # a worker's event loop for LiteLLM) shares the process's one, and it still verifies.
+    import ssl
+
+    from gateway.dataplane.egress import guarded_client, tls_context
+
+    with guarded_client(NetworkPolicy()) as a, guarded_client(NetworkPolicy()) as b:
+        contexts = {id(c._transport._pool._ssl_context) for c in (a, b)}
+    assert contexts == {id(tls_context())}
+    assert tls_context().verify_mode == ssl.CERT_REQUIRED and tls_context().check_hostname
