@@ -469,7 +469,9 @@ class Limiter:
         return int((time.time() + self.timeout_s) * 1000)
 
     # ------------------------------------------------------------------ acquire
-    async def acquire(self, buckets: list[Bucket], spend: SpendReservation | None) -> LimitResult:
+    async def acquire(
+        self, buckets: list[Bucket], spend: SpendReservation | None, *, _settled: bool = False
+    ) -> LimitResult:
         now_ms = time.time() * 1000
         if not buckets and spend is None:
             return LimitResult(True, backend="none")
@@ -519,6 +521,8 @@ class Limiter:
                 backend="redis",
             )
         if spend_failed:
+            if spend is not None and not _settled and await self._settle_before_refusing(spend):
+                return await self.acquire(buckets, spend, _settled=True)
             return LimitResult(
                 False,
                 spend_exceeded=True,
@@ -527,6 +531,24 @@ class Limiter:
                 backend="redis",
             )
         return LimitResult(True, remaining=remaining, spent=spent, backend="redis")
+
+    async def _settle_before_refusing(self, spend: SpendReservation) -> bool:
+        """Whether the org's counter may still hold reservations this process has settled
+        lower but not sent yet (settlements are batched off the request path): then they are
+        sent now, after any batch in flight, and the caller asks once more. A client that
+        sends its next request the moment the last one is answered is not refused for the
+        last one's reservation. Costs a round trip only on a refusal at the cap."""
+        lock = self._locks.get(id(asyncio.get_running_loop()))
+        if self._pending.get(spend.key, 0.0) >= 0 and not (lock is not None and lock.locked()):
+            return False
+        try:
+            async with asyncio.timeout(self.timeout_s + self.CLOCK_MARGIN_S):
+                await self._flush_once()
+        except Exception:  # the refusal stands; what was not sent stays pending, retried
+            if self._pending:
+                self._ensure_flusher()
+            return False
+        return True
 
     async def _redis_acquire(self, keys, args, spend):
         # What was spent and admitted while Redis was unreachable is counted before anything more.
@@ -684,6 +706,9 @@ class Limiter:
 
     def _add_pending(self, key: str, delta: float) -> None:
         self._pending[key] = self._pending.get(key, 0.0) + delta
+        self._ensure_flusher()
+
+    def _ensure_flusher(self) -> None:
         loop = asyncio.get_running_loop()
         task = self._flusher.get(id(loop))
         if task is None or task.done():

@@ -264,6 +264,32 @@ def test_spend_reservations_across_processes_overshoot_by_at_most_one(shared_url
     assert max(r.spent for r in results if r.allowed) <= 1.0 + 0.3
 
 
+def test_a_request_is_not_refused_for_the_last_ones_settled_reservation():
+    """A client sends its next request the moment the last is answered: the last one's
+    reservation, settled lower, may still wait in this process's batch for Redis. A refusal
+    at the cap sends the batch and asks again; a real overrun is still refused."""
+    url = _redis_url()
+    if url is None:
+        pytest.skip("no Redis reachable on this machine")
+    limiter = counting_limiter(url)
+    org = 515151
+    redis_lib.Redis.from_url(url).delete(SpendReservation(org, 0.3, 0.3, 0.0).key)
+
+    async def run():
+        results = []
+        for cost in (0.0, 0.1, 0.1, 0.1, 0.1):  # a refused call (free), then $0.10 each
+            spend = SpendReservation(org_id=org, cap=0.3, reserve=0.3, baseline=0.0)
+            result = await limiter.acquire([], spend)
+            results.append(result.allowed)
+            if result.allowed:
+                limiter.settle(spend, cost, result.backend)  # no await: still pending
+        await asyncio.sleep(0.1)
+        return results
+
+    # $0 + $0.10 + $0.10 + $0.10 reach the $0.30 cap: the fifth is refused.
+    assert asyncio.run(run()) == [True, True, True, True, False]
+
+
 def test_every_settlement_reaches_redis():
     url = _redis_url()
     if url is None:
