@@ -66,19 +66,18 @@ def _share_tls_context():
     """httpx builds a verifying TLS context for every client it makes (reading the whole CA
     bundle: ~25 ms of CPU), even for one that only speaks plain HTTP to a test server, and
     the suite's tests and SDK clients make thousands. The default one is built once and
-    shared, as Bonito's own outbound clients do (gateway/dataplane/egress.py tls_context);
-    a context asked for with other arguments is built as before."""
-    import functools
-
+    shared: the one Bonito's own outbound clients share (gateway/dataplane/egress.py
+    tls_context). A context asked for with other arguments is built as before."""
     import httpx._config
     import httpx._transports.default
 
+    from gateway.dataplane.egress import tls_context
+
     build = httpx._config.create_ssl_context
-    default = functools.cache(build)
 
     def create_ssl_context(verify=True, cert=None, trust_env=True):
         if verify is True and cert is None and trust_env is True:
-            return default()
+            return tls_context()
         return build(verify=verify, cert=cert, trust_env=trust_env)
 
     httpx._transports.default.create_ssl_context = create_ssl_context
