@@ -1,6 +1,7 @@
 """What the agent keeps on disk in BONITO_STATE_DIR: its id, a rotated token, the config cache."""
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -33,25 +34,21 @@ def prepare(state_dir: Path) -> None:
 
 
 def agent_id(state_dir: Path) -> str:
-    """A uuid4 made once and kept (every worker and restart reports as the same agent)."""
+    """A uuid4 made once and kept (every worker and restart reports as the same agent).
+
+    Read and, when missing or damaged, made under an exclusive lock on a file beside it:
+    workers starting together agree on one id (an O_EXCL create left a moment in which
+    another worker read the new file empty, took it for damaged and made a second id)."""
     path = state_dir / "agent-id"
-    try:
-        value = path.read_text().strip()
-        return str(uuid.UUID(value))
-    except (OSError, ValueError):
-        pass
-    value = str(uuid.uuid4())
-    if path.exists():  # damaged: replaced
+    with open(state_dir / ".agent-id.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return str(uuid.UUID(path.read_text().strip()))
+        except (OSError, ValueError):
+            pass
+        value = str(uuid.uuid4())
         write_private(path, value.encode())
         return value
-    # O_EXCL: two workers starting together agree on one id.
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    except FileExistsError:
-        return str(uuid.UUID(path.read_text().strip()))
-    with os.fdopen(fd, "w") as f:
-        f.write(value)
-    return value
 
 
 def _fingerprint(token: str) -> str:

@@ -2,6 +2,9 @@
 a rotated token survives a restart, but never outranks a new token the operator sets."""
 
 import json
+import multiprocessing
+import os
+import time
 
 import pytest
 
@@ -88,3 +91,23 @@ def test_garbage_in_the_state_is_ignored(tmp_path):
     (tmp_path / "agent-id").write_text("not a uuid")
     first = agent_id(tmp_path)
     assert first != "not a uuid" and agent_id(tmp_path) == first
+
+
+def _start_together(state_dir, barrier_dir, n):
+    # Runs in a child process: wait until all n are ready, then ask for the id at once.
+    (barrier_dir / str(os.getpid())).touch()
+    while len(list(barrier_dir.iterdir())) < n:
+        time.sleep(0.001)
+    return agent_id(state_dir)
+
+
+def test_workers_starting_together_agree_on_one_id(tmp_path):
+    # The agent's workers are processes started at the same moment: each asks for the id.
+    ctx = multiprocessing.get_context("spawn")
+    for round_ in range(5):
+        state, barrier = tmp_path / f"state{round_}", tmp_path / f"barrier{round_}"
+        state.mkdir(), barrier.mkdir()
+        with ctx.Pool(4) as pool:
+            ids = pool.starmap(_start_together, [(state, barrier, 4)] * 4, chunksize=1)
+        assert len(set(ids)) == 1, ids
+        assert (state / "agent-id").read_text() == ids[0]
