@@ -99,7 +99,7 @@ class ControlPlane:
             redis_url="",
             env={"KEY_HASH_SECRET": HASH_SECRET, "AGENT_TOKEN_GRACE_HOURS": "1"},
         )
-        self.ext.manage("migrate", "--noinput", "-v0")
+        self.ext.migrate()
         self.apply(upstream_url)
         self.key = self.manage_last("create_api_key", "--org", "acme", "--name", "app")
         self.token = self.shell(

@@ -30,7 +30,7 @@ def _free_port() -> int:
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli-server")
     bonito = ExternalBonito(tmp)
-    bonito.manage("migrate", "--noinput", "-v0")
+    bonito.migrate()
     demo = json.loads(bonito.manage("demo", "--json", "--force"))  # a throwaway database
     pat = bonito.manage(
         "shell",

@@ -49,7 +49,7 @@ def upstream_18081():
 @pytest.fixture
 def bonito(tmp_path, upstream_18081):
     ext = ExternalBonito(tmp_path, redis_url=settings.REDIS_URL)
-    ext.manage("migrate", "--noinput", "-v0")
+    ext.migrate()
     (tmp_path / "bonito.yaml").write_text(ISSUE_EXAMPLE)
     ext.manage(
         "apply_config", str(tmp_path / "bonito.yaml"), input_env={"FAKE_API_KEY": "sk-from-env-123"}

@@ -75,7 +75,7 @@ def test_a_starting_server_never_answers_gateway_not_ready(tmp_path, upstream, p
     (tmp_path / "site" / "sitecustomize.py").write_text(SLOW_IMPORT)
     ext = ExternalBonito(tmp_path, env={"GATEWAY_PASSTHROUGH": passthrough})
     try:
-        ext.manage("migrate", "--noinput", "-v0")
+        ext.migrate()
         (tmp_path / "bonito.yaml").write_text(CONFIG.format(url=upstream.url))
         ext.manage("apply_config", str(tmp_path / "bonito.yaml"))
         out = ext.manage("create_api_key", "--org", "acme", "--name", "app")

@@ -130,7 +130,7 @@ def _deployment(tmp, upstream, database_url: str | None) -> Deployment:
         else:
             mp.delenv("DATABASE_URL", raising=False)
         ext = ExternalBonito(tmp)
-    ext.manage("migrate", "--noinput", "-v0")
+    ext.migrate()
     (tmp / "bonito.yaml").write_text(CONFIG.format(api_base=upstream.url))
     ext.manage("apply_config", str(tmp / "bonito.yaml"))
     key = ext.manage("create_api_key", "--org", "acme", "--name", "load").strip().splitlines()[-1]

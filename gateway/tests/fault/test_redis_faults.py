@@ -98,7 +98,7 @@ class Stack:
             # burst delays event loops by seconds, which a production bound need not cover.
             env={"GATEWAY_FALLBACK_SHARE": "0.5", "GATEWAY_REDIS_TIMEOUT_S": "8"},
         )
-        self.ext.manage("migrate", "--noinput", "-v0")
+        self.ext.migrate()
         (tmp / "bonito.yaml").write_text(_config(upstream_port))
         self.ext.manage("apply_config", str(tmp / "bonito.yaml"))
         self.keys = json.loads(
