@@ -65,7 +65,7 @@ test: export SECRET_KEY ?= insecure-test-only-secret-key-for-the-suite-012345678
 test: venv
 	@mkdir -p var
 	@ran=0; \
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --alone=skip $(PYTEST_ARGS); s=$$?; \
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --alone=skip $(PYTEST_ARGS); s=$$?; \
 	[ $$s -eq 5 ] || { [ $$s -eq 0 ] || exit $$s; ran=1; }; \
 	$(BIN)/pytest -p no:xdist --alone=only $(PYTEST_ARGS); s=$$?; \
 	[ $$s -eq 5 ] || { [ $$s -eq 0 ] || exit $$s; ran=1; }; \

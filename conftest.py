@@ -25,6 +25,7 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
+    _longest_first(items)
     # `make test` runs the suite in parallel with --alone=skip, then the tests that assert a
     # wall-clock deadline with --alone=only, in one process with nothing running beside them.
     which = config.getoption("--alone")
@@ -37,6 +38,25 @@ def pytest_collection_modifyitems(config, items):
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+def _longest_first(items):
+    """The order in which `make test`'s workers take the test files (it runs xdist with
+    --no-loadscope-reorder): the files marked `slow` (servers and subprocesses: the longest,
+    most with a few tests) first, then the rest by number of tests. xdist's own order (by
+    number of tests alone) left the 1-2-test files that run a minute each to the end, where
+    one worker ran them while the others had nothing left."""
+    count, slow = {}, set()
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        count[path] = count.get(path, 0) + 1
+        if item.get_closest_marker("slow") is not None:
+            slow.add(path)
+    items.sort(key=lambda item: _cost_rank(item.nodeid.split("::", 1)[0], count, slow))
+
+
+def _cost_rank(path, count, slow):
+    return (path not in slow, -count[path], path)
 
 
 def pytest_configure(config):
