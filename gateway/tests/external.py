@@ -23,9 +23,13 @@ TEMPLATES = Path(tempfile.gettempdir()) / "bonito-test-templates"
 
 
 def _migrations_hash() -> str:
-    """Names a migrated template: every migration file's path and content."""
-    digest = hashlib.sha256()
-    for path in sorted(ROOT.glob("*/migrations/*.py")):
+    """Names a migrated template: every migration file, the code the data migrations call
+    (the catalog from LiteLLM's bundled price map, the usage partitions) and LiteLLM's version."""
+    from importlib.metadata import version
+
+    digest = hashlib.sha256(version("litellm").encode())
+    code = [ROOT / "gateway/catalog.py", ROOT / "billing/partitions.py"]
+    for path in sorted(ROOT.glob("*/migrations/*.py")) + code:
         digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
