@@ -67,6 +67,7 @@ def _chat(url, key):
     )
 
 
+@pytest.mark.alone  # refused everywhere within 2 s
 def test_a_revoked_key_is_refused_by_every_worker_within_2_seconds(bonito):
     key = bonito.manage("create_api_key", "--org", "acme", "--name", "app").strip().splitlines()[-1]
     workers = [bonito.serve(free_port()), bonito.serve(free_port())]
