@@ -79,7 +79,10 @@ def test_a_worker_process_runs_the_rollup_task_from_redis(org_a):
         stderr=subprocess.DEVNULL,
     )
     try:
-        Celery(broker=broker).send_task("billing.tasks.usage_rollup_recent", queue=queue)
+        # Not the current app: shared tasks of later tests in this process (mail, say) would
+        # go to this broker instead of running eagerly.
+        sender = Celery(broker=broker, set_as_current=False)
+        sender.send_task("billing.tasks.usage_rollup_recent", queue=queue)
         deadline = time.time() + 30
         # The hour and the day rows may commit apart: wait for both, then compare exactly.
         while UsageRollup.objects.count() < 2 and time.time() < deadline:
