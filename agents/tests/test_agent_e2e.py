@@ -177,11 +177,11 @@ def test_token_rotation_revocation_and_a_restart_while_the_control_plane_is_away
     assert agent.chat(cp.key).status_code == 200
     new_token = cp.rotate()
     token_file = agent.state_dir / "token.json"
-    assert wait_for(lambda: token_file.exists() and new_token in token_file.read_text(), 5)
+    assert wait_for(lambda: token_file.exists() and new_token in token_file.read_text(), 15)
     assert oct(token_file.stat().st_mode & 0o777) == "0o600"
     # Still in sync on the new token, with no restart: a policy change arrives.
     cp.apply(upstream.url, allowed=("chat-small", "chat-large"))
-    assert wait_for(lambda: agent.chat(cp.key, model="chat-large").status_code == 200, 3)
+    assert wait_for(lambda: agent.chat(cp.key, model="chat-large").status_code == 200, 15)
     sent = link.requests()
     assert any(h.get("authorization") == f"Bearer {new_token}" for _l, h, _b in sent)
 
@@ -190,9 +190,8 @@ def test_token_rotation_revocation_and_a_restart_while_the_control_plane_is_away
     cp.apply(upstream.url, allowed=("chat-small",))
     for _ in range(3):
         assert agent.chat(cp.key, model="chat-large").status_code == 200
-    assert "refused the org token" in wait_for(
-        lambda: "refused the org token" in agent.log() and agent.log(), 5
-    )
+    # The next sync (each second) meets the refusal; a loaded machine can take a few seconds.
+    assert wait_for(lambda: "refused the org token" in agent.log(), 20), agent.log()
     before = cp.usage_count()
 
     # Restart with the control plane unreachable: served from the disk cache.
