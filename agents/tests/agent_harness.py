@@ -242,9 +242,12 @@ class AgentProcess:
             time.sleep(0.1)
         raise AssertionError(self.log())
 
-    def log(self) -> str:
+    def log(self, whole: bool = False) -> str:
+        """The agent's log: its last 4,000 characters (for a failure message), or ``whole``
+        (to look for a line: a line logged once scrolls out of the tail within seconds)."""
         path = self.state_dir.parent / f"agent-{self.port}.log"
-        return path.read_text()[-4000:] if path.exists() else ""
+        text = path.read_text() if path.exists() else ""
+        return text if whole else text[-4000:]
 
     def chat(self, key: str, model: str = "chat-small", content: str = "hi") -> httpx.Response:
         return httpx.post(

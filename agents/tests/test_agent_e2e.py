@@ -86,7 +86,7 @@ def test_it_serves_through_a_link_outage_and_every_record_arrives_once(system, u
     link.light()
     agent.start()
     assert wait_for(lambda: cp.usage_count() >= 45, 30, interval=0.5), agent.log()
-    assert "replayed" in agent.log()
+    assert "replayed" in agent.log(whole=True), agent.log()
     time.sleep(2)  # anything replayed twice would have landed by now
     assert cp.usage_count() == 45
 
@@ -191,7 +191,7 @@ def test_token_rotation_revocation_and_a_restart_while_the_control_plane_is_away
     for _ in range(3):
         assert agent.chat(cp.key, model="chat-large").status_code == 200
     # The next sync (each second) meets the refusal; a loaded machine can take a few seconds.
-    assert wait_for(lambda: "refused the org token" in agent.log(), 20), agent.log()
+    assert wait_for(lambda: "refused the org token" in agent.log(whole=True), 20), agent.log()
     before = cp.usage_count()
 
     # Restart with the control plane unreachable: served from the disk cache.
