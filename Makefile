@@ -6,7 +6,10 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 WEB_CONCURRENCY ?= 2
 export LITELLM_LOCAL_MODEL_COST_MAP := True
-export PYTHONDONTWRITEBYTECODE := 1
+# Bytecode is cached (__pycache__, gitignored), whatever the environment says: without it every
+# process compiles the project again, and pytest rewrites every test module's asserts again in
+# each of its processes (collecting the suite: 27.5 s of CPU uncached, 15.6 s cached).
+export PYTHONDONTWRITEBYTECODE :=
 
 .PHONY: run serve test lint fmt check migrate demo worker venv smart clean bench bench-smoke bench-deps deploy-check deploy-tools
 

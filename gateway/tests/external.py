@@ -22,16 +22,82 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = Path(tempfile.gettempdir()) / "bonito-test-templates"
 
 
+# What a template is migrated with: the same for every server of the run and for the test
+# database (nothing a migration writes depends on the other settings).
+BUILD_ENV = {
+    "SECRET_KEY": "external-test-secret-key-0123456789abcdefghijklmnop",
+    "DEBUG": "0",
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+}
+
+
 def _migrations_hash() -> str:
     """Names a migrated template: every migration file, the code the data migrations call
-    (the catalog from LiteLLM's bundled price map, the usage partitions) and LiteLLM's version."""
+    (the catalog from LiteLLM's bundled price map, the usage partitions), LiteLLM's version,
+    the partition settings and the day (the migration makes this month's partitions)."""
     from importlib.metadata import version
 
     digest = hashlib.sha256(version("litellm").encode())
+    for name in ("USAGE_PARTITION_INTERVAL", "USAGE_RETENTION_DAYS"):
+        digest.update(f"{name}={os.environ.get(name, '')}".encode())
+    digest.update(time.strftime("%Y-%m-%d", time.gmtime()).encode())
     code = [ROOT / "gateway/catalog.py", ROOT / "billing/partitions.py"]
     for path in sorted(ROOT.glob("*/migrations/*.py")) + code:
         digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def sqlite_template() -> Path:
+    """A SQLite file as `manage.py migrate` leaves it, migrated once per run (and day)."""
+    with _templates_lock():
+        template = TEMPLATES / f"{_migrations_hash()}.sqlite3"
+        if not template.exists():
+            building = template.with_suffix(f".{os.getpid()}.building")
+            _migrate({**os.environ, **BUILD_ENV}, f"sqlite:///{building}")
+            with contextlib.closing(sqlite3.connect(building)) as conn:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            building.rename(template)
+    return template
+
+
+def pg_template(server_url: str) -> str:
+    """The name of a database on ``server_url``'s server as `manage.py migrate` leaves it,
+    migrated once per run (and day), for ``CREATE DATABASE … TEMPLATE``. Templates of other
+    hashes (another checkout's migrations, another day) are dropped."""
+    import psycopg
+
+    template = f"bonito_tmpl_{_migrations_hash()}"
+    with _templates_lock(), psycopg.connect(server_url, autocommit=True) as conn:
+        names = {
+            r[0]
+            for r in conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'bonito_tmpl_%'"
+            )
+        }
+        if template not in names:
+            for stale in names:
+                conn.execute(f'DROP DATABASE IF EXISTS "{stale}" WITH (FORCE)')
+            building = f"{template}_building"
+            conn.execute(f'DROP DATABASE IF EXISTS "{building}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{building}"')
+            _migrate({**os.environ, **BUILD_ENV}, f"{server_url.rsplit('/', 1)[0]}/{building}")
+            retry_while_in_use(conn, f'ALTER DATABASE "{building}" RENAME TO "{template}"')
+    return template
+
+
+def retry_while_in_use(conn, sql: str) -> None:
+    """A template's last sessions (the migrate process) end a moment after it exits."""
+    import psycopg
+
+    deadline = time.time() + 10
+    while True:
+        try:
+            conn.execute(sql)
+            return
+        except psycopg.errors.ObjectInUse:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -123,7 +189,6 @@ class ExternalBonito:
             "GATEWAY_SPOOL_DIR": str(tmp / "spool"),
             "GATEWAY_SNAPSHOT_POLL_S": "0.3",
             "REDIS_URL": redis_url,
-            "PYTHONDONTWRITEBYTECODE": "1",
             # the fake upstreams listen on loopback, refused by default
             "PROVIDER_ALLOWED_NETWORKS": "127.0.0.1/32",
             **(env or {}),
@@ -165,62 +230,18 @@ class ExternalBonito:
         copied from a template that this test run migrated once: a migrate from scratch
         costs a server's test ~8 s of CPU, a copy a fraction of a second."""
         if self.pg_url:
-            self._copy_pg_template()
-        else:
-            with _templates_lock():
-                template = TEMPLATES / f"{_migrations_hash()}.sqlite3"
-                if not template.exists():
-                    building = template.with_suffix(f".{os.getpid()}.building")
-                    _migrate(self.env, f"sqlite:///{building}")
-                    with contextlib.closing(sqlite3.connect(building)) as conn:
-                        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                    building.rename(template)
-            with (
-                contextlib.closing(sqlite3.connect(template)) as src,
-                contextlib.closing(sqlite3.connect(self.db_dir / "bonito.sqlite3")) as dst,
-            ):
-                src.backup(dst)
+            import psycopg
 
-    def _copy_pg_template(self) -> None:
-        import psycopg
-
-        template = f"bonito_tmpl_{_migrations_hash()}"
-        with _templates_lock(), psycopg.connect(self.pg_url, autocommit=True) as conn:
-            names = {
-                r[0]
-                for r in conn.execute(
-                    "SELECT datname FROM pg_database WHERE datname LIKE 'bonito_tmpl_%'"
-                )
-            }
-            if template not in names:
-                for stale in names:  # another checkout's migrations
-                    conn.execute(f'DROP DATABASE IF EXISTS "{stale}" WITH (FORCE)')
-                building = f"{template}_building"
-                conn.execute(f'DROP DATABASE IF EXISTS "{building}" WITH (FORCE)')
-                conn.execute(f'CREATE DATABASE "{building}"')
-                _migrate(self.env, f"{self.pg_url.rsplit('/', 1)[0]}/{building}")
-                self._retry_while_in_use(
-                    conn, f'ALTER DATABASE "{building}" RENAME TO "{template}"'
-                )
-            conn.execute(f'DROP DATABASE "{self.db_name}"')
-            self._retry_while_in_use(
-                conn, f'CREATE DATABASE "{self.db_name}" TEMPLATE "{template}"'
-            )
-
-    @staticmethod
-    def _retry_while_in_use(conn, sql: str) -> None:
-        """The migrate process's sessions end a moment after it exits."""
-        import psycopg
-
-        deadline = time.time() + 10
-        while True:
-            try:
-                conn.execute(sql)
-                return
-            except psycopg.errors.ObjectInUse:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.05)
+            template = pg_template(self.pg_url)
+            with psycopg.connect(self.pg_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE "{self.db_name}"')
+                retry_while_in_use(conn, f'CREATE DATABASE "{self.db_name}" TEMPLATE "{template}"')
+            return
+        with (
+            contextlib.closing(sqlite3.connect(sqlite_template())) as src,
+            contextlib.closing(sqlite3.connect(self.db_dir / "bonito.sqlite3")) as dst,
+        ):
+            src.backup(dst)
 
     def serve(self, port: int, workers: int = 1) -> str:
         """uvicorn as `make serve` runs it (lifespan on); workers > 1: a supervisor process
@@ -268,16 +289,21 @@ class ExternalBonito:
         else:
             (self.tmp / "db-away").rename(self.db_dir)
 
-    def count_usage(self) -> int:
+    def query(self, sql: str) -> list[tuple]:
+        """Rows of a read-only query on the server's database, read directly: a `manage.py
+        shell` to look costs a Django start (~2.5 s of CPU), and tests poll."""
         if self.pg_url:
             import psycopg
 
             with psycopg.connect(self.direct_url) as conn:
-                return conn.execute("SELECT count(*) FROM gateway_requests").fetchone()[0]
+                return conn.execute(sql).fetchall()
         import sqlite3
 
-        with sqlite3.connect(self.db_dir / "bonito.sqlite3") as conn:
-            return conn.execute("SELECT count(*) FROM gateway_requests").fetchone()[0]
+        with contextlib.closing(sqlite3.connect(self.db_dir / "bonito.sqlite3")) as conn:
+            return conn.execute(sql).fetchall()
+
+    def count_usage(self) -> int:
+        return self.query("SELECT count(*) FROM gateway_requests")[0][0]
 
     def close(self):
         for proc in self.procs:

@@ -148,7 +148,6 @@ class Replicas:
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
             "DATABASE_URL": self.database_url,
             "REDIS_URL": self.redis.url,
-            "PYTHONDONTWRITEBYTECODE": "1",
             "PROVIDER_ALLOWED_NETWORKS": "127.0.0.1/32",  # the fake upstream is on loopback
             "MALLOC_ARENA_MAX": "2",
             # Each process's share of every limit while Redis is unreachable: one of n*workers.
