@@ -12,7 +12,8 @@ database of its own, and measures from outside what the code of this checkout do
 - `/v1` p99 added latency under a steady, paced load (wrk) while a config change lands
   every second (create a key, change a policy, revoke a key, in turn): client-side
   latency against the bare upstream at the same rate, and Bonito's own
-  `x-bonito-overhead-ms`;
+  `x-bonito-overhead-ms`; the same on one connection (`--c1-rate`), where no request of
+  the load waits behind another in the worker;
 - worker RSS after start and after the load, and the workers' CPU time (/proc) per phase.
 
 "Every worker": uvicorn's workers share one listening socket, so which worker answers a
@@ -505,7 +506,15 @@ def wrk_paced(url, key, body, rate, seconds, tmp: Path, connections=8) -> dict:
         "BENCH_DELAY_MS": f"{connections * 1000 / rate:.3f}",
     }
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
+        [
+            "wrk",
+            f"-t{min(2, connections)}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "-s",
+            str(script),
+            url,
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -555,6 +564,9 @@ def main():
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rate", type=float, default=200.0, help="req/s of the steady load")
     parser.add_argument("--load-seconds", type=int, default=30)
+    parser.add_argument(
+        "--c1-rate", type=float, default=50.0, help="req/s of the one-connection load"
+    )
     parser.add_argument("--propagation-runs", type=int, default=5)
     parser.add_argument(
         "--ready-only", action="store_true", help="stop after ready and the RSS at start"
@@ -764,7 +776,7 @@ def main():
 
         live = list(revoke_pool)  # known to every worker
 
-        def run_with_changes(seconds: int, watch: bool) -> dict:
+        def run_with_changes(seconds: int, watch: bool, rate=args.rate, connections=8) -> dict:
             """Paced load while a change lands every second; with ``watch``, the bench also
             polls every worker for each change's effect (propagation under load) — that
             polling is load of its own, so the latency figure comes from a run without it."""
@@ -822,7 +834,7 @@ def main():
             for t in threads:
                 t.start()
             try:
-                load = wrk_paced(bonito_url, load_key, CHAT, args.rate, seconds, tmp)
+                load = wrk_paced(bonito_url, load_key, CHAT, rate, seconds, tmp, connections)
             finally:
                 stop.set()
                 threads[0].join()
@@ -844,6 +856,22 @@ def main():
         log(
             f"under changes: p99 {under['load'].get('p99_ms')} ms,"
             f" overhead p99 {under['load'].get('overhead_p99_ms')}"
+        )
+        # One connection at a time (paced, --c1-rate): a request's added latency with no other
+        # request of the load queued beside it in the worker, with and without changes.
+        c1 = args.c1_rate
+        results["upstream_c1"] = wrk_paced(
+            direct, "none", {**CHAT, "model": "gpt-4o-mini"}, c1, 10, tmp, connections=1
+        )
+        results["bonito_c1_no_changes"] = wrk_paced(
+            bonito_url, load_key, CHAT, c1, args.load_seconds, tmp, connections=1
+        )
+        c1_changes = run_with_changes(args.load_seconds, watch=False, rate=c1, connections=1)
+        results["bonito_c1_with_changes"] = c1_changes["load"]
+        results["changes_c1"] = c1_changes["changes"]
+        log(
+            f"one connection at {c1} req/s: p99 {results['bonito_c1_no_changes'].get('p99_ms')}"
+            f" ms, with changes {c1_changes['load'].get('p99_ms')} ms"
         )
         pinned.close()
         pinned.pin()
@@ -893,6 +921,12 @@ def table(r: dict) -> str:
             return "n/a"
         return f"{run[field] - up[field]:.2f} ms"
 
+    def added_c1(run, field):
+        base = r["upstream_c1"]
+        if run.get(field) is None or base.get(field) is None:
+            return "n/a"
+        return f"{run[field] - base[field]:.2f} ms"
+
     lines = [
         f"{r['orgs']:,} orgs, {r['keys_in_db']:,} keys, {r['usage_rows_in_db']:,} usage rows "
         f"({r['database_mb']:,} MB), {r['workers']} workers, commit {r['commit']}",
@@ -916,6 +950,14 @@ def table(r: dict) -> str:
         f"{u.get('overhead_p50_ms')} / {u.get('overhead_p99_ms')} ms |",
         f"| x-bonito-overhead-ms p50 / p99, no changes | "
         f"{q.get('overhead_p50_ms')} / {q.get('overhead_p99_ms')} ms |",
+        f"| one connection at {r['upstream_c1']['rps']:.0f} req/s: /v1 p99 added, no changes | "
+        f"{added_c1(r['bonito_c1_no_changes'], 'p99_ms')} |",
+        f"| one connection: /v1 p99 added, a change every second | "
+        f"{added_c1(r['bonito_c1_with_changes'], 'p99_ms')} "
+        f"(max {r['bonito_c1_with_changes']['max_ms']:.0f} ms; changes {r['changes_c1']}) |",
+        f"| one connection: x-bonito-overhead-ms p99, no changes / a change every second | "
+        f"{r['bonito_c1_no_changes'].get('overhead_p99_ms')} / "
+        f"{r['bonito_c1_with_changes'].get('overhead_p99_ms')} ms |",
         f"| responses under changes (status: count) | {u['statuses']} |",
         f"| changes landed in {r['load_seconds']} s | {r['changes']} |",
         f"| worker RSS after start | {', '.join(f'{v} MB' for v in r['rss_mb_after_start'])} |",
