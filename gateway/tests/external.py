@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = Path(tempfile.gettempdir()) / "bonito-test-templates"
 
 
-# What a template is migrated with: the same for every server of the run and for the test
-# database (nothing a migration writes depends on the other settings).
+# What a template is migrated with, and the base of every server's environment (nothing a
+# migration writes depends on the other settings).
 BUILD_ENV = {
     "SECRET_KEY": "external-test-secret-key-0123456789abcdefghijklmnop",
     "DEBUG": "0",
@@ -182,10 +182,8 @@ class ExternalBonito:
         )
         self.env = {
             **os.environ,
-            "SECRET_KEY": "external-test-secret-key-0123456789abcdefghijklmnop",
-            "DEBUG": "0",
+            **BUILD_ENV,  # SECRET_KEY, DEBUG off, LiteLLM's local price map
             "SECURE_SSL_REDIRECT": "0",
-            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
             "GATEWAY_SPOOL_DIR": str(tmp / "spool"),
             "GATEWAY_SNAPSHOT_POLL_S": "0.3",
             "REDIS_URL": redis_url,
