@@ -53,7 +53,7 @@ def sqlite_template() -> Path:
         template = TEMPLATES / f"{_migrations_hash()}.sqlite3"
         if not template.exists():
             building = template.with_suffix(f".{os.getpid()}.building")
-            _migrate({**os.environ, **BUILD_ENV}, f"sqlite:///{building}")
+            _migrate(f"sqlite:///{building}")
             with contextlib.closing(sqlite3.connect(building)) as conn:
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             building.rename(template)
@@ -80,7 +80,7 @@ def pg_template(server_url: str) -> str:
             building = f"{template}_building"
             conn.execute(f'DROP DATABASE IF EXISTS "{building}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{building}"')
-            _migrate({**os.environ, **BUILD_ENV}, f"{server_url.rsplit('/', 1)[0]}/{building}")
+            _migrate(f"{server_url.rsplit('/', 1)[0]}/{building}")
             retry_while_in_use(conn, f'ALTER DATABASE "{building}" RENAME TO "{template}"')
     return template
 
@@ -109,11 +109,12 @@ def _templates_lock():
         yield
 
 
-def _migrate(env: dict, database_url: str) -> None:
+def _migrate(database_url: str) -> None:
+    """`manage.py migrate` of ``database_url`` with BUILD_ENV, the template builders' one run."""
     result = subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
         cwd=ROOT,
-        env={**env, "DATABASE_URL": database_url, "REDIS_URL": ""},
+        env={**os.environ, **BUILD_ENV, "DATABASE_URL": database_url, "REDIS_URL": ""},
         capture_output=True,
         text=True,
         timeout=300,
@@ -295,8 +296,6 @@ class ExternalBonito:
 
             with psycopg.connect(self.direct_url) as conn:
                 return conn.execute(sql).fetchall()
-        import sqlite3
-
         with contextlib.closing(sqlite3.connect(self.db_dir / "bonito.sqlite3")) as conn:
             return conn.execute(sql).fetchall()
 
