@@ -675,7 +675,10 @@ def main():
         # The load's key, the probe's, and the keys revoked under load: created before the
         # server starts, so every worker has them (a key revoked before a worker saw it
         # would measure nothing).
-        created = bench_keys(2 + args.load_seconds // 2 + 4)  # revoked in both runs
+        # A third of each run's changes is a revocation: the eight-connection and the
+        # one-connection runs (load_seconds each) and the watched run (at least 10 s).
+        revocations = (2 * args.load_seconds + max(10, args.load_seconds // 2)) // 3
+        created = bench_keys(2 + revocations + 4)
         load_key, probe_key = created[0][1], created[1][1]
         revoke_pool = created[2:]
         connection.close()
