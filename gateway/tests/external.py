@@ -32,15 +32,15 @@ BUILD_ENV = {
 
 
 def _migrations_hash() -> str:
-    """Names a migrated template: every migration file, the code the data migrations call
-    (the catalog from LiteLLM's bundled price map, the usage partitions), LiteLLM's version,
-    the partition settings and the day (the migration makes this month's partitions)."""
+    """Names a migrated template (with the UTC day: the migration makes the partitions
+    around today): every migration file, the code the data migrations call (the catalog
+    from LiteLLM's bundled price map, the usage partitions), LiteLLM's version and the
+    partition settings."""
     from importlib.metadata import version
 
     digest = hashlib.sha256(version("litellm").encode())
     for name in ("USAGE_PARTITION_INTERVAL", "USAGE_RETENTION_DAYS"):
         digest.update(f"{name}={os.environ.get(name, '')}".encode())
-    digest.update(time.strftime("%Y-%m-%d", time.gmtime()).encode())
     code = [ROOT / "gateway/catalog.py", ROOT / "billing/partitions.py"]
     for path in sorted(ROOT.glob("*/migrations/*.py")) + code:
         digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
@@ -50,7 +50,11 @@ def _migrations_hash() -> str:
 def sqlite_template() -> Path:
     """A SQLite file as `manage.py migrate` leaves it, migrated once per run (and day)."""
     with _templates_lock():
-        template = TEMPLATES / f"{_migrations_hash()}.sqlite3"
+        day = _today()
+        template = TEMPLATES / f"{day}-{_migrations_hash()}.sqlite3"
+        for old in TEMPLATES.glob("*.sqlite3"):
+            if _stale(old.name.split("-", 1)[0], day):
+                old.unlink(missing_ok=True)
         if not template.exists():
             building = template.with_suffix(f".{os.getpid()}.building")
             _migrate(f"sqlite:///{building}")
@@ -62,11 +66,11 @@ def sqlite_template() -> Path:
 
 def pg_template(server_url: str) -> str:
     """The name of a database on ``server_url``'s server as `manage.py migrate` leaves it,
-    migrated once per run (and day), for ``CREATE DATABASE … TEMPLATE``. Templates of other
-    hashes (another checkout's migrations, another day) are dropped."""
+    migrated once per run (and day), for ``CREATE DATABASE … TEMPLATE``."""
     import psycopg
 
-    template = f"bonito_tmpl_{_migrations_hash()}"
+    day = _today()
+    template = f"bonito_tmpl_{day}_{_migrations_hash()}"
     with _templates_lock(), psycopg.connect(server_url, autocommit=True) as conn:
         names = {
             r[0]
@@ -74,15 +78,29 @@ def pg_template(server_url: str) -> str:
                 "SELECT datname FROM pg_database WHERE datname LIKE 'bonito_tmpl_%'"
             )
         }
-        if template not in names:
-            for stale in names:
+        for stale in names:
+            if _stale(stale.removeprefix("bonito_tmpl_").split("_", 1)[0], day):
                 conn.execute(f'DROP DATABASE IF EXISTS "{stale}" WITH (FORCE)')
+        if template not in names:
             building = f"{template}_building"
             conn.execute(f'DROP DATABASE IF EXISTS "{building}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{building}"')
             _migrate(f"{server_url.rsplit('/', 1)[0]}/{building}")
             retry_while_in_use(conn, f'ALTER DATABASE "{building}" RENAME TO "{template}"')
     return template
+
+
+def _today() -> str:
+    return time.strftime("%Y%m%d", time.gmtime())
+
+
+def _stale(day: str, today: str) -> bool:
+    """Templates are kept through the next day, so a run that crosses midnight UTC never
+    loses the one its other processes are copying; older ones (or unnamed by day) go."""
+    if not (len(day) == 8 and day.isdigit()):
+        return True
+    yesterday = time.strftime("%Y%m%d", time.gmtime(time.time() - 86400))
+    return day < min(yesterday, today)
 
 
 def retry_while_in_use(conn, sql: str) -> None:
