@@ -20,8 +20,8 @@ from gateway.dataplane.snapshot import Block
 from orgs.audit import Actor, audit_record, record_config_change, record_config_delete
 from orgs.models import Membership, Role
 
-from .models import Budget, BudgetAlert, Notification, UsageRecord
-from .spend import rollup_marks, spend_by_org, spend_grouped
+from .models import Budget, BudgetAlert, Notification
+from .spend import requests_grouped, rollup_marks, spend_by_org, spend_grouped
 
 log = logging.getLogger("bonito.billing.budgets")
 
@@ -409,37 +409,35 @@ def budget_delete(*, actor: Actor, budget: Budget) -> None:
     )
 
 
-def tier_blocks(now: datetime, org_ids=None) -> dict[int, dict[str, Block]]:
-    """org id -> {"org": Block} for orgs past their tier's monthly request allowance: two
-    queries (the tiers with an allowance, the month's requests of the orgs on them), and
-    the names of the orgs that are past it."""
-    from django.db.models import Count
-
+def tier_blocks(
+    now: datetime, org_ids=None, marks: tuple | None = None
+) -> dict[int, dict[str, Block]]:
+    """org id -> {"org": Block} for orgs past their tier's monthly request allowance: the
+    tiers with an allowance, the orgs on them, their month's requests (billing.spend: from
+    rollups and the raw rows since, never a scan of the month's raw rows), and the names of
+    the orgs that are past it."""
     from orgs.models import Organization, TierLimit
 
     limits = {t.tier: t for t in TierLimit.objects.exclude(monthly_requests=None)}
     if not limits:
         return {}
     start, end = month_bounds(now)
-    rows = UsageRecord.objects.filter(org__tier__in=limits, created_at__gte=start)
+    orgs = Organization.objects.filter(tier__in=limits)
     if org_ids is not None:
-        rows = rows.filter(org_id__in=list(org_ids))
-    counts = rows.exclude(status="rejected").order_by().values_list("org_id", "org__tier")
-    over = {
-        org_id: limits[tier]
-        for org_id, tier, n in counts.annotate(n=Count("id"))
-        if n >= limits[tier].monthly_requests
-    }
+        orgs = orgs.filter(id__in=list(org_ids))
+    counts = requests_grouped(start, org_ids=orgs.values("id"), marks=marks)
+    counts = {org_id: n for (org_id,), n in counts.items() if n > 0}
     blocked = {}
-    for org in Organization.objects.filter(id__in=list(over)) if over else ():
-        limit = over[org.id]
-        blocked[org.id] = {
-            "org": Block(
-                reason=f"The {limit.get_tier_display()} tier includes {limit.monthly_requests:,} requests a month and "
-                f"{org.name} has used them. Upgrade the plan, or wait until {end:%Y-%m-%d} UTC.",
-                until=end.timestamp(),
-            )
-        }
+    for org_id, tier, name in orgs.filter(id__in=list(counts)).values_list("id", "tier", "name"):
+        limit = limits[tier]
+        if counts[org_id] >= limit.monthly_requests:
+            blocked[org_id] = {
+                "org": Block(
+                    reason=f"The {limit.get_tier_display()} tier includes {limit.monthly_requests:,} requests a month and "
+                    f"{name} has used them. Upgrade the plan, or wait until {end:%Y-%m-%d} UTC.",
+                    until=end.timestamp(),
+                )
+            }
     return blocked
 
 
@@ -457,7 +455,7 @@ def org_facts(now: datetime, org_ids=None) -> dict[int, dict]:
     for (org_id,), total in totals.items():
         facts.setdefault(org_id, {})["spent_this_month"] = float(total)
     blocked = budget_blocks(now, org_ids, marks=marks, known={(month, "org"): totals})
-    for org_id, scopes in tier_blocks(now, org_ids).items():
+    for org_id, scopes in tier_blocks(now, org_ids, marks=marks).items():
         blocked.setdefault(org_id, {}).update(scopes)
     for org_id, scopes in blocked.items():
         facts.setdefault(org_id, {})["blocked"] = scopes

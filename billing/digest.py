@@ -8,40 +8,50 @@ from django.db.models import Count, Sum
 from django.template.loader import render_to_string
 
 from core.text import one_line
-from gateway.models import Deployment
+from gateway.models import ApiKey, Deployment
 from gateway.pricing import catalog_prices, price_per_token
 from governance.models import Policy
-from orgs.models import Membership
+from orgs.models import Membership, Team
 
-from .models import UsageRecord
 from .selectors import smart_savings
-from .spend import spend_by_org
+from .spend import grouped
+
+# What the digest adds up, read as spend is (billing.spend: rollups for whole hours and
+# days, raw rows for the rest): never a scan of two weeks of raw rows.
+_TOTALS = {
+    "requests": (Sum("requests"), Count("id"), 0),
+    "cost": (Sum("cost"), Sum("cost"), Decimal(0)),
+    "input_tokens": (Sum("input_tokens"), Sum("input_tokens"), 0),
+    "output_tokens": (Sum("output_tokens"), Sum("output_tokens"), 0),
+}
 
 
-def _week(org, start, end):
-    qs = UsageRecord.objects.for_org(org).filter(created_at__gte=start, created_at__lt=end)
-    totals = qs.aggregate(
-        requests=Count("id"),
-        input_tokens=Sum("input_tokens"),
-        output_tokens=Sum("output_tokens"),
-    )
-    week = {k: v or 0 for k, v in totals.items()}
-    week["cost"] = spend_by_org(start, end, org_id=org.id).get(org.id, Decimal(0))
-    return qs, week
+def _grouped(org, start, end, fields) -> list[dict]:
+    totals = grouped(start, end, _TOTALS, fields=fields, org_ids=[org.id])
+    return [
+        {"group": group, **dict(zip(_TOTALS, sums, strict=True))} for group, sums in totals.items()
+    ]
 
 
-def _top(qs, field, n=5):
-    return list(
-        qs.order_by()
-        .values(field)
-        .annotate(
-            requests=Count("id"),
-            cost=Sum("cost"),
-            input_tokens=Sum("input_tokens"),
-            output_tokens=Sum("output_tokens"),
-        )
-        .order_by("-cost")[:n]
-    )
+def _week(org, start, end) -> dict:
+    (week,) = _grouped(org, start, end, ("org_id",)) or [{n: z for n, (_, _, z) in _TOTALS.items()}]
+    week.pop("group", None)
+    return week
+
+
+def _top(rows, name: str, labels: dict | None = None, n: int = 5) -> list[dict]:
+    """The n costliest groups, each labelled under ``name`` (a model; a key's or team's name
+    from ``labels`` by id, "" for none)."""
+    top = sorted(rows, key=lambda r: (-r["cost"], str(r["group"][0])))[:n]
+    for row in top:
+        (value,) = row.pop("group")
+        row[name] = value if labels is None else labels.get(value, "")
+    return top
+
+
+def _names(model, org, rows) -> dict:
+    ids = {r["group"][0] for r in rows if r["group"][0] is not None}
+    return dict(model.objects.filter(org=org, id__in=ids).values_list("id", "name"))
 
 
 def _change(now, before) -> str:
@@ -95,9 +105,11 @@ def savings_suggestion(org, top_models) -> dict | None:
 def digest_context(org, now: datetime) -> dict:
     end = now.replace(hour=0, minute=0, second=0, microsecond=0)
     start, prev = end - timedelta(days=7), end - timedelta(days=14)
-    qs, week = _week(org, start, end)
-    _prev_qs, last = _week(org, prev, start)
-    top_models = _top(qs, "model_used")
+    week, last = _week(org, start, end), _week(org, prev, start)
+    models = _grouped(org, start, end, (("model", "model_used"),))
+    keys = _grouped(org, start, end, ("key_id",))
+    teams = _grouped(org, start, end, ("team_id",))
+    top_models = _top(models, "model_used")
     return {
         "org": org,
         "start": start,
@@ -107,8 +119,8 @@ def digest_context(org, now: datetime) -> dict:
         "cost_change": _change(week["cost"], last["cost"]),
         "requests_change": _change(week["requests"], last["requests"]),
         "top_models": top_models,
-        "top_keys": _top(qs, "key__name"),
-        "top_teams": _top(qs, "team__name"),
+        "top_keys": _top(keys, "key__name", _names(ApiKey, org, keys)),
+        "top_teams": _top(teams, "team__name", _names(Team, org, teams)),
         "suggestion": savings_suggestion(org, top_models),
         "smart": smart_savings(org, start, end),
     }

@@ -17,6 +17,7 @@ from core.months import month_bounds
 
 from .models import LATENCY_BUCKETS_MS, UsageRecord, UsageRollup
 from .services import histogram_aggregates, rolled_until
+from .spend import grouped
 
 PRESETS = {
     "1h": timedelta(hours=1),
@@ -470,34 +471,43 @@ def statement_month(value: str | None) -> tuple[datetime, datetime]:
 
 
 def monthly_statement(org, month: str | None) -> tuple[datetime, list[dict]]:
-    """Cost attribution for a month: one line per team and key, with requests, tokens, cost."""
+    """Cost attribution for a month: one line per team and key, with requests, tokens, cost.
+    Read as spend is (billing.spend: rollups for whole hours and days, raw rows for the rest),
+    so a month whose raw rows retention removed still has its statement, and this month's
+    is not a scan of its raw rows."""
     start, end = statement_month(month)
-    rows = (
-        UsageRecord.objects.for_org(org)
-        .filter(created_at__gte=start, created_at__lt=end)
-        .order_by()
-        .values("team__name", "key__name", "key__prefix", "key__last4")
-        .annotate(
-            requests=Count("id"),
-            input_tokens=Sum("input_tokens"),
-            output_tokens=Sum("output_tokens"),
-            cost=Sum("cost"),
+    values = {
+        "requests": (Sum("requests"), Count("id"), 0),
+        "input_tokens": (Sum("input_tokens"), Sum("input_tokens"), 0),
+        "output_tokens": (Sum("output_tokens"), Sum("output_tokens"), 0),
+        "cost": (Sum("cost"), Sum("cost"), Decimal(0)),
+    }
+    totals = grouped(start, end, values, fields=("team_id", "key_id"), org_ids=[org.id])
+    team_ids = {team_id for team_id, _ in totals if team_id is not None}
+    key_ids = {key_id for _, key_id in totals if key_id is not None}
+    teams = dict(
+        UsageRecord.team.field.related_model.objects.filter(org=org, id__in=team_ids).values_list(
+            "id", "name"
         )
-        .order_by("team__name", "-cost")
     )
+    keys = {
+        k: f"{name} ({prefix}…{last4})"
+        for k, name, prefix, last4 in UsageRecord.key.field.related_model.objects.filter(
+            org=org, id__in=key_ids
+        ).values_list("id", "name", "prefix", "last4")
+    }
     lines = [
         {
-            "team": r["team__name"] or "(no team)",
-            "key": f"{r['key__name']} ({r['key__prefix']}…{r['key__last4']})"
-            if r["key__name"]
-            else "(deleted key)",
-            "requests": r["requests"],
-            "input_tokens": r["input_tokens"] or 0,
-            "output_tokens": r["output_tokens"] or 0,
-            "cost_usd": (r["cost"] or Decimal(0)).quantize(Decimal("0.000001")),
+            "team": teams.get(team_id, "(no team)"),
+            "key": keys.get(key_id, "(deleted key)"),
+            "requests": requests,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cost_usd": cost.quantize(Decimal("0.000001")),
         }
-        for r in rows
+        for (team_id, key_id), (requests, input_tokens, output_tokens, cost) in totals.items()
     ]
+    lines.sort(key=lambda line: (line["team"], -line["cost_usd"]))
     return start, lines
 
 

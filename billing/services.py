@@ -64,6 +64,7 @@ def _aggregate(records, period: str):
         .annotate(
             requests=Count("id"),
             errors=Count("id", filter=~Q(status=UsageRecord.Status.SUCCESS)),
+            rejected=Count("id", filter=Q(status=UsageRecord.Status.REJECTED)),
             input_tokens=Sum("input_tokens"),
             output_tokens=Sum("output_tokens"),
             cost=Sum("cost"),
@@ -82,6 +83,7 @@ def _aggregate(records, period: str):
             provider=r["provider"],
             requests=r["requests"],
             errors=r["errors"],
+            rejected=r["rejected"],
             input_tokens=r["input_tokens"] or 0,
             output_tokens=r["output_tokens"] or 0,
             cost=r["cost"] or 0,
@@ -213,7 +215,11 @@ def rollup_recent(*, now: datetime, max_days: int | None = None) -> dict:
         hours += rollup_window(period="hour", start=reached, end=now + timedelta(hours=1))
         days += rollup_window(period="day", start=reached, end=now + timedelta(days=1))
     kept_from = raw_kept_from()
-    if kept_from is not None and any(d.bucket_start < kept_from for d in dirty):
+    if kept_from is not None and (
+        any(d.bucket_start < kept_from for d in dirty)
+        # a row put there by something other than the usage writer carries no mark
+        or UsageRecord.objects.filter(created_at__lt=kept_from).exists()
+    ):
         fold_expired()
     older = [
         d.bucket_start

@@ -1,7 +1,8 @@
 """Spend: what has been spent in a period, by org (or team, or key), from rollups and the
 raw usage rows. The one place money is added up for limits and reports that compare a
 period's spend: budgets (their alerts and hard blocks), the snapshot's month-to-date spend
-under the gateway's spend-cap counter, and the weekly digest.
+under the gateway's spend-cap counter, and the weekly digest. The month's requests that
+count against a tier's allowance (`requests_grouped`) are added up the same way.
 
 Every row counts, whatever its status: a row's cost is what its upstream billed, so a
 refused request ("rejected", nothing sent upstream) costs 0 and an error after tokens were
@@ -17,7 +18,7 @@ rollups). So a late row counts here at once, and the sums equal a scan of the ra
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Q, Sum, Value
+from django.db.models import Count, Q, QuerySet, Sum, Value
 from django.utils import timezone
 
 from core.months import month_bounds
@@ -117,18 +118,72 @@ def spend_grouped(
     when given; a group with no rows is absent (its spend is 0). ``marks``: rollup_marks()
     when the caller has read them already. Two queries (one with ``marks``): the rollups'
     and the raw rows' sums are one UNION ALL."""
-    fields = _FIELDS[by]
+    totals = grouped(
+        since,
+        until,
+        {"cost": (Sum("cost"), Sum("cost"), Decimal(0))},
+        fields=_FIELDS[by],
+        org_ids=org_ids,
+        team_id=team_id,
+        key_id=key_id,
+        marks=marks,
+    )
+    return {group: values[0] for group, values in totals.items()}
+
+
+def requests_grouped(
+    since: datetime, until: datetime | None = None, *, org_ids=None, marks: tuple | None = None
+) -> dict[tuple, int]:
+    """(org id,) -> the rows created in [since, until) that were not refused before going
+    upstream (status "rejected"): what a tier's monthly request allowance counts. Read like
+    spend_grouped, from rollups and raw rows, never a scan of the month's raw rows."""
+    counted = (
+        Sum("requests") - Sum("rejected"),
+        Count("id", filter=~Q(status=UsageRecord.Status.REJECTED)),
+        0,
+    )
+    totals = grouped(since, until, {"n": counted}, fields=("org_id",), org_ids=org_ids, marks=marks)
+    return {group: values[0] for group, values in totals.items()}
+
+
+def _as(zero, value):
+    """A summed value in its total's type: PostgreSQL sums a bigint column as numeric (a
+    Decimal for a count); a float (SQLite) becomes the Decimal of its shortest repr."""
+    if isinstance(zero, int):
+        return int(value)
+    return Decimal(str(value)) if isinstance(value, float) else value
+
+
+def grouped(
+    since: datetime,
+    until: datetime | None,
+    values: dict,
+    *,
+    fields: tuple,
+    org_ids=None,
+    team_id: int | None = None,
+    key_id: int | None = None,
+    marks: tuple | None = None,
+) -> dict[tuple, list]:
+    """The rows created in [since, until), grouped by ``fields`` (a column both tables have:
+    org_id, team_id, key_id; or a pair, the rollups' column and the raw rows': ("model",
+    "model_used")), as spend_grouped reads them: group -> [one total per entry of
+    ``values``], each entry (the rollups' aggregate, the raw rows' aggregate, zero). A group
+    with no rows is absent."""
     mark, dirty = rollup_marks() if marks is None else marks
     days, hours, raw = _ranges(since, until, mark, dirty)
+    zeros = [zero for _, _, zero in values.values()]
 
-    def narrowed(qs):
-        if org_ids is not None:
-            qs = qs.filter(org_id__in=list(org_ids))
+    def narrowed(qs, which):
+        if org_ids is not None:  # ids, or a query of them (a subquery)
+            qs = qs.filter(org_id__in=org_ids if isinstance(org_ids, QuerySet) else list(org_ids))
         if team_id is not None:
             qs = qs.filter(team_id=team_id)
         if key_id is not None:
             qs = qs.filter(key_id=key_id)
-        return qs.order_by().values_list(*fields).annotate(total=Sum("cost"))
+        aggregates = {name: parts[which] for name, parts in values.items()}
+        columns = [f if isinstance(f, str) else f[which] for f in fields]
+        return qs.order_by().values_list(*columns).annotate(**aggregates)
 
     queries = []
     for period, ranges in (("day", days), ("hour", hours)):
@@ -136,16 +191,20 @@ def spend_grouped(
             span = Q()
             for a, b in ranges:
                 span |= Q(bucket_start__gte=a, bucket_start__lt=b)
-            queries.append(narrowed(UsageRollup.objects.filter(span, period=period)))
+            queries.append(narrowed(UsageRollup.objects.filter(span, period=period), 0))
     for a, b in raw:
         qs = UsageRecord.objects.filter(created_at__gte=a)
-        queries.append(narrowed(qs.filter(created_at__lt=b) if b is not None else qs))
-    totals: dict[tuple, Decimal] = {}
+        queries.append(narrowed(qs.filter(created_at__lt=b) if b is not None else qs, 1))
+    totals: dict = {}
     if not queries:
         return totals
+    width = len(fields)
     for row in queries[0].union(*queries[1:], all=True):
-        group, total = row[:-1], row[-1] or Decimal(0)
-        totals[group] = totals.get(group, Decimal(0)) + total
+        group = row[:width]
+        sums = totals.setdefault(group, list(zeros))
+        for i, value in enumerate(row[width:]):
+            if value:
+                sums[i] += _as(zeros[i], value)
     return totals
 
 

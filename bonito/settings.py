@@ -17,7 +17,19 @@ from core import redisurl
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
-env = environ.Env()
+
+class _Env(environ.Env):
+    def int(self, var, default=environ.Env.NOTSET):
+        """A whole number, or a start refused with the variable's name (not a traceback)."""
+        try:
+            return super().int(var, default=default)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{var} is {os.environ.get(var, '')!r}: set a whole number."
+            ) from None
+
+
+env = _Env()
 
 DEBUG = env.bool("DEBUG", default=False)
 
@@ -264,8 +276,13 @@ if USAGE_PARTITION_INTERVAL not in ("day", "month"):
 USAGE_RETENTION_DAYS = env.int("USAGE_RETENTION_DAYS", default=None)
 if USAGE_RETENTION_DAYS is not None and USAGE_RETENTION_DAYS < 35:
     raise ImproperlyConfigured(
-        f"USAGE_RETENTION_DAYS is {USAGE_RETENTION_DAYS}: keep at least 35 days (budgets"
-        " read this month's raw rows, statements last month's)."
+        f"USAGE_RETENTION_DAYS is {USAGE_RETENTION_DAYS}: keep at least 35 days (a month of"
+        " logs and exports, and time for the rollups to catch up after an outage)."
+    )
+if USAGE_RETENTION_DAYS is not None and USAGE_RETENTION_DAYS > 36500:
+    raise ImproperlyConfigured(
+        f"USAGE_RETENTION_DAYS is {USAGE_RETENTION_DAYS}: at most 36500 (100 years);"
+        " leave it unset to keep raw rows forever."
     )
 USAGE_DAY_PARTITIONS_MAX_RETENTION = 120
 if USAGE_PARTITION_INTERVAL == "day" and (

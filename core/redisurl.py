@@ -43,6 +43,30 @@ def _host_port(item: str, kind: str, default_port: int) -> tuple[str, int] | Non
     return host, number
 
 
+def _check_single(rest: str) -> None:
+    """What redis-py would take wrongly or only at the first connection, refused at start:
+    the host and port, a path that is not a database number, two different databases. Its
+    other options (ssl_cert_reqs=, socket_timeout=…) are redis-py's."""
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    hostport = netloc.rpartition("@")[2]
+    if not hostport:
+        raise ValueError("a redis:// URL names its host: redis://host:6379/0")
+    _host_port(hostport, "redis://", 6379)
+    db = None
+    if path:
+        if not _is_number(path):
+            raise ValueError("the path of a redis:// URL is a database number: redis://host:6379/2")
+        db = int(path)
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == "db":
+            if not _is_number(value):
+                raise ValueError("db in a redis:// URL is a database number: ?db=2")
+            if db is not None and int(value) != db:
+                raise ValueError("a redis:// URL names its database twice (path and ?db=)")
+            db = int(value)
+
+
 @dataclass(frozen=True, slots=True)
 class RedisTarget:
     kind: str  # SINGLE, SENTINEL or CLUSTER
@@ -76,6 +100,8 @@ def parse(url: str) -> RedisTarget:
     if not kind:
         if scheme not in ("redis", "rediss", "unix"):
             raise ValueError(f"unknown Redis URL scheme {scheme!r}")
+        if scheme != "unix":
+            _check_single(rest)
         return RedisTarget(SINGLE, url, tls=scheme == "rediss")
     if base not in ("redis", "rediss") or kind not in (SENTINEL, CLUSTER):
         raise ValueError(f"unknown Redis URL scheme {scheme!r}")

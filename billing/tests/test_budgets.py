@@ -168,6 +168,43 @@ def test_the_free_tier_request_allowance_stops_v1_with_a_clear_429(acme, gw):
 
 
 @pytest.mark.django_db
+def test_the_tier_allowance_counts_rolled_up_and_raw_rows_but_not_refused_ones(org_a, org_b):
+    """Read from the hourly/daily rollups and the raw rows after their watermark (never a
+    scan of the month's raw rows), with the same answer: requests refused before going
+    upstream ("rejected") do not use the allowance, wherever they are counted."""
+    from billing.budgets import tier_blocks
+    from billing.services import rollup_recent
+    from orgs.models import TierLimit
+
+    now = datetime(2026, 11, 20, 12, 30, tzinfo=UTC)
+    TierLimit.objects.update_or_create(tier="free", defaults={"monthly_requests": 4})
+    for org in (org_a, org_b):
+        org.tier = "free"
+        org.save()
+
+    def row(org, at, status="success"):
+        _spend(org, 0, at=at)
+        UsageRecord.objects.filter(org=org, created_at=at).update(status=status)
+
+    last_month = datetime(2026, 10, 31, 23, 0, tzinfo=UTC)
+    for org in (org_a, org_b):
+        row(org, last_month)  # another month: never counted
+        for day in (2, 9):
+            row(org, datetime(2026, 11, day, 10, tzinfo=UTC))
+            row(org, datetime(2026, 11, day, 11, tzinfo=UTC), status="rejected")
+        row(org, datetime(2026, 11, 15, 3, tzinfo=UTC), status="error")  # sent upstream: counts
+    rollup_recent(now=datetime(2026, 11, 19, tzinfo=UTC))  # all of it into rollups
+    assert tier_blocks(now) == {}  # 3 each: rejected rows are not counted
+    row(org_a, datetime(2026, 11, 20, 9, tzinfo=UTC))  # raw, after the watermark
+    row(org_b, datetime(2026, 11, 20, 9, 5, tzinfo=UTC), status="rejected")
+    blocked = tier_blocks(now)
+    assert list(blocked) == [org_a.id]
+    assert "Free tier includes 4 requests a month" in blocked[org_a.id]["org"].reason
+    assert tier_blocks(now, org_ids=[org_b.id]) == {}
+    assert list(tier_blocks(now, org_ids=[org_a.id, org_b.id])) == [org_a.id]
+
+
+@pytest.mark.django_db
 def test_a_tier_spend_cap_caps_orgs_without_a_lower_one(org_a):
     from gateway.snapshot_builder import build_snapshot
     from orgs.models import TierLimit

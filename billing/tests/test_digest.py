@@ -61,7 +61,13 @@ def week(org_a, alice, bob):
     return key
 
 
-def test_the_digest_has_the_numbers_and_a_savings_suggestion(week, org_a):
+@pytest.mark.parametrize("rolled_up", [False, True], ids=["raw-rows", "rollups"])
+def test_the_digest_has_the_numbers_and_a_savings_suggestion(week, org_a, rolled_up):
+    if rolled_up:  # the same digest from the hourly and daily rollups
+        from billing.services import rollup_recent
+
+        rollup_recent(now=NOW)
+        UsageRecord.objects.all().delete()
     assert weekly_digest_send(org=org_a, now=NOW, base_url="https://bonito.example") == 2
     message = mail.outbox[0]
     assert sorted(message.to) == ["alice@acme.test", "bob@acme.test"]

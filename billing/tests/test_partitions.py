@@ -194,6 +194,29 @@ def test_retention_removes_old_days_and_rollups_still_answer(org_a, history):
     assert partitions.retention_apply(now=NOW)["dropped"] == []  # nothing more to do
 
 
+def test_a_months_statement_outlives_its_raw_rows(org_a, history):
+    """The cost attribution CSV reads rollups for what retention removed: the statement of
+    a month whose rows are gone is the one it was, team and key names included."""
+    from orgs import services as org_services
+
+    team = org_services.team_create(actor=ACTOR, org=org_a, name="Research")
+    key, _ = gateway_services.api_key_create(actor=ACTOR, org=org_a, name="lab", team=team)
+    at = _midnight(NOW - 50 * DAY) + timedelta(hours=3)
+    write_usage([_record(org_a, at, key_id=key.pk, team_id=team.pk, cost=1.5) for _ in range(2)])
+    services.rollup_recent(now=NOW)  # the late rows' dirty hours
+    months = ("2026-04", "2026-05", "2026-06")
+    before = {month: selectors.monthly_statement(org_a, month)[1] for month in months}
+    assert {line["key"] for line in before["2026-04"]} == {
+        "(deleted key)",  # rows without a key
+        f"lab ({key.prefix}…{key.last4})",
+    }
+    lab = next(line for line in before["2026-04"] if line["team"] == "Research")
+    assert (lab["requests"], lab["input_tokens"], str(lab["cost_usd"])) == (2, 20, "3.000000")
+    partitions.retention_apply(now=NOW)
+    assert not UsageRecord.objects.filter(created_at__lt=NOW - 44 * DAY).exists()
+    assert {month: selectors.monthly_statement(org_a, month)[1] for month in months} == before
+
+
 def test_retention_keeps_everything_when_unset(org_a, history, settings):
     settings.USAGE_RETENTION_DAYS = None
     assert partitions.retention_apply(now=NOW) == {
@@ -258,9 +281,11 @@ def test_a_record_older_than_the_rows_kept_is_refused_not_counted_again(org_a, h
     assert after["requests"] == before["requests"] + 1  # the kept one, nothing else
 
 
-def test_a_late_row_before_the_kept_mark_is_folded_into_the_rollups(org_a, history):
+@pytest.mark.parametrize("marked", [True, False], ids=["dirty-mark", "no-mark"])
+def test_a_late_row_before_the_kept_mark_is_folded_into_the_rollups(org_a, history, marked):
     """The safety net behind the writer's refusal: a row before the mark that reached the
-    table some other way is added to the rollups once and removed."""
+    table some other way (with a dirty-hour mark or without one) is added to the rollups
+    once and removed by the next rollup run."""
     partitions.retention_apply(now=NOW)
     before = _totals(org_a, NOW - 70 * DAY, NOW)
     old_day = _midnight(NOW - 50 * DAY)
@@ -278,7 +303,8 @@ def test_a_late_row_before_the_kept_mark_is_folded_into_the_rollups(org_a, histo
         latency_ms=80,
         created_at=datetime.fromtimestamp(late["created_at"], UTC),
     )
-    services.mark_dirty_hours([datetime.fromtimestamp(late["created_at"], UTC)])
+    if marked:
+        services.mark_dirty_hours([datetime.fromtimestamp(late["created_at"], UTC)])
     assert UsageRecord.objects.filter(pk=late["id"]).exists()
     services.rollup_recent(now=NOW + timedelta(minutes=5))
     assert not UsageRecord.objects.filter(pk=late["id"]).exists()  # folded, then removed
@@ -526,3 +552,37 @@ def test_day_partitions_need_a_bounded_retention_at_start_up(interval, retention
     assert (done.returncode != 0) is refused
     if refused:
         assert "USAGE_PARTITION_INTERVAL=day needs USAGE_RETENTION_DAYS" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("retention", "message"),
+    [
+        ("abc", "USAGE_RETENTION_DAYS is 'abc': set a whole number."),
+        ("35.5", "USAGE_RETENTION_DAYS is '35.5': set a whole number."),
+        ("34", "keep at least 35 days"),
+        ("-5", "keep at least 35 days"),
+        ("3000000", "at most 36500 (100 years); leave it unset to keep raw rows forever"),
+        ("36500", None),
+    ],
+)
+def test_a_retention_that_cannot_work_is_refused_at_start_up(retention, message):
+    """Not a traceback at start, nor an hourly task that fails later (a date out of range)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "USAGE_PARTITION_INTERVAL": "month", "USAGE_RETENTION_DAYS": retention}
+    # What retention computes from it (billing.partitions.retention_cutoff), from year 2026.
+    code = (
+        "import datetime, bonito.settings as s;"
+        "print(datetime.datetime(2026, 12, 2) - datetime.timedelta(days=s.USAGE_RETENTION_DAYS))"
+    )
+    done = subprocess.run(  # noqa: S603 - our own interpreter and settings module
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    if message is None:
+        assert done.returncode == 0, done.stderr
+    else:
+        assert done.returncode != 0
+        assert f"ImproperlyConfigured: {retention}" not in done.stderr
+        assert message in done.stderr and "Traceback" in done.stderr

@@ -302,3 +302,46 @@ def test_the_task_catches_up_as_many_days_as_the_setting_says(org_a, settings):
     assert rolled_until() == _midnight(now - timedelta(days=6)) + timedelta(days=1)
     assert usage_rollup_recent.apply().get()["caught_up"]
     _assert_exact(rolled_until())
+
+
+def test_the_rejected_count_migration_counts_this_months_rollups_of_orgs_with_an_allowance(
+    org_a, org_b
+):
+    """Rollups made before `rejected` existed hold 0 there: the migration fills it in for the
+    rollups a tier's request allowance reads (this month, orgs on a tier with one), and the
+    allowance then counts exactly what a scan of the raw rows counts."""
+    import importlib
+
+    from django.apps import apps
+
+    from billing.spend import requests_grouped
+    from orgs.models import TierLimit
+
+    migration = importlib.import_module("billing.migrations.0017_rollup_rejected")
+    now = datetime(2026, 11, 20, 12, 30, tzinfo=UTC)
+    TierLimit.objects.update_or_create(tier="free", defaults={"monthly_requests": 100})
+    org_a.tier, org_b.tier = "free", "enterprise"
+    org_a.save()
+    org_b.save()
+    key, _ = gateway_services.api_key_create(actor=ACTOR, org=org_a, name="ci")
+    for org in (org_a, org_b):
+        for day, hour in ((2, 10), (2, 10), (9, 23), (19, 22), (20, 11)):
+            for status in ("success", "rejected", "rejected", "error"):
+                _row(
+                    org,
+                    datetime(2026, 11, day, hour, 5, tzinfo=UTC),
+                    key=key if org == org_a else None,
+                    status=status,
+                )
+        _row(org, datetime(2026, 10, 31, 23, 5, tzinfo=UTC), status="rejected")  # last month
+    rollup_recent(now=now)
+    counted = requests_grouped(datetime(2026, 11, 1, tzinfo=UTC))
+    assert counted == {(org_a.id,): 10, (org_b.id,): 10}
+    UsageRollup.objects.update(rejected=0)  # as rollups made before the migration are
+    assert requests_grouped(datetime(2026, 11, 1, tzinfo=UTC))[(org_a.id,)] > 10
+    migration.count_rejected_this_month(apps, None, now=now)
+    after = requests_grouped(datetime(2026, 11, 1, tzinfo=UTC))
+    assert after[(org_a.id,)] == 10  # the org with an allowance: exact again
+    assert after[(org_b.id,)] > 10  # another tier's: left at 0 (documented)
+    last_month = UsageRollup.objects.filter(bucket_start__lt=datetime(2026, 11, 1, tzinfo=UTC))
+    assert sum(r.rejected for r in last_month) == 0

@@ -1,5 +1,6 @@
 """Month-to-date and budget spend from rollups, raw edges and dirty hours
-(billing.spend.spend_grouped) equal a scan of the raw rows: whatever the rows, the
+(billing.spend.spend_grouped), and the requests a tier's allowance counts
+(requests_grouped), equal a scan of the raw rows: whatever the rows, the
 watermark, the late rows landed in rolled hours, and the period's edges. And the
 snapshot's facts refresh keeps each org's spend and blocks exactly those of a full build."""
 
@@ -8,14 +9,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django.db.models import Sum
+from django.db.models import Count, Q, Sum
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from billing.budgets import budget_save
 from billing.models import UsageRecord
 from billing.services import mark_dirty_hours, rollup_recent
-from billing.spend import spend_grouped
+from billing.spend import requests_grouped, spend_grouped
 from gateway import services as gateway_services
 from gateway.snapshot_builder import build_snapshot, refresh_facts
 from orgs import services as org_services
@@ -35,6 +36,14 @@ def raw_scan(since, until, by) -> dict:
         rows = rows.filter(created_at__lt=until)
     totals = rows.order_by().values_list(*FIELDS[by]).annotate(total=Sum("cost"))
     return {r[:-1]: r[-1] for r in totals}
+
+
+def raw_requests(since, until) -> dict:
+    rows = UsageRecord.objects.filter(created_at__gte=since)
+    if until is not None:
+        rows = rows.filter(created_at__lt=until)
+    counted = Count("id", filter=~Q(status="rejected"))
+    return {(o,): n for o, n in rows.order_by().values_list("org_id").annotate(n=counted)}
 
 
 def add_rows(draw, orgs, keys, teams, start, end, n):
@@ -92,6 +101,10 @@ def test_spend_from_rollups_equals_a_raw_scan(org_a, org_b, data):
             assert spend_grouped(since, until, by=by, org_ids=[org_a.id]) == {
                 g: t for g, t in raw_scan(since, until, by).items() if g[0] == org_a.id
             }
+        assert requests_grouped(since, until) == raw_requests(since, until)
+        assert requests_grouped(since, until, org_ids=[org_b.id]) == {
+            g: n for g, n in raw_requests(since, until).items() if g[0] == org_b.id
+        }
         transaction.set_rollback(True)
 
 

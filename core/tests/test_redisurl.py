@@ -31,6 +31,8 @@ def test_it_reads_a_cluster_url_and_its_default_port():
         ("redis://h:6379/0", False),
         ("rediss://:pw@h/1", True),
         ("unix:///run/redis.sock?db=3", False),
+        ("redis://u:p%40ss@[::1]:6380/2?db=2&ssl_cert_reqs=none", False),
+        ("redis://h?socket_timeout=2", False),
     ],
 )
 def test_one_server_urls_are_left_to_redis_py(url, tls):
@@ -89,6 +91,15 @@ def test_the_repr_of_a_target_carries_no_secret():
         ("redis+sentinel://:hunter2@h/m?ssl_cert_reqs=none", "unknown option"),
         ("redis+sentinel://:hunter2@h/m?sentinel_pasword=hunter2", "unknown option"),
         ("redis+cluster://:hunter2@h?db=0", "unknown option"),
+        ("redis://:hunter2@h:99999", "between 1 and 65535"),
+        ("rediss://:hunter2@h:0/1", "between 1 and 65535"),
+        ("redis://:hunter2@h:abc", "host:port"),
+        ("redis://:hunter2@::1:6379", "IPv6 address in brackets"),
+        ("redis://:hunter2@h/1?db=2", "database twice"),
+        ("redis://:hunter2@h/abc", "database number"),
+        ("redis://:hunter2@h/1/2", "database number"),
+        ("redis://:hunter2@h?db=x", "database number"),
+        ("redis://:hunter2@/0", "names its host"),
     ],
 )
 def test_a_bad_url_is_refused_naming_the_problem_not_the_password(url, says):
