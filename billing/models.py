@@ -137,7 +137,7 @@ class UsageRollup(models.Model):
     # Of `requests`, those refused before going upstream (status "rejected"): a tier's request
     # allowance does not count them. Counted from migration 0017 on; that migration filled it
     # in for its month's rollups of orgs on a tier with an allowance, older ones hold 0.
-    rejected = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0, db_default=0)
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
     cost = models.DecimalField(max_digits=18, decimal_places=8, default=0)

@@ -496,18 +496,20 @@ def monthly_statement(org, month: str | None) -> tuple[datetime, list[dict]]:
             org=org, id__in=key_ids
         ).values_list("id", "name", "prefix", "last4")
     }
-    lines = [
-        {
-            "team": teams.get(team_id, "(no team)"),
+    lines = []
+    for (team_id, key_id), (requests, input_tokens, output_tokens, cost) in totals.items():
+        team = teams.get(team_id)
+        line = {
+            "team": team or "(no team)",
             "key": keys.get(key_id, "(deleted key)"),
             "requests": requests,
             "input_tokens": input_tokens,
             "output_tokens": output_tokens,
             "cost_usd": cost.quantize(Decimal("0.000001")),
         }
-        for (team_id, key_id), (requests, input_tokens, output_tokens, cost) in totals.items()
-    ]
-    lines.sort(key=lambda line: (line["team"], -line["cost_usd"]))
+        # Teams by name, then the lines without a team; the costliest key first in each.
+        lines.append(((team is None, team or "", -line["cost_usd"], line["key"]), line))
+    lines = [line for _, line in sorted(lines, key=lambda pair: pair[0])]
     return start, lines
 
 

@@ -12,7 +12,7 @@ for one). The `+cluster` hosts are any of the cluster's nodes (port 6379 unless 
 
 import re
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 SINGLE, SENTINEL, CLUSTER = "single", "sentinel", "cluster"
 _QUERY_KEYS = {SENTINEL: {"sentinel_password", "db"}, CLUSTER: set()}
@@ -43,28 +43,51 @@ def _host_port(item: str, kind: str, default_port: int) -> tuple[str, int] | Non
     return host, number
 
 
-def _check_single(rest: str) -> None:
-    """What redis-py would take wrongly or only at the first connection, refused at start:
-    the host and port, a path that is not a database number, two different databases. Its
-    other options (ssl_cert_reqs=, socket_timeout=…) are redis-py's."""
-    rest, _, query = rest.partition("?")
-    netloc, _, path = rest.partition("/")
-    hostport = netloc.rpartition("@")[2]
-    if not hostport:
-        raise ValueError("a redis:// URL names its host: redis://host:6379/0")
-    _host_port(hostport, "redis://", 6379)
+def _check_single(url: str) -> None:
+    """What redis-py would refuse only at the first connection, or take wrongly without a
+    word, refused at start: a host:port it cannot read, port 0 (read as the default), a path
+    that is not a database number (read as database 0), two different databases (the query
+    wins), a `#` (an unencoded one in a password cuts the URL short). The rest of the URL
+    (its other options: ssl_cert_reqs=, socket_timeout=…) is redis-py's."""
+    from redis.connection import parse_url
+
+    form = (
+        "a redis:// URL is redis://[[user]:password@]host[:port][/db]: a port from 1 to"
+        " 65535, an IPv6 address in brackets ([::1]), and / # @ in a password written"
+        " %2F %23 %40"
+    )
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ValueError(form) from None
+    if parts.fragment or url.endswith("#"):
+        raise ValueError("a redis:// URL has no #fragment: write a # in a password as %23")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(form) from None
+    if port == 0:
+        raise ValueError("a port in a redis:// URL is between 1 and 65535")
+    path = unquote(parts.path).strip("/")
     db = None
     if path:
         if not _is_number(path):
             raise ValueError("the path of a redis:// URL is a database number: redis://host:6379/2")
         db = int(path)
-    for key, value in parse_qsl(query, keep_blank_values=True):
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key == "db":
             if not _is_number(value):
                 raise ValueError("db in a redis:// URL is a database number: ?db=2")
             if db is not None and int(value) != db:
                 raise ValueError("a redis:// URL names its database twice (path and ?db=)")
             db = int(value)
+    try:
+        parse_url(url)
+    except ValueError:  # its messages may quote a part of the URL: none is repeated here
+        raise ValueError(
+            "redis-py cannot read an option of this redis:// URL (ssl_cert_reqs=,"
+            " socket_timeout=…: see redis-py's from_url)"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +124,7 @@ def parse(url: str) -> RedisTarget:
         if scheme not in ("redis", "rediss", "unix"):
             raise ValueError(f"unknown Redis URL scheme {scheme!r}")
         if scheme != "unix":
-            _check_single(rest)
+            _check_single(url)
         return RedisTarget(SINGLE, url, tls=scheme == "rediss")
     if base not in ("redis", "rediss") or kind not in (SENTINEL, CLUSTER):
         raise ValueError(f"unknown Redis URL scheme {scheme!r}")

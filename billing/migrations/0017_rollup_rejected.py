@@ -45,7 +45,11 @@ def count_rejected_this_month(apps, schema_editor, now=None):
             .annotate(n=Count("id"))
         )
         for g in groups:
-            UsageRollup.objects.filter(
+            # Several rollup rows can match one group: a deleted team or key is set to NULL
+            # on the rows and the rollups alike. The count is spread over them, each row
+            # given at most its own requests, so the rows' sum is the group's count.
+            left = g["n"]
+            for row in UsageRollup.objects.filter(
                 period=period,
                 bucket_start=g["bucket"],
                 org_id=g["org_id"],
@@ -54,7 +58,10 @@ def count_rejected_this_month(apps, schema_editor, now=None):
                 model=g["model_used"],
                 model_requested=g["model_requested"],
                 provider=g["provider"],
-            ).update(rejected=g["n"])
+            ).order_by("-requests", "pk"):
+                share = min(left, row.requests)
+                UsageRollup.objects.filter(pk=row.pk).update(rejected=share)
+                left -= share
 
 
 class Migration(migrations.Migration):
@@ -67,7 +74,9 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="usagerollup",
             name="rejected",
-            field=models.PositiveIntegerField(default=0),
+            # db_default: the previous release's rollup task, still running while this
+            # migration is applied (a rolling upgrade), inserts rows without the column.
+            field=models.PositiveIntegerField(db_default=0, default=0),
         ),
         migrations.RunPython(count_rejected_this_month, migrations.RunPython.noop, elidable=True),
     ]

@@ -15,6 +15,7 @@ from billing.services import rolled_until, rollup_recent, rollup_window
 from billing.usage_writer import write_usage
 from gateway import services as gateway_services
 from gateway.tests.conftest import ACTOR
+from orgs import services as org_services
 
 pytestmark = pytest.mark.django_db
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
@@ -334,14 +335,39 @@ def test_the_rejected_count_migration_counts_this_months_rollups_of_orgs_with_an
                     status=status,
                 )
         _row(org, datetime(2026, 10, 31, 23, 5, tzinfo=UTC), status="rejected")  # last month
+    # The same group with and without a team that is then deleted: its rows and rollups
+    # alike lose the team (SET_NULL), so two rollup rows match one group of rows.
+    team = org_services.team_create(actor=ACTOR, org=org_a, name="Gone")
+    for with_team in (True, False):
+        for status in ("success", "rejected", "rejected", "rejected"):
+            row = _row(org_a, datetime(2026, 11, 3, 4, 5, tzinfo=UTC), key=key, status=status)
+            if with_team:
+                UsageRecord.objects.filter(pk=row.pk).update(team=team)
     rollup_recent(now=now)
     counted = requests_grouped(datetime(2026, 11, 1, tzinfo=UTC))
-    assert counted == {(org_a.id,): 10, (org_b.id,): 10}
+    assert counted == {(org_a.id,): 12, (org_b.id,): 10}
+    org_services.team_delete(actor=ACTOR, team=team)
     UsageRollup.objects.update(rejected=0)  # as rollups made before the migration are
-    assert requests_grouped(datetime(2026, 11, 1, tzinfo=UTC))[(org_a.id,)] > 10
+    assert requests_grouped(datetime(2026, 11, 1, tzinfo=UTC))[(org_a.id,)] > 12
     migration.count_rejected_this_month(apps, None, now=now)
     after = requests_grouped(datetime(2026, 11, 1, tzinfo=UTC))
-    assert after[(org_a.id,)] == 10  # the org with an allowance: exact again
+    assert after[(org_a.id,)] == 12  # the org with an allowance: exact again
+    assert all(r.rejected <= r.requests for r in UsageRollup.objects.all())
     assert after[(org_b.id,)] > 10  # another tier's: left at 0 (documented)
     last_month = UsageRollup.objects.filter(bucket_start__lt=datetime(2026, 11, 1, tzinfo=UTC))
     assert sum(r.rejected for r in last_month) == 0
+
+
+def test_a_rollup_written_without_the_rejected_column_reads_zero(org_a):
+    """The previous release's rollup task keeps running while migration 0017 is applied (a
+    rolling upgrade): its inserts, which do not name the column, still work."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO billing_usagerollup (period, bucket_start, org_id, model,"
+            " model_requested, provider, requests, errors, input_tokens, output_tokens, cost,"
+            " latency_hist) VALUES ('hour', %s, %s, 'chat', 'chat', 'p', 3, 1, 0, 0, 0, '[]')",
+            [T0, org_a.pk],
+        )
+    assert UsageRollup.objects.get(org=org_a, period="hour").rejected == 0
