@@ -47,7 +47,7 @@ def _socket(user, slug, origin=b"http://localhost"):
 
 async def test_new_rows_reach_the_org_s_open_sockets(alice, org_a, org_b):
     socket = await sync_to_async(_socket)(alice, "acme")
-    connected, _ = await socket.connect()
+    connected, _ = await socket.connect(timeout=10)
     assert connected
     await sync_to_async(publish_usage)([_record(org_b, request_id="req_other_org"), _record(org_a)])
     message = await socket.receive_json_from(timeout=5)
@@ -58,7 +58,7 @@ async def test_new_rows_reach_the_org_s_open_sockets(alice, org_a, org_b):
 
 async def test_charlie_cannot_tail_alices_org(charlie, org_a):
     socket = await sync_to_async(_socket)(charlie, "acme")
-    connected, code = await socket.connect()
+    connected, code = await socket.connect(timeout=10)
     assert not connected and code == 4404
 
 
@@ -68,13 +68,13 @@ async def test_anonymous_sockets_are_refused(org_a):
         "/ws/o/acme/logs/",
         headers=[(b"origin", b"http://localhost"), (b"host", b"localhost")],
     )
-    connected, _ = await socket.connect()
+    connected, _ = await socket.connect(timeout=10)
     assert not connected
 
 
 async def test_a_foreign_origin_is_refused(alice, org_a):
     socket = await sync_to_async(_socket)(alice, "acme", origin=b"http://evil.example.com")
-    connected, _ = await socket.connect()
+    connected, _ = await socket.connect(timeout=10)
     assert not connected
 
 
@@ -90,7 +90,7 @@ async def test_tailed_rows_carry_the_key_s_name_as_a_reload_shows_it(alice, org_
     # test database reuses ids after a rollback).
     live._names.clear()
     socket = await sync_to_async(_socket)(alice, "acme")
-    connected, _ = await socket.connect()
+    connected, _ = await socket.connect(timeout=10)
     assert connected
     await sync_to_async(publish_usage)(
         [_record(org_a, key_id=key.id), _record(org_a, key_id=987654, request_id="req_gone")]

@@ -36,7 +36,7 @@ def _socket(client, slug="acme"):
 async def _open(user):
     client = await sync_to_async(_signed_in)(user)
     socket = _socket(client)
-    connected, _ = await socket.connect()
+    connected, _ = await socket.connect(timeout=10)
     assert connected
     return client, socket
 

@@ -30,7 +30,7 @@ async def _opens(user, host, origins, scheme="ws", extra=()) -> bool:
     headers += [(k.encode(), v.encode()) for k, v in extra]
     socket = WebsocketCommunicator(application, "/ws/o/acme/logs/", headers=headers)
     socket.scope["scheme"] = scheme
-    connected, _ = await socket.connect()
+    connected, _ = await socket.connect(timeout=10)
     if connected:
         await socket.disconnect()
     return connected

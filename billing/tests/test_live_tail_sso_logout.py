@@ -41,7 +41,7 @@ def _idp_logs_out(idp, email="dana@acme.test"):
 async def test_an_idp_logout_closes_the_ended_sessions_sockets_at_once(acme_sso, idp, alice, org_a):
     dana = await sync_to_async(_sso_sign_in)(idp)
     dana_socket = _socket(dana)
-    connected, _ = await dana_socket.connect()
+    connected, _ = await dana_socket.connect(timeout=10)
     assert connected
     _, alice_socket = await _open(alice)
 

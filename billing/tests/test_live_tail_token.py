@@ -29,8 +29,11 @@ def _bearer(raw):
     return (b"authorization", f"Bearer {raw}".encode())
 
 
+# Handshakes wait up to 10 s (channels' default is 1 s): each runs the consumer's
+# database checks in a thread, which a loaded test machine has taken longer than 1 s to
+# schedule; how long a handshake takes is not what these tests check.
 async def _refused(socket) -> int | None:
-    connected, code = await socket.connect()
+    connected, code = await socket.connect(timeout=10)
     assert not connected
     return code
 
@@ -38,7 +41,7 @@ async def _refused(socket) -> int | None:
 async def test_a_valid_token_gets_its_org_s_rows_only(bob, org_a, org_b, vera):
     _token, raw = await sync_to_async(_pat)(bob, org_a)
     socket = _socket("acme", [_bearer(raw)])
-    connected, _ = await socket.connect()
+    connected, _ = await socket.connect(timeout=10)
     assert connected
     await sync_to_async(publish_usage)(
         [_record(org_b, request_id="req_other_org"), _record(org_a, request_id="req_mine")]
@@ -50,7 +53,7 @@ async def test_a_valid_token_gets_its_org_s_rows_only(bob, org_a, org_b, vera):
     # a viewer reads logs too (the Logs page's role)
     _token, raw = await sync_to_async(_pat)(vera, org_a)
     viewer = _socket("acme", [_bearer(raw)])
-    assert (await viewer.connect())[0]
+    assert (await viewer.connect(timeout=10))[0]
     await viewer.disconnect()
 
 
@@ -70,10 +73,10 @@ async def test_a_wrong_token_is_refused(org_a, header):
 async def test_a_revoked_token_is_refused_and_an_open_socket_cut_off(bob, org_a):
     token, raw = await sync_to_async(_pat)(bob, org_a)
     socket = _socket("acme", [_bearer(raw)])
-    assert (await socket.connect())[0]
+    assert (await socket.connect(timeout=10))[0]
     other, other_raw = await sync_to_async(_pat)(bob, org_a)
     kept = _socket("acme", [_bearer(other_raw)])
-    assert (await kept.connect())[0]
+    assert (await kept.connect(timeout=10))[0]
     # The revocation announces itself (orgs.access): the socket closes at once, without a
     # row to push and long before its periodic re-check (RECHECK_S); another token's
     # socket stays open and gets the next row.
