@@ -1,10 +1,8 @@
 """The weekly digest: an org's week in numbers, what changed, and where it could save."""
 
 from datetime import datetime, timedelta
-from decimal import Decimal
 
 from django.core.mail import EmailMultiAlternatives
-from django.db.models import Count, Sum
 from django.template.loader import render_to_string
 
 from core.text import one_line
@@ -14,27 +12,20 @@ from governance.models import Policy
 from orgs.models import Membership, Team
 
 from .selectors import smart_savings
-from .spend import grouped
-
-# What the digest adds up, read as spend is (billing.spend: rollups for whole hours and
-# days, raw rows for the rest): never a scan of two weeks of raw rows.
-_TOTALS = {
-    "requests": (Sum("requests"), Count("id"), 0),
-    "cost": (Sum("cost"), Sum("cost"), Decimal(0)),
-    "input_tokens": (Sum("input_tokens"), Sum("input_tokens"), 0),
-    "output_tokens": (Sum("output_tokens"), Sum("output_tokens"), 0),
-}
+from .spend import TOTALS, grouped
 
 
 def _grouped(org, start, end, fields) -> list[dict]:
-    totals = grouped(start, end, _TOTALS, fields=fields, org_ids=[org.id])
+    """The digest's sums, read as spend is (billing.spend: rollups for whole hours and days,
+    raw rows for the rest): never a scan of two weeks of raw rows."""
+    totals = grouped(start, end, TOTALS, fields=fields, org_ids=[org.id])
     return [
-        {"group": group, **dict(zip(_TOTALS, sums, strict=True))} for group, sums in totals.items()
+        {"group": group, **dict(zip(TOTALS, sums, strict=True))} for group, sums in totals.items()
     ]
 
 
 def _week(org, start, end) -> dict:
-    (week,) = _grouped(org, start, end, ("org_id",)) or [{n: z for n, (_, _, z) in _TOTALS.items()}]
+    (week,) = _grouped(org, start, end, ("org_id",)) or [{n: z for n, (_, _, z) in TOTALS.items()}]
     week.pop("group", None)
     return week
 

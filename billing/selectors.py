@@ -17,7 +17,7 @@ from core.months import month_bounds
 
 from .models import LATENCY_BUCKETS_MS, UsageRecord, UsageRollup
 from .services import histogram_aggregates, rolled_until
-from .spend import grouped
+from .spend import TOTALS, grouped
 
 PRESETS = {
     "1h": timedelta(hours=1),
@@ -476,13 +476,7 @@ def monthly_statement(org, month: str | None) -> tuple[datetime, list[dict]]:
     so a month whose raw rows retention removed still has its statement, and this month's
     is not a scan of its raw rows."""
     start, end = statement_month(month)
-    values = {
-        "requests": (Sum("requests"), Count("id"), 0),
-        "input_tokens": (Sum("input_tokens"), Sum("input_tokens"), 0),
-        "output_tokens": (Sum("output_tokens"), Sum("output_tokens"), 0),
-        "cost": (Sum("cost"), Sum("cost"), Decimal(0)),
-    }
-    totals = grouped(start, end, values, fields=("team_id", "key_id"), org_ids=[org.id])
+    totals = grouped(start, end, TOTALS, fields=("team_id", "key_id"), org_ids=[org.id])
     team_ids = {team_id for team_id, _ in totals if team_id is not None}
     key_ids = {key_id for _, key_id in totals if key_id is not None}
     teams = dict(

@@ -103,6 +103,15 @@ def rollup_marks() -> tuple:
     return mark, dirty if mark is not None else []
 
 
+# A period's requests, tokens and cost as grouped() reads them (rollups, raw rows).
+TOTALS = {
+    "requests": (Sum("requests"), Count("id"), 0),
+    "input_tokens": (Sum("input_tokens"), Sum("input_tokens"), 0),
+    "output_tokens": (Sum("output_tokens"), Sum("output_tokens"), 0),
+    "cost": (Sum("cost"), Sum("cost"), Decimal(0)),
+}
+
+
 def spend_grouped(
     since: datetime,
     until: datetime | None = None,
@@ -121,7 +130,7 @@ def spend_grouped(
     totals = grouped(
         since,
         until,
-        {"cost": (Sum("cost"), Sum("cost"), Decimal(0))},
+        {"cost": TOTALS["cost"]},
         fields=_FIELDS[by],
         org_ids=org_ids,
         team_id=team_id,
