@@ -350,6 +350,8 @@ class Limiter:
         self._down_until = 0.0
         self._in_fallback = False
         self._pending: dict[str, float] = {}  # spend not yet added to Redis, by counter
+        # counter -> how many settlement batches for it Redis has applied (this process)
+        self._settled_batches: dict[str, int] = {}
         self._unreconciled: set[str] = set()  # counters with fallback spend not yet in Redis
         self._spend_info: dict[str, list] = {}  # counter -> [baseline, last seen, its epoch]
         # bucket -> [capacity, tokens admitted during the outage (draining at the bucket's
@@ -492,6 +494,9 @@ class Limiter:
             args += [info[1], info[2], secrets.token_hex(8)]
         else:
             args.append(0)
+        # A settlement batch that Redis applies while this script is in flight may land
+        # after it: then a refusal at the cap is asked again (_settle_before_refusing).
+        batches = self._settled_batches.get(spend.key, 0) if spend is not None else 0
         task = asyncio.ensure_future(self._redis_acquire(keys, args, spend))
         try:
             out = await asyncio.wait_for(asyncio.shield(task), self.timeout_s + self.CLOCK_MARGIN_S)
@@ -521,7 +526,11 @@ class Limiter:
                 backend="redis",
             )
         if spend_failed:
-            if spend is not None and not _settled and await self._settle_before_refusing(spend):
+            if (
+                spend is not None
+                and not _settled
+                and await self._settle_before_refusing(spend, batches)
+            ):
                 return await self.acquire(buckets, spend, _settled=True)
             return LimitResult(
                 False,
@@ -532,14 +541,20 @@ class Limiter:
             )
         return LimitResult(True, remaining=remaining, spent=spent, backend="redis")
 
-    async def _settle_before_refusing(self, spend: SpendReservation) -> bool:
+    async def _settle_before_refusing(self, spend: SpendReservation, batches: int) -> bool:
         """Whether the org's counter may still hold reservations this process has settled
-        lower but not sent yet (settlements are batched off the request path): then they are
-        sent now, after any batch in flight, and the caller asks once more. A client that
-        sends its next request the moment the last one is answered is not refused for the
-        last one's reservation. Costs a round trip only on a refusal at the cap."""
+        lower but not sent yet (settlements are batched off the request path), or sent in a
+        batch that Redis applied after the refusing script (``batches``: how many it had
+        applied when that script was sent): then what is pending is sent now, after any
+        batch in flight, and the caller asks once more. A client that sends its next request
+        the moment the last one is answered is not refused for the last one's reservation.
+        Costs a round trip only on a refusal at the cap."""
         lock = self._locks.get(id(asyncio.get_running_loop()))
-        if self._pending.get(spend.key, 0.0) >= 0 and not (lock is not None and lock.locked()):
+        if (
+            self._pending.get(spend.key, 0.0) >= 0
+            and not (lock is not None and lock.locked())
+            and self._settled_batches.get(spend.key, 0) == batches
+        ):
             return False
         try:
             async with asyncio.timeout(self.timeout_s + self.CLOCK_MARGIN_S):
@@ -735,6 +750,7 @@ class Limiter:
                     raise TimeoutError("the script reached Redis after its deadline")
                 for i, key in enumerate(keys):
                     self._spend_info[key][1:] = [out[2 * i], out[2 * i + 1]]
+                    self._settled_batches[key] = self._settled_batches.get(key, 0) + 1
                 done.update(keys)
 
             try:
