@@ -43,6 +43,15 @@ def _host_port(item: str, kind: str, default_port: int) -> tuple[str, int] | Non
     return host, number
 
 
+def _query_db(value: str, path_db: int | None, kind: str) -> int:
+    """A URL's ?db=, which must be a number and agree with the path's database if any."""
+    if not _is_number(value):
+        raise ValueError(f"db in a {kind} URL is a database number: ?db=2")
+    if path_db is not None and int(value) != path_db:
+        raise ValueError(f"a {kind} URL names its database twice (path and ?db=)")
+    return int(value)
+
+
 def _check_single(url: str) -> None:
     """What redis-py would refuse only at the first connection, or take wrongly without a
     word, refused at start: a host:port it cannot read, port 0 (read as the default), a path
@@ -76,11 +85,7 @@ def _check_single(url: str) -> None:
         db = int(path)
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key == "db":
-            if not _is_number(value):
-                raise ValueError("db in a redis:// URL is a database number: ?db=2")
-            if db is not None and int(value) != db:
-                raise ValueError("a redis:// URL names its database twice (path and ?db=)")
-            db = int(value)
+            db = _query_db(value, db, "redis://")
     try:
         parse_url(url)
     except ValueError:  # its messages may quote a part of the URL: none is repeated here
@@ -168,11 +173,7 @@ def parse(url: str) -> RedisTarget:
             raise ValueError(f"option {key!r} given twice in a {kind} URL")
         options[key] = value
     if "db" in options:
-        if not _is_number(options["db"]):
-            raise ValueError("db in a sentinel URL is a database number: ?db=2")
-        if db is not None and int(options["db"]) != db:
-            raise ValueError("a sentinel URL names its database twice (path and ?db=)")
-        db = int(options["db"])
+        db = _query_db(options["db"], db, kind)
     sentinel_password = options.get("sentinel_password") or None
     return RedisTarget(
         kind,
