@@ -11,21 +11,23 @@ from gateway.pricing import catalog_prices, price_per_token
 from governance.models import Policy
 from orgs.models import Membership, Team
 
-from .selectors import smart_savings
-from .spend import TOTALS, grouped
+from .selectors import names_by_id, smart_savings
+from .spend import TOTALS, grouped, rollup_marks
 
 
-def _grouped(org, start, end, fields) -> list[dict]:
+def _grouped(org, start, end, fields, marks) -> list[dict]:
     """The digest's sums, read as spend is (billing.spend: rollups for whole hours and days,
     raw rows for the rest): never a scan of two weeks of raw rows."""
-    totals = grouped(start, end, TOTALS, fields=fields, org_ids=[org.id])
+    totals = grouped(start, end, TOTALS, fields=fields, org_ids=[org.id], marks=marks)
     return [
         {"group": group, **dict(zip(TOTALS, sums, strict=True))} for group, sums in totals.items()
     ]
 
 
-def _week(org, start, end) -> dict:
-    (week,) = _grouped(org, start, end, ("org_id",)) or [{n: z for n, (_, _, z) in TOTALS.items()}]
+def _week(org, start, end, marks) -> dict:
+    (week,) = _grouped(org, start, end, ("org_id",), marks) or [
+        {n: z for n, (_, _, z) in TOTALS.items()}
+    ]
     week.pop("group", None)
     return week
 
@@ -41,8 +43,7 @@ def _top(rows, name: str, labels: dict | None = None, n: int = 5) -> list[dict]:
 
 
 def _names(model, org, rows) -> dict:
-    ids = {r["group"][0] for r in rows if r["group"][0] is not None}
-    return dict(model.objects.filter(org=org, id__in=ids).values_list("id", "name"))
+    return names_by_id(model, org, {r["group"][0] for r in rows if r["group"][0] is not None})
 
 
 def _change(now, before) -> str:
@@ -96,10 +97,11 @@ def savings_suggestion(org, top_models) -> dict | None:
 def digest_context(org, now: datetime) -> dict:
     end = now.replace(hour=0, minute=0, second=0, microsecond=0)
     start, prev = end - timedelta(days=7), end - timedelta(days=14)
-    week, last = _week(org, start, end), _week(org, prev, start)
-    models = _grouped(org, start, end, (("model", "model_used"),))
-    keys = _grouped(org, start, end, ("key_id",))
-    teams = _grouped(org, start, end, ("team_id",))
+    marks = rollup_marks()  # read once for the five sums below
+    week, last = _week(org, start, end, marks), _week(org, prev, start, marks)
+    models = _grouped(org, start, end, (("model", "model_used"),), marks)
+    keys = _grouped(org, start, end, ("key_id",), marks)
+    teams = _grouped(org, start, end, ("team_id",), marks)
     top_models = _top(models, "model_used")
     return {
         "org": org,

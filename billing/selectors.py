@@ -470,6 +470,11 @@ def statement_month(value: str | None) -> tuple[datetime, datetime]:
     return month_bounds(timezone.now())
 
 
+def names_by_id(model, org, ids) -> dict:
+    """id -> name of ``org``'s rows of ``model`` (its teams, its keys) among ``ids``."""
+    return dict(model.objects.filter(org=org, id__in=ids).values_list("id", "name"))
+
+
 def monthly_statement(org, month: str | None) -> tuple[datetime, list[dict]]:
     """Cost attribution for a month: one line per team and key, with requests, tokens, cost.
     Read as spend is (billing.spend: rollups for whole hours and days, raw rows for the rest),
@@ -479,11 +484,7 @@ def monthly_statement(org, month: str | None) -> tuple[datetime, list[dict]]:
     totals = grouped(start, end, TOTALS, fields=("team_id", "key_id"), org_ids=[org.id])
     team_ids = {team_id for team_id, _ in totals if team_id is not None}
     key_ids = {key_id for _, key_id in totals if key_id is not None}
-    teams = dict(
-        UsageRecord.team.field.related_model.objects.filter(org=org, id__in=team_ids).values_list(
-            "id", "name"
-        )
-    )
+    teams = names_by_id(UsageRecord.team.field.related_model, org, team_ids)
     keys = {
         k: f"{name} ({prefix}…{last4})"
         for k, name, prefix, last4 in UsageRecord.key.field.related_model.objects.filter(
