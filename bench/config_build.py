@@ -1,5 +1,5 @@
 """Config reaching the gateways at scale: the full snapshot build, a delta (a key created,
-a key revoked, one org's policy), the facts refresh, and the month's spend, with N orgs,
+rotated or revoked, one org's policy or name), the facts refresh, and the month's spend, with N orgs,
 M keys and R usage rows this month on PostgreSQL; and the snapshot's memory.
 
 Runs on a database of its own (BENCH_CONFIG_DB, default `bonito_bench_config` on the
@@ -99,6 +99,7 @@ def main():
         refresh_facts,
     )
     from governance import services as governance_services
+    from orgs import services as org_services
     from orgs.audit import Actor
     from orgs.models import Organization
 
@@ -266,7 +267,15 @@ def main():
 
     deployment = Deployment.objects.filter(org=org).order_by("id").first()
     delta_kind("key_created", key_created)
+    delta_kind(
+        "key_rotated",  # no grace: the replaced secret is dropped by its hash
+        lambda n: gateway_services.api_key_rotate(actor=actor, key=made[n]),
+    )
     delta_kind("key_revoked", lambda n: gateway_services.api_key_revoke(actor=actor, key=made[n]))
+    delta_kind(
+        "org_renamed",
+        lambda n: org_services.org_update(actor=actor, org=org, name=f"Bench org {org.id} {n}"),
+    )
     delta_kind(
         "org_policy",
         lambda n: governance_services.policy_set(

@@ -9,6 +9,11 @@ the new version saying what it touched, in the same transaction as the change:
   policies, budgets; the org itself) and its keys;
 - ``org_only``: one org's settings, none of its keys' fields;
 - ``key``: one key (``ref`` is its id);
+- ``org`` with ``ref`` ``key:<id>`` (``rotated_ref``): one key whose secret was replaced,
+  the replaced one's hash kept on its row (``previous_key_hash``). A reader that knows the
+  form drops that hash and reloads the one key; an older one (a replica or agent of an
+  earlier release, mid-upgrade) reads a plain ``org`` change and reloads all the org's keys,
+  which is right too, only slower;
 - ``tier``: the limits of one tier (``ref``), so every org on it.
 
 The bump updates the counter row first (UPDATE ... version + 1): that row lock is held
@@ -104,6 +109,21 @@ def config_version_bump(kind: str = ALL, *, org_id: int | None = None, ref: obje
     return version
 
 
+ROTATED = "key:"
+
+
+def rotated_ref(key_id: int) -> str:
+    """The ``ref`` of an ``org`` change that replaced one key's secret (see above)."""
+    return f"{ROTATED}{int(key_id)}"
+
+
+def rotated_key(ref: str) -> int | None:
+    """The key id of a ``rotated_ref``, or None for any other ref."""
+    if ref.startswith(ROTATED) and ref[len(ROTATED) :].isdigit():
+        return int(ref[len(ROTATED) :])
+    return None
+
+
 def current_version() -> int:
     row = ConfigVersion.objects.filter(pk=1).values_list("version", flat=True).first()
     return row or 0
@@ -141,6 +161,15 @@ def changes_since(since: int, until: int) -> list[tuple[str, int | None, str]] |
     if len(rows) != until - since:  # versions are gapless: a missing one was pruned
         return None
     return rows
+
+
+def org_changes_after(until: int, org_ids) -> list[tuple[int, str]]:
+    """(org id, ref) of the ``org`` changes of these orgs after version ``until``."""
+    return list(
+        ConfigChange.objects.filter(
+            version__gt=until, kind=ORG, org_id__in=list(org_ids)
+        ).values_list("org_id", "ref")
+    )
 
 
 def shared_deltas(since: int, until: int) -> list[bytes] | None:

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from core import keys
 from core import strategies as dataplane_strategies
-from core.config_version import KEY, ORG, config_version_bump
+from core.config_version import KEY, ORG, config_version_bump, rotated_ref
 from core.numbers import money
 from core.text import name_checked
 from governance import services as governance_services
@@ -269,11 +269,13 @@ def api_key_rotate(*, actor: Actor, key: ApiKey, grace_seconds: int = 0) -> tupl
         )
     before = _key_summary(key)
     now = timezone.now()
-    if grace_seconds:
-        key.previous_key_hash, key.previous_masked = key.key_hash, key.masked
-        key.previous_valid_until = now + timedelta(seconds=grace_seconds)
-    else:
-        key.previous_key_hash, key.previous_masked, key.previous_valid_until = "", "", None
+    # A secret still in the grace of the last rotation: this one ends it, and the row will
+    # not keep its hash for the gateways to drop.
+    ends_a_grace = key.previous_valid(now)
+    # The replaced secret's hash is kept even without a grace (valid until now, so until
+    # never): the gateways drop exactly that hash (core.config_version.rotated_ref).
+    key.previous_key_hash, key.previous_masked = key.key_hash, key.masked
+    key.previous_valid_until = now + timedelta(seconds=grace_seconds)
     raw = keys.generate(f"{key.kind}-")
     key.set_raw(raw)
     key.save(
@@ -293,9 +295,10 @@ def api_key_rotate(*, actor: Actor, key: ApiKey, grace_seconds: int = 0) -> tupl
     audit_record(
         actor=actor, org=key.org, action="api_key.rotate", target=key, before=before, after=after
     )
-    # The org's keys reloaded whole: a single-key delta finds a key by its hash, and this
-    # one's hash changed (snapshot.apply_delta), so the replaced secret must be dropped.
-    config_version_bump(ORG, org_id=key.org_id)
+    # The gateways reload this key and drop the replaced secret by its hash; when this
+    # rotation ends an earlier one's grace, that secret's hash is gone from the row, and
+    # the org's keys reload whole.
+    config_version_bump(ORG, org_id=key.org_id, ref=None if ends_a_grace else rotated_ref(key.id))
     return key, raw
 
 

@@ -26,6 +26,8 @@ from core.config_version import (
     changes_since,
     current_stamp,
     current_version,
+    org_changes_after,
+    rotated_key,
     shared_deltas,
     store_delta,
 )
@@ -188,10 +190,12 @@ _KEY_COLUMNS = (
 )
 
 
-def load_keys(rows=None) -> dict:
+def load_keys(rows=None, ended: dict | None = None) -> dict:
     """key hash -> KeyInfo for the ApiKey queryset ``rows`` (all keys when None): plain
     tuples, not model instances, and the repeated values shared (one frozenset per
-    distinct model list, one string per kind and policy name)."""
+    distinct model list, one string per kind and policy name). With ``ended``, a rotated
+    key's replaced secret whose grace is over (or had none) goes there, as the same key
+    expiring when its grace ended: what a delta tells its readers to drop."""
     rows = ApiKey.objects.all() if rows is None else rows
     sets: dict = {}
     strings: dict = {}
@@ -243,11 +247,14 @@ def load_keys(rows=None) -> dict:
         )
         # A rotated key's old secret in its grace period: the same key, ending with the
         # grace (every worker refuses it by the clock then, whatever its snapshot's age).
-        if previous_hash and previous_until and previous_until.timestamp() > now:
+        if previous_hash and previous_until:
             ends = previous_until.timestamp()
             if key.expires_at is not None:
                 ends = min(ends, key.expires_at)
-            keys[previous_hash] = replace(key, hash=previous_hash, expires_at=ends)
+            if previous_until.timestamp() > now:
+                keys[previous_hash] = replace(key, hash=previous_hash, expires_at=ends)
+            elif ended is not None:
+                ended[previous_hash] = replace(key, hash=previous_hash, expires_at=ends)
     return keys
 
 
@@ -369,6 +376,7 @@ def build_delta(since: int, until: int, org_id: int | None = None) -> Delta | No
         if changes is None:
             return None
         org_ids, key_orgs, key_ids, tiers = set(), set(), set(), set()
+        rotations: dict = {}  # (org id, key id) -> how often its secret was replaced
         for kind, change_org, ref in changes:
             if kind == ALL:
                 return None
@@ -378,6 +386,9 @@ def build_delta(since: int, until: int, org_id: int | None = None) -> Delta | No
                 continue
             elif kind == KEY:
                 key_ids.add((change_org, int(ref)))
+            elif kind == ORG and (rotated := rotated_key(ref)) is not None:
+                key_ids.add((change_org, rotated))
+                rotations[change_org, rotated] = rotations.get((change_org, rotated), 0) + 1
             else:
                 org_ids.add(change_org)
                 if kind == ORG:
@@ -388,20 +399,43 @@ def build_delta(since: int, until: int, org_id: int | None = None) -> Delta | No
                 on_tier = on_tier.filter(id=org_id)
             org_ids.update(on_tier.values_list("id", flat=True))
         orgs = load_orgs(org_ids) if org_ids else {}
-        single = {k for o, k in key_ids if o not in key_orgs}
-        keys = {}
+        keys, ended = {}, {}
         if key_orgs:
             keys.update(load_keys(ApiKey.objects.filter(org_id__in=list(key_orgs))))
+        single = {k for o, k in key_ids if o not in key_orgs}
         if single:
-            keys.update(load_keys(ApiKey.objects.filter(id__in=list(single))))
+            keys.update(load_keys(ApiKey.objects.filter(id__in=list(single)), ended))
+        whole = _replaced_unknown(rotations, key_orgs, until)
+        if whole:  # read after the keys, so no replacement committed in between is missed
+            key_orgs |= whole
+            keys.update(load_keys(ApiKey.objects.filter(org_id__in=list(whole))))
+            ended = {h: k for h, k in ended.items() if k.org_id not in whole}
     return Delta(
         since=since,
         until=until,
         orgs={i: orgs.get(i) for i in org_ids},
-        keys=keys,
+        # The replaced secrets too, expired: a reader of an earlier release (an agent) that
+        # does not know ``dropped`` refuses them by the clock.
+        keys={**keys, **ended},
         key_orgs=frozenset(key_orgs),
         key_ids=frozenset((o, k) for o, k in key_ids if o not in key_orgs),
+        dropped=frozenset(ended),
     )
+
+
+def _replaced_unknown(rotations: dict, key_orgs: set, until: int) -> set:
+    """Orgs whose keys must reload whole because a rotated key's row no longer keeps the
+    secret the delta must drop: its secret was replaced again (in the range, or after it:
+    the rows were read now), or its org had a plain ``org`` change after the range (a
+    rotation during a grace period, which keeps no hash of the secret it ends)."""
+    pending = {(o, k): n for (o, k), n in rotations.items() if o not in key_orgs}
+    if not pending:
+        return set()
+    whole = {o for (o, _k), n in pending.items() if n > 1}
+    for change_org, ref in org_changes_after(until, {o for o, _k in pending}):
+        if ref == "" or (change_org, rotated_key(ref)) in pending:
+            whole.add(change_org)
+    return whole
 
 
 # A transaction that made more versions than this (a bulk import) leaves the workers to

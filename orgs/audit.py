@@ -77,19 +77,25 @@ def audit_record(*, actor: Actor, org, action: str, target, before=None, after=N
     )
 
 
-# Entities whose changes touch an org's settings but none of its keys' fields (a routing
-# policy's name is on its keys; a team's id too): the gateways reload the org, not its keys.
-SETTINGS_ONLY = frozenset({"policy", "provider", "deployment", "gateway_config", "budget"})
+# Entities whose changes touch an org's settings but none of its keys' fields: the
+# gateways reload the org, not its keys. A routing policy's name is on its keys, but it is
+# never renamed; deleting one lets go of its revoked keys (they change, see below).
+SETTINGS_ONLY = frozenset(
+    {"policy", "provider", "deployment", "gateway_config", "budget", "routing_policy"}
+)
+# Entities whose deletion changes keys' fields (a deleted routing policy's revoked keys).
+DELETE_TOUCHES_KEYS = frozenset({"routing_policy"})
 
 
-def config_changed(entity: str, org, target) -> None:
+def config_changed(entity: str, org, target, deleted: bool = False) -> None:
     """Bump the config version saying what changed (core.config_version's kinds)."""
     if entity == "tier_limit":
         config_version_bump(TIER, ref=target.tier)
     elif org is None:
         config_version_bump()  # not one org's: every gateway rebuilds
     else:
-        config_version_bump(ORG_ONLY if entity in SETTINGS_ONLY else ORG, org_id=org.pk)
+        keys_touched = entity not in SETTINGS_ONLY or (deleted and entity in DELETE_TOUCHES_KEYS)
+        config_version_bump(ORG if keys_touched else ORG_ONLY, org_id=org.pk)
 
 
 def record_config_change(*, actor: Actor, org, entity: str, target, before, after) -> None:
@@ -105,5 +111,5 @@ def record_config_change(*, actor: Actor, org, entity: str, target, before, afte
 def record_config_delete(*, actor: Actor, org, entity: str, target, before) -> None:
     """Audit and delete something the gateways read, and bump the config version."""
     audit_record(actor=actor, org=org, action=f"{entity}.delete", target=target, before=before)
-    config_changed(entity, org, target)
+    config_changed(entity, org, target, deleted=True)
     target.delete()

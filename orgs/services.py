@@ -6,7 +6,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from core.config_version import ORG, config_version_bump
+from core.config_version import ORG, ORG_ONLY, config_version_bump
 from core.text import name_checked
 from orgs.audit import Actor, audit_record, record_config_change
 
@@ -72,7 +72,8 @@ def org_update(*, actor: Actor, org: Organization, **fields) -> Organization:
         audit_record(
             actor=actor, org=org, action="org.update", target=org, before=before, after=after
         )
-        config_version_bump(ORG, org_id=org.id)
+        # name, tier and deployment mode are the org's settings; no key field reads them
+        config_version_bump(ORG_ONLY, org_id=org.id)
     return org
 
 

@@ -1,7 +1,7 @@
 """Config by deltas: a gateway that applies the change log's deltas to its snapshot holds
 exactly the snapshot a full build gives, whatever sequence of changes the services make
-(keys, orgs, teams, policies, providers, deployments, routing policies, gateway configs,
-tiers, budgets; creates, updates and deletes). And when the log cannot say what changed
+(keys created, rotated and revoked, orgs, teams, policies, providers, deployments, routing
+policies, gateway configs, tiers, budgets; creates, updates and deletes). And when the log cannot say what changed
 (an "all" change, a pruned log, a reset counter) the refresher builds in full."""
 
 import contextlib
@@ -91,6 +91,7 @@ def step(draw, n: int) -> bool:
                 "team_create",
                 "team_delete",
                 "key_revoke",
+                "key_rotate",
                 "policy",
                 "provider",
                 "provider_delete",
@@ -138,6 +139,12 @@ def step(draw, n: int) -> bool:
             team=team,
             routing_policy=rp,
         )
+    elif op == "key_rotate":  # a grace, then another rotation, ends it: the org reloads
+        key = pick(draw, ApiKey.objects.filter(revoked_at__isnull=True))
+        if key is not None:
+            gateway_services.api_key_rotate(
+                actor=ACTOR, key=key, grace_seconds=draw(st.sampled_from([0, 0, 3600]))
+            )
     elif op == "key_revoke":
         key = pick(draw, ApiKey.objects.all())
         if key is not None:

@@ -1,5 +1,6 @@
 """The immutable view of config the hot path reads: keys by hash, orgs, deployments."""
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from dataclasses import fields as dataclass_fields
@@ -249,7 +250,10 @@ class Delta:
     - ``orgs``: org id -> its new OrgInfo, or None (gone);
     - ``key_orgs``: orgs whose keys are all replaced by theirs in ``keys`` (and a gone org's);
     - ``key_ids``: (org id, key id) of single keys replaced by theirs in ``keys`` (none there: gone);
-    - ``keys``: key hash -> KeyInfo, every key of ``key_orgs`` and ``key_ids`` that exists.
+    - ``keys``: key hash -> KeyInfo, every key of ``key_orgs`` and ``key_ids`` that exists;
+    - ``dropped``: hashes of secrets that single keys of ``key_ids`` no longer have (a
+      rotation's replaced secret, its grace over or none given): removed. They are in
+      ``keys`` too, expired, for a reader of an earlier release that lacks this field.
     """
 
     since: int
@@ -258,6 +262,7 @@ class Delta:
     keys: dict = field(default_factory=dict)
     key_orgs: frozenset = frozenset()
     key_ids: frozenset = frozenset()
+    dropped: frozenset = frozenset()
 
 
 def apply_delta(snap: Snapshot, delta: Delta, built_at: float = 0.0) -> Snapshot:
@@ -270,9 +275,10 @@ def apply_delta(snap: Snapshot, delta: Delta, built_at: float = 0.0) -> Snapshot
     keys, orgs, index = snap.keys, dict(snap.orgs), dict(snap.key_hashes)
     gone = {i for i, o in delta.orgs.items() if o is None}
     wholesale = set(delta.key_orgs) | gone
+    dropped = delta.dropped
     arriving: dict = {}  # org id -> hashes of its keys in the delta
     for h, key in delta.keys.items():
-        if key.org_id not in gone:
+        if key.org_id not in gone and h not in dropped:
             arriving.setdefault(key.org_id, []).append(h)
     # A single key still there is found by its hash (a key's hash never changes); only a
     # key that is gone is looked for among its org's keys.
@@ -295,15 +301,30 @@ def apply_delta(snap: Snapshot, delta: Delta, built_at: float = 0.0) -> Snapshot
                 else:
                     kept.append(h)
             old = tuple(kept)
-        present = set(old)
-        new = [h for h in incoming if h not in present]
+            present = set(old)
+            new = [h for h in incoming if h not in present]
+        else:  # a hash in the table is this org's (a key never changes org): no set of
+            new = [h for h in incoming if h not in keys]  # the org's hashes to build
         for h in incoming:
             sets[h] = delta.keys[h]
-        hashes = old + tuple(new)
+        hashes = old + tuple(new) if new else old
         if hashes:
             index[org_id] = hashes
         else:
             index.pop(org_id, None)
+    for h in dropped:  # a replaced secret: found by its hash, like a key still there
+        old_key = keys.get(h)
+        if old_key is None or old_key.org_id in wholesale:
+            continue
+        removed.append(h)
+        hashes = index.get(old_key.org_id, ())
+        with contextlib.suppress(ValueError):
+            at = hashes.index(h)
+            hashes = hashes[:at] + hashes[at + 1 :]
+            if hashes:
+                index[old_key.org_id] = hashes
+            else:
+                index.pop(old_key.org_id, None)
     keys = keys.changed(sets, [h for h in removed if h not in sets])
     for org_id, org in delta.orgs.items():
         if org is None:
@@ -446,6 +467,7 @@ def delta_to_dict(delta: Delta, include_credentials: bool = False) -> dict:
         "keys": {h: key_to_dict(k) for h, k in delta.keys.items()},
         "key_orgs": sorted(delta.key_orgs),
         "key_ids": sorted([list(pair) for pair in delta.key_ids]),
+        "dropped": sorted(delta.dropped),
     }
 
 
@@ -457,4 +479,5 @@ def delta_from_dict(data: dict) -> Delta:
         keys={h: key_from_dict(k) for h, k in data["keys"].items()},
         key_orgs=frozenset(data["key_orgs"]),
         key_ids=frozenset((o, k) for o, k in data["key_ids"]),
+        dropped=frozenset(data.get("dropped", ())),  # absent from an earlier release's
     )

@@ -13,8 +13,14 @@ from django.utils import timezone
 
 from core.config_version import current_version
 from gateway import runtime, services
+from gateway.dataplane.snapshot import (
+    apply_delta,
+    delta_from_dict,
+    delta_to_dict,
+    snapshot_to_dict,
+)
 from gateway.models import ApiKey, GatewayConfig
-from gateway.snapshot_builder import SnapshotRefresher, build_snapshot
+from gateway.snapshot_builder import SnapshotRefresher, build_delta, build_snapshot
 from gateway.tests.conftest import ACTOR, usage_rows
 from governance import services as governance_services
 from orgs.models import AuditLog, Team
@@ -28,6 +34,12 @@ def key(org_a):
         actor=ACTOR, org=org_a, name="ci", rpm_limit=5, expires_at="2098-01-01"
     )
     return key
+
+
+def _comparable(snap) -> dict:
+    out = snapshot_to_dict(snap, include_credentials=True)
+    out.pop("built_at")
+    return out
 
 
 def _audit(key, action):
@@ -157,9 +169,72 @@ def test_the_snapshot_serves_the_old_secret_only_in_its_grace(key):
     assert snap.keys[old_hash].expires_at == pytest.approx(key.previous_valid_until.timestamp())
     ApiKey.objects.filter(pk=key.pk).update(previous_valid_until=timezone.now())
     assert old_hash not in build_snapshot().keys
-    services.api_key_rotate(actor=ACTOR, key=key)  # no grace: nothing kept
+    services.api_key_rotate(actor=ACTOR, key=key)  # no grace: its hash kept, never served
     key.refresh_from_db()
-    assert key.previous_key_hash == "" and list(build_snapshot().keys) == [key.key_hash]
+    assert not key.previous_valid() and list(build_snapshot().keys) == [key.key_hash]
+
+
+def _rotate(key) -> str:
+    """Rotate without a grace; the new secret's hash."""
+    services.api_key_rotate(actor=ACTOR, key=ApiKey.objects.get(pk=key.pk))
+    return ApiKey.objects.get(pk=key.pk).key_hash
+
+
+def test_a_rotation_reloads_its_key_not_its_org(key, org_a):
+    """A big org's rotation costs one key's reload: the delta carries the key and drops the
+    secret it replaced by its hash; the org's other keys are not in it."""
+    others = [
+        services.api_key_create(actor=ACTOR, org=org_a, name=f"other {i}")[0] for i in range(3)
+    ]
+    snap = build_snapshot()
+    old_hash = key.key_hash
+    new_hash = _rotate(key)
+    delta = build_delta(snap.version, current_version())
+    assert delta.key_orgs == frozenset() and delta.key_ids == {(org_a.id, key.id)}
+    assert delta.dropped == {old_hash} and set(delta.keys) == {new_hash, old_hash}
+    applied = apply_delta(snap, delta)
+    assert old_hash not in applied.keys and applied.keys[new_hash].id == key.id
+    assert {o.key_hash for o in others} <= set(applied.keys)
+    assert old_hash not in applied.key_hashes[org_a.id]
+    assert _comparable(applied) == _comparable(build_snapshot())
+
+
+def test_a_reader_of_an_earlier_release_refuses_the_replaced_secret_by_the_clock(key):
+    """An agent of an earlier release knows no ``dropped``: the replaced secret reaches it
+    as the same key, expired, which every reader refuses (proxy._authenticate)."""
+    snap = build_snapshot()
+    old_hash = key.key_hash
+    _rotate(key)
+    wire = delta_to_dict(build_delta(snap.version, current_version()))
+    del wire["dropped"]
+    applied = apply_delta(snap, delta_from_dict(wire))
+    assert applied.keys[old_hash].id == key.id
+    assert applied.keys[old_hash].expires_at <= time.time()
+
+
+def test_a_secret_replaced_twice_before_a_reader_looks_reloads_the_org(key, org_a):
+    """The key's row keeps only the last replaced secret: when the range (or what came
+    after it, as the rows are read now) replaced more than one, the org reloads whole."""
+    snap = build_snapshot()
+    first = key.key_hash
+    second = _rotate(key)
+    between = current_version()
+    third = _rotate(key)
+    for until in (between, current_version()):  # the later rotation is after or in range
+        delta = build_delta(snap.version, until)
+        assert delta.key_orgs == {org_a.id} and not delta.dropped
+        applied = apply_delta(snap, delta)
+        assert first not in applied.keys and second not in applied.keys
+        assert applied.keys[third].id == key.id
+    # a rotation that ends an earlier one's grace keeps no hash of that secret
+    snap = build_snapshot()
+    services.api_key_rotate(actor=ACTOR, key=ApiKey.objects.get(pk=key.pk), grace_seconds=600)
+    in_grace = ApiKey.objects.get(pk=key.pk).previous_key_hash
+    assert in_grace == third
+    services.api_key_rotate(actor=ACTOR, key=ApiKey.objects.get(pk=key.pk))
+    delta = build_delta(snap.version, current_version())
+    assert delta.key_orgs == {org_a.id}
+    assert in_grace not in apply_delta(snap, delta).keys
 
 
 # ------------------------------------------------------------------------------ through /v1
@@ -230,6 +305,14 @@ def test_rotating_without_grace_refuses_the_old_secret_at_once(acme, mode, refre
     services.api_key_revoke(actor=ACTOR, key=ApiKey.objects.get(pk=acme.key.pk))
     refresher.refresh_once()
     assert [_chat(acme, s).status_code for s in (newer, newest)] == [401, 401]
+
+
+def test_secrets_replaced_between_two_refreshes_are_all_refused(acme, mode, refresher):
+    first = acme.raw
+    _key, second = services.api_key_rotate(actor=ACTOR, key=acme.key)
+    _key, third = services.api_key_rotate(actor=ACTOR, key=acme.key)
+    refresher.refresh_once()
+    assert [_chat(acme, s).status_code for s in (first, second, third)] == [401, 401, 200]
 
 
 def test_an_expiry_moved_into_the_past_by_hand_is_still_refused(acme, refresher):
