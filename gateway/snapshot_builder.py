@@ -47,7 +47,7 @@ from .dataplane.snapshot import (
 )
 from .dataplane.state import SnapshotSource
 from .models import ApiKey, Deployment, ModelCatalogEntry, key_hash_secret
-from .pricing import price_per_token, unit_costs
+from .pricing import cache_prices, price_per_token, unit_costs
 
 log = logging.getLogger("bonito.gateway.snapshot")
 
@@ -89,6 +89,7 @@ def deployment_info(d: Deployment, catalog: dict | None = None) -> DeploymentInf
     """The data plane's view of one deployment (with its provider's decrypted credentials)."""
     p = d.provider
     input_cost, output_cost = price_per_token(d, catalog)
+    cached_cost, cache_write_cost = cache_prices(d.upstream_model, input_cost)
     return DeploymentInfo(
         id=d.id,
         model=d.model_name,
@@ -99,6 +100,8 @@ def deployment_info(d: Deployment, catalog: dict | None = None) -> DeploymentInf
         region=d.region,
         input_cost=input_cost,
         output_cost=output_cost,
+        cached_input_cost=cached_cost,
+        cache_write_cost=cache_write_cost,
         unit_costs=unit_costs(d),
         weight=d.weight,
         priority=d.priority,

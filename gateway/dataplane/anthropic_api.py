@@ -10,7 +10,14 @@ import orjson
 from . import credentials, provider_kinds, tokens
 from .errors import GatewayError
 from .snapshot import DeploymentInfo
-from .upstream import DONE_EVENT, UNPARSED, PassthroughAdapter, StreamBroken, UpstreamError
+from .upstream import (
+    DONE_EVENT,
+    UNPARSED,
+    PassthroughAdapter,
+    StreamBroken,
+    UpstreamError,
+    cache_written,
+)
 
 ENDPOINTS = frozenset({"messages", "count_tokens"})
 DEFAULT_VERSION = "2023-06-01"
@@ -366,11 +373,14 @@ def _anthropic_usage(usage) -> dict:
     details = usage.get("prompt_tokens_details")
     cached = details.get("cached_tokens") if isinstance(details, dict) else None
     cached = cached if type(cached) is int and cached > 0 else 0
+    written = cache_written(usage)
     prompt = usage.get("prompt_tokens") if type(usage.get("prompt_tokens")) is int else 0
     output = usage.get("completion_tokens") if type(usage.get("completion_tokens")) is int else 0
-    out = {"input_tokens": max(0, prompt - cached), "output_tokens": max(0, output)}
+    out = {"input_tokens": max(0, prompt - cached - written), "output_tokens": max(0, output)}
     if cached:
         out["cache_read_input_tokens"] = cached
+    if written:
+        out["cache_creation_input_tokens"] = written
     return out
 
 
@@ -541,9 +551,9 @@ def _is_count(value) -> bool:
     return type(value) is int and value >= 0
 
 
-def usage_counts(usage) -> tuple[int, int, int] | None:
-    """(input, output, cached) tokens from a Messages usage object, input counting the
-    cached and cache-written tokens as chat rows do; None if it is missing or unusable."""
+def usage_counts(usage) -> tokens.Counts | None:
+    """The tokens of a Messages usage object, input counting the cached and cache-written
+    tokens as chat rows do; None if it is missing or unusable."""
     if not isinstance(usage, dict):
         return None
     if not _is_count(usage.get("input_tokens")) or not _is_count(usage.get("output_tokens")):
@@ -554,7 +564,9 @@ def usage_counts(usage) -> tuple[int, int, int] | None:
     written = written if _is_count(written) else 0
     if not usage["input_tokens"] + read + written and not usage["output_tokens"]:
         return None  # all zeros: nothing was reported
-    return usage["input_tokens"] + read + written, usage["output_tokens"], read
+    return tokens.Counts(
+        usage["input_tokens"] + read + written, usage["output_tokens"], read, written
+    )
 
 
 def output_text(message: dict) -> str:

@@ -17,7 +17,8 @@ from .errors import GatewayError
 from .limits import Bucket, Limiter, SpendReservation, org_prefix
 from .snapshot import DeploymentInfo, KeyInfo, OrgInfo, SmartPolicy, Snapshot
 from .state import SnapshotSource
-from .upstream import DONE_EVENT, UNPARSED, StreamBroken, UpstreamError, Upstreams
+from .tokens import Counts
+from .upstream import DONE_EVENT, UNPARSED, StreamBroken, UpstreamError, Upstreams, cache_written
 from .upstream import carries_output as _carries_output
 from .upstream import empty_answer as _empty_answer
 from .upstream import parse_event as _parse_event
@@ -25,6 +26,7 @@ from .usage import UsageSink
 from .validation import parse_body
 
 log = logging.getLogger("bonito.gateway")
+NO_TOKENS = Counts(0, 0)
 
 # The response headers a browser app may read (CORS hides the others from its scripts).
 CORS_EXPOSE = (
@@ -428,7 +430,7 @@ class Gateway:
         """_admit for a token-priced request whose body is ``raw`` and which may use
         ``out_est`` output tokens: the prompt's estimate and the dearest candidate's price."""
         prompt_est = tokens.estimate_prompt_tokens(raw)
-        reserve = prompt_est * max(d.input_cost for d in candidates) + out_est * max(
+        reserve = prompt_est * max(d.dearest_input for d in candidates) + out_est * max(
             d.output_cost for d in candidates
         )
         return await self._admit(ctx, prompt_est + out_est, reserve)
@@ -545,18 +547,18 @@ class Gateway:
 
         data = await self._attempts(ctx, candidates, attempt)
         counts = _usage_counts(data.get("usage"), embeddings=endpoint == "embeddings")
-        input_tokens, output_tokens, cached = counts or (0, 0, 0)
+        counts = counts or Counts(0, 0)
         # No usable usage reported (LiteLLM reports zeros when the provider sent none):
         # count what was sent and answered, never bill zero.
-        if not input_tokens:
-            input_tokens = _count_input(endpoint, upstream_body)
-        if not output_tokens and endpoint != "embeddings":
-            output_tokens = tokens.count_tokens(tokens.completion_text(data))
-        return self._answered(ctx, data, (input_tokens, output_tokens, cached), spend, backend)
+        if not counts.input:
+            counts = counts._replace(input=_count_input(endpoint, upstream_body))
+        if not counts.output and endpoint != "embeddings":
+            counts = counts._replace(output=tokens.count_tokens(tokens.completion_text(data)))
+        return self._answered(ctx, data, counts, spend, backend)
 
     def _answered(self, ctx: Ctx, data: dict, counts, spend, backend) -> Outgoing:
-        """A whole (not streamed) JSON answer of ``counts`` (input, output, cached) tokens:
-        the reservation settled to its cost, its usage row, the response."""
+        """A whole (not streamed) JSON answer of ``counts`` (tokens.Counts): the
+        reservation settled to its cost, its usage row, the response."""
         cost = self._bill(ctx, counts, spend, backend, "success", 200)
         return Outgoing(
             200,
@@ -565,11 +567,12 @@ class Gateway:
             cost=cost,
         )
 
-    def _bill(self, ctx: Ctx, counts, spend, backend, status, http_status, error_type="") -> float:
-        """A request that reached a deployment, done: its cost from ``counts`` (input,
-        output, cached tokens), the spend reservation settled to it, its usage row."""
-        input_tokens, output_tokens, cached = counts
-        cost = ctx.dep.cost(input_tokens, output_tokens)
+    def _bill(
+        self, ctx: Ctx, counts: Counts, spend, backend, status, http_status, error_type=""
+    ) -> float:
+        """A request that reached a deployment, done: its cost from ``counts``, the spend
+        reservation settled to it, its usage row."""
+        cost = ctx.dep.cost(*counts)
         if spend is not None:
             self.limiter.settle(spend, cost, backend)
         self._record(
@@ -577,9 +580,7 @@ class Gateway:
             status,
             http_status,
             error_type,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cached_tokens=cached,
+            counts=counts,
             cost=cost,
         )
         return cost
@@ -649,10 +650,8 @@ class Gateway:
             await chunks.aclose()  # also cancels the upstream call when the client went away
             counts = _usage_counts(seen.usage)
             if counts is None:  # no usable usage reported: count what was sent
-                counts = (
-                    tokens.count_prompt_tokens(upstream_body),
-                    tokens.count_tokens(seen.text()),
-                    0,
+                counts = Counts(
+                    tokens.count_prompt_tokens(upstream_body), tokens.count_tokens(seen.text())
                 )
             # for in-process callers, once the stream has ended
             result.cost = self._bill(ctx, counts, spend, backend, status, http_status, error_type)
@@ -744,12 +743,14 @@ class Gateway:
         def settle(usage, text: str, status: str, http_status: int, error_type=""):
             counts = anthropic_api.usage_counts(usage)
             if counts is None:  # no usable usage reported: count what was sent and answered
-                counts = (anthropic_api.count_input(chat, anthropic), tokens.count_tokens(text), 0)
+                counts = Counts(
+                    anthropic_api.count_input(chat, anthropic), tokens.count_tokens(text)
+                )
             elif not counts[0]:
                 # No input reported (a translated stream's message_start carries a placeholder
                 # 0, and one cut short never gets the real count): the prompt is counted, on
                 # every end of a stream, so it is never billed zero.
-                counts = (anthropic_api.count_input(chat, anthropic), counts[1], counts[2])
+                counts = counts._replace(input=anthropic_api.count_input(chat, anthropic))
             cost = self._bill(ctx, counts, spend, verdict.backend, status, http_status, error_type)
             return counts, cost
 
@@ -759,7 +760,7 @@ class Gateway:
                 message.get("usage"), anthropic_api.output_text(message), "success", 200
             )
             if anthropic_api.usage_counts(message.get("usage")) is None:
-                message["usage"] = {"input_tokens": counts[0], "output_tokens": counts[1]}
+                message["usage"] = {"input_tokens": counts.input, "output_tokens": counts.output}
             headers = self._headers(ctx, {"Content-Type": "application/json"})
             return Outgoing(200, orjson.dumps(message), headers, cost=cost)
         events, held = result
@@ -821,7 +822,7 @@ class Gateway:
                 count = await asyncio.to_thread(anthropic_api.count_input, chat, body)
             else:
                 count = anthropic_api.count_input(chat, body)
-        self._record(ctx, "success", 200, input_tokens=count)
+        self._record(ctx, "success", 200, counts=Counts(count, 0))
         headers = self._headers(ctx, {"Content-Type": "application/json"})
         return Outgoing(200, orjson.dumps({"input_tokens": count}), headers, cost=0.0)
 
@@ -906,9 +907,7 @@ class Gateway:
         http_status: int,
         error_type: str = "",
         *,
-        input_tokens=0,
-        output_tokens=0,
-        cached_tokens=0,
+        counts: Counts = NO_TOKENS,
         cost=0.0,
         units=None,
         unit="",
@@ -926,9 +925,9 @@ class Gateway:
                 "model_used": ctx.model_used,
                 "provider": ctx.dep.provider if ctx.dep else "",
                 "deployment": ctx.dep.label if ctx.dep else "",
-                "input_tokens": input_tokens,
-                "output_tokens": output_tokens,
-                "cached_tokens": cached_tokens,
+                "input_tokens": counts.input,
+                "output_tokens": counts.output,
+                "cached_tokens": counts.cached,
                 "cost": round(cost, 8),
                 # What a media request was priced by: images, seconds of audio, characters.
                 "units": units,
@@ -947,7 +946,7 @@ class Gateway:
                 "route_tier": ctx.route_tier,
                 # What the same tokens would have cost on the policy's top tier: the
                 # savings figure is the sum of these less the sum of cost.
-                "cost_top_tier": round(ctx.top_dep.cost(input_tokens, output_tokens), 8)
+                "cost_top_tier": round(ctx.top_dep.cost(*counts), 8)
                 if ctx.top_dep is not None and ctx.route_tier
                 else None,
             }
@@ -1025,9 +1024,10 @@ def _is_count(value) -> bool:
     return type(value) is int and value >= 0
 
 
-def _usage_counts(usage, *, embeddings: bool = False) -> tuple[int, int, int] | None:
-    """(input, output, cached) tokens from a provider's usage object; None when it is
-    missing or not usable (negative, not integers), so the caller counts instead."""
+def _usage_counts(usage, *, embeddings: bool = False) -> Counts | None:
+    """The tokens of a provider's usage object; None when it is missing or not usable
+    (negative, not integers), so the caller counts instead. Cache writes as the LiteLLM
+    adapter keeps them (upstream.Usage), part of the prompt."""
     if not isinstance(usage, dict) or not _is_count(usage.get("prompt_tokens")):
         return None
     output = usage.get("completion_tokens", 0 if embeddings else None)
@@ -1035,7 +1035,7 @@ def _usage_counts(usage, *, embeddings: bool = False) -> tuple[int, int, int] | 
         return None
     details = usage.get("prompt_tokens_details")
     cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    return usage["prompt_tokens"], output, cached
+    return Counts(usage["prompt_tokens"], output, cached, cache_written(usage))
 
 
 def _count_input(endpoint: str, body: dict) -> int:

@@ -25,6 +25,7 @@ from .upstream import (
     UNPARSED,
     StreamBroken,
     UpstreamError,
+    cache_written,
     carries_output,
     empty_answer,
     parse_event,
@@ -300,6 +301,10 @@ def to_chat(body: dict) -> dict:
 
 
 # ------------------------------------------------------------------ answer: chat -> Responses
+def _count(value) -> int:
+    return value if type(value) is int and value > 0 else 0
+
+
 def responses_usage(usage) -> dict | None:
     """Chat's usage object as the Responses API's, or None if it is not usable."""
     if not isinstance(usage, dict):
@@ -308,14 +313,15 @@ def responses_usage(usage) -> dict | None:
     if type(prompt) is not int or type(completion) is not int or prompt < 0 or completion < 0:
         return None
     details = usage.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+    details = details if isinstance(details, dict) else {}
     out_details = usage.get("completion_tokens_details")
     reasoning = out_details.get("reasoning_tokens") if isinstance(out_details, dict) else 0
     return {
         "input_tokens": prompt,
         "input_tokens_details": {
-            "cached_tokens": cached if type(cached) is int else 0,
-            "cache_write_tokens": 0,  # chat reports none; OpenAI's spec requires the field
+            "cached_tokens": _count(details.get("cached_tokens")),
+            # OpenAI's chat reports none; LiteLLM an Anthropic or Bedrock model's
+            "cache_write_tokens": cache_written(usage),
         },
         "output_tokens": completion,
         "output_tokens_details": {"reasoning_tokens": reasoning if type(reasoning) is int else 0},
@@ -323,16 +329,18 @@ def responses_usage(usage) -> dict | None:
     }
 
 
-def usage_counts(usage) -> tuple[int, int, int] | None:
-    """(input, output, cached) tokens of a Responses usage object, or None."""
+def usage_counts(usage) -> tokens.Counts | None:
+    """The tokens of a Responses usage object, or None."""
     if not isinstance(usage, dict):
         return None
     i, o = usage.get("input_tokens"), usage.get("output_tokens")
     if type(i) is not int or type(o) is not int or i < 0 or o < 0:
         return None
     details = usage.get("input_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else 0
-    return i, o, cached if type(cached) is int and cached > 0 else 0
+    details = details if isinstance(details, dict) else {}
+    return tokens.Counts(
+        i, o, _count(details.get("cached_tokens")), _count(details.get("cache_write_tokens"))
+    )
 
 
 def _response(rid, body, model, created, status, output, usage) -> dict:
@@ -842,20 +850,20 @@ async def _call(gw, Outgoing, ctx, candidates, body, native_body, chat_body, spe
     return gw._answered(ctx, data, counts, spend, backend)
 
 
-def _counts(usage, chat_body: dict, text, body: dict | None = None) -> tuple[int, int, int]:
-    """(input, output, cached) tokens for the usage row: as reported, else counted from
+def _counts(usage, chat_body: dict, text, body: dict | None = None) -> tokens.Counts:
+    """The tokens for the usage row: as reported, else counted from
     what was sent and answered (LiteLLM reports zeros when the provider sent none), so
     nothing is billed zero. ``body`` is the Responses request: its input is counted when
     the chat translation has none (a pass-through request only a Responses API can carry)."""
-    input_tokens, output_tokens, cached = usage_counts(usage) or (0, 0, 0)
-    if not input_tokens:
+    counts = usage_counts(usage) or tokens.Counts(0, 0)
+    if not counts.input:
         if chat_body.get("messages") or body is None:
-            input_tokens = tokens.count_prompt_tokens(chat_body)
+            counts = counts._replace(input=tokens.count_prompt_tokens(chat_body))
         else:
-            input_tokens = count_native_input(body)
-    if not output_tokens:
-        output_tokens = tokens.count_tokens(text())
-    return input_tokens, output_tokens, cached
+            counts = counts._replace(input=count_native_input(body))
+    if not counts.output:
+        counts = counts._replace(output=tokens.count_tokens(text()))
+    return counts
 
 
 def count_native_input(body: dict) -> int:

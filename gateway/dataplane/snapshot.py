@@ -40,6 +40,10 @@ class DeploymentInfo:
     region: str = ""
     input_cost: float = 0.0  # USD per token
     output_cost: float = 0.0
+    # USD per input token read from / written to the provider's prompt cache (None: as
+    # plain input; an agent of an earlier release ignores them and prices them so).
+    cached_input_cost: float | None = None
+    cache_write_cost: float | None = None
     # USD per unit for image and audio models (gateway/dataplane/media.py): "image" (and
     # "image:<quality>/<WxH>", "image:<WxH>" where the catalog prices sizes), "second" (of
     # audio), "character" (of speech input), "query" (a rerank search).
@@ -53,9 +57,28 @@ class DeploymentInfo:
     def label(self) -> str:
         return f"{self.provider}/{self.upstream_model}"
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        """What a request to this deployment cost (USD): the one formula."""
-        return input_tokens * self.input_cost + output_tokens * self.output_cost
+    def cost(
+        self, input_tokens: int, output_tokens: int, cached: int = 0, written: int = 0
+    ) -> float:
+        """What a request to this deployment cost (USD): the one formula. ``input_tokens``
+        counts all the prompt, of which ``cached`` were read from the provider's prompt
+        cache and ``written`` written to it, each at its own price where it has one."""
+        cached = min(max(cached, 0), input_tokens)
+        written = min(max(written, 0), input_tokens - cached)
+        read_price = self.input_cost if self.cached_input_cost is None else self.cached_input_cost
+        write_price = self.input_cost if self.cache_write_cost is None else self.cache_write_cost
+        return (
+            (input_tokens - cached - written) * self.input_cost
+            + cached * read_price
+            + written * write_price
+            + output_tokens * self.output_cost
+        )
+
+    @property
+    def dearest_input(self) -> float:
+        """The most one input token can cost here (a cache write may cost more than plain
+        input): what a spend reservation counts a prompt's tokens at."""
+        return max(self.input_cost, self.cache_write_cost or 0.0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,19 @@ import hashlib
 import importlib.util
 import os
 from functools import cache
+from typing import NamedTuple
+
+
+class Counts(NamedTuple):
+    """The tokens a request used, as its usage row and its cost take them: ``input`` is all
+    the prompt (as providers count it), of which ``cached`` were read from the provider's
+    prompt cache and ``written`` written to it (DeploymentInfo.cost prices each)."""
+
+    input: int
+    output: int
+    cached: int = 0
+    written: int = 0
+
 
 _ASCII = bytes(range(128))
 

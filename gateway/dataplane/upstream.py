@@ -666,12 +666,33 @@ _USAGE_FIELDS = {
 }
 
 
+class Usage(dict):
+    """A usage object in OpenAI's shape, and beside it what the provider billed that the
+    shape has no field for: the prompt tokens written to its prompt cache (LiteLLM reports
+    an Anthropic or Bedrock model's). An attribute, so it is never serialised to a client."""
+
+    __slots__ = ("cache_written",)
+
+
+def cache_written(usage) -> int:
+    """The prompt tokens a provider wrote to its cache, as an adapter kept them (0: none)."""
+    return getattr(usage, "cache_written", 0)
+
+
+def _count(value) -> int:
+    return value if type(value) is int and value > 0 else 0
+
+
 def _openai_usage(usage, endpoint: str):
     """OpenAI's usage fields only (LiteLLM adds its `cost`, `text_tokens`, …); embeddings
-    report prompt and total tokens."""
+    report prompt and total tokens. The cache writes LiteLLM reports are kept aside (Usage)."""
     if not isinstance(usage, dict):
         return usage
-    out = {}
+    out = Usage()
+    details = usage.get("prompt_tokens_details")
+    out.cache_written = _count(
+        details.get("cache_creation_tokens") if isinstance(details, dict) else None
+    ) or _count(usage.get("cache_creation_input_tokens"))
     for name, details in _USAGE_FIELDS.items():
         if name not in usage or usage[name] is None:
             continue

@@ -43,6 +43,8 @@ class Behaviour:
     # stream whose events arrive split across reads, or several in one read)
     raw_cuts: list[int] | None = None
     cached_tokens: int | None = None  # report usage.prompt_tokens_details.cached_tokens
+    # Anthropic: report usage.cache_creation_input_tokens (prompt tokens written to its cache)
+    cache_write_tokens: int | None = None
     usage_on_last_chunk: bool = False  # streams: usage on the finish chunk, not its own
     duration: float | None = None  # transcripts: the verbose_json duration (None: the WAV's)
 
@@ -330,6 +332,8 @@ class FakeUpstream:
         usage = {"input_tokens": 11, "output_tokens": len(words)}
         if b.cached_tokens is not None:
             usage["cache_read_input_tokens"] = b.cached_tokens
+        if b.cache_write_tokens is not None:
+            usage["cache_creation_input_tokens"] = b.cache_write_tokens
         if body.get("stream"):
             return await self._anthropic_stream(request, body, b, words, usage, tool_name)
         if tool_name:
@@ -399,8 +403,9 @@ class FakeUpstream:
                     await asyncio.sleep(b.chunk_delay)
             await send({"type": "content_block_stop", "index": 0})
             end_usage = {"output_tokens": usage["output_tokens"] if b.report_usage else 0}
-            if b.report_usage and "cache_read_input_tokens" in usage:
-                end_usage["cache_read_input_tokens"] = usage["cache_read_input_tokens"]
+            for field in ("cache_read_input_tokens", "cache_creation_input_tokens"):
+                if b.report_usage and field in usage:
+                    end_usage[field] = usage[field]
             await send(
                 {
                     "type": "message_delta",
