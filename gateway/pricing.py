@@ -58,33 +58,36 @@ def price_per_token(deployment, catalog: dict | None = None) -> tuple[float, flo
 
 @cache
 def _cache_ratios() -> dict[str, tuple]:
-    """upstream model -> (cache read, cache write) price as a share of its input price, from
-    LiteLLM's map, for the models it prices prompt caching of (None: not priced apart)."""
+    """upstream model -> (cache read, cache write, 1-hour cache write) price as a share of
+    its input price, from LiteLLM's map, for the models it prices prompt caching of (None:
+    not priced apart)."""
+    fields = (
+        "cache_read_input_token_cost",
+        "cache_creation_input_token_cost",
+        "cache_creation_input_token_cost_above_1hr",
+    )
     out = {}
     for name, entry in litellm_price_map().items():
         base = entry.get("input_cost_per_token") if isinstance(entry, dict) else None
         if not isinstance(base, int | float) or base <= 0:
             continue
-        read = entry.get("cache_read_input_token_cost")
-        write = entry.get("cache_creation_input_token_cost")
         ratios = tuple(
-            v / base if isinstance(v, int | float) and v >= 0 else None for v in (read, write)
+            v / base if isinstance(v, int | float) and v >= 0 else None
+            for v in (entry.get(f) for f in fields)
         )
-        if ratios != (None, None):
+        if ratios != (None, None, None):
             out[name] = ratios
     return out
 
 
 def cache_prices(upstream_model: str, input_cost: float) -> tuple:
-    """Per-token prices of input tokens read from and written to the provider's prompt
-    cache, or None for each that is priced as plain input. They keep the catalog's ratio to
-    the input price, so a deployment's input price override moves them with it (Anthropic:
-    a read 0.1x, a write 1.25x; OpenAI: a read 0.5x or less, no write charge)."""
-    read, write = _cache_ratios().get(upstream_model, (None, None))
-    return (
-        None if read is None else input_cost * read,
-        None if write is None else input_cost * write,
-    )
+    """Per-token prices of input tokens read from, written to and written for an hour to
+    the provider's prompt cache, or None for each that is priced as plain input (a 1-hour
+    write without a price of its own: as a write). They keep the catalog's ratio to the
+    input price, so a deployment's input price override moves them with it (Anthropic: a
+    read 0.1x, a write 1.25x, a 1-hour write 2x; OpenAI: a read 0.5x or less, no write)."""
+    ratios = _cache_ratios().get(upstream_model, (None, None, None))
+    return tuple(None if r is None else input_cost * r for r in ratios)
 
 
 # A catalog key that prices one image size (and quality) of a model: "1024-x-1024/dall-e-2",

@@ -89,7 +89,7 @@ def deployment_info(d: Deployment, catalog: dict | None = None) -> DeploymentInf
     """The data plane's view of one deployment (with its provider's decrypted credentials)."""
     p = d.provider
     input_cost, output_cost = price_per_token(d, catalog)
-    cached_cost, cache_write_cost = cache_prices(d.upstream_model, input_cost)
+    cached_cost, cache_write_cost, cache_write_1h_cost = cache_prices(d.upstream_model, input_cost)
     return DeploymentInfo(
         id=d.id,
         model=d.model_name,
@@ -102,6 +102,7 @@ def deployment_info(d: Deployment, catalog: dict | None = None) -> DeploymentInf
         output_cost=output_cost,
         cached_input_cost=cached_cost,
         cache_write_cost=cache_write_cost,
+        cache_write_1h_cost=cache_write_1h_cost,
         unit_costs=unit_costs(d),
         weight=d.weight,
         priority=d.priority,

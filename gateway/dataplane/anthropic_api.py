@@ -16,7 +16,7 @@ from .upstream import (
     PassthroughAdapter,
     StreamBroken,
     UpstreamError,
-    cache_written,
+    cache_writes,
 )
 
 ENDPOINTS = frozenset({"messages", "count_tokens"})
@@ -373,7 +373,7 @@ def _anthropic_usage(usage) -> dict:
     details = usage.get("prompt_tokens_details")
     cached = details.get("cached_tokens") if isinstance(details, dict) else None
     cached = cached if type(cached) is int and cached > 0 else 0
-    written = cache_written(usage)
+    written, written_1h = cache_writes(usage)
     prompt = usage.get("prompt_tokens") if type(usage.get("prompt_tokens")) is int else 0
     output = usage.get("completion_tokens") if type(usage.get("completion_tokens")) is int else 0
     out = {"input_tokens": max(0, prompt - cached - written), "output_tokens": max(0, output)}
@@ -381,6 +381,10 @@ def _anthropic_usage(usage) -> dict:
         out["cache_read_input_tokens"] = cached
     if written:
         out["cache_creation_input_tokens"] = written
+        out["cache_creation"] = {
+            "ephemeral_5m_input_tokens": written - written_1h,
+            "ephemeral_1h_input_tokens": written_1h,
+        }
     return out
 
 
@@ -564,8 +568,11 @@ def usage_counts(usage) -> tokens.Counts | None:
     written = written if _is_count(written) else 0
     if not usage["input_tokens"] + read + written and not usage["output_tokens"]:
         return None  # all zeros: nothing was reported
+    split = usage.get("cache_creation")
+    hour = split.get("ephemeral_1h_input_tokens") if isinstance(split, dict) else 0
+    hour = min(hour, written) if _is_count(hour) else 0
     return tokens.Counts(
-        usage["input_tokens"] + read + written, usage["output_tokens"], read, written
+        usage["input_tokens"] + read + written, usage["output_tokens"], read, written, hour
     )
 
 

@@ -18,7 +18,7 @@ from .limits import Bucket, Limiter, SpendReservation, org_prefix
 from .snapshot import DeploymentInfo, KeyInfo, OrgInfo, SmartPolicy, Snapshot
 from .state import SnapshotSource
 from .tokens import Counts
-from .upstream import DONE_EVENT, UNPARSED, StreamBroken, UpstreamError, Upstreams, cache_written
+from .upstream import DONE_EVENT, UNPARSED, StreamBroken, UpstreamError, Upstreams, cache_writes
 from .upstream import carries_output as _carries_output
 from .upstream import empty_answer as _empty_answer
 from .upstream import parse_event as _parse_event
@@ -550,8 +550,8 @@ class Gateway:
         counts = counts or Counts(0, 0)
         # No usable usage reported (LiteLLM reports zeros when the provider sent none):
         # count what was sent and answered, never bill zero.
-        if not counts.input:
-            counts = counts._replace(input=_count_input(endpoint, upstream_body))
+        if not counts.input:  # nor its cached parts: the counted prompt is priced as input
+            counts = Counts(_count_input(endpoint, upstream_body), counts.output)
         if not counts.output and endpoint != "embeddings":
             counts = counts._replace(output=tokens.count_tokens(tokens.completion_text(data)))
         return self._answered(ctx, data, counts, spend, backend)
@@ -750,7 +750,7 @@ class Gateway:
                 # No input reported (a translated stream's message_start carries a placeholder
                 # 0, and one cut short never gets the real count): the prompt is counted, on
                 # every end of a stream, so it is never billed zero.
-                counts = counts._replace(input=anthropic_api.count_input(chat, anthropic))
+                counts = Counts(anthropic_api.count_input(chat, anthropic), counts.output)
             cost = self._bill(ctx, counts, spend, verdict.backend, status, http_status, error_type)
             return counts, cost
 
@@ -1027,7 +1027,7 @@ def _is_count(value) -> bool:
 def _usage_counts(usage, *, embeddings: bool = False) -> Counts | None:
     """The tokens of a provider's usage object; None when it is missing or not usable
     (negative, not integers), so the caller counts instead. Cache writes as the LiteLLM
-    adapter keeps them (upstream.Usage), part of the prompt."""
+    adapter keeps them (upstream.Usage) or an OpenAI-shaped upstream reports them."""
     if not isinstance(usage, dict) or not _is_count(usage.get("prompt_tokens")):
         return None
     output = usage.get("completion_tokens", 0 if embeddings else None)
@@ -1035,7 +1035,7 @@ def _usage_counts(usage, *, embeddings: bool = False) -> Counts | None:
         return None
     details = usage.get("prompt_tokens_details")
     cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    return Counts(usage["prompt_tokens"], output, cached, cache_written(usage))
+    return Counts(usage["prompt_tokens"], output, cached, *cache_writes(usage))
 
 
 def _count_input(endpoint: str, body: dict) -> int:

@@ -25,7 +25,8 @@ from .upstream import (
     UNPARSED,
     StreamBroken,
     UpstreamError,
-    cache_written,
+    Usage,
+    cache_writes,
     carries_output,
     empty_answer,
     parse_event,
@@ -316,17 +317,25 @@ def responses_usage(usage) -> dict | None:
     details = details if isinstance(details, dict) else {}
     out_details = usage.get("completion_tokens_details")
     reasoning = out_details.get("reasoning_tokens") if isinstance(out_details, dict) else 0
-    return {
-        "input_tokens": prompt,
-        "input_tokens_details": {
-            "cached_tokens": _count(details.get("cached_tokens")),
-            # OpenAI's chat reports none; LiteLLM an Anthropic or Bedrock model's
-            "cache_write_tokens": cache_written(usage),
+    written, written_1h = cache_writes(usage)
+    # The 1-hour part has no field in the Responses shape: kept beside it (Usage).
+    return Usage(
+        {
+            "input_tokens": prompt,
+            "input_tokens_details": {
+                "cached_tokens": _count(details.get("cached_tokens")),
+                # OpenAI's chat reports none; LiteLLM an Anthropic or Bedrock model's
+                "cache_write_tokens": written,
+            },
+            "output_tokens": completion,
+            "output_tokens_details": {
+                "reasoning_tokens": reasoning if type(reasoning) is int else 0
+            },
+            "total_tokens": prompt + completion,
         },
-        "output_tokens": completion,
-        "output_tokens_details": {"reasoning_tokens": reasoning if type(reasoning) is int else 0},
-        "total_tokens": prompt + completion,
-    }
+        written=written,
+        written_1h=written_1h,
+    )
 
 
 def usage_counts(usage) -> tokens.Counts | None:
@@ -338,9 +347,9 @@ def usage_counts(usage) -> tokens.Counts | None:
         return None
     details = usage.get("input_tokens_details")
     details = details if isinstance(details, dict) else {}
-    return tokens.Counts(
-        i, o, _count(details.get("cached_tokens")), _count(details.get("cache_write_tokens"))
-    )
+    written = _count(details.get("cache_write_tokens"))
+    hour = min(usage.cache_written_1h, written) if isinstance(usage, Usage) else 0
+    return tokens.Counts(i, o, _count(details.get("cached_tokens")), written, hour)
 
 
 def _response(rid, body, model, created, status, output, usage) -> dict:
@@ -856,11 +865,11 @@ def _counts(usage, chat_body: dict, text, body: dict | None = None) -> tokens.Co
     nothing is billed zero. ``body`` is the Responses request: its input is counted when
     the chat translation has none (a pass-through request only a Responses API can carry)."""
     counts = usage_counts(usage) or tokens.Counts(0, 0)
-    if not counts.input:
+    if not counts.input:  # nor its cached parts: the counted prompt is priced as input
         if chat_body.get("messages") or body is None:
-            counts = counts._replace(input=tokens.count_prompt_tokens(chat_body))
+            counts = tokens.Counts(tokens.count_prompt_tokens(chat_body), counts.output)
         else:
-            counts = counts._replace(input=count_native_input(body))
+            counts = tokens.Counts(count_native_input(body), counts.output)
     if not counts.output:
         counts = counts._replace(output=tokens.count_tokens(text()))
     return counts

@@ -44,6 +44,7 @@ class DeploymentInfo:
     # plain input; an agent of an earlier release ignores them and prices them so).
     cached_input_cost: float | None = None
     cache_write_cost: float | None = None
+    cache_write_1h_cost: float | None = None  # None: as any write
     # USD per unit for image and audio models (gateway/dataplane/media.py): "image" (and
     # "image:<quality>/<WxH>", "image:<WxH>" where the catalog prices sizes), "second" (of
     # audio), "character" (of speech input), "query" (a rerank search).
@@ -58,19 +59,28 @@ class DeploymentInfo:
         return f"{self.provider}/{self.upstream_model}"
 
     def cost(
-        self, input_tokens: int, output_tokens: int, cached: int = 0, written: int = 0
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        cached: int = 0,
+        written: int = 0,
+        written_1h: int = 0,
     ) -> float:
         """What a request to this deployment cost (USD): the one formula. ``input_tokens``
         counts all the prompt, of which ``cached`` were read from the provider's prompt
-        cache and ``written`` written to it, each at its own price where it has one."""
+        cache and ``written`` written to it (``written_1h`` of them for an hour), each at its
+        own price where it has one."""
         cached = min(max(cached, 0), input_tokens)
         written = min(max(written, 0), input_tokens - cached)
+        written_1h = min(max(written_1h, 0), written)
         read_price = self.input_cost if self.cached_input_cost is None else self.cached_input_cost
         write_price = self.input_cost if self.cache_write_cost is None else self.cache_write_cost
+        hour_price = write_price if self.cache_write_1h_cost is None else self.cache_write_1h_cost
         return (
             (input_tokens - cached - written) * self.input_cost
             + cached * read_price
-            + written * write_price
+            + (written - written_1h) * write_price
+            + written_1h * hour_price
             + output_tokens * self.output_cost
         )
 
@@ -78,7 +88,7 @@ class DeploymentInfo:
     def dearest_input(self) -> float:
         """The most one input token can cost here (a cache write may cost more than plain
         input): what a spend reservation counts a prompt's tokens at."""
-        return max(self.input_cost, self.cache_write_cost or 0.0)
+        return max(self.input_cost, self.cache_write_cost or 0.0, self.cache_write_1h_cost or 0.0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,12 +10,14 @@ from typing import NamedTuple
 class Counts(NamedTuple):
     """The tokens a request used, as its usage row and its cost take them: ``input`` is all
     the prompt (as providers count it), of which ``cached`` were read from the provider's
-    prompt cache and ``written`` written to it (DeploymentInfo.cost prices each)."""
+    prompt cache and ``written`` written to it, ``written_1h`` of those for an hour
+    (DeploymentInfo.cost prices each)."""
 
     input: int
     output: int
     cached: int = 0
     written: int = 0
+    written_1h: int = 0
 
 
 _ASCII = bytes(range(128))

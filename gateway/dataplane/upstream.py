@@ -668,19 +668,37 @@ _USAGE_FIELDS = {
 
 class Usage(dict):
     """A usage object in OpenAI's shape, and beside it what the provider billed that the
-    shape has no field for: the prompt tokens written to its prompt cache (LiteLLM reports
-    an Anthropic or Bedrock model's). An attribute, so it is never serialised to a client."""
+    shape has no field for: the prompt tokens written to its prompt cache, and of those the
+    ones written for an hour (LiteLLM reports an Anthropic or Bedrock model's). Attributes,
+    so they are never serialised to a client."""
 
-    __slots__ = ("cache_written",)
+    __slots__ = ("cache_written", "cache_written_1h")
 
-
-def cache_written(usage) -> int:
-    """The prompt tokens a provider wrote to its cache, as an adapter kept them (0: none)."""
-    return getattr(usage, "cache_written", 0)
+    def __init__(self, *args, written: int = 0, written_1h: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cache_written, self.cache_written_1h = written, written_1h
 
 
 def _count(value) -> int:
     return value if type(value) is int and value > 0 else 0
+
+
+def cache_writes(usage) -> tuple[int, int]:
+    """(prompt tokens written to the provider's cache, of those for an hour) of a chat
+    usage object: as the LiteLLM adapter kept them (Usage), else as an OpenAI-shaped
+    upstream in front of such a model reports them (LiteLLM's fields)."""
+    if isinstance(usage, Usage):
+        return usage.cache_written, usage.cache_written_1h
+    if not isinstance(usage, dict):
+        return 0, 0
+    details = usage.get("prompt_tokens_details")
+    details = details if isinstance(details, dict) else {}
+    written = _count(details.get("cache_creation_tokens")) or _count(
+        usage.get("cache_creation_input_tokens")
+    )
+    split = details.get("cache_creation_token_details")
+    hour = _count(split.get("ephemeral_1h_input_tokens")) if isinstance(split, dict) else 0
+    return written, min(hour, written)
 
 
 def _openai_usage(usage, endpoint: str):
@@ -688,11 +706,8 @@ def _openai_usage(usage, endpoint: str):
     report prompt and total tokens. The cache writes LiteLLM reports are kept aside (Usage)."""
     if not isinstance(usage, dict):
         return usage
-    out = Usage()
-    details = usage.get("prompt_tokens_details")
-    out.cache_written = _count(
-        details.get("cache_creation_tokens") if isinstance(details, dict) else None
-    ) or _count(usage.get("cache_creation_input_tokens"))
+    written, written_1h = cache_writes(usage)
+    out = Usage(written=written, written_1h=written_1h)
     for name, details in _USAGE_FIELDS.items():
         if name not in usage or usage[name] is None:
             continue

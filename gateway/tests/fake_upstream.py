@@ -45,6 +45,7 @@ class Behaviour:
     cached_tokens: int | None = None  # report usage.prompt_tokens_details.cached_tokens
     # Anthropic: report usage.cache_creation_input_tokens (prompt tokens written to its cache)
     cache_write_tokens: int | None = None
+    cache_write_1h_tokens: int = 0  # of those, written for an hour (usage.cache_creation)
     usage_on_last_chunk: bool = False  # streams: usage on the finish chunk, not its own
     duration: float | None = None  # transcripts: the verbose_json duration (None: the WAV's)
 
@@ -334,6 +335,10 @@ class FakeUpstream:
             usage["cache_read_input_tokens"] = b.cached_tokens
         if b.cache_write_tokens is not None:
             usage["cache_creation_input_tokens"] = b.cache_write_tokens
+            usage["cache_creation"] = {
+                "ephemeral_5m_input_tokens": b.cache_write_tokens - b.cache_write_1h_tokens,
+                "ephemeral_1h_input_tokens": b.cache_write_1h_tokens,
+            }
         if body.get("stream"):
             return await self._anthropic_stream(request, body, b, words, usage, tool_name)
         if tool_name:
@@ -403,7 +408,11 @@ class FakeUpstream:
                     await asyncio.sleep(b.chunk_delay)
             await send({"type": "content_block_stop", "index": 0})
             end_usage = {"output_tokens": usage["output_tokens"] if b.report_usage else 0}
-            for field in ("cache_read_input_tokens", "cache_creation_input_tokens"):
+            for field in (
+                "cache_read_input_tokens",
+                "cache_creation_input_tokens",
+                "cache_creation",
+            ):
                 if b.report_usage and field in usage:
                     end_usage[field] = usage[field]
             await send(

@@ -16,24 +16,34 @@ from gateway.tests.fake_upstream import Behaviour
 
 CLAUDE = "claude-haiku-4-5"  # LiteLLM prices its cache reads and writes
 GPT = "gpt-4o-mini"  # its cache reads; OpenAI charges no writes
-READ, WRITTEN = 40, 24
+READ, WRITTEN, HOUR = 40, 24, 10  # HOUR of the WRITTEN tokens were cached for an hour
 GPT_READ = 4  # of its 11 prompt tokens (OpenAI counts cached tokens within prompt_tokens)
 PROMPT, OUTPUT = 11, 5  # what the fake reports besides the cache (5 words)
 
 
-def ratios(model: str) -> tuple[float, float]:
+def ratios(model: str) -> tuple[float, float, float]:
+    """(read, write, 1-hour write) prices over the input price, from LiteLLM's map."""
     entry = litellm_price_map()[model]
     base = entry["input_cost_per_token"]
     write = entry.get("cache_creation_input_token_cost")
-    return entry["cache_read_input_token_cost"] / base, (write / base if write else 1.0)
+    hour = entry.get("cache_creation_input_token_cost_above_1hr") or write
+    return (
+        entry["cache_read_input_token_cost"] / base,
+        write / base if write else 1.0,
+        hour / base if hour else 1.0,
+    )
 
 
 def test_the_map_s_ratios_follow_an_input_price_override():
-    read, write = ratios(CLAUDE)
-    assert read < 1 < write  # what makes this file's other checks mean something
-    assert cache_prices(CLAUDE, 2e-6) == (pytest.approx(2e-6 * read), pytest.approx(2e-6 * write))
-    assert cache_prices(GPT, 1e-6) == (pytest.approx(1e-6 * ratios(GPT)[0]), None)
-    assert cache_prices("a-model-litellm-does-not-price", 1e-6) == (None, None)
+    read, write, hour = ratios(CLAUDE)
+    assert read < 1 < write < hour  # what makes this file's other checks mean something
+    assert cache_prices(CLAUDE, 2e-6) == (
+        pytest.approx(2e-6 * read),
+        pytest.approx(2e-6 * write),
+        pytest.approx(2e-6 * hour),
+    )
+    assert cache_prices(GPT, 1e-6) == (pytest.approx(1e-6 * ratios(GPT)[0]), None, None)
+    assert cache_prices("a-model-litellm-does-not-price", 1e-6) == (None, None, None)
 
 
 def test_the_one_formula_prices_each_part_and_keeps_every_token_in_one_part():
@@ -47,13 +57,16 @@ def test_the_one_formula_prices_each_part_and_keeps_every_token_in_one_part():
         output_cost=5e-6,
         cached_input_cost=1e-7,
         cache_write_cost=1.25e-6,
+        cache_write_1h_cost=2e-6,
     )
     assert dep.cost(100, 10, 40, 24) == pytest.approx(36e-6 + 4e-6 + 30e-6 + 50e-6)
+    assert dep.cost(100, 10, 40, 24, 10) == pytest.approx(36e-6 + 4e-6 + 17.5e-6 + 20e-6 + 50e-6)
+    assert dep.cost(100, 10, 40, 24, 99) == dep.cost(100, 10, 40, 24, 24)  # held to the writes
     # a provider reporting more cached or written tokens than input is held to the input
     assert dep.cost(10, 0, 40, 24) == pytest.approx(10 * 1e-7)
     assert dep.cost(10, 0, 4, 24) == pytest.approx(4 * 1e-7 + 6 * 1.25e-6)
     assert dep.cost(10, 0, -5, -5) == pytest.approx(10e-6)
-    assert dep.dearest_input == 1.25e-6
+    assert dep.dearest_input == 2e-6
     plain = DeploymentInfo(1, "m", "p", "openai", GPT, input_cost=1e-6, output_cost=2e-6)
     assert plain.cost(100, 10, 40, 24) == pytest.approx(100e-6 + 20e-6)  # an earlier agent's
 
@@ -80,14 +93,16 @@ def cached(acme):
         output_price_per_mtok=5,
     )
     refresh_snapshot()
-    acme.fake.behaviours[CLAUDE] = Behaviour(cached_tokens=READ, cache_write_tokens=WRITTEN)
+    acme.fake.behaviours[CLAUDE] = Behaviour(
+        cached_tokens=READ, cache_write_tokens=WRITTEN, cache_write_1h_tokens=HOUR
+    )
     acme.fake.behaviours[GPT] = Behaviour(cached_tokens=GPT_READ)
     return acme
 
 
 def claude_cost() -> float:
-    read, write = ratios(CLAUDE)
-    return (PROMPT * 1 + READ * read + WRITTEN * write + OUTPUT * 5) / 1e6
+    read, write, hour = ratios(CLAUDE)
+    return (PROMPT * 1 + READ * read + (WRITTEN - HOUR) * write + HOUR * hour + OUTPUT * 5) / 1e6
 
 
 def post(acme, path, body, anthropic=False):
@@ -149,3 +164,32 @@ def test_openai_cache_reads_cost_the_catalog_s_cached_price(cached, mode, stream
     )
     assert (row.input_tokens, row.cached_tokens) == (PROMPT, GPT_READ)
     assert float(row.cost) == pytest.approx(expected, rel=1e-6)
+
+
+def test_an_openai_shaped_upstream_s_cache_writes_are_read_too():
+    """An OpenAI-compatible gateway in front of such a model (OpenRouter, a LiteLLM proxy)
+    reports the writes in LiteLLM's fields: they are priced, not billed as plain input."""
+    from gateway.dataplane.proxy import _usage_counts
+
+    usage = {
+        "prompt_tokens": 100,
+        "completion_tokens": 3,
+        "prompt_tokens_details": {
+            "cached_tokens": 40,
+            "cache_creation_tokens": 24,
+            "cache_creation_token_details": {"ephemeral_1h_input_tokens": 10},
+        },
+    }
+    assert tuple(_usage_counts(usage)) == (100, 3, 40, 24, 10)
+    assert tuple(
+        _usage_counts(
+            {"prompt_tokens": 9, "completion_tokens": 1, "cache_creation_input_tokens": 5}
+        )
+    ) == (9, 1, 0, 5, 0)
+    for bad in (True, -3, 2.5, "7", None):  # never a write count but a whole number
+        assert (
+            _usage_counts(
+                {"prompt_tokens": 9, "completion_tokens": 1, "cache_creation_input_tokens": bad}
+            ).written
+            == 0
+        )
