@@ -193,6 +193,28 @@ def acme(transactional_db, org_a, alice, fake_upstream, gw, live_server_thread):
     _redis_cleanup()
 
 
+def anthropic_deployment(acme, model_name: str, upstream_model: str, **prices):
+    """An Anthropic connection of acme's org (to the fake's Anthropic endpoints) serving
+    ``model_name`` as ``upstream_model``; ``prices`` the deployment's overrides."""
+    provider = services.provider_save(
+        actor=ACTOR,
+        org=acme.org,
+        name="anth",
+        kind="anthropic",
+        api_base=acme.fake.url.removesuffix("/v1"),
+        credentials={"api_key": "sk-ant-fake-upstream-credential"},
+    )
+    services.deployment_save(
+        actor=ACTOR,
+        org=acme.org,
+        model_name=model_name,
+        provider=provider,
+        upstream_model=upstream_model,
+        **prices,
+    )
+    refresh_snapshot()
+
+
 def usage_rows(org=None):
     from billing.models import UsageRecord
 

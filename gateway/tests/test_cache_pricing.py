@@ -8,10 +8,9 @@ them by the same ratio. Driven through a live gateway against the fake upstream.
 import httpx
 import pytest
 
-from gateway import services
 from gateway.dataplane.snapshot import DeploymentInfo
 from gateway.pricing import cache_prices, litellm_price_map
-from gateway.tests.conftest import ACTOR, refresh_snapshot, usage_rows
+from gateway.tests.conftest import anthropic_deployment, usage_rows
 from gateway.tests.fake_upstream import Behaviour
 
 CLAUDE = "claude-haiku-4-5"  # LiteLLM prices its cache reads and writes
@@ -75,24 +74,7 @@ def test_the_one_formula_prices_each_part_and_keeps_every_token_in_one_part():
 def cached(acme):
     """acme plus an Anthropic deployment of a cache-priced model (input overridden to $1/M,
     output $5/M) and an OpenAI-compatible one of gpt-4o-mini at the catalog's prices."""
-    provider = services.provider_save(
-        actor=ACTOR,
-        org=acme.org,
-        name="anth",
-        kind="anthropic",
-        api_base=acme.fake.url.removesuffix("/v1"),
-        credentials={"api_key": "sk-ant-fake-upstream-credential"},
-    )
-    services.deployment_save(
-        actor=ACTOR,
-        org=acme.org,
-        model_name="claude",
-        provider=provider,
-        upstream_model=CLAUDE,
-        input_price_per_mtok=1,
-        output_price_per_mtok=5,
-    )
-    refresh_snapshot()
+    anthropic_deployment(acme, "claude", CLAUDE, input_price_per_mtok=1, output_price_per_mtok=5)
     acme.fake.behaviours[CLAUDE] = Behaviour(
         cached_tokens=READ, cache_write_tokens=WRITTEN, cache_write_1h_tokens=HOUR
     )

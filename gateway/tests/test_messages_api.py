@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from gateway import services
-from gateway.tests.conftest import ACTOR, refresh_snapshot, usage_rows
+from gateway.tests.conftest import ACTOR, anthropic_deployment, refresh_snapshot, usage_rows
 from gateway.tests.fake_upstream import Behaviour
 
 UPSTREAM = {"claude": "claude-3-5-haiku-latest", "chat-small": "gpt-4o-mini"}
@@ -29,24 +29,9 @@ HI = [{"role": "user", "content": "hi"}]
 @pytest.fixture
 def claude(acme):
     """acme plus an Anthropic connection (to the fake's Anthropic endpoints) serving `claude`."""
-    provider = services.provider_save(
-        actor=ACTOR,
-        org=acme.org,
-        name="anth",
-        kind="anthropic",
-        api_base=acme.fake.url.removesuffix("/v1"),
-        credentials={"api_key": "sk-ant-fake-upstream-credential"},
+    anthropic_deployment(
+        acme, "claude", UPSTREAM["claude"], input_price_per_mtok=1, output_price_per_mtok=5
     )
-    services.deployment_save(
-        actor=ACTOR,
-        org=acme.org,
-        model_name="claude",
-        provider=provider,
-        upstream_model=UPSTREAM["claude"],
-        input_price_per_mtok=1,
-        output_price_per_mtok=5,
-    )
-    refresh_snapshot()
     return acme
 
 
