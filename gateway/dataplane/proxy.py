@@ -20,6 +20,7 @@ from .state import SnapshotSource
 from .tokens import Counts
 from .upstream import DONE_EVENT, UNPARSED, StreamBroken, UpstreamError, Upstreams, cache_writes
 from .upstream import carries_output as _carries_output
+from .upstream import count_of as _count
 from .upstream import empty_answer as _empty_answer
 from .upstream import parse_event as _parse_event
 from .usage import UsageSink
@@ -1014,10 +1015,6 @@ def _bearer(headers) -> str | None:
         return auth[7:].strip()
     # Azure-style clients; Anthropic's (x-api-key)
     return headers.get("api-key") or headers.get("x-api-key") or None
-
-
-def _count(value) -> int:
-    return value if type(value) is int and value > 0 else 0
 
 
 def _is_count(value) -> bool:

@@ -31,6 +31,9 @@ from .upstream import (
     empty_answer,
     parse_event,
 )
+from .upstream import (
+    count_of as _count,
+)
 from .validation import parse_body
 
 ENDPOINTS = frozenset({"responses", "responses.get", "responses.delete", "responses.input_items"})
@@ -302,10 +305,6 @@ def to_chat(body: dict) -> dict:
 
 
 # ------------------------------------------------------------------ answer: chat -> Responses
-def _count(value) -> int:
-    return value if type(value) is int and value > 0 else 0
-
-
 def responses_usage(usage) -> dict | None:
     """Chat's usage object as the Responses API's, or None if it is not usable."""
     if not isinstance(usage, dict):

@@ -679,7 +679,8 @@ class Usage(dict):
         self.cache_written, self.cache_written_1h = written, written_1h
 
 
-def _count(value) -> int:
+def count_of(value) -> int:
+    """A token count a provider reported: a positive int, else 0 (bools, floats, junk)."""
     return value if type(value) is int and value > 0 else 0
 
 
@@ -693,11 +694,11 @@ def cache_writes(usage) -> tuple[int, int]:
         return 0, 0
     details = usage.get("prompt_tokens_details")
     details = details if isinstance(details, dict) else {}
-    written = _count(details.get("cache_creation_tokens")) or _count(
+    written = count_of(details.get("cache_creation_tokens")) or count_of(
         usage.get("cache_creation_input_tokens")
     )
     split = details.get("cache_creation_token_details")
-    hour = _count(split.get("ephemeral_1h_input_tokens")) if isinstance(split, dict) else 0
+    hour = count_of(split.get("ephemeral_1h_input_tokens")) if isinstance(split, dict) else 0
     return written, min(hour, written)
 
 
