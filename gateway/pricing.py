@@ -90,6 +90,118 @@ def cache_prices(upstream_model: str, input_cost: float) -> tuple:
     return tuple(None if r is None else input_cost * r for r in ratios)
 
 
+# A price that changes with the prompt's size: "input_cost_per_token_above_200k_tokens" and its
+# output, cache read and cache write siblings (Gemini, Claude's 1M context, GPT-5.x above 272k).
+_ABOVE = re.compile(
+    r"^(?P<kind>input_cost_per_token|output_cost_per_token|cache_read_input_token_cost"
+    r"|cache_creation_input_token_cost_above_1hr|cache_creation_input_token_cost)"
+    r"_above_(?P<n>\d+)(?P<k>k?)_tokens$"
+)
+_STEP_FIELDS = (
+    "input_cost_per_token",
+    "output_cost_per_token",
+    "cache_read_input_token_cost",
+    "cache_creation_input_token_cost",
+    "cache_creation_input_token_cost_above_1hr",
+)
+# Providers that bill the dearer prices from a prompt of exactly the threshold on (LiteLLM's
+# rule: xAI); everyone else from one token over it.
+_INCLUSIVE = frozenset({"xai"})
+
+
+def _number(v) -> float | None:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if v >= 0 else None
+
+
+def _ratio_steps(entry: dict) -> tuple:
+    """One map entry's prompt-size price steps as shares of its base prices: a tuple of
+    (more than this many prompt tokens, input, output, cache read, cache write, 1-hour cache
+    write), ascending; input-side prices as a share of the base input price, output of the
+    base output price; None: as the step's input (reads, writes) or as any write (1 hour)."""
+    base_in, base_out = (
+        _number(entry.get("input_cost_per_token")),
+        _number(entry.get("output_cost_per_token")),
+    )
+    if not base_in:
+        return ()
+    inclusive = entry.get("litellm_provider") in _INCLUSIVE
+    found: dict[int, dict] = {}
+    for name, value in entry.items():
+        m = _ABOVE.match(name)
+        if m and _number(value) is not None:
+            n = int(m["n"]) * (1000 if m["k"] else 1)
+            found.setdefault(n - 1 if inclusive else n, {})[m["kind"]] = _number(value)
+    # Alibaba's tables: one tier by the prompt's size prices every token of the request; a
+    # tier's read and write prices default to its input price, its output to the model's.
+    for tier in entry.get("tiered_pricing") or ():
+        rng = tier.get("range") if isinstance(tier, dict) else None
+        price = _number(tier.get("input_cost_per_token")) if rng else None
+        if price is None or len(rng) != 2 or _number(rng[0]) is None:
+            continue
+        prices = {f: _number(tier.get(f)) for f in _STEP_FIELDS}
+        for f in _STEP_FIELDS[2:4]:
+            prices[f] = price if prices[f] is None else prices[f]
+        prices["output_cost_per_token"] = (
+            prices["output_cost_per_token"]
+            if prices["output_cost_per_token"] is not None
+            else base_out
+        )
+        found[int(rng[0])] = prices
+    steps = []
+    for threshold in sorted(found):
+        p = found[threshold]
+        # An above-threshold key that is absent keeps the base price (LiteLLM's rule).
+        read, write, hour = (p.get(f, entry.get(f)) for f in _STEP_FIELDS[2:])
+        inp = p.get("input_cost_per_token", base_in)
+        out = p.get("output_cost_per_token", base_out)
+        if out and not base_out:
+            continue  # an output price with no base to scale it from: not representable
+        steps.append(
+            (
+                threshold,
+                inp / base_in,
+                out / base_out if base_out else 0.0,
+                *(
+                    None if _number(v) is None else _number(v) / base_in
+                    for v in (read, write, hour)
+                ),
+            )
+        )
+    return tuple(steps)
+
+
+@cache
+def _context_ratio_steps() -> dict[str, tuple]:
+    out = {}
+    for name, entry in litellm_price_map().items():
+        if isinstance(entry, dict):
+            steps = _ratio_steps(entry)
+            if steps:
+                out[name] = steps
+    return out
+
+
+def context_prices(upstream_model: str, input_cost: float, output_cost: float) -> tuple:
+    """The deployment's prices by the prompt's size, where its provider charges more (or
+    less) for a longer prompt: a tuple of (more than this many prompt tokens, then every
+    token of the request at: input, output, cache read, cache write, 1-hour cache write),
+    ascending; () where one price holds for every size. Like cache_prices they keep the
+    catalog's ratios to the base prices, so a deployment's override moves them with it."""
+    return tuple(
+        (
+            threshold,
+            input_cost * inp,
+            output_cost * out,
+            *(None if r is None else input_cost * r for r in rest),
+        )
+        for threshold, inp, out, *rest in _context_ratio_steps().get(upstream_model, ())
+    )
+
+
 # A catalog key that prices one image size (and quality) of a model: "1024-x-1024/dall-e-2",
 # "hd/1024-x-1792/dall-e-3" (the provider's prefix, "azure/…", is a model of its own).
 _SIZED = re.compile(r"^(?:(?P<quality>[a-z]+)/)?(?P<w>\d+)-x-(?P<h>\d+)/(?P<model>.+)$")

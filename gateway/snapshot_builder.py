@@ -47,7 +47,7 @@ from .dataplane.snapshot import (
 )
 from .dataplane.state import SnapshotSource
 from .models import ApiKey, Deployment, ModelCatalogEntry, key_hash_secret
-from .pricing import cache_prices, price_per_token, unit_costs
+from .pricing import cache_prices, context_prices, price_per_token, unit_costs
 
 log = logging.getLogger("bonito.gateway.snapshot")
 
@@ -90,6 +90,7 @@ def deployment_info(d: Deployment, catalog: dict | None = None) -> DeploymentInf
     p = d.provider
     input_cost, output_cost = price_per_token(d, catalog)
     cached_cost, cache_write_cost, cache_write_1h_cost = cache_prices(d.upstream_model, input_cost)
+    steps = context_prices(d.upstream_model, input_cost, output_cost)
     return DeploymentInfo(
         id=d.id,
         model=d.model_name,
@@ -103,6 +104,7 @@ def deployment_info(d: Deployment, catalog: dict | None = None) -> DeploymentInf
         cached_input_cost=cached_cost,
         cache_write_cost=cache_write_cost,
         cache_write_1h_cost=cache_write_1h_cost,
+        context_prices=steps,
         unit_costs=unit_costs(d),
         weight=d.weight,
         priority=d.priority,

@@ -431,9 +431,7 @@ class Gateway:
         """_admit for a token-priced request whose body is ``raw`` and which may use
         ``out_est`` output tokens: the prompt's estimate and the dearest candidate's price."""
         prompt_est = tokens.estimate_prompt_tokens(raw)
-        reserve = prompt_est * max(d.dearest_input for d in candidates) + out_est * max(
-            d.output_cost for d in candidates
-        )
+        reserve = max(d.reservation(prompt_est, out_est) for d in candidates)
         return await self._admit(ctx, prompt_est + out_est, reserve)
 
     async def _admit(self, ctx: Ctx, token_cost: int, reserve: float):

@@ -45,6 +45,12 @@ class DeploymentInfo:
     cached_input_cost: float | None = None
     cache_write_cost: float | None = None
     cache_write_1h_cost: float | None = None  # None: as any write
+    # Where a longer prompt changes the price of every token of the request (Gemini and
+    # Claude above 200k prompt tokens, GPT-5.x above 272k, Alibaba's tiers): ascending
+    # (more than this many prompt tokens, input, output, cache read, cache write, 1-hour
+    # write) as pricing.context_prices makes them; () for one price at every size. An
+    # agent of an earlier release ignores them and prices every size at the base prices.
+    context_prices: tuple = ()
     # USD per unit for image and audio models (gateway/dataplane/media.py): "image" (and
     # "image:<quality>/<WxH>", "image:<WxH>" where the catalog prices sizes), "second" (of
     # audio), "character" (of speech input), "query" (a rerank search).
@@ -58,6 +64,26 @@ class DeploymentInfo:
     def label(self) -> str:
         return f"{self.provider}/{self.upstream_model}"
 
+    def prices(self, prompt_tokens: int) -> tuple:
+        """(input, output, cache read, cache write, 1-hour write) per token for a request
+        of ``prompt_tokens``: its prompt-size step's, else the base prices (None: as input,
+        or as any write for the 1-hour write)."""
+        chosen = None
+        for step in self.context_prices:
+            if prompt_tokens > step[0]:
+                chosen = step
+            else:
+                break
+        if chosen is not None:
+            return tuple(chosen[1:])
+        return (
+            self.input_cost,
+            self.output_cost,
+            self.cached_input_cost,
+            self.cache_write_cost,
+            self.cache_write_1h_cost,
+        )
+
     def cost(
         self,
         input_tokens: int,
@@ -69,26 +95,28 @@ class DeploymentInfo:
         """What a request to this deployment cost (USD): the one formula. ``input_tokens``
         counts all the prompt, of which ``cached`` were read from the provider's prompt
         cache and ``written`` written to it (``written_1h`` of them for an hour), each at its
-        own price where it has one."""
+        own price where it has one; the prompt's size picks the prices (context_prices)."""
         cached = min(max(cached, 0), input_tokens)
         written = min(max(written, 0), input_tokens - cached)
         written_1h = min(max(written_1h, 0), written)
-        read_price = self.input_cost if self.cached_input_cost is None else self.cached_input_cost
-        write_price = self.input_cost if self.cache_write_cost is None else self.cache_write_cost
-        hour_price = write_price if self.cache_write_1h_cost is None else self.cache_write_1h_cost
+        inp, out, read, write, hour = self.prices(input_tokens)
+        read = inp if read is None else read
+        write = inp if write is None else write
+        hour = write if hour is None else hour
         return (
-            (input_tokens - cached - written) * self.input_cost
-            + cached * read_price
-            + (written - written_1h) * write_price
-            + written_1h * hour_price
-            + output_tokens * self.output_cost
+            (input_tokens - cached - written) * inp
+            + cached * read
+            + (written - written_1h) * write
+            + written_1h * hour
+            + output_tokens * out
         )
 
-    @property
-    def dearest_input(self) -> float:
-        """The most one input token can cost here (a cache write may cost more than plain
-        input): what a spend reservation counts a prompt's tokens at."""
-        return max(self.input_cost, self.cache_write_cost or 0.0, self.cache_write_1h_cost or 0.0)
+    def reservation(self, prompt_tokens: int, output_tokens: int) -> float:
+        """The most a request of ``prompt_tokens`` and up to ``output_tokens`` can cost here
+        (every prompt token at the dearest input price, as a cache write may cost more than
+        plain input): what a spend reservation holds for it."""
+        inp, out, _read, write, hour = self.prices(prompt_tokens)
+        return prompt_tokens * max(inp, write or 0.0, hour or 0.0) + output_tokens * out
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,9 +460,16 @@ def org_to_dict(o: OrgInfo, include_credentials: bool = False) -> dict:
     return out
 
 
+def _deployment_fields(d: dict) -> dict:
+    fields = _known(DeploymentInfo, d)
+    if "context_prices" in fields:  # JSON's lists back to the builder's tuples
+        fields["context_prices"] = tuple(tuple(step) for step in fields["context_prices"])
+    return fields
+
+
 def org_from_dict(o: dict) -> OrgInfo:
     deployments = {
-        m: tuple(DeploymentInfo(**_known(DeploymentInfo, d)) for d in deps)
+        m: tuple(DeploymentInfo(**_deployment_fields(d)) for d in deps)
         for m, deps in o["deployments"].items()
     }
     policies = {

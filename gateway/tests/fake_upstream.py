@@ -42,6 +42,7 @@ class Behaviour:
     # raw_response written in pieces cut at these offsets, each flushed after a pause (a
     # stream whose events arrive split across reads, or several in one read)
     raw_cuts: list[int] | None = None
+    prompt_tokens: int = 11  # the prompt's size the usage reports (cache reads/writes apart)
     cached_tokens: int | None = None  # report usage.prompt_tokens_details.cached_tokens
     # Anthropic: report usage.cache_creation_input_tokens (prompt tokens written to its cache)
     cache_write_tokens: int | None = None
@@ -167,9 +168,9 @@ class FakeUpstream:
             )
         words = [f"word{i}" for i in range(b.stream_chunks)]
         usage = {
-            "prompt_tokens": 11,
+            "prompt_tokens": b.prompt_tokens,
             "completion_tokens": len(words),
-            "total_tokens": 11 + len(words),
+            "total_tokens": b.prompt_tokens + len(words),
         }
         if b.cached_tokens is not None:
             usage["prompt_tokens_details"] = {"cached_tokens": b.cached_tokens}
@@ -330,7 +331,7 @@ class FakeUpstream:
         words = [f"word{i}" for i in range(b.stream_chunks)]
         tools = body.get("tools")
         tool_name = tools[0].get("name", "tool") if isinstance(tools, list) and tools else None
-        usage = {"input_tokens": 11, "output_tokens": len(words)}
+        usage = {"input_tokens": b.prompt_tokens, "output_tokens": len(words)}
         if b.cached_tokens is not None:
             usage["cache_read_input_tokens"] = b.cached_tokens
         if b.cache_write_tokens is not None:
@@ -513,14 +514,14 @@ class FakeUpstream:
             "temperature": body.get("temperature", 1.0),
             "top_p": body.get("top_p", 1.0),
             "usage": {
-                "input_tokens": 11,
+                "input_tokens": b.prompt_tokens,
                 "input_tokens_details": {
                     "cached_tokens": b.cached_tokens or 0,
                     "cache_write_tokens": 0,
                 },
                 "output_tokens": len(words),
                 "output_tokens_details": {"reasoning_tokens": 0},
-                "total_tokens": 11 + len(words),
+                "total_tokens": b.prompt_tokens + len(words),
             }
             if b.report_usage
             else None,

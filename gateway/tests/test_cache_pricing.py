@@ -65,7 +65,7 @@ def test_the_one_formula_prices_each_part_and_keeps_every_token_in_one_part():
     assert dep.cost(10, 0, 40, 24) == pytest.approx(10 * 1e-7)
     assert dep.cost(10, 0, 4, 24) == pytest.approx(4 * 1e-7 + 6 * 1.25e-6)
     assert dep.cost(10, 0, -5, -5) == pytest.approx(10e-6)
-    assert dep.dearest_input == 2e-6
+    assert dep.reservation(100, 10) == pytest.approx(100 * 2e-6 + 50e-6)  # the dearest input
     plain = DeploymentInfo(1, "m", "p", "openai", GPT, input_cost=1e-6, output_cost=2e-6)
     assert plain.cost(100, 10, 40, 24) == pytest.approx(100e-6 + 20e-6)  # an earlier agent's
 

@@ -1,0 +1,264 @@
+"""Prices by the prompt's size: where a provider charges more for every token of a request
+whose prompt is over a threshold (Gemini and Claude above 200k prompt tokens, GPT-5.x above
+272k, Alibaba's tiered tables), the usage row's cost is that dearer price, as the provider
+bills it. LiteLLM's own cost calculator is the reference for every model its map prices so;
+the gateway is driven live against the fake upstream for the paths a request takes."""
+
+import concurrent.futures
+import random
+import time
+
+import httpx
+import orjson
+import pytest
+
+from gateway import services
+from gateway.dataplane import tokens
+from gateway.dataplane.snapshot import DeploymentInfo
+from gateway.pricing import cache_prices, context_prices, litellm_price_map
+from gateway.tests.conftest import ACTOR, anthropic_deployment, refresh_snapshot, usage_rows
+from gateway.tests.fake_upstream import Behaviour
+
+GPT = "gpt-5.4"  # LiteLLM's map: every token at 2x input, 1.5x output above 272k prompt tokens
+CLAUDE = "claude-haiku-5-5"  # above 100k, with cache reads and writes priced apart
+XAI = "xai/grok-4.3"  # xAI bills the dearer price from a prompt of exactly the threshold
+
+
+def catalog_deployment(name: str) -> DeploymentInfo:
+    entry = litellm_price_map()[name]
+    inp, out = float(entry["input_cost_per_token"]), float(entry["output_cost_per_token"])
+    read, write, hour = cache_prices(name, inp)
+    return DeploymentInfo(
+        1,
+        "m",
+        "p",
+        "openai",
+        name,
+        input_cost=inp,
+        output_cost=out,
+        cached_input_cost=read,
+        cache_write_cost=write,
+        cache_write_1h_cost=hour,
+        context_prices=context_prices(name, inp, out),
+    )
+
+
+def litellm_cost(name: str, prompt: int, output: int, cached: int, written: int) -> float:
+    from litellm.litellm_core_utils.llm_cost_calc.utils import generic_cost_per_token
+    from litellm.types.utils import PromptTokensDetailsWrapper, Usage
+
+    usage = Usage(
+        prompt_tokens=prompt,
+        completion_tokens=output,
+        total_tokens=prompt + output,
+        cache_read_input_tokens=cached,
+        cache_creation_input_tokens=written,
+        prompt_tokens_details=PromptTokensDetailsWrapper(
+            cached_tokens=cached, cache_creation_tokens=written
+        ),
+    )
+    provider = litellm_price_map()[name].get("litellm_provider")
+    prompt_cost, output_cost = generic_cost_per_token(
+        model=name, usage=usage, custom_llm_provider=provider
+    )
+    return prompt_cost + output_cost
+
+
+def models_priced_by_size() -> list[str]:
+    return [
+        name
+        for name, entry in litellm_price_map().items()
+        if isinstance(entry, dict)
+        and entry.get("input_cost_per_token")
+        and (
+            entry.get("tiered_pricing")
+            or any("_above_" in f and f.endswith("k_tokens") for f in entry)
+        )
+    ]
+
+
+def test_every_model_the_map_prices_by_size_costs_what_litellm_says_at_each_threshold():
+    names = models_priced_by_size()
+    assert len(names) > 100  # Gemini, Claude, GPT-5.x, Qwen… (what makes this mean something)
+    rng = random.Random(7)
+    checked = 0
+    for name in names:
+        dep = catalog_deployment(name)
+        assert dep.context_prices, name
+        for threshold in {step[0] for step in dep.context_prices}:
+            for prompt in (threshold - 1, threshold, threshold + 1, threshold + 5_000, 7):
+                if prompt <= 0:
+                    continue
+                cached, written = rng.randint(0, prompt // 3), rng.randint(0, prompt // 4)
+                output = rng.randint(1, 4_000)
+                expected = litellm_cost(name, prompt, output, cached, written)
+                assert dep.cost(prompt, output, cached, written) == pytest.approx(
+                    expected, rel=1e-9, abs=1e-15
+                ), (name, prompt, cached, written, output)
+                checked += 1
+    assert checked > 500
+
+
+def test_the_threshold_is_one_token_over_it_or_at_it_for_xai():
+    gpt = catalog_deployment(GPT)
+    base = gpt.cost(272_000, 1000)
+    assert base == pytest.approx(272_000 * gpt.input_cost + 1000 * gpt.output_cost)
+    over = gpt.cost(272_001, 1000)
+    # every token of the request, not only those over the threshold, at the dearer price
+    assert over == pytest.approx(272_001 * 2 * gpt.input_cost + 1000 * 1.5 * gpt.output_cost)
+    xai = catalog_deployment(XAI)
+    [(threshold, *_)] = xai.context_prices
+    assert xai.prices(threshold + 1) != xai.prices(threshold)  # at the map's threshold itself
+    assert xai.prices(threshold) == (xai.input_cost, xai.output_cost, *xai.prices(0)[2:])
+
+
+def test_an_override_moves_the_dearer_prices_by_the_same_ratio():
+    entry = litellm_price_map()[GPT]
+    ratio_in = entry["input_cost_per_token_above_272k_tokens"] / entry["input_cost_per_token"]
+    ratio_out = entry["output_cost_per_token_above_272k_tokens"] / entry["output_cost_per_token"]
+    [(threshold, inp, out, read, write, hour)] = context_prices(GPT, 1e-6, 4e-6)
+    assert threshold == 272_000
+    assert (inp, out) == (pytest.approx(ratio_in * 1e-6), pytest.approx(ratio_out * 4e-6))
+    ratio_read = (
+        entry["cache_read_input_token_cost_above_272k_tokens"] / entry["input_cost_per_token"]
+    )
+    assert read == pytest.approx(ratio_read * 1e-6)
+    assert (write, hour) == (None, None)  # OpenAI charges no cache writes: as input
+    assert context_prices("a-model-litellm-does-not-price", 1e-6, 1e-6) == ()
+    assert context_prices("gpt-4o-mini", 1e-6, 1e-6) == ()  # one price at every size
+
+
+def test_the_prices_survive_the_trip_to_an_agent_and_back():
+    """The agent's configuration document (JSON) carries them; a document from an earlier
+    control plane, without them, prices every size at the base prices."""
+    from gateway.dataplane.snapshot import OrgInfo, org_from_dict, org_to_dict
+
+    dep = catalog_deployment(CLAUDE)
+    org = OrgInfo(id=1, slug="a", deployments={"m": (dep,)})
+    again = org_from_dict(orjson.loads(orjson.dumps(org_to_dict(org))))
+    assert again == org
+    old = org_to_dict(org)
+    del old["deployments"]["m"][0]["context_prices"]
+    [plain] = org_from_dict(old).deployments["m"]
+    assert plain.cost(200_000, 10) == 200_000 * dep.input_cost + 10 * dep.output_cost
+
+
+# --- through a live gateway ------------------------------------------------------------
+
+
+@pytest.fixture
+def long(acme):
+    """acme with an OpenAI-compatible deployment of GPT-5.4 at the catalog's prices."""
+    provider = acme.org.providers.get(name="fake")
+    services.deployment_save(
+        actor=ACTOR, org=acme.org, model_name="gpt-long", provider=provider, upstream_model=GPT
+    )
+    refresh_snapshot()
+    return acme
+
+
+def post(acme, path, body, anthropic=False, status=200):
+    headers = (
+        {"x-api-key": acme.raw, "anthropic-version": "2023-06-01"}
+        if anthropic
+        else {"Authorization": f"Bearer {acme.raw}"}
+    )
+    out = httpx.post(acme.url + path, json=body, headers=headers, timeout=30)
+    assert out.status_code == status, out.text
+    return out
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("prompt", [272_000, 300_000])
+def test_chat_completions_bill_a_long_prompt_at_the_dearer_price(long, stream, prompt):
+    long.fake.behaviours[GPT] = Behaviour(prompt_tokens=prompt)
+    body = {"model": "gpt-long", "messages": [{"role": "user", "content": "hi"}]}
+    if stream:
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+    post(long, "/v1/chat/completions", body)
+    [row] = usage_rows(long.org)
+    entry = litellm_price_map()[GPT]
+    above = "_above_272k_tokens" if prompt > 272_000 else ""
+    expected = (
+        prompt * entry[f"input_cost_per_token{above}"] + 5 * entry[f"output_cost_per_token{above}"]
+    )
+    assert (row.input_tokens, row.output_tokens) == (prompt, 5)
+    assert float(row.cost) == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_responses_api_bills_a_long_prompt_at_the_dearer_price(long):
+    long.fake.behaviours[GPT] = Behaviour(prompt_tokens=400_000)
+    post(long, "/v1/responses", {"model": "gpt-long", "input": "hi"})
+    [row] = usage_rows(long.org)
+    entry = litellm_price_map()[GPT]
+    expected = (
+        400_000 * entry["input_cost_per_token_above_272k_tokens"]
+        + 5 * entry["output_cost_per_token_above_272k_tokens"]
+    )
+    assert float(row.cost) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_messages_api_bills_cache_parts_of_a_long_prompt_at_the_dearer_prices(
+    acme, mode, stream
+):
+    anthropic_deployment(acme, "claude", CLAUDE)
+    acme.fake.behaviours[CLAUDE] = Behaviour(
+        prompt_tokens=90_000, cached_tokens=20_000, cache_write_tokens=10_000
+    )
+    body = {"model": "claude", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+    post(acme, "/v1/messages", {**body, "stream": stream}, anthropic=True)
+    [row] = usage_rows(acme.org)
+    # Anthropic's input_tokens leave the cache out: the prompt is 120,000 tokens, over 100k
+    assert (row.input_tokens, row.cached_tokens) == (120_000, 20_000)
+    entry = litellm_price_map()[CLAUDE]
+    a = "_above_100k_tokens"
+    expected = (
+        90_000 * entry[f"input_cost_per_token{a}"]
+        + 20_000 * entry[f"cache_read_input_token_cost{a}"]
+        + 10_000 * entry[f"cache_creation_input_token_cost{a}"]
+        + 5 * entry[f"output_cost_per_token{a}"]
+    )
+    assert float(row.cost) == pytest.approx(expected, rel=1e-6)
+    assert float(row.cost) > 2 * catalog_deployment(CLAUDE).prices(0)[0] * 90_000
+
+
+def test_a_spend_reservation_holds_a_long_prompt_at_the_dearer_price(long):
+    """While a prompt the gateway estimates over the threshold is in flight, the spend cap
+    holds what it may cost at the dearer price: with a cap between that and its base price,
+    a request beside it is refused; once it settles to what it cost, requests go through."""
+    from governance import services as gov
+
+    raw = orjson.dumps(
+        {
+            "model": "gpt-long",
+            "max_tokens": 10,
+            "messages": [{"role": "user", "content": "word " * 180_000}],
+        }
+    )
+    estimate = tokens.estimate_prompt_tokens(raw)
+    assert estimate > 272_000
+    dep = catalog_deployment(GPT)
+    at_base = estimate * dep.input_cost + 10 * dep.output_cost
+    assert dep.reservation(estimate, 10) > 1.9 * at_base
+    gov.policy_set(actor=ACTOR, org=long.org, monthly_spend_cap_usd=round(1.5 * at_base, 2))
+    refresh_snapshot()
+    long.fake.behaviours[GPT] = Behaviour(latency=3)
+    short = {"model": "gpt-long", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(
+            httpx.post,
+            long.url + "/v1/chat/completions",
+            content=raw,
+            headers={"Authorization": f"Bearer {long.raw}", "Content-Type": "application/json"},
+            timeout=30,
+        )
+        deadline = time.monotonic() + 20
+        while not long.fake.requests and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert long.fake.requests, "the long request never reached the upstream"
+        refused = post(long, "/v1/chat/completions", short, status=429)
+        assert "spend cap" in refused.json()["error"]["message"]
+        assert first.result().status_code == 200
+    long.fake.behaviours[GPT] = Behaviour()
+    post(long, "/v1/chat/completions", short)
