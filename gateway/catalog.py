@@ -2,7 +2,7 @@
 
 from django.db import transaction
 
-from .pricing import litellm_price_map
+from .pricing import base_prices, litellm_price_map
 
 
 def _int(value):
@@ -21,13 +21,14 @@ def model_catalog_sync(model_class=None) -> int:
     for name, entry in litellm_price_map().items():
         if not isinstance(entry, dict) or len(name) > 255:
             continue
+        input_cost, output_cost = base_prices(entry)
         rows.append(
             model_class(
                 name=name,
                 provider=str(entry.get("litellm_provider") or "")[:100],
                 mode=str(entry.get("mode") or "")[:50],
-                input_cost_per_token=entry.get("input_cost_per_token"),
-                output_cost_per_token=entry.get("output_cost_per_token"),
+                input_cost_per_token=input_cost,
+                output_cost_per_token=output_cost,
                 max_input_tokens=_int(entry.get("max_input_tokens")),
                 max_output_tokens=_int(entry.get("max_output_tokens")),
             )

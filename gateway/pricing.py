@@ -2,9 +2,12 @@
 
 import importlib.util
 import json
+import math
 import re
 from functools import cache
 from pathlib import Path
+
+from .dataplane.snapshot import SERVICE_TIERS
 
 
 def _price_map_path() -> Path:
@@ -34,9 +37,8 @@ def catalog_price(upstream_model: str, catalog: dict | None = None) -> tuple[flo
     if catalog is None:
         catalog = catalog_prices([upstream_model])
     row = catalog.get(upstream_model)
-    if row is None:
-        entry = litellm_price_map().get(upstream_model) or {}
-        row = (entry.get("input_cost_per_token"), entry.get("output_cost_per_token"))
+    if row is None or row[0] is None:  # (a row synced before tables had a base price)
+        row = base_prices(litellm_price_map().get(upstream_model) or {})
     return float(row[0] or 0.0), float(row[1] or 0.0)
 
 
@@ -91,11 +93,12 @@ def cache_prices(upstream_model: str, input_cost: float) -> tuple:
 
 
 # A price that changes with the prompt's size: "input_cost_per_token_above_200k_tokens" and its
-# output, cache read and cache write siblings (Gemini, Claude's 1M context, GPT-5.x above 272k).
+# output, cache read and cache write siblings (Gemini, Claude's 1M context, GPT-5.x above 272k),
+# and the same for a service tier ("..._above_272k_tokens_priority").
 _ABOVE = re.compile(
     r"^(?P<kind>input_cost_per_token|output_cost_per_token|cache_read_input_token_cost"
     r"|cache_creation_input_token_cost_above_1hr|cache_creation_input_token_cost)"
-    r"_above_(?P<n>\d+)(?P<k>k?)_tokens$"
+    r"_above_(?P<n>\d+)(?P<k>k?)_tokens(?:_(?P<tier>[a-z]+))?$"
 )
 _STEP_FIELDS = (
     "input_cost_per_token",
@@ -110,78 +113,145 @@ _INCLUSIVE = frozenset({"xai"})
 
 
 def _number(v) -> float | None:
+    """A price or token count from the map: a finite number, 0 or more, else None."""
+    if isinstance(v, bool):
+        return None
     try:
         v = float(v)
     except (TypeError, ValueError):
         return None
-    return v if v >= 0 else None
+    return v if math.isfinite(v) and v >= 0 else None
 
 
-def _ratio_steps(entry: dict) -> tuple:
-    """One map entry's prompt-size price steps as shares of its base prices: a tuple of
-    (more than this many prompt tokens, input, output, cache read, cache write, 1-hour cache
-    write), ascending; input-side prices as a share of the base input price, output of the
-    base output price; None: as the step's input (reads, writes) or as any write (1 hour)."""
-    base_in, base_out = (
+def _table(entry: dict) -> list[tuple[float, float, dict]]:
+    """Alibaba's ``tiered_pricing`` rows that LiteLLM can pick: (start, end, prices) sorted
+    by start, the prices those of _STEP_FIELDS (a row's read and write default to its input
+    price, its output to the model's)."""
+    rows = []
+    for row in entry.get("tiered_pricing") or ():
+        rng = row.get("range") if isinstance(row, dict) else None
+        if not isinstance(rng, list | tuple) or len(rng) != 2:
+            continue
+        start, end, inp = _number(rng[0]), _number(rng[1]), _number(row.get("input_cost_per_token"))
+        if start is None or end is None or inp is None:
+            continue
+        prices = {f: _number(row.get(f)) for f in _STEP_FIELDS}
+        for f in _STEP_FIELDS[2:4]:
+            prices[f] = inp if prices[f] is None else prices[f]
+        if prices["output_cost_per_token"] is None:
+            prices["output_cost_per_token"] = _number(entry.get("output_cost_per_token")) or 0.0
+        rows.append((start, end, prices))
+    return sorted(rows, key=lambda r: r[0])
+
+
+def base_prices(entry: dict) -> tuple[float | None, float | None]:
+    """A map entry's (input, output) price per token: its own, else (a model priced only by
+    a table of prompt sizes) its smallest prompts' row's."""
+    inp, out = (
         _number(entry.get("input_cost_per_token")),
         _number(entry.get("output_cost_per_token")),
     )
-    if not base_in:
+    if inp is None:
+        table = _table(entry)
+        if table:
+            inp = table[0][2]["input_cost_per_token"]
+            out = table[0][2]["output_cost_per_token"] if out is None else out
+    return inp, out
+
+
+def _table_steps(table) -> dict[int, dict]:
+    """Steps (more than this many prompt tokens -> prices) that pick the row LiteLLM picks for
+    each prompt size: the first row (by start) with start < tokens <= end, else the last."""
+    bounds = sorted({0.0} | {r[0] for r in table} | {r[1] for r in table})
+    steps = {}
+    for b in bounds:
+        t = math.floor(b) + 1  # every prompt size up to the next bound picks the same row
+        row = next((r for r in table if r[0] < t <= r[1]), table[-1])
+        steps[math.floor(b)] = row[2]
+    return steps
+
+
+def _ratio_steps(entry: dict, tier: str = "") -> tuple:
+    """One map entry's price steps by the prompt's size, as shares of its base prices
+    (base_prices): a tuple of (more than this many prompt tokens, input, output, cache read,
+    cache write, 1-hour cache write), ascending; input-side prices as a share of the base
+    input price, output of the base output price; None: as the step's input (reads, writes)
+    or as any write (1 hour). For a service ``tier`` the first step (-1 tokens) is the
+    tier's base prices; a price the tier does not set is the standard one. LiteLLM's rules
+    throughout (llm_cost_calc/utils.py: _get_token_base_cost, _get_tiered_base_costs)."""
+    base_in, base_out = base_prices(entry)
+    table = _table(entry)
+    if not base_in or (tier and table):
+        return ()  # a table prices every service tier alike
+
+    def price(name: str):
+        value = _number(entry.get(f"{name}_{tier}")) if tier else None
+        return value if value is not None else _number(entry.get(name))
+
+    start = {f: price(f) for f in _STEP_FIELDS[:4]}
+    start[_STEP_FIELDS[4]] = _number(entry.get(_STEP_FIELDS[4]))  # not priced by tier
+    if start["input_cost_per_token"] is None and not table:
         return ()
-    inclusive = entry.get("litellm_provider") in _INCLUSIVE
-    found: dict[int, dict] = {}
-    for name, value in entry.items():
-        m = _ABOVE.match(name)
-        if m and _number(value) is not None:
-            n = int(m["n"]) * (1000 if m["k"] else 1)
-            found.setdefault(n - 1 if inclusive else n, {})[m["kind"]] = _number(value)
-    # Alibaba's tables: one tier by the prompt's size prices every token of the request; a
-    # tier's read and write prices default to its input price, its output to the model's.
-    for tier in entry.get("tiered_pricing") or ():
-        rng = tier.get("range") if isinstance(tier, dict) else None
-        price = _number(tier.get("input_cost_per_token")) if rng else None
-        if price is None or len(rng) != 2 or _number(rng[0]) is None:
-            continue
-        prices = {f: _number(tier.get(f)) for f in _STEP_FIELDS}
-        for f in _STEP_FIELDS[2:4]:
-            prices[f] = price if prices[f] is None else prices[f]
-        prices["output_cost_per_token"] = (
-            prices["output_cost_per_token"]
-            if prices["output_cost_per_token"] is not None
-            else base_out
-        )
-        found[int(rng[0])] = prices
+    if table:  # a table, where it has a row, is all that prices the request
+        found = _table_steps(table)
+    else:
+        inclusive = entry.get("litellm_provider") in _INCLUSIVE
+        found = {-1: {}} if tier else {}
+        for name, value in entry.items():
+            m = _ABOVE.match(name)
+            if m and m["tier"] in (None, tier or None) and _number(value) is not None:
+                n = int(m["n"]) * (1000 if m["k"] else 1)
+                step = found.setdefault(n - 1 if inclusive else n, {})
+                if m["tier"] or m["kind"] not in step:  # the tier's own price wins
+                    step[m["kind"]] = _number(value)
     steps = []
+    current = dict(start)
     for threshold in sorted(found):
-        p = found[threshold]
-        # An above-threshold key that is absent keeps the base price (LiteLLM's rule).
-        read, write, hour = (p.get(f, entry.get(f)) for f in _STEP_FIELDS[2:])
-        inp = p.get("input_cost_per_token", base_in)
-        out = p.get("output_cost_per_token", base_out)
-        if out and not base_out:
-            continue  # an output price with no base to scale it from: not representable
+        # A price a step does not set keeps the one below it (the base, or the tier's).
+        current.update(found[threshold])
+        inp, out, read, write, hour = (current[f] for f in _STEP_FIELDS)
         steps.append(
             (
                 threshold,
                 inp / base_in,
-                out / base_out if base_out else 0.0,
-                *(
-                    None if _number(v) is None else _number(v) / base_in
-                    for v in (read, write, hour)
-                ),
+                out / base_out if base_out else 0.0,  # no base output to scale: as the base
+                *(None if v is None else v / base_in for v in (read, write, hour)),
             )
         )
     return tuple(steps)
 
 
+def _scaled(steps: tuple, input_cost: float, output_cost: float) -> tuple:
+    return tuple(
+        (
+            threshold,
+            input_cost * inp,
+            output_cost * out,
+            *(None if r is None else input_cost * r for r in rest),
+        )
+        for threshold, inp, out, *rest in steps
+    )
+
+
 @cache
-def _context_ratio_steps() -> dict[str, tuple]:
+def _ratio_schedules() -> dict[str, dict[str, tuple]]:
+    """upstream model -> {"": its prompt-size steps, "priority": that tier's schedule, …}
+    for the models whose price depends on more than the token counts."""
     out = {}
+    tiers = sorted(set(SERVICE_TIERS.values()))
     for name, entry in litellm_price_map().items():
-        if isinstance(entry, dict):
-            steps = _ratio_steps(entry)
-            if steps:
-                out[name] = steps
+        if not isinstance(entry, dict):
+            continue
+        try:
+            schedules = {"": _ratio_steps(entry)}
+            for tier in tiers:
+                if any(f.endswith(f"_{tier}") for f in entry):
+                    schedules[tier] = _ratio_steps(entry, tier)
+        except (TypeError, ValueError, OverflowError, AttributeError):
+            continue  # an entry the map got wrong: its base prices only, never a crash
+        schedules = {t: steps for t, steps in schedules.items() if steps}
+        if schedules:
+            out[name] = schedules
     return out
 
 
@@ -191,15 +261,19 @@ def context_prices(upstream_model: str, input_cost: float, output_cost: float) -
     token of the request at: input, output, cache read, cache write, 1-hour cache write),
     ascending; () where one price holds for every size. Like cache_prices they keep the
     catalog's ratios to the base prices, so a deployment's override moves them with it."""
-    return tuple(
-        (
-            threshold,
-            input_cost * inp,
-            output_cost * out,
-            *(None if r is None else input_cost * r for r in rest),
-        )
-        for threshold, inp, out, *rest in _context_ratio_steps().get(upstream_model, ())
-    )
+    steps = _ratio_schedules().get(upstream_model, {}).get("", ())
+    return _scaled(steps, input_cost, output_cost)
+
+
+def tier_prices(upstream_model: str, input_cost: float, output_cost: float) -> dict:
+    """The deployment's prices in each service tier its provider prices apart (OpenAI's
+    flex at half the price, priority at about 1.75x…): tier -> its schedule, shaped like
+    context_prices but whose first step (-1 tokens) holds for every prompt."""
+    return {
+        tier: _scaled(steps, input_cost, output_cost)
+        for tier, steps in _ratio_schedules().get(upstream_model, {}).items()
+        if tier
+    }
 
 
 # A catalog key that prices one image size (and quality) of a model: "1024-x-1024/dall-e-2",

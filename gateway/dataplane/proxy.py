@@ -15,7 +15,15 @@ import orjson
 from . import anthropic_api, errors, keys_check, media, responses_api, routing, smart, tokens
 from .errors import GatewayError
 from .limits import Bucket, Limiter, SpendReservation, org_prefix
-from .snapshot import DeploymentInfo, KeyInfo, OrgInfo, SmartPolicy, Snapshot
+from .snapshot import (
+    DeploymentInfo,
+    KeyInfo,
+    OrgInfo,
+    SmartPolicy,
+    Snapshot,
+    billed_tier,
+    served_tier,
+)
 from .state import SnapshotSource
 from .tokens import Counts
 from .upstream import DONE_EVENT, UNPARSED, StreamBroken, UpstreamError, Upstreams, cache_writes
@@ -94,6 +102,14 @@ class Ctx:
     route_score: float | None = None
     route_tier: str = ""
     top_dep: DeploymentInfo | None = None
+    # The service tier the body asked for ("flex", "priority", "auto"…) and the one the
+    # provider's answer says it served: billed_tier of the two prices the request.
+    tier_requested: object = None
+    tier_served: object = None
+
+    @property
+    def tier(self) -> str:
+        return billed_tier(self.tier_requested, self.tier_served)
 
 
 class Gateway:
@@ -420,6 +436,7 @@ class Gateway:
     async def _route(self, ctx: Ctx, body: dict, endpoint: str) -> list[DeploymentInfo]:
         """The deployments to try for a checked body, in order; a 429 if a budget is spent."""
         ctx.model_requested = body["model"]
+        ctx.tier_requested = body.get("service_tier")
         if ctx.org.blocked:
             _refuse_if_budget_spent(ctx.key, ctx.org)
         policy = self._smart_policy(ctx, body, endpoint)
@@ -431,7 +448,7 @@ class Gateway:
         """_admit for a token-priced request whose body is ``raw`` and which may use
         ``out_est`` output tokens: the prompt's estimate and the dearest candidate's price."""
         prompt_est = tokens.estimate_prompt_tokens(raw)
-        reserve = max(d.reservation(prompt_est, out_est) for d in candidates)
+        reserve = max(d.reservation(prompt_est, out_est, ctx.tier) for d in candidates)
         return await self._admit(ctx, prompt_est + out_est, reserve)
 
     async def _admit(self, ctx: Ctx, token_cost: int, reserve: float):
@@ -545,6 +562,7 @@ class Gateway:
             )
 
         data = await self._attempts(ctx, candidates, attempt)
+        ctx.tier_served = served_tier(data)
         counts = _usage_counts(data.get("usage"), embeddings=endpoint == "embeddings")
         counts = counts or Counts(0, 0)
         # No usable usage reported (LiteLLM reports zeros when the provider sent none):
@@ -571,7 +589,7 @@ class Gateway:
     ) -> float:
         """A request that reached a deployment, done: its cost from ``counts``, the spend
         reservation settled to it, its usage row."""
-        cost = ctx.dep.cost(*counts)
+        cost = ctx.dep.cost(*counts, tier=ctx.tier)
         if spend is not None:
             self.limiter.settle(spend, cost, backend)
         self._record(
@@ -677,6 +695,7 @@ class Gateway:
                         continue  # not a JSON event: no SDK could read it
                     if chunk.get("usage"):
                         seen.usage = chunk["usage"]
+                        ctx.tier_served = served_tier(chunk)
                     choices = chunk.get("choices")
                     if chunk.get("error") and not choices:
                         # The provider failed after the answer began: the client sees its
@@ -740,6 +759,7 @@ class Gateway:
         result = await self._attempts(ctx, candidates, attempt)
 
         def settle(usage, text: str, status: str, http_status: int, error_type=""):
+            ctx.tier_served = served_tier({"usage": usage})  # Anthropic's usage.service_tier
             counts = anthropic_api.usage_counts(usage)
             if counts is None:  # no usable usage reported: count what was sent and answered
                 counts = Counts(
@@ -945,7 +965,7 @@ class Gateway:
                 "route_tier": ctx.route_tier,
                 # What the same tokens would have cost on the policy's top tier: the
                 # savings figure is the sum of these less the sum of cost.
-                "cost_top_tier": round(ctx.top_dep.cost(*counts), 8)
+                "cost_top_tier": round(ctx.top_dep.cost(*counts, tier=ctx.tier), 8)
                 if ctx.top_dep is not None and ctx.route_tier
                 else None,
             }

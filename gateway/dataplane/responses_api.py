@@ -20,6 +20,7 @@ import orjson
 
 from . import errors, provider_kinds, tokens
 from .errors import GatewayError
+from .snapshot import served_tier
 from .upstream import (
     DONE_EVENT,
     UNPARSED,
@@ -481,6 +482,7 @@ class ChatEvents:
         self.calls: dict[int, int] = {}  # chat tool-call index -> output index
         self.texts: dict[int, list[str]] = {}  # output index -> its text pieces
         self.usage = None
+        self.tier = None  # the service tier the provider says it served
         self.finish = None
         self.failed = False
         self.pieces: list[str] = []
@@ -635,6 +637,7 @@ class ChatEvents:
             return [self._error("stream_error", f"The provider failed mid-answer: {message}")]
         if chunk.get("usage"):
             self.usage = responses_usage(chunk["usage"]) or self.usage
+            self.tier = served_tier(chunk) or self.tier
         out = []
         for choice in choices if isinstance(choices, list) else ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
@@ -691,6 +694,7 @@ class NativeEvents:
     def __init__(self, wrap):
         self.wrap = wrap
         self.usage = None
+        self.tier = None  # the service tier the provider says it served
         self.failed = False
         self.pieces: list[str] = []
 
@@ -700,6 +704,7 @@ class NativeEvents:
             _rewrite_ids(response, self.wrap)
             if response.get("usage"):
                 self.usage = response["usage"]
+            self.tier = served_tier(response) or self.tier
         kind = event.get("type")
         if kind in ("response.output_text.delta", "response.function_call_arguments.delta"):
             if isinstance(event.get("delta"), str):
@@ -846,14 +851,17 @@ async def _call(gw, Outgoing, ctx, candidates, body, native_body, chat_body, spe
                 raise UpstreamError(f"{dep.label} sent something that is not a response", 502)
             _rewrite_ids(data, _wrapper(ctx, dep))
             return data
-        data = from_chat(
-            await adapter.call("chat", dep, chat_body, timeout), rid, body, dep.upstream_model
-        )
+        answer = await adapter.call("chat", dep, _tiered(gw, dep, chat_body, body), timeout)
+        data = from_chat(answer, rid, body, dep.upstream_model)
         if data is None:
             raise UpstreamError(f"{dep.label} sent something that is not a completion", 502)
+        served[dep.id] = served_tier(answer)
         return data
 
+    served = {}
     data = await gw._attempts(ctx, candidates, attempt)
+    ctx.tier_served = served.get(ctx.dep.id) if ctx.dep.id in served else served_tier(data)
+    ctx.tier_requested = _tier_sent(gw, ctx.dep, body)
     counts = _counts(data.get("usage"), chat_body, lambda: output_text(data), body)
     return gw._answered(ctx, data, counts, spend, backend)
 
@@ -894,6 +902,21 @@ def count_native_input(body: dict) -> int:
         else:
             pieces.append(orjson.dumps(item).decode())
     return max(1, tokens.count_tokens("\n".join(pieces)))
+
+
+def _tier_sent(gw, dep, body: dict):
+    """The service tier the request asked ``dep`` for: the body's, if it reached it (the
+    Responses API as sent, or a chat translation to an OpenAI-shaped upstream), else None."""
+    direct = gw.upstreams.for_deployment(dep) is gw.upstreams.http
+    return body.get("service_tier") if native(gw, dep) or direct else None
+
+
+def _tiered(gw, dep, chat_body: dict, body: dict) -> dict:
+    """The chat translation as ``dep`` gets it: with the Responses request's service tier
+    where the upstream is OpenAI-shaped (LiteLLM refuses the field for providers that have
+    no such thing, Anthropic's among them, so it is not passed to those)."""
+    tier = _tier_sent(gw, dep, body)
+    return chat_body if tier is None else {**chat_body, "service_tier": tier}
 
 
 async def _held(chunks, carries):
@@ -937,7 +960,7 @@ async def _stream(gw, Outgoing, ctx, candidates, body, native_body, chat_body, s
 
             convert = NativeEvents(_wrapper(ctx, dep))
         else:
-            chunks = adapter.stream("chat", dep, chat_body, timeout)
+            chunks = adapter.stream("chat", dep, _tiered(gw, dep, chat_body, body), timeout)
 
             def carries(chunk):
                 return carries_output(chunk, dep)
@@ -950,6 +973,7 @@ async def _stream(gw, Outgoing, ctx, candidates, body, native_body, chat_body, s
         return chunks, held, convert
 
     chunks, held, convert = await gw._attempts(ctx, candidates, attempt)
+    ctx.tier_requested = _tier_sent(gw, ctx.dep, body)
     ctx.ttft_ms = int((time.perf_counter() - ctx.t0) * 1000)
     headers = gw._headers(
         ctx,
@@ -974,6 +998,7 @@ async def _relay(gw, ctx, chunks, held, convert, chat_body, spend, backend, resu
         recorded = True
         await chunks.aclose()  # also cancels the upstream call when the client went away
         counts = _counts(convert.usage, chat_body, convert.text, body)
+        ctx.tier_served = convert.tier
         result.cost = gw._bill(ctx, counts, spend, backend, status, http_status, error_type)
 
     out = convert.start() if isinstance(convert, ChatEvents) else []

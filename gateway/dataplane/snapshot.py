@@ -29,6 +29,53 @@ class KeyInfo:
     disabled: bool = False
 
 
+# The service tiers a provider may bill a request at, as LiteLLM's map names their prices
+# ("input_cost_per_token_priority"): OpenAI's and Azure's flex and priority, Gemini's and
+# Vertex's, Bedrock's; "fast" is billed as priority (LiteLLM's rule). Batch prices are the
+# batch API's, which Bonito does not serve.
+SERVICE_TIERS = {
+    "flex": "flex",
+    "priority": "priority",
+    "fast": "priority",
+    "ultrafast": "ultrafast",
+    "balanced": "balanced",
+}
+
+
+# Tiers priced below standard: billed only when the provider says it served them.
+DISCOUNT_TIERS = frozenset({"flex", "balanced"})
+
+
+def billed_tier(requested, served) -> str:
+    """The service tier a request is billed at (a key of DeploymentInfo.tier_prices, ""
+    for standard): the one the provider says it served ("service_tier" on its response or
+    usage) when that names a tier or the standard one, else the one the request asked for
+    ("auto", or anything unknown: standard) — but never a discount on the request's word
+    alone: a key holder could otherwise halve what the spend cap counts by asking for
+    flex from a provider that ignores it."""
+    if isinstance(served, str):
+        served = served.lower()
+        if served in SERVICE_TIERS:
+            return SERVICE_TIERS[served]
+        if served in ("default", "standard"):
+            return ""
+    tier = SERVICE_TIERS.get(requested.lower(), "") if isinstance(requested, str) else ""
+    return "" if tier in DISCOUNT_TIERS else tier
+
+
+def served_tier(answer) -> str | None:
+    """The service tier a provider's answer (a chat completion or chunk, a Responses
+    response, an Anthropic message) says it was served at: its ``service_tier``, else its
+    usage's (Anthropic's); None if it says none."""
+    if not isinstance(answer, dict):
+        return None
+    tier = answer.get("service_tier")
+    usage = answer.get("usage")
+    if not isinstance(tier, str) and isinstance(usage, dict):
+        tier = usage.get("service_tier")
+    return tier if isinstance(tier, str) else None
+
+
 @dataclass(frozen=True, slots=True)
 class DeploymentInfo:
     id: int
@@ -51,6 +98,10 @@ class DeploymentInfo:
     # write) as pricing.context_prices makes them; () for one price at every size. An
     # agent of an earlier release ignores them and prices every size at the base prices.
     context_prices: tuple = ()
+    # Service tiers priced apart (pricing.tier_prices): "flex", "priority"… -> a schedule
+    # shaped like context_prices whose first step (-1 tokens) holds for every prompt. A
+    # request billed at a tier it lacks (or an earlier agent) is priced as standard.
+    tier_prices: dict = field(default_factory=dict)
     # USD per unit for image and audio models (gateway/dataplane/media.py): "image" (and
     # "image:<quality>/<WxH>", "image:<WxH>" where the catalog prices sizes), "second" (of
     # audio), "character" (of speech input), "query" (a rerank search).
@@ -64,12 +115,15 @@ class DeploymentInfo:
     def label(self) -> str:
         return f"{self.provider}/{self.upstream_model}"
 
-    def prices(self, prompt_tokens: int) -> tuple:
+    def prices(self, prompt_tokens: int, tier: str = "") -> tuple:
         """(input, output, cache read, cache write, 1-hour write) per token for a request
-        of ``prompt_tokens``: its prompt-size step's, else the base prices (None: as input,
-        or as any write for the 1-hour write)."""
+        of ``prompt_tokens`` billed at service ``tier`` (a key of tier_prices; "" or one
+        this deployment does not price apart: standard): its prompt-size step's, else the
+        base prices (None: as input, or as any write for the 1-hour write)."""
         chosen = None
-        for step in self.context_prices:
+        for step in (
+            self.tier_prices.get(tier, self.context_prices) if tier else self.context_prices
+        ):
             if prompt_tokens > step[0]:
                 chosen = step
             else:
@@ -91,15 +145,17 @@ class DeploymentInfo:
         cached: int = 0,
         written: int = 0,
         written_1h: int = 0,
+        tier: str = "",
     ) -> float:
         """What a request to this deployment cost (USD): the one formula. ``input_tokens``
         counts all the prompt, of which ``cached`` were read from the provider's prompt
         cache and ``written`` written to it (``written_1h`` of them for an hour), each at its
-        own price where it has one; the prompt's size picks the prices (context_prices)."""
+        own price where it has one; the prompt's size picks the prices (context_prices), in
+        the service ``tier`` the provider billed (tier_prices)."""
         cached = min(max(cached, 0), input_tokens)
         written = min(max(written, 0), input_tokens - cached)
         written_1h = min(max(written_1h, 0), written)
-        inp, out, read, write, hour = self.prices(input_tokens)
+        inp, out, read, write, hour = self.prices(input_tokens, tier)
         read = inp if read is None else read
         write = inp if write is None else write
         hour = write if hour is None else hour
@@ -111,12 +167,18 @@ class DeploymentInfo:
             + output_tokens * out
         )
 
-    def reservation(self, prompt_tokens: int, output_tokens: int) -> float:
+    def reservation(self, prompt_tokens: int, output_tokens: int, tier: str = "") -> float:
         """The most a request of ``prompt_tokens`` and up to ``output_tokens`` can cost here
         (every prompt token at the dearest input price, as a cache write may cost more than
-        plain input): what a spend reservation holds for it."""
-        inp, out, _read, write, hour = self.prices(prompt_tokens)
-        return prompt_tokens * max(inp, write or 0.0, hour or 0.0) + output_tokens * out
+        plain input; at the standard tier's prices or the requested ``tier``'s, whichever
+        are dearer): what a spend reservation holds for it."""
+
+        def most(prices):
+            inp, out, _read, write, hour = prices
+            return prompt_tokens * max(inp, write or 0.0, hour or 0.0) + output_tokens * out
+
+        standard = most(self.prices(prompt_tokens))
+        return max(standard, most(self.prices(prompt_tokens, tier))) if tier else standard
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,6 +526,11 @@ def _deployment_fields(d: dict) -> dict:
     fields = _known(DeploymentInfo, d)
     if "context_prices" in fields:  # JSON's lists back to the builder's tuples
         fields["context_prices"] = tuple(tuple(step) for step in fields["context_prices"])
+    if isinstance(fields.get("tier_prices"), dict):
+        fields["tier_prices"] = {
+            tier: tuple(tuple(step) for step in steps)
+            for tier, steps in fields["tier_prices"].items()
+        }
     return fields
 
 

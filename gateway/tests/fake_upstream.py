@@ -44,6 +44,9 @@ class Behaviour:
     raw_cuts: list[int] | None = None
     prompt_tokens: int = 11  # the prompt's size the usage reports (cache reads/writes apart)
     cached_tokens: int | None = None  # report usage.prompt_tokens_details.cached_tokens
+    # report "service_tier" on chat completions (every chunk) and responses: this value, or
+    # "echo": the request's flex or priority as OpenAI serves them, else "default"
+    service_tier: str | None = None
     # Anthropic: report usage.cache_creation_input_tokens (prompt tokens written to its cache)
     cache_write_tokens: int | None = None
     cache_write_1h_tokens: int = 0  # of those, written for an hour (usage.cache_creation)
@@ -73,6 +76,13 @@ def _first_tool_name(tools) -> str:
     first = tools[0] if isinstance(tools, list) and tools else None
     function = first.get("function") if isinstance(first, dict) else None
     return function.get("name", "tool") if isinstance(function, dict) else "tool"
+
+
+def _tier(b: Behaviour, body: dict) -> str | None:
+    if b.service_tier != "echo":
+        return b.service_tier
+    asked = body.get("service_tier")
+    return asked if asked in ("flex", "priority") else "default"
 
 
 def _sse(event: dict) -> bytes:
@@ -217,6 +227,8 @@ class FakeUpstream:
             )
         if b.report_usage:
             payload["usage"] = usage
+        if _tier(b, body) is not None:
+            payload["service_tier"] = _tier(b, body)
         return web.json_response(payload)
 
     async def _stream(self, request, endpoint, body, b: Behaviour, words, usage):
@@ -255,6 +267,8 @@ class FakeUpstream:
                     "model": body["model"],
                     "choices": [choice],
                 }
+                if _tier(b, body) is not None:
+                    chunk["service_tier"] = _tier(b, body)
                 await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
                 if b.chunk_delay:
                     await asyncio.sleep(b.chunk_delay)
@@ -273,6 +287,8 @@ class FakeUpstream:
             }
             if wants_usage and b.usage_on_last_chunk:
                 finish["usage"] = usage
+            if _tier(b, body) is not None:
+                finish["service_tier"] = _tier(b, body)
             await resp.write(f"data: {json.dumps(finish)}\n\n".encode())
             if wants_usage and not b.usage_on_last_chunk:
                 last = {
@@ -283,6 +299,8 @@ class FakeUpstream:
                     "choices": [],
                     "usage": usage,
                 }
+                if _tier(b, body) is not None:
+                    last["service_tier"] = _tier(b, body)
                 await resp.write(f"data: {json.dumps(last)}\n\n".encode())
             await resp.write(b"data: [DONE]\n\n")
         except (asyncio.CancelledError, ConnectionResetError):
@@ -526,6 +544,8 @@ class FakeUpstream:
             if b.report_usage
             else None,
         }
+        if _tier(b, body) is not None:
+            response["service_tier"] = _tier(b, body)
         if body.get("background"):
             # As OpenAI answers a background request: queued, no output, no usage yet (the
             # generation is billed later, when it runs).

@@ -1,7 +1,9 @@
-"""Prices by the prompt's size: where a provider charges more for every token of a request
-whose prompt is over a threshold (Gemini and Claude above 200k prompt tokens, GPT-5.x above
-272k, Alibaba's tiered tables), the usage row's cost is that dearer price, as the provider
-bills it. LiteLLM's own cost calculator is the reference for every model its map prices so;
+"""Prices that depend on more than the token counts. By the prompt's size: where a provider
+charges more for every token of a request whose prompt is over a threshold (Gemini and
+Claude above 200k prompt tokens, GPT-5.x above 272k, Alibaba's tiered tables), the usage
+row's cost is that dearer price. By the service tier the provider served (OpenAI's flex at
+half the price, priority at about 1.75x; Gemini's, Azure's, Bedrock's): that tier's
+prices. LiteLLM's own cost calculator is the reference for every model its map prices so;
 the gateway is driven live against the fake upstream for the paths a request takes."""
 
 import concurrent.futures
@@ -14,8 +16,16 @@ import pytest
 
 from gateway import services
 from gateway.dataplane import tokens
-from gateway.dataplane.snapshot import DeploymentInfo
-from gateway.pricing import cache_prices, context_prices, litellm_price_map
+from gateway.dataplane.snapshot import DeploymentInfo, billed_tier
+from gateway.pricing import (
+    _ratio_steps,
+    _scaled,
+    base_prices,
+    cache_prices,
+    context_prices,
+    litellm_price_map,
+    tier_prices,
+)
 from gateway.tests.conftest import ACTOR, anthropic_deployment, refresh_snapshot, usage_rows
 from gateway.tests.fake_upstream import Behaviour
 
@@ -25,8 +35,7 @@ XAI = "xai/grok-4.3"  # xAI bills the dearer price from a prompt of exactly the 
 
 
 def catalog_deployment(name: str) -> DeploymentInfo:
-    entry = litellm_price_map()[name]
-    inp, out = float(entry["input_cost_per_token"]), float(entry["output_cost_per_token"])
+    inp, out = base_prices(litellm_price_map()[name])
     read, write, hour = cache_prices(name, inp)
     return DeploymentInfo(
         1,
@@ -40,10 +49,13 @@ def catalog_deployment(name: str) -> DeploymentInfo:
         cache_write_cost=write,
         cache_write_1h_cost=hour,
         context_prices=context_prices(name, inp, out),
+        tier_prices=tier_prices(name, inp, out),
     )
 
 
-def litellm_cost(name: str, prompt: int, output: int, cached: int, written: int) -> float:
+def litellm_cost(
+    name: str, prompt: int, output: int, cached: int, written: int, tier: str | None = None
+) -> float:
     from litellm.litellm_core_utils.llm_cost_calc.utils import generic_cost_per_token
     from litellm.types.utils import PromptTokensDetailsWrapper, Usage
 
@@ -59,7 +71,7 @@ def litellm_cost(name: str, prompt: int, output: int, cached: int, written: int)
     )
     provider = litellm_price_map()[name].get("litellm_provider")
     prompt_cost, output_cost = generic_cost_per_token(
-        model=name, usage=usage, custom_llm_provider=provider
+        model=name, usage=usage, custom_llm_provider=provider, service_tier=tier
     )
     return prompt_cost + output_cost
 
@@ -69,10 +81,13 @@ def models_priced_by_size() -> list[str]:
         name
         for name, entry in litellm_price_map().items()
         if isinstance(entry, dict)
-        and entry.get("input_cost_per_token")
         and (
-            entry.get("tiered_pricing")
-            or any("_above_" in f and f.endswith("k_tokens") for f in entry)
+            # a table of token prices (search APIs' tables price queries, not tokens)
+            any("input_cost_per_token" in row for row in entry.get("tiered_pricing") or ())
+            or (
+                entry.get("input_cost_per_token")
+                and any("_above_" in f and f.endswith("k_tokens") for f in entry)
+            )
         )
     ]
 
@@ -97,6 +112,162 @@ def test_every_model_the_map_prices_by_size_costs_what_litellm_says_at_each_thre
                 ), (name, prompt, cached, written, output)
                 checked += 1
     assert checked > 500
+
+
+def test_every_service_tier_the_map_prices_costs_what_litellm_says():
+    names = [
+        n for n, e in litellm_price_map().items() if isinstance(e, dict) and tier_prices(n, 1, 1)
+    ]
+    assert len(names) > 200  # OpenAI, Azure, Gemini, Vertex, Bedrock… priority and flex
+    rng = random.Random(11)
+    checked = 0
+    for name in names:
+        dep = catalog_deployment(name)
+        for tier, schedule in dep.tier_prices.items():
+            for threshold in {step[0] for step in schedule}:
+                for prompt in {threshold, threshold + 1, 1_000}:
+                    if prompt <= 0:
+                        continue
+                    cached = rng.randint(0, prompt // 3)
+                    written = rng.randint(0, prompt // 4)
+                    output = rng.randint(1, 4_000)
+                    expected = litellm_cost(name, prompt, output, cached, written, tier)
+                    assert dep.cost(prompt, output, cached, written, tier=tier) == pytest.approx(
+                        expected, rel=1e-9, abs=1e-15
+                    ), (name, tier, prompt, cached, written, output)
+                    checked += 1
+    assert checked > 500
+    flex = catalog_deployment("gpt-5.4")
+    assert (
+        flex.cost(1000, 100, tier="flex")
+        < flex.cost(1000, 100)
+        < flex.cost(1000, 100, tier="priority")
+    )
+    # a tier a model does not price apart is billed as standard
+    assert flex.cost(1000, 100, tier="ultrafast") == flex.cost(1000, 100)
+    # a reservation holds the dearer of the standard and the requested tier's prices
+    assert flex.reservation(1000, 100, "priority") == pytest.approx(
+        1000 * flex.prices(1000, "priority")[0] + 100 * flex.prices(1000, "priority")[1]
+    )
+    assert flex.reservation(1000, 100, "priority") > flex.reservation(1000, 100)
+    assert flex.reservation(1000, 100, "flex") == flex.reservation(1000, 100)
+
+
+@pytest.mark.parametrize(
+    "requested, served, billed",
+    [
+        ("flex", "flex", "flex"),
+        (None, "priority", "priority"),  # the project's default tier, as served
+        ("auto", "priority", "priority"),
+        ("priority", "default", ""),  # asked for, not given: standard
+        ("flex", "standard", ""),
+        ("fast", None, "priority"),  # no word from the provider: as asked ("fast" is priority)
+        ("PRIORITY", None, "priority"),
+        ("FLEX", "Flex", "flex"),
+        # a discount only when the provider says so: never on the request's word alone
+        ("flex", None, ""),
+        ("flex", "scale", ""),  # a tier with no price of its own: as asked, but not a discount
+        ("priority", "scale", "priority"),
+        ("auto", None, ""),
+        ("auto", "scale", ""),
+        (None, None, ""),
+        ("batch", None, ""),  # the batch API's prices are not a chat request's
+        (7, ["priority"], ""),
+    ],
+)
+def test_the_tier_billed_is_the_one_served_else_the_one_asked_for(requested, served, billed):
+    assert billed_tier(requested, served) == billed
+
+
+SHAPES = {  # entries of shapes LiteLLM's map may hold (none today), each priced like LiteLLM
+    "two thresholds, the higher setting only input": {
+        "input_cost_per_token": 1e-6,
+        "output_cost_per_token": 2e-6,
+        "input_cost_per_token_above_128k_tokens": 3e-6,
+        "output_cost_per_token_above_128k_tokens": 5e-6,
+        "input_cost_per_token_above_256k_tokens": 4e-6,
+    },
+    "a table and an above-200k price": {
+        "input_cost_per_token": 1e-6,
+        "output_cost_per_token": 2e-6,
+        "input_cost_per_token_above_200k_tokens": 9e-6,
+        "tiered_pricing": [
+            {"range": [0, 32000], "input_cost_per_token": 1e-6},
+            {"range": [32000, 256000], "input_cost_per_token": 2e-6, "output_cost_per_token": 4e-6},
+        ],
+    },
+    "a table whose first row starts above zero, with a gap": {
+        "input_cost_per_token": 1e-6,
+        "output_cost_per_token": 2e-6,
+        "tiered_pricing": [
+            {"range": [1000, 32000], "input_cost_per_token": 3e-6},
+            {"range": [64000.5, 256000], "input_cost_per_token": 5e-6},
+        ],
+    },
+    "a table alone (no base price)": {
+        "tiered_pricing": [
+            {"range": [0, 32000], "input_cost_per_token": 1e-6, "output_cost_per_token": 3e-6},
+            {"range": [32000, 128000], "input_cost_per_token": 2e-6, "output_cost_per_token": 6e-6},
+        ],
+    },
+    "a free output below the threshold": {
+        "input_cost_per_token": 1e-6,
+        "output_cost_per_token": 2e-6,
+        "input_cost_per_token_above_200k_tokens": 2e-6,
+        "cache_read_input_token_cost": 1e-7,
+        "cache_read_input_token_cost_above_200k_tokens": 3e-7,
+        "input_cost_per_token_priority": 2e-6,
+        "output_cost_per_token_priority": 4e-6,
+        "input_cost_per_token_above_200k_tokens_priority": 5e-6,
+    },
+}
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_shapes_the_map_may_take_are_priced_like_litellm(shape):
+    from litellm.litellm_core_utils.llm_cost_calc.utils import _get_token_base_cost
+    from litellm.types.utils import Usage
+
+    entry = {"litellm_provider": "openai", **SHAPES[shape]}
+    inp, out = base_prices(entry)
+    priority = _scaled(_ratio_steps(entry, "priority"), inp, out)
+    dep = DeploymentInfo(
+        1,
+        "m",
+        "p",
+        "openai",
+        "x",
+        input_cost=inp,
+        output_cost=out,
+        context_prices=_scaled(_ratio_steps(entry), inp, out),
+        tier_prices={"priority": priority} if priority else {},
+    )
+    for tier in ("", "priority"):
+        for prompt in (1, 500, 1000, 1001, 32000, 32001, 64000, 64001, 130000, 200001, 300000):
+            usage = Usage(prompt_tokens=prompt, completion_tokens=1, total_tokens=prompt + 1)
+            expected = _get_token_base_cost(entry, usage, tier or None)[:2]
+            assert dep.prices(prompt, tier)[:2] == pytest.approx(expected, rel=1e-9), (
+                tier,
+                prompt,
+            )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"tiered_pricing": [{"range": 32000, "input_cost_per_token": 1e-6}]},
+        {"tiered_pricing": [{"range": ["a", None], "input_cost_per_token": 1e-6}]},
+        {"tiered_pricing": [{"range": [0, float("inf")], "input_cost_per_token": "x"}]},
+        {"tiered_pricing": "nope"},
+        {"input_cost_per_token_above_200k_tokens": "bad"},
+        {"input_cost_per_token_above_200k_tokens": -1.0},
+        {"input_cost_per_token_above_200k_tokens": float("nan")},
+    ],
+)
+def test_an_entry_the_map_gets_wrong_never_breaks_pricing(bad):
+    entry = {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6, **bad}
+    for step in _ratio_steps(entry):
+        assert all(v is None or v >= 0 for v in step[1:])
 
 
 def test_the_threshold_is_one_token_over_it_or_at_it_for_xai():
@@ -262,3 +433,84 @@ def test_a_spend_reservation_holds_a_long_prompt_at_the_dearer_price(long):
         assert first.result().status_code == 200
     long.fake.behaviours[GPT] = Behaviour()
     post(long, "/v1/chat/completions", short)
+
+
+def tier_cost(tier: str, prompt: int = 11, output: int = 5) -> float:
+    entry = litellm_price_map()[GPT]
+    suffix = f"_{tier}" if tier else ""
+    return (
+        prompt * entry[f"input_cost_per_token{suffix}"]
+        + output * entry[f"output_cost_per_token{suffix}"]
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    "asked, served, billed",
+    [
+        ("flex", "echo", "flex"),
+        ("priority", "echo", "priority"),
+        ("priority", "default", ""),  # asked for, not given: standard
+        (None, "priority", "priority"),  # the project's default tier
+        ("priority", None, "priority"),  # an upstream that does not say: as asked…
+        ("flex", None, ""),  # …unless that is a discount
+        ("auto", None, ""),
+    ],
+)
+def test_chat_completions_bill_the_service_tier_served(long, stream, asked, served, billed):
+    long.fake.behaviours[GPT] = Behaviour(service_tier=served)
+    body = {"model": "gpt-long", "messages": [{"role": "user", "content": "hi"}]}
+    if asked is not None:
+        body["service_tier"] = asked
+    if stream:
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+    post(long, "/v1/chat/completions", body)
+    assert long.fake.requests[-1]["body"].get("service_tier") == asked  # passed on as sent
+    [row] = usage_rows(long.org)
+    assert float(row.cost) == pytest.approx(tier_cost(billed), rel=1e-6)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_responses_api_bills_the_service_tier_served(long, stream):
+    long.fake.behaviours[GPT] = Behaviour(service_tier="echo")
+    body = {"model": "gpt-long", "input": "hi", "service_tier": "flex", "stream": stream}
+    out = httpx.post(
+        long.url + "/v1/responses",
+        json=body,
+        headers={"Authorization": f"Bearer {long.raw}"},
+        timeout=30,
+    )
+    assert out.status_code == 200, out.text
+    assert long.fake.requests[-1]["body"].get("service_tier") == "flex"
+    [row] = usage_rows(long.org)
+    assert float(row.cost) == pytest.approx(tier_cost("flex"), rel=1e-6)
+
+
+def test_a_long_prompt_in_a_tier_takes_the_tier_s_long_prompt_price(long):
+    long.fake.behaviours[GPT] = Behaviour(service_tier="flex", prompt_tokens=300_000)
+    post(
+        long,
+        "/v1/chat/completions",
+        {"model": "gpt-long", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    [row] = usage_rows(long.org)
+    entry = litellm_price_map()[GPT]
+    expected = (
+        300_000 * entry["input_cost_per_token_above_272k_tokens_flex"]
+        + 5 * entry["output_cost_per_token_above_272k_tokens_flex"]
+    )
+    assert float(row.cost) == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_responses_request_s_tier_is_not_passed_to_a_provider_without_tiers(acme):
+    """LiteLLM refuses `service_tier` for providers that have none (Anthropic): the
+    translation to chat leaves it out for them, and the request is billed as standard."""
+    anthropic_deployment(acme, "claude", CLAUDE)
+    out = post(
+        acme, "/v1/responses", {"model": "claude", "input": "hi", "service_tier": "priority"}
+    )
+    assert out.json()["status"] == "completed"
+    assert "service_tier" not in acme.fake.requests[-1]["body"]
+    [row] = usage_rows(acme.org)
+    dep = catalog_deployment(CLAUDE)
+    assert float(row.cost) == pytest.approx(dep.cost(row.input_tokens, row.output_tokens), rel=1e-6)
