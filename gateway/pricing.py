@@ -276,6 +276,16 @@ def tier_prices(upstream_model: str, input_cost: float, output_cost: float) -> d
     }
 
 
+def search_price(upstream_model: str) -> float | None:
+    """USD per web search the provider runs for a request (Anthropic's web search tool: $10
+    per 1,000), from LiteLLM's map (its medium search-context price, as LiteLLM bills an
+    Anthropic search); None where the map has none."""
+    entry = litellm_price_map().get(upstream_model)
+    prices = entry.get("search_context_cost_per_query") if isinstance(entry, dict) else None
+    price = prices.get("search_context_size_medium") if isinstance(prices, dict) else prices
+    return _number(price) or None
+
+
 # A catalog key that prices one image size (and quality) of a model: "1024-x-1024/dall-e-2",
 # "hd/1024-x-1792/dall-e-3" (the provider's prefix, "azure/…", is a model of its own).
 _SIZED = re.compile(r"^(?:(?P<quality>[a-z]+)/)?(?P<w>\d+)-x-(?P<h>\d+)/(?P<model>.+)$")

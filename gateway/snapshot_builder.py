@@ -47,7 +47,14 @@ from .dataplane.snapshot import (
 )
 from .dataplane.state import SnapshotSource
 from .models import ApiKey, Deployment, ModelCatalogEntry, key_hash_secret
-from .pricing import cache_prices, context_prices, price_per_token, tier_prices, unit_costs
+from .pricing import (
+    cache_prices,
+    context_prices,
+    price_per_token,
+    search_price,
+    tier_prices,
+    unit_costs,
+)
 
 log = logging.getLogger("bonito.gateway.snapshot")
 
@@ -106,6 +113,7 @@ def deployment_info(d: Deployment, catalog: dict | None = None) -> DeploymentInf
         cache_write_1h_cost=cache_write_1h_cost,
         context_prices=steps,
         tier_prices=tier_prices(d.upstream_model, input_cost, output_cost),
+        search_cost=search_price(d.upstream_model),
         unit_costs=unit_costs(d),
         weight=d.weight,
         priority=d.priority,

@@ -17,6 +17,7 @@ from .upstream import (
     StreamBroken,
     UpstreamError,
     cache_writes,
+    web_searches,
 )
 
 ENDPOINTS = frozenset({"messages", "count_tokens"})
@@ -385,6 +386,9 @@ def _anthropic_usage(usage) -> dict:
             "ephemeral_5m_input_tokens": written - written_1h,
             "ephemeral_1h_input_tokens": written_1h,
         }
+    searches = web_searches(usage)
+    if searches:  # as Anthropic reports its web search tool's
+        out["server_tool_use"] = {"web_search_requests": searches}
     return out
 
 
@@ -572,7 +576,12 @@ def usage_counts(usage) -> tokens.Counts | None:
     hour = split.get("ephemeral_1h_input_tokens") if isinstance(split, dict) else 0
     hour = min(hour, written) if _is_count(hour) else 0
     return tokens.Counts(
-        usage["input_tokens"] + read + written, usage["output_tokens"], read, written, hour
+        usage["input_tokens"] + read + written,
+        usage["output_tokens"],
+        read,
+        written,
+        hour,
+        web_searches(usage),
     )
 
 

@@ -26,7 +26,15 @@ from .snapshot import (
 )
 from .state import SnapshotSource
 from .tokens import Counts
-from .upstream import DONE_EVENT, UNPARSED, StreamBroken, UpstreamError, Upstreams, cache_writes
+from .upstream import (
+    DONE_EVENT,
+    UNPARSED,
+    StreamBroken,
+    UpstreamError,
+    Upstreams,
+    cache_writes,
+    web_searches,
+)
 from .upstream import carries_output as _carries_output
 from .upstream import count_of as _count
 from .upstream import empty_answer as _empty_answer
@@ -1050,7 +1058,7 @@ def _usage_counts(usage, *, embeddings: bool = False) -> Counts | None:
         return None
     details = usage.get("prompt_tokens_details")
     cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    return Counts(usage["prompt_tokens"], output, cached, *cache_writes(usage))
+    return Counts(usage["prompt_tokens"], output, cached, *cache_writes(usage), web_searches(usage))
 
 
 def _count_input(endpoint: str, body: dict) -> int:

@@ -72,7 +72,8 @@ def served_tier(answer) -> str | None:
     tier = answer.get("service_tier")
     usage = answer.get("usage")
     if not isinstance(tier, str) and isinstance(usage, dict):
-        tier = usage.get("service_tier")
+        # Anthropic's usage.service_tier, or Gemini's as the LiteLLM adapter kept it
+        tier = usage.get("service_tier") or getattr(usage, "tier", None)
     return tier if isinstance(tier, str) else None
 
 
@@ -102,6 +103,9 @@ class DeploymentInfo:
     # shaped like context_prices whose first step (-1 tokens) holds for every prompt. A
     # request billed at a tier it lacks (or an earlier agent) is priced as standard.
     tier_prices: dict = field(default_factory=dict)
+    # USD per web search the provider ran for a request (Anthropic's web search tool,
+    # LiteLLM's search_context_cost_per_query); None: not priced (an earlier agent's too).
+    search_cost: float | None = None
     # USD per unit for image and audio models (gateway/dataplane/media.py): "image" (and
     # "image:<quality>/<WxH>", "image:<WxH>" where the catalog prices sizes), "second" (of
     # audio), "character" (of speech input), "query" (a rerank search).
@@ -145,13 +149,15 @@ class DeploymentInfo:
         cached: int = 0,
         written: int = 0,
         written_1h: int = 0,
+        searches: int = 0,
         tier: str = "",
     ) -> float:
         """What a request to this deployment cost (USD): the one formula. ``input_tokens``
         counts all the prompt, of which ``cached`` were read from the provider's prompt
         cache and ``written`` written to it (``written_1h`` of them for an hour), each at its
         own price where it has one; the prompt's size picks the prices (context_prices), in
-        the service ``tier`` the provider billed (tier_prices)."""
+        the service ``tier`` the provider billed (tier_prices); and ``searches`` web searches
+        at search_cost."""
         cached = min(max(cached, 0), input_tokens)
         written = min(max(written, 0), input_tokens - cached)
         written_1h = min(max(written_1h, 0), written)
@@ -165,6 +171,7 @@ class DeploymentInfo:
             + (written - written_1h) * write
             + written_1h * hour
             + output_tokens * out
+            + (max(searches, 0) * self.search_cost if searches and self.search_cost else 0.0)
         )
 
     def reservation(self, prompt_tokens: int, output_tokens: int, tier: str = "") -> float:

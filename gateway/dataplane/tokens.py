@@ -10,7 +10,8 @@ from typing import NamedTuple
 class Counts(NamedTuple):
     """The tokens a request used, as its usage row and its cost take them: ``input`` is all
     the prompt (as providers count it), of which ``cached`` were read from the provider's
-    prompt cache and ``written`` written to it, ``written_1h`` of those for an hour
+    prompt cache and ``written`` written to it, ``written_1h`` of those for an hour; and
+    the web searches the provider ran for it (Anthropic's server tool), priced per search
     (DeploymentInfo.cost prices each)."""
 
     input: int
@@ -18,6 +19,7 @@ class Counts(NamedTuple):
     cached: int = 0
     written: int = 0
     written_1h: int = 0
+    searches: int = 0
 
 
 _ASCII = bytes(range(128))

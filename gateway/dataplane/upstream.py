@@ -669,14 +669,25 @@ _USAGE_FIELDS = {
 class Usage(dict):
     """A usage object in OpenAI's shape, and beside it what the provider billed that the
     shape has no field for: the prompt tokens written to its prompt cache, and of those the
-    ones written for an hour (LiteLLM reports an Anthropic or Bedrock model's). Attributes,
-    so they are never serialised to a client."""
+    ones written for an hour (LiteLLM reports an Anthropic or Bedrock model's), the web
+    searches it ran (Anthropic's server tool), the service tier it served (Gemini's
+    trafficType, which LiteLLM keeps in its own object). Attributes, so they are never
+    serialised to a client."""
 
-    __slots__ = ("cache_written", "cache_written_1h")
+    __slots__ = ("cache_written", "cache_written_1h", "searches", "tier")
 
-    def __init__(self, *args, written: int = 0, written_1h: int = 0, **kwargs):
+    def __init__(
+        self,
+        *args,
+        written: int = 0,
+        written_1h: int = 0,
+        searches: int = 0,
+        tier: str | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.cache_written, self.cache_written_1h = written, written_1h
+        self.searches, self.tier = searches, tier
 
 
 def count_of(value) -> int:
@@ -702,13 +713,41 @@ def cache_writes(usage) -> tuple[int, int]:
     return written, min(hour, written)
 
 
+def web_searches(usage) -> int:
+    """The web searches a provider ran for a request (Anthropic's web search tool): as the
+    LiteLLM adapter kept them (Usage), else ``server_tool_use.web_search_requests`` (an
+    Anthropic usage, or LiteLLM's reported by an OpenAI-shaped upstream)."""
+    if isinstance(usage, Usage):
+        return usage.searches
+    tool_use = usage.get("server_tool_use") if isinstance(usage, dict) else None
+    return count_of(tool_use.get("web_search_requests")) if isinstance(tool_use, dict) else 0
+
+
+# Gemini's and Vertex's usageMetadata.trafficType as a service tier (LiteLLM's reading).
+_TRAFFIC_TIERS = {
+    "ON_DEMAND_PRIORITY": "priority",
+    "FLEX": "flex",
+    "BATCH": "flex",
+    "ON_DEMAND_FLEX": "flex",
+    "ON_DEMAND": "default",
+}
+
+
+def _traffic_tier(resp) -> str | None:
+    """The service tier LiteLLM saw in a Gemini answer (kept in its hidden params)."""
+    hidden = getattr(resp, "_hidden_params", None)
+    fields = hidden.get("provider_specific_fields") if isinstance(hidden, dict) else None
+    traffic = fields.get("traffic_type") if isinstance(fields, dict) else None
+    return _TRAFFIC_TIERS.get(traffic.upper()) if isinstance(traffic, str) else None
+
+
 def _openai_usage(usage, endpoint: str):
     """OpenAI's usage fields only (LiteLLM adds its `cost`, `text_tokens`, …); embeddings
     report prompt and total tokens. The cache writes LiteLLM reports are kept aside (Usage)."""
     if not isinstance(usage, dict):
         return usage
     written, written_1h = cache_writes(usage)
-    out = Usage(written=written, written_1h=written_1h)
+    out = Usage(written=written, written_1h=written_1h, searches=web_searches(usage))
     for name, details in _USAGE_FIELDS.items():
         if name not in usage or usage[name] is None:
             continue
@@ -721,6 +760,16 @@ def _openai_usage(usage, endpoint: str):
             value = {k: value[k] for k in details if value.get(k) is not None}
         out[name] = value
     return out
+
+
+def litellm_answer(endpoint: str, resp) -> dict:
+    """A LiteLLM response object as the answer Bonito relays (openai_body), with the
+    service tier LiteLLM kept in its own object on the usage (Usage.tier)."""
+    data = resp.model_dump(exclude_none=True) if hasattr(resp, "model_dump") else dict(resp)
+    data = openai_body(endpoint, data)
+    if isinstance(data.get("usage"), Usage):
+        data["usage"].tier = _traffic_tier(resp)
+    return data
 
 
 def openai_body(endpoint: str, data: dict) -> dict:
@@ -939,8 +988,7 @@ class LiteLLMAdapter:
             raise self._error(exc, dep) from exc
         finally:
             egress_policy().reset(token)
-        data = resp.model_dump(exclude_none=True) if hasattr(resp, "model_dump") else dict(resp)
-        return openai_body(endpoint, data)
+        return litellm_answer(endpoint, resp)
 
     async def stream(self, endpoint, dep, body, timeout) -> AsyncIterator[list[Event]]:
         lib = await self._alib(dep)

@@ -50,6 +50,9 @@ class Behaviour:
     # Anthropic: report usage.cache_creation_input_tokens (prompt tokens written to its cache)
     cache_write_tokens: int | None = None
     cache_write_1h_tokens: int = 0  # of those, written for an hour (usage.cache_creation)
+    # usage.server_tool_use.web_search_requests (Anthropic's web search tool; on chat
+    # completions as LiteLLM reports it)
+    web_searches: int | None = None
     usage_on_last_chunk: bool = False  # streams: usage on the finish chunk, not its own
     duration: float | None = None  # transcripts: the verbose_json duration (None: the WAV's)
 
@@ -184,6 +187,8 @@ class FakeUpstream:
         }
         if b.cached_tokens is not None:
             usage["prompt_tokens_details"] = {"cached_tokens": b.cached_tokens}
+        if b.web_searches is not None:
+            usage["server_tool_use"] = {"web_search_requests": b.web_searches}
         if body.get("stream") and not b.json_when_streaming:
             return await self._stream(request, endpoint, body, b, words, usage)
         payload = {"id": "chatcmpl-fake", "created": int(time.time()), "model": model}
@@ -352,6 +357,8 @@ class FakeUpstream:
         usage = {"input_tokens": b.prompt_tokens, "output_tokens": len(words)}
         if b.cached_tokens is not None:
             usage["cache_read_input_tokens"] = b.cached_tokens
+        if b.web_searches is not None:
+            usage["server_tool_use"] = {"web_search_requests": b.web_searches}
         if b.cache_write_tokens is not None:
             usage["cache_creation_input_tokens"] = b.cache_write_tokens
             usage["cache_creation"] = {
@@ -431,6 +438,7 @@ class FakeUpstream:
                 "cache_read_input_tokens",
                 "cache_creation_input_tokens",
                 "cache_creation",
+                "server_tool_use",
             ):
                 if b.report_usage and field in usage:
                     end_usage[field] = usage[field]

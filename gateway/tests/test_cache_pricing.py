@@ -162,12 +162,12 @@ def test_an_openai_shaped_upstream_s_cache_writes_are_read_too():
             "cache_creation_token_details": {"ephemeral_1h_input_tokens": 10},
         },
     }
-    assert tuple(_usage_counts(usage)) == (100, 3, 40, 24, 10)
+    assert tuple(_usage_counts(usage))[:5] == (100, 3, 40, 24, 10)
     assert tuple(
         _usage_counts(
             {"prompt_tokens": 9, "completion_tokens": 1, "cache_creation_input_tokens": 5}
         )
-    ) == (9, 1, 0, 5, 0)
+    )[:5] == (9, 1, 0, 5, 0)
     for bad in (True, -3, 2.5, "7", None):  # never a write count but a whole number
         assert (
             _usage_counts(

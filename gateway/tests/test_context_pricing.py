@@ -514,3 +514,103 @@ def test_a_responses_request_s_tier_is_not_passed_to_a_provider_without_tiers(ac
     [row] = usage_rows(acme.org)
     dep = catalog_deployment(CLAUDE)
     assert float(row.cost) == pytest.approx(dep.cost(row.input_tokens, row.output_tokens), rel=1e-6)
+
+
+# --- web searches ------------------------------------------------------------------------
+
+SEARCHER = "claude-sonnet-4-5"  # LiteLLM's map prices its web searches ($10 per 1,000)
+
+
+def test_a_web_search_costs_the_map_s_price_per_search():
+    from gateway.pricing import search_price
+
+    price = litellm_price_map()[SEARCHER]["search_context_cost_per_query"]
+    assert search_price(SEARCHER) == price["search_context_size_medium"] > 0
+    assert search_price("a-model-litellm-does-not-price") is None
+    dep = DeploymentInfo(
+        1, "m", "p", "anthropic", SEARCHER, input_cost=1e-6, output_cost=2e-6, search_cost=0.01
+    )
+    assert dep.cost(100, 10, searches=3) == pytest.approx(100e-6 + 20e-6 + 0.03)
+    assert dep.cost(100, 10, searches=-3) == pytest.approx(120e-6)  # never a credit
+    assert DeploymentInfo(1, "m", "p", "anthropic", "x", input_cost=1e-6).cost(
+        100, 0, searches=3
+    ) == pytest.approx(100e-6)  # not priced: tokens only
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("path", ["messages", "chat"])
+def test_anthropic_s_web_searches_are_billed(acme, mode, path, stream):
+    """Anthropic reports the searches its web search tool ran (usage.server_tool_use): the
+    Messages API as sent and through LiteLLM, and chat completions through LiteLLM."""
+    if path == "chat" and mode != "litellm":
+        pytest.skip("chat completions reach an Anthropic deployment through LiteLLM only")
+    anthropic_deployment(acme, "claude", SEARCHER)
+    acme.fake.behaviours[SEARCHER] = Behaviour(web_searches=2)
+    if path == "messages":
+        body = {
+            "model": "claude",
+            "max_tokens": 50,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+        post(acme, "/v1/messages", {**body, "stream": stream}, anthropic=True)
+    else:
+        body = {"model": "claude", "messages": [{"role": "user", "content": "hi"}]}
+        if stream:
+            body |= {"stream": True, "stream_options": {"include_usage": True}}
+        out = post(acme, "/v1/chat/completions", body)
+        if not stream:
+            assert "server_tool_use" not in out.json()["usage"]  # OpenAI's shape, as before
+    [row] = usage_rows(acme.org)
+    entry = litellm_price_map()[SEARCHER]
+    tokens_cost = (
+        row.input_tokens * entry["input_cost_per_token"]
+        + row.output_tokens * entry["output_cost_per_token"]
+    )
+    search = entry["search_context_cost_per_query"]["search_context_size_medium"]
+    assert float(row.cost) == pytest.approx(tokens_cost + 2 * search, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "traffic, tier",
+    [
+        ("ON_DEMAND_PRIORITY", "priority"),
+        ("ON_DEMAND_FLEX", "flex"),
+        ("FLEX", "flex"),
+        ("on_demand", "default"),
+        ("SOMETHING_NEW", None),
+        (None, None),
+        (7, None),
+    ],
+)
+def test_gemini_s_traffic_type_through_litellm_is_the_served_tier(traffic, tier):
+    """LiteLLM keeps Gemini's usageMetadata.trafficType in its response's hidden params,
+    which its dump drops: the adapter keeps it on the usage (never shown to the client)."""
+    from litellm.types.utils import ModelResponse
+
+    from gateway.dataplane.snapshot import served_tier
+    from gateway.dataplane.upstream import Usage, _traffic_tier, litellm_answer
+
+    resp = ModelResponse(model="gemini-2.5-pro", usage={"prompt_tokens": 3, "completion_tokens": 1})
+    if traffic is not None:
+        resp._hidden_params = {"provider_specific_fields": {"traffic_type": traffic}}
+    assert _traffic_tier(resp) == tier
+    data = litellm_answer("chat", resp)
+    assert (
+        isinstance(data["usage"], Usage) and "tier" not in orjson.loads(orjson.dumps(data))["usage"]
+    )
+    assert served_tier(data) == tier
+    assert billed_tier("priority", served_tier(data)) == {
+        "priority": "priority",
+        "flex": "flex",
+    }.get(tier, "" if tier == "default" else "priority")
+
+
+def test_an_openai_shaped_upstream_s_search_count_is_read_and_junk_is_none():
+    from gateway.dataplane.proxy import _usage_counts
+
+    usage = {"prompt_tokens": 9, "completion_tokens": 1}
+    assert _usage_counts({**usage, "server_tool_use": {"web_search_requests": 4}}).searches == 4
+    for bad in (True, -3, 2.5, "7", None, [1]):
+        counts = _usage_counts({**usage, "server_tool_use": {"web_search_requests": bad}})
+        assert counts.searches == 0
+    assert _usage_counts({**usage, "server_tool_use": "x"}).searches == 0
