@@ -276,6 +276,35 @@ def tier_prices(upstream_model: str, input_cost: float, output_cost: float) -> d
     }
 
 
+def audio_prices(upstream_model: str, input_cost: float, output_cost: float) -> dict:
+    """USD per audio token of the prompt and of the output, by service tier ("" standard,
+    then the tiers whose audio input is priced apart), where LiteLLM's map prices audio
+    apart from text (gpt-audio, gpt-4o-audio, Gemini's audio input): tier -> (input,
+    output), None for either that is priced as text. Like cache_prices they keep the
+    catalog's ratio to the base prices, so an override moves them with it. An audio token
+    keeps its price at any prompt size, as LiteLLM prices it."""
+    entry = litellm_price_map().get(upstream_model)
+    if not isinstance(entry, dict):
+        return {}
+    base_in, base_out = base_prices(entry)
+    audio_out = _number(entry.get("output_cost_per_audio_token"))
+    audio_out = None if audio_out is None or not base_out else output_cost * audio_out / base_out
+
+    def audio_in(name: str) -> float | None:
+        price = _number(entry.get(name))
+        return None if price is None or not base_in else input_cost * price / base_in
+
+    standard = (audio_in("input_cost_per_audio_token"), audio_out)
+    out = {"": standard} if standard != (None, None) else {}
+    for tier in sorted(set(SERVICE_TIERS.values())):
+        own = audio_in(f"input_cost_per_audio_token_{tier}")
+        if own is not None:
+            out[tier] = (own, audio_out)
+    if out and "" not in out:
+        out[""] = standard
+    return out
+
+
 def search_price(upstream_model: str) -> float | None:
     """USD per web search the provider runs for a request (Anthropic's web search tool: $10
     per 1,000), from LiteLLM's map (its medium search-context price, as LiteLLM bills an

@@ -48,6 +48,7 @@ from .dataplane.snapshot import (
 from .dataplane.state import SnapshotSource
 from .models import ApiKey, Deployment, ModelCatalogEntry, key_hash_secret
 from .pricing import (
+    audio_prices,
     cache_prices,
     context_prices,
     price_per_token,
@@ -114,6 +115,7 @@ def deployment_info(d: Deployment, catalog: dict | None = None) -> DeploymentInf
         context_prices=steps,
         tier_prices=tier_prices(d.upstream_model, input_cost, output_cost),
         search_cost=search_price(d.upstream_model),
+        audio_costs=audio_prices(d.upstream_model, input_cost, output_cost),
         unit_costs=unit_costs(d),
         weight=d.weight,
         priority=d.priority,

@@ -1057,8 +1057,18 @@ def _usage_counts(usage, *, embeddings: bool = False) -> Counts | None:
     if not _is_count(output):
         return None
     details = usage.get("prompt_tokens_details")
-    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    return Counts(usage["prompt_tokens"], output, cached, *cache_writes(usage), web_searches(usage))
+    details = details if isinstance(details, dict) else {}
+    out_details = usage.get("completion_tokens_details")
+    out_details = out_details if isinstance(out_details, dict) else {}
+    return Counts(
+        usage["prompt_tokens"],
+        output,
+        _count(details.get("cached_tokens")),
+        *cache_writes(usage),
+        web_searches(usage),
+        _count(details.get("audio_tokens")),
+        _count(out_details.get("audio_tokens")),
+    )
 
 
 def _count_input(endpoint: str, body: dict) -> int:

@@ -106,6 +106,10 @@ class DeploymentInfo:
     # USD per web search the provider ran for a request (Anthropic's web search tool,
     # LiteLLM's search_context_cost_per_query); None: not priced (an earlier agent's too).
     search_cost: float | None = None
+    # USD per audio token of the prompt and of the output (gpt-audio 16x the text price,
+    # Gemini's audio input 3x) by service tier ("" standard; pricing.audio_prices): a tier
+    # missing here is priced as standard; None: as a text token of the request.
+    audio_costs: dict = field(default_factory=dict)
     # USD per unit for image and audio models (gateway/dataplane/media.py): "image" (and
     # "image:<quality>/<WxH>", "image:<WxH>" where the catalog prices sizes), "second" (of
     # audio), "character" (of speech input), "query" (a rerank search).
@@ -150,14 +154,17 @@ class DeploymentInfo:
         written: int = 0,
         written_1h: int = 0,
         searches: int = 0,
+        audio_in: int = 0,
+        audio_out: int = 0,
         tier: str = "",
     ) -> float:
         """What a request to this deployment cost (USD): the one formula. ``input_tokens``
         counts all the prompt, of which ``cached`` were read from the provider's prompt
         cache and ``written`` written to it (``written_1h`` of them for an hour), each at its
         own price where it has one; the prompt's size picks the prices (context_prices), in
-        the service ``tier`` the provider billed (tier_prices); and ``searches`` web searches
-        at search_cost."""
+        the service ``tier`` the provider billed (tier_prices); ``searches`` web searches at
+        search_cost; ``audio_in`` of the prompt's uncached tokens and ``audio_out`` of the
+        output's are audio, at audio_costs."""
         cached = min(max(cached, 0), input_tokens)
         written = min(max(written, 0), input_tokens - cached)
         written_1h = min(max(written_1h, 0), written)
@@ -165,14 +172,22 @@ class DeploymentInfo:
         read = inp if read is None else read
         write = inp if write is None else write
         hour = write if hour is None else hour
-        return (
+        total = (
             (input_tokens - cached - written) * inp
             + cached * read
             + (written - written_1h) * write
             + written_1h * hour
             + output_tokens * out
-            + (max(searches, 0) * self.search_cost if searches and self.search_cost else 0.0)
         )
+        if searches > 0 and self.search_cost:
+            total += searches * self.search_cost
+        if (audio_in > 0 or audio_out > 0) and self.audio_costs:
+            a_in, a_out = self.audio_costs.get(tier) or self.audio_costs.get("") or (None, None)
+            if a_in is not None and audio_in > 0:
+                total += min(audio_in, input_tokens - cached - written) * (a_in - inp)
+            if a_out is not None and audio_out > 0:
+                total += min(audio_out, output_tokens) * (a_out - out)
+        return total
 
     def reservation(self, prompt_tokens: int, output_tokens: int, tier: str = "") -> float:
         """The most a request of ``prompt_tokens`` and up to ``output_tokens`` can cost here
@@ -533,6 +548,8 @@ def _deployment_fields(d: dict) -> dict:
     fields = _known(DeploymentInfo, d)
     if "context_prices" in fields:  # JSON's lists back to the builder's tuples
         fields["context_prices"] = tuple(tuple(step) for step in fields["context_prices"])
+    if isinstance(fields.get("audio_costs"), dict):
+        fields["audio_costs"] = {t: tuple(c) for t, c in fields["audio_costs"].items()}
     if isinstance(fields.get("tier_prices"), dict):
         fields["tier_prices"] = {
             tier: tuple(tuple(step) for step in steps)

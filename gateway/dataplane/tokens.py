@@ -10,9 +10,10 @@ from typing import NamedTuple
 class Counts(NamedTuple):
     """The tokens a request used, as its usage row and its cost take them: ``input`` is all
     the prompt (as providers count it), of which ``cached`` were read from the provider's
-    prompt cache and ``written`` written to it, ``written_1h`` of those for an hour; and
-    the web searches the provider ran for it (Anthropic's server tool), priced per search
-    (DeploymentInfo.cost prices each)."""
+    prompt cache and ``written`` written to it, ``written_1h`` of those for an hour; the
+    web searches the provider ran for it (Anthropic's server tool), priced per search; the
+    audio tokens of the prompt and of the output (within ``input`` and ``output``), at the
+    model's audio prices (DeploymentInfo.cost prices each)."""
 
     input: int
     output: int
@@ -20,6 +21,8 @@ class Counts(NamedTuple):
     written: int = 0
     written_1h: int = 0
     searches: int = 0
+    audio_in: int = 0
+    audio_out: int = 0
 
 
 _ASCII = bytes(range(128))

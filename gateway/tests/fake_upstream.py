@@ -53,6 +53,9 @@ class Behaviour:
     # usage.server_tool_use.web_search_requests (Anthropic's web search tool; on chat
     # completions as LiteLLM reports it)
     web_searches: int | None = None
+    # chat completions: (prompt, output) audio tokens within the usage's counts, as OpenAI
+    # reports them (prompt_tokens_details / completion_tokens_details.audio_tokens)
+    audio_tokens: tuple[int, int] | None = None
     usage_on_last_chunk: bool = False  # streams: usage on the finish chunk, not its own
     duration: float | None = None  # transcripts: the verbose_json duration (None: the WAV's)
 
@@ -189,6 +192,10 @@ class FakeUpstream:
             usage["prompt_tokens_details"] = {"cached_tokens": b.cached_tokens}
         if b.web_searches is not None:
             usage["server_tool_use"] = {"web_search_requests": b.web_searches}
+        if b.audio_tokens is not None:
+            details = usage.setdefault("prompt_tokens_details", {})
+            details["audio_tokens"] = b.audio_tokens[0]
+            usage["completion_tokens_details"] = {"audio_tokens": b.audio_tokens[1]}
         if body.get("stream") and not b.json_when_streaming:
             return await self._stream(request, endpoint, body, b, words, usage)
         payload = {"id": "chatcmpl-fake", "created": int(time.time()), "model": model}

@@ -16,14 +16,16 @@ import pytest
 
 from gateway import services
 from gateway.dataplane import tokens
-from gateway.dataplane.snapshot import DeploymentInfo, billed_tier
+from gateway.dataplane.snapshot import DISCOUNT_TIERS, DeploymentInfo, billed_tier
 from gateway.pricing import (
     _ratio_steps,
     _scaled,
+    audio_prices,
     base_prices,
     cache_prices,
     context_prices,
     litellm_price_map,
+    search_price,
     tier_prices,
 )
 from gateway.tests.conftest import ACTOR, anthropic_deployment, refresh_snapshot, usage_rows
@@ -50,6 +52,8 @@ def catalog_deployment(name: str) -> DeploymentInfo:
         cache_write_1h_cost=hour,
         context_prices=context_prices(name, inp, out),
         tier_prices=tier_prices(name, inp, out),
+        search_cost=search_price(name),
+        audio_costs=audio_prices(name, inp, out),
     )
 
 
@@ -522,8 +526,6 @@ SEARCHER = "claude-sonnet-4-5"  # LiteLLM's map prices its web searches ($10 per
 
 
 def test_a_web_search_costs_the_map_s_price_per_search():
-    from gateway.pricing import search_price
-
     price = litellm_price_map()[SEARCHER]["search_context_cost_per_query"]
     assert search_price(SEARCHER) == price["search_context_size_medium"] > 0
     assert search_price("a-model-litellm-does-not-price") is None
@@ -614,3 +616,91 @@ def test_an_openai_shaped_upstream_s_search_count_is_read_and_junk_is_none():
         counts = _usage_counts({**usage, "server_tool_use": {"web_search_requests": bad}})
         assert counts.searches == 0
     assert _usage_counts({**usage, "server_tool_use": "x"}).searches == 0
+
+
+# --- audio tokens ------------------------------------------------------------------------
+
+AUDIO = "gpt-audio"  # LiteLLM's map: audio in and out at 16x and 6.4x the text prices
+
+
+def chat_models_with_audio_prices() -> list[str]:
+    return [
+        name
+        for name, entry in litellm_price_map().items()
+        if isinstance(entry, dict)
+        and entry.get("mode") == "chat"
+        and base_prices(entry)[0]
+        and (entry.get("input_cost_per_audio_token") or entry.get("output_cost_per_audio_token"))
+    ]
+
+
+def test_every_chat_model_s_audio_tokens_cost_what_litellm_says():
+    from litellm.litellm_core_utils.llm_cost_calc.utils import generic_cost_per_token
+    from litellm.types.utils import (
+        CompletionTokensDetailsWrapper,
+        PromptTokensDetailsWrapper,
+        Usage,
+    )
+
+    names = chat_models_with_audio_prices()
+    assert (
+        len(names) > 40
+    )  # gpt-audio, gpt-4o-audio, Gemini, Nova… (what makes this mean something)
+    rng = random.Random(5)
+    for name in names:
+        dep = catalog_deployment(name)
+        entry = litellm_price_map()[name]
+        tiers = ["", *[t for t in dep.tier_prices if t not in DISCOUNT_TIERS]]
+        for tier in tiers:
+            for prompt in (40, 5_000):
+                cached = rng.randint(0, prompt // 4)
+                audio_in = rng.randint(0, prompt - cached)
+                output = rng.randint(10, 2_000)
+                audio_out = rng.randint(0, output)
+                usage = Usage(
+                    prompt_tokens=prompt,
+                    completion_tokens=output,
+                    total_tokens=prompt + output,
+                    prompt_tokens_details=PromptTokensDetailsWrapper(
+                        cached_tokens=cached, audio_tokens=audio_in
+                    ),
+                    completion_tokens_details=CompletionTokensDetailsWrapper(
+                        audio_tokens=audio_out
+                    ),
+                )
+                # The entry itself: LiteLLM's model-info lookup drops the tier's own audio
+                # price (input_cost_per_audio_token_priority), which its calculator reads.
+                a, b = generic_cost_per_token(
+                    model=name,
+                    usage=usage,
+                    custom_llm_provider=entry.get("litellm_provider"),
+                    service_tier=tier or None,
+                    model_info=entry,
+                )
+                mine = dep.cost(prompt, output, cached, 0, 0, 0, audio_in, audio_out, tier=tier)
+                assert mine == pytest.approx(a + b, rel=1e-9, abs=1e-15), (name, tier, prompt)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_chat_completions_bill_audio_tokens_at_the_audio_prices(long, stream):
+    provider = long.org.providers.get(name="fake")
+    services.deployment_save(
+        actor=ACTOR, org=long.org, model_name="voice", provider=provider, upstream_model=AUDIO
+    )
+    refresh_snapshot()
+    long.fake.behaviours[AUDIO] = Behaviour(audio_tokens=(7, 3))
+    body = {"model": "voice", "messages": [{"role": "user", "content": "hi"}]}
+    if stream:
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+    post(long, "/v1/chat/completions", body)
+    [row] = usage_rows(long.org)
+    e = litellm_price_map()[AUDIO]
+    expected = (
+        4 * e["input_cost_per_token"]
+        + 7 * e["input_cost_per_audio_token"]
+        + 2 * e["output_cost_per_token"]
+        + 3 * e["output_cost_per_audio_token"]
+    )
+    assert (row.input_tokens, row.output_tokens) == (11, 5)
+    assert float(row.cost) == pytest.approx(expected, rel=1e-6)
+    assert e["input_cost_per_audio_token"] > 5 * e["input_cost_per_token"]  # it matters
