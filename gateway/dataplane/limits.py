@@ -25,6 +25,11 @@ log = logging.getLogger("bonito.gateway.limits")
 WINDOW_MS = 60_000
 # While Redis is unreachable, how often one PING checks whether it is back.
 REDIS_RETRY_AFTER_S = 1.0
+# After Redis answers again, how long a process keeps to its fallback share: the others'
+# spend admitted during the outage reaches Redis within about a second (each one's PING and
+# its flusher's retry), and until it has, Redis's counter is short of it. Admitting against
+# that counter at once let a cap be overshot by the other processes' shares.
+RECONCILE_S = 2 * REDIS_RETRY_AFTER_S
 SPEND_TTL_S = 40 * 86400
 
 # A spend counter is a hash {fl, inc, e}: its value is fl + inc. `inc` collects reservations
@@ -349,6 +354,7 @@ class Limiter:
         self._loading: dict[tuple[int, str], asyncio.Future] = {}
         self._down_until = 0.0
         self._in_fallback = False
+        self._settle_until: float | None = None  # the fallback share holds until then
         self._pending: dict[str, float] = {}  # spend not yet added to Redis, by counter
         # counter -> how many settlement batches for it Redis has applied (this process)
         self._settled_batches: dict[str, int] = {}
@@ -439,6 +445,7 @@ class Limiter:
                 self.local.share,
             )
         self._in_fallback = True
+        self._settle_until = None
         self._down_until = math.inf  # until _reconnect hears from Redis
         self._ensure_reconnect()
 
@@ -462,8 +469,17 @@ class Limiter:
 
     def _mark_up(self) -> None:
         if self._in_fallback:
+            # Redis answers, but the other processes' outage spend may not be in it yet:
+            # this one sends its own (the flusher) and keeps to its share for RECONCILE_S.
+            now = time.monotonic()
+            if self._settle_until is None:
+                self._settle_until = now + RECONCILE_S
+            if now < self._settle_until:
+                self._down_until = self._settle_until
+                return
             log.warning("Redis answers again; limits are shared across processes again")
             self._in_fallback = False
+            self._settle_until = None
             self.local.end_fallback()
         self._down_until = 0.0
 

@@ -13,7 +13,13 @@ from django.conf import settings
 
 from core.tests.workers import local_redis_url
 from gateway.dataplane.errors import GatewayError
-from gateway.dataplane.limits import Bucket, Limiter, SpendReservation
+from gateway.dataplane.limits import (
+    RECONCILE_S,
+    REDIS_RETRY_AFTER_S,
+    Bucket,
+    Limiter,
+    SpendReservation,
+)
 from gateway.models import ApiKey
 from gateway.tests.conftest import refresh_snapshot, usage_rows
 from gateway.tests.fault.redis_server import RedisServer
@@ -21,6 +27,9 @@ from gateway.tests.fault.redis_topology import RedisClusterServers
 from governance import services as governance_services
 from orgs.audit import Actor
 
+# After a restart: each worker's PING finds Redis, then keeps its share until the others'
+# outage spend is in Redis (limits.RECONCILE_S).
+BACK_S = REDIS_RETRY_AFTER_S + RECONCILE_S + 0.4
 BODY = {"model": "chat-small", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
 
 
@@ -443,7 +452,7 @@ def test_what_passed_during_an_outage_is_taken_from_a_restarted_redis(own_redis)
         own_redis.kill()
         down = await _acquire_all(workers, 24, buckets)
         own_redis.start()  # empty: its bucket would start full
-        await asyncio.sleep(1.3)  # both workers hear from Redis again
+        await asyncio.sleep(BACK_S)  # both workers hear from Redis again
         after = await _acquire_all(workers, 24, buckets)
         return before, down, after
 
@@ -477,7 +486,7 @@ def test_spend_while_redis_was_down_is_added_when_it_returns(own_redis):
         # Down: each worker may spend half of what it saw left: $3.5 and $3 (whole dollars).
         down = [await one(workers[i % 2]) for i in range(10)]
         own_redis.start()  # empty: the counter and the script are gone
-        await asyncio.sleep(1.2)  # both workers try Redis again
+        await asyncio.sleep(BACK_S)  # both workers try Redis again
         after = [await one(workers[i % 2]) for i in range(4)]
         return down, after
 
@@ -486,6 +495,49 @@ def test_spend_while_redis_was_down_is_added_when_it_returns(own_redis):
     # Back on Redis: $4 before + $6 during the outage = the $10 cap, so nothing more passes.
     assert [r.allowed for r in after] == [False] * 4
     assert {r.backend for r in after} == {"redis"}
+    assert _counter(own_redis.client(), spend.key) == pytest.approx(10.0)
+
+
+def test_a_worker_back_on_redis_first_keeps_to_its_share_until_the_others_have_reported(
+    own_redis,
+):
+    """Redis answers again, but another worker has not yet sent what it spent during the
+    outage: admitting against Redis's counter at once would spend that share a second time.
+    The worker that hears from Redis first keeps to its fallback share for RECONCILE_S."""
+    a, b = (Limiter(own_redis.url, fallback_share=0.5) for _ in range(2))
+    spend = SpendReservation(org_id=59, cap=10.0, reserve=1.0, baseline=0.0)
+
+    async def one(worker):
+        mine = dataclasses.replace(spend)
+        result = await worker.acquire([], mine)
+        if result.allowed:
+            worker.settle(mine, 1.0, result.backend)
+        return result
+
+    async def run():
+        for w in (a, b, a, b):  # $4 through Redis
+            assert (await one(w)).backend == "redis"
+        await asyncio.sleep(0.1)
+        own_redis.kill()
+        down = [await one(w) for w in (a, b) * 5]  # each its half of the $6 left: $3
+        own_redis.start()
+        # b has not sent its outage spend yet (as a busy process, or one whose retry is a
+        # second away): its flush waits on its lock while a hears from Redis and goes on
+        async with b._locks[id(asyncio.get_running_loop())]:
+            await a._client().ping()
+            a._mark_up()
+            right_after = [await one(a) for _ in range(4)]
+        await asyncio.sleep(BACK_S)
+        later = [await one(w) for w in (a, b)]
+        return down, right_after, later
+
+    down, right_after, later = asyncio.run(run())
+    assert sum(r.allowed for r in down) == 6
+    # a's share is spent and b's $3 is not in Redis yet: nothing more, though Redis answers
+    assert not any(r.allowed for r in right_after)
+    assert {r.backend for r in right_after} == {"fallback"}
+    assert [r.allowed for r in later] == [False, False]
+    assert {r.backend for r in later} == {"redis"}
     assert _counter(own_redis.client(), spend.key) == pytest.approx(10.0)
 
 

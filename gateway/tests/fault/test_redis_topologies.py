@@ -12,7 +12,13 @@ import time
 import pytest
 import redis
 
-from gateway.dataplane.limits import Bucket, Limiter, SpendReservation
+from gateway.dataplane.limits import (
+    RECONCILE_S,
+    REDIS_RETRY_AFTER_S,
+    Bucket,
+    Limiter,
+    SpendReservation,
+)
 from gateway.tests.external import ROOT
 from gateway.tests.fault.redis_topology import RedisSentinelServers
 
@@ -42,7 +48,7 @@ def test_the_limiter_keeps_counting_across_a_sentinel_failover(sentinels):
         promoted = sentinels.kill_master()
         during = await burst(8)  # refused connections: each worker its share, locally
         await asyncio.to_thread(sentinels.wait_promoted, promoted)
-        await asyncio.sleep(1.5)  # each worker's once-a-second PING finds the new master
+        await asyncio.sleep(REDIS_RETRY_AFTER_S + RECONCILE_S + 0.5)  # PING, then the shares settle
         after = await burst(8)
         return before, during, after, promoted, time.monotonic() - started
 
