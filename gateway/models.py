@@ -59,6 +59,9 @@ class ApiKey(models.Model):
     previous_key_hash = models.CharField(max_length=64, blank=True, default="", editable=False)
     previous_masked = models.CharField(max_length=20, blank=True, default="", editable=False)
     previous_valid_until = models.DateTimeField(null=True, blank=True, editable=False)
+    # The secret the last rotation's previous_key_hash replaced, kept so the gateways drop it
+    # too: a grace that ended by the clock left it in their tables (refused) until then.
+    retired_key_hash = models.CharField(max_length=64, blank=True, default="", editable=False)
     # The newest usage row's time, moved forward by the usage writer once per batch
     # (billing.usage_writer): the key list shows it without reading usage rows.
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)

@@ -272,6 +272,9 @@ def api_key_rotate(*, actor: Actor, key: ApiKey, grace_seconds: int = 0) -> tupl
     # A secret still in the grace of the last rotation: this one ends it, and the row will
     # not keep its hash for the gateways to drop.
     ends_a_grace = key.previous_valid(now)
+    # The secret an earlier rotation replaced, whose grace (if it had one) ended by the
+    # clock: the gateways may still hold it (refused), and drop it with this one.
+    key.retired_key_hash = "" if ends_a_grace else key.previous_key_hash
     # The replaced secret's hash is kept even without a grace (valid until now, so until
     # never): the gateways drop exactly that hash (core.config_version.rotated_ref).
     key.previous_key_hash, key.previous_masked = key.key_hash, key.masked
@@ -286,6 +289,7 @@ def api_key_rotate(*, actor: Actor, key: ApiKey, grace_seconds: int = 0) -> tupl
             "previous_key_hash",
             "previous_masked",
             "previous_valid_until",
+            "retired_key_hash",
         ]
     )
     after = {

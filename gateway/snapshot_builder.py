@@ -204,6 +204,7 @@ _KEY_COLUMNS = (
     "previous_key_hash",
     "previous_valid_until",
     "is_active",
+    "retired_key_hash",
 )
 
 
@@ -212,7 +213,8 @@ def load_keys(rows=None, ended: dict | None = None) -> dict:
     tuples, not model instances, and the repeated values shared (one frozenset per
     distinct model list, one string per kind and policy name). With ``ended``, a rotated
     key's replaced secret whose grace is over (or had none) goes there, as the same key
-    expiring when its grace ended: what a delta tells its readers to drop."""
+    expiring when its grace ended, and so does the secret the rotation before replaced
+    (retired_key_hash): what a delta tells its readers to drop."""
     rows = ApiKey.objects.all() if rows is None else rows
     sets: dict = {}
     strings: dict = {}
@@ -245,6 +247,7 @@ def load_keys(rows=None, ended: dict | None = None) -> dict:
         previous_hash,
         previous_until,
         is_active,
+        retired_hash,
     ) in rows.order_by().values_list(*_KEY_COLUMNS).iterator(chunk_size=5000):
         key = keys[key_hash] = KeyInfo(
             id=id_,
@@ -272,6 +275,9 @@ def load_keys(rows=None, ended: dict | None = None) -> dict:
                 keys[previous_hash] = replace(key, hash=previous_hash, expires_at=ends)
             elif ended is not None:
                 ended[previous_hash] = replace(key, hash=previous_hash, expires_at=ends)
+        # The secret replaced before that one, its grace over: dropped too (long expired).
+        if retired_hash and ended is not None and retired_hash != key_hash:
+            ended.setdefault(retired_hash, replace(key, hash=retired_hash, expires_at=0.0))
     return keys
 
 

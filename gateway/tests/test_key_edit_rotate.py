@@ -237,6 +237,33 @@ def test_a_secret_replaced_twice_before_a_reader_looks_reloads_the_org(key, org_
     assert in_grace not in apply_delta(snap, delta).keys
 
 
+def test_a_secret_whose_grace_ended_by_the_clock_goes_with_the_next_rotation(key, org_a):
+    """A grace that ends by the clock changes no row, so the workers keep the secret (every
+    one refuses it by its expiry); the next rotation's delta drops it with the secret it
+    replaces, and the tables are again exactly a full build's."""
+    first = key.key_hash
+    services.api_key_rotate(actor=ACTOR, key=ApiKey.objects.get(pk=key.pk), grace_seconds=600)
+    snap = build_snapshot()
+    assert first in snap.keys  # in its grace
+    ApiKey.objects.filter(pk=key.pk).update(
+        previous_valid_until=timezone.now() - timedelta(seconds=1)
+    )
+    second = ApiKey.objects.get(pk=key.pk).key_hash
+    third = _rotate(key)
+    delta = build_delta(snap.version, current_version())
+    assert delta.key_orgs == frozenset()  # still one key's reload
+    assert delta.dropped == {first, second}
+    applied = apply_delta(snap, delta)
+    assert first not in applied.keys and second not in applied.keys
+    assert applied.keys[third].id == key.id
+    assert _comparable(applied) == _comparable(build_snapshot())
+    # a reader of an earlier release refuses both by the clock
+    wire = delta_to_dict(delta)
+    del wire["dropped"]
+    earlier = apply_delta(snap, delta_from_dict(wire))
+    assert all(earlier.keys[h].expires_at <= time.time() for h in (first, second))
+
+
 # ------------------------------------------------------------------------------ through /v1
 def _chat(acme, raw, model="chat-small"):
     return httpx.post(
