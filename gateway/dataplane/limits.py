@@ -25,10 +25,11 @@ log = logging.getLogger("bonito.gateway.limits")
 WINDOW_MS = 60_000
 # While Redis is unreachable, how often one PING checks whether it is back.
 REDIS_RETRY_AFTER_S = 1.0
-# After Redis answers again, how long a process keeps to its fallback share: the others'
-# spend admitted during the outage reaches Redis within about a second (each one's PING and
-# its flusher's retry), and until it has, Redis's counter is short of it. Admitting against
-# that counter at once let a cap be overshot by the other processes' shares.
+# After Redis answers again (or a process finds that Redis lost a counter it had seen), how
+# long a process keeps to its fallback share, beyond a flush that was in flight when Redis
+# returned (Limiter.reconcile_s): the others' spend admitted during the outage reaches Redis
+# within a retry or two of their flushers, and until it has, Redis's counter is short of it.
+# Admitting against that counter at once let a cap be overshot by the others' shares.
 RECONCILE_S = 2 * REDIS_RETRY_AFTER_S
 SPEND_TTL_S = 40 * 86400
 
@@ -355,6 +356,8 @@ class Limiter:
         self._down_until = 0.0
         self._in_fallback = False
         self._settle_until: float | None = None  # the fallback share holds until then
+        # a flush in flight when Redis returns may take its whole bound to fail, then retry
+        self.reconcile_s = RECONCILE_S + timeout_s + self.CLOCK_MARGIN_S
         self._pending: dict[str, float] = {}  # spend not yet added to Redis, by counter
         # counter -> how many settlement batches for it Redis has applied (this process)
         self._settled_batches: dict[str, int] = {}
@@ -456,16 +459,39 @@ class Limiter:
             self._reconnects[id(loop)] = loop.create_task(self._reconnect())
 
     async def _reconnect(self) -> None:
-        """While Redis is unreachable, one PING a second (requests do not wait on it)."""
-        while not self.redis_available():
+        """While Redis is unreachable, and then while this process keeps to its fallback
+        share (_mark_up), one PING a second (requests do not wait on it)."""
+        while self._in_fallback or not self.redis_available():
             await asyncio.sleep(REDIS_RETRY_AFTER_S)
             try:
                 async with asyncio.timeout(self.timeout_s):
                     await self._client().ping()
             except Exception as exc:
                 log.debug("Redis still unreachable (%r)", exc)
+                if self._settle_until is not None:  # gone again before the window ended
+                    self._settle_until = None
+                    self._down_until = math.inf
                 continue
             self._mark_up()
+
+    def _saw(self, key: str, value, epoch) -> None:
+        """What Redis said of a spend counter; a counter this process had seen that Redis
+        has lost (a restart, a failover that lost writes) means other processes may hold
+        outage spend not in it yet: this one keeps to its fallback share for reconcile_s."""
+        info = self._spend_info[key]
+        lost = info[2] not in ("", epoch)
+        info[1:] = [value, epoch]
+        if lost and not self._in_fallback:
+            log.warning(
+                "Redis lost a spend counter this process had seen; it applies %g of what was "
+                "left of each spend cap for %gs, until the others' spend is in Redis",
+                self.local.share,
+                self.reconcile_s,
+            )
+            self._in_fallback = True
+            self._settle_until = time.monotonic() + self.reconcile_s
+            self._down_until = self._settle_until
+            self._ensure_reconnect()
 
     def _mark_up(self) -> None:
         if self._in_fallback:
@@ -473,7 +499,7 @@ class Limiter:
             # this one sends its own (the flusher) and keeps to its share for RECONCILE_S.
             now = time.monotonic()
             if self._settle_until is None:
-                self._settle_until = now + RECONCILE_S
+                self._settle_until = now + self.reconcile_s
             if now < self._settle_until:
                 self._down_until = self._settle_until
                 return
@@ -531,7 +557,7 @@ class Limiter:
         self._mark_up()
         failed, spend_failed, wait_ms, spent = int(out[0]), int(out[1]), int(out[2]), float(out[3])
         if spend is not None:
-            self._spend_info[spend.key][1:] = [out[3], out[4]]
+            self._saw(spend.key, out[3], out[4])
         remaining = {b.label: int(v) for b, v in zip(buckets, out[5:], strict=False)}
         if failed:
             return LimitResult(
@@ -765,7 +791,7 @@ class Limiter:
                 if out and out[0] == -1:
                     raise TimeoutError("the script reached Redis after its deadline")
                 for i, key in enumerate(keys):
-                    self._spend_info[key][1:] = [out[2 * i], out[2 * i + 1]]
+                    self._saw(key, out[2 * i], out[2 * i + 1])
                     self._settled_batches[key] = self._settled_batches.get(key, 0) + 1
                 done.update(keys)
 

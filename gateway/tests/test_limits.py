@@ -14,7 +14,6 @@ from django.conf import settings
 from core.tests.workers import local_redis_url
 from gateway.dataplane.errors import GatewayError
 from gateway.dataplane.limits import (
-    RECONCILE_S,
     REDIS_RETRY_AFTER_S,
     Bucket,
     Limiter,
@@ -28,8 +27,8 @@ from governance import services as governance_services
 from orgs.audit import Actor
 
 # After a restart: each worker's PING finds Redis, then keeps its share until the others'
-# outage spend is in Redis (limits.RECONCILE_S).
-BACK_S = REDIS_RETRY_AFTER_S + RECONCILE_S + 0.4
+# outage spend is in Redis (Limiter.reconcile_s).
+BACK_S = REDIS_RETRY_AFTER_S + Limiter().reconcile_s + 0.4
 BODY = {"model": "chat-small", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
 
 
@@ -449,22 +448,24 @@ def test_what_passed_during_an_outage_is_taken_from_a_restarted_redis(own_redis)
 
     async def run():
         before = await _acquire_all(workers, 24, buckets)
+        started = time.monotonic()
         own_redis.kill()
         down = await _acquire_all(workers, 24, buckets)
         own_redis.start()  # empty: its bucket would start full
         await asyncio.sleep(BACK_S)  # both workers hear from Redis again
         after = await _acquire_all(workers, 24, buckets)
-        return before, down, after
+        return before, down, after, time.monotonic() - started
 
-    before, down, after = asyncio.run(run())
+    before, down, after, elapsed = asyncio.run(run())
     assert sum(r.allowed for r in before) == 20
     assert sum(r.allowed for r in down) == 20  # each worker its half of the limit
     assert {r.backend for r in after} == {"redis"}
     # What the workers admitted during the outage is owed to the new bucket: within the
     # minute, the limit at most twice (the bucket before the outage and the shares), plus
-    # what refills while the test runs.
-    assert sum(r.allowed for r in after) <= 2
-    assert sum(r.allowed for r in before + down + after) <= 2 * 20 + 2
+    # what refills while the test runs (20 a minute).
+    refilled = int(elapsed * 20 / 60) + 1
+    assert sum(r.allowed for r in after) <= refilled
+    assert sum(r.allowed for r in before + down + after) <= 2 * 20 + refilled
 
 
 def test_spend_while_redis_was_down_is_added_when_it_returns(own_redis):
@@ -498,37 +499,38 @@ def test_spend_while_redis_was_down_is_added_when_it_returns(own_redis):
     assert _counter(own_redis.client(), spend.key) == pytest.approx(10.0)
 
 
+async def _spend_one(worker, spend):
+    """One request's reservation, settled at $1 if admitted."""
+    mine = dataclasses.replace(spend)
+    result = await worker.acquire([], mine)
+    if result.allowed:
+        worker.settle(mine, 1.0, result.backend)
+    return result
+
+
 def test_a_worker_back_on_redis_first_keeps_to_its_share_until_the_others_have_reported(
     own_redis,
 ):
     """Redis answers again, but another worker has not yet sent what it spent during the
     outage: admitting against Redis's counter at once would spend that share a second time.
-    The worker that hears from Redis first keeps to its fallback share for RECONCILE_S."""
+    The worker that hears from Redis first keeps to its fallback share for a while."""
     a, b = (Limiter(own_redis.url, fallback_share=0.5) for _ in range(2))
     spend = SpendReservation(org_id=59, cap=10.0, reserve=1.0, baseline=0.0)
 
-    async def one(worker):
-        mine = dataclasses.replace(spend)
-        result = await worker.acquire([], mine)
-        if result.allowed:
-            worker.settle(mine, 1.0, result.backend)
-        return result
-
     async def run():
         for w in (a, b, a, b):  # $4 through Redis
-            assert (await one(w)).backend == "redis"
+            assert (await _spend_one(w, spend)).backend == "redis"
         await asyncio.sleep(0.1)
         own_redis.kill()
-        down = [await one(w) for w in (a, b) * 5]  # each its half of the $6 left: $3
-        own_redis.start()
-        # b has not sent its outage spend yet (as a busy process, or one whose retry is a
-        # second away): its flush waits on its lock while a hears from Redis and goes on
+        down = [await _spend_one(w, spend) for w in (a, b) * 5]  # each half of $6: $3
+        # b has not sent its outage spend yet (a busy process, or one whose retry is a
+        # second away): its flush waits on its lock while a hears from Redis again
         async with b._locks[id(asyncio.get_running_loop())]:
-            await a._client().ping()
-            a._mark_up()
-            right_after = [await one(a) for _ in range(4)]
+            own_redis.start()
+            await asyncio.sleep(REDIS_RETRY_AFTER_S + 0.3)  # a's PING has found Redis
+            right_after = [await _spend_one(a, spend) for _ in range(4)]
         await asyncio.sleep(BACK_S)
-        later = [await one(w) for w in (a, b)]
+        later = [await _spend_one(w, spend) for w in (a, b)]
         return down, right_after, later
 
     down, right_after, later = asyncio.run(run())
@@ -539,6 +541,68 @@ def test_a_worker_back_on_redis_first_keeps_to_its_share_until_the_others_have_r
     assert [r.allowed for r in later] == [False, False]
     assert {r.backend for r in later} == {"redis"}
     assert _counter(own_redis.client(), spend.key) == pytest.approx(10.0)
+
+
+def test_a_worker_idle_through_the_outage_keeps_to_its_share_when_redis_lost_the_counter(
+    own_redis,
+):
+    """A worker with no requests while Redis was away never fell back; after a restart its
+    first request finds the counter gone (a new incarnation), and it keeps to its share
+    until the workers that spent during the outage have reported."""
+    a, b, c = (Limiter(own_redis.url, fallback_share=1 / 3) for _ in range(3))
+    spend = SpendReservation(org_id=60, cap=10.0, reserve=1.0, baseline=0.0)
+
+    async def run():
+        for w in (a, b, c, a):  # $4 through Redis; each has seen the counter
+            assert (await _spend_one(w, spend)).backend == "redis"
+        await asyncio.sleep(0.1)
+        own_redis.kill()
+        down = [await _spend_one(w, spend) for w in (a, b) * 4]  # a third of $6 each: $2
+        loop = id(asyncio.get_running_loop())
+        async with a._locks[loop], b._locks[loop]:  # neither has reported yet
+            own_redis.start()
+            idle = [await _spend_one(c, spend) for _ in range(8)]
+        await asyncio.sleep(BACK_S)
+        return down, idle
+
+    down, idle = asyncio.run(run())
+    assert sum(r.allowed for r in down) == 4
+    # c's first request finds the new counter (it admits one against it: $4 seen + $1),
+    # then c keeps to its third of what it saw left ($5 / 3: one $1 reservation more)
+    assert sum(r.allowed for r in idle) == 2
+    assert idle[0].backend == "redis" and {r.backend for r in idle[1:]} == {"fallback"}
+    assert _counter(own_redis.client(), spend.key) <= spend.cap
+
+
+def test_redis_gone_again_before_the_window_ends_is_an_outage_again(own_redis):
+    """Redis answers, then goes away again while a worker keeps to its share: the worker is
+    down again (not back on Redis when the window's time is up), and when Redis returns it
+    keeps to its share anew until the other worker has reported."""
+    a, b = (Limiter(own_redis.url, fallback_share=0.5) for _ in range(2))
+    spend = SpendReservation(org_id=61, cap=20.0, reserve=1.0, baseline=0.0)
+
+    async def run():
+        for w in (a, b):
+            assert (await _spend_one(w, spend)).backend == "redis"
+        own_redis.kill()
+        assert (await _spend_one(a, spend)).backend == "fallback"
+        own_redis.start()
+        await asyncio.sleep(REDIS_RETRY_AFTER_S + 0.3)  # a's PING found it: a's window
+        own_redis.kill()
+        await asyncio.sleep(a.reconcile_s + REDIS_RETRY_AFTER_S)  # a idle; the window is up
+        down_b = [await _spend_one(b, spend) for _ in range(12)]
+        loop = id(asyncio.get_running_loop())
+        async with b._locks[loop]:  # b has not reported
+            own_redis.start()
+            await asyncio.sleep(REDIS_RETRY_AFTER_S + 0.3)
+            back = [await _spend_one(a, spend) for _ in range(12)]
+        await asyncio.sleep(BACK_S)
+        return down_b, back
+
+    down_b, back = asyncio.run(run())
+    assert {r.backend for r in down_b} == {"fallback"}
+    assert {r.backend for r in back} == {"fallback"}  # a new window, not straight to Redis
+    assert _counter(own_redis.client(), spend.key) <= spend.cap
 
 
 def test_a_newer_baseline_from_the_usage_rows_raises_the_counter(own_redis):

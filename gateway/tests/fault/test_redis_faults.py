@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from gateway.dataplane import tokens
-from gateway.dataplane.limits import RECONCILE_S, REDIS_RETRY_AFTER_S
+from gateway.dataplane.limits import REDIS_RETRY_AFTER_S, Limiter
 from gateway.tests.conftest import free_port
 from gateway.tests.external import ROOT, ExternalBonito
 from gateway.tests.fault.redis_server import RedisServer
@@ -36,6 +36,7 @@ IN_PRICE, OUT_PRICE = Decimal("100"), Decimal("1000")  # per million tokens
 COST = (11 * IN_PRICE + 5 * OUT_PRICE) / 1_000_000
 # What the gateway reserves before the call: its prompt estimate plus max_tokens.
 RESERVATION = (tokens.estimate_prompt_tokens(BODY) * IN_PRICE + 5 * OUT_PRICE) / 1_000_000
+TIMEOUT_S = 8  # the workers' Redis bound (see Stack)
 LEVELS = [50, 250, 500]  # N: bursts of 100, 500 and 1,000 concurrent requests
 # Spend caps that N requests of COST reach, in whole cents.
 CAPS = {f"cap{n}": (n * COST).quantize(Decimal("0.01")) for n in LEVELS} | {
@@ -97,7 +98,7 @@ class Stack:
             redis_url=self.redis.url,
             # Two CPUs run both workers, Redis, the upstream and the client: a 1,000-request
             # burst delays event loops by seconds, which a production bound need not cover.
-            env={"GATEWAY_FALLBACK_SHARE": "0.5", "GATEWAY_REDIS_TIMEOUT_S": "8"},
+            env={"GATEWAY_FALLBACK_SHARE": "0.5", "GATEWAY_REDIS_TIMEOUT_S": str(TIMEOUT_S)},
         )
         self.ext.migrate()
         (tmp / "bonito.yaml").write_text(_config(upstream_port))
@@ -231,7 +232,7 @@ def test_a_spend_cap_holds_through_a_redis_restart(stack):
     down = stack.burst("capfault", 100)  # each worker spends at most half of what was left
     stack.redis.start()  # empty: counters and scripts are gone
     after = stack.burst("capfault", 100)  # at once: a worker may hear from Redis first
-    time.sleep(REDIS_RETRY_AFTER_S + RECONCILE_S + 0.5)  # every worker back on Redis
+    time.sleep(REDIS_RETRY_AFTER_S + Limiter(timeout_s=TIMEOUT_S).reconcile_s + 0.5)  # all back
     after += stack.burst("capfault", 20)
     assert set(down) <= {200, 429} and set(after) <= {200, 429}
     assert down.count(200) > 0

@@ -13,7 +13,6 @@ import pytest
 import redis
 
 from gateway.dataplane.limits import (
-    RECONCILE_S,
     REDIS_RETRY_AFTER_S,
     Bucket,
     Limiter,
@@ -48,7 +47,9 @@ def test_the_limiter_keeps_counting_across_a_sentinel_failover(sentinels):
         promoted = sentinels.kill_master()
         during = await burst(8)  # refused connections: each worker its share, locally
         await asyncio.to_thread(sentinels.wait_promoted, promoted)
-        await asyncio.sleep(REDIS_RETRY_AFTER_S + RECONCILE_S + 0.5)  # PING, then the shares settle
+        await asyncio.sleep(
+            REDIS_RETRY_AFTER_S + workers[0].reconcile_s + 0.5
+        )  # PING, then the shares settle
         after = await burst(8)
         return before, during, after, promoted, time.monotonic() - started
 
