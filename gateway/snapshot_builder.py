@@ -275,9 +275,11 @@ def load_keys(rows=None, ended: dict | None = None) -> dict:
                 keys[previous_hash] = replace(key, hash=previous_hash, expires_at=ends)
             elif ended is not None:
                 ended[previous_hash] = replace(key, hash=previous_hash, expires_at=ends)
-        # The secret replaced before that one, its grace over: dropped too (long expired).
+        # The secret replaced before that one, its grace over: dropped too. (An agent of an
+        # earlier release keeps it as the same key expired by the last rotation at the latest.)
         if retired_hash and ended is not None and retired_hash != key_hash:
-            ended.setdefault(retired_hash, replace(key, hash=retired_hash, expires_at=0.0))
+            gone = min(previous_until.timestamp(), now) if previous_until else now
+            ended.setdefault(retired_hash, replace(key, hash=retired_hash, expires_at=gone))
     return keys
 
 
