@@ -447,8 +447,8 @@ def test_what_passed_during_an_outage_is_taken_from_a_restarted_redis(own_redis)
     buckets = [Bucket("bonito:rl:k:outage:r", 20, 1, "requests")]
 
     async def run():
+        started = time.monotonic()  # the bucket refills from its first request on
         before = await _acquire_all(workers, 24, buckets)
-        started = time.monotonic()
         own_redis.kill()
         down = await _acquire_all(workers, 24, buckets)
         own_redis.start()  # empty: its bucket would start full
