@@ -343,34 +343,40 @@ def post(acme, path, body, anthropic=False, status=200):
     return out
 
 
+def chat(model: str, stream: bool = False, **fields) -> dict:
+    """A chat completion's body; streamed with its usage when ``stream``."""
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **fields}
+    if stream:
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+    return body
+
+
+def map_cost(prices: str = "", prompt: int = 11, output: int = 5, model: str = GPT) -> float:
+    """What ``prompt`` and ``output`` tokens cost at the map's input and output prices named
+    with the suffix ``prices`` ("_above_272k_tokens", "_flex"…; "" the base)."""
+    entry = litellm_price_map()[model]
+    return (
+        prompt * entry[f"input_cost_per_token{prices}"]
+        + output * entry[f"output_cost_per_token{prices}"]
+    )
+
+
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("prompt", [272_000, 300_000])
 def test_chat_completions_bill_a_long_prompt_at_the_dearer_price(long, stream, prompt):
     long.fake.behaviours[GPT] = Behaviour(prompt_tokens=prompt)
-    body = {"model": "gpt-long", "messages": [{"role": "user", "content": "hi"}]}
-    if stream:
-        body |= {"stream": True, "stream_options": {"include_usage": True}}
-    post(long, "/v1/chat/completions", body)
+    post(long, "/v1/chat/completions", chat("gpt-long", stream))
     [row] = usage_rows(long.org)
-    entry = litellm_price_map()[GPT]
     above = "_above_272k_tokens" if prompt > 272_000 else ""
-    expected = (
-        prompt * entry[f"input_cost_per_token{above}"] + 5 * entry[f"output_cost_per_token{above}"]
-    )
     assert (row.input_tokens, row.output_tokens) == (prompt, 5)
-    assert float(row.cost) == pytest.approx(expected, rel=1e-6)
+    assert float(row.cost) == pytest.approx(map_cost(above, prompt), rel=1e-6)
 
 
 def test_the_responses_api_bills_a_long_prompt_at_the_dearer_price(long):
     long.fake.behaviours[GPT] = Behaviour(prompt_tokens=400_000)
     post(long, "/v1/responses", {"model": "gpt-long", "input": "hi"})
     [row] = usage_rows(long.org)
-    entry = litellm_price_map()[GPT]
-    expected = (
-        400_000 * entry["input_cost_per_token_above_272k_tokens"]
-        + 5 * entry["output_cost_per_token_above_272k_tokens"]
-    )
-    assert float(row.cost) == pytest.approx(expected, rel=1e-6)
+    assert float(row.cost) == pytest.approx(map_cost("_above_272k_tokens", 400_000), rel=1e-6)
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -439,15 +445,6 @@ def test_a_spend_reservation_holds_a_long_prompt_at_the_dearer_price(long):
     post(long, "/v1/chat/completions", short)
 
 
-def tier_cost(tier: str, prompt: int = 11, output: int = 5) -> float:
-    entry = litellm_price_map()[GPT]
-    suffix = f"_{tier}" if tier else ""
-    return (
-        prompt * entry[f"input_cost_per_token{suffix}"]
-        + output * entry[f"output_cost_per_token{suffix}"]
-    )
-
-
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize(
     "asked, served, billed",
@@ -463,15 +460,11 @@ def tier_cost(tier: str, prompt: int = 11, output: int = 5) -> float:
 )
 def test_chat_completions_bill_the_service_tier_served(long, stream, asked, served, billed):
     long.fake.behaviours[GPT] = Behaviour(service_tier=served)
-    body = {"model": "gpt-long", "messages": [{"role": "user", "content": "hi"}]}
-    if asked is not None:
-        body["service_tier"] = asked
-    if stream:
-        body |= {"stream": True, "stream_options": {"include_usage": True}}
+    body = chat("gpt-long", stream, **({"service_tier": asked} if asked is not None else {}))
     post(long, "/v1/chat/completions", body)
     assert long.fake.requests[-1]["body"].get("service_tier") == asked  # passed on as sent
     [row] = usage_rows(long.org)
-    assert float(row.cost) == pytest.approx(tier_cost(billed), rel=1e-6)
+    assert float(row.cost) == pytest.approx(map_cost(f"_{billed}" if billed else ""), rel=1e-6)
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -487,7 +480,7 @@ def test_the_responses_api_bills_the_service_tier_served(long, stream):
     assert out.status_code == 200, out.text
     assert long.fake.requests[-1]["body"].get("service_tier") == "flex"
     [row] = usage_rows(long.org)
-    assert float(row.cost) == pytest.approx(tier_cost("flex"), rel=1e-6)
+    assert float(row.cost) == pytest.approx(map_cost("_flex"), rel=1e-6)
 
 
 def test_a_long_prompt_in_a_tier_takes_the_tier_s_long_prompt_price(long):
@@ -498,11 +491,7 @@ def test_a_long_prompt_in_a_tier_takes_the_tier_s_long_prompt_price(long):
         {"model": "gpt-long", "messages": [{"role": "user", "content": "hi"}]},
     )
     [row] = usage_rows(long.org)
-    entry = litellm_price_map()[GPT]
-    expected = (
-        300_000 * entry["input_cost_per_token_above_272k_tokens_flex"]
-        + 5 * entry["output_cost_per_token_above_272k_tokens_flex"]
-    )
+    expected = map_cost("_above_272k_tokens_flex", 300_000)
     assert float(row.cost) == pytest.approx(expected, rel=1e-6)
 
 
@@ -556,10 +545,7 @@ def test_anthropic_s_web_searches_are_billed(acme, mode, path, stream):
         }
         post(acme, "/v1/messages", {**body, "stream": stream}, anthropic=True)
     else:
-        body = {"model": "claude", "messages": [{"role": "user", "content": "hi"}]}
-        if stream:
-            body |= {"stream": True, "stream_options": {"include_usage": True}}
-        out = post(acme, "/v1/chat/completions", body)
+        out = post(acme, "/v1/chat/completions", chat("claude", stream))
         if not stream:
             assert "server_tool_use" not in out.json()["usage"]  # OpenAI's shape, as before
     [row] = usage_rows(acme.org)
@@ -689,10 +675,7 @@ def test_chat_completions_bill_audio_tokens_at_the_audio_prices(long, stream):
     )
     refresh_snapshot()
     long.fake.behaviours[AUDIO] = Behaviour(audio_tokens=(7, 3))
-    body = {"model": "voice", "messages": [{"role": "user", "content": "hi"}]}
-    if stream:
-        body |= {"stream": True, "stream_options": {"include_usage": True}}
-    post(long, "/v1/chat/completions", body)
+    post(long, "/v1/chat/completions", chat("voice", stream))
     [row] = usage_rows(long.org)
     e = litellm_price_map()[AUDIO]
     expected = (
