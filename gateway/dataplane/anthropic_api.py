@@ -9,13 +9,14 @@ import orjson
 
 from . import credentials, provider_kinds, tokens
 from .errors import GatewayError
-from .snapshot import DeploymentInfo
+from .snapshot import DeploymentInfo, served_tier
 from .upstream import (
     DONE_EVENT,
     UNPARSED,
     PassthroughAdapter,
     StreamBroken,
     UpstreamError,
+    Usage,
     cache_writes,
     web_searches,
 )
@@ -368,7 +369,11 @@ def _tool_input(arguments) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _anthropic_usage(usage) -> dict:
+def _anthropic_usage(usage, tier: str | None = None) -> dict:
+    """A chat usage in Anthropic's shape; the service tier the chat answer said it was
+    served at rides along as an attribute (upstream.Usage), never shown to the client."""
+    if tier is not None:
+        return Usage(_anthropic_usage(usage), tier=tier)
     if not isinstance(usage, dict):
         return {"input_tokens": 0, "output_tokens": 0}
     details = usage.get("prompt_tokens_details")
@@ -426,7 +431,9 @@ def message_from_chat(data: dict, model: str) -> dict:
         "content": content,
         "stop_reason": stop,
         "stop_sequence": None,
-        "usage": _anthropic_usage(data.get("usage") if isinstance(data, dict) else None),
+        "usage": _anthropic_usage(
+            data.get("usage") if isinstance(data, dict) else None, served_tier(data)
+        ),
     }
 
 
@@ -445,6 +452,7 @@ class ChatStreamTranslator:
         self.tools: dict[int, int] = {}  # chat tool-call index -> content block index
         self.stop = None
         self.usage = None
+        self.tier = None  # the service tier the chat answer says it was served at
         self.answered = False  # saw a role, content or a finish: an answer, if empty
 
     def start(self) -> list:
@@ -487,6 +495,7 @@ class ChatStreamTranslator:
             return out
         if isinstance(chunk.get("usage"), dict):
             self.usage = chunk["usage"]
+        self.tier = served_tier(chunk) or self.tier
         choices = chunk.get("choices")
         for choice in choices if isinstance(choices, list) else ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
@@ -540,7 +549,7 @@ class ChatStreamTranslator:
         stop = self.stop or "end_turn"
         if stop == "end_turn" and self.tools:
             stop = "tool_use"
-        usage = _anthropic_usage(self.usage)
+        usage = _anthropic_usage(self.usage, self.tier)
         out.append(
             event(
                 {
@@ -602,12 +611,13 @@ def output_text(message: dict) -> str:
 class StreamSeen:
     """What a Messages stream reported about its usage, and its output to count if not."""
 
-    __slots__ = ("usage", "pieces", "final")
+    __slots__ = ("usage", "pieces", "final", "tier")
 
     def __init__(self):
         self.usage: dict = {}
         self.pieces: list[str] = []
         self.final = False  # message_delta's usage came: the output count is the whole
+        self.tier = None  # a translated stream's served tier (_anthropic_usage)
 
     def reported(self) -> dict:
         """The usage to bill: as reported, but a stream cut short (no message_delta) bills
@@ -626,6 +636,7 @@ class StreamSeen:
                 self.usage.update(message["usage"])
         elif kind == "message_delta" and isinstance(ev.get("usage"), dict):
             self.final = True
+            self.tier = getattr(ev["usage"], "tier", None) or self.tier
             # Cumulative counts: they replace what message_start said (zeros excepted).
             self.usage.update({k: v for k, v in ev["usage"].items() if v or k not in self.usage})
         elif kind == "content_block_delta" and isinstance(ev.get("delta"), dict):

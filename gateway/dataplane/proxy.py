@@ -767,7 +767,8 @@ class Gateway:
         result = await self._attempts(ctx, candidates, attempt)
 
         def settle(usage, text: str, status: str, http_status: int, error_type=""):
-            ctx.tier_served = served_tier({"usage": usage})  # Anthropic's usage.service_tier
+            # Anthropic's usage.service_tier, or a translated chat answer's (kept aside)
+            ctx.tier_served = served_tier({"usage": usage}) or ctx.tier_served
             counts = anthropic_api.usage_counts(usage)
             if counts is None:  # no usable usage reported: count what was sent and answered
                 counts = Counts(
@@ -804,6 +805,7 @@ class Gateway:
         seen = anthropic_api.StreamSeen()
 
         async def account(status, http_status, error_type=""):
+            ctx.tier_served = seen.tier
             _counts, out.cost = settle(
                 seen.reported(), seen.text(), status, http_status, error_type
             )

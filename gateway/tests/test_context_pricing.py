@@ -687,3 +687,15 @@ def test_chat_completions_bill_audio_tokens_at_the_audio_prices(long, stream):
     assert (row.input_tokens, row.output_tokens) == (11, 5)
     assert float(row.cost) == pytest.approx(expected, rel=1e-6)
     assert e["input_cost_per_audio_token"] > 5 * e["input_cost_per_token"]  # it matters
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_messages_api_to_a_chat_deployment_bills_the_tier_it_served(long, stream):
+    """A Messages request answered by an OpenAI-shaped deployment: the chat answer's
+    service_tier is kept through the translation (not shown to the client) and billed."""
+    long.fake.behaviours[GPT] = Behaviour(service_tier="priority")
+    body = {"model": "gpt-long", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
+    out = post(long, "/v1/messages", {**body, "stream": stream}, anthropic=True)
+    assert "priority" not in out.text  # Anthropic's shape has no such tier
+    [row] = usage_rows(long.org)
+    assert float(row.cost) == pytest.approx(map_cost("_priority"), rel=1e-6)
