@@ -279,10 +279,12 @@ class LocalLimiter:
         self._budget.clear()
 
 
-def _drained(debt: list[float], now_ms: float) -> float:
-    """What is still owed of [capacity, owed, since] at now_ms (a bucket refills meanwhile)."""
+def _drained(debt: list[float], now_ms: float, share: float) -> float:
+    """What is still owed of [capacity, owed, since] at now_ms: a bucket refills meanwhile,
+    and this process's part of the refill is its ``share`` (each process's debt draining
+    at the whole bucket's rate gave N processes N refills)."""
     capacity, owed, since = debt
-    return max(0.0, owed - max(0.0, now_ms - since) * capacity / WINDOW_MS)
+    return max(0.0, owed - max(0.0, now_ms - since) * capacity * share / WINDOW_MS)
 
 
 async def _all(coros) -> None:
@@ -640,7 +642,8 @@ class Limiter:
         if result.allowed:
             for b in buckets:
                 debt = self._debts.setdefault(b.key, [b.capacity, 0.0, now_ms])
-                debt[:] = [b.capacity, _drained(debt, now_ms) + b.cost, now_ms]
+                owed = _drained(debt, now_ms, self.local.share) + b.cost
+                debt[:] = [b.capacity, owed, now_ms]
         if result.allowed and spend is not None:  # Redis counts it when it returns
             self._add_pending(spend.key, spend.reserve)
             self._unreconciled.add(spend.key)
@@ -649,7 +652,7 @@ class Limiter:
     async def _pay_debts(self) -> None:
         now_ms = time.time() * 1000
         debts, self._debts = self._debts, {}
-        owed = {key: (d[0], _drained(d, now_ms)) for key, d in debts.items()}
+        owed = {key: (d[0], _drained(d, now_ms, self.local.share)) for key, d in debts.items()}
         owed = {key: d for key, d in owed.items() if d[1] > 0}
         if not owed:
             return
