@@ -498,7 +498,7 @@ class Limiter:
     def _mark_up(self) -> None:
         if self._in_fallback:
             # Redis answers, but the other processes' outage spend may not be in it yet:
-            # this one sends its own (the flusher) and keeps to its share for RECONCILE_S.
+            # this one sends its own (the flusher) and keeps to its share for reconcile_s.
             now = time.monotonic()
             if self._settle_until is None:
                 self._settle_until = now + self.reconcile_s

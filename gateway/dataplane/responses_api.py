@@ -850,6 +850,7 @@ async def _call(gw, Outgoing, ctx, candidates, body, native_body, chat_body, spe
             if not isinstance(data, dict) or not isinstance(data.get("output"), list):
                 raise UpstreamError(f"{dep.label} sent something that is not a response", 502)
             _rewrite_ids(data, _wrapper(ctx, dep))
+            served[dep.id] = served_tier(data)
             return data
         answer = await adapter.call("chat", dep, _tiered(gw, dep, chat_body, body), timeout)
         data = from_chat(answer, rid, body, dep.upstream_model)
@@ -858,9 +859,9 @@ async def _call(gw, Outgoing, ctx, candidates, body, native_body, chat_body, spe
         served[dep.id] = served_tier(answer)
         return data
 
-    served = {}
+    served = {}  # deployment id -> the tier its answer said it served
     data = await gw._attempts(ctx, candidates, attempt)
-    ctx.tier_served = served.get(ctx.dep.id) if ctx.dep.id in served else served_tier(data)
+    ctx.tier_served = served.get(ctx.dep.id)
     ctx.tier_requested = _tier_sent(gw, ctx.dep, body)
     counts = _counts(data.get("usage"), chat_body, lambda: output_text(data), body)
     return gw._answered(ctx, data, counts, spend, backend)
@@ -906,9 +907,10 @@ def count_native_input(body: dict) -> int:
 
 def _tier_sent(gw, dep, body: dict):
     """The service tier the request asked ``dep`` for: the body's, if it reached it (the
-    Responses API as sent, or a chat translation to an OpenAI-shaped upstream), else None."""
+    Responses API as sent, or a chat translation, to an OpenAI-shaped upstream; never
+    through LiteLLM), else None."""
     direct = gw.upstreams.for_deployment(dep) is gw.upstreams.http
-    return body.get("service_tier") if native(gw, dep) or direct else None
+    return body.get("service_tier") if direct else None
 
 
 def _tiered(gw, dep, chat_body: dict, body: dict) -> dict:
