@@ -63,19 +63,14 @@ def _cache_ratios() -> dict[str, tuple]:
     """upstream model -> (cache read, cache write, 1-hour cache write) price as a share of
     its input price, from LiteLLM's map, for the models it prices prompt caching of (None:
     not priced apart)."""
-    fields = (
-        "cache_read_input_token_cost",
-        "cache_creation_input_token_cost",
-        "cache_creation_input_token_cost_above_1hr",
-    )
     out = {}
     for name, entry in litellm_price_map().items():
-        base = entry.get("input_cost_per_token") if isinstance(entry, dict) else None
-        if not isinstance(base, int | float) or base <= 0:
+        base = _number(entry.get("input_cost_per_token")) if isinstance(entry, dict) else None
+        if not base:
             continue
         ratios = tuple(
-            v / base if isinstance(v, int | float) and v >= 0 else None
-            for v in (entry.get(f) for f in fields)
+            None if v is None else v / base
+            for v in (_number(entry.get(f)) for f in _STEP_FIELDS[2:])
         )
         if ratios != (None, None, None):
             out[name] = ratios
