@@ -860,7 +860,7 @@ def _provider_probe(provider: ProviderConnection) -> tuple[bool, str]:
             # Refused, timed out, no DNS, bad TLS, not HTTP, or an address the policy
             # refuses: one answer for all, or this button is a port scanner.
             return False, f"{dep.upstream_model} failed: {UNREACHABLE}."
-        return False, f"{dep.upstream_model} failed: HTTP {exc.status}: {exc}"
+        return False, f"{dep.upstream_model} failed: HTTP {exc.status}: {exc.detail or exc}"
     return (
         True,
         f"{dep.upstream_model} answered in {(time.perf_counter() - started) * 1000:.0f} ms.",

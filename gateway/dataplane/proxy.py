@@ -513,6 +513,7 @@ class Gateway:
         """Run ``attempt(dep, timeout)`` over the candidates with failover, backoff and a deadline."""
         deadline = time.monotonic() + ctx.org.timeout_s
         last: UpstreamError | None = None
+        unfit: tuple[DeploymentInfo, UpstreamError] | None = None
         for round_no in range(self.retry_rounds):
             for dep in candidates:
                 remaining = deadline - time.monotonic()
@@ -524,10 +525,16 @@ class Gateway:
                 try:
                     result = await attempt(dep, remaining)
                 except UpstreamError as exc:
-                    self.health.failure(dep.id, exc.retry_after)
+                    if exc.unfit:
+                        unfit = unfit or (dep, exc)
+                        continue
                     if not exc.retryable:
+                        # The request's fault, not the deployment's (which answered): it
+                        # counts against no deployment's health, or one app's bad requests
+                        # would move the whole org's traffic off a healthy deployment.
                         ctx.dep, ctx.model_used = dep, dep.model
                         raise _passthrough_error(exc) from exc
+                    self.health.failure(dep.id, exc.retry_after)
                     log.info("deployment %s failed (%s); trying the next one", dep.label, exc)
                     last = exc
                     continue
@@ -537,6 +544,10 @@ class Gateway:
                 self.health.success(dep.id, (time.perf_counter() - started) * 1000)
                 ctx.dep, ctx.model_used = dep, dep.model
                 return result
+            if unfit is not None and last is None:
+                # No deployment of this model can serve the request as it is.
+                ctx.dep, ctx.model_used = unfit[0], unfit[0].model
+                raise _passthrough_error(unfit[1]) from unfit[1]
             if round_no + 1 < self.retry_rounds:
                 wait = min(
                     max(last.retry_after or 0.0, self.backoff_s * 2**round_no) if last else 0.0,

@@ -3,6 +3,7 @@ rest (and for everything when pass-through is off), and the built-in mock."""
 
 import asyncio
 import contextvars
+import functools
 import hashlib
 import logging
 import threading
@@ -46,7 +47,8 @@ class MediaAnswer:
 
 
 def not_supported(dep, endpoint: str, how: str) -> "UpstreamError":
-    """A deployment that cannot serve this endpoint: a 400 the client sees (not retried)."""
+    """A deployment that cannot serve this endpoint: the next one is tried, and the client
+    sees this 400 if none can."""
     message = f"The deployment {dep.label} cannot serve {endpoint}: {how}."
     error = {
         "message": message,
@@ -54,7 +56,7 @@ def not_supported(dep, endpoint: str, how: str) -> "UpstreamError":
         "param": "model",
         "code": "unsupported_endpoint",
     }
-    return UpstreamError(message, 400, body={"error": error})
+    return UpstreamError(message, 400, body={"error": error}, unfit=True)
 
 
 async def _in_pieces(data: bytes):
@@ -74,21 +76,52 @@ class UpstreamError(Exception):
         body: dict | None = None,
         retry_after: float | None = None,
         timeout: bool = False,
+        detail: str | None = None,
+        unfit: bool = False,
     ):
         super().__init__(message)
+        # This deployment cannot serve this request (an endpoint or a field its provider
+        # lacks): the next deployment may; the client sees this error if none can.
+        self.unfit = unfit
         self.status = status
         self.body = body
         self.retry_after = retry_after
         self.timeout = timeout
+        self.detail = detail  # the provider's own words, for the org's admin only
 
     @property
     def retryable(self) -> bool:
+        # 401/403: the provider refused the deployment's credentials (revoked, no access to
+        # the model, a region it bars). The deployment is broken, not the request.
         return (
             self.timeout
             or self.status is None
-            or self.status in (408, 409, 429)
+            or self.status in (401, 403, 408, 409, 429)
             or self.status >= 500
         )
+
+
+CREDENTIALS_REFUSED = (401, 403)
+
+
+def provider_error(
+    dep: DeploymentInfo, status: int, body: dict | None, retry_after: float | None = None
+) -> UpstreamError:
+    """A provider's error answer as an UpstreamError: passed on to the client as the
+    provider said it, except a refusal of the deployment's credentials (401/403). That one
+    is the deployment failing: the next is tried, and the client never sees the provider's
+    words (OpenAI's quote the key's last characters) nor a 401 that would read as its own
+    key refused. The admin's connection test shows them (``detail``)."""
+    message = _error_message(body, status)
+    if status in CREDENTIALS_REFUSED:
+        log.warning("%s: the provider refused its credentials (HTTP %s)", dep.label, status)
+        return UpstreamError(
+            f"{dep.label}: the provider refused this deployment's credentials (HTTP {status})",
+            status,
+            retry_after=retry_after,
+            detail=message,
+        )
+    return UpstreamError(message, status, body=body, retry_after=retry_after)
 
 
 UNREACHABLE = "could not reach the provider"
@@ -232,6 +265,7 @@ def sse_events(block: bytes) -> tuple[list[Event], bool]:
 
 
 _MAIN_FIELD = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
+_CHECKED_FIELDS = ("chat", "completions")  # the endpoints LiteLLM checks fields for
 
 
 class PassthroughAdapter:
@@ -327,11 +361,11 @@ class PassthroughAdapter:
                 parsed = None
             finally:
                 resp.release()
-            raise UpstreamError(
-                _error_message(parsed, resp.status),
+            raise provider_error(
+                dep,
                 resp.status,
-                body=parsed if isinstance(parsed, dict) else None,
-                retry_after=_retry_after(resp.headers),
+                parsed if isinstance(parsed, dict) else None,
+                _retry_after(resp.headers),
             )
         return resp
 
@@ -570,6 +604,75 @@ def _error_text(error) -> str:
 # litellm routes any chat request with tools through its proxy's MCP handler, which needs
 # the `mcp` package of litellm[proxy]; we never use MCP tools, so skip that hop.
 _NO_MCP = {"_skip_mcp_handler": True}
+
+# OpenAI fields that only tune sampling or bookkeeping. Where LiteLLM says a provider has no
+# such field it would refuse the whole request: they are left out instead, and the answer
+# keeps its shape (clients such as LangChain send penalties of 0 on every request). Any
+# other field the provider lacks (n, logprobs, audio, functions…) is refused by name.
+DROPPABLE_FIELDS = frozenset(
+    {
+        "frequency_penalty",
+        "presence_penalty",
+        "logit_bias",
+        "seed",
+        "user",
+        "service_tier",  # billed at the tier the answer reports, else standard
+        "store",
+        "parallel_tool_calls",
+        "prediction",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "safety_identifier",
+        "verbosity",
+    }
+)
+
+
+@functools.lru_cache(maxsize=1024)
+def _supported_fields(lib, prefix: str, model: str) -> frozenset[str] | None:
+    """The OpenAI fields LiteLLM passes on to this provider's model (None: it does not
+    say, and checks nothing)."""
+    try:
+        fields = lib.get_supported_openai_params(model=model, custom_llm_provider=prefix)
+    except Exception:  # an unknown model of a known provider: LiteLLM checks nothing either
+        return None
+    return frozenset(fields) if fields is not None else None
+
+
+def _fit_fields(lib, dep: DeploymentInfo, prefix: str, kwargs: dict) -> None:
+    """Leave out of ``kwargs`` the droppable fields the provider lacks; refuse the others
+    (a 400 naming them) before LiteLLM refuses the request with words of its own."""
+    supported = _supported_fields(lib, prefix, dep.upstream_model)
+    if supported is None:
+        return
+    from litellm.utils import PROVIDER_UNVALIDATED_PARAMS
+
+    lacking = [
+        name
+        for name, value in kwargs.items()
+        if name in lib.OPENAI_CHAT_COMPLETION_PARAMS
+        and name not in supported
+        and name not in PROVIDER_UNVALIDATED_PARAMS
+        and value is not None
+        and not (name == "n" and value == 1)
+    ]
+    refused = sorted(name for name in lacking if name not in DROPPABLE_FIELDS)
+    if refused:
+        names = ", ".join(f"'{name}'" for name in refused)
+        message = (
+            f"Unsupported parameter{'s' if len(refused) > 1 else ''} {names}: this model is "
+            f"served by {dep.label}, whose provider has no such parameter. Remove "
+            f"{'them' if len(refused) > 1 else 'it'} from the request."
+        )
+        error = {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": refused[0],
+            "code": "unsupported_parameter",
+        }
+        raise UpstreamError(message, 400, body={"error": error}, unfit=True)
+    for name in lacking:
+        del kwargs[name]
 
 
 # Set while litellm opens a stream to an OpenAI-shaped provider: the endpoint, so that
@@ -928,6 +1031,8 @@ class LiteLLMAdapter:
             raise UpstreamError(
                 f"{dep.label} is not configured: its kind {dep.kind!r} is unknown here.", 502
             )
+        if endpoint in _CHECKED_FIELDS:
+            _fit_fields(self._lib(), dep, kind.litellm_prefix, kwargs)
         kwargs["model"] = f"{kind.litellm_prefix}/{dep.upstream_model}"
         kwargs["timeout"] = timeout
         kwargs["num_retries"] = 0
@@ -964,12 +1069,12 @@ class LiteLLMAdapter:
         # prompt (debug info), so it is never used.
         err = getattr(exc, "body", None)
         body = {"error": err} if isinstance(err, dict) and err.get("message") else None
-        message = (
-            _error_message(body, status) if body else f"{dep.label} failed: {type(exc).__name__}"
-        )
         headers = getattr(exc, "litellm_response_headers", None)
         retry_after = _retry_after(headers) if headers is not None else None
-        return UpstreamError(message, status, body=body, retry_after=retry_after, timeout=timeout)
+        if body or status in CREDENTIALS_REFUSED:
+            return provider_error(dep, status, body, retry_after)
+        message = f"{dep.label} failed: {type(exc).__name__}"
+        return UpstreamError(message, status, retry_after=retry_after)
 
     async def call(self, endpoint, dep, body, timeout) -> dict:
         lib = await self._alib(dep)

@@ -1,0 +1,146 @@
+"""What a provider refuses, and whose fault it is: a field the provider lacks (left out if it
+only tunes sampling, else a clear 400, or the next deployment that has it), the provider
+refusing the deployment's credentials (the deployment failing: the next one is tried, the
+client never sees the provider's words), and a client's bad request (which counts against
+no deployment's health). Driven by the openai SDK against a live gateway."""
+
+import httpx
+import openai
+import pytest
+
+from gateway import runtime, services
+from gateway.dataplane.routing import FAILURES_TO_OPEN
+from gateway.tests.conftest import ACTOR, anthropic_deployment, refresh_snapshot, usage_rows
+from gateway.tests.fake_upstream import Behaviour
+from gateway.tests.openai_schema import assert_openai_schema
+
+CLAUDE = "claude-sonnet-4-5-20250929"
+HI = [{"role": "user", "content": "hi"}]
+# What LangChain, LibreChat and others send on every request: Anthropic has none of them.
+SAMPLING = {"presence_penalty": 0, "frequency_penalty": 0.5, "seed": 7, "logit_bias": {"1": 2}}
+
+
+def sdk(acme) -> openai.OpenAI:
+    return openai.OpenAI(base_url=acme.base_url, api_key=acme.raw, max_retries=0, timeout=20)
+
+
+def sent(acme) -> dict:
+    return acme.fake.requests[-1]["body"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_sampling_fields_a_provider_lacks_are_left_out(acme, stream):
+    anthropic_deployment(acme, "claude", CLAUDE)
+    answer = sdk(acme).chat.completions.create(
+        model="claude", messages=HI, stream=stream, service_tier="flex", user="u-1", **SAMPLING
+    )
+    text = (
+        "".join(c.choices[0].delta.content or "" for c in answer if c.choices)
+        if stream
+        else answer.choices[0].message.content
+    )
+    assert text.startswith("word0")
+    body = sent(acme)
+    assert body["model"] == CLAUDE and not set(SAMPLING) & set(body)
+    assert "service_tier" not in body
+    assert body["metadata"] == {"user_id": "u-1"}  # Anthropic has `user`: kept
+    (row,) = usage_rows(acme.org)
+    assert row.http_status == 200 and row.cost > 0
+
+
+def test_a_field_that_shapes_the_answer_is_refused_by_name(acme):
+    anthropic_deployment(acme, "claude", CLAUDE)
+    before = len(acme.fake.requests)
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk(acme).chat.completions.create(model="claude", messages=HI, n=2, logprobs=True, seed=1)
+    error = refused.value.body
+    assert error["param"] == "logprobs" and error["code"] == "unsupported_parameter"
+    assert "'logprobs', 'n'" in error["message"] and "seed" not in error["message"]
+    assert "UnsupportedParamsError" not in error["message"]
+    assert len(acme.fake.requests) == before  # refused before any provider call
+    response = httpx.post(
+        acme.base_url + "/chat/completions",
+        headers={"Authorization": f"Bearer {acme.raw}"},
+        json={"model": "claude", "messages": HI, "functions": [{"name": "f"}]},
+    )
+    assert response.status_code == 400
+    assert_openai_schema(response.json(), "ErrorResponse")
+    assert response.json()["error"]["param"] == "functions"
+    rows = usage_rows(acme.org)
+    assert [r.http_status for r in rows] == [400, 400]  # each request one row
+    # n=1 is what every SDK may send: never refused.
+    answer = sdk(acme).chat.completions.create(model="claude", messages=HI, n=1)
+    assert answer.choices[0].message.content
+
+
+def test_a_request_one_deployment_cannot_serve_goes_to_one_that_can(acme):
+    """A model served by Anthropic first and an OpenAI-compatible upstream second: n=2 is
+    the second one's (no provider call to the first), a plain request stays on the first."""
+    anthropic_deployment(acme, "mixed", CLAUDE)
+    services.deployment_save(
+        actor=ACTOR,
+        org=acme.org,
+        model_name="mixed",
+        provider=acme.providers["fake"],
+        upstream_model="gpt-4o-mini",
+        priority=5,
+    )
+    refresh_snapshot()
+    client = sdk(acme)
+    two = client.chat.completions.with_raw_response.create(model="mixed", messages=HI, n=2)
+    assert two.headers["x-bonito-provider"] == "fake"
+    assert sent(acme)["n"] == 2 and sent(acme)["model"] == "gpt-4o-mini"
+    one = client.chat.completions.with_raw_response.create(model="mixed", messages=HI)
+    assert one.headers["x-bonito-provider"] == "anth"
+    rows = usage_rows(acme.org)
+    assert [r.http_status for r in rows] == [200, 200]
+    assert [r.deployment for r in rows] == ["fake/gpt-4o-mini", f"anth/{CLAUDE}"]
+    # Unfit deployments are not failing ones: the Anthropic one is healthy.
+    health = runtime.gateway().health
+    assert all(h.consecutive_failures == 0 for h in health._health.values())
+
+
+# OpenAI's 401 quotes the key's last characters: the client must never see them.
+LEAKY = "Incorrect API key provided: sk-proj-****************************wxyz."
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_provider_refusing_the_credentials_fails_over(acme, mode, status):
+    acme.fake.behaviours["primary-model"] = Behaviour(status=status, error_message=LEAKY)
+    answer = sdk(acme).chat.completions.with_raw_response.create(model="ha-chat", messages=HI)
+    assert answer.headers["x-bonito-provider"] == "fake2"
+    (row,) = usage_rows(acme.org)
+    assert row.http_status == 200 and row.deployment == "fake2/secondary-model"
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_credentials_are_never_the_clients_401(acme, mode, status):
+    acme.fake.behaviours["gpt-4o-mini"] = Behaviour(status=status, error_message=LEAKY)
+    response = httpx.post(
+        acme.base_url + "/chat/completions",
+        headers={"Authorization": f"Bearer {acme.raw}"},
+        json={"model": "chat-small", "messages": HI},
+        timeout=20,
+    )
+    assert response.status_code == 502, response.text  # not the client's key: a 502
+    assert_openai_schema(response.json(), "ErrorResponse")
+    message = response.json()["error"]["message"]
+    assert f"refused this deployment's credentials (HTTP {status})" in message
+    assert "wxyz" not in response.text and "sk-" not in response.text
+    # The org's admin still reads the provider's words in the connection test.
+    ok, said = services.provider_test(provider=acme.providers["fake"])
+    assert not ok and f"HTTP {status}: Incorrect API key provided" in said
+    rows = usage_rows(acme.org)
+    assert rows and {r.http_status for r in rows} == {502}
+
+
+def test_a_clients_bad_requests_do_not_move_traffic_off_a_healthy_deployment(acme, mode):
+    acme.fake.behaviours["primary-model"] = Behaviour(
+        status=400, fail_times=FAILURES_TO_OPEN + 2, error_message="bad max_tokens"
+    )
+    client = sdk(acme)
+    for _ in range(FAILURES_TO_OPEN + 2):
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(model="ha-chat", messages=HI)
+    answer = client.chat.completions.with_raw_response.create(model="ha-chat", messages=HI)
+    assert answer.headers["x-bonito-provider"] == "fake"  # still the primary
