@@ -302,12 +302,28 @@ def audio_prices(upstream_model: str, input_cost: float, output_cost: float) -> 
 
 def search_price(upstream_model: str) -> float | None:
     """USD per web search the provider runs for a request (Anthropic's web search tool: $10
-    per 1,000), from LiteLLM's map (its medium search-context price, as LiteLLM bills an
-    Anthropic search); None where the map has none."""
+    per 1,000; OpenAI's search models and web_search tool; Gemini's grounding), from
+    LiteLLM's map (its medium search-context price, as LiteLLM bills a search when the
+    request names no size; every provider Bonito calls has one price for every size); None
+    where the map has none."""
     entry = litellm_price_map().get(upstream_model)
     prices = entry.get("search_context_cost_per_query") if isinstance(entry, dict) else None
     price = prices.get("search_context_size_medium") if isinstance(prices, dict) else prices
     return _number(price) or None
+
+
+# The providers whose web searches (grounding with Google Search) LiteLLM prices by its
+# Gemini calculators: once per grounded prompt unless the map says per_query (Gemini 3).
+_GROUNDING_PROVIDERS = ("gemini", "vertex_ai", "vertex_ai-language-models")
+
+
+def search_per_prompt(upstream_model: str) -> bool:
+    """Whether the provider bills its web searches once per request that searched, however
+    many queries it ran (Gemini 2.x grounding), not per search."""
+    entry = litellm_price_map().get(upstream_model)
+    if not isinstance(entry, dict) or entry.get("litellm_provider") not in _GROUNDING_PROVIDERS:
+        return False
+    return (entry.get("web_search_billing_unit") or "per_prompt") == "per_prompt"
 
 
 # A catalog key that prices one image size (and quality) of a model: "1024-x-1024/dall-e-2",

@@ -27,12 +27,14 @@ from .snapshot import (
 from .state import SnapshotSource
 from .tokens import Counts
 from .upstream import (
+    CITATION_MARK,
     DONE_EVENT,
     UNPARSED,
     StreamBroken,
     UpstreamError,
     Upstreams,
     cache_writes,
+    cited_search,
     web_searches,
 )
 from .upstream import carries_output as _carries_output
@@ -590,6 +592,8 @@ class Gateway:
             counts = Counts(_count_input(endpoint, upstream_body), counts.output)
         if not counts.output and endpoint != "embeddings":
             counts = counts._replace(output=tokens.count_tokens(tokens.completion_text(data)))
+        if not counts.searches and endpoint == "chat":
+            counts = counts._replace(searches=cited_search(data))
         return self._answered(ctx, data, counts, spend, backend)
 
     def _answered(self, ctx: Ctx, data: dict, counts, spend, backend) -> Outgoing:
@@ -689,6 +693,8 @@ class Gateway:
                 counts = Counts(
                     tokens.count_prompt_tokens(upstream_body), tokens.count_tokens(seen.text())
                 )
+            if seen.cited and not counts.searches:  # a search model's answer (cited_search)
+                counts = counts._replace(searches=1)
             # for in-process callers, once the stream has ended
             result.cost = self._bill(ctx, counts, spend, backend, status, http_status, error_type)
 
@@ -702,6 +708,8 @@ class Gateway:
                         break
                 out = []
                 for raw, chunk in batch:
+                    if CITATION_MARK in raw:
+                        seen.cited = True
                     if chunk is UNPARSED:
                         if _plain_event(raw):
                             seen.keep(raw)  # the common case: content, forwarded as it is
@@ -1104,10 +1112,11 @@ class _Seen:
     are needed (no usage came); past KEEP_BYTES they are parsed down to their text."""
 
     KEEP_BYTES = 16 * 1024  # per stream: 5,000 open streams hold at most 80 MB of it
-    __slots__ = ("usage", "_raw", "_size", "_pieces")
+    __slots__ = ("usage", "cited", "_raw", "_size", "_pieces")
 
     def __init__(self):
         self.usage = None
+        self.cited = False  # the answer cites the web (upstream.cited_search)
         self._raw: list[bytes] = []
         self._size = 0
         self._pieces: list[str] = []

@@ -31,6 +31,7 @@ from .upstream import (
     carries_output,
     empty_answer,
     parse_event,
+    web_searches,
 )
 from .upstream import (
     count_of as _count,
@@ -48,8 +49,12 @@ QUERY_PARAMS = frozenset({"after", "before", "limit", "order", "include", "inclu
 TRANSLATED_TOOLS = frozenset({"function"})
 # Tools a pass-through request may carry: the model's own calls, billed as its tokens. The
 # built-in ones OpenAI runs carry per-call fees (and tokens of their own) that Bonito cannot
-# price exactly, so they are refused on every path rather than served unmetered.
+# price exactly, so they are refused on every path rather than served unmetered; but web
+# search, whose calls the response lists and LiteLLM's map prices (searched).
 PRICED_TOOLS = frozenset({"function", "custom"})
+SEARCH_TOOLS = frozenset(
+    {"web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11"}
+)
 # What an upstream's response id may be (OpenAI's are resp_<hex>): anything else (".",
 # "..", "/", "?", "%2f" …) could name another path on the org's connection.
 _PLAIN_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
@@ -335,6 +340,7 @@ def responses_usage(usage) -> dict | None:
         },
         written=written,
         written_1h=written_1h,
+        searches=web_searches(usage),  # no field in the Responses shape either
     )
 
 
@@ -349,7 +355,16 @@ def usage_counts(usage) -> tokens.Counts | None:
     details = details if isinstance(details, dict) else {}
     written = _count(details.get("cache_write_tokens"))
     hour = min(usage.cache_written_1h, written) if isinstance(usage, Usage) else 0
-    return tokens.Counts(i, o, _count(details.get("cached_tokens")), written, hour)
+    searches = usage.searches if isinstance(usage, Usage) else 0
+    return tokens.Counts(i, o, _count(details.get("cached_tokens")), written, hour, searches)
+
+
+def searched(response) -> int:
+    """The web searches in a Responses object's output (its ``web_search_call`` items, as
+    LiteLLM counts the web_search tool's calls to bill them)."""
+    output = response.get("output") if isinstance(response, dict) else None
+    items = output if isinstance(output, list) else ()
+    return sum(1 for i in items if isinstance(i, dict) and i.get("type") == "web_search_call")
 
 
 def _response(rid, body, model, created, status, output, usage) -> dict:
@@ -482,6 +497,7 @@ class ChatEvents:
         self.calls: dict[int, int] = {}  # chat tool-call index -> output index
         self.texts: dict[int, list[str]] = {}  # output index -> its text pieces
         self.usage = None
+        self.searches = 0  # a chat stream's searches are in its usage (web_searches)
         self.tier = None  # the service tier the provider says it served
         self.finish = None
         self.failed = False
@@ -694,6 +710,7 @@ class NativeEvents:
     def __init__(self, wrap):
         self.wrap = wrap
         self.usage = None
+        self.searches = 0  # the web_search_call items of the final response (searched)
         self.tier = None  # the service tier the provider says it served
         self.failed = False
         self.pieces: list[str] = []
@@ -704,6 +721,7 @@ class NativeEvents:
             _rewrite_ids(response, self.wrap)
             if response.get("usage"):
                 self.usage = response["usage"]
+            self.searches = searched(response) or self.searches
             self.tier = served_tier(response) or self.tier
         kind = event.get("type")
         if kind in ("response.output_text.delta", "response.function_call_arguments.delta"):
@@ -762,6 +780,19 @@ async def handle(gw, ctx, req, Outgoing):
         candidates = [d for d in candidates if native(gw, d)]
         if not candidates:
             raise problem
+    search = next(
+        (i for i, t in enumerate(body.get("tools") or ()) if t["type"] in SEARCH_TOOLS), None
+    )
+    if search is not None:
+        candidates = [d for d in candidates if d.search_cost]  # never a search unmetered
+        if not candidates:
+            raise _bad(
+                "The web search tool is served only by deployments whose price per search "
+                "Bonito knows (LiteLLM's price map, by the upstream model): this model has "
+                "none. Use function tools (run the search yourself).",
+                f"tools[{search}].type",
+                "unsupported_value",
+            )
     out_est = body.get("max_output_tokens") or ctx.org.default_max_tokens
     spend, verdict = await gw._admit_tokens(ctx, req.body, candidates, out_est)
     chat_body = {k: v for k, v in chat.items() if k != "model"}
@@ -791,7 +822,7 @@ def _refuse_unmetered(body: dict) -> None:
             "background",
         )
     for i, tool in enumerate(body.get("tools") or ()):
-        if tool["type"] not in PRICED_TOOLS:
+        if tool["type"] not in PRICED_TOOLS and tool["type"] not in SEARCH_TOOLS:
             raise _bad(
                 f"The built-in tool {tool['type'][:40]!r} is not supported: the provider "
                 "charges a fee per call that Bonito cannot price, so it would be unmetered. "
@@ -864,6 +895,7 @@ async def _call(gw, Outgoing, ctx, candidates, body, native_body, chat_body, spe
     ctx.tier_served = served.get(ctx.dep.id)
     ctx.tier_requested = _tier_sent(gw, ctx.dep, body)
     counts = _counts(data.get("usage"), chat_body, lambda: output_text(data), body)
+    counts = counts._replace(searches=max(counts.searches, searched(data)))
     return gw._answered(ctx, data, counts, spend, backend)
 
 
@@ -1000,6 +1032,7 @@ async def _relay(gw, ctx, chunks, held, convert, chat_body, spend, backend, resu
         recorded = True
         await chunks.aclose()  # also cancels the upstream call when the client went away
         counts = _counts(convert.usage, chat_body, convert.text, body)
+        counts = counts._replace(searches=max(counts.searches, convert.searches))
         ctx.tier_served = convert.tier
         result.cost = gw._bill(ctx, counts, spend, backend, status, http_status, error_type)
 

@@ -106,6 +106,9 @@ class DeploymentInfo:
     # USD per web search the provider ran for a request (Anthropic's web search tool,
     # LiteLLM's search_context_cost_per_query); None: not priced (an earlier agent's too).
     search_cost: float | None = None
+    # Searches billed once per request that searched, however many ran (Gemini 2.x's
+    # grounding; pricing.search_per_prompt).
+    search_per_prompt: bool = False
     # USD per audio token of the prompt and of the output (gpt-audio 16x the text price,
     # Gemini's audio input 3x) by service tier ("" standard; pricing.audio_prices): a tier
     # missing here is priced as standard; None: as a text token of the request.
@@ -180,7 +183,7 @@ class DeploymentInfo:
             + output_tokens * out
         )
         if searches > 0 and self.search_cost:
-            total += searches * self.search_cost
+            total += (1 if self.search_per_prompt else searches) * self.search_cost
         if (audio_in > 0 or audio_out > 0) and self.audio_costs:
             a_in, a_out = self.audio_costs.get(tier) or self.audio_costs.get("") or (None, None)
             if a_in is not None and audio_in > 0:

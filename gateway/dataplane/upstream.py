@@ -817,13 +817,37 @@ def cache_writes(usage) -> tuple[int, int]:
 
 
 def web_searches(usage) -> int:
-    """The web searches a provider ran for a request (Anthropic's web search tool): as the
-    LiteLLM adapter kept them (Usage), else ``server_tool_use.web_search_requests`` (an
-    Anthropic usage, or LiteLLM's reported by an OpenAI-shaped upstream)."""
+    """The web searches a provider ran for a request: as the LiteLLM adapter kept them
+    (Usage), else ``server_tool_use.web_search_requests`` (Anthropic's web search tool, in
+    its usage or LiteLLM's reported by an OpenAI-shaped upstream), else
+    ``prompt_tokens_details.web_search_requests`` (Gemini's grounding, as LiteLLM reports it)."""
     if isinstance(usage, Usage):
         return usage.searches
-    tool_use = usage.get("server_tool_use") if isinstance(usage, dict) else None
-    return count_of(tool_use.get("web_search_requests")) if isinstance(tool_use, dict) else 0
+    if not isinstance(usage, dict):
+        return 0
+    tool_use = usage.get("server_tool_use")
+    if isinstance(tool_use, dict) and count_of(tool_use.get("web_search_requests")):
+        return count_of(tool_use.get("web_search_requests"))
+    details = usage.get("prompt_tokens_details")
+    return count_of(details.get("web_search_requests")) if isinstance(details, dict) else 0
+
+
+def cited_search(data) -> int:
+    """1 if a chat answer cites the web (``url_citation`` annotations: an OpenAI search
+    model searched, and says no count), else 0: LiteLLM bills such an answer one search."""
+    choices = data.get("choices") if isinstance(data, dict) else None
+    for choice in choices if isinstance(choices, list) else ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        notes = message.get("annotations") if isinstance(message, dict) else None
+        for note in notes if isinstance(notes, list) else ():
+            if isinstance(note, dict) and note.get("type") == "url_citation":
+                return 1
+    return 0
+
+
+# The same in a stream's raw event: a JSON token (quotes in text are escaped), so a
+# byte check on each event is enough.
+CITATION_MARK = b'"url_citation"'
 
 
 # Gemini's and Vertex's usageMetadata.trafficType as a service tier (LiteLLM's reading).

@@ -53,6 +53,11 @@ class Behaviour:
     # usage.server_tool_use.web_search_requests (Anthropic's web search tool; on chat
     # completions as LiteLLM reports it)
     web_searches: int | None = None
+    # OpenAI's web search: chat answers cite the web (url_citation annotations on the
+    # message, or on a stream's last content delta); a Responses output holds this many
+    # web_search_call items after its message
+    cite_web: bool = False
+    web_search_calls: int = 0
     # chat completions: (prompt, output) audio tokens within the usage's counts, as OpenAI
     # reports them (prompt_tokens_details / completion_tokens_details.audio_tokens)
     audio_tokens: tuple[int, int] | None = None
@@ -76,6 +81,25 @@ MODERATION = (
     "violence",
     "violence/graphic",
 )
+
+
+# A web page an OpenAI search model's answer cites.
+CITATION = {
+    "type": "url_citation",
+    "url_citation": {"start_index": 0, "end_index": 5, "url": "https://example.com/", "title": "E"},
+}
+
+
+def _web_search_calls(n: int) -> list[dict]:
+    return [
+        {
+            "type": "web_search_call",
+            "id": f"ws_fake{i}",
+            "status": "completed",
+            "action": {"type": "search", "query": f"query {i}"},
+        }
+        for i in range(n)
+    ]
 
 
 def _first_tool_name(tools) -> str:
@@ -202,6 +226,8 @@ class FakeUpstream:
         if endpoint == "chat":
             # As OpenAI sends them: refusal and logprobs are there, null (its spec requires them).
             message = {"role": "assistant", "content": " ".join(words), "refusal": None}
+            if b.cite_web:
+                message["annotations"] = [CITATION]
             last = (body.get("messages") or [{}])[-1]
             if body.get("tools") and last.get("role") != "tool":  # answered once a tool has
                 message = {
@@ -263,10 +289,13 @@ class FakeUpstream:
                     request.transport.close()  # a mid-stream connection reset
                     return resp
                 piece = word if i == 0 or isinstance(word, dict) else " " + word
+                delta = piece if isinstance(piece, dict) else {"content": piece}
+                if b.cite_web and i == len(words) - 1:
+                    delta = {**delta, "annotations": [CITATION]}
                 choice = (
                     {
                         "index": 0,
-                        "delta": piece if isinstance(piece, dict) else {"content": piece},
+                        "delta": delta,
                         "finish_reason": None,
                     }
                     if endpoint == "chat"
@@ -533,7 +562,7 @@ class FakeUpstream:
             "created_at": int(time.time()),
             "status": "completed",
             "model": body["model"],
-            "output": [item],
+            "output": [item, *_web_search_calls(b.web_search_calls)],
             "previous_response_id": prev,
             "instructions": body.get("instructions"),
             "tools": body.get("tools") or [],

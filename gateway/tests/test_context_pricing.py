@@ -7,6 +7,7 @@ prices. LiteLLM's own cost calculator is the reference for every model its map p
 the gateway is driven live against the fake upstream for the paths a request takes."""
 
 import concurrent.futures
+import dataclasses
 import random
 import time
 
@@ -699,3 +700,137 @@ def test_the_messages_api_to_a_chat_deployment_bills_the_tier_it_served(long, st
     assert "priority" not in out.text  # Anthropic's shape has no such tier
     [row] = usage_rows(long.org)
     assert float(row.cost) == pytest.approx(map_cost("_priority"), rel=1e-6)
+
+
+SEARCH_MODEL = "gpt-4o-search-preview"  # LiteLLM's map: a search is $0.025 on top
+WEB_TOOL_MODEL = "gpt-5"  # the Responses API's web_search tool: $0.01 a call
+
+
+def _search_deployment(acme, upstream_model: str, kind: str = "openai_compatible") -> str:
+    provider = acme.providers["fake"]
+    if kind == "openai":  # has a Responses API (passed through)
+        provider = services.provider_save(
+            actor=ACTOR,
+            org=acme.org,
+            name="oai",
+            kind="openai",
+            api_base=acme.fake.url,
+            credentials={"api_key": "sk-fake-openai-credential"},
+        )
+    services.deployment_save(
+        actor=ACTOR,
+        org=acme.org,
+        model_name="searcher",
+        provider=provider,
+        upstream_model=upstream_model,
+    )
+    refresh_snapshot()
+    return "searcher"
+
+
+def _search_price(name: str) -> float:
+    return litellm_price_map()[name]["search_context_cost_per_query"]["search_context_size_medium"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("cited", [True, False])
+def test_an_openai_search_model_s_answer_is_billed_its_search(acme, mode, stream, cited):
+    """OpenAI's search models say nothing of their searches in the usage; an answer that
+    cites the web (url_citation annotations) is one search, as LiteLLM bills it."""
+    model = _search_deployment(acme, SEARCH_MODEL)
+    acme.fake.behaviours[SEARCH_MODEL] = Behaviour(cite_web=cited)
+    out = post(acme, "/v1/chat/completions", chat(model, stream, web_search_options={}))
+    if not stream:
+        notes = out.json()["choices"][0]["message"].get("annotations")
+        assert bool(notes) == cited  # relayed to the client as sent
+    [row] = usage_rows(acme.org)
+    search = _search_price(SEARCH_MODEL) if cited else 0.0
+    assert float(row.cost) == pytest.approx(map_cost(model=SEARCH_MODEL) + search, rel=1e-6)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_responses_api_s_web_search_calls_are_billed(acme, stream):
+    """The web_search tool on the Responses API (passed through to OpenAI): each
+    web_search_call item of the response is a search billed (LiteLLM's count)."""
+    model = _search_deployment(acme, WEB_TOOL_MODEL, kind="openai")
+    acme.fake.behaviours[WEB_TOOL_MODEL] = Behaviour(web_search_calls=3)
+    body = {"model": model, "input": "news?", "tools": [{"type": "web_search"}], "stream": stream}
+    out = post(acme, "/v1/responses", body)
+    assert acme.fake.requests[-1]["body"]["tools"] == [{"type": "web_search"}]
+    if not stream:
+        kinds = [item["type"] for item in out.json()["output"]]
+        assert kinds.count("web_search_call") == 3
+    [row] = usage_rows(acme.org)
+    expected = map_cost(model=WEB_TOOL_MODEL) + 3 * _search_price(WEB_TOOL_MODEL)
+    assert float(row.cost) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name", ["gemini-2.5-flash", "gemini/gemini-2.5-pro", "gemini-3.1-pro-preview"]
+)
+@pytest.mark.parametrize("queries", [0, 1, 4])
+def test_gemini_s_grounding_is_billed_as_litellm_bills_it(name, queries):
+    """Grounding with Google Search, as LiteLLM reports it on a Gemini answer
+    (prompt_tokens_details.web_search_requests): once per grounded prompt (Gemini 2.x), or
+    per query where the map says so (Gemini 3). LiteLLM's calculator is the reference."""
+    from litellm import get_model_info
+    from litellm.llms import get_cost_for_web_search_request
+    from litellm.types.utils import ModelResponse, PromptTokensDetailsWrapper
+    from litellm.types.utils import Usage as LiteUsage
+
+    from gateway.dataplane.proxy import _usage_counts
+    from gateway.dataplane.upstream import litellm_answer
+    from gateway.pricing import search_per_prompt
+
+    entry = litellm_price_map().get(name)
+    assert entry and entry.get("search_context_cost_per_query"), name
+    usage = LiteUsage(
+        prompt_tokens=20,
+        completion_tokens=3,
+        total_tokens=23,
+        prompt_tokens_details=PromptTokensDetailsWrapper(web_search_requests=queries or None),
+    )
+    data = litellm_answer("chat", ModelResponse(model=name, usage=usage))
+    counts = _usage_counts(data["usage"])
+    assert counts.searches == queries
+    assert "web_search_requests" not in orjson.dumps(data).decode()  # not OpenAI's shape
+    dep = dataclasses.replace(catalog_deployment(name), search_per_prompt=search_per_prompt(name))
+    provider = entry["litellm_provider"]
+    info = get_model_info(name, custom_llm_provider=provider)
+    expected = get_cost_for_web_search_request(provider, usage, info) or 0.0
+    assert dep.cost(*counts) - dep.cost(20, 3) == pytest.approx(expected, rel=1e-9)
+
+
+def test_the_web_search_tool_is_refused_where_a_search_has_no_price(acme, gw):
+    """A deployment with no price per search (not in LiteLLM's map), or one the tool cannot
+    reach (a translated provider): refused before any provider call, never unmetered."""
+    services.deployment_save(
+        actor=ACTOR,
+        org=acme.org,
+        model_name="own",
+        provider=services.provider_save(
+            actor=ACTOR,
+            org=acme.org,
+            name="oai",
+            kind="openai",
+            api_base=acme.fake.url,
+            credentials={"api_key": "sk-fake-openai-credential"},
+        ),
+        upstream_model="my-own-finetune",
+        input_price_per_mtok=1,
+        output_price_per_mtok=2,
+    )
+    refresh_snapshot()
+    before = len(acme.fake.requests)
+    for model in ("own", "chat-small"):
+        body = {"model": model, "input": "x", "tools": [{"type": "web_search_preview"}]}
+        error = post(acme, "/v1/responses", body, status=400).json()["error"]
+        assert error["param"] == "tools[0].type" and error["code"] == "unsupported_value"
+    assert len(acme.fake.requests) == before
+    for tool in ("file_search", "code_interpreter", "mcp"):  # still refused everywhere
+        post(
+            acme,
+            "/v1/responses",
+            {"model": "own", "input": "x", "tools": [{"type": tool}]},
+            status=400,
+        )

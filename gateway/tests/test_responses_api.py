@@ -494,9 +494,8 @@ def test_sdk_errors(oai, mode):
     assert [(r.status, r.http_status) for r in rows] == [("rejected", 400), ("rejected", 404)]
 
 
+# (web_search is priced per call from LiteLLM's map: test_context_pricing.py)
 BUILT_IN_TOOLS = [
-    {"type": "web_search"},
-    {"type": "web_search_preview"},
     {"type": "file_search", "vector_store_ids": ["vs_1"]},
     {"type": "code_interpreter", "container": {"type": "auto"}},
     {"type": "image_generation"},
