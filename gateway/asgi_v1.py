@@ -58,6 +58,9 @@ GZIP_MIN_BYTES = 1024
 GZIP_LEVEL = 5  # most of level 9's gain at a fraction of its time
 GZIP_OFF_LOOP_BYTES = 1024 * 1024  # bigger bodies are compressed in a thread
 READ_CHUNK = 64 * 1024  # a gzip body is inflated this much at a time, never all at once
+# A body that stops arriving for this long is a 408 (a client that stalled, or one holding
+# connections open a byte at a time); each new piece restarts the clock.
+BODY_IDLE_S = 30.0
 # What a browser may send in a preflight's Access-Control-Request-Headers: header names.
 _HEADER_NAMES = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
@@ -200,7 +203,18 @@ class V1App:
             except _BodyRefused as exc:
                 refusal, too_large = exc.error, exc.too_large
             if body is None:
-                return  # the client left before sending its body
+                # The client left before sending its whole body: the key's request is still
+                # one usage row (a 499, as for a stream it leaves), and nothing is answered.
+                gone = GatewayError(
+                    499,
+                    "The client closed the connection before sending its whole body.",
+                    "invalid_request_error",
+                    "client_disconnected",
+                )
+                await self.gateway().handle(
+                    Incoming(endpoint=endpoint, headers=headers, body=b"", refusal=gone)
+                )
+                return
         out = await self.gateway().handle(
             Incoming(
                 endpoint=endpoint,
@@ -273,7 +287,17 @@ class V1App:
             raise _BodyRefused(too_large=True)  # the rest of the body is never read
         chunks, size = [], 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), BODY_IDLE_S)
+            except TimeoutError:
+                raise _BodyRefused(
+                    GatewayError(
+                        408,
+                        f"The request body stopped arriving (nothing for {BODY_IDLE_S:.0f} s).",
+                        "invalid_request_error",
+                        "request_timeout",
+                    )
+                ) from None
             if message["type"] == "http.disconnect":
                 return None
             chunk = message.get("body", b"")

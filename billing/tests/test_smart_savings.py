@@ -308,3 +308,30 @@ def test_the_logs_show_how_a_request_was_smart_routed(rows, org_a, alice_client,
     page = alice_client.get(f"/o/{org_a.slug}/logs/{row.id}/")
     assert b"Smart routing" in page.content and b"tier pro" in page.content
     assert charlie_client.get(f"/o/{org_a.slug}/logs/{row.id}/").status_code == 404
+
+
+def test_feedback_takes_the_keys_and_orgs_rate_limits(acme, gw):
+    """A feedback call writes to the database: one request of the key's RPM (a 429 past
+    it, no write), like any /v1 request; the spend cap never refuses it."""
+    from gateway import services
+    from governance import services as governance_services
+
+    rid = _one_request(acme)
+    key, raw = services.api_key_create(actor=ACTOR, org=acme.org, name="rater", rpm_limit=2)
+    governance_services.policy_set(
+        actor=ACTOR, org=acme.org, monthly_spend_cap_usd=Decimal("0")
+    )
+    refresh_snapshot()
+    statuses = [_feedback(acme, {"request_id": rid, "score": 0.5}, key=raw).status_code]
+    statuses += [_feedback(acme, {"request_id": rid, "score": 0.1}, key=raw).status_code]
+    statuses += [_feedback(acme, {"request_id": rid, "score": 0.9}, key=raw).status_code]
+    assert statuses == [200, 200, 429]
+    capped = httpx.post(
+        acme.base_url + "/chat/completions",
+        headers={"Authorization": f"Bearer {acme.raw}"},
+        json={"model": "chat-small", "messages": [{"role": "user", "content": "hi"}]},
+        timeout=10,
+    )
+    assert capped.json()["error"]["code"] == "spend_cap_exceeded"  # the cap is reached
+    [row, _capped] = [r for r in usage_rows(acme.org) if r.endpoint == "chat"]
+    assert row.feedback_score == 0.1  # the refused one wrote nothing

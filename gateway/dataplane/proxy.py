@@ -116,6 +116,7 @@ class Ctx:
     # provider's answer says it served: billed_tier of the two prices the request.
     tier_requested: object = None
     tier_served: object = None
+    recorded: bool = False  # its usage row is submitted (one a request)
 
     @property
     def tier(self) -> str:
@@ -218,6 +219,19 @@ class Gateway:
         except GatewayError as exc:
             self._record(
                 ctx, "rejected" if exc.status < 500 else "error", exc.status, exc.usage_error_type
+            )
+            return self._error_response(ctx, exc)
+        except Exception:
+            # A bug: still an OpenAI-shaped answer, and the request's one usage row.
+            log.exception("request %s failed unexpectedly", ctx.request_id)
+            if not ctx.recorded:
+                self._record(ctx, "error", 500, "internal_error")
+            exc = GatewayError(
+                500,
+                "The gateway failed to handle this request; it has been logged "
+                f"(request id {ctx.request_id}).",
+                "server_error",
+                "internal_error",
             )
             return self._error_response(ctx, exc)
 
@@ -461,12 +475,13 @@ class Gateway:
         reserve = max(d.reservation(prompt_est, out_est, ctx.tier) for d in candidates)
         return await self._admit(ctx, prompt_est + out_est, reserve)
 
-    async def _admit(self, ctx: Ctx, token_cost: int, reserve: float):
+    async def _admit(self, ctx: Ctx, token_cost: int, reserve: float, *, spends: bool = True):
         """(the spend reservation or None, the limiter's verdict): the key's and org's rpm
         and tpm buckets take ``token_cost``, the spend cap ``reserve`` (USD); a 429 if
-        either refuses. Every /v1 endpoint that calls a provider comes through here."""
+        either refuses. Every /v1 endpoint that calls a provider comes through here, and
+        feedback (a database write: the rate limits, not the cap, since it spends nothing)."""
         spend = None
-        if ctx.org.spend_cap is not None:
+        if ctx.org.spend_cap is not None and spends:
             spend = SpendReservation(
                 ctx.org.id, ctx.org.spend_cap, reserve, ctx.org.spent_this_month
             )
@@ -889,6 +904,7 @@ class Gateway:
                 "invalid_request_error",
                 "feedback_not_here",
             )
+        await self._admit(ctx, 0, 0.0, spends=False)  # one request of the key's and org's rpm
         rated = await asyncio.to_thread(self.feedback, ctx.key.org_id, request_id, score)
         if not rated:
             raise GatewayError(
@@ -962,6 +978,7 @@ class Gateway:
     ) -> None:
         if ctx.key is None:
             return
+        ctx.recorded = True
         self.sink.submit(
             {
                 "id": _new_id(),
@@ -1173,12 +1190,17 @@ def _ratelimit_headers(buckets: list[Bucket], remaining: dict) -> dict:
 def _passthrough_error(exc: UpstreamError) -> GatewayError:
     body = exc.body.get("error") if isinstance(exc.body, dict) else None
     if isinstance(body, dict):
+        # OpenAI's shape whatever the provider sent: strings (or null), never its numbers,
+        # lists or objects.
+        def text(value):
+            return value[:200] if isinstance(value, str) and value else None
+
         return GatewayError(
             exc.status,
             str(body.get("message") or exc),
-            body.get("type") or "invalid_request_error",
-            body.get("code"),
-            body.get("param"),
+            text(body.get("type")) or "invalid_request_error",
+            text(body.get("code")) if not isinstance(body.get("code"), int) else str(body["code"]),
+            text(body.get("param")),
             error_type="upstream_" + str(exc.status),
         )
     return GatewayError(

@@ -104,6 +104,36 @@ class UpstreamError(Exception):
 CREDENTIALS_REFUSED = (401, 403)
 
 
+def _secrets(credentials) -> list[str]:
+    """The credential's strings long enough to be secret (keys, tokens, a service
+    account's private key), longest first."""
+    found, stack = [], [credentials]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+        elif isinstance(value, str) and len(value) >= 8:
+            found.append(value)
+    return sorted(found, key=len, reverse=True)
+
+
+def _scrubbed(value, secrets: list[str]):
+    """``value`` (a provider's error: text, or JSON) with every credential string in it
+    replaced by [redacted]."""
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, "[redacted]")
+        return value
+    if isinstance(value, dict):
+        return {k: _scrubbed(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(v, secrets) for v in value]
+    return value
+
+
 def provider_error(
     dep: DeploymentInfo, status: int, body: dict | None, retry_after: float | None = None
 ) -> UpstreamError:
@@ -112,7 +142,12 @@ def provider_error(
     is the deployment failing: the next is tried, and the client never sees the provider's
     words (OpenAI's quote the key's last characters) nor a 401 that would read as its own
     key refused. The admin's connection test shows them (``detail``)."""
+    secrets = _secrets(dep.credentials)
+    if secrets and body is not None:
+        body = _scrubbed(body, secrets)  # an upstream that echoes the key it was sent
     message = _error_message(body, status)
+    if secrets:
+        message = _scrubbed(message, secrets)
     if status in CREDENTIALS_REFUSED:
         log.warning("%s: the provider refused its credentials (HTTP %s)", dep.label, status)
         return UpstreamError(
@@ -378,7 +413,7 @@ class PassthroughAdapter:
             endpoint, dep, body, timeout, stream=False, method=method, path=path
         )
         try:
-            return orjson.loads(await resp.read())
+            data = orjson.loads(await resp.read())
         except TimeoutError as exc:
             raise UpstreamError(f"{dep.label} timed out", timeout=True) from exc
         except (aiohttp.ClientError, orjson.JSONDecodeError) as exc:
@@ -387,6 +422,9 @@ class PassthroughAdapter:
             ) from exc
         finally:
             resp.release()
+        if not isinstance(data, dict):  # every answer these endpoints have is an object
+            raise UpstreamError(f"{dep.label} sent a broken response: not a JSON object")
+        return data
 
     async def stream(self, endpoint, dep, body, timeout) -> AsyncIterator[list[Event]]:
         """Yield, for each read from the upstream, the SSE events it completed, unparsed
@@ -532,17 +570,46 @@ def _network_failure(exc: BaseException) -> BaseException | None:
     import httpx
     import openai
 
-    seen, found = set(), []
+    chain = _chain(exc)
+    found = [e for e in chain if isinstance(e, httpx.TransportError | OSError)]
+    if not found and _library_failure(exc) is None:
+        found = [e for e in chain if isinstance(e, openai.APIConnectionError)]
+    return next((e for e in found if isinstance(e, AddressRefused)), found[-1] if found else None)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from or during (a bounded walk)."""
+    seen, out = set(), []
     stack = [exc]
     while stack:
         cur = stack.pop()
         if cur is None or id(cur) in seen or len(seen) > 20:
             continue
         seen.add(id(cur))
-        if isinstance(cur, httpx.TransportError | openai.APIConnectionError | OSError):
-            found.append(cur)
+        out.append(cur)
         stack += [cur.__cause__, cur.__context__]
-    return next((e for e in found if isinstance(e, AddressRefused)), found[-1] if found else None)
+    return out
+
+
+def _library_failure(exc: BaseException) -> BaseException | None:
+    """The plain Python error (KeyError, TypeError…) LiteLLM hit turning this request into
+    the provider's, if that is what its catch-all APIConnectionError wraps: the request's
+    shape, not the network (nothing underneath it failed to connect)."""
+    import httpx
+
+    chain = _chain(exc)
+    if any(isinstance(e, httpx.TransportError | OSError) for e in chain):
+        return None
+    plain = (KeyError, ValueError, TypeError, AttributeError, IndexError, NotImplementedError)
+    # (a bare Exception: "Unable to map the custom llm provider", an endpoint it lacks)
+    return next(
+        (
+            e
+            for e in chain
+            if type(e) is Exception or (type(e).__module__ == "builtins" and isinstance(e, plain))
+        ),
+        None,
+    )
 
 
 # ------------------------------------------------------------------ stream events
@@ -1084,6 +1151,26 @@ class LiteLLMAdapter:
         except (TypeError, ValueError):
             status = None
         timeout = isinstance(exc, lib.Timeout | asyncio.TimeoutError) or status == 408
+        if not timeout and isinstance(exc, lib.APIConnectionError) and _library_failure(exc):
+            # LiteLLM could not turn this request into the provider's: the request does not
+            # fit this deployment (the next may take it); no health cost, never "unreachable".
+            log.info(
+                "%s: LiteLLM could not translate a request (%s)",
+                dep.label,
+                type(_library_failure(exc)).__name__,
+            )
+            message = (
+                f"{dep.label} cannot take this request: the provider library could not "
+                "translate it for this provider. Check the request's fields against the "
+                "provider's (tools, response_format, content parts)."
+            )
+            error = {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "unsupported_request",
+            }
+            return UpstreamError(message, 400, body={"error": error}, unfit=True)
         cause = _network_failure(exc)
         if timeout or status is None or 300 <= status < 400 or cause is not None:
             # (3xx: a redirect, never followed.) litellm's own message may hold the prompt:

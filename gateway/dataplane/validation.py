@@ -241,6 +241,25 @@ def _typed_object(param, value, endpoint):
     _required_string(param, value, "type")
 
 
+def _response_format(param, value, endpoint):
+    """OpenAI's: a typed object; a JSON schema one names its schema (an object)."""
+    _typed_object(param, value, endpoint)
+    if value["type"] == "json_schema":
+        spec = value.get("json_schema")
+        if type(spec) is not dict:
+            if spec is None:
+                raise Invalid(
+                    f"Missing required parameter: '{param}.json_schema'.",
+                    f"{param}.json_schema",
+                    "missing_required_parameter",
+                )
+            raise _wrong_type(f"{param}.json_schema", "an object", spec)
+        _required_string(f"{param}.json_schema", spec, "name")
+        schema = spec.get("schema")
+        if schema is not None and type(schema) is not dict:
+            raise _wrong_type(f"{param}.json_schema.schema", "an object", schema)
+
+
 def _function_def(param, value):
     if type(value) is not dict:
         raise _wrong_type(param, "an object", value)
@@ -368,7 +387,9 @@ CHECKS = {
     "parallel_tool_calls": _boolean,
     "functions": _functions,
     "function_call": _string_or_object,
-    "response_format": _typed_object,
+    "response_format": _response_format,
+    "web_search_options": _object,
+    "thinking": _object,
     "user": _string,
     "seed": _integer(INT64_MIN, INT64_MAX),
     "stop": _stop,

@@ -144,3 +144,160 @@ def test_a_clients_bad_requests_do_not_move_traffic_off_a_healthy_deployment(acm
             client.chat.completions.create(model="ha-chat", messages=HI)
     answer = client.chat.completions.with_raw_response.create(model="ha-chat", messages=HI)
     assert answer.headers["x-bonito-provider"] == "fake"  # still the primary
+
+
+# JSON that is not an object: what a broken proxy or a misconfigured server may answer.
+NOT_OBJECTS = [b"[1, 2]", b'"hello"', b"null", b"5"]
+
+
+@pytest.mark.parametrize("raw", NOT_OBJECTS)
+def test_an_answer_that_is_not_a_json_object_is_the_deployment_failing(acme, raw):
+    """Every endpoint's answer is an object: anything else fails that deployment (the next
+    one answers), or is a 502 with the request's one usage row; never a 500."""
+    acme.fake.behaviours["primary-model"] = Behaviour(raw_response=("application/json", raw))
+    answer = sdk(acme).chat.completions.with_raw_response.create(model="ha-chat", messages=HI)
+    assert answer.headers["x-bonito-provider"] == "fake2"
+    acme.fake.behaviours["gpt-4o-mini"] = Behaviour(raw_response=("application/json", raw))
+    acme.fake.behaviours["text-embedding-3-small"] = acme.fake.behaviours["gpt-4o-mini"]
+    calls = [
+        ("chat/completions", {"model": "chat-small", "messages": HI}),
+        ("completions", {"model": "chat-small", "prompt": "hi"}),
+        ("embeddings", {"model": "embed-small", "input": "hi"}),
+    ]
+    for path, body in calls:
+        response = httpx.post(
+            f"{acme.base_url}/{path}",
+            headers={"Authorization": f"Bearer {acme.raw}"},
+            json=body,
+            timeout=20,
+        )
+        assert response.status_code == 502, (path, response.text)
+        assert_openai_schema(response.json(), "ErrorResponse")
+        assert "not a JSON object" in response.json()["error"]["message"]
+    rows = usage_rows(acme.org)
+    assert [r.http_status for r in rows] == [200, 502, 502, 502]
+
+
+@pytest.mark.parametrize("raw", NOT_OBJECTS)
+def test_an_anthropic_answer_that_is_not_a_json_object_is_a_502(acme, raw):
+    anthropic_deployment(acme, "claude", CLAUDE)
+    acme.fake.behaviours[CLAUDE] = Behaviour(raw_response=("application/json", raw))
+    response = httpx.post(
+        f"{acme.url}/v1/messages",
+        headers={"x-api-key": acme.raw, "anthropic-version": "2023-06-01"},
+        json={"model": "claude", "max_tokens": 5, "messages": HI},
+        timeout=20,
+    )
+    assert response.status_code == 502, response.text
+    assert response.json()["type"] == "error"  # Anthropic's error shape
+    (row,) = usage_rows(acme.org)
+    assert row.http_status == 502
+
+
+# Requests LiteLLM cannot turn into an Anthropic call: it raises its catch-all
+# APIConnectionError over a KeyError, TypeError or bare Exception, with nothing that failed
+# to connect underneath.
+UNTRANSLATABLE = [
+    ("chat/completions", {"messages": HI, "tools": [{"type": "retrieval"}]}),
+    ("chat/completions", {"messages": HI, "thinking": {"type": "enabled", "budget_tokens": "x"}}),
+    ("audio/speech", {"input": "hello", "voice": "alloy"}),
+    ("rerank", {"query": "q", "documents": ["a", "b"]}),
+]
+
+
+@pytest.mark.parametrize("path, body", UNTRANSLATABLE, ids=lambda v: str(v)[:40])
+def test_what_litellm_cannot_translate_is_the_requests_400_not_an_outage(acme, mode, path, body):
+    """A 400 that says so, not a retried "could not reach the provider" 502 that cools a
+    healthy deployment down for the whole org."""
+    anthropic_deployment(acme, "claude", CLAUDE)
+    for _ in range(FAILURES_TO_OPEN + 1):
+        response = httpx.post(
+            f"{acme.base_url}/{path}",
+            headers={"Authorization": f"Bearer {acme.raw}"},
+            json={"model": "claude", **body},
+            timeout=20,
+        )
+        assert response.status_code == 400, response.text
+        assert_openai_schema(response.json(), "ErrorResponse")
+        assert response.json()["error"]["code"] == "unsupported_request"
+    health = runtime.gateway().health
+    assert all(h.consecutive_failures == 0 and not h.open_until for h in health._health.values())
+    answer = sdk(acme).chat.completions.create(model="claude", messages=HI)
+    assert answer.choices[0].message.content
+    rows = usage_rows(acme.org)
+    assert [r.http_status for r in rows] == [400] * (FAILURES_TO_OPEN + 1) + [200]
+
+
+@pytest.mark.parametrize(
+    "fields, param",
+    [
+        ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": 5}},
+            "response_format.json_schema",
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {}}},
+            "response_format.json_schema.name",
+        ),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "a", "schema": []},
+                }
+            },
+            "response_format.json_schema.schema",
+        ),
+        ({"web_search_options": 5}, "web_search_options"),
+        ({"thinking": "on"}, "thinking"),
+    ],
+)
+def test_malformed_structured_fields_are_refused_before_any_provider_call(acme, fields, param):
+    response = httpx.post(
+        f"{acme.base_url}/chat/completions",
+        headers={"Authorization": f"Bearer {acme.raw}"},
+        json={"model": "chat-small", "messages": HI, **fields},
+        timeout=20,
+    )
+    assert response.status_code == 400 and response.json()["error"]["param"] == param
+    assert acme.fake.requests == []
+
+
+def test_a_provider_error_that_echoes_the_credential_never_shows_it(acme, mode, caplog):
+    """An upstream (or a proxy before it) that quotes the key Bonito sent it in its error:
+    the key is redacted from what the client gets and from the log."""
+    secret = "sk-fake-upstream-credential"
+    acme.fake.behaviours["gpt-4o-mini"] = Behaviour(
+        status=400, error_message=f"bad request (Authorization: Bearer {secret})"
+    )
+    acme.fake.behaviours["primary-model"] = Behaviour(
+        status=500, error_message=f"upstream broke for key {secret}"
+    )
+    acme.fake.behaviours["secondary-model"] = acme.fake.behaviours["primary-model"]
+    with caplog.at_level("INFO"):
+        for model in ("chat-small", "ha-chat"):
+            response = httpx.post(
+                f"{acme.base_url}/chat/completions",
+                headers={"Authorization": f"Bearer {acme.raw}"},
+                json={"model": model, "messages": HI},
+                timeout=20,
+            )
+            assert response.status_code in (400, 502), response.text
+            assert secret not in response.text
+            if mode == "passthrough":  # (LiteLLM's path never relays a 5xx's words)
+                assert "[redacted]" in response.text
+    assert secret not in caplog.text
+
+
+def test_a_provider_error_s_fields_are_openai_s_types(acme):
+    acme.fake.behaviours["gpt-4o-mini"] = Behaviour(status=400, error_code=["not", "a", "string"])
+    response = httpx.post(
+        f"{acme.base_url}/chat/completions",
+        headers={"Authorization": f"Bearer {acme.raw}"},
+        json={"model": "chat-small", "messages": HI},
+        timeout=20,
+    )
+    assert response.status_code == 400
+    assert_openai_schema(response.json(), "ErrorResponse")
+    assert response.json()["error"]["code"] is None

@@ -2,6 +2,7 @@
 valid key is one usage row (a 404 and a 405 included), gzip bodies in and out."""
 
 import gzip
+import time
 import zlib
 
 import httpx
@@ -383,3 +384,42 @@ def test_a_real_client_without_a_key_gets_its_401_before_sending_its_body(acme, 
     answer = _raw_http(acme, head)
     assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
     assert usage_rows() == []
+
+
+def _partial_body(acme, sent: bytes, declared: int) -> bytes:
+    host = acme.url.removeprefix("http://").encode()
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: "
+        + host
+        + b"\r\nAuthorization: Bearer "
+        + acme.raw.encode()
+        + b"\r\nContent-Type: application/json\r\nContent-Length: "
+        + str(declared).encode()
+        + b"\r\n\r\n"
+        + sent
+    )
+
+
+def test_a_valid_key_whose_client_leaves_mid_body_is_one_499_row(acme):
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(acme.url)
+    with socket.create_connection((where.hostname, where.port), timeout=10) as sock:
+        sock.sendall(_partial_body(acme, b'{"model": ', 58))
+    deadline = time.monotonic() + 10
+    while not (rows := usage_rows(acme.org)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [row] = rows
+    assert (row.http_status, row.error_type) == (499, "client_disconnected")
+    assert acme.fake.requests == []
+
+
+def test_a_body_that_stops_arriving_is_a_408(acme, monkeypatch):
+    from gateway import asgi_v1
+
+    monkeypatch.setattr(asgi_v1, "BODY_IDLE_S", 0.5)
+    answer = _raw_http(acme, _partial_body(acme, b'{"model": ', 58), timeout=10)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    [row] = usage_rows(acme.org)
+    assert (row.http_status, row.error_type) == (408, "request_timeout")
