@@ -318,9 +318,7 @@ def test_feedback_takes_the_keys_and_orgs_rate_limits(acme, gw):
 
     rid = _one_request(acme)
     key, raw = services.api_key_create(actor=ACTOR, org=acme.org, name="rater", rpm_limit=2)
-    governance_services.policy_set(
-        actor=ACTOR, org=acme.org, monthly_spend_cap_usd=Decimal("0")
-    )
+    governance_services.policy_set(actor=ACTOR, org=acme.org, monthly_spend_cap_usd=Decimal("0"))
     refresh_snapshot()
     statuses = [_feedback(acme, {"request_id": rid, "score": 0.5}, key=raw).status_code]
     statuses += [_feedback(acme, {"request_id": rid, "score": 0.1}, key=raw).status_code]
