@@ -7,6 +7,7 @@ from rest_framework import exceptions, permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.show_once import no_store
 from orgs.models import Membership, Organization, PersonalAccessToken
 from orgs.rest_base import actor
 
@@ -105,8 +106,8 @@ class OrgAgentTokenView(APIView):
                 }
             )
         token, raw = services.org_token_rotate(actor=actor(request), org=org)
-        return Response(
-            {"token": raw, "id": token.masked, "created_at": token.created_at}, status=201
+        return no_store(
+            Response({"token": raw, "id": token.masked, "created_at": token.created_at}, status=201)
         )
 
 

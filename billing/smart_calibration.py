@@ -18,23 +18,56 @@ QUALITY = 0.95  # the lower tiers must keep this share of the top tier's average
 STEP = 0.1  # how far one re-calibration raises aggressiveness when quality allows
 
 
+ORG_DEFAULT = ""  # the name that means the org's default smart routing (bn- keys, "auto")
+
+
+def _aggressiveness_at(top: float, n_tiers: int, classifier: str) -> float:
+    """The slider position whose top threshold is ``top`` (thresholds set by hand, or by an
+    earlier re-calibration): the smallest position reaching it, 1.0 past the slider's end."""
+    lo, hi = 0.0, 1.0
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        if smart.thresholds_for(mid, n_tiers, classifier)[-1] < top:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
 def smart_recalibrate(*, actor, org, name: str, min_rated: int = MIN_RATED) -> dict:
-    """Move the top threshold of smart policy ``name``: down to the highest score at which
-    the requests routed below the top tier still kept QUALITY x the top tier's average
-    feedback (1.0 when the top tier has none), or up a step when they all did. Saved
-    through routing_policy_save (audited, published like any change); what moved is
-    returned. Refused (ValidationError) with too little feedback to say anything."""
-    policy = RoutingPolicy.objects.for_org(org).filter(name=name, strategy="smart").first()
-    if policy is None:
-        raise ValidationError(f"No smart routing policy named {name[:63]!r} in this organization.")
-    tiers = policy.model_names
-    current = smart.resolve(policy.smart, tiers)
+    """Move the top threshold of smart policy ``name`` (ORG_DEFAULT: the org's default
+    smart routing): down to the highest score at which the requests routed below the top
+    tier still kept QUALITY x the top tier's average feedback (1.0 when the top tier has
+    none), or up a step when they all did. Saved through routing_policy_save (or the
+    gateway settings, audited, published like any change); what moved is returned. Refused
+    (ValidationError) with too little feedback to say anything."""
+    from gateway import services as gateway_services
+    from gateway.models import GatewayConfig
+
+    if name == ORG_DEFAULT:
+        config = GatewayConfig.objects.filter(org=org).first()
+        if config is None or not config.smart_tiers:
+            raise ValidationError(
+                "This organization has no default smart routing (set its smart tiers in the "
+                "gateway settings), and no policy was named."
+            )
+        label, tiers, saved = "the org default", list(config.smart_tiers), config.smart or {}
+    else:
+        policy = RoutingPolicy.objects.for_org(org).filter(name=name, strategy="smart").first()
+        if policy is None:
+            raise ValidationError(
+                f"No smart routing policy named {name[:63]!r} in this organization."
+            )
+        label, tiers, saved = policy.name, policy.model_names, policy.smart or {}
+    current = smart.resolve(saved, tiers)
     rated = UsageRecord.objects.for_org(org).filter(
-        routing_policy=policy.name,
+        routing_policy=name,
         route_classifier=current.classifier,
         feedback_score__isnull=False,
         route_score__isnull=False,
     )
+    if name == ORG_DEFAULT:
+        rated = rated.exclude(route_tier="")  # smart-routed requests only
     top = rated.filter(route_tier=current.top).aggregate(a=Avg("feedback_score"))["a"]
     target = QUALITY * (top if top is not None else 1.0)
     below = sorted(
@@ -42,7 +75,7 @@ def smart_recalibrate(*, actor, org, name: str, min_rated: int = MIN_RATED) -> d
     )
     if len(below) < min_rated:
         raise ValidationError(
-            f"Only {len(below)} rated requests below the top tier of {policy.name}; "
+            f"Only {len(below)} rated requests below the top tier of {label}; "
             f"re-calibrating needs {min_rated}. Send feedback with POST /v1/feedback."
         )
     old = current.thresholds[-1]
@@ -54,24 +87,29 @@ def smart_recalibrate(*, actor, org, name: str, min_rated: int = MIN_RATED) -> d
             break
         new = score
     if new is not None and new >= below[-1][0]:  # all held: be a step more aggressive
-        a = (current.aggressiveness if current.aggressiveness is not None else 0.5) + STEP
-        raised = smart.thresholds_for(min(a, 1.0), len(tiers), current.classifier)[-1]
+        a = current.aggressiveness
+        if a is None:  # explicit thresholds (an earlier re-calibration's): where they sit
+            a = _aggressiveness_at(old, len(tiers), current.classifier)
+        raised = smart.thresholds_for(min(a + STEP, 1.0), len(tiers), current.classifier)[-1]
         new = max(old, raised)
     elif new is None:
         new = below[0][0]  # even the easiest prompts fell short: only they stay below
     thresholds = list(current.thresholds[:-1]) + [round(new, 6)]
     for i in range(len(thresholds) - 2, -1, -1):  # keep them ascending
         thresholds[i] = min(thresholds[i], round(thresholds[i + 1] - 1e-6, 6))
-    spec = {k: v for k, v in (policy.smart or {}).items() if k != "aggressiveness"}
+    spec = {k: v for k, v in saved.items() if k != "aggressiveness"}
     spec["thresholds"] = [max(t, 1e-6) for t in thresholds]
-    governance_services.routing_policy_save(
-        actor=actor,
-        org=org,
-        name=policy.name,
-        strategy="smart",
-        models=tiers,
-        weights=policy.weights,
-        smart=spec,
-        is_active=policy.is_active,
-    )
-    return {"policy": policy.name, "rated": len(below), "old": old, "new": spec["thresholds"][-1]}
+    if name == ORG_DEFAULT:
+        gateway_services.gateway_config_set(actor=actor, org=org, smart=spec)
+    else:
+        governance_services.routing_policy_save(
+            actor=actor,
+            org=org,
+            name=policy.name,
+            strategy="smart",
+            models=tiers,
+            weights=policy.weights,
+            smart=spec,
+            is_active=policy.is_active,
+        )
+    return {"policy": label, "rated": len(below), "old": old, "new": spec["thresholds"][-1]}

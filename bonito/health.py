@@ -1,10 +1,13 @@
 """Liveness and readiness of the process and the services it depends on."""
 
+import logging
 import os
 
 from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
+
+log = logging.getLogger("bonito.health")
 
 
 def check_database() -> tuple[bool, str]:
@@ -79,12 +82,23 @@ def health(request):
     return JsonResponse({"status": "ok"})
 
 
+def _public(detail: str) -> str:
+    """What anyone may read of a failed check: the error's kind, never its text (a driver's
+    message names hosts, ports and paths). The whole is in the log and the admin's page."""
+    kind = detail.split(":", 1)[0]
+    return kind if kind.isidentifier() else "unavailable"
+
+
 def ready(request):
     services = system_status()
     failing = [name for name, state in services.items() if not state["ok"]]
-    body = {"status": "ready" if not failing else "unavailable", "services": services}
+    for name in failing:
+        log.warning("ready check: %s is down (%s)", name, services[name]["detail"])
+    shown = {
+        name: state if state["ok"] else {"ok": False, "detail": _public(state["detail"])}
+        for name, state in services.items()
+    }
+    body = {"status": "ready" if not failing else "unavailable", "services": shown}
     if failing:
-        body["reason"] = ", ".join(
-            f"{name} is down ({services[name]['detail']})" for name in failing
-        )
+        body["reason"] = ", ".join(f"{name} is down ({shown[name]['detail']})" for name in failing)
     return JsonResponse(body, status=503 if failing else 200)

@@ -567,6 +567,11 @@ REST_FRAMEWORK = {
     ],
     # A service's (Django) ValidationError is a 400 with DRF's field -> messages body.
     "EXCEPTION_HANDLER": "orgs.rest_base.exception_handler",
+    "DEFAULT_PARSER_CLASSES": [
+        "orgs.rest_parsers.JSONParser",  # a too-deep body is a 400, not a RecursionError
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Bonito management API",

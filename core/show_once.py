@@ -22,3 +22,10 @@ def take(request, what: str, object_id) -> str | None:
     if raw is not None:
         request.session[_SLOT] = kept  # saved: the secret is gone from the session
     return raw
+
+
+def no_store(response):
+    """A response (page or API answer) that carries a raw secret: no cache, proxy or
+    browser keeps a copy."""
+    response["Cache-Control"] = "no-store"
+    return response

@@ -12,6 +12,7 @@ from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.show_once import no_store
 from governance.models import RoutingPolicy
 from orgs.config import ConfigError, config_load
 from orgs.models import Team
@@ -122,12 +123,6 @@ def _check_may_change(request, key) -> None:
         )
 
 
-def _no_store(response: Response) -> Response:
-    """A response that carries a raw secret: no cache, proxy or browser keeps a copy."""
-    response["Cache-Control"] = "no-store"
-    return response
-
-
 class RotateSerializer(serializers.Serializer):
     grace_seconds = serializers.IntegerField(
         min_value=0,
@@ -199,7 +194,7 @@ class ApiKeyViewSet(
             membership=request.membership,
         )
         body = {**self.get_serializer(key).data, "api_key": raw}
-        return _no_store(Response(body, status=status.HTTP_201_CREATED))
+        return no_store(Response(body, status=status.HTTP_201_CREATED))
 
     def destroy(self, request, *args, **kwargs):
         key = self.get_object()
@@ -221,7 +216,7 @@ class ApiKeyViewSet(
         key, raw = services.api_key_rotate(
             actor=actor(request), key=key, grace_seconds=body.validated_data["grace_seconds"]
         )
-        return _no_store(Response({**self.get_serializer(key).data, "api_key": raw}))
+        return no_store(Response({**self.get_serializer(key).data, "api_key": raw}))
 
     def _set_active(self, request, active: bool) -> Response:
         key = self.get_object()

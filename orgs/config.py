@@ -106,9 +106,32 @@ def config_load(text: str):
                 "aliases (*name) are filled in; write the repeated parts out, or use fewer "
                 "nested anchors"
             )
+        if _depth(node) > MAX_DEPTH:
+            raise ConfigTooLarge(f"the file is nested more than {MAX_DEPTH} levels deep")
         return loader.construct_document(node)
+    except RecursionError:  # the parser's own recursion, before any check could run
+        raise ConfigTooLarge(f"the file is nested more than {MAX_DEPTH} levels deep") from None
     finally:
         loader.dispose()
+
+
+MAX_DEPTH = 32  # a config file is a few levels deep; every walk of it stays far from the limit
+
+
+def _depth(node) -> int:
+    """How deeply a composed YAML node nests (iteratively: no recursion of its own)."""
+    deepest, stack, seen = 0, [(node, 1)], set()
+    while stack:
+        cur, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if id(cur) in seen or depth > MAX_DEPTH:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, yaml.SequenceNode):
+            stack.extend((child, depth + 1) for child in cur.value)
+        elif isinstance(cur, yaml.MappingNode):
+            stack.extend((v, depth + 1) for _k, v in cur.value)
+    return deepest
 
 
 def located(exc: ValidationError, where: str, names: dict | None = None) -> str:

@@ -7,6 +7,8 @@ from rest_framework.exceptions import Throttled
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.show_once import no_store
+
 from . import services, throttle
 from .models import Invitation, Membership, PersonalAccessToken, Role, Team
 from .rest_base import OrgScopedFields, OrgView, actor
@@ -211,11 +213,12 @@ class TokenViewSet(
             org=request.org,
             name=serializer.validated_data["name"],
         )
-        response = Response(
-            {**self.get_serializer(token).data, "access_token": raw}, status=status.HTTP_201_CREATED
+        return no_store(  # the raw token, once: never kept by a cache
+            Response(
+                {**self.get_serializer(token).data, "access_token": raw},
+                status=status.HTTP_201_CREATED,
+            )
         )
-        response["Cache-Control"] = "no-store"  # the raw token, once: never kept by a cache
-        return response
 
     def destroy(self, request, *args, **kwargs):
         services.pat_revoke(actor=actor(request), token=self.get_object())

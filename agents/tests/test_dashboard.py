@@ -160,6 +160,7 @@ def test_another_orgs_slug_is_404(charlie_client, bob_client, token_a, token_b):
 def test_an_admin_rotates_over_rest_and_sees_the_token_once(alice_client, org_a, token_a):
     r = alice_client.post("/api/orgs/acme/agent/token")
     assert r.status_code == 201
+    assert r["Cache-Control"] == "no-store"  # the raw token, once: no cache keeps it
     new = r.json()["token"]
     assert AgentClient(new).config().status_code == 200
     assert new not in alice_client.get("/api/orgs/acme/agent").content.decode()

@@ -3,6 +3,7 @@ policy, classifier (the A/B arms) and tier with the apps' feedback; shown on the
 page, in /api/gateway/analytics and in the weekly digest; and POST /v1/feedback, which
 rates only the key's own org's requests, with OpenAI-shaped errors."""
 
+import io
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -244,7 +245,7 @@ def _policy(org):
     )
 
 
-def _rated(org, n, score_of, feedback_of, tier="lite"):
+def _rated(org, n, score_of, feedback_of, tier="lite", policy="saver"):
     for i in range(n):
         _row(
             org,
@@ -253,7 +254,7 @@ def _rated(org, n, score_of, feedback_of, tier="lite"):
             top="0.002",
             tier=tier,
             used=tier,
-            policy="saver",
+            policy=policy,
             score=score_of(i),
             feedback_score=feedback_of(i),
         )
@@ -283,6 +284,54 @@ def test_recalibration_needs_enough_feedback_and_a_smart_policy(org_a):
         smart_recalibrate(actor=ACTOR, org=org_a, name="saver")
     with pytest.raises(Exception, match="No smart routing policy"):
         smart_recalibrate(actor=ACTOR, org=org_a, name="other")
+
+
+@pytest.mark.django_db
+def test_each_recalibration_on_good_feedback_steps_up_again(org_a):
+    """Its saved thresholds are explicit: the next run reads them back as the slider
+    position they sit at and steps on from there (it used to stop after one step)."""
+    from billing.smart_calibration import smart_recalibrate
+    from governance import services as gov
+
+    gov.routing_policy_save(
+        actor=ACTOR,
+        org=org_a,
+        name="saver",
+        strategy="smart",
+        models=["lite", "pro"],
+        smart={"aggressiveness": 0.3},
+    )
+    _rated(org_a, 40, lambda i: (i + 1) / 1000, lambda i: 1.0)  # all good, all cheap
+    tops = [smart_recalibrate(actor=ACTOR, org=org_a, name="saver")["new"] for _ in range(4)]
+    assert tops == sorted(tops) and len(set(tops)) == 4, tops
+
+
+@pytest.mark.django_db
+def test_the_org_default_smart_routing_is_recalibrated_too(org_a, alice_client):
+    """bn- keys asking for `auto`: their rows name no policy; the command without
+    --policy, the function with the empty name and the page's button move its threshold."""
+    from django.core.management import call_command
+
+    from billing.smart_calibration import ORG_DEFAULT, smart_recalibrate
+    from gateway import services as gateway_services
+    from gateway.models import GatewayConfig
+
+    with pytest.raises(Exception, match="no default smart routing"):
+        smart_recalibrate(actor=ACTOR, org=org_a, name=ORG_DEFAULT)
+    gateway_services.gateway_config_set(
+        actor=ACTOR, org=org_a, smart_tiers=["lite", "pro"], smart={"thresholds": [0.5]}
+    )
+    _rated(org_a, 40, lambda i: (i + 1) / 100, lambda i: 1.0 if i < 30 else 0.0, policy="")
+    _rated(org_a, 40, lambda i: 0.01, lambda i: 0.0, policy="saver")  # another policy's
+    out = io.StringIO()
+    call_command("smart_recalibrate", "--org", org_a.slug, stdout=out)
+    assert "the org default: top threshold 0.5000 -> 0.3" in out.getvalue()
+    [top] = GatewayConfig.objects.get(org=org_a).smart["thresholds"]
+    assert 0.3 <= top < 0.34
+    response = alice_client.post(
+        f"/o/{org_a.slug}/usage/smart-recalibrate/", {"policy": ""}, follow=True
+    )
+    assert b"the org default: top threshold" in response.content
 
 
 @pytest.mark.django_db

@@ -35,6 +35,9 @@ def test_ready_is_503_with_the_reason_when_redis_is_dead(client, settings):
     assert body["services"]["redis"]["ok"] is False
     assert "redis is down" in body["reason"]
     assert "ConnectionError" in body["reason"]
+    # Anyone may call it: the kind of error, never the driver's words (hosts, ports).
+    port = dead.rsplit(":", 1)[1].split("/")[0]
+    assert port not in response.content.decode() and "127.0.0.1" not in response.content.decode()
 
 
 @pytest.mark.django_db
@@ -43,6 +46,19 @@ def test_ready_is_503_when_the_broker_is_dead(client, settings):
     response = client.get("/api/ready")
     assert response.status_code == 503
     assert "broker is down" in response.json()["reason"]
+    assert "127.0.0.1" not in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_ready_names_no_path_of_a_broken_broker_folder(client, settings, tmp_path):
+    folder = tmp_path / "not-a-folder"
+    folder.write_text("")  # a file where the broker's folder should be
+    settings.CELERY_BROKER_URL = "filesystem://"
+    settings.BROKER_DIR = folder
+    response = client.get("/api/ready")
+    assert response.status_code == 503
+    assert "broker is down (unavailable)" in response.json()["reason"]
+    assert str(tmp_path) not in response.content.decode()
 
 
 def test_a_foreign_host_header_gets_400(client):

@@ -45,3 +45,26 @@ def test_a_few_aliases_still_load_and_apply(alice_client, org_a):
     # Below the bound: width 4, depth 5 is 1365 values.
     assert config_load(nested_aliases(5, width=4)) is not None
     assert MAX_EXPANDED_NODES > 4**5
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[" * 3000, "a:\n" + "".join(f"{'  ' * i}b{i}:\n" for i in range(1, 60)), "{x: " * 1500],
+)
+def test_a_file_nested_too_deeply_is_a_400_naming_it(alice_client, org_a, text):
+    response = alice_client.post(
+        "/api/gateway/config/apply", {"yaml": text, "dry_run": True}, content_type=JSON
+    )
+    assert response.status_code == 400, response.content[:300]
+    assert "nested more than" in response.json()["yaml"][0]
+
+
+@pytest.mark.parametrize("depth", [1000, 5000])
+@pytest.mark.parametrize(
+    "path",
+    ["/api/gateway/teams", "/api/gateway/keys", "/api/gateway/config/apply", "/api/tokens"],
+)
+def test_a_rest_body_nested_past_the_recursion_limit_is_a_400(alice_client, org_a, path, depth):
+    response = alice_client.post(path, "[" * depth, content_type=JSON)
+    assert response.status_code == 400
+    assert "nested too deeply" in response.json()["detail"]

@@ -3,17 +3,25 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from billing.smart_calibration import MIN_RATED, smart_recalibrate
+from billing.smart_calibration import MIN_RATED, ORG_DEFAULT, smart_recalibrate
 from orgs.audit import Actor
 from orgs.models import Organization
 
 
 class Command(BaseCommand):
-    help = "Move a smart policy's top threshold by the feedback its requests got (docs/smart-routing.md)."
+    help = (
+        "Move a smart policy's (or the org default's) top threshold by the feedback its "
+        "requests got (docs/smart-routing.md)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--org", required=True, help="the organization's slug")
-        parser.add_argument("--policy", required=True, help="the smart routing policy's name")
+        parser.add_argument(
+            "--policy",
+            default=ORG_DEFAULT,
+            help="the smart routing policy's name (omit it for the org's default smart routing: "
+            "bn- keys asking for its alias, `auto`)",
+        )
         parser.add_argument("--min-rated", type=int, default=MIN_RATED)
 
     def handle(self, *args, org, policy, min_rated, **options):
