@@ -241,19 +241,24 @@ def _typed_object(param, value, endpoint):
     _required_string(param, value, "type")
 
 
+def _required_object(param, obj: dict, field: str) -> dict:
+    value = obj.get(field)
+    if type(value) is not dict:
+        if value is None:
+            raise Invalid(
+                f"Missing required parameter: '{param}.{field}'.",
+                f"{param}.{field}",
+                "missing_required_parameter",
+            )
+        raise _wrong_type(f"{param}.{field}", "an object", value)
+    return value
+
+
 def _response_format(param, value, endpoint):
     """OpenAI's: a typed object; a JSON schema one names its schema (an object)."""
     _typed_object(param, value, endpoint)
     if value["type"] == "json_schema":
-        spec = value.get("json_schema")
-        if type(spec) is not dict:
-            if spec is None:
-                raise Invalid(
-                    f"Missing required parameter: '{param}.json_schema'.",
-                    f"{param}.json_schema",
-                    "missing_required_parameter",
-                )
-            raise _wrong_type(f"{param}.json_schema", "an object", spec)
+        spec = _required_object(param, value, "json_schema")
         _required_string(f"{param}.json_schema", spec, "name")
         schema = spec.get("schema")
         if schema is not None and type(schema) is not dict:
@@ -486,15 +491,7 @@ def _response_text(param, value, endpoint):
     _typed_object(f"{param}.format", fmt, endpoint)
     if fmt["type"] == "json_schema":
         _required_string(f"{param}.format", fmt, "name", non_empty=True)
-        schema = fmt.get("schema")
-        if type(schema) is not dict:
-            if schema is None:
-                raise Invalid(
-                    f"Missing required parameter: '{param}.format.schema'.",
-                    f"{param}.format.schema",
-                    "missing_required_parameter",
-                )
-            raise _wrong_type(f"{param}.format.schema", "an object", schema)
+        _required_object(f"{param}.format", fmt, "schema")
     elif fmt["type"] not in ("text", "json_object"):
         raise Invalid(
             f"Invalid value: '{_shown(fmt['type'])}'. Supported values are: 'text', "

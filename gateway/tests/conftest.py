@@ -193,6 +193,19 @@ def acme(transactional_db, org_a, alice, fake_upstream, gw, live_server_thread):
     _redis_cleanup()
 
 
+def openai_provider(acme, name: str = "oai"):
+    """An ``openai`` connection of acme's org (it has a Responses API, passed through) on
+    the fake upstream."""
+    return services.provider_save(
+        actor=ACTOR,
+        org=acme.org,
+        name=name,
+        kind="openai",
+        api_base=acme.fake.url,
+        credentials={"api_key": "sk-fake-openai-credential"},
+    )
+
+
 def anthropic_deployment(acme, model_name: str, upstream_model: str, **prices):
     """An Anthropic connection of acme's org (to the fake's Anthropic endpoints) serving
     ``model_name`` as ``upstream_model``; ``prices`` the deployment's overrides."""

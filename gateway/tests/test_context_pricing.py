@@ -29,7 +29,13 @@ from gateway.pricing import (
     search_price,
     tier_prices,
 )
-from gateway.tests.conftest import ACTOR, anthropic_deployment, refresh_snapshot, usage_rows
+from gateway.tests.conftest import (
+    ACTOR,
+    anthropic_deployment,
+    openai_provider,
+    refresh_snapshot,
+    usage_rows,
+)
 from gateway.tests.fake_upstream import Behaviour
 
 GPT = "gpt-5.4"  # LiteLLM's map: every token at 2x input, 1.5x output above 272k prompt tokens
@@ -709,14 +715,7 @@ WEB_TOOL_MODEL = "gpt-5"  # the Responses API's web_search tool: $0.01 a call
 def _search_deployment(acme, upstream_model: str, kind: str = "openai_compatible") -> str:
     provider = acme.providers["fake"]
     if kind == "openai":  # has a Responses API (passed through)
-        provider = services.provider_save(
-            actor=ACTOR,
-            org=acme.org,
-            name="oai",
-            kind="openai",
-            api_base=acme.fake.url,
-            credentials={"api_key": "sk-fake-openai-credential"},
-        )
+        provider = openai_provider(acme)
     services.deployment_save(
         actor=ACTOR,
         org=acme.org,
@@ -808,14 +807,7 @@ def test_the_web_search_tool_is_refused_where_a_search_has_no_price(acme, gw):
         actor=ACTOR,
         org=acme.org,
         model_name="own",
-        provider=services.provider_save(
-            actor=ACTOR,
-            org=acme.org,
-            name="oai",
-            kind="openai",
-            api_base=acme.fake.url,
-            credentials={"api_key": "sk-fake-openai-credential"},
-        ),
+        provider=openai_provider(acme),
         upstream_model="my-own-finetune",
         input_price_per_mtok=1,
         output_price_per_mtok=2,

@@ -17,7 +17,7 @@ import pytest
 
 from gateway import services
 from gateway.dataplane import responses_api
-from gateway.tests.conftest import ACTOR, refresh_snapshot, usage_rows
+from gateway.tests.conftest import ACTOR, openai_provider, refresh_snapshot, usage_rows
 from gateway.tests.fake_upstream import Behaviour
 from gateway.tests.test_dataplane_memory import acme as memory_org
 from gateway.tests.test_dataplane_memory import (
@@ -48,14 +48,7 @@ def client(acme, key=None):
 @pytest.fixture
 def oai(acme):
     """An ``openai`` connection (it has a Responses API) on the fake upstream, priced."""
-    provider = services.provider_save(
-        actor=ACTOR,
-        org=acme.org,
-        name="oai",
-        kind="openai",
-        api_base=acme.fake.url,
-        credentials={"api_key": "sk-fake-openai-credential"},
-    )
+    provider = openai_provider(acme)
     services.deployment_save(
         actor=ACTOR,
         org=acme.org,

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from gateway import services
-from gateway.tests.conftest import ACTOR, refresh_snapshot
+from gateway.tests.conftest import ACTOR, openai_provider, refresh_snapshot
 from gateway.tests.test_request_fuzz import ANYTHING, JSON, TEXT, _rows
 from orgs import services as org_services
 
@@ -106,14 +106,7 @@ def bodies(draw):
 @pytest.fixture
 def target(acme, mode):
     org_services.org_update(actor=ACTOR, org=acme.org, tier="enterprise")
-    provider = services.provider_save(
-        actor=ACTOR,
-        org=acme.org,
-        name="oai",
-        kind="openai",
-        api_base=acme.fake.url,
-        credentials={"api_key": "sk-fake-openai-credential"},
-    )
+    provider = openai_provider(acme)
     services.deployment_save(
         actor=ACTOR, org=acme.org, model_name="gpt", provider=provider, upstream_model="gpt-4o"
     )
