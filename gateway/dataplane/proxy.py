@@ -425,7 +425,8 @@ class Gateway:
             )
             * (body.get("n") or 1)
         )
-        spend, verdict = await self._admit_tokens(ctx, req.body, candidates, out_est)
+        searches = tokens.searches_asked(anthropic if req.endpoint == "messages" else body)
+        spend, verdict = await self._admit_tokens(ctx, req.body, candidates, out_est, searches)
 
         upstream_body = {k: v for k, v in body.items() if k != "model"}
         client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -468,11 +469,14 @@ class Gateway:
             return await self._smart_candidates(ctx, policy, body)
         return self._candidates(ctx, body["model"])
 
-    async def _admit_tokens(self, ctx: Ctx, raw: bytes, candidates, out_est: int):
+    async def _admit_tokens(
+        self, ctx: Ctx, raw: bytes, candidates, out_est: int, searches: int = 0
+    ):
         """_admit for a token-priced request whose body is ``raw`` and which may use
-        ``out_est`` output tokens: the prompt's estimate and the dearest candidate's price."""
+        ``out_est`` output tokens and make ``searches`` web searches: the prompt's estimate
+        and the dearest candidate's price."""
         prompt_est = tokens.estimate_prompt_tokens(raw)
-        reserve = max(d.reservation(prompt_est, out_est, ctx.tier) for d in candidates)
+        reserve = max(d.reservation(prompt_est, out_est, ctx.tier, searches) for d in candidates)
         return await self._admit(ctx, prompt_est + out_est, reserve)
 
     async def _admit(self, ctx: Ctx, token_cost: int, reserve: float, *, spends: bool = True):

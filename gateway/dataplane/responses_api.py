@@ -794,7 +794,8 @@ async def handle(gw, ctx, req, Outgoing):
                 "unsupported_value",
             )
     out_est = body.get("max_output_tokens") or ctx.org.default_max_tokens
-    spend, verdict = await gw._admit_tokens(ctx, req.body, candidates, out_est)
+    searches = tokens.searches_asked(body)
+    spend, verdict = await gw._admit_tokens(ctx, req.body, candidates, out_est, searches)
     chat_body = {k: v for k, v in chat.items() if k != "model"}
     try:
         if body.get("stream") is True:

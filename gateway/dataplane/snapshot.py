@@ -192,18 +192,23 @@ class DeploymentInfo:
                 total += min(audio_out, output_tokens) * (a_out - out)
         return total
 
-    def reservation(self, prompt_tokens: int, output_tokens: int, tier: str = "") -> float:
+    def reservation(
+        self, prompt_tokens: int, output_tokens: int, tier: str = "", searches: int = 0
+    ) -> float:
         """The most a request of ``prompt_tokens`` and up to ``output_tokens`` can cost here
         (every prompt token at the dearest input price, as a cache write may cost more than
         plain input; at the standard tier's prices or the requested ``tier``'s, whichever
-        are dearer): what a spend reservation holds for it."""
+        are dearer), with up to ``searches`` web searches: what a spend reservation holds."""
 
         def most(prices):
             inp, out, _read, write, hour = prices
             return prompt_tokens * max(inp, write or 0.0, hour or 0.0) + output_tokens * out
 
         standard = most(self.prices(prompt_tokens))
-        return max(standard, most(self.prices(prompt_tokens, tier))) if tier else standard
+        held = max(standard, most(self.prices(prompt_tokens, tier))) if tier else standard
+        if searches > 0 and self.search_cost:
+            held += (1 if self.search_per_prompt else searches) * self.search_cost
+        return held
 
 
 @dataclass(frozen=True, slots=True)

@@ -162,3 +162,29 @@ def count_prompt_tokens(body: dict) -> int:
     messages = body.get("messages") or ()
     # ~4 tokens of framing per chat message, as OpenAI counts them.
     return count_tokens(prompt_text(body)) + 4 * len(messages) + (3 if messages else 0)
+
+
+# The web searches a spend reservation holds for a search tool the request sets no bound on.
+SEARCH_RESERVE = 5
+
+
+def searches_asked(body: dict) -> int:
+    """How many web searches a request may make the provider run, for its spend reservation:
+    a search tool's ``max_uses`` (Anthropic's) or the request's ``max_tool_calls`` (the
+    Responses API's), else SEARCH_RESERVE; one for ``web_search_options`` (a search model's
+    one search); 0 without a search tool. Priced afterwards by what the answer reports."""
+    asked = 1 if isinstance(body.get("web_search_options"), dict) else 0
+    tools = body.get("tools")
+    for tool in tools if isinstance(tools, list) else ():
+        if not isinstance(tool, dict):
+            continue
+        kind = tool.get("type")
+        if not (isinstance(kind, str) and kind.startswith("web_search")) and not (
+            "googleSearch" in tool or "google_search" in tool
+        ):
+            continue
+        bound = tool.get("max_uses")
+        if not (type(bound) is int and bound > 0):
+            bound = body.get("max_tool_calls")
+        asked = max(asked, bound if type(bound) is int and bound > 0 else SEARCH_RESERVE)
+    return asked

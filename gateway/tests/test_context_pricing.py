@@ -826,3 +826,46 @@ def test_the_web_search_tool_is_refused_where_a_search_has_no_price(acme, gw):
             {"model": "own", "input": "x", "tools": [{"type": tool}]},
             status=400,
         )
+
+
+def test_the_spend_reservation_holds_the_searches_a_request_may_run(acme):
+    """A search tool's bound (max_uses, max_tool_calls; 5 without one) is held against the
+    cap with the tokens while the request runs: a request beside it that fits the cap with
+    the first one's tokens but not with its searches is refused."""
+    from governance import services as gov
+
+    anthropic_deployment(acme, "claude", SEARCHER)
+    gov.policy_set(actor=ACTOR, org=acme.org, monthly_spend_cap_usd=0.02)  # 2 searches' worth
+    refresh_snapshot()
+    acme.fake.behaviours[SEARCHER] = Behaviour(latency=2, web_searches=0)
+    tool = {"type": "web_search_20250305", "name": "web_search", "max_uses": 3}
+    body = {"model": "claude", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(post, acme, "/v1/messages", {**body, "tools": [tool]}, True)
+        time.sleep(0.5)  # the first is admitted and waiting on the provider
+        beside = post(acme, "/v1/messages", body, anthropic=True, status=429)
+        assert beside.json()["error"]["type"] == "rate_limit_error"  # Anthropic's shape
+        assert first.result().status_code == 200
+    post(acme, "/v1/messages", body, anthropic=True)  # settled to what it cost: room again
+    assert sorted(r.http_status for r in usage_rows(acme.org)) == [200, 200, 429]
+
+
+@pytest.mark.parametrize(
+    "body, searches",
+    [
+        ({}, 0),
+        ({"web_search_options": {}}, 1),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, 0),
+        ({"tools": [{"type": "web_search"}]}, tokens.SEARCH_RESERVE),
+        ({"tools": [{"type": "web_search"}], "max_tool_calls": 2}, 2),
+        ({"tools": [{"type": "web_search_20250305", "max_uses": 7}]}, 7),
+        ({"tools": [{"googleSearch": {}}]}, tokens.SEARCH_RESERVE),
+        ({"tools": "junk", "web_search_options": 3}, 0),
+    ],
+)
+def test_the_searches_a_request_may_run(body, searches):
+    assert tokens.searches_asked(body) == searches
+    dep = catalog_deployment(SEARCHER)
+    assert dep.reservation(10, 5, searches=searches) - dep.reservation(10, 5) == pytest.approx(
+        searches * _search_price(SEARCHER)
+    )
