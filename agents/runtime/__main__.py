@@ -11,14 +11,17 @@ def main() -> int:
     import uvicorn
 
     from .credentials import Credentials, CredentialsError
-    from .settings import SettingsError, load
+    from .settings import SettingsError, load, log_level, prepare_state_dir
 
-    logging.basicConfig(
-        level=os.environ.get("BONITO_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
+        # The level first (logging raises on a wrong one), so that load()'s warnings are
+        # logged in the agent's format.
+        logging.basicConfig(
+            level=log_level(os.environ), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         s = load()
+        # Before uvicorn: the workers' app factory would meet it too late to stop cleanly.
+        prepare_state_dir(s.state_dir)
         Credentials.from_settings(s).check()  # a configured source's SDK must be installed
     except (SettingsError, CredentialsError) as exc:
         print(f"bonito-agent: {exc}", file=sys.stderr)

@@ -119,9 +119,14 @@ class AgentApp:
                     "config_from": sync.loaded_from,
                 }
                 return await self._send(send, *_json(200, body))
-            return await self._send(
-                send, *_json(503, {"status": "starting", "detail": "no config loaded yet"})
-            )
+            body = {
+                "status": "starting",
+                "detail": "no config loaded yet",
+                # why: the last config pull's problem (the control plane's error code and
+                # words, a wrong URL, a connection refused), None before the first answer
+                "reason": sync.problem,
+            }
+            return await self._send(send, *_json(503, body))
         stats = self.agent.stats
 
         async def tagged(message):

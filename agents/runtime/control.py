@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 import logging
+import re
 import uuid
 
 import httpx
@@ -15,6 +16,8 @@ log = logging.getLogger("bonito.agent")
 
 UNAUTHORIZED = (401, 403)
 REFUSED = (400, 413, 422)  # the data is refused: split, isolate, set aside
+MAX_DETAIL = 300  # characters of the control plane's (or a stranger's) words in a log line
+_TOKENISH = re.compile(r"\b(bt|bn|rt)-[0-9A-Za-z]{6,}")
 
 
 class Refused(Exception):
@@ -31,6 +34,31 @@ class ControlPlane:
         self.token = token
         self.agent_id = agent_id
         self.settings = settings
+
+    def not_bonito(self) -> str:
+        return (
+            f"BONITO_CONTROL_PLANE ({self.settings.control_plane}) does not look like a Bonito"
+            " control plane: it should be the URL the dashboard is served at, e.g."
+            " https://bonito.example.com"
+        )
+
+    def problem(self, response: httpx.Response) -> str:
+        """An error answer in a log line: its status, and the code and detail of Bonito's
+        JSON error (bounded, tokens blanked); for another body, that the URL does not look
+        like a control plane's."""
+        status = response.status_code
+        body = _body(response)
+        if is_bonito(body):
+            return f"{status} {clean(body['code'], 60)}: {clean(body.get('detail') or '')}"
+        kind = response.headers.get("content-type", "").split(";")[0].strip() or "no type"
+        what = "no body" if not response.content else f"a body ({clean(kind, 60)})"
+        return f"{status} with {what} that is not Bonito's JSON error: {self.not_bonito()}"
+
+    def unreachable(self, exc: Exception) -> str:
+        """A transport error as a log line: its class and text (the refused connection, the
+        TLS failure), never a header (the token is in one)."""
+        text = clean(exc)
+        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
     def client(self) -> httpx.Client:
         """One per thread (the sync thread, the usage sink's thread)."""
@@ -57,26 +85,40 @@ class ControlPlane:
             response = client.request(
                 method, self.base + path, headers={**self.headers(), **extra}, **kwargs
             )
-        if response.status_code in UNAUTHORIZED:
+        status = response.status_code
+        if status in UNAUTHORIZED and is_bonito(_body(response)):
             if not self.token.refused:
                 log.error(
-                    "the control plane refused the org token (%s %s): it was revoked or"
+                    "the control plane refused the org token (%s): it was revoked or"
                     " rotated away; serving the last config, usage stays spooled",
-                    response.status_code,
-                    _detail(response),
+                    self.problem(response),
                 )
             self.token.refused = True
-        elif response.status_code < 500:
+        elif status not in UNAUTHORIZED and status < 500:
             self.token.refused = False
+        # A 401/403 in another body than the agent API's: something else at that URL (the
+        # gateway's /v1, a proxy's login page) answered and the token was never judged; the
+        # caller logs it as such (problem() says the URL does not look like Bonito's).
         return response
 
 
-def _detail(response: httpx.Response) -> str:
+def clean(text, limit: int = MAX_DETAIL) -> str:
+    """Someone else's words for a log line: one line, bounded, anything token-shaped blanked."""
+    text = " ".join(str(text).split())
+    text = _TOKENISH.sub(lambda m: m.group(1) + "-…", text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _body(response: httpx.Response):
     try:
-        body = response.json()
-        return str(body.get("detail") or body.get("code") or "")[:200]
-    except ValueError:
-        return ""
+        return response.json()
+    except ValueError:  # not JSON (or not UTF-8)
+        return None
+
+
+def is_bonito(body) -> bool:
+    """Whether a body is the agent API's error: ``{"detail": "…", "code": "…"}``."""
+    return isinstance(body, dict) and isinstance(body.get("code"), str) and "detail" in body
 
 
 def batch_id(records_json: bytes) -> str:
@@ -95,6 +137,13 @@ class IngestWriter:
         self.posted = 0
         self.accepted = 0
         self.duplicates = 0
+        self.problem: str | None = None  # why the last post was not stored (logged once)
+
+    def _failed(self, problem: str) -> None:
+        # Retried with backoff until it passes: logged when the problem changes, not each time.
+        if problem != self.problem:
+            log.warning("usage post failed (%s); the batch stays spooled and is retried", problem)
+        self.problem = problem
 
     def __call__(self, records: list[dict]) -> None:
         if self._client is None:
@@ -111,10 +160,15 @@ class IngestWriter:
                 headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
             )
         except httpx.HTTPError as exc:
-            raise Unavailable(f"control plane unreachable ({type(exc).__name__})") from None
+            problem = f"control plane unreachable ({self.control.unreachable(exc)})"
+            self._failed(problem)
+            raise Unavailable(problem) from None
         self.posted += 1
         status = response.status_code
         if 200 <= status < 300:
+            if self.problem is not None:
+                log.info("usage posts are stored again")
+            self.problem = None
             try:
                 answer = response.json()
                 self.accepted += int(answer.get("accepted", 0))
@@ -122,9 +176,11 @@ class IngestWriter:
             except (ValueError, TypeError, AttributeError):
                 pass
             return
+        problem = f"ingest answered {self.control.problem(response)}"
         if status in REFUSED:
-            raise Refused(f"ingest {status}: {_detail(response)}")
-        raise Unavailable(f"ingest {status}: {_detail(response)}")
+            raise Refused(problem)  # split and set aside by the sink, which logs it
+        self._failed(problem)
+        raise Unavailable(problem)
 
     def close(self) -> None:
         if self._client is not None:

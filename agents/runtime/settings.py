@@ -1,16 +1,26 @@
 """The agent's settings: environment variables only, checked once at start."""
 
+import contextlib
 import ipaddress
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from core import keys
 from gateway.dataplane.netpolicy import parse_networks
 
 GIB = 1024**3
+DEFAULT_STATE_DIR = "/var/lib/bonito-agent"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# The path ends of URLs that are Bonito's, but not the control plane's base URL: the agent
+# calls <BONITO_CONTROL_PLANE>/api/agent/*, so with one of these it would ask .../v1/api/agent.
+NOT_THE_BASE = {
+    "/api/agent": "the agent API itself",
+    "/api": "the REST API",
+    "/v1": "the gateway's /v1 (the SDK's base URL)",
+}
 
 
 class SettingsError(ValueError):
@@ -73,6 +83,7 @@ class AgentSettings:
     ambient_credentials: bool = True
     max_body_bytes: int = 10 * 1024 * 1024
     timeout_s: float = 30.0
+    log_level: str = "INFO"
     env: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -109,9 +120,19 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def load(env=None) -> AgentSettings:
-    """The settings from the environment; raises SettingsError naming what is wrong."""
-    env = dict(os.environ if env is None else env)
+def log_level(env) -> str:
+    """BONITO_LOG_LEVEL, checked: logging would raise a ValueError (a traceback) on a wrong one."""
+    raw = env.get("BONITO_LOG_LEVEL", "").strip()
+    level = raw.upper() or "INFO"
+    level = {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(level, level)
+    if level not in LOG_LEVELS:
+        raise SettingsError(
+            f"BONITO_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {raw[:40]!r}"
+        )
+    return level
+
+
+def _control_plane(env) -> str:
     url = env.get("BONITO_CONTROL_PLANE", "").strip().rstrip("/")
     if not url:
         raise SettingsError(
@@ -120,12 +141,92 @@ def load(env=None) -> AgentSettings:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SettingsError(f"BONITO_CONTROL_PLANE must be an http(s) URL, not {url!r}")
+    path = parts.path.rstrip("/")
+    for end, what in NOT_THE_BASE.items():
+        if path.lower().endswith(end):
+            base = urlunsplit(parts._replace(path=path[: -len(end)], query="", fragment=""))
+            raise SettingsError(
+                f"BONITO_CONTROL_PLANE {url} ends in {end}, {what}, not the control plane's"
+                f" URL (the agent calls /api/agent/* under it): use {base}"
+            )
     if parts.scheme == "http" and not _loopback(parts.hostname):
         logging.getLogger("bonito.agent").warning(
             "BONITO_CONTROL_PLANE is plain http to %s: the org token and the key-hash secret "
             "cross the network unencrypted; use https",
             parts.hostname,
         )
+    return url
+
+
+def token_problem(token: str) -> str | None:
+    """Why a configured org token cannot be one, without ever quoting it; None if it can."""
+    if keys.well_formed(token, ("bt-",)):
+        return None
+    if not token.startswith("bt-"):
+        if token.startswith(("bn-", "rt-")):
+            return (
+                "the org token must be a bt- token, not an API key (bn-/rt-): the org token is"
+                " in Settings → Deployment mode"
+            )
+        return "the org token must be a bt- token (Settings → Deployment mode)"
+    length = len("bt-") + keys.BODY_LEN + keys.CHECK_LEN
+    if len(token) != length:
+        return (
+            f"the org token is malformed: {len(token)} characters where a bt- token has"
+            f" {length} (cut short, or something copied with it); copy it again from"
+            " Settings → Deployment mode"
+        )
+    if any(c not in keys.ALPHABET for c in token[3:]):
+        return (
+            "the org token is malformed: a bt- token holds only letters and digits after"
+            " bt- (a quote or a space copied with it?); copy it again from Settings →"
+            " Deployment mode"
+        )
+    return (
+        "the org token is malformed (wrong checksum: mistyped or cut short); copy it again"
+        " from Settings → Deployment mode"
+    )
+
+
+def prepare_state_dir(path: Path) -> None:
+    """Create BONITO_STATE_DIR (0700) if need be and check that the agent can write in it:
+    a SettingsError naming it otherwise, before anything is served."""
+    default = " (the default)" if str(path) == DEFAULT_STATE_DIR else ""
+    hint = (
+        f"; set BONITO_STATE_DIR to a folder this user (uid {os.getuid()}) can create and"
+        " write, on a persistent volume"
+    )
+    if path.exists() and not path.is_dir():
+        raise SettingsError(f"BONITO_STATE_DIR {path}{default} is not a folder{hint}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(
+            f"BONITO_STATE_DIR {path}{default} cannot be created: {exc.strerror or exc}{hint}"
+        ) from None
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o700)
+    probe = path / f".write-check.{os.getpid()}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        raise SettingsError(
+            f"BONITO_STATE_DIR {path}{default} is not writable: {exc.strerror or exc}{hint}"
+        ) from None
+    for sub in ("journal", "spool", "dead"):  # left by an earlier run as another user?
+        folder = path / sub
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            raise SettingsError(
+                f"BONITO_STATE_DIR {path}{default}: its {sub}/ folder is not writable{hint}"
+            )
+
+
+def load(env=None) -> AgentSettings:
+    """The settings from the environment; raises SettingsError naming what is wrong."""
+    env = dict(os.environ if env is None else env)
+    level = log_level(env)
+    url = _control_plane(env)
     token_file = Path(env["BONITO_ORG_TOKEN_FILE"]) if env.get("BONITO_ORG_TOKEN_FILE") else None
     token = env.get("BONITO_ORG_TOKEN", "").strip()
     if token_file is not None:
@@ -135,8 +236,10 @@ def load(env=None) -> AgentSettings:
             "BONITO_ORG_TOKEN (or BONITO_ORG_TOKEN_FILE) is required: the org's bt- token "
             "from Settings → Deployment mode"
         )
-    if not keys.well_formed(token, ("bt-",)):
-        raise SettingsError("the org token must be a bt- token (Settings → Deployment mode)")
+    problem = token_problem(token)
+    if problem is not None:
+        source = f"BONITO_ORG_TOKEN_FILE {token_file}" if token_file else "BONITO_ORG_TOKEN"
+        raise SettingsError(f"{source}: {problem}")
     ca = env.get("BONITO_CA_BUNDLE", "").strip() or None
     if ca is not None and not Path(ca).is_file():
         raise SettingsError(f"BONITO_CA_BUNDLE {ca} is not a readable file")
@@ -152,7 +255,7 @@ def load(env=None) -> AgentSettings:
         control_plane=url,
         token=token,
         token_file=token_file,
-        state_dir=Path(env.get("BONITO_STATE_DIR", "").strip() or "/var/lib/bonito-agent"),
+        state_dir=Path(env.get("BONITO_STATE_DIR", "").strip() or DEFAULT_STATE_DIR),
         host=host,
         port=_int(env, "BONITO_AGENT_PORT", 8000),
         workers=_int(env, "BONITO_AGENT_WORKERS", 1),
@@ -171,5 +274,6 @@ def load(env=None) -> AgentSettings:
         ambient_credentials=_bool(env, "BONITO_PROVIDER_AMBIENT_CREDENTIALS", True),
         max_body_bytes=_int(env, "BONITO_MAX_BODY_BYTES", 10 * 1024 * 1024),
         timeout_s=_float(env, "BONITO_CONTROL_PLANE_TIMEOUT_S", 30.0),
+        log_level=level,
         env=env,
     )

@@ -28,9 +28,10 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def prepare(state_dir: Path) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(OSError):
-        os.chmod(state_dir, 0o700)
+    """The state folder, made 0700 and checked writable (a SettingsError naming it if not)."""
+    from .settings import prepare_state_dir
+
+    prepare_state_dir(state_dir)
 
 
 def agent_id(state_dir: Path) -> str:

@@ -29,7 +29,7 @@ from gateway.dataplane.snapshot import (
 )
 
 from . import VERSION
-from .control import ControlPlane
+from .control import ControlPlane, clean
 from .state import write_private
 
 log = logging.getLogger("bonito.agent")
@@ -54,6 +54,7 @@ class ConfigSync:
         self.suggested: dict = {}
         self.loaded_from = ""  # "control plane" | "disk cache"
         self.last_sync_ok: float | None = None
+        self.problem: str | None = None  # why the last config pull did not succeed (/ready)
         self.started_at = time.time()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -206,20 +207,31 @@ class ConfigSync:
                 self._client, "GET", "/config", params=params, headers=headers
             )
         except httpx.HTTPError as exc:
-            log.warning("config pull failed: control plane unreachable (%s)", type(exc).__name__)
+            self._pull_failed(
+                f"failed: control plane unreachable ({self.control.unreachable(exc)})"
+            )
             return "unreachable"
         if response.status_code == 304:
-            self.last_sync_ok = time.time()
+            self.last_sync_ok, self.problem = time.time(), None
             return "unchanged"
         if response.status_code != 200:
-            log.warning(
-                "config pull answered %s; keeping config version %s",
-                response.status_code,
-                self.base.version if self.base else None,
-            )
+            problem = self.control.problem(response)
+            if response.status_code == 404 and self.control.not_bonito() not in problem:
+                problem += f" ({self.control.not_bonito()})"
+            self._pull_failed(f"answered {problem}")
             return "refused" if response.status_code in (401, 403) else "unreachable"
         try:
             document = response.json()
+        except ValueError:
+            kind = response.headers.get("content-type", "").split(";")[0].strip() or "no type"
+            self._pull_failed(
+                f"answered 200 with a body ({clean(kind, 60)}) that is not JSON:"
+                f" {self.control.not_bonito()}",
+                error=True,
+            )
+            self.etag, self._want_full = None, True
+            return "retry"
+        try:
             if not isinstance(document, dict):
                 raise TypeError(
                     f"the config answer is a JSON {type(document).__name__}, not an object"
@@ -228,18 +240,22 @@ class ConfigSync:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             # A delta that does not fit (a gap), or a document this agent cannot read: ask
             # for the whole config next time.
-            log.error(
-                "config document not applied (%s: %s); asking for a full one",
-                type(exc).__name__,
-                exc,
-            )
+            self.problem = clean(f"config document not applied ({type(exc).__name__}: {exc})")
+            log.error("%s; asking for a full one", self.problem)
             self.etag, self._want_full = None, True
             return "retry"
         self._want_full = False
         self.etag = response.headers.get("etag")
         self._save_cache()
-        self.last_sync_ok = time.time()
+        self.last_sync_ok, self.problem = time.time(), None
         return "updated"
+
+    def _pull_failed(self, problem: str, error: bool = False) -> None:
+        self.problem = f"config pull {problem}"
+        version = self.base.version if self.base is not None else None
+        (log.error if error else log.warning)(
+            "%s; keeping config version %s", self.problem, version
+        )
 
     def credentials_stale(self) -> None:
         """A provider answered 401: read the credential sources again (off the request path)."""
@@ -266,10 +282,12 @@ class ConfigSync:
         try:
             response = self.control.request(self._client, "POST", "/heartbeat", json=body)
         except httpx.HTTPError as exc:
-            log.warning("heartbeat failed: control plane unreachable (%s)", type(exc).__name__)
+            log.warning(
+                "heartbeat failed: control plane unreachable (%s)", self.control.unreachable(exc)
+            )
             return
         if response.status_code != 200:
-            log.warning("heartbeat answered %s", response.status_code)
+            log.warning("heartbeat answered %s", self.control.problem(response))
             return
         try:
             latest = response.json().get("config_version")

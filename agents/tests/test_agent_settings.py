@@ -4,6 +4,8 @@ a rotated token survives a restart, but never outranks a new token the operator 
 import json
 import multiprocessing
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -12,6 +14,7 @@ from agents.runtime import settings as agent_settings
 from agents.runtime.settings import SettingsError
 from agents.runtime.state import Token, agent_id
 from core import keys
+from gateway.tests.external import ROOT
 
 
 def _env(**extra):
@@ -37,7 +40,8 @@ def test_the_defaults_are_the_documented_ones():
         ({"BONITO_CONTROL_PLANE": "ftp://x"}, "must be an http(s) URL"),
         ({"BONITO_ORG_TOKEN": ""}, "BONITO_ORG_TOKEN (or BONITO_ORG_TOKEN_FILE) is required"),
         ({"BONITO_ORG_TOKEN": "bn-" + "a" * 38}, "must be a bt- token"),
-        ({"BONITO_ORG_TOKEN": "bt-garbage"}, "must be a bt- token"),
+        ({"BONITO_ORG_TOKEN": "bt-garbage"}, "BONITO_ORG_TOKEN: the org token is malformed"),
+        ({"BONITO_LOG_LEVEL": "LOUD"}, "BONITO_LOG_LEVEL must be one of DEBUG, INFO, WARNING"),
         ({"BONITO_AGENT_PORT": "http"}, "BONITO_AGENT_PORT must be a whole number"),
         ({"BONITO_AGENT_WORKERS": "0"}, "BONITO_AGENT_WORKERS must be at least 1"),
         ({"BONITO_SYNC_INTERVAL_S": "nan"}, "BONITO_SYNC_INTERVAL_S must be at least"),
@@ -52,6 +56,119 @@ def test_a_wrong_setting_is_named_and_its_secret_never_echoed(env, message):
         agent_settings.load(_env(**env))
     assert message in str(info.value)
     assert "bt-garbage" not in str(info.value)
+
+
+def _mistyped(token: str) -> str:
+    """The token with one character of its body changed, as a copy by hand would."""
+    i = 10
+    return token[:i] + ("a" if token[i] != "a" else "b") + token[i + 1 :]
+
+
+def test_a_mistyped_or_cut_token_is_called_malformed_not_something_else(tmp_path):
+    token = keys.generate("bt-")
+    for wrong, why in [
+        (_mistyped(token), "wrong checksum: mistyped or cut short"),
+        (token[:-1], "40 characters where a bt- token has 41"),
+        (token[:-1] + "'", "only letters and digits"),
+    ]:
+        with pytest.raises(SettingsError) as info:
+            agent_settings.load(_env(BONITO_ORG_TOKEN=wrong))
+        message = str(info.value)
+        assert message.startswith("BONITO_ORG_TOKEN: the org token is malformed"), message
+        assert why in message and "must be a bt- token" not in message
+        assert wrong not in message and wrong[3:20] not in message  # never echoed
+    # From a file: the file is named.
+    (tmp_path / "token").write_text(_mistyped(token) + "\n")
+    with pytest.raises(SettingsError, match="wrong checksum") as info:
+        agent_settings.load(_env(BONITO_ORG_TOKEN_FILE=str(tmp_path / "token")))
+    assert str(info.value).startswith(f"BONITO_ORG_TOKEN_FILE {tmp_path / 'token'}: ")
+    # An API key where the org token goes is still "not a bt- token".
+    with pytest.raises(SettingsError, match="must be a bt- token, not an API key"):
+        agent_settings.load(_env(BONITO_ORG_TOKEN=keys.generate("bn-")))
+
+
+@pytest.mark.parametrize(
+    ("url", "use"),
+    [
+        ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000"),
+        ("https://bonito.example.com/v1/", "https://bonito.example.com"),
+        ("https://bonito.example.com/api", "https://bonito.example.com"),
+        ("https://corp.example.com/bonito/api/agent", "https://corp.example.com/bonito"),
+    ],
+)
+def test_the_sdk_or_api_url_is_refused_with_the_url_to_use(url, use):
+    with pytest.raises(SettingsError) as info:
+        agent_settings.load(_env(BONITO_CONTROL_PLANE=url))
+    message = str(info.value)
+    assert message.startswith(f"BONITO_CONTROL_PLANE {url.rstrip('/')} ends in /"), message
+    assert message.endswith(f"use {use}"), message
+
+
+def test_a_control_plane_under_a_path_is_accepted():
+    s = agent_settings.load(_env(BONITO_CONTROL_PLANE="https://corp.example.com/bonito/"))
+    assert s.control_plane == "https://corp.example.com/bonito"
+
+
+@pytest.mark.parametrize(("raw", "level"), [("", "INFO"), ("debug", "DEBUG"), ("warn", "WARNING")])
+def test_the_log_level_is_a_setting(raw, level):
+    assert agent_settings.load(_env(BONITO_LOG_LEVEL=raw)).log_level == level
+
+
+def _run_agent(tmp_path, **env) -> subprocess.CompletedProcess:
+    """``python -m agents.runtime`` as an operator starts it, until it exits (or is stopped:
+    an agent that got past its settings serves, and is not what these tests want)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("BONITO_")}
+    env = {
+        "BONITO_CONTROL_PLANE": "http://127.0.0.1:9",  # never reached: it stops before
+        "BONITO_ORG_TOKEN": keys.generate("bt-"),
+        "BONITO_STATE_DIR": str(tmp_path / "state"),
+        "BONITO_AGENT_HOST": "127.0.0.1",
+        "BONITO_AGENT_PORT": "9",
+        **env,
+    }
+    env = {k: v for k, v in env.items() if v is not None}
+    return subprocess.run(
+        [sys.executable, "-m", "agents.runtime"],
+        cwd=ROOT,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.slow
+def test_a_state_folder_it_cannot_make_or_write_stops_it_at_start_naming_it(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    for path, why in [
+        ("/proc/nope", "cannot be created: No such file or directory"),  # even for root
+        ("/proc", "is not writable"),
+        (str(tmp_path / "a-file" / "state"), "cannot be created: Not a directory"),
+        (str(tmp_path / "a-file"), "is not a folder"),
+    ]:
+        result = _run_agent(tmp_path, BONITO_STATE_DIR=path)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(f"bonito-agent: BONITO_STATE_DIR {path} "), result.stderr
+        assert why in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+def test_a_wrong_log_level_stops_it_at_start_naming_it(tmp_path):
+    result = _run_agent(tmp_path, BONITO_LOG_LEVEL="LOUD")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        "bonito-agent: BONITO_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL,"
+        " not 'LOUD'\n"
+    )
+
+
+@pytest.mark.slow
+def test_the_sdk_url_as_control_plane_stops_it_at_start_with_the_url_to_use(tmp_path):
+    result = _run_agent(tmp_path, BONITO_CONTROL_PLANE="http://127.0.0.1:8000/v1")
+    assert result.returncode == 2, result.stderr
+    assert "BONITO_CONTROL_PLANE http://127.0.0.1:8000/v1 ends in /v1" in result.stderr
+    assert result.stderr.rstrip().endswith("use http://127.0.0.1:8000")
+    assert "Traceback" not in result.stderr
 
 
 def test_the_token_file_wins_over_the_variable(tmp_path):
