@@ -113,6 +113,59 @@ def me_of(client: "Client") -> dict:
     return me
 
 
+# The server's own top-level paths: a URL whose path reaches one of them is not the server's
+# root (a reverse proxy's prefix before them, like https://example.com/bonito, is).
+SERVER_PATHS = {
+    "v1": "the OpenAI-compatible API that SDKs call",
+    "api": "a path of the REST API",
+    "o": "a dashboard page",
+    "ws": "the live tail's socket",
+    "admin": "the admin site",
+    "settings": "a dashboard page",
+    "static": "a static file",
+}
+
+
+def server_url(url: str) -> str:
+    """``url`` as the CLI's server URL (the server's root, or a reverse proxy's prefix for
+    it), or a usage error naming the URL to use instead."""
+    parts = urlsplit(str(url))
+    shown = shown_url(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise CliError(
+            f"{shown!r} is not a server URL: write it with http:// or https:// "
+            "(e.g. https://bonito.example.com), with --url or BONITO_URL.",
+            USAGE,
+        )
+    if parts.query or parts.fragment:
+        raise CliError(
+            f"{shown} has a query or fragment: give the Bonito server's root URL "
+            f"({shown_url(urlunsplit(parts._replace(query='', fragment='')))}?) "
+            "with --url or BONITO_URL.",
+            USAGE,
+        )
+    segments = parts.path.split("/")
+    for n, segment in enumerate(segments):
+        if segment.lower() in SERVER_PATHS:
+            root = shown_url(urlunsplit(parts._replace(path="/".join(segments[:n]))))
+            raise CliError(
+                f"{shown} is not the Bonito server's root URL (/{segment} is "
+                f"{SERVER_PATHS[segment.lower()]}): use --url {root} (or BONITO_URL={root}).",
+                USAGE,
+            )
+    return str(url).rstrip("/")
+
+
+def openai_error(response: httpx.Response) -> bool:
+    """Whether the body is the /v1 gateway's OpenAI-shaped error ({"error": {...}}), which
+    the management API never answers."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and isinstance(body.get("error"), dict)
+
+
 def raise_for(response: httpx.Response) -> None:
     if 300 <= response.status_code < 400:
         where = response.headers.get("location", "")
@@ -123,6 +176,14 @@ def raise_for(response: httpx.Response) -> None:
     if response.status_code < 400:
         return
     message = api_message(response)
+    if openai_error(response):
+        # The management API was asked, the gateway answered ("Incorrect API key provided"
+        # for a pat- token): the URL leads to the /v1 data plane, not to the control plane.
+        raise CliError(
+            f"{shown_url(response.request.url)} answered as the gateway's OpenAI-compatible "
+            f"/v1 API ({message}), not as Bonito's management API: the URL is not the control "
+            "plane's. Give the Bonito server's root URL (without /v1) with --url or BONITO_URL."
+        )
     if response.status_code == 404 and message.startswith("HTTP 404"):
         # Not the API's "not found" (that has a JSON body): the server has no such endpoint.
         message = (
@@ -136,7 +197,7 @@ def raise_for(response: httpx.Response) -> None:
 
 class Client:
     def __init__(self, url: str, token: str | None, timeout: float = 30.0):
-        self.url = url.rstrip("/")
+        self.url = server_url(url)
         self.token = token = clean_token(token)
         headers = {"User-Agent": f"bonito-cli/{__version__}", "Accept": "application/json"}
         if token:

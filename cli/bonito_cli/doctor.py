@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import click
 import httpx
 
-from .client import FAILURE, Client, CliError, me_of, shown_url
+from .client import FAILURE, Client, CliError, me_of, server_url, shown_url
 from .output import print_json, safe
 
 MAX_SKEW_S = 60
@@ -38,7 +38,7 @@ ADMIN_ROLES = ("admin", "owner")
 
 def run_checks(state):
     """The checks, each yielded as soon as it is known (doctor prints it at once)."""
-    url = state.profile.url
+    url = server_url(state.profile.url)
     shown = shown_url(url)
     parts = urlsplit(url)
 

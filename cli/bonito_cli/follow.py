@@ -52,6 +52,49 @@ def _iso(value):
     return value
 
 
+# A row of `logs --follow`, from the live tail or from REST alike: the live tail's fields
+# (billing/live.py FIELDS, with the key's and team's names), cost a number.
+FIELDS = (
+    "id",
+    "created_at",
+    "status",
+    "http_status",
+    "error_type",
+    "model_requested",
+    "model_used",
+    "provider",
+    "input_tokens",
+    "output_tokens",
+    "cost",
+    "latency_ms",
+    "request_id",
+    "key_id",
+    "key_name",
+    "team_id",
+    "team_name",
+)
+# The REST API's names for them (billing/rest.py UsageRecordSerializer).
+REST_NAMES = {"key_id": "key", "team_id": "team"}
+
+
+def _number(value):
+    """Cost as a JSON number: REST sends the Decimal's exact text ("0.00012300")."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def live_row(row: dict) -> dict:
+    """``row`` (the live tail's or the REST API's) in the one shape --follow prints."""
+    out = {f: row[f] if f in row else row.get(REST_NAMES.get(f, f)) for f in FIELDS}
+    out["created_at"] = _iso(out["created_at"])
+    out["cost"] = _number(out["cost"])
+    return out
+
+
 def row_id(row: dict) -> str:
     """A usage row's id as both sources can compare it (with or without the uuid's dashes)."""
     return str(row.get("id", "")).replace("-", "").lower()
@@ -91,8 +134,7 @@ def tail(socket, filters: dict, seen: set, emit) -> None:
                 if row_id(row) in seen or not matches(row, filters):
                     continue
                 seen.add(row_id(row))
-                row["created_at"] = _iso(row.get("created_at"))
-                emit(row)
+                emit(live_row(row))
     except ConnectionClosed as exc:
         code = exc.rcvd.code if exc.rcvd else None
         if code in (NOT_FOUND, FORBIDDEN):
@@ -124,5 +166,5 @@ def poll(client, params: dict, seen: set, since, interval: float, emit) -> None:
         for row in fresh:
             if row_id(row) not in seen:
                 seen.add(row_id(row))
-                emit(row)
+                emit(live_row(row))
                 since = row["created_at"]

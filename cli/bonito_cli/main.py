@@ -1,4 +1,5 @@
-"""The `bonito` command. Exit codes: 0 ok, 1 failure, 2 usage error, 3 auth error."""
+"""The `bonito` command. Exit codes: 0 ok, 1 failure, 2 usage error, 3 auth error,
+130 interrupted (Ctrl-C)."""
 
 import json
 import os
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 
 import click
 
-from . import __version__, profiles
+from . import __version__, fields, profiles
 from .client import (
     AUTH,
     FAILURE,
@@ -22,7 +23,7 @@ from .client import (
     path_id,
 )
 from .configfile import fill_env, mask_secrets
-from .output import err_console, error, print_json, record, safe, table, write_csv
+from .output import cell, err_console, error, print_json, record, safe, table, write_csv
 from .params import ID, NAME, add_root_options, closed_pipe, quiet_broken_pipe
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -47,7 +48,7 @@ class State:
                     self.profile_name, self.org, self.url, clean_token(self.token)
                 )
             except profiles.ProfileError as exc:
-                raise CliError(str(exc), USAGE) from None
+                raise CliError(str(exc), exc.code) from None
         return self._profile
 
     @property
@@ -152,6 +153,17 @@ def parse_sets(pairs, file=None) -> dict:
     return body
 
 
+def checked_body(state: State, method: str, path: str, sets, file, what: str) -> dict:
+    """The fields of -s/-f, each one the resource has (its REST schema says): an unknown
+    field, which the API would ignore, is a usage error before anything is sent."""
+    body = parse_sets(sets, file)
+    if not body and method != "POST":  # a create with no fields: the API names what it needs
+        raise CliError("Nothing to change: pass --set field=value.", USAGE)
+    typed = {pair.split("=", 1)[0] for pair in sets}
+    fields.check(state.client, path, method, body, typed, what)
+    return body
+
+
 set_option = click.option(
     "--set",
     "-s",
@@ -232,7 +244,7 @@ def login(state, token, api_key):
     try:
         name, url = profiles.login_target(state.profile_name, state.org, state.url)
     except profiles.ProfileError as exc:
-        raise CliError(str(exc), USAGE) from None
+        raise CliError(str(exc), exc.code) from None
     me = me_of(Client(url, token))
     if state.org and me["org"]["slug"] != state.org:
         raise CliError(
@@ -352,7 +364,7 @@ def resource(
         @out_options
         @pass_state
         def create(state, sets, file):
-            row = state.client.post(path, parse_sets(sets, file))
+            row = state.client.post(path, checked_body(state, "POST", path, sets, file, name))
             show(state, row, columns, quiet_field)
 
         create.__doc__ = f"Create one of the {name} from --set fields.\n\n\b\nExamples:\n{example}"
@@ -366,9 +378,7 @@ def resource(
         @out_options
         @pass_state
         def update(state, id, sets, file):
-            body = parse_sets(sets, file)
-            if not body:
-                raise CliError("Nothing to change: pass --set field=value.", USAGE)
+            body = checked_body(state, "PATCH", f"{path}/{id}", sets, file, name)
             show(state, state.client.patch(f"{path}/{id}", body), columns, quiet_field)
 
         update.__doc__ = f"Change fields of one of the {name}.\n\n\b\nExamples:\n  bonito {name} update ID -s is_active=false"
@@ -794,9 +804,7 @@ def settings_group(name, path, help, example):
     @out_options
     @pass_state
     def set_(state, sets, file):
-        body = parse_sets(sets, file)
-        if not body:
-            raise CliError("Nothing to change: pass --set field=value.", USAGE)
+        body = checked_body(state, "PUT", path, sets, file, name)
         show(state, state.client.put(path, body), [])
 
     set_.help = f"Change some of the settings (the others stay).\n\n\b\nExamples:\n{example}"
@@ -1004,8 +1012,8 @@ def logs(state, limit, follow, interval, **kw):
         live.note(f"{exc}; polling every {interval:g}s instead.")
     rows = state.client.list("/api/gateway/logs", limit=limit, **params)
     seen = {live.row_id(r) for r in rows}
-    for row in reversed(rows):
-        _log_line(state, row)
+    for row in reversed(rows):  # REST's rows in the live tail's shape: one shape throughout
+        _log_line(state, live.live_row(row))
     newest = {"at": rows[0]["created_at"] if rows else None}
 
     def emit(row):
@@ -1029,8 +1037,15 @@ def _log_line(state, row):
     else:
         # Server strings (a request id, a key's name) printed literally: no escape sequence
         # in them reaches the terminal.
-        click.echo("  ".join(safe(row.get(c, "")) for c in LOG_COLUMNS), nl=True)
+        click.echo("  ".join(safe(_log_cell(c, row.get(c))) for c in LOG_COLUMNS), nl=True)
         sys.stdout.flush()
+
+
+def _log_cell(column, value) -> str:
+    """A --follow line's cell: cost with the 8 decimals it is stored with (not 1.2e-05)."""
+    if column == "cost" and isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:.8f}"
+    return cell(value)
 
 
 # ------------------------------------------------------------------------------ config
@@ -1187,15 +1202,16 @@ cli.add_command(completion)
 add_root_options(cli, State)
 
 
+INTERRUPTED = 130  # Ctrl-C (SIGINT), as shells count it: 128 + 2
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 def main() -> None:
-    """Run the command; a failure is one line on stderr and an exit code, never a traceback."""
+    """Run the command; a failure is a message on stderr and an exit code, never a traceback."""
     try:
         # Without standalone mode, an exit code (ctx.exit, --version) is returned, not raised.
         code = cli.main(prog_name="bonito", standalone_mode=False)
-    except CliError as exc:
+    except (CliError, profiles.ProfileError) as exc:
         error(exc)
         sys.exit(exc.code)
     except NO_ARGS_IS_HELP as exc:  # `bonito` or `bonito keys` alone: its help, and exit 2
@@ -1204,16 +1220,19 @@ def main() -> None:
     except click.UsageError as exc:
         exc.show()
         sys.exit(USAGE)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
         err_console.print("Aborted.")
-        sys.exit(FAILURE)
+        # Click turns Ctrl-C (KeyboardInterrupt) into Abort: exit 130 as shells count it,
+        # whatever the command was doing. Other aborts (end of input at a prompt) are 1.
+        cause = exc.__cause__ or exc.__context__
+        sys.exit(INTERRUPTED if isinstance(cause, KeyboardInterrupt) else FAILURE)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except BrokenPipeError:
         quiet_broken_pipe()
     except SystemExit as exc:

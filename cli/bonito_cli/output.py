@@ -23,6 +23,7 @@ err_console = Console(stderr=True, markup=False, emoji=False, highlight=False)
 # the title or open hyperlinks; printed as \xNN instead. Tab and newline stay where allowed.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _CONTROL_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 
 
 def safe(text, *, multiline: bool = False) -> str:
@@ -33,8 +34,11 @@ def safe(text, *, multiline: bool = False) -> str:
 
 
 def error(message) -> None:
-    """One `Error: …` line on stderr, the message printed literally."""
-    err_console.print(Text.assemble(("Error:", "red"), " ", safe(message)), soft_wrap=True)
+    """`Error: …` on stderr, the message printed literally: its newlines stay (a YAML
+    parser's message points at the line with a caret below it), every other control
+    character is shown as an escape."""
+    text = _CONTROL_BUT_NEWLINE.sub(lambda m: f"\\x{ord(m.group()):02x}", str(message))
+    err_console.print(Text.assemble(("Error:", "red"), " ", text.strip("\n")), soft_wrap=True)
 
 
 def cell(value) -> str:

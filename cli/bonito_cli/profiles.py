@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .client import AUTH, FAILURE, USAGE
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
@@ -50,18 +52,29 @@ def load() -> dict:
 def save(data: dict) -> None:
     """Written to a new file created with mode 0600, then renamed over the old one."""
     folder = config_dir()
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = config_file()
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = config_file()
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ProfileError(
+            f"cannot write the CLI's config folder {folder} ({exc.strerror or exc}): make it "
+            "writable, or point BONITO_CONFIG_DIR at a folder you can write.",
+            FAILURE,
+        ) from None
 
 
 class ProfileError(Exception):
-    pass
+    """A profile problem; ``code`` is the exit code (usage error unless said otherwise)."""
+
+    def __init__(self, message: str, code: int = USAGE):
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass
@@ -96,8 +109,9 @@ def resolve(
             )
         name = matches[0] if matches else None
         if name is None and profiles and not (token or os.environ.get("BONITO_TOKEN")):
-            raise ProfileError(
-                f"no profile is for org {org!r}: log in with `bonito auth login --org {org}`."
+            raise ProfileError(  # not logged in to that org: the auth exit code
+                f"no profile is for org {org!r}: log in with `bonito auth login --org {org}`.",
+                AUTH,
             )
     name = name or data["default"]
     stored = profiles.get(name, {})
@@ -161,5 +175,6 @@ def store(name: str, **fields) -> None:
 def forget(name: str) -> bool:
     data = load()
     found = data["profiles"].pop(name, None) is not None
-    save(data)
+    if found:
+        save(data)
     return found

@@ -248,7 +248,7 @@ def test_profiles_pick_servers_and_orgs(server, home, logged_in):
     assert "Not logged in (profile 'other')" in refused and "--profile other auth login" in refused
     assert bonito(home, "--org", "demo", "auth", "status", "-q", check=0).stdout.strip() == "demo"
     assert (
-        "no profile is for org" in bonito(home, "--org", "globex", "keys", "list", check=2).stderr
+        "no profile is for org" in bonito(home, "--org", "globex", "keys", "list", check=3).stderr
     )
 
 

@@ -5,6 +5,7 @@ Against the live server of test_cli.py, and a tiny fake HTTP server for the bad 
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -184,7 +185,7 @@ def test_the_dashboards_login_line_works_as_shown(server, home):
 
 def test_login_to_a_second_org_by_org_and_the_hint_it_gives(server, home, others):
     bonito(home, "auth", "login", "--url", server["url"], "--token", server["pat"], check=0)
-    hint = bonito(home, "--org", "other", "keys", "list", check=2).stderr
+    hint = bonito(home, "--org", "other", "keys", "list", check=3).stderr  # not logged in
     assert "bonito auth login --org other" in hint
     bonito(home, "auth", "login", "--org", "other", "--url", server["url"],
            "--token", others["eve"], check=0)  # fmt: skip
@@ -689,3 +690,199 @@ def test_ctrl_c_in_a_conversation_is_exit_130(fake, home):
     os.close(primary)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------ the second review
+@pytest.mark.parametrize("suffix", ["/v1", "/v1/", "/api", "/api/me", "/o/demo/keys/"])
+def test_login_refuses_a_url_that_is_not_the_servers_root(server, home, suffix):
+    """The SDKs' base URL (…/v1) or an API path: refused, naming the URL to use, before any
+    token is sent there; nothing is saved."""
+    result = bonito(home, "auth", "login", "--url", server["url"] + suffix,
+                    "--token", server["pat"], check=2)  # fmt: skip
+    assert f"use --url {server['url']} " in result.stderr, result.stderr
+    assert "Incorrect API key" not in result.stderr
+    assert not (home / "cfg" / "config.json").exists()
+    env = {"BONITO_URL": server["url"] + suffix, "BONITO_TOKEN": server["pat"]}
+    assert f"BONITO_URL={server['url']})" in bonito(home, "keys", "list", env=env, check=2).stderr
+    env["BONITO_API_KEY"] = server["api_key"]
+    assert "not the Bonito server's root" in bonito(home, "chat", "hi", "-m", "demo-chat",
+                                                    env=env, check=2).stderr  # fmt: skip
+
+
+def test_a_url_without_a_scheme_is_a_usage_error(home):
+    result = bonito(home, "auth", "login", "--url", "bonito.example.com", "--token", "pat-x",
+                    check=2)  # fmt: skip
+    assert "http:// or https://" in result.stderr
+
+
+def test_a_reverse_proxy_prefix_is_a_server_url(fake, home):
+    fake.json("/bonito/api/me", ME)
+    fake.json("/bonito/api/gateway/keys", {"results": [{"id": 7}], "next": None})
+    bonito(home, "auth", "login", "--url", fake.url + "/bonito/", "--token", "pat-fake", check=0)
+    assert bonito(home, "keys", "list", "-q", check=0).stdout.split() == ["7"]
+    assert {s["path"].split("?")[0] for s in fake.seen} == {
+        "/bonito/api/me",
+        "/bonito/api/gateway/keys",
+    }
+
+
+def test_the_gateways_openai_shaped_error_is_named_for_what_it_is(fake, home):
+    """A URL that leads to the /v1 data plane (its own host, a proxy sending everything
+    there): its OpenAI-shaped 401 is not taken for the management API's auth error."""
+    fake.json("/", {"error": {"message": "Incorrect API key provided. Create a bn- key.",
+                              "type": "invalid_request_error", "code": "invalid_api_key"}},
+              status=401)  # fmt: skip
+    for args in (("auth", "login", "--url", fake.url, "--token", "pat-fake"), ("keys", "list")):
+        result = at(fake, home, *args, check=1)
+        assert "not the control plane's" in result.stderr, result.stderr
+        assert "without /v1" in result.stderr and "Incorrect API key provided" in result.stderr
+    assert not (home / "cfg" / "config.json").exists()
+
+
+class Held:
+    """A route that answers only once released: the CLI waits in its request meanwhile."""
+
+    def __init__(self):
+        self.release = threading.Event()
+
+    def __call__(self, path, body):
+        self.release.wait(30)
+        return (200, json.dumps(ME), "application/json", ())
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("logs", "--follow", "--limit", "5"), ("keys", "list"), ("auth", "status")],
+    ids=" ".join,
+)
+def test_ctrl_c_before_following_or_during_a_request_is_exit_130(fake, home, args):
+    held = Held()
+    fake.routes["/api/"] = held
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bonito_cli", *args],
+        cwd=home,
+        env=cli_env(home, BONITO_URL=fake.url, BONITO_TOKEN="pat-fake"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=ctrl_c_reaches_python,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not fake.seen and time.monotonic() < deadline:  # waiting for the answer now
+            time.sleep(0.05)
+        assert fake.seen, "the CLI sent no request"
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 130, (out, err)
+        assert "Traceback" not in err and "Aborted." in err
+    finally:
+        held.release.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def _chat(server, home, text):
+    bonito(home, "chat", text, "-m", "demo-chat", env={"BONITO_API_KEY": server["api_key"]},
+           check=0)  # fmt: skip
+
+
+def _logged_rows(home, at_least: int) -> list:
+    deadline = time.time() + 20
+    while True:  # usage rows are batched into the database
+        rows = json.loads(bonito(home, "logs", "--limit", "3", "--json", check=0).stdout)
+        if len(rows) >= at_least or time.time() > deadline:
+            return rows
+        time.sleep(0.3)
+
+
+@pytest.mark.parametrize("as_json", [True, False], ids=["json", "table"])
+def test_logs_follow_prints_history_and_live_rows_in_one_shape(server, logged_in, as_json):
+    """The --limit rows of history (from REST) and the rows the live tail pushes: the same
+    fields (the live tail's, billing/live.py), cost a number, in --json and in the table."""
+    from billing.live import FIELDS
+
+    _chat(server, logged_in, "history")
+    assert _logged_rows(logged_in, 1)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bonito_cli", "logs", "--follow", "--limit", "1",
+         "--interval", "600", "--model", "demo-chat", *(["--json"] if as_json else [])],
+        cwd=logged_in,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(logged_in),
+        preexec_fn=ctrl_c_reaches_python,
+    )  # fmt: skip
+    try:
+        history = proc.stdout.readline()  # printed after the socket is open
+        time.sleep(1)
+        _chat(server, logged_in, "live")
+        live = proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+        assert "polling" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    if as_json:
+        rows = [json.loads(history), json.loads(live)]
+        for row in rows:
+            assert set(row) == set(FIELDS) | {"key_name", "team_name"}
+            assert isinstance(row["cost"], int | float) and isinstance(row["key_id"], int)
+            assert row["created_at"].endswith("Z") and row["key_name"]
+        assert rows[0]["id"] != rows[1]["id"]
+    else:
+        for line in (history, live):
+            cells = line.split()
+            assert re.fullmatch(r"\d+\.\d{8}", cells[-2]), line  # the cost, as stored
+            assert "None" not in cells and "demo-chat" in cells
+
+
+def test_unknown_set_fields_are_refused_naming_the_valid_ones(server, logged_in):
+    """A field the resource does not have (a typo) is refused before anything is sent,
+    instead of being ignored by the API with exit 0."""
+    [mock] = [p for p in json.loads(bonito(logged_in, "providers", "list", "--json",
+                                           check=0).stdout) if p["name"] == "mock"]  # fmt: skip
+    pid = str(mock["id"])
+    refused = bonito(logged_in, "providers", "update", pid, "-s", "is_actve=false", check=2)
+    assert "no field 'is_actve'" in refused.stderr and "did you mean 'is_active'" in refused.stderr
+    assert "api_base" in refused.stderr and "credentials" in refused.stderr  # the valid ones
+    read_only = bonito(logged_in, "providers", "update", pid, "-s", "has_credentials=false",
+                       check=2)  # fmt: skip
+    assert "read-only" in read_only.stderr
+    after = json.loads(bonito(logged_in, "providers", "get", pid, "--json", check=0).stdout)
+    assert after == mock
+    before = json.loads(bonito(logged_in, "gateway", "get", "--json", check=0).stdout)
+    gateway = bonito(logged_in, "gateway", "set", "-s", "request_timeout=30", check=2).stderr
+    assert "'request_timeout_s'" in gateway
+    assert json.loads(bonito(logged_in, "gateway", "get", "--json", check=0).stdout) == before
+    policy = bonito(logged_in, "policies", "set", "-s", "monthly_spend_cap=10", check=2).stderr
+    assert "'monthly_spend_cap_usd'" in policy
+    bonito(logged_in, "teams", "create", "-s", "name=typo-team", "-s", "descripton=x", check=2)
+    assert "typo-team" not in bonito(logged_in, "teams", "list", check=0).stdout
+    # A record as `get --json` prints it goes back with --file (its read-only fields are
+    # the server's own); an unknown field in a file is refused as well.
+    (logged_in / "p.json").write_text(json.dumps({**mock, "is_active": True}))
+    bonito(logged_in, "providers", "update", pid, "-f", "p.json", check=0)
+    (logged_in / "p.json").write_text(json.dumps({"is_actve": False}))
+    bonito(logged_in, "providers", "update", pid, "-f", "p.json", check=2)
+
+
+def test_error_messages_keep_their_newlines_and_escape_the_rest(server, logged_in, fake, home):
+    bad = bonito(logged_in, "config", "apply", "-", input="providers: [\n  - name: x\n", check=1)
+    assert "\\x0a" not in bad.stderr and len(bad.stderr.strip().splitlines()) > 1, bad.stderr
+    fake.json("/api/", {"detail": "line one\nline two \x1b[2J\r\t."}, status=500)
+    result = at(fake, home, "keys", "list", check=1)
+    assert "line one\nline two \\x1b[2J\\x0d\\x09." in result.stderr
+
+
+def test_an_unwritable_config_folder_is_named(server, home):
+    folder = "/proc/no-such-dir/bonito"  # mkdir: FileNotFoundError, even as root
+    result = bonito(home, "--url", server["url"], "auth", "login", "--token", server["pat"],
+                    env={"BONITO_CONFIG_DIR": folder}, check=1)  # fmt: skip
+    assert "unexpected" not in result.stderr and folder in result.stderr
+    assert "BONITO_CONFIG_DIR" in result.stderr
