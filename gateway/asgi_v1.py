@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import gzip
 import re
+import time
 import zlib
 from collections.abc import Callable
 
@@ -58,9 +59,11 @@ GZIP_MIN_BYTES = 1024
 GZIP_LEVEL = 5  # most of level 9's gain at a fraction of its time
 GZIP_OFF_LOOP_BYTES = 1024 * 1024  # bigger bodies are compressed in a thread
 READ_CHUNK = 64 * 1024  # a gzip body is inflated this much at a time, never all at once
-# A body that stops arriving for this long is a 408 (a client that stalled, or one holding
-# connections open a byte at a time); each new piece restarts the clock.
+# A body that stops arriving for BODY_IDLE_S (a client that stalled), or is still arriving
+# after BODY_TOTAL_S (one holding a connection open a byte at a time: a 25 MB upload takes
+# under 4 minutes at 1 Mbit/s), is a 408.
 BODY_IDLE_S = 30.0
+BODY_TOTAL_S = 300.0
 # What a browser may send in a preflight's Access-Control-Request-Headers: header names.
 _HEADER_NAMES = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
@@ -286,14 +289,17 @@ class V1App:
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             raise _BodyRefused(too_large=True)  # the rest of the body is never read
         chunks, size = [], 0
+        deadline = time.monotonic() + BODY_TOTAL_S
         while True:
             try:
-                message = await asyncio.wait_for(receive(), BODY_IDLE_S)
+                wait = min(BODY_IDLE_S, max(0.0, deadline - time.monotonic()))
+                message = await asyncio.wait_for(receive(), wait)
             except TimeoutError:
                 raise _BodyRefused(
                     GatewayError(
                         408,
-                        f"The request body stopped arriving (nothing for {BODY_IDLE_S:.0f} s).",
+                        f"The request body took too long to arrive (nothing for "
+                        f"{BODY_IDLE_S:.0f} s, or not whole after {BODY_TOTAL_S:.0f} s).",
                         "invalid_request_error",
                         "request_timeout",
                     )

@@ -68,11 +68,24 @@ class FileSource:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.seen = None  # the file's (mtime, size, inode) when it was read last
 
     def check(self) -> None:
         pass
 
+    def stamp(self):
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def changed(self) -> bool:
+        """Whether the file is not what was read last (rewritten, replaced, gone)."""
+        return self.stamp() != self.seen
+
     def load(self) -> dict:
+        self.seen = self.stamp()
         try:
             raw = self.path.read_bytes()
         except OSError as exc:
@@ -177,6 +190,10 @@ class Credentials:
         if s.gcp_secret_name:
             sources.append(GcpSecretManagerSource(s.gcp_secret_name))
         return cls(sources, s.env)
+
+    def files_changed(self) -> bool:
+        """Whether a credentials file changed since it was read (a stat each: cheap)."""
+        return any(isinstance(s, FileSource) and s.changed() for s in self.sources)
 
     def check(self) -> None:
         """At start: every configured source's SDK is importable (else CredentialsError)."""

@@ -315,7 +315,9 @@ class ConfigSync:
                 if (
                     self._creds_stale.is_set()
                     and now - self._last_creds_read >= CREDENTIALS_REREAD_MIN_S
-                ):
+                ) or self.credentials.files_changed():
+                    # A provider's 401 (every source, at most so often), or a credentials
+                    # file rewritten: every worker reads it within a second, 401 or not.
                     self._creds_stale.clear()
                     self.reload_credentials()
                 if now >= self._next_pull:

@@ -43,6 +43,25 @@ def test_it_reads_a_json_file_and_env_vars_override_it_by_field(tmp_path):
     assert c.load() is False  # nothing changed
 
 
+def test_a_rewritten_credentials_file_is_noticed_without_a_read(tmp_path):
+    """Every worker stats the file each second: a rotation reaches all of them, whether or
+    not a provider has refused the old key to that worker yet."""
+    path = tmp_path / "creds.json"
+    path.write_text(json.dumps(DOC))
+    c = Credentials([FileSource(path)], {})
+    assert c.files_changed()  # never read
+    c.load()
+    assert not c.files_changed()
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps({"vpc-llm": {"api_key": "sk-rotated"}}))
+    os.replace(new, path)  # as a mounted secret is swapped
+    assert c.files_changed()
+    assert c.load() is True and c.for_deployment("vpc-llm", "x") == {"api_key": "sk-rotated"}
+    assert not c.files_changed()
+    path.unlink()
+    assert c.files_changed()  # gone: read again (and kept as it was, with an error)
+
+
 def test_env_var_names_follow_the_provider_name():
     assert creds.env_name("vpc-llm", "api_key") == "BONITO_PROVIDER_VPC_LLM_API_KEY"
     assert creds.env_name("Azure east.2", "api_key") == "BONITO_PROVIDER_AZURE_EAST_2_API_KEY"

@@ -18,6 +18,9 @@ from .upstream import (
     UpstreamError,
     Usage,
     cache_writes,
+    cited_search,
+    cites_web,
+    redact,
     web_searches,
 )
 
@@ -369,11 +372,13 @@ def _tool_input(arguments) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _anthropic_usage(usage, tier: str | None = None) -> dict:
+def _anthropic_usage(usage, tier: str | None = None, cited: int = 0) -> dict:
     """A chat usage in Anthropic's shape; the service tier the chat answer said it was
-    served at rides along as an attribute (upstream.Usage), never shown to the client."""
+    served at rides along as an attribute (upstream.Usage), never shown to the client.
+    ``cited``: the search a search model's answer ran (upstream.cited_search), shown as
+    Anthropic shows its web search tool's."""
     if tier is not None:
-        return Usage(_anthropic_usage(usage), tier=tier)
+        return Usage(_anthropic_usage(usage, cited=cited), tier=tier)
     if not isinstance(usage, dict):
         return {"input_tokens": 0, "output_tokens": 0}
     details = usage.get("prompt_tokens_details")
@@ -391,7 +396,7 @@ def _anthropic_usage(usage, tier: str | None = None) -> dict:
             "ephemeral_5m_input_tokens": written - written_1h,
             "ephemeral_1h_input_tokens": written_1h,
         }
-    searches = web_searches(usage)
+    searches = max(web_searches(usage), cited)
     if searches:  # as Anthropic reports its web search tool's
         out["server_tool_use"] = {"web_search_requests": searches}
     return out
@@ -432,7 +437,9 @@ def message_from_chat(data: dict, model: str) -> dict:
         "stop_reason": stop,
         "stop_sequence": None,
         "usage": _anthropic_usage(
-            data.get("usage") if isinstance(data, dict) else None, served_tier(data)
+            data.get("usage") if isinstance(data, dict) else None,
+            served_tier(data),
+            cited_search(data),
         ),
     }
 
@@ -453,6 +460,7 @@ class ChatStreamTranslator:
         self.stop = None
         self.usage = None
         self.tier = None  # the service tier the chat answer says it was served at
+        self.cited = 0  # a search model's answer cited the web (upstream.cites_web)
         self.answered = False  # saw a role, content or a finish: an answer, if empty
 
     def start(self) -> list:
@@ -502,6 +510,7 @@ class ChatStreamTranslator:
                 continue
             delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
             self.answered = self.answered or bool(delta.get("role"))
+            self.cited = self.cited or int(cites_web(delta))
             text = delta.get("content")
             if isinstance(text, str) and text:
                 self.answered = True
@@ -549,7 +558,7 @@ class ChatStreamTranslator:
         stop = self.stop or "end_turn"
         if stop == "end_turn" and self.tools:
             stop = "tool_use"
-        usage = _anthropic_usage(self.usage, self.tier)
+        usage = _anthropic_usage(self.usage, self.tier, self.cited)
         out.append(
             event(
                 {
@@ -667,7 +676,9 @@ def _error_event(ev, dep: DeploymentInfo) -> UpstreamError | None:
     err = ev.get("error") if isinstance(ev.get("error"), dict) else {}
     status = {"overloaded_error": 529, "rate_limit_error": 429}.get(err.get("type"), 502)
     return UpstreamError(
-        f"{dep.label} sent an error event: {str(err.get('message'))[:200]}", status, body=ev
+        f"{dep.label} sent an error event: {redact(str(err.get('message'))[:200], dep)}",
+        status,
+        body=redact(ev, dep),
     )
 
 
@@ -845,7 +856,7 @@ def attempt(upstreams, body: dict, chat: dict, problems: list, headers, stream: 
     return open_stream if stream else call
 
 
-async def relay(events, held: list, seen: StreamSeen, account):
+async def relay(events, held: list, seen: StreamSeen, account, dep=None):
     """Relay a Messages stream, each upstream read in one write; ``account(status,
     http_status, error_type)`` records its usage once, before its last bytes go out (or
     when the client leaves: a 499)."""
@@ -868,6 +879,8 @@ async def relay(events, held: list, seen: StreamSeen, account):
             out = []
             for raw, ev in batch:
                 seen.add(ev)
+                if ev.get("type") == "error":
+                    raw = redact(raw, dep)  # an upstream that quotes the key it was sent
                 out.append(raw)
                 if ev.get("type") == "error":
                     # The provider failed after the answer began: the client sees its error
@@ -913,8 +926,8 @@ async def native_count(upstreams, dep: DeploymentInfo, body: dict, headers, time
             "count_tokens", dep, (count_body, *_client_headers(headers)), timeout
         )
     except UpstreamError as exc:
-        if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (408, 429):
-            raise
+        if exc.status is not None and 400 <= exc.status < 500 and not exc.retryable:
+            raise  # the request's fault (a refused credential is the deployment's: counted here)
         return None
     value = data.get("input_tokens") if isinstance(data, dict) else None
     return value if _is_count(value) else None

@@ -67,3 +67,15 @@ def too_large(limit_bytes):
         "invalid_request_error",
         "request_too_large",
     )
+
+
+def search_unpriced(param: str) -> GatewayError:
+    """A request for web searches to a model none of whose deployments has a price per
+    search (LiteLLM's map, by upstream model): refused, never served unmetered."""
+    return bad_request(
+        "Web search is served only by deployments whose price per search Bonito knows "
+        "(LiteLLM's price map, by the upstream model): this model has none. Run the search "
+        "in your app (function tools) or use a model that has one.",
+        param,
+        "unsupported_value",
+    )

@@ -35,6 +35,7 @@ from .upstream import (
     Upstreams,
     cache_writes,
     cited_search,
+    redact,
     web_searches,
 )
 from .upstream import carries_output as _carries_output
@@ -413,6 +414,9 @@ class Gateway:
         else:
             body = parse_body(req.body, req.endpoint)
         candidates = await self._route(ctx, body, req.endpoint)
+        candidates = self.priced_for_search(
+            candidates, anthropic if req.endpoint == "messages" else body
+        )
         stream = body.get("stream") is True and req.endpoint != "embeddings"
         # Validated: positive integers or absent. Each of the n choices may use them all.
         out_est = (
@@ -468,6 +472,18 @@ class Gateway:
         if policy is not None:
             return await self._smart_candidates(ctx, policy, body)
         return self._candidates(ctx, body["model"])
+
+    @staticmethod
+    def priced_for_search(candidates: list, body: dict) -> list:
+        """The candidates that may serve ``body``: for a request that asks for web
+        searches, those with a price per search (a 400 if none has), never one unmetered."""
+        param = tokens.search_param(body)
+        if param is None:
+            return candidates
+        priced = [d for d in candidates if d.search_cost]
+        if not priced:
+            raise errors.search_unpriced(param)
+        return priced
 
     async def _admit_tokens(
         self, ctx: Ctx, raw: bytes, candidates, out_est: int, searches: int = 0
@@ -555,7 +571,8 @@ class Gateway:
                         # would move the whole org's traffic off a healthy deployment.
                         ctx.dep, ctx.model_used = dep, dep.model
                         raise _passthrough_error(exc) from exc
-                    self.health.failure(dep.id, exc.retry_after)
+                    if exc.costs_health:
+                        self.health.failure(dep.id, exc.retry_after)
                     log.info("deployment %s failed (%s); trying the next one", dep.label, exc)
                     last = exc
                     continue
@@ -712,7 +729,13 @@ class Gateway:
                 counts = Counts(
                     tokens.count_prompt_tokens(upstream_body), tokens.count_tokens(seen.text())
                 )
-            if seen.cited and not counts.searches:  # a search model's answer (cited_search)
+            # A search model's answer cites the web (cited_search); one cut short may not have
+            # reached its citations, but a request with web_search_options (a search model's:
+            # OpenAI refuses it for others) was searched before the first token.
+            asked = status != "success" and isinstance(
+                upstream_body.get("web_search_options"), dict
+            )
+            if (seen.cited or asked) and not counts.searches:
                 counts = counts._replace(searches=1)
             # for in-process callers, once the stream has ended
             result.cost = self._bill(ctx, counts, spend, backend, status, http_status, error_type)
@@ -746,7 +769,7 @@ class Gateway:
                     if chunk.get("error") and not choices:
                         # The provider failed after the answer began: the client sees its
                         # error event and no [DONE], and the row says error, not success.
-                        out.append(raw)
+                        out.append(redact(raw, ctx.dep))
                         yield b"".join(out)
                         await account("error", 502, "stream_error")
                         return
@@ -848,7 +871,7 @@ class Gateway:
                 seen.reported(), seen.text(), status, http_status, error_type
             )
 
-        out.stream = anthropic_api.relay(events, held, seen, account)
+        out.stream = anthropic_api.relay(events, held, seen, account, ctx.dep)
         return out
 
     async def _count_tokens(self, ctx: Ctx, req: Incoming) -> Outgoing:

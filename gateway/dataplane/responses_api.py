@@ -29,8 +29,11 @@ from .upstream import (
     Usage,
     cache_writes,
     carries_output,
+    cited_search,
+    cites_web,
     empty_answer,
     parse_event,
+    redact,
     web_searches,
 )
 from .upstream import (
@@ -311,8 +314,9 @@ def to_chat(body: dict) -> dict:
 
 
 # ------------------------------------------------------------------ answer: chat -> Responses
-def responses_usage(usage) -> dict | None:
-    """Chat's usage object as the Responses API's, or None if it is not usable."""
+def responses_usage(usage, cited: int = 0) -> dict | None:
+    """Chat's usage object as the Responses API's, or None if it is not usable. ``cited``:
+    the search a search model's answer ran (upstream.cited_search), kept beside it."""
     if not isinstance(usage, dict):
         return None
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
@@ -340,7 +344,7 @@ def responses_usage(usage) -> dict | None:
         },
         written=written,
         written_1h=written_1h,
-        searches=web_searches(usage),  # no field in the Responses shape either
+        searches=max(web_searches(usage), cited),  # no field in the Responses shape either
     )
 
 
@@ -451,9 +455,8 @@ def from_chat(data, rid: str, body: dict, fallback_model: str) -> dict | None:
         )
     created = data.get("created") if type(data.get("created")) is int else int(time.time())
     model = data.get("model") if isinstance(data.get("model"), str) else fallback_model
-    response = _response(
-        rid, body, model, created, "completed", output, responses_usage(data.get("usage"))
-    )
+    usage = responses_usage(data.get("usage"), cited_search(data))
+    response = _response(rid, body, model, created, "completed", output, usage)
     _finish_status(response, choices[0].get("finish_reason"))
     return response
 
@@ -497,7 +500,7 @@ class ChatEvents:
         self.calls: dict[int, int] = {}  # chat tool-call index -> output index
         self.texts: dict[int, list[str]] = {}  # output index -> its text pieces
         self.usage = None
-        self.searches = 0  # a chat stream's searches are in its usage (web_searches)
+        self.searches = 0  # a search model's cited answer (its usage holds any other's)
         self.tier = None  # the service tier the provider says it served
         self.finish = None
         self.failed = False
@@ -659,6 +662,7 @@ class ChatEvents:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue  # the Responses API has one answer: n is not offered
             delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            self.searches = self.searches or int(cites_web(delta))
             for name in ("content", "refusal"):
                 piece = delta.get(name)
                 if isinstance(piece, str) and piece:
@@ -707,10 +711,11 @@ class NativeEvents:
     """An upstream's own Responses events, relayed: its response id swapped for ours, each
     event named on an ``event:`` line, the usage and text noted for the usage row."""
 
-    def __init__(self, wrap):
-        self.wrap = wrap
+    def __init__(self, wrap, dep=None):
+        self.wrap, self.dep = wrap, dep
         self.usage = None
-        self.searches = 0  # the web_search_call items of the final response (searched)
+        self.searches = 0  # web_search_call items: the final response's, or those streamed
+        self._search_ids: set = set()
         self.tier = None  # the service tier the provider says it served
         self.failed = False
         self.pieces: list[str] = []
@@ -721,14 +726,20 @@ class NativeEvents:
             _rewrite_ids(response, self.wrap)
             if response.get("usage"):
                 self.usage = response["usage"]
-            self.searches = searched(response) or self.searches
+            self.searches = max(searched(response), self.searches)
             self.tier = served_tier(response) or self.tier
         kind = event.get("type")
+        item = event.get("item")
+        if isinstance(item, dict) and item.get("type") == "web_search_call":
+            # Counted as they stream: a client that leaves before the end still pays them.
+            self._search_ids.add(str(item.get("id") or event.get("output_index")))
+            self.searches = max(self.searches, len(self._search_ids))
         if kind in ("response.output_text.delta", "response.function_call_arguments.delta"):
             if isinstance(event.get("delta"), str):
                 self.pieces.append(event["delta"])
         elif kind in ("error", "response.failed"):
             self.failed = True
+            event = redact(event, self.dep)  # an upstream that quotes the key it was sent
         return [_sse(event)]
 
     def broken(self, message: str) -> bytes:
@@ -780,19 +791,7 @@ async def handle(gw, ctx, req, Outgoing):
         candidates = [d for d in candidates if native(gw, d)]
         if not candidates:
             raise problem
-    search = next(
-        (i for i, t in enumerate(body.get("tools") or ()) if t["type"] in SEARCH_TOOLS), None
-    )
-    if search is not None:
-        candidates = [d for d in candidates if d.search_cost]  # never a search unmetered
-        if not candidates:
-            raise _bad(
-                "The web search tool is served only by deployments whose price per search "
-                "Bonito knows (LiteLLM's price map, by the upstream model): this model has "
-                "none. Use function tools (run the search yourself).",
-                f"tools[{search}].type",
-                "unsupported_value",
-            )
+    candidates = gw.priced_for_search(candidates, body)
     out_est = body.get("max_output_tokens") or ctx.org.default_max_tokens
     searches = tokens.searches_asked(body)
     spend, verdict = await gw._admit_tokens(ctx, req.body, candidates, out_est, searches)
@@ -990,10 +989,12 @@ async def _stream(gw, Outgoing, ctx, candidates, body, native_body, chat_body, s
                     return False
                 kind = event.get("type")
                 if kind in ("error", "response.failed"):
-                    raise UpstreamError(f"{dep.label} sent an error event", 502, body=event)
+                    raise UpstreamError(
+                        f"{dep.label} sent an error event", 502, body=redact(event, dep)
+                    )
                 return kind not in _PREAMBLE
 
-            convert = NativeEvents(_wrapper(ctx, dep))
+            convert = NativeEvents(_wrapper(ctx, dep), dep)
         else:
             chunks = adapter.stream("chat", dep, _tiered(gw, dep, chat_body, body), timeout)
 

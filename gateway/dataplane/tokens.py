@@ -168,6 +168,20 @@ def count_prompt_tokens(body: dict) -> int:
 SEARCH_RESERVE = 5
 
 
+def search_param(body: dict) -> str | None:
+    """The field that asks for web searches (``tools[i].type``, ``web_search_options``),
+    or None: what a refusal names."""
+    tools = body.get("tools")
+    for i, tool in enumerate(tools if isinstance(tools, list) else ()):
+        if isinstance(tool, dict) and (
+            str(tool.get("type", "")).startswith("web_search")
+            or "googleSearch" in tool
+            or "google_search" in tool
+        ):
+            return f"tools[{i}]" + (".type" if "type" in tool else "")
+    return "web_search_options" if isinstance(body.get("web_search_options"), dict) else None
+
+
 def searches_asked(body: dict) -> int:
     """How many web searches a request may make the provider run, for its spend reservation:
     a search tool's ``max_uses`` (Anthropic's) or the request's ``max_tool_calls`` (the

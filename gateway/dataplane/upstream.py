@@ -2,6 +2,7 @@
 rest (and for everything when pass-through is off), and the built-in mock."""
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import hashlib
@@ -90,6 +91,12 @@ class UpstreamError(Exception):
         self.detail = detail  # the provider's own words, for the org's admin only
 
     @property
+    def costs_health(self) -> bool:
+        """Whether this failure counts toward cooling the deployment down: a retryable one,
+        but a 403 (some are about what the request named: a file it may not read)."""
+        return self.retryable and self.status != 403
+
+    @property
     def retryable(self) -> bool:
         # 401/403: the provider refused the deployment's credentials (revoked, no access to
         # the model, a region it bars). The deployment is broken, not the request.
@@ -116,7 +123,25 @@ def _secrets(credentials) -> list[str]:
             stack.extend(value)
         elif isinstance(value, str) and len(value) >= 8:
             found.append(value)
-    return sorted(found, key=len, reverse=True)
+            if value.lstrip().startswith("{"):  # a service account's JSON: its parts too
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    stack.append(orjson.loads(value))
+    return sorted(set(found), key=len, reverse=True)
+
+
+def redact(value, dep: DeploymentInfo):
+    """A provider's error (text, an event's bytes, or JSON) with every string of ``dep``'s
+    credentials in it replaced by [redacted]: what a client or the log may be shown."""
+    secrets = _secrets(dep.credentials) if dep is not None else []
+    if not secrets:
+        return value
+    if isinstance(value, bytes):
+        for secret in secrets:
+            value = value.replace(secret.encode(), b"[redacted]")
+            # (inside JSON text, as an event carries it: its escaped form too)
+            value = value.replace(orjson.dumps(secret)[1:-1], b"[redacted]")
+        return value
+    return _scrubbed(value, secrets)
 
 
 def _scrubbed(value, secrets: list[str]):
@@ -647,7 +672,9 @@ def carries_output(chunk, dep: DeploymentInfo) -> bool:
         return False
     if chunk.get("error") and not chunk.get("choices"):
         raise UpstreamError(
-            f"{dep.label} sent an error event: {_error_text(chunk['error'])}", 502, body=chunk
+            f"{dep.label} sent an error event: {redact(_error_text(chunk['error']), dep)}",
+            502,
+            body=redact(chunk, dep),
         )
     if chunk.get("usage"):
         return True
@@ -680,12 +707,10 @@ DROPPABLE_FIELDS = frozenset(
     {
         "frequency_penalty",
         "presence_penalty",
-        "logit_bias",
         "seed",
         "user",
         "service_tier",  # billed at the tier the answer reports, else standard
         "store",
-        "parallel_tool_calls",
         "prediction",
         "prompt_cache_key",
         "prompt_cache_retention",
@@ -749,6 +774,12 @@ _stream_shape: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
+# Set while a LiteLLM call runs: whether it has sent a request to the provider yet (its
+# transport below marks it), so a library failure can be told apart as the request's (it
+# could not be translated: nothing sent) or the answer's (it could not be read).
+_sent: contextvars.ContextVar[list | None] = contextvars.ContextVar("bonito_sent", default=None)
+
+
 class _StreamShapingTransport(httpx.AsyncBaseTransport):
     """Under litellm: an OpenAI-shaped provider that answers a stream request with a JSON
     completion gets its answer re-sent as an event stream (the OpenAI SDK would read a
@@ -758,6 +789,9 @@ class _StreamShapingTransport(httpx.AsyncBaseTransport):
         self.inner = inner
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        sent = _sent.get()
+        if sent is not None:
+            sent[0] = True
         response = await self.inner.handle_async_request(request)
         endpoint = _stream_shape.get()
         content_type = response.headers.get("content-type", "").partition(";")[0].strip()
@@ -904,12 +938,18 @@ def cited_search(data) -> int:
     model searched, and says no count), else 0: LiteLLM bills such an answer one search."""
     choices = data.get("choices") if isinstance(data, dict) else None
     for choice in choices if isinstance(choices, list) else ():
-        message = choice.get("message") if isinstance(choice, dict) else None
-        notes = message.get("annotations") if isinstance(message, dict) else None
-        for note in notes if isinstance(notes, list) else ():
-            if isinstance(note, dict) and note.get("type") == "url_citation":
-                return 1
+        if isinstance(choice, dict) and cites_web(choice.get("message")):
+            return 1
     return 0
+
+
+def cites_web(message) -> bool:
+    """Whether a chat message (or a stream's delta) carries url_citation annotations."""
+    notes = message.get("annotations") if isinstance(message, dict) else None
+    return any(
+        isinstance(note, dict) and note.get("type") == "url_citation"
+        for note in (notes if isinstance(notes, list) else ())
+    )
 
 
 # The same in a stream's raw event: a JSON token (quotes in text are escaped), so a
@@ -1144,14 +1184,31 @@ class LiteLLMAdapter:
             kwargs["api_key"] = key
         return kwargs
 
-    def _error(self, exc: Exception, dep: DeploymentInfo) -> UpstreamError:
+    @contextlib.contextmanager
+    def _outbound(self):
+        """Around one LiteLLM call: this adapter's network policy, and the box its
+        transport marks once a request has left (``_sent``)."""
+        sent = [False]
+        policy, marker = egress_policy().set(self.network), _sent.set(sent)
+        try:
+            yield sent
+        finally:
+            _sent.reset(marker)
+            egress_policy().reset(policy)
+
+    def _error(self, exc: Exception, dep: DeploymentInfo, sent: bool = True) -> UpstreamError:
         lib = self._lib()
         try:
             status = int(getattr(exc, "status_code", None) or 0) or None
         except (TypeError, ValueError):
             status = None
         timeout = isinstance(exc, lib.Timeout | asyncio.TimeoutError) or status == 408
-        if not timeout and isinstance(exc, lib.APIConnectionError) and _library_failure(exc):
+        if (
+            not sent
+            and not timeout
+            and isinstance(exc, lib.APIConnectionError)
+            and _library_failure(exc)
+        ):
             # LiteLLM could not turn this request into the provider's: the request does not
             # fit this deployment (the next may take it); no health cost, never "unreachable".
             log.info(
@@ -1197,13 +1254,11 @@ class LiteLLMAdapter:
         }[endpoint]
         if endpoint != "embeddings":
             kwargs.update(_NO_MCP)
-        token = egress_policy().set(self.network)
-        try:
-            resp = await fn(**kwargs)
-        except Exception as exc:
-            raise self._error(exc, dep) from exc
-        finally:
-            egress_policy().reset(token)
+        with self._outbound() as sent:
+            try:
+                resp = await fn(**kwargs)
+            except Exception as exc:
+                raise self._error(exc, dep, sent[0]) from exc
         return litellm_answer(endpoint, resp)
 
     async def stream(self, endpoint, dep, body, timeout) -> AsyncIterator[list[Event]]:
@@ -1212,16 +1267,15 @@ class LiteLLMAdapter:
         fn = lib.acompletion if endpoint == "chat" else lib.atext_completion
         if endpoint != "embeddings":
             kwargs.update(_NO_MCP)
-        token = egress_policy().set(self.network)
         kind = provider_kinds.get(dep.kind)
         shape = _stream_shape.set(endpoint if kind and kind.openai_shaped else None)
-        try:
-            resp = await fn(**kwargs)
-        except Exception as exc:
-            raise self._error(exc, dep) from exc
-        finally:
-            _stream_shape.reset(shape)
-            egress_policy().reset(token)
+        with self._outbound() as sent:
+            try:
+                resp = await fn(**kwargs)
+            except Exception as exc:
+                raise self._error(exc, dep, sent[0]) from exc
+            finally:
+                _stream_shape.reset(shape)
         started = False
         try:
             async for chunk in resp:
@@ -1266,13 +1320,11 @@ class LiteLLMAdapter:
             if kind is not None and kind.litellm_prefix == "openai":
                 kwargs["model"] = f"hosted_vllm/{dep.upstream_model}"
                 kwargs["client"] = self._handler
-        token = egress_policy().set(self.network)
-        try:
-            resp = await fn(**kwargs)
-        except Exception as exc:
-            raise self._error(exc, dep) from exc
-        finally:
-            egress_policy().reset(token)
+        with self._outbound() as sent:
+            try:
+                resp = await fn(**kwargs)
+            except Exception as exc:
+                raise self._error(exc, dep, sent[0]) from exc
         data = resp.model_dump(exclude_none=True) if hasattr(resp, "model_dump") else dict(resp)
         data.pop("_hidden_params", None)
         if endpoint == "moderations":
@@ -1289,13 +1341,11 @@ class LiteLLMAdapter:
         lib = self._lib()
         kwargs = self._kwargs("media", dep, {}, timeout)
         kwargs.update(call.body)
-        token = egress_policy().set(self.network)
-        try:
-            resp = await lib.aspeech(**kwargs)
-        except Exception as exc:
-            raise self._error(exc, dep) from exc
-        finally:
-            egress_policy().reset(token)
+        with self._outbound() as sent:
+            try:
+                resp = await lib.aspeech(**kwargs)
+            except Exception as exc:
+                raise self._error(exc, dep, sent[0]) from exc
         headers = getattr(getattr(resp, "response", None), "headers", None) or {}
         content_type = headers.get("content-type") or "application/octet-stream"
         return content_type, _in_pieces(resp.content)

@@ -609,6 +609,9 @@ class FakeUpstream:
         try:
             await send("response.created", response=start)
             await send("response.in_progress", response=start)
+            for call in _web_search_calls(b.web_search_calls):  # each searched, streamed first
+                await send("response.output_item.added", output_index=0, item=call)
+                await send("response.output_item.done", output_index=0, item=call)
             opened = {**item, "status": "in_progress"}
             if item["type"] == "message":
                 opened["content"] = []

@@ -869,3 +869,99 @@ def test_the_searches_a_request_may_run(body, searches):
     assert dep.reservation(10, 5, searches=searches) - dep.reservation(10, 5) == pytest.approx(
         searches * _search_price(SEARCHER)
     )
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/responses"])
+def test_a_search_model_s_search_is_billed_on_every_api(acme, mode, path, stream):
+    """Its answer translated to the Messages or the Responses API still carries its one
+    search (its citations are read before the translation)."""
+    model = _search_deployment(acme, SEARCH_MODEL)
+    acme.fake.behaviours[SEARCH_MODEL] = Behaviour(cite_web=True)
+    if path == "/v1/messages":
+        body = {"model": model, "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+        out = post(acme, path, {**body, "stream": stream}, anthropic=True)
+        if not stream:
+            assert out.json()["usage"]["server_tool_use"] == {"web_search_requests": 1}
+    else:
+        post(acme, path, {"model": model, "input": "news?", "stream": stream})
+    [row] = usage_rows(acme.org)
+    assert float(row.cost) == pytest.approx(
+        map_cost(model=SEARCH_MODEL) + _search_price(SEARCH_MODEL), rel=1e-6
+    )
+
+
+def test_searches_streamed_before_a_client_leaves_are_billed(acme):
+    """The Responses API's web_search_call items stream before the answer: a client that
+    leaves before response.completed still pays for the searches the provider ran."""
+    model = _search_deployment(acme, WEB_TOOL_MODEL, kind="openai")
+    acme.fake.behaviours[WEB_TOOL_MODEL] = Behaviour(
+        web_search_calls=2, stream_chunks=50, chunk_delay=0.05
+    )
+    body = {"model": model, "input": "news?", "tools": [{"type": "web_search"}], "stream": True}
+    with httpx.stream(
+        "POST",
+        acme.base_url + "/responses",
+        json=body,
+        headers={"Authorization": f"Bearer {acme.raw}"},
+        timeout=30,
+    ) as response:
+        for line in response.iter_lines():
+            if "output_text.delta" in line:
+                break  # searches seen, then gone
+    deadline = time.monotonic() + 10
+    while not (rows := usage_rows(acme.org)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [row] = rows
+    assert row.http_status == 499
+    assert float(row.cost) >= 2 * _search_price(WEB_TOOL_MODEL)
+
+
+def test_a_chat_search_model_stream_left_early_bills_its_search(acme):
+    """web_search_options (only search models take it) was searched before the first
+    token: a client gone before the citations arrive still pays for it."""
+    model = _search_deployment(acme, SEARCH_MODEL)
+    acme.fake.behaviours[SEARCH_MODEL] = Behaviour(
+        cite_web=True, stream_chunks=50, chunk_delay=0.05
+    )
+    with httpx.stream(
+        "POST",
+        acme.base_url + "/chat/completions",
+        json=chat(model, True, web_search_options={}),
+        headers={"Authorization": f"Bearer {acme.raw}"},
+        timeout=30,
+    ) as response:
+        for line in response.iter_lines():
+            if "word2" in line:
+                break
+    deadline = time.monotonic() + 10
+    while not (rows := usage_rows(acme.org)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [row] = rows
+    assert row.http_status == 499 and float(row.cost) >= _search_price(SEARCH_MODEL)
+
+
+UNPRICED_SEARCHER = "claude-haiku-4-5-20251001"  # token prices, no price per search
+
+
+@pytest.mark.parametrize("path", ["chat", "messages"])
+def test_a_search_is_refused_where_it_has_no_price(acme, path):
+    entry = litellm_price_map()[UNPRICED_SEARCHER]
+    assert entry.get("input_cost_per_token") and not entry.get("search_context_cost_per_query")
+    anthropic_deployment(acme, "claude", UNPRICED_SEARCHER)
+    if path == "chat":
+        out = post(acme, "/v1/chat/completions", chat("claude", web_search_options={}), status=400)
+        assert out.json()["error"]["param"] == "web_search_options"
+    else:
+        body = {
+            "model": "claude",
+            "max_tokens": 50,
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": [
+                {"type": "function", "name": "f"},
+                {"type": "web_search_20250305", "name": "web_search"},
+            ],
+        }
+        out = post(acme, "/v1/messages", body, anthropic=True, status=400)
+        assert "price per search" in out.json()["error"]["message"]
+    assert acme.fake.requests == []

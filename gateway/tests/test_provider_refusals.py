@@ -6,6 +6,7 @@ no deployment's health). Driven by the openai SDK against a live gateway."""
 
 import httpx
 import openai
+import orjson
 import pytest
 
 from gateway import runtime, services
@@ -17,7 +18,7 @@ from gateway.tests.openai_schema import assert_openai_schema
 CLAUDE = "claude-sonnet-4-5-20250929"
 HI = [{"role": "user", "content": "hi"}]
 # What LangChain, LibreChat and others send on every request: Anthropic has none of them.
-SAMPLING = {"presence_penalty": 0, "frequency_penalty": 0.5, "seed": 7, "logit_bias": {"1": 2}}
+SAMPLING = {"presence_penalty": 0, "frequency_penalty": 0.5, "seed": 7}
 
 
 def sdk(acme) -> openai.OpenAI:
@@ -301,3 +302,96 @@ def test_a_provider_error_s_fields_are_openai_s_types(acme):
     assert response.status_code == 400
     assert_openai_schema(response.json(), "ErrorResponse")
     assert response.json()["error"]["code"] is None
+
+
+@pytest.mark.parametrize("raw", [b"{}", b'{"type": "message", "content": [{"type": "text"}]}'])
+def test_an_answer_litellm_cannot_read_is_the_deployments_failure(acme, mode, raw):
+    """LiteLLM's catch-all over its own KeyError once the provider has answered is a broken
+    answer (the deployment's: a 502, health counted), not the request's 400."""
+    anthropic_deployment(acme, "claude", CLAUDE)
+    acme.fake.behaviours[CLAUDE] = Behaviour(raw_response=("application/json", raw))
+    for _ in range(2):
+        response = httpx.post(
+            f"{acme.base_url}/chat/completions",
+            headers={"Authorization": f"Bearer {acme.raw}"},
+            json={"model": "claude", "messages": HI},
+            timeout=20,
+        )
+        assert response.status_code == 502, response.text
+    health = runtime.gateway().health
+    assert max(h.consecutive_failures for h in health._health.values()) >= FAILURES_TO_OPEN
+
+
+def test_a_403_fails_over_but_cools_nothing_down(acme, mode):
+    """Some 403s are about what the request named (a file the key may not read): the next
+    deployment answers, and one app's requests never cool the org's deployment down."""
+    acme.fake.behaviours["primary-model"] = Behaviour(status=403, error_message="no access")
+    for _ in range(FAILURES_TO_OPEN + 1):
+        answer = sdk(acme).chat.completions.with_raw_response.create(model="ha-chat", messages=HI)
+        assert answer.headers["x-bonito-provider"] == "fake2"
+    health = runtime.gateway().health
+    assert all(h.consecutive_failures == 0 and not h.open_until for h in health._health.values())
+
+
+def test_count_tokens_counts_locally_when_the_credentials_are_refused(acme):
+    anthropic_deployment(acme, "claude", CLAUDE)
+    acme.fake.behaviours[CLAUDE] = Behaviour(status=401, error_message="invalid x-api-key")
+    response = httpx.post(
+        f"{acme.url}/v1/messages/count_tokens",
+        headers={"x-api-key": acme.raw, "anthropic-version": "2023-06-01"},
+        json={"model": "claude", "messages": HI},
+        timeout=20,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["input_tokens"] > 0
+
+
+def test_logit_bias_is_refused_not_dropped(acme):
+    """It bans or forces tokens: an answer without it is not the answer asked for."""
+    anthropic_deployment(acme, "claude", CLAUDE)
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk(acme).chat.completions.create(model="claude", messages=HI, logit_bias={"50256": -100})
+    assert refused.value.body["param"] == "logit_bias"
+
+
+SECRET = "sk-fake-upstream-credential"
+CHUNK = {
+    "id": "c",
+    "object": "chat.completion.chunk",
+    "created": 0,
+    "model": "m",
+    "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}],
+}
+
+
+def test_a_mid_stream_error_event_quoting_the_credential_is_redacted(acme):
+    events = (
+        b"data: " + orjson.dumps(CHUNK) + b"\n\n"
+        b'data: {"error": {"message": "quota for Bearer ' + SECRET.encode() + b' exceeded"}}\n\n'
+    )
+    acme.fake.behaviours["gpt-4o-mini"] = Behaviour(
+        raw_response=("text/event-stream", events), raw_cuts=[len(events) // 2]
+    )
+    with httpx.stream(
+        "POST",
+        f"{acme.base_url}/chat/completions",
+        headers={"Authorization": f"Bearer {acme.raw}"},
+        json={"model": "chat-small", "messages": HI, "stream": True},
+        timeout=20,
+    ) as response:
+        text = response.read().decode()
+    assert "[redacted]" in text and SECRET not in text
+
+
+def test_a_service_account_json_credential_is_redacted_part_by_part():
+    from gateway.dataplane.snapshot import DeploymentInfo
+    from gateway.dataplane.upstream import redact
+
+    account = orjson.dumps(
+        {"type": "service_account", "private_key_id": "abcdef0123456789", "client_email": "x"}
+    ).decode()
+    dep = DeploymentInfo(1, "m", "p", "vertex", "x", credentials={"service_account": account})
+    assert redact("bad key id abcdef0123456789", dep) == "bad key id [redacted]"
+    assert redact(b'{"message": "' + account.encode().replace(b'"', b'\\"') + b'"}', dep) == (
+        b'{"message": "[redacted]"}'
+    )

@@ -1,6 +1,7 @@
 """The /v1 wire: the key is checked first on every path and method, every request with a
 valid key is one usage row (a 404 and a 405 included), gzip bodies in and out."""
 
+import contextlib
 import gzip
 import time
 import zlib
@@ -420,6 +421,30 @@ def test_a_body_that_stops_arriving_is_a_408(acme, monkeypatch):
 
     monkeypatch.setattr(asgi_v1, "BODY_IDLE_S", 0.5)
     answer = _raw_http(acme, _partial_body(acme, b'{"model": ', 58), timeout=10)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    [row] = usage_rows(acme.org)
+    assert (row.http_status, row.error_type) == (408, "request_timeout")
+
+
+def test_a_body_dripped_a_byte_at_a_time_is_a_408_at_the_deadline(acme, monkeypatch):
+    import socket
+    from urllib.parse import urlsplit
+
+    from gateway import asgi_v1
+
+    monkeypatch.setattr(asgi_v1, "BODY_TOTAL_S", 1.0)
+    where = urlsplit(acme.url)
+    with socket.create_connection((where.hostname, where.port), timeout=10) as sock:
+        sock.sendall(_partial_body(acme, b"{", 58))
+        answer, started = b"", time.monotonic()
+        sock.settimeout(0.2)
+        while b"\r\n\r\n" not in answer and time.monotonic() - started < 8:
+            with contextlib.suppress(OSError):
+                sock.sendall(b" ")  # well within the idle bound, never whole
+            try:
+                answer += sock.recv(65536)
+            except TimeoutError:
+                continue
     assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
     [row] = usage_rows(acme.org)
     assert (row.http_status, row.error_type) == (408, "request_timeout")
