@@ -380,7 +380,10 @@ def _anthropic_usage(usage, tier: str | None = None, cited: int = 0) -> dict:
     if tier is not None:
         return Usage(_anthropic_usage(usage, cited=cited), tier=tier)
     if not isinstance(usage, dict):
-        return {"input_tokens": 0, "output_tokens": 0}
+        out = {"input_tokens": 0, "output_tokens": 0}
+        if cited:  # (the tokens are counted by the caller; the search is not countable)
+            out["server_tool_use"] = {"web_search_requests": cited}
+        return out
     details = usage.get("prompt_tokens_details")
     cached = details.get("cached_tokens") if isinstance(details, dict) else None
     cached = cached if type(cached) is int and cached > 0 else 0
@@ -620,22 +623,27 @@ def output_text(message: dict) -> str:
 class StreamSeen:
     """What a Messages stream reported about its usage, and its output to count if not."""
 
-    __slots__ = ("usage", "pieces", "final", "tier")
+    __slots__ = ("usage", "pieces", "final", "tier", "searches")
 
     def __init__(self):
         self.usage: dict = {}
         self.pieces: list[str] = []
         self.final = False  # message_delta's usage came: the output count is the whole
         self.tier = None  # a translated stream's served tier (_anthropic_usage)
+        self.searches = 0  # web_search server tool calls seen as they streamed
 
     def reported(self) -> dict:
         """The usage to bill: as reported, but a stream cut short (no message_delta) bills
-        at least the output it relayed (message_start's output count is a placeholder)."""
-        if self.final or not self.usage:
-            return self.usage
-        output = self.usage.get("output_tokens")
+        at least the output it relayed (message_start's output count is a placeholder), and
+        the web searches whose calls it relayed (the provider ran them)."""
+        usage = self.usage
+        if self.searches > web_searches(usage):
+            usage = {**usage, "server_tool_use": {"web_search_requests": self.searches}}
+        if self.final or not usage:
+            return usage
+        output = usage.get("output_tokens")
         counted = tokens.count_tokens(self.text())
-        return {**self.usage, "output_tokens": max(counted, output if _is_count(output) else 0)}
+        return {**usage, "output_tokens": max(counted, output if _is_count(output) else 0)}
 
     def add(self, ev: dict) -> None:
         kind = ev.get("type")
@@ -654,9 +662,12 @@ class StreamSeen:
                 if isinstance(delta.get(name), str):
                     self.pieces.append(delta[name])
         elif kind == "content_block_start" and isinstance(ev.get("content_block"), dict):
-            name = ev["content_block"].get("name")
+            block = ev["content_block"]
+            name = block.get("name")
             if isinstance(name, str):
                 self.pieces.append(name)
+            if block.get("type") == "server_tool_use" and name == "web_search":
+                self.searches += 1
 
     def text(self) -> str:
         return "".join(self.pieces)
@@ -676,7 +687,7 @@ def _error_event(ev, dep: DeploymentInfo) -> UpstreamError | None:
     err = ev.get("error") if isinstance(ev.get("error"), dict) else {}
     status = {"overloaded_error": 529, "rate_limit_error": 429}.get(err.get("type"), 502)
     return UpstreamError(
-        f"{dep.label} sent an error event: {redact(str(err.get('message'))[:200], dep)}",
+        f"{dep.label} sent an error event: {redact(str(err.get('message')), dep)[:200]}",
         status,
         body=redact(ev, dep),
     )

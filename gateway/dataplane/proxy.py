@@ -834,7 +834,7 @@ class Gateway:
             if counts is None:  # no usable usage reported: count what was sent and answered
                 counts = Counts(
                     anthropic_api.count_input(chat, anthropic), tokens.count_tokens(text)
-                )
+                )._replace(searches=web_searches(usage))
             elif not counts[0]:
                 # No input reported (a translated stream's message_start carries a placeholder
                 # 0, and one cut short never gets the real count): the prompt is counted, on

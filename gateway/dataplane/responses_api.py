@@ -490,8 +490,8 @@ class ChatEvents:
     in_progress first, each output item added, its deltas, done, then completed (or
     incomplete) with the whole response and its usage."""
 
-    def __init__(self, rid: str, body: dict, model: str):
-        self.rid, self.body, self.model = rid, body, model
+    def __init__(self, rid: str, body: dict, model: str, dep=None):
+        self.rid, self.body, self.model, self.dep = rid, body, model, dep
         self.created = int(time.time())
         self.seq = 0
         self.output: list[dict] = []
@@ -652,7 +652,7 @@ class ChatEvents:
         if chunk.get("error") and not choices:
             self.failed = True
             error = chunk["error"] if isinstance(chunk["error"], dict) else {}
-            message = str(error.get("message") or chunk["error"])[:500]
+            message = redact(str(error.get("message") or chunk["error"]), self.dep)[:500]
             return [self._error("stream_error", f"The provider failed mid-answer: {message}")]
         if chunk.get("usage"):
             self.usage = responses_usage(chunk["usage"]) or self.usage
@@ -888,14 +888,17 @@ async def _call(gw, Outgoing, ctx, candidates, body, native_body, chat_body, spe
         if data is None:
             raise UpstreamError(f"{dep.label} sent something that is not a completion", 502)
         served[dep.id] = served_tier(answer)
+        cited[dep.id] = cited_search(answer)  # kept here too: an answer may have no usage
         return data
 
     served = {}  # deployment id -> the tier its answer said it served
+    cited = {}  # deployment id -> its answer's search, as a search model's (cited_search)
     data = await gw._attempts(ctx, candidates, attempt)
     ctx.tier_served = served.get(ctx.dep.id)
     ctx.tier_requested = _tier_sent(gw, ctx.dep, body)
     counts = _counts(data.get("usage"), chat_body, lambda: output_text(data), body)
-    counts = counts._replace(searches=max(counts.searches, searched(data)))
+    searches = max(counts.searches, searched(data), cited.get(ctx.dep.id, 0))
+    counts = counts._replace(searches=searches)
     return gw._answered(ctx, data, counts, spend, backend)
 
 
@@ -1001,7 +1004,7 @@ async def _stream(gw, Outgoing, ctx, candidates, body, native_body, chat_body, s
             def carries(chunk):
                 return carries_output(chunk, dep)
 
-            convert = ChatEvents(rid, body, dep.upstream_model)
+            convert = ChatEvents(rid, body, dep.upstream_model, dep)
         held = await _held(chunks, carries)
         if held is None:
             await chunks.aclose()

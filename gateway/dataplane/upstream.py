@@ -123,10 +123,17 @@ def _secrets(credentials) -> list[str]:
             stack.extend(value)
         elif isinstance(value, str) and len(value) >= 8:
             found.append(value)
-            if value.lstrip().startswith("{"):  # a service account's JSON: its parts too
+            if value.lstrip().startswith("{"):  # a service account's JSON: its secret parts
                 with contextlib.suppress(orjson.JSONDecodeError):
-                    stack.append(orjson.loads(value))
+                    parsed = orjson.loads(value)
+                    if isinstance(parsed, dict):
+                        stack.extend(v for k, v in parsed.items() if k in _SECRET_PARTS)
     return sorted(set(found), key=len, reverse=True)
+
+
+# A key file's fields that are secret (a service account's, an OAuth client's); the others
+# (project, e-mail, URLs) name things an admin needs to read in an error.
+_SECRET_PARTS = frozenset({"private_key", "private_key_id", "client_secret", "refresh_token"})
 
 
 def redact(value, dep: DeploymentInfo):
@@ -672,7 +679,7 @@ def carries_output(chunk, dep: DeploymentInfo) -> bool:
         return False
     if chunk.get("error") and not chunk.get("choices"):
         raise UpstreamError(
-            f"{dep.label} sent an error event: {redact(_error_text(chunk['error']), dep)}",
+            f"{dep.label} sent an error event: {_error_text(redact(chunk['error'], dep))}",
             502,
             body=redact(chunk, dep),
         )
@@ -1272,6 +1279,10 @@ class LiteLLMAdapter:
         with self._outbound() as sent:
             try:
                 resp = await fn(**kwargs)
+                if getattr(resp, "completion_stream", True) is None:
+                    # A stream LiteLLM opens on its first read (Vertex's Gemini): opened
+                    # here, under this call's network policy.
+                    await resp.fetch_stream()
             except Exception as exc:
                 raise self._error(exc, dep, sent[0]) from exc
             finally:
@@ -1320,11 +1331,12 @@ class LiteLLMAdapter:
             if kind is not None and kind.litellm_prefix == "openai":
                 kwargs["model"] = f"hosted_vllm/{dep.upstream_model}"
                 kwargs["client"] = self._handler
-        with self._outbound() as sent:
+        with self._outbound():
             try:
                 resp = await fn(**kwargs)
             except Exception as exc:
-                raise self._error(exc, dep, sent[0]) from exc
+                # (some of LiteLLM's media calls use clients of their own: ``sent`` unknown)
+                raise self._error(exc, dep) from exc
         data = resp.model_dump(exclude_none=True) if hasattr(resp, "model_dump") else dict(resp)
         data.pop("_hidden_params", None)
         if endpoint == "moderations":
@@ -1341,11 +1353,11 @@ class LiteLLMAdapter:
         lib = self._lib()
         kwargs = self._kwargs("media", dep, {}, timeout)
         kwargs.update(call.body)
-        with self._outbound() as sent:
+        with self._outbound():
             try:
                 resp = await lib.aspeech(**kwargs)
             except Exception as exc:
-                raise self._error(exc, dep, sent[0]) from exc
+                raise self._error(exc, dep) from exc  # (as media)
         headers = getattr(getattr(resp, "response", None), "headers", None) or {}
         content_type = headers.get("content-type") or "application/octet-stream"
         return content_type, _in_pieces(resp.content)

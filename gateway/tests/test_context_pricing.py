@@ -965,3 +965,21 @@ def test_a_search_is_refused_where_it_has_no_price(acme, path):
         out = post(acme, "/v1/messages", body, anthropic=True, status=400)
         assert "price per search" in out.json()["error"]["message"]
     assert acme.fake.requests == []
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/responses"])
+def test_a_search_model_s_search_is_billed_when_it_reports_no_usage(acme, path):
+    model = _search_deployment(acme, SEARCH_MODEL)
+    acme.fake.behaviours[SEARCH_MODEL] = Behaviour(cite_web=True, report_usage=False)
+    if path == "/v1/messages":
+        body = {"model": model, "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+        post(acme, path, body, anthropic=True)
+    else:
+        post(acme, path, {"model": model, "input": "news?"})
+    [row] = usage_rows(acme.org)
+    entry = litellm_price_map()[SEARCH_MODEL]
+    tokens_cost = (
+        row.input_tokens * entry["input_cost_per_token"]
+        + row.output_tokens * entry["output_cost_per_token"]
+    )
+    assert float(row.cost) == pytest.approx(tokens_cost + _search_price(SEARCH_MODEL), rel=1e-6)

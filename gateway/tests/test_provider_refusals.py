@@ -395,3 +395,85 @@ def test_a_service_account_json_credential_is_redacted_part_by_part():
     assert redact(b'{"message": "' + account.encode().replace(b'"', b'\\"') + b'"}', dep) == (
         b'{"message": "[redacted]"}'
     )
+
+
+def test_a_translated_responses_stream_s_error_event_is_redacted(acme):
+    events = (
+        b"data: " + orjson.dumps(CHUNK) + b"\n\n"
+        b'data: {"error": {"message": "quota for Bearer ' + SECRET.encode() + b' exceeded"}}\n\n'
+    )
+    acme.fake.behaviours["gpt-4o-mini"] = Behaviour(
+        raw_response=("text/event-stream", events), raw_cuts=[len(events) // 2]
+    )
+    with httpx.stream(
+        "POST",
+        f"{acme.base_url}/responses",
+        headers={"Authorization": f"Bearer {acme.raw}"},
+        json={"model": "chat-small", "input": "hi", "stream": True},
+        timeout=20,
+    ) as response:
+        text = response.read().decode()
+    assert "[redacted]" in text and SECRET not in text
+
+
+def test_a_long_error_is_redacted_before_it_is_cut(acme):
+    """A key across the cut (200 characters) would leave its first part in the message."""
+    message = "x" * 185 + " key " + SECRET + " refused"
+    events = b'data: {"error": {"message": "' + message.encode() + b'"}}\n\n'
+    acme.fake.behaviours["gpt-4o-mini"] = Behaviour(raw_response=("text/event-stream", events))
+    response = httpx.post(
+        f"{acme.base_url}/chat/completions",
+        headers={"Authorization": f"Bearer {acme.raw}"},
+        json={"model": "chat-small", "messages": HI, "stream": True},
+        timeout=20,
+    )
+    assert response.status_code == 502
+    assert "sk-fake" not in response.text and SECRET[:8] not in response.text
+
+
+def test_a_service_account_s_names_stay_readable_in_errors():
+    from gateway.dataplane.snapshot import DeploymentInfo
+    from gateway.dataplane.upstream import redact
+
+    account = orjson.dumps(
+        {
+            "type": "service_account",
+            "project_id": "acme-prod-123",
+            "private_key_id": "abcdef0123456789",
+            "client_email": "bonito@acme-prod-123.iam.gserviceaccount.com",
+        }
+    ).decode()
+    dep = DeploymentInfo(1, "m", "p", "vertex", "x", credentials={"service_account": account})
+    said = "project acme-prod-123 denied bonito@acme-prod-123.iam.gserviceaccount.com"
+    assert redact(said, dep) == said
+
+
+def test_streamed_web_search_calls_are_billed_if_the_stream_is_cut():
+    """Anthropic's web search tool: each server_tool_use block is a search the provider
+    ran; a stream cut before its final usage still bills them."""
+    from gateway.dataplane.anthropic_api import StreamSeen, usage_counts
+
+    seen = StreamSeen()
+    seen.add(
+        {"type": "message_start", "message": {"usage": {"input_tokens": 20, "output_tokens": 1}}}
+    )
+    for i in range(2):
+        block = {
+            "type": "server_tool_use",
+            "id": f"srvtoolu_{i}",
+            "name": "web_search",
+            "input": {},
+        }
+        seen.add({"type": "content_block_start", "index": i, "content_block": block})
+    seen.add(
+        {"type": "content_block_start", "index": 2, "content_block": {"type": "text", "text": ""}}
+    )
+    assert usage_counts(seen.reported()).searches == 2
+    # The final usage, when it comes, says the same or more: never counted twice.
+    seen.add(
+        {
+            "type": "message_delta",
+            "usage": {"output_tokens": 9, "server_tool_use": {"web_search_requests": 2}},
+        }
+    )
+    assert usage_counts(seen.reported()).searches == 2
