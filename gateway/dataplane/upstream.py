@@ -174,12 +174,8 @@ def provider_error(
     is the deployment failing: the next is tried, and the client never sees the provider's
     words (OpenAI's quote the key's last characters) nor a 401 that would read as its own
     key refused. The admin's connection test shows them (``detail``)."""
-    secrets = _secrets(dep.credentials)
-    if secrets and body is not None:
-        body = _scrubbed(body, secrets)  # an upstream that echoes the key it was sent
+    body = redact(body, dep)  # an upstream that echoes the key it was sent
     message = _error_message(body, status)
-    if secrets:
-        message = _scrubbed(message, secrets)
     if status in CREDENTIALS_REFUSED:
         log.warning("%s: the provider refused its credentials (HTTP %s)", dep.label, status)
         return UpstreamError(
@@ -1331,12 +1327,13 @@ class LiteLLMAdapter:
             if kind is not None and kind.litellm_prefix == "openai":
                 kwargs["model"] = f"hosted_vllm/{dep.upstream_model}"
                 kwargs["client"] = self._handler
-        with self._outbound():
+        with self._outbound() as sent:
             try:
                 resp = await fn(**kwargs)
             except Exception as exc:
-                # (some of LiteLLM's media calls use clients of their own: ``sent`` unknown)
-                raise self._error(exc, dep) from exc
+                # (Azure's images and Vertex's speech go through LiteLLM's own HTTP clients,
+                # which do not mark ``sent``: an answer it cannot read there reads as unfit)
+                raise self._error(exc, dep, sent[0]) from exc
         data = resp.model_dump(exclude_none=True) if hasattr(resp, "model_dump") else dict(resp)
         data.pop("_hidden_params", None)
         if endpoint == "moderations":
@@ -1353,11 +1350,11 @@ class LiteLLMAdapter:
         lib = self._lib()
         kwargs = self._kwargs("media", dep, {}, timeout)
         kwargs.update(call.body)
-        with self._outbound():
+        with self._outbound() as sent:
             try:
                 resp = await lib.aspeech(**kwargs)
             except Exception as exc:
-                raise self._error(exc, dep) from exc  # (as media)
+                raise self._error(exc, dep, sent[0]) from exc  # (as media)
         headers = getattr(getattr(resp, "response", None), "headers", None) or {}
         content_type = headers.get("content-type") or "application/octet-stream"
         return content_type, _in_pieces(resp.content)
