@@ -786,7 +786,8 @@ _sent: contextvars.ContextVar[list | None] = contextvars.ContextVar("bonito_sent
 class _StreamShapingTransport(httpx.AsyncBaseTransport):
     """Under litellm: an OpenAI-shaped provider that answers a stream request with a JSON
     completion gets its answer re-sent as an event stream (the OpenAI SDK would read a
-    JSON body as an empty stream); a body that is not a completion becomes a 502."""
+    JSON body as an empty stream); a body that is not a completion becomes a 502; a
+    redirect loses its Location (no client follows it)."""
 
     def __init__(self, inner: httpx.AsyncBaseTransport):
         self.inner = inner
@@ -796,6 +797,10 @@ class _StreamShapingTransport(httpx.AsyncBaseTransport):
         if sent is not None:
             sent[0] = True
         response = await self.inner.handle_async_request(request)
+        if 300 <= response.status_code < 400:
+            # Never followed, even by a client of LiteLLM's own that would: a redirect
+            # could carry the credential's header to another host.
+            response.headers.pop("location", None)
         endpoint = _stream_shape.get()
         content_type = response.headers.get("content-type", "").partition(";")[0].strip()
         if endpoint is None or response.status_code != 200 or content_type == "text/event-stream":
@@ -1104,6 +1109,9 @@ class LiteLLMAdapter:
         transport = _StreamShapingTransport(GuardedAsyncTransport())
         litellm.aclient_session = httpx.AsyncClient(transport=transport, follow_redirects=False)
         cls._handler = AsyncHTTPHandler(transport=transport, follow_redirects=False)
+        # The few paths that take no client (Azure's image generation, Vertex's speech)
+        # build LiteLLM's own: those get this transport too (and so no proxy mounts).
+        AsyncHTTPHandler.create_async_transport = staticmethod(lambda *a, **k: transport)
         return litellm
 
     @classmethod

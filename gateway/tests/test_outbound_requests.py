@@ -267,6 +267,77 @@ def test_a_name_rebound_to_loopback_after_saving_is_refused_at_connect_time(
     assert "sk-must-not-leave" not in caplog.text
 
 
+@pytest.fixture
+def listener():
+    """A loopback port that counts the connections made to it (and answers none)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    accepted = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield server.getsockname()[1], accepted
+    server.close()
+    for conn in accepted:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "path,body",
+    [
+        (
+            "/images/generations",
+            {"model": "rebound", "prompt": "a fish"},
+        ),  # Azure: LiteLLM's own client
+        (
+            "/chat/completions",
+            {"model": "rebound", "messages": [{"role": "user", "content": "hi"}]},
+        ),
+    ],
+)
+def test_an_azure_deployment_rebound_to_loopback_is_refused_on_every_endpoint(
+    acme, dns, default_policy, listener, path, body
+):
+    """LiteLLM builds HTTP clients of its own on some paths (Azure's image generation):
+    those connect only where the network policy allows, like every other."""
+    port, accepted = listener
+    dns.hosts["azure-rebind.provider.test"] = [PUBLIC]
+    provider = services.provider_save(
+        actor=ACTOR,
+        org=acme.org,
+        name="azure-rebind",
+        kind="azure_openai",
+        api_base=f"http://azure-rebind.provider.test:{port}",
+        credentials={"api_key": "az-must-not-leave"},
+    )
+    services.deployment_save(
+        actor=ACTOR,
+        org=acme.org,
+        model_name="rebound",
+        provider=provider,
+        upstream_model="dall-e-3",
+    )
+    refresh_snapshot()
+    dns.hosts["azure-rebind.provider.test"] = ["127.0.0.1"]
+    response = httpx.post(
+        acme.base_url + path,
+        json=body,
+        headers={"Authorization": f"Bearer {acme.raw}"},
+        timeout=30,
+    )
+    assert response.status_code == 502, response.text
+    assert "could not reach the provider" in response.json()["error"]["message"]
+    assert accepted == []  # no connection, so no key, reached the loopback listener
+
+
 def test_a_redirect_is_not_followed(acme, mode):
     acme.fake.behaviours["gpt-4o-mini"] = Behaviour(redirect_to=acme.fake.url + "/chat/completions")
     response = httpx.post(
@@ -277,6 +348,56 @@ def test_a_redirect_is_not_followed(acme, mode):
     )
     assert response.status_code == 502 and "error" in response.json()
     assert acme.fake.requests and not any(r["query"] for r in acme.fake.requests)  # not followed
+
+
+def test_a_redirect_is_not_followed_by_litellms_own_clients(acme, listener):
+    """Azure's image generation runs on an HTTP client LiteLLM makes itself, one that
+    would follow redirects: a provider's redirect must not carry the key elsewhere."""
+    import http.server
+
+    port, accepted = listener  # where the redirect points: it must see no connection
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(307)
+            self.send_header("Location", f"http://127.0.0.1:{port}/steal")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        provider = services.provider_save(
+            actor=ACTOR,
+            org=acme.org,
+            name="azure-redirect",
+            kind="azure_openai",
+            api_base=f"http://127.0.0.1:{server.server_address[1]}",
+            credentials={"api_key": "az-must-not-leave"},
+        )
+        services.deployment_save(
+            actor=ACTOR,
+            org=acme.org,
+            model_name="painter",
+            provider=provider,
+            upstream_model="dall-e-3",
+        )
+        refresh_snapshot()
+        response = httpx.post(
+            acme.base_url + "/images/generations",
+            json={"model": "painter", "prompt": "a fish"},
+            headers={"Authorization": f"Bearer {acme.raw}"},
+            timeout=30,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert response.status_code == 502, response.text
+    assert accepted == []
 
 
 # ------------------------------------------------------------------ Test connection
