@@ -1339,8 +1339,6 @@ class LiteLLMAdapter:
             try:
                 resp = await fn(**kwargs)
             except Exception as exc:
-                # (Azure's images and Vertex's speech go through LiteLLM's own HTTP clients,
-                # which do not mark ``sent``: an answer it cannot read there reads as unfit)
                 raise self._error(exc, dep, sent[0]) from exc
         data = resp.model_dump(exclude_none=True) if hasattr(resp, "model_dump") else dict(resp)
         data.pop("_hidden_params", None)
