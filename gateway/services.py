@@ -575,14 +575,16 @@ def _deployment_summary(d: Deployment) -> dict:
         "weight": d.weight,
         "priority": d.priority,
         "is_active": d.is_active,
-        "input_price_per_mtok": str(d.input_price_per_mtok)
-        if d.input_price_per_mtok is not None
-        else None,
-        "output_price_per_mtok": str(d.output_price_per_mtok)
-        if d.output_price_per_mtok is not None
-        else None,
-        "unit_price": str(d.unit_price) if d.unit_price is not None else None,
+        "input_price_per_mtok": _price(d.input_price_per_mtok),
+        "output_price_per_mtok": _price(d.output_price_per_mtok),
+        "unit_price": _price(d.unit_price),
     }
+
+
+def _price(value) -> str | None:
+    """A price as written, whether read back from the database (2.50000000) or just set
+    (2.5): saving the same price again is no change."""
+    return None if value is None else format(value.normalize(), "f")
 
 
 @transaction.atomic

@@ -43,14 +43,15 @@ def not_permitted(message, param="model"):
     return GatewayError(403, message, "permission_error", "model_not_permitted", param)
 
 
-def model_not_found(model):
-    return GatewayError(
-        404,
-        f"The model `{model}` does not exist or you do not have access to it.",
-        "invalid_request_error",
-        "model_not_found",
-        "model",
-    )
+def model_not_found(model, smart_alias=False):
+    message = f"The model `{model}` does not exist or you do not have access to it."
+    if smart_alias:
+        message += (
+            f" `{model}` asks for smart routing, which is not on for this organization: an "
+            "org admin turns it on by setting its tiers (Routing in the dashboard, or "
+            "smart_tiers in the gateway settings)."
+        )
+    return GatewayError(404, message, "invalid_request_error", "model_not_found", "model")
 
 
 def rate_limited(message, retry_after_s: float, code="rate_limit_exceeded", headers=None):

@@ -383,7 +383,9 @@ class Gateway:
             names, strategy, weights = list(policy.models), policy.strategy, policy.weights
         else:
             if model not in org.deployments:
-                raise errors.model_not_found(model)
+                raise errors.model_not_found(
+                    model, smart_alias=org.smart is None and model == org.auto_model
+                )
             names, strategy, weights = [model], org.strategy, None
         primary: list[DeploymentInfo] = []
         refused = None

@@ -267,5 +267,39 @@ def test_the_demo_key_answers_at_once(live_server_thread, gw):
         json={"model": "demo-embed", "input": "hi"},
     )
     assert response.status_code == 200 and len(response.json()["data"][0]["embedding"]) == 16
+    # Smart routing is on for `auto`: an easy prompt goes to the cheap tier, a hard one up.
+    tiers = {}
+    for prompt in ("hi", "Prove step by step that there are infinitely many primes. " * 20):
+        response = httpx.post(
+            live_server_thread.url + "/v1/chat/completions",
+            headers=headers,
+            json={"model": "auto", "messages": [{"role": "user", "content": prompt}]},
+        )
+        assert response.status_code == 200, response.text
+        assert 0 <= float(response.headers["x-bonito-route-score"]) <= 1
+        tiers[prompt[:2]] = response.headers["x-bonito-route-tier"]
+    assert tiers == {"hi": "demo-chat-mini", "Pr": "demo-chat"}
     assert gw.sink.flush()
-    assert sorted(UsageRecord.objects.values_list("endpoint", flat=True)) == ["chat", "embeddings"]
+    rows = UsageRecord.objects.order_by("created_at")
+    assert sorted(r.endpoint for r in rows) == ["chat", "chat", "chat", "embeddings"]
+    cheap = rows.get(route_tier="demo-chat-mini")
+    assert cheap.model_requested == "auto" and cheap.model_used == "demo-chat-mini"
+    assert 0 < cheap.cost < cheap.cost_top_tier  # what it saved shows on the Usage page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_auto_says_smart_routing_is_off_where_it_is(live_server_thread, gw, org_a):
+    import httpx
+
+    from gateway import runtime
+
+    _, raw = services.api_key_create(actor=ACTOR, org=org_a, name="k")
+    runtime.snapshots().publish(build_snapshot())
+    response = httpx.post(
+        live_server_thread.url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {raw}"},
+        json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert error["code"] == "model_not_found" and "smart routing" in error["message"]
