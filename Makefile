@@ -45,6 +45,7 @@ run: migrate
 	@$(BIN)/celery -A bonito worker -B --loglevel=warning --concurrency=1 & \
 	worker=$$!; trap 'kill -TERM $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT; \
 	$(BIN)/uvicorn bonito.asgi:application --host 127.0.0.1 --port $(PORT) --lifespan on --reload \
+	  --http gateway.dataplane.http_protocol:HeadDeadlineProtocol \
 	  --reload-dir bonito --reload-dir orgs --reload-dir gateway --reload-dir governance \
 	  --reload-dir billing --reload-dir agents --reload-dir templates
 
@@ -54,7 +55,8 @@ serve: export MALLOC_ARENA_MAX ?= 2
 serve: migrate
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	exec $(BIN)/uvicorn bonito.asgi:application --host $${HOST:-127.0.0.1} --port $(PORT) \
-	  --workers $(WEB_CONCURRENCY) --lifespan on --no-access-log --loop uvloop --http httptools
+	  --workers $(WEB_CONCURRENCY) --lifespan on --no-access-log --loop uvloop \
+	  --http gateway.dataplane.http_protocol:HeadDeadlineProtocol
 
 worker: venv
 	$(BIN)/celery -A bonito worker -B --loglevel=info

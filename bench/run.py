@@ -541,7 +541,7 @@ def main():
                 "--loop",
                 "uvloop",
                 "--http",
-                "httptools",
+                "gateway.dataplane.http_protocol:HeadDeadlineProtocol",  # as make serve
             ],
             cwd=ROOT,
             env=env,

@@ -337,7 +337,10 @@ def start_bonito(procs, root: Path, env: dict, port: int, log: Path):
             "--loop",
             "uvloop",
             "--http",
-            "httptools",
+            # as make serve; an older checkout (--baseline) has httptools' plain protocol
+            "gateway.dataplane.http_protocol:HeadDeadlineProtocol"
+            if (root / "gateway" / "dataplane" / "http_protocol.py").exists()
+            else "httptools",
             "--backlog",
             "8192",
         ],

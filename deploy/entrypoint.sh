@@ -14,7 +14,7 @@ case "$command" in
   web)
     exec uvicorn bonito.asgi:application --host 0.0.0.0 --port "${PORT:-8000}" \
       --workers "${WEB_CONCURRENCY:-2}" --lifespan on --no-access-log --loop uvloop \
-      --http httptools --timeout-graceful-shutdown "${GRACEFUL_SHUTDOWN_S:-30}" "$@"
+      --http gateway.dataplane.http_protocol:HeadDeadlineProtocol --timeout-graceful-shutdown "${GRACEFUL_SHUTDOWN_S:-30}" "$@"
     ;;
   worker) exec celery -A bonito worker --loglevel="${CELERY_LOG_LEVEL:-info}" "$@" ;;
   beat) exec celery -A bonito beat --loglevel="${CELERY_LOG_LEVEL:-info}" "$@" ;;

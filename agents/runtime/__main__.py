@@ -10,6 +10,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 def main() -> int:
     import uvicorn
 
+    from gateway.dataplane.http_protocol import SPEC as HEAD_DEADLINE
+
     from .credentials import Credentials, CredentialsError
     from .settings import SettingsError, load, log_level, prepare_state_dir
 
@@ -33,6 +35,7 @@ def main() -> int:
         port=s.port,
         workers=s.workers,
         lifespan="on",
+        http=HEAD_DEADLINE,  # a request's head must be whole within 30 s (slowloris)
         access_log=False,
         log_level="warning",
     )

@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
+# The HTTP protocol `make serve` and the container run uvicorn with (a deadline on heads).
+HEAD_DEADLINE = "gateway.dataplane.http_protocol:HeadDeadlineProtocol"
 TEMPLATES = Path(tempfile.gettempdir()) / "bonito-test-templates"
 
 
@@ -261,8 +263,8 @@ class ExternalBonito:
             src.backup(dst)
 
     def serve(self, port: int, workers: int = 1) -> str:
-        """uvicorn as `make serve` runs it (lifespan on); workers > 1: a supervisor process
-        and that many worker processes."""
+        """uvicorn as `make serve` runs it (lifespan on, its HTTP protocol); workers > 1: a
+        supervisor process and that many worker processes."""
         log = open(self.tmp / f"server-{port}.log", "w")  # noqa: SIM115 - kept open for the process
         proc = subprocess.Popen(
             [
@@ -276,6 +278,8 @@ class ExternalBonito:
                 "warning",
                 "--lifespan",
                 "on",
+                "--http",
+                HEAD_DEADLINE,
                 *(["--workers", str(workers)] if workers > 1 else []),
             ],
             cwd=ROOT,

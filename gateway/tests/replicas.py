@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.tests.external import ROOT
+from gateway.tests.external import HEAD_DEADLINE, ROOT
 from gateway.tests.fault.postgres_server import PostgresServer, free_port
 from gateway.tests.fault.redis_server import RedisServer
 
@@ -89,7 +89,7 @@ class Replica:
             [sys.executable, "-m", "uvicorn", "bonito.asgi:application"]
             + ["--host", "127.0.0.1", "--port", str(self.port)]
             + ["--workers", str(self.harness.workers), "--lifespan", "on", "--no-access-log"]
-            + ["--loop", "uvloop", "--http", "httptools", "--log-level", "warning"],
+            + ["--loop", "uvloop", "--http", HEAD_DEADLINE, "--log-level", "warning"],
             cwd=ROOT,
             env=self.env,
             stdout=log,
