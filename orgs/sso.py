@@ -763,7 +763,7 @@ def session_opened(request, config: SSOConfig, user: User, info: dict) -> None:
             "user": user,
             "name_id": info.get("name_id") or "",
             "session_index": info.get("session_index") or "",
-            "expires_at": now + timedelta(hours=config.session_hours),
+            "expires_at": request.session.get_expiry_date(),  # the session's own end
         },
     )
 

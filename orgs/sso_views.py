@@ -1,6 +1,8 @@
 """SAML SP endpoints per org (/sso/<slug>/...), SSO discovery by email domain, and the
 org admins' SSO settings page."""
 
+from datetime import timedelta
+
 from django import forms
 from django.conf import settings
 from django.contrib import messages
@@ -86,7 +88,9 @@ def acs(request, org_slug):
         shown = exc.reason if exc.public else sso.REFUSED_PAGE_REASON
         return _refused(request, config.org, exc.reason, exc.email, shown=shown)
     login(request, user, backend=BACKEND)  # rotates the session key
-    request.session.set_expiry(config.session_hours * 3600)
+    # A timedelta is a fixed end (now + session_hours); seconds would count from the last
+    # write, and every dashboard page writes the session: it would never end.
+    request.session.set_expiry(timedelta(hours=config.session_hours))
     sso.session_opened(request, config, user, info)
     request.session["current_org"] = config.org.slug
     response = redirect(relay)

@@ -5,6 +5,7 @@ only the sessions of the user (and SessionIndex) it names."""
 import base64
 import zlib
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
@@ -232,3 +233,22 @@ def test_the_log_out_button_is_still_csrf_checked(acme_sso, idp):
     token = page.split('name="csrfmiddlewaretoken" value="', 1)[1].split('"', 1)[0]
     assert client.post(SLS, {"csrfmiddlewaretoken": token}).status_code == 302
     assert user_of(client) is None
+
+
+def test_an_sso_session_ends_session_hours_after_sign_in_however_much_it_is_used(acme_sso, idp):
+    """session_hours is the session's life from the sign-in, not from its last use: every
+    dashboard page writes the session (the org last opened), and a lifetime counted from
+    the last write would let a busy session outlive its SSOSession row, and so the IdP's
+    logout, for ever."""
+    from django.contrib.sessions.models import Session
+
+    client = sign_in(idp)
+    record = SSOSession.objects.get()
+    ends = Session.objects.get(session_key=record.session_key).expire_date
+    assert abs(ends - record.expires_at) < timedelta(seconds=5)
+    for _ in range(3):
+        assert client.get("/o/acme/keys/").status_code == 200
+        assert client.get("/o/acme/").status_code == 200
+    assert Session.objects.get(session_key=record.session_key).expire_date == ends
+    cookie_ends = parsedate_to_datetime(client.cookies["sessionid"]["expires"])
+    assert abs(cookie_ends - ends) < timedelta(seconds=2)  # the browser drops it then too
