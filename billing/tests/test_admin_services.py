@@ -164,3 +164,28 @@ def test_notifications_are_read_only_in_the_admin(admin_client, org_a):
     url = f"/admin/billing/notification/{note.pk}/"
     assert admin_client.post(url + "change/", {"message": "changed"}).status_code == 403
     assert admin_client.post(url + "delete/", {"post": "yes"}).status_code == 403
+
+
+def test_a_budget_s_webhook_url_is_write_only_in_the_admin(admin_client, org_a):
+    """The URL carries its secret (a Slack hook's token): the admin, like the dashboard and
+    the API, never shows it; a save that leaves the field empty keeps it."""
+    hook = "https://hooks.example.com/services/T000/B000/sEcReT-hook-token"
+    budget = budget_save(actor=SETUP, org=org_a, amount_usd=10, webhook_url=hook)
+    url = f"/admin/billing/budget/{budget.pk}/change/"
+    page = admin_client.get(url)
+    assert page.status_code == 200
+    assert "sEcReT-hook-token" not in page.content.decode()
+    assert "hooks.example.com" not in page.content.decode()
+
+    response = admin_client.post(url, form_data(page, amount_usd="20.00"))
+    assert response.status_code == 302
+    assert Budget.objects.get(pk=budget.pk).webhook_url == hook  # kept
+
+    other = "https://hooks.example.com/services/T000/B000/another"
+    response = admin_client.post(url, form_data(admin_client.get(url), webhook_url=other))
+    assert response.status_code == 302
+    assert Budget.objects.get(pk=budget.pk).webhook_url == other
+
+    response = admin_client.post(url, form_data(admin_client.get(url), clear_webhook="on"))
+    assert response.status_code == 302
+    assert Budget.objects.get(pk=budget.pk).webhook_url == ""
