@@ -57,6 +57,7 @@ from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 
 from core.client_ip import client_ip
 from core.crypto import decrypt_json, encrypt_json
+from core.text import one_line
 from orgs.audit import Actor, audit_record
 
 from . import services
@@ -1209,7 +1210,11 @@ def message_allowed(request, endpoint: str) -> bool:
 
 
 def audit_refusal(request, org: Organization, reason: str, email: str = "") -> None:
-    log.warning("SSO: refused for %s (%s): %s", org.slug, email or "no email", reason)
+    # One line: the reason may quote an unsigned response (its Issuer, its Destination),
+    # which anyone can post, and a line break in it would forge log lines.
+    log.warning(
+        "SSO: refused for %s (%s): %s", org.slug, one_line(email) or "no email", one_line(reason)
+    )
     audit_record(
         actor=Actor(ip=client_ip(request), via="sso"),
         org=org,

@@ -657,3 +657,19 @@ def test_a_flood_of_posts_to_the_acs_is_cut_off_without_filling_the_audit_log(ac
     page = client.post("/sso/acme/acs/", {"SAMLResponse": "junk"})
     assert b"Too many sign-in attempts" in page.content
     assert Client().post("/sso/acme/acs/", {"SAMLResponse": "junk"}).status_code == 403  # others
+
+
+def test_a_refusal_is_one_log_line_whatever_the_unsigned_response_says(acme_sso, idp, caplog):
+    """The reason may quote the response (its Issuer, its Destination) before any signature
+    is checked: anyone can post one, so its line breaks must not forge log lines."""
+    client = Client()
+    forged = "https://idp.example.test/saml\n2026-01-01 00:00:00,000 CRITICAL bonito.sso forged"
+    a = idp.assertion(**_valid(idp, start(client)))
+    xml = idp.response(a, acs_url=SP["acs_url"], in_response_to=None, issuer=forged)
+    xml = xml.replace("<samlp:Response ", f'<samlp:Response InResponseTo="{start(client)}" ', 1)
+    with caplog.at_level("WARNING", logger="bonito.sso"):
+        response = post(client, xml)
+    assert response.status_code == 403
+    lines = [r.getMessage() for r in caplog.records if r.name == "bonito.sso"]
+    assert lines and "forged" in lines[-1]  # the reason is kept, escaped
+    assert all("\n" not in line and "\r" not in line for line in lines)
