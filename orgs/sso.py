@@ -1192,8 +1192,9 @@ def consume(request, config: SSOConfig) -> tuple[User, Membership, str, dict]:
 
 
 def message_allowed(request, endpoint: str) -> bool:
-    """At most SSO_ACS_PER_MINUTE SAML messages per endpoint ("acs", "sls"), client address
-    and minute, so a flood of junk cannot fill the audit log. The counter lives in the
+    """At most SSO_ACS_PER_MINUTE SAML messages per endpoint ("acs", "sls", and "login":
+    the sign-ins started, each an AuthnRequest row), client address and minute, so a flood
+    of junk cannot fill the audit log or the requests table. The counter lives in the
     cache (Redis when set); if the cache is down the message is allowed (sign-in and
     logout must not depend on it)."""
     limit = settings.SSO_ACS_PER_MINUTE

@@ -61,6 +61,8 @@ def metadata(request, org_slug):
 @require_GET
 def sso_login(request, org_slug):
     config = _config(org_slug)
+    if not sso.message_allowed(request, "login"):  # each start stores a request row
+        return _too_many(request, config.org)
     url, nonce = sso.begin_login(request, config, request.GET.get("next", ""))
     response = redirect(url)
     if nonce:

@@ -12,7 +12,7 @@ from django.test import Client
 from orgs import sso
 from orgs.audit import Actor
 from orgs.config import ConfigError, config_apply
-from orgs.models import AuditLog, Membership, SSOConfig, User
+from orgs.models import AuditLog, Membership, SSOAuthnRequest, SSOConfig, User
 
 from .saml_idp import TestIdP, b64
 
@@ -657,6 +657,22 @@ def test_a_flood_of_posts_to_the_acs_is_cut_off_without_filling_the_audit_log(ac
     page = client.post("/sso/acme/acs/", {"SAMLResponse": "junk"})
     assert b"Too many sign-in attempts" in page.content
     assert Client().post("/sso/acme/acs/", {"SAMLResponse": "junk"}).status_code == 403  # others
+
+
+def test_a_flood_of_sign_in_starts_is_cut_off_without_filling_the_requests_table(
+    acme_sso, settings
+):
+    """Each start of a sign-in stores its AuthnRequest (kept a day): anyone can ask for one."""
+    import uuid
+
+    settings.SSO_ACS_PER_MINUTE = 3
+    address = f"2001:db8::{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}"
+    client = Client(REMOTE_ADDR=address)
+    before = SSOAuthnRequest.objects.count()
+    statuses = [client.get("/sso/acme/login/").status_code for _ in range(6)]
+    assert statuses == [302, 302, 302, 429, 429, 429]
+    assert SSOAuthnRequest.objects.count() == before + 3
+    assert Client().get("/sso/acme/login/").status_code == 302  # another address
 
 
 def test_a_refusal_is_one_log_line_whatever_the_unsigned_response_says(acme_sso, idp, caplog):
