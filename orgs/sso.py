@@ -1496,6 +1496,21 @@ def config_for_email(email: str) -> SSOConfig | None:
     return config if config is not None and domain in config.email_domains else None
 
 
+def sso_only_for(org: Organization, email: str) -> SSOConfig | None:
+    """The org's SSO settings if a member with this email may not sign in with a password
+    there (as password_blocked_by decides: SSO required, the domain listed and verified);
+    an invitation to such an org makes an account without a password."""
+    domain = _email_domain(email or "")
+    config = (
+        SSOConfig.objects.filter(
+            org=org, enabled=True, sso_required=True, org__sso_domains__domain=domain
+        )
+        .select_related("org")
+        .first()
+    )
+    return config if config is not None and domain in config.email_domains else None
+
+
 def password_blocked_by(user) -> SSOConfig | None:
     """The SSO-required org that keeps this user from signing in with a password, if any:
     only an org that lists and owns (verified) the user's email domain, whose IdP can sign

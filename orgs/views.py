@@ -13,7 +13,7 @@ from core import show_once
 from core.text import NAME_MESSAGE
 from orgs.audit import Actor
 
-from . import services, throttle
+from . import services, sso, throttle
 from .backends import BACKEND
 from .forms import (
     AcceptInvitationForm,
@@ -366,9 +366,22 @@ def invitation_accept(request, token):
         return render(request, "orgs/invitation_error.html", {"message": str(exc)}, status=410)
     form = AcceptInvitationForm(request.POST or None)
     needs_account = not request.user.is_authenticated
+    # An org that signs this email in through SSO only: the account gets no password, and
+    # the first sign-in is the IdP's (a password session would go around it).
+    sso_only = sso.sso_only_for(invitation.org, invitation.email) if needs_account else None
+    if sso_only is not None:
+        form.fields["password"].required = False
     if request.method == "POST":
         actor = Actor.from_request(request)
         try:
+            if sso_only is not None:
+                name = form.cleaned_data["name"] if form.is_valid() else ""
+                membership = services.invitation_accept(actor=actor, raw_token=token, name=name)
+                messages.success(
+                    request,
+                    f"Welcome to {membership.org.name}. Sign in through its single sign-on.",
+                )
+                return redirect(f"/sso/{membership.org.slug}/login/")
             if needs_account:
                 if not form.is_valid():
                     raise ValidationError("Choose a password of at least 8 characters.")
@@ -394,5 +407,10 @@ def invitation_accept(request, token):
     return render(
         request,
         "orgs/invitation_accept.html",
-        {"invitation": invitation, "form": form, "needs_account": needs_account},
+        {
+            "invitation": invitation,
+            "form": form,
+            "needs_account": needs_account and sso_only is None,
+            "sso_only": sso_only is not None,
+        },
     )

@@ -490,6 +490,30 @@ def test_sso_required_turns_off_passwords_except_for_the_break_glass_owner(acme_
     assert authenticate(username="bob@acme.test", password=PASSWORD) is None
 
 
+def test_an_invitation_to_an_sso_required_org_makes_no_password_and_no_session(acme_sso, alice):
+    """The invitee's first sign-in is the IdP's: accepting makes an account without a
+    password and sends the browser to SSO (a password session would go around it)."""
+    from orgs import services
+
+    sso.sso_config_save(
+        actor=ADMIN, org=acme_sso.org, sso_required=True, break_glass_email="alice@acme.test"
+    )
+    _, raw = services.invitation_create(actor=ADMIN, org=acme_sso.org, email="new@acme.test")
+    client = Client()
+    page = client.get(f"/invite/{raw}/")
+    assert b"single sign-on" in page.content and b'name="password"' not in page.content
+    response = client.post(f"/invite/{raw}/", {"name": "New", "password": "chosen-password-1"})
+    assert response.status_code == 302 and response["Location"] == "/sso/acme/login/"
+    assert signed_in_as(client) is None
+    user = User.objects.get(email="new@acme.test")
+    assert not user.has_usable_password() and user.name == "New"
+    assert Membership.objects.filter(org=acme_sso.org, user=user).exists()
+    # Outside the SSO domains, an invitation still makes a password account.
+    _, raw = services.invitation_create(actor=ADMIN, org=acme_sso.org, email="guest@other.test")
+    client.post(f"/invite/{raw}/", {"name": "Guest", "password": "chosen-password-2"})
+    assert signed_in_as(client) == "guest@other.test"
+
+
 def test_requiring_sso_needs_a_break_glass_admin(acme_sso, bob):
     with pytest.raises(Exception, match="break-glass owner"):
         sso.sso_config_save(actor=ADMIN, org=acme_sso.org, sso_required=True)
