@@ -2,6 +2,7 @@
 org admins' SSO settings page."""
 
 from datetime import timedelta
+from urllib.parse import urlencode
 
 from django import forms
 from django.conf import settings
@@ -148,7 +149,7 @@ def discover(request):
         if config is not None:
             nxt = sso.safe_relay_state(form.cleaned_data.get("next"))
             url = f"/sso/{config.org.slug}/login/"
-            return redirect(f"{url}?next={nxt}" if nxt else url)
+            return redirect(f"{url}?{urlencode({'next': nxt})}" if nxt else url)
         form.add_error("email", "No organization signs in with single sign-on for that domain.")
     return render(request, "orgs/sso_discover.html", {"form": form})
 

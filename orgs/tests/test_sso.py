@@ -527,7 +527,11 @@ def test_the_login_page_sends_users_to_their_orgs_idp_by_email_domain(acme_sso):
     client = Client()
     response = client.post("/sso/", {"email": "someone@ACME.test", "next": "/o/acme/logs/"})
     assert response.status_code == 302
-    assert response["Location"] == "/sso/acme/login/?next=/o/acme/logs/"
+    assert response["Location"] == "/sso/acme/login/?next=%2Fo%2Facme%2Flogs%2F"
+    # A next with a query of its own stays whole (encoded), not split into parameters.
+    response = client.post("/sso/", {"email": "a@acme.test", "next": "/o/acme/logs/?q=1&p=2"})
+    nxt = parse_qs(urlparse(response["Location"]).query)["next"]
+    assert nxt == ["/o/acme/logs/?q=1&p=2"]
     response = client.post("/sso/", {"email": "someone@nowhere.test"})
     assert response.status_code == 200 and b"No organization signs in" in response.content
     assert b'action="/sso/"' in client.get("/login/").content
