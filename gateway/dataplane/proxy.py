@@ -420,7 +420,8 @@ class Gateway:
             candidates, anthropic if req.endpoint == "messages" else body
         )
         stream = body.get("stream") is True and req.endpoint != "embeddings"
-        # Validated: positive integers or absent. Each of the n choices may use them all.
+        # Validated: positive integers or absent. Each of the n choices may use them all, and
+        # so may each of the best_of completions a provider generates (and bills) to return n.
         out_est = (
             0
             if req.endpoint == "embeddings"
@@ -429,7 +430,7 @@ class Gateway:
                 or body.get("max_tokens")
                 or ctx.org.default_max_tokens
             )
-            * (body.get("n") or 1)
+            * max(body.get("n") or 1, body.get("best_of") or 1)
         )
         searches = tokens.searches_asked(anthropic if req.endpoint == "messages" else body)
         spend, verdict = await self._admit_tokens(ctx, req.body, candidates, out_est, searches)

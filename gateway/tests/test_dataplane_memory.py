@@ -7,6 +7,7 @@ Each test drives ``Gateway.handle(Incoming(...))`` as the ASGI app does and chec
 client sees (status, OpenAI-shaped error, headers, SSE), what the provider was sent, and
 the usage records."""
 
+import asyncio
 import time
 from dataclasses import replace
 
@@ -715,6 +716,25 @@ async def test_the_spend_cap_refuses_once_the_months_spend_reaches_it(rig):
     assert sum(r["cost"] for r in records) == pytest.approx(1.2)
     out = await rig.send()
     assert error_of(out)["code"] == "spend_cap_exceeded"
+
+
+@pytest.mark.parametrize("field", ["n", "best_of"])
+async def test_the_spend_reservation_holds_every_completion_the_provider_generates(rig, field):
+    """A legacy completion with best_of generates that many completions server-side, and
+    the provider bills every one, as it does the n choices: the reservation holds them all,
+    so a request beside it that fits the cap with a single completion's worth is refused."""
+    org = acme(spend_cap=0.003)
+    rig.publish(org)
+    rig.upstream.behaviours["gpt-4o-mini"] = Behaviour(latency=0.5)
+    body = {"model": "chat", "prompt": "hello", "max_tokens": 100}
+    # 20 completions of up to 100 tokens at $2 per million: $0.004, past the cap while it
+    # runs; one completion's worth ($0.0002) is not.
+    first = asyncio.ensure_future(rig.send({**body, field: 20}, endpoint="completions"))
+    await asyncio.sleep(0.2)  # the first is admitted and waiting on the provider
+    beside = await rig.send(body, endpoint="completions")
+    assert beside.status == 429 and error_of(beside)["code"] == "spend_cap_exceeded"
+    assert (await first).status == 200
+    assert len(rig.upstream.requests) == 1
 
 
 async def test_a_month_already_spent_in_the_snapshot_is_refused_at_once(rig):
