@@ -130,6 +130,7 @@ class OrgRef(Schema):
 
 class Facts(Schema):
     spent_this_month: float
+    month: str = ""  # the month (YYYYMM) spent_this_month is of; "": the current one
     blocked: dict[str, dict]
 
 

@@ -11,6 +11,7 @@ from django.db.models import Max, Min
 from django.utils import timezone
 
 from core.config_version import current_version
+from core.months import month_key
 from gateway.dataplane.snapshot import Snapshot, delta_to_dict, key_to_dict, snapshot_to_dict
 from gateway.models import ApiKey, key_hash_secret
 from gateway.snapshot_builder import build_delta, load_keys, load_orgs, org_facts
@@ -25,6 +26,7 @@ def _facts(org_id: int) -> dict:
     facts = org_facts(org_id)
     return {
         "spent_this_month": float(facts.get("spent_this_month", 0.0)),
+        "month": month_key(),  # the month that spend is of
         "blocked": {scope: asdict(b) for scope, b in facts.get("blocked", {}).items()},
     }
 

@@ -32,6 +32,7 @@ from core.config_version import (
     store_delta,
 )
 from core.crypto import seal, unseal
+from core.months import month_key
 
 from .dataplane.memory import settle_long_lived
 from .dataplane.snapshot import (
@@ -332,7 +333,8 @@ def load_orgs(org_ids=None, now: datetime | None = None) -> dict:
             if rp.strategy == "smart"
             else None,
         )
-    org_facts = _org_facts(now or datetime.now(UTC), org_ids)
+    now = now or datetime.now(UTC)
+    org_facts = _org_facts(now, org_ids)
     tiers = {t.tier: t for t in TierLimit.objects.all()}
     orgs = {}
     # The org with its policy and gateway config (one-to-one): one query, not three.
@@ -358,6 +360,7 @@ def load_orgs(org_ids=None, now: datetime | None = None) -> dict:
                 tier.monthly_spend_cap_usd if tier else None,
             ),
             spent_this_month=facts.get("spent_this_month", 0.0),
+            spent_month=month_key(now),
             default_max_tokens=pol.default_max_tokens_estimate if pol else 1024,
             strategy=_strategy(cfg.default_strategy, f"the gateway config of org {org.id}")
             if cfg
@@ -507,14 +510,15 @@ def refresh_facts(snap: Snapshot, now: datetime | None = None) -> Snapshot:
     """The snapshot with every org's billing facts (month-to-date spend, spent budgets and
     allowances) read again: only the orgs whose facts changed are new objects, the keys are
     shared. The same version: facts are not config, they move with usage."""
-    facts = _org_facts(now or datetime.now(UTC), None)
+    now = now or datetime.now(UTC)
+    facts, month = _org_facts(now, None), month_key(now)
     orgs = None
     for org_id, org in snap.orgs.items():
         f = facts.get(org_id, {})
         spent, blocked = f.get("spent_this_month", 0.0), f.get("blocked", {})
-        if spent != org.spent_this_month or blocked != org.blocked:
+        if spent != org.spent_this_month or blocked != org.blocked or month != org.spent_month:
             orgs = dict(snap.orgs) if orgs is None else orgs
-            orgs[org_id] = replace(org, spent_this_month=spent, blocked=blocked)
+            orgs[org_id] = replace(org, spent_this_month=spent, spent_month=month, blocked=blocked)
     if orgs is None:
         return snap
     return Snapshot(

@@ -178,6 +178,7 @@ class ConfigSync:
             changes = {"deployments": deployments}
             if self.org and org_id == self.org.get("id") and self.facts:
                 changes["spent_this_month"] = float(self.facts.get("spent_this_month") or 0.0)
+                changes["spent_month"] = str(self.facts.get("month") or "")
                 changes["blocked"] = {
                     scope: Block(**b) for scope, b in (self.facts.get("blocked") or {}).items()
                 }

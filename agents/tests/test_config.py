@@ -8,6 +8,7 @@ import pytest
 
 from agents.tests.conftest import AgentClient
 from conftest import SETUP
+from core.months import month_key
 from gateway import services as gw
 from gateway.dataplane.snapshot import apply_delta, delta_from_dict, snapshot_from_dict
 from governance.services import policy_set
@@ -46,7 +47,7 @@ def test_the_full_document_is_the_orgs_own_without_credentials(agent_a, org_a, a
     deps = doc["snapshot"]["orgs"][str(org_a.id)]["deployments"]["chat"]
     assert [d["credentials"] for d in deps] == [{}]
     assert SECRET not in r.content.decode() and "sk-b" not in r.content.decode()
-    assert doc["facts"] == {"spent_this_month": 0.0, "blocked": {}}
+    assert doc["facts"] == {"spent_this_month": 0.0, "month": month_key(), "blocked": {}}
     assert base64.b64decode(doc["hash_secret"]) == b"agent-tests-key-hash-secret-0123456789"
     assert (doc["poll_s"], doc["heartbeat_s"], doc["ingest_batch_s"]) == (30, 60, 10)
     assert doc["token"] is None

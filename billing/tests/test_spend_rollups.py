@@ -17,6 +17,7 @@ from billing.budgets import budget_save
 from billing.models import UsageRecord
 from billing.services import mark_dirty_hours, rollup_recent
 from billing.spend import requests_grouped, spend_grouped
+from core.months import month_bounds, month_key
 from gateway import services as gateway_services
 from gateway.snapshot_builder import build_snapshot, refresh_facts
 from orgs import services as org_services
@@ -106,6 +107,18 @@ def test_spend_from_rollups_equals_a_raw_scan(org_a, org_b, data):
             g: n for g, n in raw_requests(since, until).items() if g[0] == org_b.id
         }
         transaction.set_rollback(True)
+
+
+def test_the_facts_say_which_month_their_spend_is_of(org_a):
+    """The month-to-date spend is the floor of that month's spend-cap counter only: the
+    snapshot says which month it is of, and the refresh in a new month says the new one."""
+    gateway_services.api_key_create(actor=ACTOR, org=org_a, name="ci")
+    snap = build_snapshot()
+    assert snap.orgs[org_a.id].spent_month == month_key()
+    next_month = month_bounds()[1] + timedelta(minutes=1)
+    fresh = refresh_facts(snap, next_month)
+    assert fresh.orgs[org_a.id].spent_month == month_key(next_month)
+    assert fresh.orgs[org_a.id].spent_this_month == 0.0
 
 
 def test_the_facts_refresh_replaces_only_orgs_whose_facts_moved(org_a, org_b):

@@ -196,9 +196,15 @@ class SpendReservation:
     # The counter of the month the reservation was made in: a request reserved before
     # midnight on the month's last day settles into the same month's counter.
     key: str = field(init=False)
+    # The month the baseline is of ("": this one). In a month's first minute the snapshot
+    # may still hold last month's spend, which must not become the new month's floor.
+    baseline_month: str = ""
 
     def __post_init__(self):
-        self.key = f"{org_prefix(self.org_id)}:cap:{month_key()}"
+        month = month_key()
+        self.key = f"{org_prefix(self.org_id)}:cap:{month}"
+        if self.baseline_month and self.baseline_month != month:
+            self.baseline = 0.0
 
 
 @dataclass(slots=True)

@@ -506,7 +506,11 @@ class Gateway:
         spend = None
         if ctx.org.spend_cap is not None and spends:
             spend = SpendReservation(
-                ctx.org.id, ctx.org.spend_cap, reserve, ctx.org.spent_this_month
+                ctx.org.id,
+                ctx.org.spend_cap,
+                reserve,
+                ctx.org.spent_this_month,
+                baseline_month=ctx.org.spent_month,
             )
         buckets = self._buckets(ctx.key, ctx.org, token_cost)
         verdict = await self.limiter.acquire(buckets, spend)

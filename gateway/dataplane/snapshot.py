@@ -241,6 +241,9 @@ class OrgInfo:
     enabled_providers: frozenset = frozenset()
     spend_cap: float | None = None
     spent_this_month: float = 0.0
+    # The month (core.months.month_key) spent_this_month is of; "": the current one. In a
+    # month's first minute the snapshot may still hold last month's figure.
+    spent_month: str = ""
     default_max_tokens: int = 1024
     strategy: str = "failover"
     fallback_models: tuple = ()

@@ -10,11 +10,13 @@ the usage records."""
 import asyncio
 import time
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
 
 from core import keys
+from core.months import month_key
 from gateway.dataplane.limits import Limiter
 from gateway.dataplane.proxy import Gateway, Incoming, Outgoing
 from gateway.dataplane.routing import FAILURES_TO_OPEN
@@ -30,6 +32,7 @@ from gateway.dataplane.state import SnapshotSource
 from gateway.dataplane.upstream import Upstreams
 from gateway.dataplane.usage import UsageSink
 from gateway.tests.fake_upstream import IN_MEMORY_URL, Behaviour, FakeUpstream
+from gateway.tests.fault.redis_server import RedisServer
 
 SECRET = b"in-memory-test-hash-secret"
 ORG = 7
@@ -735,6 +738,29 @@ async def test_the_spend_reservation_holds_every_completion_the_provider_generat
     assert beside.status == 429 and error_of(beside)["code"] == "spend_cap_exceeded"
     assert (await first).status == 200
     assert len(rig.upstream.requests) == 1
+
+
+@pytest.mark.parametrize("limits", ["local", "redis"])
+async def test_last_months_spend_is_no_floor_for_this_months_cap(rig, tmp_path, limits):
+    """In a month's first minute the snapshot may still carry last month's spend (the
+    refresher reads billing's facts every GATEWAY_FACTS_REFRESH_S): an org that spent its
+    whole cap last month is served, and the new month's counter does not keep last
+    month's figure once the facts say this month's."""
+    server = RedisServer(tmp_path).start() if limits == "redis" else None
+    try:
+        if server is not None:
+            rig.gateway.limiter = Limiter(server.url)
+        last_month = month_key(datetime.now(UTC).replace(day=1) - timedelta(days=1))
+        rig.publish(acme(spend_cap=10.0, spent_this_month=10.0, spent_month=last_month))
+        assert (await rig.send(chat(max_tokens=5))).status == 200
+        rig.publish(acme(spend_cap=10.0, spent_this_month=0.0, spent_month=month_key()))
+        assert (await rig.send(chat(max_tokens=5))).status == 200
+        if server is not None:  # this month's own spend raises Redis's counter, as before
+            rig.publish(acme(spend_cap=10.0, spent_this_month=10.0, spent_month=month_key()))
+            assert error_of(await rig.send(chat(max_tokens=5)))["code"] == "spend_cap_exceeded"
+    finally:
+        if server is not None:
+            server.stop()
 
 
 async def test_a_month_already_spent_in_the_snapshot_is_refused_at_once(rig):
