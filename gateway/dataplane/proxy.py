@@ -1247,13 +1247,15 @@ def _passthrough_error(exc: UpstreamError) -> GatewayError:
 
 
 def _refuse_if_budget_spent(key: KeyInfo, org: OrgInfo) -> None:
+    now = time.time()
     for scope in ("org", f"team:{key.team_id}", f"key:{key.id}"):
         block = org.blocked.get(scope)
-        if block is not None:
+        # past its period's end (a new month before the facts are read again) it has lifted
+        if block is not None and block.until > now:
             raise GatewayError(
                 429,
                 block.reason,
                 "insufficient_quota",
                 "budget_exceeded",
-                headers={"Retry-After": str(max(1, int(block.until - time.time())))},
+                headers={"Retry-After": str(max(1, int(block.until - now)))},
             )

@@ -701,6 +701,14 @@ async def test_a_spent_budget_refuses_the_requests_in_its_scope(rig, scope):
     assert (record["status"], record["http_status"]) == ("rejected", 429)
 
 
+async def test_a_spent_budget_lifts_when_its_period_ends(rig):
+    """A month's spent budget is in the snapshot until the facts are read again (up to
+    GATEWAY_FACTS_REFRESH_S into the next month): past its end it refuses nothing."""
+    blocked = {"org": Block("The budget 'monthly' is spent.", time.time() - 1)}
+    rig.publish(acme(blocked=blocked))
+    assert (await rig.send()).status == 200
+
+
 @pytest.mark.parametrize("scope", ["team:6", "key:2"])
 async def test_another_scopes_spent_budget_does_not_refuse_this_key(rig, scope):
     blocked = {scope: f"The budget 'other' is spent.|{time.time() + 3600}"}
