@@ -577,7 +577,7 @@ class ChatStreamTranslator:
 
 # ------------------------------------------------------------------ usage
 def _is_count(value) -> bool:
-    return type(value) is int and value >= 0
+    return type(value) is int and 0 <= value <= tokens.MAX_COUNT
 
 
 def usage_counts(usage) -> tokens.Counts | None:

@@ -1116,12 +1116,12 @@ def _bearer(headers) -> str | None:
 
 
 def _is_count(value) -> bool:
-    return type(value) is int and value >= 0
+    return type(value) is int and 0 <= value <= tokens.MAX_COUNT
 
 
 def _usage_counts(usage, *, embeddings: bool = False) -> Counts | None:
     """The tokens of a provider's usage object; None when it is missing or not usable
-    (negative, not integers), so the caller counts instead. Cache writes as the LiteLLM
+    (negative, not integers, more than any request has), so the caller counts instead. Cache writes as the LiteLLM
     adapter keeps them (upstream.Usage) or an OpenAI-shaped upstream reports them."""
     if not isinstance(usage, dict) or not _is_count(usage.get("prompt_tokens")):
         return None

@@ -353,7 +353,9 @@ def usage_counts(usage) -> tokens.Counts | None:
     if not isinstance(usage, dict):
         return None
     i, o = usage.get("input_tokens"), usage.get("output_tokens")
-    if type(i) is not int or type(o) is not int or i < 0 or o < 0:
+    if type(i) is not int or type(o) is not int:
+        return None
+    if not (0 <= i <= tokens.MAX_COUNT and 0 <= o <= tokens.MAX_COUNT):
         return None
     details = usage.get("input_tokens_details")
     details = details if isinstance(details, dict) else {}

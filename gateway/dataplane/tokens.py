@@ -25,6 +25,10 @@ class Counts(NamedTuple):
     audio_out: int = 0
 
 
+# More tokens than any request has (no model reads or writes two billion tokens, and a usage
+# row holds no more): a provider's count above it is not believed, but counted instead.
+MAX_COUNT = 2**31 - 1
+
 _ASCII = bytes(range(128))
 
 

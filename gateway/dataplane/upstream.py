@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import httpx
 import orjson
 
-from . import credentials, provider_kinds
+from . import credentials, provider_kinds, tokens
 from .netpolicy import AddressRefused, NetworkPolicy, split_url
 from .snapshot import DeploymentInfo
 
@@ -903,8 +903,9 @@ class Usage(dict):
 
 
 def count_of(value) -> int:
-    """A token count a provider reported: a positive int, else 0 (bools, floats, junk)."""
-    return value if type(value) is int and value > 0 else 0
+    """A token count a provider reported: a positive int, else 0 (bools, floats, junk, more
+    than any request has)."""
+    return value if type(value) is int and 0 < value <= tokens.MAX_COUNT else 0
 
 
 def cache_writes(usage) -> tuple[int, int]:

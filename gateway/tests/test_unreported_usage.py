@@ -90,6 +90,30 @@ def test_an_answer_without_usable_usage_is_counted_never_billed_zero(acme, mode,
     assert row.cost > 0
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_usage_no_request_can_have_is_counted_not_billed(acme, mode, stream):
+    """A provider claiming more tokens than any request has (more than a usage row holds)
+    is not believed, as a negative count is not: the tokens are counted, so one broken
+    answer does not bill the org a million dollars and exhaust its spend cap."""
+    from gateway.tests.fake_upstream import Behaviour
+
+    impossible = {"prompt_tokens": 2**62, "completion_tokens": 2**62, "total_tokens": 2**63}
+    if stream:
+        tail = {**_chunk(), "choices": [], "usage": impossible}
+        answer = _sse(_chunk({"role": "assistant", "content": ANSWER}), _chunk(finish="stop"), tail)
+        acme.fake.behaviours["gpt-4o-mini"] = Behaviour(raw_response=("text/event-stream", answer))
+    else:
+        acme.fake.behaviours["gpt-4o-mini"] = Behaviour(
+            raw_response=("application/json", _completion(impossible))
+        )
+    response = _post(acme, {**CHAT, "stream": stream})
+    assert response.status_code == 200
+    [row] = usage_rows(acme.org)
+    assert 0 < row.input_tokens < 1000
+    assert tokens.count_tokens(ANSWER) <= row.output_tokens < 1000
+    assert 0 < row.cost < 1
+
+
 def test_tool_call_arguments_are_counted_when_no_usage_is_reported(acme, mode):
     from gateway.tests.fake_upstream import Behaviour
 
