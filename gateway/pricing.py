@@ -312,6 +312,13 @@ def search_price(upstream_model: str) -> float | None:
     return _number(price) or None
 
 
+def context_window(upstream_model: str) -> int:
+    """The most prompt tokens the model reads, from LiteLLM's map (0 where it has none)."""
+    entry = litellm_price_map().get(upstream_model)
+    value = entry.get("max_input_tokens") if isinstance(entry, dict) else None
+    return int(value) if isinstance(value, int | float) and value > 0 else 0
+
+
 # The providers whose web searches (grounding with Google Search) LiteLLM prices by its
 # Gemini calculators: once per grounded prompt unless the map says per_query (Gemini 3).
 _GROUNDING_PROVIDERS = ("gemini", "vertex_ai", "vertex_ai-language-models")

@@ -432,8 +432,15 @@ class Gateway:
             )
             * max(body.get("n") or 1, body.get("best_of") or 1)
         )
-        searches = tokens.searches_asked(anthropic if req.endpoint == "messages" else body)
-        spend, verdict = await self._admit_tokens(ctx, req.body, candidates, out_est, searches)
+        asked = anthropic if req.endpoint == "messages" else body
+        spend, verdict = await self._admit_tokens(
+            ctx,
+            req.body,
+            candidates,
+            out_est,
+            tokens.searches_asked(asked),
+            tokens.unseen_input(req.body, asked),
+        )
 
         upstream_body = {k: v for k, v in body.items() if k != "model"}
         client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -489,13 +496,27 @@ class Gateway:
         return priced
 
     async def _admit_tokens(
-        self, ctx: Ctx, raw: bytes, candidates, out_est: int, searches: int = 0
+        self,
+        ctx: Ctx,
+        raw: bytes,
+        candidates,
+        out_est: int,
+        searches: int = 0,
+        unseen: bool = False,
     ):
         """_admit for a token-priced request whose body is ``raw`` and which may use
         ``out_est`` output tokens and make ``searches`` web searches: the prompt's estimate
-        and the dearest candidate's price."""
+        and the dearest candidate's price. ``unseen``: the request points to input its body
+        does not size (tokens.unseen_input), so each candidate's reservation holds its
+        model's whole context window."""
         prompt_est = tokens.estimate_prompt_tokens(raw)
-        reserve = max(d.reservation(prompt_est, out_est, ctx.tier, searches) for d in candidates)
+
+        def held(d: DeploymentInfo) -> int:
+            if not unseen:
+                return prompt_est
+            return max(prompt_est, d.max_input_tokens or tokens.UNSEEN_INPUT_TOKENS)
+
+        reserve = max(d.reservation(held(d), out_est, ctx.tier, searches) for d in candidates)
         return await self._admit(ctx, prompt_est + out_est, reserve)
 
     async def _admit(self, ctx: Ctx, token_cost: int, reserve: float, *, spends: bool = True):

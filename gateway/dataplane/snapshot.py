@@ -109,6 +109,9 @@ class DeploymentInfo:
     # Searches billed once per request that searched, however many ran (Gemini 2.x's
     # grounding; pricing.search_per_prompt).
     search_per_prompt: bool = False
+    # The most prompt tokens the model reads (LiteLLM's max_input_tokens; 0: not known):
+    # what a spend reservation holds for input a request only points to (tokens.unseen_input).
+    max_input_tokens: int = 0
     # USD per audio token of the prompt and of the output (gpt-audio 16x the text price,
     # Gemini's audio input 3x) by service tier ("" standard; pricing.audio_prices): a tier
     # missing here is priced as standard; None: as a text token of the request.

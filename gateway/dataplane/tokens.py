@@ -168,6 +168,54 @@ def count_prompt_tokens(body: dict) -> int:
     return count_tokens(prompt_text(body)) + 4 * len(messages) + (3 if messages else 0)
 
 
+# Input a request only points to, whose tokens its body cannot tell: an image or a file
+# (priced by pixels and pages, not by the bytes sent; by URL or id, not sent at all), a
+# stored response, conversation or prompt. A spend reservation holds the model's whole
+# context window for such a request (its max_input_tokens, else UNSEEN_INPUT_TOKENS).
+UNSEEN_PARTS = frozenset(
+    {"image_url", "input_image", "image", "file", "input_file", "document", "item_reference"}
+)
+UNSEEN_INPUT_TOKENS = 128_000
+# Bytes one of which any such request's body holds: most bodies skip the walk below.
+_UNSEEN_MARKS = (
+    b"image",
+    b"file",
+    b"document",
+    b"item_reference",
+    b"previous_response_id",
+    b"conversation",
+    b'"prompt"',
+)
+
+
+def unseen_input(raw: bytes, body: dict) -> bool:
+    """Whether the request (its bytes and parsed body: chat, Responses or Anthropic Messages)
+    points to input it does not carry in a size its bytes tell (UNSEEN_PARTS)."""
+    if not any(mark in raw for mark in _UNSEEN_MARKS):
+        return False
+    if body.get("previous_response_id") or body.get("conversation"):
+        return True
+    if isinstance(body.get("prompt"), dict):  # the Responses API's stored prompt
+        return True
+    return any(_has_unseen_part(body.get(f)) for f in ("messages", "input", "system"))
+
+
+def _has_unseen_part(node, depth: int = 0) -> bool:
+    if depth > 32:  # bodies are validated far shallower
+        return False
+    if isinstance(node, list):
+        return any(_has_unseen_part(item, depth + 1) for item in node)
+    if isinstance(node, dict):
+        if node.get("type") in UNSEEN_PARTS:
+            return True
+        return any(
+            _has_unseen_part(value, depth + 1)
+            for value in node.values()
+            if isinstance(value, list | dict)
+        )
+    return False
+
+
 # The web searches a spend reservation holds for a search tool the request sets no bound on.
 SEARCH_RESERVE = 5
 

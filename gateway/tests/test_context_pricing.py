@@ -871,6 +871,71 @@ def test_the_searches_a_request_may_run(body, searches):
     )
 
 
+@pytest.mark.parametrize(
+    "body, unseen",
+    [
+        ({"messages": [{"role": "user", "content": "a picture of a file"}]}, False),
+        ({"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]}, False),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+            True,
+        ),
+        ({"messages": [{"role": "user", "content": [{"type": "file", "file": {}}]}]}, True),
+        ({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}, False),
+        ({"input": "go on", "previous_response_id": "resp_1"}, True),
+        ({"input": "go on", "conversation": "conv_1"}, True),
+        ({"prompt": {"id": "pmpt_1"}}, True),
+        ({"prompt": "a legacy completion's prompt"}, False),
+        ({"input": [{"type": "item_reference", "id": "msg_1"}]}, True),
+        ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, True),
+        (  # an image inside an Anthropic tool result
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "tool_result",
+                                "content": [{"type": "image", "source": {"type": "base64"}}],
+                            }
+                        ],
+                    }
+                ]
+            },
+            True,
+        ),
+        ({"system": [{"type": "text", "text": "describe the image"}], "messages": []}, False),
+    ],
+)
+def test_the_requests_that_point_to_input_their_bytes_do_not_size(body, unseen):
+    assert tokens.unseen_input(orjson.dumps(body), body) is unseen
+
+
+@pytest.mark.django_db
+def test_the_snapshot_carries_each_deployment_s_context_window(org_a):
+    from gateway import services
+    from gateway.snapshot_builder import deployment_info
+
+    provider = services.provider_save(
+        actor=ACTOR, org=org_a, name="ant", kind="anthropic", credentials={"api_key": "k"}
+    )
+    d = services.deployment_save(
+        actor=ACTOR, org=org_a, model_name="m", provider=provider, upstream_model=CLAUDE
+    )
+    assert deployment_info(d).max_input_tokens == litellm_price_map()[CLAUDE]["max_input_tokens"]
+
+
+def test_a_deployment_knows_its_model_s_context_window_and_an_agent_keeps_it():
+    from gateway.dataplane.snapshot import OrgInfo, org_from_dict, org_to_dict
+    from gateway.pricing import context_window, litellm_price_map
+
+    assert context_window(CLAUDE) == litellm_price_map()[CLAUDE]["max_input_tokens"] > 0
+    assert context_window("a-model-the-map-lacks") == 0
+    dep = dataclasses.replace(catalog_deployment(CLAUDE), max_input_tokens=context_window(CLAUDE))
+    org = OrgInfo(id=1, slug="a", deployments={"m": (dep,)})
+    assert org_from_dict(orjson.loads(orjson.dumps(org_to_dict(org)))) == org
+
+
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("path", ["/v1/messages", "/v1/responses"])
 def test_a_search_model_s_search_is_billed_on_every_api(acme, mode, path, stream):

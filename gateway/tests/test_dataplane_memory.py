@@ -771,6 +771,73 @@ async def test_last_months_spend_is_no_floor_for_this_months_cap(rig, tmp_path, 
             server.stop()
 
 
+IMAGE = "https://images.example.test/cat.png"
+POINTING = {  # a request of each API that points to input its bytes do not size
+    "chat": {
+        "model": "chat",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is it"},
+                    {"type": "image_url", "image_url": {"url": IMAGE}},
+                ],
+            }
+        ],
+    },
+    "responses": {
+        "model": "chat",
+        "input": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "what is it"},
+                    {"type": "input_image", "image_url": IMAGE},
+                ],
+            }
+        ],
+    },
+    "messages": {
+        "model": "chat",
+        "max_tokens": 100,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "source": {"type": "url", "url": IMAGE}},
+                    {"type": "text", "text": "what is it"},
+                ],
+            }
+        ],
+    },
+}
+
+
+@pytest.mark.parametrize("endpoint", list(POINTING))
+@pytest.mark.parametrize("window, beside_allowed", [(0, False), (10_000, True)])
+async def test_a_request_pointing_to_input_reserves_its_model_s_context_window(
+    rig, endpoint, window, beside_allowed
+):
+    """An image (by URL or inline) costs tokens by its pixels, not its bytes; a stored
+    response or file is not sent at all. While such a request runs, its reservation holds
+    its model's whole context window (128k tokens where the map has none): a request beside
+    it that the cap would take beside a small prompt is refused. With a model of a 10k
+    window ($0.01 at $1 per million) the same cap takes it."""
+    org = acme(spend_cap=0.05)
+    chat = replace(org.deployments["chat"][0], max_input_tokens=window)
+    rig.publish(replace(org, deployments={**org.deployments, "chat": (chat,)}))
+    rig.upstream.behaviours["gpt-4o-mini"] = Behaviour(latency=0.5)
+    first = asyncio.ensure_future(rig.send(POINTING[endpoint], endpoint=endpoint))
+    await asyncio.sleep(0.2)  # the first is admitted and waiting on the provider
+    beside = await rig.send()
+    if beside_allowed:
+        assert beside.status == 200
+    else:
+        assert beside.status == 429 and error_of(beside)["code"] == "spend_cap_exceeded"
+    assert (await first).status == 200
+    assert (await rig.send()).status == 200  # settled to what it cost: room again
+
+
 async def test_a_month_already_spent_in_the_snapshot_is_refused_at_once(rig):
     rig.publish(acme(spend_cap=10.0, spent_this_month=10.0))
     out = await rig.send()
