@@ -432,14 +432,8 @@ class Gateway:
             )
             * max(body.get("n") or 1, body.get("best_of") or 1)
         )
-        asked = anthropic if req.endpoint == "messages" else body
         spend, verdict = await self._admit_tokens(
-            ctx,
-            req.body,
-            candidates,
-            out_est,
-            tokens.searches_asked(asked),
-            tokens.unseen_input(req.body, asked),
+            ctx, req.body, candidates, out_est, anthropic if req.endpoint == "messages" else body
         )
 
         upstream_body = {k: v for k, v in body.items() if k != "model"}
@@ -495,28 +489,24 @@ class Gateway:
             raise errors.search_unpriced(param)
         return priced
 
-    async def _admit_tokens(
-        self,
-        ctx: Ctx,
-        raw: bytes,
-        candidates,
-        out_est: int,
-        searches: int = 0,
-        unseen: bool = False,
-    ):
-        """_admit for a token-priced request whose body is ``raw`` and which may use
-        ``out_est`` output tokens and make ``searches`` web searches: the prompt's estimate
-        and the dearest candidate's price. ``unseen``: the request points to input its body
-        does not size (tokens.unseen_input), so each candidate's reservation holds its
-        model's whole context window."""
+    async def _admit_tokens(self, ctx: Ctx, raw: bytes, candidates, out_est: int, body: dict):
+        """_admit for a token-priced request whose body is ``raw`` (parsed: ``body``, in the
+        API's own shape) and which may use ``out_est`` output tokens: the prompt's estimate,
+        the web searches it may run and the audio it may answer in, at the dearest
+        candidate's price. A request that points to input its bytes do not size
+        (tokens.unseen_input) holds each candidate's whole context window."""
         prompt_est = tokens.estimate_prompt_tokens(raw)
+        searches, audio = tokens.searches_asked(body), tokens.audio_asked(body)
+        unseen = tokens.unseen_input(raw, body)
 
         def held(d: DeploymentInfo) -> int:
             if not unseen:
                 return prompt_est
             return max(prompt_est, d.max_input_tokens or tokens.UNSEEN_INPUT_TOKENS)
 
-        reserve = max(d.reservation(held(d), out_est, ctx.tier, searches) for d in candidates)
+        reserve = max(
+            d.reservation(held(d), out_est, ctx.tier, searches, audio_out=audio) for d in candidates
+        )
         return await self._admit(ctx, prompt_est + out_est, reserve)
 
     async def _admit(self, ctx: Ctx, token_cost: int, reserve: float, *, spends: bool = True):

@@ -795,14 +795,7 @@ async def handle(gw, ctx, req, Outgoing):
             raise problem
     candidates = gw.priced_for_search(candidates, body)
     out_est = body.get("max_output_tokens") or ctx.org.default_max_tokens
-    spend, verdict = await gw._admit_tokens(
-        ctx,
-        req.body,
-        candidates,
-        out_est,
-        tokens.searches_asked(body),
-        tokens.unseen_input(req.body, body),
-    )
+    spend, verdict = await gw._admit_tokens(ctx, req.body, candidates, out_est, body)
     chat_body = {k: v for k, v in chat.items() if k != "model"}
     try:
         if body.get("stream") is True:

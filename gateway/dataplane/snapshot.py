@@ -196,15 +196,24 @@ class DeploymentInfo:
         return total
 
     def reservation(
-        self, prompt_tokens: int, output_tokens: int, tier: str = "", searches: int = 0
+        self,
+        prompt_tokens: int,
+        output_tokens: int,
+        tier: str = "",
+        searches: int = 0,
+        audio_out: bool = False,
     ) -> float:
         """The most a request of ``prompt_tokens`` and up to ``output_tokens`` can cost here
         (every prompt token at the dearest input price, as a cache write may cost more than
         plain input; at the standard tier's prices or the requested ``tier``'s, whichever
-        are dearer), with up to ``searches`` web searches: what a spend reservation holds."""
+        are dearer), with up to ``searches`` web searches, every output token at the audio
+        price if it asks for ``audio_out``: what a spend reservation holds."""
+        audio = (self.audio_costs.get(tier) or self.audio_costs.get("")) if audio_out else None
+        audio_price = audio[1] if audio and audio[1] is not None else 0.0
 
         def most(prices):
             inp, out, _read, write, hour = prices
+            out = max(out, audio_price)
             return prompt_tokens * max(inp, write or 0.0, hour or 0.0) + output_tokens * out
 
         standard = most(self.prices(prompt_tokens))

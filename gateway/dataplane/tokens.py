@@ -216,6 +216,15 @@ def _has_unseen_part(node, depth: int = 0) -> bool:
     return False
 
 
+def audio_asked(body: dict) -> bool:
+    """Whether a chat request asks for an answer in audio (``modalities`` or ``audio``),
+    whose tokens cost several times a text token's."""
+    modalities = body.get("modalities")
+    return isinstance(body.get("audio"), dict) or (
+        isinstance(modalities, list) and "audio" in modalities
+    )
+
+
 # The web searches a spend reservation holds for a search tool the request sets no bound on.
 SEARCH_RESERVE = 5
 

@@ -696,6 +696,54 @@ def test_chat_completions_bill_audio_tokens_at_the_audio_prices(long, stream):
     assert e["input_cost_per_audio_token"] > 5 * e["input_cost_per_token"]  # it matters
 
 
+@pytest.mark.parametrize(
+    "body, audio",
+    [
+        ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}, True),
+        ({"modalities": ["audio"]}, True),
+        ({"audio": {"voice": "alloy"}}, True),
+        ({"modalities": ["text"]}, False),
+        ({"modalities": "audio"}, False),  # refused by validation; never an audio answer
+        ({}, False),
+    ],
+)
+def test_a_spend_reservation_holds_an_audio_answer_at_the_audio_price(body, audio):
+    assert tokens.audio_asked(body) is audio
+    dep = catalog_deployment(AUDIO)
+    e = litellm_price_map()[AUDIO]
+    extra = dep.reservation(10, 1_000, audio_out=tokens.audio_asked(body)) - dep.reservation(
+        10, 1_000
+    )
+    expected = 1_000 * (e["output_cost_per_audio_token"] - e["output_cost_per_token"])
+    assert extra == pytest.approx(expected if audio else 0.0)
+    assert e["output_cost_per_audio_token"] > 3 * e["output_cost_per_token"]  # it matters
+
+
+def test_an_audio_answer_s_reservation_is_held_while_it_runs(long):
+    """A request beside an audio answer that fits the cap beside its text price but not
+    beside its audio price is refused while the audio answer runs."""
+    from governance import services as gov
+
+    provider = long.org.providers.get(name="fake")
+    services.deployment_save(
+        actor=ACTOR, org=long.org, model_name="voice", provider=provider, upstream_model=AUDIO
+    )
+    e = litellm_price_map()[AUDIO]
+    # 1,000 output tokens as text cost less than the cap, as audio more
+    cap = 1_000 * (e["output_cost_per_token"] + e["output_cost_per_audio_token"]) / 2
+    gov.policy_set(actor=ACTOR, org=long.org, monthly_spend_cap_usd=round(cap, 2))
+    refresh_snapshot()
+    long.fake.behaviours[AUDIO] = Behaviour(latency=2)
+    body = {**chat("voice", False), "max_tokens": 1_000}
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(
+            post, long, "/v1/chat/completions", {**body, "modalities": ["text", "audio"]}
+        )
+        time.sleep(0.5)  # the first is admitted and waiting on the provider
+        post(long, "/v1/chat/completions", body, status=429)
+        assert first.result().status_code == 200
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_the_messages_api_to_a_chat_deployment_bills_the_tier_it_served(long, stream):
     """A Messages request answered by an OpenAI-shaped deployment: the chat answer's
