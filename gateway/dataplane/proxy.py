@@ -1037,7 +1037,7 @@ class Gateway:
                 "deployment": ctx.dep.label if ctx.dep else "",
                 "input_tokens": counts.input,
                 "output_tokens": counts.output,
-                "cached_tokens": counts.cached,
+                "cached_tokens": min(counts.cached, counts.input),  # as the cost reads it
                 "cost": round(cost, 8),
                 # What a media request was priced by: images, seconds of audio, characters.
                 "units": units,

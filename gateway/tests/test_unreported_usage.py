@@ -114,6 +114,31 @@ def test_a_usage_no_request_can_have_is_counted_not_billed(acme, mode, stream):
     assert 0 < row.cost < 1
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_cached_tokens_past_the_prompt_are_stored_as_the_prompt(acme, mode, stream):
+    """A provider claiming more cached tokens than the prompt had: the row keeps no more
+    cached tokens than input tokens (the cost already reads them so)."""
+    from gateway.tests.fake_upstream import Behaviour
+
+    usage = {
+        "prompt_tokens": 20,
+        "completion_tokens": 5,
+        "total_tokens": 25,
+        "prompt_tokens_details": {"cached_tokens": 900},
+    }
+    if stream:
+        tail = {**_chunk(), "choices": [], "usage": usage}
+        answer = _sse(_chunk({"role": "assistant", "content": ANSWER}), _chunk(finish="stop"), tail)
+        acme.fake.behaviours["gpt-4o-mini"] = Behaviour(raw_response=("text/event-stream", answer))
+    else:
+        acme.fake.behaviours["gpt-4o-mini"] = Behaviour(
+            raw_response=("application/json", _completion(usage))
+        )
+    assert _post(acme, {**CHAT, "stream": stream}).status_code == 200
+    [row] = usage_rows(acme.org)
+    assert (row.input_tokens, row.cached_tokens, row.output_tokens) == (20, 20, 5)
+
+
 def test_tool_call_arguments_are_counted_when_no_usage_is_reported(acme, mode):
     from gateway.tests.fake_upstream import Behaviour
 
