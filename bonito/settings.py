@@ -359,6 +359,8 @@ INVITATION_TOKEN_PER_HOUR = env.int("INVITATION_TOKEN_PER_HOUR", default=10)
 # Resending one invitation (dashboard and REST): each resend is an email to its address.
 INVITATION_RESEND_PER_HOUR = env.int("INVITATION_RESEND_PER_HOUR", default=5)
 RATELIMIT_FAIL_OPEN = True
+# The management API (/api/…): requests per user (or personal access token) and minute.
+API_REQUESTS_PER_MINUTE = env.int("API_REQUESTS_PER_MINUTE", default=600)
 # SAML single sign-on (orgs/sso.py, docs/sso.md).
 SSO_MAX_RESPONSE_BYTES = env.int("SSO_MAX_RESPONSE_BYTES", default=256 * 1024)
 SSO_REQUEST_TTL_S = env.int("SSO_REQUEST_TTL_S", default=600)
@@ -567,6 +569,8 @@ REST_FRAMEWORK = {
     ],
     # A service's (Django) ValidationError is a 400 with DRF's field -> messages body.
     "EXCEPTION_HANDLER": "orgs.rest_base.exception_handler",
+    # API_REQUESTS_PER_MINUTE per user (orgs.throttle.ApiUserThrottle)
+    "DEFAULT_THROTTLE_CLASSES": ["orgs.throttle.ApiUserThrottle"],
     "DEFAULT_PARSER_CLASSES": [
         "orgs.rest_parsers.JSONParser",  # a too-deep body is a 400, not a RecursionError
         "rest_framework.parsers.FormParser",

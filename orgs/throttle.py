@@ -1,5 +1,6 @@
 """Sign-in throttling: failed password checks through django-axes, the password-reset and
-invitation endpoints through django-ratelimit (docs/security.md, "Sign-in").
+invitation endpoints through django-ratelimit (docs/security.md, "Sign-in"); the management
+API's requests per user and minute through DRF's throttling (ApiUserThrottle).
 
 Axes counts failures in the database, so every process and replica sees the same counts;
 django-ratelimit counts requests in the cache (Redis when set). Both see the client through
@@ -16,6 +17,7 @@ from django.conf import settings
 from django.db.models import Sum
 from django.shortcuts import render
 from django_ratelimit.core import get_usage
+from rest_framework.throttling import UserRateThrottle
 
 from core.client_ip import client_ip
 
@@ -150,3 +152,25 @@ def invitation_resend_refusal(request, invitation) -> tuple[int, str] | None:
         f"The invitation for {invitation.email} was sent again {per_hour} times in the last "
         f"hour; try again in {minutes} minute{'s' if minutes != 1 else ''}."
     )
+
+
+class ApiUserThrottle(UserRateThrottle):
+    """The management API (/api/…, DRF): at most API_REQUESTS_PER_MINUTE requests per user
+    (a personal access token counts as its user) and minute, counted in the cache, so one
+    token cannot hold the database with analytics and exports; past it a 429 with
+    Retry-After. 0 turns it off; a cache that is down lets requests through."""
+
+    def get_rate(self):
+        per_minute = settings.API_REQUESTS_PER_MINUTE
+        return f"{per_minute}/min" if per_minute else None
+
+    def get_cache_key(self, request, view):
+        key = super().get_cache_key(request, view)
+        return key and getattr(settings, "RATELIMIT_CACHE_PREFIX", "rl:") + key
+
+    def allow_request(self, request, view):
+        try:
+            return super().allow_request(request, view)
+        except Exception:  # a dead cache never blocks the API
+            log.warning("throttle: the rate-limit cache is unavailable; allowing an API request")
+            return True

@@ -316,6 +316,41 @@ def test_personal_access_tokens(alice_client, alice, org_a, org_b, charlie):
     assert api.get("/api/gateway/keys", HTTP_AUTHORIZATION="Bearer pat-garbage").status_code == 401
 
 
+def test_each_user_s_api_requests_are_limited_per_minute(alice_client, vera_client, settings):
+    """API_REQUESTS_PER_MINUTE per user, a token counting as its user: past it a 429 with
+    Retry-After, and other users are not held up."""
+    settings.API_REQUESTS_PER_MINUTE = 3
+    created = alice_client.post("/api/tokens", {"name": "cli"}, content_type="application/json")
+    raw = created.json()["access_token"]  # the 1st of alice's 3
+    token = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+    answers = [Client().get("/api/gateway/keys", **token) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert int(answers[-1]["Retry-After"]) > 0 and "throttled" in answers[-1].json()["detail"]
+    assert alice_client.get("/api/gateway/keys").status_code == 429  # the same user
+    assert vera_client.get("/api/gateway/keys").status_code == 200
+    settings.API_REQUESTS_PER_MINUTE = 0  # off
+    assert alice_client.get("/api/gateway/keys").status_code == 200
+
+
+def test_the_api_limit_lets_requests_through_while_the_cache_is_down(alice_client, settings):
+    from django.core.cache import caches
+
+    from gateway.tests.conftest import free_port
+
+    settings.API_REQUESTS_PER_MINUTE = 1
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": [f"redis://127.0.0.1:{free_port()}/0"],  # nothing listens there
+            "OPTIONS": {"socket_connect_timeout": 0.5},
+        }
+    }
+    try:
+        assert [alice_client.get("/api/gateway/config").status_code for _ in range(3)] == [200] * 3
+    finally:
+        caches["default"].close()
+
+
 def test_anonymous_requests_are_refused(client, db):
     assert client.get("/api/gateway/keys").status_code in (401, 403)
 
