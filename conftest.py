@@ -298,12 +298,16 @@ def _tier_table():
     if not TierLimit.objects.exists():
         seeded = importlib.import_module("billing.migrations.0007_seed_tiers").TIERS
         key_rpm = importlib.import_module("billing.migrations.0011_tierlimit_key_rpm").KEY_RPM
+        quotas = importlib.import_module("orgs.migrations.0010_tierlimit_quotas").QUOTAS
         for tier, requests, spend in seeded:
             TierLimit.objects.create(
                 tier=tier,
                 monthly_requests=requests,
                 monthly_spend_cap_usd=spend,
                 key_rpm=key_rpm[tier],
+                **dict(
+                    zip(("max_keys", "max_providers", "max_deployments"), quotas[tier], strict=True)
+                ),
             )
 
 

@@ -15,6 +15,7 @@ from core.numbers import money
 from core.text import name_checked
 from governance import services as governance_services
 from orgs.audit import Actor, audit_record, record_config_change, record_config_delete
+from orgs.services import quota_checked
 
 from .dataplane import provider_kinds
 from .models import ApiKey, Deployment, GatewayConfig, ProviderConnection
@@ -154,6 +155,7 @@ def api_key_create(
     _limit_checked("tpm_limit", "tpm", tpm_limit, ceilings["tpm"])
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationError({"expires_at": "The expiry must be in the future."})
+    quota_checked(org, "keys", ApiKey.objects.for_org(org).active())
     raw = keys.generate(f"{kind}-")
     key = ApiKey(
         org=org,
@@ -489,6 +491,8 @@ def provider_save(
     name = name_checked(name)  # before the query: PostgreSQL cannot compare a NUL
     provider = ProviderConnection.objects.for_org(org).filter(name=name).first()
     before = _provider_summary(provider) if provider else None
+    if provider is None:
+        quota_checked(org, "providers", ProviderConnection.objects.for_org(org))
     provider = provider or ProviderConnection(org=org, name=name)
     stored = provider.get_credentials() if provider.pk else {}
     settings, credentials = _unset_dropped(settings or {}), _unset_dropped(credentials)
@@ -615,6 +619,7 @@ def deployment_save(
         )
     before = _deployment_summary(deployment) if deployment else None
     if deployment is None:
+        quota_checked(org, "deployments", Deployment.objects.for_org(org))
         deployment = Deployment(org=org)
         if priority is None:
             priority = Deployment.objects.for_org(org).filter(model_name=model_name).count()

@@ -450,7 +450,15 @@ class AuditLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 class TierLimitAdmin(ServiceModelAdmin):
     """Platform admins set what each tier includes; gateways pick it up with the next snapshot."""
 
-    list_display = ["tier", "monthly_requests", "monthly_spend_cap_usd", "key_rpm"]
+    list_display = [
+        "tier",
+        "monthly_requests",
+        "monthly_spend_cap_usd",
+        "key_rpm",
+        "max_keys",
+        "max_providers",
+        "max_deployments",
+    ]
 
     def get_readonly_fields(self, request, obj=None):
         return ["tier"] if obj else []
@@ -466,5 +474,8 @@ class TierLimitAdmin(ServiceModelAdmin):
             monthly_requests=data.get("monthly_requests"),
             monthly_spend_cap_usd=data.get("monthly_spend_cap_usd"),
             key_rpm=data.get("key_rpm"),
+            max_keys=data.get("max_keys"),
+            max_providers=data.get("max_providers"),
+            max_deployments=data.get("max_deployments"),
         )
         obj.pk = saved.pk

@@ -450,6 +450,17 @@ class TierLimit(models.Model):
         help_text="the most requests per minute any one key may make (orgs may set less); "
         "empty: no ceiling",
     )
+    # How many of each an org of the tier may have: every one is held in every gateway's
+    # memory, so no org can grow them without bound (orgs.services.quota_checked).
+    max_keys = models.PositiveIntegerField(
+        null=True, blank=True, help_text="active API keys an org may have; empty: no limit"
+    )
+    max_providers = models.PositiveIntegerField(
+        null=True, blank=True, help_text="provider connections an org may have; empty: no limit"
+    )
+    max_deployments = models.PositiveIntegerField(
+        null=True, blank=True, help_text="deployments an org may have; empty: no limit"
+    )
 
     class Meta:
         ordering = ["tier"]

@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -18,6 +19,7 @@ from .models import (
     PersonalAccessToken,
     Role,
     Team,
+    Tier,
     TierLimit,
     User,
     hash_token,
@@ -542,13 +544,54 @@ def _tier_summary(limit) -> dict:
         "monthly_requests": limit.monthly_requests,
         "monthly_spend_cap_usd": str(cap) if cap is not None else None,
         "key_rpm": limit.key_rpm,
+        **{name: getattr(limit, name) for name, _ in QUOTAS.values()},
     }
 
 
+# What an org holds, by what a tier limits: (TierLimit field, what the message calls them).
+QUOTAS = {
+    "keys": ("max_keys", "active API keys"),
+    "providers": ("max_providers", "provider connections"),
+    "deployments": ("max_deployments", "deployments"),
+}
+_KEEP = object()
+
+
+def quota_checked(org: Organization, what: str, held) -> None:
+    """Refuse one more of ``what`` (a QUOTAS name) when the org's tier allows no more than
+    ``held`` (a queryset of what the org has now). Called in the transaction that adds it:
+    the org's row is written first (an UPDATE that changes nothing: a row lock on
+    PostgreSQL, the write lock on SQLite, where SELECT … FOR UPDATE is no lock), so two
+    requests at once cannot both take the last place."""
+    field, label = QUOTAS[what]
+    limit = TierLimit.objects.filter(tier=org.tier).values_list(field, flat=True).first()
+    if limit is None:
+        return
+    Organization.objects.filter(pk=org.pk).update(id=F("id"))
+    if held.count() >= limit:
+        tier = Tier(org.tier).label if org.tier in Tier.values else org.tier
+        raise ValidationError(
+            f"The {tier} tier includes at most {limit} {label} per organization, and this "
+            f"one has {limit}: remove one first, or ask a platform admin to raise the "
+            "tier's limit."
+        )
+
+
 @transaction.atomic
-def tier_limit_set(*, actor: Actor, tier: str, monthly_requests, monthly_spend_cap_usd, key_rpm):
-    """What a tier includes per month and the most requests per minute one key of it may
-    make (None: unlimited); every gateway enforces it with the next snapshot."""
+def tier_limit_set(
+    *,
+    actor: Actor,
+    tier: str,
+    monthly_requests,
+    monthly_spend_cap_usd,
+    key_rpm,
+    max_keys=_KEEP,
+    max_providers=_KEEP,
+    max_deployments=_KEEP,
+):
+    """What a tier includes per month, the most requests per minute one key of it may make,
+    and how many keys, providers and deployments an org of it may hold (None: unlimited;
+    a quota not passed is kept); every gateway enforces it with the next snapshot."""
     limit = TierLimit.objects.filter(tier=tier).first()
     before = _tier_summary(limit) if limit else None
     limit = limit or TierLimit(tier=tier)
@@ -556,6 +599,10 @@ def tier_limit_set(*, actor: Actor, tier: str, monthly_requests, monthly_spend_c
     if key_rpm is not None and key_rpm < 1:  # 0 would read as "no ceiling" to the gateway
         raise ValidationError({"key_rpm": "key_rpm: at least 1; leave it empty for none."})
     limit.key_rpm = key_rpm
+    quotas = (max_keys, max_providers, max_deployments)
+    for (name, _), value in zip(QUOTAS.values(), quotas, strict=True):
+        if value is not _KEEP:
+            setattr(limit, name, value)
     limit.full_clean()
     limit.save()
     record_config_change(
