@@ -1496,36 +1496,27 @@ def config_for_email(email: str) -> SSOConfig | None:
     return config if config is not None and domain in config.email_domains else None
 
 
+def _sso_required_for(email: str, configs) -> SSOConfig | None:
+    """The first of ``configs`` (SSOConfig rows) that requires SSO for this email: SSO on
+    and required, the email's domain listed and owned (verified) by the org, whose IdP can
+    sign the user in instead (an org cannot lock out users of a domain not its own)."""
+    domain = _email_domain(email or "")
+    configs = configs.filter(
+        enabled=True, sso_required=True, org__sso_domains__domain=domain
+    ).select_related("org")
+    return next((c for c in configs if domain in c.email_domains), None)
+
+
 def sso_only_for(org: Organization, email: str) -> SSOConfig | None:
     """The org's SSO settings if a member with this email may not sign in with a password
-    there (as password_blocked_by decides: SSO required, the domain listed and verified);
-    an invitation to such an org makes an account without a password."""
-    domain = _email_domain(email or "")
-    config = (
-        SSOConfig.objects.filter(
-            org=org, enabled=True, sso_required=True, org__sso_domains__domain=domain
-        )
-        .select_related("org")
-        .first()
-    )
-    return config if config is not None and domain in config.email_domains else None
+    there; an invitation to such an org makes an account without a password."""
+    return _sso_required_for(email, SSOConfig.objects.filter(org=org))
 
 
 def password_blocked_by(user) -> SSOConfig | None:
-    """The SSO-required org that keeps this user from signing in with a password, if any:
-    only an org that lists and owns (verified) the user's email domain, whose IdP can sign
-    them in instead (an org cannot lock out users of a domain that is not its own)."""
+    """The SSO-required org that keeps this user from signing in with a password, if any
+    (but the break-glass owner's)."""
     if user is None or user.pk is None:
         return None
-    domain = _email_domain(user.email or "")
-    configs = (
-        SSOConfig.objects.filter(
-            enabled=True,
-            sso_required=True,
-            org__memberships__user=user,
-            org__sso_domains__domain=domain,
-        )
-        .exclude(break_glass_user=user)
-        .select_related("org")
-    )
-    return next((c for c in configs if domain in c.email_domains), None)
+    configs = SSOConfig.objects.filter(org__memberships__user=user).exclude(break_glass_user=user)
+    return _sso_required_for(user.email, configs)

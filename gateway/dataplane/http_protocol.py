@@ -26,6 +26,9 @@ def headers_timeout() -> float:
     return value if value > 0 else 30.0
 
 
+HEADERS_TIMEOUT_S = headers_timeout()  # read once, when a worker imports the protocol
+
+
 class HeadDeadlineProtocol(HttpToolsProtocol):
     _head_timer = None
 
@@ -47,7 +50,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def _arm(self) -> None:
-        self._head_timer = self.loop.call_later(headers_timeout(), self._expired)
+        self._head_timer = self.loop.call_later(HEADERS_TIMEOUT_S, self._expired)
 
     def _disarm(self) -> None:
         if self._head_timer is not None:
