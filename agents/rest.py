@@ -111,10 +111,23 @@ class OrgAgentTokenView(APIView):
         )
 
 
-class AdminAgentsView(APIView):
-    """GET /api/admin/agents: every agent across orgs (platform admins only)."""
+class SignedInPlatformAdmin(permissions.IsAdminUser):
+    """A platform admin signed in: a personal access token reaches its own org only, even
+    a platform admin's (one leaked from an org's CI must not read every org)."""
 
-    permission_classes = [permissions.IsAdminUser]
+    message = (
+        "Platform-wide endpoints need a signed-in platform admin; a personal access token "
+        "reaches its own organization only."
+    )
+
+    def has_permission(self, request, view):
+        return super().has_permission(request, view) and request.auth is None
+
+
+class AdminAgentsView(APIView):
+    """GET /api/admin/agents: every agent across orgs (platform admins, signed in)."""
+
+    permission_classes = [SignedInPlatformAdmin]
 
     @extend_schema(responses=AgentSerializer(many=True))
     def get(self, request):

@@ -196,6 +196,19 @@ def test_platform_admins_list_every_agent(admin_client, alice_client, agent_a, a
     assert alice_client.get("/api/admin/agents").status_code == 403
 
 
+def test_a_platform_admin_s_token_does_not_list_other_orgs_agents(platform_admin, org_a, agent_b):
+    """A personal access token is tied to one org, even a platform admin's."""
+    from django.test import Client
+
+    from conftest import SETUP
+    from orgs.services import membership_add, pat_create
+
+    membership_add(actor=SETUP, org=org_a, user=platform_admin, role="admin")
+    _t, raw = pat_create(actor=SETUP, user=platform_admin, org=org_a, name="ci")
+    answer = Client(headers={"Authorization": f"Bearer {raw}"}).get("/api/admin/agents")
+    assert answer.status_code == 403 and "signed-in platform admin" in answer.json()["detail"]
+
+
 def test_the_django_admin_lists_agents_read_only(admin_client, agent_a):
     agent_a.heartbeat()
     r = admin_client.get("/admin/agents/agent/")
