@@ -267,6 +267,22 @@ def test_a_name_rebound_to_loopback_after_saving_is_refused_at_connect_time(
     assert "sk-must-not-leave" not in caplog.text
 
 
+def _azure_deployment(acme, model: str, api_base: str) -> None:
+    """An Azure OpenAI deployment of dall-e-3 named ``model`` at ``api_base``, published."""
+    provider = services.provider_save(
+        actor=ACTOR,
+        org=acme.org,
+        name=f"azure-{model}",
+        kind="azure_openai",
+        api_base=api_base,
+        credentials={"api_key": "az-must-not-leave"},
+    )
+    services.deployment_save(
+        actor=ACTOR, org=acme.org, model_name=model, provider=provider, upstream_model="dall-e-3"
+    )
+    refresh_snapshot()
+
+
 @pytest.fixture
 def listener():
     """A loopback port that counts the connections made to it (and answers none)."""
@@ -310,22 +326,7 @@ def test_an_azure_deployment_rebound_to_loopback_is_refused_on_every_endpoint(
     those connect only where the network policy allows, like every other."""
     port, accepted = listener
     dns.hosts["azure-rebind.provider.test"] = [PUBLIC]
-    provider = services.provider_save(
-        actor=ACTOR,
-        org=acme.org,
-        name="azure-rebind",
-        kind="azure_openai",
-        api_base=f"http://azure-rebind.provider.test:{port}",
-        credentials={"api_key": "az-must-not-leave"},
-    )
-    services.deployment_save(
-        actor=ACTOR,
-        org=acme.org,
-        model_name="rebound",
-        provider=provider,
-        upstream_model="dall-e-3",
-    )
-    refresh_snapshot()
+    _azure_deployment(acme, "rebound", f"http://azure-rebind.provider.test:{port}")
     dns.hosts["azure-rebind.provider.test"] = ["127.0.0.1"]
     response = httpx.post(
         acme.base_url + path,
@@ -371,22 +372,7 @@ def test_a_redirect_is_not_followed_by_litellms_own_clients(acme, listener):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        provider = services.provider_save(
-            actor=ACTOR,
-            org=acme.org,
-            name="azure-redirect",
-            kind="azure_openai",
-            api_base=f"http://127.0.0.1:{server.server_address[1]}",
-            credentials={"api_key": "az-must-not-leave"},
-        )
-        services.deployment_save(
-            actor=ACTOR,
-            org=acme.org,
-            model_name="painter",
-            provider=provider,
-            upstream_model="dall-e-3",
-        )
-        refresh_snapshot()
+        _azure_deployment(acme, "painter", f"http://127.0.0.1:{server.server_address[1]}")
         response = httpx.post(
             acme.base_url + "/images/generations",
             json={"model": "painter", "prompt": "a fish"},
