@@ -31,6 +31,11 @@ DEFAULT_PARTITION = f"{UsageRecord._meta.db_table}_default"
 STEP = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 # Rollup groups read from the database, and rows written to it, at a time.
 BATCH = 2000
+# Serialises the recomputation of rollup windows between processes (two runs at once: a
+# tick that outlasted its interval, a backfill beside the schedule). Delete-then-insert is
+# not safe run twice at once: neither sees the other's uncommitted rows to delete, and both
+# inserts stay (every total of the window doubled).
+ADVISORY_KEY = "SELECT pg_advisory_xact_lock(hashtext('bonito usage rollups'))"
 
 
 def align(moment: datetime, period: str) -> datetime:
@@ -114,6 +119,11 @@ def rollup_window(*, period: str, start: datetime, end: datetime) -> int:
     start, end = align(start, period), align(end, period)
     if end <= start:
         end = start + STEP[period]
+    if connection.vendor == "postgresql":
+        # Waits for a window being recomputed meanwhile to commit; the delete below, a later
+        # statement, then sees (and replaces) what it wrote.
+        with connection.cursor() as cursor:
+            cursor.execute(ADVISORY_KEY)
     kept_from = _kept_from_locked()
     if kept_from is not None and start < kept_from:
         start = kept_from  # a day or month boundary: whole buckets

@@ -1,0 +1,85 @@
+"""Rollups while other work runs on PostgreSQL: two runs at once (a tick that outlasted its
+interval, a backfill beside the schedule) and late rows committed during a run. Every
+total read afterwards equals the sum of the raw rows."""
+
+import threading
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import connection, connections, transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from billing.models import UsageRecord, UsageRollup
+from billing.services import rollup_recent, rollup_window
+from billing.spend import spend_by_org
+from billing.usage_writer import write_usage
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _postgresql_only():
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has one writer at a time: these races need PostgreSQL")
+
+
+def _record(org, at, cost=0.5) -> dict:
+    return {
+        "id": str(uuid.uuid4()),
+        "org_id": org.pk,
+        "model_requested": "chat",
+        "model_used": "chat",
+        "provider": "fake",
+        "status": "success",
+        "input_tokens": 3,
+        "output_tokens": 4,
+        "cost": cost,
+        "latency_ms": 70,
+        "created_at": at.timestamp(),
+    }
+
+
+def _in_thread(target):
+    def run():
+        try:
+            target()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def _hour(now, hours_ago: int):
+    return (now - timedelta(hours=hours_ago)).replace(minute=0, second=0, microsecond=0)
+
+
+def test_two_runs_at_once_write_a_window_once(org_a):
+    now = timezone.now()
+    hour = _hour(now, 2)  # behind the watermark the second run leaves: read from rollups
+    write_usage([_record(org_a, hour + timedelta(minutes=m)) for m in (1, 2, 3)])
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_run():  # a run whose window is computed, not yet committed
+        with transaction.atomic():
+            rollup_window(period="hour", start=hour, end=hour)
+            rollup_window(period="day", start=hour, end=hour)
+            inside.set()
+            release.wait(10)
+
+    first = _in_thread(slow_run)
+    assert inside.wait(10)
+    second = _in_thread(lambda: rollup_recent(now=now))  # the next tick, meanwhile
+    time.sleep(0.5)
+    release.set()
+    first.join()
+    second.join()
+    raw = UsageRecord.objects.aggregate(n=Sum("cost"))["n"]
+    for period in ("hour", "day"):
+        rolled = UsageRollup.objects.filter(period=period)
+        assert rolled.aggregate(n=Sum("requests"), c=Sum("cost")) == {"n": 3, "c": raw}, period
+    assert spend_by_org(hour, org_id=org_a.id) == {org_a.id: raw}
