@@ -170,6 +170,10 @@ class RollupDirtyHour(models.Model):
     or an agent's spool replayed late): the next rollup run recomputes it."""
 
     bucket_start = models.DateTimeField(unique=True)
+    # Made anew by every mark of the hour (the writer's upsert, in the late rows'
+    # transaction): a run removes the mark only if it is still the one the run read, so a
+    # row committed while the run recomputed the hour keeps it marked for the next run.
+    token = models.UUIDField(default=uuid.uuid4)
 
     def __str__(self):
         return f"{self.bucket_start:%Y-%m-%d %H:%M}"

@@ -240,9 +240,13 @@ def rollup_recent(*, now: datetime, max_days: int | None = None) -> dict:
         days += rollup_window(period="day", start=day, end=day + STEP["day"])
     for hour in older:
         hours += rollup_window(period="hour", start=hour, end=hour)
-    # Dirty hours at or after where this run stopped are recomputed by the next one.
-    done = [d.pk for d in dirty if caught_up or d.bucket_start < reached]
-    RollupDirtyHour.objects.filter(pk__in=done).delete()
+    # Dirty hours at or after where this run stopped are recomputed by the next one. A mark
+    # made again since it was read (its token changed: a late row whose transaction was
+    # still open when this run read the hour) stays for the next run. One at a time: a
+    # writer holds its marks until it commits, and takes them in order.
+    for d in dirty:
+        if caught_up or d.bucket_start < reached:
+            RollupDirtyHour.objects.filter(pk=d.pk, token=d.token).delete()
     watermark = reached
     if caught_up:
         watermark = align(now - timedelta(seconds=settings.USAGE_ROLLUP_GRACE_S), "hour")
@@ -257,8 +261,13 @@ def rollup_recent(*, now: datetime, max_days: int | None = None) -> dict:
 
 
 def mark_dirty_hours(moments) -> None:
-    """Hours that got rows after they may have been rolled up (see RollupDirtyHour)."""
-    hours = {align(m, "hour") for m in moments}
+    """Hours that got rows after they may have been rolled up (see RollupDirtyHour). A mark
+    that exists is made anew (a new token, the row locked until the caller commits), so a
+    run that read it before these rows were committed does not remove it."""
+    hours = sorted({align(m, "hour") for m in moments})  # locked in order: no deadlock
     RollupDirtyHour.objects.bulk_create(
-        [RollupDirtyHour(bucket_start=h) for h in hours], ignore_conflicts=True
+        [RollupDirtyHour(bucket_start=h) for h in hours],
+        update_conflicts=True,
+        unique_fields=["bucket_start"],
+        update_fields=["token"],
     )

@@ -83,3 +83,34 @@ def test_two_runs_at_once_write_a_window_once(org_a):
         rolled = UsageRollup.objects.filter(period=period)
         assert rolled.aggregate(n=Sum("requests"), c=Sum("cost")) == {"n": 3, "c": raw}, period
     assert spend_by_org(hour, org_id=org_a.id) == {org_a.id: raw}
+
+
+def test_a_late_row_committed_during_a_run_is_counted_by_the_next(org_a):
+    """An hour already marked by a late row gets another one whose transaction is still open
+    (an agent's batch: its ingest writes the rows, then checks budgets, then commits) while
+    a run recomputes that hour: the run cannot see it, so the mark must outlive the run."""
+    now = timezone.now()
+    hour = _hour(now, 5)
+    write_usage([_record(org_a, hour + timedelta(minutes=1))])
+    rollup_recent(now=now)
+    write_usage([_record(org_a, hour + timedelta(minutes=2))])  # late: marks its hour
+    written, release = threading.Event(), threading.Event()
+
+    def batch_in_flight():
+        with transaction.atomic():
+            write_usage([_record(org_a, hour + timedelta(minutes=3))])
+            written.set()
+            release.wait(10)
+
+    writer = _in_thread(batch_in_flight)
+    assert written.wait(10)
+    runner = _in_thread(lambda: rollup_recent(now=now + timedelta(minutes=5)))
+    time.sleep(0.5)
+    release.set()
+    writer.join()
+    runner.join()
+    rollup_recent(now=now + timedelta(minutes=10))  # the next run
+    raw = UsageRecord.objects.aggregate(c=Sum("cost"))["c"]
+    assert spend_by_org(hour, org_id=org_a.id) == {org_a.id: raw}
+    rolled = UsageRollup.objects.filter(period="hour").aggregate(n=Sum("requests"), c=Sum("cost"))
+    assert rolled == {"n": 3, "c": raw}
