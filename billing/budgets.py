@@ -15,6 +15,7 @@ from django.utils import timezone
 from core.config_version import ORG_ONLY, changes_since, config_version_bump, current_stamp
 from core.months import month_bounds
 from core.numbers import money
+from core.tasks import enqueue
 from core.text import one_line
 from gateway.dataplane.snapshot import Block
 from orgs.audit import Actor, audit_record, record_config_change, record_config_delete
@@ -138,8 +139,10 @@ def budget_check(*, budget: Budget, now: datetime) -> list[BudgetAlert]:
         if budget.hard and level >= 100:
             # every worker starts refusing within the snapshot's poll time
             config_version_bump(ORG_ONLY, org_id=budget.org_id)
+        # The alert is committed once and never fires again: a broker down now (a Redis
+        # restart) must delay its delivery, not lose it (core.tasks.enqueue).
         transaction.on_commit(
-            lambda alert_id=alert.id, text=message: budget_alert_task.delay(alert_id, text)
+            lambda alert_id=alert.id, text=message: enqueue(budget_alert_task, alert_id, text)
         )
     return fired
 

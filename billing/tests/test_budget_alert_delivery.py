@@ -2,6 +2,7 @@
 back the other, and retries never send a channel the same alert twice."""
 
 import socket
+import time
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -16,6 +17,7 @@ from gateway.models import ApiKey
 from gateway.tests.conftest import ACTOR
 from orgs import services as org_services
 from orgs.models import Organization, Team
+from orgs.tests.test_invitations import dead_broker  # noqa: F401
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -126,3 +128,27 @@ def test_an_alert_without_admins_or_webhook_is_not_marked_sent(org_a):
     alert = BudgetAlert.objects.get()
     assert alert.email_sent_at is None and alert.webhook_sent_at is None
     assert not mail.outbox
+
+
+def test_an_alert_fired_while_the_broker_is_down_still_goes_out(
+    org_a,
+    alice,
+    hook,
+    fake_upstream_server,
+    dead_broker,  # noqa: F811
+):
+    """The check commits the alert (it never fires again), then hands its delivery to the
+    broker: a broker down then (a Redis restart) must delay the email and webhook, not lose
+    them, nor stop the check of the other budgets."""
+    _budget_for("org", org_a, "Acme Corp", hook)
+    budget_save(actor=ACTOR, org=org_a, amount_usd=12)  # a second budget, checked after
+    assert budgets_check_all(now=NOW) == 2
+    deadline = time.time() + 15
+    while (len(mail.outbox) < 2 or len(fake_upstream_server.hooks) < 1) and time.time() < deadline:
+        time.sleep(0.05)
+    assert sorted(m.subject for m in mail.outbox) == [
+        "Bonito budget alert: 50% for Acme Corp",
+        "Bonito budget alert: 50% for Acme Corp",
+    ]
+    assert len(fake_upstream_server.hooks) == 1
+    assert BudgetAlert.objects.filter(email_sent_at=None).count() == 0
