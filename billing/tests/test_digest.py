@@ -99,3 +99,101 @@ def test_an_org_name_with_a_line_break_still_gets_its_digest(week, org_a):
     assert weekly_digest_send(org=org_a, now=NOW, base_url="https://bonito.example") == 2
     subject = mail.outbox[0].subject
     assert subject.startswith("Bonito weekly digest for Acme Bcc") and "\n" not in subject
+
+
+class _SMTPServer:
+    """A mail server at the wire (plain SMTP on a local port) that takes every message but
+    refuses mail to bounce@ addresses (550): one org's digest fails, the others go."""
+
+    def __init__(self):
+        import socketserver
+        import threading
+
+        self.messages: list[list[str]] = []  # the recipients of each message taken
+        server = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                to: list[str] = []
+                self.wfile.write(b"220 fake ESMTP\r\n")
+                while line := self.rfile.readline():
+                    command = line.decode().strip()
+                    upper = command.upper()
+                    if upper.startswith(("EHLO", "HELO")):
+                        self.wfile.write(b"250 fake\r\n")
+                    elif upper.startswith("MAIL FROM"):
+                        to = []
+                        self.wfile.write(b"250 ok\r\n")
+                    elif upper.startswith("RCPT TO"):
+                        address = command.split(":", 1)[1].strip(" <>")
+                        if address.startswith("bounce@"):
+                            self.wfile.write(b"550 no such user\r\n")
+                        else:
+                            to.append(address)
+                            self.wfile.write(b"250 ok\r\n")
+                    elif upper == "DATA":
+                        self.wfile.write(b"354 go on\r\n")
+                        while self.rfile.readline() not in (b".\r\n", b""):
+                            pass
+                        server.messages.append(to)
+                        self.wfile.write(b"250 queued\r\n")
+                    elif upper == "QUIT":
+                        self.wfile.write(b"221 bye\r\n")
+                        return
+                    else:
+                        self.wfile.write(b"250 ok\r\n")
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def smtp(settings):
+    server = _SMTPServer()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", server.port, 5
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    yield server
+    server.close()
+
+
+def test_one_org_whose_digest_fails_costs_no_other_org_its_digest_or_a_second_one(
+    org_a, alice, org_b, smtp
+):
+    """The Monday task sends every org its digest: an org whose mail is refused (its only
+    member's address bounces) is retried alone; the orgs before it are not sent theirs
+    again with each retry, the ones after it still get theirs."""
+    from django.utils import timezone
+
+    from billing.tasks import weekly_digests
+    from orgs import services as org_services
+    from orgs.models import Role
+
+    bounce = org_services.user_create(actor=ACTOR, email="bounce@globex.test", password="x" * 20)
+    org_services.membership_add(actor=ACTOR, org=org_b, user=bounce, role=Role.ADMIN)
+    zeta = org_services.org_create(actor=ACTOR, name="Zeta", slug="zeta", tier="pro")
+    zed = org_services.user_create(actor=ACTOR, email="zed@zeta.test", password="x" * 20)
+    org_services.membership_add(actor=ACTOR, org=zeta, user=zed, role=Role.ADMIN)
+    for org in (org_a, org_b, zeta):  # Acme, Globex, Zeta: the task's order (by name)
+        UsageRecord.objects.create(
+            id=uuid.uuid4(),
+            org=org,
+            created_at=timezone.now() - timedelta(days=3),
+            model_requested="m",
+            model_used="m",
+            provider="p",
+            status="success",
+            cost=Decimal("1.25"),
+        )
+    weekly_digests.apply()
+    assert sorted(to for message in smtp.messages for to in message) == [
+        "alice@acme.test",
+        "zed@zeta.test",
+    ]
