@@ -63,7 +63,9 @@ def _moment(value: str, name: str) -> datetime:
     parsed = parsed if parsed.tzinfo else timezone.make_aware(parsed, UTC)
     if not EARLIEST <= parsed < LATEST:
         raise ValidationError({name: f"{value!r} is out of range: use a time from 1970 to 2999."})
-    return parsed
+    # The same instant in UTC: rollups are UTC hours and days, and a range's whole hours and
+    # days are cut from its ends as they are written (in +05:30 an hour starts at :30 UTC).
+    return parsed.astimezone(UTC)
 
 
 def time_range(params, default="24h") -> tuple[datetime, datetime]:

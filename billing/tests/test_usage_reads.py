@@ -218,3 +218,20 @@ def test_the_chart_has_every_bucket_of_its_range(org_a, traffic, span, step, buc
     qs, _since, _until = usage_records(org_a, params)
     assert sum(p["requests"] for p in series) == qs.count()
     assert sum(p["errors"] for p in series) == qs.exclude(status="success").count()
+
+
+@pytest.mark.parametrize("offset", ["+05:30", "-09:30", "+01:00"])
+@pytest.mark.parametrize("window", [RANGE, LONG], ids=["26h", "8d"])
+def test_a_range_given_with_a_utc_offset_reads_the_same_rows(traffic, org_a, window, offset):
+    """since/until may carry any UTC offset (India's +05:30 included): the rollups are
+    UTC hours and days, and their edges are cut in UTC whatever the offset, so the totals
+    are those of the same rows as the range in UTC, never a half hour twice or not at all."""
+    from datetime import timezone as tz
+
+    hours, minutes = int(offset[1:3]), int(offset[4:])
+    zone = tz((1 if offset[0] == "+" else -1) * timedelta(hours=hours, minutes=minutes))
+    params = {k: datetime.fromisoformat(v).astimezone(zone).isoformat() for k, v in window.items()}
+    assert params["since"].endswith(offset)
+    expected = _raw_scan(org_a, window)
+    rollup_recent(now=NOW)
+    assert _strip(usage_query(org_a, params).analytics())["totals"] == expected["totals"]
