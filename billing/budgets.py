@@ -36,10 +36,11 @@ def period_bounds(budget: Budget, now: datetime) -> tuple[datetime, datetime]:
 
 
 def budget_spent(budget: Budget, now: datetime) -> Decimal:
-    """What the budget's org, team or key has spent so far this period."""
-    start, _end = period_bounds(budget, now)
+    """What the budget's org, team or key has spent so far this period (a row dated past
+    its end, an agent's clock running ahead, is the next period's)."""
+    start, end = period_bounds(budget, now)
     narrowed = budget.narrowed_by
-    spent = spend_by_org(start, org_id=budget.org_id, **dict([narrowed] if narrowed else []))
+    spent = spend_by_org(start, end, org_id=budget.org_id, **dict([narrowed] if narrowed else []))
     return spent.get(budget.org_id, Decimal(0))
 
 
@@ -49,21 +50,21 @@ def budget_spends(
     """budget id -> what its org, team or key has spent this period (budgets of the given
     orgs, or of any): one spend query per period start and scope, not one per budget.
     ``marks``: billing.spend.rollup_marks(), read once for all of them; ``known``:
-    {(period start, scope): spend_grouped's answer} the caller has already (the month's
-    spend by org is every monthly org budget's)."""
+    {(period start, period end, scope): spend_grouped's answer} the caller has already (the
+    month's spend by org is every monthly org budget's)."""
     spends: dict[tuple, dict] = dict(known or {})
     out = {}
     for budget in budgets:
-        start, _end = period_bounds(budget, now)
-        if (start, budget.scope) not in spends:
+        start, end = period_bounds(budget, now)
+        if (start, end, budget.scope) not in spends:
             if marks is None:
                 marks = rollup_marks()
-            spends[(start, budget.scope)] = spend_grouped(
-                start, by=budget.scope, org_ids=org_ids, marks=marks
+            spends[(start, end, budget.scope)] = spend_grouped(
+                start, end, by=budget.scope, org_ids=org_ids, marks=marks
             )
         narrowed = budget.narrowed_by
         group = (budget.org_id,) + ((narrowed[1],) if narrowed else ())
-        out[budget.id] = spends[(start, budget.scope)].get(group, Decimal(0))
+        out[budget.id] = spends[(start, end, budget.scope)].get(group, Decimal(0))
     return out
 
 
@@ -452,12 +453,12 @@ def org_facts(now: datetime, org_ids=None) -> dict[int, dict]:
     a handful of queries."""
     facts: dict[int, dict] = {}
     marks = rollup_marks()
-    month = month_bounds(now)[0]
+    month, month_end = month_bounds(now)
     # The floor under the gateway's spend-cap counter (the data plane counts in floats).
-    totals = spend_grouped(month, org_ids=org_ids, marks=marks)
+    totals = spend_grouped(month, month_end, org_ids=org_ids, marks=marks)
     for (org_id,), total in totals.items():
         facts.setdefault(org_id, {})["spent_this_month"] = float(total)
-    blocked = budget_blocks(now, org_ids, marks=marks, known={(month, "org"): totals})
+    blocked = budget_blocks(now, org_ids, marks=marks, known={(month, month_end, "org"): totals})
     for org_id, scopes in tier_blocks(now, org_ids, marks=marks).items():
         blocked.setdefault(org_id, {}).update(scopes)
     for org_id, scopes in blocked.items():

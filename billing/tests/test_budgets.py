@@ -70,6 +70,25 @@ def test_thresholds_fire_exactly_once_per_period(
 
 
 @pytest.mark.django_db
+@pytest.mark.django_db
+def test_a_row_dated_past_the_period_counts_in_the_next_one_only(org_a):
+    """An agent's clock running ahead dates a row minutes into the next day (or month): it
+    is the next period's spend, not this one's as well."""
+    from billing.budgets import budget_spends, budget_spent, org_facts
+
+    daily = budget_save(actor=ACTOR, org=org_a, amount_usd=10, period="daily")
+    monthly = budget_save(actor=ACTOR, org=org_a, amount_usd=100)
+    end_of_day = NOW.replace(hour=23, minute=58)
+    _spend(org_a, 1, at=end_of_day - timedelta(minutes=5))
+    _spend(org_a, 2, at=end_of_day + timedelta(minutes=5))  # tomorrow 00:03
+    assert budget_spent(daily, end_of_day) == Decimal(1)
+    assert budget_spent(daily, end_of_day + timedelta(minutes=5)) == Decimal(2)
+    assert budget_spends([daily, monthly], end_of_day) == {daily.id: 1, monthly.id: 3}
+    month_end = month_bounds(NOW)[1]
+    _spend(org_a, 4, at=month_end + timedelta(minutes=1))
+    assert org_facts(month_end - timedelta(minutes=1))[org_a.id]["spent_this_month"] == 3.0
+
+
 def test_team_and_key_budgets_count_only_their_spend(org_a, alice):
     team = org_services.team_create(actor=ACTOR, org=org_a, name="Research")
     key, _raw = gateway_services.api_key_create(actor=ACTOR, org=org_a, name="lab", team=team)
