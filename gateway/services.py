@@ -2,6 +2,7 @@
 
 import re
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 
 from django.conf import settings as django_settings
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -579,16 +580,20 @@ def _deployment_summary(d: Deployment) -> dict:
         "weight": d.weight,
         "priority": d.priority,
         "is_active": d.is_active,
-        "input_price_per_mtok": _price(d.input_price_per_mtok),
-        "output_price_per_mtok": _price(d.output_price_per_mtok),
-        "unit_price": _price(d.unit_price),
+        "input_price_per_mtok": _price(d, "input_price_per_mtok"),
+        "output_price_per_mtok": _price(d, "output_price_per_mtok"),
+        "unit_price": _price(d, "unit_price"),
     }
 
 
-def _price(value) -> str | None:
-    """A price as written, whether read back from the database (2.50000000) or just set
-    (2.5): saving the same price again is no change."""
-    return None if value is None else format(value.normalize(), "f")
+def _price(d: Deployment, name: str) -> str | None:
+    """A price as the database keeps it (its field's decimal places), whether read back
+    (2.500000) or just set (2.5): saving the same price again is no change."""
+    value = getattr(d, name)
+    if value is None:
+        return None
+    places = Deployment._meta.get_field(name).decimal_places
+    return str(value.quantize(Decimal(1).scaleb(-places)))
 
 
 @transaction.atomic
