@@ -903,6 +903,8 @@ class Gateway:
         policy = self._smart_policy(ctx, body, "chat")
         if policy is not None:
             candidates = await self._smart_candidates(ctx, policy, chat)
+            # Counting costs nothing on any tier: no top-tier cost, so no "saving".
+            ctx.top_dep = None
         else:
             candidates = self._candidates(ctx, body["model"])
         ctx.dep, ctx.model_used = candidates[0], candidates[0].model

@@ -8,6 +8,7 @@ import os
 import random
 import subprocess
 import sys
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -329,6 +330,30 @@ def test_a_bn_key_asking_for_the_alias_is_smart_routed_by_the_org_default(acme, 
         ("cheapest", "", "smart-pro"),
         ("chat-small", "", ""),
     }
+
+
+def test_counting_tokens_through_a_smart_key_saves_nothing(acme, gw):
+    """POST /v1/messages/count_tokens costs nothing, and would cost nothing on the top
+    tier: its row must not add the top tier's price of its input to the savings."""
+    import httpx
+    from django.utils import timezone
+
+    from billing.selectors import smart_savings
+
+    _tiers(acme)
+    client = _smart_key(acme, {"thresholds": [0.999999]})  # everything scores the cheap tier
+    response = httpx.post(
+        acme.base_url + "/messages/count_tokens",
+        headers={"x-api-key": client.api_key, "anthropic-version": "2023-06-01"},
+        json={"model": "auto", "messages": [{"role": "user", "content": EASY * 20}]},
+        timeout=10,
+    )
+    assert response.status_code == 200 and response.json()["input_tokens"] > 0
+    [row] = usage_rows(acme.org)
+    assert (row.endpoint, row.cost) == ("count_tokens", 0)
+    now = timezone.now()
+    saved = smart_savings(acme.org, now - timedelta(hours=1), now + timedelta(hours=1))
+    assert (saved["top_tier_cost_usd"], saved["saved_usd"]) == (0.0, 0.0)
 
 
 def test_a_key_not_allowed_a_tier_skips_it(acme, gw):
