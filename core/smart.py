@@ -93,7 +93,7 @@ def learned_missing() -> str | None:
 
 
 def classifier_error(name: object) -> str | None:
-    if name not in CLASSIFIERS:
+    if not isinstance(name, str) or name not in CLASSIFIERS:
         return f"Unknown classifier {str(name)[:40]!r}; use one of {', '.join(CLASSIFIERS)}."
     if name == "learned":
         return learned_missing()
@@ -218,7 +218,9 @@ def resolve(spec, tiers, *, strategies_known=None) -> SmartPolicy:
             )
         checked[category] = tuple(dict.fromkeys(w.strip().lower() for w in words))
     within = spec.get("within", "failover")
-    if strategies_known is not None and (within not in strategies_known or within == "smart"):
+    if strategies_known is not None and (
+        not isinstance(within, str) or within not in strategies_known or within == "smart"
+    ):
         raise ValueError(
             f"smart.within (how one tier's deployments are ordered) must be one of "
             f"{', '.join(s for s in strategies_known if s != 'smart')}."

@@ -154,6 +154,9 @@ def test_a_score_goes_to_the_first_tier_whose_threshold_it_is_under():
         ({"keywords": {"math": [""]}}, ["a", "b"], "list of at most"),
         ({"within": "smart"}, ["a", "b"], "smart.within"),
         ({"within": "fastest"}, ["a", "b"], "smart.within"),
+        ({"classifier": ["rules"]}, ["a", "b"], "Unknown classifier"),
+        ({"classifier": {"name": "rules"}}, ["a", "b"], "Unknown classifier"),
+        ({"within": ["failover"]}, ["a", "b"], "smart.within"),
         ({"tiers": ["a"]}, ["a", "b"], "Unknown smart setting"),
     ],
 )
@@ -427,6 +430,25 @@ def test_rest_saves_and_shows_a_smart_policy_and_outsiders_see_nothing(
     )
     assert bad.status_code == 400 and "from 0 to 1" in bad.content.decode()
     assert charlie_client.get(f"{url}/{created.json()['id']}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [{"classifier": ["rules"]}, {"classifier": {"a": 1}}, {"within": ["failover"]}],
+)
+def test_a_setting_of_the_wrong_json_type_is_a_400_on_rest(alice_client, org_a, spec):
+    policy = alice_client.post(
+        "/api/gateway/routing-policies",
+        {"name": "saver", "strategy": "smart", "models": ["lite", "pro"], "smart": spec},
+        content_type="application/json",
+    )
+    assert policy.status_code == 400 and "smart" in policy.json()
+    config = alice_client.put(
+        "/api/gateway/config",
+        {"smart_tiers": ["lite", "pro"], "smart": spec},
+        content_type="application/json",
+    )
+    assert config.status_code == 400 and "smart" in config.json()
 
 
 def test_apply_config_sets_smart_routing(tmp_path, db):
