@@ -634,6 +634,16 @@ def deployment_save(
         upstream_model,
     )
     deployment.region, deployment.weight, deployment.is_active = region or "", weight, is_active
+    config = GatewayConfig.objects.for_org(org).first()
+    if config is not None and config.smart_tiers and model_name == config.auto_model_alias:
+        # bn- keys asking for it are smart-routed: a model of that name would never serve
+        raise ValidationError(
+            {
+                "model_name": f"'{model_name}' is the alias of this organization's smart "
+                "routing (bn- keys asking for it are smart-routed); pick another model name, "
+                "or change the alias under Routing."
+            }
+        )
     if priority is not None:
         deployment.priority = priority
     # Prices exactly as written (0.15 is 0.15, not the float 0.1499…), never negative.
@@ -765,15 +775,15 @@ def _smart_checked(config: GatewayConfig) -> None:
     alias = (config.auto_model_alias or "").strip()
     if not alias:
         raise ValidationError({"auto_model_alias": "The alias of smart routing cannot be empty."})
-    if alias in tiers or Deployment.objects.for_org(config.org).filter(model_name=alias).exists():
-        raise ValidationError(
-            {"auto_model_alias": f"'{alias}' is a model's name; pick an alias no model has."}
-        )
     config.auto_model_alias = alias
     if not tiers:
         if config.smart:
             raise ValidationError({"smart": "Set smart_tiers first: the settings need tiers."})
-        return
+        return  # off: the alias means nothing, a model of its name is served as usual
+    if alias in tiers or Deployment.objects.for_org(config.org).filter(model_name=alias).exists():
+        raise ValidationError(
+            {"auto_model_alias": f"'{alias}' is a model's name; pick an alias no model has."}
+        )
     config.smart = governance_services.smart_checked(config.smart or {}, tiers, True)
 
 

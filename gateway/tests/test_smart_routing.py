@@ -451,6 +451,34 @@ def test_a_setting_of_the_wrong_json_type_is_a_400_on_rest(alice_client, org_a, 
     assert config.status_code == 400 and "smart" in config.json()
 
 
+def test_a_model_named_like_the_alias_is_refused_only_while_smart_routing_is_on(
+    alice_client, org_a
+):
+    """The alias shadows a model of its name for bn- keys: with smart routing on, no
+    model may take the alias's name; with it off, such a model does not stand in the way
+    of the org's other gateway settings."""
+    from gateway import services
+
+    services.provider_save(actor=ACTOR, org=org_a, name="mock", kind="mock")
+    deployments, config = "/api/gateway/deployments", "/api/gateway/config"
+    auto = {"model_name": "auto", "provider": "mock", "upstream_model": "m"}
+    assert alice_client.post(deployments, auto, content_type="application/json").status_code == 201
+    limits = alice_client.put(config, {"org_rpm_limit": 100}, content_type="application/json")
+    assert limits.status_code == 200, limits.content
+    on = alice_client.put(config, {"smart_tiers": ["lite", "pro"]}, content_type="application/json")
+    assert on.status_code == 400 and "auto_model_alias" in on.json()
+    on = alice_client.put(
+        config,
+        {"smart_tiers": ["lite", "pro"], "auto_model_alias": "cheapest"},
+        content_type="application/json",
+    )
+    assert on.status_code == 200, on.content
+    taken = alice_client.post(
+        deployments, {**auto, "model_name": "cheapest"}, content_type="application/json"
+    )
+    assert taken.status_code == 400 and "alias" in taken.content.decode()
+
+
 def test_apply_config_sets_smart_routing(tmp_path, db):
     from io import StringIO
 
