@@ -59,7 +59,10 @@ def smart_recalibrate(*, actor, org, name: str, min_rated: int = MIN_RATED) -> d
                 f"No smart routing policy named {name[:63]!r} in this organization."
             )
         label, tiers, saved = policy.name, policy.model_names, policy.smart or {}
-    current = smart.resolve(saved, tiers)
+    try:
+        current = smart.resolve(saved, tiers)
+    except ValueError as exc:  # saved where the learned classifier's extra was installed
+        raise ValidationError(f"{label}: {exc}") from exc
     rated = UsageRecord.objects.for_org(org).filter(
         routing_policy=name,
         route_classifier=current.classifier,

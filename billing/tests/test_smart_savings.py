@@ -382,3 +382,32 @@ def test_feedback_takes_the_keys_and_orgs_rate_limits(acme, gw):
     assert capped.json()["error"]["code"] == "spend_cap_exceeded"  # the cap is reached
     [row, _capped] = [r for r in usage_rows(acme.org) if r.endpoint == "chat"]
     assert row.feedback_score == 0.1  # the refused one wrote nothing
+
+
+@pytest.mark.django_db
+def test_recalibrating_a_learned_policy_where_the_extra_is_missing_says_so(
+    org_a, alice_client, monkeypatch
+):
+    """A policy saved with the learned classifier where the smart extra was installed,
+    re-calibrated where it is not (the extra removed, another control plane): refused
+    with what to install, by the button and the command alike, never a 500."""
+    import sys
+
+    from django.core.management import CommandError, call_command
+
+    from governance.models import RoutingPolicy
+
+    RoutingPolicy.objects.create(
+        org=org_a,
+        name="saver",
+        strategy="smart",
+        model_names=["lite", "pro"],
+        smart={"classifier": "learned", "thresholds": [0.5]},
+    )
+    monkeypatch.setitem(sys.modules, "numpy", None)  # the extra is not installed here
+    response = alice_client.post(
+        f"/o/{org_a.slug}/usage/smart-recalibrate/", {"policy": "saver"}, follow=True
+    )
+    assert response.status_code == 200 and b"requirements-smart.txt" in response.content
+    with pytest.raises(CommandError, match="requirements-smart.txt"):
+        call_command("smart_recalibrate", "--org", org_a.slug, "--policy", "saver")
