@@ -186,13 +186,18 @@ class OrgSmartForm(forms.Form):
         label="Classifier", choices=list(smart.CLASSIFIERS.items()), required=False
     )
     aggressiveness = WholeNumberField(label="Aggressiveness", minimum=0, maximum=100)
+    thresholds = NameListField(label="Thresholds", required=False)
+
+    clean_thresholds = RoutingPolicyForm.clean_thresholds
 
     def clean(self):
         data = super().clean()
         spec = {}
         if data.get("smart_tiers"):
             spec["classifier"] = data.get("classifier") or "rules"
-            if data.get("aggressiveness") is not None:
+            if data.get("thresholds"):
+                spec["thresholds"] = data["thresholds"]
+            elif data.get("aggressiveness") is not None:
                 spec["aggressiveness"] = data["aggressiveness"] / 100
         return {
             "smart_tiers": data.get("smart_tiers") or [],

@@ -498,10 +498,15 @@ def routing(request):
         if not form.is_valid():
             messages.error(request, form_message(form))
         else:
+            data = form.cleaned_data
+            saved = GatewayConfig.objects.for_org(org).first()
+            if data["smart_tiers"] and saved is not None and saved.smart:
+                # Settings the page has no field for (A/B, keywords, within: REST and the
+                # config file set them) are kept, not dropped by a save from this page.
+                kept = {k: v for k, v in saved.smart.items() if k not in ORG_SMART_FORM_KEYS}
+                data["smart"] = {**kept, **data["smart"]}
             try:
-                services.gateway_config_set(
-                    actor=Actor.from_request(request), org=org, **form.cleaned_data
-                )
+                services.gateway_config_set(actor=Actor.from_request(request), org=org, **data)
                 messages.success(request, "The organization's smart routing is saved.")
                 return redirect("routing", org_slug=org.slug)
             except ValidationError as exc:
@@ -525,6 +530,8 @@ def routing(request):
             except ValidationError as exc:
                 messages.error(request, form_message(form, exc))
     policies = RoutingPolicy.objects.for_org(org)
+    org_smart = GatewayConfig.objects.for_org(org).first()
+    org_spec = (org_smart.smart if org_smart else None) or {}
     rt_keys = (
         ApiKey.objects.for_org(org)
         .active()
@@ -540,10 +547,19 @@ def routing(request):
             "rt_keys": rt_keys,
             "strategies": strategies.choices(),
             "classifiers": list(smart.CLASSIFIERS.items()),
-            "org_smart": GatewayConfig.objects.for_org(org).first(),
+            "org_smart": org_smart,
+            "org_smart_aggressiveness": round(org_spec["aggressiveness"] * 100)
+            if org_spec.get("aggressiveness") is not None
+            else 50,
+            "org_smart_thresholds": ", ".join(str(t) for t in org_spec.get("thresholds", [])),
+            "org_smart_kept": sorted(set(org_spec) - ORG_SMART_FORM_KEYS),
             "ab_arms": smart.AB_ARMS,
         },
     )
+
+
+# The org default's smart settings the Routing page has fields for.
+ORG_SMART_FORM_KEYS = frozenset({"classifier", "aggressiveness", "thresholds"})
 
 
 # The smart settings the routing policy pages have fields for.

@@ -696,6 +696,56 @@ def test_the_org_default_is_set_from_the_dashboard_and_rest(alice_client, charli
     assert charlie_client.post(url, {"form": "org_smart", "smart_tiers": "x, y"}).status_code == 404
 
 
+def test_saving_the_org_default_from_the_dashboard_keeps_what_it_does_not_change(
+    alice_client, org_a
+):
+    """The org default set over REST (or by a re-calibration's thresholds): the Routing
+    page shows its classifier and thresholds in the form, and a save from it that only
+    changes the alias keeps them, and the settings the page has no field for."""
+    from gateway.models import GatewayConfig
+
+    spec = {
+        "classifier": "rules",
+        "thresholds": [0.42],
+        "ab": {"share": 0.1, "classifier": "strong"},
+        "within": "round_robin",
+        "keywords": {"math": ["integral"]},
+    }
+    api = alice_client.put(
+        "/api/gateway/config",
+        {"smart_tiers": ["lite", "pro"], "smart": spec},
+        content_type="application/json",
+    )
+    assert api.status_code == 200, api.content
+    url = f"/o/{org_a.slug}/routing/"
+    page = alice_client.get(url).content.decode()
+    form = page[page.index('value="org_smart"') : page.index("</form>", page.index("org_smart"))]
+    assert 'name="thresholds" value="0.42"' in form
+    # What the browser sends back: the form's values as shown, the alias changed.
+    response = alice_client.post(
+        url,
+        {
+            "form": "org_smart",
+            "smart_tiers": "lite, pro",
+            "auto_model_alias": "cheapest",
+            "classifier": "rules",
+            "aggressiveness": "50",
+            "thresholds": "0.42",
+        },
+    )
+    assert response.status_code == 302
+    config = GatewayConfig.objects.get(org=org_a)
+    assert (config.auto_model_alias, config.smart) == ("cheapest", spec)
+    # The slider moves the thresholds once they are cleared, as on a policy's page.
+    alice_client.post(
+        url,
+        {"form": "org_smart", "smart_tiers": "lite, pro", "aggressiveness": "80"},
+    )
+    saved = GatewayConfig.objects.get(org=org_a).smart
+    assert saved["aggressiveness"] == 0.8 and "thresholds" not in saved
+    assert saved["within"] == "round_robin"
+
+
 @pytest.mark.django_db
 def test_an_admin_edit_keeps_and_checks_the_smart_settings(admin_client, org_a):
     from bonito.tests.admin_forms import form_data
