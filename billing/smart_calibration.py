@@ -44,6 +44,8 @@ def smart_recalibrate(*, actor, org, name: str, min_rated: int = MIN_RATED) -> d
     from gateway import services as gateway_services
     from gateway.models import GatewayConfig
 
+    if min_rated < 1:  # with no rated request there is no score to move the threshold to
+        raise ValidationError("The minimum of rated requests must be at least 1.")
     if name == ORG_DEFAULT:
         config = GatewayConfig.objects.filter(org=org).first()
         if config is None or not config.smart_tiers:

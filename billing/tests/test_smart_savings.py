@@ -411,3 +411,15 @@ def test_recalibrating_a_learned_policy_where_the_extra_is_missing_says_so(
     assert response.status_code == 200 and b"requirements-smart.txt" in response.content
     with pytest.raises(CommandError, match="requirements-smart.txt"):
         call_command("smart_recalibrate", "--org", org_a.slug, "--policy", "saver")
+
+
+@pytest.mark.django_db
+def test_recalibrate_with_min_rated_0_and_no_ratings_says_so(org_a):
+    from django.core.management import CommandError, call_command
+
+    _policy(org_a)
+    for low in ("0", "-5"):
+        with pytest.raises(CommandError, match="at least 1"):
+            call_command(
+                "smart_recalibrate", "--org", org_a.slug, "--policy", "saver", "--min-rated", low
+            )
