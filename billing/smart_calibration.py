@@ -5,7 +5,7 @@ the app's feedback score): no prompt text, no embedding, no features are stored 
 """
 
 from django.core.exceptions import ValidationError
-from django.db.models import Avg
+from django.db.models import Avg, F
 
 from core import smart
 from governance import services as governance_services
@@ -70,6 +70,9 @@ def smart_recalibrate(*, actor, org, name: str, min_rated: int = MIN_RATED) -> d
         route_classifier=current.classifier,
         feedback_score__isnull=False,
         route_score__isnull=False,
+        # answered by the tier its score chose: after a failover up (or to a fallback
+        # model) the rating is another model's
+        model_used=F("route_tier"),
     )
     if name == ORG_DEFAULT:
         rated = rated.exclude(route_tier="")  # smart-routed requests only

@@ -423,3 +423,30 @@ def test_recalibrate_with_min_rated_0_and_no_ratings_says_so(org_a):
             call_command(
                 "smart_recalibrate", "--org", org_a.slug, "--policy", "saver", "--min-rated", low
             )
+
+
+@pytest.mark.django_db
+def test_recalibration_does_not_count_requests_the_top_tier_answered_after_a_failover(org_a):
+    """A request scored for the cheap tier, served by the top tier because the cheap one
+    was down: its rating is the top model's, not the cheap tier's quality."""
+    from billing.smart_calibration import smart_recalibrate
+
+    _policy(org_a)
+    # Served by pro after lite failed, rated well, at the lowest scores.
+    for i in range(100):
+        _row(
+            org_a,
+            NOW - timedelta(hours=1),
+            cost="0.002",
+            top="0.002",
+            tier="lite",
+            used="pro",
+            policy="saver",
+            score=(i + 1) / 100_000,
+            feedback_score=1.0,
+        )
+    # What lite itself answered: bad from the easiest prompt on.
+    _rated(org_a, 30, lambda i: (i + 1) / 100, lambda i: 0.0)
+    _rated(org_a, 10, lambda i: 0.7, lambda i: 1.0, tier="pro")
+    moved = smart_recalibrate(actor=ACTOR, org=org_a, name="saver")
+    assert (moved["rated"], moved["new"]) == (30, 0.01)
