@@ -333,6 +333,7 @@ def org_config_export(org) -> dict:
             "strategy": r.strategy,
             "models": r.model_names,
             **({"weights": r.weights} if r.weights else {}),
+            **({"smart": r.smart} if r.smart else {}),
             "is_active": r.is_active,
         }
         for r in RoutingPolicy.objects.for_org(org).order_by("name")

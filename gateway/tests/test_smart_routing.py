@@ -513,6 +513,34 @@ def test_apply_config_sets_smart_routing(tmp_path, db):
     assert (config.smart_tiers, config.smart) == (["lite", "pro"], {"thresholds": [0.3]})
 
 
+def test_an_exported_config_applied_back_keeps_the_smart_settings(alice_client, org_a):
+    """`bonito config export`, then `bonito config apply` of the file: nothing changes (a
+    smart policy's settings were left out of the file, so applying it reset them)."""
+    import yaml
+
+    spec = {"thresholds": [0.3], "ab": {"share": 0.2, "classifier": "strong"}}
+    created = alice_client.post(
+        "/api/gateway/routing-policies",
+        {"name": "saver", "strategy": "smart", "models": ["lite", "pro"], "smart": spec},
+        content_type="application/json",
+    )
+    assert created.status_code == 201, created.content
+    alice_client.put(
+        "/api/gateway/config",
+        {"smart_tiers": ["lite", "pro"], "smart": {"aggressiveness": 0.7}},
+        content_type="application/json",
+    )
+    exported = alice_client.get("/api/gateway/config/export").json()["yaml"]
+    [policy] = yaml.safe_load(exported)["orgs"][0]["routing_policies"]
+    assert policy["smart"] == spec
+    applied = alice_client.post(
+        "/api/gateway/config/apply",
+        {"yaml": exported, "dry_run": True},
+        content_type="application/json",
+    )
+    assert applied.status_code == 200 and applied.json()["changes"] == [], applied.content
+
+
 def test_the_dashboard_form_saves_a_smart_policy(alice_client, charlie_client, org_a):
     from governance.models import RoutingPolicy
 
