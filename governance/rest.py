@@ -54,14 +54,18 @@ class RoutingPolicyViewSet(OrgView, viewsets.ModelViewSet):
         return RoutingPolicy.objects.for_org(self.request.org)
 
     def _save(self, data, instance=None):
+        strategy = data.get("strategy", instance.strategy if instance else strategies.DEFAULT)
+        # The stored smart settings stay with a smart policy; switched to another strategy
+        # without naming them, it lets them go (they apply to the smart strategy only).
+        kept = instance.smart if instance and strategy == "smart" else {}
         return services.routing_policy_save(
             actor=actor(self.request),
             org=self.request.org,
             name=data.get("name", instance and instance.name),
-            strategy=data.get("strategy", instance.strategy if instance else strategies.DEFAULT),
+            strategy=strategy,
             models=data.get("model_names", instance.model_names if instance else []),
             weights=data.get("weights", instance.weights if instance else {}),
-            smart=data.get("smart", instance.smart if instance else {}),
+            smart=data.get("smart", kept),
             is_active=data.get("is_active", instance.is_active if instance else True),
         )
 

@@ -513,6 +513,35 @@ def test_apply_config_sets_smart_routing(tmp_path, db):
     assert (config.smart_tiers, config.smart) == (["lite", "pro"], {"thresholds": [0.3]})
 
 
+def test_a_smart_policy_switched_to_another_strategy_over_rest_drops_its_settings(
+    alice_client, org_a
+):
+    url = "/api/gateway/routing-policies"
+    created = alice_client.post(
+        url,
+        {
+            "name": "saver",
+            "strategy": "smart",
+            "models": ["lite", "pro"],
+            "smart": {"thresholds": [0.3]},
+        },
+        content_type="application/json",
+    )
+    assert created.status_code == 201, created.content
+    switched = alice_client.patch(
+        f"{url}/{created.json()['id']}", {"strategy": "failover"}, content_type="application/json"
+    )
+    assert switched.status_code == 200, switched.content
+    assert (switched.json()["strategy"], switched.json()["smart"]) == ("failover", {})
+    # Smart settings sent with another strategy are still refused.
+    mixed = alice_client.patch(
+        f"{url}/{created.json()['id']}",
+        {"strategy": "round_robin", "smart": {"thresholds": [0.3]}},
+        content_type="application/json",
+    )
+    assert mixed.status_code == 400 and "only to the smart strategy" in mixed.content.decode()
+
+
 def test_an_exported_config_applied_back_keeps_the_smart_settings(alice_client, org_a):
     """`bonito config export`, then `bonito config apply` of the file: nothing changes (a
     smart policy's settings were left out of the file, so applying it reset them)."""
