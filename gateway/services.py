@@ -806,6 +806,8 @@ def gateway_config_set(*, actor: Actor, org, **fields) -> GatewayConfig:
             )
     if "cors_origins" in fields:
         fields["cors_origins"] = cors_origins_checked(fields["cors_origins"])
+    if "smart_tiers" in fields and not fields["smart_tiers"] and "smart" not in fields:
+        fields["smart"] = {}  # emptying the tiers turns smart routing off, settings and all
     config, _ = GatewayConfig.objects.get_or_create(org=org)
     before = {f: getattr(config, f) for f in GATEWAY_CONFIG_FIELDS}
     for name, value in fields.items():

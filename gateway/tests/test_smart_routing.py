@@ -542,6 +542,31 @@ def test_a_smart_policy_switched_to_another_strategy_over_rest_drops_its_setting
     assert mixed.status_code == 400 and "only to the smart strategy" in mixed.content.decode()
 
 
+def test_the_org_default_is_turned_off_by_emptying_its_tiers(alice_client, org_a, tmp_path):
+    """smart_tiers: [] turns it off (docs/config.md), whatever settings it had; settings
+    sent without tiers are still refused."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from gateway.models import GatewayConfig
+
+    url = "/api/gateway/config"
+    on = {"smart_tiers": ["lite", "pro"], "smart": {"aggressiveness": 0.7}}
+    assert alice_client.put(url, on, content_type="application/json").status_code == 200
+    off = alice_client.put(url, {"smart_tiers": []}, content_type="application/json")
+    assert off.status_code == 200, off.content
+    assert (off.json()["smart_tiers"], off.json()["smart"]) == ([], {})
+    assert alice_client.put(url, on, content_type="application/json").status_code == 200
+    path = tmp_path / "bonito.yaml"
+    path.write_text(f"orgs:\n  - slug: {org_a.slug}\n    gateway:\n      smart_tiers: []\n")
+    call_command("apply_config", str(path), stdout=StringIO(), stderr=StringIO())
+    config = GatewayConfig.objects.get(org=org_a)
+    assert (config.smart_tiers, config.smart) == ([], {})
+    bad = alice_client.put(url, {"smart": {"aggressiveness": 0.2}}, content_type="application/json")
+    assert bad.status_code == 400 and "smart_tiers" in bad.content.decode()
+
+
 def test_an_exported_config_applied_back_keeps_the_smart_settings(alice_client, org_a):
     """`bonito config export`, then `bonito config apply` of the file: nothing changes (a
     smart policy's settings were left out of the file, so applying it reset them)."""
