@@ -43,9 +43,14 @@ def not_permitted(message, param="model"):
     return GatewayError(403, message, "permission_error", "model_not_permitted", param)
 
 
-def model_not_found(model, smart_alias=False):
+def model_not_found(model, smart_alias=False, embeddings=False):
     message = f"The model `{model}` does not exist or you do not have access to it."
-    if smart_alias:
+    if smart_alias and embeddings:
+        message += (
+            f" `{model}` asks for smart routing, which scores prompts: it serves chat, "
+            "completions, the Responses and Messages APIs; ask for embeddings by name."
+        )
+    elif smart_alias:
         message += (
             f" `{model}` asks for smart routing, which is not on for this organization: an "
             "org admin turns it on by setting its tiers (Routing in the dashboard, or "

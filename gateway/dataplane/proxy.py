@@ -383,8 +383,11 @@ class Gateway:
             names, strategy, weights = list(policy.models), policy.strategy, policy.weights
         else:
             if model not in org.deployments:
+                embeddings = ctx.endpoint == "embeddings"  # never smart-routed
                 raise errors.model_not_found(
-                    model, smart_alias=org.smart is None and model == org.auto_model
+                    model,
+                    smart_alias=(org.smart is None or embeddings) and model == org.auto_model,
+                    embeddings=embeddings and org.smart is not None,
                 )
             names, strategy, weights = [model], org.strategy, None
         primary: list[DeploymentInfo] = []

@@ -359,6 +359,23 @@ def test_counting_tokens_through_a_smart_key_saves_nothing(acme, gw):
     assert (saved["top_tier_cost_usd"], saved["saved_usd"]) == (0.0, 0.0)
 
 
+def test_embeddings_for_the_alias_are_a_404_that_says_why(acme, gw):
+    """The org's tiers are chat models and embeddings score no prompt: a bn- key asking
+    for the alias's embeddings is told to name an embedding model, not that `auto` does
+    not exist (smart routing is on)."""
+    from gateway import services
+
+    _tiers(acme)
+    services.gateway_config_set(actor=ACTOR, org=acme.org, smart_tiers=["smart-lite", "smart-pro"])
+    refresh_snapshot()
+    client = openai.OpenAI(base_url=acme.base_url, api_key=acme.raw, max_retries=0)
+    with pytest.raises(openai.NotFoundError) as info:
+        client.embeddings.create(model="auto", input="hello")
+    error = info.value.body
+    assert error["code"] == "model_not_found"
+    assert "embeddings" in error["message"] and "by name" in error["message"]
+
+
 def test_a_key_not_allowed_a_tier_skips_it(acme, gw):
     from gateway import services
     from governance import services as gov
