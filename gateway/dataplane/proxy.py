@@ -287,10 +287,15 @@ class Gateway:
             raise errors.invalid_key()
         return key, org
 
-    def _permitted(self, key: KeyInfo, org: OrgInfo, name: str):
+    def _permitted(self, key: KeyInfo, org: OrgInfo, name: str, via_alias: bool = False):
         """(the deployments of model ``name`` this key may use, the error saying why it may
-        use none of them, or None)."""
-        if not keys_check.model_permitted(key, org, name):
+        use none of them, or None). ``via_alias``: a tier reached through the smart routing
+        alias its key may use (allowed_models: [auto]): only the org's policy decides."""
+        if via_alias:
+            allowed = org.model_allowed(name)
+        else:
+            allowed = keys_check.model_permitted(key, org, name)
+        if not allowed:
             return [], errors.not_permitted(
                 f"This key is not allowed to use the model `{name}` (org policy or key scope)."
             )
@@ -351,8 +356,10 @@ class Gateway:
         ctx.top_dep = top[0] if top else None
         ordered: list[DeploymentInfo] = []
         refused = None
+        key = ctx.key
+        via_alias = not key.routing_policy and ctx.org.auto_model in (key.allowed_models or ())
         for name in policy.tiers[tier:]:
-            deps, problem = self._permitted(ctx.key, ctx.org, name)
+            deps, problem = self._permitted(key, ctx.org, name, via_alias)
             refused = refused or problem
             ordered.extend(routing.order(policy.within, deps, self.health))
         if not ordered:

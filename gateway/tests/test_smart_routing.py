@@ -359,6 +359,34 @@ def test_counting_tokens_through_a_smart_key_saves_nothing(acme, gw):
     assert (saved["top_tier_cost_usd"], saved["saved_usd"]) == (0.0, 0.0)
 
 
+def test_a_key_scoped_to_the_alias_is_smart_routed_over_every_tier(acme, gw):
+    """allowed_models: [auto] (this app may only use smart routing): every tier serves it
+    through the alias, not by name; the org's model policy still applies."""
+    from gateway import services
+    from governance import services as gov
+
+    _tiers(acme)
+    services.gateway_config_set(
+        actor=ACTOR,
+        org=acme.org,
+        smart_tiers=["smart-lite", "smart-pro"],
+        smart={"thresholds": [_between()]},
+    )
+    _key, raw = services.api_key_create(
+        actor=ACTOR, org=acme.org, name="auto-only", allowed_models=["auto"]
+    )
+    refresh_snapshot()
+    client = openai.OpenAI(base_url=acme.base_url, api_key=raw, max_retries=0)
+    assert _ask(client, EASY).headers["x-bonito-model-used"] == "smart-lite"
+    assert _ask(client, HARD).headers["x-bonito-model-used"] == "smart-pro"
+    with pytest.raises(openai.PermissionDeniedError):
+        _ask(client, EASY, model="smart-lite")  # not by name
+    gov.policy_set(actor=ACTOR, org=acme.org, denied_models=["smart-lite"])
+    refresh_snapshot()
+    response = _ask(client, EASY)  # the org denies the cheap tier: the next one up
+    assert response.headers["x-bonito-model-used"] == "smart-pro"
+
+
 def test_embeddings_for_the_alias_are_a_404_that_says_why(acme, gw):
     """The org's tiers are chat models and embeddings score no prompt: a bn- key asking
     for the alias's embeddings is told to name an embedding model, not that `auto` does
