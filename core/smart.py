@@ -137,7 +137,12 @@ def _number(value, name: str, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         raise ValueError(f"smart.{name} must be a number from {low:g} to {high:g}.")
     if not low <= value <= high:
-        raise ValueError(f"smart.{name} must be from {low:g} to {high:g}, not {value:g}.")
+        shown = (
+            f"{value:g}"
+            if isinstance(value, float) or abs(value) < 10**15
+            else "a number that large"
+        )
+        raise ValueError(f"smart.{name} must be from {low:g} to {high:g}, not {shown}.")
     return float(value)
 
 

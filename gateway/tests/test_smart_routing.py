@@ -157,6 +157,8 @@ def test_a_score_goes_to_the_first_tier_whose_threshold_it_is_under():
         ({"classifier": ["rules"]}, ["a", "b"], "Unknown classifier"),
         ({"classifier": {"name": "rules"}}, ["a", "b"], "Unknown classifier"),
         ({"within": ["failover"]}, ["a", "b"], "smart.within"),
+        ({"aggressiveness": 10**400}, ["a", "b"], "from 0 to 1"),
+        ({"thresholds": [-(10**400)]}, ["a", "b"], "from 0 to 1"),
         ({"tiers": ["a"]}, ["a", "b"], "Unknown smart setting"),
     ],
 )
@@ -479,7 +481,12 @@ def test_rest_saves_and_shows_a_smart_policy_and_outsiders_see_nothing(
 
 @pytest.mark.parametrize(
     "spec",
-    [{"classifier": ["rules"]}, {"classifier": {"a": 1}}, {"within": ["failover"]}],
+    [
+        {"classifier": ["rules"]},
+        {"classifier": {"a": 1}},
+        {"within": ["failover"]},
+        {"aggressiveness": 10**400},
+    ],
 )
 def test_a_setting_of_the_wrong_json_type_is_a_400_on_rest(alice_client, org_a, spec):
     policy = alice_client.post(
