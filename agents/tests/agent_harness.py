@@ -116,10 +116,11 @@ class ControlPlane:
         self.port = free_port()
         self.url = self.ext.serve(self.port)
 
-    def apply(self, upstream_url: str, allowed=("chat-small",)) -> None:
-        self.ext.manage("apply_config", str(self._write_config(upstream_url, allowed)))
+    def apply(self, upstream_url: str, allowed=("chat-small",), spend_cap: str = "") -> None:
+        self.ext.manage("apply_config", str(self._write_config(upstream_url, allowed, spend_cap)))
 
-    def _write_config(self, upstream_url: str, allowed=("chat-small",)) -> Path:
+    def _write_config(self, upstream_url: str, allowed=("chat-small",), spend_cap="") -> Path:
+        cap = f"\n      monthly_spend_cap_usd: {spend_cap}" if spend_cap else ""
         yaml = f"""
 orgs:
   - slug: acme
@@ -133,7 +134,7 @@ orgs:
       - {{model: chat-small, provider: vpc-llm, upstream_model: gpt-4o-mini, input_price_per_mtok: 2.5, output_price_per_mtok: 10}}
       - {{model: chat-large, provider: vpc-llm, upstream_model: gpt-4o, input_price_per_mtok: 5, output_price_per_mtok: 20}}
     policy:
-      allowed_models: [{", ".join(allowed)}]
+      allowed_models: [{", ".join(allowed)}]{cap}
 """
         path = self.ext.tmp / "bonito.yaml"
         path.write_text(yaml)

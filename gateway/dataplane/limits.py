@@ -254,7 +254,9 @@ class LocalLimiter:
                 )
         spent = 0.0
         if spend is not None and spend_start is None:
-            spent = self._spend.setdefault(spend.key, spend.baseline)
+            # The usage rows' month-to-date spend (the snapshot's, refreshed) is the floor:
+            # other processes' and replicas' spend reaches this one only through it.
+            spent = max(self._spend.get(spend.key, 0.0), spend.baseline)
             if spent >= spend.cap:
                 return _spend_refused(spent)
             self._spend[spend.key] = spent = spent + spend.reserve
