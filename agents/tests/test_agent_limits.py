@@ -28,7 +28,11 @@ def replicas(tmp_path, upstream):
 def _chat(agent, key) -> httpx.Response:
     return httpx.post(
         agent.url + "/v1/chat/completions",
-        json={"model": "chat-small", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+        json={
+            "model": "chat-small",
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
         headers={"Authorization": f"Bearer {key}"},
         timeout=30,
     )
