@@ -166,14 +166,25 @@ class IngestWriter:
         self.posted += 1
         status = response.status_code
         if 200 <= status < 300:
+            answer = _body(response)
+            if not isinstance(answer, dict) or answer.get("batch_id") != bid:
+                # Something else at that URL (a catch-all page, a proxy) answered a 2xx: the
+                # control plane names the batch it took. Nothing is stored: keep it, retry.
+                kind = response.headers.get("content-type", "").split(";")[0].strip() or "no type"
+                what = "no body" if not response.content else f"a body ({clean(kind, 60)})"
+                problem = (
+                    f"ingest answered {status} with {what} that is not Bonito's answer:"
+                    f" {self.control.not_bonito()}"
+                )
+                self._failed(problem)
+                raise Unavailable(problem)
             if self.problem is not None:
                 log.info("usage posts are stored again")
             self.problem = None
             try:
-                answer = response.json()
                 self.accepted += int(answer.get("accepted", 0))
                 self.duplicates += int(answer.get("duplicates", 0))
-            except (ValueError, TypeError, AttributeError):
+            except (ValueError, TypeError):
                 pass
             return
         problem = f"ingest answered {self.control.problem(response)}"

@@ -250,3 +250,39 @@ def test_ready_says_why_it_is_not_ready(fake, tmp_path):
         assert "does not look like a Bonito control plane" in r.json()["reason"]
     finally:
         agent.stop()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        (200, "text/html", "<html>a single-page app's index, for every path</html>"),
+        (200, "application/json", {"ok": True}),
+        (204, "text/plain", ""),
+    ],
+)
+def test_a_usage_post_is_stored_only_when_the_control_plane_says_it_took_that_batch(
+    fake, tmp_path, caplog, answer
+):
+    """Something else at BONITO_CONTROL_PLANE (a catch-all page, a proxy) may answer a
+    POST with a 2xx: that stores nothing, so the batch stays spooled and is retried (it was
+    taken for stored and the usage was gone). The agent API answers with the batch's id."""
+    fake.answer = answer
+    agent = _agent(tmp_path, fake.url, keys.generate("bt-"))
+    caplog.set_level(logging.INFO, logger="bonito.agent")
+    with pytest.raises(Unavailable) as info:
+        agent.writer([_record()])
+    assert str(info.value).startswith(f"ingest answered {answer[0]} with "), info.value
+    assert f"BONITO_CONTROL_PLANE ({fake.url}) does not look like a Bonito control plane" in str(
+        info.value
+    )
+    assert "usage post failed" in caplog.text
+
+    # In the usage sink: nothing is lost, everything is in the spool.
+    sink = agent.gateway.sink
+    sink.retry_interval = 0.05
+    records = [_record() for _ in range(3)]
+    for record in records:
+        sink.submit(record)
+    assert sink.flush(10)
+    assert sink.written == 0 and sink.spooled == 3
+    sink.stop()
