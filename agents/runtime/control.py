@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import logging
 import re
+import time
 import uuid
 
 import httpx
@@ -17,6 +18,8 @@ log = logging.getLogger("bonito.agent")
 UNAUTHORIZED = (401, 403)
 REFUSED = (400, 413, 422)  # the data is refused: split, isolate, set aside
 MAX_DETAIL = 300  # characters of the control plane's (or a stranger's) words in a log line
+# The largest answer read (decoded): far above the config of an org at its tier's bounds.
+MAX_ANSWER_BYTES = 256 * 1024 * 1024
 _TOKENISH = re.compile(r"\b(bt|bn|rt)-[0-9A-Za-z]{6,}")
 
 
@@ -78,13 +81,9 @@ class ControlPlane:
         """One call; on a 401 the token is read again and, if that gives another, retried once.
         Raises httpx errors when the control plane cannot be reached."""
         extra = kwargs.pop("headers", {})
-        response = client.request(
-            method, self.base + path, headers={**self.headers(), **extra}, **kwargs
-        )
+        response = self._call(client, method, path, {**self.headers(), **extra}, kwargs)
         if response.status_code == 401 and self.token.reread():
-            response = client.request(
-                method, self.base + path, headers={**self.headers(), **extra}, **kwargs
-            )
+            response = self._call(client, method, path, {**self.headers(), **extra}, kwargs)
         status = response.status_code
         if status in UNAUTHORIZED and is_bonito(_body(response)):
             if not self.token.refused:
@@ -100,6 +99,40 @@ class ControlPlane:
         # gateway's /v1, a proxy's login page) answered and the token was never judged; the
         # caller logs it as such (problem() says the URL does not look like Bonito's).
         return response
+
+    def _call(self, client: httpx.Client, method: str, path: str, headers, kwargs):
+        """One HTTP call, whole within BONITO_CONTROL_PLANE_TIMEOUT_S (httpx's timeout bounds
+        each read: an answer trickling a byte at a time held the thread for ever) and its
+        answer read up to MAX_ANSWER_BYTES (something else at that URL may send gigabytes)."""
+        timeout = self.settings.timeout_s
+        deadline = time.monotonic() + timeout
+        request = client.build_request(method, self.base + path, headers=headers, **kwargs)
+        response = client.send(request, stream=True)
+        try:
+            body, size = [], 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > MAX_ANSWER_BYTES:
+                    raise httpx.ReadError(
+                        f"an answer over {MAX_ANSWER_BYTES} bytes, not read", request=request
+                    )
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout(
+                        f"the answer was not whole within {timeout:g}s"
+                        " (BONITO_CONTROL_PLANE_TIMEOUT_S)",
+                        request=request,
+                    )
+                body.append(chunk)
+        finally:
+            response.close()
+        kept = [
+            (k, v)
+            for k, v in response.headers.multi_items()
+            if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        return httpx.Response(
+            response.status_code, headers=kept, content=b"".join(body), request=request
+        )
 
 
 def clean(text, limit: int = MAX_DETAIL) -> str:

@@ -4,9 +4,11 @@ usage post, and in /ready; a URL that is not a Bonito control plane's (a 404, a 
 not Bonito's, a 401 from something else) is called that, not a refused token; a control
 plane it cannot reach is logged with the transport's own words."""
 
+import contextlib
 import json
 import logging
 import re
+import socket
 import threading
 import time
 import uuid
@@ -286,3 +288,66 @@ def test_a_usage_post_is_stored_only_when_the_control_plane_says_it_took_that_ba
     assert sink.flush(10)
     assert sink.written == 0 and sink.spooled == 3
     sink.stop()
+
+
+class Trickle:
+    """A raw HTTP server whose answer to every call is a 200 that never ends: its headers,
+    then one byte of body every ``every`` seconds (a slow proxy, a half-dead control plane);
+    or, with ``huge``, that many bytes of body as fast as the link takes them."""
+
+    def __init__(self, every: float = 0.3, huge: int = 0):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.every, self.huge = every, huge
+        self.closed = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while not self.closed.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn):
+        with conn, contextlib.suppress(OSError):
+            conn.recv(1 << 20)
+            length = self.huge or 10**9
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {length}\r\n\r\n".encode()
+            )
+            if self.huge:
+                block = b" " * (1 << 20)
+                for _ in range(self.huge // len(block)):
+                    conn.sendall(block)
+                return
+            while not self.closed.wait(self.every):
+                conn.sendall(b" ")
+
+    def close(self):
+        self.closed.set()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("huge", [0, 300 * 2**20])
+def test_a_call_to_the_control_plane_is_bounded_in_time_and_size(tmp_path, huge):
+    """BONITO_CONTROL_PLANE_TIMEOUT_S bounds a whole call: an answer trickling a byte at a
+    time held the sync thread (no pull, no heartbeat) or the usage sink's for ever, as
+    httpx's timeout bounds each read only. An answer far larger than any config (something
+    else at that URL) is not read whole into memory."""
+    server = Trickle(huge=huge)
+    try:
+        agent = _agent(tmp_path, server.url, keys.generate("bt-"))  # a 3 s timeout
+        t0 = time.monotonic()
+        assert agent.sync.pull() == "unreachable"
+        assert time.monotonic() - t0 < 8
+        assert agent.sync.problem.startswith("config pull failed: control plane unreachable (")
+        t0 = time.monotonic()
+        agent.sync.heartbeat()
+        with pytest.raises(Unavailable):
+            agent.writer([_record()])
+        assert time.monotonic() - t0 < 16
+    finally:
+        server.close()
