@@ -213,3 +213,26 @@ def test_a_full_spool_drops_its_oldest_records_and_counts_them(tmp_path, fake):
         == 40
     )
     sink.stop()
+
+
+def test_a_batch_it_can_neither_post_nor_spool_is_kept_and_posted_when_it_can(tmp_path, fake):
+    """The control plane away and the state folder's disk full (here: a file where the
+    spool's folder should be, so the spool cannot be written): the batch is kept in memory
+    and posted once the control plane answers; it was counted done and never sent."""
+    state = {"status": 503}
+    server = fake(lambda records: state["status"])
+    sink, _ = _sink(tmp_path, server)
+    (tmp_path / "spool").write_text("")  # not a folder: every spool write fails
+    records = [_record() for _ in range(5)]
+    sink.start()
+    for r in records:
+        sink.submit(r)
+    assert not sink.flush(1)  # neither posted nor spooled: not done
+    assert _wait(lambda: len(server.calls) >= 2)  # tried again
+    assert not server.accepted
+    state["status"] = 200
+    assert sink.flush(10)
+    assert set(server.accepted) == {r["id"] for r in records}
+    sink.stop()
+    # Stored: the journal goes too (it was kept for ever after one failed spool).
+    assert not list((tmp_path / "journal").glob("*.jsonl"))

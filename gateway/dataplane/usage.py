@@ -340,9 +340,10 @@ class UsageSink:
 
     def _run(self):
         self._guarded(self._replay_orphans)
+        held: list[dict] = []  # neither written nor spooled: tried again before anything newer
         while not self._stopping.is_set():
             self._pace()
-            batch = self._take_batch(self.flush_interval)
+            batch = held or self._take_batch(self.flush_interval)
             self._guarded(self._drain_spool)
             if time.monotonic() - self._last_orphan_scan >= self.orphan_scan_interval:
                 self._guarded(self._replay_orphans)
@@ -350,7 +351,16 @@ class UsageSink:
                 self._busy = True
                 if self.min_batch_interval:
                     self._next_batch_at = time.monotonic() + self.min_batch_interval
-                self._write_or_spool(batch)
+                if not self._write_or_spool(batch):
+                    # The writer down and the disk full (or the spool unwritable): the batch
+                    # stays in memory (it may be in no journal either) and is tried again,
+                    # until the writer or the spool takes it; it was dropped.
+                    held = batch
+                    self._stopping.wait(max(self.retry_interval, self._retry_at - time.monotonic()))
+                    continue
+                if held:
+                    held = []
+                    self._keep_journal = False  # what it kept is stored now
                 with self._progress:
                     self._done += len(batch)
                     self._progress.notify_all()
@@ -447,8 +457,13 @@ class UsageSink:
             self._spool(batch)
         except Exception:
             # Neither stored nor spooled: the journal keeps them for the next process.
+            if not self._keep_journal:  # logged once until a batch is stored again
+                log.exception(
+                    "usage spool failed; %d records are kept in memory and the journal, and"
+                    " retried",
+                    len(batch),
+                )
             self._keep_journal = True
-            log.exception("usage spool failed; %d records are only in the journal", len(batch))
             return False
         return True
 
