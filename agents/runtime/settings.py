@@ -4,6 +4,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -243,6 +244,15 @@ def load(env=None) -> AgentSettings:
     ca = env.get("BONITO_CA_BUNDLE", "").strip() or None
     if ca is not None and not Path(ca).is_file():
         raise SettingsError(f"BONITO_CA_BUNDLE {ca} is not a readable file")
+    if ca is not None:
+        try:
+            ssl.create_default_context(cafile=ca)  # as httpx loads it for each call
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise SettingsError(
+                f"BONITO_CA_BUNDLE {ca} holds no PEM CA certificate ({type(exc).__name__}:"
+                f" {exc}); it should be the PEM file of the CA that signed the control"
+                " plane's certificate"
+            ) from None
     creds_file = env.get("BONITO_CREDENTIALS_FILE", "").strip()
     if creds_file and not Path(creds_file).is_file():
         raise SettingsError(f"BONITO_CREDENTIALS_FILE {creds_file} is not a readable file")

@@ -153,6 +153,20 @@ def test_a_state_folder_it_cannot_make_or_write_stops_it_at_start_naming_it(tmp_
 
 
 @pytest.mark.slow
+def test_a_ca_bundle_that_is_no_certificate_stops_it_at_start_naming_it(tmp_path):
+    """A file that holds no CA certificate (a key, a DER file, the wrong mount): it started,
+    was never ready (/ready's reason null) and logged a traceback at every config pull."""
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN PRIVATE KEY-----\nnot a certificate\n-----END PRIVATE KEY-----\n")
+    result = _run_agent(tmp_path, BONITO_CA_BUNDLE=str(bundle))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(
+        f"bonito-agent: BONITO_CA_BUNDLE {bundle} holds no PEM CA certificate"
+    ), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
 def test_a_wrong_log_level_stops_it_at_start_naming_it(tmp_path):
     result = _run_agent(tmp_path, BONITO_LOG_LEVEL="LOUD")
     assert result.returncode == 2, result.stderr
