@@ -90,10 +90,21 @@ class Token:
             return
         rotated = self._rotated() or {}
         replaces = list(dict.fromkeys([*rotated.get("replaces", []), _fingerprint(self.current)]))
-        write_private(self.path, json.dumps({"token": new, "replaces": replaces}).encode())
+        try:
+            write_private(self.path, json.dumps({"token": new, "replaces": replaces}).encode())
+        except OSError as exc:
+            # The disk full, say: the new token is used all the same (the config answer that
+            # brought it still applies); a restart before it is kept starts on the old one.
+            log.error(
+                "org token rotated by the control plane but not kept in %s (%s): used until"
+                " a restart; put the new token in the agent's deployment",
+                self.path,
+                exc,
+            )
+        else:
+            log.warning("org token rotated by the control plane; the new one is in %s", self.path)
         self.current = new
         self.refused = False
-        log.warning("org token rotated by the control plane; the new one is in %s", self.path)
 
     def reread(self) -> bool:
         """After a 401: the token file (an operator may have put a new token there) and

@@ -155,3 +155,16 @@ def test_an_answer_that_is_not_a_config_document_is_a_retry_not_a_crash(setup, a
     assert agent.sync.pull() == "updated"
     assert agent.sync.pull() == "retry"  # logged; the next pull asks for the full config
     assert agent.gateway.snapshots.current.version == 5  # still serving what it had
+
+
+def test_a_rotation_it_cannot_keep_on_disk_still_applies_the_config(setup):
+    """The state folder cannot take token.json (its disk full; here a folder in its place):
+    the new token is used from memory and the config still applies. The failed write ended
+    the pull, so during the whole rotation no config change (a revoked key) reached it."""
+    fake, agent = setup
+    (agent.settings.state_dir / "token.json").mkdir()
+    new = keys.generate("bt-")
+    fake.answers.append(lambda since: {**_full(7, 5, "h1"), "token": {"rotate_to": new}})
+    assert agent.sync.pull() == "updated"
+    assert agent.gateway.snapshots.current.version == 5
+    assert agent.control.token.current == new
