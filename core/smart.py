@@ -146,10 +146,12 @@ def _number(value, name: str, low: float, high: float) -> float:
     return float(value)
 
 
-def resolve(spec, tiers, *, strategies_known=None) -> SmartPolicy:
+def resolve(spec, tiers, *, strategies_known=None, serving=False) -> SmartPolicy:
     """The SmartPolicy of a spec (the JSON a policy stores) over ``tiers``; ValueError with
     a message for the user when something is wrong. ``strategies_known``: the names
-    ``within`` may take (core.strategies passes its registry)."""
+    ``within`` may take (core.strategies passes its registry). ``serving``: for the data
+    plane, a policy saved with the learned classifier is kept whole where its extra is not
+    installed (since): the data plane scores it with rules (gateway.dataplane.smart.arm)."""
     spec = {} if spec is None else spec
     if not isinstance(spec, dict):
         raise ValueError("smart must be a mapping (classifier, aggressiveness, thresholds, ...).")
@@ -169,7 +171,7 @@ def resolve(spec, tiers, *, strategies_known=None) -> SmartPolicy:
         raise ValueError("Each tier must be a different model.")
     classifier = spec.get("classifier", "rules")
     problem = classifier_error(classifier)
-    if problem:
+    if problem and not (serving and classifier == "learned"):
         raise ValueError(problem)
     aggressiveness = None
     if spec.get("thresholds") is not None:
@@ -200,7 +202,7 @@ def resolve(spec, tiers, *, strategies_known=None) -> SmartPolicy:
             )
         if ab_arm == classifier:
             raise ValueError("smart.ab.classifier must differ from smart.classifier.")
-        if ab_arm == "learned" and learned_missing():
+        if ab_arm == "learned" and learned_missing() and not serving:
             raise ValueError(learned_missing())
     keywords = spec.get("keywords") or {}
     if not isinstance(keywords, dict):

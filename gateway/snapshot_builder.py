@@ -165,11 +165,13 @@ def _strategy(name: str, where: str) -> str:
 
 
 def _smart(spec, tiers, where: str):
-    """The SmartPolicy the data plane reads. The saves check the settings; a row they no
-    longer pass (the learned classifier's extra uninstalled since) is served as rules
-    routing with the default thresholds, and logged; tiers that cannot be routed, not at all."""
+    """The SmartPolicy the data plane reads. The saves check the settings; a policy of the
+    learned classifier whose extra was uninstalled since is kept whole (the data plane
+    scores it with rules, and logs it); a row the checks no longer pass otherwise is served
+    as rules routing with the default thresholds, and logged; tiers that cannot be routed,
+    not at all."""
     try:
-        return smart.resolve(spec, tiers, strategies_known=strategies.STRATEGIES)
+        return smart.resolve(spec, tiers, strategies_known=strategies.STRATEGIES, serving=True)
     except ValueError as exc:
         log.error("%s: smart routing settings refused (%s); using the defaults", where, exc)
     try:

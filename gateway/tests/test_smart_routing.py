@@ -792,6 +792,29 @@ def test_a_learned_policy_served_where_the_extra_is_missing_is_scored_by_rules(m
         smart.learned_ready.cache_clear()
 
 
+@pytest.mark.django_db
+def test_a_learned_policy_whose_extra_went_away_keeps_its_settings(monkeypatch, org_a):
+    """Saved with the learned classifier (the extra installed then), published where it is
+    not installed any more: the policy keeps its thresholds, A/B share and ``within`` (its
+    requests are scored by rules), not the defaults."""
+    from gateway.snapshot_builder import build_snapshot
+    from governance.models import RoutingPolicy
+
+    spec = {
+        "classifier": "learned",
+        "thresholds": [0.3],
+        "ab": {"share": 0.2, "classifier": "strong"},
+        "within": "cost_optimized",
+    }
+    RoutingPolicy.objects.create(  # as the save made it, where the extra was installed
+        org=org_a, name="s", strategy="smart", model_names=["a", "b"], smart=spec
+    )
+    monkeypatch.setitem(sys.modules, "numpy", None)
+    policy = build_snapshot().orgs[org_a.id].routing_policies["s"].smart
+    assert (policy.classifier, policy.thresholds) == ("learned", (0.3,))
+    assert (policy.ab_share, policy.ab_arm, policy.within) == (0.2, "strong", "cost_optimized")
+
+
 @needs_learned
 def test_publishing_a_snapshot_with_a_learned_policy_loads_the_model_off_the_request_path():
     from core import smart_learned
