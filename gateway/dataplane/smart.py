@@ -114,13 +114,16 @@ _WORDS = bytes(
 
 @lru_cache(maxsize=1024)
 def _compiled(words: tuple) -> tuple[tuple, tuple]:
-    """(single words, phrases) of a keyword list, as the bytes they are matched as."""
+    """(single words, (first word, phrase) pairs) of a keyword list, as the bytes they are
+    matched as: a phrase is looked for only in a prompt that has its first word."""
     singles, phrases = [], []
     for w in words:
         key = b" ".join(w.encode("utf-8").translate(_WORDS).split())
         if key:
             (phrases if b" " in key else singles).append(key)
-    return tuple(dict.fromkeys(singles)), tuple(b" " + p + b" " for p in dict.fromkeys(phrases))
+    return tuple(dict.fromkeys(singles)), tuple(
+        (p.split(b" ", 1)[0], b" " + p + b" ") for p in dict.fromkeys(phrases)
+    )
 
 
 def prompt_text(body: dict) -> tuple[str, int]:
@@ -168,8 +171,9 @@ def features(body: dict, keywords: dict | None = None) -> list[float]:
         found = 0
         for w in singles:
             found += seen.get(w, 0)
-        for p in phrases:
-            found += spaced.count(p)
+        for first, p in phrases:
+            if first in seen:
+                found += spaced.count(p)
         counts.append(found)
     tools = body.get("tools")
     out_len = body.get("max_completion_tokens") or body.get("max_tokens") or 0
