@@ -126,11 +126,21 @@ def _compiled(words: tuple) -> tuple[tuple, tuple]:
     )
 
 
+# An app's standing instructions, the same for every prompt it sends: not scored (the
+# classifiers learned from bare prompts; a system prompt made every request look harder).
+INSTRUCTION_ROLES = ("system", "developer")
+
+
 def prompt_text(body: dict) -> tuple[str, int]:
     """(the prompt's text, the number of turns) of a chat or completions body: every
-    message's text, the last one included whatever its role, parts of type text."""
+    message's text but the system and developer messages' (unless there is nothing else),
+    parts of type text."""
     messages = body.get("messages")
     if isinstance(messages, list):
+        said = [
+            m for m in messages if not (isinstance(m, dict) and m.get("role") in INSTRUCTION_ROLES)
+        ]
+        messages = said or messages
         parts = []
         for m in messages:
             content = m.get("content") if isinstance(m, dict) else None

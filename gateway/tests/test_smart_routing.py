@@ -82,6 +82,18 @@ def test_the_score_reads_text_parts_tools_turns_and_the_requested_length():
         assert richer[names.index(name)] > base[names.index(name)]
 
 
+def test_an_app_s_system_prompt_is_not_scored():
+    """The same question scores the same with or without the app's instructions (system or
+    developer messages), however long they are."""
+    question = _chat("What is the capital of France?")["messages"]
+    for role in ("system", "developer"):
+        instructed = [{"role": role, "content": "You are a careful assistant. " * 40}, *question]
+        assert smart.features({"messages": instructed}) == smart.features({"messages": question})
+        assert smart.rules_score({"messages": instructed}) == smart.rules_score(
+            {"messages": question}
+        )
+
+
 def test_keyword_lists_are_configurable_per_policy():
     body = _chat("Please frobnicate this.")
     assert smart.features(body)[smart.FEATURE_NAMES.index("kw_reasoning")] == 0
