@@ -1,6 +1,7 @@
 """What the agent keeps on disk in BONITO_STATE_DIR: its id, a rotated token, the config cache."""
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -20,11 +21,16 @@ def write_private(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            if os.write(fd, data) != len(data):  # a full disk may take part of it
+                raise OSError(errno.ENOSPC, "the file was written in part", str(tmp))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # no half-written file left in the state folder
+        raise
 
 
 def prepare(state_dir: Path) -> None:

@@ -168,3 +168,5 @@ def test_a_rotation_it_cannot_keep_on_disk_still_applies_the_config(setup):
     assert agent.sync.pull() == "updated"
     assert agent.gateway.snapshots.current.version == 5
     assert agent.control.token.current == new
+    # and the write that failed left no half-written file in the state folder
+    assert not list(agent.settings.state_dir.glob(".token.json.*.tmp"))
