@@ -6,6 +6,7 @@ import logging
 import re
 import time
 import uuid
+from email.utils import parsedate_to_datetime
 
 import httpx
 import orjson
@@ -31,12 +32,45 @@ class Unavailable(Exception):
     """The control plane cannot take it now (down, 5xx, 429, token refused): keep it, retry."""
 
 
+# How far this host's clock may be from the control plane's before the heartbeat warns:
+# the control plane refuses usage records dated more than 5 minutes ahead of its own clock.
+CLOCK_SKEW_WARN_S = 60.0
+
+
+def _clock_message(skew: float) -> str:
+    side = "ahead of" if skew > 0 else "behind"
+    return (
+        f"this host's clock is {abs(skew):.0f} s {side} the control plane's: usage records"
+        " dated more than 5 minutes ahead are refused; sync the clock (NTP)"
+    )
+
+
 class ControlPlane:
     def __init__(self, settings, token: Token, agent_id: str):
         self.base = settings.control_plane + "/api/agent"
         self.token = token
         self.agent_id = agent_id
         self.settings = settings
+        # This host's clock minus the control plane's (its answers' Date), or None.
+        self.clock_skew_s: float | None = None
+
+    def clock_warning(self) -> str | None:
+        """The heartbeat's warning when this host's clock is off the control plane's."""
+        skew = self.clock_skew_s
+        return _clock_message(skew) if skew is not None and abs(skew) > CLOCK_SKEW_WARN_S else None
+
+    def _saw_date(self, response: httpx.Response, sent_at: float) -> None:
+        """Compare this host's clock with an answer's Date (logged once when it goes off)."""
+        try:
+            when = parsedate_to_datetime(response.headers["date"]).timestamp()
+        except (KeyError, TypeError, ValueError, IndexError, OverflowError):
+            return
+        # The server stamped its Date between the send and the answer, to the second.
+        skew = (sent_at + time.time()) / 2 - (when + 0.5)
+        was_off = self.clock_warning() is not None
+        self.clock_skew_s = skew
+        if not was_off and abs(skew) > CLOCK_SKEW_WARN_S:
+            log.warning("%s", _clock_message(skew))
 
     def not_bonito(self) -> str:
         return (
@@ -107,7 +141,9 @@ class ControlPlane:
         timeout = self.settings.timeout_s
         deadline = time.monotonic() + timeout
         request = client.build_request(method, self.base + path, headers=headers, **kwargs)
+        sent_at = time.time()
         response = client.send(request, stream=True)
+        self._saw_date(response, sent_at)
         try:
             body, size = [], 0
             for chunk in response.iter_bytes():

@@ -407,6 +407,9 @@ class Stats:
             warnings.extend(f"credentials: {e}"[:300] for e in sync.credentials.errors)
         if sync.loaded_from == "disk cache":
             warnings.append("serving the config from the disk cache")
+        clock = sync.control.clock_warning()
+        if clock:
+            warnings.append(clock)
         return {
             "agent_id": sync.control.agent_id,
             "hostname": socket.gethostname(),

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 import uuid
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -46,7 +47,7 @@ OPENAI_401 = (
 class FakeControlPlane:
     """A real HTTP server answering every call with one (status, content type, body)."""
 
-    def __init__(self, answer):
+    def __init__(self, answer, clock_offset_s: float = 0.0):
         self.answer = answer
         self.calls: list[str] = []
         outer = self
@@ -54,6 +55,9 @@ class FakeControlPlane:
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
                 pass
+
+            def date_time_string(self, timestamp=None):  # its clock, in the Date header
+                return formatdate((timestamp or time.time()) + clock_offset_s, usegmt=True)
 
             def _reply(self):
                 length = int(self.headers.get("Content-Length") or 0)
@@ -349,5 +353,30 @@ def test_a_call_to_the_control_plane_is_bounded_in_time_and_size(tmp_path, huge)
         with pytest.raises(Unavailable):
             agent.writer([_record()])
         assert time.monotonic() - t0 < 16
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(
+    "offset, said", [(-600, "600 s ahead of"), (600, "600 s behind"), (-5, None)]
+)
+def test_a_clock_off_the_control_plane_s_is_a_heartbeat_warning(tmp_path, caplog, offset, said):
+    """The control plane refuses usage records dated over 5 minutes ahead of its clock: an
+    agent whose host clock is off says so (log once, heartbeat warning) instead of only
+    counting refused records."""
+    server = FakeControlPlane(SHARED, clock_offset_s=offset)
+    try:
+        agent = _agent(tmp_path, server.url, keys.generate("bt-"))
+        caplog.set_level(logging.WARNING, logger="bonito.agent")
+        agent.sync.pull()
+        agent.sync.pull()
+        warnings = agent.stats.heartbeat_body(agent.sync)["warnings"]
+        clock = [w for w in warnings if "clock" in w]
+        if said is None:
+            assert clock == []
+        else:
+            assert len(clock) == 1 and said in clock[0] and "NTP" in clock[0]
+            logged = [r for r in caplog.records if "clock" in r.getMessage()]
+            assert len(logged) == 1  # once, not at every call
     finally:
         server.close()
