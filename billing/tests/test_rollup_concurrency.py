@@ -4,7 +4,6 @@ total read afterwards equals the sum of the raw rows."""
 
 import threading
 import time
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -15,6 +14,7 @@ from django.utils import timezone
 from billing.models import UsageRecord, UsageRollup
 from billing.services import rollup_recent, rollup_window
 from billing.spend import spend_by_org
+from billing.tests.test_rollups import _record
 from billing.usage_writer import write_usage
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,22 +24,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def _postgresql_only():
     if connection.vendor != "postgresql":
         pytest.skip("SQLite has one writer at a time: these races need PostgreSQL")
-
-
-def _record(org, at, cost=0.5) -> dict:
-    return {
-        "id": str(uuid.uuid4()),
-        "org_id": org.pk,
-        "model_requested": "chat",
-        "model_used": "chat",
-        "provider": "fake",
-        "status": "success",
-        "input_tokens": 3,
-        "output_tokens": 4,
-        "cost": cost,
-        "latency_ms": 70,
-        "created_at": at.timestamp(),
-    }
 
 
 def _in_thread(target):

@@ -283,13 +283,11 @@ def _azure_deployment(acme, model: str, api_base: str) -> None:
     refresh_snapshot()
 
 
-@pytest.fixture
-def listener():
-    """A loopback port that counts the connections made to it (and answers none)."""
+def _loopback_server(on_accept) -> socket.socket:
+    """A listening loopback socket whose connections go to ``on_accept`` in a thread."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
-    accepted = []
 
     def serve():
         while True:
@@ -297,9 +295,17 @@ def listener():
                 conn, _ = server.accept()
             except OSError:
                 return
-            accepted.append(conn)
+            on_accept(conn)
 
     threading.Thread(target=serve, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def listener():
+    """A loopback port that counts the connections made to it (and answers none)."""
+    accepted = []
+    server = _loopback_server(accepted.append)
     yield server.getsockname()[1], accepted
     server.close()
     for conn in accepted:
@@ -390,20 +396,12 @@ def test_a_redirect_is_not_followed_by_litellms_own_clients(acme, listener):
 @pytest.fixture
 def not_http():
     """An open port that speaks something else (say, SSH) and hangs up."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
 
-    def serve():
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            with conn:
-                conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+    def banner(conn):
+        with conn:
+            conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
 
-    threading.Thread(target=serve, daemon=True).start()
+    server = _loopback_server(banner)
     yield server.getsockname()[1]
     server.close()
 
