@@ -237,16 +237,22 @@ class AgentProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        # Each worker loads its own config: with several, one ready answer may be one
+        # worker's, so as many answers in a row (each a new connection, any worker's) as
+        # make it all but certain that every worker has answered ready.
+        workers = int(self.env.get("BONITO_AGENT_WORKERS") or 1)
+        needed, in_a_row = (1 if workers == 1 else 10 * workers), 0
         deadline = time.time() + 60
         while time.time() < deadline:
             assert self.proc.poll() is None, self.log()
             try:
                 r = httpx.get(self.url + ("/ready" if wait_ready else "/health"), timeout=1)
-                if r.status_code == 200:
+                in_a_row = in_a_row + 1 if r.status_code == 200 else 0
+                if in_a_row >= needed:
                     return self
             except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+                in_a_row = 0
+            time.sleep(0.1 if in_a_row == 0 else 0.02)
         raise AssertionError(self.log())
 
     def log(self, whole: bool = False) -> str:
