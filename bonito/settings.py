@@ -525,6 +525,9 @@ GATEWAY_SPOOL_DIR = Path(env.str("GATEWAY_SPOOL_DIR", default=str(VAR_DIR / "spo
 GATEWAY_REDIS_TIMEOUT_S = env.float("GATEWAY_REDIS_TIMEOUT_S", default=2.0)
 GATEWAY_REDIS_MAX_CONNECTIONS = env.int("GATEWAY_REDIS_MAX_CONNECTIONS", default=64)
 GATEWAY_FALLBACK_SHARE = env.float("GATEWAY_FALLBACK_SHARE", default=1 / max(1, WEB_CONCURRENCY))
+# A process killed mid-request leaves its spend reservations on the cap's counter in Redis
+# until this long after its last heartbeat (a live process beats every quarter of it).
+GATEWAY_SPEND_LEASE_S = env.float("GATEWAY_SPEND_LEASE_S", default=60.0)
 # Usage records are appended to a per-process journal before their response completes
 # (a killed process loses none); journals of stopped processes are replayed at the next start.
 GATEWAY_USAGE_JOURNAL = env.bool("GATEWAY_USAGE_JOURNAL", default=True)

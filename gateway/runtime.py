@@ -67,6 +67,7 @@ def gateway() -> Gateway:
             timeout_s=settings.GATEWAY_REDIS_TIMEOUT_S,
             fallback_share=settings.GATEWAY_FALLBACK_SHARE,
             max_connections=settings.GATEWAY_REDIS_MAX_CONNECTIONS,
+            lease_s=settings.GATEWAY_SPEND_LEASE_S,
         ),
         sink=UsageSink(
             write_usage,

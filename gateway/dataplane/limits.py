@@ -9,6 +9,7 @@ algorithm runs per process.
 """
 
 import asyncio
+import itertools
 import logging
 import math
 import secrets
@@ -32,6 +33,12 @@ REDIS_RETRY_AFTER_S = 1.0
 # Admitting against that counter at once let a cap be overshot by the others' shares.
 RECONCILE_S = 2 * REDIS_RETRY_AFTER_S
 SPEND_TTL_S = 40 * 86400
+# How long a process's spend reservations outlive its last heartbeat. A process refreshes
+# its heartbeat on every counter where it holds reservations every SPEND_LEASE_S / 4, so a
+# request of any length keeps its reservation; a process killed mid-request (SIGKILL, the
+# OOM killer) stops beating, and after this long the next acquisition on the counter takes
+# its reservations off (before, they stayed until the month ended).
+SPEND_LEASE_S = 60.0
 
 # A spend counter is a hash {fl, inc, e}: its value is fl + inc. `inc` collects reservations
 # and settlements; `fl` is a floor raised to the usage rows' month-to-date spend (the
@@ -46,6 +53,32 @@ local function spend_prep(skey, baseline, seen, seen_epoch, new_epoch)
   if seen_epoch ~= '' and seen_epoch ~= e then fl = math.max(fl, tonumber(seen)) end
   fl = math.max(fl, tonumber(baseline) - inc)
   return fl, inc, e
+end
+-- Reservations are fields q:<process>:<n> = amount, beside h:<process> = that process's last
+-- heartbeat (Redis's clock, ms). Every lease/4 at most, the reservations of processes not
+-- heard from for `lease` ms (killed mid-request) are taken off the counter: returns how much.
+local function spend_sweep(skey, now, lease)
+  local last = tonumber(redis.call('HGET', skey, 'sw') or '0')
+  if now - last < lease / 4 then return 0 end
+  redis.call('HSET', skey, 'sw', string.format('%.17g', now))
+  local all = redis.call('HGETALL', skey)
+  local beats, dead, swept = {}, {}, 0
+  for i = 1, #all, 2 do
+    local pid = string.match(all[i], '^h:(.+)$')
+    if pid then
+      beats[pid] = true
+      if now - tonumber(all[i + 1]) > lease then dead[pid] = true end
+    end
+  end
+  for i = 1, #all, 2 do
+    local pid = string.match(all[i], '^q:([^:]+):')
+    if pid and (dead[pid] or not beats[pid]) then
+      swept = swept + tonumber(all[i + 1])
+      redis.call('HDEL', skey, all[i])
+    end
+  end
+  for pid in pairs(dead) do redis.call('HDEL', skey, 'h:' .. pid) end
+  return swept
 end
 local function spend_save(skey, fl, inc, e, ttl)
   redis.call('HSET', skey, 'fl', string.format('%.17g', fl), 'inc', string.format('%.17g', inc), 'e', e)
@@ -92,8 +125,17 @@ if has_spend == 1 then
   local skey = KEYS[n + 1]
   local cap, reserve, ttl = tonumber(ARGV[idx + 1]), tonumber(ARGV[idx + 2]), tonumber(ARGV[idx + 3])
   local fl, inc, e = spend_prep(skey, ARGV[idx + 4], ARGV[idx + 5], ARGV[idx + 6], ARGV[idx + 7])
+  local pid, lease = ARGV[idx + 8], ARGV[idx + 9]
+  local swept = spend_sweep(skey, now, tonumber(ARGV[idx + 10]))
+  if swept ~= 0 then
+    inc = inc - swept
+    fl = math.max(fl, tonumber(ARGV[idx + 4]) - inc)
+  end
   if fl + inc >= cap then spend_failed = 1 end
-  if failed == 0 and spend_failed == 0 then inc = inc + reserve end
+  if failed == 0 and spend_failed == 0 then
+    inc = inc + reserve
+    redis.call('HSET', skey, lease, ARGV[idx + 2], 'h:' .. pid, string.format('%.17g', now))
+  end
   spend_save(skey, fl, inc, e, ttl)
   spent, epoch = fl + inc, e
 end
@@ -111,16 +153,29 @@ return {failed, spend_failed, math.ceil(wait), string.format('%.17g', spent), ep
 """
 )
 
-# Adds settled deltas (and spend made while Redis was unreachable) to spend counters.
+# Adds settled deltas (and spend made while Redis was unreachable) to spend counters and
+# ends the settled reservations' leases. ARGV per key: delta, baseline, seen, its epoch, a
+# new epoch, n, then n times (lease, reserved, the counter's epoch when reserved).
 _SETTLE = (
     _SPEND_PREP
     + _EXPIRED
     + """
 local out = {}
+local a = 2
 for i = 1, #KEYS do
-  local a = 1 + (i - 1) * 5
-  local fl, inc, e = spend_prep(KEYS[i], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5])
-  inc = inc + tonumber(ARGV[a + 1])
+  local delta = tonumber(ARGV[a])
+  local fl, inc, e = spend_prep(KEYS[i], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
+  local n = tonumber(ARGV[a + 5])
+  a = a + 6
+  for j = 1, n do
+    -- A lease another process swept (this one was not heard from for a lease: stalled,
+    -- cut off from Redis) took the reservation off: the real cost is added whole.
+    if redis.call('HDEL', KEYS[i], ARGV[a]) == 0 and ARGV[a + 2] == e then
+      delta = delta + tonumber(ARGV[a + 1])
+    end
+    a = a + 3
+  end
+  inc = inc + delta
   spend_save(KEYS[i], fl, inc, e, tonumber(ARGV[#ARGV]))
   out[#out + 1] = string.format('%.17g', fl + inc)
   out[#out + 1] = e
@@ -128,6 +183,18 @@ end
 return out
 """
 )
+
+# A process's heartbeat on the counters where it holds reservations. ARGV: its id.
+_BEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('HSET', KEYS[i], 'h:' .. ARGV[1], string.format('%.17g', now))
+  end
+end
+return #KEYS
+"""
 
 # Takes what a process admitted while Redis was unreachable out of Redis's buckets when it
 # returns (a restarted Redis starts them full), so the minute around an outage lets through
@@ -199,6 +266,9 @@ class SpendReservation:
     # The month the baseline is of ("": this one). In a month's first minute the snapshot
     # may still hold last month's spend, which must not become the new month's floor.
     baseline_month: str = ""
+    # Admitted by Redis: its lease's field in the counter, and the counter's epoch then.
+    lease: str = ""
+    epoch: str = ""
 
     def __post_init__(self):
         month = month_key()
@@ -348,8 +418,17 @@ class Limiter:
         timeout_s: float = 2.0,
         fallback_share: float = 1.0,
         max_connections: int = 64,
+        lease_s: float = SPEND_LEASE_S,
     ):
         self.redis_url = redis_url
+        self.lease_s = lease_s
+        self._pid = secrets.token_hex(6)  # names this process's leases and heartbeat
+        self._lease_seq = itertools.count()
+        # counter -> this process's reservations admitted by Redis and not yet released there
+        self._leased: dict[str, int] = {}
+        # counter -> {lease: (reserved, counter epoch)}: settled, to be released in Redis
+        self._releases: dict[str, dict[str, tuple[float, str]]] = {}
+        self._beats: dict[int, asyncio.Task] = {}
         self._target = redisurl.parse(redis_url) if redis_url else None
         self.timeout_s = timeout_s
         self.max_connections = max_connections
@@ -544,6 +623,8 @@ class Limiter:
             keys.append(spend.key)
             args += [1, spend.cap, repr(spend.reserve), SPEND_TTL_S, repr(spend.baseline)]
             args += [info[1], info[2], secrets.token_hex(8)]
+            lease = f"q:{self._pid}:{next(self._lease_seq)}"
+            args += [self._pid, lease, int(self.lease_s * 1000)]
         else:
             args.append(0)
         # A settlement batch that Redis applies while this script is in flight may land
@@ -556,7 +637,7 @@ class Limiter:
                 raise TimeoutError("the script reached Redis after its deadline")
         except BaseException as exc:
             if not task.done():  # it may still be admitted: then give the reservation back
-                task.add_done_callback(lambda t: self._undo_late(t, spend))
+                task.add_done_callback(lambda t: self._undo_late(t, spend, lease))
             if not isinstance(exc, Exception):
                 raise
             if await self._unreachable(exc):
@@ -568,6 +649,9 @@ class Limiter:
         failed, spend_failed, wait_ms, spent = int(out[0]), int(out[1]), int(out[2]), float(out[3])
         if spend is not None:
             self._saw(spend.key, out[3], out[4])
+            if not failed and not spend_failed:
+                spend.lease, spend.epoch = lease, out[4]
+                self._hold(spend.key)
         remaining = {b.label: int(v) for b, v in zip(buckets, out[5:], strict=False)}
         if failed:
             return LimitResult(
@@ -631,13 +715,40 @@ class Limiter:
             await self._flush_once()
         return await self._eval("acquire", keys, args)
 
-    def _undo_late(self, task: asyncio.Task, spend: SpendReservation | None) -> None:
+    def _undo_late(self, task: asyncio.Task, spend: SpendReservation | None, lease: str) -> None:
         """A script answered after its request gave up (503, or the client went away)."""
         if task.cancelled() or task.exception() is not None or spend is None:
             return
         out = task.result()
         if int(out[0]) == 0 and int(out[1]) == 0:
+            self._hold(spend.key)
+            self._release(spend.key, lease, spend.reserve, out[4])
             self._add_pending(spend.key, -spend.reserve)
+
+    def _hold(self, key: str) -> None:
+        """A reservation Redis admitted: beat on its counter until it is released there."""
+        self._leased[key] = self._leased.get(key, 0) + 1
+        loop = asyncio.get_running_loop()
+        task = self._beats.get(id(loop))
+        if task is None or task.done():
+            self._beats[id(loop)] = loop.create_task(self._beat())
+
+    def _release(self, key: str, lease: str, reserved: float, epoch: str) -> None:
+        self._releases.setdefault(key, {})[lease] = (reserved, epoch)
+
+    async def _beat(self) -> None:
+        """While this process holds reservations in Redis, its heartbeat on their counters
+        every lease/4, so they outlive a request of any length but not a killed process."""
+        while self._leased:
+            await asyncio.sleep(self.lease_s / 4)
+            keys = list(self._leased)
+            try:
+                async with asyncio.timeout(self.timeout_s + self.CLOCK_MARGIN_S):
+                    await _all(
+                        self._eval("beat", group, [self._pid]) for group in _by_slot_group(keys)
+                    )
+            except Exception as exc:  # beats again next time; a lease lapses only after 4
+                log.debug("spend heartbeat not sent (%r)", exc)
 
     def _fallback(self, buckets, spend, now_ms) -> LimitResult:
         start = 0.0
@@ -688,7 +799,7 @@ class Limiter:
     async def _evalsha(self, client, name: str, keys, args):
         from redis.exceptions import NoScriptError
 
-        script = {"acquire": _ACQUIRE, "settle": _SETTLE, "debt": _DEBT}[name]
+        script = {"acquire": _ACQUIRE, "settle": _SETTLE, "debt": _DEBT, "beat": _BEAT}[name]
         sha = self._script_sha.get(name)
         if sha is None:  # a Cluster loads it on every primary
             sha = await self._load_once(client, name, script)
@@ -770,6 +881,8 @@ class Limiter:
         if backend == "fallback":
             self.local.settle(spend, delta)
         self._spend_info.setdefault(spend.key, [spend.baseline, "0", ""])
+        if spend.lease:
+            self._release(spend.key, spend.lease, spend.reserve, spend.epoch)
         self._add_pending(spend.key, delta)
 
     def _add_pending(self, key: str, delta: float) -> None:
@@ -787,6 +900,9 @@ class Limiter:
         self._client()
         async with self._locks[id(asyncio.get_running_loop())]:  # one batch at a time
             pending, self._pending = self._pending, {}
+            releases, self._releases = self._releases, {}
+            for key in releases:
+                pending.setdefault(key, 0.0)
             if not pending:
                 self._unreconciled.clear()  # an earlier batch carried it
                 return
@@ -797,6 +913,10 @@ class Limiter:
                 for key in keys:
                     baseline, seen, epoch = self._spend_info[key]
                     args += [repr(pending[key]), repr(baseline), seen, epoch, secrets.token_hex(8)]
+                    leases = releases.get(key, {})
+                    args.append(len(leases))
+                    for lease, (reserved, lease_epoch) in leases.items():
+                        args += [lease, repr(reserved), lease_epoch]
                 args.append(SPEND_TTL_S)
                 out = await self._eval("settle", keys, args)
                 if out and out[0] == -1:
@@ -812,9 +932,17 @@ class Limiter:
                 for key, delta in pending.items():
                     if key not in done:
                         self._pending[key] = self._pending.get(key, 0.0) + delta
+                        if key in releases:
+                            self._releases.setdefault(key, {}).update(releases[key])
                 for key in done:
                     if key not in self._pending:
                         self._unreconciled.discard(key)
+                    if key in releases:
+                        left = self._leased.get(key, 0) - len(releases[key])
+                        if left > 0:
+                            self._leased[key] = left
+                        else:
+                            self._leased.pop(key, None)
             self._mark_up()
 
     async def _flush_soon(self):
@@ -825,7 +953,7 @@ class Limiter:
         delay = 0.002  # gathers the settlements of requests finishing together
         while True:
             await asyncio.sleep(delay)
-            if not self._pending:
+            if not self._pending and not self._releases:
                 return
             try:
                 async with asyncio.timeout(self.timeout_s + self.CLOCK_MARGIN_S):

@@ -649,3 +649,115 @@ def test_a_providers_refusal_gives_its_spend_reservation_back(acme, backend, str
     rows = usage_rows(acme.org)
     assert [r.http_status for r in rows] == [400] * 8 + [200]
     assert sum(r.cost for r in rows) == Decimal("0.016")
+
+
+# A gateway process in miniature: it reserves the whole $1 cap through Redis, says so, and
+# settles at the cost it reads from stdin (a response finishing), then says so again.
+_HOLDER = """
+import asyncio, sys
+from gateway.dataplane.limits import Limiter, SpendReservation
+
+async def main():
+    limiter = Limiter(sys.argv[1], lease_s=float(sys.argv[2]))
+    spend = SpendReservation(int(sys.argv[3]), 1.0, 1.0, 0.0)
+    result = await limiter.acquire([], spend)
+    print("admitted" if result.allowed else "refused", flush=True)
+    line = await asyncio.to_thread(sys.stdin.readline)
+    limiter.settle(spend, float(line), result.backend)
+    await asyncio.sleep(0.5)
+    print("settled", flush=True)
+
+asyncio.run(main())
+"""
+
+
+def _holder(url, lease_s, org):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, url, str(lease_s), str(org)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline().strip() == "admitted"
+    return proc
+
+
+def _tries(limiter, org, seconds):
+    """Acquisitions of $0.50 against the org's $1 cap, every 0.1 s for `seconds` or until
+    one is admitted: [(seconds since the start, admitted)], and the admitted reservation."""
+
+    async def run():
+        start, tries = time.monotonic(), []
+        while time.monotonic() - start < seconds:
+            spend = SpendReservation(org, 1.0, 0.5, 0.0)
+            result = await limiter.acquire([], spend)
+            tries.append((time.monotonic() - start, result.allowed))
+            if result.allowed:
+                return tries, spend
+            await asyncio.sleep(0.1)
+        return tries, None
+
+    return asyncio.run(run())
+
+
+def test_a_killed_processes_reservations_are_taken_off_after_its_lease(own_redis):
+    """A worker SIGKILLed mid-request never settles: its reservation stayed on the month's
+    counter until the month ended, refusing the org that much below its cap. Its heartbeat
+    stops; a lease after it the next acquisition takes the reservation off."""
+    import signal
+
+    lease_s = 1.0
+    holder = _holder(own_redis.url, lease_s, 61)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    tries, spend = _tries(Limiter(own_redis.url, lease_s=lease_s), 61, 10 * lease_s)
+    assert tries[0] == (pytest.approx(tries[0][0]), False)  # the dead one's $1 still counted
+    assert spend is not None, "the dead process's reservation was never taken off"
+    assert tries[-1][0] >= lease_s * 0.5  # not before its lease ran out
+    assert _counter(own_redis.client(), spend.key) == pytest.approx(0.5)  # only the live one
+
+
+def test_a_live_processes_reservation_outlives_its_lease(own_redis):
+    """A request longer than the lease (a long stream) keeps its reservation: its process
+    beats. Its real cost replaces it when it ends."""
+    lease_s = 1.0
+    holder = _holder(own_redis.url, lease_s, 62)
+    try:
+        limiter = Limiter(own_redis.url, lease_s=lease_s)
+        tries, spend = _tries(limiter, 62, 4 * lease_s)
+        assert spend is None and len(tries) > 10  # refused all along: the cap is reserved
+        holder.stdin.write("0.25\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "settled"
+        tries, spend = _tries(limiter, 62, 1.0)
+        assert spend is not None
+        assert _counter(own_redis.client(), spend.key) == pytest.approx(0.25 + 0.5)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_stalled_processes_swept_reservation_still_counts_its_real_cost(own_redis):
+    """A process stalled past its lease (stopped, cut off from Redis) loses its reservation
+    to the sweep; when its request ends, its real cost is added whole, not as the
+    difference from a reservation that is no longer counted."""
+    import signal
+
+    lease_s = 1.0
+    holder = _holder(own_redis.url, lease_s, 63)
+    holder.send_signal(signal.SIGSTOP)
+    try:
+        tries, spend = _tries(Limiter(own_redis.url, lease_s=lease_s), 63, 10 * lease_s)
+        assert spend is not None, "the stalled process's reservation was never taken off"
+        holder.send_signal(signal.SIGCONT)
+        holder.stdin.write("0.3\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "settled"
+        assert _counter(own_redis.client(), spend.key) == pytest.approx(0.5 + 0.3)
+    finally:
+        holder.send_signal(signal.SIGCONT)
+        holder.kill()
+        holder.wait()
