@@ -134,7 +134,15 @@ if has_spend == 1 then
   if fl + inc >= cap then spend_failed = 1 end
   if failed == 0 and spend_failed == 0 then
     inc = inc + reserve
-    redis.call('HSET', skey, lease, ARGV[idx + 2], 'h:' .. pid, string.format('%.17g', now))
+    redis.call('HSET', skey, lease, ARGV[idx + 2])
+    -- A process's first reservation on the counter starts its heartbeat there; _beat keeps
+    -- it (a heartbeat swept meanwhile, the process stalled past its lease, starts again).
+    local beat = string.format('%.17g', now)
+    if ARGV[idx + 11] == '1' then
+      redis.call('HSET', skey, 'h:' .. pid, beat)
+    else
+      redis.call('HSETNX', skey, 'h:' .. pid, beat)
+    end
   end
   spend_save(skey, fl, inc, e, ttl)
   spent, epoch = fl + inc, e
@@ -624,7 +632,8 @@ class Limiter:
             args += [1, spend.cap, repr(spend.reserve), SPEND_TTL_S, repr(spend.baseline)]
             args += [info[1], info[2], secrets.token_hex(8)]
             lease = f"q:{self._pid}:{next(self._lease_seq)}"
-            args += [self._pid, lease, int(self.lease_s * 1000)]
+            first = 0 if self._leased.get(spend.key) else 1
+            args += [self._pid, lease, int(self.lease_s * 1000), first]
         else:
             args.append(0)
         # A settlement batch that Redis applies while this script is in flight may land
