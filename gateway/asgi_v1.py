@@ -18,6 +18,7 @@ import re
 import time
 import zlib
 from collections.abc import Callable
+from urllib.parse import quote
 
 import orjson
 
@@ -66,6 +67,21 @@ BODY_IDLE_S = 30.0
 BODY_TOTAL_S = 300.0
 # What a browser may send in a preflight's Access-Control-Request-Headers: header names.
 _HEADER_NAMES = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+
+def header_value(value) -> bytes:
+    """A response header's value as bytes a client reads back: printable ASCII as it is;
+    anything else (an org's model or provider name in another script, a line break) is
+    percent-encoded as UTF-8, as a header can carry neither (latin-1 turns é into a byte
+    no client decodes, a character past U+00FF cannot be written, CR LF would end it)."""
+    text = str(value)
+    if text.isascii() and text.isprintable():
+        return text.encode("ascii")
+    return quote(text, safe=_HEADER_SAFE).encode("ascii")
+
+
+# Printable ASCII but %: what header_value leaves as it is in a value it encodes.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
 
 def _error(status: int, message: str, code: str, extra_headers=()) -> Outgoing:
@@ -321,9 +337,7 @@ class V1App:
     # ------------------------------------------------------------------ responses
     @staticmethod
     def _start(out: Outgoing) -> dict:
-        raw = [
-            (k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in out.headers.items()
-        ]
+        raw = [(k.lower().encode("latin-1"), header_value(v)) for k, v in out.headers.items()]
         if out.stream is None:
             raw.append((b"content-length", str(len(out.body)).encode()))
         return {

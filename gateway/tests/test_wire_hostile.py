@@ -1,0 +1,82 @@
+"""What real clients send and get on the /v1 wire when names, ids and bodies are odd: a
+model name no HTTP header can carry as it is, feedback ids no request has; every request
+with a valid key is one usage row, never a 500."""
+
+import httpx
+import openai
+import pytest
+
+from gateway import services
+from governance import services as gov_services
+from gateway.tests.conftest import ACTOR, refresh_snapshot, usage_rows
+
+
+def _auth(raw):
+    return {"Authorization": f"Bearer {raw}"}
+
+
+NAMES = ["模型-chat", "café", "chat\u2028small", "chat\r\nx-evil: 1", "gpt\x00mini"]
+
+
+def _deploy(acme, name):
+    services.deployment_save(
+        actor=ACTOR,
+        org=acme.org,
+        model_name=name,
+        provider=acme.providers["fake"],
+        upstream_model="gpt-4o-mini",
+    )
+    refresh_snapshot()
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_model_name_headers_cannot_carry_is_percent_encoded_in_them(acme, name, stream):
+    """x-bonito-model-used carries the org's model name: one that is not printable ASCII is
+    percent-encoded (it was a 500 with no body, and a stream lost its usage row)."""
+    _deploy(acme, name)
+    policy_free = {"model": name, "messages": [{"role": "user", "content": "hi"}]}
+    # The request body cannot name a model with control characters (a 400); an rt- key can.
+    if not name.isprintable():
+        policy = gov_services.routing_policy_save(
+            actor=ACTOR, org=acme.org, name="odd", strategy="failover", models=[name]
+        )
+        _key, raw = services.api_key_create(
+            actor=ACTOR, org=acme.org, name="rt", routing_policy=policy
+        )
+        refresh_snapshot()
+        policy_free["model"] = "anything"
+    else:
+        raw = acme.raw
+    response = httpx.post(
+        acme.base_url + "/chat/completions",
+        json={**policy_free, "stream": stream},
+        headers=_auth(raw),
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    used = response.headers["x-bonito-model-used"]
+    assert used.isascii() and used.isprintable()
+    assert httpx.URL("http://x/?m=" + used).params["m"] == name
+    if stream:
+        assert response.text.rstrip().endswith("data: [DONE]")
+    [row] = usage_rows(acme.org)
+    # (the usage writer drops a NUL, which no text column holds)
+    assert (row.status, row.http_status) == ("success", 200)
+    assert row.model_used == name.replace("\x00", "")
+
+
+def test_the_openai_sdk_reads_an_answer_of_a_non_ascii_model_name(acme):
+    _deploy(acme, "модель")
+    client = openai.OpenAI(base_url=acme.base_url, api_key=acme.raw, max_retries=0)
+    answer = client.chat.completions.create(
+        model="модель", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert answer.choices[0].message.content
+    chunks = list(
+        client.chat.completions.create(
+            model="модель", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+    )
+    assert chunks
+    assert [r.http_status for r in usage_rows(acme.org)] == [200, 200]
