@@ -962,7 +962,11 @@ class Gateway:
                 "feedback_not_here",
             )
         await self._admit(ctx, 0, 0.0, spends=False)  # one request of the key's and org's rpm
-        rated = await asyncio.to_thread(self.feedback, ctx.key.org_id, request_id, score)
+        rated = 0
+        # Request ids are printable ASCII (_request_id): another names no request, and is
+        # not sent to the database (PostgreSQL refuses a NUL in a query: a 500).
+        if request_id.isascii() and request_id.isprintable():
+            rated = await asyncio.to_thread(self.feedback, ctx.key.org_id, request_id, score)
         if not rated:
             raise GatewayError(
                 404,

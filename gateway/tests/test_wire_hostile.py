@@ -15,7 +15,7 @@ def _auth(raw):
     return {"Authorization": f"Bearer {raw}"}
 
 
-NAMES = ["模型-chat", "café", "chat\u2028small", "chat\r\nx-evil: 1", "gpt\x00mini"]
+NAMES = ["模型-chat", "café", "chat\u2028small", "chat\r\nx-evil: 1", "gpt\tmini"]
 
 
 def _deploy(acme, name):
@@ -61,9 +61,7 @@ def test_a_model_name_headers_cannot_carry_is_percent_encoded_in_them(acme, name
     if stream:
         assert response.text.rstrip().endswith("data: [DONE]")
     [row] = usage_rows(acme.org)
-    # (the usage writer drops a NUL, which no text column holds)
-    assert (row.status, row.http_status) == ("success", 200)
-    assert row.model_used == name.replace("\x00", "")
+    assert (row.status, row.http_status, row.model_used) == ("success", 200, name)
 
 
 def test_the_openai_sdk_reads_an_answer_of_a_non_ascii_model_name(acme):
@@ -80,3 +78,43 @@ def test_the_openai_sdk_reads_an_answer_of_a_non_ascii_model_name(acme):
     )
     assert chunks
     assert [r.http_status for r in usage_rows(acme.org)] == [200, 200]
+
+
+# ---------------------------------------------------------------------- POST /v1/feedback
+@pytest.mark.parametrize("rid", ["req\x00abc", "req\nabc", "запрос-1", "x\u2028y", "\x7f"])
+def test_feedback_for_an_id_no_request_can_have_is_a_404_and_one_row(acme, rid):
+    """Request ids are printable ASCII (the client's x-request-id only when it is so), so
+    an id with a NUL, a line break or another script names no request: a 404, never the
+    500 PostgreSQL's refusal of a NUL made of it."""
+    response = httpx.post(
+        acme.base_url + "/feedback",
+        json={"request_id": rid, "thumbs": "up"},
+        headers=_auth(acme.raw),
+        timeout=30,
+    )
+    assert response.status_code == 404, response.text
+    assert response.json()["error"]["code"] == "request_not_found"
+    [row] = usage_rows(acme.org)
+    assert (row.endpoint, row.status, row.http_status) == ("feedback", "rejected", 404)
+
+
+def test_feedback_still_rates_a_request_of_the_keys_org(acme):
+    first = httpx.post(
+        acme.base_url + "/chat/completions",
+        json={"model": "chat-small", "messages": [{"role": "user", "content": "hi"}]},
+        headers={**_auth(acme.raw), "x-request-id": "my-app-42 ~!"},
+        timeout=30,
+    )
+    assert first.headers["x-request-id"] == "my-app-42 ~!"
+    usage_rows()
+    response = httpx.post(
+        acme.base_url + "/feedback",
+        json={"request_id": "my-app-42 ~!", "score": 0.25},
+        headers=_auth(acme.raw),
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["rated"] == 1
+    rows = usage_rows(acme.org)
+    assert [r.feedback_score for r in rows if r.endpoint == "chat"] == [0.25]
+    assert len(rows) == 2
