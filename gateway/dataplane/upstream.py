@@ -328,6 +328,16 @@ def sse_events(block: bytes) -> tuple[list[Event], bool]:
 
 
 _MAIN_FIELD = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
+# The endpoints LiteLLM serves for only some providers (by its prefix): its moderations
+# call is OpenAI's SDK whatever the provider (an Anthropic key went to the endpoint, or to
+# api.openai.com, as a bearer token; a Bedrock or Vertex call took the server's own
+# OPENAI_API_KEY), and it answers an image request to Anthropic with no images (a 200)
+# and an embeddings one with an unknown-provider error. Anthropic has none of them.
+_NOT_ANTHROPIC = frozenset({"openai", "azure", "bedrock", "vertex_ai"})
+LITELLM_SERVES = {
+    "moderations": frozenset({"openai"}),
+    **dict.fromkeys(("images", "embeddings", "transcriptions", "speech", "rerank"), _NOT_ANTHROPIC),
+}
 _CHECKED_FIELDS = ("chat", "completions")  # the endpoints LiteLLM checks fields for
 
 
@@ -1151,7 +1161,26 @@ class LiteLLMAdapter:
             await asyncio.sleep(0.05)
         return self._litellm
 
+    @staticmethod
+    def _serves(endpoint: str, dep: DeploymentInfo) -> None:
+        """A 400 unsupported_endpoint (the next deployment is tried) for an endpoint LiteLLM
+        has no call for on this deployment's provider (LITELLM_SERVES); before any call."""
+        kind = provider_kinds.get(dep.kind)
+        serves = LITELLM_SERVES.get(endpoint)
+        if kind is not None and serves is not None and kind.litellm_prefix not in serves:
+            raise not_supported(
+                dep,
+                endpoint,
+                f"{kind.label} has no {endpoint} API that Bonito can call"
+                + (
+                    "; use a deployment of an OpenAI or OpenAI-compatible provider"
+                    if endpoint == "moderations"
+                    else ""
+                ),
+            )
+
     def _kwargs(self, endpoint: str, dep: DeploymentInfo, body: dict, timeout: float) -> dict:
+        self._serves(endpoint, dep)
         prompt = body.get("prompt")
         if isinstance(prompt, list) and prompt and not isinstance(prompt[0], str):
             # litellm sends completions as chat messages, which cannot carry token ids.
@@ -1314,6 +1343,7 @@ class LiteLLMAdapter:
 
     async def media(self, endpoint, dep, call, timeout) -> MediaAnswer:
         lib = self._lib()
+        self._serves(endpoint, dep)
         kwargs = self._kwargs("media", dep, {}, timeout)  # the provider's settings only
         kwargs.update(call.body)
         kind = provider_kinds.get(dep.kind)
@@ -1355,6 +1385,7 @@ class LiteLLMAdapter:
 
     async def speech(self, dep, call, timeout):
         lib = self._lib()
+        self._serves("speech", dep)
         kwargs = self._kwargs("media", dep, {}, timeout)
         kwargs.update(call.body)
         with self._outbound() as sent:

@@ -7,8 +7,8 @@ import openai
 import pytest
 
 from gateway import services
-from governance import services as gov_services
 from gateway.tests.conftest import ACTOR, refresh_snapshot, usage_rows
+from governance import services as gov_services
 
 
 def _auth(raw):
