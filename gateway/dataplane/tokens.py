@@ -105,7 +105,9 @@ def prompt_text(body: dict) -> str:
         if isinstance(content, str):
             parts.append(content)
         elif isinstance(content, list):
-            parts.extend(p.get("text", "") for p in content if isinstance(p, dict))
+            parts.extend(
+                p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+            )
     prompt = body.get("prompt")
     if isinstance(prompt, str):
         parts.append(prompt)

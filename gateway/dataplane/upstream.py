@@ -1426,7 +1426,11 @@ class MockAdapter:
                 last = (
                     content
                     if isinstance(content, str)
-                    else " ".join(p.get("text", "") for p in content or () if isinstance(p, dict))
+                    else " ".join(
+                        p["text"]
+                        for p in content or ()
+                        if isinstance(p, dict) and isinstance(p.get("text"), str)
+                    )
                 )
         if not last and isinstance(body.get("prompt"), str):
             last = body["prompt"]

@@ -352,6 +352,8 @@ def _messages(param, value, endpoint):
         elif type(content) is list:
             for j, part in enumerate(content):
                 _typed_object(f"{param}[{i}].content[{j}]", part, endpoint)
+                if part["type"] == "text":  # its text is what is counted, scored, sent
+                    _required_string(f"{param}[{i}].content[{j}]", part, "text")
         else:
             raise _wrong_type(
                 f"{param}[{i}].content", "a string, an array of content parts or null", content

@@ -8,6 +8,7 @@ import pytest
 
 from gateway import services
 from gateway.tests.conftest import ACTOR, refresh_snapshot, usage_rows
+from gateway.tests.fake_upstream import Behaviour
 from governance import services as gov_services
 
 
@@ -118,3 +119,57 @@ def test_feedback_still_rates_a_request_of_the_keys_org(acme):
     rows = usage_rows(acme.org)
     assert [r.feedback_score for r in rows if r.endpoint == "chat"] == [0.25]
     assert len(rows) == 2
+
+
+# ---------------------------------------------------------------------- content parts
+@pytest.mark.parametrize(
+    "part,code",
+    [
+        ({"type": "text", "text": None}, "missing_required_parameter"),
+        ({"type": "text"}, "missing_required_parameter"),
+        ({"type": "text", "text": 123}, "invalid_type"),
+        ({"type": "text", "text": ["a"]}, "invalid_type"),
+    ],
+)
+@pytest.mark.parametrize("model", ["chat-small", "mocked"])
+def test_a_text_part_without_text_is_a_400_naming_it(acme, part, code, model):
+    """A text part's text is a string (OpenAI refuses anything else): a part with null, a
+    number or a list there was a 500 when the prompt was counted (the mock's answer, an
+    upstream that reports no usage, smart routing's tiers on the mock)."""
+    acme.fake.behaviours["gpt-4o-mini"] = Behaviour(report_usage=False)
+    mock = services.provider_save(actor=ACTOR, org=acme.org, name="mocky", kind="mock")
+    services.deployment_save(
+        actor=ACTOR, org=acme.org, model_name="mocked", provider=mock, upstream_model="m"
+    )
+    refresh_snapshot()
+    messages = [{"role": "user", "content": [{"type": "text", "text": "hi"}, part]}]
+    response = httpx.post(
+        acme.base_url + "/chat/completions",
+        json={"model": model, "messages": messages},
+        headers=_auth(acme.raw),
+        timeout=30,
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == ("messages[0].content[1].text", code)
+    assert acme.fake.requests == []
+    [row] = usage_rows(acme.org)
+    assert (row.status, row.http_status) == ("rejected", 400)
+
+
+def test_other_parts_and_text_parts_with_text_still_pass(acme):
+    acme.fake.behaviours["gpt-4o-mini"] = Behaviour(report_usage=False)
+    content = [
+        {"type": "text", "text": "look"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+        {"type": "refusal", "refusal": "no"},
+    ]
+    response = httpx.post(
+        acme.base_url + "/chat/completions",
+        json={"model": "chat-small", "messages": [{"role": "user", "content": content}]},
+        headers=_auth(acme.raw),
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    [row] = usage_rows(acme.org)
+    assert row.status == "success" and row.input_tokens > 0
