@@ -8,6 +8,11 @@ each, until the process can accept no more. Here the head must be whole within
 request's first byte; past that the connection is closed, as nginx's
 ``client_header_timeout`` does. The body has its own bounds (``asgi_v1.BODY_IDLE_S``).
 
+A head is also at most ``BONITO_MAX_HEADER_BYTES`` (default 64 KiB): httptools keeps
+reading a header that never ends (hundreds of megabytes a connection, and seconds of CPU
+joining its pieces, until the deadline), so past the limit the client gets a 431 and the
+connection is closed, as nginx's ``large_client_header_buffers`` does.
+
 Used as ``uvicorn --http gateway.dataplane.http_protocol:HeadDeadlineProtocol`` (make serve,
 the container's entrypoint) and by the VPC agent."""
 
@@ -29,8 +34,41 @@ def headers_timeout() -> float:
 HEADERS_TIMEOUT_S = headers_timeout()  # read once, when a worker imports the protocol
 
 
+def max_header_bytes() -> int:
+    try:
+        value = int(os.environ.get("BONITO_MAX_HEADER_BYTES", "65536"))
+    except ValueError:
+        return 65536
+    return value if value > 0 else 65536
+
+
+MAX_HEADER_BYTES = max_header_bytes()
+TOO_LARGE_BODY = (
+    b'{"error":{"message":"The request\'s headers are larger than this server accepts.",'
+    b'"type":"invalid_request_error","param":null,"code":"request_headers_too_large"}}'
+)
+TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"content-type: application/json\r\n"
+    b"connection: close\r\n"
+    b"content-length: " + str(len(TOO_LARGE_BODY)).encode() + b"\r\n\r\n" + TOO_LARGE_BODY
+)
+
+
 class HeadDeadlineProtocol(HttpToolsProtocol):
     _head_timer = None
+    _head_bytes = 0
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._head_timer is not None and not self.transport.is_closing():
+            # Still in a head (the bytes of a request body or a previous request in the
+            # same read may count too: the limit is generous).
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEADER_BYTES:
+                self._disarm()
+                self.transport.write(TOO_LARGE)
+                self.transport.close()
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -50,6 +88,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def _arm(self) -> None:
+        self._head_bytes = 0
         self._head_timer = self.loop.call_later(HEADERS_TIMEOUT_S, self._expired)
 
     def _disarm(self) -> None:
