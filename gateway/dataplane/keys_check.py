@@ -31,15 +31,26 @@ def deployment_permitted(key: KeyInfo, org: OrgInfo, dep: DeploymentInfo) -> boo
 
 def permitted_models(key: KeyInfo, org: OrgInfo) -> list[str]:
     """The models this key may call (what /v1/models lists): its routing policy's, or the
-    org's, that its scopes and the org's policy allow and that have a permitted deployment."""
+    org's, that its scopes and the org's policy allow and that have a permitted deployment;
+    and for a bn- key, the org's smart routing alias while it reaches one of its tiers."""
     if key.routing_policy:
         policy = org.routing_policies.get(key.routing_policy)
         names = list(policy.models) if policy else []
     else:
         names = list(org.deployments)
-    return [
-        m
-        for m in names
-        if model_permitted(key, org, m)
-        and any(deployment_permitted(key, org, d) for d in org.deployments.get(m, ()))
-    ]
+    listed = [m for m in names if model_permitted(key, org, m) and _deployed(key, org, m)]
+    if not key.routing_policy and org.smart is not None and org.auto_model not in listed:
+        # As Gateway._smart_candidates reaches the tiers: a key scoped to the alias
+        # (allowed_models: [auto]) through the org's policy alone, any other by its scopes.
+        via_alias = org.auto_model in (key.allowed_models or ())
+        if any(
+            (org.model_allowed(t) if via_alias else model_permitted(key, org, t))
+            and _deployed(key, org, t)
+            for t in org.smart.tiers
+        ):
+            listed.append(org.auto_model)
+    return listed
+
+
+def _deployed(key: KeyInfo, org: OrgInfo, model: str) -> bool:
+    return any(deployment_permitted(key, org, d) for d in org.deployments.get(model, ()))

@@ -1,0 +1,79 @@
+"""GET /v1/models lists the models a key may call: the org's smart routing alias (`auto`)
+included while smart routing is on and the key reaches one of its tiers (it was missing,
+so `models.retrieve("auto")` was a 404 for a model every chat request could use, and a
+key scoped to the alias listed nothing)."""
+
+import openai
+import pytest
+
+from gateway import services
+from gateway.tests.conftest import ACTOR, refresh_snapshot, usage_rows
+
+
+def _tiers(acme):
+    for name in ("smart-lite", "smart-pro"):
+        services.deployment_save(
+            actor=ACTOR,
+            org=acme.org,
+            model_name=name,
+            provider=acme.providers["fake"],
+            upstream_model=f"{name}-upstream",
+        )
+
+
+def _client(raw, acme):
+    return openai.OpenAI(base_url=acme.base_url, api_key=raw, max_retries=0)
+
+
+def _listed(client):
+    return sorted(m.id for m in client.models.list())
+
+
+def test_the_alias_is_listed_and_retrieved_while_smart_routing_is_on(acme, gw):
+    _tiers(acme)
+    refresh_snapshot()
+    client = _client(acme.raw, acme)
+    assert "auto" not in _listed(client)  # off: it does not exist
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("auto")
+    services.gateway_config_set(actor=ACTOR, org=acme.org, smart_tiers=["smart-lite", "smart-pro"])
+    refresh_snapshot()
+    assert "auto" in _listed(client)
+    assert client.models.retrieve("auto").id == "auto"
+    answer = client.chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert answer.choices[0].message.content
+    services.gateway_config_set(
+        actor=ACTOR,
+        org=acme.org,
+        smart_tiers=["smart-lite", "smart-pro"],
+        auto_model_alias="cheapest",
+    )
+    refresh_snapshot()
+    names = _listed(client)
+    assert "cheapest" in names and "auto" not in names
+    assert len(usage_rows(acme.org)) == 6  # each request one row
+
+
+def test_a_key_scoped_to_the_alias_lists_it(acme, gw):
+    _tiers(acme)
+    services.gateway_config_set(actor=ACTOR, org=acme.org, smart_tiers=["smart-lite", "smart-pro"])
+    _key, raw = services.api_key_create(
+        actor=ACTOR, org=acme.org, name="auto-only", allowed_models=["auto"]
+    )
+    refresh_snapshot()
+    assert _listed(_client(raw, acme)) == ["auto"]
+
+
+def test_the_alias_is_not_listed_for_a_key_that_reaches_no_tier(acme, gw):
+    _tiers(acme)
+    services.gateway_config_set(actor=ACTOR, org=acme.org, smart_tiers=["smart-lite", "smart-pro"])
+    _key, raw = services.api_key_create(
+        actor=ACTOR, org=acme.org, name="small-only", allowed_models=["chat-small"]
+    )
+    refresh_snapshot()
+    client = _client(raw, acme)
+    assert _listed(client) == ["chat-small"]
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("auto")
