@@ -363,9 +363,16 @@ class V1App:
     async def _stream(self, out: Outgoing, receive, send):
         async def relay():
             async with contextlib.aclosing(out.stream) as chunks:
+                # The first piece is asked for before the head goes out: the stream is then
+                # running, so however the relay ends (a head that cannot be written, the
+                # client gone while it waits to be) its own end records the request's row
+                # and closes the upstream. Closing a stream that never ran did neither.
+                first = await anext(chunks, None)
                 await send(self._start(out))
-                async for chunk in chunks:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if first is not None:
+                    await send({"type": "http.response.body", "body": first, "more_body": True})
+                    async for chunk in chunks:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b""})
 
         async def client_gone():
