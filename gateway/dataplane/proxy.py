@@ -534,6 +534,21 @@ class Gateway:
                 baseline_month=ctx.org.spent_month,
             )
         buckets = self._buckets(ctx.key, ctx.org, token_cost)
+        for b in buckets:
+            if b.cost > b.capacity:
+                # More than the bucket holds in a whole minute: it can never pass. The
+                # SDKs obey x-should-retry before Retry-After (they waited 60 s, twice).
+                raise GatewayError(
+                    429,
+                    f"This request needs up to {b.cost} tokens (its prompt, estimated, and "
+                    "max_tokens x n; without max_tokens the org's estimate), more than the "
+                    f"{b.capacity} tokens per minute "
+                    f"{'this key' if b.scope == 'key' else 'this organization'} may use: it "
+                    "cannot pass at any time. Lower max_tokens (or n), or shorten the prompt.",
+                    "tokens",
+                    "rate_limit_exceeded",
+                    headers={"Retry-After": "60", "x-should-retry": "false"},
+                )
         verdict = await self.limiter.acquire(buckets, spend)
         ctx.headers.update(_ratelimit_headers(buckets, verdict.remaining))
         if not verdict.allowed:
