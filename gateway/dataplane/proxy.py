@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 
 import orjson
 
+from core import keys
+
 from . import anthropic_api, errors, keys_check, media, responses_api, routing, smart, tokens
 from .errors import GatewayError
 from .limits import Bucket, Limiter, SpendReservation, org_prefix
@@ -1150,11 +1152,23 @@ def _new_id() -> str:
 
 
 def _bearer(headers) -> str | None:
+    """The request's key: from Authorization (Bearer), api-key (Azure-style clients) or
+    x-api-key (Anthropic's), the first of them that is a well-formed Bonito key (a proxy in
+    front, or Claude Code with an auth token, may put a token of its own in Authorization);
+    else the first given, to be refused."""
     auth = headers.get("authorization", "")
-    if auth[:7].lower() == "bearer ":
-        return auth[7:].strip()
-    # Azure-style clients; Anthropic's (x-api-key)
-    return headers.get("api-key") or headers.get("x-api-key") or None
+    candidates = [
+        value.strip()
+        for value in (
+            auth[7:] if auth[:7].lower() == "bearer " else None,
+            headers.get("api-key"),
+            headers.get("x-api-key"),
+        )
+        if value and value.strip()
+    ]
+    return next((c for c in candidates if keys.well_formed(c)), None) or (
+        candidates[0] if candidates else None
+    )
 
 
 def _is_count(value) -> bool:

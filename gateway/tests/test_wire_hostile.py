@@ -173,3 +173,36 @@ def test_other_parts_and_text_parts_with_text_still_pass(acme):
     assert response.status_code == 200, response.text
     [row] = usage_rows(acme.org)
     assert row.status == "success" and row.input_tokens > 0
+
+
+# ---------------------------------------------------------------------- where the key is
+@pytest.mark.parametrize("where", ["x-api-key", "api-key"])
+@pytest.mark.parametrize("path", ["/chat/completions", "/messages"])
+def test_the_bonito_key_is_found_beside_another_token_in_authorization(acme, where, path):
+    """A proxy in front (or Claude Code with an auth token set) may put its own bearer
+    token in Authorization while the app sends its bn- key as x-api-key or api-key: the
+    well-formed Bonito key is the one used (the bearer alone was read: a 401)."""
+    body = {"model": "chat-small", "messages": [{"role": "user", "content": "hi"}]}
+    if path == "/messages":
+        body["max_tokens"] = 5
+    response = httpx.post(
+        acme.base_url + path,
+        json=body,
+        headers={"Authorization": "Bearer corp-proxy-token-123", where: acme.raw},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    [row] = usage_rows(acme.org)
+    assert row.key_id == acme.key.id
+
+
+def test_no_bonito_key_anywhere_is_still_a_401(acme):
+    response = httpx.post(
+        acme.base_url + "/chat/completions",
+        json={"model": "chat-small", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"Authorization": "Bearer corp-proxy-token-123", "x-api-key": "bn-not-a-key"},
+        timeout=30,
+    )
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+    assert usage_rows() == []
