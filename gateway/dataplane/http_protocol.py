@@ -59,12 +59,17 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
     _head_timer = None
     _head_bytes = 0
 
+    _head_began = False  # a head began within the read being parsed
+
     def data_received(self, data: bytes) -> None:
+        self._head_began = False
         super().data_received(data)
         if self._head_timer is not None and not self.transport.is_closing():
-            # Still in a head (the bytes of a request body or a previous request in the
-            # same read may count too: the limit is generous).
-            self._head_bytes += len(data)
+            # Still in a head: the read is all head, unless the head began within it (after
+            # the end of a previous request, pipelined): that read is not counted, so a
+            # head is refused past the limit plus at most one read.
+            if not self._head_began:
+                self._head_bytes += len(data)
             if self._head_bytes > MAX_HEADER_BYTES:
                 self._disarm()
                 self.transport.write(TOO_LARGE)
@@ -78,6 +83,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         super().on_message_begin()
         if self._head_timer is None:  # a later request on a kept-alive connection
             self._arm()
+            self._head_began = True
 
     def on_headers_complete(self) -> None:
         self._disarm()

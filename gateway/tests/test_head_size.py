@@ -79,3 +79,20 @@ def test_heads_under_the_limit_are_served(server):
             response = client.get("/v1/models", headers=headers)
             assert response.status_code == 401
             assert client.get("/api/health").status_code == 200
+
+
+def test_pipelined_requests_with_big_bodies_are_not_taken_for_a_big_head(server):
+    """The bytes of one request's body, read together with the start of the next head,
+    are not that head's."""
+    body = b'{"model": "m", "input": "' + b"x" * 300_000 + b'"}'
+    one = (
+        b"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body) + body
+    )
+    last = b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    with _connect(server) as sock:
+        sock.sendall(one * 3 + last)
+        answer = _answer(sock)
+    assert answer.count(b"HTTP/1.1 401 ") == 3, answer[:300]
+    assert b"HTTP/1.1 431" not in answer
+    assert answer.count(b"HTTP/1.1 200 ") == 1
