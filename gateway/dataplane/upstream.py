@@ -2,11 +2,13 @@
 rest (and for everything when pass-through is off), and the built-in mock."""
 
 import asyncio
+import base64
 import contextlib
 import contextvars
 import functools
 import hashlib
 import logging
+import struct
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -1440,44 +1442,90 @@ class MockAdapter:
     def _words(text: str) -> int:
         return max(1, len(text.split()))
 
-    def _usage(self, body, reply):
+    # The longest embedding the mock makes (OpenAI's largest model's): `dimensions` above
+    # it is refused as OpenAI refuses it, never a vector of 2**31 numbers built in memory.
+    MAX_DIMENSIONS = 3072
+    DEFAULT_DIMENSIONS = 16
+
+    @staticmethod
+    def _answer(reply: str, body: dict) -> tuple[str, str]:
+        """(the text, its finish_reason) of one choice, as a model honours the request's
+        `stop` (the text ends before the first) and `max_tokens` / `max_completion_tokens`
+        (a word a token: cut, finish_reason "length")."""
+        stop = body.get("stop")
+        stops = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else ()
+        cuts = [reply.find(s) for s in stops if isinstance(s, str) and s and s in reply]
+        if cuts:
+            reply = reply[: min(cuts)]
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        words = reply.split(" ")
+        if type(limit) is int and 0 < limit < len(words):
+            return " ".join(words[:limit]), "length"
+        return reply, "stop"
+
+    @staticmethod
+    def _n(body: dict) -> int:
+        n = body.get("n")
+        return n if type(n) is int and 1 <= n <= 128 else 1
+
+    def _usage(self, body, texts):
         prompt = self._words(
             " ".join(
                 str(m.get("content", "")) for m in body.get("messages") or () if isinstance(m, dict)
             )
             + str(body.get("prompt") or "")
         )
-        completion = self._words(reply)
+        completion = sum(self._words(t) if t else 0 for t in texts)
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
         }
 
+    def _embeddings(self, dep, body) -> dict:
+        dims = body.get("dimensions")
+        if dims is None:
+            dims = self.DEFAULT_DIMENSIONS
+        if type(dims) is not int or not 1 <= dims <= self.MAX_DIMENSIONS:
+            message = (
+                f"Invalid 'dimensions': the mock makes embeddings of 1 to "
+                f"{self.MAX_DIMENSIONS} dimensions."
+            )
+            error = {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": "dimensions",
+                "code": "invalid_value",
+            }
+            raise UpstreamError(message, 400, body={"error": error})
+        inputs = body.get("input")
+        inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        data = []
+        for i, text in enumerate(inputs):
+            seed = str(text).encode()
+            digest = hashlib.sha256(seed).digest()  # the first 32 numbers: the text's digest
+            while len(digest) < dims:
+                digest += hashlib.sha256(seed + len(digest).to_bytes(4, "big")).digest()
+            vector = [round(b / 255 - 0.5, 6) for b in digest[:dims]]
+            embedding = vector
+            if body.get("encoding_format") == "base64":  # OpenAI's: little-endian float32
+                embedding = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": embedding})
+        tokens = sum(self._words(str(t)) for t in inputs)
+        return {
+            "object": "list",
+            "data": data,
+            "model": dep.upstream_model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
     async def call(self, endpoint, dep, body, timeout) -> dict:
         created = int(time.time())
         if endpoint == "embeddings":
-            inputs = body.get("input")
-            inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
-            data = []
-            for i, text in enumerate(inputs):
-                digest = hashlib.sha256(str(text).encode()).digest()
-                data.append(
-                    {
-                        "object": "embedding",
-                        "index": i,
-                        "embedding": [round(b / 255 - 0.5, 6) for b in digest[:16]],
-                    }
-                )
-            tokens = sum(self._words(str(t)) for t in inputs)
-            return {
-                "object": "list",
-                "data": data,
-                "model": dep.upstream_model,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            }
-        reply = self._reply(body, dep)
-        usage = self._usage(body, reply)
+            return self._embeddings(dep, body)
+        text, finish = self._answer(self._reply(body, dep), body)
+        n = self._n(body)
+        usage = self._usage(body, [text] * n)
         rid = (
             "mock-"
             + hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:24]
@@ -1488,7 +1536,10 @@ class MockAdapter:
                 "object": "text_completion",
                 "created": created,
                 "model": dep.upstream_model,
-                "choices": [{"index": 0, "text": reply, "finish_reason": "stop", "logprobs": None}],
+                "choices": [
+                    {"index": i, "text": text, "finish_reason": finish, "logprobs": None}
+                    for i in range(n)
+                ],
                 "usage": usage,
             }
         return {
@@ -1498,46 +1549,45 @@ class MockAdapter:
             "model": dep.upstream_model,
             "choices": [
                 {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": reply},
-                    "finish_reason": "stop",
+                    "index": i,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": finish,
                 }
+                for i in range(n)
             ],
             "usage": usage,
         }
 
     async def stream(self, endpoint, dep, body, timeout):
         full = await self.call(endpoint, dep, body, timeout)
-        words = self._reply(body, dep).split(" ")
+        text, finish = self._answer(self._reply(body, dep), body)
+        words = text.split(" ")  # an empty answer is one empty piece (it opens, then ends)
         base = {"id": full["id"], "created": full["created"], "model": dep.upstream_model}
-        for i, word in enumerate(words):
-            piece = word if i == 0 else " " + word
-            if endpoint == "chat":
-                delta = {"content": piece} if i else {"role": "assistant", "content": piece}
-                chunk = {
-                    **base,
-                    "object": "chat.completion.chunk",
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
-                }
-            else:
-                chunk = {
-                    **base,
-                    "object": "text_completion",
-                    "choices": [{"index": 0, "text": piece, "finish_reason": None}],
-                }
-            yield [(b"data: " + orjson.dumps(chunk) + b"\n\n", chunk)]
-        last = {
-            **base,
-            "object": "chat.completion.chunk" if endpoint == "chat" else "text_completion",
-            "choices": [
-                {"index": 0, "delta": {}, "finish_reason": "stop"}
-                if endpoint == "chat"
-                else {"index": 0, "text": "", "finish_reason": "stop"}
-            ],
-        }
-        events = [(b"data: " + orjson.dumps(last) + b"\n\n", last)]
+        kind = "chat.completion.chunk" if endpoint == "chat" else "text_completion"
+        for choice in range(self._n(body)):
+            for i, word in enumerate(words):
+                piece = word if i == 0 else " " + word
+                if endpoint == "chat":
+                    delta = {"content": piece} if i else {"role": "assistant", "content": piece}
+                    part = {"index": choice, "delta": delta, "finish_reason": None}
+                else:
+                    part = {"index": choice, "text": piece, "finish_reason": None}
+                chunk = {**base, "object": kind, "choices": [part]}
+                yield [(b"data: " + orjson.dumps(chunk) + b"\n\n", chunk)]
+        events = []
+        for choice in range(self._n(body)):
+            last = {
+                **base,
+                "object": kind,
+                "choices": [
+                    {"index": choice, "delta": {}, "finish_reason": finish}
+                    if endpoint == "chat"
+                    else {"index": choice, "text": "", "finish_reason": finish}
+                ],
+            }
+            events.append((b"data: " + orjson.dumps(last) + b"\n\n", last))
         if (body.get("stream_options") or {}).get("include_usage"):
-            usage_chunk = {**base, "object": last["object"], "choices": [], "usage": full["usage"]}
+            usage_chunk = {**base, "object": kind, "choices": [], "usage": full["usage"]}
             events.append((b"data: " + orjson.dumps(usage_chunk) + b"\n\n", usage_chunk))
         yield events
 
