@@ -4,7 +4,7 @@ from decimal import Decimal
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -323,11 +323,16 @@ def notice_dismiss(request, notice_id):
         notice.read_at = timezone.now()
         notice.save(update_fields=["read_at"])
     back = request.POST.get("next") or ""
-    if not url_has_allowed_host_and_scheme(
-        back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    # A path only (redirect() would take "overview" or "b" for a view's name to reverse).
+    if not (
+        back.startswith("/")
+        and not back.startswith(("//", "/\\"))
+        and url_has_allowed_host_and_scheme(
+            back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        )
     ):
         back = reverse("overview", args=[request.org.slug])
-    return redirect(back)
+    return HttpResponseRedirect(back)
 
 
 @require_POST

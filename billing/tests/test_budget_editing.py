@@ -177,6 +177,18 @@ def test_only_members_and_admins_see_and_use_dismiss(alice_client, bob_client, v
         assert response.status_code == 302 and notice.read_at is not None
 
 
+@pytest.mark.parametrize("next_url", ["overview", "logout", "b", "a.b", "../x", "?x=1", "#top"])
+def test_dismiss_takes_a_next_that_is_no_path_for_no_page(bob_client, org_a, next_url):
+    """A ``next`` that is not a path (a URL pattern's name, a relative word) was handed to
+    redirect(), which reversed it as a view name: NoReverseMatch, a 500 (or a redirect to
+    the page of that name). Only a path on this site is followed."""
+    notice = Notification.objects.create(org=org_a, message="m")
+    dismiss = reverse("notice_dismiss", args=[org_a.slug, notice.id])
+    response = bob_client.post(dismiss, {"next": next_url})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("overview", args=[org_a.slug])
+
+
 @pytest.mark.parametrize(
     "next_url",
     [
