@@ -20,10 +20,28 @@ def invitation_email(*, invitation_id: int, link: str, inviter: str) -> None:
 
 
 def password_reset_email(*, email: str, domain: str, use_https: bool) -> None:
-    """Email a reset link to the active account with this email and a usable password, if
-    there is one (Django's reset form decides and renders; SSO-only users have no password)."""
+    """Email a reset link to the active account with this email, if there is one (Django's
+    reset form renders it). An account made without a password (`create_user` without
+    BONITO_USER_PASSWORD, an invitation to an SSO org) gets one too: a reset is how such a
+    user first chooses a password (README, Management commands); Django's form skips them.
+    Where an org's SSO keeps a member from password sign-in, the sign-in page still does."""
+    import unicodedata
+
     from django.contrib.auth.forms import PasswordResetForm
 
-    form = PasswordResetForm({"email": email})
+    from .models import User
+
+    def same(text):
+        return unicodedata.normalize("NFKC", text).casefold()
+
+    class _Form(PasswordResetForm):
+        def get_users(self, email):
+            for user in User.objects.filter(email__iexact=email, is_active=True):
+                # As Django's form: the stored email must match as typed (NFKC, any case),
+                # not merely under the database's case folding.
+                if same(email) == same(user.email):
+                    yield user
+
+    form = _Form({"email": email})
     if form.is_valid():
         form.save(domain_override=domain, use_https=use_https)

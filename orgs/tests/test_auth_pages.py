@@ -70,3 +70,33 @@ def test_password_reset_does_not_reveal_unknown_emails(db):
     response = Client().post(reverse("password_reset"), {"email": "nobody@nowhere.test"})
     assert response.status_code == 302
     assert len(mail.outbox) == 0
+
+
+def test_a_user_made_without_a_password_signs_in_after_a_password_reset(org_a, capsys):
+    """`create_user` without BONITO_USER_PASSWORD says the user "signs in after a password
+    reset" (README): the reset form sent such a user nothing (Django's form skips accounts
+    without a usable password), so they could never sign in with a password."""
+    from django.core.management import call_command
+
+    call_command("create_user", "--email", "newbie@acme.test", "--org", org_a.slug)
+    assert "after a password reset" in capsys.readouterr().out
+    client = Client()
+    client.post(reverse("password_reset"), {"email": "Newbie@acme.test"})
+    assert [m.to for m in mail.outbox] == [["newbie@acme.test"]]
+    link = next(line for line in mail.outbox[0].body.splitlines() if "/password-reset/" in line)
+    form_page = client.get("/" + link.split("://", 1)[1].split("/", 1)[1], follow=True)
+    response = client.post(
+        form_page.request["PATH_INFO"],
+        {"new_password1": "first-own-secret-42", "new_password2": "first-own-secret-42"},
+    )
+    assert response.status_code == 302
+    assert Client().login(username="newbie@acme.test", password="first-own-secret-42")
+
+
+def test_a_deactivated_user_gets_no_reset_link(org_a, alice, bob):
+    from orgs import services
+    from orgs.audit import Actor
+
+    services.user_update(actor=Actor(via="test"), user=bob, is_active=False)
+    Client().post(reverse("password_reset"), {"email": bob.email})
+    assert mail.outbox == []
