@@ -248,14 +248,26 @@ def _last_admin(membership: Membership, *, active_only: bool = False) -> bool:
     return all(pk == membership.pk or (active_only and not active) for pk, active in admins)
 
 
+def _refuse_if_keeps_no_admin(membership: Membership) -> None:
+    """Refuse to demote or remove an org's last admin, or its last admin who can sign in
+    (an active user: beside deactivated admins only, the org would be left with none)."""
+    if _last_admin(membership):
+        raise ValidationError("An organization must keep at least one admin.")
+    if membership.user.is_active and _last_admin(membership, active_only=True):
+        raise ValidationError(
+            "An organization must keep an admin who can sign in: its other admins are "
+            "deactivated. Make someone else an admin first."
+        )
+
+
 @transaction.atomic
 def membership_set_role(
     *, actor: Actor, membership: Membership, role: str, team: Team | None = None
 ) -> Membership:
     if role not in Role.values:
         raise ValidationError(f"Unknown role {role!r}; use admin, member or viewer.")
-    if role != Role.ADMIN and _last_admin(membership):
-        raise ValidationError("An organization must keep at least one admin.")
+    if role != Role.ADMIN:
+        _refuse_if_keeps_no_admin(membership)
     if team is not None and team.org_id != membership.org_id:
         raise ValidationError("That team belongs to another organization.")
     before = {"role": membership.role, "team": membership.team.name if membership.team else None}
@@ -279,8 +291,7 @@ def membership_set_role(
 
 @transaction.atomic
 def membership_remove(*, actor: Actor, membership: Membership) -> None:
-    if _last_admin(membership):
-        raise ValidationError("An organization must keep at least one admin.")
+    _refuse_if_keeps_no_admin(membership)
     audit_record(
         actor=actor,
         org=membership.org,

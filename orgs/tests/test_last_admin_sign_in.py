@@ -103,3 +103,52 @@ def test_the_admin_password_page_still_removes_a_members_password(admin_client, 
     )
     assert response.status_code == 302
     assert not User.objects.get(pk=bob.pk).has_usable_password()
+
+
+def _deactivated_admin(bob):
+    services.membership_set_role(
+        actor=SETUP, membership=Membership.objects.get(user=bob), role=Role.ADMIN
+    )
+    services.user_update(actor=SETUP, user=bob, is_active=False)
+
+
+ONLY_ACTIVE = "An organization must keep an admin who can sign in"
+
+
+def test_the_only_active_admin_is_not_demoted_or_removed_beside_a_deactivated_one(
+    alice, bob, alice_client, org_a
+):
+    """Demoting or removing the one admin who can sign in, while the org's other admins are
+    deactivated, left the org with no admin able to sign in: the same hole the rule on
+    deleting and deactivating closes (docs/security.md, Admin and live data)."""
+    _deactivated_admin(bob)
+    membership = Membership.objects.get(user=alice)
+    for change in (
+        lambda: services.membership_set_role(actor=SETUP, membership=membership, role="member"),
+        lambda: services.membership_remove(actor=SETUP, membership=membership),
+    ):
+        with pytest.raises(ValidationError) as exc:
+            change()
+        assert ONLY_ACTIVE in exc.value.messages[0]
+    # Every way in: the dashboard's Team page and REST say so, and change nothing.
+    response = alice_client.post(
+        f"/o/{org_a.slug}/team/members/{membership.pk}/role/", {"role": "viewer"}
+    )
+    assert response.status_code == 302
+    assert any(ONLY_ACTIVE in str(m) for m in alice_client.get(response.url).context["messages"])
+    response = alice_client.patch(
+        f"/api/gateway/members/{membership.pk}", {"role": "viewer"}, content_type="application/json"
+    )
+    assert response.status_code == 400 and ONLY_ACTIVE in str(response.json())
+    assert alice_client.delete(f"/api/gateway/members/{membership.pk}").status_code == 400
+    assert Membership.objects.get(pk=membership.pk).role == Role.ADMIN
+
+
+def test_a_deactivated_admin_is_still_demoted_or_removed_beside_an_active_one(alice, bob):
+    _deactivated_admin(bob)
+    deactivated = Membership.objects.get(user=bob)
+    services.membership_set_role(actor=SETUP, membership=deactivated, role=Role.VIEWER)
+    services.membership_remove(actor=SETUP, membership=deactivated)
+    assert list(Membership.objects.filter(role=Role.ADMIN).values_list("user", flat=True)) == [
+        alice.pk
+    ]
