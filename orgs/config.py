@@ -108,11 +108,52 @@ def config_load(text: str):
             )
         if _depth(node) > MAX_DEPTH:
             raise ConfigTooLarge(f"the file is nested more than {MAX_DEPTH} levels deep")
+        _check_scalars(loader, node)
         return loader.construct_document(node)
     except RecursionError:  # the parser's own recursion, before any check could run
         raise ConfigTooLarge(f"the file is nested more than {MAX_DEPTH} levels deep") from None
     finally:
         loader.dispose()
+
+
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+
+
+def _check_scalars(loader, node) -> None:
+    """Refuse, with where it is, a scalar Python cannot hold: a timestamp that is no day
+    (`2026-02-30` would raise ValueError while the file is built) or text with an unpaired
+    surrogate escape (`"\\ud800"`: not Unicode text, and no message quoting it could be
+    written out)."""
+    stack, seen = [node], set()
+    while stack:
+        cur = stack.pop()
+        if id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, yaml.SequenceNode):
+            stack.extend(cur.value)
+        elif isinstance(cur, yaml.MappingNode):
+            stack.extend(part for pair in cur.value for part in pair)
+        elif isinstance(cur, yaml.ScalarNode):
+            problem = None
+            try:
+                cur.value.encode("utf-8")
+            except UnicodeEncodeError:
+                problem = (
+                    "the text has an unpaired surrogate escape (such as \\ud800): it is not "
+                    "Unicode text"
+                )
+            else:
+                if cur.tag == _TIMESTAMP:
+                    try:
+                        loader.construct_yaml_timestamp(cur)
+                    except (ValueError, OverflowError) as exc:
+                        problem = (
+                            f"{cur.value!r} is read as a date or time, and there is no such "
+                            f"day ({exc}); quote it if it is text"
+                        )
+            if problem:
+                raise yaml.constructor.ConstructorError(None, None, problem, cur.start_mark)
 
 
 MAX_DEPTH = 32  # a config file is a few levels deep; every walk of it stays far from the limit
