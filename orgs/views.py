@@ -347,6 +347,9 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
         return refused or super().dispatch(request, *args, **kwargs)
 
 
+_ACCEPT_NAME_MESSAGE = "Your name is at most 150 characters."
+
+
 def invitation_accept(request, token):
     # Per client address against guessing tokens; per token so that one link cannot be hammered.
     refused = throttle.refusal(
@@ -375,7 +378,10 @@ def invitation_accept(request, token):
         actor = Actor.from_request(request)
         try:
             if sso_only is not None:
-                name = form.cleaned_data["name"] if form.is_valid() else ""
+                form.is_valid()
+                if form.has_error("name"):
+                    raise ValidationError(_ACCEPT_NAME_MESSAGE)
+                name = form.cleaned_data.get("name", "")
                 membership = services.invitation_accept(actor=actor, raw_token=token, name=name)
                 messages.success(
                     request,
@@ -384,7 +390,16 @@ def invitation_accept(request, token):
                 return redirect(f"/sso/{membership.org.slug}/login/")
             if needs_account:
                 if not form.is_valid():
-                    raise ValidationError("Choose a password of at least 8 characters.")
+                    raise ValidationError(
+                        [
+                            message
+                            for field, message in (
+                                ("name", _ACCEPT_NAME_MESSAGE),
+                                ("password", "Choose a password of at least 8 characters."),
+                            )
+                            if form.has_error(field)
+                        ]
+                    )
                 validate_password(form.cleaned_data["password"])
                 membership = services.invitation_accept(
                     actor=actor,

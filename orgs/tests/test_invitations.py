@@ -179,3 +179,22 @@ def test_an_org_name_with_a_line_break_still_gets_the_invitation_out(
     (email,) = mail.outbox
     assert email.subject.startswith("You are invited to Acme") and "\n" not in email.subject
     assert "\r" not in email.subject and "\u2028" not in email.subject
+
+
+def test_a_name_too_long_is_said_so_not_blamed_on_the_password(client, alice, org_a):
+    """A name over 150 characters made the form invalid, and the page said "Choose a
+    password of at least 8 characters." about a good password: the newcomer could not
+    tell what to change. The page names the field at fault and keeps what was typed."""
+    _inv, token = _invite(org_a, alice)
+    url = reverse("invitation_accept", args=[token])
+    response = client.post(url, {"name": "N" * 151, "password": "a-long-new-password-1"})
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "at most 150 characters" in page
+    assert "Choose a password" not in page.split('role="alert"')[1].split("</div>")[0]
+    assert 'maxlength="150"' in page
+    assert not User.objects.filter(email="newbie@acme.test").exists()
+    # Short password: that is what it says.
+    response = client.post(url, {"name": "New Bie", "password": "short"})
+    assert "at least 8 characters" in response.content.decode()
+    assert 'value="New Bie"' in response.content.decode()
