@@ -24,7 +24,7 @@ from .forms import (
     RoleForm,
     TeamForm,
 )
-from .models import Invitation, Membership, PersonalAccessToken, Team
+from .models import Invitation, Membership, Organization, PersonalAccessToken, Team
 from .permissions import org_view
 
 
@@ -213,14 +213,15 @@ def invitation_resend(request, invitation_id):
 def org_settings(request):
     org = request.org
     if request.method == "POST":
-        form = OrgSettingsForm(request.POST, instance=org)
+        # The form checks a copy: a ModelForm sets the name on its instance while it
+        # validates, and org_update must see the org as stored to audit the change.
+        form = OrgSettingsForm(request.POST, instance=Organization.objects.get(pk=org.pk))
         if form.is_valid():
             services.org_update(
                 actor=Actor.from_request(request), org=org, name=form.cleaned_data["name"]
             )
             messages.success(request, "Settings saved.")
             return redirect("settings", org_slug=org.slug)
-        org.refresh_from_db()
     else:
         form = OrgSettingsForm(instance=org)
     return _settings_page(request, form)

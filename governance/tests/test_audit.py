@@ -91,3 +91,19 @@ def test_scrub_removes_secrets_by_name_and_by_shape():
 def test_charlie_sees_none_of_acmes_audit_rows(alice, charlie, org_a, org_b):
     assert AuditLog.objects.for_org(org_b).exists()
     assert not AuditLog.objects.for_org(org_b).filter(actor=alice).exists()
+
+
+def test_renaming_the_org_on_the_settings_page_is_audited(alice_client, org_a):
+    """The Settings page's form (a ModelForm on the org) set the new name on the org before
+    org_update read the "before" state, so the service saw no change: the rename was saved
+    with no audit row (and no config version move)."""
+    from core.config_version import current_version
+
+    version = current_version()
+    response = alice_client.post(f"/o/{org_a.slug}/settings/", {"name": "Acme Renamed"})
+    assert response.status_code == 302
+    row = _rows(org_a, "org.update").get()
+    assert row.changes["before"]["name"] == "Acme Corp"
+    assert row.changes["after"]["name"] == "Acme Renamed"
+    assert row.via == "web"
+    assert current_version() > version
