@@ -18,6 +18,7 @@ from .models import (
     Organization,
     PersonalAccessToken,
     Role,
+    SSOConfig,
     Team,
     Tier,
     TierLimit,
@@ -249,14 +250,27 @@ def _last_admin(membership: Membership, *, active_only: bool = False) -> bool:
 
 
 def _refuse_if_keeps_no_admin(membership: Membership) -> None:
-    """Refuse to demote or remove an org's last admin, or its last admin who can sign in
-    (an active user: beside deactivated admins only, the org would be left with none)."""
+    """Refuse to demote or remove an org's last admin, its last admin who can sign in (an
+    active user: beside deactivated admins only, the org would be left with none), or the
+    admin its SSO settings name as break-glass owner."""
     if _last_admin(membership):
         raise ValidationError("An organization must keep at least one admin.")
     if membership.user.is_active and _last_admin(membership, active_only=True):
         raise ValidationError(
             "An organization must keep an admin who can sign in: its other admins are "
             "deactivated. Make someone else an admin first."
+        )
+    if (
+        membership.role == Role.ADMIN
+        and SSOConfig.objects.filter(
+            org_id=membership.org_id, break_glass_user_id=membership.user_id
+        ).exists()
+    ):
+        # docs/sso.md: the break-glass owner is an org admin named in the SSO settings,
+        # who signs in with a password when the IdP cannot.
+        raise ValidationError(
+            f"{membership.user.email} is the break-glass owner of {membership.org.name}'s "
+            "single sign-on; name another break-glass owner in the SSO settings first."
         )
 
 

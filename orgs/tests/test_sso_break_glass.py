@@ -70,3 +70,31 @@ def test_the_settings_page_states_the_rule(alice_client, acme_sso):
     page = alice_client.get("/o/acme/settings/sso/").content.decode()
     assert 'id="sso-role-rule"' in page
     assert "except the break-glass owner and the organization's last admin" in page
+
+
+@pytest.mark.parametrize("required", [True, False])
+def test_the_break_glass_owner_is_not_demoted_or_removed_by_another_admin(
+    break_glass, alice, bob, required
+):
+    """The break-glass owner is "an org admin named in the settings" (docs/sso.md): the
+    settings refuse to name anyone else. Another admin could still demote or remove them on
+    the Team page or over REST, leaving an org that requires SSO with no admin who may sign
+    in with a password when the IdP breaks. Name another break-glass owner first."""
+    sso.sso_config_save(actor=ADMIN, org=break_glass.org, sso_required=required)
+    client = Client()
+    client.force_login(bob)
+    membership = Membership.objects.get(user=alice)
+    response = client.patch(
+        f"/api/gateway/members/{membership.pk}", {"role": "viewer"}, content_type="application/json"
+    )
+    assert response.status_code == 400 and "break-glass owner" in str(response.json())
+    assert client.delete(f"/api/gateway/members/{membership.pk}").status_code == 400
+    response = client.post(
+        f"/o/{break_glass.org.slug}/team/members/{membership.pk}/remove/", follow=True
+    )
+    assert any("break-glass owner" in str(m) for m in response.context["messages"])
+    assert Membership.objects.get(pk=membership.pk).role == "admin"
+    # Once bob is the break-glass owner, alice is an admin like any other.
+    sso.sso_config_save(actor=ADMIN, org=break_glass.org, break_glass_email="bob@acme.test")
+    services.membership_set_role(actor=ADMIN, membership=membership, role="viewer")
+    services.membership_remove(actor=ADMIN, membership=membership)
