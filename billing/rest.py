@@ -146,7 +146,9 @@ class BudgetSerializer(OrgScopedFields, MoneySerializer):
     def get_spent_usd(self, budget) -> str:
         from django.utils import timezone
 
-        return str(budgets.budget_spent(budget, timezone.now()))
+        # The cost column's 8 places, as every spend is written (a database's sum may
+        # carry more: SQLite's did, '0.0000925000000000000').
+        return f"{budgets.budget_spent(budget, timezone.now()):.8f}"
 
 
 class BudgetViewSet(

@@ -236,3 +236,20 @@ def test_a_tier_spend_cap_caps_orgs_without_a_lower_one(org_a):
 
     gov.policy_set(actor=ACTOR, org=org_a, monthly_spend_cap_usd=Decimal("20"))
     assert build_snapshot().orgs[org_a.id].spend_cap == 20.0
+
+
+def test_rest_spent_usd_is_a_plain_decimal_with_eight_places(alice_client, org_a):
+    """spent_usd was str() of the database's sum: on SQLite '0.0000925000000000000'
+    (nineteen places, not the cost column's eight), so the same spend read differently by
+    database; it is written like every other spend, with the cost column's 8 places."""
+    for cost in ("0.00003", "0.00003", "0.0000325"):
+        UsageRecord.objects.create(
+            org=org_a, status="success", cost=Decimal(cost), created_at=datetime.now(UTC)
+        )
+    response = alice_client.post(
+        "/api/gateway/budgets", {"amount_usd": "5"}, content_type="application/json"
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["spent_usd"] == "0.00009250"
+    listed = alice_client.get("/api/gateway/budgets").json()["results"]
+    assert [b["spent_usd"] for b in listed] == ["0.00009250"]
