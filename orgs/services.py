@@ -314,6 +314,13 @@ def membership_remove(*, actor: Actor, membership: Membership) -> None:
         before={"user": membership.user.email, "role": membership.role},
     )
     members_changed([membership.org_id])
+    # Their personal access tokens for this org end with the membership: left active, one
+    # would work again (with the new role's rights) the day the person rejoins.
+    tokens = PersonalAccessToken.objects.filter(
+        org_id=membership.org_id, user_id=membership.user_id, revoked_at__isnull=True
+    ).select_related("org")
+    for token in tokens:
+        pat_revoke(actor=actor, token=token)
     membership.delete()
 
 

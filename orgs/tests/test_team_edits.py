@@ -293,3 +293,25 @@ def test_rest_lists_make_a_fixed_number_of_queries(
         add(i)
     with django_assert_max_num_queries(len(few.captured_queries)):
         assert alice_client.get("/api/gateway/" + url).json()["count"] == first + 9
+
+
+def test_a_removed_members_tokens_stay_dead_when_they_rejoin(alice_client, bob, org_a):
+    """Removing a member left their personal access tokens active: refused while they were
+    out (no membership), they worked again, with every right of the new role, the moment
+    the person was invited back (a CI token leaked months before included)."""
+    from django.test import Client
+
+    from orgs import services
+    from orgs.audit import Actor
+    from orgs.models import AuditLog, Membership, PersonalAccessToken
+
+    _token, raw = services.pat_create(actor=Actor(user=bob), user=bob, org=org_a, name="ci")
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+    assert Client().get("/api/me", **auth).status_code == 200
+    membership = Membership.objects.get(user=bob, org=org_a)
+    assert alice_client.delete(f"/api/gateway/members/{membership.pk}").status_code == 204
+    assert not PersonalAccessToken.objects.filter(user=bob, org=org_a).active().exists()
+    revoked = AuditLog.objects.filter(action="token.revoke").get()
+    assert revoked.changes["before"] == {"name": "ci"}
+    services.membership_add(actor=Actor(via="test"), org=org_a, user=bob, role="admin")
+    assert Client().get("/api/me", **auth).status_code == 401
