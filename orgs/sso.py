@@ -1128,6 +1128,17 @@ def consume(request, config: SSOConfig) -> tuple[User, Membership, str, dict]:
     role = _role_for(config, groups)
     actor = Actor(ip=client_ip(request), via="sso")
     user = User.objects.filter(email__iexact=email).first()
+    # The org admin chooses the IdP: it must not vouch for a platform admin (staff rights
+    # over every org and the Django admin), nor for an email ADMIN_EMAILS would make one.
+    if (user is not None and (user.is_staff or user.is_superuser)) or (
+        email in settings.ADMIN_EMAILS
+    ):
+        raise SSORefused(
+            f"{email} is a platform admin: platform admins sign in with their password, "
+            "not through an organization's identity provider.",
+            email,
+            public=True,
+        )
     existing = Membership.objects.for_org(config.org).filter(user=user).first() if user else None
     # The rule (docs/sso.md): the mapping is applied at every sign-in, except that the
     # break-glass owner is never demoted or removed (break-glass must work exactly when
@@ -1515,8 +1526,10 @@ def sso_only_for(org: Organization, email: str) -> SSOConfig | None:
 
 def password_blocked_by(user) -> SSOConfig | None:
     """The SSO-required org that keeps this user from signing in with a password, if any
-    (but the break-glass owner's)."""
+    (but the break-glass owner's, and a platform admin's: no org's IdP signs one in)."""
     if user is None or user.pk is None:
+        return None
+    if user.is_staff or user.is_superuser or user.email.lower() in settings.ADMIN_EMAILS:
         return None
     configs = SSOConfig.objects.filter(org__memberships__user=user).exclude(break_glass_user=user)
     return _sso_required_for(user.email, configs)
