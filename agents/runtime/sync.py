@@ -36,6 +36,22 @@ log = logging.getLogger("bonito.agent")
 
 DEFAULT_POLL_S, DEFAULT_HEARTBEAT_S, DEFAULT_INGEST_S = 30.0, 60.0, 10.0
 CREDENTIALS_REREAD_MIN_S = 10.0  # a provider answering 401 in a loop re-reads at most this often
+SUGGESTED = ("poll_s", "heartbeat_s", "ingest_batch_s")
+# The control plane's suggested intervals are used within these bounds only: a string, a
+# negative number or a huge one (a misconfigured or hostile control plane) would kill the
+# sync thread, pull in a tight loop, or never pull again.
+SUGGESTED_MIN_S, SUGGESTED_MAX_S = 1.0, 3600.0
+
+
+def _suggestions(doc: dict) -> dict:
+    """The intervals a config answer suggests, each a number clamped to sane bounds."""
+    out = {}
+    for name in SUGGESTED:
+        value = doc.get(name)
+        if type(value) not in (int, float) or not value > 0:  # also NaN, bools, strings
+            continue
+        out[name] = min(max(float(value), SUGGESTED_MIN_S), SUGGESTED_MAX_S)
+    return out
 
 
 class ConfigSync:
@@ -132,9 +148,7 @@ class ConfigSync:
         self.base = snapshot_from_dict(doc["snapshot"], self.hash_secret)
         self.org = doc["org"]
         self.facts = doc.get("facts") or {}
-        self.suggested = {
-            k: doc[k] for k in ("poll_s", "heartbeat_s", "ingest_batch_s") if doc.get(k)
-        }
+        self.suggested = _suggestions(doc)
 
     def take(self, doc: dict) -> None:
         """Apply one config answer (full or delta) and publish it."""
@@ -155,9 +169,7 @@ class ConfigSync:
             self.base = dataclasses.replace(self.base, hash_secret=self.hash_secret)
             self.facts = doc.get("facts") or {}
             self.org = doc.get("org") or self.org
-            self.suggested.update(
-                {k: doc[k] for k in ("poll_s", "heartbeat_s", "ingest_batch_s") if doc.get(k)}
-            )
+            self.suggested.update(_suggestions(doc))
         self.loaded_from = "control plane"
         self.publish()
 

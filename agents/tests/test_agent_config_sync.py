@@ -5,6 +5,7 @@ facts and credentials are merged into what it serves; the disk cache has no cred
 import base64
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -170,3 +171,43 @@ def test_a_rotation_it_cannot_keep_on_disk_still_applies_the_config(setup):
     assert agent.control.token.current == new
     # and the write that failed left no half-written file in the state folder
     assert not list(agent.settings.state_dir.glob(".token.json.*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "suggested",
+    [
+        {"poll_s": "30", "heartbeat_s": "60", "ingest_batch_s": "10"},  # not numbers
+        {"poll_s": -5, "heartbeat_s": -1, "ingest_batch_s": -3},  # below zero: a tight loop
+        {"poll_s": 1e300, "heartbeat_s": 1e300, "ingest_batch_s": 1e300},  # never again
+        {"poll_s": True, "heartbeat_s": [1], "ingest_batch_s": {"s": 1}},
+    ],
+)
+def test_the_control_planes_suggested_intervals_are_used_only_within_bounds(
+    setup, tmp_path, suggested
+):
+    """poll_s, heartbeat_s and ingest_batch_s come from the control plane's answer (and are
+    kept in the disk cache): a string killed the sync thread (TypeError in its own error
+    handler), so no config change reached the agent again; a negative one pulled in a
+    tight loop; a huge one never pulled again."""
+    fake, agent = setup
+    fake.answers = [lambda since: {**_full(1, 5, "h1"), **suggested}] + [
+        lambda since: _full(1, 5, "h1")
+    ] * 50
+    agent.sync.start()
+    try:
+        deadline = time.monotonic() + 5
+        while agent.sync.base is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.5)
+        assert agent.sync._thread.is_alive()
+        for name in ("poll_s", "heartbeat_s", "ingest_s"):
+            value = getattr(agent.sync, name)
+            assert type(value) in (int, float) and 1 <= value <= 3600, (name, value)
+        assert 1 <= agent.gateway.sink.min_batch_interval <= 3600
+        assert len(fake.asked) == 1  # one pull, not one every 50 ms
+    finally:
+        agent.sync.stop()
+    # and a restart from the disk cache that kept them is just as sane
+    again = Agent(agent.settings)
+    assert again.sync.load_cache()
+    assert 1 <= again.sync.poll_s <= 3600 and 1 <= again.sync.heartbeat_s <= 3600
