@@ -13,19 +13,52 @@ def _short(exc: BaseException) -> str:
 
 
 class Watched:
-    """One adapter, its outcomes reported to the observer; calls go through unchanged."""
+    """One adapter, its outcomes reported to the observer; calls go through unchanged.
+
+    Every call the data plane makes on an adapter must be here (a test runs each endpoint
+    through a real agent): one missing was an AttributeError, a 500 for every request of
+    that endpoint in an agent while the shared gateway served it."""
 
     def __init__(self, adapter, observer):
         self.adapter, self.observer = adapter, observer
 
-    async def call(self, endpoint, dep, body, timeout):
+    async def _watch(self, dep, awaitable):
         try:
-            result = await self.adapter.call(endpoint, dep, body, timeout)
+            result = await awaitable
         except UpstreamError as exc:
             self.observer(dep, exc)
             raise
         self.observer(dep, None)
         return result
+
+    async def call(self, endpoint, dep, body, timeout, **kwargs):
+        return await self._watch(dep, self.adapter.call(endpoint, dep, body, timeout, **kwargs))
+
+    async def media(self, endpoint, dep, call, timeout):
+        """Images, transcriptions, translations, moderations, rerank."""
+        return await self._watch(dep, self.adapter.media(endpoint, dep, call, timeout))
+
+    async def speech(self, dep, call, timeout):
+        """(content type, the audio's chunks): a stream that breaks is reported too."""
+        content_type, chunks = await self._watch(dep, self.adapter.speech(dep, call, timeout))
+        return content_type, self._chunks(dep, chunks)
+
+    async def _chunks(self, dep, inner):
+        try:
+            async for chunk in inner:
+                yield chunk
+        except (UpstreamError, StreamBroken) as exc:
+            self.observer(dep, exc)
+            raise
+        finally:
+            aclose = getattr(inner, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    def __getattr__(self, name):
+        # Anything else an adapter offers (a later call of the data plane) goes through
+        # unwatched rather than failing.
+        return getattr(self.adapter, name)
 
     async def stream(self, endpoint, dep, body, timeout):
         inner = self.adapter.stream(endpoint, dep, body, timeout)
