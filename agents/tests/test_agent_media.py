@@ -29,11 +29,7 @@ class FakeControlPlane:
 
     def __init__(self, upstream_url: str, key: str):
         deps = {
-            name: (
-                DeploymentInfo(
-                    n + 1, name, "vpc-llm", "openai_compatible", name, upstream_url
-                ),
-            )
+            name: (DeploymentInfo(n + 1, name, "vpc-llm", "openai_compatible", name, upstream_url),)
             for n, name in enumerate(MODELS)
         }
         digest = keys.digest(key, SECRET)
