@@ -27,13 +27,13 @@ step "hadolint deploy/Dockerfile"
 "$bin/hadolint" --failure-threshold warning deploy/Dockerfile || fail "hadolint"
 
 step "docker-compose config (platform.yaml, agent.yaml)"
-platform_env=(SECRET_KEY=ci-not-a-secret POSTGRES_PASSWORD=ci REDIS_PASSWORD=ci
+platform_env=(SECRET_KEY=ci-not-a-secret KEY_HASH_SECRET=ci-not-a-secret-either POSTGRES_PASSWORD=ci REDIS_PASSWORD=ci
   ALLOWED_HOSTS=bonito.example.com PUBLIC_BASE_URL=https://bonito.example.com)
 env -i PATH="$PATH" "${platform_env[@]}" "$bin/docker-compose" -f deploy/compose/platform.yaml config -q || fail "platform.yaml"
 env -i PATH="$PATH" BONITO_CONTROL_PLANE=https://bonito.example.com BONITO_ORG_TOKEN=bt-ci \
   "$bin/docker-compose" -f deploy/compose/agent.yaml config -q || fail "agent.yaml"
 # A missing secret stops `up` with its name instead of starting with an empty one.
-for missing in SECRET_KEY POSTGRES_PASSWORD REDIS_PASSWORD; do
+for missing in SECRET_KEY KEY_HASH_SECRET POSTGRES_PASSWORD REDIS_PASSWORD; do
   kept=(); for kv in "${platform_env[@]}"; do [[ $kv == "$missing="* ]] || kept+=("$kv"); done
   if env -i PATH="$PATH" "${kept[@]}" "$bin/docker-compose" -f deploy/compose/platform.yaml config -q 2>"$out/err"; then
     fail "platform.yaml starts without $missing"
