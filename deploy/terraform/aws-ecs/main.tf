@@ -235,7 +235,7 @@ resource "aws_ecs_task_definition" "this" {
       { sourceVolume = "tmp", containerPath = "/tmp", readOnly = false },
     ]
     healthCheck = {
-      command     = ["CMD", "python", "/usr/local/bin/healthcheck.py", "http://127.0.0.1:8000/ready"]
+      command     = ["CMD", "python", "/usr/local/bin/healthcheck.py", "/ready"]
       interval    = 15
       timeout     = 5
       retries     = 3
