@@ -13,6 +13,7 @@ from .output import error, print_json, safe
 
 
 def _v1(state, api_key) -> httpx.Client:
+    server_url(state.profile.url)  # a wrong URL is named as such, whatever the profile
     if state.profile.refused and not (api_key or state.profile.api_key):
         raise CliError(state.profile.refused, AUTH)
     key = clean_token(api_key, "API key") or clean_token(state.profile.api_key, "API key")

@@ -42,7 +42,10 @@ def api_message(response: httpx.Response) -> str:
 
 def shown_url(url) -> str:
     """``url`` without a user:password part, for messages."""
-    parts = urlsplit(str(url))
+    try:
+        parts = urlsplit(str(url))
+    except ValueError:  # an unclosed IPv6 bracket: shown as given
+        return str(url)
     if "@" not in parts.netloc:
         return str(url)
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
@@ -129,9 +132,17 @@ SERVER_PATHS = {
 def server_url(url: str) -> str:
     """``url`` as the CLI's server URL (the server's root, or a reverse proxy's prefix for
     it), or a usage error naming the URL to use instead."""
-    parts = urlsplit(str(url))
     shown = shown_url(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        parts = urlsplit(str(url))
+        parts.port  # noqa: B018 - raises for a port that is not 0-65535
+    except ValueError as exc:  # an unclosed IPv6 bracket, a port out of range
+        raise CliError(
+            f"{shown!r} is not a server URL ({exc}): write it as http:// or https:// and a"
+            " host name (e.g. https://bonito.example.com), with --url or BONITO_URL.",
+            USAGE,
+        ) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise CliError(
             f"{shown!r} is not a server URL: write it with http:// or https:// "
             "(e.g. https://bonito.example.com), with --url or BONITO_URL.",

@@ -21,6 +21,7 @@ from .client import (
     expect,
     me_of,
     path_id,
+    server_url,
 )
 from .configfile import fill_env, mask_secrets
 from .output import cell, err_console, error, print_json, record, safe, table, write_csv
@@ -54,6 +55,7 @@ class State:
     @property
     def client(self) -> Client:
         if self._client is None:
+            server_url(self.profile.url)  # a wrong URL is named as such, whatever the profile
             if self.profile.refused:
                 raise CliError(self.profile.refused, AUTH)
             if not self.profile.token:

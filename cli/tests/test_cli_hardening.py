@@ -886,3 +886,41 @@ def test_an_unwritable_config_folder_is_named(server, home):
                     env={"BONITO_CONFIG_DIR": folder}, check=1)  # fmt: skip
     assert "unexpected" not in result.stderr and folder in result.stderr
     assert "BONITO_CONFIG_DIR" in result.stderr
+
+
+# ------------------------------------------------------------------------------ the third review
+BAD_URLS = ["http://[::1", "http://127.0.0.1:99999", "https://[nothost]/"]
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_a_url_that_cannot_be_parsed_is_a_usage_error(home, url):
+    """urlsplit's ValueError (an unclosed IPv6 bracket, a port out of range) was printed as
+    'unexpected ValueError: Invalid IPv6 URL', exit 1."""
+    for args in (
+        ("auth", "login", "--url", url, "--token", "pat-x"),
+        ("--url", url, "--token", "pat-x", "keys", "list"),
+    ):
+        result = bonito(home, *args, check=2)
+        assert "unexpected" not in result.stderr
+        assert "is not a server URL" in result.stderr, result.stderr
+
+
+def test_a_wrong_url_is_named_as_such_also_with_a_saved_profile(fake, home):
+    """With a profile saved for one server, a --url that is not a server's root (the SDKs'
+    …/v1, no scheme, unparsable) was refused as 'another server than the profile's', exit 3,
+    with the advice to log in at that very URL; the URL's own problem is the error (exit 2)."""
+    fake.json("/api/me", ME)
+    bonito(home, "auth", "login", "--url", fake.url, "--token", "pat-fake", check=0)
+    for url, words in (
+        (fake.url + "/v1", f"use --url {fake.url} "),
+        ("bonito.example.com", "http:// or https://"),
+        ("http://[::1", "is not a server URL"),
+    ):
+        for args, env in (
+            (("--url", url, "keys", "list"), {}),
+            (("keys", "list"), {"BONITO_URL": url}),
+            (("agent", "status"), {"BONITO_URL": url}),
+        ):
+            result = bonito(home, *args, env=env, check=2)
+            assert words in result.stderr, result.stderr
+            assert "not sent elsewhere" not in result.stderr
