@@ -335,7 +335,7 @@ def resource(
 
     if "list" in ops:
 
-        @click.option("--limit", type=int, help="At most this many rows.")
+        @click.option("--limit", type=click.IntRange(min=0), help="At most this many rows.")
         @out_options
         @pass_state
         def list_(state, limit, **filters):
@@ -691,7 +691,7 @@ models = resource(
 
 @models.command("search", context_settings=CONTEXT)
 @click.argument("term")
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True)
 @out_options
 @pass_state
 def models_search(state, term, limit):
@@ -958,7 +958,7 @@ LOG_COLUMNS = [
 @click.option("--key")
 @click.option("--team")
 @click.option("--status", type=click.Choice(["success", "error"]))
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True)
 @click.option(
     "--follow",
     "-F",
@@ -967,7 +967,7 @@ LOG_COLUMNS = [
 )
 @click.option(
     "--interval",
-    type=float,
+    type=click.FloatRange(min=0, min_open=True),
     default=2.0,
     show_default=True,
     help="Seconds between polls with --follow when the server has no live tail.",

@@ -924,3 +924,22 @@ def test_a_wrong_url_is_named_as_such_also_with_a_saved_profile(fake, home):
             result = bonito(home, *args, env=env, check=2)
             assert words in result.stderr, result.stderr
             assert "not sent elsewhere" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("keys", "list", "--limit", "-3"),
+        ("providers", "list", "--limit", "-1"),
+        ("logs", "--limit", "-1"),
+        ("models", "search", "gpt", "--limit", "-1"),
+        ("logs", "--follow", "--interval", "-1"),
+        ("logs", "--follow", "--interval", "0"),
+    ],
+)
+def test_a_negative_limit_or_interval_is_a_usage_error(fake, home, args):
+    """--limit -3 printed nothing at all and exit 0 (rows[:-3] of nothing); a negative poll
+    interval is no interval. Refused before any request."""
+    result = at(fake, home, *args, check=2)
+    assert "Invalid value" in result.stderr, result.stderr
+    assert not fake.seen
