@@ -1064,7 +1064,7 @@ def config():
 
 
 @config.command("apply", context_settings=CONTEXT)
-@click.argument("file", type=click.File("r"))
+@click.argument("file", type=click.File("r", encoding="utf-8"))
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
 @out_options
 @pass_state
@@ -1080,7 +1080,14 @@ def config_apply(state, file, dry_run):
       bonito config apply gateway.yaml --dry-run
       bonito config apply gateway.yaml --quiet
     """
-    text, secrets = fill_env(file.read())
+    try:
+        raw = file.read()
+    except UnicodeDecodeError as exc:
+        raise CliError(
+            f"{file.name} is not UTF-8 text (byte {exc.start}): save the YAML file as UTF-8.",
+            USAGE,
+        ) from None
+    text, secrets = fill_env(raw)
     result = mask_secrets(
         state.client.post("/api/gateway/config/apply", {"yaml": text, "dry_run": dry_run}),
         secrets,

@@ -943,3 +943,13 @@ def test_a_negative_limit_or_interval_is_a_usage_error(fake, home, args):
     result = at(fake, home, *args, check=2)
     assert "Invalid value" in result.stderr, result.stderr
     assert not fake.seen
+
+
+def test_a_config_file_that_is_not_utf8_text_is_named(fake, home):
+    """A binary or Latin-1 file was 'unexpected UnicodeDecodeError' (exit 1)."""
+    path = home / "gateway.yaml"
+    path.write_bytes(b"providers:\n  - name: caf\xe9\n\xff\xfe\x00")
+    result = at(fake, home, "config", "apply", str(path), check=2)
+    assert "gateway.yaml" in result.stderr and "UTF-8" in result.stderr, result.stderr
+    assert "unexpected" not in result.stderr
+    assert not fake.seen
