@@ -75,8 +75,10 @@ def install(shell):
     target.write_text(script(shell))
     rc = home / (".bashrc" if shell == "bash" else ".zshrc")
     line = f'[ -f "{target}" ] && . "{target}"  # bonito completion'
-    existing = rc.read_text() if rc.exists() else ""
-    if line not in existing:
-        with rc.open("a") as f:
-            f.write(("\n" if existing and not existing.endswith("\n") else "") + line + "\n")
+    # Bytes: a shell's rc file may hold text in another encoding than UTF-8 (Latin-1).
+    existing = rc.read_bytes() if rc.exists() else b""
+    if line.encode() not in existing:
+        with rc.open("ab") as f:
+            lead = b"\n" if existing and not existing.endswith(b"\n") else b""
+            f.write(lead + line.encode() + b"\n")
     click.echo(f"Wrote {target} and sourced it from {rc}; open a new shell.")

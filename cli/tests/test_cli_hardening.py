@@ -953,3 +953,16 @@ def test_a_config_file_that_is_not_utf8_text_is_named(fake, home):
     assert "gateway.yaml" in result.stderr and "UTF-8" in result.stderr, result.stderr
     assert "unexpected" not in result.stderr
     assert not fake.seen
+
+
+@pytest.mark.parametrize("shell,rc", [("bash", ".bashrc"), ("zsh", ".zshrc")])
+def test_completion_install_keeps_an_rc_file_that_is_not_utf8(home, shell, rc):
+    """A ~/.bashrc with Latin-1 text in it (an old alias, a prompt) was 'unexpected
+    UnicodeDecodeError'; its bytes are kept as they were and the line is added once."""
+    path = home / rc
+    path.write_bytes(b"alias caf='echo caf\xe9'\n")
+    for _ in range(2):
+        bonito(home, "completion", "install", "--shell", shell, check=0)
+    data = path.read_bytes()
+    assert data.startswith(b"alias caf='echo caf\xe9'\n")
+    assert data.count(b"# bonito completion") == 1
