@@ -5,7 +5,7 @@ Bearer tokens only: a dashboard session cookie authenticates nothing here, so CS
 not apply. The contract is docs/agent.md, *Protocol*."""
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from asgiref.sync import sync_to_async
@@ -179,6 +179,29 @@ def _no_nul(value: str) -> str:
     # PostgreSQL stores no NUL in text or jsonb: refused here, a 400, never a 500.
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in the JSON): no storable text
+        raise ValueError("must be Unicode text (no lone surrogates)") from None
+    return value
+
+
+EARLIEST, LATEST = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def _sane_moment(value: datetime | None) -> datetime | None:
+    # Years at the calendar's ends overflow when converted to UTC (a 500 while saving);
+    # a time without an offset is taken as UTC.
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    try:
+        inside = EARLIEST <= value <= LATEST
+    except OverflowError:
+        inside = False
+    if not inside:
+        raise ValueError("must be a time between 2000 and 2100")
     return value
 
 
@@ -206,7 +229,7 @@ class HeartbeatIn(Schema):
     agent_id: uuid.UUID
     hostname: Text = Field("", max_length=255)
     version: Text = Field("", max_length=64)
-    started_at: datetime | None = None
+    started_at: Annotated[datetime | None, AfterValidator(_sane_moment)] = None
     uptime_s: float = Field(0, ge=0, le=YEARS, allow_inf_nan=False)
     config_version: int | None = Field(None, ge=0, le=BIG)
     requests: int = Field(0, ge=0, le=BIG)

@@ -68,6 +68,13 @@ def test_a_heartbeat_is_stored(agent_a, org_a):
         {"requests": 2**70},
         {"config_version": 2**63},
         {"spool": {"records": 2**64, "bytes": 0, "dropped": 0}},
+        # Times at the ends of the calendar: converting them to UTC overflowed (a 500).
+        {"started_at": "0001-01-01T00:00:00+14:00"},
+        {"started_at": "9999-12-31T23:59:59-14:00"},
+        {"started_at": "1900-01-01T00:00:00+00:00"},
+        # A lone surrogate is no text PostgreSQL (or any UTF-8 reader) can store.
+        {"warnings": ["\ud800"]},
+        {"providers": [{"name": "oai", "healthy": False, "last_error": "x\udfff"}]},
     ],
 )
 def test_a_malformed_heartbeat_is_400(agent_a, bad):
