@@ -139,7 +139,13 @@ def _control_plane(env) -> str:
         raise SettingsError(
             "BONITO_CONTROL_PLANE is required: the control plane's URL, e.g. https://bonito.example.com"
         )
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is not 0-65535
+    except ValueError as exc:  # an unclosed IPv6 bracket, a port out of range
+        raise SettingsError(
+            f"BONITO_CONTROL_PLANE must be an http(s) URL, not {url!r} ({exc})"
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SettingsError(f"BONITO_CONTROL_PLANE must be an http(s) URL, not {url!r}")
     path = parts.path.rstrip("/")
@@ -261,13 +267,16 @@ def load(env=None) -> AgentSettings:
     except ValueError as exc:
         raise SettingsError(f"BONITO_PROVIDER_ALLOWED_NETWORKS: {exc}") from None
     host = env.get("BONITO_AGENT_HOST", "").strip() or "0.0.0.0"  # noqa: S104
+    port = _int(env, "BONITO_AGENT_PORT", 8000)
+    if port > 65535:
+        raise SettingsError(f"BONITO_AGENT_PORT must be at most 65535, not {port}")
     return AgentSettings(
         control_plane=url,
         token=token,
         token_file=token_file,
         state_dir=Path(env.get("BONITO_STATE_DIR", "").strip() or DEFAULT_STATE_DIR),
         host=host,
-        port=_int(env, "BONITO_AGENT_PORT", 8000),
+        port=port,
         workers=_int(env, "BONITO_AGENT_WORKERS", 1),
         sync_interval_s=_float(env, "BONITO_SYNC_INTERVAL_S", 0) or None,
         ingest_interval_s=_float(env, "BONITO_INGEST_INTERVAL_S", 0) or None,

@@ -49,6 +49,11 @@ def test_the_defaults_are_the_documented_ones():
         ({"BONITO_CA_BUNDLE": "/nonexistent.pem"}, "BONITO_CA_BUNDLE"),
         ({"BONITO_ORG_TOKEN_FILE": "/nonexistent-token"}, "BONITO_ORG_TOKEN_FILE"),
         ({"BONITO_PROVIDER_ALLOWED_NETWORKS": "10.0.0.0/33"}, "not a network"),
+        # urlsplit's ValueError was a traceback (exit 1); a port past 65535 started an agent
+        # that could never reach its control plane, or listen where it was told.
+        ({"BONITO_CONTROL_PLANE": "http://[::1"}, "BONITO_CONTROL_PLANE must be an http(s) URL"),
+        ({"BONITO_CONTROL_PLANE": "https://cp:99999"}, "BONITO_CONTROL_PLANE must be an http(s)"),
+        ({"BONITO_AGENT_PORT": "70000"}, "BONITO_AGENT_PORT must be at most 65535"),
     ],
 )
 def test_a_wrong_setting_is_named_and_its_secret_never_echoed(env, message):
@@ -174,6 +179,13 @@ def test_a_wrong_log_level_stops_it_at_start_naming_it(tmp_path):
         "bonito-agent: BONITO_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL,"
         " not 'LOUD'\n"
     )
+
+
+def test_a_control_plane_url_that_cannot_be_parsed_stops_it_at_start_naming_it(tmp_path):
+    result = _run_agent(tmp_path, BONITO_CONTROL_PLANE="http://[::1")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("bonito-agent: BONITO_CONTROL_PLANE must be an http(s) URL")
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.slow
