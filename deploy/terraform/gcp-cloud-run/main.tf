@@ -11,6 +11,9 @@ locals {
       BONITO_CONTROL_PLANE  = var.control_plane_url
       BONITO_ORG_TOKEN_FILE = "/var/run/secrets/bonito/token"
       BONITO_STATE_DIR      = "/var/lib/bonito-agent"
+      # The state folder is the 256Mi in-memory volume below: the spool's bound (1 GiB by
+      # default) must leave room in it for the config cache, the journal and dead letters.
+      BONITO_SPOOL_MAX_BYTES = "134217728"
     },
     var.secret_name == null ? {} : { GCP_SECRET_NAME = var.secret_name },
     var.extra_environment,
