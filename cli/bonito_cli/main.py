@@ -2,6 +2,7 @@
 130 interrupted (Ctrl-C)."""
 
 import json
+import math
 import os
 import re
 import sys
@@ -134,12 +135,28 @@ def done(state: State, message: str, data=None) -> None:
         click.echo(message)
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: no JSON can carry it
+        raise ValueError(f"{text} is beyond a JSON number")
+    return value
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _json(text: str):
+    """JSON as a request can carry it: no NaN, Infinity or number past a float's range."""
+    return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+
+
 def parse_sets(pairs, file=None) -> dict:
     """-s field=value (value read as JSON when it is: numbers, true, lists) and -f FILE.json."""
     body = {}
     if file is not None:
         try:
-            body = json.load(file)
+            body = _json(file.read())
         except ValueError as exc:
             raise CliError(f"{file.name}: not valid JSON: {exc}", USAGE) from None
         if not isinstance(body, dict):
@@ -149,8 +166,8 @@ def parse_sets(pairs, file=None) -> dict:
             raise CliError(f"--set {pair!r}: write field=value.", USAGE)
         field, value = pair.split("=", 1)
         try:
-            body[field] = json.loads(value)
-        except ValueError:
+            body[field] = _json(value)
+        except ValueError:  # text, or a number JSON cannot carry: sent as typed
             body[field] = value
     return body
 

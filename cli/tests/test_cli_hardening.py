@@ -966,3 +966,24 @@ def test_completion_install_keeps_an_rc_file_that_is_not_utf8(home, shell, rc):
     data = path.read_bytes()
     assert data.startswith(b"alias caf='echo caf\xe9'\n")
     assert data.count(b"# bonito completion") == 1
+
+
+@pytest.mark.parametrize("value", ["1e400", "-1e999", "NaN", "Infinity", "-Infinity", "[1e400]"])
+def test_a_set_value_json_cannot_carry_is_sent_as_text(fake, home, value):
+    """-s amount_usd=1e400 (or NaN) was read as a float no JSON can carry: 'unexpected
+    ValueError: Out of range float values are not JSON compliant' (exit 1). It is sent as
+    the text typed, for the server to judge."""
+    fake.json("/api/schema/", {})
+    fake.json("/api/gateway/budgets", {"id": 1}, status=201)
+    at(fake, home, "budgets", "create", "-s", f"amount_usd={value}", "-s", "period=monthly",
+       check=0)  # fmt: skip
+    sent = [s for s in fake.seen if s["path"].startswith("/api/gateway/budgets")]
+    assert json.loads(sent[-1]["body"])["amount_usd"] == value
+
+
+def test_a_fields_file_with_nan_is_a_usage_error(fake, home):
+    path = home / "fields.json"
+    path.write_text('{"amount_usd": NaN, "period": "monthly"}')
+    result = at(fake, home, "budgets", "create", "--file", str(path), check=2)
+    assert "fields.json" in result.stderr and "unexpected" not in result.stderr
+    assert not [s for s in fake.seen if s["path"].startswith("/api/gateway/budgets")]
