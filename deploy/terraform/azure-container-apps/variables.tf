@@ -40,8 +40,8 @@ variable "control_plane_url" {
   type        = string
   default     = "https://api.getbonito.com"
   validation {
-    condition     = can(regex("^https://[^\\s/]+(/.*)?$", var.control_plane_url))
-    error_message = "control_plane_url must be an https:// URL."
+    condition     = can(regex("^https://[^\\s/]+(/.*)?$", var.control_plane_url)) && !can(regex("/(v1|api|api/agent)/?$", var.control_plane_url))
+    error_message = "control_plane_url must be the control plane's https:// URL (the dashboard's), not the SDKs' .../v1 or .../api: the agent refuses those at start."
   }
 }
 
