@@ -257,8 +257,12 @@ class IngestWriter:
                 pass
             return
         problem = f"ingest answered {self.control.problem(response)}"
-        if status in REFUSED:
-            raise Refused(problem)  # split and set aside by the sink, which logs it
+        # Split and set aside by the sink, which logs it: a 413 from anything (a proxy's
+        # body limit too: smaller parts pass), a 400 or 422 only in the agent API's own
+        # words. Another body (a proxy, a WAF, a host the control plane does not serve)
+        # says nothing about the records: they stay spooled and are retried.
+        if status == 413 or (status in REFUSED and is_bonito(_body(response))):
+            raise Refused(problem)
         self._failed(problem)
         raise Unavailable(problem)
 

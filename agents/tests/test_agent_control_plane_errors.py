@@ -20,7 +20,7 @@ import pytest
 
 from agents.runtime import settings as agent_settings
 from agents.runtime.app import Agent
-from agents.runtime.control import Unavailable
+from agents.runtime.control import Refused, Unavailable
 from agents.tests.agent_harness import AgentProcess, wait_for
 from core import keys
 from gateway.tests.conftest import free_port
@@ -292,6 +292,44 @@ def test_a_usage_post_is_stored_only_when_the_control_plane_says_it_took_that_ba
     assert sink.flush(10)
     assert sink.written == 0 and sink.spooled == 3
     sink.stop()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        (400, "text/html", "<html><h1>400 Bad Request</h1>a proxy or WAF said no</html>"),
+        (422, "application/json", {"error": "a gateway in front has its own errors"}),
+        (400, "text/plain", ""),
+    ],
+)
+def test_a_400_or_422_that_is_not_bonitos_keeps_the_usage_spooled(fake, tmp_path, caplog, answer):
+    """Only the agent API's own refusal ({"detail", "code"}) sets records aside: a 400 or
+    422 from something else at that URL (a proxy, a WAF, a load balancer's error page) says
+    nothing about the records. It was taken as the control plane refusing them, so every
+    record was split out and set aside in dead/, never sent again."""
+    fake.answer = answer
+    agent = _agent(tmp_path, fake.url, keys.generate("bt-"))
+    with pytest.raises(Unavailable) as info:
+        agent.writer([_record()])
+    assert "does not look like a Bonito control plane" in str(info.value)
+    sink = agent.gateway.sink
+    sink.retry_interval = 0.05
+    for _ in range(3):
+        sink.submit(_record())
+    assert sink.flush(10)
+    assert sink.written == 0 and sink.spooled == 3 and sink.dead_lettered == 0
+    sink.stop()
+
+
+def test_the_agent_apis_own_refusal_still_sets_the_records_aside(fake, tmp_path):
+    fake.answer = (
+        422,
+        "application/json",
+        {"detail": "1 record(s) refused", "code": "records_refused", "errors": []},
+    )
+    agent = _agent(tmp_path, fake.url, keys.generate("bt-"))
+    with pytest.raises(Refused):
+        agent.writer([_record()])
 
 
 class Trickle:
