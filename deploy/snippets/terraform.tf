@@ -6,6 +6,19 @@ variable "bonito_org_token" {
   sensitive = true
 }
 
+variable "vpc_id" {
+  type = string
+}
+
+variable "private_subnet_ids" {
+  type = list(string)
+}
+
+variable "credentials_secret_arn" {
+  description = "The Secrets Manager secret holding the providers' credentials (JSON)."
+  type        = string
+}
+
 # AWS ECS/Fargate (see deploy/terraform/*/examples for Azure Container Apps and GCP Cloud Run)
 module "bonito_gateway" {
   source              = "./bonito/deploy/terraform/aws-ecs"
