@@ -1,6 +1,5 @@
 """``python -m agents.runtime``: check the settings and credential sources, then serve."""
 
-import logging
 import os
 import sys
 
@@ -13,14 +12,12 @@ def main() -> int:
     from gateway.dataplane.http_protocol import SPEC as HEAD_DEADLINE
 
     from .credentials import Credentials, CredentialsError
-    from .settings import SettingsError, load, log_level, prepare_state_dir
+    from .settings import SettingsError, configure_logging, load, prepare_state_dir
 
     try:
         # The level first (logging raises on a wrong one), so that load()'s warnings are
         # logged in the agent's format.
-        logging.basicConfig(
-            level=log_level(os.environ), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        configure_logging(os.environ)
         s = load()
         # Before uvicorn: the workers' app factory would meet it too late to stop cleanly.
         prepare_state_dir(s.state_dir)

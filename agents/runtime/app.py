@@ -3,6 +3,7 @@
 
 import asyncio
 import logging
+import os
 
 import orjson
 
@@ -174,5 +175,7 @@ class AgentApp:
 
 
 def create_app() -> AgentApp:
-    """uvicorn's factory: each worker process builds its own agent from the environment."""
+    """uvicorn's factory: each worker process builds its own agent from the environment
+    (and sets up its logging: with several workers, each is a new process)."""
+    agent_settings.configure_logging(os.environ)
     return AgentApp(Agent(agent_settings.load()))

@@ -133,6 +133,15 @@ def log_level(env) -> str:
     return level
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(env) -> None:
+    """The agent's log format and BONITO_LOG_LEVEL, in this process: the main one, and each
+    worker uvicorn starts as a new process (the main one's set-up never reaches those)."""
+    logging.basicConfig(level=log_level(env), format=LOG_FORMAT)
+
+
 def _control_plane(env) -> str:
     url = env.get("BONITO_CONTROL_PLANE", "").strip().rstrip("/")
     if not url:

@@ -56,3 +56,29 @@ def test_the_newest_provider_result_wins(tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+def test_every_worker_logs_in_the_agents_format_and_level(tmp_path):
+    """With BONITO_AGENT_WORKERS > 1, uvicorn starts the workers as new processes, which the
+    main process's logging set-up never reached: their lines came without time, level or
+    name, and everything below WARNING (BONITO_LOG_LEVEL=INFO: the control plane's answers,
+    'usage posts are stored again', replayed journals) was dropped."""
+    import re
+
+    from agents.tests.agent_harness import AgentProcess, wait_for
+    from core import keys
+    from gateway.tests.conftest import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: every pull is logged
+    agent = AgentProcess(
+        tmp_path / "state", dead, keys.generate("bt-"), env={"BONITO_AGENT_WORKERS": "2"}
+    )
+    agent.start(wait_ready=False)
+    try:
+        line = re.compile(
+            r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ WARNING bonito\.agent: config pull failed", re.M
+        )
+        assert wait_for(lambda: len(line.findall(agent.log(whole=True))) >= 2, 20), agent.log()
+        assert not re.search(r"^config pull failed", agent.log(whole=True), re.M)
+    finally:
+        agent.stop()
