@@ -984,7 +984,7 @@ LOG_COLUMNS = [
 )
 @click.option(
     "--interval",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0, min_open=True, max=3600),
     default=2.0,
     show_default=True,
     help="Seconds between polls with --follow when the server has no live tail.",
@@ -1001,6 +1001,10 @@ def logs(state, limit, follow, interval, **kw):
       bonito logs --follow --model gpt-4o-mini
       bonito logs --follow --json | jq -c '{model_used, cost}'
     """
+    if not math.isfinite(interval):  # nan passes FloatRange's comparisons
+        raise click.BadParameter(
+            f"{interval} is not a number of seconds.", param_hint="'--interval'"
+        )
     params = {**_filters(kw), "ordering": "-created_at"}
     if not follow:
         show(

@@ -935,6 +935,8 @@ def test_a_wrong_url_is_named_as_such_also_with_a_saved_profile(fake, home):
         ("models", "search", "gpt", "--limit", "-1"),
         ("logs", "--follow", "--interval", "-1"),
         ("logs", "--follow", "--interval", "0"),
+        ("logs", "--follow", "--interval", "nan"),  # passed the range check, then sleep(nan)
+        ("logs", "--follow", "--interval", "inf"),
     ],
 )
 def test_a_negative_limit_or_interval_is_a_usage_error(fake, home, args):
