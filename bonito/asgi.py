@@ -29,6 +29,7 @@ from channels.routing import URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from billing.consumers import LogTailConsumer  # noqa: E402
+from bonito.body_cap import BodyCap  # noqa: E402
 from bonito.ws_origin import SameOriginValidator  # noqa: E402
 
 
@@ -66,7 +67,12 @@ class Lifespan:
 # /v1 is served by a lean ASGI app; everything else by Django; sockets by channels.
 router = ProtocolTypeRouter(
     {
-        "http": V1App(django_asgi, settings.GATEWAY_MAX_BODY_BYTES, _host_allowed, runtime.gateway),
+        "http": V1App(
+            BodyCap(django_asgi, settings.DATA_UPLOAD_MAX_MEMORY_SIZE),
+            settings.GATEWAY_MAX_BODY_BYTES,
+            _host_allowed,
+            runtime.gateway,
+        ),
         "websocket": SameOriginValidator(
             AuthMiddlewareStack(
                 URLRouter([path("ws/o/<slug:org_slug>/logs/", LogTailConsumer.as_asgi())])
