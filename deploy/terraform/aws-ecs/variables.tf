@@ -27,9 +27,8 @@ variable "subnet_ids" {
 }
 
 variable "control_plane_url" {
-  description = "The Bonito control plane's URL."
+  description = "Your Bonito control plane's URL (the dashboard's, https://…). Required: there is no default to send the org token to."
   type        = string
-  default     = "https://api.getbonito.com"
   validation {
     condition     = can(regex("^https://[^\\s/]+(/.*)?$", var.control_plane_url)) && !can(regex("/(v1|api|api/agent)/?$", var.control_plane_url))
     error_message = "control_plane_url must be the control plane's https:// URL (the dashboard's), not the SDKs' .../v1 or .../api: the agent refuses those at start."
