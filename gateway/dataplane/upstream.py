@@ -1464,6 +1464,23 @@ class MockAdapter:
         return reply, "stop"
 
     @staticmethod
+    def _tool_called(body: dict) -> str | None:
+        """The function a chat request makes the model call: the one `tool_choice` names,
+        or the first tool's with `tool_choice: "required"`; None (a text answer) else."""
+        tools = [
+            t["function"]["name"]
+            for t in body.get("tools") or ()
+            if isinstance(t, dict)
+            and isinstance(t.get("function"), dict)
+            and isinstance(t["function"].get("name"), str)
+        ]
+        choice = body.get("tool_choice")
+        if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+            name = choice["function"].get("name")
+            return name if name in tools else None
+        return tools[0] if choice == "required" and tools else None
+
+    @staticmethod
     def _n(body: dict) -> int:
         n = body.get("n")
         return n if type(n) is int and 1 <= n <= 128 else 1
@@ -1542,24 +1559,39 @@ class MockAdapter:
                 ],
                 "usage": usage,
             }
+        tool = self._tool_called(body)
+        if tool is not None:
+            message = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_" + rid[5:],
+                        "type": "function",
+                        "function": {"name": tool, "arguments": "{}"},
+                    }
+                ],
+            }
+            finish = "tool_calls"
+            usage = self._usage(body, [f"{tool} {{}}"] * n)
+        else:
+            message = {"role": "assistant", "content": text}
         return {
             "id": rid,
             "object": "chat.completion",
             "created": created,
             "model": dep.upstream_model,
             "choices": [
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": finish,
-                }
-                for i in range(n)
+                {"index": i, "message": message, "finish_reason": finish} for i in range(n)
             ],
             "usage": usage,
         }
 
     async def stream(self, endpoint, dep, body, timeout):
         full = await self.call(endpoint, dep, body, timeout)
+        if endpoint == "chat" and full["choices"][0]["message"].get("tool_calls"):
+            yield self._tool_chunks(full, body)
+            return
         text, finish = self._answer(self._reply(body, dep), body)
         words = text.split(" ")  # an empty answer is one empty piece (it opens, then ends)
         base = {"id": full["id"], "created": full["created"], "model": dep.upstream_model}
@@ -1590,6 +1622,33 @@ class MockAdapter:
             usage_chunk = {**base, "object": kind, "choices": [], "usage": full["usage"]}
             events.append((b"data: " + orjson.dumps(usage_chunk) + b"\n\n", usage_chunk))
         yield events
+
+    @staticmethod
+    def _tool_chunks(full: dict, body: dict) -> list:
+        """A tool call's stream, as OpenAI sends it: the call opened (its id and name),
+        its arguments, the finish; then the usage if asked for."""
+        base = {k: full[k] for k in ("id", "created", "model")}
+        base["object"] = "chat.completion.chunk"
+        chunks = []
+        for choice in full["choices"]:
+            call = choice["message"]["tool_calls"][0]
+            opened = {**call, "index": 0, "function": {**call["function"], "arguments": ""}}
+            argued = {"index": 0, "function": {"arguments": call["function"]["arguments"]}}
+            i = choice["index"]
+            delta = {"role": "assistant", "content": None, "tool_calls": [opened]}
+            chunks += [
+                {**base, "choices": [{"index": i, "delta": delta, "finish_reason": None}]},
+                {
+                    **base,
+                    "choices": [
+                        {"index": i, "delta": {"tool_calls": [argued]}, "finish_reason": None}
+                    ],
+                },
+                {**base, "choices": [{"index": i, "delta": {}, "finish_reason": "tool_calls"}]},
+            ]
+        if (body.get("stream_options") or {}).get("include_usage"):
+            chunks.append({**base, "choices": [], "usage": full["usage"]})
+        return [(b"data: " + orjson.dumps(c) + b"\n\n", c) for c in chunks]
 
     async def media(self, endpoint, dep, call, timeout):
         raise not_supported(

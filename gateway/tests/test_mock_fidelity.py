@@ -111,3 +111,67 @@ def test_embeddings_dimensions_and_base64(demo):
         demo.client.embeddings.create(model="demo-embed", input="hi", dimensions=2**31 - 1)
     assert info.value.body["param"] == "dimensions"
     assert len(usage_rows(demo.org)) == 5
+
+
+TOOLS = [
+    {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}},
+    {"type": "function", "function": {"name": "other", "parameters": {"type": "object"}}},
+]
+
+
+@pytest.mark.parametrize(
+    "choice,called",
+    [("required", "lookup"), ({"type": "function", "function": {"name": "other"}}, "other")],
+)
+def test_a_required_or_named_tool_is_called(demo, choice, called):
+    answer = demo.client.chat.completions.create(
+        model="demo-chat", messages=HI, tools=TOOLS, tool_choice=choice
+    )
+    [call] = answer.choices[0].message.tool_calls
+    assert (call.function.name, call.function.arguments) == (called, "{}")
+    assert answer.choices[0].finish_reason == "tool_calls"
+    chunks = list(
+        demo.client.chat.completions.create(
+            model="demo-chat", messages=HI, tools=TOOLS, tool_choice=choice, stream=True
+        )
+    )
+    names = [
+        t.function.name
+        for c in chunks
+        for ch in c.choices
+        for t in ch.delta.tool_calls or ()
+        if t.function and t.function.name
+    ]
+    assert names == [called]
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    rows = usage_rows(demo.org)
+    assert [r.status for r in rows] == ["success", "success"]
+    assert all(r.output_tokens > 0 for r in rows)
+
+
+def test_tool_choice_auto_answers_text(demo):
+    answer = demo.client.chat.completions.create(
+        model="demo-chat", messages=HI, tools=TOOLS, tool_choice="auto"
+    )
+    assert answer.choices[0].message.content.startswith("Hello from")
+
+
+def test_the_anthropic_sdk_gets_a_tool_use_block(demo):
+    import httpx
+
+    response = httpx.post(
+        demo.url + "/v1/messages",
+        headers={"x-api-key": demo.raw, "anthropic-version": "2023-06-01"},
+        json={
+            "model": "demo-chat",
+            "max_tokens": 50,
+            "messages": HI,
+            "tools": [{"name": "lookup", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "tool", "name": "lookup"},
+        },
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    message = response.json()
+    assert message["stop_reason"] == "tool_use"
+    assert [(b["type"], b["name"]) for b in message["content"]] == [("tool_use", "lookup")]
