@@ -1463,6 +1463,49 @@ class MockAdapter:
             return " ".join(words[:limit]), "length"
         return reply, "stop"
 
+    @classmethod
+    def _formatted(cls, reply: str, body: dict) -> str:
+        """The reply as JSON mode asks for it: `json_object` an object holding it,
+        `json_schema` an instance of the schema (its properties filled by type)."""
+        fmt = body.get("response_format")
+        kind = fmt.get("type") if isinstance(fmt, dict) else None
+        if kind == "json_object":
+            return orjson.dumps({"message": reply}).decode()
+        if kind == "json_schema":
+            spec = fmt.get("json_schema")
+            schema = spec.get("schema") if isinstance(spec, dict) else None
+            return orjson.dumps(cls._instance(schema, reply, 0)).decode()
+        return reply
+
+    @classmethod
+    def _instance(cls, schema, text: str, depth: int):
+        """A value of a JSON schema's type: strings the reply, numbers 0, false, an empty
+        array, an object of its properties (nested at most 8 deep), an enum's first."""
+        if not isinstance(schema, dict) or depth > 8:
+            return text
+        if isinstance(schema.get("enum"), list) and schema["enum"]:
+            return schema["enum"][0]
+        if "const" in schema:
+            return schema["const"]
+        for union in ("anyOf", "oneOf", "allOf"):
+            if isinstance(schema.get(union), list) and schema[union]:
+                return cls._instance(schema[union][0], text, depth + 1)
+        kind = schema.get("type")
+        if isinstance(kind, list):
+            kind = next((k for k in kind if k != "null"), "null")
+        props = schema.get("properties")
+        if kind == "object" or (kind is None and isinstance(props, dict)):
+            props = props if isinstance(props, dict) else {}
+            return {k: cls._instance(v, text, depth + 1) for k, v in props.items()}
+        return {
+            "string": text,
+            "integer": 0,
+            "number": 0,
+            "boolean": False,
+            "array": [],
+            "null": None,
+        }.get(kind, text)
+
     @staticmethod
     def _tool_called(body: dict) -> str | None:
         """The function a chat request makes the model call: the one `tool_choice` names,
@@ -1540,7 +1583,7 @@ class MockAdapter:
         created = int(time.time())
         if endpoint == "embeddings":
             return self._embeddings(dep, body)
-        text, finish = self._answer(self._reply(body, dep), body)
+        text, finish = self._answer(self._formatted(self._reply(body, dep), body), body)
         n = self._n(body)
         usage = self._usage(body, [text] * n)
         rid = (
@@ -1592,7 +1635,7 @@ class MockAdapter:
         if endpoint == "chat" and full["choices"][0]["message"].get("tool_calls"):
             yield self._tool_chunks(full, body)
             return
-        text, finish = self._answer(self._reply(body, dep), body)
+        text, finish = self._answer(self._formatted(self._reply(body, dep), body), body)
         words = text.split(" ")  # an empty answer is one empty piece (it opens, then ends)
         base = {"id": full["id"], "created": full["created"], "model": dep.upstream_model}
         kind = "chat.completion.chunk" if endpoint == "chat" else "text_completion"

@@ -175,3 +175,40 @@ def test_the_anthropic_sdk_gets_a_tool_use_block(demo):
     message = response.json()
     assert message["stop_reason"] == "tool_use"
     assert [(b["type"], b["name"]) for b in message["content"]] == [("tool_use", "lookup")]
+
+
+def test_json_mode_answers_json(demo):
+    import json
+
+    answer = demo.client.chat.completions.create(
+        model="demo-chat", messages=HI, response_format={"type": "json_object"}
+    )
+    assert json.loads(answer.choices[0].message.content)["message"].startswith("Hello")
+    schema = {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string"},
+            "population": {"type": "integer"},
+            "capital": {"type": "boolean"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "kind": {"enum": ["town", "city"]},
+            "where": {"type": "object", "properties": {"lat": {"type": "number"}}},
+        },
+        "required": ["city", "population"],
+    }
+    answer = demo.client.chat.completions.create(
+        model="demo-chat",
+        messages=HI,
+        response_format={"type": "json_schema", "json_schema": {"name": "c", "schema": schema}},
+    )
+    data = json.loads(answer.choices[0].message.content)
+    assert data["population"] == 0 and data["capital"] is False and data["tags"] == []
+    assert data["kind"] == "town" and data["where"] == {"lat": 0}
+    assert isinstance(data["city"], str)
+    chunks = list(
+        demo.client.chat.completions.create(
+            model="demo-chat", messages=HI, response_format={"type": "json_object"}, stream=True
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert json.loads(text)["message"].startswith("Hello")
