@@ -1492,7 +1492,9 @@ class MockAdapter:
                 return cls._instance(schema[union][0], text, depth + 1)
         kind = schema.get("type")
         if isinstance(kind, list):
-            kind = next((k for k in kind if k != "null"), "null")
+            kind = next((k for k in kind if isinstance(k, str) and k != "null"), "null")
+        if not isinstance(kind, str):  # a schema of any shape is the client's to send
+            kind = None
         props = schema.get("properties")
         if kind == "object" or (kind is None and isinstance(props, dict)):
             props = props if isinstance(props, dict) else {}

@@ -212,3 +212,21 @@ def test_json_mode_answers_json(demo):
     )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert json.loads(text)["message"].startswith("Hello")
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": {}},
+        {"type": [{"type": "x"}, None]},
+        {"properties": {"a": {"type": []}, "b": {"anyOf": [{"type": {"t": 1}}]}}},
+        {"type": "object", "properties": {"deep": {"$ref": "#"}}, "anyOf": "x"},
+    ],
+)
+def test_a_schema_of_any_shape_is_never_a_500(demo, schema):
+    answer = demo.client.chat.completions.create(
+        model="demo-chat",
+        messages=HI,
+        response_format={"type": "json_schema", "json_schema": {"name": "c", "schema": schema}},
+    )
+    assert answer.choices[0].message.content
