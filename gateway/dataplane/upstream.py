@@ -1609,6 +1609,7 @@ class MockAdapter:
             message = {
                 "role": "assistant",
                 "content": None,
+                "refusal": None,
                 "tool_calls": [
                     {
                         "id": "call_" + rid[5:],
@@ -1620,14 +1621,15 @@ class MockAdapter:
             finish = "tool_calls"
             usage = self._usage(body, [f"{tool} {{}}"] * n)
         else:
-            message = {"role": "assistant", "content": text}
+            message = {"role": "assistant", "content": text, "refusal": None}
         return {
             "id": rid,
             "object": "chat.completion",
             "created": created,
             "model": dep.upstream_model,
             "choices": [
-                {"index": i, "message": message, "finish_reason": finish} for i in range(n)
+                {"index": i, "message": message, "finish_reason": finish, "logprobs": None}
+                for i in range(n)
             ],
             "usage": usage,
         }

@@ -230,3 +230,40 @@ def test_a_schema_of_any_shape_is_never_a_500(demo, schema):
         response_format={"type": "json_schema", "json_schema": {"name": "c", "schema": schema}},
     )
     assert answer.choices[0].message.content
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"n": 2, "max_tokens": 3},
+        {"tools": TOOLS, "tool_choice": "required"},
+        {"response_format": {"type": "json_object"}, "stop": ["x"]},
+    ],
+)
+def test_the_mocks_answers_are_in_openais_shape(demo, extra):
+    import httpx
+    import orjson
+
+    from gateway.tests.openai_schema import assert_openai_schema
+
+    def post(**more):
+        return httpx.post(
+            demo.base_url + "/chat/completions",
+            json={"model": "demo-chat", "messages": HI, **extra, **more},
+            headers={"Authorization": f"Bearer {demo.raw}"},
+            timeout=30,
+        )
+
+    assert_openai_schema(post().json(), "CreateChatCompletionResponse")
+    streamed = post(stream=True, stream_options={"include_usage": True}).text
+    events = [e[6:] for e in streamed.split("\n\n") if e.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    for event in events[:-1]:
+        assert_openai_schema(orjson.loads(event), "CreateChatCompletionStreamResponse")
+    embedded = httpx.post(
+        demo.base_url + "/embeddings",
+        json={"model": "demo-embed", "input": ["a"], "dimensions": 4},  # (the spec: floats)
+        headers={"Authorization": f"Bearer {demo.raw}"},
+        timeout=30,
+    )
+    assert_openai_schema(embedded.json(), "CreateEmbeddingResponse")
