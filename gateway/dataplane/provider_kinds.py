@@ -107,6 +107,12 @@ class ProviderKind:
     messages_api: bool = False
     # Refuses chat's `top_k` (OpenAI's API): a translated request leaves it out.
     refuses_top_k: bool = False
+    # The /v1 endpoints LiteLLM has no call for on this kind: a 400 unsupported_endpoint
+    # before any call (the model's next deployment is tried first). Its moderations call is
+    # OpenAI's SDK whatever the provider (it sent an Anthropic key to api.openai.com, lent a
+    # Bedrock or Vertex call the server's OPENAI_API_KEY); it answered an image request to
+    # Anthropic with a 200 holding no image.
+    litellm_lacks: frozenset = frozenset()
     builtin: bool = False  # answered in process (the mock): no network, no endpoint
     probe: Probe = Probe()
     help: str = ""  # one line for the dashboard's form
@@ -217,6 +223,7 @@ _KINDS = (
         litellm_prefix="azure",
         openai_shaped=True,
         refuses_top_k=True,
+        litellm_lacks=frozenset({"moderations"}),
         fields=(
             _endpoint(
                 "Endpoint",
@@ -242,6 +249,7 @@ _KINDS = (
         "bedrock",
         "AWS Bedrock",
         litellm_prefix="bedrock",
+        litellm_lacks=frozenset({"moderations"}),
         fields=(
             _endpoint(
                 "Endpoint (optional)",
@@ -289,6 +297,7 @@ _KINDS = (
         "vertex",
         "GCP Vertex AI",
         litellm_prefix="vertex_ai",
+        litellm_lacks=frozenset({"moderations"}),
         fields=(
             _endpoint("Endpoint (optional)", help="Empty: Google's own for the location."),
             Field(
@@ -326,6 +335,9 @@ _KINDS = (
         "Anthropic",
         litellm_prefix="anthropic",
         messages_api=True,
+        litellm_lacks=frozenset(
+            {"moderations", "images", "embeddings", "transcriptions", "speech", "rerank"}
+        ),
         fields=(
             _endpoint(help="Empty: https://api.anthropic.com."),
             _api_key(placeholder="sk-ant-…"),

@@ -330,16 +330,6 @@ def sse_events(block: bytes) -> tuple[list[Event], bool]:
 
 
 _MAIN_FIELD = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
-# The endpoints LiteLLM serves for only some providers (by its prefix): its moderations
-# call is OpenAI's SDK whatever the provider (an Anthropic key went to the endpoint, or to
-# api.openai.com, as a bearer token; a Bedrock or Vertex call took the server's own
-# OPENAI_API_KEY), and it answers an image request to Anthropic with no images (a 200)
-# and an embeddings one with an unknown-provider error. Anthropic has none of them.
-_NOT_ANTHROPIC = frozenset({"openai", "azure", "bedrock", "vertex_ai"})
-LITELLM_SERVES = {
-    "moderations": frozenset({"openai"}),
-    **dict.fromkeys(("images", "embeddings", "transcriptions", "speech", "rerank"), _NOT_ANTHROPIC),
-}
 _CHECKED_FIELDS = ("chat", "completions")  # the endpoints LiteLLM checks fields for
 
 
@@ -1166,10 +1156,9 @@ class LiteLLMAdapter:
     @staticmethod
     def _serves(endpoint: str, dep: DeploymentInfo) -> None:
         """A 400 unsupported_endpoint (the next deployment is tried) for an endpoint LiteLLM
-        has no call for on this deployment's provider (LITELLM_SERVES); before any call."""
+        has no call for on this deployment's kind (ProviderKind.litellm_lacks)."""
         kind = provider_kinds.get(dep.kind)
-        serves = LITELLM_SERVES.get(endpoint)
-        if kind is not None and serves is not None and kind.litellm_prefix not in serves:
+        if kind is not None and endpoint in kind.litellm_lacks:
             raise not_supported(
                 dep,
                 endpoint,
