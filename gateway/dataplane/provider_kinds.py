@@ -335,9 +335,8 @@ _KINDS = (
         "Anthropic",
         litellm_prefix="anthropic",
         messages_api=True,
-        litellm_lacks=frozenset(
-            {"moderations", "images", "embeddings", "transcriptions", "speech", "rerank"}
-        ),
+        # (LiteLLM itself refuses its speech, transcriptions and rerank: unsupported_request)
+        litellm_lacks=frozenset({"moderations", "images", "embeddings"}),
         fields=(
             _endpoint(help="Empty: https://api.anthropic.com."),
             _api_key(placeholder="sk-ant-…"),

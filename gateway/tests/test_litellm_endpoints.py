@@ -12,15 +12,11 @@ CASES = {
     "moderations": ("/moderations", {"input": "hi"}),
     "images": ("/images/generations", {"prompt": "a cat"}),
     "embeddings": ("/embeddings", {"input": "hi"}),
-    "speech": ("/audio/speech", {"input": "hi", "voice": "alloy"}),
-    "rerank": ("/rerank", {"query": "q", "documents": ["d"]}),
 }
 UPSTREAM = {
     "embeddings": "text-embedding-3-small",
     "images": "gpt-image-1",
     "moderations": "omni-moderation-latest",
-    "speech": "tts-1",
-    "rerank": "rerank-english-v3.0",
 }
 
 
@@ -58,7 +54,7 @@ def _anthropic(acme):
 
 
 @pytest.mark.parametrize("endpoint", sorted(CASES))
-def test_an_anthropic_deployment_serves_no_media_nor_embeddings(acme, gw, endpoint):
+def test_an_anthropic_deployment_serves_no_moderations_images_or_embeddings(acme, gw, endpoint):
     gw.upstreams.prewarm(("anthropic",))
     _deploy(acme, _anthropic(acme))
     refresh_snapshot()
