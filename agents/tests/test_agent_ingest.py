@@ -236,3 +236,58 @@ def test_a_batch_it_can_neither_post_nor_spool_is_kept_and_posted_when_it_can(tm
     sink.stop()
     # Stored: the journal goes too (it was kept for ever after one failed spool).
     assert not list((tmp_path / "journal").glob("*.jsonl"))
+
+
+def test_records_set_aside_go_back_to_the_control_plane_with_requeue_dead(tmp_path, fake):
+    """Once the cause of a refusal is fixed, ``python -m agents.runtime requeue-dead`` puts
+    the records set aside back in the spool and the running agent sends them: each arrives
+    once, and one still refused is set aside again."""
+    import os
+    import subprocess
+    import sys
+
+    refused = {"poison", "still-poison"}
+    server = fake(
+        lambda records: 422 if any(r["model_requested"] in refused for r in records) else 200
+    )
+    sink, _ = _sink(tmp_path, server)
+    fixed, still = _record("poison"), _record("still-poison")
+    sink.start()
+    try:
+        for r in (_record(), fixed, still):
+            sink.submit(r)
+        assert sink.flush(10)
+        assert sink.dead_lettered == 2
+
+        refused.discard("poison")  # the cause is fixed for one of them
+        env = {
+            **os.environ,
+            "BONITO_CONTROL_PLANE": server.url,
+            "BONITO_ORG_TOKEN": keys.generate("bt-"),
+            "BONITO_STATE_DIR": str(tmp_path),
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "agents.runtime", "requeue-dead"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("2 usage records put back in ")
+        assert not list((tmp_path / "dead").glob("usage-*.jsonl"))
+
+        assert _wait(lambda: fixed["id"] in server.accepted and sink.dead_lettered == 3)
+        assert still["id"] not in server.accepted
+        [line] = [
+            ln for f in (tmp_path / "dead").glob("*.jsonl") for ln in f.read_text().splitlines()
+        ]
+        assert json.loads(line)["record"]["id"] == still["id"]
+        assert len(server.accepted) == 2  # the good one and the fixed one, once each
+
+        wrong = subprocess.run(
+            [sys.executable, "-m", "agents.runtime", "requeue"], env=env, capture_output=True
+        )
+        assert wrong.returncode == 2 and b"usage:" in wrong.stderr
+    finally:
+        sink.stop()

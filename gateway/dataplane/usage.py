@@ -68,6 +68,45 @@ def _encode(record: dict) -> bytes:
         return json.dumps(record, default=str).encode() + b"\n"
 
 
+def requeue_dead_letters(dead_letter_dir: Path, spool_dir: Path) -> tuple[int, int]:
+    """Moves the records set aside in ``dead_letter_dir`` back into ``spool_dir``, where a
+    running sink sends them again (once their cause is fixed; one still refused is set aside
+    again with its new error, one already stored is not stored twice: records carry their
+    id). Returns (records requeued, lines that were not a record)."""
+    dead_letter_dir, spool_dir = Path(dead_letter_dir), Path(spool_dir)
+    files = sorted(dead_letter_dir.glob("usage-*.jsonl")) if dead_letter_dir.is_dir() else []
+    moved = unreadable = 0
+    for seq, path in enumerate(files):
+        # Taken out of the sink's way first: it may set more records aside meanwhile.
+        taking = path.with_suffix(f".requeue-{os.getpid()}")
+        path.rename(taking)
+        records = []
+        for line in taking.read_bytes().splitlines():
+            try:
+                entry = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                entry = None
+            record = entry.get("record") if isinstance(entry, dict) else None
+            if isinstance(record, dict):
+                records.append(record)
+            elif line.strip():
+                unreadable += 1
+        if records:
+            spool_dir.mkdir(parents=True, exist_ok=True)
+            name = spool_dir / f"{time.time_ns():020d}-{os.getpid()}-dead{seq:06d}.jsonl"
+            tmp = name.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with open(fd, "wb") as f:
+                for record in records:
+                    f.write(_encode(record))
+                f.flush()
+                os.fsync(f.fileno())
+            tmp.rename(name)
+        moved += len(records)
+        taking.unlink()
+    return moved, unreadable
+
+
 def _parse_lines(data: bytes) -> tuple[list[dict], int]:
     """Records from JSON lines; a line that does not parse (a torn last line) is skipped."""
     records, skipped = [], 0
