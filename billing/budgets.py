@@ -390,6 +390,18 @@ def budget_save(
     if budget.amount_usd is None:
         raise ValidationError({"amount_usd": "An amount in USD is required."})
     budget.hard, budget.webhook_url, budget.is_active = hard, webhook_url or "", is_active
+    if thresholds is not None and (
+        not isinstance(thresholds, list | tuple)
+        or not all(
+            isinstance(t, int) and not isinstance(t, bool) and 1 <= t <= 1000 for t in thresholds
+        )
+    ):
+        # The Django admin's JSON box also takes a number, NaN or an object.
+        raise ValidationError(
+            {
+                "thresholds": "thresholds: a list of whole percentages from 1 to 1000, e.g. [50, 100]."
+            }
+        )
     budget.thresholds = sorted(set(thresholds or [50, 80, 100]))
     budget.full_clean()
     budget.save()

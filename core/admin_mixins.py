@@ -1,10 +1,24 @@
 """The base every ModelAdmin that writes uses, so the write goes through a service."""
 
 from django.contrib import admin, messages
+from django.contrib.admin.widgets import AutocompleteSelect
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import HttpResponseRedirect
 from django.urls import reverse
+
+
+def _an_id(value) -> bool:
+    text = str(value)
+    return text.isascii() and text.isdigit() and int(text) < 2**63
+
+
+class _AutocompleteSelect(AutocompleteSelect):
+    """Django's, but a posted value that is no id is not looked up when the form is drawn
+    again with its errors (the lookup raised ValueError: a 500 instead of the form)."""
+
+    def optgroups(self, name, value, attr=None):
+        return super().optgroups(name, [v for v in value if v in ("", None) or _an_id(v)], attr)
 
 
 class ServiceAdminMixin:
@@ -14,6 +28,13 @@ class ServiceAdminMixin:
     themselves). A ValidationError a service raises (the last admin of an org, a budget
     for another org's team) rolls back everything the request did, including inlines and
     bulk actions, and brings the admin back to the page with the reason: never a 500."""
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if "widget" not in kwargs and db_field.name in self.get_autocomplete_fields(request):
+            kwargs["widget"] = _AutocompleteSelect(
+                db_field, self.admin_site, using=kwargs.get("using")
+            )
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def _refusable(self, request, view, *args, back=None, **kwargs):
         if request.method != "POST":

@@ -788,6 +788,18 @@ def _smart_checked(config: GatewayConfig) -> None:
 
 
 @transaction.atomic
+def _names_checked(field: str, names) -> list[str]:
+    """A list of names (providers, models), as every way in must give it: the Django
+    admin's JSON box also takes a number, NaN or an object."""
+    if names is None:
+        return []
+    if not isinstance(names, list | tuple) or not all(
+        isinstance(n, str) and n.strip() and "\x00" not in n and len(n) <= 200 for n in names
+    ):
+        raise ValidationError({field: f'{field}: a list of names (text), e.g. ["a", "b"].'})
+    return list(names)
+
+
 def gateway_config_set(*, actor: Actor, org, **fields) -> GatewayConfig:
     unknown = set(fields) - set(GATEWAY_CONFIG_FIELDS)
     if unknown:
@@ -806,6 +818,9 @@ def gateway_config_set(*, actor: Actor, org, **fields) -> GatewayConfig:
             )
     if "cors_origins" in fields:
         fields["cors_origins"] = cors_origins_checked(fields["cors_origins"])
+    for name in ("enabled_providers", "fallback_models", "smart_tiers"):
+        if name in fields:
+            fields[name] = _names_checked(name, fields[name])
     if "smart_tiers" in fields and not fields["smart_tiers"] and "smart" not in fields:
         fields["smart"] = {}  # emptying the tiers turns smart routing off, settings and all
     config, _ = GatewayConfig.objects.get_or_create(org=org)

@@ -136,6 +136,11 @@ def routing_policy_save(
         raise ValidationError({"strategy": problem})
     if not models:
         raise ValidationError("A routing policy needs at least one model.")
+    if not isinstance(models, list | tuple) or not all(
+        isinstance(m, str) and m.strip() and "\x00" not in m for m in models
+    ):
+        # The Django admin's JSON box also takes a number, NaN or an object.
+        raise ValidationError({"models": 'models: a list of model names, e.g. ["a", "b"].'})
     weights = _weights_checked(weights, models)
     smart = smart_checked(smart, models, strategy == "smart")
     rp = RoutingPolicy.objects.for_org(org).filter(name=name).first()

@@ -1361,6 +1361,9 @@ def _check_domain(domain: str) -> None:
 def normalize_domains(domains) -> list[str]:
     if isinstance(domains, str):
         domains = domains.replace(",", " ").split()
+    if not isinstance(domains, list | tuple) or not all(isinstance(d, str) for d in domains):
+        # The Django admin's JSON box also takes a number, NaN or an object.
+        raise ValidationError('email_domains: a list of domains, e.g. ["acme.com"].')
     cleaned = sorted({str(d).strip().lower().lstrip("@").rstrip(".") for d in domains if d})
     for domain in cleaned:
         _check_domain(domain)
