@@ -456,6 +456,13 @@ def invitation_accept(
         raise InvitationError(
             f"This invitation is for {invitation.email}, but you are signed in as {user.email}."
         )
+    if Membership.objects.for_org(invitation.org).filter(user=user).exists():
+        # An invitation is for joining. Accepted by a member it would set its role: a
+        # second pending link could undo an admin's demotion of its holder.
+        raise InvitationError(
+            f"You are already a member of {invitation.org.name}; this invitation changes "
+            "nothing. Ask an admin of the organization to change your role."
+        )
     invitation.accepted_at = timezone.now()
     invitation.accepted_by = user
     invitation.save(update_fields=["accepted_at", "accepted_by"])

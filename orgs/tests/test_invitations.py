@@ -198,3 +198,20 @@ def test_a_name_too_long_is_said_so_not_blamed_on_the_password(client, alice, or
     response = client.post(url, {"name": "New Bie", "password": "short"})
     assert "at least 8 characters" in response.content.decode()
     assert 'value="New Bie"' in response.content.decode()
+
+
+def test_a_second_pending_invitation_cannot_undo_a_demotion(client, alice, org_a):
+    """Two invitations to one email were both pending (an admin re-sent one as a new
+    invitation); the person joined with the first, was demoted by an admin, then opened the
+    second link, which set the role it carried: the demotion undone by the demoted member.
+    An invitation is for joining: a member opening one is told so and nothing changes."""
+    _first, first = _invite(org_a, alice, role="admin")
+    _second, second = _invite(org_a, alice, role="admin")
+    client.post(reverse("invitation_accept", args=[first]), {"password": "a-long-new-password-1"})
+    membership = Membership.objects.get(org=org_a, user__email="newbie@acme.test")
+    services.membership_set_role(actor=Actor(user=alice), membership=membership, role="viewer")
+    response = client.post(reverse("invitation_accept", args=[second]))
+    assert response.status_code == 410
+    assert b"already a member" in response.content
+    membership.refresh_from_db()
+    assert membership.role == "viewer"
