@@ -110,13 +110,26 @@ USER_FIELDS = ("email", "name", "is_active", "is_staff", "is_superuser", "weekly
 
 def _refuse_if_last_admin(user: User) -> None:
     """An org must keep an admin who can sign in: refuse to delete, deactivate or take the
-    password of a user who is the only active admin of some org."""
+    password of a user who is the only active admin of some org, or the break-glass owner
+    of an org that requires SSO."""
     for membership in user.memberships.select_related("org"):
         if _last_admin(membership, active_only=True):
             raise ValidationError(
                 f"{user.email} is the only admin of {membership.org.name}; "
                 "make someone else an admin first."
             )
+    config = (
+        SSOConfig.objects.filter(break_glass_user=user, sso_required=True)
+        .select_related("org")
+        .first()
+    )
+    if config is not None:
+        # Its members sign in through the IdP only: the break-glass owner is the way in
+        # when the IdP fails (docs/sso.md).
+        raise ValidationError(
+            f"{user.email} is the break-glass owner of {config.org.name}, which requires "
+            "single sign-on; name another break-glass owner in its SSO settings first."
+        )
 
 
 @transaction.atomic

@@ -98,3 +98,30 @@ def test_the_break_glass_owner_is_not_demoted_or_removed_by_another_admin(
     sso.sso_config_save(actor=ADMIN, org=break_glass.org, break_glass_email="bob@acme.test")
     services.membership_set_role(actor=ADMIN, membership=membership, role="viewer")
     services.membership_remove(actor=ADMIN, membership=membership)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda user: services.user_delete(actor=ADMIN, user=user),
+        lambda user: services.user_update(actor=ADMIN, user=user, is_active=False),
+        lambda user: services.user_set_password(actor=ADMIN, user=user, password=None),
+    ],
+    ids=["delete", "deactivate", "no password"],
+)
+def test_the_break_glass_owner_of_an_org_requiring_sso_keeps_password_sign_in(
+    break_glass, alice, change
+):
+    """Deleting the break-glass owner emptied the setting (SET_NULL) of an org that
+    requires SSO, and deactivating them or taking their password left it naming someone
+    who cannot sign in: either way the org had no way in when its IdP failed."""
+    from django.core.exceptions import ValidationError
+
+    from orgs.models import User
+
+    sso.sso_config_save(actor=ADMIN, org=break_glass.org, sso_required=True)
+    with pytest.raises(ValidationError) as exc:
+        change(alice)
+    assert "break-glass owner" in exc.value.messages[0]
+    user = User.objects.get(pk=alice.pk)
+    assert user.is_active and user.has_usable_password()
