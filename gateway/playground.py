@@ -39,12 +39,20 @@ CHAT_MODES = {"chat", "responses"}
 
 
 @transaction.atomic
-def playground_key(*, actor: Actor, org, user) -> ApiKey:
-    """The user's Playground key in this org (created once; its raw value is never kept)."""
+def playground_key(*, actor: Actor, org, user, membership=None) -> ApiKey:
+    """The user's Playground key in this org (created once; its raw value is never kept).
+    A member's is on their team, as any key they make, and follows them to another team:
+    the Playground spends within the team budget they are under."""
     name = f"Playground ({user.email})"
     key = ApiKey.objects.for_org(org).active().filter(name=name, created_by=user).first()
     if key is None:
-        key, _raw = services.api_key_create(actor=actor, org=org, name=name)
+        key, _raw = services.api_key_create(actor=actor, org=org, name=name, membership=membership)
+    elif (
+        membership is not None
+        and not membership.has_role("admin")
+        and key.team_id != membership.team_id
+    ):
+        key = services.api_key_update(actor=actor, key=key, team=membership.team)
     return key
 
 
@@ -54,7 +62,10 @@ def _prepare(request, org) -> tuple[KeyInfo, list[str]]:
     it may use."""
     key = key_info(
         playground_key(
-            actor=Actor.from_request(request, via="playground"), org=org, user=request.user
+            actor=Actor.from_request(request, via="playground"),
+            org=org,
+            user=request.user,
+            membership=request.membership,
         )
     )
     return key, chat_models(org, key)

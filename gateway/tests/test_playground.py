@@ -231,3 +231,31 @@ def test_a_refused_stream_ends_with_the_gateway_s_error(acme, alice_client):
     name, data = read_events(text)[-1]
     result = orjson.loads(data)
     assert name == "result" and result["status"] == 400 and result["error"]
+
+
+def test_a_members_playground_spends_within_their_teams_hard_budget(acme, bob, bob_client):
+    """A member's Playground key is on their team, like any key they make, and follows them
+    to another team: it was made on no team, so a member under a spent hard team budget
+    kept spending through the Playground."""
+    from billing.budgets import budget_save
+    from gateway.models import ApiKey
+    from orgs.models import Membership, Team
+
+    spent, free = (Team.objects.create(org=acme.org, name=n) for n in ("spent", "free"))
+    Membership.objects.filter(org=acme.org, user=bob).update(team=spent)
+    budget_save(actor=ACTOR, org=acme.org, amount_usd=0, scope="team", team=spent, hard=True)
+    refresh_snapshot()
+    url = reverse("playground", args=[acme.org.slug])
+    turn = {"model": "chat-small", "message": "hi"}
+
+    [result] = bob_client.post(url, turn).context["results"]
+    assert not result["ok"] and "budget" in result["content"].lower()
+    assert acme.fake.requests == []
+    key = ApiKey.objects.get(name=f"Playground ({bob.email})")
+    assert key.team == spent
+
+    Membership.objects.filter(org=acme.org, user=bob).update(team=free)  # moved by an admin
+    [result] = bob_client.post(url, turn).context["results"]
+    assert result["ok"], result
+    assert ApiKey.objects.get(pk=key.pk).team == free
+    assert len(acme.fake.requests) == 1
