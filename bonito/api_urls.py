@@ -1,6 +1,7 @@
 """The management REST API (/api/) and its OpenAPI schema and docs."""
 
-from django.urls import include, path
+from django.http import HttpResponsePermanentRedirect, JsonResponse
+from django.urls import Resolver404, include, path, re_path, resolve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
 
@@ -9,6 +10,24 @@ from billing import rest as billing_rest
 from gateway import rest as gateway_rest
 from governance import rest as governance_rest
 from orgs import rest as orgs_rest
+
+
+def unknown_path(request):
+    """Any other path under /api/: the REST API's JSON error, not Django's HTML 404 page.
+    A path that exists with a trailing slash is redirected there, as Django's APPEND_SLASH
+    would (a catch-all resolves every path, so that middleware never would)."""
+    if not request.path.endswith("/") and request.method in ("GET", "HEAD"):
+        try:
+            match = resolve(request.path + "/")
+        except Resolver404:
+            match = None
+        if match is not None and match.url_name:
+            query = request.META.get("QUERY_STRING", "")
+            return HttpResponsePermanentRedirect(
+                request.path + "/" + (f"?{query}" if query else "")
+            )
+    return JsonResponse({"detail": "Not found."}, status=404)
+
 
 router = DefaultRouter(trailing_slash=False)
 router.register("gateway/keys", gateway_rest.ApiKeyViewSet, basename="api-keys")
@@ -49,4 +68,5 @@ urlpatterns = [
     # The split view serves its start-up script as a file: the CSP forbids inline script.
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include(router.urls)),
+    re_path(r"^.*$", unknown_path),
 ]
