@@ -119,6 +119,9 @@ def agent_alerts_set(*, actor: Actor, org: Organization, webhook_url: str) -> Or
     from gateway.services import url_check
 
     webhook_url = (webhook_url or "").strip()
+    longest = OrgAgentState._meta.get_field("alert_webhook_url").max_length
+    if len(webhook_url) > longest:  # PostgreSQL refuses it at the write: a 500
+        raise ValidationError({"webhook_url": f"A webhook URL has at most {longest} characters."})
     if webhook_url:
         url_check(webhook_url, "webhook_url")
     state, _ = OrgAgentState.objects.select_for_update().get_or_create(org=org)

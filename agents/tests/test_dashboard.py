@@ -81,6 +81,19 @@ def test_a_webhook_to_a_private_address_is_refused(alice_client, org_a, token_a)
     assert org_a.agent_state.alert_webhook_url == ""
 
 
+def test_a_webhook_url_longer_than_its_column_is_refused_with_a_message(
+    alice_client, org_a, token_a
+):
+    url = "https://hooks.example.com/" + "a" * 1000  # PostgreSQL refused it: a 500
+    r = alice_client.post(
+        "/o/acme/settings/deployment/", {"action": "alerts", "webhook_url": url}, follow=True
+    )
+    assert r.status_code == 200
+    assert "at most 1000 characters" in r.content.decode()
+    org_a.refresh_from_db()
+    assert org_a.agent_state.alert_webhook_url == ""
+
+
 @pytest.mark.parametrize("action", ["enable", "rotate", "revoke", "disable", "alerts"])
 def test_members_cannot_change_the_deployment(bob_client, org_a, token_a, action):
     r = bob_client.post("/o/acme/settings/deployment/", {"action": action})
