@@ -614,6 +614,11 @@ def deployment_save(
     deployment: Deployment | None = None,
 ) -> Deployment:
     """Create a deployment, or update ``deployment``; the same (model, provider, upstream) is updated."""
+    # Before any query (PostgreSQL cannot compare a NUL): a model name reaches headers,
+    # pages, CSV exports and emails, and no upstream model id or region holds a line break.
+    model_name = name_checked(model_name, "model_name")
+    upstream_model = name_checked(upstream_model, "upstream_model")
+    region = name_checked(region, "region")
     if provider.org_id != org.id:
         raise ValidationError("That provider belongs to another organization.")
     if deployment is None:

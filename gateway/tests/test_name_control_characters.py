@@ -139,3 +139,29 @@ def test_the_admin_shows_the_refusal(admin_client, org_a, team):
         assert response.status_code == 302 and NAME_MESSAGE in _shown(response, admin_client)
     assert Organization.objects.get(pk=org_a.pk).name == "Acme Corp"
     assert Team.objects.get(pk=team.pk).name == "Platform"
+
+
+@pytest.mark.parametrize("char", CONTROL)
+@pytest.mark.parametrize("field", ["model_name", "upstream_model", "region"])
+def test_a_deployments_names_hold_no_control_characters(org_a, char, field):
+    """A model name reaches response headers, pages, CSV exports and emails; a NUL in any
+    of the three reached a query (a 500 on PostgreSQL) and a line break was stored."""
+    from gateway.models import Deployment
+
+    provider = services.provider_create(actor=ACTOR, org=org_a, name="p", kind="mock")
+    names = {"model_name": "chat", "upstream_model": "mock-chat", "region": ""}
+    names[field] = f"a{char}b"
+    with pytest.raises(ValidationError) as exc:
+        services.deployment_save(actor=ACTOR, org=org_a, provider=provider, **names)
+    assert exc.value.message_dict == {field: [NAME_MESSAGE]}
+    assert not Deployment.objects.exists()
+
+
+def test_a_deployment_with_a_control_character_is_a_400_over_rest(alice_client, org_a):
+    services.provider_create(actor=ACTOR, org=org_a, name="p", kind="mock")
+    response = alice_client.post(
+        "/api/gateway/deployments",
+        {"model_name": "chat\r\nX-Evil: 1", "provider": "p", "upstream_model": "mock-chat"},
+        content_type="application/json",
+    )
+    assert response.status_code == 400 and "model_name" in response.json()
