@@ -14,7 +14,8 @@ from django.views.decorators.http import require_POST
 from core.csv_export import csv_response
 from core.form_input import form_message
 from gateway import snippets
-from gateway.models import ApiKey, Deployment, ProviderConnection
+from gateway.catalog import answers_chat
+from gateway.models import ApiKey, Deployment, ModelCatalogEntry, ProviderConnection
 from orgs.audit import Actor
 from orgs.models import Team
 from orgs.permissions import org_view
@@ -38,12 +39,22 @@ def overview(request):
     # The snippets name a model that works: one served by a provider that is not failing,
     # preferring one that is serving now; the first model only when none is.
     rank = {p.name: {"ok": 0, "idle": 1}.get(health[p.id].state, 2) for p in providers}
-    deployments = (
+    # The snippets are chat completions: a chat model first (an embedding model would fail).
+    deployments = list(
         Deployment.objects.for_org(org)
         .filter(is_active=True, provider__is_active=True)
-        .values_list("model_name", "provider__name")
+        .values_list("model_name", "provider__name", "upstream_model")
     )
-    first_model = min(deployments, key=lambda d: (rank.get(d[1], 2), d[0]), default=(None, None))[0]
+    modes = dict(
+        ModelCatalogEntry.objects.filter(
+            name__in={d[2] for d in deployments} | {d[0] for d in deployments}
+        ).values_list("name", "mode")
+    )
+    first_model = min(
+        deployments,
+        key=lambda d: (not answers_chat(d[0], d[2], modes), rank.get(d[1], 2), d[0]),
+        default=(None,),
+    )[0]
     base_url = request.build_absolute_uri("/v1").rstrip("/")
     return render(
         request,

@@ -4,6 +4,8 @@ from django.db import transaction
 
 from .pricing import base_prices, litellm_price_map
 
+CHAT_MODES = {"chat", "responses"}  # catalog modes of models that answer chat completions
+
 
 def _int(value):
     try:
@@ -48,3 +50,12 @@ def model_catalog_sync(model_class=None) -> int:
         ],
     )
     return len(rows)
+
+
+def answers_chat(model_name: str, upstream_model: str, modes: dict) -> bool:
+    """Whether a deployment answers chat: its catalog mode (``modes``: catalog name ->
+    mode) says so, or the catalog does not know it and its names do not say it embeds."""
+    mode = modes.get(upstream_model) or modes.get(model_name)
+    if mode:
+        return mode in CHAT_MODES
+    return "embed" not in f"{model_name} {upstream_model}".lower()

@@ -23,6 +23,7 @@ from orgs.audit import Actor
 from orgs.permissions import org_view
 
 from . import services
+from .catalog import answers_chat
 from .dataplane import keys_check
 from .dataplane.proxy import Incoming, Outgoing
 from .dataplane.snapshot import KeyInfo
@@ -35,7 +36,6 @@ MAX_MESSAGE_CHARS = 32_000
 MAX_SYSTEM_CHARS = 16_000
 MAX_CONVERSATION_CHARS = 200_000
 MAX_OUTPUT_TOKENS = 32_768
-CHAT_MODES = {"chat", "responses"}
 
 
 @transaction.atomic
@@ -97,13 +97,9 @@ def chat_models(org, key: KeyInfo) -> list[str]:
     )
 
     def chat(name: str) -> bool:
-        for dep in info.deployments.get(name, ()):
-            mode = modes.get(dep.upstream_model) or modes.get(name)
-            if mode in CHAT_MODES:
-                return True
-            if not mode and "embed" not in f"{name} {dep.upstream_model}".lower():
-                return True
-        return False
+        return any(
+            answers_chat(name, dep.upstream_model, modes) for dep in info.deployments.get(name, ())
+        )
 
     return sorted(n for n in names if chat(n))
 

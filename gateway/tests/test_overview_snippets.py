@@ -10,9 +10,11 @@ import subprocess
 from html.parser import HTMLParser
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from gateway import services
+from gateway.models import Deployment
 from gateway.tests.conftest import ACTOR
 
 pytestmark = pytest.mark.django_db
@@ -63,9 +65,15 @@ def _snippets(client, org) -> dict[str, str]:
 @pytest.fixture(params=HOSTILE_MODELS)
 def model(request, org_a):
     provider = services.provider_save(actor=ACTOR, org=org_a, name="mock", kind="mock")
-    services.deployment_save(
-        actor=ACTOR, org=org_a, model_name=request.param, provider=provider, upstream_model="m"
-    )
+    try:
+        services.deployment_save(
+            actor=ACTOR, org=org_a, model_name=request.param, provider=provider, upstream_model="m"
+        )
+    except ValidationError:
+        # Control characters are refused now; a row saved before that rule still has them.
+        Deployment.objects.create(
+            org=org_a, model_name=request.param, provider=provider, upstream_model="m"
+        )
     return request.param
 
 
@@ -114,3 +122,16 @@ def test_it_writes_the_model_as_a_javascript_string_literal(alice_client, org_a,
         env={"BONITO_API_KEY": "bn-x", "PATH": "/usr/bin:/bin"},
     ).stdout.decode()
     assert json.loads(out.split("\n")[0]) == {"base": "http://testserver/v1", "model": model}
+
+
+def test_the_snippets_name_a_chat_model_before_an_embedding_one(alice_client, org_a):
+    """The snippets are chat completions: an embedding model first in the alphabet (and
+    as healthy) made the Overview's example fail when run."""
+    provider = services.provider_save(actor=ACTOR, org=org_a, name="mock", kind="mock")
+    for name, upstream in (("a-embed", "text-embedding-3-small"), ("z-chat", "gpt-4o-mini")):
+        services.deployment_save(
+            actor=ACTOR, org=org_a, model_name=name, provider=provider, upstream_model=upstream
+        )
+    curl = _snippets(alice_client, org_a)["snip-curl"]
+    argv = shlex.split(curl.replace("\\\n", ""))
+    assert json.loads(argv[argv.index("-d") + 1])["model"] == "z-chat"

@@ -5,8 +5,10 @@ with a valid key is one usage row, never a 500."""
 import httpx
 import openai
 import pytest
+from django.core.exceptions import ValidationError
 
 from gateway import services
+from gateway.models import Deployment
 from gateway.tests.conftest import ACTOR, refresh_snapshot, usage_rows
 from gateway.tests.fake_upstream import Behaviour
 from governance import services as gov_services
@@ -20,13 +22,22 @@ NAMES = ["模型-chat", "café", "chat\u2028small", "chat\r\nx-evil: 1", "gpt\tm
 
 
 def _deploy(acme, name):
-    services.deployment_save(
-        actor=ACTOR,
-        org=acme.org,
-        model_name=name,
-        provider=acme.providers["fake"],
-        upstream_model="gpt-4o-mini",
-    )
+    try:
+        services.deployment_save(
+            actor=ACTOR,
+            org=acme.org,
+            model_name=name,
+            provider=acme.providers["fake"],
+            upstream_model="gpt-4o-mini",
+        )
+    except ValidationError:
+        # Control characters are refused now; a row saved before that rule still has them.
+        Deployment.objects.create(
+            org=acme.org,
+            model_name=name,
+            provider=acme.providers["fake"],
+            upstream_model="gpt-4o-mini",
+        )
     refresh_snapshot()
 
 
