@@ -223,6 +223,9 @@ def resolve(spec, tiers, *, strategies_known=None, serving=False) -> SmartPolicy
                 f"smart.keywords.{category} must be a list of at most {MAX_KEYWORDS} "
                 "non-empty words or phrases (60 characters each)."
             )
+        if not serving and any("\x00" in w for w in words):
+            # PostgreSQL's jsonb cannot hold one: saving it was a 500 at the write
+            raise ValueError(f"smart.keywords.{category}: a keyword may not hold a NUL character.")
         checked[category] = tuple(dict.fromkeys(w.strip().lower() for w in words))
     within = spec.get("within", "failover")
     if strategies_known is not None and (

@@ -164,6 +164,7 @@ def test_a_score_goes_to_the_first_tier_whose_threshold_it_is_under():
         ({"keywords": {"poetry": ["x"]}}, ["a", "b"], "Unknown keyword category"),
         ({"keywords": {"math": "sum"}}, ["a", "b"], "list of at most"),
         ({"keywords": {"math": [""]}}, ["a", "b"], "list of at most"),
+        ({"keywords": {"math": ["sum\x00of"]}}, ["a", "b"], "NUL"),
         ({"within": "smart"}, ["a", "b"], "smart.within"),
         ({"within": "fastest"}, ["a", "b"], "smart.within"),
         ({"classifier": ["rules"]}, ["a", "b"], "Unknown classifier"),
@@ -498,6 +499,8 @@ def test_rest_saves_and_shows_a_smart_policy_and_outsiders_see_nothing(
         {"classifier": {"a": 1}},
         {"within": ["failover"]},
         {"aggressiveness": 10**400},
+        # PostgreSQL's jsonb refuses a NUL: saved, it was a 500 at the write
+        {"keywords": {"math": ["a\x00b"]}},
     ],
 )
 def test_a_setting_of_the_wrong_json_type_is_a_400_on_rest(alice_client, org_a, spec):
