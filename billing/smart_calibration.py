@@ -67,19 +67,23 @@ def smart_recalibrate(*, actor, org, name: str, min_rated: int = MIN_RATED) -> d
         raise ValidationError(f"{label}: {exc}") from exc
     rated = UsageRecord.objects.for_org(org).filter(
         routing_policy=name,
-        route_classifier=current.classifier,
         feedback_score__isnull=False,
-        route_score__isnull=False,
         # answered by the tier its score chose: after a failover up (or to a fallback
         # model) the rating is another model's
         model_used=F("route_tier"),
     )
-    if name == ORG_DEFAULT:
-        rated = rated.exclude(route_tier="")  # smart-routed requests only
+    # The top tier's quality: every arm's answers from it, the A/B strong arm's (scored
+    # nothing) included, as the Usage page's quality by tier shows it.
     top = rated.filter(route_tier=current.top).aggregate(a=Avg("feedback_score"))["a"]
     target = QUALITY * (top if top is not None else 1.0)
+    # Below it: the scores of this classifier (another arm's are on another scale), on the
+    # policy's current tiers (a tier it no longer has rated another model).
     below = sorted(
-        rated.exclude(route_tier=current.top).values_list("route_score", "feedback_score")
+        rated.filter(
+            route_classifier=current.classifier,
+            route_score__isnull=False,
+            route_tier__in=current.tiers[:-1],
+        ).values_list("route_score", "feedback_score")
     )
     if len(below) < min_rated:
         raise ValidationError(

@@ -450,3 +450,61 @@ def test_recalibration_does_not_count_requests_the_top_tier_answered_after_a_fai
     _rated(org_a, 10, lambda i: 0.7, lambda i: 1.0, tier="pro")
     moved = smart_recalibrate(actor=ACTOR, org=org_a, name="saver")
     assert (moved["rated"], moved["new"]) == (30, 0.01)
+
+
+@pytest.mark.django_db
+def test_recalibration_reads_the_top_tiers_quality_from_the_ab_strong_arm_too(org_a, alice_client):
+    """The A/B `strong` arm's requests are the top tier's answers (scored nothing): their
+    feedback is the top tier's quality the Usage page shows, and the cheap tier is measured
+    against it, not against a perfect 1.0 (which sent nearly every prompt to the top tier)."""
+    from governance import services as gov
+    from governance.models import RoutingPolicy
+
+    gov.routing_policy_save(
+        actor=ACTOR,
+        org=org_a,
+        name="saver",
+        strategy="smart",
+        models=["lite", "pro"],
+        smart={"thresholds": [0.5], "ab": {"share": 0.5, "classifier": "strong"}},
+    )
+    _rated(org_a, 40, lambda i: (i + 1) / 100, lambda i: 0.8)  # as good as the top tier
+    for _ in range(40):  # the strong arm: straight to pro, no score
+        _row(
+            org_a,
+            NOW - timedelta(hours=1),
+            cost="0.002",
+            top="0.002",
+            tier="pro",
+            used="pro",
+            policy="saver",
+            classifier="strong",
+            score=None,
+            feedback_score=0.8,
+        )
+    [pro] = [
+        t
+        for t in smart_savings(org_a, NOW - timedelta(days=1), NOW)["by_tier"]
+        if t["tier"] == "pro"
+    ]
+    assert pro["avg_feedback"] == 0.8  # what the page shows as the top tier's quality
+    response = alice_client.post(
+        f"/o/{org_a.slug}/usage/smart-recalibrate/", {"policy": "saver"}, follow=True
+    )
+    assert b"saver: top threshold 0.5000" in response.content
+    [top] = RoutingPolicy.objects.get(name="saver").smart["thresholds"]
+    assert top >= 0.5  # the cheap tier held the top tier's quality: not moved down
+
+
+@pytest.mark.django_db
+def test_recalibration_counts_only_the_policys_current_tiers(org_a):
+    """Rows of a tier the policy no longer has (its tiers were changed) rated another model:
+    they do not move the threshold of the new cheap tier."""
+    from billing.smart_calibration import smart_recalibrate
+
+    _policy(org_a)  # lite -> pro
+    _rated(org_a, 100, lambda i: (i + 1) / 1000, lambda i: 0.0, tier="old-lite")
+    _rated(org_a, 30, lambda i: (i + 1) / 100, lambda i: 1.0)
+    _rated(org_a, 10, lambda i: 0.7, lambda i: 1.0, tier="pro")
+    moved = smart_recalibrate(actor=ACTOR, org=org_a, name="saver")
+    assert moved["rated"] == 30 and moved["new"] >= 0.5
