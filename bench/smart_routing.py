@@ -178,6 +178,9 @@ def quantile_table(scores: list[float]) -> list[float]:
 def train(rows: list[dict]) -> dict:
     xs = [smart.features(body_of(r["prompt"])) for r in rows]
     model = fit(xs, [r["y"] for r in rows])
+    # The range each feature had here: the gateway reads a prompt's features within it.
+    model["low"] = [min(column) for column in zip(*xs, strict=True)]
+    model["high"] = [max(column) for column in zip(*xs, strict=True)]
     scores = [smart.score_features(x, model) for x in xs]
     model["quantiles"] = quantile_table(scores)
     model["features"] = list(smart.FEATURE_NAMES)

@@ -241,10 +241,18 @@ FEATURE_NAMES = (
 
 
 def score_features(x: list[float], model: dict) -> float:
-    """The calibrated probability that the strong model is needed (logistic model)."""
+    """The calibrated probability that the strong model is needed (logistic model). Each
+    feature is read within the range it had where the model was fitted (``low``..``high``,
+    when the model has them): past it the linear model is an extrapolation, and a prompt in
+    another script (its share of non-ASCII text, near 0 in the English development set)
+    scored 0.998 whatever it asked."""
     z = model["bias"]
-    for v, mean, scale, w in zip(x, model["mean"], model["scale"], model["weights"], strict=True):
-        z += w * (v - mean) / scale
+    n = len(x)
+    low, high = model.get("low") or (-math.inf,) * n, model.get("high") or (math.inf,) * n
+    for v, mean, scale, w, lo, hi in zip(
+        x, model["mean"], model["scale"], model["weights"], low, high, strict=True
+    ):
+        z += w * ((lo if v < lo else hi if v > hi else v) - mean) / scale
     if z < -30:
         return 0.0
     return 1.0 / (1.0 + math.exp(-z))

@@ -271,6 +271,19 @@ def test_an_rt_key_sends_easy_prompts_to_the_cheap_tier_and_hard_ones_up(acme, g
     assert rows["smart-pro"].cost == rows["smart-pro"].cost_top_tier
 
 
+def test_a_greeting_in_another_script_is_not_scored_as_certain_to_need_the_strong_model(acme, gw):
+    """The development set is English: the rules model saw nearly every prompt in ASCII,
+    so a feature far outside what it was fitted on (a prompt in Chinese, Russian, Japanese)
+    was extrapolated to a score of 0.998 — every such prompt went to the top tier whatever
+    the slider said. Features are read within the range the model was fitted on."""
+    _tiers(acme)
+    client = _smart_key(acme, {"aggressiveness": 1.0})  # 90 % of prompts off the top tier
+    for greeting in ("你好", "こんにちは", "Привет"):
+        response = _ask(client, greeting)
+        assert float(response.headers["x-bonito-route-score"]) < 0.5, greeting
+    assert _ask(client, "你好").headers["x-bonito-model-used"] == "smart-lite"
+
+
 def test_a_tier_that_is_down_fails_over_to_the_next_tier_up(acme, gw):
     _tiers(acme)
     client = _smart_key(acme, {"thresholds": [0.999999]})  # everything scores the cheap tier
