@@ -154,9 +154,36 @@ def usage(request):
             "until": until,
             "rolled_up_until": query.rolled_until,
             "smart_tables": _smart_tables(analytics["smart_routing"]),
+            "smart_recalibrate": _smart_recalibrate_buttons(request, analytics["smart_routing"]),
         },
         status=400 if error else 200,
     )
+
+
+def _smart_recalibrate_buttons(request, sr: dict) -> list:
+    """(policy field, label) of the Usage page's Re-calibrate buttons: the org default's
+    while its tiers are set and every smart routing policy of the org, whether or not it
+    had requests in the page's range (docs/smart-routing.md). Shown to admins with the
+    smart routing section (two queries, only then)."""
+    from gateway.models import GatewayConfig
+    from governance.models import RoutingPolicy
+
+    from .smart_calibration import ORG_DEFAULT
+
+    membership = getattr(request, "membership", None)
+    if not sr["requests"] or membership is None or not membership.has_role("admin"):
+        return []
+    buttons = []
+    tiers = GatewayConfig.objects.filter(org=request.org).values_list("smart_tiers", flat=True)
+    if any(tiers):
+        buttons.append((ORG_DEFAULT, "(org default)"))
+    names = (
+        RoutingPolicy.objects.for_org(request.org)
+        .filter(strategy="smart")
+        .order_by("name")
+        .values_list("name", flat=True)
+    )
+    return buttons + [(name, name) for name in names]
 
 
 @org_view(role="admin")

@@ -508,3 +508,24 @@ def test_recalibration_counts_only_the_policys_current_tiers(org_a):
     _rated(org_a, 10, lambda i: 0.7, lambda i: 1.0, tier="pro")
     moved = smart_recalibrate(actor=ACTOR, org=org_a, name="saver")
     assert moved["rated"] == 30 and moved["new"] >= 0.5
+
+
+@pytest.mark.django_db
+def test_the_usage_page_has_a_recalibrate_button_for_every_smart_policy_and_the_org_default(
+    org_a, alice_client
+):
+    """docs/smart-routing.md: one button per policy and one for the org default, not only
+    for those with requests in the page's range (a policy quiet today had no button)."""
+    from gateway import services as gateway_services
+    from governance import services as gov
+
+    _policy(org_a)  # "saver": no request in the last 24 hours
+    gov.routing_policy_save(
+        actor=ACTOR, org=org_a, name="plain", strategy="failover", models=["lite"]
+    )
+    gateway_services.gateway_config_set(actor=ACTOR, org=org_a, smart_tiers=["lite", "pro"])
+    _row(org_a, datetime.now(UTC) - timedelta(hours=1), cost="0.0001", top="0.002", tier="lite")
+    page = alice_client.get(f"/o/{org_a.slug}/usage/").content.decode()
+    assert "Re-calibrate (org default) from feedback" in page
+    assert "Re-calibrate saver from feedback" in page
+    assert "Re-calibrate plain" not in page  # not smart
