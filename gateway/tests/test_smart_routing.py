@@ -979,3 +979,39 @@ def test_the_committed_learned_head_reads_the_embedding_and_the_rules_features()
     head = json.loads(smart_learned.HEAD_FILE.read_text())
     assert len(head["weights"]) == 384 + len(smart.FEATURE_NAMES)  # MiniLM's width + rules
     assert len(head["quantiles"]) == 101 and head["quantiles"] == sorted(head["quantiles"])
+
+
+def test_a_slider_shows_a_saved_aggressiveness_the_browser_keeps_on_a_save(alice_client, org_a):
+    """Set over REST or the config file, aggressiveness 0.63 is 63 on the slider: with
+    step 5 a browser snapped it to 65, and a save of the form for anything else (the
+    alias, say) changed the routing."""
+    import re
+
+    from governance.models import RoutingPolicy
+
+    alice_client.put(
+        "/api/gateway/config",
+        {"smart_tiers": ["lite", "pro"], "smart": {"aggressiveness": 0.63}},
+        content_type="application/json",
+    )
+    alice_client.post(
+        "/api/gateway/routing-policies",
+        {
+            "name": "saver",
+            "strategy": "smart",
+            "models": ["lite", "pro"],
+            "smart": {"aggressiveness": 0.63},
+        },
+        content_type="application/json",
+    )
+    policy = RoutingPolicy.objects.get(org=org_a, name="saver")
+    pages = [f"/o/{org_a.slug}/routing/", f"/o/{org_a.slug}/routing/{policy.id}/"]
+    sliders = []
+    for url in pages:
+        html = alice_client.get(url).content.decode()
+        sliders += re.findall(r'<input type="range" name="aggressiveness"[^>]*>', html)
+    for slider in sliders:
+        step = int(re.search(r'step="(\d+)"', slider).group(1))
+        value = int(re.search(r'value="(\d+)"', slider).group(1))
+        assert value % step == 0, slider
+    assert sum('value="63"' in s for s in sliders) == 2
