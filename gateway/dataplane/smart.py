@@ -258,6 +258,15 @@ def score_features(x: list[float], model: dict) -> float:
     return 1.0 / (1.0 + math.exp(-z))
 
 
+def within_range(x: list[float], model: dict) -> list[float]:
+    """The features within the range they had in the development set (the rules model's
+    ``low``..``high``): the learned head was fitted on the same features of the same set."""
+    low, high = model.get("low"), model.get("high")
+    if not low or not high:
+        return x
+    return [lo if v < lo else hi if v > hi else v for v, lo, hi in zip(x, low, high, strict=True)]
+
+
 def rules_score(body: dict, keywords: dict | None = None) -> float:
     return score_features(features(body, keywords), rules_model())
 
@@ -268,7 +277,7 @@ def score(policy: SmartPolicy, body: dict, classifier: str) -> float:
         from core import smart_learned  # the optional extra; checked at configuration time
 
         text, _ = prompt_text(body)
-        return smart_learned.score(text, features(body))
+        return smart_learned.score(text, within_range(features(body), rules_model()))
     return rules_score(body, policy.keywords)
 
 

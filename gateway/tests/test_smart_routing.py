@@ -981,6 +981,33 @@ def test_the_committed_learned_head_reads_the_embedding_and_the_rules_features()
     assert len(head["quantiles"]) == 101 and head["quantiles"] == sorted(head["quantiles"])
 
 
+def test_the_learned_classifier_reads_the_rules_features_within_their_range():
+    """Like the rules score, the learned head gets each rules feature within the range it
+    had in the development set: a greeting in Chinese (its non-Latin share far outside the
+    English set's) scored 0.52, past the 99th percentile, as the extrapolation said."""
+    if smart_settings.learned_missing():
+        pytest.skip("the smart extra is not installed")
+    from core import smart_learned
+
+    body = {"messages": [{"role": "user", "content": "你好"}]}
+    raw = smart.features(body)
+    read = smart.within_range(raw, smart.rules_model())
+    assert read != raw
+    text, _ = smart.prompt_text(body)
+    policy = smart_settings.SmartPolicy(tiers=("lite", "pro"), thresholds=(0.5,))
+    score = smart.score(policy, body, "learned")
+    assert score == smart_learned.score(text, read) < smart_learned.score(text, raw)
+    # A question like the set's is inside the range: read as it is.
+    question = (
+        "Natalia sold clips to 48 of her friends in April, and then she sold half as many "
+        "clips in May. How many clips did Natalia sell altogether in April and May?"
+    )
+    english = {"messages": [{"role": "user", "content": question}]}
+    assert smart.within_range(smart.features(english), smart.rules_model()) == smart.features(
+        english
+    )
+
+
 def test_a_slider_shows_a_saved_aggressiveness_the_browser_keeps_on_a_save(alice_client, org_a):
     """Set over REST or the config file, aggressiveness 0.63 is 63 on the slider: with
     step 5 a browser snapped it to 65, and a save of the form for anything else (the
