@@ -54,9 +54,11 @@ local function spend_prep(skey, baseline, seen, seen_epoch, new_epoch)
   fl = math.max(fl, tonumber(baseline) - inc)
   return fl, inc, e
 end
--- Reservations are fields q:<process>:<n> = amount, beside h:<process> = that process's last
--- heartbeat (Redis's clock, ms). Every lease/4 at most, the reservations of processes not
--- heard from for `lease` ms (killed mid-request) are taken off the counter: returns how much.
+-- Reservations are fields q:<process>:<n> = amount, beside h:<process> = when that process's
+-- lease ends (Redis's clock, ms): its last heartbeat or reservation plus its own lease, so
+-- a process is judged by its own GATEWAY_SPEND_LEASE_S, not the sweeper's (they differ
+-- during a rolling change of the setting). Every lease/4 at most, the reservations of
+-- processes whose lease ended (killed mid-request) are taken off the counter: returns how much.
 local function spend_sweep(skey, now, lease)
   local last = tonumber(redis.call('HGET', skey, 'sw') or '0')
   if now - last < lease / 4 then return 0 end
@@ -67,7 +69,7 @@ local function spend_sweep(skey, now, lease)
     local pid = string.match(all[i], '^h:(.+)$')
     if pid then
       beats[pid] = true
-      if now - tonumber(all[i + 1]) > lease then dead[pid] = true end
+      if now > tonumber(all[i + 1]) then dead[pid] = true end
     end
   end
   for i = 1, #all, 2 do
@@ -134,15 +136,10 @@ if has_spend == 1 then
   if fl + inc >= cap then spend_failed = 1 end
   if failed == 0 and spend_failed == 0 then
     inc = inc + reserve
-    redis.call('HSET', skey, lease, ARGV[idx + 2])
-    -- A process's first reservation on the counter starts its heartbeat there; _beat keeps
-    -- it (a heartbeat swept meanwhile, the process stalled past its lease, starts again).
-    local beat = string.format('%.17g', now)
-    if ARGV[idx + 11] == '1' then
-      redis.call('HSET', skey, 'h:' .. pid, beat)
-    else
-      redis.call('HSETNX', skey, 'h:' .. pid, beat)
-    end
+    -- A reservation renews its process's lease on the counter, as a heartbeat does: a
+    -- process that reserves is alive (its heartbeat may be due only a quarter lease later,
+    -- and a lease it let lapse, cut off from Redis, would have the new one swept meanwhile).
+    redis.call('HSET', skey, lease, ARGV[idx + 2], 'h:' .. pid, string.format('%.17g', now + tonumber(ARGV[idx + 10])))
   end
   spend_save(skey, fl, inc, e, ttl)
   spent, epoch = fl + inc, e
@@ -192,13 +189,14 @@ return out
 """
 )
 
-# A process's heartbeat on the counters where it holds reservations. ARGV: its id.
+# A process's heartbeat on the counters where it holds reservations: its lease there ends
+# its own lease (ms) from now. ARGV: its id, its lease.
 _BEAT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 for i = 1, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then
-    redis.call('HSET', KEYS[i], 'h:' .. ARGV[1], string.format('%.17g', now))
+    redis.call('HSET', KEYS[i], 'h:' .. ARGV[1], string.format('%.17g', now + tonumber(ARGV[2])))
   end
 end
 return #KEYS
@@ -632,8 +630,8 @@ class Limiter:
             args += [1, spend.cap, repr(spend.reserve), SPEND_TTL_S, repr(spend.baseline)]
             args += [info[1], info[2], secrets.token_hex(8)]
             lease = f"q:{self._pid}:{next(self._lease_seq)}"
-            first = 0 if self._leased.get(spend.key) else 1
-            args += [self._pid, lease, int(self.lease_s * 1000), first]
+            lease_ms = int(self.lease_s * 1000)
+            args += [self._pid, lease, lease_ms]
         else:
             args.append(0)
         # A settlement batch that Redis applies while this script is in flight may land
@@ -754,7 +752,7 @@ class Limiter:
             try:
                 async with asyncio.timeout(self.timeout_s + self.CLOCK_MARGIN_S):
                     await _all(
-                        self._eval("beat", group, [self._pid]) for group in _by_slot_group(keys)
+                        self._eval("beat", group, [self._pid, int(self.lease_s * 1000)]) for group in _by_slot_group(keys)
                     )
             except Exception as exc:  # beats again next time; a lease lapses only after 4
                 log.debug("spend heartbeat not sent (%r)", exc)

@@ -761,3 +761,17 @@ def test_a_stalled_processes_swept_reservation_still_counts_its_real_cost(own_re
         holder.send_signal(signal.SIGCONT)
         holder.kill()
         holder.wait()
+
+
+def test_a_live_processes_reservation_is_not_swept_by_a_process_with_a_shorter_lease(own_redis):
+    """Each process judges the others by its own GATEWAY_SPEND_LEASE_S: during a rolling
+    change of the setting (or beside a VPC agent, which keeps the default), a process with
+    a shorter lease took a live process's reservation off although it beats on time (every
+    quarter of its own lease), and admitted requests the cap had no room for."""
+    holder = _holder(own_redis.url, 8.0, 64)  # beats every 2 s
+    try:
+        tries, spend = _tries(Limiter(own_redis.url, lease_s=0.5), 64, 3.0)
+        assert spend is None, f"admitted after {tries[-1][0]:.2f}s while the cap was held"
+    finally:
+        holder.kill()
+        holder.wait()
