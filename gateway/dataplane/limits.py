@@ -79,7 +79,7 @@ local function spend_sweep(skey, now, lease)
       redis.call('HDEL', skey, all[i])
     end
   end
-  for pid in pairs(dead) do redis.call('HDEL', skey, 'h:' .. pid) end
+  for pid in pairs(dead) do redis.call('HDEL', skey, 'h:' .. pid, 'b:' .. pid) end
   return swept
 end
 local function spend_save(skey, fl, inc, e, ttl)
@@ -101,10 +101,21 @@ _ACQUIRE = (
     _SPEND_PREP
     + _EXPIRED
     + """
+local n = tonumber(ARGV[2])
+-- Sent again after its reply was lost (redis-py resends a command once when its connection
+-- breaks, and a script that ran may have lost only its reply): its lease says it was
+-- admitted, and nothing is taken twice.
+if tonumber(ARGV[3 + 2 * n]) == 1 and redis.call('HEXISTS', KEYS[n + 1], ARGV[12 + 2 * n]) == 1 then
+  local h = redis.call('HMGET', KEYS[n + 1], 'fl', 'inc', 'e')
+  local left = {}
+  for i = 1, n do
+    left[i] = math.floor(tonumber(redis.call('HGET', KEYS[i], 't') or ARGV[1 + 2 * i]))
+  end
+  return {0, 0, 0, string.format('%.17g', tonumber(h[1]) + tonumber(h[2])), h[3], unpack(left)}
+end
 -- Buckets refill on Redis's clock: one clock for every process and replica, and a
 -- script queued behind others cannot refill a bucket twice.
 local now = rnow
-local n = tonumber(ARGV[2])
 local idx = 3
 local failed, wait = 0, 0
 local state = {}
@@ -160,27 +171,35 @@ return {failed, spend_failed, math.ceil(wait), string.format('%.17g', spent), ep
 
 # Adds settled deltas (and spend made while Redis was unreachable) to spend counters and
 # ends the settled reservations' leases. ARGV per key: delta, baseline, seen, its epoch, a
-# new epoch, n, then n times (lease, reserved, the counter's epoch when reserved).
+# new epoch, n, then n times (lease, reserved, the counter's epoch when reserved); then the
+# process's id, the batch's id, the TTL.
 _SETTLE = (
     _SPEND_PREP
     + _EXPIRED
     + """
 local out = {}
 local a = 2
+local pid, batch = ARGV[#ARGV - 2], ARGV[#ARGV - 1]
 for i = 1, #KEYS do
   local delta = tonumber(ARGV[a])
   local fl, inc, e = spend_prep(KEYS[i], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
   local n = tonumber(ARGV[a + 5])
+  -- The same batch sent again after its reply was lost (redis-py resends a command once
+  -- when its connection breaks) was applied already: once only.
+  local again = redis.call('HGET', KEYS[i], 'b:' .. pid) == batch
   a = a + 6
   for j = 1, n do
     -- A lease another process swept (this one was not heard from for a lease: stalled,
     -- cut off from Redis) took the reservation off: the real cost is added whole.
-    if redis.call('HDEL', KEYS[i], ARGV[a]) == 0 and ARGV[a + 2] == e then
+    if not again and redis.call('HDEL', KEYS[i], ARGV[a]) == 0 and ARGV[a + 2] == e then
       delta = delta + tonumber(ARGV[a + 1])
     end
     a = a + 3
   end
-  inc = inc + delta
+  if not again then
+    inc = inc + delta
+    redis.call('HSET', KEYS[i], 'b:' .. pid, batch)
+  end
   spend_save(KEYS[i], fl, inc, e, tonumber(ARGV[#ARGV]))
   out[#out + 1] = string.format('%.17g', fl + inc)
   out[#out + 1] = e
@@ -924,7 +943,7 @@ class Limiter:
                     args.append(len(leases))
                     for lease, (reserved, lease_epoch) in leases.items():
                         args += [lease, repr(reserved), lease_epoch]
-                args.append(SPEND_TTL_S)
+                args += [self._pid, secrets.token_hex(8), SPEND_TTL_S]
                 out = await self._eval("settle", keys, args)
                 if out and out[0] == -1:
                     raise TimeoutError("the script reached Redis after its deadline")

@@ -775,3 +775,100 @@ def test_a_live_processes_reservation_is_not_swept_by_a_process_with_a_shorter_l
     finally:
         holder.kill()
         holder.wait()
+
+
+class _ReplyDropper:
+    """A TCP proxy in front of a Redis that, once armed, forwards the next script
+    (EVALSHA) and cuts the connection instead of passing on Redis's reply: the script ran,
+    the client sees a broken connection (a reset, a load balancer's idle cut, a failover
+    proxy) and redis-py sends it again on a fresh one."""
+
+    def __init__(self, port: int):
+        import threading
+
+        self.target = port
+        self.armed = 0
+        self.dropped = 0
+        self.loop = asyncio.new_event_loop()
+        self.port = None
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self.thread.start()
+        ready.wait(5)
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _run(self, ready):
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        ready.set()
+        self.loop.run_forever()
+        tasks = asyncio.all_tasks(self.loop)
+        for task in tasks:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        server.close()
+
+    async def _client(self, reader, writer):
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        cut = asyncio.Event()
+
+        async def to_redis():
+            while data := await reader.read(65536):
+                if self.armed and b"EVALSHA" in data.upper():
+                    self.armed -= 1
+                    cut.set()
+                up_writer.write(data)
+                await up_writer.drain()
+
+        async def to_client():
+            while data := await up_reader.read(65536):
+                if cut.is_set():
+                    self.dropped += 1
+                    break
+                writer.write(data)
+                await writer.drain()
+
+        pumps = [asyncio.ensure_future(to_redis()), asyncio.ensure_future(to_client())]
+        await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        for pump in pumps:
+            pump.cancel()
+        writer.close()
+        up_writer.close()
+
+    def close(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def test_a_script_sent_again_after_a_lost_reply_counts_once(own_redis):
+    """redis-py sends a command again once on a fresh connection when the connection
+    breaks; a script whose reply was lost had already run. The reservation was then made
+    twice (one lease field, two reservations in the counter: one stayed all month), and a
+    settlement was applied twice, the second time adding the whole reservation as if the
+    lease had been swept."""
+    proxy = _ReplyDropper(own_redis.port)
+    try:
+        limiter = Limiter(proxy.url)
+        spend = SpendReservation(66, 1.0, 0.5, 0.0)
+
+        async def run():
+            await limiter.acquire([], SpendReservation(66, 1.0, 0.0, 0.0))  # scripts loaded
+            proxy.armed = 1
+            result = await limiter.acquire([], spend)
+            assert result.allowed and proxy.dropped == 1
+            after_acquire = _counter(own_redis.client(), spend.key)
+            proxy.armed = 1
+            limiter.settle(spend, 0.2, result.backend)
+            await asyncio.sleep(0.3)  # settlements are batched off the request path
+            assert proxy.dropped == 2
+            return after_acquire
+
+        after_acquire = asyncio.run(run())
+        assert after_acquire == pytest.approx(0.5)
+        assert _counter(own_redis.client(), spend.key) == pytest.approx(0.2)
+    finally:
+        proxy.close()
