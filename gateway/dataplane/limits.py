@@ -39,6 +39,9 @@ SPEND_TTL_S = 40 * 86400
 # OOM killer) stops beating, and after this long the next acquisition on the counter takes
 # its reservations off (before, they stayed until the month ended).
 SPEND_LEASE_S = 60.0
+# The epoch a release carries for a reservation whose admission its process never heard
+# of (Limiter._undo_late): its lease is taken off with its amount if Redis made it.
+UNSURE = "?"
 
 # A spend counter is a hash {fl, inc, e}: its value is fl + inc. `inc` collects reservations
 # and settlements; `fl` is a floor raised to the usage rows' month-to-date spend (the
@@ -189,10 +192,17 @@ for i = 1, #KEYS do
   local again = redis.call('HGET', KEYS[i], 'b:' .. pid) == batch
   a = a + 6
   for j = 1, n do
-    -- A lease another process swept (this one was not heard from for a lease: stalled,
-    -- cut off from Redis) took the reservation off: the real cost is added whole.
-    if not again and redis.call('HDEL', KEYS[i], ARGV[a]) == 0 and ARGV[a + 2] == e then
-      delta = delta + tonumber(ARGV[a + 1])
+    if not again then
+      local held = redis.call('HDEL', KEYS[i], ARGV[a])
+      if ARGV[a + 2] == '?' then
+        -- A reservation whose admission its request never heard of: given back if made.
+        if held == 1 then delta = delta - tonumber(ARGV[a + 1]) end
+      elseif held == 0 and ARGV[a + 2] == e then
+        -- A lease another process swept (this one was not heard from for a lease:
+        -- stalled, cut off from Redis) took the reservation off: the real cost is added
+        -- whole.
+        delta = delta + tonumber(ARGV[a + 1])
+      end
     end
     a = a + 3
   end
@@ -639,6 +649,7 @@ class Limiter:
             self._ensure_reconnect()
             return self._fallback(buckets, spend, now_ms)
         keys = [b.key for b in buckets]
+        lease = ""
         args: list = [self._deadline_ms(), len(buckets)]
         for b in buckets:
             args += [b.capacity, b.cost]
@@ -662,8 +673,10 @@ class Limiter:
             if int(out[0]) == -1:
                 raise TimeoutError("the script reached Redis after its deadline")
         except BaseException as exc:
-            if not task.done():  # it may still be admitted: then give the reservation back
-                task.add_done_callback(lambda t: self._undo_late(t, spend, lease))
+            # It may have been admitted (or be, until its deadline): then the reservation is
+            # given back, also when its answer never came (_undo_late).
+            deadline_ms = args[0]
+            task.add_done_callback(lambda t: self._undo_late(t, spend, lease, deadline_ms))
             if not isinstance(exc, Exception):
                 raise
             if await self._unreachable(exc):
@@ -741,15 +754,29 @@ class Limiter:
             await self._flush_once()
         return await self._eval("acquire", keys, args)
 
-    def _undo_late(self, task: asyncio.Task, spend: SpendReservation | None, lease: str) -> None:
-        """A script answered after its request gave up (503, or the client went away)."""
-        if task.cancelled() or task.exception() is not None or spend is None:
+    def _undo_late(self, task: asyncio.Task, spend, lease: str, deadline_ms: float) -> None:
+        """The script of a request that gave up (503, fallback, or the client went away) is
+        done: admitted, its reservation is given back. With no answer (the reply was lost,
+        the connection timed out, a resend arrived past the deadline) Redis may have admitted
+        it all the same: once the script's deadline has passed, so that it can no longer
+        be, its lease is released if it exists, with its reservation (it stayed counted,
+        kept alive by this process's heartbeat)."""
+        if spend is None:
             return
-        out = task.result()
-        if int(out[0]) == 0 and int(out[1]) == 0:
+        out = None if task.cancelled() or task.exception() is not None else task.result()
+        if out is not None and int(out[0]) == 0 and int(out[1]) == 0:
             self._hold(spend.key)
             self._release(spend.key, lease, spend.reserve, out[4])
             self._add_pending(spend.key, -spend.reserve)
+        elif out is None or int(out[0]) == -1:
+            delay = deadline_ms / 1000 - time.time() + 2 * self.CLOCK_MARGIN_S
+            asyncio.get_running_loop().call_later(
+                max(0.0, delay), self._release_unsure, spend.key, lease, spend.reserve
+            )
+
+    def _release_unsure(self, key: str, lease: str, reserved: float) -> None:
+        self._release(key, lease, reserved, UNSURE)
+        self._add_pending(key, 0.0)
 
     def _hold(self, key: str) -> None:
         """A reservation Redis admitted: beat on its counter until it is released there."""
@@ -964,7 +991,8 @@ class Limiter:
                     if key not in self._pending:
                         self._unreconciled.discard(key)
                     if key in releases:
-                        left = self._leased.get(key, 0) - len(releases[key])
+                        held = [e for _r, e in releases[key].values() if e != UNSURE]
+                        left = self._leased.get(key, 0) - len(held)
                         if left > 0:
                             self._leased[key] = left
                         else:

@@ -789,6 +789,7 @@ class _ReplyDropper:
         self.target = port
         self.armed = 0
         self.dropped = 0
+        self.swallow = False  # keep the connection open, the reply never comes
         self.loop = asyncio.new_event_loop()
         self.port = None
         ready = threading.Event()
@@ -828,6 +829,8 @@ class _ReplyDropper:
             while data := await up_reader.read(65536):
                 if cut.is_set():
                     self.dropped += 1
+                    if self.swallow:
+                        await asyncio.sleep(3600)
                     break
                 writer.write(data)
                 await writer.drain()
@@ -870,5 +873,35 @@ def test_a_script_sent_again_after_a_lost_reply_counts_once(own_redis):
         after_acquire = asyncio.run(run())
         assert after_acquire == pytest.approx(0.5)
         assert _counter(own_redis.client(), spend.key) == pytest.approx(0.2)
+    finally:
+        proxy.close()
+
+
+def test_a_reservation_admitted_after_its_request_gave_up_on_the_reply_is_given_back(own_redis):
+    """Redis ran the script but its reply never came (lost in the network: the request gives
+    up at its bound with a 503 while the read is still waiting). The reservation was in the
+    counter and nothing ever released it; its process's heartbeat kept its lease alive."""
+    proxy = _ReplyDropper(own_redis.port)
+    proxy.swallow = True
+    try:
+        limiter = Limiter(proxy.url, timeout_s=0.5)
+        spend = SpendReservation(67, 1.0, 0.5, 0.0)
+
+        async def run():
+            await limiter.acquire([], SpendReservation(67, 1.0, 0.0, 0.0))  # scripts loaded
+            proxy.armed = 1
+            with pytest.raises(GatewayError) as refused:
+                await limiter.acquire([], spend)
+            assert refused.value.status == 503 and proxy.dropped == 1
+            assert _counter(own_redis.client(), spend.key) == pytest.approx(0.5)  # it ran
+            # A request of the same process keeps its heartbeat (and lease) going meanwhile.
+            held = SpendReservation(67, 1.0, 0.25, 0.0)
+            assert (await limiter.acquire([], held)).allowed
+            await asyncio.sleep(4.0)  # past the script's deadline and the read's timeout
+
+        asyncio.run(run())
+        assert _counter(own_redis.client(), spend.key) == pytest.approx(0.25)
+        leases = {f: v for f, v in own_redis.client().hgetall(spend.key).items() if f[:2] == "q:"}
+        assert sorted(float(v) for v in leases.values()) == [0.0, 0.25]  # the priming one's too
     finally:
         proxy.close()
