@@ -798,7 +798,8 @@ class Limiter:
             try:
                 async with asyncio.timeout(self.timeout_s + self.CLOCK_MARGIN_S):
                     await _all(
-                        self._eval("beat", group, [self._pid, int(self.lease_s * 1000)]) for group in _by_slot_group(keys)
+                        self._eval("beat", group, [self._pid, int(self.lease_s * 1000)])
+                        for group in _by_slot_group(keys)
                     )
             except Exception as exc:  # beats again next time; a lease lapses only after 4
                 log.debug("spend heartbeat not sent (%r)", exc)
