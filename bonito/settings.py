@@ -528,6 +528,13 @@ GATEWAY_FALLBACK_SHARE = env.float("GATEWAY_FALLBACK_SHARE", default=1 / max(1, 
 # A process killed mid-request leaves its spend reservations on the cap's counter in Redis
 # until this long after its last heartbeat (a live process beats every quarter of it).
 GATEWAY_SPEND_LEASE_S = env.float("GATEWAY_SPEND_LEASE_S", default=60.0)
+# A live process beats every quarter of its lease, each beat bounded by the Redis timeout:
+# a shorter lease would let a slow beat lapse and a live process's reservations be swept.
+if not GATEWAY_SPEND_LEASE_S >= 4 * (GATEWAY_REDIS_TIMEOUT_S + 0.5):
+    raise ImproperlyConfigured(
+        "GATEWAY_SPEND_LEASE_S must be at least 4 x (GATEWAY_REDIS_TIMEOUT_S + 0.5) = "
+        f"{4 * (GATEWAY_REDIS_TIMEOUT_S + 0.5):g} seconds, not {GATEWAY_SPEND_LEASE_S:g}."
+    )
 # Usage records are appended to a per-process journal before their response completes
 # (a killed process loses none); journals of stopped processes are replayed at the next start.
 GATEWAY_USAGE_JOURNAL = env.bool("GATEWAY_USAGE_JOURNAL", default=True)

@@ -41,7 +41,7 @@ class Agent:
         self.writer = IngestWriter(self.control)
         self.gateway = Gateway(
             snapshots=SnapshotSource(),
-            limiter=Limiter(s.redis_url, fallback_share=1 / s.workers),
+            limiter=Limiter(s.redis_url, fallback_share=1 / s.workers, lease_s=s.spend_lease_s),
             sink=UsageSink(
                 self.writer,
                 s.spool_dir,

@@ -84,6 +84,7 @@ class AgentSettings:
     ambient_credentials: bool = True
     max_body_bytes: int = 10 * 1024 * 1024
     timeout_s: float = 30.0
+    spend_lease_s: float = 60.0
     log_level: str = "INFO"
     env: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -302,6 +303,8 @@ def load(env=None) -> AgentSettings:
         ambient_credentials=_bool(env, "BONITO_PROVIDER_AMBIENT_CREDENTIALS", True),
         max_body_bytes=_int(env, "BONITO_MAX_BODY_BYTES", 10 * 1024 * 1024),
         timeout_s=_float(env, "BONITO_CONTROL_PLANE_TIMEOUT_S", 30.0),
+        # At least 4 heartbeats of the limiter's 2 s Redis bound (+ margin) per lease.
+        spend_lease_s=_float(env, "BONITO_SPEND_LEASE_S", 60.0, low=10.0),
         log_level=level,
         env=env,
     )

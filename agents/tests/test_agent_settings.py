@@ -31,6 +31,7 @@ def test_the_defaults_are_the_documented_ones():
     assert str(s.state_dir) == "/var/lib/bonito-agent"
     assert s.spool_max_bytes == 1024**3
     assert s.sync_interval_s is None and s.heartbeat_interval_s is None  # the server's suggestion
+    assert s.spend_lease_s == 60.0
 
 
 @pytest.mark.parametrize(
@@ -46,6 +47,8 @@ def test_the_defaults_are_the_documented_ones():
         ({"BONITO_AGENT_WORKERS": "0"}, "BONITO_AGENT_WORKERS must be at least 1"),
         ({"BONITO_SYNC_INTERVAL_S": "nan"}, "BONITO_SYNC_INTERVAL_S must be at least"),
         ({"BONITO_SPOOL_MAX_BYTES": "10"}, "BONITO_SPOOL_MAX_BYTES must be at least"),
+        # a lease shorter than a few heartbeats lets a live agent's reservations be swept
+        ({"BONITO_SPEND_LEASE_S": "1"}, "BONITO_SPEND_LEASE_S must be at least"),
         ({"BONITO_CA_BUNDLE": "/nonexistent.pem"}, "BONITO_CA_BUNDLE"),
         ({"BONITO_ORG_TOKEN_FILE": "/nonexistent-token"}, "BONITO_ORG_TOKEN_FILE"),
         ({"BONITO_PROVIDER_ALLOWED_NETWORKS": "10.0.0.0/33"}, "not a network"),
