@@ -4,6 +4,7 @@ their POST bodies. A form reads the text; the service it hands the values to che
 generated from the provider-kind registry (dataplane/provider_kinds.py): a fieldset per
 kind, of which only the chosen kind's is read."""
 
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 from django import forms
@@ -17,6 +18,8 @@ from . import services
 from .dataplane import provider_kinds
 from .dataplane.provider_kinds import CREDENTIALS, ENDPOINT, SETTINGS
 from .models import ProviderConnection
+
+_DECIMAL = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+", re.ASCII)
 
 
 class KeyExpiryField(forms.Field):
@@ -116,12 +119,12 @@ class RoutingPolicyForm(forms.Form):
     def clean_thresholds(self):
         out = []
         for part in self.cleaned_data["thresholds"]:
-            try:
-                out.append(float(part))
-            except ValueError:
+            # Written as a decimal in ASCII digits: float() also reads "٠.٥", "1e-1", "nan".
+            if not _DECIMAL.fullmatch(part):
                 raise forms.ValidationError(
                     f"a threshold is a number from 0 to 1, not {part[:40]!r}."
-                ) from None
+                )
+            out.append(float(part))
         return out
 
     def clean(self):

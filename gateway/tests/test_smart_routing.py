@@ -703,6 +703,22 @@ def test_the_dashboard_form_saves_a_smart_policy(alice_client, charlie_client, o
     assert charlie_client.get(url).status_code == 404
 
 
+@pytest.mark.parametrize("typed", ["٠.٥", "1e-1", "nan", "inf", "0x1", "½", "0.5.1", "-0.2"])
+def test_the_dashboard_form_reads_thresholds_written_as_decimals_only(alice_client, org_a, typed):
+    """float() also reads Arabic-Indic digits, exponents, nan and inf: a threshold typed in
+    the form is a decimal in ASCII digits, as every other number field reads."""
+    from governance.models import RoutingPolicy
+
+    url = f"/o/{org_a.slug}/routing/"
+    policy = {"name": "saver", "strategy": "smart", "models": "lite, pro", "classifier": "rules"}
+    response = alice_client.post(url, {**policy, "thresholds": typed})
+    assert response.status_code in (200, 400)
+    assert "a threshold is a number from 0 to 1" in response.content.decode()
+    assert not RoutingPolicy.objects.filter(name="saver").exists()
+    assert alice_client.post(url, {**policy, "thresholds": "0.35"}).status_code == 302
+    assert RoutingPolicy.objects.get(name="saver").smart["thresholds"] == [0.35]
+
+
 # ------------------------------------------------------------------------------ the learned classifier
 def _learned_installed() -> bool:
     from core import smart_learned
