@@ -95,8 +95,11 @@ def budget_blocks(
             continue
         narrowed = budget.narrowed_by
         scope = f"{budget.scope}:{narrowed[1]}" if narrowed else "org"
+        # A key's budget refuses only that key's requests: "this key", not its name and
+        # masked secret, which a rename or rotation changes without rebuilding the blocks.
+        target = "this key" if budget.scope == Budget.Scope.KEY else budget_target(budget)
         blocked.setdefault(budget.org_id, {})[scope] = Block(
-            reason=f"The {budget.get_period_display().lower()} budget of ${budget.amount_usd:,.2f} for {budget_target(budget)} "
+            reason=f"The {budget.get_period_display().lower()} budget of ${budget.amount_usd:,.2f} for {target} "
             f"is spent (${spent:,.2f}). Requests are refused until {end:%Y-%m-%d %H:%M} UTC or until an admin "
             "raises the budget.",
             until=end.timestamp(),
