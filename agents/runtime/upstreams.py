@@ -51,9 +51,7 @@ class Watched:
             self.observer(dep, exc)
             raise
         finally:
-            aclose = getattr(inner, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await _aclose(inner)
 
     def __getattr__(self, name):
         # Anything else an adapter offers (a later call of the data plane) goes through
@@ -73,9 +71,7 @@ class Watched:
             self.observer(dep, exc)
             raise
         finally:
-            aclose = getattr(inner, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await _aclose(inner)
 
 
 class AgentUpstreams(Upstreams):
@@ -91,3 +87,10 @@ class AgentUpstreams(Upstreams):
 
     def for_deployment(self, dep):
         return Watched(super().for_deployment(dep), self._observe)
+
+
+async def _aclose(inner) -> None:
+    """Closes an async iterator that can be closed (the upstream call behind it)."""
+    aclose = getattr(inner, "aclose", None)
+    if aclose is not None:
+        await aclose()

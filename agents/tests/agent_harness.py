@@ -296,3 +296,20 @@ def wait_for(predicate, timeout: float, interval: float = 0.2):
             return value
         time.sleep(interval)
     return predicate()
+
+
+class LoopbackHttp:
+    """A threaded HTTP server on a free loopback port for a test's fake (``serve`` it a
+    BaseHTTPRequestHandler class); ``close`` stops it."""
+
+    def serve(self, handler) -> None:
+        import threading
+        from http.server import ThreadingHTTPServer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

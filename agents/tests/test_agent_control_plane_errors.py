@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
@@ -21,7 +21,7 @@ import pytest
 from agents.runtime import settings as agent_settings
 from agents.runtime.app import Agent
 from agents.runtime.control import Refused, Unavailable
-from agents.tests.agent_harness import AgentProcess, wait_for
+from agents.tests.agent_harness import AgentProcess, LoopbackHttp, wait_for
 from core import keys
 from gateway.tests.conftest import free_port
 
@@ -44,7 +44,7 @@ OPENAI_401 = (
 )
 
 
-class FakeControlPlane:
+class FakeControlPlane(LoopbackHttp):
     """A real HTTP server answering every call with one (status, content type, body)."""
 
     def __init__(self, answer, clock_offset_s: float = 0.0):
@@ -73,13 +73,7 @@ class FakeControlPlane:
 
             do_GET = do_POST = _reply
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler)
 
 
 @pytest.fixture

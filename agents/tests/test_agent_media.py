@@ -7,13 +7,12 @@ attribute 'speech') while the shared gateway served it."""
 import base64
 import gzip
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
 
-from agents.tests.agent_harness import AgentProcess, wait_for
+from agents.tests.agent_harness import AgentProcess, LoopbackHttp, wait_for
 from core import keys
 from gateway.dataplane.snapshot import DeploymentInfo, KeyInfo, OrgInfo, Snapshot, snapshot_to_dict
 from gateway.tests.fake_upstream import FakeUpstream
@@ -24,7 +23,7 @@ SECRET = b"hash-secret-for-the-agent-media-tests"
 MODELS = ("gpt-image-1", "tts-1", "whisper-1", "omni-moderation-latest")
 
 
-class FakeControlPlane:
+class FakeControlPlane(LoopbackHttp):
     """The agent API over real HTTP: one org's config, and the usage and heartbeats taken."""
 
     def __init__(self, upstream_url: str, key: str):
@@ -83,13 +82,7 @@ class FakeControlPlane:
                     outer.providers = doc.get("providers", [])
                     self._send({"ok": True, "config_version": 3})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler)
 
 
 @pytest.fixture

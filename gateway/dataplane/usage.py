@@ -68,6 +68,22 @@ def _encode(record: dict) -> bytes:
         return json.dumps(record, default=str).encode() + b"\n"
 
 
+def _write_spool_file(spool_dir: Path, suffix: str, records: list[dict]) -> None:
+    """One spool file of ``records``, named by time (replayed in order), fsynced, and
+    renamed into place whole: a crash never leaves half a file to replay."""
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    name = spool_dir / f"{time.time_ns():020d}-{os.getpid()}-{suffix}.jsonl"
+    tmp = name.with_suffix(".tmp")
+    # 0600 like the journal: usage metadata is the operator's, not every local user's.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with open(fd, "wb") as f:
+        for record in records:
+            f.write(_encode(record))
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.rename(name)
+
+
 def requeue_dead_letters(dead_letter_dir: Path, spool_dir: Path) -> tuple[int, int]:
     """Moves the records set aside in ``dead_letter_dir`` back into ``spool_dir``, where a
     running sink sends them again (once their cause is fixed; one still refused is set aside
@@ -92,16 +108,7 @@ def requeue_dead_letters(dead_letter_dir: Path, spool_dir: Path) -> tuple[int, i
             elif line.strip():
                 unreadable += 1
         if records:
-            spool_dir.mkdir(parents=True, exist_ok=True)
-            name = spool_dir / f"{time.time_ns():020d}-{os.getpid()}-dead{seq:06d}.jsonl"
-            tmp = name.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            with open(fd, "wb") as f:
-                for record in records:
-                    f.write(_encode(record))
-                f.flush()
-                os.fsync(f.fileno())
-            tmp.rename(name)
+            _write_spool_file(spool_dir, f"dead{seq:06d}", records)
         moved += len(records)
         taking.unlink()
     return moved, unreadable
@@ -507,18 +514,8 @@ class UsageSink:
         return True
 
     def _spool(self, batch: list[dict]) -> None:
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
         self._seq += 1
-        name = self.spool_dir / f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}.jsonl"
-        tmp = name.with_suffix(".tmp")
-        # 0600 like the journal: usage metadata is the operator's, not every local user's.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with open(fd, "wb") as f:
-            for record in batch:
-                f.write(_encode(record))
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.rename(name)  # a crash never leaves half a file to replay
+        _write_spool_file(self.spool_dir, f"{self._seq:06d}", batch)
         self.spooled += len(batch)
         self._bound_spool()
 
