@@ -272,7 +272,7 @@ class ProviderForm(forms.Form):
     name = forms.SlugField(
         max_length=63,
         label="Name",
-        widget=forms.TextInput(attrs={"placeholder": "azure-east", "pattern": "[-a-zA-Z0-9_]+"}),
+        widget=forms.TextInput(attrs={"placeholder": "azure-east", "pattern": r"[a-zA-Z0-9_\-]+"}),
     )
     kind = forms.ChoiceField(choices=provider_kinds.choices, label="Kind")
     is_active = forms.BooleanField(required=False, initial=True, label="Active")

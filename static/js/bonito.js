@@ -25,3 +25,13 @@ document.addEventListener("submit", (event) => {
     event.stopImmediatePropagation();
   }
 }, true);
+
+// Sliders show their value: <output data-range-for="name"> next to <input type="range" name="name">
+// in the same form (the page renders the starting value; this follows the thumb).
+document.addEventListener("input", (event) => {
+  const input = event.target;
+  if (input.type !== "range" || !input.form) return;
+  for (const output of input.form.querySelectorAll("output[data-range-for]")) {
+    if (output.dataset.rangeFor === input.name) output.textContent = input.value;
+  }
+});

@@ -1,0 +1,75 @@
+"""A new org admin's pass over the dashboard in a real browser (Debian's chromium via
+Playwright): what broke for them. The name fields' `pattern` must compile (chromium reads it
+with the `v` flag; an invalid one is a console error and no check at all), a phone-wide
+page must not scroll sideways, the live tail must keep to the Logs filters, and the
+aggressiveness slider must show its value."""
+
+import pytest
+
+from conftest import PASSWORD
+from gateway import services
+from gateway.tests.conftest import ACTOR, refresh_snapshot
+from gateway.tests.test_browser import chromium_page
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+class Console:
+    def __init__(self, page):
+        self.errors = []
+        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        page.on(
+            "console",
+            lambda msg: self.errors.append(msg.text) if msg.type == "error" else None,
+        )
+
+
+def _sign_in(page, base, email="alice@acme.test"):
+    page.goto(base + "/login/")
+    page.fill("input[name=username]", email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/o/acme/")
+
+
+def _mock_models(org, *names):
+    mock = services.provider_save(actor=ACTOR, org=org, name="mock", kind="mock")
+    for name in names:
+        services.deployment_save(
+            actor=ACTOR, org=org, model_name=name, provider=mock, upstream_model="mock-chat"
+        )
+    refresh_snapshot()
+    return mock
+
+
+def test_name_patterns_compile_and_check_names(live_server_thread, monkeypatch, org_a, alice):
+    base = live_server_thread.url
+    with chromium_page(monkeypatch) as page:
+        console = Console(page)
+        _sign_in(page, base)
+        for path, field in (
+            ("providers/", "form:has(.kinds) input[name=name]"),
+            ("routing/", "section:has(h2:text-is('New routing policy')) input[name=name]"),
+        ):
+            page.goto(f"{base}/o/acme/{path}")
+            page.fill(field, "has a space")
+            assert page.eval_on_selector(field, "e => e.validity.patternMismatch"), path
+            page.fill(field, "azure-east_2")
+            assert page.eval_on_selector(field, "e => e.validity.valid"), path
+        assert console.errors == []
+
+
+def test_aggressiveness_slider_shows_its_value(live_server_thread, monkeypatch, org_a, alice):
+    base = live_server_thread.url
+    with chromium_page(monkeypatch) as page:
+        console = Console(page)
+        _sign_in(page, base)
+        page.goto(base + "/o/acme/routing/")
+        for form in ("#org-smart form", "section:has(h2:text-is('New routing policy')) form"):
+            slider = page.locator(f"{form} input[name=aggressiveness]")
+            shown = page.locator(f"{form} output[data-range-for=aggressiveness]")
+            assert shown.inner_text() == slider.input_value()
+            slider.focus()
+            page.keyboard.press("ArrowRight")
+            assert shown.inner_text() == slider.input_value() != "50"
+        assert console.errors == []
