@@ -9,7 +9,7 @@ import pytest
 from conftest import PASSWORD
 from gateway import services
 from gateway.tests.conftest import ACTOR, refresh_snapshot
-from gateway.tests.test_browser import chromium_page
+from gateway.tests.test_browser import chromium_page, shot
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -56,6 +56,24 @@ def test_name_patterns_compile_and_check_names(live_server_thread, monkeypatch, 
             assert page.eval_on_selector(field, "e => e.validity.patternMismatch"), path
             page.fill(field, "azure-east_2")
             assert page.eval_on_selector(field, "e => e.validity.valid"), path
+        assert console.errors == []
+
+
+def test_phone_wide_pages_do_not_scroll_sideways(live_server_thread, monkeypatch, org_a, alice):
+    base = live_server_thread.url
+    _mock_models(org_a, "demo-chat")
+    services.api_key_create(actor=ACTOR, org=org_a, name="a-key-with-a-long-name-for-the-table")
+    with chromium_page(monkeypatch) as page:
+        console = Console(page)
+        _sign_in(page, base)
+        page.set_viewport_size({"width": 390, "height": 844})
+        for path in ("keys/", "providers/", "team/", "routing/", "budgets/", "logs/"):
+            page.goto(f"{base}/o/acme/{path}")
+            sideways = page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            shot(page, f"phone-{path.strip('/')}")
+            assert sideways == 0, path
         assert console.errors == []
 
 
