@@ -34,6 +34,7 @@ FIELDS = (
     "request_id",
     "key_id",
     "team_id",
+    "source",  # the Logs page's tail keeps to its filters (static/js/logs-live.js)
 )
 # The role the Logs page needs (gateway.views.logs is an org_view for viewers and up).
 TAIL_ROLE = Role.VIEWER

@@ -4,6 +4,7 @@ with the `v` flag; an invalid one is a console error and no check at all), a pho
 page must not scroll sideways, the live tail must keep to the Logs filters, and the
 aggressiveness slider must show its value."""
 
+import httpx
 import pytest
 
 from conftest import PASSWORD
@@ -74,6 +75,39 @@ def test_phone_wide_pages_do_not_scroll_sideways(live_server_thread, monkeypatch
             )
             shot(page, f"phone-{path.strip('/')}")
             assert sideways == 0, path
+        assert console.errors == []
+
+
+def test_live_tail_keeps_to_the_filters(live_server_thread, monkeypatch, org_a, alice, gw):
+    base = live_server_thread.url
+    _mock_models(org_a, "demo-chat", "demo-chat-2")
+    _key, raw = services.api_key_create(actor=ACTOR, org=org_a, name="live-key")
+    refresh_snapshot()
+
+    def send(model):
+        httpx.post(
+            base + "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {raw}"},
+            json={"model": model, "messages": [{"role": "user", "content": "live"}]},
+        ).raise_for_status()
+
+    with chromium_page(monkeypatch) as page:
+        console = Console(page)
+        _sign_in(page, base)
+        page.goto(base + "/o/acme/logs/?model=demo-chat-2&status=success")
+        page.wait_for_selector("text=Live tail: on")
+        send("demo-chat")  # not what the page shows
+        send("demo-chat-2")
+        page.wait_for_selector("#log-rows tr.fresh")
+        page.wait_for_timeout(1000)  # anything else the socket had for us
+        fresh = page.locator("#log-rows tr.fresh").all_inner_texts()
+        assert len(fresh) == 1 and "demo-chat-2" in fresh[0], fresh
+        # The rows of a range that ended before now are not the tail's either.
+        page.goto(base + "/o/acme/logs/?since=2020-01-01&until=2020-01-02")
+        page.wait_for_selector("#live-tail")
+        send("demo-chat")
+        page.wait_for_timeout(1500)
+        assert page.locator("#log-rows tr.fresh").count() == 0
         assert console.errors == []
 
 

@@ -5,11 +5,29 @@
   if (!status || !body) return;
   const scheme = location.protocol === "https:" ? "wss://" : "ws://";
   const socket = new WebSocket(scheme + location.host + status.dataset.socket);
+  // The page's filters (billing.selectors: exact matches; a model is the one requested or
+  // used): a pushed row the page would not list is left out, like a row past its range's end.
+  const query = new URLSearchParams(location.search);
+  const wanted = (name) => query.get(name) || "";
+  const until = status.dataset.until ? Number(status.dataset.until) : Infinity;
+  const listed = (r) => {
+    const model = wanted("model");
+    if (model && r.model_requested !== model && r.model_used !== model) return false;
+    for (const [param, field] of [["provider", "provider"], ["status", "status"], ["source", "source"]]) {
+      if (wanted(param) && r[field] !== wanted(param)) return false;
+    }
+    for (const [param, field] of [["key", "key_id"], ["team", "team_id"]]) {
+      if (wanted(param) && String(r[field]) !== wanted(param)) return false;
+    }
+    if (wanted("request_id").trim() && r.request_id !== wanted("request_id").trim()) return false;
+    return r.created_at < until;
+  };
   const cell = (row, text) => { const td = document.createElement("td"); td.textContent = text; row.appendChild(td); };
   socket.onopen = () => { status.textContent = "Live tail: on"; };
   socket.onclose = () => { status.textContent = "Live tail: off (reload to reconnect)"; };
   socket.onmessage = (event) => {
-    const { rows } = JSON.parse(event.data);
+    const rows = JSON.parse(event.data).rows.filter(listed);
+    if (!rows.length) return;
     body.closest("table").hidden = false;
     for (const r of rows) {
       const tr = document.createElement("tr");
