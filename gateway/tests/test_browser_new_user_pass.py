@@ -125,3 +125,22 @@ def test_aggressiveness_slider_shows_its_value(live_server_thread, monkeypatch, 
             page.keyboard.press("ArrowRight")
             assert shown.inner_text() == slider.input_value() != "50"
         assert console.errors == []
+
+
+def test_log_detail_names_the_source_once(alice_client, org_a):
+    import uuid
+
+    from django.utils import timezone
+
+    from billing.models import UsageRecord
+
+    record = UsageRecord.objects.create(
+        id=uuid.uuid4(),
+        org=org_a,
+        model_requested="m",
+        status="success",
+        request_id="req-source-once",
+        created_at=timezone.now(),
+    )
+    html = alice_client.get(f"/o/acme/logs/{record.id}/").content.decode()
+    assert html.count("<dt>Source</dt>") == 1
