@@ -75,6 +75,17 @@ def test_phone_wide_pages_do_not_scroll_sideways(live_server_thread, monkeypatch
             )
             shot(page, f"phone-{path.strip('/')}")
             assert sideways == 0, path
+        # The narrowest phones: a filter's long key name and the side-by-side cards fit too.
+        services.api_key_create(
+            actor=ACTOR, org=org_a, name="Playground (a-rather-long-address@acme.test)"
+        )
+        page.set_viewport_size({"width": 320, "height": 640})
+        for path in ("logs/", "usage/", "playground/", "keys/"):
+            page.goto(f"{base}/o/acme/{path}")
+            sideways = page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert sideways == 0, f"{path} at 320 px"
         assert console.errors == []
 
 
