@@ -50,6 +50,7 @@ def keys(request):
                 return redirect("key_created", org_slug=org.slug, key_id=key.id)
             except ValidationError as exc:
                 messages.error(request, " ".join(exc.messages))
+        return _keys_page(request, submitted=request.POST)  # refused: the form keeps its input
     return _keys_page(request)
 
 
@@ -63,7 +64,7 @@ def key_created(request, key_id):
     return response
 
 
-def _keys_page(request, *, created=None):
+def _keys_page(request, *, created=None, submitted=None):
     org = request.org
     # A member's keys go on the member's own team (services.api_key_create): the form
     # offers only that one, or "no team" when the member has none.
@@ -86,6 +87,7 @@ def _keys_page(request, *, created=None):
             .values_list("model_name", flat=True)
             .distinct(),
             "created": created,
+            "submitted": submitted,
             "now": timezone.now(),
             "ceilings": services.key_limit_ceilings(org),
         },
@@ -544,6 +546,10 @@ def routing(request):
         {
             "section": "routing",
             "policies": policies,
+            # A refused new policy: its form keeps what was typed.
+            "submitted": request.POST
+            if request.method == "POST" and request.POST.get("form") != "org_smart"
+            else None,
             "rt_keys": rt_keys,
             "strategies": strategies.choices(),
             "classifiers": list(smart.CLASSIFIERS.items()),

@@ -1,0 +1,53 @@
+"""A create form that is refused comes back with what was typed in it (Keys, a new routing
+policy): before, the page showed the error above empty fields and everything was typed again."""
+
+import pytest
+from django.urls import reverse
+
+from gateway.tests.conftest import ACTOR
+from governance import services
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_refused_key_keeps_what_was_typed(alice_client, org_a):
+    policy = services.routing_policy_save(
+        actor=ACTOR, org=org_a, name="fallback", strategy="failover", models=["a", "b"]
+    )
+    response = alice_client.post(
+        reverse("keys", args=[org_a.slug]),
+        {
+            "name": "backend <prod>",
+            "allowed_models": "demo-chat, demo-mini",
+            "allowed_providers": "mock",
+            "routing_policy": str(policy.id),
+            "rpm_limit": "10",
+            "tpm_limit": "2000",
+            "expires_at": "2020-01-01",  # in the past: refused
+        },
+    )
+    html = response.content.decode()
+    assert "The expiry must be in the future." in html
+    assert 'value="backend &lt;prod&gt;"' in html
+    assert 'value="demo-chat, demo-mini"' in html and 'value="mock"' in html
+    assert 'value="10"' in html and 'value="2000"' in html and 'value="2020-01-01"' in html
+    assert f'<option value="{policy.id}" selected>' in html
+
+
+def test_a_refused_routing_policy_keeps_what_was_typed(alice_client, org_a):
+    response = alice_client.post(
+        reverse("routing", args=[org_a.slug]),
+        {
+            "name": "ab-test",
+            "strategy": "weighted",
+            "models": "demo-chat, demo-mini",
+            "weights": "demo-chat=abc",  # refused
+            "aggressiveness": "70",
+            "thresholds": "",
+        },
+    )
+    html = response.content.decode()
+    assert "must be a whole number" in html
+    assert 'value="ab-test"' in html and 'value="demo-chat, demo-mini"' in html
+    assert 'value="demo-chat=abc"' in html
+    assert '<option value="weighted" selected>' in html
