@@ -275,6 +275,11 @@ def usage_statement(request):
 
 @org_view(write_role="admin")
 def budgets(request):
+    return _budgets_page(request)
+
+
+def _budgets_page(request, *, submitted=None):
+    """The Budgets page; `submitted`: a refused new budget's input, kept in its form."""
     org = request.org
     now = timezone.now()
     rows = list(Budget.objects.for_org(org).select_related("team", "key"))
@@ -299,6 +304,7 @@ def budgets(request):
             "section": "budgets",
             "budgets": rows,
             "editing": editing,
+            "submitted": submitted,
             "teams": Team.objects.for_org(org),
             "keys": ApiKey.objects.for_org(org).active(),
         },
@@ -380,10 +386,11 @@ def budget_create(request):
     form = BudgetForm(request.POST, org=org)
     if not form.is_valid():
         messages.error(request, form_message(form))
-        return redirect("budgets", org_slug=org.slug)
+        return _budgets_page(request, submitted=request.POST)  # the form keeps its input
     try:
         budget_save(actor=Actor.from_request(request), org=org, **form.cleaned_data)
         messages.success(request, "Budget saved. Alerts fire at each threshold once per period.")
     except ValidationError as exc:
         messages.error(request, form_message(form, exc))
+        return _budgets_page(request, submitted=request.POST)
     return redirect("budgets", org_slug=org.slug)

@@ -51,3 +51,23 @@ def test_a_refused_routing_policy_keeps_what_was_typed(alice_client, org_a):
     assert 'value="ab-test"' in html and 'value="demo-chat, demo-mini"' in html
     assert 'value="demo-chat=abc"' in html
     assert '<option value="weighted" selected>' in html
+
+
+def test_a_refused_budget_keeps_what_was_typed(alice_client, org_a):
+    response = alice_client.post(
+        reverse("budget_create", args=[org_a.slug]),
+        {
+            "scope": "team",  # and no team: refused
+            "period": "daily",
+            "amount_usd": "7.5",
+            "thresholds": "10, 20",
+            "hard": "on",
+        },
+        follow=True,
+    )
+    html = response.content.decode()
+    assert "Choose the team this budget is for." in html
+    assert '<option value="team" selected>' in html and '<option value="daily" selected>' in html
+    assert 'value="7.5"' in html and 'value="10, 20"' in html
+    assert '<input type="checkbox" name="hard" checked>' in html
+    assert "Add budget" in html  # still the form that creates one
