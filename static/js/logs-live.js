@@ -28,7 +28,11 @@
   socket.onmessage = (event) => {
     const rows = JSON.parse(event.data).rows.filter(listed);
     if (!rows.length) return;
-    body.closest("table").hidden = false;
+    const table = body.closest("table");
+    if (table.hidden) {  // the page had no rows: its "No requests in this range" goes
+      table.hidden = false;
+      table.parentElement.querySelector(":scope > p.empty")?.remove();
+    }
     for (const r of rows) {
       const tr = document.createElement("tr");
       const time = document.createElement("td");
