@@ -163,7 +163,7 @@ def test_a_user_runs_the_gateway_from_the_dashboard(
 
     for name in ("policies", "routing", "providers", "team", "settings"):
         page.goto(f"{base}/o/acme/{name}/")
-        assert page.title().startswith("Acme Corp")
+        assert page.title().endswith("Acme Corp · Bonito")
         shot(page, name)
     page.set_viewport_size({"width": 390, "height": 844})  # a phone
     page.goto(base + "/o/acme/")

@@ -71,3 +71,15 @@ def test_a_refused_budget_keeps_what_was_typed(alice_client, org_a):
     assert 'value="7.5"' in html and 'value="10, 20"' in html
     assert '<input type="checkbox" name="hard" checked>' in html
     assert "Add budget" in html  # still the form that creates one
+
+
+def test_each_dashboard_page_has_its_own_title(alice_client, org_a):
+    # Tabs, history and screen readers tell pages apart by their titles (WCAG 2.4.2).
+    for path, title in (
+        ("", "Overview · Acme Corp · Bonito"),
+        ("keys/", "Keys · Acme Corp · Bonito"),
+        ("logs/", "Logs · Acme Corp · Bonito"),
+        ("team/", "Team · Acme Corp · Bonito"),
+    ):
+        html = alice_client.get(f"/o/acme/{path}").content.decode()
+        assert f"<title>{title}</title>" in html, path
