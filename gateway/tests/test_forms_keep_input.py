@@ -1,9 +1,12 @@
 """A create form that is refused comes back with what was typed in it (Keys, a new routing
 policy): before, the page showed the error above empty fields and everything was typed again."""
 
+from decimal import Decimal
+
 import pytest
 from django.urls import reverse
 
+from billing.budgets import budget_save
 from gateway.tests.conftest import ACTOR
 from governance import services
 
@@ -71,6 +74,12 @@ def test_a_refused_budget_keeps_what_was_typed(alice_client, org_a):
     assert 'value="7.5"' in html and 'value="10, 20"' in html
     assert '<input type="checkbox" name="hard" checked>' in html
     assert "Add budget" in html  # still the form that creates one
+    # The page is now at budgets/new/ (POST only): its Edit links still lead to the Budgets page.
+    budget = budget_save(actor=ACTOR, org=org_a, scope="org", amount_usd=Decimal("10"))
+    response = alice_client.post(
+        reverse("budget_create", args=[org_a.slug]), {"scope": "team", "amount_usd": "1"}
+    )
+    assert f'href="/o/acme/budgets/?edit={budget.id}#budget-form"' in response.content.decode()
 
 
 def test_each_dashboard_page_has_its_own_title(alice_client, org_a):
