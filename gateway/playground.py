@@ -89,7 +89,8 @@ def chat_models(org, key: KeyInfo) -> list[str]:
     if info is None:
         return []
     names = keys_check.permitted_models(key, info)
-    deps = [d for name in names for d in info.deployments.get(name, ())]
+    tiers = info.smart.tiers if info.smart is not None else ()
+    deps = [d for name in (*names, *tiers) for d in info.deployments.get(name, ())]
     modes = dict(
         ModelCatalogEntry.objects.filter(
             name__in={d.upstream_model for d in deps} | set(names)
@@ -97,6 +98,8 @@ def chat_models(org, key: KeyInfo) -> list[str]:
     )
 
     def chat(name: str) -> bool:
+        if name == info.auto_model and tiers:  # smart routing's alias: its tiers answer
+            return any(chat(tier) for tier in tiers if tier != name)
         return any(
             answers_chat(name, dep.upstream_model, modes) for dep in info.deployments.get(name, ())
         )

@@ -259,3 +259,21 @@ def test_a_members_playground_spends_within_their_teams_hard_budget(acme, bob, b
     assert result["ok"], result
     assert ApiKey.objects.get(pk=key.pk).team == free
     assert len(acme.fake.requests) == 1
+
+
+def test_the_smart_routing_alias_is_offered_and_routes(acme, alice_client):
+    """The README's `auto` can be tried in the Playground: offered while smart routing is
+    on, and a turn through it is smart-routed to one of the tiers (it was not offered: the
+    alias has no deployments of its own)."""
+    from gateway import services
+
+    url = reverse("playground", args=[acme.org.slug])
+    assert "auto" not in page_models(alice_client, acme.org)
+    services.gateway_config_set(actor=ACTOR, org=acme.org, smart_tiers=["chat-small", "ha-chat"])
+    refresh_snapshot()
+    assert "auto" in page_models(alice_client, acme.org)
+    [result] = alice_client.post(url, {"model": "auto", "message": "hi"}).context["results"]
+    assert result["ok"], result
+    assert result["model_used"] in ("chat-small", "ha-chat")
+    [row] = [r for r in usage_rows() if r.model_requested == "auto"]
+    assert row.route_tier in ("chat-small", "ha-chat") and row.route_score is not None
