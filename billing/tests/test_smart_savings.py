@@ -120,7 +120,7 @@ def test_no_smart_traffic_reads_as_nothing_saved(org_a):
 
 @pytest.mark.django_db
 def test_analytics_and_the_usage_page_show_the_savings_and_outsiders_see_none(
-    rows, org_a, alice_client, charlie_client
+    rows, org_a, org_b, alice_client, charlie_client
 ):
     params = {"since": (NOW - timedelta(days=7)).isoformat(), "until": NOW.isoformat()}
     data = alice_client.get("/api/gateway/analytics", params).json()["smart_routing"]
@@ -131,6 +131,10 @@ def test_analytics_and_the_usage_page_show_the_savings_and_outsiders_see_none(
     theirs = charlie_client.get("/api/gateway/analytics", params).json()["smart_routing"]
     assert theirs["requests"] == 1 and theirs["by_policy"][0]["saved_usd"] == 0.8999
     assert charlie_client.get(f"/o/{org_a.slug}/usage/").status_code == 404
+    # one request reads as one ("on 1 smart-routed request: it cost")
+    assert f"on {data['requests']} smart-routed requests: they cost".encode() in page.content
+    theirs_page = charlie_client.get(f"/o/{org_b.slug}/usage/", params)
+    assert b"on 1 smart-routed request: it cost" in theirs_page.content
 
 
 @pytest.mark.django_db
