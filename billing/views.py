@@ -264,7 +264,14 @@ def usage_statement(request):
     columns = ["team", "key", "requests", "input_tokens", "output_tokens", "cost_usd"]
     total = sum((line["cost_usd"] for line in lines), Decimal("0.000000"))
     rows = [[line[c] for c in columns] for line in lines]
-    rows.append(["TOTAL", "", sum(line["requests"] for line in lines), "", "", total])
+    rows.append(
+        ["TOTAL", ""]
+        + [
+            sum(line[c] or 0 for line in lines)
+            for c in ("requests", "input_tokens", "output_tokens")
+        ]
+        + [total]
+    )
     return csv_response(
         filename=f"bonito-statement-{request.org.slug}-{start:%Y-%m}.csv",
         header=columns,

@@ -344,7 +344,7 @@ def test_the_monthly_statement_attributes_cost_by_team_and_key(alice_client, org
     assert rows[1:] == [  # teams by name, then the lines without one
         ["Research", f"lab ({key.prefix}…{key.last4})", "2", "20", "10", "2.000000"],
         ["(no team)", f"web ({other.prefix}…{other.last4})", "1", "10", "5", "0.100000"],
-        ["TOTAL", "", "3", "", "", "2.100000"],
+        ["TOTAL", "", "3", "30", "15", "2.100000"],
     ]
     assert (
         alice_client.get(reverse("usage_statement", args=[org_a.slug]) + "?month=soon").status_code
