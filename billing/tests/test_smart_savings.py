@@ -249,18 +249,23 @@ def _policy(org):
     )
 
 
-def _rated(org, n, score_of, feedback_of, tier="lite", policy="saver"):
+def _rated(
+    org, n, score_of, feedback_of, tier="lite", policy="saver", used="", cost="0.0001", **kw
+):
+    """n rated rows of the policy an hour ago; ``used``: the model that answered (the
+    tier's own by default), ``kw``: other columns (the A/B arm)."""
     for i in range(n):
         _row(
             org,
             NOW - timedelta(hours=1),
-            cost="0.0001",
+            cost=cost,
             top="0.002",
             tier=tier,
-            used=tier,
+            used=used or tier,
             policy=policy,
             score=score_of(i),
             feedback_score=feedback_of(i),
+            **kw,
         )
 
 
@@ -437,18 +442,7 @@ def test_recalibration_does_not_count_requests_the_top_tier_answered_after_a_fai
 
     _policy(org_a)
     # Served by pro after lite failed, rated well, at the lowest scores.
-    for i in range(100):
-        _row(
-            org_a,
-            NOW - timedelta(hours=1),
-            cost="0.002",
-            top="0.002",
-            tier="lite",
-            used="pro",
-            policy="saver",
-            score=(i + 1) / 100_000,
-            feedback_score=1.0,
-        )
+    _rated(org_a, 100, lambda i: (i + 1) / 100_000, lambda i: 1.0, used="pro", cost="0.002")
     # What lite itself answered: bad from the easiest prompt on.
     _rated(org_a, 30, lambda i: (i + 1) / 100, lambda i: 0.0)
     _rated(org_a, 10, lambda i: 0.7, lambda i: 1.0, tier="pro")
@@ -473,19 +467,8 @@ def test_recalibration_reads_the_top_tiers_quality_from_the_ab_strong_arm_too(or
         smart={"thresholds": [0.5], "ab": {"share": 0.5, "classifier": "strong"}},
     )
     _rated(org_a, 40, lambda i: (i + 1) / 100, lambda i: 0.8)  # as good as the top tier
-    for _ in range(40):  # the strong arm: straight to pro, no score
-        _row(
-            org_a,
-            NOW - timedelta(hours=1),
-            cost="0.002",
-            top="0.002",
-            tier="pro",
-            used="pro",
-            policy="saver",
-            classifier="strong",
-            score=None,
-            feedback_score=0.8,
-        )
+    # the strong arm: straight to pro, no score
+    _rated(org_a, 40, lambda i: None, lambda i: 0.8, tier="pro", cost="0.002", classifier="strong")
     [pro] = [
         t
         for t in smart_savings(org_a, NOW - timedelta(days=1), NOW)["by_tier"]
