@@ -72,6 +72,7 @@ FIELDS = (
     "key_name",
     "team_id",
     "team_name",
+    "source",  # shared_gateway or vpc_agent
 )
 # The REST API's names for them (billing/rest.py UsageRecordSerializer).
 REST_NAMES = {"key_id": "key", "team_id": "team"}
