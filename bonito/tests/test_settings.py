@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -45,3 +47,16 @@ def test_a_production_install_passes_the_deploy_check():
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("lease", "ok"), [("9", False), ("0", False), ("-5", False), ("10", True)])
+def test_a_spend_lease_shorter_than_four_heartbeats_is_refused_at_start(lease, ok):
+    """A live process beats every quarter of its lease, each beat bounded by the Redis
+    timeout (2 s + 0.5 s margin): a shorter lease (or 0) would let a live process's
+    reservations be swept and the cap passed."""
+    result = _run_check(DEBUG="1", GATEWAY_SPEND_LEASE_S=lease, GATEWAY_REDIS_TIMEOUT_S="2")
+    assert (result.returncode == 0) is ok, result.stderr
+    if not ok:
+        assert "GATEWAY_SPEND_LEASE_S must be at least 4 x (GATEWAY_REDIS_TIMEOUT_S + 0.5)" in (
+            result.stderr
+        )
