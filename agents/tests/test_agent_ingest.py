@@ -275,7 +275,8 @@ def test_records_set_aside_go_back_to_the_control_plane_with_requeue_dead(tmp_pa
         )
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith("2 usage records put back in ")
-        assert not list((tmp_path / "dead").glob("usage-*.jsonl"))
+        # (dead/ is not checked empty here: the running agent may already have replayed
+        # the spool and set the still-refused record aside again.)
 
         assert _wait(lambda: fixed["id"] in server.accepted and sink.dead_lettered == 3)
         assert still["id"] not in server.accepted
