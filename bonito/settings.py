@@ -358,6 +358,9 @@ INVITATION_ADDRESS_PER_HOUR = env.int("INVITATION_ADDRESS_PER_HOUR", default=30)
 INVITATION_TOKEN_PER_HOUR = env.int("INVITATION_TOKEN_PER_HOUR", default=10)
 # Resending one invitation (dashboard and REST): each resend is an email to its address.
 INVITATION_RESEND_PER_HOUR = env.int("INVITATION_RESEND_PER_HOUR", default=5)
+# Invitation emails sent (new invitations and resends) per user, and per org, and hour.
+INVITATION_SENDS_PER_USER_PER_HOUR = env.int("INVITATION_SENDS_PER_USER_PER_HOUR", default=30)
+INVITATION_SENDS_PER_ORG_PER_HOUR = env.int("INVITATION_SENDS_PER_ORG_PER_HOUR", default=100)
 RATELIMIT_FAIL_OPEN = True
 # The management API (/api/…): requests per user (or personal access token) and minute.
 API_REQUESTS_PER_MINUTE = env.int("API_REQUESTS_PER_MINUTE", default=600)

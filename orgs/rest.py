@@ -146,6 +146,9 @@ class InvitationViewSet(
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        refused = throttle.invitation_send_refusal(request, request.org)
+        if refused:
+            raise Throttled(wait=refused[0], detail=refused[1])
         invitation, _raw = services.invitation_create(
             actor=actor(request),
             org=request.org,

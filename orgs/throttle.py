@@ -137,21 +137,44 @@ def refusal(request, *limits: tuple[str, str | None, int]):
     return None
 
 
+def _wait_text(wait: int) -> str:
+    minutes = max(1, -(-wait // 60))
+    return f"try again in {minutes} minute{'s' if minutes != 1 else ''}."
+
+
+def invitation_send_refusal(request, org) -> tuple[int, str] | None:
+    """Seconds to wait and why, when sending an invitation email (a new invitation or a
+    resend) in ``org`` is refused; None if not. INVITATION_SENDS_PER_USER_PER_HOUR sends by
+    the signed-in user (across orgs: a token counts as its user), then
+    INVITATION_SENDS_PER_ORG_PER_HOUR sends in the org (all its admins together), counted in
+    the cache; 0 turns a limit off. Without them a compromised admin session or token could
+    send invitation emails without end."""
+    per_user = settings.INVITATION_SENDS_PER_USER_PER_HOUR
+    wait = retry_after(request, "invitation:send:user", str(request.user.pk), per_user)
+    if wait:
+        return wait, f"You sent {per_user} invitations in the last hour; {_wait_text(wait)}"
+    per_org = settings.INVITATION_SENDS_PER_ORG_PER_HOUR
+    wait = retry_after(request, "invitation:send:org", str(org.pk), per_org)
+    if wait:
+        return wait, f"{org.name} sent {per_org} invitations in the last hour; {_wait_text(wait)}"
+    return None
+
+
 def invitation_resend_refusal(request, invitation) -> tuple[int, str] | None:
     """Seconds to wait and why, when this resend of ``invitation`` is refused (each one
-    emails its address: a button pressed in a loop would flood the inbox); None if not. INVITATION_RESEND_PER_HOUR resends
-    per invitation and hour, counted in the cache; 0 turns it off."""
+    emails its address: a button pressed in a loop would flood the inbox); None if not.
+    INVITATION_RESEND_PER_HOUR resends per invitation and hour, counted in the cache (0 turns
+    it off); then the sends of the user and the org (invitation_send_refusal)."""
     per_hour = settings.INVITATION_RESEND_PER_HOUR
     wait = retry_after(
         request, "invitation:resend", f"{invitation.org_id}:{invitation.pk}", per_hour
     )
-    if not wait:
-        return None
-    minutes = max(1, -(-wait // 60))
-    return wait, (
-        f"The invitation for {invitation.email} was sent again {per_hour} times in the last "
-        f"hour; try again in {minutes} minute{'s' if minutes != 1 else ''}."
-    )
+    if wait:
+        return wait, (
+            f"The invitation for {invitation.email} was sent again {per_hour} times in the "
+            f"last hour; {_wait_text(wait)}"
+        )
+    return invitation_send_refusal(request, invitation.org)
 
 
 class ApiUserThrottle(UserRateThrottle):

@@ -52,9 +52,14 @@ def org_switcher(request):
 @org_view(write_role="admin")
 def team(request):
     org = request.org
+    refused = None
     if request.method == "POST":
         form = InviteForm(request.POST, org=org)
         if form.is_valid():
+            refused = throttle.invitation_send_refusal(request, org)
+        if refused:
+            form.add_error(None, refused[1])
+        elif form.is_valid():
             try:
                 services.invitation_create(
                     actor=Actor.from_request(request),
@@ -71,7 +76,7 @@ def team(request):
                 return redirect("team", org_slug=org.slug)
     else:
         form = InviteForm(org=org)
-    return render(
+    response = render(
         request,
         "orgs/team.html",
         {
@@ -83,7 +88,11 @@ def team(request):
             "team_form": TeamForm(),
             "roles": RoleForm.base_fields["role"].choices,
         },
+        status=429 if refused else 200,
     )
+    if refused:
+        response["Retry-After"] = str(refused[0])
+    return response
 
 
 @require_POST
