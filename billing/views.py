@@ -285,8 +285,38 @@ def budgets(request):
     return _budgets_page(request)
 
 
-def _budgets_page(request, *, submitted=None):
-    """The Budgets page; `submitted`: a refused new budget's input, kept in its form."""
+def _budget_form_values(editing, submitted) -> dict:
+    """What the budget form shows: what was typed when a save was refused (so nothing typed
+    is lost), else the budget being edited as stored, else a new budget's defaults; ids as
+    strings, as a form posts them. A webhook URL is never shown (it carries its secret)."""
+    if submitted is not None:
+        return {
+            **{
+                name: submitted.get(name, "")
+                for name in ("scope", "team", "key", "period", "amount_usd", "thresholds")
+            },
+            "hard": bool(submitted.get("hard")),
+            "clear_webhook": bool(submitted.get("clear_webhook")),
+            # The last value: the hidden "off" comes first, the ticked box's "on" after it.
+            "is_active": submitted.get("is_active", "on") == "on",
+        }
+    if editing is None:
+        return {"scope": "org", "period": "monthly", "is_active": True}
+    return {
+        "scope": editing.scope,
+        "team": str(editing.team_id or ""),
+        "key": str(editing.key_id or ""),
+        "period": editing.period,
+        "amount_usd": str(editing.amount_usd),
+        "thresholds": ", ".join(map(str, editing.levels)),
+        "hard": editing.hard,
+        "is_active": editing.is_active,
+    }
+
+
+def _budgets_page(request, *, submitted=None, editing_id=None, status=200):
+    """The Budgets page; `submitted`: a refused budget's input, kept in its form (the new
+    budget's, or the one of `editing_id`'s)."""
     org = request.org
     now = timezone.now()
     rows = list(Budget.objects.for_org(org).select_related("team", "key"))
@@ -300,8 +330,9 @@ def _budgets_page(request, *, submitted=None):
         b.blocking = b.hard and b.is_active and b.spent >= b.amount_usd
         b.recent_alerts = alerts.get(b.id, [])[:5]
     editing = None
-    if request.GET.get("edit"):
-        editing = next((b for b in rows if str(b.id) == request.GET["edit"]), None)
+    editing_id = str(editing_id) if editing_id is not None else request.GET.get("edit")
+    if editing_id:
+        editing = next((b for b in rows if str(b.id) == editing_id), None)
         if editing is None:
             raise Http404("No such budget in this organization.")
     return render(
@@ -311,10 +342,11 @@ def _budgets_page(request, *, submitted=None):
             "section": "budgets",
             "budgets": rows,
             "editing": editing,
-            "submitted": submitted,
+            "values": _budget_form_values(editing, submitted),
             "teams": Team.objects.for_org(org),
             "keys": ApiKey.objects.for_org(org).active(),
         },
+        status=status,
     )
 
 
@@ -333,7 +365,8 @@ def budget_edit(request, budget_id):
     form = BudgetForm(request.POST, org=request.org)
     if not form.is_valid():
         messages.error(request, form_message(form))
-        return redirect(f"{reverse('budgets', args=[request.org.slug])}?edit={budget.id}")
+        # The form keeps what was typed.
+        return _budgets_page(request, submitted=request.POST, editing_id=budget.id, status=400)
     fields = dict(form.cleaned_data)
     if not fields["webhook_url"] and not request.POST.get("clear_webhook"):
         fields["webhook_url"] = budget.webhook_url  # never shown (it carries its secret): kept
@@ -348,7 +381,7 @@ def budget_edit(request, budget_id):
         messages.success(request, "Budget saved; the gateways apply it within seconds.")
     except ValidationError as exc:
         messages.error(request, form_message(form, exc))
-        return redirect(f"{reverse('budgets', args=[request.org.slug])}?edit={budget.id}")
+        return _budgets_page(request, submitted=request.POST, editing_id=budget.id, status=400)
     return redirect("budgets", org_slug=request.org.slug)
 
 

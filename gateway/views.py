@@ -120,7 +120,36 @@ def _key_to_change(request, key_id) -> ApiKey:
     return key
 
 
-def _key_edit_page(request, key, *, rotated=None, status=200):
+KEY_FORM_FIELDS = (
+    "name",
+    "allowed_models",
+    "allowed_providers",
+    "team",
+    "routing_policy",
+    "rpm_limit",
+    "tpm_limit",
+    "expires_at",
+)
+
+
+def _key_form_values(key, submitted=None) -> dict:
+    """What the key's Edit form shows: what was typed when a save was refused (so nothing
+    typed is lost), else the key as stored; ids as strings, as a form posts them."""
+    if submitted is not None:
+        return {name: submitted.get(name, "") for name in KEY_FORM_FIELDS}
+    return {
+        "name": key.name,
+        "allowed_models": ", ".join(key.allowed_models),
+        "allowed_providers": ", ".join(key.allowed_providers),
+        "team": str(key.team_id or ""),
+        "routing_policy": str(key.routing_policy_id or ""),
+        "rpm_limit": "" if key.rpm_limit is None else str(key.rpm_limit),
+        "tpm_limit": "" if key.tpm_limit is None else str(key.tpm_limit),
+        "expires_at": key.expires_at.strftime("%Y-%m-%d") if key.expires_at else "",
+    }
+
+
+def _key_edit_page(request, key, *, rotated=None, status=200, submitted=None):
     org = request.org
     response = render(
         request,
@@ -128,6 +157,7 @@ def _key_edit_page(request, key, *, rotated=None, status=200):
         {
             "section": "keys",
             "key": key,
+            "values": _key_form_values(key, submitted),
             "teams": Team.objects.for_org(org),
             "routing_policies": RoutingPolicy.objects.for_org(org),
             "models": Deployment.objects.for_org(org)
@@ -162,7 +192,7 @@ def key_edit(request, key_id):
     form = ApiKeyForm(request.POST, org=request.org)
     if not form.is_valid():
         messages.error(request, form_message(form))
-        return _key_edit_page(request, key, status=400)
+        return _key_edit_page(request, key, status=400, submitted=request.POST)
     changes = dict(form.cleaned_data)
     if key.kind != ApiKey.Kind.ROUTING:
         changes.pop("routing_policy")  # a bn- key has none, and the page offers none
@@ -176,7 +206,7 @@ def key_edit(request, key_id):
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         key.refresh_from_db()
-        return _key_edit_page(request, key, status=400)
+        return _key_edit_page(request, key, status=400, submitted=request.POST)
     messages.success(
         request, f"Key {key.name} ({key.masked}) saved. Gateways apply it within seconds."
     )
@@ -452,12 +482,19 @@ def policies(request):
                 return redirect("policies", org_slug=org.slug)
             except ValidationError as exc:
                 messages.error(request, form_message(form, exc))
+        # Refused: the form keeps what was typed.
+        values = {name: request.POST.get(name, "") for name in PolicyForm.base_fields}
+    else:
+        values = {name: ", ".join(getattr(policy, name)) for name in POLICY_LIST_FIELDS} | {
+            "monthly_spend_cap_usd": policy.monthly_spend_cap_usd,
+            "default_max_tokens_estimate": policy.default_max_tokens_estimate,
+        }
     return render(
         request,
         "gateway/policies.html",
         {
             "section": "policies",
-            "policy": policy,
+            "values": values,
             "models": sorted(
                 set(Deployment.objects.for_org(org).values_list("model_name", flat=True))
             ),
@@ -465,11 +502,22 @@ def policies(request):
     )
 
 
+POLICY_LIST_FIELDS = (
+    "allowed_models",
+    "denied_models",
+    "allowed_providers",
+    "denied_providers",
+    "allowed_regions",
+)
+
+
 @org_view(write_role="admin")
 def cors_settings(request):
     """Browser access (CORS): the origins whose pages may call /v1 with the org's keys."""
     org = request.org
+    typed = None
     if request.method == "POST":
+        typed = request.POST.get("cors_origins", "")  # refused: the form keeps it
         form = CorsForm(request.POST)
         if not form.is_valid():
             messages.error(request, form_message(form))
@@ -485,10 +533,15 @@ def cors_settings(request):
             except ValidationError as exc:
                 messages.error(request, form_message(form, exc))
     config = GatewayConfig.objects.for_org(org).first()
+    origins = config.cors_origins if config else []
     return render(
         request,
         "gateway/cors.html",
-        {"section": "settings", "origins": config.cors_origins if config else []},
+        {
+            "section": "settings",
+            "origins": origins,
+            "typed": ", ".join(origins) if typed is None else typed,
+        },
     )
 
 
