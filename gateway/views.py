@@ -301,7 +301,12 @@ def providers(request):
     form = ProviderForm(request.POST if request.method == "POST" else None)
     if form.is_bound and _provider_form_saved(request, form):
         return redirect("providers", org_slug=org.slug)
-    providers = ProviderConnection.objects.for_org(org).with_active_deployments()
+    return _providers_page(request, form, status=400 if form.is_bound else 200)
+
+
+def _providers_page(request, form, *, deployment=None, status=200):
+    """The Providers page; `deployment`: a refused new deployment's input, kept in its form."""
+    providers = ProviderConnection.objects.for_org(request.org).with_active_deployments()
     return render(
         request,
         "gateway/providers.html",
@@ -309,16 +314,17 @@ def providers(request):
             "section": "providers",
             "providers": providers,
             "deployments": _with_unpriced(
-                list(Deployment.objects.for_org(org).select_related("provider"))
+                list(Deployment.objects.for_org(request.org).select_related("provider"))
             ),
             "form": form,
+            "deployment": deployment,
             "model_hints": [
                 (kind.label, kind.model_hint)
                 for kind in map(provider_kinds.get, sorted({p.kind for p in providers}))
                 if kind and kind.model_hint
             ],
         },
-        status=400 if form.is_bound else 200,
+        status=status,
     )
 
 
@@ -379,14 +385,15 @@ def deployment_create(request):
     form = DeploymentForm(request.POST, org=org)
     if not form.is_valid():
         messages.error(request, form_message(form))
-        return redirect("providers", org_slug=org.slug)
+        return _providers_page(request, ProviderForm(), deployment=request.POST)  # keeps input
     data = form.cleaned_data
     try:
         # An existing (model, provider, upstream) is refused: it is changed with Edit.
         services.deployment_create(actor=Actor.from_request(request), org=org, **data)
-        messages.success(request, f"{data['model_name']} now routes to {data['provider'].name}.")
     except ValidationError as exc:
         messages.error(request, form_message(form, exc))
+        return _providers_page(request, ProviderForm(), deployment=request.POST)
+    messages.success(request, f"{data['model_name']} now routes to {data['provider'].name}.")
     return redirect("providers", org_slug=org.slug)
 
 
