@@ -142,6 +142,10 @@ def _wait_text(wait: int) -> str:
     return f"try again in {minutes} minute{'s' if minutes != 1 else ''}."
 
 
+def _invitations(n: int) -> str:
+    return f"{n} invitation{'s' if n != 1 else ''}"
+
+
 def invitation_send_refusal(request, org) -> tuple[int, str] | None:
     """Seconds to wait and why, when sending an invitation email (a new invitation or a
     resend) in ``org`` is refused; None if not. INVITATION_SENDS_PER_USER_PER_HOUR sends by
@@ -152,11 +156,11 @@ def invitation_send_refusal(request, org) -> tuple[int, str] | None:
     per_user = settings.INVITATION_SENDS_PER_USER_PER_HOUR
     wait = retry_after(request, "invitation:send:user", str(request.user.pk), per_user)
     if wait:
-        return wait, f"You sent {per_user} invitations in the last hour; {_wait_text(wait)}"
+        return wait, f"You sent {_invitations(per_user)} in the last hour; {_wait_text(wait)}"
     per_org = settings.INVITATION_SENDS_PER_ORG_PER_HOUR
     wait = retry_after(request, "invitation:send:org", str(org.pk), per_org)
     if wait:
-        return wait, f"{org.name} sent {per_org} invitations in the last hour; {_wait_text(wait)}"
+        return wait, f"{org.name} sent {_invitations(per_org)} in the last hour; {_wait_text(wait)}"
     return None
 
 

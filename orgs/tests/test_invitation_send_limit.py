@@ -133,6 +133,13 @@ def test_resends_count_as_sends(alice_client, org_a, django_capture_on_commit_ca
     assert AuditLog.objects.filter(action="invitation.resend").count() == 3
 
 
+def test_a_limit_of_one_reads_in_the_singular(alice_client, org_a, settings):
+    settings.INVITATION_SENDS_PER_USER_PER_HOUR = 1
+    assert _rest(alice_client, org_a, "p@acme.test").status_code == 201
+    detail = _rest(alice_client, org_a, "q@acme.test").json()["detail"]
+    assert detail.startswith("You sent 1 invitation in the last hour; try again in ")
+
+
 def test_zero_turns_the_limits_off(alice_client, org_a, settings):
     settings.INVITATION_SENDS_PER_USER_PER_HOUR = 0
     settings.INVITATION_SENDS_PER_ORG_PER_HOUR = 0
