@@ -343,7 +343,7 @@ class Gateway:
     async def _smart_candidates(self, ctx: Ctx, policy: SmartPolicy, body: dict) -> list:
         """The chosen tier's deployments (ordered by the policy's ``within`` strategy), then
         each tier above it in turn (a tier that is down or refused fails over upwards), then
-        the org's fallback models."""
+        the org's fallback models (alone when no tier from the chosen one up can serve)."""
         arm = smart.arm(policy, self.health.rng.random())
         if arm == "strong":
             score, tier = None, len(policy.tiers) - 1
@@ -364,9 +364,13 @@ class Gateway:
             deps, problem = self._permitted(key, ctx.org, name, via_alias)
             refused = refused or problem
             ordered.extend(routing.order(policy.within, deps, self.health))
-        if not ordered:
-            if refused:
-                raise refused
+        if not ordered and refused:
+            raise refused  # as plain routing: a model the key may not use is an answer
+        # The org's fallback models the key may use (none of the tiers: never a way down),
+        # as for plain routing; they also serve when no tier from the chosen one up has an
+        # active deployment at all.
+        candidates = self._fallbacks(ctx, policy.tiers, ordered)
+        if not candidates:
             raise GatewayError(
                 503,
                 f"No tier from `{policy.tiers[tier]}` up has an active deployment "
@@ -375,7 +379,7 @@ class Gateway:
                 "no_deployment",
                 "model",
             )
-        return self._fallbacks(ctx, policy.tiers, ordered)
+        return candidates
 
     def _candidates(self, ctx: Ctx, model: str) -> list[DeploymentInfo]:
         key, org = ctx.key, ctx.org
