@@ -21,19 +21,6 @@ STEP = 0.1  # how far one re-calibration raises aggressiveness when quality allo
 ORG_DEFAULT = ""  # the name that means the org's default smart routing (bn- keys, "auto")
 
 
-def _aggressiveness_at(top: float, n_tiers: int, classifier: str) -> float:
-    """The slider position whose top threshold is ``top`` (thresholds set by hand, or by an
-    earlier re-calibration): the smallest position reaching it, 1.0 past the slider's end."""
-    lo, hi = 0.0, 1.0
-    for _ in range(30):
-        mid = (lo + hi) / 2
-        if smart.thresholds_for(mid, n_tiers, classifier)[-1] < top:
-            lo = mid
-        else:
-            hi = mid
-    return hi
-
-
 def smart_recalibrate(*, actor, org, name: str, min_rated: int = MIN_RATED) -> dict:
     """Move the top threshold of smart policy ``name`` (ORG_DEFAULT: the org's default
     smart routing): down to the highest score at which the requests routed below the top
@@ -101,7 +88,7 @@ def smart_recalibrate(*, actor, org, name: str, min_rated: int = MIN_RATED) -> d
     if new is not None and new >= below[-1][0]:  # all held: be a step more aggressive
         a = current.aggressiveness
         if a is None:  # explicit thresholds (an earlier re-calibration's): where they sit
-            a = _aggressiveness_at(old, len(tiers), current.classifier)
+            a = smart.aggressiveness_for(current.thresholds, current.classifier)
         raised = smart.thresholds_for(min(a + STEP, 1.0), len(tiers), current.classifier)[-1]
         new = max(old, raised)
     elif new is None:

@@ -132,6 +132,21 @@ def thresholds_for(aggressiveness: float, n_tiers: int, classifier: str = "rules
     return tuple(out)
 
 
+def aggressiveness_for(thresholds, classifier: str = "rules") -> float:
+    """The slider position whose top threshold is ``thresholds[-1]`` (thresholds set by
+    hand, or by a re-calibration): the smallest position reaching it, 1.0 past the slider's
+    end. The dashboard shows explicit thresholds' slider there."""
+    top, n_tiers = thresholds[-1], len(thresholds) + 1
+    lo, hi = 0.0, 1.0
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        if thresholds_for(mid, n_tiers, classifier)[-1] < top:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
 # ------------------------------------------------------------------------------ checking a spec
 def _number(value, name: str, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:

@@ -11,6 +11,7 @@ from django import forms
 
 from core import smart, strategies
 from core.form_input import NameListField, OrgForm, OrgRowField, WholeNumberField
+from core.text import split_csv
 from governance.models import RoutingPolicy
 from orgs.models import Team
 
@@ -94,6 +95,38 @@ class PolicyForm(forms.Form):
         return self.cleaned_data["monthly_spend_cap_usd"] or None
 
 
+def _typed_thresholds(text: str) -> list[float] | None:
+    """Thresholds as the box holds them, or None if they do not read as decimals."""
+    parts = split_csv(text or "")
+    if not all(_DECIMAL.fullmatch(p) for p in parts):
+        return None
+    return [float(p) for p in parts]
+
+
+def slider_or_thresholds(data: dict) -> dict:
+    """``{"thresholds": …}`` or ``{"aggressiveness": …}`` from a smart form's slider and
+    thresholds box: typed thresholds decide, unless the page showed them (thresholds set
+    by hand before), they were left as shown and the slider was moved from where the page
+    put it: then the slider decides and the thresholds are cleared (what a user moving
+    it expects). ``aggressiveness_shown``/``thresholds_shown``: the page's hidden fields."""
+    thresholds, slider = data.get("thresholds"), data.get("aggressiveness")
+    shown_slider = (data.get("aggressiveness_shown") or "").strip()
+    if (
+        thresholds
+        and slider is not None
+        and shown_slider.isascii()
+        and shown_slider.isdigit()
+        and slider != int(shown_slider)
+        and thresholds == _typed_thresholds(data.get("thresholds_shown") or "")
+    ):
+        thresholds = None
+    if thresholds:
+        return {"thresholds": thresholds}
+    if slider is not None:
+        return {"aggressiveness": slider / 100}
+    return {}
+
+
 class RoutingPolicyForm(forms.Form):
     """A routing policy, new or updated by name (the service checks the strategy)."""
 
@@ -113,8 +146,19 @@ class RoutingPolicyForm(forms.Form):
     ab_classifier = forms.ChoiceField(
         label="A/B arm", choices=[("", "—"), *((a, a) for a in smart.AB_ARMS)], required=False
     )
+    # Where the page put the slider and what thresholds it showed (slider_or_thresholds).
+    aggressiveness_shown = forms.CharField(required=False, max_length=10)
+    thresholds_shown = forms.CharField(required=False, max_length=2000)
 
-    SMART_FIELDS = ("classifier", "aggressiveness", "thresholds", "ab_share", "ab_classifier")
+    SMART_FIELDS = (
+        "classifier",
+        "aggressiveness",
+        "thresholds",
+        "ab_share",
+        "ab_classifier",
+        "aggressiveness_shown",
+        "thresholds_shown",
+    )
 
     def clean_thresholds(self):
         out = []
@@ -134,10 +178,7 @@ class RoutingPolicyForm(forms.Form):
         spec = {}
         if data.get("strategy") == "smart":
             spec["classifier"] = fields["classifier"] or "rules"
-            if fields["thresholds"]:
-                spec["thresholds"] = fields["thresholds"]
-            elif fields["aggressiveness"] is not None:
-                spec["aggressiveness"] = fields["aggressiveness"] / 100
+            spec.update(slider_or_thresholds(fields))
             if fields["ab_share"]:
                 spec["ab"] = {
                     "share": fields["ab_share"] / 100,
@@ -190,6 +231,8 @@ class OrgSmartForm(forms.Form):
     )
     aggressiveness = WholeNumberField(label="Aggressiveness", minimum=0, maximum=100)
     thresholds = NameListField(label="Thresholds", required=False)
+    aggressiveness_shown = forms.CharField(required=False, max_length=10)
+    thresholds_shown = forms.CharField(required=False, max_length=2000)
 
     clean_thresholds = RoutingPolicyForm.clean_thresholds
 
@@ -198,10 +241,7 @@ class OrgSmartForm(forms.Form):
         spec = {}
         if data.get("smart_tiers"):
             spec["classifier"] = data.get("classifier") or "rules"
-            if data.get("thresholds"):
-                spec["thresholds"] = data["thresholds"]
-            elif data.get("aggressiveness") is not None:
-                spec["aggressiveness"] = data["aggressiveness"] / 100
+            spec.update(slider_or_thresholds(data))
         return {
             "smart_tiers": data.get("smart_tiers") or [],
             "smart": spec,

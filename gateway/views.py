@@ -1,6 +1,8 @@
 """Dashboard pages for the gateway: keys, providers and deployments, routing policies,
 policies."""
 
+from decimal import Decimal
+
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
@@ -594,6 +596,7 @@ def routing(request):
     policies = RoutingPolicy.objects.for_org(org)
     org_smart = GatewayConfig.objects.for_org(org).first()
     org_spec = (org_smart.smart if org_smart else None) or {}
+    org_slider, org_thresholds = smart_slider(org_spec)
     rt_keys = (
         ApiKey.objects.for_org(org)
         .active()
@@ -614,10 +617,8 @@ def routing(request):
             "strategies": strategies.choices(),
             "classifiers": list(smart.CLASSIFIERS.items()),
             "org_smart": org_smart,
-            "org_smart_aggressiveness": round(org_spec["aggressiveness"] * 100)
-            if org_spec.get("aggressiveness") is not None
-            else 50,
-            "org_smart_thresholds": ", ".join(str(t) for t in org_spec.get("thresholds", [])),
+            "org_smart_aggressiveness": org_slider,
+            "org_smart_thresholds": org_thresholds,
             "org_smart_kept": sorted(set(org_spec) - ORG_SMART_FORM_KEYS),
             "ab_arms": smart.AB_ARMS,
         },
@@ -632,18 +633,37 @@ ORG_SMART_FORM_KEYS = frozenset({"classifier", "aggressiveness", "thresholds"})
 SMART_FORM_KEYS = frozenset({"classifier", "aggressiveness", "thresholds", "ab"})
 
 
+def smart_slider(spec: dict) -> tuple[int, str]:
+    """(the slider's position 0-100, the thresholds box's text) of saved smart settings:
+    with thresholds set by hand, the position that gives their top one (the page says they
+    decide); the thresholds as plain decimals (1e-06 is 0.000001: the box reads no
+    exponent)."""
+    thresholds = spec.get("thresholds") or []
+    text = ", ".join(format(Decimal(repr(float(t))), "f") for t in thresholds)
+    if thresholds:
+        try:
+            at = smart.aggressiveness_for(thresholds, spec.get("classifier") or "rules")
+        except (OSError, ValueError, KeyError):  # a classifier whose quantiles are not here
+            at = 0.5
+        return round(at * 100), text
+    aggressiveness = spec.get("aggressiveness")
+    return (round(aggressiveness * 100) if aggressiveness is not None else 50), text
+
+
 def _routing_policy_initial(policy: RoutingPolicy) -> dict:
     """The Edit form's values as the page shows them (the smart settings in its fields)."""
     spec = policy.smart or {}
     ab = spec.get("ab") or {}
-    aggressiveness = spec.get("aggressiveness")
+    slider, thresholds = smart_slider(spec)
     return {
         "strategy": policy.strategy,
         "models": ", ".join(policy.model_names),
         "weights": ", ".join(f"{m}={w}" for m, w in (policy.weights or {}).items()),
         "classifier": spec.get("classifier", ""),
-        "aggressiveness": round(aggressiveness * 100) if aggressiveness is not None else 50,
-        "thresholds": ", ".join(str(t) for t in spec.get("thresholds", [])),
+        "aggressiveness": slider,
+        "thresholds": thresholds,
+        "aggressiveness_shown": slider,
+        "thresholds_shown": thresholds,
         "ab_share": round(ab["share"] * 100) if ab.get("share") else "",
         "ab_classifier": ab.get("classifier", ""),
         "is_active": policy.is_active,
