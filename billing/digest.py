@@ -3,6 +3,7 @@
 from datetime import datetime, timedelta
 
 from django.core.mail import EmailMultiAlternatives
+from django.db.models import Count, Q, Sum
 from django.template.loader import render_to_string
 
 from core.text import one_line
@@ -12,21 +13,34 @@ from governance.models import Policy
 from orgs.models import Membership, Team
 
 from .selectors import names_by_id, smart_savings
+from .services import FEEDBACK
 from .spend import TOTALS, grouped, rollup_marks
+
+# The digest's requests are model calls: POST /v1/feedback calls are counted apart, as on
+# the Usage page (billing.selectors).
+DIGEST_TOTALS = {
+    **TOTALS,
+    "requests": (
+        Sum("requests", filter=Q(feedback=False)),
+        Count("id", filter=~Q(endpoint=FEEDBACK)),
+        0,
+    ),
+}
 
 
 def _grouped(org, start, end, fields, marks) -> list[dict]:
     """The digest's sums, read as spend is (billing.spend: rollups for whole hours and days,
     raw rows for the rest): never a scan of two weeks of raw rows."""
-    totals = grouped(start, end, TOTALS, fields=fields, org_ids=[org.id], marks=marks)
+    totals = grouped(start, end, DIGEST_TOTALS, fields=fields, org_ids=[org.id], marks=marks)
     return [
-        {"group": group, **dict(zip(TOTALS, sums, strict=True))} for group, sums in totals.items()
+        {"group": group, **dict(zip(DIGEST_TOTALS, sums, strict=True))}
+        for group, sums in totals.items()
     ]
 
 
 def _week(org, start, end, marks) -> dict:
     (week,) = _grouped(org, start, end, ("org_id",), marks) or [
-        {n: z for n, (_, _, z) in TOTALS.items()}
+        {n: z for n, (_, _, z) in DIGEST_TOTALS.items()}
     ]
     week.pop("group", None)
     return week

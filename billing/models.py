@@ -138,6 +138,10 @@ class UsageRollup(models.Model):
     # allowance does not count them. Counted from migration 0017 on; that migration filled it
     # in for its month's rollups of orgs on a tier with an allowance, older ones hold 0.
     rejected = models.PositiveIntegerField(default=0, db_default=0)
+    # The rows of POST /v1/feedback calls, grouped apart: the Usage page and the digest
+    # count them beside the requests, not among them (nor their latency or errors).
+    # Requests, rejected and spend read every row, these included.
+    feedback = models.BooleanField(default=False, db_default=False)
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
     cost = models.DecimalField(max_digits=18, decimal_places=8, default=0)

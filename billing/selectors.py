@@ -7,7 +7,17 @@ from decimal import Decimal
 from functools import cached_property
 
 from django.core.exceptions import ValidationError
-from django.db.models import BigIntegerField, Count, F, Max, Q, QuerySet, Sum
+from django.db.models import (
+    BigIntegerField,
+    BooleanField,
+    Count,
+    ExpressionWrapper,
+    F,
+    Max,
+    Q,
+    QuerySet,
+    Sum,
+)
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, TruncDay, TruncHour, TruncMinute
 from django.utils import timezone
@@ -16,7 +26,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 from core.months import month_bounds
 
 from .models import LATENCY_BUCKETS_MS, UsageRecord, UsageRollup
-from .services import histogram_aggregates, rolled_until
+from .services import FEEDBACK, histogram_aggregates, rolled_until
 from .spend import TOTALS, grouped
 
 PRESETS = {
@@ -244,22 +254,41 @@ class UsageQuery:
     # None, the raw parts are the whole range (no rollup parts).
     raw_whole: QuerySet | None = None
 
-    def _sides(self):
-        """(queryset, 0 for rollups / 1 for raw rows) for every part."""
-        return [(qs.order_by(), 0) for qs in self.rollup_parts] + [
-            (qs.order_by(), 1) for qs in self.raw_parts
-        ]
+    def _sides(self, *, feedback: bool = False):
+        """(queryset, 0 for rollups / 1 for raw rows) for every part; without the rows of
+        feedback calls unless ``feedback`` (they are counted apart: _combos)."""
+        rollups = [qs.order_by() for qs in self.rollup_parts]
+        raw = [qs.order_by() for qs in self.raw_parts]
+        if not feedback:
+            rollups = [qs.filter(feedback=False) for qs in rollups]
+            raw = [qs.exclude(endpoint=FEEDBACK) for qs in raw]
+        return [(qs, 0) for qs in rollups] + [(qs, 1) for qs in raw]
+
+    @cached_property
+    def _all_combos(self) -> dict:
+        """Measures per (model, provider, key, team, is a feedback call): few rows, from
+        which totals and every breakdown are added up here instead of one scan each."""
+        out: dict = {}
+        for qs, side in self._sides(feedback=True):
+            names = [_DIMENSIONS[d][side] for d in _DIMENSIONS]
+            flag = (
+                F("feedback")
+                if side == 0
+                else ExpressionWrapper(Q(endpoint=FEEDBACK), output_field=BooleanField())
+            )
+            rows = qs.values(*names, fb=flag).annotate(**{m: a[side] for m, a in _MEASURES.items()})
+            for r in rows:
+                _add(out.setdefault((*(r[n] for n in names), bool(r["fb"])), _zero()), r)
+        return out
 
     @cached_property
     def _combos(self) -> dict:
-        """Measures per (model, provider, key, team): few rows, from which totals and every
-        breakdown are added up here instead of one scan each."""
+        """The model calls' measures per (model, provider, key, team): feedback calls
+        (POST /v1/feedback) are usage rows, but not requests to a model."""
         out: dict = {}
-        for qs, side in self._sides():
-            names = [_DIMENSIONS[d][side] for d in _DIMENSIONS]
-            rows = qs.values(*names).annotate(**{m: a[side] for m, a in _MEASURES.items()})
-            for r in rows:
-                _add(out.setdefault(tuple(r[n] for n in names), _zero()), r)
+        for (*combo, fb), measures in self._all_combos.items():
+            if not fb:
+                _add(out.setdefault(tuple(combo), _zero()), measures)
         return out
 
     def totals(self) -> dict:
@@ -274,6 +303,8 @@ class UsageQuery:
             "cost_usd": _usd(acc["cost"]),
             "errors": acc["errors"],
             "error_rate": round(acc["errors"] / requests, 4) if requests else 0.0,
+            # Calls of POST /v1/feedback (the app rating a request), not among the requests.
+            "feedback_calls": sum(m["requests"] for (*_c, fb), m in self._all_combos.items() if fb),
         }
 
     def _names(self, dimension: str, ids) -> dict:
@@ -312,7 +343,7 @@ class UsageQuery:
         if span <= SERIES_BY_QUARTER_UP_TO:
             step, floor = QUARTER, _quarter_down
             whole = [self.raw_whole] if self.raw_whole is not None else self.raw_parts
-            sides = [(qs.order_by(), 1) for qs in whole]
+            sides = [(qs.order_by().exclude(endpoint=FEEDBACK), 1) for qs in whole]
         else:
             step = timedelta(hours=1) if span <= SERIES_BY_HOUR_UP_TO else timedelta(days=1)
             floor = _hour_down if step < timedelta(days=1) else _day_down

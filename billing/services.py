@@ -18,12 +18,13 @@ from itertools import chain, islice
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Min, Q, Sum
+from django.db.models import BooleanField, Count, ExpressionWrapper, Min, Q, Sum
 from django.db.models.functions import TruncDay, TruncHour
 
 from .models import LATENCY_BUCKETS_MS, RollupDirtyHour, RollupState, UsageRecord, UsageRollup
 
 TRUNC = {"hour": TruncHour, "day": TruncDay}
+FEEDBACK = "feedback"  # the endpoint of POST /v1/feedback's rows (rolled up apart)
 # The RollupState row whose `rolled_until` is where raw rows begin (retention moves it).
 RAW_KEPT_FROM = "raw"
 # gateway_requests' DEFAULT partition on PostgreSQL (billing.partitions).
@@ -62,9 +63,19 @@ def _aggregate(records, period: str):
     PostgreSQL): memory holds one chunk of groups, not the window's history."""
     rows = (
         records.order_by()
-        .annotate(bucket=TRUNC[period]("created_at"))
+        .annotate(
+            bucket=TRUNC[period]("created_at"),
+            is_feedback=ExpressionWrapper(Q(endpoint=FEEDBACK), output_field=BooleanField()),
+        )
         .values(
-            "bucket", "org_id", "key_id", "team_id", "model_used", "model_requested", "provider"
+            "bucket",
+            "org_id",
+            "key_id",
+            "team_id",
+            "model_used",
+            "model_requested",
+            "provider",
+            "is_feedback",
         )
         .annotate(
             requests=Count("id"),
@@ -86,6 +97,7 @@ def _aggregate(records, period: str):
             model=r["model_used"],
             model_requested=r["model_requested"],
             provider=r["provider"],
+            feedback=r["is_feedback"],
             requests=r["requests"],
             errors=r["errors"],
             rejected=r["rejected"],
