@@ -28,7 +28,10 @@ DEFAULT_AGGRESSIVENESS = 0.5
 DEFAULT_ALIAS = "auto"
 SPEC_KEYS = ("classifier", "aggressiveness", "thresholds", "ab", "keywords", "within")
 MAX_KEYWORDS = 200  # per category: the rules classifier scans for each one
+MAX_TIERS = 10
+MAX_TIER_NAME = 200  # a model name's length (Deployment.model_name, usage rows' route_tier)
 RULES_MODEL_FILE = Path(__file__).with_name("smart_rules.json")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +180,13 @@ def resolve(spec, tiers, *, strategies_known=None, serving=False) -> SmartPolicy
             f"use {', '.join(SPEC_KEYS)}."
         )
     tiers = tuple(tiers)
+    if len(tiers) > MAX_TIERS:
+        raise ValueError(f"Smart routing takes at most {MAX_TIERS} tiers, not {len(tiers)}.")
+    if not all(isinstance(t, str) and 0 < len(t) <= MAX_TIER_NAME for t in tiers):
+        raise ValueError(
+            f"Each tier is a model name of at most {MAX_TIER_NAME} characters "
+            "(a deployment's public name)."
+        )
     if len(tiers) < 2:
         raise ValueError(
             "Smart routing needs at least two tiers (models, cheapest first): "
@@ -241,7 +251,9 @@ def resolve(spec, tiers, *, strategies_known=None, serving=False) -> SmartPolicy
         if not serving and any("\x00" in w for w in words):
             # PostgreSQL's jsonb cannot hold one: saving it was a 500 at the write
             raise ValueError(f"smart.keywords.{category}: a keyword may not hold a NUL character.")
-        checked[category] = tuple(dict.fromkeys(w.strip().lower() for w in words))
+        # Lower-cased in ASCII letters only, as the prompt is (gateway.dataplane.smart):
+        # str.lower() also lowered "É", which a prompt writing "É" then never matched.
+        checked[category] = tuple(dict.fromkeys(w.strip().translate(_ASCII_LOWER) for w in words))
     within = spec.get("within", "failover")
     if strategies_known is not None and (
         not isinstance(within, str) or within not in strategies_known or within == "smart"

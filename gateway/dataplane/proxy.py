@@ -1118,11 +1118,23 @@ def parse_feedback(raw: bytes) -> tuple[str, float]:
             f"Unknown field {str(unknown[0])[:40]!r}.", str(unknown[0])[:40], "unknown_parameter"
         )
     rid = body.get("request_id")
-    if not isinstance(rid, str) or not 0 < len(rid) <= 128:
+    if rid is None:
         raise bad(
             "request_id is required: the x-request-id header of the response to rate.",
             "request_id",
-            "missing_required_parameter" if rid is None else "invalid_type",
+            "missing_required_parameter",
+        )
+    if not isinstance(rid, str) or not rid:
+        raise bad(
+            "request_id must be a string: the x-request-id header of the response to rate.",
+            "request_id",
+            "invalid_type",
+        )
+    if len(rid) > 128:
+        raise bad(
+            f"request_id is {len(rid)} characters long; request ids have at most 128.",
+            "request_id",
+            "invalid_type",  # the code it always had
         )
     if ("score" in body) == ("thumbs" in body):
         raise bad('Send either score (0 to 1) or thumbs ("up" or "down").', "score")

@@ -1,0 +1,71 @@
+"""Smart routing settings and feedback bodies an attacker (or a typo) sends: refused with
+a clear message where they cannot work, read as the user meant where they can."""
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from core import smart as smart_settings
+from gateway.dataplane import smart
+from gateway.dataplane.errors import GatewayError
+from gateway.dataplane.proxy import parse_feedback
+from gateway.tests.conftest import ACTOR
+
+
+@pytest.mark.parametrize(
+    ("tiers", "says"),
+    [
+        (["x" * 201, "pro"], "200 characters"),
+        ([f"m{i}" for i in range(smart_settings.MAX_TIERS + 1)], "at most"),
+        ([5, "pro"], "model name"),
+    ],
+)
+def test_tiers_no_model_could_have_are_refused(tiers, says):
+    """A tier named longer than any model name (200 characters, as a deployment's) can never
+    serve, and its name is what the usage row's route_tier holds (200 characters):
+    PostgreSQL refused the row of every request it routed, which was set aside, not
+    counted. A thousand tiers is no routing anyone meant either."""
+    with pytest.raises(ValueError, match=says):
+        smart_settings.resolve({}, tiers)
+
+
+@pytest.mark.django_db
+def test_rest_refuses_a_policy_with_such_a_tier(alice_client, org_a):
+    from governance import services as gov
+
+    response = alice_client.post(
+        "/api/gateway/routing-policies",
+        {"name": "long", "strategy": "smart", "models": ["x" * 5000, "pro"], "smart": {}},
+        content_type="application/json",
+    )
+    assert response.status_code == 400 and "200 characters" in str(response.json())
+    with pytest.raises(ValidationError):
+        gov.routing_policy_save(
+            actor=ACTOR, org=org_a, name="long", strategy="smart", models=["y" * 300, "pro"]
+        )
+
+
+def test_a_keyword_with_a_capital_letter_of_another_script_matches_as_typed():
+    """Keywords are matched case-insensitively in ASCII letters only (the prompt is not
+    lower-cased in other scripts): the keyword was lower-cased in every script on save, so
+    "Équation" could never match a prompt that wrote it so."""
+    spec = smart_settings.resolve({"keywords": {"math": ["Équation", "ÉTAPE par"]}}, ["a", "b"])
+    body = {"messages": [{"role": "user", "content": "Résous cette Équation, ÉTAPE PAR étape"}]}
+    found = smart.features(body, spec.keywords)[smart.FEATURE_NAMES.index("kw_math")]
+    assert found == pytest.approx(smart.math.log1p(2))
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b'{"request_id": 5, "score": 0.1}', "a string"),
+        (b'{"request_id": "", "score": 0.1}', "a string"),
+        (('{"request_id": "' + "e" * 129 + '", "score": 0.1}').encode(), "128"),
+    ],
+)
+def test_a_request_id_of_the_wrong_shape_is_told_what_is_wrong(body, says):
+    """Present but wrong, it was told "request_id is required"."""
+    with pytest.raises(GatewayError) as info:
+        parse_feedback(body)
+    error = info.value.body()["error"]
+    assert error["param"] == "request_id" and says in error["message"]
+    assert "required" not in error["message"]
