@@ -119,3 +119,29 @@ def test_the_migration_has_rollups_made_before_it_recomputed(rows, org_a):
     migration.mark_hours_with_feedback(apps, None)
     rollup_recent(now=NOW)
     _check(usage_query(org_a, _params()).totals(), usage_query(org_a, _params()).latency())
+
+
+@pytest.mark.django_db
+def test_the_digest_s_smart_line_reads_right_for_one_request(org_a, alice):
+    from django.core import mail
+
+    from billing.digest import weekly_digest_send
+
+    UsageRecord.objects.create(
+        id=uuid.uuid4(),
+        org=org_a,
+        created_at=AT,
+        endpoint="chat",
+        model_requested="auto",
+        model_used="lite",
+        status="success",
+        cost=Decimal("0.001"),
+        cost_top_tier=Decimal("0.02"),
+        route_tier="lite",
+        route_classifier="rules",
+        route_score=0.1,
+    )
+    weekly_digest_send(org=org_a, now=NOW, base_url="https://bonito.example")
+    [message] = [m for m in mail.outbox if alice.email in m.to]
+    assert "this week: 1 request cost $0.00;" in message.body
+    assert "this week: 1 request cost $0.00;" in message.alternatives[0][0]
