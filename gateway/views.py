@@ -593,9 +593,19 @@ def routing(request):
                 return redirect("routing", org_slug=org.slug)
             except ValidationError as exc:
                 messages.error(request, form_message(form, exc))
-    policies = RoutingPolicy.objects.for_org(org)
+    policies = list(RoutingPolicy.objects.for_org(org))
     org_smart = GatewayConfig.objects.for_org(org).first()
     org_spec = (org_smart.smart if org_smart else None) or {}
+    # Tiers no active deployment serves (a typo, or every deployment off): said beside them,
+    # since a save takes any name and its prompts would go up a tier or fail.
+    served = set(
+        Deployment.objects.for_org(org)
+        .filter(is_active=True, provider__is_active=True)
+        .values_list("model_name", flat=True)
+    )
+    for p in policies:
+        p.unserved = [m for m in p.model_names if m not in served] if p.strategy == "smart" else []
+    org_unserved = [m for m in (org_smart.smart_tiers if org_smart else []) if m not in served]
     org_slider, org_thresholds = smart_slider(org_spec)
     rt_keys = (
         ApiKey.objects.for_org(org)
@@ -620,6 +630,7 @@ def routing(request):
             "org_smart_aggressiveness": org_slider,
             "org_smart_thresholds": org_thresholds,
             "org_smart_kept": sorted(set(org_spec) - ORG_SMART_FORM_KEYS),
+            "org_smart_unserved": org_unserved,
             "ab_arms": smart.AB_ARMS,
         },
     )

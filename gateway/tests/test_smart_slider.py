@@ -123,3 +123,29 @@ def test_a_tiny_threshold_is_shown_as_a_decimal_the_box_reads_back(alice_client,
     html = alice_client.get(f"/o/{org_a.slug}/routing/{policy.id}/").content.decode()
     assert 'value="0.000001"' in html
     assert _edit_post(alice_client, org_a, policy)["thresholds"] == [1e-06]
+
+
+@pytest.mark.django_db
+def test_the_routing_page_says_which_tiers_no_active_deployment_serves(
+    alice_client, charlie_client, org_a
+):
+    """A tier typed wrong (or whose deployments are all off) saves, and then every prompt
+    scored onto it goes up a tier or fails: the page says so beside the tiers."""
+    from gateway import services
+    from gateway.tests.conftest import ACTOR
+
+    mock = services.provider_save(actor=ACTOR, org=org_a, name="mock", kind="mock")
+    services.deployment_save(
+        actor=ACTOR, org=org_a, model_name="lite", provider=mock, upstream_model="mock-chat"
+    )
+    _policy(alice_client, org_a, {}, name="typo")  # tiers lite, pro: pro has no deployment
+    alice_client.put(
+        "/api/gateway/config",
+        {"smart_tiers": ["lite", "prro"], "smart": {}},
+        content_type="application/json",
+    )
+    html = alice_client.get(f"/o/{org_a.slug}/routing/").content.decode()
+    assert "no active deployment: pro" in html
+    assert "no active deployment: prro" in html
+    assert "no active deployment: lite" not in html
+    assert charlie_client.get(f"/o/{org_a.slug}/routing/").status_code == 404
