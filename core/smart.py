@@ -199,6 +199,15 @@ def resolve(spec, tiers, *, strategies_known=None, serving=False) -> SmartPolicy
     if problem and not (serving and classifier == "learned"):
         raise ValueError(problem)
     aggressiveness = None
+    if (
+        not serving
+        and spec.get("thresholds") is not None
+        and spec.get("aggressiveness") is not None
+    ):
+        raise ValueError(
+            "Set smart.aggressiveness or smart.thresholds, not both: thresholds by hand "
+            "replace the slider (leave out the one you do not mean)."
+        )
     if spec.get("thresholds") is not None:
         raw = spec["thresholds"]
         if not isinstance(raw, list) or len(raw) != len(tiers) - 1:

@@ -69,3 +69,29 @@ def test_a_request_id_of_the_wrong_shape_is_told_what_is_wrong(body, says):
     error = info.value.body()["error"]
     assert error["param"] == "request_id" and says in error["message"]
     assert "required" not in error["message"]
+
+
+@pytest.mark.django_db
+def test_a_spec_with_both_the_slider_and_thresholds_is_refused_not_half_ignored(
+    alice_client, org_a
+):
+    """Thresholds by hand replace the slider: a spec with both was saved as sent (even an
+    aggressiveness of "x"), and the aggressiveness silently did nothing."""
+    for aggressiveness in (0.9, "x"):
+        response = alice_client.post(
+            "/api/gateway/routing-policies",
+            {
+                "name": "both",
+                "strategy": "smart",
+                "models": ["lite", "pro"],
+                "smart": {"aggressiveness": aggressiveness, "thresholds": [0.2]},
+            },
+            content_type="application/json",
+        )
+        assert response.status_code == 400
+        assert "not both" in str(response.json()["smart"])
+    # A policy saved so before is still served, by its thresholds.
+    served = smart_settings.resolve(
+        {"aggressiveness": 0.9, "thresholds": [0.2]}, ["lite", "pro"], serving=True
+    )
+    assert served.thresholds == (0.2,)
