@@ -102,7 +102,23 @@ CATEGORIES = tuple(DEFAULT_KEYWORDS)
 SCAN_CHARS = 16_000  # keywords are looked for in the first and last 8,000 characters
 _DIGITS = bytes(range(48, 58))
 _MATH = b"+-*/=^%$<>"
-_ASCII = bytes(range(128))
+# Letters of scripts other than Latin, by their UTF-8 lead byte: Greek to N'Ko (two bytes,
+# U+0380-U+07FF) and U+0800-U+1FFF and U+3000-U+DFFF (three: Indic, Thai, Georgian,
+# Hangul, kana, CJK...). Curly quotes, dashes and other punctuation (U+2000-U+2FFF), accented
+# Latin letters, fullwidth forms and emoji (four bytes) are not another script.
+_SCRIPT2 = bytes(range(0xCE, 0xE0))
+_SCRIPT3 = bytes((0xE0, 0xE1, *range(0xE3, 0xEE)))
+_NOT_SCRIPT2 = bytes(b for b in range(256) if b not in _SCRIPT2)
+_NOT_SCRIPT3 = bytes(b for b in range(256) if b not in _SCRIPT3)
+# Mathematical operators and arrows (U+2190-U+22FF: the formal-logic and set symbols), and
+# the multiplication and division signs, counted with the ASCII operators: looked for among
+# the lead and continuation bytes only (every other byte deleted first, which keeps a lead
+# byte next to its second byte and makes the counts a few microseconds).
+_MATH_SEQUENCES = tuple(b"\xe2" + bytes((b,)) for b in range(0x86, 0x8C)) + (
+    b"\xc3\x97",
+    b"\xc3\xb7",
+)
+_NOT_MATH_BYTES = bytes(b for b in range(256) if not (b in (0xC3, 0xE2) or 0x80 <= b < 0xC0))
 _NUMBERS = bytes((49 if 48 <= b <= 57 else 32) for b in range(256))  # digit runs -> "1"
 # Lower-case ASCII letters; every other ASCII byte but digits becomes a space (words are
 # then split in C). Bytes of other scripts stay as they are.
@@ -170,7 +186,14 @@ def features(body: dict, keywords: dict | None = None) -> list[float]:
     n = len(raw) or 1
     digits = n - len(raw.translate(None, _DIGITS))
     maths = n - len(raw.translate(None, _MATH))
-    other_script = n - len(raw.translate(None, _ASCII))
+    if not raw.isascii():
+        marks = raw.translate(None, _NOT_MATH_BYTES)
+        maths += sum(marks.count(s) for s in _MATH_SEQUENCES)
+        other_script = 2 * len(raw.translate(None, _NOT_SCRIPT2)) + 3 * len(
+            raw.translate(None, _NOT_SCRIPT3)
+        )
+    else:
+        other_script = 0
     words = raw.translate(_WORDS).split()
     seen = Counter(words)
     spaced = b" " + b" ".join(words) + b" "  # for phrases, whole words only
@@ -200,7 +223,7 @@ def features(body: dict, keywords: dict | None = None) -> list[float]:
         math.log1p(maths),
         1.0 if b"```" in raw else 0.0,
         *(math.log1p(c) for c in counts),
-        other_script / n,  # text in another script than Latin (language)
+        min(other_script / n, 1.0),  # letters of another script than Latin (language)
         math.log1p(turns),
         math.log1p(len(tools) if isinstance(tools, list) else 0),
         math.log1p(out_len if isinstance(out_len, int) else 0),

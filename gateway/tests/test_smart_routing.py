@@ -284,6 +284,46 @@ def test_a_greeting_in_another_script_is_not_scored_as_certain_to_need_the_stron
     assert _ask(client, "你好").headers["x-bonito-model-used"] == "smart-lite"
 
 
+def _rules(text: str) -> float:
+    policy = smart.SmartPolicy(tiers=("a", "b"), thresholds=(0.5,))
+    return smart.score(policy, {"messages": [{"role": "user", "content": text}]}, "rules")
+
+
+@pytest.mark.parametrize(
+    ("typed", "ascii_"),
+    [
+        ("What\u2019s the capital of France?", "What's the capital of France?"),
+        ("\u201cHello\u201d \u2014 how are you\u2026", '"Hello", how are you'),
+        ("Un caf\u00e9 cr\u00e8me, s\u2019il vous pla\u00eet", "Un cafe creme, s'il vous plait"),
+        ("Gr\u00fc\u00dfe aus M\u00fcnchen", "Grusse aus Munchen"),
+        ("hi \U0001f600", "hi"),
+        ("thanks\u00a0a lot \U0001f44d\U0001f3fd", "thanks a lot"),
+    ],
+)
+def test_punctuation_accents_and_emoji_are_not_another_script(typed, ascii_):
+    """The 'other script' feature counted every byte outside ASCII: a curly apostrophe, an
+    accent or an emoji raised a short prompt's rules score by half (0.10 to 0.20 for
+    "What's the capital of France?"), past the default slider's threshold, so everyday
+    prompts typed on a phone, or in French or German, went to the top tier. Only letters of
+    another script count now, so such a prompt scores what its plain-ASCII spelling does."""
+    assert _rules(typed) == pytest.approx(_rules(ascii_), abs=0.01)
+
+
+def test_letters_of_another_script_and_logic_symbols_still_count():
+    """What the feature is for still moves the score: letters of another script (the
+    development set's Greek) and the formal-logic and set symbols, counted with the ASCII
+    maths operators."""
+    assert _rules("\u4f60\u597d\u4e16\u754c") > _rules("hello world") + 0.05  # 你好世界
+    assert (
+        _rules("\u041f\u0440\u0438\u0432\u0435\u0442 \u043c\u0438\u0440")
+        > _rules("hello world") + 0.05
+    )
+    logic = smart.features({"prompt": "(A \u2283 B) \u2228 (C \u2261 D) \u2192 E"})
+    plain = smart.features({"prompt": "(A > B) v (C = D) - E"})
+    i = smart.FEATURE_NAMES.index("math_symbols")
+    assert logic[i] > plain[i]
+
+
 def test_a_tier_that_is_down_fails_over_to_the_next_tier_up(acme, gw):
     _tiers(acme)
     client = _smart_key(acme, {"thresholds": [0.999999]})  # everything scores the cheap tier
