@@ -52,6 +52,10 @@ RESPONSE_ROUTES = {
     "input_items": {"GET": "responses.input_items"},
 }
 METHODS = {"models": ("GET",), "model": ("GET",)}  # the others take POST
+# The headers a key may come in (proxy._bearer): one of them twice with different values is
+# two credentials, refused rather than one of them picked (the last used to win).
+CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
+_SLASHES = re.compile(r"/{2,}")
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin")]
 
 # Responses at least this long are gzipped for a client that accepts it (smaller ones
@@ -114,6 +118,62 @@ def accepts_gzip(value: str) -> bool:
     return False
 
 
+def is_v1(path: str) -> bool:
+    """Whether a request is the gateway's: its path's first segment is `v1`, in any case,
+    after any empty or dot segments (`//v1/models`, `/V1/models`, `/./v1`, `/v1`). Such a
+    path gets the gateway's JSON answers (a 401 first without a valid key), never Django's
+    HTML 404 or its redirect to add a slash."""
+    if path.startswith("/v1/"):
+        return True
+    for segment in path.split("/"):
+        if segment not in ("", ".", ".."):
+            return segment.lower() == "v1"
+    return False
+
+
+def route_path(path: str) -> str:
+    """The path the routes are looked up by: runs of slashes as one and without a trailing
+    slash (`/v1//chat/completions/` is a client joining its base URL with a slash too
+    many). Dot segments stay (`/v1/../admin` is no route: a 404, never another endpoint),
+    as does the case (`/V1/models` is a 404)."""
+    if "//" in path:
+        path = _SLASHES.sub("/", path)
+    if len(path) > 1 and path.endswith("/"):
+        path = path[:-1]
+    return path
+
+
+def read_headers(raw) -> tuple[dict, str]:
+    """(the request's headers by lower-case name, the name of a credential header sent
+    twice with different values or ""). A header sent more than once is its values joined
+    with ", " (RFC 9110 5.3), not its last one alone."""
+    headers: dict[str, str] = {}
+    doubled = ""
+    for k, v in raw:
+        name, value = k.decode("latin-1"), v.decode("latin-1")
+        if name not in headers:
+            headers[name] = value
+        elif name in CREDENTIAL_HEADERS:
+            if value.strip() != headers[name].strip():
+                doubled = doubled or name
+        else:
+            headers[name] = f"{headers[name]}, {value}"
+    return headers, doubled
+
+
+def _bodiless(send):
+    """``send`` for a HEAD request: the head as GET's (its Content-Length included), no body."""
+
+    async def bodiless(message):
+        if message["type"] == "http.response.body":
+            if message.get("more_body"):
+                return
+            message = {"type": "http.response.body", "body": b""}
+        await send(message)
+
+    return bodiless
+
+
 class _BodyRefused(Exception):
     def __init__(self, error: GatewayError | None = None, too_large: bool = False):
         self.error, self.too_large = error, too_large
@@ -167,20 +227,33 @@ class V1App:
         self.gateway = gateway
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        if scope["type"] != "http" or not is_v1(scope["path"]):
             return await self.fallback(scope, receive, send)
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        headers, doubled = read_headers(scope["headers"])
         if not self.allowed_hosts(headers.get("host", "")):
             return await self._send(
                 send, _error(400, "Invalid Host header.", "invalid_host"), headers
             )
-        path, method = scope["path"], scope["method"]
+        path, method = route_path(scope["path"]), scope["method"]
+        # HEAD is GET without the body (uvicorn sends none either way), recorded as a GET.
+        head = method == "HEAD"
+        if head:
+            method, send = "GET", _bodiless(send)
         if (
             method == "OPTIONS"
             and "origin" in headers
             and "access-control-request-method" in headers
         ):
             return await self._send(send, await self._preflight(headers), headers)
+        if doubled:
+            # Two different credentials in one request: which one is meant is unknown, so
+            # neither is used (nothing is recorded: no key was established).
+            ambiguous = errors.invalid_key(
+                f"The request carries the {doubled} header more than once, with different "
+                "values: send one key, once."
+            )
+            refused = await self.gateway().refuse(headers, "unknown", ambiguous)
+            return await self._send(send, refused, headers)
         endpoint, model_id, resource_id = ROUTES.get(path), None, None
         if endpoint is None and path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
             endpoint, model_id = "model", path[len("/v1/models/") :]
@@ -200,12 +273,14 @@ class V1App:
                 "unknown_url",
             )
         elif method not in allowed:
+            shown = "HEAD" if head else method
             refusal = GatewayError(
                 405,
-                f"{method} is not allowed on {path[:200]}; use {' or '.join(allowed)}.",
+                f"{shown} is not allowed on {path[:200]}; use {' or '.join(allowed)}.",
                 "invalid_request_error",
                 "method_not_allowed",
-                headers={"Allow": ", ".join(allowed)},
+                # a GET endpoint answers HEAD too
+                headers={"Allow": ", ".join(allowed + (("HEAD",) if "GET" in allowed else ()))},
             )
         elif method == "POST":
             # The key first, from the headers alone: a request without a valid key gets
@@ -301,7 +376,21 @@ class V1App:
                     "unsupported_encoding",
                 )
             )
+        coding = headers.get("transfer-encoding")
+        if coding is not None and coding.strip().lower() != "chunked":
+            # The server framed the body by its last coding, chunked; any other (gzip,
+            # compress…) would be taken for the body itself.
+            raise _BodyRefused(
+                errors.bad_request(
+                    f"Transfer-Encoding {coding[:40]!r} is not supported: send the body as it "
+                    "is or chunked (Content-Encoding: gzip compresses it).",
+                    None,
+                    "unsupported_transfer_encoding",
+                )
+            )
         declared = headers.get("content-length")
+        if declared is not None:
+            declared = declared.strip()  # optional whitespace around a value is not part of it
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             raise _BodyRefused(too_large=True)  # the rest of the body is never read
         chunks, size = [], 0

@@ -11,7 +11,8 @@ request's first byte; past that the connection is closed, as nginx's
 A head is also at most ``BONITO_MAX_HEADER_BYTES`` (default 64 KiB): httptools keeps
 reading a header that never ends (hundreds of megabytes a connection, and seconds of CPU
 joining its pieces, until the deadline), so past the limit the client gets a 431 and the
-connection is closed, as nginx's ``large_client_header_buffers`` does.
+connection is closed, as nginx's ``large_client_header_buffers`` does. A request httptools
+cannot parse gets a 400 in OpenAI's error shape (uvicorn's is plain text).
 
 Used as ``uvicorn --http gateway.dataplane.http_protocol:HeadDeadlineProtocol`` (make serve,
 the container's entrypoint) and by the VPC agent."""
@@ -55,6 +56,13 @@ TOO_LARGE = (
 )
 
 
+INVALID_BODY = (
+    b'{"error":{"message":"The request is not valid HTTP/1.1 (its request line, a header, '
+    b'or the framing of its body).","type":"invalid_request_error","param":null,'
+    b'"code":"invalid_http_request"}}'
+)
+
+
 class HeadDeadlineProtocol(HttpToolsProtocol):
     _head_timer = None
     _head_bytes = 0
@@ -74,6 +82,21 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
                 self._disarm()
                 self.transport.write(TOO_LARGE)
                 self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """What httptools cannot parse (two Content-Lengths, Transfer-Encoding beside one, a
+        folded header, a method or a path that is not ASCII…): a 400 in OpenAI's shape, as
+        the gateway's own, rather than uvicorn's plain text. No key was read: nothing is
+        recorded."""
+        self._disarm()
+        self.transport.write(
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+            b"connection: close\r\ncontent-length: "
+            + str(len(INVALID_BODY)).encode()
+            + b"\r\n\r\n"
+            + INVALID_BODY
+        )
+        self.transport.close()
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)

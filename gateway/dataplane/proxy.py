@@ -171,16 +171,21 @@ class Gateway:
         headers alone, before it reads a byte of the body: a client without a key cannot
         make the server buffer an upload. Nothing is recorded (no key, no row); handle()
         checks the key again, so a key revoked in between is still refused."""
-        ctx = Ctx(request_id=_request_id(headers), endpoint=endpoint, t0=time.perf_counter())
         try:
             self._authenticate(headers, await self._snapshot())
         except GatewayError as exc:
-            out = self._error_response(ctx, exc)
-            origin = headers.get("origin")
-            if origin is not None:
-                self._cors(ctx, origin, out)
-            return out
+            return await self.refuse(headers, endpoint, exc)
         return None
+
+    async def refuse(self, headers, endpoint: str, exc: GatewayError) -> Outgoing:
+        """``exc`` as the answer to a request that has no key to record it under (a 401),
+        readable by a browser app on an origin some org allows."""
+        ctx = Ctx(request_id=_request_id(headers), endpoint=endpoint, t0=time.perf_counter())
+        out = self._error_response(ctx, exc)
+        origin = headers.get("origin")
+        if origin is not None:
+            self._cors(ctx, origin, out)
+        return out
 
     async def _snapshot(self) -> Snapshot:
         snap = self.snapshots.current or await asyncio.to_thread(self.snapshots.ensure_started)
@@ -1169,9 +1174,10 @@ def _new_id() -> str:
 
 def _bearer(headers) -> str | None:
     """The request's key: from Authorization (Bearer), api-key (Azure-style clients) or
-    x-api-key (Anthropic's), the first of them that is a well-formed Bonito key (a proxy in
+    x-api-key (Anthropic's), the one of them that is a well-formed Bonito key (a proxy in
     front, or Claude Code with an auth token, may put a token of its own in Authorization);
-    else the first given, to be refused."""
+    else the first given, to be refused. Two different Bonito keys are a 401: which one the
+    request is billed to is not guessed."""
     auth = headers.get("authorization", "")
     candidates = [
         value.strip()
@@ -1182,9 +1188,13 @@ def _bearer(headers) -> str | None:
         )
         if value and value.strip()
     ]
-    return next((c for c in candidates if keys.well_formed(c)), None) or (
-        candidates[0] if candidates else None
-    )
+    found = {c for c in candidates if keys.well_formed(c)}
+    if len(found) > 1:
+        raise errors.invalid_key(
+            "The request carries two different API keys (in Authorization, api-key or "
+            "x-api-key): send one."
+        )
+    return next(iter(found), None) or (candidates[0] if candidates else None)
 
 
 def _is_count(value) -> bool:

@@ -620,7 +620,7 @@ def test_oversized_deep_and_wrong_method_requests_never_500(oai, settings):
         ("PUT", "/responses/resp_x", 405),
         ("POST", "/responses/resp_x/input_items", 405),
         ("GET", "/responses/resp_x/unknown", 404),
-        ("GET", "/responses/", 404),
+        ("GET", "/responses/", 405),  # /v1/responses with a trailing slash: a POST route
     ]
     for method, path, status in wrong:
         response = httpx.request(method, oai.base_url + path, headers=headers, timeout=20)
