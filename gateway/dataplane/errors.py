@@ -59,10 +59,13 @@ def model_not_found(model, smart_alias=False, embeddings=False):
     return GatewayError(404, message, "invalid_request_error", "model_not_found", "model")
 
 
-def rate_limited(message, retry_after_s: float, code="rate_limit_exceeded", headers=None):
+def rate_limited(
+    message, retry_after_s: float, code="rate_limit_exceeded", headers=None, kind="requests"
+):
+    """A 429 whose type is the limit's unit, as OpenAI's: "requests" or "tokens"."""
     retry = max(1, int(retry_after_s + 0.999))
     return GatewayError(
-        429, message, "requests", code, None, {"Retry-After": str(retry), **(headers or {})}
+        429, message, kind, code, None, {"Retry-After": str(retry), **(headers or {})}
     )
 
 

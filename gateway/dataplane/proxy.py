@@ -7,7 +7,7 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import orjson
@@ -549,6 +549,7 @@ class Gateway:
             if b.cost > b.capacity:
                 # More than the bucket holds in a whole minute: it can never pass. The
                 # SDKs obey x-should-retry before Retry-After (they waited 60 s, twice).
+                ctx.headers.update(_ratelimit_headers(buckets, await self._held(buckets, {})))
                 raise GatewayError(
                     429,
                     f"This request needs up to {b.cost} tokens (its prompt, estimated, and "
@@ -561,7 +562,10 @@ class Gateway:
                     headers={"Retry-After": "60", "x-should-retry": "false"},
                 )
         verdict = await self.limiter.acquire(buckets, spend)
-        ctx.headers.update(_ratelimit_headers(buckets, verdict.remaining))
+        remaining = verdict.remaining
+        if not verdict.allowed:
+            remaining = await self._held(buckets, remaining)
+        ctx.headers.update(_ratelimit_headers(buckets, remaining))
         if not verdict.allowed:
             if verdict.spend_exceeded:
                 raise GatewayError(
@@ -580,8 +584,26 @@ class Gateway:
                 f"Retry after {max(1, round(verdict.retry_after_s))}s.",
                 verdict.retry_after_s,
                 headers=ctx.headers,
+                kind=b.unit,
             )
         return spend, verdict
+
+    async def _held(self, buckets: list[Bucket], remaining: dict) -> dict:
+        """``remaining`` with what the key's buckets it lacks hold now, for a refused
+        request's headers: the per-process limiter reports only the buckets up to the one
+        that refused, and a request that can never pass asks none. Read by taking nothing
+        (a cost of 0); unknown if the limiter cannot answer (no header then, never a
+        full bucket that is not)."""
+        missing = [
+            replace(b, cost=0) for b in buckets if b.scope == "key" and b.label not in remaining
+        ]
+        if not missing:
+            return remaining
+        try:
+            held = await self.limiter.acquire(missing, None)
+        except GatewayError:
+            return remaining
+        return {**held.remaining, **remaining}
 
     def _buckets(self, key: KeyInfo, org: OrgInfo, token_cost: int) -> list[Bucket]:
         out = []
@@ -1295,9 +1317,11 @@ def _ratelimit_headers(buckets: list[Bucket], remaining: dict) -> dict:
     for b in buckets:
         if b.scope != "key":  # OpenAI's headers describe the caller's own (the key's) limits
             continue
-        left = max(0, remaining.get(b.label, b.capacity))
-        reset_s = (b.capacity - left) * 60 / b.capacity
         out[f"x-ratelimit-limit-{b.unit}"] = str(b.capacity)
+        if b.label not in remaining:
+            continue  # not known: better no header than a full bucket
+        left = min(b.capacity, max(0, remaining[b.label]))
+        reset_s = (b.capacity - left) * 60 / b.capacity
         out[f"x-ratelimit-remaining-{b.unit}"] = str(left)
         out[f"x-ratelimit-reset-{b.unit}"] = f"{reset_s:.3g}s"
     return out
