@@ -117,6 +117,41 @@ def key_expiry(value) -> datetime | None:
         raise ValidationError(_EXPIRY_MESSAGE, code="invalid") from None
 
 
+def key_model_names(org) -> list[str]:
+    """The names a key's allowed_models may hold: the org's models (its deployments' public
+    names, a paused one's included) and its smart routing alias."""
+    names = set(Deployment.objects.for_org(org).values_list("model_name", flat=True))
+    config = GatewayConfig.objects.for_org(org).first()
+    names.add(config.auto_model_alias if config is not None else "auto")
+    return sorted(names)
+
+
+def _allowed_models_checked(org, names, kept=()) -> list[str]:
+    """``names`` as a key stores them, or a ValidationError naming those the org has no
+    model of and listing the valid ones (a typo scoped the key to nothing, and quietly: it
+    was a 403 on /v1 only later). ``kept``: the key's names as stored, kept even if their
+    model has gone since, so an edit does not fail on a name no one is adding."""
+    names = sorted(set(names or ()))
+    new = [n for n in names if n not in set(kept or ())]
+    if not new:
+        return names
+    valid = key_model_names(org)
+    unknown = [n for n in new if n not in valid]
+    if unknown:
+        shown = ", ".join(valid[:50]) + (
+            f" (and {len(valid) - 50} more)" if len(valid) > 50 else ""
+        )
+        raise ValidationError(
+            {
+                "allowed_models": "allowed_models: "
+                + ", ".join(repr(n[:100]) for n in unknown[:10])
+                + (" is not a model" if len(unknown) == 1 else " are not models")
+                + f" of this organization. Valid: {shown}."
+            }
+        )
+    return names
+
+
 @transaction.atomic
 def api_key_create(
     *,
@@ -156,6 +191,7 @@ def api_key_create(
     _limit_checked("tpm_limit", "tpm", tpm_limit, ceilings["tpm"])
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationError({"expires_at": "The expiry must be in the future."})
+    allowed_models = _allowed_models_checked(org, allowed_models)
     quota_checked(org, "keys", ApiKey.objects.for_org(org).active())
     raw = keys.generate(f"{kind}-")
     key = ApiKey(
@@ -163,7 +199,7 @@ def api_key_create(
         name=name_checked(name) or "key",
         kind=kind,
         team=team,
-        allowed_models=sorted(set(allowed_models)),
+        allowed_models=allowed_models,
         allowed_providers=sorted(set(allowed_providers)),
         rpm_limit=rpm_limit,
         tpm_limit=tpm_limit,
@@ -420,9 +456,12 @@ def api_key_update(*, actor: Actor, key: ApiKey, membership=None, **changes) -> 
             setattr(key, field, changes[field])
     if "name" in changes:
         key.name = name_checked(changes["name"]) or "key"
-    for field in ("allowed_models", "allowed_providers"):
-        if field in changes:
-            setattr(key, field, sorted(set(changes[field] or ())))
+    if "allowed_models" in changes:
+        key.allowed_models = _allowed_models_checked(
+            org, changes["allowed_models"], kept=key.allowed_models
+        )
+    if "allowed_providers" in changes:
+        key.allowed_providers = sorted(set(changes["allowed_providers"] or ()))
     key.full_clean(exclude=["key_hash"])
     after = _key_summary(key)
     if after == before:

@@ -234,3 +234,17 @@ def usage_rows(org=None):
     runtime.gateway().sink.flush()
     qs = UsageRecord.objects.order_by("created_at")
     return list(qs.filter(org=org) if org is not None else qs)
+
+
+def org_models(org, *names):
+    """Deployments of ``names`` in ``org`` (on a mock provider): the models a key's
+    allowed_models may name (services.api_key_create refuses a name the org has not)."""
+    from gateway.models import ProviderConnection
+
+    provider = ProviderConnection.objects.filter(org=org, name="models").first()
+    if provider is None:
+        provider = services.provider_save(actor=ACTOR, org=org, name="models", kind="mock")
+    for name in names:
+        services.deployment_save(
+            actor=ACTOR, org=org, model_name=name, provider=provider, upstream_model="mock"
+        )

@@ -153,12 +153,16 @@ def _hostile_org(org, alice, bob):
         denied_models=[hostile(next(n), "deny")],
         allowed_regions=[region],
     )
+    scope = hostile(next(n), "scope")  # a key's scope names one of the org's models
+    services.deployment_save(
+        actor=ACTOR, org=org, model_name=scope, provider=provider, upstream_model="mock"
+    )
     key, _raw = services.api_key_create(
         actor=ACTOR,
         org=org,
         name=f"Key {PAYLOADS[0]}",  # the name that promoted a member to admin
         team=team,
-        allowed_models=[hostile(next(n), "scope")],
+        allowed_models=[scope],
     )
     services.api_key_create(actor=ACTOR, org=org, name=hostile(next(n), "RtKey"), routing_policy=rt)
     token, _raw = org_services.pat_create(

@@ -7,6 +7,7 @@ from conftest import PASSWORD
 from core import keys
 from gateway import services
 from gateway.models import ApiKey, key_hash_secret
+from gateway.tests.conftest import org_models
 from gateway.tests.test_browser import SHOTS, chromium_page
 from orgs.audit import Actor
 from orgs.models import AuditLog
@@ -16,6 +17,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 def test_a_member_edits_and_rotates_their_key(live_server_thread, org_a, bob, monkeypatch):
     base = live_server_thread.url
+    org_models(org_a, "chat-small", "embed-small")
     key, old_raw = services.api_key_create(
         actor=Actor(user=bob, via="test"), org=org_a, name="bob-key", rpm_limit=5
     )

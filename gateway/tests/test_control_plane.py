@@ -12,7 +12,7 @@ from gateway import services
 from gateway.dataplane.state import SnapshotSource
 from gateway.models import ApiKey, Deployment, ProviderConnection
 from gateway.snapshot_builder import SnapshotRefresher, build_snapshot
-from gateway.tests.conftest import ACTOR
+from gateway.tests.conftest import ACTOR, org_models
 from gateway.tests.test_processes import ISSUE_EXAMPLE
 from governance.models import Policy, RoutingPolicy
 from orgs.models import AuditLog
@@ -218,6 +218,7 @@ def test_apply_config_explains_bad_gateway_sections(tmp_path, db, fragment, mess
 
 
 def test_create_api_key_prints_the_raw_key_alone_on_the_last_line(org_a, db):
+    org_models(org_a, "a", "b")
     out, err = _call(
         "create_api_key",
         "--org",

@@ -13,7 +13,7 @@ from django.utils import timezone
 from billing.models import UsageRecord
 from gateway import services
 from gateway.models import ApiKey, ProviderConnection
-from gateway.tests.conftest import ACTOR, refresh_snapshot
+from gateway.tests.conftest import ACTOR, org_models, refresh_snapshot
 from governance.models import Policy, RoutingPolicy
 from orgs import services as org_services
 from orgs.models import PersonalAccessToken
@@ -38,6 +38,7 @@ def _usage(org, key=None, **fields):
 
 
 def test_a_created_key_is_shown_once(bob_client, org_a):
+    org_models(org_a, "a", "b")
     response = bob_client.post(
         reverse("keys", args=[org_a.slug]),
         {"name": "web", "allowed_models": "a, b", "rpm_limit": "20"},

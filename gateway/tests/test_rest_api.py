@@ -11,7 +11,7 @@ from django.utils import timezone
 from billing.models import UsageRecord
 from gateway import services
 from gateway.models import ApiKey, ProviderConnection
-from gateway.tests.conftest import ACTOR
+from gateway.tests.conftest import ACTOR, org_models
 from orgs.models import AuditLog
 
 pytestmark = pytest.mark.django_db
@@ -51,6 +51,7 @@ def test_keys_list_never_shows_a_raw_key(alice_client, alice_key):
 
 
 def test_creating_a_key_shows_it_once(bob_client, org_a):
+    org_models(org_a, "chat-small")
     response = bob_client.post(
         "/api/gateway/keys",
         {"name": "ci", "allowed_models": ["chat-small"], "rpm_limit": 10},

@@ -8,7 +8,7 @@ import pytest
 from billing.models import Budget
 from gateway import services
 from gateway.models import ApiKey, Deployment
-from gateway.tests.conftest import ACTOR
+from gateway.tests.conftest import ACTOR, org_models
 from orgs import services as org_services
 from orgs.models import AuditLog
 
@@ -44,6 +44,7 @@ def test_me_names_the_tokens_org_and_role(client, org_a, bob):
 
 
 def test_it_rotates_a_key_keeping_its_settings(bob_client, alice_client, org_a, bob):
+    org_models(org_a, "chat")
     created = bob_client.post(
         "/api/gateway/keys",
         {"name": "ci", "allowed_models": ["chat"], "rpm_limit": 7},
