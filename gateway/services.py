@@ -126,16 +126,24 @@ def key_model_names(org) -> list[str]:
     return sorted(names)
 
 
-def _allowed_models_checked(org, names, kept=()) -> list[str]:
-    """``names`` as a key stores them, or a ValidationError naming those the org has no
-    model of and listing the valid ones (a typo scoped the key to nothing, and quietly: it
-    was a 403 on /v1 only later). ``kept``: the key's names as stored, kept even if their
-    model has gone since, so an edit does not fail on a name no one is adding."""
+def key_provider_names(org) -> list[str]:
+    """The names a key's allowed_providers may hold: the org's provider connections and the
+    provider kinds (a key scoped to `bedrock` may use any Bedrock connection)."""
+    names = set(ProviderConnection.objects.for_org(org).values_list("name", flat=True))
+    return sorted(names | set(provider_kinds.names()))
+
+
+def _scope_checked(field: str, org, names, kept, valid_names, what: str) -> list[str]:
+    """``names`` as a key stores them in ``field``, or a ValidationError naming those that
+    are not in ``valid_names(org)`` and listing the valid ones (a typo scoped the key to
+    nothing, and quietly: it was a 403 on /v1 only later). ``kept``: the key's names as
+    stored, kept even if what they name has gone since, so an edit does not fail on a name
+    no one is adding."""
     names = sorted(set(names or ()))
     new = [n for n in names if n not in set(kept or ())]
     if not new:
         return names
-    valid = key_model_names(org)
+    valid = valid_names(org)
     unknown = [n for n in new if n not in valid]
     if unknown:
         shown = ", ".join(valid[:50]) + (
@@ -143,13 +151,21 @@ def _allowed_models_checked(org, names, kept=()) -> list[str]:
         )
         raise ValidationError(
             {
-                "allowed_models": "allowed_models: "
+                field: f"{field}: "
                 + ", ".join(repr(n[:100]) for n in unknown[:10])
-                + (" is not a model" if len(unknown) == 1 else " are not models")
+                + (f" is not a {what}" if len(unknown) == 1 else f" are not {what}s")
                 + f" of this organization. Valid: {shown}."
             }
         )
     return names
+
+
+def _allowed_models_checked(org, names, kept=()) -> list[str]:
+    return _scope_checked("allowed_models", org, names, kept, key_model_names, "model")
+
+
+def _allowed_providers_checked(org, names, kept=()) -> list[str]:
+    return _scope_checked("allowed_providers", org, names, kept, key_provider_names, "provider")
 
 
 @transaction.atomic
@@ -192,6 +208,7 @@ def api_key_create(
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationError({"expires_at": "The expiry must be in the future."})
     allowed_models = _allowed_models_checked(org, allowed_models)
+    allowed_providers = _allowed_providers_checked(org, allowed_providers)
     quota_checked(org, "keys", ApiKey.objects.for_org(org).active())
     raw = keys.generate(f"{kind}-")
     key = ApiKey(
@@ -200,7 +217,7 @@ def api_key_create(
         kind=kind,
         team=team,
         allowed_models=allowed_models,
-        allowed_providers=sorted(set(allowed_providers)),
+        allowed_providers=allowed_providers,
         rpm_limit=rpm_limit,
         tpm_limit=tpm_limit,
         expires_at=expires_at,
@@ -461,7 +478,9 @@ def api_key_update(*, actor: Actor, key: ApiKey, membership=None, **changes) -> 
             org, changes["allowed_models"], kept=key.allowed_models
         )
     if "allowed_providers" in changes:
-        key.allowed_providers = sorted(set(changes["allowed_providers"] or ()))
+        key.allowed_providers = _allowed_providers_checked(
+            org, changes["allowed_providers"], kept=key.allowed_providers
+        )
     key.full_clean(exclude=["key_hash"])
     after = _key_summary(key)
     if after == before:

@@ -236,6 +236,16 @@ def usage_rows(org=None):
     return list(qs.filter(org=org) if org is not None else qs)
 
 
+def org_providers(org, *names):
+    """Provider connections (mock) of ``org`` named ``names``: what a key's
+    allowed_providers may name besides the provider kinds."""
+    from gateway.models import ProviderConnection
+
+    for name in names:
+        if not ProviderConnection.objects.filter(org=org, name=name).exists():
+            services.provider_save(actor=ACTOR, org=org, name=name, kind="mock")
+
+
 def org_models(org, *names):
     """Deployments of ``names`` in ``org`` (on a mock provider): the models a key's
     allowed_models may name (services.api_key_create refuses a name the org has not)."""

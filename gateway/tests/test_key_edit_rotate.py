@@ -21,7 +21,7 @@ from gateway.dataplane.snapshot import (
 )
 from gateway.models import ApiKey, GatewayConfig
 from gateway.snapshot_builder import SnapshotRefresher, build_delta, build_snapshot
-from gateway.tests.conftest import ACTOR, org_models, usage_rows
+from gateway.tests.conftest import ACTOR, org_models, org_providers, usage_rows
 from governance import services as governance_services
 from orgs.models import AuditLog, Team
 
@@ -63,6 +63,8 @@ def _audit(key, action):
 def test_it_edits_each_field_audited_and_bumped(key, field, value, stored):
     if field == "allowed_models":
         org_models(key.org, "a", "b")
+    if field == "allowed_providers":
+        org_providers(key.org, "fake")
     version = current_version()
     services.api_key_update(actor=ACTOR, key=key, **{field: value})
     key.refresh_from_db()

@@ -15,7 +15,7 @@ from billing.usage_writer import write_usage
 from core.months import month_bounds
 from gateway import services
 from gateway.models import ApiKey, GatewayConfig
-from gateway.tests.conftest import ACTOR, org_models
+from gateway.tests.conftest import ACTOR, org_models, org_providers
 from orgs.audit import Actor
 from orgs.models import AuditLog, Team
 
@@ -158,6 +158,7 @@ def test_a_member_edits_their_own_key_over_rest(bob, bob_client, org_a):
     # else they may not do is in test_key_member_narrowing.py.
     [key] = _keys(org_a, 1, user=bob)
     org_models(org_a, "chat")
+    org_providers(org_a, "fake")
     body = {
         "name": "renamed",
         "allowed_models": ["chat"],

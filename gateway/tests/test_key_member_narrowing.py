@@ -11,7 +11,7 @@ import pytest
 from conftest import SETUP
 from gateway import services
 from gateway.models import ApiKey
-from gateway.tests.conftest import org_models
+from gateway.tests.conftest import org_models, org_providers
 from governance import services as governance_services
 from orgs.audit import Actor
 from orgs.models import AuditLog, Membership, Team
@@ -41,6 +41,7 @@ def teams(org_a, bob):
 def bobs_key(org_a, bob, teams):
     """Bob's key, as an admin tightened it."""
     org_models(org_a, "a", "b", "c")
+    org_providers(org_a, "p", "q", "z")
     key, _raw = services.api_key_create(
         actor=Actor(user=bob, via="test"),
         org=org_a,
@@ -147,6 +148,7 @@ def test_a_member_keeps_an_rt_key_s_policy_and_an_admin_moves_it(
 def test_a_member_may_set_limits_and_an_expiry_where_there_were_none(bob, bob_client, org_a):
     key, _raw = services.api_key_create(actor=Actor(user=bob, via="test"), org=org_a, name="k")
     org_models(org_a, "a")
+    org_providers(org_a, "p")
     body = {
         "rpm_limit": 3,
         "tpm_limit": 90,

@@ -125,3 +125,26 @@ def test_the_cli_says_why(transactional_db, org_a, alice, models, live_server_th
     made = cli("keys", "create", "--name", "ci", "--model", "chat-small", "--json")
     assert made.returncode == 0, made.stderr
     assert json.loads(made.stdout)["allowed_models"] == ["chat-small"]
+
+
+# ------------------------------------------------------------------ allowed_providers too
+def test_an_unknown_provider_is_a_400_that_lists_the_valid_ones(alice_client, models):
+    response = _create(alice_client, allowed_providers=["mock", "bedrokc"])
+    assert response.status_code == 400, response.content
+    message = response.json()["allowed_providers"][0]
+    assert "'bedrokc' is not a provider" in message
+    assert "bedrock" in message and "mock" in message.split("Valid:")[1]
+    assert not ApiKey.objects.exists()
+
+
+def test_connection_names_and_kinds_are_accepted(alice_client, models):
+    response = _create(alice_client, allowed_providers=["mock", "bedrock", "openai"])
+    assert response.status_code == 201, response.content
+    key_id = response.json()["id"]
+    response = alice_client.patch(
+        f"/api/gateway/keys/{key_id}",
+        {"allowed_providers": ["mock", "nosuch", "other"]},
+        content_type="application/json",
+    )
+    assert response.status_code == 400
+    assert "'nosuch', 'other' are not providers" in response.json()["allowed_providers"][0]
