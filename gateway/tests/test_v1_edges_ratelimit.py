@@ -90,3 +90,36 @@ def test_a_request_that_can_never_pass_still_reports_the_buckets(acme, backend):
     assert never.headers["x-ratelimit-limit-requests"] == "100"
     # the refused request took nothing: the first request's one is all that is gone
     assert _left(ok, "requests") == 99 and _left(never, "requests") >= 99
+
+
+def test_a_429_at_the_spend_cap_reports_the_buckets_as_they_are(acme, backend):
+    from decimal import Decimal
+
+    from gateway import services
+    from gateway.tests.conftest import ACTOR
+    from governance import services as governance_services
+    from orgs.audit import Actor
+
+    # $1000 per million tokens: one request's reservation is past a $0.01 cap
+    services.deployment_save(
+        actor=ACTOR,
+        org=acme.org,
+        model_name="chat-small",
+        provider=acme.providers["fake"],
+        upstream_model="gpt-4o-mini",
+        input_price_per_mtok=Decimal(1000),
+        output_price_per_mtok=Decimal(1000),
+        deployment=acme.deployments["chat-small"],
+    )
+    governance_services.policy_set(
+        actor=Actor(via="test"), org=acme.org, monthly_spend_cap_usd=Decimal("0.01")
+    )
+    _limits(acme, rpm_limit=10, tpm_limit=6000)
+    ok = _chat(acme, 5)
+    assert ok.status_code == 200, ok.text
+    capped = _chat(acme, 5)
+    assert capped.status_code == 429
+    assert capped.json()["error"]["code"] == "spend_cap_exceeded"
+    # the first request's one is gone from the key's buckets (they said 10 and 6000)
+    assert _left(capped, "requests") == 9
+    assert _left(ok, "tokens") <= _left(capped, "tokens") < 6000
