@@ -148,7 +148,8 @@ def read_headers(raw) -> tuple[dict, str]:
     twice with different values or ""). A header sent more than once is its values joined
     with ", " (RFC 9110 5.3), not its last one alone."""
     headers: dict[str, str] = {}
-    doubled = ""
+    repeated: dict[str, list[str]] = {}  # joined once at the end: a head of thousands of
+    doubled = ""  # one header must not cost a join each (quadratic)
     for k, v in raw:
         name, value = k.decode("latin-1"), v.decode("latin-1")
         if name not in headers:
@@ -157,7 +158,9 @@ def read_headers(raw) -> tuple[dict, str]:
             if value.strip() != headers[name].strip():
                 doubled = doubled or name
         else:
-            headers[name] = f"{headers[name]}, {value}"
+            repeated.setdefault(name, [headers[name]]).append(value)
+    for name, values in repeated.items():
+        headers[name] = ", ".join(values)
     return headers, doubled
 
 
