@@ -82,7 +82,14 @@ local function spend_sweep(skey, now, lease)
       redis.call('HDEL', skey, all[i])
     end
   end
-  for pid in pairs(dead) do redis.call('HDEL', skey, 'h:' .. pid, 'b:' .. pid) end
+  -- A dead process's heartbeat and last batch id stay a day: a process cut off from Redis
+  -- for longer than its lease still sends a batch whose reply it lost again when it is
+  -- back, and the id says whether that batch ran.
+  for pid in pairs(dead) do
+    if now > tonumber(redis.call('HGET', skey, 'h:' .. pid)) + 86400000 then
+      redis.call('HDEL', skey, 'h:' .. pid, 'b:' .. pid)
+    end
+  end
   return swept
 end
 local function spend_save(skey, fl, inc, e, ttl)
@@ -172,24 +179,27 @@ return {failed, spend_failed, math.ceil(wait), string.format('%.17g', spent), ep
 """
 )
 
-# Adds settled deltas (and spend made while Redis was unreachable) to spend counters and
-# ends the settled reservations' leases. ARGV per key: delta, baseline, seen, its epoch, a
-# new epoch, n, then n times (lease, reserved, the counter's epoch when reserved); then the
-# process's id, the batch's id, the TTL.
+# Adds settled deltas (and spend made while Redis was unreachable) to spend counters, ends
+# the settled reservations' leases and makes the reservations admitted while Redis was
+# unreachable, still in flight, leases. ARGV per key: delta, baseline, seen, its epoch, a
+# new epoch, n, then n times (lease, reserved, the counter's epoch when reserved), m, then
+# m times (lease, reserved); then the process's id, its lease (ms), the batch's id, the TTL.
 _SETTLE = (
     _SPEND_PREP
     + _EXPIRED
     + """
 local out = {}
 local a = 2
-local pid, batch = ARGV[#ARGV - 2], ARGV[#ARGV - 1]
+local pid, lease_ms, batch = ARGV[#ARGV - 3], tonumber(ARGV[#ARGV - 2]), ARGV[#ARGV - 1]
 for i = 1, #KEYS do
   local delta = tonumber(ARGV[a])
   local fl, inc, e = spend_prep(KEYS[i], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
   local n = tonumber(ARGV[a + 5])
   -- The same batch sent again after its reply was lost (redis-py resends a command once
-  -- when its connection breaks) was applied already: once only.
-  local again = redis.call('HGET', KEYS[i], 'b:' .. pid) == batch
+  -- when its connection breaks, the flusher until it hears) was applied already: once
+  -- only. A process's batches are numbered and reach a counter in order (the next is sent
+  -- once the last is answered), so a late copy of an earlier one changes nothing either.
+  local again = tonumber(redis.call('HGET', KEYS[i], 'b:' .. pid) or '0') >= tonumber(batch)
   a = a + 6
   for j = 1, n do
     if not again then
@@ -206,9 +216,21 @@ for i = 1, #KEYS do
     end
     a = a + 3
   end
+  local m = tonumber(ARGV[a])
+  a = a + 1
+  for j = 1, m do
+    -- Admitted while Redis was unreachable and still in flight: counted here as a lease,
+    -- so that it is taken off if its process dies before it ends.
+    if not again then
+      redis.call('HSET', KEYS[i], ARGV[a], ARGV[a + 1])
+      delta = delta + tonumber(ARGV[a + 1])
+    end
+    a = a + 2
+  end
   if not again then
     inc = inc + delta
-    redis.call('HSET', KEYS[i], 'b:' .. pid, batch)
+    -- A batch is a sign of life, as a heartbeat is (and its id is kept as long as it is).
+    redis.call('HSET', KEYS[i], 'b:' .. pid, batch, 'h:' .. pid, string.format('%.17g', rnow + lease_ms))
   end
   spend_save(KEYS[i], fl, inc, e, tonumber(ARGV[#ARGV]))
   out[#out + 1] = string.format('%.17g', fl + inc)
@@ -323,6 +345,20 @@ class LimitResult:
     backend: str = "local"  # "redis", "local" (no Redis configured) or "fallback"
 
 
+@dataclass(slots=True, eq=False)
+class _Batch:
+    """One settlement script (one slot group's counters), kept with its id until Redis has
+    answered it: a batch whose reply was lost may have run, so it is sent again alone, with
+    its id, before anything newer for its counters (merged into a later batch, under that
+    batch's id, it was counted twice). Ids are numbered in order per process."""
+
+    id: str
+    keys: list[str]
+    deltas: dict[str, float]
+    releases: dict[str, dict[str, tuple[float, str]]]  # counter -> {lease: (reserved, epoch)}
+    registers: dict[str, dict[str, float]]  # counter -> {lease: reserved} (outage admissions)
+
+
 class LocalLimiter:
     """Per-process buckets and spend counters: the embedded default (no Redis), and the
     fallback while Redis is unreachable, where each process gets `share` of every limit."""
@@ -411,6 +447,12 @@ async def _all(coros) -> None:
             raise result
 
 
+async def _settled(coros) -> list[BaseException]:
+    """Runs them together, to the end of each: the failures."""
+    results = await asyncio.gather(*coros, return_exceptions=True)
+    return [r for r in results if isinstance(r, BaseException)]
+
+
 def _spend_refused(spent: float) -> LimitResult:
     return LimitResult(
         False, spend_exceeded=True, spent=spent, retry_after_s=_seconds_to_next_month()
@@ -462,7 +504,15 @@ class Limiter:
         # counter -> this process's reservations admitted by Redis and not yet released there
         self._leased: dict[str, int] = {}
         # counter -> {lease: (reserved, counter epoch)}: settled, to be released in Redis
+        # (epoch "": admitted while Redis was unreachable, its epoch is in _registered)
         self._releases: dict[str, dict[str, tuple[float, str]]] = {}
+        # counter -> {lease: reserved}: admitted while Redis was unreachable, in flight, and
+        # not sent to Redis yet (a batch makes them leases there)
+        self._unsent: dict[str, dict[str, float]] = {}
+        # lease -> the counter's epoch: such reservations, now leases in Redis
+        self._registered: dict[str, str] = {}
+        self._unacked: list[_Batch] = []  # sent, Redis's answer not heard yet
+        self._batch_seq = itertools.count(1)  # settlement batches' ids, in order
         self._beats: dict[int, asyncio.Task] = {}
         self._target = redisurl.parse(redis_url) if redis_url else None
         self.timeout_s = timeout_s
@@ -729,14 +779,14 @@ class Limiter:
             self._pending.get(spend.key, 0.0) >= 0
             and not (lock is not None and lock.locked())
             and self._settled_batches.get(spend.key, 0) == batches
+            and not any(spend.key in batch.keys for batch in self._unacked)
         ):
             return False
         try:
             async with asyncio.timeout(self.timeout_s + self.CLOCK_MARGIN_S):
                 await self._flush_once()
         except Exception:  # the refusal stands; what was not sent stays pending, retried
-            if self._pending:
-                self._ensure_flusher()
+            self._ensure_flusher()
             return False
         return True
 
@@ -817,9 +867,14 @@ class Limiter:
                 debt = self._debts.setdefault(b.key, [b.capacity, 0.0, now_ms])
                 owed = _drained(debt, now_ms, self.local.share) + b.cost
                 debt[:] = [b.capacity, owed, now_ms]
-        if result.allowed and spend is not None:  # Redis counts it when it returns
-            self._add_pending(spend.key, spend.reserve)
+        if result.allowed and spend is not None:
+            # Redis counts it when it returns: as a lease while the request is in flight (a
+            # plain amount stayed all month if this process was killed before it ended),
+            # as its real cost once it has ended (settle).
+            spend.lease, spend.epoch = f"q:{self._pid}:{next(self._lease_seq)}", ""
+            self._unsent.setdefault(spend.key, {})[spend.lease] = spend.reserve
             self._unreconciled.add(spend.key)
+            self._ensure_flusher()
         return result
 
     async def _pay_debts(self) -> None:
@@ -935,8 +990,15 @@ class Limiter:
         if backend == "fallback":
             self.local.settle(spend, delta)
         self._spend_info.setdefault(spend.key, [spend.baseline, "0", ""])
-        if spend.lease:
-            self._release(spend.key, spend.lease, spend.reserve, spend.epoch)
+        unsent = self._unsent.get(spend.key, {})
+        if spend.lease in unsent:  # admitted during the outage, never sent: the cost alone
+            del unsent[spend.lease]
+            if not unsent:
+                del self._unsent[spend.key]
+            delta = actual_cost
+        elif spend.lease:
+            epoch = spend.epoch or self._registered.pop(spend.lease, "")
+            self._release(spend.key, spend.lease, spend.reserve, epoch)
         self._add_pending(spend.key, delta)
 
     def _add_pending(self, key: str, delta: float) -> None:
@@ -950,55 +1012,81 @@ class Limiter:
             self._flusher[id(loop)] = loop.create_task(self._flush_soon())
 
     async def _flush_once(self) -> None:
-        """Send what is pending to Redis, one script per slot group; what fails stays pending."""
+        """Send what is pending to Redis, one script per slot group. A batch Redis has not
+        answered is sent again, alone and with its id, before anything newer for its
+        counters; what is not sent stays pending."""
         self._client()
         async with self._locks[id(asyncio.get_running_loop())]:  # one batch at a time
-            pending, self._pending = self._pending, {}
-            releases, self._releases = self._releases, {}
-            for key in releases:
-                pending.setdefault(key, 0.0)
-            if not pending:
-                self._unreconciled.clear()  # an earlier batch carried it
-                return
-            done: set[str] = set()
-
-            async def send(keys):
-                args = [self._deadline_ms()]
+            # Every script of this flush is past its deadline when the flush's bound ends:
+            # none can run after a later batch for its counters (its id would be forgotten).
+            deadline = self._deadline_ms()
+            failures = []
+            sent = bool(self._unacked)
+            if self._unacked:
+                failures += await _settled(
+                    self._send(batch, deadline) for batch in list(self._unacked)
+                )
+            waiting = {key for batch in self._unacked for key in batch.keys}
+            ready = (set(self._pending) | set(self._releases) | set(self._unsent)) - waiting
+            batches = []
+            for keys in _by_slot_group(sorted(ready)):
+                batch = _Batch(str(next(self._batch_seq)), keys, {}, {}, {})
                 for key in keys:
-                    baseline, seen, epoch = self._spend_info[key]
-                    args += [repr(pending[key]), repr(baseline), seen, epoch, secrets.token_hex(8)]
-                    leases = releases.get(key, {})
-                    args.append(len(leases))
-                    for lease, (reserved, lease_epoch) in leases.items():
-                        args += [lease, repr(reserved), lease_epoch]
-                args += [self._pid, secrets.token_hex(8), SPEND_TTL_S]
-                out = await self._eval("settle", keys, args)
-                if out and out[0] == -1:
-                    raise TimeoutError("the script reached Redis after its deadline")
-                for i, key in enumerate(keys):
-                    self._saw(key, out[2 * i], out[2 * i + 1])
-                    self._settled_batches[key] = self._settled_batches.get(key, 0) + 1
-                done.update(keys)
+                    batch.deltas[key] = self._pending.pop(key, 0.0)
+                    batch.registers[key] = self._unsent.pop(key, {})
+                    releases = batch.releases[key] = {}
+                    for lease, (reserved, epoch) in self._releases.pop(key, {}).items():
+                        epoch = epoch or self._registered.pop(lease, "")
+                        if epoch:
+                            releases[lease] = (reserved, epoch)
+                        else:  # not a lease yet (cannot be: its batch was answered)
+                            self._release(key, lease, reserved, epoch)
+                self._unacked.append(batch)  # from now on, sent again until answered
+                batches.append(batch)
+            failures += await _settled(self._send(batch, deadline) for batch in batches)
+            waiting = {key for batch in self._unacked for key in batch.keys}
+            self._unreconciled = {
+                key
+                for key in self._unreconciled
+                if key in self._pending or key in self._unsent or key in waiting
+            }
+            if failures:
+                raise failures[0]
+            if sent or batches:
+                self._mark_up()
 
-            try:
-                await _all(send(keys) for keys in _by_slot_group(pending))
-            finally:
-                for key, delta in pending.items():
-                    if key not in done:
-                        self._pending[key] = self._pending.get(key, 0.0) + delta
-                        if key in releases:
-                            self._releases.setdefault(key, {}).update(releases[key])
-                for key in done:
-                    if key not in self._pending:
-                        self._unreconciled.discard(key)
-                    if key in releases:
-                        held = [e for _r, e in releases[key].values() if e != UNSURE]
-                        left = self._leased.get(key, 0) - len(held)
-                        if left > 0:
-                            self._leased[key] = left
-                        else:
-                            self._leased.pop(key, None)
-            self._mark_up()
+    async def _send(self, batch: _Batch, deadline: int) -> None:
+        args = [deadline]
+        for key in batch.keys:
+            baseline, seen, epoch = self._spend_info[key]
+            args += [repr(batch.deltas[key]), repr(baseline), seen, epoch, secrets.token_hex(8)]
+            leases = batch.releases[key]
+            args.append(len(leases))
+            for lease, (reserved, lease_epoch) in leases.items():
+                args += [lease, repr(reserved), lease_epoch]
+            registers = batch.registers[key]
+            args.append(len(registers))
+            for lease, reserved in registers.items():
+                args += [lease, repr(reserved)]
+        args += [self._pid, int(self.lease_s * 1000), batch.id, SPEND_TTL_S]
+        out = await self._eval("settle", batch.keys, args)
+        if out and out[0] == -1:
+            raise TimeoutError("the script reached Redis after its deadline")
+        if batch not in self._unacked:  # answered twice (cannot be: one flush at a time)
+            return
+        self._unacked.remove(batch)
+        for i, key in enumerate(batch.keys):
+            self._saw(key, out[2 * i], out[2 * i + 1])
+            self._settled_batches[key] = self._settled_batches.get(key, 0) + 1
+            for lease in batch.registers[key]:
+                self._registered[lease] = out[2 * i + 1]
+                self._hold(key)
+            held = [e for _r, e in batch.releases[key].values() if e != UNSURE]
+            left = self._leased.get(key, 0) - len(held)
+            if left > 0:
+                self._leased[key] = left
+            else:
+                self._leased.pop(key, None)
 
     async def _flush_soon(self):
         # Loops until nothing is pending: settlements that arrive while a flush is in flight
@@ -1008,7 +1096,7 @@ class Limiter:
         delay = 0.002  # gathers the settlements of requests finishing together
         while True:
             await asyncio.sleep(delay)
-            if not self._pending and not self._releases:
+            if not (self._pending or self._releases or self._unsent or self._unacked):
                 return
             try:
                 async with asyncio.timeout(self.timeout_s + self.CLOCK_MARGIN_S):

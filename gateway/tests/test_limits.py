@@ -790,6 +790,11 @@ class _ReplyDropper:
         self.armed = 0
         self.dropped = 0
         self.swallow = False  # keep the connection open, the reply never comes
+        self.blocked = 0  # scripts after the armed ones: cut before they reach Redis
+        self.refuse = False  # an outage: every command's connection is cut, none reaches Redis
+        # scripts whose connection breaks at once but which reach Redis a second later (a
+        # proxy between that still delivers what the client gave up on)
+        self.delayed = 0
         self.loop = asyncio.new_event_loop()
         self.port = None
         ready = threading.Event()
@@ -814,14 +819,31 @@ class _ReplyDropper:
         server.close()
 
     async def _client(self, reader, writer):
+        if self.refuse:
+            writer.close()
+            return
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
         cut = asyncio.Event()
 
         async def to_redis():
             while data := await reader.read(65536):
+                if self.refuse:
+                    return
                 if self.armed and b"EVALSHA" in data.upper():
                     self.armed -= 1
                     cut.set()
+                elif self.blocked and b"EVALSHA" in data.upper():
+                    self.blocked -= 1
+                    return
+                elif self.delayed and b"EVALSHA" in data.upper():
+                    self.delayed -= 1
+                    writer.close()
+                    await asyncio.sleep(1.0)
+                    cut.set()  # its reply goes nowhere
+                    up_writer.write(data)
+                    await up_writer.drain()
+                    await asyncio.sleep(1.0)
+                    return
                 up_writer.write(data)
                 await up_writer.drain()
 
