@@ -47,13 +47,19 @@ UNSURE = "?"
 # and settlements; `fl` is a floor raised to the usage rows' month-to-date spend (the
 # snapshot's baseline) and, after the counter was lost (a Redis restart), to the last value
 # a process saw of the lost one. `e` names the counter's incarnation, so a process can tell
-# that the value it last saw belongs to a counter that no longer exists.
+# that the value it last saw belongs to a counter that no longer exists. That value holds
+# the reservations in flight then; their processes make them leases again, taken from the
+# floor (m:<lost epoch> = how much was), so a value seen of the lost counter raises the
+# floor by what it holds beyond them.
 _SPEND_PREP = """
 local function spend_prep(skey, baseline, seen, seen_epoch, new_epoch)
   local h = redis.call('HMGET', skey, 'fl', 'inc', 'e')
   local fl, inc, e = tonumber(h[1]), tonumber(h[2]), h[3]
   if not e then fl = 0; inc = 0; e = new_epoch end
-  if seen_epoch ~= '' and seen_epoch ~= e then fl = math.max(fl, tonumber(seen)) end
+  if seen_epoch ~= '' and seen_epoch ~= e then
+    local moved = tonumber(redis.call('HGET', skey, 'm:' .. seen_epoch) or '0')
+    fl = math.max(fl, tonumber(seen) - moved)
+  end
   fl = math.max(fl, tonumber(baseline) - inc)
   return fl, inc, e
 end
@@ -181,9 +187,10 @@ return {failed, spend_failed, math.ceil(wait), string.format('%.17g', spent), ep
 
 # Adds settled deltas (and spend made while Redis was unreachable) to spend counters, ends
 # the settled reservations' leases and makes the reservations admitted while Redis was
-# unreachable, still in flight, leases. ARGV per key: delta, baseline, seen, its epoch, a
-# new epoch, n, then n times (lease, reserved, the counter's epoch when reserved), m, then
-# m times (lease, reserved); then the process's id, its lease (ms), the batch's id, the TTL.
+# unreachable, still in flight, leases, as it does those a restart lost. ARGV per key:
+# delta, baseline, seen, its epoch, a new epoch, n, then n times (lease, reserved, the
+# counter's epoch when reserved), m, then m times (lease, reserved), k, then k times (lease,
+# reserved, the lost epoch); then the process's id, its lease (ms), the batch's id, the TTL.
 _SETTLE = (
     _SPEND_PREP
     + _EXPIRED
@@ -227,6 +234,21 @@ for i = 1, #KEYS do
     end
     a = a + 2
   end
+  local k = tonumber(ARGV[a])
+  a = a + 1
+  for j = 1, k do
+    -- A reservation of this process that the counter's lost incarnation (ARGV[a + 2])
+    -- held: its amount is in the floor, rebuilt from values seen then; it becomes a lease
+    -- again, taken from the floor, so that it is taken off if this process dies.
+    local r = tonumber(ARGV[a + 1])
+    if not again and ARGV[a + 2] ~= e and fl >= r and redis.call('HEXISTS', KEYS[i], ARGV[a]) == 0 then
+      redis.call('HSET', KEYS[i], ARGV[a], ARGV[a + 1])
+      redis.call('HINCRBYFLOAT', KEYS[i], 'm:' .. ARGV[a + 2], ARGV[a + 1])
+      fl = fl - r
+      inc = inc + r
+    end
+    a = a + 3
+  end
   if not again then
     inc = inc + delta
     -- A batch is a sign of life, as a heartbeat is (and its id is kept as long as it is).
@@ -241,16 +263,20 @@ return out
 )
 
 # A process's heartbeat on the counters where it holds reservations: its lease there ends
-# its own lease (ms) from now. ARGV: its id, its lease.
+# its own lease (ms) from now. ARGV: its id, its lease. Returns each counter's epoch ("":
+# none), so that a process with requests in flight learns that Redis lost a counter.
 _BEAT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local out = {}
 for i = 1, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
+  local e = redis.call('HGET', KEYS[i], 'e')
+  if e then
     redis.call('HSET', KEYS[i], 'h:' .. ARGV[1], string.format('%.17g', now + tonumber(ARGV[2])))
   end
+  out[i] = e or ''
 end
-return #KEYS
+return out
 """
 
 # Takes what a process admitted while Redis was unreachable out of Redis's buckets when it
@@ -357,6 +383,9 @@ class _Batch:
     deltas: dict[str, float]
     releases: dict[str, dict[str, tuple[float, str]]]  # counter -> {lease: (reserved, epoch)}
     registers: dict[str, dict[str, float]]  # counter -> {lease: reserved} (outage admissions)
+    # counter -> {lease: (reserved, lost epoch)}: reservations a lost counter held
+    moves: dict[str, dict[str, tuple[float, str]]] = field(default_factory=dict)
+    first_sent: float = 0.0  # time.monotonic() of its first send
 
 
 class LocalLimiter:
@@ -512,6 +541,15 @@ class Limiter:
         # lease -> the counter's epoch: such reservations, now leases in Redis
         self._registered: dict[str, str] = {}
         self._unacked: list[_Batch] = []  # sent, Redis's answer not heard yet
+        # counter -> {lease: [reserved, the counter's epoch ("": moving), movable]}: this
+        # process's reservations that are leases in Redis, not settled yet. Movable: not
+        # swept before Redis lost the counter (this process was heard from within its lease)
+        self._held: dict[str, dict[str, list]] = {}
+        # counter -> {lease: (reserved, lost epoch)}: to be made leases on the new counter
+        self._moves: dict[str, dict[str, tuple[float, str]]] = {}
+        # counter -> when (time.monotonic()) the last answered script that renewed this
+        # process's lease there was sent
+        self._renewed: dict[str, float] = {}
         self._batch_seq = itertools.count(1)  # settlement batches' ids, in order
         self._beats: dict[int, asyncio.Task] = {}
         self._target = redisurl.parse(redis_url) if redis_url else None
@@ -648,13 +686,24 @@ class Limiter:
                 continue
             self._mark_up()
 
-    def _saw(self, key: str, value, epoch) -> None:
+    def _saw(self, key: str, value, epoch, renewed_at: float | None = None) -> None:
         """What Redis said of a spend counter; a counter this process had seen that Redis
         has lost (a restart, a failover that lost writes) means other processes may hold
-        outage spend not in it yet: this one keeps to its fallback share for reconcile_s."""
+        outage spend not in it yet: this one keeps to its fallback share for reconcile_s.
+        Its reservations that the lost counter held become leases on the new one."""
         info = self._spend_info[key]
         lost = info[2] not in ("", epoch)
+        self._check_lapse(key)
         info[1:] = [value, epoch]
+        if renewed_at is not None:
+            self._renewed[key] = max(self._renewed.get(key, 0.0), renewed_at)
+        if lost:
+            for lease, entry in self._held.get(key, {}).items():
+                if entry[1] not in ("", epoch) and entry[2]:
+                    self._moves.setdefault(key, {})[lease] = (entry[0], entry[1])
+                    entry[1] = ""
+            if key in self._moves:
+                self._ensure_flusher()
         if lost and not self._in_fallback:
             log.warning(
                 "Redis lost a spend counter this process had seen; it applies %g of what was "
@@ -666,6 +715,15 @@ class Limiter:
             self._settle_until = time.monotonic() + self.reconcile_s
             self._down_until = self._settle_until
             self._ensure_reconnect()
+
+    def _check_lapse(self, key: str) -> None:
+        """Not heard from for its lease (stalled, cut off from Redis), this process may have
+        had its reservations on the counter swept: they are not in the values seen of it
+        after that, so they are not made leases again from the floor if Redis loses it."""
+        renewed = self._renewed.get(key)
+        if renewed is not None and time.monotonic() - renewed > 0.95 * self.lease_s:
+            for entry in self._held.get(key, {}).values():
+                entry[2] = False
 
     def _mark_up(self) -> None:
         if self._in_fallback:
@@ -717,6 +775,7 @@ class Limiter:
         # A settlement batch that Redis applies while this script is in flight may land
         # after it: then a refusal at the cap is asked again (_settle_before_refusing).
         batches = self._settled_batches.get(spend.key, 0) if spend is not None else 0
+        sent = time.monotonic()
         task = asyncio.ensure_future(self._redis_acquire(keys, args, spend))
         try:
             out = await asyncio.wait_for(asyncio.shield(task), self.timeout_s + self.CLOCK_MARGIN_S)
@@ -737,9 +796,11 @@ class Limiter:
         self._mark_up()
         failed, spend_failed, wait_ms, spent = int(out[0]), int(out[1]), int(out[2]), float(out[3])
         if spend is not None:
-            self._saw(spend.key, out[3], out[4])
-            if not failed and not spend_failed:
+            admitted = not failed and not spend_failed
+            self._saw(spend.key, out[3], out[4], sent if admitted else None)
+            if admitted:
                 spend.lease, spend.epoch = lease, out[4]
+                self._held.setdefault(spend.key, {})[lease] = [spend.reserve, out[4], True]
                 self._hold(spend.key)
         remaining = {b.label: int(v) for b, v in zip(buckets, out[5:], strict=False)}
         if failed:
@@ -845,12 +906,23 @@ class Limiter:
         while self._leased:
             await asyncio.sleep(self.lease_s / 4)
             keys = list(self._leased)
+            sent = time.monotonic()
+
+            async def beat(group, sent=sent):
+                epochs = await self._eval("beat", group, [self._pid, int(self.lease_s * 1000)])
+                for key, epoch in zip(group, epochs, strict=True):
+                    info = self._spend_info.get(key)
+                    if info is None or not epoch or epoch != info[2]:
+                        # Lost (a restart): a batch rebuilds it from what this process saw,
+                        # and this process's reservations become leases there (_saw).
+                        self._add_pending(key, 0.0)
+                        continue
+                    self._check_lapse(key)
+                    self._renewed[key] = max(self._renewed.get(key, 0.0), sent)
+
             try:
                 async with asyncio.timeout(self.timeout_s + self.CLOCK_MARGIN_S):
-                    await _all(
-                        self._eval("beat", group, [self._pid, int(self.lease_s * 1000)])
-                        for group in _by_slot_group(keys)
-                    )
+                    await _all(beat(group) for group in _by_slot_group(keys))
             except Exception as exc:  # beats again next time; a lease lapses only after 4
                 log.debug("spend heartbeat not sent (%r)", exc)
 
@@ -997,7 +1069,19 @@ class Limiter:
                 del self._unsent[spend.key]
             delta = actual_cost
         elif spend.lease:
-            epoch = spend.epoch or self._registered.pop(spend.lease, "")
+            held = self._held.get(spend.key, {})
+            entry = held.pop(spend.lease, None)
+            if not held:
+                self._held.pop(spend.key, None)
+            moves = self._moves.get(spend.key, {})
+            if spend.lease in moves:  # not moved: where it was
+                epoch = moves.pop(spend.lease)[1]
+                if not moves:
+                    del self._moves[spend.key]
+            elif entry is not None:  # "": being moved, resolved once moved (_registered)
+                epoch = entry[1]
+            else:  # admitted during the outage: "" while its batch is unanswered
+                epoch = spend.epoch or self._registered.pop(spend.lease, "")
             self._release(spend.key, spend.lease, spend.reserve, epoch)
         self._add_pending(spend.key, delta)
 
@@ -1027,13 +1111,15 @@ class Limiter:
                     self._send(batch, deadline) for batch in list(self._unacked)
                 )
             waiting = {key for batch in self._unacked for key in batch.keys}
-            ready = (set(self._pending) | set(self._releases) | set(self._unsent)) - waiting
+            ready = set(self._pending) | set(self._releases) | set(self._unsent) | set(self._moves)
+            ready -= waiting
             batches = []
             for keys in _by_slot_group(sorted(ready)):
                 batch = _Batch(str(next(self._batch_seq)), keys, {}, {}, {})
                 for key in keys:
                     batch.deltas[key] = self._pending.pop(key, 0.0)
                     batch.registers[key] = self._unsent.pop(key, {})
+                    batch.moves[key] = self._moves.pop(key, {})
                     releases = batch.releases[key] = {}
                     for lease, (reserved, epoch) in self._releases.pop(key, {}).items():
                         epoch = epoch or self._registered.pop(lease, "")
@@ -1056,6 +1142,7 @@ class Limiter:
                 self._mark_up()
 
     async def _send(self, batch: _Batch, deadline: int) -> None:
+        batch.first_sent = batch.first_sent or time.monotonic()
         args = [deadline]
         for key in batch.keys:
             baseline, seen, epoch = self._spend_info[key]
@@ -1068,6 +1155,10 @@ class Limiter:
             args.append(len(registers))
             for lease, reserved in registers.items():
                 args += [lease, repr(reserved)]
+            moves = batch.moves[key]
+            args.append(len(moves))
+            for lease, (reserved, lost_epoch) in moves.items():
+                args += [lease, repr(reserved), lost_epoch]
         args += [self._pid, int(self.lease_s * 1000), batch.id, SPEND_TTL_S]
         out = await self._eval("settle", batch.keys, args)
         if out and out[0] == -1:
@@ -1076,11 +1167,22 @@ class Limiter:
             return
         self._unacked.remove(batch)
         for i, key in enumerate(batch.keys):
-            self._saw(key, out[2 * i], out[2 * i + 1])
+            epoch = out[2 * i + 1]
+            self._saw(key, out[2 * i], epoch, batch.first_sent)
             self._settled_batches[key] = self._settled_batches.get(key, 0) + 1
-            for lease in batch.registers[key]:
-                self._registered[lease] = out[2 * i + 1]
+            settled = self._releases.get(key, {})
+            for lease, reserved in batch.registers[key].items():
+                if lease in settled:  # ended meanwhile: its release waits for the epoch
+                    self._registered[lease] = epoch
+                else:
+                    self._held.setdefault(key, {})[lease] = [reserved, epoch, True]
                 self._hold(key)
+            for lease in batch.moves[key]:
+                entry = self._held.get(key, {}).get(lease)
+                if entry is not None:
+                    entry[1] = epoch
+                elif lease in settled:
+                    self._registered[lease] = epoch
             held = [e for _r, e in batch.releases[key].values() if e != UNSURE]
             left = self._leased.get(key, 0) - len(held)
             if left > 0:
@@ -1096,7 +1198,9 @@ class Limiter:
         delay = 0.002  # gathers the settlements of requests finishing together
         while True:
             await asyncio.sleep(delay)
-            if not (self._pending or self._releases or self._unsent or self._unacked):
+            if not (
+                self._pending or self._releases or self._unsent or self._moves or self._unacked
+            ):
                 return
             try:
                 async with asyncio.timeout(self.timeout_s + self.CLOCK_MARGIN_S):

@@ -225,3 +225,101 @@ def test_an_outage_reservation_settled_while_its_registration_went_unanswered_co
         assert _leases(client, spend.key) == [0.0]  # the priming one, still in flight
     finally:
         proxy.close()
+
+
+# A gateway process in miniature with one request in flight (a long stream), admitted
+# through Redis: it settles at the cost it reads from stdin.
+_STREAMER = """
+import asyncio, sys
+from gateway.dataplane.limits import Limiter, SpendReservation
+
+async def main():
+    url, lease_s, org, cap, reserve = sys.argv[1:6]
+    limiter = Limiter(url, lease_s=float(lease_s))
+    spend = SpendReservation(int(org), float(cap), float(reserve), 0.0)
+    result = await limiter.acquire([], spend)
+    print(result.backend if result.allowed else "refused", flush=True)
+    line = await asyncio.to_thread(sys.stdin.readline)
+    limiter.settle(spend, float(line), result.backend)
+    await asyncio.sleep(0.5)
+    print("settled", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def _streamer(url, lease_s, org, cap, reserve):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _STREAMER, url, str(lease_s), str(org), str(cap), str(reserve)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline().strip() == "redis"
+    return proc
+
+
+def _stop(*procs):
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_reservation_lost_in_a_redis_restart_is_taken_off_when_its_process_is_killed(
+    own_redis,
+):
+    """Redis restarts empty while a request is in flight; the counter is rebuilt from the
+    last value its process saw, which holds the reservation, but not as a lease: if the
+    process was killed afterwards, the reservation stayed until the month ended. The
+    process's heartbeat finds the counter lost and makes the reservation a lease again."""
+    lease_s = 4.0
+    org = 87
+    key = SpendReservation(org, 1.0, 1.0, 0.0).key
+    streamer = _streamer(own_redis.url, lease_s, org, 1.0, 1.0)
+    try:
+        own_redis.restart()
+        client = own_redis.client()
+        # Within a heartbeat the counter is back, with the reservation a lease in it.
+        assert _wait_for(lambda: _leases(client, key) == [1.0], 3 * lease_s)
+        assert _counter(client, key) == pytest.approx(1.0)
+    finally:
+        _stop(streamer)
+    tries, spend = _tries(Limiter(own_redis.url, lease_s=lease_s), org, 4 * lease_s)
+    assert tries[0][1] is False  # the dead process's $1 still counted at first
+    assert spend is not None, "the dead process's reservation was never taken off"
+    assert _counter(own_redis.client(), key) == pytest.approx(0.5)
+
+
+def test_reservations_lost_in_a_redis_restart_are_counted_once_when_made_leases_again(
+    own_redis,
+):
+    """Two processes, a request in flight each, saw the counter at different values (the
+    later one with both reservations). Rebuilt from both, each reservation made a lease
+    again, the counter holds each reservation once (not also in the floor), and what is
+    left after one ends and the other's process is killed is the real cost alone."""
+    lease_s = 8.0
+    org = 88
+    key = SpendReservation(org, 2.0, 0.5, 0.0).key
+    p = _streamer(own_redis.url, lease_s, org, 2.0, 0.5)  # saw $0.50
+    q = _streamer(own_redis.url, lease_s, org, 2.0, 0.25)  # saw $0.75
+    try:
+        q.send_signal(signal.SIGSTOP)  # q reports after p (for a few seconds, within its lease)
+        own_redis.restart()
+        client = own_redis.client()
+        assert _wait_for(lambda: _leases(client, key) == [0.5], lease_s)
+        q.send_signal(signal.SIGCONT)
+        assert _wait_for(lambda: _leases(client, key) == [0.25, 0.5], lease_s)
+        assert _counter(client, key) == pytest.approx(0.75)  # was 1.25: p's $0.50 twice
+        q.stdin.write("0.1\n")
+        q.stdin.flush()
+        assert q.stdout.readline().strip() == "settled"
+        assert _counter(client, key) == pytest.approx(0.6)
+    finally:
+        q.send_signal(signal.SIGCONT)
+        _stop(p, q)
+    time.sleep(1.5 * lease_s)
+    sweeper = SpendReservation(org, 2.0, 0.0, 0.0)
+    assert asyncio.run(Limiter(own_redis.url, lease_s=lease_s).acquire([], sweeper)).allowed
+    # No trace of the dead process's reservation: the real $0.10 alone.
+    assert _counter(own_redis.client(), key) == pytest.approx(0.1)
