@@ -550,6 +550,7 @@ class Limiter:
         # counter -> when (time.monotonic()) the last answered script that renewed this
         # process's lease there was sent
         self._renewed: dict[str, float] = {}
+        self._lapsed: set[str] = set()  # settled leases, not movable, not released yet
         self._batch_seq = itertools.count(1)  # settlement batches' ids, in order
         self._beats: dict[int, asyncio.Task] = {}
         self._target = redisurl.parse(redis_url) if redis_url else None
@@ -699,9 +700,17 @@ class Limiter:
             self._renewed[key] = max(self._renewed.get(key, 0.0), renewed_at)
         if lost:
             for lease, entry in self._held.get(key, {}).items():
-                if entry[1] not in ("", epoch) and entry[2]:
+                if entry[1] in ("", epoch):
+                    continue
+                if entry[2]:
                     self._moves.setdefault(key, {})[lease] = (entry[0], entry[1])
                     entry[1] = ""
+                else:  # perhaps swept, so perhaps not in the values seen: as if swept here
+                    entry[1] = epoch
+            releases = self._releases.get(key, {})
+            for lease in self._lapsed & releases.keys():
+                if releases[lease][1] not in ("", UNSURE, epoch):
+                    releases[lease] = (releases[lease][0], epoch)
             if key in self._moves:
                 self._ensure_flusher()
         if lost and not self._in_fallback:
@@ -912,7 +921,9 @@ class Limiter:
                 epochs = await self._eval("beat", group, [self._pid, int(self.lease_s * 1000)])
                 for key, epoch in zip(group, epochs, strict=True):
                     info = self._spend_info.get(key)
-                    if info is None or not epoch or epoch != info[2]:
+                    if info is None:
+                        continue
+                    if not epoch or epoch != info[2]:
                         # Lost (a restart): a batch rebuilds it from what this process saw,
                         # and this process's reservations become leases there (_saw).
                         self._add_pending(key, 0.0)
@@ -1080,6 +1091,8 @@ class Limiter:
                     del self._moves[spend.key]
             elif entry is not None:  # "": being moved, resolved once moved (_registered)
                 epoch = entry[1]
+                if not entry[2]:
+                    self._lapsed.add(spend.lease)
             else:  # admitted during the outage: "" while its batch is unanswered
                 epoch = spend.epoch or self._registered.pop(spend.lease, "")
             self._release(spend.key, spend.lease, spend.reserve, epoch)
@@ -1122,6 +1135,7 @@ class Limiter:
                     batch.moves[key] = self._moves.pop(key, {})
                     releases = batch.releases[key] = {}
                     for lease, (reserved, epoch) in self._releases.pop(key, {}).items():
+                        self._lapsed.discard(lease)
                         epoch = epoch or self._registered.pop(lease, "")
                         if epoch:
                             releases[lease] = (reserved, epoch)

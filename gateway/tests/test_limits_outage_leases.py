@@ -323,3 +323,53 @@ def test_reservations_lost_in_a_redis_restart_are_counted_once_when_made_leases_
     assert asyncio.run(Limiter(own_redis.url, lease_s=lease_s).acquire([], sweeper)).allowed
     # No trace of the dead process's reservation: the real $0.10 alone.
     assert _counter(own_redis.client(), key) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("ended", ["after", "before"])
+def test_a_reservation_swept_before_redis_lost_the_counter_counts_its_whole_cost(own_redis, ended):
+    """A worker cut off from Redis past its lease has its reservation swept; back, it sees
+    the counter without it; then Redis loses the counter, rebuilt from that value. When the
+    request ends (after the worker noticed the loss, or before, its settlement not sent
+    yet), its cost was added as the difference from a reservation the new counter never
+    held: the counter fell short of the spend by the reservation."""
+    proxy = _ReplyDropper(own_redis.port)
+    lease_s = 1.0
+    try:
+        p = Limiter(proxy.url, lease_s=lease_s)
+        other = Limiter(own_redis.url, lease_s=lease_s)
+        spend = SpendReservation(89, 2.0, 0.5, 0.0)
+        client = own_redis.client()
+
+        async def run():
+            admitted = await p.acquire([], spend)
+            proxy.blocked = 10**6  # p cut off from Redis's scripts
+            await asyncio.sleep(1.5 * lease_s)
+            theirs = SpendReservation(89, 2.0, 0.25, 0.0)
+            assert (await other.acquire([], theirs)).allowed  # its sweep takes p's $0.50 off
+            other.settle(theirs, 0.25, "redis")
+            await asyncio.sleep(0.2)
+            proxy.blocked = 0
+            assert (await p.acquire([], SpendReservation(89, 2.0, 0.1, 0.0))).allowed
+            assert _counter(client, spend.key) == pytest.approx(0.35)  # what p saw
+            if ended == "before":
+                async with p._locks[id(asyncio.get_running_loop())]:  # not sent yet
+                    p.settle(spend, 0.3, admitted.backend)
+                    own_redis.restart()
+                    await p.acquire([], SpendReservation(89, 2.0, 0.0, 0.0))  # it notices
+                await asyncio.sleep(0.3)
+                return
+            own_redis.restart()
+            for _ in range(100):  # p's heartbeat rebuilds the counter from what it saw
+                await asyncio.sleep(0.05)
+                if client.exists(spend.key):
+                    break
+            await asyncio.sleep(0.3)
+            assert _counter(client, spend.key) == pytest.approx(0.35)
+            p.settle(spend, 0.3, admitted.backend)
+            await asyncio.sleep(0.3)
+
+        asyncio.run(run())
+        # $0.25 + $0.10 in flight + $0.30: it was $0.15.
+        assert _counter(client, spend.key) == pytest.approx(0.65)
+    finally:
+        proxy.close()
