@@ -385,6 +385,8 @@ class _Batch:
     registers: dict[str, dict[str, float]]  # counter -> {lease: reserved} (outage admissions)
     # counter -> {lease: (reserved, lost epoch)}: reservations a lost counter held
     moves: dict[str, dict[str, tuple[float, str]]] = field(default_factory=dict)
+    # counter -> (value, epoch) last seen of the lost counter, sent with its moves
+    lost_seen: dict[str, tuple[str, str]] = field(default_factory=dict)
     first_sent: float = 0.0  # time.monotonic() of its first send
 
 
@@ -547,6 +549,10 @@ class Limiter:
         self._held: dict[str, dict[str, list]] = {}
         # counter -> {lease: (reserved, lost epoch)}: to be made leases on the new counter
         self._moves: dict[str, dict[str, tuple[float, str]]] = {}
+        # counter -> (value, epoch) this process last saw of the lost counter, which holds
+        # the reservations it moves (a batch sent before the last of them was admitted, and
+        # run on the new counter, may have rebuilt it from an earlier value)
+        self._lost_seen: dict[str, tuple[str, str]] = {}
         # counter -> when (time.monotonic()) the last answered script that renewed this
         # process's lease there was sent
         self._renewed: dict[str, float] = {}
@@ -695,6 +701,7 @@ class Limiter:
         info = self._spend_info[key]
         lost = info[2] not in ("", epoch)
         self._check_lapse(key)
+        prior = (info[1], info[2])
         info[1:] = [value, epoch]
         if renewed_at is not None:
             self._renewed[key] = max(self._renewed.get(key, 0.0), renewed_at)
@@ -712,6 +719,7 @@ class Limiter:
                 if releases[lease][1] not in ("", UNSURE, epoch):
                     releases[lease] = (releases[lease][0], epoch)
             if key in self._moves:
+                self._lost_seen.setdefault(key, prior)
                 self._ensure_flusher()
         if lost and not self._in_fallback:
             log.warning(
@@ -1133,6 +1141,8 @@ class Limiter:
                     batch.deltas[key] = self._pending.pop(key, 0.0)
                     batch.registers[key] = self._unsent.pop(key, {})
                     batch.moves[key] = self._moves.pop(key, {})
+                    if key in self._lost_seen:
+                        batch.lost_seen[key] = self._lost_seen.pop(key)
                     releases = batch.releases[key] = {}
                     for lease, (reserved, epoch) in self._releases.pop(key, {}).items():
                         self._lapsed.discard(lease)
@@ -1160,6 +1170,7 @@ class Limiter:
         args = [deadline]
         for key in batch.keys:
             baseline, seen, epoch = self._spend_info[key]
+            seen, epoch = batch.lost_seen.get(key, (seen, epoch))
             args += [repr(batch.deltas[key]), repr(baseline), seen, epoch, secrets.token_hex(8)]
             leases = batch.releases[key]
             args.append(len(leases))
