@@ -741,6 +741,7 @@ class Limiter:
         if renewed is not None and time.monotonic() - renewed > 0.95 * self.lease_s:
             for entry in self._held.get(key, {}).values():
                 entry[2] = False
+            self._lapsed.update(self._releases.get(key, {}))  # ended, not released yet
 
     def _mark_up(self) -> None:
         if self._in_fallback:
