@@ -1064,6 +1064,28 @@ def test_the_learned_classifier_reads_the_rules_features_within_their_range():
     )
 
 
+@needs_learned
+@pytest.mark.parametrize(
+    ("typed", "plain"),
+    [("hi \U0001f600", "hi"), ("thanks a lot \U0001f44d\U0001f3fd", "thanks a lot")],
+)
+def test_an_emoji_does_not_make_a_prompt_look_hard_to_the_learned_classifier(typed, plain):
+    """The vocabulary has no emoji: each was its unknown token, which the development set
+    knew only from its formal-logic questions (their symbols), so "hi" with a smiley was
+    half "unknown" and scored 0.29 where "hi" scored 0.17. The unknown token is left out of
+    the mean unless it is all the prompt has."""
+    from core import smart_learned
+
+    policy = smart_settings.SmartPolicy(tiers=("lite", "pro"), thresholds=(0.5,))
+
+    def learned(text):
+        return smart.score(policy, {"messages": [{"role": "user", "content": text}]}, "learned")
+
+    assert learned(typed) == pytest.approx(learned(plain), abs=0.01)
+    # A prompt of nothing but unknown tokens still has an embedding: theirs.
+    assert smart_learned.embed("\U0001f600\U0001f600").any()
+
+
 def test_a_slider_shows_a_saved_aggressiveness_the_browser_keeps_on_a_save(alice_client, org_a):
     """Set over REST or the config file, aggressiveness 0.63 is 63 on the slider: with
     step 5 a browser snapped it to 65, and a save of the form for anything else (the
