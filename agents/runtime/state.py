@@ -58,7 +58,7 @@ def agent_id(state_dir: Path) -> str:
         return value
 
 
-def _fingerprint(token: str) -> str:
+def fingerprint(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -87,7 +87,7 @@ class Token:
 
     def _choose(self) -> str:
         rotated = self._rotated()
-        if rotated and _fingerprint(self.configured) in rotated.get("replaces", []):
+        if rotated and fingerprint(self.configured) in rotated.get("replaces", []):
             return rotated["token"]
         return self.configured
 
@@ -95,7 +95,7 @@ class Token:
         if new == self.current or not keys.well_formed(new, ("bt-",)):
             return
         rotated = self._rotated() or {}
-        replaces = list(dict.fromkeys([*rotated.get("replaces", []), _fingerprint(self.current)]))
+        replaces = list(dict.fromkeys([*rotated.get("replaces", []), fingerprint(self.current)]))
         try:
             write_private(self.path, json.dumps({"token": new, "replaces": replaces}).encode())
         except OSError as exc:

@@ -30,7 +30,7 @@ from gateway.dataplane.snapshot import (
 
 from . import VERSION
 from .control import ControlPlane, clean
-from .state import write_private
+from .state import fingerprint, write_private
 
 log = logging.getLogger("bonito.agent")
 
@@ -41,6 +41,9 @@ SUGGESTED = ("poll_s", "heartbeat_s", "ingest_batch_s")
 # negative number or a huge one (a misconfigured or hostile control plane) would kill the
 # sync thread, pull in a tight loop, or never pull again.
 SUGGESTED_MIN_S, SUGGESTED_MAX_S = 1.0, 3600.0
+# How many of the org's tokens (fingerprints) the config cache remembers: the one it was
+# pulled with and those a rotation handed over since.
+CACHE_TOKENS_KEPT = 20
 
 
 def _suggestions(doc: dict) -> dict:
@@ -69,6 +72,9 @@ class ConfigSync:
         self.etag: str | None = None
         self.suggested: dict = {}
         self.loaded_from = ""  # "control plane" | "disk cache"
+        # Fingerprints of the org tokens the config was pulled with (this org's): the disk
+        # cache serves only an agent whose token is one of them.
+        self.token_fingerprints: list[str] = []
         self.last_sync_ok: float | None = None
         self.problem: str | None = None  # why the last config pull did not succeed (/ready)
         self.started_at = time.time()
@@ -109,16 +115,35 @@ class ConfigSync:
     def load_cache(self) -> bool:
         try:
             doc = orjson.loads(self.cache_path.read_bytes())
+            if not isinstance(doc, dict):
+                raise TypeError("not a JSON object")
+            bound = doc.get("token_fingerprints")
+            token = self.control.token
+            if not isinstance(bound, list) or not {
+                fingerprint(token.configured),
+                fingerprint(token.current),
+            } & set(bound):
+                # Another org's config (the operator changed the token on this state
+                # folder), or a cache from before caches were bound to their token: none of
+                # its keys is served until the control plane answers for this token.
+                self.problem = (
+                    "the config cache was pulled with another org token; waiting for the"
+                    " control plane"
+                )
+                log.error("%s (%s not used)", self.problem, self.cache_path)
+                return False
             self._take_full(doc)
         except FileNotFoundError:
             return False
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            self.base, self.org, self.facts, self.hash_secret = None, None, {}, b""
             log.error(
                 "config cache %s unreadable (%s); waiting for the control plane",
                 self.cache_path,
                 type(exc).__name__,
             )
             return False
+        self.token_fingerprints = [str(f) for f in bound][-CACHE_TOKENS_KEPT:]
         self.etag = doc.get("etag")
         self.loaded_from = "disk cache"
         self.publish()
@@ -136,6 +161,7 @@ class ConfigSync:
             "hash_secret": base64.b64encode(self.hash_secret).decode(),
             **{k: v for k, v in self.suggested.items()},
             "etag": self.etag,
+            "token_fingerprints": self.token_fingerprints,
         }
         try:
             write_private(self.cache_path, orjson.dumps(doc))
@@ -150,11 +176,13 @@ class ConfigSync:
         self.facts = doc.get("facts") or {}
         self.suggested = _suggestions(doc)
 
-    def take(self, doc: dict) -> None:
-        """Apply one config answer (full or delta) and publish it."""
+    def take(self, doc: dict, used_token: str | None = None) -> None:
+        """Apply one config answer (full or delta) and publish it; ``used_token`` is the org
+        token the answer was pulled with (it and a rotated one are bound to the cache)."""
         rotate = (doc.get("token") or {}).get("rotate_to")
         if rotate:
             self.control.token.rotate(rotate)
+        org_before = (self.org or {}).get("id")
         if doc.get("full"):
             self._take_full(doc)
         else:
@@ -170,6 +198,13 @@ class ConfigSync:
             self.facts = doc.get("facts") or {}
             self.org = doc.get("org") or self.org
             self.suggested.update(_suggestions(doc))
+        if (self.org or {}).get("id") != org_before:
+            self.token_fingerprints = []  # another org's config: its tokens only
+        for token in (used_token, self.control.token.current):
+            if token:
+                mark = fingerprint(token)
+                kept = [f for f in self.token_fingerprints if f != mark]
+                self.token_fingerprints = [*kept, mark][-CACHE_TOKENS_KEPT:]
         self.loaded_from = "control plane"
         self.publish()
 
@@ -249,7 +284,8 @@ class ConfigSync:
                 raise TypeError(
                     f"the config answer is a JSON {type(document).__name__}, not an object"
                 )
-            self.take(document)
+            used = response.request.headers.get("authorization", "").removeprefix("Bearer ")
+            self.take(document, used_token=used)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             # A delta that does not fit (a gap), or a document this agent cannot read: ask
             # for the whole config next time.
