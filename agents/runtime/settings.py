@@ -3,6 +3,7 @@
 import contextlib
 import ipaddress
 import logging
+import math
 import os
 import ssl
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ def _number(env, name: str, default, low, parse, what: str):
         raise SettingsError(f"{name} must be {what}, not {raw!r}") from None
     if not value >= low:  # also refuses NaN
         raise SettingsError(f"{name} must be at least {low}, not {raw}")
+    if not math.isfinite(value):  # an infinite interval or timeout means never, or for ever
+        raise SettingsError(f"{name} must be a finite {what.removeprefix('a ')}, not {raw}")
     return value
 
 
@@ -280,6 +283,10 @@ def load(env=None) -> AgentSettings:
     port = _int(env, "BONITO_AGENT_PORT", 8000)
     if port > 65535:
         raise SettingsError(f"BONITO_AGENT_PORT must be at most 65535, not {port}")
+    # Read by the HTTP protocol in each worker (gateway/dataplane/http_protocol.py), which
+    # falls back to its default on a wrong value: checked here so that one stops the start.
+    _float(env, "BONITO_HEADERS_TIMEOUT_S", 30.0)
+    _int(env, "BONITO_MAX_HEADER_BYTES", 65536)
     return AgentSettings(
         control_plane=url,
         token=token,

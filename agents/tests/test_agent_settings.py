@@ -57,6 +57,16 @@ def test_the_defaults_are_the_documented_ones():
         ({"BONITO_CONTROL_PLANE": "http://[::1"}, "BONITO_CONTROL_PLANE must be an http(s) URL"),
         ({"BONITO_CONTROL_PLANE": "https://cp:99999"}, "BONITO_CONTROL_PLANE must be an http(s)"),
         ({"BONITO_AGENT_PORT": "70000"}, "BONITO_AGENT_PORT must be at most 65535"),
+        # an infinite interval pulled the config once and never again (a revoked key served
+        # for ever); an infinite timeout let one stalled call hold the sync thread
+        ({"BONITO_SYNC_INTERVAL_S": "inf"}, "BONITO_SYNC_INTERVAL_S must be a finite number"),
+        ({"BONITO_HEARTBEAT_INTERVAL_S": "1e309"}, "BONITO_HEARTBEAT_INTERVAL_S must be a finite"),
+        ({"BONITO_CONTROL_PLANE_TIMEOUT_S": "inf"}, "BONITO_CONTROL_PLANE_TIMEOUT_S must be a"),
+        # read by the HTTP protocol, which fell back to its default without a word
+        ({"BONITO_HEADERS_TIMEOUT_S": "30s"}, "BONITO_HEADERS_TIMEOUT_S must be a number"),
+        ({"BONITO_HEADERS_TIMEOUT_S": "0"}, "BONITO_HEADERS_TIMEOUT_S must be at least"),
+        ({"BONITO_MAX_HEADER_BYTES": "64k"}, "BONITO_MAX_HEADER_BYTES must be a whole number"),
+        ({"BONITO_MAX_HEADER_BYTES": "-1"}, "BONITO_MAX_HEADER_BYTES must be at least"),
     ],
 )
 def test_a_wrong_setting_is_named_and_its_secret_never_echoed(env, message):
