@@ -76,12 +76,16 @@ def _write_spool_file(spool_dir: Path, suffix: str, records: list[dict]) -> None
     tmp = name.with_suffix(".tmp")
     # 0600 like the journal: usage metadata is the operator's, not every local user's.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with open(fd, "wb") as f:
-        for record in records:
-            f.write(_encode(record))
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.rename(name)
+    try:
+        with open(fd, "wb") as f:
+            for record in records:
+                f.write(_encode(record))
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.rename(name)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk: no part-file left per retry
+        raise
 
 
 def requeue_dead_letters(dead_letter_dir: Path, spool_dir: Path) -> tuple[int, int]:
