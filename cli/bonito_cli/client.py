@@ -206,6 +206,10 @@ def raise_for(response: httpx.Response) -> None:
     raise CliError(message, FAILURE)
 
 
+class Unreachable(CliError):
+    """The server could not be reached or did not answer: nothing it said, nothing to read."""
+
+
 class Client:
     def __init__(self, url: str, token: str | None, timeout: float = 30.0):
         self.url = server_url(url)
@@ -221,13 +225,15 @@ class Client:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.ConnectError as exc:
-            raise CliError(
+            raise Unreachable(
                 f"Cannot reach {shown_url(self.url)}: {self._scrub(exc)}. Is the server running?"
             ) from None
         except httpx.TimeoutException:
-            raise CliError(f"{shown_url(self.url)} did not answer in time.") from None
+            raise Unreachable(f"{shown_url(self.url)} did not answer in time.") from None
         except httpx.HTTPError as exc:
-            raise CliError(f"Talking to {shown_url(self.url)} failed: {self._scrub(exc)}") from None
+            raise Unreachable(
+                f"Talking to {shown_url(self.url)} failed: {self._scrub(exc)}"
+            ) from None
         raise_for(response)
         return response
 

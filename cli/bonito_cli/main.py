@@ -18,6 +18,7 @@ from .client import (
     USAGE,
     Client,
     CliError,
+    Unreachable,
     clean_token,
     expect,
     me_of,
@@ -1023,8 +1024,8 @@ def logs(state, limit, follow, interval, **kw):
         try:
             slug = state.client.get("/api/me")["org"]["slug"]
         except CliError as exc:
-            if exc.code == AUTH:
-                raise
+            if exc.code == AUTH or isinstance(exc, Unreachable):
+                raise  # no server to poll either: one error, not a fallback that fails too
             raise live.NoLiveTail(
                 f"the server did not say which org this token is for ({exc})"
             ) from None

@@ -989,3 +989,13 @@ def test_a_fields_file_with_nan_is_a_usage_error(fake, home):
     result = at(fake, home, "budgets", "create", "--file", str(path), check=2)
     assert "fields.json" in result.stderr and "unexpected" not in result.stderr
     assert not [s for s in fake.seen if s["path"].startswith("/api/gateway/budgets")]
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9", "http://user:hunter2@127.0.0.1:9"])
+def test_logs_follow_with_the_server_down_says_so_once(home, url):
+    """The server down was first 'the server did not say which org this token is for
+    (Cannot reach …); polling every 2s instead', then the same error again: one error."""
+    result = bonito(home, "--url", url, "--token", "pat-x", "logs", "--follow", check=1)
+    assert result.stderr.count("Cannot reach") == 1, result.stderr
+    assert "did not say" not in result.stderr and "polling" not in result.stderr
+    assert "hunter2" not in result.stderr
