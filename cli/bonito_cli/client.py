@@ -1,7 +1,7 @@
 """The REST API and /v1 over httpx; every failure becomes a CliError with the API's message."""
 
 import re
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import httpx
 
@@ -201,9 +201,39 @@ def raise_for(response: httpx.Response) -> None:
             f"{response.request.url.path}: this server has no such endpoint "
             "(an older Bonito, or the URL is not a Bonito server)."
         )
+    if response.status_code == 404:
+        message = _not_found(response.request.url.path, message)
     if response.status_code in (401, 403):
         raise CliError(message, AUTH)
     raise CliError(message, FAILURE)
+
+
+# The REST API's collections, as a user names what is in them.
+NOUNS = {
+    "keys": "key",
+    "providers": "provider",
+    "deployments": "deployment",
+    "models": "model",
+    "routing-policies": "routing policy",
+    "budgets": "budget",
+    "teams": "team",
+    "members": "member",
+    "tokens": "token",
+    "audit": "audit entry",
+}
+_DJANGO_404 = re.compile(r"No \w+ matches the given query\.")
+
+
+def _not_found(path: str, message: str) -> str:
+    """Django's "No ApiKey matches the given query." in the user's words: "No key 12 in
+    this org." (the server's class names mean nothing to them)."""
+    if not _DJANGO_404.fullmatch(message):
+        return message
+    segments = [unquote(s) for s in path.split("/") if s]
+    for n, segment in enumerate(segments[:-1]):
+        if segment in NOUNS:
+            return f"No {NOUNS[segment]} {segments[n + 1][:100]} in this org."
+    return message
 
 
 class Unreachable(CliError):

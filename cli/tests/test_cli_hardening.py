@@ -999,3 +999,20 @@ def test_logs_follow_with_the_server_down_says_so_once(home, url):
     assert result.stderr.count("Cannot reach") == 1, result.stderr
     assert "did not say" not in result.stderr and "polling" not in result.stderr
     assert "hunter2" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "path", "model", "said"),
+    [
+        (("keys", "get", "999"), "/api/gateway/keys/999", "ApiKey", "No key 999"),
+        (("members", "delete", "7"), "/api/gateway/members/7", "Membership", "No member 7"),
+        (("models", "get", "gpt-9"), "/api/gateway/models/gpt-9", "ModelCatalogEntry", "No model"),
+    ],
+)
+def test_an_id_not_in_the_org_is_named_in_plain_words(fake, home, args, path, model, said):
+    """404s said the server's class names: 'No ModelCatalogEntry matches the given query.'"""
+    fake.json("/api/me", ME)
+    fake.json("/api/", {"detail": f"No {model} matches the given query."}, status=404)
+    result = at(fake, home, *args, input="y\n", check=1)
+    assert said in result.stderr and "in this org" in result.stderr, result.stderr
+    assert model not in result.stderr
