@@ -43,7 +43,13 @@ def main() -> int:
     from gateway.dataplane.http_protocol import SPEC as HEAD_DEADLINE
 
     from .credentials import Credentials, CredentialsError
-    from .settings import SettingsError, configure_logging, load, prepare_state_dir
+    from .settings import (
+        SettingsError,
+        check_listen,
+        configure_logging,
+        load,
+        prepare_state_dir,
+    )
 
     try:
         # The level first (logging raises on a wrong one), so that load()'s warnings are
@@ -52,6 +58,7 @@ def main() -> int:
         s = load()
         # Before uvicorn: the workers' app factory would meet it too late to stop cleanly.
         prepare_state_dir(s.state_dir)
+        check_listen(s.host, s.port)
         Credentials.from_settings(s).check()  # a configured source's SDK must be installed
     except (SettingsError, CredentialsError) as exc:
         print(f"bonito-agent: {exc}", file=sys.stderr)

@@ -1,16 +1,18 @@
 """The agent's settings: environment variables only, checked once at start."""
 
 import contextlib
+import errno
 import ipaddress
 import logging
 import math
 import os
+import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from core import keys
+from core import keys, redisurl
 from gateway.dataplane.netpolicy import parse_networks
 
 GIB = 1024**3
@@ -283,6 +285,12 @@ def load(env=None) -> AgentSettings:
     port = _int(env, "BONITO_AGENT_PORT", 8000)
     if port > 65535:
         raise SettingsError(f"BONITO_AGENT_PORT must be at most 65535, not {port}")
+    redis_url = env.get("BONITO_REDIS_URL", "").strip()
+    if redis_url:
+        try:
+            redisurl.parse(redis_url)
+        except ValueError as exc:  # its words name the form, never the URL (a password)
+            raise SettingsError(f"BONITO_REDIS_URL: {exc}") from None
     # Read by the HTTP protocol in each worker (gateway/dataplane/http_protocol.py), which
     # falls back to its default on a wrong value: checked here so that one stops the start.
     _float(env, "BONITO_HEADERS_TIMEOUT_S", 30.0)
@@ -299,7 +307,7 @@ def load(env=None) -> AgentSettings:
         ingest_interval_s=_float(env, "BONITO_INGEST_INTERVAL_S", 0) or None,
         heartbeat_interval_s=_float(env, "BONITO_HEARTBEAT_INTERVAL_S", 0) or None,
         spool_max_bytes=_int(env, "BONITO_SPOOL_MAX_BYTES", GIB, low=1024 * 1024),
-        redis_url=env.get("BONITO_REDIS_URL", "").strip(),
+        redis_url=redis_url,
         ca_bundle=ca,
         credentials_file=Path(creds_file) if creds_file else None,
         aws_secret_arn=env.get("AWS_SECRETS_MANAGER_ARN", "").strip(),
@@ -315,3 +323,31 @@ def load(env=None) -> AgentSettings:
         log_level=level,
         env=env,
     )
+
+
+def check_listen(host: str, port: int) -> None:
+    """The address the agent listens on, tried before uvicorn does (whose own error, exit 3,
+    names no setting): a port in use or a host that is no address here stops the start."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        raise SettingsError(
+            f"BONITO_AGENT_HOST {host} is not an address of this host"
+            f" ({getattr(exc, 'strerror', None) or exc}); use 0.0.0.0 (every address) or one of"
+            " its own"
+        ) from None
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            what = (
+                f"BONITO_AGENT_PORT {port} is in use on {host}"
+                if exc.errno == errno.EADDRINUSE
+                else f"BONITO_AGENT_HOST {host} / BONITO_AGENT_PORT {port} cannot be listened on"
+                f" ({exc.strerror})"
+            )
+            raise SettingsError(
+                f"{what}; set BONITO_AGENT_PORT (or BONITO_AGENT_HOST) to a free one"
+            ) from None

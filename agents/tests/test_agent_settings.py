@@ -4,6 +4,7 @@ a rotated token survives a restart, but never outranks a new token the operator 
 import json
 import multiprocessing
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -67,6 +68,9 @@ def test_the_defaults_are_the_documented_ones():
         ({"BONITO_HEADERS_TIMEOUT_S": "0"}, "BONITO_HEADERS_TIMEOUT_S must be at least"),
         ({"BONITO_MAX_HEADER_BYTES": "64k"}, "BONITO_MAX_HEADER_BYTES must be a whole number"),
         ({"BONITO_MAX_HEADER_BYTES": "-1"}, "BONITO_MAX_HEADER_BYTES must be at least"),
+        # a traceback (exit 1) from the limiter, after the settings were all taken
+        ({"BONITO_REDIS_URL": "notaurl"}, "BONITO_REDIS_URL: a Redis URL starts with redis://"),
+        ({"BONITO_REDIS_URL": "http://cache:6379"}, "BONITO_REDIS_URL: unknown Redis URL"),
     ],
 )
 def test_a_wrong_setting_is_named_and_its_secret_never_echoed(env, message):
@@ -74,6 +78,13 @@ def test_a_wrong_setting_is_named_and_its_secret_never_echoed(env, message):
         agent_settings.load(_env(**env))
     assert message in str(info.value)
     assert "bt-garbage" not in str(info.value)
+
+
+def test_a_wrong_redis_url_never_echoes_its_password():
+    with pytest.raises(SettingsError) as info:
+        agent_settings.load(_env(BONITO_REDIS_URL="redis://:s3cret-pw@cache:99999/0"))
+    assert str(info.value).startswith("BONITO_REDIS_URL: a redis:// URL is")
+    assert "s3cret" not in str(info.value)
 
 
 def _mistyped(token: str) -> str:
@@ -168,6 +179,23 @@ def test_a_state_folder_it_cannot_make_or_write_stops_it_at_start_naming_it(tmp_
         assert result.returncode == 2, result.stderr
         assert result.stderr.startswith(f"bonito-agent: BONITO_STATE_DIR {path} "), result.stderr
         assert why in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+def test_an_address_it_cannot_listen_on_stops_it_at_start_naming_it(tmp_path):
+    """uvicorn said `ERROR: [Errno 98] … address already in use` (exit 3), naming no setting."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        for env, start in [
+            ({"BONITO_AGENT_PORT": port}, f"bonito-agent: BONITO_AGENT_PORT {port}"),
+            ({"BONITO_AGENT_HOST": "999.1.1.1"}, "bonito-agent: BONITO_AGENT_HOST 999.1.1.1"),
+        ]:
+            result = _run_agent(tmp_path, **env)
+            assert result.returncode == 2, result.stderr
+            assert result.stderr.startswith(start), result.stderr
+            assert "Traceback" not in result.stderr
 
 
 @pytest.mark.slow
