@@ -142,10 +142,19 @@ def log_level(env) -> str:
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+QUIET_LIBRARIES = ("httpx", "httpcore", "azure", "botocore", "boto3", "urllib3", "google")
+
+
 def configure_logging(env) -> None:
     """The agent's log format and BONITO_LOG_LEVEL, in this process: the main one, and each
     worker uvicorn starts as a new process (the main one's set-up never reaches those)."""
-    logging.basicConfig(level=log_level(env), format=LOG_FORMAT)
+    level = log_level(env)
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+    if level != "DEBUG":
+        # Client libraries log every call at INFO (httpx: each config pull and heartbeat;
+        # the cloud SDKs: each secret read): the agent's own lines say what matters.
+        for name in QUIET_LIBRARIES:
+            logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 def _control_plane(env) -> str:
