@@ -73,16 +73,35 @@ class Token:
         self.path = state_dir / "token.json"
         self.token_file = token_file
         self.configured = configured
+        self._damage_logged = False
         self.current = self._choose()
         self.refused = False  # the control plane answered 401 to the current token
 
     def _rotated(self) -> dict | None:
         try:
             data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return None
-        if isinstance(data, dict) and keys.well_formed(str(data.get("token", "")), ("bt-",)):
-            return data
+            why = "" if isinstance(data, dict) else "not a JSON object"
+        except FileNotFoundError:
+            return None  # no rotation yet
+        except (OSError, ValueError) as exc:
+            data, why = None, type(exc).__name__
+        if not why:
+            replaces = data.get("replaces", [])
+            if (
+                keys.well_formed(str(data.get("token", "")), ("bt-",))
+                and isinstance(replaces, list)
+                and all(isinstance(t, str) for t in replaces)
+            ):
+                return data
+            why = "no well-formed token in it"
+        if not self._damage_logged:
+            self._damage_logged = True
+            log.warning(
+                "rotated org token in %s cannot be used (%s): using the configured one;"
+                " if it was rotated away, put the current token in the deployment",
+                self.path,
+                why,
+            )
         return None
 
     def _choose(self) -> str:

@@ -277,6 +277,26 @@ def test_garbage_in_the_state_is_ignored(tmp_path):
     assert first != "not a uuid" and agent_id(tmp_path) == first
 
 
+@pytest.mark.parametrize(
+    "content", [b'{"token": ', b"[]", b'{"token": "nope"}', b'{"token": "TOKEN", "replaces": 7}']
+)
+def test_a_damaged_rotated_token_is_logged_not_silently_dropped(tmp_path, caplog, content):
+    """A token.json that cannot be used left the agent on its configured token without a
+    word: past the rotation's grace that one is refused, and nothing said why."""
+    (tmp_path / "token.json").write_bytes(content.replace(b"TOKEN", keys.generate("bt-").encode()))
+    configured = keys.generate("bt-")
+    with caplog.at_level("WARNING", logger="bonito.agent"):
+        assert Token(configured, tmp_path).current == configured
+    assert f"{tmp_path / 'token.json'} cannot be used" in caplog.text
+    assert configured not in caplog.text
+
+
+def test_no_rotated_token_is_no_warning(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="bonito.agent"):
+        Token(keys.generate("bt-"), tmp_path)
+    assert caplog.text == ""
+
+
 def _start_together(state_dir, barrier_dir, n):
     # Runs in a child process: wait until all n are ready, then ask for the id at once.
     (barrier_dir / str(os.getpid())).touch()
