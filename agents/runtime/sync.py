@@ -170,10 +170,11 @@ class ConfigSync:
 
     # -- applying documents ----------------------------------------------------------------
     def _take_full(self, doc: dict) -> None:
-        self.hash_secret = base64.b64decode(doc["hash_secret"])
-        self.base = snapshot_from_dict(doc["snapshot"], self.hash_secret)
-        self.org = doc["org"]
-        self.facts = doc.get("facts") or {}
+        hash_secret = base64.b64decode(doc["hash_secret"])
+        base = snapshot_from_dict(doc["snapshot"], hash_secret)
+        org, facts = doc["org"], doc.get("facts") or {}
+        self._serving(base, org, facts)  # a document it cannot serve changes nothing
+        self.hash_secret, self.base, self.org, self.facts = hash_secret, base, org, facts
         self.suggested = _suggestions(doc)
 
     def take(self, doc: dict, used_token: str | None = None) -> None:
@@ -192,11 +193,12 @@ class ConfigSync:
                 # The token is another org's now (the operator changed it): a delta from
                 # that org cannot apply to this org's config.
                 raise ValueError("a delta for another organization than the cached config")
-            self.base = apply_delta(self.base, delta_from_dict(doc["delta"]), time.time())
-            self.hash_secret = base64.b64decode(doc.get("hash_secret") or b"") or self.hash_secret
-            self.base = dataclasses.replace(self.base, hash_secret=self.hash_secret)
-            self.facts = doc.get("facts") or {}
-            self.org = doc.get("org") or self.org
+            base = apply_delta(self.base, delta_from_dict(doc["delta"]), time.time())
+            hash_secret = base64.b64decode(doc.get("hash_secret") or b"") or self.hash_secret
+            base = dataclasses.replace(base, hash_secret=hash_secret)
+            facts, org = doc.get("facts") or {}, doc.get("org") or self.org
+            self._serving(base, org, facts)
+            self.base, self.hash_secret, self.facts, self.org = base, hash_secret, facts, org
             self.suggested.update(_suggestions(doc))
         if (self.org or {}).get("id") != org_before:
             self.token_fingerprints = []  # another org's config: its tokens only
@@ -208,11 +210,16 @@ class ConfigSync:
         self.loaded_from = "control plane"
         self.publish()
 
-    def publish(self) -> None:
-        """The pulled snapshot with the org's facts and the VPC's credentials, swapped in."""
-        base = self.base
+    def _serving(self, base: Snapshot, org: dict, facts: dict) -> Snapshot:
+        """The pulled snapshot with the org's facts and the VPC's credentials. Raises
+        TypeError/ValueError for a document whose org or facts are not what they must be
+        (a damaged cache, a control plane of another version)."""
+        if not isinstance(org, dict) or type(org.get("id")) is not int:
+            raise TypeError("the config's org is not an object with a numeric id")
+        if not isinstance(facts, dict) or not isinstance(facts.get("blocked") or {}, dict):
+            raise TypeError("the config's facts are not an object")
         orgs = {}
-        for org_id, org in base.orgs.items():
+        for org_id, info in base.orgs.items():
             deployments = {
                 model: tuple(
                     dataclasses.replace(
@@ -220,17 +227,23 @@ class ConfigSync:
                     )
                     for d in deps
                 )
-                for model, deps in org.deployments.items()
+                for model, deps in info.deployments.items()
             }
             changes = {"deployments": deployments}
-            if self.org and org_id == self.org.get("id") and self.facts:
-                changes["spent_this_month"] = float(self.facts.get("spent_this_month") or 0.0)
-                changes["spent_month"] = str(self.facts.get("month") or "")
+            if org_id == org["id"] and facts:
+                changes["spent_this_month"] = float(facts.get("spent_this_month") or 0.0)
+                changes["spent_month"] = str(facts.get("month") or "")
                 changes["blocked"] = {
-                    scope: Block(**b) for scope, b in (self.facts.get("blocked") or {}).items()
+                    scope: Block(**b) for scope, b in (facts.get("blocked") or {}).items()
                 }
-            orgs[org_id] = dataclasses.replace(org, **changes)
-        self.gateway.snapshots.publish(dataclasses.replace(base, orgs=orgs))
+            orgs[org_id] = dataclasses.replace(info, **changes)
+        return dataclasses.replace(base, orgs=orgs)
+
+    def publish(self) -> None:
+        """The pulled snapshot, served: one reference swap."""
+        snapshot = self._serving(self.base, self.org, self.facts)
+        self.gateway.snapshots.publish(snapshot)
+        orgs = snapshot.orgs
         self.gateway.sink.min_batch_interval = self.ingest_s
         kinds = {d.kind for o in orgs.values() for deps in o.deployments.values() for d in deps}
         try:

@@ -12,6 +12,7 @@ import pytest
 
 from agents.runtime import settings as agent_settings
 from agents.runtime.app import Agent
+from agents.runtime.state import fingerprint
 from core import keys
 from gateway.dataplane.snapshot import (
     Delta,
@@ -211,3 +212,36 @@ def test_the_control_planes_suggested_intervals_are_used_only_within_bounds(
     again = Agent(agent.settings)
     assert again.sync.load_cache()
     assert 1 <= again.sync.poll_s <= 3600 and 1 <= again.sync.heartbeat_s <= 3600
+
+
+DAMAGED = [
+    {"org": "org1"},  # not an object: the agent's start failed ('agent startup failed')
+    {"org": {"id": "1"}},
+    {"facts": [1]},
+    {"facts": {"blocked": [1]}},
+    {"facts": {"blocked": {"org": "cap"}}},
+    {"facts": {"spent_this_month": "lots"}},
+]
+
+
+@pytest.mark.parametrize("damage", DAMAGED)
+def test_a_damaged_cache_is_not_served_and_stops_nothing(setup, tmp_path, damage):
+    """A config.json whose org or facts are not what they must be (a disk fault, a hand
+    edit) crashed the agent's start; it now waits for the control plane."""
+    _fake, agent = setup
+    doc = {**_full(1, 5, "h1"), **damage}
+    doc["token_fingerprints"] = [fingerprint(agent.control.token.current)]
+    (tmp_path / "config.json").write_text(json.dumps(doc))
+    assert agent.sync.load_cache() is False
+    assert agent.gateway.snapshots.current is None and agent.sync.base is None
+
+
+@pytest.mark.parametrize("damage", DAMAGED)
+def test_a_document_it_cannot_serve_changes_nothing(setup, damage):
+    fake, agent = setup
+    fake.answers = [lambda since: _full(1, 5, "h1"), lambda since: {**_full(1, 6, "h2"), **damage}]
+    assert agent.sync.pull() == "updated"
+    assert agent.sync.pull() == "retry"
+    assert agent.sync.base.version == 5 and agent.sync.facts["spent_this_month"] == 12.5
+    agent.sync.publish()  # what it keeps can still be published (a credentials reload)
+    assert agent.gateway.snapshots.current.orgs[1].spent_this_month == 12.5
