@@ -127,9 +127,10 @@ class ConfigSync:
                 # folder), or a cache from before caches were bound to their token: none of
                 # its keys is served until the control plane answers for this token.
                 self.problem = (
-                    "the config cache was pulled with another org token; waiting for the"
-                    " control plane"
-                )
+                    "the config cache was pulled with another org token"
+                    if bound is not None
+                    else "the config cache names no org token (written by an older agent)"
+                ) + "; waiting for the control plane"
                 log.error("%s (%s not used)", self.problem, self.cache_path)
                 return False
             self._take_full(doc)

@@ -245,3 +245,26 @@ def test_a_document_it_cannot_serve_changes_nothing(setup, damage):
     assert agent.sync.base.version == 5 and agent.sync.facts["spent_this_month"] == 12.5
     agent.sync.publish()  # what it keeps can still be published (a credentials reload)
     assert agent.gateway.snapshots.current.orgs[1].spent_this_month == 12.5
+
+
+@pytest.mark.parametrize(
+    ("bound", "served", "logged"),
+    [
+        ("own", True, "serving config version 5 from the disk cache"),
+        ("other", False, "the config cache was pulled with another org token"),
+        (None, False, "the config cache names no org token (written by an older agent)"),
+    ],
+)
+def test_the_disk_cache_serves_only_the_token_it_was_pulled_with(
+    setup, tmp_path, caplog, bound, served, logged
+):
+    _fake, agent = setup
+    doc = _full(1, 5, "h1")
+    if bound is not None:
+        token = agent.control.token.current if bound == "own" else keys.generate("bt-")
+        doc["token_fingerprints"] = [fingerprint(token)]
+    (tmp_path / "config.json").write_text(json.dumps(doc))
+    with caplog.at_level("WARNING", logger="bonito.agent"):
+        assert agent.sync.load_cache() is served
+    assert (agent.gateway.snapshots.current is not None) is served
+    assert logged in caplog.text
