@@ -8,7 +8,16 @@ import sys
 import click
 import httpx
 
-from .client import AUTH, USAGE, CliError, api_message, clean_token, server_url, shown_url
+from .client import (
+    AUTH,
+    USAGE,
+    CliError,
+    api_message,
+    clean_token,
+    http_client,
+    server_url,
+    shown_url,
+)
 from .output import error, print_json, safe
 
 
@@ -23,7 +32,7 @@ def _v1(state, api_key) -> httpx.Client:
             "`bonito auth login --api-key`.",
             AUTH,
         )
-    return httpx.Client(
+    return http_client(
         base_url=server_url(state.profile.url) + "/v1",
         headers={"Authorization": f"Bearer {key}"},
         timeout=httpx.Timeout(120.0, connect=10.0),

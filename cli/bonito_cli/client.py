@@ -1,6 +1,8 @@
 """The REST API and /v1 over httpx; every failure becomes a CliError with the API's message."""
 
+import os
 import re
+import ssl
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import httpx
@@ -236,6 +238,22 @@ def _not_found(path: str, message: str) -> str:
     return message
 
 
+def http_client(**kwargs) -> httpx.Client:
+    """An httpx client; SSL_CERT_FILE / SSL_CERT_DIR (read by httpx to trust a private CA)
+    naming no readable CA is a usage error naming the variable, not an unexplained OSError."""
+    try:
+        return httpx.Client(**kwargs)
+    except (OSError, ssl.SSLError) as exc:
+        name = "SSL_CERT_FILE" if os.environ.get("SSL_CERT_FILE") else "SSL_CERT_DIR"
+        why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+        raise CliError(
+            f"{name} {os.environ.get(name, '')} is not a readable PEM CA certificate ({why}):"
+            " point it at the PEM file of the CA that signed the server's certificate, or unset"
+            " it.",
+            USAGE,
+        ) from None
+
+
 class Unreachable(CliError):
     """The server could not be reached or did not answer: nothing it said, nothing to read."""
 
@@ -247,7 +265,7 @@ class Client:
         headers = {"User-Agent": f"bonito-cli/{__version__}", "Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self.http = http_client(base_url=self.url, headers=headers, timeout=timeout)
 
     def request(self, method: str, path: str, *, auth: bool = True, **kwargs) -> httpx.Response:
         if auth and not self.token:

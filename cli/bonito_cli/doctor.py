@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import click
 import httpx
 
-from .client import FAILURE, Client, CliError, me_of, server_url, shown_url
+from .client import FAILURE, Client, CliError, http_client, me_of, server_url, shown_url
 from .output import print_json, safe
 
 MAX_SKEW_S = 60
@@ -45,7 +45,8 @@ def run_checks(state):
     # 1. reachable (and the server's clock, read from the same answer, at the same moment)
     skew = None
     try:
-        response = httpx.get(url + "/api/health", timeout=10)
+        with http_client(timeout=10) as probe:  # a wrong SSL_CERT_FILE: named, exit 2
+            response = probe.get(url + "/api/health")
         if response.headers.get("date"):
             try:
                 skew = time.time() - parsedate_to_datetime(response.headers["date"]).timestamp()

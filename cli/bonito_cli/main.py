@@ -1024,7 +1024,7 @@ def logs(state, limit, follow, interval, **kw):
         try:
             slug = state.client.get("/api/me")["org"]["slug"]
         except CliError as exc:
-            if exc.code == AUTH or isinstance(exc, Unreachable):
+            if exc.code != FAILURE or isinstance(exc, Unreachable):
                 raise  # no server to poll either: one error, not a fallback that fails too
             raise live.NoLiveTail(
                 f"the server did not say which org this token is for ({exc})"

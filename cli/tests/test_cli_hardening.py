@@ -1016,3 +1016,27 @@ def test_an_id_not_in_the_org_is_named_in_plain_words(fake, home, args, path, mo
     result = at(fake, home, *args, input="y\n", check=1)
     assert said in result.stderr and "in this org" in result.stderr, result.stderr
     assert model not in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["missing", "not pem"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("keys", "list"),
+        ("chat", "hi", "-m", "m", "--api-key", "bn-x"),
+        ("doctor",),
+        ("logs", "--follow"),
+    ],
+)
+def test_a_wrong_ssl_cert_file_is_named(fake, home, kind, args):
+    """SSL_CERT_FILE (the docs' way to trust a private CA) naming no file was 'unexpected
+    FileNotFoundError: [Errno 2] No such file or directory', naming nothing."""
+    path = home / "ca.pem"
+    if kind == "not pem":
+        path.write_text("not a certificate\n")
+    doctor = args == ("doctor",)  # a report: the failed check, exit 1
+    result = at(fake, home, *args, env={"SSL_CERT_FILE": str(path)}, check=1 if doctor else 2)
+    said = result.stdout if doctor else result.stderr
+    assert f"SSL_CERT_FILE {path}" in said, (result.stdout, result.stderr)
+    assert "unexpected" not in said + result.stderr
+    assert not fake.seen
