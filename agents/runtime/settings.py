@@ -283,6 +283,7 @@ def load(env=None) -> AgentSettings:
                 f" {exc}); it should be the PEM file of the CA that signed the control"
                 " plane's certificate"
             ) from None
+    _check_ssl_cert_file(env)
     creds_file = env.get("BONITO_CREDENTIALS_FILE", "").strip()
     if creds_file and not Path(creds_file).is_file():
         raise SettingsError(f"BONITO_CREDENTIALS_FILE {creds_file} is not a readable file")
@@ -332,6 +333,22 @@ def load(env=None) -> AgentSettings:
         log_level=level,
         env=env,
     )
+
+
+def _check_ssl_cert_file(env) -> None:
+    """SSL_CERT_FILE is read by httpx for every call to the control plane (and by the provider
+    clients): one naming no PEM certificate failed every config pull with a traceback."""
+    path = env.get("SSL_CERT_FILE", "")
+    if not path:
+        return
+    try:
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise SettingsError(
+            f"SSL_CERT_FILE {path} is not a readable PEM CA certificate"
+            f" ({getattr(exc, 'strerror', None) or exc}); unset it, or use BONITO_CA_BUNDLE"
+            " for the CA that signed the control plane's certificate"
+        ) from None
 
 
 def check_listen(host: str, port: int) -> None:

@@ -71,6 +71,8 @@ def test_the_defaults_are_the_documented_ones():
         # a traceback (exit 1) from the limiter, after the settings were all taken
         ({"BONITO_REDIS_URL": "notaurl"}, "BONITO_REDIS_URL: a Redis URL starts with redis://"),
         ({"BONITO_REDIS_URL": "http://cache:6379"}, "BONITO_REDIS_URL: unknown Redis URL"),
+        # read by httpx for each call: every config pull failed with a traceback
+        ({"SSL_CERT_FILE": "/nonexistent.pem"}, "SSL_CERT_FILE /nonexistent.pem is not a"),
     ],
 )
 def test_a_wrong_setting_is_named_and_its_secret_never_echoed(env, message):
