@@ -384,6 +384,7 @@ def load_orgs(org_ids=None, now: datetime | None = None) -> dict:
             else None,
             auto_model=cfg.auto_model_alias if cfg else smart.DEFAULT_ALIAS,
             cors_origins=frozenset(cfg.cors_origins if cfg else ()),
+            vpc_only=org.vpc_only and org.deployment_mode == Organization.DeploymentMode.VPC,
         )
     return orgs
 

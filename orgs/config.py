@@ -19,7 +19,7 @@ from . import services
 from .models import Membership, Organization, Role, Team, User
 from .sso import CONFIG_FIELDS, metadata_fields, sso_config_save
 
-ORG_KEYS = {"slug", "name", "tier", "deployment_mode", "teams", "members", "sso"}
+ORG_KEYS = {"slug", "name", "tier", "deployment_mode", "vpc_only", "teams", "members", "sso"}
 ATTRIBUTE_FIELDS = {"email_attribute", "name_attribute", "groups_attribute"}
 # The file's sso: keys: the stored settings, with the three attribute names under
 # `attributes`, plus metadata XML and the break-glass owner's email.
@@ -262,6 +262,7 @@ ORG_TYPES = {
     "name": TEXT,
     "tier": TEXT,
     "deployment_mode": TEXT,
+    "vpc_only": FLAG,
     "teams": LIST,
     "members": LIST,
 }
@@ -289,6 +290,8 @@ def _apply_org(actor, spec, where, extensions):
             )
         else:
             services.org_update(actor=actor, org=org, **fields)
+        if "vpc_only" in spec:
+            services.org_vpc_only_set(actor=actor, org=org, vpc_only=spec["vpc_only"])
 
     for i, team_spec in enumerate(spec.get("teams") or []):
         team_spec = {"name": team_spec} if isinstance(team_spec, str) else team_spec

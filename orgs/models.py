@@ -5,6 +5,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.models import PermissionsMixin
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -105,6 +106,14 @@ class Organization(models.Model):
     deployment_mode = models.CharField(
         max_length=20, choices=DeploymentMode.choices, default=DeploymentMode.SHARED
     )
+    # Data residency: in VPC mode, the shared gateway refuses the org's keys (403
+    # vpc_only) and only its agents serve them, so a leaked key or an app still pointed
+    # at the hosted URL cannot send prompts through Bonito's network.
+    vpc_only = models.BooleanField(
+        default=False,
+        db_default=False,  # rows written by raw SQL (bench/) get it too
+        help_text="serve this org's keys only through its VPC agents (VPC mode only)",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -112,6 +121,15 @@ class Organization(models.Model):
 
     def __str__(self):
         return self.name
+
+    def clean(self):
+        if self.vpc_only and self.deployment_mode != self.DeploymentMode.VPC:
+            raise ValidationError(
+                {
+                    "vpc_only": "Only an organization in VPC mode can serve its keys only "
+                    "through its agents: switch to VPC agent first."
+                }
+            )
 
 
 class Role(models.TextChoices):

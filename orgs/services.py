@@ -68,16 +68,51 @@ def org_update(*, actor: Actor, org: Organization, **fields) -> Organization:
         if name == "name":
             value = name_checked(value)
         setattr(org, name, value)
+    # Back on the shared gateway, something must serve the org's keys.
+    vpc_only_ended = org.vpc_only and org.deployment_mode != Organization.DeploymentMode.VPC
+    if vpc_only_ended:
+        org.vpc_only = False
     org.full_clean()
     org.save()
     after = _org_summary(org)
+    if vpc_only_ended:
+        _audit_vpc_only(actor, org)
     if after != before:
         audit_record(
             actor=actor, org=org, action="org.update", target=org, before=before, after=after
         )
+    if after != before or vpc_only_ended:
         # name, tier and deployment mode are the org's settings; no key field reads them
         config_version_bump(ORG_ONLY, org_id=org.id)
     return org
+
+
+@transaction.atomic
+def org_vpc_only_set(*, actor: Actor, org: Organization, vpc_only: bool) -> Organization:
+    """Serve the org's keys only through its VPC agents (the shared gateway answers them
+    403 vpc_only), or on the shared gateway too again. Only in VPC mode."""
+    if not isinstance(vpc_only, bool):
+        raise ValidationError({"vpc_only": "Must be true or false."})
+    org = Organization.objects.select_for_update().get(pk=org.pk)
+    if org.vpc_only == vpc_only:
+        return org
+    org.vpc_only = vpc_only
+    org.clean()
+    org.save(update_fields=["vpc_only"])
+    _audit_vpc_only(actor, org)
+    config_version_bump(ORG_ONLY, org_id=org.id)
+    return org
+
+
+def _audit_vpc_only(actor: Actor, org: Organization) -> None:
+    audit_record(
+        actor=actor,
+        org=org,
+        action="org.vpc_only",
+        target=org,
+        before={"vpc_only": not org.vpc_only},
+        after={"vpc_only": org.vpc_only},
+    )
 
 
 @transaction.atomic

@@ -4,7 +4,17 @@ import hmac
 
 from core import keys
 
+from .errors import GatewayError
 from .snapshot import DeploymentInfo, KeyInfo, OrgInfo, Snapshot
+
+AGENT_SOURCE = "vpc_agent"  # the Gateway.source of the data plane run as a VPC agent
+
+VPC_ONLY = (
+    "This organization serves its API keys only through its own VPC agent: send your "
+    "requests to your agent's /v1 URL (the base URL your team deployed it at, such as "
+    "http://<agent-host>:8000/v1), not to the shared gateway. Nothing was sent to a model. "
+    "An org admin can change this in Settings → Deployment mode."
+)
 
 
 def lookup(raw: str, snap: Snapshot) -> KeyInfo | None:
@@ -15,6 +25,13 @@ def lookup(raw: str, snap: Snapshot) -> KeyInfo | None:
     if found is None or not hmac.compare_digest(found.hash, digest):
         return None
     return found
+
+
+def refuse_outside_agent(org: OrgInfo, source: str) -> None:
+    """A VPC-only org's keys are served by its agents alone: anywhere else (the shared
+    gateway) a request with one is refused before it goes anywhere, 403 ``vpc_only``."""
+    if org.vpc_only and source != AGENT_SOURCE:
+        raise GatewayError(403, VPC_ONLY, "permission_error", "vpc_only")
 
 
 def model_permitted(key: KeyInfo, org: OrgInfo, model: str) -> bool:

@@ -206,6 +206,7 @@ class Gateway:
         except GatewayError as exc:
             return self._error_response(ctx, exc)  # no valid key: nothing to record
         try:
+            keys_check.refuse_outside_agent(ctx.org, self.source)  # recorded: a valid key
             if req.refusal is not None:
                 raise req.refusal
             if req.endpoint in ("models", "model"):

@@ -275,6 +275,10 @@ class OrgInfo:
     # Origins whose browser pages may call /v1 with this org's keys ("*": any); lower-case,
     # scheme://host[:port] (docs/gateway.md, CORS).
     cors_origins: frozenset = frozenset()
+    # Keys served only by the org's VPC agents: the shared gateway refuses them (403
+    # vpc_only, keys_check.refuse_outside_agent). An older control plane's document lacks
+    # it: served everywhere, as before.
+    vpc_only: bool = False
 
     def model_allowed(self, model: str) -> bool:
         if model in self.denied_models:
