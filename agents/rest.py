@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 from core.show_once import no_store
 from orgs.models import Membership, Organization, PersonalAccessToken
 from orgs.rest_base import actor
+from orgs.services import org_vpc_only_set
 
 from . import selectors, services
 from .models import Agent, OrgToken, status_for
@@ -56,8 +57,34 @@ def _membership(request, slug: str) -> Membership:
     return membership
 
 
+class VpcOnlySerializer(serializers.Serializer):
+    vpc_only = serializers.BooleanField(
+        help_text="Serve the org's keys only through its VPC agents: the shared gateway "
+        "answers them 403 vpc_only. VPC mode only."
+    )
+
+
+def _admin_membership(request, slug: str) -> Membership:
+    membership = _membership(request, slug)
+    if not membership.has_role("admin"):
+        raise exceptions.PermissionDenied(f"This needs the admin role in {membership.org.name}.")
+    return membership
+
+
 class OrgAgentView(APIView):
-    """GET /api/orgs/{slug}/agent: the org's mode, indicator colour, tokens and agents."""
+    """GET /api/orgs/{slug}/agent: the org's mode, indicator colour, tokens and agents.
+    PATCH {"vpc_only": true|false} (admins): serve the org's keys only through its agents."""
+
+    @extend_schema(request=VpcOnlySerializer, responses=OpenApiTypes.OBJECT)
+    def patch(self, request, org_slug):
+        org = _admin_membership(request, org_slug).org
+        serializer = VpcOnlySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        # (a service's ValidationError is a 400: orgs.rest_base.exception_handler)
+        org_vpc_only_set(
+            actor=actor(request), org=org, vpc_only=serializer.validated_data["vpc_only"]
+        )
+        return self.get(request, org_slug)
 
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request, org_slug):
@@ -67,6 +94,7 @@ class OrgAgentView(APIView):
             {
                 "org": org.slug,
                 "deployment_mode": org.deployment_mode,
+                "vpc_only": org.vpc_only,
                 "status": selectors.org_agent_status(org),
                 "tokens": [
                     {
@@ -91,12 +119,7 @@ class OrgAgentTokenView(APIView):
 
     @extend_schema(request=None, responses=OpenApiTypes.OBJECT)
     def post(self, request, org_slug):
-        membership = _membership(request, org_slug)
-        if not membership.has_role("admin"):
-            raise exceptions.PermissionDenied(
-                f"This needs the admin role in {membership.org.name}."
-            )
-        org = membership.org
+        org = _admin_membership(request, org_slug).org
         if org.deployment_mode != Organization.DeploymentMode.VPC:
             raise exceptions.ValidationError(
                 {

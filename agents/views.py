@@ -11,6 +11,7 @@ from core import show_once
 from orgs.audit import Actor
 from orgs.models import Organization
 from orgs.permissions import org_view
+from orgs.services import org_vpc_only_set
 
 from . import selectors, services
 from .models import OrgAgentState, OrgToken
@@ -48,6 +49,7 @@ def _deployment_page(request, new_token: str = ""):
         {
             "section": "settings",
             "vpc": org.deployment_mode == Organization.DeploymentMode.VPC,
+            "vpc_only": org.vpc_only,
             "tokens": OrgToken.objects.for_org(org).usable(),
             "new_token": new_token,
             "webhook_set": bool(state and state.alert_webhook_url),
@@ -86,6 +88,16 @@ def _deployment_action(request):
         elif action == "disable":
             services.vpc_disable(actor=actor, org=org)
             messages.success(request, "Back to the shared gateway; the org tokens are revoked.")
+        elif action == "vpc_only":
+            on = request.POST.get("vpc_only") == "on"
+            org_vpc_only_set(actor=actor, org=org, vpc_only=on)
+            messages.success(
+                request,
+                "The shared gateway now refuses this organization's keys: only your agents "
+                "serve them."
+                if on
+                else "The shared gateway serves this organization's keys again.",
+            )
         elif action == "alerts":
             services.agent_alerts_set(
                 actor=actor, org=org, webhook_url=request.POST.get("webhook_url", "")
