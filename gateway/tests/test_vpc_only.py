@@ -126,3 +126,17 @@ def test_the_flag_survives_the_agents_document_and_an_older_one_lacks_it(org_a):
     assert doc["vpc_only"] is True and org_from_dict(doc) == info
     del doc["vpc_only"]  # a control plane of an earlier release
     assert org_from_dict(doc).vpc_only is False
+
+
+def test_the_playground_on_the_shared_gateway_is_refused_too(acme, refresher, alice_client):
+    from django.urls import reverse
+
+    org_vpc_only_set(actor=ACTOR, org=acme.org, vpc_only=True)
+    refresher.refresh_once()
+    response = alice_client.post(
+        reverse("playground", args=[acme.org.slug]), {"model": "chat-small", "message": "hi"}
+    )
+    assert response.status_code == 200
+    assert "only through its own VPC agent" in response.content.decode()
+    assert acme.fake.requests == []
+    assert [(r.status, r.error_type) for r in usage_rows(acme.org)] == [("rejected", "vpc_only")]
