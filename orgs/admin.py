@@ -77,16 +77,20 @@ class OrganizationAdmin(ServiceModelAdmin):
                 if f in form.cleaned_data
             }
             org = Organization.objects.get(pk=obj.pk)
-            services.org_update(actor=_actor(request), org=org, **fields)
+            org = services.org_update(actor=_actor(request), org=org, **fields)
         else:
-            created = services.org_create(
+            org = services.org_create(
                 actor=_actor(request),
                 name=obj.name,
                 slug=obj.slug,
                 tier=obj.tier,
                 deployment_mode=obj.deployment_mode,
             )
-            obj.pk = created.pk
+            obj.pk = org.pk
+        if "vpc_only" in form.cleaned_data:
+            services.org_vpc_only_set(
+                actor=_actor(request), org=org, vpc_only=form.cleaned_data["vpc_only"]
+            )
 
     def save_formset(self, request, form, formset, change):
         """Role and team changes and removals from the inline, each through its service."""

@@ -234,3 +234,25 @@ def _agent_has_the_flag(agent: AgentProcess) -> bool:
         return False
     orgs = json.loads(path.read_text())["snapshot"]["orgs"]
     return [o.get("vpc_only") for o in orgs.values()] == [True]
+
+
+def test_a_platform_admin_sets_it_in_the_django_admin_through_the_service(admin_client, org_a):
+    services.vpc_enable(actor=SETUP, org=org_a)
+    url = f"/admin/orgs/organization/{org_a.pk}/change/"
+    form = {
+        "name": org_a.name,
+        "tier": org_a.tier,
+        "deployment_mode": "vpc",
+        "memberships-TOTAL_FORMS": "0",
+        "memberships-INITIAL_FORMS": "0",
+    }
+    assert admin_client.post(url, {**form, "vpc_only": "on"}).status_code == 302
+    assert Organization.objects.get(pk=org_a.pk).vpc_only is True
+    [row] = _rows(org_a)
+    assert row.via == "admin" and row.changes["after"] == {"vpc_only": True}
+    # shared and VPC-only at once is refused on the form, nothing changed
+    r = admin_client.post(url, {**form, "deployment_mode": "shared", "vpc_only": "on"})
+    assert r.status_code == 200 and "switch to VPC agent first" in r.content.decode()
+    assert Organization.objects.get(pk=org_a.pk).deployment_mode == "vpc"
+    assert admin_client.post(url, form).status_code == 302  # unticked
+    assert Organization.objects.get(pk=org_a.pk).vpc_only is False and len(_rows(org_a)) == 2
