@@ -7,7 +7,7 @@ to one line, the table scrolling inside its card, never the page."""
 import pytest
 
 from gateway import services
-from gateway.tests.conftest import ACTOR
+from gateway.tests.conftest import ACTOR, org_models
 from gateway.tests.test_browser import chromium_page, shot
 from gateway.tests.test_browser_new_user_pass import Console, _sign_in
 
@@ -33,6 +33,7 @@ def test_a_masked_key_stays_on_one_line_on_a_phone(live_server_thread, monkeypat
         actor=ACTOR, org=org_a, name="a-key-with-a-long-name-for-the-table"
     )
     services.api_key_rotate(actor=ACTOR, key=key, grace_seconds=3600)  # an old secret shown
+    org_models(org_a, "m")
     services.api_key_create(actor=ACTOR, org=org_a, name="short", allowed_models=["m"])
     with chromium_page(monkeypatch) as page:
         console = Console(page)
