@@ -630,7 +630,9 @@ def _too_deep(value, depth: int) -> bool:
 def parse_body(raw: bytes, endpoint: str) -> dict:
     """The request's JSON object, every known field checked; a 400 ``GatewayError`` if not."""
     if not raw:
-        raise errors.bad_request("The request body is empty; send a JSON object.")
+        raise errors.bad_request(
+            "The request body is empty; send a JSON object.", code="invalid_json"
+        )
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
