@@ -8,11 +8,13 @@ each, until the process can accept no more. Here the head must be whole within
 request's first byte; past that the connection is closed, as nginx's
 ``client_header_timeout`` does. The body has its own bounds (``asgi_v1.BODY_IDLE_S``).
 
-A head is also at most ``BONITO_MAX_HEADER_BYTES`` (default 64 KiB): httptools keeps
-reading a header that never ends (hundreds of megabytes a connection, and seconds of CPU
-joining its pieces, until the deadline), so past the limit the client gets a 431 and the
-connection is closed, as nginx's ``large_client_header_buffers`` does. A request httptools
-cannot parse gets a 400 in OpenAI's error shape (uvicorn's is plain text).
+A head is also at most ``BONITO_MAX_HEADER_BYTES`` (default 64 KiB), counted as it
+arrives: httptools keeps reading a header that never ends (hundreds of megabytes a
+connection, and seconds of CPU joining its pieces, until the deadline), so past the limit
+the client gets a 431 and the connection is closed, as nginx's
+``large_client_header_buffers`` does. A request httptools cannot parse gets a 400 in
+OpenAI's error shape (uvicorn's is plain text). A request target in absolute form
+(``GET http://host/path``) has its authority taken as the request's host (RFC 9112 3.2.2).
 
 Used as ``uvicorn --http gateway.dataplane.http_protocol:HeadDeadlineProtocol`` (make serve,
 the container's entrypoint) and by the VPC agent."""
@@ -44,6 +46,8 @@ def max_header_bytes() -> int:
 
 
 MAX_HEADER_BYTES = max_header_bytes()
+LINGER_S = 2.0
+LINGER_BYTES = 1024 * 1024
 TOO_LARGE_BODY = (
     b'{"error":{"message":"The request\'s headers are larger than this server accepts.",'
     b'"type":"invalid_request_error","param":null,"code":"request_headers_too_large"}}'
@@ -63,25 +67,69 @@ INVALID_BODY = (
 )
 
 
+async def _too_large_app(scope, receive, send):
+    """The answer to a head past the limit that was parsed whole (begun within a read),
+    in its turn among pipelined requests; the connection is closed after it."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 431,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"connection", b"close"),
+                (b"content-length", str(len(TOO_LARGE_BODY)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": TOO_LARGE_BODY})
+
+
 class HeadDeadlineProtocol(HttpToolsProtocol):
     _head_timer = None
-    _head_bytes = 0
-
-    _head_began = False  # a head began within the read being parsed
+    _head_bytes = 0  # of the head being read, counted as they arrive
+    _in_body = False  # between a head's end and its message's end
+    _lingering = None  # refused: how much more of what the client sends is dropped
 
     def data_received(self, data: bytes) -> None:
-        self._head_began = False
-        super().data_received(data)
-        if self._head_timer is not None and not self.transport.is_closing():
-            # Still in a head: the read is all head, unless the head began within it (after
-            # the end of a previous request, pipelined): that read is not counted, so a
-            # head is refused past the limit plus at most one read.
-            if not self._head_began:
-                self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEADER_BYTES:
-                self._disarm()
-                self.transport.write(TOO_LARGE)
+        # In a head, the parser is given no more than what is left of the limit: a head
+        # past it is refused at the limit exactly, however large the read it came in (on
+        # loopback a read is up to 256 KiB, so counting after the parse served heads of
+        # that size). A body is passed on whole; a head that begins within it (the next
+        # request, pipelined) is measured once parsed (on_headers_complete).
+        if self._lingering is not None:
+            self._lingering -= len(data)
+            if self._lingering < 0:
                 self.transport.close()
+            return
+        while data:
+            if self._in_body:
+                super().data_received(data)
+                return
+            allowance = MAX_HEADER_BYTES - self._head_bytes
+            piece = data if len(data) <= allowance else memoryview(data)[:allowance]
+            self._head_bytes += len(piece)
+            super().data_received(piece)
+            data = data[len(piece) :]
+            if not data or self.transport.is_closing() or self.parser.should_upgrade():
+                return
+            if not self._in_body and self._head_bytes >= MAX_HEADER_BYTES:
+                self._refuse_head()  # the same head, still open, at the limit
+                return
+
+    def _refuse_head(self) -> None:
+        self._disarm()
+        if self.cycle is not None and not self.cycle.response_complete:
+            # The answer to the request before it is being written: only closed.
+            self.transport.close()
+            return
+        self.transport.write(TOO_LARGE)
+        # What the client is still sending is read and dropped for a moment (up to
+        # LINGER_BYTES, LINGER_S) before the close: a connection closed with unread data is
+        # reset, and the reset can reach the client before it has read the 431.
+        self._lingering = LINGER_BYTES
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
 
     def send_400_response(self, msg: str) -> None:
         """What httptools cannot parse (two Content-Lengths, Transfer-Encoding beside one, a
@@ -106,18 +154,63 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         super().on_message_begin()
         if self._head_timer is None:  # a later request on a kept-alive connection
             self._arm()
-            self._head_began = True
 
     def on_headers_complete(self) -> None:
         self._disarm()
+        self._in_body = True
+        if self.url[:1] != b"/" and self.url != b"*":
+            self._absolute_form()
+        if self._parsed_size() > MAX_HEADER_BYTES:
+            # A head begun within a read, after another request's body: its answer waits
+            # for the one before it, as any pipelined request's does.
+            app, self.app = self.app, _too_large_app
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
+            return
         super().on_headers_complete()
 
-    def connection_lost(self, exc) -> None:
-        self._disarm()
-        super().connection_lost(exc)
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._head_bytes = 0
+        super().on_message_complete()
+
+    def _parsed_size(self) -> int:
+        """The head's size as parsed: its request line and each header line (the wire
+        may also carry whitespace around values, which the parser drops)."""
+        return (
+            len(self.url)
+            + 16  # the method, the version, spaces and line ends, the blank line
+            + sum(len(name) + len(value) for name, value in self.headers)
+            + 4 * len(self.headers)
+        )
+
+    def _absolute_form(self) -> None:
+        """A request target in absolute form (`GET http://host/path`, as sent to a proxy):
+        a server must accept it, and its authority is then the request's host, whatever
+        the Host header says (RFC 9112 3.2.2). uvicorn kept only the path, so a request
+        with an allowed Host reached any app whose host check it names: the authority
+        replaces the Host header, and the host checks (/v1's, Django's ALLOWED_HOSTS)
+        apply to it. A target that is not an http(s) URL with a host, or that carries
+        credentials (RFC 9110 4.2.4), is a 400 (raised here, it stops the parser, whose
+        error is answered by send_400_response)."""
+        scheme, sep, rest = self.url.partition(b"://")
+        authority = rest
+        for stop in (b"/", b"?", b"#"):
+            authority = authority.split(stop, 1)[0]
+        if not sep or scheme.lower() not in (b"http", b"https") or not authority:
+            raise ValueError("an absolute-form target that is not an http(s) URL")
+        if b"@" in authority:
+            raise ValueError("an absolute-form target with userinfo")
+        target = rest[len(authority) :]
+        if target[:1] != b"/":
+            target = b"/" + target
+        self.url = target
+        self.headers[:] = [(n, v) for n, v in self.headers if n != b"host"]
+        self.headers.append((b"host", authority.lower()))
 
     def _arm(self) -> None:
-        self._head_bytes = 0
         self._head_timer = self.loop.call_later(HEADERS_TIMEOUT_S, self._expired)
 
     def _disarm(self) -> None:

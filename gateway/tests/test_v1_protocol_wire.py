@@ -1,6 +1,8 @@
 """/v1 protocol edges on the HTTP protocol `make serve` runs (httptools,
 gateway.dataplane.http_protocol), each a clear 4xx in OpenAI's shape, one usage row when
-the key was read, never a 500 or a hang: an empty body is a 400 with a code."""
+the key was read, never a 500 or a hang: an absolute-form request target's authority is
+the request's host (RFC 9112 3.2.2); a head is at most BONITO_MAX_HEADER_BYTES whatever
+the size of the reads it arrives in; an empty body is a 400 with a code."""
 
 import socket
 import threading
@@ -9,6 +11,7 @@ import time
 import orjson
 import pytest
 
+from gateway.dataplane import http_protocol
 from gateway.dataplane.http_protocol import SPEC
 from gateway.tests.conftest import free_port, usage_rows
 from gateway.tests.test_v1_edges_paths import send_raw
@@ -72,6 +75,131 @@ def _read_all(sock: socket.socket) -> bytes:
         if not chunk:
             return received
         received += chunk
+
+
+# ------------------------------------------------------------------- absolute-form targets
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"http://evil.example/v1/models",
+        b"https://evil.example/v1/models",
+        b"http://evil.example:443/v1/models",
+        b"HTTP://EVIL.EXAMPLE/v1/models",
+    ],
+)
+def test_an_absolute_target_names_the_host_it_is_checked_as(acme, wire, target):
+    """The authority of an absolute-form target is the request's host (RFC 9112 3.2.2):
+    it was dropped, and only the (allowed) Host header checked."""
+    status, _headers, body = send_raw(wire, _get(acme, target))
+    assert status == 400, body[:300]
+    assert _code(body) == "invalid_host"
+    assert usage_rows() == [] and acme.fake.requests == []
+
+
+def test_an_absolute_target_on_an_allowed_host_is_served(acme, wire):
+    port = wire.rsplit(":", 1)[1].encode()
+    target = b"http://127.0.0.1:" + port + b"/v1/models?x=1"
+    # the Host header is ignored for the target's authority, whatever it says
+    status, _headers, body = send_raw(wire, _get(acme, target, b"evil.example"))
+    assert status == 200, body[:300]
+    assert "chat-small" in [m["id"] for m in orjson.loads(body)["data"]]
+    [row] = usage_rows(acme.org)
+    assert (row.status, row.http_status) == ("success", 200)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"http://user:pw@127.0.0.1/v1/models",  # userinfo: RFC 9110 4.2.4, an error
+        b"ftp://127.0.0.1/v1/models",
+        b"http:///v1/models",  # no host
+    ],
+)
+def test_an_absolute_target_that_is_not_an_http_url_is_a_400(acme, wire, target):
+    status, headers, body = send_raw(wire, _get(acme, target))
+    assert status == 400, body[:300]
+    assert headers["content-type"] == "application/json"
+    assert _code(body) in ("invalid_http_request", "invalid_host")
+    assert usage_rows() == []
+
+
+def test_an_absolute_target_is_checked_for_django_pages_too(acme, wire):
+    status, _headers, _body = send_raw(
+        wire, b"GET http://evil.example/api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    )
+    assert status == 400
+
+
+# ------------------------------------------------------------------- head size
+def _big_head(acme, size: int, path=b"/v1/models", close=True) -> bytes:
+    start = _get(acme, path)[: -len(b"Connection: close\r\n\r\n")]
+    start += b"" if close else b"X-Keep: 1\r\n"
+    filler = size - len(start) - len(b"X-Big: \r\n") - len(b"Connection: close\r\n\r\n")
+    return start + b"X-Big: " + b"a" * filler + b"\r\nConnection: close\r\n\r\n"
+
+
+@pytest.mark.parametrize("over", [1, 16 * 1024, 190 * 1024])
+def test_a_head_past_the_limit_in_one_read_is_a_431(acme, wire, over):
+    """A head that arrived whole in one read (on loopback a read is up to 256 KB) was
+    served: the bytes were counted only after the read was parsed."""
+    head = _big_head(acme, http_protocol.MAX_HEADER_BYTES + over)
+    assert len(head) == http_protocol.MAX_HEADER_BYTES + over
+    status, headers, body = send_raw(wire, head)
+    assert status == 431, body[:300]
+    assert headers["connection"] == "close"
+    assert _code(body) == "request_headers_too_large"
+    assert usage_rows() == []
+
+
+def test_a_head_at_the_limit_is_served(acme, wire):
+    status, _headers, body = send_raw(wire, _big_head(acme, http_protocol.MAX_HEADER_BYTES))
+    assert status == 200, body[:300]
+    assert len(usage_rows(acme.org)) == 1
+
+
+def test_a_head_past_the_limit_with_a_body_in_the_same_read_is_a_431(acme, wire):
+    """The head and its body sent together: only the head's bytes count."""
+    head = _big_head(acme, http_protocol.MAX_HEADER_BYTES + 10, b"/v1/chat/completions")
+    head = head.replace(b"GET ", b"POST ", 1).replace(
+        b"Connection: close\r\n", b"Content-Length: %d\r\nConnection: close\r\n" % len(BODY)
+    )
+    status, _headers, body = send_raw(wire, head + BODY)
+    assert status == 431, body[:300]
+    small = _big_head(acme, 1000, b"/v1/chat/completions").replace(b"GET ", b"POST ", 1)
+    small = small.replace(
+        b"Connection: close\r\n", b"Content-Length: %d\r\nConnection: close\r\n" % len(BODY)
+    )
+    padded = BODY[:-1] + b" " * 200_000 + b"}"  # a big read, a small head
+    small = small.replace(b"Content-Length: %d" % len(BODY), b"Content-Length: %d" % len(padded))
+    status, _headers, body = send_raw(wire, small + padded)
+    assert status == 200, body[:300]
+
+
+def test_a_big_head_on_a_kept_alive_connection_is_a_431(acme, wire):
+    host, port = wire.removeprefix("http://").split(":")
+    first = _get(acme, b"/v1/models").replace(b"Connection: close\r\n", b"")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(first)
+        answer = b""
+        while b"chat-small" not in answer:  # the first response, whole
+            answer += sock.recv(65536)
+        sock.sendall(_big_head(acme, http_protocol.MAX_HEADER_BYTES + 100))
+        rest = _read_all(sock)
+    assert rest.startswith(b"HTTP/1.1 431 "), rest[:200]
+    assert len(usage_rows(acme.org)) == 1
+
+
+def test_a_pipelined_big_head_is_a_431_after_the_answer_before_it(acme, wire):
+    """A head that begins within a read, after another request: checked whole when it
+    ends, answered in turn."""
+    first = _get(acme, b"/v1/models").replace(b"Connection: close\r\n", b"")
+    host, port = wire.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(first + _big_head(acme, http_protocol.MAX_HEADER_BYTES + 100))
+        answer = _read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    assert answer.count(b"HTTP/1.1 431 ") == 1, answer[-400:]
+    assert len(usage_rows(acme.org)) == 1
 
 
 # ------------------------------------------------------------------- empty bodies
