@@ -52,6 +52,9 @@ RESPONSE_ROUTES = {
     "input_items": {"GET": "responses.input_items"},
 }
 METHODS = {"models": ("GET",), "model": ("GET",)}  # the others take POST
+# Set in the scope by gateway.dataplane.http_protocol when a request's body framing broke
+# (not imported: that module imports uvicorn's protocol).
+BODY_BROKE = "bonito.body_broke"
 # The headers a key may come in (proxy._bearer): one of them twice with different values is
 # two credentials, refused rather than one of them picked (the last used to win).
 CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
@@ -302,12 +305,20 @@ class V1App:
             if body is None:
                 # The client left before sending its whole body: the key's request is still
                 # one usage row (a 499, as for a stream it leaves), and nothing is answered.
+                # Or the body's framing broke (a chunk size that is not one): the HTTP
+                # protocol answered the 400 and closed the connection, and marked the scope.
                 gone = GatewayError(
                     499,
                     "The client closed the connection before sending its whole body.",
                     "invalid_request_error",
                     "client_disconnected",
                 )
+                if scope.get(BODY_BROKE):
+                    gone = errors.bad_request(
+                        "The request is not valid HTTP/1.1 (the framing of its body).",
+                        None,
+                        "invalid_http_request",
+                    )
                 await self.gateway().handle(
                     Incoming(endpoint=endpoint, headers=headers, body=b"", refusal=gone)
                 )

@@ -46,6 +46,8 @@ def max_header_bytes() -> int:
 
 
 MAX_HEADER_BYTES = max_header_bytes()
+# Set in a request's scope when its body's framing broke (asgi_v1 reads it by this name).
+BODY_BROKE = "bonito.body_broke"
 LINGER_S = 2.0
 LINGER_BYTES = 1024 * 1024
 TOO_LARGE_BODY = (
@@ -135,8 +137,12 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         """What httptools cannot parse (two Content-Lengths, Transfer-Encoding beside one, a
         folded header, a method or a path that is not ASCII…): a 400 in OpenAI's shape, as
         the gateway's own, rather than uvicorn's plain text. No key was read: nothing is
-        recorded."""
+        recorded, unless the request's body is what broke (a chunked framing that is not
+        one): the app, which read the key, then records the 400 the client got rather than
+        a client that left (it sees the connection close)."""
         self._disarm()
+        if self._in_body and self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.scope[BODY_BROKE] = True
         self.transport.write(
             b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
             b"connection: close\r\ncontent-length: "

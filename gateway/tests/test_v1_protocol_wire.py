@@ -2,7 +2,8 @@
 gateway.dataplane.http_protocol), each a clear 4xx in OpenAI's shape, one usage row when
 the key was read, never a 500 or a hang: an absolute-form request target's authority is
 the request's host (RFC 9112 3.2.2); a head is at most BONITO_MAX_HEADER_BYTES whatever
-the size of the reads it arrives in; an empty body is a 400 with a code."""
+the size of the reads it arrives in; an empty body is a 400 with a code; a chunked body
+that breaks is recorded as the 400 its client got."""
 
 import socket
 import threading
@@ -245,4 +246,39 @@ def test_an_empty_body_is_a_400_with_a_code_and_one_row(acme, wire, path, body):
     [row] = usage_rows(acme.org)
     assert (row.status, row.http_status) == ("rejected", 400)
     assert row.error_type == ("invalid_multipart" if upload else "invalid_json")
+    assert acme.fake.requests == []
+
+
+# ------------------------------------------------------------------- broken chunked bodies
+@pytest.mark.parametrize(
+    "broken",
+    [
+        b'5\r\n{"mod\r\nzz\r\n',  # a chunk size that is not hex
+        b'5\r\n{"modelXX\r\n',  # a chunk longer than its size
+        b'5\r\n{"mod',  # then the client leaves
+    ],
+    ids=["bad-size", "overlong-chunk", "left"],
+)
+def test_a_chunked_body_that_breaks_is_one_row_with_its_status(acme, wire, broken):
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Authorization: Bearer " + acme.raw.encode() + b"\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" + broken
+    )
+    host, port = wire.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(request)
+        if not broken.endswith(b"\r\n"):
+            sock.shutdown(socket.SHUT_WR)
+        answer = _read_all(sock)
+    deadline = time.monotonic() + 10
+    while not (rows := usage_rows(acme.org)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [row] = rows
+    if broken.endswith(b"\r\n"):  # the framing broke: the client was told so
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+        assert _code(answer.partition(b"\r\n\r\n")[2]) == "invalid_http_request"
+        assert (row.http_status, row.error_type) == (400, "invalid_http_request")
+    else:  # it left: nobody to tell
+        assert (row.http_status, row.error_type) == (499, "client_disconnected")
     assert acme.fake.requests == []
