@@ -143,9 +143,12 @@ for i = 1, n do
   local rate = cap / 60000.0
   tokens = math.min(cap, tokens + math.max(0, now - ts) * rate)
   state[i] = {tokens, cost, math.max(now, ts)}
-  if cost > tokens and failed == 0 then
-    failed = i
-    if cost > cap then wait = 60000 else wait = (cost - tokens) / rate end
+  -- Every bucket is read before deciding: the state of each is returned whatever refused,
+  -- and a request that several refuse waits for the slowest of them to refill.
+  if cost > tokens then
+    local w
+    if cost > cap then w = 60000 else w = (cost - tokens) / rate end
+    if failed == 0 or w > wait then failed = i; wait = w end
   end
 end
 local has_spend = tonumber(ARGV[idx])
@@ -366,7 +369,10 @@ class LimitResult:
     failed: Bucket | None = None
     spend_exceeded: bool = False
     retry_after_s: float = 0.0
-    remaining: dict = field(default_factory=dict)  # bucket label -> tokens left
+    # Of every bucket checked, whatever refused: label -> tokens left (nothing taken if
+    # refused), and label -> the capacity applied (during an outage, this process's share).
+    remaining: dict = field(default_factory=dict)
+    limits: dict = field(default_factory=dict)
     spent: float = 0.0
     backend: str = "local"  # "redis", "local" (no Redis configured) or "fallback"
 
@@ -408,29 +414,33 @@ class LocalLimiter:
         spend_start: float | None = None,
     ) -> LimitResult:
         """`spend_start` set: the fallback, allowed `share` of what was left of the cap when
-        Redis was last seen (spend_start), and only what fits in it whole."""
-        states, stamps = [], []
+        Redis was last seen (spend_start), and only what fits in it whole. Every bucket is
+        read before deciding, as the Redis script does."""
+        states, stamps, limits = [], [], {}
+        failed, wait = None, 0.0
         for b in buckets:
             cap = b.capacity if spend_start is None else max(1, int(b.capacity * self.share))
+            limits[b.label] = cap
             tokens, ts = self._buckets.get(b.key, (cap, now_ms))
             tokens = min(cap, tokens + max(0.0, now_ms - ts) * cap / WINDOW_MS)
             states.append(tokens)
             stamps.append(max(now_ms, ts))  # a clock step back refills nothing twice
             if b.cost > tokens:
-                wait = WINDOW_MS if b.cost > cap else (b.cost - tokens) / (cap / WINDOW_MS)
-                return LimitResult(
-                    False,
-                    failed=b,
-                    retry_after_s=wait / 1000,
-                    remaining={x.label: int(s) for x, s in zip(buckets, states, strict=False)},
-                )
+                w = WINDOW_MS if b.cost > cap else (b.cost - tokens) / (cap / WINDOW_MS)
+                if failed is None or w > wait:
+                    failed, wait = b, w
+        remaining = {b.label: int(tokens) for b, tokens in zip(buckets, states, strict=True)}
+        if failed is not None:
+            return LimitResult(
+                False, failed=failed, retry_after_s=wait / 1000, remaining=remaining, limits=limits
+            )
         spent = 0.0
         if spend is not None and spend_start is None:
             # The usage rows' month-to-date spend (the snapshot's, refreshed) is the floor:
             # other processes' and replicas' spend reaches this one only through it.
             spent = max(self._spend.get(spend.key, 0.0), spend.baseline)
             if spent >= spend.cap:
-                return _spend_refused(spent)
+                return _spend_refused(spent, remaining, limits)
             self._spend[spend.key] = spent = spent + spend.reserve
         elif spend is not None:
             budget = self._budget.setdefault(
@@ -438,14 +448,13 @@ class LocalLimiter:
             )
             spent = spend_start + budget[0]
             if budget[0] + spend.reserve > budget[1]:
-                return _spend_refused(spent)
+                return _spend_refused(spent, remaining, limits)
             budget[0] += spend.reserve
             spent += spend.reserve
-        remaining = {}
         for b, tokens, stamp in zip(buckets, states, stamps, strict=True):
             self._buckets[b.key] = (tokens - b.cost, stamp)
             remaining[b.label] = int(tokens - b.cost)
-        return LimitResult(True, remaining=remaining, spent=spent)
+        return LimitResult(True, remaining=remaining, limits=limits, spent=spent)
 
     def settle(self, spend: SpendReservation, delta: float) -> None:
         if spend.key in self._spend:
@@ -484,9 +493,15 @@ async def _settled(coros) -> list[BaseException]:
     return [r for r in results if isinstance(r, BaseException)]
 
 
-def _spend_refused(spent: float) -> LimitResult:
+def _spend_refused(spent: float, remaining: dict, limits: dict, **kw) -> LimitResult:
     return LimitResult(
-        False, spend_exceeded=True, spent=spent, retry_after_s=_seconds_to_next_month()
+        False,
+        spend_exceeded=True,
+        spent=spent,
+        retry_after_s=_seconds_to_next_month(),
+        remaining=remaining,
+        limits=limits,
+        **kw,
     )
 
 
@@ -820,13 +835,15 @@ class Limiter:
                 spend.lease, spend.epoch = lease, out[4]
                 self._held.setdefault(spend.key, {})[lease] = [spend.reserve, out[4], True]
                 self._hold(spend.key)
-        remaining = {b.label: int(v) for b, v in zip(buckets, out[5:], strict=False)}
+        remaining = {b.label: int(v) for b, v in zip(buckets, out[5:], strict=True)}
+        limits = {b.label: b.capacity for b in buckets}
         if failed:
             return LimitResult(
                 False,
                 failed=buckets[failed - 1],
                 retry_after_s=wait_ms / 1000,
                 remaining=remaining,
+                limits=limits,
                 backend="redis",
             )
         if spend_failed:
@@ -836,14 +853,8 @@ class Limiter:
                 and await self._settle_before_refusing(spend, batches)
             ):
                 return await self.acquire(buckets, spend, _settled=True)
-            return LimitResult(
-                False,
-                spend_exceeded=True,
-                spent=spent,
-                retry_after_s=_seconds_to_next_month(),
-                backend="redis",
-            )
-        return LimitResult(True, remaining=remaining, spent=spent, backend="redis")
+            return _spend_refused(spent, remaining, limits, backend="redis")
+        return LimitResult(True, remaining=remaining, limits=limits, spent=spent, backend="redis")
 
     async def _settle_before_refusing(self, spend: SpendReservation, batches: int) -> bool:
         """Whether the org's counter may still hold reservations this process has settled

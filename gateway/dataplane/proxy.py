@@ -7,7 +7,7 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
@@ -16,7 +16,7 @@ from core import keys
 
 from . import anthropic_api, errors, keys_check, media, responses_api, routing, smart, tokens
 from .errors import GatewayError
-from .limits import Bucket, Limiter, SpendReservation, org_prefix
+from .limits import Bucket, Limiter, LimitResult, SpendReservation, org_prefix
 from .snapshot import (
     DeploymentInfo,
     KeyInfo,
@@ -549,8 +549,14 @@ class Gateway:
         for b in buckets:
             if b.cost > b.capacity:
                 # More than the bucket holds in a whole minute: it can never pass. The
-                # SDKs obey x-should-retry before Retry-After (they waited 60 s, twice).
-                ctx.headers.update(_ratelimit_headers(buckets, await self._held(buckets, {})))
+                # limiter is asked all the same, for the buckets' state (it takes nothing
+                # from them: this one refuses), unless it cannot answer. The SDKs obey
+                # x-should-retry before Retry-After (they waited 60 s, twice).
+                try:
+                    held = await self.limiter.acquire(buckets, None)
+                except GatewayError:
+                    held = None
+                ctx.headers.update(_ratelimit_headers(buckets, held))
                 raise GatewayError(
                     429,
                     f"This request needs up to {b.cost} tokens (its prompt, estimated, and "
@@ -563,10 +569,7 @@ class Gateway:
                     headers={"Retry-After": "60", "x-should-retry": "false"},
                 )
         verdict = await self.limiter.acquire(buckets, spend)
-        remaining = verdict.remaining
-        if not verdict.allowed:
-            remaining = await self._held(buckets, remaining)
-        ctx.headers.update(_ratelimit_headers(buckets, remaining))
+        ctx.headers.update(_ratelimit_headers(buckets, verdict))
         if not verdict.allowed:
             if verdict.spend_exceeded:
                 raise GatewayError(
@@ -588,23 +591,6 @@ class Gateway:
                 kind=b.unit,
             )
         return spend, verdict
-
-    async def _held(self, buckets: list[Bucket], remaining: dict) -> dict:
-        """``remaining`` with what the key's buckets it lacks hold now, for a refused
-        request's headers: the per-process limiter reports only the buckets up to the one
-        that refused, and a request that can never pass asks none. Read by taking nothing
-        (a cost of 0); unknown if the limiter cannot answer (no header then, never a
-        full bucket that is not)."""
-        missing = [
-            replace(b, cost=0) for b in buckets if b.scope == "key" and b.label not in remaining
-        ]
-        if not missing:
-            return remaining
-        try:
-            held = await self.limiter.acquire(missing, None)
-        except GatewayError:
-            return remaining
-        return {**held.remaining, **remaining}
 
     def _buckets(self, key: KeyInfo, org: OrgInfo, token_cost: int) -> list[Bucket]:
         out = []
@@ -1313,16 +1299,22 @@ def effective_limit(*limits: int | None) -> int | None:
     return min((x for x in limits if x), default=None)
 
 
-def _ratelimit_headers(buckets: list[Bucket], remaining: dict) -> dict:
+def _ratelimit_headers(buckets: list[Bucket], verdict: LimitResult | None) -> dict:
+    """OpenAI's x-ratelimit-* headers from the limiter's verdict: the limit it applied (during
+    a Redis outage a process's share of the whole) and what is left of it. None: the
+    limiter could not answer."""
     out = {}
+    remaining = verdict.remaining if verdict is not None else {}
+    limits = verdict.limits if verdict is not None else {}
     for b in buckets:
         if b.scope != "key":  # OpenAI's headers describe the caller's own (the key's) limits
             continue
-        out[f"x-ratelimit-limit-{b.unit}"] = str(b.capacity)
+        capacity = limits.get(b.label, b.capacity)
+        out[f"x-ratelimit-limit-{b.unit}"] = str(capacity)
         if b.label not in remaining:
             continue  # not known: better no header than a full bucket
-        left = min(b.capacity, max(0, remaining[b.label]))
-        reset_s = (b.capacity - left) * 60 / b.capacity
+        left = min(capacity, max(0, remaining[b.label]))
+        reset_s = (capacity - left) * 60 / capacity
         out[f"x-ratelimit-remaining-{b.unit}"] = str(left)
         out[f"x-ratelimit-reset-{b.unit}"] = f"{reset_s:.3g}s"
     return out
