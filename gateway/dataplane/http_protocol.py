@@ -20,6 +20,7 @@ Used as ``uvicorn --http gateway.dataplane.http_protocol:HeadDeadlineProtocol`` 
 the container's entrypoint) and by the VPC agent."""
 
 import os
+from urllib.parse import unquote
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -86,11 +87,38 @@ async def _too_large_app(scope, receive, send):
     await send({"type": "http.response.body", "body": TOO_LARGE_BODY})
 
 
+UPGRADE_BODY = (
+    b'{"error":{"message":"A request with a body cannot ask to upgrade the connection '
+    b'(Upgrade: h2c, websocket...): send it without the Upgrade header.",'
+    b'"type":"invalid_request_error","param":null,"code":"unsupported_upgrade"}}'
+)
+
+
+class _Refused(Exception):
+    """Raised in a parser callback: the parse stops, and send_400_response answers."""
+
+
+def _bodies(name: bytes, value: bytes) -> bool:
+    """Whether a header announces a body."""
+    return name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0")
+
+
+def _is_v1(url: bytes) -> bool:
+    """Whether a request target is the gateway's, as gateway.asgi_v1.is_v1 decides (which
+    this module cannot import): its path's first segment, decoded, is `v1` in any case."""
+    path = unquote(url.partition(b"?")[0].decode("latin-1"))
+    for segment in path.split("/"):
+        if segment not in ("", ".", ".."):
+            return segment.lower() == "v1"
+    return False
+
+
 class HeadDeadlineProtocol(HttpToolsProtocol):
     _head_timer = None
     _head_bytes = 0  # of the head being read, counted as they arrive
     _in_body = False  # between a head's end and its message's end
     _lingering = None  # refused: how much more of what the client sends is dropped
+    _refusal = None  # the body of the 400 send_400_response is to answer, if not INVALID_BODY
 
     def data_received(self, data: bytes) -> None:
         # In a head, the parser is given no more than what is left of the limit: a head
@@ -141,14 +169,12 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         one): the app, which read the key, then records the 400 the client got rather than
         a client that left (it sees the connection close)."""
         self._disarm()
+        body, self._refusal = self._refusal or INVALID_BODY, None
         if self._in_body and self.cycle is not None and not self.cycle.response_complete:
             self.cycle.scope[BODY_BROKE] = True
         self.transport.write(
             b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
-            b"connection: close\r\ncontent-length: "
-            + str(len(INVALID_BODY)).encode()
-            + b"\r\n\r\n"
-            + INVALID_BODY
+            b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
         )
         self.transport.close()
 
@@ -163,9 +189,19 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._disarm()
-        self._in_body = True
         if self.url[:1] != b"/" and self.url != b"*":
             self._absolute_form()
+        # An upgrade this server does not take is ignored (RFC 9110 7.8), but the parser
+        # takes what follows the head for the other protocol: a body would be dropped, and
+        # the request answered as if it had none.
+        if (
+            self.parser.should_upgrade()
+            and not self._should_upgrade()
+            and any(_bodies(n, v) for n, v in self.headers)
+        ):
+            self._refusal = UPGRADE_BODY
+            raise _Refused
+        self._in_body = True
         if self._parsed_size() > MAX_HEADER_BYTES:
             # A head begun within a read, after another request's body: its answer waits
             # for the one before it, as any pipelined request's does.
@@ -176,6 +212,11 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
                 self.app = app
             return
         super().on_headers_complete()
+
+    def _should_upgrade(self) -> bool:
+        # /v1 has no websocket endpoint: a handshake there is answered as the HTTP request
+        # it also is (the websocket router, with no route for it, answered a bare 500).
+        return super()._should_upgrade() and not _is_v1(self.url)
 
     def on_message_complete(self) -> None:
         self._in_body = False

@@ -282,3 +282,80 @@ def test_a_chunked_body_that_breaks_is_one_row_with_its_status(acme, wire, broke
     else:  # it left: nobody to tell
         assert (row.http_status, row.error_type) == (499, "client_disconnected")
     assert acme.fake.requests == []
+
+
+# ------------------------------------------------------------------- upgrades
+def _upgrade(acme, path: bytes, kind: bytes, key=True, method=b"GET", body=b"") -> bytes:
+    return (
+        method
+        + b" "
+        + path
+        + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + (b"Authorization: Bearer " + acme.raw.encode() + b"\r\n" if key else b"")
+        + b"Connection: Upgrade\r\nUpgrade: "
+        + kind
+        + b"\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        + (b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body) if body else b"")
+        + b"\r\n"
+        + body
+    )
+
+
+def _one_answer(wire, request: bytes) -> tuple[int, bytes]:
+    host, port = wire.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(request)
+        sock.settimeout(20)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        length = int(
+            next(
+                line.split(b":")[1]
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+        )
+        while len(body) < length:
+            body += sock.recv(65536)
+    return int(head.split()[1]), body
+
+
+@pytest.mark.parametrize(
+    "path,status,code",
+    [(b"/v1/models", 200, None), (b"/v1/realtime", 404, "unknown_url"), (b"//V1/x", 404, None)],
+)
+def test_a_websocket_handshake_on_v1_is_answered_as_the_http_request_it_also_is(
+    acme, wire, path, status, code
+):
+    """/v1 has no websocket endpoint: the handshake went to the websocket router, which
+    has no route for it, and the client got a plain-text 500."""
+    got, body = _one_answer(wire, _upgrade(acme, path, b"websocket"))
+    assert got == status, body[:300]
+    if code:
+        assert _code(body) == code
+    [row] = usage_rows(acme.org)
+    assert row.http_status == status
+    got, body = _one_answer(wire, _upgrade(acme, path, b"websocket", key=False))
+    assert (got, _code(body)) == (401, "invalid_api_key")
+    assert len(usage_rows(acme.org)) == 1
+
+
+def test_an_upgrade_the_server_does_not_take_is_ignored_without_a_body(acme, wire):
+    got, body = _one_answer(wire, _upgrade(acme, b"/v1/models", b"h2c"))
+    assert got == 200, body[:300]
+
+
+@pytest.mark.parametrize("kind", [b"h2c", b"websocket"])
+def test_an_upgrade_with_a_body_is_a_400_that_says_so(acme, wire, kind):
+    """The parser takes what follows the head of an upgrade request for the other
+    protocol: the body was dropped and the request answered "the body is empty"."""
+    request = _upgrade(acme, b"/v1/chat/completions", kind, method=b"POST", body=BODY)
+    status, headers, body = send_raw(wire, request)
+    assert status == 400, body[:300]
+    assert headers["connection"] == "close"
+    assert _code(body) == "unsupported_upgrade"
+    assert "Upgrade" in orjson.loads(body)["error"]["message"]
+    assert usage_rows() == [] and acme.fake.requests == []
