@@ -119,6 +119,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
     _in_body = False  # between a head's end and its message's end
     _lingering = None  # refused: how much more of what the client sends is dropped
     _refusal = None  # the body of the 400 send_400_response is to answer, if not INVALID_BODY
+    _last = None  # the connection's last answer, once those before it are written
 
     def data_received(self, data: bytes) -> None:
         # In a head, the parser is given no more than what is left of the limit: a head
@@ -147,19 +148,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
                 return
 
     def _refuse_head(self) -> None:
-        self._disarm()
-        if self.cycle is not None and not self.cycle.response_complete:
-            # The answer to the request before it is being written: only closed.
-            self.transport.close()
-            return
-        self.transport.write(TOO_LARGE)
-        # What the client is still sending is read and dropped for a moment (up to
-        # LINGER_BYTES, LINGER_S) before the close: a connection closed with unread data is
-        # reset, and the reset can reach the client before it has read the 431.
-        self._lingering = LINGER_BYTES
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-        self.loop.call_later(LINGER_S, self.transport.close)
+        self._last_word(TOO_LARGE)
 
     def send_400_response(self, msg: str) -> None:
         """What httptools cannot parse (two Content-Lengths, Transfer-Encoding beside one, a
@@ -167,16 +156,46 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         the gateway's own, rather than uvicorn's plain text. No key was read: nothing is
         recorded, unless the request's body is what broke (a chunked framing that is not
         one): the app, which read the key, then records the 400 the client got rather than
-        a client that left (it sees the connection close)."""
-        self._disarm()
+        a client that left (it is told the client left, at once)."""
         body, self._refusal = self._refusal or INVALID_BODY, None
-        if self._in_body and self.cycle is not None and not self.cycle.response_complete:
-            self.cycle.scope[BODY_BROKE] = True
-        self.transport.write(
+        cycle = self.cycle
+        if self._in_body and cycle is not None and not cycle.response_complete:
+            cycle.scope[BODY_BROKE] = True
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self._last_word(
             b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
             b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
         )
-        self.transport.close()
+
+    def _last_word(self, response: bytes) -> None:
+        """``response`` (a 400 or a 431) is the connection's last: the parser is done with
+        it, and what arrives after is dropped. It goes out after the answers to the whole
+        requests before it on the connection (pipelined): written at once, it cut them (a
+        request served and billed lost its answer)."""
+        self._disarm()
+        self._lingering = LINGER_BYTES
+        if not self._in_body and self.cycle is not None and not self.cycle.response_complete:
+            self._last = response  # on_response_complete writes it
+            return
+        self._say(response)
+
+    def _say(self, response: bytes) -> None:
+        if self.transport.is_closing():
+            return
+        self.transport.write(response)
+        # What the client is still sending is read and dropped for a moment (up to
+        # LINGER_BYTES, LINGER_S) before the close: a connection closed with unread data is
+        # reset, and the reset can reach the client before it has read the answer.
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._last is not None and not self.pipeline and self.cycle.response_complete:
+            last, self._last = self._last, None
+            self._say(last)
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)

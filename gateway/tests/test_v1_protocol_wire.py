@@ -5,6 +5,7 @@ the request's host (RFC 9112 3.2.2); a head is at most BONITO_MAX_HEADER_BYTES w
 the size of the reads it arrives in; an empty body is a 400 with a code; a chunked body
 that breaks is recorded as the 400 its client got."""
 
+import re
 import socket
 import threading
 import time
@@ -359,3 +360,36 @@ def test_an_upgrade_with_a_body_is_a_400_that_says_so(acme, wire, kind):
     assert _code(body) == "unsupported_upgrade"
     assert "Upgrade" in orjson.loads(body)["error"]["message"]
     assert usage_rows() == [] and acme.fake.requests == []
+
+
+# ------------------------------------------------------------------- pipelined errors
+def _keep_alive_post(acme) -> bytes:
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Authorization: Bearer " + acme.raw.encode() + b"\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(BODY) + BODY
+    )
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET /v1/models HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    ],
+    ids=["garbage", "two-lengths"],
+)
+def test_a_bad_request_after_a_whole_one_is_answered_after_it(acme, wire, after):
+    """The 400 for what followed a whole request on the connection was written at once
+    and the connection closed: the request before it, served and billed, lost its answer
+    (or, not yet started, was recorded as a client that left)."""
+    host, port = wire.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(_keep_alive_post(acme) * 2 + after)
+        answer = _read_all(sock)
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)
+    assert statuses == [b"200", b"200", b"400"], answer[:600]
+    assert answer.rstrip().endswith(b'"invalid_http_request"}}')
+    rows = usage_rows(acme.org)
+    assert [(r.status, r.http_status) for r in rows] == [("success", 200)] * 2
+    assert len(acme.fake.requests) == 2
