@@ -220,6 +220,8 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         ):
             self._refusal = UPGRADE_BODY
             raise _Refused
+        if self.parser.get_http_version() not in ("1.1", "1.0"):
+            raise _Refused  # `HTTP/2.0` in an HTTP/1 request line was served as HTTP/1.1
         self._in_body = True
         if self._parsed_size() > MAX_HEADER_BYTES:
             # A head begun within a read, after another request's body: its answer waits
@@ -231,6 +233,10 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
                 self.app = app
             return
         super().on_headers_complete()
+        if self.expect_100_continue:
+            # Answered before it asked for its body (a refusal), the client sends none: the
+            # connection cannot be kept, the parser would take its next request for it.
+            self.cycle.keep_alive = False
 
     def _should_upgrade(self) -> bool:
         # /v1 has no websocket endpoint: a handshake there is answered as the HTTP request

@@ -5,6 +5,7 @@ the request's host (RFC 9112 3.2.2); a head is at most BONITO_MAX_HEADER_BYTES w
 the size of the reads it arrives in; an empty body is a 400 with a code; a chunked body
 that breaks is recorded as the 400 its client got."""
 
+import contextlib
 import re
 import socket
 import threading
@@ -393,3 +394,58 @@ def test_a_bad_request_after_a_whole_one_is_answered_after_it(acme, wire, after)
     rows = usage_rows(acme.org)
     assert [(r.status, r.http_status) for r in rows] == [("success", 200)] * 2
     assert len(acme.fake.requests) == 2
+
+
+# ------------------------------------------------------------------- other framings
+def test_a_refusal_before_an_expected_body_closes_the_connection(acme, wire):
+    """A client that asked `Expect: 100-continue` and got a final answer instead sends no
+    body: the connection was kept, the parser waiting for that body, and took the
+    client's next request for it (no answer, ever)."""
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Authorization: Bearer " + acme.raw.encode() + b"\r\n"
+        b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+        b"Content-Length: 20000000\r\n\r\n"
+    )
+    host, port = wire.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.settimeout(10)
+        sock.sendall(head)
+        answer = b""
+        while b'"request_too_large"' not in answer:
+            answer += sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+        assert b"\r\nconnection: close\r\n" in answer.lower()
+        with contextlib.suppress(OSError):
+            sock.sendall(_get(acme, b"/v1/models"))
+        assert _read_all(sock) == b""  # closed, not waiting for the body
+    [row] = usage_rows(acme.org)
+    assert (row.http_status, row.error_type) == (413, "request_too_large")
+
+
+@pytest.mark.parametrize("version", [b"HTTP/2.0", b"HTTP/2", b"HTTP/3.0"])
+def test_a_request_line_of_another_http_version_is_a_400(acme, wire, version):
+    """HTTP/2.0 in an HTTP/1 request line was served as if it were HTTP/1.1."""
+    request = _get(acme, b"/v1/models").replace(b"HTTP/1.1", version, 1)
+    status, _headers, body = send_raw(wire, request)
+    assert status == 400, body[:300]
+    assert _code(body) == "invalid_http_request"
+    assert usage_rows() == []
+
+
+def test_an_expected_body_is_asked_for_and_served(acme, wire):
+    head = _keep_alive_post(acme).replace(
+        b"Content-Type: application/json\r\n",
+        b"Content-Type: application/json\r\nExpect: 100-continue\r\n",
+    )
+    head, _, body = head.partition(b"\r\n\r\n")
+    host, port = wire.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.settimeout(10)
+        sock.sendall(head + b"\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100 ")
+        sock.sendall(body)
+        answer = _read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    [row] = usage_rows(acme.org)
+    assert row.status == "success"
