@@ -232,10 +232,15 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
             finally:
                 self.app = app
             return
+        upgrading = self.parser.should_upgrade()
+        if upgrading and self._should_upgrade():
+            return super().on_headers_complete()  # a websocket: its protocol takes over
         super().on_headers_complete()
-        if self.expect_100_continue:
-            # Answered before it asked for its body (a refusal), the client sends none: the
-            # connection cannot be kept, the parser would take its next request for it.
+        # Not kept alive: a request that expects 100-continue (answered before it asked
+        # for its body, a refusal, the client sends none, and the parser would take its
+        # next request for that body), and one whose upgrade is ignored (the parser drops
+        # what follows it in the same read: a request pipelined behind it was lost).
+        if self.expect_100_continue or upgrading:
             self.cycle.keep_alive = False
 
     def _should_upgrade(self) -> bool:

@@ -345,9 +345,18 @@ def test_a_websocket_handshake_on_v1_is_answered_as_the_http_request_it_also_is(
     assert len(usage_rows(acme.org)) == 1
 
 
-def test_an_upgrade_the_server_does_not_take_is_ignored_without_a_body(acme, wire):
-    got, body = _one_answer(wire, _upgrade(acme, b"/v1/models", b"h2c"))
-    assert got == 200, body[:300]
+@pytest.mark.parametrize("kind", [b"h2c", b"websocket"])
+def test_an_upgrade_the_server_does_not_take_is_ignored_without_a_body(acme, wire, kind):
+    """Answered as the plain request it also is, and the connection closed after it: the
+    parser drops what follows an upgrade request in the same read, so a request pipelined
+    behind it was lost, its client waiting on an open connection."""
+    host, port = wire.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(_upgrade(acme, b"/v1/models", kind) + _get(acme, b"/v1/models"))
+        answer = _read_all(sock)
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"200"], answer[:300]
+    assert b"\r\nconnection: close\r\n" in answer.lower()  # the client knows to send again
+    assert len(usage_rows(acme.org)) == 1
 
 
 @pytest.mark.parametrize("kind", [b"h2c", b"websocket"])
