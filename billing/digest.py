@@ -4,6 +4,7 @@ from datetime import datetime, timedelta
 
 from django.core.mail import EmailMultiAlternatives
 from django.db.models import Count, Q, Sum
+from django.template.defaultfilters import floatformat
 from django.template.loader import render_to_string
 
 from core.text import one_line
@@ -144,9 +145,9 @@ def weekly_digest_send(*, org, now: datetime, base_url: str) -> int:
     if not recipients or not context["week"]["requests"] and not context["last"]["requests"]:
         return 0
     context["base_url"] = base_url
-    subject = one_line(
-        f"Bonito weekly digest for {org.name}: ${float(context['week']['cost']):,.2f}, {context['cost_change']}"
-    )
+    # Money to 4 places, as the Usage page shows it: a small org's week is cents.
+    cost = floatformat(context["week"]["cost"], 4)
+    subject = one_line(f"Bonito weekly digest for {org.name}: ${cost}, {context['cost_change']}")
     message = EmailMultiAlternatives(
         subject=subject, body=render_to_string("emails/digest.txt", context), to=recipients
     )

@@ -142,7 +142,10 @@ def test_the_weekly_digest_says_what_smart_routing_saved(rows, org_a, alice):
     assert digest_context(org_a, NOW)["smart"]["saved_usd"] == 0.0076
     weekly_digest_send(org=org_a, now=NOW, base_url="https://bonito.example")
     [message] = [m for m in mail.outbox if alice.email in m.to]
-    assert "Smart routing saved $0.01 (47.5%)" in message.body
+    # To 4 places, as the Usage page says it: 2 places made small savings "$0.01", or "$0.00".
+    assert "Smart routing saved $0.0076 (47.5%)" in message.body
+    html, _mime = message.alternatives[0]
+    assert "Smart routing saved $0.0076 (47.5%)" in html
 
 
 # ------------------------------------------------------------------------------ POST /v1/feedback
