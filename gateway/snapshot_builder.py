@@ -173,11 +173,20 @@ def _smart(spec, tiers, where: str):
     try:
         return smart.resolve(spec, tiers, strategies_known=strategies.STRATEGIES, serving=True)
     except ValueError as exc:
-        log.error("%s: smart routing settings refused (%s); using the defaults", where, exc)
+        problem = exc
     try:
-        return smart.resolve({}, tiers)
+        policy = smart.resolve({}, tiers)
     except ValueError:
+        log.error(
+            "%s: smart routing refused (%s), and its tiers cannot be smart-routed with the "
+            "default settings either; not smart-routed (a routing policy's models are tried "
+            "in order; the org's alias is an unknown model)",
+            where,
+            problem,
+        )
         return None
+    log.error("%s: smart routing settings refused (%s); using the defaults", where, problem)
+    return policy
 
 
 def _weights(rp) -> dict:
