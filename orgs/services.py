@@ -372,9 +372,21 @@ def membership_remove(*, actor: Actor, membership: Membership) -> None:
     membership.delete()
 
 
+def _team_name_free(team: Team) -> None:
+    """A name another team of the org has is refused on the name (the unique constraint's
+    own message named no field: "Team with this Org and Name already exists.")."""
+    others = Team.objects.for_org(team.org).exclude(pk=team.pk)
+    if others.filter(name=team.name).exists():
+        raise ValidationError({"name": TEAM_NAME_TAKEN})
+
+
+TEAM_NAME_TAKEN = "A team with this name exists in this organization."
+
+
 @transaction.atomic
 def team_create(*, actor: Actor, org: Organization, name: str, description: str = "") -> Team:
     team = Team(org=org, name=name_checked(name), description=description)
+    _team_name_free(team)
     team.full_clean()
     team.save()
     audit_record(actor=actor, org=org, action="team.create", target=team, after={"name": team.name})
@@ -385,6 +397,7 @@ def team_create(*, actor: Actor, org: Organization, name: str, description: str 
 def team_update(*, actor: Actor, team: Team, name: str, description: str = "") -> Team:
     before = {"name": team.name, "description": team.description}
     team.name, team.description = name_checked(name), description
+    _team_name_free(team)
     team.full_clean()
     team.save()
     after = {"name": team.name, "description": team.description}

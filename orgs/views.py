@@ -10,7 +10,7 @@ from django.utils.http import urlsafe_base64_decode
 from django.views.decorators.http import require_POST
 
 from core import show_once
-from core.text import NAME_MESSAGE
+from core.form_input import form_message
 from orgs.audit import Actor
 
 from . import services, sso, throttle
@@ -76,7 +76,17 @@ def team(request):
                 return redirect("team", org_slug=org.slug)
     else:
         form = InviteForm(org=org)
-    response = render(
+    response = _team_page(request, invite_form=form, status=429 if refused else 200)
+    if refused:
+        response["Retry-After"] = str(refused[0])
+    return response
+
+
+def _team_page(request, *, invite_form=None, team_form=None, typed=None, status=200):
+    """The Team page. A refused form comes back with what was typed: ``team_form`` (a new
+    team's, bound), ``typed`` (a team's inline rename: its id, name and description)."""
+    org = request.org
+    return render(
         request,
         "orgs/team.html",
         {
@@ -84,15 +94,13 @@ def team(request):
             "members": Membership.objects.for_org(org).select_related("user", "team"),
             "invitations": Invitation.objects.for_org(org).pending().select_related("team"),
             "teams": Team.objects.for_org(org),
-            "invite_form": form,
-            "team_form": TeamForm(),
+            "invite_form": invite_form or InviteForm(org=org),
+            "team_form": team_form or TeamForm(),
+            "typed": typed,
             "roles": RoleForm.base_fields["role"].choices,
         },
-        status=429 if refused else 200,
+        status=status,
     )
-    if refused:
-        response["Retry-After"] = str(refused[0])
-    return response
 
 
 @require_POST
@@ -141,17 +149,16 @@ def member_remove(request, membership_id):
 @org_view(role="admin")
 def team_create(request):
     form = TeamForm(request.POST)
-    if form.is_valid():
-        try:
-            services.team_create(
-                actor=Actor.from_request(request), org=request.org, **form.cleaned_data
-            )
-            messages.success(request, f"Team {form.cleaned_data['name']} created.")
-        except ValidationError as exc:
-            messages.error(request, _errors(exc))
-    else:
-        refused = form.has_error("name", code="control_character")
-        messages.error(request, NAME_MESSAGE if refused else "A team needs a name.")
+    try:
+        if not form.is_valid():
+            raise ValidationError(form.errors.as_data())
+        services.team_create(
+            actor=Actor.from_request(request), org=request.org, **form.cleaned_data
+        )
+    except ValidationError as exc:
+        messages.error(request, form_message(form, exc))
+        return _team_page(request, team_form=form)  # the form keeps what was typed
+    messages.success(request, f"Team {form.cleaned_data['name']} created.")
     return redirect("team", org_slug=request.org.slug)
 
 
@@ -160,15 +167,20 @@ def team_create(request):
 def team_edit(request, team_id):
     obj = get_object_or_404(Team.objects.for_org(request.org), pk=team_id)
     form = TeamForm(request.POST)
-    if form.is_valid():
-        try:
-            services.team_update(actor=Actor.from_request(request), team=obj, **form.cleaned_data)
-            messages.success(request, f"Team {obj.name} saved.")
-        except ValidationError as exc:
-            messages.error(request, _errors(exc))
-    else:
-        refused = form.has_error("name", code="control_character")
-        messages.error(request, NAME_MESSAGE if refused else "A team needs a name.")
+    try:
+        if not form.is_valid():
+            raise ValidationError(form.errors.as_data())
+        services.team_update(actor=Actor.from_request(request), team=obj, **form.cleaned_data)
+    except ValidationError as exc:
+        messages.error(request, form_message(form, exc))
+        # The team's inline form keeps what was typed (a redirect showed its stored name).
+        typed = {
+            "id": obj.pk,
+            "name": request.POST.get("name", ""),
+            "description": request.POST.get("description", ""),
+        }
+        return _team_page(request, typed=typed)
+    messages.success(request, f"Team {obj.name} saved.")
     return redirect("team", org_slug=request.org.slug)
 
 
