@@ -5,33 +5,201 @@ import unicodedata
 
 from django.core.exceptions import ValidationError
 
-# Control characters (C0, DEL, C1: tab, line feed, carriage return, escape, …) and the
-# Unicode line and paragraph separators: none belongs in a one-line name, and a line break
-# in a name that reaches an email header makes Django refuse to send the email.
+# The one rule for names people choose (docs/security.md, "Names"): one line of visible
+# text. Control characters (C0, DEL, C1: tab, line feed, escape, NUL, …) and the Unicode
+# line and paragraph separators do not belong in a one-line name, and a line break in a
+# name that reaches an email header makes Django refuse to send the email.
 _CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
 NAME_MESSAGE = "Names cannot contain line breaks, tabs or other control characters."
+# Format characters (category Cf: bidirectional overrides and isolates such as U+202E,
+# zero-width spaces, U+FEFF, soft hyphens, tag characters) draw nothing, or reorder what
+# is drawn: "abc\u202edcba" shows as another name (Trojan Source). These draw nothing either
+# though they are letters or marks: a name of Hangul fillers or braille blanks looks empty.
+_INVISIBLE = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0")
+_ZWNJ, _ZWJ = "\u200c", "\u200d"
+# Scripts whose letters join, where a zero-width (non-)joiner between two of them changes
+# how they are drawn (Persian writes "می‌خواهم" with a ZWNJ).
+_JOINING_SCRIPTS = ("ARABIC", "SYRIAC", "NKO", "MANDAIC", "MONGOLIAN", "ADLAM", "HANIFI")
+_VIRAMA = 9  # the canonical combining class of a virama (Indic scripts' conjunct breaker)
 
 
-def _is_control(char: str) -> bool:
-    return unicodedata.category(char) in _CONTROL_CATEGORIES
+def _joining(char: str) -> bool:
+    return unicodedata.category(char)[0] in "LM" and unicodedata.name(char, "").startswith(
+        _JOINING_SCRIPTS
+    )
+
+
+def _emoji(char: str) -> bool:
+    # Symbols, the skin tone modifiers (Sk) and the emoji presentation selector.
+    return unicodedata.category(char) in ("So", "Sk") or char == "\ufe0f"
+
+
+def _joiner_fits(value: str, i: int) -> bool:
+    """Whether the ZWJ or ZWNJ at ``value[i]`` does a script's or an emoji's work: after a
+    virama (Indic conjuncts), between two letters of a joining script, or (ZWJ) inside an
+    emoji sequence such as 👩‍💻. Anywhere else it only hides (between Latin letters)."""
+    if i == 0 or i == len(value) - 1:
+        return False
+    before, after = value[i - 1], value[i + 1]
+    if unicodedata.combining(before) == _VIRAMA:
+        return True
+    if _joining(before) and _joining(after):
+        return True
+    return value[i] == _ZWJ and _emoji(before) and unicodedata.category(after) == "So"
+
+
+def _selector_fits(value: str, i: int) -> bool:
+    """Whether the variation selector at ``value[i]`` picks a glyph of what it follows (an
+    emoji, an ideograph, a Mongolian letter): after ASCII, or first, it only hides. A keycap
+    (1️⃣: a digit, U+FE0F, U+20E3) is the one ASCII base it takes."""
+    if i == 0:
+        return False
+    before = value[i - 1]
+    if before.isascii():
+        return value[i] == "\ufe0f" and value[i + 1 : i + 2] == "\u20e3"
+    return unicodedata.category(before)[0] in "LMS" and not _is_variation_selector(before)
+
+
+def _is_variation_selector(char: str) -> bool:
+    c = ord(char)
+    return 0xFE00 <= c <= 0xFE0F or 0xE0100 <= c <= 0xE01EF or 0x180B <= c <= 0x180F
+
+
+def codepoint(char: str) -> str:
+    """U+202E (RIGHT-TO-LEFT OVERRIDE): a character named so it can be shown safely."""
+    name = unicodedata.name(char, "")
+    return f"U+{ord(char):04X}" + (f" ({name})" if name else "")
+
+
+def name_error(value: str) -> ValidationError | None:
+    """What is wrong with ``value`` as a name (see the rule above), or None."""
+    found = _first_bad(value or "")
+    return found[1] if found else None
+
+
+def name_cleaned(value: str | None) -> str:
+    """``value`` made a name by dropping what the rule refuses (a control character becomes
+    a space), trimmed and in NFC: for names Bonito is given rather than asked for (an
+    IdP's display name), where refusing would refuse the sign-in."""
+    value = value or ""
+    while (found := _first_bad(value)) is not None:
+        i, error = found
+        value = value[:i] + (" " if error.code == "control_character" else "") + value[i + 1 :]
+    return unicodedata.normalize("NFC", " ".join(value.split()))
+
+
+def _first_bad(value: str) -> tuple[int, ValidationError] | None:
+    """The index of the first character the rule refuses in ``value``, and why."""
+    for i, char in enumerate(value):
+        category = unicodedata.category(char)
+        if category in _CONTROL_CATEGORIES:
+            return i, ValidationError(NAME_MESSAGE, code="control_character")
+        if category == "Cs":
+            return i, ValidationError(
+                f"Names must be valid Unicode text: {codepoint(char)} is half of a character "
+                "(an unpaired surrogate).",
+                code="surrogate",
+            )
+        invisible = (
+            (category == "Cf" and not (char in (_ZWNJ, _ZWJ) and _joiner_fits(value, i)))
+            or char in _INVISIBLE
+            or (_is_variation_selector(char) and not _selector_fits(value, i))
+        )
+        if invisible:
+            return i, ValidationError(
+                f"Names cannot contain invisible or text-direction characters such as "
+                f"{codepoint(char)}: they make a name display as another.",
+                code="invisible_character",
+            )
+    return None
 
 
 def validate_name(value: str) -> None:
-    """The one rule for names people choose (keys, teams, tokens, orgs): no control
-    characters. A Django validator: forms and serializers may list it too."""
-    if any(_is_control(c) for c in value or ""):
-        raise ValidationError(NAME_MESSAGE, code="control_character")
+    """The one rule for names people choose (keys, teams, tokens, orgs, models, providers,
+    policies, tiers, aliases): one line of visible text (name_error). A Django validator:
+    forms and serializers may list it too."""
+    error = name_error(value or "")
+    if error is not None:
+        raise error
 
 
 def name_checked(value: str | None, field: str = "name") -> str:
-    """`value` trimmed, or a ValidationError on `field` when it holds a control character
-    (what every service that takes a user-set name calls)."""
+    """`value` trimmed and in NFC (the composed form: "é" typed as e + U+0301 is the same
+    name as "é"), or a ValidationError on `field` when it breaks the rule of names
+    (name_error). What every service that takes a user-set name calls."""
     value = (value or "").strip()
-    try:
-        validate_name(value)
-    except ValidationError as exc:
-        raise ValidationError({field: exc.error_list}) from None
-    return value
+    error = name_error(value)
+    if error is not None:
+        raise ValidationError({field: error.error_list})
+    return unicodedata.normalize("NFC", value)
+
+
+def names_checked(values, field: str, *, max_length: int = 200) -> list[str]:
+    """A list of names (models, providers, regions, tiers) as a service stores it: each one
+    name_checked, non-empty and at most ``max_length`` characters; a ValidationError on
+    ``field`` naming the first bad one. Anything but a list of text is refused too (the
+    Django admin's JSON box also takes a number, NaN or an object)."""
+    if values is None:
+        return []
+    if not isinstance(values, list | tuple) or not all(isinstance(v, str) for v in values):
+        raise ValidationError({field: f'{field} must be a list of names (text), e.g. ["a", "b"].'})
+    out = []
+    for value in values:
+        text = value.strip()
+        error = name_error(text)
+        if error is not None:
+            raise ValidationError({field: f"{field}: {shown(value)}: {error.message}"})
+        if not text or len(text) > max_length:
+            raise ValidationError(
+                {field: f"{field}: each name is 1 to {max_length} characters, not {len(text)}."}
+            )
+        out.append(unicodedata.normalize("NFC", text))
+    return out
+
+
+def name_key(value: str) -> str:
+    """What two names that look alike have in common: compatibility forms folded (NFKC:
+    "ｇｐｔ" is "gpt", "ﬁ" is "fi"), case folded, runs of whitespace made one space. Names
+    that must tell things apart (models, providers, teams, routing policies) may not share
+    one: "GPT-4o" beside "gpt-4o" is a choice no one should have to make in a list."""
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", value).casefold())
+    return " ".join(folded.split())
+
+
+def look_alike(value: str, others) -> str | None:
+    """The first of ``others`` that is not ``value`` but looks like it (name_key), or None."""
+    key = name_key(value)
+    return next((o for o in others if o != value and name_key(o) == key), None)
+
+
+def distinct_checked(value: str, others, *, what: str, field: str = "name") -> None:
+    """A ValidationError on ``field`` when ``value`` is not one of ``others`` (the names
+    already taken, the row being renamed left out) but looks like one of them (name_key)."""
+    others = set(others)
+    other = None if value in others else look_alike(value, others)
+    if other is not None:
+        raise ValidationError(
+            {
+                field: f"{shown(value)} looks like the {what} {shown(other)} of this "
+                "organization (only case, width or spacing differ): pick a name that differs "
+                "visibly."
+            }
+        )
+
+
+def shown(value, limit: int = 100) -> str:
+    """``value`` quoted for a message (its first ``limit`` characters), every character
+    that draws nothing or reorders the text written as an escape (\\u202e): a message must
+    not show a spoofed name as the name it imitates."""
+    out = []
+    for char in str(value)[:limit]:
+        hidden = (
+            unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp")
+            or char in _INVISIBLE
+            or _is_variation_selector(char)
+        )
+        out.append(char.encode("unicode_escape", "backslashreplace").decode() if hidden else char)
+    return "'" + "".join(out) + "'"
 
 
 _CONTROL_RUN = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u2028\u2029]+")

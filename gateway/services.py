@@ -13,7 +13,7 @@ from core import keys
 from core import strategies as dataplane_strategies
 from core.config_version import KEY, ORG, config_version_bump, rotated_ref
 from core.numbers import money
-from core.text import name_checked
+from core.text import distinct_checked, look_alike, name_checked, name_key, names_checked, shown
 from governance import services as governance_services
 from orgs.audit import Actor, audit_record, record_config_change, record_config_delete
 from orgs.services import quota_checked
@@ -139,7 +139,7 @@ def _scope_checked(field: str, org, names, kept, valid_names, what: str) -> list
     nothing, and quietly: it was a 403 on /v1 only later). ``kept``: the key's names as
     stored, kept even if what they name has gone since, so an edit does not fail on a name
     no one is adding."""
-    names = sorted(set(names or ()))
+    names = sorted(set(names_checked(names, field)))
     new = [n for n in names if n not in set(kept or ())]
     if not new:
         return names
@@ -442,6 +442,9 @@ def api_key_update(*, actor: Actor, key: ApiKey, membership=None, **changes) -> 
         if expires_at != key.expires_at and expires_at is not None and expires_at <= timezone.now():
             raise ValidationError({"expires_at": "The expiry must be in the future."})
         changes["expires_at"] = expires_at
+    for field in ("allowed_models", "allowed_providers"):
+        if field in changes:  # as stored (NFC), before a member's list is compared with it
+            changes[field] = names_checked(changes[field], field)
     if membership is not None and not membership.has_role("admin"):
         _member_may_only_narrow(key, changes)
     if "expires_at" in changes:
@@ -551,6 +554,9 @@ def provider_save(
     provider = ProviderConnection.objects.for_org(org).filter(name=name).first()
     before = _provider_summary(provider) if provider else None
     if provider is None:
+        # A key's allowed providers list them: "OpenAI" beside "openai" is a trap.
+        names = ProviderConnection.objects.for_org(org).values_list("name", flat=True)
+        distinct_checked(name, names, what="provider")
         quota_checked(org, "providers", ProviderConnection.objects.for_org(org))
     provider = provider or ProviderConnection(org=org, name=name)
     stored = provider.get_credentials() if provider.pk else {}
@@ -654,6 +660,26 @@ def _price(d: Deployment, name: str) -> str | None:
     return str(value.quantize(Decimal(1).scaleb(-places)))
 
 
+def _model_name_distinct(org, model_name: str, deployment: Deployment | None) -> None:
+    """Refuse a new model name that only looks like one the org has (core.text.name_key):
+    "GPT-4o" beside "gpt-4o" would be two models, with their own deployments, limits and
+    allow-list entries, that a person picking one in a list cannot tell apart. The name
+    itself (another deployment of the same model) is fine."""
+    others = Deployment.objects.for_org(org)
+    if deployment is not None:
+        others = others.exclude(pk=deployment.pk)
+    names = set(others.values_list("model_name", flat=True))
+    other = None if model_name in names else look_alike(model_name, names)
+    if other is not None:
+        raise ValidationError(
+            {
+                "model_name": f"{shown(model_name)} looks like this organization's model "
+                f"{shown(other)} (only case, width or spacing differ): name it {shown(other)} "
+                "to add a deployment of that model, or pick a name that differs visibly."
+            }
+        )
+
+
 @transaction.atomic
 def deployment_save(
     *,
@@ -686,6 +712,7 @@ def deployment_save(
             .first()
         )
     before = _deployment_summary(deployment) if deployment else None
+    _model_name_distinct(org, model_name, deployment)
     if deployment is None:
         quota_checked(org, "deployments", Deployment.objects.for_org(org))
         deployment = Deployment(org=org)
@@ -698,11 +725,16 @@ def deployment_save(
     )
     deployment.region, deployment.weight, deployment.is_active = region or "", weight, is_active
     config = GatewayConfig.objects.for_org(org).first()
-    if config is not None and config.smart_tiers and model_name == config.auto_model_alias:
+    if (
+        config is not None
+        and config.smart_tiers
+        and name_key(model_name) == name_key(config.auto_model_alias)
+    ):
         # bn- keys asking for it are smart-routed: a model of that name would never serve
+        # (and one that only looks like it would be a trap in every list)
         raise ValidationError(
             {
-                "model_name": f"'{model_name}' is the alias of this organization's smart "
+                "model_name": f"{shown(model_name)} is the alias of this organization's smart "
                 "routing (bn- keys asking for it are smart-routed); pick another model name, "
                 "or change the alias under Routing."
             }
@@ -743,12 +775,14 @@ def deployment_create(*, actor: Actor, org, **fields) -> Deployment:
     (deployment_save with ``deployment``), never a side effect of adding one. apply_config
     keeps deployment_save's create-or-update."""
     fields.pop("deployment", None)
+    for name in ("model_name", "upstream_model"):  # before the query (a NUL, a surrogate)
+        fields[name] = name_checked(fields.get(name), name)
     if (
         Deployment.objects.for_org(org)
         .filter(
-            model_name=fields.get("model_name"),
+            model_name=fields["model_name"],
             provider=fields.get("provider"),
-            upstream_model=fields.get("upstream_model"),
+            upstream_model=fields["upstream_model"],
         )
         .exists()
     ):
@@ -843,26 +877,25 @@ def _smart_checked(config: GatewayConfig) -> None:
         if config.smart:
             raise ValidationError({"smart": "Set smart_tiers first: the settings need tiers."})
         return  # off: the alias means nothing, a model of its name is served as usual
-    if alias in tiers or Deployment.objects.for_org(config.org).filter(model_name=alias).exists():
+    models = set(Deployment.objects.for_org(config.org).values_list("model_name", flat=True))
+    model = alias if alias in tiers or alias in models else look_alike(alias, [*tiers, *models])
+    if model is not None:
         raise ValidationError(
-            {"auto_model_alias": f"'{alias}' is a model's name; pick an alias no model has."}
+            {
+                "auto_model_alias": f"{shown(alias)} is "
+                + ("a model's name" if model == alias else f"too like the model {shown(model)}")
+                + "; pick an alias no model has."
+            }
         )
     config.smart = governance_services.smart_checked(config.smart or {}, tiers, True)
 
 
-@transaction.atomic
 def _names_checked(field: str, names) -> list[str]:
-    """A list of names (providers, models), as every way in must give it: the Django
-    admin's JSON box also takes a number, NaN or an object."""
-    if names is None:
-        return []
-    if not isinstance(names, list | tuple) or not all(
-        isinstance(n, str) and n.strip() and "\x00" not in n and len(n) <= 200 for n in names
-    ):
-        raise ValidationError({field: f'{field}: a list of names (text), e.g. ["a", "b"].'})
-    return list(names)
+    """A list of names (providers, models), as every way in must give it (core.text)."""
+    return names_checked(names, field)
 
 
+@transaction.atomic
 def gateway_config_set(*, actor: Actor, org, **fields) -> GatewayConfig:
     unknown = set(fields) - set(GATEWAY_CONFIG_FIELDS)
     if unknown:
@@ -881,6 +914,12 @@ def gateway_config_set(*, actor: Actor, org, **fields) -> GatewayConfig:
             )
     if "cors_origins" in fields:
         fields["cors_origins"] = cors_origins_checked(fields["cors_origins"])
+    if "auto_model_alias" in fields:
+        if not isinstance(fields["auto_model_alias"], str | None):
+            raise ValidationError(
+                {"auto_model_alias": "The alias of smart routing is a name (text)."}
+            )
+        fields["auto_model_alias"] = name_checked(fields["auto_model_alias"], "auto_model_alias")
     for name in ("enabled_providers", "fallback_models", "smart_tiers"):
         if name in fields:
             fields[name] = _names_checked(name, fields[name])

@@ -51,7 +51,7 @@ def keys(request):
                 show_once.keep(request, "created", key.id, raw)
                 return redirect("key_created", org_slug=org.slug, key_id=key.id)
             except ValidationError as exc:
-                messages.error(request, " ".join(exc.messages))
+                messages.error(request, form_message(form, exc))  # each after its field
         return _keys_page(request, submitted=request.POST)  # refused: the form keeps its input
     return _keys_page(request)
 
@@ -206,7 +206,7 @@ def key_edit(request, key_id):
             actor=Actor.from_request(request), key=key, membership=request.membership, **changes
         )
     except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
+        messages.error(request, form_message(form, exc))  # each after its field
         key.refresh_from_db()
         return _key_edit_page(request, key, status=400, submitted=request.POST)
     messages.success(

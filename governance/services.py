@@ -1,11 +1,15 @@
 """Writes to org policies and routing policies. Each one audits itself and bumps the
 config version so every gateway worker enforces the change within seconds."""
 
+import unicodedata
+
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from core import smart, strategies
+from core import smart as smart_rules
 from core.numbers import money, whole
+from core.text import distinct_checked, name_checked, names_checked
 from orgs.audit import Actor, record_config_change, record_config_delete
 
 from .models import Policy, RoutingPolicy
@@ -41,10 +45,9 @@ def policy_set(*, actor: Actor, org, **fields) -> Policy:
         "allowed_regions",
     ):
         if name in fields:
-            value = fields[name] or []
-            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-                raise ValidationError(f"{name} must be a list of names.")
-            fields[name] = sorted(set(value))
+            # The names of models, providers and regions, as every other way of naming
+            # them (core.text): a denied "café" typed as e + U+0301 still denies "café".
+            fields[name] = sorted(set(names_checked(fields[name] or [], name)))
     if "monthly_spend_cap_usd" in fields:  # exactly as written: 10.1 is 10.10
         fields["monthly_spend_cap_usd"] = money(
             fields["monthly_spend_cap_usd"], Policy._meta.get_field("monthly_spend_cap_usd")
@@ -85,6 +88,7 @@ def _weights_checked(weights, models) -> dict:
         raise ValidationError({"weights": "Weights must be a mapping of model name to weight."})
     out = {}
     for model, weight in weights.items():
+        model = unicodedata.normalize("NFC", model) if isinstance(model, str) else model
         if model not in models:
             raise ValidationError(
                 {
@@ -136,15 +140,17 @@ def routing_policy_save(
         raise ValidationError({"strategy": problem})
     if not models:
         raise ValidationError("A routing policy needs at least one model.")
-    if not isinstance(models, list | tuple) or not all(
-        isinstance(m, str) and m.strip() and "\x00" not in m for m in models
-    ):
-        # The Django admin's JSON box also takes a number, NaN or an object.
-        raise ValidationError({"models": 'models: a list of model names, e.g. ["a", "b"].'})
+    # The Django admin's JSON box also takes a number, NaN or an object; a name is checked
+    # as every name is (core.text), the smart tiers' bidi controls and zero widths included.
+    models = names_checked(models, "models", max_length=smart_rules.MAX_TIER_NAME)
     weights = _weights_checked(weights, models)
     smart = smart_checked(smart, models, strategy == "smart")
+    name = name_checked(name)  # before the query: PostgreSQL cannot compare a NUL
     rp = RoutingPolicy.objects.for_org(org).filter(name=name).first()
     before = _routing_summary(rp) if rp else None
+    if rp is None:  # an rt- key shows its policy's name: "Prod" beside "prod" is a trap
+        names = RoutingPolicy.objects.for_org(org).values_list("name", flat=True)
+        distinct_checked(name, names, what="routing policy")
     rp = rp or RoutingPolicy(org=org, name=name)
     rp.strategy, rp.model_names, rp.weights, rp.smart, rp.is_active = (
         strategy,
@@ -170,6 +176,7 @@ def routing_policy_create(*, actor: Actor, org, name: str, **fields) -> RoutingP
     """A new routing policy (routing_policy_save's arguments). A name the org already has
     is refused: changing a policy is an explicit edit (routing_policy_save on it), never a
     side effect of creating one. apply_config keeps routing_policy_save's create-or-update."""
+    name = name_checked(name)  # before the query: PostgreSQL cannot compare a NUL
     if RoutingPolicy.objects.for_org(org).filter(name=name).exists():
         raise ValidationError({"name": ROUTING_POLICY_NAME_TAKEN})
     return routing_policy_save(actor=actor, org=org, name=name, **fields)

@@ -8,7 +8,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from core.config_version import ORG, ORG_ONLY, config_version_bump
-from core.text import name_checked
+from core.text import distinct_checked, name_checked
 from orgs.audit import Actor, audit_record, record_config_change
 
 from .access import members_changed
@@ -129,7 +129,7 @@ def user_create(*, actor: Actor, email: str, password: str | None = None, name: 
     email = User.objects.normalize_email(email).lower()
     if User.objects.filter(email__iexact=email).exists():
         raise ValidationError(f"A user with email {email} already exists.")
-    user = User.objects.create_user(email=email, password=password, name=name)
+    user = User.objects.create_user(email=email, password=password, name=name_checked(name))
     audit_record(
         actor=actor,
         org=None,
@@ -177,6 +177,8 @@ def user_update(*, actor: Actor, user: User, **fields) -> User:
         fields["email"] = User.objects.normalize_email(fields["email"]).lower()
         if User.objects.filter(email__iexact=fields["email"]).exclude(pk=user.pk).exists():
             raise ValidationError(f"A user with email {fields['email']} already exists.")
+    if "name" in fields:  # shown beside their email on Team pages and in audit rows
+        fields["name"] = name_checked(fields["name"])
     if user.is_active and "is_active" in fields and not fields["is_active"]:
         _refuse_if_last_admin(user)
     before = {f: getattr(user, f) for f in fields}
@@ -372,12 +374,13 @@ def membership_remove(*, actor: Actor, membership: Membership) -> None:
     membership.delete()
 
 
-def _team_name_free(team: Team) -> None:
-    """A name another team of the org has is refused on the name (the unique constraint's
-    own message named no field: "Team with this Org and Name already exists.")."""
-    others = Team.objects.for_org(team.org).exclude(pk=team.pk)
-    if others.filter(name=team.name).exists():
+def _team_name_distinct(team: Team) -> None:
+    """Keys, members and budgets are put on a team by picking its name: "Research" beside
+    "research" (or a full-width "Ｒesearch") is refused like the same name twice."""
+    others = set(Team.objects.for_org(team.org).exclude(pk=team.pk).values_list("name", flat=True))
+    if team.name in others:
         raise ValidationError({"name": TEAM_NAME_TAKEN})
+    distinct_checked(team.name, others, what="team")
 
 
 TEAM_NAME_TAKEN = "A team with this name exists in this organization."
@@ -386,7 +389,7 @@ TEAM_NAME_TAKEN = "A team with this name exists in this organization."
 @transaction.atomic
 def team_create(*, actor: Actor, org: Organization, name: str, description: str = "") -> Team:
     team = Team(org=org, name=name_checked(name), description=description)
-    _team_name_free(team)
+    _team_name_distinct(team)
     team.full_clean()
     team.save()
     audit_record(actor=actor, org=org, action="team.create", target=team, after={"name": team.name})
@@ -397,7 +400,7 @@ def team_create(*, actor: Actor, org: Organization, name: str, description: str 
 def team_update(*, actor: Actor, team: Team, name: str, description: str = "") -> Team:
     before = {"name": team.name, "description": team.description}
     team.name, team.description = name_checked(name), description
-    _team_name_free(team)
+    _team_name_distinct(team)
     team.full_clean()
     team.save()
     after = {"name": team.name, "description": team.description}

@@ -57,7 +57,7 @@ from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 
 from core.client_ip import client_ip
 from core.crypto import decrypt_json, encrypt_json
-from core.text import one_line
+from core.text import name_cleaned, one_line
 from orgs.audit import Actor, audit_record
 
 from . import services
@@ -1161,7 +1161,8 @@ def consume(request, config: SSOConfig) -> tuple[User, Membership, str, dict]:
     if user is not None and not user.is_active:
         raise SSORefused(f"The account {email} is deactivated.", email, public=True)
 
-    display_name = ((attributes.get(names["name"]) or [""])[0] or "")[:150]
+    # The IdP's, shown on Team pages: what the rule of names refuses is dropped, not refused
+    display_name = name_cleaned(str((attributes.get(names["name"]) or [""])[0] or "")[:1000])[:150]
     with transaction.atomic():
         if user is None:
             user = services.user_create(actor=actor, email=email, password=None, name=display_name)
