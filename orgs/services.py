@@ -388,7 +388,10 @@ TEAM_NAME_TAKEN = "A team with this name exists in this organization."
 
 @transaction.atomic
 def team_create(*, actor: Actor, org: Organization, name: str, description: str = "") -> Team:
-    team = Team(org=org, name=name_checked(name), description=description)
+    # The description is shown beside the name: it follows the rule of names too.
+    team = Team(
+        org=org, name=name_checked(name), description=name_checked(description, "description")
+    )
     _team_name_distinct(team)
     team.full_clean()
     team.save()
@@ -399,7 +402,8 @@ def team_create(*, actor: Actor, org: Organization, name: str, description: str 
 @transaction.atomic
 def team_update(*, actor: Actor, team: Team, name: str, description: str = "") -> Team:
     before = {"name": team.name, "description": team.description}
-    team.name, team.description = name_checked(name), description
+    team.name = name_checked(name)
+    team.description = name_checked(description, "description")
     _team_name_distinct(team)
     team.full_clean()
     team.save()

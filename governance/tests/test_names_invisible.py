@@ -95,6 +95,16 @@ def _writes(s):
             "name",
             lambda n: org_services.team_update(actor=ACTOR, team=s["team"], name=n),
         ),
+        "team description": (
+            "description",
+            lambda n: org_services.team_create(actor=ACTOR, org=org, name="T", description=n),
+        ),
+        "team description edit": (
+            "description",
+            lambda n: org_services.team_update(
+                actor=ACTOR, team=s["team"], name="Platform", description=n
+            ),
+        ),
         "token": (
             "name",
             lambda n: org_services.pat_create(actor=ACTOR, user=s["user"], org=org, name=n),
@@ -148,6 +158,8 @@ WRITES = [
     "key rename",
     "team",
     "team rename",
+    "team description",
+    "team description edit",
     "token",
     "org",
     "org rename",
@@ -179,7 +191,7 @@ def _state(org):
     policy = Policy.objects.filter(org=org).first()
     return (
         sorted(ApiKey.objects.values_list("name", "allowed_models", "allowed_providers")),
-        sorted(Team.objects.values_list("name", flat=True)),
+        sorted(Team.objects.values_list("name", "description")),
         sorted(PersonalAccessToken.objects.values_list("name", flat=True)),
         sorted(Organization.objects.values_list("name", flat=True)),
         sorted(User.objects.values_list("name", flat=True)),
@@ -342,3 +354,19 @@ def test_the_admin_shows_the_refusal(admin_client, setup):
     shown = [str(m) for m in admin_client.get(response.url).context["messages"]]
     assert any("U+202E" in m for m in shown), shown
     assert RoutingPolicy.objects.get(pk=rp.pk).model_names == ["small", "big"]
+
+
+def test_accepting_an_invitation_refuses_a_spoofing_name(client, setup):
+    org = setup["org"]
+    _inv, token = org_services.invitation_create(
+        actor=ACTOR, org=org, email="newbie@acme.test", role="member"
+    )
+    url = f"/invite/{token}/"
+    response = client.post(url, {"name": "Alice\u202e", "password": "a-long-new-password-1"})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "U+202E (RIGHT-TO-LEFT OVERRIDE)" in html
+    assert not User.objects.filter(email="newbie@acme.test").exists()
+    response = client.post(url, {"name": "Алиса 🚀", "password": "a-long-new-password-1"})
+    assert response.status_code == 302
+    assert User.objects.get(email="newbie@acme.test").name == "Алиса 🚀"
