@@ -157,13 +157,23 @@ def names_checked(values, field: str, *, max_length: int = 200) -> list[str]:
     return out
 
 
+# Cyrillic and Greek letters drawn like Latin ones (after case folding: "К" is "к", "Ο" is
+# "ο"), the common homoglyphs of UTS #39's confusables: "gpt-4о" with a Cyrillic о is drawn
+# as "gpt-4o".
+_HOMOGLYPHS = str.maketrans(
+    "аеорсухіјѕһԁԛԝӏкмнтвʏɡοαιϳκνρυχϲβημτ",
+    "aeopcyxijshdqwlkmhtbygoaijkvpuxcbhmt",
+)
+
+
 def name_key(value: str) -> str:
     """What two names that look alike have in common: compatibility forms folded (NFKC:
-    "ｇｐｔ" is "gpt", "ﬁ" is "fi"), case folded, runs of whitespace made one space. Names
-    that must tell things apart (models, providers, teams, routing policies) may not share
-    one: "GPT-4o" beside "gpt-4o" is a choice no one should have to make in a list."""
+    "ｇｐｔ" is "gpt", "ﬁ" is "fi"), case folded, Cyrillic and Greek look-alikes of Latin
+    letters read as those, runs of whitespace made one space. Names that must tell things
+    apart (models, providers, teams, routing policies) may not share one: "GPT-4o" beside
+    "gpt-4o" is a choice no one should have to make in a list."""
     folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", value).casefold())
-    return " ".join(folded.split())
+    return " ".join(folded.translate(_HOMOGLYPHS).split())
 
 
 def look_alike(value: str, others) -> str | None:

@@ -62,7 +62,18 @@ def test_the_same_deployment_in_nfd_is_refused_as_taken(org_a, provider):
     assert exc.value.message_dict == {"upstream_model": [services.DEPLOYMENT_TAKEN]}
 
 
-@pytest.mark.parametrize("typed", ["GPT-4o", "ＧＰＴ-4o", "gpt-4O", "gpt-\uff14o"])
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "GPT-4o",
+        "ＧＰＴ-4o",
+        "gpt-4O",
+        "gpt-\uff14o",
+        "gpt-4\u043e",  # a Cyrillic о
+        "g\u0440t-4o",  # a Cyrillic р
+        "gpt-4\u03bf",  # a Greek omicron
+    ],
+)
 def test_a_model_name_differing_only_by_case_or_width_is_refused(org_a, provider, typed):
     _deploy(org_a, provider, "gpt-4o")
     with pytest.raises(ValidationError) as exc:
@@ -116,6 +127,9 @@ def test_provider_team_and_policy_names_differing_only_by_case_are_refused(org_a
         with pytest.raises(ValidationError) as exc:
             save()
         assert "looks like the team 'Research'" in exc.value.message_dict["name"][0]
+    with pytest.raises(ValidationError) as exc:  # a Cyrillic е
+        org_services.team_create(actor=ACTOR, org=org_a, name="R\u0435search")
+    assert "looks like the team 'Research'" in exc.value.message_dict["name"][0]
     # A team may change the case of its own name.
     assert org_services.team_update(actor=ACTOR, team=support, name="SUPPORT").name == "SUPPORT"
     governance_services.routing_policy_create(actor=ACTOR, org=org_a, name="prod", models=["a"])
@@ -124,6 +138,15 @@ def test_provider_team_and_policy_names_differing_only_by_case_are_refused(org_a
     assert "looks like the routing policy 'prod'" in exc.value.message_dict["name"][0]
     assert sorted(Team.objects.values_list("name", flat=True)) == ["Research", "SUPPORT"]
     assert list(RoutingPolicy.objects.values_list("name", flat=True)) == ["prod"]
+
+
+def test_names_in_cyrillic_and_greek_sit_side_by_side(org_a, provider):
+    names = ["Отдел продаж", "Отдел кадров", "Ομάδα", "Team"]
+    for name in names:
+        org_services.team_create(actor=ACTOR, org=org_a, name=name)
+        _deploy(org_a, provider, name)
+    assert sorted(Team.objects.values_list("name", flat=True)) == sorted(names)
+    assert Deployment.objects.count() == len(names)
 
 
 def test_the_smart_alias_may_not_look_like_a_model(org_a, provider):
