@@ -370,3 +370,16 @@ def test_accepting_an_invitation_refuses_a_spoofing_name(client, setup):
     response = client.post(url, {"name": "Алиса 🚀", "password": "a-long-new-password-1"})
     assert response.status_code == 302
     assert User.objects.get(email="newbie@acme.test").name == "Алиса 🚀"
+
+
+def test_the_admin_refuses_a_spoofing_user_or_team_name(admin_client, setup):
+    for url in (
+        f"/admin/orgs/user/{setup['user'].pk}/change/",
+        f"/admin/orgs/team/{setup['team'].pk}/change/",
+    ):
+        response = admin_client.post(url, form_data(admin_client.get(url), name=SPOOF))
+        assert response.status_code == 302, url
+        shown = [str(m) for m in admin_client.get(response.url).context["messages"]]
+        assert any("U+202E" in m for m in shown), (url, shown)
+    assert User.objects.get(pk=setup["user"].pk).name == setup["user"].name
+    assert Team.objects.get(pk=setup["team"].pk).name == "Platform"
