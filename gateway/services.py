@@ -668,7 +668,7 @@ def _model_name_distinct(org, model_name: str, deployment: Deployment | None) ->
     others = Deployment.objects.for_org(org)
     if deployment is not None:
         others = others.exclude(pk=deployment.pk)
-    names = set(others.values_list("model_name", flat=True))
+    names = set(others.order_by().values_list("model_name", flat=True).distinct())
     other = None if model_name in names else look_alike(model_name, names)
     if other is not None:
         raise ValidationError(
