@@ -7,8 +7,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from core import smart, strategies
-from core import smart as smart_rules
 from core.numbers import money, whole
+from core.smart import MAX_TIER_NAME
 from core.text import distinct_checked, name_checked, names_checked
 from orgs.audit import Actor, record_config_change, record_config_delete
 
@@ -142,7 +142,7 @@ def routing_policy_save(
         raise ValidationError("A routing policy needs at least one model.")
     # The Django admin's JSON box also takes a number, NaN or an object; a name is checked
     # as every name is (core.text), the smart tiers' bidi controls and zero widths included.
-    models = names_checked(models, "models", max_length=smart_rules.MAX_TIER_NAME)
+    models = names_checked(models, "models", max_length=MAX_TIER_NAME)
     weights = _weights_checked(weights, models)
     smart = smart_checked(smart, models, strategy == "smart")
     name = name_checked(name)  # before the query: PostgreSQL cannot compare a NUL
