@@ -258,3 +258,33 @@ def org_models(org, *names):
         services.deployment_save(
             actor=ACTOR, org=org, model_name=name, provider=provider, upstream_model="mock"
         )
+
+
+@pytest.fixture(scope="module")
+def wire(live_server_thread):
+    """The test process's application, served by uvicorn with the project's protocol (the
+    live server's Django beside it, built by live_server_thread)."""
+    import uvicorn
+
+    from bonito.asgi import application
+    from gateway.dataplane.http_protocol import SPEC
+
+    port = free_port()
+    config = uvicorn.Config(
+        application,
+        host="127.0.0.1",
+        port=port,
+        log_level="error",
+        lifespan="off",
+        loop="asyncio",
+        http=SPEC,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="wire", daemon=True)
+    thread.start()
+    deadline = time.time() + 15
+    while not server.started and time.time() < deadline:
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)

@@ -4,45 +4,11 @@ folded headers, odd methods, absurd or undecodable paths, queries and header val
 or doubled Hosts. Each is a clear 4xx in OpenAI's shape (or served, when it is valid HTTP),
 answered at once, never a 500 or a hang; a valid key's request is one usage row."""
 
-import threading
-import time
-
 import orjson
 import pytest
 
-from gateway.dataplane.http_protocol import SPEC
-from gateway.tests.conftest import free_port, usage_rows
+from gateway.tests.conftest import usage_rows
 from gateway.tests.test_v1_edges_paths import send_raw
-
-
-@pytest.fixture(scope="module")
-def wire(live_server_thread):
-    """The test process's application, served by uvicorn with the project's protocol (the
-    live server's Django beside it, built by live_server_thread)."""
-    import uvicorn
-
-    from bonito.asgi import application
-
-    port = free_port()
-    config = uvicorn.Config(
-        application,
-        host="127.0.0.1",
-        port=port,
-        log_level="error",
-        lifespan="off",
-        loop="asyncio",
-        http=SPEC,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="edges-wire", daemon=True)
-    thread.start()
-    deadline = time.time() + 15
-    while not server.started and time.time() < deadline:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-
 
 BODY = orjson.dumps(
     {"model": "chat-small", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}

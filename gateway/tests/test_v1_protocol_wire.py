@@ -8,48 +8,18 @@ that breaks is recorded as the 400 its client got."""
 import contextlib
 import re
 import socket
-import threading
 import time
 
 import orjson
 import pytest
 
 from gateway.dataplane import http_protocol
-from gateway.dataplane.http_protocol import SPEC
-from gateway.tests.conftest import free_port, usage_rows
+from gateway.tests.conftest import usage_rows
 from gateway.tests.test_v1_edges_paths import send_raw
 
 BODY = orjson.dumps(
     {"model": "chat-small", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
 )
-
-
-@pytest.fixture(scope="module")
-def wire(live_server_thread):
-    """The test process's application, served by uvicorn with the project's protocol."""
-    import uvicorn
-
-    from bonito.asgi import application
-
-    port = free_port()
-    config = uvicorn.Config(
-        application,
-        host="127.0.0.1",
-        port=port,
-        log_level="error",
-        lifespan="off",
-        loop="asyncio",
-        http=SPEC,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="protocol-wire", daemon=True)
-    thread.start()
-    deadline = time.time() + 15
-    while not server.started and time.time() < deadline:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
 
 
 def _get(acme, target: bytes, host=b"127.0.0.1", *extra: bytes) -> bytes:
