@@ -61,6 +61,20 @@ def vpc_disable(*, actor: Actor, org: Organization) -> None:
     org_update(actor=actor, org=org, deployment_mode=Organization.DeploymentMode.SHARED)
 
 
+@transaction.atomic
+def deployment_mode_set(*, actor: Actor, org: Organization, deployment_mode: str) -> Organization:
+    """A config file's switch of the org's mode, by the dashboard's rules: back to the shared
+    gateway revokes every org token (vpc_disable). Into VPC mode makes no token, since a file
+    cannot show it once: `bonito agent token rotate` or Settings → Deployment mode does."""
+    if deployment_mode == Organization.DeploymentMode.SHARED:
+        vpc_disable(actor=actor, org=org)
+    else:
+        org_update(actor=actor, org=org, deployment_mode=deployment_mode)
+        if org.deployment_mode == Organization.DeploymentMode.VPC:
+            OrgAgentState.objects.get_or_create(org=org)
+    return Organization.objects.get(pk=org.pk)
+
+
 def _revoke_all(*, actor: Actor, org) -> int:
     now = timezone.now()
     tokens = list(OrgToken.objects.for_org(org).filter(revoked_at__isnull=True))

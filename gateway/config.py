@@ -216,9 +216,10 @@ EXTENSIONS = {
 
 
 # ------------------------------------------------------------------------------ one org over REST
-# What a file sent over the REST API may hold: the org's gateway sections and its teams. The
-# org's tier, members and SSO stay with the platform admin's apply_config command.
-REST_ORG_KEYS = {"slug", "name", "teams", *EXTENSIONS}
+# What a file sent over the REST API may hold: what an org admin changes in the dashboard
+# (the org's name, deployment mode and vpc_only, teams, gateway sections). The org's tier,
+# members and SSO stay with the platform admin's apply_config command.
+REST_ORG_KEYS = {"slug", "name", "deployment_mode", "vpc_only", "teams", *EXTENSIONS}
 
 
 def org_config_apply(*, actor, org, data, dry_run: bool = False) -> list[dict]:
@@ -338,7 +339,20 @@ def org_config_export(org) -> dict:
         }
         for r in RoutingPolicy.objects.for_org(org).order_by("name")
     ]
-    spec = {"slug": org.slug, "name": org.name}
+    from orgs.models import Team
+
+    spec = {
+        "slug": org.slug,
+        "name": org.name,
+        "deployment_mode": org.deployment_mode,
+        "vpc_only": org.vpc_only,
+    }
+    teams = Team.objects.for_org(org).order_by("name")
+    if teams:
+        spec["teams"] = [
+            {"name": t.name, **({"description": t.description} if t.description else {})}
+            for t in teams
+        ]
     spec["providers"], spec["deployments"], spec["routing_policies"] = (
         providers,
         deployments,

@@ -496,8 +496,8 @@ class ConfigApplySerializer(serializers.Serializer):
     yaml = serializers.CharField(
         trim_whitespace=False,
         help_text="An apply_config file for this org: its gateway sections (providers, "
-        "deployments, policy, routing_policies, gateway) and teams, at the top level or as "
-        "the only entry of `orgs:`. See docs/config.md.",
+        "deployments, policy, routing_policies, gateway), teams, name, deployment_mode and "
+        "vpc_only, at the top level or as the only entry of `orgs:`. See docs/config.md.",
     )
     dry_run = serializers.BooleanField(default=False, help_text="Report the changes; keep none.")
 

@@ -270,6 +270,20 @@ TEAM_TYPES = {"name": TEXT, "description": TEXT}
 MEMBER_TYPES = {"email": TEXT, "role": TEXT, "team": TEXT, "name": TEXT, "password": TEXT}
 
 
+def _deployment_mode_set(*, actor, org, deployment_mode):
+    return services.org_update(actor=actor, org=org, deployment_mode=deployment_mode)
+
+
+_mode_setter = _deployment_mode_set
+
+
+def use_deployment_mode_setter(setter) -> None:
+    """How a file switches an org's deployment mode. The agents app (above orgs) puts in
+    the dashboard's switch at start, so that leaving VPC mode revokes the org tokens."""
+    global _mode_setter
+    _mode_setter = setter
+
+
 def _apply_org(actor, spec, where, extensions):
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: must be a mapping, not {describe(spec)}.")
@@ -279,17 +293,20 @@ def _apply_org(actor, spec, where, extensions):
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}.")
     slug = _require(spec, "slug", where)
     org = Organization.objects.filter(slug=slug).first()
-    fields = {k: spec[k] for k in ("name", "tier", "deployment_mode") if k in spec}
+    fields = {k: spec[k] for k in ("name", "tier") if k in spec}
     with errors_at(where):
         if org is None:
             org = services.org_create(
                 actor=actor,
                 slug=slug,
                 name=_require(spec, "name", where),
-                **{k: v for k, v in fields.items() if k != "name"},
+                **{k: spec[k] for k in ("tier", "deployment_mode") if k in spec},
             )
         else:
-            services.org_update(actor=actor, org=org, **fields)
+            if fields:
+                services.org_update(actor=actor, org=org, **fields)
+            if spec.get("deployment_mode", org.deployment_mode) != org.deployment_mode:
+                org = _mode_setter(actor=actor, org=org, deployment_mode=spec["deployment_mode"])
         if "vpc_only" in spec:
             services.org_vpc_only_set(actor=actor, org=org, vpc_only=spec["vpc_only"])
 
