@@ -32,6 +32,7 @@ from . import VERSION
 from .control import ControlPlane, clean
 from .state import fingerprint, write_private
 
+FAILURE_RELOG_S = 600.0
 log = logging.getLogger("bonito.agent")
 
 DEFAULT_POLL_S, DEFAULT_HEARTBEAT_S, DEFAULT_INGEST_S = 30.0, 60.0, 10.0
@@ -88,6 +89,9 @@ class ConfigSync:
         self._next_heartbeat = 0.0
         self._want_full = False
         self._retries = 0
+        # The sync step's expected failure last logged, and when: logged again when it
+        # changes, or every FAILURE_RELOG_S while it lasts (not once a second).
+        self._failing: tuple[str, float] | None = None
 
     # -- intervals: the environment's, else the control plane's suggestion ---------------
     def _interval(self, own: float | None, suggested: str, default: float) -> float:
@@ -396,6 +400,18 @@ class ConfigSync:
                 ):
                     self.heartbeat()
                     self._next_heartbeat = time.monotonic() + self.heartbeat_s
+            except (OSError, httpx.HTTPError) as exc:
+                # Expected in the field (a full or read-only disk under the state folder, the
+                # control plane away): one line naming the cause, no traceback.
+                problem = clean(f"{type(exc).__name__}: {exc}")
+                if (
+                    self._failing is None
+                    or self._failing[0] != problem
+                    or (now - self._failing[1] >= FAILURE_RELOG_S)
+                ):
+                    log.error("agent sync step failed: %s; retried at the next pull", problem)
+                    self._failing = (problem, now)
+                self._next_pull = max(self._next_pull, time.monotonic() + self.poll_s)
             except Exception:
                 log.exception("agent sync step failed")  # the thread must live on
                 # Whatever failed is not retried in a tight loop: the next pull waits its turn.

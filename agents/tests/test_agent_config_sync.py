@@ -268,3 +268,32 @@ def test_the_disk_cache_serves_only_the_token_it_was_pulled_with(
         assert agent.sync.load_cache() is served
     assert (agent.gateway.snapshots.current is not None) is served
     assert logged in caplog.text
+
+
+def test_a_state_folder_it_cannot_write_is_one_clear_log_line(tmp_path, caplog):
+    """The sync loop's expected failures (a full or read-only disk under the state folder;
+    here a file where the workers' folder should be) are one line naming the cause, logged
+    once while it lasts, not a traceback every second."""
+    fake = FakeConfig()
+    fake.answers = [lambda since: _full(1, 5, "h1")] * 50
+    s = agent_settings.load(
+        {
+            "BONITO_CONTROL_PLANE": f"http://127.0.0.1:{fake.server.server_address[1]}",
+            "BONITO_ORG_TOKEN": keys.generate("bt-"),
+            "BONITO_STATE_DIR": str(tmp_path),
+            "BONITO_AGENT_WORKERS": "2",
+        }
+    )
+    agent = Agent(s)
+    (tmp_path / "workers").write_text("")  # every worker's counts go in this folder
+    with caplog.at_level("WARNING"):
+        agent.sync.start()
+        try:
+            time.sleep(2.5)
+        finally:
+            agent.sync.stop()
+            fake.server.shutdown()
+            fake.server.server_close()
+    failed = [r for r in caplog.records if "sync step failed" in r.getMessage()]
+    assert len(failed) == 1 and not failed[0].exc_info, caplog.text
+    assert str(tmp_path / "workers") in failed[0].getMessage()

@@ -292,3 +292,24 @@ def test_records_set_aside_go_back_to_the_control_plane_with_requeue_dead(tmp_pa
         assert wrong.returncode == 2 and b"usage:" in wrong.stderr
     finally:
         sink.stop()
+
+
+def test_a_spool_it_cannot_write_is_one_clear_log_line(tmp_path, fake, caplog):
+    """The control plane away and the spool unwritable (a full disk; here a file where the
+    spool's folder should be) are expected in the field: one line naming the cause, no
+    traceback (they read as a crash), once until a batch is stored again."""
+    server = fake(lambda records: 503)
+    sink, _ = _sink(tmp_path, server)
+    (tmp_path / "spool").write_text("")
+    sink.start()
+    try:
+        with caplog.at_level("WARNING"):
+            sink.submit(_record())
+            assert not sink.flush(1)
+            assert _wait(lambda: len(server.calls) >= 2)
+    finally:
+        sink.stop()
+    spool = [r for r in caplog.records if "spool" in r.getMessage()]
+    assert spool and not [r for r in caplog.records if r.exc_info], caplog.text
+    [failed] = [r for r in spool if "usage spool failed" in r.getMessage()]
+    assert str(tmp_path / "spool") in failed.getMessage(), failed.getMessage()

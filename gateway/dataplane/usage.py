@@ -437,16 +437,28 @@ class UsageSink:
     def _guarded(self, step, **kwargs) -> None:
         try:
             step(**kwargs)
-        except Exception:  # the thread must live on: it is the only one storing usage
-            log.exception("usage sink: %s failed", getattr(step, "__name__", step))
+        except Exception as exc:  # the thread must live on: it is the only one storing usage
+            # A full or unwritable disk is expected: one line; a traceback for anything else.
+            log.error(
+                "usage sink: %s failed (%s: %s)",
+                getattr(step, "__name__", step),
+                type(exc).__name__,
+                exc,
+                exc_info=not isinstance(exc, OSError),
+            )
 
     def _housekeeping(self) -> None:
         self._last_housekeeping = time.monotonic()
         if self.on_housekeeping is not None:
             try:
                 self.on_housekeeping()
-            except Exception:
-                log.exception("usage sink housekeeping failed")
+            except Exception as exc:
+                log.error(
+                    "usage sink housekeeping failed (%s: %s)",
+                    type(exc).__name__,
+                    exc,
+                    exc_info=not isinstance(exc, OSError),
+                )
 
     def _deliver(self, batch: list[dict]) -> None:
         """Write a batch. Records the target refuses for their content are isolated (by
@@ -505,13 +517,16 @@ class UsageSink:
                 )
         try:
             self._spool(batch)
-        except Exception:
+        except Exception as exc:
             # Neither stored nor spooled: the journal keeps them for the next process.
             if not self._keep_journal:  # logged once until a batch is stored again
-                log.exception(
-                    "usage spool failed; %d records are kept in memory and the journal, and"
-                    " retried",
+                log.error(
+                    "usage spool failed (%s: %s); %d records are kept in memory and the"
+                    " journal, and retried",
+                    type(exc).__name__,
+                    exc,
                     len(batch),
+                    exc_info=not isinstance(exc, OSError),  # a full disk: no traceback
                 )
             self._keep_journal = True
             return False
