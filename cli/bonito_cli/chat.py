@@ -15,6 +15,7 @@ from .client import (
     api_message,
     clean_token,
     http_client,
+    scheme_hint,
     server_url,
     shown_url,
 )
@@ -51,7 +52,9 @@ def _default_model(http: httpx.Client) -> str:
     try:
         response = http.get("/models")
     except httpx.HTTPError as exc:
-        raise CliError(f"Cannot reach {shown_url(http.base_url)}: {exc}") from None
+        raise CliError(
+            f"Cannot reach {shown_url(http.base_url)}: {exc}{_hint(http, exc)}"
+        ) from None
     if response.status_code >= 400:
         _fail(response)
     try:
@@ -108,12 +111,19 @@ def complete(http, model, messages, stream: bool, out) -> tuple[str, dict | None
         return "".join(text), None
     except httpx.ConnectError as exc:
         raise CliError(
-            f"Cannot reach {shown_url(http.base_url)}: {exc}. Is the server running?"
+            f"Cannot reach {shown_url(http.base_url)}: {exc}"
+            + (_hint(http, exc) or ". Is the server running?")
         ) from None
     except httpx.TimeoutException:
         raise CliError("The gateway did not answer in time.") from None
     except httpx.HTTPError as exc:
-        raise CliError(f"The request failed: {exc}") from None
+        raise CliError(f"The request failed: {exc}{_hint(http, exc)}") from None
+
+
+def _hint(http: httpx.Client, exc: Exception) -> str:
+    """The scheme hint for the server's root URL (the one --url takes, without /v1)."""
+    hint = scheme_hint(str(http.base_url).rstrip("/").removesuffix("/v1"), exc)
+    return f". {hint}" if hint else ""
 
 
 def _piped(prompt) -> bool:

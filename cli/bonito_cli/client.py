@@ -254,6 +254,36 @@ def http_client(**kwargs) -> httpx.Client:
         ) from None
 
 
+# What a TLS client reads when the other end answers in plain HTTP ("HTTP/1.1 400 …" read as a
+# TLS record): OpenSSL's names for it.
+_PLAIN_HTTP = ("WRONG_VERSION_NUMBER", "wrong version number", "RECORD_LAYER_FAILURE",
+               "packet length too long", "HTTP_REQUEST", "http request")  # fmt: skip
+
+
+def scheme_hint(url, exc: Exception) -> str:
+    """A hint when the URL's scheme is likely the wrong one: https:// to a server that
+    speaks plain HTTP, or http:// to one that only speaks HTTPS (it closes or resets the
+    connection when a request arrives in clear). Empty when nothing points that way."""
+    try:
+        parts = urlsplit(str(url))
+    except ValueError:
+        return ""
+    text = str(exc)
+    if parts.scheme == "https" and any(mark in text for mark in _PLAIN_HTTP):
+        other = shown_url(urlunsplit(parts._replace(scheme="http")))
+        return (
+            f"The server at that address speaks plain HTTP, not HTTPS: use --url {other} "
+            "(or BONITO_URL), or put it behind a TLS proxy."
+        )
+    if parts.scheme == "http" and isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+        other = shown_url(urlunsplit(parts._replace(scheme="https")))
+        return (
+            "The server closed the connection without answering: if it speaks HTTPS only, "
+            f"use --url {other} (or BONITO_URL)."
+        )
+    return ""
+
+
 class Unreachable(CliError):
     """The server could not be reached or did not answer: nothing it said, nothing to read."""
 
@@ -274,13 +304,16 @@ class Client:
             response = self.http.request(method, path, **kwargs)
         except httpx.ConnectError as exc:
             raise Unreachable(
-                f"Cannot reach {shown_url(self.url)}: {self._scrub(exc)}. Is the server running?"
+                f"Cannot reach {shown_url(self.url)}: {self._scrub(exc)}. "
+                + (scheme_hint(self.url, exc) or "Is the server running?")
             ) from None
         except httpx.TimeoutException:
             raise Unreachable(f"{shown_url(self.url)} did not answer in time.") from None
         except httpx.HTTPError as exc:
+            hint = scheme_hint(self.url, exc)
             raise Unreachable(
                 f"Talking to {shown_url(self.url)} failed: {self._scrub(exc)}"
+                + (f". {hint}" if hint else "")
             ) from None
         raise_for(response)
         return response

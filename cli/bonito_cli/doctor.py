@@ -9,7 +9,16 @@ from urllib.parse import urlsplit
 import click
 import httpx
 
-from .client import FAILURE, Client, CliError, http_client, me_of, server_url, shown_url
+from .client import (
+    FAILURE,
+    Client,
+    CliError,
+    http_client,
+    me_of,
+    scheme_hint,
+    server_url,
+    shown_url,
+)
 from .output import print_json, safe
 
 MAX_SKEW_S = 60
@@ -74,12 +83,16 @@ def run_checks(state):
                 yield Check(name, "skip", "not a Bonito API")
             return
     except httpx.ConnectError as exc:
-        tls = "SSL" in str(exc) or "certificate" in str(exc).lower()
+        wrong_scheme = scheme_hint(url, exc)
+        tls = not wrong_scheme and ("SSL" in str(exc) or "certificate" in str(exc).lower())
         yield Check(
             "server reachable",
             "fail" if not tls else "pass",
             f"{shown}: {exc}" if not tls else f"{shown} answered",
-            "" if tls else "Is the server running, and is the URL right? (--url or BONITO_URL)",
+            ""
+            if tls
+            else wrong_scheme
+            or "Is the server running, and is the URL right? (--url or BONITO_URL)",
         )
         if tls:
             yield Check(
@@ -99,7 +112,7 @@ def run_checks(state):
             "server reachable",
             "fail",
             f"{shown}: {exc}",
-            "Is the URL right? (--url or BONITO_URL)",
+            scheme_hint(url, exc) or "Is the URL right? (--url or BONITO_URL)",
         )
         for name in ("TLS", *AFTER_REACHABLE):
             yield Check(name, "skip", "server not reachable")

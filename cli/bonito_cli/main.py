@@ -7,6 +7,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import click
 
@@ -26,8 +27,26 @@ from .client import (
     server_url,
 )
 from .configfile import fill_env, mask_secrets
-from .output import cell, err_console, error, print_json, record, safe, table, write_csv
-from .params import ID, NAME, add_root_options, closed_pipe, quiet_broken_pipe
+from .output import (
+    cell,
+    compact_table,
+    err_console,
+    error,
+    print_json,
+    record,
+    safe,
+    table,
+    write_csv,
+)
+from .params import (
+    ID,
+    MOMENT,
+    NAME,
+    add_root_options,
+    closed_pipe,
+    parse_moment,
+    quiet_broken_pipe,
+)
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -113,8 +132,11 @@ def out_options(f):
 pass_state = click.make_pass_decorator(State, ensure=True)
 
 
-def show(state: State, data, columns: list[str], quiet_field: str = "id") -> None:
-    """A list or one row, as the output flags ask."""
+def show(
+    state: State, data, columns: list[str], quiet_field: str = "id", empty: str = "None."
+) -> None:
+    """A list or one row, as the output flags ask; ``empty`` said for an empty list (not a
+    table of headers alone)."""
     for row in data if isinstance(data, list) else [data]:
         expect(row, dict, "the answer")
     if state.json:
@@ -123,6 +145,8 @@ def show(state: State, data, columns: list[str], quiet_field: str = "id") -> Non
         for row in data if isinstance(data, list) else [data]:
             if row.get(quiet_field) is not None:
                 click.echo(row[quiet_field])
+    elif isinstance(data, list) and not data:
+        click.echo(empty)
     elif isinstance(data, list):
         table(data, columns)
     else:
@@ -265,7 +289,16 @@ def login(state, token, api_key):
         name, url = profiles.login_target(state.profile_name, state.org, state.url)
     except profiles.ProfileError as exc:
         raise CliError(str(exc), exc.code) from None
-    me = me_of(Client(url, token))
+    try:
+        me = me_of(Client(url, token))
+    except Unreachable as exc:
+        if url != profiles.DEFAULT_URL or state.url or os.environ.get("BONITO_URL"):
+            raise
+        raise Unreachable(
+            f"{exc} No --url was given: {url} is the default, a server started with `make run`"
+            " on this machine; pass your server's URL with --url.",
+            exc.code,
+        ) from None
     if state.org and me["org"]["slug"] != state.org:
         raise CliError(
             f"That token is for org {me['org']['slug']!r}, not {state.org!r} (--org): "
@@ -336,6 +369,9 @@ def logout(state):
 
 
 # ------------------------------------------------------------------------------ resources
+PLURALS = {"audit": "audit entries", "routing": "routing policies"}  # commands' nouns
+
+
 def resource(
     name,
     path,
@@ -357,7 +393,14 @@ def resource(
         @out_options
         @pass_state
         def list_(state, limit, **filters):
-            show(state, state.client.list(path, limit=limit, **filters), columns, quiet_field)
+            rows = state.client.list(path, limit=limit, **filters)
+            show(
+                state,
+                rows,
+                columns,
+                quiet_field,
+                empty=f"No {PLURALS.get(name, name)}{' match' if any(filters.values()) else ''}.",
+            )
 
         for flt in reversed(list_filters):
             list_ = click.option(f"--{flt}", help=f"Only rows with this {flt}.")(list_)
@@ -709,7 +752,9 @@ models = resource(
 
 @models.command("search", context_settings=CONTEXT)
 @click.argument("term")
-@click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True)
+@click.option(
+    "--limit", type=click.IntRange(min=0), default=50, show_default=True, help="At most this many."
+)
 @out_options
 @pass_state
 def models_search(state, term, limit):
@@ -781,7 +826,7 @@ tokens = resource(
 
 
 @tokens.command("create", context_settings=CONTEXT)
-@click.option("--name", required=True)
+@click.option("--name", required=True, help="What the token is for (a laptop, a CI job).")
 @out_options
 @pass_state
 def tokens_create(state, name):
@@ -846,23 +891,54 @@ settings_group(
 
 
 # ------------------------------------------------------------------------------ usage, analytics, logs
-def range_options(f):
-    for opt, help_ in reversed(
-        [
-            ("--range", "1h, 24h, 7d, 30d or 90d."),
-            ("--since", "Start (ISO time)."),
-            ("--until", "End (ISO time)."),
-            ("--model", "Only this model."),
-            ("--provider", "Only this provider."),
-            ("--key", "Only this key id."),
-            ("--team", "Only this team id."),
-        ]
-    ):
-        f = click.option(opt, help=help_)(f)
-    return f
+RANGES = ["1h", "24h", "7d", "30d", "90d"]  # the REST API's presets
+
+
+def range_options(default: str):
+    """The time range and filters of usage, analytics and logs, as their REST endpoints take
+    them; dates are checked here (a usage error, exit 2), as the server reads them."""
+
+    def decorate(f):
+        for opt, kw in reversed(
+            [
+                (
+                    "--range",
+                    {
+                        "type": click.Choice(RANGES),
+                        "help": f"How far back from now (default {default}).",
+                    },
+                ),
+                (
+                    "--since",
+                    {
+                        "type": MOMENT,
+                        "help": "From this date or time instead: 2026-11-01, 2026-11-01T08:00Z or 2026-11-01T09:00+01:00 (no offset: UTC).",
+                    },
+                ),
+                (
+                    "--until",
+                    {
+                        "type": MOMENT,
+                        "help": "Up to this date or time (default: now); same formats as --since.",
+                    },
+                ),
+                ("--model", {"help": "Only this model (the name apps send)."}),
+                ("--provider", {"help": "Only this provider (its name)."}),
+                ("--key", {"help": "Only this key (its id, as in `bonito keys list`)."}),
+                ("--team", {"help": "Only this team (its id, as in `bonito teams list`)."}),
+            ]
+        ):
+            names = (opt, "range_") if opt == "--range" else (opt,)  # range() is a builtin
+            f = click.option(*names, **kw)(f)
+        return f
+
+    return decorate
 
 
 def _filters(kw) -> dict:
+    since, until = kw.get("since"), kw.get("until")
+    if since and until and parse_moment(since) >= parse_moment(until):
+        raise CliError(f"--since {since} is not before --until {until}.", USAGE)
     return {("range" if k == "range_" else k): v for k, v in kw.items() if v is not None}
 
 
@@ -870,13 +946,7 @@ BREAKDOWN = ["name", "requests", "tokens", "cost_usd"]
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--range", "range_", help="1h, 24h, 7d, 30d or 90d (default 24h).")
-@click.option("--since")
-@click.option("--until")
-@click.option("--model")
-@click.option("--provider")
-@click.option("--key")
-@click.option("--team")
+@range_options("24h")
 @click.option("--csv", "as_csv", is_flag=True, help="Cost by model as CSV.")
 @out_options
 @pass_state
@@ -908,13 +978,7 @@ def _columns(rows, preferred):
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--range", "range_", help="1h, 24h, 7d, 30d or 90d (default 7d).")
-@click.option("--since")
-@click.option("--until")
-@click.option("--model")
-@click.option("--provider")
-@click.option("--key")
-@click.option("--team")
+@range_options("7d")
 @click.option(
     "--group-by",
     type=click.Choice(["model", "provider", "key", "team", "time"]),
@@ -968,15 +1032,19 @@ LOG_COLUMNS = [
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--range", "range_", help="1h, 24h, 7d, 30d or 90d (default 30d).")
-@click.option("--since")
-@click.option("--until")
-@click.option("--model")
-@click.option("--provider")
-@click.option("--key")
-@click.option("--team")
-@click.option("--status", type=click.Choice(["success", "error"]))
-@click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True)
+@range_options("30d")
+@click.option(
+    "--status",
+    type=click.Choice(["success", "error"]),
+    help="Only requests that succeeded or failed.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="At most this many (the newest).",
+)
 @click.option(
     "--follow",
     "-F",
@@ -1013,6 +1081,7 @@ def logs(state, limit, follow, interval, **kw):
             state.client.list("/api/gateway/logs", limit=limit, **params),
             LOG_COLUMNS,
             "request_id",
+            empty="No requests match (the last 30 days unless --range or --since says).",
         )
         return
     from . import follow as live
@@ -1177,24 +1246,97 @@ def _org_slug(state) -> str:
 @out_options
 @pass_state
 def agent_status(state):
-    """The agent's last heartbeat, version and config sync.
+    """The org's mode and tokens, and each agent's heartbeat, version, config sync, request
+    and error rates (rounded; --json has every field).
 
     \b
     Examples:
-      bonito agent status --json
+      bonito agent status
+      bonito agent status --json | jq '.agents[] | {hostname, spool}'
     """
-    data = state.client.get(f"/api/orgs/{_org_slug(state)}/agent")
+    data = expect(state.client.get(f"/api/orgs/{_org_slug(state)}/agent"), dict, "the answer")
     if state.json:
         print_json(data)
-    elif state.quiet:
+        return
+    if state.quiet:
         click.echo(data.get("status", ""))
+        return
+    # A summary laid out for an 80-column terminal; --json has every field, unrounded.
+    record({k: v for k, v in data.items() if k not in ("agents", "tokens")})
+    if data.get("deployment_mode") != "vpc":
+        click.echo("\nShared gateway: no agents. Switch in Settings → Deployment mode.")
+        return
+    now = datetime.now(UTC)
+    tokens = [
+        {
+            "token": t.get("id"),
+            "created": _minute(t.get("created_at")),
+            "last used": _minute(t.get("last_used_at")) or "never",
+            "valid until": _minute(t.get("valid_until")),
+        }
+        for t in data.get("tokens") or []
+    ]
+    click.echo()
+    if tokens:
+        compact_table(tokens, list(tokens[0]), "Org tokens")
     else:
-        record({k: v for k, v in data.items() if k not in ("agents", "tokens")})
-        for title in ("tokens", "agents"):
-            rows = data.get(title) or []
-            if rows:
-                columns = [c for c in rows[0] if c not in ("providers", "spool", "warnings")]
-                table(rows, columns, title=title.capitalize())
+        click.echo("No usable org token: `bonito agent token rotate` makes one.")
+    agents = [
+        {
+            "agent": a.get("hostname") or a.get("agent_id"),
+            "status": a.get("status"),
+            "heartbeat": _ago(a.get("last_heartbeat_at"), now),
+            "version": a.get("version"),
+            "config": _config(a),
+            "req/s": _number(a.get("request_rate"), "{:.2f}"),
+            "errors": _number(a.get("error_rate"), "{:.2%}"),
+        }
+        for a in data.get("agents") or []
+    ]
+    click.echo()
+    if agents:
+        compact_table(agents, list(agents[0]), "Agents", folded={"agent": 28, "version": 10})
+    else:
+        click.echo("No agent has sent a heartbeat yet (docs/agent.md: run one with the token).")
+
+
+def _when(value) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _minute(value) -> str:
+    """An ISO time from the API as 2026-12-03 11:37 (UTC); empty for none."""
+    moment = _when(value) if value else None
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if moment else ""
+
+
+def _ago(value, now: datetime) -> str:
+    moment = _when(value) if value else None
+    if moment is None:
+        return "never"
+    seconds = max(0, int((now - moment).total_seconds()))  # a clock ahead of ours: now
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def _number(value, fmt: str) -> str:
+    return (
+        fmt.format(value) if isinstance(value, int | float) and not isinstance(value, bool) else ""
+    )
+
+
+def _config(agent: dict) -> str:
+    """The config version the agent runs, and whether a newer change for the org exists."""
+    version = agent.get("config_version")
+    if version is None:
+        return "none yet"
+    return f"{version} " + ("in sync" if agent.get("in_sync") else "behind")
 
 
 @agent.group("token", context_settings=CONTEXT)

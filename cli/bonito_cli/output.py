@@ -66,6 +66,31 @@ def table(rows: list[dict], columns: list[str], title: str | None = None) -> Non
     console.print(t)
 
 
+def compact_table(
+    rows: list[dict], columns: list[str], title: str, folded: dict[str, int] | None = None
+) -> None:
+    """A table without borders, for a summary laid out to fit 80 columns: the columns in
+    ``folded`` are at most that wide, longer text going on to the next line (never cut)."""
+    folded = folded or {}
+    console.print(Text(safe(title), style="bold"))  # not the table's: that pads it out
+    t = Table(
+        box=None,
+        pad_edge=False,
+        padding=(0, 1),
+        header_style="bold",
+    )
+    for column in columns:
+        t.add_column(
+            Text(safe(column)),
+            max_width=folded.get(column),
+            overflow="fold",
+            no_wrap=column not in folded,
+        )
+    for row in rows:
+        t.add_row(*(Text(safe(cell(row.get(c)))) for c in columns))
+    console.print(t)
+
+
 def record(row: dict) -> None:
     width = max((len(safe(k)) for k in row), default=0)
     for key, value in row.items():

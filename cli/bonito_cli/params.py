@@ -1,7 +1,9 @@
 """Argument types and the root options every command also accepts after its name."""
 
 import os
+import re
 import sys
+from datetime import UTC, datetime, timedelta, timezone
 
 import click
 
@@ -35,7 +37,75 @@ class NameType(click.ParamType):
         return text
 
 
-ID, NAME = IdType(), NameType()
+# --since/--until as the server reads them (billing.selectors._moment): an ISO 8601 date or
+# time in ASCII digits, a time without an offset being UTC, from 1970 to 2999.
+_MOMENT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ].*)?", re.ASCII | re.DOTALL)
+# Django's parse_datetime (the server's) also takes what fromisoformat does not: one-digit
+# months, days and hours, a comma before the fraction, a space before the offset.
+_DJANGO_TIME = re.compile(
+    r"(?P<year>[0-9]{4})-(?P<month>[0-9]{1,2})-(?P<day>[0-9]{1,2})"
+    r"[T ](?P<hour>[0-9]{1,2}):(?P<minute>[0-9]{1,2})"
+    r"(?::(?P<second>[0-9]{1,2})(?:[.,](?P<microsecond>[0-9]{1,6})[0-9]{0,6})?)?"
+    r"\s*(?P<tz>Z|[+-][0-9]{2}(?::?[0-9]{2})?)?",
+    re.ASCII,
+)
+MOMENT_FORMATS = "a date (2026-11-01) or an ISO 8601 time (2026-11-01T08:00Z; no offset: UTC)"
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+
+
+def _django_time(text: str) -> datetime | None:
+    match = _DJANGO_TIME.fullmatch(text)
+    if match is None:
+        return None
+    parts = match.groupdict()
+    tz, offset = parts.pop("tz"), None
+    if tz == "Z":
+        offset = UTC
+    elif tz:
+        minutes = 60 * int(tz[1:3]) + (int(tz[-2:]) if len(tz) > 3 else 0)
+        offset = timezone(timedelta(minutes=-minutes if tz[0] == "-" else minutes))
+    parts["microsecond"] = (parts["microsecond"] or "0").ljust(6, "0")
+    return datetime(**{k: int(v or 0) for k, v in parts.items()}, tzinfo=offset)
+
+
+def parse_moment(text: str) -> datetime | None:
+    """The instant ``text`` names as the server reads it, in UTC; None if it names none."""
+    if not (text.isascii() and _MOMENT.fullmatch(text)):
+        return None
+    try:
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            parsed = _django_time(text)
+    except (ValueError, OverflowError):  # well formed, but no such day, hour or offset
+        return None
+    if parsed is None:
+        return None
+    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if not EARLIEST <= parsed < LATEST:
+        return None
+    return parsed.astimezone(UTC)
+
+
+class MomentType(click.ParamType):
+    """--since/--until: checked here, so a date the server would refuse is a usage error
+    (exit 2) before anything is sent; sent as typed."""
+
+    name = "DATE|TIME"
+
+    def convert(self, value, param, ctx):
+        if parse_moment(str(value)) is None:
+            self.fail(
+                f"{value!r} is not {MOMENT_FORMATS}, from 1970 to 2999. For a span back from "
+                "now, use --range (1h, 24h, 7d, 30d, 90d).",
+                param,
+                ctx,
+            )
+        return str(value)
+
+
+ID, NAME, MOMENT = IdType(), NameType(), MomentType()
 
 # (flag names, State attribute, takes a value, help)
 ROOT_OPTIONS = [
