@@ -1200,8 +1200,8 @@ def config_apply(state, file, dry_run):
             if before.get(field) != after.get(field):
                 click.echo(
                     safe(
-                        f"    {field}: {json.dumps(before.get(field))} -> "
-                        f"{json.dumps(after.get(field))}"
+                        f"    {field}: {json.dumps(before.get(field), ensure_ascii=False)} -> "
+                        f"{json.dumps(after.get(field), ensure_ascii=False)}"
                     )
                 )
     click.echo(f"{verb}: {len(result['changes'])} item(s).")
@@ -1262,10 +1262,11 @@ def agent_status(state):
         click.echo(data.get("status", ""))
         return
     # A summary laid out for an 80-column terminal; --json has every field, unrounded.
-    record({k: v for k, v in data.items() if k not in ("agents", "tokens")})
-    if data.get("deployment_mode") != "vpc":
+    if data.get("deployment_mode") != "vpc":  # no agents: their status colour means nothing
+        record({k: v for k, v in data.items() if k not in ("agents", "tokens", "status")})
         click.echo("\nShared gateway: no agents. Switch in Settings → Deployment mode.")
         return
+    record({k: v for k, v in data.items() if k not in ("agents", "tokens")})
     now = datetime.now(UTC)
     tokens = [
         {

@@ -181,3 +181,20 @@ def test_login_without_a_url_names_the_default_it_tried(home):
             pytest.skip("something listens on the default URL's port here")
     said = bonito(home, "auth", "login", "--token", "pat-x", check=1).stderr
     assert "No --url was given" in said and "--url" in said
+
+
+def test_config_apply_switches_the_mode_with_the_dashboards_rules(server, logged_in):
+    """deployment_mode in a file sent with `bonito config apply`: back to the shared
+    gateway revokes the org token (the diff shows its masked id as it is, not \\u2026),
+    and agent status then has no agent table to show."""
+    _an_agent_reported(server)  # VPC mode
+    token = bonito(logged_in, "agent", "token", "rotate", "-q", check=0).stdout.strip()
+    diff = bonito(
+        logged_in, "config", "apply", "-", input="deployment_mode: shared\n", check=0
+    ).stdout
+    assert "agent_token.revoke" in diff and "org.update" in diff, diff
+    assert f"{token[:7]}…" in diff and "\\u2026" not in diff, diff
+    out = bonito(logged_in, "agent", "status", check=0).stdout
+    assert "Shared gateway: no agents" in out and "status" not in out, out
+    exported = bonito(logged_in, "config", "export", check=0).stdout
+    assert "deployment_mode: shared" in exported and "vpc_only: false" in exported
