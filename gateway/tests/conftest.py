@@ -260,6 +260,28 @@ def org_models(org, *names):
         )
 
 
+def pricey_chat_small_under_a_cap(acme, cap_usd: str):
+    """acme's chat-small at $1,000 per million tokens (a request's reservation is cents)
+    and the org's monthly spend cap at ``cap_usd``: the spend-cap tests' setting."""
+    from decimal import Decimal
+
+    from governance import services as governance_services
+
+    services.deployment_save(
+        actor=ACTOR,
+        org=acme.org,
+        model_name="chat-small",
+        provider=acme.providers["fake"],
+        upstream_model="gpt-4o-mini",
+        input_price_per_mtok=Decimal(1000),
+        output_price_per_mtok=Decimal(1000),
+        deployment=acme.deployments["chat-small"],
+    )
+    governance_services.policy_set(
+        actor=Actor(via="test"), org=acme.org, monthly_spend_cap_usd=Decimal(cap_usd)
+    )
+
+
 @pytest.fixture(scope="module")
 def wire(live_server_thread):
     """The test process's application, served by uvicorn with the project's protocol (the

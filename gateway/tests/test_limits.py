@@ -20,11 +20,13 @@ from gateway.dataplane.limits import (
     SpendReservation,
 )
 from gateway.models import ApiKey
-from gateway.tests.conftest import refresh_snapshot, usage_rows
+from gateway.tests.conftest import (
+    pricey_chat_small_under_a_cap,
+    refresh_snapshot,
+    usage_rows,
+)
 from gateway.tests.fault.redis_server import RedisServer
 from gateway.tests.fault.redis_topology import RedisClusterServers
-from governance import services as governance_services
-from orgs.audit import Actor
 
 # After a restart: each worker's PING finds Redis, then keeps its share until the others'
 # outage spend is in Redis (Limiter.reconcile_s).
@@ -131,23 +133,8 @@ def test_tpm_limits_count_tokens(acme, backend):
 
 
 def test_spend_cap_holds_under_parallel_requests(acme, backend):
-    from gateway import services
-    from gateway.tests.conftest import ACTOR
-
     # $1000 per million tokens: each request (11 in + 5 out) really costs $0.016.
-    services.deployment_save(
-        actor=ACTOR,
-        org=acme.org,
-        model_name="chat-small",
-        provider=acme.providers["fake"],
-        upstream_model="gpt-4o-mini",
-        input_price_per_mtok=Decimal(1000),
-        output_price_per_mtok=Decimal(1000),
-        deployment=acme.deployments["chat-small"],
-    )
-    governance_services.policy_set(
-        actor=Actor(via="test"), org=acme.org, monthly_spend_cap_usd=Decimal("0.10")
-    )
+    pricey_chat_small_under_a_cap(acme, "0.10")
     refresh_snapshot()
     for _ in range(4):
         asyncio.run(_burst(acme, 10))
@@ -622,23 +609,9 @@ def test_a_providers_refusal_gives_its_spend_reservation_back(acme, backend, str
     """A provider's 400 costs nothing: its reservation (about $0.04 here, against a $0.10
     cap) must not stay counted, or a few refused requests would lock the org out until the
     month ends."""
-    from gateway import services
-    from gateway.tests.conftest import ACTOR
     from gateway.tests.fake_upstream import Behaviour
 
-    services.deployment_save(
-        actor=ACTOR,
-        org=acme.org,
-        model_name="chat-small",
-        provider=acme.providers["fake"],
-        upstream_model="gpt-4o-mini",
-        input_price_per_mtok=Decimal(1000),
-        output_price_per_mtok=Decimal(1000),
-        deployment=acme.deployments["chat-small"],
-    )
-    governance_services.policy_set(
-        actor=Actor(via="test"), org=acme.org, monthly_spend_cap_usd=Decimal("0.10")
-    )
+    pricey_chat_small_under_a_cap(acme, "0.10")
     refresh_snapshot()
     acme.fake.behaviours["gpt-4o-mini"] = Behaviour(status=400, fail_times=8)
     body = {**BODY, "stream": stream}

@@ -9,7 +9,11 @@ import redis as redis_lib
 
 from gateway.dataplane.limits import Limiter
 from gateway.models import ApiKey
-from gateway.tests.conftest import refresh_snapshot, usage_rows
+from gateway.tests.conftest import (
+    pricey_chat_small_under_a_cap,
+    refresh_snapshot,
+    usage_rows,
+)
 from gateway.tests.test_limits import _redis_url, _settings_redis
 
 
@@ -93,27 +97,9 @@ def test_a_request_that_can_never_pass_still_reports_the_buckets(acme, backend):
 
 
 def test_a_429_at_the_spend_cap_reports_the_buckets_as_they_are(acme, backend):
-    from decimal import Decimal
-
-    from gateway import services
-    from gateway.tests.conftest import ACTOR
-    from governance import services as governance_services
-    from orgs.audit import Actor
 
     # $1000 per million tokens: one request's reservation is past a $0.01 cap
-    services.deployment_save(
-        actor=ACTOR,
-        org=acme.org,
-        model_name="chat-small",
-        provider=acme.providers["fake"],
-        upstream_model="gpt-4o-mini",
-        input_price_per_mtok=Decimal(1000),
-        output_price_per_mtok=Decimal(1000),
-        deployment=acme.deployments["chat-small"],
-    )
-    governance_services.policy_set(
-        actor=Actor(via="test"), org=acme.org, monthly_spend_cap_usd=Decimal("0.01")
-    )
+    pricey_chat_small_under_a_cap(acme, "0.01")
     _limits(acme, rpm_limit=10, tpm_limit=6000)
     ok = _chat(acme, 5)
     assert ok.status_code == 200, ok.text

@@ -8,14 +8,17 @@ an outage a process's share, which the x-ratelimit-limit-* headers showed as the
 import asyncio
 import socket
 import time
-from decimal import Decimal
 
 import httpx
 import pytest
 
 from gateway.dataplane.limits import Bucket, Limiter, SpendReservation
 from gateway.models import ApiKey
-from gateway.tests.conftest import refresh_snapshot, usage_rows
+from gateway.tests.conftest import (
+    pricey_chat_small_under_a_cap,
+    refresh_snapshot,
+    usage_rows,
+)
 from gateway.tests.fault.redis_server import RedisServer
 from gateway.tests.test_limits import _settings_redis
 
@@ -165,35 +168,13 @@ def _scripts_run(server: RedisServer) -> int:
     return sum(v["calls"] for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
 
 
-def _cap(acme, usd: str):
-    from gateway import services
-    from gateway.tests.conftest import ACTOR
-    from governance import services as governance_services
-    from orgs.audit import Actor
-
-    # $1000 per million tokens: one request's reservation is past a small cap
-    services.deployment_save(
-        actor=ACTOR,
-        org=acme.org,
-        model_name="chat-small",
-        provider=acme.providers["fake"],
-        upstream_model="gpt-4o-mini",
-        input_price_per_mtok=Decimal(1000),
-        output_price_per_mtok=Decimal(1000),
-        deployment=acme.deployments["chat-small"],
-    )
-    governance_services.policy_set(
-        actor=Actor(via="test"), org=acme.org, monthly_spend_cap_usd=Decimal(usd)
-    )
-
-
 @pytest.mark.parametrize("refusal", ["bucket", "spend_cap", "never"])
 def test_a_429_on_redis_costs_one_script_and_reports_the_buckets(acme, gw, own_redis, refusal):
     """The gateway asked Redis again, with the missing buckets, on every refusal."""
     gw.limiter = Limiter(own_redis.url)
     try:
         if refusal == "spend_cap":
-            _cap(acme, "0.01")
+            pricey_chat_small_under_a_cap(acme, "0.01")
         _limits(acme, rpm_limit=1 if refusal == "bucket" else 10, tpm_limit=6000)
         ok = _chat(acme)
         assert ok.status_code == 200, ok.text
@@ -204,7 +185,10 @@ def test_a_429_on_redis_costs_one_script_and_reports_the_buckets(acme, gw, own_r
         assert _scripts_run(own_redis) - before == 1
         assert refused.headers["x-ratelimit-limit-requests"] in ("1", "10")
         assert int(refused.headers["x-ratelimit-remaining-requests"]) in (0, 9)
-        assert 5000 < int(refused.headers["x-ratelimit-remaining-tokens"]) < 6000
+        # The tokens bucket as it is: the first request's tokens, or (on a loaded machine,
+        # its refill having caught up before the refusal) full again; never the whole
+        # limit reported as gone.
+        assert 5000 < int(refused.headers["x-ratelimit-remaining-tokens"]) <= 6000
         assert refused.headers["x-ratelimit-limit-tokens"] == "6000"
         assert [r.http_status for r in usage_rows(acme.org)] == [200, 429]
     finally:
