@@ -38,7 +38,7 @@ def _limits(acme, **fields):
     refresh_snapshot()
 
 
-def _chat(acme, max_tokens):
+def _chat(acme, max_tokens=5):
     return httpx.post(
         acme.base_url + "/chat/completions",
         json={

@@ -9,7 +9,6 @@ import asyncio
 import socket
 import time
 
-import httpx
 import pytest
 
 from gateway.dataplane.limits import Bucket, Limiter, SpendReservation
@@ -21,6 +20,7 @@ from gateway.tests.conftest import (
 )
 from gateway.tests.fault.redis_server import RedisServer
 from gateway.tests.test_limits import _settings_redis
+from gateway.tests.test_v1_edges_ratelimit import _chat
 
 
 def _buckets(tag: str, rpm=2, tpm=1000, org_rpm=100, org_tpm=5000, cost=300) -> list[Bucket]:
@@ -148,19 +148,6 @@ def test_during_an_outage_the_limits_reported_are_the_share_applied():
 def _limits(acme, **fields):
     ApiKey.objects.filter(pk=acme.key.pk).update(**fields)
     refresh_snapshot()
-
-
-def _chat(acme, max_tokens=5):
-    return httpx.post(
-        acme.base_url + "/chat/completions",
-        json={
-            "model": "chat-small",
-            "max_tokens": max_tokens,
-            "messages": [{"role": "user", "content": "hi"}],
-        },
-        headers={"Authorization": f"Bearer {acme.raw}"},
-        timeout=30,
-    )
 
 
 def _scripts_run(server: RedisServer) -> int:

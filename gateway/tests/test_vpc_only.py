@@ -11,6 +11,7 @@ from gateway.dataplane.keys_check import VPC_ONLY
 from gateway.dataplane.snapshot import org_from_dict, org_to_dict
 from gateway.snapshot_builder import SnapshotRefresher, load_orgs
 from gateway.tests.conftest import ACTOR, org_models, usage_rows
+from gateway.tests.test_key_disable import _calls  # one request on each /v1 path
 from orgs.models import Organization
 from orgs.services import org_update, org_vpc_only_set
 
@@ -24,31 +25,6 @@ def refresher(acme):
     refresher = SnapshotRefresher(runtime.snapshots(), interval=60)
     refresher.refresh_once()
     return refresher
-
-
-def _calls(acme, raw):
-    bearer = {"Authorization": f"Bearer {raw}"}
-    return {
-        "chat": httpx.post(
-            f"{acme.base_url}/chat/completions",
-            headers=bearer,
-            json={"model": "chat-small", "messages": HI},
-            timeout=30,
-        ),
-        "embeddings": httpx.post(
-            f"{acme.base_url}/embeddings",
-            headers=bearer,
-            json={"model": "embed-small", "input": "hi"},
-            timeout=30,
-        ),
-        "models": httpx.get(f"{acme.base_url}/models", headers=bearer, timeout=30),
-        "messages": httpx.post(
-            f"{acme.base_url}/messages",
-            headers={"x-api-key": raw, "anthropic-version": "2023-06-01"},
-            json={"model": "chat-small", "max_tokens": 10, "messages": HI},
-            timeout=30,
-        ),
-    }
 
 
 def test_it_refuses_the_orgs_keys_on_every_path_with_one_row_each(acme, refresher):
