@@ -104,8 +104,14 @@ def fit(xs: list[list[float]], ys: list[int]) -> dict:
     return {"bias": w[0], "weights": w[1:], "mean": mean, "scale": scale}
 
 
-def fit_np(x, ys, l2: float) -> dict:
-    """The same logistic model with numpy (the learned head: ~400 features)."""
+def fit_np(x, ys, l2: float, pairs=None) -> dict:
+    """The same logistic model with numpy (the learned head: ~400 features).
+
+    ``pairs``, if given, is ``(a, b, weight)``: row indices such that row ``a[i]`` should
+    score above row ``b[i]``, and the weight of that ranking term. A logistic loss on each
+    pair's score difference is added to the objective, scaled to weigh ``weight`` times as
+    much as the log loss of the rows it ranks (see ``ranking_pairs``). The objective stays
+    convex, so Newton's method finds its one minimum."""
     import numpy as np
 
     y = np.asarray(ys, dtype=np.float64)
@@ -115,10 +121,18 @@ def fit_np(x, ys, l2: float) -> dict:
     w = np.zeros(z.shape[1])
     penalty = np.full(z.shape[1], l2)
     penalty[0] = 0.0
-    for _ in range(30):
+    diff = None
+    if pairs is not None and len(pairs[0]):
+        a, b, pair_scale = pairs
+        diff = z[a] - z[b]  # the bias cancels: its column is zero
+    for _ in range(50):
         p = 1 / (1 + np.exp(-np.clip(z @ w, -30, 30)))
         grad = z.T @ (p - y) + penalty * w
         hess = (z * (p * (1 - p))[:, None]).T @ z + np.diag(penalty)
+        if diff is not None:
+            q = 1 / (1 + np.exp(-np.clip(diff @ w, -30, 30)))  # P(a ranked above b)
+            grad -= pair_scale * (diff.T @ (1 - q))
+            hess += pair_scale * (diff * (q * (1 - q))[:, None]).T @ diff
         step = np.linalg.solve(hess, grad)
         w -= step
         if np.abs(step).max() < 1e-8:
@@ -129,6 +143,33 @@ def fit_np(x, ys, l2: float) -> dict:
         "mean": mean.tolist(),
         "scale": scale.tolist(),
     }
+
+
+# The learned head's ranking term on the open maths problems (GSM8K), at the weight fixed
+# before it was measured (docs/smart-routing.md, "The ranking term"): for every pair of
+# training problems where the strong model adds more to one than to the other (strong
+# correct - weak correct: +1 / 0 / -1), a logistic loss on their score difference, weighed
+# as much in all as those problems' own log loss.
+PAIRWISE_WEIGHT = 1.0
+
+
+def ranking_pairs(rows: list[dict], weight: float = PAIRWISE_WEIGHT):
+    """``fit_np``'s ``pairs`` for the GSM8K rows of ``rows`` (indices into ``rows``)."""
+    import numpy as np
+
+    idx = np.array([i for i, r in enumerate(rows) if r["family"] == "gsm8k"], dtype=np.int64)
+    if weight == 0 or len(idx) < 2:
+        return None
+    gain = np.array([int(rows[i]["strong_correct"]) - int(rows[i]["weak_correct"]) for i in idx])
+    a, b = np.nonzero(gain[:, None] > gain[None, :])
+    if not len(a):
+        return None
+    return idx[a], idx[b], weight * len(idx) / len(a)
+
+
+def fit_head(rows: list[dict], x, l2: float) -> dict:
+    """The learned head on ``rows`` (their feature matrix ``x``): log loss + ranking term."""
+    return fit_np(x, [r["y"] for r in rows], l2, ranking_pairs(rows))
 
 
 LEARNED_L2 = 3000.0  # what the nested cross-validation below picks most (docs/benchmarks.md)
@@ -236,20 +277,22 @@ def out_of_fold_learned(rows: list[dict], x) -> tuple[list[float], list[float]]:
             for j in {fold[i] for i in train_idx}:
                 fit_idx = [i for i in train_idx if fold[i] != j]
                 held = [i for i in train_idx if fold[i] == j]
-                model = fit_np(x[fit_idx], [rows[i]["y"] for i in fit_idx], l2)
+                model = fit_head([rows[i] for i in fit_idx], x[fit_idx], l2)
                 inner += list(
                     zip([rows[i]["y"] for i in held], learned_scores(x[held], model), strict=True)
                 )
             losses[l2] = _log_loss([y for y, _ in inner], [p for _, p in inner])
         best = min(losses, key=losses.get)
         chosen.append(best)
-        model = fit_np(x[train_idx], [rows[i]["y"] for i in train_idx], best)
+        model = fit_head([rows[i] for i in train_idx], x[train_idx], best)
         for i, s in zip(test_idx, learned_scores(x[test_idx], model), strict=True):
             scores[i] = s
     return scores, chosen
 
 
-def out_of_fold_fixed(rows: list[dict], x, l2: float, seed: int) -> list[float]:
+def out_of_fold_fixed(
+    rows: list[dict], x, l2: float, seed: int, ranking: bool = False
+) -> list[float]:
     """Out-of-fold scores of a logistic model (numpy) at a fixed regularisation, for the
     seed sweep: the learned head's nested choice above is too slow to repeat per seed, and
     picks LEARNED_L2 mostly."""
@@ -258,7 +301,11 @@ def out_of_fold_fixed(rows: list[dict], x, l2: float, seed: int) -> list[float]:
     for k in range(FOLDS):
         train_idx = [i for i in range(len(rows)) if fold[i] != k]
         test_idx = [i for i in range(len(rows)) if fold[i] == k]
-        model = fit_np(x[train_idx], [rows[i]["y"] for i in train_idx], l2)
+        sub = [rows[i] for i in train_idx]
+        if ranking:  # the learned head
+            model = fit_head(sub, x[train_idx], l2)
+        else:
+            model = fit_np(x[train_idx], [r["y"] for r in sub], l2)
         for i, s in zip(test_idx, learned_scores(x[test_idx], model), strict=True):
             scores[i] = s
     return scores
@@ -280,7 +327,7 @@ def seed_sweep(rows: list[dict], feats: list[list[float]], x, seeds: int) -> dic
         else:
             per_seed["rules"].append(out_of_fold_fixed(rows, rules_x, L2, seed))
         if x is not None:
-            per_seed["learned"].append(out_of_fold_fixed(rows, x, LEARNED_L2, seed))
+            per_seed["learned"].append(out_of_fold_fixed(rows, x, LEARNED_L2, seed, ranking=True))
     for family in ("gsm8k", "mmlu"):
         idx = [i for i, r in enumerate(rows) if r["family"] == family]
         sub = [rows[i] for i in idx]
@@ -410,10 +457,11 @@ def main(argv=None) -> int:
         if learned_available():
             feats = [smart.features(body_of(r["prompt"])) for r in rows]
             x = learned_matrix(rows, feats)
-            head = fit_np(x, [r["y"] for r in rows], LEARNED_L2)
+            head = fit_head(rows, x, LEARNED_L2)
             head["quantiles"] = quantile_table(learned_scores(x, head))
             head["label"] = model["label"]
             head["l2"] = LEARNED_L2
+            head["ranking_weight"] = PAIRWISE_WEIGHT
             head["trained_on"] = model["trained_on"]
             path = ROOT / "core" / "smart_learned.json"
             path.write_text(json.dumps(head) + "\n")

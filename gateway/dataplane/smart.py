@@ -261,6 +261,7 @@ FEATURE_NAMES = (
     "open_kw_math",
     "open_kw_multistep",
 )
+TOKENS = FEATURE_NAMES.index("tokens")
 
 
 def score_features(x: list[float], model: dict) -> float:
@@ -299,8 +300,15 @@ def score(policy: SmartPolicy, body: dict, classifier: str) -> float:
     if classifier == "learned":
         from core import smart_learned  # the optional extra; checked at configuration time
 
+        x, model = features(body), rules_model()
+        if model.get("low") and x[TOKENS] < model["low"][TOKENS]:
+            # Shorter than any prompt the head was trained on (about 14 tokens: greetings,
+            # one-line questions). Its embedding of such a prompt is an extrapolation (it
+            # put "hi" at 0.20, the 80th percentile, so a greeting went to the top tier);
+            # the rules score reads the length within its range. Same label, same scale.
+            return rules_score(body, policy.keywords)
         text, _ = prompt_text(body)
-        return smart_learned.score(text, within_range(features(body), rules_model()))
+        return smart_learned.score(text, within_range(x, model))
     return rules_score(body, policy.keywords)
 
 

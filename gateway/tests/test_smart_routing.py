@@ -1039,16 +1039,21 @@ def test_the_committed_learned_head_reads_the_embedding_and_the_rules_features()
 
 def test_the_learned_classifier_reads_the_rules_features_within_their_range():
     """Like the rules score, the learned head gets each rules feature within the range it
-    had in the development set: a greeting in Chinese (its non-Latin share far outside the
+    had in the development set: a prompt in Chinese (its non-Latin share far outside the
     English set's) scored 0.52, past the 99th percentile, as the extrapolation said."""
     if smart_settings.learned_missing():
         pytest.skip("the smart extra is not installed")
     from core import smart_learned
 
-    body = {"messages": [{"role": "user", "content": "你好"}]}
+    # (long enough for the head: shorter prompts are scored by rules, test below)
+    body = {
+        "messages": [
+            {"role": "user", "content": "你好，请问明天北京的天气怎么样？我想去公园散步。" * 3}
+        ]
+    }
     raw = smart.features(body)
     read = smart.within_range(raw, smart.rules_model())
-    assert read != raw
+    assert read != raw and raw[smart.TOKENS] >= smart.rules_model()["low"][smart.TOKENS]
     text, _ = smart.prompt_text(body)
     policy = smart_settings.SmartPolicy(tiers=("lite", "pro"), thresholds=(0.5,))
     score = smart.score(policy, body, "learned")
@@ -1064,10 +1069,16 @@ def test_the_learned_classifier_reads_the_rules_features_within_their_range():
     )
 
 
+LONG_ENOUGH = "could you tell me what time the museum in the old town opens on a sunday"
+
+
 @needs_learned
 @pytest.mark.parametrize(
     ("typed", "plain"),
-    [("hi \U0001f600", "hi"), ("thanks a lot \U0001f44d\U0001f3fd", "thanks a lot")],
+    [
+        ("hi \U0001f600 " + LONG_ENOUGH, "hi " + LONG_ENOUGH),
+        ("thanks a lot \U0001f44d\U0001f3fd " + LONG_ENOUGH, "thanks a lot " + LONG_ENOUGH),
+    ],
 )
 def test_an_emoji_does_not_make_a_prompt_look_hard_to_the_learned_classifier(typed, plain):
     """The vocabulary has no emoji: each was its unknown token, which the development set
@@ -1120,3 +1131,29 @@ def test_a_slider_shows_a_saved_aggressiveness_the_browser_keeps_on_a_save(alice
         value = int(re.search(r'value="(\d+)"', slider).group(1))
         assert value % step == 0, slider
     assert sum('value="63"' in s for s in sliders) == 2
+
+
+@needs_learned
+@pytest.mark.parametrize(
+    "text", ["hi", "hi \U0001f600", "thanks a lot", "What's the capital of France?", "\u4f60\u597d"]
+)
+def test_prompts_shorter_than_any_the_head_learned_from_are_scored_by_rules(text):
+    """The development set's shortest prompt is about 14 tokens; the learned head's
+    embedding of a greeting is an extrapolation (it scored "hi" 0.20, the 80th percentile
+    of the set, so "hi" went to the top tier at the default slider). Below that length
+    the learned classifier gives the rules score: the same label on the same scale."""
+    policy = smart_settings.SmartPolicy(tiers=("lite", "pro"), thresholds=(0.5,))
+    body = _chat(text)
+    assert smart.score(policy, body, "learned") == smart.rules_score(body)
+    default = smart_settings.thresholds_for(0.5, 2, "learned")[0]
+    if text.isascii():  # English small talk goes to the cheap tier at the default slider
+        assert smart.score(policy, body, "learned") < default
+
+
+@needs_learned
+def test_prompts_as_long_as_the_training_set_s_are_scored_by_the_head():
+    policy = smart_settings.SmartPolicy(tiers=("lite", "pro"), thresholds=(0.5,))
+    body = _chat("hi " + LONG_ENOUGH)
+    x = smart.features(body)
+    assert x[smart.TOKENS] >= smart.rules_model()["low"][smart.TOKENS]
+    assert smart.score(policy, body, "learned") != smart.rules_score(body)

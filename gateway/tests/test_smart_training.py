@@ -1,0 +1,121 @@
+"""The learned head's training objective (bench/smart_routing.py): log loss, L2, and the
+ranking term on the open maths problems. Checked against the objective itself, computed
+here independently, not against numbers copied from a run."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+np = pytest.importorskip("numpy")
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+import smart_routing  # noqa: E402
+
+
+def _rows(gains, family="gsm8k"):
+    outcome = {1: (False, True), 0: (True, True), -1: (True, False)}
+    rows = []
+    for g in gains:
+        weak, strong = outcome[g]
+        rows.append(
+            {
+                "family": family,
+                "weak_correct": weak,
+                "strong_correct": strong,
+                "y": int(not weak and strong),
+            }
+        )
+    return rows
+
+
+def test_the_ranking_pairs_are_every_maths_pair_where_the_strong_model_adds_more():
+    rows = _rows([1, 0, -1, 1]) + _rows([1, -1], family="mmlu")
+    a, b, scale = smart_routing.ranking_pairs(rows, weight=2.0)
+    pairs = set(zip(a.tolist(), b.tolist(), strict=True))
+    # gains 1,0,-1,1 on rows 0..3: each +1 above 0 and -1, 0 above -1; ties and MMLU rows
+    # (4, 5) never pair.
+    assert pairs == {(0, 1), (0, 2), (3, 1), (3, 2), (1, 2)}
+    # Weighed `weight` times as much in all as the 4 maths rows' own log loss.
+    assert scale == pytest.approx(2.0 * 4 / 5)
+    assert smart_routing.ranking_pairs(rows, weight=0) is None
+    assert smart_routing.ranking_pairs(_rows([0, 0, 0])) is None
+
+
+def _objective(w, z, y, l2, diff, pair_scale):
+    t = z @ w
+    loss = (np.logaddexp(0, t) - y * t).sum() + 0.5 * l2 * (w[1:] ** 2).sum()
+    if diff is not None:
+        loss += pair_scale * np.logaddexp(0, -(diff @ w)).sum()
+    return loss
+
+
+def _synthetic(seed=0, n=120, d=5):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    gains = rng.choice([1, 0, -1], size=n, p=[0.3, 0.55, 0.15])
+    # The label agrees with the gain only loosely, so the ranking term has work to do.
+    rows = _rows(gains.tolist())
+    x[:, 0] += 0.8 * gains
+    return x, rows
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0, 5.0])
+def test_the_fit_is_the_minimum_of_its_objective(weight):
+    x, rows = _synthetic()
+    l2 = 3.0
+    pairs = smart_routing.ranking_pairs(rows, weight)
+    head = smart_routing.fit_np(x, [r["y"] for r in rows], l2, pairs)
+    mean, scale = np.asarray(head["mean"]), np.asarray(head["scale"])
+    z = np.hstack([np.ones((len(x), 1)), (x - mean) / scale])
+    y = np.array([r["y"] for r in rows], dtype=float)
+    diff = z[pairs[0]] - z[pairs[1]] if pairs else None
+    w = np.concatenate([[head["bias"]], head["weights"]])
+    best = _objective(w, z, y, l2, diff, pairs[2] if pairs else 0)
+    rng = np.random.default_rng(1)
+    for _ in range(50):  # no nearby point is lower
+        nudged = w + rng.normal(scale=1e-3, size=w.shape)
+        assert _objective(nudged, z, y, l2, diff, pairs[2] if pairs else 0) >= best - 1e-9
+    # and the gradient, by central differences, is zero there
+    eps = 1e-5
+    grad = [
+        (
+            _objective(w + eps * e, z, y, l2, diff, pairs[2] if pairs else 0)
+            - _objective(w - eps * e, z, y, l2, diff, pairs[2] if pairs else 0)
+        )
+        / (2 * eps)
+        for e in np.eye(len(w))
+    ]
+    assert np.abs(grad).max() < 1e-4
+
+
+def _concordance(scores, gains):
+    s, g = np.asarray(scores), np.asarray(gains)
+    d = s[:, None] - s[None, :]
+    better = g[:, None] > g[None, :]
+    return ((d > 0) + 0.5 * (d == 0))[better].mean()
+
+
+def test_the_ranking_term_orders_the_training_problems_by_what_the_strong_model_adds():
+    x, rows = _synthetic(seed=3)
+    gains = [int(r["strong_correct"]) - int(r["weak_correct"]) for r in rows]
+    ys = [r["y"] for r in rows]
+
+    plain = _concordance(_scores(x, smart_routing.fit_np(x, ys, 3.0)), gains)
+    ranked = _concordance(_scores(x, smart_routing.fit_head(rows, x, 3.0)), gains)
+    assert ranked > plain
+
+
+def _scores(x, head):
+    z = (x - np.asarray(head["mean"])) / np.asarray(head["scale"])
+    return head["bias"] + z @ np.asarray(head["weights"])
+
+
+def test_the_committed_learned_head_was_trained_with_the_scripts_settings():
+    """A changed L2 or ranking weight in the script without `--train` would leave the
+    committed head and the documented figures measuring something else."""
+    head = json.loads((ROOT / "core" / "smart_learned.json").read_text())
+    assert head["l2"] == smart_routing.LEARNED_L2
+    assert head["ranking_weight"] == smart_routing.PAIRWISE_WEIGHT
