@@ -26,7 +26,8 @@ def _host_allowed(host: str) -> bool:
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import URLRouter  # noqa: E402
-from django.urls import path  # noqa: E402
+from channels.security.websocket import WebsocketDenier  # noqa: E402
+from django.urls import path, re_path  # noqa: E402
 
 from billing.consumers import LogTailConsumer  # noqa: E402
 from bonito.body_cap import BodyCap  # noqa: E402
@@ -73,10 +74,17 @@ router = ProtocolTypeRouter(
             _host_allowed,
             runtime.gateway,
         ),
-        "websocket": SameOriginValidator(
-            AuthMiddlewareStack(
-                URLRouter([path("ws/o/<slug:org_slug>/logs/", LogTailConsumer.as_asgi())])
-            )
+        # The live tail is the one WebSocket endpoint; a handshake anywhere else is refused
+        # (uvicorn answers a 403), as one the origin check refuses: the router, with no
+        # route for it, raised (a plain-text 500 and a traceback in the log).
+        "websocket": URLRouter(
+            [
+                path(
+                    "ws/o/<slug:org_slug>/logs/",
+                    SameOriginValidator(AuthMiddlewareStack(LogTailConsumer.as_asgi())),
+                ),
+                re_path(r"", WebsocketDenier.as_asgi()),
+            ]
         ),
     }
 )

@@ -106,6 +106,13 @@ class AgentApp:
         kind = scope["type"]
         if kind == "lifespan":
             return await self._lifespan(receive, send)
+        if kind == "websocket":
+            # Nothing here is a WebSocket: the handshake is refused (uvicorn answers a 403).
+            # Returning without answering it made uvicorn answer a 500 and log an error.
+            # (/v1 never gets here: the HTTP protocol answers a handshake there as the HTTP
+            # request it also is.)
+            await receive()  # websocket.connect
+            return await send({"type": "websocket.close"})
         if kind != "http":
             return None
         path = scope["path"]
