@@ -55,6 +55,8 @@ METHODS = {"models": ("GET",), "model": ("GET",)}  # the others take POST
 # Set in the scope by gateway.dataplane.http_protocol when a request's body framing broke
 # (not imported: that module imports uvicorn's protocol).
 BODY_BROKE = "bonito.body_broke"
+# Set there too in a chunked request's scope: the sum of the chunk sizes announced so far.
+BODY_ANNOUNCED = "bonito.body_announced"
 # The headers a key may come in (proxy._bearer): one of them twice with different values is
 # two credentials, refused rather than one of them picked (the last used to win).
 CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
@@ -269,7 +271,7 @@ class V1App:
             methods = RESPONSE_ROUTES.get(sub) if resource_id else None
             if methods is not None:
                 endpoint, allowed = methods.get(method, "responses.get"), tuple(methods)
-        refusal, body, too_large = None, b"", False
+        refusal, body, too_large, read = None, b"", False, False
         if endpoint is None:
             endpoint = "unknown"
             refusal = GatewayError(
@@ -298,31 +300,27 @@ class V1App:
                 return await self._send(send, refused, headers)
             # Audio uploads have their own, larger cap (OpenAI's 25 MB file and the form).
             limit = MAX_UPLOAD_BYTES if endpoint in UPLOAD_ENDPOINTS else self.max_body_bytes
+            read = True
             try:
-                body = await self._read_body(headers, receive, limit)
+                body = await self._read_body(scope, headers, receive, limit)
             except _BodyRefused as exc:
                 refusal, too_large = exc.error, exc.too_large
             if body is None:
-                # The client left before sending its whole body: the key's request is still
-                # one usage row (a 499, as for a stream it leaves), and nothing is answered.
-                # Or the body's framing broke (a chunk size that is not one): the HTTP
-                # protocol answered the 400 and closed the connection, and marked the scope.
-                gone = GatewayError(
-                    499,
-                    "The client closed the connection before sending its whole body.",
-                    "invalid_request_error",
-                    "client_disconnected",
-                )
-                if scope.get(BODY_BROKE):
-                    gone = errors.bad_request(
-                        "The request is not valid HTTP/1.1 (the framing of its body).",
-                        None,
-                        "invalid_http_request",
-                    )
-                await self.gateway().handle(
-                    Incoming(endpoint=endpoint, headers=headers, body=b"", refusal=gone)
-                )
-                return
+                return await self._gone(scope, headers, endpoint)
+        if not read and "transfer-encoding" in headers:
+            # A body the answer does not use (a GET's, a 404's, a 405's), sent chunked: read
+            # to its end and dropped before the answer, so that a framing that breaks is the
+            # 400 the client gets and the request's row says (the answer, given first, was
+            # recorded and then cut by the 400). The key first, as for a POST.
+            refused = await self.gateway().refuse_key(headers, endpoint)
+            if refused is not None:
+                return await self._send(send, refused, headers)
+            try:
+                if not await self._drained(scope, receive, self.max_body_bytes):
+                    return await self._gone(scope, headers, endpoint)
+            except _BodyRefused as exc:
+                # past the cap, or too slow: answered now (a 404 or a 405 stays one)
+                refusal = refusal or exc.error or errors.too_large(self.max_body_bytes)
         out = await self.gateway().handle(
             Incoming(
                 endpoint=endpoint,
@@ -338,6 +336,27 @@ class V1App:
         if out.stream is None:
             return await self._send(send, out, headers)
         await self._stream(out, receive, send)
+
+    async def _gone(self, scope, headers, endpoint: str) -> None:
+        """The client left before sending its whole body: the key's request is still one
+        usage row (a 499, as for a stream it leaves), and nothing is answered. Or the body's
+        framing broke (a chunk size that is not one): the HTTP protocol answered the 400 and
+        closed the connection, and marked the scope; the row is that 400."""
+        gone = GatewayError(
+            499,
+            "The client closed the connection before sending its whole body.",
+            "invalid_request_error",
+            "client_disconnected",
+        )
+        if scope.get(BODY_BROKE):
+            gone = errors.bad_request(
+                "The request is not valid HTTP/1.1 (the framing of its body).",
+                None,
+                "invalid_http_request",
+            )
+        await self.gateway().handle(
+            Incoming(endpoint=endpoint, headers=headers, body=b"", refusal=gone)
+        )
 
     # ------------------------------------------------------------------ CORS
     async def _preflight(self, headers) -> Outgoing:
@@ -372,7 +391,7 @@ class V1App:
         )
 
     # ------------------------------------------------------------------ request body
-    async def _read_body(self, headers, receive, limit: int) -> bytes | None:
+    async def _read_body(self, scope, headers, receive, limit: int) -> bytes | None:
         """The body, inflated if it is gzip; None if the client left. Raises _BodyRefused:
         too large (sent or inflated), an encoding other than gzip, broken gzip."""
         encoding = headers.get("content-encoding", "identity").strip().lower()
@@ -407,7 +426,34 @@ class V1App:
             declared = declared.strip()  # optional whitespace around a value is not part of it
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             raise _BodyRefused(too_large=True)  # the rest of the body is never read
-        chunks, size = [], 0
+        chunks = []
+        async with contextlib.aclosing(self._body(scope, receive, limit)) as pieces:
+            async for chunk in pieces:
+                if chunk is None:
+                    return None
+                if inflater is None:
+                    chunks.append(chunk)
+                else:
+                    for i in range(0, len(chunk), READ_CHUNK):
+                        inflater.feed(chunk[i : i + READ_CHUNK])
+        return b"".join(chunks) if inflater is None else inflater.result()
+
+    async def _drained(self, scope, receive, limit: int) -> bool:
+        """The body read to its end and dropped: False if the client left (or its framing
+        broke). Raises _BodyRefused as _body does."""
+        async with contextlib.aclosing(self._body(scope, receive, limit)) as pieces:
+            async for chunk in pieces:
+                if chunk is None:
+                    return False
+        return True
+
+    @staticmethod
+    async def _body(scope, receive, limit: int):
+        """The body's pieces as they arrive, then None if the client left before its end.
+        Raises _BodyRefused: past ``limit``, sent or announced (a chunk's size, read by the
+        HTTP protocol before the chunk arrives: a chunk of a terabyte was waited for), or
+        too slow (408)."""
+        size = 0
         deadline = time.monotonic() + BODY_TOTAL_S
         while True:
             try:
@@ -424,18 +470,15 @@ class V1App:
                     )
                 ) from None
             if message["type"] == "http.disconnect":
-                return None
+                yield None
+                return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > limit:
+            if size > limit or scope.get(BODY_ANNOUNCED, 0) > limit:
                 raise _BodyRefused(too_large=True)
-            if inflater is None:
-                chunks.append(chunk)
-            else:
-                for i in range(0, len(chunk), READ_CHUNK):
-                    inflater.feed(chunk[i : i + READ_CHUNK])
+            yield chunk
             if not message.get("more_body"):
-                return b"".join(chunks) if inflater is None else inflater.result()
+                return
 
     # ------------------------------------------------------------------ responses
     @staticmethod

@@ -13,13 +13,21 @@ arrives: httptools keeps reading a header that never ends (hundreds of megabytes
 connection, and seconds of CPU joining its pieces, until the deadline), so past the limit
 the client gets a 431 and the connection is closed, as nginx's
 ``large_client_header_buffers`` does. A request httptools cannot parse gets a 400 in
-OpenAI's error shape (uvicorn's is plain text). A request target in absolute form
-(``GET http://host/path``) has its authority taken as the request's host (RFC 9112 3.2.2).
+OpenAI's error shape (uvicorn's is plain text), after the answers to the requests before
+it on the connection (pipelined), whether its head or its body broke. A request target in
+absolute form (``GET http://host/path``) has its authority taken as the request's host
+(RFC 9112 3.2.2).
+
+Each message is handed to the parser apart (its head, then its body to its end), so a
+chunked body's size lines are read as they arrive (_Chunks): the sum announced is put in
+the request's scope (``BODY_ANNOUNCED``) for the app to hold against its cap, so a size of
+a terabyte is refused at once rather than waited for.
 
 Used as ``uvicorn --http gateway.dataplane.http_protocol:HeadDeadlineProtocol`` (make serve,
 the container's entrypoint) and by the VPC agent."""
 
 import os
+import re
 from urllib.parse import unquote
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -49,6 +57,10 @@ def max_header_bytes() -> int:
 MAX_HEADER_BYTES = max_header_bytes()
 # Set in a request's scope when its body's framing broke (asgi_v1 reads it by this name).
 BODY_BROKE = "bonito.body_broke"
+# In a chunked request's scope: the sum of the chunk sizes announced so far, which asgi_v1
+# holds against its cap before the chunks arrive (by this name too).
+BODY_ANNOUNCED = "bonito.body_announced"
+CRLFCRLF = b"\r\n\r\n"
 LINGER_S = 2.0
 LINGER_BYTES = 1024 * 1024
 TOO_LARGE_BODY = (
@@ -113,6 +125,64 @@ def _is_v1(url: bytes) -> bool:
     return False
 
 
+_HEX = re.compile(rb"[0-9A-Fa-f]+")
+_SIZE, _DATA, _CRLF, _TRAILERS, _LOST = range(5)
+MAX_SIZE_LINE = 4096  # a chunk size line (with its extensions) longer is not followed
+
+
+class _Chunks:
+    """Follows a chunked body as it arrives, as far as reading each chunk's size and finding
+    the body's end; the parser checks the framing (what this reads otherwise is a framing
+    the parser refuses). httptools tells when a chunk's size line has been parsed, not the
+    size: a size of a terabyte was waited for, its chunk never coming, for the body's idle
+    timeout, where a Content-Length of a terabyte is refused at once."""
+
+    def __init__(self):
+        self.state = _SIZE
+        self.line = b""  # the current size or trailer line, as far as it has come
+        self.left = 0  # of the current chunk's data, or of the CRLF after it
+        self.announced = 0
+
+    def scan(self, data: bytes) -> int:
+        """How much of ``data`` is this body: up to its end, or all of it (-1: not ended)."""
+        i, n = 0, len(data)
+        while i < n:
+            if self.state == _LOST:
+                return -1
+            if self.state in (_DATA, _CRLF):
+                step = min(self.left, n - i)
+                i, self.left = i + step, self.left - step
+                if self.left == 0:
+                    if self.state == _DATA:
+                        self.state, self.left = _CRLF, 2
+                    else:
+                        self.state = _SIZE
+                continue
+            end = data.find(b"\n", i)
+            self.line += data[i : n if end < 0 else end]
+            if len(self.line) > MAX_SIZE_LINE:
+                self.state = _LOST
+                return -1
+            if end < 0:
+                return -1
+            i, line, self.line = end + 1, self.line.rstrip(b"\r"), b""
+            if self.state == _TRAILERS:
+                if not line:
+                    return i  # the blank line after the last chunk (and its trailers)
+                continue
+            size = _HEX.match(line)
+            if size is None:
+                self.state = _LOST
+                return -1
+            value = int(size.group(), 16)
+            if value == 0:
+                self.state = _TRAILERS
+            else:
+                self.announced += value
+                self.state, self.left = _DATA, value
+        return -1
+
+
 class HeadDeadlineProtocol(HttpToolsProtocol):
     _head_timer = None
     _head_bytes = 0  # of the head being read, counted as they arrive
@@ -120,13 +190,18 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
     _lingering = None  # refused: how much more of what the client sends is dropped
     _refusal = None  # the body of the 400 send_400_response is to answer, if not INVALID_BODY
     _last = None  # the connection's last answer, once those before it are written
+    _head_tail = b""  # the last 3 bytes of the head being read (its end may straddle reads)
+    _body_left = None  # of a Content-Length body being read
+    _chunks = None  # a chunked body being read (_Chunks)
 
     def data_received(self, data: bytes) -> None:
         # In a head, the parser is given no more than what is left of the limit: a head
         # past it is refused at the limit exactly, however large the read it came in (on
         # loopback a read is up to 256 KiB, so counting after the parse served heads of
-        # that size). A body is passed on whole; a head that begins within it (the next
-        # request, pipelined) is measured once parsed (on_headers_complete).
+        # that size). Each message is given to the parser apart, its head up to its blank
+        # line, then its body up to its end (its Content-Length, or the chunked framing's
+        # end): where each body begins and ends is known, so a chunked body's sizes are
+        # read as they arrive (_Chunks), and a pipelined head is measured as any other.
         if self._lingering is not None:
             self._lingering -= len(data)
             if self._lingering < 0:
@@ -134,18 +209,57 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
             return
         while data:
             if self._in_body:
-                super().data_received(data)
+                take = self._body_size(data)
+                if take <= 0 or take >= len(data):
+                    super().data_received(data)
+                    data = b""
+                else:
+                    super().data_received(data[:take])
+                    data = data[take:]
+            else:
+                allowance = MAX_HEADER_BYTES - self._head_bytes
+                end = self._head_end(data)
+                take = min(allowance, len(data) if end < 0 else end)
+                piece = data if take == len(data) else data[:take]
+                self._head_bytes += len(piece)
+                super().data_received(piece)
+                data = data[take:]
+                if not self._in_body and self._head_bytes:  # the head goes on in the next read
+                    self._head_tail = (self._head_tail + piece[-3:])[-3:]
+            if self._lingering is not None:  # refused: the rest is dropped
+                self._lingering -= len(data)
+                if self._lingering < 0:
+                    self.transport.close()
                 return
-            allowance = MAX_HEADER_BYTES - self._head_bytes
-            piece = data if len(data) <= allowance else memoryview(data)[:allowance]
-            self._head_bytes += len(piece)
-            super().data_received(piece)
-            data = data[len(piece) :]
             if not data or self.transport.is_closing() or self.parser.should_upgrade():
                 return
             if not self._in_body and self._head_bytes >= MAX_HEADER_BYTES:
                 self._refuse_head()  # the same head, still open, at the limit
                 return
+
+    def _head_end(self, data: bytes) -> int:
+        """Where in ``data`` the head being read ends (past its blank line), or -1."""
+        if self._head_tail:
+            at = (self._head_tail + data[:3]).find(CRLFCRLF)
+            if at >= 0:
+                return at + 4 - len(self._head_tail)
+        at = data.find(CRLFCRLF)
+        return at + 4 if at >= 0 else -1
+
+    def _body_size(self, data: bytes) -> int:
+        """How much of ``data`` is the body being read (-1: all of it)."""
+        if self._chunks is not None:
+            before = self._chunks.announced
+            take = self._chunks.scan(data)
+            if self._chunks.announced != before and self.cycle is not None:
+                self.cycle.scope[BODY_ANNOUNCED] = self._chunks.announced
+                self.cycle.message_event.set()  # an app waiting for the chunk checks its size
+            return take
+        if self._body_left is not None:
+            take = min(self._body_left, len(data))
+            self._body_left -= take
+            return take
+        return -1
 
     def _refuse_head(self) -> None:
         self._last_word(TOO_LARGE)
@@ -158,24 +272,30 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         one): the app, which read the key, then records the 400 the client got rather than
         a client that left (it is told the client left, at once)."""
         body, self._refusal = self._refusal or INVALID_BODY, None
-        cycle = self.cycle
+        cycle, queued = self.cycle, False
         if self._in_body and cycle is not None and not cycle.response_complete:
             cycle.scope[BODY_BROKE] = True
             cycle.disconnected = True
             cycle.message_event.set()
+            # pipelined behind a request still being answered: its app has not started
+            queued = any(waiting is cycle for waiting, _app in self.pipeline)
         self._last_word(
             b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
-            b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body,
+            queued,
         )
 
-    def _last_word(self, response: bytes) -> None:
+    def _last_word(self, response: bytes, queued: bool = False) -> None:
         """``response`` (a 400 or a 431) is the connection's last: the parser is done with
         it, and what arrives after is dropped. It goes out after the answers to the whole
-        requests before it on the connection (pipelined): written at once, it cut them (a
-        request served and billed lost its answer)."""
+        requests before it on the connection (pipelined), ``queued`` the broken body's own
+        request among them: written at once, it cut them (a request served and billed lost
+        its answer)."""
         self._disarm()
         self._lingering = LINGER_BYTES
-        if not self._in_body and self.cycle is not None and not self.cycle.response_complete:
+        if queued or (
+            not self._in_body and self.cycle is not None and not self.cycle.response_complete
+        ):
             self._last = response  # on_response_complete writes it
             return
         self._say(response)
@@ -193,7 +313,10 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self._last is not None and not self.pipeline and self.cycle.response_complete:
+        # The last request's answer is out, or that request is the broken body's (now
+        # started, told its client left: its answer is the 400).
+        done = self.cycle.response_complete or self.cycle.disconnected
+        if self._last is not None and not self.pipeline and done:
             last, self._last = self._last, None
             self._say(last)
 
@@ -223,6 +346,15 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         if self.parser.get_http_version() not in ("1.1", "1.0"):
             raise _Refused  # `HTTP/2.0` in an HTTP/1 request line was served as HTTP/1.1
         self._in_body = True
+        self._head_tail = b""
+        self._chunks, self._body_left = None, None
+        for name, value in self.headers:
+            if name == b"transfer-encoding":  # the parser refuses any but chunked last
+                self._chunks = _Chunks()
+            elif name == b"content-length":  # one, digits: the parser refuses others
+                self._body_left = int(value)
+        if self._chunks is not None:
+            self._body_left = None
         if self._parsed_size() > MAX_HEADER_BYTES:
             # A head begun within a read, after another request's body: its answer waits
             # for the one before it, as any pipelined request's does.
@@ -251,6 +383,8 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._in_body = False
         self._head_bytes = 0
+        self._head_tail = b""
+        self._chunks = self._body_left = None
         super().on_message_complete()
 
     def _parsed_size(self) -> int:
