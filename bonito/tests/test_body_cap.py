@@ -88,6 +88,23 @@ def test_a_chunked_body_is_cut_off_past_the_cap(server, path):
     assert sent < 4 * CAP  # refused at the cap, not after the whole body
 
 
+@pytest.mark.parametrize("size", [b"ffffffffff", b"%x" % (CAP + 1)])
+@pytest.mark.parametrize("path", ["/login/", "/api/agent/ingest"])
+def test_a_chunk_size_past_the_cap_is_refused_at_once(server, path, size):
+    """A chunk announcing more than the cap is a 413 at once: it waited for bytes that
+    would never be read (Django reads a body with no timeout)."""
+    with _connect(server) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+            + size
+            + b"\r\n{}"
+        )
+        sock.settimeout(5)  # not the 30 s body timeout, nor forever
+        refused = _response(sock)
+    assert refused.startswith(b"HTTP/1.1 413"), refused[:200]
+
+
 def test_a_body_within_the_cap_reaches_django(server):
     # An anonymous REST call under the cap: Django's own answer (not the cap's 413).
     answer = httpx.post(f"{server}/api/gateway/config/apply", content=b"{}" + b" " * (CAP - 4000))
