@@ -21,6 +21,7 @@ from pydantic import AfterValidator
 
 from core import keys
 from core.config_version import current_version
+from core.text import name_safe
 from orgs.models import Organization
 
 from . import selectors, services
@@ -61,7 +62,7 @@ def _authenticate(raw: str, agent_id: str, version: str):
         agent_uuid = uuid.UUID(agent_id)
     except ValueError:
         raise AgentError(400, "agent_id", "X-Bonito-Agent-Id must be the agent's UUID.") from None
-    version = version.replace("\x00", "")[:64]
+    version = _reported(64)(version)
     agent = services.agent_seen(token=token, agent_id=agent_uuid, version=version)
     return Caller(token, agent)
 
@@ -208,11 +209,32 @@ def _sane_moment(value: datetime | None) -> datetime | None:
 Text = Annotated[str, AfterValidator(_no_nul)]
 
 
+def _reported(limit: int):
+    """What an agent says about itself (its hostname, its version), made safe to show and
+    store, never refused: trimmed, every control, bidi or zero-width character written as
+    its escape (``web\\u202e1``, core.text.name_safe; a NUL too, which PostgreSQL cannot
+    store), cut to ``limit`` characters. An agent on a host with a strange name keeps its
+    service; the Agents page, REST and alerts show what it sent without being reordered."""
+
+    def safe(value: str) -> str:
+        return name_safe(value[: limit * 2].strip())[:limit]
+
+    return safe
+
+
+def _shown(value: str) -> str:
+    # Text the Agents page shows (provider names, errors, warnings): escapes, not drawn.
+    return name_safe(value)
+
+
+Shown = Annotated[str, AfterValidator(_no_nul), AfterValidator(_shown)]
+
+
 class Provider(Schema):
-    name: Text = Field(..., max_length=200)
-    kind: Text = Field("", max_length=50)
+    name: Shown = Field(..., max_length=200)
+    kind: Shown = Field("", max_length=50)
     healthy: bool
-    last_error: Text | None = Field(None, max_length=300)
+    last_error: Shown | None = Field(None, max_length=300)
 
 
 BIG = 2**63 - 1  # the BigIntegerField columns' top: more is refused (400), never a 500
@@ -227,8 +249,8 @@ class Spool(Schema):
 
 class HeartbeatIn(Schema):
     agent_id: uuid.UUID
-    hostname: Text = Field("", max_length=255)
-    version: Text = Field("", max_length=64)
+    hostname: Annotated[str, AfterValidator(_reported(255))] = ""
+    version: Annotated[str, AfterValidator(_reported(64))] = ""
     started_at: Annotated[datetime | None, AfterValidator(_sane_moment)] = None
     uptime_s: float = Field(0, ge=0, le=YEARS, allow_inf_nan=False)
     config_version: int | None = Field(None, ge=0, le=BIG)
@@ -237,7 +259,7 @@ class HeartbeatIn(Schema):
     error_rate: float = Field(0, ge=0, le=1, allow_inf_nan=False)
     providers: list[Provider] = Field(default_factory=list, max_length=200)
     spool: Spool = Field(default_factory=Spool)
-    warnings: list[Annotated[Text, Field(max_length=500)]] = Field(
+    warnings: list[Annotated[Shown, Field(max_length=500)]] = Field(
         default_factory=list, max_length=50
     )
 

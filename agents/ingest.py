@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 
 from billing.models import UsageRecord
 from billing.usage_writer import is_refusal, write_usage
+from core.text import name_safe
 from gateway.models import ApiKey
 from orgs.models import Team
 
@@ -257,7 +258,10 @@ def _write(org, batch_id, digest: str, records: list) -> dict:
         rid = uuid.UUID(str(record["id"]))
         if rid not in ids:
             ids.add(rid)
-            row = {**record, "id": rid, "org_id": org.id, "source": "vpc_agent"}
+            # Text an agent sends is shown on the Logs page, in exports and REST: every
+            # control, bidi or zero-width character is stored as its escape (name_safe).
+            row = {k: name_safe(v) if isinstance(v, str) else v for k, v in record.items()}
+            row.update(id=rid, org_id=org.id, source="vpc_agent")
             if row.get("key_id") not in live_keys:
                 row["key_id"] = None
             if row.get("team_id") not in live_teams:

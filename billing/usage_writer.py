@@ -21,6 +21,7 @@ from django.db import (
     transaction,
 )
 
+from core.text import name_safe
 from gateway.models import ApiKey
 
 from .budgets import hard_budgets_reached
@@ -368,6 +369,24 @@ def _last_used_sql(vendor: str) -> str:
     )
 
 
+def _displayable(records: list[dict]) -> list[dict]:
+    """``records`` with the model each client asked for made safe to show: it is the
+    client's own text (a /v1 body, an agent's batch), read by the Logs page, the live tail,
+    the CSV export, the REST API and the CLI, so a control, bidi or zero-width character
+    in it is stored as its escape (``gpt\\u202e4o``, core.text.name_safe). Real model
+    names follow the names rule and are stored as sent; printable ASCII costs one check."""
+    out = None
+    for i, record in enumerate(records):
+        value = record.get("model_requested")
+        if isinstance(value, str) and not (value.isascii() and value.isprintable()):
+            safe = name_safe(value)
+            if safe != value:
+                if out is None:
+                    out = list(records)
+                out[i] = {**record, "model_requested": safe}
+    return records if out is None else out
+
+
 def write_usage(records: list[dict]) -> None:
     """Insert a batch; ids make a replayed batch a no-op for rows already written.
 
@@ -375,6 +394,7 @@ def write_usage(records: list[dict]) -> None:
     row's content (`is_refusal`: the sink isolates the row and sets it aside). A row
     whose key or team was deleted meanwhile is stored without them, as the foreign keys'
     SET_NULL would have done."""
+    records = _displayable(records)
     # This thread keeps its connection between batches; an error drops it so the next
     # batch reconnects.
     try:

@@ -90,28 +90,57 @@ def name_cleaned(value: str | None) -> str:
 
 def _first_bad(value: str) -> tuple[int, ValidationError] | None:
     """The index of the first character the rule refuses in ``value``, and why."""
-    for i, char in enumerate(value):
-        category = unicodedata.category(char)
-        if category in _CONTROL_CATEGORIES:
-            return i, ValidationError(NAME_MESSAGE, code="control_character")
-        if category == "Cs":
-            return i, ValidationError(
-                f"Names must be valid Unicode text: {codepoint(char)} is half of a character "
-                "(an unpaired surrogate).",
-                code="surrogate",
-            )
-        invisible = (
-            (category == "Cf" and not (char in (_ZWNJ, _ZWJ) and _joiner_fits(value, i)))
-            or char in _INVISIBLE
-            or (_is_variation_selector(char) and not _selector_fits(value, i))
-        )
-        if invisible:
-            return i, ValidationError(
-                f"Names cannot contain invisible or text-direction characters such as "
-                f"{codepoint(char)}: they make a name display as another.",
-                code="invisible_character",
-            )
+    for i in range(len(value)):
+        error = _bad_at(value, i)
+        if error is not None:
+            return i, error
     return None
+
+
+def _bad_at(value: str, i: int) -> ValidationError | None:
+    """Why the rule refuses the character at ``value[i]`` (its neighbours decide for the
+    joiners and variation selectors), or None."""
+    char = value[i]
+    category = unicodedata.category(char)
+    if category in _CONTROL_CATEGORIES:
+        return ValidationError(NAME_MESSAGE, code="control_character")
+    if category == "Cs":
+        return ValidationError(
+            f"Names must be valid Unicode text: {codepoint(char)} is half of a character "
+            "(an unpaired surrogate).",
+            code="surrogate",
+        )
+    invisible = (
+        (category == "Cf" and not (char in (_ZWNJ, _ZWJ) and _joiner_fits(value, i)))
+        or char in _INVISIBLE
+        or (_is_variation_selector(char) and not _selector_fits(value, i))
+    )
+    if invisible:
+        return ValidationError(
+            f"Names cannot contain invisible or text-direction characters such as "
+            f"{codepoint(char)}: they make a name display as another.",
+            code="invisible_character",
+        )
+    return None
+
+
+def _escaped(char: str) -> str:
+    """A character as its Python escape: U+202E is \\u202e, ESC is \\x1b."""
+    return char.encode("unicode_escape", "backslashreplace").decode()
+
+
+def name_safe(value: str | None) -> str:
+    """``value`` with every character the rule of names refuses written as its escape
+    (``abc\\u202edcba``), the rest kept as it is: for text that is stored or shown but
+    was never asked for as a name (the model a client sends on /v1, an agent's hostname),
+    and for names saved before the rule (``manage.py check_names --fix``). Printable
+    ASCII, the usual case, costs one check and is returned as it is."""
+    value = value or ""
+    if value.isascii() and value.isprintable():
+        return value
+    return "".join(
+        _escaped(char) if _bad_at(value, i) is not None else char for i, char in enumerate(value)
+    )
 
 
 def validate_name(value: str) -> None:
