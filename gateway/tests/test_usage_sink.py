@@ -375,7 +375,7 @@ def test_the_writer_repairs_values_the_database_cannot_hold(org_a):
     )
     write_usage([record])
     row = UsageRecord.objects.get(pk=record["id"])
-    assert row.model_requested == "chatsmall"
+    assert row.model_requested == "chat\\x00small"  # a client's text: escaped (name_safe)
     assert row.model_used == "gpt?"
     assert row.provider == "p" * 100
     assert row.error_type == "e" * 80
@@ -404,7 +404,9 @@ def test_a_batch_written_in_autocommit_stores_every_value_exactly(org_a):
     now = time.time()
     iso = datetime.fromtimestamp(now - 1, UTC).isoformat()
     records = [
-        _record(org_a, key_id=key.id, model_requested=tricky, cost=0.00000001, created_at=now),
+        # In a column the data plane writes (the model a client asked for is stored with
+        # its control characters escaped: test_model_requested_safe).
+        _record(org_a, key_id=key.id, deployment=tricky, cost=0.00000001, created_at=now),
         _record(
             org_a,
             key_id=key.id,
@@ -419,7 +421,7 @@ def test_a_batch_written_in_autocommit_stores_every_value_exactly(org_a):
     write_usage(records)
     rows = {str(r.id): r for r in UsageRecord.objects.all()}
     first, top, dated, repaired = (rows[r["id"]] for r in records)
-    assert first.model_requested == tricky and first.cost == Decimal("0.00000001")
+    assert first.deployment == tricky and first.cost == Decimal("0.00000001")
     assert first.created_at == datetime.fromtimestamp(now, UTC)
     assert top.cost == Decimal("999999.99999999") and top.model_requested == "chat-small"
     assert (top.route_score, top.units, top.endpoint, top.ttft_ms) == (0.125, 2.5, "", None)
