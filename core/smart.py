@@ -164,12 +164,27 @@ def _number(value, name: str, low: float, high: float) -> float:
     return float(value)
 
 
-def resolve(spec, tiers, *, strategies_known=None, serving=False) -> SmartPolicy:
+def saved_keywords(spec) -> frozenset:
+    """Every keyword a stored spec holds (of any category): what a save may keep unchecked."""
+    keywords = (spec or {}).get("keywords") if isinstance(spec, dict) else None
+    if not isinstance(keywords, dict):
+        return frozenset()
+    return frozenset(
+        w for words in keywords.values() if isinstance(words, list) for w in words
+        if isinstance(w, str)
+    )
+
+
+def resolve(
+    spec, tiers, *, strategies_known=None, serving=False, kept_keywords=frozenset()
+) -> SmartPolicy:
     """The SmartPolicy of a spec (the JSON a policy stores) over ``tiers``; ValueError with
     a message for the user when something is wrong. ``strategies_known``: the names
     ``within`` may take (core.strategies passes its registry). ``serving``: for the data
     plane, a policy saved with the learned classifier is kept whole where its extra is not
-    installed (since): the data plane scores it with rules (gateway.dataplane.smart.arm)."""
+    installed (since): the data plane scores it with rules (gateway.dataplane.smart.arm).
+    ``kept_keywords``: keywords already saved (saved_keywords), which a save keeps without
+    the check of visible text (saved before it; ``manage.py check_names`` lists them)."""
     spec = {} if spec is None else spec
     if not isinstance(spec, dict):
         raise ValueError("smart must be a mapping (classifier, aggressiveness, thresholds, ...).")
@@ -260,6 +275,20 @@ def resolve(spec, tiers, *, strategies_known=None, serving=False) -> SmartPolicy
         if not serving and any("\x00" in w for w in words):
             # PostgreSQL's jsonb cannot hold one: saving it was a 500 at the write
             raise ValueError(f"smart.keywords.{category}: a keyword may not hold a NUL character.")
+        if not serving:
+            # Visible text, as names are (core.text): a bidi override or a zero-width space
+            # makes a keyword read as another in the settings, the audit log and the CLI.
+            # (Imported here: the agent's data plane reads this module without Django.)
+            from core.text import codepoint, refused_character, shown
+
+            for word in words:
+                char = None if word in kept_keywords else refused_character(word.strip())
+                if char is not None:
+                    raise ValueError(
+                        f"smart.keywords.{category}: the keyword {shown(word, 60)} contains "
+                        f"{codepoint(char)}: keywords are visible text (no control, "
+                        "invisible or text-direction characters)."
+                    )
         # Lower-cased in ASCII letters only, as the prompt is (gateway.dataplane.smart):
         # str.lower() also lowered "É", which a prompt writing "É" then never matched.
         checked[category] = tuple(dict.fromkeys(w.strip().translate(_ASCII_LOWER) for w in words))

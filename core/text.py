@@ -124,6 +124,13 @@ def _bad_at(value: str, i: int) -> ValidationError | None:
     return None
 
 
+def refused_character(value: str) -> str | None:
+    """The first character of ``value`` the rule of names refuses, or None: for checks of
+    text that is not a name but must not hide or reorder either (smart routing keywords)."""
+    found = _first_bad(value or "")
+    return value[found[0]] if found else None
+
+
 def _escaped(char: str) -> str:
     """A character as its Python escape: U+202E is \\u202e, ESC is \\x1b."""
     return char.encode("unicode_escape", "backslashreplace").decode()

@@ -864,7 +864,7 @@ def cors_origins_checked(values) -> list[str]:
     return out
 
 
-def _smart_checked(config: GatewayConfig) -> None:
+def _smart_checked(config: GatewayConfig, saved=None) -> None:
     """The org's default smart routing: tiers are model names, the alias is not a model."""
     tiers = config.smart_tiers
     if not isinstance(tiers, list) or not all(isinstance(t, str) and t for t in tiers):
@@ -887,7 +887,7 @@ def _smart_checked(config: GatewayConfig) -> None:
                 + "; pick an alias no model has."
             }
         )
-    config.smart = governance_services.smart_checked(config.smart or {}, tiers, True)
+    config.smart = governance_services.smart_checked(config.smart or {}, tiers, True, saved)
 
 
 def _names_checked(field: str, names) -> list[str]:
@@ -930,7 +930,7 @@ def gateway_config_set(*, actor: Actor, org, **fields) -> GatewayConfig:
     for name, value in fields.items():
         setattr(config, name, value)
     config.full_clean()
-    _smart_checked(config)
+    _smart_checked(config, before["smart"])
     for name in ("org_rpm_limit", "org_tpm_limit", "default_key_rpm", "default_key_tpm"):
         if getattr(config, name) == 0:  # 0 would read as "no limit" to the gateway
             raise ValidationError(f"{name}: must be at least 1; leave it empty for no limit.")

@@ -107,9 +107,10 @@ def _weights_checked(weights, models) -> dict:
     return out
 
 
-def smart_checked(spec, tiers, enabled: bool) -> dict:
+def smart_checked(spec, tiers, enabled: bool, saved=None) -> dict:
     """Smart routing settings as saved: checked against the tiers when the strategy is
-    smart (core.smart.resolve says what is wrong); refused when it is another strategy."""
+    smart (core.smart.resolve says what is wrong); refused when it is another strategy.
+    ``saved``: the settings stored before, whose keywords a save keeps unchecked."""
     if not enabled:
         if spec:
             raise ValidationError(
@@ -117,7 +118,12 @@ def smart_checked(spec, tiers, enabled: bool) -> dict:
             )
         return {}
     try:
-        smart.resolve(spec or {}, tiers, strategies_known=strategies.STRATEGIES)
+        smart.resolve(
+            spec or {},
+            tiers,
+            strategies_known=strategies.STRATEGIES,
+            kept_keywords=smart.saved_keywords(saved),
+        )
     except ValueError as exc:
         raise ValidationError({"smart": str(exc)}) from exc
     return dict(spec or {})
@@ -144,9 +150,9 @@ def routing_policy_save(
     # as every name is (core.text), the smart tiers' bidi controls and zero widths included.
     models = names_checked(models, "models", max_length=MAX_TIER_NAME)
     weights = _weights_checked(weights, models)
-    smart = smart_checked(smart, models, strategy == "smart")
     name = name_checked(name)  # before the query: PostgreSQL cannot compare a NUL
     rp = RoutingPolicy.objects.for_org(org).filter(name=name).first()
+    smart = smart_checked(smart, models, strategy == "smart", rp.smart if rp else None)
     before = _routing_summary(rp) if rp else None
     if rp is None:  # an rt- key shows its policy's name: "Prod" beside "prod" is a trap
         names = RoutingPolicy.objects.for_org(org).values_list("name", flat=True)
