@@ -9,7 +9,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from core.csv_export import csv_response
 from core.form_input import form_message
@@ -357,11 +357,15 @@ def _budget_of(request, budget_id) -> Budget:
         raise Http404("No such budget in this organization.") from None
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @org_view(role="admin")
 def budget_edit(request, budget_id):
-    """Change a budget (raising a spent hard budget lifts its block within seconds)."""
+    """Change a budget (raising a spent hard budget lifts its block within seconds). A GET
+    (a reload after a refused edit, which leaves the browser on this URL) shows the Budgets
+    page with this budget's edit form, as stored."""
     budget = _budget_of(request, budget_id)
+    if request.method == "GET":
+        return _budgets_page(request, editing_id=budget.id)
     form = BudgetForm(request.POST, org=request.org)
     if not form.is_valid():
         messages.error(request, form_message(form))
@@ -419,18 +423,21 @@ def notice_dismiss(request, notice_id):
     return HttpResponseRedirect(back)
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @org_view(role="admin")
 def budget_create(request):
     org = request.org
+    if request.method == "GET":  # a reload after a refused form: the page that holds it
+        return redirect("budgets", org_slug=org.slug)
     form = BudgetForm(request.POST, org=org)
     if not form.is_valid():
         messages.error(request, form_message(form))
-        return _budgets_page(request, submitted=request.POST)  # the form keeps its input
+        # Refused: 400, the form keeps its input.
+        return _budgets_page(request, submitted=request.POST, status=400)
     try:
         budget_save(actor=Actor.from_request(request), org=org, **form.cleaned_data)
         messages.success(request, "Budget saved. Alerts fire at each threshold once per period.")
     except ValidationError as exc:
         messages.error(request, form_message(form, exc))
-        return _budgets_page(request, submitted=request.POST)
+        return _budgets_page(request, submitted=request.POST, status=400)
     return redirect("budgets", org_slug=org.slug)

@@ -7,7 +7,7 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from core import show_once, smart, strategies
 from core.form_input import form_error, form_message
@@ -52,7 +52,8 @@ def keys(request):
                 return redirect("key_created", org_slug=org.slug, key_id=key.id)
             except ValidationError as exc:
                 messages.error(request, form_message(form, exc))  # each after its field
-        return _keys_page(request, submitted=request.POST)  # refused: the form keeps its input
+        # Refused: 400, the form keeps its input.
+        return _keys_page(request, submitted=request.POST, status=400)
     return _keys_page(request)
 
 
@@ -66,7 +67,7 @@ def key_created(request, key_id):
     return response
 
 
-def _keys_page(request, *, created=None, submitted=None):
+def _keys_page(request, *, created=None, submitted=None, status=200):
     org = request.org
     # A member's keys go on the member's own team (services.api_key_create): the form
     # offers only that one, or "no team" when the member has none.
@@ -93,6 +94,7 @@ def _keys_page(request, *, created=None, submitted=None):
             "now": timezone.now(),
             "ceilings": services.key_limit_ceilings(org),
         },
+        status=status,
     )
 
 
@@ -215,12 +217,15 @@ def key_edit(request, key_id):
     return redirect("keys", org_slug=request.org.slug)
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @org_view(role="member")
 def key_rotate(request, key_id):
     """A new secret for the key, shown once on the page this redirects to (key_rotated); the
-    old secret works for the grace period chosen."""
+    old secret works for the grace period chosen. A GET (a reload after a refusal, which
+    leaves the browser here) goes to the key's page and rotates nothing."""
     key = _key_to_change(request, key_id)
+    if request.method == "GET":
+        return redirect("key_edit", org_slug=request.org.slug, key_id=key.id)
     choices = {str(seconds) for seconds, _label in services.ROTATION_GRACE_CHOICES}
     grace = request.POST.get("grace_seconds", "0")
     if grace not in choices:
@@ -380,21 +385,24 @@ def provider_delete(request, provider_id):
     return redirect("providers", org_slug=request.org.slug)
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @org_view(role="admin")
 def deployment_create(request):
     org = request.org
+    if request.method == "GET":  # a reload after a refused form: the page that holds it
+        return redirect("providers", org_slug=org.slug)
     form = DeploymentForm(request.POST, org=org)
     if not form.is_valid():
         messages.error(request, form_message(form))
-        return _providers_page(request, ProviderForm(), deployment=request.POST)  # keeps input
+        # Refused: 400, the form keeps its input.
+        return _providers_page(request, ProviderForm(), deployment=request.POST, status=400)
     data = form.cleaned_data
     try:
         # An existing (model, provider, upstream) is refused: it is changed with Edit.
         services.deployment_create(actor=Actor.from_request(request), org=org, **data)
     except ValidationError as exc:
         messages.error(request, form_message(form, exc))
-        return _providers_page(request, ProviderForm(), deployment=request.POST)
+        return _providers_page(request, ProviderForm(), deployment=request.POST, status=400)
     messages.success(request, f"{data['model_name']} now routes to {data['provider'].name}.")
     return redirect("providers", org_slug=org.slug)
 
@@ -508,6 +516,7 @@ def policies(request):
                 set(Deployment.objects.for_org(org).values_list("model_name", flat=True))
             ),
         },
+        status=400 if request.method == "POST" else 200,  # a POST here was refused
     )
 
 
@@ -551,6 +560,7 @@ def cors_settings(request):
             "origins": origins,
             "typed": ", ".join(origins) if typed is None else typed,
         },
+        status=400 if request.method == "POST" else 200,  # a POST here was refused
     )
 
 
@@ -633,6 +643,7 @@ def routing(request):
             "org_smart_unserved": org_unserved,
             "ab_arms": smart.AB_ARMS,
         },
+        status=400 if request.method == "POST" else 200,  # a POST here was refused
     )
 
 

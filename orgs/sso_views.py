@@ -237,4 +237,5 @@ def sso_settings(request):
             if config
             else {},
         },
+        status=400 if form.is_bound else 200,  # a bound form here was refused
     )

@@ -7,7 +7,7 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import urlsafe_base64_decode
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from core import show_once
 from core.form_input import form_message
@@ -76,7 +76,9 @@ def team(request):
                 return redirect("team", org_slug=org.slug)
     else:
         form = InviteForm(org=org)
-    response = _team_page(request, invite_form=form, status=429 if refused else 200)
+    # A POST that reaches the page was refused: 429 past a limit, else 400 (form kept).
+    status = 429 if refused else 400 if request.method == "POST" else 200
+    response = _team_page(request, invite_form=form, status=status)
     if refused:
         response["Retry-After"] = str(refused[0])
     return response
@@ -145,9 +147,11 @@ def member_remove(request, membership_id):
     return redirect("team", org_slug=request.org.slug)
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @org_view(role="admin")
 def team_create(request):
+    if request.method == "GET":  # a reload after a refused form: the page that holds it
+        return redirect("team", org_slug=request.org.slug)
     form = TeamForm(request.POST)
     try:
         if not form.is_valid():
@@ -157,15 +161,17 @@ def team_create(request):
         )
     except ValidationError as exc:
         messages.error(request, form_message(form, exc))
-        return _team_page(request, team_form=form)  # the form keeps what was typed
+        return _team_page(request, team_form=form, status=400)  # the form keeps what was typed
     messages.success(request, f"Team {form.cleaned_data['name']} created.")
     return redirect("team", org_slug=request.org.slug)
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @org_view(role="admin")
 def team_edit(request, team_id):
     obj = get_object_or_404(Team.objects.for_org(request.org), pk=team_id)
+    if request.method == "GET":  # a reload after a refused edit: the page that holds it
+        return redirect("team", org_slug=request.org.slug)
     form = TeamForm(request.POST)
     try:
         if not form.is_valid():
@@ -179,7 +185,7 @@ def team_edit(request, team_id):
             "name": request.POST.get("name", ""),
             "description": request.POST.get("description", ""),
         }
-        return _team_page(request, typed=typed)
+        return _team_page(request, typed=typed, status=400)
     messages.success(request, f"Team {obj.name} saved.")
     return redirect("team", org_slug=request.org.slug)
 
@@ -245,10 +251,10 @@ def org_settings(request):
             return redirect("settings", org_slug=org.slug)
     else:
         form = OrgSettingsForm(instance=org)
-    return _settings_page(request, form)
+    return _settings_page(request, form, status=400 if form.is_bound else 200)  # bound: refused
 
 
-def _settings_page(request, form, new_token: str | None = None):
+def _settings_page(request, form, new_token: str | None = None, status=200):
     return render(
         request,
         "orgs/settings.html",
@@ -260,6 +266,7 @@ def _settings_page(request, form, new_token: str | None = None):
                 org=request.org, user=request.user
             ).active(),
         },
+        status=status,
     )
 
 

@@ -43,7 +43,7 @@ def test_a_refused_deployment_keeps_what_was_typed(alice_client, org_a, provider
     # The same model, provider and upstream as an existing one: refused by the service.
     response = _add(alice_client, org_a, providers[1], model_name="chat", upstream_model="m")
     html = response.content.decode()
-    assert response.status_code == 200
+    assert response.status_code == 400
     assert '<div class="flash error" role="status">' in html
     form = _form(html)
     assert 'value="chat"' in form and 'value="m"' in form and 'value="eu-west-1"' in form

@@ -75,7 +75,7 @@ def test_the_rest_api_and_the_dashboard_refuse_a_wider_key(org_a, bob, bob_clien
     response = bob_client.post(
         reverse("keys", args=[org_a.slug]), {"name": "web", "rpm_limit": "100000"}
     )
-    assert response.status_code == 200
+    assert response.status_code == 400
     assert b"rpm_limit: at most 3 requests per minute per key" in response.content
     assert b'name="rpm_limit" type="number" min="1" max="3"' in response.content
     assert not ApiKey.objects.exists()

@@ -85,7 +85,7 @@ def test_the_budget_form_refuses_bad_numbers_without_a_500(alice_client, org_a, 
     response = alice_client.post(
         reverse("budget_create", args=[org_a.slug]), {"amount_usd": "5", **fields}, follow=True
     )
-    assert response.status_code == 200 and _flash(response), fields
+    assert response.status_code == 400 and _flash(response), fields
     assert not Budget.objects.exists()
 
 

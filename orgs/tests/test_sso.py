@@ -574,7 +574,7 @@ def test_admins_configure_sso_from_idp_metadata_in_settings(alice_client, bob_cl
         {"preset": "okta", "idp_entity_id": "x", "idp_sso_url": "https://idp.test/sso",
          "idp_x509_cert": "not a certificate", "email_domains": "acme.test", "session_hours": 8},
     )  # fmt: skip
-    assert bad.status_code == 200 and b"not a readable X.509 certificate" in bad.content
+    assert bad.status_code == 400 and b"not a readable X.509 certificate" in bad.content
 
 
 def test_apply_config_sets_sso_and_is_idempotent(org_a, alice, idp):

@@ -45,7 +45,7 @@ def test_a_refused_rename_keeps_what_was_typed(alice_client, org_a, teams, typed
         reverse("team_edit", args=[org_a.slug, research.pk]),
         {"name": typed, "description": "new words"},
     )
-    assert response.status_code == 200  # the page itself, not a redirect to the stored name
+    assert response.status_code == 400  # the page itself, not a redirect to the stored name
     [(level, message)] = _messages(response)
     assert level == "error" and message.startswith("Name: ") and said in message
     html = response.content.decode()
@@ -63,7 +63,7 @@ def test_a_refused_new_team_keeps_what_was_typed(alice_client, org_a, teams):
     response = alice_client.post(
         reverse("team_create", args=[org_a.slug]), {"name": "Support", "description": "dup"}
     )
-    assert response.status_code == 200
+    assert response.status_code == 400
     [(level, message)] = _messages(response)
     assert level == "error" and message.startswith("Name: ")
     action = f'action="{reverse("team_create", args=[org_a.slug])}"'
