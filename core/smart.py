@@ -170,7 +170,10 @@ def saved_keywords(spec) -> frozenset:
     if not isinstance(keywords, dict):
         return frozenset()
     return frozenset(
-        w for words in keywords.values() if isinstance(words, list) for w in words
+        w
+        for words in keywords.values()
+        if isinstance(words, list)
+        for w in words
         if isinstance(w, str)
     )
 

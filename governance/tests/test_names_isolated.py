@@ -74,7 +74,9 @@ def old_names(org_a, alice):
     )
     RoutingPolicy.objects.filter(pk=policy.pk).update(name=spoof, model_names=[spoof, spoof])
     Agent.objects.create(org=org_a, agent_id=uuid.uuid4(), hostname=spoof)
-    audit_record(actor=ACTOR, org=org_a, action="api_key.update", target=ApiKey.objects.get(pk=key.pk))
+    audit_record(
+        actor=ACTOR, org=org_a, action="api_key.update", target=ApiKey.objects.get(pk=key.pk)
+    )
     record = UsageRecord.objects.create(
         id=uuid.uuid4(),
         org=org_a,

@@ -39,7 +39,12 @@ def org(org_a):
 def _saves(org):
     return {
         "routing policy": lambda spec: governance_services.routing_policy_save(
-            actor=ACTOR, org=org, name="tiers", strategy="smart", models=["small", "big"], smart=spec
+            actor=ACTOR,
+            org=org,
+            name="tiers",
+            strategy="smart",
+            models=["small", "big"],
+            smart=spec,
         ),
         "org smart routing": lambda spec: services.gateway_config_set(
             actor=ACTOR, org=org, smart_tiers=["small", "big"], smart=spec
@@ -56,9 +61,7 @@ def _stored():
 
 
 @pytest.mark.parametrize("way", ["routing policy", "org smart routing"])
-@pytest.mark.parametrize(
-    "char", [*INVISIBLE, *CONTROL], ids=lambda c: f"U+{ord(c):04X}"
-)
+@pytest.mark.parametrize("char", [*INVISIBLE, *CONTROL], ids=lambda c: f"U+{ord(c):04X}")
 def test_a_keyword_with_a_hidden_character_is_refused_naming_it(org, way, char):
     before = _stored()
     with pytest.raises(ValidationError) as exc:
@@ -97,7 +100,7 @@ def test_rest_and_apply_config_answer_400_naming_the_code_point(alice_client, or
         assert list(response.json()) == ["smart"]
         assert "U+202E (RIGHT-TO-LEFT OVERRIDE)" in response.json()["smart"][0]
     for yaml in (
-        'gateway:\n  smart_tiers: [small, big]\n  smart:\n    keywords:\n'
+        "gateway:\n  smart_tiers: [small, big]\n  smart:\n    keywords:\n"
         '      code: ["ku\\u200bbe"]\n',
         "routing_policies:\n  - name: tiers\n    strategy: smart\n    models: [small, big]\n"
         '    smart:\n      keywords:\n        code: ["ku\\u2066be"]\n',
@@ -120,13 +123,22 @@ def test_keywords_saved_before_the_rule_do_not_block_a_save(alice_client, org):
     RoutingPolicy.objects.filter(pk=rp.pk).update(smart=old)  # as saved before the rule
     page = alice_client.post(
         f"/o/{org.slug}/routing/{rp.pk}/",
-        {"strategy": "smart", "models": "small, big", "classifier": "rules",
-         "aggressiveness": "30", "is_active": "on"},
+        {
+            "strategy": "smart",
+            "models": "small, big",
+            "classifier": "rules",
+            "aggressiveness": "30",
+            "is_active": "on",
+        },
     )
     assert page.status_code == 302, page.content.decode()[:2000]
     assert RoutingPolicy.objects.get(pk=rp.pk).smart["keywords"] == old["keywords"]
     with pytest.raises(ValidationError):
         governance_services.routing_policy_save(
-            actor=ACTOR, org=org, name="tiers", strategy="smart", models=["small", "big"],
+            actor=ACTOR,
+            org=org,
+            name="tiers",
+            strategy="smart",
+            models=["small", "big"],
             smart={"keywords": {"code": ["ku\u202ebe", "he\u200blm"]}},
         )

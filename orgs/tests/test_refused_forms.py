@@ -24,11 +24,36 @@ pytestmark = pytest.mark.django_db
 SPOOF = "x\u202e"
 # Every field a dashboard form has that takes text, each refused.
 FIELDS = (
-    "name", "description", "email", "model_name", "upstream_model", "region", "provider",
-    "kind", "api_base", "models", "smart_tiers", "auto_model_alias", "allowed_models",
-    "denied_models", "allowed_providers", "denied_providers", "allowed_regions",
-    "cors_origins", "amount_usd", "thresholds", "webhook_url", "grace_seconds", "strategy",
-    "role", "team", "scope", "period", "policy", "idp_entity_id", "idp_sso_url",
+    "name",
+    "description",
+    "email",
+    "model_name",
+    "upstream_model",
+    "region",
+    "provider",
+    "kind",
+    "api_base",
+    "models",
+    "smart_tiers",
+    "auto_model_alias",
+    "allowed_models",
+    "denied_models",
+    "allowed_providers",
+    "denied_providers",
+    "allowed_regions",
+    "cors_origins",
+    "amount_usd",
+    "thresholds",
+    "webhook_url",
+    "grace_seconds",
+    "strategy",
+    "role",
+    "team",
+    "scope",
+    "period",
+    "policy",
+    "idp_entity_id",
+    "idp_sso_url",
 )
 BODIES = [
     {},
@@ -50,7 +75,12 @@ def ids(org_a, alice, bob):
     )
     budget = budget_save(actor=ACTOR, org=org_a, amount_usd="10")
     invitation, _raw = org_services.invitation_create(
-        actor=ACTOR, org=org_a, email="new@acme.test", role="member", team=None, base_url="http://t/"
+        actor=ACTOR,
+        org=org_a,
+        email="new@acme.test",
+        role="member",
+        team=None,
+        base_url="http://t/",
     )
     token, _raw = org_services.pat_create(actor=ACTOR, user=alice, org=org_a, name="cli")
     return {

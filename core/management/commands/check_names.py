@@ -90,7 +90,9 @@ class Command(BaseCommand):
                 if fix:
                     problem = self._fix(spec, obj, actor)
                     if problem:
-                        self.stderr.write(f"{spec.model} {obj.pk} {spec.field}: not fixed: {problem}")
+                        self.stderr.write(
+                            f"{spec.model} {obj.pk} {spec.field}: not fixed: {problem}"
+                        )
                     else:
                         fixed += len(findings)
         if not found:
