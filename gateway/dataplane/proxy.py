@@ -360,8 +360,6 @@ class Gateway:
                 score = smart.score(policy, body, arm)
             tier = policy.tier_index(score)
         ctx.route_classifier, ctx.route_score, ctx.route_tier = arm, score, policy.tiers[tier]
-        top = ctx.org.deployments.get(policy.top)
-        ctx.top_dep = top[0] if top else None
         ordered: list[DeploymentInfo] = []
         refused = None
         key = ctx.key
@@ -372,6 +370,7 @@ class Gateway:
             ordered.extend(routing.order(policy.within, deps, self.health))
         if not ordered and refused:
             raise refused  # as plain routing: a model the key may not use is an answer
+        ctx.top_dep = smart.top_deployment(policy, ordered, ctx.org.deployments.get(policy.top))
         # The org's fallback models the key may use (none of the tiers: never a way down),
         # as for plain routing; they also serve when no tier from the chosen one up has an
         # active deployment at all.
@@ -1107,8 +1106,8 @@ class Gateway:
                 "route_tier": ctx.route_tier,
                 # What the same tokens would have cost on the policy's top tier: the
                 # savings figure is the sum of these less the sum of cost.
-                "cost_top_tier": round(ctx.top_dep.cost(*counts, tier=ctx.tier), 8)
-                if ctx.top_dep is not None and ctx.route_tier
+                "cost_top_tier": smart.cost_top_tier(ctx.top_dep, ctx.dep, counts, cost, ctx.tier)
+                if ctx.route_tier
                 else None,
             }
         )

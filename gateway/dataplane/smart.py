@@ -363,3 +363,26 @@ def prewarm(snapshot) -> bool:
                 return True
             return False
     return False
+
+
+def top_deployment(policy: SmartPolicy, candidates: list, top_deps) -> object | None:
+    """The top tier's deployment a request is compared with (its usage row's cost_top_tier):
+    the one it would have gone to had it scored hard, i.e. the first of the top tier's
+    deployments in its candidates' order (the policy's ``within`` order, those the key may
+    use, healthy ones first); the top tier's first active deployment when the key may use
+    none of them; None when the top tier has no active deployment."""
+    for dep in candidates:
+        if dep.model == policy.top:
+            return dep
+    return top_deps[0] if top_deps else None
+
+
+def cost_top_tier(top_dep, served, counts, cost: float, tier: str = "") -> float | None:
+    """What a smart-routed request's tokens would have cost on its policy's top tier: what
+    they did cost when a deployment of the top tier served them (nothing saved, nothing
+    lost, whichever of its deployments it was), else ``counts`` priced at ``top_dep``."""
+    if top_dep is None:
+        return None
+    if served is not None and served.model == top_dep.model:
+        return round(cost, 8)
+    return round(top_dep.cost(*counts, tier=tier), 8)

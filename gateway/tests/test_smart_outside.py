@@ -1,0 +1,99 @@
+"""Smart routing, checked from outside (as a new user and as an attacker would): through
+/v1 with the openai SDK against the live gateway and a fake upstream over HTTP."""
+
+from decimal import Decimal
+
+import openai
+import pytest
+
+from gateway.tests.conftest import ACTOR, refresh_snapshot, usage_rows
+from gateway.tests.fake_upstream import Behaviour
+
+EASY = "Translate 'good morning' into French."
+
+
+def _deploy(acme, model, upstream, inp, out, priority=0):
+    from gateway import services
+
+    services.deployment_save(
+        actor=ACTOR,
+        org=acme.org,
+        model_name=model,
+        provider=acme.providers["fake"],
+        upstream_model=upstream,
+        input_price_per_mtok=inp,
+        output_price_per_mtok=out,
+        priority=priority,
+    )
+
+
+def _smart_client(acme, spec, tiers=("s-lite", "s-pro")):
+    from gateway import services
+    from governance import services as gov
+
+    policy = gov.routing_policy_save(
+        actor=ACTOR, org=acme.org, name="saver", strategy="smart", models=list(tiers), smart=spec
+    )
+    _key, raw = services.api_key_create(
+        actor=ACTOR, org=acme.org, name="saver", routing_policy=policy
+    )
+    refresh_snapshot()
+    return openai.OpenAI(base_url=acme.base_url, api_key=raw, max_retries=0)
+
+
+def _ask(client, text=EASY):
+    return client.chat.completions.with_raw_response.create(
+        model="x", messages=[{"role": "user", "content": text}]
+    )
+
+
+def _chat_rows(acme):
+    return [r for r in usage_rows(acme.org) if r.endpoint == "chat"]
+
+
+# ------------------------------------------------------------------------------ top-tier cost
+# The fake upstream reports 11 prompt and 5 completion tokens. The top tier has two
+# deployments at different prices: "what the same tokens would have cost on the top tier" of
+# a request the top tier served is what it did cost, whichever of them served it.
+@pytest.mark.parametrize("within", ["cost_optimized", "failover", "round_robin"])
+def test_a_request_the_top_tier_served_saved_nothing_whichever_deployment_served_it(
+    acme, gw, within
+):
+    _deploy(acme, "s-lite", "s-lite-up", 0.1, 0.2)
+    _deploy(acme, "s-pro", "s-pro-dear", 2.0, 8.0, priority=0)
+    _deploy(acme, "s-pro", "s-pro-cheap", 0.5, 1.0, priority=1)
+    client = _smart_client(acme, {"thresholds": [1e-6], "within": within})  # all to the top
+    for _ in range(4):
+        assert _ask(client).headers["x-bonito-route-tier"] == "s-pro"
+    rows = _chat_rows(acme)
+    assert len(rows) == 4 and {r.model_used for r in rows} == {"s-pro"}
+    for row in rows:
+        assert row.cost_top_tier == row.cost, (row.deployment, row.cost, row.cost_top_tier)
+
+
+def test_a_top_tier_deployment_that_failed_over_to_a_dearer_one_is_no_negative_saving(acme, gw):
+    _deploy(acme, "s-lite", "s-lite-up", 0.1, 0.2)
+    _deploy(acme, "s-pro", "s-pro-cheap", 0.5, 1.0, priority=0)
+    _deploy(acme, "s-pro", "s-pro-dear", 2.0, 8.0, priority=1)
+    acme.fake.behaviours["s-pro-cheap"] = Behaviour(status=503)
+    client = _smart_client(acme, {"thresholds": [1e-6]})
+    response = _ask(client)
+    assert response.headers["x-bonito-model-used"] == "s-pro"
+    [row] = _chat_rows(acme)
+    assert row.deployment.endswith("s-pro-dear")
+    assert row.cost == Decimal("0.00006200")  # 11 x 2 + 5 x 8 per million
+    assert row.cost_top_tier == row.cost
+
+
+def test_a_cheap_tier_request_is_compared_with_the_top_tier_deployment_it_would_have_used(acme, gw):
+    """With ``within: cost_optimized`` the top tier would have served the request from its
+    cheapest deployment: the saving is counted against that one, not against whichever of
+    its deployments was saved first."""
+    _deploy(acme, "s-lite", "s-lite-up", 0.1, 0.2)
+    _deploy(acme, "s-pro", "s-pro-dear", 2.0, 8.0, priority=0)
+    _deploy(acme, "s-pro", "s-pro-cheap", 0.5, 1.0, priority=1)
+    client = _smart_client(acme, {"thresholds": [0.999999], "within": "cost_optimized"})
+    assert _ask(client).headers["x-bonito-model-used"] == "s-lite"
+    [row] = _chat_rows(acme)
+    assert row.cost == Decimal("0.00000210")  # 11 x 0.1 + 5 x 0.2 per million
+    assert row.cost_top_tier == Decimal("0.00001050")  # 11 x 0.5 + 5 x 1 per million
