@@ -4,8 +4,11 @@ Uses only what every smart-routed usage row already holds (its score, tier, clas
 the app's feedback score): no prompt text, no embedding, no features are stored for it.
 """
 
+import math
+
 from django.core.exceptions import ValidationError
 from django.db.models import Avg, F
+from django.template.defaultfilters import pluralize
 
 from core import smart
 from governance import services as governance_services
@@ -19,6 +22,16 @@ STEP = 0.1  # how far one re-calibration raises aggressiveness when quality allo
 
 
 ORG_DEFAULT = ""  # the name that means the org's default smart routing (bn- keys, "auto")
+
+
+def _just_above(score: float, following: float | None) -> float:
+    """A threshold that keeps ``score`` below it (a score goes below a threshold it is
+    under) and ``following``, the next score seen, above it: the next step of 0.000001
+    (thresholds are saved to 6 decimals), or halfway where the two are closer; at most 1."""
+    step = math.floor(score * 1_000_000 + 1) / 1_000_000
+    if following is not None and step > following:
+        step = (score + following) / 2
+    return min(step, 1.0)
 
 
 def smart_recalibrate(*, actor, org, name: str, min_rated: int = MIN_RATED) -> dict:
@@ -74,26 +87,36 @@ def smart_recalibrate(*, actor, org, name: str, min_rated: int = MIN_RATED) -> d
     )
     if len(below) < min_rated:
         raise ValidationError(
-            f"Only {len(below)} rated requests below the top tier of {label}; "
-            f"re-calibrating needs {min_rated}. Send feedback with POST /v1/feedback."
+            f"Only {len(below)} rated request{pluralize(len(below))} below the top tier of "
+            f"{label}; re-calibrating needs {min_rated}. Send feedback with POST /v1/feedback."
         )
     old = current.thresholds[-1]
-    # The highest cut where every prefix-average up to it holds the target.
-    total, new = 0.0, None
-    for i, (score, feedback) in enumerate(below, start=1):
-        total += feedback
-        if total / i < target:
+    # Requests of one score are routed together (the rules classifier gives every greeting
+    # the same score), so they are judged together: the cut is the highest score whose
+    # requests, with every one scored lower, still held the target, and it falls just above
+    # that score (a score below a threshold goes below it), under the next one.
+    groups: dict[float, list] = {}
+    for score, feedback in below:
+        groups.setdefault(score, []).append(feedback)
+    scores = sorted(groups)
+    total, count, kept = 0.0, 0, None
+    for i, score in enumerate(scores):
+        total += sum(groups[score])
+        count += len(groups[score])
+        if total / count < target:
             break
-        new = score
-    if new is not None and new >= below[-1][0]:  # all held: be a step more aggressive
+        kept = i
+    if kept == len(scores) - 1:  # all held: be a step more aggressive
         a = current.aggressiveness
         if a is None:  # explicit thresholds (an earlier re-calibration's): where they sit
             a = smart.aggressiveness_for(current.thresholds, current.classifier)
         raised = smart.thresholds_for(min(a + STEP, 1.0), len(tiers), current.classifier)[-1]
-        new = max(old, raised)
-    elif new is None:
-        new = below[0][0]  # even the easiest prompts fell short: only they stay below
-    thresholds = list(current.thresholds[:-1]) + [round(new, 6)]
+        new = max(old, raised, _just_above(scores[-1], None))
+    else:
+        # Even the easiest prompts fell short (kept is None): only they stay below.
+        i = kept or 0
+        new = _just_above(scores[i], scores[i + 1] if i + 1 < len(scores) else None)
+    thresholds = list(current.thresholds[:-1]) + [new]
     for i in range(len(thresholds) - 2, -1, -1):  # keep them ascending
         thresholds[i] = min(thresholds[i], round(thresholds[i + 1] - 1e-6, 6))
     spec = {k: v for k, v in saved.items() if k != "aggressiveness"}

@@ -450,7 +450,8 @@ def test_recalibration_does_not_count_requests_the_top_tier_answered_after_a_fai
     _rated(org_a, 30, lambda i: (i + 1) / 100, lambda i: 0.0)
     _rated(org_a, 10, lambda i: 0.7, lambda i: 1.0, tier="pro")
     moved = smart_recalibrate(actor=ACTOR, org=org_a, name="saver")
-    assert (moved["rated"], moved["new"]) == (30, 0.01)
+    # only the easiest (0.01) stays below: the cut falls just above it
+    assert (moved["rated"], moved["new"]) == (30, 0.010001)
 
 
 @pytest.mark.django_db
