@@ -575,7 +575,8 @@ def smart_savings(org, since: datetime, until: datetime, filters: dict | None = 
     """Smart-routed requests in [since, until): what they cost, what the same tokens would
     have cost on their policy's top tier (recorded per request as cost_top_tier), and the
     difference; in total, per day, per model used, per policy, per classifier (the A/B arms:
-    rules, learned, strong) and per tier, with the apps' feedback (quality) on each.
+    rules, learned, strong) and per tier, with the apps' feedback (quality) on each (per
+    tier: on the answers the tier gave, not those of a tier above it failed over to).
 
     One query, grouped by all five, folded here (a page makes a fixed number of queries).
     Read from the raw rows (kept USAGE_RETENTION_DAYS), successful requests only: a failed
@@ -617,11 +618,13 @@ def smart_savings(org, since: datetime, until: datetime, filters: dict | None = 
             "feedback": r["feedback"] or 0.0,
         }
         r["day"] = r["day"].date().isoformat()
-        for acc in [total] + [
-            groups[name].setdefault(r[column], zero())
-            for name, column in _SAVINGS_DIMENSIONS.items()
-        ]:
+        for name, column in (("total", None), *_SAVINGS_DIMENSIONS.items()):
+            acc = total if column is None else groups[name].setdefault(r[column], zero())
             for m, v in measures.items():
+                # A tier's quality is the answers it gave: a request the tier above
+                # answered after a failover was rated on that model's answer.
+                if name == "tier" and m in ("rated", "feedback"):
+                    v = v if r["model_used"] == r["route_tier"] else type(v)(0)
                 acc[m] += v
 
     def listed(name):

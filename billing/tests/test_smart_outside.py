@@ -123,3 +123,26 @@ def test_a_recalibration_with_too_little_feedback_says_how_much_in_plain_words(o
     with pytest.raises(ValidationError) as info:
         smart_recalibrate(actor=ACTOR, org=org_a, name="saver")
     assert "Only 1 rated request below the top tier of saver" in info.value.messages[0]
+
+
+# ------------------------------------------------------------------------------ quality by tier
+@pytest.mark.django_db
+def test_quality_by_tier_counts_only_the_answers_that_tier_gave(org_a):
+    """A request scored for the cheap tier that the top tier answered (the cheap one was
+    down) was rated on the top model's answer: it is not the cheap tier's quality (as the
+    re-calibration reads it), though it counts in the cheap tier's requests and costs."""
+    from billing.selectors import smart_savings
+
+    _row(org_a, tier="lite", score=0.1, feedback=1.0)
+    _row(org_a, tier="lite", score=0.1, feedback=1.0)
+    _row(org_a, tier="lite", used="pro", score=0.1, feedback=0.0, cost="0.002")  # failed over
+    _row(org_a, tier="pro", score=0.8, feedback=0.5, cost="0.002")
+    out = smart_savings(org_a, AN_HOUR_AGO - timedelta(minutes=1), datetime.now(UTC))
+    tiers = {t["tier"]: t for t in out["by_tier"]}
+    assert tiers["lite"]["requests"] == 3
+    assert (tiers["lite"]["rated"], tiers["lite"]["avg_feedback"]) == (2, 1.0)
+    assert (tiers["pro"]["rated"], tiers["pro"]["avg_feedback"]) == (1, 0.5)
+    # By model used, the failed-over answer is the top model's.
+    models = {m["model"]: m for m in out["by_model"]}
+    assert (models["pro"]["rated"], models["pro"]["avg_feedback"]) == (2, 0.25)
+    assert (out["rated"], out["avg_feedback"]) == (4, 0.625)
