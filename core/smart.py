@@ -246,13 +246,16 @@ def resolve(
         raise ValueError('smart.ab must be a mapping like {"share": 0.2, "classifier": "strong"}.')
     ab_share = _number(ab.get("share", 0.0), "ab.share", 0.0, 1.0)
     ab_arm = ab.get("classifier", "") if ab_share else ""
-    if ab_share:
-        if ab_arm not in AB_ARMS:
+    # Checked at a share of 0 too: saved, it is what a share raised later would route by
+    # (and PostgreSQL's jsonb cannot hold a NUL: saving one was a 500). A policy saved
+    # before this check is served as it is (serving).
+    if ab_share or ("classifier" in ab and not serving):
+        if ab.get("classifier", "") not in AB_ARMS:
             raise ValueError(
                 f"smart.ab.classifier must be one of {', '.join(AB_ARMS)} (strong: straight "
                 "to the top tier)."
             )
-        if ab_arm == classifier:
+        if ab_share and ab_arm == classifier:
             raise ValueError("smart.ab.classifier must differ from smart.classifier.")
         if ab_arm == "learned" and learned_missing() and not serving:
             raise ValueError(learned_missing())

@@ -97,3 +97,46 @@ def test_a_cheap_tier_request_is_compared_with_the_top_tier_deployment_it_would_
     [row] = _chat_rows(acme)
     assert row.cost == Decimal("0.00000210")  # 11 x 0.1 + 5 x 0.2 per million
     assert row.cost_top_tier == Decimal("0.00001050")  # 11 x 0.5 + 5 x 1 per million
+
+
+# ------------------------------------------------------------------------------ configuration
+@pytest.mark.parametrize(
+    "ab",
+    [
+        {"share": 0, "classifier": "a\x00b"},  # PostgreSQL's jsonb cannot hold it: a 500
+        {"share": 0, "classifier": {"x": [1] * 100}},
+        {"share": 0.0, "classifier": "gpt-5"},
+    ],
+)
+def test_an_ab_arm_is_checked_even_at_a_share_of_0(ab):
+    """Saved, it is what a share raised later routes by; anything saved is checked."""
+    from core import smart as smart_settings
+
+    with pytest.raises(ValueError, match="smart.ab.classifier must be one of"):
+        smart_settings.resolve({"ab": ab}, ["a", "b"])
+    # what the gateway serves from a row saved before the check: kept, the A/B off
+    assert smart_settings.resolve({"ab": ab}, ["a", "b"], serving=True).ab_share == 0
+
+
+@pytest.mark.django_db
+def test_the_rest_api_refuses_a_bad_ab_arm_at_a_share_of_0_with_a_400(org_a, alice):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(alice)
+    for ab in ({"share": 0, "classifier": "a\x00b"}, {"share": 0, "classifier": "bogus"}):
+        response = client.post(
+            f"/api/gateway/routing-policies?org={org_a.slug}",
+            {"name": "saver", "strategy": "smart", "models": ["a", "b"], "smart": {"ab": ab}},
+            format="json",
+        )
+        assert response.status_code == 400, response.content
+        assert "smart.ab.classifier" in response.json()["smart"][0]
+    # A share of 0 with a valid arm (the arm kept for later) is fine.
+    ok = {"share": 0, "classifier": "strong"}
+    response = client.post(
+        f"/api/gateway/routing-policies?org={org_a.slug}",
+        {"name": "saver", "strategy": "smart", "models": ["a", "b"], "smart": {"ab": ok}},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
