@@ -229,9 +229,10 @@ def resolve(
     if spec.get("thresholds") is not None:
         raw = spec["thresholds"]
         if not isinstance(raw, list) or len(raw) != len(tiers) - 1:
+            n = len(tiers) - 1
             raise ValueError(
-                f"smart.thresholds must be a list of {len(tiers) - 1} scores (one fewer than "
-                f"the {len(tiers)} tiers), ascending, each between 0 and 1."
+                f"smart.thresholds must be a list of {n} score{'s' if n != 1 else ''} (one "
+                f"fewer than the {len(tiers)} tiers), ascending, each between 0 and 1."
             )
         thresholds = tuple(_number(t, "thresholds", 0.0, 1.0) for t in raw)
         if any(b <= a for a, b in zip(thresholds, thresholds[1:], strict=False)):

@@ -146,3 +146,25 @@ def test_quality_by_tier_counts_only_the_answers_that_tier_gave(org_a):
     models = {m["model"]: m for m in out["by_model"]}
     assert (models["pro"]["rated"], models["pro"]["avg_feedback"]) == (2, 0.25)
     assert (out["rated"], out["avg_feedback"]) == (4, 0.625)
+
+
+@pytest.mark.django_db
+def test_the_command_says_what_moved_in_plain_words(org_a):
+    import io
+
+    from django.core.management import call_command
+
+    _policy(org_a)
+    _row(org_a, tier="lite", score=0.1, feedback=1.0)
+    out = io.StringIO()
+    call_command(
+        "smart_recalibrate",
+        "--org",
+        org_a.slug,
+        "--policy",
+        "saver",
+        "--min-rated",
+        "1",
+        stdout=out,
+    )
+    assert out.getvalue().rstrip().endswith("from 1 rated request"), out.getvalue()

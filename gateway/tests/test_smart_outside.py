@@ -140,3 +140,15 @@ def test_the_rest_api_refuses_a_bad_ab_arm_at_a_share_of_0_with_a_400(org_a, ali
         format="json",
     )
     assert response.status_code == 201, response.content
+
+
+@pytest.mark.parametrize(
+    ("tiers", "says"),
+    [(["a", "b"], "a list of 1 score (one fewer than the 2 tiers)"), (["a", "b", "c"], "2 scores")],
+)
+def test_the_thresholds_message_counts_in_words(tiers, says):
+    from core import smart as smart_settings
+
+    with pytest.raises(ValueError) as info:
+        smart_settings.resolve({"thresholds": [0.1, 0.2, 0.3]}, tiers)
+    assert says in str(info.value)

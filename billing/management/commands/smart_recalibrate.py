@@ -36,5 +36,5 @@ class Command(BaseCommand):
             raise CommandError(" ".join(exc.messages)) from exc
         self.stdout.write(
             f"{moved['policy']}: top threshold {moved['old']:.4f} -> {moved['new']:.4f} "
-            f"from {moved['rated']} rated requests"
+            f"from {moved['rated']} rated request{'s' if moved['rated'] != 1 else ''}"
         )
