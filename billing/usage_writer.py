@@ -420,14 +420,25 @@ def write_usage(records: list[dict]) -> None:
         log.warning("checking hard budgets after a usage batch failed", exc_info=True)
 
 
+# A client may name its requests (x-request-id), so one id can be many rows (its retries,
+# or an app sending the same id with every request): a rating updates at most this many,
+# the newest, so one feedback call is never a write to millions of rows.
+FEEDBACK_MAX_ROWS = 10
+
+
 def record_feedback(org_id: int, request_id: str, score: float) -> int:
     """POST /v1/feedback: the app's rating (0-1) on its org's usage rows of that request id
-    (not on other feedback calls); how many rows it rated. Runs in a worker thread."""
+    (not on other feedback calls; the newest FEEDBACK_MAX_ROWS); how many rows it rated.
+    Runs in a worker thread."""
     try:
-        return (
+        newest = list(
             UsageRecord.objects.filter(org_id=org_id, request_id=request_id)
             .exclude(endpoint="feedback")
-            .update(feedback_score=score)
+            .order_by("-created_at")
+            .values_list("id", flat=True)[:FEEDBACK_MAX_ROWS]
         )
+        if not newest:
+            return 0
+        return UsageRecord.objects.filter(org_id=org_id, id__in=newest).update(feedback_score=score)
     finally:
         connection.close()  # a worker thread of the event loop's: no connection left open

@@ -168,3 +168,32 @@ def test_the_command_says_what_moved_in_plain_words(org_a):
         stdout=out,
     )
     assert out.getvalue().rstrip().endswith("from 1 rated request"), out.getvalue()
+
+
+# ------------------------------------------------------------------------------ feedback
+def _in_a_thread(fn, *args):
+    """What the gateway does: record_feedback runs in a worker thread (and closes its
+    connection there)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def test_one_feedback_call_rates_a_bounded_number_of_rows(transactional_db, org_a, org_b):
+    """An app may send the same x-request-id with every request (the gateway keeps a
+    client's id): a rating of that id updates the newest few rows, not every row the org
+    ever sent with it (one call, millions of writes)."""
+    from billing.models import UsageRecord
+    from billing.usage_writer import FEEDBACK_MAX_ROWS, record_feedback
+
+    for i in range(FEEDBACK_MAX_ROWS + 15):
+        at = AN_HOUR_AGO + timedelta(seconds=i)
+        _row(org_a, tier="lite", score=0.1, feedback=None, request_id="same", at=at)
+    _row(org_b, tier="lite", score=0.1, feedback=None, request_id="same")
+    assert _in_a_thread(record_feedback, org_a.id, "same", 0.75) == FEEDBACK_MAX_ROWS
+    rated = UsageRecord.objects.filter(org=org_a, feedback_score=0.75)
+    newest = UsageRecord.objects.filter(org=org_a).order_by("-created_at")[:FEEDBACK_MAX_ROWS]
+    assert set(rated) == set(newest)
+    assert UsageRecord.objects.get(org=org_b).feedback_score is None  # another org's: never
+    assert _in_a_thread(record_feedback, org_a.id, "unknown", 1.0) == 0
