@@ -579,11 +579,13 @@ def smart_savings(org, since: datetime, until: datetime, filters: dict | None = 
     tier: on the answers the tier gave, not those of a tier above it failed over to).
 
     One query, grouped by all five, folded here (a page makes a fixed number of queries).
-    Read from the raw rows (kept USAGE_RETENTION_DAYS), successful requests only: a failed
-    request cost nothing and would have cost nothing."""
+    Read from the raw rows (kept USAGE_RETENTION_DAYS): successful requests, and failed
+    ones that were billed (a stream cut after its first tokens: the bill counts them); a
+    request that failed before any token cost nothing and would have cost nothing."""
     rows = (
         _filtered(org, filters or _clean(org, {}))
-        .filter(created_at__gte=since, created_at__lt=until, status=UsageRecord.Status.SUCCESS)
+        .filter(created_at__gte=since, created_at__lt=until)
+        .filter(Q(status=UsageRecord.Status.SUCCESS) | Q(cost__gt=0))
         .exclude(route_tier="")
         .exclude(cost_top_tier=None)
         .order_by()

@@ -152,3 +152,32 @@ def test_the_thresholds_message_counts_in_words(tiers, says):
     with pytest.raises(ValueError) as info:
         smart_settings.resolve({"thresholds": [0.1, 0.2, 0.3]}, tiers)
     assert says in str(info.value)
+
+
+# ------------------------------------------------------------------------------ savings
+def test_a_billed_stream_that_broke_counts_in_the_savings(acme, gw):
+    """A stream cut after tokens were billed is an error row with a cost: smart-routed
+    traffic's cost (and what it would have cost on the top tier) includes it, as the bill
+    does."""
+    from datetime import UTC, datetime, timedelta
+
+    from billing.selectors import smart_savings
+
+    _deploy(acme, "s-lite", "s-lite-up", 1.0, 2.0)
+    _deploy(acme, "s-pro", "s-pro-up", 20.0, 80.0)
+    acme.fake.behaviours["s-lite-up"] = Behaviour(stream_chunks=6, reset_after_chunks=3)
+    client = _smart_client(acme, {"thresholds": [0.999999]})
+    with client.chat.completions.with_streaming_response.create(
+        model="x", messages=[{"role": "user", "content": EASY}], stream=True
+    ) as response:
+        assert response.headers["x-bonito-model-used"] == "s-lite"
+        list(response.iter_lines())
+    _ask(client)  # and one that ends well
+    rows = _chat_rows(acme)
+    assert sorted(r.status for r in rows) == ["error", "success"]
+    assert all(r.cost > 0 and r.cost_top_tier > r.cost for r in rows)
+    now = datetime.now(UTC)
+    out = smart_savings(acme.org, now - timedelta(hours=1), now + timedelta(minutes=1))
+    assert out["requests"] == 2
+    assert Decimal(str(out["cost_usd"])) == sum(r.cost for r in rows)
+    assert Decimal(str(out["top_tier_cost_usd"])) == sum(r.cost_top_tier for r in rows)
