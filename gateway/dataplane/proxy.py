@@ -53,6 +53,7 @@ NO_TOKENS = Counts(0, 0)
 # The response headers a browser app may read (CORS hides the others from its scripts).
 CORS_EXPOSE = (
     "x-request-id, x-bonito-overhead-ms, x-bonito-model-used, x-bonito-provider, retry-after, "
+    "x-bonito-route-score, x-bonito-route-tier, x-bonito-route-classifier, "
     "x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, "
     "x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens"
 )

@@ -181,3 +181,33 @@ def test_a_billed_stream_that_broke_counts_in_the_savings(acme, gw):
     assert out["requests"] == 2
     assert Decimal(str(out["cost_usd"])) == sum(r.cost for r in rows)
     assert Decimal(str(out["top_tier_cost_usd"])) == sum(r.cost_top_tier for r in rows)
+
+
+# ------------------------------------------------------------------------------ browsers
+def test_a_page_on_an_allowed_origin_can_read_the_smart_routing_headers(acme, gw):
+    """docs/gateway.md: Access-Control-Expose-Headers lets the page read x-bonito-*: the
+    route's score, tier and classifier too, or a browser app sees none of them."""
+    import httpx
+
+    from gateway import services
+
+    _deploy(acme, "s-lite", "s-lite-up", 0.1, 0.2)
+    _deploy(acme, "s-pro", "s-pro-up", 2.0, 8.0)
+    services.gateway_config_set(
+        actor=ACTOR,
+        org=acme.org,
+        smart_tiers=["s-lite", "s-pro"],
+        cors_origins=["https://app.acme.example"],
+    )
+    refresh_snapshot()
+    response = httpx.post(
+        acme.base_url + "/chat/completions",
+        headers={"Authorization": f"Bearer {acme.raw}", "Origin": "https://app.acme.example"},
+        json={"model": "auto", "messages": [{"role": "user", "content": EASY}]},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    exposed = {h.strip() for h in response.headers["access-control-expose-headers"].split(",")}
+    sent = {h for h in response.headers if h.startswith("x-bonito-")}
+    assert {"x-bonito-route-score", "x-bonito-route-tier", "x-bonito-route-classifier"} <= sent
+    assert sent <= exposed, sent - exposed
