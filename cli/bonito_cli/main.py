@@ -29,13 +29,16 @@ from .client import (
 from .configfile import fill_env, mask_secrets
 from .output import (
     cell,
-    compact_table,
     err_console,
     error,
+    layout,
+    line,
     print_json,
     record,
     safe,
+    short_cell,
     table,
+    terminal_width,
     write_csv,
 )
 from .params import (
@@ -59,6 +62,7 @@ class State:
     token: str | None = None
     json: bool = False
     quiet: bool = False
+    wide: bool = False
     _profile: profiles.Profile | None = None
     _client: Client | None = None
 
@@ -129,14 +133,37 @@ def out_options(f):
     return f
 
 
+def wide_option(f):
+    """--wide on a command that prints a table (fitted to the terminal otherwise)."""
+
+    def set_wide(ctx, _param, value):
+        if value:
+            ctx.ensure_object(State).wide = True
+
+    return click.option(
+        "--wide",
+        "-w",
+        is_flag=True,
+        expose_value=False,
+        callback=set_wide,
+        help="Every column in full, however wide (default: fit the terminal).",
+    )(f)
+
+
 pass_state = click.make_pass_decorator(State, ensure=True)
 
 
 def show(
-    state: State, data, columns: list[str], quiet_field: str = "id", empty: str = "None."
+    state: State,
+    data,
+    columns: list[str],
+    quiet_field: str = "id",
+    empty: str = "None.",
+    fit: dict | None = None,
 ) -> None:
     """A list or one row, as the output flags ask; ``empty`` said for an empty list (not a
-    table of headers alone)."""
+    table of headers alone). A list's table fits the terminal (``fit``: which columns
+    matter most and which may be cut, see output.layout) unless --wide."""
     for row in data if isinstance(data, list) else [data]:
         expect(row, dict, "the answer")
     if state.json:
@@ -148,7 +175,7 @@ def show(
     elif isinstance(data, list) and not data:
         click.echo(empty)
     elif isinstance(data, list):
-        table(data, columns)
+        table(data, columns, wide=state.wide, **(fit or {}))
     else:
         record(data)
 
@@ -383,6 +410,8 @@ def resource(
     quiet_field="id",
     list_filters=(),
     delete_verb="delete",  # "revoke": the API keeps the row, marked revoked (keys, tokens)
+    keep=(),  # the columns that matter most, first: kept when the terminal is narrow
+    cut=(),  # text columns that may be cut short (…) to fit
 ):
     """A command group for one REST collection: list/get/create/update/delete as it allows."""
     group = click.Group(name, help=help + f"\n\n\b\nExamples:\n{example}", context_settings=CONTEXT)
@@ -390,6 +419,7 @@ def resource(
     if "list" in ops:
 
         @click.option("--limit", type=click.IntRange(min=0), help="At most this many rows.")
+        @wide_option
         @out_options
         @pass_state
         def list_(state, limit, **filters):
@@ -400,12 +430,14 @@ def resource(
                 columns,
                 quiet_field,
                 empty=f"No {PLURALS.get(name, name)}{' match' if any(filters.values()) else ''}.",
+                fit={"keep": keep, "cut": cut},
             )
 
         for flt in reversed(list_filters):
             list_ = click.option(f"--{flt}", help=f"Only rows with this {flt}.")(list_)
         list_.__doc__ = (
-            f"List {name}.\n\n\b\nExamples:\n  bonito {name} list\n  bonito {name} list --json"
+            f"List {name} (the columns that fit the terminal; --wide: all).\n\n\b\nExamples:\n"
+            f"  bonito {name} list\n  bonito {name} list --wide\n  bonito {name} list --json"
         )
         group.command("list", context_settings=CONTEXT)(list_)
 
@@ -487,6 +519,8 @@ keys = resource(
     KEY_COLUMNS,
     ops=("list", "get", "delete"),
     delete_verb="revoke",
+    keep=("id", "name", "status", "key", "spend_this_month", "last_used_at", "allowed_models"),
+    cut=("name", "allowed_models", "routing_policy"),
     help="API keys (bn- keys; rt- keys route through a routing policy). The secret is shown once.",
     example="  bonito keys create --name ci-bot --model gpt-4o-mini --quiet\n  bonito keys update 12 --rpm 60 --model gpt-4o-mini\n  bonito keys rotate 12 --grace 24h\n  bonito keys disable 12\n  bonito keys enable 12\n  bonito keys revoke 12",
 )
@@ -687,6 +721,8 @@ providers = resource(
     "providers",
     "/api/gateway/providers",
     ["id", "name", "kind", "api_base", "is_active", "has_credentials", "active_deployments"],
+    keep=("id", "name", "kind", "is_active", "has_credentials"),
+    cut=("name", "api_base"),
     help="Provider connections (credentials are write-only).",
     example='  bonito providers create -s name=openai -s kind=openai -s credentials=\'{"api_key":"sk-..."}\'\n  bonito providers test 3',
 )
@@ -727,10 +763,14 @@ resource(
         "input_price_per_mtok",
         "output_price_per_mtok",
     ],
+    keep=("id", "model_name", "provider", "upstream_model", "is_active"),
+    cut=("model_name", "provider", "upstream_model", "region"),
     help="Deployments: a public model name served by a provider's upstream model.",
     example="  bonito deployments create -s model_name=gpt-4o-mini -s provider=openai -s upstream_model=gpt-4o-mini",
     list_filters=("provider",),
 )
+MODEL_KEEP = ("name", "input_cost_per_token", "output_cost_per_token", "provider")
+MODEL_CUT = ("name", "provider", "mode")
 models = resource(
     "models",
     "/api/gateway/models",
@@ -745,6 +785,8 @@ models = resource(
     ops=("list", "get"),
     quiet_field="name",
     list_filters=("search", "provider", "mode"),
+    keep=MODEL_KEEP,
+    cut=MODEL_CUT,
     help="The model catalog, with prices per token.",
     example="  bonito models list --search claude\n  bonito models search gpt-4o\n  bonito models get gpt-4o-mini",
 )
@@ -755,6 +797,7 @@ models = resource(
 @click.option(
     "--limit", type=click.IntRange(min=0), default=50, show_default=True, help="At most this many."
 )
+@wide_option
 @out_options
 @pass_state
 def models_search(state, term, limit):
@@ -770,6 +813,7 @@ def models_search(state, term, limit):
         rows,
         ["name", "provider", "mode", "input_cost_per_token", "output_cost_per_token"],
         "name",
+        fit={"keep": MODEL_KEEP, "cut": MODEL_CUT},
     )
 
 
@@ -777,6 +821,8 @@ resource(
     "routing",
     "/api/gateway/routing-policies",
     ["id", "name", "strategy", "models", "weights", "is_active"],
+    keep=("id", "name", "strategy", "is_active", "models"),
+    cut=("name", "models", "weights"),
     help="Routing policies; keys made with --routing-policy (rt- keys) route through them.",
     example='  bonito routing create -s name=cheap -s strategy=cost_optimized -s models=\'["gpt-4o-mini","haiku"]\'',
 )
@@ -795,6 +841,8 @@ resource(
         "thresholds",
         "is_active",
     ],
+    keep=("id", "scope", "amount_usd", "spent_usd", "period", "hard", "is_active"),
+    cut=("team", "key", "thresholds"),
     help="Spending budgets for the org, a team or a key; hard ones refuse requests at 100%.",
     example="  bonito budgets create -s amount_usd=100.00 -s period=monthly -s hard=true",
 )
@@ -802,6 +850,8 @@ resource(
     "teams",
     "/api/gateway/teams",
     ["id", "name", "description", "created_at"],
+    keep=("id", "name", "created_at"),
+    cut=("name", "description"),
     ops=("list", "get", "create", "delete"),
     help="Teams.",
     example="  bonito teams create -s name=research",
@@ -810,6 +860,8 @@ resource(
     "members",
     "/api/gateway/members",
     ["id", "email", "name", "role", "team"],
+    keep=("id", "email", "role"),
+    cut=("email", "name", "team"),
     ops=("list", "get", "update", "delete"),
     help="Members of the org and their roles (invite people from the dashboard).",
     example="  bonito members update 7 -s role=viewer",
@@ -818,6 +870,8 @@ tokens = resource(
     "tokens",
     "/api/tokens",
     ["id", "name", "token", "created_at", "last_used_at", "revoked_at"],
+    keep=("id", "name", "token", "last_used_at", "revoked_at"),
+    cut=("name",),
     ops=("list", "delete"),
     delete_verb="revoke",
     help="Your personal access tokens for this org.",
@@ -843,6 +897,8 @@ resource(
     "audit",
     "/api/gateway/audit",
     ["id", "created_at", "actor_label", "action", "target_type", "target_repr"],
+    keep=("id", "created_at", "action", "actor_label", "target_repr"),
+    cut=("actor_label", "action", "target_type", "target_repr"),
     ops=("list", "get"),
     list_filters=("action",),
     help="The org's audit log (admins).",
@@ -943,11 +999,13 @@ def _filters(kw) -> dict:
 
 
 BREAKDOWN = ["name", "requests", "tokens", "cost_usd"]
+BREAKDOWN_FIT = {"keep": ("name", "bucket", "cost_usd", "requests", "tokens"), "cut": ("name",)}
 
 
 @cli.command(context_settings=CONTEXT)
 @range_options("24h")
 @click.option("--csv", "as_csv", is_flag=True, help="Cost by model as CSV.")
+@wide_option
 @out_options
 @pass_state
 def usage(state, as_csv, **kw):
@@ -969,7 +1027,8 @@ def usage(state, as_csv, **kw):
     else:
         record({k: v for k, v in data.items() if k != "by_model"})
         if data["by_model"]:
-            table(data["by_model"], _columns(data["by_model"], BREAKDOWN), title="By model")
+            columns = _columns(data["by_model"], BREAKDOWN)
+            table(data["by_model"], columns, "By model", wide=state.wide, **BREAKDOWN_FIT)
 
 
 def _columns(rows, preferred):
@@ -987,6 +1046,7 @@ def _columns(rows, preferred):
     help="Which breakdown to print (time: the series).",
 )
 @click.option("--csv", "as_csv", is_flag=True, help="The breakdown as CSV.")
+@wide_option
 @out_options
 @pass_state
 def analytics(state, group_by, as_csv, **kw):
@@ -1013,7 +1073,7 @@ def analytics(state, group_by, as_csv, **kw):
         record(
             {"since": data["since"], "until": data["until"], **data["totals"], **data["latency"]}
         )
-        table(rows, columns, title=f"By {group_by}")
+        table(rows, columns, f"By {group_by}", wide=state.wide, **BREAKDOWN_FIT)
 
 
 LOG_COLUMNS = [
@@ -1029,6 +1089,25 @@ LOG_COLUMNS = [
     "cost",
     "latency_ms",
 ]
+LOG_FIT = {
+    "keep": ("created_at", "status", "model_used", "cost", "key_name", "latency_ms"),
+    "cut": ("request_id", "model_used", "provider", "key_name"),
+}
+# `logs --follow` prints a row as it comes: its columns are as wide as these (cut with …
+# beyond them when the terminal is narrow), not as the widest row's.
+FOLLOW_WIDTHS = {
+    "created_at": 19,
+    "request_id": 36,
+    "status": 7,
+    "http_status": 3,
+    "model_used": 24,
+    "provider": 12,
+    "key_name": 16,
+    "input_tokens": 7,
+    "output_tokens": 7,
+    "cost": 12,
+    "latency_ms": 6,
+}
 
 
 @cli.command(context_settings=CONTEXT)
@@ -1058,6 +1137,7 @@ LOG_COLUMNS = [
     show_default=True,
     help="Seconds between polls with --follow when the server has no live tail.",
 )
+@wide_option
 @out_options
 @pass_state
 def logs(state, limit, follow, interval, **kw):
@@ -1082,6 +1162,7 @@ def logs(state, limit, follow, interval, **kw):
             LOG_COLUMNS,
             "request_id",
             empty="No requests match (the last 30 days unless --range or --since says).",
+            fit=LOG_FIT,
         )
         return
     from . import follow as live
@@ -1130,15 +1211,24 @@ def _log_line(state, row):
     else:
         # Server strings (a request id, a key's name) printed literally: no escape sequence
         # in them reaches the terminal.
-        click.echo("  ".join(safe(_log_cell(c, row.get(c))) for c in LOG_COLUMNS), nl=True)
+        texts = {c: safe(_log_cell(c, row.get(c), short=not state.wide)) for c in LOG_COLUMNS}
+        if state.wide:
+            click.echo("  ".join(texts.values()))
+        else:
+            widths = layout(FOLLOW_WIDTHS, LOG_COLUMNS, terminal_width(), **LOG_FIT)
+            click.echo(line(texts, widths, FOLLOW_RIGHT).plain)
         sys.stdout.flush()
 
 
-def _log_cell(column, value) -> str:
-    """A --follow line's cell: cost with the 8 decimals it is stored with (not 1.2e-05)."""
+FOLLOW_RIGHT = {"http_status", "input_tokens", "output_tokens", "cost", "latency_ms"}
+
+
+def _log_cell(column, value, short: bool) -> str:
+    """A --follow line's cell: cost with the 8 decimals it is stored with (not 1.2e-05);
+    ``short``: a time to the second."""
     if column == "cost" and isinstance(value, int | float) and not isinstance(value, bool):
         return f"{value:.8f}"
-    return cell(value)
+    return short_cell(value) if short else cell(value)
 
 
 # ------------------------------------------------------------------------------ config
@@ -1243,6 +1333,7 @@ def _org_slug(state) -> str:
 
 
 @agent.command("status", context_settings=CONTEXT)
+@wide_option
 @out_options
 @pass_state
 def agent_status(state):
@@ -1279,7 +1370,7 @@ def agent_status(state):
     ]
     click.echo()
     if tokens:
-        compact_table(tokens, list(tokens[0]), "Org tokens")
+        table(tokens, list(tokens[0]), "Org tokens", wide=state.wide, keep=("token", "valid until"))
     else:
         click.echo("No usable org token: `bonito agent token rotate` makes one.")
     agents = [
@@ -1296,7 +1387,14 @@ def agent_status(state):
     ]
     click.echo()
     if agents:
-        compact_table(agents, list(agents[0]), "Agents", folded={"agent": 28, "version": 10})
+        table(
+            agents,
+            list(agents[0]),
+            "Agents",
+            wide=state.wide,
+            keep=("agent", "status", "heartbeat", "config", "errors", "req/s"),
+            cut=("agent", "version"),
+        )
     else:
         click.echo("No agent has sent a heartbeat yet (docs/agent.md: run one with the token).")
 

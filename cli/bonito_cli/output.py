@@ -4,16 +4,19 @@ import csv
 import io
 import json
 import re
+import shutil
 import sys
+from datetime import UTC, datetime
 
+from rich.cells import cell_len
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 # Server strings (names, descriptions, request ids, error messages) are typed by other
 # people: Rich markup, emoji codes and highlighting are off, so `[/]` or `[link=…]` in a
 # key's name prints as itself instead of crashing or spoofing a link.
-# Piped output (CI logs) is not cut at 80 columns.
+# Piped output (CI logs) is not cut at 80 columns: records keep their long values whole.
+# Tables fit terminal_width() (80 when piped) on their own, a row never wrapped.
 console = Console(
     width=None if sys.stdout.isatty() else 200, markup=False, emoji=False, highlight=False
 )
@@ -57,38 +60,133 @@ def print_json(data) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def table(rows: list[dict], columns: list[str], title: str | None = None) -> None:
-    t = Table(title=title, show_lines=False, header_style="bold")
-    for column in columns:
-        t.add_column(Text(safe(column)))
-    for row in rows:
-        t.add_row(*(Text(safe(cell(row.get(c)))) for c in columns))
-    console.print(t)
+# ------------------------------------------------------------------------------ tables
+GAP = 2  # spaces between columns
+LEAST = 12  # a column cut with … keeps at least this many cells (or its header's width)
+ROOMY = 16  # the width a long name or model gets before a less important column is let in
+# An ISO time from the API (Django's, UTC): shown to the second, as 2026-12-03 13:51:37.
+_ISO_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})"
+)
 
 
-def compact_table(
-    rows: list[dict], columns: list[str], title: str, folded: dict[str, int] | None = None
-) -> None:
-    """A table without borders, for a summary laid out to fit 80 columns: the columns in
-    ``folded`` are at most that wide, longer text going on to the next line (never cut)."""
-    folded = folded or {}
-    console.print(Text(safe(title), style="bold"))  # not the table's: that pads it out
-    t = Table(
-        box=None,
-        pad_edge=False,
-        padding=(0, 1),
-        header_style="bold",
+def terminal_width() -> int:
+    """The columns a table may use: $COLUMNS, else the terminal's, else (piped) 80."""
+    return max(20, shutil.get_terminal_size((80, 24)).columns)
+
+
+def short_cell(value) -> str:
+    """A cell of a table fitted to the terminal: an ISO time to the second, in UTC."""
+    if isinstance(value, str) and _ISO_TIME.fullmatch(value):
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+        return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return cell(value)
+
+
+def layout(
+    natural: dict[str, int],
+    columns: list[str],
+    width: int | None,
+    keep: tuple = (),
+    cut: tuple = (),
+) -> dict[str, int]:
+    """Which of ``columns`` to show and how wide, so that a row fits in ``width`` cells
+    (None: all of them, in full). ``keep`` names the columns in the order they matter (the
+    others after them, in table order). In that order, each column is shown if it fits
+    beside the ones before it, a ``cut`` column (text) counted at most ROOMY wide; a column
+    that does not fit is left out, unless it may be cut and LEAST of it fits. The room left
+    then goes to the cut columns, the most important first, up to their whole text. Never
+    more than ``width``: even the first column is cut at the edge."""
+    if width is None:
+        return dict(natural)
+    floor = {
+        c: min(natural[c], max(LEAST, cell_len(c))) if c in cut else natural[c] for c in columns
+    }
+    roomy = {c: min(natural[c], max(ROOMY, floor[c])) if c in cut else natural[c] for c in columns}
+    order = [c for c in keep if c in columns] + [c for c in columns if c not in keep]
+    widths: dict[str, int] = {}
+
+    def room() -> int:
+        return width - sum(widths.values()) - GAP * len(widths)  # after one more gap
+
+    for column in order:
+        if roomy[column] <= room():
+            widths[column] = roomy[column]
+    for column in order:  # a column cut short rather than none
+        if column not in widths and floor[column] <= room():
+            widths[column] = room()
+    if not widths:  # not even the first: it gets the whole width
+        return {order[0]: width}
+    left = width - sum(widths.values()) - GAP * (len(widths) - 1)
+    for column in order:
+        if column in widths and left > 0:
+            more = min(left, natural[column] - widths[column])
+            widths[column] += more
+            left -= more
+    return {c: widths[c] for c in columns if c in widths}  # in table order
+
+
+def line(texts: dict[str, str], widths: dict[str, int], right: set = frozenset()) -> Text:
+    """One row: each text cut to its column (…) and padded; never wider than the columns."""
+    parts = []
+    for column, size in widths.items():
+        text = Text(texts.get(column, ""))
+        if text.cell_len > size:
+            text.truncate(size, overflow="ellipsis")
+        padding = " " * (size - text.cell_len)
+        parts.append(padding + text.plain if column in right else text.plain + padding)
+    return Text((" " * GAP).join(parts).rstrip())
+
+
+_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
+def _numeric(values: list) -> bool:
+    """Whether a column holds numbers (money as the API's decimal strings too): right-aligned."""
+    present = [v for v in values if v is not None and v != ""]
+    return bool(present) and all(
+        (isinstance(v, int | float) and not isinstance(v, bool))
+        or (isinstance(v, str) and _DECIMAL.fullmatch(v))
+        for v in present
     )
-    for column in columns:
-        t.add_column(
-            Text(safe(column)),
-            max_width=folded.get(column),
-            overflow="fold",
-            no_wrap=column not in folded,
+
+
+def table(
+    rows: list[dict],
+    columns: list[str],
+    title: str | None = None,
+    *,
+    wide: bool = False,
+    keep: tuple = (),
+    cut: tuple = (),
+) -> None:
+    """Rows under a header, fitted to the terminal (``terminal_width``): the columns that do
+    not fit are left out, least important first, and long text is cut with …, so that a row
+    is one line, never wrapped; stderr names the columns left out. ``wide``: every column in
+    full (times as the API wrote them), however wide."""
+    texts = [
+        {c: safe(cell(r.get(c)) if wide else short_cell(r.get(c))) for c in columns} for r in rows
+    ]
+    natural = {c: max([cell_len(safe(c))] + [cell_len(t[c]) for t in texts]) for c in columns}
+    widths = layout(natural, columns, None if wide else terminal_width(), keep, cut)
+    right = {c for c in columns if _numeric([r.get(c) for r in rows])}
+    if title:
+        console.print(Text(safe(title), style="bold"), soft_wrap=True)
+    header = line({c: safe(c) for c in columns}, widths, right)
+    header.stylize("bold")
+    console.print(header, soft_wrap=True)
+    for text in texts:
+        console.print(line(text, widths, right), soft_wrap=True)
+    left_out = [c for c in columns if c not in widths]
+    if left_out:
+        err_console.print(
+            f"({len(left_out)} more column{'s' if len(left_out) > 1 else ''} with --wide:"
+            f" {', '.join(left_out)})",
+            style="dim",
         )
-    for row in rows:
-        t.add_row(*(Text(safe(cell(row.get(c)))) for c in columns))
-    console.print(t)
 
 
 def record(row: dict) -> None:

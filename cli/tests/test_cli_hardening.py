@@ -258,7 +258,7 @@ def test_server_strings_print_literally_in_every_human_output(server, logged_in)
     ):
         result = bonito(logged_in, *args, check=0)
         assert_literal(result.stdout + result.stderr)
-    listed = bonito(logged_in, "keys", "list", check=0).stdout
+    listed = bonito(logged_in, "keys", "list", "--wide", check=0).stdout  # names whole
     assert "[/]" in listed and ":smile:" in listed and "[link=" in listed
     described = bonito(logged_in, "teams", "get", str(team["id"]), check=0).stdout
     assert "[/]" in described and ":smile:" in described
