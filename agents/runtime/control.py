@@ -197,22 +197,87 @@ def batch_id(records_json: bytes) -> str:
     return str(uuid.UUID(bytes=hashlib.sha256(records_json).digest()[:16], version=4))
 
 
-class IngestWriter:
-    """The usage sink's writer in an agent: one gzip POST /api/agent/ingest per batch."""
+REMIND_S = 60.0  # while usage cannot be posted, at most one line a minute says so
 
-    def __init__(self, control: ControlPlane):
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class IngestWriter:
+    """The usage sink's writer in an agent: one gzip POST /api/agent/ingest per batch.
+
+    While the control plane does not take usage, the sink spools it and retries (with
+    backoff, every minute at most): the log says so once when it starts (why), then at most
+    once a minute (for how long, how many records wait in the spool), and once when the
+    spool is sent ("control plane back; N spooled records sent") — not once per retry."""
+
+    def __init__(self, control: ControlPlane, clock=time.monotonic):
         self.control = control
+        self.clock = clock
         self._client: httpx.Client | None = None
         self.posted = 0
         self.accepted = 0
         self.duplicates = 0
-        self.problem: str | None = None  # why the last post was not stored (logged once)
+        self.problem: str | None = None  # why the last post was not stored
+        self.down_since: float | None = None  # when posts began to fail (None: they pass)
+        self._said_at = 0.0  # when the log last spoke of it
+        self._sent = 0  # records posted since posts pass again, until the spool is empty
+        self._line_counts: dict[str, int] = {}
 
     def _failed(self, problem: str) -> None:
-        # Retried with backoff until it passes: logged when the problem changes, not each time.
-        if problem != self.problem:
+        now = self.clock()
+        if self.down_since is None:
+            self.down_since = self._said_at = now
             log.warning("usage post failed (%s); the batch stays spooled and is retried", problem)
+        elif now - self._said_at >= REMIND_S:
+            self._said_at = now
+            log.warning(
+                "usage posts still failing after %s (%s); %d records spooled, sent when the"
+                " control plane is back",
+                _duration(now - self.down_since),
+                problem,
+                self.spooled_records(),
+            )
         self.problem = problem
+        self._sent = 0  # failing again before the spool was sent: the same outage
+
+    def _stored(self, records: int) -> None:
+        self.problem = None
+        if self.down_since is None:
+            return
+        self._sent += records
+        # The spool is sent when at most the batch just posted is left in it (the sink
+        # deletes a spooled file once it is stored; a new batch goes to the spool while it
+        # holds anything, so a batch posted straight from memory means it is empty).
+        if len(self._spool_files()) <= 1:
+            log.info("control plane back; %d spooled records sent", self._sent)
+            self.down_since, self._sent = None, 0
+
+    def _spool_files(self) -> list:
+        try:
+            return sorted(self.control.settings.spool_dir.glob("*.jsonl"))
+        except OSError:
+            return []
+
+    def spooled_records(self) -> int:
+        """Records waiting in the spool (every worker's): spooled files never change, so
+        each is read once."""
+        counts = {}
+        for path in self._spool_files():
+            if path.name not in self._line_counts:
+                try:
+                    self._line_counts[path.name] = path.read_bytes().count(b"\n")
+                except OSError:
+                    continue
+            counts[path.name] = self._line_counts[path.name]
+        self._line_counts = counts
+        return sum(counts.values())
 
     def __call__(self, records: list[dict]) -> None:
         if self._client is None:
@@ -247,9 +312,7 @@ class IngestWriter:
                 )
                 self._failed(problem)
                 raise Unavailable(problem)
-            if self.problem is not None:
-                log.info("usage posts are stored again")
-            self.problem = None
+            self._stored(len(records))
             try:
                 self.accepted += int(answer.get("accepted", 0))
                 self.duplicates += int(answer.get("duplicates", 0))

@@ -155,6 +155,25 @@ def configure_logging(env) -> None:
         # the cloud SDKs: each secret read): the agent's own lines say what matters.
         for name in QUIET_LIBRARIES:
             logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    usage = logging.getLogger("bonito.gateway.usage")
+    if not any(isinstance(f, SpoolLinesFilter) for f in usage.filters):
+        usage.addFilter(SpoolLinesFilter())
+
+
+class SpoolLinesFilter(logging.Filter):
+    """The usage sink's lines about the control plane being away, which the agent's usage
+    writer tells instead, once per outage (control.IngestWriter): "usage writer failed
+    (Unavailable); spooling …" at each outage's start, and "replayed N spooled usage
+    records from FILE" for each spooled file sent after it (hundreds after an hour away).
+    Anything else the sink says (a writer that raised something unexpected, unreadable
+    lines skipped, a full spool, a dead process's journal) stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg if isinstance(record.msg, str) else ""
+        args = record.args if isinstance(record.args, tuple) else ()
+        outage_began = msg.startswith("usage writer failed") and args[:1] == ("Unavailable",)
+        spool_sent = msg.startswith("replayed %d spooled usage records") and args[2:3] == ("",)
+        return not (outage_began or spool_sent)
 
 
 def _control_plane(env) -> str:
