@@ -71,7 +71,9 @@ class FileSource:
         self.seen = None  # the file's (mtime, size, inode) when it was read last
 
     def check(self) -> None:
-        pass
+        """At start: the file is readable and holds the JSON document (the agent would
+        otherwise serve without its credentials, every call to the provider refused)."""
+        self.load()
 
     def stamp(self):
         try:
@@ -196,7 +198,8 @@ class Credentials:
         return any(isinstance(s, FileSource) and s.changed() for s in self.sources)
 
     def check(self) -> None:
-        """At start: every configured source's SDK is importable (else CredentialsError)."""
+        """At start: every configured source's SDK is importable and a credentials file can
+        be read (else CredentialsError). A secret manager is read later: it may be away."""
         for source in self.sources:
             source.check()
 

@@ -270,6 +270,21 @@ def prepare_state_dir(path: Path) -> None:
             raise SettingsError(
                 f"BONITO_STATE_DIR {path}{default}: its {sub}/ folder is not writable{hint}"
             )
+        if folder.exists() and not folder.is_dir():
+            raise SettingsError(
+                f"BONITO_STATE_DIR {path}{default}: its {sub} is not a folder; move it away"
+            )
+    # The agent's id, kept in the folder (every worker reads it, or makes it once).
+    from .state import agent_id
+
+    try:
+        agent_id(path)
+    except OSError as exc:
+        where = exc.filename2 or exc.filename or path
+        raise SettingsError(
+            f"BONITO_STATE_DIR {path}{default}: {where} cannot be read or written:"
+            f" {exc.strerror or exc}; remove it (the agent makes it again)"
+        ) from None
 
 
 def load(env=None) -> AgentSettings:
@@ -387,8 +402,11 @@ def check_listen(host: str, port: int) -> None:
         try:
             probe.bind(address)
         except OSError as exc:
+            shown = (
+                f"[{address[0]}]:{port}" if family == socket.AF_INET6 else f"{address[0]}:{port}"
+            )
             what = (
-                f"BONITO_AGENT_PORT {port} is in use on {host}"
+                f"BONITO_AGENT_PORT {port} is in use on {host}: another process listens on {shown}"
                 if exc.errno == errno.EADDRINUSE
                 else f"BONITO_AGENT_HOST {host} / BONITO_AGENT_PORT {port} cannot be listened on"
                 f" ({exc.strerror})"
