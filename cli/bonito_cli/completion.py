@@ -6,6 +6,8 @@ from pathlib import Path
 import click
 from click.shell_completion import get_completion_class
 
+from .params import HelpGroup
+
 SHELLS = ("bash", "zsh", "fish")
 
 
@@ -26,7 +28,7 @@ def _printer(shell):
     return show
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=HelpGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def completion():
     """Shell completion for bash, zsh and fish.
 

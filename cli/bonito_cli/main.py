@@ -45,6 +45,7 @@ from .params import (
     ID,
     MOMENT,
     NAME,
+    HelpGroup,
     add_root_options,
     closed_pipe,
     parse_moment,
@@ -249,7 +250,7 @@ file_option = click.option(
 
 
 # ------------------------------------------------------------------------------ the root
-@click.group(context_settings=CONTEXT)
+@click.group(cls=HelpGroup, context_settings=CONTEXT)
 @click.version_option(__version__, "--version", "-V", prog_name="bonito")
 @click.option("--profile", "-p", envvar="BONITO_PROFILE", help="Which saved server/org to use.")
 @click.option("--org", help="Use the profile logged in to this org (its slug).")
@@ -301,7 +302,7 @@ def login(state, token, api_key):
     \b
     Examples:
       bonito auth login --url https://bonito.example.com
-      bonito --profile staging auth login --url https://staging.example.com --token pat-...
+      bonito -p staging auth login --url https://staging.example.com
     """
     token = token or state.token
     if not token:
@@ -414,7 +415,7 @@ def resource(
     cut=(),  # text columns that may be cut short (…) to fit
 ):
     """A command group for one REST collection: list/get/create/update/delete as it allows."""
-    group = click.Group(name, help=help + f"\n\n\b\nExamples:\n{example}", context_settings=CONTEXT)
+    group = HelpGroup(name, help=help + f"\n\n\b\nExamples:\n{example}", context_settings=CONTEXT)
 
     if "list" in ops:
 
@@ -688,7 +689,8 @@ def keys_update(
     \b
     Examples:
       bonito keys update 12 --name backend --rpm 120
-      bonito keys update 12 --model gpt-4o-mini --model gpt-4o --expires 2027-06-30
+      bonito keys update 12 --model gpt-4o-mini --model gpt-4o
+      bonito keys update 12 --expires 2027-06-30
       bonito keys update 12 --all-models --rpm none --expires never --json
     """
     if models and all_models or providers and all_providers:
@@ -724,7 +726,8 @@ providers = resource(
     keep=("id", "name", "kind", "is_active", "has_credentials"),
     cut=("name", "api_base"),
     help="Provider connections (credentials are write-only).",
-    example='  bonito providers create -s name=openai -s kind=openai -s credentials=\'{"api_key":"sk-..."}\'\n  bonito providers test 3',
+    example="  bonito providers create -s name=openai -s kind=openai \\\n"
+    '      -s credentials=\'{"api_key":"sk-..."}\'\n  bonito providers test 3',
 )
 
 
@@ -766,7 +769,8 @@ resource(
     keep=("id", "model_name", "provider", "upstream_model", "is_active"),
     cut=("model_name", "provider", "upstream_model", "region"),
     help="Deployments: a public model name served by a provider's upstream model.",
-    example="  bonito deployments create -s model_name=gpt-4o-mini -s provider=openai -s upstream_model=gpt-4o-mini",
+    example="  bonito deployments create -s model_name=gpt-4o-mini -s provider=openai \\\n"
+    "      -s upstream_model=gpt-4o-mini",
     list_filters=("provider",),
 )
 MODEL_KEEP = ("name", "input_cost_per_token", "output_cost_per_token", "provider")
@@ -824,7 +828,8 @@ resource(
     keep=("id", "name", "strategy", "is_active", "models"),
     cut=("name", "models", "weights"),
     help="Routing policies; keys made with --routing-policy (rt- keys) route through them.",
-    example='  bonito routing create -s name=cheap -s strategy=cost_optimized -s models=\'["gpt-4o-mini","haiku"]\'',
+    example="  bonito routing create -s name=cheap -s strategy=cost_optimized \\\n"
+    '      -s models=\'["gpt-4o-mini","haiku"]\'',
 )
 resource(
     "budgets",
@@ -907,7 +912,7 @@ resource(
 
 
 def settings_group(name, path, help, example):
-    group = click.Group(name, help=help + f"\n\n\b\nExamples:\n{example}", context_settings=CONTEXT)
+    group = HelpGroup(name, help=help + f"\n\n\b\nExamples:\n{example}", context_settings=CONTEXT)
 
     @group.command("get", context_settings=CONTEXT)
     @out_options
@@ -936,13 +941,14 @@ settings_group(
     "policies",
     "/api/gateway/policy",
     "The org's gateway policy: model/provider allow- and deny-lists, regions, monthly spend cap.",
-    "  bonito policies get\n  bonito policies set -s denied_models='[\"gpt-4\"]' -s monthly_spend_cap_usd=500",
+    "  bonito policies get\n  bonito policies set -s denied_models='[\"gpt-4\"]' \\\n"
+    "      -s monthly_spend_cap_usd=500",
 )
 settings_group(
     "gateway",
     "/api/gateway/config",
     "The org's gateway settings: default strategy, enabled providers, fallback models, limits.",
-    "  bonito gateway set -s default_strategy=cost_optimized -s request_timeout_s=60",
+    "  bonito gateway set -s default_strategy=cost_optimized \\\n      -s request_timeout_s=60",
 )
 
 

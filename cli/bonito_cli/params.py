@@ -107,6 +107,25 @@ class MomentType(click.ParamType):
 
 ID, NAME, MOMENT = IdType(), NameType(), MomentType()
 
+
+class HelpGroup(click.Group):
+    """A group whose help lists each command with its whole summary (the first sentence of
+    its help), wrapped beside its name: Click cut it at the terminal's width with "...",
+    mid-phrase ("Requests, tokens and cost over time or by...")."""
+
+    group_class = type  # its subgroups (@group.group) are HelpGroups too
+
+    def format_commands(self, ctx, formatter):
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=1000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 # (flag names, State attribute, takes a value, help)
 ROOT_OPTIONS = [
     (("--json",), "json", False, "Print JSON (the REST API's field names)."),

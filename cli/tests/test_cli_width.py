@@ -378,3 +378,34 @@ def test_logs_follow_lines_fit_too(fake, tmp_path, columns, wide):
     else:
         assert max(map(len, lines)) <= int(columns), lines
         assert "2026-12-03 13:51:37" in lines[0], lines
+
+
+# ------------------------------------------------------------------------------ help
+def test_every_help_reads_whole_in_80_columns(tmp_path):
+    """`bonito --help` and every command's: no line past 80 columns (an example the
+    terminal would break mid-word) and no summary in a command list cut with "..." (Click
+    cut "Requests, tokens and cost over time or by..." at the width)."""
+    listing = subprocess.run(
+        [sys.executable, "-c", WALK],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(CLI), "PATH": ""},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    commands = [line.rsplit(" ", 1)[0].split() for line in listing.splitlines()]
+    groups = {tuple(c[:i]) for c in commands for i in range(len(c))}
+    for path in sorted(groups) + sorted(map(tuple, commands)):
+        out = subprocess.run(
+            [sys.executable, "-m", "bonito_cli", *path, "--help"],
+            cwd=tmp_path,
+            env=cli_env(tmp_path, COLUMNS="80"),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        name = " ".join(("bonito", *path))
+        assert max(map(len, out.splitlines())) <= 80, (name, out)
+        if "\nCommands:\n" in out:
+            listed = out.split("\nCommands:\n", 1)[1]
+            assert "..." not in listed, (name, listed)
