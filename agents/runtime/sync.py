@@ -29,10 +29,41 @@ from gateway.dataplane.snapshot import (
 )
 
 from . import VERSION
-from .control import ControlPlane, clean
+from .control import REMIND_S, ControlPlane, _duration, clean
 from .state import fingerprint, write_private
 
 FAILURE_RELOG_S = 600.0
+
+
+class Repeats:
+    """A failure met at every config pull or heartbeat while the control plane is away (every
+    30 s, for as long as it lasts): logged when it starts or its reason changes, then at most
+    once a minute with how long it has lasted, and one line when it ends ("... back after
+    12m") — not once per try."""
+
+    def __init__(self, what: str, clock=time.monotonic):
+        self.what = what
+        self.clock = clock
+        self.since: float | None = None  # when it began failing (None: it passes)
+        self.reason: str | None = None
+        self._said_at = 0.0
+
+    def failed(self, emit, message: str) -> None:
+        now = self.clock()
+        if self.since is None:
+            self.since = now
+        elif message == self.reason and now - self._said_at < REMIND_S:
+            return
+        lasted = now - self.since
+        emit(message + (f" (failing for {_duration(lasted)})" if lasted >= 1 else ""))
+        self.reason, self._said_at = message, now
+
+    def passed(self) -> None:
+        if self.since is not None:
+            log.warning("%s back after %s", self.what, _duration(self.clock() - self.since))
+        self.since = self.reason = None
+
+
 log = logging.getLogger("bonito.agent")
 
 DEFAULT_POLL_S, DEFAULT_HEARTBEAT_S, DEFAULT_INGEST_S = 30.0, 60.0, 10.0
@@ -92,6 +123,8 @@ class ConfigSync:
         # The sync step's expected failure last logged, and when: logged again when it
         # changes, or every FAILURE_RELOG_S while it lasts (not once a second).
         self._failing: tuple[str, float] | None = None
+        self._pull_repeats = Repeats("config pull: control plane")
+        self._beat_repeats = Repeats("heartbeat: control plane")
 
     # -- intervals: the environment's, else the control plane's suggestion ---------------
     def _interval(self, own: float | None, suggested: str, default: float) -> float:
@@ -279,6 +312,7 @@ class ConfigSync:
             return "unreachable"
         if response.status_code == 304:
             self.last_sync_ok, self.problem = time.time(), None
+            self._pull_repeats.passed()
             return "unchanged"
         if response.status_code != 200:
             problem = self.control.problem(response)
@@ -315,13 +349,15 @@ class ConfigSync:
         self.etag = response.headers.get("etag")
         self._save_cache()
         self.last_sync_ok, self.problem = time.time(), None
+        self._pull_repeats.passed()
         return "updated"
 
     def _pull_failed(self, problem: str, error: bool = False) -> None:
         self.problem = f"config pull {problem}"
         version = self.base.version if self.base is not None else None
-        (log.error if error else log.warning)(
-            "%s; keeping config version %s", self.problem, version
+        self._pull_repeats.failed(
+            log.error if error else log.warning,
+            f"{self.problem}; keeping config version {version}",
         )
 
     def credentials_stale(self) -> None:
@@ -349,13 +385,17 @@ class ConfigSync:
         try:
             response = self.control.request(self._client, "POST", "/heartbeat", json=body)
         except httpx.HTTPError as exc:
-            log.warning(
-                "heartbeat failed: control plane unreachable (%s)", self.control.unreachable(exc)
+            self._beat_repeats.failed(
+                log.warning,
+                f"heartbeat failed: control plane unreachable ({self.control.unreachable(exc)})",
             )
             return
         if response.status_code != 200:
-            log.warning("heartbeat answered %s", self.control.problem(response))
+            self._beat_repeats.failed(
+                log.warning, f"heartbeat answered {self.control.problem(response)}"
+            )
             return
+        self._beat_repeats.passed()
         try:
             latest = response.json().get("config_version")
         except (ValueError, AttributeError):
