@@ -5,70 +5,18 @@ import unicodedata
 
 from django.core.exceptions import ValidationError
 
+from core import names_rule
+from core.names_rule import (
+    _INVISIBLE,
+    _is_variation_selector,
+    codepoint,
+    name_safe,  # noqa: F401 (imported from here by its callers)
+)
+
 # The one rule for names people choose (docs/security.md, "Names"): one line of visible
-# text. Control characters (C0, DEL, C1: tab, line feed, escape, NUL, …) and the Unicode
-# line and paragraph separators do not belong in a one-line name, and a line break in a
-# name that reaches an email header makes Django refuse to send the email.
-_CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+# text, no control, bidi or zero-width character (core.names_rule says which character is
+# refused, without Django, so the /v1 data plane applies the same rule).
 NAME_MESSAGE = "Names cannot contain line breaks, tabs or other control characters."
-# Format characters (category Cf: bidirectional overrides and isolates such as U+202E,
-# zero-width spaces, U+FEFF, soft hyphens, tag characters) draw nothing, or reorder what
-# is drawn: "abc\u202edcba" shows as another name (Trojan Source). These draw nothing either
-# though they are letters or marks: a name of Hangul fillers or braille blanks looks empty.
-_INVISIBLE = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0")
-_ZWNJ, _ZWJ = "\u200c", "\u200d"
-# Scripts whose letters join, where a zero-width (non-)joiner between two of them changes
-# how they are drawn (Persian writes "می‌خواهم" with a ZWNJ).
-_JOINING_SCRIPTS = ("ARABIC", "SYRIAC", "NKO", "MANDAIC", "MONGOLIAN", "ADLAM", "HANIFI")
-_VIRAMA = 9  # the canonical combining class of a virama (Indic scripts' conjunct breaker)
-
-
-def _joining(char: str) -> bool:
-    return unicodedata.category(char)[0] in "LM" and unicodedata.name(char, "").startswith(
-        _JOINING_SCRIPTS
-    )
-
-
-def _emoji(char: str) -> bool:
-    # Symbols, the skin tone modifiers (Sk) and the emoji presentation selector.
-    return unicodedata.category(char) in ("So", "Sk") or char == "\ufe0f"
-
-
-def _joiner_fits(value: str, i: int) -> bool:
-    """Whether the ZWJ or ZWNJ at ``value[i]`` does a script's or an emoji's work: after a
-    virama (Indic conjuncts), between two letters of a joining script, or (ZWJ) inside an
-    emoji sequence such as 👩‍💻. Anywhere else it only hides (between Latin letters)."""
-    if i == 0 or i == len(value) - 1:
-        return False
-    before, after = value[i - 1], value[i + 1]
-    if unicodedata.combining(before) == _VIRAMA:
-        return True
-    if _joining(before) and _joining(after):
-        return True
-    return value[i] == _ZWJ and _emoji(before) and unicodedata.category(after) == "So"
-
-
-def _selector_fits(value: str, i: int) -> bool:
-    """Whether the variation selector at ``value[i]`` picks a glyph of what it follows (an
-    emoji, an ideograph, a Mongolian letter): after ASCII, or first, it only hides. A keycap
-    (1️⃣: a digit, U+FE0F, U+20E3) is the one ASCII base it takes."""
-    if i == 0:
-        return False
-    before = value[i - 1]
-    if before.isascii():
-        return value[i] == "\ufe0f" and value[i + 1 : i + 2] == "\u20e3"
-    return unicodedata.category(before)[0] in "LMS" and not _is_variation_selector(before)
-
-
-def _is_variation_selector(char: str) -> bool:
-    c = ord(char)
-    return 0xFE00 <= c <= 0xFE0F or 0xE0100 <= c <= 0xE01EF or 0x180B <= c <= 0x180F
-
-
-def codepoint(char: str) -> str:
-    """U+202E (RIGHT-TO-LEFT OVERRIDE): a character named so it can be shown safely."""
-    name = unicodedata.name(char, "")
-    return f"U+{ord(char):04X}" + (f" ({name})" if name else "")
 
 
 def name_error(value: str) -> ValidationError | None:
@@ -90,38 +38,28 @@ def name_cleaned(value: str | None) -> str:
 
 def _first_bad(value: str) -> tuple[int, ValidationError] | None:
     """The index of the first character the rule refuses in ``value``, and why."""
-    for i in range(len(value)):
-        error = _bad_at(value, i)
-        if error is not None:
-            return i, error
-    return None
+    i = names_rule.first_refused(value)
+    return None if i is None else (i, _bad_at(value, i))
 
 
 def _bad_at(value: str, i: int) -> ValidationError | None:
-    """Why the rule refuses the character at ``value[i]`` (its neighbours decide for the
-    joiners and variation selectors), or None."""
-    char = value[i]
-    category = unicodedata.category(char)
-    if category in _CONTROL_CATEGORIES:
-        return ValidationError(NAME_MESSAGE, code="control_character")
-    if category == "Cs":
+    """Why the rule refuses the character at ``value[i]`` (names_rule.refusal), worded."""
+    why = names_rule.refusal(value, i)
+    if why is None:
+        return None
+    if why == names_rule.CONTROL:
+        return ValidationError(NAME_MESSAGE, code=why)
+    if why == names_rule.SURROGATE:
         return ValidationError(
-            f"Names must be valid Unicode text: {codepoint(char)} is half of a character "
+            f"Names must be valid Unicode text: {codepoint(value[i])} is half of a character "
             "(an unpaired surrogate).",
-            code="surrogate",
+            code=why,
         )
-    invisible = (
-        (category == "Cf" and not (char in (_ZWNJ, _ZWJ) and _joiner_fits(value, i)))
-        or char in _INVISIBLE
-        or (_is_variation_selector(char) and not _selector_fits(value, i))
+    return ValidationError(
+        f"Names cannot contain invisible or text-direction characters such as "
+        f"{codepoint(value[i])}: they make a name display as another.",
+        code=why,
     )
-    if invisible:
-        return ValidationError(
-            f"Names cannot contain invisible or text-direction characters such as "
-            f"{codepoint(char)}: they make a name display as another.",
-            code="invisible_character",
-        )
-    return None
 
 
 def refused_character(value: str) -> str | None:
@@ -129,25 +67,6 @@ def refused_character(value: str) -> str | None:
     text that is not a name but must not hide or reorder either (smart routing keywords)."""
     found = _first_bad(value or "")
     return value[found[0]] if found else None
-
-
-def _escaped(char: str) -> str:
-    """A character as its Python escape: U+202E is \\u202e, ESC is \\x1b."""
-    return char.encode("unicode_escape", "backslashreplace").decode()
-
-
-def name_safe(value: str | None) -> str:
-    """``value`` with every character the rule of names refuses written as its escape
-    (``abc\\u202edcba``), the rest kept as it is: for text that is stored or shown but
-    was never asked for as a name (the model a client sends on /v1, an agent's hostname),
-    and for names saved before the rule (``manage.py check_names --fix``). Printable
-    ASCII, the usual case, costs one check and is returned as it is."""
-    value = value or ""
-    if value.isascii() and value.isprintable():
-        return value
-    return "".join(
-        _escaped(char) if _bad_at(value, i) is not None else char for i, char in enumerate(value)
-    )
 
 
 def validate_name(value: str) -> None:

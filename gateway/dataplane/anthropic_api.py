@@ -23,6 +23,7 @@ from .upstream import (
     redact,
     web_searches,
 )
+from .validation import Invalid, requested_model
 
 ENDPOINTS = frozenset({"messages", "count_tokens"})
 DEFAULT_VERSION = "2023-06-01"
@@ -164,8 +165,15 @@ def parse_request(raw: bytes, endpoint: str) -> dict:
         raise _bad(f"The request body is nested more than {MAX_DEPTH} levels deep.")
     model = body.get("model")
     _text("model", model)
-    if not model or not model.isprintable():
-        raise _bad("model: must be a non-empty name without control characters.", "model")
+    if not model:
+        raise _bad("model: must be a non-empty name.", "model")
+    try:
+        body["model"] = requested_model(model)
+    except Invalid:  # a name the names rule refuses: no model has it
+        raise _bad(
+            "model: model names have no control, invisible or text-direction characters.",
+            "model",
+        ) from None
     if endpoint == "messages" and body.get("max_tokens") is None:
         raise _bad("max_tokens: Field required.", "max_tokens", "missing_required_parameter")
     if body.get("max_tokens") is not None:  # count_tokens may omit it, not send a bad one

@@ -2,6 +2,11 @@
 
 from dataclasses import dataclass, field
 
+from core.names_rule import name_safe
+
+# The most of a client's text an error message echoes (then "…").
+ECHO_LIMIT = 200
+
 
 @dataclass
 class GatewayError(Exception):
@@ -43,7 +48,16 @@ def not_permitted(message, param="model"):
     return GatewayError(403, message, "permission_error", "model_not_permitted", param)
 
 
+def echoed(text: str) -> str:
+    """The client's own text as a message may quote it: every character the names rule
+    refuses (a bidi override, a zero-width space, a line break) written as its escape, at
+    most ECHO_LIMIT characters. A client, its logs or a UI showing the message must not draw
+    a spoofed or reordered name from it, nor carry a megabyte of it."""
+    return name_safe(text, ECHO_LIMIT)
+
+
 def model_not_found(model, smart_alias=False, embeddings=False):
+    model = echoed(model)
     message = f"The model `{model}` does not exist or you do not have access to it."
     if smart_alias and embeddings:
         message += (

@@ -14,7 +14,13 @@ from . import errors, tokens
 from .errors import GatewayError
 from .snapshot import DeploymentInfo
 from .upstream import MediaAnswer, StreamBroken
-from .validation import FORBIDDEN_FIELDS, FORBIDDEN_PREFIXES, parse_body
+from .validation import (
+    FORBIDDEN_FIELDS,
+    FORBIDDEN_PREFIXES,
+    Invalid,
+    parse_body,
+    requested_model,
+)
 
 log = logging.getLogger("bonito.gateway.media")
 
@@ -126,15 +132,15 @@ def parse_upload(endpoint: str, content_type: str, raw: bytes) -> tuple[str, Med
             continue
         if name in FORBIDDEN_FIELDS or name.startswith(FORBIDDEN_PREFIXES):
             raise _bad(
-                f"'{name}' cannot be set by a client: provider settings come from the org's "
-                "configuration.",
-                name,
+                f"'{errors.echoed(name)}' cannot be set by a client: provider settings come "
+                "from the org's configuration.",
+                errors.echoed(name),
                 "forbidden_parameter",
             )
         if name not in allowed:
             raise _bad(
-                f"Unrecognized request argument supplied: {name[:40]}.",
-                name[:40],
+                f"Unrecognized request argument supplied: {errors.echoed(name[:40])}.",
+                errors.echoed(name[:40]),
                 "unknown_parameter",
             )
         if filename is not None:
@@ -153,8 +159,10 @@ def parse_upload(endpoint: str, content_type: str, raw: bytes) -> tuple[str, Med
         raise _bad("Missing required parameter: 'file'.", "file", "missing_required_parameter")
     if not model:
         raise _bad("Missing required parameter: 'model'.", "model", "missing_required_parameter")
-    if not model.isprintable():
-        raise _bad("Invalid 'model': model names have no control characters.", "model")
+    try:
+        model = requested_model(model)
+    except Invalid as exc:  # a name the names rule refuses: no model has it
+        raise _bad(str(exc), exc.param, exc.code) from None
     return model, MediaCall(endpoint, _typed_form(form), upload, form)
 
 

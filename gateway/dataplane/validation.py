@@ -12,7 +12,11 @@ they could not be serialised again for the provider.
 Runs on every request: one pass over the top-level fields, one over the messages.
 """
 
+import unicodedata
+
 import orjson
+
+from core import names_rule
 
 from . import errors
 
@@ -88,8 +92,8 @@ def _kind(value) -> str:
 
 
 def _shown(value) -> str:
-    text = repr(value) if not isinstance(value, str) else value
-    return text if len(text) <= 40 else text[:40] + "…"
+    """A client's value as a message quotes it: 40 characters, hidden ones escaped."""
+    return names_rule.name_safe(repr(value) if not isinstance(value, str) else value, 40)
 
 
 def _wrong_type(param: str, expected: str, value) -> Invalid:
@@ -627,6 +631,25 @@ def _too_deep(value, depth: int) -> bool:
 
 
 # ------------------------------------------------------------------ entry point
+def requested_model(model: str) -> str:
+    """The model a client names, as the org's model names are stored (in NFC: "é" sent as
+    e + U+0301 reaches the model named "é"), or ``Invalid`` when the names rule refuses it
+    (core.names_rule: a control, bidi or zero-width character) and so no model can have
+    that name. Exactly the names an org can create pass: 👩‍💻 with its ZWJ, Persian with
+    its ZWNJ. Printable ASCII, nearly every request, costs one check."""
+    if model.isascii() and model.isprintable():
+        return model
+    i = names_rule.first_refused(model)
+    if i is not None:
+        raise Invalid(
+            f"Invalid 'model': model names have no control, invisible or text-direction "
+            f"characters such as {names_rule.codepoint(model[i])}.",
+            "model",
+            "invalid_value",
+        )
+    return unicodedata.normalize("NFC", model)
+
+
 def parse_body(raw: bytes, endpoint: str) -> dict:
     """The request's JSON object, every known field checked; a 400 ``GatewayError`` if not."""
     if not raw:
@@ -650,8 +673,8 @@ def parse_body(raw: bytes, endpoint: str) -> dict:
         for name, value in body.items():
             if (type(value) is dict or type(value) is list) and _too_deep(value, 2):
                 raise errors.bad_request(
-                    f"Invalid '{name}': nested more than {MAX_DEPTH} levels deep.",
-                    param=name,
+                    f"Invalid '{errors.echoed(name)}': nested more than {MAX_DEPTH} levels deep.",
+                    param=errors.echoed(name),
                     code="invalid_value",
                 )
     return body
@@ -661,9 +684,9 @@ def _check(body: dict, endpoint: str) -> None:
     for name, value in body.items():
         if name in FORBIDDEN_FIELDS or name.startswith(FORBIDDEN_PREFIXES):
             raise Invalid(
-                f"'{name}' cannot be set by a client: provider settings come from the org's "
-                "configuration.",
-                name,
+                f"'{errors.echoed(name)}' cannot be set by a client: provider settings come "
+                "from the org's configuration.",
+                errors.echoed(name),
                 "forbidden_parameter",
             )
         if value is not None:
@@ -679,10 +702,7 @@ def _check(body: dict, endpoint: str) -> None:
                 "Missing required parameter: 'model'.", "model", "missing_required_parameter"
             )
         raise _wrong_type("model", "a non-empty string", model)
-    if not model.isprintable():
-        raise Invalid(
-            "Invalid 'model': model names have no control characters.", "model", "invalid_value"
-        )
+    body["model"] = requested_model(model)
     needed = ENDPOINT_NEEDS[endpoint]
     if body.get(needed) is None:
         raise Invalid(
