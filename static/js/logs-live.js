@@ -22,7 +22,16 @@
     if (wanted("request_id").trim() && r.request_id !== wanted("request_id").trim()) return false;
     return r.created_at < until;
   };
-  const cell = (row, text) => { const td = document.createElement("td"); td.textContent = text; row.appendChild(td); };
+  // Each row is built as templates/billing/logs.html draws it, with DOM calls only (text is
+  // never parsed as HTML). User-given names sit in <bdi>, so a right-to-left name (or one
+  // saved before the names rule) cannot reorder the text around it.
+  const el = (tag, text, attrs) => {
+    const node = document.createElement(tag);
+    node.textContent = text;
+    for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, value);
+    return node;
+  };
+  const cell = (row, ...parts) => { const td = document.createElement("td"); td.append(...parts); row.appendChild(td); };
   socket.onopen = () => { status.textContent = "Live tail: on"; };
   socket.onclose = () => { status.textContent = "Live tail: off (reload to reconnect)"; };
   socket.onmessage = (event) => {
@@ -40,10 +49,16 @@
       link.href = status.dataset.detail + r.id + "/";
       link.textContent = new Date(r.created_at * 1000).toISOString().slice(5, 19).replace("T", " ");
       time.appendChild(link); tr.appendChild(time);
-      cell(tr, r.status + (r.status !== "success" ? ` (${r.http_status} ${r.error_type || "no error type"})` : ""));
-      cell(tr, r.model_requested || "— (none: model list)");
-      cell(tr, r.provider || "— (not routed)");
-      cell(tr, r.key_id ? (r.key_name || "(key deleted)") : "— (no key)");
+      cell(tr, ...(r.status !== "success"
+        ? [r.status + " ", el("small", `(${r.http_status} ${r.error_type || "no error type"})`)]
+        : [r.status]));
+      const model = [el("bdi", r.model_requested || "— (none: model list)")];
+      if (r.model_used && r.model_used !== r.model_requested) model.push(" → ", el("bdi", r.model_used));
+      cell(tr, ...model);
+      cell(tr, r.provider
+        ? el("bdi", r.provider)
+        : el("span", "— (not routed)", { title: "The request ended before a provider was chosen" }));
+      cell(tr, r.key_id ? (r.key_name ? el("bdi", r.key_name) : "(key deleted)") : "— (no key)");
       cell(tr, `${r.input_tokens} / ${r.output_tokens}`);
       cell(tr, `$${Number(r.cost).toFixed(6)}`);
       cell(tr, `${r.latency_ms} ms`);
