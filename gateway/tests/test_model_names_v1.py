@@ -116,3 +116,49 @@ def test_a_decomposed_name_is_read_as_its_composed_form(parse):
         parsed = parse(unicodedata.normalize("NFD", model))
         name = parsed[0] if isinstance(parsed, tuple) else parsed["model"]
         assert name == unicodedata.normalize("NFC", model)
+
+
+# Client text a 400 quotes besides the model: a provider-control field's name, an unknown
+# form field, a value not among the allowed ones, a too-deeply nested field's name.
+SPOOF = "\u202e\u2066x\u200b\x1b[31m\n"
+_NESTED = "[" * 70 + "]" * 70
+
+
+def _quoting_400s():
+    hi = [{"role": "user", "content": "hi"}]
+    yield lambda: parse_body(
+        json.dumps({"model": "m", "messages": hi, "litellm_" + SPOOF * 100: 1}).encode(), "chat"
+    )
+    yield lambda: parse_body(
+        json.dumps({"model": "m", "input": "x", "encoding_format": SPOOF * 100}).encode(),
+        "embeddings",
+    )
+    yield lambda: parse_body(
+        json.dumps({"model": "m", "messages": hi, "x" + SPOOF * 100: json.loads(_NESTED)}).encode(),
+        "chat",
+    )
+    boundary = "b0undary"
+    for field in ("api_key" + SPOOF.replace("\n", ""), "x" + SPOOF.replace("\n", "") * 20):
+        body = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"\r\n\r\nv\r\n'
+            f"--{boundary}--\r\n"
+        ).encode()
+        yield lambda body=body: media.parse_upload(
+            "transcriptions", f"multipart/form-data; boundary={boundary}", body
+        )
+
+
+@pytest.mark.parametrize(
+    "refuse",
+    list(_quoting_400s()),
+    ids=["forbidden field", "value not allowed", "nested field", "form forbidden", "form unknown"],
+)
+def test_a_400_quotes_the_clients_text_escaped_and_cut(refuse):
+    with pytest.raises(GatewayError) as exc:
+        refuse()
+    error = exc.value
+    assert error.status == 400
+    for text in (error.message, error.param):
+        assert name_error(text) is None, text  # \u202e written out, never the character
+        assert len(text) < 400
+    assert "\\u202e" in error.message
