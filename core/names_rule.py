@@ -124,3 +124,18 @@ def name_safe(value: str | None, limit: int | None = None) -> str:
             return "".join(out) + "…"
         out.append(piece)
     return "".join(out)
+
+
+def shown(value, limit: int = 100) -> str:
+    """``value`` quoted for a message (its first ``limit`` characters), every character
+    that draws nothing or reorders the text written as an escape (\\u202e): a message must
+    not show a spoofed name as the name it imitates."""
+    out = []
+    for char in str(value)[:limit]:
+        hidden = (
+            unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp")
+            or char in _INVISIBLE
+            or _is_variation_selector(char)
+        )
+        out.append(char.encode("unicode_escape", "backslashreplace").decode() if hidden else char)
+    return "'" + "".join(out) + "'"

@@ -285,12 +285,13 @@ def resolve(
         if not serving:
             # Visible text, as names are (core.text): a bidi override or a zero-width space
             # makes a keyword read as another in the settings, the audit log and the CLI.
-            # (Imported here: the agent's data plane reads this module without Django.)
-            from core.text import codepoint, refused_character, shown
+            # (core.names_rule: the agent's data plane reads this module without Django.)
+            from core.names_rule import codepoint, first_refused, shown
 
             for word in words:
-                char = None if word in kept_keywords else refused_character(word.strip())
-                if char is not None:
+                at = None if word in kept_keywords else first_refused(word.strip())
+                if at is not None:
+                    char = word.strip()[at]
                     raise ValueError(
                         f"smart.keywords.{category}: the keyword {shown(word, 60)} contains "
                         f"{codepoint(char)}: keywords are visible text (no control, "

@@ -7,10 +7,9 @@ from django.core.exceptions import ValidationError
 
 from core import names_rule
 from core.names_rule import (
-    _INVISIBLE,
-    _is_variation_selector,
     codepoint,
     name_safe,  # noqa: F401 (imported from here by its callers)
+    shown,  # noqa: F401 (imported from here by its callers)
 )
 
 # The one rule for names people choose (docs/security.md, "Names"): one line of visible
@@ -150,21 +149,6 @@ def distinct_checked(value: str, others, *, what: str, field: str = "name") -> N
                 "visibly."
             }
         )
-
-
-def shown(value, limit: int = 100) -> str:
-    """``value`` quoted for a message (its first ``limit`` characters), every character
-    that draws nothing or reorders the text written as an escape (\\u202e): a message must
-    not show a spoofed name as the name it imitates."""
-    out = []
-    for char in str(value)[:limit]:
-        hidden = (
-            unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp")
-            or char in _INVISIBLE
-            or _is_variation_selector(char)
-        )
-        out.append(char.encode("unicode_escape", "backslashreplace").decode() if hidden else char)
-    return "'" + "".join(out) + "'"
 
 
 _CONTROL_RUN = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u2028\u2029]+")

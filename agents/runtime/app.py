@@ -33,7 +33,7 @@ class Agent:
 
     def __init__(self, s):
         self.settings = s
-        state.prepare(s.state_dir)
+        agent_settings.prepare_state_dir(s.state_dir)
         self.token = state.Token(s.token, s.state_dir, s.token_file)
         self.control = ControlPlane(s, self.token, state.agent_id(s.state_dir))
         self.credentials = Credentials.from_settings(s)

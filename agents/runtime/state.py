@@ -33,13 +33,6 @@ def write_private(path: Path, data: bytes) -> None:
         raise
 
 
-def prepare(state_dir: Path) -> None:
-    """The state folder, made 0700 and checked writable (a SettingsError naming it if not)."""
-    from .settings import prepare_state_dir
-
-    prepare_state_dir(state_dir)
-
-
 def agent_id(state_dir: Path) -> str:
     """A uuid4 made once and kept (every worker and restart reports as the same agent).
 
