@@ -10,7 +10,7 @@ from django.utils.http import urlsafe_base64_decode
 from django.views.decorators.http import require_http_methods, require_POST
 
 from core import show_once
-from core.form_input import form_message
+from core.form_input import form_error, form_message
 from orgs.audit import Actor
 
 from . import services, sso, throttle
@@ -254,7 +254,7 @@ def org_settings(request):
     return _settings_page(request, form, status=400 if form.is_bound else 200)  # bound: refused
 
 
-def _settings_page(request, form, new_token: str | None = None, status=200):
+def _settings_page(request, form, new_token: str | None = None, status=200, token_name=""):
     return render(
         request,
         "orgs/settings.html",
@@ -262,6 +262,7 @@ def _settings_page(request, form, new_token: str | None = None, status=200):
             "section": "settings",
             "form": form,
             "new_token": new_token,
+            "token_name": token_name,  # a refused new token's name, as typed
             "tokens": PersonalAccessToken.objects.filter(
                 org=request.org, user=request.user
             ).active(),
@@ -270,19 +271,21 @@ def _settings_page(request, form, new_token: str | None = None, status=200):
     )
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @org_view()
 def token_create(request):
+    if request.method == "GET":  # a reload after a refused form: the page that holds it
+        return redirect("settings", org_slug=request.org.slug)
+    name = request.POST.get("name", "")
     try:
         token, raw = services.pat_create(
-            actor=Actor.from_request(request),
-            user=request.user,
-            org=request.org,
-            name=request.POST.get("name", ""),
+            actor=Actor.from_request(request), user=request.user, org=request.org, name=name
         )
     except ValidationError as exc:
-        messages.error(request, _errors(exc))
-        return redirect("settings", org_slug=request.org.slug)
+        messages.error(request, form_error(exc, {"name": "Name"}))
+        # The page again with the name as typed (a redirect lost it), as other forms do.
+        form = OrgSettingsForm(instance=request.org)
+        return _settings_page(request, form, status=400, token_name=name)
     show_once.keep(request, "token", token.id, raw)
     return redirect("token_created", org_slug=request.org.slug, token_id=token.id)
 

@@ -157,3 +157,26 @@ def test_a_budget_s_edit_url_shows_its_form_as_stored(alice_client, org_a, ids):
     assert page.status_code == 200 and page.context["editing"].pk == ids["budget_id"]
     assert page.context["values"]["amount_usd"] == "10.00"  # as stored
     assert f'action="{url}"' in page.content.decode()
+
+
+CREATES = [u for u in URLS if u[0].endswith("_create")]
+
+
+@pytest.mark.parametrize(("name", "params"), CREATES, ids=[u[0] for u in CREATES])
+def test_a_refused_create_shows_its_form_again_with_the_name_as_typed(
+    alice_client, org_a, ids, name, params
+):
+    """Every create form answers a refusal with its page (400, the error shown, what was
+    typed kept), not a redirect that loses what was typed (the token's did)."""
+    url = reverse(name, args=[org_a.slug, *(ids[p] for p in params)])
+    typed = "ci pipeline \u202e"  # a name with a bidi override: refused everywhere
+    response = alice_client.post(url, dict.fromkeys(FIELDS, typed))
+    assert response.status_code == 400, (name, response.status_code)
+    assert _refusal(response), name
+    assert f'value="{typed}"' in response.content.decode(), name
+
+
+def test_the_whole_urlconf_has_create_forms():
+    assert {"team_create", "token_create", "deployment_create", "budget_create"} <= {
+        u[0] for u in CREATES
+    }
