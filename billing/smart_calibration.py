@@ -135,3 +135,13 @@ def smart_recalibrate(*, actor, org, name: str, min_rated: int = MIN_RATED) -> d
             is_active=policy.is_active,
         )
     return {"policy": label, "rated": len(below), "old": old, "new": spec["thresholds"][-1]}
+
+
+def recalibration_summary(moved: dict) -> str:
+    """What a re-calibration moved, in words (the command's output, the Usage page's
+    message): "saver: top threshold 0.5000 -> 0.3100 from 1 rated request"."""
+    n = moved["rated"]
+    return (
+        f"{moved['policy']}: top threshold {moved['old']:.4f} -> {moved['new']:.4f} "
+        f"from {n} rated request{pluralize(n)}"
+    )

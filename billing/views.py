@@ -190,16 +190,13 @@ def _smart_recalibrate_buttons(request, sr: dict) -> list:
 @require_POST
 def smart_recalibrate(request):
     """The Usage page's button: re-calibrate a smart policy from the org's feedback."""
+    from .smart_calibration import recalibration_summary
     from .smart_calibration import smart_recalibrate as recalibrate
 
     name = str(request.POST.get("policy", ""))[:63]
     try:
         moved = recalibrate(actor=Actor.from_request(request), org=request.org, name=name)
-        messages.success(
-            request,
-            f"{moved['policy']}: top threshold {moved['old']:.4f} → {moved['new']:.4f} "
-            f"from {moved['rated']} rated requests.",
-        )
+        messages.success(request, recalibration_summary(moved) + ".")
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     return redirect("usage", org_slug=request.org.slug)

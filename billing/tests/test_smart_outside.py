@@ -197,3 +197,30 @@ def test_one_feedback_call_rates_a_bounded_number_of_rows(transactional_db, org_
     assert set(rated) == set(newest)
     assert UsageRecord.objects.get(org=org_b).feedback_score is None  # another org's: never
     assert _in_a_thread(record_feedback, org_a.id, "unknown", 1.0) == 0
+
+
+@pytest.mark.django_db
+def test_the_button_says_what_moved_in_the_commands_words(org_a, alice_client):
+    """The Usage page's Re-calibrate message and the command's output are one wording
+    (the page said "from 1 rated requests" where the command was already right)."""
+    import io
+
+    from django.core.management import call_command
+
+    from billing.smart_calibration import recalibration_summary
+    from governance.models import RoutingPolicy
+
+    _policy(org_a)
+    for i in range(30):
+        _row(org_a, tier="lite", score=(i + 1) / 100, feedback=1.0)
+    out = io.StringIO()
+    call_command("smart_recalibrate", "--org", org_a.slug, "--policy", "saver", stdout=out)
+    RoutingPolicy.objects.filter(org=org_a, name="saver").update(smart={"thresholds": [0.5]})
+    response = alice_client.post(
+        f"/o/{org_a.slug}/usage/smart-recalibrate/", {"policy": "saver"}, follow=True
+    )
+    [shown] = [str(m) for m in response.context["messages"]]
+    assert shown == out.getvalue().strip() + ".", (shown, out.getvalue())
+    moved = {"policy": "saver", "old": 0.5, "new": 0.25}
+    assert recalibration_summary({**moved, "rated": 1}).endswith("from 1 rated request")
+    assert recalibration_summary({**moved, "rated": 2}).endswith("from 2 rated requests")

@@ -3,7 +3,12 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from billing.smart_calibration import MIN_RATED, ORG_DEFAULT, smart_recalibrate
+from billing.smart_calibration import (
+    MIN_RATED,
+    ORG_DEFAULT,
+    recalibration_summary,
+    smart_recalibrate,
+)
 from orgs.audit import Actor
 from orgs.models import Organization
 
@@ -34,7 +39,4 @@ class Command(BaseCommand):
             )
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages)) from exc
-        self.stdout.write(
-            f"{moved['policy']}: top threshold {moved['old']:.4f} -> {moved['new']:.4f} "
-            f"from {moved['rated']} rated request{'s' if moved['rated'] != 1 else ''}"
-        )
+        self.stdout.write(recalibration_summary(moved))
