@@ -615,6 +615,8 @@ def routing(request):
     )
     for p in policies:
         p.unserved = [m for m in p.model_names if m not in served] if p.strategy == "smart" else []
+        # Numbers as the Edit box shows them: 0.000001, not the float's 1e-06.
+        p.smart_text = _smart_numbers(p.smart or {}) if p.strategy == "smart" else {}
     org_unserved = [m for m in (org_smart.smart_tiers if org_smart else []) if m not in served]
     org_slider, org_thresholds = smart_slider(org_spec)
     rt_keys = (
@@ -639,6 +641,7 @@ def routing(request):
             "org_smart": org_smart,
             "org_smart_aggressiveness": org_slider,
             "org_smart_thresholds": org_thresholds,
+            "org_smart_text": _smart_numbers(org_spec),
             "org_smart_kept": sorted(set(org_spec) - ORG_SMART_FORM_KEYS),
             "org_smart_unserved": org_unserved,
             "ab_arms": smart.AB_ARMS,
@@ -655,13 +658,32 @@ ORG_SMART_FORM_KEYS = frozenset({"classifier", "aggressiveness", "thresholds"})
 SMART_FORM_KEYS = frozenset({"classifier", "aggressiveness", "thresholds", "ab"})
 
 
+def plain_decimal(value) -> str:
+    """A saved number as a person writes it: 0.000001, not the float's repr 1e-06 (the
+    thresholds box reads no exponent, and the page shows every number the same way)."""
+    try:
+        return format(Decimal(repr(float(value))), "f")
+    except (TypeError, ValueError, ArithmeticError):  # not a number (the service refuses those)
+        return str(value)
+
+
+def _smart_numbers(spec: dict) -> dict:
+    """The smart settings' numbers as the policy table and the org default's summary show
+    them: thresholds, aggressiveness and the A/B share as plain decimals."""
+    ab = spec.get("ab") or {}
+    return {
+        "thresholds": ", ".join(plain_decimal(t) for t in spec.get("thresholds") or []),
+        "aggressiveness": plain_decimal(spec.get("aggressiveness", smart.DEFAULT_AGGRESSIVENESS)),
+        "ab_share": plain_decimal(ab["share"]) if ab.get("share") is not None else "",
+    }
+
+
 def smart_slider(spec: dict) -> tuple[int, str]:
     """(the slider's position 0-100, the thresholds box's text) of saved smart settings:
     with thresholds set by hand, the position that gives their top one (the page says they
-    decide); the thresholds as plain decimals (1e-06 is 0.000001: the box reads no
-    exponent)."""
+    decide); the thresholds as plain decimals (plain_decimal)."""
     thresholds = spec.get("thresholds") or []
-    text = ", ".join(format(Decimal(repr(float(t))), "f") for t in thresholds)
+    text = ", ".join(plain_decimal(t) for t in thresholds)
     if thresholds:
         try:
             at = smart.aggressiveness_for(thresholds, spec.get("classifier") or "rules")
