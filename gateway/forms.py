@@ -223,9 +223,8 @@ class OrgSmartForm(forms.Form):
     """The org's default smart routing (bn- keys asking for the alias); the service checks it."""
 
     smart_tiers = NameListField(label="Tiers", required=False)
-    auto_model_alias = forms.CharField(
-        label="Alias", max_length=100, empty_value="auto", required=False
-    )
+    # Empty is refused by the service, as over REST (it read as "auto" and was saved so).
+    auto_model_alias = forms.CharField(label="Alias", max_length=100, required=False)
     classifier = forms.ChoiceField(
         label="Classifier", choices=list(smart.CLASSIFIERS.items()), required=False
     )
@@ -242,11 +241,10 @@ class OrgSmartForm(forms.Form):
         if data.get("smart_tiers"):
             spec["classifier"] = data.get("classifier") or "rules"
             spec.update(slider_or_thresholds(data))
-        return {
-            "smart_tiers": data.get("smart_tiers") or [],
-            "smart": spec,
-            "auto_model_alias": data.get("auto_model_alias") or "auto",
-        }
+        out = {"smart_tiers": data.get("smart_tiers") or [], "smart": spec}
+        if "auto_model_alias" in self.data:  # not sent: kept, as REST keeps what it omits
+            out["auto_model_alias"] = data.get("auto_model_alias") or ""
+        return out
 
 
 # ------------------------------------------------------------------------------ providers

@@ -864,6 +864,9 @@ def cors_origins_checked(values) -> list[str]:
     return out
 
 
+ALIAS_EMPTY = "The alias of smart routing cannot be empty: name the model bn- keys ask for."
+
+
 def _smart_checked(config: GatewayConfig, saved=None) -> None:
     """The org's default smart routing: tiers are model names, the alias is not a model."""
     tiers = config.smart_tiers
@@ -871,7 +874,7 @@ def _smart_checked(config: GatewayConfig, saved=None) -> None:
         raise ValidationError({"smart_tiers": "smart_tiers must be a list of model names."})
     alias = (config.auto_model_alias or "").strip()
     if not alias:
-        raise ValidationError({"auto_model_alias": "The alias of smart routing cannot be empty."})
+        raise ValidationError({"auto_model_alias": ALIAS_EMPTY})
     config.auto_model_alias = alias
     if not tiers:
         if config.smart:
@@ -920,6 +923,8 @@ def gateway_config_set(*, actor: Actor, org, **fields) -> GatewayConfig:
                 {"auto_model_alias": "The alias of smart routing is a name (text)."}
             )
         fields["auto_model_alias"] = name_checked(fields["auto_model_alias"], "auto_model_alias")
+        if not fields["auto_model_alias"]:  # said before full_clean's "cannot be blank"
+            raise ValidationError({"auto_model_alias": ALIAS_EMPTY})
     for name in ("enabled_providers", "fallback_models", "smart_tiers"):
         if name in fields:
             fields[name] = _names_checked(name, fields[name])

@@ -1,6 +1,7 @@
 """Dashboard pages for the gateway: keys, providers and deployments, routing policies,
 policies."""
 
+import re
 from decimal import Decimal
 
 from django.contrib import messages
@@ -10,7 +11,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
 from core import show_once, smart, strategies
-from core.form_input import form_error, form_message
+from core.form_input import form_error, form_labels, form_message
 from governance import services as governance_services
 from governance.models import Policy, RoutingPolicy
 from orgs.audit import Actor
@@ -564,14 +565,64 @@ def cors_settings(request):
     )
 
 
+# The service's messages name REST's settings (smart.thresholds, smart.ab.classifier); on
+# the dashboard each goes to the form field it is about, named by that field's label.
+_SMART_PATHS = (  # the longest first: smart.ab.classifier before smart.ab
+    ("smart.ab.classifier", "ab_classifier"),
+    ("smart.ab.share", "ab_share"),
+    ("smart.ab", "ab_share"),
+    ("smart.aggressiveness", "aggressiveness"),
+    ("smart.thresholds", "thresholds"),
+    ("smart.classifier", "classifier"),
+)
+# core.smart.resolve's messages about the tiers, which name no setting.
+_TIER_MESSAGES = ("Smart routing takes at most", "Smart routing needs at least", "Each tier ")
+
+
+def _smart_message_for_form(message: str, form, tiers_field: str) -> tuple[str | None, str]:
+    """(the form field a smart settings message is about or None, the message in the
+    form's words: its labels in place of REST's paths)."""
+    labels = form_labels(form)
+    field = None
+    for path, name in _SMART_PATHS:
+        if message.startswith(f"{path} ") or message.startswith(f"{path}:"):
+            field, message = name, message[len(path) :].lstrip(": ")
+            break
+    else:
+        if message.startswith(_TIER_MESSAGES):
+            field = tiers_field
+        elif message.startswith("Unknown classifier") or message == smart.learned_missing():
+            field = "classifier"
+    for path, name in _SMART_PATHS:
+        if name in labels:
+            message = message.replace(path, labels[name])
+    return (field if field in form.fields else None), message
+
+
+def refused_on_form(form, exc: ValidationError, tiers_field: str) -> None:
+    """The service's refusal ``exc`` put on the dashboard's ``form``: each message on the
+    field it is about (shown next to it; form_message flashes it after the field's label),
+    in the form's words, not REST's (smart.thresholds, "smart_tiers: ..."), which the REST
+    API keeps. ``tiers_field``: the form's field that holds the smart tiers."""
+    errors = exc.message_dict if hasattr(exc, "error_dict") else {None: exc.messages}
+    for key, msgs in errors.items():
+        for message in msgs:
+            if key == "smart":
+                field, message = _smart_message_for_form(message, form, tiers_field)
+            else:
+                field = key if key in form.fields else None
+                if field is not None:  # "smart_tiers: 'x': ..." after the label "Tiers"
+                    message = re.sub(rf"^{re.escape(key)}:? ", "", message)
+            form.add_error(field, message)
+
+
 @org_view(write_role="admin")
 def routing(request):
     org = request.org
+    org_form = policy_form = None
     if request.method == "POST" and request.POST.get("form") == "org_smart":
-        form = OrgSmartForm(request.POST)
-        if not form.is_valid():
-            messages.error(request, form_message(form))
-        else:
+        form = org_form = OrgSmartForm(request.POST)
+        if form.is_valid():
             data = form.cleaned_data
             saved = GatewayConfig.objects.for_org(org).first()
             if data["smart_tiers"] and saved is not None and saved.smart:
@@ -584,12 +635,11 @@ def routing(request):
                 messages.success(request, "The organization's smart routing is saved.")
                 return redirect("routing", org_slug=org.slug)
             except ValidationError as exc:
-                messages.error(request, form_message(form, exc))
+                refused_on_form(form, exc, "smart_tiers")
+        messages.error(request, form_message(form))
     elif request.method == "POST":
-        form = RoutingPolicyForm(request.POST)
-        if not form.is_valid():
-            messages.error(request, form_message(form))
-        else:
+        form = policy_form = RoutingPolicyForm(request.POST)
+        if form.is_valid():
             try:
                 # A name the org has is refused: a policy is changed with Edit.
                 governance_services.routing_policy_create(
@@ -602,7 +652,8 @@ def routing(request):
                 )
                 return redirect("routing", org_slug=org.slug)
             except ValidationError as exc:
-                messages.error(request, form_message(form, exc))
+                refused_on_form(form, exc, "models")
+        messages.error(request, form_message(form))
     policies = list(RoutingPolicy.objects.for_org(org))
     org_smart = GatewayConfig.objects.for_org(org).first()
     org_spec = (org_smart.smart if org_smart else None) or {}
@@ -644,10 +695,30 @@ def routing(request):
             "org_smart_text": _smart_numbers(org_spec),
             "org_smart_kept": sorted(set(org_spec) - ORG_SMART_FORM_KEYS),
             "org_smart_unserved": org_unserved,
+            # The org default's form: what was typed when it was refused, else as saved.
+            "org_form": org_form,
+            "org_values": _org_smart_values(org_smart, org_slider, org_thresholds)
+            if org_form is None
+            else {name: request.POST.get(name, "") for name in OrgSmartForm.base_fields},
+            "policy_form": policy_form,
             "ab_arms": smart.AB_ARMS,
         },
         status=400 if request.method == "POST" else 200,  # a POST here was refused
     )
+
+
+def _org_smart_values(config, slider: int, thresholds: str) -> dict:
+    """The org default's smart routing form's fields as saved (the page's own names)."""
+    spec = (config.smart if config else None) or {}
+    return {
+        "smart_tiers": ", ".join(config.smart_tiers) if config else "",
+        "auto_model_alias": config.auto_model_alias if config else smart.DEFAULT_ALIAS,
+        "classifier": spec.get("classifier", ""),
+        "aggressiveness": slider,
+        "thresholds": thresholds,
+        "aggressiveness_shown": slider,
+        "thresholds_shown": thresholds,
+    }
 
 
 # The org default's smart settings the Routing page has fields for.
@@ -720,9 +791,7 @@ def routing_policy_edit(request, policy_id):
     policy = get_object_or_404(RoutingPolicy.objects.for_org(org), pk=policy_id)
     if request.method == "POST":
         form = RoutingPolicyEditForm(request.POST)
-        if not form.is_valid():
-            messages.error(request, form_message(form))
-        else:
+        if form.is_valid():
             data = form.cleaned_data
             if data["strategy"] == "smart" and policy.strategy == "smart":
                 # Settings the page has no field for (keywords, within: REST and the config
@@ -734,11 +803,12 @@ def routing_policy_edit(request, policy_id):
                     actor=Actor.from_request(request), org=org, name=policy.name, **data
                 )
             except ValidationError as exc:
-                messages.error(request, form_message(form, exc))
+                refused_on_form(form, exc, "models")
             else:
                 messages.success(request, f"Routing policy {policy.name} saved.")
                 return redirect("routing", org_slug=org.slug)
             policy.refresh_from_db()
+        messages.error(request, form_message(form))
     else:
         form = RoutingPolicyEditForm(initial=_routing_policy_initial(policy))
     return render(
