@@ -725,18 +725,25 @@ def deployment_save(
     )
     deployment.region, deployment.weight, deployment.is_active = region or "", weight, is_active
     config = GatewayConfig.objects.for_org(org).first()
-    if (
-        config is not None
-        and config.smart_tiers
-        and name_key(model_name) == name_key(config.auto_model_alias)
-    ):
+    alias = config.auto_model_alias if config is not None and config.smart_tiers else None
+    if alias is not None and model_name == alias:
         # bn- keys asking for it are smart-routed: a model of that name would never serve
-        # (and one that only looks like it would be a trap in every list)
         raise ValidationError(
             {
                 "model_name": f"{shown(model_name)} is the alias of this organization's smart "
                 "routing (bn- keys asking for it are smart-routed); pick another model name, "
                 "or change the alias under Routing."
+            }
+        )
+    if alias is not None and name_key(model_name) == name_key(alias):
+        # Model names are matched exactly: "AUTO" would be a model of its own beside the
+        # alias "auto", which no one should have to tell apart (the rule between models).
+        raise ValidationError(
+            {
+                "model_name": f"{shown(model_name)} looks like {shown(alias)}, the alias of "
+                "this organization's smart routing (only case, width or spacing differ; "
+                f"model names are matched exactly, so only {shown(alias)} is smart-routed): "
+                "pick a name that differs visibly, or change the alias under Routing."
             }
         )
     if priority is not None:

@@ -77,3 +77,32 @@ def test_the_alias_is_not_listed_for_a_key_that_reaches_no_tier(acme, gw):
     assert _listed(client) == ["chat-small"]
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("auto")
+
+
+def test_the_alias_is_matched_exactly_and_a_model_named_like_it_is_refused_as_such(acme, gw):
+    """Model names are matched exactly (OpenAI-compatible): with the alias `auto`, a request
+    for `AUTO` is no smart routing (a 404), and a deployment named `AUTO` is refused as
+    looking like the alias, as a model looking like another is, not as being it (the
+    message said "'AUTO' is the alias", which the gateway did not agree with)."""
+    from django.core.exceptions import ValidationError
+
+    _tiers(acme)
+    services.gateway_config_set(actor=ACTOR, org=acme.org, smart_tiers=["smart-lite", "smart-pro"])
+    refresh_snapshot()
+    client = _client(acme.raw, acme)
+    hi = [{"role": "user", "content": "hi"}]
+    assert client.chat.completions.create(model="auto", messages=hi).choices
+    for name in ("AUTO", "Auto"):
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model=name, messages=hi)
+        with pytest.raises(ValidationError) as refused:
+            services.deployment_save(
+                actor=ACTOR,
+                org=acme.org,
+                model_name=name,
+                provider=acme.providers["fake"],
+                upstream_model="m",
+            )
+        [message] = refused.value.message_dict["model_name"]
+        assert message.startswith(f"'{name}' looks like 'auto', the alias"), message
+        assert "matched exactly" in message and f"'{name}' is the alias" not in message

@@ -160,7 +160,12 @@ def test_the_smart_alias_may_not_look_like_a_model(org_a, provider):
     services.gateway_config_set(actor=ACTOR, org=org_a, smart_tiers=["small", "big"])
     with pytest.raises(ValidationError) as exc:
         _deploy(org_a, provider, "AUTO")
-    assert "is the alias of this organization's smart routing" in str(exc.value)
+    assert "'AUTO' looks like 'auto', the alias of this organization's smart routing" in str(
+        exc.value
+    )
+    with pytest.raises(ValidationError) as exc:
+        _deploy(org_a, provider, "auto")
+    assert "'auto' is the alias of this organization's smart routing" in str(exc.value)
 
 
 def test_key_names_may_repeat(org_a):
