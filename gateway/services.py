@@ -808,6 +808,63 @@ def deployment_delete(*, actor: Actor, deployment: Deployment) -> None:
     )
 
 
+def model_cheapest_prices(org) -> dict[str, tuple[float, float]]:
+    """Model name -> its cheapest (input, output) price per token among the org's active
+    deployments of it (two queries, for every model at once)."""
+    from . import pricing
+
+    deployments = list(
+        Deployment.objects.for_org(org)
+        .filter(is_active=True, provider__is_active=True, unit_price__isnull=True)
+        .only("model_name", "upstream_model", "input_price_per_mtok", "output_price_per_mtok")
+    )
+    catalog = pricing.catalog_prices(d.upstream_model for d in deployments)
+    cheapest: dict[str, tuple[float, float]] = {}
+    for d in deployments:
+        inp, out = pricing.price_per_token(d, catalog)
+        was = cheapest.get(d.model_name, (inp, out))
+        cheapest[d.model_name] = (min(was[0], inp), min(was[1], out))
+    return cheapest
+
+
+def _per_mtok(price: float) -> str:
+    text = f"{Decimal(repr(price)) * 1_000_000:f}"
+    return "$" + (text.rstrip("0").rstrip(".") if "." in text else text)
+
+
+def smart_tier_price_warnings(org, tiers, prices: dict | None = None) -> list[str]:
+    """What a member should know about smart ``tiers`` (a policy's, or the org default's)
+    before their traffic reaches the Usage page: each lower tier that costs more than the
+    top tier, per input and per output token at the cheapest of its active deployments (at
+    least as much for both, more for one). Its prompts then cost more than the top tier
+    would have, and the savings read as a loss. A warning, not a refusal: saved all the
+    same (prices change, and an org may mean it). Tiers without an active deployment are
+    said apart (the Routing page's "no active deployment"). ``prices``: from
+    model_cheapest_prices, when warning about many policies."""
+    tiers = [t for t in tiers or [] if isinstance(t, str)]
+    if len(tiers) < 2:
+        return []
+    prices = model_cheapest_prices(org) if prices is None else prices
+    top = tiers[-1]
+    if top not in prices:
+        return []
+    top_in, top_out = prices[top]
+    warnings = []
+    for tier in tiers[:-1]:
+        if tier not in prices:
+            continue
+        inp, out = prices[tier]
+        if inp >= top_in and out >= top_out and (inp, out) != (top_in, top_out):
+            warnings.append(
+                f"The tier {shown(tier)} costs more than the top tier {shown(top)} "
+                f"({_per_mtok(inp)} in, {_per_mtok(out)} out per million tokens at its "
+                f"cheapest, against {_per_mtok(top_in)} and {_per_mtok(top_out)}): the prompts "
+                "it gets cost more than on the top tier, and the Usage page shows a loss. "
+                "List the tiers cheapest first."
+            )
+    return warnings
+
+
 GATEWAY_CONFIG_FIELDS = (
     "default_strategy",
     "enabled_providers",

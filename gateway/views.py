@@ -631,8 +631,11 @@ def routing(request):
                 kept = {k: v for k, v in saved.smart.items() if k not in ORG_SMART_FORM_KEYS}
                 data["smart"] = {**kept, **data["smart"]}
             try:
-                services.gateway_config_set(actor=Actor.from_request(request), org=org, **data)
+                config = services.gateway_config_set(
+                    actor=Actor.from_request(request), org=org, **data
+                )
                 messages.success(request, "The organization's smart routing is saved.")
+                _price_warnings(request, config.smart_tiers)
                 return redirect("routing", org_slug=org.slug)
             except ValidationError as exc:
                 refused_on_form(form, exc, "smart_tiers")
@@ -642,7 +645,7 @@ def routing(request):
         if form.is_valid():
             try:
                 # A name the org has is refused: a policy is changed with Edit.
-                governance_services.routing_policy_create(
+                policy = governance_services.routing_policy_create(
                     actor=Actor.from_request(request), org=org, **form.cleaned_data
                 )
                 messages.success(
@@ -650,6 +653,7 @@ def routing(request):
                     f"Routing policy {form.cleaned_data['name']} saved. "
                     "Create an rt- key for it under Keys.",
                 )
+                _price_warnings(request, policy.model_names if policy.strategy == "smart" else [])
                 return redirect("routing", org_slug=org.slug)
             except ValidationError as exc:
                 refused_on_form(form, exc, "models")
@@ -664,11 +668,21 @@ def routing(request):
         .filter(is_active=True, provider__is_active=True)
         .values_list("model_name", flat=True)
     )
+    # Lower tiers dearer than the top one, however the tiers were saved (REST, apply_config).
+    prices = services.model_cheapest_prices(org)
     for p in policies:
         p.unserved = [m for m in p.model_names if m not in served] if p.strategy == "smart" else []
+        p.price_warnings = (
+            services.smart_tier_price_warnings(org, p.model_names, prices)
+            if p.strategy == "smart"
+            else []
+        )
         # Numbers as the Edit box shows them: 0.000001, not the float's 1e-06.
         p.smart_text = _smart_numbers(p.smart or {}) if p.strategy == "smart" else {}
     org_unserved = [m for m in (org_smart.smart_tiers if org_smart else []) if m not in served]
+    org_price_warnings = services.smart_tier_price_warnings(
+        org, org_smart.smart_tiers if org_smart else [], prices
+    )
     org_slider, org_thresholds = smart_slider(org_spec)
     rt_keys = (
         ApiKey.objects.for_org(org)
@@ -695,6 +709,7 @@ def routing(request):
             "org_smart_text": _smart_numbers(org_spec),
             "org_smart_kept": sorted(set(org_spec) - ORG_SMART_FORM_KEYS),
             "org_smart_unserved": org_unserved,
+            "org_price_warnings": org_price_warnings,
             # The org default's form: what was typed when it was refused, else as saved.
             "org_form": org_form,
             "org_values": _org_smart_values(org_smart, org_slider, org_thresholds)
@@ -705,6 +720,13 @@ def routing(request):
         },
         status=400 if request.method == "POST" else 200,  # a POST here was refused
     )
+
+
+def _price_warnings(request, tiers) -> None:
+    """After a save: a warning for each lower tier dearer than the top one (saved all the
+    same; services.smart_tier_price_warnings)."""
+    for warning in services.smart_tier_price_warnings(request.org, tiers):
+        messages.warning(request, warning)
 
 
 def _org_smart_values(config, slider: int, thresholds: str) -> dict:
@@ -799,13 +821,14 @@ def routing_policy_edit(request, policy_id):
                 kept = {k: v for k, v in (policy.smart or {}).items() if k not in SMART_FORM_KEYS}
                 data["smart"] = {**kept, **data["smart"]}
             try:
-                governance_services.routing_policy_save(
+                saved = governance_services.routing_policy_save(
                     actor=Actor.from_request(request), org=org, name=policy.name, **data
                 )
             except ValidationError as exc:
                 refused_on_form(form, exc, "models")
             else:
                 messages.success(request, f"Routing policy {policy.name} saved.")
+                _price_warnings(request, saved.model_names if saved.strategy == "smart" else [])
                 return redirect("routing", org_slug=org.slug)
             policy.refresh_from_db()
         messages.error(request, form_message(form))
