@@ -578,17 +578,24 @@ def smart_savings(org, since: datetime, until: datetime, filters: dict | None = 
     rules, learned, strong) and per tier, with the apps' feedback (quality) on each (per
     tier: on the answers the tier gave, not those of a tier above it failed over to).
 
-    One query, grouped by all five, folded here (a page makes a fixed number of queries).
-    Read from the raw rows (kept USAGE_RETENTION_DAYS): successful requests, and failed
-    ones that were billed (a stream cut after its first tokens: the bill counts them); a
-    request that failed before any token cost nothing and would have cost nothing."""
-    rows = (
+    One query, grouped by all five, folded here, and one count (a page makes a fixed
+    number of queries). Read from the raw rows (kept USAGE_RETENTION_DAYS): successful
+    requests, and failed ones that were billed (a stream cut after its first tokens: the
+    bill counts them); a request that failed before any token cost nothing and would have
+    cost nothing. A request whose policy's top tier had no active deployment has no top-tier
+    price (cost_top_tier None): it is in none of the figures, and counted apart
+    (``unpriced_requests``) so that a page can say so; /v1/messages/count_tokens, priced
+    at nothing on any tier, is neither."""
+    smart_routed = (
         _filtered(org, filters or _clean(org, {}))
         .filter(created_at__gte=since, created_at__lt=until)
         .filter(Q(status=UsageRecord.Status.SUCCESS) | Q(cost__gt=0))
         .exclude(route_tier="")
-        .exclude(cost_top_tier=None)
         .order_by()
+    )
+    unpriced = smart_routed.filter(cost_top_tier=None).exclude(endpoint="count_tokens").count()
+    rows = (
+        smart_routed.exclude(cost_top_tier=None)
         .annotate(day=TruncDay("created_at"))
         .values(*_SAVINGS_DIMENSIONS.values())
         .annotate(
@@ -637,6 +644,7 @@ def smart_savings(org, since: datetime, until: datetime, filters: dict | None = 
         p["policy"] = p["policy"] or "(org default)"
     return {
         **_savings_row(total),
+        "unpriced_requests": unpriced,
         "by_day": listed("day"),
         "by_model": listed("model"),
         "by_policy": policies,
