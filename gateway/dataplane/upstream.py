@@ -642,6 +642,52 @@ def _library_failure(exc: BaseException) -> BaseException | None:
     )
 
 
+def _token_refused(exc: BaseException) -> str | None:
+    """What Google's token endpoint said refusing a Vertex service-account key (google-auth's
+    RefreshError, not one it would retry), if that is what LiteLLM's error wraps."""
+    for e in _chain(exc):
+        if type(e).__name__ == "RefreshError" and type(e).__module__ == "google.auth.exceptions":
+            if getattr(e, "retryable", False):
+                return None
+            return str(e.args[0])[:200] if e.args else "RefreshError"
+    return None
+
+
+def _provider_answer(exc: BaseException):
+    """The provider's HTTP error answer (an httpx.Response) under a LiteLLM error: the
+    HTTPStatusError its handlers raise keeps it (LiteLLM's own error, a copy without the
+    body for some providers, does not)."""
+    for e in _chain(exc):
+        if isinstance(e, httpx.HTTPStatusError) and e.response is not None:
+            return e.response
+    return None
+
+
+def _provider_error_body(response) -> dict | None:
+    """An error answer's words as {"error": {...}}: OpenAI's and Google's
+    {"error": {"message"…}}, AWS's {"message"} (its x-amzn-ErrorType as the code)."""
+    try:
+        data = orjson.loads(response.content) if response.content else None
+    except (orjson.JSONDecodeError, httpx.HTTPError, RuntimeError):
+        return None  # (RuntimeError: a streamed answer never read)
+    if not isinstance(data, dict):
+        return None
+    error = data.get("error")
+    if isinstance(error, dict) and isinstance(error.get("message"), str) and error["message"]:
+        out = {"message": error["message"]}
+        if isinstance(error.get("type"), str):
+            out["type"] = error["type"]
+        code = error.get("status") or error.get("code")  # Google's status names the error
+        if isinstance(code, str | int) and not isinstance(code, bool):
+            out["code"] = str(code)
+        return {"error": out}
+    message = data.get("message") or data.get("Message")
+    if isinstance(message, str) and message:
+        code = (response.headers.get("x-amzn-errortype") or "").partition(":")[0]
+        return {"error": {"message": message, "code": code or None}}
+    return None
+
+
 # ------------------------------------------------------------------ stream events
 def parse_event(raw: bytes):
     """The chunk of an event `data: <payload>\\n\\n`, or None if it is not JSON."""
@@ -853,14 +899,37 @@ def _empty_chunk(data: dict) -> bool:
     )
 
 
-# What LiteLLM's objects carry that OpenAI's never do: dropped wherever they appear.
-_LITELLM_ONLY = frozenset({"provider_specific_fields", "_hidden_params", "_response_ms"})
+# What LiteLLM's objects carry that OpenAI's never do: dropped wherever they appear. With
+# them, what it lets through of a provider's own only in a stream (a whole answer never has
+# them): Vertex's metadata on every Gemini chunk, empty ones included, and Azure's content
+# filter results on each choice (and its first chunk, which has nothing else).
+_LITELLM_ONLY = frozenset(
+    {
+        "provider_specific_fields",
+        "_hidden_params",
+        "_response_ms",
+        "vertex_ai_grounding_metadata",
+        "vertex_ai_url_context_metadata",
+        "vertex_ai_safety_ratings",
+        "vertex_ai_safety_results",
+        "vertex_ai_citation_metadata",
+        "content_filter_results",
+        "prompt_filter_results",
+    }
+)
+# LiteLLM's message fields that carry output when they are not empty (a Gemini image, an
+# Anthropic model's signed thinking): dropped when empty, as it sends them on every answer.
+_LITELLM_WHEN_EMPTY = frozenset({"images", "thinking_blocks"})
 
 
 def _strip(value):
     """``value`` without LiteLLM's own fields, at any depth."""
     if isinstance(value, dict):
-        return {k: _strip(v) for k, v in value.items() if k not in _LITELLM_ONLY}
+        return {
+            k: _strip(v)
+            for k, v in value.items()
+            if k not in _LITELLM_ONLY and not (k in _LITELLM_WHEN_EMPTY and not v)
+        }
     if isinstance(value, list):
         return [_strip(v) for v in value]
     return value
@@ -1260,6 +1329,17 @@ class LiteLLMAdapter:
                 "code": "unsupported_request",
             }
             return UpstreamError(message, 400, body={"error": error}, unfit=True)
+        refused = _token_refused(exc)
+        if refused is not None:
+            # Google's token endpoint refused the service-account key (deleted, disabled,
+            # its signature not the account's): the deployment's credentials, not the network.
+            log.warning("%s: the provider refused its credentials (%s)", dep.label, refused)
+            return UpstreamError(
+                f"{dep.label}: the provider refused this deployment's credentials "
+                "(its service-account key got no access token)",
+                401,
+                detail=refused,
+            )
         cause = _network_failure(exc)
         if timeout or status is None or 300 <= status < 400 or cause is not None:
             # (3xx: a redirect, never followed.) litellm's own message may hold the prompt:
@@ -1269,11 +1349,16 @@ class LiteLLMAdapter:
         # prompt (debug info), so it is never used.
         err = getattr(exc, "body", None)
         body = {"error": err} if isinstance(err, dict) and err.get("message") else None
+        answer = _provider_answer(exc)  # the provider's own HTTP answer, where LiteLLM kept it
+        if body is None and answer is not None:
+            body = _provider_error_body(answer)
         headers = getattr(exc, "litellm_response_headers", None)
+        if headers is None and answer is not None:
+            headers = answer.headers
         retry_after = _retry_after(headers) if headers is not None else None
         if body or status in CREDENTIALS_REFUSED:
             return provider_error(dep, status, body, retry_after)
-        message = f"{dep.label} failed: {type(exc).__name__}"
+        message = f"{dep.label} failed: the provider answered HTTP {status} ({type(exc).__name__})"
         return UpstreamError(message, status, retry_after=retry_after)
 
     async def call(self, endpoint, dep, body, timeout) -> dict:
@@ -1317,6 +1402,11 @@ class LiteLLMAdapter:
             async for chunk in resp:
                 data = openai_chunk(endpoint, chunk.model_dump(exclude_none=True))
                 started = True
+                if data.get("choices") == [] and not data.get("usage") and not data.get("error"):
+                    # Nothing in it (Azure's first chunk, its prompt filter results gone):
+                    # OpenAI's only chunk without choices is the usage one, and clients
+                    # read choices[0] of every other.
+                    continue
                 usage = data.pop("usage", None) if data.get("choices") else None
                 events = []
                 if not _empty_chunk(data):  # litellm adds one after the finish chunk

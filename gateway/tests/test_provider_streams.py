@@ -1,0 +1,367 @@
+"""Streaming (`"stream": true`) through the cloud providers Bonito reaches through LiteLLM,
+each faked at the wire by gateway/tests/fake_clouds.py in its own streaming format: GCP
+Vertex AI (Gemini's `streamGenerateContent?alt=sse`, behind Google's token endpoint), AWS
+Bedrock (ConverseStream's binary event stream) and Azure OpenAI (OpenAI's SSE, with
+Azure's extras).
+
+Through /v1 an OpenAI SDK client gets each piece in order as the provider sends it, the
+usage the provider reported, and exactly one usage row with that usage's cost; a stream
+that breaks mid-way ends with an OpenAI-shaped error event and one row of what was seen; an
+error before the stream (429, 500, a refused credential) fails over to the model's next
+deployment, or is a clear error; the Responses and Messages APIs stream from the same
+deployments."""
+
+import json
+import threading
+from decimal import Decimal
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from gateway import services
+from gateway.tests.conftest import ACTOR, refresh_snapshot, usage_rows
+from gateway.tests.fake_clouds import FakeClouds, Script, service_account
+from gateway.tests.openai_schema import assert_openai_schema
+
+HI = [{"role": "user", "content": "hi"}]
+KINDS = ("vertex", "bedrock", "azure_openai", "anthropic")
+# Each kind's two upstream models (the second a failover's), as its provider names them.
+FIRST = {
+    "vertex": "gemini-2.0-flash",
+    "bedrock": "anthropic.claude-3-5-haiku-20241022-v1:0",
+    "azure_openai": "gpt-4o-deployment",
+    "anthropic": "claude-3-5-haiku-20241022",
+}
+SECOND = {
+    "vertex": "gemini-1.5-flash",
+    "bedrock": "anthropic.claude-3-5-sonnet-20241022-v2:0",
+    "azure_openai": "gpt-4o-backup",
+    "anthropic": "claude-3-5-sonnet-20241022",
+}
+PIECES = ["Hello", " from", " the", " cloud", "!"]
+IN_PRICE, OUT_PRICE = Decimal("1.25"), Decimal("5")  # per million tokens
+
+
+def cost(input_tokens: int, output_tokens: int) -> Decimal:
+    return (input_tokens * IN_PRICE + output_tokens * OUT_PRICE) / 1_000_000
+
+
+@pytest.fixture(scope="session")
+def clouds_server():
+    return FakeClouds().start()
+
+
+@pytest.fixture
+def clouds(clouds_server, monkeypatch, loopback_allowed):
+    """The fake clouds; google-auth (which fetches Vertex's access tokens over `requests`)
+    reaches Google's token endpoint through the fake's proxy and trusts its CA."""
+    clouds_server.reset()
+    monkeypatch.setenv("HTTPS_PROXY", clouds_server.proxy_url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(clouds_server.ca_file))
+    yield clouds_server
+    clouds_server.reset()
+
+
+@pytest.fixture(params=KINDS)
+def kind(request, gw):
+    gw.upstreams.prewarm((request.param,))
+    return request.param
+
+
+def deploy(acme, clouds, kind, upstream, *, priority=0, account=None):
+    """A deployment of the model "cloud" as ``upstream``, on a connection of ``kind`` to the
+    fake (credentials of the kind's own sort; for Vertex a key the token endpoint knows)."""
+    credentials, settings = {
+        "vertex": (
+            {"service_account_json": json.dumps(account or clouds.account())},
+            {"vertex_project": "bonito-test", "vertex_location": "us-central1"},
+        ),
+        "bedrock": (
+            {
+                "aws_access_key_id": "AKIDFAKEEXAMPLE",
+                "aws_secret_access_key": "fake-aws-secret-access-key",
+            },
+            {"aws_region_name": "us-east-1"},
+        ),
+        "azure_openai": ({"api_key": "fake-azure-api-key-0123"}, {}),
+        "anthropic": ({"api_key": "sk-ant-fake-cloud-key"}, {}),
+    }[kind]
+    provider = services.provider_save(
+        actor=ACTOR,
+        org=acme.org,
+        name=f"{kind[:6]}-{priority}",
+        kind=kind,
+        api_base=clouds.url,
+        settings=settings,
+        credentials=credentials,
+    )
+    services.deployment_save(
+        actor=ACTOR,
+        org=acme.org,
+        model_name="cloud",
+        provider=provider,
+        upstream_model=upstream,
+        priority=priority,
+        input_price_per_mtok=IN_PRICE,
+        output_price_per_mtok=OUT_PRICE,
+    )
+    refresh_snapshot()
+    return provider
+
+
+def _client(acme) -> openai.OpenAI:
+    return openai.OpenAI(base_url=acme.base_url, api_key=acme.raw, max_retries=0, timeout=60)
+
+
+def _stream_texts(stream, gate=None) -> tuple[list[str], object]:
+    """The content pieces of an SDK chat stream and its usage; ``gate`` set once the first
+    piece is here (the fake sends the second only then)."""
+    texts, usage = [], None
+    for chunk in stream:
+        assert chunk.choices or chunk.usage, "only the usage chunk has no choices"
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            if choice.delta.content:
+                texts.append(choice.delta.content)
+                if gate is not None:
+                    gate.set()
+    return texts, usage
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_a_stream_is_relayed_as_it_arrives_and_billed_once(acme, clouds, kind, include_usage):
+    deploy(acme, clouds, kind, FIRST[kind])
+    gate = threading.Event()
+    script = clouds.scripts[FIRST[kind]] = Script(pieces=PIECES, gate=gate)
+    extra = {"stream_options": {"include_usage": True}} if include_usage else {}
+    try:
+        texts, usage = _stream_texts(
+            _client(acme).chat.completions.create(model="cloud", messages=HI, stream=True, **extra),
+            gate,
+        )
+    finally:
+        gate.set()
+    # The first piece reached the client while the provider held back the second.
+    assert script.gate_opened is True
+    assert texts == PIECES
+    if include_usage:
+        assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (12, 34, 46)
+    else:
+        assert usage is None
+    [row] = usage_rows(acme.org)
+    assert (row.status, row.http_status, row.endpoint) == ("success", 200, "chat")
+    assert (row.input_tokens, row.output_tokens) == (12, 34)
+    assert row.cost == cost(12, 34)
+    assert row.deployment.endswith("/" + FIRST[kind])
+    assert len(clouds.requests) == 1
+
+
+def test_every_streamed_event_is_openai_shaped(acme, clouds, kind):
+    """Nothing of LiteLLM's or the provider's own beside OpenAI's fields (Vertex's metadata
+    on every Gemini chunk, Azure's content filter results and its chunk of nothing but
+    them), and no chunk but the usage one without choices."""
+    deploy(acme, clouds, kind, FIRST[kind])
+    clouds.scripts[FIRST[kind]] = Script(pieces=PIECES)
+    body = {
+        "model": "cloud",
+        "messages": HI,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    with httpx.stream(
+        "POST",
+        acme.base_url + "/chat/completions",
+        json=body,
+        timeout=60,
+        headers={"Authorization": f"Bearer {acme.raw}"},
+    ) as response:
+        assert response.status_code == 200
+        lines = [line for line in response.iter_lines() if line.startswith("data:")]
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line[5:]) for line in lines[:-1]]
+    for chunk in chunks:
+        assert_openai_schema(chunk, "CreateChatCompletionStreamResponse")
+    assert all(c["choices"] for c in chunks[:-1]) and chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"]["total_tokens"] == 46
+    whole = _client(acme).chat.completions.with_raw_response.create(model="cloud", messages=HI)
+    answer = json.loads(whole.text)
+    assert_openai_schema(answer, "CreateChatCompletionResponse")
+    assert answer["choices"][0]["message"]["content"] == "".join(PIECES)
+
+
+@pytest.mark.parametrize("how", ["reset", "error"])
+def test_a_stream_that_breaks_midway_ends_with_an_error_event_and_one_row(acme, clouds, kind, how):
+    """The connection dropped, or the provider's own error event (Gemini's error object,
+    Bedrock's modelStreamErrorException, Azure's error): the client has the pieces sent
+    before it, then an OpenAI-shaped error event (the SDK raises it), never a 500; the row
+    says error and bills what was counted of the prompt and the pieces relayed."""
+    deploy(acme, clouds, kind, FIRST[kind])
+    clouds.scripts[FIRST[kind]] = Script(pieces=PIECES, break_after=2, break_how=how)
+    texts = []
+    with pytest.raises(openai.APIError) as failed:
+        stream = _client(acme).chat.completions.create(
+            model="cloud", messages=HI, stream=True, stream_options={"include_usage": True}
+        )
+        for chunk in stream:
+            texts += [c.delta.content for c in chunk.choices if c.delta.content]
+    assert texts == PIECES[:2]
+    assert failed.value.code == "stream_broken"
+    assert "stream broke" in failed.value.message
+    assert not isinstance(failed.value, openai.APIStatusError)  # an event, not a status
+    [row] = usage_rows(acme.org)
+    assert (row.status, row.http_status, row.error_type) == ("error", 502, "stream_broken")
+    assert row.input_tokens > 0 and row.output_tokens >= 2
+    assert row.cost == cost(row.input_tokens, row.output_tokens)
+    assert len(clouds.requests) == 1  # nothing is tried again once the answer began
+
+
+@pytest.mark.parametrize("status", [429, 500, 401])
+def test_an_error_before_the_stream_fails_over_to_the_next_deployment(acme, clouds, kind, status):
+    deploy(acme, clouds, kind, FIRST[kind], priority=0)
+    deploy(acme, clouds, kind, SECOND[kind], priority=1)
+    clouds.scripts[FIRST[kind]] = Script(status=status)
+    clouds.scripts[SECOND[kind]] = Script(pieces=["from", " the", " second"])
+    texts, usage = _stream_texts(
+        _client(acme).chat.completions.create(
+            model="cloud", messages=HI, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    assert texts == ["from", " the", " second"]
+    assert usage.completion_tokens == 34
+    [row] = usage_rows(acme.org)
+    assert (row.status, row.input_tokens, row.output_tokens) == ("success", 12, 34)
+    assert row.deployment.endswith("/" + SECOND[kind])
+    assert [r["model"] for r in clouds.requests] == [FIRST[kind], SECOND[kind]]
+
+
+@pytest.mark.parametrize("status", [429, 500, 401, 400])
+def test_an_error_before_the_stream_with_no_deployment_left_is_a_clear_error(
+    acme, clouds, kind, status
+):
+    """The client gets a status error, never a 500 nor an empty stream, in words that say
+    what happened: the provider's own (a request it refused, 400, is the client's to fix),
+    or, for a refused credential, that the deployment's credentials were refused (the
+    provider's words, about the org's key, are for the org's admin only)."""
+    deploy(acme, clouds, kind, FIRST[kind])
+    clouds.scripts[FIRST[kind]] = Script(status=status)
+    with pytest.raises(openai.APIStatusError) as failed:
+        _client(acme).chat.completions.create(model="cloud", messages=HI, stream=True)
+    error = failed.value
+    if status == 400:
+        assert error.status_code == 400
+        assert error.body["message"] == "injected 400"  # the provider's words
+        assert error.body["type"] == "invalid_request_error"
+    else:
+        assert error.status_code == 502
+        assert error.body["code"] == "upstream_error"
+        if status == 401:
+            assert "refused this deployment's credentials" in error.message
+            assert "injected" not in error.message
+        else:
+            assert f"injected {status}" in error.message
+    rows = usage_rows(acme.org)
+    assert len(rows) == 1 and rows[0].http_status == error.status_code
+
+
+def test_a_vertex_key_google_refuses_is_a_credentials_failure(acme, clouds, gw):
+    """Google's token endpoint refusing the service-account key (deleted, disabled): the
+    deployment's credentials failed, not the network, and the next deployment serves."""
+    gw.upstreams.prewarm(("vertex",))
+    unknown, _public_key = service_account()  # a key the token endpoint never issued
+    deploy(acme, clouds, "vertex", FIRST["vertex"], account=unknown)
+    with pytest.raises(openai.APIStatusError) as failed:
+        _client(acme).chat.completions.create(model="cloud", messages=HI, stream=True)
+    assert failed.value.status_code == 502
+    assert "refused this deployment's credentials" in failed.value.message
+    assert "could not reach" not in failed.value.message
+    assert clouds.requests == []  # no call without a token
+    deploy(acme, clouds, "vertex", SECOND["vertex"], priority=1)
+    texts, _usage = _stream_texts(
+        _client(acme).chat.completions.create(model="cloud", messages=HI, stream=True)
+    )
+    assert texts == Script().pieces
+    assert [r["model"] for r in clouds.requests] == [SECOND["vertex"]]
+
+
+def test_a_vertex_access_token_serves_many_requests(acme, clouds, gw):
+    """The service account's token is fetched once, not on every request."""
+    gw.upstreams.prewarm(("vertex",))
+    deploy(acme, clouds, "vertex", FIRST["vertex"])
+    before = clouds.token_requests
+    for _ in range(3):
+        texts, _usage = _stream_texts(
+            _client(acme).chat.completions.create(model="cloud", messages=HI, stream=True)
+        )
+        assert texts == Script().pieces
+    assert clouds.token_requests - before == 1
+    tokens = {r["headers"]["Authorization"] for r in clouds.requests}
+    assert len(tokens) == 1 and tokens.pop().removeprefix("Bearer ") in clouds.tokens
+
+
+def test_the_responses_api_streams_from_the_deployment(acme, clouds, kind):
+    deploy(acme, clouds, kind, FIRST[kind])
+    gate = threading.Event()
+    script = clouds.scripts[FIRST[kind]] = Script(pieces=PIECES, gate=gate)
+    deltas, completed = [], None
+    try:
+        for event in _client(acme).responses.create(model="cloud", input="hi", stream=True):
+            if event.type == "response.output_text.delta":
+                deltas.append(event.delta)
+                gate.set()
+            elif event.type == "response.completed":
+                completed = event.response
+    finally:
+        gate.set()
+    assert script.gate_opened is True
+    assert deltas == PIECES
+    assert completed.output_text == "".join(PIECES)
+    assert (completed.usage.input_tokens, completed.usage.output_tokens) == (12, 34)
+    [row] = usage_rows(acme.org)
+    assert (row.status, row.endpoint, row.input_tokens, row.output_tokens) == (
+        "success",
+        "responses",
+        12,
+        34,
+    )
+    assert row.cost == cost(12, 34)
+
+
+def test_the_messages_api_streams_from_the_deployment(acme, clouds, kind):
+    deploy(acme, clouds, kind, FIRST[kind])
+    gate = threading.Event()
+    script = clouds.scripts[FIRST[kind]] = Script(pieces=PIECES, gate=gate)
+    client = anthropic.Anthropic(base_url=acme.url, api_key=acme.raw, max_retries=0, timeout=60)
+    texts = []
+    try:
+        with client.messages.stream(model="cloud", max_tokens=100, messages=HI) as stream:
+            for text in stream.text_stream:
+                texts.append(text)
+                gate.set()
+            final = stream.get_final_message()
+    finally:
+        gate.set()
+    assert script.gate_opened is True
+    assert texts == PIECES
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (12, 34)
+    [row] = usage_rows(acme.org)
+    assert (row.status, row.input_tokens, row.output_tokens) == ("success", 12, 34)
+    assert row.cost == cost(12, 34)
+
+
+def test_a_messages_stream_that_breaks_midway_is_an_anthropic_error_event(acme, clouds, kind):
+    deploy(acme, clouds, kind, FIRST[kind])
+    clouds.scripts[FIRST[kind]] = Script(pieces=PIECES, break_after=2)
+    client = anthropic.Anthropic(base_url=acme.url, api_key=acme.raw, max_retries=0, timeout=60)
+    texts = []
+    with (
+        pytest.raises(anthropic.APIError),
+        client.messages.stream(model="cloud", max_tokens=100, messages=HI) as stream,
+    ):
+        texts.extend(stream.text_stream)
+    assert texts == PIECES[:2]
+    [row] = usage_rows(acme.org)
+    assert (row.status, row.http_status) == ("error", 502)
+    assert row.input_tokens > 0 and row.output_tokens >= 2
