@@ -9,7 +9,9 @@ provider's own HTTP API and streaming format, over real sockets on loopback.
   TLS with a certificate of a test CA; the tests point ``HTTPS_PROXY`` and
   ``REQUESTS_CA_BUNDLE`` (google-auth's requests transport) at them.
 - AWS Bedrock: ``/model/<id>/converse-stream``, AWS's binary event-stream framing
-  (``application/vnd.amazon.eventstream``) of ConverseStream events (and ``/converse``).
+  (``application/vnd.amazon.eventstream``) of ConverseStream events (and ``/converse``);
+  ``/model/<id>/invoke-with-response-stream`` of a Claude model, Anthropic's events as the
+  base64 bytes of ``chunk`` events (and ``/invoke``).
 - Azure OpenAI: ``/openai/deployments/<d>/chat/completions?api-version=…``, OpenAI's SSE
   with Azure's extras (a first chunk of prompt_filter_results, content_filter_results).
 - Anthropic: ``/v1/messages``, its named SSE events (message_start … message_stop), its
@@ -54,6 +56,7 @@ class Script:
     break_how: str = "reset"  # …by a dropped connection, or the provider's "error" event
     gate: threading.Event | None = None  # after the first piece, wait for it (at most 30 s)
     gate_opened: bool | None = None  # whether it was set within those 30 s
+    delay: float = 0.0  # seconds between pieces
     finish: str = ""  # the provider's finish reason ("": its plain stop)
 
 
@@ -275,6 +278,7 @@ class FakeClouds:
         self.tokens: dict[str, str] = {}  # issued access token -> the account's e-mail
         self.accounts: dict[str, object] = {}  # client_email -> public key
         self.token_requests = 0
+        self.cut_streams = 0
         self.url = ""
         self.proxy_url = ""
         self.ca_file: Path | None = None
@@ -282,6 +286,7 @@ class FakeClouds:
     def reset(self):
         self.scripts.clear()
         self.requests.clear()
+        self.cut_streams = 0
 
     def script(self, model: str) -> Script:
         return self.scripts.get(model) or Script()
@@ -326,7 +331,15 @@ class FakeClouds:
 
     # ---- the HTTP server
     def app(self) -> web.Application:
-        app = web.Application()
+        @web.middleware
+        async def count_cut_streams(request, handler):
+            try:
+                return await handler(request)
+            except (ConnectionResetError, asyncio.CancelledError):
+                self.cut_streams += 1  # the caller went away while the answer streamed
+                raise
+
+        app = web.Application(middlewares=[count_cut_streams])
         app.router.add_post(
             "/v1/projects/{project}/locations/{location}/publishers/google/models/{call}",
             self._vertex,
@@ -359,6 +372,8 @@ class FakeClouds:
     async def _gated(s: Script, i: int) -> None:
         if i == 1 and s.gate is not None:
             s.gate_opened = await asyncio.to_thread(s.gate.wait, 30)
+        if i and s.delay:
+            await asyncio.sleep(s.delay)
 
     async def _vertex(self, request: web.Request):
         model, _, call = request.match_info["call"].rpartition(":")
@@ -470,6 +485,8 @@ class FakeClouds:
             "outputTokens": s.completion_tokens,
             "totalTokens": s.prompt_tokens + s.completion_tokens,
         }
+        if call.startswith("invoke"):
+            return await self._bedrock_invoke(request, s, call)
         if call == "converse":
             answer = {
                 "output": {
@@ -505,6 +522,69 @@ class FakeClouds:
         if s.usage:
             metadata["usage"] = usage
         await resp.write(bedrock_event("metadata", metadata))
+        return resp
+
+    async def _bedrock_invoke(self, request: web.Request, s: Script, call: str):
+        """InvokeModel(WithResponseStream) of a Claude model: Anthropic's Messages events,
+        each the base64 ``bytes`` of a ``chunk`` event, the last with Bedrock's
+        invocation metrics (where its usage is)."""
+        stop = s.finish or "end_turn"
+        message = {
+            "id": "msg_bedrock_invoke",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude",
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": s.prompt_tokens, "output_tokens": 1},
+        }
+        if call == "invoke":
+            message["content"] = [{"type": "text", "text": "".join(s.pieces)}]
+            message["stop_reason"] = stop
+            message["usage"]["output_tokens"] = s.completion_tokens
+            return web.json_response(message)
+
+        def chunk(data: dict) -> bytes:
+            encoded = base64.b64encode(json.dumps(data).encode()).decode()
+            return bedrock_event("chunk", {"bytes": encoded})
+
+        resp = web.StreamResponse(headers={"Content-Type": "application/vnd.amazon.eventstream"})
+        await resp.prepare(request)
+        await resp.write(chunk({"type": "message_start", "message": message}))
+        block = {"type": "content_block_start", "index": 0}
+        await resp.write(chunk({**block, "content_block": {"type": "text", "text": ""}}))
+        for i, piece in enumerate(s.pieces):
+            await self._gated(s, i)
+            if s.break_after is not None and i >= s.break_after:
+                if s.break_how == "error":
+                    await resp.write(
+                        bedrock_exception("modelStreamErrorException", "the model failed")
+                    )
+                    return resp
+                request.transport.close()
+                return resp
+            delta = {"type": "text_delta", "text": piece}
+            await resp.write(chunk({"type": "content_block_delta", "index": 0, "delta": delta}))
+        await resp.write(chunk({"type": "content_block_stop", "index": 0}))
+        await resp.write(
+            chunk(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop, "stop_sequence": None},
+                    "usage": {"output_tokens": s.completion_tokens},
+                }
+            )
+        )
+        metrics = {
+            "inputTokenCount": s.prompt_tokens,
+            "outputTokenCount": s.completion_tokens,
+            "invocationLatency": 10,
+            "firstByteLatency": 5,
+        }
+        await resp.write(
+            chunk({"type": "message_stop", "amazon-bedrock-invocationMetrics": metrics})
+        )
         return resp
 
     async def _azure(self, request: web.Request):

@@ -13,6 +13,7 @@ deployments."""
 
 import json
 import threading
+import time
 from decimal import Decimal
 
 import anthropic
@@ -26,19 +27,37 @@ from gateway.tests.fake_clouds import FakeClouds, Script, service_account
 from gateway.tests.openai_schema import assert_openai_schema
 
 HI = [{"role": "user", "content": "hi"}]
-KINDS = ("vertex", "bedrock", "azure_openai", "anthropic")
+# Each case's provider kind (Bedrock twice: LiteLLM's Converse call, and InvokeModel, which
+# it makes for a model named invoke/…).
+KINDS = {
+    "vertex": "vertex",
+    "bedrock": "bedrock",
+    "bedrock_invoke": "bedrock",
+    "azure_openai": "azure_openai",
+    "anthropic": "anthropic",
+}
 # Each kind's two upstream models (the second a failover's), as its provider names them.
 FIRST = {
     "vertex": "gemini-2.0-flash",
     "bedrock": "anthropic.claude-3-5-haiku-20241022-v1:0",
+    "bedrock_invoke": "invoke/anthropic.claude-3-5-haiku-20241022-v1:0",
     "azure_openai": "gpt-4o-deployment",
     "anthropic": "claude-3-5-haiku-20241022",
 }
 SECOND = {
     "vertex": "gemini-1.5-flash",
     "bedrock": "anthropic.claude-3-5-sonnet-20241022-v2:0",
+    "bedrock_invoke": "invoke/anthropic.claude-3-5-sonnet-20241022-v2:0",
     "azure_openai": "gpt-4o-backup",
     "anthropic": "claude-3-5-sonnet-20241022",
+}
+# Where each case's stream request goes (its provider's streaming call).
+STREAM_CALL = {
+    "vertex": ":streamGenerateContent",
+    "bedrock": "/converse-stream",
+    "bedrock_invoke": "/invoke-with-response-stream",
+    "azure_openai": "/chat/completions",
+    "anthropic": "/v1/messages",
 }
 PIECES = ["Hello", " from", " the", " cloud", "!"]
 IN_PRICE, OUT_PRICE = Decimal("1.25"), Decimal("5")  # per million tokens
@@ -65,10 +84,16 @@ def clouds(clouds_server, monkeypatch, loopback_allowed):
     clouds_server.reset()
 
 
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=list(KINDS))
 def kind(request, gw):
-    gw.upstreams.prewarm((request.param,))
+    gw.upstreams.prewarm((KINDS[request.param],))
     return request.param
+
+
+def script(clouds, upstream: str, **kw) -> Script:
+    """What the fake does for ``upstream`` (as the provider is sent it: no invoke/)."""
+    clouds.scripts[upstream.removeprefix("invoke/")] = made = Script(**kw)
+    return made
 
 
 def deploy(acme, clouds, kind, upstream, *, priority=0, account=None):
@@ -88,12 +113,12 @@ def deploy(acme, clouds, kind, upstream, *, priority=0, account=None):
         ),
         "azure_openai": ({"api_key": "fake-azure-api-key-0123"}, {}),
         "anthropic": ({"api_key": "sk-ant-fake-cloud-key"}, {}),
-    }[kind]
+    }[KINDS.get(kind, kind)]
     provider = services.provider_save(
         actor=ACTOR,
         org=acme.org,
         name=f"{kind[:6]}-{priority}",
-        kind=kind,
+        kind=KINDS.get(kind, kind),
         api_base=clouds.url,
         settings=settings,
         credentials=credentials,
@@ -135,7 +160,7 @@ def _stream_texts(stream, gate=None) -> tuple[list[str], object]:
 def test_a_stream_is_relayed_as_it_arrives_and_billed_once(acme, clouds, kind, include_usage):
     deploy(acme, clouds, kind, FIRST[kind])
     gate = threading.Event()
-    script = clouds.scripts[FIRST[kind]] = Script(pieces=PIECES, gate=gate)
+    made = script(clouds, FIRST[kind], pieces=PIECES, gate=gate)
     extra = {"stream_options": {"include_usage": True}} if include_usage else {}
     try:
         texts, usage = _stream_texts(
@@ -145,7 +170,7 @@ def test_a_stream_is_relayed_as_it_arrives_and_billed_once(acme, clouds, kind, i
     finally:
         gate.set()
     # The first piece reached the client while the provider held back the second.
-    assert script.gate_opened is True
+    assert made.gate_opened is True
     assert texts == PIECES
     if include_usage:
         assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (12, 34, 46)
@@ -155,8 +180,9 @@ def test_a_stream_is_relayed_as_it_arrives_and_billed_once(acme, clouds, kind, i
     assert (row.status, row.http_status, row.endpoint) == ("success", 200, "chat")
     assert (row.input_tokens, row.output_tokens) == (12, 34)
     assert row.cost == cost(12, 34)
-    assert row.deployment.endswith("/" + FIRST[kind])
-    assert len(clouds.requests) == 1
+    assert row.deployment.endswith("-0/" + FIRST[kind])
+    [sent] = clouds.requests
+    assert sent["path"].endswith(STREAM_CALL[kind])
 
 
 def test_every_streamed_event_is_openai_shaped(acme, clouds, kind):
@@ -164,7 +190,7 @@ def test_every_streamed_event_is_openai_shaped(acme, clouds, kind):
     on every Gemini chunk, Azure's content filter results and its chunk of nothing but
     them), and no chunk but the usage one without choices."""
     deploy(acme, clouds, kind, FIRST[kind])
-    clouds.scripts[FIRST[kind]] = Script(pieces=PIECES)
+    script(clouds, FIRST[kind], pieces=PIECES)
     body = {
         "model": "cloud",
         "messages": HI,
@@ -199,7 +225,7 @@ def test_a_stream_that_breaks_midway_ends_with_an_error_event_and_one_row(acme, 
     before it, then an OpenAI-shaped error event (the SDK raises it), never a 500; the row
     says error and bills what was counted of the prompt and the pieces relayed."""
     deploy(acme, clouds, kind, FIRST[kind])
-    clouds.scripts[FIRST[kind]] = Script(pieces=PIECES, break_after=2, break_how=how)
+    script(clouds, FIRST[kind], pieces=PIECES, break_after=2, break_how=how)
     texts = []
     with pytest.raises(openai.APIError) as failed:
         stream = _client(acme).chat.completions.create(
@@ -222,8 +248,8 @@ def test_a_stream_that_breaks_midway_ends_with_an_error_event_and_one_row(acme, 
 def test_an_error_before_the_stream_fails_over_to_the_next_deployment(acme, clouds, kind, status):
     deploy(acme, clouds, kind, FIRST[kind], priority=0)
     deploy(acme, clouds, kind, SECOND[kind], priority=1)
-    clouds.scripts[FIRST[kind]] = Script(status=status)
-    clouds.scripts[SECOND[kind]] = Script(pieces=["from", " the", " second"])
+    script(clouds, FIRST[kind], status=status)
+    script(clouds, SECOND[kind], pieces=["from", " the", " second"])
     texts, usage = _stream_texts(
         _client(acme).chat.completions.create(
             model="cloud", messages=HI, stream=True, stream_options={"include_usage": True}
@@ -233,8 +259,11 @@ def test_an_error_before_the_stream_fails_over_to_the_next_deployment(acme, clou
     assert usage.completion_tokens == 34
     [row] = usage_rows(acme.org)
     assert (row.status, row.input_tokens, row.output_tokens) == ("success", 12, 34)
-    assert row.deployment.endswith("/" + SECOND[kind])
-    assert [r["model"] for r in clouds.requests] == [FIRST[kind], SECOND[kind]]
+    assert row.deployment.endswith("-1/" + SECOND[kind])
+    assert [r["model"] for r in clouds.requests] == [
+        FIRST[kind].removeprefix("invoke/"),
+        SECOND[kind].removeprefix("invoke/"),
+    ]
 
 
 @pytest.mark.parametrize("status", [429, 500, 401, 400])
@@ -246,7 +275,7 @@ def test_an_error_before_the_stream_with_no_deployment_left_is_a_clear_error(
     or, for a refused credential, that the deployment's credentials were refused (the
     provider's words, about the org's key, are for the org's admin only)."""
     deploy(acme, clouds, kind, FIRST[kind])
-    clouds.scripts[FIRST[kind]] = Script(status=status)
+    script(clouds, FIRST[kind], status=status)
     with pytest.raises(openai.APIStatusError) as failed:
         _client(acme).chat.completions.create(model="cloud", messages=HI, stream=True)
     error = failed.value
@@ -304,7 +333,7 @@ def test_a_vertex_access_token_serves_many_requests(acme, clouds, gw):
 def test_the_responses_api_streams_from_the_deployment(acme, clouds, kind):
     deploy(acme, clouds, kind, FIRST[kind])
     gate = threading.Event()
-    script = clouds.scripts[FIRST[kind]] = Script(pieces=PIECES, gate=gate)
+    made = script(clouds, FIRST[kind], pieces=PIECES, gate=gate)
     deltas, completed = [], None
     try:
         for event in _client(acme).responses.create(model="cloud", input="hi", stream=True):
@@ -315,7 +344,7 @@ def test_the_responses_api_streams_from_the_deployment(acme, clouds, kind):
                 completed = event.response
     finally:
         gate.set()
-    assert script.gate_opened is True
+    assert made.gate_opened is True
     assert deltas == PIECES
     assert completed.output_text == "".join(PIECES)
     assert (completed.usage.input_tokens, completed.usage.output_tokens) == (12, 34)
@@ -332,7 +361,7 @@ def test_the_responses_api_streams_from_the_deployment(acme, clouds, kind):
 def test_the_messages_api_streams_from_the_deployment(acme, clouds, kind):
     deploy(acme, clouds, kind, FIRST[kind])
     gate = threading.Event()
-    script = clouds.scripts[FIRST[kind]] = Script(pieces=PIECES, gate=gate)
+    made = script(clouds, FIRST[kind], pieces=PIECES, gate=gate)
     client = anthropic.Anthropic(base_url=acme.url, api_key=acme.raw, max_retries=0, timeout=60)
     texts = []
     try:
@@ -343,7 +372,7 @@ def test_the_messages_api_streams_from_the_deployment(acme, clouds, kind):
             final = stream.get_final_message()
     finally:
         gate.set()
-    assert script.gate_opened is True
+    assert made.gate_opened is True
     assert texts == PIECES
     assert (final.usage.input_tokens, final.usage.output_tokens) == (12, 34)
     [row] = usage_rows(acme.org)
@@ -353,7 +382,7 @@ def test_the_messages_api_streams_from_the_deployment(acme, clouds, kind):
 
 def test_a_messages_stream_that_breaks_midway_is_an_anthropic_error_event(acme, clouds, kind):
     deploy(acme, clouds, kind, FIRST[kind])
-    clouds.scripts[FIRST[kind]] = Script(pieces=PIECES, break_after=2)
+    script(clouds, FIRST[kind], pieces=PIECES, break_after=2)
     client = anthropic.Anthropic(base_url=acme.url, api_key=acme.raw, max_retries=0, timeout=60)
     texts = []
     with (
@@ -365,3 +394,34 @@ def test_a_messages_stream_that_breaks_midway_is_an_anthropic_error_event(acme, 
     [row] = usage_rows(acme.org)
     assert (row.status, row.http_status) == ("error", 502)
     assert row.input_tokens > 0 and row.output_tokens >= 2
+
+
+def test_a_client_that_goes_away_cuts_the_provider_s_stream_and_is_recorded(acme, clouds, kind):
+    """The provider's stream is closed when the client leaves (a long answer is not paid
+    for to its end), and the request has one row of what was relayed."""
+    deploy(acme, clouds, kind, FIRST[kind])
+    gate = threading.Event()
+    script(clouds, FIRST[kind], pieces=["w "] * 200, gate=gate, delay=0.05)
+    body = {"model": "cloud", "messages": HI, "stream": True}
+    try:
+        with httpx.stream(
+            "POST",
+            acme.base_url + "/chat/completions",
+            json=body,
+            timeout=60,
+            headers={"Authorization": f"Bearer {acme.raw}"},
+        ) as response:
+            for line in response.iter_lines():
+                if '"w "' in line:
+                    break  # the first piece: leave
+    finally:
+        gate.set()
+    deadline = time.monotonic() + 10
+    while clouds.cut_streams < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert clouds.cut_streams == 1
+    while not usage_rows(acme.org) and time.monotonic() < deadline:
+        time.sleep(0.05)  # (recorded as the gateway notices the client gone)
+    [row] = usage_rows(acme.org)
+    assert (row.status, row.http_status, row.error_type) == ("error", 499, "client_disconnected")
+    assert row.input_tokens > 0 and row.output_tokens >= 1
