@@ -1419,7 +1419,13 @@ class LiteLLMAdapter:
                     yield events
         except Exception as exc:
             if started:
-                raise StreamBroken(f"{dep.label} stream broke: {type(exc).__name__}") from exc
+                # (LiteLLM wraps either in its MidStreamFallbackError: say which it was)
+                how = (
+                    "the connection to the provider was lost"
+                    if _network_failure(exc) is not None
+                    else "the provider reported an error"
+                )
+                raise StreamBroken(f"{dep.label} stream broke: {how}") from exc
             raise self._error(exc, dep) from exc
 
     async def media(self, endpoint, dep, call, timeout) -> MediaAnswer:

@@ -22,6 +22,7 @@ import openai
 import pytest
 
 from gateway import services
+from gateway.dataplane.netpolicy import NetworkPolicy
 from gateway.tests.conftest import ACTOR, refresh_snapshot, usage_rows
 from gateway.tests.fake_clouds import FakeClouds, Script, service_account
 from gateway.tests.openai_schema import assert_openai_schema
@@ -235,7 +236,11 @@ def test_a_stream_that_breaks_midway_ends_with_an_error_event_and_one_row(acme, 
             texts += [c.delta.content for c in chunk.choices if c.delta.content]
     assert texts == PIECES[:2]
     assert failed.value.code == "stream_broken"
-    assert "stream broke" in failed.value.message
+    assert failed.value.message.endswith(
+        "the connection to the provider was lost"
+        if how == "reset"
+        else "the provider reported an error"
+    )
     assert not isinstance(failed.value, openai.APIStatusError)  # an event, not a status
     [row] = usage_rows(acme.org)
     assert (row.status, row.http_status, row.error_type) == ("error", 502, "stream_broken")
@@ -425,3 +430,37 @@ def test_a_client_that_goes_away_cuts_the_provider_s_stream_and_is_recorded(acme
     [row] = usage_rows(acme.org)
     assert (row.status, row.http_status, row.error_type) == ("error", 499, "client_disconnected")
     assert row.input_tokens > 0 and row.output_tokens >= 1
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_the_network_policy_holds_on_every_kind_s_calls(acme, clouds, kind, gw, stream):
+    """A deployment's endpoint on an address the policy refuses (here loopback, the
+    default) is never connected to, streamed or not, whichever client LiteLLM uses."""
+    deploy(acme, clouds, kind, FIRST[kind])
+    gw.upstreams.network = NetworkPolicy()  # loopback refused again
+    with pytest.raises(openai.APIStatusError) as failed:
+        response = _client(acme).chat.completions.create(model="cloud", messages=HI, stream=stream)
+        if stream:
+            list(response)
+    assert failed.value.status_code == 502
+    assert "could not reach the provider" in failed.value.message
+    assert clouds.requests == []
+
+
+def test_a_responses_stream_that_breaks_midway_ends_with_an_error_event(acme, clouds, kind):
+    """The Responses API's `error` event (which the SDK raises), no response.completed."""
+    deploy(acme, clouds, kind, FIRST[kind])
+    script(clouds, FIRST[kind], pieces=PIECES, break_after=2)
+    deltas, completed = [], []
+    with pytest.raises(openai.APIError) as failed:
+        for event in _client(acme).responses.create(model="cloud", input="hi", stream=True):
+            if event.type == "response.output_text.delta":
+                deltas.append(event.delta)
+            elif event.type == "response.completed":
+                completed.append(event)
+    assert deltas == PIECES[:2] and completed == []
+    assert failed.value.code == "stream_broken"
+    [row] = usage_rows(acme.org)
+    assert (row.status, row.http_status, row.endpoint) == ("error", 502, "responses")
+    assert row.input_tokens > 0 and row.output_tokens >= 2
+    assert row.cost == cost(row.input_tokens, row.output_tokens)
