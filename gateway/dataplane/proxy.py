@@ -789,8 +789,19 @@ class Gateway:
             await chunks.aclose()  # also cancels the upstream call when the client went away
             counts = _usage_counts(seen.usage)
             if counts is None:  # no usable usage reported: count what was sent
-                counts = Counts(
+                counted = Counts(
                     tokens.count_prompt_tokens(upstream_body), tokens.count_tokens(seen.text())
+                )
+                known = _usage_counts(seen.partial)
+                # A stream cut short after the provider reported some usage: its prompt
+                # count, and of the output the more of its count so far and what was relayed.
+                counts = (
+                    known._replace(
+                        input=known.input or counted.input,
+                        output=max(known.output, counted.output),
+                    )
+                    if known is not None
+                    else counted
                 )
             # A search model's answer cites the web (cited_search); one cut short may not have
             # reached its citations, but a request with web_search_options (a search model's:
@@ -865,6 +876,7 @@ class Gateway:
             await account("success", 200)
             yield b"data: [DONE]\n\n"
         except StreamBroken as exc:
+            seen.partial = exc.usage
             await account("error", 502, "stream_broken")
             err = {
                 "error": {
@@ -1254,10 +1266,11 @@ class _Seen:
     are needed (no usage came); past KEEP_BYTES they are parsed down to their text."""
 
     KEEP_BYTES = 16 * 1024  # per stream: 5,000 open streams hold at most 80 MB of it
-    __slots__ = ("usage", "cited", "_raw", "_size", "_pieces")
+    __slots__ = ("usage", "partial", "cited", "_raw", "_size", "_pieces")
 
     def __init__(self):
         self.usage = None
+        self.partial = None  # the usage reported before a stream broke (StreamBroken.usage)
         self.cited = False  # the answer cites the web (upstream.cited_search)
         self._raw: list[bytes] = []
         self._size = 0

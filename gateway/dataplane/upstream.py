@@ -206,7 +206,13 @@ def unreachable(
 
 
 class StreamBroken(Exception):
-    """The upstream failed after the first chunk was forwarded; no failover is possible."""
+    """The upstream failed after the first chunk was forwarded; no failover is possible.
+    ``usage``: what the provider had reported of the request's usage before it broke (an
+    OpenAI usage object), if it said anything yet."""
+
+    def __init__(self, message: str, usage: dict | None = None):
+        super().__init__(message)
+        self.usage = usage
 
 
 def _retry_after(headers) -> float | None:
@@ -1425,7 +1431,8 @@ class LiteLLMAdapter:
                     if _network_failure(exc) is not None
                     else "the provider reported an error"
                 )
-                raise StreamBroken(f"{dep.label} stream broke: {how}") from exc
+                known = _reported_so_far(resp, endpoint)
+                raise StreamBroken(f"{dep.label} stream broke: {how}", known) from exc
             raise self._error(exc, dep) from exc
 
     async def media(self, endpoint, dep, call, timeout) -> MediaAnswer:
@@ -1483,6 +1490,21 @@ class LiteLLMAdapter:
         headers = getattr(getattr(resp, "response", None), "headers", None) or {}
         content_type = headers.get("content-type") or "application/octet-stream"
         return content_type, _in_pieces(resp.content)
+
+
+def _reported_so_far(resp, endpoint: str) -> dict | None:
+    """The last usage a provider reported on a stream LiteLLM read (Gemini's usageMetadata on
+    every chunk, Claude's prompt count at its start): LiteLLM keeps each chunk's and passes
+    none on before the end, so a stream cut short would otherwise bill only counted tokens."""
+    try:
+        for chunk in reversed(getattr(resp, "chunks", None) or ()):
+            usage = getattr(chunk, "usage", None)
+            if usage is not None and count_of(getattr(usage, "prompt_tokens", None)):
+                data = usage.model_dump(exclude_none=True)
+                return _openai_usage(data, endpoint)
+    except Exception:  # LiteLLM's internals changed: count instead, never fail the relay
+        log.debug("no usage reported so far could be read", exc_info=True)
+    return None
 
 
 def _moderation_as_openai(data: dict) -> None:
