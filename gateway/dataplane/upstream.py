@@ -1379,7 +1379,8 @@ class LiteLLMAdapter:
             kwargs.update(_NO_MCP)
         with self._outbound() as sent:
             try:
-                resp = await fn(**kwargs)
+                async with asyncio.timeout(timeout):  # (as stream's: a Vertex token)
+                    resp = await fn(**kwargs)
             except Exception as exc:
                 raise self._error(exc, dep, sent[0]) from exc
         return litellm_answer(endpoint, resp)
@@ -1394,11 +1395,15 @@ class LiteLLMAdapter:
         shape = _stream_shape.set(endpoint if kind and kind.openai_shaped else None)
         with self._outbound() as sent:
             try:
-                resp = await fn(**kwargs)
-                if getattr(resp, "completion_stream", True) is None:
-                    # A stream LiteLLM opens on its first read (Vertex's Gemini): opened
-                    # here, under this call's network policy.
-                    await resp.fetch_stream()
+                # The deadline covers what LiteLLM's HTTP timeout does not: a Vertex call
+                # first fetches its access token with google-auth, in a thread, under
+                # google-auth's own timeout (120 s).
+                async with asyncio.timeout(timeout):
+                    resp = await fn(**kwargs)
+                    if getattr(resp, "completion_stream", True) is None:
+                        # A stream LiteLLM opens on its first read (Vertex's Gemini): opened
+                        # here, under this call's network policy.
+                        await resp.fetch_stream()
             except Exception as exc:
                 raise self._error(exc, dep, sent[0]) from exc
             finally:

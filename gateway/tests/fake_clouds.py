@@ -279,6 +279,7 @@ class FakeClouds:
         self.accounts: dict[str, object] = {}  # client_email -> public key
         self.token_requests = 0
         self.cut_streams = 0
+        self.token_delay = 0.0  # seconds Google's token endpoint takes to answer
         self.url = ""
         self.proxy_url = ""
         self.ca_file: Path | None = None
@@ -287,6 +288,7 @@ class FakeClouds:
         self.scripts.clear()
         self.requests.clear()
         self.cut_streams = 0
+        self.token_delay = 0.0
 
     def script(self, model: str) -> Script:
         return self.scripts.get(model) or Script()
@@ -301,6 +303,8 @@ class FakeClouds:
         from cryptography.hazmat.primitives.asymmetric import padding
 
         self.token_requests += 1
+        if self.token_delay:
+            time.sleep(self.token_delay)  # (this proxy's own thread)
         form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
         refused = 400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
         if not request_line.startswith("POST /token ") or form.get("grant_type") != (

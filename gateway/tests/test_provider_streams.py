@@ -100,8 +100,8 @@ def script(clouds, upstream: str, **kw) -> Script:
     return made
 
 
-def deploy(acme, clouds, kind, upstream, *, priority=0, account=None):
-    """A deployment of the model "cloud" as ``upstream``, on a connection of ``kind`` to the
+def deploy(acme, clouds, kind, upstream, *, priority=0, account=None, model_name="cloud"):
+    """A deployment of ``model_name`` as ``upstream``, on a connection of ``kind`` to the
     fake (credentials of the kind's own sort; for Vertex a key the token endpoint knows)."""
     credentials, settings = {
         "vertex": (
@@ -121,7 +121,7 @@ def deploy(acme, clouds, kind, upstream, *, priority=0, account=None):
     provider = services.provider_save(
         actor=ACTOR,
         org=acme.org,
-        name=f"{kind[:6]}-{priority}",
+        name=f"{kind[:6]}-{priority}" if model_name == "cloud" else model_name,
         kind=KINDS.get(kind, kind),
         api_base=clouds.url,
         settings=settings,
@@ -130,7 +130,7 @@ def deploy(acme, clouds, kind, upstream, *, priority=0, account=None):
     services.deployment_save(
         actor=ACTOR,
         org=acme.org,
-        model_name="cloud",
+        model_name=model_name,
         provider=provider,
         upstream_model=upstream,
         priority=priority,
@@ -473,3 +473,28 @@ def test_a_responses_stream_that_breaks_midway_ends_with_an_error_event(acme, cl
     assert (row.status, row.http_status, row.endpoint) == ("error", 502, "responses")
     assert row.input_tokens > 0 and row.output_tokens >= 2
     assert row.cost == cost(row.input_tokens, row.output_tokens)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_slow_google_token_endpoint_holds_a_request_no_longer_than_its_timeout(
+    acme, clouds, gw, stream
+):
+    """google-auth fetches Vertex's access token outside LiteLLM's HTTP timeout (under its
+    own, 120 s): a token endpoint that does not answer must not hold the request past the
+    org's timeout (it held it until the endpoint answered)."""
+    from gateway.models import GatewayConfig
+
+    gw.upstreams.prewarm(("vertex",))
+    # One call first: the process's first Vertex call imports google-auth's modules.
+    deploy(acme, clouds, "vertex", SECOND["vertex"], model_name="warm")
+    _client(acme).chat.completions.create(model="warm", messages=HI)
+    GatewayConfig.objects.update_or_create(org=acme.org, defaults={"request_timeout_s": 1})
+    deploy(acme, clouds, "vertex", FIRST["vertex"])  # a key of its own: a token to fetch
+    clouds.token_delay = 6
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as failed:
+        _client(acme).chat.completions.create(model="cloud", messages=HI, stream=stream)
+    took = time.monotonic() - started
+    assert failed.value.status_code == 504, failed.value.message
+    assert took < 4
+    assert [(r.status, r.http_status) for r in usage_rows(acme.org)][-1] == ("error", 504)
