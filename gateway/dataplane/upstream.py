@@ -1117,6 +1117,11 @@ def openai_body(endpoint: str, data: dict) -> dict:
             message.setdefault("role", "assistant")
             if message.get("tool_calls") and choice["finish_reason"] == "stop":
                 choice["finish_reason"] = "tool_calls"  # what OpenAI says for a tool call
+            for call in message.get("tool_calls") or ():
+                # LiteLLM numbers a whole answer's tool calls as a stream's deltas are
+                # (Gemini, Bedrock, Claude); OpenAI's message has no such field.
+                if isinstance(call, dict):
+                    call.pop("index", None)
     return data
 
 

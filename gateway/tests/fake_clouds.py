@@ -41,6 +41,7 @@ from pathlib import Path
 from aiohttp import web
 
 PORTS = range(18500, 18600)  # the ports these tests may listen on
+TOOL_ARGS = ['{"city": ', '"Paris"}']  # a tool call's arguments, in the pieces streamed
 GOOGLE_TOKEN_HOSTS = ("oauth2.googleapis.com", "accounts.google.com", "www.googleapis.com")
 
 
@@ -58,6 +59,7 @@ class Script:
     gate_opened: bool | None = None  # whether it was set within those 30 s
     delay: float = 0.0  # seconds between pieces
     finish: str = ""  # the provider's finish reason ("": its plain stop)
+    tool: str = ""  # answer with a call of this function (arguments TOOL_ARGS), not text
 
 
 def _free_port(taken=()) -> int:
@@ -266,6 +268,12 @@ def _read_head(sock) -> bytes:
     return data.split(b"\r\n\r\n", 1)[0]
 
 
+def _tool_use(name: str) -> dict:
+    """Claude's tool_use content block (Anthropic's API, Bedrock's InvokeModel)."""
+    arguments = json.loads("".join(TOOL_ARGS))
+    return {"type": "tool_use", "id": "toolu_fake1", "name": name, "input": arguments}
+
+
 def _b64(part: str) -> bytes:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 
@@ -439,9 +447,19 @@ class FakeClouds:
             return data
 
         if call == "generateContent":
-            return web.json_response(answer("".join(s.pieces), 0, True))
+            data = answer("".join(s.pieces), 0, True)
+            if s.tool:
+                function = {"name": s.tool, "args": json.loads("".join(TOOL_ARGS))}
+                data["candidates"][0]["content"]["parts"] = [{"functionCall": function}]
+            return web.json_response(data)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
+        if s.tool:  # Gemini sends a function call whole, in one chunk
+            data = answer("", len(s.pieces), True)
+            call = {"name": s.tool, "args": json.loads("".join(TOOL_ARGS))}
+            data["candidates"][0]["content"]["parts"] = [{"functionCall": call}]
+            await resp.write(b"data: " + json.dumps(data).encode() + b"\r\n\r\n")
+            return resp
         for i, piece in enumerate(s.pieces):
             await self._gated(s, i)
             if s.break_after is not None and i >= s.break_after:
@@ -492,10 +510,13 @@ class FakeClouds:
         if call.startswith("invoke"):
             return await self._bedrock_invoke(request, s, call)
         if call == "converse":
+            content = [{"text": "".join(s.pieces)}]
+            if s.tool:
+                arguments = json.loads("".join(TOOL_ARGS))
+                use = {"toolUseId": "tooluse_fake1", "name": s.tool, "input": arguments}
+                content, stop = [{"toolUse": use}], "tool_use"
             answer = {
-                "output": {
-                    "message": {"role": "assistant", "content": [{"text": "".join(s.pieces)}]}
-                },
+                "output": {"message": {"role": "assistant", "content": content}},
                 "stopReason": stop,
                 "metrics": {"latencyMs": 10},
             }
@@ -505,7 +526,20 @@ class FakeClouds:
         resp = web.StreamResponse(headers={"Content-Type": "application/vnd.amazon.eventstream"})
         await resp.prepare(request)
         await resp.write(bedrock_event("messageStart", {"role": "assistant"}))
-        for i, piece in enumerate(s.pieces):
+        if s.tool:
+            use = {"toolUseId": "tooluse_fake1", "name": s.tool}
+            await resp.write(
+                bedrock_event(
+                    "contentBlockStart", {"contentBlockIndex": 0, "start": {"toolUse": use}}
+                )
+            )
+            for piece in TOOL_ARGS:
+                delta = {"toolUse": {"input": piece}}
+                await resp.write(
+                    bedrock_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": delta})
+                )
+            stop = "tool_use"
+        for i, piece in enumerate(() if s.tool else s.pieces):
             await self._gated(s, i)
             if s.break_after is not None and i >= s.break_after:
                 if s.break_how == "error":
@@ -546,6 +580,9 @@ class FakeClouds:
         if call == "invoke":
             message["content"] = [{"type": "text", "text": "".join(s.pieces)}]
             message["stop_reason"] = stop
+            if s.tool:
+                message["content"] = [_tool_use(s.tool)]
+                message["stop_reason"] = "tool_use"
             message["usage"]["output_tokens"] = s.completion_tokens
             return web.json_response(message)
 
@@ -557,8 +594,16 @@ class FakeClouds:
         await resp.prepare(request)
         await resp.write(chunk({"type": "message_start", "message": message}))
         block = {"type": "content_block_start", "index": 0}
-        await resp.write(chunk({**block, "content_block": {"type": "text", "text": ""}}))
-        for i, piece in enumerate(s.pieces):
+        if s.tool:
+            use = {"type": "tool_use", "id": "toolu_fake1", "name": s.tool, "input": {}}
+            await resp.write(chunk({**block, "content_block": use}))
+            for piece in TOOL_ARGS:
+                delta = {"type": "input_json_delta", "partial_json": piece}
+                await resp.write(chunk({"type": "content_block_delta", "index": 0, "delta": delta}))
+            stop = "tool_use"
+        else:
+            await resp.write(chunk({**block, "content_block": {"type": "text", "text": ""}}))
+        for i, piece in enumerate(() if s.tool else s.pieces):
             await self._gated(s, i)
             if s.break_after is not None and i >= s.break_after:
                 if s.break_how == "error":
@@ -618,14 +663,19 @@ class FakeClouds:
             for name in ("hate", "self_harm", "sexual", "violence")
         }
         if not body.get("stream"):
+            message = {"role": "assistant", "content": "".join(s.pieces)}
+            if s.tool:
+                function = {"name": s.tool, "arguments": "".join(TOOL_ARGS)}
+                call = {"id": "call_fake1", "type": "function", "function": function}
+                message = {"role": "assistant", "content": None, "tool_calls": [call]}
             answer = {
                 **base,
                 "object": "chat.completion",
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": "".join(s.pieces)},
-                        "finish_reason": s.finish or "stop",
+                        "message": message,
+                        "finish_reason": s.finish or ("tool_calls" if s.tool else "stop"),
                         "content_filter_results": filtered,
                     }
                 ],
@@ -654,7 +704,18 @@ class FakeClouds:
                 }
             )
         )
-        for i, piece in enumerate(s.pieces):
+        for i, piece in enumerate(TOOL_ARGS if s.tool else ()):
+            function = {"arguments": piece}
+            call = {"index": 0, "function": function}
+            if i == 0:
+                call.update(id="call_fake1", type="function")
+                function["name"] = s.tool
+            delta = {"tool_calls": [call]}
+            if i == 0:
+                delta.update(role="assistant", content=None)
+            choice = {"index": 0, "delta": delta, "finish_reason": None}
+            await resp.write(sse({**chunk, "choices": [choice]}))
+        for i, piece in enumerate(() if s.tool else s.pieces):
             await self._gated(s, i)
             if s.break_after is not None and i >= s.break_after:
                 if s.break_how == "error":
@@ -671,7 +732,8 @@ class FakeClouds:
                 "content_filter_results": filtered,
             }
             await resp.write(sse({**chunk, "choices": [choice]}))
-        finish = {"index": 0, "delta": {}, "finish_reason": s.finish or "stop"}
+        reason = s.finish or ("tool_calls" if s.tool else "stop")
+        finish = {"index": 0, "delta": {}, "finish_reason": reason}
         await resp.write(sse({**chunk, "choices": [finish]}))
         if s.usage and (body.get("stream_options") or {}).get("include_usage"):
             await resp.write(sse({**chunk, "choices": [], "usage": usage}))
@@ -721,6 +783,9 @@ class FakeClouds:
         if not body.get("stream"):
             message["content"] = [{"type": "text", "text": "".join(s.pieces)}]
             message["stop_reason"] = stop
+            if s.tool:
+                message["content"] = [_tool_use(s.tool)]
+                message["stop_reason"] = "tool_use"
             message["usage"]["output_tokens"] = s.completion_tokens
             return web.json_response(message)
 
@@ -731,8 +796,16 @@ class FakeClouds:
         await resp.prepare(request)
         await resp.write(sse({"type": "message_start", "message": message}))
         block = {"type": "content_block_start", "index": 0}
-        await resp.write(sse({**block, "content_block": {"type": "text", "text": ""}}))
-        for i, piece in enumerate(s.pieces):
+        if s.tool:
+            use = {"type": "tool_use", "id": "toolu_fake1", "name": s.tool, "input": {}}
+            await resp.write(sse({**block, "content_block": use}))
+            for piece in TOOL_ARGS:
+                delta = {"type": "input_json_delta", "partial_json": piece}
+                await resp.write(sse({"type": "content_block_delta", "index": 0, "delta": delta}))
+            stop = "tool_use"
+        else:
+            await resp.write(sse({**block, "content_block": {"type": "text", "text": ""}}))
+        for i, piece in enumerate(() if s.tool else s.pieces):
             await self._gated(s, i)
             if s.break_after is not None and i >= s.break_after:
                 if s.break_how == "error":

@@ -189,17 +189,20 @@ def test_a_stream_is_relayed_as_it_arrives_and_billed_once(acme, clouds, kind, i
     assert sent["path"].endswith(STREAM_CALL[kind])
 
 
-def test_every_streamed_event_is_openai_shaped(acme, clouds, kind):
+@pytest.mark.parametrize("tool", ["", "get_weather"])
+def test_every_streamed_event_is_openai_shaped(acme, clouds, kind, tool):
     """Nothing of LiteLLM's or the provider's own beside OpenAI's fields (Vertex's metadata
     on every Gemini chunk, Azure's content filter results and its chunk of nothing but
-    them), and no chunk but the usage one without choices."""
+    them), and no chunk but the usage one without choices; text or a tool call, streamed
+    or whole."""
     deploy(acme, clouds, kind, FIRST[kind])
-    script(clouds, FIRST[kind], pieces=PIECES)
+    script(clouds, FIRST[kind], pieces=PIECES, tool=tool)
     body = {
         "model": "cloud",
         "messages": HI,
         "stream": True,
         "stream_options": {"include_usage": True},
+        **({"tools": [WEATHER]} if tool else {}),
     }
     with httpx.stream(
         "POST",
@@ -216,10 +219,20 @@ def test_every_streamed_event_is_openai_shaped(acme, clouds, kind):
         assert_openai_schema(chunk, "CreateChatCompletionStreamResponse")
     assert all(c["choices"] for c in chunks[:-1]) and chunks[-1]["choices"] == []
     assert chunks[-1]["usage"]["total_tokens"] == 46
-    whole = _client(acme).chat.completions.with_raw_response.create(model="cloud", messages=HI)
-    answer = json.loads(whole.text)
+    whole = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+    answer = httpx.post(
+        acme.base_url + "/chat/completions",
+        json=whole,
+        timeout=60,
+        headers={"Authorization": f"Bearer {acme.raw}"},
+    ).json()
     assert_openai_schema(answer, "CreateChatCompletionResponse")
-    assert answer["choices"][0]["message"]["content"] == "".join(PIECES)
+    message = answer["choices"][0]["message"]
+    if tool:
+        assert message["tool_calls"][0]["function"]["name"] == tool
+        assert answer["choices"][0]["finish_reason"] == "tool_calls"
+    else:
+        assert message["content"] == "".join(PIECES)
 
 
 @pytest.mark.parametrize("how", ["reset", "error"])
@@ -498,3 +511,48 @@ def test_a_slow_google_token_endpoint_holds_a_request_no_longer_than_its_timeout
     assert failed.value.status_code == 504, failed.value.message
     assert took < 4
     assert [(r.status, r.http_status) for r in usage_rows(acme.org)][-1] == ("error", 504)
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+def test_a_streamed_tool_call_arrives_whole(acme, clouds, kind):
+    """A function call as each provider streams it (Gemini's whole functionCall part,
+    Bedrock's toolUse blocks, Claude's input_json_delta pieces, Azure's tool_calls deltas)
+    reaches the client as OpenAI streams one: opened with its id and name, its arguments
+    in pieces that join to the JSON, finish_reason tool_calls; billed once."""
+    deploy(acme, clouds, kind, FIRST[kind])
+    script(clouds, FIRST[kind], tool="get_weather")
+    stream = _client(acme).chat.completions.create(
+        model="cloud",
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=[WEATHER],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    calls, finishes, usage = {}, [], None
+    for chunk in stream:
+        assert chunk.choices or chunk.usage
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            finishes += [choice.finish_reason] if choice.finish_reason else []
+            for call in choice.delta.tool_calls or ():
+                entry = calls.setdefault(call.index, {"id": None, "name": "", "arguments": ""})
+                entry["id"] = entry["id"] or call.id
+                entry["name"] += call.function.name or "" if call.function else ""
+                entry["arguments"] += call.function.arguments or "" if call.function else ""
+    [call] = calls.values()
+    assert call["id"] and call["name"] == "get_weather"
+    assert json.loads(call["arguments"]) == {"city": "Paris"}
+    assert finishes == ["tool_calls"]
+    assert (usage.prompt_tokens, usage.completion_tokens) == (12, 34)
+    [row] = usage_rows(acme.org)
+    assert (row.status, row.input_tokens, row.output_tokens) == ("success", 12, 34)
+    sent = clouds.requests[0]["body"]
+    assert "get_weather" in json.dumps(sent)  # the tool was passed on in the provider's terms
