@@ -271,7 +271,7 @@ def test_a_stream_that_breaks_midway_ends_with_an_error_event_and_one_row(acme, 
     assert len(clouds.requests) == 1  # nothing is tried again once the answer began
 
 
-@pytest.mark.parametrize("status", [429, 500, 401])
+@pytest.mark.parametrize("status", [429, 500, 401, 403])
 def test_an_error_before_the_stream_fails_over_to_the_next_deployment(acme, clouds, kind, status):
     deploy(acme, clouds, kind, FIRST[kind], priority=0)
     deploy(acme, clouds, kind, SECOND[kind], priority=1)
@@ -293,7 +293,7 @@ def test_an_error_before_the_stream_fails_over_to_the_next_deployment(acme, clou
     ]
 
 
-@pytest.mark.parametrize("status", [429, 500, 401, 400])
+@pytest.mark.parametrize("status", [429, 500, 401, 403, 400])
 def test_an_error_before_the_stream_with_no_deployment_left_is_a_clear_error(
     acme, clouds, kind, status
 ):
@@ -313,7 +313,7 @@ def test_an_error_before_the_stream_with_no_deployment_left_is_a_clear_error(
     else:
         assert error.status_code == 502
         assert error.body["code"] == "upstream_error"
-        if status == 401:
+        if status in (401, 403):
             assert "refused this deployment's credentials" in error.message
             assert "injected" not in error.message
         else:
