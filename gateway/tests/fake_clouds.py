@@ -24,10 +24,12 @@ after its first piece (a test proves a chunk reached the client before the provi
 the next one)."""
 
 import asyncio
+import atexit
 import base64
 import binascii
 import datetime
 import json
+import shutil
 import socket
 import socketserver
 import ssl
@@ -849,6 +851,7 @@ class FakeClouds:
         started.wait(10)
         self.url = f"http://127.0.0.1:{port}"
         directory = Path(tempfile.mkdtemp(prefix="bonito-fake-clouds-"))
+        atexit.register(shutil.rmtree, directory, True)
         self.ca_file, context = _tls_material(directory)
         proxy = _TokenProxy(_free_port({port}), context, self)
         threading.Thread(target=proxy.serve_forever, name="fake-google-token", daemon=True).start()
