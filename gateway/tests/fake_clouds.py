@@ -42,7 +42,6 @@ from pathlib import Path
 
 from aiohttp import web
 
-PORTS = range(18500, 18600)  # the ports these tests may listen on
 TOOL_ARGS = ['{"city": ', '"Paris"}']  # a tool call's arguments, in the pieces streamed
 GOOGLE_TOKEN_HOSTS = ("oauth2.googleapis.com", "accounts.google.com", "www.googleapis.com")
 
@@ -65,16 +64,13 @@ class Script:
 
 
 def _free_port(taken=()) -> int:
-    for port in PORTS:
-        if port in taken:
-            continue
+    """A port nothing listens on (the system's choice), other than ``taken``."""
+    while True:
         with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in taken:
             return port
-    raise RuntimeError("no free port in 18500-18599")
 
 
 # ------------------------------------------------------------------ AWS event stream
@@ -834,7 +830,7 @@ class FakeClouds:
 
     # ---- start
     def start(self) -> "FakeClouds":
-        """Serve the clouds and the token proxy on free ports of PORTS (in threads)."""
+        """Serve the clouds and the token proxy on free ports (in threads)."""
         started = threading.Event()
         port = _free_port()
 
