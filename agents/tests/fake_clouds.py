@@ -5,19 +5,14 @@ verify TLS against the test CA (REQUESTS_CA_BUNDLE), as they would behind a corp
 
 import base64
 import contextlib
-import datetime
 import json
 import socket
-import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from gateway.tests.tls_ca import make_tls, server_context
 
 HOSTS = (
     "bonito.vault.azure.net",
@@ -30,62 +25,9 @@ AAD_TOKEN = "fake-entra-access-token"
 GCP_TOKEN = "fake-google-access-token"
 
 
-def make_tls(folder: Path) -> tuple[Path, Path, Path]:
-    """(CA certificate, server certificate, server key) for HOSTS."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bonito test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOSTS[0])]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(h) for h in HOSTS]), critical=False
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = folder / "ca.pem", folder / "server.pem", folder / "server.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return paths
-
-
 class FakeClouds:
     def __init__(self, folder: Path):
-        self.ca, cert, key = make_tls(folder)
+        self.ca, cert, key = make_tls(folder, HOSTS)
         self.secrets: dict[str, str] = {}  # Key Vault secret name / GCP resource -> text
         self.requests: list[tuple[str, str, str, str]] = []  # host, method, path, authorization
         outer = self
@@ -205,8 +147,7 @@ class FakeClouds:
                 self._route("POST")
 
         self.https = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(cert, key)
+        context = server_context(cert, key)
         self.https.socket = context.wrap_socket(self.https.socket, server_side=True)
         self.proxy = ThreadingHTTPServer(("127.0.0.1", 0), self._proxy_handler())
         self.tunnels: list[str] = []

@@ -27,7 +27,6 @@ import asyncio
 import atexit
 import base64
 import binascii
-import datetime
 import json
 import shutil
 import socket
@@ -41,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
+
+from gateway.tests.tls_ca import make_tls, server_context
 
 TOOL_ARGS = ['{"city": ', '"Paris"}']  # a tool call's arguments, in the pieces streamed
 GOOGLE_TOKEN_HOSTS = ("oauth2.googleapis.com", "accounts.google.com", "www.googleapis.com")
@@ -110,83 +111,7 @@ def bedrock_exception(exception_type: str, message: str) -> bytes:
     )
 
 
-# ------------------------------------------------------------------ a test CA and keys
-def _tls_material(directory: Path):
-    """A CA (its PEM file, for REQUESTS_CA_BUNDLE) and a server context whose certificate
-    it signed for Google's token hosts."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Bonito test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, GOOGLE_TOKEN_HOSTS[0])]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(h) for h in GOOGLE_TOKEN_HOSTS]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([x509.OID_SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_file = directory / "ca.pem"
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    cert_file, key_file = directory / "leaf.pem", directory / "leaf.key"
-    cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_file, key_file)
-    return ca_file, context
-
-
+# ------------------------------------------------------------------ keys
 _accounts = iter(range(1, 1_000_000))
 
 
@@ -848,8 +773,8 @@ class FakeClouds:
         self.url = f"http://127.0.0.1:{port}"
         directory = Path(tempfile.mkdtemp(prefix="bonito-fake-clouds-"))
         atexit.register(shutil.rmtree, directory, True)
-        self.ca_file, context = _tls_material(directory)
-        proxy = _TokenProxy(_free_port({port}), context, self)
+        self.ca_file, cert, key = make_tls(directory, GOOGLE_TOKEN_HOSTS)  # a test CA's
+        proxy = _TokenProxy(_free_port({port}), server_context(cert, key), self)
         threading.Thread(target=proxy.serve_forever, name="fake-google-token", daemon=True).start()
         self.proxy_url = f"http://127.0.0.1:{proxy.server_address[1]}"
         return self
