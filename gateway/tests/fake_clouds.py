@@ -197,6 +197,31 @@ def _tool_use(name: str) -> dict:
     return {"type": "tool_use", "id": "toolu_fake1", "name": name, "input": arguments}
 
 
+def _claude_message(message_id: str, model: str, input_tokens: int) -> dict:
+    """A Claude message before its content (Anthropic's API, Bedrock's InvokeModel)."""
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+    }
+
+
+def _claude_whole(s: Script, message: dict) -> web.Response:
+    """``message`` answered whole: its text, or its tool call."""
+    message["content"] = [{"type": "text", "text": "".join(s.pieces)}]
+    message["stop_reason"] = s.finish or "end_turn"
+    if s.tool:
+        message["content"] = [_tool_use(s.tool)]
+        message["stop_reason"] = "tool_use"
+    message["usage"]["output_tokens"] = s.completion_tokens
+    return web.json_response(message)
+
+
 def _b64(part: str) -> bytes:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 
@@ -304,11 +329,21 @@ class FakeClouds:
         return True
 
     @staticmethod
-    async def _gated(s: Script, i: int) -> None:
+    async def _broke(s: Script, i: int, request: web.Request, resp, error: bytes) -> bool:
+        """Before piece ``i``: wait at the script's gate (after the first piece) and its
+        delay; then, where the script breaks the stream, break it (the provider's own
+        ``error`` event, or a dropped connection: a mid-stream reset). True: it broke."""
         if i == 1 and s.gate is not None:
             s.gate_opened = await asyncio.to_thread(s.gate.wait, 30)
         if i and s.delay:
             await asyncio.sleep(s.delay)
+        if s.break_after is None or i < s.break_after:
+            return False
+        if s.break_how == "error":
+            await resp.write(error)
+        else:
+            request.transport.close()
+        return True
 
     async def _vertex(self, request: web.Request):
         model, _, call = request.match_info["call"].rpartition(":")
@@ -383,16 +418,10 @@ class FakeClouds:
             data["candidates"][0]["content"]["parts"] = [{"functionCall": call}]
             await resp.write(b"data: " + json.dumps(data).encode() + b"\r\n\r\n")
             return resp
+        error = {"code": 500, "message": "Internal error", "status": "INTERNAL"}
+        broken = b"data: " + json.dumps({"error": error}).encode() + b"\r\n\r\n"
         for i, piece in enumerate(s.pieces):
-            await self._gated(s, i)
-            if s.break_after is not None and i >= s.break_after:
-                if s.break_how == "error":
-                    error = {"code": 500, "message": "Internal error", "status": "INTERNAL"}
-                    await resp.write(
-                        b"data: " + json.dumps({"error": error}).encode() + b"\r\n\r\n"
-                    )
-                    return resp
-                request.transport.close()  # a mid-stream connection reset
+            if await self._broke(s, i, request, resp, broken):
                 return resp
             last = i == len(s.pieces) - 1
             await resp.write(
@@ -462,15 +491,9 @@ class FakeClouds:
                     bedrock_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": delta})
                 )
             stop = "tool_use"
+        broken = bedrock_exception("modelStreamErrorException", "the model failed")
         for i, piece in enumerate(() if s.tool else s.pieces):
-            await self._gated(s, i)
-            if s.break_after is not None and i >= s.break_after:
-                if s.break_how == "error":
-                    await resp.write(
-                        bedrock_exception("modelStreamErrorException", "the model failed")
-                    )
-                    return resp
-                request.transport.close()
+            if await self._broke(s, i, request, resp, broken):
                 return resp
             await resp.write(
                 bedrock_event(
@@ -489,74 +512,76 @@ class FakeClouds:
         """InvokeModel(WithResponseStream) of a Claude model: Anthropic's Messages events,
         each the base64 ``bytes`` of a ``chunk`` event, the last with Bedrock's
         invocation metrics (where its usage is)."""
-        stop = s.finish or "end_turn"
-        message = {
-            "id": "msg_bedrock_invoke",
-            "type": "message",
-            "role": "assistant",
-            "model": "claude",
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {"input_tokens": s.prompt_tokens, "output_tokens": 1},
-        }
+        message = _claude_message("msg_bedrock_invoke", "claude", s.prompt_tokens)
         if call == "invoke":
-            message["content"] = [{"type": "text", "text": "".join(s.pieces)}]
-            message["stop_reason"] = stop
-            if s.tool:
-                message["content"] = [_tool_use(s.tool)]
-                message["stop_reason"] = "tool_use"
-            message["usage"]["output_tokens"] = s.completion_tokens
-            return web.json_response(message)
+            return _claude_whole(s, message)
 
         def chunk(data: dict) -> bytes:
             encoded = base64.b64encode(json.dumps(data).encode()).decode()
             return bedrock_event("chunk", {"bytes": encoded})
 
-        resp = web.StreamResponse(headers={"Content-Type": "application/vnd.amazon.eventstream"})
-        await resp.prepare(request)
-        await resp.write(chunk({"type": "message_start", "message": message}))
-        block = {"type": "content_block_start", "index": 0}
-        if s.tool:
-            use = {"type": "tool_use", "id": "toolu_fake1", "name": s.tool, "input": {}}
-            await resp.write(chunk({**block, "content_block": use}))
-            for piece in TOOL_ARGS:
-                delta = {"type": "input_json_delta", "partial_json": piece}
-                await resp.write(chunk({"type": "content_block_delta", "index": 0, "delta": delta}))
-            stop = "tool_use"
-        else:
-            await resp.write(chunk({**block, "content_block": {"type": "text", "text": ""}}))
-        for i, piece in enumerate(() if s.tool else s.pieces):
-            await self._gated(s, i)
-            if s.break_after is not None and i >= s.break_after:
-                if s.break_how == "error":
-                    await resp.write(
-                        bedrock_exception("modelStreamErrorException", "the model failed")
-                    )
-                    return resp
-                request.transport.close()
-                return resp
-            delta = {"type": "text_delta", "text": piece}
-            await resp.write(chunk({"type": "content_block_delta", "index": 0, "delta": delta}))
-        await resp.write(chunk({"type": "content_block_stop", "index": 0}))
-        await resp.write(
-            chunk(
-                {
-                    "type": "message_delta",
-                    "delta": {"stop_reason": stop, "stop_sequence": None},
-                    "usage": {"output_tokens": s.completion_tokens},
-                }
-            )
-        )
         metrics = {
             "inputTokenCount": s.prompt_tokens,
             "outputTokenCount": s.completion_tokens,
             "invocationLatency": 10,
             "firstByteLatency": 5,
         }
-        await resp.write(
-            chunk({"type": "message_stop", "amazon-bedrock-invocationMetrics": metrics})
+        return await self._claude_stream(
+            request,
+            s,
+            message,
+            content_type="application/vnd.amazon.eventstream",
+            event=chunk,
+            broken=bedrock_exception("modelStreamErrorException", "the model failed"),
+            output_tokens=s.completion_tokens,
+            last={"amazon-bedrock-invocationMetrics": metrics},
         )
+
+    async def _claude_stream(
+        self,
+        request: web.Request,
+        s: Script,
+        message: dict,
+        *,
+        content_type: str,
+        event,
+        broken: bytes,
+        output_tokens: int,
+        last: dict | None = None,
+    ):
+        """Claude's streamed Messages events (message_start … message_stop), each
+        ``event(data)`` on the wire (Anthropic's SSE, Bedrock's event-stream chunks);
+        ``broken``: the provider's error event; ``last``: more of message_stop's fields."""
+        stop = s.finish or "end_turn"
+        resp = web.StreamResponse(headers={"Content-Type": content_type})
+        await resp.prepare(request)
+        await resp.write(event({"type": "message_start", "message": message}))
+        block = {"type": "content_block_start", "index": 0}
+        if s.tool:
+            use = {"type": "tool_use", "id": "toolu_fake1", "name": s.tool, "input": {}}
+            await resp.write(event({**block, "content_block": use}))
+            for piece in TOOL_ARGS:
+                delta = {"type": "input_json_delta", "partial_json": piece}
+                await resp.write(event({"type": "content_block_delta", "index": 0, "delta": delta}))
+            stop = "tool_use"
+        else:
+            await resp.write(event({**block, "content_block": {"type": "text", "text": ""}}))
+        for i, piece in enumerate(() if s.tool else s.pieces):
+            if await self._broke(s, i, request, resp, broken):
+                return resp
+            delta = {"type": "text_delta", "text": piece}
+            await resp.write(event({"type": "content_block_delta", "index": 0, "delta": delta}))
+        await resp.write(event({"type": "content_block_stop", "index": 0}))
+        await resp.write(
+            event(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop, "stop_sequence": None},
+                    "usage": {"output_tokens": output_tokens},
+                }
+            )
+        )
+        await resp.write(event({"type": "message_stop", **(last or {})}))
         return resp
 
     async def _azure(self, request: web.Request):
@@ -638,14 +663,9 @@ class FakeClouds:
                 delta.update(role="assistant", content=None)
             choice = {"index": 0, "delta": delta, "finish_reason": None}
             await resp.write(sse({**chunk, "choices": [choice]}))
+        broken = sse({"error": {"message": "The server had an error", "type": "server_error"}})
         for i, piece in enumerate(() if s.tool else s.pieces):
-            await self._gated(s, i)
-            if s.break_after is not None and i >= s.break_after:
-                if s.break_how == "error":
-                    error = {"message": "The server had an error", "type": "server_error"}
-                    await resp.write(sse({"error": error}))
-                    return resp
-                request.transport.close()
+            if await self._broke(s, i, request, resp, broken):
                 return resp
             delta = {"content": piece} if i else {"role": "assistant", "content": piece}
             choice = {
@@ -664,17 +684,9 @@ class FakeClouds:
         return resp
 
     async def _anthropic(self, request: web.Request):
-        body = json.loads(await request.read() or b"{}")
-        model = body.get("model", "")
-        self.requests.append(
-            {
-                "path": request.path,
-                "query": request.query_string,
-                "headers": dict(request.headers),
-                "body": body,
-                "model": model,
-            }
-        )
+        entry = await self._record(request, "")
+        body = entry["body"] or {}
+        entry["model"] = model = body.get("model", "")
 
         def error(status: int, kind: str, message: str):
             payload = {"type": "error", "error": {"type": kind, "message": message}}
@@ -692,66 +704,23 @@ class FakeClouds:
                 529: "overloaded_error",
             }
             return error(s.status, kinds.get(s.status, "api_error"), f"injected {s.status}")
-        stop = s.finish or "end_turn"
-        message = {
-            "id": "msg_fake_cloud",
-            "type": "message",
-            "role": "assistant",
-            "model": model,
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {"input_tokens": s.prompt_tokens if s.usage else 0, "output_tokens": 1},
-        }
+        message = _claude_message("msg_fake_cloud", model, s.prompt_tokens if s.usage else 0)
         if not body.get("stream"):
-            message["content"] = [{"type": "text", "text": "".join(s.pieces)}]
-            message["stop_reason"] = stop
-            if s.tool:
-                message["content"] = [_tool_use(s.tool)]
-                message["stop_reason"] = "tool_use"
-            message["usage"]["output_tokens"] = s.completion_tokens
-            return web.json_response(message)
+            return _claude_whole(s, message)
 
         def sse(data: dict) -> bytes:
             return f"event: {data['type']}\ndata: {json.dumps(data)}\n\n".encode()
 
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        await resp.write(sse({"type": "message_start", "message": message}))
-        block = {"type": "content_block_start", "index": 0}
-        if s.tool:
-            use = {"type": "tool_use", "id": "toolu_fake1", "name": s.tool, "input": {}}
-            await resp.write(sse({**block, "content_block": use}))
-            for piece in TOOL_ARGS:
-                delta = {"type": "input_json_delta", "partial_json": piece}
-                await resp.write(sse({"type": "content_block_delta", "index": 0, "delta": delta}))
-            stop = "tool_use"
-        else:
-            await resp.write(sse({**block, "content_block": {"type": "text", "text": ""}}))
-        for i, piece in enumerate(() if s.tool else s.pieces):
-            await self._gated(s, i)
-            if s.break_after is not None and i >= s.break_after:
-                if s.break_how == "error":
-                    overloaded = {"type": "overloaded_error", "message": "Overloaded"}
-                    await resp.write(sse({"type": "error", "error": overloaded}))
-                    return resp
-                request.transport.close()
-                return resp
-            delta = {"type": "text_delta", "text": piece}
-            await resp.write(sse({"type": "content_block_delta", "index": 0, "delta": delta}))
-        await resp.write(sse({"type": "content_block_stop", "index": 0}))
-        usage = {"output_tokens": s.completion_tokens if s.usage else 0}
-        await resp.write(
-            sse(
-                {
-                    "type": "message_delta",
-                    "delta": {"stop_reason": stop, "stop_sequence": None},
-                    "usage": usage,
-                }
-            )
+        overloaded = {"type": "overloaded_error", "message": "Overloaded"}
+        return await self._claude_stream(
+            request,
+            s,
+            message,
+            content_type="text/event-stream",
+            event=sse,
+            broken=sse({"type": "error", "error": overloaded}),
+            output_tokens=s.completion_tokens if s.usage else 0,
         )
-        await resp.write(sse({"type": "message_stop"}))
-        return resp
 
     # ---- start
     def start(self) -> "FakeClouds":
