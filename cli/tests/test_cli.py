@@ -63,6 +63,19 @@ def cli_env(home, **extra) -> dict:
     }
 
 
+def run_script(script: str, cwd) -> str:
+    """What a Python script prints, run with only cli/ on its path (one that walks the
+    CLI's command tree, say)."""
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=cwd,
+        env={"PYTHONPATH": str(CLI), "PATH": ""},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
 def ctrl_c_reaches_python():
     """preexec_fn for a CLI that a test interrupts: Ctrl-C's default action back. A process
     started in the background of a shell without job control (CI's, say) inherits SIGINT

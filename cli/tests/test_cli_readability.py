@@ -7,14 +7,13 @@ import re
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from cli.tests import test_cli as base
-from cli.tests.test_cli import CLI, bonito
+from cli.tests.test_cli import bonito, run_script
 
 server, home, logged_in = base.server, base.home, base.logged_in
 pytestmark = pytest.mark.slow
@@ -70,14 +69,7 @@ walk(cli, ["bonito"])
 
 
 def test_every_option_says_what_it_takes(tmp_path):
-    missing = subprocess.run(
-        [sys.executable, "-c", WALK],
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(CLI), "PATH": ""},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    missing = run_script(WALK, tmp_path)
     assert missing == ""
 
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from cli.tests.test_cli import CLI, cli_env, ctrl_c_reaches_python
+from cli.tests.test_cli import cli_env, ctrl_c_reaches_python, run_script
 from cli.tests.test_cli_hardening import ME, Fake, at
 
 WHEN = "2026-11-30T23:59:58.123456Z"
@@ -264,14 +264,7 @@ def _lines(text: str) -> list[str]:
 def test_the_commands_with_tables_are_these_and_take_wide(tmp_path):
     """Which commands print a table: the list commands of every group (read from the
     command tree, so a new one cannot be left out of the tests below) and the reports."""
-    listing = subprocess.run(
-        [sys.executable, "-c", WALK],
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(CLI), "PATH": ""},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    listing = run_script(WALK, tmp_path)
     commands = dict(line.rsplit(" ", 1) for line in listing.splitlines())
     listing_commands = {c for c in commands if c.split()[-1] in ("list", "search")}
     assert listing_commands <= set(TABLES), listing_commands - set(TABLES)
@@ -385,14 +378,7 @@ def test_every_help_reads_whole_in_80_columns(tmp_path):
     """`bonito --help` and every command's: no line past 80 columns (an example the
     terminal would break mid-word) and no summary in a command list cut with "..." (Click
     cut "Requests, tokens and cost over time or by..." at the width)."""
-    listing = subprocess.run(
-        [sys.executable, "-c", WALK],
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(CLI), "PATH": ""},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    listing = run_script(WALK, tmp_path)
     commands = [line.rsplit(" ", 1)[0].split() for line in listing.splitlines()]
     groups = {tuple(c[:i]) for c in commands for i in range(len(c))}
     for path in sorted(groups) + sorted(map(tuple, commands)):
