@@ -18,6 +18,7 @@ import pytest
 
 from gateway.tests.conftest import usage_rows
 from gateway.tests.fake_upstream import Behaviour
+from gateway.tests.raw_http import connect, read_until_close
 
 BODY = orjson.dumps(
     {"model": "chat-small", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
@@ -35,24 +36,6 @@ def _head(acme, method: bytes, path: bytes, key=True, extra=b"") -> bytes:
         + extra
         + b"\r\n"
     )  # fmt: skip
-
-
-def _connect(wire) -> socket.socket:
-    host, port = wire.removeprefix("http://").split(":")
-    return socket.create_connection((host, int(port)))
-
-
-def _read_all(sock: socket.socket, timeout=20.0) -> bytes:
-    sock.settimeout(timeout)
-    received = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return received
-        if not chunk:
-            return received
-        received += chunk
 
 
 def _one_answer(sock: socket.socket) -> bytes:
@@ -112,14 +95,14 @@ ROUTES = [
 def test_a_broken_chunked_body_is_the_400_recorded_whatever_the_request(
     acme, wire, method, path, when
 ):
-    with _connect(wire) as sock:
+    with connect(wire) as sock:
         if when == "with-head":
             sock.sendall(_head(acme, method, path) + BROKEN)
         else:  # the app has the head (and could answer) before the body breaks
             sock.sendall(_head(acme, method, path))
             time.sleep(0.5)
             sock.sendall(BROKEN)
-        answer = _read_all(sock)
+        answer = read_until_close(sock)
     assert answer.startswith(b"HTTP/1.1 400 "), answer[:300]
     [(status, body)] = _answers(answer)
     assert _code(body) == "invalid_http_request"
@@ -134,10 +117,10 @@ def test_a_broken_chunked_body_is_the_400_recorded_whatever_the_request(
 
 def test_a_whole_chunked_body_on_a_get_is_served(acme, wire):
     """Read to its end and dropped: the request is answered as without one."""
-    with _connect(wire) as sock:
+    with connect(wire) as sock:
         sock.sendall(_head(acme, b"GET", b"/v1/models") + b"2\r\n{}\r\n0\r\n\r\n")
         sock.sendall(_head(acme, b"GET", b"/v1/models", extra=CLOSE) + b"0\r\n\r\n")
-        answer = _read_all(sock)
+        answer = read_until_close(sock)
     assert [s for s, _ in _answers(answer)] == [200, 200], answer[:300]
     assert [r.http_status for r in _rows(acme, 2)] == [200, 200]
 
@@ -157,7 +140,7 @@ SIZES = {
 @pytest.mark.parametrize("size", SIZES.values(), ids=SIZES.keys())
 def test_a_chunk_size_past_the_cap_is_a_413_at_once(acme, wire, size):
     started = time.monotonic()
-    with _connect(wire) as sock:
+    with connect(wire) as sock:
         sock.sendall(_head(acme, b"POST", b"/v1/chat/completions") + size + b'{"mo')
         answer = _one_answer(sock)  # the body's idle timeout is 30 s
     assert time.monotonic() - started < 10
@@ -178,7 +161,7 @@ def test_an_absurd_chunk_size_is_refused_at_once_on_any_request(acme, wire, meth
     """The uploads' own cap is larger, a GET's body is dropped: an absurd size still
     passes every cap (a 404 stays the 404 it is, but at once)."""
     started = time.monotonic()
-    with _connect(wire) as sock:
+    with connect(wire) as sock:
         sock.sendall(_head(acme, method, path) + b"ffffffffff\r\nabc")
         answer = _one_answer(sock)
     assert time.monotonic() - started < 10
@@ -189,7 +172,7 @@ def test_an_absurd_chunk_size_is_refused_at_once_on_any_request(acme, wire, meth
 
 
 def test_an_absurd_chunk_size_without_a_key_is_a_401_and_no_row(acme, wire):
-    with _connect(wire) as sock:
+    with connect(wire) as sock:
         sock.sendall(_head(acme, b"POST", b"/v1/chat/completions", key=False) + b"ffffffffff\r\n")
         answer = _one_answer(sock)
     assert answer.startswith(b"HTTP/1.1 401 "), answer[:300]
@@ -197,9 +180,9 @@ def test_an_absurd_chunk_size_without_a_key_is_a_401_and_no_row(acme, wire):
 
 
 def test_a_chunk_size_too_large_to_parse_is_a_400_at_once(acme, wire):
-    with _connect(wire) as sock:
+    with connect(wire) as sock:
         sock.sendall(_head(acme, b"POST", b"/v1/chat/completions") + b"f" * 40 + b"\r\n")
-        answer = _read_all(sock, timeout=10)
+        answer = read_until_close(sock, timeout=10)
     assert answer.startswith(b"HTTP/1.1 400 "), answer[:300]
     [row] = _rows(acme, 1)
     assert (row.http_status, row.error_type) == (400, "invalid_http_request")
@@ -210,12 +193,12 @@ def test_a_body_under_the_cap_in_many_chunks_is_served(acme, wire):
     upper case, with extensions and a trailer, is served."""
     pieces = [BODY[i : i + 7] for i in range(0, len(BODY), 7)]
     body = b"".join(b"%X;ext=1\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\nX-T: 1\r\n\r\n"
-    with _connect(wire) as sock:
+    with connect(wire) as sock:
         request = _head(acme, b"POST", b"/v1/chat/completions", extra=CLOSE) + body
         for i in range(0, len(request), 5):  # in pieces: size lines cut across reads
             sock.sendall(request[i : i + 5])
             time.sleep(0.001)
-        answer = _read_all(sock)
+        answer = read_until_close(sock)
     assert [s for s, _ in _answers(answer)] == [200], answer[:300]
 
 
@@ -228,9 +211,9 @@ def test_a_broken_body_behind_a_request_in_flight_is_answered_after_it(acme, wir
         b"Authorization: Bearer " + acme.raw.encode() + b"\r\n"
         b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(BODY) + BODY
     )
-    with _connect(wire) as sock:
+    with connect(wire) as sock:
         sock.sendall(whole * before + _head(acme, b"POST", b"/v1/chat/completions") + BROKEN)
-        answer = _read_all(sock)
+        answer = read_until_close(sock)
     answers = _answers(answer)
     assert [s for s, _ in answers] == [200] * before + [400], answer[:600]
     for _status, body in answers[:-1]:  # each whole

@@ -4,7 +4,6 @@ connection (and seconds of CPU on each), until the head deadline. Served as `mak
 serves it (ExternalBonito: uvicorn with the project's HTTP protocol)."""
 
 import contextlib
-import socket
 import time
 
 import httpx
@@ -13,6 +12,7 @@ import pytest
 
 from gateway.tests.conftest import free_port
 from gateway.tests.external import ExternalBonito
+from gateway.tests.raw_http import connect, read_until_close
 
 pytestmark = pytest.mark.slow
 
@@ -30,27 +30,9 @@ def server(tmp_path_factory):
         ext.close()
 
 
-def _connect(url: str) -> socket.socket:
-    host, port = url.removeprefix("http://").split(":")
-    return socket.create_connection((host, int(port)))
-
-
-def _answer(sock: socket.socket) -> bytes:
-    sock.settimeout(20)
-    received = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return received
-        if not chunk:
-            return received
-        received += chunk
-
-
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/api/health"])
 def test_a_head_past_the_limit_is_a_431_and_the_connection_closed(server, path):
-    with _connect(server) as sock:
+    with connect(server) as sock:
         sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ".encode())
         sent = 0
         with pytest.raises(OSError):  # reset or broken pipe once the server closed it
@@ -58,7 +40,7 @@ def test_a_head_past_the_limit_is_a_431_and_the_connection_closed(server, path):
                 sock.sendall(b"a" * 65536)
                 sent += 65536
         assert sent < 16 * 1024 * 1024  # it stopped reading long before
-    with _connect(server) as sock:  # many headers, then the end of the head
+    with connect(server) as sock:  # many headers, then the end of the head
         sock.sendall(
             b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             + b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 1000) for i in range(80))
@@ -66,7 +48,7 @@ def test_a_head_past_the_limit_is_a_431_and_the_connection_closed(server, path):
         time.sleep(0.5)
         with contextlib.suppress(OSError):
             sock.sendall(b"\r\n")
-        answer = _answer(sock)
+        answer = read_until_close(sock)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 431 "), answer[:200]
     assert orjson.loads(body)["error"]["code"] == "request_headers_too_large"
@@ -90,9 +72,9 @@ def test_pipelined_requests_with_big_bodies_are_not_taken_for_a_big_head(server)
         b"Content-Length: %d\r\n\r\n" % len(body) + body
     )
     last = b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    with _connect(server) as sock:
+    with connect(server) as sock:
         sock.sendall(one * 3 + last)
-        answer = _answer(sock)
+        answer = read_until_close(sock)
     assert answer.count(b"HTTP/1.1 401 ") == 3, answer[:300]
     assert b"HTTP/1.1 431" not in answer
     assert answer.count(b"HTTP/1.1 200 ") == 1

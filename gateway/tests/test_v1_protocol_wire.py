@@ -15,6 +15,7 @@ import pytest
 
 from gateway.dataplane import http_protocol
 from gateway.tests.conftest import usage_rows
+from gateway.tests.raw_http import read_until_close
 from gateway.tests.test_v1_edges_paths import send_raw
 
 BODY = orjson.dumps(
@@ -35,19 +36,6 @@ def _get(acme, target: bytes, host=b"127.0.0.1", *extra: bytes) -> bytes:
 
 def _code(body: bytes):
     return orjson.loads(body)["error"]["code"]
-
-
-def _read_all(sock: socket.socket) -> bytes:
-    sock.settimeout(20)
-    received = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return received
-        if not chunk:
-            return received
-        received += chunk
 
 
 # ------------------------------------------------------------------- absolute-form targets
@@ -157,7 +145,7 @@ def test_a_big_head_on_a_kept_alive_connection_is_a_431(acme, wire):
         while b"chat-small" not in answer:  # the first response, whole
             answer += sock.recv(65536)
         sock.sendall(_big_head(acme, http_protocol.MAX_HEADER_BYTES + 100))
-        rest = _read_all(sock)
+        rest = read_until_close(sock)
     assert rest.startswith(b"HTTP/1.1 431 "), rest[:200]
     assert len(usage_rows(acme.org)) == 1
 
@@ -169,7 +157,7 @@ def test_a_pipelined_big_head_is_a_431_after_the_answer_before_it(acme, wire):
     host, port = wire.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port))) as sock:
         sock.sendall(first + _big_head(acme, http_protocol.MAX_HEADER_BYTES + 100))
-        answer = _read_all(sock)
+        answer = read_until_close(sock)
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
     assert answer.count(b"HTTP/1.1 431 ") == 1, answer[-400:]
     assert len(usage_rows(acme.org)) == 1
@@ -242,7 +230,7 @@ def test_a_chunked_body_that_breaks_is_one_row_with_its_status(acme, wire, broke
         sock.sendall(request)
         if not broken.endswith(b"\r\n"):
             sock.shutdown(socket.SHUT_WR)
-        answer = _read_all(sock)
+        answer = read_until_close(sock)
     deadline = time.monotonic() + 10
     while not (rows := usage_rows(acme.org)) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -323,7 +311,7 @@ def test_an_upgrade_the_server_does_not_take_is_ignored_without_a_body(acme, wir
     host, port = wire.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port))) as sock:
         sock.sendall(_upgrade(acme, b"/v1/models", kind) + _get(acme, b"/v1/models"))
-        answer = _read_all(sock)
+        answer = read_until_close(sock)
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"200"], answer[:300]
     assert b"\r\nconnection: close\r\n" in answer.lower()  # the client knows to send again
     assert len(usage_rows(acme.org)) == 1
@@ -366,7 +354,7 @@ def test_a_bad_request_after_a_whole_one_is_answered_after_it(acme, wire, after)
     host, port = wire.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port))) as sock:
         sock.sendall(_keep_alive_post(acme) * 2 + after)
-        answer = _read_all(sock)
+        answer = read_until_close(sock)
     statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)
     assert statuses == [b"200", b"200", b"400"], answer[:600]
     assert answer.rstrip().endswith(b'"invalid_http_request"}}')
@@ -397,7 +385,7 @@ def test_a_refusal_before_an_expected_body_closes_the_connection(acme, wire):
         assert b"\r\nconnection: close\r\n" in answer.lower()
         with contextlib.suppress(OSError):
             sock.sendall(_get(acme, b"/v1/models"))
-        assert _read_all(sock) == b""  # closed, not waiting for the body
+        assert read_until_close(sock) == b""  # closed, not waiting for the body
     [row] = usage_rows(acme.org)
     assert (row.http_status, row.error_type) == (413, "request_too_large")
 
@@ -424,7 +412,7 @@ def test_an_expected_body_is_asked_for_and_served(acme, wire):
         sock.sendall(head + b"\r\n\r\n")
         assert sock.recv(65536).startswith(b"HTTP/1.1 100 ")
         sock.sendall(body)
-        answer = _read_all(sock)
+        answer = read_until_close(sock)
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
     [row] = usage_rows(acme.org)
     assert row.status == "success"
