@@ -5,8 +5,6 @@ import json
 import multiprocessing
 import os
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
@@ -14,8 +12,8 @@ import pytest
 from agents.runtime import settings as agent_settings
 from agents.runtime.settings import SettingsError
 from agents.runtime.state import Token, agent_id
+from agents.tests.agent_start import run_agent
 from core import keys
-from gateway.tests.external import ROOT
 
 
 def _env(**extra):
@@ -145,29 +143,6 @@ def test_the_log_level_is_a_setting(raw, level):
     assert agent_settings.load(_env(BONITO_LOG_LEVEL=raw)).log_level == level
 
 
-def _run_agent(tmp_path, **env) -> subprocess.CompletedProcess:
-    """``python -m agents.runtime`` as an operator starts it, until it exits (or is stopped:
-    an agent that got past its settings serves, and is not what these tests want)."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("BONITO_")}
-    env = {
-        "BONITO_CONTROL_PLANE": "http://127.0.0.1:9",  # never reached: it stops before
-        "BONITO_ORG_TOKEN": keys.generate("bt-"),
-        "BONITO_STATE_DIR": str(tmp_path / "state"),
-        "BONITO_AGENT_HOST": "127.0.0.1",
-        "BONITO_AGENT_PORT": "9",
-        **env,
-    }
-    env = {k: v for k, v in env.items() if v is not None}
-    return subprocess.run(
-        [sys.executable, "-m", "agents.runtime"],
-        cwd=ROOT,
-        env={**base, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 @pytest.mark.slow
 def test_a_state_folder_it_cannot_make_or_write_stops_it_at_start_naming_it(tmp_path):
     (tmp_path / "a-file").write_text("")
@@ -177,7 +152,7 @@ def test_a_state_folder_it_cannot_make_or_write_stops_it_at_start_naming_it(tmp_
         (str(tmp_path / "a-file" / "state"), "cannot be created: Not a directory"),
         (str(tmp_path / "a-file"), "is not a folder"),
     ]:
-        result = _run_agent(tmp_path, BONITO_STATE_DIR=path)
+        result = run_agent(tmp_path, BONITO_STATE_DIR=path)
         assert result.returncode == 2, result.stderr
         assert result.stderr.startswith(f"bonito-agent: BONITO_STATE_DIR {path} "), result.stderr
         assert why in result.stderr and "Traceback" not in result.stderr, result.stderr
@@ -194,7 +169,7 @@ def test_an_address_it_cannot_listen_on_stops_it_at_start_naming_it(tmp_path):
             ({"BONITO_AGENT_PORT": port}, f"bonito-agent: BONITO_AGENT_PORT {port}"),
             ({"BONITO_AGENT_HOST": "999.1.1.1"}, "bonito-agent: BONITO_AGENT_HOST 999.1.1.1"),
         ]:
-            result = _run_agent(tmp_path, **env)
+            result = run_agent(tmp_path, **env)
             assert result.returncode == 2, result.stderr
             assert result.stderr.startswith(start), result.stderr
             assert "Traceback" not in result.stderr
@@ -206,7 +181,7 @@ def test_a_ca_bundle_that_is_no_certificate_stops_it_at_start_naming_it(tmp_path
     was never ready (/ready's reason null) and logged a traceback at every config pull."""
     bundle = tmp_path / "ca.pem"
     bundle.write_text("-----BEGIN PRIVATE KEY-----\nnot a certificate\n-----END PRIVATE KEY-----\n")
-    result = _run_agent(tmp_path, BONITO_CA_BUNDLE=str(bundle))
+    result = run_agent(tmp_path, BONITO_CA_BUNDLE=str(bundle))
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(
         f"bonito-agent: BONITO_CA_BUNDLE {bundle} holds no PEM CA certificate"
@@ -216,7 +191,7 @@ def test_a_ca_bundle_that_is_no_certificate_stops_it_at_start_naming_it(tmp_path
 
 @pytest.mark.slow
 def test_a_wrong_log_level_stops_it_at_start_naming_it(tmp_path):
-    result = _run_agent(tmp_path, BONITO_LOG_LEVEL="LOUD")
+    result = run_agent(tmp_path, BONITO_LOG_LEVEL="LOUD")
     assert result.returncode == 2, result.stderr
     assert result.stderr == (
         "bonito-agent: BONITO_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL,"
@@ -225,7 +200,7 @@ def test_a_wrong_log_level_stops_it_at_start_naming_it(tmp_path):
 
 
 def test_a_control_plane_url_that_cannot_be_parsed_stops_it_at_start_naming_it(tmp_path):
-    result = _run_agent(tmp_path, BONITO_CONTROL_PLANE="http://[::1")
+    result = run_agent(tmp_path, BONITO_CONTROL_PLANE="http://[::1")
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("bonito-agent: BONITO_CONTROL_PLANE must be an http(s) URL")
     assert "Traceback" not in result.stderr
@@ -233,7 +208,7 @@ def test_a_control_plane_url_that_cannot_be_parsed_stops_it_at_start_naming_it(t
 
 @pytest.mark.slow
 def test_the_sdk_url_as_control_plane_stops_it_at_start_with_the_url_to_use(tmp_path):
-    result = _run_agent(tmp_path, BONITO_CONTROL_PLANE="http://127.0.0.1:8000/v1")
+    result = run_agent(tmp_path, BONITO_CONTROL_PLANE="http://127.0.0.1:8000/v1")
     assert result.returncode == 2, result.stderr
     assert "BONITO_CONTROL_PLANE http://127.0.0.1:8000/v1 ends in /v1" in result.stderr
     assert result.stderr.rstrip().endswith("use http://127.0.0.1:8000")

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from core import keys
+from agents.tests.agent_start import run_agent, start_env
 from gateway.tests.external import ROOT
 
 pytestmark = pytest.mark.slow
@@ -43,25 +43,10 @@ def _not_ours(path):
 
 
 def _start(tmp_path, **env):
-    base = {k: v for k, v in os.environ.items() if not k.startswith("BONITO_")}
-    env = {
-        "BONITO_CONTROL_PLANE": "http://127.0.0.1:9",  # never reached: it stops before
-        "BONITO_ORG_TOKEN": keys.generate("bt-"),
-        "BONITO_STATE_DIR": str(tmp_path / "state"),
-        "BONITO_AGENT_HOST": "127.0.0.1",
-        "BONITO_AGENT_PORT": str(_free_port()),
-        **env,
-    }
+    env = {"BONITO_AGENT_PORT": str(_free_port()), **env}
     try:
-        return subprocess.run(
-            [sys.executable, "-m", "agents.runtime"],
-            cwd=ROOT,
-            env={**base, **env},
-            capture_output=True,
-            text=True,
-            timeout=30,  # one that started serves until then: a failure below
-            preexec_fn=_as_a_plain_user,  # noqa: PLW1509 - a prctl only, no threads
-        )
+        # one that started serves until the timeout: a failure below
+        return run_agent(tmp_path, timeout=30, preexec_fn=_as_a_plain_user, **env)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"it started: {exc.stderr}")
 
@@ -164,14 +149,7 @@ def test_the_agent_still_starts_when_all_is_well(tmp_path, state):
     proc = subprocess.Popen(
         [sys.executable, "-m", "agents.runtime"],
         cwd=ROOT,
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("BONITO_")},
-            "BONITO_CONTROL_PLANE": "http://127.0.0.1:9",
-            "BONITO_ORG_TOKEN": keys.generate("bt-"),
-            "BONITO_STATE_DIR": str(state),
-            "BONITO_AGENT_HOST": "127.0.0.1",
-            "BONITO_AGENT_PORT": str(port),
-        },
+        env=start_env(tmp_path, BONITO_STATE_DIR=str(state), BONITO_AGENT_PORT=str(port)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
