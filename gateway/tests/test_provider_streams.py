@@ -145,6 +145,18 @@ def _client(acme) -> openai.OpenAI:
     return openai.OpenAI(base_url=acme.base_url, api_key=acme.raw, max_retries=0, timeout=60)
 
 
+def _raw_chat_stream(acme, body: dict):
+    """httpx.stream's context manager for ``body`` POSTed to /v1/chat/completions with
+    acme's key: the stream's bytes as they come, no SDK between."""
+    return httpx.stream(
+        "POST",
+        acme.base_url + "/chat/completions",
+        json=body,
+        timeout=60,
+        headers={"Authorization": f"Bearer {acme.raw}"},
+    )
+
+
 def _stream_texts(stream, gate=None) -> tuple[list[str], object]:
     """The content pieces of an SDK chat stream and its usage; ``gate`` set once the first
     piece is here (the fake sends the second only then)."""
@@ -204,13 +216,7 @@ def test_every_streamed_event_is_openai_shaped(acme, clouds, kind, tool):
         "stream_options": {"include_usage": True},
         **({"tools": [WEATHER]} if tool else {}),
     }
-    with httpx.stream(
-        "POST",
-        acme.base_url + "/chat/completions",
-        json=body,
-        timeout=60,
-        headers={"Authorization": f"Bearer {acme.raw}"},
-    ) as response:
+    with _raw_chat_stream(acme, body) as response:
         assert response.status_code == 200
         lines = [line for line in response.iter_lines() if line.startswith("data:")]
     assert lines[-1] == "data: [DONE]"
@@ -431,13 +437,7 @@ def test_a_client_that_goes_away_cuts_the_provider_s_stream_and_is_recorded(acme
     script(clouds, FIRST[kind], pieces=["w "] * 200, gate=gate, delay=0.05)
     body = {"model": "cloud", "messages": HI, "stream": True}
     try:
-        with httpx.stream(
-            "POST",
-            acme.base_url + "/chat/completions",
-            json=body,
-            timeout=60,
-            headers={"Authorization": f"Bearer {acme.raw}"},
-        ) as response:
+        with _raw_chat_stream(acme, body) as response:
             for line in response.iter_lines():
                 if '"w "' in line:
                     break  # the first piece: leave
