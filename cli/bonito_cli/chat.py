@@ -66,8 +66,9 @@ def _default_model(http: httpx.Client) -> str:
         ) from None
 
 
-def complete(http, model, messages, stream: bool, out) -> tuple[str, dict | None]:
-    """One completion; with ``stream`` the text is written to ``out`` as it arrives."""
+def complete(http, model, messages, stream: bool, out) -> tuple[str, dict | None, dict]:
+    """One completion; with ``stream`` the text is written to ``out`` as it arrives. Also
+    the answer's headers (which model served it, and a smart route's tier and score)."""
     body = {"model": model, "messages": messages, "stream": stream}
     try:
         if not stream:
@@ -76,13 +77,15 @@ def complete(http, model, messages, stream: bool, out) -> tuple[str, dict | None
                 _fail(response)
             try:
                 data = response.json()
-                return data["choices"][0]["message"].get("content") or "", data
+                text = data["choices"][0]["message"].get("content") or ""
+                return text, data, dict(response.headers)
             except (ValueError, LookupError, TypeError, AttributeError):
                 raise CliError("The gateway's answer is not a chat completion.") from None
         text = []
         with http.stream("POST", "/chat/completions", json=body) as response:
             if response.status_code >= 400:
                 _fail(response)
+            headers = dict(response.headers)
             for line in response.iter_lines():
                 if not line.startswith("data:"):
                     continue
@@ -108,7 +111,7 @@ def complete(http, model, messages, stream: bool, out) -> tuple[str, dict | None
                         out.write(safe(piece, multiline=True))
                         out.flush()
         out.write("\n")
-        return "".join(text), None
+        return "".join(text), None, headers
     except httpx.ConnectError as exc:
         raise CliError(
             f"Cannot reach {shown_url(http.base_url)}: {exc}"
@@ -118,6 +121,23 @@ def complete(http, model, messages, stream: bool, out) -> tuple[str, dict | None
         raise CliError("The gateway did not answer in time.") from None
     except httpx.HTTPError as exc:
         raise CliError(f"The request failed: {exc}{_hint(http, exc)}") from None
+
+
+def route_line(headers: dict) -> str | None:
+    """Which model answered, and for a smart-routed request its tier, score and classifier,
+    from the answer's headers: "model demo-chat-mini · tier demo-chat-mini · score 0.0712
+    (rules)". None when the gateway named no model (not Bonito's /v1)."""
+    model = headers.get("x-bonito-model-used")
+    if not model:
+        return None
+    parts = [f"model {model}"]
+    if headers.get("x-bonito-route-tier"):
+        parts.append(f"tier {headers['x-bonito-route-tier']}")
+    if headers.get("x-bonito-route-score"):
+        classifier = headers.get("x-bonito-route-classifier")
+        score = f"score {headers['x-bonito-route-score']}"
+        parts.append(f"{score} ({classifier})" if classifier else score)
+    return safe(" · ".join(parts))
 
 
 def _hint(http: httpx.Client, exc: Exception) -> str:
@@ -154,8 +174,13 @@ def _piped(prompt) -> bool:
 @click.option(
     "--quiet", "-q", is_flag=True, help="Print only the answer (no banner in a conversation)."
 )
+@click.option(
+    "--show-route",
+    is_flag=True,
+    help="After each answer, print on stderr which model answered (and a smart route's tier and score).",
+)
 @click.pass_context
-def chat(ctx, prompt, model, system, api_key, no_stream, as_json, quiet):
+def chat(ctx, prompt, model, system, api_key, no_stream, as_json, quiet, show_route):
     """Talk to a model through the gateway: one prompt, stdin, or an interactive session.
 
     With PROMPT and/or text on stdin it answers once and exits (stdin is appended to the
@@ -171,6 +196,7 @@ def chat(ctx, prompt, model, system, api_key, no_stream, as_json, quiet):
       git diff | bonito chat --system "Review this diff" --model gpt-4o
       git diff | bonito chat "Review this" --model gpt-4o
       bonito chat --json "ping" | jq .usage
+      bonito chat "Prove that there are infinitely many primes" -m auto --show-route
       bonito chat
     """
     from .main import State
@@ -194,7 +220,7 @@ def chat(ctx, prompt, model, system, api_key, no_stream, as_json, quiet):
     if prompt is not None:
         if not prompt.strip():
             raise CliError("The prompt is empty.", USAGE)
-        text, data = complete(
+        text, data, headers = complete(
             http,
             model,
             [*history, {"role": "user", "content": prompt}],
@@ -205,6 +231,7 @@ def chat(ctx, prompt, model, system, api_key, no_stream, as_json, quiet):
             print_json(data)
         elif data is not None:
             click.echo(safe(text, multiline=True))
+        _show_route(show_route, headers)
         return
     if not quiet:
         click.echo(
@@ -230,7 +257,7 @@ def chat(ctx, prompt, model, system, api_key, no_stream, as_json, quiet):
             continue
         messages.append({"role": "user", "content": line})
         try:
-            text, data = complete(http, model, messages, not no_stream, sys.stdout)
+            text, data, headers = complete(http, model, messages, not no_stream, sys.stdout)
         except CliError as exc:
             # A refusal (429, a policy) ends this turn, not the conversation: say it, drop
             # the unanswered line, and let the user try again.
@@ -239,4 +266,11 @@ def chat(ctx, prompt, model, system, api_key, no_stream, as_json, quiet):
             continue
         if data is not None:
             click.echo(safe(text, multiline=True))
+        _show_route(show_route, headers)
         messages.append({"role": "assistant", "content": text})
+
+
+def _show_route(wanted: bool, headers: dict) -> None:
+    line = route_line(headers) if wanted else None
+    if line:
+        click.echo(f"[{line}]", err=True)

@@ -824,9 +824,9 @@ def models_search(state, term, limit):
 resource(
     "routing",
     "/api/gateway/routing-policies",
-    ["id", "name", "strategy", "models", "weights", "is_active"],
+    ["id", "name", "strategy", "models", "weights", "smart", "is_active"],
     keep=("id", "name", "strategy", "is_active", "models"),
-    cut=("name", "models", "weights"),
+    cut=("name", "models", "weights", "smart"),
     help="Routing policies; keys made with --routing-policy (rt- keys) route through them.",
     example="  bonito routing create -s name=cheap -s strategy=cost_optimized \\\n"
     '      -s models=\'["gpt-4o-mini","haiku"]\'',
@@ -1080,6 +1080,57 @@ def analytics(state, group_by, as_csv, **kw):
             {"since": data["since"], "until": data["until"], **data["totals"], **data["latency"]}
         )
         table(rows, columns, f"By {group_by}", wide=state.wide, **BREAKDOWN_FIT)
+
+
+SAVINGS_GROUPS = ("policy", "classifier", "tier", "model", "day")
+SAVINGS_COLUMNS = [
+    "requests",
+    "cost_usd",
+    "top_tier_cost_usd",
+    "saved_usd",
+    "saved_pct",
+    "rated",
+    "avg_feedback",
+]
+
+
+@cli.command(context_settings=CONTEXT)
+@range_options("7d")
+@click.option(
+    "--group-by",
+    type=click.Choice(SAVINGS_GROUPS),
+    default="policy",
+    show_default=True,
+    help="Which breakdown to print (classifier: the A/B arms; tier: quality by tier).",
+)
+@click.option("--csv", "as_csv", is_flag=True, help="The breakdown as CSV.")
+@wide_option
+@out_options
+@pass_state
+def savings(state, group_by, as_csv, **kw):
+    """What smart routing saved: the cost of smart-routed requests against what the same
+    tokens would have cost on each policy's top tier, by policy, A/B arm, tier, model or day.
+
+    \b
+    Examples:
+      bonito savings --range 30d
+      bonito savings --group-by classifier --range 30d
+      bonito savings --group-by day --csv > savings.csv
+    """
+    data = state.client.get("/api/gateway/analytics", **_filters(kw)).get("smart_routing") or {}
+    rows = data.get(f"by_{group_by}") or []
+    columns = [group_by, *SAVINGS_COLUMNS]
+    if state.json and not as_csv:
+        print_json(data)
+    elif as_csv:
+        write_csv(rows, columns)
+    elif state.quiet:
+        click.echo(data.get("saved_usd"))
+    elif not data.get("requests") and not data.get("unpriced_requests"):
+        click.echo("No smart-routed requests in this range.")
+    else:
+        record({k: v for k, v in data.items() if not k.startswith("by_")})
+        table(rows, columns, f"By {group_by}", wide=state.wide, keep=(group_by, "saved_usd"))
 
 
 LOG_COLUMNS = [

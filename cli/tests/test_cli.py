@@ -3,6 +3,7 @@ database, the demo org, the mock provider) started once for this module."""
 
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -528,6 +529,70 @@ def test_usage_and_analytics_as_json_and_csv(server, logged_in):
     assert logs and all(row.keys() == schema_fields(server, "UsageRecord") for row in logs)
     bad = bonito(logged_in, "usage", "--range", "forever", check=2)  # before any request
     assert "--range" in bad.stderr and "7d" in bad.stderr
+
+
+def test_chat_shows_the_smart_route_and_savings_add_up(server, logged_in):
+    """`chat --show-route` names the model, tier and score of a smart-routed answer (the
+    demo routes `auto`); `savings` prints what smart routing saved, by policy and by tier,
+    and its figures are the analytics API's."""
+    key = {"BONITO_API_KEY": server["api_key"]}
+    for stream in ((), ("--no-stream",)):
+        out = bonito(logged_in, "chat", "hi there", "-m", "auto", "--show-route", *stream, env=key)
+        assert out.returncode == 0, out.stderr
+        route = out.stderr.strip().splitlines()[-1]
+        assert route.startswith("[model demo-chat") and " · tier demo-chat" in route
+        assert re.search(r"score 0\.\d+ \((rules|learned)\)\]$", route), route
+        assert "[model" not in out.stdout
+    quiet = bonito(logged_in, "chat", "hi there", "-m", "auto", env=key, check=0)
+    assert "[model" not in quiet.stderr  # only when asked
+    deadline = time.time() + 20
+    while time.time() < deadline:  # usage rows are batched into the database
+        data = json.loads(bonito(logged_in, "savings", "--range", "1h", "--json", check=0).stdout)
+        if data.get("requests", 0) >= 3:
+            break
+        time.sleep(0.5)
+    api = httpx.get(
+        server["url"] + "/api/gateway/analytics",
+        params={"range": "1h"},
+        headers={"Authorization": f"Bearer {server['pat']}"},
+    ).json()["smart_routing"]
+    assert data == api and data["requests"] >= 3
+    text = bonito(logged_in, "savings", "--range", "1h", check=0).stdout
+    assert "saved_usd" in text and "By policy" in text and "(org default)" in text
+    rows = bonito(logged_in, "savings", "--range", "1h", "--group-by", "tier", "--csv", check=0)
+    lines = rows.stdout.splitlines()
+    assert (
+        lines[0]
+        == "tier,requests,cost_usd,top_tier_cost_usd,saved_usd,saved_pct,rated,avg_feedback"
+    )
+    assert {line.split(",")[0] for line in lines[1:]} == {r["tier"] for r in api["by_tier"]}
+    assert sum(int(line.split(",")[1]) for line in lines[1:]) == api["requests"]
+    none = bonito(logged_in, "savings", "--since", "2020-01-01", "--until", "2020-01-02", check=0)
+    assert none.stdout.strip() == "No smart-routed requests in this range."
+
+
+def test_routing_policies_show_their_smart_settings(server, logged_in):
+    made = bonito(
+        logged_in,
+        "routing",
+        "create",
+        "-s",
+        "name=cli-smart",
+        "-s",
+        "strategy=smart",
+        "-s",
+        'models=["demo-chat-mini","demo-chat"]',
+        "-s",
+        'smart={"classifier":"rules","aggressiveness":0.7}',
+        "--json",
+        check=0,
+    )
+    policy = json.loads(made.stdout)
+    shown = bonito(logged_in, "routing", "get", str(policy["id"]), check=0).stdout
+    assert re.search(r"^smart\s+\{.*\"aggressiveness\":0\.7", shown, re.M), shown
+    listed = bonito(logged_in, "routing", "list", "--wide", check=0).stdout
+    assert "aggressiveness" in listed
+    bonito(logged_in, "routing", "delete", str(policy["id"]), check=0)
 
 
 def test_logs_follow_prints_new_requests_from_the_live_tail(server, logged_in):
