@@ -196,7 +196,7 @@ def chat(ctx, prompt, model, system, api_key, no_stream, as_json, quiet, show_ro
       git diff | bonito chat --system "Review this diff" --model gpt-4o
       git diff | bonito chat "Review this" --model gpt-4o
       bonito chat --json "ping" | jq .usage
-      bonito chat "Prove that there are infinitely many primes" -m auto --show-route
+      bonito chat "Prove that 2 is prime" --model auto --show-route
       bonito chat
     """
     from .main import State

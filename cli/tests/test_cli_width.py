@@ -158,6 +158,24 @@ USAGE = {
     "cost_usd": "123456.78901234",
     "by_model": [BREAKDOWN, {**BREAKDOWN, "name": "gpt-4o-mini-2024-07-18"}],
 }
+SAVED = {
+    "requests": 1234567,
+    "cost_usd": 123.45678901,
+    "top_tier_cost_usd": 2345.67890123,
+    "saved_usd": 2222.22211222,
+    "saved_pct": 94.74,
+    "rated": 4321,
+    "avg_feedback": 0.8765,
+}
+SMART = {
+    **SAVED,
+    "unpriced_requests": 12,
+    "by_policy": [{"policy": "customer-support-smart-routing-production", **SAVED}],
+    "by_classifier": [{"classifier": "learned", **SAVED}, {"classifier": "rules", **SAVED}],
+    "by_tier": [{"tier": "anthropic.claude-3-5-haiku-20241022-v1:0", **SAVED}],
+    "by_model": [{"model": "anthropic.claude-3-5-sonnet-20241022-v2:0", **SAVED}],
+    "by_day": [{"day": "2026-12-03", **SAVED}],
+}
 ANALYTICS = {
     "since": WHEN,
     "until": LATER,
@@ -169,7 +187,7 @@ ANALYTICS = {
     "by_provider": [{**BREAKDOWN, "name": "bedrock-eu-west-1-production-account"}],
     "by_key": [{**BREAKDOWN, "name": LONG_KEY_NAME}],
     "by_team": [{**BREAKDOWN, "name": "machine-learning-platform-infrastructure"}],
-    "smart_routing": {},
+    "smart_routing": SMART,
 }
 AGENT = {
     "deployment_mode": "vpc",
@@ -225,11 +243,12 @@ TABLES = {
     "logs": ((), "/api/gateway/logs"),
     "usage": ((), "/api/gateway/usage"),
     "analytics": ((), "/api/gateway/analytics"),
+    "savings": ((), "/api/gateway/analytics"),
     "agent status": ((), "/api/orgs/acme/agent"),
 }
 RUNS = [(name, ()) for name in TABLES] + [
     ("analytics", ("--group-by", group)) for group in ("provider", "key", "team", "time")
-]
+] + [("savings", ("--group-by", group)) for group in ("classifier", "tier", "model", "day")]
 
 WALK = """
 from bonito_cli.main import cli
@@ -340,6 +359,8 @@ def test_json_is_the_answer_unchanged(fake, tmp_path, command, extra):
     args, path = TABLES[command]
     out = at(fake, tmp_path, *command.split(), *args, *extra, "--json", env={"COLUMNS": "40"})
     answer = ANSWERS[path]
+    if command == "savings":  # its part of the analytics answer
+        answer = answer["smart_routing"]
     assert json.loads(out.stdout) == answer.get("results", answer)
 
 
