@@ -1,5 +1,6 @@
 """OpenAI-shaped errors, with the statuses the official SDKs map to their exception classes."""
 
+import math
 from dataclasses import dataclass, field
 
 from core.names_rule import name_safe
@@ -18,6 +19,8 @@ class GatewayError(Exception):
     headers: dict = field(default_factory=dict)
     # Recorded in the usage row; defaults to the code.
     error_type: str | None = None
+    # The usage row's status; None: "rejected" below 500, "error" from 500.
+    record_status: str | None = None
 
     def body(self) -> dict:
         return {
@@ -56,9 +59,19 @@ def echoed(text: str) -> str:
     return name_safe(text, ECHO_LIMIT)
 
 
-def model_not_found(model, smart_alias=False, embeddings=False):
+def model_not_found(model, smart_alias=False, embeddings=False, suggestion=None):
+    """``suggestion``: a model of the key's own org that the name was likely meant to be
+    (the same name without its surrounding whitespace, or in another case), or None."""
+    spaced = model != model.strip()
     model = echoed(model)
     message = f"The model `{model}` does not exist or you do not have access to it."
+    if spaced:
+        message += (
+            " The name has leading or trailing whitespace, which no model name has"
+            " (names are stored trimmed)."
+        )
+    if suggestion is not None:
+        message += f" Did you mean `{echoed(suggestion)}`?"
     if smart_alias and embeddings:
         message += (
             f" `{model}` asks for smart routing, which scores prompts: it serves chat, "
@@ -80,6 +93,32 @@ def rate_limited(
     retry = max(1, int(retry_after_s + 0.999))
     return GatewayError(
         429, message, kind, code, None, {"Retry-After": str(retry), **(headers or {})}
+    )
+
+
+# Retry-After of a 429 from the providers when none of them said how long to wait.
+UPSTREAM_RETRY_AFTER_DEFAULT_S = 5
+# A provider's Retry-After past this (a day) is passed on as this.
+UPSTREAM_RETRY_AFTER_MAX_S = 86400
+
+
+def upstream_rate_limited(retry_after_s: float | None, last) -> GatewayError:
+    """Every deployment tried last was refused by its provider's rate limit (429): a 429,
+    so the SDKs raise RateLimitError and wait, rather than a 502 that reads as an outage.
+    ``retry_after_s``: the smallest Retry-After the providers sent (None: none sent)."""
+    if retry_after_s is None or not math.isfinite(retry_after_s):
+        retry = UPSTREAM_RETRY_AFTER_DEFAULT_S
+    else:
+        retry = max(1, math.ceil(min(retry_after_s, UPSTREAM_RETRY_AFTER_MAX_S)))
+    return GatewayError(
+        429,
+        "Every deployment of this model is rate limited by its provider; retry after "
+        f"{retry}s. Last error: {last}.",
+        "rate_limit_error",
+        "upstream_rate_limited",
+        headers={"Retry-After": str(retry)},
+        error_type="upstream_rate_limited",
+        record_status="error",
     )
 
 

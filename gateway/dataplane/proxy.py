@@ -5,6 +5,7 @@ import logging
 import os
 import random
 import time
+import unicodedata
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -227,9 +228,8 @@ class Gateway:
                 return await media.handle(self, ctx, req, Outgoing, _refuse_if_budget_spent)
             return await self._proxy(ctx, req)
         except GatewayError as exc:
-            self._record(
-                ctx, "rejected" if exc.status < 500 else "error", exc.status, exc.usage_error_type
-            )
+            status = exc.record_status or ("rejected" if exc.status < 500 else "error")
+            self._record(ctx, status, exc.status, exc.usage_error_type)
             return self._error_response(ctx, exc)
         except Exception:
             # A bug: still an OpenAI-shaped answer, and the request's one usage row.
@@ -407,6 +407,7 @@ class Gateway:
                     model,
                     smart_alias=(org.smart is None or embeddings) and model == org.auto_model,
                     embeddings=embeddings and org.smart is not None,
+                    suggestion=_meant(model, keys_check.permitted_models(key, org)),
                 )
             names, strategy, weights = [model], org.strategy, None
         primary: list[DeploymentInfo] = []
@@ -614,7 +615,9 @@ class Gateway:
         deadline = time.monotonic() + ctx.org.timeout_s
         last: UpstreamError | None = None
         unfit: tuple[DeploymentInfo, UpstreamError] | None = None
+        final: list[UpstreamError] = []  # the failures of the last round that had any
         for round_no in range(self.retry_rounds):
+            failures: list[UpstreamError] = []
             for dep in candidates:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -638,6 +641,7 @@ class Gateway:
                         self.health.failure(dep.id, exc.retry_after)
                     log.info("deployment %s failed (%s); trying the next one", dep.label, exc)
                     last = exc
+                    failures.append(exc)
                     continue
                 finally:
                     health.in_flight -= 1
@@ -645,6 +649,7 @@ class Gateway:
                 self.health.success(dep.id, (time.perf_counter() - started) * 1000)
                 ctx.dep, ctx.model_used = dep, dep.model
                 return result
+            final = failures or final
             if unfit is not None and last is None:
                 # No deployment of this model can serve the request as it is.
                 ctx.dep, ctx.model_used = unfit[0], unfit[0].model
@@ -657,6 +662,10 @@ class Gateway:
                 if wait >= deadline - time.monotonic():
                     break
                 await asyncio.sleep(wait)
+        if final and all(exc.status == 429 and not exc.timeout for exc in final):
+            # Rate limited by every provider tried (not down): a 429 the SDKs wait out.
+            waits = [exc.retry_after for exc in final if exc.retry_after is not None]
+            raise errors.upstream_rate_limited(min(waits) if waits else None, last)
         if last is not None and last.timeout:
             raise GatewayError(
                 504,
@@ -1038,9 +1047,13 @@ class Gateway:
         if model_id is None:
             payload = {"object": "list", "data": [card(n) for n in names]}
         else:
+            # In NFC, as names are stored and as a body's model is read (requested_model):
+            # "café" sent decomposed is the model "café" here too.
+            if not (model_id.isascii() and model_id.isprintable()):
+                model_id = unicodedata.normalize("NFC", model_id)
             ctx.model_requested = model_id
             if model_id not in names:
-                raise errors.model_not_found(model_id)
+                raise errors.model_not_found(model_id, suggestion=_meant(model_id, names))
             payload = card(model_id)
         return Outgoing(
             200, orjson.dumps(payload), self._headers(ctx, {"Content-Type": "application/json"})
@@ -1124,6 +1137,19 @@ class Gateway:
                 else None,
             }
         )
+
+
+def _fold(name: str) -> str:
+    return unicodedata.normalize("NFKC", name.strip()).casefold()
+
+
+def _meant(model: str, names) -> str | None:
+    """The one of ``names`` (the models this key may use, the smart alias included: never
+    another org's) that ``model`` differs from only by surrounding whitespace, case or
+    compatibility forms ("AUTO" for "auto", " gpt-4o" for "gpt-4o"), or None. Only a 404
+    pays for it."""
+    folded = _fold(model)
+    return next((n for n in names if n != model and _fold(n) == folded), None)
 
 
 def parse_feedback(raw: bytes) -> tuple[str, float]:

@@ -5,14 +5,17 @@ import asyncio
 import base64
 import contextlib
 import contextvars
+import email.utils
 import functools
 import hashlib
 import logging
+import math
 import struct
 import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import httpx
 import orjson
@@ -216,11 +219,23 @@ class StreamBroken(Exception):
 
 
 def _retry_after(headers) -> float | None:
+    """A provider's Retry-After in seconds: a number of seconds or an HTTP date; None when
+    absent or not one (NaN, infinity and negative numbers included)."""
     value = headers.get("retry-after") or headers.get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
+    if value is None:
         return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+        return max(0.0, seconds)
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _error_message(body, status) -> str:
