@@ -272,6 +272,7 @@ class V1App:
             if methods is not None:
                 endpoint, allowed = methods.get(method, "responses.get"), tuple(methods)
         refusal, body, too_large, read = None, b"", False, False
+        unread = False  # the body was refused before its end: the connection cannot go on
         if endpoint is None:
             endpoint = "unknown"
             refusal = GatewayError(
@@ -304,7 +305,7 @@ class V1App:
             try:
                 body = await self._read_body(scope, headers, receive, limit)
             except _BodyRefused as exc:
-                refusal, too_large = exc.error, exc.too_large
+                refusal, too_large, unread = exc.error, exc.too_large, True
             if body is None:
                 return await self._gone(scope, headers, endpoint)
         if not read and "transfer-encoding" in headers:
@@ -321,6 +322,7 @@ class V1App:
             except _BodyRefused as exc:
                 # past the cap, or too slow: answered now (a 404 or a 405 stays one)
                 refusal = refusal or exc.error or errors.too_large(self.max_body_bytes)
+                unread = True
         out = await self.gateway().handle(
             Incoming(
                 endpoint=endpoint,
@@ -333,6 +335,12 @@ class V1App:
                 query=scope.get("query_string", b"").decode("latin-1"),
             )
         )
+        if unread:
+            # What is left of the body (all of it past a Content-Length over the cap, a
+            # chunk of a terabyte) would be read as the next request on this connection,
+            # or waited for: the answer is the connection's last (the HTTP protocol reads
+            # and drops a bounded amount first, so the client can read it).
+            out.headers["Connection"] = "close"
         if out.stream is None:
             return await self._send(send, out, headers)
         await self._stream(out, receive, send)

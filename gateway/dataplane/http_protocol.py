@@ -183,6 +183,36 @@ class _Chunks:
         return -1
 
 
+class _Transport:
+    """The connection's transport as uvicorn's request cycles see it. A close while the
+    request's body is still arriving (an answer given before its body was read, with
+    Connection: close: a 413 on a declared size over the cap, a chunk size past it) is
+    not done at once: what the client is still sending is read and dropped for a moment
+    (HeadDeadlineProtocol._linger), else the close resets the connection and the reset
+    can reach the client before the answer it is reading."""
+
+    __slots__ = ("_protocol", "raw")
+
+    def __init__(self, raw, protocol):
+        self.raw, self._protocol = raw, protocol
+
+    def __getattr__(self, name):
+        return getattr(self.raw, name)
+
+    def write(self, data) -> None:
+        self.raw.write(data)
+
+    def is_closing(self) -> bool:
+        return self._protocol._closing_soon or self.raw.is_closing()
+
+    def close(self) -> None:
+        protocol = self._protocol
+        if protocol._in_body and protocol._lingering is None and not self.raw.is_closing():
+            protocol._linger()
+        else:
+            self.raw.close()
+
+
 class HeadDeadlineProtocol(HttpToolsProtocol):
     _head_timer = None
     _head_bytes = 0  # of the head being read, counted as they arrive
@@ -193,6 +223,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
     _head_tail = b""  # the last 3 bytes of the head being read (its end may straddle reads)
     _body_left = None  # of a Content-Length body being read
     _chunks = None  # a chunked body being read (_Chunks)
+    _closing_soon = False  # answered before its body's end: lingering, then closed
 
     def data_received(self, data: bytes) -> None:
         # In a head, the parser is given no more than what is left of the limit: a head
@@ -321,8 +352,23 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
             self._say(last)
 
     def connection_made(self, transport) -> None:
-        super().connection_made(transport)
+        super().connection_made(_Transport(transport, self))
         self._arm()
+
+    def _linger(self) -> None:
+        """The connection closed after an answer given before its request's body was
+        read to its end (its app sent Connection: close): not kept alive, since the rest of
+        that body would be parsed as the next request (or waited for, for a chunk of a
+        terabyte), and not reset, as _say does: up to LINGER_BYTES of what the client is
+        still sending are dropped for LINGER_S, then it is closed."""
+        self._disarm()
+        self._closing_soon = True
+        self._lingering = LINGER_BYTES
+        raw = self.transport.raw
+        if raw.can_write_eof():
+            raw.write_eof()
+        raw.resume_reading()  # paused while the unread body filled uvicorn's buffer
+        self.loop.call_later(LINGER_S, raw.close)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
