@@ -316,6 +316,14 @@ def test_an_error_before_the_stream_with_no_deployment_left_is_a_clear_error(
         assert error.status_code == 400
         assert error.body["message"] == "injected 400"  # the provider's words
         assert error.body["type"] == "invalid_request_error"
+    elif status == 429:  # rate limited, not down: the SDK's RateLimitError, told to wait
+        assert isinstance(error, openai.RateLimitError)
+        assert (error.body["type"], error.body["code"]) == (
+            "rate_limit_error",
+            "upstream_rate_limited",
+        )
+        assert int(error.response.headers["retry-after"]) >= 1
+        assert "injected 429" in error.message
     else:
         assert error.status_code == 502
         assert error.body["code"] == "upstream_error"
