@@ -197,7 +197,7 @@ def batch_id(records_json: bytes) -> str:
     return str(uuid.UUID(bytes=hashlib.sha256(records_json).digest()[:16], version=4))
 
 
-REMIND_S = 60.0  # while usage cannot be posted, at most one line a minute says so
+REMIND_S = 60.0  # while a call to the control plane keeps failing, one line a minute says so
 
 
 def _duration(seconds: float) -> str:
@@ -207,6 +207,47 @@ def _duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds // 60}m"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _failing_for(reason: str, lasted: float | None) -> str:
+    return reason + (f" (failing for {_duration(lasted)})" if lasted and lasted >= 1 else "")
+
+
+class Repeats:
+    """A failure met at every try while the control plane is away (a config pull every 30 s,
+    a heartbeat every minute, a usage post at every retry, for as long as it lasts): said when
+    it starts (and when its reason changes, if ``each_reason``), then at most once a minute
+    with how long it has lasted, and once when it ends ("... back after 12m") — not once per
+    try.
+
+    ``say(reason, lasted)`` words a failing line (``lasted`` is None for the first one) and
+    ``back(lasted)`` the last one; by default "<reason> (failing for 3m)" and "<what> back
+    after 12m". They are called only when a line is said."""
+
+    def __init__(self, what="", clock=time.monotonic, *, say=None, back=None, each_reason=True):
+        self.what = what
+        self.clock = clock
+        self.say = say or _failing_for
+        self.back = back or (lambda lasted: f"{self.what} back after {_duration(lasted)}")
+        self.each_reason = each_reason
+        self.since: float | None = None  # when it began failing (None: it passes)
+        self.reason: str | None = None  # the reason last said
+        self._said_at = 0.0
+
+    def failed(self, emit, reason: str) -> None:
+        now = self.clock()
+        first = self.since is None
+        if first:
+            self.since = now
+        elif (reason == self.reason or not self.each_reason) and now - self._said_at < REMIND_S:
+            return
+        emit(self.say(reason, None if first else now - self.since))
+        self.reason, self._said_at = reason, now
+
+    def passed(self, emit=log.warning) -> None:
+        if self.since is not None:
+            emit(self.back(self.clock() - self.since))
+        self.since = self.reason = None
 
 
 class IngestWriter:
@@ -219,45 +260,44 @@ class IngestWriter:
 
     def __init__(self, control: ControlPlane, clock=time.monotonic):
         self.control = control
-        self.clock = clock
         self._client: httpx.Client | None = None
         self.posted = 0
         self.accepted = 0
         self.duplicates = 0
         self.problem: str | None = None  # why the last post was not stored
-        self.down_since: float | None = None  # when posts began to fail (None: they pass)
-        self._said_at = 0.0  # when the log last spoke of it
+        # A changed reason waits for the minute's line: retries come far more often than
+        # pulls, and a flapping link would otherwise say a line per retry.
+        self.outage = Repeats(clock=clock, say=self._say, back=self._back, each_reason=False)
         self._sent = 0  # records posted since posts pass again, until the spool is empty
         self._line_counts: dict[str, int] = {}
 
+    def _say(self, problem: str, lasted: float | None) -> str:
+        if lasted is None:
+            return f"usage post failed ({problem}); the batch stays spooled and is retried"
+        return (
+            f"usage posts still failing after {_duration(lasted)} ({problem});"
+            f" {self.spooled_records()} records spooled, sent when the control plane is back"
+        )
+
+    def _back(self, lasted: float) -> str:
+        return f"control plane back; {self._sent} spooled records sent"
+
     def _failed(self, problem: str) -> None:
-        now = self.clock()
-        if self.down_since is None:
-            self.down_since = self._said_at = now
-            log.warning("usage post failed (%s); the batch stays spooled and is retried", problem)
-        elif now - self._said_at >= REMIND_S:
-            self._said_at = now
-            log.warning(
-                "usage posts still failing after %s (%s); %d records spooled, sent when the"
-                " control plane is back",
-                _duration(now - self.down_since),
-                problem,
-                self.spooled_records(),
-            )
+        self.outage.failed(log.warning, problem)
         self.problem = problem
         self._sent = 0  # failing again before the spool was sent: the same outage
 
     def _stored(self, records: int) -> None:
         self.problem = None
-        if self.down_since is None:
+        if self.outage.since is None:
             return
         self._sent += records
         # The spool is sent when at most the batch just posted is left in it (the sink
         # deletes a spooled file once it is stored; a new batch goes to the spool while it
         # holds anything, so a batch posted straight from memory means it is empty).
         if len(self._spool_files()) <= 1:
-            log.info("control plane back; %d spooled records sent", self._sent)
-            self.down_since, self._sent = None, 0
+            self.outage.passed(log.info)
+            self._sent = 0
 
     def _spool_files(self) -> list:
         try:

@@ -29,39 +29,10 @@ from gateway.dataplane.snapshot import (
 )
 
 from . import VERSION
-from .control import REMIND_S, ControlPlane, _duration, clean
+from .control import ControlPlane, Repeats, clean
 from .state import fingerprint, write_private
 
 FAILURE_RELOG_S = 600.0
-
-
-class Repeats:
-    """A failure met at every config pull or heartbeat while the control plane is away (every
-    30 s, for as long as it lasts): logged when it starts or its reason changes, then at most
-    once a minute with how long it has lasted, and one line when it ends ("... back after
-    12m") — not once per try."""
-
-    def __init__(self, what: str, clock=time.monotonic):
-        self.what = what
-        self.clock = clock
-        self.since: float | None = None  # when it began failing (None: it passes)
-        self.reason: str | None = None
-        self._said_at = 0.0
-
-    def failed(self, emit, message: str) -> None:
-        now = self.clock()
-        if self.since is None:
-            self.since = now
-        elif message == self.reason and now - self._said_at < REMIND_S:
-            return
-        lasted = now - self.since
-        emit(message + (f" (failing for {_duration(lasted)})" if lasted >= 1 else ""))
-        self.reason, self._said_at = message, now
-
-    def passed(self) -> None:
-        if self.since is not None:
-            log.warning("%s back after %s", self.what, _duration(self.clock() - self.since))
-        self.since = self.reason = None
 
 
 log = logging.getLogger("bonito.agent")

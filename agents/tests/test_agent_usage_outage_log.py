@@ -15,6 +15,9 @@ import pytest
 
 from agents.runtime import settings as agent_settings
 from agents.runtime.app import Agent
+from agents.runtime.control import ControlPlane as Control
+from agents.runtime.control import IngestWriter, Unavailable
+from agents.runtime.state import Token
 from agents.tests.agent_harness import (
     AgentProcess,
     ControlPlane,
@@ -86,7 +89,7 @@ def test_a_long_outage_is_one_line_then_one_a_minute_then_one_when_back(tmp_path
     )
     agent = Agent(s)
     sink, writer = agent.gateway.sink, agent.writer
-    writer.clock = clock = Clock()
+    writer.outage.clock = clock = Clock()
     # Retried at once (the agent's backoff is up to a minute, which the clock stands for).
     sink.retry_interval, sink.retry_backoff_max, sink.min_batch_interval = 0.01, 0.02, 0
     caplog.set_level(logging.INFO, logger="bonito.agent")
@@ -131,6 +134,37 @@ def test_a_long_outage_is_one_line_then_one_a_minute_then_one_when_back(tmp_path
     finally:
         sink.stop()
         ingest.close()
+
+
+def test_a_changed_reason_waits_for_the_minutes_line(tmp_path, caplog):
+    """Retries come far more often than config pulls: a reason that changes between them
+    (a link that flaps between refusing and timing out) is said in the minute's line, not at
+    every change; the line then names the reason of the moment."""
+    ingest = Ingest()
+    s = agent_settings.load(
+        {
+            "BONITO_CONTROL_PLANE": ingest.url,
+            "BONITO_ORG_TOKEN": keys.generate("bt-"),
+            "BONITO_STATE_DIR": str(tmp_path),
+        }
+    )
+    writer = IngestWriter(Control(s, Token(s.token, tmp_path), str(uuid.uuid4())))
+    writer.outage.clock = Clock()
+    caplog.set_level(logging.INFO, logger="bonito.agent")
+    try:
+        with pytest.raises(Unavailable):
+            writer([_record()])  # 503
+        ingest.close()  # nothing listens now: unreachable
+        for _ in range(9):  # 7 s apart: the minute has passed at the 10th try
+            with pytest.raises(Unavailable):
+                writer([_record()])
+    finally:
+        writer.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "bonito.agent"]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("usage post failed (ingest answered 503 unavailable"), lines
+    assert lines[1].startswith("usage posts still failing after 63s (control plane unreachable")
+    assert writer.problem.startswith("control plane unreachable"), writer.problem
 
 
 @pytest.mark.slow
