@@ -19,6 +19,7 @@ from gateway.models import ApiKey, Deployment
 from gateway.tests.conftest import ACTOR, refresh_snapshot
 from gateway.tests.test_browser import answered, chromium_page, shot
 from governance import services as governance_services
+from governance.models import RoutingPolicy
 from orgs import services as org_services
 from orgs.models import Invitation, Membership, PersonalAccessToken, Team, User
 
@@ -34,6 +35,7 @@ PAYLOADS = [
     f"\\'); {RUN}; //",
     f"`;{RUN};`",
 ]
+FSI, PDI = "\u2068", "\u2069"  # around a name in a confirm question: the plain-text <bdi>
 WATCH = """
 window.__csp = [];
 document.addEventListener("securitypolicyviolation",
@@ -164,7 +166,9 @@ def _hostile_org(org, alice, bob):
         team=team,
         allowed_models=[scope],
     )
-    services.api_key_create(actor=ACTOR, org=org, name=hostile(next(n), "RtKey"), routing_policy=rt)
+    rt_key, _raw = services.api_key_create(
+        actor=ACTOR, org=org, name=hostile(next(n), "RtKey"), routing_policy=rt
+    )
     token, _raw = org_services.pat_create(
         actor=ACTOR, user=alice, org=org, name=hostile(next(n), "Token")
     )
@@ -199,6 +203,7 @@ def _hostile_org(org, alice, bob):
             save()
     return {
         "key": key,
+        "rt_key": rt_key,
         "token": token,
         "team": spare,
         "member": Membership.objects.get(org=org, user=mallory),
@@ -238,6 +243,8 @@ def test_hostile_names_never_run_and_confirms_still_work(
         "/settings/sso/",
         f"/providers/deployments/{objs['deployment'].id}/",
         f"/routing/{objs['route'].id}/",
+        f"/keys/{objs['rt_key'].id}/edit/",
+        f"/providers/{objs['deployment'].provider_id}/",
     ):
         name = "log-detail" if path.startswith("/logs/") and path != "/logs/" else path
         browser.visit(base + o + path, name.strip("/").replace("/", "-") or "overview")
@@ -267,7 +274,7 @@ def test_hostile_names_never_run_and_confirms_still_work(
     page.goto(base + o + "/settings/")
     browser.confirm(
         f"{o}/settings/tokens/{token.id}/revoke/",
-        f"Revoke {token.name}?",
+        f"Revoke {FSI}{token.name}{PDI}?",  # the settings page isolates the name
         lambda: PersonalAccessToken.objects.get(pk=token.pk).revoked_at is not None,
     )
     page.goto(base + o + "/team/")
@@ -294,8 +301,25 @@ def test_hostile_names_never_run_and_confirms_still_work(
         f"Requests for {deployment.model_name} stop reaching it within seconds.",
         lambda: not Deployment.objects.filter(pk=deployment.pk).exists(),
     )
+    # The edit pages' questions isolate the names they hold (U+2068 … U+2069, the plain-text
+    # <bdi>), and still act only once accepted.
+    rt_key, route = objs["rt_key"], objs["route"]
+    page.goto(base + o + f"/keys/{rt_key.id}/edit/")
+    browser.confirm(
+        f"{o}/keys/{rt_key.id}/disable/",
+        f"Disable {FSI}{rt_key.name}{PDI}? Apps using it will get 401 within seconds until an"
+        " admin enables it.",
+        lambda: not ApiKey.objects.get(pk=rt_key.pk).is_active,
+    )
+    page.goto(base + o + f"/routing/{route.id}/")
+    browser.confirm(
+        f"{o}/routing/{route.id}/delete/",
+        f"Delete the routing policy {FSI}{route.name}{PDI}? This cannot be undone.",
+        lambda: not RoutingPolicy.objects.filter(pk=route.pk).exists(),
+    )
     # Every destructive button on these pages asks first, through the same mechanism.
-    for path in ("/keys/", "/settings/", "/team/", "/providers/", "/routing/"):
+    edit_pages = (f"/keys/{rt_key.id}/edit/", f"/providers/{deployment.provider_id}/")
+    for path in ("/keys/", "/settings/", "/team/", "/providers/", "/routing/", *edit_pages):
         page.goto(base + o + path)
         danger = page.locator("button.danger").count()
         assert danger == page.locator("form[data-confirm] button.danger").count(), path
