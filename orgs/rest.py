@@ -1,5 +1,6 @@
 """Management REST API for teams, members, invitations and personal access tokens."""
 
+from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -146,15 +147,16 @@ class InvitationViewSet(
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        refused = throttle.invitation_send_refusal(request, request.org)
-        if refused:
-            raise Throttled(wait=refused[0], detail=refused[1])
-        invitation, _raw = services.invitation_create(
-            actor=actor(request),
-            org=request.org,
-            base_url=request.build_absolute_uri("/"),
-            **serializer.validated_data,
-        )
+        with transaction.atomic():  # counted before another send (the limits hold rows)
+            refused = throttle.invitation_send_refusal(request, request.org)
+            if refused:
+                raise Throttled(wait=refused[0], detail=refused[1])
+            invitation, _raw = services.invitation_create(
+                actor=actor(request),
+                org=request.org,
+                base_url=request.build_absolute_uri("/"),
+                **serializer.validated_data,
+            )
         return Response(self.get_serializer(invitation).data, status=status.HTTP_201_CREATED)
 
     def destroy(self, request, *args, **kwargs):
@@ -165,14 +167,15 @@ class InvitationViewSet(
     @action(detail=True, methods=["post"])
     def resend(self, request, *args, **kwargs):
         invitation = self.get_object()
-        refused = throttle.invitation_resend_refusal(request, invitation)
-        if refused:
-            raise Throttled(wait=refused[0], detail=refused[1])
-        invitation, _raw = services.invitation_resend(
-            actor=actor(request),
-            invitation=invitation,
-            base_url=request.build_absolute_uri("/"),
-        )
+        with transaction.atomic():  # counted before another send (the limits hold rows)
+            refused = throttle.invitation_resend_refusal(request, invitation)
+            if refused:
+                raise Throttled(wait=refused[0], detail=refused[1])
+            invitation, _raw = services.invitation_resend(
+                actor=actor(request),
+                invitation=invitation,
+                base_url=request.build_absolute_uri("/"),
+            )
         return Response(self.get_serializer(invitation).data)
 
 

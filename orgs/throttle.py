@@ -4,10 +4,13 @@ API's requests per user and minute through DRF's throttling (ApiUserThrottle).
 
 Axes counts failures in the database, so every process and replica sees the same counts;
 django-ratelimit counts requests in the cache (Redis when set). Both see the client through
-`client_address`, which reads it through our trusted proxies."""
+`client_address`, which reads it through our trusted proxies. The invitation emails a user
+or an org sends are counted in the audit log (the database), like the sign-in failures."""
 
 import ipaddress
 import logging
+import math
+from datetime import timedelta
 
 from asgiref.sync import sync_to_async
 from axes.backends import AxesStandaloneBackend
@@ -16,10 +19,13 @@ from axes.models import AccessAttempt
 from django.conf import settings
 from django.db.models import Sum
 from django.shortcuts import render
+from django.utils import timezone
 from django_ratelimit.core import get_usage
 from rest_framework.throttling import UserRateThrottle
 
 from core.client_ip import client_ip
+
+from .models import AuditLog, Organization, User
 
 log = logging.getLogger(__name__)
 
@@ -146,19 +152,60 @@ def _invitations(n: int) -> str:
     return f"{n} invitation{'s' if n != 1 else ''}"
 
 
+# Every invitation email sent writes one of these audit rows (the services), whichever way
+# in sent it: the sends limits count them, so they hold across restarts, processes and
+# replicas, with or without Redis.
+SEND_ACTIONS = ("invitation.create", "invitation.resend")
+SEND_WINDOW = timedelta(hours=1)
+
+
+def _sends_wait(rows, limit: int) -> int:
+    """Seconds until fewer than ``limit`` of these audit rows are under an hour old (the
+    oldest of the newest ``limit`` leaves the window first); 0 when that is already so."""
+    if not limit:
+        return 0
+    now = timezone.now()
+    newest = list(
+        rows.filter(created_at__gt=now - SEND_WINDOW)
+        .order_by("-created_at")
+        .values_list("created_at", flat=True)[:limit]
+    )
+    if len(newest) < limit:
+        return 0
+    return max(1, math.ceil((newest[-1] + SEND_WINDOW - now).total_seconds()))
+
+
+def _hold_sends(user_pk, org_pk) -> None:
+    """Lock the sender's and the org's rows (in that order, always) until the transaction
+    ends: a concurrent send by the same user or in the same org, in any process, waits for
+    this one to be counted, so two cannot both take the last one. (SQLite's IMMEDIATE
+    transactions already let one writer in at a time.)"""
+    list(User.objects.select_for_update().filter(pk=user_pk).values_list("pk"))
+    list(Organization.objects.select_for_update().filter(pk=org_pk).values_list("pk"))
+
+
 def invitation_send_refusal(request, org) -> tuple[int, str] | None:
     """Seconds to wait and why, when sending an invitation email (a new invitation or a
     resend) in ``org`` is refused; None if not. INVITATION_SENDS_PER_USER_PER_HOUR sends by
     the signed-in user (across orgs: a token counts as its user), then
-    INVITATION_SENDS_PER_ORG_PER_HOUR sends in the org (all its admins together), counted in
-    the cache; 0 turns a limit off. Without them a compromised admin session or token could
-    send invitation emails without end."""
+    INVITATION_SENDS_PER_ORG_PER_HOUR sends in the org (every way in together), counted in
+    the last hour of the audit log; 0 turns a limit off. Without them a compromised admin
+    session or token could send invitation emails without end.
+
+    Call it inside the transaction that sends (transaction.atomic around it and the
+    service): it holds the user's and the org's rows until that commits."""
+    _hold_sends(request.user.pk, org.pk)
+    return _send_refusal(request, org)
+
+
+def _send_refusal(request, org) -> tuple[int, str] | None:
+    sends = AuditLog.objects.filter(action__in=SEND_ACTIONS)
     per_user = settings.INVITATION_SENDS_PER_USER_PER_HOUR
-    wait = retry_after(request, "invitation:send:user", str(request.user.pk), per_user)
+    wait = _sends_wait(sends.filter(actor_id=request.user.pk), per_user)
     if wait:
         return wait, f"You sent {_invitations(per_user)} in the last hour; {_wait_text(wait)}"
     per_org = settings.INVITATION_SENDS_PER_ORG_PER_HOUR
-    wait = retry_after(request, "invitation:send:org", str(org.pk), per_org)
+    wait = _sends_wait(sends.filter(org_id=org.pk), per_org)
     if wait:
         return wait, f"{org.name} sent {_invitations(per_org)} in the last hour; {_wait_text(wait)}"
     return None
@@ -167,18 +214,24 @@ def invitation_send_refusal(request, org) -> tuple[int, str] | None:
 def invitation_resend_refusal(request, invitation) -> tuple[int, str] | None:
     """Seconds to wait and why, when this resend of ``invitation`` is refused (each one
     emails its address: a button pressed in a loop would flood the inbox); None if not.
-    INVITATION_RESEND_PER_HOUR resends per invitation and hour, counted in the cache (0 turns
-    it off); then the sends of the user and the org (invitation_send_refusal)."""
+    INVITATION_RESEND_PER_HOUR resends per invitation and hour, counted in the audit log (0
+    turns it off); then the sends of the user and the org (invitation_send_refusal). Call
+    it inside the transaction that resends, as invitation_send_refusal."""
+    _hold_sends(request.user.pk, invitation.org_id)
     per_hour = settings.INVITATION_RESEND_PER_HOUR
-    wait = retry_after(
-        request, "invitation:resend", f"{invitation.org_id}:{invitation.pk}", per_hour
+    resends = AuditLog.objects.filter(
+        org_id=invitation.org_id,
+        action="invitation.resend",
+        target_type="invitation",
+        target_id=str(invitation.pk),
     )
+    wait = _sends_wait(resends, per_hour)
     if wait:
         return wait, (
             f"The invitation for {invitation.email} was sent again {per_hour} times in the "
             f"last hour; {_wait_text(wait)}"
         )
-    return invitation_send_refusal(request, invitation.org)
+    return _send_refusal(request, invitation.org)
 
 
 class ApiUserThrottle(UserRateThrottle):

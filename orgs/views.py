@@ -5,6 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import urlsafe_base64_decode
 from django.views.decorators.http import require_http_methods, require_POST
@@ -55,25 +56,30 @@ def team(request):
     refused = None
     if request.method == "POST":
         form = InviteForm(request.POST, org=org)
-        if form.is_valid():
-            refused = throttle.invitation_send_refusal(request, org)
-        if refused:
-            form.add_error(None, refused[1])
-        elif form.is_valid():
-            try:
-                services.invitation_create(
-                    actor=Actor.from_request(request),
-                    org=org,
-                    email=form.cleaned_data["email"],
-                    role=form.cleaned_data["role"],
-                    team=form.cleaned_data["team"],
-                    base_url=request.build_absolute_uri("/"),
-                )
-            except ValidationError as exc:
-                form.add_error("email", _errors(exc))
-            else:
-                messages.success(request, f"Invitation sent to {form.cleaned_data['email']}.")
-                return redirect("team", org_slug=org.slug)
+        created = False
+        # One transaction: the send is counted (the limits hold their rows) before another.
+        with transaction.atomic():
+            if form.is_valid():
+                refused = throttle.invitation_send_refusal(request, org)
+            if refused:
+                form.add_error(None, refused[1])
+            elif form.is_valid():
+                try:
+                    services.invitation_create(
+                        actor=Actor.from_request(request),
+                        org=org,
+                        email=form.cleaned_data["email"],
+                        role=form.cleaned_data["role"],
+                        team=form.cleaned_data["team"],
+                        base_url=request.build_absolute_uri("/"),
+                    )
+                except ValidationError as exc:
+                    form.add_error("email", _errors(exc))
+                else:
+                    created = True
+        if created:
+            messages.success(request, f"Invitation sent to {form.cleaned_data['email']}.")
+            return redirect("team", org_slug=org.slug)
     else:
         form = InviteForm(org=org)
     # A POST that reaches the page was refused: 429 past a limit, else 400 (form kept).
@@ -216,23 +222,25 @@ def invitation_revoke(request, invitation_id):
 @org_view(role="admin")
 def invitation_resend(request, invitation_id):
     invitation = get_object_or_404(Invitation.objects.for_org(request.org), pk=invitation_id)
-    refused = throttle.invitation_resend_refusal(request, invitation)
-    if refused:
-        messages.error(request, refused[1])
-        return redirect("team", org_slug=request.org.slug)
     try:
-        services.invitation_resend(
-            actor=Actor.from_request(request),
-            invitation=invitation,
-            base_url=request.build_absolute_uri("/"),
-        )
+        with transaction.atomic():  # counted before another send (the limits hold rows)
+            refused = throttle.invitation_resend_refusal(request, invitation)
+            if not refused:
+                services.invitation_resend(
+                    actor=Actor.from_request(request),
+                    invitation=invitation,
+                    base_url=request.build_absolute_uri("/"),
+                )
     except ValidationError as exc:
         messages.error(request, _errors(exc))
     else:
-        messages.success(
-            request,
-            f"Invitation sent again to {invitation.email}; the earlier link no longer works.",
-        )
+        if refused:
+            messages.error(request, refused[1])
+        else:
+            messages.success(
+                request,
+                f"Invitation sent again to {invitation.email}; the earlier link no longer works.",
+            )
     return redirect("team", org_slug=request.org.slug)
 
 

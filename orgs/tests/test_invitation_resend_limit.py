@@ -1,5 +1,5 @@
 """Resending an invitation emails its address each time, so it is rate-limited per
-invitation (INVITATION_RESEND_PER_HOUR, counted in the cache with django-ratelimit): from the
+invitation (INVITATION_RESEND_PER_HOUR, counted in the audit log's last hour): from the
 dashboard and the REST API alike, the resend past the limit sends nothing and changes
 nothing, and says so (a message; a 429 with Retry-After); another invitation, or another
 org's, has its own count (adversarial review: 25 resends in a row were 25 emails)."""

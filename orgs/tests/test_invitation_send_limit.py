@@ -1,8 +1,8 @@
 """Every invitation sent (a new one or a resend) is an email, so they are rate-limited per
 hour per org (INVITATION_SENDS_PER_ORG_PER_HOUR) and per user who sends them
 (INVITATION_SENDS_PER_USER_PER_HOUR, across orgs; a personal access token counts as its
-user), counted in the cache like the other limits: a compromised admin session or token sent
-unlimited invitations before. Past a limit nothing is created or sent: the dashboard's form
+user), counted in the audit log (test_invitation_limit_restart.py: it holds across restarts
+and processes): a compromised admin session or token sent unlimited invitations before. Past a limit nothing is created or sent: the dashboard's form
 says when to try again and keeps what was typed (429), REST answers 429 with Retry-After."""
 
 import pytest
@@ -111,7 +111,8 @@ def test_a_user_s_limit_holds_across_the_orgs_they_administer(alice, alice_clien
     assert not _invited(org_b)
 
 
-def test_resends_count_as_sends(alice_client, org_a, django_capture_on_commit_callbacks):
+def test_resends_count_as_sends(alice_client, org_a, settings, django_capture_on_commit_callbacks):
+    settings.INVITATION_SENDS_PER_ORG_PER_HOUR = 10  # the 3 invitations below are the org's
     invitations = [
         services.invitation_create(actor=ACTOR, org=org_a, email=f"r{n}@acme.test")[0]
         for n in range(3)
@@ -153,3 +154,14 @@ def test_an_outsider_is_refused_before_anything_is_counted(
     for n in range(5):
         assert _rest(charlie_client, org_a, f"c{n}@acme.test").status_code in (403, 404)
     assert _rest(alice_client, org_a, "p@acme.test").status_code == 201
+
+
+def test_the_org_counts_the_sends_of_every_way_in(alice_client, org_a, settings):
+    """Invitations sent by the admin site, the CLI or apply_config are emails from the org
+    too: they count toward its limit (not toward alice's)."""
+    for n in range(4):
+        services.invitation_create(actor=ACTOR, org=org_a, email=f"cli{n}@acme.test")
+    assert _rest(alice_client, org_a, "p0@acme.test").status_code == 201  # the org's 5th
+    response = _rest(alice_client, org_a, "p1@acme.test")
+    assert response.status_code == 429
+    assert response.json()["detail"].startswith("Acme Corp sent 5 invitations in the last hour")
