@@ -295,8 +295,41 @@ def rules_score(body: dict, keywords: dict | None = None) -> float:
     return score_features(features(body, keywords), rules_model())
 
 
+# A completions prompt given as a list holds several prompts, one completion each; the
+# request goes to one model, so it is routed by its hardest prompt. Each is scored as a
+# prompt of its own (joined, their count read as lines of one prompt: ["hello", "world"]
+# scored 0.20 where "hello" scores 0.07). At most this many are scored, the longest ones.
+MAX_LISTED_PROMPTS = 16
+
+
+def listed_prompts(body: dict) -> list[str] | None:
+    """The distinct prompts of a completions body whose ``prompt`` is a list of two or
+    more texts (at most MAX_LISTED_PROMPTS, the longest, in list order), else None."""
+    if "messages" in body:
+        return None
+    prompt = body.get("prompt")
+    if not isinstance(prompt, list):
+        return None
+    texts = [p for p in prompt if isinstance(p, str)]
+    if len(texts) < 2:  # one text (or token ids): the prompt as it is
+        return None
+    texts = list(dict.fromkeys(texts))
+    if len(texts) > MAX_LISTED_PROMPTS:
+        longest = sorted(range(len(texts)), key=lambda i: -len(texts[i]))[:MAX_LISTED_PROMPTS]
+        texts = [texts[i] for i in sorted(longest)]
+    return texts
+
+
 def score(policy: SmartPolicy, body: dict, classifier: str) -> float:
-    """The difficulty score (0-1) of a request under ``classifier``."""
+    """The difficulty score (0-1) of a request under ``classifier``; of a list of prompts,
+    the highest of theirs (listed_prompts)."""
+    texts = listed_prompts(body)
+    if texts is not None:
+        return max(_score(policy, {**body, "prompt": t}, classifier) for t in texts)
+    return _score(policy, body, classifier)
+
+
+def _score(policy: SmartPolicy, body: dict, classifier: str) -> float:
     if classifier == "learned":
         from core import smart_learned  # the optional extra; checked at configuration time
 
