@@ -5,6 +5,7 @@ the app's feedback score): no prompt text, no embedding, no features are stored 
 """
 
 import math
+from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.db.models import Avg, F
@@ -27,11 +28,67 @@ ORG_DEFAULT = ""  # the name that means the org's default smart routing (bn- key
 def _just_above(score: float, following: float | None) -> float:
     """A threshold that keeps ``score`` below it (a score goes below a threshold it is
     under) and ``following``, the next score seen, above it: the next step of 0.000001
-    (thresholds are saved to 6 decimals), or halfway where the two are closer; at most 1."""
+    (a round number), or halfway where the two are closer; at most 1. Saved as computed."""
     step = math.floor(score * 1_000_000 + 1) / 1_000_000
     if following is not None and step > following:
         step = (score + following) / 2
     return min(step, 1.0)
+
+
+CHUNK = 2000  # rated rows read at a time: a re-calibration's memory does not grow with them
+
+
+def _score_groups(below):
+    """(score, the sum of its ratings, their number) of rated rows, in score order, read a
+    chunk of rows at a time. Each score's ratings are summed in ascending order, as the
+    sorted list of every row was summed before (the same floats, the same cut)."""
+    rows = below.order_by("route_score", "feedback_score").values_list(
+        "route_score", "feedback_score"
+    )
+    score, total, count = None, 0, 0
+    for s, feedback in rows.iterator(chunk_size=CHUNK):
+        if count and s != score:
+            yield score, total, count
+            total, count = 0, 0
+        score = s
+        total += feedback
+        count += 1
+    if count:
+        yield score, total, count
+
+
+def _cut(below, target: float) -> tuple[float | None, float]:
+    """(the new top threshold, or None when the requests of every score held ``target``;
+    the highest score that held). Requests of one score are routed together (the rules
+    classifier gives every greeting the same score), so they are judged together: the cut
+    is the highest score whose requests, with every one scored lower, still held the
+    target, and it falls just above that score (a score below a threshold goes below it),
+    under the next one. Even the easiest score falling short, only it stays below."""
+    groups = _score_groups(below)
+    total, count, kept = 0.0, 0, None
+    for score, summed, n in groups:
+        total += summed
+        count += n
+        if total / count < target:
+            if kept is None:
+                following = next(groups, (None,))[0]
+                return _just_above(score, following), kept
+            return _just_above(kept, score), kept
+        kept = score
+    return None, kept
+
+
+def _ascending_below(lower: list, top: float) -> list:
+    """The thresholds ``lower`` and then ``top``, strictly ascending, as computed (not
+    rounded): a lower one that is not under the one above it is moved under it, the lower
+    ones spread evenly between 0 and ``top``. (They were set to the next one less 0.000001,
+    rounded to 6 places and at least 0.000001: with a top below 0.000002 two of them came
+    out equal, and the save was refused as not ascending.)"""
+    out = [*lower, top]
+    for i in range(len(out) - 2, -1, -1):
+        if not out[i] < out[i + 1]:
+            out[i] = top * (i + 1) / len(out)
+    return out
 
 
 def smart_recalibrate(*, actor, org, name: str, min_rated: int = MIN_RATED) -> dict:
@@ -78,49 +135,27 @@ def smart_recalibrate(*, actor, org, name: str, min_rated: int = MIN_RATED) -> d
     target = QUALITY * (top if top is not None else 1.0)
     # Below it: the scores of this classifier (another arm's are on another scale), on the
     # policy's current tiers (a tier it no longer has rated another model).
-    below = sorted(
-        rated.filter(
-            route_classifier=current.classifier,
-            route_score__isnull=False,
-            route_tier__in=current.tiers[:-1],
-        ).values_list("route_score", "feedback_score")
+    below = rated.filter(
+        route_classifier=current.classifier,
+        route_score__isnull=False,
+        route_tier__in=current.tiers[:-1],
     )
-    if len(below) < min_rated:
+    n_below = below.count()
+    if n_below < min_rated:
         raise ValidationError(
-            f"Only {len(below)} rated request{pluralize(len(below))} below the top tier of "
+            f"Only {n_below} rated request{pluralize(n_below)} below the top tier of "
             f"{label}; re-calibrating needs {min_rated}. Send feedback with POST /v1/feedback."
         )
     old = current.thresholds[-1]
-    # Requests of one score are routed together (the rules classifier gives every greeting
-    # the same score), so they are judged together: the cut is the highest score whose
-    # requests, with every one scored lower, still held the target, and it falls just above
-    # that score (a score below a threshold goes below it), under the next one.
-    groups: dict[float, list] = {}
-    for score, feedback in below:
-        groups.setdefault(score, []).append(feedback)
-    scores = sorted(groups)
-    total, count, kept = 0.0, 0, None
-    for i, score in enumerate(scores):
-        total += sum(groups[score])
-        count += len(groups[score])
-        if total / count < target:
-            break
-        kept = i
-    if kept == len(scores) - 1:  # all held: be a step more aggressive
+    new, highest = _cut(below, target)
+    if new is None:  # all held: be a step more aggressive
         a = current.aggressiveness
         if a is None:  # explicit thresholds (an earlier re-calibration's): where they sit
             a = smart.aggressiveness_for(current.thresholds, current.classifier)
         raised = smart.thresholds_for(min(a + STEP, 1.0), len(tiers), current.classifier)[-1]
-        new = max(old, raised, _just_above(scores[-1], None))
-    else:
-        # Even the easiest prompts fell short (kept is None): only they stay below.
-        i = kept or 0
-        new = _just_above(scores[i], scores[i + 1] if i + 1 < len(scores) else None)
-    thresholds = list(current.thresholds[:-1]) + [new]
-    for i in range(len(thresholds) - 2, -1, -1):  # keep them ascending
-        thresholds[i] = min(thresholds[i], round(thresholds[i + 1] - 1e-6, 6))
+        new = max(old, raised, _just_above(highest, None))
     spec = {k: v for k, v in saved.items() if k != "aggressiveness"}
-    spec["thresholds"] = [max(t, 1e-6) for t in thresholds]
+    spec["thresholds"] = _ascending_below(list(current.thresholds[:-1]), new)
     if name == ORG_DEFAULT:
         gateway_services.gateway_config_set(actor=actor, org=org, smart=spec)
     else:
@@ -134,7 +169,7 @@ def smart_recalibrate(*, actor, org, name: str, min_rated: int = MIN_RATED) -> d
             smart=spec,
             is_active=policy.is_active,
         )
-    return {"policy": label, "rated": len(below), "old": old, "new": spec["thresholds"][-1]}
+    return {"policy": label, "rated": n_below, "old": old, "new": new}
 
 
 def recalibration_summary(moved: dict) -> str:
@@ -142,6 +177,13 @@ def recalibration_summary(moved: dict) -> str:
     message): "saver: top threshold 0.5000 -> 0.3100 from 1 rated request"."""
     n = moved["rated"]
     return (
-        f"{moved['policy']}: top threshold {moved['old']:.4f} -> {moved['new']:.4f} "
+        f"{moved['policy']}: top threshold {_shown(moved['old'])} -> {_shown(moved['new'])} "
         f"from {n} rated request{pluralize(n)}"
     )
+
+
+def _shown(threshold: float) -> str:
+    """0.3100 to 4 places; a threshold below 0.0001 in full (0.00000015), never 0.0000."""
+    if threshold == 0 or threshold >= 0.0001:
+        return f"{threshold:.4f}"
+    return format(Decimal(repr(float(threshold))), "f")

@@ -1,0 +1,193 @@
+"""Re-calibration (smart_recalibrate): any cut it computes is saved exactly, with 3 tiers
+and more and scores far below 0.000002 (such a cut was refused as "not ascending"); it reads
+the rated rows a chunk at a time and moves the threshold where reading them all at once
+did."""
+
+import io
+import random
+import tracemalloc
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+
+from billing import smart_calibration
+from billing.models import UsageRecord
+from billing.smart_calibration import smart_recalibrate
+from core import smart
+from gateway.tests.conftest import ACTOR
+
+AN_HOUR_AGO = datetime.now(UTC) - timedelta(hours=1)
+
+
+def _rows(org, rated, *, tier, policy="saver", classifier="rules"):
+    """Rated usage rows: ``rated`` is (score, feedback) pairs."""
+    UsageRecord.objects.bulk_create(
+        UsageRecord(
+            id=uuid.uuid4(),
+            org=org,
+            created_at=AN_HOUR_AGO,
+            model_requested="auto",
+            model_used=tier,
+            status="success",
+            input_tokens=10,
+            output_tokens=5,
+            cost=Decimal("0.0001"),
+            cost_top_tier=Decimal("0.002"),
+            route_tier=tier,
+            routing_policy=policy,
+            route_classifier=classifier,
+            route_score=score,
+            feedback_score=feedback,
+        )
+        for score, feedback in rated
+    )
+
+
+def _policy(org, tiers, spec):
+    from governance import services as gov
+
+    return gov.routing_policy_save(
+        actor=ACTOR, org=org, name="saver", strategy="smart", models=list(tiers), smart=spec
+    )
+
+
+def _previous_new_top(rated_below, target, current, n_tiers):
+    """The top threshold as the re-calibration computed it before it read rows in chunks:
+    every rated row below the top tier in one sorted list (the reference)."""
+    below = sorted(rated_below)
+    groups: dict[float, list] = {}
+    for score, feedback in below:
+        groups.setdefault(score, []).append(feedback)
+    scores = sorted(groups)
+    total, count, kept = 0.0, 0, None
+    for i, score in enumerate(scores):
+        total += sum(groups[score])
+        count += len(groups[score])
+        if total / count < target:
+            break
+        kept = i
+    if kept == len(scores) - 1:
+        a = current.aggressiveness
+        if a is None:
+            a = smart.aggressiveness_for(current.thresholds, current.classifier)
+        raised = smart.thresholds_for(min(a + 0.1, 1.0), n_tiers, current.classifier)[-1]
+        return max(current.thresholds[-1], raised, smart_calibration._just_above(scores[-1], None))
+    i = kept or 0
+    return smart_calibration._just_above(scores[i], scores[i + 1] if i + 1 < len(scores) else None)
+
+
+# ------------------------------------------------------------------------------ tiny cuts
+@pytest.mark.django_db
+@pytest.mark.parametrize("n_tiers", [3, 4, 6])
+@pytest.mark.parametrize("scale", [1e-7, 1.5e-6 / 40, 1e-9, 1e-13])
+def test_it_saves_a_cut_below_two_millionths_exactly_with_three_tiers_and_more(
+    org_a, n_tiers, scale
+):
+    tiers = [f"t{i}" for i in range(n_tiers)]
+    _policy(org_a, tiers, {"aggressiveness": 0.5})
+    # Scores k x scale: good answers up to the 5th, bad ones after; the top tier rates 1.0.
+    below = [((k + 1) * scale, 1.0 if k < 5 else 0.0) for k in range(40)]
+    _rows(org_a, below, tier=tiers[0])
+    _rows(org_a, [(0.9, 1.0)] * 5, tier=tiers[-1])
+    current = smart.resolve({"aggressiveness": 0.5}, tiers)
+    expected = _previous_new_top(below, 0.95, current, n_tiers)
+    assert expected < 2e-6
+
+    moved = smart_recalibrate(actor=ACTOR, org=org_a, name="saver")
+
+    from governance.models import RoutingPolicy
+
+    saved = RoutingPolicy.objects.get(name="saver").smart["thresholds"]
+    assert moved["new"] == saved[-1] == expected  # exactly, not rounded or raised to 1e-6
+    assert len(saved) == n_tiers - 1
+    assert all(0 < a < b for a, b in zip(saved, saved[1:], strict=False)), saved
+    policy = smart.resolve({"thresholds": saved}, tiers)  # accepted as it is
+    assert policy.tier_index(5 * scale) < n_tiers - 1  # the last good score stays below
+    assert policy.tier_index(6 * scale) == n_tiers - 1  # the first bad one goes to the top
+
+
+@pytest.mark.django_db
+def test_lower_thresholds_under_the_new_top_stay_where_they_were(org_a):
+    tiers = ["a", "b", "c", "d"]
+    _policy(org_a, tiers, {"thresholds": [0.01, 0.02, 0.5]})
+    below = [(0.03 + k / 1000, 1.0 if k < 20 else 0.0) for k in range(40)]
+    _rows(org_a, below, tier="a")
+    moved = smart_recalibrate(actor=ACTOR, org=org_a, name="saver")
+    from governance.models import RoutingPolicy
+
+    assert RoutingPolicy.objects.get(name="saver").smart["thresholds"] == [
+        0.01,
+        0.02,
+        moved["new"],
+    ]
+    assert 0.049 < moved["new"] < 0.051
+
+
+@pytest.mark.django_db
+def test_the_command_says_a_tiny_threshold_in_full(org_a):
+    tiers = ["a", "b", "c"]
+    _policy(org_a, tiers, {"aggressiveness": 0.5})
+    _rows(org_a, [((k + 1) * 1e-8, 1.0 if k < 3 else 0.0) for k in range(40)], tier="a")
+    out = io.StringIO()
+    call_command("smart_recalibrate", "--org", org_a.slug, "--policy", "saver", stdout=out)
+    # just above 3e-08, under 4e-08: halfway
+    assert "-> 0.000000035 from 40 rated requests" in out.getvalue(), out.getvalue()
+
+
+# ------------------------------------------------------------------------------ bounded memory
+@pytest.mark.django_db
+@pytest.mark.parametrize("seed", range(8))
+def test_reading_in_chunks_moves_the_threshold_where_the_whole_list_did(org_a, seed, monkeypatch):
+    rng = random.Random(seed)
+    n_tiers = rng.choice([2, 3, 5])
+    tiers = [f"m{i}" for i in range(n_tiers)]
+    spec = rng.choice([{"aggressiveness": rng.random()}, {}])
+    _policy(org_a, tiers, spec)
+    # Few distinct scores (the rules classifier's greetings) or many; ratings of any value
+    # (their sums' rounding must come out as before), good below a score, worse above.
+    n = rng.randint(30, 400)
+    palette = [round(rng.random(), 3) for _ in range(rng.choice([3, 12, 1000]))]
+    edge = rng.random()
+    below = []
+    for _ in range(n):
+        score = rng.choice(palette)
+        good = score < edge or rng.random() < 0.2
+        below.append((score, rng.uniform(0.85, 1.0) if good else rng.uniform(0.0, 0.6)))
+    _rows(org_a, below, tier=rng.choice(tiers[:-1]))
+    _rows(org_a, [(0.99, 1.0)] * 3, tier=tiers[-1])
+    # Rows that are not read: another classifier's, a failover's, another policy's.
+    _rows(org_a, [(0.01, 0.0)] * 5, tier=tiers[0], classifier="learned")
+    _rows(org_a, [(0.01, 0.0)] * 5, tier=tiers[0], policy="other")
+    current = smart.resolve(spec, tiers)
+    expected = _previous_new_top(below, 0.95, current, n_tiers)
+    monkeypatch.setattr(smart_calibration, "CHUNK", rng.choice([1, 7, 2000]))
+
+    moved = smart_recalibrate(actor=ACTOR, org=org_a, name="saver", min_rated=1)
+
+    assert moved["new"] == expected
+    assert moved["rated"] == n
+
+
+@pytest.mark.django_db
+def test_a_recalibration_s_memory_does_not_grow_with_its_rated_rows(org_a):
+    tiers = ["a", "b", "c"]
+    _policy(org_a, tiers, {"aggressiveness": 0.5})
+    _rows(org_a, [(0.9, 1.0)] * 3, tier="c")
+    rng = random.Random(1)
+
+    def peak(rows: int) -> int:
+        UsageRecord.objects.filter(route_tier="a").delete()
+        _rows(org_a, [(rng.random(), 1.0) for _ in range(rows)], tier="a")
+        tracemalloc.start()
+        try:
+            smart_recalibrate(actor=ACTOR, org=org_a, name="saver")
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small, large = peak(2_000), peak(40_000)
+    # Every row in a list took about 150 bytes each: 6 MB for 40,000 rows.
+    assert large < small + 1_500_000, (small, large)
