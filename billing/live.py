@@ -35,6 +35,8 @@ FIELDS = (
     "key_id",
     "team_id",
     "source",  # the Logs page's tail keeps to its filters (static/js/logs-live.js)
+    "routing_policy",  # (the policy filter)
+    "route_tier",
 )
 # The role the Logs page needs (gateway.views.logs is an org_view for viewers and up).
 TAIL_ROLE = Role.VIEWER

@@ -50,8 +50,9 @@ class UsageRecordSerializer(serializers.ModelSerializer):
 
 class LogViewSet(OrgView, viewsets.ReadOnlyModelViewSet):
     """Request logs. Filters: range (1h, 24h, 7d, 30d, 90d) or since/until, model, provider,
-    key, team, status, source (shared_gateway or vpc_agent); ordering (created_at, latency_ms,
-    cost, with - for descending)."""
+    key, team, policy (a smart routing policy's id or name, or "(org default)"), status,
+    source (shared_gateway or vpc_agent); ordering (created_at, latency_ms, cost, with - for
+    descending)."""
 
     serializer_class = UsageRecordSerializer
     pagination_class = LogPagination  # counts at most COUNT_LIMIT rows (count_is_exact)
@@ -93,7 +94,8 @@ class UsageView(_UsageBase):
 
 class AnalyticsView(_UsageBase):
     """Requests, tokens and cost over time; latency percentiles; error rate; cost by model,
-    provider, key and team."""
+    provider, key and team; smart routing's savings. Same filters as logs (policy: one
+    smart routing policy's requests, so its A/B arms are compared alone)."""
 
     default_range = "7d"
 

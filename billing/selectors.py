@@ -105,6 +105,44 @@ def _id(org, params, name, model):
     return int(value)
 
 
+# The policy filter's value for the org's default smart routing (bn- keys asking for the
+# alias): what the analytics' by_policy rows call it; no policy name (a slug) looks like it.
+ORG_DEFAULT_POLICY = "(org default)"
+_POLICY_NAME = re.compile(r"[-a-zA-Z0-9_]{1,63}", re.ASCII)
+
+
+def policy_filter(org, params) -> str | None:
+    """The name of the smart routing policy whose requests to keep ("" for the org
+    default's), from its id or its name. An id of another org's policy gets the same answer
+    as an id that does not exist; a name is matched as recorded on each request (so a
+    deleted policy's requests are still found), like a model's name."""
+    from governance.models import RoutingPolicy
+
+    value = params.get("policy")
+    if value in (None, ""):
+        return None
+    if value == ORG_DEFAULT_POLICY:
+        return ""
+    if not _POLICY_NAME.fullmatch(value):
+        raise ValidationError(
+            {
+                "policy": f"{value[:80]!r} is not a routing policy's id (a whole number) or "
+                f"name (letters, digits, - and _), nor {ORG_DEFAULT_POLICY!r}."
+            }
+        )
+    if not value.isdigit():
+        return value
+    policies = RoutingPolicy.objects.for_org(org)
+    found = None
+    if _ID.fullmatch(value) and 0 < int(value) <= MAX_ID:
+        found = policies.filter(pk=int(value)).values_list("name", flat=True).first()
+    if found is None:  # a policy named by digits ("2026") is found by its name too
+        found = policies.filter(name=value).values_list("name", flat=True).first()
+    if found is None:
+        raise ValidationError({"policy": f"There is no policy {value} in this organization."})
+    return found
+
+
 def _text(params, name):
     value = params.get(name) or None
     if value is not None and "\x00" in value:
@@ -113,7 +151,7 @@ def _text(params, name):
 
 
 def _clean(org, params) -> dict:
-    """The model, provider, key, team, status and source filters, checked."""
+    """The model, provider, key, team, policy, status and source filters, checked."""
     from gateway.models import ApiKey
     from orgs.models import Team
 
@@ -137,13 +175,15 @@ def _clean(org, params) -> dict:
         "provider": _text(params, "provider"),
         "key": _id(org, params, "key", ApiKey),
         "team": _id(org, params, "team", Team),
+        "policy": policy_filter(org, params),
         "status": status,
         "source": source,
     }
 
 
 def usage_records(org, params, default_range="24h"):
-    """An org's usage rows filtered by time range, model, provider, key, team and status."""
+    """An org's usage rows filtered by time range, model, provider, key, team, policy,
+    status and source."""
     since, until = time_range(params, default_range)
     ordering = params.get("ordering") or "-created_at"
     if ordering not in ORDERINGS:
@@ -175,6 +215,10 @@ def _filtered(org, filters):
         qs = qs.filter(status=filters["status"])
     if filters["source"]:
         qs = qs.filter(source=filters["source"])
+    if filters.get("policy") is not None:
+        # The policy that smart-routed each request; the org default's name none, and
+        # a request no smart routing chose a tier for is none of its requests.
+        qs = qs.filter(routing_policy=filters["policy"]).exclude(route_tier="")
     return qs
 
 
@@ -183,8 +227,8 @@ def _filtered(org, filters):
 # for ranges over two days) before the rollup watermark from rollups and the rest (the
 # partial hours at the edges, and everything since the watermark) from raw rows; the parts
 # are added. The numbers equal a scan of the raw rows. Each part is one contiguous range
-# of one table, so every query is an index range scan; a status or source filter
-# (rollups count errors, not each status, and keep no source) reads raw rows only.
+# of one table, so every query is an index range scan; a status, source or policy filter
+# (rollups count errors, not each status, and keep no source or policy) reads raw rows only.
 
 # name -> (rollup aggregate, raw-row aggregate)
 _MEASURES = {
@@ -444,8 +488,10 @@ def usage_query(org, params, default_range="24h") -> UsageQuery:
     mark = rolled_until()
     lo = _hour_up(since)
     hi = min(_hour_down(until), mark) if mark else lo
-    # Rollups count neither each status nor each source: those filters read raw rows.
-    if filters["status"] or filters["source"] or filters["request_id"] or hi <= lo:
+    # Rollups count neither each status, each source nor each policy: those filters read
+    # raw rows.
+    raw_only = filters["status"] or filters["source"] or filters["policy"] is not None
+    if raw_only or filters["request_id"] or hi <= lo:
         return UsageQuery(
             org,
             since,

@@ -97,6 +97,26 @@ def _bad_request(exc: ValidationError) -> HttpResponse:
     )
 
 
+def _policy_choices(request) -> list[tuple[str, str]]:
+    """(value, label) of the filters' Policy menu: the org default and the org's smart
+    routing policies by name (the requests record the name), and the value in the URL when
+    it is none of those (an id, a deleted policy's name) so the menu shows what filters."""
+    from governance.models import RoutingPolicy
+
+    names = (
+        RoutingPolicy.objects.for_org(request.org)
+        .filter(strategy="smart")
+        .order_by("name")
+        .values_list("name", flat=True)
+    )
+    choices = [(selectors.ORG_DEFAULT_POLICY, selectors.ORG_DEFAULT_POLICY)]
+    choices += [(name, name) for name in names]
+    asked = request.GET.get("policy") or ""
+    if asked and asked not in {value for value, _label in choices}:
+        choices.append((asked, asked))
+    return choices
+
+
 @org_view()
 def logs(request):
     (qs, since, until), error = _filters(request)
@@ -116,9 +136,20 @@ def logs(request):
             "keys": ApiKey.objects.for_org(request.org).only("id", "name").order_by("name", "id"),
             "teams": Team.objects.for_org(request.org).only("id", "name"),
             "statuses": UsageRecord.Status.choices,
+            "policies": _policy_choices(request),
+            "live_policy": _live_policy(request) if not error else None,
         },
         status=400 if error else 200,
     )
+
+
+def _live_policy(request) -> str | None:
+    """The policy name the Logs page's live tail keeps to ("" for the org default's
+    requests), resolved from the filter as the page's rows were; None: no policy filter."""
+    try:
+        return selectors.policy_filter(request.org, request.GET)
+    except ValidationError:
+        return None
 
 
 @org_view()
@@ -153,6 +184,8 @@ def usage(request):
             "since": since,
             "until": until,
             "rolled_up_until": query.rolled_until,
+            "statuses": UsageRecord.Status.choices,
+            "policies": _policy_choices(request),
             "smart_tables": _smart_tables(analytics["smart_routing"]),
             "smart_recalibrate": _smart_recalibrate_buttons(request, analytics["smart_routing"]),
         },

@@ -20,6 +20,10 @@
       if (wanted(param) && String(r[field]) !== wanted(param)) return false;
     }
     if (wanted("request_id").trim() && r.request_id !== wanted("request_id").trim()) return false;
+    // The smart routing policy, as the server resolved the filter (an id, a name or the org
+    // default's ""): a request no smart routing chose a tier for is none of its requests.
+    const policy = status.dataset.policy;
+    if (policy !== undefined && (r.routing_policy !== policy || !r.route_tier)) return false;
     return r.created_at < until;
   };
   // Each row is built as templates/billing/logs.html draws it, with DOM calls only (text is
