@@ -37,7 +37,7 @@ router.register("gateway/deployments", gateway_rest.DeploymentViewSet, basename=
 router.register("gateway/models", gateway_rest.CatalogViewSet, basename="api-models")
 router.register(
     "gateway/routing-policies",
-    governance_rest.RoutingPolicyViewSet,
+    gateway_rest.RoutingPolicyViewSet,  # governance's, with the smart tiers' price warnings
     basename="api-routing-policies",
 )
 router.register("gateway/audit", governance_rest.AuditLogViewSet, basename="api-audit")

@@ -205,6 +205,47 @@ def apply_gateway(*, actor, org, spec, where):
         services.gateway_config_set(actor=actor, org=org, **spec)
 
 
+def smart_price_warnings(org, spec) -> list[str]:
+    """What the Routing page warns of the smart routing a file's org section sets, read
+    once the whole file is applied (its deployments and prices included): for each smart
+    routing policy it lists, and for the org default when it sets smart_tiers, each lower
+    tier dearer than the top one (services.smart_tier_price_warnings), led by where the
+    file sets it. Warnings, not refusals: the file is applied all the same."""
+    from governance.models import RoutingPolicy
+
+    if not isinstance(spec, dict):
+        return []
+    out = []
+    prices = None
+    listed = spec.get("routing_policies")
+    names = {
+        i: r["name"]
+        for i, r in enumerate(listed if isinstance(listed, list) else [])
+        if isinstance(r, dict) and isinstance(r.get("name"), str)
+    }
+    saved = {
+        p.name: p
+        for p in RoutingPolicy.objects.for_org(org).filter(
+            name__in=set(names.values()), strategy="smart"
+        )
+    }
+    for i, name in names.items():
+        if name in saved:
+            prices = services.model_cheapest_prices(org) if prices is None else prices
+            for warning in services.smart_tier_price_warnings(org, saved[name].model_names, prices):
+                out.append(f"routing_policies[{i}] ({name}): {warning}")
+    gateway = spec.get("gateway")
+    if isinstance(gateway, dict) and gateway.get("smart_tiers"):
+        from .models import GatewayConfig
+
+        config = GatewayConfig.objects.filter(org=org).first()
+        tiers = config.smart_tiers if config else []
+        prices = services.model_cheapest_prices(org) if prices is None else prices
+        for warning in services.smart_tier_price_warnings(org, tiers, prices):
+            out.append(f"gateway.smart_tiers: {warning}")
+    return out
+
+
 # Order matters: deployments name providers; routing policies name models.
 EXTENSIONS = {
     "providers": apply_providers,
@@ -222,10 +263,14 @@ EXTENSIONS = {
 REST_ORG_KEYS = {"slug", "name", "deployment_mode", "vpc_only", "teams", *EXTENSIONS}
 
 
-def org_config_apply(*, actor, org, data, dry_run: bool = False) -> list[dict]:
+def org_config_apply(
+    *, actor, org, data, dry_run: bool = False, warnings: list | None = None
+) -> list[dict]:
     """Apply one org's part of an apply_config file (the whole ``orgs:`` file naming only
     this org, or its sections at the top level); all of it or none of it. Returns what
-    changed, read from the audit rows it wrote; with ``dry_run`` nothing is kept."""
+    changed, read from the audit rows it wrote; with ``dry_run`` nothing is kept.
+    ``warnings``: a list to which the smart tiers' price warnings are added
+    (smart_price_warnings; a dry run's too)."""
     from django.db import transaction
 
     from orgs.config import config_apply
@@ -262,6 +307,8 @@ def org_config_apply(*, actor, org, data, dry_run: bool = False) -> list[dict]:
             }
             for row in AuditLog.objects.filter(id__gt=last, org=org).order_by("id")
         ]
+        if warnings is not None:
+            warnings.extend(smart_price_warnings(org, spec))
         if dry_run:
             transaction.set_rollback(True)
     return changes

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.show_once import no_store
+from governance import rest as governance_rest
 from governance.models import RoutingPolicy
 from orgs.config import ConfigError, config_load
 from orgs.models import Team
@@ -258,11 +259,44 @@ class GatewayConfigSerializer(serializers.ModelSerializer):
 
 
 class GatewayConfigView(OrgSettingsView):
-    """The org's gateway settings: default strategy, enabled providers, fallback models, limits."""
+    """The org's gateway settings: default strategy, enabled providers, fallback models, limits,
+    the org default's smart routing. A PUT answers with `warnings` too: what the Routing page
+    warns of the smart tiers (a lower tier dearer than the top one); saved all the same."""
 
     model = GatewayConfig
     serializer = serializer_class = GatewayConfigSerializer
     service = staticmethod(services.gateway_config_set)
+
+    def put(self, request):
+        response = super().put(request)
+        tiers = response.data.get("smart_tiers") or []
+        response.data = {
+            **response.data,
+            "warnings": services.smart_tier_price_warnings(request.org, tiers),
+        }
+        return response
+
+
+class RoutingPolicyViewSet(governance_rest.RoutingPolicyViewSet):
+    """The org's routing policies (rt- keys route through one). Creating or updating one
+    answers with `warnings` too: what the Routing page warns of a smart policy's tiers (a
+    lower tier dearer than the top one, so its prompts cost more than on the top tier); the
+    policy is saved all the same. (The governance app's view, with the gateway's prices.)"""
+
+    def create(self, request, *args, **kwargs):
+        return self._warned(super().create(request, *args, **kwargs))
+
+    def update(self, request, *args, **kwargs):
+        return self._warned(super().update(request, *args, **kwargs))
+
+    def _warned(self, response):
+        saved = response.data
+        tiers = saved["models"] if saved.get("strategy") == "smart" else []
+        response.data = {
+            **saved,
+            "warnings": services.smart_tier_price_warnings(self.request.org, tiers),
+        }
+        return response
 
 
 # ------------------------------------------------------------------------------ providers, deployments
@@ -512,6 +546,11 @@ class ConfigChangeSerializer(serializers.Serializer):
 class ConfigApplyResultSerializer(serializers.Serializer):
     applied = serializers.BooleanField()
     changes = ConfigChangeSerializer(many=True)
+    warnings = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="What the Routing page warns of the smart tiers the file sets (a lower "
+        "tier dearer than the top one); the file is applied all the same.",
+    )
 
 
 class ConfigApplyView(OrgView, APIView):
@@ -527,13 +566,14 @@ class ConfigApplyView(OrgView, APIView):
         except yaml.YAMLError as exc:
             raise ValidationError({"yaml": [f"not valid YAML: {exc}"]}) from None
         dry_run = serializer.validated_data["dry_run"]
+        warnings: list[str] = []
         try:
             changes = config.org_config_apply(
-                actor=actor(request), org=request.org, data=data, dry_run=dry_run
+                actor=actor(request), org=request.org, data=data, dry_run=dry_run, warnings=warnings
             )
         except ConfigError as exc:
             raise ValidationError({"yaml": [str(exc)]}) from None
-        return Response({"applied": not dry_run, "changes": changes})
+        return Response({"applied": not dry_run, "changes": changes, "warnings": warnings})
 
 
 class ConfigExportSerializer(serializers.Serializer):

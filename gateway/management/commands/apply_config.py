@@ -3,7 +3,7 @@ from pathlib import Path
 import yaml
 from django.core.management.base import BaseCommand, CommandError
 
-from gateway.config import EXTENSIONS
+from gateway.config import EXTENSIONS, smart_price_warnings
 from orgs.audit import Actor
 from orgs.config import ConfigError, config_apply, config_load
 
@@ -27,3 +27,8 @@ class Command(BaseCommand):
         except ConfigError as exc:
             raise CommandError(f"{path}: {exc}") from exc
         self.stdout.write(f"Applied {path}: {', '.join(o.slug for o in orgs) or 'no orgs'}.")
+        # What the Routing page warns of (a lower smart tier dearer than the top one): said
+        # here too, on stderr, once the whole file is in; applied all the same.
+        for i, (org, spec) in enumerate(zip(orgs, data["orgs"], strict=True)):
+            for warning in smart_price_warnings(org, spec):
+                self.stderr.write(self.style.WARNING(f"Warning: {path}: orgs[{i}].{warning}"))

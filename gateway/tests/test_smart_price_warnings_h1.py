@@ -1,0 +1,158 @@
+"""The Routing page's warning of a smart tier dearer than the top one, said by every way
+in: REST's create and update of a routing policy and the gateway settings' PUT answer with
+`warnings`, apply_config prints them and the REST config apply returns them. A warning,
+never a refusal: the settings are saved all the same."""
+
+import io
+
+import pytest
+from django.core.management import call_command
+
+from billing.tests.test_smart_loss import WARNING, priced  # noqa: F401
+from gateway import services
+
+pytestmark = pytest.mark.django_db
+API = "/api/gateway/routing-policies"
+
+
+def _post(client, body):
+    return client.post(API, body, content_type="application/json")
+
+
+def _patch(client, policy_id, body):
+    return client.patch(f"{API}/{policy_id}", body, content_type="application/json")
+
+
+def test_rest_creating_a_smart_policy_returns_the_warning_and_saves_it(alice_client, priced):  # noqa: F811
+    from governance.models import RoutingPolicy
+
+    created = _post(alice_client, {"name": "saver", "strategy": "smart", "models": ["lite", "pro"]})
+    assert created.status_code == 201
+    [warning] = created.json()["warnings"]
+    assert warning.startswith(WARNING)
+    assert RoutingPolicy.objects.get(name="saver").model_names == ["lite", "pro"]
+    # every lower tier dearer than the top one is said, in tier order
+    both = _post(
+        alice_client, {"name": "two", "strategy": "smart", "models": ["lite", "mid", "pro"]}
+    )
+    assert [w.startswith(WARNING) for w in both.json()["warnings"]] == [True]
+    fine = _post(alice_client, {"name": "fine", "strategy": "smart", "models": ["mid", "pro"]})
+    assert fine.status_code == 201 and fine.json()["warnings"] == []
+
+
+def test_rest_updating_a_policy_returns_the_warnings_of_what_it_saved(alice_client, priced):  # noqa: F811
+    policy = _post(alice_client, {"name": "saver", "strategy": "smart", "models": ["mid", "pro"]})
+    pid = policy.json()["id"]
+    assert policy.json()["warnings"] == []
+    worse = _patch(alice_client, pid, {"models": ["lite", "pro"]})
+    assert worse.status_code == 200 and worse.json()["warnings"][0].startswith(WARNING)
+    # a change of something else keeps the tiers, and the warning
+    again = _patch(alice_client, pid, {"smart": {"aggressiveness": 0.7}})
+    assert again.json()["warnings"][0].startswith(WARNING)
+    put = alice_client.put(
+        f"{API}/{pid}",
+        {"name": "saver", "strategy": "smart", "models": ["mid", "pro"]},
+        content_type="application/json",
+    )
+    assert put.status_code == 200 and put.json()["warnings"] == []
+    # another strategy routes by no tiers: nothing to warn of
+    failover = _patch(alice_client, pid, {"strategy": "failover", "models": ["lite", "pro"]})
+    assert failover.status_code == 200 and failover.json()["warnings"] == []
+
+
+def test_a_refused_save_answers_its_error_without_warnings(alice_client, priced):  # noqa: F811
+    refused = _post(
+        alice_client,
+        {"name": "saver", "strategy": "smart", "models": ["lite", "pro"], "smart": {"x": 1}},
+    )
+    assert refused.status_code == 400 and "warnings" not in refused.json()
+
+
+def test_an_outsider_gets_no_warning_of_another_org_s_prices(
+    alice_client,
+    charlie_client,
+    priced,  # noqa: F811
+):
+    mine = _post(alice_client, {"name": "saver", "strategy": "smart", "models": ["lite", "pro"]})
+    theirs = _post(
+        charlie_client, {"name": "saver", "strategy": "smart", "models": ["lite", "pro"]}
+    )
+    assert theirs.status_code == 201 and theirs.json()["warnings"] == []  # no deployments there
+    assert _patch(charlie_client, mine.json()["id"], {"models": ["mid", "pro"]}).status_code == 404
+
+
+def test_the_gateway_settings_put_returns_the_org_default_s_warning(alice_client, priced):  # noqa: F811
+    from gateway.models import GatewayConfig
+
+    response = alice_client.put(
+        "/api/gateway/config", {"smart_tiers": ["lite", "pro"]}, content_type="application/json"
+    )
+    assert response.status_code == 200
+    assert response.json()["warnings"][0].startswith(WARNING)
+    assert GatewayConfig.objects.get().smart_tiers == ["lite", "pro"]
+    ordered = alice_client.put(
+        "/api/gateway/config", {"smart_tiers": ["mid", "pro"]}, content_type="application/json"
+    )
+    assert ordered.json()["warnings"] == []
+    assert "warnings" not in alice_client.get("/api/gateway/config").json()
+
+
+FILE = """orgs:
+  - slug: {slug}
+    name: Acme
+    providers:
+      - {{name: q, kind: mock}}
+    deployments:
+      - {{model: cheap, provider: q, upstream_model: c, input_price_per_mtok: 9, output_price_per_mtok: 20}}
+      - {{model: top, provider: q, upstream_model: t, input_price_per_mtok: 1, output_price_per_mtok: 2}}
+    routing_policies:
+      - {{name: plain, strategy: failover, models: [cheap, top]}}
+      - {{name: saver, strategy: smart, models: [{tiers}]}}
+    gateway:
+      smart_tiers: [{tiers}]
+"""
+
+
+def test_apply_config_prints_the_warnings_and_applies_the_file(tmp_path, org_a):
+    from gateway.models import GatewayConfig
+    from governance.models import RoutingPolicy
+
+    path = tmp_path / "bonito.yaml"
+    path.write_text(FILE.format(slug=org_a.slug, tiers="cheap, top"))
+    out, err = io.StringIO(), io.StringIO()
+    call_command("apply_config", str(path), stdout=out, stderr=err)
+    assert RoutingPolicy.objects.get(name="saver").model_names == ["cheap", "top"]
+    assert GatewayConfig.objects.get(org=org_a).smart_tiers == ["cheap", "top"]
+    lines = err.getvalue().splitlines()
+    said = "The tier 'cheap' costs more than the top tier 'top' ($9 in, $20 out per million"
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"Warning: {path}: orgs[0].routing_policies[1] (saver): {said}")
+    assert lines[1].startswith(f"Warning: {path}: orgs[0].gateway.smart_tiers: {said}")
+    assert "Applied" in out.getvalue()
+
+    path.write_text(FILE.format(slug=org_a.slug, tiers="top, cheap"))
+    err = io.StringIO()
+    call_command("apply_config", str(path), stdout=io.StringIO(), stderr=err)
+    assert err.getvalue() == ""
+
+
+def test_the_rest_config_apply_returns_the_warnings_of_a_dry_run_too(alice_client, org_a):
+    from governance.models import RoutingPolicy
+
+    text = FILE.format(slug=org_a.slug, tiers="cheap, top")
+    dry = alice_client.post(
+        "/api/gateway/config/apply",
+        {"yaml": text, "dry_run": True},
+        content_type="application/json",
+    )
+    assert dry.status_code == 200, dry.content
+    assert [w.split(":")[0] for w in dry.json()["warnings"]] == [
+        "routing_policies[1] (saver)",
+        "gateway.smart_tiers",
+    ]
+    assert not RoutingPolicy.objects.filter(org=org_a, name="saver").exists()
+    applied = alice_client.post(
+        "/api/gateway/config/apply", {"yaml": text}, content_type="application/json"
+    )
+    assert applied.json()["warnings"] == dry.json()["warnings"]
+    assert services.smart_tier_price_warnings(org_a, ["cheap", "top"])  # as the page says
