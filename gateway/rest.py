@@ -548,8 +548,10 @@ class ConfigApplyResultSerializer(serializers.Serializer):
     changes = ConfigChangeSerializer(many=True)
     warnings = serializers.ListField(
         child=serializers.CharField(),
-        help_text="What the Routing page warns of the smart tiers the file sets (a lower "
-        "tier dearer than the top one); the file is applied all the same.",
+        required=False,
+        help_text="Only when there are some: what the Routing page warns of the smart tiers "
+        "the file sets (a lower tier dearer than the top one); the file is applied all the "
+        "same.",
     )
 
 
@@ -573,7 +575,9 @@ class ConfigApplyView(OrgView, APIView):
             )
         except ConfigError as exc:
             raise ValidationError({"yaml": [str(exc)]}) from None
-        return Response({"applied": not dry_run, "changes": changes, "warnings": warnings})
+        # Only when there are some: the answer of a file without them is as it always was.
+        extra = {"warnings": warnings} if warnings else {}
+        return Response({"applied": not dry_run, "changes": changes, **extra})
 
 
 class ConfigExportSerializer(serializers.Serializer):

@@ -155,4 +155,9 @@ def test_the_rest_config_apply_returns_the_warnings_of_a_dry_run_too(alice_clien
         "/api/gateway/config/apply", {"yaml": text}, content_type="application/json"
     )
     assert applied.json()["warnings"] == dry.json()["warnings"]
+    ordered = FILE.format(slug=org_a.slug, tiers="top, cheap")
+    fine = alice_client.post(
+        "/api/gateway/config/apply", {"yaml": ordered}, content_type="application/json"
+    )
+    assert fine.status_code == 200 and "warnings" not in fine.json()  # only when some
     assert services.smart_tier_price_warnings(org_a, ["cheap", "top"])  # as the page says
