@@ -216,8 +216,8 @@ def _filtered(org, filters):
     if filters["source"]:
         qs = qs.filter(source=filters["source"])
     if filters.get("policy") is not None:
-        # The policy that smart-routed each request; the org default's name none, and
-        # a request no smart routing chose a tier for is none of its requests.
+        # The policy that smart-routed each request (the org default's record ""); a
+        # request no smart routing chose a tier for is no policy's.
         qs = qs.filter(routing_policy=filters["policy"]).exclude(route_tier="")
     return qs
 
