@@ -325,11 +325,16 @@ def score(policy: SmartPolicy, body: dict, classifier: str) -> float:
     the highest of theirs (listed_prompts)."""
     texts = listed_prompts(body)
     if texts is not None:
-        return max(_score(policy, {**body, "prompt": t}, classifier) for t in texts)
+        # The learned classifier embeds at most its one-prompt budget of characters for the
+        # whole list (each prompt from its ends): its tokenizer holds the GIL.
+        share = 1 / len(texts)
+        return max(_score(policy, {**body, "prompt": t}, classifier, share) for t in texts)
     return _score(policy, body, classifier)
 
 
-def _score(policy: SmartPolicy, body: dict, classifier: str) -> float:
+def _score(policy: SmartPolicy, body: dict, classifier: str, share: float = 1.0) -> float:
+    """The score of one prompt; ``share``: of the learned classifier's characters to embed
+    (MAX_CHARS), for one prompt of a list."""
     if classifier == "learned":
         from core import smart_learned  # the optional extra; checked at configuration time
 
@@ -341,6 +346,9 @@ def _score(policy: SmartPolicy, body: dict, classifier: str) -> float:
             # the rules score reads the length within its range. Same label, same scale.
             return rules_score(body, policy.keywords)
         text, _ = prompt_text(body)
+        half = int(smart_learned.MAX_CHARS * share) // 2
+        if share < 1.0 and len(text) > 2 * half:
+            text = text[:half] + "\n" + text[-half:]
         return smart_learned.score(text, within_range(x, model))
     return rules_score(body, policy.keywords)
 
