@@ -58,24 +58,35 @@ def _score_groups(below):
 
 
 def _cut(below, target: float) -> tuple[float | None, float]:
-    """(the new top threshold, or None when the requests of every score held ``target``;
-    the highest score that held). Requests of one score are routed together (the rules
+    """(the new top threshold, or None when the requests of every score together held
+    ``target``; the highest score that held). Requests of one score are routed together (the rules
     classifier gives every greeting the same score), so they are judged together: the cut
     is the highest score whose requests, with every one scored lower, still held the
-    target, and it falls just above that score (a score below a threshold goes below it),
-    under the next one. Even the easiest score falling short, only it stays below."""
-    groups = _score_groups(below)
-    total, count, kept = 0.0, 0, None
-    for score, summed, n in groups:
+    target (however many lower scores fell short on the way: a bad rating on the easiest
+    prompt does not stop the count there), and it falls just above that score (a score
+    below a threshold goes below it), under the next one. Even the easiest score falling
+    short with everything above it, only it stays below."""
+    total, count = 0.0, 0
+    kept = after = None  # the highest score that held, and the score after it
+    first = second = None
+    last_held = False
+    for score, summed, n in _score_groups(below):
+        if first is None:
+            first = score
+        elif second is None:
+            second = score
+        if last_held:
+            after = score
         total += summed
         count += n
-        if total / count < target:
-            if kept is None:
-                following = next(groups, (None,))[0]
-                return _just_above(score, following), kept
-            return _just_above(kept, score), kept
-        kept = score
-    return None, kept
+        last_held = total / count >= target
+        if last_held:
+            kept, after = score, None
+    if last_held:  # every rated request below the top tier, together, held it
+        return None, kept
+    if kept is None:
+        return _just_above(first, second), kept
+    return _just_above(kept, after), kept
 
 
 def _ascending_below(lower: list, top: float) -> list:
@@ -155,7 +166,7 @@ def smart_recalibrate(*, actor, org, name: str, min_rated: int = MIN_RATED) -> d
         raised = smart.thresholds_for(min(a + STEP, 1.0), len(tiers), current.classifier)[-1]
         new = max(old, raised, _just_above(highest, None))
     spec = {k: v for k, v in saved.items() if k != "aggressiveness"}
-    spec["thresholds"] = _ascending_below(list(current.thresholds[:-1]), new)
+    spec["thresholds"] = thresholds = _ascending_below(list(current.thresholds[:-1]), new)
     if name == ORG_DEFAULT:
         gateway_services.gateway_config_set(actor=actor, org=org, smart=spec)
     else:
@@ -169,17 +180,31 @@ def smart_recalibrate(*, actor, org, name: str, min_rated: int = MIN_RATED) -> d
             smart=spec,
             is_active=policy.is_active,
         )
-    return {"policy": label, "rated": n_below, "old": old, "new": new}
+    return {
+        "policy": label,
+        "rated": n_below,
+        "old": old,
+        "new": new,
+        "old_thresholds": list(current.thresholds),
+        "new_thresholds": thresholds,
+    }
 
 
 def recalibration_summary(moved: dict) -> str:
     """What a re-calibration moved, in words (the command's output, the Usage page's
     message): "saver: top threshold 0.5000 -> 0.3100 from 1 rated request"."""
     n = moved["rated"]
-    return (
+    said = (
         f"{moved['policy']}: top threshold {_shown(moved['old'])} -> {_shown(moved['new'])} "
         f"from {n} rated request{pluralize(n)}"
     )
+    before, after = moved.get("old_thresholds", []), moved.get("new_thresholds", [])
+    if before[:-1] != after[:-1]:  # lower thresholds moved under the new top: say so
+        said += (
+            f" (lower thresholds {', '.join(map(_shown, before[:-1]))} -> "
+            f"{', '.join(map(_shown, after[:-1]))})"
+        )
+    return said
 
 
 def _shown(threshold: float) -> str:

@@ -55,8 +55,8 @@ def _policy(org, tiers, spec):
 
 
 def _previous_new_top(rated_below, target, current, n_tiers):
-    """The top threshold as the re-calibration computed it before it read rows in chunks:
-    every rated row below the top tier in one sorted list (the reference)."""
+    """The top threshold as the re-calibration computes it, from every rated row below the
+    top tier in one sorted list (the reference for reading them in chunks)."""
     below = sorted(rated_below)
     groups: dict[float, list] = {}
     for score, feedback in below:
@@ -66,9 +66,8 @@ def _previous_new_top(rated_below, target, current, n_tiers):
     for i, score in enumerate(scores):
         total += sum(groups[score])
         count += len(groups[score])
-        if total / count < target:
-            break
-        kept = i
+        if total / count >= target:
+            kept = i  # the highest score that held, whatever fell short below it
     if kept == len(scores) - 1:
         a = current.aggressiveness
         if a is None:
@@ -137,6 +136,62 @@ def test_the_command_says_a_tiny_threshold_in_full(org_a):
     assert "-> 0.000000035 from 40 rated requests" in out.getvalue(), out.getvalue()
 
 
+# ------------------------------------------------------------------ the highest score that held
+def _saved(name="saver"):
+    from governance.models import RoutingPolicy
+
+    return RoutingPolicy.objects.get(name=name).smart["thresholds"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("n_tiers", [2, 3])
+def test_one_bad_rating_on_the_easiest_prompt_does_not_pull_the_threshold_down(org_a, n_tiers):
+    """The outside check's case: a greeting rated down, then 40 plain questions of one
+    score rated up (97.6 % good below the top tier): the threshold goes up a step, it is
+    not set just above the greeting (which sent every plain question to the top tier, and
+    with 3 tiers squeezed the middle one out)."""
+    tiers = [f"t{i}" for i in range(n_tiers)]
+    _policy(org_a, tiers, {"aggressiveness": 0.5})
+    old = smart.resolve({"aggressiveness": 0.5}, tiers).thresholds
+    _rows(org_a, [(0.01, 0.0)] + [(0.10, 1.0)] * 40, tier=tiers[0])
+    _rows(org_a, [(0.9, 1.0)] * 5, tier=tiers[-1])
+
+    moved = smart_recalibrate(actor=ACTOR, org=org_a, name="saver")
+
+    saved = _saved()
+    assert moved["new"] == saved[-1] > old[-1]
+    assert saved[:-1] == list(old[:-1])  # the lower ones stay where they were
+    policy = smart.resolve({"thresholds": saved}, tiers)
+    assert policy.tier_index(0.10) < n_tiers - 1
+
+
+@pytest.mark.django_db
+def test_the_cut_is_the_highest_score_that_held_past_a_dip(org_a):
+    """Good easy prompts, a few bad ones, many good ones, then bad ones: the requests up to
+    the good band's score keep 95 % together, so the cut falls just above it, not just
+    above the easy ones where the running average first dipped."""
+    _policy(org_a, ["a", "b"], {"aggressiveness": 0.5})
+    below = [(0.01, 1.0)] * 10 + [(0.02, 0.0)] * 3 + [(0.05, 1.0)] * 60 + [(0.08, 0.0)] * 10
+    _rows(org_a, below, tier="a")
+    moved = smart_recalibrate(actor=ACTOR, org=org_a, name="saver")
+    assert moved["new"] == _saved()[-1] == pytest.approx(0.050001)
+    assert moved["new"] == _previous_new_top(below, 0.95, smart.resolve({}, ["a", "b"]), 2)
+
+
+@pytest.mark.django_db
+def test_the_summary_says_when_lower_thresholds_moved_under_the_new_top(org_a):
+    tiers = ["a", "b", "c"]
+    _policy(org_a, tiers, {"thresholds": [0.05, 0.5]})
+    _rows(org_a, [(0.01, 0.0)] * 40, tier="a")
+    out = io.StringIO()
+    call_command("smart_recalibrate", "--org", org_a.slug, "--policy", "saver", stdout=out)
+    saved = _saved()
+    assert saved[1] == pytest.approx(0.010001) and 0 < saved[0] < saved[1]
+    said = out.getvalue().strip()
+    assert said.startswith("saver: top threshold 0.5000 -> 0.0100 from 40 rated requests")
+    assert said.endswith(f"(lower thresholds 0.0500 -> {saved[0]:.4f})"), said
+
+
 # ------------------------------------------------------------------------------ bounded memory
 @pytest.mark.django_db
 @pytest.mark.parametrize("seed", range(8))
@@ -151,10 +206,11 @@ def test_reading_in_chunks_moves_the_threshold_where_the_whole_list_did(org_a, s
     n = rng.randint(30, 400)
     palette = [round(rng.random(), 3) for _ in range(rng.choice([3, 12, 1000]))]
     edge = rng.random()
+    easiest_bad = rng.random() < 0.5  # a dip before the good band (the highest held counts)
     below = []
     for _ in range(n):
         score = rng.choice(palette)
-        good = score < edge or rng.random() < 0.2
+        good = (score < edge or rng.random() < 0.2) and not (easiest_bad and score == min(palette))
         below.append((score, rng.uniform(0.85, 1.0) if good else rng.uniform(0.0, 0.6)))
     _rows(org_a, below, tier=rng.choice(tiers[:-1]))
     _rows(org_a, [(0.99, 1.0)] * 3, tier=tiers[-1])
