@@ -73,6 +73,8 @@ FIELDS = (
     "team_id",
     "team_name",
     "source",  # shared_gateway or vpc_agent
+    "routing_policy",  # a smart-routed row's policy ("" the org default's)
+    "route_tier",  # and its tier ("" when not smart-routed)
 )
 # The REST API's names for them (billing/rest.py UsageRecordSerializer).
 REST_NAMES = {"key_id": "key", "team_id": "team"}
@@ -114,7 +116,9 @@ def matches(row: dict, filters: dict) -> bool:
         wanted = filters.get(name)
         if wanted is not None and str(row.get(f"{name}_id")) != str(wanted):
             return False
-    return True
+    # --policy, as the name the rows record ("" for the org default): smart-routed rows only
+    policy = filters.get("policy_name")
+    return policy is None or (row.get("routing_policy") == policy and bool(row.get("route_tier")))
 
 
 def tail(socket, filters: dict, seen: set, emit) -> None:

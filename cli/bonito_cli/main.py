@@ -462,6 +462,7 @@ def resource(
         def create(state, sets, file):
             row = state.client.post(path, checked_body(state, "POST", path, sets, file, name))
             show(state, row, columns, quiet_field)
+            warn_of(state, row)
 
         create.__doc__ = f"Create one of the {name} from --set fields.\n\n\b\nExamples:\n{example}"
         group.command("create", context_settings=CONTEXT)(create)
@@ -475,7 +476,9 @@ def resource(
         @pass_state
         def update(state, id, sets, file):
             body = checked_body(state, "PATCH", f"{path}/{id}", sets, file, name)
-            show(state, state.client.patch(f"{path}/{id}", body), columns, quiet_field)
+            row = state.client.patch(f"{path}/{id}", body)
+            show(state, row, columns, quiet_field)
+            warn_of(state, row)
 
         update.__doc__ = f"Change fields of one of the {name}.\n\n\b\nExamples:\n  bonito {name} update ID -s is_active=false"
         group.command("update", context_settings=CONTEXT)(update)
@@ -911,6 +914,16 @@ resource(
 )
 
 
+def warn_of(state, answer) -> None:
+    """The server's `warnings` on a save (a smart policy's tier dearer than its top tier:
+    saved, but likely a mistake), each a `Warning: …` line on stderr. With --json they are
+    in the JSON printed."""
+    if state.json or not isinstance(answer, dict):
+        return
+    for warning in answer.get("warnings") or []:
+        click.echo(f"Warning: {safe(warning)}", err=True)
+
+
 def settings_group(name, path, help, example):
     group = HelpGroup(name, help=help + f"\n\n\b\nExamples:\n{example}", context_settings=CONTEXT)
 
@@ -931,7 +944,9 @@ def settings_group(name, path, help, example):
     @pass_state
     def set_(state, sets, file):
         body = checked_body(state, "PUT", path, sets, file, name)
-        show(state, state.client.put(path, body), [])
+        row = state.client.put(path, body)
+        show(state, row, [])
+        warn_of(state, row)
 
     set_.help = f"Change some of the settings (the others stay).\n\n\b\nExamples:\n{example}"
     cli.add_command(group)
@@ -988,6 +1003,13 @@ def range_options(default: str):
                 ("--provider", {"help": "Only this provider (its name)."}),
                 ("--key", {"help": "Only this key (its id, as in `bonito keys list`)."}),
                 ("--team", {"help": "Only this team (its id, as in `bonito teams list`)."}),
+                (
+                    "--policy",
+                    {
+                        "help": "Only this smart routing policy (its id or name; "
+                        "'(org default)': the org's default smart routing)."
+                    },
+                ),
             ]
         ):
             names = (opt, "range_") if opt == "--range" else (opt,)  # range() is a builtin
@@ -1251,13 +1273,29 @@ def logs(state, limit, follow, interval, **kw):
         _log_line(state, row)
         newest["at"] = row["created_at"]
 
+    filters = _filters(kw)
+    if kw.get("policy") is not None:  # the tail's rows name their policy: its name, then
+        filters["policy_name"] = _policy_name(state, kw["policy"])
     try:
         if socket is not None:
             with socket:
-                live.tail(socket, _filters(kw), seen, emit)
+                live.tail(socket, filters, seen, emit)
         live.poll(state.client, params, seen, newest["at"], interval, emit)
     except KeyboardInterrupt:
         return  # Ctrl-C ends --follow: exit code 0
+
+
+def _policy_name(state, policy: str) -> str:
+    """The name usage rows record for --policy, as the server reads the filter: the org
+    default's is ""; digits are a policy's id when there is one, else a name."""
+    if policy == "(org default)":
+        return ""
+    if policy.isdigit():
+        try:
+            return state.client.get(f"/api/gateway/routing-policies/{policy}")["name"]
+        except CliError:
+            pass
+    return policy
 
 
 def _log_line(state, row):
@@ -1333,6 +1371,7 @@ def config_apply(state, file, dry_run):
     if state.json:
         print_json(result)
         return
+    warn_of(state, result)
     if state.quiet:
         return
     verb = "Would change" if dry_run else "Changed"

@@ -569,6 +569,15 @@ def test_chat_shows_the_smart_route_and_savings_add_up(server, logged_in):
     assert sum(int(line.split(",")[1]) for line in lines[1:]) == api["requests"]
     none = bonito(logged_in, "savings", "--since", "2020-01-01", "--until", "2020-01-02", check=0)
     assert none.stdout.strip() == "No smart-routed requests in this range."
+    # --policy, as the REST filter takes it: the org default's rows, and a bad id refused
+    mine = bonito(logged_in, "savings", "--range", "1h", "--policy", "(org default)", "--json")
+    assert json.loads(mine.stdout) == data
+    logs = bonito(logged_in, "logs", "--range", "1h", "--policy", "(org default)", "--json")
+    rows = json.loads(logs.stdout)
+    assert rows and all(r["routing_policy"] == "" and r["route_tier"] for r in rows)
+    assert len(rows) == data["requests"]
+    unknown = bonito(logged_in, "savings", "--policy", "987654", check=1)
+    assert "987654" in unknown.stderr and "policy" in unknown.stderr
 
 
 def test_routing_policies_show_their_smart_settings(server, logged_in):
@@ -592,6 +601,23 @@ def test_routing_policies_show_their_smart_settings(server, logged_in):
     assert re.search(r"^smart\s+\{.*\"aggressiveness\":0\.7", shown, re.M), shown
     listed = bonito(logged_in, "routing", "list", "--wide", check=0).stdout
     assert "aggressiveness" in listed
+    assert made.stderr == ""  # cheap tier first: nothing to warn of
+    # Tiers dearest first: saved, with the server's warning on stderr (in the JSON with --json)
+    flipped = bonito(
+        logged_in,
+        "routing",
+        "update",
+        str(policy["id"]),
+        "-s",
+        'models=["demo-chat","demo-chat-mini"]',
+        check=0,
+    )
+    [warning] = flipped.stderr.strip().splitlines()
+    assert warning.startswith("Warning: ") and "demo-chat" in warning, flipped.stderr
+    again = bonito(
+        logged_in, "routing", "update", str(policy["id"]), "-s", "is_active=true", "--json"
+    )
+    assert again.stderr == "" and json.loads(again.stdout)["warnings"] == [warning[9:]]
     bonito(logged_in, "routing", "delete", str(policy["id"]), check=0)
 
 
