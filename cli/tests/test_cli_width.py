@@ -246,9 +246,11 @@ TABLES = {
     "savings": ((), "/api/gateway/analytics"),
     "agent status": ((), "/api/orgs/acme/agent"),
 }
-RUNS = [(name, ()) for name in TABLES] + [
-    ("analytics", ("--group-by", group)) for group in ("provider", "key", "team", "time")
-] + [("savings", ("--group-by", group)) for group in ("classifier", "tier", "model", "day")]
+RUNS = (
+    [(name, ()) for name in TABLES]
+    + [("analytics", ("--group-by", group)) for group in ("provider", "key", "team", "time")]
+    + [("savings", ("--group-by", group)) for group in ("classifier", "tier", "model", "day")]
+)
 
 WALK = """
 from bonito_cli.main import cli

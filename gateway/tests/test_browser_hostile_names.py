@@ -268,7 +268,7 @@ def test_hostile_names_never_run_and_confirms_still_work(
     page.goto(base + o + "/keys/")
     browser.confirm(
         f"{o}/keys/{key.id}/revoke/",
-        f"Revoke {key.name}? Apps using it will get 401 within seconds.",
+        f"Revoke {FSI}{key.name}{PDI}? Apps using it will get 401 within seconds.",
         lambda: ApiKey.objects.get(pk=key.pk).revoked_at is not None,
     )
     page.goto(base + o + "/settings/")
@@ -280,29 +280,30 @@ def test_hostile_names_never_run_and_confirms_still_work(
     page.goto(base + o + "/team/")
     browser.confirm(
         f"{o}/team/teams/{team.id}/delete/",
-        f"Delete team {team.name}?",
+        f"Delete team {FSI}{team.name}{PDI}?",
         lambda: not Team.objects.filter(pk=team.pk).exists(),
     )
     browser.confirm(
         f"{o}/team/members/{member.id}/remove/",
-        f"Remove {member.user.email}?",
+        f"Remove {FSI}{member.user.email}{PDI}?",
         lambda: not Membership.objects.filter(pk=member.pk).exists(),
     )
     browser.confirm(
         f"{o}/team/invitations/{invitation.id}/revoke/",
-        f"Revoke the invitation to {invitation.email}?",
+        f"Revoke the invitation to {FSI}{invitation.email}{PDI}?",
         lambda: Invitation.objects.get(pk=invitation.pk).revoked_at is not None,
     )
     deployment = objs["deployment"]
     page.goto(base + o + "/providers/")
     browser.confirm(
         f"{o}/providers/deployments/{deployment.id}/delete/",
-        f"Delete the deployment {deployment.model_name} → mock/{deployment.upstream_model}? "
-        f"Requests for {deployment.model_name} stop reaching it within seconds.",
+        f"Delete the deployment {FSI}{deployment.model_name}{PDI} → {FSI}mock{PDI}/"
+        f"{FSI}{deployment.upstream_model}{PDI}? "
+        f"Requests for {FSI}{deployment.model_name}{PDI} stop reaching it within seconds.",
         lambda: not Deployment.objects.filter(pk=deployment.pk).exists(),
     )
     # The edit pages' questions isolate the names they hold (U+2068 … U+2069, the plain-text
-    # <bdi>), and still act only once accepted.
+    # <bdi>) as the lists' do, and still act only once accepted.
     rt_key, route = objs["rt_key"], objs["route"]
     page.goto(base + o + f"/keys/{rt_key.id}/edit/")
     browser.confirm(

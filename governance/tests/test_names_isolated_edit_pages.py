@@ -90,6 +90,16 @@ def test_the_edit_pages_isolate_every_name(alice_client, org_a, spoof_objects):
         _check(alice_client.get(url), confirms)
 
 
+def test_the_list_pages_confirm_questions_isolate_every_name(alice_client, org_a, spoof_objects):
+    """The lists' questions (delete a provider or deployment, enable a disabled key, remove
+    a member, resend or revoke an invitation, delete a team) as the edit pages' do."""
+    o = org_a.slug
+    invitation, _raw = org_services.invitation_create(actor=ACTOR, org=org_a, email="x@y.test")
+    Invitation.objects.filter(pk=invitation.pk).update(email=f"a{RLO}b@y.test")
+    for page, confirms in (("providers", 2), ("keys", 2), ("team", 2)):
+        _check(alice_client.get(reverse(page, args=[o])), confirms)
+
+
 def test_the_new_secret_s_heading_isolates_the_key_s_name(alice_client, org_a, spoof_objects):
     key = spoof_objects["key"]
     response = alice_client.post(
