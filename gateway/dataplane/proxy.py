@@ -122,6 +122,9 @@ class Ctx:
     tier_requested: object = None
     tier_served: object = None
     recorded: bool = False  # its usage row is submitted (one a request)
+    # The prompt's tokens as counted (its text: at most what the provider counts), where
+    # it may be past a candidate's context window; 0 when not counted.
+    prompt_tokens: int = 0
 
     @property
     def tier(self) -> str:
@@ -530,6 +533,16 @@ class Gateway:
         reserve = max(
             d.reservation(held(d), out_est, ctx.tier, searches, audio_out=audio) for d in candidates
         )
+        windows = [d.max_input_tokens for d in candidates if d.max_input_tokens]
+        if windows and prompt_est > min(windows) and ctx.endpoint != "embeddings":
+            # The estimate leans high: count the prompt's text (tiktoken lets go of the GIL:
+            # a long prompt is counted off the event loop) for _within_context.
+            text = tokens.prompt_text_any(body)
+            ctx.prompt_tokens = (
+                await asyncio.to_thread(tokens.count_tokens, text)
+                if len(text) > 100_000
+                else tokens.count_tokens(text)
+            )
         return await self._admit(ctx, prompt_est + out_est, reserve)
 
     async def _admit(self, ctx: Ctx, token_cost: int, reserve: float, *, spends: bool = True):
@@ -615,10 +628,14 @@ class Gateway:
         deadline = time.monotonic() + ctx.org.timeout_s
         last: UpstreamError | None = None
         unfit: tuple[DeploymentInfo, UpstreamError] | None = None
+        unfit_ids: set[int] = set()  # unfit in one round, unfit in the next
         final: list[UpstreamError] = []  # the failures of the last round that had any
+        candidates = _within_context(ctx, candidates)
         for round_no in range(self.retry_rounds):
             failures: list[UpstreamError] = []
             for dep in candidates:
+                if dep.id in unfit_ids:
+                    continue
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -629,7 +646,10 @@ class Gateway:
                     result = await attempt(dep, remaining)
                 except UpstreamError as exc:
                     if exc.unfit:
+                        if exc.too_long:
+                            log.info("%s: the prompt is past its context window", dep.label)
                         unfit = unfit or (dep, exc)
+                        unfit_ids.add(dep.id)
                         continue
                     if not exc.retryable:
                         # The request's fault, not the deployment's (which answered): it
@@ -1359,6 +1379,20 @@ def _ratelimit_headers(buckets: list[Bucket], verdict: LimitResult | None) -> di
     return out
 
 
+def _within_context(ctx: Ctx, candidates: list[DeploymentInfo]) -> list[DeploymentInfo]:
+    """The candidates whose context window (where known) holds the prompt's counted tokens
+    (ctx.prompt_tokens; 0: not counted), in order. When none does, the one with the largest
+    window alone: its provider's answer (a context_length_exceeded) is the client's."""
+    need = ctx.prompt_tokens
+    if not need:
+        return candidates
+    fit = [d for d in candidates if not d.max_input_tokens or d.max_input_tokens >= need]
+    if len(fit) < len(candidates):
+        skipped = [d.label for d in candidates if d not in fit]
+        log.info("%d prompt tokens: past the context window of %s", need, ", ".join(skipped))
+    return fit or [max(candidates, key=lambda d: d.max_input_tokens)]
+
+
 def _passthrough_error(exc: UpstreamError) -> GatewayError:
     body = exc.body.get("error") if isinstance(exc.body, dict) else None
     if isinstance(body, dict):
@@ -1367,11 +1401,16 @@ def _passthrough_error(exc: UpstreamError) -> GatewayError:
         def text(value):
             return value[:200] if isinstance(value, str) and value else None
 
+        code = (
+            text(body.get("code")) if not isinstance(body.get("code"), int) else str(body["code"])
+        )
+        if exc.too_long and code is None:  # (Anthropic's, Gemini's: OpenAI's code for all)
+            code = "context_length_exceeded"
         return GatewayError(
             exc.status,
             str(body.get("message") or exc),
             text(body.get("type")) or "invalid_request_error",
-            text(body.get("code")) if not isinstance(body.get("code"), int) else str(body["code"]),
+            code,
             text(body.get("param")),
             error_type="upstream_" + str(exc.status),
         )

@@ -116,6 +116,28 @@ def prompt_text(body: dict) -> str:
     return "\n".join(parts)
 
 
+def prompt_text_any(body: dict) -> str:
+    """The text of a chat, completion, Responses or Anthropic Messages request: its
+    messages' (or input items') text parts, prompt, system prompt and instructions. Parts
+    that are not text (images, files, tool calls) are left out: its tokens are at most the
+    prompt's."""
+    parts = []
+
+    def add(value, depth=0):
+        if isinstance(value, str):
+            parts.append(value)
+        elif isinstance(value, list) and depth < 6:
+            for item in value:
+                add(item, depth + 1)
+        elif isinstance(value, dict) and depth < 6:
+            for name in ("text", "content"):
+                add(value.get(name), depth + 1)
+
+    for name in ("messages", "prompt", "input", "system", "instructions"):
+        add(body.get(name))
+    return "\n".join(parts)
+
+
 def completion_text(data: dict) -> str:
     """The generated text of a non-streamed answer (message content, tool calls and their
     arguments, completion text), for counting when the provider reports no usage."""

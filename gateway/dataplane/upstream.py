@@ -10,6 +10,7 @@ import functools
 import hashlib
 import logging
 import math
+import re
 import struct
 import threading
 import time
@@ -84,11 +85,16 @@ class UpstreamError(Exception):
         timeout: bool = False,
         detail: str | None = None,
         unfit: bool = False,
+        too_long: bool = False,
     ):
         super().__init__(message)
+        # The provider said the prompt is longer than its context window: another
+        # deployment (a model with a larger one, the next tier up) may take it.
+        self.too_long = too_long or says_too_long(status, body)
         # This deployment cannot serve this request (an endpoint or a field its provider
-        # lacks): the next deployment may; the client sees this error if none can.
-        self.unfit = unfit
+        # lacks, a prompt past its context window): the next deployment may; the client
+        # sees this error if none can.
+        self.unfit = unfit or self.too_long
         self.status = status
         self.body = body
         self.retry_after = retry_after
@@ -114,6 +120,32 @@ class UpstreamError(Exception):
 
 
 CREDENTIALS_REFUSED = (401, 403)
+
+# How providers say a prompt does not fit the model's context window: OpenAI's and Azure's
+# code `context_length_exceeded` ("This model's maximum context length is 128000 tokens"),
+# Anthropic's "prompt is too long: 208310 tokens > 200000 maximum" and "input length and
+# `max_tokens` exceed context limit", Bedrock's "Input is too long for requested model" and
+# "too many input tokens", Gemini's "The input token count (1200000) exceeds the maximum
+# number of tokens allowed (1048576)", vLLM's and Mistral's "maximum context length".
+_TOO_LONG = re.compile(
+    r"context[_ ](?:length|window)[_ ]exceeded|maximum context length|exceeds? the context "
+    r"window|exceeds? context limit|context (?:length|window) of \d|prompt is too long"
+    r"|input is too long|too many (?:input |prompt |total )?tokens|token count \(?\d+\)? "
+    r"exceeds|exceeds the maximum number of tokens|reduce the length of the messages",
+    re.IGNORECASE,
+)
+
+
+def says_too_long(status: int | None, body) -> bool:
+    """Whether a provider's 400 (413, 422) says the prompt is past the context window."""
+    if status not in (400, 413, 422) or not isinstance(body, dict):
+        return False
+    error = body.get("error") if isinstance(body.get("error"), dict) else body
+    code = error.get("code")
+    if isinstance(code, str) and code.lower() in ("context_length_exceeded", "context_too_long"):
+        return True
+    message = error.get("message")
+    return isinstance(message, str) and _TOO_LONG.search(message[:2000]) is not None
 
 
 def _secrets(credentials) -> list[str]:
@@ -1383,7 +1415,19 @@ class LiteLLMAdapter:
             headers = answer.headers
         retry_after = _retry_after(headers) if headers is not None else None
         if body or status in CREDENTIALS_REFUSED:
-            return provider_error(dep, status, body, retry_after)
+            error = provider_error(dep, status, body, retry_after)
+            if isinstance(exc, lib.ContextWindowExceededError):  # LiteLLM read the words
+                error.too_long = error.unfit = True
+            return error
+        if isinstance(exc, lib.ContextWindowExceededError):
+            message = f"{dep.label}: the prompt is longer than the model's context window."
+            error = {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }
+            return UpstreamError(message, 400, body={"error": error}, too_long=True)
         message = f"{dep.label} failed: the provider answered HTTP {status} ({type(exc).__name__})"
         return UpstreamError(message, status, retry_after=retry_after)
 
