@@ -414,7 +414,9 @@ def _anthropic_usage(usage, tier: str | None = None, cited: int = 0) -> dict:
 
 
 def message_from_chat(data: dict, model: str) -> dict:
-    """A chat completion as a Messages response (its first choice)."""
+    """A chat completion as a Messages response (its first choice). Its ``model`` is the
+    one that answered, as the chat answer names it (``model``, the deployment's upstream
+    model, where it names none): what /v1/chat/completions returns too."""
     choices = data.get("choices") if isinstance(data, dict) else None
     choice = choices[0] if isinstance(choices, list) and choices else {}
     message = choice.get("message") if isinstance(choice, dict) else None
@@ -439,11 +441,12 @@ def message_from_chat(data: dict, model: str) -> dict:
     stop = STOP_REASONS.get(_str(finish), "end_turn")
     if stop == "end_turn" and any(b["type"] == "tool_use" for b in content):
         stop = "tool_use"
+    answered = data.get("model") if isinstance(data, dict) else None
     return {
         "id": _message_id(),
         "type": "message",
         "role": "assistant",
-        "model": model,
+        "model": answered if isinstance(answered, str) and answered else model,
         "content": content,
         "stop_reason": stop,
         "stop_sequence": None,
@@ -820,7 +823,6 @@ def attempt(upstreams, body: dict, chat: dict, problems: list, headers, stream: 
     """The ``attempt(dep, timeout)`` of Gateway._attempts for one Messages request: the
     Messages response (or its events and those held until output began)."""
     version_beta = _client_headers(headers)
-    model = body["model"]
 
     def refuse_untranslatable(dep):
         if problems:
@@ -839,7 +841,7 @@ def attempt(upstreams, body: dict, chat: dict, problems: list, headers, stream: 
             return await _native(upstreams).call("messages", dep, (body, *version_beta), timeout)
         refuse_untranslatable(dep)
         data = await upstreams.for_deployment(dep).call("chat", dep, chat_for(dep), timeout)
-        return message_from_chat(data, model)
+        return message_from_chat(data, dep.upstream_model)
 
     async def open_stream(dep, timeout):
         if is_native(upstreams, dep):
@@ -848,7 +850,9 @@ def attempt(upstreams, body: dict, chat: dict, problems: list, headers, stream: 
             translator = None
         else:
             refuse_untranslatable(dep)
-            translator = ChatStreamTranslator(model)
+            # message_start names the model that answers (as the Responses API's stream
+            # does), not the one asked for (`auto`, an alias).
+            translator = ChatStreamTranslator(dep.upstream_model)
             chunks = upstreams.for_deployment(dep).stream("chat", dep, chat_for(dep), timeout)
             events = _translated_events(chunks, translator)
         # Hold the events until one carries output: a stream that fails or ends before
