@@ -22,8 +22,7 @@ TOO_LONG = [
     ("prompt is too long: 208310 tokens > 200000 maximum", None),
     ("Input is too long for requested model.", None),
     (
-        "The input token count (1200000) exceeds the maximum number of tokens allowed "
-        "(1048576).",
+        "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).",
         None,
     ),
     ("Your input exceeds the context window of this model.", "context_length_exceeded"),
@@ -212,9 +211,7 @@ def test_embeddings_are_not_skipped_by_their_total_size(acme, gw):
 
 # ---------------------------------------------------------------- through LiteLLM
 @pytest.mark.parametrize("stream", [False, True])
-def test_an_anthropic_deployment_that_says_too_long_fails_over_through_litellm(
-    acme, gw, stream
-):
+def test_an_anthropic_deployment_that_says_too_long_fails_over_through_litellm(acme, gw, stream):
     """Anthropic via LiteLLM (its ContextWindowExceededError, or the words it kept) on
     /v1/chat/completions, then a tier on another provider serves it."""
     anthropic_deployment(acme, "claude-lite", "claude-ctx-small")
