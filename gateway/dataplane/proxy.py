@@ -1196,29 +1196,61 @@ def parse_feedback(raw: bytes) -> tuple[str, float]:
             "request_id",
             "missing_required_parameter",
         )
-    if not isinstance(rid, str) or not rid:
+    # Each message says what is wrong with what was sent: a string is never told it must
+    # be one, a number never told it must be a number.
+    if not isinstance(rid, str):
         raise bad(
-            "request_id must be a string: the x-request-id header of the response to rate.",
+            f"request_id must be a string, not {_json_type(rid)}: the x-request-id header of "
+            "the response to rate.",
             "request_id",
             "invalid_type",
+        )
+    if not rid.strip():
+        raise bad(
+            "request_id must not be empty: the x-request-id header of the response to rate.",
+            "request_id",
+            "invalid_value",
         )
     if len(rid) > 128:
         raise bad(
             f"request_id is {len(rid)} characters long; request ids have at most 128.",
             "request_id",
-            "invalid_type",  # the code it always had
+            "string_above_max_length",
         )
-    if ("score" in body) == ("thumbs" in body):
-        raise bad('Send either score (0 to 1) or thumbs ("up" or "down").', "score")
+    if "score" in body and "thumbs" in body:
+        raise bad('Send score (0 to 1) or thumbs ("up" or "down"), not both.', "score")
+    if "score" not in body and "thumbs" not in body:
+        raise bad('score (0 to 1) or thumbs ("up" or "down") is required.', "score")
     if "thumbs" in body:
         thumbs = body["thumbs"]
+        if not isinstance(thumbs, str):
+            raise bad(
+                f'thumbs must be the string "up" or "down", not {_json_type(thumbs)}.', "thumbs"
+            )
         if thumbs not in ("up", "down"):
-            raise bad('thumbs must be "up" or "down".', "thumbs")
+            raise bad(f'thumbs must be "up" or "down", not {thumbs[:20]!r}.', "thumbs")
         return rid, 1.0 if thumbs == "up" else 0.0
     score = body["score"]
-    if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 1:
-        raise bad("score must be a number from 0 (bad) to 1 (good).", "score")
+    if isinstance(score, bool) or not isinstance(score, int | float):
+        raise bad(
+            f"score must be a number from 0 (bad) to 1 (good), not {_json_type(score)}.", "score"
+        )
+    if not 0 <= score <= 1:
+        raise bad(f"score must be from 0 (bad) to 1 (good); it is {score:g}.", "score")
     return rid, float(score)
+
+
+def _json_type(value) -> str:
+    """The JSON type of a parsed value, as a message names it ("a number", "null")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
 
 
 def _request_id(headers) -> str:

@@ -58,7 +58,7 @@ def test_a_keyword_with_a_capital_letter_of_another_script_matches_as_typed():
     ("body", "says"),
     [
         (b'{"request_id": 5, "score": 0.1}', "a string"),
-        (b'{"request_id": "", "score": 0.1}', "a string"),
+        (b'{"request_id": "", "score": 0.1}', "must not be empty"),
         (('{"request_id": "' + "e" * 129 + '", "score": 0.1}').encode(), "128"),
     ],
 )
