@@ -93,6 +93,25 @@ def header_value(value) -> bytes:
 _HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
 
+def declares_body(headers) -> bool:
+    """Whether the request's head says a body follows it: a Transfer-Encoding, or a
+    Content-Length above 0 (the HTTP parser refused a malformed one)."""
+    if "transfer-encoding" in headers:
+        return True
+    return headers.get("content-length", "").strip().lstrip("0") != ""
+
+
+def _before_body(out: Outgoing, headers) -> Outgoing:
+    """``out``, an answer given before the request's body (if it has one) was read: the
+    connection's last then. Kept alive, what is left of the body (megabytes past the cap,
+    a chunked body that never ends) would be read and dropped, or waited for, before the
+    next request; the HTTP protocol drops a bounded amount of it before the close
+    (http_protocol._Transport), so the client reads the answer instead of a reset."""
+    if declares_body(headers):
+        out.headers["Connection"] = "close"
+    return out
+
+
 def _error(status: int, message: str, code: str, extra_headers=()) -> Outgoing:
     body = orjson.dumps(
         {
@@ -239,9 +258,8 @@ class V1App:
             return await self.fallback(scope, receive, send)
         headers, doubled = read_headers(scope["headers"])
         if not self.allowed_hosts(headers.get("host", "")):
-            return await self._send(
-                send, _error(400, "Invalid Host header.", "invalid_host"), headers
-            )
+            refused = _error(400, "Invalid Host header.", "invalid_host")
+            return await self._send(send, _before_body(refused, headers), headers)
         path, method = route_path(scope["path"]), scope["method"]
         # HEAD is GET without the body (uvicorn sends none either way), recorded as a GET.
         head = method == "HEAD"
@@ -252,7 +270,9 @@ class V1App:
             and "origin" in headers
             and "access-control-request-method" in headers
         ):
-            return await self._send(send, await self._preflight(headers), headers)
+            return await self._send(
+                send, _before_body(await self._preflight(headers), headers), headers
+            )
         if doubled:
             # Two different credentials in one request: which one is meant is unknown, so
             # neither is used (nothing is recorded: no key was established).
@@ -261,7 +281,7 @@ class V1App:
                 "values: send one key, once."
             )
             refused = await self.gateway().refuse(headers, "unknown", ambiguous)
-            return await self._send(send, refused, headers)
+            return await self._send(send, _before_body(refused, headers), headers)
         endpoint, model_id, resource_id = ROUTES.get(path), None, None
         if endpoint is None and path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
             endpoint, model_id = "model", path[len("/v1/models/") :]
@@ -298,7 +318,7 @@ class V1App:
             # the Gateway's answer for the valid key, recorded as usual.
             refused = await self.gateway().refuse_key(headers, endpoint)
             if refused is not None:
-                return await self._send(send, refused, headers)
+                return await self._send(send, _before_body(refused, headers), headers)
             # Audio uploads have their own, larger cap (OpenAI's 25 MB file and the form).
             limit = MAX_UPLOAD_BYTES if endpoint in UPLOAD_ENDPOINTS else self.max_body_bytes
             read = True
@@ -315,7 +335,7 @@ class V1App:
             # recorded and then cut by the 400). The key first, as for a POST.
             refused = await self.gateway().refuse_key(headers, endpoint)
             if refused is not None:
-                return await self._send(send, refused, headers)
+                return await self._send(send, _before_body(refused, headers), headers)
             try:
                 if not await self._drained(scope, receive, self.max_body_bytes):
                     return await self._gone(scope, headers, endpoint)
@@ -323,6 +343,10 @@ class V1App:
                 # past the cap, or too slow: answered now (a 404 or a 405 stays one)
                 refusal = refusal or exc.error or errors.too_large(self.max_body_bytes)
                 unread = True
+        elif not read:
+            # A body of a declared size the answer does not use (a GET's, a 404's, a
+            # 405's): not read, so the answer is the connection's last, as below.
+            unread = declares_body(headers)
         out = await self.gateway().handle(
             Incoming(
                 endpoint=endpoint,
