@@ -244,3 +244,27 @@ def test_messages_api_fails_over_up_too(acme, gw):
     assert r.headers["x-bonito-model-used"] == "mid"
     [row] = [x for x in usage_rows(acme.org) if x.endpoint == "messages"]
     assert (row.status, row.model_used) == ("success", "mid")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_native_anthropic_messages_fail_over_up_too(acme, gw, stream):
+    """/v1/messages passed through to Anthropic, whose 400 says `prompt is too long`: the
+    next tier (translated, on another provider) serves it."""
+    import anthropic
+
+    anthropic_deployment(acme, "claude-lite", "claude-ctx-small")
+    _deploy(acme, "pro", "ctx-pro")
+    acme.fake.behaviours["claude-ctx-small"] = Behaviour(
+        status=400, error_message="prompt is too long: 208310 tokens > 200000 maximum"
+    )
+    raw = _smart_client(acme, ["claude-lite", "pro"], [0.999]).api_key
+    client = anthropic.Anthropic(base_url=acme.url, api_key=raw, max_retries=0)
+    messages = [{"role": "user", "content": EASY}]
+    if stream:
+        with client.messages.stream(model="auto", max_tokens=50, messages=messages) as s:
+            assert s.get_final_text()
+    else:
+        assert client.messages.create(model="auto", max_tokens=50, messages=messages).content
+    assert (_calls(acme, "claude-ctx-small"), _calls(acme, "ctx-pro")) == (1, 1)
+    [row] = [x for x in usage_rows(acme.org) if x.endpoint == "messages"]
+    assert (row.status, row.model_used) == ("success", "pro")
