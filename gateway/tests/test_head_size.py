@@ -67,14 +67,16 @@ def test_pipelined_requests_with_big_bodies_are_not_taken_for_a_big_head(server)
     """The bytes of one request's body, read together with the start of the next head,
     are not that head's."""
     body = b'{"model": "m", "input": "' + b"x" * 300_000 + b'"}'
+    # (To a path that reads its body: a /v1 401, given before the body is read, is the
+    # connection's last: test_early_answer_close_h6.py.)
     one = (
-        b"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"POST /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n" % len(body) + body
     )
     last = b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     with connect(server) as sock:
         sock.sendall(one * 3 + last)
         answer = read_until_close(sock)
-    assert answer.count(b"HTTP/1.1 401 ") == 3, answer[:300]
+    assert answer.count(b"HTTP/1.1 ") == 4, answer[:300]
     assert b"HTTP/1.1 431" not in answer
-    assert answer.count(b"HTTP/1.1 200 ") == 1
+    assert answer.rpartition(b"HTTP/1.1 ")[2].startswith(b"200 ")
