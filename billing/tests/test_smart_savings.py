@@ -197,7 +197,7 @@ def test_feedback_is_stored_on_the_request_and_thumbs_count_as_1_or_0(acme, gw):
         ([1, 2], None, "invalid_type"),
         ({"score": 1}, "request_id", "missing_required_parameter"),
         ({"request_id": 5, "score": 1}, "request_id", "invalid_type"),
-        ({"request_id": "x" * 129, "score": 1}, "request_id", "invalid_type"),
+        ({"request_id": "x" * 129, "score": 1}, "request_id", "string_above_max_length"),
         ({"request_id": "r"}, "score", "invalid_value"),
         ({"request_id": "r", "score": 1, "thumbs": "up"}, "score", "invalid_value"),
         ({"request_id": "r", "score": 1.5}, "score", "invalid_value"),
