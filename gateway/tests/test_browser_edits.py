@@ -76,7 +76,9 @@ def test_edit_and_delete_with_confirmation(live_server_thread, org_a, alice, bob
         dialogs.answers = [False]
         page.click(delete)
         page.wait_for_timeout(300)  # a cancelled submit navigates nowhere
-        assert dialogs.seen and "Delete the deployment chat → p/m?" in dialogs.seen[-1]
+        # (each name isolated: U+2068 … U+2069, the plain-text <bdi>; docs/security.md)
+        asked = dialogs.seen[-1] if dialogs.seen else ""
+        assert "Delete the deployment \u2068chat\u2069 → \u2068p\u2069/\u2068m\u2069?" in asked
         assert Deployment.objects.filter(pk=d.pk).exists()
         dialogs.answers = [True]
         with page.expect_navigation():
