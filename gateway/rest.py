@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from core.show_once import no_store
 from governance import rest as governance_rest
+from governance import services as governance_services
 from governance.models import RoutingPolicy
 from orgs.config import ConfigError, config_load
 from orgs.models import Team
@@ -245,7 +246,8 @@ class GatewayConfigSerializer(serializers.ModelSerializer):
     enabled_providers = serializers.ListField(child=serializers.CharField(), required=False)
     fallback_models = serializers.ListField(child=serializers.CharField(), required=False)
     smart_tiers = serializers.ListField(child=serializers.CharField(), required=False)
-    smart = serializers.DictField(required=False)
+    # Merged into the stored settings as a PATCH of a routing policy merges (null: none).
+    smart = serializers.DictField(required=False, allow_null=True)
     cors_origins = serializers.ListField(
         child=serializers.CharField(),
         required=False,
@@ -265,7 +267,15 @@ class GatewayConfigView(OrgSettingsView):
 
     model = GatewayConfig
     serializer = serializer_class = GatewayConfigSerializer
-    service = staticmethod(services.gateway_config_set)
+
+    @staticmethod
+    def service(*, actor, org, **fields):
+        # Like every setting here, `smart` changes only in what it sends (the README: fields
+        # not sent are kept): its keys are merged over the stored ones (JSON Merge Patch).
+        if "smart" in fields:
+            saved = GatewayConfig.objects.filter(org=org).values_list("smart", flat=True)
+            fields["smart"] = governance_services.smart_merged(saved.first(), fields["smart"])
+        return services.gateway_config_set(actor=actor, org=org, **fields)
 
     def put(self, request):
         response = super().put(request)

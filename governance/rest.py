@@ -38,7 +38,8 @@ class RoutingPolicySerializer(serializers.ModelSerializer):
     weights = serializers.DictField(child=serializers.IntegerField(min_value=0), required=False)
     strategy = StrategyField(default=strategies.DEFAULT)
     # Checked by the service (core.smart.resolve): docs/smart-routing.md lists the settings.
-    smart = serializers.DictField(required=False)
+    # A PATCH merges it into the stored settings (services.smart_merged); null: none.
+    smart = serializers.DictField(required=False, allow_null=True)
 
     class Meta:
         model = RoutingPolicy
@@ -53,11 +54,14 @@ class RoutingPolicyViewSet(OrgView, viewsets.ModelViewSet):
     def org_queryset(self):
         return RoutingPolicy.objects.for_org(self.request.org)
 
-    def _save(self, data, instance=None):
+    def _save(self, data, instance=None, merge=False):
         strategy = data.get("strategy", instance.strategy if instance else strategies.DEFAULT)
         # The stored smart settings stay with a smart policy; switched to another strategy
         # without naming them, it lets them go (they apply to the smart strategy only).
         kept = instance.smart if instance and strategy == "smart" else {}
+        smart = data.get("smart", kept) or {}
+        if merge and "smart" in data:  # a PATCH changes only the smart settings it sends
+            smart = services.smart_merged(kept, data["smart"])
         return services.routing_policy_save(
             actor=actor(self.request),
             org=self.request.org,
@@ -65,7 +69,7 @@ class RoutingPolicyViewSet(OrgView, viewsets.ModelViewSet):
             strategy=strategy,
             models=data.get("model_names", instance.model_names if instance else []),
             weights=data.get("weights", instance.weights if instance else {}),
-            smart=data.get("smart", kept),
+            smart=smart,
             is_active=data.get("is_active", instance.is_active if instance else True),
         )
 
@@ -93,7 +97,9 @@ class RoutingPolicyViewSet(OrgView, viewsets.ModelViewSet):
             # Its rt- keys show the name; a new policy takes another.
             raise ValidationError({"name": "A routing policy cannot be renamed; create a new one."})
         data = {**serializer.validated_data, "name": instance.name}
-        return Response(self.get_serializer(self._save(data, instance)).data)
+        # PUT's `smart` is the whole of it; PATCH's is merged (fields not sent stay in both).
+        merge = kwargs.get("partial", False)
+        return Response(self.get_serializer(self._save(data, instance, merge=merge)).data)
 
     def destroy(self, request, *args, **kwargs):
         services.routing_policy_delete(actor=actor(request), routing_policy=self.get_object())

@@ -107,16 +107,60 @@ def _weights_checked(weights, models) -> dict:
     return out
 
 
-def smart_checked(spec, tiers, enabled: bool, saved=None) -> dict:
+# Set together they are refused (core.smart.resolve): the one a partial update sends
+# replaces the other, as the dashboard's slider and thresholds box do.
+_SMART_EXCLUSIVE = {"aggressiveness": "thresholds", "thresholds": "aggressiveness"}
+
+
+def smart_merged(saved, patch):
+    """The smart settings after a partial update (REST PATCH of a routing policy, PUT of
+    the gateway config) sends ``patch`` over ``saved``, as JSON Merge Patch (RFC 7396)
+    merges: a key sent replaces that key (a mapping, such as ``ab`` or ``keywords``, is
+    merged the same way, key by key), a key sent as null removes it, the others stay.
+    Sending one of aggressiveness and thresholds drops the other. ``patch`` None (the
+    whole ``smart`` sent as null) removes every setting; a patch that is not a mapping is
+    returned as it is, for the check to refuse."""
+    if patch is None:
+        return {}
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(saved) if isinstance(saved, dict) else {}
+    for key, other in _SMART_EXCLUSIVE.items():
+        if patch.get(key) is not None and other not in patch:
+            out.pop(other, None)
+    return _merge_patch(out, patch)
+
+
+def _merge_patch(target: dict, patch: dict) -> dict:
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict):
+            before = out.get(key)
+            out[key] = _merge_patch(before if isinstance(before, dict) else {}, value)
+        else:
+            out[key] = value
+    return out
+
+
+def smart_checked(spec, tiers, enabled: bool, saved=None, tiers_field="models") -> dict:
     """Smart routing settings as saved: checked against the tiers when the strategy is
     smart (core.smart.resolve says what is wrong); refused when it is another strategy.
-    ``saved``: the settings stored before, whose keywords a save keeps unchecked."""
+    ``saved``: the settings stored before, whose keywords a save keeps unchecked. A fault
+    of the tiers themselves (too few, repeated) is refused under ``tiers_field``, the
+    setting that holds them (``models`` of a policy, ``smart_tiers`` of the org default),
+    not under ``smart``, which did nothing wrong."""
     if not enabled:
         if spec:
             raise ValidationError(
                 {"smart": "Smart settings apply only to the smart strategy; set strategy: smart."}
             )
         return {}
+    try:
+        smart.resolve({}, tiers)  # the tiers alone, with every setting at its default
+    except ValueError as exc:
+        raise ValidationError({tiers_field: str(exc)}) from exc
     try:
         smart.resolve(
             spec or {},
