@@ -15,13 +15,23 @@ MAX_ID = 2**63 - 1  # the largest primary key; a larger "id" is no row, never a 
 def form_error(exc: Exception, labels: dict) -> str:
     """A service's error for a form, each message after the label of its field."""
     if isinstance(exc, ValidationError) and hasattr(exc, "error_dict"):
-        return "; ".join(
-            f"{labels.get(name, name.replace('_', ' ').capitalize())}: {' '.join(msgs)}"
+        return _joined(
+            f"{labels.get(name, name.replace('_', ' ').capitalize())}: {_joined(msgs)}"
             if name != "__all__"
-            else " ".join(msgs)
+            else _joined(msgs)
             for name, msgs in exc.message_dict.items()
         )
-    return " ".join(getattr(exc, "messages", [str(exc)]))
+    return _joined(getattr(exc, "messages", [str(exc)]))
+
+
+def _joined(parts) -> str:
+    """Messages one after another: after a full stop a space, else "; " (never ".;")."""
+    out = ""
+    for part in parts:
+        if out:
+            out += " " if out.endswith((".", "!", "?")) else "; "
+        out += part
+    return out
 
 
 def form_labels(form: forms.BaseForm) -> dict:

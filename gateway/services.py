@@ -828,7 +828,11 @@ def model_cheapest_prices(org) -> dict[str, tuple[float, float]]:
 
 
 def _per_mtok(price: float) -> str:
-    text = f"{Decimal(repr(price)) * 1_000_000:f}"
+    """A price per token as dollars per million tokens, in exact short decimals: the float
+    per token carries binary noise (0.1 per million is 1.0000000000000001e-07 a token,
+    which multiplied back read $0.10000000000000001), so 12 significant digits are kept,
+    more than any price has and fewer than the noise needs."""
+    text = f"{Decimal(f'{price * 1_000_000:.12g}').normalize():f}"
     return "$" + (text.rstrip("0").rstrip(".") if "." in text else text)
 
 
@@ -947,14 +951,23 @@ def _smart_checked(config: GatewayConfig, saved=None) -> None:
     models = set(Deployment.objects.for_org(config.org).values_list("model_name", flat=True))
     model = alias if alias in tiers or alias in models else look_alike(alias, [*tiers, *models])
     if model is not None:
-        raise ValidationError(
-            {
-                "auto_model_alias": f"{shown(alias)} is "
-                + ("a model's name" if model == alias else f"too like the model {shown(model)}")
-                + "; pick an alias no model has."
-            }
+        # Say which name it meets: a tier need not be any deployment's name (yet).
+        what = (
+            "a deployment's public name"
+            if model in models
+            else "one of the organization's smart tiers"
         )
-    config.smart = governance_services.smart_checked(config.smart or {}, tiers, True, saved)
+        said = (
+            f"{shown(alias)} is already {what}"
+            if model == alias
+            else f"{shown(alias)} looks like {shown(model)}, {what}"
+        )
+        raise ValidationError(
+            {"auto_model_alias": f"{said}; pick an alias that no model or tier is named."}
+        )
+    config.smart = governance_services.smart_checked(
+        config.smart or {}, tiers, True, saved, tiers_field="smart_tiers"
+    )
 
 
 def _names_checked(field: str, names) -> list[str]:

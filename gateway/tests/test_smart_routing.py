@@ -507,7 +507,7 @@ def test_the_service_refuses_wrong_smart_settings_by_field(org_a):
         gov.routing_policy_save(
             actor=ACTOR, org=org_a, name="s", strategy="smart", models=["a"], smart={}
         )
-    assert "at least two tiers" in str(info.value.message_dict["smart"])
+    assert "at least two tiers" in str(info.value.message_dict["models"])  # the tiers' field
     with pytest.raises(ValidationError) as info:
         gov.routing_policy_save(
             actor=ACTOR, org=org_a, name="s", strategy="failover", models=["a"], smart={"x": 1}
@@ -945,7 +945,8 @@ def test_the_org_default_is_set_from_the_dashboard_and_rest(alice_client, charli
         content_type="application/json",
     )
     assert api.status_code == 200, api.content
-    assert api.json()["smart"] == {"thresholds": [0.4]}
+    # merged into what the dashboard saved; thresholds replace the slider's aggressiveness
+    assert api.json()["smart"] == {"classifier": "rules", "thresholds": [0.4]}
     bad = alice_client.put(
         "/api/gateway/config",
         {"smart": {"thresholds": [0.4, 0.2]}},

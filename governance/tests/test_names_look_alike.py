@@ -156,7 +156,8 @@ def test_the_smart_alias_may_not_look_like_a_model(org_a, provider):
         services.gateway_config_set(
             actor=ACTOR, org=org_a, smart_tiers=["small", "big"], auto_model_alias="Small"
         )
-    assert "too like the model 'small'" in exc.value.message_dict["auto_model_alias"][0]
+    said = exc.value.message_dict["auto_model_alias"][0]
+    assert "'Small' looks like 'small', a deployment's public name" in said
     services.gateway_config_set(actor=ACTOR, org=org_a, smart_tiers=["small", "big"])
     with pytest.raises(ValidationError) as exc:
         _deploy(org_a, provider, "AUTO")
