@@ -236,14 +236,44 @@ def smart_recalibrate(request):
 
 
 def _smart_tables(sr: dict) -> list:
-    """(title, rows, the rows' name field) of the Usage page's smart routing tables."""
+    """(title, rows, the rows' name field) of the Usage page's smart routing tables, each
+    row with ``saved_text``: its Saved cell in words."""
     return [
-        ("By day", sr["by_day"], "day"),
-        ("By policy", sr["by_policy"], "policy"),
-        ("By model used", sr["by_model"], "model"),
-        ("By classifier (A/B)", sr["by_classifier"], "classifier"),
-        ("Quality by tier", sr["by_tier"], "tier"),
+        (title, [{**r, "saved_text": _saved_text(r)} for r in rows], name)
+        for title, rows, name in (
+            ("By day", sr["by_day"], "day"),
+            ("By policy", sr["by_policy"], "policy"),
+            ("By model used", sr["by_model"], "model"),
+            ("By classifier (A/B)", sr["by_classifier"], "classifier"),
+            ("Quality by tier", sr["by_tier"], "tier"),
+        )
     ]
+
+
+def _usd(amount: float) -> str:
+    # A cent's hundredth is the table's grain; less is said as such, never as "$0.0000".
+    return f"${amount:.4f}" if round(amount, 4) else "under $0.0001"
+
+
+def _pct(pct: float) -> str:
+    # As the page's headline writes a share (95.0 %), its sign said in words.
+    return f"{abs(pct)}%" if round(pct, 2) else "under 0.01%"
+
+
+def _saved_text(row: dict) -> str:
+    """A smart routing table's Saved cell, in words. A row that cost what the top tier
+    would have (the top tier's own requests, by their nature) saved nothing and says so; a
+    row that cost more says how much more than on the top tier, never a negative saving nor
+    "none: $0.0004 (0%) more" (a share under 0.01 % read as 0 %)."""
+    saved = row["saved_usd"]
+    if saved > 0:
+        return f"{_usd(saved)} ({_pct(row['saved_pct'])})"
+    if saved < 0:
+        return (
+            f"nothing: cost {_usd(-saved)} ({_pct(row['saved_pct'])}) more than the top tier "
+            "would have"
+        )
+    return "nothing (cost what the top tier would have)" if row["cost_usd"] else "nothing"
 
 
 @org_view()

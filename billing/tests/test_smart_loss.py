@@ -59,7 +59,7 @@ def test_a_loss_is_said_as_a_loss_with_a_positive_amount(org_a, alice, alice_cli
     said = "Smart routing cost $0.0019 more (1900% more) than the top tier would have"
     assert said in page and "You saved" not in page
     assert "on 1 smart-routed request: it cost $0.0020" in page
-    assert "none: $0.0019 (1900%) more" in page  # the tables' Saved column
+    assert "nothing: cost $0.0019 (1900.0%) more than the top tier would have" in page
     _no_signed_amount(page)
     for text in _digest(org_a, alice):
         assert "Smart routing cost $0.0019 more (1900% more) than the top tiers" in text
