@@ -8,9 +8,9 @@ from django.template.defaultfilters import floatformat
 from django.template.loader import render_to_string
 
 from core.text import one_line
-from gateway.models import ApiKey, Deployment
+from gateway.models import ApiKey, Deployment, GatewayConfig
 from gateway.pricing import catalog_prices, price_per_token
-from governance.models import Policy
+from governance.models import Policy, RoutingPolicy
 from orgs.models import Membership, Team
 
 from .selectors import names_by_id, smart_savings
@@ -68,11 +68,38 @@ def _change(now, before) -> str:
     return f"{pct:+.0f}% week over week"
 
 
+def smart_tiers(org) -> set[str]:
+    """Every model that is a tier of the org's smart routing (its smart policies' and the
+    org default's): the router already picks among them by each prompt's difficulty."""
+    tiers = set(
+        GatewayConfig.objects.filter(org=org).values_list("smart_tiers", flat=True).first() or []
+    )
+    for names in (
+        RoutingPolicy.objects.for_org(org)
+        .filter(strategy="smart")
+        .values_list("model_names", flat=True)
+    ):
+        tiers.update(n for n in names or [] if isinstance(n, str))
+    return tiers
+
+
 def savings_suggestion(org, top_models) -> dict | None:
-    """For the most expensive model, a cheaper chat model the org already may use."""
-    if not top_models or not top_models[0]["cost"]:
+    """For the most expensive model the org calls by name, a cheaper model the org already
+    may use. A tier of smart routing is not offered for it (the router sends it only the
+    prompts it scored hard: the cheaper tiers already get the rest), nor is any model whose
+    calls are smart-routed replaced behind the router's back; the message says the cheaper
+    model may be a weaker one."""
+    tiers = smart_tiers(org)
+    # The costliest model called by name, and the tiers that cost more than it did.
+    left_out = []
+    for costly in top_models or []:
+        if costly["model_used"] not in tiers:
+            break
+        left_out.append(costly["model_used"])
+    else:
         return None
-    costly = top_models[0]
+    if not costly["cost"]:
+        return None
     policy = Policy.objects.filter(org=org).first()
     prices = {}
     deps = list(Deployment.objects.for_org(org).filter(is_active=True).select_related("provider"))
@@ -106,6 +133,7 @@ def savings_suggestion(org, top_models) -> dict | None:
         "cost": float(costly["cost"]),
         "would_cost": would_cost,
         "saving": float(costly["cost"]) - would_cost,
+        "tiers_left_out": left_out,
     }
 
 
@@ -122,6 +150,8 @@ def digest_context(org, now: datetime) -> dict:
         "org": org,
         "start": start,
         "end": end,
+        # The week counted is [start, end): its last day is the one before ``end``.
+        "last_day": end - timedelta(days=1),
         "week": week,
         "last": last,
         "cost_change": _change(week["cost"], last["cost"]),
