@@ -985,11 +985,16 @@ def gateway_config_set(*, actor: Actor, org, **fields) -> GatewayConfig:
         if problem:
             raise ValidationError({"default_strategy": problem})
         if fields["default_strategy"] == "smart":
+            # The alias bn- keys would ask for: the one sent, else the org's (not "auto").
+            saved = GatewayConfig.objects.filter(org=org).values_list("auto_model_alias", flat=True)
+            alias = fields.get("auto_model_alias")
+            if not isinstance(alias, str) or not alias.strip():
+                alias = saved.first() or "auto"
             raise ValidationError(
                 {
                     "default_strategy": "The default strategy orders one model's deployments; "
                     "for smart routing set smart_tiers (bn- keys then ask for the model "
-                    f"'{fields.get('auto_model_alias', 'auto')}')."
+                    f"{shown(alias.strip())})."
                 }
             )
     if "cors_origins" in fields:

@@ -170,3 +170,21 @@ def test_messages_of_two_fields_are_joined_after_a_full_stop_by_a_space():
     assert form_error(exc, labels) == ("Thresholds: must be strictly ascending. A/B share (%): no")
     exc = ValidationError({"ab_share": ["no"], "thresholds": ["must be ascending"]})
     assert form_error(exc, labels) == "A/B share (%): no; Thresholds: must be ascending"
+
+
+def test_smart_as_the_default_strategy_names_the_org_s_own_alias(alice_client, org_a):
+    on = alice_client.put(
+        "/api/gateway/config",
+        {"smart_tiers": ["lite", "pro"], "auto_model_alias": "cheapest"},
+        content_type="application/json",
+    )
+    assert on.status_code == 200, on.content
+    for sent, alias in (({}, "'cheapest'"), ({"auto_model_alias": "thrifty"}, "'thrifty'")):
+        refused = alice_client.put(
+            "/api/gateway/config",
+            {"default_strategy": "smart", **sent},
+            content_type="application/json",
+        )
+        assert refused.status_code == 400
+        [said] = refused.json()["default_strategy"]
+        assert said.endswith(f"(bn- keys then ask for the model {alias})."), said
