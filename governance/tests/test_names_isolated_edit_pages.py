@@ -96,7 +96,7 @@ def test_the_list_pages_confirm_questions_isolate_every_name(alice_client, org_a
     o = org_a.slug
     invitation, _raw = org_services.invitation_create(actor=ACTOR, org=org_a, email="x@y.test")
     Invitation.objects.filter(pk=invitation.pk).update(email=f"a{RLO}b@y.test")
-    for page, confirms in (("providers", 2), ("keys", 2), ("team", 2)):
+    for page, confirms in (("providers", 2), ("keys", 2), ("team", 2), ("routing", 1)):
         _check(alice_client.get(reverse(page, args=[o])), confirms)
 
 
