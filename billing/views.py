@@ -97,10 +97,11 @@ def _bad_request(exc: ValidationError) -> HttpResponse:
     )
 
 
-def _policy_choices(request) -> list[tuple[str, str]]:
-    """(value, label) of the filters' Policy menu: the org default and the org's smart
-    routing policies by name (the requests record the name), and the value in the URL when
-    it is none of those (an id, a deleted policy's name) so the menu shows what filters."""
+def _policy_choices(request) -> list[tuple[str, str, bool]]:
+    """(value, label, selected) of the filters' Policy menu: the org default and the org's
+    smart routing policies by name (the requests record the name), and the value in the URL
+    when it is none of those (a deleted policy's name) so the menu shows what filters. A
+    policy's id in the URL selects that policy's name."""
     from governance.models import RoutingPolicy
 
     names = (
@@ -112,9 +113,16 @@ def _policy_choices(request) -> list[tuple[str, str]]:
     choices = [(selectors.ORG_DEFAULT_POLICY, selectors.ORG_DEFAULT_POLICY)]
     choices += [(name, name) for name in names]
     asked = request.GET.get("policy") or ""
+    if asked.isdigit():  # an id (or a name of digits): the policy's name, as the rows were
+        try:
+            name = selectors.policy_filter(request.org, {"policy": asked})
+        except ValidationError:
+            name = None
+        if name is not None:
+            asked = name or selectors.ORG_DEFAULT_POLICY
     if asked and asked not in {value for value, _label in choices}:
         choices.append((asked, asked))
-    return choices
+    return [(value, label, value == asked) for value, label in choices]
 
 
 @org_view()

@@ -164,6 +164,14 @@ def _number(value, name: str, low: float, high: float) -> float:
     return float(value)
 
 
+def _mapping_or_none(value, serving: bool):
+    """A setting that is a mapping: {} for None; on a save, anything else as it is (for the
+    caller's type check); served, any empty value as {} (as it was stored before the check)."""
+    if value is None or (serving and not value):
+        return {}
+    return value
+
+
 def saved_keywords(spec) -> frozenset:
     """Every keyword a stored spec holds (of any category): what a save may keep unchecked."""
     keywords = (spec or {}).get("keywords") if isinstance(spec, dict) else None
@@ -242,7 +250,9 @@ def resolve(
             spec.get("aggressiveness", DEFAULT_AGGRESSIVENESS), "aggressiveness", 0.0, 1.0
         )
         thresholds = thresholds_for(aggressiveness, len(tiers), classifier)
-    ab = spec.get("ab") or {}
+    # (None or absent: none. 0, "", false or [] are not a mapping: refused on a save, where
+    # `or {}` let them be stored; a policy saved so before is served as having none.)
+    ab = _mapping_or_none(spec.get("ab"), serving)
     if not isinstance(ab, dict) or set(ab) - {"share", "classifier"}:
         raise ValueError('smart.ab must be a mapping like {"share": 0.2, "classifier": "strong"}.')
     ab_share = _number(ab.get("share", 0.0), "ab.share", 0.0, 1.0)
@@ -260,7 +270,7 @@ def resolve(
             raise ValueError("smart.ab.classifier must differ from smart.classifier.")
         if ab_arm == "learned" and learned_missing() and not serving:
             raise ValueError(learned_missing())
-    keywords = spec.get("keywords") or {}
+    keywords = _mapping_or_none(spec.get("keywords"), serving)
     if not isinstance(keywords, dict):
         raise ValueError("smart.keywords must map a category to a list of words.")
     checked = {}

@@ -226,7 +226,9 @@ def test_the_usage_page_s_ab_table_keeps_to_the_policy(alice_client, org_a, traf
     by_id = alice_client.get(f"/o/{org_a.slug}/usage/", {"policy": traffic["other"].id})
     html = by_id.content.decode()
     menu = re.findall(r'<select name="policy">(.*?)</select>', html, re.S)[0]
-    assert f'<option value="{traffic["other"].id}" selected>' in menu  # the id asked for
+    # the id asked for selects the policy's own entry (not a second entry for the id)
+    assert re.findall(r'<option value="([^"]*)"', menu) == ["", "(org default)", "other", "saver"]
+    assert '<option value="other" selected>' in menu and menu.count(" selected") == 1
 
 
 def test_the_logs_live_tail_is_told_the_policy_it_keeps_to(alice_client, org_a, traffic):

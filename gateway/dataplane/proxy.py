@@ -675,17 +675,27 @@ class Gateway:
                 ctx.dep, ctx.model_used = unfit[0], unfit[0].model
                 raise _passthrough_error(unfit[1]) from unfit[1]
             if round_no + 1 < self.retry_rounds:
+                # The next round starts when the first deployment may take it again: the
+                # smallest wait its provider asked for (none asked: the backoff), the same
+                # Retry-After a client is told when every one was rate limited.
+                tried = failures or ([last] if last else [])
+                asked = min((exc.retry_after or 0.0 for exc in tried), default=0.0)
                 wait = min(
-                    max(last.retry_after or 0.0, self.backoff_s * 2**round_no) if last else 0.0,
+                    max(asked, self.backoff_s * 2**round_no) if last else 0.0,
                     max(0.0, deadline - time.monotonic()),
                 )
                 if wait >= deadline - time.monotonic():
                     break
+                waited = time.perf_counter()
                 await asyncio.sleep(wait)
+                ctx.upstream_s += time.perf_counter() - waited  # waiting out providers'
+                # limits is not Bonito's overhead (x-bonito-overhead-ms)
         if final and all(exc.status == 429 and not exc.timeout for exc in final):
             # Rate limited by every provider tried (not down): a 429 the SDKs wait out.
             waits = [exc.retry_after for exc in final if exc.retry_after is not None]
-            raise errors.upstream_rate_limited(min(waits) if waits else None, last)
+            raise errors.upstream_rate_limited(
+                min(waits) if waits else None, last, some_unfit=unfit is not None
+            )
         if last is not None and last.timeout:
             raise GatewayError(
                 504,
@@ -694,9 +704,12 @@ class Gateway:
                 "upstream_timeout",
                 error_type="upstream_timeout",
             )
+        # A deployment that could not take the request as it is (the prompt past its
+        # context window, an endpoint its provider lacks) says so too: that is not down.
+        unfit_said = f" Another could not take the request as it is: {unfit[1]}." if unfit else ""
         raise GatewayError(
             502,
-            f"Every deployment of this model failed; last error: {last}."
+            f"Every deployment of this model failed; last error: {last}.{unfit_said}"
             if last
             else "No deployment could be tried before the deadline.",
             "server_error",
@@ -1180,8 +1193,9 @@ def parse_feedback(raw: bytes) -> tuple[str, float]:
 
     try:
         body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise bad("The body must be JSON.", None, "invalid_json") from None
+    except orjson.JSONDecodeError as exc:
+        # as the other endpoints say it: where and why (a number past a float's range too)
+        raise bad(f"The request body is not valid JSON: {exc}.", None, "invalid_json") from None
     if not isinstance(body, dict):
         raise bad("The body must be a JSON object.", None, "invalid_type")
     unknown = sorted(set(body) - {"request_id", "score", "thumbs"})

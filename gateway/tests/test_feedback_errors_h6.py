@@ -63,3 +63,26 @@ def test_an_id_of_128_characters_is_looked_up_not_refused(acme, gw):
     response = _feedback(acme, {"request_id": "x" * 128, "score": 1})
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "request_not_found"
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        (b'{"request_id": "r", "score": 1e400}', "infinity"),  # JSON, past a float's range
+        (b'{"request_id": "r", "score": }', "line 1 column"),
+    ],
+)
+def test_a_body_that_cannot_be_read_says_where_and_why(acme, gw, raw, says):
+    """It said "The body must be JSON." of a body that is JSON (1e400 is a JSON number):
+    now what the other endpoints say, the parser's reason and place."""
+    response = httpx.post(
+        acme.url + "/v1/feedback",
+        headers={"Authorization": f"Bearer {acme.raw}", "Content-Type": "application/json"},
+        content=raw,
+        timeout=10,
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("invalid_json", None)
+    assert error["message"].startswith("The request body is not valid JSON: ")
+    assert says in error["message"], error["message"]

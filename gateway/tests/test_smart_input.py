@@ -44,6 +44,39 @@ def test_rest_refuses_a_policy_with_such_a_tier(alice_client, org_a):
         )
 
 
+@pytest.mark.parametrize("name", ["ab", "keywords"])
+@pytest.mark.parametrize("value", [0, "", False, [], "x", 3])
+def test_ab_and_keywords_that_are_not_mappings_are_refused_empty_or_not(name, value):
+    """0, "", false and [] were read as "none" (`or {}`) and stored as sent, then exported
+    in the config file as such; only a mapping or null is either setting."""
+    with pytest.raises(ValueError, match=f"smart.{name} must"):
+        smart_settings.resolve({name: value}, ["a", "b"])
+    assert smart_settings.resolve({name: None}, ["a", "b"])  # null: none
+    assert smart_settings.resolve({name: {}}, ["a", "b"])
+    if not value:  # a policy saved so before is served as having none, not refused
+        served = smart_settings.resolve({name: value}, ["a", "b"], serving=True)
+        assert served == smart_settings.resolve({}, ["a", "b"], serving=True)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("smart_spec", [{"ab": False}, {"keywords": 0}, {"keywords": []}])
+def test_rest_refuses_empty_non_mappings_on_create_patch_and_the_org_default(
+    alice_client, org_a, smart_spec
+):
+    models = ["chat", "chat-big"]
+    for url, method, body in (
+        (
+            "/api/gateway/routing-policies",
+            "post",
+            {"name": "s", "strategy": "smart", "models": models, "smart": smart_spec},
+        ),
+        ("/api/gateway/config", "put", {"smart_tiers": models, "smart": smart_spec}),
+    ):
+        response = getattr(alice_client, method)(url, body, content_type="application/json")
+        assert response.status_code == 400, (url, response.content)
+        assert f"smart.{next(iter(smart_spec))} must" in str(response.json()), response.content
+
+
 def test_a_keyword_with_a_capital_letter_of_another_script_matches_as_typed():
     """Keywords are matched case-insensitively in ASCII letters only (the prompt is not
     lower-cased in other scripts): the keyword was lower-cased in every script on save, so

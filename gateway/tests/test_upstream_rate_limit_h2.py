@@ -157,3 +157,56 @@ def test_the_messages_api_rate_limited_is_anthropics_rate_limit_error(acme, mode
     assert info.value.response.headers["retry-after"] == "4"
     assert info.value.body["error"]["type"] == "rate_limit_error"
     _one_row(acme)
+
+
+def test_the_next_round_waits_the_smallest_retry_after_not_the_last_deployments(acme):
+    """The first deployment asks for 0.3 s, the second for 30 s: the gateway goes round again
+    after 0.3 s (it waited the last one's 30 s, or, past its deadline, gave up at once), and
+    the wait is not counted as Bonito's overhead."""
+    GatewayConfig.objects.update_or_create(org=acme.org, defaults={"request_timeout_s": 5})
+    refresh_snapshot()
+    acme.fake.behaviours["primary-model"] = Behaviour(status=429, retry_after="0.3", fail_times=1)
+    acme.fake.behaviours["secondary-model"] = Behaviour(status=429, retry_after="30")
+    response = httpx.post(
+        acme.base_url + "/chat/completions",
+        json={"model": "ha-chat", "messages": HI},
+        headers={"Authorization": f"Bearer {acme.raw}"},
+        timeout=20,
+    )
+    assert response.status_code == 200, response.text
+    tried = [r["body"]["model"] for r in acme.fake.requests]
+    assert tried == ["primary-model", "secondary-model", "primary-model"]
+    assert float(response.headers["x-bonito-overhead-ms"]) < 250  # the 0.3 s wait excluded
+    [row] = usage_rows(acme.org)
+    assert (row.status, row.http_status) == ("success", 200)
+
+
+def test_a_context_refusal_beside_an_outage_says_both(acme, mode):
+    """One deployment refuses the prompt as too long, the other is down: the 502 says the
+    first could not take the request (not only "failed"); beside a rate limit, the 429 says
+    it is every deployment *that can take it* that is rate limited."""
+    acme.fake.behaviours["primary-model"] = Behaviour(
+        status=400,
+        error_message="This model's maximum context length is 8192 tokens.",
+        error_code="context_length_exceeded",
+    )
+    acme.fake.behaviours["secondary-model"] = Behaviour(status=503, error_message="boom")
+    response = httpx.post(
+        acme.base_url + "/chat/completions",
+        json={"model": "ha-chat", "messages": HI},
+        headers={"Authorization": f"Bearer {acme.raw}"},
+        timeout=20,
+    )
+    assert response.status_code == 502, response.text
+    message = response.json()["error"]["message"]
+    assert "boom" in message and "maximum context length is 8192 tokens" in message, message
+    acme.fake.behaviours["secondary-model"] = Behaviour(status=429, retry_after="1")
+    response = httpx.post(
+        acme.base_url + "/chat/completions",
+        json={"model": "ha-chat", "messages": HI},
+        headers={"Authorization": f"Bearer {acme.raw}"},
+        timeout=20,
+    )
+    assert response.status_code == 429, response.text
+    assert "that can take this request is rate limited" in response.json()["error"]["message"]
+    assert len(usage_rows(acme.org)) == 2
