@@ -1064,19 +1064,39 @@ def _columns(rows, preferred):
     return [c for c in preferred if c in seen] + [c for c in seen if c not in preferred]
 
 
-@cli.command(context_settings=CONTEXT)
-@range_options("7d")
-@click.option(
-    "--group-by",
-    type=click.Choice(["model", "provider", "key", "team", "time"]),
-    default="model",
-    show_default=True,
-    help="Which breakdown to print (time: the series).",
+def report_command(groups, default: str, group_help: str):
+    """A report of the analytics API: its range and filters, --group-by (one of ``groups``),
+    --csv for the breakdown, --wide, --json and --quiet."""
+
+    def decorate(f):
+        for wrap in reversed(
+            [
+                cli.command(context_settings=CONTEXT),
+                range_options("7d"),
+                click.option(
+                    "--group-by",
+                    type=click.Choice(groups),
+                    default=default,
+                    show_default=True,
+                    help=group_help,
+                ),
+                click.option("--csv", "as_csv", is_flag=True, help="The breakdown as CSV."),
+                wide_option,
+                out_options,
+                pass_state,
+            ]
+        ):
+            f = wrap(f)
+        return f
+
+    return decorate
+
+
+@report_command(
+    ["model", "provider", "key", "team", "time"],
+    "model",
+    "Which breakdown to print (time: the series).",
 )
-@click.option("--csv", "as_csv", is_flag=True, help="The breakdown as CSV.")
-@wide_option
-@out_options
-@pass_state
 def analytics(state, group_by, as_csv, **kw):
     """Requests, tokens and cost over time or by model/provider/key/team; latency; errors.
 
@@ -1116,19 +1136,11 @@ SAVINGS_COLUMNS = [
 ]
 
 
-@cli.command(context_settings=CONTEXT)
-@range_options("7d")
-@click.option(
-    "--group-by",
-    type=click.Choice(SAVINGS_GROUPS),
-    default="policy",
-    show_default=True,
-    help="Which breakdown to print (classifier: the A/B arms; tier: quality by tier).",
+@report_command(
+    SAVINGS_GROUPS,
+    "policy",
+    "Which breakdown to print (classifier: the A/B arms; tier: quality by tier).",
 )
-@click.option("--csv", "as_csv", is_flag=True, help="The breakdown as CSV.")
-@wide_option
-@out_options
-@pass_state
 def savings(state, group_by, as_csv, **kw):
     """What smart routing saved: the cost of smart-routed requests against what the same
     tokens would have cost on each policy's top tier, by policy, A/B arm, tier, model or day.

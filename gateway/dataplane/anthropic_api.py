@@ -23,7 +23,7 @@ from .upstream import (
     redact,
     web_searches,
 )
-from .validation import Invalid, requested_model
+from .validation import Invalid, json_type, requested_model
 
 ENDPOINTS = frozenset({"messages", "count_tokens"})
 DEFAULT_VERSION = "2023-06-01"
@@ -60,21 +60,11 @@ def _bad(message: str, param: str | None = None, code: str = "invalid_value") ->
     return GatewayError(400, message, "invalid_request_error", code, param)
 
 
-def _kind(value) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "an array" if isinstance(value, list) else "an object"
-
-
 def _expect(ok: bool, where: str, what: str, value) -> None:
     if not ok:
-        raise _bad(f"{where}: Input should be {what}, not {_kind(value)}.", where, "invalid_type")
+        raise _bad(
+            f"{where}: Input should be {what}, not {json_type(value)}.", where, "invalid_type"
+        )
 
 
 def _number(where, value, lo, hi, *, integer=False) -> None:

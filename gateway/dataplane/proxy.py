@@ -46,7 +46,7 @@ from .upstream import count_of as _count
 from .upstream import empty_answer as _empty_answer
 from .upstream import parse_event as _parse_event
 from .usage import UsageSink
-from .validation import parse_body
+from .validation import json_type, parse_body
 
 log = logging.getLogger("bonito.gateway")
 NO_TOKENS = Counts(0, 0)
@@ -1214,7 +1214,7 @@ def parse_feedback(raw: bytes) -> tuple[str, float]:
     # be one, a number never told it must be a number.
     if not isinstance(rid, str):
         raise bad(
-            f"request_id must be a string, not {_json_type(rid)}: the x-request-id header of "
+            f"request_id must be a string, not {json_type(rid)}: the x-request-id header of "
             "the response to rate.",
             "request_id",
             "invalid_type",
@@ -1239,7 +1239,7 @@ def parse_feedback(raw: bytes) -> tuple[str, float]:
         thumbs = body["thumbs"]
         if not isinstance(thumbs, str):
             raise bad(
-                f'thumbs must be the string "up" or "down", not {_json_type(thumbs)}.', "thumbs"
+                f'thumbs must be the string "up" or "down", not {json_type(thumbs)}.', "thumbs"
             )
         if thumbs not in ("up", "down"):
             raise bad(f'thumbs must be "up" or "down", not {thumbs[:20]!r}.', "thumbs")
@@ -1247,24 +1247,11 @@ def parse_feedback(raw: bytes) -> tuple[str, float]:
     score = body["score"]
     if isinstance(score, bool) or not isinstance(score, int | float):
         raise bad(
-            f"score must be a number from 0 (bad) to 1 (good), not {_json_type(score)}.", "score"
+            f"score must be a number from 0 (bad) to 1 (good), not {json_type(score)}.", "score"
         )
     if not 0 <= score <= 1:
         raise bad(f"score must be from 0 (bad) to 1 (good); it is {score:g}.", "score")
     return rid, float(score)
-
-
-def _json_type(value) -> str:
-    """The JSON type of a parsed value, as a message names it ("a number", "null")."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "an array" if isinstance(value, list) else "an object"
 
 
 def _request_id(headers) -> str:

@@ -75,20 +75,24 @@ class Invalid(Exception):
         self.code = code
 
 
-def _kind(value) -> str:
+def json_type(value, *, number_kinds: bool = False) -> str:
+    """The JSON type of a parsed value as a message names it ("a number", "null");
+    ``number_kinds``: "an integer" or "a decimal" instead of "a number"."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a decimal"
+    if isinstance(value, int | float):
+        if number_kinds:
+            return "an integer" if isinstance(value, int) else "a decimal"
+        return "a number"
     if isinstance(value, str):
         return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def _kind(value) -> str:
+    return json_type(value, number_kinds=True)
 
 
 def _shown(value) -> str:

@@ -30,6 +30,16 @@ def _client(acme):
     return openai.OpenAI(base_url=acme.base_url, api_key=acme.raw, max_retries=0, timeout=20)
 
 
+def _chat(acme, model: str, *, stream: bool = False) -> httpx.Response:
+    """A raw chat request (the status and headers as sent, no SDK retry or parsing)."""
+    return httpx.post(
+        acme.base_url + "/chat/completions",
+        json={"model": model, "messages": HI, "stream": stream},
+        headers={"Authorization": f"Bearer {acme.raw}"},
+        timeout=20,
+    )
+
+
 def _one_row(acme):
     [row] = usage_rows(acme.org)
     assert (row.status, row.http_status, row.error_type) == (
@@ -69,12 +79,7 @@ def test_every_deployment_rate_limited_takes_the_smallest_retry_after(acme, mode
     _short_deadline(acme)
     acme.fake.behaviours["primary-model"] = Behaviour(status=429, retry_after="7")
     acme.fake.behaviours["secondary-model"] = Behaviour(status=429, retry_after="1.2")
-    response = httpx.post(
-        acme.base_url + "/chat/completions",
-        json={"model": "ha-chat", "messages": HI, "stream": stream},
-        headers={"Authorization": f"Bearer {acme.raw}"},
-        timeout=20,
-    )
+    response = _chat(acme, "ha-chat", stream=stream)
     _assert_openai_429(response, "2")
     tried = {r["body"]["model"] for r in acme.fake.requests}
     assert tried == {"primary-model", "secondary-model"}
@@ -86,12 +91,7 @@ def test_no_retry_after_from_the_providers_is_the_default(acme, mode):
     answers; the client is told to wait the default."""
     acme.fake.behaviours["primary-model"] = Behaviour(status=429)
     acme.fake.behaviours["secondary-model"] = Behaviour(status=429)
-    response = httpx.post(
-        acme.base_url + "/chat/completions",
-        json={"model": "ha-chat", "messages": HI},
-        headers={"Authorization": f"Bearer {acme.raw}"},
-        timeout=20,
-    )
+    response = _chat(acme, "ha-chat")
     _assert_openai_429(response, str(errors.UPSTREAM_RETRY_AFTER_DEFAULT_S))
     assert len(acme.fake.requests) == 4  # two rounds of two deployments
     _one_row(acme)
@@ -100,12 +100,7 @@ def test_no_retry_after_from_the_providers_is_the_default(acme, mode):
 @pytest.mark.parametrize("value", ["0", "0.01", "-5", "nan", "inf", "soon"])
 def test_a_retry_after_that_is_zero_or_not_a_number_still_says_at_least_1(acme, value):
     acme.fake.behaviours["gpt-4o-mini"] = Behaviour(status=429, retry_after=value)
-    response = httpx.post(
-        acme.base_url + "/chat/completions",
-        json={"model": "chat-small", "messages": HI},
-        headers={"Authorization": f"Bearer {acme.raw}"},
-        timeout=20,
-    )
+    response = _chat(acme, "chat-small")
     assert response.status_code == 429, response.text
     assert int(response.headers["retry-after"]) >= 1
     _one_row(acme)
@@ -115,12 +110,7 @@ def test_a_retry_after_that_is_zero_or_not_a_number_still_says_at_least_1(acme, 
 def test_a_rate_limit_beside_a_server_error_stays_a_502(acme, mode, stream):
     acme.fake.behaviours["primary-model"] = Behaviour(status=429, retry_after="1")
     acme.fake.behaviours["secondary-model"] = Behaviour(status=503)
-    response = httpx.post(
-        acme.base_url + "/chat/completions",
-        json={"model": "ha-chat", "messages": HI, "stream": stream},
-        headers={"Authorization": f"Bearer {acme.raw}"},
-        timeout=20,
-    )
+    response = _chat(acme, "ha-chat", stream=stream)
     assert response.status_code == 502, response.text
     assert response.json()["error"]["code"] == "upstream_error"
     [row] = usage_rows(acme.org)
@@ -167,12 +157,7 @@ def test_the_next_round_waits_the_smallest_retry_after_not_the_last_deployments(
     refresh_snapshot()
     acme.fake.behaviours["primary-model"] = Behaviour(status=429, retry_after="0.3", fail_times=1)
     acme.fake.behaviours["secondary-model"] = Behaviour(status=429, retry_after="30")
-    response = httpx.post(
-        acme.base_url + "/chat/completions",
-        json={"model": "ha-chat", "messages": HI},
-        headers={"Authorization": f"Bearer {acme.raw}"},
-        timeout=20,
-    )
+    response = _chat(acme, "ha-chat")
     assert response.status_code == 200, response.text
     tried = [r["body"]["model"] for r in acme.fake.requests]
     assert tried == ["primary-model", "secondary-model", "primary-model"]
@@ -191,22 +176,12 @@ def test_a_context_refusal_beside_an_outage_says_both(acme, mode):
         error_code="context_length_exceeded",
     )
     acme.fake.behaviours["secondary-model"] = Behaviour(status=503, error_message="boom")
-    response = httpx.post(
-        acme.base_url + "/chat/completions",
-        json={"model": "ha-chat", "messages": HI},
-        headers={"Authorization": f"Bearer {acme.raw}"},
-        timeout=20,
-    )
+    response = _chat(acme, "ha-chat")
     assert response.status_code == 502, response.text
     message = response.json()["error"]["message"]
     assert "boom" in message and "maximum context length is 8192 tokens" in message, message
     acme.fake.behaviours["secondary-model"] = Behaviour(status=429, retry_after="1")
-    response = httpx.post(
-        acme.base_url + "/chat/completions",
-        json={"model": "ha-chat", "messages": HI},
-        headers={"Authorization": f"Bearer {acme.raw}"},
-        timeout=20,
-    )
+    response = _chat(acme, "ha-chat")
     assert response.status_code == 429, response.text
     assert "that can take this request is rate limited" in response.json()["error"]["message"]
     assert len(usage_rows(acme.org)) == 2
