@@ -354,7 +354,15 @@ class Gateway:
         """The chosen tier's deployments (ordered by the policy's ``within`` strategy), then
         each tier above it in turn (a tier that is down or refused fails over upwards), then
         the org's fallback models (alone when no tier from the chosen one up can serve)."""
-        arm = smart.arm(policy, self.health.rng.random())
+        # An app that names its end user (`user`) keeps each user on one A/B arm; else
+        # each request draws its own.
+        user = smart.end_user(body) if policy.ab_share else None
+        draw = (
+            smart.sticky_draw(ctx.org.id, ctx.route_policy, user)
+            if user is not None
+            else self.health.rng.random()
+        )
+        arm = smart.arm(policy, draw)
         if arm == "strong":
             score, tier = None, len(policy.tiers) - 1
         else:

@@ -1,5 +1,6 @@
 """Smart routing on the request path: a prompt's difficulty score and the tier it goes to."""
 
+import hashlib
 import logging
 import math
 from collections import Counter
@@ -351,6 +352,27 @@ def _score(policy: SmartPolicy, body: dict, classifier: str, share: float = 1.0)
             text = text[:half] + "\n" + text[-half:]
         return smart_learned.score(text, within_range(x, model))
     return rules_score(body, policy.keywords)
+
+
+def end_user(body: dict) -> str | None:
+    """The end user a request names, as the APIs let an app say it: `user` (chat,
+    completions, embeddings, the Responses API), `safety_identifier` (the Responses API's
+    newer name) or Anthropic's `metadata.user_id`. None when it names none."""
+    user = body.get("user") or body.get("safety_identifier")
+    if not user:
+        metadata = body.get("metadata")
+        user = metadata.get("user_id") if isinstance(metadata, dict) else None
+    return user if isinstance(user, str) and user else None
+
+
+def sticky_draw(org_id, policy_name: str, user: str) -> float:
+    """The A/B draw of one end user of one policy, uniform in [0, 1) over users and the same
+    for every request of theirs: a user stays on one arm (a conversation is not split
+    between classifiers), and each policy draws its users afresh."""
+    digest = hashlib.blake2b(
+        f"{org_id}\x00{policy_name}\x00{user}".encode(), digest_size=8
+    ).digest()
+    return int.from_bytes(digest, "big") / 2**64
 
 
 def arm(policy: SmartPolicy, draw: float) -> str:

@@ -12,6 +12,7 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import openai
 import orjson
 import pytest
@@ -373,6 +374,43 @@ def test_an_ab_share_goes_straight_to_the_top_tier_and_says_so(acme, gw):
     rows = [r for r in usage_rows(acme.org) if r.endpoint == "chat"]
     strong = [r for r in rows if r.route_classifier == "strong"]
     assert 10 <= len(strong) <= 30 and all(r.route_score is None for r in strong)
+
+
+def test_an_app_that_names_its_end_user_keeps_each_user_on_one_arm(acme, gw):
+    """`user` (Anthropic's metadata.user_id) draws the arm from the user, not per request:
+    every request of one user goes through the same arm, and the users split by the share;
+    requests naming no user still draw their own."""
+    _tiers(acme)
+    client = _smart_key(
+        acme, {"thresholds": [0.999999], "ab": {"share": 0.5, "classifier": "strong"}}
+    )
+    gw.health = routing.DeploymentHealth(rng=random.Random(7))
+    per_user = {}
+    for i in range(24):
+        user = f"user-{i}"
+        seen = {
+            _ask(client, EASY, user=user).headers["x-bonito-route-classifier"] for _ in range(3)
+        }
+        assert len(seen) == 1, (user, seen)  # one arm for all of a user's requests
+        per_user[user] = seen.pop()
+    strong = sum(arm == "strong" for arm in per_user.values())
+    assert 4 <= strong <= 20, per_user  # users split by the share (fixed names: no chance)
+    # The same users through the Messages API (metadata.user_id): the same arms.
+    for user in ("user-0", "user-1", "user-2"):
+        answer = httpx.post(
+            acme.base_url + "/messages",
+            headers={"x-api-key": client.api_key, "anthropic-version": "2023-06-01"},
+            json={
+                "model": "auto",
+                "max_tokens": 16,
+                "metadata": {"user_id": user},
+                "messages": [{"role": "user", "content": EASY}],
+            },
+            timeout=20,
+        )
+        assert answer.headers["x-bonito-route-classifier"] == per_user[user], answer.text
+    anonymous = {_ask(client, EASY).headers["x-bonito-route-classifier"] for _ in range(20)}
+    assert anonymous == {"rules", "strong"}
 
 
 def test_a_bn_key_asking_for_the_alias_is_smart_routed_by_the_org_default(acme, gw):
