@@ -228,6 +228,26 @@ def anthropic_deployment(acme, model_name: str, upstream_model: str, **prices):
     refresh_snapshot()
 
 
+def smart_tier_deployments(acme, names=("smart-lite", "smart-pro"), prices=None):
+    """Deployments of ``names`` on acme's fake upstream, each serving ``<name>-upstream``:
+    smart routing's tiers. ``prices``: an (input, output) $/Mtok pair per name."""
+    for i, name in enumerate(names):
+        overrides = {}
+        if prices is not None:
+            overrides = {
+                "input_price_per_mtok": prices[i][0],
+                "output_price_per_mtok": prices[i][1],
+            }
+        services.deployment_save(
+            actor=ACTOR,
+            org=acme.org,
+            model_name=name,
+            provider=acme.providers["fake"],
+            upstream_model=f"{name}-upstream",
+            **overrides,
+        )
+
+
 def usage_rows(org=None):
     from billing.models import UsageRecord
 

@@ -7,7 +7,12 @@ import anthropic
 import openai
 import pytest
 
-from gateway.tests.conftest import ACTOR, anthropic_deployment, refresh_snapshot
+from gateway.tests.conftest import (
+    ACTOR,
+    anthropic_deployment,
+    refresh_snapshot,
+    smart_tier_deployments,
+)
 from gateway.tests.test_smart_routing import EASY
 
 HI = [{"role": "user", "content": EASY}]
@@ -20,14 +25,7 @@ def tiers(acme):
     native for Messages) is the only tier of the second set."""
     from gateway import services
 
-    for name in ("tier-lite", "tier-pro"):
-        services.deployment_save(
-            actor=ACTOR,
-            org=acme.org,
-            model_name=name,
-            provider=acme.providers["fake"],
-            upstream_model=f"{name}-upstream",
-        )
+    smart_tier_deployments(acme, ("tier-lite", "tier-pro"))
     services.gateway_config_set(
         actor=ACTOR,
         org=acme.org,

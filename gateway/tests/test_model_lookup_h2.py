@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from gateway import services
-from gateway.tests.conftest import ACTOR, refresh_snapshot, usage_rows
+from gateway.tests.conftest import ACTOR, refresh_snapshot, smart_tier_deployments, usage_rows
 
 NAME = "café crème"  # NFC, as the org created it
 SENT = unicodedata.normalize("NFD", NAME)
@@ -108,14 +108,7 @@ def test_a_name_with_whitespace_inside_is_only_unknown(acme):
 
 # ------------------------------------------------------------------ look-alikes
 def _smart_on(acme):
-    for name in ("smart-lite", "smart-pro"):
-        services.deployment_save(
-            actor=ACTOR,
-            org=acme.org,
-            model_name=name,
-            provider=acme.providers["fake"],
-            upstream_model=f"{name}-upstream",
-        )
+    smart_tier_deployments(acme)
     services.gateway_config_set(actor=ACTOR, org=acme.org, smart_tiers=["smart-lite", "smart-pro"])
     refresh_snapshot()
 

@@ -7,18 +7,11 @@ import openai
 import pytest
 
 from gateway import services
-from gateway.tests.conftest import ACTOR, refresh_snapshot, usage_rows
+from gateway.tests.conftest import ACTOR, refresh_snapshot, smart_tier_deployments, usage_rows
 
 
 def _tiers(acme):
-    for name in ("smart-lite", "smart-pro"):
-        services.deployment_save(
-            actor=ACTOR,
-            org=acme.org,
-            model_name=name,
-            provider=acme.providers["fake"],
-            upstream_model=f"{name}-upstream",
-        )
+    smart_tier_deployments(acme)
 
 
 def _client(raw, acme):

@@ -28,7 +28,7 @@ from gateway.dataplane.snapshot import (
     org_from_dict,
     org_to_dict,
 )
-from gateway.tests.conftest import ACTOR, refresh_snapshot, usage_rows
+from gateway.tests.conftest import ACTOR, refresh_snapshot, smart_tier_deployments, usage_rows
 from gateway.tests.fake_upstream import Behaviour
 
 EASY = "Translate 'good morning' into French."
@@ -206,18 +206,7 @@ def test_smart_policies_travel_in_the_snapshot_documents():
 # ------------------------------------------------------------------------------ through /v1
 def _tiers(acme, prices=((0.1, 0.2), (2.0, 8.0))):
     """Two tiers on the fake upstream: smart-lite (cheap) and smart-pro."""
-    from gateway import services
-
-    for name, (inp, out) in zip(("smart-lite", "smart-pro"), prices, strict=True):
-        services.deployment_save(
-            actor=ACTOR,
-            org=acme.org,
-            model_name=name,
-            provider=acme.providers["fake"],
-            upstream_model=f"{name}-upstream",
-            input_price_per_mtok=inp,
-            output_price_per_mtok=out,
-        )
+    smart_tier_deployments(acme, prices=prices)
 
 
 def _between(easy=EASY, hard=HARD) -> float:
