@@ -5,19 +5,17 @@ what the client still sends has been dropped. Kept alive, the unread body was pa
 next request on the connection (or waited for: a chunk of a terabyte), so the next request
 was never answered. Raw sockets, on the HTTP protocol `make serve` runs."""
 
-import contextlib
-import re
-import time
-
 import httpx
 import pytest
 
-from gateway.dataplane.http_protocol import LINGER_BYTES, LINGER_S
 from gateway.tests.conftest import usage_rows
-from gateway.tests.raw_http import connect, read_until_close
+from gateway.tests.raw_http import (
+    answer_then_next,
+    answer_while_sending,
+    refused_then_closed,
+)
 
 CAP = 10 * 1024 * 1024  # GATEWAY_MAX_BODY_BYTES's default, the tests' setting
-NEXT = b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {raw}\r\n\r\n"
 
 
 def _head(acme, framing: bytes, path: bytes = b"/v1/chat/completions", method=b"POST"):
@@ -35,18 +33,6 @@ EARLY = {
 }
 
 
-def _responses(data: bytes) -> list[tuple[bytes, bytes]]:
-    """(head, body) of each whole response in ``data`` (each has a Content-Length)."""
-    out = []
-    while data:
-        head, sep, rest = data.partition(b"\r\n\r\n")
-        assert sep and head.startswith(b"HTTP/1.1 "), data[:300]
-        size = int(re.search(rb"(?im)^content-length: *(\d+)", head).group(1))
-        out.append((head, rest[:size]))
-        data = rest[size:]
-    return out
-
-
 def _healthy(wire, acme):
     response = httpx.get(
         wire + "/v1/models", headers={"Authorization": f"Bearer {acme.raw}"}, timeout=10
@@ -58,22 +44,10 @@ def _healthy(wire, acme):
 def test_the_next_request_on_the_socket_is_not_taken_for_the_unread_body(acme, wire, case):
     method, framing, start = case
     path = b"/v1/models" if method == b"GET" else b"/v1/chat/completions"
-    started = time.monotonic()
-    with connect(wire) as sock:
-        sock.sendall(_head(acme, framing, path, method) + start)
-        sock.settimeout(10)
-        first = sock.recv(65536)
-        assert first.startswith(b"HTTP/1.1 413 "), first[:300]
-        # A client that reuses the connection: its next request must not become body bytes
-        # of the refused one (answered with nothing, or waited on until a timeout).
-        with contextlib.suppress(OSError):  # already closed: as good
-            sock.sendall(NEXT.replace(b"{raw}", acme.raw.encode()))
-        rest = read_until_close(sock, timeout=10)
-    elapsed = time.monotonic() - started
-    [(head, body)] = _responses(first + rest)  # the 413 alone, then the close
-    assert re.search(rb"(?im)^connection: *close\r?$", head), head
+    # A client that reuses the connection: its next request must not become body bytes
+    # of the refused one (answered with nothing, or waited on until a timeout).
+    body = refused_then_closed(wire, acme.raw, _head(acme, framing, path, method) + start, 413)
     assert b'"request_too_large"' in body
-    assert elapsed < LINGER_S + 5, elapsed  # closed, not kept until some timeout
     [row] = usage_rows(acme.org)
     assert (row.http_status, row.error_type) == (413, "request_too_large")
     _healthy(wire, acme)
@@ -82,15 +56,7 @@ def test_the_next_request_on_the_socket_is_not_taken_for_the_unread_body(acme, w
 def test_a_client_still_sending_reads_the_413_before_the_close(acme, wire):
     """The body keeps coming after the answer (under the bounded drain): the client reads
     the whole 413, then the connection ends (no reset before the answer)."""
-    with connect(wire) as sock:
-        sock.sendall(_head(acme, b"Content-Length: %d\r\n" % (CAP + 1)))
-        sent = 0
-        piece = b"x" * 65536
-        while sent < LINGER_BYTES // 2:
-            sock.sendall(piece)
-            sent += len(piece)
-        answer = read_until_close(sock, timeout=10)
-    [(head, body)] = _responses(answer)
+    head, body = answer_while_sending(wire, _head(acme, b"Content-Length: %d\r\n" % (CAP + 1)))
     assert head.startswith(b"HTTP/1.1 413 ")
     assert b'"request_too_large"' in body
     _healthy(wire, acme)
@@ -100,13 +66,6 @@ def test_a_refusal_of_a_body_read_whole_keeps_the_connection(acme, wire):
     """Only a refusal of the body itself closes: a body read to its end and refused for
     what it says (not JSON) leaves the connection to carry the next request."""
     body = b"{not json"
-    with connect(wire) as sock:
-        sock.sendall(_head(acme, b"Content-Length: %d\r\n" % len(body)) + body)
-        sock.settimeout(10)
-        answer = b""
-        while b'"invalid_json"' not in answer:
-            answer += sock.recv(65536)
-        sock.sendall(NEXT.replace(b"{raw}", acme.raw.encode())[:-2] + b"Connection: close\r\n\r\n")
-        answer += read_until_close(sock, timeout=10)
-    statuses = [head.split(b" ")[1] for head, _ in _responses(answer)]
-    assert statuses == [b"400", b"200"], answer[:500]
+    request = _head(acme, b"Content-Length: %d\r\n" % len(body)) + body
+    responses = answer_then_next(wire, acme.raw, request, b'"invalid_json"')
+    assert [head.split(b" ")[1] for head, _ in responses] == [b"400", b"200"], responses
