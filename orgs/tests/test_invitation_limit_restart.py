@@ -15,6 +15,7 @@ import pytest
 from django.db import connection
 
 from orgs.models import AuditLog
+from orgs.tests.invitations import rest_invite
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,15 +82,6 @@ def _statuses(process) -> list[int]:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def _rest(client, org, email):
-    return client.post(
-        "/api/gateway/invitations",
-        {"email": email, "role": "viewer"},
-        content_type="application/json",
-        headers={"x-bonito-org": org.slug},
-    )
-
-
 @pytest.fixture(autouse=True)
 def _limits(settings):
     settings.INVITATION_SENDS_PER_USER_PER_HOUR = PER_USER
@@ -97,8 +89,8 @@ def _limits(settings):
 
 
 def test_a_new_process_counts_what_the_others_sent(tmp_path, alice, alice_client, org_a):
-    assert _rest(alice_client, org_a, "p0@acme.test").status_code == 201
-    assert _rest(alice_client, org_a, "p1@acme.test").status_code == 201
+    assert rest_invite(alice_client, org_a, "p0@acme.test").status_code == 201
+    assert rest_invite(alice_client, org_a, "p1@acme.test").status_code == 201
     go = tmp_path / "go"
     go.touch()
     # A fresh process (a restart, another worker): alice's third send, then a refusal.
@@ -106,7 +98,7 @@ def test_a_new_process_counts_what_the_others_sent(tmp_path, alice, alice_client
     assert statuses == [201, 429]
     # And this process counts the other's send.
     before = time.time()
-    response = _rest(alice_client, org_a, "p4@acme.test")
+    response = rest_invite(alice_client, org_a, "p4@acme.test")
     after = time.time()
     assert response.status_code == 429
     # The hour slides from the oldest send counted: it leaves the window first.
@@ -119,7 +111,7 @@ def test_a_new_process_counts_what_the_others_sent(tmp_path, alice, alice_client
 
 def test_processes_racing_for_the_last_send_get_it_once(tmp_path, alice, alice_client, org_a):
     for n in range(PER_USER - 1):
-        assert _rest(alice_client, org_a, f"p{n}@acme.test").status_code == 201
+        assert rest_invite(alice_client, org_a, f"p{n}@acme.test").status_code == 201
     go = tmp_path / "go"
     racers = [_start(tmp_path, go, alice, org_a, f"r{n}@acme.test") for n in range(3)]
     time.sleep(8)  # every racer has started Django and waits for the signal

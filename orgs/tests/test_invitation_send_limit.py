@@ -13,6 +13,7 @@ from django.urls import reverse
 from orgs import services
 from orgs.audit import Actor
 from orgs.models import AuditLog, Invitation, Role
+from orgs.tests.invitations import rest_invite
 
 pytestmark = pytest.mark.django_db
 
@@ -29,15 +30,6 @@ def _limits(settings):
 def _dashboard(client, org, email):
     return client.post(
         reverse("team", args=[org.slug]), {"email": email, "role": "viewer", "team": ""}
-    )
-
-
-def _rest(client, org, email):
-    return client.post(
-        "/api/gateway/invitations",
-        {"email": email, "role": "viewer"},
-        content_type="application/json",
-        headers={"x-bonito-org": org.slug},
     )
 
 
@@ -75,8 +67,8 @@ def test_the_dashboard_refuses_past_the_user_limit_and_keeps_the_form(
 
 def test_rest_refuses_past_the_user_limit_with_429(alice_client, org_a):
     for n in range(3):
-        assert _rest(alice_client, org_a, f"p{n}@acme.test").status_code == 201
-    response = _rest(alice_client, org_a, "flood@acme.test")
+        assert rest_invite(alice_client, org_a, f"p{n}@acme.test").status_code == 201
+    response = rest_invite(alice_client, org_a, "flood@acme.test")
     assert response.status_code == 429
     assert int(response["Retry-After"]) > 0
     assert response.json()["detail"].startswith(
@@ -90,24 +82,24 @@ def test_the_org_limit_is_shared_by_its_admins_and_not_by_other_orgs(
 ):
     dana = _admin_client(org_a, "dana@acme.test")
     for n in range(3):
-        assert _rest(alice_client, org_a, f"a{n}@acme.test").status_code == 201
+        assert rest_invite(alice_client, org_a, f"a{n}@acme.test").status_code == 201
     for n in range(2):
-        assert _rest(dana, org_a, f"d{n}@acme.test").status_code == 201
-    response = _rest(dana, org_a, "d2@acme.test")  # dana's 3rd, the org's 6th
+        assert rest_invite(dana, org_a, f"d{n}@acme.test").status_code == 201
+    response = rest_invite(dana, org_a, "d2@acme.test")  # dana's 3rd, the org's 6th
     assert response.status_code == 429
     assert response.json()["detail"].startswith(
         "Acme Corp sent 5 invitations in the last hour; try again in "
     )
     assert len(_invited(org_a)) == 5
     # Another org counts on its own.
-    assert _rest(charlie_client, org_b, "x@globex.test").status_code == 201
+    assert rest_invite(charlie_client, org_b, "x@globex.test").status_code == 201
 
 
 def test_a_user_s_limit_holds_across_the_orgs_they_administer(alice, alice_client, org_a, org_b):
     services.membership_add(actor=ACTOR, org=org_b, user=alice, role=Role.ADMIN)
     for n in range(3):
-        assert _rest(alice_client, org_a, f"a{n}@acme.test").status_code == 201
-    assert _rest(alice_client, org_b, "a3@globex.test").status_code == 429
+        assert rest_invite(alice_client, org_a, f"a{n}@acme.test").status_code == 201
+    assert rest_invite(alice_client, org_b, "a3@globex.test").status_code == 429
     assert not _invited(org_b)
 
 
@@ -136,8 +128,8 @@ def test_resends_count_as_sends(alice_client, org_a, settings, django_capture_on
 
 def test_a_limit_of_one_reads_in_the_singular(alice_client, org_a, settings):
     settings.INVITATION_SENDS_PER_USER_PER_HOUR = 1
-    assert _rest(alice_client, org_a, "p@acme.test").status_code == 201
-    detail = _rest(alice_client, org_a, "q@acme.test").json()["detail"]
+    assert rest_invite(alice_client, org_a, "p@acme.test").status_code == 201
+    detail = rest_invite(alice_client, org_a, "q@acme.test").json()["detail"]
     assert detail.startswith("You sent 1 invitation in the last hour; try again in ")
 
 
@@ -145,15 +137,15 @@ def test_zero_turns_the_limits_off(alice_client, org_a, settings):
     settings.INVITATION_SENDS_PER_USER_PER_HOUR = 0
     settings.INVITATION_SENDS_PER_ORG_PER_HOUR = 0
     for n in range(8):
-        assert _rest(alice_client, org_a, f"p{n}@acme.test").status_code == 201
+        assert rest_invite(alice_client, org_a, f"p{n}@acme.test").status_code == 201
 
 
 def test_an_outsider_is_refused_before_anything_is_counted(
     alice_client, charlie_client, org_a, org_b
 ):
     for n in range(5):
-        assert _rest(charlie_client, org_a, f"c{n}@acme.test").status_code in (403, 404)
-    assert _rest(alice_client, org_a, "p@acme.test").status_code == 201
+        assert rest_invite(charlie_client, org_a, f"c{n}@acme.test").status_code in (403, 404)
+    assert rest_invite(alice_client, org_a, "p@acme.test").status_code == 201
 
 
 def test_the_org_counts_the_sends_of_every_way_in(alice_client, org_a, settings):
@@ -161,7 +153,7 @@ def test_the_org_counts_the_sends_of_every_way_in(alice_client, org_a, settings)
     too: they count toward its limit (not toward alice's)."""
     for n in range(4):
         services.invitation_create(actor=ACTOR, org=org_a, email=f"cli{n}@acme.test")
-    assert _rest(alice_client, org_a, "p0@acme.test").status_code == 201  # the org's 5th
-    response = _rest(alice_client, org_a, "p1@acme.test")
+    assert rest_invite(alice_client, org_a, "p0@acme.test").status_code == 201  # the org's 5th
+    response = rest_invite(alice_client, org_a, "p1@acme.test")
     assert response.status_code == 429
     assert response.json()["detail"].startswith("Acme Corp sent 5 invitations in the last hour")
