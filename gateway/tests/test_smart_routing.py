@@ -347,12 +347,19 @@ def test_streams_are_smart_routed_and_recorded_too(acme, gw):
     assert row.route_tier == "smart-pro" and row.cost_top_tier == row.cost
 
 
-def test_an_ab_share_goes_straight_to_the_top_tier_and_says_so(acme, gw):
+def _half_straight_to_the_top(acme, gw):
+    """An rt- key whose policy sends every prompt to the cheap tier but for an A/B share of
+    one half straight to the top tier, drawn from a seeded generator."""
     _tiers(acme)
     client = _smart_key(
         acme, {"thresholds": [0.999999], "ab": {"share": 0.5, "classifier": "strong"}}
     )
     gw.health = routing.DeploymentHealth(rng=random.Random(7))
+    return client
+
+
+def test_an_ab_share_goes_straight_to_the_top_tier_and_says_so(acme, gw):
+    client = _half_straight_to_the_top(acme, gw)
     arms = {}
     for _ in range(40):
         r = _ask(client, EASY)
@@ -369,11 +376,7 @@ def test_an_app_that_names_its_end_user_keeps_each_user_on_one_arm(acme, gw):
     """`user` (Anthropic's metadata.user_id) draws the arm from the user, not per request:
     every request of one user goes through the same arm, and the users split by the share;
     requests naming no user still draw their own."""
-    _tiers(acme)
-    client = _smart_key(
-        acme, {"thresholds": [0.999999], "ab": {"share": 0.5, "classifier": "strong"}}
-    )
-    gw.health = routing.DeploymentHealth(rng=random.Random(7))
+    client = _half_straight_to_the_top(acme, gw)
     per_user = {}
     for i in range(24):
         user = f"user-{i}"
