@@ -43,6 +43,18 @@ SPEND_LEASE_S = 60.0
 # of (Limiter._undo_late): its lease is taken off with its amount if Redis made it.
 UNSURE = "?"
 
+
+def _stop_if_cancelled() -> None:
+    """End a background loop (heartbeat, flusher, reconnect) whose task was asked to stop.
+    Python 3.11's wait_for (ours and the Redis client's) can swallow a cancellation: when the
+    awaited future finished, or its own timeout fired, as the task was cancelled, it returns
+    or raises TimeoutError instead (gh-86296, fixed in 3.12). A loop that goes on after that
+    never ends, and asyncio.run's shutdown (a worker's exit) waits on it forever. The request
+    stays counted in the task's cancelling(), so each turn of the loop checks it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
 # A spend counter is a hash {fl, inc, e}: its value is fl + inc. `inc` collects reservations
 # and settlements; `fl` is a floor raised to the usage rows' month-to-date spend (the
 # snapshot's baseline) and, after the counter was lost (a Redis restart), to the last value
@@ -696,6 +708,7 @@ class Limiter:
         """While Redis is unreachable, and then while this process keeps to its fallback
         share (_mark_up), one PING a second (requests do not wait on it)."""
         while self._in_fallback or not self.redis_available():
+            _stop_if_cancelled()
             await asyncio.sleep(REDIS_RETRY_AFTER_S)
             try:
                 async with asyncio.timeout(self.timeout_s):
@@ -933,6 +946,7 @@ class Limiter:
         """While this process holds reservations in Redis, its heartbeat on their counters
         every lease/4, so they outlive a request of any length but not a killed process."""
         while self._leased:
+            _stop_if_cancelled()
             await asyncio.sleep(self.lease_s / 4)
             keys = list(self._leased)
             sent = time.monotonic()
@@ -1234,6 +1248,7 @@ class Limiter:
         # is unreachable it keeps trying, so spend made meanwhile reaches Redis when it returns.
         delay = 0.002  # gathers the settlements of requests finishing together
         while True:
+            _stop_if_cancelled()
             await asyncio.sleep(delay)
             if not (
                 self._pending or self._releases or self._unsent or self._moves or self._unacked
