@@ -55,6 +55,7 @@ def _stop_if_cancelled() -> None:
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
 
+
 # A spend counter is a hash {fl, inc, e}: its value is fl + inc. `inc` collects reservations
 # and settlements; `fl` is a floor raised to the usage rows' month-to-date spend (the
 # snapshot's baseline) and, after the counter was lost (a Redis restart), to the last value
