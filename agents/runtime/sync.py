@@ -32,7 +32,6 @@ from . import VERSION
 from .control import ControlPlane, Repeats, clean
 from .state import fingerprint, write_private
 
-FAILURE_RELOG_S = 600.0
 
 
 log = logging.getLogger("bonito.agent")
@@ -91,9 +90,9 @@ class ConfigSync:
         self._next_heartbeat = 0.0
         self._want_full = False
         self._retries = 0
-        # The sync step's expected failure last logged, and when: logged again when it
-        # changes, or every FAILURE_RELOG_S while it lasts (not once a second).
-        self._failing: tuple[str, float] | None = None
+        # The sync step's expected failures: said when they start or change, then once a
+        # minute while they last, and once when a step passes again (not once a second).
+        self._step_repeats = Repeats("agent sync")
         self._pull_repeats = Repeats("config pull: control plane")
         self._beat_repeats = Repeats("heartbeat: control plane")
 
@@ -411,17 +410,14 @@ class ConfigSync:
                 ):
                     self.heartbeat()
                     self._next_heartbeat = time.monotonic() + self.heartbeat_s
+                self._step_repeats.passed()
             except (OSError, httpx.HTTPError) as exc:
                 # Expected in the field (a full or read-only disk under the state folder, the
                 # control plane away): one line naming the cause, no traceback.
                 problem = clean(f"{type(exc).__name__}: {exc}")
-                if (
-                    self._failing is None
-                    or self._failing[0] != problem
-                    or (now - self._failing[1] >= FAILURE_RELOG_S)
-                ):
-                    log.error("agent sync step failed: %s; retried at the next pull", problem)
-                    self._failing = (problem, now)
+                self._step_repeats.failed(
+                    log.error, f"agent sync step failed: {problem}; retried at the next pull"
+                )
                 self._next_pull = max(self._next_pull, time.monotonic() + self.poll_s)
             except Exception:
                 log.exception("agent sync step failed")  # the thread must live on

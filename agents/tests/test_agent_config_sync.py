@@ -273,7 +273,7 @@ def test_the_disk_cache_serves_only_the_token_it_was_pulled_with(
 def test_a_state_folder_it_cannot_write_is_one_clear_log_line(tmp_path, caplog):
     """The sync loop's expected failures (a full or read-only disk under the state folder;
     here a file where the workers' folder should be) are one line naming the cause, logged
-    once while it lasts, not a traceback every second."""
+    once while it lasts, not a traceback every second, and one line when it passes again."""
     fake = FakeConfig()
     fake.answers = [lambda since: _full(1, 5, "h1")] * 50
     s = agent_settings.load(
@@ -290,10 +290,17 @@ def test_a_state_folder_it_cannot_write_is_one_clear_log_line(tmp_path, caplog):
         agent.sync.start()
         try:
             time.sleep(2.5)
+            failed = [r for r in caplog.records if "sync step failed" in r.getMessage()]
+            assert len(failed) == 1 and not failed[0].exc_info, caplog.text
+            assert str(tmp_path / "workers") in failed[0].getMessage()
+            (tmp_path / "workers").unlink()  # fixed: the next step passes, said once
+            deadline = time.monotonic() + 10
+            while "agent sync back after" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1.0)
         finally:
             agent.sync.stop()
             fake.server.shutdown()
             fake.server.server_close()
-    failed = [r for r in caplog.records if "sync step failed" in r.getMessage()]
-    assert len(failed) == 1 and not failed[0].exc_info, caplog.text
-    assert str(tmp_path / "workers") in failed[0].getMessage()
+    assert caplog.text.count("agent sync back after") == 1, caplog.text
+    assert len([r for r in caplog.records if "sync step failed" in r.getMessage()]) == 1
