@@ -32,8 +32,6 @@ from . import VERSION
 from .control import ControlPlane, Repeats, clean
 from .state import fingerprint, write_private
 
-
-
 log = logging.getLogger("bonito.agent")
 
 DEFAULT_POLL_S, DEFAULT_HEARTBEAT_S, DEFAULT_INGEST_S = 30.0, 60.0, 10.0
