@@ -28,11 +28,12 @@ from .client import (
 )
 from .configfile import fill_env, mask_secrets
 from .output import (
-    cell,
     err_console,
     error,
+    field_text,
     layout,
     line,
+    percent,
     print_json,
     record,
     safe,
@@ -1051,7 +1052,7 @@ def usage(state, as_csv, **kw):
     elif state.json:
         print_json(data)
     elif state.quiet:
-        click.echo(data.get("cost_usd"))
+        click.echo(field_text("cost_usd", data.get("cost_usd")))
     else:
         record({k: v for k, v in data.items() if k != "by_model"})
         if data["by_model"]:
@@ -1159,7 +1160,7 @@ def savings(state, group_by, as_csv, **kw):
     elif as_csv:
         write_csv(rows, columns)
     elif state.quiet:
-        click.echo(data.get("saved_usd"))
+        click.echo(field_text("saved_usd", data.get("saved_usd")))
     elif not data.get("requests") and not data.get("unpriced_requests"):
         click.echo("No smart-routed requests in this range.")
     else:
@@ -1331,11 +1332,9 @@ FOLLOW_RIGHT = {"http_status", "input_tokens", "output_tokens", "cost", "latency
 
 
 def _log_cell(column, value, short: bool) -> str:
-    """A --follow line's cell: cost with the 8 decimals it is stored with (not 1.2e-05);
-    ``short``: a time to the second."""
-    if column == "cost" and isinstance(value, int | float) and not isinstance(value, bool):
-        return f"{value:.8f}"
-    return short_cell(value) if short else cell(value)
+    """A --follow line's cell: cost with the 8 decimals it is stored with (the live tail
+    sends a number: not 1.2e-05); ``short``: a time to the second."""
+    return short_cell(value, column) if short else field_text(column, value)
 
 
 # ------------------------------------------------------------------------------ config
@@ -1489,7 +1488,7 @@ def agent_status(state):
             "version": a.get("version"),
             "config": _config(a),
             "req/s": _number(a.get("request_rate"), "{:.2f}"),
-            "errors": _number(a.get("error_rate"), "{:.2%}"),
+            "errors": percent(a.get("error_rate"), fraction=True),
         }
         for a in data.get("agents") or []
     ]

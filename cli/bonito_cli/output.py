@@ -7,6 +7,7 @@ import re
 import shutil
 import sys
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 
 from rich.cells import cell_len
 from rich.console import Console
@@ -56,6 +57,95 @@ def cell(value) -> str:
     return str(value)
 
 
+# ------------------------------------------------------------------------------ money
+# The API sends some amounts as exact decimal text (a log's cost, a key's spend, a budget:
+# printed as they are) and the reports' as JSON numbers (usage, analytics, savings, the
+# catalog's prices), which str() would print as 4.571e-05 or 0.30000000000000004. A number
+# in a money or share field is printed in one fixed notation instead, the same in tables,
+# records, CSV and --quiet (--json is the API's JSON, untouched):
+# - an amount of USD (cost, cost_usd, saved_usd, spend…): 8 decimals, the grain costs are
+#   stored with (0.00004571, 0.00092000), as `logs` prints a cost;
+# - a catalog price per token (input_cost_per_token): every decimal it has (0.000000165);
+# - a share: 2 decimals and a % sign in tables (95.00%, 19.44%; error_rate, a fraction, is
+#   shown in %), in CSV the API's unit with 2 decimals and no sign (95.00).
+USD_PLACES = Decimal("0.00000001")
+PCT_PLACES = Decimal("0.01")
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _exact(value) -> Decimal | None:
+    """The decimal a JSON number stands for (its shortest repr: 4.571e-05 is 0.00004571),
+    None for nan/inf."""
+    try:
+        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    except (InvalidOperation, ValueError):
+        return None
+    return number if number.is_finite() else None
+
+
+def _fixed(number: Decimal, places: Decimal) -> str:
+    text = format(number.quantize(places), "f")
+    return text[1:] if text.startswith("-") and not number.quantize(places) else text  # -0
+
+
+def usd(value) -> str:
+    """An amount of USD as fixed decimal text with 8 places: 4.571e-05 -> 0.00004571,
+    0.30000000000000004 -> 0.30000000. Text (the API's exact decimals) is kept as it is."""
+    number = _exact(value) if _number(value) else None
+    return cell(value) if number is None else _fixed(number, USD_PLACES)
+
+
+def price(value) -> str:
+    """A price per token as plain decimal text with every decimal it has (1.65e-07 ->
+    0.000000165), never an exponent."""
+    number = _exact(value) if _number(value) else None
+    if number is None:
+        return cell(value)
+    text = format(number, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def percent(value, *, fraction: bool = False, sign: bool = True) -> str:
+    """A share with 2 decimals: 95.0 -> 95.00%; ``fraction`` when the API sends 0.0123 for
+    1.23 %; without ``sign`` (CSV) the number alone, in the API's unit."""
+    number = _exact(value) if _number(value) else None
+    if number is None:
+        return cell(value)
+    if not sign:
+        return _fixed(number, PCT_PLACES if not fraction else Decimal("0.0001"))
+    return _fixed(number * 100 if fraction else number, PCT_PLACES) + "%"
+
+
+def kind(column: str) -> str | None:
+    """What a field's number is: "usd", "price", "pct" (a percent), "rate" (a fraction of
+    one, shown in %), or None (a count, a latency, a score: printed as it is)."""
+    if column.endswith("_cost_per_token"):
+        return "price"
+    if column == "cost" or column.endswith(("_usd", "cost")) or column.startswith("spen"):
+        return "usd"
+    if column.endswith("_pct"):
+        return "pct"
+    if column == "error_rate":
+        return "rate"
+    return None
+
+
+def field_text(column: str, value, *, csv: bool = False) -> str:
+    """``value`` of field ``column`` as a table, record, CSV or --quiet prints it: money
+    and shares in their fixed notation (above), anything else as cell() does."""
+    what = kind(str(column)) if _number(value) else None
+    if what == "usd":
+        return usd(value)
+    if what == "price":
+        return price(value)
+    if what in ("pct", "rate"):
+        return percent(value, fraction=what == "rate", sign=not csv)
+    return cell(value)
+
+
 def print_json(data) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
@@ -75,15 +165,16 @@ def terminal_width() -> int:
     return max(20, shutil.get_terminal_size((80, 24)).columns)
 
 
-def short_cell(value) -> str:
-    """A cell of a table fitted to the terminal: an ISO time to the second, in UTC."""
+def short_cell(value, column: str = "") -> str:
+    """A cell of a table fitted to the terminal: an ISO time to the second, in UTC; money
+    and shares as field_text() prints them."""
     if isinstance(value, str) and _ISO_TIME.fullmatch(value):
         try:
             moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             return value
         return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-    return cell(value)
+    return field_text(column, value)
 
 
 def layout(
@@ -168,7 +259,8 @@ def table(
     is one line, never wrapped; stderr names the columns left out. ``wide``: every column in
     full (times as the API wrote them), however wide."""
     texts = [
-        {c: safe(cell(r.get(c)) if wide else short_cell(r.get(c))) for c in columns} for r in rows
+        {c: safe(field_text(c, r.get(c)) if wide else short_cell(r.get(c), c)) for c in columns}
+        for r in rows
     ]
     natural = {c: max([cell_len(safe(c))] + [cell_len(t[c]) for t in texts]) for c in columns}
     widths = layout(natural, columns, None if wide else terminal_width(), keep, cut)
@@ -193,7 +285,7 @@ def record(row: dict) -> None:
     width = max((len(safe(k)) for k in row), default=0)
     for key, value in row.items():
         console.print(
-            Text.assemble((safe(key).ljust(width), "bold"), "  ", safe(cell(value))),
+            Text.assemble((safe(key).ljust(width), "bold"), "  ", safe(field_text(key, value))),
             soft_wrap=True,
         )
 
@@ -204,8 +296,8 @@ def record(row: dict) -> None:
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
 
 
-def csv_cell(value) -> str:
-    text = cell(value)
+def csv_cell(value, column: str = "") -> str:
+    text = field_text(column, value, csv=True)
     if not isinstance(value, int | float) and text.startswith(FORMULA_STARTS):
         return "'" + text
     return text
@@ -216,5 +308,5 @@ def write_csv(rows: list[dict], columns: list[str]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({c: csv_cell(row.get(c)) for c in columns})
+        writer.writerow({c: csv_cell(row.get(c), c) for c in columns})
     sys.stdout.write(buffer.getvalue())

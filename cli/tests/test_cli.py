@@ -1,6 +1,8 @@
 """The bonito command, run as a subprocess against a live Bonito server (its own SQLite
 database, the demo org, the mock provider) started once for this module."""
 
+import csv
+import io
 import json
 import os
 import re
@@ -10,6 +12,7 @@ import stat
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -567,6 +570,17 @@ def test_chat_shows_the_smart_route_and_savings_add_up(server, logged_in):
     )
     assert {line.split(",")[0] for line in lines[1:]} == {r["tier"] for r in api["by_tier"]}
     assert sum(int(line.split(",")[1]) for line in lines[1:]) == api["requests"]
+    # The API's float amounts (the mini tier's are under $0.0001: str() said 4.571e-05) as
+    # fixed decimals with 8 places, exactly the API's; the share with 2 decimals.
+    by_tier = {r["tier"]: r for r in api["by_tier"]}
+    for row in csv.DictReader(io.StringIO(rows.stdout)):
+        for column in ("cost_usd", "top_tier_cost_usd", "saved_usd"):
+            assert re.fullmatch(r"-?[0-9]+\.[0-9]{8}", row[column]), row
+            assert Decimal(row[column]) == round(Decimal(repr(by_tier[row["tier"]][column])), 8)
+        assert re.fullmatch(r"-?[0-9]+\.[0-9]{2}", row["saved_pct"]), row
+    quiet_saved = bonito(logged_in, "savings", "--range", "1h", "--quiet", check=0).stdout
+    assert Decimal(quiet_saved) == round(Decimal(repr(api["saved_usd"])), 8)
+    assert "e-" not in text and "e-" not in quiet_saved, text
     none = bonito(logged_in, "savings", "--since", "2020-01-01", "--until", "2020-01-02", check=0)
     assert none.stdout.strip() == "No smart-routed requests in this range."
     # --policy, as the REST filter takes it: the org default's rows, and a bad id refused

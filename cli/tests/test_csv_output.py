@@ -1,6 +1,7 @@
 """The CLI's CSV output neutralises cells a spreadsheet would run (as the server's CSV
 downloads do): text starting with = + - @ or a tab/line break gets a leading quote;
-numbers, including negative ones, stay numbers."""
+numbers, including negative ones, stay numbers (a cost as the fixed decimal text of
+test_cli_money.py)."""
 
 import csv
 import io
@@ -33,5 +34,5 @@ def test_csv_output_neutralises_formulas():
     ).stdout
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [r["name"] for r in rows] == ["'=HYPERLINK(1)", "'+1", "plain"]
-    assert [r["cost"] for r in rows] == ["-1.5", "2", "0.25"]
+    assert [r["cost"] for r in rows] == ["-1.50000000", "2.00000000", "0.25000000"]
     assert rows[0]["models"] == "'@SUM(A1), b"
