@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
+from core import money
 from core.csv_export import csv_response
 from core.form_input import form_message
 from gateway import snippets
@@ -259,13 +260,14 @@ def _smart_tables(sr: dict) -> list:
 
 
 def _usd(amount: float) -> str:
-    # A cent's hundredth is the table's grain; less is said as such, never as "$0.0000".
-    return f"${amount:.4f}" if round(amount, 4) else "under $0.0001"
+    # As every amount on the page (core.money): $0.0009, a tiny one $0.000016, never $0.0000.
+    return money.usd(abs(amount))
 
 
 def _pct(pct: float) -> str:
-    # As the page's headline writes a share (95.0 %), its sign said in words.
-    return f"{abs(pct)}%" if round(pct, 2) else "under 0.01%"
+    # As the page's headline writes a share (95%, 19.44%), its sign said in words; the share
+    # of a saving that is not zero is not "0%" even when the API rounded it to 0.0.
+    return money.pct(abs(pct), nonzero=True)
 
 
 def _saved_text(row: dict) -> str:
@@ -394,7 +396,7 @@ def _budgets_page(request, *, submitted=None, editing_id=None, status=200):
         alerts.setdefault(alert.budget_id, []).append(alert)
     for b in rows:
         b.spent = spent[b.id]
-        b.percent = round(b.spent * 100 / b.amount_usd) if b.amount_usd else None
+        b.percent = b.spent * 100 / b.amount_usd if b.amount_usd else None  # |pct rounds it
         b.blocking = b.hard and b.is_active and b.spent >= b.amount_usd
         b.recent_alerts = alerts.get(b.id, [])[:5]
     editing = None

@@ -1,7 +1,9 @@
 """The Usage page's smart routing tables say in words what each row saved: a row that cost
 what the top tier would have saved nothing (the top tier's own row, by its nature), a row
 that cost more says how much more, and amounts or shares too small for the column's grain
-are said as such, never as "none: $0.0004 (0%) more"."""
+are never said as zero ("none: $0.0004 (0%) more"): an amount under $0.0001 with its first
+two significant digits, a share under 0.01 % as such (core.money's rule, as every amount on
+the page)."""
 
 import re
 
@@ -31,9 +33,9 @@ def _saved_cells(page: str, table: str) -> dict[str, str]:
         # more, by a share too small to print at 2 decimals
         ("10.00040000", "10.00000000", "nothing: cost $0.0004 (under 0.01%) more than the top"),
         # more, by an amount too small to print at 4 decimals
-        ("0.00002000", "0.00001000", "nothing: cost under $0.0001 (100.0%) more than the top"),
+        ("0.00002000", "0.00001000", "nothing: cost $0.00001 (100%) more than the top"),
         # a saving
-        ("0.00010000", "0.00200000", "$0.0019 (95.0%)"),
+        ("0.00010000", "0.00200000", "$0.0019 (95%)"),
         ("9.99990000", "10.00000000", "$0.0001 (under 0.01%)"),
     ],
 )
@@ -44,7 +46,8 @@ def test_each_row_s_saved_cell_says_what_it_means(org_a, alice_client, cost, top
         cells = _saved_cells(page, table)
         [cell] = cells.values()
         assert cell.startswith(said), (table, cells)
-        assert "none" not in cell and "(0%)" not in cell and "$0.0000" not in cell
+        assert "none" not in cell and "(0%)" not in cell
+        assert not re.search(r"\$0\.0000(?![0-9])", cell), cell  # $0.00001 is not zero
 
 
 def test_the_top_tier_row_beside_a_saving_row(org_a, alice_client):
@@ -52,7 +55,7 @@ def test_the_top_tier_row_beside_a_saving_row(org_a, alice_client):
     _row(org_a, cost="0.00010000", top="0.00200000", tier="lite")
     page = alice_client.get(f"/o/{org_a.slug}/usage/", PARAMS).content.decode()
     assert _saved_cells(page, "By model used") == {
-        "lite": "$0.0019 (95.0%)",
+        "lite": "$0.0019 (95%)",
         "pro": "nothing (cost what the top tier would have)",
     }
 

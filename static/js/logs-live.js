@@ -64,7 +64,7 @@
         : el("span", "— (not routed)", { title: "The request ended before a provider was chosen" }));
       cell(tr, r.key_id ? (r.key_name ? el("bdi", r.key_name) : "(key deleted)") : "— (no key)");
       cell(tr, `${r.input_tokens} / ${r.output_tokens}`);
-      cell(tr, `$${Number(r.cost).toFixed(6)}`);
+      cell(tr, window.bonitoUsd(r.cost)); // as the server-rendered rows (core/money.py)
       cell(tr, `${r.latency_ms} ms`);
       tr.classList.add("fresh");
       body.prepend(tr);

@@ -103,7 +103,7 @@
     view.fields["Model used"].textContent = (result.model_used || "—") + " via " + (result.provider || "—");
     view.fields["Tokens"].textContent = usage
       ? usage.prompt_tokens + " in, " + usage.completion_tokens + " out" : "not reported";
-    view.fields["Cost"].textContent = "$" + Number(result.cost || 0).toFixed(6);
+    view.fields["Cost"].textContent = window.bonitoUsd(result.cost || 0);
     view.fields["Latency"].textContent = (result.latency_ms || 0) + " ms (gateway overhead "
       + (result.overhead_ms || "n/a") + " ms)";
     view.fields["Request id"].textContent = result.request_id || "—";
