@@ -4,9 +4,9 @@ from datetime import datetime, timedelta
 
 from django.core.mail import EmailMultiAlternatives
 from django.db.models import Count, Q, Sum
-from django.template.defaultfilters import floatformat
 from django.template.loader import render_to_string
 
+from core import money
 from core.text import one_line
 from gateway.models import ApiKey, Deployment, GatewayConfig
 from gateway.pricing import catalog_prices, price_per_token
@@ -62,10 +62,14 @@ def _names(model, org, rows) -> dict:
 
 
 def _change(now, before) -> str:
+    """How much ``now`` moved from ``before``, a share as the dashboard writes one (core.money:
+    +5.26%, -20%, under 0.01%)."""
     if not before:
         return "new this week" if now else "no change"
+    if now == before:
+        return "no change"
     pct = (float(now) - float(before)) * 100 / float(before)
-    return f"{pct:+.0f}% week over week"
+    return f"{'+' if pct > 0 else '-'}{money.pct(abs(pct), nonzero=True)} week over week"
 
 
 def smart_tiers(org) -> set[str]:
@@ -175,9 +179,9 @@ def weekly_digest_send(*, org, now: datetime, base_url: str) -> int:
     if not recipients or not context["week"]["requests"] and not context["last"]["requests"]:
         return 0
     context["base_url"] = base_url
-    # Money to 4 places, as the Usage page shows it: a small org's week is cents.
-    cost = floatformat(context["week"]["cost"], 4)
-    subject = one_line(f"Bonito weekly digest for {org.name}: ${cost}, {context['cost_change']}")
+    # Money as the Usage page shows it (core.money): a small org's week is cents, or less.
+    cost = money.usd(context["week"]["cost"])
+    subject = one_line(f"Bonito weekly digest for {org.name}: {cost}, {context['cost_change']}")
     message = EmailMultiAlternatives(
         subject=subject, body=render_to_string("emails/digest.txt", context), to=recipients
     )

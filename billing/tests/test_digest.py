@@ -71,10 +71,11 @@ def test_the_digest_has_the_numbers_and_a_savings_suggestion(week, org_a, rolled
     assert weekly_digest_send(org=org_a, now=NOW, base_url="https://bonito.example") == 2
     message = mail.outbox[0]
     assert sorted(message.to) == ["alice@acme.test", "bob@acme.test"]
-    # Money to 4 places, as the Usage page shows it (2 places showed small amounts as $0.00).
-    assert "$3.5000," in message.subject and "+100% week over week" in message.subject
+    # Money as the Usage page shows it (core.money: cents, at most 4 decimals; 2 places
+    # showed small amounts as $0.00).
+    assert "$3.50," in message.subject and "+100% week over week" in message.subject
     text = message.body
-    assert "Requests: 2" in text and "big: $3.0000" in text and "backend: $3.5000" in text
+    assert "Requests: 2" in text and "big: $3.00" in text and "backend: $3.50" in text
     # 1000 in + 500 out on "small" costs 1000*0.15e-6 + 500*0.6e-6 = $0.00045.
     assert "on small, which your org can already use, would have cost $0.0005" in text
     html, mime = message.alternatives[0]

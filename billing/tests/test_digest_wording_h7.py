@@ -91,12 +91,12 @@ def test_one_request_is_said_in_the_singular_everywhere(org_a, alice):
     _request(org_a, "pro", NOW - timedelta(days=2), tier="pro")
     for body in _sent(org_a, alice):
         assert not re.search(r"\b1 (requests|have|are|they)\b", body), body
-        assert "pro: $1.0000, 1 request" in body
-        assert "1 request cost $1.0000; on its policy's top tier it would have cost" in body
+        assert "pro: $1.00, 1 request" in body
+        assert "1 request cost $1.00; on its policy's top tier it would have cost" in body
     _request(org_a, "pro", NOW - timedelta(days=3), tier="pro")
     for body in _sent(org_a, alice):
-        assert "pro: $2.0000, 2 requests" in body
-        assert "2 requests cost $2.0000; on their policies' top tiers they would have" in body
+        assert "pro: $2.00, 2 requests" in body
+        assert "2 requests cost $2.00; on their policies' top tiers they would have" in body
 
 
 # ------------------------------------------------------------------------------ the suggestion
@@ -134,7 +134,7 @@ def test_a_smart_tier_is_never_suggested_away(smart_org, alice):
     _request(smart_org, "big", NOW - timedelta(days=3), cost="2.00")
     for body in _sent(smart_org, alice):
         said = body.split("Savings:", 1)[1]
-        assert said.startswith(" big cost $2.0000 this week. The same tokens on flaky")
+        assert said.startswith(" big cost $2.00 this week. The same tokens on flaky")
         assert "a cheaper model is often a weaker one" in said
         assert "Not suggested for pro, costlier this week: it is a tier of smart routing" in said
         assert "pro cost" not in said

@@ -143,5 +143,5 @@ def test_the_digest_s_smart_line_reads_right_for_one_request(org_a, alice):
     )
     weekly_digest_send(org=org_a, now=NOW, base_url="https://bonito.example")
     [message] = [m for m in mail.outbox if alice.email in m.to]
-    assert "this week: 1 request cost $0.0010;" in message.body
-    assert "this week: 1 request cost $0.0010;" in message.alternatives[0][0]
+    assert "this week: 1 request cost $0.001;" in message.body
+    assert "this week: 1 request cost $0.001;" in message.alternatives[0][0]

@@ -82,7 +82,7 @@ def test_a_saving_still_reads_as_one(org_a, alice, alice_client):
     page = alice_client.get(f"/o/{org_a.slug}/usage/", PARAMS).content.decode()
     assert "You saved $0.0019 (95%)</span> on 1 smart-routed request" in page
     for text in _digest(org_a, alice):
-        assert "Smart routing saved $0.0019 (95.0%) this week" in text
+        assert "Smart routing saved $0.0019 (95%) this week" in text
 
 
 # ------------------------------------------------------------------------------ the warning
