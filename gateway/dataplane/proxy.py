@@ -370,7 +370,7 @@ class Gateway:
                 score = await asyncio.to_thread(smart.score, policy, body, arm)
             else:  # the rules score costs less than a thread hop
                 score = smart.score(policy, body, arm)
-            tier = policy.tier_index(score)
+            tier = smart.tier_index(policy, arm, score)
         ctx.route_classifier, ctx.route_score, ctx.route_tier = arm, score, policy.tiers[tier]
         ordered: list[DeploymentInfo] = []
         refused = None

@@ -1,0 +1,174 @@
+"""An A/B arm of the other classifier cuts its own scores (docs/smart-routing.md, "A/B arms
+on their own scale"): at the policy's slider position read from that classifier's
+quantiles, or, for thresholds set by hand or by a re-calibration, at the same share of the
+development set's prompts. The `strong` arm still goes straight to the top tier."""
+
+import dataclasses
+import random
+
+import orjson
+import pytest
+
+from core import smart as smart_settings
+from gateway.dataplane import routing, smart
+from gateway.dataplane.snapshot import (
+    OrgInfo,
+    RoutingPolicyInfo,
+    ServedSmartPolicy,
+    org_from_dict,
+    org_to_dict,
+)
+from gateway.tests.conftest import usage_rows
+from gateway.tests.test_smart_routing import HARD, _ask, _chat, _smart_key, _tiers, needs_learned
+
+RULES_Q = tuple(smart_settings.quantiles("rules"))
+LEARNED_Q = tuple(smart_settings.quantiles("learned"))
+
+
+def _served(spec, tiers=("lite", "pro")) -> ServedSmartPolicy:
+    return ServedSmartPolicy.of(smart_settings.resolve(spec, list(tiers)))
+
+
+def test_the_slider_cuts_each_arm_at_its_own_classifier_s_quantiles():
+    # the figures of the outside check: 0.8, two tiers; 0, three tiers
+    policy = _served({"aggressiveness": 0.8, "ab": {"share": 0.2, "classifier": "learned"}})
+    assert policy.arm_thresholds == {"rules": (0.165573,), "learned": (0.184298,)}
+    policy = _served(
+        {"aggressiveness": 0.0, "ab": {"share": 0.2, "classifier": "learned"}},
+        ("lite", "mid", "pro"),
+    )
+    assert policy.arm_thresholds == {
+        "rules": (0.096241, 0.102133),
+        "learned": (0.075764, 0.085955),
+    }
+    # the other way round: a learned policy's rules arm
+    policy = _served(
+        {
+            "classifier": "learned",
+            "aggressiveness": 0.8,
+            "ab": {"share": 0.2, "classifier": "rules"},
+        }
+    )
+    assert policy.arm_thresholds == {"learned": (0.184298,), "rules": (0.165573,)}
+    for a in (0.0, 0.3, 0.5, 0.77, 1.0):  # exactly the slider's thresholds of each classifier
+        policy = _served(
+            {"aggressiveness": a, "ab": {"share": 0.5, "classifier": "learned"}},
+            ("t1", "t2", "t3", "t4"),
+        )
+        for classifier in ("rules", "learned"):
+            want = smart_settings.thresholds_for(a, 4, classifier)
+            assert policy.arm_thresholds[classifier] == want
+
+
+def test_thresholds_by_hand_move_to_the_arm_s_scale_by_share():
+    # A threshold at the rules median cuts learned scores at the learned median; one half
+    # way between two percentiles, half way between the learned ones; past the last
+    # percentile, as far on towards 1; below the first, as far down towards 0.
+    mid = (RULES_Q[50] + RULES_Q[51]) / 2
+    high = RULES_Q[100] + (1 - RULES_Q[100]) / 4
+    low = RULES_Q[0] / 2
+    policy = _served(
+        {
+            "thresholds": [low, RULES_Q[50], mid, high],
+            "ab": {"share": 0.1, "classifier": "learned"},
+        },
+        ("t1", "t2", "t3", "t4", "t5"),
+    )
+    assert policy.arm_thresholds["rules"] == (low, RULES_Q[50], mid, high)
+    assert policy.arm_thresholds["learned"] == (
+        round(LEARNED_Q[0] / 2, 6),
+        LEARNED_Q[50],
+        round((LEARNED_Q[50] + LEARNED_Q[51]) / 2, 6),
+        round(LEARNED_Q[100] + (1 - LEARNED_Q[100]) / 4, 6),
+    )
+    # and back: the map from learned to rules is its inverse (to the 6 decimals kept)
+    back = smart.on_scale(policy.arm_thresholds["learned"], "learned", "rules")
+    assert back == pytest.approx((low, RULES_Q[50], mid, high), abs=2e-6)
+
+
+def test_a_request_s_tier_depends_on_the_arm_s_own_cut():
+    """The same score 0.175 lies above the rules cut at 0.8 (0.165573) and below the learned
+    one (0.184298): the rules arm sends it up, the learned arm keeps it on the cheap tier
+    (before, both arms cut at 0.165573)."""
+    policy = _served({"aggressiveness": 0.8, "ab": {"share": 0.5, "classifier": "learned"}})
+    assert smart.tier_index(policy, "rules", 0.175) == 1
+    assert smart.tier_index(policy, "learned", 0.175) == 0
+    assert smart.tier_index(policy, "learned", 0.184298) == 1
+    # the strong arm is not cut at all: the top tier
+    strong = _served({"aggressiveness": 0.8, "ab": {"share": 0.5, "classifier": "strong"}})
+    assert strong.arm_thresholds == {"rules": (0.165573,)}
+    assert smart.choose(strong, _chat("hi"), 0.1) == ("strong", None, 1)
+    # a policy not from a snapshot (the bench, a test) is cut the same way
+    plain = smart_settings.resolve(
+        {"aggressiveness": 0.8, "ab": {"share": 0.5, "classifier": "learned"}}, ["lite", "pro"]
+    )
+    assert smart.tier_index(plain, "learned", 0.175) == 0
+
+
+def test_rules_standing_in_for_learned_cuts_at_the_rules_scale(monkeypatch):
+    """Where the learned extra is missing, its arm is scored by rules: cut by rules' own."""
+    import sys
+
+    policy = _served({"classifier": "learned", "aggressiveness": 0.8})
+    assert policy.arm_thresholds == {"learned": (0.184298,), "rules": (0.165573,)}
+    monkeypatch.setitem(sys.modules, "numpy", None)
+    smart.learned_ready.cache_clear()
+    try:
+        body = _chat("Could you tell me what time the museum in the old town opens on Sunday?")
+        arm, score, tier = smart.choose(policy, body, 0.9)
+        assert arm == "rules" and tier == (0 if score < 0.165573 else 1)
+    finally:
+        smart.learned_ready.cache_clear()
+
+
+def test_the_snapshot_serves_the_cuts_and_its_documents_carry_only_the_settings():
+    plain = smart_settings.resolve(
+        {"thresholds": [0.3], "ab": {"share": 0.25, "classifier": "learned"}}, ["lite", "pro"]
+    )
+    org = OrgInfo(
+        id=1,
+        slug="a",
+        routing_policies={"s": RoutingPolicyInfo("s", "smart", ("lite", "pro"), smart=plain)},
+        smart=plain,
+    )
+    for served in (org.smart, org.routing_policies["s"].smart):
+        assert isinstance(served, ServedSmartPolicy) and served == plain
+        assert served.arm_thresholds["learned"] == smart.on_scale((0.3,), "rules", "learned")
+    document = org_to_dict(org)
+    assert "arm_thresholds" not in document["smart"]
+    assert "arm_thresholds" not in document["routing_policies"]["s"]["smart"]
+    again = org_from_dict(orjson.loads(orjson.dumps(document)))
+    assert again == org and again.smart.arm_thresholds == org.smart.arm_thresholds
+    # a copy with other thresholds works its cuts out afresh
+    moved = dataclasses.replace(org.smart, thresholds=(0.2,))
+    assert moved.arm_thresholds["learned"] == smart.on_scale((0.2,), "rules", "learned")
+
+
+@needs_learned
+def test_through_v1_each_arm_routes_one_prompt_by_its_own_cut(acme, gw):
+    """A rules policy with the threshold 0.4 set by hand and a learned A/B arm: HARD scores
+    0.30 by rules (under 0.4: the cheap tier) and 0.37 by learned, which is above 0.4 moved
+    to the learned scale (0.361: both at the 99.08th percentile): the top tier. Cut at 0.4
+    itself, the learned arm sent it to the cheap tier."""
+    rules_score = smart.score(_served({}), _chat(HARD), "rules")
+    learned_score = smart.score(_served({}), _chat(HARD), "learned")
+    [cut] = smart.on_scale((0.4,), "rules", "learned")
+    # 0.4 lies between the rules percentiles 99 and 100; the cut as far between learned's
+    part = (0.4 - RULES_Q[99]) / (RULES_Q[100] - RULES_Q[99])
+    assert cut == round(LEARNED_Q[99] + (LEARNED_Q[100] - LEARNED_Q[99]) * part, 6)
+    assert rules_score < 0.4 and cut <= learned_score < 0.4  # the case this test is about
+    _tiers(acme)
+    client = _smart_key(acme, {"thresholds": [0.4], "ab": {"share": 0.5, "classifier": "learned"}})
+    gw.health = routing.DeploymentHealth(rng=random.Random(3))
+    seen = {}
+    for _ in range(16):
+        r = _ask(client, HARD)
+        seen.setdefault(r.headers["x-bonito-route-classifier"], set()).add(
+            r.headers["x-bonito-route-tier"]
+        )
+    assert seen == {"rules": {"smart-lite"}, "learned": {"smart-pro"}}
+    rows = [r for r in usage_rows(acme.org) if r.endpoint == "chat"]
+    assert {(r.route_classifier, r.route_tier) for r in rows} == {
+        ("rules", "smart-lite"),
+        ("learned", "smart-pro"),
+    }
