@@ -12,6 +12,7 @@ they could not be serialised again for the provider.
 Runs on every request: one pass over the top-level fields, one over the messages.
 """
 
+import json
 import unicodedata
 
 import orjson
@@ -69,10 +70,11 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 class Invalid(Exception):
     """One field refused; becomes a 400."""
 
-    def __init__(self, message: str, param: str, code: str):
+    def __init__(self, message: str, param: str, code: str, value=None):
         super().__init__(message)
         self.param = param
         self.code = code
+        self.value = value  # the value refused (of a type refused)
 
 
 def json_type(value, *, number_kinds: bool = False) -> str:
@@ -105,6 +107,7 @@ def _wrong_type(param: str, expected: str, value) -> Invalid:
         f"Invalid type for '{param}': expected {expected}, but got {_kind(value)} instead.",
         param,
         "invalid_type",
+        value,
     )
 
 
@@ -117,6 +120,7 @@ def _in_range(param, value, lo, hi, kind: str) -> None:
             f"but got {_shown(value)} instead.",
             param,
             f"{kind}_below_min_value",
+            value,
         )
     if value > hi:
         raise Invalid(
@@ -124,6 +128,7 @@ def _in_range(param, value, lo, hi, kind: str) -> None:
             f"but got {_shown(value)} instead.",
             param,
             f"{kind}_above_max_value",
+            value,
         )
 
 
@@ -312,6 +317,7 @@ def _token_list(param, value):
                 f"Invalid '{param}[{i}]': {_shown(item)} is not a token id.",
                 f"{param}[{i}]",
                 "invalid_value",
+                item,
             )
 
 
@@ -663,6 +669,9 @@ def parse_body(raw: bytes, endpoint: str) -> dict:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        # orjson cannot read an integer of more than about 308 digits ("infinity"): if a
+        # field's is, say that it is out of range, as for any other integer
+        _out_of_range_integer(raw, endpoint)
         raise errors.bad_request(
             f"The request body is not valid JSON: {exc}.", code="invalid_json"
         ) from exc
@@ -671,6 +680,10 @@ def parse_body(raw: bytes, endpoint: str) -> dict:
     try:
         _check(body, endpoint)
     except Invalid as exc:
+        if type(exc.value) is float and exc.value.is_integer():
+            # orjson reads an integer past 64 bits as a float: if it was written as an
+            # integer, it is out of range, not "a decimal"
+            _out_of_range_integer(raw, endpoint)
         raise errors.bad_request(str(exc), param=exc.param, code=exc.code) from None
     # Every bracket may open a level: only a body with many of them needs the walk.
     if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
@@ -682,6 +695,30 @@ def parse_body(raw: bytes, endpoint: str) -> dict:
                     code="invalid_value",
                 )
     return body
+
+
+def _refuse_constant(name):
+    raise ValueError(name)  # NaN, Infinity: not JSON (orjson refuses them too)
+
+
+def _out_of_range_integer(raw: bytes, endpoint: str) -> None:
+    """A 400 ``GatewayError`` for an integer field whose value, written as an integer, is
+    past its range but too large for orjson to read as one (past 64 bits it reads a float,
+    past about 308 digits not at all): the body read again with Python's json, whose
+    integers have any size, and checked again; only a refusal of an integer is raised
+    (anything else Python's json reads that orjson does not stays orjson's answer). Only on
+    the way to another 400; returns when it finds none."""
+    try:
+        body = json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):  # past 4,300 digits too (int_max_str_digits)
+        return
+    if type(body) is not dict:
+        return
+    try:
+        _check(body, endpoint)
+    except Invalid as exc:
+        if type(exc.value) is int:  # an integer out of range, or not a token id
+            raise errors.bad_request(str(exc), param=exc.param, code=exc.code) from None
 
 
 def _check(body: dict, endpoint: str) -> None:

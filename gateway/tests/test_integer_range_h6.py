@@ -1,0 +1,126 @@
+"""An integer field sent past its range is told so, with the bound, however large: orjson
+reads an integer past 64 bits as a float (it said "expected an integer, but got a
+decimal") and one of more than about 308 digits not at all (it said the body was not
+valid JSON). Every integer field of every /v1 endpoint that gateway.dataplane.validation
+checks (docs/gateway.md *Request checks*)."""
+
+import httpx
+import orjson
+import pytest
+
+from gateway.dataplane import validation
+from gateway.dataplane.errors import GatewayError
+
+BASE = {
+    "chat": {"messages": [{"role": "user", "content": "hi"}]},
+    "completions": {"prompt": "hi"},
+    "embeddings": {"input": "hi"},
+    "responses": {"input": "hi"},
+    "images": {"prompt": "a cat"},
+    "speech": {"input": "hi", "voice": "alloy"},
+    "moderations": {"input": "hi"},
+    "rerank": {"query": "q", "documents": ["a"]},
+}
+
+
+def _integer_fields():
+    """(endpoint, field, lo, hi) of every field checked as an integer in a range."""
+    out = []
+    for endpoint in BASE:
+        table = validation.MEDIA_CHECKS.get(
+            endpoint,
+            validation.RESPONSES_CHECKS if endpoint == "responses" else validation.CHECKS,
+        )
+        for name, check in table.items():
+            if check.__qualname__ == "_integer.<locals>.check":
+                cells = dict(
+                    zip(
+                        check.__code__.co_freevars,
+                        (c.cell_contents for c in check.__closure__),
+                        strict=True,
+                    )
+                )
+                out.append((endpoint, name, cells["lo"], cells["hi"]))
+    out.append(("completions", "logprobs", 0, 5))  # a count on the legacy endpoint
+    return out
+
+
+FIELDS = _integer_fields()
+
+
+def test_the_integer_fields_are_the_ones_the_outside_check_named():
+    names = {(e, f) for e, f, _lo, _hi in FIELDS}
+    for field in ("max_tokens", "max_completion_tokens", "n", "seed", "top_logprobs"):
+        assert ("chat", field) in names
+    assert ("embeddings", "dimensions") in names
+    assert ("responses", "max_output_tokens") in names and ("rerank", "top_n") in names
+
+
+def _raw(endpoint, field, literal: str) -> bytes:
+    body = orjson.dumps({"model": "m", **BASE[endpoint]})
+    return body[:-1] + f',"{field}":{literal}}}'.encode()
+
+
+def _said(endpoint, raw):
+    with pytest.raises(GatewayError) as info:
+        validation.parse_body(raw, endpoint)
+    return info.value
+
+
+@pytest.mark.parametrize(("endpoint", "field", "lo", "hi"), FIELDS)
+@pytest.mark.parametrize("size", [2**64, 10**30, 10**400])
+def test_an_integer_too_large_for_a_machine_word_is_above_the_maximum(
+    endpoint, field, lo, hi, size
+):
+    error = _said(endpoint, _raw(endpoint, field, str(size)))
+    assert error.status == 400 and error.code == "integer_above_max_value", error.message
+    assert error.param == field
+    assert f"Invalid '{field}': integer above maximum value. Expected a value <= {hi}" in (
+        error.message
+    )
+    assert "decimal" not in error.message and "JSON" not in error.message
+    # and below the minimum the same way
+    error = _said(endpoint, _raw(endpoint, field, str(-size)))
+    assert error.code == "integer_below_min_value" and f">= {lo}" in error.message
+
+
+@pytest.mark.parametrize(
+    "literal", ["1.8446744073709552e19", "2.0", "1e20", "18446744073709551616.0"]
+)
+def test_a_decimal_is_still_a_decimal(literal):
+    error = _said("chat", _raw("chat", "max_tokens", literal))
+    assert error.code == "invalid_type"
+    assert "expected an integer, but got a decimal instead" in error.message
+
+
+def test_a_huge_token_id_is_not_a_token_id_and_a_huge_decimal_is_not_json():
+    error = _said(
+        "completions", orjson.dumps({"model": "m"})[:-1] + b',"prompt":[1,2,18446744073709551616]}'
+    )
+    assert (error.code, error.param) == ("invalid_value", "prompt[2]")
+    assert "18446744073709551616 is not a token id" in error.message
+    error = _said("chat", _raw("chat", "temperature", "1e400"))  # a decimal: as before
+    assert error.code == "invalid_json"
+    # NaN is not JSON, whatever else is in the body
+    error = _said("chat", _raw("chat", "max_tokens", "18446744073709551616")[:-1] + b',"x":NaN}')
+    assert error.code == "invalid_json"
+
+
+def test_through_v1_the_client_reads_the_maximum(acme, gw):
+    raw = (
+        b'{"model": "chat-small", "messages": [{"role": "user", "content": "hi"}], '
+        b'"max_tokens": 18446744073709551616}'
+    )
+    response = httpx.post(
+        acme.url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {acme.raw}", "Content-Type": "application/json"},
+        content=raw,
+        timeout=10,
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == ("max_tokens", "integer_above_max_value")
+    assert error["message"] == (
+        "Invalid 'max_tokens': integer above maximum value. Expected a value <= 2147483647, "
+        "but got 18446744073709551616 instead."
+    )
