@@ -115,7 +115,9 @@ def policy_filter(org, params) -> str | None:
     """The name of the smart routing policy whose requests to keep ("" for the org
     default's), from its id or its name. An id of another org's policy gets the same answer
     as an id that does not exist; a name is matched as recorded on each request (so a
-    deleted policy's requests are still found), like a model's name."""
+    deleted policy's requests are still found), like a model's name: a name that is
+    neither one of the org's policies' nor recorded on any of its requests is a 400, as an
+    unknown id is (another org's policies and requests are never looked at)."""
     from governance.models import RoutingPolicy
 
     value = params.get("policy")
@@ -130,16 +132,25 @@ def policy_filter(org, params) -> str | None:
                 f"name (letters, digits, - and _), nor {ORG_DEFAULT_POLICY!r}."
             }
         )
-    if not value.isdigit():
-        return value
     policies = RoutingPolicy.objects.for_org(org)
     found = None
-    if _ID.fullmatch(value) and 0 < int(value) <= MAX_ID:
+    if value.isdigit() and _ID.fullmatch(value) and 0 < int(value) <= MAX_ID:
         found = policies.filter(pk=int(value)).values_list("name", flat=True).first()
-    if found is None:  # a policy named by digits ("2026") is found by its name too
-        found = policies.filter(name=value).values_list("name", flat=True).first()
+    if found is None and (
+        # a policy named by digits ("2026") is found by its name too
+        policies.filter(name=value).exists()
+        # a deleted policy's requests, by the name they recorded
+        or UsageRecord.objects.filter(org=org, routing_policy=value).exists()
+    ):
+        found = value
     if found is None:
-        raise ValidationError({"policy": f"There is no policy {value} in this organization."})
+        raise ValidationError(
+            {
+                "policy": f"There is no policy {value} in this organization."
+                if value.isdigit()
+                else f"There is no policy named {value!r} in this organization."
+            }
+        )
     return found
 
 
