@@ -632,26 +632,45 @@ class Gateway:
         return out
 
     async def _attempts(self, ctx: Ctx, candidates: list[DeploymentInfo], attempt):
-        """Run ``attempt(dep, timeout)`` over the candidates with failover, backoff and a deadline."""
+        """Run ``attempt(dep, timeout)`` over the candidates with failover, backoff and a
+        deadline (the org's timeout). An attempt with other candidates after it in its
+        round gets its share of what is left (``_share``): one that hangs leaves the rest
+        of the deadline to them."""
         deadline = time.monotonic() + ctx.org.timeout_s
         last: UpstreamError | None = None
         unfit: tuple[DeploymentInfo, UpstreamError] | None = None
         unfit_ids: set[int] = set()  # unfit in one round, unfit in the next
         final: list[UpstreamError] = []  # the failures of the last round that had any
+        untried = 0  # of the last round: candidates the deadline left no time for
         candidates = _within_context(ctx, candidates)
         for round_no in range(self.retry_rounds):
             failures: list[UpstreamError] = []
-            for dep in candidates:
+            untried = 0
+            for i, dep in enumerate(candidates):
                 if dep.id in unfit_ids:
                     continue
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
+                    untried = sum(1 for d in candidates[i:] if d.id not in unfit_ids)
                     break
+                later = sum(1 for d in candidates[i + 1 :] if d.id not in unfit_ids)
                 health = self.health.get(dep.id)
                 health.in_flight += 1
                 started = time.perf_counter()
                 try:
-                    result = await attempt(dep, remaining)
+                    if later:
+                        budget = _share(remaining, later)
+                        try:
+                            async with asyncio.timeout(budget):
+                                result = await attempt(dep, remaining)
+                        except TimeoutError:
+                            raise UpstreamError(
+                                f"{dep.label} timed out (no answer within {budget:.1f} s, its "
+                                "share of the deadline with other deployments to try)",
+                                timeout=True,
+                            ) from None
+                    else:  # the last candidate: the whole of what is left
+                        result = await attempt(dep, remaining)
                 except UpstreamError as exc:
                     if exc.unfit:
                         if exc.too_long:
@@ -677,7 +696,8 @@ class Gateway:
                 self.health.success(dep.id, (time.perf_counter() - started) * 1000)
                 ctx.dep, ctx.model_used = dep, dep.model
                 return result
-            final = failures or final
+            if failures:
+                final = failures
             if unfit is not None and last is None:
                 # No deployment of this model can serve the request as it is.
                 ctx.dep, ctx.model_used = unfit[0], unfit[0].model
@@ -707,7 +727,7 @@ class Gateway:
         if last is not None and last.timeout:
             raise GatewayError(
                 504,
-                "Every deployment of this model timed out.",
+                _timed_out(final or [last], untried, ctx.org.timeout_s),
                 "server_error",
                 "upstream_timeout",
                 error_type="upstream_timeout",
@@ -1432,6 +1452,30 @@ def _within_context(ctx: Ctx, candidates: list[DeploymentInfo]) -> list[Deployme
         skipped = [d.label for d in candidates if d not in fit]
         log.info("%d prompt tokens: past the context window of %s", need, ", ".join(skipped))
     return fit or [max(candidates, key=lambda d: d.max_input_tokens)]
+
+
+def _share(remaining: float, later: int) -> float:
+    """The time an attempt with ``later`` candidates after it may take of the ``remaining``
+    deadline (to its first output for a stream, to its whole answer otherwise): an equal
+    share, so each candidate gets its turn; the last one gets all that is left."""
+    return remaining / (later + 1)
+
+
+def _timed_out(final: list[UpstreamError], untried: int, timeout_s: float) -> str:
+    """The 504's message: what the last round's deployments did, when the last of them
+    timed out."""
+    timed = sum(1 for exc in final if exc.timeout)
+    if timed == len(final) and not untried:
+        return (
+            f"Every deployment of this model timed out (the request's deadline: {timeout_s:g} s)."
+        )
+    said = [f"{timed} of the deployments tried timed out"]
+    others = [exc for exc in final if not exc.timeout]
+    if others:
+        said.append(f"{len(others)} failed (last: {others[-1]})")
+    if untried:
+        said.append(f"{untried} could not be tried before the deadline ({timeout_s:g} s)")
+    return "; ".join(said) + "."
 
 
 def _passthrough_error(exc: UpstreamError) -> GatewayError:
