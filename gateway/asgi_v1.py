@@ -357,6 +357,8 @@ class V1App:
                 refusal=refusal,
                 resource_id=resource_id,
                 query=scope.get("query_string", b"").decode("latin-1"),
+                # the body is read: what receive() says next is the client leaving
+                receive=None if unread else receive,
             )
         )
         if unread:

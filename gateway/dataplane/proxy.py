@@ -82,6 +82,9 @@ class Incoming:
     # user and acts through one of the org's keys, read from the database (so a key made a
     # moment ago works before the snapshot has it); nothing reachable over HTTP sets it.
     key: KeyInfo | None = None
+    # The ASGI receive() of the request, its body read (None: an in-process caller): while
+    # the request waits on its providers, its http.disconnect ends the wait (_attempts).
+    receive: object = None
 
 
 @dataclass(slots=True)
@@ -125,6 +128,9 @@ class Ctx:
     # The prompt's tokens as counted (its text: at most what the provider counts), where
     # it may be past a candidate's context window; 0 when not counted.
     prompt_tokens: int = 0
+    receive: object = None  # Incoming.receive
+    gone: bool = False  # the client left before the answer began
+    trying: DeploymentInfo | None = None  # the deployment being called, if one is
 
     @property
     def tier(self) -> str:
@@ -162,7 +168,10 @@ class Gateway:
     # ------------------------------------------------------------------ entry point
     async def handle(self, req: Incoming) -> Outgoing:
         ctx = Ctx(
-            request_id=_request_id(req.headers), endpoint=req.endpoint, t0=time.perf_counter()
+            request_id=_request_id(req.headers),
+            endpoint=req.endpoint,
+            t0=time.perf_counter(),
+            receive=req.receive,
         )
         out = await self._handle(ctx, req)
         origin = req.headers.get("origin")
@@ -231,8 +240,9 @@ class Gateway:
                 return await media.handle(self, ctx, req, Outgoing, _refuse_if_budget_spent)
             return await self._proxy(ctx, req)
         except GatewayError as exc:
-            status = exc.record_status or ("rejected" if exc.status < 500 else "error")
-            self._record(ctx, status, exc.status, exc.usage_error_type)
+            if not ctx.recorded:  # (a client gone before its answer may be billed already)
+                status = exc.record_status or ("rejected" if exc.status < 500 else "error")
+                self._record(ctx, status, exc.status, exc.usage_error_type)
             return self._error_response(ctx, exc)
         except Exception:
             # A bug: still an OpenAI-shaped answer, and the request's one usage row.
@@ -496,9 +506,32 @@ class Gateway:
                 ctx, req.endpoint, candidates, upstream_body, spend, verdict.backend
             )
         except BaseException:
-            if spend is not None:  # a provider's 4xx (ctx.dep set) spent nothing either
+            if ctx.gone:
+                self.bill_gone(
+                    ctx,
+                    lambda: (
+                        anthropic_api.count_input(body, anthropic)
+                        if req.endpoint == "messages"
+                        else _count_input(req.endpoint, upstream_body)
+                    ),
+                    spend,
+                    verdict.backend,
+                )
+            elif spend is not None:  # a provider's 4xx (ctx.dep set) spent nothing either
                 self.limiter.settle(spend, 0.0, verdict.backend)
             raise
+
+    def bill_gone(self, ctx: Ctx, count_prompt, spend, backend) -> None:
+        """The row of a request whose client left before its answer began (_attempts): a
+        deployment was being called, so it read the prompt: the prompt (``count_prompt()``,
+        counted) at its price, no output (none was seen), as a stream the client leaves
+        bills what it had relayed; none was (the client left between attempts): nothing."""
+        if ctx.dep is None:
+            if spend is not None:
+                self.limiter.settle(spend, 0.0, backend)
+            return
+        counts = Counts(count_prompt(), 0)
+        self._bill(ctx, counts, spend, backend, "error", 499, "client_disconnected")
 
     async def _route(self, ctx: Ctx, body: dict, endpoint: str) -> list[DeploymentInfo]:
         """The deployments to try for a checked body, in order; a 429 if a budget is spent."""
@@ -632,6 +665,33 @@ class Gateway:
         return out
 
     async def _attempts(self, ctx: Ctx, candidates: list[DeploymentInfo], attempt):
+        """``_failover``, ended by the client leaving (its ASGI http.disconnect) while it
+        waits: the call in flight is cancelled, no other deployment is tried, and a 499
+        ``client_disconnected`` is raised (ctx.gone, ctx.dep: the deployment that was being
+        called, if one was). One watcher task per request, only while it waits here."""
+        if ctx.receive is None:  # an in-process caller: no client to lose
+            return await self._failover(ctx, candidates, attempt)
+        task = asyncio.current_task()
+        watcher = asyncio.ensure_future(_watch(ctx, ctx.receive, task))
+        try:
+            return await self._failover(ctx, candidates, attempt)
+        except asyncio.CancelledError:
+            if not ctx.gone:
+                raise
+            task.uncancel()
+            if ctx.trying is not None:
+                ctx.dep, ctx.model_used = ctx.trying, ctx.trying.model
+            raise GatewayError(
+                499,
+                "The client closed the connection before the answer began.",
+                "invalid_request_error",
+                "client_disconnected",
+                record_status="error",
+            ) from None
+        finally:
+            watcher.cancel()
+
+    async def _failover(self, ctx: Ctx, candidates: list[DeploymentInfo], attempt):
         """Run ``attempt(dep, timeout)`` over the candidates with failover, backoff and a
         deadline (the org's timeout). An attempt with other candidates after it in its
         round gets its share of what is left (``_share``): one that hangs leaves the rest
@@ -657,6 +717,7 @@ class Gateway:
                 health = self.health.get(dep.id)
                 health.in_flight += 1
                 started = time.perf_counter()
+                ctx.trying = dep
                 try:
                     if later:
                         budget = _share(remaining, later)
@@ -715,6 +776,7 @@ class Gateway:
                 if wait >= deadline - time.monotonic():
                     break
                 waited = time.perf_counter()
+                ctx.trying = None  # no call in flight while it waits
                 await asyncio.sleep(wait)
                 ctx.upstream_s += time.perf_counter() - waited  # waiting out providers'
                 # limits is not Bonito's overhead (x-bonito-overhead-ms)
@@ -1452,6 +1514,14 @@ def _within_context(ctx: Ctx, candidates: list[DeploymentInfo]) -> list[Deployme
         skipped = [d.label for d in candidates if d not in fit]
         log.info("%d prompt tokens: past the context window of %s", need, ", ".join(skipped))
     return fit or [max(candidates, key=lambda d: d.max_input_tokens)]
+
+
+async def _watch(ctx: Ctx, receive, task: asyncio.Task) -> None:
+    """Cancel ``task`` when the client leaves (ASGI http.disconnect; the body was read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    ctx.gone = True
+    task.cancel()
 
 
 def _share(remaining: float, later: int) -> float:

@@ -806,7 +806,9 @@ async def handle(gw, ctx, req, Outgoing):
             gw, Outgoing, ctx, candidates, body, native_body, chat_body, spend, verdict.backend
         )
     except BaseException:
-        if spend is not None:  # a provider's 4xx (ctx.dep set) spent nothing either
+        if ctx.gone:  # the client left before the answer began (Gateway._attempts)
+            gw.bill_gone(ctx, lambda: tokens.count_prompt_tokens(chat), spend, verdict.backend)
+        elif spend is not None:  # a provider's 4xx (ctx.dep set) spent nothing either
             gw.limiter.settle(spend, 0.0, verdict.backend)
         raise
 
