@@ -94,7 +94,7 @@ class UpstreamError(Exception):
         # This deployment cannot serve this request (an endpoint or a field its provider
         # lacks, a prompt past its context window): the next deployment may; the client
         # sees this error if none can.
-        self.unfit = unfit or self.too_long
+        self.unfit = unfit or self.too_long or says_input_unsupported(status, body)
         self.status = status
         self.body = body
         self.retry_after = retry_after
@@ -134,6 +134,41 @@ _TOO_LONG = re.compile(
     r"exceeds|exceeds the maximum number of tokens|reduce the length of the messages",
     re.IGNORECASE,
 )
+
+
+# How providers say the model cannot take a kind of input the request carries (images,
+# audio, documents, tools), as against a malformed request: OpenAI's and Azure's "Invalid
+# content type. image_url is only supported by certain models." (input_audio alike),
+# Anthropic's and Bedrock's "This model doesn't support the image content block" / "does not
+# support image input" / "doesn't support tool use", Gemini's "Image input modality is not
+# enabled for models/…" and "Function calling is not enabled for models/…", vLLM's "… is
+# not a multimodal model", "At most 0 image(s) may be provided in one request" and
+# "\"auto\" tool choice requires --enable-auto-tool-choice", Ollama's "… does not support
+# tools", Mistral's and Groq's "Image input is not supported for this model" / "… does not
+# support vision".
+_INPUT_UNSUPPORTED = re.compile(
+    r"is only supported by certain models"
+    r"|does(?: not|n't|n’t) support (?:the )?(?:image|images|vision|audio|video|pdf|pdfs|"
+    r"document|documents|file|files|tool use|tools|tool calling|function calling|"
+    r"multimodal|multi-modal)\b"
+    r"|(?:image|audio|video|document|pdf|vision) (?:input |content )?(?:modality )?"
+    r"(?:is|are) not (?:enabled|supported)"
+    r"|(?:function calling|tool use|tool calling|tools?) (?:is|are) not (?:enabled|supported) "
+    r"(?:for|by|with|in) (?:this )?model"
+    r"|is not a multimodal model|at most 0 (?:image|audio|video)"
+    r"|tool choice requires --enable-auto-tool-choice",
+    re.IGNORECASE,
+)
+
+
+def says_input_unsupported(status: int | None, body) -> bool:
+    """Whether a provider's 400 (422) says the model cannot take a kind of input the request
+    carries (an image, audio, a tool): another deployment, the next tier up, may."""
+    if status not in (400, 422) or not isinstance(body, dict):
+        return False
+    error = body.get("error") if isinstance(body.get("error"), dict) else body
+    message = error.get("message")
+    return isinstance(message, str) and _INPUT_UNSUPPORTED.search(message[:2000]) is not None
 
 
 def says_too_long(status: int | None, body) -> bool:
