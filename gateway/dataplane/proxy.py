@@ -240,6 +240,8 @@ class Gateway:
                 return await media.handle(self, ctx, req, Outgoing, _refuse_if_budget_spent)
             return await self._proxy(ctx, req)
         except GatewayError as exc:
+            if not ctx.model_requested and exc.status == 400 and req.body:
+                ctx.model_requested = _named_model(req.body)  # a body refused before routing
             if not ctx.recorded:  # (a client gone before its answer may be billed already)
                 status = exc.record_status or ("rejected" if exc.status < 500 else "error")
                 self._record(ctx, status, exc.status, exc.usage_error_type)
@@ -1260,6 +1262,17 @@ class Gateway:
                 else None,
             }
         )
+
+
+def _named_model(raw: bytes) -> str:
+    """The model a refused JSON body names ("" if none): its usage row says what was asked
+    for. Read only on that error path."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return ""
+    model = body.get("model") if isinstance(body, dict) else None
+    return unicodedata.normalize("NFC", model) if isinstance(model, str) else ""
 
 
 def _fold(name: str) -> str:

@@ -782,6 +782,9 @@ async def handle(gw, ctx, req, Outgoing):
     try:
         chat, problem = to_chat(body), None
     except GatewayError as exc:  # only a provider with a Responses API can answer it
+        if exc.code == "empty_array":  # nor can one: refused before it is scored or routed
+            ctx.model_requested = body["model"]
+            raise
         chat, problem = {"model": body["model"], "messages": []}, exc
     candidates = await gw._route(ctx, chat, "responses")
     native_body = {k: v for k, v in body.items() if k != "model"}
