@@ -1353,8 +1353,10 @@ def parse_feedback(raw: bytes) -> tuple[str, float]:
             f"score must be a number from 0 (bad) to 1 (good), not {json_type(score)}.", "score"
         )
     if not 0 <= score <= 1:
-        raise bad(f"score must be from 0 (bad) to 1 (good); it is {score:g}.", "score")
-    return rid, float(score)
+        # as sent (repr: the shortest form that reads back the same); {:g} said 1.0000001
+        # was "1", and a 17-digit integer "1.23457e+16"
+        raise bad(f"score must be from 0 (bad) to 1 (good); it is {score!r}.", "score")
+    return rid, float(score) + 0.0  # -0.0 is 0.0 (stored and echoed without its sign)
 
 
 def _request_id(headers) -> str:
