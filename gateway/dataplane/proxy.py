@@ -1322,6 +1322,9 @@ def parse_feedback(raw: bytes) -> tuple[str, float]:
             "request_id",
             "invalid_type",
         )
+    # Spaces and tabs around it are not part of an id (nor of the x-request-id header it
+    # came from, _request_id): "a b  " rates the request "a b".
+    rid = rid.strip(_OWS)
     if not rid.strip():
         raise bad(
             "request_id must not be empty: the x-request-id header of the response to rate.",
@@ -1359,8 +1362,12 @@ def parse_feedback(raw: bytes) -> tuple[str, float]:
     return rid, float(score) + 0.0  # -0.0 is 0.0 (stored and echoed without its sign)
 
 
+# Optional whitespace around a field value, which is not part of it (RFC 9110 5.5).
+_OWS = " \t"
+
+
 def _request_id(headers) -> str:
-    rid = headers.get("x-request-id", "")
+    rid = headers.get("x-request-id", "").strip(_OWS)
     if rid and len(rid) <= 128 and rid.isascii() and rid.isprintable():
         return rid
     return "req_" + uuid.UUID(int=_random.getrandbits(128), version=4).hex

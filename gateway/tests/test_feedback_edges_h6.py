@@ -1,11 +1,15 @@
 """POST /v1/feedback's edges (docs/smart-routing.md *Feedback*): a score out of range is
-quoted as sent (1.0000001 is not "1"), and -0.0 is stored and echoed as 0.0."""
+quoted as sent (1.0000001 is not "1"), -0.0 is stored and echoed as 0.0, and a request id
+is read without the spaces and tabs around it, in the x-request-id header (HTTP's field
+values have none: httpx strips them, so an app rating "a b  " sends "a b") and in the
+feedback body."""
 
 import httpx
 import pytest
 
 from gateway.dataplane.errors import GatewayError
 from gateway.dataplane.proxy import parse_feedback
+from gateway.tests import raw_http
 from gateway.tests.conftest import usage_rows
 
 
@@ -74,3 +78,55 @@ def test_a_score_just_past_1_is_told_how_far_over_v1(acme, gw):
     assert response.json()["error"]["message"] == (
         "score must be from 0 (bad) to 1 (good); it is 1.0000001."
     )
+
+
+# ---------------------------------------------------------------------- the request id
+def _raw_chat(acme, request_id: bytes) -> bytes:
+    body = b'{"model": "chat-small", "messages": [{"role": "user", "content": "hi"}]}'
+    sock = raw_http.connect(acme.url)
+    with sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Authorization: Bearer " + acme.raw.encode() + b"\r\n"
+            b"Content-Type: application/json\r\nConnection: close\r\n"
+            b"x-request-id:" + request_id + b"\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        [(head, _body)] = raw_http.responses(raw_http.read_until_close(sock))
+    return head
+
+
+@pytest.mark.parametrize("sent", [b" a b  ", b"\ta b\t ", b"a b \t"])
+def test_an_x_request_id_is_read_without_the_spaces_and_tabs_around_it(acme, gw, sent):
+    head = _raw_chat(acme, sent)
+    assert b"\r\nx-request-id: a b\r\n" in head.lower(), head
+    [row] = [r for r in usage_rows(acme.org) if r.endpoint == "chat"]
+    assert row.request_id == "a b"
+    # the app rates what httpx sends of it, "a b"; or what it kept, with its spaces
+    for rid in ("a b", "a b  ", "\ta b"):
+        response = _feedback(acme, {"request_id": rid, "thumbs": "up"})
+        assert response.status_code == 200, (rid, response.text)
+        assert response.json()["request_id"] == "a b"
+    assert [r.feedback_score for r in usage_rows(acme.org) if r.endpoint == "chat"] == [1.0]
+
+
+def test_spaces_inside_an_id_are_kept(acme, gw):
+    head = _raw_chat(acme, b" my  app 42 ")
+    assert b"\r\nx-request-id: my  app 42\r\n" in head.lower(), head
+    assert _feedback(acme, {"request_id": "my app 42", "score": 1}).status_code == 404
+
+
+def test_an_id_of_spaces_and_tabs_is_empty(acme, gw):
+    response = _feedback(acme, {"request_id": " \t ", "score": 1})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_value"
+
+
+@pytest.mark.parametrize("sent", [" a b  ", "\ta b\t ", "a b \t"])
+def test_the_header_s_id_is_stripped_whatever_the_http_server_passes_on(sent):
+    """uvicorn with httptools (the served stack) drops the spaces around a header value,
+    but httptools alone keeps those after it: the id is stripped where it is read."""
+    from gateway.dataplane.proxy import _request_id
+
+    assert _request_id({"x-request-id": sent}) == "a b"
+    assert _request_id({"x-request-id": " \t "}).startswith("req_")  # none: one is made
