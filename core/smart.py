@@ -255,6 +255,15 @@ def resolve(
     ab = _mapping_or_none(spec.get("ab"), serving)
     if not isinstance(ab, dict) or set(ab) - {"share", "classifier"}:
         raise ValueError('smart.ab must be a mapping like {"share": 0.2, "classifier": "strong"}.')
+    if not serving and len(ab) == 1:
+        # What a partial update leaves when it removes one of the two (a PATCH of
+        # {"ab": {"share": null}}): an A/B test is its share and its arm together.
+        (have,) = ab
+        missing = "classifier" if have == "share" else "share"
+        raise ValueError(
+            f"smart.ab needs both share and classifier; it has only {have} (set "
+            f'ab.{missing} too, or send "ab": null to remove the A/B test).'
+        )
     ab_share = _number(ab.get("share", 0.0), "ab.share", 0.0, 1.0)
     ab_arm = ab.get("classifier", "") if ab_share else ""
     # Checked at a share of 0 too: saved, it is what a share raised later would route by

@@ -170,7 +170,31 @@ def smart_checked(spec, tiers, enabled: bool, saved=None, tiers_field="models") 
         )
     except ValueError as exc:
         raise ValidationError({"smart": str(exc)}) from exc
-    return dict(spec or {})
+    return smart_normalised(spec)
+
+
+def _unsigned(value):
+    """-0.0 as 0.0 (a number the check took, stored as the user would write it)."""
+    return 0.0 if isinstance(value, float) and value == 0 else value
+
+
+def smart_normalised(spec) -> dict:
+    """Checked smart settings as they are stored: an empty ``ab`` or ``keywords`` (what a
+    partial update removing their last key leaves, or a file writing ``ab: {}``) left out,
+    as is a setting sent as null; -0.0 stored as 0.0. Two specs that route the same are
+    then stored, exported and diffed the same."""
+    out = {}
+    for key, value in (spec or {}).items():
+        if value is None or (key in ("ab", "keywords") and value == {}):
+            continue
+        if key == "aggressiveness":
+            value = _unsigned(value)
+        elif key == "thresholds":
+            value = [_unsigned(t) for t in value]
+        elif key == "ab":
+            value = {k: _unsigned(v) if k == "share" else v for k, v in value.items()}
+        out[key] = value
+    return out
 
 
 @transaction.atomic
