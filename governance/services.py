@@ -9,7 +9,7 @@ from django.db import transaction
 from core import smart, strategies
 from core.numbers import money, whole
 from core.smart import MAX_TIER_NAME
-from core.text import distinct_checked, name_checked, names_checked
+from core.text import distinct_checked, name_checked, name_key, names_checked, shown
 from orgs.audit import Actor, record_config_change, record_config_delete
 
 from .models import Policy, RoutingPolicy
@@ -144,6 +144,26 @@ def _merge_patch(target: dict, patch: dict) -> dict:
     return out
 
 
+def models_distinct(models, field: str) -> None:
+    """Refuse a list of models (a routing policy's, the smart tiers) in which two entries
+    look alike (core.text.name_key: only case, width, spacing or a Cyrillic or Greek
+    look-alike letter differ): a model is matched by its exact name, so one of the two
+    names no deployment (or another one than the reader thinks), as aliases and
+    deployment names are refused when they look like another."""
+    seen = {}
+    for model in models:
+        key = name_key(model)
+        other = seen.setdefault(key, model)
+        if other != model:
+            raise ValidationError(
+                {
+                    field: f"{field}: {shown(model)} looks like {shown(other)}, also listed "
+                    "(only case, width or spacing differ; models are matched by their exact "
+                    "name): list each model once, as its deployments name it."
+                }
+            )
+
+
 def smart_checked(spec, tiers, enabled: bool, saved=None, tiers_field="models") -> dict:
     """Smart routing settings as saved: checked against the tiers when the strategy is
     smart (core.smart.resolve says what is wrong); refused when it is another strategy.
@@ -161,6 +181,7 @@ def smart_checked(spec, tiers, enabled: bool, saved=None, tiers_field="models") 
         smart.resolve({}, tiers)  # the tiers alone, with every setting at its default
     except ValueError as exc:
         raise ValidationError({tiers_field: str(exc)}) from exc
+    models_distinct(tiers, tiers_field)
     try:
         smart.resolve(
             spec or {},
@@ -217,6 +238,7 @@ def routing_policy_save(
     # The Django admin's JSON box also takes a number, NaN or an object; a name is checked
     # as every name is (core.text), the smart tiers' bidi controls and zero widths included.
     models = names_checked(models, "models", max_length=MAX_TIER_NAME)
+    models_distinct(models, "models")
     weights = _weights_checked(weights, models)
     name = name_checked(name)  # before the query: PostgreSQL cannot compare a NUL
     rp = RoutingPolicy.objects.for_org(org).filter(name=name).first()
