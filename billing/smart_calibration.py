@@ -23,6 +23,9 @@ STEP = 0.1  # how far one re-calibration raises aggressiveness when quality allo
 
 
 ORG_DEFAULT = ""  # the name that means the org's default smart routing (bn- keys, "auto")
+# What the analytics (by_policy, the Usage page's Policy filter) call it, taken here too: no
+# policy is named so (a policy's name is a slug).
+ORG_DEFAULT_SHOWN = "(org default)"
 
 
 def _just_above(score: float, following: float | None) -> float:
@@ -103,8 +106,8 @@ def _ascending_below(lower: list, top: float) -> list:
 
 
 def smart_recalibrate(*, actor, org, name: str, min_rated: int = MIN_RATED) -> dict:
-    """Move the top threshold of smart policy ``name`` (ORG_DEFAULT: the org's default
-    smart routing): down to the highest score at which the requests routed below the top
+    """Move the top threshold of smart policy ``name`` (ORG_DEFAULT or ORG_DEFAULT_SHOWN,
+    "(org default)": the org's default smart routing): down to the highest score at which the requests routed below the top
     tier still kept QUALITY x the top tier's average feedback (1.0 when the top tier has
     none), or up a step when they all did. Saved through routing_policy_save (or the
     gateway settings, audited, published like any change); what moved is returned. Refused
@@ -114,6 +117,8 @@ def smart_recalibrate(*, actor, org, name: str, min_rated: int = MIN_RATED) -> d
 
     if min_rated < 1:  # with no rated request there is no score to move the threshold to
         raise ValidationError("The minimum of rated requests must be at least 1.")
+    if name.strip() == ORG_DEFAULT_SHOWN:
+        name = ORG_DEFAULT
     if name == ORG_DEFAULT:
         config = GatewayConfig.objects.filter(org=org).first()
         if config is None or not config.smart_tiers:

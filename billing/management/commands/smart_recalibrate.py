@@ -24,8 +24,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--policy",
             default=ORG_DEFAULT,
-            help="the smart routing policy's name (omit it for the org's default smart routing: "
-            "bn- keys asking for its alias, `auto`)",
+            help="the smart routing policy's name; omit it, or give '(org default)' as the "
+            "analytics name it, for the org's default smart routing (bn- keys asking for its "
+            "alias, `auto`)",
         )
         parser.add_argument("--min-rated", type=int, default=MIN_RATED)
 
