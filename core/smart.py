@@ -172,6 +172,13 @@ def _mapping_or_none(value, serving: bool):
     return value
 
 
+def keyword_matched(word: str) -> str:
+    """A keyword as the rules classifier matches it: trimmed, lower-cased in ASCII letters
+    only, as the prompt is (gateway.dataplane.smart): str.lower() also lowered "É", which a
+    prompt writing "É" then never matched."""
+    return word.strip().translate(_ASCII_LOWER)
+
+
 def saved_keywords(spec) -> frozenset:
     """Every keyword a stored spec holds (of any category): what a save may keep unchecked."""
     keywords = (spec or {}).get("keywords") if isinstance(spec, dict) else None
@@ -316,9 +323,7 @@ def resolve(
                         f"{codepoint(char)}: keywords are visible text (no control, "
                         "invisible or text-direction characters)."
                     )
-        # Lower-cased in ASCII letters only, as the prompt is (gateway.dataplane.smart):
-        # str.lower() also lowered "É", which a prompt writing "É" then never matched.
-        checked[category] = tuple(dict.fromkeys(w.strip().translate(_ASCII_LOWER) for w in words))
+        checked[category] = tuple(dict.fromkeys(keyword_matched(w) for w in words))
     within = spec.get("within", "failover")
     if strategies_known is not None and (
         not isinstance(within, str) or within not in strategies_known or within == "smart"

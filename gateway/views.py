@@ -20,6 +20,7 @@ from orgs.permissions import org_view
 
 from . import pricing, selectors, services
 from .dataplane import provider_kinds
+from .dataplane.smart import DEFAULT_KEYWORDS
 from .forms import (
     ApiKeyForm,
     CorsForm,
@@ -677,8 +678,9 @@ def routing(request):
             if p.strategy == "smart"
             else []
         )
-        # Numbers as the Edit box shows them: 0.000001, not the float's 1e-06.
-        p.smart_text = _smart_numbers(p.smart or {}) if p.strategy == "smart" else {}
+        # Every setting that changes routing; numbers as the Edit box shows them (0.000001,
+        # not the float's 1e-06), the A/B share as the percent it asks for.
+        p.smart_summary = smart_summary(p.smart) if p.strategy == "smart" else []
     org_unserved = [m for m in (org_smart.smart_tiers if org_smart else []) if m not in served]
     org_price_warnings = services.smart_tier_price_warnings(
         org, org_smart.smart_tiers if org_smart else [], prices
@@ -706,8 +708,8 @@ def routing(request):
             "org_smart": org_smart,
             "org_smart_aggressiveness": org_slider,
             "org_smart_thresholds": org_thresholds,
-            "org_smart_text": _smart_numbers(org_spec),
-            "org_smart_kept": sorted(set(org_spec) - ORG_SMART_FORM_KEYS),
+            "org_smart_summary": smart_summary(org_spec),
+            "org_smart_kept": smart_summary_beyond(org_spec, ORG_SMART_FORM_KEYS),
             "org_smart_unserved": org_unserved,
             "org_price_warnings": org_price_warnings,
             # The org default's form: what was typed when it was refused, else as saved.
@@ -760,15 +762,68 @@ def plain_decimal(value) -> str:
         return str(value)
 
 
-def _smart_numbers(spec: dict) -> dict:
-    """The smart settings' numbers as the policy table and the org default's summary show
-    them: thresholds, aggressiveness and the A/B share as plain decimals."""
-    ab = spec.get("ab") or {}
-    return {
-        "thresholds": ", ".join(plain_decimal(t) for t in spec.get("thresholds") or []),
-        "aggressiveness": plain_decimal(spec.get("aggressiveness", smart.DEFAULT_AGGRESSIVENESS)),
-        "ab_share": plain_decimal(ab["share"]) if ab.get("share") is not None else "",
-    }
+def percent(share) -> str:
+    """A share (0-1) as the percent the A/B box takes: 0.25 is 25, 0.125 is 12.5, 0.00002
+    is 0.002 (a plain decimal, no float noise: 0.07 is 7, not 7.000000000000001)."""
+    try:
+        value = (Decimal(repr(float(share))) * 100).normalize()
+    except (TypeError, ValueError, ArithmeticError):
+        return str(share)
+    return format(value, "f")
+
+
+def keywords_changed(keywords) -> list[str]:
+    """The keyword categories whose list a spec replaces with other words than the built-in
+    ones (gateway.dataplane.smart.DEFAULT_KEYWORDS), in the classifier's order. An empty
+    list routes by the built-in one, and the same words in another order or case route the
+    same: neither is a change."""
+    if not isinstance(keywords, dict):
+        return []
+    out = []
+    for category in smart.KEYWORD_CATEGORIES:
+        words = keywords.get(category)
+        if not words or not isinstance(words, list):
+            continue
+        matched = {smart.keyword_matched(w) for w in words if isinstance(w, str)}
+        if matched != set(DEFAULT_KEYWORDS.get(category, ())):
+            out.append(category)
+    return out
+
+
+def smart_summary(spec) -> list[str]:
+    """Every saved smart setting that changes routing, in words, as the Routing page
+    summarises a policy and the org default: the classifier, the thresholds (or the
+    aggressiveness they come from), the A/B test as a percent with its arm (the percent the
+    form asks for), the keyword categories replaced, ``within`` when not the default."""
+    spec = spec if isinstance(spec, dict) else {}
+    parts = [str(spec.get("classifier") or "rules")]
+    if spec.get("thresholds"):
+        parts.append("thresholds " + ", ".join(plain_decimal(t) for t in spec["thresholds"]))
+    else:
+        aggressiveness = spec.get("aggressiveness", smart.DEFAULT_AGGRESSIVENESS)
+        parts.append(f"aggressiveness {plain_decimal(aggressiveness)}")
+    return parts + smart_summary_beyond(spec, ())
+
+
+def smart_summary_beyond(spec, form_keys) -> list[str]:
+    """smart_summary's words for the A/B test, keywords and ``within``, of those a form
+    with fields ``form_keys`` has no field for: what the page says a save keeps."""
+    spec = spec if isinstance(spec, dict) else {}
+    parts = []
+    ab = spec.get("ab") if "ab" not in form_keys else None
+    if isinstance(ab, dict) and ab:
+        arm = ab.get("classifier") or "—"
+        if ab.get("share"):
+            parts.append(f"A/B {percent(ab['share'])} % → {arm}")
+        else:
+            parts.append(f"A/B off (0 % → {arm})")
+    changed = keywords_changed(spec.get("keywords"))
+    if changed:
+        parts.append("own keywords for " + ", ".join(changed))
+    within = spec.get("within")
+    if within and within != "failover":
+        parts.append(f"within {within}")
+    return parts
 
 
 def smart_slider(spec: dict) -> tuple[int, str]:
@@ -807,6 +862,21 @@ def _routing_policy_initial(policy: RoutingPolicy) -> dict:
     }
 
 
+def _keep_ab_as_shown(posted, policy: RoutingPolicy, spec: dict) -> None:
+    """The saved A/B test, exactly, when the Edit form's A/B boxes are sent as the page
+    showed them: the share box takes a whole percent, so a share set over REST or the
+    config file (0.125, 0.00002) shows rounded (12, empty), and saving the form for another
+    field would otherwise round it, or drop it."""
+    saved = (policy.smart or {}).get("ab")
+    if not isinstance(saved, dict) or not saved:
+        return
+    shown = _routing_policy_initial(policy)
+    if str(posted.get("ab_share", "")).strip() == str(shown["ab_share"]) and str(
+        posted.get("ab_classifier", "")
+    ) == str(shown["ab_classifier"]):
+        spec["ab"] = dict(saved)
+
+
 @org_view(role="admin")
 def routing_policy_edit(request, policy_id):
     org = request.org
@@ -820,6 +890,7 @@ def routing_policy_edit(request, policy_id):
                 # file set them) are kept, not dropped by a save from this page.
                 kept = {k: v for k, v in (policy.smart or {}).items() if k not in SMART_FORM_KEYS}
                 data["smart"] = {**kept, **data["smart"]}
+                _keep_ab_as_shown(request.POST, policy, data["smart"])
             try:
                 saved = governance_services.routing_policy_save(
                     actor=Actor.from_request(request), org=org, name=policy.name, **data
@@ -845,7 +916,9 @@ def routing_policy_edit(request, policy_id):
             "classifiers": list(smart.CLASSIFIERS.items()),
             "ab_arms": smart.AB_ARMS,
             "rt_keys": policy.keys.filter(revoked_at__isnull=True).order_by("name"),
-            "smart_kept": sorted(set(policy.smart or {}) - SMART_FORM_KEYS),
+            "smart_kept": smart_summary_beyond(policy.smart, SMART_FORM_KEYS)
+            if policy.strategy == "smart"
+            else [],
         },
         status=400 if form.is_bound else 200,
     )
