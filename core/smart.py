@@ -172,6 +172,33 @@ def _mapping_or_none(value, serving: bool):
     return value
 
 
+def uses_learned(spec) -> bool:
+    """Whether smart settings use the learned classifier, as the classifier or the A/B arm."""
+    if not isinstance(spec, dict):
+        return False
+    ab = spec.get("ab")
+    return spec.get("classifier") == "learned" or (
+        isinstance(ab, dict) and ab.get("classifier") == "learned"
+    )
+
+
+def without_learned(spec):
+    """Settings saved with the learned classifier as an org whose tier no longer includes it
+    is served them (orgs.TierLimit.learned_routing; the control plane publishes this): scored
+    by rules (thresholds from the slider are read on the rules scale), and without an A/B
+    test whose arm is learned or would now be the classifier itself; the rest (thresholds
+    set by hand, keywords, within, an A/B test of the strong arm) as saved."""
+    if not uses_learned(spec):
+        return spec
+    out = dict(spec)
+    if out.get("classifier") == "learned":
+        out["classifier"] = "rules"
+    ab = out.get("ab")
+    if isinstance(ab, dict) and ab.get("classifier") in ("learned", out.get("classifier", "rules")):
+        del out["ab"]
+    return out
+
+
 def keyword_matched(word: str) -> str:
     """A keyword as the rules classifier matches it: trimmed, lower-cased in ASCII letters
     only, as the prompt is (gateway.dataplane.smart): str.lower() also lowered "É", which a

@@ -966,7 +966,7 @@ def _smart_checked(config: GatewayConfig, saved=None) -> None:
             {"auto_model_alias": f"{said}; pick an alias that no model or tier is named."}
         )
     config.smart = governance_services.smart_checked(
-        config.smart or {}, tiers, True, saved, tiers_field="smart_tiers"
+        config.smart or {}, tiers, True, saved, tiers_field="smart_tiers", org=config.org
     )
 
 

@@ -15,7 +15,7 @@ import orjson
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef, Subquery
+from django.db.models import Exists, F, OuterRef, Subquery
 
 from core import smart, strategies
 from core.config_version import (
@@ -164,12 +164,16 @@ def _strategy(name: str, where: str) -> str:
     return strategies.DEFAULT
 
 
-def _smart(spec, tiers, where: str):
+def _smart(spec, tiers, where: str, learned: bool = True):
     """The SmartPolicy the data plane reads. The saves check the settings; a policy of the
     learned classifier whose extra was uninstalled since is kept whole (the data plane
     scores it with rules, and logs it); a row the checks no longer pass otherwise is served
     as rules routing with the default thresholds, and logged; tiers that cannot be routed,
-    not at all."""
+    not at all. ``learned``: whether the org's tier includes the learned classifier; saved
+    before a downgrade, it is served with rules instead (core.smart.without_learned), never
+    refused."""
+    if not learned:
+        spec = smart.without_learned(spec)
     try:
         return smart.resolve(spec, tiers, strategies_known=strategies.STRATEGIES, serving=True)
     except ValueError as exc:
@@ -313,7 +317,7 @@ def _one(org, name: str):
 def load_orgs(org_ids=None, now: datetime | None = None) -> dict:
     """org id -> OrgInfo of the given orgs (all when None): one query per table."""
     from governance.models import RoutingPolicy
-    from orgs.models import Organization, TierLimit
+    from orgs.models import Organization, TierLimit, tier_includes_learned
 
     def of(qs, field="org_id"):
         return qs if org_ids is None else qs.filter(**{f"{field}__in": list(org_ids)})
@@ -335,20 +339,26 @@ def load_orgs(org_ids=None, now: datetime | None = None) -> dict:
     for d in active:
         info = deployment_info(d, catalog)
         deployments.setdefault(d.org_id, {}).setdefault(d.model_name, []).append(info)
+    now = now or datetime.now(UTC)
+    org_facts = _org_facts(now, org_ids)
+    tiers = {t.tier: t for t in TierLimit.objects.all()}
     routing: dict[int, dict] = {}
-    for rp in of(RoutingPolicy.objects.filter(is_active=True)):
+    # With its org's tier (a join): whether it includes smart routing's learned classifier.
+    for rp in of(RoutingPolicy.objects.filter(is_active=True).annotate(org_tier=F("org__tier"))):
         routing.setdefault(rp.org_id, {})[rp.name] = RoutingPolicyInfo(
             name=rp.name,
             strategy=_strategy(rp.strategy, f"routing policy {rp.id} ({rp.name})"),
             models=tuple(rp.model_names),
             weights=_weights(rp),
-            smart=_smart(rp.smart, rp.model_names, f"routing policy {rp.id} ({rp.name})")
+            smart=_smart(
+                rp.smart,
+                rp.model_names,
+                f"routing policy {rp.id} ({rp.name})",
+                tier_includes_learned(rp.org_tier, tiers.get(rp.org_tier), look_up=False),
+            )
             if rp.strategy == "smart"
             else None,
         )
-    now = now or datetime.now(UTC)
-    org_facts = _org_facts(now, org_ids)
-    tiers = {t.tier: t for t in TierLimit.objects.all()}
     orgs = {}
     # The org with its policy and gateway config (one-to-one): one query, not three.
     for org in of(Organization.objects.select_related("policy", "gateway_config"), "id"):
@@ -388,7 +398,12 @@ def load_orgs(org_ids=None, now: datetime | None = None) -> dict:
             deployments=deps,
             routing_policies=routing.get(org.id, {}),
             blocked=facts.get("blocked", {}),
-            smart=_smart(cfg.smart, cfg.smart_tiers, f"the gateway config of org {org.id}")
+            smart=_smart(
+                cfg.smart,
+                cfg.smart_tiers,
+                f"the gateway config of org {org.id}",
+                tier_includes_learned(org.tier, tier, look_up=False),
+            )
             if cfg and cfg.smart_tiers
             else None,
             auto_model=cfg.auto_model_alias if cfg else smart.DEFAULT_ALIAS,

@@ -15,7 +15,7 @@ from core.form_input import form_error, form_labels, form_message
 from governance import services as governance_services
 from governance.models import Policy, RoutingPolicy
 from orgs.audit import Actor
-from orgs.models import Team
+from orgs.models import Team, Tier, tier_includes_learned
 from orgs.permissions import org_view
 
 from . import pricing, selectors, services
@@ -592,7 +592,10 @@ def _smart_message_for_form(message: str, form, tiers_field: str) -> tuple[str |
     else:
         if message.startswith(_TIER_MESSAGES):
             field = tiers_field
-        elif message.startswith("Unknown classifier") or message == smart.learned_missing():
+        elif (
+            message.startswith(("Unknown classifier", "The learned classifier is"))
+            or message == smart.learned_missing()
+        ):
             field = "classifier"
     for path, name in _SMART_PATHS:
         if name in labels:
@@ -662,6 +665,8 @@ def routing(request):
     policies = list(RoutingPolicy.objects.for_org(org))
     org_smart = GatewayConfig.objects.for_org(org).first()
     org_spec = (org_smart.smart if org_smart else None) or {}
+    # Saved with the learned classifier before the org's tier lost it: served with rules.
+    learned_off = None if tier_includes_learned(org.tier) else _learned_off(org)
     # Tiers no active deployment serves (a typo, or every deployment off): said beside them,
     # since a save takes any name and its prompts would go up a tier or fail.
     served = set(
@@ -681,6 +686,7 @@ def routing(request):
         # Every setting that changes routing; numbers as the Edit box shows them (0.000001,
         # not the float's 1e-06), the A/B share as the percent it asks for.
         p.smart_summary = smart_summary(p.smart) if p.strategy == "smart" else []
+        p.learned_off = p.strategy == "smart" and learned_off and smart.uses_learned(p.smart)
     org_unserved = [m for m in (org_smart.smart_tiers if org_smart else []) if m not in served]
     org_price_warnings = services.smart_tier_price_warnings(
         org, org_smart.smart_tiers if org_smart else [], prices
@@ -709,6 +715,8 @@ def routing(request):
             "org_smart_aggressiveness": org_slider,
             "org_smart_thresholds": org_thresholds,
             "org_smart_summary": smart_summary(org_spec),
+            "learned_off": learned_off,
+            "org_learned_off": bool(learned_off and org_spec and smart.uses_learned(org_spec)),
             "org_smart_kept": smart_summary_beyond(org_spec, ORG_SMART_FORM_KEYS),
             "org_smart_unserved": org_unserved,
             "org_price_warnings": org_price_warnings,
@@ -721,6 +729,17 @@ def routing(request):
             "ab_arms": smart.AB_ARMS,
         },
         status=400 if request.method == "POST" else 200,  # a POST here was refused
+    )
+
+
+def _learned_off(org) -> str:
+    """What the Routing page says beside smart settings of the learned classifier that an
+    org whose tier does not include it saved before (gateway.snapshot_builder serves them
+    with rules)."""
+    tier = Tier(org.tier).label if org.tier in Tier.values else str(org.tier)
+    return (
+        f"the learned classifier is not on the {tier} tier: served with rules (and without an "
+        "A/B test of the learned arm) until the tier includes it; a save needs rules"
     )
 
 

@@ -164,7 +164,40 @@ def models_distinct(models, field: str) -> None:
             )
 
 
-def smart_checked(spec, tiers, enabled: bool, saved=None, tiers_field="models") -> dict:
+def learned_refusal(org) -> str:
+    """Why ``org`` may not use the learned classifier: its tier does not include it."""
+    from orgs.models import Tier, tiers_including_learned
+
+    tier = Tier(org.tier).label if org.tier in Tier.values else str(org.tier)
+    including = tiers_including_learned()
+    on = (
+        f"on the {' and '.join(including)} tier{'s' if len(including) > 1 else ''}"
+        if including
+        else "on no tier at present"
+    )
+    return (
+        f"The learned classifier is {on}; this organization is on {tier} (rules is "
+        "included in every tier; a platform admin sets what each tier includes)."
+    )
+
+
+def _tier_checked(spec, org) -> None:
+    """Refuse the learned classifier (or an A/B arm of it) where ``org``'s tier does not
+    include it (orgs.TierLimit.learned_routing). At configuration time only: settings saved
+    before a downgrade keep being served, with rules (gateway.snapshot_builder)."""
+    from orgs.models import tier_includes_learned
+
+    if org is None or not smart.uses_learned(spec) or tier_includes_learned(org.tier):
+        return
+    message = learned_refusal(org)
+    if spec.get("classifier") == "learned":
+        raise ValidationError({"smart": message})
+    raise ValidationError({"smart": f"smart.ab.classifier: {message}"})
+
+
+def smart_checked(
+    spec, tiers, enabled: bool, saved=None, tiers_field="models", *, org=None
+) -> dict:
     """Smart routing settings as saved: checked against the tiers when the strategy is
     smart (core.smart.resolve says what is wrong); refused when it is another strategy.
     ``saved``: the settings stored before, whose keywords a save keeps unchecked. A fault
@@ -182,6 +215,7 @@ def smart_checked(spec, tiers, enabled: bool, saved=None, tiers_field="models") 
     except ValueError as exc:
         raise ValidationError({tiers_field: str(exc)}) from exc
     models_distinct(tiers, tiers_field)
+    _tier_checked(spec, org)
     try:
         smart.resolve(
             spec or {},
@@ -242,7 +276,7 @@ def routing_policy_save(
     weights = _weights_checked(weights, models)
     name = name_checked(name)  # before the query: PostgreSQL cannot compare a NUL
     rp = RoutingPolicy.objects.for_org(org).filter(name=name).first()
-    smart = smart_checked(smart, models, strategy == "smart", rp.smart if rp else None)
+    smart = smart_checked(smart, models, strategy == "smart", rp.smart if rp else None, org=org)
     before = _routing_summary(rp) if rp else None
     if rp is None:  # an rt- key shows its policy's name: "Prod" beside "prod" is a trap
         names = RoutingPolicy.objects.for_org(org).values_list("name", flat=True)

@@ -462,6 +462,7 @@ class TierLimitAdmin(ServiceModelAdmin):
         "max_keys",
         "max_providers",
         "max_deployments",
+        "learned_routing",
     ]
 
     def get_readonly_fields(self, request, obj=None):
@@ -481,5 +482,6 @@ class TierLimitAdmin(ServiceModelAdmin):
             max_keys=data.get("max_keys"),
             max_providers=data.get("max_providers"),
             max_deployments=data.get("max_deployments"),
+            learned_routing=data.get("learned_routing"),
         )
         obj.pk = saved.pk

@@ -479,9 +479,41 @@ class TierLimit(models.Model):
     max_deployments = models.PositiveIntegerField(
         null=True, blank=True, help_text="deployments an org may have; empty: no limit"
     )
+    # A feature of the tier: smart routing's learned classifier (docs/smart-routing.md).
+    learned_routing = models.BooleanField(
+        null=True,
+        blank=True,
+        help_text="smart routing's learned classifier (as classifier or A/B arm); unknown: "
+        "the tier's default (Pro and Enterprise yes, Free no)",
+    )
 
     class Meta:
         ordering = ["tier"]
 
     def __str__(self):
         return f"{self.get_tier_display()} tier"
+
+
+# The tiers whose orgs may use smart routing's learned classifier when their TierLimit row
+# does not say (no row, or learned_routing empty): the product's rules for Free, Pro for Pro.
+LEARNED_ROUTING_TIERS = frozenset({Tier.PRO.value, Tier.ENTERPRISE.value})
+
+
+def tier_includes_learned(tier: str, limit: "TierLimit | None" = None, *, look_up=True) -> bool:
+    """Whether orgs of ``tier`` may use the learned classifier: its TierLimit row's
+    learned_routing (``limit``, else read when ``look_up``), else the tier's default."""
+    if limit is None and look_up:
+        limit = TierLimit.objects.filter(tier=tier).first()
+    if limit is not None and limit.learned_routing is not None:
+        return limit.learned_routing
+    return tier in LEARNED_ROUTING_TIERS
+
+
+def tiers_including_learned() -> list[str]:
+    """The labels of the tiers whose orgs may use the learned classifier, in tier order."""
+    limits = {t.tier: t for t in TierLimit.objects.all()}
+    return [
+        label
+        for value, label in Tier.choices
+        if tier_includes_learned(value, limits.get(value), look_up=False)
+    ]

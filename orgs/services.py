@@ -652,6 +652,7 @@ def _tier_summary(limit) -> dict:
         "monthly_spend_cap_usd": str(cap) if cap is not None else None,
         "key_rpm": limit.key_rpm,
         **{name: getattr(limit, name) for name, _ in QUOTAS.values()},
+        "learned_routing": limit.learned_routing,
     }
 
 
@@ -695,6 +696,7 @@ def tier_limit_set(
     max_keys=_KEEP,
     max_providers=_KEEP,
     max_deployments=_KEEP,
+    learned_routing=_KEEP,
 ):
     """What a tier includes per month, the most requests per minute one key of it may make,
     and how many keys, providers and deployments an org of it may hold (None: unlimited;
@@ -710,6 +712,8 @@ def tier_limit_set(
     for (name, _), value in zip(QUOTAS.values(), quotas, strict=True):
         if value is not _KEEP:
             setattr(limit, name, value)
+    if learned_routing is not _KEEP:  # None: the tier's default (orgs.models)
+        limit.learned_routing = learned_routing
     limit.full_clean()
     limit.save()
     record_config_change(
