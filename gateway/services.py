@@ -1020,7 +1020,9 @@ def gateway_config_set(*, actor: Actor, org, **fields) -> GatewayConfig:
     _smart_checked(config, before["smart"])
     for name in ("org_rpm_limit", "org_tpm_limit", "default_key_rpm", "default_key_tpm"):
         if getattr(config, name) == 0:  # 0 would read as "no limit" to the gateway
-            raise ValidationError(f"{name}: must be at least 1; leave it empty for no limit.")
+            raise ValidationError(
+                {name: f"{name}: must be at least 1; leave it empty for no limit."}
+            )
     # The org's default key limit is the ceiling of its keys; the tier's is the ceiling of it.
     ceiling = key_limit_ceilings(org, GatewayConfig(org=org))["rpm"]
     _limit_checked("default_key_rpm", "rpm", config.default_key_rpm, ceiling)

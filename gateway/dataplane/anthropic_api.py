@@ -1,6 +1,7 @@
 """The Anthropic Messages API (/v1/messages): its checks and errors, the native call to
 Anthropic deployments, and the translation to and from chat completions for the rest."""
 
+import json
 import uuid
 import weakref
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from .upstream import (
     redact,
     web_searches,
 )
-from .validation import Invalid, json_type, requested_model
+from .validation import Invalid, _refuse_constant, _shown, json_type, requested_model
 
 ENDPOINTS = frozenset({"messages", "count_tokens"})
 DEFAULT_VERSION = "2023-06-01"
@@ -71,7 +72,27 @@ def _number(where, value, lo, hi, *, integer=False) -> None:
     is_num = not isinstance(value, bool) and isinstance(value, int if integer else int | float)
     _expect(is_num, where, "an integer" if integer else "a number", value)
     if not lo <= value <= hi:
-        raise _bad(f"{where}: must be between {lo} and {hi} (got {value}).", where)
+        code = "invalid_value"
+        if type(value) is int:  # as /v1/chat/completions names an integer out of range
+            code = "integer_above_max_value" if value > hi else "integer_below_min_value"
+        raise _bad(f"{where}: must be between {lo} and {hi} (got {_shown(value)}).", where, code)
+
+
+def _exact_integers(raw: bytes, endpoint: str) -> None:
+    """On the way to a 400 for a body orjson could not read as written: an integer of more
+    than 64 bits it reads as a float ("not an integer"), one past about 308 digits not at
+    all ("not valid JSON"). Read again with Python's json, whose integers have any size,
+    and checked again, an integer field out of range is said so instead; anything else
+    keeps orjson's answer (validation._out_of_range_integer, for the OpenAI endpoints)."""
+    try:
+        body = json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):  # past 4,300 digits too (int_max_str_digits)
+        return
+    try:
+        _checked(body, raw, endpoint)
+    except GatewayError as exc:
+        if exc.code in ("integer_above_max_value", "integer_below_min_value"):
+            raise
 
 
 def _text(where, value, *, required=True) -> None:
@@ -146,9 +167,20 @@ def parse_request(raw: bytes, endpoint: str) -> dict:
     if not raw:
         raise _bad("The request body is empty; send a JSON object.", None, "invalid_json")
     try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise _bad(f"The request body is not valid JSON: {exc}.", None, "invalid_json") from None
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise _bad(
+                f"The request body is not valid JSON: {exc}.", None, "invalid_json"
+            ) from None
+        return _checked(body, raw, endpoint)
+    except GatewayError as exc:
+        if exc.code in ("invalid_json", "invalid_type"):
+            _exact_integers(raw, endpoint)
+        raise
+
+
+def _checked(body, raw: bytes, endpoint: str) -> dict:
     if type(body) is not dict:
         raise _bad("The request body must be a JSON object.", None, "invalid_type")
     if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _too_deep(body, 1):

@@ -124,3 +124,33 @@ def test_through_v1_the_client_reads_the_maximum(acme, gw):
         "Invalid 'max_tokens': integer above maximum value. Expected a value <= 2147483647, "
         "but got 18446744073709551616 instead."
     )
+
+
+MESSAGES = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize("endpoint", ["messages", "count_tokens"])
+@pytest.mark.parametrize("size", [2**64, 10**30, 10**400], ids=["2^64", "10^30", "10^400"])
+def test_messages_says_an_integer_too_large_for_a_machine_word_is_out_of_range(endpoint, size):
+    """/v1/messages (anthropic_api.parse_request) reads its body with orjson too."""
+    from gateway.dataplane import anthropic_api
+
+    for literal, code in ((str(size), "integer_above_max_value"), (f"-{size}", "")):
+        raw = orjson.dumps({k: v for k, v in MESSAGES.items() if k != "max_tokens"})
+        raw = raw[:-1] + f',"max_tokens":{literal}}}'.encode()
+        with pytest.raises(GatewayError) as info:
+            anthropic_api.parse_request(raw, endpoint)
+        error = info.value
+        assert error.param == "max_tokens", error.message
+        assert f"max_tokens: must be between 1 and {2**31 - 1}" in error.message
+        assert "not a number" not in error.message and "JSON" not in error.message
+        assert len(error.message) < 200  # the value quoted short, not 400 digits
+        assert error.code == (code or "integer_below_min_value")
+    # a decimal stays a decimal; NaN stays not JSON
+    with pytest.raises(GatewayError) as info:
+        anthropic_api.parse_request(orjson.dumps({**MESSAGES, "max_tokens": 2.5}), endpoint)
+    assert info.value.code == "invalid_type"
+    raw = orjson.dumps(MESSAGES)[:-1] + b',"x":NaN,"top_k":18446744073709551616}'
+    with pytest.raises(GatewayError) as info:
+        anthropic_api.parse_request(raw, endpoint)
+    assert info.value.code == "invalid_json"

@@ -202,8 +202,9 @@ def test_an_error_event_after_the_answer_began_is_an_error_row(acme, mode):
 def test_a_limit_of_zero_is_refused_not_read_as_no_limit(acme, field):
     from django.core.exceptions import ValidationError
 
-    with pytest.raises(ValidationError, match=f"{field}: must be at least 1"):
+    with pytest.raises(ValidationError, match=f"{field}: must be at least 1") as refused:
         services.gateway_config_set(actor=ACTOR, org=acme.org, **{field: 0})
+    assert list(refused.value.message_dict) == [field]  # keyed by the field, as REST answers it
     config = GatewayConfig.objects.filter(org=acme.org).first()
     assert config is None or getattr(config, field) != 0
 
