@@ -19,7 +19,7 @@ from pathlib import Path
 
 CLASSIFIERS = {
     "rules": "Rules (length, code, maths, reasoning cues; free)",
-    "learned": "Learned (a sentence embedding and a trained head; Pro)",
+    "learned": "Learned (a sentence embedding and a trained head; Pro and Enterprise)",
 }
 # What an A/B share of traffic goes through instead: another classifier or the top tier.
 AB_ARMS = ("rules", "learned", "strong")

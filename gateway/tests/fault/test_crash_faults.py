@@ -263,7 +263,9 @@ def test_a_signalled_server_loses_no_usage_row_for_an_answered_request(bonito, s
     slow.join(30)
     proc.wait(30)
     ok = sum(1 for status in received.values() if status == 200)
-    assert ok >= 150, f"only {ok} of {sent} requests succeeded before the {sig.name}"
+    # Enough answered that records were waiting in memory when the signal came (about 300
+    # are sent before it; a CI machine shared with other runs answered 123 of them once).
+    assert ok >= 50, f"only {ok} of {sent} requests succeeded before the {sig.name}"
     assert len(received) < sent, "the server was still answering after the signal"
 
     if sig == signal.SIGTERM:
