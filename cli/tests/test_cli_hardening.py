@@ -76,6 +76,17 @@ class Fake:
     def json(self, prefix, data, status=200, extra=()):
         self.routes[prefix] = (status, json.dumps(data), "application/json", extra)
 
+    @classmethod
+    def answering(cls, answers: dict):
+        """A module fixture's body: a server signed in as ME that answers each path of
+        ``answers`` with its JSON, shut down after the module."""
+        server = cls()
+        server.json("/api/me", ME)
+        for path, answer in answers.items():
+            server.json(path, answer)
+        yield server
+        server.httpd.shutdown()
+
 
 @pytest.fixture
 def fake():

@@ -15,7 +15,7 @@ from decimal import Decimal
 
 import pytest
 
-from cli.tests.test_cli_hardening import ME, Fake, at
+from cli.tests.test_cli_hardening import Fake, at
 
 EXPONENT = re.compile(r"[0-9][eE][-+]?[0-9]")
 
@@ -116,12 +116,7 @@ ANSWERS = {
 
 @pytest.fixture(scope="module")
 def fake():
-    server = Fake()
-    server.json("/api/me", ME)
-    for path, answer in ANSWERS.items():
-        server.json(path, answer)
-    yield server
-    server.httpd.shutdown()
+    yield from Fake.answering(ANSWERS)
 
 
 def run(fake, home, *args) -> str:

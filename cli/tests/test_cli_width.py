@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from cli.tests.test_cli import cli_env, ctrl_c_reaches_python, run_script
-from cli.tests.test_cli_hardening import ME, Fake, at
+from cli.tests.test_cli_hardening import Fake, at
 
 WHEN = "2026-11-30T23:59:58.123456Z"
 LATER = "2026-12-03T13:51:37.987654Z"
@@ -270,12 +270,7 @@ walk(cli, [])
 
 @pytest.fixture(scope="module")
 def fake():
-    server = Fake()
-    server.json("/api/me", ME)
-    for path, answer in ANSWERS.items():
-        server.json(path, answer)
-    yield server
-    server.httpd.shutdown()
+    yield from Fake.answering(ANSWERS)
 
 
 def _lines(text: str) -> list[str]:
