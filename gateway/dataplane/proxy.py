@@ -39,6 +39,7 @@ from .upstream import (
     cache_writes,
     cited_search,
     redact,
+    unfit_in_its_own_words,
     web_searches,
 )
 from .upstream import carries_output as _carries_output
@@ -129,6 +130,7 @@ class Ctx:
     # it may be past a candidate's context window; 0 when not counted.
     prompt_tokens: int = 0
     receive: object = None  # Incoming.receive
+    raw: bytes = b""  # the request's body as sent (an unfit verdict is checked against it)
     gone: bool = False  # the client left before the answer began
     trying: DeploymentInfo | None = None  # the deployment being called, if one is
 
@@ -172,6 +174,7 @@ class Gateway:
             endpoint=req.endpoint,
             t0=time.perf_counter(),
             receive=req.receive,
+            raw=req.body,
         )
         out = await self._handle(ctx, req)
         origin = req.headers.get("origin")
@@ -735,7 +738,7 @@ class Gateway:
                     else:  # the last candidate: the whole of what is left
                         result = await attempt(dep, remaining)
                 except UpstreamError as exc:
-                    if exc.unfit:
+                    if exc.unfit and unfit_in_its_own_words(exc, ctx.raw):
                         if exc.too_long:
                             log.info("%s: the prompt is past its context window", dep.label)
                         unfit = unfit or (dep, exc)

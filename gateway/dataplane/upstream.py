@@ -171,6 +171,37 @@ def says_input_unsupported(status: int | None, body) -> bool:
     return isinstance(message, str) and _INPUT_UNSUPPORTED.search(message[:2000]) is not None
 
 
+def unfit_in_its_own_words(exc: "UpstreamError", raw: bytes) -> bool:
+    """Whether ``exc``'s unfit verdict stands for the request ``raw``: not when the words it
+    was read from (a context-length or input-kind phrase) are the request's own, quoted
+    back by the provider in an ordinary 400 ("Invalid value for 'messages[0].content':
+    '… is only supported by certain models'"). A prompt could otherwise make any 400
+    fail over, to the next tier up with smart routing. Read again (escapes decoded) only
+    on this path, which an unfit answer alone takes."""
+    error = exc.body.get("error") if isinstance(exc.body, dict) else None
+    error = error if isinstance(error, dict) else exc.body
+    if not isinstance(error, dict):
+        return True  # what the gateway itself found: no words to quote
+    code = error.get("code")
+    if isinstance(code, str) and code.lower() in ("context_length_exceeded", "context_too_long"):
+        return True
+    message = error.get("message")
+    if not isinstance(message, str):
+        return True
+    said = [
+        m.group(0).lower()
+        for pattern in (_TOO_LONG, _INPUT_UNSUPPORTED)
+        for m in pattern.finditer(message[:2000])
+    ]
+    if not said:
+        return True
+    try:
+        text = orjson.dumps(orjson.loads(raw)).decode().lower()
+    except orjson.JSONDecodeError:
+        text = raw.decode("utf-8", "replace").lower()
+    return any(phrase not in text for phrase in said)
+
+
 def says_too_long(status: int | None, body) -> bool:
     """Whether a provider's 400 (413, 422) says the prompt is past the context window."""
     if status not in (400, 413, 422) or not isinstance(body, dict):

@@ -3,6 +3,7 @@ image, audio, tools) fails over to the next deployment, fallback model or tier u
 prompt past the context window does; an ordinary 400 (a malformed request) still goes
 straight back (docs/gateway.md, Routing). Every endpoint, streamed or not, over HTTP."""
 
+import httpx
 import pytest
 
 from gateway.tests.conftest import usage_rows
@@ -59,3 +60,38 @@ def test_when_no_deployment_takes_the_input_the_client_gets_the_providers_400(ac
     assert _called(acme) == ["primary-model", "secondary-model"]
     [row] = [r for r in usage_rows(acme.org) if r.endpoint == "chat"]
     assert (row.status, row.http_status) == ("rejected", 400)
+
+
+@pytest.mark.parametrize(
+    "phrase",
+    [
+        "image_url is only supported by certain models",
+        "This model doesn't support tools",
+        "Prompt is too long",
+        "maximum context length",
+    ],
+)
+@pytest.mark.parametrize("escaped", [False, True])
+def test_a_prompt_quoted_back_in_an_ordinary_400_does_not_fail_over(acme, gw, phrase, escaped):
+    """A provider's ordinary 400 that quotes the request ("Invalid value for
+    'messages[0].content': '…'") is not a refusal of an input kind or a context window just
+    because the prompt holds those words (even written with JSON escapes): it goes straight
+    back, and the next deployment, or tier up, is not called (and billed)."""
+    prompt = f"please ignore: {phrase}"
+    acme.fake.behaviours["primary-model"] = _refuses(
+        f"Invalid value for 'messages[0].content': {prompt!r}"
+    )
+    text = "".join(f"\\u{ord(c):04x}" for c in prompt) if escaped else prompt
+    raw = (
+        '{"model": "ha-chat", "messages": [{"role": "user", "content": "' + text + '"}]}'
+    ).encode()
+    r = httpx.post(
+        acme.url + "/v1/chat/completions",
+        content=raw,
+        headers={"Authorization": f"Bearer {acme.raw}", "Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert r.status_code == 400, r.text
+    assert _called(acme) == ["primary-model"]
+    [row] = [r for r in usage_rows(acme.org) if r.endpoint == "chat"]
+    assert (row.status, row.http_status, row.model_used) == ("rejected", 400, "ha-chat")
