@@ -247,9 +247,10 @@ def redact(value, dep: DeploymentInfo):
         return value
     if isinstance(value, bytes):
         for secret in secrets:
-            value = value.replace(secret.encode(), b"[redacted]")
-            # (inside JSON text, as an event carries it: its escaped form too)
-            value = value.replace(orjson.dumps(secret)[1:-1], b"[redacted]")
+            # in any letter case (an upstream that quotes it upper-cased), and inside JSON
+            # text, as an event carries it, its escaped form too
+            for form in {secret.encode(), orjson.dumps(secret)[1:-1]}:
+                value = re.sub(re.escape(form), b"[redacted]", value, flags=re.IGNORECASE)
         return value
     return _scrubbed(value, secrets)
 
@@ -258,9 +259,8 @@ def _scrubbed(value, secrets: list[str]):
     """``value`` (a provider's error: text, or JSON) with every credential string in it
     replaced by [redacted]."""
     if isinstance(value, str):
-        for secret in secrets:
-            if secret in value:
-                value = value.replace(secret, "[redacted]")
+        for secret in secrets:  # in any letter case
+            value = re.sub(re.escape(secret), "[redacted]", value, flags=re.IGNORECASE)
         return value
     if isinstance(value, dict):
         return {k: _scrubbed(v, secrets) for k, v in value.items()}

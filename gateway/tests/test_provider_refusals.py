@@ -404,6 +404,25 @@ def test_a_service_account_json_credential_is_redacted_part_by_part():
     )
 
 
+def test_a_credential_quoted_in_another_letter_case_is_redacted():
+    """An upstream (or a proxy before it) that quotes the key upper-cased, or in a JSON
+    event's text, still shows no form of it: in text, in JSON, in an event's bytes."""
+    from gateway.dataplane.snapshot import DeploymentInfo
+    from gateway.dataplane.upstream import redact
+
+    key = "sk-Secret-Fake-Upstream-Key-123456"
+    dep = DeploymentInfo(1, "m", "p", "openai", "x", credentials={"api_key": key})
+    assert redact(f"bad key {key.upper()} and {key.lower()}", dep) == (
+        "bad key [redacted] and [redacted]"
+    )
+    assert redact({"error": {"message": f"key={key.upper()}"}}, dep) == {
+        "error": {"message": "key=[redacted]"}
+    }
+    event = b'data: {"error": {"message": "' + key.upper().encode() + b'"}}\n\n'
+    assert key.upper().encode() not in redact(event, dep)
+    assert b"[redacted]" in redact(event, dep)
+
+
 def test_a_long_error_is_redacted_before_it_is_cut(acme):
     """A key across the cut (200 characters) would leave its first part in the message."""
     message = "x" * 185 + " key " + SECRET + " refused"
