@@ -1,7 +1,6 @@
 """The Anthropic Messages API (/v1/messages): its checks and errors, the native call to
 Anthropic deployments, and the translation to and from chat completions for the rest."""
 
-import json
 import uuid
 import weakref
 from collections.abc import AsyncIterator
@@ -24,7 +23,7 @@ from .upstream import (
     redact,
     web_searches,
 )
-from .validation import Invalid, _refuse_constant, _shown, json_type, requested_model
+from .validation import Invalid, _shown, exact_json, json_type, requested_model
 
 ENDPOINTS = frozenset({"messages", "count_tokens"})
 DEFAULT_VERSION = "2023-06-01"
@@ -84,9 +83,8 @@ def _exact_integers(raw: bytes, endpoint: str) -> None:
     all ("not valid JSON"). Read again with Python's json, whose integers have any size,
     and checked again, an integer field out of range is said so instead; anything else
     keeps orjson's answer (validation._out_of_range_integer, for the OpenAI endpoints)."""
-    try:
-        body = json.loads(raw, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError):  # past 4,300 digits too (int_max_str_digits)
+    body = exact_json(raw)
+    if body is None:
         return
     try:
         _checked(body, raw, endpoint)

@@ -701,6 +701,17 @@ def _refuse_constant(name):
     raise ValueError(name)  # NaN, Infinity: not JSON (orjson refuses them too)
 
 
+def exact_json(raw: bytes):
+    """``raw`` read with Python's json, whose integers have any size (orjson reads one past
+    64 bits as a float and one past about 308 digits not at all), or None where it cannot
+    be (not JSON, NaN or Infinity, nested past the recursion limit, past 4,300 digits).
+    For the way to a 400 only: it is slow."""
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        return None
+
+
 def _out_of_range_integer(raw: bytes, endpoint: str) -> None:
     """A 400 ``GatewayError`` for an integer field whose value, written as an integer, is
     past its range but too large for orjson to read as one (past 64 bits it reads a float,
@@ -708,10 +719,7 @@ def _out_of_range_integer(raw: bytes, endpoint: str) -> None:
     integers have any size, and checked again; only a refusal of an integer is raised
     (anything else Python's json reads that orjson does not stays orjson's answer). Only on
     the way to another 400; returns when it finds none."""
-    try:
-        body = json.loads(raw, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError):  # past 4,300 digits too (int_max_str_digits)
-        return
+    body = exact_json(raw)
     if type(body) is not dict:
         return
     try:
