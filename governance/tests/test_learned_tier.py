@@ -157,38 +157,28 @@ def test_the_dashboard_forms_refuse_it_beside_the_field(charlie_client, org_b):
     assert not RoutingPolicy.objects.filter(org=org_b).exists()
 
 
-def test_a_platform_admin_can_grant_it_to_a_tier_and_take_it_from_another(org_a, org_b):
-    _set_learned("free", True)
+def _save_learned(org):
     governance_services.routing_policy_save(
         actor=ACTOR,
-        org=org_b,
+        org=org,
         name="s",
         strategy="smart",
         models=["a", "b"],
         smart={"classifier": "learned"},
     )
+
+
+def test_a_platform_admin_can_grant_it_to_a_tier_and_take_it_from_another(org_a, org_b):
+    _set_learned("free", True)
+    _save_learned(org_b)
     _set_learned("pro", False)
     with pytest.raises(ValidationError) as refused:
-        governance_services.routing_policy_save(
-            actor=ACTOR,
-            org=org_a,
-            name="s",
-            strategy="smart",
-            models=["a", "b"],
-            smart={"classifier": "learned"},
-        )
+        _save_learned(org_a)
     assert refused.value.message_dict["smart"][0].startswith(
         "The learned classifier is on the Free and Enterprise tiers; this organization is on Pro"
     )
     _set_learned("pro", None)  # empty: the tier's default again
-    governance_services.routing_policy_save(
-        actor=ACTOR,
-        org=org_a,
-        name="s",
-        strategy="smart",
-        models=["a", "b"],
-        smart={"classifier": "learned"},
-    )
+    _save_learned(org_a)
 
 
 # ------------------------------------------------------------------------------ a downgrade
