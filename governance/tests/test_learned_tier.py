@@ -16,6 +16,7 @@ from gateway import services
 from gateway.models import GatewayConfig
 from gateway.snapshot_builder import build_snapshot
 from gateway.tests.conftest import ACTOR
+from gateway.tests.test_tier_quotas import _set as set_tier_limit
 from governance import services as governance_services
 from governance.models import RoutingPolicy
 from orgs import services as org_services
@@ -37,15 +38,7 @@ def _post_policy(client, smart):
 
 
 def _set_learned(tier, value):
-    limit = TierLimit.objects.get(tier=tier)
-    org_services.tier_limit_set(
-        actor=ACTOR,
-        tier=tier,
-        monthly_requests=limit.monthly_requests,
-        monthly_spend_cap_usd=limit.monthly_spend_cap_usd,
-        key_rpm=limit.key_rpm,
-        learned_routing=value,
-    )
+    set_tier_limit(tier, learned_routing=value)  # the tier's other quotas kept
 
 
 # ------------------------------------------------------------------------------ the tiers

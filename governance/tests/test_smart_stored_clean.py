@@ -10,21 +10,12 @@ from django.core.management import call_command
 
 from gateway.models import GatewayConfig
 from governance.models import RoutingPolicy
+from governance.tests.test_smart_partial_update_h7 import _policy
 
 pytestmark = pytest.mark.django_db
 API = "/api/gateway/routing-policies"
 CONFIG = "/api/gateway/config"
 AB = {"share": 0.3, "classifier": "strong"}
-
-
-def _policy(client, smart):
-    created = client.post(
-        API,
-        {"name": "saver", "strategy": "smart", "models": ["lite", "pro"], "smart": smart},
-        content_type="application/json",
-    )
-    assert created.status_code == 201, created.content
-    return created.json()["id"]
 
 
 def _patch(client, pk, smart):
