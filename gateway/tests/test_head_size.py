@@ -68,7 +68,7 @@ def test_pipelined_requests_with_big_bodies_are_not_taken_for_a_big_head(server)
     are not that head's."""
     body = b'{"model": "m", "input": "' + b"x" * 300_000 + b'"}'
     # (To a path that reads its body: a /v1 401, given before the body is read, is the
-    # connection's last: test_early_answer_close_h6.py.)
+    # connection's last: test_early_answer_close.py.)
     one = (
         b"POST /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n" % len(body) + body

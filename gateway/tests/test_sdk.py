@@ -192,7 +192,7 @@ def test_model_names_match_exactly(acme):
 
 def test_provider_4xx_is_passed_through_not_retried(acme, mode):
     # (A context-length 400 is the exception: another deployment's window may be larger,
-    # so it is tried: test_context_window_h6.py.)
+    # so it is tried: test_context_window.py.)
     acme.fake.behaviours["primary-model"] = Behaviour(
         status=400, error_message="Invalid value for 'temperature'", error_code="invalid_value"
     )

@@ -10,7 +10,7 @@ from django.core.management import call_command
 
 from gateway.models import GatewayConfig
 from governance.models import RoutingPolicy
-from governance.tests.test_smart_partial_update_h7 import _policy
+from governance.tests.test_smart_partial_update import _policy
 
 pytestmark = pytest.mark.django_db
 API = "/api/gateway/routing-policies"

@@ -13,7 +13,7 @@ import pytest
 
 from gateway.tests.conftest import usage_rows
 from gateway.tests.fake_upstream import Behaviour
-from gateway.tests.test_failover_deadline_h5 import BODIES, CASES, ENDPOINT, _called, _timeout
+from gateway.tests.test_failover_deadline import BODIES, CASES, ENDPOINT, _called, _timeout
 from gateway.tests.test_smart_routing import _smart_key, _tiers
 
 

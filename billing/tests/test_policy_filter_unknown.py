@@ -5,7 +5,7 @@ at: another org's policy names are not told apart from names no one has."""
 
 import pytest
 
-from billing.tests.test_smart_policy_filter_h1 import (  # noqa: F401 (the fixture)
+from billing.tests.test_smart_policy_filter import (  # noqa: F401 (the fixture)
     _analytics,
     _log_ids,
     _row,

@@ -8,7 +8,7 @@ import pytest
 
 from gateway.tests.conftest import usage_rows
 from gateway.tests.fake_upstream import Behaviour
-from gateway.tests.test_failover_deadline_h5 import CASES, ENDPOINT, _answered, _called, post
+from gateway.tests.test_failover_deadline import CASES, ENDPOINT, _answered, _called, post
 from gateway.tests.test_smart_routing import _smart_key, _tiers
 
 NO_IMAGES = "Invalid content type. image_url is only supported by certain models."
