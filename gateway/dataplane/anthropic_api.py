@@ -23,7 +23,7 @@ from .upstream import (
     redact,
     web_searches,
 )
-from .validation import Invalid, _shown, exact_json, json_type, requested_model
+from .validation import Invalid, _shown, exact_json, json_type, not_json, requested_model
 
 ENDPOINTS = frozenset({"messages", "count_tokens"})
 DEFAULT_VERSION = "2023-06-01"
@@ -168,9 +168,7 @@ def parse_request(raw: bytes, endpoint: str) -> dict:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise _bad(
-                f"The request body is not valid JSON: {exc}.", None, "invalid_json"
-            ) from None
+            raise _bad(not_json(exc, raw), None, "invalid_json") from None
         return _checked(body, raw, endpoint)
     except GatewayError as exc:
         if exc.code in ("invalid_json", "invalid_type"):
@@ -226,6 +224,12 @@ def _checked(body, raw: bytes, endpoint: str) -> dict:
             _number(name, body[name], lo, hi, integer=integer)
     if body.get("stream") is not None:
         _expect(isinstance(body["stream"], bool), "stream", "a boolean", body["stream"])
+    thinking = body.get("thinking")
+    if thinking is not None:  # passed through to Anthropic, ignored elsewhere: its shape
+        _expect(isinstance(thinking, dict), "thinking", "an object", thinking)
+        _text("thinking.type", thinking.get("type"))
+        if thinking.get("budget_tokens") is not None:
+            _number("thinking.budget_tokens", thinking["budget_tokens"], 1, INT32_MAX, integer=True)
     stops = body.get("stop_sequences")
     if stops is not None:
         _expect(isinstance(stops, list), "stop_sequences", "an array of strings", stops)

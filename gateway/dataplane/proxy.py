@@ -47,7 +47,7 @@ from .upstream import count_of as _count
 from .upstream import empty_answer as _empty_answer
 from .upstream import parse_event as _parse_event
 from .usage import UsageSink
-from .validation import json_type, parse_body
+from .validation import exact_json, json_type, not_json, parse_body
 
 log = logging.getLogger("bonito.gateway")
 NO_TOKENS = Counts(0, 0)
@@ -1300,8 +1300,11 @@ def parse_feedback(raw: bytes) -> tuple[str, float]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        # as the other endpoints say it: where and why (a number past a float's range too)
-        raise bad(f"The request body is not valid JSON: {exc}.", None, "invalid_json") from None
+        # as the other endpoints say it: where and why; a score of 400 digits is still read
+        # (Python's json), to be told its range below
+        body = exact_json(raw) if "infinity" in str(exc) else None
+        if not isinstance(body, dict) or not isinstance(body.get("score"), int):
+            raise bad(not_json(exc, raw), None, "invalid_json") from None
     if not isinstance(body, dict):
         raise bad("The body must be a JSON object.", None, "invalid_type")
     unknown = sorted(set(body) - {"request_id", "score", "thumbs"})
@@ -1361,7 +1364,13 @@ def parse_feedback(raw: bytes) -> tuple[str, float]:
     if not 0 <= score <= 1:
         # as sent (repr: the shortest form that reads back the same); {:g} said 1.0000001
         # was "1", and a 17-digit integer "1.23457e+16"
-        raise bad(f"score must be from 0 (bad) to 1 (good); it is {score!r}.", "score")
+        if type(score) is float and score.is_integer():  # orjson's read of a 2^64 integer
+            exact = exact_json(raw)
+            score = exact.get("score", score) if isinstance(exact, dict) else score
+        shown = repr(score)
+        if len(shown) > 40:
+            shown = f"{shown[:20]}… ({len(shown.lstrip('-'))} digits)"
+        raise bad(f"score must be from 0 (bad) to 1 (good); it is {shown}.", "score")
     return rid, float(score) + 0.0  # -0.0 is 0.0 (stored and echoed without its sign)
 
 

@@ -672,9 +672,7 @@ def parse_body(raw: bytes, endpoint: str) -> dict:
         # orjson cannot read an integer of more than about 308 digits ("infinity"): if a
         # field's is, say that it is out of range, as for any other integer
         _out_of_range_integer(raw, endpoint)
-        raise errors.bad_request(
-            f"The request body is not valid JSON: {exc}.", code="invalid_json"
-        ) from exc
+        raise errors.bad_request(not_json(exc, raw), code="invalid_json") from exc
     if type(body) is not dict:
         raise errors.bad_request("The request body must be a JSON object.", code="invalid_type")
     try:
@@ -710,6 +708,19 @@ def exact_json(raw: bytes):
         return json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, RecursionError):
         return None
+
+
+def not_json(exc: Exception, raw: bytes) -> str:
+    """What a 400 says of a body orjson could not read. A number past a double's range
+    (an integer of more than about 308 digits, 1e400) is valid JSON that this gateway
+    cannot carry: said so, not "not valid JSON". Only on the way to a 400."""
+    if "infinity" in str(exc) and exact_json(raw) is not None:
+        where = str(exc).rpartition(": ")[2]
+        return (
+            "The request body holds a number too large to carry (past about 1.8e308, an "
+            f"integer of more than 308 digits): {where}."
+        )
+    return f"The request body is not valid JSON: {exc}."
 
 
 def _out_of_range_integer(raw: bytes, endpoint: str) -> None:

@@ -40,7 +40,12 @@ def _feedback(acme, payload):
         (b"-0.0000001", "-1e-07"),
         (b"1.5", "1.5"),
         (b"-1", "-1"),
-        (b"100000000000000000000", "1e+20"),  # past 64 bits: read as a decimal
+        # past 64 bits (orjson reads a decimal) and past 308 digits (it reads nothing):
+        # the integer as written, a long one cut short
+        (b"100000000000000000000", "100000000000000000000"),
+        (b"-18446744073709551616", "-18446744073709551616"),
+        (b"9" * 400, "9" * 20 + "… (400 digits)"),
+        (b"1e20", "1e+20"),  # a decimal stays one
         (b"12345678901234567", "12345678901234567"),
     ],
 )
@@ -49,6 +54,17 @@ def test_a_score_out_of_range_is_quoted_as_sent(raw, shown):
         parse_feedback(b'{"request_id": "r", "score": ' + raw + b"}")
     assert info.value.message == f"score must be from 0 (bad) to 1 (good); it is {shown}."
     assert (info.value.code, info.value.param) == ("invalid_value", "score")
+
+
+def test_a_decimal_past_a_double_is_too_large_not_invalid_json():
+    for raw in (b"1e400", b"-1e400"):
+        with pytest.raises(GatewayError) as info:
+            parse_feedback(b'{"request_id": "r", "score": ' + raw + b"}")
+        assert info.value.code == "invalid_json"
+        assert info.value.message.startswith("The request body holds a number too large")
+    with pytest.raises(GatewayError) as info:  # what is not JSON is still said to be
+        parse_feedback(b'{"request_id": "r", "score": 1e400, }')
+    assert "not valid JSON" in info.value.message
 
 
 @pytest.mark.parametrize("raw", [b"-0.0", b"-0", b"0", b"0.0", b"-0e5"])

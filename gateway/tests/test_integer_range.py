@@ -101,6 +101,7 @@ def test_a_huge_token_id_is_not_a_token_id_and_a_huge_decimal_is_not_json():
     assert "18446744073709551616 is not a token id" in error.message
     error = _said("chat", _raw("chat", "temperature", "1e400"))  # a decimal: as before
     assert error.code == "invalid_json"
+    assert error.message.startswith("The request body holds a number too large to carry")
     # NaN is not JSON, whatever else is in the body
     error = _said("chat", _raw("chat", "max_tokens", "18446744073709551616")[:-1] + b',"x":NaN}')
     assert error.code == "invalid_json"
@@ -154,3 +155,66 @@ def test_messages_says_an_integer_too_large_for_a_machine_word_is_out_of_range(e
     with pytest.raises(GatewayError) as info:
         anthropic_api.parse_request(raw, endpoint)
     assert info.value.code == "invalid_json"
+
+
+@pytest.mark.parametrize("endpoint", ["chat", "messages"])
+def test_a_huge_integer_where_no_field_is_checked_is_too_large_not_invalid_json(endpoint):
+    """A tool's JSON schema may hold any JSON number; one orjson cannot read is valid JSON
+    the gateway cannot carry, and the 400 says that, where it is."""
+    from gateway.dataplane import anthropic_api
+
+    schema = {"type": "integer", "maximum": 1}
+    if endpoint == "chat":
+        body = {**BASE["chat"], "model": "m"}
+        body["tools"] = [{"type": "function", "function": {"name": "f", "parameters": schema}}]
+    else:
+        body = {**MESSAGES, "tools": [{"name": "f", "input_schema": schema}]}
+    raw = orjson.dumps(body).replace(b'"maximum":1', b'"maximum":' + b"9" * 400)
+    with pytest.raises(GatewayError) as info:
+        if endpoint == "chat":
+            validation.parse_body(raw, "chat")
+        else:
+            anthropic_api.parse_request(raw, "messages")
+    assert info.value.code == "invalid_json"
+    assert info.value.message.startswith("The request body holds a number too large to carry")
+    assert "column" in info.value.message and "not valid JSON" not in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("thinking", "said"),
+    [
+        ('"on"', "thinking: Input should be an object"),
+        ('{"budget_tokens": 2048}', "thinking.type: Field required"),
+        (
+            '{"type": "enabled", "budget_tokens": "x"}',
+            "thinking.budget_tokens: Input should be an integer",
+        ),
+        ('{"type": "enabled", "budget_tokens": 0}', "thinking.budget_tokens: must be between 1"),
+        (
+            '{"type": "enabled", "budget_tokens": 18446744073709551616}',
+            "thinking.budget_tokens: must be between 1",
+        ),
+        (
+            '{"type": "enabled", "budget_tokens": ' + "9" * 400 + "}",
+            "thinking.budget_tokens: must be between 1",
+        ),
+    ],
+)
+def test_messages_checks_thinking_s_shape(thinking, said):
+    from gateway.dataplane import anthropic_api
+
+    raw = orjson.dumps(MESSAGES)[:-1] + b',"thinking":' + thinking.encode() + b"}"
+    with pytest.raises(GatewayError) as info:
+        anthropic_api.parse_request(raw, "messages")
+    assert info.value.message.startswith(said), info.value.message
+    assert len(info.value.message) < 200
+
+
+def test_messages_takes_a_well_formed_thinking():
+    from gateway.dataplane import anthropic_api
+
+    for thinking in ({"type": "enabled", "budget_tokens": 2048}, {"type": "disabled"}):
+        body = anthropic_api.parse_request(
+            orjson.dumps({**MESSAGES, "thinking": thinking}), "messages"
+        )
+        assert body["thinking"] == thinking
