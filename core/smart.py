@@ -199,6 +199,24 @@ def without_learned(spec):
     return out
 
 
+def ab_completed(spec):
+    """Settings saved before an A/B test needed both its keys (2026-12-03), made whole as
+    they were served: ``{"classifier": X}`` alone (no share: no A/B traffic) gets share 0,
+    ``{"share": 0}`` alone is removed. None when there is nothing to change. For the data
+    migrations that fix such rows (gateway 0014, governance 0008)."""
+    ab = spec.get("ab") if isinstance(spec, dict) else None
+    if not isinstance(ab, dict) or len(ab) != 1:
+        return None
+    out = dict(spec)
+    if "classifier" in ab:
+        out["ab"] = {"share": 0, "classifier": ab["classifier"]}
+    elif "share" in ab and not ab["share"]:
+        del out["ab"]
+    else:
+        return None
+    return out
+
+
 def keyword_matched(word: str) -> str:
     """A keyword as the rules classifier matches it: trimmed, lower-cased in ASCII letters
     only, as the prompt is (gateway.dataplane.smart): str.lower() also lowered "É", which a

@@ -21,10 +21,10 @@ STORED = {
 }
 
 
-def _policy(client, smart=STORED):
+def _policy(client, smart=STORED, name="saver"):
     created = client.post(
         API,
-        {"name": "saver", "strategy": "smart", "models": ["lite", "pro"], "smart": smart},
+        {"name": name, "strategy": "smart", "models": ["lite", "pro"], "smart": smart},
         content_type="application/json",
     )
     assert created.status_code == 201, created.content

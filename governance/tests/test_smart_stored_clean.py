@@ -99,3 +99,41 @@ def test_apply_config_stores_no_empty_ab_or_keywords(tmp_path, org_a):
     call_command("apply_config", str(path), stdout=StringIO(), stderr=StringIO())
     assert RoutingPolicy.objects.get(org=org_a, name="saver").smart == {"aggressiveness": 0.0}
     assert GatewayConfig.objects.get(org=org_a).smart == {}
+
+
+def test_the_data_migrations_make_an_ab_saved_with_one_key_whole_as_it_was_served(
+    alice_client, org_a
+):
+    """Before the both-keys check an `ab` could be saved with one key; such a policy was
+    refused on its next save. Migrations gateway 0014 and governance 0008 complete it as it
+    was served: an arm alone gets share 0, a share of 0 alone is removed."""
+    import importlib
+
+    from django.apps import apps
+
+    from core import smart as smart_settings
+
+    pk = _policy(alice_client, {})
+    other = _policy(alice_client, {"ab": AB}, name="kept")
+    RoutingPolicy.objects.filter(pk=pk).update(smart={"ab": {"classifier": "strong"}})
+    config, _ = GatewayConfig.objects.get_or_create(org=org_a)
+    GatewayConfig.objects.filter(pk=config.pk).update(smart={"ab": {"share": 0}, "within": "cost"})
+    tiers = ["lite", "pro"]
+    served = [
+        smart_settings.resolve(s, tiers, serving=True)
+        for s in (_stored(pk), GatewayConfig.objects.get(pk=config.pk).smart)
+    ]
+    assert _patch(alice_client, pk, {"within": "failover"}).status_code == 400  # as it was
+
+    importlib.import_module("gateway.migrations.0014_smart_ab_completed").forwards(apps, None)
+    importlib.import_module("governance.migrations.0008_smart_ab_completed").forwards(apps, None)
+
+    assert _stored(pk) == {"ab": {"share": 0, "classifier": "strong"}}
+    assert GatewayConfig.objects.get(pk=config.pk).smart == {"within": "cost"}
+    assert _stored(other) == {"ab": AB}  # whole ones untouched
+    assert served == [
+        smart_settings.resolve(s, tiers, serving=True)
+        for s in (_stored(pk), GatewayConfig.objects.get(pk=config.pk).smart)
+    ]
+    response = _patch(alice_client, pk, {"within": "failover"})
+    assert response.status_code == 200, response.content
