@@ -25,7 +25,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from core.months import month_bounds
 
-from .models import LATENCY_BUCKETS_MS, UsageRecord, UsageRollup
+from .models import LATENCY_BUCKETS_MS, UsageRecord, UsageRollup, of_policy
 from .services import FEEDBACK, histogram_aggregates, rolled_until
 from .spend import TOTALS, grouped
 
@@ -140,7 +140,7 @@ def policy_filter(org, params) -> str | None:
         # a policy named by digits ("2026") is found by its name too
         policies.filter(name=value).exists()
         # a deleted policy's requests, by the name they recorded
-        or UsageRecord.objects.filter(org=org, routing_policy=value).exists()
+        or of_policy(UsageRecord.objects.filter(org=org), value).exists()
     ):
         found = value
     if found is None:
@@ -229,7 +229,7 @@ def _filtered(org, filters):
     if filters.get("policy") is not None:
         # The policy that smart-routed each request (the org default's record ""); a
         # request no smart routing chose a tier for is no policy's.
-        qs = qs.filter(routing_policy=filters["policy"]).exclude(route_tier="")
+        qs = of_policy(qs, filters["policy"]).exclude(route_tier="")
     return qs
 
 

@@ -15,7 +15,7 @@ from core import smart
 from governance import services as governance_services
 from governance.models import RoutingPolicy
 
-from .models import UsageRecord
+from .models import UsageRecord, of_policy
 
 MIN_RATED = 30  # rated requests below the top tier needed before anything moves
 QUALITY = 0.95  # the lower tiers must keep this share of the top tier's average feedback
@@ -138,8 +138,7 @@ def smart_recalibrate(*, actor, org, name: str, min_rated: int = MIN_RATED) -> d
         current = smart.resolve(saved, tiers)
     except ValueError as exc:  # saved where the learned classifier's extra was installed
         raise ValidationError(f"{label}: {exc}") from exc
-    rated = UsageRecord.objects.for_org(org).filter(
-        routing_policy=name,
+    rated = of_policy(UsageRecord.objects.for_org(org), name).filter(
         feedback_score__isnull=False,
         # answered by the tier its score chose: after a failover up (or to a fallback
         # model) the rating is another model's

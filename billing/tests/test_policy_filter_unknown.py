@@ -84,3 +84,30 @@ def test_another_org_s_names_are_answered_as_names_no_one_has(
         assert charlie_client.get(
             "/api/gateway/analytics", {"range": "24h", "policy": name}
         ).status_code == (200)
+
+
+def test_the_name_check_and_the_filter_read_an_index_of_smart_routed_rows_only(org_a):
+    """A name no policy has was a scan of all the org's usage rows; now the partial index
+    of rows that carry a policy answers it (and the policy= filter), on both databases."""
+    from django.db import connection
+
+    from billing.models import UsageRecord, of_policy
+
+    query = of_policy(UsageRecord.objects.filter(org=org_a), "nosuch").order_by("-created_at")
+    sql, params = query.values("id")[:1].query.sql_with_params()
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL enable_seqscan = off")  # the rows here are few
+            cursor.execute("EXPLAIN " + sql, params)
+        else:
+            cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
+        plan = " ".join(str(part) for row in cursor.fetchall() for part in row)
+    # (on PostgreSQL each partition's copy of it, named by its columns)
+    assert "gateway_req_policy_idx" in plan or "org_id_routing_policy_created_at_idx" in plan, plan
+    with connection.cursor() as cursor:  # partial: rows without a policy are not in it
+        indexes = connection.introspection.get_constraints(cursor, UsageRecord._meta.db_table)
+    assert indexes["gateway_req_policy_idx"]["columns"] == [
+        "org_id",
+        "routing_policy",
+        "created_at",
+    ]
