@@ -152,7 +152,30 @@ INSTRUCTION_ROLES = ("system", "developer")
 def prompt_text(body: dict) -> tuple[str, int]:
     """(the prompt's text, the number of turns) of a chat or completions body: every
     message's text but the system and developer messages' (unless there is nothing else),
-    parts of type text."""
+    parts of type text, one per line."""
+    parts, turns = prompt_parts(body)
+    return "\n".join(parts), turns
+
+
+def line_breaks(parts: list[str]) -> int:
+    """The line breaks inside the prompt's texts: not the ones that join its messages or
+    parts, nor the newlines (and other spaces) around a text. A conversation's turns, an
+    app's trailing newline or a message in two parts are not a prompt of many lines
+    (they were: every turn after the first, or "?" then six newlines, went up a tier or
+    more). Of a text longer than SCAN_CHARS, its first and last SCAN_CHARS / 2 characters
+    are read, as for the other features."""
+    half = SCAN_CHARS // 2
+    n = 0
+    for p in parts:
+        if len(p) > SCAN_CHARS:
+            n += p[:half].lstrip().count("\n") + p[-half:].rstrip().count("\n") + 1
+        else:
+            n += p.strip().count("\n")
+    return n
+
+
+def prompt_parts(body: dict) -> tuple[list[str], int]:
+    """(the prompt's texts, the number of turns): prompt_text's, not yet joined."""
     messages = body.get("messages")
     if isinstance(messages, list):
         said = [
@@ -168,18 +191,19 @@ def prompt_text(body: dict) -> tuple[str, int]:
                 for p in content:
                     if isinstance(p, dict) and isinstance(p.get("text"), str):
                         parts.append(p["text"])
-        return "\n".join(parts), len(messages)
+        return parts, len(messages)
     prompt = body.get("prompt")
     if isinstance(prompt, str):
-        return prompt, 1
+        return [prompt], 1
     if isinstance(prompt, list):
-        return "\n".join(p for p in prompt if isinstance(p, str)), 1
-    return "", 0
+        return [p for p in prompt if isinstance(p, str)], 1
+    return [], 0
 
 
 def features(body: dict, keywords: dict | None = None) -> list[float]:
     """The rules classifier's features of one request (names in FEATURE_NAMES)."""
-    text, turns = prompt_text(body)
+    parts, turns = prompt_parts(body)
+    text = "\n".join(parts)
     if len(text) > SCAN_CHARS:
         scanned = text[: SCAN_CHARS // 2] + "\n" + text[-SCAN_CHARS // 2 :]
     else:
@@ -231,7 +255,7 @@ def features(body: dict, keywords: dict | None = None) -> list[float]:
         math.log1p(out_len if isinstance(out_len, int) else 0),
         math.log1p(raw.count(b"?")),
         choice,
-        math.log1p(raw.count(b"\n")),
+        math.log1p(line_breaks(parts)),
         sentences,
         numbers,
         open_problem * tokens,
