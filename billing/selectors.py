@@ -136,6 +136,18 @@ def policy_filter(org, params) -> str | None:
     found = None
     if value.isdigit() and _ID.fullmatch(value) and 0 < int(value) <= MAX_ID:
         found = policies.filter(pk=int(value)).values_list("name", flat=True).first()
+        if found is not None and found != value:
+            # A policy named by digits ("2") may be another's id: never answer with the
+            # other's requests. Its id (the dashboard's menu gives it) is not ambiguous.
+            named = policies.filter(name=value).values_list("pk", flat=True).first()
+            if named is not None or of_policy(UsageRecord.objects.filter(org=org), value).exists():
+                raise ValidationError(
+                    {
+                        "policy": f"{value} is the id of policy {found!r} and also a policy's "
+                        f"name; give an id to say which: {value} for {found!r}"
+                        + (f", {named} for the one named {value!r}." if named else ".")
+                    }
+                )
     if found is None and (
         # a policy named by digits ("2026") is found by its name too
         policies.filter(name=value).exists()

@@ -105,22 +105,24 @@ def _policy_choices(request) -> list[tuple[str, str, bool]]:
     policy's id in the URL selects that policy's name."""
     from governance.models import RoutingPolicy
 
-    names = (
+    policies = (
         RoutingPolicy.objects.for_org(request.org)
         .filter(strategy="smart")
         .order_by("name")
-        .values_list("name", flat=True)
+        .values_list("pk", "name")
     )
     choices = [(selectors.ORG_DEFAULT_POLICY, selectors.ORG_DEFAULT_POLICY)]
-    choices += [(name, name) for name in names]
+    # A name of digits is given as its policy's id: as a value it could be another's id.
+    choices += [(str(pk) if name.isdigit() else name, name) for pk, name in policies]
     asked = request.GET.get("policy") or ""
-    if asked.isdigit():  # an id (or a name of digits): the policy's name, as the rows were
+    if asked.isdigit():  # an id (or a name of digits): the menu's entry for that policy
         try:
             name = selectors.policy_filter(request.org, {"policy": asked})
         except ValidationError:
             name = None
         if name is not None:
-            asked = name or selectors.ORG_DEFAULT_POLICY
+            label = name or selectors.ORG_DEFAULT_POLICY
+            asked = next((v for v, shown in choices if shown == label), label)
     if asked and asked not in {value for value, _label in choices}:
         choices.append((asked, asked))
     return [(value, label, value == asked) for value, label in choices]

@@ -239,3 +239,37 @@ def test_the_logs_live_tail_is_told_the_policy_it_keeps_to(alice_client, org_a, 
     html = alice_client.get(f"/o/{org_a.slug}/logs/", {"policy": "(org default)"}).content.decode()
     assert 'data-policy=""' in html
     assert "data-policy" not in alice_client.get(f"/o/{org_a.slug}/logs/").content.decode()
+
+
+def test_a_name_of_digits_that_is_another_policy_s_id_is_never_that_policy_s_data(
+    alice_client, org_a, traffic
+):
+    """policy=N where N is one policy's id and another's name answered with the first's
+    requests, and the dashboard's menu offered N for the second: its own page showed
+    another policy's traffic. Now such a value is a 400 that gives both ids, and the menu
+    gives a policy named by digits by its id."""
+    saver = traffic["saver"]
+    named = _smart_policy(org_a, str(saver.id))
+    _row(org_a, policy=str(saver.id), tier="lite", request_id="digits")
+    said = (
+        f"{saver.id} is the id of policy 'saver' and also a policy's name; give an id to say "
+        f"which: {saver.id} for 'saver', {named.id} for the one named '{saver.id}'."
+    )
+    for url in ("/api/gateway/analytics", "/api/gateway/usage", "/api/gateway/logs"):
+        response = alice_client.get(url, {"range": "24h", "policy": saver.id})
+        assert response.status_code == 400, url
+        assert response.json() == {"policy": [said]}
+    assert _log_ids(alice_client, policy=named.id) == ["digits"]
+    assert _log_ids(alice_client, policy="saver") != ["digits"]
+    page = alice_client.get(f"/o/{org_a.slug}/usage/", {"range": "24h", "policy": named.id})
+    assert page.status_code == 200
+    menu = {label: (value, selected) for value, label, selected in page.context["policies"]}
+    assert menu[str(saver.id)] == (str(named.id), True)  # the digits' policy, by its id
+    assert menu["saver"] == ("saver", False)
+    # once that policy is deleted, its requests still hold the name: still ambiguous
+    from governance import services as gov
+
+    gov.routing_policy_delete(actor=ACTOR, routing_policy=named)
+    response = alice_client.get("/api/gateway/logs", {"range": "24h", "policy": saver.id})
+    assert response.status_code == 400
+    assert response.json()["policy"][0].endswith(f"{saver.id} for 'saver'.")
