@@ -14,6 +14,7 @@ from django.template.defaultfilters import pluralize
 from core import smart
 from governance import services as governance_services
 from governance.models import RoutingPolicy
+from orgs.models import tier_includes_learned
 
 from .models import UsageRecord, of_policy
 
@@ -138,6 +139,17 @@ def smart_recalibrate(*, actor, org, name: str, min_rated: int = MIN_RATED) -> d
         current = smart.resolve(saved, tiers)
     except ValueError as exc:  # saved where the learned classifier's extra was installed
         raise ValidationError(f"{label}: {exc}") from exc
+    if smart.uses_learned(saved) and not tier_includes_learned(org.tier):
+        # Served with rules since a downgrade: its ratings are of rules scores, and a save
+        # of the learned settings would be refused. Said, not "send feedback" (there is).
+        if current.classifier == "learned":
+            what, fix = "the learned classifier and served with rules", "Switch it to rules"
+        else:
+            what, fix = "an A/B arm of the learned classifier, not served", "Remove its A/B test"
+        raise ValidationError(
+            f"{label} is saved with {what}: {governance_services.learned_refusal(org)} "
+            f"{fix} to re-calibrate it from its feedback."
+        )
     rated = of_policy(UsageRecord.objects.for_org(org), name).filter(
         feedback_score__isnull=False,
         # answered by the tier its score chose: after a failover up (or to a fallback

@@ -222,3 +222,36 @@ def test_a_downgraded_org_keeps_its_policy_served_with_rules_and_told(alice_clie
     assert switch.status_code == 200, switch.content
     page = alice_client.get(f"/o/{org_a.slug}/routing/").content.decode()
     assert page.count(said) == 1
+
+
+@pytest.mark.parametrize(
+    ("spec", "said", "fix"),
+    [
+        ({"classifier": "learned"}, "the learned classifier and served with rules", "Switch it"),
+        (
+            {"ab": {"share": 0.2, "classifier": "learned"}},
+            "an A/B arm of the learned classifier, not served",
+            "Remove its A/B test",
+        ),
+    ],
+)
+def test_re_calibrating_a_downgraded_org_s_learned_settings_says_why_not(org_a, spec, said, fix):
+    """It counted the ratings of `learned` scores, which a downgraded org no longer has,
+    and told the admin to send feedback they had sent."""
+    from billing.smart_calibration import smart_recalibrate
+
+    governance_services.routing_policy_save(
+        actor=ACTOR, org=org_a, name="s", strategy="smart", models=["a", "b"], smart=spec
+    )
+    services.gateway_config_set(actor=ACTOR, org=org_a, smart_tiers=["a", "b"], smart=spec)
+    org_services.org_update(actor=ACTOR, org=org_a, tier="free")
+    for name, label in (("s", "s"), ("", "the org default")):
+        with pytest.raises(ValidationError) as refused:
+            smart_recalibrate(actor=ACTOR, org=org_a, name=name, min_rated=1)
+        message = refused.value.messages[0]
+        assert message.startswith(f"{label} is saved with {said}: {REFUSED}"), message
+        assert f"{fix}" in message and "POST /v1/feedback" not in message
+    out = StringIO()
+    with pytest.raises(CommandError) as refused:
+        call_command("smart_recalibrate", org=org_a.slug, policy="s", stdout=out)
+    assert said in str(refused.value)
