@@ -95,6 +95,12 @@ class PolicyForm(forms.Form):
         return self.cleaned_data["monthly_spend_cap_usd"] or None
 
 
+# A threshold as the page writes it (views.plain_decimal): any double in (0, 1], the
+# smallest (5e-324) 343 characters long, so a policy saved over REST with one saves from
+# its Edit page unchanged (each entry was at most 200 characters).
+THRESHOLD_CHARS = 350
+
+
 def _typed_thresholds(text: str) -> list[float] | None:
     """Thresholds as the box holds them, or None if they do not read as decimals."""
     parts = split_csv(text or "")
@@ -141,14 +147,14 @@ class RoutingPolicyForm(forms.Form):
     aggressiveness = WholeNumberField(
         label="Aggressiveness", minimum=0, maximum=100, empty_value=None
     )
-    thresholds = NameListField(label="Thresholds", required=False)
+    thresholds = NameListField(label="Thresholds", required=False, max_item_length=THRESHOLD_CHARS)
     ab_share = WholeNumberField(label="A/B share (%)", minimum=0, maximum=100, empty_value=0)
     ab_classifier = forms.ChoiceField(
         label="A/B arm", choices=[("", "—"), *((a, a) for a in smart.AB_ARMS)], required=False
     )
     # Where the page put the slider and what thresholds it showed (slider_or_thresholds).
     aggressiveness_shown = forms.CharField(required=False, max_length=10)
-    thresholds_shown = forms.CharField(required=False, max_length=2000)
+    thresholds_shown = forms.CharField(required=False, max_length=THRESHOLD_CHARS * 11)
 
     SMART_FIELDS = (
         "classifier",
@@ -229,9 +235,9 @@ class OrgSmartForm(forms.Form):
         label="Classifier", choices=list(smart.CLASSIFIERS.items()), required=False
     )
     aggressiveness = WholeNumberField(label="Aggressiveness", minimum=0, maximum=100)
-    thresholds = NameListField(label="Thresholds", required=False)
+    thresholds = NameListField(label="Thresholds", required=False, max_item_length=THRESHOLD_CHARS)
     aggressiveness_shown = forms.CharField(required=False, max_length=10)
-    thresholds_shown = forms.CharField(required=False, max_length=2000)
+    thresholds_shown = forms.CharField(required=False, max_length=THRESHOLD_CHARS * 11)
 
     clean_thresholds = RoutingPolicyForm.clean_thresholds
 

@@ -629,11 +629,11 @@ def routing(request):
         if form.is_valid():
             data = form.cleaned_data
             saved = GatewayConfig.objects.for_org(org).first()
-            if data["smart_tiers"] and saved is not None and saved.smart:
+            if data["smart_tiers"] and saved is not None and (saved.smart or saved.smart_tiers):
                 # Settings the page has no field for (A/B, keywords, within: REST and the
                 # config file set them) are kept, not dropped by a save from this page.
                 kept = {k: v for k, v in saved.smart.items() if k not in ORG_SMART_FORM_KEYS}
-                data["smart"] = {**kept, **data["smart"]}
+                data["smart"] = _defaults_left_out({**kept, **data["smart"]}, saved.smart)
             try:
                 config = services.gateway_config_set(
                     actor=Actor.from_request(request), org=org, **data
@@ -772,6 +772,17 @@ ORG_SMART_FORM_KEYS = frozenset({"classifier", "aggressiveness", "thresholds"})
 SMART_FORM_KEYS = frozenset({"classifier", "aggressiveness", "thresholds", "ab"})
 
 
+def _defaults_left_out(spec: dict, saved: dict) -> dict:
+    """A page's save of smart settings, without the defaults its fields always send (the
+    classifier `rules`, the slider at 50) where the saved settings left them out: a save
+    that changes nothing stores nothing new, and the audit log shows no change (it added
+    `"classifier": "rules"` to settings saved over REST without one)."""
+    for key, default in (("classifier", "rules"), ("aggressiveness", smart.DEFAULT_AGGRESSIVENESS)):
+        if key not in saved and spec.get(key) == default:
+            del spec[key]
+    return spec
+
+
 def plain_decimal(value) -> str:
     """A saved number as a person writes it: 0.000001, not the float's repr 1e-06 (the
     thresholds box reads no exponent, and the page shows every number the same way)."""
@@ -908,7 +919,7 @@ def routing_policy_edit(request, policy_id):
                 # Settings the page has no field for (keywords, within: REST and the config
                 # file set them) are kept, not dropped by a save from this page.
                 kept = {k: v for k, v in (policy.smart or {}).items() if k not in SMART_FORM_KEYS}
-                data["smart"] = {**kept, **data["smart"]}
+                data["smart"] = _defaults_left_out({**kept, **data["smart"]}, policy.smart or {})
                 _keep_ab_as_shown(request.POST, policy, data["smart"])
             try:
                 saved = governance_services.routing_policy_save(
