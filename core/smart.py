@@ -155,11 +155,11 @@ def _number(value, name: str, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         raise ValueError(f"smart.{name} must be a number from {low:g} to {high:g}.")
     if not low <= value <= high:
-        shown = (
-            f"{value:g}"
-            if isinstance(value, float) or abs(value) < 10**15
-            else "a number that large"
-        )
+        # as sent (repr: the shortest form that reads back the same; {:g} said 1.0000001
+        # was "1"); an integer of many digits by its length
+        shown = repr(value)
+        if len(shown) > 40:
+            shown = f"{shown[:20]}… ({len(shown.lstrip('-'))} digits)"
         raise ValueError(f"smart.{name} must be from {low:g} to {high:g}, not {shown}.")
     return float(value)
 

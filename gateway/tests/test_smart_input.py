@@ -128,3 +128,24 @@ def test_a_spec_with_both_the_slider_and_thresholds_is_refused_not_half_ignored(
         {"aggressiveness": 0.9, "thresholds": [0.2]}, ["lite", "pro"], serving=True
     )
     assert served.thresholds == (0.2,)
+
+
+@pytest.mark.parametrize(
+    ("spec", "said"),
+    [
+        ({"thresholds": [1.0000001]}, "smart.thresholds must be from 0 to 1, not 1.0000001."),
+        ({"aggressiveness": 1.00000000001}, "must be from 0 to 1, not 1.00000000001."),
+        ({"aggressiveness": -1e-9}, "must be from 0 to 1, not -1e-09."),
+        ({"aggressiveness": 10**50}, f"not {'1' + '0' * 19}… (51 digits)."),
+        (
+            {"ab": {"share": 2, "classifier": "strong"}},
+            "smart.ab.share must be from 0 to 1, not 2.",
+        ),
+    ],
+)
+def test_a_number_out_of_range_is_quoted_as_sent_not_rounded(spec, said):
+    """It said `not 1.` of 1.0000001 (a {:g} format), as /v1/feedback did until it quoted
+    the value as sent."""
+    with pytest.raises(ValueError) as refused:
+        smart_settings.resolve(spec, ["lite", "pro"])
+    assert str(refused.value).endswith(said), str(refused.value)
