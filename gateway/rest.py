@@ -21,6 +21,7 @@ from orgs.models import Team
 from orgs.rest_base import (
     MoneySerializer,
     NameRelatedField,
+    NameText,
     OrgScopedFields,
     OrgSettingsView,
     OrgView,
@@ -57,12 +58,8 @@ class ApiKeySerializer(OrgScopedFields, serializers.ModelSerializer):
     routing_policy = NameRelatedField(
         slug_field="name", queryset=RoutingPolicy.objects.none(), allow_null=True, required=False
     )
-    allowed_models = serializers.ListField(
-        child=serializers.CharField(max_length=200), required=False
-    )
-    allowed_providers = serializers.ListField(
-        child=serializers.CharField(max_length=100), required=False
-    )
+    allowed_models = serializers.ListField(child=NameText(max_length=200), required=False)
+    allowed_providers = serializers.ListField(child=NameText(max_length=100), required=False)
     expires_at = KeyExpiryField(allow_null=True, required=False)
     status = serializers.SerializerMethodField()
     spend_this_month = serializers.SerializerMethodField(
@@ -243,9 +240,9 @@ class ApiKeyViewSet(
 
 class GatewayConfigSerializer(serializers.ModelSerializer):
     default_strategy = StrategyField(required=False)
-    enabled_providers = serializers.ListField(child=serializers.CharField(), required=False)
-    fallback_models = serializers.ListField(child=serializers.CharField(), required=False)
-    smart_tiers = serializers.ListField(child=serializers.CharField(), required=False)
+    enabled_providers = serializers.ListField(child=NameText(), required=False)
+    fallback_models = serializers.ListField(child=NameText(), required=False)
+    smart_tiers = serializers.ListField(child=NameText(), required=False)
     # Merged into the stored settings as a PATCH of a routing policy merges (null: none).
     smart = serializers.DictField(required=False, allow_null=True)
     cors_origins = serializers.ListField(

@@ -5,18 +5,25 @@ from rest_framework.response import Response
 
 from core import strategies
 from orgs.models import AuditLog
-from orgs.rest_base import MoneySerializer, OrgSettingsView, OrgView, StrategyField, actor
+from orgs.rest_base import (
+    MoneySerializer,
+    NameText,
+    OrgSettingsView,
+    OrgView,
+    StrategyField,
+    actor,
+)
 
 from . import services
 from .models import Policy, RoutingPolicy
 
 
 class PolicySerializer(MoneySerializer):
-    allowed_models = serializers.ListField(child=serializers.CharField(), required=False)
-    denied_models = serializers.ListField(child=serializers.CharField(), required=False)
-    allowed_providers = serializers.ListField(child=serializers.CharField(), required=False)
-    denied_providers = serializers.ListField(child=serializers.CharField(), required=False)
-    allowed_regions = serializers.ListField(child=serializers.CharField(), required=False)
+    allowed_models = serializers.ListField(child=NameText(), required=False)
+    denied_models = serializers.ListField(child=NameText(), required=False)
+    allowed_providers = serializers.ListField(child=NameText(), required=False)
+    denied_providers = serializers.ListField(child=NameText(), required=False)
+    allowed_regions = serializers.ListField(child=NameText(), required=False)
 
     class Meta:
         model = Policy
@@ -32,9 +39,7 @@ class PolicyView(OrgSettingsView):
 
 
 class RoutingPolicySerializer(serializers.ModelSerializer):
-    models = serializers.ListField(
-        source="model_names", child=serializers.CharField(), allow_empty=False
-    )
+    models = serializers.ListField(source="model_names", child=NameText(), allow_empty=False)
     weights = serializers.DictField(child=serializers.IntegerField(min_value=0), required=False)
     strategy = StrategyField(default=strategies.DEFAULT)
     # Checked by the service (core.smart.resolve): docs/smart-routing.md lists the settings.

@@ -230,6 +230,14 @@ def check_types(spec: dict, kinds: dict, where: str, nullable=()) -> None:
     for key, kind in kinds.items():
         if key not in spec or spec[key] is None and key in nullable:
             continue
+        if kind == TEXTS and isinstance(spec[key], list):
+            # a list, with an item that is not text: that item, not "not a list"
+            for i, item in enumerate(spec[key]):
+                if not isinstance(item, str):
+                    hint = " (quote it)" if type(item) in (int, float) else ""
+                    raise ConfigError(
+                        f"{where}.{key}[{i}]: must be a name (text){hint}, not {describe(item)}."
+                    )
         if not _IS[kind](spec[key]):
             hint = " (quote it)" if kind == TEXT and isinstance(spec[key], int | float) else ""
             raise ConfigError(f"{where}.{key}: must be {kind}{hint}, not {describe(spec[key])}.")

@@ -12,7 +12,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from core import strategies
 from core.client_ip import client_ip
-from core.numbers import to_decimal
+from core.numbers import describe, to_decimal
 
 from .audit import Actor
 from .rest_auth import OrgRole
@@ -46,6 +46,18 @@ class MoneyField(serializers.DecimalField):
         if number < 0:
             raise ValidationError("must not be negative.")
         return super().to_internal_value(number)
+
+
+class NameText(serializers.CharField):
+    """A name in a list of names (models, providers, regions, tiers): text only. DRF's
+    CharField takes a number as its text (``5`` was stored as the model "5"), where the
+    config file and the admin refuse it; the same refusal here."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            hint = " (quote it)" if type(data) in (int, float) else ""
+            raise ValidationError(f"A name is text{hint}, not {describe(data)}.")
+        return super().to_internal_value(data)
 
 
 class StrategyField(serializers.ChoiceField):
