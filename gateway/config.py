@@ -194,8 +194,10 @@ def apply_routing_policies(*, actor, org, spec, where):
 def apply_gateway(*, actor, org, spec, where):
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: must be a mapping.")
-    check_types(spec, GATEWAY_TYPES, where)
+    check_types(spec, GATEWAY_TYPES, where, nullable={"smart"})
     spec = dict(spec)
+    if "smart" in spec and spec["smart"] is None:
+        spec["smart"] = {}  # null: no settings (the defaults), as REST's "smart": null
     for name in GATEWAY_LIMITS:
         if name in spec:
             spec[name] = whole_at(spec, name, where, null=True, minimum=1)

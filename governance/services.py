@@ -215,6 +215,7 @@ def smart_checked(
     except ValueError as exc:
         raise ValidationError({tiers_field: str(exc)}) from exc
     models_distinct(tiers, tiers_field)
+    spec = _nulls_left_out(spec)
     _tier_checked(spec, org)
     try:
         smart.resolve(
@@ -228,6 +229,20 @@ def smart_checked(
     return smart_normalised(spec)
 
 
+def _nulls_left_out(spec):
+    """A setting given as null is not set (its default applies), as a REST partial update
+    reads it, on every way in: the config file's `classifier: null` was "Unknown classifier
+    'None'" and `keywords: {code: null}` a refusal, where `ab: null` was taken. Inside `ab`
+    too: what is left of it is checked as it is (one key alone is refused)."""
+    if not isinstance(spec, dict):
+        return spec
+    out = {k: v for k, v in spec.items() if v is not None}
+    for key in ("keywords", "ab"):
+        if isinstance(out.get(key), dict):
+            out[key] = {k: v for k, v in out[key].items() if v is not None}
+    return out
+
+
 def _unsigned(value):
     """-0.0 as 0.0 (a number the check took, stored as the user would write it)."""
     return 0.0 if isinstance(value, float) and value == 0 else value
@@ -239,8 +254,8 @@ def smart_normalised(spec) -> dict:
     as is a setting sent as null; -0.0 stored as 0.0. Two specs that route the same are
     then stored, exported and diffed the same."""
     out = {}
-    for key, value in (spec or {}).items():
-        if value is None or (key in ("ab", "keywords") and value == {}):
+    for key, value in (_nulls_left_out(spec) or {}).items():
+        if key in ("ab", "keywords") and value == {}:
             continue
         if key == "aggressiveness":
             value = _unsigned(value)

@@ -133,6 +133,7 @@ def _check_scalars(loader, node) -> None:
         if isinstance(cur, yaml.SequenceNode):
             stack.extend(cur.value)
         elif isinstance(cur, yaml.MappingNode):
+            _no_duplicate_key(cur)
             stack.extend(part for pair in cur.value for part in pair)
         elif isinstance(cur, yaml.ScalarNode):
             problem = None
@@ -154,6 +155,21 @@ def _check_scalars(loader, node) -> None:
                         )
             if problem:
                 raise yaml.constructor.ConstructorError(None, None, problem, cur.start_mark)
+
+
+def _no_duplicate_key(node) -> None:
+    """A key written twice in one mapping is refused where its second is: YAML's loader
+    kept the last one silently (`ab: {share: 0.1, classifier: strong, share: 0.2}` applied
+    0.2). Keys a merge (`<<: *base`) brings in may be overridden, as YAML means."""
+    seen = set()
+    for key, _value in node.value:
+        if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+            continue
+        if (key.tag, key.value) in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the key {key.value!r} is written twice in one mapping", key.start_mark
+            )
+        seen.add((key.tag, key.value))
 
 
 MAX_DEPTH = 32  # a config file is a few levels deep; every walk of it stays far from the limit
