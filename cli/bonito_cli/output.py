@@ -53,7 +53,7 @@ def cell(value) -> str:
     if isinstance(value, list):
         return ", ".join(map(str, value))
     if isinstance(value, dict):
-        return json.dumps(value, separators=(",", ":"))
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)  # "Équation", as typed
     return str(value)
 
 

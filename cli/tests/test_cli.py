@@ -606,13 +606,14 @@ def test_routing_policies_show_their_smart_settings(server, logged_in):
         "-s",
         'models=["demo-chat-mini","demo-chat"]',
         "-s",
-        'smart={"classifier":"rules","aggressiveness":0.7}',
+        'smart={"classifier":"rules","aggressiveness":0.7,"keywords":{"math":["Équation"]}}',
         "--json",
         check=0,
     )
     policy = json.loads(made.stdout)
     shown = bonito(logged_in, "routing", "get", str(policy["id"]), check=0).stdout
     assert re.search(r"^smart\s+\{.*\"aggressiveness\":0\.7", shown, re.M), shown
+    assert '"Équation"' in shown and "\\u00c9" not in shown  # as typed, not escaped
     listed = bonito(logged_in, "routing", "list", "--wide", check=0).stdout
     assert "aggressiveness" in listed
     assert made.stderr == ""  # cheap tier first: nothing to warn of
