@@ -400,7 +400,7 @@ class ProviderViewSet(OrgView, viewsets.ModelViewSet):
             "name" in serializer.validated_data
             and serializer.validated_data["name"] != instance.name
         ):
-            raise ValidationError({"name": "A provider cannot be renamed; create a new one."})
+            raise ValidationError({"name": ["A provider cannot be renamed; create a new one."]})
         if (
             "kind" in serializer.validated_data
             and serializer.validated_data["kind"] != instance.kind

@@ -168,3 +168,24 @@ def test_the_lists_make_a_fixed_number_of_queries(
         governance_services.routing_policy_save(actor=ACTOR, org=org_a, name=f"x{i}", models=["a"])
     with django_assert_max_num_queries(len(few.captured_queries)):
         assert alice_client.get(url).json()["count"] == 12
+
+
+def test_a_rename_is_refused_as_a_list_of_messages_like_every_field_error(alice_client, org_a):
+    """It answered {"name": "…"}, where every other field error is a list of messages."""
+    made = alice_client.post(
+        "/api/gateway/providers", {"name": "oai", "kind": "mock"}, content_type="application/json"
+    )
+    assert made.status_code == 201, made.content
+    policy = alice_client.post(
+        "/api/gateway/routing-policies",
+        {"name": "p", "strategy": "failover", "models": ["a"]},
+        content_type="application/json",
+    )
+    assert policy.status_code == 201, policy.content
+    for url, what in (
+        (f"/api/gateway/providers/{made.json()['id']}", "A provider"),
+        (f"/api/gateway/routing-policies/{policy.json()['id']}", "A routing policy"),
+    ):
+        response = alice_client.patch(url, {"name": "renamed"}, content_type="application/json")
+        assert response.status_code == 400
+        assert response.json() == {"name": [f"{what} cannot be renamed; create a new one."]}
