@@ -12,7 +12,9 @@ user's guide.
 from __future__ import annotations
 
 import json
+import logging
 import math
+from bisect import bisect_left, bisect_right
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
@@ -31,6 +33,7 @@ MAX_KEYWORDS = 200  # per category: the rules classifier scans for each one
 MAX_TIERS = 10
 MAX_TIER_NAME = 200  # a model name's length (Deployment.model_name, usage rows' route_tier)
 RULES_MODEL_FILE = Path(__file__).with_name("smart_rules.json")
+log = logging.getLogger("bonito.gateway.smart")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
@@ -44,6 +47,13 @@ class SmartPolicy:
     ab_arm: str = ""  # "rules" | "learned" | "strong" (straight to the top tier)
     keywords: dict = field(default_factory=dict)  # category -> tuple of words (overrides)
     within: str = "failover"  # the strategy among one tier's deployments
+    # Worked out from the settings above when the policy is made (arm_thresholds): the
+    # thresholds each classifier that may score its requests cuts at. Not a setting: not
+    # compared, not written to documents.
+    arm_thresholds: dict = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "arm_thresholds", arm_thresholds(self))
 
     def tier_index(self, score: float) -> int:
         """The tier a score goes to: the first whose threshold the score is under."""
@@ -59,6 +69,7 @@ class SmartPolicy:
 
 def policy_to_dict(p: SmartPolicy) -> dict:
     out = asdict(p)
+    del out["arm_thresholds"]  # worked out again where the document is read
     out["tiers"] = list(p.tiers)
     out["thresholds"] = list(p.thresholds)
     out["keywords"] = {c: list(words) for c, words in p.keywords.items()}
@@ -170,6 +181,87 @@ def _mapping_or_none(value, serving: bool):
     if value is None or (serving and not value):
         return {}
     return value
+
+
+# ------------------------------------------------------------------ each classifier's cut
+# The policy's thresholds are on its own classifier's scale (the slider read them from its
+# score quantiles; thresholds by hand or by a re-calibration were fitted to its scores). An
+# A/B arm of the other classifier (or rules standing in for learned where the extra is
+# missing) cuts its own scores where the same shares of the development set's prompts fall:
+# learned scores cut at the rules classifier's thresholds sent another share of prompts up.
+
+
+@cache
+def _table(classifier: str) -> tuple:
+    """A classifier's score quantiles (0 %, 1 %, ... 100 % of the development set)."""
+    return tuple(quantiles(classifier))
+
+
+def _position(q: tuple, t: float) -> float:
+    """Where score ``t`` lies in the quantile table ``q``, in table steps (0..len(q) - 1;
+    the middle of a run of equal quantiles); below the first and past the last quantile,
+    the fraction of the way to 0 or to 1 beyond it (negative, or past the end)."""
+    last = len(q) - 1
+    if t < q[0]:
+        return -(q[0] - t) / q[0] if q[0] > 0 else 0.0
+    if t > q[last]:
+        return last + ((t - q[last]) / (1 - q[last]) if q[last] < 1 else 0.0)
+    lo, hi = bisect_left(q, t), bisect_right(q, t)
+    if lo < hi:  # t is a quantile (or a run of equal ones)
+        return (lo + hi - 1) / 2
+    return lo - 1 + (t - q[lo - 1]) / (q[lo] - q[lo - 1])
+
+
+def _at(q: tuple, pos: float) -> float:
+    """The score at ``pos`` (table steps, as _position gives) in the quantile table ``q``:
+    linear between quantiles (as core.smart.thresholds_for reads them), and from 0 to the
+    first and from the last to 1 outside them."""
+    last = len(q) - 1
+    if pos < 0:
+        return q[0] * (1 + pos)
+    if pos > last:
+        return q[last] + (1 - q[last]) * (pos - last)
+    lo = math.floor(pos)
+    hi = min(lo + 1, last)
+    return q[lo] + (q[hi] - q[lo]) * (pos - lo)
+
+
+def on_scale(thresholds: tuple, source: str, target: str) -> tuple:
+    """Thresholds on ``source``'s score scale moved to ``target``'s by share: each to the
+    score at the same position of ``target``'s quantiles (a threshold that keeps 62.5 % of
+    the development set's prompts below it under ``source`` keeps 62.5 % under ``target``
+    too); ascending, each in (0, 1], to 6 decimals as the slider's."""
+    if source == target:
+        return tuple(thresholds)
+    src, dst = _table(source), _table(target)
+    out = [round(min(max(_at(dst, _position(src, t)), 1e-6), 1.0), 6) for t in thresholds]
+    for i in range(1, len(out)):  # strictly ascending, as the policy's own
+        if out[i] <= out[i - 1]:
+            out[i] = round(out[i - 1] + 1e-6, 6)
+    return tuple(out)
+
+
+def arm_thresholds(policy: SmartPolicy) -> dict:
+    """The thresholds each classifier that may score the policy's requests cuts its scores
+    at (classifier -> thresholds): the policy's own for its classifier; for the other (its
+    A/B arm, or rules standing in for learned), the slider's position read from that
+    classifier's quantiles, or thresholds set by hand moved to its scale by share
+    (on_scale). Worked out once, when the SmartPolicy is made (its ``arm_thresholds``), not
+    per request."""
+    out = {policy.classifier: tuple(policy.thresholds)}
+    n = len(policy.tiers)
+    arms = {policy.classifier, policy.ab_arm if policy.ab_share else ""}
+    others = {a for a in CLASSIFIERS if a in arms or (a == "rules" and "learned" in arms)}
+    for other in sorted(others - {policy.classifier}):
+        try:
+            if policy.aggressiveness is not None:
+                out[other] = thresholds_for(policy.aggressiveness, n, other)
+            else:
+                out[other] = on_scale(policy.thresholds, policy.classifier, other)
+        except (OSError, ValueError, KeyError):  # a classifier's table missing here
+            log.exception("no score quantiles for %s; its arm uses %s's", other, policy.classifier)
+            out[other] = tuple(policy.thresholds)
+    return out
 
 
 def uses_learned(spec) -> bool:

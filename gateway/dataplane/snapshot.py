@@ -8,8 +8,6 @@ from functools import cache
 
 from core.smart import DEFAULT_ALIAS, SmartPolicy, policy_from_dict, policy_to_dict
 
-from . import smart as smart_routing
-
 
 @dataclass(frozen=True, slots=True)
 class KeyInfo:
@@ -225,48 +223,6 @@ class DeploymentInfo:
         return held
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class ServedSmartPolicy(SmartPolicy):
-    """A SmartPolicy as the data plane serves it: with the thresholds each classifier that
-    may score its requests cuts at (gateway.dataplane.smart.arm_thresholds: an A/B arm of
-    the other classifier on its own scale), worked out once when the snapshot is made, not
-    per request. Equal to the SmartPolicy it serves; documents carry the settings only."""
-
-    arm_thresholds: dict = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self):
-        object.__setattr__(self, "arm_thresholds", smart_routing.arm_thresholds(self))
-
-    def __eq__(self, other):
-        if not isinstance(other, SmartPolicy):
-            return NotImplemented
-        return all(getattr(self, f) == getattr(other, f) for f in _SETTINGS)
-
-    __hash__ = None  # as SmartPolicy's (its keywords are a dict)
-
-    @classmethod
-    def of(cls, policy: SmartPolicy | None) -> "ServedSmartPolicy | None":
-        if policy is None or isinstance(policy, cls):
-            return policy
-        return cls(**{f: getattr(policy, f) for f in _SETTINGS})
-
-
-_SETTINGS = tuple(f.name for f in dataclass_fields(SmartPolicy))
-
-
-def _smart_to_dict(p: SmartPolicy) -> dict:
-    out = policy_to_dict(p)
-    out.pop("arm_thresholds", None)  # worked out again where the document is read
-    return out
-
-
-def _serve_smart(info) -> None:
-    """__post_init__ of the snapshot's holders of a SmartPolicy: serve it as a
-    ServedSmartPolicy (however it was made: the builder, a document, dataclasses.replace)."""
-    if info.smart is not None and not isinstance(info.smart, ServedSmartPolicy):
-        object.__setattr__(info, "smart", ServedSmartPolicy.of(info.smart))
-
-
 @dataclass(frozen=True, slots=True)
 class RoutingPolicyInfo:
     name: str
@@ -274,9 +230,6 @@ class RoutingPolicyInfo:
     models: tuple
     weights: dict = field(default_factory=dict)
     smart: SmartPolicy | None = None  # with strategy "smart": its tiers are ``models``
-
-    def __post_init__(self):
-        _serve_smart(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,9 +279,6 @@ class OrgInfo:
     # vpc_only, keys_check.refuse_outside_agent). An older control plane's document lacks
     # it: served everywhere, as before.
     vpc_only: bool = False
-
-    def __post_init__(self):
-        _serve_smart(self)
 
     def model_allowed(self, model: str) -> bool:
         if model in self.denied_models:
@@ -602,7 +552,7 @@ def key_from_dict(k: dict) -> KeyInfo:
 
 def _policy_to_dict(p: RoutingPolicyInfo) -> dict:
     out = asdict(p)
-    out["smart"] = _smart_to_dict(p.smart) if p.smart else None
+    out["smart"] = policy_to_dict(p.smart) if p.smart else None
     return out
 
 
@@ -616,7 +566,7 @@ def org_to_dict(o: OrgInfo, include_credentials: bool = False) -> dict:
     out = {k: _plain(v) for k, v in asdict(o).items()}
     out["deployments"] = {m: [dep(d) for d in deps] for m, deps in o.deployments.items()}
     out["routing_policies"] = {n: _policy_to_dict(p) for n, p in o.routing_policies.items()}
-    out["smart"] = _smart_to_dict(o.smart) if o.smart else None
+    out["smart"] = policy_to_dict(o.smart) if o.smart else None
     out["fallback_models"] = list(o.fallback_models)
     return out
 

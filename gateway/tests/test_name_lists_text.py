@@ -31,9 +31,7 @@ def test_rest_refuses_an_item_that_is_not_text(alice_client, org_a, bad):
         )
         assert response.status_code == 400, (field, response.content)
         assert field in response.json()
-    response = alice_client.put(
-        "/api/gateway/policy", {"allowed_models": [bad]}, content_type=JSON
-    )
+    response = alice_client.put("/api/gateway/policy", {"allowed_models": [bad]}, content_type=JSON)
     assert response.status_code == 400, response.content
 
 

@@ -10,14 +10,9 @@ import orjson
 import pytest
 
 from core import smart as smart_settings
+from core.smart import on_scale
 from gateway.dataplane import routing, smart
-from gateway.dataplane.snapshot import (
-    OrgInfo,
-    RoutingPolicyInfo,
-    ServedSmartPolicy,
-    org_from_dict,
-    org_to_dict,
-)
+from gateway.dataplane.snapshot import OrgInfo, RoutingPolicyInfo, org_from_dict, org_to_dict
 from gateway.tests.conftest import usage_rows
 from gateway.tests.test_smart_routing import HARD, _ask, _chat, _smart_key, _tiers, needs_learned
 
@@ -25,8 +20,8 @@ RULES_Q = tuple(smart_settings.quantiles("rules"))
 LEARNED_Q = tuple(smart_settings.quantiles("learned"))
 
 
-def _served(spec, tiers=("lite", "pro")) -> ServedSmartPolicy:
-    return ServedSmartPolicy.of(smart_settings.resolve(spec, list(tiers)))
+def _served(spec, tiers=("lite", "pro")) -> smart_settings.SmartPolicy:
+    return smart_settings.resolve(spec, list(tiers))
 
 
 def test_the_slider_cuts_each_arm_at_its_own_classifier_s_quantiles():
@@ -82,7 +77,7 @@ def test_thresholds_by_hand_move_to_the_arm_s_scale_by_share():
         round(LEARNED_Q[100] + (1 - LEARNED_Q[100]) / 4, 6),
     )
     # and back: the map from learned to rules is its inverse (to the 6 decimals kept)
-    back = smart.on_scale(policy.arm_thresholds["learned"], "learned", "rules")
+    back = on_scale(policy.arm_thresholds["learned"], "learned", "rules")
     assert back == pytest.approx((low, RULES_Q[50], mid, high), abs=2e-6)
 
 
@@ -132,8 +127,8 @@ def test_the_snapshot_serves_the_cuts_and_its_documents_carry_only_the_settings(
         smart=plain,
     )
     for served in (org.smart, org.routing_policies["s"].smart):
-        assert isinstance(served, ServedSmartPolicy) and served == plain
-        assert served.arm_thresholds["learned"] == smart.on_scale((0.3,), "rules", "learned")
+        assert served == plain
+        assert served.arm_thresholds["learned"] == on_scale((0.3,), "rules", "learned")
     document = org_to_dict(org)
     assert "arm_thresholds" not in document["smart"]
     assert "arm_thresholds" not in document["routing_policies"]["s"]["smart"]
@@ -141,7 +136,7 @@ def test_the_snapshot_serves_the_cuts_and_its_documents_carry_only_the_settings(
     assert again == org and again.smart.arm_thresholds == org.smart.arm_thresholds
     # a copy with other thresholds works its cuts out afresh
     moved = dataclasses.replace(org.smart, thresholds=(0.2,))
-    assert moved.arm_thresholds["learned"] == smart.on_scale((0.2,), "rules", "learned")
+    assert moved.arm_thresholds["learned"] == on_scale((0.2,), "rules", "learned")
 
 
 @needs_learned
@@ -152,7 +147,7 @@ def test_through_v1_each_arm_routes_one_prompt_by_its_own_cut(acme, gw):
     itself, the learned arm sent it to the cheap tier."""
     rules_score = smart.score(_served({}), _chat(HARD), "rules")
     learned_score = smart.score(_served({}), _chat(HARD), "learned")
-    [cut] = smart.on_scale((0.4,), "rules", "learned")
+    [cut] = on_scale((0.4,), "rules", "learned")
     # 0.4 lies between the rules percentiles 99 and 100; the cut as far between learned's
     part = (0.4 - RULES_Q[99]) / (RULES_Q[100] - RULES_Q[99])
     assert cut == round(LEARNED_Q[99] + (LEARNED_Q[100] - LEARNED_Q[99]) * part, 6)
