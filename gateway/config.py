@@ -28,6 +28,7 @@ DEPLOYMENT_KEYS = {
     "region",
     "weight",
     "priority",
+    "timeout_s",
     "is_active",
     "input_price_per_mtok",
     "output_price_per_mtok",
@@ -140,6 +141,9 @@ def apply_deployments(*, actor, org, spec, where):
             raise ConfigError(f"{dwhere}: provider {d['provider']!r} is not defined in this org.")
         weight = whole_at(d, "weight", dwhere) if "weight" in d else 1
         priority = whole_at(d, "priority", dwhere, null=True) if "priority" in d else None
+        timeout_s = (
+            whole_at(d, "timeout_s", dwhere, null=True, minimum=1) if "timeout_s" in d else None
+        )
         with errors_at(dwhere, {"model_name": "model"}):
             services.deployment_save(
                 actor=actor,
@@ -150,6 +154,7 @@ def apply_deployments(*, actor, org, spec, where):
                 region=d.get("region", ""),
                 weight=weight,
                 priority=priority,
+                timeout_s=timeout_s,
                 is_active=d.get("is_active", True),
                 input_price_per_mtok=d.get("input_price_per_mtok"),
                 output_price_per_mtok=d.get("output_price_per_mtok"),
@@ -366,6 +371,7 @@ def org_config_export(org) -> dict:
             **({"region": d.region} if d.region else {}),
             "weight": d.weight,
             **({"priority": d.priority} if d.priority is not None else {}),
+            **({"timeout_s": d.timeout_s} if d.timeout_s is not None else {}),
             "is_active": d.is_active,
             **{
                 f: _plain(getattr(d, f))

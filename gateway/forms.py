@@ -65,6 +65,7 @@ class DeploymentEditForm(DeploymentForm):
     input_price_per_mtok = forms.CharField(label="Input price", required=False, max_length=40)
     output_price_per_mtok = forms.CharField(label="Output price", required=False, max_length=40)
     unit_price = forms.CharField(label="Unit price", required=False, max_length=40)
+    timeout_s = WholeNumberField(label="Timeout (s)", minimum=1, maximum=2_147_483_647)
     is_active = forms.BooleanField(label="Active", required=False)
 
     def clean_input_price_per_mtok(self):

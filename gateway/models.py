@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -173,6 +174,15 @@ class Deployment(models.Model):
     unit_price = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
     weight = models.PositiveIntegerField(default=1)
     priority = models.PositiveIntegerField(default=0, help_text="failover order, lowest first")
+    # Seconds one attempt on this deployment may take (to its first output for a stream)
+    # before the request fails over; empty: its share of the org's request timeout only
+    # (docs/gateway.md, "Time per attempt").
+    timeout_s = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="seconds one attempt may take before failing over; empty: the org's timeout",
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

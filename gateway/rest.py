@@ -441,6 +441,7 @@ class DeploymentSerializer(OrgScopedFields, MoneySerializer):
             "unit_price",
             "weight",
             "priority",
+            "timeout_s",
             "is_active",
             "created_at",
         ]
@@ -481,6 +482,7 @@ class DeploymentViewSet(OrgView, viewsets.ModelViewSet):
             input_price_per_mtok=merged.get("input_price_per_mtok"),
             output_price_per_mtok=merged.get("output_price_per_mtok"),
             unit_price=merged.get("unit_price"),
+            timeout_s=merged.get("timeout_s"),
         )
 
     def create(self, request, *args, **kwargs):

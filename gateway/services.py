@@ -643,6 +643,7 @@ def _deployment_summary(d: Deployment) -> dict:
         "region": d.region,
         "weight": d.weight,
         "priority": d.priority,
+        "timeout_s": d.timeout_s,
         "is_active": d.is_active,
         "input_price_per_mtok": _price(d, "input_price_per_mtok"),
         "output_price_per_mtok": _price(d, "output_price_per_mtok"),
@@ -695,6 +696,7 @@ def deployment_save(
     input_price_per_mtok=None,
     output_price_per_mtok=None,
     unit_price=None,
+    timeout_s: int | None = None,
     deployment: Deployment | None = None,
 ) -> Deployment:
     """Create a deployment, or update ``deployment``; the same (model, provider, upstream) is updated."""
@@ -756,6 +758,7 @@ def deployment_save(
         output_price_per_mtok, Deployment._meta.get_field("output_price_per_mtok")
     )
     deployment.unit_price = money(unit_price, Deployment._meta.get_field("unit_price"))
+    deployment.timeout_s = timeout_s
     deployment.full_clean()
     deployment.save()
     record_config_change(

@@ -124,6 +124,7 @@ def deployment_info(d: Deployment, catalog: dict | None = None) -> DeploymentInf
         unit_costs=unit_costs(d),
         weight=d.weight,
         priority=d.priority,
+        timeout_s=float(d.timeout_s or 0),
         settings=dict(p.settings or {}),
         credentials=p.get_credentials(),
     )

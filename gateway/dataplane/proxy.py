@@ -700,7 +700,8 @@ class Gateway:
         """Run ``attempt(dep, timeout)`` over the candidates with failover, backoff and a
         deadline (the org's timeout). An attempt with other candidates after it in its
         round gets its share of what is left (``_share``): one that hangs leaves the rest
-        of the deadline to them."""
+        of the deadline to them. A deployment with its own timeout gets that instead (within
+        the deadline), last or not."""
         deadline = time.monotonic() + ctx.org.timeout_s
         last: UpstreamError | None = None
         unfit: tuple[DeploymentInfo, UpstreamError] | None = None
@@ -724,15 +725,20 @@ class Gateway:
                 started = time.perf_counter()
                 ctx.trying = dep
                 try:
-                    if later:
+                    budget, why = None, ""
+                    if dep.timeout_s:  # its own, in place of a share, within the deadline
+                        budget = min(dep.timeout_s, remaining)
+                        why = "its timeout" if dep.timeout_s <= remaining else "the deadline"
+                    elif later:
                         budget = _share(remaining, later)
+                        why = "its share of the deadline with other deployments to try"
+                    if budget is not None:
                         try:
                             async with asyncio.timeout(budget):
                                 result = await attempt(dep, remaining)
                         except TimeoutError:
                             raise UpstreamError(
-                                f"{dep.label} timed out (no answer within {budget:.1f} s, its "
-                                "share of the deadline with other deployments to try)",
+                                f"{dep.label} timed out (no answer within {budget:.1f} s, {why})",
                                 timeout=True,
                             ) from None
                     else:  # the last candidate: the whole of what is left

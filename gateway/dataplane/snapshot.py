@@ -122,6 +122,9 @@ class DeploymentInfo:
     unit_costs: dict = field(default_factory=dict)
     weight: int = 1
     priority: int = 0
+    # Seconds one attempt may take (to a stream's first output) before the request fails
+    # over; 0: only its share of the org's deadline (an earlier control plane's document).
+    timeout_s: float = 0.0
     settings: dict = field(default_factory=dict)
     credentials: dict = field(default_factory=dict, repr=False)
 
