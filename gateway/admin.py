@@ -90,7 +90,7 @@ class DeploymentAdmin(ServiceModelAdmin):
     search_fields = ["model_name", "upstream_model", "org__name"]
 
     def get_readonly_fields(self, request, obj=None):
-        return readonly_except(self.model, "priority", "weight", "is_active")
+        return readonly_except(self.model, "priority", "weight", "timeout_s", "is_active")
 
     def has_add_permission(self, request):
         return False  # added on the org's Providers page, where the provider is chosen
@@ -111,6 +111,7 @@ class DeploymentAdmin(ServiceModelAdmin):
             unit_price=stored.unit_price,
             weight=data["weight"],
             priority=data["priority"],
+            timeout_s=data["timeout_s"],
             is_active=data["is_active"],
         )
 

@@ -101,6 +101,18 @@ def test_a_deployment_change_in_the_admin_is_audited(admin_client, org_a, deploy
     assert build_snapshot().orgs[org_a.id].deployments["chat"][0].weight == 7
 
 
+def test_an_admin_change_keeps_a_deployment_s_timeout_and_can_set_it(
+    admin_client, org_a, deployment
+):
+    Deployment.objects.filter(pk=deployment.pk).update(timeout_s=9)
+    url = f"/admin/gateway/deployment/{deployment.pk}/change/"
+    assert _change(admin_client, url, weight="7").status_code == 302
+    assert Deployment.objects.get(pk=deployment.pk).timeout_s == 9  # not cleared
+    assert _change(admin_client, url, timeout_s="4").status_code == 302
+    assert Deployment.objects.get(pk=deployment.pk).timeout_s == 4
+    assert build_snapshot().orgs[org_a.id].deployments["chat"][0].timeout_s == 4
+
+
 def test_deleting_deployments_in_the_admin_is_audited_bulk_too(admin_client, org_a, deployment):
     second = services.deployment_save(
         actor=SETUP,
