@@ -766,6 +766,7 @@ resource(
         "region",
         "weight",
         "priority",
+        "timeout_s",
         "is_active",
         "input_price_per_mtok",
         "output_price_per_mtok",
