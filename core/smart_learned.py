@@ -127,15 +127,18 @@ def features(text: str, rules_features: list[float]):
     return np.concatenate([embed(text).astype(np.float64), np.asarray(rules_features)])
 
 
-def score_vector(x, head: dict) -> float:
+def score_vector(x, head: dict, offset: float = 0.0) -> float:
     import math
 
-    z = head["bias"] + float(
-        ((x - head["mean_array"]) / head["scale_array"]) @ head["weights_array"]
+    z = (
+        head["bias"]
+        + offset
+        + float(((x - head["mean_array"]) / head["scale_array"]) @ head["weights_array"])
     )
     return 0.0 if z < -30 else 1.0 / (1.0 + math.exp(-z))
 
 
-def score(text: str, rules_features: list[float]) -> float:
-    """The probability that the strong model is needed (0-1), as the rules score means it."""
-    return score_vector(features(text, rules_features), model())
+def score(text: str, rules_features: list[float], offset: float = 0.0) -> float:
+    """The probability that the strong model is needed (0-1), as the rules score means it;
+    ``offset``: added to its log-odds (gateway.dataplane.smart.PRIORS)."""
+    return score_vector(features(text, rules_features), model(), offset)

@@ -288,6 +288,32 @@ FEATURE_NAMES = (
 )
 TOKENS = FEATURE_NAMES.index("tokens")
 
+# Signals the issue names that the development set cannot teach: every one of its prompts is
+# a single user message with no code block, no tools and no max_tokens, so the fitted
+# weights of these features are 0 and the feature read within the set's range is a
+# constant. Each adds a fixed amount to the score's log-odds (both classifiers), per unit of
+# the feature above ``start`` up to ``end``: a prior, chosen by hand, not measured
+# (docs/smart-routing.md, "Signals the data cannot teach"). A development-set prompt is at
+# or below every ``start``: its score, and every figure measured on the set, is unchanged.
+# feature -> (log-odds per unit, start, end)
+PRIORS = {
+    "code_block": (0.6, 0.0, 1.0),  # a ``` block: +0.6
+    "turns": (0.25, math.log1p(1), math.log1p(50)),  # 3 turns +0.17, 11 +0.42, 50+ +0.81
+    "tools": (0.4, 0.0, math.log1p(32)),  # 1 tool +0.28, 5 +0.72, 32+ +1.40
+    "max_output": (0.2, math.log1p(1000), math.log1p(32000)),  # 4,096 +0.28, 32k+ +0.69
+}
+_PRIORS = tuple((FEATURE_NAMES.index(name), *prior) for name, prior in PRIORS.items())
+
+
+def prior_logit(x: list[float]) -> float:
+    """What PRIORS add to the log-odds of a request with features ``x``."""
+    z = 0.0
+    for i, per_unit, start, end in _PRIORS:
+        v = x[i]
+        if v > start:
+            z += per_unit * ((end if v > end else v) - start)
+    return z
+
 
 def score_features(x: list[float], model: dict) -> float:
     """The calibrated probability that the strong model is needed (logistic model). Each
@@ -295,7 +321,7 @@ def score_features(x: list[float], model: dict) -> float:
     when the model has them): past it the linear model is an extrapolation, and a prompt in
     another script (its share of non-ASCII text, near 0 in the English development set)
     scored 0.998 whatever it asked."""
-    z = model["bias"]
+    z = model["bias"] + prior_logit(x)
     n = len(x)
     low, high = model.get("low") or (-math.inf,) * n, model.get("high") or (math.inf,) * n
     for v, mean, scale, w, lo, hi in zip(
@@ -374,7 +400,7 @@ def _score(policy: SmartPolicy, body: dict, classifier: str, share: float = 1.0)
         half = int(smart_learned.MAX_CHARS * share) // 2
         if share < 1.0 and len(text) > 2 * half:
             text = text[:half] + "\n" + text[-half:]
-        return smart_learned.score(text, within_range(x, model))
+        return smart_learned.score(text, within_range(x, model), prior_logit(x))
     return rules_score(body, policy.keywords)
 
 

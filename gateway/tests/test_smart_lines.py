@@ -87,8 +87,9 @@ def test_a_conversation_of_easy_turns_stays_on_the_cheap_tier_over_v1(acme, gw):
                 model="auto", messages=messages
             )
             assert response.headers["x-bonito-route-tier"] == "smart-lite", (question, shape)
-            # close to the question alone: the extra words of the greeting turn only
+            # close to the question alone: the greeting turn's words and the conversation's
+            # depth (gateway.dataplane.smart.PRIORS) only
             shift = float(response.headers["x-bonito-route-score"]) - float(
                 alone.headers["x-bonito-route-score"]
             )
-            assert abs(shift) < 0.03, (question, shape, shift)
+            assert abs(shift) < 0.05, (question, shape, shift)

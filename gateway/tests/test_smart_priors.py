@@ -1,0 +1,133 @@
+"""Signals the development set cannot teach (docs/smart-routing.md, "Signals the data
+cannot teach"): a code block, the conversation's depth, tool definitions and the requested
+output length. Every development-set prompt is a single user message without them, so
+their fitted weights are 0 and they changed no score. Each now adds a fixed prior to the
+log-odds, under both classifiers, bounded, and nothing to any development-set prompt."""
+
+import json
+import math
+
+import pytest
+
+from core.smart import SmartPolicy
+from gateway.dataplane import smart
+from gateway.tests.test_smart_routing import DEV_SET, _smart_key, _tiers, needs_learned
+
+QUESTION = "Which of these two routes from the station to the museum is the shorter one?"
+TOOL = {"type": "function", "function": {"name": "route", "parameters": {"type": "object"}}}
+POLICY = SmartPolicy(tiers=("lite", "pro"), thresholds=(0.5,))
+
+
+def _user(text):
+    return {"role": "user", "content": text}
+
+
+def _logit(p):
+    return math.log(p / (1 - p))
+
+
+def _turns(n):
+    said = [
+        _user("Hi!") if i % 2 == 0 else {"role": "assistant", "content": "Hello!"}
+        for i in range(n - 1)
+    ]
+    return [*said, _user(QUESTION)]
+
+
+# (feature, the request without it, with it, log-odds added)
+CASES = [
+    (
+        "tools",
+        {"messages": [_user(QUESTION)]},
+        {"messages": [_user(QUESTION)], "tools": [TOOL]},
+        0.4 * math.log1p(1),
+    ),
+    (
+        "tools",
+        {"messages": [_user(QUESTION)]},
+        {"messages": [_user(QUESTION)], "tools": [TOOL] * 100},
+        0.4 * math.log1p(32),
+    ),
+    (
+        "max_output",
+        {"messages": [_user(QUESTION)]},
+        {"messages": [_user(QUESTION)], "max_tokens": 4096},
+        0.2 * (math.log1p(4096) - math.log1p(1000)),
+    ),
+    (
+        "max_output",
+        {"messages": [_user(QUESTION)]},
+        {"messages": [_user(QUESTION)], "max_tokens": 800},
+        0.0,
+    ),
+    (
+        "max_output",
+        {"messages": [_user(QUESTION)]},
+        {"messages": [_user(QUESTION)], "max_completion_tokens": 10**6},
+        0.2 * (math.log1p(32000) - math.log1p(1000)),
+    ),
+]
+
+
+@pytest.mark.parametrize(("feature", "without", "with_", "added"), CASES)
+@pytest.mark.parametrize("classifier", ["rules", pytest.param("learned", marks=needs_learned)])
+def test_each_prior_adds_its_log_odds_under_both_classifiers(
+    classifier, feature, without, with_, added
+):
+    plain, more = smart.score(POLICY, without, classifier), smart.score(POLICY, with_, classifier)
+    assert _logit(more) - _logit(plain) == pytest.approx(added, abs=1e-9), feature
+
+
+@pytest.mark.parametrize("classifier", ["rules", pytest.param("learned", marks=needs_learned)])
+def test_the_depth_of_a_conversation_adds_its_prior(classifier, monkeypatch):
+    """Eleven turns against the same eleven turns read as one: the greetings' words count
+    either way; the depth adds 0.25 per unit of log(1 + turns) past one turn."""
+    body = {"messages": _turns(11)}
+    depth = smart.FEATURE_NAMES.index("turns")
+    features = smart.features
+
+    def as_one_turn(b, keywords=None):
+        x = features(b, keywords)
+        x[depth] = math.log1p(1)
+        return x
+
+    deep = smart.score(POLICY, body, classifier)
+    monkeypatch.setattr(smart, "features", as_one_turn)
+    flat = smart.score(POLICY, body, classifier)
+    added = 0.25 * (math.log1p(11) - math.log1p(1))
+    assert _logit(deep) - _logit(flat) == pytest.approx(added, abs=1e-9)
+
+
+def test_a_code_block_adds_its_prior():
+    body = {"messages": [_user("Why does this fail?\n```python\nprint(1\n```")]}
+    fenced = smart.features(body)
+    unfenced = list(fenced)
+    unfenced[smart.FEATURE_NAMES.index("code_block")] = 0.0
+    added = _logit(smart.score_features(fenced, smart.rules_model())) - _logit(
+        smart.score_features(unfenced, smart.rules_model())
+    )
+    assert added == pytest.approx(0.6, abs=1e-9)
+
+
+def test_no_prior_touches_a_development_set_prompt():
+    if not DEV_SET.is_file():
+        pytest.skip("the development set is not beside the repo")
+    rows = [json.loads(line) for line in DEV_SET.read_text().splitlines() if line.strip()]
+    for row in rows:
+        assert smart.prior_logit(smart.features({"messages": [_user(row["prompt"])]})) == 0.0
+
+
+def test_through_v1_tool_definitions_move_a_request_up_a_tier(acme, gw):
+    _tiers(acme)
+    plain = smart.score(POLICY, {"messages": [_user(QUESTION)]}, "rules")
+    tooled = smart.score(POLICY, {"messages": [_user(QUESTION)], "tools": [TOOL] * 5}, "rules")
+    client = _smart_key(acme, {"thresholds": [round((plain + tooled) / 2, 6)]})
+    asked = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[_user(QUESTION)]
+    )
+    assert asked.headers["x-bonito-route-tier"] == "smart-lite"
+    tooled_response = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[_user(QUESTION)], tools=[TOOL] * 5
+    )
+    assert tooled_response.headers["x-bonito-route-tier"] == "smart-pro"
+    assert float(tooled_response.headers["x-bonito-route-score"]) == pytest.approx(tooled, abs=1e-4)
