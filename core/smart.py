@@ -309,6 +309,15 @@ def ab_completed(spec):
     return out
 
 
+def ab_complete_rows(model) -> None:
+    """Store ab_completed's settings in every row of ``model`` (a migration's historical
+    model with a ``smart`` JSON field) that needs them."""
+    for row in model.objects.exclude(smart={}).only("id", "smart").iterator():
+        fixed = ab_completed(row.smart)
+        if fixed is not None:
+            model.objects.filter(pk=row.pk).update(smart=fixed)
+
+
 def keyword_matched(word: str) -> str:
     """A keyword as the rules classifier matches it: trimmed, lower-cased in ASCII letters
     only, as the prompt is (gateway.dataplane.smart): str.lower() also lowered "É", which a

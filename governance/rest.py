@@ -100,7 +100,9 @@ class RoutingPolicyViewSet(OrgView, viewsets.ModelViewSet):
             from rest_framework.exceptions import ValidationError
 
             # Its rt- keys show the name; a new policy takes another.
-            raise ValidationError({"name": ["A routing policy cannot be renamed; create a new one."]})
+            raise ValidationError(
+                {"name": ["A routing policy cannot be renamed; create a new one."]}
+            )
         data = {**serializer.validated_data, "name": instance.name}
         # PUT's `smart` is the whole of it; PATCH's is merged (fields not sent stay in both).
         merge = kwargs.get("partial", False)

@@ -3,15 +3,11 @@ served, so the org's settings form saves again (core.smart.ab_completed)."""
 
 from django.db import migrations
 
-from core.smart import ab_completed
+from core.smart import ab_complete_rows
 
 
 def forwards(apps, schema_editor):
-    GatewayConfig = apps.get_model("gateway", "GatewayConfig")
-    for config in GatewayConfig.objects.exclude(smart={}).only("id", "smart").iterator():
-        fixed = ab_completed(config.smart)
-        if fixed is not None:
-            GatewayConfig.objects.filter(pk=config.pk).update(smart=fixed)
+    ab_complete_rows(apps.get_model("gateway", "GatewayConfig"))
 
 
 class Migration(migrations.Migration):

@@ -9,25 +9,15 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from gateway.models import GatewayConfig
+from gateway.tests.test_smart_routing import TWO_TIERS_FILE
 from governance.models import RoutingPolicy
 
 pytestmark = pytest.mark.django_db
 
-HEAD = (
-    "orgs:\n"
-    "  - slug: acme\n"
-    "    name: Acme\n"
-    "    providers:\n"
-    "      - {name: mock, kind: mock}\n"
-    "    deployments:\n"
-    "      - {model: lite, provider: mock, upstream_model: m1}\n"
-    "      - {model: pro, provider: mock, upstream_model: m2}\n"
-)
-
 
 def _apply(tmp_path, text):
     path = tmp_path / "bonito.yaml"
-    path.write_text(HEAD + text)
+    path.write_text(TWO_TIERS_FILE + text)
     call_command("apply_config", str(path), stdout=StringIO(), stderr=StringIO())
 
 

@@ -629,6 +629,19 @@ def test_a_model_named_like_the_alias_is_refused_only_while_smart_routing_is_on(
     assert taken.status_code == 400 and "alias" in taken.content.decode()
 
 
+# The head of a config file with one org and the two tiers lite and pro.
+TWO_TIERS_FILE = (
+    "orgs:\n"
+    "  - slug: acme\n"
+    "    name: Acme\n"
+    "    providers:\n"
+    "      - {name: mock, kind: mock}\n"
+    "    deployments:\n"
+    "      - {model: lite, provider: mock, upstream_model: m1}\n"
+    "      - {model: pro, provider: mock, upstream_model: m2}\n"
+)
+
+
 def test_apply_config_sets_smart_routing(tmp_path, db):
     from io import StringIO
 
@@ -639,15 +652,7 @@ def test_apply_config_sets_smart_routing(tmp_path, db):
 
     path = tmp_path / "bonito.yaml"
     path.write_text(
-        "orgs:\n"
-        "  - slug: acme\n"
-        "    name: Acme\n"
-        "    providers:\n"
-        "      - {name: mock, kind: mock}\n"
-        "    deployments:\n"
-        "      - {model: lite, provider: mock, upstream_model: m1}\n"
-        "      - {model: pro, provider: mock, upstream_model: m2}\n"
-        "    routing_policies:\n"
+        TWO_TIERS_FILE + "    routing_policies:\n"
         "      - {name: saver, strategy: smart, models: [lite, pro],"
         " smart: {classifier: rules, aggressiveness: 0.7}}\n"
         "    gateway:\n"

@@ -3,15 +3,11 @@ served, so the policy saves again (core.smart.ab_completed)."""
 
 from django.db import migrations
 
-from core.smart import ab_completed
+from core.smart import ab_complete_rows
 
 
 def forwards(apps, schema_editor):
-    RoutingPolicy = apps.get_model("governance", "RoutingPolicy")
-    for policy in RoutingPolicy.objects.exclude(smart={}).only("id", "smart").iterator():
-        fixed = ab_completed(policy.smart)
-        if fixed is not None:
-            RoutingPolicy.objects.filter(pk=policy.pk).update(smart=fixed)
+    ab_complete_rows(apps.get_model("governance", "RoutingPolicy"))
 
 
 class Migration(migrations.Migration):
