@@ -312,6 +312,14 @@ def search_price(upstream_model: str) -> float | None:
     return _number(price) or None
 
 
+def takes_images(upstream_model: str) -> bool | None:
+    """Whether the model reads images, as LiteLLM's map says (supports_vision); None where
+    it does not say (a model it does not know: vLLM's, a fine-tune, the mock)."""
+    entry = litellm_price_map().get(upstream_model)
+    value = entry.get("supports_vision") if isinstance(entry, dict) else None
+    return value if isinstance(value, bool) else None
+
+
 def context_window(upstream_model: str) -> int:
     """The most prompt tokens the model reads, from LiteLLM's map (0 where it has none)."""
     entry = litellm_price_map().get(upstream_model)

@@ -56,6 +56,7 @@ from .pricing import (
     price_per_token,
     search_per_prompt,
     search_price,
+    takes_images,
     tier_prices,
     unit_costs,
 )
@@ -120,6 +121,7 @@ def deployment_info(d: Deployment, catalog: dict | None = None) -> DeploymentInf
         search_cost=search_price(d.upstream_model),
         search_per_prompt=search_per_prompt(d.upstream_model),
         max_input_tokens=context_window(d.upstream_model),
+        images=takes_images(d.upstream_model),
         audio_costs=audio_prices(d.upstream_model, input_cost, output_cost),
         unit_costs=unit_costs(d),
         weight=d.weight,

@@ -129,6 +129,7 @@ class Ctx:
     # The prompt's tokens as counted (its text: at most what the provider counts), where
     # it may be past a candidate's context window; 0 when not counted.
     prompt_tokens: int = 0
+    images: bool = False  # the prompt holds an image (tokens.images_sent)
     receive: object = None  # Incoming.receive
     raw: bytes = b""  # the request's body as sent (an unfit verdict is checked against it)
     gone: bool = False  # the client left before the answer began
@@ -570,6 +571,7 @@ class Gateway:
         prompt_est = tokens.estimate_prompt_tokens(raw)
         searches, audio = tokens.searches_asked(body), tokens.audio_asked(body)
         unseen = tokens.unseen_input(raw, body)
+        ctx.images = unseen and tokens.images_sent(raw, body)
 
         def held(d: DeploymentInfo) -> int:
             if not unseen:
@@ -708,7 +710,7 @@ class Gateway:
         unfit_ids: set[int] = set()  # unfit in one round, unfit in the next
         final: list[UpstreamError] = []  # the failures of the last round that had any
         untried = 0  # of the last round: candidates the deadline left no time for
-        candidates = _within_context(ctx, candidates)
+        candidates = _taking_images(ctx, _within_context(ctx, candidates))
         for round_no in range(self.retry_rounds):
             failures: list[UpstreamError] = []
             untried = 0
@@ -1554,6 +1556,20 @@ def _within_context(ctx: Ctx, candidates: list[DeploymentInfo]) -> list[Deployme
         skipped = [d.label for d in candidates if d not in fit]
         log.info("%d prompt tokens: past the context window of %s", need, ", ".join(skipped))
     return fit or [max(candidates, key=lambda d: d.max_input_tokens)]
+
+
+def _taking_images(ctx: Ctx, candidates: list[DeploymentInfo]) -> list[DeploymentInfo]:
+    """For a prompt with images, the candidates whose model may read them (LiteLLM's map
+    does not say it cannot), in order: one that cannot is not called to refuse. When none
+    may, all of them: the catalog may not know a deployment's model, and the provider's
+    own answer is the client's."""
+    if not ctx.images:
+        return candidates
+    fit = [d for d in candidates if d.images is not False]
+    if fit and len(fit) < len(candidates):
+        skipped = [d.label for d in candidates if d.images is False]
+        log.info("a prompt with images: passed over %s (no images)", ", ".join(skipped))
+    return fit or candidates
 
 
 async def _watch(ctx: Ctx, receive, task: asyncio.Task) -> None:

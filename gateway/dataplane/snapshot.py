@@ -112,6 +112,9 @@ class DeploymentInfo:
     # The most prompt tokens the model reads (LiteLLM's max_input_tokens; 0: not known):
     # what a spend reservation holds for input a request only points to (tokens.unseen_input).
     max_input_tokens: int = 0
+    # Whether the model reads images (LiteLLM's supports_vision; None: not known, as from an
+    # earlier control plane): a request with images passes over one that does not.
+    images: bool | None = None
     # USD per audio token of the prompt and of the output (gpt-audio 16x the text price,
     # Gemini's audio input 3x) by service tier ("" standard; pricing.audio_prices): a tier
     # missing here is priced as standard; None: as a text token of the request.

@@ -221,19 +221,31 @@ def unseen_input(raw: bytes, body: dict) -> bool:
         return True
     if isinstance(body.get("prompt"), dict):  # the Responses API's stored prompt
         return True
-    return any(_has_unseen_part(body.get(f)) for f in ("messages", "input", "system"))
+    return any(_has_part(body.get(f), UNSEEN_PARTS) for f in ("messages", "input", "system"))
 
 
-def _has_unseen_part(node, depth: int = 0) -> bool:
+# The content parts that are images: chat's, the Responses API's, Anthropic's.
+IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
+
+
+def images_sent(raw: bytes, body: dict) -> bool:
+    """Whether the request (chat, Responses or Anthropic Messages) holds an image part: a
+    deployment whose model takes no images is passed over for it (proxy._taking_images)."""
+    if b"image" not in raw:
+        return False
+    return any(_has_part(body.get(f), IMAGE_PARTS) for f in ("messages", "input"))
+
+
+def _has_part(node, kinds, depth: int = 0) -> bool:
     if depth > 32:  # bodies are validated far shallower
         return False
     if isinstance(node, list):
-        return any(_has_unseen_part(item, depth + 1) for item in node)
+        return any(_has_part(item, kinds, depth + 1) for item in node)
     if isinstance(node, dict):
-        if node.get("type") in UNSEEN_PARTS:
+        if node.get("type") in kinds:
             return True
         return any(
-            _has_unseen_part(value, depth + 1)
+            _has_part(value, kinds, depth + 1)
             for value in node.values()
             if isinstance(value, list | dict)
         )
