@@ -202,7 +202,10 @@ def prompt_parts(body: dict) -> tuple[list[str], int]:
 def features(body: dict, keywords: dict | None = None) -> list[float]:
     """The rules classifier's features of one request (names in FEATURE_NAMES)."""
     parts, turns = prompt_parts(body)
-    text = "\n".join(parts)
+    # Spaces after a text are not part of it: "France? " read as two sentences and a longer
+    # prompt, enough to cross the default slider's cut (the development set's prompts end
+    # in none, so their features are as they were fitted).
+    text = "\n".join(p.rstrip() for p in parts)
     if len(text) > SCAN_CHARS:
         scanned = text[: SCAN_CHARS // 2] + "\n" + text[-SCAN_CHARS // 2 :]
     else:

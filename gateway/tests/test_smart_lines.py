@@ -93,3 +93,16 @@ def test_a_conversation_of_easy_turns_stays_on_the_cheap_tier_over_v1(acme, gw):
                 alone.headers["x-bonito-route-score"]
             )
             assert abs(shift) < 0.05, (question, shape, shift)
+
+
+@pytest.mark.parametrize("after", [" ", "  ", " \n", "\t", "\n" * 6, " \r\n "])
+def test_spaces_after_a_text_change_no_feature(after):
+    """ "France? " read as one sentence more (". " and "? " count them) and a longer prompt:
+    0.129 against 0.103, past the default slider's cut with two spaces."""
+    question = "What is the capital of France?"
+    plain = smart.features({"messages": [_user(question)]})
+    assert smart.features({"messages": [_user(question + after)]}) == plain
+    parts = {
+        "messages": [{"role": "user", "content": [{"type": "text", "text": question + after}]}]
+    }
+    assert smart.features(parts) == plain
