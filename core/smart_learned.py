@@ -10,7 +10,7 @@ probability that the strong model is needed, like the rules score.
 Optional (requirements-smart.txt: numpy and the model package, installed with --no-deps;
 docs/smart-routing.md). Without them ``missing()`` says so and the control plane refuses
 the learned classifier when it is configured, never at request time. Loaded once per
-process, on first use (about 50 MB: the 30,522 x 384 table).
+process, on first use (about 60 MB: the 30,522 x 384 table, 47 MB, and the tokenizer).
 """
 
 from __future__ import annotations
@@ -30,7 +30,12 @@ MAX_TOKENS = 4096  # a longer prompt is embedded from its first and last 2,048 t
 # runs (the event loop waits for it, worker thread or not), so it never reads megabytes.
 MAX_CHARS = 32_000
 UNKNOWN_ID = 100  # the vocabulary's [UNK] (encoder() checks it)
-INSTALL = "pip install --no-deps -r requirements-smart.txt"
+# The way in the message names: a bare `pip` outside the venv installs into another Python.
+INSTALL = (
+    "run `make smart` in the checkout (or `python -m pip install --no-deps -r "
+    "requirements-smart.txt` with the Python that runs Bonito)"
+)
+_CHUNK = 4 << 20  # bytes of the embedding table read at a time
 
 
 def _model_zip() -> Path | None:
@@ -76,7 +81,18 @@ def encoder():
             meta = header[TABLE]
             start, end = meta["data_offsets"]
             f.seek(8 + size + start)
-            table = np.frombuffer(f.read(end - start), dtype=np.float32).reshape(meta["shape"])
+            # Read into the array itself, a chunk at a time: one read() of the 47 MB table
+            # built it in copied buffers, a peak of about 150 MB over the process's for a
+            # moment (docs/smart-routing.md, its cost).
+            table = np.empty(meta["shape"], dtype=np.float32)
+            into, done = memoryview(table).cast("B"), 0
+            if len(into) != end - start:
+                raise RuntimeError("the packaged model's embedding table is not the size it says")
+            while done < len(into):
+                got = f.readinto(into[done : done + _CHUNK])
+                if not got:
+                    raise RuntimeError("the packaged model's embedding table is cut short")
+                done += got
     tokenizer.no_truncation()
     tokenizer.no_padding()
     if tokenizer.token_to_id("[UNK]") != UNKNOWN_ID:

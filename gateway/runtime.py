@@ -99,8 +99,12 @@ def close_db_connection() -> None:
 
 def startup() -> None:
     """At server start (ASGI lifespan): the usage sink's thread starts and stores the
-    records left in the journals of processes that stopped without storing them."""
+    records left in the journals of processes that stopped without storing them, and the
+    snapshot refresher starts, so the first snapshot (and what it prewarms: litellm's
+    import, the learned classifier's model) is ready before the first request, not built
+    for it (a new worker's first smart-routed request waited a second for the model)."""
     gateway().sink.start()
+    refresher().start()
 
 
 def shutdown() -> None:

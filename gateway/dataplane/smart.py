@@ -3,6 +3,7 @@
 import hashlib
 import logging
 import math
+import time
 from collections import Counter
 from functools import cache, lru_cache
 
@@ -483,8 +484,10 @@ def prewarm(snapshot) -> bool:
             _uses_learned(p.smart) for p in org.routing_policies.values()
         ):
             if learned_ready():
+                started = time.perf_counter()
                 smart_learned.encoder()
                 smart_learned.model()
+                log.info("learned classifier loaded (%.2f s)", time.perf_counter() - started)
                 return True
             return False
     return False

@@ -115,3 +115,56 @@ def test_a_starting_server_never_answers_gateway_not_ready(tmp_path, upstream, p
         assert ext.count_usage() == len(statuses)
     finally:
         ext.close()
+
+
+LEARNED_CONFIG = """
+orgs:
+  - slug: acme
+    name: Acme Corp
+    tier: pro
+    providers:
+      - {{name: fake, kind: openai_compatible, api_base: "{url}", api_key: sk-fake}}
+    deployments:
+      - {{model: chat-small, provider: fake, upstream_model: gpt-4o-mini}}
+      - {{model: chat-big, provider: fake, upstream_model: gpt-4o}}
+    gateway:
+      smart_tiers: [chat-small, chat-big]
+      smart: {{classifier: learned}}
+"""
+
+
+def test_a_new_worker_loads_the_learned_classifier_before_its_first_request(tmp_path, upstream):
+    """The snapshot refresher starts with the server (ASGI lifespan), not on the first
+    /v1 request: that request waited for the first snapshot and the model's load (about a
+    second). Here the model is loaded with no request sent, and the first one is scored
+    by it."""
+    from gateway.tests.test_smart_routing import _learned_installed
+
+    if not _learned_installed():
+        pytest.skip("the smart extra (requirements-smart.txt) is not installed")
+    ext = ExternalBonito(tmp_path)
+    try:
+        ext.migrate()
+        (tmp_path / "bonito.yaml").write_text(LEARNED_CONFIG.format(url=upstream.url))
+        ext.manage("apply_config", str(tmp_path / "bonito.yaml"))
+        key = (
+            ext.manage("create_api_key", "--org", "acme", "--name", "app").strip().splitlines()[-1]
+        )
+        port = free_port()
+        url = ext.serve(port)  # waits for /api/health only
+        log = tmp_path / f"server-{port}.log"
+        deadline = time.time() + 60
+        while "learned classifier loaded" not in log.read_text():
+            assert time.time() < deadline, log.read_text()
+            time.sleep(0.1)
+        response = httpx.post(
+            url + "/v1/chat/completions",
+            json={**CHAT, "model": "auto"},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        assert response.headers["x-bonito-route-classifier"] == "learned"
+        assert log.read_text().count("learned classifier loaded") == 1
+    finally:
+        ext.close()
