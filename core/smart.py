@@ -430,7 +430,7 @@ def resolve(
             )
         if ab_share and ab_arm == classifier:
             raise ValueError("smart.ab.classifier must differ from smart.classifier.")
-        if ab_arm == "learned" and learned_missing() and not serving:
+        if ab.get("classifier") == "learned" and learned_missing() and not serving:
             raise ValueError(learned_missing())
     keywords = _mapping_or_none(spec.get("keywords"), serving)
     if not isinstance(keywords, dict):

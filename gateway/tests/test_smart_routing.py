@@ -816,7 +816,11 @@ def test_without_the_extra_the_learned_classifier_is_refused_when_configured(
     monkeypatch.setitem(sys.modules, absent, None)  # the package is not installed
     message = smart_settings.classifier_error("learned")
     assert "requirements-smart.txt" in message and "rules classifier" in message
-    for spec in ({"classifier": "learned"}, {"ab": {"share": 0.5, "classifier": "learned"}}):
+    for spec in (
+        {"classifier": "learned"},
+        {"ab": {"share": 0.5, "classifier": "learned"}},
+        {"ab": {"share": 0, "classifier": "learned"}},  # off, but what a share raised routes by
+    ):
         with pytest.raises(ValidationError) as info:
             gov.routing_policy_save(
                 actor=ACTOR, org=org_a, name="s", strategy="smart", models=["a", "b"], smart=spec
