@@ -1,10 +1,12 @@
 """Smart routing: train the rules classifier, and measure cost vs accuracy and speed.
 
     python bench/smart_routing.py --train      # fit on the whole dev set -> core/smart_rules.json
+                                               # and (with the smart extra) core/smart_learned.json;
+                                               # --model-dir DIR writes them there instead
     python bench/smart_routing.py              # cross-validated curves + timing (make bench)
     python bench/smart_routing.py --seeds 10   # + the savings' mean and spread over 10 fold seeds
 
-The data is ../shared/data/routing/dev.jsonl (its README): prompts from GSM8K and MMLU with
+The data is ../shared/data/routing/dev.jsonl (its README; --data or $ROUTING_DEV elsewhere): prompts from GSM8K and MMLU with
 whether a weak and a strong model answered each correctly. The label a classifier learns is
 "the strong model is needed": the weak one was wrong and the strong one right. Its score is
 the calibrated probability of that label (a logistic model), so 0.3 means the same for
@@ -21,6 +23,7 @@ the straight line between the two models. Pure Python: no numpy in the default i
 import argparse
 import json
 import math
+import os
 import random
 import statistics
 import sys
@@ -33,7 +36,9 @@ sys.path.insert(0, str(ROOT))
 from core.smart import SmartPolicy  # noqa: E402
 from gateway.dataplane import smart  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "routing" / "dev.jsonl"
+DATA = Path(
+    os.environ.get("ROUTING_DEV") or ROOT.parent / "shared" / "data" / "routing" / "dev.jsonl"
+)
 WEAK_PRICE = 1 / 20  # of the strong model's
 QUALITY = 0.95  # RouteLLM's anchor: 95 % of the strong model's accuracy
 ANCHORS = {"gsm8k": 0.35, "mmlu": 0.45}  # RouteLLM's cost savings at that quality
@@ -441,8 +446,19 @@ def _rss_mb() -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--train", action="store_true", help="write core/smart_rules.json")
+    parser.add_argument("--data", type=Path, default=DATA, help=f"default: {DATA}")
+    parser.add_argument(
+        "--train",
+        action="store_true",
+        help="fit on the whole set: write smart_rules.json and (with the smart extra) "
+        "smart_learned.json into --model-dir",
+    )
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=ROOT / "core",
+        help="where --train writes the models (default: core/, what the gateway reads)",
+    )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument(
         "--seeds", type=int, default=1, help="also report savings over this many fold seeds"
@@ -451,9 +467,10 @@ def main(argv=None) -> int:
     rows = load(args.data)
     if args.train:
         model = train(rows)
-        path = ROOT / "core" / "smart_rules.json"
+        args.model_dir.mkdir(parents=True, exist_ok=True)
+        path = args.model_dir / "smart_rules.json"
         path.write_text(json.dumps(model, indent=1) + "\n")
-        print(f"wrote {path.relative_to(ROOT)}")
+        print(f"wrote {path}")
         if learned_available():
             feats = [smart.features(body_of(r["prompt"])) for r in rows]
             x = learned_matrix(rows, feats)
@@ -463,9 +480,9 @@ def main(argv=None) -> int:
             head["l2"] = LEARNED_L2
             head["ranking_weight"] = PAIRWISE_WEIGHT
             head["trained_on"] = model["trained_on"]
-            path = ROOT / "core" / "smart_learned.json"
+            path = args.model_dir / "smart_learned.json"
             path.write_text(json.dumps(head) + "\n")
-            print(f"wrote {path.relative_to(ROOT)}")
+            print(f"wrote {path}")
         else:
             print("the smart extra is not installed: the learned head was not trained")
         return 0
