@@ -290,3 +290,18 @@ def report(name, rows, runs):
 if __name__ == "__main__":
     build_cache()
     print(json.dumps({k: v.shape for k, v in data()[1].items()}, default=str))
+
+
+def versus(weak, strong, g, m, runs, base):
+    """``runs`` (fold seeds x prompts) against ``base``: GSM8K savings per seed, MMLU's mean,
+    seeds won, the paired bootstrap of the GSM8K difference (lo, hi, P(>0)), and the gain
+    concordance with its bootstrap interval (auc, auc of base, lo, hi)."""
+    vg = [saving(weak[g], strong[g], s[g]) for s in runs]
+    vm = float(np.mean([saving(weak[m], strong[m], s[m]) for s in runs]))
+    base_g = [saving(weak[g], strong[g], s[g]) for s in base]
+    won = sum(a > b for a, b in zip(vg, base_g, strict=True))
+    lo, hi, p = paired_bootstrap(weak[g], strong[g], runs[:, g], base[:, g])
+    auc = np.mean([gain_auc(weak[g], strong[g], s[g]) for s in runs])
+    auc0 = np.mean([gain_auc(weak[g], strong[g], s[g]) for s in base])
+    alo, ahi = paired_bootstrap_auc(weak[g], strong[g], runs[:, g], base[:, g])
+    return vg, vm, float(np.mean(vg) - np.mean(base_g)), won, (lo, hi, p), (auc, auc0, alo, ahi)

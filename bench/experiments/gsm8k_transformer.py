@@ -209,36 +209,22 @@ def compare():
     """Every variant kept in the scores folder against the committed head (re-measured here):
     GSM8K difference, seeds won, paired bootstrap over the 400 GSM8K prompts (2,000
     resamples) of the difference in mean-over-seeds saving, and the gain concordance."""
-    from gsm8k_common import (
-        gain_auc,
-        labels,
-        load_scores,
-        paired_bootstrap,
-        paired_bootstrap_auc,
-        saving,
-        summary,
-    )
+    from gsm8k_common import labels, load_scores, summary, versus
 
     _, weak, strong = labels(rows)
     g = np.array([i for i, r in enumerate(rows) if r["family"] == "gsm8k"])
     m = np.array([i for i, r in enumerate(rows) if r["family"] == "mmlu"])
     base = load_scores(BASE + TAG)
-    base_g = [saving(weak[g], strong[g], s[g]) for s in base]
-    auc0 = np.mean([gain_auc(weak[g], strong[g], s[g]) for s in base])
     for path in sorted((WORK / "scores").glob("*.npy"), key=lambda p: p.stat().st_mtime):
         name = path.stem
         if not name.endswith(TAG) or (not TAG and name.endswith("]")):
             continue
-        runs = load_scores(name)
-        vg = [saving(weak[g], strong[g], s[g]) for s in runs]
-        vm = [saving(weak[m], strong[m], s[m]) for s in runs]
-        won = sum(a > b for a, b in zip(vg, base_g, strict=True))
-        lo, hi, p = paired_bootstrap(weak[g], strong[g], runs[:, g], base[:, g])
-        auc = np.mean([gain_auc(weak[g], strong[g], s[g]) for s in runs])
-        alo, ahi = paired_bootstrap_auc(weak[g], strong[g], runs[:, g], base[:, g])
+        vg, vm, diff, won, (lo, hi, _p), (auc, auc0, alo, ahi) = versus(
+            weak, strong, g, m, load_scores(name), base
+        )
         print(
-            f"| {name} | {summary(vg)} | {np.mean(vm):.1%} | "
-            f"{np.mean(vg) - np.mean(base_g):+.1%} ({won}/10; {lo:+.1%} to {hi:+.1%}) | "
+            f"| {name} | {summary(vg)} | {vm:.1%} | "
+            f"{diff:+.1%} ({won}/10; {lo:+.1%} to {hi:+.1%}) | "
             f"{auc:.3f} vs {auc0:.3f} ({alo:+.3f} to {ahi:+.3f}) |",
             flush=True,
         )
