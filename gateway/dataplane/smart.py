@@ -150,9 +150,9 @@ INSTRUCTION_ROLES = ("system", "developer")
 
 
 def prompt_text(body: dict) -> tuple[str, int]:
-    """(the prompt's text, the number of turns) of a chat or completions body: every
-    message's text but the system and developer messages' (unless there is nothing else),
-    parts of type text, one per line."""
+    """(the prompt's text, the number of turns) of a chat or completions body: the user
+    messages' text (unless there are none: every message's but the system and developer
+    messages', unless there is nothing else), parts of type text, one per line."""
     parts, turns = prompt_parts(body)
     return "\n".join(parts), turns
 
@@ -175,13 +175,19 @@ def line_breaks(parts: list[str]) -> int:
 
 
 def prompt_parts(body: dict) -> tuple[list[str], int]:
-    """(the prompt's texts, the number of turns): prompt_text's, not yet joined."""
+    """(the prompt's texts, the number of turns): prompt_text's, not yet joined. Of a
+    conversation, the user's messages, every turn: what is asked. The assistant's replies
+    and tool results are the models' own output, not the difficulty of the ask (read, a
+    long answer made the easy "thanks!" after it score 0.40, a long prompt's score). The
+    turns are every message but the instructions."""
     messages = body.get("messages")
     if isinstance(messages, list):
         said = [
             m for m in messages if not (isinstance(m, dict) and m.get("role") in INSTRUCTION_ROLES)
         ]
-        messages = said or messages
+        turns = len(said or messages)
+        asked = [m for m in said if isinstance(m, dict) and m.get("role") == "user"]
+        messages = asked or said or messages
         parts = []
         for m in messages:
             content = m.get("content") if isinstance(m, dict) else None
@@ -191,7 +197,7 @@ def prompt_parts(body: dict) -> tuple[list[str], int]:
                 for p in content:
                     if isinstance(p, dict) and isinstance(p.get("text"), str):
                         parts.append(p["text"])
-        return parts, len(messages)
+        return parts, turns
     prompt = body.get("prompt")
     if isinstance(prompt, str):
         return [prompt], 1
@@ -302,7 +308,7 @@ TOKENS = FEATURE_NAMES.index("tokens")
 # feature -> (log-odds per unit, start, end)
 PRIORS = {
     "code_block": (0.6, 0.0, 1.0),  # a ``` block: +0.6
-    "turns": (0.25, math.log1p(1), math.log1p(50)),  # 3 turns +0.17, 11 +0.42, 50+ +0.81
+    "turns": (0.1, math.log1p(1), math.log1p(50)),  # 3 turns +0.07, 11 +0.17, 50+ +0.32
     "tools": (0.4, 0.0, math.log1p(32)),  # 1 tool +0.28, 5 +0.72, 32+ +1.40
     "max_output": (0.2, math.log1p(1000), math.log1p(32000)),  # 4,096 +0.28, 32k+ +0.69
 }

@@ -4,6 +4,8 @@ prompt. The rules feature counted every newline of the joined text, so every tur
 the first, or a question followed by newlines, went up a tier (docs/smart-routing.md,
 *The score*). Line breaks inside a message still count."""
 
+import math
+
 import pytest
 
 from gateway.dataplane import smart
@@ -106,3 +108,35 @@ def test_spaces_after_a_text_change_no_feature(after):
         "messages": [{"role": "user", "content": [{"type": "text", "text": question + after}]}]
     }
     assert smart.features(parts) == plain
+
+
+ANSWER = "Photosynthesis turns light into chemical energy in the chloroplasts. " * 12
+
+
+@pytest.mark.parametrize("classifier", ["rules", "learned"])
+def test_the_assistant_s_replies_and_tool_results_are_not_scored(classifier):
+    """The models' own output is not the difficulty of the ask: read, a long answer made
+    the "thanks!" after it score 0.40, a long prompt's score. Only the depth counts."""
+    from gateway.tests.test_smart_routing import _learned_installed
+
+    if classifier == "learned" and not _learned_installed():
+        pytest.skip("the smart extra is not installed")
+    policy = smart.SmartPolicy(tiers=("lite", "pro"), thresholds=(0.5,))
+    asked = [_user("Explain photosynthesis."), _user("thanks!")]
+    replied = [
+        _user("Explain photosynthesis."),
+        {"role": "assistant", "content": ANSWER},
+        {"role": "tool", "tool_call_id": "t1", "content": ANSWER},
+        _user("thanks!"),
+    ]
+    x_asked, x_replied = smart.features({"messages": asked}), smart.features({"messages": replied})
+    depth = smart.FEATURE_NAMES.index("turns")
+    assert x_replied[:depth] + x_replied[depth + 1 :] == x_asked[:depth] + x_asked[depth + 1 :]
+    assert x_replied[depth] == math.log1p(4) and x_asked[depth] == math.log1p(2)
+    assert smart.score(policy, {"messages": replied}, classifier) < 0.2
+
+
+def test_a_conversation_of_the_assistant_alone_is_still_scored():
+    """No user message (an app continuing the assistant's text): its messages are read."""
+    body = {"messages": [{"role": "assistant", "content": "Solve 2x + 3 = 7 step by step."}]}
+    assert smart.prompt_text(body)[0] == "Solve 2x + 3 = 7 step by step."

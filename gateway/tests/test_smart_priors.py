@@ -81,7 +81,7 @@ def test_each_prior_adds_its_log_odds_under_both_classifiers(
 @pytest.mark.parametrize("classifier", ["rules", pytest.param("learned", marks=needs_learned)])
 def test_the_depth_of_a_conversation_adds_its_prior(classifier, monkeypatch):
     """Eleven turns against the same eleven turns read as one: the greetings' words count
-    either way; the depth adds 0.25 per unit of log(1 + turns) past one turn."""
+    either way; the depth adds 0.1 per unit of log(1 + turns) past one turn."""
     body = {"messages": _turns(11)}
     depth = smart.FEATURE_NAMES.index("turns")
     features = smart.features
@@ -94,7 +94,7 @@ def test_the_depth_of_a_conversation_adds_its_prior(classifier, monkeypatch):
     deep = smart.score(POLICY, body, classifier)
     monkeypatch.setattr(smart, "features", as_one_turn)
     flat = smart.score(POLICY, body, classifier)
-    added = 0.25 * (math.log1p(11) - math.log1p(1))
+    added = 0.1 * (math.log1p(11) - math.log1p(1))
     assert _logit(deep) - _logit(flat) == pytest.approx(added, abs=1e-9)
 
 
