@@ -131,7 +131,7 @@ def thresholds_for(aggressiveness: float, n_tiers: int, classifier: str = "rules
     if n_tiers < 2:
         return ()
     below_top = 0.1 + 0.8 * aggressiveness
-    q = quantiles(classifier)
+    q = _table(classifier)  # read once a process (aggressiveness_for calls this 30 times)
     out = []
     for i in range(1, n_tiers):
         share = below_top * i / (n_tiers - 1)
