@@ -162,16 +162,23 @@ def aggressiveness_for(thresholds, classifier: str = "rules") -> float:
 
 
 # ------------------------------------------------------------------------------ checking a spec
+def number_as_sent(value: int | float) -> str:
+    """A number out of range as its message quotes it: as sent (repr, the shortest form that
+    reads back the same: {:g} said 1.0000001 was "1"), an integer of many digits by its
+    first 20 and its length. The smart settings' checks and /v1/feedback's score."""
+    shown = repr(value)
+    if len(shown) > 40:
+        shown = f"{shown[:20]}… ({len(shown.lstrip('-'))} digits)"
+    return shown
+
+
 def _number(value, name: str, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         raise ValueError(f"smart.{name} must be a number from {low:g} to {high:g}.")
     if not low <= value <= high:
-        # as sent (repr: the shortest form that reads back the same; {:g} said 1.0000001
-        # was "1"); an integer of many digits by its length
-        shown = repr(value)
-        if len(shown) > 40:
-            shown = f"{shown[:20]}… ({len(shown.lstrip('-'))} digits)"
-        raise ValueError(f"smart.{name} must be from {low:g} to {high:g}, not {shown}.")
+        raise ValueError(
+            f"smart.{name} must be from {low:g} to {high:g}, not {number_as_sent(value)}."
+        )
     return float(value)
 
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import orjson
 
 from core import keys
+from core.smart import number_as_sent
 
 from . import anthropic_api, errors, keys_check, media, responses_api, routing, smart, tokens
 from .errors import GatewayError
@@ -1370,15 +1371,13 @@ def parse_feedback(raw: bytes) -> tuple[str, float]:
             f"score must be a number from 0 (bad) to 1 (good), not {json_type(score)}.", "score"
         )
     if not 0 <= score <= 1:
-        # as sent (repr: the shortest form that reads back the same); {:g} said 1.0000001
-        # was "1", and a 17-digit integer "1.23457e+16"
+        # as sent ({:g} said a 17-digit integer was "1.23457e+16")
         if type(score) is float and score.is_integer():  # orjson's read of a 2^64 integer
             exact = exact_json(raw)
             score = exact.get("score", score) if isinstance(exact, dict) else score
-        shown = repr(score)
-        if len(shown) > 40:
-            shown = f"{shown[:20]}… ({len(shown.lstrip('-'))} digits)"
-        raise bad(f"score must be from 0 (bad) to 1 (good); it is {shown}.", "score")
+        raise bad(
+            f"score must be from 0 (bad) to 1 (good); it is {number_as_sent(score)}.", "score"
+        )
     return rid, float(score) + 0.0  # -0.0 is 0.0 (stored and echoed without its sign)
 
 
