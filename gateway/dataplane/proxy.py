@@ -731,7 +731,7 @@ class Gateway:
                     budget, why = None, ""
                     if dep.timeout_s:  # its own, in place of a share, within the deadline
                         budget = min(dep.timeout_s, remaining)
-                        why = "its timeout" if dep.timeout_s <= remaining else "the deadline"
+                        why = "its own timeout" if dep.timeout_s <= remaining else "the deadline"
                     elif later:
                         budget = _share(remaining, later)
                         why = "its share of the deadline with other deployments to try"
@@ -743,6 +743,7 @@ class Gateway:
                             raise UpstreamError(
                                 f"{dep.label} timed out (no answer within {budget:.1f} s, {why})",
                                 timeout=True,
+                                own_timeout=why == "its own timeout",
                             ) from None
                     else:  # the last candidate: the whole of what is left
                         result = await attempt(dep, remaining)
@@ -1591,9 +1592,11 @@ def _timed_out(final: list[UpstreamError], untried: int, timeout_s: float) -> st
     timed out."""
     timed = sum(1 for exc in final if exc.timeout)
     if timed == len(final) and not untried:
-        return (
-            f"Every deployment of this model timed out (the request's deadline: {timeout_s:g} s)."
-        )
+        # The deadline, or the deployments' own timeouts (in the attempts' own words) when
+        # those ended the last round first.
+        last = final[-1]
+        own = f"last: {last}" if last.own_timeout else f"the request's deadline: {timeout_s:g} s"
+        return f"Every deployment of this model timed out ({own})."
     said = [f"{timed} of the deployments tried timed out"]
     others = [exc for exc in final if not exc.timeout]
     if others:

@@ -83,6 +83,7 @@ class UpstreamError(Exception):
         body: dict | None = None,
         retry_after: float | None = None,
         timeout: bool = False,
+        own_timeout: bool = False,
         detail: str | None = None,
         unfit: bool = False,
         too_long: bool = False,
@@ -99,6 +100,8 @@ class UpstreamError(Exception):
         self.body = body
         self.retry_after = retry_after
         self.timeout = timeout
+        # Cut by the deployment's own timeout (``Deployment.timeout_s``), not the deadline.
+        self.own_timeout = own_timeout
         self.detail = detail  # the provider's own words, for the org's admin only
 
     @property

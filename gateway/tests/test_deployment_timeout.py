@@ -3,6 +3,7 @@ take that long (to a stream's first output) before the request fails over, in pl
 share of the org's deadline, last candidate or not, always within the deadline. Set over
 REST, the config file and the dashboard's Edit page; exported; 0 refused everywhere."""
 
+import json
 from io import StringIO
 
 import pytest
@@ -64,6 +65,10 @@ def test_the_last_candidate_s_own_timeout_ends_the_request_before_the_deadline(a
         gw.retry_rounds = 2
     assert status == 504, text
     assert 1.8 < took < 5, took
+    # Their own timeouts ended it, not the org's 30 s deadline, and the message says so.
+    message = json.loads(text)["error"]["message"]
+    assert message.startswith("Every deployment of this model timed out (last: "), message
+    assert "no answer within 1.0 s, its own timeout" in message and "30 s" not in message
     [row] = [r for r in usage_rows(acme.org) if r.endpoint == "chat"]
     assert (row.http_status, row.error_type) == (504, "upstream_timeout")
 
