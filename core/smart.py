@@ -325,6 +325,25 @@ def ab_complete_rows(model) -> None:
             model.objects.filter(pk=row.pk).update(smart=fixed)
 
 
+# Words as the rules classifier reads them (gateway.dataplane.smart, prompts and keywords
+# alike): ASCII letters lower-cased, digits and other scripts' bytes kept, every other ASCII
+# character (punctuation) a space.
+WORD_BYTES = bytes(
+    (b + 32 if 65 <= b <= 90 else b if (97 <= b <= 122 or 48 <= b <= 57 or b >= 128) else 32)
+    for b in range(256)
+)
+# Multi-word keywords (phrases) a list may hold: each is a scan of the prompt's text (about
+# 25 us for 16,000 characters); single words are a lookup each. 200 phrases a list cost 16 ms
+# a request on a long prompt, 20 cost 4 ms.
+MAX_PHRASES = 20
+
+
+def keyword_key(word: str) -> bytes:
+    """A keyword as it is looked for: its words, as WORD_BYTES reads them, one space apart
+    (empty when it holds no letter or digit: it can never match)."""
+    return b" ".join(word.encode("utf-8", "replace").translate(WORD_BYTES).split())
+
+
 def keyword_matched(word: str) -> str:
     """A keyword as the rules classifier matches it: trimmed, lower-cased in ASCII letters
     only, as the prompt is (gateway.dataplane.smart): str.lower() also lowered "É", which a
@@ -476,6 +495,22 @@ def resolve(
                         f"{codepoint(char)}: keywords are visible text (no control, "
                         "invisible or text-direction characters)."
                     )
+        if not serving:
+            new = [w for w in words if w not in kept_keywords]
+            blank = next((w for w in new if not keyword_key(w)), None)
+            if blank is not None:
+                raise ValueError(
+                    f"smart.keywords.{category}: the keyword {blank.strip()[:60]!r} has no "
+                    "letter or digit, so it would never match: punctuation is read as a "
+                    "space, in prompts and keywords alike."
+                )
+            phrases = {keyword_key(w) for w in words if b" " in keyword_key(w)}
+            if len(phrases) > MAX_PHRASES and any(b" " in keyword_key(w) for w in new):
+                raise ValueError(
+                    f"smart.keywords.{category} holds {len(phrases)} phrases of several words; "
+                    f"at most {MAX_PHRASES} (each is a scan of the prompt; single words are "
+                    "not limited but by the list's size)."
+                )
         checked[category] = tuple(dict.fromkeys(keyword_matched(w) for w in words))
     within = spec.get("within", "failover")
     if strategies_known is not None and (

@@ -1097,7 +1097,9 @@ def test_the_learned_classifier_reads_the_rules_features_within_their_range():
     text, _ = smart.prompt_text(body)
     policy = smart_settings.SmartPolicy(tiers=("lite", "pro"), thresholds=(0.5,))
     score = smart.score(policy, body, "learned")
-    assert score == smart_learned.score(text, read) < smart_learned.score(text, raw)
+    offset = smart.prior_logit(raw) + smart.chat_prior(body, raw)  # a short chat message
+    assert offset == smart.CHAT_LOGIT
+    assert score == smart_learned.score(text, read, offset) < smart_learned.score(text, raw, offset)
     # A question like the set's is inside the range: read as it is.
     question = (
         "Natalia sold clips to 48 of her friends in April, and then she sold half as many "
