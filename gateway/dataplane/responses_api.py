@@ -153,9 +153,9 @@ def _text_of(content) -> str:
     )
 
 
-def _chat_content(content, where: str):
+def _chat_content(content, where: str, lenient: bool = False):
     """A message's Responses content as chat content: text stays text; parts become
-    chat's text and image_url parts."""
+    chat's text and image_url parts (``lenient``: those chat cannot carry are left out)."""
     if isinstance(content, str):
         return content
     parts = []
@@ -170,7 +170,7 @@ def _chat_content(content, where: str):
             if isinstance(part.get("detail"), str) and part["detail"] != "auto":
                 image["detail"] = part["detail"]
             parts.append({"type": "image_url", "image_url": image})
-        else:
+        elif not lenient:
             raise _bad(
                 f"Content of type {str(kind)[:40]!r} (or an image by file_id) is supported only "
                 "on providers with a Responses API (OpenAI, with pass-through on).",
@@ -180,7 +180,7 @@ def _chat_content(content, where: str):
     return parts
 
 
-def _messages(body: dict) -> list[dict]:
+def _messages(body: dict, lenient: bool = False) -> list[dict]:
     messages = []
     if isinstance(body.get("instructions"), str):
         messages.append({"role": "system", "content": body["instructions"]})
@@ -193,7 +193,7 @@ def _messages(body: dict) -> list[dict]:
         where = f"input[{i}]"
         if kind in (None, "message"):
             role = "system" if item["role"] == "developer" else item["role"]
-            content = _chat_content(item["content"], f"{where}.content")
+            content = _chat_content(item["content"], f"{where}.content", lenient)
             if role == "assistant" and not isinstance(content, str):
                 content = _text_of(content)  # chat's assistant turns are text
             messages.append({"role": role, "content": content})
@@ -217,7 +217,7 @@ def _messages(body: dict) -> list[dict]:
                     "content": output if isinstance(output, str) else _text_of(output),
                 }
             )
-        elif kind == "reasoning":
+        elif kind == "reasoning" or lenient:
             continue  # a reasoning model's own notes: chat providers take none back
         else:
             raise _bad(
@@ -229,9 +229,12 @@ def _messages(body: dict) -> list[dict]:
     return messages
 
 
-def _chat_tools(tools) -> list[dict]:
+def _chat_tools(tools, lenient: bool = False) -> list[dict]:
     out = []
     for i, tool in enumerate(tools or ()):
+        if tool["type"] not in TRANSLATED_TOOLS and lenient:
+            out.append(tool)  # as it is: smart routing counts the tools
+            continue
         if tool["type"] not in TRANSLATED_TOOLS:
             raise _bad(
                 f"The built-in tool {tool['type'][:40]!r} runs inside OpenAI: it is supported "
@@ -274,23 +277,30 @@ def _response_format(text):
     return {"type": "json_schema", "json_schema": schema}
 
 
-def to_chat(body: dict) -> dict:
+def to_chat(body: dict, *, lenient: bool = False) -> dict:
     """The chat-completions body that asks the same as this Responses body; a 400 naming
-    the field if it asks for something only a Responses API can do."""
+    the field if it asks for something only a Responses API can do. ``lenient``: what
+    chat cannot carry is left out instead (a file part, an item of another type, the
+    prompt template, the conversation, another tool choice; other tools stay as they
+    are), for the body smart routing scores (routed)."""
     for name in ("prompt", "conversation"):
-        if body.get(name) is not None:
+        if body.get(name) is not None and not lenient:
             raise _bad(
                 f"'{name}' is supported only on providers with a Responses API (OpenAI, with "
                 "pass-through on).",
                 name,
             )
-    chat = {"model": body["model"], "messages": _messages(body)}
-    if not chat["messages"]:
+    chat = {"model": body["model"], "messages": _messages(body, lenient)}
+    if not chat["messages"] and not lenient:
         raise _bad("input is empty: send at least one message.", "input", "empty_array")
     if body.get("tools"):
-        chat["tools"] = _chat_tools(body["tools"])
+        chat["tools"] = _chat_tools(body["tools"], lenient)
     if body.get("tool_choice") is not None:
-        chat["tool_choice"] = _chat_tool_choice(body["tool_choice"])
+        try:
+            chat["tool_choice"] = _chat_tool_choice(body["tool_choice"])
+        except GatewayError:
+            if not lenient:
+                raise
     for ours, theirs in (
         ("max_output_tokens", "max_tokens"),
         ("temperature", "temperature"),
@@ -311,6 +321,18 @@ def to_chat(body: dict) -> dict:
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
     return chat
+
+
+def routed(body: dict, chat: dict | None) -> dict:
+    """The body smart routing reads of a Responses request: its chat translation ``chat``,
+    or for a request only a Responses API can serve (None) to_chat's lenient one, so it
+    scores as the same request without what chat cannot carry (it was scored as an empty
+    prompt: the cheapest tier) and keeps its end user (a sticky A/B arm), output cap and
+    tools; with ``metadata`` too (smart.end_user reads its ``user_id``). Never sent."""
+    scored = chat if chat is not None else to_chat(body, lenient=True)
+    if body.get("metadata") is not None:
+        scored = {**scored, "metadata": body["metadata"]}
+    return scored
 
 
 # ------------------------------------------------------------------ answer: chat -> Responses
@@ -786,7 +808,7 @@ async def handle(gw, ctx, req, Outgoing):
             ctx.model_requested = body["model"]
             raise
         chat, problem = {"model": body["model"], "messages": []}, exc
-    candidates = await gw._route(ctx, chat, "responses")
+    candidates = await gw._route(ctx, routed(body, chat if problem is None else None), "responses")
     native_body = {k: v for k, v in body.items() if k != "model"}
     prev = body.get("previous_response_id")
     if prev is not None:
