@@ -832,7 +832,13 @@ async def handle(gw, ctx, req, Outgoing):
         )
     except BaseException:
         if ctx.gone:  # the client left before the answer began (Gateway._attempts)
-            gw.bill_gone(ctx, lambda: tokens.count_prompt_tokens(chat), spend, verdict.backend)
+            # A request chat cannot carry has no translation to count: its input as sent.
+            prompt = (
+                (lambda: tokens.count_prompt_tokens(chat))
+                if problem is None
+                else (lambda: count_native_input(body))
+            )
+            gw.bill_gone(ctx, prompt, spend, verdict.backend)
         elif spend is not None:  # a provider's 4xx (ctx.dep set) spent nothing either
             gw.limiter.settle(spend, 0.0, verdict.backend)
         raise
