@@ -79,12 +79,14 @@ _HEADER_NAMES = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 
 def header_value(value) -> bytes:
-    """A response header's value as bytes a client reads back: printable ASCII as it is;
-    anything else (an org's model or provider name in another script, a line break) is
-    percent-encoded as UTF-8, as a header can carry neither (latin-1 turns é into a byte
-    no client decodes, a character past U+00FF cannot be written, CR LF would end it)."""
+    """A response header's value as bytes a client reads back: printable ASCII without %
+    as it is; anything else (an org's model or provider name in another script, a line
+    break) is percent-encoded as UTF-8, as a header can carry neither (latin-1 turns é
+    into a byte no client decodes, a character past U+00FF cannot be written, CR LF would
+    end it), and so is a name with %: unquote gives back every name exactly (`café` and
+    one named `caf%C3%A9` were the same header, and `x%41y` read back as `xAy`)."""
     text = str(value)
-    if text.isascii() and text.isprintable():
+    if text.isascii() and text.isprintable() and "%" not in text:
         return text.encode("ascii")
     return quote(text, safe=_HEADER_SAFE).encode("ascii")
 
