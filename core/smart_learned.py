@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import struct
 import zipfile
 from functools import cache
@@ -36,6 +37,15 @@ INSTALL = (
     "requirements-smart.txt` with the Python that runs Bonito)"
 )
 _CHUNK = 4 << 20  # bytes of the embedding table read at a time
+_PIECE = MAX_TOKENS // 2 + MAX_TOKENS // 8  # characters of a prompt's end read first
+# Where the tokenizer likely ends a word (whitespace, punctuation, a Chinese character): a
+# piece of a prompt without one is read on past the next (a miss only costs time).
+_BOUNDARY = re.compile(
+    "[ \t\n\r\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"  # whitespace
+    "!-/:-@\\[-`{-~\u00a1\u00a7\u00ab\u00b6\u00b7\u00bb\u00bf\u2010-\u2027\u2030-\u205e"
+    "\u3001-\u303f\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65"  # punctuation
+    "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]"  # Chinese characters
+)
 
 
 def _model_zip() -> Path | None:
@@ -105,25 +115,109 @@ def embed(text: str):
     import numpy as np
 
     tokenizer, table = encoder()
+    ids = token_ids(tokenizer, text)
+    if not ids:
+        return np.zeros(table.shape[1], dtype=np.float32)
+    v = table[ids].mean(axis=0)
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm else v
+
+
+def token_ids(tokenizer, text: str) -> list[int]:
+    """The ids of the tokens whose vectors embed() averages."""
+    need = MAX_TOKENS // 2
     if len(text) > MAX_CHARS:
         half = MAX_CHARS // 2
-        head = tokenizer.encode(text[:half], add_special_tokens=False).ids[: MAX_TOKENS // 2]
-        tail = tokenizer.encode(text[-half:], add_special_tokens=False).ids[-MAX_TOKENS // 2 :]
-        ids = head + tail
+        head = _first_ids(tokenizer, text, 0, half, need, known=False)[0]
+        tail = _last_ids(tokenizer, text, len(text) - half, len(text), need, known=False)
+        ids = head[:need] + tail[-need:]
     else:
-        ids = tokenizer.encode(text or " ", add_special_tokens=False).ids
+        # Only the first and last MAX_TOKENS // 2 known tokens are kept (below): read the
+        # text from each end until they are found, not all of it.
+        text = text or " "
+        ids, stop = _first_ids(tokenizer, text, 0, len(text), need, known=True)
+        if stop < len(text):
+            ids += _last_ids(tokenizer, text, stop, len(text), need, known=True)
     # The unknown token (an emoji, a symbol, a script the vocabulary lacks) is left out of
     # the mean unless it is all there is: one emoji made a short prompt's embedding half
     # "unknown", which the development set knew only from its hardest logic questions.
     known = [i for i in ids if i != UNKNOWN_ID]
     ids = known or ids
     if len(ids) > MAX_TOKENS:
-        ids = ids[: MAX_TOKENS // 2] + ids[-MAX_TOKENS // 2 :]
-    if not ids:
-        return np.zeros(table.shape[1], dtype=np.float32)
-    v = table[ids].mean(axis=0)
-    norm = float(np.linalg.norm(v))
-    return v / norm if norm else v
+        ids = ids[:need] + ids[-need:]
+    return ids
+
+
+# Reading a prompt's ends a piece at a time: the tokenizer's time grows with the tokens it
+# makes, and a character of Chinese, Korean or punctuation is one to three tokens where an
+# English word of five letters is one; tokenizing 16,000 such characters to keep 2,048
+# tokens took 30-80 ms with the GIL held. A piece's word that its cut may split is left
+# for the next piece, which starts (or ends) at that word: the tokenizer splits words at
+# whitespace and punctuation, character by character, and tokenizes each word on its own,
+# so the ids are those of the whole text's tokens, exactly (gateway/tests/
+# test_smart_learned_cost.py compares them).
+def _count(ids: list[int], known: bool) -> int:
+    return sum(i != UNKNOWN_ID for i in ids) if known else len(ids)
+
+
+def _next_size(need: int, got: int, read: int) -> int:
+    # As many characters as the tokens read so far say the rest needs, with a margin.
+    if not got:
+        return max(_PIECE, 2 * read)
+    return max(_PIECE // 4, int((need - got) * read / got * 1.25) + 64)
+
+
+def _first_ids(tokenizer, text: str, lo: int, hi: int, need: int, known: bool):
+    """The ids of text[lo:hi]'s tokens from its start, until ``need`` of them (of known
+    ones, with ``known``) or the end, and where the next word starts (hi at the end)."""
+    ids, got, start, end = [], 0, lo, min(lo + _PIECE, hi)
+    while True:
+        if not _BOUNDARY.search(text, start, end):  # one long word, likely: read past it
+            found = _BOUNDARY.search(text, end, hi)
+            end = min(found.start() + _PIECE, hi) if found else hi
+        enc = tokenizer.encode(text[start:end], add_special_tokens=False)
+        if end == hi:
+            return ids + enc.ids, hi
+        words = enc.word_ids
+        cut = words.index(words[-1]) if words else 0  # the last word: `end` may split it
+        if not cut:  # one word after all
+            end = min(start + 2 * (end - start), hi)
+            continue
+        piece = enc.ids[:cut]
+        ids += piece
+        got += _count(piece, known)
+        start += enc.offsets[cut][0]
+        if got >= need:
+            return ids, start
+        end = min(start + _next_size(need, got, start - lo), hi)
+
+
+def _last_ids(tokenizer, text: str, lo: int, hi: int, need: int, known: bool) -> list[int]:
+    """The ids of text[lo:hi]'s tokens up to its end, from ``need`` of them before it (of
+    known ones, with ``known``) or from its start."""
+    pieces, got, stop, begin = [], 0, hi, max(hi - _PIECE, lo)
+    while True:
+        if not _BOUNDARY.search(text, begin, stop):  # one long word, likely: read past it
+            found = _BOUNDARY.search(text[lo:begin][::-1])
+            begin = max(begin - found.start() - 1 - _PIECE, lo) if found else lo
+        enc = tokenizer.encode(text[begin:stop], add_special_tokens=False)
+        if begin == lo:
+            pieces.append(enc.ids)
+            break
+        words = enc.word_ids
+        # the first word: `begin` may split it
+        cut = next((n for n, w in enumerate(words) if w != words[0]), 0)
+        if not cut:  # one word after all
+            begin = max(stop - 2 * (stop - begin), lo)
+            continue
+        piece = enc.ids[cut:]
+        pieces.append(piece)
+        got += _count(piece, known)
+        stop = begin + enc.offsets[cut][0]
+        if got >= need:
+            break
+        begin = max(stop - _next_size(need, got, hi - stop), lo)
+    return [i for piece in reversed(pieces) for i in piece]
 
 
 @cache
