@@ -114,7 +114,71 @@ def test_no_prior_touches_a_development_set_prompt():
         pytest.skip("the development set is not beside the repo")
     rows = [json.loads(line) for line in DEV_SET.read_text().splitlines() if line.strip()]
     for row in rows:
-        assert smart.prior_logit(smart.features({"messages": [_user(row["prompt"])]})) == 0.0
+        body = {"messages": [_user(row["prompt"])]}
+        x = smart.features(body)
+        assert smart.prior_logit(x) == 0.0
+        assert smart.chat_prior(body, x) == 0.0, row["prompt"]
+
+
+def _without_the_chat_prior(monkeypatch, body, classifier):
+    monkeypatch.setattr(smart, "CHAT_LOGIT", 0.0)
+    monkeypatch.setattr(smart, "CHAT_CUE", 0.0)
+    plain = smart.score(POLICY, body, classifier)
+    monkeypatch.undo()
+    return plain
+
+
+# (a chat message, its reasoning and code keywords under the built-in lists)
+CHATS = [
+    ("Write a short thank-you note to my neighbor for watering my plants.", 0),
+    ("Translate 'good morning' to Spanish.", 0),
+    ("Convert 5 kilometers to miles.", 0),  # one number
+    ("Explain why the sky is blue.", 2),  # explain, why
+    ("Which sorting algorithm should I use for nearly sorted data, and why?", 2),
+    (
+        "Could you tell me what time the museum in the old town opens on Sunday, "
+        "and whether it is busy then?",
+        0,
+    ),  # long enough for the learned head (57+ characters)
+]
+
+
+@pytest.mark.parametrize(("text", "cues"), CHATS)
+@pytest.mark.parametrize("classifier", ["rules", pytest.param("learned", marks=needs_learned)])
+def test_a_chat_message_gets_the_chat_prior_under_both_classifiers(
+    monkeypatch, classifier, text, cues
+):
+    body = {"messages": [_user(text)]}
+    plain = _without_the_chat_prior(monkeypatch, body, classifier)
+    added = smart.CHAT_LOGIT + smart.CHAT_CUE * math.log1p(cues)
+    assert _logit(smart.score(POLICY, body, classifier)) - _logit(plain) == pytest.approx(
+        added, abs=1e-9
+    )
+
+
+NOT_CHAT = [
+    "Tom buys 3 apples and 4 pears. How many fruits?",  # two numbers: a word problem's shape
+    "Tom buys three apples and four pears. How many fruits does he have now?",  # number words
+    "Which planet is largest?\nA. Mars\nB. Jupiter\nC. Venus\nD. Earth",  # multiple choice
+    "Please read this and tell me what you think of it: " + "a long pasted story " * 12,
+]
+
+
+@pytest.mark.parametrize("text", NOT_CHAT)
+def test_other_shapes_get_no_chat_prior(monkeypatch, text):
+    body = {"messages": [_user(text)]}
+    assert smart.chat_prior(body, smart.features(body)) == 0.0
+    assert smart.score(POLICY, body, "rules") == _without_the_chat_prior(monkeypatch, body, "rules")
+
+
+def test_the_chat_prior_reads_the_policys_own_reasoning_words_under_rules():
+    body = {"messages": [_user("Tell me about the fjords of Norway.")]}
+    mine = SmartPolicy(
+        tiers=("lite", "pro"), thresholds=(0.5,), keywords={"reasoning": ("fjords",)}
+    )
+    x_mine = smart.features(body, mine.keywords)
+    assert smart.chat_prior(body, x_mine) == smart.CHAT_LOGIT + smart.CHAT_CUE * math.log1p(1)
+    assert smart.score(mine, body, "rules") > smart.score(POLICY, body, "rules")
 
 
 def test_through_v1_tool_definitions_move_a_request_up_a_tier(acme, gw):
