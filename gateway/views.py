@@ -666,7 +666,7 @@ def routing(request):
     org_smart = GatewayConfig.objects.for_org(org).first()
     org_spec = (org_smart.smart if org_smart else None) or {}
     # Saved with the learned classifier before the org's tier lost it: served with rules.
-    learned_off = None if tier_includes_learned(org.tier) else _learned_off(org)
+    learned_off = not tier_includes_learned(org.tier)
     # Tiers no active deployment serves (a typo, or every deployment off): said beside them,
     # since a save takes any name and its prompts would go up a tier or fail.
     served = set(
@@ -686,7 +686,11 @@ def routing(request):
         # Every setting that changes routing; numbers as the Edit box shows them (0.000001,
         # not the float's 1e-06), the A/B share as the percent it asks for.
         p.smart_summary = smart_summary(p.smart) if p.strategy == "smart" else []
-        p.learned_off = p.strategy == "smart" and learned_off and smart.uses_learned(p.smart)
+        p.learned_off = (
+            _learned_off(org, p.smart)
+            if p.strategy == "smart" and learned_off and smart.uses_learned(p.smart)
+            else None
+        )
     org_unserved = [m for m in (org_smart.smart_tiers if org_smart else []) if m not in served]
     org_price_warnings = services.smart_tier_price_warnings(
         org, org_smart.smart_tiers if org_smart else [], prices
@@ -715,8 +719,9 @@ def routing(request):
             "org_smart_aggressiveness": org_slider,
             "org_smart_thresholds": org_thresholds,
             "org_smart_summary": smart_summary(org_spec),
-            "learned_off": learned_off,
-            "org_learned_off": bool(learned_off and org_spec and smart.uses_learned(org_spec)),
+            "org_learned_off": _learned_off(org, org_spec)
+            if learned_off and smart.uses_learned(org_spec)
+            else None,
             "org_smart_kept": smart_summary_beyond(org_spec, ORG_SMART_FORM_KEYS),
             "org_smart_unserved": org_unserved,
             "org_price_warnings": org_price_warnings,
@@ -732,14 +737,30 @@ def routing(request):
     )
 
 
-def _learned_off(org) -> str:
-    """What the Routing page says beside smart settings of the learned classifier that an
-    org whose tier does not include it saved before (gateway.snapshot_builder serves them
-    with rules)."""
+def _learned_off(org, spec: dict) -> str:
+    """What the Routing page says beside smart settings ``spec`` that use the learned
+    classifier, saved before ``org``'s tier lost it: what is served instead, as
+    gateway.snapshot_builder publishes it (core.smart.without_learned: scored by rules; an
+    A/B test whose arm is learned, or would now be rules as the classifier is, dropped; one
+    of the strong arm kept), and what a save needs."""
     tier = Tier(org.tier).label if org.tier in Tier.values else str(org.tier)
+    saved_ab = spec.get("ab") if isinstance(spec.get("ab"), dict) else {}
+    arm = saved_ab.get("classifier")
+    served = "rules"
+    if smart.without_learned(spec).get("ab"):
+        served += f" and the A/B test of {arm} as saved"
+    elif arm == "learned":
+        served += ", A/B test off (its arm is learned)"
+    elif saved_ab:
+        served += f", A/B test off (both arms would be {arm})"
+    needs = []
+    if spec.get("classifier") == "learned":
+        needs.append("the classifier rules")
+    if arm == "learned":
+        needs.append("another A/B arm than learned, or none")
     return (
-        f"the learned classifier is not on the {tier} tier: served with rules (and without an "
-        "A/B test of the learned arm) until the tier includes it; a save needs rules"
+        f"the learned classifier is not on the {tier} tier: until it is, served with "
+        f"{served}; a save needs {' and '.join(needs)}"
     )
 
 

@@ -205,7 +205,7 @@ def test_a_downgraded_org_keeps_its_policy_served_with_rules_and_told(alice_clie
     assert RoutingPolicy.objects.get(name="s").smart == spec  # nothing saved changed
 
     page = alice_client.get(f"/o/{org_a.slug}/routing/").content.decode()
-    said = "the learned classifier is not on the Free tier: served with rules"
+    said = "the learned classifier is not on the Free tier: until it is, served with rules"
     assert page.count(said) == 2, page  # the policy's row and the org default's line
     # a save that keeps learned is refused; one choosing rules is taken
     keep = alice_client.patch(
