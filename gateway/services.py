@@ -15,6 +15,7 @@ from core.config_version import KEY, ORG, config_version_bump, rotated_ref
 from core.numbers import money
 from core.text import distinct_checked, look_alike, name_checked, name_key, names_checked, shown
 from governance import services as governance_services
+from governance.models import RoutingPolicy
 from orgs.audit import Actor, audit_record, record_config_change, record_config_delete
 from orgs.services import quota_checked
 
@@ -938,6 +939,14 @@ def cors_origins_checked(values) -> list[str]:
 ALIAS_EMPTY = "The alias of smart routing cannot be empty: name the model bn- keys ask for."
 
 
+def smart_alias(org) -> str | None:
+    """The alias bn- keys of ``org`` ask for to be smart-routed, while its default smart
+    routing is on (smart_tiers set), else None: a name no model may take."""
+    row = GatewayConfig.objects.filter(org=org).values_list("auto_model_alias", "smart_tiers")
+    alias, tiers = row.first() or (None, None)
+    return alias if tiers else None
+
+
 def _smart_checked(config: GatewayConfig, saved=None) -> None:
     """The org's default smart routing: tiers are model names, the alias is not a model."""
     tiers = config.smart_tiers
@@ -952,14 +961,23 @@ def _smart_checked(config: GatewayConfig, saved=None) -> None:
             raise ValidationError({"smart": "Set smart_tiers first: the settings need tiers."})
         return  # off: the alias means nothing, a model of its name is served as usual
     models = set(Deployment.objects.for_org(config.org).values_list("model_name", flat=True))
-    model = alias if alias in tiers or alias in models else look_alike(alias, [*tiers, *models])
+    # A routing policy's model too: no deployment could take it, so it would never serve.
+    policies = {}
+    for name, listed in RoutingPolicy.objects.for_org(config.org).values_list(
+        "name", "model_names"
+    ):
+        for m in listed if isinstance(listed, list) else []:
+            policies.setdefault(m, name)
+    names = [*tiers, *models, *policies]
+    model = alias if alias in names else look_alike(alias, names)
     if model is not None:
         # Say which name it meets: a tier need not be any deployment's name (yet).
-        what = (
-            "a deployment's public name"
-            if model in models
-            else "one of the organization's smart tiers"
-        )
+        if model in models:
+            what = "a deployment's public name"
+        elif model in tiers:
+            what = "one of the organization's smart tiers"
+        else:
+            what = f"a model of the routing policy {shown(policies[model])}"
         said = (
             f"{shown(alias)} is already {what}"
             if model == alias

@@ -9,7 +9,14 @@ from django.db import transaction
 from core import smart, strategies
 from core.numbers import money, whole
 from core.smart import MAX_TIER_NAME
-from core.text import distinct_checked, name_checked, name_key, names_checked, shown
+from core.text import (
+    distinct_checked,
+    look_alike,
+    name_checked,
+    name_key,
+    names_checked,
+    shown,
+)
 from orgs.audit import Actor, record_config_change, record_config_delete
 
 from .models import Policy, RoutingPolicy
@@ -164,6 +171,39 @@ def models_distinct(models, field: str) -> None:
             )
 
 
+# The name bn- keys of an org ask for to be smart-routed by its default (its
+# auto_model_alias), while that is on (its smart_tiers set), else None: a setting of the
+# gateway, which sits above this app and plugs its reader in at start-up (gateway.apps).
+smart_alias_of = None
+
+
+def smart_alias_checked(org, models) -> None:
+    """Refuse a routing policy's model (a smart tier, or a model of any strategy) named as
+    the org's smart routing alias, or like it (only case, width or spacing differ): no
+    deployment may take that name (gateway.services.deployment_save), so the policy could
+    never route to it. The reverse, an alias a policy's model already has, is refused where
+    the alias is set (gateway.services)."""
+    alias = smart_alias_of(org) if smart_alias_of is not None and org is not None else None
+    if alias is None:
+        return
+    model = alias if alias in models else look_alike(alias, models)
+    if model is None:
+        return
+    said = (
+        f"{shown(alias)} is the alias of this organization's smart routing"
+        if model == alias
+        else f"{shown(model)} looks like {shown(alias)}, the alias of this organization's "
+        "smart routing (only case, width or spacing differ)"
+    )
+    raise ValidationError(
+        {
+            "models": f"{said}: no deployment can take that name (bn- keys asking "
+            "for it are smart-routed), so this policy could never route to it. List the "
+            "deployments' public names, or change the alias under Routing."
+        }
+    )
+
+
 def learned_refusal(org) -> str:
     """Why ``org`` may not use the learned classifier: its tier does not include it."""
     from orgs.models import Tier, tiers_including_learned
@@ -288,6 +328,7 @@ def routing_policy_save(
     # as every name is (core.text), the smart tiers' bidi controls and zero widths included.
     models = names_checked(models, "models", max_length=MAX_TIER_NAME)
     models_distinct(models, "models")
+    smart_alias_checked(org, models)
     weights = _weights_checked(weights, models)
     name = name_checked(name)  # before the query: PostgreSQL cannot compare a NUL
     rp = RoutingPolicy.objects.for_org(org).filter(name=name).first()
