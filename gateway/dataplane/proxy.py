@@ -393,10 +393,12 @@ class Gateway:
         refused = None
         key = ctx.key
         via_alias = not key.routing_policy and ctx.org.auto_model in (key.allowed_models or ())
-        for name in policy.tiers[tier:]:
+        for above, name in enumerate(policy.tiers[tier:]):
             deps, problem = self._permitted(key, ctx.org, name, via_alias)
             refused = refused or problem
-            ordered.extend(routing.order(policy.within, deps, self.health))
+            # Only the chosen tier takes a round-robin turn: the tiers above are failover
+            # candidates, most often not called, and keep their turn for their own requests.
+            ordered.extend(routing.order(policy.within, deps, self.health, turn=not above))
         if not ordered and refused:
             raise refused  # as plain routing: a model the key may not use is an answer
         ctx.top_dep = smart.top_deployment(policy, ordered, ctx.org.deployments.get(policy.top))

@@ -1,11 +1,12 @@
 """Choosing deployments: the strategies (strategies.py), circuit breaker, observed latency,
 in-flight counts."""
 
-import itertools
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from core import strategies
@@ -17,6 +18,15 @@ log = logging.getLogger("bonito.gateway.routing")
 FAILURES_TO_OPEN = 3
 COOLDOWN_S = 30.0
 EWMA_ALPHA = 0.3
+# Round-robin counters a process keeps (one per set of deployments ordered); past this the
+# least recently used is dropped, so no mix of keys and models grows them without bound.
+MAX_TURN_SETS = 4096
+
+# What order() is ordering while its strategy runs: the deployments, and whether the
+# ordering takes a round-robin turn (a list ordered only as failover candidates does not).
+# Strategies keep their (deps, health, weights) signature; a ContextVar keeps concurrent
+# requests (tasks, threads) apart.
+_ordering: ContextVar[tuple[list, bool] | None] = ContextVar("bonito_ordering", default=None)
 
 
 @dataclass(slots=True)
@@ -32,7 +42,10 @@ class DeploymentHealth:
 
     def __init__(self, rng: random.Random | None = None):
         self._health: dict[int, Health] = {}
-        self._rr = itertools.count()
+        # Round robin: one counter per set of deployments (ids), so each model's (each tier's,
+        # each policy's; a key allowed only some of them: that subset's) deployments take
+        # turns whatever other traffic the process serves.
+        self._turns: OrderedDict[tuple[int, ...], int] = OrderedDict()
         # The strategies' random draws: a seeded Random in tests; else the random module,
         # which Python reseeds in every forked worker.
         self.rng = rng if rng is not None else random
@@ -66,7 +79,18 @@ class DeploymentHealth:
             h.open_until = max(h.open_until, time.monotonic() + COOLDOWN_S)
 
     def next_rr(self) -> int:
-        return next(self._rr)
+        """The round-robin turn of the deployments order() is ordering: how many orderings of
+        that same set took a turn before (modulo its size). Taken here unless order() was
+        told ``turn=False``: then the set's next request still gets this turn."""
+        deps, take = _ordering.get() or ((), True)
+        key = tuple(sorted(d.id for d in deps))
+        turn = self._turns.get(key, 0)
+        if take:
+            self._turns[key] = (turn + 1) % max(len(key), 1)
+            self._turns.move_to_end(key)
+            if len(self._turns) > MAX_TURN_SETS:
+                self._turns.popitem(last=False)
+        return turn
 
 
 def order(
@@ -74,10 +98,15 @@ def order(
     deps: list[DeploymentInfo],
     health: DeploymentHealth,
     weights: Mapping[str, int] | None = None,
+    *,
+    turn: bool = True,
 ) -> list[DeploymentInfo]:
     """Order one model's (or one policy's) deployments by strategy; cooling ones go last.
 
-    ``weights`` are a routing policy's (public model name -> weight), for ``weighted``."""
+    ``weights`` are a routing policy's (public model name -> weight), for ``weighted``.
+    ``turn=False``: the list is only failover candidates (smart routing's tiers above the
+    chosen one), so it takes no round-robin turn; it comes out as that set's next request
+    would have it (its first is the deployment a request of its own would go to)."""
     chosen = strategies.STRATEGIES.get(strategy)
     if chosen is None:
         # The snapshot builder publishes only known strategies; this is a snapshot from
@@ -87,6 +116,10 @@ def order(
             log.error("unknown routing strategy %r in the snapshot; using failover", strategy)
         chosen = strategies.STRATEGIES[strategies.DEFAULT]
     if len(deps) > 1:
-        deps = chosen.order(deps, health, weights or {})
+        token = _ordering.set((deps, turn))
+        try:
+            deps = chosen.order(deps, health, weights or {})
+        finally:
+            _ordering.reset(token)
     healthy = [d for d in deps if not health.cooling(d.id)]
     return healthy + [d for d in deps if health.cooling(d.id)]
