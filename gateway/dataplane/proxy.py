@@ -816,7 +816,8 @@ class Gateway:
         unfit_said = f" Another could not take the request as it is: {unfit[1]}." if unfit else ""
         raise GatewayError(
             502,
-            f"Every deployment of this model failed; last error: {last}.{unfit_said}"
+            f"Every deployment of {_what_failed(ctx, candidates)} failed; last error: {last}."
+            f"{unfit_said}"
             if last
             else "No deployment could be tried before the deadline.",
             "server_error",
@@ -1587,6 +1588,25 @@ def _share(remaining: float, later: int) -> float:
     deadline (to its first output for a stream, to its whole answer otherwise): an equal
     share, so each candidate gets its turn; the last one gets all that is left."""
     return remaining / (later + 1)
+
+
+def _what_failed(ctx: Ctx, candidates: list[DeploymentInfo]) -> str:
+    """What the 502's "Every deployment of … failed" names: "this model", or for a
+    smart-routed request (asked for ``auto``, several models tried) the tiers it went
+    through, and the org's fallback models after them."""
+    if not ctx.route_tier:
+        return "this model"
+    models = list(dict.fromkeys(d.model for d in candidates))
+    fallbacks = [m for m in models if m in ctx.org.fallback_models]
+    tiers = [m for m in models if m not in fallbacks]
+
+    def named(kind: str, names: list[str]) -> str:
+        return f"{kind}{'s' if len(names) > 1 else ''} {', '.join(names)}"
+
+    said = [named("tier", tiers)] if tiers else []
+    if fallbacks:
+        said.append(named("fallback model", fallbacks))
+    return " and of ".join(said)
 
 
 def _timed_out(final: list[UpstreamError], untried: int, timeout_s: float) -> str:
