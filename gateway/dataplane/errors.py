@@ -103,12 +103,13 @@ UPSTREAM_RETRY_AFTER_MAX_S = 86400
 
 
 def upstream_rate_limited(
-    retry_after_s: float | None, last, *, some_unfit: bool = False
+    retry_after_s: float | None, last, *, some_unfit: bool = False, what: str = "this model"
 ) -> GatewayError:
     """Every deployment tried last was refused by its provider's rate limit (429): a 429,
     so the SDKs raise RateLimitError and wait, rather than a 502 that reads as an outage.
     ``retry_after_s``: the smallest Retry-After the providers sent (None: none sent);
-    ``some_unfit``: others could not take the request at all (the prompt too long)."""
+    ``some_unfit``: others could not take the request at all (the prompt too long);
+    ``what``: the model, or a smart-routed request's tiers (proxy._what_failed)."""
     if retry_after_s is None or not math.isfinite(retry_after_s):
         retry = UPSTREAM_RETRY_AFTER_DEFAULT_S
     else:
@@ -116,9 +117,9 @@ def upstream_rate_limited(
     return GatewayError(
         429,
         (
-            "Every deployment of this model that can take this request is rate limited by "
+            f"Every deployment of {what} that can take this request is rate limited by "
             if some_unfit
-            else "Every deployment of this model is rate limited by "
+            else f"Every deployment of {what} is rate limited by "
         )
         + f"its provider; retry after {retry}s. Last error: {last}.",
         "rate_limit_error",

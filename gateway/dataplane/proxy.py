@@ -801,12 +801,17 @@ class Gateway:
             # Rate limited by every provider tried (not down): a 429 the SDKs wait out.
             waits = [exc.retry_after for exc in final if exc.retry_after is not None]
             raise errors.upstream_rate_limited(
-                min(waits) if waits else None, last, some_unfit=unfit is not None
+                min(waits) if waits else None,
+                last,
+                some_unfit=unfit is not None,
+                what=_what_failed(ctx, candidates),
             )
         if last is not None and last.timeout:
             raise GatewayError(
                 504,
-                _timed_out(final or [last], untried, ctx.org.timeout_s),
+                _timed_out(
+                    final or [last], untried, ctx.org.timeout_s, _what_failed(ctx, candidates)
+                ),
                 "server_error",
                 "upstream_timeout",
                 error_type="upstream_timeout",
@@ -1591,7 +1596,7 @@ def _share(remaining: float, later: int) -> float:
 
 
 def _what_failed(ctx: Ctx, candidates: list[DeploymentInfo]) -> str:
-    """What the 502's "Every deployment of … failed" names: "this model", or for a
+    """What the 502's "Every deployment of … failed" (the 504's, the 429's) names: "this model", or for a
     smart-routed request (asked for ``auto``, several models tried) the tiers it went
     through, and the org's fallback models after them."""
     if not ctx.route_tier:
@@ -1609,16 +1614,18 @@ def _what_failed(ctx: Ctx, candidates: list[DeploymentInfo]) -> str:
     return " and of ".join(said)
 
 
-def _timed_out(final: list[UpstreamError], untried: int, timeout_s: float) -> str:
+def _timed_out(
+    final: list[UpstreamError], untried: int, timeout_s: float, what: str = "this model"
+) -> str:
     """The 504's message: what the last round's deployments did, when the last of them
-    timed out."""
+    timed out; ``what``: the model, or a smart-routed request's tiers (_what_failed)."""
     timed = sum(1 for exc in final if exc.timeout)
     if timed == len(final) and not untried:
         # The deadline, or the deployments' own timeouts (in the attempts' own words) when
         # those ended the last round first.
         last = final[-1]
         own = f"last: {last}" if last.own_timeout else f"the request's deadline: {timeout_s:g} s"
-        return f"Every deployment of this model timed out ({own})."
+        return f"Every deployment of {what} timed out ({own})."
     said = [f"{timed} of the deployments tried timed out"]
     others = [exc for exc in final if not exc.timeout]
     if others:

@@ -72,3 +72,35 @@ def test_a_plain_model_keeps_this_model(acme, gw):
     _failing(acme, "primary-model", "secondary-model")
     message = _ask(acme, "ha-chat")
     assert message.startswith("Every deployment of this model failed; last error: ")
+
+
+def _refused(acme, model, status):
+    client = openai.OpenAI(base_url=acme.base_url, api_key=acme.raw, max_retries=0)
+    with pytest.raises(openai.APIStatusError) as raised:
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": HELLO}])
+    assert raised.value.status_code == status
+    return raised.value.body["message"]
+
+
+def test_a_rate_limited_429_names_the_tiers_too(acme, gw):
+    _tiers(acme)
+    for name in ("lite-up", "mid-up", "pro-up"):
+        acme.fake.behaviours[name] = Behaviour(status=429, retry_after="1")
+    message = _refused(acme, "auto", 429)
+    assert message.startswith("Every deployment of tiers lite, mid, pro is rate limited"), message
+
+
+def test_a_504_names_the_tiers_too(acme, gw):
+    from gateway.models import GatewayConfig
+
+    _tiers(acme)
+    GatewayConfig.objects.filter(org=acme.org).update(request_timeout_s=2)
+    refresh_snapshot()
+    gw.retry_rounds = 1
+    try:
+        for name in ("lite-up", "mid-up", "pro-up"):
+            acme.fake.behaviours[name] = Behaviour(hang=True)
+        message = _refused(acme, "auto", 504)
+    finally:
+        gw.retry_rounds = 2
+    assert message.startswith("Every deployment of tiers lite, mid, pro timed out"), message
