@@ -352,13 +352,15 @@ def keyword_matched(word: str) -> str:
 
 
 def saved_keywords(spec) -> frozenset:
-    """Every keyword a stored spec holds (of any category): what a save may keep unchecked."""
+    """Every keyword a stored spec holds, as (category, keyword): what a save may keep
+    unchecked in that category (and only there: a phrase kept past MAX_PHRASES in one list
+    is a new phrase in another)."""
     keywords = (spec or {}).get("keywords") if isinstance(spec, dict) else None
     if not isinstance(keywords, dict):
         return frozenset()
     return frozenset(
-        w
-        for words in keywords.values()
+        (category, w)
+        for category, words in keywords.items()
         if isinstance(words, list)
         for w in words
         if isinstance(w, str)
@@ -373,8 +375,8 @@ def resolve(
     ``within`` may take (core.strategies passes its registry). ``serving``: for the data
     plane, a policy saved with the learned classifier is kept whole where its extra is not
     installed (since): the data plane scores it with rules (gateway.dataplane.smart.arm).
-    ``kept_keywords``: keywords already saved (saved_keywords), which a save keeps without
-    the check of visible text (saved before it; ``manage.py check_names`` lists them)."""
+    ``kept_keywords``: (category, keyword) already saved (saved_keywords), which a save keeps
+    in that category without the checks added since (``manage.py check_names`` lists them)."""
     spec = {} if spec is None else spec
     if not isinstance(spec, dict):
         raise ValueError("smart must be a mapping (classifier, aggressiveness, thresholds, ...).")
@@ -487,7 +489,8 @@ def resolve(
             from core.names_rule import codepoint, first_refused, shown
 
             for word in words:
-                at = None if word in kept_keywords else first_refused(word.strip())
+                kept = (category, word) in kept_keywords
+                at = None if kept else first_refused(word.strip())
                 if at is not None:
                     char = word.strip()[at]
                     raise ValueError(
@@ -496,8 +499,13 @@ def resolve(
                         "invisible or text-direction characters)."
                     )
         if not serving:
-            new = [w for w in words if w not in kept_keywords]
-            blank = next((w for w in new if not keyword_key(w)), None)
+            new = [w for w in words if (category, w) not in kept_keywords]
+            # No letter or digit: ASCII punctuation reads as a space, and a keyword of other
+            # punctuation ("—", "…", "¿") would match only where it stands alone.
+            blank = next(
+                (w for w in new if not keyword_key(w) or not any(c.isalnum() for c in w)),
+                None,
+            )
             if blank is not None:
                 raise ValueError(
                     f"smart.keywords.{category}: the keyword {blank.strip()[:60]!r} has no "

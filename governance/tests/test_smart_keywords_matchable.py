@@ -20,7 +20,7 @@ JSON = "application/json"
 
 
 @pytest.mark.parametrize("way", ["routing policy", "org smart routing"])
-@pytest.mark.parametrize("blank", ["++", "...", "#", " -- "])
+@pytest.mark.parametrize("blank", ["++", "...", "#", " -- ", "—", "…", "¿", "•", "’", "«»", "「」"])
 def test_a_keyword_of_punctuation_alone_is_refused(org, way, blank):  # noqa: F811
     before = _stored()
     with pytest.raises(ValidationError) as exc:
@@ -78,3 +78,35 @@ def test_keywords_saved_before_the_rules_are_kept_by_a_save_that_keeps_them(org)
     assert RoutingPolicy.objects.get(pk=rp.pk).smart["keywords"]["code"] == old
     with pytest.raises(ValidationError):  # a new phrase past the limit is not
         _saves(org)["routing policy"]({"keywords": {"code": [*old, "a new phrase"]}})
+
+
+@pytest.mark.parametrize("way", ["routing policy", "org smart routing"])
+def test_keywords_kept_in_one_list_are_new_in_another(org, way):  # noqa: F811
+    """What a save keeps unchecked is kept in its own list: copied into another category,
+    the phrases past the limit, punctuation alone or a hidden character are new there."""
+    old = [f"an old phrase {i}" for i in range(MAX_PHRASES + 5)]
+    saved = _saves(org)[way]({"classifier": "rules"})
+    if way == "routing policy":
+        RoutingPolicy.objects.filter(pk=saved.pk).update(
+            smart={"keywords": {"code": [*old, "++", "zero\u200bwidth"]}}
+        )
+    else:
+        from gateway.models import GatewayConfig
+
+        GatewayConfig.objects.filter(org=org).update(
+            smart={"keywords": {"code": [*old, "++", "zero\u200bwidth"]}}
+        )
+    before = _stored()
+    for copied, said in [
+        (old, "phrases of several words"),
+        (["kubernetes", "++"], "never match"),
+        (["zero\u200bwidth"], "U+200B"),
+    ]:
+        with pytest.raises(ValidationError) as exc:
+            _saves(org)[way](
+                {"keywords": {"code": [*old, "++", "zero\u200bwidth"], "reasoning": copied}}
+            )
+        (message,) = exc.value.message_dict["smart"]
+        assert message.startswith("smart.keywords.reasoning: ") or said in message, message
+        assert said in message, message
+    assert _stored() == before
