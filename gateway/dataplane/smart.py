@@ -3,6 +3,7 @@
 import hashlib
 import logging
 import math
+import re
 import time
 from collections import Counter
 from functools import cache, lru_cache
@@ -345,38 +346,67 @@ def prior_logit(x: list[float]) -> float:
 # more, and its other prompts are multiple choice. So the rules model reads a chat message
 # as a short maths problem, by its length, and put a third of plainly easy requests above
 # the default slider's cut (0.13-0.17) beside the hard ones. A prior, chosen by hand and
-# not measured (docs/smart-routing.md, "Signals the data cannot teach"): CHAT_LOGIT, plus
-# CHAT_CUE per unit of log(1 + reasoning and code keywords), so "explain why", "prove",
-# "derive" or "algorithm" keep a short request up. Nothing in the development set is of
-# this shape: its scores, and every figure measured on it, are unchanged.
+# not measured (docs/smart-routing.md, "Signals the data cannot teach"): CHAT_LOGIT, for a
+# chat message that asks for something easy (CHAT_EASY) and holds no reasoning or code
+# keyword. Applied to every short request, it sent short hard ones down too ("Implement a
+# red-black tree in C with deletion", "Is P equal to NP?": half of them, on requests
+# written blind); recognising what is easy keeps them where their length put them. Nothing
+# in the development set is of this shape: its scores, and every figure measured on it,
+# are unchanged.
 CHAT_CHARS = 250
 CHAT_LOGIT = -0.4
-CHAT_CUE = 0.5
 _CHAT_TOKENS = math.log1p(CHAT_CHARS / 4)  # the tokens feature of CHAT_CHARS characters
-NUMBER_WORDS = frozenset(
-    b"zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    b"fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy "
-    b"eighty ninety hundred thousand million billion half twice thrice once double triple "
-    b"dozen quarter".split()
+
+
+def _word_set(words: str) -> frozenset:
+    return frozenset(words.split())
+
+
+NUMBER_WORDS = _word_set(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen "
+    "fourteen fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty "
+    "sixty seventy eighty ninety hundred thousand million billion half twice thrice once "
+    "double triple dozen quarter"
+)
+# What a chat message asks for when a small model serves it well: to translate, rewrite,
+# summarise, format or sort a given text, a short piece of writing (a tweet, a haiku, a
+# birthday message), a greeting, a definition. Besides the policy's ``simple`` keywords.
+CHAT_EASY = _word_set(
+    "translate translation summarize summarise summary tldr rewrite reword rephrase "
+    "paraphrase shorten shorter concise proofread grammar spelling spell typo typos "
+    "format bulleted bullet bullets alphabetical alphabetically sort convert extract "
+    "classify sentiment spam tweet caption slogan tagline headline headlines email note "
+    "reply greeting birthday congratulations thank thanks haiku limerick poem rhyme "
+    "rhymes joke jokes pun synonym synonyms antonym antonyms define definition meaning "
+    "polite politely friendly friendlier formal casual hello hi hey recipe simple short "
+    "brief briefly name names ideas suggest suggestions"
 )
 _CUES = (FEATURE_NAMES.index("kw_reasoning"), FEATURE_NAMES.index("kw_code"))
+_SIMPLE = FEATURE_NAMES.index("kw_simple")
+_CHAT_WORD = re.compile(r"[^\W_]+")
 _CHOICE = FEATURE_NAMES.index("multiple_choice")
 
 
 def chat_prior(body: dict, x: list[float]) -> float:
     """What the chat-message prior adds to the log-odds of ``body`` (features ``x``): 0 but
-    for a short open request of at most one number (CHAT_CHARS)."""
-    if x[_CHOICE] or x[TOKENS] >= _CHAT_TOKENS:
+    for a short open request of at most one number (CHAT_CHARS) that asks for something
+    easy (CHAT_EASY or the policy's ``simple`` keywords) and holds no reasoning or code
+    keyword. It only lowers a score: a request it does not recognise keeps its own."""
+    if x[_CHOICE] or x[TOKENS] >= _CHAT_TOKENS or any(x[i] for i in _CUES):
         return 0.0
     # Short by the test above: reading its words again costs a few microseconds.
-    raw = "\n".join(p.rstrip() for p in prompt_parts(body)[0]).encode("utf-8", "replace")
-    numbers = len(raw.translate(_NUMBERS).split())
-    if numbers < 2:
-        numbers += sum(1 for w in raw.translate(_WORDS).split() if w in NUMBER_WORDS)
+    text = "\n".join(p.rstrip() for p in prompt_parts(body)[0])
+    numbers = len(text.encode("utf-8", "replace").translate(_NUMBERS).split())
     if numbers >= 2:
         return 0.0
-    cues = sum(math.expm1(x[i]) for i in _CUES)
-    return CHAT_LOGIT + CHAT_CUE * math.log1p(cues)
+    # Words split at any character that is not a letter or digit: curly quotes, dashes and
+    # no-break spaces too ("“Hello” — thanks\xa0a lot"), which WORD_BYTES keeps in a word.
+    words = _CHAT_WORD.findall(text.lower())
+    if numbers + sum(1 for w in words if w in NUMBER_WORDS) >= 2:
+        return 0.0
+    if not x[_SIMPLE] and CHAT_EASY.isdisjoint(words):
+        return 0.0
+    return CHAT_LOGIT
 
 
 def score_features(x: list[float], model: dict, offset: float = 0.0) -> float:

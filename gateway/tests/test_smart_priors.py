@@ -122,63 +122,83 @@ def test_no_prior_touches_a_development_set_prompt():
 
 def _without_the_chat_prior(monkeypatch, body, classifier):
     monkeypatch.setattr(smart, "CHAT_LOGIT", 0.0)
-    monkeypatch.setattr(smart, "CHAT_CUE", 0.0)
     plain = smart.score(POLICY, body, classifier)
     monkeypatch.undo()
     return plain
 
 
-# (a chat message, its reasoning and code keywords under the built-in lists)
+# Chat messages that ask for something easy (CHAT_EASY, or the built-in simple keywords)
 CHATS = [
-    ("Write a short thank-you note to my neighbor for watering my plants.", 0),
-    ("Translate 'good morning' to Spanish.", 0),
-    ("Convert 5 kilometers to miles.", 0),  # one number
-    ("Explain why the sky is blue.", 2),  # explain, why
-    ("Which sorting algorithm should I use for nearly sorted data, and why?", 2),
-    (
-        "Could you tell me what time the museum in the old town opens on Sunday, "
-        "and whether it is busy then?",
-        0,
-    ),  # long enough for the learned head (57+ characters)
+    "Write a short thank-you note to my neighbor for watering my plants.",
+    "Translate 'good morning' to Spanish.",
+    "Convert 5 kilometers to miles.",  # one number
+    "hi",
+    "Give me a synonym for happy",  # "synonym": a built-in simple keyword as well
+    "Could you suggest a name for the museum cafe in the old town, something friendly and "
+    "easy to remember?",  # long enough for the learned head (57+ characters)
 ]
 
 
-@pytest.mark.parametrize(("text", "cues"), CHATS)
+@pytest.mark.parametrize("text", CHATS)
 @pytest.mark.parametrize("classifier", ["rules", pytest.param("learned", marks=needs_learned)])
-def test_a_chat_message_gets_the_chat_prior_under_both_classifiers(
-    monkeypatch, classifier, text, cues
+def test_a_chat_message_asking_for_something_easy_gets_the_chat_prior(
+    monkeypatch, classifier, text
 ):
     body = {"messages": [_user(text)]}
     plain = _without_the_chat_prior(monkeypatch, body, classifier)
-    added = smart.CHAT_LOGIT + smart.CHAT_CUE * math.log1p(cues)
     assert _logit(smart.score(POLICY, body, classifier)) - _logit(plain) == pytest.approx(
-        added, abs=1e-9
+        smart.CHAT_LOGIT, abs=1e-9
     )
 
 
 NOT_CHAT = [
     "Tom buys 3 apples and 4 pears. How many fruits?",  # two numbers: a word problem's shape
     "Tom buys three apples and four pears. How many fruits does he have now?",  # number words
+    "Translate 3 sentences into 2 languages",  # two numbers, an easy word
     "Which planet is largest?\nA. Mars\nB. Jupiter\nC. Venus\nD. Earth",  # multiple choice
-    "Please read this and tell me what you think of it: " + "a long pasted story " * 12,
+    "Please summarize this and tell me what you think of it: " + "a long pasted story " * 12,
+    # short, but nothing it asks for is recognised as easy: the score is the request's own
+    "Implement a red-black tree in C with deletion",
+    "Design a distributed rate limiter for a multi-region API",
+    "Is P equal to NP?",
+    "Show that the square root of two is irrational",
+    # an easy word beside a reasoning or code keyword
+    "Explain why the sky is blue, briefly.",
+    "Write a short function that reverses a linked list",
+    "Summarize the proof, step by step",
 ]
 
 
 @pytest.mark.parametrize("text", NOT_CHAT)
-def test_other_shapes_get_no_chat_prior(monkeypatch, text):
+@pytest.mark.parametrize("classifier", ["rules", pytest.param("learned", marks=needs_learned)])
+def test_other_requests_get_no_chat_prior(monkeypatch, classifier, text):
     body = {"messages": [_user(text)]}
     assert smart.chat_prior(body, smart.features(body)) == 0.0
-    assert smart.score(POLICY, body, "rules") == _without_the_chat_prior(monkeypatch, body, "rules")
+    plain = _without_the_chat_prior(monkeypatch, body, classifier)
+    assert smart.score(POLICY, body, classifier) == plain
 
 
-def test_the_chat_prior_reads_the_policys_own_reasoning_words_under_rules():
+def test_the_chat_prior_never_raises_a_score():
+    """However many cue words a short request holds, the prior is CHAT_LOGIT or nothing:
+    "hello why why why ..." is not sent up by it."""
+    for text in ["hello " + "why " * 30, "translate " + "algorithm prove " * 20, "hi hi hi hi"]:
+        body = {"messages": [_user(text)]}
+        assert smart.chat_prior(body, smart.features(body)) in (0.0, smart.CHAT_LOGIT)
+
+
+def test_the_chat_prior_reads_the_policys_own_keyword_lists():
     body = {"messages": [_user("Tell me about the fjords of Norway.")]}
+    assert smart.chat_prior(body, smart.features(body)) == 0.0  # nothing easy recognised
+    simple = SmartPolicy(tiers=("lite", "pro"), thresholds=(0.5,), keywords={"simple": ("tell",)})
+    assert smart.chat_prior(body, smart.features(body, simple.keywords)) == smart.CHAT_LOGIT
+    assert smart.score(simple, body, "rules") < smart.score(POLICY, body, "rules")
+    # a word of the policy's own reasoning list withholds it
+    body = {"messages": [_user("Translate the fjords of Norway.")]}
     mine = SmartPolicy(
         tiers=("lite", "pro"), thresholds=(0.5,), keywords={"reasoning": ("fjords",)}
     )
-    x_mine = smart.features(body, mine.keywords)
-    assert smart.chat_prior(body, x_mine) == smart.CHAT_LOGIT + smart.CHAT_CUE * math.log1p(1)
-    assert smart.score(mine, body, "rules") > smart.score(POLICY, body, "rules")
+    assert smart.chat_prior(body, smart.features(body)) == smart.CHAT_LOGIT
+    assert smart.chat_prior(body, smart.features(body, mine.keywords)) == 0.0
 
 
 def test_through_v1_tool_definitions_move_a_request_up_a_tier(acme, gw):
