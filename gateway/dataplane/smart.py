@@ -1,6 +1,7 @@
 """Smart routing on the request path: a prompt's difficulty score and the tier it goes to."""
 
 import hashlib
+import heapq
 import logging
 import math
 import re
@@ -459,6 +460,15 @@ def listed_prompts(body: dict) -> list[str] | None:
     texts = [p for p in prompt if isinstance(p, str)]
     if len(texts) < 2:  # one text (or token ids): the prompt as it is
         return None
+    if len(texts) > 4 * MAX_LISTED_PROMPTS:
+        # Of a long list, the longest texts are picked by length first, and only they are
+        # told apart: hashing a million texts to tell them apart took a second, and sorting
+        # them by length half a second. When the longest are mostly copies of each other,
+        # the whole list is read (as before).
+        length_of = list(map(len, texts)).__getitem__
+        top = heapq.nlargest(4 * MAX_LISTED_PROMPTS, range(len(texts)), key=length_of)
+        if len({texts[i] for i in top}) >= MAX_LISTED_PROMPTS:  # (of equal lengths, the first)
+            texts = [texts[i] for i in sorted(top)]
     texts = list(dict.fromkeys(texts))
     if len(texts) > MAX_LISTED_PROMPTS:
         longest = sorted(range(len(texts)), key=lambda i: -len(texts[i]))[:MAX_LISTED_PROMPTS]

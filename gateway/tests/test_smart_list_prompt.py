@@ -92,6 +92,38 @@ def test_a_long_list_is_judged_by_its_longest_prompts_in_bounded_work():
     assert _listed(many, "rules") == _alone(HARD, "rules")
 
 
+def _as_specified(prompt):
+    """What listed_prompts returns, read off its docstring: the distinct texts (each at its
+    first place), the MAX_LISTED_PROMPTS longest (of equal lengths the first), in list
+    order."""
+    texts = [p for p in prompt if isinstance(p, str)]
+    if len(texts) < 2:
+        return None
+    distinct = list(dict.fromkeys(texts))
+    ranked = sorted(range(len(distinct)), key=lambda i: (-len(distinct[i]), i))
+    return [distinct[i] for i in sorted(ranked[: smart.MAX_LISTED_PROMPTS])]
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_the_prompts_picked_from_a_list_are_the_longest_distinct_ones(seed):
+    """Long lists are picked from by length before their texts are told apart (a million
+    texts took a second to hash): the same texts as reading the whole list, copies of the
+    longest text included."""
+    rng = random.Random(seed)
+    n = rng.choice([rng.randint(0, 70), rng.randint(70, 3_000)])
+    letters = rng.choice(["ab", "abcdefgh", "abcdefghijklmnopqrstuvwxyz0123456789"])
+    longest = rng.choice([1, 2, 3, 8])
+    prompt = [
+        "x" * rng.randint(0, longest) + "".join(rng.choices(letters, k=rng.randint(0, 2)))
+        for _ in range(n)
+    ]
+    if rng.random() < 0.3:  # copies of one long text, then many short distinct ones
+        prompt = ["L" * 20] * rng.randint(1, 200) + prompt
+    if rng.random() < 0.2:
+        prompt.insert(rng.randint(0, len(prompt)), 3)
+    assert smart.listed_prompts({"prompt": prompt}) == _as_specified(prompt)
+
+
 def test_chat_messages_are_not_read_as_a_list_of_prompts():
     body = {"messages": [{"role": "user", "content": "hello"}], "prompt": ["a", "b"]}
     assert smart.listed_prompts(body) is None
