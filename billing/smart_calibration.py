@@ -136,7 +136,8 @@ def smart_recalibrate(*, actor, org, name: str, min_rated: int = MIN_RATED) -> d
             )
         label, tiers, saved = policy.name, policy.model_names, policy.smart or {}
     try:
-        current = smart.resolve(saved, tiers)
+        # keywords saved before a rule are kept, as a save keeps them
+        current = smart.resolve(saved, tiers, kept_keywords=smart.saved_keywords(saved))
     except ValueError as exc:  # saved where the learned classifier's extra was installed
         raise ValidationError(f"{label}: {exc}") from exc
     if smart.uses_learned(saved) and not tier_includes_learned(org.tier):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import unicodedata
 from bisect import bisect_left, bisect_right
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -351,6 +352,16 @@ def keyword_matched(word: str) -> str:
     return word.strip().translate(_ASCII_LOWER)
 
 
+def _punctuation_alone(word: str) -> bool:
+    """Whether a keyword holds nothing but punctuation and spaces (``++``, ``...``, ``—``,
+    ``¿``): ASCII punctuation is read as a space, so such a keyword never matches, and other
+    punctuation ("—" is part of a word as typed) only where it stands alone. Symbols
+    (``£``, ``∑``, ``🔥``) and marks are kept: they match as written."""
+    return not keyword_key(word) or all(
+        unicodedata.category(c)[0] in "PZ" or c.isspace() for c in word
+    )
+
+
 def saved_keywords(spec) -> frozenset:
     """Every keyword a stored spec holds, as (category, keyword): what a save may keep
     unchecked in that category (and only there: a phrase kept past MAX_PHRASES in one list
@@ -376,7 +387,8 @@ def resolve(
     plane, a policy saved with the learned classifier is kept whole where its extra is not
     installed (since): the data plane scores it with rules (gateway.dataplane.smart.arm).
     ``kept_keywords``: (category, keyword) already saved (saved_keywords), which a save keeps
-    in that category without the checks added since (``manage.py check_names`` lists them)."""
+    in that category without the checks added since (``manage.py check_names`` lists those
+    with hidden characters)."""
     spec = {} if spec is None else spec
     if not isinstance(spec, dict):
         raise ValueError("smart must be a mapping (classifier, aggressiveness, thresholds, ...).")
@@ -500,17 +512,13 @@ def resolve(
                     )
         if not serving:
             new = [w for w in words if (category, w) not in kept_keywords]
-            # No letter or digit: ASCII punctuation reads as a space, and a keyword of other
-            # punctuation ("—", "…", "¿") would match only where it stands alone.
-            blank = next(
-                (w for w in new if not keyword_key(w) or not any(c.isalnum() for c in w)),
-                None,
-            )
+            blank = next((w for w in new if _punctuation_alone(w)), None)
             if blank is not None:
                 raise ValueError(
-                    f"smart.keywords.{category}: the keyword {blank.strip()[:60]!r} has no "
-                    "letter or digit, so it would never match: punctuation is read as a "
-                    "space, in prompts and keywords alike."
+                    f"smart.keywords.{category}: the keyword {blank.strip()[:60]!r} is "
+                    "punctuation alone: ASCII punctuation is read as a space, in prompts and "
+                    "keywords alike, so it would never match, and other punctuation only "
+                    "where it stands apart from every word."
                 )
             phrases = {keyword_key(w) for w in words if b" " in keyword_key(w)}
             if len(phrases) > MAX_PHRASES and any(b" " in keyword_key(w) for w in new):

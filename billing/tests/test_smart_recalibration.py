@@ -247,3 +247,24 @@ def test_a_recalibration_s_memory_does_not_grow_with_its_rated_rows(org_a):
     small, large = peak(2_000), peak(40_000)
     # Every row in a list took about 150 bytes each: 6 MB for 40,000 rows.
     assert large < small + 1_500_000, (small, large)
+
+
+# ------------------------------------------------------------------------------ kept keywords
+@pytest.mark.django_db
+def test_keywords_saved_before_a_rule_do_not_stop_a_recalibration(org_a):
+    """A keyword refused since it was saved (punctuation alone, "—") is kept by a save that
+    keeps it, and by a re-calibration, which saves the new thresholds with it."""
+    from governance.models import RoutingPolicy
+
+    tiers = ["small", "big"]
+    rp = _policy(org_a, tiers, {"aggressiveness": 0.5})
+    old = {"aggressiveness": 0.5, "keywords": {"code": ["kubernetes", "—"]}}
+    RoutingPolicy.objects.filter(pk=rp.pk).update(smart=old)
+    _rows(org_a, [(0.01 * (k + 1), 1.0 if k < 20 else 0.0) for k in range(40)], tier="small")
+    _rows(org_a, [(0.9, 1.0)] * 5, tier="big")
+
+    moved = smart_recalibrate(actor=ACTOR, org=org_a, name="saver", min_rated=1)
+
+    saved = RoutingPolicy.objects.get(pk=rp.pk).smart
+    assert saved["keywords"] == old["keywords"]
+    assert saved["thresholds"] == [moved["new"]]

@@ -370,17 +370,24 @@ NUMBER_WORDS = _word_set(
     "double triple dozen quarter"
 )
 # What a chat message asks for when a small model serves it well: to translate, rewrite,
-# summarise, format or sort a given text, a short piece of writing (a tweet, a haiku, a
-# birthday message), a greeting, a definition. Besides the policy's ``simple`` keywords.
+# summarise or classify a given text, a short piece of writing (a tweet, a haiku, a
+# birthday message), a synonym. Words with a common technical sense (sort, format, convert,
+# extract, name, simple, short) and greetings (which score low without help) are left out:
+# "Hi! Implement a B-tree in C" and "Give a short proof that..." are hard requests.
 CHAT_EASY = _word_set(
     "translate translation summarize summarise summary tldr rewrite reword rephrase "
-    "paraphrase shorten shorter concise proofread grammar spelling spell typo typos "
-    "format bulleted bullet bullets alphabetical alphabetically sort convert extract "
-    "classify sentiment spam tweet caption slogan tagline headline headlines email note "
-    "reply greeting birthday congratulations thank thanks haiku limerick poem rhyme "
-    "rhymes joke jokes pun synonym synonyms antonym antonyms define definition meaning "
-    "polite politely friendly friendlier formal casual hello hi hey recipe simple short "
-    "brief briefly name names ideas suggest suggestions"
+    "paraphrase shorten concise proofread grammar typo typos bulleted bullet bullets "
+    "alphabetical alphabetically classify sentiment spam tweet caption slogan tagline "
+    "headline headlines greeting birthday congratulations haiku limerick poem rhyme rhymes "
+    "joke jokes pun synonym synonyms antonym antonyms polite politely friendly friendlier"
+)
+# Words of a hard request beside the reasoning and code keywords: any of them in a short
+# request withholds the prior ("Summarize the proof of Fermat's last theorem").
+CHAT_HARD = _word_set(
+    "proof proofs theorem theorems lemma implement implementation code program compiler "
+    "interpreter parser sql query design architecture optimize optimise optimal debug "
+    "refactor concurrency concurrent distributed database kernel protocol integral "
+    "diagnosis differential treatment dosage legal liability tax"
 )
 _CUES = (FEATURE_NAMES.index("kw_reasoning"), FEATURE_NAMES.index("kw_code"))
 _SIMPLE = FEATURE_NAMES.index("kw_simple")
@@ -388,11 +395,12 @@ _CHAT_WORD = re.compile(r"[^\W_]+")
 _CHOICE = FEATURE_NAMES.index("multiple_choice")
 
 
-def chat_prior(body: dict, x: list[float]) -> float:
-    """What the chat-message prior adds to the log-odds of ``body`` (features ``x``): 0 but
-    for a short open request of at most one number (CHAT_CHARS) that asks for something
-    easy (CHAT_EASY or the policy's ``simple`` keywords) and holds no reasoning or code
-    keyword. It only lowers a score: a request it does not recognise keeps its own."""
+def chat_prior(body: dict, x: list[float], keywords: dict | None = None) -> float:
+    """What the chat-message prior adds to the log-odds of ``body``: 0 but for a short
+    open request of at most one number (CHAT_CHARS) whose last message asks for something
+    easy (CHAT_EASY, or the policy's own ``simple`` keywords) and which holds no reasoning
+    or code keyword (``x``: its features under the policy's ``keywords``) nor a word of
+    CHAT_HARD. It only lowers a score: a request it does not recognise keeps its own."""
     if x[_CHOICE] or x[TOKENS] >= _CHAT_TOKENS or any(x[i] for i in _CUES):
         return 0.0
     # Short by the test above: reading its words again costs a few microseconds.
@@ -405,9 +413,27 @@ def chat_prior(body: dict, x: list[float]) -> float:
     words = _CHAT_WORD.findall(text.lower())
     if numbers + sum(1 for w in words if w in NUMBER_WORDS) >= 2:
         return 0.0
-    if not x[_SIMPLE] and CHAT_EASY.isdisjoint(words):
+    if not CHAT_HARD.isdisjoint(words):
         return 0.0
-    return CHAT_LOGIT
+    # What is asked now: a greeting or a rewrite earlier in the conversation does not make
+    # the request after it easy.
+    ask = _last_ask(body, text)
+    if not CHAT_EASY.isdisjoint(_CHAT_WORD.findall(ask.lower())):
+        return CHAT_LOGIT
+    if keywords and keywords.get("simple") and features({"prompt": ask}, keywords)[_SIMPLE]:
+        return CHAT_LOGIT
+    return 0.0
+
+
+def _last_ask(body: dict, text: str) -> str:
+    """The text of a conversation's last user message (of its last 128 messages); of
+    another request, ``text``, its whole prompt."""
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for m in reversed(messages[-MAX_READ_ITEMS // 2 :]):
+            if isinstance(m, dict) and m.get("role") == "user":
+                return "\n".join(prompt_parts({"messages": [m]})[0])
+    return text
 
 
 def score_features(x: list[float], model: dict, offset: float = 0.0) -> float:
@@ -439,7 +465,7 @@ def within_range(x: list[float], model: dict) -> list[float]:
 
 def rules_score(body: dict, keywords: dict | None = None) -> float:
     x = features(body, keywords)
-    return score_features(x, rules_model(), chat_prior(body, x))
+    return score_features(x, rules_model(), chat_prior(body, x, keywords))
 
 
 # A completions prompt given as a list holds several prompts, one completion each; the
@@ -505,7 +531,10 @@ def _score(policy: SmartPolicy, body: dict, classifier: str, share: float = 1.0)
         half = int(smart_learned.MAX_CHARS * share) // 2
         if share < 1.0 and len(text) > 2 * half:
             text = text[:half] + "\n" + text[-half:]
-        offset = prior_logit(x) + chat_prior(body, x)
+        # The chat prior reads the policy's own keyword lists, as under rules (the head
+        # reads the built-in ones it was trained on).
+        own = features(body, policy.keywords) if policy.keywords else x
+        offset = prior_logit(x) + chat_prior(body, own, policy.keywords)
         return smart_learned.score(text, within_range(x, model), offset)
     return rules_score(body, policy.keywords)
 

@@ -120,31 +120,35 @@ def test_no_prior_touches_a_development_set_prompt():
         assert smart.chat_prior(body, x) == 0.0, row["prompt"]
 
 
-def _without_the_chat_prior(monkeypatch, body, classifier):
+def _without_the_chat_prior(monkeypatch, body, classifier, policy=POLICY):
     monkeypatch.setattr(smart, "CHAT_LOGIT", 0.0)
-    plain = smart.score(POLICY, body, classifier)
+    plain = smart.score(policy, body, classifier)
     monkeypatch.undo()
     return plain
 
 
-# Chat messages that ask for something easy (CHAT_EASY, or the built-in simple keywords)
+# Chat messages that ask for something easy (a word of CHAT_EASY in the last message)
 CHATS = [
-    "Write a short thank-you note to my neighbor for watering my plants.",
-    "Translate 'good morning' to Spanish.",
-    "Convert 5 kilometers to miles.",  # one number
-    "hi",
-    "Give me a synonym for happy",  # "synonym": a built-in simple keyword as well
-    "Could you suggest a name for the museum cafe in the old town, something friendly and "
-    "easy to remember?",  # long enough for the learned head (57+ characters)
+    [_user("Write a haiku about autumn leaves.")],
+    [_user("Translate 'good morning' to Spanish.")],
+    [_user("Rephrase this to sound friendlier: “Send me the report now.”")],
+    [_user("Give me a synonym for happy")],
+    [
+        _user("Write a poem about the sea"),
+        {"role": "assistant", "content": "Waves..."},
+        _user("Make it rhyme more"),
+    ],
+    # long enough for the learned head (57+ characters)
+    [_user("Write a birthday message for my coworker Sarah, who loves gardening and long walks.")],
 ]
 
 
-@pytest.mark.parametrize("text", CHATS)
+@pytest.mark.parametrize("messages", CHATS, ids=lambda m: m[-1]["content"][:30])
 @pytest.mark.parametrize("classifier", ["rules", pytest.param("learned", marks=needs_learned)])
 def test_a_chat_message_asking_for_something_easy_gets_the_chat_prior(
-    monkeypatch, classifier, text
+    monkeypatch, classifier, messages
 ):
-    body = {"messages": [_user(text)]}
+    body = {"messages": messages}
     plain = _without_the_chat_prior(monkeypatch, body, classifier)
     assert _logit(smart.score(POLICY, body, classifier)) - _logit(plain) == pytest.approx(
         smart.CHAT_LOGIT, abs=1e-9
@@ -152,27 +156,40 @@ def test_a_chat_message_asking_for_something_easy_gets_the_chat_prior(
 
 
 NOT_CHAT = [
-    "Tom buys 3 apples and 4 pears. How many fruits?",  # two numbers: a word problem's shape
-    "Tom buys three apples and four pears. How many fruits does he have now?",  # number words
-    "Translate 3 sentences into 2 languages",  # two numbers, an easy word
-    "Which planet is largest?\nA. Mars\nB. Jupiter\nC. Venus\nD. Earth",  # multiple choice
-    "Please summarize this and tell me what you think of it: " + "a long pasted story " * 12,
+    [_user("Tom buys 3 apples and 4 pears. How many fruits?")],  # two numbers: a word problem
+    [_user("Tom buys three apples and four pears. How many fruits does he have now?")],
+    [_user("Translate 3 sentences into 2 languages")],  # two numbers, an easy word
+    [_user("Which planet is largest?\nA. Mars\nB. Jupiter\nC. Venus\nD. Earth")],
+    [_user("Please summarize this and tell me what you think of it: " + "a long story " * 20)],
     # short, but nothing it asks for is recognised as easy: the score is the request's own
-    "Implement a red-black tree in C with deletion",
-    "Design a distributed rate limiter for a multi-region API",
-    "Is P equal to NP?",
-    "Show that the square root of two is irrational",
-    # an easy word beside a reasoning or code keyword
-    "Explain why the sky is blue, briefly.",
-    "Write a short function that reverses a linked list",
-    "Summarize the proof, step by step",
+    [_user("Implement a red-black tree in C with deletion")],
+    [_user("Design a distributed rate limiter for a multi-region API")],
+    [_user("Is P equal to NP?")],
+    [_user("Show that the square root of two is irrational")],
+    [_user("What is the best treatment for refractory status epilepticus in a child?")],
+    [_user("List the conditions for a Markov chain to have a unique stationary distribution.")],
+    [_user("Hi! Implement a B-tree in C with insertion and deletion.")],
+    [_user("Thanks! Now give me a formal proof of the pumping lemma for context-free languages.")],
+    [_user("Give a short proof that there are infinitely many primes.")],
+    [_user("Write a simple compiler for arithmetic expressions in Rust.")],
+    # an easy word beside a reasoning or code keyword, or a word of CHAT_HARD
+    [_user("Explain why the sky is blue, briefly.")],
+    [_user("Write a haiku-generating function in Python")],
+    [_user("Summarize the proof of Fermat's last theorem.")],
+    [_user("Translate this SQL query to MongoDB.")],
+    # an easy request earlier in the conversation does not make the last one easy
+    [
+        _user("translate 'hi' to French"),
+        {"role": "assistant", "content": "salut"},
+        _user("Show that every planar graph is 5-colorable."),
+    ],
 ]
 
 
-@pytest.mark.parametrize("text", NOT_CHAT)
+@pytest.mark.parametrize("messages", NOT_CHAT, ids=lambda m: m[-1]["content"][:30])
 @pytest.mark.parametrize("classifier", ["rules", pytest.param("learned", marks=needs_learned)])
-def test_other_requests_get_no_chat_prior(monkeypatch, classifier, text):
-    body = {"messages": [_user(text)]}
+def test_other_requests_get_no_chat_prior(monkeypatch, classifier, messages):
+    body = {"messages": messages}
     assert smart.chat_prior(body, smart.features(body)) == 0.0
     plain = _without_the_chat_prior(monkeypatch, body, classifier)
     assert smart.score(POLICY, body, classifier) == plain
@@ -181,24 +198,40 @@ def test_other_requests_get_no_chat_prior(monkeypatch, classifier, text):
 def test_the_chat_prior_never_raises_a_score():
     """However many cue words a short request holds, the prior is CHAT_LOGIT or nothing:
     "hello why why why ..." is not sent up by it."""
-    for text in ["hello " + "why " * 30, "translate " + "algorithm prove " * 20, "hi hi hi hi"]:
+    for text in ["hello " + "why " * 30, "translate " + "algorithm prove " * 20, "haiku " * 9]:
         body = {"messages": [_user(text)]}
         assert smart.chat_prior(body, smart.features(body)) in (0.0, smart.CHAT_LOGIT)
 
 
-def test_the_chat_prior_reads_the_policys_own_keyword_lists():
-    body = {"messages": [_user("Tell me about the fjords of Norway.")]}
+def _own(**keywords):
+    return SmartPolicy(tiers=("lite", "pro"), thresholds=(0.5,), keywords=keywords)
+
+
+@pytest.mark.parametrize("classifier", ["rules", pytest.param("learned", marks=needs_learned)])
+def test_the_chat_prior_reads_the_policys_own_keyword_lists(monkeypatch, classifier):
+    """The policy's own simple words mark a request easy (the built-in simple list, with
+    "what is" and "list", does not: "What is the Galois group of ..."), and its own
+    reasoning or code words withhold the prior, under both classifiers (the learned head
+    reads the built-in lists it was trained on; the prior reads the policy's)."""
+    text = "Tell me about the fjords of Norway, their glaciers and the best month to visit."
+    body = {"messages": [_user(text)]}
     assert smart.chat_prior(body, smart.features(body)) == 0.0  # nothing easy recognised
-    simple = SmartPolicy(tiers=("lite", "pro"), thresholds=(0.5,), keywords={"simple": ("tell",)})
-    assert smart.chat_prior(body, smart.features(body, simple.keywords)) == smart.CHAT_LOGIT
-    assert smart.score(simple, body, "rules") < smart.score(POLICY, body, "rules")
-    # a word of the policy's own reasoning list withholds it
-    body = {"messages": [_user("Translate the fjords of Norway.")]}
-    mine = SmartPolicy(
-        tiers=("lite", "pro"), thresholds=(0.5,), keywords={"reasoning": ("fjords",)}
+    simple = _own(simple=("fjords",))
+    assert smart.chat_prior(body, smart.features(body, simple.keywords), simple.keywords) == (
+        smart.CHAT_LOGIT
     )
+    plain = _without_the_chat_prior(monkeypatch, body, classifier, simple)
+    lowered = smart.score(simple, body, classifier)
+    assert _logit(lowered) - _logit(plain) == pytest.approx(smart.CHAT_LOGIT, abs=1e-9)
+
+    body = {"messages": [_user("Translate " + text)]}
     assert smart.chat_prior(body, smart.features(body)) == smart.CHAT_LOGIT
-    assert smart.chat_prior(body, smart.features(body, mine.keywords)) == 0.0
+    mine = _own(reasoning=("fjords",))
+    assert smart.chat_prior(body, smart.features(body, mine.keywords), mine.keywords) == 0.0
+    if classifier == "learned":  # the head's own score is the same: only the prior differs
+        assert _logit(smart.score(mine, body, classifier)) - _logit(
+            smart.score(POLICY, body, classifier)
+        ) == pytest.approx(-smart.CHAT_LOGIT, abs=1e-9)
 
 
 def test_through_v1_tool_definitions_move_a_request_up_a_tier(acme, gw):

@@ -110,3 +110,12 @@ def test_keywords_kept_in_one_list_are_new_in_another(org, way):  # noqa: F811
         assert message.startswith("smart.keywords.reasoning: ") or said in message, message
         assert said in message, message
     assert _stored() == before
+
+
+@pytest.mark.parametrize("way", ["routing policy", "org smart routing"])
+def test_symbols_and_words_with_punctuation_are_kept(org, way):  # noqa: F811
+    """Only punctuation alone is refused: a symbol matches as written (``∑`` in "compute ∑
+    x_i"), and so does a word with a dash or a number form in it."""
+    words = ["£", "€", "∑", "√", "≤", "🔥", "½", "①", "x²", "a—b", "¿qué", "C++"]
+    saved = _saves(org)[way]({"keywords": {"math": words}})
+    assert saved.smart["keywords"]["math"] == words
