@@ -13,6 +13,7 @@ from gateway import services
 from gateway.dataplane import routing, smart
 from gateway.dataplane.snapshot import DeploymentInfo
 from gateway.tests.conftest import ACTOR, refresh_snapshot, usage_rows
+from gateway.tests.test_smart_outside import _deploy
 
 HARD = (
     "A train leaves at 3 pm going 60 mph; a second leaves 2 hours later at 80 mph. "
@@ -20,18 +21,6 @@ HARD = (
     "total fuel cost if each mile costs $0.35 and explain step by step why."
 )
 EASY = "Hello"
-
-
-def _deploy(acme, model, upstream, inp=1.0, out=1.0):
-    services.deployment_save(
-        actor=ACTOR,
-        org=acme.org,
-        model_name=model,
-        provider=acme.providers["fake"],
-        upstream_model=upstream,
-        input_price_per_mtok=inp,
-        output_price_per_mtok=out,
-    )
 
 
 def _client(acme):

@@ -8,18 +8,9 @@ import pytest
 from gateway import services
 from gateway.tests.conftest import ACTOR, refresh_snapshot
 from gateway.tests.fake_upstream import Behaviour
+from gateway.tests.test_smart_outside import _deploy
 
 HELLO = "Hello"
-
-
-def _deploy(acme, model, upstream):
-    services.deployment_save(
-        actor=ACTOR,
-        org=acme.org,
-        model_name=model,
-        provider=acme.providers["fake"],
-        upstream_model=upstream,
-    )
 
 
 def _failing(acme, *upstreams):

@@ -12,7 +12,8 @@ from gateway.tests.fake_upstream import Behaviour
 EASY = "Translate 'good morning' into French."
 
 
-def _deploy(acme, model, upstream, inp, out, priority=0):
+def _deploy(acme, model, upstream, inp=1.0, out=1.0, priority=None):
+    """A deployment of ``model`` on the fake provider at those prices (per million tokens)."""
     from gateway import services
 
     services.deployment_save(

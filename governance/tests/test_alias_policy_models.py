@@ -203,29 +203,24 @@ def test_the_dashboard_forms_refuse_it_beside_the_field(alice_client, org_a, ali
     assert RoutingPolicy.objects.get(pk=policy.pk).model_names == ["lite", "pro"]
 
     # the org default's form, the other way round: an alias the policy lists
-    org_form = alice_client.post(
-        url,
-        {
-            "form": "org_smart",
-            "smart_tiers": "lite, pro",
-            "auto_model_alias": "lite",
-            "aggressiveness": "50",
-        },
-    )
+    def org_form_posts(tiers, alias):
+        return alice_client.post(
+            url,
+            {
+                "form": "org_smart",
+                "smart_tiers": tiers,
+                "auto_model_alias": alias,
+                "aggressiveness": "50",
+            },
+        )
+
+    org_form = org_form_posts("lite, pro", "lite")
     assert org_form.status_code == 400
     assert "&#x27;lite&#x27; is already one of the organization&#x27;s smart tiers" in (
         org_form.content.decode()
     )
     services.gateway_config_set(actor=ACTOR, org=org_a, smart_tiers=["a", "b"])
-    org_form = alice_client.post(
-        url,
-        {
-            "form": "org_smart",
-            "smart_tiers": "a, b",
-            "auto_model_alias": "pro",
-            "aggressiveness": "50",
-        },
-    )
+    org_form = org_form_posts("a, b", "pro")
     assert org_form.status_code == 400
     assert "&#x27;pro&#x27; is already a model of the routing policy &#x27;s2&#x27;" in (
         org_form.content.decode()
