@@ -382,12 +382,15 @@ CHAT_EASY = _word_set(
     "joke jokes pun synonym synonyms antonym antonyms polite politely friendly friendlier"
 )
 # Words of a hard request beside the reasoning and code keywords: any of them in a short
-# request withholds the prior ("Summarize the proof of Fermat's last theorem").
+# request withholds the prior ("Summarize the proof of Fermat's last theorem", "rewrite
+# this bash loop so it handles filenames with spaces"); programming languages among them.
 CHAT_HARD = _word_set(
     "proof proofs theorem theorems lemma implement implementation code program compiler "
     "interpreter parser sql query design architecture optimize optimise optimal debug "
     "refactor concurrency concurrent distributed database kernel protocol integral "
-    "diagnosis differential treatment dosage legal liability tax"
+    "diagnosis differential treatment dosage legal liability tax python rust haskell bash "
+    "shell javascript typescript java golang kotlin scala ruby php perl cpp ocaml elixir "
+    "erlang clojure lisp fortran cobol assembly verilog vhdl cuda regex"
 )
 _CUES = (FEATURE_NAMES.index("kw_reasoning"), FEATURE_NAMES.index("kw_code"))
 _SIMPLE = FEATURE_NAMES.index("kw_simple")
