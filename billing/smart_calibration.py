@@ -176,14 +176,27 @@ def smart_recalibrate(*, actor, org, name: str, min_rated: int = MIN_RATED) -> d
         )
     old = current.thresholds[-1]
     new, highest = _cut(below, target)
-    if new is None:  # all held: be a step more aggressive
-        a = current.aggressiveness
-        if a is None:  # explicit thresholds (an earlier re-calibration's): where they sit
-            a = smart.aggressiveness_for(current.thresholds, current.classifier)
+    if new is None:  # all held, up to the highest rated score: a step past it
+        # From the ratings, not from where the thresholds sit: a step from there each time
+        # moved the threshold up again on every press with no new feedback (0.14, 0.15,
+        # 0.17, 0.20, 0.24), past requests no rating said the cheaper tier could serve.
+        held = [*current.thresholds[:-1], _just_above(highest, None)]
+        a = smart.aggressiveness_for(held, current.classifier)
         raised = smart.thresholds_for(min(a + STEP, 1.0), len(tiers), current.classifier)[-1]
-        new = max(old, raised, _just_above(highest, None))
+        new = max(old, raised, held[-1])
+    thresholds = _ascending_below(list(current.thresholds[:-1]), new)
+    moved = {
+        "policy": label,
+        "rated": n_below,
+        "old": old,
+        "new": new,
+        "old_thresholds": list(current.thresholds),
+        "new_thresholds": thresholds,
+    }
+    if thresholds == list(current.thresholds):
+        return moved  # nothing moved (pressed again with no new feedback): no save, no audit
     spec = {k: v for k, v in saved.items() if k != "aggressiveness"}
-    spec["thresholds"] = thresholds = _ascending_below(list(current.thresholds[:-1]), new)
+    spec["thresholds"] = thresholds
     if name == ORG_DEFAULT:
         gateway_services.gateway_config_set(actor=actor, org=org, smart=spec)
     else:
@@ -197,25 +210,23 @@ def smart_recalibrate(*, actor, org, name: str, min_rated: int = MIN_RATED) -> d
             smart=spec,
             is_active=policy.is_active,
         )
-    return {
-        "policy": label,
-        "rated": n_below,
-        "old": old,
-        "new": new,
-        "old_thresholds": list(current.thresholds),
-        "new_thresholds": thresholds,
-    }
+    return moved
 
 
 def recalibration_summary(moved: dict) -> str:
     """What a re-calibration moved, in words (the command's output, the Usage page's
     message): "saver: top threshold 0.5000 -> 0.3100 from 1 rated request"."""
     n = moved["rated"]
+    before, after = moved.get("old_thresholds", []), moved.get("new_thresholds", [])
+    if before == after:
+        return (
+            f"{moved['policy']}: thresholds unchanged (top {_shown(moved['old'])}) from {n} "
+            f"rated request{pluralize(n)}"
+        )
     said = (
         f"{moved['policy']}: top threshold {_shown(moved['old'])} -> {_shown(moved['new'])} "
         f"from {n} rated request{pluralize(n)}"
     )
-    before, after = moved.get("old_thresholds", []), moved.get("new_thresholds", [])
     if before[:-1] != after[:-1]:  # lower thresholds moved under the new top: say so
         said += (
             f" (lower thresholds {', '.join(map(_shown, before[:-1]))} -> "

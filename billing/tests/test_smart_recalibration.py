@@ -18,6 +18,7 @@ from billing.models import UsageRecord
 from billing.smart_calibration import smart_recalibrate
 from core import smart
 from gateway.tests.conftest import ACTOR
+from gateway.tests.test_smart_routing import needs_learned
 
 AN_HOUR_AGO = datetime.now(UTC) - timedelta(hours=1)
 
@@ -68,12 +69,11 @@ def _previous_new_top(rated_below, target, current, n_tiers):
         count += len(groups[score])
         if total / count >= target:
             kept = i  # the highest score that held, whatever fell short below it
-    if kept == len(scores) - 1:
-        a = current.aggressiveness
-        if a is None:
-            a = smart.aggressiveness_for(current.thresholds, current.classifier)
+    if kept == len(scores) - 1:  # all held: a step past the highest rated score
+        held = smart_calibration._just_above(scores[-1], None)
+        a = smart.aggressiveness_for([*current.thresholds[:-1], held], current.classifier)
         raised = smart.thresholds_for(min(a + 0.1, 1.0), n_tiers, current.classifier)[-1]
-        return max(current.thresholds[-1], raised, smart_calibration._just_above(scores[-1], None))
+        return max(current.thresholds[-1], raised, held)
     i = kept or 0
     return smart_calibration._just_above(scores[i], scores[i + 1] if i + 1 < len(scores) else None)
 
@@ -147,9 +147,9 @@ def _saved(name="saver"):
 @pytest.mark.parametrize("n_tiers", [2, 3])
 def test_one_bad_rating_on_the_easiest_prompt_does_not_pull_the_threshold_down(org_a, n_tiers):
     """The outside check's case: a greeting rated down, then 40 plain questions of one
-    score rated up (97.6 % good below the top tier): the threshold goes up a step, it is
-    not set just above the greeting (which sent every plain question to the top tier, and
-    with 3 tiers squeezed the middle one out)."""
+    score rated up (97.6 % good below the top tier): the threshold is not set just above
+    the greeting (which sent every plain question to the top tier, and with 3 tiers
+    squeezed the middle one out); it stays, or goes a step past the highest rated score."""
     tiers = [f"t{i}" for i in range(n_tiers)]
     _policy(org_a, tiers, {"aggressiveness": 0.5})
     old = smart.resolve({"aggressiveness": 0.5}, tiers).thresholds
@@ -158,10 +158,11 @@ def test_one_bad_rating_on_the_easiest_prompt_does_not_pull_the_threshold_down(o
 
     moved = smart_recalibrate(actor=ACTOR, org=org_a, name="saver")
 
-    saved = _saved()
-    assert moved["new"] == saved[-1] > old[-1]
-    assert saved[:-1] == list(old[:-1])  # the lower ones stay where they were
-    policy = smart.resolve({"thresholds": saved}, tiers)
+    from governance.models import RoutingPolicy
+
+    policy = smart.resolve(RoutingPolicy.objects.get(name="saver").smart, tiers)
+    assert moved["new"] == policy.thresholds[-1] >= old[-1]
+    assert policy.thresholds[:-1] == old[:-1]  # the lower ones stay where they were
     assert policy.tier_index(0.10) < n_tiers - 1
 
 
@@ -268,3 +269,37 @@ def test_keywords_saved_before_a_rule_do_not_stop_a_recalibration(org_a):
     saved = RoutingPolicy.objects.get(pk=rp.pk).smart
     assert saved["keywords"] == old["keywords"]
     assert saved["thresholds"] == [moved["new"]]
+
+
+# ------------------------------------------------------------------------------ pressed again
+@pytest.mark.django_db
+@pytest.mark.parametrize("classifier", ["rules", pytest.param("learned", marks=needs_learned)])
+def test_pressing_again_with_no_new_feedback_changes_nothing(org_a, classifier):
+    """When every rated request below the top held, the threshold moves a step past the
+    highest rated score. It moved a step from where the thresholds sat, so each press with
+    no new feedback raised it again (0.14, 0.15, 0.17, 0.20, 0.24: past requests no rating
+    said the cheaper tier could serve), and a press that moved nothing still saved a change
+    (0.24111 -> 0.241114, a rounding of the slider's position) and wrote an audit row."""
+    from governance.models import RoutingPolicy
+    from orgs.models import AuditLog
+
+    tiers = ["small", "big"]
+    _policy(org_a, tiers, {"aggressiveness": 0.5, "classifier": classifier})
+    (cut,) = smart.thresholds_for(0.5, 2, classifier)
+    _rows(org_a, [(cut * k / 41, 1.0) for k in range(1, 41)], tier="small", classifier=classifier)
+    _rows(org_a, [(0.9, 1.0)] * 5, tier="big", classifier=classifier)
+
+    first = smart_recalibrate(actor=ACTOR, org=org_a, name="saver")
+    assert first["new"] > first["old"]  # all held: a step up
+    saved = RoutingPolicy.objects.get(name="saver").smart["thresholds"]
+    audits = AuditLog.objects.count()
+    for _ in range(3):
+        again = smart_recalibrate(actor=ACTOR, org=org_a, name="saver")
+        assert again["new_thresholds"] == again["old_thresholds"] == saved
+        assert RoutingPolicy.objects.get(name="saver").smart["thresholds"] == saved
+    assert AuditLog.objects.count() == audits
+    assert "thresholds unchanged" in smart_calibration.recalibration_summary(again)
+
+    # a new rating past the old highest, held: the next press steps again
+    _rows(org_a, [(saved[-1] * 0.99, 1.0)] * 3, tier="small", classifier=classifier)
+    assert smart_recalibrate(actor=ACTOR, org=org_a, name="saver")["new"] > saved[-1]

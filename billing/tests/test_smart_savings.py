@@ -15,6 +15,7 @@ from django.core import mail
 from billing.digest import digest_context, weekly_digest_send
 from billing.models import UsageRecord
 from billing.selectors import smart_savings
+from core import smart
 from gateway.tests.conftest import ACTOR, refresh_snapshot, usage_rows
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)  # a Monday
@@ -300,8 +301,9 @@ def test_recalibration_needs_enough_feedback_and_a_smart_policy(org_a):
 
 @pytest.mark.django_db
 def test_each_recalibration_on_good_feedback_steps_up_again(org_a):
-    """Its saved thresholds are explicit: the next run reads them back as the slider
-    position they sit at and steps on from there (it used to stop after one step)."""
+    """Its saved thresholds are explicit: the next run, on new good ratings up to them,
+    steps on from there (it used to stop after one step); with no new ratings it stays
+    (it used to step again on every press: billing/tests/test_smart_recalibration.py)."""
     from billing.smart_calibration import smart_recalibrate
     from governance import services as gov
 
@@ -313,9 +315,14 @@ def test_each_recalibration_on_good_feedback_steps_up_again(org_a):
         models=["lite", "pro"],
         smart={"aggressiveness": 0.3},
     )
-    _rated(org_a, 40, lambda i: (i + 1) / 1000, lambda i: 1.0)  # all good, all cheap
-    tops = [smart_recalibrate(actor=ACTOR, org=org_a, name="saver")["new"] for _ in range(4)]
+    (top,) = smart.thresholds_for(0.3, 2, "rules")
+    tops = []
+    for _ in range(4):  # good ratings up to the cut each time: the cheap tier served them
+        _rated(org_a, 40, lambda i, top=top: top * (i + 1) / 41, lambda i: 1.0)
+        top = smart_recalibrate(actor=ACTOR, org=org_a, name="saver")["new"]
+        tops.append(top)
     assert tops == sorted(tops) and len(set(tops)) == 4, tops
+    assert smart_recalibrate(actor=ACTOR, org=org_a, name="saver")["new"] == tops[-1]
 
 
 @pytest.mark.django_db
@@ -343,7 +350,8 @@ def test_the_org_default_smart_routing_is_recalibrated_too(org_a, alice_client):
     response = alice_client.post(
         f"/o/{org_a.slug}/usage/smart-recalibrate/", {"policy": ""}, follow=True
     )
-    assert b"the org default: top threshold" in response.content
+    # pressed again on the same ratings: nothing moves, and the page says so
+    assert b"the org default: thresholds unchanged" in response.content
 
 
 @pytest.mark.django_db
@@ -482,7 +490,7 @@ def test_recalibration_reads_the_top_tiers_quality_from_the_ab_strong_arm_too(or
     response = alice_client.post(
         f"/o/{org_a.slug}/usage/smart-recalibrate/", {"policy": "saver"}, follow=True
     )
-    assert b"saver: top threshold 0.5000" in response.content
+    assert b"saver: thresholds unchanged (top 0.5000)" in response.content
     [top] = RoutingPolicy.objects.get(name="saver").smart["thresholds"]
     assert top >= 0.5  # the cheap tier held the top tier's quality: not moved down
 
