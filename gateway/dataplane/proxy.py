@@ -64,6 +64,9 @@ CORS_EXPOSE = (
 KEY_DISABLED = "This API key is disabled; an org admin can enable it again."
 # count_tokens bodies above this are tokenized in a thread (~1 ms of tokenizer on the loop).
 COUNT_ON_LOOP_BYTES = 16 * 1024
+# POST /v1/feedback for a request not (yet) recorded looks again after these waits (s): a
+# usage record is written in a batch a moment after its response (UsageSink).
+FEEDBACK_WAITS = (0.25, 0.5, 1.0)
 
 
 @dataclass(slots=True)
@@ -1169,11 +1172,19 @@ class Gateway:
         # not sent to the database (PostgreSQL refuses a NUL in a query: a 500).
         if request_id.isascii() and request_id.isprintable():
             rated = await asyncio.to_thread(self.feedback, ctx.key.org_id, request_id, score)
+            # A usage record is written in a batch a moment after its response: feedback
+            # sent at once (an app rating what it just showed) found none and was a 404.
+            for wait in FEEDBACK_WAITS:
+                if rated:
+                    break
+                await asyncio.sleep(wait)
+                rated = await asyncio.to_thread(self.feedback, ctx.key.org_id, request_id, score)
         if not rated:
             raise GatewayError(
                 404,
-                f"No request with the id {request_id[:128]!r} in this organization (its "
-                "record is stored within seconds of its response: retry shortly).",
+                f"No request with the id {request_id[:128]!r} in this organization (looked "
+                f"for {sum(FEEDBACK_WAITS):g} s: a request's record is stored within a second "
+                "of its response).",
                 "invalid_request_error",
                 "request_not_found",
                 "request_id",

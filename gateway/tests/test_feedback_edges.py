@@ -146,3 +146,27 @@ def test_the_header_s_id_is_stripped_whatever_the_http_server_passes_on(sent):
 
     assert _request_id({"x-request-id": sent}) == "a b"
     assert _request_id({"x-request-id": " \t "}).startswith("req_")  # none: one is made
+
+
+# ---------------------------------------------------------------------- rated at once
+def test_feedback_sent_at_once_rates_a_request_recorded_a_moment_later(acme, gw, monkeypatch):
+    """A usage record is written in a batch a moment after its response: feedback sent at
+    once (an app rating what it just showed) found none and was a 404, two times in three
+    in an outside check. It now looks again for up to FEEDBACK_WAITS' sum before a 404."""
+    monkeypatch.setattr(gw.sink, "linger", 0.6)  # the batch waits 0.6 s for more records
+    rid = _chat(acme).headers["x-request-id"]
+    rated = _feedback(acme, {"request_id": rid, "score": 1})
+    assert rated.status_code == 200, rated.text
+    assert rated.json()["rated"] == 1
+    [row] = [r for r in usage_rows(acme.org) if r.endpoint == "chat"]
+    assert row.request_id == rid and row.feedback_score == 1.0
+
+
+def test_an_unknown_id_is_a_404_after_the_waits(acme, gw):
+    from gateway.dataplane.proxy import FEEDBACK_WAITS
+
+    response = _feedback(acme, {"request_id": "never-sent-1", "score": 1})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "request_not_found"
+    assert f"looked for {sum(FEEDBACK_WAITS):g} s" in response.json()["error"]["message"]
+    assert response.elapsed.total_seconds() >= sum(FEEDBACK_WAITS)
