@@ -206,7 +206,21 @@ def _meta(out: Outgoing, started: float) -> dict:
         "latency_ms": round((time.perf_counter() - started) * 1000, 1),
         "cost": out.cost or 0.0,  # the data plane's, as in the usage record
         "request_id": out.headers.get("x-request-id"),
+        # smart routing's choice (a request for `auto` or an rt- key of a smart policy)
+        "route": _route(out.headers),
     }
+
+
+def _route(headers) -> str:
+    """'tier <tier>, score <score> (<classifier>)', as the response's headers say, or ''
+    when the request was not smart-routed. The score is the header's (4 decimals)."""
+    tier = headers.get("x-bonito-route-tier")
+    if not tier:
+        return ""
+    classifier = headers.get("x-bonito-route-classifier", "")
+    score = headers.get("x-bonito-route-score")
+    said = f"tier {tier}" + (f", score {score}" if score else "")
+    return said + (f" ({classifier})" if classifier else "")
 
 
 async def _answer(key: KeyInfo, turn: dict, model: str) -> dict:

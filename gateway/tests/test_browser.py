@@ -117,6 +117,7 @@ def test_a_user_runs_the_gateway_from_the_dashboard(
     result = page.inner_text("#playground-result")
     assert page.url == base + "/o/acme/playground/"
     assert "You said: hello from the browser" in result and "in," in result
+    assert "Smart route\nnot smart-routed" in result or "Smart route\tnot smart-routed" in result
     shot(page, "playground")
     # The conversation goes on, with a system prompt, and two models side by side.
     page.fill("textarea[name=system]", "Answer in one word.")

@@ -277,3 +277,16 @@ def test_the_smart_routing_alias_is_offered_and_routes(acme, alice_client):
     assert result["model_used"] in ("chat-small", "ha-chat")
     [row] = [r for r in usage_rows() if r.model_requested == "auto"]
     assert row.route_tier in ("chat-small", "ha-chat") and row.route_score is not None
+    # the page says where it went and why (the docs said it did; it showed only the model)
+    said = f"tier {row.route_tier}, score {row.route_score:.4f} (rules)"
+    assert result["route"] == said
+    page = alice_client.post(url, {"model": "auto", "message": "hi"}).content.decode()
+    assert f"<dt>Smart route</dt><dd>{said}</dd>" in page
+    # and so does the streamed answer's result; a model asked by name is not smart-routed
+    http = session_for(alice_client, acme)
+    stream = f"/o/{acme.org.slug}/playground/stream/"
+    with http.stream("POST", stream, data={"model": "auto", "message": "hi"}) as r:
+        result = orjson.loads(read_events("".join(r.iter_text()))[-1][1])
+    assert result["route"] == said
+    [result] = alice_client.post(url, {"model": "chat-small", "message": "hi"}).context["results"]
+    assert result["route"] == ""

@@ -34,7 +34,7 @@
     pre.appendChild(code);
     const dl = el("dl", { class: "grid" });
     const fields = {};
-    for (const name of ["Model used", "Tokens", "Cost", "Latency", "Request id"]) {
+    for (const name of ["Model used", "Tokens", "Cost", "Latency", "Request id", "Smart route"]) {
       dl.appendChild(el("dt", {}, name));
       fields[name] = dl.appendChild(el("dd", {}, "…"));
     }
@@ -107,6 +107,7 @@
     view.fields["Latency"].textContent = (result.latency_ms || 0) + " ms (gateway overhead "
       + (result.overhead_ms || "n/a") + " ms)";
     view.fields["Request id"].textContent = result.request_id || "—";
+    view.fields["Smart route"].textContent = result.route || "not smart-routed";
     return ok ? text : null;
   }
 
