@@ -109,9 +109,13 @@ def learned_missing() -> str | None:
 
 def classifier_error(name: object) -> str | None:
     if not isinstance(name, str) or name not in CLASSIFIERS:
-        return f"Unknown classifier {str(name)[:40]!r}; use one of {', '.join(CLASSIFIERS)}."
+        return (
+            f"smart.classifier: unknown classifier {str(name)[:40]!r}; use one of "
+            f"{', '.join(CLASSIFIERS)}."
+        )
     if name == "learned":
-        return learned_missing()
+        missing = learned_missing()
+        return missing and f"smart.classifier: {missing}"
     return None
 
 
@@ -177,9 +181,10 @@ def _number(value, name: str, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         raise ValueError(f"smart.{name} must be a number from {low:g} to {high:g}.")
     if not low <= value <= high:
-        raise ValueError(
-            f"smart.{name} must be from {low:g} to {high:g}, not {number_as_sent(value)}."
-        )
+        # 1e400 in JSON is read as infinity: "not inf" read as a typo of the program's
+        too_large = isinstance(value, float) and math.isinf(value)
+        shown = "a number too large to carry" if too_large else number_as_sent(value)
+        raise ValueError(f"smart.{name} must be from {low:g} to {high:g}, not {shown}.")
     return float(value)
 
 
@@ -446,8 +451,14 @@ def resolve(
     # (None or absent: none. 0, "", false or [] are not a mapping: refused on a save, where
     # `or {}` let them be stored; a policy saved so before is served as having none.)
     ab = _mapping_or_none(spec.get("ab"), serving)
-    if not isinstance(ab, dict) or set(ab) - {"share", "classifier"}:
+    if not isinstance(ab, dict):
         raise ValueError('smart.ab must be a mapping like {"share": 0.2, "classifier": "strong"}.')
+    if set(ab) - {"share", "classifier"}:
+        unknown = sorted(map(str, set(ab) - {"share", "classifier"}))[0]
+        raise ValueError(
+            f"smart.ab has an unknown setting {unknown[:40]!r}: an A/B test is its share and "
+            "its classifier."
+        )
     if not serving and len(ab) == 1:
         # What a partial update leaves when it removes one of the two (a PATCH of
         # {"ab": {"share": null}}): an A/B test is its share and its arm together.
@@ -471,7 +482,7 @@ def resolve(
         if ab_share and ab_arm == classifier:
             raise ValueError("smart.ab.classifier must differ from smart.classifier.")
         if ab.get("classifier") == "learned" and learned_missing() and not serving:
-            raise ValueError(learned_missing())
+            raise ValueError(f"smart.ab.classifier: {learned_missing()}")
     keywords = _mapping_or_none(spec.get("keywords"), serving)
     if not isinstance(keywords, dict):
         raise ValueError("smart.keywords must map a category to a list of words.")
@@ -479,7 +490,7 @@ def resolve(
     for category, words in keywords.items():
         if category not in KEYWORD_CATEGORIES:
             raise ValueError(
-                f"Unknown keyword category {str(category)[:40]!r}; use "
+                f"smart.keywords: unknown keyword category {str(category)[:40]!r}; use "
                 f"{', '.join(KEYWORD_CATEGORIES)}."
             )
         if (

@@ -592,10 +592,7 @@ def _smart_message_for_form(message: str, form, tiers_field: str) -> tuple[str |
     else:
         if message.startswith(_TIER_MESSAGES):
             field = tiers_field
-        elif (
-            message.startswith(("Unknown classifier", "The learned classifier is"))
-            or message == smart.learned_missing()
-        ):
+        elif message.startswith("The learned classifier is"):
             field = "classifier"
     for path, name in _SMART_PATHS:
         if name in labels:

@@ -1372,15 +1372,24 @@ def parse_feedback(raw: bytes) -> tuple[str, float]:
             "request_id",
             "string_above_max_length",
         )
+    # null is "not sent", as in the other endpoints' optional fields: {"score": null,
+    # "thumbs": "up"} (an app's form with one of the two empty) rates thumbs up.
+    body = {k: v for k, v in body.items() if v is not None or k == "request_id"}
     if "score" in body and "thumbs" in body:
         raise bad('Send score (0 to 1) or thumbs ("up" or "down"), not both.', "score")
     if "score" not in body and "thumbs" not in body:
-        raise bad('score (0 to 1) or thumbs ("up" or "down") is required.', "score")
+        raise bad(
+            'score (0 to 1) or thumbs ("up" or "down") is required.',
+            "score",
+            "missing_required_parameter",
+        )
     if "thumbs" in body:
         thumbs = body["thumbs"]
         if not isinstance(thumbs, str):
             raise bad(
-                f'thumbs must be the string "up" or "down", not {json_type(thumbs)}.', "thumbs"
+                f'thumbs must be the string "up" or "down", not {json_type(thumbs)}.',
+                "thumbs",
+                "invalid_type",
             )
         if thumbs not in ("up", "down"):
             raise bad(f'thumbs must be "up" or "down", not {thumbs[:20]!r}.', "thumbs")
@@ -1388,7 +1397,9 @@ def parse_feedback(raw: bytes) -> tuple[str, float]:
     score = body["score"]
     if isinstance(score, bool) or not isinstance(score, int | float):
         raise bad(
-            f"score must be a number from 0 (bad) to 1 (good), not {json_type(score)}.", "score"
+            f"score must be a number from 0 (bad) to 1 (good), not {json_type(score)}.",
+            "score",
+            "invalid_type",
         )
     if not 0 <= score <= 1:
         # as sent ({:g} said a 17-digit integer was "1.23457e+16")

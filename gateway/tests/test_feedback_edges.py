@@ -170,3 +170,16 @@ def test_an_unknown_id_is_a_404_after_the_waits(acme, gw):
     assert response.json()["error"]["code"] == "request_not_found"
     assert f"looked for {sum(FEEDBACK_WAITS):g} s" in response.json()["error"]["message"]
     assert response.elapsed.total_seconds() >= sum(FEEDBACK_WAITS)
+
+
+def test_a_null_score_beside_thumbs_is_not_sent(acme, gw):
+    """An app's form with one of the two left empty sends it as null: null is "not sent",
+    as in the other endpoints' optional fields (it was refused as "not both")."""
+    rid = _chat(acme).headers["x-request-id"]
+    for body, stored in (
+        ({"request_id": rid, "score": None, "thumbs": "up"}, 1.0),
+        ({"request_id": rid, "score": 0.25, "thumbs": None}, 0.25),
+    ):
+        response = _feedback(acme, body)
+        assert response.status_code == 200, response.text
+        assert response.json()["score"] == stored

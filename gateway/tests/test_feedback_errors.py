@@ -36,12 +36,13 @@ CASES = [
     ),
     ({"request_id": "r", "score": 1.5}, "score", "invalid_value", "it is 1.5", "a number"),
     ({"request_id": "r", "score": -1}, "score", "invalid_value", "it is -1", "a number"),
-    ({"request_id": "r", "score": "high"}, "score", "invalid_value", "not a string", "it is"),
-    ({"request_id": "r", "score": True}, "score", "invalid_value", "not a boolean", "it is"),
-    ({"request_id": "r", "score": None}, "score", "invalid_value", "not null", "it is"),
+    ({"request_id": "r", "score": "high"}, "score", "invalid_type", "not a string", "it is"),
+    ({"request_id": "r", "score": True}, "score", "invalid_type", "not a boolean", "it is"),
+    # null is "not sent": then neither is sent
+    ({"request_id": "r", "score": None}, "score", "missing_required_parameter", "required", "null"),
     ({"request_id": "r", "thumbs": "sideways"}, "thumbs", "invalid_value", "'sideways'", "string"),
-    ({"request_id": "r", "thumbs": 1}, "thumbs", "invalid_value", "not a number", "'"),
-    ({"request_id": "r"}, "score", "invalid_value", "is required", "not both"),
+    ({"request_id": "r", "thumbs": 1}, "thumbs", "invalid_type", "not a number", "'"),
+    ({"request_id": "r"}, "score", "missing_required_parameter", "is required", "not both"),
     ({"request_id": "r", "score": 1, "thumbs": "up"}, "score", "invalid_value", "not both", "req"),
 ]
 
