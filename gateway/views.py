@@ -662,8 +662,9 @@ def routing(request):
     policies = list(RoutingPolicy.objects.for_org(org))
     org_smart = GatewayConfig.objects.for_org(org).first()
     org_spec = (org_smart.smart if org_smart else None) or {}
-    # Saved with the learned classifier before the org's tier lost it: served with rules.
-    learned_off = not tier_includes_learned(org.tier)
+    # Saved with the learned classifier before the org's tier lost it, or where this server
+    # lacks its optional extra: served with rules.
+    learned_off = not tier_includes_learned(org.tier) or smart.learned_missing() is not None
     # Tiers no active deployment serves (a typo, or every deployment off): said beside them,
     # since a save takes any name and its prompts would go up a tier or fail.
     served = set(
@@ -740,6 +741,12 @@ def _learned_off(org, spec: dict) -> str:
     gateway.snapshot_builder publishes it (core.smart.without_learned: scored by rules; an
     A/B test whose arm is learned, or would now be rules as the classifier is, dropped; one
     of the strong arm kept), and what a save needs."""
+    if tier_includes_learned(org.tier):  # the Pro tier, on a server without the extra
+        return (
+            "the learned classifier's optional extra is not installed on this server (make "
+            "smart, docs/smart-routing.md): until it is, served with rules; a save or a "
+            "re-calibration needs it, or the classifier rules and no learned A/B arm"
+        )
     tier = Tier(org.tier).label if org.tier in Tier.values else str(org.tier)
     saved_ab = spec.get("ab") if isinstance(spec.get("ab"), dict) else {}
     arm = saved_ab.get("classifier")

@@ -122,3 +122,28 @@ def test_apply_config_s_downgrade_reads_the_same(alice_client, org_a, tmp_path):
     call_command("apply_config", str(path))
     page = alice_client.get(f"/o/{org_a.slug}/routing/").content.decode()
     assert _notes(_row(page, "s")) == [note]
+
+
+@pytest.mark.parametrize("absent", ["numpy", "all_minilm_l6_v2"])
+def test_on_a_server_without_the_extra_it_says_so(alice_client, org_a, monkeypatch, absent):
+    """On Pro, where this server lacks the learned classifier's optional extra (a policy
+    saved where it was installed, a server set up with `make run` alone), the requests are
+    scored by rules: the page said nothing of it, only the server's log did."""
+    for name, (spec, _, _) in CASES.items():
+        governance_services.routing_policy_save(
+            actor=ACTOR, org=org_a, name=name, strategy="smart", models=["a", "b"], smart=spec
+        )
+    services.gateway_config_set(
+        actor=ACTOR, org=org_a, smart_tiers=["a", "b"], smart={"classifier": "learned"}
+    )
+    monkeypatch.setitem(__import__("sys").modules, absent, None)  # the package is not there
+    page = alice_client.get(f"/o/{org_a.slug}/routing/").content.decode()
+    note = (
+        "the learned classifier's optional extra is not installed on this server (make smart, "
+        "docs/smart-routing.md): until it is, served with rules; a save or a re-calibration "
+        "needs it, or the classifier rules and no learned A/B arm"
+    )
+    for name in CASES:
+        assert _notes(_row(page, name)) == [note], name
+    section = page[page.index('id="org-smart"') :]
+    assert note in _notes(section)
