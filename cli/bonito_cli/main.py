@@ -414,6 +414,7 @@ def resource(
     delete_verb="delete",  # "revoke": the API keeps the row, marked revoked (keys, tokens)
     keep=(),  # the columns that matter most, first: kept when the terminal is narrow
     cut=(),  # text columns that may be cut short (…) to fit
+    noun=None,  # what one row is, in the help: "routing policies" (default: the name)
 ):
     """A command group for one REST collection: list/get/create/update/delete as it allows."""
     group = HelpGroup(name, help=help + f"\n\n\b\nExamples:\n{example}", context_settings=CONTEXT)
@@ -438,7 +439,7 @@ def resource(
         for flt in reversed(list_filters):
             list_ = click.option(f"--{flt}", help=f"Only rows with this {flt}.")(list_)
         list_.__doc__ = (
-            f"List {name} (the columns that fit the terminal; --wide: all).\n\n\b\nExamples:\n"
+            f"List {noun or name} (the columns that fit the terminal; --wide: all).\n\n\b\nExamples:\n"
             f"  bonito {name} list\n  bonito {name} list --wide\n  bonito {name} list --json"
         )
         group.command("list", context_settings=CONTEXT)(list_)
@@ -451,7 +452,9 @@ def resource(
         def get(state, id):
             show(state, state.client.get(f"{path}/{path_id(id)}"), columns, quiet_field)
 
-        get.__doc__ = f"Show one of the {name}.\n\n\b\nExamples:\n  bonito {name} get ID --json"
+        get.__doc__ = (
+            f"Show one of the {noun or name}.\n\n\b\nExamples:\n  bonito {name} get ID --json"
+        )
         group.command("get", context_settings=CONTEXT)(get)
 
     if "create" in ops:
@@ -465,7 +468,9 @@ def resource(
             show(state, row, columns, quiet_field)
             warn_of(state, row)
 
-        create.__doc__ = f"Create one of the {name} from --set fields.\n\n\b\nExamples:\n{example}"
+        create.__doc__ = (
+            f"Create one of the {noun or name} from --set fields.\n\n\b\nExamples:\n{example}"
+        )
         group.command("create", context_settings=CONTEXT)(create)
 
     if "update" in ops:
@@ -481,7 +486,7 @@ def resource(
             show(state, row, columns, quiet_field)
             warn_of(state, row)
 
-        update.__doc__ = f"Change fields of one of the {name}.\n\n\b\nExamples:\n  bonito {name} update ID -s is_active=false"
+        update.__doc__ = f"Change fields of one of the {noun or name}.\n\n\b\nExamples:\n  bonito {name} update ID -s is_active=false"
         group.command("update", context_settings=CONTEXT)(update)
 
     if "delete" in ops:
@@ -495,7 +500,7 @@ def resource(
             done(state, f"{past} {id}.", {"id": id, f"{past.lower()}": True})
 
         delete.__doc__ = (
-            f"{delete_verb.capitalize()} one of the {name}."
+            f"{delete_verb.capitalize()} one of the {noun or name}."
             + (" The gateways refuse it within seconds." if name == "keys" else "")
             + f"\n\n\b\nExamples:\n  bonito {name} {delete_verb} ID"
         )
@@ -835,6 +840,7 @@ resource(
     help="Routing policies; keys made with --routing-policy (rt- keys) route through them.",
     example="  bonito routing create -s name=cheap -s strategy=cost_optimized \\\n"
     '      -s models=\'["gpt-4o-mini","haiku"]\'',
+    noun="routing policies",
 )
 resource(
     "budgets",

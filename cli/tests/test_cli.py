@@ -226,6 +226,9 @@ def test_every_command_has_help_with_examples(home):
     for group, subs in groups.items():
         for sub in subs:
             assert "Examples:" in bonito(home, group, sub, "--help", check=0).stdout, (group, sub)
+    # each row named in words: "one of the routing" was all the routing group's help said
+    said = bonito(home, "routing", "update", "--help", check=0).stdout
+    assert "Change fields of one of the routing policies." in said
 
 
 # ------------------------------------------------------------------------------ auth
