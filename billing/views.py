@@ -4,7 +4,7 @@ from decimal import Decimal
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpResponse, HttpResponseRedirect, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -243,7 +243,11 @@ def smart_recalibrate(request):
         messages.success(request, recalibration_summary(moved) + ".")
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
-    return redirect("usage", org_slug=request.org.slug)
+    # Back to the page as it was (its range and filters): the query string it was shown
+    # with, read and written again as one (never another path).
+    back = QueryDict(str(request.POST.get("back", ""))[:2000]).urlencode()
+    url = reverse("usage", args=[request.org.slug])
+    return redirect(f"{url}?{back}" if back else url)
 
 
 def _smart_tables(sr: dict) -> list:

@@ -523,8 +523,47 @@ def test_the_usage_page_has_a_recalibrate_button_for_every_smart_policy_and_the_
         actor=ACTOR, org=org_a, name="plain", strategy="failover", models=["lite"]
     )
     gateway_services.gateway_config_set(actor=ACTOR, org=org_a, smart_tiers=["lite", "pro"])
-    _row(org_a, datetime.now(UTC) - timedelta(hours=1), cost="0.0001", top="0.002", tier="lite")
+    _row(
+        org_a,
+        datetime.now(UTC) - timedelta(hours=1),
+        cost="1",
+        top="2",
+        tier="lite",
+        policy="saver",
+    )
     page = alice_client.get(f"/o/{org_a.slug}/usage/").content.decode()
     assert "Re-calibrate (org default) from feedback" in page
     assert "Re-calibrate saver from feedback" in page
     assert "Re-calibrate plain" not in page  # not smart
+
+
+@pytest.mark.django_db
+def test_the_recalibrate_button_returns_to_the_page_as_it_was(org_a, alice_client):
+    """The button sent the page back to /usage/ with its range and filters lost; it comes
+    back with the query string it was shown with, and only to the Usage page."""
+    _policy(org_a)
+    # smart traffic in the page's range: the section and its buttons are shown
+    _row(
+        org_a,
+        datetime.now(UTC) - timedelta(hours=1),
+        cost="1",
+        top="2",
+        tier="lite",
+        policy="saver",
+    )
+    url = f"/o/{org_a.slug}/usage/"
+    page = alice_client.get(url, {"range": "7d", "policy": "saver"}).content.decode()
+    assert 'name="back" value="range=7d&amp;policy=saver"' in page
+    response = alice_client.post(
+        f"{url}smart-recalibrate/", {"policy": "saver", "back": "range=7d&policy=saver"}
+    )
+    assert response.status_code == 302 and response["Location"] == f"{url}?range=7d&policy=saver"
+    for hostile in ("//evil.example/x", "\r\nSet-Cookie: a=b", "https://evil.example"):
+        response = alice_client.post(
+            f"{url}smart-recalibrate/", {"policy": "saver", "back": hostile}
+        )
+        assert response["Location"].startswith(f"{url}?") or response["Location"] == url
+        assert (
+            "\n" not in response["Location"]
+            and "evil.example/x" not in response["Location"].split("?")[0]
+        )
