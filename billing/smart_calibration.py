@@ -34,8 +34,12 @@ def _just_above(score: float, following: float | None) -> float:
     under) and ``following``, the next score seen, above it: the next step of 0.000001
     (a round number), or halfway where the two are closer; at most 1. Saved as computed."""
     step = math.floor(score * 1_000_000 + 1) / 1_000_000
+    if step <= score:  # score * 1e6 rounded just under a whole number (0.1251, 0.524287)
+        step = round(score + 0.000001, 6)
     if following is not None and step > following:
         step = (score + following) / 2
+    if step <= score:  # two adjacent floats: none lies between
+        step = math.nextafter(score, math.inf)
     return min(step, 1.0)
 
 

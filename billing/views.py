@@ -3,7 +3,7 @@
 from decimal import Decimal
 
 from django.contrib import messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import SuspiciousOperation, ValidationError
 from django.http import Http404, HttpResponse, HttpResponseRedirect, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -245,9 +245,12 @@ def smart_recalibrate(request):
         messages.error(request, " ".join(exc.messages))
     # Back to the page as it was (its range and filters): the query string it was shown
     # with, read and written again as one (never another path).
-    back = QueryDict(str(request.POST.get("back", ""))[:2000]).urlencode()
+    try:
+        back = QueryDict(str(request.POST.get("back", ""))[:2000]).urlencode()
+    except SuspiciousOperation:  # more fields than a form may send: not the page's own
+        back = ""
     url = reverse("usage", args=[request.org.slug])
-    return redirect(f"{url}?{back}" if back else url)
+    return redirect(f"{url}?{back}" if back and len(back) <= 2000 else url)
 
 
 def _smart_tables(sr: dict) -> list:

@@ -482,7 +482,11 @@ def resolve(
         if ab_share and ab_arm == classifier:
             raise ValueError("smart.ab.classifier must differ from smart.classifier.")
         if ab.get("classifier") == "learned" and learned_missing() and not serving:
-            raise ValueError(f"smart.ab.classifier: {learned_missing()}")
+            arm_missing = learned_missing().replace(
+                "Use the rules classifier until then.",
+                "Until then, use another A/B arm (rules or strong), or none.",
+            )
+            raise ValueError(f"smart.ab.classifier: {arm_missing}")
     keywords = _mapping_or_none(spec.get("keywords"), serving)
     if not isinstance(keywords, dict):
         raise ValueError("smart.keywords must map a category to a list of words.")

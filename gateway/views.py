@@ -587,7 +587,9 @@ def _smart_message_for_form(message: str, form, tiers_field: str) -> tuple[str |
     field = None
     for path, name in _SMART_PATHS:
         if message.startswith(f"{path} ") or message.startswith(f"{path}:"):
-            field, message = name, message[len(path) :].lstrip(": ")
+            field = name
+            if name in form.fields:  # said beside its field; else the path says what
+                message = message[len(path) :].lstrip(": ")
             break
     else:
         if message.startswith(_TIER_MESSAGES):

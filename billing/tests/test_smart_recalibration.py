@@ -303,3 +303,14 @@ def test_pressing_again_with_no_new_feedback_changes_nothing(org_a, classifier):
     # a new rating past the old highest, held: the next press steps again
     _rows(org_a, [(saved[-1] * 0.99, 1.0)] * 3, tier="small", classifier=classifier)
     assert smart_recalibrate(actor=ACTOR, org=org_a, name="saver")["new"] > saved[-1]
+
+
+@pytest.mark.parametrize("score", [0.000249, 0.0157, 0.1251, 0.250001, 0.524287, 0.3, 1e-13])
+def test_the_step_above_a_score_is_above_it(score):
+    """A score goes below a threshold it is under: the cut just above a score that held
+    must be above it. For about 1 in 80 scores of 6 decimals, score x 1e6 is a float just
+    under a whole number and the next step was the score itself (0.1251 -> 0.1251), so
+    the requests of that score went to the top tier."""
+    above = smart_calibration._just_above(score, None)
+    assert score < above <= score + 0.000001 + 1e-12
+    assert smart_calibration._just_above(score, score + 1e-9) > score  # halfway, still above

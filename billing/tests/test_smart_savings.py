@@ -558,7 +558,13 @@ def test_the_recalibrate_button_returns_to_the_page_as_it_was(org_a, alice_clien
         f"{url}smart-recalibrate/", {"policy": "saver", "back": "range=7d&policy=saver"}
     )
     assert response.status_code == 302 and response["Location"] == f"{url}?range=7d&policy=saver"
-    for hostile in ("//evil.example/x", "\r\nSet-Cookie: a=b", "https://evil.example"):
+    for hostile in (
+        "//evil.example/x",
+        "\r\nSet-Cookie: a=b",
+        "https://evil.example",
+        "&" * 2000,
+        "x=%%%" * 400,
+    ):
         response = alice_client.post(
             f"{url}smart-recalibrate/", {"policy": "saver", "back": hostile}
         )

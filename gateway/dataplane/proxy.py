@@ -1170,7 +1170,8 @@ class Gateway:
         rated = 0
         # Request ids are printable ASCII (_request_id): another names no request, and is
         # not sent to the database (PostgreSQL refuses a NUL in a query: a 500).
-        if request_id.isascii() and request_id.isprintable():
+        looked = request_id.isascii() and request_id.isprintable()
+        if looked:
             rated = await asyncio.to_thread(self.feedback, ctx.key.org_id, request_id, score)
             # A usage record is written in a batch a moment after its response: feedback
             # sent at once (an app rating what it just showed) found none and was a 404.
@@ -1182,9 +1183,13 @@ class Gateway:
         if not rated:
             raise GatewayError(
                 404,
-                f"No request with the id {request_id[:128]!r} in this organization (looked "
-                f"for {sum(FEEDBACK_WAITS):g} s: a request's record is stored within a second "
-                "of its response).",
+                f"No request with the id {request_id[:128]!r} in this organization "
+                + (
+                    f"(looked for {sum(FEEDBACK_WAITS):g} s: a request's record is stored "
+                    "within a second of its response)."
+                    if looked
+                    else "(request ids are printable ASCII)."
+                ),
                 "invalid_request_error",
                 "request_not_found",
                 "request_id",

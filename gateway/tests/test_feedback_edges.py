@@ -183,3 +183,11 @@ def test_a_null_score_beside_thumbs_is_not_sent(acme, gw):
         response = _feedback(acme, body)
         assert response.status_code == 200, response.text
         assert response.json()["score"] == stored
+
+
+def test_an_id_that_names_no_request_is_a_404_at_once_saying_why(acme, gw):
+    response = _feedback(acme, {"request_id": "caf\u00e9-42", "score": 1})
+    assert response.status_code == 404
+    message = response.json()["error"]["message"]
+    assert "printable ASCII" in message and "looked for" not in message
+    assert response.elapsed.total_seconds() < 1

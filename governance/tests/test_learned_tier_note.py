@@ -147,3 +147,26 @@ def test_on_a_server_without_the_extra_it_says_so(alice_client, org_a, monkeypat
         assert _notes(_row(page, name)) == [note], name
     section = page[page.index('id="org-smart"') :]
     assert note in _notes(section)
+
+
+def test_a_learned_arm_refused_on_the_org_form_says_it_is_the_ab_arm(
+    alice_client, org_a, monkeypatch
+):
+    """The org default's form has no A/B arm field: the refusal kept no path and told a
+    user who had rules selected to "use the rules classifier"."""
+    spec = {
+        "classifier": "rules",
+        "aggressiveness": 0.5,
+        "ab": {"share": 0.2, "classifier": "learned"},
+    }
+    services.gateway_config_set(actor=ACTOR, org=org_a, smart_tiers=["a", "b"], smart=spec)
+    monkeypatch.setitem(__import__("sys").modules, "numpy", None)  # the extra is gone
+    response = alice_client.post(
+        f"/o/{org_a.slug}/routing/",
+        {"form": "org_smart", "smart_tiers": "a, b", "classifier": "rules", "aggressiveness": "60"},
+    )
+    page = html.unescape(response.content.decode())
+    assert response.status_code == 400
+    assert "smart.ab.classifier: The learned classifier needs the optional smart extra" in page
+    assert "use another A/B arm (rules or strong), or none" in page
+    assert "Use the rules classifier until then" not in page
