@@ -523,14 +523,7 @@ def test_the_usage_page_has_a_recalibrate_button_for_every_smart_policy_and_the_
         actor=ACTOR, org=org_a, name="plain", strategy="failover", models=["lite"]
     )
     gateway_services.gateway_config_set(actor=ACTOR, org=org_a, smart_tiers=["lite", "pro"])
-    _row(
-        org_a,
-        datetime.now(UTC) - timedelta(hours=1),
-        cost="1",
-        top="2",
-        tier="lite",
-        policy="saver",
-    )
+    _row(org_a, datetime.now(UTC) - timedelta(hours=1), cost="0.0001", top="0.002", tier="lite")
     page = alice_client.get(f"/o/{org_a.slug}/usage/").content.decode()
     assert "Re-calibrate (org default) from feedback" in page
     assert "Re-calibrate saver from feedback" in page
@@ -542,7 +535,7 @@ def test_the_recalibrate_button_returns_to_the_page_as_it_was(org_a, alice_clien
     """The button sent the page back to /usage/ with its range and filters lost; it comes
     back with the query string it was shown with, and only to the Usage page."""
     _policy(org_a)
-    # smart traffic in the page's range: the section and its buttons are shown
+    # smart traffic of the policy in the page's range: the section and its buttons are shown
     _row(
         org_a,
         datetime.now(UTC) - timedelta(hours=1),
