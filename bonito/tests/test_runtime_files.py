@@ -42,6 +42,10 @@ def test_a_plain_celery_beat_writes_nothing_where_it_was_started(tmp_path):
             time.sleep(0.2)
     finally:
         beat.terminate()
-        beat.wait(20)
+        try:
+            beat.wait(20)
+        except subprocess.TimeoutExpired:  # still starting up on a loaded machine (CI)
+            beat.kill()
+            beat.wait(10)
     assert list(schedule.parent.glob("schedule*")), "beat wrote no schedule where the settings say"
     assert list(started_in.iterdir()) == []
