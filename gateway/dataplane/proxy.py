@@ -1172,14 +1172,14 @@ class Gateway:
         # not sent to the database (PostgreSQL refuses a NUL in a query: a 500).
         looked = request_id.isascii() and request_id.isprintable()
         if looked:
-            rated = await asyncio.to_thread(self.feedback, ctx.key.org_id, request_id, score)
             # A usage record is written in a batch a moment after its response: feedback
             # sent at once (an app rating what it just showed) found none and was a 404.
-            for wait in FEEDBACK_WAITS:
+            for wait in (0.0, *FEEDBACK_WAITS):
+                if wait:
+                    await asyncio.sleep(wait)
+                rated = await asyncio.to_thread(self.feedback, ctx.key.org_id, request_id, score)
                 if rated:
                     break
-                await asyncio.sleep(wait)
-                rated = await asyncio.to_thread(self.feedback, ctx.key.org_id, request_id, score)
         if not rated:
             raise GatewayError(
                 404,
