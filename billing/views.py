@@ -207,8 +207,9 @@ def usage(request):
 def _smart_recalibrate_buttons(request, sr: dict) -> list:
     """(policy field, label) of the Usage page's Re-calibrate buttons: the org default's
     while its tiers are set and every smart routing policy of the org, whether or not it
-    had requests in the page's range (docs/smart-routing.md). Shown to admins with the
-    smart routing section (two queries, only then)."""
+    had requests in the page's range (docs/smart-routing.md); with the page's Policy filter
+    set, that policy's only. Shown to admins with the smart routing section (two queries,
+    only then)."""
     from gateway.models import GatewayConfig
     from governance.models import RoutingPolicy
 
@@ -227,7 +228,9 @@ def _smart_recalibrate_buttons(request, sr: dict) -> list:
         .order_by("name")
         .values_list("name", flat=True)
     )
-    return buttons + [(name, name) for name in names]
+    buttons += [(name, name) for name in names]
+    kept = _live_policy(request)  # the page's Policy filter: that policy's button only
+    return buttons if kept is None else [b for b in buttons if b[0] == kept]
 
 
 @org_view(role="admin")

@@ -531,6 +531,35 @@ def test_the_usage_page_has_a_recalibrate_button_for_every_smart_policy_and_the_
 
 
 @pytest.mark.django_db
+def test_the_policy_filter_keeps_that_policys_recalibrate_button_only(org_a, alice_client):
+    """With the Usage page's Policy filter set, only the filtered policy's button is shown
+    (every policy's button was, under a page about one policy)."""
+    from gateway import services as gateway_services
+    from governance import services as gov
+
+    _policy(org_a)  # "saver"
+    gov.routing_policy_save(
+        actor=ACTOR, org=org_a, name="other", strategy="smart", models=["lite", "pro"]
+    )
+    gateway_services.gateway_config_set(actor=ACTOR, org=org_a, smart_tiers=["lite", "pro"])
+    when = datetime.now(UTC) - timedelta(hours=1)
+    _row(org_a, when, cost="0.0001", top="0.002", tier="lite", policy="saver")
+    _row(org_a, when, cost="0.0001", top="0.002", tier="lite")  # the org default's
+    url = f"/o/{org_a.slug}/usage/"
+    every = alice_client.get(url).content.decode()
+    assert all(
+        f"Re-calibrate {label} from feedback" in every
+        for label in ("(org default)", "saver", "other")
+    )
+    page = alice_client.get(url, {"policy": "saver"}).content.decode()
+    assert "Re-calibrate saver from feedback" in page
+    assert "Re-calibrate other" not in page and "Re-calibrate (org default)" not in page
+    page = alice_client.get(url, {"policy": "(org default)"}).content.decode()
+    assert "Re-calibrate (org default) from feedback" in page
+    assert "Re-calibrate saver" not in page and "Re-calibrate other" not in page
+
+
+@pytest.mark.django_db
 def test_the_recalibrate_button_returns_to_the_page_as_it_was(org_a, alice_client):
     """The button sent the page back to /usage/ with its range and filters lost; it comes
     back with the query string it was shown with, and only to the Usage page."""
