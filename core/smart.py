@@ -466,7 +466,7 @@ def resolve(
         missing = "classifier" if have == "share" else "share"
         raise ValueError(
             f"smart.ab needs both share and classifier; it has only {have} (set "
-            f'ab.{missing} too, or send "ab": null to remove the A/B test).'
+            f'ab.{missing} too, or set ab to null to remove the A/B test).'
         )
     ab_share = _number(ab.get("share", 0.0), "ab.share", 0.0, 1.0)
     ab_arm = ab.get("classifier", "") if ab_share else ""

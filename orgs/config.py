@@ -197,11 +197,22 @@ def located(exc: ValidationError, where: str, names: dict | None = None) -> str:
     if not hasattr(exc, "error_dict"):
         return f"{where}: {' '.join(exc.messages)}"
     names = names or {}
-    return "; ".join(
-        f"{where if field == NON_FIELD_ERRORS else f'{where}.{names.get(field, field)}'}: "
-        + " ".join(messages)
-        for field, messages in exc.message_dict.items()
-    )
+    out = []
+    for field, messages in exc.message_dict.items():
+        if field == NON_FIELD_ERRORS:
+            out.append(f"{where}: {' '.join(messages)}")
+            continue
+        key = names.get(field, field)
+        # A message that starts with its field's own path ("smart.ab needs…", "models: 'x'
+        # looks like…") continues the file's path, not repeats it ("smart: smart.ab…").
+        parts = [
+            f"{where}.{m}"
+            if m.startswith((f"{key}.", f"{key}:", f"{key} "))
+            else f"{where}.{key}: {m}"
+            for m in messages
+        ]
+        out.append(" ".join(parts))
+    return "; ".join(out)
 
 
 @contextmanager

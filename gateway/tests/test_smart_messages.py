@@ -97,6 +97,27 @@ def test_apply_config_reports_a_fault_of_the_tiers_at_the_tiers(tmp_path, db, ti
     assert ": orgs[0].routing_policies[0].models: " in str(info.value), str(info.value)
 
 
+@pytest.mark.parametrize(
+    "policy, path",
+    [
+        ("{name: s, strategy: smart, models: [a, b], smart: {ab: {share: 0.2}}}", "smart.ab"),
+        ("{name: s, strategy: smart, models: [a, b], smart: {thresholds: [2]}}", "smart."),
+        ("{name: s, strategy: smart, models: [a, b], smart: {classifier: x}}", "smart."),
+        ("{name: s, strategy: smart, models: [a, A]}", "models"),
+        ("{name: s, strategy: nope, models: [a]}", "strategy"),
+    ],
+)
+def test_apply_config_names_the_path_once(tmp_path, db, policy, path):
+    """A service message that starts with its field's path continues the file's path: it
+    read `…routing_policies[0].smart: smart.ab needs…` and `…models: models: 'A'…`."""
+    with pytest.raises(CommandError) as info:
+        _apply(tmp_path, f"{ACME}    routing_policies:\n      - {policy}\n")
+    text = str(info.value)
+    assert f": orgs[0].routing_policies[0].{path}" in text, text
+    for field in ("smart", "models", "strategy"):
+        assert f"{field}: {field}" not in text and f"{field}: smart." not in text, text
+
+
 def test_rest_reports_a_fault_of_the_tiers_at_the_tiers(alice_client, org_a):
     config = alice_client.put(
         "/api/gateway/config", {"smart_tiers": ["lite"]}, content_type="application/json"
