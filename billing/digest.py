@@ -3,8 +3,10 @@
 from datetime import datetime, timedelta
 
 from django.core.mail import EmailMultiAlternatives
+from django.db import IntegrityError, transaction
 from django.db.models import Count, Q, Sum
 from django.template.loader import render_to_string
+from django.utils import timezone
 
 from core import money
 from core.text import one_line
@@ -13,6 +15,7 @@ from gateway.pricing import catalog_prices, price_per_token
 from governance.models import Policy, RoutingPolicy
 from orgs.models import Membership, Team
 
+from .models import DigestSent
 from .selectors import names_by_id, smart_savings
 from .services import FEEDBACK
 from .spend import TOTALS, grouped, rollup_marks
@@ -186,5 +189,36 @@ def weekly_digest_send(*, org, now: datetime, base_url: str) -> int:
         subject=subject, body=render_to_string("emails/digest.txt", context), to=recipients
     )
     message.attach_alternative(render_to_string("emails/digest.html", context), "text/html")
-    message.send()
+    week_end = context["end"]
+    if not _claim(org, week_end):  # sent already (a task run again), or being sent
+        return 0
+    try:
+        message.send()
+    except BaseException:
+        # Not sent: released, so that the task's retry sends it.
+        DigestSent.objects.filter(org=org, week_end=week_end, sent_at=None).delete()
+        raise
+    DigestSent.objects.filter(org=org, week_end=week_end).update(sent_at=timezone.now())
     return len(recipients)
+
+
+# A claim older than this with no mail sent is a worker's that died while sending: taken
+# over (a task is redelivered after the broker's visibility timeout, an hour by default).
+CLAIM_TTL = timedelta(minutes=30)
+
+
+def _claim(org, week_end: datetime) -> bool:
+    """Whether this process is the one to send the org's digest of this week: the first to
+    claim it, or the one that takes over a claim abandoned CLAIM_TTL ago. A digest that was
+    sent, or is being sent by another worker, is not sent again (the Monday task run twice,
+    a retried fan-out, a redelivered task)."""
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            DigestSent.objects.create(org=org, week_end=week_end, claimed_at=now)
+        return True
+    except IntegrityError:
+        abandoned = DigestSent.objects.filter(
+            org=org, week_end=week_end, sent_at=None, claimed_at__lt=now - CLAIM_TTL
+        )
+        return abandoned.update(claimed_at=now) == 1

@@ -17,13 +17,14 @@ def budgets_check():
     return budgets_check_all(now=timezone.now())
 
 
-@shared_task(autoretry_for=(Exception,), retry_backoff=True, max_retries=3)
+@shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=3)
 def weekly_digests():
     """One task per org: an org whose digest fails (its mail refused) is retried alone. A
     retry of one task for every org sent the orgs before it theirs again, and never reached
-    the ones after it. Retried when it fails (the database down at 08:00: nothing is sent
-    before the orgs are read); not acks_late: a worker lost mid-way loses the rest of this
-    round rather than sending anyone a second digest."""
+    the ones after it. Retried when it fails (the database down at 08:00, the broker gone
+    half-way), and redelivered when its worker is lost: each org's digest of a week is sent
+    once whatever runs again (billing.models.DigestSent). Until 2026-12-04 this task was
+    not acks_late, and a worker lost half-way lost the rest of the round."""
     from orgs.models import Organization
 
     now = timezone.now().isoformat()

@@ -199,3 +199,80 @@ def test_one_org_whose_digest_fails_costs_no_other_org_its_digest_or_a_second_on
         "alice@acme.test",
         "zed@zeta.test",
     ]
+
+
+# ------------------------------------------------------------------ once a week per org
+def test_the_digest_of_a_week_is_sent_once_whatever_runs_again(week, org_a):
+    """The Monday task run twice, a retried fan-out or a redelivered task: an org gets one
+    digest a week; the next week's is sent."""
+    from billing.models import DigestSent
+
+    assert weekly_digest_send(org=org_a, now=NOW, base_url="https://b.example") == 2
+    assert weekly_digest_send(org=org_a, now=NOW, base_url="https://b.example") == 0
+    later_that_day = NOW + timedelta(hours=3)  # a retry's own "now": the same week
+    assert weekly_digest_send(org=org_a, now=later_that_day, base_url="https://b.example") == 0
+    assert len(mail.outbox) == 1
+    (row,) = DigestSent.objects.filter(org=org_a)
+    assert row.sent_at is not None and row.week_end == NOW.replace(hour=0)
+    _spend(org_a, "big", "1.00", -3)  # spent in the next week
+    assert weekly_digest_send(org=org_a, now=NOW + timedelta(days=7), base_url="x") == 2
+    assert len(mail.outbox) == 2
+
+
+def test_a_digest_being_sent_is_not_sent_again_and_an_abandoned_one_is(week, org_a):
+    """Another worker's claim (it is sending) holds; a claim older than CLAIM_TTL with no
+    mail sent is a worker's that died while sending, and is taken over."""
+    from django.utils import timezone
+
+    from billing.digest import CLAIM_TTL
+    from billing.models import DigestSent
+
+    claim = DigestSent.objects.create(
+        org=org_a, week_end=NOW.replace(hour=0), claimed_at=timezone.now() - timedelta(minutes=1)
+    )
+    assert weekly_digest_send(org=org_a, now=NOW, base_url="https://b.example") == 0
+    assert mail.outbox == []
+    DigestSent.objects.filter(pk=claim.pk).update(
+        claimed_at=timezone.now() - CLAIM_TTL - timedelta(seconds=1)
+    )
+    assert weekly_digest_send(org=org_a, now=NOW, base_url="https://b.example") == 2
+    assert len(mail.outbox) == 1 and DigestSent.objects.get(pk=claim.pk).sent_at is not None
+
+
+def test_the_monday_task_run_twice_sends_each_org_one_digest_and_a_failed_one_later(
+    org_a, alice, org_b, smtp
+):
+    """Against a mail server at the wire: the fan-out run twice sends nobody a second
+    digest; the org whose mail was refused has no claim left, so its digest goes once its
+    address is fixed."""
+    from django.utils import timezone
+
+    from billing.models import DigestSent
+    from billing.tasks import weekly_digests
+    from orgs import services as org_services
+    from orgs.models import Role
+
+    bounce = org_services.user_create(actor=ACTOR, email="bounce@globex.test", password="x" * 20)
+    org_services.membership_add(actor=ACTOR, org=org_b, user=bounce, role=Role.ADMIN)
+    for org in (org_a, org_b):
+        UsageRecord.objects.create(
+            id=uuid.uuid4(),
+            org=org,
+            created_at=timezone.now() - timedelta(days=3),
+            model_requested="m",
+            model_used="m",
+            provider="p",
+            status="success",
+            cost=Decimal("1.25"),
+        )
+    weekly_digests.apply()
+    weekly_digests.apply()
+    assert [to for message in smtp.messages for to in message] == ["alice@acme.test"]
+    assert not DigestSent.objects.filter(org=org_b).exists()
+    bounce.email = "ok@globex.test"
+    bounce.save(update_fields=["email"])
+    weekly_digests.apply()
+    assert sorted(to for message in smtp.messages for to in message) == [
+        "alice@acme.test",
+        "ok@globex.test",
+    ]
