@@ -157,3 +157,64 @@ def test_log_detail_names_the_source_once(alice_client, org_a):
     )
     html = alice_client.get(f"/o/acme/logs/{record.id}/").content.decode()
     assert html.count("<dt>Source</dt>") == 1
+
+
+def test_the_usage_page_tables_never_paint_over_each_other(
+    live_server_thread, monkeypatch, org_a, alice
+):
+    """The smart routing tables (seven columns) sat in grid cells narrower than themselves
+    and painted over the next one: a feedback average read as another table's. At a
+    desktop's and a phone's width, no two tables of the page overlap, and the page does not
+    scroll sideways (a wide table scrolls in its own box)."""
+    import uuid
+    from datetime import UTC, datetime, timedelta
+    from decimal import Decimal
+
+    from billing.models import UsageRecord
+
+    base = live_server_thread.url
+    when = datetime.now(UTC) - timedelta(hours=1)
+    for i, (policy, tier) in enumerate(
+        [("a-rather-long-policy-name", "lite-model-with-a-long-name"), ("", "pro")] * 3
+    ):
+        UsageRecord.objects.create(
+            id=uuid.uuid4(),
+            org=org_a,
+            created_at=when,
+            model_requested="auto",
+            model_used=tier,
+            provider="p",
+            status="success",
+            input_tokens=100,
+            output_tokens=50,
+            cost=Decimal("0.0001234"),
+            cost_top_tier=Decimal("0.0023456"),
+            route_tier=tier,
+            routing_policy=policy,
+            route_classifier="rules",
+            route_score=0.25,
+            feedback_score=0.677 if i % 2 else None,
+        )
+    overlaps = """() => {
+        const boxes = [...document.querySelectorAll('main table')].map(
+            t => t.getBoundingClientRect());
+        const hits = [];
+        boxes.forEach((a, i) => boxes.slice(i + 1).forEach((b, j) => {
+            if (a.left < b.right - 1 && b.left < a.right - 1
+                && a.top < b.bottom - 1 && b.top < a.bottom - 1) hits.push([i, i + 1 + j]);
+        }));
+        return [boxes.length, hits];
+    }"""
+    with chromium_page(monkeypatch) as page:
+        console = Console(page)
+        _sign_in(page, base)
+        for width in (1280, 1600, 375):
+            page.set_viewport_size({"width": width, "height": 900})
+            page.goto(f"{base}/o/acme/usage/")
+            tables, hits = page.evaluate(overlaps)
+            assert tables >= 9 and hits == [], (width, hits)
+            sideways = page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert sideways == 0, width
+        assert console.errors == []
