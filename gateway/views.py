@@ -602,6 +602,44 @@ def _smart_message_for_form(message: str, form, tiers_field: str) -> tuple[str |
     return (field if field in form.fields else None), message
 
 
+def settings_version(*values) -> str:
+    """A short digest of saved settings, sent with a form as it was shown (its hidden
+    ``seen`` field): a save whose page showed other settings than those now saved (changed
+    over REST, by the config file, a re-calibration or another page since) is refused, not
+    applied over the newer ones."""
+    import hashlib
+    import json
+
+    text = json.dumps(values, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _routing_policy_version(policy: RoutingPolicy) -> str:
+    return settings_version(
+        policy.strategy, policy.model_names, policy.weights, policy.smart, policy.is_active
+    )
+
+
+def _org_smart_version(config) -> str:
+    if config is None:
+        return settings_version(None)
+    return settings_version(config.smart_tiers, config.auto_model_alias, config.smart)
+
+
+STALE_FORM = (
+    "{what} was changed after this page was opened (over REST, by the config file, a "
+    "re-calibration or another page): nothing was saved. The form now shows what is saved; "
+    "make your change again."
+)
+
+
+def _stale(request, current: str) -> bool:
+    """Whether a POSTed form was shown with other settings than those saved now (a form
+    sent without ``seen``, by a script, is not checked)."""
+    seen = str(request.POST.get("seen", ""))
+    return bool(seen) and seen != current
+
+
 def refused_on_form(form, exc: ValidationError, tiers_field: str) -> None:
     """The service's refusal ``exc`` put on the dashboard's ``form``: each message on the
     field it is about (shown next to it; form_message flashes it after the field's label),
@@ -623,11 +661,15 @@ def refused_on_form(form, exc: ValidationError, tiers_field: str) -> None:
 def routing(request):
     org = request.org
     org_form = policy_form = None
+    status = 400 if request.method == "POST" else 200  # a POST shown again was refused
     if request.method == "POST" and request.POST.get("form") == "org_smart":
         form = org_form = OrgSmartForm(request.POST)
-        if form.is_valid():
+        saved = GatewayConfig.objects.for_org(org).first()
+        if _stale(request, _org_smart_version(saved)):
+            messages.error(request, STALE_FORM.format(what="The organization's smart routing"))
+            org_form, status = None, 409  # shown as saved now
+        elif form.is_valid():
             data = form.cleaned_data
-            saved = GatewayConfig.objects.for_org(org).first()
             if data["smart_tiers"] and saved is not None and (saved.smart or saved.smart_tiers):
                 # Settings the page has no field for (A/B, keywords, within: REST and the
                 # config file set them) are kept, not dropped by a save from this page.
@@ -642,7 +684,8 @@ def routing(request):
                 return redirect("routing", org_slug=org.slug)
             except ValidationError as exc:
                 refused_on_form(form, exc, "smart_tiers")
-        messages.error(request, form_message(form))
+        if org_form is not None:
+            messages.error(request, form_message(form))
     elif request.method == "POST":
         form = policy_form = RoutingPolicyForm(request.POST)
         if form.is_valid():
@@ -730,10 +773,14 @@ def routing(request):
             "org_values": _org_smart_values(org_smart, org_slider, org_thresholds)
             if org_form is None
             else {name: request.POST.get(name, "") for name in OrgSmartForm.base_fields},
+            # What the org default's form was shown with (a refused one: what it was sent with).
+            "org_smart_seen": request.POST.get("seen", "")
+            if org_form is not None
+            else _org_smart_version(org_smart),
             "policy_form": policy_form,
             "ab_arms": smart.AB_ARMS,
         },
-        status=400 if request.method == "POST" else 200,  # a POST here was refused
+        status=status,
     )
 
 
@@ -938,7 +985,13 @@ def _keep_ab_as_shown(posted, policy: RoutingPolicy, spec: dict) -> None:
 def routing_policy_edit(request, policy_id):
     org = request.org
     policy = get_object_or_404(RoutingPolicy.objects.for_org(org), pk=policy_id)
+    seen = _routing_policy_version(policy)
+    if request.method == "POST" and _stale(request, seen):
+        messages.error(request, STALE_FORM.format(what=f"Routing policy {policy.name}"))
+        form = RoutingPolicyEditForm(initial=_routing_policy_initial(policy))
+        return _routing_policy_edit_page(request, policy, form, seen, status=409)
     if request.method == "POST":
+        seen = str(request.POST.get("seen", ""))[:64] or seen
         form = RoutingPolicyEditForm(request.POST)
         if form.is_valid():
             data = form.cleaned_data
@@ -962,6 +1015,12 @@ def routing_policy_edit(request, policy_id):
         messages.error(request, form_message(form))
     else:
         form = RoutingPolicyEditForm(initial=_routing_policy_initial(policy))
+    return _routing_policy_edit_page(
+        request, policy, form, seen, status=400 if form.is_bound else 200
+    )
+
+
+def _routing_policy_edit_page(request, policy, form, seen: str, status: int):
     return render(
         request,
         "gateway/routing_policy_edit.html",
@@ -969,6 +1028,7 @@ def routing_policy_edit(request, policy_id):
             "section": "routing",
             "policy": policy,
             "form": form,
+            "seen": seen,
             "strategies": strategies.choices(),
             "classifiers": list(smart.CLASSIFIERS.items()),
             "ab_arms": smart.AB_ARMS,
@@ -977,7 +1037,7 @@ def routing_policy_edit(request, policy_id):
             if policy.strategy == "smart"
             else [],
         },
-        status=400 if form.is_bound else 200,
+        status=status,
     )
 
 
