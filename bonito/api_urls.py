@@ -2,6 +2,7 @@
 
 from django.http import HttpResponsePermanentRedirect, JsonResponse
 from django.urls import Resolver404, include, path, re_path, resolve
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
 
@@ -12,20 +13,31 @@ from governance import rest as governance_rest
 from orgs import rest as orgs_rest
 
 
+def _resolves(path: str) -> bool:
+    try:
+        return bool(resolve(path).url_name)
+    except Resolver404:
+        return False
+
+
+@csrf_exempt  # it changes nothing: a POST to a wrong path is a 404, not a CSRF refusal
 def unknown_path(request):
-    """Any other path under /api/: the REST API's JSON error, not Django's HTML 404 page.
-    A path that exists with a trailing slash is redirected there, as Django's APPEND_SLASH
-    would (a catch-all resolves every path, so that middleware never would)."""
-    if not request.path.endswith("/") and request.method in ("GET", "HEAD"):
-        try:
-            match = resolve(request.path + "/")
-        except Resolver404:
-            match = None
-        if match is not None and match.url_name:
+    """Any other path under /api/: the REST API's JSON error, not Django's HTML 404 page
+    (for every method: a PATCH to a wrong path was Django's HTML "CSRF verification failed"
+    page). A path that exists with a trailing slash is redirected there, as Django's
+    APPEND_SLASH would (a catch-all resolves every path, so that middleware never would);
+    for a write, which a redirect would turn into a GET, the 404 names the path meant."""
+    here = request.path
+    if not here.endswith("/") and _resolves(here + "/"):
+        if request.method in ("GET", "HEAD"):
             query = request.META.get("QUERY_STRING", "")
-            return HttpResponsePermanentRedirect(
-                request.path + "/" + (f"?{query}" if query else "")
-            )
+            return HttpResponsePermanentRedirect(here + "/" + (f"?{query}" if query else ""))
+        return JsonResponse({"detail": f"Not found. Did you mean {here}/ ?"}, status=404)
+    if here.endswith("/") and here != "/api/" and _resolves(here.rstrip("/")):
+        meant = here.rstrip("/")
+        return JsonResponse(
+            {"detail": f"Not found. Did you mean {meant} (no trailing slash)?"}, status=404
+        )
     return JsonResponse({"detail": "Not found."}, status=404)
 
 

@@ -11,8 +11,8 @@ pytestmark = pytest.mark.django_db
     ("method", "path"),
     [
         ("get", "/api/nope"),
-        ("post", "/api/gateway/keys/"),  # the REST routes take no trailing slash
         ("delete", "/api/gateway/nothing/1"),
+        ("patch", "/api/gateway/nothing"),
         ("get", "/api/schema/x/y"),
     ],
 )
@@ -33,3 +33,39 @@ def test_known_paths_still_answer_as_before(client):
     assert client.get("/api/health").status_code == 200
     response = client.get("/api/agent/nothing")  # the agent API's own JSON 404
     assert response.status_code == 404 and response.json()["code"] == "not_found"
+
+
+@pytest.mark.parametrize("method", ["post", "patch", "put", "delete"])
+def test_a_write_to_an_unknown_path_is_a_json_404_not_a_csrf_page(method, alice):
+    """A REST client (a bearer token, no cookie) writing to a wrong path got Django's HTML
+    "CSRF verification failed" page (403): the catch-all changes nothing, so it is
+    exempt, and the answer is the JSON 404 whatever the method or the session."""
+    from django.test import Client
+
+    for client in (Client(enforce_csrf_checks=True), _signed_in(alice)):
+        response = getattr(client, method)(
+            "/api/gateway/nosuch", "{}", content_type="application/json"
+        )
+        assert response.status_code == 404, response.content[:200]
+        assert response.json() == {"detail": "Not found."}
+
+
+def _signed_in(user):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    return client
+
+
+@pytest.mark.parametrize("method", ["post", "patch", "delete"])
+def test_a_write_to_a_path_with_a_trailing_slash_names_the_path_meant(client, method):
+    """The REST routes take no trailing slash: a write to one with it (which a redirect
+    would turn into a GET) is a 404 that names the path meant."""
+    response = getattr(client, method)("/api/gateway/keys/", "{}", content_type="application/json")
+    assert response.status_code == 404
+    assert response.json() == {
+        "detail": "Not found. Did you mean /api/gateway/keys (no trailing slash)?"
+    }
+    response = getattr(client, method)("/api/schema", "{}", content_type="application/json")
+    assert response.json() == {"detail": "Not found. Did you mean /api/schema/ ?"}
