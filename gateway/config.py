@@ -215,9 +215,9 @@ def apply_gateway(*, actor, org, spec, where):
 def smart_price_warnings(org, spec) -> list[str]:
     """What the Routing page warns of the smart routing a file's org section sets, read
     once the whole file is applied (its deployments and prices included): for each smart
-    routing policy it lists, and for the org default when it sets smart_tiers, each lower
-    tier dearer than the top one (services.smart_tier_price_warnings), led by where the
-    file sets it. Warnings, not refusals: the file is applied all the same."""
+    routing policy it lists, and for the org default when it sets smart_tiers, each tier no
+    active deployment serves and each lower tier dearer than the top one
+    (services.smart_tier_warnings), led by where the file sets it. Warnings, not refusals: the file is applied all the same."""
     from governance.models import RoutingPolicy
 
     if not isinstance(spec, dict):
@@ -239,7 +239,7 @@ def smart_price_warnings(org, spec) -> list[str]:
     for i, name in names.items():
         if name in saved:
             prices = services.model_cheapest_prices(org) if prices is None else prices
-            for warning in services.smart_tier_price_warnings(org, saved[name].model_names, prices):
+            for warning in services.smart_tier_warnings(org, saved[name].model_names, prices):
                 out.append(f"routing_policies[{i}] ({name}): {warning}")
     gateway = spec.get("gateway")
     if isinstance(gateway, dict) and gateway.get("smart_tiers"):
@@ -248,7 +248,7 @@ def smart_price_warnings(org, spec) -> list[str]:
         config = GatewayConfig.objects.filter(org=org).first()
         tiers = config.smart_tiers if config else []
         prices = services.model_cheapest_prices(org) if prices is None else prices
-        for warning in services.smart_tier_price_warnings(org, tiers, prices):
+        for warning in services.smart_tier_warnings(org, tiers, prices):
             out.append(f"gateway.smart_tiers: {warning}")
     return out
 
@@ -292,6 +292,10 @@ def org_config_apply(
             raise ConfigError(f"orgs[0].slug: this token is for org {org.slug!r}.")
     elif isinstance(data, dict):
         spec = dict(data)
+        # The sections at the top level may name their org too: never another one (an
+        # admin of two orgs sending one's file with the other's token).
+        if "slug" in spec and spec["slug"] != org.slug:
+            raise ConfigError(f"slug: this token is for org {org.slug!r}.")
     else:
         raise ConfigError("The file must be a mapping.")
     refused = set(spec) - REST_ORG_KEYS

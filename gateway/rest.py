@@ -260,7 +260,8 @@ class GatewayConfigSerializer(serializers.ModelSerializer):
 class GatewayConfigView(OrgSettingsView):
     """The org's gateway settings: default strategy, enabled providers, fallback models, limits,
     the org default's smart routing. A PUT answers with `warnings` too: what the Routing page
-    warns of the smart tiers (a lower tier dearer than the top one); saved all the same."""
+    warns of the smart tiers (a tier no active deployment serves, a lower tier dearer than
+    the top one); saved all the same."""
 
     model = GatewayConfig
     serializer = serializer_class = GatewayConfigSerializer
@@ -279,7 +280,7 @@ class GatewayConfigView(OrgSettingsView):
         tiers = response.data.get("smart_tiers") or []
         response.data = {
             **response.data,
-            "warnings": services.smart_tier_price_warnings(request.org, tiers),
+            "warnings": services.smart_tier_warnings(request.org, tiers),
         }
         return response
 
@@ -287,8 +288,8 @@ class GatewayConfigView(OrgSettingsView):
 class RoutingPolicyViewSet(governance_rest.RoutingPolicyViewSet):
     """The org's routing policies (rt- keys route through one). Creating or updating one
     answers with `warnings` too: what the Routing page warns of a smart policy's tiers (a
-    lower tier dearer than the top one, so its prompts cost more than on the top tier); the
-    policy is saved all the same. (The governance app's view, with the gateway's prices.)"""
+    tier no active deployment serves; a lower tier dearer than the top one, so its prompts
+    cost more than on the top tier); the policy is saved all the same. (The governance app's view, with the gateway's prices.)"""
 
     def create(self, request, *args, **kwargs):
         return self._warned(super().create(request, *args, **kwargs))
@@ -301,7 +302,7 @@ class RoutingPolicyViewSet(governance_rest.RoutingPolicyViewSet):
         tiers = saved["models"] if saved.get("strategy") == "smart" else []
         response.data = {
             **saved,
-            "warnings": services.smart_tier_price_warnings(self.request.org, tiers),
+            "warnings": services.smart_tier_warnings(self.request.org, tiers),
         }
         return response
 

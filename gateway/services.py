@@ -873,6 +873,31 @@ def smart_tier_price_warnings(org, tiers, prices: dict | None = None) -> list[st
     return warnings
 
 
+def smart_tier_warnings(org, tiers, prices: dict | None = None) -> list[str]:
+    """What a save of smart ``tiers`` answers with (REST's ``warnings``, apply_config's
+    stderr, the dashboard's messages): each tier no active deployment serves (a typo, or
+    every deployment of it off: the Routing page marks it, and REST and the config file
+    said nothing while its prompts went another way or got a 503), then the price
+    warnings (smart_tier_price_warnings). Saved all the same: a deployment may come next."""
+    tiers = [t for t in tiers or [] if isinstance(t, str)]
+    if len(tiers) < 2:
+        return []
+    served = set(
+        Deployment.objects.for_org(org)
+        .filter(is_active=True, provider__is_active=True, model_name__in=tiers)
+        .values_list("model_name", flat=True)
+    )
+    out = [
+        f"The tier {shown(tier)} has no active deployment (no deployment of this "
+        "organization is named so, or every one of them or its provider is off): prompts "
+        "scored for it go to another tier, or get a 503 when no tier can serve them. Add a "
+        "deployment of that name, or correct the tier's name."
+        for tier in dict.fromkeys(tiers)
+        if tier not in served
+    ]
+    return out + smart_tier_price_warnings(org, tiers, prices)
+
+
 GATEWAY_CONFIG_FIELDS = (
     "default_strategy",
     "enabled_providers",

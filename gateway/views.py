@@ -818,9 +818,9 @@ def _learned_off(org, spec: dict) -> str:
 
 
 def _price_warnings(request, tiers) -> None:
-    """After a save: a warning for each lower tier dearer than the top one (saved all the
-    same; services.smart_tier_price_warnings)."""
-    for warning in services.smart_tier_price_warnings(request.org, tiers):
+    """After a save: a warning for each tier no active deployment serves and each lower
+    tier dearer than the top one (saved all the same; services.smart_tier_warnings)."""
+    for warning in services.smart_tier_warnings(request.org, tiers):
         messages.warning(request, warning)
 
 

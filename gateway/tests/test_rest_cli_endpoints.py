@@ -148,6 +148,8 @@ def test_config_dry_run_reports_and_keeps_nothing(alice_client, org_a, mock_prov
         ("tier: enterprise\n", "not allowed over the API: tier"),
         ("members: []\n", "not allowed over the API: members"),
         ("orgs:\n- slug: globex\n", "this token is for org"),
+        # the sections at the top level, naming another org (they were applied to this one)
+        ("slug: globex\nteams: [Ops]\n", "slug: this token is for org 'acme'"),
         ("providers: [\n", "not valid YAML"),
         ("- a list\n", "must be a mapping"),
         ("providers:\n- {name: x, kind: openai, api_key: 'env:SECRET_KEY'}\n", "env: values"),

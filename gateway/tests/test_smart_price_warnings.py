@@ -77,7 +77,11 @@ def test_an_outsider_gets_no_warning_of_another_org_s_prices(
     theirs = _post(
         charlie_client, {"name": "saver", "strategy": "smart", "models": ["lite", "pro"]}
     )
-    assert theirs.status_code == 201 and theirs.json()["warnings"] == []  # no deployments there
+    # No deployments there: each tier is said to have none, and no price of the other org's.
+    assert theirs.status_code == 201
+    warnings = theirs.json()["warnings"]
+    assert len(warnings) == 2 and all("has no active deployment" in w for w in warnings)
+    assert not any("costs more" in w or "$" in w for w in warnings)
     assert _patch(charlie_client, mine.json()["id"], {"models": ["mid", "pro"]}).status_code == 404
 
 
@@ -161,3 +165,47 @@ def test_the_rest_config_apply_returns_the_warnings_of_a_dry_run_too(alice_clien
     )
     assert fine.status_code == 200 and "warnings" not in fine.json()  # only when some
     assert services.smart_tier_price_warnings(org_a, ["cheap", "top"])  # as the page says
+
+
+# ------------------------------------------------------------------ tiers nothing serves
+UNSERVED = "has no active deployment"
+
+
+def test_rest_warns_of_tiers_no_active_deployment_serves(alice_client, priced):  # noqa: F811
+    """REST said nothing of a tier named by no deployment (a typo) while its prompts went
+    another way or got a 503; only the Routing page marked it."""
+    response = _post(
+        alice_client, {"name": "ghost", "strategy": "smart", "models": ["lite", "nope"]}
+    )
+    assert response.status_code == 201
+    [warning] = response.json()["warnings"]
+    assert warning.startswith("The tier 'nope' has no active deployment") and "lite" not in warning
+    fixed = _patch(alice_client, response.json()["id"], {"models": ["mid", "pro"]})
+    assert fixed.json()["warnings"] == []
+    put = alice_client.put(
+        "/api/gateway/config", {"smart_tiers": ["nope-a", "pro"]}, content_type="application/json"
+    )
+    assert [w.split(" has")[0] for w in put.json()["warnings"]] == ["The tier 'nope-a'"]
+
+
+def test_apply_config_and_the_dashboard_warn_of_them_too(alice_client, org_a, priced, tmp_path):  # noqa: F811
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        f"orgs:\n  - slug: {org_a.slug}\n    routing_policies:\n"
+        "      - {name: ghost, strategy: smart, models: [nope-x, pro]}\n"
+    )
+    err = StringIO()
+    call_command("apply_config", str(path), stdout=StringIO(), stderr=err)
+    assert "routing_policies[0] (ghost): The tier 'nope-x' has no active deployment" in (
+        err.getvalue()
+    )
+    page = alice_client.post(
+        f"/o/{org_a.slug}/routing/",
+        {"name": "ghost2", "strategy": "smart", "models": "lite, nope-y", "aggressiveness": "50"},
+        follow=True,
+    ).content.decode()
+    assert "The tier &#x27;nope-y&#x27; has no active deployment" in page
