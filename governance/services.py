@@ -221,18 +221,35 @@ def learned_refusal(org) -> str:
     )
 
 
-def _tier_checked(spec, org) -> None:
+def _tier_checked(spec, org, saved=None) -> None:
     """Refuse the learned classifier (or an A/B arm of it) where ``org``'s tier does not
     include it (orgs.TierLimit.learned_routing). At configuration time only: settings saved
-    before a downgrade keep being served, with rules (gateway.snapshot_builder)."""
+    before a downgrade keep being served, with rules (gateway.snapshot_builder), and a save
+    that leaves them as they are (the policy disabled, its models changed) is taken: it
+    was refused, and a downgraded org could not even turn its policy off. The refusal says
+    what to change."""
     from orgs.models import tier_includes_learned
 
     if org is None or not smart.uses_learned(spec) or tier_includes_learned(org.tier):
         return
+    if saved is not None and spec == saved:
+        return
     message = learned_refusal(org)
     if spec.get("classifier") == "learned":
-        raise ValidationError({"smart": message})
-    raise ValidationError({"smart": f"smart.ab.classifier: {message}"})
+        raise ValidationError(
+            {
+                "smart": f"{message} To change these smart settings, set smart.classifier "
+                "to rules (and no A/B arm of learned); a save that leaves them as they "
+                "are is taken."
+            }
+        )
+    raise ValidationError(
+        {
+            "smart": f"smart.ab.classifier: {message} To change these smart settings, set "
+            "smart.ab.classifier to another arm or remove the A/B test (ab: null); a save "
+            "that leaves them as they are is taken."
+        }
+    )
 
 
 def smart_checked(
@@ -256,7 +273,7 @@ def smart_checked(
         raise ValidationError({tiers_field: str(exc)}) from exc
     models_distinct(tiers, tiers_field)
     spec = _nulls_left_out(spec)
-    _tier_checked(spec, org)
+    _tier_checked(spec, org, saved)
     try:
         smart.resolve(
             spec or {},

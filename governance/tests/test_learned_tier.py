@@ -224,6 +224,55 @@ def test_a_downgraded_org_keeps_its_policy_served_with_rules_and_told(alice_clie
     assert page.count(said) == 1
 
 
+def test_a_downgraded_org_can_disable_its_learned_policy_and_is_told_what_to_change(
+    alice_client, org_a
+):
+    """A save that leaves the saved learned settings as they are (disabling the policy,
+    other models) is taken; one that changes them and keeps learned is refused, saying to
+    switch the classifier (or the A/B arm). Disabling was refused, with no fix named."""
+    spec = {"classifier": "learned", "thresholds": [0.3]}
+    policy = governance_services.routing_policy_save(
+        actor=ACTOR, org=org_a, name="s", strategy="smart", models=["a", "b"], smart=spec
+    )
+    arm = governance_services.routing_policy_save(
+        actor=ACTOR,
+        org=org_a,
+        name="arm",
+        strategy="smart",
+        models=["a", "b"],
+        smart={"ab": {"share": 0.2, "classifier": "learned"}},
+    )
+    org_services.org_update(actor=ACTOR, org=org_a, tier="free")
+    url = f"{API}/{policy.id}"
+    off = alice_client.patch(url, {"is_active": False}, content_type=JSON)
+    assert off.status_code == 200, off.content
+    assert RoutingPolicy.objects.get(pk=policy.pk).is_active is False
+    moved = alice_client.patch(url, {"models": ["a", "c"]}, content_type=JSON)
+    assert moved.status_code == 200, moved.content
+    assert RoutingPolicy.objects.get(pk=policy.pk).smart == spec
+    page = alice_client.post(
+        f"/o/{org_a.slug}/routing/{policy.pk}/",
+        {"strategy": "smart", "models": "a, c", "classifier": "learned", "thresholds": "0.3"},
+    )
+    assert page.status_code == 302  # the Edit page's save of it as it is
+    for body, fix in (
+        ({"smart": {"thresholds": [0.4]}}, "set smart.classifier to rules"),
+        ({"smart": {"aggressiveness": 0.7, "thresholds": None}}, "set smart.classifier to rules"),
+    ):
+        refused = alice_client.patch(url, body, content_type=JSON)
+        assert refused.status_code == 400
+        assert fix in refused.json()["smart"][0], refused.json()
+    refused = alice_client.patch(
+        f"{API}/{arm.id}", {"smart": {"ab": {"share": 0.3}}}, content_type=JSON
+    )
+    assert refused.status_code == 400
+    assert "remove the A/B test (ab: null)" in refused.json()["smart"][0]
+    assert (
+        alice_client.patch(f"{API}/{arm.id}", {"is_active": False}, content_type=JSON).status_code
+        == 200
+    )
+
+
 @pytest.mark.parametrize(
     ("spec", "said", "fix"),
     [
