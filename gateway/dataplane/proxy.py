@@ -423,15 +423,7 @@ class Gateway:
     def _candidates(self, ctx: Ctx, model: str) -> list[DeploymentInfo]:
         key, org = ctx.key, ctx.org
         if key.routing_policy:
-            policy = org.routing_policies.get(key.routing_policy)
-            if policy is None:
-                raise GatewayError(
-                    503,
-                    f"The routing policy '{key.routing_policy}' of this key is disabled or no longer "
-                    "exists; an org admin enables it again under Routing.",
-                    "server_error",
-                    "routing_policy_missing",
-                )
+            policy = _key_policy(ctx)
             names, strategy, weights = list(policy.models), policy.strategy, policy.weights
         else:
             if model not in org.deployments:
@@ -1159,6 +1151,8 @@ class Gateway:
         if req.too_large:
             raise errors.too_large(self.max_body_bytes)
         request_id, score = parse_feedback(req.body)
+        if ctx.key.routing_policy:
+            _key_policy(ctx)  # an rt- key of a disabled policy is refused here too
         if self.feedback is None:
             raise GatewayError(
                 501,
@@ -1323,6 +1317,22 @@ def _meant(model: str, names) -> str | None:
     pays for it."""
     folded = _fold(model)
     return next((n for n in names if n != model and _fold(n) == folded), None)
+
+
+def _key_policy(ctx: Ctx):
+    """The routing policy an rt- key routes through, or the 503 that says it is disabled
+    or gone (every request of such a key, feedback included, is refused until an admin
+    enables it again)."""
+    policy = ctx.org.routing_policies.get(ctx.key.routing_policy)
+    if policy is None:
+        raise GatewayError(
+            503,
+            f"The routing policy '{ctx.key.routing_policy}' of this key is disabled or no "
+            "longer exists; an org admin enables it again under Routing.",
+            "server_error",
+            "routing_policy_missing",
+        )
+    return policy
 
 
 def parse_feedback(raw: bytes) -> tuple[str, float]:

@@ -6,6 +6,7 @@ both provider paths (pass-through and LiteLLM)."""
 
 import collections
 
+import httpx
 import openai
 import pytest
 from django.test import Client
@@ -151,3 +152,12 @@ def test_a_weights_edit_moves_an_rt_keys_traffic_and_disabling_the_policy_refuse
         assert exc.value.status_code == 503
         assert exc.value.body["code"] == "routing_policy_missing"
     assert len(usage_rows(acme.org)) == before + 3
+    # Feedback too (it was taken: 200 for a request of the org)
+    rated = httpx.post(
+        acme.base_url + "/feedback",
+        json={"request_id": usage_rows(acme.org)[0].request_id, "score": 1},
+        headers={"Authorization": f"Bearer {raw}"},
+        timeout=30,
+    )
+    assert rated.status_code == 503 and rated.json()["error"]["code"] == "routing_policy_missing"
+    assert len(usage_rows(acme.org)) == before + 4
