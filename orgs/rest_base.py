@@ -4,8 +4,9 @@ exception handler (a service's ValidationError is a 400)."""
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
+from django.http import Http404
 from rest_framework import serializers
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -31,7 +32,34 @@ def exception_handler(exc, context):
         exc = ValidationError(
             exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
         )
+    elif isinstance(exc, Http404):
+        exc = _not_found(context)
     return drf_exception_handler(exc, context)
+
+
+def _not_found(context) -> NotFound:
+    """An object the org does not have (another org's id gets the same answer as one that
+    does not exist), named in words: Django's "No RoutingPolicy matches the given query."
+    said the server's class names."""
+    view = context.get("view")
+    model = getattr(getattr(view, "queryset", None), "model", None)
+    pk = (context.get("kwargs") or {}).get("pk")
+    if model is None or pk is None:
+        return NotFound()
+    noun = _NOUNS.get(model._meta.label, model._meta.verbose_name)
+    return NotFound(f"No {noun} {str(pk)[:100]} in this org.")  # as the CLI said it
+
+
+# What the dashboard calls them, where the model's own name is not that.
+_NOUNS = {
+    "gateway.ApiKey": "key",
+    "billing.UsageRecord": "request",
+    "gateway.ProviderConnection": "provider",
+    "gateway.ModelCatalogEntry": "model",
+    "orgs.AuditLog": "audit entry",
+    "orgs.Membership": "member",
+    "orgs.PersonalAccessToken": "token",
+}
 
 
 class MoneyField(serializers.DecimalField):

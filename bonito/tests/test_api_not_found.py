@@ -69,3 +69,32 @@ def test_a_write_to_a_path_with_a_trailing_slash_names_the_path_meant(client, me
     }
     response = getattr(client, method)("/api/schema", "{}", content_type="application/json")
     assert response.json() == {"detail": "Not found. Did you mean /api/schema/ ?"}
+
+
+@pytest.mark.parametrize(
+    ("prefix", "noun"),
+    [
+        ("gateway/keys", "key"),
+        ("gateway/providers", "provider"),
+        ("gateway/routing-policies", "routing policy"),
+        ("gateway/deployments", "deployment"),
+        ("gateway/budgets", "budget"),
+        ("gateway/members", "member"),
+        ("gateway/teams", "team"),
+    ],
+)
+def test_an_object_the_org_does_not_have_is_named_in_words(
+    alice_client, charlie_client, org_a, prefix, noun
+):
+    """Another org's id and one that does not exist get the same 404, which said the
+    server's class names ("No ApiKey matches the given query.")."""
+    from governance import services as gov
+    from gateway.tests.conftest import ACTOR
+
+    theirs = gov.routing_policy_save(
+        actor=ACTOR, org=org_a, name="s", strategy="failover", models=["a"]
+    ).pk
+    for pk in (theirs, 999_999):
+        response = charlie_client.get(f"/api/{prefix}/{pk}")
+        assert response.status_code == 404
+        assert response.json() == {"detail": f"No {noun} {pk} in this org."}
