@@ -88,8 +88,8 @@ def test_an_object_the_org_does_not_have_is_named_in_words(
 ):
     """Another org's id and one that does not exist get the same 404, which said the
     server's class names ("No ApiKey matches the given query.")."""
-    from governance import services as gov
     from gateway.tests.conftest import ACTOR
+    from governance import services as gov
 
     theirs = gov.routing_policy_save(
         actor=ACTOR, org=org_a, name="s", strategy="failover", models=["a"]
