@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 
+from .numbers import describe
+
 CLASSIFIERS = {
     "rules": "Rules (length, code, maths, reasoning cues; free)",
     "learned": "Learned (a sentence embedding and a trained head; Pro and Enterprise)",
@@ -108,9 +110,15 @@ def learned_missing() -> str | None:
 
 
 def classifier_error(name: object) -> str | None:
-    if not isinstance(name, str) or name not in CLASSIFIERS:
+    if not isinstance(name, str):
+        # a list or a mapping was "unknown classifier \"['rules']\"" (its Python repr)
         return (
-            f"smart.classifier: unknown classifier {str(name)[:40]!r}; use one of "
+            f"smart.classifier must be the name of a classifier ({', '.join(CLASSIFIERS)}), "
+            f"not {describe(name)}."
+        )
+    if name not in CLASSIFIERS:
+        return (
+            f"smart.classifier: unknown classifier {name[:40]!r}; use one of "
             f"{', '.join(CLASSIFIERS)}."
         )
     if name == "learned":
@@ -179,12 +187,20 @@ def number_as_sent(value: int | float) -> str:
 
 def _number(value, name: str, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-        raise ValueError(f"smart.{name} must be a number from {low:g} to {high:g}.")
+        sent = "" if value != value else f", not {describe(value)}"
+        hint = " (a number, unquoted)" if isinstance(value, str) else ""
+        raise ValueError(f"smart.{name} must be a number from {low:g} to {high:g}{hint}{sent}.")
     if not low <= value <= high:
         # 1e400 in JSON is read as infinity: "not inf" read as a typo of the program's
         too_large = isinstance(value, float) and math.isinf(value)
         shown = "a number too large to carry" if too_large else number_as_sent(value)
-        raise ValueError(f"smart.{name} must be from {low:g} to {high:g}, not {shown}.")
+        # 50 for a share of 0.5: the dashboard's slider and the A/B box take percents
+        percent = (
+            f" ({value / 100:g} for {number_as_sent(value)} %)"
+            if name in ("aggressiveness", "ab.share") and 1 < value <= 100 and value == int(value)
+            else ""
+        )
+        raise ValueError(f"smart.{name} must be from {low:g} to {high:g}, not {shown}{percent}.")
     return float(value)
 
 
@@ -436,9 +452,11 @@ def resolve(
         raw = spec["thresholds"]
         if not isinstance(raw, list) or len(raw) != len(tiers) - 1:
             n = len(tiers) - 1
+            sent = f"it has {len(raw)}" if isinstance(raw, list) else f"it is {describe(raw)}"
             raise ValueError(
                 f"smart.thresholds must be a list of {n} score{'s' if n != 1 else ''} (one "
-                f"fewer than the {len(tiers)} tiers), ascending, each between 0 and 1."
+                f"fewer than the {len(tiers)} tiers), ascending, each between 0 and 1; "
+                f"{sent}."
             )
         thresholds = tuple(_number(t, "thresholds", 0.0, 1.0) for t in raw)
         if any(b <= a for a, b in zip(thresholds, thresholds[1:], strict=False)):
@@ -466,7 +484,7 @@ def resolve(
         missing = "classifier" if have == "share" else "share"
         raise ValueError(
             f"smart.ab needs both share and classifier; it has only {have} (set "
-            f'ab.{missing} too, or set ab to null to remove the A/B test).'
+            f"ab.{missing} too, or set ab to null to remove the A/B test)."
         )
     ab_share = _number(ab.get("share", 0.0), "ab.share", 0.0, 1.0)
     ab_arm = ab.get("classifier", "") if ab_share else ""

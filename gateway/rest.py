@@ -25,6 +25,7 @@ from orgs.rest_base import (
     OrgScopedFields,
     OrgSettingsView,
     OrgView,
+    SmartSettingsField,
     StrategyField,
     actor,
 )
@@ -244,7 +245,7 @@ class GatewayConfigSerializer(serializers.ModelSerializer):
     fallback_models = serializers.ListField(child=NameText(), required=False)
     smart_tiers = serializers.ListField(child=NameText(), required=False)
     # Merged into the stored settings as a PATCH of a routing policy merges (null: none).
-    smart = serializers.DictField(required=False, allow_null=True)
+    smart = SmartSettingsField(required=False, allow_null=True)
     cors_origins = serializers.ListField(
         child=serializers.CharField(),
         required=False,

@@ -10,6 +10,7 @@ from orgs.rest_base import (
     NameText,
     OrgSettingsView,
     OrgView,
+    SmartSettingsField,
     StrategyField,
     actor,
 )
@@ -44,7 +45,7 @@ class RoutingPolicySerializer(serializers.ModelSerializer):
     strategy = StrategyField(default=strategies.DEFAULT)
     # Checked by the service (core.smart.resolve): docs/smart-routing.md lists the settings.
     # A PATCH merges it into the stored settings (services.smart_merged); null: none.
-    smart = serializers.DictField(required=False, allow_null=True)
+    smart = SmartSettingsField(required=False, allow_null=True)
 
     class Meta:
         model = RoutingPolicy

@@ -88,6 +88,20 @@ class NameText(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class SmartSettingsField(serializers.DictField):
+    """A ``smart`` settings mapping (the service checks what is in it): anything else is
+    refused in the words of every other way in, not DRF's 'Expected a dictionary of items
+    but got type "str"'."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise ValidationError(
+                "smart must be a mapping of settings (classifier, aggressiveness, thresholds, "
+                f"ab, keywords, within), not {describe(data)}."
+            )
+        return super().to_internal_value(data)
+
+
 class StrategyField(serializers.ChoiceField):
     """A routing strategy from the one registry; an unknown one is refused naming the
     allowed ones (the same message as every other way in)."""

@@ -139,7 +139,7 @@ def test_a_spec_with_both_the_slider_and_thresholds_is_refused_not_half_ignored(
         ({"aggressiveness": 10**50}, f"not {'1' + '0' * 19}… (51 digits)."),
         (
             {"ab": {"share": 2, "classifier": "strong"}},
-            "smart.ab.share must be from 0 to 1, not 2.",
+            "smart.ab.share must be from 0 to 1, not 2 (0.02 for 2 %).",
         ),
     ],
 )
@@ -149,3 +149,41 @@ def test_a_number_out_of_range_is_quoted_as_sent_not_rounded(spec, said):
     with pytest.raises(ValueError) as refused:
         smart_settings.resolve(spec, ["lite", "pro"])
     assert str(refused.value).endswith(said), str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("smart", "said"),
+    [
+        (
+            "x",
+            "smart must be a mapping of settings (classifier, aggressiveness, thresholds, ab, keywords, within), not 'x'.",
+        ),
+        ([1], "smart must be a mapping of settings"),
+        (
+            {"classifier": ["rules"]},
+            "smart.classifier must be the name of a classifier (rules, learned), not a list.",
+        ),
+        ({"thresholds": [0.2, 0.3]}, "ascending, each between 0 and 1; it has 2."),
+        ({"thresholds": ["0.2"]}, "must be a number from 0 to 1 (a number, unquoted), not '0.2'."),
+        (
+            {"aggressiveness": 50},
+            "smart.aggressiveness must be from 0 to 1, not 50 (0.5 for 50 %).",
+        ),
+    ],
+)
+def test_rest_says_what_was_sent_in_words(alice_client, org_a, smart, said):
+    """An outside check: DRF's 'Expected a dictionary of items but got type "str"', the
+    Python repr "['rules']", a count of thresholds without the count sent, 50 for 0.5."""
+    response = alice_client.post(
+        "/api/gateway/routing-policies",
+        {"name": "s", "strategy": "smart", "models": ["lite", "pro"], "smart": smart},
+        content_type="application/json",
+    )
+    assert response.status_code == 400
+    assert said in response.json()["smart"][0], response.json()
+    put = alice_client.put(
+        "/api/gateway/config",
+        {"smart_tiers": ["lite", "pro"], "smart": smart},
+        content_type="application/json",
+    )
+    assert put.status_code == 400 and said in put.json()["smart"][0], put.json()
