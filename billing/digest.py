@@ -167,8 +167,16 @@ def digest_context(org, now: datetime) -> dict:
         "top_keys": _top(keys, "key__name", _names(ApiKey, org, keys)),
         "top_teams": _top(teams, "team__name", _names(Team, org, teams)),
         "suggestion": savings_suggestion(org, top_models),
-        "smart": smart_savings(org, start, end),
+        "smart": _with_saved_text(smart_savings(org, start, end)),
     }
+
+
+def _with_saved_text(smart: dict) -> dict:
+    """The week's smart routing savings, each policy's line with its saving in words (the
+    digest lists them when the org has more than one)."""
+    for row in smart["by_policy"]:
+        row["saved_text"] = money.saved_text(row)
+    return smart
 
 
 def weekly_digest_send(*, org, now: datetime, base_url: str) -> int:

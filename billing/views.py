@@ -260,7 +260,7 @@ def _smart_tables(sr: dict) -> list:
     """(title, rows, the rows' name field) of the Usage page's smart routing tables, each
     row with ``saved_text``: its Saved cell in words."""
     return [
-        (title, [{**r, "saved_text": _saved_text(r)} for r in rows], name)
+        (title, [{**r, "saved_text": money.saved_text(r)} for r in rows], name)
         for title, rows, name in (
             ("By day", sr["by_day"], "day"),
             ("By policy", sr["by_policy"], "policy"),
@@ -269,33 +269,6 @@ def _smart_tables(sr: dict) -> list:
             ("Quality by tier", sr["by_tier"], "tier"),
         )
     ]
-
-
-def _usd(amount: float) -> str:
-    # As every amount on the page (core.money): $0.0009, a tiny one $0.000016, never $0.0000.
-    return money.usd(abs(amount))
-
-
-def _pct(pct: float) -> str:
-    # As the page's headline writes a share (95%, 19.44%), its sign said in words; the share
-    # of a saving that is not zero is not "0%" even when the API rounded it to 0.0.
-    return money.pct(abs(pct), nonzero=True)
-
-
-def _saved_text(row: dict) -> str:
-    """A smart routing table's Saved cell, in words. A row that cost what the top tier
-    would have (the top tier's own requests, by their nature) saved nothing and says so; a
-    row that cost more says how much more than on the top tier, never a negative saving nor
-    "none: $0.0004 (0%) more" (a share under 0.01 % read as 0 %)."""
-    saved = row["saved_usd"]
-    if saved > 0:
-        return f"{_usd(saved)} ({_pct(row['saved_pct'])})"
-    if saved < 0:
-        return (
-            f"nothing: cost {_usd(-saved)} ({_pct(row['saved_pct'])}) more than the top tier "
-            "would have"
-        )
-    return "nothing (cost what the top tier would have)" if row["cost_usd"] else "nothing"
 
 
 @org_view()

@@ -69,3 +69,21 @@ def rate_pct(value, nonzero=False) -> str:
     """A fraction of one (an error rate, 0.0123) as a share: 1.23%."""
     number = _decimal(value)
     return "—" if number is None else pct(number * 100, nonzero)
+
+
+def saved_text(row: dict) -> str:
+    """A smart routing row's saving in words (the Usage page's Saved cell, the digest's
+    lines by policy), from its ``saved_usd``, ``saved_pct`` and ``cost_usd``. A row that
+    cost what the top tier would have (the top tier's own requests, by their nature) saved
+    nothing and says so; a row that cost more says how much more than on the top tier,
+    never a negative saving nor "none: $0.0004 (0%) more" (a share under 0.01 % read as
+    0 %)."""
+    saved = row["saved_usd"]
+    # Amounts as every amount on the page; the share of a saving that is not zero is not
+    # "0%" even when the API rounded it to 0.0.
+    share = pct(abs(row["saved_pct"]), nonzero=True)
+    if saved > 0:
+        return f"{usd(abs(saved))} ({share})"
+    if saved < 0:
+        return f"nothing: cost {usd(abs(saved))} ({share}) more than the top tier would have"
+    return "nothing (cost what the top tier would have)" if row["cost_usd"] else "nothing"

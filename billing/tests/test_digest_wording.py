@@ -150,3 +150,23 @@ def test_the_org_default_s_tiers_are_left_out_too(smart_org, alice):
     _request(smart_org, "big", NOW - timedelta(days=3), cost="2.00")
     for body in _sent(smart_org, alice):
         assert "Savings:" not in body  # big is a tier of the org default now
+
+
+# ------------------------------------------------------------------------------ by policy
+def test_the_savings_of_each_policy_are_listed_when_there_are_several(org_a, alice):
+    """One line for the week in total, and, when more than one policy (the org default
+    counts as one) routed requests, each policy's saving in the Usage page's words."""
+    _request(org_a, "lite", NOW - timedelta(days=2), cost="0.25", tier="lite")
+    UsageRecord.objects.filter(org=org_a).update(cost_top_tier=Decimal("1.00"))
+    text, page = _sent(org_a, alice)
+    assert "By policy" not in text and "By policy" not in page  # one policy: the total says it
+    row = UsageRecord.objects.get(org=org_a)
+    row.pk, row.request_id, row.routing_policy = uuid.uuid4(), "r2", ""  # the org default's
+    row.cost, row.cost_top_tier = Decimal("2.00"), Decimal("1.00")  # it cost more
+    row.save(force_insert=True)
+    text, page = _sent(org_a, alice)
+    line = (
+        "By policy: (org default) saved nothing: cost $1.00 (100%) more than the top tier "
+        "would have on 1 request; saver saved $0.75 (75%) on 1 request."
+    )
+    assert line in text and line in page, (text, page)
