@@ -155,6 +155,22 @@ class _SMTPServer:
         self.server.server_close()
 
 
+def _spent_this_week(org):
+    """A request three days before now: what makes the org's digest go out."""
+    from django.utils import timezone
+
+    UsageRecord.objects.create(
+        id=uuid.uuid4(),
+        org=org,
+        created_at=timezone.now() - timedelta(days=3),
+        model_requested="m",
+        model_used="m",
+        provider="p",
+        status="success",
+        cost=Decimal("1.25"),
+    )
+
+
 @pytest.fixture
 def smtp(settings):
     server = _SMTPServer()
@@ -172,7 +188,6 @@ def test_one_org_whose_digest_fails_costs_no_other_org_its_digest_or_a_second_on
     """The Monday task sends every org its digest: an org whose mail is refused (its only
     member's address bounces) is retried alone; the orgs before it are not sent theirs
     again with each retry, the ones after it still get theirs."""
-    from django.utils import timezone
 
     from billing.tasks import weekly_digests
     from orgs import services as org_services
@@ -184,16 +199,7 @@ def test_one_org_whose_digest_fails_costs_no_other_org_its_digest_or_a_second_on
     zed = org_services.user_create(actor=ACTOR, email="zed@zeta.test", password="x" * 20)
     org_services.membership_add(actor=ACTOR, org=zeta, user=zed, role=Role.ADMIN)
     for org in (org_a, org_b, zeta):  # Acme, Globex, Zeta: the task's order (by name)
-        UsageRecord.objects.create(
-            id=uuid.uuid4(),
-            org=org,
-            created_at=timezone.now() - timedelta(days=3),
-            model_requested="m",
-            model_used="m",
-            provider="p",
-            status="success",
-            cost=Decimal("1.25"),
-        )
+        _spent_this_week(org)
     weekly_digests.apply()
     assert sorted(to for message in smtp.messages for to in message) == [
         "alice@acme.test",
@@ -245,7 +251,6 @@ def test_the_monday_task_run_twice_sends_each_org_one_digest_and_a_failed_one_la
     """Against a mail server at the wire: the fan-out run twice sends nobody a second
     digest; the org whose mail was refused has no claim left, so its digest goes once its
     address is fixed."""
-    from django.utils import timezone
 
     from billing.models import DigestSent
     from billing.tasks import weekly_digests
@@ -255,16 +260,7 @@ def test_the_monday_task_run_twice_sends_each_org_one_digest_and_a_failed_one_la
     bounce = org_services.user_create(actor=ACTOR, email="bounce@globex.test", password="x" * 20)
     org_services.membership_add(actor=ACTOR, org=org_b, user=bounce, role=Role.ADMIN)
     for org in (org_a, org_b):
-        UsageRecord.objects.create(
-            id=uuid.uuid4(),
-            org=org,
-            created_at=timezone.now() - timedelta(days=3),
-            model_requested="m",
-            model_used="m",
-            provider="p",
-            status="success",
-            cost=Decimal("1.25"),
-        )
+        _spent_this_week(org)
     weekly_digests.apply()
     weekly_digests.apply()
     assert [to for message in smtp.messages for to in message] == ["alice@acme.test"]

@@ -5,11 +5,10 @@ the audit log showed a change where routing had none. A threshold however small 
 over REST) is shown in a form the page saves again (one under about 1e-190 was written out
 in more than the box's 200 characters, and the unchanged save was refused)."""
 
-from html.parser import HTMLParser
-
 import pytest
 
 from gateway.models import GatewayConfig
+from gateway.tests.page_forms import form_as_shown
 from governance.models import RoutingPolicy
 from orgs.models import AuditLog
 
@@ -18,52 +17,8 @@ API = "/api/gateway/routing-policies"
 JSON = "application/json"
 
 
-class _Form(HTMLParser):
-    """What a browser submits from the form holding ``marker`` (an input's name or value):
-    text and hidden inputs, checked boxes, the selected options."""
-
-    def __init__(self, marker=None):
-        super().__init__()
-        self.marker, self.forms, self.select = marker, [], None
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "form":
-            self.forms.append({"fields": {}, "marked": False})
-        if not self.forms:
-            return
-        form = self.forms[-1]
-        fields = form["fields"]
-        if tag in ("input", "select", "textarea") and self.marker in (
-            a.get("name"),
-            a.get("value"),
-        ):
-            form["marked"] = True
-        if tag == "input" and a.get("name"):
-            if a.get("type") == "checkbox":
-                if "checked" in a:
-                    fields[a["name"]] = a.get("value", "on")
-            elif a.get("type") not in ("submit", "button"):
-                fields[a["name"]] = a.get("value") or ""
-        elif tag == "select":
-            self.select = a.get("name")
-            fields.setdefault(self.select, None)
-        elif tag == "option" and self.select and (fields[self.select] is None or "selected" in a):
-            fields[self.select] = a.get("value", "")
-
-    def handle_endtag(self, tag):
-        if tag == "select":
-            self.select = None
-
-    def submitted(self) -> dict:
-        form = next(f for f in self.forms if f["marked"])
-        return {k: v for k, v in form["fields"].items() if v is not None}
-
-
 def _as_shown(client, url, marker="models") -> dict:
-    parser = _Form(marker)
-    parser.feed(client.get(url).content.decode())
-    return parser.submitted()
+    return form_as_shown(client.get(url).content.decode(), marker)
 
 
 SPECS = [

@@ -3,33 +3,16 @@ a re-calibration, another tab) is refused, not applied over the newer settings: 
 sends what it was shown with (its hidden ``seen``), and a save from a stale page put back
 the thresholds and A/B test the page had shown (an outside check)."""
 
-import re
-
 import pytest
 
 from gateway import services as gateway_services
 from gateway.models import GatewayConfig
 from gateway.tests.conftest import ACTOR
+from gateway.tests.page_forms import form_as_shown
 from governance import services as gov
 from governance.models import RoutingPolicy
 
 pytestmark = pytest.mark.django_db
-
-
-def _form_fields(page: str, form_id: str) -> dict:
-    """The fields of the page's form ``form_id`` as a browser would send them, untouched."""
-    form = re.search(rf'<form[^>]*id="{form_id}".*?</form>', page, re.S).group(0)
-    fields = {}
-    for tag in re.findall(r"<input[^>]*>", form):
-        name = re.search(r'name="([^"]+)"', tag)
-        value = re.search(r'value="([^"]*)"', tag)
-        if not name or 'type="checkbox"' in tag and "checked" not in tag:
-            continue
-        fields[name.group(1)] = value.group(1).replace("&amp;", "&") if value else "on"
-    for select in re.findall(r'<select name="([^"]+)">(.*?)</select>', form, re.S):
-        chosen = re.search(r'<option value="([^"]*)" selected>', select[1])
-        fields[select[0]] = chosen.group(1) if chosen else ""
-    return fields
 
 
 def test_a_stale_edit_page_saves_nothing_and_shows_what_is_saved(alice_client, org_a):
@@ -42,7 +25,7 @@ def test_a_stale_edit_page_saves_nothing_and_shows_what_is_saved(alice_client, o
         smart={"thresholds": [0.1]},
     )
     url = f"/o/{org_a.slug}/routing/{policy.pk}/"
-    shown = _form_fields(alice_client.get(url).content.decode(), "routing-policy-edit")
+    shown = form_as_shown(alice_client.get(url).content.decode())
     assert shown["seen"] and shown["thresholds"] == "0.1"
     # Meanwhile, over REST (or a re-calibration): new thresholds and an A/B test.
     newer = {"thresholds": [0.15], "ab": {"share": 0.125, "classifier": "learned"}}
@@ -55,7 +38,7 @@ def test_a_stale_edit_page_saves_nothing_and_shows_what_is_saved(alice_client, o
     assert "was changed after this page was opened" in page and "nothing was saved" in page
     assert RoutingPolicy.objects.get(pk=policy.pk).smart == newer
     # The page now shows the newer settings, and a save from it goes through.
-    fresh = _form_fields(page, "routing-policy-edit")
+    fresh = form_as_shown(page)
     assert fresh["thresholds"] == "0.15" and fresh["ab_share"] == "12"  # 0.125, shown whole
     assert fresh["seen"] != shown["seen"]
     fresh["thresholds"] = "0.2"
@@ -71,10 +54,10 @@ def test_a_refused_edit_keeps_the_version_it_was_shown(alice_client, org_a):
         actor=ACTOR, org=org_a, name="saver", strategy="smart", models=["lite", "pro"]
     )
     url = f"/o/{org_a.slug}/routing/{policy.pk}/"
-    shown = _form_fields(alice_client.get(url).content.decode(), "routing-policy-edit")
+    shown = form_as_shown(alice_client.get(url).content.decode())
     refused = alice_client.post(url, {**shown, "thresholds": "2"})
     assert refused.status_code == 400
-    again = _form_fields(refused.content.decode(), "routing-policy-edit")
+    again = form_as_shown(refused.content.decode())
     assert again["seen"] == shown["seen"]
     gov.routing_policy_save(
         actor=ACTOR, org=org_a, name="saver", strategy="smart", models=["lite", "mid", "pro"]
@@ -88,7 +71,7 @@ def test_an_unchanged_policy_saves_and_a_form_without_seen_is_not_checked(alice_
         actor=ACTOR, org=org_a, name="saver", strategy="smart", models=["lite", "pro"]
     )
     url = f"/o/{org_a.slug}/routing/{policy.pk}/"
-    shown = _form_fields(alice_client.get(url).content.decode(), "routing-policy-edit")
+    shown = form_as_shown(alice_client.get(url).content.decode())
     assert alice_client.post(url, {**shown, "thresholds": "0.3"}).status_code == 302
     del shown["seen"]  # a script posting the form's fields, as before the check
     assert alice_client.post(url, {**shown, "thresholds": "0.4"}).status_code == 302
@@ -100,7 +83,7 @@ def test_a_stale_org_default_form_saves_nothing(alice_client, org_a):
         actor=ACTOR, org=org_a, smart_tiers=["lite", "pro"], smart={"thresholds": [0.1]}
     )
     url = f"/o/{org_a.slug}/routing/"
-    shown = _form_fields(alice_client.get(url).content.decode(), "org-smart-form")
+    shown = form_as_shown(alice_client.get(url).content.decode(), "org_smart")
     assert shown["seen"] and shown["smart_tiers"] == "lite, pro"
     gateway_services.gateway_config_set(
         actor=ACTOR, org=org_a, smart_tiers=["lite", "pro"], smart={"thresholds": [0.15]}
@@ -110,7 +93,7 @@ def test_a_stale_org_default_form_saves_nothing(alice_client, org_a):
     page = response.content.decode()
     assert "The organization&#x27;s smart routing was changed after this page" in page
     assert GatewayConfig.objects.get(org=org_a).smart == {"thresholds": [0.15]}
-    fresh = _form_fields(page, "org-smart-form")
+    fresh = form_as_shown(page, "org_smart")
     assert fresh["thresholds"] == "0.15"
     fresh["thresholds"] = "0.2"
     assert alice_client.post(url, fresh).status_code == 302
