@@ -166,33 +166,23 @@ def test_the_usage_page_tables_never_paint_over_each_other(
     and painted over the next one: a feedback average read as another table's. At a
     desktop's and a phone's width, no two tables of the page overlap, and the page does not
     scroll sideways (a wide table scrolls in its own box)."""
-    import uuid
     from datetime import UTC, datetime, timedelta
-    from decimal import Decimal
 
-    from billing.models import UsageRecord
+    from billing.tests.test_smart_savings import _row
 
     base = live_server_thread.url
     when = datetime.now(UTC) - timedelta(hours=1)
     for i, (policy, tier) in enumerate(
         [("a-rather-long-policy-name", "lite-model-with-a-long-name"), ("", "pro")] * 3
     ):
-        UsageRecord.objects.create(
-            id=uuid.uuid4(),
-            org=org_a,
-            created_at=when,
-            model_requested="auto",
-            model_used=tier,
-            provider="p",
-            status="success",
-            input_tokens=100,
-            output_tokens=50,
-            cost=Decimal("0.0001234"),
-            cost_top_tier=Decimal("0.0023456"),
-            route_tier=tier,
-            routing_policy=policy,
-            route_classifier="rules",
-            route_score=0.25,
+        _row(
+            org_a,
+            when,
+            cost="0.0001234",
+            top="0.0023456",
+            tier=tier,
+            policy=policy,
+            used=tier,
             feedback_score=0.677 if i % 2 else None,
         )
     overlaps = """() => {
