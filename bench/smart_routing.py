@@ -33,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core import smart_steps  # noqa: E402
 from core.smart import SmartPolicy  # noqa: E402
 from gateway.dataplane import smart  # noqa: E402
 
@@ -187,7 +188,10 @@ def learned_matrix(rows: list[dict], feats: list[list[float]]):
     from core import smart_learned
 
     return np.stack(
-        [smart_learned.features(r["prompt"], f) for r, f in zip(rows, feats, strict=True)]
+        [
+            smart_learned.features(r["prompt"], f, smart.steps_features(body_of(r["prompt"]), f))
+            for r, f in zip(rows, feats, strict=True)
+        ]
     )
 
 
@@ -476,6 +480,12 @@ def main(argv=None) -> int:
             x = learned_matrix(rows, feats)
             head = fit_head(rows, x, LEARNED_L2)
             head["quantiles"] = quantile_table(learned_scores(x, head))
+            # The steps features' range here: the gateway reads a prompt's within it, as
+            # the rules features' (their range is the rules model's low and high).
+            steps = x[:, -len(smart_steps.NAMES) :]
+            head["steps_features"] = list(smart_steps.NAMES)
+            head["steps_low"] = steps.min(axis=0).tolist()
+            head["steps_high"] = steps.max(axis=0).tolist()
             head["label"] = model["label"]
             head["l2"] = LEARNED_L2
             head["ranking_weight"] = PAIRWISE_WEIGHT
