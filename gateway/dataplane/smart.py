@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from functools import cache, lru_cache
 
+from core import smart_steps
 from core.smart import WORD_BYTES, SmartPolicy, keyword_key, rules_model
 
 log = logging.getLogger("bonito.gateway.smart")
@@ -548,8 +549,6 @@ def steps_features(body: dict, x: list[float], share: float = 1.0) -> list[float
     from the text the rules features read (``x``: those features, whose multiple-choice
     flag zeroes them); ``share``: of the parse's characters (smart_steps.MAX_CHARS), for one
     prompt of a list, as the embedding's. bench/smart_routing.py trains the head on these."""
-    from core import smart_steps
-
     text = "\n".join(p.rstrip() for p in prompt_parts(body)[0])
     return smart_steps.features(text, bool(x[_CHOICE]), int(smart_steps.MAX_CHARS * share))
 
