@@ -98,7 +98,7 @@ _PERCENT_WORD = re.compile(r"\bpercent")
 # a long run, it read the rest of the run each time (2,000 digits took 6 ms, 4,000 25 ms).
 _FRACTION = re.compile(r"(?<!\d)\d+/\d+")
 _SENTENCE_END = re.compile(r"(?<=[.?!])\s+")
-# A number of more than 300 digits is infinite as a float: its magnitude is read as this.
+# A number of over 308 digits is infinite as a float ("9" * 400): its magnitude reads as this.
 _HUGE = 1e300
 
 
