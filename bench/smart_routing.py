@@ -33,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core import smart_steps  # noqa: E402
 from core.smart import SmartPolicy  # noqa: E402
 from gateway.dataplane import smart  # noqa: E402
 
@@ -187,7 +188,10 @@ def learned_matrix(rows: list[dict], feats: list[list[float]]):
     from core import smart_learned
 
     return np.stack(
-        [smart_learned.features(r["prompt"], f) for r, f in zip(rows, feats, strict=True)]
+        [
+            smart_learned.features(r["prompt"], f, smart.steps_features(body_of(r["prompt"]), f))
+            for r, f in zip(rows, feats, strict=True)
+        ]
     )
 
 
@@ -406,11 +410,16 @@ def random_saving(rows: list[dict]) -> float:
     return 1 - (share + (1 - share) * WEAK_PRICE)
 
 
-def timing(rows: list[dict], tokens: int = 1000, runs: int = 2000, learned=False) -> dict:
+def timing(
+    rows: list[dict], tokens: int = 1000, runs: int = 2000, learned=False, family: str = ""
+) -> dict:
     """Per-request cost of a score on a prompt of about ``tokens`` tokens (4 characters
-    a token), the first call (loading) excluded."""
+    a token), the first call (loading) excluded. The prompt joins the set's prompts (of
+    ``family`` only, if given): the first ones are multiple choice, which the learned
+    classifier's steps features skip, so "gsm8k" times an open problem's, the parse
+    included."""
     text = ""
-    pool = [r["prompt"] for r in rows]
+    pool = [r["prompt"] for r in rows if not family or r["family"] == family]
     i = 0
     while len(text) < tokens * 4:
         text += pool[i % len(pool)] + "\n"
@@ -476,6 +485,12 @@ def main(argv=None) -> int:
             x = learned_matrix(rows, feats)
             head = fit_head(rows, x, LEARNED_L2)
             head["quantiles"] = quantile_table(learned_scores(x, head))
+            # The steps features' range here: the gateway reads a prompt's within it, as
+            # the rules features' (their range is the rules model's low and high).
+            steps = x[:, -len(smart_steps.NAMES) :]
+            head["steps_features"] = list(smart_steps.NAMES)
+            head["steps_low"] = steps.min(axis=0).tolist()
+            head["steps_high"] = steps.max(axis=0).tolist()
             head["label"] = model["label"]
             head["l2"] = LEARNED_L2
             head["ranking_weight"] = PAIRWISE_WEIGHT
@@ -493,6 +508,7 @@ def main(argv=None) -> int:
     if learned_available():
         # Timed first, so that its first call is the load (the model, once per process).
         results["timing_learned_1000_tokens"] = timing(rows, learned=True)
+        results["timing_learned_open_1000_tokens"] = timing(rows, learned=True, family="gsm8k")
         x = learned_matrix(rows, feats)
         learned_oof, results["learned_l2_per_fold"] = out_of_fold_learned(rows, x)
     if args.seeds > 1:
@@ -546,11 +562,12 @@ def main(argv=None) -> int:
         )
     if "learned_l2_per_fold" in results:
         print(f"learned head's L2, chosen inside each fold: {results['learned_l2_per_fold']}")
-    for name in ("rules", "learned"):
+    for name in ("rules", "learned", "learned_open"):
         t = results.get(f"timing_{name}_1000_tokens")
         if t:
+            what = "learned (open maths problems)" if name == "learned_open" else name
             print(
-                f"{name} score, 1,000-token prompt: p50 {t['p50_ms']} ms, p99 {t['p99_ms']} ms; "
+                f"{what} score, 1,000-token prompt: p50 {t['p50_ms']} ms, p99 {t['p99_ms']} ms; "
                 f"first call {t['first_call_s']} s, +{t['first_call_rss_mb']} MB resident"
             )
     if args.out:

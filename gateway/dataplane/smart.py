@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from functools import cache, lru_cache
 
+from core import smart_steps
 from core.smart import WORD_BYTES, SmartPolicy, keyword_key, rules_model
 
 log = logging.getLogger("bonito.gateway.smart")
@@ -538,8 +539,18 @@ def _score(policy: SmartPolicy, body: dict, classifier: str, share: float = 1.0)
         # reads the built-in ones it was trained on).
         own = features(body, policy.keywords) if policy.keywords else x
         offset = prior_logit(x) + chat_prior(body, own, policy.keywords)
-        return smart_learned.score(text, within_range(x, model), offset)
+        steps = steps_features(body, x, share)
+        return smart_learned.score(text, within_range(x, model), steps, offset)
     return rules_score(body, policy.keywords)
+
+
+def steps_features(body: dict, x: list[float], share: float = 1.0) -> list[float]:
+    """The learned head's "reasoning steps" features of ``body`` (core.smart_steps), read
+    from the text the rules features read (``x``: those features, whose multiple-choice
+    flag zeroes them); ``share``: of the parse's characters (smart_steps.MAX_CHARS), for one
+    prompt of a list, as the embedding's. bench/smart_routing.py trains the head on these."""
+    text = "\n".join(p.rstrip() for p in prompt_parts(body)[0])
+    return smart_steps.features(text, bool(x[_CHOICE]), int(smart_steps.MAX_CHARS * share))
 
 
 def end_user(body: dict) -> str | None:

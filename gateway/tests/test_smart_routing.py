@@ -1089,13 +1089,15 @@ def test_an_admin_edit_keeps_and_checks_the_smart_settings(admin_client, org_a):
     assert RoutingPolicy.objects.get(pk=policy.pk).smart == {"thresholds": [0.3]}
 
 
-def test_the_committed_learned_head_reads_the_embedding_and_the_rules_features():
+def test_the_committed_learned_head_reads_the_embedding_the_rules_and_the_steps_features():
     import json
 
-    from core import smart_learned
+    from core import smart_learned, smart_steps
 
     head = json.loads(smart_learned.HEAD_FILE.read_text())
-    assert len(head["weights"]) == 384 + len(smart.FEATURE_NAMES)  # MiniLM's width + rules
+    # MiniLM's width + rules + steps
+    assert len(head["weights"]) == 384 + len(smart.FEATURE_NAMES) + len(smart_steps.NAMES)
+    assert head["steps_features"] == list(smart_steps.NAMES)
     assert len(head["quantiles"]) == 101 and head["quantiles"] == sorted(head["quantiles"])
 
 
@@ -1122,7 +1124,12 @@ def test_the_learned_classifier_reads_the_rules_features_within_their_range():
     # a short chat message, but it asks for nothing the chat prior recognises (English words)
     offset = smart.prior_logit(raw) + smart.chat_prior(body, raw)
     assert offset == 0.0
-    assert score == smart_learned.score(text, read, offset) < smart_learned.score(text, raw, offset)
+    steps = smart.steps_features(body, raw)
+    assert (
+        score
+        == smart_learned.score(text, read, steps, offset)
+        < smart_learned.score(text, raw, steps, offset)
+    )
     # A question like the set's is inside the range: read as it is.
     question = (
         "Natalia sold clips to 48 of her friends in April, and then she sold half as many "

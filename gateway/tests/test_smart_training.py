@@ -119,3 +119,26 @@ def test_the_committed_learned_head_was_trained_with_the_scripts_settings():
     head = json.loads((ROOT / "core" / "smart_learned.json").read_text())
     assert head["l2"] == smart_routing.LEARNED_L2
     assert head["ranking_weight"] == smart_routing.PAIRWISE_WEIGHT
+
+
+@pytest.mark.skipif(not smart_routing.DATA.is_file(), reason="the development set is not here")
+def test_train_reproduces_the_committed_models(tmp_path, capsys):
+    """`--train` on the development set gives the committed models: a change to a feature
+    (the rules', the embedding's, the steps parse's) without retraining fails here. The
+    rules model byte for byte; the learned head to within its solver's last digits (its
+    bytes depend on how many threads numpy's linear algebra runs on: about 1e-9)."""
+    if not smart_routing.learned_available():
+        pytest.skip("the smart extra (requirements-smart.txt) is not installed")
+    smart_routing.main(["--train", "--model-dir", str(tmp_path)])
+    core = ROOT / "core"
+    assert (tmp_path / "smart_rules.json").read_bytes() == (core / "smart_rules.json").read_bytes()
+    made = json.loads((tmp_path / "smart_learned.json").read_text())
+    committed = json.loads((core / "smart_learned.json").read_text())
+    assert made.keys() == committed.keys()
+    for key, value in committed.items():
+        if isinstance(value, list) and value and isinstance(value[0], float):
+            assert np.allclose(made[key], value, rtol=0, atol=1e-6), key
+        elif isinstance(value, float):
+            assert made[key] == pytest.approx(value, abs=1e-6), key
+        else:
+            assert made[key] == value, key
