@@ -197,16 +197,17 @@ def weekly_digest_send(*, org, now: datetime, base_url: str) -> int:
         subject=subject, body=render_to_string("emails/digest.txt", context), to=recipients
     )
     message.attach_alternative(render_to_string("emails/digest.html", context), "text/html")
-    week_end = context["end"]
-    if not _claim(org, week_end):  # sent already (a task run again), or being sent
+    day = context["end"].date()  # the day it is sent (the week counted ends there)
+    week = day - timedelta(days=day.weekday())
+    if not _claim(org, week):  # sent already this week (a task run again), or being sent
         return 0
     try:
         message.send()
     except BaseException:
         # Not sent: released, so that the task's retry sends it.
-        DigestSent.objects.filter(org=org, week_end=week_end, sent_at=None).delete()
+        DigestSent.objects.filter(org=org, week=week, sent_at=None).delete()
         raise
-    DigestSent.objects.filter(org=org, week_end=week_end).update(sent_at=timezone.now())
+    DigestSent.objects.filter(org=org, week=week).update(sent_at=timezone.now())
     return len(recipients)
 
 
@@ -215,18 +216,18 @@ def weekly_digest_send(*, org, now: datetime, base_url: str) -> int:
 CLAIM_TTL = timedelta(minutes=30)
 
 
-def _claim(org, week_end: datetime) -> bool:
-    """Whether this process is the one to send the org's digest of this week: the first to
+def _claim(org, week) -> bool:
+    """Whether this process is the one to send the org's digest of ``week``: the first to
     claim it, or the one that takes over a claim abandoned CLAIM_TTL ago. A digest that was
     sent, or is being sent by another worker, is not sent again (the Monday task run twice,
     a retried fan-out, a redelivered task)."""
     now = timezone.now()
     try:
         with transaction.atomic():
-            DigestSent.objects.create(org=org, week_end=week_end, claimed_at=now)
+            DigestSent.objects.create(org=org, week=week, claimed_at=now)
         return True
     except IntegrityError:
         abandoned = DigestSent.objects.filter(
-            org=org, week_end=week_end, sent_at=None, claimed_at__lt=now - CLAIM_TTL
+            org=org, week=week, sent_at=None, claimed_at__lt=now - CLAIM_TTL
         )
         return abandoned.update(claimed_at=now) == 1

@@ -279,23 +279,23 @@ class BudgetAlert(models.Model):
 
 
 class DigestSent(models.Model):
-    """One row per org and digest week: what makes the weekly digest go once. Claimed just
+    """One row per org and calendar week: what makes the weekly digest go once. Claimed just
     before the mail is sent and marked sent after it; released when sending fails (the
     retry sends it); a claim left by a worker killed while sending is taken over once it is
     older than billing.digest.CLAIM_TTL (the task is redelivered later than that)."""
 
     org = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="+")
-    week_end = models.DateTimeField()  # the end of the week counted (digest_context's "end")
+    # The Monday (UTC) of the week the digest is sent in: a run again later that week (by
+    # hand, a retry across midnight) sends nothing, the next Monday's run does.
+    week = models.DateField()
     claimed_at = models.DateTimeField()
     sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["org", "week_end"], name="digest_once_a_week")
-        ]
+        constraints = [models.UniqueConstraint(fields=["org", "week"], name="digest_once_a_week")]
 
     def __str__(self):
-        return f"{self.org_id} {self.week_end:%Y-%m-%d}"
+        return f"{self.org_id} {self.week:%Y-%m-%d}"
 
 
 class Notification(models.Model):

@@ -34,7 +34,16 @@ def weekly_digests():
     return len(orgs)
 
 
-@shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=3)
+# A mail server down at 08:00 Monday: retried for about an hour (60 s, 2, 4, 8, then every
+# 10 min) before that week's digest is given up; it was three retries within seconds.
+@shared_task(
+    acks_late=True,
+    autoretry_for=(Exception,),
+    retry_backoff=60,
+    retry_backoff_max=600,
+    retry_jitter=False,
+    max_retries=9,
+)
 def weekly_digest(org_id: int, now: str):
     from datetime import datetime
 

@@ -400,13 +400,22 @@ def saved_keywords(spec) -> frozenset:
 
 
 def resolve(
-    spec, tiers, *, strategies_known=None, serving=False, kept_keywords=frozenset()
+    spec,
+    tiers,
+    *,
+    strategies_known=None,
+    serving=False,
+    kept_keywords=frozenset(),
+    learned_kept=False,
 ) -> SmartPolicy:
     """The SmartPolicy of a spec (the JSON a policy stores) over ``tiers``; ValueError with
     a message for the user when something is wrong. ``strategies_known``: the names
     ``within`` may take (core.strategies passes its registry). ``serving``: for the data
     plane, a policy saved with the learned classifier is kept whole where its extra is not
     installed (since): the data plane scores it with rules (gateway.dataplane.smart.arm).
+    ``learned_kept``: a save that leaves learned settings as they were saved (the policy
+    disabled, its models changed) is not refused where the extra is missing: it changes
+    nothing the extra is needed for.
     ``kept_keywords``: (category, keyword) already saved (saved_keywords), which a save keeps
     in that category without the checks added since (``manage.py check_names`` lists those
     with hidden characters)."""
@@ -436,7 +445,7 @@ def resolve(
         raise ValueError("Each tier must be a different model.")
     classifier = spec.get("classifier", "rules")
     problem = classifier_error(classifier)
-    if problem and not (serving and classifier == "learned"):
+    if problem and not ((serving or learned_kept) and classifier == "learned"):
         raise ValueError(problem)
     aggressiveness = None
     if (
@@ -499,7 +508,11 @@ def resolve(
             )
         if ab_share and ab_arm == classifier:
             raise ValueError("smart.ab.classifier must differ from smart.classifier.")
-        if ab.get("classifier") == "learned" and learned_missing() and not serving:
+        if (
+            ab.get("classifier") == "learned"
+            and learned_missing()
+            and not (serving or learned_kept)
+        ):
             arm_missing = learned_missing().replace(
                 "Use the rules classifier until then.",
                 "Until then, use another A/B arm (rules or strong), or none.",

@@ -621,9 +621,11 @@ def _routing_policy_version(policy: RoutingPolicy) -> str:
 
 
 def _org_smart_version(config) -> str:
+    # No settings row yet reads as the defaults a row is made with (a save of another
+    # gateway setting makes one: the smart routing shown did not change).
     if config is None:
-        return settings_version(None)
-    return settings_version(config.smart_tiers, config.auto_model_alias, config.smart)
+        return settings_version([], smart.DEFAULT_ALIAS, {})
+    return settings_version(config.smart_tiers, config.auto_model_alias, config.smart or {})
 
 
 STALE_FORM = (
@@ -789,12 +791,13 @@ def _learned_off(org, spec: dict) -> str:
     classifier, saved before ``org``'s tier lost it: what is served instead, as
     gateway.snapshot_builder publishes it (core.smart.without_learned: scored by rules; an
     A/B test whose arm is learned, or would now be rules as the classifier is, dropped; one
-    of the strong arm kept), and what a save needs."""
+    of the strong arm kept), and what a change of them needs."""
     if tier_includes_learned(org.tier):  # the Pro tier, on a server without the extra
         return (
             "the learned classifier's optional extra is not installed on this server (make "
-            "smart, docs/smart-routing.md): until it is, served with rules; a save or a "
-            "re-calibration needs it, or the classifier rules and no learned A/B arm"
+            "smart, docs/smart-routing.md): until it is, served with rules; a change of "
+            "these settings or a re-calibration needs it, or the classifier rules and no "
+            "learned A/B arm"
         )
     tier = Tier(org.tier).label if org.tier in Tier.values else str(org.tier)
     saved_ab = spec.get("ab") if isinstance(spec.get("ab"), dict) else {}
@@ -813,7 +816,7 @@ def _learned_off(org, spec: dict) -> str:
         needs.append("another A/B arm than learned, or none")
     return (
         f"the learned classifier is not on the {tier} tier: until it is, served with "
-        f"{served}; a save needs {' and '.join(needs)}"
+        f"{served}; a change of these settings needs {' and '.join(needs)}"
     )
 
 

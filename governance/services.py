@@ -280,6 +280,7 @@ def smart_checked(
             tiers,
             strategies_known=strategies.STRATEGIES,
             kept_keywords=smart.saved_keywords(saved),
+            learned_kept=saved is not None and spec == saved,
         )
     except ValueError as exc:
         raise ValidationError({"smart": str(exc)}) from exc

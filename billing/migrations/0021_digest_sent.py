@@ -16,13 +16,13 @@ class Migration(migrations.Migration):
             name='DigestSent',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('week_end', models.DateTimeField()),
+                ('week', models.DateField()),
                 ('claimed_at', models.DateTimeField()),
                 ('sent_at', models.DateTimeField(blank=True, null=True)),
                 ('org', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='orgs.organization')),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('org', 'week_end'), name='digest_once_a_week')],
+                'constraints': [models.UniqueConstraint(fields=('org', 'week'), name='digest_once_a_week')],
             },
         ),
     ]

@@ -98,3 +98,21 @@ def test_a_stale_org_default_form_saves_nothing(alice_client, org_a):
     fresh["thresholds"] = "0.2"
     assert alice_client.post(url, fresh).status_code == 302
     assert GatewayConfig.objects.get(org=org_a).smart["thresholds"] == [0.2]
+
+
+def test_another_gateway_setting_saved_first_does_not_make_the_org_form_stale(
+    alice_client, org_a
+):
+    """With no settings row yet, a save of another gateway setting (Settings, REST) makes
+    one with the defaults: the smart routing the page showed did not change, and its first
+    save answered 409."""
+    url = f"/o/{org_a.slug}/routing/"
+    shown = form_as_shown(alice_client.get(url).content.decode(), "org_smart")
+    assert not GatewayConfig.objects.filter(org=org_a).exists()
+    put = alice_client.put(
+        "/api/gateway/config", {"org_rpm_limit": 100}, content_type="application/json"
+    )
+    assert put.status_code == 200
+    shown.update(smart_tiers="lite, pro")
+    assert alice_client.post(url, shown).status_code == 302
+    assert GatewayConfig.objects.get(org=org_a).smart_tiers == ["lite", "pro"]

@@ -18,7 +18,7 @@ from orgs import services as org_services
 
 pytestmark = pytest.mark.django_db
 LEAD = "the learned classifier is not on the Free tier: until it is, served with "
-FIX_CLASSIFIER = "a save needs the classifier rules"
+FIX_CLASSIFIER = "a change of these settings needs the classifier rules"
 
 # name: (settings saved on Pro, what is served on Free (classifier, A/B share, arm), note)
 CASES = {
@@ -41,13 +41,13 @@ CASES = {
         {"classifier": "rules", "ab": {"share": 0.2, "classifier": "learned"}},
         ("rules", 0.0),
         f"{LEAD}rules, A/B test off (its arm is learned); "
-        "a save needs another A/B arm than learned, or none",
+        "a change of these settings needs another A/B arm than learned, or none",
     ),
     "ab-learned": (  # the classifier left at its default
         {"ab": {"share": 0.2, "classifier": "learned"}},
         ("rules", 0.0),
         f"{LEAD}rules, A/B test off (its arm is learned); "
-        "a save needs another A/B arm than learned, or none",
+        "a change of these settings needs another A/B arm than learned, or none",
     ),
 }
 
@@ -140,13 +140,40 @@ def test_on_a_server_without_the_extra_it_says_so(alice_client, org_a, monkeypat
     page = alice_client.get(f"/o/{org_a.slug}/routing/").content.decode()
     note = (
         "the learned classifier's optional extra is not installed on this server (make smart, "
-        "docs/smart-routing.md): until it is, served with rules; a save or a re-calibration "
-        "needs it, or the classifier rules and no learned A/B arm"
+        "docs/smart-routing.md): until it is, served with rules; a change of these settings "
+        "or a re-calibration needs it, or the classifier rules and no learned A/B arm"
     )
     for name in CASES:
         assert _notes(_row(page, name)) == [note], name
     section = page[page.index('id="org-smart"') :]
     assert note in _notes(section)
+
+
+def test_without_the_extra_a_learned_policy_can_still_be_disabled(alice_client, org_a, monkeypatch):
+    """A save that leaves the learned settings as saved (disable, other models) needs no
+    extra: it was refused, so a server without it could not turn such a policy off. One
+    that changes them still needs it."""
+    api = "/api/gateway/routing-policies"
+    for name, (spec, _, _) in CASES.items():
+        policy = governance_services.routing_policy_save(
+            actor=ACTOR, org=org_a, name=name, strategy="smart", models=["a", "b"], smart=spec
+        )
+        monkeypatch.setitem(__import__("sys").modules, "numpy", None)
+        off = alice_client.patch(
+            f"{api}/{policy.pk}", {"is_active": False}, content_type="application/json"
+        )
+        assert off.status_code == 200, (name, off.content)
+        moved = alice_client.patch(
+            f"{api}/{policy.pk}", {"models": ["a", "c"]}, content_type="application/json"
+        )
+        assert moved.status_code == 200, (name, moved.content)
+        changed = alice_client.patch(
+            f"{api}/{policy.pk}",
+            {"smart": {"aggressiveness": 0.7}},
+            content_type="application/json",
+        )
+        assert changed.status_code == 400 and "not installed" in str(changed.json()), name
+        monkeypatch.undo()
 
 
 def test_a_learned_arm_refused_on_the_org_form_says_it_is_the_ab_arm(
