@@ -10,6 +10,7 @@ from agents import urls as agents_urls
 from agents.api import api as agent_api
 from agents.api import unknown_path as agent_unknown_path
 from billing import urls as billing_urls
+from bonito.api_urls import unknown_path as api_unknown_path
 from gateway import urls as gateway_urls
 from governance import urls as governance_urls
 from orgs import urls as orgs_urls
@@ -32,6 +33,9 @@ urlpatterns = [
     path("api/agent/", agent_api.urls),  # before /api/: the agent's own (ninja) API
     re_path(r"^api/agent/(?P<rest>.*)$", agent_unknown_path),
     path("api/", include("bonito.api_urls")),
+    # "/api" itself: the API's JSON answers for every method (a write there was Django's
+    # APPEND_SLASH error page: a 500 with DEBUG on)
+    path("api", api_unknown_path),
     path("admin/", admin.site.urls),
     path("", include("orgs.urls")),
     path(

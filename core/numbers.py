@@ -38,7 +38,8 @@ def describe(value) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, str):
-        return repr(value)
+        # quoted as sent, a long text cut short (an error message echoed 200,000 characters)
+        return repr(value) if len(value) <= 60 else f"{value[:60]!r}… ({len(value)} characters)"
     if isinstance(value, list | tuple):
         return "a list"
     if isinstance(value, dict):

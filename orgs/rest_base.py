@@ -43,8 +43,14 @@ def _not_found(context) -> NotFound:
     said the server's class names."""
     view = context.get("view")
     model = getattr(getattr(view, "queryset", None), "model", None)
-    pk = (context.get("kwargs") or {}).get("pk")
-    if model is None or pk is None:
+    kwargs = context.get("kwargs") or {}
+    lookup = getattr(view, "lookup_url_kwarg", None) or getattr(view, "lookup_field", "pk")
+    pk = kwargs.get(lookup)
+    request = context.get("request")
+    # A format asked for that the API does not speak (?format=xml, .yaml) is a 404 of the
+    # format, not of the object: said as no object would be a false "no such" for one.
+    asked_format = "format" in kwargs or (request is not None and "format" in request.GET)
+    if model is None or pk is None or asked_format:
         return NotFound()
     noun = _NOUNS.get(model._meta.label, model._meta.verbose_name)
     return NotFound(f"No {noun} {str(pk)[:100]} in this org.")  # as the CLI said it

@@ -98,3 +98,40 @@ def test_an_object_the_org_does_not_have_is_named_in_words(
         response = charlie_client.get(f"/api/{prefix}/{pk}")
         assert response.status_code == 404
         assert response.json() == {"detail": f"No {noun} {pk} in this org."}
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+def test_a_write_to_api_itself_is_a_json_404(client, method):
+    """POST /api (no slash) was Django's APPEND_SLASH error: a 500 page with DEBUG on."""
+    response = getattr(client, method)("/api", "{}", content_type="application/json")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found. Did you mean /api/ ?"}
+    assert client.get("/api").status_code == 301
+
+
+def test_a_format_the_api_does_not_speak_is_not_said_as_no_such_object(alice_client, org_a):
+    """?format=xml on a policy the org has said "No routing policy 1 in this org."."""
+    from gateway.tests.conftest import ACTOR
+    from governance import services as gov
+
+    pk = gov.routing_policy_save(
+        actor=ACTOR, org=org_a, name="s", strategy="failover", models=["a"]
+    ).pk
+    response = alice_client.get(f"/api/gateway/routing-policies/{pk}?format=xml")
+    assert response.status_code == 404 and "No routing policy" not in response.json()["detail"]
+    assert alice_client.get(f"/api/gateway/routing-policies/{pk}").status_code == 200
+
+
+def test_a_long_text_sent_is_quoted_cut_short(alice_client, org_a):
+    response = alice_client.post(
+        "/api/gateway/routing-policies",
+        {
+            "name": "s",
+            "strategy": "smart",
+            "models": ["a", "b"],
+            "smart": {"aggressiveness": "A" * 200_000},
+        },
+        content_type="application/json",
+    )
+    assert response.status_code == 400 and len(response.content) < 1000
+    assert "… (200000 characters)" in response.json()["smart"][0]
