@@ -630,8 +630,8 @@ def _org_smart_version(config) -> str:
 
 STALE_FORM = (
     "{what} was changed after this page was opened (over REST, by the config file, a "
-    "re-calibration or another page): nothing was saved. The form now shows what is saved; "
-    "make your change again."
+    "re-calibration, or from another page or tab, an earlier save of yours included): "
+    "nothing was saved. The form now shows what is saved; make your change again."
 )
 
 
