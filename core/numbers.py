@@ -15,6 +15,8 @@ from decimal import Decimal
 from django.core.exceptions import ValidationError
 from django.core.validators import DecimalValidator
 
+from .describe import describe  # noqa: F401 (imported from here by many)
+
 _DECIMAL = re.compile(r"[+-]?([0-9][0-9_]*(\.[0-9_]*)?|\.[0-9][0-9_]*)([eE][+-]?[0-9]+)?", re.ASCII)
 _WHOLE = re.compile(r"[+-]?[0-9]+", re.ASCII)
 INT32_MAX = 2**31 - 1  # the largest value of a PositiveIntegerField on PostgreSQL
@@ -29,22 +31,6 @@ class SourceFloat(float):
         number = super().__new__(cls, value)
         number.source = source
         return number
-
-
-def describe(value) -> str:
-    """A value as an error message shows it: 'abc', 1.5, true, null, a list, a mapping."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, str):
-        # quoted as sent, a long text cut short (an error message echoed 200,000 characters)
-        return repr(value) if len(value) <= 60 else f"{value[:60]!r}… ({len(value)} characters)"
-    if isinstance(value, list | tuple):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return repr(value) if isinstance(value, int | float | Decimal) else type(value).__name__
 
 
 def to_decimal(value) -> Decimal:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 
-from .numbers import describe
+from .describe import describe
 
 CLASSIFIERS = {
     "rules": "Rules (length, code, maths, reasoning cues; free)",

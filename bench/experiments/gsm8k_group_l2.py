@@ -55,7 +55,9 @@ path = WORK / "steps.npy"
 if path.exists():
     STEPS = np.load(path)
 else:
-    STEPS = np.asarray([steps_features(r["prompt"], bool(m)) for r, m in zip(rows, MC, strict=True)])
+    STEPS = np.asarray(
+        [steps_features(r["prompt"], bool(m)) for r, m in zip(rows, MC, strict=True)]
+    )
     np.save(path, STEPS)
 if os.environ.get("PERMUTE_STEPS"):
     _k = int(os.environ["PERMUTE_STEPS"])
@@ -314,7 +316,9 @@ def compare():
             runs = load_scores(prefix + name + TAG)
         except FileNotFoundError:
             continue
-        vg, vm, diff, won, (lo, hi, p), (auc, auc0, alo, ahi) = versus(WEAK, STRONG, g, m, runs, base)
+        vg, vm, diff, won, (lo, hi, p), (auc, auc0, alo, ahi) = versus(
+            WEAK, STRONG, g, m, runs, base
+        )
         cg, cm = calib(prefix, name)
         print(
             f"| {prefix[7:]}{name}{TAG} | {summary(vg)} | {vm:.1%} | "

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 from gsm8k_common import ROOT, bench
-from gsm8k_group_l2 import MC, NONNEG, N, STEPS, X, c, fit, pens, rows
+from gsm8k_group_l2 import NONNEG, STEPS, N, X, c, fit, pens
 from gsm8k_steps import steps_features
 
 from core import smart_learned
@@ -16,7 +16,10 @@ MCI = list(smart.FEATURE_NAMES).index("multiple_choice")
 lo, hi = c["rules"].min(0), c["rules"].max(0)
 slo, shi = STEPS.min(0), STEPS.max(0)
 everything = np.arange(N)
-heads = {"current": fit(everything, pens(3000.0)), "nonneg": fit(everything, pens(30.0), nonneg=NONNEG)}
+heads = {
+    "current": fit(everything, pens(3000.0)),
+    "nonneg": fit(everything, pens(30.0), nonneg=NONNEG),
+}
 fx = ROOT / "gateway" / "tests" / "fixtures"
 items = []
 for f in ("chat_requests.jsonl", "chat_short_requests.jsonl"):
@@ -39,7 +42,9 @@ for name, (w, mean, scale) in heads.items():
         h = np.array([out[i] for i in idx if items[i]["label"] == "hard"])
         e = np.array([out[i] for i in idx if items[i]["label"] == "easy"])
         auc = (
-            np.mean([(a > b) + 0.5 * (a == b) for a in h for b in e]) if len(h) and len(e) else float("nan")
+            np.mean([(a > b) + 0.5 * (a == b) for a in h for b in e])
+            if len(h) and len(e)
+            else float("nan")
         )
         print(
             f"{name:8s} {s:40s} hard {len(h):3d} above median {np.mean(h > median) if len(h) else 0:.2f}"

@@ -100,9 +100,7 @@ def test_a_stale_org_default_form_saves_nothing(alice_client, org_a):
     assert GatewayConfig.objects.get(org=org_a).smart["thresholds"] == [0.2]
 
 
-def test_another_gateway_setting_saved_first_does_not_make_the_org_form_stale(
-    alice_client, org_a
-):
+def test_another_gateway_setting_saved_first_does_not_make_the_org_form_stale(alice_client, org_a):
     """With no settings row yet, a save of another gateway setting (Settings, REST) makes
     one with the defaults: the smart routing the page showed did not change, and its first
     save answered 409."""
