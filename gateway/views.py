@@ -1,6 +1,8 @@
 """Dashboard pages for the gateway: keys, providers and deployments, routing policies,
 policies."""
 
+import hashlib
+import json
 import re
 from decimal import Decimal
 
@@ -607,9 +609,6 @@ def settings_version(*values) -> str:
     ``seen`` field): a save whose page showed other settings than those now saved (changed
     over REST, by the config file, a re-calibration or another page since) is refused, not
     applied over the newer ones."""
-    import hashlib
-    import json
-
     text = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
