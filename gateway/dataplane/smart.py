@@ -157,6 +157,13 @@ def prompt_text(body: dict) -> tuple[str, int]:
     return "\n".join(parts), turns
 
 
+def asked_text(parts: list[str]) -> str:
+    """The prompt's texts (prompt_parts) as one, each without the spaces after it: "France? "
+    read as two sentences and a longer prompt, enough to cross the default slider's cut (the
+    development set's prompts end in none, so their features are as they were fitted)."""
+    return "\n".join(p.rstrip() for p in parts)
+
+
 def line_breaks(parts: list[str]) -> int:
     """The line breaks inside the prompt's texts: not the ones that join its messages or
     parts, nor the newlines (and other spaces) around a text. A conversation's turns, an
@@ -226,10 +233,7 @@ def _ends(items: list) -> list:
 def features(body: dict, keywords: dict | None = None) -> list[float]:
     """The rules classifier's features of one request (names in FEATURE_NAMES)."""
     parts, turns = prompt_parts(body)
-    # Spaces after a text are not part of it: "France? " read as two sentences and a longer
-    # prompt, enough to cross the default slider's cut (the development set's prompts end
-    # in none, so their features are as they were fitted).
-    text = "\n".join(p.rstrip() for p in parts)
+    text = asked_text(parts)
     if len(text) > SCAN_CHARS:
         scanned = text[: SCAN_CHARS // 2] + "\n" + text[-SCAN_CHARS // 2 :]
     else:
@@ -408,7 +412,7 @@ def chat_prior(body: dict, x: list[float], keywords: dict | None = None) -> floa
     if x[_CHOICE] or x[TOKENS] >= _CHAT_TOKENS or any(x[i] for i in _CUES):
         return 0.0
     # Short by the test above: reading its words again costs a few microseconds.
-    text = "\n".join(p.rstrip() for p in prompt_parts(body)[0])
+    text = asked_text(prompt_parts(body)[0])
     numbers = len(text.encode("utf-8", "replace").translate(_NUMBERS).split())
     if numbers >= 2:
         return 0.0
@@ -549,7 +553,7 @@ def steps_features(body: dict, x: list[float], share: float = 1.0) -> list[float
     from the text the rules features read (``x``: those features, whose multiple-choice
     flag zeroes them); ``share``: of the parse's characters (smart_steps.MAX_CHARS), for one
     prompt of a list, as the embedding's. bench/smart_routing.py trains the head on these."""
-    text = "\n".join(p.rstrip() for p in prompt_parts(body)[0])
+    text = asked_text(prompt_parts(body)[0])
     return smart_steps.features(text, bool(x[_CHOICE]), int(smart_steps.MAX_CHARS * share))
 
 
