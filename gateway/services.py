@@ -1021,8 +1021,20 @@ def _names_checked(field: str, names) -> list[str]:
     return names_checked(names, field)
 
 
+def hold_gateway_config(org) -> GatewayConfig | None:
+    """Lock ``org``'s gateway settings until the transaction ends and return them (None
+    while it has no settings row): one writer at a time, in any process, so a check of what
+    is saved (the dashboard's stale-form check) and the save after it see no other save in
+    between. The org's row is the lock (a settings row may not exist yet), taken FOR NO KEY
+    UPDATE: the rows that refer to the org (an audit row's deferred foreign-key check) do not
+    wait for it. (SQLite's IMMEDIATE transactions already let one writer in at a time.)"""
+    type(org).objects.select_for_update(no_key=True).filter(pk=org.pk).values_list("pk").first()
+    return GatewayConfig.objects.filter(org=org).first()
+
+
 @transaction.atomic
 def gateway_config_set(*, actor: Actor, org, **fields) -> GatewayConfig:
+    hold_gateway_config(org)
     unknown = set(fields) - set(GATEWAY_CONFIG_FIELDS)
     if unknown:
         raise ValidationError(f"Unknown gateway setting(s): {', '.join(sorted(unknown))}.")

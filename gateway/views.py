@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
@@ -665,26 +666,30 @@ def routing(request):
     status = 400 if request.method == "POST" else 200  # a POST shown again was refused
     if request.method == "POST" and request.POST.get("form") == "org_smart":
         form = org_form = OrgSmartForm(request.POST)
-        saved = GatewayConfig.objects.for_org(org).first()
-        if _stale(request, _org_smart_version(saved)):
-            messages.error(request, STALE_FORM.format(what="The organization's smart routing"))
-            org_form, status = None, 409  # shown as saved now
-        elif form.is_valid():
-            data = form.cleaned_data
-            if data["smart_tiers"] and saved is not None and (saved.smart or saved.smart_tiers):
-                # Settings the page has no field for (A/B, keywords, within: REST and the
-                # config file set them) are kept, not dropped by a save from this page.
-                kept = {k: v for k, v in saved.smart.items() if k not in ORG_SMART_FORM_KEYS}
-                data["smart"] = _defaults_left_out({**kept, **data["smart"]}, saved.smart)
-            try:
-                config = services.gateway_config_set(
-                    actor=Actor.from_request(request), org=org, **data
-                )
-                messages.success(request, "The organization's smart routing is saved.")
-                _price_warnings(request, config.smart_tiers)
-                return redirect("routing", org_slug=org.slug)
-            except ValidationError as exc:
-                refused_on_form(form, exc, "smart_tiers")
+        # The stale check and the save are one transaction holding the settings: a save
+        # elsewhere in between waits, then this one is refused as stale instead of
+        # written over it.
+        with transaction.atomic():
+            saved = services.hold_gateway_config(org)
+            if _stale(request, _org_smart_version(saved)):
+                messages.error(request, STALE_FORM.format(what="The organization's smart routing"))
+                org_form, status = None, 409  # shown as saved now
+            elif form.is_valid():
+                data = form.cleaned_data
+                if data["smart_tiers"] and saved is not None and (saved.smart or saved.smart_tiers):
+                    # Settings the page has no field for (A/B, keywords, within: REST and
+                    # the config file set them) are kept, not dropped by a save from here.
+                    kept = {k: v for k, v in saved.smart.items() if k not in ORG_SMART_FORM_KEYS}
+                    data["smart"] = _defaults_left_out({**kept, **data["smart"]}, saved.smart)
+                try:
+                    config = services.gateway_config_set(
+                        actor=Actor.from_request(request), org=org, **data
+                    )
+                    messages.success(request, "The organization's smart routing is saved.")
+                    _price_warnings(request, config.smart_tiers)
+                    return redirect("routing", org_slug=org.slug)
+                except ValidationError as exc:
+                    refused_on_form(form, exc, "smart_tiers")
         if org_form is not None:
             messages.error(request, form_message(form))
     elif request.method == "POST":
@@ -985,41 +990,51 @@ def _keep_ab_as_shown(posted, policy: RoutingPolicy, spec: dict) -> None:
 
 @org_view(role="admin")
 def routing_policy_edit(request, policy_id):
+    policies = RoutingPolicy.objects.for_org(request.org)
+    if request.method != "POST":
+        policy = get_object_or_404(policies, pk=policy_id)
+        form = RoutingPolicyEditForm(initial=_routing_policy_initial(policy))
+        return _routing_policy_edit_page(
+            request, policy, form, _routing_policy_version(policy), status=200
+        )
+    # The check that the form saw the settings saved now and the save are one transaction
+    # holding the policy's row: a save over REST, the config file or another tab between
+    # them waits, and this one is then refused as stale, not applied over it.
+    with transaction.atomic():
+        policy = get_object_or_404(policies.select_for_update(), pk=policy_id)
+        return _routing_policy_edit_post(request, policy)
+
+
+def _routing_policy_edit_post(request, policy):
     org = request.org
-    policy = get_object_or_404(RoutingPolicy.objects.for_org(org), pk=policy_id)
     seen = _routing_policy_version(policy)
-    if request.method == "POST" and _stale(request, seen):
+    if _stale(request, seen):
         messages.error(request, STALE_FORM.format(what=f"Routing policy {policy.name}"))
         form = RoutingPolicyEditForm(initial=_routing_policy_initial(policy))
         return _routing_policy_edit_page(request, policy, form, seen, status=409)
-    if request.method == "POST":
-        seen = str(request.POST.get("seen", ""))[:64] or seen
-        form = RoutingPolicyEditForm(request.POST)
-        if form.is_valid():
-            data = form.cleaned_data
-            if data["strategy"] == "smart" and policy.strategy == "smart":
-                # Settings the page has no field for (keywords, within: REST and the config
-                # file set them) are kept, not dropped by a save from this page.
-                kept = {k: v for k, v in (policy.smart or {}).items() if k not in SMART_FORM_KEYS}
-                data["smart"] = _defaults_left_out({**kept, **data["smart"]}, policy.smart or {})
-                _keep_ab_as_shown(request.POST, policy, data["smart"])
-            try:
-                saved = governance_services.routing_policy_save(
-                    actor=Actor.from_request(request), org=org, name=policy.name, **data
-                )
-            except ValidationError as exc:
-                refused_on_form(form, exc, "models")
-            else:
-                messages.success(request, f"Routing policy {policy.name} saved.")
-                _price_warnings(request, saved.model_names if saved.strategy == "smart" else [])
-                return redirect("routing", org_slug=org.slug)
-            policy.refresh_from_db()
-        messages.error(request, form_message(form))
-    else:
-        form = RoutingPolicyEditForm(initial=_routing_policy_initial(policy))
-    return _routing_policy_edit_page(
-        request, policy, form, seen, status=400 if form.is_bound else 200
-    )
+    seen = str(request.POST.get("seen", ""))[:64] or seen
+    form = RoutingPolicyEditForm(request.POST)
+    if form.is_valid():
+        data = form.cleaned_data
+        if data["strategy"] == "smart" and policy.strategy == "smart":
+            # Settings the page has no field for (keywords, within: REST and the config
+            # file set them) are kept, not dropped by a save from this page.
+            kept = {k: v for k, v in (policy.smart or {}).items() if k not in SMART_FORM_KEYS}
+            data["smart"] = _defaults_left_out({**kept, **data["smart"]}, policy.smart or {})
+            _keep_ab_as_shown(request.POST, policy, data["smart"])
+        try:
+            saved = governance_services.routing_policy_save(
+                actor=Actor.from_request(request), org=org, name=policy.name, **data
+            )
+        except ValidationError as exc:
+            refused_on_form(form, exc, "models")
+        else:
+            messages.success(request, f"Routing policy {policy.name} saved.")
+            _price_warnings(request, saved.model_names if saved.strategy == "smart" else [])
+            return redirect("routing", org_slug=org.slug)
+        policy.refresh_from_db()
+    messages.error(request, form_message(form))
+    return _routing_policy_edit_page(request, policy, form, seen, status=400)
 
 
 def _routing_policy_edit_page(request, policy, form, seen: str, status: int):

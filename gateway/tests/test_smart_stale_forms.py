@@ -3,7 +3,11 @@ a re-calibration, another tab) is refused, not applied over the newer settings: 
 sends what it was shown with (its hidden ``seen``), and a save from a stale page put back
 the thresholds and A/B test the page had shown (an outside check)."""
 
+import threading
+import time
+
 import pytest
+from django.db import connection, transaction
 
 from gateway import services as gateway_services
 from gateway.models import GatewayConfig
@@ -114,3 +118,85 @@ def test_another_gateway_setting_saved_first_does_not_make_the_org_form_stale(al
     shown.update(smart_tiers="lite, pro")
     assert alice_client.post(url, shown).status_code == 302
     assert GatewayConfig.objects.get(org=org_a).smart_tiers == ["lite", "pro"]
+
+
+def _save_held_open(save, started, release):
+    """``save`` in a transaction left open (its rows locked) until ``release`` is set."""
+    try:
+        with transaction.atomic():
+            save()
+            started.set()
+            release.wait(20)
+    finally:
+        connection.close()
+
+
+def _post_in_thread(client, url, data):
+    out = {}
+
+    def post():
+        try:
+            out["response"] = client.post(url, data)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=post)
+    thread.start()
+    return thread, out
+
+
+def _race(client, url, shown, newer_save):
+    """A save elsewhere holds its transaction open while the stale page's save is sent; it
+    commits while that save waits. The page's check must see it (a check read before the
+    other commit passed and then wrote the page's settings over it)."""
+    started, release = threading.Event(), threading.Event()
+    other = threading.Thread(target=_save_held_open, args=(newer_save, started, release))
+    other.start()
+    assert started.wait(20)
+    thread, out = _post_in_thread(client, url, shown)
+    time.sleep(0.5)  # the page's save is under way (it waits for the row)
+    assert thread.is_alive()
+    release.set()
+    other.join(20)
+    thread.join(30)
+    return out["response"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_save_elsewhere_during_the_pages_save_is_not_written_over(alice_client, org_a):
+    policy = gov.routing_policy_save(
+        actor=ACTOR, org=org_a, name="racer", strategy="smart", models=["lite", "pro"]
+    )
+    url = f"/o/{org_a.slug}/routing/{policy.pk}/"
+    shown = form_as_shown(alice_client.get(url).content.decode())
+    newer = {"thresholds": [0.15]}
+
+    def save():
+        gov.routing_policy_save(
+            actor=ACTOR,
+            org=org_a,
+            name="racer",
+            strategy="smart",
+            models=["lite", "pro"],
+            smart=newer,
+        )
+
+    response = _race(alice_client, url, {**shown, "thresholds": "0.3"}, save)
+    assert response.status_code == 409
+    assert RoutingPolicy.objects.get(pk=policy.pk).smart == newer
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_save_elsewhere_during_the_org_forms_save_is_not_written_over(alice_client, org_a):
+    gateway_services.gateway_config_set(actor=ACTOR, org=org_a, smart_tiers=["lite", "pro"])
+    url = f"/o/{org_a.slug}/routing/"
+    shown = form_as_shown(alice_client.get(url).content.decode(), "org_smart")
+
+    def save():
+        gateway_services.gateway_config_set(
+            actor=ACTOR, org=org_a, smart_tiers=["lite", "pro"], smart={"thresholds": [0.15]}
+        )
+
+    response = _race(alice_client, url, {**shown, "thresholds": "0.3"}, save)
+    assert response.status_code == 409
+    assert GatewayConfig.objects.get(org=org_a).smart == {"thresholds": [0.15]}
