@@ -98,11 +98,12 @@ def _bad_request(exc: ValidationError) -> HttpResponse:
     )
 
 
-def _policy_choices(request) -> list[tuple[str, str, bool]]:
+def _policy_choices(request, recorded=()) -> list[tuple[str, str, bool]]:
     """(value, label, selected) of the filters' Policy menu: the org default and the org's
-    smart routing policies by name (the requests record the name), and the value in the URL
-    when it is none of those (a deleted policy's name) so the menu shows what filters. A
-    policy's id in the URL selects that policy's name."""
+    smart routing policies by name (the requests record the name), the names in
+    ``recorded`` (the policies the page's requests were routed by: a deleted policy's, or
+    one no longer smart), and the value in the URL when it is none of those so the menu
+    shows what filters. A policy's id in the URL selects that policy's name."""
     from governance.models import RoutingPolicy
 
     policies = (
@@ -114,6 +115,8 @@ def _policy_choices(request) -> list[tuple[str, str, bool]]:
     choices = [(selectors.ORG_DEFAULT_POLICY, selectors.ORG_DEFAULT_POLICY)]
     # A name of digits is given as its policy's id: as a value it could be another's id.
     choices += [(str(pk) if name.isdigit() else name, name) for pk, name in policies]
+    listed = {label for _value, label in choices}
+    choices += [(name, name) for name in sorted(set(recorded) - listed)]
     asked = request.GET.get("policy") or ""
     if asked.isdigit():  # an id (or a name of digits): the menu's entry for that policy
         try:
@@ -196,7 +199,10 @@ def usage(request):
             "until": until,
             "rolled_up_until": query.rolled_until,
             "statuses": UsageRecord.Status.choices,
-            "policies": _policy_choices(request),
+            "policies": _policy_choices(
+                request,
+                [p["policy"] for p in analytics["smart_routing"]["by_policy"]],
+            ),
             "smart_tables": _smart_tables(analytics["smart_routing"]),
             "smart_recalibrate": _smart_recalibrate_buttons(request, analytics["smart_routing"]),
         },

@@ -219,6 +219,44 @@ def test_the_filter_form_offers_the_org_s_smart_policies(
         assert charlie_client.get(f"/o/{org_a.slug}/{page}/").status_code == 404
 
 
+def test_the_usage_menu_offers_policies_that_routed_the_range_s_requests_and_are_gone(
+    alice_client, org_a, traffic
+):
+    """A policy deleted, or no longer smart, after it routed requests dropped out of the
+    Usage page's menu: its rows could only be reached by typing ?policy=name."""
+    from governance import services as gov
+
+    gone = _smart_policy(org_a, "gone")
+    _row(org_a, policy="gone", tier="lite", request_id="gone-1")
+    gov.routing_policy_delete(actor=ACTOR, routing_policy=gone)
+    _row(org_a, policy="other", tier="lite", request_id="other-more")
+    gov.routing_policy_save(
+        actor=ACTOR, org=org_a, name="other", strategy="failover", models=["lite"]
+    )
+    html = alice_client.get(f"/o/{org_a.slug}/usage/").content.decode()
+    menu = re.findall(r'<select name="policy">(.*?)</select>', html, re.S)[0]
+    assert re.findall(r'<option value="([^"]*)"', menu) == [
+        "",
+        "(org default)",
+        "saver",
+        "gone",
+        "other",
+    ]
+    page = alice_client.get(f"/o/{org_a.slug}/usage/", {"policy": "gone"})
+    assert page.status_code == 200
+    assert [p["policy"] for p in page.context["a"]["smart_routing"]["by_policy"]] == ["gone"]
+    # Out of the page's range, a gone policy is not offered (the menu reads the range's rows).
+    earlier = {
+        "since": (NOW - timedelta(days=9)).isoformat(),
+        "until": (NOW - timedelta(days=8)).isoformat(),
+    }
+    response = alice_client.get(f"/o/{org_a.slug}/usage/", earlier)
+    assert response.status_code == 200
+    html = response.content.decode()
+    menu = re.findall(r'<select name="policy">(.*?)</select>', html, re.S)[0]
+    assert "gone" not in menu
+
+
 def test_the_usage_page_s_ab_table_keeps_to_the_policy(alice_client, org_a, traffic):
     response = alice_client.get(f"/o/{org_a.slug}/usage/", {"policy": "other"})
     arms = {r["classifier"] for r in response.context["a"]["smart_routing"]["by_classifier"]}
