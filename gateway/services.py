@@ -882,19 +882,33 @@ def smart_tier_warnings(org, tiers, prices: dict | None = None) -> list[str]:
     tiers = [t for t in tiers or [] if isinstance(t, str)]
     if len(tiers) < 2:
         return []
-    served = set(
+    from . import pricing
+
+    upstreams: dict[str, set] = {}
+    for name, upstream in (
         Deployment.objects.for_org(org)
         .filter(is_active=True, provider__is_active=True, model_name__in=tiers)
-        .values_list("model_name", flat=True)
-    )
-    out = [
-        f"The tier {shown(tier)} has no active deployment (no deployment of this "
-        "organization is named so, or every one of them or its provider is off): prompts "
-        "scored for it go to another tier, or get a 503 when no tier can serve them. Add a "
-        "deployment of that name, or correct the tier's name."
-        for tier in dict.fromkeys(tiers)
-        if tier not in served
-    ]
+        .values_list("model_name", "upstream_model")
+    ):
+        upstreams.setdefault(name, set()).add(upstream)
+    out = []
+    for tier in dict.fromkeys(tiers):
+        if tier not in upstreams:
+            out.append(
+                f"The tier {shown(tier)} has no active deployment (no deployment of this "
+                "organization is named so, or every one of them or its provider is off): "
+                "prompts scored for it go to another tier, or get a 503 when no tier can "
+                "serve them. Add a deployment of that name, or correct the tier's name."
+            )
+            continue
+        modes = {u: pricing.model_mode(u) for u in sorted(upstreams[tier])}
+        if all(m is not None and m not in pricing.CHAT_MODES for m in modes.values()):
+            what = ", ".join(f"{shown(u)} ({m.replace('_', ' ')})" for u, m in modes.items())
+            out.append(
+                f"The tier {shown(tier)} is served by {what}, not a chat model: the chat "
+                "requests smart routing sends it would be refused upstream. A tier is a "
+                "chat model's name."
+            )
     return out + smart_tier_price_warnings(org, tiers, prices)
 
 

@@ -10,6 +10,7 @@ from django.core.management import call_command
 
 from billing.tests.test_smart_loss import WARNING, priced  # noqa: F401
 from gateway import services
+from gateway.tests.conftest import ACTOR
 
 pytestmark = pytest.mark.django_db
 API = "/api/gateway/routing-policies"
@@ -209,3 +210,47 @@ def test_apply_config_and_the_dashboard_warn_of_them_too(alice_client, org_a, pr
         follow=True,
     ).content.decode()
     assert "The tier &#x27;nope-y&#x27; has no active deployment" in page
+
+
+# ------------------------------------------------------------------ tiers that are not chat
+NOT_CHAT = "not a chat model"
+
+
+def test_a_tier_served_only_by_embedding_or_image_models_is_warned_of(alice_client, org_a, priced):  # noqa: F811
+    """An embedding model named as a tier was saved without a word: every prompt scored
+    for it was refused upstream (or failed over). Said wherever tiers are saved, from what
+    LiteLLM's map says the upstream model is for; a tier with a chat deployment beside it,
+    or models the map does not know (vLLM's, a fine-tune), is not warned of."""
+    for name, upstream in (
+        ("embed", "text-embedding-3-small"),
+        ("pics", "gpt-image-1"),
+        ("mixed", "text-embedding-3-large"),
+        ("mixed", "gpt-4o-mini"),
+    ):
+        services.deployment_create(
+            actor=ACTOR, org=org_a, model_name=name, provider=priced, upstream_model=upstream
+        )
+    response = _post(
+        alice_client,
+        {"name": "odd", "strategy": "smart", "models": ["embed", "pics", "mixed", "pro"]},
+    )
+    assert response.status_code == 201  # a warning, never a refusal
+    warnings = [w for w in response.json()["warnings"] if NOT_CHAT in w]
+    assert warnings == [
+        "The tier 'embed' is served by 'text-embedding-3-small' (embedding), not a chat model: "
+        "the chat requests smart routing sends it would be refused upstream. A tier is a chat "
+        "model's name.",
+        "The tier 'pics' is served by 'gpt-image-1' (image generation), not a chat model: the "
+        "chat requests smart routing sends it would be refused upstream. A tier is a chat "
+        "model's name.",
+    ]
+    put = alice_client.put(
+        "/api/gateway/config", {"smart_tiers": ["embed", "pro"]}, content_type="application/json"
+    )
+    assert [w.split(" is served")[0] for w in put.json()["warnings"]] == ["The tier 'embed'"]
+    page = alice_client.post(
+        f"/o/{org_a.slug}/routing/",
+        {"name": "odd2", "strategy": "smart", "models": "embed, pro", "aggressiveness": "50"},
+        follow=True,
+    ).content.decode()
+    assert "The tier &#x27;embed&#x27; is served by" in page
