@@ -320,19 +320,6 @@ def takes_images(upstream_model: str) -> bool | None:
     return value if isinstance(value, bool) else None
 
 
-# What LiteLLM's map calls a model a chat completion (what smart routing sends) can go to.
-CHAT_MODES = frozenset({"chat", "completion", "responses"})
-
-
-def model_mode(upstream_model: str) -> str | None:
-    """What the model is for, as LiteLLM's map says ("chat", "embedding", "image_generation",
-    "audio_transcription", "rerank" …); None where it does not say (a model it does not
-    know: vLLM's, a fine-tune, the mock)."""
-    entry = litellm_price_map().get(upstream_model)
-    value = entry.get("mode") if isinstance(entry, dict) else None
-    return value if isinstance(value, str) and value else None
-
-
 def context_window(upstream_model: str) -> int:
     """The most prompt tokens the model reads, from LiteLLM's map (0 where it has none)."""
     entry = litellm_price_map().get(upstream_model)

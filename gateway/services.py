@@ -882,7 +882,8 @@ def smart_tier_warnings(org, tiers, prices: dict | None = None) -> list[str]:
     tiers = [t for t in tiers or [] if isinstance(t, str)]
     if len(tiers) < 2:
         return []
-    from . import pricing
+    from .catalog import answers_chat
+    from .models import ModelCatalogEntry
 
     upstreams: dict[str, set] = {}
     for name, upstream in (
@@ -891,6 +892,11 @@ def smart_tier_warnings(org, tiers, prices: dict | None = None) -> list[str]:
         .values_list("model_name", "upstream_model")
     ):
         upstreams.setdefault(name, set()).add(upstream)
+    modes = dict(
+        ModelCatalogEntry.objects.filter(
+            name__in=set(tiers).union(*upstreams.values())
+        ).values_list("name", "mode")
+    )
     out = []
     for tier in dict.fromkeys(tiers):
         if tier not in upstreams:
@@ -900,10 +906,12 @@ def smart_tier_warnings(org, tiers, prices: dict | None = None) -> list[str]:
                 "prompts scored for it go to another tier, or get a 503 when no tier can "
                 "serve them. Add a deployment of that name, or correct the tier's name."
             )
-            continue
-        modes = {u: pricing.model_mode(u) for u in sorted(upstreams[tier])}
-        if all(m is not None and m not in pricing.CHAT_MODES for m in modes.values()):
-            what = ", ".join(f"{shown(u)} ({m.replace('_', ' ')})" for u, m in modes.items())
+        elif not any(answers_chat(tier, u, modes) for u in upstreams[tier]):
+            # As the Playground leaves such a model out: by the catalog's mode, else by name.
+            what = ", ".join(
+                f"{shown(u)} ({(modes.get(u) or modes.get(tier) or 'embedding').replace('_', ' ')})"
+                for u in sorted(upstreams[tier])
+            )
             out.append(
                 f"The tier {shown(tier)} is served by {what}, not a chat model: the chat "
                 "requests smart routing sends it would be refused upstream. A tier is a "
