@@ -38,8 +38,9 @@ SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
-            "SECRET_KEY is not set. Set SECRET_KEY in the environment "
-            "(a dev default is only allowed when DEBUG=1)."
+            "SECRET_KEY is not set. Set the SECRET_KEY the server runs with in the "
+            "environment (a dev default is only allowed when DEBUG=1: after `make run`, "
+            "run commands with DEBUG=1 and no SECRET_KEY, as it does)."
         )
     SECRET_KEY = _DEV_SECRET_KEY
 

@@ -324,7 +324,7 @@ class ProviderForm(forms.Form):
 
     def __init__(self, data=None, *, provider=None):
         self.provider = provider
-        self.stored = set(provider.get_credentials()) if provider else set()
+        self.stored = set(provider.readable_credentials()) if provider else set()
         initial = {}
         if provider is not None:
             initial = {"is_active": provider.is_active}
@@ -396,7 +396,7 @@ class ProviderForm(forms.Form):
         values = {f.name: data.get(self.input_name(spec, f), "") for f in spec.fields}
         secrets = {f.name: values[f.name] for f in spec.fields_in(CREDENTIALS) if values[f.name]}
         if self.provider is not None:
-            stored = self.provider.get_credentials()
+            stored = self.provider.readable_credentials()
             # A secret left blank keeps the stored one; none typed keeps them all. A new
             # endpoint gets only what is typed now (provider_save refuses it with none).
             moved = values.get("api_base", "").rstrip("/") != self.provider.api_base.rstrip("/")

@@ -13,6 +13,19 @@ def key_hash_secret() -> bytes:
     return settings.KEY_HASH_SECRET.encode()
 
 
+class CredentialsUnreadable(ValueError):
+    """A provider's stored credentials that this process's keys cannot decrypt."""
+
+    def __init__(self, provider):
+        self.provider_id = provider.pk
+        super().__init__(
+            f"The credentials of provider {provider.name} cannot be decrypted with this "
+            "server's keys: they were written under another SECRET_KEY or ENCRYPTION_KEYS "
+            "(a command run with other settings than the server's?). Run with the keys they "
+            "were written with, or enter the credentials again (Providers, Edit)."
+        )
+
+
 class ApiKeyQuerySet(OrgScopedQuerySet):
     def active(self):
         now = timezone.now()
@@ -140,9 +153,26 @@ class ProviderConnection(models.Model):
         self.credentials_encrypted = encrypt_json(credentials) if credentials else ""
 
     def get_credentials(self) -> dict:
+        """The decrypted credentials; CredentialsUnreadable where this process's keys cannot
+        decrypt them (written under another SECRET_KEY or ENCRYPTION_KEYS)."""
+        from cryptography.fernet import InvalidToken
+
         from .crypto import decrypt_json
 
-        return decrypt_json(self.credentials_encrypted) if self.credentials_encrypted else {}
+        if not self.credentials_encrypted:
+            return {}
+        try:
+            return decrypt_json(self.credentials_encrypted)
+        except InvalidToken as exc:
+            raise CredentialsUnreadable(self) from exc
+
+    def readable_credentials(self) -> dict:
+        """get_credentials, or {} where they cannot be decrypted: none that can be used, so
+        a form asks for them again and a save replaces them."""
+        try:
+            return self.get_credentials()
+        except CredentialsUnreadable:
+            return {}
 
     @property
     def has_credentials(self) -> bool:

@@ -20,7 +20,7 @@ from orgs.audit import Actor, audit_record, record_config_change, record_config_
 from orgs.services import quota_checked
 
 from .dataplane import provider_kinds
-from .models import ApiKey, Deployment, GatewayConfig, ProviderConnection
+from .models import ApiKey, CredentialsUnreadable, Deployment, GatewayConfig, ProviderConnection
 
 
 def _key_summary(key: ApiKey) -> dict:
@@ -560,7 +560,7 @@ def provider_save(
         distinct_checked(name, names, what="provider")
         quota_checked(org, "providers", ProviderConnection.objects.for_org(org))
     provider = provider or ProviderConnection(org=org, name=name)
-    stored = provider.get_credentials() if provider.pk else {}
+    stored = provider.readable_credentials() if provider.pk else {}
     settings, credentials = _unset_dropped(settings or {}), _unset_dropped(credentials)
     problems = spec.problems(
         api_base=api_base,
@@ -1147,7 +1147,10 @@ def _provider_probe(provider: ProviderConnection) -> tuple[bool, str]:
             False,
             "Add a deployment first: the test sends a 1-token request to one of its models.",
         )
-    dep = deployment_info(deployment)
+    try:
+        dep = deployment_info(deployment)
+    except CredentialsUnreadable as exc:
+        return False, str(exc)
     # The same adapter, credentials rule and network policy as /v1 would use.
     upstreams = Upstreams(
         passthrough=django_settings.GATEWAY_PASSTHROUGH,

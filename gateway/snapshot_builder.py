@@ -47,7 +47,13 @@ from .dataplane.snapshot import (
     delta_to_dict,
 )
 from .dataplane.state import SnapshotSource
-from .models import ApiKey, Deployment, ModelCatalogEntry, key_hash_secret
+from .models import (
+    ApiKey,
+    CredentialsUnreadable,
+    Deployment,
+    ModelCatalogEntry,
+    key_hash_secret,
+)
 from .pricing import (
     audio_prices,
     cache_prices,
@@ -95,6 +101,16 @@ def _org_facts(now: datetime, org_ids=None) -> dict[int, dict]:
 def org_facts(org_id: int, now: datetime | None = None) -> dict:
     """One org's facts (month-to-date spend, blocks), as an agent's config pull sends them."""
     return _org_facts(now or datetime.now(UTC), [org_id]).get(org_id, {})
+
+
+_UNREADABLE_SAID: set = set()
+
+
+def _unreadable(org_id: int, exc: CredentialsUnreadable) -> None:
+    """An error log, once per provider per process (the snapshot is rebuilt twice a second)."""
+    if exc.provider_id not in _UNREADABLE_SAID:
+        _UNREADABLE_SAID.add(exc.provider_id)
+        log.error("org %s: %s Its deployments are left out of the configuration.", org_id, exc)
 
 
 def deployment_info(d: Deployment, catalog: dict | None = None) -> DeploymentInfo:
@@ -340,7 +356,13 @@ def load_orgs(org_ids=None, now: datetime | None = None) -> dict:
     )
     catalog = {d.upstream_model: (d.catalog_in, d.catalog_out) for d in active if d.in_catalog}
     for d in active:
-        info = deployment_info(d, catalog)
+        try:
+            info = deployment_info(d, catalog)
+        except CredentialsUnreadable as exc:
+            # Left out (it could not be called): one provider's unreadable credentials
+            # froze every org's configuration while each build failed.
+            _unreadable(d.org_id, exc)
+            continue
         deployments.setdefault(d.org_id, {}).setdefault(d.model_name, []).append(info)
     now = now or datetime.now(UTC)
     org_facts = _org_facts(now, org_ids)
@@ -647,6 +669,10 @@ class SnapshotRefresher:
             return None
 
     def _run(self) -> None:
+        from orgs import secrets_check
+
+        # The server's secrets, for the management commands to check theirs against.
+        secrets_check.record()
         while not self._stop.is_set():
             try:
                 self.refresh()

@@ -35,7 +35,7 @@ from .forms import (
     RoutingPolicyEditForm,
     RoutingPolicyForm,
 )
-from .models import ApiKey, Deployment, GatewayConfig, ProviderConnection
+from .models import ApiKey, CredentialsUnreadable, Deployment, GatewayConfig, ProviderConnection
 
 
 @org_view(write_role="member")
@@ -358,6 +358,11 @@ def provider_edit(request, provider_id):
     form = ProviderForm(request.POST if request.method == "POST" else None, provider=provider)
     if form.is_bound and _provider_form_saved(request, form):
         return redirect("providers", org_slug=org.slug)
+    if not form.is_bound and provider.credentials_encrypted and not form.stored:
+        try:
+            provider.get_credentials()
+        except CredentialsUnreadable as exc:  # its deployments are not served meanwhile
+            messages.error(request, f"{exc} Until then its deployments are not served.")
     return render(
         request,
         "gateway/provider_edit.html",

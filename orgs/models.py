@@ -517,3 +517,15 @@ def tiers_including_learned() -> list[str]:
         for value, label in Tier.choices
         if tier_includes_learned(value, limits.get(value), look_up=False)
     ]
+
+
+class SecretsFingerprint(models.Model):
+    """One row: core.crypto.secrets_fingerprint() of the server that started last. A
+    management command that writes keys or credentials under other secrets (run without
+    the server's SECRET_KEY, say) is refused instead of writing what the server cannot read."""
+
+    value = models.CharField(max_length=64)
+    recorded_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"secrets fingerprint recorded {self.recorded_at:%Y-%m-%d %H:%M}"

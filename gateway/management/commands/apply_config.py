@@ -4,6 +4,7 @@ import yaml
 from django.core.management.base import BaseCommand, CommandError
 
 from gateway.config import EXTENSIONS, smart_price_warnings
+from orgs import secrets_check
 from orgs.audit import Actor
 from orgs.config import ConfigError, config_apply, config_load
 
@@ -13,8 +14,15 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("file")
+        parser.add_argument(
+            "--other-secrets",
+            action="store_true",
+            help="write under this process's secrets though the server last started with "
+            "others (orgs.secrets_check)",
+        )
 
     def handle(self, *args, **opts):
+        secrets_check.checked(opts["other_secrets"])
         path = Path(opts["file"])
         try:
             data = config_load(path.read_text())

@@ -7,6 +7,7 @@ from core.numbers import whole
 from core.text import split_csv
 from gateway import services
 from governance.models import RoutingPolicy
+from orgs import secrets_check
 from orgs.audit import Actor
 from orgs.models import Organization, Team
 
@@ -36,8 +37,15 @@ class Command(BaseCommand):
         parser.add_argument("--tpm", type=_limit)
         parser.add_argument("--expires", help=services.KEY_EXPIRY_HELP)
         parser.add_argument("--routing-policy", help="name of a routing policy: makes an rt- key")
+        parser.add_argument(
+            "--other-secrets",
+            action="store_true",
+            help="write under this process's secrets though the server last started with "
+            "others (orgs.secrets_check)",
+        )
 
     def handle(self, *args, **opts):
+        secrets_check.checked(opts["other_secrets"])
         org = Organization.objects.filter(slug=opts["org"]).first()
         if org is None:
             raise CommandError(f"No organization with slug {opts['org']}.")

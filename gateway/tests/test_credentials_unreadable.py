@@ -1,0 +1,76 @@
+"""A provider's credentials written under other keys than the server's (a management command
+run with another SECRET_KEY, an ENCRYPTION_KEYS entry dropped too early) could not be
+decrypted, and the snapshot build failed as a whole: every org's configuration froze (a
+revoked key kept working, a new key got 401, a new worker answered 503 to everyone) with a
+warning twice a second (an outside check). Now that provider's deployments are left out,
+said once in an error log, and the dashboard asks for the credentials again."""
+
+import logging
+
+import httpx
+import pytest
+from cryptography.fernet import Fernet
+
+from gateway import services
+from gateway.models import ApiKey, CredentialsUnreadable, ProviderConnection
+from gateway.snapshot_builder import build_snapshot, load_orgs
+from gateway.tests.conftest import ACTOR, refresh_snapshot
+
+FOREIGN = Fernet(Fernet.generate_key()).encrypt(b'{"api_key": "sk-written-elsewhere"}').decode()
+
+
+def _unreadable_provider(org, name="elsewhere"):
+    provider = services.provider_save(
+        actor=ACTOR,
+        org=org,
+        name=name,
+        kind="openai",
+        credentials={"api_key": "sk-test-0000000000000000"},
+    )
+    services.deployment_save(
+        actor=ACTOR, org=org, model_name="far-chat", provider=provider, upstream_model="gpt-4o"
+    )
+    ProviderConnection.objects.filter(pk=provider.pk).update(credentials_encrypted=FOREIGN)
+    provider.refresh_from_db()
+    return provider
+
+
+def test_one_unreadable_provider_does_not_freeze_the_other_orgs(acme, org_b, caplog):
+    provider = _unreadable_provider(org_b)
+    with pytest.raises(CredentialsUnreadable, match="another SECRET_KEY or ENCRYPTION_KEYS"):
+        provider.get_credentials()
+    with caplog.at_level(logging.ERROR, logger="bonito.gateway.snapshot"):
+        refresh_snapshot()  # raised InvalidToken: nothing was published
+        build_snapshot()
+    said = [r.getMessage() for r in caplog.records if "cannot be decrypted" in r.getMessage()]
+    assert len(said) == 1 and "elsewhere" in said[0] and "sk-" not in said[0]
+    assert "far-chat" not in load_orgs([org_b.id])[org_b.id].deployments
+    # Acme's configuration still follows its changes: a new key works, a revoked one not.
+    new, raw = services.api_key_create(actor=ACTOR, org=acme.org, name="after")
+    services.api_key_revoke(actor=ACTOR, key=ApiKey.objects.get(pk=acme.key.pk))
+    refresh_snapshot()
+    body = {"model": "chat-small", "messages": [{"role": "user", "content": "hi"}]}
+    url = f"{acme.base_url}/chat/completions"
+    ok = httpx.post(url, headers={"Authorization": f"Bearer {raw}"}, json=body, timeout=30)
+    assert ok.status_code == 200
+    old = httpx.post(url, headers={"Authorization": f"Bearer {acme.raw}"}, json=body, timeout=30)
+    assert old.status_code == 401
+
+
+@pytest.mark.django_db
+def test_the_dashboard_asks_for_them_again_and_a_save_replaces_them(alice_client, org_a):
+    provider = _unreadable_provider(org_a)
+    url = f"/o/{org_a.slug}/providers/{provider.pk}/"
+    page = alice_client.get(url)
+    assert page.status_code == 200
+    assert "cannot be decrypted with this server&#x27;s keys" in page.content.decode()
+    ok, message = services.provider_test(provider=provider)
+    assert not ok and "cannot be decrypted" in message
+    saved = services.provider_save(
+        actor=ACTOR,
+        org=org_a,
+        name="elsewhere",
+        kind="openai",
+        credentials={"api_key": "sk-test-1111111111111111"},
+    )
+    assert saved.get_credentials() == {"api_key": "sk-test-1111111111111111"}
