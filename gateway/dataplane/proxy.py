@@ -1195,6 +1195,8 @@ class Gateway:
 
     # ------------------------------------------------------------------ models
     def _models(self, ctx: Ctx, model_id: str | None) -> Outgoing:
+        if ctx.key.routing_policy:  # an rt- key's disabled policy: its 503, not an empty list
+            _key_policy(ctx)
         names = keys_check.permitted_models(ctx.key, ctx.org)
 
         def card(name):

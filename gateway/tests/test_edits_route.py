@@ -161,3 +161,10 @@ def test_a_weights_edit_moves_an_rt_keys_traffic_and_disabling_the_policy_refuse
     )
     assert rated.status_code == 503 and rated.json()["error"]["code"] == "routing_policy_missing"
     assert len(usage_rows(acme.org)) == before + 4
+    # And the model list (it was a 200 with an empty list, an outside check).
+    for path in ("/models", "/models/ab"):
+        listed = httpx.get(
+            acme.base_url + path, headers={"Authorization": f"Bearer {raw}"}, timeout=30
+        )
+        assert listed.status_code == 503, path
+        assert listed.json()["error"]["code"] == "routing_policy_missing"
