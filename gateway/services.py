@@ -898,13 +898,24 @@ def smart_tier_warnings(org, tiers, prices: dict | None = None) -> list[str]:
         ).values_list("name", "mode")
     )
     out = []
+    names = None
     for tier in dict.fromkeys(tiers):
         if tier not in upstreams:
+            if names is None:  # the org's model names, once, only when a tier is unserved
+                names = set(Deployment.objects.for_org(org).values_list("model_name", flat=True))
+            like = look_alike(tier, names)
             out.append(
                 f"The tier {shown(tier)} has no active deployment (no deployment of this "
                 "organization is named so, or every one of them or its provider is off): "
                 "prompts scored for it go to another tier, or get a 503 when no tier can "
-                "serve them. Add a deployment of that name, or correct the tier's name."
+                "serve them. "
+                + (
+                    f"It looks like the model {shown(like)} (only case, width, spacing or a "
+                    "look-alike letter differ; tiers are matched by their exact name): write "
+                    "it as its deployments name it."
+                    if like
+                    else "Add a deployment of that name, or correct the tier's name."
+                )
             )
         elif not any(answers_chat(tier, u, modes) for u in upstreams[tier]):
             # As the Playground leaves such a model out: by the catalog's mode, else by name.

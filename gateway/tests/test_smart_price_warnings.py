@@ -254,3 +254,18 @@ def test_a_tier_served_only_by_embedding_or_image_models_is_warned_of(alice_clie
         follow=True,
     ).content.decode()
     assert "The tier &#x27;embed&#x27; is served by" in page
+
+
+def test_an_unserved_tier_that_looks_like_a_model_names_it(alice_client, priced):  # noqa: F811
+    """ "d\\u0435mo" (a Cyrillic е) as a tier beside the deployment "demo" was warned of
+    only as unserved: its hard prompts then got a 503 naming a tier drawn like the model
+    that exists (an outside check)."""
+    response = _post(
+        alice_client, {"name": "alike", "strategy": "smart", "models": ["lite", "pr\u043e"]}
+    )
+    [warning] = response.json()["warnings"]
+    assert "It looks like the model 'pro' (only case, width, spacing or a look-alike" in warning
+    put = alice_client.put(
+        "/api/gateway/config", {"smart_tiers": ["LITE", "pro"]}, content_type="application/json"
+    )
+    assert "It looks like the model 'lite'" in put.json()["warnings"][0]
