@@ -9,14 +9,14 @@ from rest_framework.views import APIView
 
 from core.show_once import no_store
 from orgs.models import Membership, Organization, PersonalAccessToken
-from orgs.rest_base import actor
+from orgs.rest_base import ModelSerializer, actor
 from orgs.services import org_vpc_only_set
 
 from . import selectors, services
 from .models import Agent, OrgToken, status_for
 
 
-class AgentSerializer(serializers.ModelSerializer):
+class AgentSerializer(ModelSerializer):
     org = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     status = serializers.SerializerMethodField()
 

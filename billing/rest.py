@@ -8,14 +8,14 @@ from rest_framework.views import APIView
 
 from gateway.models import ApiKey
 from orgs.models import Team
-from orgs.rest_base import MoneySerializer, OrgScopedFields, OrgView, actor
+from orgs.rest_base import ModelSerializer, MoneySerializer, OrgScopedFields, OrgView, actor
 
 from . import budgets, selectors
 from .models import Budget, UsageRecord
 from .pagination import LogPagination
 
 
-class UsageRecordSerializer(serializers.ModelSerializer):
+class UsageRecordSerializer(ModelSerializer):
     key_name = serializers.CharField(source="key.name", default=None, read_only=True)
     team_name = serializers.CharField(source="team.name", default=None, read_only=True)
 

@@ -19,6 +19,7 @@ from governance.models import RoutingPolicy
 from orgs.config import ConfigError, config_load
 from orgs.models import Team
 from orgs.rest_base import (
+    ModelSerializer,
     MoneySerializer,
     NameRelatedField,
     NameText,
@@ -50,7 +51,7 @@ class KeyExpiryField(serializers.DateTimeField):
             raise ValidationError(exc.messages) from None
 
 
-class ApiKeySerializer(OrgScopedFields, serializers.ModelSerializer):
+class ApiKeySerializer(OrgScopedFields, ModelSerializer):
     org_scoped = {"team": Team, "routing_policy": RoutingPolicy}
     key = serializers.CharField(source="masked", read_only=True)
     team = serializers.PrimaryKeyRelatedField(
@@ -239,7 +240,7 @@ class ApiKeyViewSet(
         return self._set_active(request, True)
 
 
-class GatewayConfigSerializer(serializers.ModelSerializer):
+class GatewayConfigSerializer(ModelSerializer):
     default_strategy = StrategyField(required=False)
     enabled_providers = serializers.ListField(child=NameText(), required=False)
     fallback_models = serializers.ListField(child=NameText(), required=False)
@@ -318,7 +319,7 @@ def _fields_by_kind(store: str) -> str:
     )
 
 
-class ProviderSerializer(serializers.ModelSerializer):
+class ProviderSerializer(ModelSerializer):
     credentials = serializers.DictField(
         child=serializers.CharField(),
         write_only=True,
@@ -506,7 +507,7 @@ class DeploymentViewSet(OrgView, viewsets.ModelViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class CatalogSerializer(serializers.ModelSerializer):
+class CatalogSerializer(ModelSerializer):
     class Meta:
         model = ModelCatalogEntry
         fields = [

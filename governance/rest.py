@@ -6,6 +6,7 @@ from rest_framework.response import Response
 from core import strategies
 from orgs.models import AuditLog
 from orgs.rest_base import (
+    ModelSerializer,
     MoneySerializer,
     NameText,
     OrgSettingsView,
@@ -39,7 +40,7 @@ class PolicyView(OrgSettingsView):
     service = staticmethod(services.policy_set)
 
 
-class RoutingPolicySerializer(serializers.ModelSerializer):
+class RoutingPolicySerializer(ModelSerializer):
     models = serializers.ListField(source="model_names", child=NameText(), allow_empty=False)
     weights = serializers.DictField(child=serializers.IntegerField(min_value=0), required=False)
     strategy = StrategyField(default=strategies.DEFAULT)
@@ -114,7 +115,7 @@ class RoutingPolicyViewSet(OrgView, viewsets.ModelViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class AuditLogSerializer(serializers.ModelSerializer):
+class AuditLogSerializer(ModelSerializer):
     class Meta:
         model = AuditLog
         fields = [

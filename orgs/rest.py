@@ -12,10 +12,10 @@ from core.show_once import no_store
 
 from . import services, throttle
 from .models import Invitation, Membership, PersonalAccessToken, Role, Team
-from .rest_base import OrgScopedFields, OrgView, actor
+from .rest_base import ModelSerializer, OrgScopedFields, OrgView, actor
 
 
-class TeamSerializer(serializers.ModelSerializer):
+class TeamSerializer(ModelSerializer):
     class Meta:
         model = Team
         fields = ["id", "name", "description", "created_at"]
@@ -66,7 +66,7 @@ class TeamViewSet(
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class MemberSerializer(OrgScopedFields, serializers.ModelSerializer):
+class MemberSerializer(OrgScopedFields, ModelSerializer):
     org_scoped = {"team": Team}
     email = serializers.EmailField(source="user.email", read_only=True)
     name = serializers.CharField(source="user.name", read_only=True)
@@ -115,7 +115,7 @@ class MemberViewSet(
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class InvitationSerializer(OrgScopedFields, serializers.ModelSerializer):
+class InvitationSerializer(OrgScopedFields, ModelSerializer):
     org_scoped = {"team": Team}
     team = serializers.PrimaryKeyRelatedField(
         queryset=Team.objects.none(), allow_null=True, required=False
@@ -179,7 +179,7 @@ class InvitationViewSet(
         return Response(self.get_serializer(invitation).data)
 
 
-class TokenSerializer(serializers.ModelSerializer):
+class TokenSerializer(ModelSerializer):
     token = serializers.SerializerMethodField()
 
     class Meta:

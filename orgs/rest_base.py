@@ -122,11 +122,34 @@ class StrategyField(serializers.ChoiceField):
         return data
 
 
-class MoneySerializer(serializers.ModelSerializer):
-    """A ModelSerializer whose model DecimalFields (money, prices) are MoneyFields."""
+class Text(serializers.CharField):
+    """A model's text field over REST: text only. DRF's CharField takes a number as its
+    text (``{"auto_model_alias": 5}`` was saved as "5", ``{"model_name": 5}`` made the
+    model "5"), where the config file refuses it ("must be text (quote it), not 5"): the
+    same refusal here."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            hint = " (quote it)" if type(data) in (int, float) else ""
+            raise ValidationError(f"Must be text{hint}, not {describe(data)}.")
+        return super().to_internal_value(data)
+
+
+class ModelSerializer(serializers.ModelSerializer):
+    """Every app's ModelSerializer: a model's text fields are Text (numbers refused)."""
 
     serializer_field_mapping = {
         **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: Text,
+        models.TextField: Text,
+    }
+
+
+class MoneySerializer(ModelSerializer):
+    """A ModelSerializer whose model DecimalFields (money, prices) are MoneyFields."""
+
+    serializer_field_mapping = {
+        **ModelSerializer.serializer_field_mapping,
         models.DecimalField: MoneyField,
     }
 
@@ -153,11 +176,12 @@ class OrgView:
 
 
 class NameRelatedField(serializers.SlugRelatedField):
-    """A row chosen by its name (``slug_field``). A NUL in the name is refused before the
-    lookup: PostgreSQL cannot compare one, and the query would fail with a 500."""
+    """A row chosen by its name (``slug_field``): text (a number or a list is refused, not
+    read as its repr). A NUL in the name is refused before the lookup: PostgreSQL cannot
+    compare one, and the query would fail with a 500."""
 
     def to_internal_value(self, data):
-        if isinstance(data, str) and "\x00" in data:
+        if not isinstance(data, str) or "\x00" in data:  # a number, a list: not a name
             self.fail("invalid")
         return super().to_internal_value(data)
 
@@ -173,6 +197,23 @@ class OrgScopedFields:
         if org is not None:
             for name, model in self.org_scoped.items():
                 self.fields[name].queryset = model.objects.for_org(org)
+        for name, model in self.org_scoped.items():
+            # In the API's words ("No team 9 in this organization."), not DRF's ("Object
+            # with name=2 does not exist.", 'Invalid pk "9" - object does not exist.').
+            what = model._meta.verbose_name
+            field = self.fields[name]
+            if isinstance(field, serializers.SlugRelatedField):
+                field.error_messages["does_not_exist"] = (
+                    f"No {what} named {{value}} in this organization."
+                )
+                field.error_messages["invalid"] = f"A {what} is given by its name (text)."
+            else:
+                field.error_messages["does_not_exist"] = (
+                    f"No {what} {{pk_value}} in this organization."
+                )
+                field.error_messages["incorrect_type"] = (
+                    f"A {what} is given by its id (a whole number), not {{data_type}}."
+                )
 
 
 class OrgSettingsView(OrgView, APIView):

@@ -189,3 +189,59 @@ def test_a_rename_is_refused_as_a_list_of_messages_like_every_field_error(alice_
         response = alice_client.patch(url, {"name": "renamed"}, content_type="application/json")
         assert response.status_code == 400
         assert response.json() == {"name": [f"{what} cannot be renamed; create a new one."]}
+
+
+@pytest.mark.django_db
+def test_a_related_row_the_org_does_not_have_is_named_in_the_api_s_words(
+    alice_client, org_a, org_b
+):
+    """DRF's "Object with name=2 does not exist." and 'Invalid pk "9" - object does not
+    exist.' (an outside check): the row asked for, said as the API names it."""
+    from governance import services as gov
+
+    other = gov.routing_policy_save(actor=ACTOR, org=org_b, name="theirs", models=["m"])
+    cases = [
+        ({"routing_policy": 2}, "routing_policy", "A routing policy is given by its name (text)."),
+        (
+            {"routing_policy": "theirs"},
+            "routing_policy",
+            "No routing policy named theirs in this organization.",
+        ),
+        (
+            {"routing_policy": ["x"]},
+            "routing_policy",
+            "A routing policy is given by its name (text).",
+        ),
+        ({"team": 999999}, "team", "No team 999999 in this organization."),
+        ({"team": "x"}, "team", "A team is given by its id (a whole number), not str."),
+    ]
+    for extra, field, said in cases:
+        response = alice_client.post(
+            "/api/gateway/keys", {"name": "k", **extra}, content_type="application/json"
+        )
+        assert response.status_code == 400, extra
+        assert response.json()[field] == [said], (extra, response.json())
+    assert other.name == "theirs"
+
+
+@pytest.mark.django_db
+def test_a_number_for_text_is_refused_as_the_config_file_refuses_it(alice_client, org_a):
+    """{"auto_model_alias": 5} was saved as "5" and {"model_name": 5} made the model "5"
+    over REST, where apply_config refuses them (an outside check)."""
+    put = alice_client.put(
+        "/api/gateway/config", {"auto_model_alias": 5}, content_type="application/json"
+    )
+    assert put.status_code == 400
+    assert put.json()["auto_model_alias"] == ["Must be text (quote it), not 5."]
+    provider = services.provider_save(actor=ACTOR, org=org_a, name="p", kind="mock")
+    made = alice_client.post(
+        "/api/gateway/deployments",
+        {"model_name": 5, "provider": provider.name, "upstream_model": "m"},
+        content_type="application/json",
+    )
+    assert made.status_code == 400 and "Must be text (quote it)" in made.json()["model_name"][0]
+    assert not Deployment.objects.filter(org=org_a).exists()
+    named = alice_client.post(
+        "/api/gateway/keys", {"name": True}, content_type="application/json"
+    )
+    assert named.status_code == 400 and named.json()["name"] == ["Must be text, not true."]
