@@ -2,6 +2,7 @@
 policies and gateway settings. See docs/config.md for the schema."""
 
 import os
+import re
 
 from core import strategies
 from governance import services as governance_services
@@ -270,6 +271,9 @@ EXTENSIONS = {
 REST_ORG_KEYS = {"slug", "name", "deployment_mode", "vpc_only", "teams", *EXTENSIONS}
 
 
+_ORG_PATH = re.compile(r"(?<![\w\].])orgs\[0\]\.")
+
+
 def org_config_apply(
     *, actor, org, data, dry_run: bool = False, warnings: list | None = None
 ) -> list[dict]:
@@ -308,7 +312,14 @@ def org_config_apply(
     spec["slug"] = org.slug
     with transaction.atomic():
         last = AuditLog.objects.order_by("-id").values_list("id", flat=True).first() or 0
-        config_apply(actor=actor, data={"orgs": [spec]}, extensions=EXTENSIONS)
+        try:
+            config_apply(actor=actor, data={"orgs": [spec]}, extensions=EXTENSIONS)
+        except ConfigError as exc:
+            if isinstance(data, dict) and "orgs" in data:
+                raise
+            # The sections were sent at the top level: paths as the file has them
+            # (gateway.smart, not orgs[0].gateway.smart, which it does not have).
+            raise ConfigError(_ORG_PATH.sub("", str(exc))) from None
         changes = [
             {
                 "action": row.action,

@@ -1107,8 +1107,11 @@ def gateway_config_set(*, actor: Actor, org, **fields) -> GatewayConfig:
     before = {f: getattr(config, f) for f in GATEWAY_CONFIG_FIELDS}
     for name, value in fields.items():
         setattr(config, name, value)
-    config.full_clean()
+    # smart is checked by its own rules first, which say what is wrong in its words (a date
+    # read from a file for aggressiveness was "smart: Value must be valid JSON.").
+    config.full_clean(exclude=["smart"])
     _smart_checked(config, before["smart"])
+    config.full_clean()
     for name in ("org_rpm_limit", "org_tpm_limit", "default_key_rpm", "default_key_tpm"):
         if getattr(config, name) == 0:  # 0 would read as "no limit" to the gateway
             raise ValidationError(

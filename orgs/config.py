@@ -40,6 +40,14 @@ def _float(loader, node):
 
 
 ConfigLoader.add_constructor("tag:yaml.org,2002:float", _float)
+# YAML 1.1 reads an exponent without a dot (`5e-1`, `1e3`) as text, where YAML 1.2, JSON
+# and the REST API read a number: a file's `aggressiveness: 5e-1` was refused as "not a
+# number (unquoted)" though it was unquoted. Read as YAML 1.2 does.
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 _DECIMAL_INT = re.compile(r"[-+]?(0|[1-9][0-9_]*)")
 

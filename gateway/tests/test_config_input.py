@@ -257,3 +257,46 @@ def test_any_wrong_value_anywhere_is_applied_or_refused_naming_its_path(tmp_path
         except CommandError as exc:
             assert "bonito.yaml: orgs[0]" in str(exc), (path, value, str(exc))
         Organization.objects.all().delete()
+
+
+# ------------------------------------------------------------------------------ exponents
+def test_an_exponent_without_a_dot_is_a_number_as_in_json(tmp_path):
+    """YAML 1.1 read `5e-1` as text: the file's `aggressiveness: 5e-1` was refused as
+    "not a number (a number, unquoted)" though it was unquoted, where REST took it."""
+    _apply(
+        tmp_path,
+        BASE + _deployment() + "    routing_policies:\n"
+        "      - {name: s, strategy: smart, models: [chat, chat2], smart: {aggressiveness: 5e-1}}\n"
+        "      - {name: t, strategy: smart, models: [chat, chat2], smart: {aggressiveness: 25E-2}}\n",
+    )
+    got = dict(RoutingPolicy.objects.values_list("name", "smart"))
+    assert got["s"]["aggressiveness"] == 0.5 and got["t"]["aggressiveness"] == 0.25
+
+
+def test_a_quoted_exponent_is_text(tmp_path):
+    quoted = _refused(
+        tmp_path,
+        BASE + _deployment() + "    routing_policies:\n"
+        "      - {name: s, strategy: smart, models: [chat, chat2], smart: {aggressiveness: '5e-1'}}\n",
+    )
+    assert "'5e-1'" in quoted
+
+
+def test_a_date_where_a_number_is_asked_for_says_so(tmp_path):
+    said = _refused(
+        tmp_path,
+        BASE + _deployment() + "    routing_policies:\n"
+        "      - {name: s, strategy: smart, models: [chat, chat2], smart: {aggressiveness: 2026-01-01}}\n",
+    )
+    assert "Value must be valid JSON" not in said and "aggressiveness" in said, said
+
+
+def test_a_date_in_the_org_default_s_smart_settings_says_so(tmp_path):
+    said = _refused(
+        tmp_path,
+        BASE
+        + _deployment()
+        + "    gateway:\n      smart_tiers: [chat, chat2]\n"
+        + "      smart: {aggressiveness: 2026-01-01}\n",
+    )
+    assert "Value must be valid JSON" not in said and "aggressiveness" in said, said

@@ -68,3 +68,20 @@ def test_a_rest_body_nested_past_the_recursion_limit_is_a_400(alice_client, org_
     response = alice_client.post(path, "[" * depth, content_type=JSON)
     assert response.status_code == 400
     assert "nested too deeply" in response.json()["detail"]
+
+
+def test_a_refusal_of_a_top_level_file_names_the_path_it_has(alice_client, org_a):
+    """Sections sent at the top level were refused under orgs[0]…, a path the file did not
+    have (an outside check); an `orgs:` file keeps its own paths."""
+    top = "gateway:\n  smart_tiers: [a, b]\n  smart: {thresholds: [0.1, 0.2]}\n"
+    response = alice_client.post(
+        "/api/gateway/config/apply", {"yaml": top, "dry_run": True}, content_type=JSON
+    )
+    assert response.status_code == 400
+    said = str(response.json())
+    assert "gateway.smart" in said and "orgs[0]" not in said, said
+    listed = "orgs:\n  - slug: acme\n" + "".join(f"    {line}\n" for line in top.splitlines())
+    response = alice_client.post(
+        "/api/gateway/config/apply", {"yaml": listed, "dry_run": True}, content_type=JSON
+    )
+    assert response.status_code == 400 and "orgs[0].gateway.smart" in str(response.json())

@@ -241,7 +241,5 @@ def test_a_number_for_text_is_refused_as_the_config_file_refuses_it(alice_client
     )
     assert made.status_code == 400 and "Must be text (quote it)" in made.json()["model_name"][0]
     assert not Deployment.objects.filter(org=org_a).exists()
-    named = alice_client.post(
-        "/api/gateway/keys", {"name": True}, content_type="application/json"
-    )
+    named = alice_client.post("/api/gateway/keys", {"name": True}, content_type="application/json")
     assert named.status_code == 400 and named.json()["name"] == ["Must be text, not true."]
