@@ -89,8 +89,25 @@ def _public(detail: str) -> str:
     return kind if kind.isidentifier() else "unavailable"
 
 
+def check_gateway() -> tuple[bool, str] | None:
+    """Whether this process's gateway has a configuration to serve /v1 with; None where it
+    does not serve (its snapshot refresher never started: a test, a command). A server whose
+    first snapshot could not be built answered every /v1 call 503 gateway_not_ready while
+    this said ready (an outside check)."""
+    from gateway import runtime
+
+    if not runtime.refresher.cache_info().currsize:
+        return None
+    if runtime.snapshots().current is None:
+        return False, "NotReady: no configuration built yet (see the log)"
+    return True, "configured"
+
+
 def ready(request):
     services = system_status()
+    gateway_state = check_gateway()
+    if gateway_state is not None:
+        services["gateway"] = {"ok": gateway_state[0], "detail": gateway_state[1]}
     failing = [name for name, state in services.items() if not state["ok"]]
     for name in failing:
         log.warning("ready check: %s is down (%s)", name, services[name]["detail"])

@@ -67,3 +67,26 @@ def test_a_foreign_host_header_gets_400(client):
 
 def test_localhost_is_allowed_by_default(client):
     assert client.get("/api/health", HTTP_HOST="localhost").status_code == 200
+
+
+@pytest.mark.django_db
+def test_ready_is_503_while_the_gateway_has_no_configuration(client):
+    """A server whose first snapshot could not be built answered every /v1 call 503
+    gateway_not_ready while /api/ready said ready (an outside check)."""
+    from gateway import runtime
+    from gateway.snapshot_builder import build_snapshot
+
+    runtime.refresher()  # a serving process: its refresher exists (started at its start)
+    source = runtime.snapshots()
+    kept = source.current
+    source.current = None
+    try:
+        response = client.get("/api/ready")
+        assert response.status_code == 503
+        assert response.json()["services"]["gateway"] == {"ok": False, "detail": "NotReady"}
+        assert "gateway is down (NotReady)" in response.json()["reason"]
+        source.current = build_snapshot()
+        ready = client.get("/api/ready")
+        assert ready.status_code == 200 and ready.json()["services"]["gateway"]["ok"] is True
+    finally:
+        source.current = kept
