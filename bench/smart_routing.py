@@ -127,18 +127,30 @@ def fit_np(x, ys, l2: float, pairs=None) -> dict:
     w = np.zeros(z.shape[1])
     penalty = np.full(z.shape[1], l2)
     penalty[0] = 0.0
-    diff = None
+    ranked = None
     if pairs is not None and len(pairs[0]):
         a, b, pair_scale = pairs
-        diff = z[a] - z[b]  # the bias cancels: its column is zero
+        # The pairs' terms summed over the rows they rank (a few hundred), not over the
+        # pairs (tens of thousands): the gradient's sum of (1 - q)(z_a - z_b) is
+        # zr' (out - in), and the Hessian's sum of q(1 - q)(z_a - z_b)(z_a - z_b)' is
+        # zr' L zr, L the pairs' Laplacian weighted by q(1 - q). The bias cancels in
+        # z_a - z_b. The same objective as summing over the pairs, about 5x faster.
+        ranked, local = np.unique(np.concatenate([a, b]), return_inverse=True)
+        la, lb = local[: len(a)], local[len(a) :]
+        zr, m = z[ranked], len(ranked)
     for _ in range(50):
         p = 1 / (1 + np.exp(-np.clip(z @ w, -30, 30)))
         grad = z.T @ (p - y) + penalty * w
         hess = (z * (p * (1 - p))[:, None]).T @ z + np.diag(penalty)
-        if diff is not None:
-            q = 1 / (1 + np.exp(-np.clip(diff @ w, -30, 30)))  # P(a ranked above b)
-            grad -= pair_scale * (diff.T @ (1 - q))
-            hess += pair_scale * (diff * (q * (1 - q))[:, None]).T @ diff
+        if ranked is not None:
+            s = zr @ w
+            q = 1 / (1 + np.exp(-np.clip(s[la] - s[lb], -30, 30)))  # P(a ranked above b)
+            g, h = 1 - q, q * (1 - q)
+            grad -= pair_scale * (zr.T @ (np.bincount(la, g, m) - np.bincount(lb, g, m)))
+            lap = np.diag(np.bincount(la, h, m) + np.bincount(lb, h, m))
+            np.add.at(lap, (la, lb), -h)
+            np.add.at(lap, (lb, la), -h)
+            hess += pair_scale * (zr.T @ lap @ zr)
         step = np.linalg.solve(hess, grad)
         w -= step
         if np.abs(step).max() < 1e-8:
