@@ -560,8 +560,17 @@ def provider_save(
         distinct_checked(name, names, what="provider")
         quota_checked(org, "providers", ProviderConnection.objects.for_org(org))
     provider = provider or ProviderConnection(org=org, name=name)
-    stored = provider.readable_credentials() if provider.pk else {}
+    stored, unreadable = {}, None
+    if provider.pk:
+        try:
+            stored = provider.get_credentials()
+        except CredentialsUnreadable as exc:  # written under other keys: none usable
+            unreadable = exc
     settings, credentials = _unset_dropped(settings or {}), _unset_dropped(credentials)
+    if credentials is None and unreadable is not None:
+        # Kept as they are, they could never be used; and a new endpoint or kind must not
+        # take them along unseen (they would be sent there once a server can read them).
+        raise ValidationError({"credentials": str(unreadable)})
     problems = spec.problems(
         api_base=api_base,
         settings=settings,
@@ -573,7 +582,7 @@ def provider_save(
             url_check(api_base, "api_base")
         except ValidationError as exc:
             problems.update(exc.message_dict)
-    if credentials is None and stored:
+    if credentials is None and provider.has_credentials:
         # The stored credentials go only where they were entered for: a new endpoint (or
         # kind, which decides the default host and how they are sent) with the old keys
         # would hand them to whoever runs that host.

@@ -333,8 +333,10 @@ def _one(org, name: str):
         return None
 
 
-def load_orgs(org_ids=None, now: datetime | None = None) -> dict:
-    """org id -> OrgInfo of the given orgs (all when None): one query per table."""
+def load_orgs(org_ids=None, now: datetime | None = None, skipped: list | None = None) -> dict:
+    """org id -> OrgInfo of the given orgs (all when None): one query per table.
+    ``skipped``: a list to which the ids of deployments left out are added (their
+    provider's credentials could not be decrypted here)."""
     from governance.models import RoutingPolicy
     from orgs.models import Organization, TierLimit, tier_includes_learned
 
@@ -362,6 +364,8 @@ def load_orgs(org_ids=None, now: datetime | None = None) -> dict:
             # Left out (it could not be called): one provider's unreadable credentials
             # froze every org's configuration while each build failed.
             _unreadable(d.org_id, exc)
+            if skipped is not None:
+                skipped.append(d.id)
             continue
         deployments.setdefault(d.org_id, {}).setdefault(d.model_name, []).append(info)
     now = now or datetime.now(UTC)
@@ -449,10 +453,13 @@ def build_snapshot(version: int | None = None) -> Snapshot:
     )
 
 
-def build_delta(since: int, until: int, org_id: int | None = None) -> Delta | None:
+def build_delta(
+    since: int, until: int, org_id: int | None = None, skipped: list | None = None
+) -> Delta | None:
     """What changed in (since, until], from the change log (core.config_version), or None
     when only a full build is right (an "all" change, a pruned log, a reset counter).
-    With ``org_id``, only that org's part (an agent serving one org)."""
+    With ``org_id``, only that org's part (an agent serving one org). ``skipped``: as
+    load_orgs's."""
     from orgs.models import Organization
 
     with transaction.atomic():
@@ -482,7 +489,7 @@ def build_delta(since: int, until: int, org_id: int | None = None) -> Delta | No
             if org_id is not None:
                 on_tier = on_tier.filter(id=org_id)
             org_ids.update(on_tier.values_list("id", flat=True))
-        orgs = load_orgs(org_ids) if org_ids else {}
+        orgs = load_orgs(org_ids, skipped=skipped) if org_ids else {}
         keys, ended = {}, {}
         if key_orgs:
             keys.update(load_keys(ApiKey.objects.filter(org_id__in=list(key_orgs))))
@@ -538,8 +545,12 @@ def share_deltas(versions) -> None:
     if len(versions) > SHARE_AT_MOST or not settings.GATEWAY_SHARE_DELTAS:
         return
     for version in versions:
-        delta = build_delta(version - 1, version)
-        if delta is None:
+        skipped: list = []
+        delta = build_delta(version - 1, version, skipped=skipped)
+        if delta is None or skipped:
+            # Deployments this process cannot decrypt are left out of its own view only:
+            # stored, the delta would take them from every worker that can (a replica
+            # with other keys, mid-rotation). Those build the delta themselves.
             continue
         sealed = seal(orjson.dumps(delta_to_dict(delta, include_credentials=True)))
         if len(sealed) <= SHARED_MAX_BYTES:

@@ -10,6 +10,7 @@ import logging
 import httpx
 import pytest
 from cryptography.fernet import Fernet
+from django.core.exceptions import ValidationError
 
 from gateway import services
 from gateway.models import ApiKey, CredentialsUnreadable, ProviderConnection
@@ -74,3 +75,43 @@ def test_the_dashboard_asks_for_them_again_and_a_save_replaces_them(alice_client
         credentials={"api_key": "sk-test-1111111111111111"},
     )
     assert saved.get_credentials() == {"api_key": "sk-test-1111111111111111"}
+
+
+@pytest.mark.django_db
+def test_credentials_it_cannot_read_never_move_to_a_new_endpoint_unseen(org_a):
+    """readable_credentials() gave {} for them, so the guard that asks for credentials
+    again before they go to a new endpoint was skipped: a process with other keys moved the
+    endpoint, and the server that could read them sent the key there (an outside check)."""
+    provider = _unreadable_provider(org_a)
+    for change in ({"api_base": "http://127.0.0.1:18999/v1"}, {"kind": "openai_compatible"}, {}):
+        fields = {"kind": "openai", "api_base": "", **change}
+        if fields["kind"] == "openai_compatible":
+            fields["api_base"] = "http://127.0.0.1:18999/v1"
+        with pytest.raises(ValidationError, match="cannot be decrypted"):
+            services.provider_save(actor=ACTOR, org=org_a, name="elsewhere", **fields)
+    provider.refresh_from_db()
+    assert provider.credentials_encrypted == FOREIGN and provider.api_base == ""
+
+
+@pytest.mark.django_db
+def test_a_delta_built_without_a_deployment_it_cannot_read_is_not_shared(org_a, settings):
+    """Shared, it took the deployment from every worker that can read it (a replica with
+    other keys, mid-rotation): those build the delta themselves instead."""
+    from core.config_version import current_version, shared_deltas
+    from gateway.snapshot_builder import build_delta, share_deltas
+
+    settings.GATEWAY_SHARE_DELTAS = True  # as a server runs (the suite runs it off)
+    _unreadable_provider(org_a)
+    services.provider_save(actor=ACTOR, org=org_a, name="plain", kind="mock")
+    version = current_version()
+    skipped: list = []
+    delta = build_delta(version - 1, version, skipped=skipped)
+    assert delta is not None and skipped  # the org's deployments were read, one left out
+    share_deltas([version])
+    assert shared_deltas(version - 1, version) is None
+    # A change the process can read whole is shared as before.
+    ProviderConnection.objects.filter(org=org_a, name="elsewhere").delete()
+    services.provider_save(actor=ACTOR, org=org_a, name="plain2", kind="mock")
+    version = current_version()
+    share_deltas([version])
+    assert shared_deltas(version - 1, version) is not None
