@@ -43,12 +43,15 @@ def decrypt_json(token: str) -> dict:
     return json.loads(unseal(token.encode()))
 
 
-def secrets_fingerprint() -> str:
-    """A digest of the secrets keys and credentials are written under (KEY_HASH_SECRET and
-    the credentials' encryption keys): the same in two processes only when what one writes
-    the other can read. One-way (HMACs of a fixed text): it tells nothing of the secrets."""
-    keys = [settings.KEY_HASH_SECRET.encode(), *_keys()]
-    text = b"".join(
-        hmac.new(k, b"bonito-secrets-fingerprint", hashlib.sha256).digest() for k in keys
-    )
-    return hashlib.sha256(text).hexdigest()[:32]
+def secrets_fingerprints() -> tuple[str, list[str]]:
+    """One-way digests (HMACs of a fixed text: they tell nothing of the secrets) of what keys
+    and credentials are written under: KEY_HASH_SECRET's, and each credentials encryption
+    key's, newest first. Two processes agree on keys when the first is the same, and one
+    can read the credentials another writes when the writer's newest key's digest is among
+    the reader's."""
+    label = b"bonito-secrets-fingerprint"
+
+    def digest(key: bytes, size: int) -> str:
+        return hmac.new(key, label, hashlib.sha256).hexdigest()[:size]
+
+    return digest(settings.KEY_HASH_SECRET.encode(), 32), [digest(k, 16) for k in _keys()]

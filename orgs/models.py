@@ -520,11 +520,12 @@ def tiers_including_learned() -> list[str]:
 
 
 class SecretsFingerprint(models.Model):
-    """One row: core.crypto.secrets_fingerprint() of the server that started last. A
-    management command that writes keys or credentials under other secrets (run without
-    the server's SECRET_KEY, say) is refused instead of writing what the server cannot read."""
+    """One row: core.crypto.secrets_fingerprints() of the server that started last. A
+    management command that writes keys or credentials the server could not read (run
+    without the server's SECRET_KEY, say) is refused instead (orgs.secrets_check)."""
 
-    value = models.CharField(max_length=64)
+    key_hash = models.CharField(max_length=64)
+    encryption = models.TextField()  # the encryption keys' digests, comma-separated
     recorded_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

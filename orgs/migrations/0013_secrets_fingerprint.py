@@ -14,7 +14,8 @@ class Migration(migrations.Migration):
             name='SecretsFingerprint',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('value', models.CharField(max_length=64)),
+                ('key_hash', models.CharField(max_length=64)),
+                ('encryption', models.TextField()),
                 ('recorded_at', models.DateTimeField(auto_now=True)),
             ],
         ),

@@ -8,11 +8,12 @@ import threading
 from io import StringIO
 
 import pytest
+from cryptography.fernet import Fernet
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
-from core.crypto import secrets_fingerprint
+from core.crypto import secrets_fingerprints
 from gateway.models import ApiKey
 from orgs import secrets_check
 from orgs.models import SecretsFingerprint
@@ -28,26 +29,54 @@ def _create_key(name, *extra):
 
 def test_a_command_under_other_secrets_than_the_server_s_writes_nothing(org_a, settings, tmp_path):
     secrets_check.record()  # the server, at its start
-    recorded = SecretsFingerprint.objects.get().value
-    assert recorded == secrets_fingerprint() and settings.SECRET_KEY not in recorded
+    row = SecretsFingerprint.objects.get()
+    assert (row.key_hash, row.encryption.split(",")) == secrets_fingerprints()
+    assert settings.SECRET_KEY not in row.key_hash + row.encryption
     assert _create_key("same").startswith("bn-")  # the server's secrets: written
+    call_command("demo", stdout=StringIO())  # the demo key, under the server's secrets
     settings.KEY_HASH_SECRET = "another-secret-key-for-this-command-only-000"
-    assert secrets_fingerprint() != recorded
-    with pytest.raises(CommandError, match="other secrets .* than the server that started last"):
+    with pytest.raises(CommandError, match="another KEY_HASH_SECRET .* would get 401"):
         _create_key("other")
     config = tmp_path / "c.yaml"
     config.write_text("orgs:\n  - slug: acme\n    teams: [{name: t}]\n")
     with pytest.raises(CommandError, match="DEBUG=1 and no SECRET_KEY"):
         call_command("apply_config", str(config), stdout=StringIO())
+    with pytest.raises(CommandError, match="would get 401"):
+        call_command("demo", "--new-key", stdout=StringIO())
     assert not ApiKey.objects.filter(name="other").exists()
     # Said on purpose: written.
     assert _create_key("other", "--other-secrets").startswith("bn-")
+    # demo without --new-key keeps the key made earlier and says it will not work here.
+    out = StringIO()
+    call_command("demo", stdout=out)
+    assert "the demo key made earlier gets 401 under it" in out.getvalue()
+
+
+def test_encryption_keys_count_for_credentials_not_for_keys(org_a, settings, tmp_path):
+    """Keys are hashed under KEY_HASH_SECRET alone; credentials are readable by the server
+    when the command's newest encryption key is one of the server's (a rotation: the server
+    has the new key in front and the old behind)."""
+    settings.KEY_HASH_SECRET = "the-key-hash-secret-of-this-install-0000000"
+    settings.ENCRYPTION_KEYS = [NEW, OLD]
+    secrets_check.record()
+    config = tmp_path / "c.yaml"
+    config.write_text("orgs:\n  - slug: acme\n    teams: [{name: t}]\n")
+    for keys in ([NEW], [OLD], [OLD, NEW]):  # the server has each command's newest key
+        settings.ENCRYPTION_KEYS = keys
+        call_command("apply_config", str(config), stdout=StringIO())
+    settings.ENCRYPTION_KEYS = [OTHER, NEW]  # its newest is not the server's
+    with pytest.raises(CommandError, match="does not have: it could not decrypt"):
+        call_command("apply_config", str(config), stdout=StringIO())
+    assert _create_key("keys-only").startswith("bn-")  # no credentials: not refused
+
+
+NEW, OLD, OTHER = (Fernet.generate_key().decode() for _ in range(3))
 
 
 def test_other_encryption_keys_are_other_secrets(settings):
-    before = secrets_fingerprint()
-    settings.ENCRYPTION_KEYS = ["QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY="]
-    assert secrets_fingerprint() != before
+    before = secrets_fingerprints()
+    settings.ENCRYPTION_KEYS = [NEW]
+    assert secrets_fingerprints()[1] != before[1] and secrets_fingerprints()[0] == before[0]
 
 
 def test_before_any_server_started_nothing_is_checked(org_a):
@@ -76,4 +105,5 @@ def test_the_server_s_snapshot_thread_records_it(org_a):
     finally:
         refresher.stop()
         connection.close()
-    assert SecretsFingerprint.objects.get().value == secrets_fingerprint()
+    row = SecretsFingerprint.objects.get()
+    assert (row.key_hash, row.encryption.split(",")) == secrets_fingerprints()

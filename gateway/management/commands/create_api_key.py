@@ -45,7 +45,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **opts):
-        secrets_check.checked(opts["other_secrets"])
+        secrets_check.checked(opts["other_secrets"], credentials=False)
         org = Organization.objects.filter(slug=opts["org"]).first()
         if org is None:
             raise CommandError(f"No organization with slug {opts['org']}.")

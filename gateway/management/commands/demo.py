@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 
 from gateway.demo import demo_gateway_setup
-from orgs import services
+from orgs import secrets_check, services
 from orgs.audit import Actor
 from orgs.models import Membership, Organization, Role, User
 
@@ -27,6 +27,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--new-key", action="store_true", help="revoke the demo key and print a new one"
         )
+        parser.add_argument(
+            "--other-secrets",
+            action="store_true",
+            help="with --new-key: make it under this process's secrets though the server "
+            "last started with others (orgs.secrets_check)",
+        )
 
     def handle(self, *args, **opts):
         if connection.vendor != "sqlite" and not opts["force"]:
@@ -34,6 +40,8 @@ class Command(BaseCommand):
                 f"demo creates a known admin password; refusing to run on a {connection.vendor} "
                 "database. Pass --force if this really is a throwaway install."
             )
+        if opts["new_key"]:  # a key the running server could not check would get 401
+            secrets_check.checked(opts["other_secrets"], credentials=False)
         actor = Actor(via="demo")
         with transaction.atomic():
             user = User.objects.filter(email=DEMO_EMAIL).first()
@@ -86,3 +94,10 @@ class Command(BaseCommand):
                 "`manage.py demo --new-key` replaces it.\n"
             )
         )
+        if raw_key is None and secrets_check.problem(credentials=False):
+            self.stdout.write(
+                "  Note: this run's SECRET_KEY (or KEY_HASH_SECRET) is not the one the server "
+                "last started with, so the demo key made earlier gets 401 under it. Once the "
+                "server runs with this run's settings, `manage.py demo --new-key` (with "
+                "them) makes one that works.\n"
+            )
