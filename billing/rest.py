@@ -8,7 +8,14 @@ from rest_framework.views import APIView
 
 from gateway.models import ApiKey
 from orgs.models import Team
-from orgs.rest_base import ModelSerializer, MoneySerializer, OrgScopedFields, OrgView, actor
+from orgs.rest_base import (
+    IdRelatedField,
+    ModelSerializer,
+    MoneySerializer,
+    OrgScopedFields,
+    OrgView,
+    actor,
+)
 
 from . import budgets, selectors
 from .models import Budget, UsageRecord
@@ -106,12 +113,8 @@ class AnalyticsView(_UsageBase):
 
 class BudgetSerializer(OrgScopedFields, MoneySerializer):
     org_scoped = {"team": Team, "key": ApiKey}
-    team = serializers.PrimaryKeyRelatedField(
-        queryset=Team.objects.none(), allow_null=True, required=False
-    )
-    key = serializers.PrimaryKeyRelatedField(
-        queryset=ApiKey.objects.none(), allow_null=True, required=False
-    )
+    team = IdRelatedField(queryset=Team.objects.none(), allow_null=True, required=False)
+    key = IdRelatedField(queryset=ApiKey.objects.none(), allow_null=True, required=False)
     thresholds = serializers.ListField(
         child=serializers.IntegerField(min_value=1, max_value=1000), required=False
     )

@@ -19,6 +19,7 @@ from governance.models import RoutingPolicy
 from orgs.config import ConfigError, config_load
 from orgs.models import Team
 from orgs.rest_base import (
+    IdRelatedField,
     ModelSerializer,
     MoneySerializer,
     NameRelatedField,
@@ -54,9 +55,7 @@ class KeyExpiryField(serializers.DateTimeField):
 class ApiKeySerializer(OrgScopedFields, ModelSerializer):
     org_scoped = {"team": Team, "routing_policy": RoutingPolicy}
     key = serializers.CharField(source="masked", read_only=True)
-    team = serializers.PrimaryKeyRelatedField(
-        queryset=Team.objects.none(), allow_null=True, required=False
-    )
+    team = IdRelatedField(queryset=Team.objects.none(), allow_null=True, required=False)
     routing_policy = NameRelatedField(
         slug_field="name", queryset=RoutingPolicy.objects.none(), allow_null=True, required=False
     )

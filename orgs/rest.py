@@ -12,7 +12,7 @@ from core.show_once import no_store
 
 from . import services, throttle
 from .models import Invitation, Membership, PersonalAccessToken, Role, Team
-from .rest_base import ModelSerializer, OrgScopedFields, OrgView, actor
+from .rest_base import IdRelatedField, ModelSerializer, OrgScopedFields, OrgView, actor
 
 
 class TeamSerializer(ModelSerializer):
@@ -71,9 +71,7 @@ class MemberSerializer(OrgScopedFields, ModelSerializer):
     email = serializers.EmailField(source="user.email", read_only=True)
     name = serializers.CharField(source="user.name", read_only=True)
     role = serializers.ChoiceField(choices=Role.choices)
-    team = serializers.PrimaryKeyRelatedField(
-        queryset=Team.objects.none(), allow_null=True, required=False
-    )
+    team = IdRelatedField(queryset=Team.objects.none(), allow_null=True, required=False)
 
     class Meta:
         model = Membership
@@ -117,9 +115,7 @@ class MemberViewSet(
 
 class InvitationSerializer(OrgScopedFields, ModelSerializer):
     org_scoped = {"team": Team}
-    team = serializers.PrimaryKeyRelatedField(
-        queryset=Team.objects.none(), allow_null=True, required=False
-    )
+    team = IdRelatedField(queryset=Team.objects.none(), allow_null=True, required=False)
 
     class Meta:
         model = Invitation

@@ -2,6 +2,7 @@
 fields read exactly, serializers whose relations only see the org's rows, and the one
 exception handler (a service's ValidationError is a 400)."""
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
 from django.http import Http404
@@ -14,6 +15,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from core import strategies
 from core.client_ip import client_ip
 from core.numbers import describe, to_decimal
+from core.text import shown
 
 from .audit import Actor
 from .rest_auth import OrgRole
@@ -122,7 +124,7 @@ class StrategyField(serializers.ChoiceField):
         return data
 
 
-class Text(serializers.CharField):
+class TextOnly:
     """A model's text field over REST: text only. DRF's CharField takes a number as its
     text (``{"auto_model_alias": 5}`` was saved as "5", ``{"model_name": 5}`` made the
     model "5"), where the config file refuses it ("must be text (quote it), not 5"): the
@@ -135,6 +137,14 @@ class Text(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class Text(TextOnly, serializers.CharField):
+    pass
+
+
+class Slug(TextOnly, serializers.SlugField):
+    pass
+
+
 class ModelSerializer(serializers.ModelSerializer):
     """Every app's ModelSerializer: a model's text fields are Text (numbers refused)."""
 
@@ -142,6 +152,7 @@ class ModelSerializer(serializers.ModelSerializer):
         **serializers.ModelSerializer.serializer_field_mapping,
         models.CharField: Text,
         models.TextField: Text,
+        models.SlugField: Slug,
     }
 
 
@@ -183,7 +194,27 @@ class NameRelatedField(serializers.SlugRelatedField):
     def to_internal_value(self, data):
         if not isinstance(data, str) or "\x00" in data:  # a number, a list: not a name
             self.fail("invalid")
-        return super().to_internal_value(data)
+        try:
+            return self.get_queryset().get(**{self.slug_field: data})
+        except ObjectDoesNotExist:  # the name quoted, cut short (5,000 characters echoed)
+            self.fail("does_not_exist", slug_name=self.slug_field, value=shown(data))
+        except (TypeError, ValueError):
+            self.fail("invalid")
+
+
+class IdRelatedField(serializers.PrimaryKeyRelatedField):
+    """A row chosen by its id: a whole number (or its digits as text). A fraction was
+    truncated (``{"team": 2.9}`` chose team 2) and true read as 1."""
+
+    def to_internal_value(self, data):
+        whole = (
+            (isinstance(data, int) and not isinstance(data, bool))
+            or (isinstance(data, float) and data.is_integer())
+            or (isinstance(data, str) and data.isascii() and data.isdigit())
+        )
+        if not whole:
+            self.fail("incorrect_type", data_type=describe(data))
+        return super().to_internal_value(int(data))
 
 
 class OrgScopedFields:
@@ -197,10 +228,10 @@ class OrgScopedFields:
         if org is not None:
             for name, model in self.org_scoped.items():
                 self.fields[name].queryset = model.objects.for_org(org)
-        for name, model in self.org_scoped.items():
+        for name in self.org_scoped:
             # In the API's words ("No team 9 in this organization."), not DRF's ("Object
             # with name=2 does not exist.", 'Invalid pk "9" - object does not exist.').
-            what = model._meta.verbose_name
+            what = name.replace("_", " ")
             field = self.fields[name]
             if isinstance(field, serializers.SlugRelatedField):
                 field.error_messages["does_not_exist"] = (
@@ -214,6 +245,8 @@ class OrgScopedFields:
                 field.error_messages["incorrect_type"] = (
                     f"A {what} is given by its id (a whole number), not {{data_type}}."
                 )
+                if not isinstance(field, IdRelatedField):
+                    raise TypeError(f"{name}: an org-scoped id is an IdRelatedField")
 
 
 class OrgSettingsView(OrgView, APIView):

@@ -205,7 +205,7 @@ def test_a_related_row_the_org_does_not_have_is_named_in_the_api_s_words(
         (
             {"routing_policy": "theirs"},
             "routing_policy",
-            "No routing policy named theirs in this organization.",
+            "No routing policy named 'theirs' in this organization.",
         ),
         (
             {"routing_policy": ["x"]},
@@ -213,7 +213,14 @@ def test_a_related_row_the_org_does_not_have_is_named_in_the_api_s_words(
             "A routing policy is given by its name (text).",
         ),
         ({"team": 999999}, "team", "No team 999999 in this organization."),
-        ({"team": "x"}, "team", "A team is given by its id (a whole number), not str."),
+        ({"team": "x"}, "team", "A team is given by its id (a whole number), not 'x'."),
+        ({"team": 2.9}, "team", "A team is given by its id (a whole number), not 2.9."),
+        ({"team": True}, "team", "A team is given by its id (a whole number), not true."),
+        (
+            {"routing_policy": "n" * 5000},
+            "routing_policy",
+            f"No routing policy named '{'n' * 100}' in this organization.",
+        ),
     ]
     for extra, field, said in cases:
         response = alice_client.post(
@@ -241,5 +248,12 @@ def test_a_number_for_text_is_refused_as_the_config_file_refuses_it(alice_client
     )
     assert made.status_code == 400 and "Must be text (quote it)" in made.json()["model_name"][0]
     assert not Deployment.objects.filter(org=org_a).exists()
+    for url, body in (
+        ("/api/gateway/routing-policies", {"name": 5, "models": ["m"]}),
+        ("/api/gateway/providers", {"name": 5, "kind": "mock"}),
+    ):
+        response = alice_client.post(url, body, content_type="application/json")
+        assert response.status_code == 400, url
+        assert response.json()["name"] == ["Must be text (quote it), not 5."], url
     named = alice_client.post("/api/gateway/keys", {"name": True}, content_type="application/json")
     assert named.status_code == 400 and named.json()["name"] == ["Must be text, not true."]
