@@ -17,4 +17,8 @@ def describe(value) -> str:
         return "a list"
     if isinstance(value, dict):
         return "a mapping"
-    return repr(value) if isinstance(value, int | float | Decimal) else type(value).__name__
+    if isinstance(value, int | float | Decimal):
+        # As written where it kept its text (a config file's 1e3, not 1000.0)
+        source = getattr(value, "source", None)
+        return source if isinstance(source, str) else repr(value)
+    return type(value).__name__

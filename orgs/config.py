@@ -269,7 +269,8 @@ def check_types(spec: dict, kinds: dict, where: str, nullable=()) -> None:
             # a list, with an item that is not text: that item, not "not a list"
             for i, item in enumerate(spec[key]):
                 if not isinstance(item, str):
-                    hint = " (quote it)" if type(item) in (int, float) else ""
+                    number = isinstance(item, int | float) and not isinstance(item, bool)
+                    hint = " (quote it)" if number else ""
                     raise ConfigError(
                         f"{where}.{key}[{i}]: must be a name (text){hint}, not {describe(item)}."
                     )
@@ -356,7 +357,10 @@ def _apply_org(actor, spec, where, extensions):
     for i, team_spec in enumerate(spec.get("teams") or []):
         team_spec = {"name": team_spec} if isinstance(team_spec, str) else team_spec
         if not isinstance(team_spec, dict):
-            raise ConfigError(f"{where}.teams[{i}]: must be a name or a mapping.")
+            hint = " (quote it)" if isinstance(team_spec, int | float) else ""
+            raise ConfigError(
+                f"{where}.teams[{i}]: must be a name{hint} or a mapping, not {describe(team_spec)}."
+            )
         check_types(team_spec, TEAM_TYPES, f"{where}.teams[{i}]")
         name = _require(team_spec, "name", f"{where}.teams[{i}]")
         if not Team.objects.for_org(org).filter(name=name).exists():

@@ -300,3 +300,20 @@ def test_a_date_in_the_org_default_s_smart_settings_says_so(tmp_path):
         + "      smart: {aggressiveness: 2026-01-01}\n",
     )
     assert "Value must be valid JSON" not in said and "aggressiveness" in said, said
+
+
+def test_a_number_where_a_name_goes_is_said_as_written(tmp_path):
+    """`model: 1e3` was "must be text (quote it), not 1000.0"; in a list of names a float
+    had no "(quote it)"; a team that is a number gave no value (an outside check)."""
+    said = _refused(
+        tmp_path,
+        BASE + "    deployments:\n      - {model: 1e3, provider: mock, upstream_model: m}\n",
+    )
+    assert "(quote it), not 1e3." in said, said
+    said = _refused(
+        tmp_path,
+        BASE + _deployment() + "    gateway: {smart_tiers: [chat, 1e3]}\n",
+    )
+    assert "smart_tiers[1]: must be a name (text) (quote it), not 1e3." in said, said
+    said = _refused(tmp_path, BASE + "    teams: [1e3]\n")
+    assert "teams[0]: must be a name (quote it) or a mapping, not 1e3." in said, said
