@@ -166,6 +166,15 @@ class ProviderConnection(models.Model):
         except InvalidToken as exc:
             raise CredentialsUnreadable(self) from exc
 
+    @property
+    def credentials_readable(self) -> bool:
+        """Whether stored credentials (if any) can be decrypted with this process's keys."""
+        try:
+            self.get_credentials()
+        except CredentialsUnreadable:
+            return False
+        return True
+
     def readable_credentials(self) -> dict:
         """get_credentials, or {} where they cannot be decrypted: none that can be used, so
         a form asks for them again and a save replaces them."""

@@ -65,6 +65,9 @@ def test_the_dashboard_asks_for_them_again_and_a_save_replaces_them(alice_client
     page = alice_client.get(url)
     assert page.status_code == 200
     assert "cannot be decrypted with this server&#x27;s keys" in page.content.decode()
+    assert "enter every one of them again" in page.content.decode()
+    listed = alice_client.get(f"/o/{org_a.slug}/providers/").content.decode()
+    assert "cannot be decrypted: enter them again (Edit)" in listed
     ok, message = services.provider_test(provider=provider)
     assert not ok and "cannot be decrypted" in message
     saved = services.provider_save(
