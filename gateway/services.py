@@ -567,9 +567,13 @@ def provider_save(
         except CredentialsUnreadable as exc:  # written under other keys: none usable
             unreadable = exc
     settings, credentials = _unset_dropped(settings or {}), _unset_dropped(credentials)
-    if credentials is None and unreadable is not None:
-        # Kept as they are, they could never be used; and a new endpoint or kind must not
-        # take them along unseen (they would be sent there once a server can read them).
+    moved = provider.pk is not None and (
+        provider.api_base.rstrip("/") != api_base.rstrip("/") or provider.kind != kind
+    )
+    if credentials is None and unreadable is not None and moved:
+        # A new endpoint or kind must not take them along unseen: they would be sent there
+        # once a server that can read them serves it. (A save that moves nothing, switching
+        # the provider off say, keeps them as they are: readable where they were written.)
         raise ValidationError({"credentials": str(unreadable)})
     problems = spec.problems(
         api_base=api_base,
@@ -582,6 +586,8 @@ def provider_save(
             url_check(api_base, "api_base")
         except ValidationError as exc:
             problems.update(exc.message_dict)
+    if credentials is None and unreadable is not None:
+        problems.pop("credentials", None)  # kept as they are: not read here, not checked
     if credentials is None and provider.has_credentials:
         # The stored credentials go only where they were entered for: a new endpoint (or
         # kind, which decides the default host and how they are sent) with the old keys
@@ -596,7 +602,12 @@ def provider_save(
         raise ValidationError(problems)
     provider.kind, provider.api_base, provider.is_active = kind, api_base, is_active
     provider.settings = dict(settings)
-    credentials_changed = credentials is not None and credentials != stored
+    # Credentials sent replace unreadable ones whatever they are ({} too: an empty mapping
+    # equals what could be read of them, and kept, the other keys' ciphertext went along to
+    # a new endpoint).
+    credentials_changed = credentials is not None and (
+        credentials != stored or unreadable is not None
+    )
     if credentials_changed:
         provider.set_credentials(credentials)
     provider.full_clean()

@@ -202,6 +202,9 @@ class NameRelatedField(serializers.SlugRelatedField):
             self.fail("invalid")
 
 
+MAX_ID = 2**63 - 1  # the largest id a row can have (a BigAutoField)
+
+
 class IdRelatedField(serializers.PrimaryKeyRelatedField):
     """A row chosen by its id: a whole number (or its digits as text). A fraction was
     truncated (``{"team": 2.9}`` chose team 2) and true read as 1."""
@@ -214,6 +217,8 @@ class IdRelatedField(serializers.PrimaryKeyRelatedField):
         )
         if not whole:
             self.fail("incorrect_type", data_type=describe(data))
+        if len(str(data)) > 19 or not 0 < int(data) <= MAX_ID:  # int() of 5,000 digits: a 500
+            self.fail("does_not_exist", pk_value=describe(str(data)))
         return super().to_internal_value(int(data))
 
 

@@ -67,26 +67,44 @@ def body_fields(schema: dict, path: str, method: str) -> tuple[set, set] | None:
     return set(properties) - read_only, read_only
 
 
-def check(client, path: str, method: str, body: dict, typed: set, what: str) -> None:
+def text_fields(schema: dict, path: str, method: str) -> set:
+    """The body's fields whose schema type is text ("string")."""
+    operation = _operation(schema, path, method) or {}
+    content = (operation.get("requestBody") or {}).get("content") or {}
+    media = content.get("application/json") if isinstance(content, dict) else None
+    body = _resolve(schema, media.get("schema") if isinstance(media, dict) else None)
+    properties = body.get("properties") if isinstance(body, dict) else None
+    return {
+        n
+        for n, spec in (properties or {}).items()
+        if isinstance(spec, dict)
+        and _resolve(schema, spec)
+        and _resolve(schema, spec).get("type") == "string"
+    }
+
+
+def check(client, path: str, method: str, body: dict, typed: set, what: str) -> set:
     """Refuse (usage error) a field of ``body`` the resource does not have, and a read-only
     one typed with --set (``typed``): a --file may hold a record's read-only fields, as
-    `get --json` prints it. Nothing is checked when the server has no schema to ask."""
+    `get --json` prints it. Nothing is checked when the server has no schema to ask.
+    Returns the body's text fields (empty when the schema does not say)."""
     if not body:
-        return
+        return set()
     try:
         schema = client.get(SCHEMA, format="json")
     except CliError:
-        return  # an older server, or one whose schema is not served: the API decides
+        return set()  # an older server, or one whose schema is not served: the API decides
     if not isinstance(schema, dict):
-        return
+        return set()
     fields = body_fields(schema, path, method)
     if fields is None:
-        return
+        return set()
+    texts = text_fields(schema, path, method)
     writable, read_only = fields
     unknown = sorted(f for f in body if f not in writable and f not in read_only)
     refused = sorted(f for f in body if f in read_only and f in typed)
     if not unknown and not refused:
-        return
+        return texts
     problems = []
     for name in unknown:
         close = difflib.get_close_matches(name, sorted(writable), n=1)

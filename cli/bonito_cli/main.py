@@ -233,7 +233,13 @@ def checked_body(state: State, method: str, path: str, sets, file, what: str) ->
     if not body and method != "POST":  # a create with no fields: the API names what it needs
         raise CliError("Nothing to change: pass --set field=value.", USAGE)
     typed = {pair.split("=", 1)[0] for pair in sets}
-    fields.check(state.client, path, method, body, typed, what)
+    texts = fields.check(state.client, path, method, body, typed, what)
+    # A text field typed as digits (-s name=2024, -s model_name=1e3) is sent as typed, not
+    # as the number JSON reads in it (the API refuses a number for text).
+    for pair in sets:
+        field, value = pair.split("=", 1)
+        if field in texts and isinstance(body.get(field), int | float):
+            body[field] = value
     return body
 
 

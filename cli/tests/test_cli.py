@@ -479,6 +479,23 @@ def test_create_update_delete_through_set_fields(server, logged_in):
     ).stdout.strip()
     assert rt.startswith("rt-")
     bonito(logged_in, "routing", "delete", str(routing["id"]), check=1)  # a key uses it
+    # A text field typed as digits is sent as typed: the API refuses a number for text,
+    # and -s name=2026 was read as the number 2026 (an outside check).
+    digits = json.loads(
+        bonito(
+            logged_in,
+            "routing",
+            "create",
+            "-s",
+            "name=2026",
+            "-s",
+            'models=["demo-chat"]',
+            "--json",
+            check=0,
+        ).stdout
+    )
+    assert digits["name"] == "2026"
+    bonito(logged_in, "routing", "delete", str(digits["id"]), check=0)
 
 
 # ------------------------------------------------------------------------------ config

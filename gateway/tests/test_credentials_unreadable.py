@@ -84,16 +84,37 @@ def test_the_dashboard_asks_for_them_again_and_a_save_replaces_them(alice_client
 def test_credentials_it_cannot_read_never_move_to_a_new_endpoint_unseen(org_a):
     """readable_credentials() gave {} for them, so the guard that asks for credentials
     again before they go to a new endpoint was skipped: a process with other keys moved the
-    endpoint, and the server that could read them sent the key there (an outside check)."""
+    endpoint, and the server that could read them sent the key there; then an empty
+    mapping of credentials did the same (two outside checks)."""
+    evil = "https://llm.example.com/v1"
     provider = _unreadable_provider(org_a)
-    for change in ({"api_base": "http://127.0.0.1:18999/v1"}, {"kind": "openai_compatible"}, {}):
-        fields = {"kind": "openai", "api_base": "", **change}
-        if fields["kind"] == "openai_compatible":
-            fields["api_base"] = "http://127.0.0.1:18999/v1"
+    for fields in (
+        {"kind": "openai", "api_base": evil},
+        {"kind": "openai_compatible", "api_base": evil},
+    ):
         with pytest.raises(ValidationError, match="cannot be decrypted"):
             services.provider_save(actor=ACTOR, org=org_a, name="elsewhere", **fields)
     provider.refresh_from_db()
     assert provider.credentials_encrypted == FOREIGN and provider.api_base == ""
+    # A save that moves nothing keeps them as they are (switching the provider off).
+    services.provider_save(actor=ACTOR, org=org_a, name="elsewhere", kind="openai", is_active=False)
+    provider.refresh_from_db()
+    assert provider.credentials_encrypted == FOREIGN and not provider.is_active
+    # Credentials sent, even none, replace them: what moves never carries the old ones.
+    for sent in ({}, {"api_key": None}):
+        services.provider_save(
+            actor=ACTOR,
+            org=org_a,
+            name="elsewhere",
+            kind="openai_compatible",
+            api_base=evil,
+            credentials=sent,
+        )
+        provider.refresh_from_db()
+        assert provider.credentials_encrypted == "" and provider.api_base == evil
+        ProviderConnection.objects.filter(pk=provider.pk).update(
+            credentials_encrypted=FOREIGN, kind="openai", api_base=""
+        )
 
 
 @pytest.mark.django_db

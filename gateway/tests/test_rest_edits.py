@@ -217,6 +217,16 @@ def test_a_related_row_the_org_does_not_have_is_named_in_the_api_s_words(
         ({"team": 2.9}, "team", "A team is given by its id (a whole number), not 2.9."),
         ({"team": True}, "team", "A team is given by its id (a whole number), not true."),
         (
+            {"team": "9" * 5000},
+            "team",
+            f"No team {'9' * 60!r}… (5000 characters) in this organization.",
+        ),
+        (
+            {"team": 1e300},
+            "team",
+            "No team '1e+300' in this organization.",
+        ),
+        (
             {"routing_policy": "n" * 5000},
             "routing_policy",
             f"No routing policy named '{'n' * 100}' in this organization.",
