@@ -45,8 +45,8 @@ ConfigLoader.add_constructor("tag:yaml.org,2002:float", _float)
 # number (unquoted)" though it was unquoted. Read as YAML 1.2 does.
 ConfigLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
 )
 
 _DECIMAL_INT = re.compile(r"[-+]?(0|[1-9][0-9_]*)")

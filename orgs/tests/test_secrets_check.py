@@ -12,6 +12,7 @@ from cryptography.fernet import Fernet
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
+from django.utils import timezone
 
 from core.crypto import secrets_fingerprints
 from gateway.models import ApiKey
@@ -50,6 +51,11 @@ def test_a_command_under_other_secrets_than_the_server_s_writes_nothing(org_a, s
     out = StringIO()
     call_command("demo", stdout=out)
     assert "the demo key made earlier gets 401 under it" in out.getvalue()
+    # A key made now (none was left) is said to work only with a server of these settings.
+    ApiKey.objects.filter(org__slug="demo").update(revoked_at=timezone.now())
+    out = StringIO()
+    call_command("demo", stdout=out)
+    assert "the key above works only with a server that runs with this run" in out.getvalue()
 
 
 def test_encryption_keys_count_for_credentials_not_for_keys(org_a, settings, tmp_path):

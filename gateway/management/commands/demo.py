@@ -94,10 +94,16 @@ class Command(BaseCommand):
                 "`manage.py demo --new-key` replaces it.\n"
             )
         )
-        if raw_key is None and secrets_check.problem(credentials=False):
+        if secrets_check.problem(credentials=False):
             self.stdout.write(
                 "  Note: this run's SECRET_KEY (or KEY_HASH_SECRET) is not the one the server "
-                "last started with, so the demo key made earlier gets 401 under it. Once the "
-                "server runs with this run's settings, `manage.py demo --new-key` (with "
-                "them) makes one that works.\n"
+                "last started with, so "
+                + (
+                    "the demo key made earlier gets 401 under it. Once the server runs with "
+                    "this run's settings, `manage.py demo --new-key` (with them) makes one "
+                    "that works.\n"
+                    if raw_key is None
+                    else "the key above works only with a server that runs with this run's "
+                    "settings.\n"
+                )
             )
