@@ -728,6 +728,10 @@ def deployment_save(
     region = name_checked(region, "region")
     if provider.org_id != org.id:
         raise ValidationError("That provider belongs to another organization.")
+    # It stands in for the connection's region: the host a signed call goes to.
+    problem = provider_kinds.region_problem(region) if region else None
+    if problem and provider_kinds.takes_region(provider.kind):
+        raise ValidationError({"region": f"region {problem}."})
     if deployment is None:
         deployment = (
             Deployment.objects.for_org(org)

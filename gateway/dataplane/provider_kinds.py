@@ -12,6 +12,7 @@ save through it), the REST serializer, the dashboard's provider form and the dat
 Plain Python: the data plane imports it, so no Django here."""
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as _factory
@@ -53,6 +54,25 @@ class Field:
 
     def describe(self) -> str:
         return f"{self.label} ({self.name})"
+
+
+_REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,49}")
+
+
+def region_problem(value) -> str | None:
+    """Why ``value`` is no cloud region's name (us-east-1, europe-west4), or None. A region
+    goes into the host a call is signed for (bedrock-runtime.<region>.amazonaws.com,
+    <location>-aiplatform.googleapis.com): LiteLLM checks it too, and Bonito does not rely
+    on that to keep a signed request or a token on the cloud's own hosts."""
+    if isinstance(value, str) and _REGION.fullmatch(value):
+        return None
+    return "must be a region's name: lower-case letters, digits and -, as us-east-1"
+
+
+def takes_region(kind: str) -> bool:
+    """Whether a deployment's region stands in for a setting of ``kind``'s connections."""
+    spec = get(kind)
+    return spec is not None and any(f.region for f in spec.fields)
 
 
 @dataclass(frozen=True, eq=False)
@@ -284,6 +304,7 @@ _KINDS = (
             Field(
                 "aws_region_name",
                 "Region",
+                check=region_problem,
                 default="us-east-1",
                 region=True,
                 litellm="aws_region_name",
@@ -321,6 +342,7 @@ _KINDS = (
             Field(
                 "vertex_location",
                 "Location",
+                check=region_problem,
                 default="us-central1",
                 region=True,
                 litellm="vertex_location",

@@ -5,6 +5,7 @@ apply_config alike, and changes nothing; with the credentials typed again, or fo
 connection that holds none, the change is saved (adversarial review: a PATCH of api_base
 alone kept the key and sent it to the new host)."""
 
+import json
 from io import StringIO
 
 import pytest
@@ -15,6 +16,7 @@ from django.urls import reverse
 from gateway import services
 from gateway.models import ProviderConnection
 from gateway.tests.conftest import ACTOR
+from gateway.tests.test_provider_credentials import SERVICE_ACCOUNT
 
 pytestmark = pytest.mark.django_db
 
@@ -177,3 +179,45 @@ def test_apply_config_refuses_a_new_endpoint_or_kind_without_the_credentials(tmp
     )
     provider.refresh_from_db()
     assert provider.api_base == ATTACKER and provider.get_credentials() == {"api_key": KEY}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "kind,field,credentials",
+    [
+        ("bedrock", "aws_region_name", {"aws_access_key_id": "AKIA", "aws_secret_access_key": "S"}),
+        ("vertex", "vertex_location", {"service_account_json": json.dumps(SERVICE_ACCOUNT)}),
+    ],
+)
+def test_a_region_is_a_region_s_name(org_a, kind, field, credentials):
+    """A region goes into the host a signed call is sent to; "evil.com#" was saved (only
+    LiteLLM's own check stopped the call): refused where it is saved, the deployment's
+    region (which stands in for it) included (an outside check)."""
+    provider = services.provider_save(
+        actor=ACTOR, org=org_a, name="cloud", kind=kind, credentials=credentials
+    )
+    for bad in ("evil.com#", "us-east-1.evil.com", "US-EAST-1", "a/b", "x" * 60):
+        with pytest.raises(ValidationError, match="must be a region's name"):
+            services.provider_save(
+                actor=ACTOR, org=org_a, name="cloud", kind=kind, settings={field: bad}
+            )
+        with pytest.raises(ValidationError, match="must be a region's name"):
+            services.deployment_save(
+                actor=ACTOR,
+                org=org_a,
+                model_name="m",
+                provider=provider,
+                upstream_model="u",
+                region=bad,
+            )
+    services.provider_save(
+        actor=ACTOR, org=org_a, name="cloud", kind=kind, settings={field: "eu-west-1"}
+    )
+    services.deployment_save(
+        actor=ACTOR,
+        org=org_a,
+        model_name="m",
+        provider=provider,
+        upstream_model="u",
+        region="europe-west4",
+    )
