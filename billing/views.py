@@ -232,9 +232,10 @@ def _smart_recalibrate_buttons(request, sr: dict) -> list:
         RoutingPolicy.objects.for_org(request.org)
         .filter(strategy="smart")
         .order_by("name")
-        .values_list("name", flat=True)
+        .values_list("name", "is_active")
     )
-    buttons += [(name, name) for name in names]
+    # A disabled policy may be re-calibrated before it is enabled again; its button says so.
+    buttons += [(name, name if active else f"{name} (disabled)") for name, active in names]
     kept = _live_policy(request)  # the page's Policy filter: that policy's button only
     return buttons if kept is None else [b for b in buttons if b[0] == kept]
 

@@ -528,6 +528,17 @@ def test_the_usage_page_has_a_recalibrate_button_for_every_smart_policy_and_the_
     assert "Re-calibrate (org default) from feedback" in page
     assert "Re-calibrate saver from feedback" in page
     assert "Re-calibrate plain" not in page  # not smart
+    # A disabled policy may be re-calibrated before it is enabled again: its button says so.
+    gov.routing_policy_save(
+        actor=ACTOR,
+        org=org_a,
+        name="saver",
+        strategy="smart",
+        models=["lite", "pro"],
+        is_active=False,
+    )
+    page = alice_client.get(f"/o/{org_a.slug}/usage/").content.decode()
+    assert "Re-calibrate saver (disabled) from feedback" in page
 
 
 @pytest.mark.django_db
