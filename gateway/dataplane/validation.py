@@ -5,8 +5,9 @@ range-checked, with OpenAI's error style: a 400 whose ``param`` names the field 
 element, ``messages[2].content``) and whose ``code`` says what was wrong
 (``invalid_type``, ``integer_below_min_value``, ``missing_required_parameter`` …). Booleans
 are not numbers (``max_tokens: true`` is refused). Fields the gateway does not know are
-passed through as sent (providers such as vLLM take their own), but nothing a client
-sends may break the gateway: bodies nested deeper than ``MAX_DEPTH`` are refused, since
+passed through as sent (providers such as vLLM take their own), but for LiteLLM's own call
+parameters (litellm_params.py), which are refused; and nothing a client sends may break
+the gateway: bodies nested deeper than ``MAX_DEPTH`` are refused, since
 they could not be serialised again for the provider.
 
 Runs on every request: one pass over the top-level fields, one over the messages.
@@ -20,8 +21,11 @@ import orjson
 from core import names_rule
 
 from . import errors
+from .litellm_params import LITELLM_OWN_PARAMS
 
-# Fields that steer where or how a provider is called: a client may never set them.
+# Fields that steer where or how a provider is called: a client may never set them (nor
+# LiteLLM's own call parameters, LITELLM_OWN_PARAMS).
+
 FORBIDDEN_FIELDS = frozenset(
     {
         "api_base",
@@ -742,7 +746,11 @@ def _out_of_range_integer(raw: bytes, endpoint: str) -> None:
 
 def _check(body: dict, endpoint: str) -> None:
     for name, value in body.items():
-        if name in FORBIDDEN_FIELDS or name.startswith(FORBIDDEN_PREFIXES):
+        if (
+            name in FORBIDDEN_FIELDS
+            or name.startswith(FORBIDDEN_PREFIXES)
+            or name in LITELLM_OWN_PARAMS
+        ):
             raise Invalid(
                 f"'{errors.echoed(name)}' cannot be set by a client: provider settings come "
                 "from the org's configuration.",

@@ -25,6 +25,16 @@ def post(acme, body: bytes | str, path="/v1/chat/completions", **headers):
         "vertex_credentials",
         "input_cost_per_token",
         "api_version",
+        # LiteLLM's own call parameters (an outside check: they passed to LiteLLM)
+        "openai_identity_token_file",
+        "anthropic_keycloak_token_url",
+        "ssl_verify",
+        "use_litellm_proxy",
+        "langfuse_host",
+        "s3_endpoint_url",
+        "output_cost_per_token_batches",
+        "model_info",
+        "no-log",
     ],
 )
 def test_a_smuggled_provider_field_is_refused(acme, field):
@@ -368,3 +378,31 @@ def test_another_endpoints_main_field_is_not_a_5xx(acme, mode, path, body):
         headers={"Authorization": f"Bearer {acme.raw}"},
     )
     assert response.status_code == 200, response.text
+
+
+def test_litellm_s_own_parameters_are_all_refused_and_metadata_is_not():
+    """The constant is the installed LiteLLM's list (an upgrade that adds parameters fails
+    here until they are refused too), less what FORBIDDEN_FIELDS and the prefixes refuse
+    already and ``metadata``, which OpenAI's and Anthropic's APIs take."""
+    from litellm.types.utils import all_litellm_params
+
+    from gateway.dataplane import validation
+    from gateway.dataplane.litellm_params import LITELLM_OWN_PARAMS
+
+    expected = {
+        p
+        for p in all_litellm_params
+        if p not in validation.FORBIDDEN_FIELDS and not p.startswith(validation.FORBIDDEN_PREFIXES)
+    } - {"metadata"}
+    assert expected == LITELLM_OWN_PARAMS
+
+
+def test_metadata_is_still_taken(acme):
+    body = orjson.dumps(
+        {
+            "model": "chat-small",
+            "messages": [{"role": "user", "content": "x"}],
+            "metadata": {"user_id": "u-1"},
+        }
+    )
+    assert post(acme, body).status_code == 200
