@@ -38,7 +38,12 @@ ROOT = Path(__file__).resolve().parents[2]
 KIND_NAMES = provider_kinds.names()
 INPUTS = {"text", "password", "textarea", "url"}
 # A valid value for each field whose entry checks its values (others take any text).
-SAMPLES = {"service_account_json": json.dumps(SERVICE_ACCOUNT)}
+SAMPLES = {
+    "service_account_json": json.dumps(SERVICE_ACCOUNT),
+    # A region names the host a signed call goes to: a region's name only.
+    "aws_region_name": "us-west-2",
+    "vertex_location": "europe-west4",
+}
 
 
 def sample(kind: ProviderKind, field: Field, tag: str = "") -> str:
