@@ -34,7 +34,7 @@ def test_a_command_under_other_secrets_than_the_server_s_writes_nothing(org_a, s
     assert (row.key_hash, row.encryption.split(",")) == secrets_fingerprints()
     assert settings.SECRET_KEY not in row.key_hash + row.encryption
     assert _create_key("same").startswith("bn-")  # the server's secrets: written
-    call_command("demo", stdout=StringIO())  # the demo key, under the server's secrets
+    call_command("demo", "--force", stdout=StringIO())  # the demo key, under the server's secrets
     settings.KEY_HASH_SECRET = "another-secret-key-for-this-command-only-000"
     with pytest.raises(CommandError, match="another KEY_HASH_SECRET .* would get 401"):
         _create_key("other")
@@ -43,18 +43,18 @@ def test_a_command_under_other_secrets_than_the_server_s_writes_nothing(org_a, s
     with pytest.raises(CommandError, match="DEBUG=1 and no SECRET_KEY"):
         call_command("apply_config", str(config), stdout=StringIO())
     with pytest.raises(CommandError, match="would get 401"):
-        call_command("demo", "--new-key", stdout=StringIO())
+        call_command("demo", "--new-key", "--force", stdout=StringIO())
     assert not ApiKey.objects.filter(name="other").exists()
     # Said on purpose: written.
     assert _create_key("other", "--other-secrets").startswith("bn-")
     # demo without --new-key keeps the key made earlier and says it will not work here.
     out = StringIO()
-    call_command("demo", stdout=out)
+    call_command("demo", "--force", stdout=out)
     assert "the demo key made earlier gets 401 under it" in out.getvalue()
     # A key made now (none was left) is said to work only with a server of these settings.
     ApiKey.objects.filter(org__slug="demo").update(revoked_at=timezone.now())
     out = StringIO()
-    call_command("demo", stdout=out)
+    call_command("demo", "--force", stdout=out)
     assert "the key above works only with a server that runs with this run" in out.getvalue()
 
 
