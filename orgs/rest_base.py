@@ -84,18 +84,6 @@ class MoneyField(serializers.DecimalField):
         return super().to_internal_value(number)
 
 
-class NameText(serializers.CharField):
-    """A name in a list of names (models, providers, regions, tiers): text only. DRF's
-    CharField takes a number as its text (``5`` was stored as the model "5"), where the
-    config file and the admin refuse it; the same refusal here."""
-
-    def to_internal_value(self, data):
-        if not isinstance(data, str):
-            hint = " (quote it)" if type(data) in (int, float) else ""
-            raise ValidationError(f"A name is text{hint}, not {describe(data)}.")
-        return super().to_internal_value(data)
-
-
 class SmartSettingsField(serializers.DictField):
     """A ``smart`` settings mapping (the service checks what is in it): anything else is
     refused in the words of every other way in, not DRF's 'Expected a dictionary of items
@@ -128,17 +116,25 @@ class TextOnly:
     """A model's text field over REST: text only. DRF's CharField takes a number as its
     text (``{"auto_model_alias": 5}`` was saved as "5", ``{"model_name": 5}`` made the
     model "5"), where the config file refuses it ("must be text (quote it), not 5"): the
-    same refusal here."""
+    same refusal here, led by ``refusal``."""
+
+    refusal = "Must be text"
 
     def to_internal_value(self, data):
         if not isinstance(data, str):
             hint = " (quote it)" if type(data) in (int, float) else ""
-            raise ValidationError(f"Must be text{hint}, not {describe(data)}.")
+            raise ValidationError(f"{self.refusal}{hint}, not {describe(data)}.")
         return super().to_internal_value(data)
 
 
 class Text(TextOnly, serializers.CharField):
     pass
+
+
+class NameText(Text):
+    """A name in a list of names (models, providers, regions, tiers)."""
+
+    refusal = "A name is text"
 
 
 class Slug(TextOnly, serializers.SlugField):

@@ -47,17 +47,24 @@ def _resolve(schema: dict, node):
     return None
 
 
-def body_fields(schema: dict, path: str, method: str) -> tuple[set, set] | None:
-    """(writable, read-only) fields of the request body ``method`` ``path`` takes, or None
-    when the schema does not say (an operation or body it does not describe)."""
+def _body(schema: dict, path: str, method: str) -> tuple[dict | None, dict | None]:
+    """The JSON request body's schema ``method`` ``path`` takes and its properties (None
+    where the schema does not describe them)."""
     operation = _operation(schema, path, method)
     if operation is None:
-        return None
+        return None, None
     content = (operation.get("requestBody") or {}).get("content") or {}
     media = content.get("application/json") if isinstance(content, dict) else None
     body = _resolve(schema, media.get("schema") if isinstance(media, dict) else None)
     properties = body.get("properties") if isinstance(body, dict) else None
-    if not isinstance(properties, dict) or not properties:
+    return body, properties if isinstance(properties, dict) else None
+
+
+def body_fields(schema: dict, path: str, method: str) -> tuple[set, set] | None:
+    """(writable, read-only) fields of the request body ``method`` ``path`` takes, or None
+    when the schema does not say (an operation or body it does not describe)."""
+    body, properties = _body(schema, path, method)
+    if not properties:
         return None
     if body.get("additionalProperties") not in (None, False):
         return None  # a free-form object: any field is one
@@ -69,18 +76,13 @@ def body_fields(schema: dict, path: str, method: str) -> tuple[set, set] | None:
 
 def text_fields(schema: dict, path: str, method: str) -> set:
     """The body's fields whose schema type is text ("string")."""
-    operation = _operation(schema, path, method) or {}
-    content = (operation.get("requestBody") or {}).get("content") or {}
-    media = content.get("application/json") if isinstance(content, dict) else None
-    body = _resolve(schema, media.get("schema") if isinstance(media, dict) else None)
-    properties = body.get("properties") if isinstance(body, dict) else None
-    return {
-        n
-        for n, spec in (properties or {}).items()
-        if isinstance(spec, dict)
-        and _resolve(schema, spec)
-        and _resolve(schema, spec).get("type") == "string"
-    }
+    _body_schema, properties = _body(schema, path, method)
+    texts = set()
+    for name, spec in (properties or {}).items():
+        spec = _resolve(schema, spec)
+        if isinstance(spec, dict) and spec.get("type") == "string":
+            texts.add(name)
+    return texts
 
 
 def check(client, path: str, method: str, body: dict, typed: set, what: str) -> set:
