@@ -747,7 +747,9 @@ class NativeAdapter(PassthroughAdapter):
         body, version, beta = body
         kind = provider_kinds.get(dep.kind)
         creds = dep.credentials
-        refused = credentials.problem(kind, creds, ambient_allowed=self.ambient_credentials)
+        refused = credentials.problem(
+            kind, creds, ambient_allowed=self.ambient_credentials, api_base=dep.api_base
+        )
         if refused:
             raise UpstreamError(f"{dep.label} is not configured: {refused}.", 502)
         base = (dep.api_base or ANTHROPIC_BASE).rstrip("/").removesuffix("/v1/messages")

@@ -8,9 +8,14 @@ e.g. a single-tenant install or an agent in the customer's own VPC) a call carri
 org's own credentials or is not made.
 
 Which credentials a kind takes, and which of them it cannot call without, is the kind's
-entry in provider_kinds.py; this module holds the rule and the checks the entries use."""
+entry in provider_kinds.py; this module holds the rule and the checks the entries use.
+
+Lent, the platform's credentials go only to the vendor's own hosts (the kind's
+``ambient_hosts``): an org admin who could point a keyless provider at a host of their
+choosing would otherwise be sent the server's OPENAI_API_KEY, or a Google access token."""
 
 import json
+from urllib.parse import urlsplit
 
 # Sent instead of no key at all (a keyless vLLM ignores it), so no SDK looks for one.
 NO_KEY = "bonito-no-key"
@@ -42,16 +47,52 @@ def service_account_problem(raw) -> str | None:
     return None
 
 
-def problem(kind, creds: dict, *, ambient_allowed: bool) -> str | None:
-    """Why a call of this kind (a provider_kinds.ProviderKind) with these credentials must
-    not be made (None: it may): a credential its check refuses, or, unless the platform's
-    own may stand in, one the kind cannot call without."""
+def lends_ambient(kind, creds: dict, *, ambient_allowed: bool) -> bool:
+    """Whether a call of this kind with these credentials would have its SDK read the
+    platform's own from the environment, the instance role or the metadata server: the
+    operator lends them, the kind takes them, and a credential they stand in for is missing."""
+    if not (ambient_allowed and kind.ambient_hosts):
+        return False
+    return any(
+        f.secret and (f.ambient or f.name == "api_key") and not creds.get(f.name)
+        for f in kind.fields
+    )
+
+
+def ambient_host_problem(kind, api_base: str) -> str | None:
+    """Why the platform's own credentials must not be sent to ``api_base`` (None: they may:
+    no endpoint, so the vendor's or the operator's own, or https to one of the kind's
+    ``ambient_hosts``)."""
+    if not api_base:
+        return None
+    try:
+        url = urlsplit(api_base.strip())
+        host = (url.hostname or "").rstrip(".")
+    except ValueError:
+        url, host = None, ""
+    clean = url is not None and url.scheme == "https" and not {"@", "\\"} & set(url.netloc)
+    if clean and any(host == h or host.endswith("." + h) for h in kind.ambient_hosts):
+        return None
+    hosts = ", ".join(kind.ambient_hosts)
+    return (
+        f"the platform's own credentials are sent only to {kind.label}'s hosts over https "
+        f"({hosts}); an endpoint elsewhere needs credentials of its own"
+    )
+
+
+def problem(kind, creds: dict, *, ambient_allowed: bool, api_base: str = "") -> str | None:
+    """Why a call of this kind (a provider_kinds.ProviderKind) with these credentials to
+    ``api_base`` must not be made (None: it may): a credential its check refuses, or,
+    unless the platform's own may stand in, one the kind cannot call without; or the
+    platform's own, lent, going to a host that is not the vendor's."""
     for field in kind.fields:
         if field.secret and field.check and creds.get(field.name):
             bad = field.check(creds[field.name])
             if bad:
                 return f"its {field.label} {bad}"
-    if not ambient_allowed:
+    if lends_ambient(kind, creds, ambient_allowed=ambient_allowed):
+        return ambient_host_problem(kind, api_base)
+    if not ambient_allowed or not kind.ambient_hosts:
         need = [f.label for f in kind.fields if f.secret and f.required and not creds.get(f.name)]
         if need:
             return (
@@ -66,6 +107,6 @@ def api_key(kind, creds: dict, *, ambient_allowed: bool) -> str | None:
     otherwise read the platform's from the environment (None: no key argument)."""
     if creds.get("api_key"):
         return creds["api_key"]
-    if kind.takes_api_key and not ambient_allowed:
+    if kind.takes_api_key and not lends_ambient(kind, creds, ambient_allowed=ambient_allowed):
         return NO_KEY
     return None

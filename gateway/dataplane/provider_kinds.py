@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as _factory
 
-from .credentials import service_account_problem
+from .credentials import ambient_host_problem, lends_ambient, service_account_problem
 
 # Where a field's value is kept on a ProviderConnection: its endpoint column, its plain
 # settings (JSON) or its credentials (encrypted at rest, write-only everywhere).
@@ -134,6 +134,11 @@ class ProviderKind:
     # Anthropic with a 200 holding no image.
     litellm_lacks: frozenset = frozenset()
     builtin: bool = False  # answered in process (the mock): no network, no endpoint
+    # Where the platform's own credentials may be sent when the operator lends them
+    # (PROVIDER_AMBIENT_CREDENTIALS) and a connection has none of its own: these hosts and
+    # their subdomains, over https. An endpoint elsewhere needs credentials of its own; a
+    # kind with none never lends them (a keyless call carries a placeholder key).
+    ambient_hosts: tuple[str, ...] = ()
     probe: Probe = Probe()
     help: str = ""  # one line for the dashboard's form
     model_hint: str = ""  # what a deployment's "upstream model" is for this kind
@@ -189,7 +194,7 @@ class ProviderKind:
         for f in self.fields:
             if not f.required or values[f.store].get(f.name):
                 continue
-            if f.ambient and ambient_allowed:
+            if f.ambient and ambient_allowed and self.ambient_hosts:
                 continue
             refuse(
                 f.store,
@@ -201,6 +206,10 @@ class ProviderKind:
                     else "."
                 ),
             )
+        if ambient_allowed and api_base and ENDPOINT not in errors:
+            lent = lends_ambient(self, values[CREDENTIALS], ambient_allowed=True)
+            if lent and (bad := ambient_host_problem(self, api_base)):
+                refuse(ENDPOINT, f"{self.field('api_base').describe()}: {bad}.")
         return errors
 
     def litellm_kwargs(self, *, api_base: str, region: str, settings, credentials) -> dict:
@@ -225,6 +234,7 @@ _KINDS = (
     ProviderKind(
         "openai",
         "OpenAI",
+        ambient_hosts=("openai.com",),
         litellm_prefix="openai",
         passthrough=True,
         default_api_base=OPENAI_BASE,
@@ -240,6 +250,7 @@ _KINDS = (
     ProviderKind(
         "azure_openai",
         "Azure OpenAI",
+        ambient_hosts=("azure.com", "azure.us", "azure.cn"),
         litellm_prefix="azure",
         openai_shaped=True,
         refuses_top_k=True,
@@ -268,6 +279,7 @@ _KINDS = (
     ProviderKind(
         "bedrock",
         "AWS Bedrock",
+        ambient_hosts=("amazonaws.com", "amazonaws.com.cn"),
         litellm_prefix="bedrock",
         litellm_lacks=frozenset({"moderations"}),
         fields=(
@@ -317,6 +329,7 @@ _KINDS = (
     ProviderKind(
         "vertex",
         "GCP Vertex AI",
+        ambient_hosts=("googleapis.com",),
         litellm_prefix="vertex_ai",
         litellm_lacks=frozenset({"moderations"}),
         fields=(
@@ -355,6 +368,7 @@ _KINDS = (
     ProviderKind(
         "anthropic",
         "Anthropic",
+        ambient_hosts=("anthropic.com",),
         litellm_prefix="anthropic",
         messages_api=True,
         # (LiteLLM itself refuses its speech, transcriptions and rerank: unsupported_request)

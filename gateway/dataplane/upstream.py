@@ -1398,7 +1398,9 @@ class LiteLLMAdapter:
         if not kind.openai_shaped:
             kwargs["client"] = self._handler
         creds = dep.credentials
-        refused = credentials.problem(kind, creds, ambient_allowed=self.ambient_credentials)
+        refused = credentials.problem(
+            kind, creds, ambient_allowed=self.ambient_credentials, api_base=dep.api_base
+        )
         if refused:
             # A 502 like any provider failure: the next deployment may have credentials.
             raise UpstreamError(f"{dep.label} is not configured: {refused}.", 502)

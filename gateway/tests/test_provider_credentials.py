@@ -160,3 +160,100 @@ def test_a_keyless_openai_compatible_provider_never_sends_the_platforms_key(acme
     assert answer.status_code == 200
     sent = [r["headers"] for r in acme.fake.requests]
     assert sent and all("sk-platform-own" not in json.dumps(h) for h in sent)
+
+
+# Lent, the platform's credentials go only to the vendor's own hosts: an org admin who
+# points a provider without credentials at a host of their own gets nothing of the server's.
+PLATFORM_ENV = {
+    "OPENAI_API_KEY": "sk-platform-own-openai-key-0000000000",
+    "ANTHROPIC_API_KEY": "sk-ant-platform-own-key-000000000000",
+    "AZURE_API_KEY": "platform-own-azure-key-0000000000000",
+    "AWS_ACCESS_KEY_ID": "AKIAPLATFORMOWNKEYID0",
+    "AWS_SECRET_ACCESS_KEY": "platform-own-aws-secret-000000000000000",
+}
+LENDING_KINDS = ["openai", "anthropic", "azure_openai", "bedrock", "vertex"]
+
+
+@pytest.mark.parametrize("kind", LENDING_KINDS)
+@pytest.mark.parametrize(
+    "api_base",
+    [
+        "https://collector.example/v1",
+        "https://api.openai.com.collector.example",
+        "http://api.openai.com/v1",  # the right host, in the clear
+        "https://collector.example\\@api.openai.com",
+    ],
+)
+def test_lent_credentials_are_not_saved_for_an_endpoint_elsewhere(org_a, settings, kind, api_base):
+    settings.PROVIDER_AMBIENT_CREDENTIALS = True
+    with pytest.raises(ValidationError) as refused:
+        services.provider_save(actor=ACTOR, org=org_a, name="p", kind=kind, api_base=api_base)
+    assert "api_base" in refused.value.message_dict
+    assert not ProviderConnection.objects.filter(name="p").exists()
+
+
+@pytest.mark.parametrize(
+    ("kind", "api_base"),
+    [
+        ("openai", ""),
+        ("openai", "https://eu.api.openai.com/v1"),
+        ("azure_openai", "https://acme.openai.azure.com"),
+        ("bedrock", "https://vpce-1.bedrock-runtime.us-east-1.vpce.amazonaws.com"),
+        ("vertex", "https://us-central1-aiplatform.googleapis.com"),
+        ("anthropic", "https://api.anthropic.com"),
+    ],
+)
+def test_lent_credentials_may_go_to_the_vendors_own_hosts(org_a, settings, kind, api_base):
+    settings.PROVIDER_AMBIENT_CREDENTIALS = True
+    services.provider_save(actor=ACTOR, org=org_a, name="p", kind=kind, api_base=api_base)
+    assert ProviderConnection.objects.get(name="p").api_base == api_base
+
+
+def test_an_endpoint_elsewhere_with_its_own_credentials_is_saved(org_a, settings):
+    settings.PROVIDER_AMBIENT_CREDENTIALS = True
+    services.provider_save(
+        actor=ACTOR,
+        org=org_a,
+        name="p",
+        kind="openai",
+        api_base="https://proxy.example/v1",
+        credentials={"api_key": "sk-org-own"},
+    )
+    assert ProviderConnection.objects.get(name="p").has_credentials
+
+
+@pytest.mark.parametrize("kind", [*LENDING_KINDS, "openai_compatible"])
+def test_a_provider_saved_before_never_sends_lent_credentials_elsewhere(
+    acme, gw, monkeypatch, kind
+):
+    # Saved before the rule (or by the admin, or with ambient off then): the call itself
+    # refuses, whatever the database holds. The endpoint is the fake upstream, which
+    # records every request that reaches it.
+    for name, value in PLATFORM_ENV.items():
+        monkeypatch.setenv(name, value)
+    gw.upstreams.passthrough = False  # LiteLLM is what reads the environment
+    monkeypatch.setattr(gw.upstreams.litellm, "ambient_credentials", True)
+    gw.upstreams.prewarm()
+    provider = ProviderConnection.objects.create(
+        org=acme.org, name="lent", kind=kind, api_base=acme.fake.url
+    )
+    services.deployment_save(
+        actor=ACTOR, org=acme.org, model_name="lent-chat", provider=provider, upstream_model="m"
+    )
+    refresh_snapshot()
+    acme.fake.reset()
+    answer = httpx.post(
+        f"{acme.base_url}/chat/completions",
+        headers={"Authorization": f"Bearer {acme.raw}"},
+        json={"model": "lent-chat", "messages": [{"role": "user", "content": "hi"}]},
+        timeout=30,
+    )
+    sent = json.dumps([r["headers"] for r in acme.fake.requests])
+    assert all(value not in sent for value in PLATFORM_ENV.values())
+    if kind == "openai_compatible":  # never lends: a keyless call carries the placeholder
+        assert answer.status_code == 200
+        assert "bonito-no-key" in sent
+    else:
+        assert answer.status_code == 502
+        assert "needs credentials of its own" in answer.json()["error"]["message"]
+        assert not acme.fake.requests

@@ -100,6 +100,12 @@ def test_every_kind_is_complete(name):
     assert kind.probe.endpoint in PATHS
     parse_body(orjson.dumps({**kind.probe.request(), "model": "m"}), kind.probe.endpoint)
     assert kind.model_hint, "the deployment form says what an upstream model is for it"
+    # The platform's own credentials stand in for a field only where the kind names the
+    # vendor's hosts they may be sent to (an endpoint elsewhere needs its own).
+    if any(f.ambient and f.secret for f in kind.fields):
+        assert kind.ambient_hosts
+    for host in kind.ambient_hosts:
+        assert re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)+", host), "a domain, no scheme or dot"
 
 
 def test_every_kind_and_its_fields_are_documented():
