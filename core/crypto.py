@@ -7,7 +7,7 @@ import hmac
 import json
 from functools import cache
 
-from cryptography.fernet import Fernet, MultiFernet
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 
 
@@ -24,6 +24,16 @@ def _keys() -> list[bytes]:
 @cache
 def _fernet() -> MultiFernet:
     return MultiFernet([Fernet(k) for k in _keys()])
+
+
+def sealed_by_newest(token: str) -> bool:
+    """Whether ``token`` was encrypted with the newest key (the one seal() writes with):
+    anything that can read a document this process seals can read it too."""
+    try:
+        _fernet()._fernets[0].decrypt(token.encode())
+    except InvalidToken:
+        return False
+    return True
 
 
 def seal(data: bytes) -> bytes:

@@ -31,7 +31,7 @@ from core.config_version import (
     shared_deltas,
     store_delta,
 )
-from core.crypto import seal, unseal
+from core.crypto import seal, sealed_by_newest, unseal
 from core.months import month_key
 
 from .dataplane.memory import settle_long_lived
@@ -52,6 +52,7 @@ from .models import (
     CredentialsUnreadable,
     Deployment,
     ModelCatalogEntry,
+    ProviderConnection,
     key_hash_secret,
 )
 from .pricing import (
@@ -547,7 +548,7 @@ def share_deltas(versions) -> None:
     for version in versions:
         skipped: list = []
         delta = build_delta(version - 1, version, skipped=skipped)
-        if delta is None or skipped:
+        if delta is None or skipped or not _sealable(delta):
             # Deployments this process cannot decrypt are left out of its own view only:
             # stored, the delta would take them from every worker that can (a replica
             # with other keys, mid-rotation). Those build the delta themselves.
@@ -555,6 +556,22 @@ def share_deltas(versions) -> None:
         sealed = seal(orjson.dumps(delta_to_dict(delta, include_credentials=True)))
         if len(sealed) <= SHARED_MAX_BYTES:
             store_delta(version, sealed)
+
+
+def _sealable(delta: Delta) -> bool:
+    """Whether every provider credential in ``delta`` is stored under the newest key, the
+    one the delta is sealed with. One stored under an older key (mid-rotation) would be
+    handed, decrypted, to a worker that can unseal the delta but could not have read the
+    credential itself (a replica that has only the new key): that worker builds instead."""
+    orgs = [org_id for org_id, org in delta.orgs.items() if org is not None]
+    if not orgs:
+        return True
+    stored = (
+        ProviderConnection.objects.filter(org_id__in=orgs, is_active=True)
+        .exclude(credentials_encrypted="")
+        .values_list("credentials_encrypted", flat=True)
+    )
+    return all(sealed_by_newest(token) for token in stored)
 
 
 def stored_deltas(since: int, until: int) -> list[Delta] | None:

@@ -139,3 +139,60 @@ def test_a_delta_built_without_a_deployment_it_cannot_read_is_not_shared(org_a, 
     version = current_version()
     share_deltas([version])
     assert shared_deltas(version - 1, version) is not None
+
+
+@pytest.mark.django_db
+def test_a_delta_holding_credentials_under_an_older_key_is_not_shared(org_a, settings):
+    """Mid-rotation (ENCRYPTION_KEYS = new, old), a provider's credentials still under the
+    old key were decrypted here and sealed into the shared delta under the new one: a
+    replica that has only the new key applied them, serving credentials it could not have
+    read itself. Such a delta is not shared; the workers build it, each with its own keys."""
+    from core import crypto
+    from core.config_version import current_version, shared_deltas
+    from gateway.snapshot_builder import share_deltas
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.GATEWAY_SHARE_DELTAS = True
+    settings.ENCRYPTION_KEYS = [old]
+    crypto._fernet.cache_clear()
+    try:
+        provider = services.provider_save(
+            actor=ACTOR,
+            org=org_a,
+            name="rotating",
+            kind="openai",
+            credentials={"api_key": "sk-under-the-old-key-000000"},
+        )
+        services.deployment_save(
+            actor=ACTOR, org=org_a, model_name="r-chat", provider=provider, upstream_model="m"
+        )
+        settings.ENCRYPTION_KEYS = [new, old]  # the rotation begins: new first, old kept
+        crypto._fernet.cache_clear()
+        services.provider_save(actor=ACTOR, org=org_a, name="plain", kind="mock")
+        version = current_version()
+        share_deltas([version])
+        assert shared_deltas(version - 1, version) is None
+        # Re-entered (so written under the new key), the org's deltas are shared again.
+        services.provider_save(
+            actor=ACTOR,
+            org=org_a,
+            name="rotating",
+            kind="openai",
+            credentials={"api_key": "sk-under-the-new-key-000000"},
+        )
+        version = current_version()
+        share_deltas([version])
+        assert shared_deltas(version - 1, version) is not None
+        # A replica with only the new key reads the shared delta, and the credentials in it
+        # are ones it can read itself.
+        settings.ENCRYPTION_KEYS = [new]
+        crypto._fernet.cache_clear()
+        from gateway.snapshot_builder import stored_deltas
+
+        (delta,) = stored_deltas(version - 1, version)
+        deps = [d for ds in delta.orgs[org_a.id].deployments.values() for d in ds]
+        assert [d.credentials for d in deps if d.kind == "openai"] == [
+            {"api_key": "sk-under-the-new-key-000000"}
+        ]
+    finally:
+        crypto._fernet.cache_clear()
