@@ -36,6 +36,15 @@ def sealed_by_newest(token: str) -> bool:
     return True
 
 
+def resealed(token: str) -> str | None:
+    """``token`` encrypted again with the newest key (its content unchanged), or None when
+    no key of this process decrypts it."""
+    try:
+        return _fernet().rotate(token.encode()).decode()
+    except InvalidToken:
+        return None
+
+
 def seal(data: bytes) -> bytes:
     """``data`` encrypted with the credentials' keys (any document that holds credentials)."""
     return _fernet().encrypt(data)
