@@ -52,9 +52,7 @@ class Command(BaseCommand):
                 if new is None:
                     unreadable.append(f"{label} {pk} ({name} {shown}): {column}")
                     continue
-                if dry:
-                    rewritten += 1
-                elif model.objects.filter(pk=pk, **{column: token}).update(**{column: new}):
+                if dry or model.objects.filter(pk=pk, **{column: token}).update(**{column: new}):
                     rewritten += 1
                 else:
                     changed += 1  # written since it was read: under the newest key already
