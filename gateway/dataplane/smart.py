@@ -544,8 +544,31 @@ def _score(policy: SmartPolicy, body: dict, classifier: str, share: float = 1.0)
         own = features(body, policy.keywords) if policy.keywords else x
         offset = prior_logit(x) + chat_prior(body, own, policy.keywords)
         steps = steps_features(body, x, share)
+        if chat_shaped(x, steps):
+            offset += smart_learned.model().get("chat_raise", 0.0)
         return smart_learned.score(text, within_range(x, model), steps, offset)
     return rules_score(body, policy.keywords)
+
+
+_QUANTITIES = smart_steps.NAMES.index("quantities")
+_NO_QUANTITY, _ONE_QUANTITY = math.log1p(0.5), math.log1p(1.5)  # between the counts' logs
+
+
+def chat_shaped(x: list[float], steps: list[float]) -> bool:
+    """Whether the learned head's chat raise (smart_learned.json's ``chat_raise``) applies:
+    an open request (``x``: its rules features) that is not a word problem, by its steps
+    features: no quantity at all (nothing to compute from, at any length), or at most one
+    in a request shorter than CHAT_CHARS. The head's steps weights are kept >= 0 and carry
+    the open problems' difficulty, the other weights making up for them on maths problems:
+    a request that is not one got the make-up without the steps, and read as a problem of
+    few steps (hard chat went to the cheap tier). Every development-set open prompt is a
+    maths problem with two quantities or more, or one in 280 characters or more: none is
+    chat-shaped, so no figure measured on the set moves. The raise was set on a chat set
+    written blind, by a rule fixed before it was scored (bench/experiments/README.md)."""
+    if x[_CHOICE]:
+        return False
+    q = steps[_QUANTITIES]
+    return q < _NO_QUANTITY or (q < _ONE_QUANTITY and x[TOKENS] < _CHAT_TOKENS)
 
 
 def steps_features(body: dict, x: list[float], share: float = 1.0) -> list[float]:
