@@ -3,7 +3,8 @@ before it was scored (README.md, "The rule for the chat raise"; helper h144, 202
 
     python chat_raise_select.py committed HEAD.json   # H0, E0: the committed head's counts
     python chat_raise_select.py grid H0 E0            # the nonneg head (core/), every r
-    python chat_raise_select.py fixtures              # the fixture sets' counts (core/ head)
+    python chat_raise_select.py fixtures [R [HEAD.json]]  # the fixture sets' counts (core/
+                                                      # head, its own raise unless R)
 
 Each run is its own process (the head file is read once a process). Every request is sent
 as one user message through the product's scoring (smart.score, as
@@ -20,8 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 from core import smart_learned  # noqa: E402
 
-if sys.argv[1] == "committed":
-    smart_learned.HEAD_FILE = Path(sys.argv[2])
+if sys.argv[1] == "committed" or (sys.argv[1] == "fixtures" and len(sys.argv) > 3):
+    smart_learned.HEAD_FILE = Path(sys.argv[3] if sys.argv[1] == "fixtures" else sys.argv[2])
 
 from core.smart import SmartPolicy, thresholds_for  # noqa: E402
 from gateway.dataplane import smart  # noqa: E402
@@ -63,9 +64,11 @@ def main():
         for d, r, h, e in table:
             print(f"r {r:.2f}: hard up {h}/80, easy up {e}/80, distance {d}")
         best = min(table, key=lambda t: (t[0], t[1]))  # ties to the smallest r
-        print(f"chosen r = {best[1]:.2f} (hard up {best[2]}, easy up {best[3]}; "
-              f"committed {h0}, {e0}; distance {best[0]})"
-              + ("  -- the grid's end: the rule FAILED" if best[1] == 4.0 else ""))
+        print(
+            f"chosen r = {best[1]:.2f} (hard up {best[2]}, easy up {best[3]}; "
+            f"committed {h0}, {e0}; distance {best[0]})"
+            + ("  -- the grid's end: the rule FAILED" if best[1] == 4.0 else "")
+        )
     elif what == "fixtures":
         sets = {"120 requests": load(FIXTURES / "chat_requests.jsonl")}
         short = load(FIXTURES / "chat_short_requests.jsonl")

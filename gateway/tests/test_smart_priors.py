@@ -118,6 +118,8 @@ def test_no_prior_touches_a_development_set_prompt():
         x = smart.features(body)
         assert smart.prior_logit(x) == 0.0
         assert smart.chat_prior(body, x) == 0.0, row["prompt"]
+        # nor the learned head's chat raise (every open prompt there is a maths problem)
+        assert not smart.chat_shaped(x, smart.steps_features(body, x)), row["prompt"]
 
 
 def _without_the_chat_prior(monkeypatch, body, classifier, policy=POLICY):
@@ -248,3 +250,35 @@ def test_through_v1_tool_definitions_move_a_request_up_a_tier(acme, gw):
     )
     assert tooled_response.headers["x-bonito-route-tier"] == "smart-pro"
     assert float(tooled_response.headers["x-bonito-route-score"]) == pytest.approx(tooled, abs=1e-4)
+
+
+# The learned head's chat raise (smart_learned.json's chat_raise; smart.chat_shaped): an open
+# request that is not a word problem (no quantity, or one in under 250 characters), long
+# enough for the head (57+ characters); not a word problem nor a multiple-choice question.
+RAISED = [
+    "Give a short proof that there are infinitely many primes, step by step please.",
+    "What are the absolute contraindications for thrombolysis in acute ischemic stroke?",
+    "Suggest 3 board games for a family night with young kids who like drawing things.",
+]
+NOT_RAISED = [
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many "
+    "clips in May. How many clips did Natalia sell altogether in April and May?",
+    "Which planet is largest?\nA. Mars\nB. Jupiter\nC. Venus\nD. Earth and the rest of them",
+]
+
+
+@needs_learned
+@pytest.mark.parametrize(
+    ("text", "raised"), [(t, True) for t in RAISED] + [(t, False) for t in NOT_RAISED]
+)
+def test_the_learned_chat_raise_lifts_chat_shaped_requests_only(monkeypatch, text, raised):
+    from core import smart_learned
+
+    body = {"messages": [_user(text)]}
+    x = smart.features(body)
+    assert smart.chat_shaped(x, smart.steps_features(body, x)) is raised
+    with_raise = smart.score(POLICY, body, "learned")
+    monkeypatch.setitem(smart_learned.model(), "chat_raise", 0.0)
+    plain = smart.score(POLICY, body, "learned")
+    added = smart_learned.model.__wrapped__()["chat_raise"] if raised else 0.0
+    assert _logit(with_raise) - _logit(plain) == pytest.approx(added, abs=1e-9)

@@ -1125,6 +1125,9 @@ def test_the_learned_classifier_reads_the_rules_features_within_their_range():
     offset = smart.prior_logit(raw) + smart.chat_prior(body, raw)
     assert offset == 0.0
     steps = smart.steps_features(body, raw)
+    # no quantity in it: chat-shaped, so the head's chat raise is added too
+    assert smart.chat_shaped(raw, steps)
+    offset += smart_learned.model()["chat_raise"]
     assert (
         score
         == smart_learned.score(text, read, steps, offset)
