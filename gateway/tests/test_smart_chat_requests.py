@@ -51,10 +51,11 @@ def test_the_sets_are_as_described():
 # (classifier, easy requests sent to the top tier at most, hard ones at least): measured
 # 20 of 70 and 50 of 50 under rules, 9 and 47 under learned (without the chat prior: 33 and
 # 50, 15 and 47). Learned with the head before its steps features (2026-12-03): 12 and 46
-# (without the prior 23 and 46).
+# (without the prior 23 and 46). Learned with the steps features (2026-12-04): 9 and 47;
+# with their weights kept >= 0 and the chat raise (2026-12-04, later): 10 and 47 (below).
 @pytest.mark.parametrize(
     ("classifier", "easy_up", "hard_up"),
-    [("rules", 20, 50), pytest.param("learned", 9, 47, marks=needs_learned)],
+    [("rules", 20, 50), pytest.param("learned", 10, 47, marks=needs_learned)],
 )
 def test_easy_chat_goes_to_the_cheap_tier_and_hard_requests_to_the_top(
     classifier, easy_up, hard_up
@@ -81,6 +82,15 @@ def test_easy_chat_goes_to_the_cheap_tier_and_hard_requests_to_the_top(
 # activities", a book for a flight, define 'procrastination'); the 120 requests gain
 # (12 -> 9 easy up, 46 -> 47 hard). The bounds below are those measured figures, loosened
 # by exactly that (docs/smart-routing.md, "The steps features").
+# The head of 2026-12-04, later (the steps weights kept >= 0, "nonneg-steps", with the chat
+# raise set on a chat set written blind: docs/smart-routing.md, "The steps weights kept >=
+# 0") sends more hard requests up and one easy request more in three sets: design 2 and 32
+# -> 2 and 35, held-out 3 and 27 -> 4 and 28, aimed 30 -> 34, natural 11 and 38 -> 12 and
+# 39, the 120 requests 9 and 47 -> 10 and 47 (above). How well the score orders hard above
+# easy (AUC) does not fall: 0.935 -> 0.938 (120), 0.907 -> 0.929 (design), 0.766 -> 0.774
+# (held-out), 0.842 -> 0.839 (natural), 0.863 -> 0.862 (the blind set), 0.861 -> 0.866 all
+# together: the cut sits at another point of about the same curve. The bounds below are the
+# new head's figures.
 @pytest.mark.parametrize(
     ("name", "classifier", "easy_up", "hard_up"),
     [
@@ -88,10 +98,10 @@ def test_easy_chat_goes_to_the_cheap_tier_and_hard_requests_to_the_top(
         ("held-out", "rules", 8, 38),
         ("aimed", "rules", 0, 43),
         ("natural", "rules", 19, 48),
-        pytest.param("design", "learned", 2, 32, marks=needs_learned),
-        pytest.param("held-out", "learned", 3, 27, marks=needs_learned),
-        pytest.param("aimed", "learned", 0, 30, marks=needs_learned),
-        pytest.param("natural", "learned", 11, 38, marks=needs_learned),
+        pytest.param("design", "learned", 2, 35, marks=needs_learned),
+        pytest.param("held-out", "learned", 4, 28, marks=needs_learned),
+        pytest.param("aimed", "learned", 0, 34, marks=needs_learned),
+        pytest.param("natural", "learned", 12, 39, marks=needs_learned),
     ],
 )
 def test_short_hard_requests_keep_the_top_tier_and_short_easy_ones_go_down(
