@@ -10,6 +10,7 @@ come, then one ``event: result`` with what the request cost."""
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import uuid
 
@@ -36,6 +37,9 @@ MAX_MESSAGE_CHARS = 32_000
 MAX_SYSTEM_CHARS = 16_000
 MAX_CONVERSATION_CHARS = 200_000
 MAX_OUTPUT_TOKENS = 32_768
+# A choice of the model menu that is a routing policy: the turn is sent as an rt- key of
+# that policy would send it (the user's Playground key, bound to the policy for the turn).
+POLICY = "policy:"
 
 
 @transaction.atomic
@@ -58,8 +62,9 @@ def playground_key(*, actor: Actor, org, user, membership=None) -> ApiKey:
 
 def _prepare(request, org) -> tuple[KeyInfo, list[str]]:
     """The user's Playground key as the data plane sees it, read from the database now (a
-    key made a moment ago works before the process's snapshot has it), and the chat models
-    it may use."""
+    key made a moment ago works before the process's snapshot has it), and what it may
+    send a turn to: the chat models it may use, then the routing policies (``POLICY`` and
+    a policy's name) whose models include one."""
     key = key_info(
         playground_key(
             actor=Actor.from_request(request, via="playground"),
@@ -84,16 +89,23 @@ def _models_to_show(request, org) -> list[str]:
 def chat_models(org, key: KeyInfo) -> list[str]:
     """The models this key may call (as /v1/models lists them) that answer chat: a model
     whose deployments the catalog knows only as embedding, image, audio… models is left out,
-    and so is one it does not know whose name says it embeds."""
+    and so is one it does not know whose name says it embeds. Then each active routing
+    policy (``POLICY`` + its name) through which this key, bound to it as an rt- key is,
+    reaches such a model: a smart policy can be tried before any app has its rt- key."""
     info = load_orgs([org.id]).get(org.id)
     if info is None:
         return []
     names = keys_check.permitted_models(key, info)
+    bound = {
+        policy: keys_check.permitted_models(dataclasses.replace(key, routing_policy=policy), info)
+        for policy in info.routing_policies
+    }
     tiers = info.smart.tiers if info.smart is not None else ()
-    deps = [d for name in (*names, *tiers) for d in info.deployments.get(name, ())]
+    reached = {*names, *tiers, *(m for models in bound.values() for m in models)}
+    deps = [d for name in reached for d in info.deployments.get(name, ())]
     modes = dict(
         ModelCatalogEntry.objects.filter(
-            name__in={d.upstream_model for d in deps} | set(names)
+            name__in={d.upstream_model for d in deps} | reached
         ).values_list("name", "mode")
     )
 
@@ -104,7 +116,30 @@ def chat_models(org, key: KeyInfo) -> list[str]:
             answers_chat(name, dep.upstream_model, modes) for dep in info.deployments.get(name, ())
         )
 
-    return sorted(n for n in names if chat(n))
+    models = sorted(n for n in names if chat(n))
+    policies = sorted(
+        POLICY + policy
+        for policy, reach in bound.items()
+        if any(chat(m) for m in reach) and POLICY + policy not in models
+    )
+    return models + policies
+
+
+def label(choice: str) -> str:
+    """How the page names a choice of the model menu."""
+    if choice.startswith(POLICY):
+        return f"routing policy {choice.removeprefix(POLICY)}"
+    return choice
+
+
+def routed(key: KeyInfo, choice: str) -> tuple[KeyInfo, str]:
+    """The key and model a turn sent to ``choice`` (a model, or ``POLICY`` and a routing
+    policy's name) is sent with: a policy's turn goes as its rt- key's would (whatever the
+    model field names: the policy's name here, recorded as the model requested)."""
+    if choice.startswith(POLICY) and not key.routing_policy:
+        policy = choice.removeprefix(POLICY)
+        return dataclasses.replace(key, routing_policy=policy), policy
+    return key, choice
 
 
 class TurnError(ValueError):
@@ -224,12 +259,13 @@ def _route(headers) -> str:
 
 
 async def _answer(key: KeyInfo, turn: dict, model: str) -> dict:
-    out, started = await _send(key, request_body(turn, model, stream=False))
+    sent_key, sent_model = routed(key, model)
+    out, started = await _send(sent_key, request_body(turn, sent_model, stream=False))
     data = orjson.loads(out.body)
     ok = out.status == 200
     return {
         **_meta(out, started),
-        "model": model,
+        "model": label(model),
         "ok": ok,
         "content": (data.get("choices") or [{}])[0].get("message", {}).get("content")
         if ok
@@ -248,6 +284,8 @@ async def playground(request):
     context = {
         "section": "playground",
         "models": models,
+        "model_options": [m for m in models if not m.startswith(POLICY)],
+        "policy_options": [(m, m.removeprefix(POLICY)) for m in models if m.startswith(POLICY)],
         "results": [],
         "form": {"message": "Say hello in one sentence.", "model": models[0] if models else ""},
         "history": [],
@@ -299,7 +337,8 @@ async def playground_stream(request):
     model = turn["compare"] if request.POST.get("pane") == "compare" else turn["model"]
     if not model:
         return JsonResponse({"error": "Nothing to compare with."}, status=400)
-    out, started = await _send(key, request_body(turn, model, stream=True))
+    sent_key, sent_model = routed(key, model)
+    out, started = await _send(sent_key, request_body(turn, sent_model, stream=True))
 
     async def events():
         if out.stream is not None:
@@ -312,7 +351,7 @@ async def playground_stream(request):
         else:  # refused or failed before streaming: the gateway's error, as JSON
             error = orjson.loads(out.body).get("error", {})
             meta = {**_meta(out, started), "error": error.get("message", "")}
-        yield b"event: result\ndata: " + orjson.dumps({**meta, "model": model}) + b"\n\n"
+        yield b"event: result\ndata: " + orjson.dumps({**meta, "model": label(model)}) + b"\n\n"
 
     response = StreamingHttpResponse(events(), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"

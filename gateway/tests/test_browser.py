@@ -84,6 +84,16 @@ def test_a_user_runs_the_gateway_from_the_dashboard(
     services.deployment_save(
         actor=ACTOR, org=org_a, model_name="demo-chat-2", provider=mock, upstream_model="mock-chat"
     )
+    from governance.services import routing_policy_save
+
+    routing_policy_save(
+        actor=ACTOR,
+        org=org_a,
+        name="smart-demo",
+        strategy="smart",
+        models=["demo-chat", "demo-chat-2"],
+        smart={"aggressiveness": 0.5},
+    )
     refresh_snapshot()
 
     page.goto(base + "/login/")
@@ -131,6 +141,14 @@ def test_a_user_runs_the_gateway_from_the_dashboard(
     assert len(turns) == 4 and "hello from the browser" in turns[0]
     assert "and a second turn" in turns[2]
     shot(page, "playground-compare")
+    # A routing policy is tried as its rt- key would send: the pane is named after it and
+    # says which tier smart routing chose.
+    page.select_option("select[name=compare]", "policy:smart-demo")
+    page.fill("textarea[name=message]", "a third turn")
+    page.click("#pg-send")
+    answered(page, "#playground-result-2")
+    routed = page.inner_text("#playground-result-2")
+    assert routed.startswith("routing policy smart-demo") and "tier demo-chat" in routed
     assert gw.sink.flush()
 
     # It shows up in Logs and in the Usage chart.

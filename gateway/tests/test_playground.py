@@ -290,3 +290,93 @@ def test_the_smart_routing_alias_is_offered_and_routes(acme, alice_client):
     assert result["route"] == said
     [result] = alice_client.post(url, {"model": "chat-small", "message": "hi"}).context["results"]
     assert result["route"] == ""
+
+
+# ------------------------------------------------------------------ routing policies
+def test_a_routing_policy_can_be_tried_as_its_rt_key_would_send(acme, alice_client):
+    """A smart routing policy could not be tried before an app had its rt- key: the menu
+    offered models and the `auto` alias only. Now each active policy that reaches a chat
+    model is offered, and a turn through it is routed by the policy, recorded under the
+    user's Playground key with the policy's name."""
+    from gateway.models import ApiKey
+
+    url = reverse("playground", args=[acme.org.slug])
+    gov = governance_services
+    gov.routing_policy_save(
+        actor=ACTOR,
+        org=acme.org,
+        name="smart-chat",
+        strategy="smart",
+        models=["chat-small", "ha-chat"],
+        smart={"aggressiveness": 0.5},
+    )
+    gov.routing_policy_save(actor=ACTOR, org=acme.org, name="backup", models=["ha-chat"])
+    gov.routing_policy_save(
+        actor=ACTOR, org=acme.org, name="off", models=["chat-small"], is_active=False
+    )
+    gov.routing_policy_save(actor=ACTOR, org=acme.org, name="vectors", models=["embed-small"])
+    refresh_snapshot()
+    assert page_models(alice_client, acme.org) == [
+        "chat-small",
+        "ha-chat",
+        "policy:backup",
+        "policy:smart-chat",
+    ]  # not the disabled policy, nor one that reaches no chat model
+    page = alice_client.get(url).content.decode()
+    assert '<option value="policy:smart-chat">routing policy smart-chat</option>' in page
+
+    response = alice_client.post(url, {"model": "policy:smart-chat", "message": "hi"})
+    [result] = response.context["results"]
+    assert result["ok"], result
+    assert result["model"] == "routing policy smart-chat"
+    assert result["model_used"] in ("chat-small", "ha-chat")
+    [row] = [r for r in usage_rows() if r.routing_policy == "smart-chat"]
+    assert row.model_requested == "smart-chat" and row.route_tier == result["model_used"]
+    assert result["route"] == f"tier {row.route_tier}, score {row.route_score:.4f} (rules)"
+    key = ApiKey.objects.get(pk=row.key_id)
+    assert key.name.startswith("Playground (") and key.routing_policy is None
+
+    # A plain policy routes as its rt- key would (its own models, whatever is named).
+    [result] = alice_client.post(url, {"model": "policy:backup", "message": "hi"}).context[
+        "results"
+    ]
+    assert result["ok"] and result["model_used"] == "ha-chat" and result["route"] == ""
+
+    # Streamed, and compared with a model.
+    http = session_for(alice_client, acme)
+    stream = f"/o/{acme.org.slug}/playground/stream/"
+    data = {"model": "chat-small", "compare": "policy:smart-chat", "message": "b"}
+    with http.stream("POST", stream, data={**data, "pane": "compare"}) as r:
+        result = orjson.loads(read_events("".join(r.iter_text()))[-1][1])
+    assert result["status"] == 200 and result["model"] == "routing policy smart-chat"
+    assert result["route"].startswith("tier ")
+
+
+@pytest.mark.parametrize("choice", ["policy:off", "policy:nope", "policy:vectors", "policy:"])
+def test_a_policy_not_offered_is_refused_not_sent(acme, alice_client, choice):
+    governance_services.routing_policy_save(
+        actor=ACTOR, org=acme.org, name="off", models=["chat-small"], is_active=False
+    )
+    governance_services.routing_policy_save(
+        actor=ACTOR, org=acme.org, name="vectors", models=["embed-small"]
+    )
+    refresh_snapshot()
+    url = reverse("playground", args=[acme.org.slug])
+    response = alice_client.post(url, {"model": choice, "message": "hi"})
+    assert response.status_code == 400
+    assert "Choose one of the listed models" in response.context["error"]
+    http = session_for(alice_client, acme)
+    stream = http.post(
+        f"/o/{acme.org.slug}/playground/stream/", data={"model": choice, "message": "hi"}
+    )
+    assert stream.status_code == 400
+    assert acme.fake.requests == []
+
+
+def test_a_policy_whose_models_the_org_denies_is_not_offered(acme, alice_client):
+    governance_services.routing_policy_save(
+        actor=ACTOR, org=acme.org, name="backup", models=["ha-chat"]
+    )
+    governance_services.policy_set(actor=ACTOR, org=acme.org, denied_models=["ha-chat"])
+    refresh_snapshot()
+    assert page_models(alice_client, acme.org) == ["chat-small"]

@@ -128,9 +128,11 @@
     showError("");
     out.replaceChildren();
     busy.hidden = false;
+    // Each pane is titled as its menu names the choice ("routing policy x" for a policy).
+    const named = (select) => select.options[select.selectedIndex].text;
     const compare = form.elements.compare.value;
-    const runs = [run("model", form.elements.model.value, "playground-result")];
-    if (compare) runs.push(run("compare", compare, "playground-result-2"));
+    const runs = [run("model", named(form.elements.model), "playground-result")];
+    if (compare) runs.push(run("compare", named(form.elements.compare), "playground-result-2"));
     const [answer] = await Promise.all(runs);
     busy.hidden = true;
     if (answer !== null) {
