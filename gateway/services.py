@@ -567,9 +567,16 @@ def provider_save(
         except CredentialsUnreadable as exc:  # written under other keys: none usable
             unreadable = exc
     settings, credentials = _unset_dropped(settings or {}), _unset_dropped(credentials)
-    moved = provider.pk is not None and (
-        provider.api_base.rstrip("/") != api_base.rstrip("/") or provider.kind != kind
-    )
+    # What a save moves that stored credentials would follow: the endpoint, or the kind
+    # (which decides the default host and how they are sent).
+    moved = [
+        field
+        for field, was, now in (
+            ("api_base", provider.api_base.rstrip("/"), api_base.rstrip("/")),
+            ("kind", provider.kind, kind),
+        )
+        if provider.pk is not None and was != now
+    ]
     if credentials is None and unreadable is not None and moved:
         # A new endpoint or kind must not take them along unseen: they would be sent there
         # once a server that can read them serves it. (A save that moves nothing, switching
@@ -589,15 +596,10 @@ def provider_save(
     if credentials is None and unreadable is not None:
         problems.pop("credentials", None)  # kept as they are: not read here, not checked
     if credentials is None and provider.has_credentials:
-        # The stored credentials go only where they were entered for: a new endpoint (or
-        # kind, which decides the default host and how they are sent) with the old keys
-        # would hand them to whoever runs that host.
-        for field, was, now in (
-            ("api_base", provider.api_base.rstrip("/"), api_base.rstrip("/")),
-            ("kind", provider.kind, kind),
-        ):
-            if was != now:
-                problems.setdefault(field, []).append(CREDENTIALS_AGAIN)
+        # The stored credentials go only where they were entered for: a new endpoint or
+        # kind with the old keys would hand them to whoever runs that host.
+        for field in moved:
+            problems.setdefault(field, []).append(CREDENTIALS_AGAIN)
     if problems:
         raise ValidationError(problems)
     provider.kind, provider.api_base, provider.is_active = kind, api_base, is_active
