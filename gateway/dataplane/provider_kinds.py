@@ -139,6 +139,11 @@ class ProviderKind:
     # their subdomains, over https. An endpoint elsewhere needs credentials of its own; a
     # kind with none never lends them (a keyless call carries a placeholder key).
     ambient_hosts: tuple[str, ...] = ()
+    # LiteLLM arguments a call that carries its own credentials passes as given here, so
+    # that the SDK reads nothing of the platform's from the environment beside them (a
+    # connection's own AWS keys were sent with the server's AWS_SESSION_TOKEN, or replaced
+    # by its AWS_BEARER_TOKEN_BEDROCK, to whatever endpoint the connection names).
+    unlent: Mapping[str, str] = _factory(default_factory=dict)
     probe: Probe = Probe()
     help: str = ""  # one line for the dashboard's form
     model_hint: str = ""  # what a deployment's "upstream model" is for this kind
@@ -280,6 +285,9 @@ _KINDS = (
         "bedrock",
         "AWS Bedrock",
         ambient_hosts=("amazonaws.com", "amazonaws.com.cn"),
+        # "" is not None to LiteLLM: no AWS_BEARER_TOKEN_BEDROCK (which replaces the keys'
+        # signature), no AWS_SESSION_TOKEN beside the connection's own keys.
+        unlent={"api_key": "", "aws_session_token": ""},
         litellm_prefix="bedrock",
         litellm_lacks=frozenset({"moderations"}),
         fields=(

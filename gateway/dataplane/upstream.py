@@ -1412,6 +1412,9 @@ class LiteLLMAdapter:
         key = credentials.api_key(kind, creds, ambient_allowed=self.ambient_credentials)
         if key:
             kwargs["api_key"] = key
+        if not credentials.lends_ambient(kind, creds, ambient_allowed=self.ambient_credentials):
+            for name, value in kind.unlent.items():
+                kwargs.setdefault(name, value)
         return kwargs
 
     @contextlib.contextmanager

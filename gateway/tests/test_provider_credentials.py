@@ -257,3 +257,77 @@ def test_a_provider_saved_before_never_sends_lent_credentials_elsewhere(
         assert answer.status_code == 502
         assert "needs credentials of its own" in answer.json()["error"]["message"]
         assert not acme.fake.requests
+
+
+@pytest.fixture
+def recorder():
+    """A catch-all HTTP server recording every request (any path: Bedrock's too)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from gateway.tests.conftest import free_port
+
+    seen = []
+
+    class Recording(BaseHTTPRequestHandler):
+        def do_POST(self):
+            size = int(self.headers.get("Content-Length") or 0)
+            seen.append({"path": self.path, "headers": dict(self.headers)})
+            self.rfile.read(size)
+            out = b'{"message": "recorded"}'
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Recording)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", seen
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("ambient", [False, True])
+@pytest.mark.parametrize("env", ["AWS_BEARER_TOKEN_BEDROCK", "AWS_SESSION_TOKEN"])
+def test_a_provider_with_its_own_aws_keys_takes_nothing_of_the_servers(
+    acme, gw, monkeypatch, settings, recorder, ambient, env
+):
+    # Its own keys (any: the org admin's dummy ones) skip the vendor-hosts rule, so its
+    # endpoint may be anywhere; LiteLLM sent the server's AWS_BEARER_TOKEN_BEDROCK there in
+    # place of their signature, or its AWS_SESSION_TOKEN beside them.
+    url, seen = recorder
+    secret = f"platform-own-{env.lower()}-0000000000"
+    monkeypatch.setenv(env, secret)
+    settings.PROVIDER_AMBIENT_CREDENTIALS = ambient
+    monkeypatch.setattr(gw.upstreams.litellm, "ambient_credentials", ambient)
+    gw.upstreams.prewarm(("bedrock",))
+    provider = services.provider_save(
+        actor=ACTOR,
+        org=acme.org,
+        name="aws",
+        kind="bedrock",
+        api_base=url,
+        credentials={"aws_access_key_id": "AKIAORGOWN", "aws_secret_access_key": "org-own"},
+    )
+    services.deployment_save(
+        actor=ACTOR,
+        org=acme.org,
+        model_name="aws-chat",
+        provider=provider,
+        upstream_model="anthropic.claude-3-5-haiku-20241022-v1:0",
+    )
+    refresh_snapshot()
+    httpx.post(
+        f"{acme.base_url}/chat/completions",
+        headers={"Authorization": f"Bearer {acme.raw}"},
+        json={"model": "aws-chat", "messages": [{"role": "user", "content": "hi"}]},
+        timeout=30,
+    )
+    assert seen, "the call reached the endpoint"
+    sent = json.dumps(seen)
+    assert secret not in sent
+    assert "Credential=AKIAORGOWN/" in sent  # signed with the connection's own keys

@@ -427,6 +427,9 @@ LITELLM_CALLS = [
             "aws_access_key_id": "AK",
             "aws_secret_access_key": "S",
             "aws_region_name": "us-east-1",
+            # stated, so LiteLLM reads neither from the server's environment
+            "api_key": "",
+            "aws_session_token": "",
         },
     ),
     (
@@ -447,6 +450,7 @@ LITELLM_CALLS = [
             "aws_secret_access_key": "S",
             "aws_session_token": "T",
             "aws_region_name": "eu-west-3",
+            "api_key": "",  # no AWS_BEARER_TOKEN_BEDROCK in place of the keys' signature
         },
     ),
     (
