@@ -613,7 +613,12 @@ def provider_save(
     if credentials_changed:
         provider.set_credentials(credentials)
     provider.full_clean()
-    provider.save()
+    if provider.pk is not None and not credentials_changed:
+        # Not the credentials as read: written back, they would undo a rewrite made since
+        # (reencrypt_secrets putting them under the newest key, the old one then dropped).
+        provider.save(update_fields=_columns_but(provider, "credentials_encrypted"))
+    else:
+        provider.save()
     after = _provider_summary(provider)
     if before and credentials_changed:
         after = {**after, "credentials": "changed"}
@@ -621,6 +626,15 @@ def provider_save(
         actor=actor, org=org, entity="provider", target=provider, before=before, after=after
     )
     return provider
+
+
+def _columns_but(instance, *left_out: str) -> list[str]:
+    """Every column ``save(update_fields=...)`` may write on ``instance`` but ``left_out``."""
+    return [
+        f.name
+        for f in instance._meta.concrete_fields
+        if not f.primary_key and f.name not in left_out
+    ]
 
 
 PROVIDER_NAME_TAKEN = "A provider with this name exists in this organization."

@@ -1471,7 +1471,26 @@ def sso_config_save(
     current = SSOConfig.objects.filter(org=org).first()
     before = _summary(current) if current else None
     config = sso_config_prepare(org, break_glass_email, **fields)
-    config.save()
+    if config.pk is not None:
+        # Its SP key pairs are not written back as read: that would undo a change made
+        # since (reencrypt_secrets putting them under the newest key, the old one then
+        # dropped; a rotation, its new key then paired with the old certificate).
+        keys = {
+            "sp_private_key",
+            "sp_certificate",
+            "sp_previous_private_key",
+            "sp_previous_certificate",
+            "sp_previous_until",
+        }
+        config.save(
+            update_fields=[
+                f.name
+                for f in config._meta.concrete_fields
+                if not f.primary_key and f.name not in keys
+            ]
+        )
+    else:
+        config.save()
     org.sso = config
     after = _summary(config)
     if before != after:
