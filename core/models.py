@@ -28,3 +28,14 @@ class ConfigChange(models.Model):
 
     def __str__(self):
         return f"config change {self.version}: {self.kind} {self.org_id or ''} {self.ref}"
+
+
+def columns_but(instance, *left_out: str) -> list[str]:
+    """Every column ``save(update_fields=...)`` may write on ``instance`` but ``left_out``:
+    an edit that did not change a secret saves without it, so a rewrite made since the row
+    was read (reencrypt_secrets, a key rotation) is not undone by the value read."""
+    return [
+        f.name
+        for f in instance._meta.concrete_fields
+        if not f.primary_key and f.name not in left_out
+    ]

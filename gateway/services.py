@@ -12,6 +12,7 @@ from django.utils import timezone
 from core import keys
 from core import strategies as dataplane_strategies
 from core.config_version import KEY, ORG, config_version_bump, rotated_ref
+from core.models import columns_but
 from core.numbers import money
 from core.text import distinct_checked, look_alike, name_checked, name_key, names_checked, shown
 from governance import services as governance_services
@@ -616,7 +617,7 @@ def provider_save(
     if provider.pk is not None and not credentials_changed:
         # Not the credentials as read: written back, they would undo a rewrite made since
         # (reencrypt_secrets putting them under the newest key, the old one then dropped).
-        provider.save(update_fields=_columns_but(provider, "credentials_encrypted"))
+        provider.save(update_fields=columns_but(provider, "credentials_encrypted"))
     else:
         provider.save()
     after = _provider_summary(provider)
@@ -626,15 +627,6 @@ def provider_save(
         actor=actor, org=org, entity="provider", target=provider, before=before, after=after
     )
     return provider
-
-
-def _columns_but(instance, *left_out: str) -> list[str]:
-    """Every column ``save(update_fields=...)`` may write on ``instance`` but ``left_out``."""
-    return [
-        f.name
-        for f in instance._meta.concrete_fields
-        if not f.primary_key and f.name not in left_out
-    ]
 
 
 PROVIDER_NAME_TAKEN = "A provider with this name exists in this organization."

@@ -57,6 +57,7 @@ from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 
 from core.client_ip import client_ip
 from core.crypto import decrypt_json, encrypt_json
+from core.models import columns_but
 from core.text import name_cleaned, one_line
 from orgs.audit import Actor, audit_record
 
@@ -1475,19 +1476,15 @@ def sso_config_save(
         # Its SP key pairs are not written back as read: that would undo a change made
         # since (reencrypt_secrets putting them under the newest key, the old one then
         # dropped; a rotation, its new key then paired with the old certificate).
-        keys = {
-            "sp_private_key",
-            "sp_certificate",
-            "sp_previous_private_key",
-            "sp_previous_certificate",
-            "sp_previous_until",
-        }
         config.save(
-            update_fields=[
-                f.name
-                for f in config._meta.concrete_fields
-                if not f.primary_key and f.name not in keys
-            ]
+            update_fields=columns_but(
+                config,
+                "sp_private_key",
+                "sp_certificate",
+                "sp_previous_private_key",
+                "sp_previous_certificate",
+                "sp_previous_until",
+            )
         )
     else:
         config.save()
