@@ -14,7 +14,9 @@ Lent, the platform's credentials go only to the vendor's own hosts (the kind's
 ``ambient_hosts``): an org admin who could point a keyless provider at a host of their
 choosing would otherwise be sent the server's OPENAI_API_KEY, or a Google access token."""
 
+import functools
 import json
+import re
 from urllib.parse import urlsplit
 
 # Sent instead of no key at all (a keyless vLLM ignores it), so no SDK looks for one.
@@ -59,6 +61,18 @@ def lends_ambient(kind, creds: dict, *, ambient_allowed: bool) -> bool:
     )
 
 
+@functools.cache
+def _host_pattern(pattern: str) -> re.Pattern:
+    """A host ``pattern`` of ``ambient_hosts`` (``*`` for part of one label) as a regex that
+    matches the host and its subdomains (a private link's name: x.privatelink.openai.azure.com)."""
+    label = "[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+    body = r"\.".join(
+        "[a-z0-9-]+".join(re.escape(part) for part in piece.split("*"))
+        for piece in pattern.split(".")
+    )
+    return re.compile(rf"(?:{label}\.)*{body}")
+
+
 def ambient_host_problem(kind, api_base: str) -> str | None:
     """Why the platform's own credentials must not be sent to ``api_base`` (None: they may:
     no endpoint, so the vendor's or the operator's own, or https to one of the kind's
@@ -71,7 +85,7 @@ def ambient_host_problem(kind, api_base: str) -> str | None:
     except ValueError:
         url, host = None, ""
     clean = url is not None and url.scheme == "https" and not {"@", "\\"} & set(url.netloc)
-    if clean and any(host == h or host.endswith("." + h) for h in kind.ambient_hosts):
+    if clean and any(_host_pattern(h).fullmatch(host) for h in kind.ambient_hosts):
         return None
     hosts = ", ".join(kind.ambient_hosts)
     return (

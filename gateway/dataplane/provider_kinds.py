@@ -136,8 +136,11 @@ class ProviderKind:
     builtin: bool = False  # answered in process (the mock): no network, no endpoint
     # Where the platform's own credentials may be sent when the operator lends them
     # (PROVIDER_AMBIENT_CREDENTIALS) and a connection has none of its own: these hosts and
-    # their subdomains, over https. An endpoint elsewhere needs credentials of its own; a
-    # kind with none never lends them (a keyless call carries a placeholder key).
+    # their subdomains, over https (``*``: part of one label). Only the vendor's API hosts,
+    # not its whole domain: anyone can have a host under azure.com (cloudapp.azure.com) or
+    # amazonaws.com (execute-api) with a valid certificate. An endpoint elsewhere needs
+    # credentials of its own; a kind with none never lends them (a keyless call carries a
+    # placeholder key).
     ambient_hosts: tuple[str, ...] = ()
     # LiteLLM arguments a call that carries its own credentials passes as given here, so
     # that the SDK reads nothing of the platform's from the environment beside them (a
@@ -239,7 +242,7 @@ _KINDS = (
     ProviderKind(
         "openai",
         "OpenAI",
-        ambient_hosts=("openai.com",),
+        ambient_hosts=("api.openai.com",),
         litellm_prefix="openai",
         passthrough=True,
         default_api_base=OPENAI_BASE,
@@ -255,7 +258,15 @@ _KINDS = (
     ProviderKind(
         "azure_openai",
         "Azure OpenAI",
-        ambient_hosts=("azure.com", "azure.us", "azure.cn"),
+        ambient_hosts=(
+            "openai.azure.com",
+            "cognitiveservices.azure.com",
+            "services.ai.azure.com",
+            "openai.azure.us",
+            "cognitiveservices.azure.us",
+            "openai.azure.cn",
+            "cognitiveservices.azure.cn",
+        ),
         litellm_prefix="azure",
         openai_shaped=True,
         refuses_top_k=True,
@@ -284,7 +295,12 @@ _KINDS = (
     ProviderKind(
         "bedrock",
         "AWS Bedrock",
-        ambient_hosts=("amazonaws.com", "amazonaws.com.cn"),
+        ambient_hosts=(
+            "bedrock-runtime.*.amazonaws.com",
+            "bedrock-runtime-fips.*.amazonaws.com",
+            "bedrock-runtime.*.vpce.amazonaws.com",  # a VPC endpoint's own names
+            "bedrock-runtime.*.amazonaws.com.cn",
+        ),
         # "" is not None to LiteLLM: no AWS_BEARER_TOKEN_BEDROCK (which replaces the keys'
         # signature), no AWS_SESSION_TOKEN beside the connection's own keys.
         unlent={"api_key": "", "aws_session_token": ""},
@@ -337,7 +353,13 @@ _KINDS = (
     ProviderKind(
         "vertex",
         "GCP Vertex AI",
-        ambient_hosts=("googleapis.com",),
+        ambient_hosts=(
+            "aiplatform.googleapis.com",
+            "*-aiplatform.googleapis.com",
+            "aiplatform-*.p.googleapis.com",  # Private Service Connect
+            "*-aiplatform-*.p.googleapis.com",
+            "prediction.vertexai.goog",  # dedicated endpoints
+        ),
         litellm_prefix="vertex_ai",
         litellm_lacks=frozenset({"moderations"}),
         fields=(
@@ -376,7 +398,7 @@ _KINDS = (
     ProviderKind(
         "anthropic",
         "Anthropic",
-        ambient_hosts=("anthropic.com",),
+        ambient_hosts=("api.anthropic.com",),
         litellm_prefix="anthropic",
         messages_api=True,
         # (LiteLLM itself refuses its speech, transcriptions and rerank: unsupported_request)

@@ -195,11 +195,43 @@ def test_lent_credentials_are_not_saved_for_an_endpoint_elsewhere(org_a, setting
 @pytest.mark.parametrize(
     ("kind", "api_base"),
     [
+        # Hosts anyone can have under the vendor's domain, with a valid certificate (a VM's
+        # name, an API Gateway, Azure API Management), or another of its APIs.
+        ("azure_openai", "https://collector.eastus.cloudapp.azure.com"),
+        ("azure_openai", "https://collector.azure-api.net"),
+        ("azure_openai", "https://collector.azurewebsites.net"),
+        ("bedrock", "https://abc123.execute-api.us-east-1.amazonaws.com"),
+        ("bedrock", "https://collector.s3.amazonaws.com"),
+        ("bedrock", "https://bedrock-runtime.us-east-1.amazonaws.com.collector.example"),
+        ("vertex", "https://storage.googleapis.com"),
+        ("vertex", "https://storage-collector.p.googleapis.com"),
+        ("openai", "https://collector.openai.com"),
+        ("anthropic", "https://collector.anthropic.com"),
+    ],
+)
+def test_lent_credentials_go_to_the_vendors_api_hosts_only(org_a, settings, kind, api_base):
+    settings.PROVIDER_AMBIENT_CREDENTIALS = True
+    with pytest.raises(ValidationError) as refused:
+        services.provider_save(actor=ACTOR, org=org_a, name="p", kind=kind, api_base=api_base)
+    assert "needs credentials of its own" in str(refused.value.message_dict["api_base"])
+
+
+@pytest.mark.parametrize(
+    ("kind", "api_base"),
+    [
         ("openai", ""),
         ("openai", "https://eu.api.openai.com/v1"),
         ("azure_openai", "https://acme.openai.azure.com"),
+        ("azure_openai", "https://acme.privatelink.openai.azure.com"),
+        ("azure_openai", "https://acme.cognitiveservices.azure.com"),
+        ("azure_openai", "https://acme.openai.azure.us"),
+        ("bedrock", "https://bedrock-runtime.eu-west-1.amazonaws.com"),
+        ("bedrock", "https://bedrock-runtime-fips.us-east-1.amazonaws.com"),
         ("bedrock", "https://vpce-1.bedrock-runtime.us-east-1.vpce.amazonaws.com"),
         ("vertex", "https://us-central1-aiplatform.googleapis.com"),
+        ("vertex", "https://aiplatform.googleapis.com"),
+        ("vertex", "https://us-central1-aiplatform-mypsc.p.googleapis.com"),
+        ("vertex", "https://1234.us-central1-5678.prediction.vertexai.goog"),
         ("anthropic", "https://api.anthropic.com"),
     ],
 )
