@@ -8,6 +8,14 @@ secret holds one JSON document: {"<provider name>": {"<credential field>": "<val
 
 The cloud SDKs are an optional install (requirements-agent.txt) imported only when their
 source is configured; a configured source whose SDK is missing stops the agent at start.
+
+The control plane names each provider's endpoint; the credentials are the VPC's. So they
+go only where the VPC's own configuration lets them (``endpoint_problem``): the vendor's
+API hosts (the kind's ``ambient_hosts``), an address in BONITO_PROVIDER_ALLOWED_NETWORKS
+written as such, or the endpoint the provider's document pins (``"endpoint"``, or
+BONITO_PROVIDER_<NAME>_ENDPOINT). Elsewhere they are withheld, said in the log and the
+heartbeat: an org admin (or a control plane not to be trusted) who moved the endpoint to a
+host of their own would otherwise be sent them.
 """
 
 import importlib
@@ -15,12 +23,16 @@ import json
 import logging
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from gateway.dataplane import provider_kinds
+from gateway.dataplane.credentials import ambient_host_problem
+from gateway.dataplane.netpolicy import ip_literal, normalize_host, parse_networks
 
 log = logging.getLogger("bonito.agent.credentials")
 
 EXTRA = "pip install -r requirements-agent.txt"
+PIN = "endpoint"  # a provider document's field: the one endpoint its credentials go to
 
 
 class CredentialsError(RuntimeError):
@@ -170,15 +182,46 @@ class GcpSecretManagerSource:
         return parse_document(answer.payload.data, where)
 
 
+def _same_endpoint(a: str, b: str) -> bool:
+    return a.strip().rstrip("/").lower() == b.strip().rstrip("/").lower()
+
+
+def endpoint_problem(kind, api_base: str, pin: str | None, networks=()) -> str | None:
+    """Why a provider's local credentials must not go to ``api_base``, the endpoint the
+    control plane names (None: they may). ``pin``: the endpoint the VPC's own sources name
+    for them, if any; ``networks``: BONITO_PROVIDER_ALLOWED_NETWORKS."""
+    if pin:
+        if _same_endpoint(api_base or "", pin):
+            return None
+        return "is not the endpoint its credentials are pinned to"
+    if not api_base or (kind.ambient_hosts and ambient_host_problem(kind, api_base) is None):
+        return None  # the vendor's default, or one of its API hosts
+    try:
+        host = normalize_host(urlsplit(api_base.strip()).hostname or "")
+    except ValueError:
+        host = ""
+    ip = ip_literal(host)
+    if ip is not None and any(ip in net for net in networks if net.version == ip.version):
+        return None  # an address of a private network the operator allowed
+    return (
+        "is neither one of the vendor's API hosts nor an address of "
+        "BONITO_PROVIDER_ALLOWED_NETWORKS"
+    )
+
+
 class Credentials:
     """Every configured source; ``for_deployment`` is what a deployment's call carries."""
 
-    def __init__(self, sources, env: dict):
+    def __init__(self, sources, env: dict, networks=()):
         self.sources = list(sources)
         self.env = env
+        self.networks = parse_networks(str(n) for n in networks)
         self.by_provider: dict = {}
         self.errors: list[str] = []
         self._last: dict = {}  # source name -> the document it gave last
+        # provider -> why its credentials are withheld (the heartbeat's warnings)
+        self.withheld: dict[str, str] = {}
+        self._said: set = set()  # (provider, endpoint) already logged
 
     @classmethod
     def from_settings(cls, s) -> "Credentials":
@@ -191,7 +234,7 @@ class Credentials:
             sources.append(AzureKeyVaultSource(s.azure_vault_url, s.azure_secret_name))
         if s.gcp_secret_name:
             sources.append(GcpSecretManagerSource(s.gcp_secret_name))
-        return cls(sources, s.env)
+        return cls(sources, s.env, s.provider_networks)
 
     def files_changed(self) -> bool:
         """Whether a credentials file changed since it was read (a stat each: cheap)."""
@@ -222,12 +265,33 @@ class Credentials:
         self.by_provider, self.errors = merged, errors
         return changed
 
-    def for_deployment(self, provider: str, kind_name: str) -> dict:
+    def for_deployment(self, provider: str, kind_name: str, api_base: str = "") -> dict:
+        """The credentials a call to ``provider`` (of ``kind_name``) at ``api_base`` carries:
+        none where they must not go there (``endpoint_problem``; said once, and kept in
+        ``withheld`` for the heartbeat)."""
         creds = dict(self.by_provider.get(provider, {}))
         kind = provider_kinds.get(kind_name)
-        if kind is not None:
-            for f in kind.fields_in(provider_kinds.CREDENTIALS):
-                value = self.env.get(env_name(provider, f.name))
-                if value:
-                    creds[f.name] = value
-        return creds
+        pinned = creds.pop(PIN, None)
+        pin = self.env.get(env_name(provider, PIN)) or pinned
+        if kind is None:
+            return {}
+        for f in kind.fields_in(provider_kinds.CREDENTIALS):
+            value = self.env.get(env_name(provider, f.name))
+            if value:
+                creds[f.name] = value
+        if not creds:
+            return {}
+        problem = endpoint_problem(kind, api_base, pin, self.networks)
+        if problem is None:
+            return creds
+        where = urlsplit(api_base).hostname or api_base
+        said = (
+            f"provider {provider}'s credentials are withheld: its endpoint ({where}, set "
+            f'on the control plane) {problem}; to send them there, add "{PIN}": '
+            f'"<its URL>" to its credentials document or set {env_name(provider, PIN)}'
+        )
+        self.withheld[provider] = said
+        if (provider, api_base) not in self._said:
+            self._said.add((provider, api_base))
+            log.error("credentials: %s", said)
+        return {}

@@ -225,11 +225,13 @@ class ConfigSync:
         if not isinstance(facts, dict) or not isinstance(facts.get("blocked") or {}, dict):
             raise TypeError("the config's facts are not an object")
         orgs = {}
+        self.credentials.withheld.clear()
         for org_id, info in base.orgs.items():
             deployments = {
                 model: tuple(
                     dataclasses.replace(
-                        d, credentials=self.credentials.for_deployment(d.provider, d.kind)
+                        d,
+                        credentials=self.credentials.for_deployment(d.provider, d.kind, d.api_base),
                     )
                     for d in deps
                 )
@@ -488,6 +490,7 @@ class Stats:
             )
         if sync.credentials.errors:
             warnings.extend(f"credentials: {e}"[:300] for e in sync.credentials.errors)
+        warnings.extend(f"credentials: {e}"[:300] for e in sync.credentials.withheld.values())
         if sync.loaded_from == "disk cache":
             warnings.append("serving the config from the disk cache")
         clock = sync.control.clock_warning()

@@ -98,6 +98,8 @@ def setup(tmp_path):
             "BONITO_ORG_TOKEN": keys.generate("bt-"),
             "BONITO_STATE_DIR": str(tmp_path),
             "BONITO_PROVIDER_VPC_LLM_API_KEY": "sk-vpc",
+            # the vLLM's network (10.0.0.5): its credentials go there, as its calls may
+            "BONITO_PROVIDER_ALLOWED_NETWORKS": "10.0.0.0/8",
         }
     )
     agent = Agent(s)

@@ -56,7 +56,9 @@ def test_a_rewritten_credentials_file_is_noticed_without_a_read(tmp_path):
     new.write_text(json.dumps({"vpc-llm": {"api_key": "sk-rotated"}}))
     os.replace(new, path)  # as a mounted secret is swapped
     assert c.files_changed()
-    assert c.load() is True and c.for_deployment("vpc-llm", "x") == {"api_key": "sk-rotated"}
+    assert c.load() is True and c.for_deployment("vpc-llm", "openai_compatible") == {
+        "api_key": "sk-rotated"
+    }
     assert not c.files_changed()
     path.unlink()
     assert c.files_changed()  # gone: read again (and kept as it was, with an error)
@@ -193,3 +195,65 @@ def test_a_configured_source_whose_sdk_is_missing_stops_the_agent_at_start(
     )
     assert result.returncode == 2
     assert "not installed" in result.stderr and "requirements-agent.txt" in result.stderr
+
+
+# ------------------------------------------------------------------ where they may go
+# The control plane names each provider's endpoint; the credentials are the VPC's. An org
+# admin (or a control plane not to be trusted) who moved a provider's endpoint to a host of
+# their own was sent the key the agent read from its own store.
+def _creds(doc: dict, env: dict | None = None, networks=("10.0.0.0/8",)) -> Credentials:
+    c = Credentials([], env or {}, networks)
+    c.by_provider = doc
+    return c
+
+
+@pytest.mark.parametrize(
+    ("kind", "api_base"),
+    [
+        ("openai", ""),  # the vendor's default
+        ("openai", "https://api.openai.com/v1"),
+        ("azure_openai", "https://acme.openai.azure.com"),
+        ("bedrock", "https://bedrock-runtime.eu-west-1.amazonaws.com"),
+        ("openai_compatible", "http://10.1.2.3:8000/v1"),  # in the allowed networks
+    ],
+)
+def test_local_credentials_go_to_the_vendor_or_an_allowed_network(kind, api_base):
+    c = _creds({"p": {"api_key": "sk-vpc", "aws_access_key_id": "a"}})
+    assert c.for_deployment("p", kind, api_base) and not c.withheld
+
+
+@pytest.mark.parametrize(
+    ("kind", "api_base"),
+    [
+        ("openai", "https://collector.example/v1"),
+        ("openai", "http://api.openai.com/v1"),
+        ("azure_openai", "https://collector.eastus.cloudapp.azure.com"),
+        ("openai_compatible", "https://collector.example/v1"),
+        ("openai_compatible", "http://vllm.internal:8000/v1"),  # a name: could be anywhere
+        ("openai_compatible", "http://192.168.1.5:8000/v1"),  # private, not allowed
+        ("anthropic", "https://collector.example"),
+    ],
+)
+def test_local_credentials_are_withheld_from_an_endpoint_elsewhere(kind, api_base, caplog):
+    c = _creds({"p": {"api_key": "sk-vpc"}})
+    assert c.for_deployment("p", kind, api_base) == {}
+    assert c.for_deployment("p", kind, api_base) == {}
+    said = c.withheld["p"]
+    assert "withheld" in said and "BONITO_PROVIDER_P_ENDPOINT" in said and "sk-vpc" not in said
+    logged = [r.getMessage() for r in caplog.records if "withheld" in r.getMessage()]
+    assert len(logged) == 1 and "sk-vpc" not in logged[0]  # said once, never the secret
+
+
+def test_a_pinned_endpoint_is_the_only_one_they_go_to():
+    doc = {"vllm": {"api_key": "sk-vpc", "endpoint": "http://vllm.internal:8000/v1/"}}
+    c = _creds(doc)
+    pinned = c.for_deployment("vllm", "openai_compatible", "http://vllm.internal:8000/v1")
+    assert pinned == {"api_key": "sk-vpc"}  # the pin itself is not a credential
+    assert c.for_deployment("vllm", "openai_compatible", "https://collector.example/v1") == {}
+    # Pinned, not even the vendor's own host: the operator said where.
+    assert c.for_deployment("vllm", "openai", "") == {}
+    # The environment's pin wins over the document's.
+    env = {"BONITO_PROVIDER_VLLM_ENDPOINT": "https://llm.acme.example/v1"}
+    c = _creds(doc, env)
+    assert c.for_deployment("vllm", "openai_compatible", "https://llm.acme.example/v1")
+    assert c.for_deployment("vllm", "openai_compatible", "http://vllm.internal:8000/v1") == {}

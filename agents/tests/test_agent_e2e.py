@@ -210,3 +210,45 @@ def test_token_rotation_revocation_and_a_restart_while_the_control_plane_is_away
     assert ready["config_from"] == "disk cache"
     assert agent.chat(cp.key, model="chat-large").status_code == 200
     assert cp.usage_count() == before
+
+
+def test_an_endpoint_moved_on_the_control_plane_gets_no_local_credentials(
+    system, upstream, tmp_path
+):
+    """An org admin points the provider at a host of their own (here the same fake upstream
+    under a name, not an address of BONITO_PROVIDER_ALLOWED_NETWORKS): the agent sends the
+    call without the VPC's key, and its heartbeat says why; pinned there, the key goes."""
+    cp, link, agent = system
+    agent.start()
+    assert agent.chat(cp.key).status_code == 200
+    assert upstream.requests[-1]["headers"]["Authorization"] == "Bearer sk-only-in-the-vpc"
+    moved = upstream.url.replace("127.0.0.1", "localhost")
+    cp.apply(moved)
+    upstream.reset()
+    assert wait_for(
+        lambda: (
+            agent.chat(cp.key).status_code == 200
+            and upstream.requests[-1]["headers"].get("Authorization")
+            in (None, "Bearer bonito-no-key")  # pass-through sends none, LiteLLM a placeholder
+        ),
+        10,
+    ), agent.log()
+    assert all("sk-only-in-the-vpc" not in json.dumps(r["headers"]) for r in upstream.requests)
+    assert wait_for(
+        lambda: any(
+            b"withheld" in body
+            for line, _h, body in link.requests()
+            if line.startswith("POST /api/agent/heartbeat")
+        ),
+        10,
+    ), agent.log()
+    agent.stop()
+    agent.env["BONITO_PROVIDER_VPC_LLM_ENDPOINT"] = moved
+    agent.start()
+    assert wait_for(
+        lambda: (
+            agent.chat(cp.key).status_code == 200
+            and upstream.requests[-1]["headers"]["Authorization"] == "Bearer sk-only-in-the-vpc"
+        ),
+        10,
+    )
