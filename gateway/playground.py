@@ -42,6 +42,16 @@ MAX_OUTPUT_TOKENS = 32_768
 POLICY = "policy:"
 
 
+class Menu(list):
+    """The model menu's choices: the chat models, then the routing policies (``POLICY``
+    and a policy's name), ``policies`` telling them apart: a model may be named
+    "policy:x" itself (a model's name may hold a colon), and is then a model."""
+
+    def __init__(self, models=(), policies=()):
+        super().__init__([*models, *policies])
+        self.policies = frozenset(policies)
+
+
 @transaction.atomic
 def playground_key(*, actor: Actor, org, user, membership=None) -> ApiKey:
     """The user's Playground key in this org (created once; its raw value is never kept).
@@ -60,7 +70,7 @@ def playground_key(*, actor: Actor, org, user, membership=None) -> ApiKey:
     return key
 
 
-def _prepare(request, org) -> tuple[KeyInfo, list[str]]:
+def _prepare(request, org) -> tuple[KeyInfo, Menu]:
     """The user's Playground key as the data plane sees it, read from the database now (a
     key made a moment ago works before the process's snapshot has it), and what it may
     send a turn to: the chat models it may use, then the routing policies (``POLICY`` and
@@ -76,7 +86,7 @@ def _prepare(request, org) -> tuple[KeyInfo, list[str]]:
     return key, chat_models(org, key)
 
 
-def _models_to_show(request, org) -> list[str]:
+def _models_to_show(request, org) -> Menu:
     """For the page (any member, viewers included): the chat models of the user's
     Playground key if it exists, or of a key with no scopes of its own — without creating
     one."""
@@ -86,7 +96,7 @@ def _models_to_show(request, org) -> list[str]:
     return chat_models(org, info)
 
 
-def chat_models(org, key: KeyInfo) -> list[str]:
+def chat_models(org, key: KeyInfo) -> Menu:
     """The models this key may call (as /v1/models lists them) that answer chat: a model
     whose deployments the catalog knows only as embedding, image, audio… models is left out,
     and so is one it does not know whose name says it embeds. Then each active routing
@@ -94,7 +104,7 @@ def chat_models(org, key: KeyInfo) -> list[str]:
     reaches such a model: a smart policy can be tried before any app has its rt- key."""
     info = load_orgs([org.id]).get(org.id)
     if info is None:
-        return []
+        return Menu()
     names = keys_check.permitted_models(key, info)
     bound = {
         policy: keys_check.permitted_models(dataclasses.replace(key, routing_policy=policy), info)
@@ -122,21 +132,22 @@ def chat_models(org, key: KeyInfo) -> list[str]:
         for policy, reach in bound.items()
         if any(chat(m) for m in reach) and POLICY + policy not in models
     )
-    return models + policies
+    return Menu(models, policies)
 
 
-def label(choice: str) -> str:
+def label(choice: str, menu: Menu) -> str:
     """How the page names a choice of the model menu."""
-    if choice.startswith(POLICY):
+    if choice in menu.policies:
         return f"routing policy {choice.removeprefix(POLICY)}"
     return choice
 
 
-def routed(key: KeyInfo, choice: str) -> tuple[KeyInfo, str]:
+def routed(key: KeyInfo, choice: str, menu: Menu) -> tuple[KeyInfo, str]:
     """The key and model a turn sent to ``choice`` (a model, or ``POLICY`` and a routing
-    policy's name) is sent with: a policy's turn goes as its rt- key's would (whatever the
-    model field names: the policy's name here, recorded as the model requested)."""
-    if choice.startswith(POLICY) and not key.routing_policy:
+    policy's name: one of ``menu.policies``) is sent with: a policy's turn goes as its rt-
+    key's would (whatever the model field names: the policy's name here, recorded as the
+    model requested). A model named like a policy choice ("policy:x") is sent as a model."""
+    if choice in menu.policies and not key.routing_policy:
         policy = choice.removeprefix(POLICY)
         return dataclasses.replace(key, routing_policy=policy), policy
     return key, choice
@@ -258,14 +269,14 @@ def _route(headers) -> str:
     return said + (f" ({classifier})" if classifier else "")
 
 
-async def _answer(key: KeyInfo, turn: dict, model: str) -> dict:
-    sent_key, sent_model = routed(key, model)
+async def _answer(key: KeyInfo, turn: dict, model: str, menu: Menu) -> dict:
+    sent_key, sent_model = routed(key, model, menu)
     out, started = await _send(sent_key, request_body(turn, sent_model, stream=False))
     data = orjson.loads(out.body)
     ok = out.status == 200
     return {
         **_meta(out, started),
-        "model": label(model),
+        "model": label(model, menu),
         "ok": ok,
         "content": (data.get("choices") or [{}])[0].get("message", {}).get("content")
         if ok
@@ -284,8 +295,8 @@ async def playground(request):
     context = {
         "section": "playground",
         "models": models,
-        "model_options": [m for m in models if not m.startswith(POLICY)],
-        "policy_options": [(m, m.removeprefix(POLICY)) for m in models if m.startswith(POLICY)],
+        "model_options": [m for m in models if m not in models.policies],
+        "policy_options": [(m, m.removeprefix(POLICY)) for m in models if m in models.policies],
         "results": [],
         "form": {"message": "Say hello in one sentence.", "model": models[0] if models else ""},
         "history": [],
@@ -307,7 +318,7 @@ async def playground(request):
             context["history_json"] = request.POST.get("history", "[]")
         else:
             wanted = [turn["model"]] + ([turn["compare"]] if turn["compare"] else [])
-            results = await asyncio.gather(*(_answer(key, turn, m) for m in wanted))
+            results = await asyncio.gather(*(_answer(key, turn, m, models) for m in wanted))
             history = list(turn["history"])
             if results[0]["ok"]:  # the conversation goes on with the first model's answer
                 history += [
@@ -337,7 +348,7 @@ async def playground_stream(request):
     model = turn["compare"] if request.POST.get("pane") == "compare" else turn["model"]
     if not model:
         return JsonResponse({"error": "Nothing to compare with."}, status=400)
-    sent_key, sent_model = routed(key, model)
+    sent_key, sent_model = routed(key, model, models)
     out, started = await _send(sent_key, request_body(turn, sent_model, stream=True))
 
     async def events():
@@ -351,7 +362,11 @@ async def playground_stream(request):
         else:  # refused or failed before streaming: the gateway's error, as JSON
             error = orjson.loads(out.body).get("error", {})
             meta = {**_meta(out, started), "error": error.get("message", "")}
-        yield b"event: result\ndata: " + orjson.dumps({**meta, "model": label(model)}) + b"\n\n"
+        yield (
+            b"event: result\ndata: "
+            + orjson.dumps({**meta, "model": label(model, models)})
+            + b"\n\n"
+        )
 
     response = StreamingHttpResponse(events(), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"

@@ -380,3 +380,41 @@ def test_a_policy_whose_models_the_org_denies_is_not_offered(acme, alice_client)
     governance_services.policy_set(actor=ACTOR, org=acme.org, denied_models=["ha-chat"])
     refresh_snapshot()
     assert page_models(alice_client, acme.org) == ["chat-small"]
+
+
+def test_a_model_named_like_a_policy_choice_is_sent_as_that_model(acme, alice_client):
+    """A model's name may hold a colon: a model named "policy:ghost" was offered, labelled
+    as a routing policy, and its turn sent bound to a policy "ghost" (none: a 503 saying the
+    key's policy is disabled); "policy:backup" went to the policy backup's model."""
+    from gateway import services
+
+    for name in ("policy:backup", "policy:ghost"):
+        services.deployment_save(
+            actor=ACTOR,
+            org=acme.org,
+            model_name=name,
+            provider=acme.providers["fake"],
+            upstream_model="gpt-4o-mini",
+        )
+    governance_services.routing_policy_save(
+        actor=ACTOR, org=acme.org, name="backup", models=["ha-chat"]
+    )
+    refresh_snapshot()
+    url = reverse("playground", args=[acme.org.slug])
+    page = alice_client.get(url)
+    assert page.context["policy_options"] == []  # the models, not policies
+    assert '<option value="policy:ghost">policy:ghost</option>' in page.content.decode()
+    for name in ("policy:backup", "policy:ghost"):
+        [result] = alice_client.post(url, {"model": name, "message": "hi"}).context["results"]
+        assert result["ok"], result
+        assert result["model"] == name and result["model_used"] == name
+    http = session_for(alice_client, acme)
+    with http.stream(
+        "POST",
+        f"/o/{acme.org.slug}/playground/stream/",
+        data={"model": "policy:ghost", "message": "hi"},
+    ) as r:
+        result = orjson.loads(read_events("".join(r.iter_text()))[-1][1])
+    assert result["status"] == 200 and result["model"] == "policy:ghost"
+    assert result["model_used"] == "policy:ghost"
+    assert {r.routing_policy for r in usage_rows(acme.org)} == {""}
