@@ -57,6 +57,17 @@ def problem(*, keys: bool = True, credentials: bool = True) -> str | None:
     return None
 
 
+def add_argument(parser, help: str = "") -> None:
+    """A command's ``--other-secrets``: write though the server last started with others."""
+    parser.add_argument(
+        "--other-secrets",
+        action="store_true",
+        help=help
+        or "write under this process's secrets though the server last started with "
+        "others (orgs.secrets_check)",
+    )
+
+
 def checked(other_secrets: bool = False, *, keys: bool = True, credentials: bool = True) -> None:
     """CommandError where the server could not read what this command writes."""
     said = None if other_secrets else problem(keys=keys, credentials=credentials)

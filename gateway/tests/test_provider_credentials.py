@@ -12,6 +12,17 @@ from gateway import services
 from gateway.models import ProviderConnection
 from gateway.tests.conftest import ACTOR, refresh_snapshot, usage_rows
 
+
+def _chat(acme, model: str) -> httpx.Response:
+    """A chat request to ``model`` through the live gateway with acme's key."""
+    return httpx.post(
+        f"{acme.base_url}/chat/completions",
+        headers={"Authorization": f"Bearer {acme.raw}"},
+        json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+        timeout=30,
+    )
+
+
 SERVICE_ACCOUNT = {
     "type": "service_account",
     "project_id": "acme-ai",
@@ -121,12 +132,7 @@ def test_a_stored_provider_without_credentials_is_never_called_with_the_platform
         actor=ACTOR, org=acme.org, model_name="cloud-chat", provider=provider, upstream_model="m"
     )
     refresh_snapshot()
-    answer = httpx.post(
-        f"{acme.base_url}/chat/completions",
-        headers={"Authorization": f"Bearer {acme.raw}"},
-        json={"model": "cloud-chat", "messages": [{"role": "user", "content": "hi"}]},
-        timeout=30,
-    )
+    answer = _chat(acme, "cloud-chat")
     assert answer.status_code == 502
     error = answer.json()["error"]
     assert "no credentials of its own" in error["message"]
@@ -151,12 +157,7 @@ def test_a_keyless_openai_compatible_provider_never_sends_the_platforms_key(acme
     )
     refresh_snapshot()
     acme.fake.reset()
-    answer = httpx.post(
-        f"{acme.base_url}/chat/completions",
-        headers={"Authorization": f"Bearer {acme.raw}"},
-        json={"model": "local", "messages": [{"role": "user", "content": "hi"}]},
-        timeout=30,
-    )
+    answer = _chat(acme, "local")
     assert answer.status_code == 200
     sent = [r["headers"] for r in acme.fake.requests]
     assert sent and all("sk-platform-own" not in json.dumps(h) for h in sent)
@@ -274,12 +275,7 @@ def test_a_provider_saved_before_never_sends_lent_credentials_elsewhere(
     )
     refresh_snapshot()
     acme.fake.reset()
-    answer = httpx.post(
-        f"{acme.base_url}/chat/completions",
-        headers={"Authorization": f"Bearer {acme.raw}"},
-        json={"model": "lent-chat", "messages": [{"role": "user", "content": "hi"}]},
-        timeout=30,
-    )
+    answer = _chat(acme, "lent-chat")
     sent = json.dumps([r["headers"] for r in acme.fake.requests])
     assert all(value not in sent for value in PLATFORM_ENV.values())
     if kind == "openai_compatible":  # never lends: a keyless call carries the placeholder
@@ -353,12 +349,7 @@ def test_a_provider_with_its_own_aws_keys_takes_nothing_of_the_servers(
         upstream_model="anthropic.claude-3-5-haiku-20241022-v1:0",
     )
     refresh_snapshot()
-    httpx.post(
-        f"{acme.base_url}/chat/completions",
-        headers={"Authorization": f"Bearer {acme.raw}"},
-        json={"model": "aws-chat", "messages": [{"role": "user", "content": "hi"}]},
-        timeout=30,
-    )
+    _chat(acme, "aws-chat")
     assert seen, "the call reached the endpoint"
     sent = json.dumps(seen)
     assert secret not in sent

@@ -14,12 +14,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("file")
-        parser.add_argument(
-            "--other-secrets",
-            action="store_true",
-            help="write under this process's secrets though the server last started with "
-            "others (orgs.secrets_check)",
-        )
+        secrets_check.add_argument(parser)
 
     def handle(self, *args, **opts):
         secrets_check.checked(opts["other_secrets"])

@@ -37,12 +37,7 @@ class Command(BaseCommand):
         parser.add_argument("--tpm", type=_limit)
         parser.add_argument("--expires", help=services.KEY_EXPIRY_HELP)
         parser.add_argument("--routing-policy", help="name of a routing policy: makes an rt- key")
-        parser.add_argument(
-            "--other-secrets",
-            action="store_true",
-            help="write under this process's secrets though the server last started with "
-            "others (orgs.secrets_check)",
-        )
+        secrets_check.add_argument(parser)
 
     def handle(self, *args, **opts):
         secrets_check.checked(opts["other_secrets"], credentials=False)

@@ -27,10 +27,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--new-key", action="store_true", help="revoke the demo key and print a new one"
         )
-        parser.add_argument(
-            "--other-secrets",
-            action="store_true",
-            help="with --new-key: make it under this process's secrets though the server "
+        secrets_check.add_argument(
+            parser,
+            "with --new-key: make it under this process's secrets though the server "
             "last started with others (orgs.secrets_check)",
         )
 

@@ -32,12 +32,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--dry-run", action="store_true", help="count what would be rewritten; write nothing"
         )
-        parser.add_argument(
-            "--other-secrets",
-            action="store_true",
-            help="write under this process's secrets though the server last started with "
-            "others (orgs.secrets_check)",
-        )
+        secrets_check.add_argument(parser)
 
     def handle(self, *args, **opts):
         dry = opts["dry_run"]
