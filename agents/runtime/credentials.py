@@ -186,18 +186,34 @@ def _same_endpoint(a: str, b: str) -> bool:
     return a.strip().rstrip("/").lower() == b.strip().rstrip("/").lower()
 
 
-def endpoint_problem(kind, api_base: str, pin: str | None, networks=()) -> str | None:
+def _plain_netloc(url) -> bool:
+    """An http(s) URL whose authority is only a host and port: no userinfo, backslash,
+    percent sign (a zone id, or an encoding) or space/control character, which clients read
+    differently (the vendor's hosts are held to the same, ``ambient_host_problem``)."""
+    netloc = url.netloc
+    return (
+        url.scheme in ("http", "https")
+        and not {"@", "\\", "%"} & set(netloc)
+        and netloc.isprintable()
+        and " " not in netloc
+    )
+
+
+def endpoint_problem(kind, api_base: str, pin, networks=()) -> str | None:
     """Why a provider's local credentials must not go to ``api_base``, the endpoint the
-    control plane names (None: they may). ``pin``: the endpoint the VPC's own sources name
-    for them, if any; ``networks``: BONITO_PROVIDER_ALLOWED_NETWORKS."""
-    if pin:
-        if _same_endpoint(api_base or "", pin):
+    control plane names (None: they may). ``pin``: the endpoint (or endpoints) the VPC's
+    own sources name for them, if any; ``networks``: BONITO_PROVIDER_ALLOWED_NETWORKS."""
+    pins = (pin,) if isinstance(pin, str) else tuple(pin or ())
+    pins = tuple(p for p in pins if p)
+    if pins:
+        if any(_same_endpoint(api_base or "", p) for p in pins):
             return None
         return "is not the endpoint its credentials are pinned to"
     if not api_base or (kind.ambient_hosts and ambient_host_problem(kind, api_base) is None):
         return None  # the vendor's default, or one of its API hosts
     try:
-        host = normalize_host(urlsplit(api_base.strip()).hostname or "")
+        url = urlsplit(api_base.strip())
+        host = normalize_host(url.hostname or "") if _plain_netloc(url) else ""
     except ValueError:
         host = ""
     ip = ip_literal(host)
@@ -207,6 +223,25 @@ def endpoint_problem(kind, api_base: str, pin: str | None, networks=()) -> str |
         "is neither one of the vendor's API hosts nor an address of "
         "BONITO_PROVIDER_ALLOWED_NETWORKS"
     )
+
+
+def setting_problem(kind, region: str, settings) -> str | None:
+    """Why a deployment's region or settings must not carry local credentials (None: they
+    may): a region (which goes into the host a call is signed for or sends its token to,
+    bedrock-runtime.<region>.amazonaws.com, <location>-aiplatform.googleapis.com) that is
+    not a region's name. The control plane refuses one when it is saved; the agent does not
+    take its word for it, nor rely on LiteLLM's own check."""
+    settings = settings if isinstance(settings, dict) else {}
+    for f in kind.fields:
+        if not f.region:
+            continue
+        value = region or settings.get(f.name)
+        if value and provider_kinds.region_problem(value):
+            return (
+                f"its {f.label.lower()} ({str(value)[:40]!r}, set on the control plane) "
+                "is not a region's name"
+            )
+    return None
 
 
 class Credentials:
@@ -221,7 +256,7 @@ class Credentials:
         self._last: dict = {}  # source name -> the document it gave last
         # provider -> why its credentials are withheld (the heartbeat's warnings)
         self.withheld: dict[str, str] = {}
-        self._said: set = set()  # (provider, endpoint) already logged
+        self._said: set = set()  # what was logged already
 
     @classmethod
     def from_settings(cls, s) -> "Credentials":
@@ -265,33 +300,63 @@ class Credentials:
         self.by_provider, self.errors = merged, errors
         return changed
 
-    def for_deployment(self, provider: str, kind_name: str, api_base: str = "") -> dict:
-        """The credentials a call to ``provider`` (of ``kind_name``) at ``api_base`` carries:
-        none where they must not go there (``endpoint_problem``; said once, and kept in
-        ``withheld`` for the heartbeat)."""
+    def _pins(self, provider: str, from_env: bool) -> tuple:
+        """The endpoints ``provider``'s credentials are pinned to: its variable's, else its
+        document's, and, where a credential came from a variable, the documents' of every
+        provider whose name makes the same variable names ("vpc-llm", "vpc_llm" and "VPC.LLM"
+        all read BONITO_PROVIDER_VPC_LLM_…): a control plane that named another spelling of
+        the name got the variable's key without the document's pin."""
+        own = self.env.get(env_name(provider, PIN))
+        if own:
+            return (own,)
+        pins = [self.by_provider.get(provider, {}).get(PIN)]
+        if from_env:
+            prefix = env_name(provider, "")
+            pins += [
+                fields.get(PIN)
+                for name, fields in self.by_provider.items()
+                if name != provider and env_name(name, "") == prefix
+            ]
+        return tuple(p for p in pins if p)
+
+    def for_deployment(
+        self, provider: str, kind_name: str, api_base: str = "", region: str = "", settings=None
+    ) -> dict:
+        """The credentials a call to ``provider`` (of ``kind_name``) at ``api_base`` (with
+        this ``region`` and ``settings``) carries: none where they must not go there
+        (``endpoint_problem``, ``setting_problem``; said once, and kept in ``withheld`` for
+        the heartbeat)."""
         creds = dict(self.by_provider.get(provider, {}))
         kind = provider_kinds.get(kind_name)
-        pinned = creds.pop(PIN, None)
-        pin = self.env.get(env_name(provider, PIN)) or pinned
+        creds.pop(PIN, None)
         if kind is None:
             return {}
+        from_env = False
         for f in kind.fields_in(provider_kinds.CREDENTIALS):
             value = self.env.get(env_name(provider, f.name))
             if value:
                 creds[f.name] = value
+                from_env = True
         if not creds:
             return {}
-        problem = endpoint_problem(kind, api_base, pin, self.networks)
-        if problem is None:
+        problem = endpoint_problem(kind, api_base, self._pins(provider, from_env), self.networks)
+        if problem is not None:
+            try:
+                where = urlsplit(api_base).hostname or api_base
+            except ValueError:  # not a URL ("http://[::1"): said as it is, not a crash
+                where = api_base
+            said = (
+                f"provider {provider}'s credentials are withheld: its endpoint "
+                f"({str(where)[:100]}, set on the control plane) {problem}; to send them "
+                f'there, add "{PIN}": "<its URL>" to its credentials document or set '
+                f"{env_name(provider, PIN)}"
+            )
+        elif (problem := setting_problem(kind, region, settings)) is not None:
+            said = f"provider {provider}'s credentials are withheld: {problem}"
+        else:
             return creds
-        where = urlsplit(api_base).hostname or api_base
-        said = (
-            f"provider {provider}'s credentials are withheld: its endpoint ({where}, set "
-            f'on the control plane) {problem}; to send them there, add "{PIN}": '
-            f'"<its URL>" to its credentials document or set {env_name(provider, PIN)}'
-        )
         self.withheld[provider] = said
-        if (provider, api_base) not in self._said:
-            self._said.add((provider, api_base))
+        if said not in self._said:
+            self._said.add(said)
             log.error("credentials: %s", said)
         return {}

@@ -231,7 +231,9 @@ class ConfigSync:
                 model: tuple(
                     dataclasses.replace(
                         d,
-                        credentials=self.credentials.for_deployment(d.provider, d.kind, d.api_base),
+                        credentials=self.credentials.for_deployment(
+                            d.provider, d.kind, d.api_base, d.region, d.settings
+                        ),
                     )
                     for d in deps
                 )

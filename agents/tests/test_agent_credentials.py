@@ -257,3 +257,59 @@ def test_a_pinned_endpoint_is_the_only_one_they_go_to():
     c = _creds(doc, env)
     assert c.for_deployment("vllm", "openai_compatible", "https://llm.acme.example/v1")
     assert c.for_deployment("vllm", "openai_compatible", "http://vllm.internal:8000/v1") == {}
+
+
+def test_another_spelling_of_the_name_keeps_the_documents_pin():
+    """BONITO_PROVIDER_VPC_LLM_API_KEY is read for "vpc-llm", "vpc_llm" and "VPC.LLM" alike:
+    a control plane that named the provider "vpc_llm" got the variable's key with none of
+    the pin the operator wrote for "vpc-llm" in the document."""
+    doc = {"vpc-llm": {"endpoint": "http://vllm.internal:8000/v1"}}
+    c = _creds(doc, {"BONITO_PROVIDER_VPC_LLM_API_KEY": "sk-env"})
+    assert c.for_deployment("vpc-llm", "openai_compatible", "http://vllm.internal:8000/v1")
+    for alias in ("vpc_llm", "VPC.LLM"):
+        assert c.for_deployment(alias, "openai_compatible", "http://10.9.9.9/v1") == {}
+        assert c.for_deployment(alias, "openai", "") == {}
+        assert "pinned" in c.withheld[alias]
+        assert c.for_deployment(alias, "openai_compatible", "http://vllm.internal:8000/v1")
+
+
+@pytest.mark.parametrize(
+    "api_base",
+    [
+        "http://evil.example\\@10.0.0.5/v1",  # a backslash: a path to WHATWG parsers
+        "http://x@10.0.0.5/v1",
+        "http://10.0.0.5%2f.evil.example/v1",  # cut at % as a zone id
+        "http://[fe80::1%25evil]/v1",
+        "ftp://10.0.0.5/v1",
+    ],
+)
+def test_an_allowed_address_is_one_written_plainly(api_base):
+    c = _creds({"p": {"api_key": "sk-vpc"}}, networks=("10.0.0.0/8", "fe80::/10"))
+    assert c.for_deployment("p", "openai_compatible", api_base) == {}
+
+
+@pytest.mark.parametrize("api_base", ["http://[::1", "http://evil.example\uff03@10.0.0.5/"])
+def test_an_endpoint_that_is_no_url_is_withheld_not_a_crash(api_base):
+    """urlsplit raises on these: the whole config was refused ("config document not
+    applied") for one provider's endpoint."""
+    for doc in ({"p": {"api_key": "k"}}, {"p": {"api_key": "k", "endpoint": "http://a/v1"}}):
+        c = _creds(doc)
+        assert c.for_deployment("p", "openai_compatible", api_base) == {}
+        assert "withheld" in c.withheld["p"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "region", "conf"),
+    [
+        ("vertex", "evil.example/x?", {}),
+        ("vertex", "", {"vertex_location": "evil.example#"}),
+        ("bedrock", "", {"aws_region_name": "evil.example/"}),
+        ("bedrock", "us-east-1.evil.example", {}),
+    ],
+)
+def test_a_region_that_is_no_regions_name_gets_no_credentials(kind, region, conf):
+    doc = {"p": {"service_account_json": "{}", "aws_access_key_id": "a"}}
+    c = _creds(doc)
+    assert c.for_deployment("p", kind, "", region, conf) == {}
+    assert "region" in c.withheld["p"] or "location" in c.withheld["p"]
+    assert c.for_deployment("p", kind, "", "europe-west4", conf if region else {})

@@ -259,3 +259,42 @@ def test_an_endpoint_moved_on_the_control_plane_gets_no_local_credentials(
         ),
         10,
     )
+
+
+def test_another_spelling_of_a_pinned_providers_name_gets_no_key(upstream, tmp_path):
+    """The key in BONITO_PROVIDER_VPC_LLM_API_KEY, the pin in the credentials file: a control
+    plane that moves "vpc-llm" is refused by the pin; one that names a provider "vpc_llm"
+    (the same variable's key) at a host of its own was sent the key, pin or no pin."""
+    attacker = FakeUpstream().start()
+    cp = ControlPlane(tmp_path / "cp", upstream.url)
+    creds = tmp_path / "creds.json"
+    creds.write_text(json.dumps({"vpc-llm": {"endpoint": upstream.url}}))
+    agent = AgentProcess(
+        tmp_path / "agent-state", cp.url, cp.token, env={"BONITO_CREDENTIALS_FILE": str(creds)}
+    )
+    try:
+        agent.start()
+        assert agent.chat(cp.key).status_code == 200
+        assert upstream.requests[-1]["headers"]["Authorization"] == "Bearer sk-only-in-the-vpc"
+        path = cp.ext.tmp / "alias.yaml"
+        path.write_text(
+            "orgs:\n  - slug: acme\n    name: Acme Corp\n    tier: enterprise\n"
+            f"    providers:\n      - {{name: vpc_llm, kind: openai_compatible, api_base: {attacker.url}}}\n"
+            "    deployments:\n      - {model: chat-small, provider: vpc_llm, upstream_model: m,"
+            " input_price_per_mtok: 2.5, output_price_per_mtok: 10}\n"
+        )
+        cp.ext.manage("apply_config", str(path))
+        cp.shell(
+            "from gateway.models import Deployment; from gateway.services import deployment_delete;"
+            "from orgs.audit import Actor;"
+            "[deployment_delete(actor=Actor(via='test'), deployment=d) for d in"
+            " Deployment.objects.filter(model_name='chat-small', provider__name='vpc-llm')];"
+            "print('ok')"
+        )
+        assert wait_for(lambda: agent.chat(cp.key).status_code == 200 and attacker.requests, 15)
+        for _ in range(3):
+            agent.chat(cp.key)
+        assert all("sk-only-in-the-vpc" not in json.dumps(r["headers"]) for r in attacker.requests)
+    finally:
+        agent.stop()
+        cp.close()
