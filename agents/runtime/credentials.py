@@ -211,6 +211,11 @@ def endpoint_problem(kind, api_base: str, pin, networks=()) -> str | None:
         return "is not the endpoint its credentials are pinned to"
     if not api_base or (kind.ambient_hosts and ambient_host_problem(kind, api_base) is None):
         return None  # the vendor's default, or one of its API hosts
+    if kind.ambient_hosts:
+        # A vendor's key (OpenAI's, Anthropic's, AWS's…) goes to the vendor, or to the one
+        # endpoint pinned for it (a proxy of the VPC's): not to any address of the allowed
+        # networks, which operators set wide (10.0.0.0/8) for a self-hosted server.
+        return "is not one of the vendor's API hosts"
     try:
         url = urlsplit(api_base.strip())
         host = normalize_host(url.hostname or "") if _plain_netloc(url) else ""

@@ -313,3 +313,14 @@ def test_a_region_that_is_no_regions_name_gets_no_credentials(kind, region, conf
     assert c.for_deployment("p", kind, "", region, conf) == {}
     assert "region" in c.withheld["p"] or "location" in c.withheld["p"]
     assert c.for_deployment("p", kind, "", "europe-west4", conf if region else {})
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "azure_openai"])
+def test_a_vendors_key_is_not_sent_to_an_allowed_network_unpinned(kind):
+    """The allowed networks are for self-hosted servers (openai_compatible): a vendor's key
+    goes to the vendor, or to the endpoint pinned for it."""
+    c = _creds({"p": {"api_key": "sk-vendor"}})
+    assert c.for_deployment("p", kind, "http://10.0.0.5:8000/v1") == {}
+    assert "vendor's API hosts" in c.withheld["p"]
+    c = _creds({"p": {"api_key": "sk-vendor", "endpoint": "http://10.0.0.5:8000/v1"}})
+    assert c.for_deployment("p", kind, "http://10.0.0.5:8000/v1") == {"api_key": "sk-vendor"}
