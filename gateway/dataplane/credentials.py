@@ -89,7 +89,7 @@ def ambient_host_problem(kind, api_base: str) -> str | None:
         return None
     hosts = ", ".join(kind.ambient_hosts)
     return (
-        f"the platform's own credentials are sent only to {kind.label}'s hosts over https "
+        f"the server's own credentials (its environment, instance role) are sent only to {kind.label}'s hosts over https "
         f"({hosts}); an endpoint elsewhere needs credentials of its own"
     )
 
