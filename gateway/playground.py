@@ -29,7 +29,7 @@ from .dataplane import keys_check
 from .dataplane.proxy import Incoming, Outgoing
 from .dataplane.snapshot import KeyInfo
 from .models import ApiKey, ModelCatalogEntry
-from .runtime import gateway
+from .runtime import gateway, snapshots
 from .snapshot_builder import key_info, load_orgs
 
 MAX_TURNS = 40  # earlier messages in one conversation
@@ -230,7 +230,25 @@ def request_body(turn: dict, model: str, *, stream: bool) -> bytes:
     return orjson.dumps(body)
 
 
+POLICY_WAIT_S = 2.0  # a few of the snapshot's polls (GATEWAY_SNAPSHOT_POLL_S, 0.5 s)
+
+
+async def _policy_served(key: KeyInfo) -> None:
+    """Until the process's snapshot serves the key's routing policy, or POLICY_WAIT_S: the
+    menu reads the database, the gateway its snapshot, so a policy created or enabled a
+    moment ago answered "disabled or no longer exists" to the turn sent to it."""
+    deadline = time.monotonic() + POLICY_WAIT_S
+    while time.monotonic() < deadline:
+        snap = snapshots().current
+        org = snap.orgs.get(key.org_id) if snap is not None else None
+        if org is not None and key.routing_policy in org.routing_policies:
+            return
+        await asyncio.sleep(0.05)
+
+
 async def _send(key: KeyInfo, body: bytes) -> tuple[Outgoing, float]:
+    if key.routing_policy:
+        await _policy_served(key)
     started = time.perf_counter()
     out = await gateway().handle(
         Incoming(

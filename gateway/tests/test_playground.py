@@ -418,3 +418,34 @@ def test_a_model_named_like_a_policy_choice_is_sent_as_that_model(acme, alice_cl
     assert result["status"] == 200 and result["model"] == "policy:ghost"
     assert result["model_used"] == "policy:ghost"
     assert {r.routing_policy for r in usage_rows(acme.org)} == {""}
+
+
+def test_a_turn_to_a_policy_waits_for_the_snapshot_to_serve_it(monkeypatch):
+    """The menu reads the database, the gateway its snapshot: a turn to a policy created a
+    moment ago answered 503 "disabled or no longer exists" until the next poll. It waits
+    (at most POLICY_WAIT_S) for the snapshot to have it."""
+    import asyncio
+    import dataclasses
+    import threading
+
+    from gateway import playground
+    from gateway.dataplane.snapshot import KeyInfo, OrgInfo, RoutingPolicyInfo, Snapshot
+    from gateway.dataplane.state import SnapshotSource
+
+    org = OrgInfo(id=1, slug="a")
+    source = SnapshotSource(Snapshot(version=1, keys={}, orgs={1: org}))
+    monkeypatch.setattr(playground, "snapshots", lambda: source)
+    served = dataclasses.replace(
+        org, routing_policies={"fresh": RoutingPolicyInfo("fresh", "failover", ("m",))}
+    )
+    timer = threading.Timer(0.3, source.publish, [Snapshot(version=2, keys={}, orgs={1: served})])
+    key = KeyInfo(id=1, org_id=1, name="Playground", routing_policy="fresh")
+    timer.start()
+    asyncio.run(playground._policy_served(key))
+    # It returned once the snapshot served the policy (absent when it started), not before.
+    assert "fresh" in source.current.orgs[1].routing_policies
+    timer.join()
+    # A policy that never comes is waited for at most POLICY_WAIT_S, then the turn goes
+    # (and the gateway says it is missing).
+    monkeypatch.setattr(playground, "POLICY_WAIT_S", 0.2)
+    asyncio.run(playground._policy_served(dataclasses.replace(key, routing_policy="gone")))
