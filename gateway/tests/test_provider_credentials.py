@@ -169,7 +169,7 @@ PLATFORM_ENV = {
     "OPENAI_API_KEY": "sk-platform-own-openai-key-0000000000",
     "ANTHROPIC_API_KEY": "sk-ant-platform-own-key-000000000000",
     "AZURE_API_KEY": "platform-own-azure-key-0000000000000",
-    "AWS_ACCESS_KEY_ID": "AKIAPLATFORMOWNKEYID0",
+    "AWS_ACCESS_KEY_ID": "platform-own-access-key-id-0",
     "AWS_SECRET_ACCESS_KEY": "platform-own-aws-secret-000000000000000",
 }
 LENDING_KINDS = ["openai", "anthropic", "azure_openai", "bedrock", "vertex"]
