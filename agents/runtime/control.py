@@ -270,6 +270,9 @@ class IngestWriter:
         self.outage = Repeats(clock=clock, say=self._say, back=self._back, each_reason=False)
         self._sent = 0  # records posted since posts pass again, until the spool is empty
         self._line_counts: dict[str, int] = {}
+        # A spool left by an earlier run (stopped or killed while the control plane was
+        # away) is sent without an outage in this one: said once too, when it is sent.
+        self._inherited = bool(self._spool_files())
 
     def _say(self, problem: str, lasted: float | None) -> str:
         if lasted is None:
@@ -286,10 +289,16 @@ class IngestWriter:
         self.outage.failed(log.warning, problem)
         self.problem = problem
         self._sent = 0  # failing again before the spool was sent: the same outage
+        self._inherited = False  # the outage's own line tells when the spool is sent
 
     def _stored(self, records: int) -> None:
         self.problem = None
         if self.outage.since is None:
+            if self._inherited:
+                self._sent += records
+                if len(self._spool_files()) <= 1:
+                    log.info("%d records spooled by an earlier run sent", self._sent)
+                    self._inherited, self._sent = False, 0
             return
         self._sent += records
         # The spool is sent when at most the batch just posted is left in it (the sink

@@ -26,6 +26,7 @@ from agents.tests.agent_harness import (
     wait_for,
 )
 from core import keys
+from gateway.dataplane.usage import _write_spool_file
 from gateway.tests.fake_upstream import FakeUpstream
 
 BUSY = {"detail": "The control plane is starting.", "code": "unavailable"}
@@ -204,3 +205,39 @@ def test_the_agent_process_says_it_once_and_sends_everything(tmp_path):
     assert log.count("control plane back;") == 1, log
     assert "usage writer failed" not in log, log
     assert "spooled usage records from" not in log, log  # one line per spooled file
+
+
+def test_a_spool_left_by_an_earlier_run_is_said_once_when_sent(tmp_path, caplog):
+    """An agent stopped or killed while the control plane was away leaves a spool; the next
+    run sends it with no outage of its own to end, and says so once (not once per file)."""
+    ingest = Ingest()
+    ingest.down = False
+    s = agent_settings.load(
+        {
+            "BONITO_CONTROL_PLANE": ingest.url,
+            "BONITO_ORG_TOKEN": keys.generate("bt-"),
+            "BONITO_STATE_DIR": str(tmp_path / "state"),
+        }
+    )
+    for seq in range(1, 4):
+        _write_spool_file(s.spool_dir, f"{seq:06d}", [_record() for _ in range(seq)])
+    caplog.set_level(logging.INFO, logger="bonito.agent")
+    agent = Agent(s)
+    sink = agent.gateway.sink
+    sink.retry_interval, sink.min_batch_interval = 0.01, 0
+    try:
+        sink.submit(_record())  # this run's own record queues behind the spool
+        assert sink.flush(10)
+        assert wait_for(lambda: ingest.records == 1 + 2 + 3 + 1, 20), ingest.records
+        assert wait_for(lambda: any(r.name == "bonito.agent" for r in caplog.records), 5)
+        lines = [r.getMessage() for r in caplog.records if r.name == "bonito.agent"]
+        assert len(lines) == 1 and re.fullmatch(
+            r"(6|7) records spooled by an earlier run sent", lines[0]
+        ), lines
+        # Back to normal: a new batch is posted and nothing more is said.
+        sink.submit(_record())
+        assert sink.flush(10) and wait_for(lambda: ingest.records == 8, 10)
+        assert len([r for r in caplog.records if r.name == "bonito.agent"]) == 1
+    finally:
+        sink.stop()
+        ingest.close()
