@@ -328,14 +328,21 @@ class Credentials:
         self, provider: str, kind_name: str, api_base: str = "", region: str = "", settings=None
     ) -> dict:
         """The credentials a call to ``provider`` (of ``kind_name``) at ``api_base`` (with
-        this ``region`` and ``settings``) carries: none where they must not go there
-        (``endpoint_problem``, ``setting_problem``; said once, and kept in ``withheld`` for
-        the heartbeat)."""
+        this ``region`` and ``settings``) carries: none where they must not go there."""
+        return self.verdict(provider, kind_name, api_base, region, settings)[0]
+
+    def verdict(
+        self, provider: str, kind_name: str, api_base: str = "", region: str = "", settings=None
+    ) -> tuple[dict, str]:
+        """(the credentials a call to ``provider`` carries, "") or, where the VPC holds
+        credentials for it that must not go there (``endpoint_problem``,
+        ``setting_problem``), ({}, why): said once in the log and kept in ``withheld`` for
+        the heartbeat; the agent then refuses the call rather than make it without them."""
         creds = dict(self.by_provider.get(provider, {}))
         kind = provider_kinds.get(kind_name)
         creds.pop(PIN, None)
         if kind is None:
-            return {}
+            return {}, ""
         from_env = False
         for f in kind.fields_in(provider_kinds.CREDENTIALS):
             value = self.env.get(env_name(provider, f.name))
@@ -343,7 +350,7 @@ class Credentials:
                 creds[f.name] = value
                 from_env = True
         if not creds:
-            return {}
+            return {}, ""
         problem = endpoint_problem(kind, api_base, self._pins(provider, from_env), self.networks)
         if problem is not None:
             try:
@@ -359,9 +366,9 @@ class Credentials:
         elif (problem := setting_problem(kind, region, settings)) is not None:
             said = f"provider {provider}'s credentials are withheld: {problem}"
         else:
-            return creds
+            return creds, ""
         self.withheld[provider] = said
         if said not in self._said:
             self._said.add(said)
             log.error("credentials: %s", said)
-        return {}
+        return {}, said

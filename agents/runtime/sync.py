@@ -228,15 +228,7 @@ class ConfigSync:
         self.credentials.withheld.clear()
         for org_id, info in base.orgs.items():
             deployments = {
-                model: tuple(
-                    dataclasses.replace(
-                        d,
-                        credentials=self.credentials.for_deployment(
-                            d.provider, d.kind, d.api_base, d.region, d.settings
-                        ),
-                    )
-                    for d in deps
-                )
+                model: tuple(self._with_credentials(d) for d in deps)
                 for model, deps in info.deployments.items()
             }
             changes = {"deployments": deployments}
@@ -248,6 +240,12 @@ class ConfigSync:
                 }
             orgs[org_id] = dataclasses.replace(info, **changes)
         return dataclasses.replace(base, orgs=orgs)
+
+    def _with_credentials(self, d):
+        creds, withheld = self.credentials.verdict(
+            d.provider, d.kind, d.api_base, d.region, d.settings
+        )
+        return dataclasses.replace(d, credentials=creds, withheld=withheld)
 
     def publish(self) -> None:
         """The pulled snapshot, served: one reference swap."""

@@ -220,31 +220,26 @@ def test_an_endpoint_moved_on_the_control_plane_gets_no_local_credentials(
     system, upstream, tmp_path
 ):
     """An org admin points the provider at a host of their own (here the same fake upstream
-    under a name, not an address of BONITO_PROVIDER_ALLOWED_NETWORKS): the agent sends the
-    call without the VPC's key, and its heartbeat says why; pinned there, the key goes."""
+    under a name, not an address of BONITO_PROVIDER_ALLOWED_NETWORKS): the agent withholds
+    the VPC's key and refuses the call (a 502, nothing sent there: made without the key, the
+    prompt would still have gone to that host), and its heartbeat says why; pinned there,
+    the key goes."""
     cp, link, agent = system
     agent.start()
     assert agent.chat(cp.key).status_code == 200
     assert upstream.requests[-1]["headers"]["Authorization"] == "Bearer sk-only-in-the-vpc"
     moved = upstream.url.replace("127.0.0.1", "localhost")
     cp.apply(moved)
-    upstream.reset()
-    assert wait_for(
-        lambda: (
-            agent.chat(cp.key).status_code == 200
-            and upstream.requests[-1]["headers"].get("Authorization")
-            in (None, "Bearer bonito-no-key")  # pass-through sends none, LiteLLM a placeholder
-        ),
-        10,
-    ), agent.log()
+    assert wait_for(lambda: agent.chat(cp.key).status_code == 502, 10), agent.log()
     # (Calls before the agent had the change went to the old address, with the key.)
     upstream.reset()
-    assert all(agent.chat(cp.key).status_code == 200 for _ in range(3))
-    sent = [r["headers"] for r in upstream.requests]
-    assert len(sent) == 3 and all(
-        h.get("Host", h.get("host", "")).startswith("localhost") for h in sent
-    )
-    assert all("sk-only-in-the-vpc" not in json.dumps(h) for h in sent)
+    for _ in range(3):
+        r = agent.chat(cp.key, content="PROMPT-for-the-moved-endpoint")
+        assert r.status_code == 502, r.text
+        error = r.json()["error"]
+        assert "withheld its credentials" in error["message"], error
+        assert "sk-only-in-the-vpc" not in r.text and "localhost" not in r.text
+    assert upstream.requests == []  # neither the prompt nor the key went there
     assert wait_for(
         lambda: any(
             b"withheld" in body
@@ -263,12 +258,15 @@ def test_an_endpoint_moved_on_the_control_plane_gets_no_local_credentials(
         ),
         10,
     )
+    sent = upstream.requests[-1]["headers"]
+    assert sent.get("Host", sent.get("host", "")).startswith("localhost")
 
 
 def test_another_spelling_of_a_pinned_providers_name_gets_no_key(upstream, tmp_path):
     """The key in BONITO_PROVIDER_VPC_LLM_API_KEY, the pin in the credentials file: a control
     plane that moves "vpc-llm" is refused by the pin; one that names a provider "vpc_llm"
-    (the same variable's key) at a host of its own was sent the key, pin or no pin."""
+    (the same variable's key) at a host of its own was sent the key, pin or no pin. Now
+    the key is withheld there and the call refused: that host gets nothing."""
     attacker = FakeUpstream().start()
     cp = ControlPlane(tmp_path / "cp", upstream.url)
     creds = tmp_path / "creds.json"
@@ -295,10 +293,11 @@ def test_another_spelling_of_a_pinned_providers_name_gets_no_key(upstream, tmp_p
             " Deployment.objects.filter(model_name='chat-small', provider__name='vpc-llm')];"
             "print('ok')"
         )
-        assert wait_for(lambda: agent.chat(cp.key).status_code == 200 and attacker.requests, 15)
+        # Refused by the agent (its credentials withheld there), never sent without them.
+        assert wait_for(lambda: agent.chat(cp.key).status_code == 502, 15), agent.log()
         for _ in range(3):
-            agent.chat(cp.key)
-        assert all("sk-only-in-the-vpc" not in json.dumps(r["headers"]) for r in attacker.requests)
+            assert agent.chat(cp.key).status_code == 502
+        assert attacker.requests == []
     finally:
         agent.stop()
         cp.close()

@@ -21,6 +21,7 @@ from .upstream import (
     cited_search,
     cites_web,
     redact,
+    refuse_withheld,
     web_searches,
 )
 from .validation import Invalid, _shown, exact_json, json_type, not_json, requested_model
@@ -745,6 +746,7 @@ class NativeAdapter(PassthroughAdapter):
 
     def _request(self, endpoint, dep: DeploymentInfo, body):
         body, version, beta = body
+        refuse_withheld(dep)
         kind = provider_kinds.get(dep.kind)
         creds = dep.credentials
         refused = credentials.problem(

@@ -130,6 +130,10 @@ class DeploymentInfo:
     timeout_s: float = 0.0
     settings: dict = field(default_factory=dict)
     credentials: dict = field(default_factory=dict, repr=False)
+    # Set by a VPC agent that holds credentials for this provider which must not go to its
+    # endpoint (agents/runtime/credentials.py): why. The call is refused (502, never made),
+    # not made without them.
+    withheld: str = ""
 
     @property
     def label(self) -> str:

@@ -53,6 +53,20 @@ class MediaAnswer:
     data: dict | None  # the parsed JSON answer; None for text, srt and vtt transcripts
 
 
+def refuse_withheld(dep) -> None:
+    """A VPC agent withheld this deployment's credentials from its endpoint
+    (DeploymentInfo.withheld): a 502 like any provider failure, the call never made (made
+    without them, the prompt would still go to an endpoint the VPC did not pin); the next
+    deployment may be callable. The why (which endpoint, how to pin it) is the agent's log
+    and heartbeat's, not the client's."""
+    if dep.withheld:
+        raise UpstreamError(
+            f"{dep.label} is not configured in this VPC: the agent withheld its credentials"
+            " from the endpoint the control plane names (the agent's log says why).",
+            502,
+        )
+
+
 def not_supported(dep, endpoint: str, how: str) -> "UpstreamError":
     """A deployment that cannot serve this endpoint: the next one is tried, and the client
     sees this 400 if none can."""
@@ -500,6 +514,7 @@ class PassthroughAdapter:
 
     @staticmethod
     def _base_headers(dep: DeploymentInfo) -> tuple[str, dict]:
+        refuse_withheld(dep)
         kind = provider_kinds.get(dep.kind)
         base = (dep.api_base or (kind.default_api_base if kind else "")).rstrip("/")
         headers = {"Content-Type": "application/json"}
@@ -638,6 +653,7 @@ class PassthroughAdapter:
         (built anew for each attempt: a form is sent once)."""
         import aiohttp
 
+        refuse_withheld(dep)
         kind = provider_kinds.get(dep.kind)
         base = (dep.api_base or (kind.default_api_base if kind else "")).rstrip("/")
         headers = {}
@@ -1397,6 +1413,7 @@ class LiteLLMAdapter:
         kwargs["num_retries"] = 0
         if not kind.openai_shaped:
             kwargs["client"] = self._handler
+        refuse_withheld(dep)
         creds = dep.credentials
         refused = credentials.problem(
             kind, creds, ambient_allowed=self.ambient_credentials, api_base=dep.api_base
