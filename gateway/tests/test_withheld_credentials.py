@@ -45,7 +45,9 @@ async def _refused(call) -> None:
     assert "withheld its credentials" in str(error) and "evil.example" not in str(error)
 
 
-@pytest.mark.parametrize("kind", ["openai_compatible", "openai", "anthropic", "azure_openai", "bedrock"])
+@pytest.mark.parametrize(
+    "kind", ["openai_compatible", "openai", "anthropic", "azure_openai", "bedrock"]
+)
 def test_every_adapter_refuses_it_and_sends_nothing(fake, kind):
     ups = _upstreams()
     dep = _dep(kind, fake.url)
