@@ -67,6 +67,9 @@ COUNT_ON_LOOP_BYTES = 16 * 1024
 # POST /v1/feedback for a request not (yet) recorded looks again after these waits (s): a
 # usage record is written in a batch a moment after its response (UsageSink).
 FEEDBACK_WAITS = (0.25, 0.5, 1.0)
+# At most this many rpm refusals remembered (each lasts under a minute): past it, new ones
+# are not (the limiter answers them, as before).
+RPM_REFUSALS_KEPT = 10_000
 
 
 @dataclass(slots=True)
@@ -171,6 +174,9 @@ class Gateway:
         self.feedback = feedback
         self._cors_snap: Snapshot | None = None  # the snapshot _cors_any was computed from
         self._cors_any: frozenset = frozenset()
+        # (rpm bucket's counter, its capacity) -> the monotonic time until which the limiter
+        # refuses it: see _refused_before_routing.
+        self._rpm_refused: dict[tuple[str, int], float] = {}
 
     # ------------------------------------------------------------------ entry point
     async def handle(self, req: Incoming) -> Outgoing:
@@ -463,6 +469,7 @@ class Gateway:
             body["model"] = anthropic["model"]
         else:
             body = parse_body(req.body, req.endpoint)
+        self._refused_before_routing(ctx)
         candidates = await self._route(ctx, body, req.endpoint)
         candidates = self.priced_for_search(
             candidates, anthropic if req.endpoint == "messages" else body
@@ -642,6 +649,8 @@ class Gateway:
                     headers={"Retry-After": str(int(verdict.retry_after_s))},
                 )
             b = verdict.failed
+            if b is not None and b.unit == "requests" and verdict.backend != "fallback":
+                self._remember_rpm_refusal(b, verdict.retry_after_s)
             raise errors.rate_limited(
                 f"Rate limit reached: {b.capacity} {b.label} per minute"
                 f"{' for this key' if b.scope == 'key' else ' for this organization'}. "
@@ -651,6 +660,57 @@ class Gateway:
                 kind=b.unit,
             )
         return spend, verdict
+
+    def _remember_rpm_refusal(self, bucket: Bucket, retry_after_s: float) -> None:
+        """A requests-per-minute bucket the limiter refused: no request can pass it before
+        ``retry_after_s`` (nothing but time refills it), so until then this process refuses
+        the key's or org's requests before routing them (_refused_before_routing). Not a
+        refusal of the Redis-outage fallback, whose share of the limit is this process's."""
+        if len(self._rpm_refused) >= RPM_REFUSALS_KEPT:
+            now = time.monotonic()
+            self._rpm_refused = {k: t for k, t in self._rpm_refused.items() if t > now}
+            if len(self._rpm_refused) >= RPM_REFUSALS_KEPT:
+                return
+        until = time.monotonic() + max(0.0, retry_after_s)
+        self._rpm_refused[(bucket.key, bucket.capacity)] = until
+
+    def _refused_before_routing(self, ctx: Ctx) -> None:
+        """The 429 the limiter would answer, without routing the request first: a key over
+        its rpm limit (or an org over its own) was still routed, and a smart policy's
+        learned score (milliseconds of CPU for a long prompt) was computed for a request
+        refused right after, however fast the client sent them. Only while a refusal the
+        limiter gave for that very bucket and capacity lasts (a raised limit is another
+        capacity); nothing is taken from any bucket."""
+        if not self._rpm_refused:
+            return
+        now = time.monotonic()
+        buckets = self._buckets(ctx.key, ctx.org, 0)
+        refusing = []  # (wait, bucket)
+        for b in buckets:
+            until = self._rpm_refused.get((b.key, b.capacity)) if b.unit == "requests" else None
+            if until is None:
+                continue
+            if until <= now:
+                del self._rpm_refused[(b.key, b.capacity)]
+            else:
+                refusing.append((until - now, b))
+        if not refusing:
+            return
+        wait, b = max(refusing, key=lambda r: r[0])  # several: the longest, as the limiter's
+        for k in buckets:  # the key's limits; what its rpm bucket holds (nothing)
+            if k.scope == "key":
+                ctx.headers[f"x-ratelimit-limit-{k.unit}"] = str(k.capacity)
+        if any(r[1].scope == "key" for r in refusing):
+            ctx.headers["x-ratelimit-remaining-requests"] = "0"
+            ctx.headers["x-ratelimit-reset-requests"] = "60s"  # as _ratelimit_headers: to full
+        raise errors.rate_limited(
+            f"Rate limit reached: {b.capacity} {b.label} per minute"
+            f"{' for this key' if b.scope == 'key' else ' for this organization'}. "
+            f"Retry after {max(1, round(wait))}s.",
+            wait,
+            headers=ctx.headers,
+            kind=b.unit,
+        )
 
     def _buckets(self, key: KeyInfo, org: OrgInfo, token_cost: int) -> list[Bucket]:
         out = []

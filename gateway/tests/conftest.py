@@ -95,6 +95,7 @@ def gw(tmp_path):
 
     g.limiter.local = LocalLimiter()
     g.limiter._down_until = 0.0
+    g._rpm_refused.clear()  # the limiter's refusals it remembers (keys' ids recur)
     g.health = DeploymentHealth()
     g.upstreams.passthrough = True
     g.upstreams.network = NetworkPolicy(FAKE_UPSTREAM_NETWORKS)

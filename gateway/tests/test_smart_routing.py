@@ -1232,3 +1232,60 @@ def test_prompts_as_long_as_the_training_set_s_are_scored_by_the_head():
     x = smart.features(body)
     assert x[smart.TOKENS] >= smart.rules_model()["low"][smart.TOKENS]
     assert smart.score(policy, body, "learned") != smart.rules_score(body)
+
+
+def test_a_key_over_its_rpm_limit_is_refused_before_its_prompt_is_scored(acme, gw):
+    """Once the limiter has refused a key's request for its rpm limit, the key's requests
+    are refused (the same 429) without routing them until that refusal lasts: the score
+    (milliseconds of CPU for the learned classifier and a long prompt) was computed for
+    every request a client sent past its limit. Nothing else changes: other keys pass, a
+    raised limit passes at once, and each request is one usage row."""
+    from gateway import services
+    from gateway.models import ApiKey
+    from governance import services as gov
+
+    _tiers(acme)
+    policy = gov.routing_policy_save(
+        actor=ACTOR,
+        org=acme.org,
+        name="limited",
+        strategy="smart",
+        models=["smart-lite", "smart-pro"],
+        smart={"thresholds": [_between()]},
+    )
+    key, raw = services.api_key_create(
+        actor=ACTOR, org=acme.org, name="limited", routing_policy=policy, rpm_limit=2
+    )
+    refresh_snapshot()
+    client = openai.OpenAI(base_url=acme.base_url, api_key=raw, max_retries=0)
+    assert [_ask(client, HARD).http_response.status_code for _ in range(2)] == [200, 200]
+    refusals = []
+    for _ in range(4):
+        with pytest.raises(openai.RateLimitError) as refused:
+            _ask(client, HARD * 20)
+        refusals.append(refused.value.response)
+    for r in refusals:
+        assert r.json()["error"]["code"] == "rate_limit_exceeded"
+        assert r.json()["error"]["type"] == "requests"
+        assert "2 requests per minute for this key" in r.json()["error"]["message"]
+        assert 1 <= int(r.headers["retry-after"]) <= 60
+        assert r.headers["x-ratelimit-limit-requests"] == "2"
+        assert r.headers["x-ratelimit-remaining-requests"] == "0"
+    rows = [r for r in usage_rows(acme.org) if r.key_id == key.id]
+    assert [r.http_status for r in rows] == [200, 200, 429, 429, 429, 429]
+    # The limiter's refusal was routed (and scored); the ones after it were not.
+    assert all(r.route_score is not None for r in rows[:3])
+    assert all(r.route_score is None for r in rows[3:])
+    # Another key of the org is not refused by this key's limit.
+    other = openai.OpenAI(base_url=acme.base_url, api_key=acme.raw, max_retries=0)
+    assert other.chat.completions.create(model="smart-lite", messages=_chat(EASY)["messages"])
+    # A raised limit is the limiter's to answer at once (another capacity: not the refusal
+    # remembered; its bucket refills at the new rate, one request each 6 s here).
+    services.api_key_update(actor=ACTOR, key=ApiKey.objects.get(pk=key.pk), rpm_limit=10)
+    refresh_snapshot()
+    try:
+        _ask(client, HARD)
+    except openai.RateLimitError as exc:
+        assert "10 requests per minute" in exc.message
+    rows = [r for r in usage_rows(acme.org) if r.key_id == key.id]
+    assert len(rows) == 7 and rows[-1].route_score is not None
