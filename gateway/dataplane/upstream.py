@@ -256,29 +256,37 @@ def _secrets(credentials) -> list[str]:
 _SECRET_PARTS = frozenset({"private_key", "private_key_id", "client_secret", "refresh_token"})
 
 
+# The provider account a deployment's credentials belong to, as providers' errors name it
+# (OpenAI's 429: "Rate limit reached for gpt-4o in organization org-… on tokens per min";
+# its project ids; an AWS ARN with the account number): not the client's to read, and on a
+# shared gateway with lent credentials, the platform's own account.
+_ACCOUNT_IDS = r"\b(?:org-[A-Za-z0-9]{20,}\b|proj_[A-Za-z0-9]{20,}\b|arn:aws[a-z-]*:[a-z0-9-]*:[a-z0-9-]*:\d{12}:[^\s\"',]*)"
+_ACCOUNT_TEXT = re.compile(_ACCOUNT_IDS)
+_ACCOUNT_BYTES = re.compile(_ACCOUNT_IDS.encode())
+
+
 def redact(value, dep: DeploymentInfo):
     """A provider's error (text, an event's bytes, or JSON) with every string of ``dep``'s
-    credentials in it replaced by [redacted]: what a client or the log may be shown."""
+    credentials in it replaced by [redacted], and the provider account's ids by [account]:
+    what a client or the log may be shown."""
     secrets = _secrets(dep.credentials) if dep is not None else []
-    if not secrets:
-        return value
     if isinstance(value, bytes):
         for secret in secrets:
             # in any letter case (an upstream that quotes it upper-cased), and inside JSON
             # text, as an event carries it, its escaped form too
             for form in {secret.encode(), orjson.dumps(secret)[1:-1]}:
                 value = re.sub(re.escape(form), b"[redacted]", value, flags=re.IGNORECASE)
-        return value
+        return _ACCOUNT_BYTES.sub(b"[account]", value)
     return _scrubbed(value, secrets)
 
 
 def _scrubbed(value, secrets: list[str]):
     """``value`` (a provider's error: text, or JSON) with every credential string in it
-    replaced by [redacted]."""
+    replaced by [redacted] and every provider account id by [account]."""
     if isinstance(value, str):
         for secret in secrets:  # in any letter case
             value = re.sub(re.escape(secret), "[redacted]", value, flags=re.IGNORECASE)
-        return value
+        return _ACCOUNT_TEXT.sub("[account]", value)
     if isinstance(value, dict):
         return {k: _scrubbed(v, secrets) for k, v in value.items()}
     if isinstance(value, list):

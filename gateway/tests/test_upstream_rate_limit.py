@@ -185,3 +185,32 @@ def test_a_context_refusal_beside_an_outage_says_both(acme, mode):
     assert response.status_code == 429, response.text
     assert "that can take this request is rate limited" in response.json()["error"]["message"]
     assert len(usage_rows(acme.org)) == 2
+
+
+ORG_ID = "org-" + "Zq8" * 8  # OpenAI's shape: org- and 24 letters and digits
+PROJECT_ID = "proj_" + "k4W" * 8
+ARN = "arn:aws:iam::210987654321:role/bonito-platform"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_the_provider_account_a_429_names_is_not_the_clients_to_read(acme, mode, stream):
+    """OpenAI's 429 names the account the credentials belong to ("… in organization org-…
+    on tokens per min"); on a shared gateway with lent credentials, the platform's own.
+    The client gets the provider's words without it; the limits and the wait stay."""
+    _short_deadline(acme)
+    acme.fake.behaviours["gpt-4o-mini"] = Behaviour(
+        status=429,
+        retry_after="7",  # past the deadline: the attempts end at once
+        error_message=(
+            f"Rate limit reached for gpt-4o-mini in organization {ORG_ID} (project"
+            f" {PROJECT_ID}, {ARN}) on tokens per min (TPM): Limit 30000, Used 29950."
+        ),
+    )
+    response = _chat(acme, "chat-small", stream=stream)
+    assert response.status_code == 429, response.text
+    for account in (ORG_ID, PROJECT_ID, ARN, "210987654321"):
+        assert account not in response.text
+    message = response.json()["error"]["message"]
+    assert "Rate limit reached for gpt-4o-mini in organization [account]" in message
+    assert "on tokens per min (TPM): Limit 30000, Used 29950." in message
+    _one_row(acme)
