@@ -102,11 +102,12 @@ def rules_model() -> dict:
     return json.loads(RULES_MODEL_FILE.read_text())
 
 
-def learned_missing() -> str | None:
-    """Why the learned classifier cannot run here (its optional extra), or None."""
+def learned_missing(until: str | None = None) -> str | None:
+    """Why the learned classifier cannot run here (its optional extra), or None; ``until``:
+    what to do meanwhile, if not "use the rules classifier"."""
     from . import smart_learned
 
-    return smart_learned.missing()
+    return smart_learned.missing(until) if until else smart_learned.missing()
 
 
 def classifier_error(name: object) -> str | None:
@@ -513,9 +514,8 @@ def resolve(
             and learned_missing()
             and not (serving or learned_kept)
         ):
-            arm_missing = learned_missing().replace(
-                "Use the rules classifier until then.",
-                "Until then, use another A/B arm (rules or strong), or none.",
+            arm_missing = learned_missing(
+                "Until then, use another A/B arm (rules or strong), or none."
             )
             raise ValueError(f"smart.ab.classifier: {arm_missing}")
     keywords = _mapping_or_none(spec.get("keywords"), serving)

