@@ -380,6 +380,9 @@ class Gateway:
         """The chosen tier's deployments (ordered by the policy's ``within`` strategy), then
         each tier above it in turn (a tier that is down or refused fails over upwards), then
         the org's fallback models (alone when no tier from the chosen one up can serve)."""
+        # Before the score, on every endpoint that scores (chat, completions, messages,
+        # responses, count_tokens); the row still names the model and policy asked for.
+        self._refused_before_routing(ctx)
         # An app that names its end user (`user`) keeps each user on one A/B arm; else
         # each request draws its own.
         user = smart.end_user(body) if policy.ab_share else None
@@ -469,7 +472,6 @@ class Gateway:
             body["model"] = anthropic["model"]
         else:
             body = parse_body(req.body, req.endpoint)
-        self._refused_before_routing(ctx)
         candidates = await self._route(ctx, body, req.endpoint)
         candidates = self.priced_for_search(
             candidates, anthropic if req.endpoint == "messages" else body
@@ -553,7 +555,11 @@ class Gateway:
         policy = self._smart_policy(ctx, body, endpoint)
         if policy is not None:
             return await self._smart_candidates(ctx, policy, body)
-        return self._candidates(ctx, body["model"])
+        candidates = self._candidates(ctx, body["model"])
+        # Routing's own answers (a model that does not exist, one the key may not use)
+        # first, as when the limiter alone answered: it is asked only after routing.
+        self._refused_before_routing(ctx)
+        return candidates
 
     @staticmethod
     def priced_for_search(candidates: list, body: dict) -> list:
