@@ -260,7 +260,19 @@ _SECRET_PARTS = frozenset({"private_key", "private_key_id", "client_secret", "re
 # (OpenAI's 429: "Rate limit reached for gpt-4o in organization org-… on tokens per min";
 # its project ids; an AWS ARN with the account number): not the client's to read, and on a
 # shared gateway with lent credentials, the platform's own account.
-_ACCOUNT_IDS = r"\b(?:org-[A-Za-z0-9]{20,}\b|proj_[A-Za-z0-9]{20,}\b|arn:aws[a-z-]*:[a-z0-9-]*:[a-z0-9-]*:\d{12}:[^\s\"',]*)"
+# Anthropic's names its organization's id ("… for your organization (<uuid>) of 20,000
+# input tokens per minute", later "(org: <uuid>, model: …)"), Google's quota errors the
+# consumer project ("for consumer 'project_number:123…'"). In an event's bytes an id may
+# follow a JSON escape (\n): no word boundary there; an ARN ends before a backslash (its
+# escape stays whole: the event stays JSON), a bracket or a sentence's last stop.
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
+_ARN_CHAR = r"[^\s\"',\\()\[\]{}<>]"
+_ACCOUNT_IDS = (
+    r"(?:\b|(?<=\\[nrtbf]))(?:org-[A-Za-z0-9]{20,}\b|proj_[A-Za-z0-9]{20,}\b"
+    rf"|arn:aws[a-z-]*:[a-z0-9-]*:[a-z0-9-]*:\d{{12}}:(?:{_ARN_CHAR}*[^\s\"',\\()\[\]{{}}<>.;:])?)"
+    rf"|(?<=organization \(){_UUID}|(?<=org: ){_UUID}"
+    r"|(?<=project_number:)\d{6,}\b|(?<=projects/)\d{6,}\b"
+)
 _ACCOUNT_TEXT = re.compile(_ACCOUNT_IDS)
 _ACCOUNT_BYTES = re.compile(_ACCOUNT_IDS.encode())
 
