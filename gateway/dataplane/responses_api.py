@@ -747,7 +747,7 @@ class NativeEvents:
     def feed(self, event: dict) -> list[bytes]:
         response = event.get("response")
         if isinstance(response, dict):
-            _rewrite_ids(response, self.wrap)
+            _rewrite_ids(response, self.wrap, self.dep)
             if response.get("usage"):
                 self.usage = response["usage"]
             self.searches = max(searched(response), self.searches)
@@ -785,10 +785,15 @@ class NativeEvents:
         return "".join(self.pieces)
 
 
-def _rewrite_ids(response: dict, wrap) -> None:
+def _rewrite_ids(response: dict, wrap, dep) -> None:
+    """A provider's response object as the client gets it: its ids wrapped, and a failed
+    one's error (background mode, a stored response; a 200) in the provider's words less
+    the credentials and the account's ids, as any provider error (upstream.redact)."""
     for name in ("id", "previous_response_id"):
         if isinstance(response.get(name), str) and response[name]:
             response[name] = wrap(response[name])
+    if response.get("error"):
+        response["error"] = redact(response["error"], dep)
 
 
 # ------------------------------------------------------------------ the endpoint
@@ -914,7 +919,7 @@ async def _call(gw, Outgoing, ctx, candidates, body, native_body, chat_body, spe
             data = await adapter.call("responses", dep, native_body, timeout)
             if not isinstance(data, dict) or not isinstance(data.get("output"), list):
                 raise UpstreamError(f"{dep.label} sent something that is not a response", 502)
-            _rewrite_ids(data, _wrapper(ctx, dep))
+            _rewrite_ids(data, _wrapper(ctx, dep), dep)
             served[dep.id] = served_tier(data)
             return data
         answer = await adapter.call("chat", dep, _tiered(gw, dep, chat_body, body), timeout)
@@ -1140,6 +1145,6 @@ async def _stored(gw, ctx, req, Outgoing):
 
     data = await gw._attempts(ctx, [dep], attempt)
     if isinstance(data, dict) and req.endpoint != "responses.input_items":
-        _rewrite_ids(data, _wrapper(ctx, dep))
+        _rewrite_ids(data, _wrapper(ctx, dep), dep)
     gw._record(ctx, "success", 200)
     return Outgoing(200, orjson.dumps(data), gw._headers(ctx, {"Content-Type": "application/json"}))

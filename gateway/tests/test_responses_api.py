@@ -849,3 +849,35 @@ async def test_the_spend_cap_holds_for_responses_streamed_or_not(rig):  # noqa: 
     records = rig.records()
     assert [r["endpoint"] for r in records] == ["responses"] * 4
     assert sum(r["cost"] for r in records) == pytest.approx(1.2)
+
+
+def test_a_failed_responses_answer_does_not_carry_the_provider_account(oai, gw):
+    """A 200 whose response failed (background mode, a stored one) carries the provider's
+    error words: less the account's ids, as any provider error (docs/gateway.md)."""
+    org_id = "org-" + "Zq8" * 8
+    failed = {
+        "id": "resp_failed1",
+        "object": "response",
+        "status": "failed",
+        "model": "gpt-4o-mini",
+        "output": [],
+        "error": {
+            "code": "rate_limit_exceeded",
+            "message": f"Rate limit reached for gpt-4o-mini in organization {org_id} on tokens.",
+        },
+        "usage": {"input_tokens": 3, "output_tokens": 0, "total_tokens": 3},
+    }
+    oai.fake.behaviours["gpt-4o-mini"] = Behaviour(
+        raw_response=("application/json", orjson.dumps(failed))
+    )
+    gw.upstreams.passthrough = True
+    response = httpx.post(
+        oai.base_url + "/responses",
+        json={"model": "gpt", "input": "hi"},
+        headers={"Authorization": f"Bearer {oai.raw}"},
+        timeout=20,
+    )
+    assert org_id not in response.text
+    assert response.json()["error"]["message"] == (
+        "Rate limit reached for gpt-4o-mini in organization [account] on tokens."
+    )
