@@ -71,10 +71,11 @@ SCOLS = np.arange(D - 14, D) + 1  # steps columns in w (w[0] is the bias)
 L2 = bench.LEARNED_L2
 
 
-def fit(tr, pen_cols, w0=None, nonneg=None):
+def fit(tr, pen_cols, w0=None, nonneg=None, rank_w=1.0):
     """bench.fit_head on rows ``tr`` with a per-column penalty (len D, bias unpenalised):
     log loss + GSM8K ranking term at weight 1 (closed form, as gsm8k_bag_gate_steps.fit).
-    ``nonneg``: w-indices constrained >= 0 (active set)."""
+    ``nonneg``: w-indices constrained >= 0 (active set). ``rank_w``: the ranking term's
+    weight (1 everywhere before gsm8k_nonneg_rank.py; the default leaves every fit as it was)."""
     x, y = X[tr], Y[tr]
     n = len(x)
     mean = x.mean(0)
@@ -84,7 +85,7 @@ def fit(tr, pen_cols, w0=None, nonneg=None):
     gpos = np.where(IS_G[tr])[0]
     g = GAIN[tr][gpos]
     above = (g[:, None] > g[None, :]).astype(float)
-    C = above * (len(gpos) / above.sum())
+    C = rank_w * above * (len(gpos) / above.sum())
     zg = z[gpos]
     pen = np.concatenate([[0.0], pen_cols])
 
