@@ -13,6 +13,7 @@ is above the default slider's cut (thresholds_for(0.5, 2, "learned"), the head's
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -27,7 +28,9 @@ if sys.argv[1] == "committed" or (sys.argv[1] == "fixtures" and len(sys.argv) > 
 from core.smart import SmartPolicy, thresholds_for  # noqa: E402
 from gateway.dataplane import smart  # noqa: E402
 
-BLIND = Path(__file__).with_name("chat_blind_2026-12-04.jsonl")
+# The blind set the rule is applied to: CHAT_BLIND names another (chat_blind3_2026-12-04.jsonl
+# for the head after nonneg-steps, nonneg-rank3).
+BLIND = Path(__file__).with_name(os.environ.get("CHAT_BLIND", "chat_blind_2026-12-04.jsonl"))
 FIXTURES = ROOT / "gateway" / "tests" / "fixtures"
 POLICY = SmartPolicy(tiers=("lite", "pro"), thresholds=(0.5,))
 
@@ -52,7 +55,7 @@ def main():
     what = sys.argv[1]
     if what == "committed":
         h, e = counts(load(BLIND))
-        print(f"committed head ({smart_learned.HEAD_FILE}): hard up {h}/80, easy up {e}/80")
+        print(f"committed head ({smart_learned.HEAD_FILE}): hard up {h}/80, easy up {e}/80 ({BLIND.name})")
     elif what == "grid":
         h0, e0 = int(sys.argv[2]), int(sys.argv[3])
         rows = load(BLIND)
@@ -74,7 +77,7 @@ def main():
         short = load(FIXTURES / "chat_short_requests.jsonl")
         for name in ("design", "held-out", "aimed", "natural"):
             sets[name] = [r for r in short if r["set"] == name]
-        sets["blind (2026-12-04)"] = load(BLIND)
+        sets[f"blind ({BLIND.name})"] = load(BLIND)
         raise_ = None if len(sys.argv) < 3 else float(sys.argv[2])
         for name, rows in sets.items():
             h, e = counts(rows, raise_)
