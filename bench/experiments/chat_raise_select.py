@@ -55,7 +55,9 @@ def main():
     what = sys.argv[1]
     if what == "committed":
         h, e = counts(load(BLIND))
-        print(f"committed head ({smart_learned.HEAD_FILE}): hard up {h}/80, easy up {e}/80 ({BLIND.name})")
+        print(
+            f"committed head ({smart_learned.HEAD_FILE}): hard up {h}/80, easy up {e}/80 ({BLIND.name})"
+        )
     elif what == "grid":
         h0, e0 = int(sys.argv[2]), int(sys.argv[3])
         rows = load(BLIND)
