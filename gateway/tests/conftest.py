@@ -249,6 +249,22 @@ def smart_tier_deployments(acme, names=("smart-lite", "smart-pro"), prices=None)
         )
 
 
+def smart_policy_key(acme, name: str, spec: dict, models=("smart-lite", "smart-pro"), **key):
+    """A smart routing policy of acme's named ``name`` over ``models`` (its tiers) with the
+    smart settings ``spec``, and an rt- key of its (``key``: the key's other fields):
+    (the key, its raw secret), the gateway's snapshot refreshed."""
+    from governance import services as gov
+
+    policy = gov.routing_policy_save(
+        actor=ACTOR, org=acme.org, name=name, strategy="smart", models=list(models), smart=spec
+    )
+    created = services.api_key_create(
+        actor=ACTOR, org=acme.org, name=name, routing_policy=policy, **key
+    )
+    refresh_snapshot()
+    return created
+
+
 def usage_rows(org=None):
     from billing.models import UsageRecord
 

@@ -8,6 +8,7 @@ from gateway import services
 from gateway.tests.conftest import (
     ACTOR,
     refresh_snapshot,
+    smart_policy_key,
     smart_tier_deployments,
     usage_rows,
 )
@@ -60,21 +61,8 @@ def test_a_smart_key_over_its_rpm_limit_is_not_scored_on_other_endpoints(acme, p
     """/v1/responses and /v1/messages/count_tokens route a smart key's request through its
     policy too (the score), and take a request of its rpm: after the limiter's refusal the
     worker's remembered one answers them before the score, as on chat completions."""
-    from governance import services as gov
-
     smart_tier_deployments(acme)
-    policy = gov.routing_policy_save(
-        actor=ACTOR,
-        org=acme.org,
-        name="limited",
-        strategy="smart",
-        models=["smart-lite", "smart-pro"],
-        smart={"thresholds": [0.5]},
-    )
-    key, raw = services.api_key_create(
-        actor=ACTOR, org=acme.org, name="limited", routing_policy=policy, rpm_limit=1
-    )
-    refresh_snapshot()
+    key, raw = smart_policy_key(acme, "limited", {"thresholds": [0.5]}, rpm_limit=1)
     body = {"model": "auto", **body}
     statuses = [_post(acme, raw, path, body).status_code for _ in range(3)]
     assert statuses == [200, 429, 429]

@@ -28,7 +28,13 @@ from gateway.dataplane.snapshot import (
     org_from_dict,
     org_to_dict,
 )
-from gateway.tests.conftest import ACTOR, refresh_snapshot, smart_tier_deployments, usage_rows
+from gateway.tests.conftest import (
+    ACTOR,
+    refresh_snapshot,
+    smart_policy_key,
+    smart_tier_deployments,
+    usage_rows,
+)
 from gateway.tests.fake_upstream import Behaviour
 
 EASY = "Translate 'good morning' into French."
@@ -220,19 +226,7 @@ def _between(easy=EASY, hard=HARD) -> float:
 
 
 def _smart_key(acme, spec, name="saver"):
-    from gateway import services
-    from governance import services as gov
-
-    policy = gov.routing_policy_save(
-        actor=ACTOR,
-        org=acme.org,
-        name=name,
-        strategy="smart",
-        models=["smart-lite", "smart-pro"],
-        smart=spec,
-    )
-    _key, raw = services.api_key_create(actor=ACTOR, org=acme.org, name=name, routing_policy=policy)
-    refresh_snapshot()
+    _key, raw = smart_policy_key(acme, name, spec)
     return openai.OpenAI(base_url=acme.base_url, api_key=raw, max_retries=0)
 
 
@@ -508,26 +502,10 @@ def test_embeddings_for_the_alias_are_a_404_that_says_why(acme, gw):
 
 
 def test_a_key_not_allowed_a_tier_skips_it(acme, gw):
-    from gateway import services
-    from governance import services as gov
-
     _tiers(acme)
-    policy = gov.routing_policy_save(
-        actor=ACTOR,
-        org=acme.org,
-        name="scoped",
-        strategy="smart",
-        models=["smart-lite", "smart-pro"],
-        smart={"thresholds": [0.999999]},
+    _key, raw = smart_policy_key(
+        acme, "scoped", {"thresholds": [0.999999]}, allowed_models=["smart-pro"]
     )
-    _key, raw = services.api_key_create(
-        actor=ACTOR,
-        org=acme.org,
-        name="scoped",
-        routing_policy=policy,
-        allowed_models=["smart-pro"],
-    )
-    refresh_snapshot()
     client = openai.OpenAI(base_url=acme.base_url, api_key=raw, max_retries=0)
     assert _ask(client, EASY).headers["x-bonito-model-used"] == "smart-pro"
 
@@ -1242,21 +1220,9 @@ def test_a_key_over_its_rpm_limit_is_refused_before_its_prompt_is_scored(acme, g
     raised limit passes at once, and each request is one usage row."""
     from gateway import services
     from gateway.models import ApiKey
-    from governance import services as gov
 
     _tiers(acme)
-    policy = gov.routing_policy_save(
-        actor=ACTOR,
-        org=acme.org,
-        name="limited",
-        strategy="smart",
-        models=["smart-lite", "smart-pro"],
-        smart={"thresholds": [_between()]},
-    )
-    key, raw = services.api_key_create(
-        actor=ACTOR, org=acme.org, name="limited", routing_policy=policy, rpm_limit=2
-    )
-    refresh_snapshot()
+    key, raw = smart_policy_key(acme, "limited", {"thresholds": [_between()]}, rpm_limit=2)
     client = openai.OpenAI(base_url=acme.base_url, api_key=raw, max_retries=0)
     assert [_ask(client, HARD).http_response.status_code for _ in range(2)] == [200, 200]
     refusals = []
