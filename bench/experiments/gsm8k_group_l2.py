@@ -71,11 +71,13 @@ SCOLS = np.arange(D - 14, D) + 1  # steps columns in w (w[0] is the bias)
 L2 = bench.LEARNED_L2
 
 
-def fit(tr, pen_cols, w0=None, nonneg=None, rank_w=1.0):
+def fit(tr, pen_cols, w0=None, nonneg=None, rank_w=1.0, hold=None):
     """bench.fit_head on rows ``tr`` with a per-column penalty (len D, bias unpenalised):
     log loss + GSM8K ranking term at weight 1 (closed form, as gsm8k_bag_gate_steps.fit).
     ``nonneg``: w-indices constrained >= 0 (active set). ``rank_w``: the ranking term's
-    weight (1 everywhere before gsm8k_nonneg_rank.py; the default leaves every fit as it was)."""
+    weight (1 everywhere before gsm8k_nonneg_rank.py; the default leaves every fit as it was).
+    ``hold``: ``(w, idx)``, the w-indices ``idx`` held at ``w[idx]`` and not refitted
+    (gsm8k_steps_rank3.py; None, the default, holds none: every earlier fit as it was)."""
     x, y = X[tr], Y[tr]
     n = len(x)
     mean = x.mean(0)
@@ -94,6 +96,9 @@ def fit(tr, pen_cols, w0=None, nonneg=None, rank_w=1.0):
         free[list(fixed)] = False
         w = w.copy()
         w[~free] = 0.0
+        if hold is not None:
+            free[hold[1]] = False
+            w[hold[1]] = hold[0][hold[1]]
         for _ in range(60):
             p = 1 / (1 + np.exp(-np.clip(z @ w, -30, 30)))
             grad = z.T @ (p - y)
@@ -116,6 +121,8 @@ def fit(tr, pen_cols, w0=None, nonneg=None, rank_w=1.0):
         return w, data_grad + pen * w
 
     w = np.zeros(D + 1) if w0 is None else w0.copy()
+    if hold is not None and w0 is None:
+        w[hold[1]] = hold[0][hold[1]]
     if nonneg is None:
         w, _ = newton(w, set())
         return w, mean, scale
