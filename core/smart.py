@@ -107,7 +107,7 @@ def learned_missing(until: str | None = None) -> str | None:
     what to do meanwhile, if not "use the rules classifier"."""
     from . import smart_learned
 
-    return smart_learned.missing(until) if until else smart_learned.missing()
+    return smart_learned.missing(until or smart_learned.USE_RULES)
 
 
 def classifier_error(name: object) -> str | None:

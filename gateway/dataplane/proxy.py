@@ -657,14 +657,7 @@ class Gateway:
             b = verdict.failed
             if b is not None and b.unit == "requests" and verdict.backend != "fallback":
                 self._remember_rpm_refusal(b, verdict.retry_after_s)
-            raise errors.rate_limited(
-                f"Rate limit reached: {b.capacity} {b.label} per minute"
-                f"{' for this key' if b.scope == 'key' else ' for this organization'}. "
-                f"Retry after {max(1, round(verdict.retry_after_s))}s.",
-                verdict.retry_after_s,
-                headers=ctx.headers,
-                kind=b.unit,
-            )
+            raise _limited(b, verdict.retry_after_s, ctx.headers)
         return spend, verdict
 
     def _remember_rpm_refusal(self, bucket: Bucket, retry_after_s: float) -> None:
@@ -703,20 +696,10 @@ class Gateway:
         if not refusing:
             return
         wait, b = max(refusing, key=lambda r: r[0])  # several: the longest, as the limiter's
-        for k in buckets:  # the key's limits; what its rpm bucket holds (nothing)
-            if k.scope == "key":
-                ctx.headers[f"x-ratelimit-limit-{k.unit}"] = str(k.capacity)
-        if any(r[1].scope == "key" for r in refusing):
-            ctx.headers["x-ratelimit-remaining-requests"] = "0"
-            ctx.headers["x-ratelimit-reset-requests"] = "60s"  # as _ratelimit_headers: to full
-        raise errors.rate_limited(
-            f"Rate limit reached: {b.capacity} {b.label} per minute"
-            f"{' for this key' if b.scope == 'key' else ' for this organization'}. "
-            f"Retry after {max(1, round(wait))}s.",
-            wait,
-            headers=ctx.headers,
-            kind=b.unit,
-        )
+        # The key's limits, and what its refused rpm bucket holds: nothing.
+        held = LimitResult(allowed=False, remaining={r.label: 0 for _, r in refusing})
+        ctx.headers.update(_ratelimit_headers(buckets, held))
+        raise _limited(b, wait, ctx.headers)
 
     def _buckets(self, key: KeyInfo, org: OrgInfo, token_cost: int) -> list[Bucket]:
         out = []
@@ -1634,6 +1617,19 @@ class _Seen:
 def effective_limit(*limits: int | None) -> int | None:
     """The narrowest of the limits that are set (None: unlimited)."""
     return min((x for x in limits if x), default=None)
+
+
+def _limited(b: Bucket, retry_after_s: float, headers: dict) -> GatewayError:
+    """The 429 of a rate limit bucket ``b`` that refused the request: the limiter's answer,
+    or the one a worker remembers (Gateway._refused_before_routing)."""
+    return errors.rate_limited(
+        f"Rate limit reached: {b.capacity} {b.label} per minute"
+        f"{' for this key' if b.scope == 'key' else ' for this organization'}. "
+        f"Retry after {max(1, round(retry_after_s))}s.",
+        retry_after_s,
+        headers=headers,
+        kind=b.unit,
+    )
 
 
 def _ratelimit_headers(buckets: list[Bucket], verdict: LimitResult | None) -> dict:
