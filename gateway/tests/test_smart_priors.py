@@ -119,7 +119,11 @@ def test_no_prior_touches_a_development_set_prompt():
         assert smart.prior_logit(x) == 0.0
         assert smart.chat_prior(body, x) == 0.0, row["prompt"]
         # nor the learned head's chat raise (every open prompt there is a maths problem)
-        assert not smart.chat_shaped(x, smart.steps_features(body, x)), row["prompt"]
+        steps = smart.steps_features(body, x)
+        assert not smart.chat_shaped(x, steps), row["prompt"]
+        # and the head's maths weights read every GSM8K problem and no MMLU question, so
+        # the documented figures are the maths weights' (GSM8K) and the main ones' (MMLU)
+        assert smart.maths_shaped(x, steps) is (row["source"] == "gsm8k"), row["prompt"]
 
 
 def _without_the_chat_prior(monkeypatch, body, classifier, policy=POLICY):
@@ -282,3 +286,48 @@ def test_the_learned_chat_raise_lifts_chat_shaped_requests_only(monkeypatch, tex
     plain = smart.score(POLICY, body, "learned")
     added = smart_learned.model.__wrapped__()["chat_raise"] if raised else 0.0
     assert _logit(with_raise) - _logit(plain) == pytest.approx(added, abs=1e-9)
+
+
+# The learned head's maths weights (smart_learned.json's "maths"; smart.maths_shaped): they
+# read an open request that is not chat-shaped, carried to the main weights' scale; every
+# other request is read by the main weights alone.
+@needs_learned
+@pytest.mark.parametrize(
+    ("text", "maths"),
+    [(t, False) for t in RAISED] + [(NOT_RAISED[0], True), (NOT_RAISED[1], False)],
+)
+def test_the_maths_weights_read_maths_shaped_requests_only(monkeypatch, text, maths):
+    import numpy as np
+
+    from core import smart_learned
+
+    body = {"messages": [_user(text)]}
+    x = smart.features(body)
+    steps = smart.steps_features(body, x)
+    assert smart.maths_shaped(x, steps) is maths
+    got = smart.score(POLICY, body, "learned")
+    head = smart_learned.model()
+    monkeypatch.delitem(head, "maths")
+    plain = smart.score(POLICY, body, "learned")  # the main weights alone
+    monkeypatch.undo()
+    if not maths:
+        assert got == plain
+        return
+    # Independently of logit(): the two weight vectors' log-odds of the same input, the
+    # maths one placed among its knots and read on the main scale
+    read = smart_learned.features(
+        text,
+        smart.within_range(x, smart.rules_model()),
+        np.clip(steps, head["steps_low_array"], head["steps_high_array"]),
+    )
+    xs = (read - np.asarray(head["mean"])) / np.asarray(head["scale"])
+    z_main = head["bias"] + float(xs @ np.asarray(head["weights"]))
+    m = head["maths"]
+    z_maths = m["bias"] + float(xs @ np.asarray(m["weights"]))
+    k = int(np.searchsorted(m["from"], z_maths))
+    assert 0 < k < len(m["from"])  # within the knots, for this problem
+    lo, hi = m["from"][k - 1], m["from"][k]
+    carried = m["to"][k - 1] + (z_maths - lo) / (hi - lo) * (m["to"][k] - m["to"][k - 1])
+    offset = _logit(plain) - z_main  # the priors, the same on either weights
+    assert _logit(got) == pytest.approx(carried + offset, abs=1e-9)
+    assert abs(_logit(got) - _logit(plain)) > 1e-3  # the maths weights did move it

@@ -119,6 +119,59 @@ def test_the_committed_learned_head_was_trained_with_the_scripts_settings():
     head = json.loads((ROOT / "core" / "smart_learned.json").read_text())
     assert head["l2"] == smart_routing.LEARNED_L2
     assert head["ranking_weight"] == smart_routing.PAIRWISE_WEIGHT
+    assert head["maths"]["ranking_weight"] == smart_routing.MATHS_RANKING_WEIGHT
+
+
+def _maths_fit(seed=5):
+    # the first 60 rows are "multiple choice" (another family, no ranking pairs), the other
+    # 101 maths-shaped: each of their 101 percentiles is one of them
+    x, rows = _synthetic(seed=seed, n=161)
+    for r in rows[:60]:
+        r["family"] = "mmlu"
+    mask = [i >= 60 for i in range(len(rows))]
+    return x, rows, mask, smart_routing.fit_learned(rows, x, 3.0, mask)
+
+
+def test_the_maths_weights_are_the_fit_at_their_ranking_weight_and_the_main_ones_unchanged():
+    x, rows, mask, head = _maths_fit()
+    main = smart_routing.fit_head(rows, x, 3.0)
+    maths = smart_routing.fit_head(rows, x, 3.0, smart_routing.MATHS_RANKING_WEIGHT)
+    assert head["weights"] == main["weights"] and head["bias"] == main["bias"]
+    assert head["maths"]["weights"] == maths["weights"]
+    assert maths["weights"] != main["weights"]
+
+
+def test_maths_shaped_rows_keep_the_main_distribution_in_the_maths_order():
+    """Carried to the main scale, the maths-shaped rows' scores have the main weights'
+    percentiles over them (the slider's quantiles and the tiers they land in unchanged) and
+    the maths weights' order; the other rows are scored by the main weights alone."""
+    x, rows, mask, head = _maths_fit()
+    idx = [i for i, m in enumerate(mask) if m]
+    got = np.asarray(smart_routing.learned_scores(x, head, mask))
+    z = np.log(got / (1 - got))
+    main = _scores(x, head)
+    maths = _scores(x, {**head["maths"], "mean": head["mean"], "scale": head["scale"]})
+    assert np.allclose(z[:60], main[:60], atol=1e-9)
+    assert np.allclose(np.sort(z[idx]), np.sort(main[idx]), rtol=0, atol=1e-5)
+    assert (np.argsort(z[idx], kind="stable") == np.argsort(maths[idx], kind="stable")).all()
+    assert not (np.argsort(main[idx]) == np.argsort(maths[idx])).all()  # the order did move
+    # without a mask (or with no maths-shaped rows to fit on) it is the main head alone
+    assert smart_routing.learned_scores(x, head) == pytest.approx(1 / (1 + np.exp(-main)))
+    assert "maths" not in smart_routing.fit_learned(rows, x, 3.0, [False] * len(rows))
+
+
+def test_carry_is_monotone_and_continuous_and_shifts_past_the_ends():
+    from core.smart_learned import carry
+
+    src = np.array([-2.0, -1.0, 0.5, 2.0])
+    dst = np.array([-3.0, -1.5, -1.0, 1.0])
+    zs = np.linspace(-6, 6, 2001)
+    out = np.array([carry(z, src, dst) for z in zs])
+    assert (np.diff(out) > 0).all()
+    assert [carry(z, src, dst) for z in src] == pytest.approx(dst.tolist())
+    assert carry(-4.0, src, dst) == pytest.approx(-5.0)  # slope 1 below the first knot
+    assert carry(3.5, src, dst) == pytest.approx(2.5)  # and above the last
+    assert carry(1.25, src, dst) == pytest.approx(0.0)  # linear between knots
 
 
 @pytest.mark.skipif(not smart_routing.DATA.is_file(), reason="the development set is not here")
@@ -135,10 +188,17 @@ def test_train_reproduces_the_committed_models(tmp_path, capsys):
     made = json.loads((tmp_path / "smart_learned.json").read_text())
     committed = json.loads((core / "smart_learned.json").read_text())
     assert made.keys() == committed.keys()
+    _same_head(made, committed)
+
+
+def _same_head(made, committed, where=""):
+    assert made.keys() == committed.keys(), where
     for key, value in committed.items():
-        if isinstance(value, list) and value and isinstance(value[0], float):
-            assert np.allclose(made[key], value, rtol=0, atol=1e-6), key
+        if isinstance(value, dict):  # the maths weights
+            _same_head(made[key], value, f"{where}{key}.")
+        elif isinstance(value, list) and value and isinstance(value[0], float):
+            assert np.allclose(made[key], value, rtol=0, atol=1e-6), where + key
         elif isinstance(value, float):
-            assert made[key] == pytest.approx(value, abs=1e-6), key
+            assert made[key] == pytest.approx(value, abs=1e-6), where + key
         else:
-            assert made[key] == value, key
+            assert made[key] == value, where + key
