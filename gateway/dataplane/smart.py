@@ -400,6 +400,7 @@ CHAT_HARD = _word_set(
 _CUES = (FEATURE_NAMES.index("kw_reasoning"), FEATURE_NAMES.index("kw_code"))
 _SIMPLE = FEATURE_NAMES.index("kw_simple")
 _CHAT_WORD = re.compile(r"[^\W_]+")
+_DIGIT_RUN = re.compile(r"\d+")
 _CHOICE = FEATURE_NAMES.index("multiple_choice")
 
 
@@ -413,7 +414,11 @@ def chat_prior(body: dict, x: list[float], keywords: dict | None = None) -> floa
         return 0.0
     # Short by the test above: reading its words again costs a few microseconds.
     text = asked_text(prompt_parts(body)[0])
-    numbers = len(text.encode("utf-8", "replace").translate(_NUMBERS).split())
+    # Runs of digits of any script, as the steps features count quantities (\d): "１２" and
+    # "١٢" are numbers too. Counted in ASCII only, a short request with two such numbers
+    # got this prior and was read by the learned head's maths weights (two quantities, so
+    # maths-shaped) at once, a request each reading called something else.
+    numbers = len(_DIGIT_RUN.findall(text))
     if numbers >= 2:
         return 0.0
     # Words split at any character that is not a letter or digit: curly quotes, dashes and

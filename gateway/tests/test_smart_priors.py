@@ -331,3 +331,27 @@ def test_the_maths_weights_read_maths_shaped_requests_only(monkeypatch, text, ma
     offset = _logit(plain) - z_main  # the priors, the same on either weights
     assert _logit(got) == pytest.approx(carried + offset, abs=1e-9)
     assert abs(_logit(got) - _logit(plain)) > 1e-3  # the maths weights did move it
+
+
+# A request the maths weights read holds two quantities or more (smart_steps counts digits
+# of any script), so it is no chat message of "at most one number": the chat prior, whose
+# count of numbers was of ASCII digits only, gave "１２ apples and ３４ pears" its -0.4 and
+# the maths weights together.
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Translate to French please: I bought 12 apples and 34 pears at the market today.",
+        "Translate to French please: I bought １２ apples and ３４ pears at the market today.",
+        "Translate to French please: I bought ١٢ apples and ٣٤ pears at the market today.",
+        "Translate to French please: I bought १२ apples and ३४ pears at the market today.",
+    ],
+    ids=["ascii", "fullwidth", "arabic-indic", "devanagari"],
+)
+def test_a_maths_shaped_request_gets_no_chat_prior_whatever_its_digits(text):
+    body = {"messages": [_user(text)]}
+    x = smart.features(body)
+    assert smart.maths_shaped(x, smart.steps_features(body, x))
+    assert smart.chat_prior(body, x) == 0.0
+    # and one number of any script stays "at most one number"
+    one = {"messages": [_user(text.split(" and ")[0] + ".")]}
+    assert smart.chat_prior(one, smart.features(one)) == smart.CHAT_LOGIT
