@@ -355,3 +355,48 @@ def test_a_maths_shaped_request_gets_no_chat_prior_whatever_its_digits(text):
     # and one number of any script stays "at most one number"
     one = {"messages": [_user(text.split(" and ")[0] + ".")]}
     assert smart.chat_prior(one, smart.features(one)) == smart.CHAT_LOGIT
+
+
+def _maths_flags(monkeypatch, body):
+    from core import smart_learned
+
+    seen = []
+    real = smart_learned.score
+
+    def spy(text, rules, steps, offset=0.0, maths=False):
+        seen.append(maths)
+        return real(text, rules, steps, offset, maths)
+
+    monkeypatch.setattr(smart_learned, "score", spy)
+    smart.score(POLICY, body, "learned")
+    return seen
+
+
+# Every way a request reaches the learned classifier passes the maths flag of the text it
+# scores: a chat, a completions prompt (one, or a list: each prompt its own), Anthropic's
+# Messages and the Responses API (both scored as their chat translation), the system
+# prompt and the instructions left out as everywhere.
+@needs_learned
+def test_every_entry_point_passes_the_maths_flag_of_what_it_scores(monkeypatch):
+    from gateway.dataplane import anthropic_api, responses_api
+
+    problem, chat = NOT_RAISED[0], RAISED[2]
+    system = "Answer in 3 bullet points of at most 12 words, in 2 languages."
+    anthropic = {
+        "model": "m",
+        "max_tokens": 64,
+        "system": system,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": chat}]}],
+    }
+    responses = {"model": "m", "instructions": system, "input": problem}
+    cases = [
+        ({"messages": [_user(problem)]}, [True]),
+        ({"messages": [{"role": "system", "content": system}, _user(chat)]}, [False]),
+        ({"prompt": problem}, [True]),
+        ({"prompt": [chat, problem]}, [False, True]),
+        ({"messages": [_user(NOT_RAISED[1])]}, [False]),  # multiple choice
+        (anthropic_api.to_chat(anthropic)[0], [False]),
+        (responses_api.routed(responses, responses_api.to_chat(responses)), [True]),
+    ]
+    for body, flags in cases:
+        assert _maths_flags(monkeypatch, body) == flags, body
