@@ -5,19 +5,18 @@ script, and it reads a few thousand characters of a prompt in Chinese or punctua
 it read 16,000 from each end (50-70 ms of a worker's event loop)."""
 
 import random
-from pathlib import Path
 
 import orjson
 import pytest
 
 from core import smart_learned
+from gateway.tests.test_smart_routing import DEV_SET
 
 pytestmark = pytest.mark.skipif(
     smart_learned.missing() is not None,
     reason="the smart extra (requirements-smart.txt) is not installed",
 )
 
-DEV_SET = Path(__file__).resolve().parents[3] / "shared" / "data" / "routing" / "dev.jsonl"
 HALF = smart_learned.MAX_CHARS // 2
 NEED = smart_learned.MAX_TOKENS // 2
 

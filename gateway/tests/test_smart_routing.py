@@ -108,7 +108,11 @@ def test_keyword_lists_are_configurable_per_policy():
     assert smart.features(body, mine)[smart.FEATURE_NAMES.index("kw_reasoning")] > 0
 
 
-DEV_SET = Path(__file__).resolve().parents[3] / "shared" / "data" / "routing" / "dev.jsonl"
+# Where bench/smart_routing.py reads it: $ROUTING_DEV, else ../shared beside the checkout
+DEV_SET = Path(
+    os.environ.get("ROUTING_DEV")
+    or Path(__file__).resolve().parents[3] / "shared" / "data" / "routing" / "dev.jsonl"
+)
 
 
 def test_the_committed_rules_model_reads_the_features_the_gateway_computes():
