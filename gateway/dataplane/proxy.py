@@ -1039,10 +1039,14 @@ class Gateway:
                         seen.usage = chunk["usage"]
                         ctx.tier_served = served_tier(chunk)
                     choices = chunk.get("choices")
+                    if chunk.get("error"):
+                        # The provider's words, as any error's: beside choices too (OpenRouter
+                        # ends a choice with finish_reason "error" in the same chunk).
+                        raw, chunk = redact(raw, ctx.dep), redact(chunk, ctx.dep)
                     if chunk.get("error") and not choices:
                         # The provider failed after the answer began: the client sees its
                         # error event and no [DONE], and the row says error, not success.
-                        out.append(redact(raw, ctx.dep))
+                        out.append(raw)
                         yield b"".join(out)
                         await account("error", 502, "stream_error")
                         return

@@ -263,12 +263,13 @@ _SECRET_PARTS = frozenset({"private_key", "private_key_id", "client_secret", "re
 # Anthropic's names its organization's id ("… for your organization (<uuid>) of 20,000
 # input tokens per minute", later "(org: <uuid>, model: …)"), Google's quota errors the
 # consumer project ("for consumer 'project_number:123…'"). In an event's bytes an id may
-# follow a JSON escape (\n): no word boundary there; an ARN ends before a backslash (its
-# escape stays whole: the event stays JSON), a bracket or a sentence's last stop.
+# follow a JSON escape (\n; \u201c, a quote an encoder that writes ASCII only escapes, or
+# Go's \u003c for <): no word boundary there; an ARN ends before a backslash (its escape
+# stays whole: the event stays JSON), a bracket or a sentence's last stop.
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
 _ARN_CHAR = r"[^\s\"',\\()\[\]{}<>]"
 _ACCOUNT_IDS = (
-    r"(?:\b|(?<=\\[nrtbf]))(?:org-[A-Za-z0-9]{20,}\b|proj_[A-Za-z0-9]{20,}\b"
+    r"(?:\b|(?<=\\[nrtbf])|(?<=\\u[0-9a-fA-F]{4}))(?:org-[A-Za-z0-9]{20,}\b|proj_[A-Za-z0-9]{20,}\b"
     rf"|arn:aws[a-z-]*:[a-z0-9-]*:[a-z0-9-]*:\d{{12}}:(?:{_ARN_CHAR}*[^\s\"',\\()\[\]{{}}<>.;:])?)"
     rf"|(?<=organization \(){_UUID}|(?<=org: ){_UUID}"
     r"|(?<=project_number:)\d{6,}\b|(?<=projects/)\d{6,}\b"

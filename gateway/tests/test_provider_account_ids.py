@@ -1,6 +1,8 @@
 """A provider's account ids ([account]) are taken from every error the client reads,
 Anthropic's and Google's too, without breaking the event they are in."""
 
+import json
+
 import httpx
 import orjson
 import pytest
@@ -101,3 +103,58 @@ def test_an_account_id_in_a_mid_stream_error_event_leaves_the_event_json(acme):
     sent = orjson.loads(events[-1])  # JSON, as the provider sent it
     assert "is over its quota" in sent["error"]["message"]
     assert ACCOUNT not in response.text and org not in response.text
+
+
+_CHUNK = {
+    "id": "c1",
+    "object": "chat.completion.chunk",
+    "created": 1,
+    "model": "gpt-4o-mini",
+    "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}}],
+}
+
+
+def _stream_of(acme, raw: bytes):
+    acme.fake.behaviours["gpt-4o-mini"] = Behaviour(raw_response=("text/event-stream", raw))
+    body = {"model": "chat-small", "messages": HI, "stream": True}
+    response = _post(acme, acme.raw, "/chat/completions", body)
+    assert response.status_code == 200, response.text
+    return response
+
+
+@pytest.mark.parametrize(
+    "quoted",
+    ["\u201c{}\u201d", "\u00ab{}\u00bb", "<{}>"],
+    ids=["curly-quotes", "guillemets", "angle-brackets"],
+)
+def test_an_account_id_after_a_unicode_escape_in_a_mid_stream_error_event(acme, quoted):
+    """An upstream whose JSON is ASCII only (Python's json.dumps by default) writes a
+    quote before an id as \\u201c, Go's encoder < as \\u003c: the escape's last hex digit
+    and the id had no word boundary between them, and the client's SDK read the id."""
+    arn = f"arn:aws:iam::{ACCOUNT}:role/bonito-platform"
+    org = "org-" + "Zq8" * 8
+    message = f"Throttled: role {quoted.format(arn)} of {quoted.format(org)}."
+    error = {"error": {"message": message, "type": "server_error", "code": None}}
+    payload = json.dumps(error).replace("<", "\\u003c").replace(">", "\\u003e").encode()
+    response = _stream_of(
+        acme, b"data: " + orjson.dumps(_CHUNK) + b"\n\n" + b"data: " + payload + b"\n\n"
+    )
+    sent = orjson.loads(_events(response.text)[-1])  # JSON, as the SDK reads it
+    assert sent["error"]["message"].startswith("Throttled: role ")
+    assert ACCOUNT not in sent["error"]["message"] and org not in sent["error"]["message"]
+
+
+def test_an_error_chunk_with_a_choice_is_redacted_too(acme):
+    """OpenRouter's mid-stream error is one chunk with both the error and a choice that
+    finishes with "error": the relay redacted only an error without choices, so this one
+    went out with the account's ids (and any credential quoted) as the provider wrote it."""
+    org = "org-" + "Zq8" * 8
+    err = {
+        **_CHUNK,
+        "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+        "error": {"code": 429, "message": f"Rate limit reached in organization {org}."},
+    }
+    raw = b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in (_CHUNK, err))
+    response = _stream_of(acme, raw + b"data: [DONE]\n\n")
+    assert "Rate limit reached in organization [account]." in response.text
+    assert org not in response.text
