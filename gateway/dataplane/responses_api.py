@@ -120,11 +120,7 @@ def native(gw, dep) -> bool:
     """Whether this deployment gets the Responses API as sent (its kind serves it and
     pass-through is on), rather than a translation to chat completions."""
     kind = provider_kinds.get(dep.kind)
-    return (
-        kind is not None
-        and kind.responses_api
-        and gw.upstreams.for_deployment(dep) is gw.upstreams.http
-    )
+    return kind is not None and kind.responses_api and gw.upstreams.direct(dep)
 
 
 def _org_deployment(ctx, dep_id: int):
@@ -983,8 +979,7 @@ def _tier_sent(gw, dep, body: dict):
     """The service tier the request asked ``dep`` for: the body's, if it reached it (the
     Responses API as sent, or a chat translation, to an OpenAI-shaped upstream; never
     through LiteLLM), else None."""
-    direct = gw.upstreams.for_deployment(dep) is gw.upstreams.http
-    return body.get("service_tier") if direct else None
+    return body.get("service_tier") if gw.upstreams.direct(dep) else None
 
 
 def _tiered(gw, dep, chat_body: dict, body: dict) -> dict:

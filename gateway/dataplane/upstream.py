@@ -2052,3 +2052,8 @@ class Upstreams:
 
     def for_deployment(self, dep: DeploymentInfo):
         return self._adapter(dep.kind)
+
+    def direct(self, dep: DeploymentInfo) -> bool:
+        """Whether ``dep`` is called over the pass-through (its request as sent), whatever
+        for_deployment wraps it in (a VPC agent's adapters are watched)."""
+        return self._adapter(dep.kind) is self.http
