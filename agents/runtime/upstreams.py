@@ -85,8 +85,11 @@ class AgentUpstreams(Upstreams):
         if exc is not None and getattr(exc, "status", None) in AUTH_FAILED:
             self.on_auth_failure()
 
+    def watched(self, adapter):
+        return Watched(adapter, self._observe)
+
     def for_deployment(self, dep):
-        return Watched(super().for_deployment(dep), self._observe)
+        return self.watched(super().for_deployment(dep))
 
 
 async def _aclose(inner) -> None:

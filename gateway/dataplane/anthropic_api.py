@@ -866,14 +866,18 @@ def attempt(upstreams, body: dict, chat: dict, problems: list, headers, stream: 
 
     async def call(dep, timeout):
         if is_native(upstreams, dep):
-            return await _native(upstreams).call("messages", dep, (body, *version_beta), timeout)
+            return await upstreams.watched(_native(upstreams)).call(
+                "messages", dep, (body, *version_beta), timeout
+            )
         refuse_untranslatable(dep)
         data = await upstreams.for_deployment(dep).call("chat", dep, chat_for(dep), timeout)
         return message_from_chat(data, dep.upstream_model)
 
     async def open_stream(dep, timeout):
         if is_native(upstreams, dep):
-            chunks = _native(upstreams).stream("messages", dep, (body, *version_beta), timeout)
+            chunks = upstreams.watched(_native(upstreams)).stream(
+                "messages", dep, (body, *version_beta), timeout
+            )
             events = _native_events(chunks)
             translator = None
         else:
@@ -973,7 +977,7 @@ async def native_count(upstreams, dep: DeploymentInfo, body: dict, headers, time
     (the caller counts), a 4xx UpstreamError if Anthropic refused the request."""
     count_body = {k: v for k, v in body.items() if k not in ("max_tokens", "stream")}
     try:
-        data = await _native(upstreams).call(
+        data = await upstreams.watched(_native(upstreams)).call(
             "count_tokens", dep, (count_body, *_client_headers(headers)), timeout
         )
     except UpstreamError as exc:

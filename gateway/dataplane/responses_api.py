@@ -1136,7 +1136,8 @@ async def _stored(gw, ctx, req, Outgoing):
         gw.limiter.settle(spend, 0.0, verdict.backend)
 
     async def attempt(dep, timeout):
-        return await gw.upstreams.http.call(None, dep, None, timeout, method=method, path=path)
+        adapter = gw.upstreams.watched(gw.upstreams.http)
+        return await adapter.call(None, dep, None, timeout, method=method, path=path)
 
     data = await gw._attempts(ctx, [dep], attempt)
     if isinstance(data, dict) and req.endpoint != "responses.input_items":

@@ -2053,6 +2053,11 @@ class Upstreams:
     def for_deployment(self, dep: DeploymentInfo):
         return self._adapter(dep.kind)
 
+    def watched(self, adapter):
+        """``adapter`` (the pass-through, or Anthropic's native one) as for_deployment gives
+        adapters out: an agent watches every provider call (its health, a 401)."""
+        return adapter
+
     def direct(self, dep: DeploymentInfo) -> bool:
         """Whether ``dep`` is called over the pass-through (its request as sent), whatever
         for_deployment wraps it in (a VPC agent's adapters are watched)."""
