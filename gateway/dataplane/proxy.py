@@ -174,9 +174,9 @@ class Gateway:
         self.feedback = feedback
         self._cors_snap: Snapshot | None = None  # the snapshot _cors_any was computed from
         self._cors_any: frozenset = frozenset()
-        # (rpm bucket's counter, its capacity) -> the monotonic time until which the limiter
-        # refuses it: see _refused_before_routing.
-        self._rpm_refused: dict[tuple[str, int], float] = {}
+        # (rpm bucket's counter, its capacity) -> (the monotonic time until which the limiter
+        # refuses it, the configuration version it refused under): _refused_before_routing.
+        self._rpm_refused: dict[tuple[str, int], tuple[float, int]] = {}
 
     # ------------------------------------------------------------------ entry point
     async def handle(self, req: Incoming) -> Outgoing:
@@ -555,11 +555,10 @@ class Gateway:
         policy = self._smart_policy(ctx, body, endpoint)
         if policy is not None:
             return await self._smart_candidates(ctx, policy, body)
-        candidates = self._candidates(ctx, body["model"])
-        # Routing's own answers (a model that does not exist, one the key may not use)
-        # first, as when the limiter alone answered: it is asked only after routing.
-        self._refused_before_routing(ctx)
-        return candidates
+        # Routing's own answers (a model that does not exist, one the key may not use) and
+        # every later one (a 400, a request that can never pass its tpm) come first, as when
+        # the limiter alone answered: _admit asks the remembered refusals where it asks it.
+        return self._candidates(ctx, body["model"])
 
     @staticmethod
     def priced_for_search(candidates: list, body: dict) -> list:
@@ -641,6 +640,7 @@ class Gateway:
                     "rate_limit_exceeded",
                     headers={"Retry-After": "60", "x-should-retry": "false"},
                 )
+        self._refused_before_routing(ctx)  # where the limiter's own refusal would come
         verdict = await self.limiter.acquire(buckets, spend)
         ctx.headers.update(_ratelimit_headers(buckets, verdict))
         if not verdict.allowed:
@@ -667,29 +667,36 @@ class Gateway:
         refusal of the Redis-outage fallback, whose share of the limit is this process's."""
         if len(self._rpm_refused) >= RPM_REFUSALS_KEPT:
             now = time.monotonic()
-            self._rpm_refused = {k: t for k, t in self._rpm_refused.items() if t > now}
+            self._rpm_refused = {k: v for k, v in self._rpm_refused.items() if v[0] > now}
             if len(self._rpm_refused) >= RPM_REFUSALS_KEPT:
                 return
         until = time.monotonic() + max(0.0, retry_after_s)
-        self._rpm_refused[(bucket.key, bucket.capacity)] = until
+        self._rpm_refused[(bucket.key, bucket.capacity)] = (until, self._config_version())
+
+    def _config_version(self) -> int:
+        snap = self.snapshots.current
+        return snap.version if snap is not None else -1
 
     def _refused_before_routing(self, ctx: Ctx) -> None:
         """The 429 the limiter would answer, without routing the request first: a key over
         its rpm limit (or an org over its own) was still routed, and a smart policy's
         learned score (milliseconds of CPU for a long prompt) was computed for a request
         refused right after, however fast the client sent them. Only while a refusal the
-        limiter gave for that very bucket and capacity lasts (a raised limit is another
-        capacity); nothing is taken from any bucket."""
+        limiter gave for that very bucket and capacity lasts, under the configuration it
+        gave it in: a limit raised and put back, or any other change, asks the limiter again
+        (its bucket may hold requests again); nothing is taken from any bucket."""
         if not self._rpm_refused:
             return
         now = time.monotonic()
+        version = self._config_version()
         buckets = self._buckets(ctx.key, ctx.org, 0)
         refusing = []  # (wait, bucket)
         for b in buckets:
-            until = self._rpm_refused.get((b.key, b.capacity)) if b.unit == "requests" else None
-            if until is None:
+            got = self._rpm_refused.get((b.key, b.capacity)) if b.unit == "requests" else None
+            if got is None:
                 continue
-            if until <= now:
+            until, refused_in = got
+            if until <= now or refused_in != version:
                 del self._rpm_refused[(b.key, b.capacity)]
             else:
                 refusing.append((until - now, b))
