@@ -77,6 +77,15 @@ def _events(text: str) -> list:
     ]
 
 
+_CHUNK = {
+    "id": "c1",
+    "object": "chat.completion.chunk",
+    "created": 1,
+    "model": "gpt-4o-mini",
+    "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}}],
+}
+
+
 def test_an_account_id_in_a_mid_stream_error_event_leaves_the_event_json(acme):
     """The relay redacts a mid-stream error event as the provider's bytes: an ARN followed
     by an escaped character (a quoted ARN, a line break) took the escape's backslash with
@@ -85,15 +94,8 @@ def test_an_account_id_in_a_mid_stream_error_event_leaves_the_event_json(acme):
     arn = f"arn:aws:iam::{ACCOUNT}:role/bonito-platform"
     org = "org-" + "Zq8" * 8
     message = f'Throttled: the role "{arn}" is over its quota.\n{org} waits.'
-    chunk = {
-        "id": "c1",
-        "object": "chat.completion.chunk",
-        "created": 1,
-        "model": "gpt-4o-mini",
-        "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}}],
-    }
     error = {"error": {"message": message, "type": "server_error", "code": None}}
-    raw = b"data: " + orjson.dumps(chunk) + b"\n\n" + b"data: " + orjson.dumps(error) + b"\n\n"
+    raw = b"data: " + orjson.dumps(_CHUNK) + b"\n\n" + b"data: " + orjson.dumps(error) + b"\n\n"
     acme.fake.behaviours["gpt-4o-mini"] = Behaviour(raw_response=("text/event-stream", raw))
     response = _post(
         acme, acme.raw, "/chat/completions", {"model": "chat-small", "messages": HI, "stream": True}
@@ -103,15 +105,6 @@ def test_an_account_id_in_a_mid_stream_error_event_leaves_the_event_json(acme):
     sent = orjson.loads(events[-1])  # JSON, as the provider sent it
     assert "is over its quota" in sent["error"]["message"]
     assert ACCOUNT not in response.text and org not in response.text
-
-
-_CHUNK = {
-    "id": "c1",
-    "object": "chat.completion.chunk",
-    "created": 1,
-    "model": "gpt-4o-mini",
-    "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}}],
-}
 
 
 def _stream_of(acme, raw: bytes):
