@@ -771,12 +771,14 @@ _natives: "weakref.WeakKeyDictionary[PassthroughAdapter, NativeAdapter]" = (
 )
 
 
-def _native(upstreams) -> NativeAdapter:
+def _native(upstreams):
+    """The native adapter of ``upstreams``' pass-through, as its calls are made: watched
+    where upstreams watch every provider call (a VPC agent: Upstreams.watched)."""
     adapter = _natives.get(upstreams.http)
     if adapter is None:
         adapter = NativeAdapter(upstreams.http, upstreams.litellm.ambient_credentials)
         _natives[upstreams.http] = adapter
-    return adapter
+    return upstreams.watched(adapter)
 
 
 def is_native(upstreams, dep: DeploymentInfo) -> bool:
@@ -866,18 +868,14 @@ def attempt(upstreams, body: dict, chat: dict, problems: list, headers, stream: 
 
     async def call(dep, timeout):
         if is_native(upstreams, dep):
-            return await upstreams.watched(_native(upstreams)).call(
-                "messages", dep, (body, *version_beta), timeout
-            )
+            return await _native(upstreams).call("messages", dep, (body, *version_beta), timeout)
         refuse_untranslatable(dep)
         data = await upstreams.for_deployment(dep).call("chat", dep, chat_for(dep), timeout)
         return message_from_chat(data, dep.upstream_model)
 
     async def open_stream(dep, timeout):
         if is_native(upstreams, dep):
-            chunks = upstreams.watched(_native(upstreams)).stream(
-                "messages", dep, (body, *version_beta), timeout
-            )
+            chunks = _native(upstreams).stream("messages", dep, (body, *version_beta), timeout)
             events = _native_events(chunks)
             translator = None
         else:
@@ -977,7 +975,7 @@ async def native_count(upstreams, dep: DeploymentInfo, body: dict, headers, time
     (the caller counts), a 4xx UpstreamError if Anthropic refused the request."""
     count_body = {k: v for k, v in body.items() if k not in ("max_tokens", "stream")}
     try:
-        data = await upstreams.watched(_native(upstreams)).call(
+        data = await _native(upstreams).call(
             "count_tokens", dep, (count_body, *_client_headers(headers)), timeout
         )
     except UpstreamError as exc:
